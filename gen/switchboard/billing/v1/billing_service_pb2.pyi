@@ -1,0 +1,192 @@
+import datetime
+
+from google.api import annotations_pb2 as _annotations_pb2
+from google.api import field_behavior_pb2 as _field_behavior_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class GetUsageRequest(_message.Message):
+    __slots__ = ("account", "period")
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_FIELD_NUMBER: _ClassVar[int]
+    account: str
+    period: str
+    def __init__(self, account: _Optional[str] = ..., period: _Optional[str] = ...) -> None: ...
+
+class UsageLine(_message.Message):
+    __slots__ = ("model", "provider", "settled_nano_usd", "pending_nano_usd", "requests")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    SETTLED_NANO_USD_FIELD_NUMBER: _ClassVar[int]
+    PENDING_NANO_USD_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    provider: str
+    settled_nano_usd: float
+    pending_nano_usd: float
+    requests: int
+    def __init__(self, model: _Optional[str] = ..., provider: _Optional[str] = ..., settled_nano_usd: _Optional[float] = ..., pending_nano_usd: _Optional[float] = ..., requests: _Optional[int] = ...) -> None: ...
+
+class UnpricedRequest(_message.Message):
+    __slots__ = ("request_id", "provider", "reason", "estimated_nano_usd")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_NANO_USD_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    provider: str
+    reason: str
+    estimated_nano_usd: float
+    def __init__(self, request_id: _Optional[str] = ..., provider: _Optional[str] = ..., reason: _Optional[str] = ..., estimated_nano_usd: _Optional[float] = ...) -> None: ...
+
+class Usage(_message.Message):
+    __slots__ = ("account", "period", "settled_nano_usd", "pending_nano_usd", "requests", "by_model", "by_provider", "unpriced")
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_FIELD_NUMBER: _ClassVar[int]
+    SETTLED_NANO_USD_FIELD_NUMBER: _ClassVar[int]
+    PENDING_NANO_USD_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    BY_MODEL_FIELD_NUMBER: _ClassVar[int]
+    BY_PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    UNPRICED_FIELD_NUMBER: _ClassVar[int]
+    account: str
+    period: str
+    settled_nano_usd: float
+    pending_nano_usd: float
+    requests: int
+    by_model: _containers.RepeatedCompositeFieldContainer[UsageLine]
+    by_provider: _containers.RepeatedCompositeFieldContainer[UsageLine]
+    unpriced: _containers.RepeatedCompositeFieldContainer[UnpricedRequest]
+    def __init__(self, account: _Optional[str] = ..., period: _Optional[str] = ..., settled_nano_usd: _Optional[float] = ..., pending_nano_usd: _Optional[float] = ..., requests: _Optional[int] = ..., by_model: _Optional[_Iterable[_Union[UsageLine, _Mapping]]] = ..., by_provider: _Optional[_Iterable[_Union[UsageLine, _Mapping]]] = ..., unpriced: _Optional[_Iterable[_Union[UnpricedRequest, _Mapping]]] = ...) -> None: ...
+
+class GetAccountRequest(_message.Message):
+    __slots__ = ("account",)
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    account: str
+    def __init__(self, account: _Optional[str] = ...) -> None: ...
+
+class Account(_message.Message):
+    __slots__ = ("account", "included_credits_nano_usd", "limit_nano_usd", "spent_nano_usd", "reserved_nano_usd")
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    INCLUDED_CREDITS_NANO_USD_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_NANO_USD_FIELD_NUMBER: _ClassVar[int]
+    SPENT_NANO_USD_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_NANO_USD_FIELD_NUMBER: _ClassVar[int]
+    account: str
+    included_credits_nano_usd: float
+    limit_nano_usd: float
+    spent_nano_usd: float
+    reserved_nano_usd: float
+    def __init__(self, account: _Optional[str] = ..., included_credits_nano_usd: _Optional[float] = ..., limit_nano_usd: _Optional[float] = ..., spent_nano_usd: _Optional[float] = ..., reserved_nano_usd: _Optional[float] = ...) -> None: ...
+
+class UpdateSpendingLimitRequest(_message.Message):
+    __slots__ = ("account", "limit_nano_usd")
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_NANO_USD_FIELD_NUMBER: _ClassVar[int]
+    account: str
+    limit_nano_usd: int
+    def __init__(self, account: _Optional[str] = ..., limit_nano_usd: _Optional[int] = ...) -> None: ...
+
+class UpdateIncludedCreditsRequest(_message.Message):
+    __slots__ = ("account", "included_credits_nano_usd")
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    INCLUDED_CREDITS_NANO_USD_FIELD_NUMBER: _ClassVar[int]
+    account: str
+    included_credits_nano_usd: int
+    def __init__(self, account: _Optional[str] = ..., included_credits_nano_usd: _Optional[int] = ...) -> None: ...
+
+class ReconcileCostsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ReconcileCostsResponse(_message.Message):
+    __slots__ = ("asked", "settled", "rejected", "pending", "unpriced")
+    ASKED_FIELD_NUMBER: _ClassVar[int]
+    SETTLED_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
+    UNPRICED_FIELD_NUMBER: _ClassVar[int]
+    asked: int
+    settled: int
+    rejected: int
+    pending: int
+    unpriced: int
+    def __init__(self, asked: _Optional[int] = ..., settled: _Optional[int] = ..., rejected: _Optional[int] = ..., pending: _Optional[int] = ..., unpriced: _Optional[int] = ...) -> None: ...
+
+class LedgerRecord(_message.Message):
+    __slots__ = ("request_id", "provider_request_id", "provider", "model", "provider_model", "task", "caller", "account", "start_time", "end_time", "input_tokens", "output_tokens", "images", "estimated_nano_usd")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_MODEL_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    CALLER_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_NANO_USD_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    provider_request_id: str
+    provider: str
+    model: str
+    provider_model: str
+    task: str
+    caller: str
+    account: str
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    input_tokens: int
+    output_tokens: int
+    images: int
+    estimated_nano_usd: int
+    def __init__(self, request_id: _Optional[str] = ..., provider_request_id: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., provider_model: _Optional[str] = ..., task: _Optional[str] = ..., caller: _Optional[str] = ..., account: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., images: _Optional[int] = ..., estimated_nano_usd: _Optional[int] = ...) -> None: ...
+
+class RecordRequestsRequest(_message.Message):
+    __slots__ = ("records",)
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    records: _containers.RepeatedCompositeFieldContainer[LedgerRecord]
+    def __init__(self, records: _Optional[_Iterable[_Union[LedgerRecord, _Mapping]]] = ...) -> None: ...
+
+class RecordRequestsResponse(_message.Message):
+    __slots__ = ("stored_count",)
+    STORED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    stored_count: int
+    def __init__(self, stored_count: _Optional[int] = ...) -> None: ...
+
+class ReserveSpendRequest(_message.Message):
+    __slots__ = ("request_id", "account", "estimated_nano_usd")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_NANO_USD_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    account: str
+    estimated_nano_usd: int
+    def __init__(self, request_id: _Optional[str] = ..., account: _Optional[str] = ..., estimated_nano_usd: _Optional[int] = ...) -> None: ...
+
+class ReserveSpendResponse(_message.Message):
+    __slots__ = ("granted", "remaining_nano_usd")
+    GRANTED_FIELD_NUMBER: _ClassVar[int]
+    REMAINING_NANO_USD_FIELD_NUMBER: _ClassVar[int]
+    granted: bool
+    remaining_nano_usd: int
+    def __init__(self, granted: _Optional[bool] = ..., remaining_nano_usd: _Optional[int] = ...) -> None: ...
+
+class ReleaseReservationRequest(_message.Message):
+    __slots__ = ("request_id",)
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    def __init__(self, request_id: _Optional[str] = ...) -> None: ...
+
+class ReleaseReservationResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

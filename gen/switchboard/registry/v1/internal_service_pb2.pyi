@@ -1,0 +1,163 @@
+from google.api import field_behavior_pb2 as _field_behavior_pb2
+from switchboard.registry.v1 import admin_service_pb2 as _admin_service_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ChangeKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CHANGE_KIND_UNSPECIFIED: _ClassVar[ChangeKind]
+    CHANGE_KIND_MAPPING: _ClassVar[ChangeKind]
+    CHANGE_KIND_PROVIDER: _ClassVar[ChangeKind]
+    CHANGE_KIND_MODEL: _ClassVar[ChangeKind]
+    CHANGE_KIND_IDENTITY: _ClassVar[ChangeKind]
+CHANGE_KIND_UNSPECIFIED: ChangeKind
+CHANGE_KIND_MAPPING: ChangeKind
+CHANGE_KIND_PROVIDER: ChangeKind
+CHANGE_KIND_MODEL: ChangeKind
+CHANGE_KIND_IDENTITY: ChangeKind
+
+class AuthenticateTokenRequest(_message.Message):
+    __slots__ = ("token",)
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    def __init__(self, token: _Optional[str] = ...) -> None: ...
+
+class Caller(_message.Message):
+    __slots__ = ("user", "admin", "memberships", "preferred_providers")
+    USER_FIELD_NUMBER: _ClassVar[int]
+    ADMIN_FIELD_NUMBER: _ClassVar[int]
+    MEMBERSHIPS_FIELD_NUMBER: _ClassVar[int]
+    PREFERRED_PROVIDERS_FIELD_NUMBER: _ClassVar[int]
+    user: str
+    admin: bool
+    memberships: _containers.RepeatedCompositeFieldContainer[_admin_service_pb2.Membership]
+    preferred_providers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, user: _Optional[str] = ..., admin: _Optional[bool] = ..., memberships: _Optional[_Iterable[_Union[_admin_service_pb2.Membership, _Mapping]]] = ..., preferred_providers: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ResolveModelRequest(_message.Message):
+    __slots__ = ("model", "user", "task")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    user: str
+    task: str
+    def __init__(self, model: _Optional[str] = ..., user: _Optional[str] = ..., task: _Optional[str] = ...) -> None: ...
+
+class ResolveProviderModelRequest(_message.Message):
+    __slots__ = ("provider", "provider_model", "user", "task")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_MODEL_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    provider_model: str
+    user: str
+    task: str
+    def __init__(self, provider: _Optional[str] = ..., provider_model: _Optional[str] = ..., user: _Optional[str] = ..., task: _Optional[str] = ...) -> None: ...
+
+class Adapter(_message.Message):
+    __slots__ = ("type", "model", "weights_path", "base_provider_model")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_PATH_FIELD_NUMBER: _ClassVar[int]
+    BASE_PROVIDER_MODEL_FIELD_NUMBER: _ClassVar[int]
+    type: str
+    model: str
+    weights_path: str
+    base_provider_model: str
+    def __init__(self, type: _Optional[str] = ..., model: _Optional[str] = ..., weights_path: _Optional[str] = ..., base_provider_model: _Optional[str] = ...) -> None: ...
+
+class Candidate(_message.Message):
+    __slots__ = ("provider", "provider_model", "status", "mapping_id", "adapter")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_MODEL_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    MAPPING_ID_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    provider_model: str
+    status: str
+    mapping_id: str
+    adapter: Adapter
+    def __init__(self, provider: _Optional[str] = ..., provider_model: _Optional[str] = ..., status: _Optional[str] = ..., mapping_id: _Optional[str] = ..., adapter: _Optional[_Union[Adapter, _Mapping]] = ...) -> None: ...
+
+class Exclusion(_message.Message):
+    __slots__ = ("provider", "reason")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    reason: str
+    def __init__(self, provider: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ResolveModelResponse(_message.Message):
+    __slots__ = ("model_found", "candidates", "exclusions")
+    MODEL_FOUND_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    EXCLUSIONS_FIELD_NUMBER: _ClassVar[int]
+    model_found: bool
+    candidates: _containers.RepeatedCompositeFieldContainer[Candidate]
+    exclusions: _containers.RepeatedCompositeFieldContainer[Exclusion]
+    def __init__(self, model_found: _Optional[bool] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., exclusions: _Optional[_Iterable[_Union[Exclusion, _Mapping]]] = ...) -> None: ...
+
+class ListProviderConfigsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ProviderConfig(_message.Message):
+    __slots__ = ("provider", "prices")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    PRICES_FIELD_NUMBER: _ClassVar[int]
+    provider: _admin_service_pb2.Provider
+    prices: _containers.RepeatedCompositeFieldContainer[_admin_service_pb2.Price]
+    def __init__(self, provider: _Optional[_Union[_admin_service_pb2.Provider, _Mapping]] = ..., prices: _Optional[_Iterable[_Union[_admin_service_pb2.Price, _Mapping]]] = ...) -> None: ...
+
+class ListProviderConfigsResponse(_message.Message):
+    __slots__ = ("providers",)
+    PROVIDERS_FIELD_NUMBER: _ClassVar[int]
+    providers: _containers.RepeatedCompositeFieldContainer[ProviderConfig]
+    def __init__(self, providers: _Optional[_Iterable[_Union[ProviderConfig, _Mapping]]] = ...) -> None: ...
+
+class ListServedModelsRequest(_message.Message):
+    __slots__ = ("user", "model")
+    USER_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    user: str
+    model: str
+    def __init__(self, user: _Optional[str] = ..., model: _Optional[str] = ...) -> None: ...
+
+class ServedModel(_message.Message):
+    __slots__ = ("id", "pipeline_tag", "candidates")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    PIPELINE_TAG_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    pipeline_tag: str
+    candidates: _containers.RepeatedCompositeFieldContainer[Candidate]
+    def __init__(self, id: _Optional[str] = ..., pipeline_tag: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ...) -> None: ...
+
+class ListServedModelsResponse(_message.Message):
+    __slots__ = ("models",)
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[ServedModel]
+    def __init__(self, models: _Optional[_Iterable[_Union[ServedModel, _Mapping]]] = ...) -> None: ...
+
+class WatchChangesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class WatchChangesResponse(_message.Message):
+    __slots__ = ("revision", "kind", "key")
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    revision: int
+    kind: ChangeKind
+    key: str
+    def __init__(self, revision: _Optional[int] = ..., kind: _Optional[_Union[ChangeKind, str]] = ..., key: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,128 @@
+import datetime
+
+from google.api import annotations_pb2 as _annotations_pb2
+from google.api import field_behavior_pb2 as _field_behavior_pb2
+from google.protobuf import empty_pb2 as _empty_pb2
+from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class MappingType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MAPPING_TYPE_UNSPECIFIED: _ClassVar[MappingType]
+    MAPPING_TYPE_MODEL: _ClassVar[MappingType]
+    MAPPING_TYPE_TAG_FILTER: _ClassVar[MappingType]
+MAPPING_TYPE_UNSPECIFIED: MappingType
+MAPPING_TYPE_MODEL: MappingType
+MAPPING_TYPE_TAG_FILTER: MappingType
+
+class ModelMapping(_message.Message):
+    __slots__ = ("id", "provider", "type", "task", "hf_model", "provider_model", "status", "tags", "adapter_type", "create_time")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    HF_MODEL_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_MODEL_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_TYPE_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    provider: str
+    type: str
+    task: str
+    hf_model: str
+    provider_model: str
+    status: str
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    adapter_type: str
+    create_time: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., provider: _Optional[str] = ..., type: _Optional[str] = ..., task: _Optional[str] = ..., hf_model: _Optional[str] = ..., provider_model: _Optional[str] = ..., status: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., adapter_type: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class CreateModelMappingRequest(_message.Message):
+    __slots__ = ("provider", "type", "task", "hf_model", "provider_model", "status", "tags", "adapter_type")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    HF_MODEL_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_MODEL_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_TYPE_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    type: str
+    task: str
+    hf_model: str
+    provider_model: str
+    status: str
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    adapter_type: str
+    def __init__(self, provider: _Optional[str] = ..., type: _Optional[str] = ..., task: _Optional[str] = ..., hf_model: _Optional[str] = ..., provider_model: _Optional[str] = ..., status: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., adapter_type: _Optional[str] = ...) -> None: ...
+
+class DeleteModelMappingRequest(_message.Message):
+    __slots__ = ("provider", "mapping_id")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    MAPPING_ID_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    mapping_id: str
+    def __init__(self, provider: _Optional[str] = ..., mapping_id: _Optional[str] = ...) -> None: ...
+
+class UpdateModelMappingStatusRequest(_message.Message):
+    __slots__ = ("provider", "mapping_id", "status")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    MAPPING_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    mapping_id: str
+    status: str
+    def __init__(self, provider: _Optional[str] = ..., mapping_id: _Optional[str] = ..., status: _Optional[str] = ...) -> None: ...
+
+class GetProviderMappingTableRequest(_message.Message):
+    __slots__ = ("provider", "status")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    status: str
+    def __init__(self, provider: _Optional[str] = ..., status: _Optional[str] = ...) -> None: ...
+
+class ListModelMappingsRequest(_message.Message):
+    __slots__ = ("provider", "status", "page_size", "page_token")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    status: str
+    page_size: int
+    page_token: str
+    def __init__(self, provider: _Optional[str] = ..., status: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListModelMappingsResponse(_message.Message):
+    __slots__ = ("model_mappings", "next_page_token")
+    MODEL_MAPPINGS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    model_mappings: _containers.RepeatedCompositeFieldContainer[ModelMapping]
+    next_page_token: str
+    def __init__(self, model_mappings: _Optional[_Iterable[_Union[ModelMapping, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class UpdateProviderPreferencesRequest(_message.Message):
+    __slots__ = ("providers",)
+    PROVIDERS_FIELD_NUMBER: _ClassVar[int]
+    providers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, providers: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ProviderPreferences(_message.Message):
+    __slots__ = ("user", "providers")
+    USER_FIELD_NUMBER: _ClassVar[int]
+    PROVIDERS_FIELD_NUMBER: _ClassVar[int]
+    user: str
+    providers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, user: _Optional[str] = ..., providers: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -1,0 +1,1 @@
+"""Switchboard's services: registry, router, billing, and what they share."""

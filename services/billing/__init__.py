@@ -1,0 +1,1 @@
+"""The Billing service: request ledger, cost reconciliation, usage, credits and limits."""

@@ -1,0 +1,36 @@
+"""The `switchboard` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from services.launcher import UpOptions, up
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="switchboard", description="Switchboard inference-provider router")
+    commands = parser.add_subparsers(dest="command", required=True)
+    up_parser = commands.add_parser("up", help="start Envoy and the three services")
+    up_parser.add_argument(
+        "--demo", action="store_true", help="also start the reference provider and demo data"
+    )
+    up_parser.add_argument("--http-port", type=int, default=8080, help="Envoy's port (default 8080)")
+    up_parser.add_argument("--host", default="127.0.0.1", help="Envoy's listen address (default 127.0.0.1)")
+    up_parser.add_argument(
+        "--data-dir", type=Path, default=Path("data"), help="state directory (default ./data)"
+    )
+    up_parser.add_argument("--database-url", default="", help="SQLAlchemy URL instead of SQLite files")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.command == "up":
+        options = UpOptions(args.http_port, args.data_dir, args.database_url, args.demo, args.host)
+        sys.exit(up(options))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""What the services share: settings, logging, database, errors, the gRPC server."""

@@ -1,0 +1,50 @@
+"""Settings shared by every service; each service extends ServiceSettings.
+
+Values come from the command line, then SWITCHBOARD_* environment variables,
+then these defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Self
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    """Settings every service has."""
+
+    model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_", extra="ignore")
+
+    host: str = Field("127.0.0.1", description="address to listen on")
+    port: int = Field(0, description="gRPC port (0 picks a free one)")
+    data_dir: Path = Field(Path("data"), description="directory of the SQLite databases")
+    database_url: str = Field("", description="SQLAlchemy URL; SQLite under data_dir when empty")
+    admin_token: SecretStr = Field(SecretStr(""), description="the operators' admin token")
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
+    shutdown_grace_seconds: float = Field(5.0, description="time given to calls in flight on SIGTERM")
+
+    def database_url_for(self, name: str) -> str:
+        """The configured URL, or a SQLite file named after the service."""
+        if self.database_url:
+            return self.database_url
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{(self.data_dir / f'{name}.db').resolve()}"
+
+    @classmethod
+    def from_args(cls, prog: str, argv: list[str] | None = None) -> Self:
+        """Parses --<field> options for every field; unset ones fall back to the environment."""
+        parser = argparse.ArgumentParser(prog=prog, description=cls.__doc__)
+        for name, field in cls.model_fields.items():
+            if name == "admin_token":
+                continue  # secrets never go on a command line; SWITCHBOARD_ADMIN_TOKEN only
+            parser.add_argument(
+                f"--{name.replace('_', '-')}",
+                dest=name,
+                default=argparse.SUPPRESS,
+                help=f"{field.description} (default: {field.default})",
+            )
+        return cls(**vars(parser.parse_args(argv)))

@@ -1,0 +1,141 @@
+"""The gRPC server every service runs: health, reflection, error mapping, graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from services.common.errors import ApiError, internal_error
+
+log = logging.getLogger(__name__)
+
+# (add_XServicer_to_server, servicer, full service name)
+Registration = tuple[Callable[[Any, grpc.aio.Server], None], Any, str]
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    """Turns ApiError into a rich gRPC status, and any other exception into a
+    bare INTERNAL error (logged here, never shown to the caller)."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method = handler_call_details.method
+        if handler.unary_unary:
+            return handler._replace(unary_unary=_guard_unary(handler.unary_unary, method))
+        if handler.unary_stream:
+            return handler._replace(unary_stream=_guard_stream(handler.unary_stream, method))
+        return handler
+
+
+async def abort_with(context: grpc.aio.ServicerContext, error: ApiError) -> None:
+    """Ends the call with the error's status and trailers."""
+    await context.abort(error.grpc_code, error.message, trailing_metadata=error.trailing_metadata())
+
+
+async def _raise_as_status(context: grpc.aio.ServicerContext, exc: Exception, method: str) -> None:
+    if isinstance(exc, ApiError):
+        await abort_with(context, exc)
+    if isinstance(exc, NotImplementedError):
+        await abort_with(context, ApiError(501, f"{method} is not implemented yet", code="not_implemented"))
+    log.exception("unexpected error", extra={"method": method})
+    await abort_with(context, internal_error())
+
+
+def _guard_unary(behavior: Callable, method: str) -> Callable:
+    async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await behavior(request, context)
+        except Exception as exc:
+            if _is_abort(exc):
+                raise
+            await _raise_as_status(context, exc, method)
+
+    return guarded
+
+
+def _guard_stream(behavior: Callable, method: str) -> Callable:
+    async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            async for response in behavior(request, context):
+                yield response
+        except Exception as exc:
+            if _is_abort(exc):
+                raise
+            await _raise_as_status(context, exc, method)
+
+    return guarded
+
+
+def _is_abort(exc: BaseException) -> bool:
+    """context.abort() raises an exception that must travel on unchanged."""
+    return isinstance(exc, grpc.aio.AbortError)
+
+
+def create_server(
+    registrations: Iterable[Registration], host: str, port: int
+) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
+    """A server with the servicers, health checking and reflection; returns the bound port."""
+    server = grpc.aio.server(
+        interceptors=[ErrorInterceptor()],
+        options=[
+            ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+            ("grpc.so_reuseport", 0),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+        ],
+    )
+    health_servicer = health.aio.HealthServicer()
+    names = [reflection.SERVICE_NAME, health.SERVICE_NAME]
+    for add, servicer, name in registrations:
+        add(servicer, server)
+        names.append(name)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(names, server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"cannot listen on {host}:{port}")
+    return server, bound, health_servicer
+
+
+async def serve(
+    server: grpc.aio.Server,
+    health_servicer: health.aio.HealthServicer,
+    service_names: Iterable[str],
+    grace_seconds: float,
+    on_stop: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Starts the server, reports SERVING, and on SIGTERM/SIGINT drains calls and stops."""
+    await server.start()
+    for name in ["", *service_names]:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping", extra={"grace_seconds": grace_seconds})
+    await health_servicer.enter_graceful_shutdown()
+    await server.stop(grace_seconds)
+    if on_stop is not None:
+        await on_stop()
+    log.info("stopped")
+
+
+def run(main: Callable[[], Awaitable[None]]) -> None:
+    """Runs a service's async main on uvloop."""
+    import uvloop
+
+    uvloop.run(main())

@@ -1,0 +1,43 @@
+"""Running one service process: logging, migrations, the server, a clean stop."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
+
+import grpc
+
+from services.common.config import ServiceSettings
+from services.common.db import Database, migrate
+from services.common.server import Registration, create_server, serve
+
+log = logging.getLogger(__name__)
+
+
+def open_database(settings: ServiceSettings, name: str, migrations_dir: Path) -> Database:
+    """Migrates the service's database to the newest schema and opens it."""
+    url = settings.database_url_for(name)
+    migrate(url, migrations_dir)
+    return Database(url)
+
+
+def channel(address: str) -> grpc.aio.Channel:
+    """A channel to another service; calls on it carry their own deadlines."""
+    return grpc.aio.insecure_channel(
+        address,
+        options=[("grpc.keepalive_time_ms", 30_000), ("grpc.max_receive_message_length", 64 * 1024 * 1024)],
+    )
+
+
+async def run_service(
+    name: str,
+    settings: ServiceSettings,
+    registrations: Iterable[Registration],
+    on_stop: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Serves the registrations until SIGTERM, then drains and calls on_stop."""
+    registrations = list(registrations)
+    server, port, health = create_server(registrations, settings.host, settings.port)
+    log.info("listening", extra={"service": name, "address": f"{settings.host}:{port}"})
+    await serve(server, health, [r[2] for r in registrations], settings.shutdown_grace_seconds, on_stop)

@@ -1,0 +1,1 @@
+"""The Registry service: providers, catalog, mappings, identity, resolution."""

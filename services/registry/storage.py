@@ -1,0 +1,113 @@
+"""The Registry's tables. Lists (tags, tasks) are stored as JSON text."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import Column, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class OrgRow(SQLModel, table=True):
+    """An organization."""
+
+    __tablename__ = "orgs"
+    name: str = Field(primary_key=True)
+    create_time: datetime = Field(default_factory=utcnow)
+
+
+class UserRow(SQLModel, table=True):
+    """A user and their provider preference."""
+
+    __tablename__ = "users"
+    name: str = Field(primary_key=True)
+    preferred_providers: str = Field(default="[]", sa_column=Column(Text, nullable=False, default="[]"))
+    create_time: datetime = Field(default_factory=utcnow)
+
+
+class MembershipRow(SQLModel, table=True):
+    """A user's role in an org."""
+
+    __tablename__ = "memberships"
+    org: str = Field(primary_key=True, foreign_key="orgs.name", ondelete="CASCADE")
+    user: str = Field(primary_key=True, foreign_key="users.name", ondelete="CASCADE", index=True)
+    role: str
+
+
+class TokenRow(SQLModel, table=True):
+    """An API token, stored as its SHA-256 hash only."""
+
+    __tablename__ = "tokens"
+    __table_args__ = (UniqueConstraint("user", "name"),)
+    id: int | None = Field(default=None, primary_key=True)
+    user: str = Field(foreign_key="users.name", ondelete="CASCADE", index=True)
+    name: str
+    token_hash: str = Field(unique=True)
+    create_time: datetime = Field(default_factory=utcnow)
+
+
+class ProviderRow(SQLModel, table=True):
+    """An inference provider, secrets included (never returned by the API)."""
+
+    __tablename__ = "providers"
+    id: str = Field(primary_key=True)
+    org: str
+    base_url: str
+    api_key: str = ""
+    tasks: str = Field(default="[]", sa_column=Column(Text, nullable=False, default="[]"))
+    request_id_header: str = "Inference-Id"
+    billing_url: str = ""
+    billing_authorization: str = ""
+    default_rank: int = 0
+    create_time: datetime = Field(default_factory=utcnow)
+
+
+class PriceRow(SQLModel, table=True):
+    """The operator's price for one provider model, nano-USD."""
+
+    __tablename__ = "prices"
+    provider: str = Field(primary_key=True, foreign_key="providers.id", ondelete="CASCADE")
+    provider_model: str = Field(primary_key=True)
+    input_token_nano_usd: int = 0
+    output_token_nano_usd: int = 0
+    request_nano_usd: int = 0
+    image_nano_usd: int = 0
+
+
+class ModelRow(SQLModel, table=True):
+    """A hub model in the catalog."""
+
+    __tablename__ = "models"
+    id: str = Field(primary_key=True)
+    pipeline_tag: str = ""
+    tags: str = Field(default="[]", sa_column=Column(Text, nullable=False, default="[]"))
+    adapter_weights_path: str = ""
+
+
+class MappingRow(SQLModel, table=True):
+    """A model mapping (hf_model set) or a tag-filter mapping (tags_key set).
+
+    tags_key is the sorted tags joined by ",", so one unique constraint covers
+    both kinds of duplicate.
+    """
+
+    __tablename__ = "mappings"
+    __table_args__ = (UniqueConstraint("provider", "task", "hf_model", "tags_key"),)
+    id: str = Field(primary_key=True)
+    seq: int = Field(index=True)
+    provider: str = Field(foreign_key="providers.id", ondelete="CASCADE", index=True)
+    type: str
+    task: str
+    hf_model: str = Field(default="", index=True)
+    tags_key: str = ""
+    provider_model: str
+    status: str
+    adapter_type: str = ""
+    create_time: datetime = Field(default_factory=utcnow)
+
+
+metadata = SQLModel.metadata

@@ -1,0 +1,1 @@
+"""The Router service: OpenAI-compatible inference routes, provider selection, failover."""

@@ -215,9 +215,14 @@ def start_stack(options: UpOptions) -> tuple[Stack, str, str]:
     return stack, token, token_source
 
 
+def _interrupt(_signum: int, _frame: object) -> None:
+    """SIGTERM stops the stack the same way Ctrl-C does."""
+    raise KeyboardInterrupt
+
+
 def up(options: UpOptions) -> int:
     """Runs the stack until Ctrl-C or SIGTERM; non-zero when a child died."""
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         stack, token, token_source = start_stack(options)
     except RuntimeError as exc:

@@ -5,44 +5,79 @@ from __future__ import annotations
 from pathlib import Path
 
 from switchboard.billing.v1 import billing_service_pb2_grpc as billing_grpc
-from switchboard.registry.v1 import internal_service_pb2_grpc
+from switchboard.registry.v1 import internal_service_pb2 as internal_pb
+from switchboard.registry.v1 import internal_service_pb2_grpc as internal_grpc
 
+from services.billing.access import Authenticator
 from services.billing.config import BillingSettings
+from services.billing.reconciler import CostApi, Reconciler, ReconcilerSettings
 from services.billing.servicer import BillingAdminServicer, BillingServicer, LedgerServicer
 from services.common.logs import configure_logging
 from services.common.server import run
 from services.common.service import channel, open_database, run_service
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+REGISTRY_TIMEOUT = 10.0
+
+
+def registry_cost_apis(registry: internal_grpc.InternalServiceStub):
+    """The providers' cost APIs, as the Registry knows them now (secrets included)."""
+
+    async def cost_apis() -> list[CostApi]:
+        answer = await registry.ListProviderConfigs(internal_pb.ListProviderConfigsRequest(), timeout=REGISTRY_TIMEOUT)
+        return [
+            CostApi(c.provider.id, c.provider.billing_url, c.provider.billing_authorization)
+            for c in answer.providers
+            if c.provider.billing_url
+        ]
+
+    return cost_apis
+
+
+def reconciler_settings(settings: BillingSettings) -> ReconcilerSettings:
+    return ReconcilerSettings(
+        interval_seconds=settings.reconcile_interval_seconds,
+        batch_size=settings.reconcile_batch_size,
+        concurrency=settings.reconcile_concurrency,
+        timeout_seconds=settings.cost_api_timeout_seconds,
+        backoff_max_seconds=settings.cost_api_backoff_max_seconds,
+        unpriced_after_seconds=settings.unpriced_after_seconds,
+        reservation_ttl_seconds=settings.reservation_ttl_seconds,
+    )
 
 
 async def serve(settings: BillingSettings) -> None:
     """Runs Billing until SIGTERM; the Registry's stub is injected here."""
     db = open_database(settings, "billing", MIGRATIONS)
     registry_channel = channel(settings.registry_address)
-    registry = internal_service_pb2_grpc.InternalServiceStub(registry_channel)
+    registry = internal_grpc.InternalServiceStub(registry_channel)
+    admin_token = settings.admin_token.get_secret_value()
+    reconciler = Reconciler(db, registry_cost_apis(registry), reconciler_settings(settings))
+    auth = Authenticator(registry, admin_token, settings.auth_cache_seconds)
     registrations = [
         (
             billing_grpc.add_BillingServiceServicer_to_server,
-            BillingServicer(db, registry),
+            BillingServicer(db, auth),
             "switchboard.billing.v1.BillingService",
         ),
         (
             billing_grpc.add_BillingAdminServiceServicer_to_server,
-            BillingAdminServicer(),
+            BillingAdminServicer(db, reconciler, admin_token),
             "switchboard.billing.v1.BillingAdminService",
         ),
         (
             billing_grpc.add_LedgerServiceServicer_to_server,
-            LedgerServicer(),
+            LedgerServicer(db, settings.reservation_ttl_seconds),
             "switchboard.billing.v1.LedgerService",
         ),
     ]
 
     async def close() -> None:
+        await reconciler.close()
         await registry_channel.close()
         db.close()
 
+    await reconciler.start()
     await run_service("billing", settings, registrations, on_stop=close)
 
 

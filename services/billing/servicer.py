@@ -1,41 +1,232 @@
-"""Billing's gRPC servicers."""
+"""Billing's gRPC servicers: the ledger for the Router, usage and limits for
+callers, reconciliation and credits for operators."""
 
 from __future__ import annotations
 
+import re
+import time
+from datetime import UTC, datetime
+
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 from switchboard.billing.v1 import billing_service_pb2 as billing_pb
 from switchboard.billing.v1 import billing_service_pb2_grpc as billing_grpc
-from switchboard.registry.v1 import internal_service_pb2 as internal_pb
-from switchboard.registry.v1 import internal_service_pb2_grpc as internal_grpc
 
-from services.common.auth import bearer_token
+from services.billing import ledger
+from services.billing.access import Authenticator, require_account_access
+from services.billing.reconciler import Reconciler
+from services.billing.storage import PENDING, UNPRICED
+from services.common.auth import require_admin
 from services.common.db import Database
+from services.common.errors import bad_request
+from services.common.pricing import estimate_nano_usd
 
-REGISTRY_TIMEOUT = 5.0
+MAX_BATCH = 10_000
+NO_REQUEST_ID = "the provider's answer carried no request id header"
+PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 
 
-class BillingServicer(billing_grpc.BillingServiceServicer):
+def _time(stamp: Timestamp, default: datetime) -> datetime:
+    return stamp.ToDatetime(tzinfo=UTC) if stamp.seconds or stamp.nanos else default
+
+
+def _required(value: str, param: str) -> None:
+    if not value:
+        raise bad_request(f"{param} is required", param=param)
+
+
+def _not_negative(value: int, param: str) -> None:
+    if value < 0:
+        raise bad_request(f"{param} must not be negative", param=param)
+
+
+def ledger_row(index: int, record: billing_pb.LedgerRecord, now: datetime) -> dict:
+    """A ledger row for a record. Without a provider request id the request
+    can never be priced: it is stored unpriced at once. A zero estimate is
+    replaced by the task's default, so nothing is ever charged zero silently."""
+    for name in ("request_id", "provider", "account"):
+        _required(getattr(record, name), f"records[{index}].{name}")
+    _not_negative(record.estimated_nano_usd, f"records[{index}].estimated_nano_usd")
+    start = _time(record.start_time, now)
+    return {
+        "request_id": record.request_id,
+        "provider_request_id": record.provider_request_id,
+        "provider": record.provider,
+        "model": record.model,
+        "provider_model": record.provider_model,
+        "task": record.task,
+        "caller": record.caller,
+        "account": record.account,
+        "start_time": start,
+        "end_time": _time(record.end_time, start),
+        "input_tokens": max(0, record.input_tokens),
+        "output_tokens": max(0, record.output_tokens),
+        "images": max(0, record.images),
+        "estimated_nano_usd": record.estimated_nano_usd or estimate_nano_usd(None, record.task),
+        "cost_nano_usd": None,
+        "state": PENDING if record.provider_request_id else UNPRICED,
+        "reason": "" if record.provider_request_id else NO_REQUEST_ID,
+    }
+
+
+def parse_period(period: str) -> tuple[str, datetime, datetime]:
+    """ "YYYY-MM" (the current month when empty) -> the period and its bounds; 400 otherwise."""
+    if not period:
+        period = datetime.now(UTC).strftime("%Y-%m")
+    match = PERIOD.match(period)
+    if not match:
+        raise bad_request(f"period must be YYYY-MM, got '{period[:40]}'", param="period", code="invalid_period")
+    start, end = ledger.month_bounds(datetime(int(match[1]), int(match[2]), 1, tzinfo=UTC))
+    return period, start, end
+
+
+def account_message(state: ledger.AccountState) -> billing_pb.Account:
+    return billing_pb.Account(
+        account=state.account,
+        included_credits_nano_usd=state.included_credits_nano_usd,
+        limit_nano_usd=state.limit_nano_usd,
+        spent_nano_usd=state.spent_nano_usd,
+        reserved_nano_usd=state.reserved_nano_usd,
+    )
+
+
+def _usage_line(totals: ledger.UsageTotals, **key: str) -> billing_pb.UsageLine:
+    return billing_pb.UsageLine(
+        settled_nano_usd=totals.settled_nano_usd,
+        pending_nano_usd=totals.pending_nano_usd,
+        requests=totals.requests,
+        **key,
+    )
+
+
+def usage_message(account: str, period: str, report: ledger.UsageReport) -> billing_pb.Usage:
+    """Totals are the sum of the per-provider lines (every request has exactly one provider)."""
+    return billing_pb.Usage(
+        account=account,
+        period=period,
+        settled_nano_usd=sum(t.settled_nano_usd for t in report.by_provider),
+        pending_nano_usd=sum(t.pending_nano_usd for t in report.by_provider),
+        requests=sum(t.requests for t in report.by_provider),
+        by_model=[_usage_line(t, model=t.key) for t in report.by_model],
+        by_provider=[_usage_line(t, provider=t.key) for t in report.by_provider],
+        unpriced=[
+            billing_pb.UnpricedRequest(request_id=r, provider=p, reason=why, estimated_nano_usd=e)
+            for r, p, why, e in report.unpriced
+        ],
+    )
+
+
+class AccountsMixin:
+    """Reads and writes of an account's settings, shared by the caller and operator services."""
+
+    db: Database
+
+    async def _account(self, account: str) -> billing_pb.Account:
+        state = await self.db.run(lambda s: ledger.account_state(s, account, time.time()))
+        return account_message(state)
+
+    async def _update_account(self, account: str, **values: int) -> billing_pb.Account:
+        await self.db.run(lambda s: ledger.update_account(s, account, **values))
+        return await self._account(account)
+
+
+class BillingServicer(AccountsMixin, billing_grpc.BillingServiceServicer):
     """Usage, accounts and limits for callers."""
 
-    def __init__(self, db: Database, registry: internal_grpc.InternalServiceStub) -> None:
+    def __init__(self, db: Database, auth: Authenticator) -> None:
         self.db = db
-        self.registry = registry
-
-    async def authenticate(self, context: grpc.aio.ServicerContext) -> internal_pb.Caller:
-        return await self.registry.AuthenticateToken(
-            internal_pb.AuthenticateTokenRequest(token=bearer_token(context)), timeout=REGISTRY_TIMEOUT
-        )
+        self.auth = auth
 
     async def GetUsage(
         self, request: billing_pb.GetUsageRequest, context: grpc.aio.ServicerContext
     ) -> billing_pb.Usage:
-        await self.authenticate(context)
-        raise NotImplementedError
+        caller = await self.auth.caller(context)
+        _required(request.account, "account")
+        period, start, end = parse_period(request.period)
+        require_account_access(caller, request.account)
+        report = await self.db.run(lambda s: ledger.usage_report(s, request.account, start, end))
+        return usage_message(request.account, period, report)
+
+    async def GetAccount(
+        self, request: billing_pb.GetAccountRequest, context: grpc.aio.ServicerContext
+    ) -> billing_pb.Account:
+        caller = await self.auth.caller(context)
+        _required(request.account, "account")
+        require_account_access(caller, request.account)
+        return await self._account(request.account)
+
+    async def UpdateSpendingLimit(
+        self, request: billing_pb.UpdateSpendingLimitRequest, context: grpc.aio.ServicerContext
+    ) -> billing_pb.Account:
+        caller = await self.auth.caller(context)
+        _required(request.account, "account")
+        require_account_access(caller, request.account)
+        _not_negative(request.limit_nano_usd, "limitNanoUsd")
+        return await self._update_account(request.account, limit_nano_usd=request.limit_nano_usd)
 
 
-class BillingAdminServicer(billing_grpc.BillingAdminServiceServicer):
-    """The operators' billing calls."""
+class BillingAdminServicer(AccountsMixin, billing_grpc.BillingAdminServiceServicer):
+    """The operators' billing calls (admin token only)."""
+
+    def __init__(self, db: Database, reconciler: Reconciler, admin_token: str) -> None:
+        self.db = db
+        self.reconciler = reconciler
+        self.admin_token = admin_token
+
+    async def ReconcileCosts(
+        self, request: billing_pb.ReconcileCostsRequest, context: grpc.aio.ServicerContext
+    ) -> billing_pb.ReconcileCostsResponse:
+        require_admin(context, self.admin_token)
+        counts = await self.reconciler.run_pass(respect_backoff=False)
+        return billing_pb.ReconcileCostsResponse(**vars(counts))
+
+    async def UpdateIncludedCredits(
+        self, request: billing_pb.UpdateIncludedCreditsRequest, context: grpc.aio.ServicerContext
+    ) -> billing_pb.Account:
+        require_admin(context, self.admin_token)
+        _required(request.account, "account")
+        _not_negative(request.included_credits_nano_usd, "includedCreditsNanoUsd")
+        return await self._update_account(request.account, included_credits_nano_usd=request.included_credits_nano_usd)
 
 
 class LedgerServicer(billing_grpc.LedgerServiceServicer):
-    """Ledger records and reservations from the Router."""
+    """Ledger records and reservations from the Router (not routed by Envoy)."""
+
+    def __init__(self, db: Database, reservation_ttl_seconds: float) -> None:
+        self.db = db
+        self.reservation_ttl_seconds = reservation_ttl_seconds
+
+    async def RecordRequests(
+        self, request: billing_pb.RecordRequestsRequest, context: grpc.aio.ServicerContext
+    ) -> billing_pb.RecordRequestsResponse:
+        if len(request.records) > MAX_BATCH:
+            raise bad_request(f"at most {MAX_BATCH} records per batch, got {len(request.records)}", param="records")
+        now = datetime.now(UTC)
+        rows = [ledger_row(i, record, now) for i, record in enumerate(request.records)]
+        stored = await self.db.run(lambda s: ledger.record_entries(s, rows))
+        return billing_pb.RecordRequestsResponse(stored_count=stored)
+
+    async def ReserveSpend(
+        self, request: billing_pb.ReserveSpendRequest, context: grpc.aio.ServicerContext
+    ) -> billing_pb.ReserveSpendResponse:
+        _required(request.request_id, "request_id")
+        _required(request.account, "account")
+        _not_negative(request.estimated_nano_usd, "estimated_nano_usd")
+        grant = await self.db.run(
+            lambda s: ledger.reserve_spend(
+                s,
+                request.request_id,
+                request.account,
+                request.estimated_nano_usd,
+                time.time(),
+                self.reservation_ttl_seconds,
+            )
+        )
+        return billing_pb.ReserveSpendResponse(granted=grant.granted, remaining_nano_usd=grant.remaining_nano_usd)
+
+    async def ReleaseReservation(
+        self, request: billing_pb.ReleaseReservationRequest, context: grpc.aio.ServicerContext
+    ) -> billing_pb.ReleaseReservationResponse:
+        _required(request.request_id, "request_id")
+        await self.db.run(lambda s: ledger.release_reservation(s, request.request_id))
+        return billing_pb.ReleaseReservationResponse()

@@ -1,16 +1,39 @@
-"""Billing's tables."""
+"""Billing's tables.
+
+Money is in nano-USD, stored as 64-bit integers (BigInteger: PostgreSQL's
+INTEGER is only 32 bits).
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 
+from sqlalchemy import BigInteger, Column, Index
 from sqlmodel import Field, SQLModel
+
+# Ledger states.
+PENDING = "pending"
+SETTLED = "settled"
+UNPRICED = "unpriced"
+
+
+def money(nullable: bool = False) -> Column:
+    """A 64-bit integer column (nano-USD, token counts)."""
+    return Column(BigInteger, nullable=nullable, default=None if nullable else 0)
 
 
 class LedgerEntry(SQLModel, table=True):
     """A request a provider answered; state goes pending -> settled | unpriced."""
 
     __tablename__ = "ledger"
+    __table_args__ = (
+        # The reconciler pages through one provider's pending requests by request id.
+        Index("ix_ledger_reconcile", "provider", "state", "request_id"),
+        # Ageing finds old pending requests.
+        Index("ix_ledger_state_end_time", "state", "end_time"),
+        # Usage reports and limit checks read one account's month.
+        Index("ix_ledger_account_start_time", "account", "start_time"),
+    )
     request_id: str = Field(primary_key=True)
     provider_request_id: str = Field(default="", index=True)
     provider: str = Field(index=True)
@@ -21,13 +44,32 @@ class LedgerEntry(SQLModel, table=True):
     account: str = Field(index=True)
     start_time: datetime
     end_time: datetime
-    input_tokens: int = 0
-    output_tokens: int = 0
-    images: int = 0
-    estimated_nano_usd: int = 0
-    cost_nano_usd: int | None = None
-    state: str = Field(default="pending", index=True)
+    input_tokens: int = Field(default=0, sa_column=money())
+    output_tokens: int = Field(default=0, sa_column=money())
+    images: int = Field(default=0, sa_column=money())
+    estimated_nano_usd: int = Field(default=0, sa_column=money())
+    cost_nano_usd: int | None = Field(default=None, sa_column=money(nullable=True))
+    state: str = Field(default=PENDING, index=True)
     reason: str = ""
+
+
+class BillingAccount(SQLModel, table=True):
+    """An account's money settings; an account without a row has none (no credits, no limit)."""
+
+    __tablename__ = "accounts"
+    account: str = Field(primary_key=True)
+    included_credits_nano_usd: int = Field(default=0, sa_column=money())
+    limit_nano_usd: int = Field(default=0, sa_column=money())
+
+
+class Reservation(SQLModel, table=True):
+    """An estimate reserved before a provider call, until the request is recorded or released."""
+
+    __tablename__ = "reservations"
+    request_id: str = Field(primary_key=True)
+    account: str = Field(index=True)
+    estimated_nano_usd: int = Field(default=0, sa_column=money())
+    expires_at: float = Field(index=True)  # Unix time; later than this it no longer counts
 
 
 metadata = SQLModel.metadata

@@ -41,9 +41,7 @@ def upgrade() -> None:
     with op.batch_alter_table("ledger", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_ledger_account"), ["account"], unique=False)
         batch_op.create_index(batch_op.f("ix_ledger_provider"), ["provider"], unique=False)
-        batch_op.create_index(
-            batch_op.f("ix_ledger_provider_request_id"), ["provider_request_id"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_ledger_provider_request_id"), ["provider_request_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_ledger_state"), ["state"], unique=False)
 
     # ### end Alembic commands ###

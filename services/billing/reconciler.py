@@ -1,0 +1,221 @@
+"""The reconciler: asks each provider's cost API what pending requests cost
+and settles them.
+
+Per provider, pending requests are read in request id order, page by page
+(batch_size), and each page is one `POST <billing_url>` with the provider's
+Authorization and {"requestIds": [...]}; up to `concurrency` pages are in
+flight per provider. Each page's valid costs are settled in one transaction
+that only touches pending rows, so a crash anywhere (even between the
+answer and the write) never charges twice and never loses a cost: what was
+not written is asked again on the next pass.
+
+A failing cost API (non-200, invalid JSON, timeout, connection error)
+changes nothing; the provider is skipped by background passes for an
+exponentially growing while. Requests that stay pending longer than
+`unpriced_after_seconds` after they ended become unpriced and keep their
+estimate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import aiohttp
+import orjson
+
+from services.billing import ledger
+from services.billing.costs import InvalidCostAnswer, parse_cost_answer
+from services.common.db import Database
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CostApi:
+    """Where and how to ask one provider for costs."""
+
+    provider: str
+    url: str
+    authorization: str = field(repr=False)  # a secret: never logged
+
+
+@dataclass
+class PassCounts:
+    """What one reconciliation pass did."""
+
+    asked: int = 0
+    settled: int = 0
+    rejected: int = 0
+    pending: int = 0
+    unpriced: int = 0
+
+
+@dataclass(frozen=True)
+class ReconcilerSettings:
+    """How the reconciler paces itself."""
+
+    interval_seconds: float = 10.0
+    batch_size: int = 1000
+    concurrency: int = 4
+    timeout_seconds: float = 30.0
+    backoff_max_seconds: float = 300.0
+    unpriced_after_seconds: float = 3 * 86400.0
+    reservation_ttl_seconds: float = 900.0
+
+
+@dataclass
+class _Backoff:
+    failures: int = 0
+    retry_at: float = 0.0
+
+
+class CostApiFailed(Exception):
+    """A cost API call that changed nothing (the reason is the message)."""
+
+
+class Reconciler:
+    """Runs reconciliation passes, on an interval and on demand (one at a time)."""
+
+    def __init__(
+        self, db: Database, cost_apis: Callable[[], Awaitable[list[CostApi]]], settings: ReconcilerSettings
+    ) -> None:
+        self.db = db
+        self.cost_apis = cost_apis
+        self.settings = settings
+        self.unpriced_total = 0  # requests aged into unpriced since start (a counter for operators)
+        self._lock = asyncio.Lock()
+        self._backoff: dict[str, _Backoff] = {}
+        self._http: aiohttp.ClientSession | None = None
+        self._loop_task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        """Opens the pooled HTTP session and starts the background passes."""
+        connector = aiohttp.TCPConnector(limit=64, limit_per_host=max(1, self.settings.concurrency))
+        self._http = aiohttp.ClientSession(connector=connector, raise_for_status=False)
+        if self.settings.interval_seconds > 0:
+            self._loop_task = asyncio.create_task(self._run_forever())
+
+    async def close(self) -> None:
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            await asyncio.gather(self._loop_task, return_exceptions=True)
+        if self._http is not None:
+            await self._http.close()
+
+    async def _run_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.interval_seconds)
+            try:
+                await self.run_pass(respect_backoff=True)
+            except Exception:
+                log.exception("reconciliation pass failed")
+
+    async def run_pass(self, respect_backoff: bool = False) -> PassCounts:
+        """One pass over every provider, then ageing and housekeeping."""
+        async with self._lock:
+            counts = PassCounts()
+            apis = await self.cost_apis()
+            now = time.monotonic()
+            due = [a for a in apis if not respect_backoff or self._backoff.get(a.provider, _Backoff()).retry_at <= now]
+            await asyncio.gather(*(self._reconcile_provider(api, counts) for api in due))
+            counts.unpriced = await self._age_out()
+            await self.db.run(lambda s: ledger.purge_expired_reservations(s, time.time()))
+            counts.pending = await self.db.run(ledger.count_pending)
+            log.info("reconciliation pass", extra={"providers": len(due), **vars(counts)})
+            return counts
+
+    async def _age_out(self) -> int:
+        age = self.settings.unpriced_after_seconds
+        cutoff = datetime.now(UTC) - timedelta(seconds=age)
+        reason = f"no valid cost from the provider's cost API within {age:g} s"
+        aged = await self.db.run(lambda s: ledger.age_out_pending(s, cutoff, reason))
+        if aged:
+            self.unpriced_total += aged
+            log.warning("requests aged into unpriced", extra={"count": aged, "unpriced_total": self.unpriced_total})
+        return aged
+
+    async def _reconcile_provider(self, api: CostApi, counts: PassCounts) -> None:
+        """Pages through the provider's pending requests with bounded concurrency; stops at the first failure."""
+        slots = asyncio.Semaphore(max(1, self.settings.concurrency))
+        failures: list[str] = []
+        tasks: set[asyncio.Task] = set()
+        after = ""
+        while not failures:
+            page = await self.db.run(
+                lambda s, a=after: ledger.pending_page(s, api.provider, a, self.settings.batch_size)
+            )
+            if not page:
+                break
+            after = page[-1][0]
+            await slots.acquire()
+            task = asyncio.create_task(self._settle_page(api, page, counts, failures))
+            task.add_done_callback(lambda _: slots.release())
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        await asyncio.gather(*tasks)
+        self._record_outcome(api.provider, failures)
+
+    def _record_outcome(self, provider: str, failures: list[str]) -> None:
+        if not failures:
+            self._backoff.pop(provider, None)
+            return
+        backoff = self._backoff.setdefault(provider, _Backoff())
+        backoff.failures += 1
+        wait = min(self.settings.backoff_max_seconds, self.settings.interval_seconds * 2 ** (backoff.failures - 1))
+        backoff.retry_at = time.monotonic() + wait
+        log.warning(
+            "cost API failed; backing off",
+            extra={"provider": provider, "reason": failures[0], "failures": backoff.failures, "retry_in_s": wait},
+        )
+
+    async def _settle_page(
+        self, api: CostApi, page: list[tuple[str, str]], counts: PassCounts, failures: list[str]
+    ) -> None:
+        ours: dict[str, list[str]] = {}  # provider request id -> our request ids
+        for request_id, provider_request_id in page:
+            ours.setdefault(provider_request_id, []).append(request_id)
+        try:
+            answer = parse_cost_answer(await self._ask(api, list(ours)), ours)
+        except (CostApiFailed, InvalidCostAnswer) as exc:
+            failures.append(str(exc))
+            return
+        counts.asked += len(ours)
+        for rejection in answer.rejected:
+            log.warning(
+                "cost rejected; the request stays pending",
+                extra={
+                    "provider": api.provider,
+                    "provider_request_id": rejection.provider_request_id,
+                    "request_ids": ours.get(rejection.provider_request_id, []),
+                    "reason": rejection.reason,
+                },
+            )
+        for unknown in answer.unknown:
+            log.warning(
+                "cost for a request id never asked; ignored",
+                extra={"provider": api.provider, "provider_request_id": unknown},
+            )
+        costs = [(rid, cost) for prid, cost in answer.costs.items() for rid in ours[prid]]
+        counts.rejected += len(answer.rejected)
+        counts.settled += await self.db.run(lambda s: ledger.settle_costs(s, costs))
+
+    async def _ask(self, api: CostApi, provider_request_ids: list[str]) -> bytes:
+        """POSTs the ids to the cost API; raises CostApiFailed for anything but a 200."""
+        assert self._http is not None, "start() first"
+        headers = {"Authorization": api.authorization, "Content-Type": "application/json"}
+        body = orjson.dumps({"requestIds": provider_request_ids})
+        timeout = aiohttp.ClientTimeout(total=self.settings.timeout_seconds)
+        try:
+            async with self._http.post(api.url, data=body, headers=headers, timeout=timeout) as response:
+                if response.status != 200:
+                    raise CostApiFailed(f"HTTP {response.status}")
+                return await response.read()
+        except TimeoutError as exc:
+            raise CostApiFailed("timeout") from exc
+        except aiohttp.ClientError as exc:
+            raise CostApiFailed(f"connection error ({type(exc).__name__})") from exc

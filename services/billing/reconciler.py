@@ -166,7 +166,7 @@ class Reconciler:
             return
         backoff = self._backoff.setdefault(provider, _Backoff())
         backoff.failures += 1
-        wait = min(self.settings.backoff_max_seconds, self.settings.interval_seconds * 2 ** (backoff.failures - 1))
+        wait = min(self.settings.backoff_max_seconds, max(1.0, self.settings.interval_seconds) * 2 ** (backoff.failures - 1))
         backoff.retry_at = time.monotonic() + wait
         log.warning(
             "cost API failed; backing off",
@@ -202,7 +202,8 @@ class Reconciler:
             )
         costs = [(rid, cost) for prid, cost in answer.costs.items() for rid in ours[prid]]
         counts.rejected += len(answer.rejected)
-        counts.settled += await self.db.run(lambda s: ledger.settle_costs(s, costs))
+        settled = await self.db.run(lambda s: ledger.settle_costs(s, costs))
+        counts.settled += settled  # after the await: other pages update counts meanwhile
 
     async def _ask(self, api: CostApi, provider_request_ids: list[str]) -> bytes:
         """POSTs the ids to the cost API; raises CostApiFailed for anything but a 200."""

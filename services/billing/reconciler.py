@@ -166,7 +166,9 @@ class Reconciler:
             return
         backoff = self._backoff.setdefault(provider, _Backoff())
         backoff.failures += 1
-        wait = min(self.settings.backoff_max_seconds, max(1.0, self.settings.interval_seconds) * 2 ** (backoff.failures - 1))
+        wait = min(
+            self.settings.backoff_max_seconds, max(1.0, self.settings.interval_seconds) * 2 ** (backoff.failures - 1)
+        )
         backoff.retry_at = time.monotonic() + wait
         log.warning(
             "cost API failed; backing off",

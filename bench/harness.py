@@ -1,0 +1,176 @@
+"""The harness: starts the stub and the targets, loads them interleaved, reports.
+
+.venv/bin/python bench/run.py router [--rounds 3] [--duration 10] [--soak] [--profile]
+.venv/bin/python bench/run.py registry [args...]   # bench/registry_bench.py
+.venv/bin/python bench/run.py billing [args...]    # bench/billing_bench.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from bench import report as reporting
+from bench import soak as soaking
+from bench.load import SCENARIOS, Measurement, Scenario, measure
+from bench.targets import BENCH_DIR, Target, direct_target, start_litellm, start_stub, start_switchboard
+from services.launcher import Stack
+
+ROOT = BENCH_DIR.parent
+WARMUP_SECONDS = 2.0
+
+
+def ensure_wrk() -> None:
+    """Installs Debian's wrk when it is missing and we may (root with apt-get)."""
+    if shutil.which("wrk"):
+        return
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        raise SystemExit("wrk is missing: sudo apt-get install -y wrk")
+    print("installing wrk with apt-get ...", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, env=env)
+
+
+def _log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _start_optional(name: str, start: Callable[[], Target], notes: list[str]) -> Target | None:
+    """Starts one target; a target that cannot start is reported, not fatal."""
+    _log(f"starting {name} ...")
+    try:
+        return start()
+    except Exception as exc:  # a broken target must not hide the others' figures
+        notes.append(f"{name} did not start: {str(exc)[:400]}")
+        _log(notes[-1])
+        return None
+
+
+def usable(targets: list[Target], scenarios: list[Scenario], notes: list[str]) -> dict[str, list[Target]]:
+    """Warm-up runs double as a correctness check: a target that gets a scenario wrong is left out of it."""
+    plan: dict[str, list[Target]] = {}
+    for scenario in scenarios:
+        plan[scenario.name] = []
+        for target in targets:
+            try:
+                warm = measure(target, scenario, WARMUP_SECONDS)
+            except Exception as exc:
+                warm = Measurement(0, 0, 1, 0, 0, 0, first_bad=str(exc)[:300])
+            if warm.ok and not warm.bad:
+                plan[scenario.name].append(target)
+            else:
+                example = warm.first_bad[:300]
+                notes.append(f"{target.name} left out of {scenario.name}: {warm.bad} bad answers, e.g. {example}")
+                _log(notes[-1])
+    return plan
+
+
+def run_rounds(plan: dict[str, list[Target]], scenarios: list[Scenario], report: reporting.Report) -> None:
+    """A B C, A B C, ...: every round visits every scenario, each target in turn."""
+    for rnd in range(1, report.rounds + 1):
+        for scenario in scenarios:
+            for target in plan[scenario.name]:
+                m = measure(target, scenario, report.seconds)
+                report.runs.append(reporting.Run(rnd, target.name, scenario.name, m))
+                _log(
+                    f"round {rnd} {scenario.name:13} {target.name:12} {m.rps:9.0f} req/s  p50 {m.p50_ms:8.2f} ms"
+                    f"  p99 {m.p99_ms:8.2f} ms  bad {m.bad}"
+                )
+
+
+def router_bench(args: argparse.Namespace) -> int:
+    ensure_wrk()
+    data_dir = Path(tempfile.mkdtemp(prefix="switchboard-bench-"))
+    fixtures = Stack(data_dir / "fixtures", {**os.environ, "PYTHONPATH": str(ROOT)})
+    stacks = [fixtures]
+    report = reporting.Report(rounds=args.rounds, seconds=args.duration)
+    try:
+        stub = start_stub(fixtures)
+        targets = [direct_target(stub)]
+        wanted = args.targets.split(",")
+
+        def switchboard() -> Target:
+            stack, target = start_switchboard(data_dir / "switchboard", stub)
+            stacks.append(stack)
+            return target
+
+        starters = {"switchboard": switchboard, "litellm": lambda: start_litellm(fixtures, stub)}
+        for name, start in starters.items():
+            if name in wanted and (target := _start_optional(name, start, report.notes)):
+                targets.append(target)
+        sb = next((t for t in targets if t.name == "switchboard"), None)
+        if args.soak:
+            return _soak(sb, args.soak_minutes)
+        scenarios = [s for s in SCENARIOS if not args.scenarios or s.name in args.scenarios.split(",")]
+        plan = usable(targets, scenarios, report.notes)
+        run_rounds(plan, scenarios, report)
+        written = reporting.write(report)
+        print(reporting.table(report), flush=True)
+        _log("wrote " + ", ".join(str(p.relative_to(ROOT)) for p in written))
+        if args.profile and sb:
+            from bench.spy import profile_under_load
+
+            _log("profiling Switchboard's services under load with py-spy ...")
+            for path in profile_under_load(sb, ["router", "registry", "billing"]):
+                _log(f"wrote {path.relative_to(ROOT)}")
+        return 0
+    finally:
+        for stack in reversed(stacks):
+            stack.stop()
+        if not args.keep:
+            shutil.rmtree(data_dir, ignore_errors=True)
+        else:
+            _log(f"kept {data_dir}")
+
+
+def _soak(target: Target | None, minutes: float) -> int:
+    if target is None:
+        raise SystemExit("--soak needs Switchboard running")
+    _log(f"soak: {minutes:g} min at 32 connections ...")
+    result = soaking.soak(target, minutes * 60)
+    soaking.write(result)
+    print(result.table(), flush=True)
+    return 0
+
+
+def run_script(name: str, extra: list[str]) -> int:
+    """Runs another helper's benchmark script (bench/<name>_bench.py) with this Python."""
+    script = BENCH_DIR / f"{name}_bench.py"
+    if not script.exists():
+        _log(f"{script.relative_to(ROOT)} is not there yet")
+        return 2
+    return subprocess.run([sys.executable, str(script), *extra], cwd=ROOT, check=False).returncode
+
+
+def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    router = sub.add_parser("router", help="direct vs Switchboard vs LiteLLM through the same stub")
+    router.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    router.add_argument("--duration", type=float, default=10.0, help="seconds per run (default 10)")
+    router.add_argument("--targets", default="switchboard,litellm", help="besides direct (default: both)")
+    names = ", ".join(s.name for s in SCENARIOS)
+    router.add_argument("--scenarios", default="", help=f"comma-separated subset of: {names}")
+    router.add_argument("--profile", action="store_true", help="then py-spy Switchboard's services under load")
+    router.add_argument("--soak", action="store_true", help="instead: RSS of Switchboard's processes under load")
+    router.add_argument("--soak-minutes", type=float, default=10.0)
+    router.add_argument("--keep", action="store_true", help="keep the data directory (logs) afterwards")
+    for name in ("registry", "billing"):
+        sub.add_parser(name, help=f"bench/{name}_bench.py (arguments are passed on)", add_help=False)
+    return parser.parse_known_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, extra = parse(argv)
+    if args.command == "router":
+        if extra:
+            raise SystemExit(f"unknown arguments: {' '.join(extra)}")
+        return router_bench(args)
+    return run_script(args.command, extra)

@@ -1,0 +1,245 @@
+"""Medians over rounds, the table, the goals of SPEC.md, and the JSON and PNG under bench/results/."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench.load import SCENARIOS, Measurement
+from bench.stub import PACED_GAP_SECONDS, PACED_SPAN_SECONDS
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+TARGET_ORDER = ["direct", "switchboard", "litellm"]
+
+
+@dataclass
+class Run:
+    """One measurement, tagged with its round, target and scenario."""
+
+    round: int
+    target: str
+    scenario: str
+    measurement: Measurement
+
+
+@dataclass
+class Summary:
+    """Medians over rounds for one target in one scenario."""
+
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    added_p50_ms: float | None  # over direct, median of per-round differences
+    bad: int
+    requests: int
+    spread_ms: float
+    first_bad: str = ""
+
+
+@dataclass
+class Report:
+    """Everything one harness run measured."""
+
+    rounds: int
+    seconds: float
+    runs: list[Run] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def targets(self) -> list[str]:
+        seen = {r.target for r in self.runs}
+        return [t for t in TARGET_ORDER if t in seen]
+
+    def _by_round(self, target: str, scenario: str) -> dict[int, Measurement]:
+        return {r.round: r.measurement for r in self.runs if r.target == target and r.scenario == scenario}
+
+    def summary(self, target: str, scenario: str) -> Summary | None:
+        mine = self._by_round(target, scenario)
+        if not mine:
+            return None
+        good = [m for m in mine.values() if m.ok]
+        direct = self._by_round("direct", scenario)
+        added = [m.p50_ms - direct[rnd].p50_ms for rnd, m in mine.items() if m.ok and rnd in direct and direct[rnd].ok]
+
+        def median(values: list[float]) -> float:
+            return statistics.median(values) if values else 0.0
+
+        return Summary(
+            rps=median([m.rps for m in good]),
+            p50_ms=median([m.p50_ms for m in good]),
+            p99_ms=median([m.p99_ms for m in good]),
+            added_p50_ms=median(added) if added and target != "direct" else None,
+            bad=sum(m.bad for m in mine.values()),
+            requests=sum(m.requests for m in mine.values()),
+            spread_ms=median([m.spread_ms for m in good]),
+            first_bad=next((m.first_bad for m in mine.values() if m.first_bad), ""),
+        )
+
+    def ratio(self, scenario: str, metric: str) -> float | None:
+        """Switchboard / LiteLLM for one metric of one scenario."""
+        ours, theirs = self.summary("switchboard", scenario), self.summary("litellm", scenario)
+        if not ours or not theirs or not getattr(theirs, metric) or not getattr(ours, metric):
+            return None
+        return getattr(ours, metric) / getattr(theirs, metric)
+
+    def goals(self) -> list[tuple[str, str, bool | None]]:
+        """(goal, measured, met?) for SPEC.md's figures; None where it could not be measured."""
+        out: list[tuple[str, str, bool | None]] = []
+        chat1 = self.summary("switchboard", "chat-1c")
+        if chat1 and chat1.added_p50_ms is not None and not chat1.bad:
+            out.append(("added p50 at 1 connection <= 1 ms", f"{chat1.added_p50_ms:.2f} ms", chat1.added_p50_ms <= 1))
+        else:
+            out.append(("added p50 at 1 connection <= 1 ms", "not measured", None))
+        rps_ratio = self.ratio("chat-32c", "rps")
+        ours32, theirs32 = self.summary("switchboard", "chat-32c"), self.summary("litellm", "chat-32c")
+        if rps_ratio is not None and ours32 and theirs32 and not ours32.bad:
+            out.append(("req/s at 32 connections >= 10x LiteLLM", f"{rps_ratio:.1f}x", rps_ratio >= 10))
+            out.append(
+                (
+                    "p99 at 32 connections < LiteLLM's p50",
+                    f"{ours32.p99_ms:.1f} ms vs {theirs32.p50_ms:.1f} ms",
+                    ours32.p99_ms < theirs32.p50_ms,
+                )
+            )
+        else:
+            out += [("req/s at 32 connections >= 10x LiteLLM", "not measured", None)]
+            out += [("p99 at 32 connections < LiteLLM's p50", "not measured", None)]
+        ttfb = self.summary("switchboard", "stream-ttfb")
+        if ttfb and ttfb.added_p50_ms is not None and not ttfb.bad:
+            out.append(("streaming TTFB adds <= 2 ms", f"{ttfb.added_p50_ms:.2f} ms", ttfb.added_p50_ms <= 2))
+        else:
+            out.append(("streaming TTFB adds <= 2 ms", "not measured", None))
+        paced = self.summary("switchboard", "stream-paced")
+        if paced and paced.spread_ms and not paced.bad:
+            expected = PACED_SPAN_SECONDS * 1000
+            passed = paced.p50_ms < PACED_GAP_SECONDS * 1000 and paced.spread_ms >= 0.8 * expected
+            measured = f"first chunk {paced.p50_ms:.1f} ms, end {paced.spread_ms:.0f} ms later (paced {expected:.0f})"
+            out.append(("paced chunks passed on as they arrive", measured, passed))
+        else:
+            out.append(("paced chunks passed on as they arrive", "not measured", None))
+        return out
+
+    def meta(self) -> dict:
+        return {
+            "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "cores": os.cpu_count(),
+            "machine": f"{platform.system()} {platform.machine()}, {_cpu_model()}",
+            "python": platform.python_version(),
+            "rounds": self.rounds,
+            "seconds_per_run": self.seconds,
+        }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def _fmt(value: float | None, spec: str = ".2f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def table(report: Report) -> str:
+    """The table as Markdown (readable in a terminal too)."""
+    meta = report.meta()
+    lines = [
+        f"Router benchmark, {meta['date']}: {meta['cores']} cores ({meta['machine']}), "
+        f"{meta['rounds']} interleaved rounds x {meta['seconds_per_run']:g} s, medians over rounds.",
+        "Streaming rows: p50/p99 are time to first byte; req/s is sequential streams.",
+        "",
+        "| scenario | target | req/s | p50 ms | p99 ms | added p50 ms | bad/total |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for scenario in SCENARIOS:
+        for target in report.targets():
+            s = report.summary(target, scenario.name)
+            if s is None:
+                continue
+            lines.append(
+                f"| {scenario.name} | {target} | {s.rps:.0f} | {s.p50_ms:.2f} | {s.p99_ms:.2f} | "
+                f"{_fmt(s.added_p50_ms)} | {s.bad}/{s.requests} |"
+            )
+    lines += ["", "| scenario | Switchboard/LiteLLM req/s | p50 | p99 |", "|---|---:|---:|---:|"]
+    for scenario in SCENARIOS:
+        ratios = [report.ratio(scenario.name, m) for m in ("rps", "p50_ms", "p99_ms")]
+        if any(r is not None for r in ratios):
+            lines.append(f"| {scenario.name} | " + " | ".join(_fmt(r, ".2f") + "x" for r in ratios) + " |")
+    lines += ["", "| goal (SPEC.md) | measured | met |", "|---|---|---|"]
+    for goal, measured, met in report.goals():
+        lines.append(f"| {goal} | {measured} | {'-' if met is None else 'yes' if met else 'NO'} |")
+    bad = [(t, sc.name, s.first_bad) for sc in SCENARIOS for t in report.targets() if (s := report.summary(t, sc.name))]
+    problems = [f"- {t} {sc}: first bad answer: {fb[:200]}" for t, sc, fb in bad if fb]
+    if problems or report.notes:
+        lines += ["", *problems, *(f"- {n}" for n in report.notes)]
+    return "\n".join(lines)
+
+
+def to_json(report: Report) -> dict:
+    summaries = {
+        sc.name: {t: vars(s) for t in report.targets() if (s := report.summary(t, sc.name))} for sc in SCENARIOS
+    }
+    ratios = {sc.name: {m: report.ratio(sc.name, m) for m in ("rps", "p50_ms", "p99_ms")} for sc in SCENARIOS}
+    return {
+        "meta": report.meta(),
+        "summary": summaries,
+        "switchboard_over_litellm": ratios,
+        "goals": [{"goal": g, "measured": m, "met": ok} for g, m, ok in report.goals()],
+        "runs": [
+            {"round": r.round, "target": r.target, "scenario": r.scenario, **r.measurement.to_json()}
+            for r in report.runs
+        ],
+        "notes": report.notes,
+    }
+
+
+def plot(report: Report, path: Path) -> None:
+    """Grouped bars per scenario: req/s (log scale), p50 and p99 per target."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    targets = report.targets()
+    names = [sc.name for sc in SCENARIOS]
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
+    width = 0.8 / max(1, len(targets))
+    for ax, metric, title in zip(
+        axes, ("rps", "p50_ms", "p99_ms"), ("requests/s (log)", "p50 ms (log)", "p99 ms (log)"), strict=True
+    ):
+        for i, target in enumerate(targets):
+            values = [getattr(report.summary(target, n), metric, 0) if report.summary(target, n) else 0 for n in names]
+            ax.bar([x + i * width for x in range(len(names))], values, width, label=target)
+        ax.set_yscale("log")
+        ax.set_title(title)
+        ax.set_xticks([x + width * (len(targets) - 1) / 2 for x in range(len(names))])
+        ax.set_xticklabels(names, rotation=20, fontsize=8)
+    axes[0].legend()
+    meta = report.meta()
+    fig.suptitle(f"Switchboard vs LiteLLM vs direct: {meta['date']}, {meta['cores']} cores")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write(report: Report, stem: str = "router") -> list[Path]:
+    """Writes <stem>.json, <stem>.md and <stem>.png under bench/results/; returns the paths."""
+    RESULTS_DIR.mkdir(exist_ok=True)
+    json_path, md_path, png_path = (RESULTS_DIR / f"{stem}.{ext}" for ext in ("json", "md", "png"))
+    json_path.write_text(json.dumps(to_json(report), indent=2) + "\n")
+    md_path.write_text(table(report) + "\n")
+    written = [json_path, md_path]
+    try:
+        plot(report, png_path)
+        written.append(png_path)
+    except ImportError:
+        report.notes.append("no PNG: matplotlib is missing (pip install -e '.[bench]')")
+    return written

@@ -1,0 +1,202 @@
+"""The three targets under load, all pointed at the same stub: the stub itself
+(direct), Switchboard's real stack, and the LiteLLM proxy in its own venv."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.stub import StubPorts, envoy_argv, envoy_stub_config
+from services.launcher import Stack, UpOptions, free_port, http_ok, start_stack
+
+BENCH_DIR = Path(__file__).resolve().parent
+LITELLM_VERSION = "1.106.2"
+LITELLM_VENV = BENCH_DIR / "litellm-venv"
+HTTP_TIMEOUT = 30.0
+
+# Scenario kinds -> (chat or images, which stub upstream serves it).
+KINDS = {"chat": "unary", "stream": "stream", "paced": "paced", "image": "unary"}
+CHAT_PATH = "/v1/chat/completions"
+IMAGE_PATH = "/v1/images/generations"
+
+
+@dataclass
+class Target:
+    """One thing to load: where each kind of request goes, with which model and token."""
+
+    name: str
+    urls: dict[str, str]
+    models: dict[str, str]
+    auth: str = ""
+    pids: dict[str, int] = field(default_factory=dict)  # process name -> pid, for RSS and profiles
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": self.auth} if self.auth else {}
+
+
+def _path(kind: str) -> str:
+    return IMAGE_PATH if kind == "image" else CHAT_PATH
+
+
+def start_stub(fixtures: Stack) -> StubPorts:
+    """Starts the Envoy stub and the paced SSE stub under `fixtures`."""
+    ports = StubPorts(admin=free_port(), unary=free_port(), stream=free_port(), paced=free_port())
+    config = fixtures.data_dir / "stub-envoy.yaml"
+    config.write_text(envoy_stub_config(ports.admin, ports.unary, ports.stream))
+    envoy = shutil.which("envoy", path=str(Path(sys.executable).parent)) or "envoy"
+    fixtures.start(
+        "stub-envoy", envoy_argv(envoy, config, ports.admin), http_ok(f"http://127.0.0.1:{ports.admin}/ready")
+    )
+    fixtures.start(
+        "stub-paced",
+        [sys.executable, "-m", "bench.stub", str(ports.paced)],
+        lambda: _port_open(ports.paced),
+    )
+    fixtures.wait_ready()
+    return ports
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def direct_target(stub: StubPorts) -> Target:
+    """The stub itself: the floor every gateway is measured against."""
+    urls = {kind: stub.url(upstream).removesuffix("/v1") + _path(kind) for kind, upstream in KINDS.items()}
+    return Target("direct", urls, dict.fromkeys(KINDS, "stub-model"))
+
+
+# --- Switchboard -----------------------------------------------------------------
+
+
+class AdminClient:
+    """Just enough of Switchboard's admin REST API to register the bench's provider and models."""
+
+    def __init__(self, base_url: str, token: str) -> None:
+        self.base_url = base_url
+        self.token = token
+
+    def call(self, method: str, path: str, body: dict, token: str | None = None) -> dict:
+        request = urllib.request.Request(
+            self.base_url + path,
+            data=json.dumps(body).encode(),
+            method=method,
+            headers={"Authorization": f"Bearer {token or self.token}", "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as answer:
+                return json.loads(answer.read() or b"{}")
+        except urllib.error.HTTPError as exc:
+            raise RuntimeError(f"{method} {path} -> {exc.code}: {exc.read()[:500]!r}") from exc
+
+
+def register_switchboard(admin: AdminClient, stub: StubPorts) -> tuple[str, dict[str, str]]:
+    """Registers one provider per stub upstream and one hub model per kind; returns
+    the caller's token and the model id per kind."""
+    suffix = secrets.token_hex(3)
+    org, user = f"bench-org-{suffix}", f"bench-user-{suffix}"
+    admin.call("POST", "/admin/v1/orgs", {"name": org})
+    admin.call("POST", "/admin/v1/users", {"name": user})
+    admin.call("PUT", f"/admin/v1/orgs/{org}/members/{user}", {"role": "write"})
+    token = admin.call("POST", f"/admin/v1/users/{user}/tokens", {"name": "bench"})["token"]
+    models: dict[str, str] = {}
+    for kind, upstream in KINDS.items():
+        provider, model = f"bench-{kind}-{suffix}", f"bench/{kind}-{suffix}"
+        task = "text-to-image" if kind == "image" else "conversational"
+        admin.call(
+            "POST",
+            "/admin/v1/providers",
+            {
+                "id": provider,
+                "org": org,
+                "baseUrl": stub.url(upstream).removesuffix("/v1"),
+                "apiKey": "stub-key",
+                "tasks": [task],
+                "requestIdHeader": "Inference-Id",
+            },
+        )
+        pipeline, tags = ("text-to-image", []) if kind == "image" else ("text-generation", ["conversational"])
+        catalog_entry = {"id": model, "pipelineTag": pipeline, "tags": tags}
+        admin.call("POST", "/admin/v1/models:batchUpsert", {"models": [catalog_entry]})
+        admin.call(
+            "POST",
+            f"/api/partners/{provider}/models",
+            {"task": task, "hfModel": model, "providerModel": "stub-model", "status": "live"},
+            token=token,
+        )
+        models[kind] = model
+    return token, models
+
+
+def start_switchboard(data_dir: Path, stub: StubPorts) -> tuple[Stack, Target]:
+    """Switchboard's real stack (Envoy, Registry, Router, Billing on SQLite), registered against the stub."""
+    port = free_port()
+    stack, admin_token, _ = start_stack(UpOptions(port, data_dir, "", demo=False))
+    try:
+        base = f"http://127.0.0.1:{port}"
+        token, models = register_switchboard(AdminClient(base, admin_token), stub)
+    except BaseException:
+        stack.stop()
+        raise
+    urls = {kind: base + _path(kind) for kind in KINDS}
+    pids = {child.name: child.process.pid for child in stack.children}
+    return stack, Target("switchboard", urls, models, f"Bearer {token}", pids)
+
+
+# --- LiteLLM ---------------------------------------------------------------------
+
+
+def litellm_config(stub: StubPorts) -> str:
+    """LiteLLM proxy config: one model name per kind, each an openai-compatible model on the stub."""
+    lines = ["model_list:"]
+    for kind, upstream in KINDS.items():
+        lines += [
+            f"  - model_name: bench-{kind}",
+            "    litellm_params:",
+            f"      model: openai/{'stub-image' if kind == 'image' else 'stub-model'}",
+            f"      api_base: {stub.url(upstream)}",
+            "      api_key: stub-key",
+        ]
+        if kind == "image":
+            lines += ["    model_info:", "      mode: image_generation"]
+    # drop_params: LiteLLM refuses `response_format` for images otherwise; dropping is its documented way.
+    lines += ["litellm_settings:", "  telemetry: false", "  drop_params: true"]
+    return "\n".join(lines) + "\n"
+
+
+def ensure_litellm() -> Path:
+    """The `litellm` command of bench/litellm-venv, installed (pinned) on first use."""
+    command = LITELLM_VENV / "bin" / "litellm"
+    if not command.exists():
+        print(f"installing litellm[proxy]=={LITELLM_VERSION} into {LITELLM_VENV} ...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(LITELLM_VENV)], check=True)
+        pip = [str(LITELLM_VENV / "bin" / "pip"), "install", "-q", f"litellm[proxy]=={LITELLM_VERSION}"]
+        subprocess.run(pip, check=True)
+    return command
+
+
+def start_litellm(fixtures: Stack, stub: StubPorts) -> Target:
+    """The LiteLLM proxy: one worker, no database, offline cost map, a long random master key."""
+    command = ensure_litellm()
+    config = fixtures.data_dir / "litellm.yaml"
+    config.write_text(litellm_config(stub))
+    port = free_port()
+    key = "sk-bench-" + secrets.token_hex(24)
+    fixtures.env.update({"LITELLM_MASTER_KEY": key, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR"})
+    argv = [str(command), "--config", str(config), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"]
+    child = fixtures.start("litellm", argv, http_ok(f"http://127.0.0.1:{port}/health/liveliness"))
+    fixtures.wait_ready(deadline_seconds=180)
+    base = f"http://127.0.0.1:{port}"
+    urls = {kind: base + _path(kind) for kind in KINDS}
+    models = {kind: f"bench-{kind}" for kind in KINDS}
+    return Target("litellm", urls, models, f"Bearer {key}", {"litellm": child.process.pid})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from pathlib import Path
 
 from switchboard.registry.v1 import (
@@ -10,45 +12,62 @@ from switchboard.registry.v1 import (
     registry_service_pb2_grpc,
 )
 
-from services.common.db import Database
 from services.common.logs import configure_logging
-from services.common.server import run
+from services.common.server import Registration, run
 from services.common.service import open_database, run_service
+from services.registry.admin import AdminServicer
+from services.registry.changes import ChangeFeed
 from services.registry.config import RegistrySettings
-from services.registry.servicer import AdminServicer, InternalServicer, RegistryServicer
+from services.registry.internal import InternalServicer
+from services.registry.partners import RegistryServicer
+from services.registry.state import RegistryState
+from services.registry.store import load_index
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+log = logging.getLogger(__name__)
 
 
-def registrations(db: Database, settings: RegistrySettings) -> list:
+def registrations(state: RegistryState) -> list[Registration]:
     """The Registry's servicers with their service names."""
     return [
         (
             registry_service_pb2_grpc.add_RegistryServiceServicer_to_server,
-            RegistryServicer(db),
+            RegistryServicer(state),
             "switchboard.registry.v1.RegistryService",
         ),
         (
             admin_service_pb2_grpc.add_AdminServiceServicer_to_server,
-            AdminServicer(db, settings),
+            AdminServicer(state),
             "switchboard.registry.v1.AdminService",
         ),
         (
             internal_service_pb2_grpc.add_InternalServiceServicer_to_server,
-            InternalServicer(db, settings),
+            InternalServicer(state),
             "switchboard.registry.v1.InternalService",
         ),
     ]
 
 
 async def serve(settings: RegistrySettings) -> None:
-    """Runs the Registry until SIGTERM."""
+    """Loads the index from the database, then runs the Registry until SIGTERM."""
     db = open_database(settings, "registry", MIGRATIONS)
+    started = time.monotonic()
+    index = await db.run(lambda session: load_index(session.get_bind()))
+    log.info(
+        "index loaded",
+        extra={
+            "models": len(index.catalog),
+            "mappings": len(index.mappings),
+            "providers": len(index.providers),
+            "seconds": round(time.monotonic() - started, 3),
+        },
+    )
+    state = RegistryState(db, index, ChangeFeed(), settings.admin_token.get_secret_value())
 
     async def close() -> None:
         db.close()
 
-    await run_service("registry", settings, registrations(db, settings), on_stop=close)
+    await run_service("registry", settings, registrations(state), on_stop=close)
 
 
 def main(argv: list[str] | None = None) -> None:

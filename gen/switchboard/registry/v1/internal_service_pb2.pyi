@@ -41,14 +41,16 @@ class Caller(_message.Message):
     def __init__(self, user: _Optional[str] = ..., admin: _Optional[bool] = ..., memberships: _Optional[_Iterable[_Union[_admin_service_pb2.Membership, _Mapping]]] = ..., preferred_providers: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ResolveModelRequest(_message.Message):
-    __slots__ = ("model", "user", "task")
+    __slots__ = ("model", "user", "task", "providers")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     USER_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
+    PROVIDERS_FIELD_NUMBER: _ClassVar[int]
     model: str
     user: str
     task: str
-    def __init__(self, model: _Optional[str] = ..., user: _Optional[str] = ..., task: _Optional[str] = ...) -> None: ...
+    providers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model: _Optional[str] = ..., user: _Optional[str] = ..., task: _Optional[str] = ..., providers: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ResolveProviderModelRequest(_message.Message):
     __slots__ = ("provider", "provider_model", "user", "task")

@@ -1,0 +1,391 @@
+"""The operators' admin API (AdminService). Every call needs the admin token.
+
+Provider secrets (api_key, billing_authorization) are write-only: no answer,
+listing, log line or error message contains them.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+import orjson
+from google.protobuf.empty_pb2 import Empty
+from sqlmodel import Session, select
+from switchboard.registry.v1 import admin_service_pb2 as admin_pb
+from switchboard.registry.v1 import admin_service_pb2_grpc as admin_grpc
+from switchboard.registry.v1 import internal_service_pb2 as internal_pb
+
+from services.common.auth import require_admin
+from services.common.errors import bad_request, not_found
+from services.registry import store
+from services.registry.index import ProviderEntry
+from services.registry.state import RegistryState, hash_token, new_token
+from services.registry.storage import MembershipRow, ModelRow, OrgRow, PriceRow, ProviderRow, TokenRow, UserRow
+from services.registry.validation import (
+    check_header_name,
+    check_name,
+    check_role,
+    check_secret,
+    check_task,
+    check_url,
+    require,
+)
+
+log = logging.getLogger(__name__)
+MAX_MODELS_PER_BATCH = 10_000
+DEFAULT_REQUEST_ID_HEADER = "Inference-Id"
+# Provider fields an update may set (JSON names as in the REST body).
+UPDATABLE = (
+    "org",
+    "base_url",
+    "api_key",
+    "tasks",
+    "request_id_header",
+    "billing_url",
+    "billing_authorization",
+    "default_rank",
+)
+
+
+def provider_message(row: ProviderRow, *, with_secrets: bool = False) -> admin_pb.Provider:
+    """A provider row as a message; secrets only for internal callers."""
+    message = admin_pb.Provider(
+        id=row.id,
+        org=row.org,
+        base_url=row.base_url,
+        tasks=orjson.loads(row.tasks),
+        request_id_header=row.request_id_header,
+        billing_url=row.billing_url,
+        has_api_key=bool(row.api_key),
+        has_billing_authorization=bool(row.billing_authorization),
+        default_rank=row.default_rank,
+    )
+    message.create_time.FromDatetime(row.create_time)
+    if with_secrets:
+        message.api_key = row.api_key
+        message.billing_authorization = row.billing_authorization
+    return message
+
+
+def price_message(row: PriceRow) -> admin_pb.Price:
+    return admin_pb.Price(
+        provider_model=row.provider_model,
+        input_token_nano_usd=row.input_token_nano_usd,
+        output_token_nano_usd=row.output_token_nano_usd,
+        request_nano_usd=row.request_nano_usd,
+        image_nano_usd=row.image_nano_usd,
+    )
+
+
+def model_message(row: ModelRow) -> admin_pb.Model:
+    return admin_pb.Model(
+        id=row.id,
+        pipeline_tag=row.pipeline_tag,
+        tags=orjson.loads(row.tags),
+        adapter_weights_path=row.adapter_weights_path,
+    )
+
+
+def membership_messages(rows: list[MembershipRow]) -> list[admin_pb.Membership]:
+    return [admin_pb.Membership(org=r.org, user=r.user, role=r.role) for r in rows]
+
+
+def check_provider_fields(provider: admin_pb.Provider, fields: set[str]) -> None:
+    """Validates the given fields of a provider (the message never echoes a secret)."""
+    if "org" in fields:
+        check_name(provider.org, "org")
+    if "base_url" in fields:
+        check_url(provider.base_url, "baseUrl")
+    if "tasks" in fields:
+        for task in provider.tasks:
+            check_task(task, "tasks")
+    if "request_id_header" in fields and provider.request_id_header:
+        check_header_name(provider.request_id_header, "requestIdHeader")
+    if "billing_url" in fields and provider.billing_url:
+        check_url(provider.billing_url, "billingUrl")
+    check_secret(provider.api_key, "apiKey")
+    check_secret(provider.billing_authorization, "billingAuthorization")
+
+
+def apply_provider_fields(row: ProviderRow, provider: admin_pb.Provider, fields: set[str]) -> None:
+    for name in fields:
+        value = getattr(provider, name)
+        if name == "tasks":
+            value = orjson.dumps(list(value)).decode()
+        elif name in ("base_url", "billing_url") and value:
+            value = value.rstrip("/")
+        elif name == "request_id_header":
+            value = value or DEFAULT_REQUEST_ID_HEADER
+        setattr(row, name, value)
+
+
+class AdminServicer(admin_grpc.AdminServiceServicer):
+    """Orgs, users, memberships, tokens, providers, prices and the model catalog."""
+
+    def __init__(self, state: RegistryState) -> None:
+        self.state = state
+        self.index = state.index
+
+    def _admin(self, context: grpc.aio.ServicerContext) -> None:
+        require_admin(context, self.state.admin_token)
+
+    def _publish(self, kind: int, key: str = "") -> None:
+        self.state.feed.publish(kind, key)
+
+    async def _get(self, model: type, key: object, what: str):
+        row = await self.state.db.run(lambda s: s.get(model, key))
+        if row is None:
+            raise not_found(f"{what} does not exist", code=f"{model.__tablename__.rstrip('s')}_not_found")
+        return row
+
+    # orgs and users
+
+    async def CreateOrg(self, request: admin_pb.CreateOrgRequest, context: grpc.aio.ServicerContext) -> admin_pb.Org:
+        self._admin(context)
+        row = OrgRow(name=check_name(request.org.name, "name"))
+        await self.state.write(lambda s: store.insert(s, row), f"org {row.name!r} already exists")
+        return await self.GetOrg(admin_pb.GetOrgRequest(org=row.name), context)
+
+    async def GetOrg(self, request: admin_pb.GetOrgRequest, context: grpc.aio.ServicerContext) -> admin_pb.Org:
+        self._admin(context)
+        org = await self._get(OrgRow, request.org, f"org {request.org!r}")
+        members = await self.state.db.run(
+            lambda s: list(
+                s.exec(select(MembershipRow).where(MembershipRow.org == org.name).order_by(MembershipRow.user))
+            )
+        )
+        members.sort(key=lambda m: m.user)
+        answer = admin_pb.Org(name=org.name, members=membership_messages(members))
+        answer.create_time.FromDatetime(org.create_time)
+        return answer
+
+    async def CreateUser(self, request: admin_pb.CreateUserRequest, context: grpc.aio.ServicerContext) -> admin_pb.User:
+        self._admin(context)
+        row = UserRow(name=check_name(request.user.name, "name"))
+        await self.state.write(lambda s: store.insert(s, row), f"user {row.name!r} already exists")
+        self.index.user(row.name)
+        return await self.GetUser(admin_pb.GetUserRequest(user=row.name), context)
+
+    async def GetUser(self, request: admin_pb.GetUserRequest, context: grpc.aio.ServicerContext) -> admin_pb.User:
+        self._admin(context)
+        user = await self._get(UserRow, request.user, f"user {request.user!r}")
+
+        def details(session: Session) -> tuple[list[MembershipRow], list[str]]:
+            memberships = session.exec(select(MembershipRow).where(MembershipRow.user == user.name))
+            tokens = session.exec(select(TokenRow.name).where(TokenRow.user == user.name).order_by(TokenRow.name))
+            return sorted(memberships, key=lambda m: m.org), list(tokens)
+
+        memberships, token_names = await self.state.db.run(details)
+        answer = admin_pb.User(name=user.name, memberships=membership_messages(memberships), token_names=token_names)
+        answer.create_time.FromDatetime(user.create_time)
+        return answer
+
+    async def UpdateMembership(
+        self, request: admin_pb.UpdateMembershipRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb.Membership:
+        self._admin(context)
+        role = check_role(request.role)
+        await self._get(OrgRow, request.org, f"org {request.org!r}")
+        await self._get(UserRow, request.user, f"user {request.user!r}")
+        row = MembershipRow(org=request.org, user=request.user, role=role)
+        await self.state.db.run(lambda s: (s.merge(row), s.commit()))
+        self.index.user(request.user).memberships[request.org] = role
+        self._publish(internal_pb.CHANGE_KIND_IDENTITY, request.user)
+        return admin_pb.Membership(org=request.org, user=request.user, role=role)
+
+    async def DeleteMembership(
+        self, request: admin_pb.DeleteMembershipRequest, context: grpc.aio.ServicerContext
+    ) -> Empty:
+        self._admin(context)
+        deleted = await self.state.db.run(
+            lambda s: store.delete_rows(
+                s, MembershipRow, MembershipRow.org == request.org, MembershipRow.user == request.user
+            )
+        )
+        if not deleted:
+            message = f"user {request.user!r} is not a member of org {request.org!r}"
+            raise not_found(message, code="membership_not_found")
+        self.index.user(request.user).memberships.pop(request.org, None)
+        self._publish(internal_pb.CHANGE_KIND_IDENTITY, request.user)
+        return Empty()
+
+    # tokens
+
+    async def CreateToken(
+        self, request: admin_pb.CreateTokenRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb.CreateTokenResponse:
+        self._admin(context)
+        name = check_name(request.name, "name")
+        await self._get(UserRow, request.user, f"user {request.user!r}")
+        token = new_token()
+        row = TokenRow(user=request.user, name=name, token_hash=hash_token(token))
+        await self.state.write(
+            lambda s: store.insert(s, row), f"user {request.user!r} already has a token named {name!r}"
+        )
+        self.index.tokens[row.token_hash] = request.user
+        return admin_pb.CreateTokenResponse(name=name, token=token)
+
+    async def DeleteToken(self, request: admin_pb.DeleteTokenRequest, context: grpc.aio.ServicerContext) -> Empty:
+        self._admin(context)
+
+        def revoke(session: Session) -> str | None:
+            row = session.exec(
+                select(TokenRow).where(TokenRow.user == request.user, TokenRow.name == request.name)
+            ).first()
+            if row is None:
+                return None
+            session.delete(row)
+            session.commit()
+            return row.token_hash
+
+        token_hash = await self.state.db.run(revoke)
+        if token_hash is None:
+            raise not_found(f"user {request.user!r} has no token named {request.name!r}", code="token_not_found")
+        self.index.tokens.pop(token_hash, None)
+        self._publish(internal_pb.CHANGE_KIND_IDENTITY, request.user)
+        return Empty()
+
+    # providers
+
+    async def CreateProvider(
+        self, request: admin_pb.CreateProviderRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb.Provider:
+        self._admin(context)
+        provider = request.provider
+        check_name(provider.id, "id")
+        check_provider_fields(provider, set(UPDATABLE))
+        await self._require_org(provider.org)
+        row = ProviderRow(id=provider.id, org=provider.org, base_url=provider.base_url)
+        apply_provider_fields(row, provider, set(UPDATABLE))
+        await self.state.write(lambda s: store.insert(s, row), f"provider {row.id!r} already exists")
+        self.index.put_provider(ProviderEntry(row.id, row.org, row.default_rank))
+        self._publish(internal_pb.CHANGE_KIND_PROVIDER, row.id)
+        log.info("provider created", extra={"provider": row.id, "org": row.org})
+        return provider_message(row)
+
+    async def _require_org(self, org: str) -> None:
+        exists = await self.state.db.run(lambda s: s.get(OrgRow, org) is not None)
+        if not exists:
+            raise bad_request(f"org {org!r} does not exist; create it first", "org")
+
+    async def GetProvider(
+        self, request: admin_pb.GetProviderRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb.Provider:
+        self._admin(context)
+        return provider_message(await self._get(ProviderRow, request.provider, f"provider {request.provider!r}"))
+
+    async def ListProviders(
+        self, request: admin_pb.ListProvidersRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb.ListProvidersResponse:
+        self._admin(context)
+        if request.page_size < 0:
+            raise bad_request("page_size must not be negative", "page_size")
+        size = min(request.page_size or 100, 1000)
+
+        def page(session: Session) -> list[ProviderRow]:
+            query = select(ProviderRow).where(ProviderRow.id > request.page_token).order_by(ProviderRow.id)
+            return list(session.exec(query.limit(size + 1)))
+
+        rows = await self.state.db.run(page)
+        next_token = rows[size - 1].id if len(rows) > size else ""
+        return admin_pb.ListProvidersResponse(
+            providers=[provider_message(r) for r in rows[:size]], next_page_token=next_token
+        )
+
+    async def UpdateProvider(
+        self, request: admin_pb.UpdateProviderRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb.Provider:
+        self._admin(context)
+        provider = request.provider
+        if provider.id and provider.id != request.provider_id:
+            raise bad_request("id cannot be changed", "id")
+        fields = self._fields_to_update(request)
+        check_provider_fields(provider, fields)
+        if "org" in fields:
+            await self._require_org(provider.org)
+        row = await self._get(ProviderRow, request.provider_id, f"provider {request.provider_id!r}")
+        apply_provider_fields(row, provider, fields)
+        await self.state.db.run(lambda s: (s.merge(row), s.commit()))
+        self.index.providers[row.id] = ProviderEntry(row.id, row.org, row.default_rank)
+        self._publish(internal_pb.CHANGE_KIND_PROVIDER, row.id)
+        log.info("provider updated", extra={"provider": row.id, "fields": sorted(fields)})
+        return provider_message(row)
+
+    @staticmethod
+    def _fields_to_update(request: admin_pb.UpdateProviderRequest) -> set[str]:
+        """The update mask's fields, or every field with a non-default value."""
+        if request.update_mask.paths:
+            fields = set(request.update_mask.paths)
+            unknown = sorted(fields - set(UPDATABLE))
+            if unknown:
+                raise bad_request(f"update_mask: field {unknown[0]!r} cannot be updated", "update_mask")
+            return fields
+        return {name for name in UPDATABLE if getattr(request.provider, name)}
+
+    async def DeleteProvider(self, request: admin_pb.DeleteProviderRequest, context: grpc.aio.ServicerContext) -> Empty:
+        self._admin(context)
+        if not await self.state.db.run(lambda s: store.delete_provider(s, request.provider)):
+            raise not_found(f"provider {request.provider!r} does not exist", code="provider_not_found")
+        self.index.remove_provider(request.provider)
+        self._publish(internal_pb.CHANGE_KIND_PROVIDER, request.provider)
+        self._publish(internal_pb.CHANGE_KIND_MAPPING, request.provider)
+        return Empty()
+
+    async def UpdateProviderPrices(
+        self, request: admin_pb.UpdateProviderPricesRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb.ProviderPrices:
+        self._admin(context)
+        await self._get(ProviderRow, request.provider, f"provider {request.provider!r}")
+        rows = [self._price_row(request.provider, i, price) for i, price in enumerate(request.prices)]
+        if len({r.provider_model for r in rows}) != len(rows):
+            raise bad_request("prices must not list a provider model twice", "prices")
+
+        def replace(session: Session) -> None:
+            session.execute(PriceRow.__table__.delete().where(PriceRow.provider == request.provider))
+            store.insert(session, *rows)
+
+        await self.state.db.run(replace)
+        self._publish(internal_pb.CHANGE_KIND_PROVIDER, request.provider)
+        return admin_pb.ProviderPrices(provider=request.provider, prices=[price_message(r) for r in rows])
+
+    @staticmethod
+    def _price_row(provider: str, position: int, price: admin_pb.Price) -> PriceRow:
+        require(price.provider_model, f"prices[{position}].providerModel")
+        amounts = ("input_token_nano_usd", "output_token_nano_usd", "request_nano_usd", "image_nano_usd")
+        for name in amounts:
+            if getattr(price, name) < 0:
+                raise bad_request(f"prices[{position}].{name} must not be negative", f"prices[{position}].{name}")
+        return PriceRow(
+            provider=provider, provider_model=price.provider_model, **{n: getattr(price, n) for n in amounts}
+        )
+
+    # catalog
+
+    async def BatchUpsertModels(
+        self, request: admin_pb.BatchUpsertModelsRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb.BatchUpsertModelsResponse:
+        self._admin(context)
+        if len(request.models) > MAX_MODELS_PER_BATCH:
+            raise bad_request(f"models: at most {MAX_MODELS_PER_BATCH} per call, got {len(request.models)}", "models")
+        rows: dict[str, dict] = {}
+        for position, model in enumerate(request.models):
+            require(model.id, f"models[{position}].id")
+            if any(c.isspace() for c in model.id):
+                raise bad_request(f"models[{position}].id must not contain spaces", f"models[{position}].id")
+            rows[model.id] = {
+                "id": model.id,
+                "pipeline_tag": model.pipeline_tag,
+                "tags": orjson.dumps(list(model.tags)).decode(),
+                "adapter_weights_path": model.adapter_weights_path,
+            }
+        if rows:
+            await self.state.db.run(lambda s: store.upsert_models(s, list(rows.values())))
+        for model in request.models:
+            self.index.put_model(model.id, model.pipeline_tag, model.tags, model.adapter_weights_path)
+        self._publish(internal_pb.CHANGE_KIND_MODEL, request.models[0].id if len(rows) == 1 else "")
+        return admin_pb.BatchUpsertModelsResponse(upserted_count=len(rows))
+
+    async def GetModel(self, request: admin_pb.GetModelRequest, context: grpc.aio.ServicerContext) -> admin_pb.Model:
+        self._admin(context)
+        return model_message(await self._get(ModelRow, request.id, f"model {request.id!r}"))

@@ -1,0 +1,289 @@
+"""The Registry's in-memory index: what resolution and authentication read.
+
+Loaded from the database at start and updated after every committed write, so
+no request on a hot path queries the database. Tag-filter mappings are
+bucketed by task and by one "key" tag (the tag rarest among tag-filters when
+the filter was added): a lookup only visits the buckets of the model's own
+tags, never every tag-filter.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import NamedTuple
+
+MODEL = "model"
+TAG_FILTER = "tag-filter"
+LIVE = "live"
+STAGING = "staging"
+WRITE_ROLES = frozenset({"write", "admin"})
+
+
+def intern_all(values: Iterable[str]) -> tuple[str, ...]:
+    """Tags repeat across a million models: share one string object per tag."""
+    return tuple(sys.intern(v) for v in values)
+
+
+class CatalogModel(NamedTuple):
+    """A hub model as resolution needs it."""
+
+    pipeline_tag: str
+    tags: tuple[str, ...]
+    adapter_weights_path: str
+
+
+@dataclass(slots=True)
+class Mapping:
+    """A model mapping (hf_model set) or a tag-filter mapping (tags set, sorted)."""
+
+    id: str
+    seq: int
+    provider: str
+    type: str
+    task: str
+    hf_model: str
+    tags: tuple[str, ...]
+    provider_model: str
+    status: str
+    adapter_type: str
+    create_time: datetime
+    key_tag: str = ""
+
+    @property
+    def tags_key(self) -> str:
+        return ",".join(self.tags)
+
+    @property
+    def unique_key(self) -> tuple[str, str, str, str]:
+        return (self.provider, self.task, self.hf_model, self.tags_key)
+
+
+@dataclass(slots=True)
+class ProviderEntry:
+    """A provider as resolution and write authorization need it."""
+
+    id: str
+    org: str
+    default_rank: int
+
+
+@dataclass(slots=True)
+class UserEntry:
+    """A user's org roles and provider preference."""
+
+    memberships: dict[str, str] = field(default_factory=dict)
+    preferred_providers: tuple[str, ...] = ()
+
+
+@dataclass(slots=True, frozen=True)
+class Adapter:
+    """The LoRA adapter of a tag-filter match."""
+
+    type: str
+    model: str
+    weights_path: str
+    base_provider_model: str
+
+
+@dataclass(slots=True, frozen=True)
+class Candidate:
+    """One provider that can serve the model."""
+
+    provider: str
+    provider_model: str
+    status: str
+    mapping_id: str
+    adapter: Adapter | None = None
+
+
+@dataclass(slots=True)
+class Resolution:
+    """Candidates in order, and the providers left out with the reason."""
+
+    model_found: bool
+    candidates: list[Candidate] = field(default_factory=list)
+    exclusions: list[tuple[str, str]] = field(default_factory=list)
+
+
+class RegistryIndex:
+    """Providers, catalog, mappings and identity in memory."""
+
+    def __init__(self) -> None:
+        self.catalog: dict[str, CatalogModel] = {}
+        self.providers: dict[str, ProviderEntry] = {}
+        self.mappings: dict[str, Mapping] = {}
+        self.provider_mappings: dict[str, dict[str, Mapping]] = {}  # provider -> id -> mapping, oldest first
+        self.users: dict[str, UserEntry] = {}
+        self.tokens: dict[str, str] = {}  # SHA-256 hex of the token -> user
+        self._keys: dict[tuple[str, str, str, str], str] = {}
+        self._by_model: dict[str, list[Mapping]] = {}
+        self._by_provider_model: dict[tuple[str, str, str], list[Mapping]] = {}
+        self._tag_filters: dict[str, dict[str, list[Mapping]]] = {}  # task -> key tag -> filters
+        self._filter_tag_counts: Counter[str] = Counter()
+        self.last_seq = 0
+
+    # catalog
+
+    def put_model(self, model_id: str, pipeline_tag: str, tags: Iterable[str], adapter_weights_path: str) -> None:
+        self.catalog[sys.intern(model_id)] = CatalogModel(
+            sys.intern(pipeline_tag), intern_all(tags), adapter_weights_path
+        )
+
+    # providers
+
+    def put_provider(self, provider: ProviderEntry) -> None:
+        self.providers[provider.id] = provider
+        self.provider_mappings.setdefault(provider.id, {})
+
+    def remove_provider(self, provider_id: str) -> None:
+        for mapping in list(self.provider_mappings.get(provider_id, {}).values()):
+            self.remove_mapping(mapping.id)
+        self.providers.pop(provider_id, None)
+        self.provider_mappings.pop(provider_id, None)
+
+    # mappings
+
+    def conflicting_mapping(self, key: tuple[str, str, str, str]) -> str | None:
+        """The id of the mapping that already holds this (provider, task, model or tags)."""
+        return self._keys.get(key)
+
+    def add_mapping(self, mapping: Mapping) -> None:
+        self.last_seq = max(self.last_seq, mapping.seq)
+        self.mappings[mapping.id] = mapping
+        self.provider_mappings.setdefault(mapping.provider, {})[mapping.id] = mapping
+        self._keys[mapping.unique_key] = mapping.id
+        key = (mapping.provider, mapping.task, mapping.provider_model)
+        self._by_provider_model.setdefault(key, []).append(mapping)
+        if mapping.type == MODEL:
+            self._by_model.setdefault(mapping.hf_model, []).append(mapping)
+            return
+        mapping.key_tag = min(mapping.tags, key=lambda tag: (self._filter_tag_counts[tag], tag))
+        self._filter_tag_counts.update(mapping.tags)
+        self._tag_filters.setdefault(mapping.task, {}).setdefault(mapping.key_tag, []).append(mapping)
+
+    def remove_mapping(self, mapping_id: str) -> Mapping | None:
+        mapping = self.mappings.pop(mapping_id, None)
+        if mapping is None:
+            return None
+        self.provider_mappings.get(mapping.provider, {}).pop(mapping_id, None)
+        self._keys.pop(mapping.unique_key, None)
+        _discard(self._by_provider_model, (mapping.provider, mapping.task, mapping.provider_model), mapping)
+        if mapping.type == MODEL:
+            _discard(self._by_model, mapping.hf_model, mapping)
+        else:
+            self._filter_tag_counts.subtract(mapping.tags)
+            _discard(self._tag_filters.get(mapping.task, {}), mapping.key_tag, mapping)
+        return mapping
+
+    def mapped_models(self) -> list[str]:
+        """Models with a model mapping (tag-filter matches are not enumerated)."""
+        return [model_id for model_id in self._by_model if model_id in self.catalog]
+
+    def tasks_for(self, model_id: str) -> set[str]:
+        """Tasks a model may resolve for: its model mappings' and every tag-filter task."""
+        return {m.task for m in self._by_model.get(model_id, ())} | set(self._tag_filters)
+
+    # identity
+
+    def user(self, name: str) -> UserEntry:
+        return self.users.setdefault(name, UserEntry())
+
+    def remove_tokens_of(self, user: str) -> None:
+        for token_hash in [h for h, owner in self.tokens.items() if owner == user]:
+            del self.tokens[token_hash]
+
+    def role(self, user: str, org: str) -> str | None:
+        entry = self.users.get(user)
+        return entry.memberships.get(org) if entry else None
+
+    def can_see(self, user: str, mapping: Mapping) -> bool:
+        """Live mappings are public; staging ones only for members of the provider's org."""
+        if mapping.status == LIVE:
+            return True
+        entry = self.users.get(user) if user else None
+        return entry is not None and self.providers[mapping.provider].org in entry.memberships
+
+    # resolution
+
+    def resolve(self, model_id: str, user: str, task: str, providers: Iterable[str] = ()) -> Resolution:
+        """The ordered candidates for a hub model, for this caller and task."""
+        model = self.catalog.get(model_id)
+        if model is None:
+            return Resolution(model_found=False)
+        chosen: dict[str, Mapping] = {}
+        hidden: set[str] = set()
+        for mapping in self._by_model.get(model_id, ()):
+            if mapping.task == task:
+                self._consider(chosen, hidden, mapping, user)
+        buckets = self._tag_filters.get(task)
+        if buckets:
+            tags = model.tags
+            for tag in tags:
+                for mapping in buckets.get(tag, ()):
+                    if all(t in tags for t in mapping.tags):
+                        self._consider(chosen, hidden, mapping, user)
+        return self._ordered(model_id, model, chosen, hidden, list(providers))
+
+    def resolve_provider_model(self, provider: str, provider_model: str, user: str, task: str) -> Resolution:
+        """The provider's own model id: its oldest visible mapping, model mappings first."""
+        mappings = self._by_provider_model.get((provider, task, provider_model), [])
+        visible = sorted((m for m in mappings if self.can_see(user, m)), key=lambda m: (m.type != MODEL, m.seq))
+        if visible:
+            best = visible[0]
+            candidate = Candidate(provider, provider_model, best.status, best.id)
+            return Resolution(model_found=True, candidates=[candidate])
+        exclusions = [(provider, self._staging_reason(provider))] if mappings else []
+        return Resolution(model_found=bool(mappings), exclusions=exclusions)
+
+    def _consider(self, chosen: dict[str, Mapping], hidden: set[str], mapping: Mapping, user: str) -> None:
+        """Keeps the best visible mapping per provider: a model mapping, else the
+        tag-filter with the most tags, then the oldest."""
+        if not self.can_see(user, mapping):
+            hidden.add(mapping.provider)
+            return
+        current = chosen.get(mapping.provider)
+        if current is None or _precedence(mapping) < _precedence(current):
+            chosen[mapping.provider] = mapping
+
+    def _ordered(
+        self, model_id: str, model: CatalogModel, chosen: dict[str, Mapping], hidden: set[str], wanted: list[str]
+    ) -> Resolution:
+        if wanted:
+            order = [p for p in dict.fromkeys(wanted) if p in chosen]
+        else:
+            order = sorted(chosen, key=lambda p: (self.providers[p].default_rank, p))
+        candidates = [_candidate(chosen[p], model_id, model) for p in order]
+        exclusions = [(p, self._staging_reason(p)) for p in sorted(hidden - chosen.keys())]
+        for provider in dict.fromkeys(wanted):
+            if provider not in chosen and provider not in hidden:
+                exclusions.append((provider, f"provider {provider!r} does not serve {model_id!r} for this task"))
+        return Resolution(True, candidates, exclusions)
+
+    def _staging_reason(self, provider: str) -> str:
+        org = self.providers[provider].org
+        return f"provider {provider!r} serves this model in staging only, which is for members of org {org!r}"
+
+
+def _precedence(mapping: Mapping) -> tuple[int, int, int]:
+    """Lower wins: model mappings first, then more tags, then older."""
+    return (0 if mapping.type == MODEL else 1, -len(mapping.tags), mapping.seq)
+
+
+def _candidate(mapping: Mapping, model_id: str, model: CatalogModel) -> Candidate:
+    if mapping.type == MODEL:
+        return Candidate(mapping.provider, mapping.provider_model, mapping.status, mapping.id)
+    adapter = Adapter(mapping.adapter_type, model_id, model.adapter_weights_path, mapping.provider_model)
+    return Candidate(mapping.provider, mapping.provider_model, mapping.status, mapping.id, adapter)
+
+
+def _discard(buckets: dict, key: object, mapping: Mapping) -> None:
+    bucket = buckets.get(key)
+    if bucket is None:
+        return
+    bucket[:] = [m for m in bucket if m is not mapping]
+    if not bucket:
+        del buckets[key]

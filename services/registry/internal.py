@@ -1,0 +1,136 @@
+"""InternalService: what the Router and Billing ask of the Registry.
+
+Authentication and resolution answer from the in-memory index; WatchChanges
+streams every committed change so callers can keep local copies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+from sqlmodel import Session, select
+from switchboard.registry.v1 import admin_service_pb2 as admin_pb
+from switchboard.registry.v1 import internal_service_pb2 as internal_pb
+from switchboard.registry.v1 import internal_service_pb2_grpc as internal_grpc
+
+from services.common.errors import bad_request
+from services.registry.admin import price_message, provider_message
+from services.registry.index import Candidate, Resolution
+from services.registry.state import RegistryState
+from services.registry.storage import PriceRow, ProviderRow
+from services.registry.validation import require
+
+
+def candidate_message(candidate: Candidate) -> internal_pb.Candidate:
+    message = internal_pb.Candidate(
+        provider=candidate.provider,
+        provider_model=candidate.provider_model,
+        status=candidate.status,
+        mapping_id=candidate.mapping_id,
+    )
+    if candidate.adapter is not None:
+        adapter = candidate.adapter
+        message.adapter.type = adapter.type
+        message.adapter.model = adapter.model
+        message.adapter.weights_path = adapter.weights_path
+        message.adapter.base_provider_model = adapter.base_provider_model
+    return message
+
+
+def resolution_message(resolution: Resolution) -> internal_pb.ResolveModelResponse:
+    return internal_pb.ResolveModelResponse(
+        model_found=resolution.model_found,
+        candidates=[candidate_message(c) for c in resolution.candidates],
+        exclusions=[internal_pb.Exclusion(provider=p, reason=r) for p, r in resolution.exclusions],
+    )
+
+
+class InternalServicer(internal_grpc.InternalServiceServicer):
+    """Identity, resolution, provider configuration and the change feed."""
+
+    def __init__(self, state: RegistryState) -> None:
+        self.state = state
+        self.index = state.index
+
+    async def AuthenticateToken(
+        self, request: internal_pb.AuthenticateTokenRequest, context: grpc.aio.ServicerContext
+    ) -> internal_pb.Caller:
+        user = self.state.user_of_token(request.token)
+        if user is None:
+            return internal_pb.Caller(admin=True)
+        entry = self.index.user(user)
+        memberships = [
+            admin_pb.Membership(org=org, user=user, role=role) for org, role in sorted(entry.memberships.items())
+        ]
+        return internal_pb.Caller(user=user, memberships=memberships, preferred_providers=entry.preferred_providers)
+
+    async def ResolveModel(
+        self, request: internal_pb.ResolveModelRequest, context: grpc.aio.ServicerContext
+    ) -> internal_pb.ResolveModelResponse:
+        require(request.model, "model")
+        require(request.task, "task")
+        return resolution_message(self.index.resolve(request.model, request.user, request.task, request.providers))
+
+    async def ResolveProviderModel(
+        self, request: internal_pb.ResolveProviderModelRequest, context: grpc.aio.ServicerContext
+    ) -> internal_pb.ResolveModelResponse:
+        require(request.provider, "provider")
+        require(request.provider_model, "provider_model")
+        require(request.task, "task")
+        resolution = self.index.resolve_provider_model(
+            request.provider, request.provider_model, request.user, request.task
+        )
+        return resolution_message(resolution)
+
+    async def ListProviderConfigs(
+        self, request: internal_pb.ListProviderConfigsRequest, context: grpc.aio.ServicerContext
+    ) -> internal_pb.ListProviderConfigsResponse:
+        def load(session: Session) -> tuple[list[ProviderRow], list[PriceRow]]:
+            providers = list(session.exec(select(ProviderRow).order_by(ProviderRow.id)))
+            prices = list(session.exec(select(PriceRow).order_by(PriceRow.provider, PriceRow.provider_model)))
+            return providers, prices
+
+        providers, prices = await self.state.db.run(load)
+        by_provider: dict[str, list[admin_pb.Price]] = {}
+        for price in prices:
+            by_provider.setdefault(price.provider, []).append(price_message(price))
+        configs = [
+            internal_pb.ProviderConfig(
+                provider=provider_message(row, with_secrets=True), prices=by_provider.get(row.id, [])
+            )
+            for row in providers
+        ]
+        return internal_pb.ListProviderConfigsResponse(providers=configs)
+
+    async def ListServedModels(
+        self, request: internal_pb.ListServedModelsRequest, context: grpc.aio.ServicerContext
+    ) -> internal_pb.ListServedModelsResponse:
+        if request.model and request.model not in self.index.catalog:
+            raise bad_request(f"model {request.model!r} is not in the catalog", "model")
+        model_ids = [request.model] if request.model else sorted(self.index.mapped_models())
+        served = []
+        for model_id in model_ids:
+            candidates = self._candidates_for_all_tasks(model_id, request.user)
+            if candidates:
+                pipeline_tag = self.index.catalog[model_id].pipeline_tag
+                served.append(
+                    internal_pb.ServedModel(
+                        id=model_id, pipeline_tag=pipeline_tag, candidates=[candidate_message(c) for c in candidates]
+                    )
+                )
+        return internal_pb.ListServedModelsResponse(models=served)
+
+    def _candidates_for_all_tasks(self, model_id: str, user: str) -> list[Candidate]:
+        """One candidate per provider, over every task the model is mapped for."""
+        by_provider: dict[str, Candidate] = {}
+        for task in self.index.tasks_for(model_id):
+            for candidate in self.index.resolve(model_id, user, task).candidates:
+                by_provider.setdefault(candidate.provider, candidate)
+        return list(by_provider.values())
+
+    async def WatchChanges(
+        self, request: internal_pb.WatchChangesRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[internal_pb.WatchChangesResponse]:
+        async for change in self.state.feed.watch():
+            yield internal_pb.WatchChangesResponse(revision=change.revision, kind=change.kind, key=change.key)

@@ -1,0 +1,246 @@
+"""The partners API (RegistryService), exactly as the hub's partner documentation says."""
+
+from __future__ import annotations
+
+import secrets
+
+import grpc
+import orjson
+from google.protobuf import struct_pb2
+from google.protobuf.empty_pb2 import Empty
+from switchboard.registry.v1 import internal_service_pb2 as internal_pb
+from switchboard.registry.v1 import registry_service_pb2 as registry_pb
+from switchboard.registry.v1 import registry_service_pb2_grpc as registry_grpc
+
+from services.common.errors import ApiError, bad_request, not_found
+from services.registry import store
+from services.registry.index import MODEL, STAGING, TAG_FILTER, WRITE_ROLES, Mapping, ProviderEntry
+from services.registry.state import RegistryState
+from services.registry.storage import MappingRow, UserRow, utcnow
+from services.registry.validation import (
+    check_model_fits_task,
+    check_status,
+    check_tags,
+    check_task,
+    require,
+)
+
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+
+
+def mapping_message(mapping: Mapping) -> registry_pb.ModelMapping:
+    message = registry_pb.ModelMapping(
+        id=mapping.id,
+        provider=mapping.provider,
+        type=mapping.type,
+        task=mapping.task,
+        hf_model=mapping.hf_model,
+        provider_model=mapping.provider_model,
+        status=mapping.status,
+        tags=mapping.tags,
+        adapter_type=mapping.adapter_type,
+    )
+    message.create_time.FromDatetime(mapping.create_time)
+    return message
+
+
+def table_entry(mapping: Mapping) -> tuple[str, dict]:
+    """The documented listing's key and value for one mapping."""
+    if mapping.type == MODEL:
+        return mapping.hf_model, {"_id": mapping.id, "providerId": mapping.provider_model, "status": mapping.status}
+    value = {
+        "_id": mapping.id,
+        "status": mapping.status,
+        "providerId": mapping.provider_model,
+        "adapterType": mapping.adapter_type,
+        "tags": list(mapping.tags),
+    }
+    return f"tag-filter={mapping.tags_key}", value
+
+
+def status_filter(status: str) -> str:
+    return check_status(status) if status else ""
+
+
+def page_size(requested: int) -> int:
+    if requested < 0:
+        raise bad_request("page_size must not be negative", "page_size")
+    return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+
+class RegistryServicer(registry_grpc.RegistryServiceServicer):
+    """Partners register which hub models they serve; anyone may read the table."""
+
+    def __init__(self, state: RegistryState) -> None:
+        self.state = state
+        self.index = state.index
+
+    def _provider(self, provider_id: str) -> ProviderEntry:
+        provider = self.index.providers.get(provider_id)
+        if provider is None:
+            raise not_found(f"provider {provider_id!r} does not exist", code="provider_not_found")
+        return provider
+
+    def _authorize_write(self, context: grpc.aio.ServicerContext, provider_id: str) -> ProviderEntry:
+        """401 without a valid token, 404 for an unknown provider, 403 unless the caller may write."""
+        user = self.state.caller(context)
+        provider = self._provider(provider_id)
+        if user is not None and self.index.role(user, provider.org) not in WRITE_ROLES:
+            raise ApiError(
+                403,
+                f"changing the mappings of provider {provider_id!r} needs the write or admin role "
+                f"in org {provider.org!r}",
+                code="forbidden",
+            )
+        return provider
+
+    def _mapping(self, provider_id: str, mapping_id: str) -> Mapping:
+        mapping = self.index.provider_mappings.get(provider_id, {}).get(mapping_id)
+        if mapping is None:
+            raise not_found(f"provider {provider_id!r} has no mapping {mapping_id!r}", code="mapping_not_found")
+        return mapping
+
+    async def CreateModelMapping(
+        self, request: registry_pb.CreateModelMappingRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb.ModelMapping:
+        self._authorize_write(context, request.provider)
+        mapping = self._new_mapping(request)
+        conflict = self.index.conflicting_mapping(mapping.unique_key)
+        what = f"model {mapping.hf_model!r}" if mapping.type == MODEL else f"tags {mapping.tags_key!r}"
+        message = f"provider {request.provider!r} already maps {what} for task {mapping.task!r}"
+        if conflict:
+            raise ApiError(409, f"{message} (mapping {conflict})", code="mapping_exists")
+
+        def create(session):
+            mapping.seq = store.next_mapping_seq(session)
+            store.insert(session, store.mapping_row(mapping))
+
+        await self.state.write(create, message, code="mapping_exists")
+        self.index.add_mapping(mapping)
+        self.state.feed.publish(internal_pb.CHANGE_KIND_MAPPING, mapping.provider)
+        return mapping_message(mapping)
+
+    def _new_mapping(self, request: registry_pb.CreateModelMappingRequest) -> Mapping:
+        """Validates the body into a mapping (seq assigned on insert)."""
+        check_task(request.task)
+        require(request.provider_model, "providerModel")
+        status = check_status(request.status) if request.status else STAGING
+        kind = request.type or MODEL
+        if kind == MODEL:
+            self._check_model_mapping(request)
+            tags, adapter_type = (), ""
+        elif kind == TAG_FILTER:
+            if request.hf_model:
+                raise bad_request("hfModel is not allowed in a tag-filter mapping", "hfModel")
+            tags = check_tags(list(request.tags))
+            if request.adapter_type != "lora":
+                raise bad_request(
+                    f'adapterType must be "lora" (the only supported type), not {request.adapter_type!r}',
+                    "adapterType",
+                )
+            adapter_type = request.adapter_type
+        else:
+            raise bad_request(f'type must be "tag-filter" or absent, not {request.type!r}', "type")
+        return Mapping(
+            id=secrets.token_hex(12),
+            seq=0,
+            provider=request.provider,
+            type=kind,
+            task=request.task,
+            hf_model=request.hf_model if kind == MODEL else "",
+            tags=tags,
+            provider_model=request.provider_model,
+            status=status,
+            adapter_type=adapter_type,
+            create_time=utcnow(),
+        )
+
+    def _check_model_mapping(self, request: registry_pb.CreateModelMappingRequest) -> None:
+        require(request.hf_model, "hfModel")
+        if request.tags:
+            raise bad_request('tags are only allowed in a tag-filter mapping ("type": "tag-filter")', "tags")
+        if request.adapter_type:
+            raise bad_request("adapterType is only allowed in a tag-filter mapping", "adapterType")
+        model = self.index.catalog.get(request.hf_model)
+        if model is None:
+            raise bad_request(f"hfModel {request.hf_model!r} is not in the model catalog", "hfModel")
+        check_model_fits_task(request.hf_model, model.pipeline_tag, model.tags, request.task)
+
+    async def DeleteModelMapping(
+        self, request: registry_pb.DeleteModelMappingRequest, context: grpc.aio.ServicerContext
+    ) -> Empty:
+        self._authorize_write(context, request.provider)
+        mapping = self._mapping(request.provider, request.mapping_id)
+        await self.state.db.run(lambda s: store.delete_rows(s, MappingRow, MappingRow.id == mapping.id))
+        self.index.remove_mapping(mapping.id)
+        self.state.feed.publish(internal_pb.CHANGE_KIND_MAPPING, mapping.provider)
+        return Empty()
+
+    async def UpdateModelMappingStatus(
+        self, request: registry_pb.UpdateModelMappingStatusRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb.ModelMapping:
+        self._authorize_write(context, request.provider)
+        mapping = self._mapping(request.provider, request.mapping_id)
+        status = check_status(request.status)
+        await self.state.db.run(lambda s: store.set_mapping_status(s, mapping.id, status))
+        mapping.status = status
+        self.state.feed.publish(internal_pb.CHANGE_KIND_MAPPING, mapping.provider)
+        return mapping_message(mapping)
+
+    async def GetProviderMappingTable(
+        self, request: registry_pb.GetProviderMappingTableRequest, context: grpc.aio.ServicerContext
+    ) -> struct_pb2.Struct:
+        self._provider(request.provider)
+        status = status_filter(request.status)
+        table: dict[str, dict] = {}
+        for mapping in self.index.provider_mappings[request.provider].values():
+            if not status or mapping.status == status:
+                key, value = table_entry(mapping)
+                table.setdefault(mapping.task, {})[key] = value
+        answer = struct_pb2.Struct()
+        answer.update(table)
+        return answer
+
+    async def ListModelMappings(
+        self, request: registry_pb.ListModelMappingsRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb.ListModelMappingsResponse:
+        self._provider(request.provider)
+        status = status_filter(request.status)
+        size = page_size(request.page_size)
+        try:
+            after = int(request.page_token or 0)
+        except ValueError:
+            raise bad_request("page_token is not one this API gave out", "page_token") from None
+        page: list[Mapping] = []
+        for mapping in self.index.provider_mappings[request.provider].values():
+            if mapping.seq > after and (not status or mapping.status == status):
+                if len(page) == size:
+                    return registry_pb.ListModelMappingsResponse(
+                        model_mappings=[mapping_message(m) for m in page], next_page_token=str(page[-1].seq)
+                    )
+                page.append(mapping)
+        return registry_pb.ListModelMappingsResponse(model_mappings=[mapping_message(m) for m in page])
+
+    async def UpdateProviderPreferences(
+        self, request: registry_pb.UpdateProviderPreferencesRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb.ProviderPreferences:
+        user = self.state.caller(context)
+        if user is None:
+            raise bad_request("the admin token belongs to no user; use a user's token", "authorization")
+        providers = list(request.providers)
+        unknown = [p for p in providers if p not in self.index.providers]
+        if unknown:
+            raise bad_request(f"providers: unknown provider {unknown[0]!r}", "providers")
+        if len(set(providers)) != len(providers):
+            raise bad_request("providers must not repeat a provider", "providers")
+
+        def save(session):
+            row = session.get(UserRow, user)
+            row.preferred_providers = orjson.dumps(providers).decode()
+            store.insert(session, row)
+
+        await self.state.db.run(save)
+        self.index.user(user).preferred_providers = tuple(providers)
+        self.state.feed.publish(internal_pb.CHANGE_KIND_IDENTITY, user)
+        return registry_pb.ProviderPreferences(user=user, providers=providers)

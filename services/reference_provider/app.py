@@ -1,0 +1,266 @@
+"""The reference provider: an OpenAI-compatible chat and image API with a request id
+header, a cost API with bearer auth, and knobs for latency and failures.
+
+It answers deterministically from the request, so partners (and tests) can check
+exactly what reached it: GET /debug/last-request shows the last inference body.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import hmac
+import random
+import time
+import uuid
+import zlib
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from services.reference_provider import png
+from services.reference_provider.answers import chat_answer, chat_chunks, usage_of
+
+REQUEST_ID_HEADER = "Inference-Id"
+MAX_REMEMBERED_REQUESTS = 200_000
+MAX_STORED_IMAGES = 512
+MAX_IMAGES_PER_REQUEST = 4
+# Deterministic costs, nano-USD.
+COST_PER_REQUEST = 1_000
+COST_PER_INPUT_TOKEN = 100
+COST_PER_OUTPUT_TOKEN = 300
+COST_PER_IMAGE = 5_000_000
+
+
+@dataclass
+class Knobs:
+    """Behaviour that tests and demos change: latency and injected failures."""
+
+    latency_ms: float = 0.0
+    fail_rate: float = 0.0
+    fail_status: int = 500
+    # A stream is cut (connection dropped) after this many chunks; -1 never.
+    stream_fail_after: int = -1
+
+
+@dataclass
+class State:
+    """What the provider remembers: usage per request id (bounded), images, the last request."""
+
+    knobs: Knobs
+    api_key: str = ""
+    billing_token: str = ""
+    price_unknown_ids: bool = True
+    usage: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    images: dict[str, bytes] = field(default_factory=dict)
+    last_request: dict[str, Any] = field(default_factory=dict)
+
+    def remember(self, request_id: str, prompt_tokens: int, completion_tokens: int, images: int) -> None:
+        if len(self.usage) >= MAX_REMEMBERED_REQUESTS:
+            del self.usage[next(iter(self.usage))]  # oldest first: dicts keep insertion order
+        self.usage[request_id] = (prompt_tokens, completion_tokens, images)
+
+    def store_image(self, data: bytes) -> str:
+        if len(self.images) >= MAX_STORED_IMAGES:
+            del self.images[next(iter(self.images))]
+        image_id = uuid.uuid4().hex
+        self.images[image_id] = data
+        return image_id
+
+    def cost_of(self, request_id: str) -> int | None:
+        usage = self.usage.get(request_id)
+        if usage is None:
+            # Ids it never served (e.g. a benchmark's synthetic ledger) get a stable price from the id.
+            return 1_000 + zlib.crc32(request_id.encode()) % 100_000 if self.price_unknown_ids else None
+        prompt, completion, images = usage
+        if images:
+            return COST_PER_IMAGE * images
+        return COST_PER_REQUEST + COST_PER_INPUT_TOKEN * prompt + COST_PER_OUTPUT_TOKEN * completion
+
+
+STATE = web.AppKey("state", State)
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json", headers=headers)
+
+
+def _error(status: int, message: str, error_type: str, request_id: str | None = None) -> web.Response:
+    headers = {REQUEST_ID_HEADER: request_id} if request_id else None
+    body = {"error": {"message": message, "type": error_type, "param": None, "code": str(status)}}
+    return _json(body, status, headers)
+
+
+def _bearer_ok(request: web.Request, expected: str) -> bool:
+    if not expected:
+        return True
+    given = request.headers.get("Authorization", "")
+    return hmac.compare_digest(given.encode(), f"Bearer {expected}".encode())
+
+
+async def _inference_prelude(request: web.Request) -> tuple[dict | None, str, web.Response | None]:
+    """Auth, body, latency and injected failures shared by every inference route."""
+    state = request.app[STATE]
+    request_id = str(uuid.uuid4())
+    if not _bearer_ok(request, state.api_key):
+        return None, request_id, _error(401, "invalid API key", "authentication_error", request_id)
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        return None, request_id, _error(400, "the body is not JSON", "invalid_request_error", request_id)
+    if not isinstance(body, dict):
+        return None, request_id, _error(400, "the body must be a JSON object", "invalid_request_error", request_id)
+    state.last_request = {"path": request.path, "body": body}
+    knobs = state.knobs
+    if knobs.latency_ms > 0:
+        await asyncio.sleep(knobs.latency_ms / 1000)
+    if knobs.fail_rate > 0 and random.random() < knobs.fail_rate:
+        status = knobs.fail_status
+        return body, request_id, _error(status, f"injected failure ({status})", "server_error", request_id)
+    return body, request_id, None
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    body, request_id, failure = await _inference_prelude(request)
+    if failure is not None:
+        return failure
+    assert body is not None
+    if not isinstance(body.get("messages"), list) or not body["messages"]:
+        return _error(400, "messages must be a non-empty list", "invalid_request_error", request_id)
+    state = request.app[STATE]
+    answer = chat_answer(body, request_id)
+    prompt_tokens, completion_tokens = usage_of(answer)
+    state.remember(request_id, prompt_tokens, completion_tokens, 0)
+    if not body.get("stream"):
+        return _json(answer, headers={REQUEST_ID_HEADER: request_id})
+    response = web.StreamResponse(headers={REQUEST_ID_HEADER: request_id, "Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    for sent, chunk in enumerate(chat_chunks(answer, include_usage)):
+        if sent == state.knobs.stream_fail_after:
+            assert request.transport is not None
+            request.transport.abort()  # a provider dying mid-stream
+            return response
+        await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+    await response.write(b"data: [DONE]\n\n")
+    await response.write_eof()
+    return response
+
+
+async def image_generations(request: web.Request) -> web.Response:
+    body, request_id, failure = await _inference_prelude(request)
+    if failure is not None:
+        return failure
+    assert body is not None
+    prompt = body.get("prompt")
+    if not isinstance(prompt, str) or not prompt:
+        return _error(400, "prompt must be a non-empty string", "invalid_request_error", request_id)
+    count = body.get("n") or 1
+    if not isinstance(count, int) or not 1 <= count <= MAX_IMAGES_PER_REQUEST:
+        return _error(400, f"n must be 1..{MAX_IMAGES_PER_REQUEST}", "invalid_request_error", request_id)
+    state = request.app[STATE]
+    width, height = png.parse_size(body.get("size"))
+    loras = body.get("loras") or []
+    tint = "|".join(str(lora.get("path")) for lora in loras if isinstance(lora, dict))
+    data = []
+    for index in range(count):
+        image = png.draw(prompt + tint, width, height, index)
+        if body.get("response_format") == "b64_json":
+            data.append({"b64_json": base64.b64encode(image).decode()})
+        else:
+            image_id = state.store_image(image)
+            data.append({"url": f"{request.scheme}://{request.host}/images/{image_id}.png"})
+    state.remember(request_id, 0, 0, count)
+    return _json({"created": int(time.time()), "data": data}, headers={REQUEST_ID_HEADER: request_id})
+
+
+async def image_file(request: web.Request) -> web.Response:
+    image = request.app[STATE].images.get(request.match_info["image_id"])
+    if image is None:
+        return _error(404, "no such image", "not_found_error")
+    return web.Response(body=image, content_type="image/png")
+
+
+async def billing_costs(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    if not _bearer_ok(request, state.billing_token):
+        return _error(401, "invalid billing token", "authentication_error")
+    try:
+        ids = orjson.loads(await request.read()).get("requestIds")
+    except (orjson.JSONDecodeError, AttributeError):
+        ids = None
+    if not isinstance(ids, list):
+        return _error(400, 'the body must be {"requestIds": [...]}', "invalid_request_error")
+    answered = []
+    for request_id in ids:
+        cost = state.cost_of(request_id) if isinstance(request_id, str) else None
+        if cost is not None:
+            answered.append({"requestId": request_id, "costNanoUsd": cost})
+    return _json({"requests": answered})
+
+
+async def last_request(request: web.Request) -> web.Response:
+    return _json(request.app[STATE].last_request)
+
+
+async def update_knobs(request: web.Request) -> web.Response:
+    """Changes latency/failure knobs at run time (demos and tests)."""
+    knobs = request.app[STATE].knobs
+    try:
+        changes = orjson.loads(await request.read())
+        for name, value in changes.items():
+            if name not in asdict(knobs):
+                return _error(400, f"unknown knob {name!r}", "invalid_request_error")
+            setattr(knobs, name, type(getattr(knobs, name))(value))
+    except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+        return _error(400, "the body must be a JSON object of knobs", "invalid_request_error")
+    return _json(asdict(knobs))
+
+
+async def health(_request: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
+def create_app(state: State) -> web.Application:
+    """The provider's aiohttp application."""
+    app = web.Application(client_max_size=16 * 1024 * 1024)
+    app[STATE] = state
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/v1/images/generations", image_generations)
+    app.router.add_get("/images/{image_id}.png", image_file)
+    app.router.add_post("/v1/billing/costs", billing_costs)
+    app.router.add_get("/debug/last-request", last_request)
+    app.router.add_post("/debug/knobs", update_knobs)
+    app.router.add_get("/health", health)
+    return app
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m services.reference_provider", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="delay before each inference answer")
+    parser.add_argument("--fail-rate", type=float, default=0.0, help="share of inference calls that fail (0..1)")
+    parser.add_argument("--fail-status", type=int, default=500, help="HTTP status of injected failures")
+    parser.add_argument("--stream-fail-after", type=int, default=-1, help="drop streams after N chunks")
+    parser.add_argument("--api-key", default="", help="bearer token required on inference routes")
+    parser.add_argument("--billing-token", default="", help="bearer token required on the cost API")
+    parser.add_argument(
+        "--no-price-unknown-ids",
+        action="store_true",
+        help="leave ids it never served out of cost answers (default: price them from the id)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    knobs = Knobs(args.latency_ms, args.fail_rate, args.fail_status, args.stream_fail_after)
+    state = State(knobs, args.api_key, args.billing_token, not args.no_price_unknown_ids)
+    import uvloop
+
+    uvloop.install()
+    web.run_app(create_app(state), host=args.host, port=args.port, access_log=None, print=None)

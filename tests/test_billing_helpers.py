@@ -3,10 +3,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
+import httpx
 from aiohttp import web
 from switchboard.billing.v1 import billing_service_pb2 as billing_pb
 
@@ -79,3 +83,72 @@ class CostApiStub:
     async def __aexit__(self, *exc: object) -> None:
         assert self._runner is not None
         await self._runner.cleanup()
+
+
+@contextmanager
+def serving_in_thread(stub: CostApiStub) -> Iterator[CostApiStub]:
+    """Runs the stub on its own event loop thread, for tests that make blocking calls."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="cost-api-stub", daemon=True)
+    thread.start()
+    try:
+        asyncio.run_coroutine_threadsafe(stub.__aenter__(), loop).result(10)
+        try:
+            yield stub
+        finally:
+            asyncio.run_coroutine_threadsafe(stub.__aexit__(), loop).result(10)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+def register_provider(admin: httpx.Client, provider: str, billing_url: str, authorization: str) -> None:
+    """Registers a provider (and its org) in the Registry with a cost API."""
+    org = provider + "-org"
+    answer = admin.post("/admin/v1/orgs", json={"name": org})
+    assert answer.status_code in (200, 409), answer.text
+    body = {
+        "id": provider,
+        "org": org,
+        "baseUrl": "http://127.0.0.1:9",
+        "tasks": ["conversational"],
+        "billingUrl": billing_url,
+        "billingAuthorization": authorization,
+    }
+    answer = admin.post("/admin/v1/providers", json=body)
+    assert answer.status_code == 200, answer.text
+
+
+# Raw JSON per provider request id: each kind of garbage a cost API may send.
+GARBAGE = {
+    "float": b"1.5",
+    "exponent": b"1e3",
+    "float-integral": b"1.0",
+    "negative": b"-5",
+    "string": b'"100"',
+    "true": b"true",
+    "false": b"false",
+    "null": b"null",
+    "too-big": str(2**63).encode(),
+    "huge": b"99999999999999999999999",
+    "object": b'{"usd": 1}',
+}
+VALID = {"ok": 1_500, "zero": 0, "ok-large": 123_456_789_012}
+
+
+def garbage_answer(asked: list[str], names: dict[str, str]) -> bytes:
+    """Valid costs, every kind of garbage, a missing cost, a missing id, an
+    entry that is no object, an id never asked; one asked id left out."""
+    entries = []
+    for provider_request_id in asked:
+        kind = names[provider_request_id]
+        if kind in VALID:
+            entries.append(b'{"requestId": "%s", "costNanoUsd": %d}' % (provider_request_id.encode(), VALID[kind]))
+        elif kind in GARBAGE:
+            entries.append(b'{"requestId": "%s", "costNanoUsd": %s}' % (provider_request_id.encode(), GARBAGE[kind]))
+        elif kind == "missing-cost":
+            entries.append(b'{"requestId": "%s"}' % provider_request_id.encode())
+        # "left-out": not answered at all
+    entries += [b'{"costNanoUsd": 7}', b'"just a string"', b'{"requestId": "never-asked", "costNanoUsd": 9}']
+    return b'{"requests": [' + b", ".join(entries) + b"]}"

@@ -60,10 +60,11 @@ def test_batches_over_ten_thousand_and_incomplete_records_are_refused(stack) -> 
         with pytest.raises(grpc.RpcError) as error:
             stub.RecordRequests(billing_pb.RecordRequestsRequest(records=too_many), timeout=30)
         assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        no_account = record("")
+        no_id = record(account)
+        no_id.request_id = ""
         with pytest.raises(grpc.RpcError) as error:
-            stub.RecordRequests(billing_pb.RecordRequestsRequest(records=[no_account]), timeout=10)
-        assert "records[0].account" in error.value.details()
+            stub.RecordRequests(billing_pb.RecordRequestsRequest(records=[record(account), no_id]), timeout=10)
+        assert "records[1].request_id" in error.value.details()
         full = stub.RecordRequests(billing_pb.RecordRequestsRequest(records=too_many[:10_000]), timeout=30)
     assert full.stored_count == 10_000
 

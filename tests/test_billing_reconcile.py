@@ -12,7 +12,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from test_billing_helpers import CostApiStub, record, unique
+from test_billing_helpers import GARBAGE, VALID, CostApiStub, garbage_answer, record, unique
 
 from services.billing import ledger
 from services.billing.reconciler import CostApi, Reconciler, ReconcilerSettings
@@ -55,40 +55,6 @@ def reconciler(db: Database, provider: str, url: str, **overrides: float) -> Rec
         return [CostApi(provider, url, SECRET)]
 
     return Reconciler(db, cost_apis, settings)
-
-
-# Raw JSON per provider request id: each kind of garbage a cost API may send.
-GARBAGE = {
-    "float": b"1.5",
-    "exponent": b"1e3",
-    "float-integral": b"1.0",
-    "negative": b"-5",
-    "string": b'"100"',
-    "true": b"true",
-    "false": b"false",
-    "null": b"null",
-    "too-big": str(2**63).encode(),
-    "huge": b"99999999999999999999999",
-    "object": b'{"usd": 1}',
-}
-VALID = {"ok": 1_500, "zero": 0, "ok-large": 123_456_789_012}
-
-
-def garbage_answer(asked: list[str], names: dict[str, str]) -> bytes:
-    """Valid costs, every kind of garbage, a missing cost, a missing id, an
-    entry that is no object, an id never asked; one asked id left out."""
-    entries = []
-    for provider_request_id in asked:
-        kind = names[provider_request_id]
-        if kind in VALID:
-            entries.append(b'{"requestId": "%s", "costNanoUsd": %d}' % (provider_request_id.encode(), VALID[kind]))
-        elif kind in GARBAGE:
-            entries.append(b'{"requestId": "%s", "costNanoUsd": %s}' % (provider_request_id.encode(), GARBAGE[kind]))
-        elif kind == "missing-cost":
-            entries.append(b'{"requestId": "%s"}' % provider_request_id.encode())
-        # "left-out": not answered at all
-    entries += [b'{"costNanoUsd": 7}', b'"just a string"', b'{"requestId": "never-asked", "costNanoUsd": 9}']
-    return b'{"requests": [' + b", ".join(entries) + b"]}"
 
 
 async def test_garbage_costs_are_rejected_and_stay_pending(db: Database, caplog: pytest.LogCaptureFixture) -> None:

@@ -42,11 +42,11 @@ def _not_negative(value: int, param: str) -> None:
 
 def ledger_row(index: int, record: billing_pb.LedgerRecord, now: datetime) -> dict:
     """A ledger row for a record. Without a provider request id the request
-    can never be priced: it is stored unpriced at once. A zero estimate is
-    replaced by the task's default, so nothing is ever charged zero silently."""
-    for name in ("request_id", "provider", "account"):
-        _required(getattr(record, name), f"records[{index}].{name}")
-    _not_negative(record.estimated_nano_usd, f"records[{index}].estimated_nano_usd")
+    can never be priced: it is stored unpriced at once. A zero (or negative)
+    estimate is replaced by the task's default, so nothing is ever charged
+    zero silently. Only a missing request id refuses the batch: a served
+    request is otherwise never turned away."""
+    _required(record.request_id, f"records[{index}].request_id")
     start = _time(record.start_time, now)
     return {
         "request_id": record.request_id,
@@ -62,7 +62,9 @@ def ledger_row(index: int, record: billing_pb.LedgerRecord, now: datetime) -> di
         "input_tokens": max(0, record.input_tokens),
         "output_tokens": max(0, record.output_tokens),
         "images": max(0, record.images),
-        "estimated_nano_usd": record.estimated_nano_usd or estimate_nano_usd(None, record.task),
+        "estimated_nano_usd": record.estimated_nano_usd
+        if record.estimated_nano_usd > 0
+        else estimate_nano_usd(None, record.task),
         "cost_nano_usd": None,
         "state": PENDING if record.provider_request_id else UNPRICED,
         "reason": "" if record.provider_request_id else NO_REQUEST_ID,

@@ -1,0 +1,173 @@
+"""Billing with the Registry and real cost APIs: reconciliation against the
+reference provider and a garbage-answering stub through the admin REST API,
+SIGKILL in the middle of a reconciliation run, and who may see what."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import orjson
+from switchboard.billing.v1 import billing_service_pb2 as billing_pb
+from switchboard.billing.v1 import billing_service_pb2_grpc as billing_grpc
+from test_billing_helpers import (
+    GARBAGE,
+    VALID,
+    CostApiStub,
+    garbage_answer,
+    record,
+    register_provider,
+    serving_in_thread,
+    unique,
+)
+
+from services.launcher import free_port, http_ok
+
+DEADLINE_SECONDS = 60.0
+
+
+def store(stack, records: list) -> None:
+    with stack.channel("billing") as channel:
+        for first in range(0, len(records), 10_000):
+            batch = billing_pb.RecordRequestsRequest(records=records[first : first + 10_000])
+            billing_grpc.LedgerServiceStub(channel).RecordRequests(batch, timeout=30)
+
+
+def reconcile(stack) -> dict:
+    with stack.admin() as admin:
+        answer = admin.post("/admin/v1/billing:reconcile", json={}, timeout=120)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def usage(stack, account: str) -> dict:
+    with stack.admin() as admin:
+        answer = admin.get("/v1/billing/usage", params={"account": account})
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def by_provider(report: dict) -> dict[str, dict]:
+    return {line["provider"]: line for line in report["byProvider"]}
+
+
+@contextmanager
+def reference_provider(billing_token: str) -> Iterator[str]:
+    """The reference provider as its own process; yields its cost API URL."""
+    port = free_port()
+    argv = [
+        sys.executable,
+        "-m",
+        "services.reference_provider",
+        "--port",
+        str(port),
+        f"--billing-token={billing_token}",
+    ]
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        ready, deadline = http_ok(f"http://127.0.0.1:{port}/health"), time.monotonic() + DEADLINE_SECONDS
+        while not ready():
+            assert process.poll() is None and time.monotonic() < deadline, "the reference provider did not start"
+            time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}/v1/billing/costs"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_reconciliation_with_the_reference_providers_cost_api(stack) -> None:
+    from services.reference_provider.app import Knobs, State
+
+    account, good, wrong_token = unique("user"), unique("ref"), unique("ref-badtoken")
+    records = [record(account, good, estimate=5_000) for _ in range(40)]
+    refused = [record(account, wrong_token, estimate=7_000) for _ in range(3)]
+    with reference_provider("sekrit-billing-token") as cost_url, stack.admin() as admin:
+        register_provider(admin, good, cost_url, "Bearer sekrit-billing-token")
+        register_provider(admin, wrong_token, cost_url, "Bearer not-the-token")
+        store(stack, records + refused)
+        counts = reconcile(stack)
+    oracle = State(Knobs())
+    lines = by_provider(usage(stack, account))
+    assert lines[good]["settledNanoUsd"] == sum(oracle.cost_of(r.provider_request_id) for r in records)
+    assert (lines[good]["pendingNanoUsd"], lines[good]["requests"]) == (0, 40)
+    # A 401 from the cost API changes nothing: still pending at the estimate.
+    assert (lines[wrong_token]["settledNanoUsd"], lines[wrong_token]["pendingNanoUsd"]) == (0, 21_000)
+    assert counts["pending"] >= 3
+    assert "not-the-token" not in stack.logs() and "sekrit-billing-token" not in stack.logs()
+
+
+def test_garbage_from_a_cost_api_leaves_exact_totals_and_pending_entries(stack) -> None:
+    account, provider = unique("user"), unique("junk")
+    kinds = [*VALID, *GARBAGE, "missing-cost", "left-out"]
+    records = {kind: record(account, provider, estimate=2_000 + i) for i, kind in enumerate(kinds)}
+    names = {r.provider_request_id: kind for kind, r in records.items()}
+
+    async def answer(ids: list[str]) -> tuple[int, bytes]:
+        return 200, garbage_answer(ids, names)
+
+    with serving_in_thread(CostApiStub(answer)) as stub, stack.admin() as admin:
+        register_provider(admin, provider, stub.url, "Bearer junk-token")
+        store(stack, list(records.values()))
+        reconcile(stack)
+        reconcile(stack)  # asking again changes nothing
+    report = usage(stack, account)
+    assert report["settledNanoUsd"] == sum(VALID.values())
+    assert report["pendingNanoUsd"] == sum(r.estimated_nano_usd for k, r in records.items() if k not in VALID)
+    assert report["requests"] == len(kinds)
+    logs = stack.logs()
+    for kind in [*GARBAGE, "missing-cost"]:
+        assert records[kind].provider_request_id in logs, kind  # each rejected entry is logged by id
+    assert "junk-token" not in logs
+
+
+def _expected_cost(provider_request_id: str) -> int:
+    return 10_000 + sum(provider_request_id.encode()) * 7
+
+
+def test_sigkill_in_the_middle_of_reconciliation_settles_every_cost_exactly_once(make_stack) -> None:
+    sb = make_stack(
+        SWITCHBOARD_RECONCILE_INTERVAL_SECONDS="0.3",
+        SWITCHBOARD_RECONCILE_BATCH_SIZE="20",
+        SWITCHBOARD_RECONCILE_CONCURRENCY="2",
+    )
+    account, provider, total = unique("user"), unique("kill"), 1_000
+    records = [record(account, provider, estimate=3_000) for _ in range(total)]
+    answered: list[str] = []
+    resumed = threading.Event()  # after a quarter of the ids, answers wait until Billing was killed
+
+    async def answer(ids: list[str]) -> tuple[int, bytes]:
+        if len(answered) >= total // 4:
+            await asyncio.to_thread(resumed.wait, DEADLINE_SECONDS)
+        answered.extend(ids)
+        return 200, orjson.dumps({"requests": [{"requestId": i, "costNanoUsd": _expected_cost(i)} for i in ids]})
+
+    with serving_in_thread(CostApiStub(answer)) as stub:
+        with sb.admin() as admin:
+            register_provider(admin, provider, stub.url, "Bearer kill-token")
+        store(sb, records)
+        deadline = time.monotonic() + DEADLINE_SECONDS
+        while len(answered) < total // 4:  # the background passes are well under way
+            assert time.monotonic() < deadline, f"only {len(answered)} ids asked"
+            time.sleep(0.01)
+        billing = next(c for c in sb.stack.children if c.name == "billing")
+        os.kill(billing.process.pid, signal.SIGKILL)
+        billing.process.wait(timeout=10)
+        asked_before_kill = len(answered)
+        sb.stack.children.remove(billing)
+        sb.stack.start("billing", list(billing.process.args), billing.ready)
+        sb.stack.wait_ready()
+        resumed.set()
+        while (report := usage(sb, account))["pendingNanoUsd"]:
+            assert time.monotonic() < deadline, report
+            reconcile(sb)
+    assert asked_before_kill < total  # the kill did land in the middle of the run
+    assert report["requests"] == total
+    assert report["settledNanoUsd"] == sum(_expected_cost(r.provider_request_id) for r in records)
+    assert report["unpriced"] == []

@@ -1,10 +1,139 @@
-"""`switchboard up --demo`: a reference provider, a small catalog and a demo user."""
+"""`switchboard up --demo`: a reference provider, a small catalog and a demo user.
+
+Everything goes through the public admin and partners REST APIs, as an operator
+would do it, and is idempotent: a second start on the same data directory
+updates the provider's address and key and keeps the rest.
+"""
 
 from __future__ import annotations
 
-from services.launcher import Stack
+import json
+import secrets
+import sys
+import urllib.error
+import urllib.request
+from typing import Any
+
+from services.launcher import Stack, free_port, http_ok
+
+PROVIDER = "demo"
+ORG = "demo-org"
+USER = "demo"
+CHAT_MODEL = "demo/chat-model"
+IMAGE_MODEL = "demo/image-model"
+LORA_MODEL = "demo/pixel-lora"
+CATALOG = [
+    {"id": CHAT_MODEL, "pipeline_tag": "text-generation", "tags": ["conversational", "text-generation"]},
+    {"id": IMAGE_MODEL, "pipeline_tag": "text-to-image", "tags": ["text-to-image"]},
+    {
+        "id": LORA_MODEL,
+        "pipeline_tag": "text-to-image",
+        "tags": ["lora", f"base_model:adapter:{IMAGE_MODEL}"],
+        "adapter_weights_path": "pixel-lora.safetensors",
+    },
+]
+MAPPINGS = [
+    {"task": "conversational", "hfModel": CHAT_MODEL, "providerModel": "reference-chat", "status": "live"},
+    {"task": "text-to-image", "hfModel": IMAGE_MODEL, "providerModel": "reference-image", "status": "live"},
+    {
+        "type": "tag-filter",
+        "task": "text-to-image",
+        "tags": ["lora", f"base_model:adapter:{IMAGE_MODEL}"],
+        "providerModel": "reference-image",
+        "adapterType": "lora",
+        "status": "live",
+    },
+]
+PRICES = [
+    {"provider_model": "reference-chat", "input_token_nano_usd": 100, "output_token_nano_usd": 300,
+     "request_nano_usd": 1000},
+    {"provider_model": "reference-image", "image_nano_usd": 5_000_000},
+]  # fmt: skip
+
+
+class AdminApi:
+    """A small blocking JSON client for Switchboard's REST API with one bearer token."""
+
+    def __init__(self, base_url: str, token: str) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+
+    def call(self, method: str, path: str, body: Any = None, accept: tuple[int, ...] = ()) -> dict:
+        """The JSON answer; raises on an HTTP error unless its status is in `accept`."""
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.base_url + path, data=data, method=method)
+        request.add_header("Authorization", f"Bearer {self.token}")
+        request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                return json.loads(answer.read() or b"{}")
+        except urllib.error.HTTPError as exc:
+            if exc.code in accept:
+                return {}
+            raise RuntimeError(f"{method} {path}: HTTP {exc.code}: {exc.read()[:300]!r}") from None
+
+    def ensure_provider(self, provider: dict) -> None:
+        """Creates the provider, or updates it when it exists."""
+        if self.call("POST", "/admin/v1/providers", provider, accept=(409,)):
+            return
+        changes = {k: v for k, v in provider.items() if k not in ("id", "org")}
+        self.call("PATCH", f"/admin/v1/providers/{provider['id']}", changes)
+
+    def ensure_member(self, org: str, user: str, role: str = "write") -> None:
+        self.call("POST", "/admin/v1/orgs", {"name": org}, accept=(409,))
+        self.call("POST", "/admin/v1/users", {"name": user}, accept=(409,))
+        self.call("PUT", f"/admin/v1/orgs/{org}/members/{user}", {"role": role})
+
+    def new_token(self, user: str, name: str | None = None) -> str:
+        return self.call("POST", f"/admin/v1/users/{user}/tokens", {"name": name or f"t-{secrets.token_hex(4)}"})[
+            "token"
+        ]
+
+    def add_mappings(self, provider: str, mappings: list[dict]) -> list[str]:
+        """Creates mappings; an existing one (409) is kept. Returns the new ids."""
+        ids = [self.call("POST", f"/api/partners/{provider}/models", m, accept=(409,)).get("_id") for m in mappings]
+        return [i for i in ids if i]
+
+
+def reference_provider_argv(port: int, *options: str) -> list[str]:
+    return [sys.executable, "-m", "services.reference_provider", "--port", str(port), *options]
 
 
 def start_demo(stack: Stack, base_url: str, admin_token: str) -> str:
     """Starts the demo parts in the stack; returns lines to print for the operator."""
-    return "  demo: the reference provider is not part of this build yet"
+    port, api_key, billing_token = free_port(), secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+    provider_url = f"http://127.0.0.1:{port}"
+    stack.start(
+        "reference_provider",
+        reference_provider_argv(port, "--api-key", api_key, "--billing-token", billing_token),
+        http_ok(f"{provider_url}/health"),
+    )
+    stack.wait_ready()
+    api = AdminApi(base_url, admin_token)
+    api.ensure_member(ORG, USER)
+    api.ensure_provider(
+        {
+            "id": PROVIDER,
+            "org": ORG,
+            "base_url": provider_url,
+            "api_key": api_key,
+            "tasks": ["conversational", "text-to-image"],
+            "request_id_header": "Inference-Id",
+            "billing_url": f"{provider_url}/v1/billing/costs",
+            "billing_authorization": f"Bearer {billing_token}",
+        }
+    )
+    api.call("PUT", f"/admin/v1/providers/{PROVIDER}/prices", {"prices": PRICES})
+    api.call("POST", "/admin/v1/models:batchUpsert", {"models": CATALOG})
+    api.add_mappings(PROVIDER, MAPPINGS)
+    token = api.new_token(USER, f"demo-{secrets.token_hex(4)}")
+    chat = json.dumps({"model": CHAT_MODEL, "messages": [{"role": "user", "content": "Hello!"}]})
+    return "\n".join(
+        [
+            f"  demo: reference provider '{PROVIDER}' at {provider_url}; models {CHAT_MODEL}, {IMAGE_MODEL}, "
+            f"{LORA_MODEL}",
+            f"  demo token (user {USER}): {token}",
+            f"  try: curl -s {base_url}/v1/chat/completions -H 'Authorization: Bearer {token}' "
+            f"-H 'Content-Type: application/json' -d '{chat}'",
+        ]
+    )

@@ -12,3 +12,13 @@ class RouterSettings(ServiceSettings):
 
     registry_address: str = Field("127.0.0.1:50051", description="host:port of the Registry")
     billing_address: str = Field("127.0.0.1:50053", description="host:port of Billing")
+    hub_url: str = Field("https://huggingface.co", description="base of adapter weight download URLs")
+    upstream_connect_timeout_seconds: float = Field(3.0, description="connect timeout of one provider attempt")
+    upstream_timeout_seconds: float = Field(
+        120.0, description="deadline of one provider attempt until its answer (unary) or first chunk (stream)"
+    )
+    stream_idle_timeout_seconds: float = Field(120.0, description="longest silence inside a provider's stream")
+    breaker_failures: int = Field(5, description="consecutive failures that open a provider's circuit breaker")
+    breaker_cooldown_seconds: float = Field(10.0, description="how long an open breaker skips its provider")
+    billing_timeout_seconds: float = Field(0.5, description="deadline of a reservation call to Billing")
+    ledger_batch_size: int = Field(1000, description="ledger records per RecordRequests call")

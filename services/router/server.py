@@ -1,21 +1,46 @@
-"""The Router process: create_server(), serve(), main()."""
+"""The Router process: serve(), main(). The Registry's and Billing's stubs are injected here."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
+from switchboard.billing.v1 import billing_service_pb2_grpc
 from switchboard.registry.v1 import internal_service_pb2_grpc
 from switchboard.router.v1 import router_service_pb2_grpc
 
 from services.common.logs import configure_logging
 from services.common.server import run
 from services.common.service import channel, run_service
+from services.router.breaker import Breakers
 from services.router.config import RouterSettings
+from services.router.directory import Directory
+from services.router.ledger import Ledger
+from services.router.measurements import Measurements
 from services.router.servicer import RouterServicer
+from services.router.upstream import Upstreams
 
 
 async def serve(settings: RouterSettings) -> None:
-    """Runs the Router until SIGTERM; the Registry's stub is injected here."""
+    """Runs the Router until SIGTERM: change feed, ledger sender, upstream pool, gRPC server."""
     registry_channel = channel(settings.registry_address)
-    servicer = RouterServicer(internal_service_pb2_grpc.InternalServiceStub(registry_channel))
+    billing_channel = channel(settings.billing_address)
+    directory = Directory(internal_service_pb2_grpc.InternalServiceStub(registry_channel))
+    ledger = Ledger(
+        billing_service_pb2_grpc.LedgerServiceStub(billing_channel),
+        settings.data_dir.resolve() / "router-ledger-spool",
+        settings.ledger_batch_size,
+        settings.billing_timeout_seconds,
+    )
+    upstreams = Upstreams(
+        Breakers(settings.breaker_failures, settings.breaker_cooldown_seconds),
+        settings.upstream_connect_timeout_seconds,
+        settings.upstream_timeout_seconds,
+        settings.stream_idle_timeout_seconds,
+    )
+    await upstreams.start()
+    servicer = RouterServicer(directory, upstreams, ledger, Measurements(), settings.hub_url)
+    background = [asyncio.create_task(directory.watch()), asyncio.create_task(ledger.run())]
     registrations = [
         (
             router_service_pb2_grpc.add_RouterServiceServicer_to_server,
@@ -25,7 +50,15 @@ async def serve(settings: RouterSettings) -> None:
     ]
 
     async def close() -> None:
+        for task in background:
+            task.cancel()
+        for task in background:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await ledger.close()
+        await upstreams.close()
         await registry_channel.close()
+        await billing_channel.close()
 
     await run_service("router", settings, registrations, on_stop=close)
 

@@ -1,31 +1,341 @@
-"""The Router's gRPC servicer."""
+"""The Router's gRPC servicer: OpenAI-compatible inference over the Registry's resolution."""
 
 from __future__ import annotations
 
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
 import grpc
-from google.protobuf import struct_pb2
+import orjson
+from google.api import httpbody_pb2
+from google.protobuf import struct_pb2, timestamp_pb2
+from switchboard.billing.v1 import billing_service_pb2 as billing_pb
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
-from switchboard.registry.v1 import internal_service_pb2_grpc as internal_grpc
 from switchboard.router.v1 import router_service_pb2 as router_pb
 from switchboard.router.v1 import router_service_pb2_grpc as router_grpc
 
-REGISTRY_TIMEOUT = 5.0
+from services.common.errors import ApiError, bad_request
+from services.common.pricing import estimate_nano_usd, prompt_tokens_estimate
+from services.router import selection
+from services.router.directory import Directory, ProviderEntry
+from services.router.ledger import Ledger
+from services.router.measurements import Measurements
+from services.router.upstream import Opened, Upstreams, relay, rewrite
+
+log = logging.getLogger(__name__)
+
+CHAT = "conversational"
+TEXT_TO_IMAGE = "text-to-image"
+CHAT_PATH = "/v1/chat/completions"
+IMAGES_PATH = "/v1/images/generations"
+DEFAULT_MAX_TOKENS = 1024
+JSON = "application/json"
+EVENT_STREAM = "text/event-stream"
+# The OpenAI chat parameters a provider behind Switchboard accepts (everything is passed through).
+CHAT_PARAMS = (
+    "model", "messages", "provider", "stream", "stream_options", "max_tokens", "max_completion_tokens",
+    "temperature", "top_p", "n", "stop", "seed", "presence_penalty", "frequency_penalty", "logit_bias",
+    "logprobs", "top_logprobs", "tools", "tool_choice", "parallel_tool_calls", "response_format",
+    "reasoning_effort", "user", "metadata",
+)  # fmt: skip
+IMAGE_PARAMS = ("model", "prompt", "provider", "n", "size", "response_format")
+
+
+def _headers(context: grpc.aio.ServicerContext) -> dict[str, str]:
+    """The request headers this service reads, in one pass over the metadata."""
+    found = {}
+    for name, value in context.invocation_metadata() or ():
+        if name in ("authorization", "x-hf-bill-to"):
+            found[name] = value if isinstance(value, str) else value.decode()
+    return found
+
+
+def _token(headers: dict[str, str], required: bool = True) -> str:
+    header = headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    if header or required:
+        raise ApiError(401, "send 'Authorization: Bearer <token>' with a Switchboard API token", code="invalid_api_key")
+    return ""
+
+
+def _now() -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromNanoseconds(time.time_ns())
+    return stamp
+
+
+@dataclass
+class Call:
+    """One inference call, from its checks to its ledger record."""
+
+    request_id: str
+    task: str
+    caller: internal_pb.Caller
+    account: str
+    model: str
+    payload: dict
+    routes: list[selection.Route]
+    estimate_nano_usd: int
+    started: timestamp_pb2.Timestamp
+    reserved: bool = False
+
+    @property
+    def user(self) -> str:
+        return self.caller.user
 
 
 class RouterServicer(router_grpc.RouterServiceServicer):
-    """OpenAI-compatible inference over the Registry's resolution."""
+    """OpenAI-compatible inference: auth, selection, failover, billing."""
 
-    def __init__(self, registry: internal_grpc.InternalServiceStub) -> None:
-        self.registry = registry
+    def __init__(
+        self, directory: Directory, upstreams: Upstreams, ledger: Ledger, measurements: Measurements, hub_url: str
+    ) -> None:
+        self.directory = directory
+        self.upstreams = upstreams
+        self.ledger = ledger
+        self.measurements = measurements
+        self.hub_url = hub_url
+
+    # --- inference -------------------------------------------------------------------------
+
+    async def _caller(self, headers: dict[str, str]) -> tuple[internal_pb.Caller, str]:
+        caller = await self.directory.authenticate(_token(headers))
+        bill_to = headers.get("x-hf-bill-to", "").strip()
+        if not bill_to:
+            return caller, caller.user or "admin"
+        if not any(m.org == bill_to for m in caller.memberships):
+            raise ApiError(403, f"you are not a member of {bill_to}: cannot bill it", code="bill_to_forbidden")
+        return caller, bill_to
+
+    async def _routes(
+        self, task: str, payload: dict, path_provider: str, caller: internal_pb.Caller
+    ) -> tuple[str, list[selection.Route]]:
+        """The hub (or provider) model id to answer with, and the routes to try in order."""
+        model = payload.get("model")
+        if not isinstance(model, str) or not model:
+            raise bad_request("model is required", param="model")
+        known = await self.directory.providers()
+        if path_provider:
+            return model, await self._provider_route(task, model, path_provider, caller, known)
+        chosen = selection.parse_model(model, payload.get("provider"), known)
+        answer = await self.directory.resolve(chosen.model, caller.user, task)
+        routes = selection.routes_of(answer.candidates, known, self.hub_url)
+        if chosen.providers:
+            why_not = {e.provider: e.reason for e in answer.exclusions}
+            if not answer.model_found:
+                raise selection.explain_no_candidate(answer, chosen.model, task)
+            return chosen.model, selection.pick_requested(routes, chosen.providers, why_not, chosen.model)
+        if not routes:
+            raise selection.explain_no_candidate(answer, chosen.model, task)
+        ordered = selection.order_routes(
+            routes, chosen.policy, task, self.measurements.ranking, caller.preferred_providers
+        )
+        return chosen.model, ordered
+
+    async def _provider_route(
+        self, task: str, model: str, provider: str, caller: internal_pb.Caller, known: dict[str, ProviderEntry]
+    ) -> list[selection.Route]:
+        if provider not in known:
+            raise ApiError(404, f"provider {provider} does not exist", code="provider_not_found")
+        answer = await self.directory.resolve_provider_model(provider, model, caller.user, task)
+        routes = selection.routes_of(answer.candidates, known, self.hub_url)
+        if not routes:
+            raise ApiError(400, f"model {model} not supported by provider {provider}", param="model",
+                           code="model_not_supported")  # fmt: skip
+        return routes
+
+    def _estimate(self, task: str, payload: dict, body_size: int, route: selection.Route) -> int:
+        price = route.provider.prices.get(route.provider_model)
+        if task == TEXT_TO_IMAGE:
+            images = payload.get("n") if isinstance(payload.get("n"), int) else 1
+            return estimate_nano_usd(price, task, images=max(1, images))
+        limit = payload.get("max_completion_tokens") or payload.get("max_tokens")
+        output = limit if isinstance(limit, int) and limit > 0 else DEFAULT_MAX_TOKENS
+        return estimate_nano_usd(price, task, input_tokens=prompt_tokens_estimate(body_size), output_tokens=output)
+
+    async def _prepare(self, task: str, request, context: grpc.aio.ServicerContext) -> Call:
+        started = _now()
+        headers = _headers(context)
+        caller, account = await self._caller(headers)
+        raw = request.body.data
+        try:
+            payload = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise bad_request("the request body is not valid JSON") from None
+        if not isinstance(payload, dict):
+            raise bad_request("the request body must be a JSON object")
+        model, routes = await self._routes(task, payload, request.provider, caller)
+        estimate = self._estimate(task, payload, len(raw), routes[0])
+        call = Call(str(uuid.uuid4()), task, caller, account, model, payload, routes, estimate, started)
+        call.reserved = await self.ledger.reserve(call.request_id, account, estimate)
+        return call
+
+    async def _open(self, call: Call, path: str, stream: bool, context: grpc.aio.ServicerContext) -> Opened:
+        remaining = context.time_remaining()
+        deadline = None if remaining is None else time.monotonic() + remaining
+        try:
+            opened = await self.upstreams.first_answer(call.routes, call.payload, path, stream, deadline)
+        except BaseException:
+            if call.reserved:
+                self.ledger.release(call.request_id)
+            raise
+        metadata = [("x-inference-provider", opened.route.provider.id), ("x-request-id", call.request_id)]
+        if opened.provider_request_id:
+            metadata.append((opened.route.provider.request_id_header.lower(), opened.provider_request_id))
+        await context.send_initial_metadata(metadata)
+        return opened
+
+    def _finish(self, call: Call, opened: Opened, images: int = 0) -> None:
+        """Measures the answer and hands its ledger record to the background sender."""
+        ended = time.monotonic()
+        route, usage = opened.route, opened.usage
+        tokens = usage.output_tokens or usage.chunks
+        self.measurements.observe(
+            route.provider.id, route.provider_model, opened.first_at - opened.sent_at, tokens, ended - opened.sent_at
+        )
+        input_tokens = usage.input_tokens
+        estimate = call.estimate_nano_usd
+        if usage.input_tokens or usage.output_tokens or images:
+            price = route.provider.prices.get(route.provider_model)
+            estimate = estimate_nano_usd(
+                price, call.task, input_tokens=input_tokens, output_tokens=usage.output_tokens, images=images
+            )
+        self.ledger.record(
+            billing_pb.LedgerRecord(
+                request_id=call.request_id,
+                provider_request_id=opened.provider_request_id,
+                provider=route.provider.id,
+                model=call.model,
+                provider_model=route.provider_model,
+                task=call.task,
+                caller=call.user,
+                account=call.account,
+                start_time=call.started,
+                end_time=_now(),
+                input_tokens=input_tokens,
+                output_tokens=usage.output_tokens,
+                images=images,
+                estimated_nano_usd=estimate,
+            )
+        )
+
+    def _unary_body(self, call: Call, opened: Opened) -> bytes:
+        try:
+            return rewrite(opened.body, call.model, opened.usage)
+        except orjson.JSONDecodeError:
+            self._finish(call, opened)
+            raise ApiError(502, f"provider {opened.route.provider.id} sent an answer that is not JSON",
+                           code="upstream_error") from None  # fmt: skip
+
+    async def CreateChatCompletion(
+        self, request: router_pb.CreateChatCompletionRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        call = await self._prepare(CHAT, request, context)
+        stream = call.payload.get("stream") is True
+        opened = await self._open(call, CHAT_PATH, stream, context)
+        if not stream:
+            data = self._unary_body(call, opened)
+            self._finish(call, opened)
+            yield httpbody_pb2.HttpBody(content_type=JSON, data=data)
+            return
+        try:
+            async for event in self._relay(call, opened):
+                yield httpbody_pb2.HttpBody(content_type=EVENT_STREAM, data=event)
+        finally:
+            self._finish(call, opened)
+
+    async def _relay(self, call: Call, opened: Opened) -> AsyncIterator[bytes]:
+        """The provider's SSE events; a stream that breaks ends with an error event, never a switch."""
+        try:
+            async for event in relay(opened, call.model):
+                yield event
+        except (OSError, TimeoutError, ValueError, RuntimeError) as exc:  # aiohttp's payload errors included
+            self.upstreams.breakers.failed(opened.route.provider.id)
+            log.warning("provider stream broke", extra={"provider": opened.route.provider.id,
+                                                         "error": type(exc).__name__})  # fmt: skip
+            error = ApiError(
+                502, f"provider {opened.route.provider.id} broke off the stream", code="stream_interrupted"
+            )
+            yield b"data: " + orjson.dumps(error.openai_body()) + b"\n\n"
+            yield b"data: [DONE]\n\n"
+
+    async def CreateImage(
+        self, request: router_pb.CreateImageRequest, context: grpc.aio.ServicerContext
+    ) -> httpbody_pb2.HttpBody:
+        call = await self._prepare(TEXT_TO_IMAGE, request, context)
+        opened = await self._open(call, IMAGES_PATH, False, context)
+        data = self._unary_body(call, opened)
+        images = orjson.loads(data).get("data")
+        self._finish(call, opened, images=len(images) if isinstance(images, list) else 0)
+        return httpbody_pb2.HttpBody(content_type=JSON, data=data)
+
+    # --- catalog ---------------------------------------------------------------------------
+
+    async def _optional_user(self, context: grpc.aio.ServicerContext) -> str:
+        token = _token(_headers(context), required=False)
+        return (await self.directory.authenticate(token)).user if token else ""
+
+    def _model(self, served: internal_pb.ServedModel, known: dict[str, ProviderEntry]) -> router_pb.Model:
+        providers = []
+        for candidate in served.candidates:
+            entry = known.get(candidate.provider)
+            price = entry.prices.get(candidate.provider_model) if entry else None
+            stats = self.measurements.get(candidate.provider, candidate.provider_model)
+            providers.append(
+                router_pb.ModelProvider(
+                    provider=candidate.provider,
+                    status=candidate.status,
+                    provider_model=candidate.provider_model,
+                    input_price_per_million=price.input_token_nano_usd / 1000 if price else 0.0,
+                    output_price_per_million=price.output_token_nano_usd / 1000 if price else 0.0,
+                    time_to_first_token_ms=stats.ttft_ms if stats else 0.0,
+                    throughput_tokens_per_second=stats.tokens_per_second if stats else 0.0,
+                )
+            )
+        owner = served.id.split("/", 1)[0] if "/" in served.id else ""
+        return router_pb.Model(
+            id=served.id, object="model", owned_by=owner, pipeline_tag=served.pipeline_tag, providers=providers
+        )
+
+    async def ListModels(
+        self, request: router_pb.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> router_pb.ListModelsResponse:
+        user = await self._optional_user(context)
+        served = await self.directory.served_models(user)
+        known = await self.directory.providers()
+        return router_pb.ListModelsResponse(object="list", data=[self._model(m, known) for m in served.models])
+
+    async def GetModel(self, request: router_pb.GetModelRequest, context: grpc.aio.ServicerContext) -> router_pb.Model:
+        user = await self._optional_user(context)
+        served = await self.directory.served_models(user, request.id)
+        match = [m for m in served.models if m.id == request.id]
+        if not match:
+            raise ApiError(404, f"model {request.id} is not served to you", code="model_not_found")
+        return self._model(match[0], await self.directory.providers())
 
     async def ListProviders(
         self, request: router_pb.ListProvidersRequest, context: grpc.aio.ServicerContext
     ) -> struct_pb2.ListValue:
-        configs = await self.registry.ListProviderConfigs(
-            internal_pb.ListProviderConfigsRequest(), timeout=REGISTRY_TIMEOUT
-        )
         providers = struct_pb2.ListValue()
-        for config in configs.providers:
-            p = config.provider
-            providers.append({"id": p.id, "url": p.base_url, "tasks": list(p.tasks)})
+        for entry in sorted((await self.directory.providers()).values(), key=lambda e: e.id):
+            providers.append({"id": entry.id, "url": entry.base_url, "tasks": list(entry.tasks)})
         return providers
+
+    async def GetProvider(
+        self, request: router_pb.GetProviderRequest, context: grpc.aio.ServicerContext
+    ) -> router_pb.Provider:
+        entry = (await self.directory.providers()).get(request.id)
+        if entry is None:
+            raise ApiError(404, f"provider {request.id} does not exist", code="provider_not_found")
+        user = await self._optional_user(context)
+        served = await self.directory.served_models(user)
+        models = sorted({m.id for m in served.models if any(c.provider == entry.id for c in m.candidates)})
+        params = list(CHAT_PARAMS) if CHAT in entry.tasks or not entry.tasks else []
+        if TEXT_TO_IMAGE in entry.tasks:
+            params += [p for p in IMAGE_PARAMS if p not in params]
+        return router_pb.Provider(id=entry.id, url=entry.base_url, models=models, params=params, tasks=entry.tasks)

@@ -1,0 +1,172 @@
+"""The Router's side of Billing: reservations before a provider call, and ledger
+records after it, through a local spool that loses nothing when Billing is down.
+
+Records are kept in memory for at most one flush interval (~50 ms), then written
+to a spool file (fsync'd) under the data directory by a background task; the
+spool files are sent to Billing with RecordRequests, oldest first, and deleted
+once Billing acknowledged them (Billing dedupes by request id, so a batch sent
+twice is harmless). Files left by a previous run are sent on start. The caller
+never waits for any of this.
+
+Reservations: when Billing cannot be reached the request proceeds (availability
+before strict limits) and a warning is logged at most every few seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import time
+from pathlib import Path
+
+import grpc
+from switchboard.billing.v1 import billing_service_pb2 as billing_pb
+from switchboard.billing.v1 import billing_service_pb2_grpc as billing_grpc
+
+from services.common.errors import ApiError
+
+log = logging.getLogger(__name__)
+
+FLUSH_INTERVAL_SECONDS = 0.05
+SEND_TIMEOUT_SECONDS = 10.0
+RETRY_MAX_SECONDS = 30.0
+WARN_EVERY_SECONDS = 10.0
+MAX_RECORDS_PER_CALL = 10_000
+_REJECTED_CODES = {grpc.StatusCode.INVALID_ARGUMENT}
+
+
+class Ledger:
+    """Reservations (on the caller's path, bounded by a short deadline) and the record spool (off it)."""
+
+    def __init__(
+        self, stub: billing_grpc.LedgerServiceStub, spool_dir: Path, batch_size: int, reserve_timeout: float
+    ) -> None:
+        self.stub = stub
+        self.spool_dir = spool_dir
+        self.batch_size = max(1, min(batch_size, MAX_RECORDS_PER_CALL))
+        self.reserve_timeout = reserve_timeout
+        self.pending: list[billing_pb.LedgerRecord] = []
+        self._spooled: list[Path] = []
+        self._sequence = itertools.count()
+        self._tasks: set[asyncio.Task] = set()
+        self._last_warning = 0.0
+        self._retry_delay = 0.0
+        self._retry_at = 0.0
+        self._wake = asyncio.Event()
+
+    def _warn(self, message: str, exc: grpc.aio.AioRpcError) -> None:
+        now = time.monotonic()
+        if now - self._last_warning >= WARN_EVERY_SECONDS:
+            self._last_warning = now
+            log.warning(message, extra={"code": exc.code().name})
+
+    async def reserve(self, request_id: str, account: str, estimate_nano_usd: int) -> bool:
+        """Reserves the estimate; 402 when Billing refuses. Returns whether a reservation exists."""
+        request = billing_pb.ReserveSpendRequest(
+            request_id=request_id, account=account, estimated_nano_usd=estimate_nano_usd
+        )
+        try:
+            answer = await self.stub.ReserveSpend(request, timeout=self.reserve_timeout)
+        except grpc.aio.AioRpcError as exc:
+            self._warn("billing unreachable: requests proceed without a spending check", exc)
+            return False
+        if not answer.granted:
+            raise ApiError(
+                402,
+                f"the spending limit of account {account} is reached; raise it or add credits",
+                code="insufficient_quota",
+            )
+        return True
+
+    def release(self, request_id: str) -> None:
+        """Releases a reservation in the background (no provider answered)."""
+        task = asyncio.create_task(self._release(request_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _release(self, request_id: str) -> None:
+        try:
+            await self.stub.ReleaseReservation(
+                billing_pb.ReleaseReservationRequest(request_id=request_id), timeout=SEND_TIMEOUT_SECONDS
+            )
+        except grpc.aio.AioRpcError as exc:
+            self._warn("could not release a reservation; Billing expires it", exc)
+
+    def record(self, record: billing_pb.LedgerRecord) -> None:
+        """Queues a served request's record; returns at once."""
+        self.pending.append(record)
+        if len(self.pending) >= self.batch_size:
+            self._wake.set()
+
+    def load_spool(self) -> None:
+        """Picks up spool files a previous run left."""
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        for leftover in self.spool_dir.glob("*.tmp"):
+            leftover.unlink()
+        self._spooled = sorted(self.spool_dir.glob("*.batch"))
+        if self._spooled:
+            log.info("resending spooled ledger batches", extra={"files": len(self._spooled)})
+
+    def _write(self, batch: billing_pb.RecordRequestsRequest) -> Path:
+        name = f"{time.time_ns():020d}-{next(self._sequence):06d}.batch"
+        temporary = self.spool_dir / (name + ".tmp")
+        with open(temporary, "wb") as f:
+            f.write(batch.SerializeToString())
+            f.flush()
+            os.fsync(f.fileno())
+        final = self.spool_dir / name
+        os.replace(temporary, final)
+        return final
+
+    async def spool_pending(self) -> None:
+        """Writes the queued records to spool files (on a worker thread)."""
+        while self.pending:
+            chunk, self.pending = self.pending[: self.batch_size], self.pending[self.batch_size :]
+            path = await asyncio.to_thread(self._write, billing_pb.RecordRequestsRequest(records=chunk))
+            self._spooled.append(path)
+
+    async def send_spooled(self) -> bool:
+        """Sends spool files oldest first; False when Billing failed (retry later)."""
+        while self._spooled:
+            path = self._spooled[0]
+            batch = billing_pb.RecordRequestsRequest.FromString(await asyncio.to_thread(path.read_bytes))
+            try:
+                await self.stub.RecordRequests(batch, timeout=SEND_TIMEOUT_SECONDS)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in _REJECTED_CODES:
+                    self._warn("billing unreachable: ledger records stay spooled", exc)
+                    return False
+                log.error("billing rejected a ledger batch; kept aside", extra={"file": path.name})
+                os.replace(path, path.with_suffix(".rejected"))
+            else:
+                path.unlink(missing_ok=True)
+            self._spooled.pop(0)
+        return True
+
+    async def run(self) -> None:
+        """The background sender: spool every flush interval, send with backoff on failure."""
+        self.load_spool()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), FLUSH_INTERVAL_SECONDS)
+            self._wake.clear()
+            await self.spool_pending()
+            if self._retry_delay and time.monotonic() < self._retry_at:
+                continue
+            if await self.send_spooled():
+                self._retry_delay = 0.0
+            else:
+                self._retry_delay = min(RETRY_MAX_SECONDS, max(0.2, self._retry_delay * 2))
+                self._retry_at = time.monotonic() + self._retry_delay
+
+    async def close(self) -> None:
+        """On stop: nothing queued stays only in memory; one last send attempt."""
+        await self.spool_pending()
+        if self._spooled:
+            try:
+                await asyncio.wait_for(self.send_spooled(), SEND_TIMEOUT_SECONDS)
+            except TimeoutError:
+                log.warning("billing slow at stop: ledger records stay spooled for the next start")

@@ -1,0 +1,250 @@
+"""Calls to provider upstreams: one pooled aiohttp session, failover across
+candidates before anything reached the caller, and SSE relaying.
+
+A retryable failure (connection error, timeout, 429, 500-504, a broken answer)
+moves on to the next candidate; any other provider error is the caller's answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import orjson
+
+from services.common.errors import ApiError
+from services.router.breaker import Breakers
+from services.router.selection import Route
+
+RETRYABLE_STATUSES = frozenset({429, 500, 501, 502, 503, 504})
+PASSED_THROUGH_STATUSES = frozenset({400, 404, 409, 413, 422})
+MAX_ERROR_MESSAGE = 500
+DONE = b"data: [DONE]\n\n"
+
+
+class AttemptFailed(Exception):
+    """A retryable failure of one candidate."""
+
+    def __init__(self, reason: str, status: int = 0) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+@dataclass
+class Usage:
+    """What the answer said about its size."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    chunks: int = 0
+
+    def take(self, answer: dict) -> None:
+        usage = answer.get("usage")
+        if isinstance(usage, dict):
+            self.input_tokens = _int(usage.get("prompt_tokens"), self.input_tokens)
+            self.output_tokens = _int(usage.get("completion_tokens"), self.output_tokens)
+
+
+def _int(value: Any, default: int) -> int:
+    return value if isinstance(value, int) and value >= 0 else default
+
+
+@dataclass
+class Opened:
+    """A candidate that answered: its route, its request id, and the first part of the answer."""
+
+    route: Route
+    provider_request_id: str
+    sent_at: float
+    first_at: float
+    body: bytes = b""
+    response: aiohttp.ClientResponse | None = None
+    usage: Usage = field(default_factory=Usage)
+    failures: list[str] = field(default_factory=list)
+
+
+def provider_error(route: Route, status: int, data: bytes) -> ApiError:
+    """A provider's non-retryable error in OpenAI's shape, with the provider's message."""
+    message, param, code = "", None, None
+    try:
+        error = orjson.loads(data).get("error")
+        if isinstance(error, dict):
+            message, param, code = str(error.get("message") or ""), error.get("param"), error.get("code")
+        elif isinstance(error, str):
+            message = error
+    except (orjson.JSONDecodeError, AttributeError):
+        message = data[:MAX_ERROR_MESSAGE].decode(errors="replace")
+    name = route.provider.id
+    if status in (401, 403):
+        return ApiError(502, f"provider {name} refused Switchboard's credentials", code="upstream_auth_error")
+    if status not in PASSED_THROUGH_STATUSES:
+        return ApiError(502, f"provider {name} answered HTTP {status}: {message}", code="upstream_error")
+    text = f"provider {name}: {message or f'HTTP {status}'}"[:MAX_ERROR_MESSAGE]
+    return ApiError(status, text, param=param if isinstance(param, str) else None, code=str(code) if code else None)
+
+
+def rewrite(data: bytes, model: str, usage: Usage) -> bytes:
+    """Sets the answer's model back to the hub model id and notes its usage."""
+    answer = orjson.loads(data)
+    if isinstance(answer, dict):
+        if "model" in answer:
+            answer["model"] = model
+        usage.take(answer)
+    return orjson.dumps(answer)
+
+
+class Upstreams:
+    """The pooled HTTP client and the failover loop."""
+
+    def __init__(self, breakers: Breakers, connect_timeout: float, attempt_timeout: float, idle_timeout: float):
+        self.breakers = breakers
+        self.attempt_timeout = attempt_timeout
+        self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=idle_timeout)
+        self.session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=300)
+        self.session = aiohttp.ClientSession(
+            connector=connector, timeout=self.timeout, json_serialize=lambda o: orjson.dumps(o).decode()
+        )
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+    async def first_answer(
+        self, routes: list[Route], payload: dict, path: str, stream: bool, deadline: float | None
+    ) -> Opened:
+        """Tries the routes in order until one answers; raises the caller's error otherwise."""
+        failures: list[str] = []
+        statuses: list[int] = []
+        for route in routes:
+            name = route.provider.id
+            if not self.breakers.allow(name):
+                failures.append(f"{name}: skipped, failing recently (circuit open)")
+                continue
+            try:
+                opened = await self._attempt(route, payload, path, stream, deadline)
+            except AttemptFailed as exc:
+                self.breakers.failed(name)
+                failures.append(f"{name}: {exc.reason}")
+                statuses.append(exc.status)
+                continue
+            except ApiError:
+                self.breakers.succeeded(name)  # the provider is up; the request was at fault
+                raise
+            except BaseException:
+                self.breakers.released(name)
+                raise
+            self.breakers.succeeded(name)
+            opened.failures = failures
+            return opened
+        raise _all_failed(failures, statuses)
+
+    def _encode(self, route: Route, payload: dict) -> bytes:
+        payload["model"] = route.provider_model
+        payload.pop("provider", None)
+        if route.lora_path:
+            payload["loras"] = [{"path": route.lora_path, "scale": 1}]
+        return orjson.dumps(payload)
+
+    async def _attempt(self, route: Route, payload: dict, path: str, stream: bool, deadline: float | None) -> Opened:
+        assert self.session is not None
+        budget = self.attempt_timeout
+        if deadline is not None:
+            budget = min(budget, deadline - time.monotonic())
+            if budget <= 0:
+                raise ApiError(504, "the request's deadline passed before a provider answered", code="timeout")
+        headers = {"Content-Type": "application/json"}
+        if route.provider.authorization:
+            headers["Authorization"] = route.provider.authorization
+        body = self._encode(route, payload)
+        sent_at = time.monotonic()
+        response = None
+        try:
+            async with asyncio.timeout(budget):
+                response = await self.session.post(route.provider.base_url + path, data=body, headers=headers)
+                if response.status != 200:
+                    data = await response.read()
+                    response.release()
+                    if response.status in RETRYABLE_STATUSES:
+                        raise AttemptFailed(f"HTTP {response.status}", response.status)
+                    raise provider_error(route, response.status, data)
+                provider_request_id = response.headers.get(route.provider.request_id_header, "")
+                if stream:
+                    first = await _next_line(response)
+                    if first is None:
+                        raise AttemptFailed("stream closed before its first chunk")
+                    opened = Opened(route, provider_request_id, sent_at, time.monotonic(), first, response)
+                    response = None  # the caller's relay owns it now
+                    return opened
+                data = await response.read()
+                return Opened(route, provider_request_id, sent_at, time.monotonic(), data)
+        except TimeoutError:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise ApiError(
+                    504, "the request's deadline passed before a provider answered", code="timeout"
+                ) from None
+            raise AttemptFailed(f"no answer within {budget:.1f}s") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise AttemptFailed(f"connection failed ({type(exc).__name__})") from None
+        finally:
+            if response is not None:
+                response.release()
+
+
+def _all_failed(failures: list[str], statuses: list[int]) -> ApiError:
+    detail = "; ".join(failures)
+    if statuses and all(s == 429 for s in statuses):
+        return ApiError(429, f"every provider is rate limiting: {detail}", code="rate_limit_exceeded")
+    if not statuses:
+        return ApiError(503, f"no provider available right now: {detail}", code="providers_unavailable")
+    return ApiError(502, f"every provider failed: {detail}", code="upstream_error")
+
+
+async def _next_line(response: aiohttp.ClientResponse) -> bytes | None:
+    """The next non-empty SSE line, or None at the end of the stream."""
+    while True:
+        line = await response.content.readline()
+        if not line:
+            return None
+        line = line.strip()
+        if line:
+            return line
+
+
+def sse_event(line: bytes, model: str, usage: Usage) -> bytes:
+    """One SSE line for the caller: data events get the hub model id back; others pass as they are."""
+    if not line.startswith(b"data:"):
+        return line + b"\n"
+    data = line[5:].strip()
+    if data == b"[DONE]":
+        return DONE
+    usage.chunks += 1
+    try:
+        return b"data: " + rewrite(data, model, usage) + b"\n\n"
+    except orjson.JSONDecodeError:
+        return line + b"\n\n"
+
+
+async def relay(opened: Opened, model: str) -> AsyncIterator[bytes]:
+    """The rest of a stream after its first line, as SSE lines; raises on a broken stream.
+    Stops after [DONE]; a provider that ends without one gets it added."""
+    assert opened.response is not None
+    response = opened.response
+    try:
+        line: bytes | None = opened.body
+        while line is not None:
+            event = sse_event(line, model, opened.usage)
+            yield event
+            if event is DONE:
+                return
+            line = await _next_line(response)
+        yield DONE
+    finally:
+        response.release()

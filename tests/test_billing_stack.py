@@ -171,3 +171,57 @@ def test_sigkill_in_the_middle_of_reconciliation_settles_every_cost_exactly_once
     assert report["requests"] == total
     assert report["settledNanoUsd"] == sum(_expected_cost(r.provider_request_id) for r in records)
     assert report["unpriced"] == []
+
+
+def _user_with_token(admin, name: str) -> str:
+    assert admin.post("/admin/v1/users", json={"name": name}).status_code == 200
+    answer = admin.post(f"/admin/v1/users/{name}/tokens", json={"name": "billing-test"})
+    assert answer.status_code == 200, answer.text
+    return answer.json()["token"]
+
+
+def test_users_see_their_own_usage_and_org_admins_their_orgs(stack) -> None:
+    alice, bob, org = unique("alice"), unique("bob"), unique("acme")
+    with stack.admin() as admin:
+        alice_token, bob_token = _user_with_token(admin, alice), _user_with_token(admin, bob)
+        assert admin.post("/admin/v1/orgs", json={"name": org}).status_code == 200
+        for user, role in ((alice, "admin"), (bob, "write")):
+            answer = admin.put(f"/admin/v1/orgs/{org}/members/{user}", json={"role": role})
+            assert answer.status_code == 200, answer.text
+    store(stack, [record(alice, estimate=11), record(org, estimate=22), record(org, estimate=33)])
+
+    with stack.http(alice_token) as http:
+        own = http.get("/v1/billing/usage", params={"account": alice})
+        assert (own.status_code, own.json()["pendingNanoUsd"]) == (200, 11)
+        of_org = http.get("/v1/billing/usage", params={"account": org})
+        assert (of_org.status_code, of_org.json()["pendingNanoUsd"]) == (200, 55)
+        assert http.get("/v1/billing/usage", params={"account": bob}).status_code == 403
+        answer = http.put(f"/v1/billing/accounts/{org}/limit", json={"limitNanoUsd": 1_000})
+        assert (answer.status_code, answer.json()["limitNanoUsd"]) == (200, 1_000)
+        assert (
+            http.put(f"/admin/v1/billing/accounts/{org}/credits", json={"includedCreditsNanoUsd": 9}).status_code == 403
+        )
+    with stack.http(bob_token) as http:
+        denied = http.get("/v1/billing/usage", params={"account": org})
+        assert denied.status_code == 403
+        assert denied.json()["error"]["type"] == "permission_error"
+        assert http.put(f"/v1/billing/accounts/{org}/limit", json={"limitNanoUsd": 1}).status_code == 403
+        assert http.get(f"/v1/billing/accounts/{org}").status_code == 403
+        answer = http.put(f"/v1/billing/accounts/{bob}/limit", json={"limitNanoUsd": 5})
+        assert (answer.status_code, answer.json()["limitNanoUsd"]) == (200, 5)
+    with stack.http("sb-not-a-real-token") as http:
+        assert http.get("/v1/billing/usage", params={"account": bob}).status_code == 401
+
+
+def test_a_revoked_token_is_refused(stack) -> None:
+    user = unique("carol")
+    with stack.admin() as admin:
+        token = _user_with_token(admin, user)
+        with stack.http(token) as http:
+            assert http.get(f"/v1/billing/accounts/{user}").status_code == 200
+            assert admin.delete(f"/admin/v1/users/{user}/tokens/billing-test").status_code == 200
+            deadline = time.monotonic() + DEADLINE_SECONDS  # the cache keeps answers at most 1 s
+            while (status := http.get(f"/v1/billing/accounts/{user}").status_code) == 200:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+    assert status == 401

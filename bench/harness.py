@@ -19,7 +19,15 @@ from pathlib import Path
 from bench import report as reporting
 from bench import soak as soaking
 from bench.load import SCENARIOS, Measurement, Scenario, measure
-from bench.targets import BENCH_DIR, Target, direct_target, start_litellm, start_stub, start_switchboard
+from bench.targets import (
+    BENCH_DIR,
+    Target,
+    direct_target,
+    start_floor,
+    start_litellm,
+    start_stub,
+    start_switchboard,
+)
 from services.launcher import Stack
 
 ROOT = BENCH_DIR.parent
@@ -101,7 +109,11 @@ def router_bench(args: argparse.Namespace) -> int:
             stacks.append(stack)
             return target
 
-        starters = {"switchboard": switchboard, "litellm": lambda: start_litellm(fixtures, stub)}
+        starters = {
+            "floor": lambda: start_floor(fixtures, stub),
+            "switchboard": switchboard,
+            "litellm": lambda: start_litellm(fixtures, stub),
+        }
         for name, start in starters.items():
             if name in wanted and (target := _start_optional(name, start, report.notes)):
                 targets.append(target)
@@ -114,12 +126,8 @@ def router_bench(args: argparse.Namespace) -> int:
         written = reporting.write(report)
         print(reporting.table(report), flush=True)
         _log("wrote " + ", ".join(str(p.relative_to(ROOT)) for p in written))
-        if args.profile and sb:
-            from bench.spy import profile_under_load
-
-            _log("profiling Switchboard's services under load with py-spy ...")
-            for path in profile_under_load(sb, ["router", "registry", "billing"]):
-                _log(f"wrote {path.relative_to(ROOT)}")
+        if args.profile:
+            _profile([t for t in targets if t.name in ("floor", "switchboard")])
         return 0
     finally:
         for stack in reversed(stacks):
@@ -128,6 +136,15 @@ def router_bench(args: argparse.Namespace) -> int:
             shutil.rmtree(data_dir, ignore_errors=True)
         else:
             _log(f"kept {data_dir}")
+
+
+def _profile(targets: list[Target]) -> None:
+    from bench.spy import profile_under_load
+
+    for target in targets:
+        _log(f"profiling {target.name}'s Python processes under load with py-spy ...")
+        for path in profile_under_load(target, [n for n in target.pids if "envoy" not in n]):
+            _log(f"wrote {path.relative_to(ROOT)}")
 
 
 def _soak(target: Target | None, minutes: float) -> int:
@@ -155,10 +172,14 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     router = sub.add_parser("router", help="direct vs Switchboard vs LiteLLM through the same stub")
     router.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     router.add_argument("--duration", type=float, default=10.0, help="seconds per run (default 10)")
-    router.add_argument("--targets", default="switchboard,litellm", help="besides direct (default: both)")
+    router.add_argument(
+        "--targets",
+        default="floor,switchboard,litellm",
+        help="besides direct: switchboard, litellm, floor (Envoy + an empty forwarding Router)",
+    )
     names = ", ".join(s.name for s in SCENARIOS)
     router.add_argument("--scenarios", default="", help=f"comma-separated subset of: {names}")
-    router.add_argument("--profile", action="store_true", help="then py-spy Switchboard's services under load")
+    router.add_argument("--profile", action="store_true", help="then py-spy the floor's and Switchboard's processes")
     router.add_argument("--soak", action="store_true", help="instead: RSS of Switchboard's processes under load")
     router.add_argument("--soak-minutes", type=float, default=10.0)
     router.add_argument("--keep", action="store_true", help="keep the data directory (logs) afterwards")

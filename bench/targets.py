@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.stub import StubPorts, envoy_argv, envoy_stub_config
-from services.launcher import Stack, UpOptions, free_port, http_ok, start_stack
+from services.launcher import Stack, UpOptions, free_port, grpc_serving, http_ok, start_stack
 
 BENCH_DIR = Path(__file__).resolve().parent
 LITELLM_VERSION = "1.106.2"
@@ -200,3 +200,31 @@ def start_litellm(fixtures: Stack, stub: StubPorts) -> Target:
     urls = {kind: base + _path(kind) for kind in KINDS}
     models = {kind: f"bench-{kind}" for kind in KINDS}
     return Target("litellm", urls, models, f"Bearer {key}", {"litellm": child.process.pid})
+
+
+# --- The floor -------------------------------------------------------------------
+
+
+def start_floor(fixtures: Stack, stub: StubPorts) -> Target:
+    """Switchboard's Envoy config in front of bench/floor.py's do-nothing-but-forward Router."""
+    from bench.floor import FLOOR_MODELS
+    from services.common.envoy import EnvoyPorts, render
+
+    grpc_port, http_port, admin_port = free_port(), free_port(), free_port()
+    upstreams = [stub.url(kind) for kind in ("unary", "stream", "paced")]
+    fixtures.start(
+        "floor-router",
+        [sys.executable, "-m", "bench.floor", str(grpc_port), *upstreams],
+        grpc_serving(f"127.0.0.1:{grpc_port}"),
+    )
+    # Registry and Billing are never called here; their clusters point at the floor's port only to be valid.
+    backends = {name: [("127.0.0.1", grpc_port)] for name in ("registry", "router", "billing")}
+    config = fixtures.data_dir / "floor-envoy.yaml"
+    config.write_text(render(EnvoyPorts(http_port=http_port, admin_port=admin_port, backends=backends)))
+    envoy = shutil.which("envoy", path=str(Path(sys.executable).parent)) or "envoy"
+    argv = [envoy, "-c", str(config), "--log-level", "warn", "--base-id", str(admin_port)]
+    fixtures.start("floor-envoy", argv, http_ok(f"http://127.0.0.1:{admin_port}/ready"))
+    fixtures.wait_ready()
+    base = f"http://127.0.0.1:{http_port}"
+    pids = {c.name: c.process.pid for c in fixtures.children if c.name.startswith("floor-")}
+    return Target("floor", {kind: base + _path(kind) for kind in KINDS}, dict(FLOOR_MODELS), "", pids)

@@ -3,6 +3,11 @@ header, a cost API with bearer auth, and knobs for latency and failures.
 
 It answers deterministically from the request, so partners (and tests) can check
 exactly what reached it: GET /debug/last-request shows the last inference body.
+
+Knobs come from the command line, from POST /debug/knobs, or per URL: the same
+routes under /knobs/<name>=<value>,.../ (e.g. /knobs/fail=503/v1/chat/completions,
+/knobs/latency=2000/..., /knobs/cut=2/... to drop a stream after two chunks), so
+one process can play several providers with different behaviours.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import random
 import time
 import uuid
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -101,6 +106,25 @@ def _bearer_ok(request: web.Request, expected: str) -> bool:
     return hmac.compare_digest(given.encode(), f"Bearer {expected}".encode())
 
 
+_URL_KNOBS = {"latency": "latency_ms", "cut": "stream_fail_after"}
+
+
+def knobs_of(request: web.Request) -> Knobs:
+    """The process's knobs, overridden by a /knobs/<name>=<value>,... URL prefix."""
+    knobs = request.app[STATE].knobs
+    spec = request.match_info.get("knobs")
+    if not spec:
+        return knobs
+    changes: dict[str, float | int] = {}
+    for item in spec.split(","):
+        name, _, value = item.partition("=")
+        if name == "fail":
+            changes.update(fail_rate=1.0, fail_status=int(value))
+        elif name in _URL_KNOBS:
+            changes[_URL_KNOBS[name]] = float(value) if name == "latency" else int(value)
+    return replace(knobs, **changes)
+
+
 async def _inference_prelude(request: web.Request) -> tuple[dict | None, str, web.Response | None]:
     """Auth, body, latency and injected failures shared by every inference route."""
     state = request.app[STATE]
@@ -114,7 +138,10 @@ async def _inference_prelude(request: web.Request) -> tuple[dict | None, str, we
     if not isinstance(body, dict):
         return None, request_id, _error(400, "the body must be a JSON object", "invalid_request_error", request_id)
     state.last_request = {"path": request.path, "body": body}
-    knobs = state.knobs
+    try:
+        knobs = knobs_of(request)
+    except ValueError:
+        return body, request_id, _error(400, "malformed /knobs/ URL", "invalid_request_error", request_id)
     if knobs.latency_ms > 0:
         await asyncio.sleep(knobs.latency_ms / 1000)
     if knobs.fail_rate > 0 and random.random() < knobs.fail_rate:
@@ -139,8 +166,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers={REQUEST_ID_HEADER: request_id, "Content-Type": "text/event-stream"})
     await response.prepare(request)
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    cut_after = knobs_of(request).stream_fail_after
     for sent, chunk in enumerate(chat_chunks(answer, include_usage)):
-        if sent == state.knobs.stream_fail_after:
+        if sent == cut_after:
             assert request.transport is not None
             request.transport.abort()  # a provider dying mid-stream
             return response
@@ -228,8 +256,9 @@ def create_app(state: State) -> web.Application:
     """The provider's aiohttp application."""
     app = web.Application(client_max_size=16 * 1024 * 1024)
     app[STATE] = state
-    app.router.add_post("/v1/chat/completions", chat_completions)
-    app.router.add_post("/v1/images/generations", image_generations)
+    for prefix in ("", "/knobs/{knobs}"):
+        app.router.add_post(prefix + "/v1/chat/completions", chat_completions)
+        app.router.add_post(prefix + "/v1/images/generations", image_generations)
     app.router.add_get("/images/{image_id}.png", image_file)
     app.router.add_post("/v1/billing/costs", billing_costs)
     app.router.add_get("/debug/last-request", last_request)

@@ -123,13 +123,13 @@ class Upstreams:
         """Tries the routes in order until one answers; raises the caller's error otherwise."""
         failures: list[str] = []
         statuses: list[int] = []
-        for route in routes:
+        for index, route in enumerate(routes):
             name = route.provider.id
             if not self.breakers.allow(name):
                 failures.append(f"{name}: skipped, failing recently (circuit open)")
                 continue
             try:
-                opened = await self._attempt(route, payload, path, stream, deadline)
+                opened = await self._attempt(route, payload, path, stream, deadline, len(routes) - index)
             except AttemptFailed as exc:
                 self.breakers.failed(name)
                 failures.append(f"{name}: {exc.reason}")
@@ -153,12 +153,16 @@ class Upstreams:
             payload["loras"] = [{"path": route.lora_path, "scale": 1}]
         return orjson.dumps(payload)
 
-    async def _attempt(self, route: Route, payload: dict, path: str, stream: bool, deadline: float | None) -> Opened:
+    async def _attempt(
+        self, route: Route, payload: dict, path: str, stream: bool, deadline: float | None, routes_left: int
+    ) -> Opened:
+        """One candidate. Under a caller's deadline, each remaining candidate gets an equal share of it."""
         assert self.session is not None
         budget = self.attempt_timeout
         if deadline is not None:
-            budget = min(budget, deadline - time.monotonic())
-            if budget <= 0:
+            remaining = deadline - time.monotonic()
+            budget = min(budget, remaining / routes_left)
+            if remaining <= 0:
                 raise ApiError(504, "the request's deadline passed before a provider answered", code="timeout")
         headers = {"Content-Type": "application/json"}
         if route.provider.authorization:

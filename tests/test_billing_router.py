@@ -1,0 +1,171 @@
+"""Billing behind the Router: 50 concurrent requests race a spending limit
+(bounded overshoot, 402s in OpenAI's shape), and Billing killed while the
+Router serves requests loses or doubles no ledger entry.
+
+One private stack with the demo's reference provider, catalog and prices.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+
+import openai
+import orjson
+import pytest
+from test_billing_helpers import unique
+
+from services.common.pricing import Price, estimate_nano_usd, prompt_tokens_estimate
+from services.demo import CHAT_MODEL, PRICES, AdminApi, start_demo
+
+DEADLINE_SECONDS = 60.0
+MAX_TOKENS = 10
+
+
+@pytest.fixture(scope="module")
+def routed(make_stack):
+    """A stack whose Router waits long enough for reservations that none is skipped under load."""
+    sb = make_stack(SWITCHBOARD_BILLING_TIMEOUT_SECONDS="20", SWITCHBOARD_RECONCILE_INTERVAL_SECONDS="3600")
+    start_demo(sb.stack, sb.base_url, sb.admin_token)
+    return sb
+
+
+def new_user(sb) -> tuple[str, str]:
+    api = AdminApi(sb.base_url, sb.admin_token)
+    user = unique("payer")
+    api.call("POST", "/admin/v1/users", {"name": user})
+    return user, api.new_token(user)
+
+
+def chat_body(text: str) -> bytes:
+    return orjson.dumps(
+        {"model": CHAT_MODEL, "messages": [{"role": "user", "content": text}], "max_tokens": MAX_TOKENS}
+    )
+
+
+def reservation_of(body: bytes) -> int:
+    """What the Router reserves for this body (the demo's price of reference-chat)."""
+    chat_price = next(p for p in PRICES if p["provider_model"] == "reference-chat")
+    price = Price(
+        input_token_nano_usd=chat_price["input_token_nano_usd"],
+        output_token_nano_usd=chat_price["output_token_nano_usd"],
+        request_nano_usd=chat_price["request_nano_usd"],
+    )
+    return estimate_nano_usd(
+        price, "conversational", input_tokens=prompt_tokens_estimate(len(body)), output_tokens=MAX_TOKENS
+    )
+
+
+def wait_for(condition: Callable[[], object], what: str) -> None:
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def ledger_ids(sb, account: str) -> list[str]:
+    """Every request id Billing stored for the account (read-only look at its SQLite file)."""
+    with sqlite3.connect(f"file:{sb.stack.data_dir / 'billing.db'}?mode=ro", uri=True) as db:
+        return [row[0] for row in db.execute("SELECT request_id FROM ledger WHERE account = ?", (account,))]
+
+
+async def test_fifty_concurrent_requests_race_a_spending_limit(routed) -> None:
+    user, token = new_user(routed)
+    body = chat_body("How much is too much?")
+    reservation = reservation_of(body)
+    budget = reservation * 10 + reservation // 2  # room for 10 reservations, not 11
+    with routed.admin() as admin:
+        answer = admin.put(f"/v1/billing/accounts/{user}/limit", json={"limitNanoUsd": budget})
+        assert answer.status_code == 200, answer.text
+
+    client = openai.AsyncOpenAI(base_url=f"{routed.base_url}/v1", api_key=token, max_retries=0, timeout=60)
+
+    async def one() -> int | openai.APIStatusError:
+        try:
+            await client.post("/chat/completions", body=orjson.loads(body), cast_to=object)
+        except openai.APIStatusError as exc:
+            return exc
+        return 200
+
+    async with client:
+        outcomes = await asyncio.gather(*(one() for _ in range(50)))
+    refused = [o for o in outcomes if isinstance(o, openai.APIStatusError)]
+    served = len(outcomes) - len(refused)
+    assert served >= 10  # at least what the budget holds even if all 50 are in flight at once
+    assert refused, "the limit never refused a request"
+    for error in refused:
+        assert error.status_code == 402, error
+        assert error.body == {
+            "message": error.body["message"],
+            "type": "insufficient_quota",
+            "param": None,
+            "code": "insufficient_quota",
+        }
+    wait_for(lambda: len(ledger_ids(routed, user)) == served, "every served request in the ledger")
+    with routed.admin() as admin:
+        account = admin.get(f"/v1/billing/accounts/{user}").json()
+    # Nothing is in flight any more: spending stays within the budget (overshoot bounded by reservations).
+    assert account["reservedNanoUsd"] == 0
+    assert 0 < account["spentNanoUsd"] <= budget
+
+
+class Traffic:
+    """Chat requests sent in a loop by a few threads; remembers the request id of every 200."""
+
+    def __init__(self, sb, token: str, workers: int = 3) -> None:
+        self.sb, self.token = sb, token
+        self.served: list[str] = []
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._loop, daemon=True) for _ in range(workers)]
+
+    def _loop(self) -> None:
+        with self.sb.http(self.token) as http:
+            while not self._stop.is_set():
+                answer = http.post("/v1/chat/completions", content=chat_body("Count me once."),
+                                   headers={"Content-Type": "application/json"})  # fmt: skip
+                if answer.status_code == 200:
+                    self.served.append(answer.headers["x-request-id"])
+                else:
+                    self.failures.append(f"{answer.status_code} {answer.text[:200]}")
+
+    def __enter__(self) -> Traffic:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(DEADLINE_SECONDS)
+
+    def wait_served(self, more: int) -> None:
+        target = len(self.served) + more
+        wait_for(lambda: len(self.served) >= target, f"{more} more served requests")
+
+
+def test_billing_killed_while_the_router_serves_loses_and_doubles_nothing(routed) -> None:
+    user, token = new_user(routed)
+    with Traffic(routed, token) as traffic:
+        traffic.wait_served(15)
+        billing = next(c for c in routed.stack.children if c.name == "billing")
+        os.kill(billing.process.pid, signal.SIGKILL)
+        billing.process.wait(timeout=10)
+        traffic.wait_served(15)  # served while Billing is down: the Router spools the records
+        routed.stack.children.remove(billing)
+        routed.stack.start("billing", list(billing.process.args), billing.ready)
+        routed.stack.wait_ready()
+        traffic.wait_served(15)
+    served = list(traffic.served)
+    assert not traffic.failures, traffic.failures[:3]
+    wait_for(lambda: len(ledger_ids(routed, user)) >= len(served), "the spooled records")
+    stored = ledger_ids(routed, user)
+    assert sorted(stored) == sorted(served)  # every served request exactly once
+    with routed.admin() as admin:
+        report = admin.get("/v1/billing/usage", params={"account": user}).json()
+    assert report["requests"] == len(served)

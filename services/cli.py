@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from services.launcher import UpOptions, up
+from services.registry.admin_cli import add_admin_commands, run_admin_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir", type=Path, default=Path("data"), help="state directory (default ./data)"
     )
     up_parser.add_argument("--database-url", default="", help="SQLAlchemy URL instead of SQLite files")
+    add_admin_commands(commands)
     return parser
 
 
@@ -30,6 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "up":
         options = UpOptions(args.http_port, args.data_dir, args.database_url, args.demo, args.host)
         sys.exit(up(options))
+    run_admin_command(args)
 
 
 if __name__ == "__main__":

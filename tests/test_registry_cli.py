@@ -1,0 +1,77 @@
+"""The operators' `switchboard` CLI against the real stack."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from registry_helpers import unique
+
+SWITCHBOARD = str(Path(sys.executable).parent / "switchboard")
+
+
+def cli(stack, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "SWITCHBOARD_ADMIN_TOKEN": stack.admin_token}
+    result = subprocess.run(
+        [SWITCHBOARD, *argv, "--url", stack.base_url], env=env, capture_output=True, text=True, timeout=120
+    )
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_cli_manages_identity_providers_and_imports_models(stack, tmp_path: Path) -> None:
+    org, user, provider = unique("org"), unique("user"), unique("prov")
+    assert json.loads(cli(stack, "orgs", "create", org).stdout)["name"] == org
+    cli(stack, "users", "create", user)
+    cli(stack, "members", "set", org, user, "write")
+    token = json.loads(cli(stack, "tokens", "create", user, "laptop").stdout)["token"]
+    assert token.startswith("sb-")
+    key_file = tmp_path / "key"
+    key_file.write_text("sk-cli-secret-" + unique("k"))
+    created = cli(
+        stack,
+        "providers",
+        "create",
+        provider,
+        "--org",
+        org,
+        "--base-url",
+        "http://127.0.0.1:9",
+        "--tasks",
+        "conversational",
+        "--api-key-file",
+        str(key_file),
+    )
+    assert json.loads(created.stdout)["hasApiKey"] is True
+    assert key_file.read_text() not in created.stdout + created.stderr
+    updated = json.loads(cli(stack, "providers", "update", provider, "--default-rank", "4").stdout)
+    assert updated["defaultRank"] == 4 and updated["hasApiKey"] is True
+    assert provider in cli(stack, "providers", "list").stdout
+    assert json.loads(cli(stack, "orgs", "get", org).stdout)["members"][0]["role"] == "write"
+
+    ns = unique("ns")
+    lines = [
+        json.dumps({"id": f"{ns}/m{i}", "pipeline_tag": "text-generation", "tags": ["t", str(i)], "downloads": i})
+        for i in range(25)
+    ]
+    listing = tmp_path / "models.jsonl"
+    listing.write_text("\n".join(lines) + "\n")
+    imported = cli(stack, "models", "import", str(listing), "--batch-size", "10")
+    assert json.loads(imported.stdout) == {"upserted": 25}
+    assert "models" in imported.stderr  # the progress bar
+    model = json.loads(cli(stack, "models", "get", f"{ns}/m7").stdout)
+    assert model["tags"] == ["t", "7"] and model["pipelineTag"] == "text-generation"
+
+    cli(stack, "tokens", "revoke", user, "laptop")
+    failed = cli(stack, "tokens", "revoke", user, "laptop", check=False)
+    assert failed.returncode != 0 and "404" in failed.stderr
+    cli(stack, "members", "remove", org, user)
+    cli(stack, "providers", "delete", provider)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "a/b"}\nnot json\n')
+    failed = cli(stack, "models", "import", str(bad), check=False)
+    assert failed.returncode != 0 and "line 2" in failed.stderr

@@ -1,26 +1,33 @@
-"""Billing benchmark: ledger ingestion and cost reconciliation.
+"""Billing benchmark: ledger ingestion and cost reconciliation, on the real stack.
 
     .venv/bin/python bench/billing_bench.py [--requests 1000000] [--batch 10000] [--in-flight 2]
 
-1. Ingestion: a real Billing process (SQLite, WAL) receives `--requests`
-   ledger records over gRPC in RecordRequests batches; a batch is acked only
-   after its transaction committed. Reports records/s stored.
-2. Reconciliation: those records are all pending; Billing's Reconciler (the
-   very code the service runs each pass) settles them against the reference
-   provider's cost API (`POST /v1/billing/costs`, bearer auth; it prices
-   ids it never served from the id). Reports the time to settle all, and
-   checks that every record is settled exactly once.
+Starts Switchboard (Envoy, Registry, Router, Billing on SQLite/WAL) and the
+reference provider, registered as a provider with its cost API.
+
+1. Ingestion: `--requests` ledger records go to Billing's LedgerService over
+   gRPC in RecordRequests batches; a batch is acknowledged only after its
+   transaction committed. Reports records/s stored.
+2. Reconciliation: all those records are pending; `POST
+   /admin/v1/billing:reconcile` (through Envoy, admin token) runs one pass,
+   which asks the reference provider's cost API (`POST /v1/billing/costs`,
+   bearer auth; it prices ids it never served from the id) in batches and
+   settles everything. Reports the time until the call answered, then checks
+   the usage report: every request settled exactly once, to the cent.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import secrets
 import sys
 import tempfile
 import time
+import urllib.parse
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -29,13 +36,14 @@ sys.path[0] = str(Path(__file__).resolve().parent.parent)  # the repository root
 import grpc  # noqa: E402
 from switchboard.billing.v1 import billing_service_pb2 as billing_pb  # noqa: E402
 
-from services.billing import ledger  # noqa: E402
-from services.billing.reconciler import CostApi, Reconciler, ReconcilerSettings  # noqa: E402
-from services.common.db import Database  # noqa: E402
-from services.launcher import Stack, free_port, http_ok  # noqa: E402
+from services.demo import reference_provider_argv  # noqa: E402
+from services.launcher import Stack, UpOptions, free_port, http_ok, start_stack  # noqa: E402
+from services.reference_provider.app import Knobs, State  # noqa: E402
 
-PROVIDER = "reference"
+PROVIDER = "bench-reference"
+ACCOUNT = "bench-user"
 RECORD_METHOD = "/switchboard.billing.v1.LedgerService/RecordRequests"
+HTTP_TIMEOUT = 900.0
 
 
 def template_batch(size: int) -> billing_pb.RecordRequestsRequest:
@@ -48,8 +56,8 @@ def template_batch(size: int) -> billing_pb.RecordRequestsRequest:
             model="meta-llama/Llama-3.1-8B-Instruct",
             provider_model="llama-3.1-8b",
             task="conversational",
-            caller="bench-user",
-            account="bench-user",
+            caller=ACCOUNT,
+            account=ACCOUNT,
             input_tokens=120,
             output_tokens=80,
             estimated_nano_usd=25_000,
@@ -59,9 +67,12 @@ def template_batch(size: int) -> billing_pb.RecordRequestsRequest:
     return batch
 
 
-async def ingest(address: str, total: int, batch_size: int, in_flight: int) -> float:
+def provider_request_id(run: str, index: int) -> str:
+    return f"ref-{run}-{index:09d}"
+
+
+async def ingest(address: str, run: str, total: int, batch_size: int, in_flight: int) -> float:
     """Sends `total` records; returns records/s acknowledged (stored and committed)."""
-    run = secrets.token_hex(4)
     template = template_batch(batch_size)
     async with grpc.aio.insecure_channel(address) as channel:
         record = channel.unary_unary(
@@ -85,7 +96,7 @@ async def ingest(address: str, total: int, batch_size: int, in_flight: int) -> f
             del template.records[count:]
             for offset, entry in enumerate(template.records):
                 entry.request_id = f"{run}-{first + offset:09d}"
-                entry.provider_request_id = f"ref-{run}-{first + offset:09d}"
+                entry.provider_request_id = provider_request_id(run, first + offset)
             await slots.acquire()
             tasks.append(asyncio.create_task(send(template.SerializeToString())))
         await asyncio.gather(*tasks)
@@ -95,36 +106,53 @@ async def ingest(address: str, total: int, batch_size: int, in_flight: int) -> f
     return total / elapsed
 
 
-async def reconcile(
-    database_url: str, cost_url: str, token: str, batch_size: int, concurrency: int
-) -> tuple[float, dict]:
-    """One pass of the Reconciler over everything pending; returns (seconds, counts)."""
-    db = Database(database_url)
-    settings = ReconcilerSettings(interval_seconds=0, batch_size=batch_size, concurrency=concurrency)
+def call(base_url: str, token: str, method: str, path: str, body: dict | None = None) -> dict:
+    """A JSON REST call through Envoy with the admin token."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(base_url + path, data=data, method=method)
+    request.add_header("Authorization", f"Bearer {token}")
+    request.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as answer:
+        return json.loads(answer.read())
 
-    async def cost_apis() -> list[CostApi]:
-        return [CostApi(PROVIDER, cost_url, f"Bearer {token}")]
 
-    worker = Reconciler(db, cost_apis, settings)
-    await worker.start()
+def register_reference_provider(stack: Stack, base_url: str, admin_token: str) -> None:
+    """Starts the reference provider and registers it with its cost API."""
+    port, billing_token = free_port(), secrets.token_hex(16)
+    url = f"http://127.0.0.1:{port}"
+    stack.start("reference_provider", reference_provider_argv(port, f"--billing-token={billing_token}"),
+                http_ok(f"{url}/health"))  # fmt: skip
+    stack.wait_ready()
+    call(base_url, admin_token, "POST", "/admin/v1/orgs", {"name": PROVIDER + "-org"})
+    provider = {
+        "id": PROVIDER,
+        "org": PROVIDER + "-org",
+        "base_url": url,
+        "tasks": ["conversational"],
+        "billing_url": f"{url}/v1/billing/costs",
+        "billing_authorization": f"Bearer {billing_token}",
+    }
+    call(base_url, admin_token, "POST", "/admin/v1/providers", provider)
+
+
+def start(data_dir: Path, batch_size: int, concurrency: int) -> tuple[Stack, str, str]:
+    """The stack with background reconciliation off (passes run on demand only)."""
+    settings = {
+        "SWITCHBOARD_ADMIN_TOKEN": "bench-admin-" + secrets.token_hex(16),
+        "SWITCHBOARD_RECONCILE_INTERVAL_SECONDS": "0",
+        "SWITCHBOARD_RECONCILE_BATCH_SIZE": str(batch_size),
+        "SWITCHBOARD_RECONCILE_CONCURRENCY": str(concurrency),
+        "SWITCHBOARD_LOG_LEVEL": "WARNING",
+    }
+    saved = dict(os.environ)
+    os.environ.update(settings)
     try:
-        started = time.perf_counter()
-        counts = await worker.run_pass()
-        elapsed = time.perf_counter() - started
-        settled_once = await db.run(_settled_count)
+        port = free_port()
+        stack, admin_token, _ = start_stack(UpOptions(port, data_dir, "", demo=False))
     finally:
-        await worker.close()
-        db.close()
-    return elapsed, {**vars(counts), "settled_in_ledger": settled_once}
-
-
-def _settled_count(session) -> int:
-    from sqlalchemy import func, select
-
-    from services.billing.storage import SETTLED
-
-    query = select(func.count()).select_from(ledger.LEDGER).where(ledger.LEDGER.c.state == SETTLED)
-    return int(session.connection().execute(query).scalar_one())
+        os.environ.clear()
+        os.environ.update(saved)
+    return stack, f"http://127.0.0.1:{port}", admin_token
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,48 +163,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cost-batch", type=int, default=1_000, help="ids per cost API call")
     parser.add_argument("--cost-concurrency", type=int, default=4, help="cost API calls in flight")
     args = parser.parse_args(argv)
+    run = secrets.token_hex(4)
 
     with tempfile.TemporaryDirectory(prefix="billing-bench-") as tmp:
-        data_dir = Path(tmp)
-        token = secrets.token_hex(16)
-        env = {**os.environ, "SWITCHBOARD_DATA_DIR": str(data_dir), "SWITCHBOARD_RECONCILE_INTERVAL_SECONDS": "0"}
-        stack = Stack(data_dir, env)
-        billing_port, provider_port = free_port(), free_port()
+        stack, base_url, admin_token = start(Path(tmp), args.cost_batch, args.cost_concurrency)
         try:
-            # Ingestion needs no Registry: nothing listens at this address.
-            stack.start_service("billing", billing_port, "--registry-address", f"127.0.0.1:{free_port()}")
-            provider_argv = [sys.executable, "-m", "services.reference_provider", "--port", str(provider_port)]
-            stack.start(
-                "reference_provider",
-                [*provider_argv, "--billing-token", token],
-                http_ok(f"http://127.0.0.1:{provider_port}/health"),
-            )
-            stack.wait_ready()
-            rate = asyncio.run(ingest(stack.addresses["billing"], args.requests, args.batch, args.in_flight))
-            print(
-                f"ledger ingestion: {rate:,.0f} records/s durably stored ({args.requests:,} records, "
-                f"batches of {args.batch:,}, {args.in_flight} in flight; goal >= 20,000/s)",
-                flush=True,
-            )
-            billing = next(c for c in stack.children if c.name == "billing")
-            billing.process.terminate()
-            billing.process.wait(timeout=30)
-            cost_url = f"http://127.0.0.1:{provider_port}/v1/billing/costs"
-            seconds, counts = asyncio.run(
-                reconcile(
-                    f"sqlite:///{data_dir / 'billing.db'}", cost_url, token, args.cost_batch, args.cost_concurrency
-                )
-            )
+            register_reference_provider(stack, base_url, admin_token)
+            rate = asyncio.run(ingest(stack.addresses["billing"], run, args.requests, args.batch, args.in_flight))
+            print(f"ledger ingestion: {rate:,.0f} records/s durably stored ({args.requests:,} records, "
+                  f"batches of {args.batch:,}, {args.in_flight} in flight; goal >= 20,000/s)", flush=True)  # fmt: skip
+            started = time.perf_counter()
+            counts = call(base_url, admin_token, "POST", "/admin/v1/billing:reconcile", {})
+            seconds = time.perf_counter() - started
+            query = urllib.parse.urlencode({"account": ACCOUNT})
+            usage = call(base_url, admin_token, "GET", f"/v1/billing/usage?{query}")
         finally:
             stack.stop()
-    print(
-        f"reconciliation: {args.requests:,} pending requests settled in {seconds:.1f} s "
-        f"({args.requests / seconds:,.0f}/s; batches of {args.cost_batch:,}, {args.cost_concurrency} in flight; "
-        f"goal <= 60 s)",
-        flush=True,
-    )
-    print(f"  counts: {counts}", flush=True)
-    if counts["settled"] != args.requests or counts["settled_in_ledger"] != args.requests or counts["pending"]:
+    print(f"reconciliation: {args.requests:,} pending requests settled in {seconds:.1f} s "
+          f"({args.requests / seconds:,.0f}/s; batches of {args.cost_batch:,}, {args.cost_concurrency} in flight; "
+          f"goal <= 60 s)", flush=True)  # fmt: skip
+    print(f"  pass: {counts}", flush=True)
+    oracle = State(Knobs())
+    expected = sum(oracle.cost_of(provider_request_id(run, i)) for i in range(args.requests))
+    exact = (usage["requests"], usage["settledNanoUsd"], usage["pendingNanoUsd"]) == (args.requests, expected, 0)
+    print(f"  usage report: {usage['requests']:,} requests, settled {usage['settledNanoUsd']:,.0f} nano-USD "
+          f"(expected {expected:,}), pending {usage['pendingNanoUsd']:,.0f}", flush=True)  # fmt: skip
+    if not exact or counts.get("settled") != args.requests:
         print("ERROR: not every request was settled exactly once", flush=True)
         return 1
     return 0

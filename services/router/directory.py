@@ -136,9 +136,10 @@ class Directory:
             self._resolutions, key, lambda: self._call(self.registry.ResolveProviderModel, request)
         )
 
-    async def providers(self) -> dict[str, ProviderEntry]:
-        """Every provider by id, with its key and prices."""
-        if self.watching and self._providers is not None:
+    async def providers(self, refresh: bool = False) -> dict[str, ProviderEntry]:
+        """Every provider by id, with its key and prices; `refresh` skips the cache (a provider
+        the Registry just named may be newer than the change notice that will announce it)."""
+        if self.watching and self._providers is not None and not refresh:
             return self._providers
         generation = self.generation
         answer = await self._call(self.registry.ListProviderConfigs, internal_pb.ListProviderConfigsRequest())

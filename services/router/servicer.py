@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import aiohttp
 import grpc
 import orjson
 from google.api import httpbody_pb2
@@ -61,6 +63,22 @@ def _token(headers: dict[str, str], required: bool = True) -> str:
     if header or required:
         raise ApiError(401, "send 'Authorization: Bearer <token>' with a Switchboard API token", code="invalid_api_key")
     return ""
+
+
+def hf_to_openai(request: router_pb.TextToImageRequest) -> httpbody_pb2.HttpBody:
+    """A Hugging Face text-to-image body as an OpenAI images body asking for b64_json."""
+    try:
+        body = orjson.loads(request.body.data)
+    except orjson.JSONDecodeError:
+        raise bad_request("the request body is not valid JSON") from None
+    if not isinstance(body, dict) or not isinstance(body.get("inputs"), str):
+        raise bad_request('the body must be {"inputs": "<prompt>", "parameters": {...}}', param="inputs")
+    parameters = body.get("parameters") if isinstance(body.get("parameters"), dict) else {}
+    payload = {k: v for k, v in parameters.items() if k not in ("width", "height")}
+    payload.update(model=request.model, prompt=body["inputs"], response_format="b64_json", n=1)
+    if parameters.get("width") and parameters.get("height"):
+        payload["size"] = f"{parameters['width']}x{parameters['height']}"
+    return httpbody_pb2.HttpBody(content_type=JSON, data=orjson.dumps(payload))
 
 
 def _now() -> timestamp_pb2.Timestamp:
@@ -120,10 +138,18 @@ class RouterServicer(router_grpc.RouterServiceServicer):
         if not isinstance(model, str) or not model:
             raise bad_request("model is required", param="model")
         known = await self.directory.providers()
+        mentioned = [path_provider, *str(payload.get("provider") or "").split()]
+        suffix = model.rpartition(":")[2] if ":" in model and not path_provider else ""
+        if suffix not in selection.POLICIES:
+            mentioned.append(suffix)
+        if any(p and p not in known for p in mentioned):
+            known = await self.directory.providers(refresh=True)
         if path_provider:
             return model, await self._provider_route(task, model, path_provider, caller, known)
         chosen = selection.parse_model(model, payload.get("provider"), known)
         answer = await self.directory.resolve(chosen.model, caller.user, task)
+        if any(c.provider not in known for c in answer.candidates):
+            known = await self.directory.providers(refresh=True)
         routes = selection.routes_of(answer.candidates, known, self.hub_url)
         if chosen.providers:
             why_not = {e.provider: e.reason for e in answer.exclusions}
@@ -254,7 +280,7 @@ class RouterServicer(router_grpc.RouterServiceServicer):
         try:
             async for event in relay(opened, call.model):
                 yield event
-        except (OSError, TimeoutError, ValueError, RuntimeError) as exc:  # aiohttp's payload errors included
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
             self.upstreams.breakers.failed(opened.route.provider.id)
             log.warning("provider stream broke", extra={"provider": opened.route.provider.id,
                                                          "error": type(exc).__name__})  # fmt: skip
@@ -264,15 +290,32 @@ class RouterServicer(router_grpc.RouterServiceServicer):
             yield b"data: " + orjson.dumps(error.openai_body()) + b"\n\n"
             yield b"data: [DONE]\n\n"
 
-    async def CreateImage(
+    async def _image(
         self, request: router_pb.CreateImageRequest, context: grpc.aio.ServicerContext
-    ) -> httpbody_pb2.HttpBody:
+    ) -> tuple[bytes, dict]:
         call = await self._prepare(TEXT_TO_IMAGE, request, context)
         opened = await self._open(call, IMAGES_PATH, False, context)
         data = self._unary_body(call, opened)
-        images = orjson.loads(data).get("data")
+        answer = orjson.loads(data)
+        images = answer.get("data") if isinstance(answer, dict) else None
         self._finish(call, opened, images=len(images) if isinstance(images, list) else 0)
+        return data, answer
+
+    async def CreateImage(
+        self, request: router_pb.CreateImageRequest, context: grpc.aio.ServicerContext
+    ) -> httpbody_pb2.HttpBody:
+        data, _ = await self._image(request, context)
         return httpbody_pb2.HttpBody(content_type=JSON, data=data)
+
+    async def TextToImage(
+        self, request: router_pb.TextToImageRequest, context: grpc.aio.ServicerContext
+    ) -> httpbody_pb2.HttpBody:
+        _, image = await self._image(router_pb.CreateImageRequest(body=hf_to_openai(request)), context)
+        try:
+            data = base64.b64decode(image["data"][0]["b64_json"])
+        except (KeyError, IndexError, TypeError, ValueError):
+            raise ApiError(502, "the provider answered without an image", code="upstream_error") from None
+        return httpbody_pb2.HttpBody(content_type="image/png", data=data)
 
     # --- catalog ---------------------------------------------------------------------------
 

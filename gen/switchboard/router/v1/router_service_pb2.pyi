@@ -26,6 +26,14 @@ class CreateImageRequest(_message.Message):
     body: _httpbody_pb2.HttpBody
     def __init__(self, provider: _Optional[str] = ..., body: _Optional[_Union[_httpbody_pb2.HttpBody, _Mapping]] = ...) -> None: ...
 
+class TextToImageRequest(_message.Message):
+    __slots__ = ("model", "body")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    body: _httpbody_pb2.HttpBody
+    def __init__(self, model: _Optional[str] = ..., body: _Optional[_Union[_httpbody_pb2.HttpBody, _Mapping]] = ...) -> None: ...
+
 class ListModelsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

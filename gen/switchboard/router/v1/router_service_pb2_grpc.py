@@ -50,6 +50,11 @@ class RouterServiceStub:
                 request_serializer=switchboard_dot_router_dot_v1_dot_router__service__pb2.CreateImageRequest.SerializeToString,
                 response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
                 _registered_method=True)
+        self.TextToImage = channel.unary_unary(
+                '/switchboard.router.v1.RouterService/TextToImage',
+                request_serializer=switchboard_dot_router_dot_v1_dot_router__service__pb2.TextToImageRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
         self.ListModels = channel.unary_unary(
                 '/switchboard.router.v1.RouterService/ListModels',
                 request_serializer=switchboard_dot_router_dot_v1_dot_router__service__pb2.ListModelsRequest.SerializeToString,
@@ -89,6 +94,15 @@ class RouterServiceServicer:
 
     def CreateImage(self, request, context):
         """Image generation: {"created", "data": [{"url"} | {"b64_json"}]}.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TextToImage(self, request, context):
+        """Text-to-image as Hugging Face's InferenceClient calls it with a base_url
+        ending in /models/<hub model id>: {"inputs": prompt, "parameters": {...}}
+        in, the image's bytes (image/png) out.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -135,6 +149,11 @@ def add_RouterServiceServicer_to_server(servicer, server):
             'CreateImage': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateImage,
                     request_deserializer=switchboard_dot_router_dot_v1_dot_router__service__pb2.CreateImageRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'TextToImage': grpc.unary_unary_rpc_method_handler(
+                    servicer.TextToImage,
+                    request_deserializer=switchboard_dot_router_dot_v1_dot_router__service__pb2.TextToImageRequest.FromString,
                     response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
             ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
@@ -215,6 +234,33 @@ class RouterService:
             target,
             '/switchboard.router.v1.RouterService/CreateImage',
             switchboard_dot_router_dot_v1_dot_router__service__pb2.CreateImageRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TextToImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.router.v1.RouterService/TextToImage',
+            switchboard_dot_router_dot_v1_dot_router__service__pb2.TextToImageRequest.SerializeToString,
             google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
             options,
             channel_credentials,

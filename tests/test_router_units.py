@@ -1,0 +1,155 @@
+"""The Router's pure parts: selection rules, circuit breaker, measurements, SSE rewriting, ledger spool."""
+
+from __future__ import annotations
+
+import grpc
+import orjson
+import pytest
+from switchboard.billing.v1 import billing_service_pb2 as billing_pb
+from switchboard.billing.v1 import billing_service_pb2_grpc as billing_grpc
+from switchboard.registry.v1 import internal_service_pb2 as internal_pb
+
+from services.common.errors import ApiError
+from services.common.pricing import Price
+from services.launcher import free_port
+from services.router import selection
+from services.router.breaker import Breakers
+from services.router.directory import ProviderEntry
+from services.router.ledger import Ledger
+from services.router.measurements import Measurements
+from services.router.upstream import DONE, Usage, provider_error, sse_event
+
+
+def entry(name: str, rank: int = 0, prices: dict[str, Price] | None = None) -> ProviderEntry:
+    return ProviderEntry(name, f"http://{name}", "Bearer k", "Inference-Id", ("conversational",), rank, prices or {})
+
+
+KNOWN = {name: entry(name, rank) for rank, name in enumerate(["alpha", "beta", "gamma"])}
+
+
+def routes(*names: str) -> list[selection.Route]:
+    return [selection.Route(KNOWN[n], f"{n}-model") for n in names]
+
+
+def test_policy_and_provider_suffixes_are_parsed_off_hub_model_ids() -> None:
+    assert selection.parse_model("org/m", None, KNOWN) == selection.Selection("org/m")
+    assert selection.parse_model("org/m:cheapest", None, KNOWN) == selection.Selection("org/m", (), "cheapest")
+    assert selection.parse_model("org/m:beta", None, KNOWN) == selection.Selection("org/m", ("beta",))
+    assert selection.parse_model("org/m:v2", None, KNOWN) == selection.Selection("org/m:v2")
+    assert selection.parse_model("org/m", "gamma  alpha", KNOWN).providers == ("gamma", "alpha")
+
+
+def test_unknown_provider_ids_are_a_400_naming_them() -> None:
+    with pytest.raises(ApiError) as error:
+        selection.parse_providers("alpha nope zap", KNOWN)
+    assert error.value.http_status == 400 and "nope, zap" in error.value.message and error.value.param == "provider"
+
+
+def test_requested_providers_keep_the_callers_order_and_say_why_when_none_serves() -> None:
+    chosen = selection.pick_requested(routes("alpha", "beta"), ("beta", "alpha"), {}, "org/m")
+    assert [r.provider.id for r in chosen] == ["beta", "alpha"]
+    with pytest.raises(ApiError) as error:
+        selection.pick_requested(routes("alpha"), ("gamma",), {"gamma": "staging only"}, "org/m")
+    assert error.value.http_status == 404 and "gamma: staging only" in error.value.message
+
+
+def test_fastest_ranks_measured_by_throughput_then_unmeasured_by_default_rank() -> None:
+    measured = {("gamma", "gamma-model"): (50.0, 100.0), ("beta", "beta-model"): (80.0, 300.0)}
+    ordered = selection.order_routes(
+        routes("alpha", "beta", "gamma"), "fastest", "conversational", lambda p, m: measured.get((p, m))
+    )
+    assert [r.provider.id for r in ordered] == ["beta", "gamma", "alpha"]
+
+
+def test_cheapest_and_preferred_orders() -> None:
+    priced = {
+        "alpha": entry("alpha", 0, {"alpha-model": Price(input_token_nano_usd=50)}),
+        "beta": entry("beta", 1, {"beta-model": Price(input_token_nano_usd=10)}),
+        "gamma": entry("gamma", 2),
+    }
+    candidates = [selection.Route(priced[n], f"{n}-model") for n in ("alpha", "beta", "gamma")]
+    cheapest = selection.order_routes(candidates, "cheapest", "conversational", lambda *_: None)
+    assert [r.provider.id for r in cheapest] == ["beta", "alpha", "gamma"]
+    preferred = selection.order_routes(routes("alpha", "beta", "gamma"), "preferred", "x", lambda *_: None, ["gamma"])
+    assert [r.provider.id for r in preferred] == ["gamma", "alpha", "beta"]
+
+
+def test_a_tag_filter_candidate_carries_the_adapter_weights_url() -> None:
+    candidate = internal_pb.Candidate(provider="alpha", provider_model="base", status="live")
+    candidate.adapter.CopyFrom(
+        internal_pb.Adapter(type="lora", model="u/lora", weights_path="w.safetensors", base_provider_model="base-v1")
+    )
+    (route,) = selection.routes_of([candidate], KNOWN, "https://hub.test/")
+    assert route.provider_model == "base-v1"
+    assert route.lora_path == "https://hub.test/u/lora/resolve/main/w.safetensors"
+
+
+def test_no_candidate_explains_why() -> None:
+    missing = selection.explain_no_candidate(internal_pb.ResolveModelResponse(model_found=False), "a/b", "x")
+    assert missing.http_status == 404 and missing.code == "model_not_found"
+    staging = internal_pb.ResolveModelResponse(model_found=True)
+    staging.exclusions.add(provider="alpha", reason="staging only")
+    assert "alpha: staging only" in selection.explain_no_candidate(staging, "a/b", "x").message
+
+
+def test_breaker_opens_after_consecutive_failures_then_lets_one_probe_through() -> None:
+    now = [0.0]
+    breakers = Breakers(threshold=2, cooldown=10, clock=lambda: now[0])
+    breakers.failed("alpha")
+    assert breakers.allow("alpha")
+    breakers.failed("alpha")
+    assert not breakers.allow("alpha")
+    now[0] = 11
+    assert breakers.allow("alpha") and not breakers.allow("alpha")  # one probe only
+    breakers.failed("alpha")
+    assert not breakers.allow("alpha")
+    now[0] = 22
+    assert breakers.allow("alpha")
+    breakers.succeeded("alpha")
+    assert breakers.allow("alpha") and breakers.allow("alpha")
+
+
+def test_measurements_are_moving_averages() -> None:
+    measurements = Measurements()
+    assert measurements.ranking("alpha", "m") is None
+    measurements.observe("alpha", "m", 0.1, 100, 1.0)
+    measurements.observe("alpha", "m", 0.2, 200, 1.0)
+    stats = measurements.get("alpha", "m")
+    assert stats is not None and 100 < stats.tokens_per_second < 200 and 100 < stats.ttft_ms < 200
+
+
+def test_sse_events_get_the_hub_model_id_and_report_usage() -> None:
+    usage = Usage()
+    line = b'data: {"model":"provider-m","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":7}}'
+    event = sse_event(line, "org/m", usage)
+    assert event.endswith(b"\n\n") and orjson.loads(event[6:])["model"] == "org/m"
+    assert (usage.input_tokens, usage.output_tokens, usage.chunks) == (3, 7, 1)
+    assert sse_event(b"data: [DONE]", "org/m", usage) is DONE
+    assert sse_event(b": keep-alive", "org/m", usage) == b": keep-alive\n"
+
+
+def test_provider_errors_keep_their_status_and_message_but_never_credentials_problems() -> None:
+    route = selection.Route(KNOWN["alpha"], "m")
+    body = orjson.dumps({"error": {"message": "bad temperature", "param": "temperature", "code": "bad"}})
+    error = provider_error(route, 422, body)
+    assert (error.http_status, error.param) == (422, "temperature") and "bad temperature" in error.message
+    assert provider_error(route, 401, b"{}").http_status == 502
+
+
+async def test_ledger_keeps_records_spooled_while_billing_is_unreachable(tmp_path) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{free_port()}") as channel:
+        ledger = Ledger(billing_grpc.LedgerServiceStub(channel), tmp_path, 2, 0.2)
+        ledger.load_spool()
+        assert await ledger.reserve("r0", "acct", 10) is False  # unreachable: proceed, no reservation
+        for i in range(5):
+            ledger.record(billing_pb.LedgerRecord(request_id=f"r{i}", provider="alpha"))
+        await ledger.spool_pending()
+        assert not await ledger.send_spooled()
+    files = sorted(tmp_path.glob("*.batch"))
+    assert len(files) == 3
+    ids = [r.request_id for f in files for r in billing_pb.RecordRequestsRequest.FromString(f.read_bytes()).records]
+    assert ids == [f"r{i}" for i in range(5)]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{free_port()}") as channel:
+        restarted = Ledger(billing_grpc.LedgerServiceStub(channel), tmp_path, 2, 0.2)
+        restarted.load_spool()  # a new process picks up what the last one could not send
+        assert len(restarted._spooled) == 3

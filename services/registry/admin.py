@@ -307,7 +307,7 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
         row = await self._get(ProviderRow, request.provider_id, f"provider {request.provider_id!r}")
         apply_provider_fields(row, provider, fields)
         await self.state.db.run(lambda s: (s.merge(row), s.commit()))
-        self.index.providers[row.id] = ProviderEntry(row.id, row.org, row.default_rank)
+        self.index.put_provider(ProviderEntry(row.id, row.org, row.default_rank))
         self._publish(internal_pb.CHANGE_KIND_PROVIDER, row.id)
         log.info("provider updated", extra={"provider": row.id, "fields": sorted(fields)})
         return provider_message(row)

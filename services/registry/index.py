@@ -52,6 +52,13 @@ class Mapping:
     adapter_type: str
     create_time: datetime
     key_tag: str = ""
+    # Lower wins among one provider's matches: model mappings, then more tags, then older.
+    precedence: tuple[int, int, int] = (0, 0, 0)
+    candidate: Candidate | None = None  # a model mapping's candidate, built once
+
+    def set_status(self, status: str) -> None:
+        self.status = status
+        self.candidate = None
 
     @property
     def tags_key(self) -> str:
@@ -124,7 +131,7 @@ class RegistryIndex:
         self._by_provider_model: dict[tuple[str, str, str], list[Mapping]] = {}
         self._tag_filters: dict[str, dict[str, list[Mapping]]] = {}  # task -> key tag -> filters
         self._filter_tag_counts: Counter[str] = Counter()
-        self.last_seq = 0
+        self._order_keys: dict[str, tuple[int, str]] = {}  # provider -> default order key
 
     # catalog
 
@@ -137,12 +144,14 @@ class RegistryIndex:
 
     def put_provider(self, provider: ProviderEntry) -> None:
         self.providers[provider.id] = provider
+        self._order_keys[provider.id] = (provider.default_rank, provider.id)
         self.provider_mappings.setdefault(provider.id, {})
 
     def remove_provider(self, provider_id: str) -> None:
         for mapping in list(self.provider_mappings.get(provider_id, {}).values()):
             self.remove_mapping(mapping.id)
         self.providers.pop(provider_id, None)
+        self._order_keys.pop(provider_id, None)
         self.provider_mappings.pop(provider_id, None)
 
     # mappings
@@ -152,7 +161,7 @@ class RegistryIndex:
         return self._keys.get(key)
 
     def add_mapping(self, mapping: Mapping) -> None:
-        self.last_seq = max(self.last_seq, mapping.seq)
+        mapping.precedence = (0 if mapping.type == MODEL else 1, -len(mapping.tags), mapping.seq)
         self.mappings[mapping.id] = mapping
         self.provider_mappings.setdefault(mapping.provider, {})[mapping.id] = mapping
         self._keys[mapping.unique_key] = mapping.id
@@ -210,23 +219,45 @@ class RegistryIndex:
     # resolution
 
     def resolve(self, model_id: str, user: str, task: str, providers: Iterable[str] = ()) -> Resolution:
-        """The ordered candidates for a hub model, for this caller and task."""
+        """The ordered candidates for a hub model, for this caller and task.
+
+        The hot path of every inference request: plain dict lookups, no call
+        per mapping, precedence precomputed on each mapping.
+        """
         model = self.catalog.get(model_id)
         if model is None:
             return Resolution(model_found=False)
+        entry = self.users.get(user) if user else None
+        orgs = entry.memberships if entry is not None else _NO_ORGS
+        all_providers = self.providers
         chosen: dict[str, Mapping] = {}
-        hidden: set[str] = set()
+        hidden: list[str] = []
         for mapping in self._by_model.get(model_id, ()):
             if mapping.task == task:
-                self._consider(chosen, hidden, mapping, user)
+                if mapping.status == LIVE or all_providers[mapping.provider].org in orgs:
+                    chosen[mapping.provider] = mapping  # one model mapping per provider and task
+                else:
+                    hidden.append(mapping.provider)
         buckets = self._tag_filters.get(task)
         if buckets:
             tags = model.tags
             for tag in tags:
-                for mapping in buckets.get(tag, ()):
-                    if all(t in tags for t in mapping.tags):
-                        self._consider(chosen, hidden, mapping, user)
-        return self._ordered(model_id, model, chosen, hidden, list(providers))
+                bucket = buckets.get(tag)
+                if bucket is None:
+                    continue
+                for mapping in bucket:
+                    current = chosen.get(mapping.provider)
+                    if current is not None and current.precedence < mapping.precedence:
+                        continue
+                    if not all(t in tags for t in mapping.tags):
+                        continue
+                    if mapping.status == LIVE or all_providers[mapping.provider].org in orgs:
+                        chosen[mapping.provider] = mapping
+                    else:
+                        hidden.append(mapping.provider)
+        if not chosen and not hidden and not providers:
+            return Resolution(model_found=True)
+        return self._ordered(model_id, model, chosen, hidden, providers)
 
     def resolve_provider_model(self, provider: str, provider_model: str, user: str, task: str) -> Resolution:
         """The provider's own model id: its oldest visible mapping, model mappings first."""
@@ -239,26 +270,14 @@ class RegistryIndex:
         exclusions = [(provider, self._staging_reason(provider))] if mappings else []
         return Resolution(model_found=bool(mappings), exclusions=exclusions)
 
-    def _consider(self, chosen: dict[str, Mapping], hidden: set[str], mapping: Mapping, user: str) -> None:
-        """Keeps the best visible mapping per provider: a model mapping, else the
-        tag-filter with the most tags, then the oldest."""
-        if not self.can_see(user, mapping):
-            hidden.add(mapping.provider)
-            return
-        current = chosen.get(mapping.provider)
-        if current is None or _precedence(mapping) < _precedence(current):
-            chosen[mapping.provider] = mapping
-
     def _ordered(
-        self, model_id: str, model: CatalogModel, chosen: dict[str, Mapping], hidden: set[str], wanted: list[str]
+        self, model_id: str, model: CatalogModel, chosen: dict[str, Mapping], hidden: list[str], wanted: Iterable[str]
     ) -> Resolution:
-        if wanted:
-            order = [p for p in dict.fromkeys(wanted) if p in chosen]
-        else:
-            order = sorted(chosen, key=lambda p: (self.providers[p].default_rank, p))
+        wanted = list(dict.fromkeys(wanted)) if wanted else []
+        order = [p for p in wanted if p in chosen] if wanted else sorted(chosen, key=self._order_keys.__getitem__)
         candidates = [_candidate(chosen[p], model_id, model) for p in order]
-        exclusions = [(p, self._staging_reason(p)) for p in sorted(hidden - chosen.keys())]
-        for provider in dict.fromkeys(wanted):
+        exclusions = [(p, self._staging_reason(p)) for p in sorted(set(hidden) - chosen.keys())] if hidden else []
+        for provider in wanted:
             if provider not in chosen and provider not in hidden:
                 exclusions.append((provider, f"provider {provider!r} does not serve {model_id!r} for this task"))
         return Resolution(True, candidates, exclusions)
@@ -268,14 +287,14 @@ class RegistryIndex:
         return f"provider {provider!r} serves this model in staging only, which is for members of org {org!r}"
 
 
-def _precedence(mapping: Mapping) -> tuple[int, int, int]:
-    """Lower wins: model mappings first, then more tags, then older."""
-    return (0 if mapping.type == MODEL else 1, -len(mapping.tags), mapping.seq)
+_NO_ORGS: dict[str, str] = {}
 
 
 def _candidate(mapping: Mapping, model_id: str, model: CatalogModel) -> Candidate:
     if mapping.type == MODEL:
-        return Candidate(mapping.provider, mapping.provider_model, mapping.status, mapping.id)
+        if mapping.candidate is None:
+            mapping.candidate = Candidate(mapping.provider, mapping.provider_model, mapping.status, mapping.id)
+        return mapping.candidate
     adapter = Adapter(mapping.adapter_type, model_id, model.adapter_weights_path, mapping.provider_model)
     return Candidate(mapping.provider, mapping.provider_model, mapping.status, mapping.id, adapter)
 

@@ -184,7 +184,7 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
         mapping = self._mapping(request.provider, request.mapping_id)
         status = check_status(request.status)
         await self.state.db.run(lambda s: store.set_mapping_status(s, mapping.id, status))
-        mapping.status = status
+        mapping.set_status(status)
         self.state.feed.publish(internal_pb.CHANGE_KIND_MAPPING, mapping.provider)
         return mapping_message(mapping)
 

@@ -256,3 +256,9 @@ def update_account(session: Session, account: str, **values: int) -> None:
         setattr(row, name, value)
     session.add(row)
     session.commit()
+
+
+def limited_accounts(session: Session) -> set[str]:
+    """The accounts with a spending limit."""
+    query = select(ACCOUNTS.c.account).where(ACCOUNTS.c.limit_nano_usd > 0)
+    return {row[0] for row in session.connection().execute(query)}

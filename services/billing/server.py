@@ -10,6 +10,7 @@ from switchboard.registry.v1 import internal_service_pb2_grpc as internal_grpc
 
 from services.billing.access import Authenticator
 from services.billing.config import BillingSettings
+from services.billing.limits import LimitedAccounts
 from services.billing.reconciler import CostApi, Reconciler, ReconcilerSettings
 from services.billing.servicer import BillingAdminServicer, BillingServicer, LedgerServicer
 from services.common.logs import configure_logging
@@ -54,29 +55,32 @@ async def serve(settings: BillingSettings) -> None:
     admin_token = settings.admin_token.get_secret_value()
     reconciler = Reconciler(db, registry_cost_apis(registry), reconciler_settings(settings))
     auth = Authenticator(registry, admin_token, settings.auth_cache_seconds)
+    limited = LimitedAccounts(db)
     registrations = [
         (
             billing_grpc.add_BillingServiceServicer_to_server,
-            BillingServicer(db, auth),
+            BillingServicer(db, auth, limited),
             "switchboard.billing.v1.BillingService",
         ),
         (
             billing_grpc.add_BillingAdminServiceServicer_to_server,
-            BillingAdminServicer(db, reconciler, admin_token),
+            BillingAdminServicer(db, reconciler, limited, admin_token),
             "switchboard.billing.v1.BillingAdminService",
         ),
         (
             billing_grpc.add_LedgerServiceServicer_to_server,
-            LedgerServicer(db, settings.reservation_ttl_seconds),
+            LedgerServicer(db, limited, settings.reservation_ttl_seconds),
             "switchboard.billing.v1.LedgerService",
         ),
     ]
 
     async def close() -> None:
         await reconciler.close()
+        await limited.close()
         await registry_channel.close()
         db.close()
 
+    await limited.start()
     await reconciler.start()
     await run_service("billing", settings, registrations, on_stop=close)
 

@@ -14,6 +14,7 @@ from switchboard.billing.v1 import billing_service_pb2_grpc as billing_grpc
 
 from services.billing import ledger
 from services.billing.access import Authenticator, require_account_access
+from services.billing.limits import LimitedAccounts
 from services.billing.reconciler import Reconciler
 from services.billing.storage import PENDING, UNPRICED
 from services.common.auth import require_admin
@@ -122,6 +123,7 @@ class AccountsMixin:
     """Reads and writes of an account's settings, shared by the caller and operator services."""
 
     db: Database
+    limited: LimitedAccounts
 
     async def _account(self, account: str) -> billing_pb.Account:
         state = await self.db.run(lambda s: ledger.account_state(s, account, time.time()))
@@ -129,15 +131,18 @@ class AccountsMixin:
 
     async def _update_account(self, account: str, **values: int) -> billing_pb.Account:
         await self.db.run(lambda s: ledger.update_account(s, account, **values))
-        return await self._account(account)
+        state = await self._account(account)
+        self.limited.changed(account, int(state.limit_nano_usd))
+        return state
 
 
 class BillingServicer(AccountsMixin, billing_grpc.BillingServiceServicer):
     """Usage, accounts and limits for callers."""
 
-    def __init__(self, db: Database, auth: Authenticator) -> None:
+    def __init__(self, db: Database, auth: Authenticator, limited: LimitedAccounts) -> None:
         self.db = db
         self.auth = auth
+        self.limited = limited
 
     async def GetUsage(
         self, request: billing_pb.GetUsageRequest, context: grpc.aio.ServicerContext
@@ -170,8 +175,9 @@ class BillingServicer(AccountsMixin, billing_grpc.BillingServiceServicer):
 class BillingAdminServicer(AccountsMixin, billing_grpc.BillingAdminServiceServicer):
     """The operators' billing calls (admin token only)."""
 
-    def __init__(self, db: Database, reconciler: Reconciler, admin_token: str) -> None:
+    def __init__(self, db: Database, reconciler: Reconciler, limited: LimitedAccounts, admin_token: str) -> None:
         self.db = db
+        self.limited = limited
         self.reconciler = reconciler
         self.admin_token = admin_token
 
@@ -194,8 +200,9 @@ class BillingAdminServicer(AccountsMixin, billing_grpc.BillingAdminServiceServic
 class LedgerServicer(billing_grpc.LedgerServiceServicer):
     """Ledger records and reservations from the Router (not routed by Envoy)."""
 
-    def __init__(self, db: Database, reservation_ttl_seconds: float) -> None:
+    def __init__(self, db: Database, limited: LimitedAccounts, reservation_ttl_seconds: float) -> None:
         self.db = db
+        self.limited = limited
         self.reservation_ttl_seconds = reservation_ttl_seconds
 
     async def RecordRequests(
@@ -214,6 +221,9 @@ class LedgerServicer(billing_grpc.LedgerServiceServicer):
         _required(request.request_id, "request_id")
         _required(request.account, "account")
         _not_negative(request.estimated_nano_usd, "estimated_nano_usd")
+        if request.account not in self.limited:
+            # No limit: nothing to check, nothing to hold (GetAccount shows reservations of limited accounts).
+            return billing_pb.ReserveSpendResponse(granted=True, remaining_nano_usd=-1)
         grant = await self.db.run(
             lambda s: ledger.reserve_spend(
                 s,

@@ -31,7 +31,8 @@ from bench.targets import (
 from services.launcher import Stack
 
 ROOT = BENCH_DIR.parent
-WARMUP_SECONDS = 2.0
+WARMUP_SECONDS = 3.0
+WARMUP_ATTEMPTS = 3
 
 
 def ensure_wrk() -> None:
@@ -61,16 +62,25 @@ def _start_optional(name: str, start: Callable[[], Target], notes: list[str]) ->
         return None
 
 
+def _warm_up(target: Target, scenario: Scenario) -> Measurement:
+    """A short run; repeated while nothing answered yet (LiteLLM's first answer takes seconds)."""
+    for _ in range(WARMUP_ATTEMPTS):
+        try:
+            warm = measure(target, scenario, WARMUP_SECONDS)
+        except Exception as exc:
+            return Measurement(0, 0, 1, 0, 0, 0, first_bad=str(exc)[:300])
+        if warm.ok or warm.bad:
+            return warm
+    return Measurement(0, 0, 1, 0, 0, 0, first_bad=f"no answer within {WARMUP_ATTEMPTS} warm-up runs")
+
+
 def usable(targets: list[Target], scenarios: list[Scenario], notes: list[str]) -> dict[str, list[Target]]:
     """Warm-up runs double as a correctness check: a target that gets a scenario wrong is left out of it."""
     plan: dict[str, list[Target]] = {}
     for scenario in scenarios:
         plan[scenario.name] = []
         for target in targets:
-            try:
-                warm = measure(target, scenario, WARMUP_SECONDS)
-            except Exception as exc:
-                warm = Measurement(0, 0, 1, 0, 0, 0, first_bad=str(exc)[:300])
+            warm = _warm_up(target, scenario)
             if warm.ok and not warm.bad:
                 plan[scenario.name].append(target)
             else:

@@ -10,7 +10,7 @@ import os
 import statistics
 import subprocess
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import aiohttp
@@ -23,6 +23,7 @@ CHAT_EXPECT = '"chat.completion"|"choices"|"content"|"Hello from the stub."'
 IMAGE_EXPECT = '"data"|"http://127.0.0.1/bench/image.png"'
 STREAM_EXPECT = ("chat.completion.chunk", "data: [DONE]")
 REQUEST_TIMEOUT = 30.0
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class Measurement:
     p99_ms: float
     first_bad: str = ""
     spread_ms: float = 0.0  # paced streams: time from the first chunk to [DONE]
+    cpu_ms_per_request: dict[str, float] = field(default_factory=dict)  # per process of the target
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -163,8 +165,19 @@ def run_streams(target: Target, scenario: Scenario, seconds: float) -> Measureme
     return asyncio.run(_streams(target, scenario.kind, count))
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process used so far, from /proc/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
 def measure(target: Target, scenario: Scenario, seconds: float) -> Measurement:
-    """One run of `scenario` against `target`."""
-    if scenario.tool == "wrk":
-        return run_wrk(target, scenario, seconds)
-    return run_streams(target, scenario, seconds)
+    """One run of `scenario` against `target`, with the CPU time each of its processes spent per answer."""
+    before = {name: cpu_seconds(pid) for name, pid in target.pids.items()}
+    run = run_wrk if scenario.tool == "wrk" else run_streams
+    m = run(target, scenario, seconds)
+    if m.ok:
+        m.cpu_ms_per_request = {
+            name: 1000 * (cpu_seconds(pid) - before[name]) / m.requests for name, pid in target.pids.items()
+        }
+    return m

@@ -39,6 +39,7 @@ class Summary:
     requests: int
     spread_ms: float
     first_bad: str = ""
+    cpu_ms_per_request: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -77,6 +78,10 @@ class Report:
             requests=sum(m.requests for m in mine.values()),
             spread_ms=median([m.spread_ms for m in good]),
             first_bad=next((m.first_bad for m in mine.values() if m.first_bad), ""),
+            cpu_ms_per_request={
+                name: median([m.cpu_ms_per_request[name] for m in good if name in m.cpu_ms_per_request])
+                for name in (good[0].cpu_ms_per_request if good else {})
+            },
         )
 
     def ratio(self, scenario: str, metric: str) -> float | None:
@@ -173,6 +178,15 @@ def table(report: Report) -> str:
         ratios = [report.ratio(scenario.name, m) for m in ("rps", "p50_ms", "p99_ms")]
         if any(r is not None for r in ratios):
             lines.append(f"| {scenario.name} | " + " | ".join(_fmt(r, ".2f") + "x" for r in ratios) + " |")
+    lines += ["", "CPU time per answer (ms, median over rounds), by process:", ""]
+    lines += ["| scenario | target | CPU ms per answer |", "|---|---|---|"]
+    for scenario in SCENARIOS:
+        for target in report.targets():
+            s = report.summary(target, scenario.name)
+            if s and s.cpu_ms_per_request:
+                parts = ", ".join(f"{name} {ms:.3f}" for name, ms in s.cpu_ms_per_request.items())
+                total = sum(s.cpu_ms_per_request.values())
+                lines.append(f"| {scenario.name} | {target} | {parts} (total {total:.3f}) |")
     lines += ["", "| goal (SPEC.md) | measured | met |", "|---|---|---|"]
     for goal, measured, met in report.goals():
         lines.append(f"| {goal} | {measured} | {'-' if met is None else 'yes' if met else 'NO'} |")

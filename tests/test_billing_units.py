@@ -1,0 +1,71 @@
+"""Billing's pure pieces and reservation expiry, without a stack."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from services.billing import ledger
+from services.billing.costs import InvalidCostAnswer, parse_cost_answer
+from services.billing.server import MIGRATIONS
+from services.billing.servicer import parse_period
+from services.common.db import Database, migrate
+from services.common.errors import ApiError
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    url = f"sqlite:///{tmp_path / 'billing.db'}"
+    migrate(url, MIGRATIONS)
+    database = Database(url)
+    yield database
+    database.close()
+
+
+def test_month_bounds_cross_the_year() -> None:
+    start, end = ledger.month_bounds(datetime(2026, 12, 31, 23, 59, tzinfo=UTC))
+    assert (start, end) == (datetime(2026, 12, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC))
+
+
+def test_period_parsing() -> None:
+    assert parse_period("2026-02")[1:] == (datetime(2026, 2, 1, tzinfo=UTC), datetime(2026, 3, 1, tzinfo=UTC))
+    assert parse_period("")[0] == datetime.now(UTC).strftime("%Y-%m")
+    with pytest.raises(ApiError) as error:
+        parse_period("2026-00")
+    assert (error.value.http_status, error.value.param) == (400, "period")
+
+
+@pytest.mark.parametrize(
+    "body", [b"", b"not json", b"[]", b'{"requests": {}}', b'{"other": []}', b"NaN", b'{"requests": [1,]}']
+)
+def test_unusable_answers_are_invalid_as_a_whole(body: bytes) -> None:
+    with pytest.raises(InvalidCostAnswer):
+        parse_cost_answer(body, {"a"})
+
+
+def test_an_id_answered_twice_is_trusted_neither_time() -> None:
+    answer = parse_cost_answer(
+        b'{"requests": [{"requestId": "a", "costNanoUsd": 1}, {"requestId": "a", "costNanoUsd": 2},'
+        b' {"requestId": "b", "costNanoUsd": 9223372036854775807}]}',
+        {"a", "b"},
+    )
+    assert answer.costs == {"b": 2**63 - 1}
+    assert [r.provider_request_id for r in answer.rejected] == ["a"]
+
+
+async def test_expired_reservations_stop_counting(db: Database) -> None:
+    await db.run(lambda s: ledger.update_account(s, "acct", limit_nano_usd=100))
+    now = datetime.now(UTC).timestamp()
+
+    def run(request_id: str, estimate: int, at: float):
+        return db.run(lambda s: ledger.reserve_spend(s, request_id, "acct", estimate, at, 900))
+
+    assert await run("r1", 80, now) == ledger.Grant(True, 20)
+    assert await run("r2", 30, now + 10) == ledger.Grant(False, 20)
+    assert await run("r1", 90, now + 20) == ledger.Grant(True, 10)  # a retry replaces its own reservation
+    # 15 minutes later the reservation no longer counts, and a pass purges it.
+    assert await run("r3", 100, now + 20 + 901) == ledger.Grant(True, 0)
+    assert await db.run(lambda s: ledger.purge_expired_reservations(s, now + 20 + 901)) == 1

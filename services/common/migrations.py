@@ -8,11 +8,19 @@ from sqlalchemy import MetaData
 from services.common.db import make_engine
 
 
-def run_migrations(target_metadata: MetaData) -> None:
-    """Runs the migrations of the current Alembic context, online or offline."""
+def run_migrations(service: str, target_metadata: MetaData) -> None:
+    """Runs the migrations of the current Alembic context, online or offline.
+
+    Each service keeps its revision in its own version table, so that several
+    services can share one PostgreSQL database.
+    """
     url = context.config.get_main_option("sqlalchemy.url")
-    # batch mode lets ALTER TABLE work on SQLite
-    options = {"target_metadata": target_metadata, "render_as_batch": True, "compare_type": True}
+    options = {
+        "target_metadata": target_metadata,
+        "version_table": f"{service}_alembic_version",
+        "render_as_batch": True,  # lets ALTER TABLE work on SQLite
+        "compare_type": True,
+    }
     if context.is_offline_mode():
         context.configure(url=url, literal_binds=True, **options)
         with context.begin_transaction():

@@ -1,4 +1,4 @@
 from services.billing import storage
 from services.common.migrations import run_migrations
 
-run_migrations(storage.metadata)
+run_migrations("billing", storage.metadata)

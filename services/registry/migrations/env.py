@@ -1,4 +1,4 @@
 from services.common.migrations import run_migrations
 from services.registry import storage
 
-run_migrations(storage.metadata)
+run_migrations("registry", storage.metadata)

@@ -19,7 +19,7 @@ from services.billing.reconciler import Reconciler
 from services.billing.storage import PENDING, UNPRICED
 from services.common.auth import require_admin
 from services.common.db import Database
-from services.common.errors import bad_request
+from services.common.errors import ApiError, bad_request
 from services.common.pricing import estimate_nano_usd
 
 MAX_BATCH = 10_000
@@ -185,7 +185,12 @@ class BillingAdminServicer(AccountsMixin, billing_grpc.BillingAdminServiceServic
         self, request: billing_pb.ReconcileCostsRequest, context: grpc.aio.ServicerContext
     ) -> billing_pb.ReconcileCostsResponse:
         require_admin(context, self.admin_token)
-        counts = await self.reconciler.run_pass(respect_backoff=False)
+        try:
+            counts = await self.reconciler.run_pass(respect_backoff=False)
+        except grpc.aio.AioRpcError:
+            raise ApiError(
+                503, "the Registry (provider cost APIs) is unavailable, try again", code="registry_unavailable"
+            ) from None
         return billing_pb.ReconcileCostsResponse(**vars(counts))
 
     async def UpdateIncludedCredits(

@@ -50,11 +50,13 @@ def record_entries(session: Session, rows: Sequence[dict]) -> int:
     if not rows:
         return 0
     connection = session.connection()
-    result = connection.execute(_insert(session).on_conflict_do_nothing(index_elements=["request_id"]), list(rows))
+    # RETURNING names only the rows inserted: executemany's rowcount is not portable (-1 on PostgreSQL).
+    insert = _insert(session).on_conflict_do_nothing(index_elements=["request_id"]).returning(LEDGER.c.request_id)
+    stored = len(connection.execute(insert, list(rows)).all())
     ids = [row["request_id"] for row in rows]
     connection.execute(delete(RESERVATIONS).where(RESERVATIONS.c.request_id.in_(ids)))
     session.commit()
-    return result.rowcount
+    return stored
 
 
 @dataclass(frozen=True)

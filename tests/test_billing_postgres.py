@@ -1,0 +1,52 @@
+"""The ledger's transactions on PostgreSQL, where Database runs 8 worker
+threads: reservations racing a limit still serialise on the account row, and
+duplicate records are counted once."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+from postgres import postgres_cluster
+from test_billing_helpers import record, unique
+
+from services.billing import ledger
+from services.billing.server import MIGRATIONS
+from services.billing.servicer import ledger_row
+from services.common.db import Database, migrate
+
+
+@pytest.fixture(scope="module")
+async def pg_db() -> AsyncIterator[Database]:
+    with postgres_cluster() as url:
+        migrate(url, MIGRATIONS)
+        database = Database(url)
+        yield database
+        database.close()
+
+
+async def test_fifty_concurrent_reservations_on_postgres(pg_db: Database) -> None:
+    account = unique("pg-acct")
+    await pg_db.run(lambda s: ledger.update_account(s, account, included_credits_nano_usd=500, limit_nano_usd=10_000))
+    now = time.time()
+
+    def reserve(request_id: str):
+        return pg_db.run(lambda s: ledger.reserve_spend(s, request_id, account, 1_000, now, 900))
+
+    grants = await asyncio.gather(*(reserve(unique("req")) for _ in range(50)))
+    assert sum(g.granted for g in grants) == 10  # 10 * 1,000 <= 10,500 < 11 * 1,000
+    assert all(g.remaining_nano_usd >= 0 for g in grants)
+
+
+async def test_duplicate_records_are_stored_once_on_postgres(pg_db: Database) -> None:
+    account = unique("pg-acct")
+    now = datetime.now(UTC)
+    rows = [ledger_row(i, r, now) for i, r in enumerate(record(account) for _ in range(20))]
+    assert await pg_db.run(lambda s: ledger.record_entries(s, rows + rows[:5])) == 20
+    assert await pg_db.run(lambda s: ledger.record_entries(s, rows)) == 0
+    costs = [(row["request_id"], 7) for row in rows]
+    assert await pg_db.run(lambda s: ledger.settle_costs(s, costs)) == 20
+    assert await pg_db.run(lambda s: ledger.settle_costs(s, costs)) == 0

@@ -73,7 +73,7 @@ def ledger_row(index: int, record: billing_pb.LedgerRecord, now: datetime) -> di
 
 
 def parse_period(period: str) -> tuple[str, datetime, datetime]:
-    """ "YYYY-MM" (the current month when empty) -> the period and its bounds; 400 otherwise."""
+    """The period (YYYY-MM; the current month when empty) and its bounds; 400 when malformed."""
     if not period:
         period = datetime.now(UTC).strftime("%Y-%m")
     match = PERIOD.match(period)

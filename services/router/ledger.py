@@ -1,7 +1,7 @@
 """The Router's side of Billing: reservations before a provider call, and ledger
 records after it, through a local spool that loses nothing when Billing is down.
 
-Records are kept in memory for at most one flush interval (~50 ms), then written
+Records are kept in memory for at most one flush interval (~100 ms), then written
 to a spool file (fsync'd) under the data directory by a background task; the
 spool files are sent to Billing with RecordRequests, oldest first, and deleted
 once Billing acknowledged them (Billing dedupes by request id, so a batch sent
@@ -30,11 +30,13 @@ from services.common.errors import ApiError
 
 log = logging.getLogger(__name__)
 
-FLUSH_INTERVAL_SECONDS = 0.05
+FLUSH_INTERVAL_SECONDS = 0.1
 SEND_TIMEOUT_SECONDS = 10.0
 RETRY_MAX_SECONDS = 30.0
 WARN_EVERY_SECONDS = 10.0
 MAX_RECORDS_PER_CALL = 10_000
+UNLIMITED_CACHE_SECONDS = 1.0
+MAX_CACHED_ACCOUNTS = 100_000
 _REJECTED_CODES = {grpc.StatusCode.INVALID_ARGUMENT}
 
 
@@ -49,7 +51,8 @@ class Ledger:
         self.batch_size = max(1, min(batch_size, MAX_RECORDS_PER_CALL))
         self.reserve_timeout = reserve_timeout
         self.pending: list[billing_pb.LedgerRecord] = []
-        self._spooled: list[Path] = []
+        self._spooled: list[tuple[Path, billing_pb.RecordRequestsRequest | None]] = []
+        self._unlimited: dict[str, float] = {}  # account -> until when it needs no reservation
         self._sequence = itertools.count()
         self._tasks: set[asyncio.Task] = set()
         self._last_warning = 0.0
@@ -64,7 +67,12 @@ class Ledger:
             log.warning(message, extra={"code": exc.code().name})
 
     async def reserve(self, request_id: str, account: str, estimate_nano_usd: int) -> bool:
-        """Reserves the estimate; 402 when Billing refuses. Returns whether a reservation exists."""
+        """Reserves the estimate; 402 when Billing refuses. Returns whether a reservation is held.
+
+        An account Billing called unlimited (remaining -1, nothing held) is not asked
+        again for UNLIMITED_CACHE_SECONDS: a new limit takes effect within that time."""
+        if self._unlimited.get(account, 0.0) > time.monotonic():
+            return False
         request = billing_pb.ReserveSpendRequest(
             request_id=request_id, account=account, estimated_nano_usd=estimate_nano_usd
         )
@@ -79,6 +87,11 @@ class Ledger:
                 f"the spending limit of account {account} is reached; raise it or add credits",
                 code="insufficient_quota",
             )
+        if answer.remaining_nano_usd < 0:
+            if len(self._unlimited) >= MAX_CACHED_ACCOUNTS:
+                self._unlimited.clear()
+            self._unlimited[account] = time.monotonic() + UNLIMITED_CACHE_SECONDS
+            return False
         return True
 
     def release(self, request_id: str) -> None:
@@ -106,7 +119,7 @@ class Ledger:
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         for leftover in self.spool_dir.glob("*.tmp"):
             leftover.unlink()
-        self._spooled = sorted(self.spool_dir.glob("*.batch"))
+        self._spooled = [(path, None) for path in sorted(self.spool_dir.glob("*.batch"))]
         if self._spooled:
             log.info("resending spooled ledger batches", extra={"files": len(self._spooled)})
 
@@ -122,29 +135,36 @@ class Ledger:
         return final
 
     async def spool_pending(self) -> None:
-        """Writes the queued records to spool files (on a worker thread)."""
+        """Writes the queued records to spool files (on a worker thread); keeps them in memory to send."""
         while self.pending:
             chunk, self.pending = self.pending[: self.batch_size], self.pending[self.batch_size :]
-            path = await asyncio.to_thread(self._write, billing_pb.RecordRequestsRequest(records=chunk))
-            self._spooled.append(path)
+            batch = billing_pb.RecordRequestsRequest(records=chunk)
+            self._spooled.append((await asyncio.to_thread(self._write, batch), batch))
 
     async def send_spooled(self) -> bool:
-        """Sends spool files oldest first; False when Billing failed (retry later)."""
-        while self._spooled:
-            path = self._spooled[0]
-            batch = billing_pb.RecordRequestsRequest.FromString(await asyncio.to_thread(path.read_bytes))
-            try:
-                await self.stub.RecordRequests(batch, timeout=SEND_TIMEOUT_SECONDS)
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() not in _REJECTED_CODES:
-                    self._warn("billing unreachable: ledger records stay spooled", exc)
-                    return False
-                log.error("billing rejected a ledger batch; kept aside", extra={"file": path.name})
-                os.replace(path, path.with_suffix(".rejected"))
-            else:
-                path.unlink(missing_ok=True)
-            self._spooled.pop(0)
-        return True
+        """Sends spooled batches oldest first, deleting each acknowledged file; False when
+        Billing failed (retry later)."""
+        done: list[Path] = []
+        try:
+            while self._spooled:
+                path, batch = self._spooled[0]
+                if batch is None:
+                    batch = billing_pb.RecordRequestsRequest.FromString(await asyncio.to_thread(path.read_bytes))
+                try:
+                    await self.stub.RecordRequests(batch, timeout=SEND_TIMEOUT_SECONDS)
+                except grpc.aio.AioRpcError as exc:
+                    if exc.code() not in _REJECTED_CODES:
+                        self._warn("billing unreachable: ledger records stay spooled", exc)
+                        return False
+                    log.error("billing rejected a ledger batch; kept aside", extra={"file": path.name})
+                    await asyncio.to_thread(os.replace, path, path.with_suffix(".rejected"))
+                else:
+                    done.append(path)
+                self._spooled.pop(0)
+            return True
+        finally:
+            if done:
+                await asyncio.to_thread(_unlink_all, done)
 
     async def run(self) -> None:
         """The background sender: spool every flush interval, send with backoff on failure."""
@@ -170,3 +190,8 @@ class Ledger:
                 await asyncio.wait_for(self.send_spooled(), SEND_TIMEOUT_SECONDS)
             except TimeoutError:
                 log.warning("billing slow at stop: ledger records stay spooled for the next start")
+
+
+def _unlink_all(paths: list[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)

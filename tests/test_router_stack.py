@@ -1,0 +1,118 @@
+"""`switchboard up --demo` end to end, and the Router's behaviour when Billing goes away.
+
+A private stack (the launcher's start_stack + the demo hook), because these
+tests stop and restart Billing and change the demo account's limit.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+from PIL import Image
+
+from services.demo import CHAT_MODEL, IMAGE_MODEL, LORA_MODEL, USER, start_demo
+from services.launcher import Stack, UpOptions, free_port, start_stack
+
+CHAT = {"model": CHAT_MODEL, "messages": [{"role": "user", "content": "Hello!"}]}
+
+
+@dataclass
+class Demo:
+    stack: Stack
+    base_url: str
+    token: str
+    lines: str
+
+    def http(self) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, headers={"Authorization": f"Bearer {self.token}"}, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    port = free_port()
+    stack, admin_token, _ = start_stack(UpOptions(port, tmp_path_factory.mktemp("demo"), "", demo=True))
+    try:
+        base_url = f"http://127.0.0.1:{port}"
+        lines = start_demo(stack, base_url, admin_token)
+        token = re.search(r"demo token \(user demo\): (\S+)", lines).group(1)
+        yield Demo(stack, base_url, token, lines)
+    finally:
+        stack.stop()
+
+
+def eventually(check, seconds: float = 60.0):
+    """Polls until check() returns something truthy (the deadline only bounds a failing test)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        result = check()
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(0.1)
+
+
+def test_the_printed_demo_token_gets_a_chat_answer_a_stream_and_an_image(demo) -> None:
+    assert "curl" in demo.lines and demo.token in demo.lines
+    with demo.http() as http:
+        answer = http.post("/v1/chat/completions", json=CHAT)
+        assert answer.status_code == 200 and answer.headers["x-inference-provider"] == "demo"
+        assert answer.json()["model"] == CHAT_MODEL and "Hello!" in answer.json()["choices"][0]["message"]["content"]
+        with http.stream("POST", "/v1/chat/completions", json={**CHAT, "stream": True}) as stream:
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            events = [line for line in stream.iter_lines() if line]
+        assert events[-1] == "data: [DONE]" and len(events) > 3
+        for model in (IMAGE_MODEL, LORA_MODEL):
+            image = http.post(
+                "/v1/images/generations", json={"model": model, "prompt": "a cat", "response_format": "b64_json"}
+            )
+            assert image.status_code == 200, image.text
+            png = base64.b64decode(image.json()["data"][0]["b64_json"])
+            assert Image.open(io.BytesIO(png)).format == "PNG"
+
+
+def test_the_demo_hook_is_idempotent_on_a_running_stack(demo) -> None:
+    admin_token = (demo.stack.data_dir / "admin-token").read_text().strip()
+    lines = start_demo(demo.stack, demo.base_url, admin_token)
+    token = re.search(r"demo token \(user demo\): (\S+)", lines).group(1)
+    answer = httpx.post(f"{demo.base_url}/v1/chat/completions", json=CHAT, headers={"Authorization": f"Bearer {token}"})
+    assert answer.status_code == 200
+
+
+def usage_requests(demo: Demo) -> int:
+    with demo.http() as http:
+        answer = http.get("/v1/billing/usage", params={"account": USER})
+        return answer.json()["requests"] if answer.status_code == 200 else -1
+
+
+def test_answers_keep_flowing_and_no_record_is_lost_while_billing_is_down(demo) -> None:
+    before = eventually(lambda: usage_requests(demo) if usage_requests(demo) >= 0 else None)
+    billing = next(c for c in demo.stack.children if c.name == "billing")
+    billing.process.terminate()
+    billing.process.wait(timeout=30)
+    demo.stack.children.remove(billing)
+    spool = Path(demo.stack.data_dir) / "router-ledger-spool"
+    with demo.http() as http:
+        for _ in range(3):
+            assert http.post("/v1/chat/completions", json=CHAT).status_code == 200
+    assert eventually(lambda: list(spool.glob("*.batch")), 10)
+    billing_port = int(demo.stack.addresses["billing"].rsplit(":", 1)[1])
+    demo.stack.start_service("billing", billing_port, "--registry-address", demo.stack.addresses["registry"])
+    demo.stack.wait_ready()
+    assert eventually(lambda: usage_requests(demo) >= before + 3) and usage_requests(demo) == before + 3
+    assert eventually(lambda: not list(spool.glob("*.batch")), 10)
+
+
+def test_a_reached_spending_limit_is_a_402_insufficient_quota(demo) -> None:
+    with demo.http() as http:
+        limit = http.put(f"/v1/billing/accounts/{USER}/limit", json={"limitNanoUsd": "1"})
+        assert limit.status_code == 200, limit.text
+        refused = eventually(lambda: (r := http.post("/v1/chat/completions", json=CHAT)).status_code == 402 and r, 10)
+        assert refused and orjson.loads(refused.content)["error"]["code"] == "insufficient_quota"

@@ -274,7 +274,11 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["SWITCHBOARD_ADMIN_TOKEN"] = secrets.token_hex(16)
         port = free_port()
         started = time.perf_counter()
-        stack, _, _ = start_stack(UpOptions(port, data_dir, "", demo=False))
+        try:
+            stack, _, _ = start_stack(UpOptions(port, data_dir, "", demo=False))
+        except RuntimeError:
+            print((data_dir / "logs" / "registry.log").read_text()[-5000:], file=sys.stderr)
+            raise
         try:
             ready = time.perf_counter() - started
             registry = next(c for c in stack.children if c.name == "registry")

@@ -25,7 +25,7 @@ WRITE_ROLES = frozenset({"write", "admin"})
 
 def intern_all(values: Iterable[str]) -> tuple[str, ...]:
     """Tags repeat across a million models: share one string object per tag."""
-    return tuple(sys.intern(v) for v in values)
+    return tuple(map(sys.intern, values))
 
 
 class CatalogModel(NamedTuple):

@@ -320,6 +320,18 @@ def test_provider_list_suffixes_and_per_provider_routes(world) -> None:
     assert f"not supported by provider {second}" in unsupported.value.message
 
 
+def test_preferred_follows_the_callers_own_order(world) -> None:
+    model, (first, second) = world.chat_model(world.provider_url, world.provider_url)
+    user = world.unique("pref")
+    world.api.ensure_member(world.org, user)
+    token = world.api.new_token(user)
+    AdminApi(world.stack.base_url, token).call(
+        "PUT", "/v1/settings/provider-preferences", {"providers": [second, first]}
+    )
+    raw = world.openai(token).chat.completions.with_raw_response.create(model=f"{model}:preferred", messages=MESSAGES)
+    assert raw.headers["x-inference-provider"] == second
+
+
 def test_cheapest_follows_the_price_table(world) -> None:
     model, (first, second) = world.chat_model(world.provider_url, world.provider_url)
     for provider, price in ((first, 500), (second, 5)):

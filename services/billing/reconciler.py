@@ -126,7 +126,12 @@ class Reconciler:
             counts.unpriced = await self._age_out()
             await self.db.run(lambda s: ledger.purge_expired_reservations(s, time.time()))
             counts.pending = await self.db.run(ledger.count_pending)
-            log.info("reconciliation pass", extra={"providers": len(due), **vars(counts)})
+            busy = counts.asked or counts.unpriced
+            log.log(
+                logging.INFO if busy else logging.DEBUG,
+                "reconciliation pass",
+                extra={"providers": len(due), **vars(counts)},
+            )
             return counts
 
     async def _age_out(self) -> int:

@@ -29,6 +29,7 @@ from services.registry.validation import (
     check_secret,
     check_task,
     check_url,
+    page_size,
     require,
 )
 
@@ -279,9 +280,7 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
         self, request: admin_pb.ListProvidersRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb.ListProvidersResponse:
         self._admin(context)
-        if request.page_size < 0:
-            raise bad_request("page_size must not be negative", "page_size")
-        size = min(request.page_size or 100, 1000)
+        size = page_size(request.page_size)
 
         def page(session: Session) -> list[ProviderRow]:
             query = select(ProviderRow).where(ProviderRow.id > request.page_token).order_by(ProviderRow.id)

@@ -22,11 +22,9 @@ from services.registry.validation import (
     check_status,
     check_tags,
     check_task,
+    page_size,
     require,
 )
-
-DEFAULT_PAGE_SIZE = 100
-MAX_PAGE_SIZE = 1000
 
 
 def mapping_message(mapping: Mapping) -> registry_pb.ModelMapping:
@@ -61,12 +59,6 @@ def table_entry(mapping: Mapping) -> tuple[str, dict]:
 
 def status_filter(status: str) -> str:
     return check_status(status) if status else ""
-
-
-def page_size(requested: int) -> int:
-    if requested < 0:
-        raise bad_request("page_size must not be negative", "page_size")
-    return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 
 
 class RegistryServicer(registry_grpc.RegistryServiceServicer):

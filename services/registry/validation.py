@@ -156,3 +156,10 @@ def check_model_fits_task(model_id: str, pipeline_tag: str, tags: tuple[str, ...
             "task",
         )
     raise bad_request(f"task {task!r} does not match the pipeline_tag {pipeline_tag!r} of {model_id!r}", "task")
+
+
+def page_size(requested: int, default: int = 100, most: int = 1000) -> int:
+    """A listing's page size: the default when 0, at most `most`."""
+    if requested < 0:
+        raise bad_request("page_size must not be negative", "page_size")
+    return min(requested or default, most)

@@ -10,6 +10,7 @@ import base64
 import io
 import re
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ import orjson
 import pytest
 from PIL import Image
 
-from services.demo import CHAT_MODEL, IMAGE_MODEL, LORA_MODEL, USER, start_demo
+from services.demo import CHAT_MODEL, IMAGE_MODEL, LORA_MODEL, USER, AdminApi, start_demo
 from services.launcher import Stack, UpOptions, free_port, start_stack
 
 CHAT = {"model": CHAT_MODEL, "messages": [{"role": "user", "content": "Hello!"}]}
@@ -92,22 +93,49 @@ def usage_requests(demo: Demo) -> int:
         return answer.json()["requests"] if answer.status_code == 200 else -1
 
 
+def stop_service(demo: Demo, name: str) -> int:
+    """Stops one service of the stack; returns its port."""
+    child = next(c for c in demo.stack.children if c.name == name)
+    child.process.terminate()
+    child.process.wait(timeout=30)
+    demo.stack.children.remove(child)
+    return int(demo.stack.addresses[name].rsplit(":", 1)[1])
+
+
+def start_service(demo: Demo, name: str, port: int, *options: str) -> None:
+    demo.stack.start_service(name, port, *options)
+    demo.stack.wait_ready()
+
+
 def test_answers_keep_flowing_and_no_record_is_lost_while_billing_is_down(demo) -> None:
     before = eventually(lambda: usage_requests(demo) if usage_requests(demo) >= 0 else None)
-    billing = next(c for c in demo.stack.children if c.name == "billing")
-    billing.process.terminate()
-    billing.process.wait(timeout=30)
-    demo.stack.children.remove(billing)
+    port = stop_service(demo, "billing")
     spool = Path(demo.stack.data_dir) / "router-ledger-spool"
     with demo.http() as http:
         for _ in range(3):
             assert http.post("/v1/chat/completions", json=CHAT).status_code == 200
     assert eventually(lambda: list(spool.glob("*.batch")), 10)
-    billing_port = int(demo.stack.addresses["billing"].rsplit(":", 1)[1])
-    demo.stack.start_service("billing", billing_port, "--registry-address", demo.stack.addresses["registry"])
-    demo.stack.wait_ready()
+    start_service(demo, "billing", port, "--registry-address", demo.stack.addresses["registry"])
     assert eventually(lambda: usage_requests(demo) >= before + 3) and usage_requests(demo) == before + 3
     assert eventually(lambda: not list(spool.glob("*.batch")), 10)
+
+
+def test_the_router_follows_a_restarted_registry(demo) -> None:
+    admin = AdminApi(demo.base_url, (demo.stack.data_dir / "admin-token").read_text().strip())
+    name = f"restart-{uuid.uuid4().hex[:6]}"
+    token = admin.new_token(USER, name)
+
+    def chat_status() -> int:
+        answer = httpx.post(
+            f"{demo.base_url}/v1/chat/completions", json=CHAT, headers={"Authorization": f"Bearer {token}"}
+        )
+        return answer.status_code
+
+    assert chat_status() == 200
+    start_service(demo, "registry", stop_service(demo, "registry"))
+    assert eventually(lambda: chat_status() == 200, 30)
+    admin.call("DELETE", f"/admin/v1/users/{USER}/tokens/{name}")
+    assert eventually(lambda: chat_status() == 401, 10)  # the change feed is followed again
 
 
 def test_a_reached_spending_limit_is_a_402_insufficient_quota(demo) -> None:

@@ -138,7 +138,7 @@ def test_provider_errors_keep_their_status_and_message_but_never_credentials_pro
 
 async def test_ledger_keeps_records_spooled_while_billing_is_unreachable(tmp_path) -> None:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{free_port()}") as channel:
-        ledger = Ledger(billing_grpc.LedgerServiceStub(channel), tmp_path, 2, 0.2)
+        ledger = Ledger(billing_grpc.LedgerServiceStub(channel), tmp_path, 2, 0.2, send_timeout=0.2)
         ledger.load_spool()
         assert await ledger.reserve("r0", "acct", 10) is False  # unreachable: proceed, no reservation
         for i in range(5):

@@ -107,7 +107,9 @@ class Directory:
         async def fetch() -> internal_pb.Caller | None:
             try:
                 return await self.registry.AuthenticateToken(
-                    internal_pb.AuthenticateTokenRequest(token=token), timeout=REGISTRY_TIMEOUT_SECONDS
+                    internal_pb.AuthenticateTokenRequest(token=token),
+                    timeout=REGISTRY_TIMEOUT_SECONDS,
+                    wait_for_ready=True,
                 )
             except grpc.aio.AioRpcError as exc:
                 if exc.code() in _INVALID_TOKEN_CODES or exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
@@ -154,7 +156,7 @@ class Directory:
 
     async def _call(self, method: Callable, request: object) -> T:
         try:
-            return await method(request, timeout=REGISTRY_TIMEOUT_SECONDS)
+            return await method(request, timeout=REGISTRY_TIMEOUT_SECONDS, wait_for_ready=True)
         except grpc.aio.AioRpcError as exc:
             raise registry_unavailable(exc) from None
 
@@ -163,7 +165,7 @@ class Directory:
         backoff = 0.1
         while True:
             try:
-                async for change in self.registry.WatchChanges(internal_pb.WatchChangesRequest()):
+                async for change in self.registry.WatchChanges(internal_pb.WatchChangesRequest(), wait_for_ready=True):
                     self.invalidate()
                     self.revision = change.revision
                     self.watching = True

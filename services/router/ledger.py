@@ -44,12 +44,18 @@ class Ledger:
     """Reservations (on the caller's path, bounded by a short deadline) and the record spool (off it)."""
 
     def __init__(
-        self, stub: billing_grpc.LedgerServiceStub, spool_dir: Path, batch_size: int, reserve_timeout: float
+        self,
+        stub: billing_grpc.LedgerServiceStub,
+        spool_dir: Path,
+        batch_size: int,
+        reserve_timeout: float,
+        send_timeout: float = SEND_TIMEOUT_SECONDS,
     ) -> None:
         self.stub = stub
         self.spool_dir = spool_dir
         self.batch_size = max(1, min(batch_size, MAX_RECORDS_PER_CALL))
         self.reserve_timeout = reserve_timeout
+        self.send_timeout = send_timeout
         self.pending: list[billing_pb.LedgerRecord] = []
         self._spooled: list[tuple[Path, billing_pb.RecordRequestsRequest | None]] = []
         self._unlimited: dict[str, float] = {}  # account -> until when it needs no reservation
@@ -103,7 +109,7 @@ class Ledger:
     async def _release(self, request_id: str) -> None:
         try:
             await self.stub.ReleaseReservation(
-                billing_pb.ReleaseReservationRequest(request_id=request_id), timeout=SEND_TIMEOUT_SECONDS
+                billing_pb.ReleaseReservationRequest(request_id=request_id), timeout=self.send_timeout
             )
         except grpc.aio.AioRpcError as exc:
             self._warn("could not release a reservation; Billing expires it", exc)
@@ -151,7 +157,7 @@ class Ledger:
                 if batch is None:
                     batch = billing_pb.RecordRequestsRequest.FromString(await asyncio.to_thread(path.read_bytes))
                 try:
-                    await self.stub.RecordRequests(batch, timeout=SEND_TIMEOUT_SECONDS)
+                    await self.stub.RecordRequests(batch, timeout=self.send_timeout, wait_for_ready=True)
                 except grpc.aio.AioRpcError as exc:
                     if exc.code() not in _REJECTED_CODES:
                         self._warn("billing unreachable: ledger records stay spooled", exc)
@@ -187,7 +193,7 @@ class Ledger:
         await self.spool_pending()
         if self._spooled:
             try:
-                await asyncio.wait_for(self.send_spooled(), SEND_TIMEOUT_SECONDS)
+                await asyncio.wait_for(self.send_spooled(), self.send_timeout)
             except TimeoutError:
                 log.warning("billing slow at stop: ledger records stay spooled for the next start")
 

@@ -131,8 +131,8 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
     def _admin(self, context: grpc.aio.ServicerContext) -> None:
         require_admin(context, self.state.admin_token)
 
-    def _publish(self, kind: int, key: str = "") -> None:
-        self.state.feed.publish(kind, key)
+    async def _publish(self, kind: int, key: str = "") -> None:
+        await self.state.changed(kind, key)
 
     async def _get(self, model: type, key: object, what: str):
         row = await self.state.db.run(lambda s: s.get(model, key))
@@ -166,6 +166,7 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
         row = UserRow(name=check_name(request.user.name, "name"))
         await self.state.write(lambda s: store.insert(s, row), f"user {row.name!r} already exists")
         self.index.user(row.name)
+        await self._publish(internal_pb.CHANGE_KIND_IDENTITY, row.name)
         return await self.GetUser(admin_pb.GetUserRequest(user=row.name), context)
 
     async def GetUser(self, request: admin_pb.GetUserRequest, context: grpc.aio.ServicerContext) -> admin_pb.User:
@@ -192,7 +193,7 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
         row = MembershipRow(org=request.org, user=request.user, role=role)
         await self.state.db.run(lambda s: (s.merge(row), s.commit()))
         self.index.user(request.user).memberships[request.org] = role
-        self._publish(internal_pb.CHANGE_KIND_IDENTITY, request.user)
+        await self._publish(internal_pb.CHANGE_KIND_IDENTITY, request.user)
         return admin_pb.Membership(org=request.org, user=request.user, role=role)
 
     async def DeleteMembership(
@@ -208,7 +209,7 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
             message = f"user {request.user!r} is not a member of org {request.org!r}"
             raise not_found(message, code="membership_not_found")
         self.index.user(request.user).memberships.pop(request.org, None)
-        self._publish(internal_pb.CHANGE_KIND_IDENTITY, request.user)
+        await self._publish(internal_pb.CHANGE_KIND_IDENTITY, request.user)
         return Empty()
 
     # tokens
@@ -225,6 +226,7 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
             lambda s: store.insert(s, row), f"user {request.user!r} already has a token named {name!r}"
         )
         self.index.tokens[row.token_hash] = request.user
+        await self._publish(internal_pb.CHANGE_KIND_IDENTITY, request.user)
         return admin_pb.CreateTokenResponse(name=name, token=token)
 
     async def DeleteToken(self, request: admin_pb.DeleteTokenRequest, context: grpc.aio.ServicerContext) -> Empty:
@@ -244,7 +246,7 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
         if token_hash is None:
             raise not_found(f"user {request.user!r} has no token named {request.name!r}", code="token_not_found")
         self.index.tokens.pop(token_hash, None)
-        self._publish(internal_pb.CHANGE_KIND_IDENTITY, request.user)
+        await self._publish(internal_pb.CHANGE_KIND_IDENTITY, request.user)
         return Empty()
 
     # providers
@@ -261,7 +263,7 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
         apply_provider_fields(row, provider, set(UPDATABLE))
         await self.state.write(lambda s: store.insert(s, row), f"provider {row.id!r} already exists")
         self.index.put_provider(ProviderEntry(row.id, row.org, row.default_rank))
-        self._publish(internal_pb.CHANGE_KIND_PROVIDER, row.id)
+        await self._publish(internal_pb.CHANGE_KIND_PROVIDER, row.id)
         log.info("provider created", extra={"provider": row.id, "org": row.org})
         return provider_message(row)
 
@@ -307,7 +309,7 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
         apply_provider_fields(row, provider, fields)
         await self.state.db.run(lambda s: (s.merge(row), s.commit()))
         self.index.put_provider(ProviderEntry(row.id, row.org, row.default_rank))
-        self._publish(internal_pb.CHANGE_KIND_PROVIDER, row.id)
+        await self._publish(internal_pb.CHANGE_KIND_PROVIDER, row.id)
         log.info("provider updated", extra={"provider": row.id, "fields": sorted(fields)})
         return provider_message(row)
 
@@ -327,8 +329,8 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
         if not await self.state.db.run(lambda s: store.delete_provider(s, request.provider)):
             raise not_found(f"provider {request.provider!r} does not exist", code="provider_not_found")
         self.index.remove_provider(request.provider)
-        self._publish(internal_pb.CHANGE_KIND_PROVIDER, request.provider)
-        self._publish(internal_pb.CHANGE_KIND_MAPPING, request.provider)
+        await self._publish(internal_pb.CHANGE_KIND_PROVIDER, request.provider)
+        await self._publish(internal_pb.CHANGE_KIND_MAPPING, request.provider)
         return Empty()
 
     async def UpdateProviderPrices(
@@ -345,7 +347,7 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
             store.insert(session, *rows)
 
         await self.state.db.run(replace)
-        self._publish(internal_pb.CHANGE_KIND_PROVIDER, request.provider)
+        await self._publish(internal_pb.CHANGE_KIND_PROVIDER, request.provider)
         return admin_pb.ProviderPrices(provider=request.provider, prices=[price_message(r) for r in rows])
 
     @staticmethod
@@ -382,7 +384,7 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
             await self.state.db.run(lambda s: store.upsert_models(s, list(rows.values())))
         for model in request.models:
             self.index.put_model(model.id, model.pipeline_tag, model.tags, model.adapter_weights_path)
-        self._publish(internal_pb.CHANGE_KIND_MODEL, request.models[0].id if len(rows) == 1 else "")
+        await self._publish(internal_pb.CHANGE_KIND_MODEL, "\n".join(rows))
         return admin_pb.BatchUpsertModelsResponse(upserted_count=len(rows))
 
     async def GetModel(self, request: admin_pb.GetModelRequest, context: grpc.aio.ServicerContext) -> admin_pb.Model:

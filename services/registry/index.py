@@ -132,6 +132,7 @@ class RegistryIndex:
         self._tag_filters: dict[str, dict[str, list[Mapping]]] = {}  # task -> key tag -> filters
         self._filter_tag_counts: Counter[str] = Counter()
         self._order_keys: dict[str, tuple[int, str]] = {}  # provider -> default order key
+        self.loaded_revision = 0  # the newest change-log revision when loaded from the database
 
     # catalog
 
@@ -196,7 +197,22 @@ class RegistryIndex:
         """Tasks a model may resolve for: its model mappings' and every tag-filter task."""
         return {m.task for m in self._by_model.get(model_id, ())} | set(self._tag_filters)
 
+    def replace_provider_mappings(self, provider_id: str, mappings: Iterable[Mapping]) -> None:
+        for mapping in list(self.provider_mappings.get(provider_id, {}).values()):
+            self.remove_mapping(mapping.id)
+        for mapping in mappings:
+            self.add_mapping(mapping)
+
     # identity
+
+    def replace_user(self, user: str, entry: UserEntry | None, token_hashes: Iterable[str]) -> None:
+        """The user's roles, preference and tokens as the database has them now."""
+        self.remove_tokens_of(user)
+        if entry is None:
+            self.users.pop(user, None)
+            return
+        self.users[user] = entry
+        self.tokens.update(dict.fromkeys(token_hashes, user))
 
     def user(self, name: str) -> UserEntry:
         return self.users.setdefault(name, UserEntry())

@@ -110,7 +110,7 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
 
         await self.state.write(create, message, code="mapping_exists")
         self.index.add_mapping(mapping)
-        self.state.feed.publish(internal_pb.CHANGE_KIND_MAPPING, mapping.provider)
+        await self.state.changed(internal_pb.CHANGE_KIND_MAPPING, mapping.provider)
         return mapping_message(mapping)
 
     def _new_mapping(self, request: registry_pb.CreateModelMappingRequest) -> Mapping:
@@ -166,7 +166,7 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
         mapping = self._mapping(request.provider, request.mapping_id)
         await self.state.db.run(lambda s: store.delete_rows(s, MappingRow, MappingRow.id == mapping.id))
         self.index.remove_mapping(mapping.id)
-        self.state.feed.publish(internal_pb.CHANGE_KIND_MAPPING, mapping.provider)
+        await self.state.changed(internal_pb.CHANGE_KIND_MAPPING, mapping.provider)
         return Empty()
 
     async def UpdateModelMappingStatus(
@@ -177,7 +177,7 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
         status = check_status(request.status)
         await self.state.db.run(lambda s: store.set_mapping_status(s, mapping.id, status))
         mapping.set_status(status)
-        self.state.feed.publish(internal_pb.CHANGE_KIND_MAPPING, mapping.provider)
+        await self.state.changed(internal_pb.CHANGE_KIND_MAPPING, mapping.provider)
         return mapping_message(mapping)
 
     async def GetProviderMappingTable(
@@ -234,5 +234,5 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
 
         await self.state.db.run(save)
         self.index.user(user).preferred_providers = tuple(providers)
-        self.state.feed.publish(internal_pb.CHANGE_KIND_IDENTITY, user)
+        await self.state.changed(internal_pb.CHANGE_KIND_IDENTITY, user)
         return registry_pb.ProviderPreferences(user=user, providers=providers)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import time
@@ -21,6 +22,7 @@ from services.registry.changes import ChangeFeed
 from services.registry.config import RegistrySettings
 from services.registry.internal import InternalServicer
 from services.registry.partners import RegistryServicer
+from services.registry.replicas import ReplicaFollower
 from services.registry.state import RegistryState
 from services.registry.store import load_index
 
@@ -67,8 +69,10 @@ async def serve(settings: RegistrySettings) -> None:
         },
     )
     state = RegistryState(db, index, ChangeFeed(), settings.admin_token.get_secret_value())
+    follower = asyncio.create_task(ReplicaFollower(state).run())
 
     async def close() -> None:
+        follower.cancel()
         db.close()
 
     await run_service("registry", settings, registrations(state), on_stop=close)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import grpc
@@ -15,8 +16,10 @@ from sqlmodel import Session
 from services.common.auth import bearer_token, is_admin_token
 from services.common.db import Database
 from services.common.errors import ApiError
+from services.registry import store
 from services.registry.changes import ChangeFeed
 from services.registry.index import RegistryIndex
+from services.registry.storage import ChangeRow
 
 T = TypeVar("T")
 TOKEN_PREFIX = "sb-"
@@ -31,6 +34,11 @@ def new_token() -> str:
     return TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
+def feed_key(key: str) -> str:
+    """A change's key as watchers see it: a catalog batch of several models has none."""
+    return "" if "\n" in key else key
+
+
 def invalid_token() -> ApiError:
     return ApiError(401, "invalid API token", code="invalid_api_key")
 
@@ -43,6 +51,13 @@ class RegistryState:
     index: RegistryIndex
     feed: ChangeFeed
     admin_token: str
+    origin: str = field(default_factory=lambda: uuid.uuid4().hex)  # this replica, in the change log
+
+    async def changed(self, kind: int, key: str = "") -> None:
+        """Tells this replica's watchers, and the other replicas through the change log."""
+        self.feed.publish(kind, feed_key(key))
+        change = ChangeRow(origin=self.origin, kind=kind, key=key)
+        await self.db.run(lambda session: store.insert(session, change))
 
     def user_of_token(self, token: str) -> str | None:
         """The token's user; None for the admin token; 401 for anything else."""

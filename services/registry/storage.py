@@ -110,4 +110,18 @@ class MappingRow(SQLModel, table=True):
     create_time: datetime = Field(default_factory=utcnow)
 
 
+class ChangeRow(SQLModel, table=True):
+    """One committed write, for the other Registry replicas to apply to their index.
+
+    key: a provider id, a user name, or the model ids of a catalog batch (one a line).
+    """
+
+    __tablename__ = "changes"
+    revision: int | None = Field(default=None, primary_key=True)
+    origin: str
+    kind: int
+    key: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    create_time: datetime = Field(default_factory=utcnow, index=True)
+
+
 metadata = SQLModel.metadata

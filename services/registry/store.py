@@ -17,7 +17,15 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from services.registry.index import CatalogModel, Mapping, ProviderEntry, RegistryIndex, UserEntry
-from services.registry.storage import MappingRow, ModelRow, ProviderRow
+from services.registry.storage import (
+    ChangeRow,
+    MappingRow,
+    MembershipRow,
+    ModelRow,
+    ProviderRow,
+    TokenRow,
+    UserRow,
+)
 
 LOAD_BATCH = 50_000
 
@@ -32,6 +40,9 @@ def load_index(engine: Engine) -> RegistryIndex:
     connection = engine.raw_connection()
     try:
         cursor = connection.cursor()
+        # read first: a change committed while loading is applied again later, harmlessly
+        cursor.execute("SELECT COALESCE(MAX(revision), 0) FROM changes")
+        index.loaded_revision = cursor.fetchone()[0]
         _load_catalog(index, cursor)
         cursor.execute("SELECT id, org, default_rank FROM providers")
         for row in cursor.fetchall():
@@ -159,3 +170,41 @@ def delete_provider(session: Session, provider_id: str) -> bool:
     deleted = session.execute(delete(ProviderRow).where(ProviderRow.id == provider_id)).rowcount
     session.commit()
     return bool(deleted)
+
+
+# What another replica's change needs re-read (see services/registry/replicas.py).
+
+
+def changes_since(session: Session, revision: int, limit: int = 1000) -> list[tuple[int, str, int, str]]:
+    query = select(ChangeRow.revision, ChangeRow.origin, ChangeRow.kind, ChangeRow.key)
+    return list(session.exec(query.where(ChangeRow.revision > revision).order_by(ChangeRow.revision).limit(limit)))
+
+
+def prune_changes(session: Session, before: datetime) -> int:
+    return delete_rows(session, ChangeRow, ChangeRow.create_time < before)
+
+
+def provider_entry(session: Session, provider_id: str) -> ProviderEntry | None:
+    row = session.get(ProviderRow, provider_id)
+    return ProviderEntry(row.id, row.org, row.default_rank) if row else None
+
+
+def provider_mappings(session: Session, provider_id: str) -> list[Mapping]:
+    query = text(f"SELECT {MAPPING_COLUMNS} FROM mappings WHERE provider = :p ORDER BY seq")
+    return [mapping_from_values(*row) for row in session.execute(query, {"p": provider_id})]
+
+
+def user_identity(session: Session, user: str) -> tuple[UserEntry | None, list[str]]:
+    """The user's roles and preference (None when gone), and their token digests."""
+    row = session.get(UserRow, user)
+    if row is None:
+        return None, []
+    entry = UserEntry(preferred_providers=tuple(orjson.loads(row.preferred_providers)))
+    for membership in session.exec(select(MembershipRow).where(MembershipRow.user == user)):
+        entry.memberships[membership.org] = membership.role
+    return entry, list(session.exec(select(TokenRow.token_hash).where(TokenRow.user == user)))
+
+
+def catalog_rows(session: Session, model_ids: list[str]) -> list[tuple[str, str, list[str], str]]:
+    query = select(ModelRow).where(ModelRow.id.in_(model_ids))
+    return [(m.id, m.pipeline_tag, orjson.loads(m.tags), m.adapter_weights_path) for m in session.exec(query)]

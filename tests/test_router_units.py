@@ -21,7 +21,8 @@ from services.router.upstream import DONE, Usage, provider_error, sse_event
 
 
 def entry(name: str, rank: int = 0, prices: dict[str, Price] | None = None) -> ProviderEntry:
-    return ProviderEntry(name, f"http://{name}", "Bearer k", "Inference-Id", ("conversational",), rank, prices or {})
+    headers = {"Authorization": "Bearer k"}
+    return ProviderEntry(name, f"http://{name}", headers, "Inference-Id", ("conversational",), rank, prices or {})
 
 
 KNOWN = {name: entry(name, rank) for rank, name in enumerate(["alpha", "beta", "gamma"])}

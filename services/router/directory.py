@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -31,19 +32,23 @@ DEFAULT_REQUEST_ID_HEADER = "Inference-Id"
 _INVALID_TOKEN_CODES = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED}
 
 T = TypeVar("T")
+_METADATA_KEY = re.compile(r"[a-z0-9][a-z0-9_.-]*")
 
 
 @dataclass(frozen=True)
 class ProviderEntry:
-    """A provider as the hot path needs it; the Authorization header is built once."""
+    """A provider as the hot path needs it; its request headers (with the key) are built once."""
 
     id: str
     base_url: str
-    authorization: str = field(repr=False)
+    headers: dict[str, str] = field(repr=False)
     request_id_header: str
     tasks: tuple[str, ...]
     default_rank: int
     prices: dict[str, Price]
+
+    # The request id header as a gRPC metadata key (Envoy passes it on as that HTTP header).
+    request_id_metadata_key: str = DEFAULT_REQUEST_ID_HEADER.lower()
 
     @classmethod
     def from_config(cls, config: internal_pb.ProviderConfig) -> ProviderEntry:
@@ -54,14 +59,20 @@ class ProviderEntry:
             )
             for price in config.prices
         }
+        header = p.request_id_header or DEFAULT_REQUEST_ID_HEADER
+        key = header.lower() if _METADATA_KEY.fullmatch(header.lower()) else DEFAULT_REQUEST_ID_HEADER.lower()
         return cls(
             id=p.id,
             base_url=p.base_url.rstrip("/"),
-            authorization=f"Bearer {p.api_key}" if p.api_key else "",
-            request_id_header=p.request_id_header or DEFAULT_REQUEST_ID_HEADER,
+            headers={
+                "Content-Type": "application/json",
+                **({"Authorization": f"Bearer {p.api_key}"} if p.api_key else {}),
+            },
+            request_id_header=header,
             tasks=tuple(p.tasks),
             default_rank=p.default_rank,
             prices=prices,
+            request_id_metadata_key=key,
         )
 
 

@@ -211,8 +211,9 @@ class RouterServicer(router_grpc.RouterServiceServicer):
                 self.ledger.release(call.request_id)
             raise
         metadata = [("x-inference-provider", opened.route.provider.id), ("x-request-id", call.request_id)]
-        if opened.provider_request_id:
-            metadata.append((opened.route.provider.request_id_header.lower(), opened.provider_request_id))
+        provider_request_id = opened.provider_request_id
+        if provider_request_id and provider_request_id.isascii() and provider_request_id.isprintable():
+            metadata.append((opened.route.provider.request_id_metadata_key, provider_request_id))
         await context.send_initial_metadata(metadata)
         return opened
 

@@ -164,15 +164,14 @@ class Upstreams:
             budget = min(budget, remaining / routes_left)
             if remaining <= 0:
                 raise ApiError(504, "the request's deadline passed before a provider answered", code="timeout")
-        headers = {"Content-Type": "application/json"}
-        if route.provider.authorization:
-            headers["Authorization"] = route.provider.authorization
         body = self._encode(route, payload)
         sent_at = time.monotonic()
         response = None
         try:
             async with asyncio.timeout(budget):
-                response = await self.session.post(route.provider.base_url + path, data=body, headers=headers)
+                response = await self.session.post(
+                    route.provider.base_url + path, data=body, headers=route.provider.headers
+                )
                 if response.status != 200:
                     data = await response.read()
                     response.release()

@@ -143,9 +143,11 @@ class Ledger:
     async def spool_pending(self) -> None:
         """Writes the queued records to spool files (on a worker thread); keeps them in memory to send."""
         while self.pending:
-            chunk, self.pending = self.pending[: self.batch_size], self.pending[self.batch_size :]
+            chunk = self.pending[: self.batch_size]
             batch = billing_pb.RecordRequestsRequest(records=chunk)
-            self._spooled.append((await asyncio.to_thread(self._write, batch), batch))
+            path = await asyncio.to_thread(self._write, batch)
+            del self.pending[: len(chunk)]  # only once on disk; new records were appended meanwhile
+            self._spooled.append((path, batch))
 
     async def send_spooled(self) -> bool:
         """Sends spooled batches oldest first, deleting each acknowledged file; False when
@@ -179,14 +181,25 @@ class Ledger:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), FLUSH_INTERVAL_SECONDS)
             self._wake.clear()
-            await self.spool_pending()
-            if self._retry_delay and time.monotonic() < self._retry_at:
-                continue
-            if await self.send_spooled():
-                self._retry_delay = 0.0
-            else:
-                self._retry_delay = min(RETRY_MAX_SECONDS, max(0.2, self._retry_delay * 2))
-                self._retry_at = time.monotonic() + self._retry_delay
+            try:
+                await self._flush()
+            except OSError:  # e.g. a full disk: records stay queued in memory, tried again
+                log.exception("cannot write the ledger spool")
+                self._back_off()
+                await asyncio.sleep(self._retry_delay)
+
+    async def _flush(self) -> None:
+        await self.spool_pending()
+        if self._retry_delay and time.monotonic() < self._retry_at:
+            return
+        if await self.send_spooled():
+            self._retry_delay = 0.0
+        else:
+            self._back_off()
+
+    def _back_off(self) -> None:
+        self._retry_delay = min(RETRY_MAX_SECONDS, max(0.2, self._retry_delay * 2))
+        self._retry_at = time.monotonic() + self._retry_delay
 
     async def close(self) -> None:
         """On stop: nothing queued stays only in memory; one last send attempt."""

@@ -67,6 +67,12 @@ def template_batch(size: int) -> billing_pb.RecordRequestsRequest:
     return batch
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process used so far: a figure the machine's other load does not inflate."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def provider_request_id(run: str, index: int) -> str:
     return f"ref-{run}-{index:09d}"
 
@@ -169,20 +175,28 @@ def main(argv: list[str] | None = None) -> int:
         stack, base_url, admin_token = start(Path(tmp), args.cost_batch, args.cost_concurrency)
         try:
             register_reference_provider(stack, base_url, admin_token)
+            billing = next(c.process.pid for c in stack.children if c.name == "billing")
+            cpu_before = cpu_seconds(billing)
             rate = asyncio.run(ingest(stack.addresses["billing"], run, args.requests, args.batch, args.in_flight))
+            ingest_cpu = cpu_seconds(billing) - cpu_before
             print(f"ledger ingestion: {rate:,.0f} records/s durably stored ({args.requests:,} records, "
-                  f"batches of {args.batch:,}, {args.in_flight} in flight; goal >= 20,000/s)", flush=True)  # fmt: skip
+                  f"batches of {args.batch:,}, {args.in_flight} in flight; goal >= 20,000/s); "
+                  f"Billing used {ingest_cpu:.1f} CPU-s = {args.requests / ingest_cpu:,.0f} records per CPU-second",
+                  flush=True)  # fmt: skip
+            cpu_before = cpu_seconds(billing)
             started = time.perf_counter()
             counts = call(base_url, admin_token, "POST", "/admin/v1/billing:reconcile", {})
             seconds = time.perf_counter() - started
+            reconcile_cpu = cpu_seconds(billing) - cpu_before
             query = urllib.parse.urlencode({"account": ACCOUNT})
             usage = call(base_url, admin_token, "GET", f"/v1/billing/usage?{query}")
         finally:
             stack.stop()
     print(f"reconciliation: {args.requests:,} pending requests settled in {seconds:.1f} s "
           f"({args.requests / seconds:,.0f}/s; batches of {args.cost_batch:,}, {args.cost_concurrency} in flight; "
-          f"goal <= 60 s)", flush=True)  # fmt: skip
+          f"goal <= 60 s); Billing used {reconcile_cpu:.1f} CPU-s", flush=True)  # fmt: skip
     print(f"  pass: {counts}", flush=True)
+    print(f"  machine load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
     oracle = State(Knobs())
     expected = sum(oracle.cost_of(provider_request_id(run, i)) for i in range(args.requests))
     exact = (usage["requests"], usage["settledNanoUsd"], usage["pendingNanoUsd"]) == (args.requests, expected, 0)

@@ -156,3 +156,21 @@ def test_billing_calls_need_a_token_and_admin_calls_the_admin_token(stack) -> No
         answer = http.put("/v1/billing/accounts/x/limit", json={"limitNanoUsd": -1})
         assert answer.status_code == 400
         assert answer.json()["error"]["param"] == "limitNanoUsd"
+
+
+def test_usage_over_grpc_through_envoy(stack) -> None:
+    account = unique("user")
+    with stack.channel("billing") as channel:
+        ledger_stub(channel).RecordRequests(
+            billing_pb.RecordRequestsRequest(records=[record(account, estimate=42)]), timeout=10
+        )
+    with stack.channel("envoy") as channel:
+        report = billing_grpc.BillingServiceStub(channel).GetUsage(
+            billing_pb.GetUsageRequest(account=account),
+            metadata=[("authorization", f"Bearer {stack.admin_token}")],
+            timeout=10,
+        )
+        with pytest.raises(grpc.RpcError) as error:
+            billing_grpc.BillingServiceStub(channel).GetUsage(billing_pb.GetUsageRequest(account=account), timeout=10)
+    assert (report.requests, report.pending_nano_usd, report.by_model[0].model) == (1, 42, "org/model")
+    assert error.value.code() == grpc.StatusCode.UNAUTHENTICATED

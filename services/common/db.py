@@ -28,12 +28,16 @@ def _tune_sqlite(dbapi_connection, _record) -> None:
 
 
 def make_engine(url: str) -> Engine:
-    """An engine for the URL; SQLite connections get WAL and a busy timeout."""
+    """An engine for the URL; SQLite connections get WAL and a busy timeout.
+
+    hide_parameters: a database error's message never carries the statement's
+    values (provider API keys, billing authorizations) into a log.
+    """
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 5})
+        engine = create_engine(url, hide_parameters=True, connect_args={"check_same_thread": False, "timeout": 5})
         event.listen(engine, "connect", _tune_sqlite)
         return engine
-    return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    return create_engine(url, hide_parameters=True, pool_size=10, max_overflow=10, pool_pre_ping=True)
 
 
 def migrate(url: str, migrations_dir: Path) -> None:

@@ -12,13 +12,25 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
+# Every provider secret the tests registered: no answer checked by ok() or
+# error_of(), and no log of the stack, may ever contain one.
+ALL_SECRETS: list[str] = []
+
+
+def assert_no_secret(text: str) -> None:
+    leaked = [secret for secret in ALL_SECRETS if secret in text]
+    assert not leaked, "a provider secret was echoed"
+
+
 def ok(answer: httpx.Response, status: int = 200) -> dict:
+    assert_no_secret(answer.text + str(answer.headers))
     assert answer.status_code == status, answer.text
     return answer.json()
 
 
 def error_of(answer: httpx.Response, status: int) -> dict:
     """The OpenAI-shaped error of an answer with this status."""
+    assert_no_secret(answer.text + str(answer.headers))
     assert answer.status_code == status, answer.text
     error = answer.json()["error"]
     assert set(error) == {"message", "type", "param", "code"}
@@ -53,6 +65,7 @@ def build_world(admin: httpx.Client) -> World:
     provider = unique("prov")
     api_key = "sk-secret-" + uuid.uuid4().hex
     billing_authorization = "Bearer billing-secret-" + uuid.uuid4().hex
+    ALL_SECRETS.extend([api_key, billing_authorization])  # before the call that sends them
     ok(
         admin.post(
             "/admin/v1/providers",

@@ -8,7 +8,7 @@ import time
 
 import grpc
 import pytest
-from registry_helpers import World, build_world, create_user, error_of, ok, unique
+from registry_helpers import World, assert_no_secret, build_world, create_user, error_of, ok, unique
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 from switchboard.registry.v1 import internal_service_pb2_grpc as internal_grpc
 from switchboard.registry.v1 import registry_service_pb2 as registry_pb
@@ -245,6 +245,7 @@ def test_secrets_never_appear_in_answers_or_logs(stack) -> None:
         answers.append(http.get(f"/api/partners/{world.provider}/models"))
     assert [a.status_code for a in answers] == [200, 200, 200, 400, 400, 409, 200]
     logs = stack.logs()
+    assert_no_secret(logs)  # every secret of every test so far
     for secret in [*world.secrets, world.secrets[0] + "-new"]:
         for answer in answers:
             assert secret not in answer.text

@@ -26,7 +26,13 @@ TOKEN_PREFIX = "sb-"
 
 
 def hash_token(token: str) -> str:
-    """Tokens are stored and looked up as their SHA-256 digest only."""
+    """Tokens are stored and looked up as their SHA-256 digest only.
+
+    The lookup compares digests, never the token: how long it takes says
+    nothing about how close a guess came to a stored token (finding a token
+    for a digest prefix is a preimage search). The admin token, which is kept
+    as is, is compared with hmac.compare_digest.
+    """
     return hashlib.sha256(token.encode()).hexdigest()
 
 

@@ -105,7 +105,7 @@ def start_demo(stack: Stack, base_url: str, admin_token: str) -> str:
     provider_url = f"http://127.0.0.1:{port}"
     stack.start(
         "reference_provider",
-        reference_provider_argv(port, "--api-key", api_key, "--billing-token", billing_token),
+        reference_provider_argv(port, f"--api-key={api_key}", f"--billing-token={billing_token}"),
         http_ok(f"{provider_url}/health"),
     )
     stack.wait_ready()

@@ -14,6 +14,20 @@ import httpx
 from aiohttp import web
 from switchboard.billing.v1 import billing_service_pb2 as billing_pb
 
+from services.billing.server import MIGRATIONS
+from services.common.db import Database, migrate
+
+
+@contextmanager
+def ledger_database(url: str) -> Iterator[Database]:
+    """Billing's database at url, migrated to the newest schema; closed afterwards."""
+    migrate(url, MIGRATIONS)
+    database = Database(url)
+    try:
+        yield database
+    finally:
+        database.close()
+
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"

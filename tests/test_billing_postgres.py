@@ -6,26 +6,22 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
 from postgres import postgres_cluster
-from test_billing_helpers import record, unique
+from test_billing_helpers import ledger_database, record, unique
 
 from services.billing import ledger
-from services.billing.server import MIGRATIONS
 from services.billing.servicer import ledger_row
-from services.common.db import Database, migrate
+from services.common.db import Database
 
 
 @pytest.fixture(scope="module")
-async def pg_db() -> AsyncIterator[Database]:
-    with postgres_cluster() as url:
-        migrate(url, MIGRATIONS)
-        database = Database(url)
+def pg_db() -> Iterator[Database]:
+    with postgres_cluster() as url, ledger_database(url) as database:
         yield database
-        database.close()
 
 
 async def test_fifty_concurrent_reservations_on_postgres(pg_db: Database) -> None:

@@ -6,31 +6,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 import pytest
-from test_billing_helpers import GARBAGE, VALID, CostApiStub, garbage_answer, record, unique
+from test_billing_helpers import GARBAGE, VALID, CostApiStub, garbage_answer, ledger_database, record, unique
 
 from services.billing import ledger
 from services.billing.reconciler import CostApi, Reconciler, ReconcilerSettings
-from services.billing.server import MIGRATIONS
 from services.billing.servicer import ledger_row
 from services.billing.storage import PENDING, SETTLED, UNPRICED, LedgerEntry
-from services.common.db import Database, migrate
+from services.common.db import Database
 
 SECRET = "Bearer cost-api-secret-" + "x" * 8
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    url = f"sqlite:///{tmp_path / 'billing.db'}"
-    migrate(url, MIGRATIONS)
-    database = Database(url)
-    yield database
-    database.close()
+def db(tmp_path: Path) -> Iterator[Database]:
+    with ledger_database(f"sqlite:///{tmp_path / 'billing.db'}") as database:
+        yield database
 
 
 async def store(db: Database, records: list) -> None:

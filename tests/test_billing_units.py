@@ -2,27 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from test_billing_helpers import ledger_database
 
 from services.billing import ledger
 from services.billing.costs import InvalidCostAnswer, parse_cost_answer
-from services.billing.server import MIGRATIONS
 from services.billing.servicer import parse_period
-from services.common.db import Database, migrate
+from services.common.db import Database
 from services.common.errors import ApiError
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    url = f"sqlite:///{tmp_path / 'billing.db'}"
-    migrate(url, MIGRATIONS)
-    database = Database(url)
-    yield database
-    database.close()
+def db(tmp_path: Path) -> Iterator[Database]:
+    with ledger_database(f"sqlite:///{tmp_path / 'billing.db'}") as database:
+        yield database
 
 
 def test_month_bounds_cross_the_year() -> None:

@@ -21,7 +21,7 @@ from services.router.upstream import DONE, Usage, provider_error, sse_event
 
 
 def entry(name: str, rank: int = 0, prices: dict[str, Price] | None = None) -> ProviderEntry:
-    headers = {"Authorization": "Bearer k"}
+    headers = {"Authorization": "Bearer sk-secret-1"}
     return ProviderEntry(name, f"http://{name}", headers, "Inference-Id", ("conversational",), rank, prices or {})
 
 
@@ -135,6 +135,8 @@ def test_provider_errors_keep_their_status_and_message_but_never_credentials_pro
     error = provider_error(route, 422, body)
     assert (error.http_status, error.param) == (422, "temperature") and "bad temperature" in error.message
     assert provider_error(route, 401, b"{}").http_status == 502
+    echoed = provider_error(route, 400, orjson.dumps({"error": {"message": "bad key sk-secret-1"}}))
+    assert echoed.message == "provider alpha: bad key [redacted]"
 
 
 async def test_ledger_keeps_records_spooled_while_billing_is_unreachable(tmp_path) -> None:

@@ -80,6 +80,9 @@ def provider_error(route: Route, status: int, data: bytes) -> ApiError:
     except (orjson.JSONDecodeError, AttributeError):
         message = data[:MAX_ERROR_MESSAGE].decode(errors="replace")
     name = route.provider.id
+    secret = route.provider.headers.get("Authorization", "").removeprefix("Bearer ")
+    if secret and secret in message:  # a provider echoing the key it got must not show it to callers
+        message = message.replace(secret, "[redacted]")
     if status in (401, 403):
         return ApiError(502, f"provider {name} refused Switchboard's credentials", code="upstream_auth_error")
     if status not in PASSED_THROUGH_STATUSES:

@@ -162,9 +162,11 @@ class Upstreams:
         """One candidate. Under a caller's deadline, each remaining candidate gets an equal share of it."""
         assert self.session is not None
         budget = self.attempt_timeout
+        bounded_by_deadline = False  # whether running out of time ends the whole call
         if deadline is not None:
             remaining = deadline - time.monotonic()
             budget = min(budget, remaining / routes_left)
+            bounded_by_deadline = routes_left == 1 and remaining <= self.attempt_timeout
             if remaining <= 0:
                 raise ApiError(504, "the request's deadline passed before a provider answered", code="timeout")
         body = self._encode(route, payload)
@@ -192,7 +194,7 @@ class Upstreams:
                 data = await response.read()
                 return Opened(route, provider_request_id, sent_at, time.monotonic(), data)
         except TimeoutError:
-            if deadline is not None and time.monotonic() >= deadline:
+            if bounded_by_deadline:
                 raise ApiError(
                     504, "the request's deadline passed before a provider answered", code="timeout"
                 ) from None

@@ -156,3 +156,20 @@ async def test_ledger_keeps_records_spooled_while_billing_is_unreachable(tmp_pat
         restarted = Ledger(billing_grpc.LedgerServiceStub(channel), tmp_path, 2, 0.2)
         restarted.load_spool()  # a new process picks up what the last one could not send
         assert [path for path, _ in restarted._spooled] == files
+
+
+async def test_ledger_records_survive_a_router_crash_before_their_flush(tmp_path) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{free_port()}") as channel:
+        crashed = Ledger(billing_grpc.LedgerServiceStub(channel), tmp_path, 100, 0.2)
+        crashed.load_spool()
+        for i in range(3):
+            crashed.record(billing_pb.LedgerRecord(request_id=f"c{i}", provider="alpha"))
+        # the process dies here: no flush, no close; only the journal holds the records
+        restarted = Ledger(billing_grpc.LedgerServiceStub(channel), tmp_path, 100, 0.2)
+        restarted.load_spool()
+        assert [r.request_id for r in restarted.pending] == ["c0", "c1", "c2"]
+        restarted.record(billing_pb.LedgerRecord(request_id="c3", provider="alpha"))
+        await restarted.spool_pending()
+    batches = [billing_pb.RecordRequestsRequest.FromString(f.read_bytes()) for f in sorted(tmp_path.glob("*.batch"))]
+    assert [r.request_id for b in batches for r in b.records] == ["c0", "c1", "c2", "c3"]
+    assert list(tmp_path.glob("*.sealed")) == []

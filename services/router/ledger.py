@@ -1,12 +1,14 @@
 """The Router's side of Billing: reservations before a provider call, and ledger
 records after it, through a local spool that loses nothing when Billing is down.
 
-Records are kept in memory for at most one flush interval (~100 ms), then written
-to a spool file (fsync'd) under the data directory by a background task; the
-spool files are sent to Billing with RecordRequests, oldest first, and deleted
-once Billing acknowledged them (Billing dedupes by request id, so a batch sent
-twice is harmless). Files left by a previous run are sent on start. The caller
-never waits for any of this.
+Each record is appended to a journal file the moment the provider answered (a
+page-cache write, no fsync: it survives a crash of the Router process). Every
+flush interval (~100 ms) a background task seals the journal, writes its
+records to a spool file (fsync'd) and deletes the sealed journal; spool files
+are sent to Billing with RecordRequests, oldest first, and deleted once Billing
+acknowledged them (Billing dedupes by request id, so a record sent twice is
+harmless). Journals and spool files left by a previous run are picked up on
+start. The caller never waits for any of this.
 
 Reservations: when Billing cannot be reached the request proceeds (availability
 before strict limits) and a warning is logged at most every few seconds.
@@ -19,6 +21,7 @@ import contextlib
 import itertools
 import logging
 import os
+import struct
 import time
 from pathlib import Path
 
@@ -38,6 +41,21 @@ MAX_RECORDS_PER_CALL = 10_000
 UNLIMITED_CACHE_SECONDS = 1.0
 MAX_CACHED_ACCOUNTS = 100_000
 _REJECTED_CODES = {grpc.StatusCode.INVALID_ARGUMENT}
+JOURNAL = "journal.log"
+_FRAME = struct.Struct(">I")  # length prefix of one serialized LedgerRecord in a journal
+
+
+def read_journal(path: Path) -> list[billing_pb.LedgerRecord]:
+    """The whole records of a journal; a frame cut short by a crash is ignored."""
+    data, records, offset = path.read_bytes(), [], 0
+    while offset + _FRAME.size <= len(data):
+        (size,) = _FRAME.unpack_from(data, offset)
+        end = offset + _FRAME.size + size
+        if end > len(data):
+            break
+        records.append(billing_pb.LedgerRecord.FromString(data[offset + _FRAME.size : end]))
+        offset = end
+    return records
 
 
 class Ledger:
@@ -65,6 +83,8 @@ class Ledger:
         self._retry_delay = 0.0
         self._retry_at = 0.0
         self._wake = asyncio.Event()
+        self._journal_fd = -1
+        self._sealed: list[Path] = []  # journals whose records are in `pending`, not yet in a spool file
 
     def _warn(self, message: str, exc: grpc.aio.AioRpcError) -> None:
         now = time.monotonic()
@@ -115,19 +135,45 @@ class Ledger:
             self._warn("could not release a reservation; Billing expires it", exc)
 
     def record(self, record: billing_pb.LedgerRecord) -> None:
-        """Queues a served request's record; returns at once."""
+        """Journals and queues a served request's record; returns at once."""
+        if self._journal_fd >= 0:
+            data = record.SerializeToString()
+            os.write(self._journal_fd, _FRAME.pack(len(data)) + data)  # O_APPEND: one write, one frame
         self.pending.append(record)
         if len(self.pending) >= self.batch_size:
             self._wake.set()
 
     def load_spool(self) -> None:
-        """Picks up spool files a previous run left."""
+        """Picks up journals and spool files a previous run left, and opens a fresh journal."""
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         for leftover in self.spool_dir.glob("*.tmp"):
             leftover.unlink()
         self._spooled = [(path, None) for path in sorted(self.spool_dir.glob("*.batch"))]
-        if self._spooled:
-            log.info("resending spooled ledger batches", extra={"files": len(self._spooled)})
+        journal = self.spool_dir / JOURNAL
+        if journal.exists():
+            os.replace(journal, self.spool_dir / f"{time.time_ns():020d}.sealed")
+        self._sealed = sorted(self.spool_dir.glob("*.sealed"))
+        for sealed in self._sealed:
+            self.pending[:0] = read_journal(sealed)
+        if self._spooled or self._sealed:
+            log.info(
+                "resending ledger records of a previous run",
+                extra={"files": len(self._spooled), "journaled": len(self.pending)},
+            )
+        self._open_journal()
+
+    def _open_journal(self) -> None:
+        self._journal_fd = os.open(self.spool_dir / JOURNAL, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+
+    def _seal_journal(self) -> None:
+        """Moves the journal aside: its records are all in `pending` now."""
+        if self._journal_fd < 0:
+            return
+        os.close(self._journal_fd)
+        sealed = self.spool_dir / f"{time.time_ns():020d}-{next(self._sequence):06d}.sealed"
+        os.replace(self.spool_dir / JOURNAL, sealed)
+        self._sealed.append(sealed)
+        self._open_journal()
 
     def _write(self, batch: billing_pb.RecordRequestsRequest) -> Path:
         name = f"{time.time_ns():020d}-{next(self._sequence):06d}.batch"
@@ -141,13 +187,21 @@ class Ledger:
         return final
 
     async def spool_pending(self) -> None:
-        """Writes the queued records to spool files (on a worker thread); keeps them in memory to send."""
-        while self.pending:
-            chunk = self.pending[: self.batch_size]
+        """Writes the queued records to spool files (on a worker thread); keeps them in memory to send.
+        Sealed journals go once every record they hold is in a spool file."""
+        if not self.pending:
+            return
+        self._seal_journal()
+        covered = len(self.pending)  # records appended from here on are in the new journal
+        while covered:
+            chunk = self.pending[: min(self.batch_size, covered)]
             batch = billing_pb.RecordRequestsRequest(records=chunk)
             path = await asyncio.to_thread(self._write, batch)
             del self.pending[: len(chunk)]  # only once on disk; new records were appended meanwhile
+            covered -= len(chunk)
             self._spooled.append((path, batch))
+        sealed, self._sealed = self._sealed, []
+        await asyncio.to_thread(_unlink_all, sealed)
 
     async def send_spooled(self) -> bool:
         """Sends spooled batches oldest first, deleting each acknowledged file; False when
@@ -204,6 +258,10 @@ class Ledger:
     async def close(self) -> None:
         """On stop: nothing queued stays only in memory; one last send attempt."""
         await self.spool_pending()
+        if self._journal_fd >= 0:
+            os.close(self._journal_fd)
+            self._journal_fd = -1
+            (self.spool_dir / JOURNAL).unlink(missing_ok=True)  # empty: every record is in a spool file
         if self._spooled:
             try:
                 await asyncio.wait_for(self.send_spooled(), self.send_timeout)

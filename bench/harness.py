@@ -125,17 +125,14 @@ def router_bench(args: argparse.Namespace) -> int:
             "litellm": lambda: start_litellm(fixtures, stub),
         }
         for name, start in starters.items():
-            if name in wanted and (target := _start_optional(name, start, report.notes)):
+            skip = name == "litellm" and args.rounds == 0 and not args.soak  # only compared, never profiled
+            if name in wanted and not skip and (target := _start_optional(name, start, report.notes)):
                 targets.append(target)
         sb = next((t for t in targets if t.name == "switchboard"), None)
         if args.soak:
             return _soak(sb, args.soak_minutes)
-        scenarios = [s for s in SCENARIOS if not args.scenarios or s.name in args.scenarios.split(",")]
-        plan = usable(targets, scenarios, report.notes)
-        run_rounds(plan, scenarios, report)
-        written = reporting.write(report)
-        print(reporting.table(report), flush=True)
-        _log("wrote " + ", ".join(str(p.relative_to(ROOT)) for p in written))
+        if args.rounds > 0:
+            _compare(targets, args, report)
         if args.profile:
             _profile([t for t in targets if t.name in ("floor", "switchboard")])
         return 0
@@ -146,6 +143,15 @@ def router_bench(args: argparse.Namespace) -> int:
             shutil.rmtree(data_dir, ignore_errors=True)
         else:
             _log(f"kept {data_dir}")
+
+
+def _compare(targets: list[Target], args: argparse.Namespace, report: reporting.Report) -> None:
+    scenarios = [s for s in SCENARIOS if not args.scenarios or s.name in args.scenarios.split(",")]
+    plan = usable(targets, scenarios, report.notes)
+    run_rounds(plan, scenarios, report)
+    written = reporting.write(report)
+    print(reporting.table(report), flush=True)
+    _log("wrote " + ", ".join(str(p.relative_to(ROOT)) for p in written))
 
 
 def _profile(targets: list[Target]) -> None:
@@ -180,7 +186,7 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     router = sub.add_parser("router", help="direct vs Switchboard vs LiteLLM through the same stub")
-    router.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    router.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3; 0: only --profile)")
     router.add_argument("--duration", type=float, default=10.0, help="seconds per run (default 10)")
     router.add_argument(
         "--targets",

@@ -27,17 +27,20 @@ def py_spy() -> str:
     return found
 
 
-def _record(name: str, pid: int, fmt: str, suffix: str) -> Path:
+def _record(name: str, pid: int, fmt: str, suffix: str, *options: str) -> Path:
     out = RESULTS_DIR / f"{name}-profile.{suffix}"
-    argv = [py_spy(), "record", "-d", str(PROFILE_SECONDS), "-r", str(SAMPLE_RATE), "-f", fmt, "-o", str(out)]
+    argv = [py_spy(), "record", "-d", str(PROFILE_SECONDS), "-r", str(SAMPLE_RATE), "-f", fmt, "-o", str(out), *options]
     subprocess.run([*argv, "--pid", str(pid)], check=True, capture_output=True, timeout=PROFILE_SECONDS + 60)
     return out
 
 
 def _profile_one(name: str, pid: int) -> Path:
-    """A flame graph, then collapsed stacks summarised into <name>-profile.txt."""
+    """A flame graph of every thread, then the GIL holder's stacks summarised into <name>-profile.txt.
+
+    Only the GIL holder counts in the summary: threads blocked in C (gRPC's poller, idle
+    executor workers) would otherwise show up as busy."""
     _record(name, pid, "flamegraph", "svg")
-    raw = _record(name, pid, "raw", "collapsed")
+    raw = _record(name, pid, "raw", "collapsed", "--gil")
     summary = RESULTS_DIR / f"{name}-profile.txt"
     summary.write_text(summarise(raw.read_text()))
     return summary
@@ -65,7 +68,12 @@ def summarise(collapsed: str) -> str:
         rows = [f"{100 * n / total:6.1f}%  {frame}" for frame, n in counter.most_common(TOP)]
         return [title, *rows, ""]
 
-    head = [f"{total} samples at {SAMPLE_RATE}/s over {PROFILE_SECONDS}s of load (idle threads excluded)", ""]
+    held = 100 * total / (SAMPLE_RATE * PROFILE_SECONDS)
+    head = [
+        f"{total} samples of the GIL holder at {SAMPLE_RATE}/s over {PROFILE_SECONDS}s of load "
+        f"(GIL held ~{held:.0f}% of the time); shares are of GIL-held time",
+        "",
+    ]
     return "\n".join(head + block("self time:", own) + block("inclusive time:", inclusive))
 
 

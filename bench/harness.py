@@ -51,6 +51,16 @@ def _log(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
+def _wanted(args: argparse.Namespace) -> list[str]:
+    """The targets a run needs: the soak loads Switchboard only; a profile-only run skips LiteLLM."""
+    wanted = args.targets.split(",")
+    if args.soak:
+        return [t for t in wanted if t == "switchboard"]
+    if args.rounds == 0:
+        return [t for t in wanted if t != "litellm"]
+    return wanted
+
+
 def _start_optional(name: str, start: Callable[[], Target], notes: list[str]) -> Target | None:
     """Starts one target; a target that cannot start is reported, not fatal."""
     _log(f"starting {name} ...")
@@ -112,7 +122,7 @@ def router_bench(args: argparse.Namespace) -> int:
     try:
         stub = start_stub(fixtures)
         targets = [direct_target(stub)]
-        wanted = args.targets.split(",")
+        wanted = _wanted(args)
 
         def switchboard() -> Target:
             stack, target = start_switchboard(data_dir / "switchboard", stub)
@@ -125,8 +135,7 @@ def router_bench(args: argparse.Namespace) -> int:
             "litellm": lambda: start_litellm(fixtures, stub),
         }
         for name, start in starters.items():
-            skip = name == "litellm" and args.rounds == 0 and not args.soak  # only compared, never profiled
-            if name in wanted and not skip and (target := _start_optional(name, start, report.notes)):
+            if name in wanted and (target := _start_optional(name, start, report.notes)):
                 targets.append(target)
         sb = next((t for t in targets if t.name == "switchboard"), None)
         if args.soak:

@@ -14,15 +14,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="switchboard", description="Switchboard inference-provider router")
     commands = parser.add_subparsers(dest="command", required=True)
     up_parser = commands.add_parser("up", help="start Envoy and the three services")
-    up_parser.add_argument(
-        "--demo", action="store_true", help="also start the reference provider and demo data"
-    )
+    up_parser.add_argument("--demo", action="store_true", help="also start the reference provider and demo data")
     up_parser.add_argument("--http-port", type=int, default=8080, help="Envoy's port (default 8080)")
     up_parser.add_argument("--host", default="127.0.0.1", help="Envoy's listen address (default 127.0.0.1)")
-    up_parser.add_argument(
-        "--data-dir", type=Path, default=Path("data"), help="state directory (default ./data)"
-    )
+    up_parser.add_argument("--data-dir", type=Path, default=Path("data"), help="state directory (default ./data)")
     up_parser.add_argument("--database-url", default="", help="SQLAlchemy URL instead of SQLite files")
+    up_parser.add_argument("--router-replicas", type=int, default=1, help="Router processes behind Envoy (default 1)")
     add_admin_commands(commands)
     return parser
 
@@ -30,7 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.command == "up":
-        options = UpOptions(args.http_port, args.data_dir, args.database_url, args.demo, args.host)
+        options = UpOptions(
+            args.http_port, args.data_dir, args.database_url, args.demo, args.host, args.router_replicas
+        )
         sys.exit(up(options))
     run_admin_command(args)
 

@@ -118,9 +118,10 @@ class Stack:
         self.children.append(child)
         return child
 
-    def start_service(self, name: str, port: int, *options: str) -> Child:
+    def start_service(self, name: str, port: int, *options: str, module: str = "") -> Child:
+        """Runs `python -m services.<module or name>` on the port."""
         self.addresses[name] = f"127.0.0.1:{port}"
-        argv = [sys.executable, "-m", f"services.{name}", "--port", str(port), *options]
+        argv = [sys.executable, "-m", f"services.{module or name}", "--port", str(port), *options]
         return self.start(name, argv, grpc_serving(f"127.0.0.1:{port}"))
 
     def wait_ready(self, deadline_seconds: float = READY_DEADLINE_SECONDS) -> None:
@@ -168,6 +169,7 @@ class UpOptions:
     database_url: str
     demo: bool
     host: str = "127.0.0.1"
+    router_replicas: int = 1
 
 
 def start_stack(options: UpOptions) -> tuple[Stack, str, str]:
@@ -179,15 +181,13 @@ def start_stack(options: UpOptions) -> tuple[Stack, str, str]:
     if options.database_url:
         env["SWITCHBOARD_DATABASE_URL"] = options.database_url
     stack = Stack(data_dir, env)
-    ports = {name: free_port() for name in ("registry", "billing", "router", "envoy_admin")}
+    ports = {name: free_port() for name in ("registry", "billing", "envoy_admin")}
     registry = f"127.0.0.1:{ports['registry']}"
     billing = f"127.0.0.1:{ports['billing']}"
     try:
         stack.start_service("registry", ports["registry"])
         stack.start_service("billing", ports["billing"], "--registry-address", registry)
-        stack.start_service(
-            "router", ports["router"], "--registry-address", registry, "--billing-address", billing
-        )
+        routers = _start_routers(stack, options.router_replicas, registry, billing)
         envoy_config = data_dir / "envoy.yaml"
         envoy_config.write_text(
             render(
@@ -196,12 +196,15 @@ def start_stack(options: UpOptions) -> tuple[Stack, str, str]:
                     admin_port=ports["envoy_admin"],
                     listen_address=options.host,
                     backends={
-                        name: [("127.0.0.1", ports[name])] for name in ("registry", "router", "billing")
+                        "registry": [("127.0.0.1", ports["registry"])],
+                        "billing": [("127.0.0.1", ports["billing"])],
+                        "router": [("127.0.0.1", port) for port in routers],
                     },
                 )
             )
         )
         stack.addresses["envoy"] = f"{options.host}:{options.http_port}"
+        stack.addresses["envoy_admin"] = f"127.0.0.1:{ports['envoy_admin']}"
         envoy = shutil.which("envoy", path=str(Path(sys.executable).parent)) or "envoy"
         stack.start(
             "envoy",
@@ -218,6 +221,20 @@ def start_stack(options: UpOptions) -> tuple[Stack, str, str]:
 def _interrupt(_signum: int, _frame: object) -> None:
     """SIGTERM stops the stack the same way Ctrl-C does."""
     raise KeyboardInterrupt
+
+
+def _start_routers(stack: Stack, replicas: int, registry: str, billing: str) -> list[int]:
+    """Starts the Router replicas; returns their ports. The first is "router"; the others,
+    "router-2", ..., keep their ledger spool in a data directory of their own."""
+    ports = []
+    for number in range(1, max(1, replicas) + 1):
+        port = free_port()
+        name = "router" if number == 1 else f"router-{number}"
+        own_dir = [] if number == 1 else ["--data-dir", str(stack.data_dir / name)]
+        addresses = ["--registry-address", registry, "--billing-address", billing]
+        stack.start_service(name, port, *addresses, *own_dir, module="router")
+        ports.append(port)
+    return ports
 
 
 def up(options: UpOptions) -> int:

@@ -103,3 +103,21 @@ def test_a_crashed_child_is_named_and_stops_the_rest(launcher) -> None:
     assert "router exited" in process.stderr.read()
     time.sleep(0.5)
     assert [pid for pid in children if alive(pid)] == []
+
+
+def test_router_replicas_share_the_load(tmp_path: Path) -> None:
+    from services.launcher import UpOptions, start_stack
+
+    stack, _, _ = start_stack(UpOptions(free_port(), tmp_path / "data", "", demo=False, router_replicas=2))
+    try:
+        assert {"router", "router-2"} <= set(stack.addresses)
+        base = f"http://{stack.addresses['envoy']}"
+        for _ in range(20):
+            assert httpx.get(f"{base}/v1/providers", timeout=10).status_code == 200
+        clusters = httpx.get(f"http://{stack.addresses['envoy_admin']}/clusters", timeout=10).text
+        for name in ("router", "router-2"):
+            served = f"router::{stack.addresses[name]}::rq_success::"
+            line = next(line for line in clusters.splitlines() if line.startswith(served))
+            assert int(line.rsplit("::", 1)[1]) > 0, name
+    finally:
+        stack.stop()

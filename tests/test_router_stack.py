@@ -93,6 +93,13 @@ def usage_requests(demo: Demo) -> int:
         return answer.json()["requests"] if answer.status_code == 200 else -1
 
 
+def spool_is_empty(spool: Path) -> bool:
+    """Every record the Router journaled has been acknowledged by Billing."""
+    journal = spool / "journal.log"
+    unsent = [*spool.glob("*.batch"), *spool.glob("*.sealed")]
+    return not unsent and (not journal.exists() or journal.stat().st_size == 0)
+
+
 def stop_service(demo: Demo, name: str) -> int:
     """Stops one service of the stack; returns its port."""
     child = next(c for c in demo.stack.children if c.name == name)
@@ -108,9 +115,10 @@ def start_service(demo: Demo, name: str, port: int, *options: str) -> None:
 
 
 def test_answers_keep_flowing_and_no_record_is_lost_while_billing_is_down(demo) -> None:
+    spool = Path(demo.stack.data_dir) / "router-ledger-spool"
+    assert eventually(lambda: spool_is_empty(spool))  # earlier tests' records have reached Billing
     before = eventually(lambda: (count,) if (count := usage_requests(demo)) >= 0 else None)[0]
     port = stop_service(demo, "billing")
-    spool = Path(demo.stack.data_dir) / "router-ledger-spool"
     with demo.http() as http:
         for _ in range(3):
             assert http.post("/v1/chat/completions", json=CHAT).status_code == 200

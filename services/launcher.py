@@ -177,7 +177,13 @@ def start_stack(options: UpOptions) -> tuple[Stack, str, str]:
     data_dir = options.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     token, token_source = admin_token(data_dir)
-    env = {**os.environ, "SWITCHBOARD_ADMIN_TOKEN": token, "SWITCHBOARD_DATA_DIR": str(data_dir)}
+    env = {
+        # glibc's per-thread malloc arenas let a threaded Python process's RSS creep; two are plenty here
+        "MALLOC_ARENA_MAX": "2",
+        **os.environ,
+        "SWITCHBOARD_ADMIN_TOKEN": token,
+        "SWITCHBOARD_DATA_DIR": str(data_dir),
+    }
     if options.database_url:
         env["SWITCHBOARD_DATABASE_URL"] = options.database_url
     stack = Stack(data_dir, env)

@@ -390,6 +390,7 @@ def test_a_provider_400_is_returned_without_trying_others(world) -> None:
     with pytest.raises(openai.BadRequestError) as error:
         world.openai().chat.completions.create(model=model, messages=MESSAGES)
     assert first in error.value.message
+    assert error.value.response.headers["x-inference-provider"] == first
     assert world.last_request()["path"].startswith("/knobs/fail=400/")  # the second one was never asked
 
 

@@ -42,9 +42,16 @@ class ApiError(Exception):
     """An error for the caller: HTTP status, message, and OpenAI's param/code."""
 
     def __init__(
-        self, http_status: int, message: str, *, param: str | None = None, code: str | None = None
+        self,
+        http_status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
+        self.headers = headers or {}  # extra response headers (metadata), e.g. which provider answered
         self.http_status = http_status if http_status in _BY_HTTP_STATUS else 500
         self.message = message
         self.param = param
@@ -94,6 +101,7 @@ class ApiError(Exception):
             # Metadata values must be printable ASCII: escape everything else.
             (ERROR_TRAILER, json.dumps(self.openai_body(), ensure_ascii=True)),
             (STATUS_TRAILER, str(self.http_status)),
+            *self.headers.items(),
         )
 
 

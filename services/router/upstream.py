@@ -88,7 +88,9 @@ def provider_error(route: Route, status: int, data: bytes) -> ApiError:
     if status not in PASSED_THROUGH_STATUSES:
         return ApiError(502, f"provider {name} answered HTTP {status}: {message}", code="upstream_error")
     text = f"provider {name}: {message or f'HTTP {status}'}"[:MAX_ERROR_MESSAGE]
-    return ApiError(status, text, param=param if isinstance(param, str) else None, code=str(code) if code else None)
+    param = param if isinstance(param, str) else None
+    answered_by = {"x-inference-provider": name}
+    return ApiError(status, text, param=param, code=str(code) if code else None, headers=answered_by)
 
 
 def rewrite(data: bytes, model: str, usage: Usage) -> bytes:

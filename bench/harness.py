@@ -125,7 +125,7 @@ def router_bench(args: argparse.Namespace) -> int:
         wanted = _wanted(args)
 
         def switchboard() -> Target:
-            stack, target = start_switchboard(data_dir / "switchboard", stub)
+            stack, target = start_switchboard(data_dir / "switchboard", stub, args.router_replicas)
             stacks.append(stack)
             return target
 
@@ -208,6 +208,7 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     router.add_argument("--soak", action="store_true", help="instead: RSS of Switchboard's processes under load")
     router.add_argument("--soak-minutes", type=float, default=10.0)
     router.add_argument("--keep", action="store_true", help="keep the data directory (logs) afterwards")
+    router.add_argument("--router-replicas", type=int, default=1, help="Router processes behind Envoy (default 1)")
     for name in ("registry", "billing"):
         sub.add_parser(name, help=f"bench/{name}_bench.py (arguments are passed on)", add_help=False)
     return parser.parse_known_args(argv)

@@ -138,10 +138,10 @@ def register_switchboard(admin: AdminClient, stub: StubPorts) -> tuple[str, dict
     return token, models
 
 
-def start_switchboard(data_dir: Path, stub: StubPorts) -> tuple[Stack, Target]:
+def start_switchboard(data_dir: Path, stub: StubPorts, router_replicas: int = 1) -> tuple[Stack, Target]:
     """Switchboard's real stack (Envoy, Registry, Router, Billing on SQLite), registered against the stub."""
     port = free_port()
-    stack, admin_token, _ = start_stack(UpOptions(port, data_dir, "", demo=False))
+    stack, admin_token, _ = start_stack(UpOptions(port, data_dir, "", demo=False, router_replicas=router_replicas))
     try:
         base = f"http://127.0.0.1:{port}"
         token, models = register_switchboard(AdminClient(base, admin_token), stub)

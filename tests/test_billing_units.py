@@ -12,7 +12,7 @@ from test_billing_helpers import ledger_database
 from services.billing import ledger
 from services.billing.costs import InvalidCostAnswer, parse_cost_answer
 from services.billing.servicer import parse_period
-from services.common.db import Database
+from services.common.db import Database, power_of_two_chunks
 from services.common.errors import ApiError
 
 
@@ -25,6 +25,17 @@ def db(tmp_path: Path) -> Iterator[Database]:
 def test_month_bounds_cross_the_year() -> None:
     start, end = ledger.month_bounds(datetime(2026, 12, 31, 23, 59, tzinfo=UTC))
     assert (start, end) == (datetime(2026, 12, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC))
+
+
+def test_batches_are_cut_into_few_statement_shapes() -> None:
+    """Any batch length is covered, in order, by power-of-two slices of at most 512."""
+    shapes = set()
+    for length in range(0, 2100, 7):
+        items = list(range(length))
+        chunks = list(power_of_two_chunks(items))
+        assert [i for chunk in chunks for i in chunk] == items
+        shapes.update(len(chunk) for chunk in chunks)
+    assert shapes <= {2**k for k in range(10)}
 
 
 def test_period_parsing() -> None:

@@ -17,6 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
 from services.billing.storage import PENDING, SETTLED, UNPRICED, BillingAccount, LedgerEntry, Reservation
+from services.common.db import power_of_two_chunks
 
 LEDGER = LedgerEntry.__table__
 RESERVATIONS = Reservation.__table__
@@ -52,9 +53,11 @@ def record_entries(session: Session, rows: Sequence[dict]) -> int:
     connection = session.connection()
     # RETURNING names only the rows inserted: executemany's rowcount is not portable (-1 on PostgreSQL).
     insert = _insert(session).on_conflict_do_nothing(index_elements=["request_id"]).returning(LEDGER.c.request_id)
-    stored = len(connection.execute(insert, list(rows)).all())
-    ids = [row["request_id"] for row in rows]
-    connection.execute(delete(RESERVATIONS).where(RESERVATIONS.c.request_id.in_(ids)))
+    stored = 0
+    for chunk in power_of_two_chunks(rows):
+        stored += len(connection.execute(insert, list(chunk)).all())
+        ids = [row["request_id"] for row in chunk]
+        connection.execute(delete(RESERVATIONS).where(RESERVATIONS.c.request_id.in_(ids)))
     session.commit()
     return stored
 

@@ -83,9 +83,7 @@ class ApiError(Exception):
         )
         details = [info]
         if self.param:
-            violation = error_details_pb2.BadRequest.FieldViolation(
-                field=self.param, description=self.message
-            )
+            violation = error_details_pb2.BadRequest.FieldViolation(field=self.param, description=self.message)
             details.append(error_details_pb2.BadRequest(field_violations=[violation]))
         packed = []
         for detail in details:

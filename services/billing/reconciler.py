@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
+import grpc
 import orjson
 
 from services.billing import ledger
@@ -112,6 +113,8 @@ class Reconciler:
             await asyncio.sleep(self.settings.interval_seconds)
             try:
                 await self.run_pass(respect_backoff=True)
+            except grpc.aio.AioRpcError as exc:  # the Registry is down or restarting: try again next interval
+                log.warning("reconciliation pass skipped: registry unreachable", extra={"code": exc.code().name})
             except Exception:
                 log.exception("reconciliation pass failed")
 

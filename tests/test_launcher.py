@@ -74,9 +74,7 @@ def wait_ready(process: subprocess.Popen) -> str:
         lines.append(line)
         if line.startswith("ready: "):
             return line.strip()
-    pytest.fail(
-        f"no ready line: {''.join(lines)} {process.stderr.read() if process.poll() is not None else ''}"
-    )
+    pytest.fail(f"no ready line: {''.join(lines)} {process.stderr.read() if process.poll() is not None else ''}")
 
 
 def test_up_serves_and_stops_without_orphans(launcher) -> None:

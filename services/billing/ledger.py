@@ -17,7 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
 from services.billing.storage import PENDING, SETTLED, UNPRICED, BillingAccount, LedgerEntry, Reservation
-from services.common.db import power_of_two_chunks
+from services.common.db import padded_chunks
 
 LEDGER = LedgerEntry.__table__
 RESERVATIONS = Reservation.__table__
@@ -54,8 +54,8 @@ def record_entries(session: Session, rows: Sequence[dict]) -> int:
     # RETURNING names only the rows inserted: executemany's rowcount is not portable (-1 on PostgreSQL).
     insert = _insert(session).on_conflict_do_nothing(index_elements=["request_id"]).returning(LEDGER.c.request_id)
     stored = 0
-    for chunk in power_of_two_chunks(rows):
-        stored += len(connection.execute(insert, list(chunk)).all())
+    for chunk in padded_chunks(rows):
+        stored += len(connection.execute(insert, chunk).all())
         ids = [row["request_id"] for row in chunk]
         connection.execute(delete(RESERVATIONS).where(RESERVATIONS.c.request_id.in_(ids)))
     session.commit()

@@ -19,21 +19,20 @@ T = TypeVar("T")
 LARGEST_CHUNK = 512
 
 
-def power_of_two_chunks(items: Sequence[T], largest: int = LARGEST_CHUNK) -> Iterator[Sequence[T]]:
-    """Slices of items whose lengths are powers of two, largest first.
+def padded_chunks(items: Sequence[T], largest: int = LARGEST_CHUNK) -> Iterator[Sequence[T]]:
+    """Slices of at most `largest` items, each padded to a power-of-two length
+    by repeating its last item: only for statements where a repeat changes
+    nothing (IN lists, INSERT ... ON CONFLICT DO NOTHING).
 
-    A statement over a list (IN (...), a multi-row INSERT) has one SQL text per
-    list length, and SQLite's driver keeps up to 128 compiled statements: lists
-    of arbitrary lengths filled that cache with large statements (Billing's
-    memory swung by ~100 MB under load). Power-of-two lengths bound the texts
-    to a few that stay cached.
+    A statement over a list has one SQL text per list length, and SQLite's
+    driver keeps up to 128 compiled statements: lists of arbitrary lengths
+    filled that cache with large statements (Billing's memory swung by ~100 MB
+    under load). Power-of-two lengths bound the texts to a few that stay cached.
     """
-    start, size = 0, largest
-    while start < len(items):
-        while size > len(items) - start:
-            size //= 2
-        yield items[start : start + size]
-        start += size
+    for start in range(0, len(items), largest):
+        chunk = list(items[start : start + largest])
+        length = 1 << (len(chunk) - 1).bit_length()
+        yield chunk + [chunk[-1]] * (length - len(chunk))
 
 
 def _tune_sqlite(dbapi_connection, _record) -> None:

@@ -16,7 +16,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from services.common.db import power_of_two_chunks
+from services.common.db import padded_chunks
 from services.registry.index import CatalogModel, Mapping, ProviderEntry, RegistryIndex, UserEntry
 from services.registry.storage import (
     ChangeRow,
@@ -208,6 +208,6 @@ def user_identity(session: Session, user: str) -> tuple[UserEntry | None, list[s
 
 def catalog_rows(session: Session, model_ids: list[str]) -> list[tuple[str, str, list[str], str]]:
     rows = []
-    for chunk in power_of_two_chunks(model_ids):
+    for chunk in padded_chunks(model_ids):
         rows += session.exec(select(ModelRow).where(ModelRow.id.in_(chunk)))
     return [(m.id, m.pipeline_tag, orjson.loads(m.tags), m.adapter_weights_path) for m in rows]

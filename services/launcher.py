@@ -243,7 +243,8 @@ def start_stack(options: UpOptions) -> tuple[Stack, str, str]:
 
 
 def _interrupt(_signum: int, _frame: object) -> None:
-    """SIGTERM stops the stack the same way Ctrl-C does."""
+    """SIGTERM and SIGINT stop the stack the same way. SIGINT is set explicitly: a
+    shell starts background jobs with it ignored, which would turn off Ctrl-C's default."""
     raise KeyboardInterrupt
 
 
@@ -263,7 +264,8 @@ def _start_routers(stack: Stack, replicas: int, registry: str, billing: str) -> 
 
 def up(options: UpOptions) -> int:
     """Runs the stack until Ctrl-C or SIGTERM; non-zero when a child died."""
-    signal.signal(signal.SIGTERM, _interrupt)
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, _interrupt)
     try:
         stack, token, token_source = start_stack(options)
     except RuntimeError as exc:

@@ -44,6 +44,11 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
+def _as_background_job() -> None:
+    """Starts the launcher as a shell starts a background job: with SIGINT ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 @pytest.fixture
 def launcher(tmp_path: Path):
     port = free_port()
@@ -55,6 +60,7 @@ def launcher(tmp_path: Path):
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        preexec_fn=_as_background_job,
     )
     try:
         yield process, port, tmp_path / "data"
@@ -77,7 +83,8 @@ def wait_ready(process: subprocess.Popen) -> str:
     pytest.fail(f"no ready line: {''.join(lines)} {process.stderr.read() if process.poll() is not None else ''}")
 
 
-def test_up_serves_and_stops_without_orphans(launcher) -> None:
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_up_serves_and_stops_without_orphans(launcher, stop_signal: signal.Signals) -> None:
     process, port, data_dir = launcher
     assert wait_ready(process) == f"ready: http://127.0.0.1:{port}"
     assert httpx.get(f"http://127.0.0.1:{port}/v1/providers", timeout=10).status_code == 200
@@ -85,7 +92,7 @@ def test_up_serves_and_stops_without_orphans(launcher) -> None:
     assert token_file.stat().st_mode & 0o777 == 0o600
     children = descendants(process.pid)
     assert len(children) >= 4
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(stop_signal)
     assert process.wait(timeout=30) == 0
     time.sleep(0.5)
     assert [pid for pid in children if alive(pid)] == []

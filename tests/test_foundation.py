@@ -45,6 +45,13 @@ def test_buf_lint_passes() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_ci_runs_the_readme_test_command() -> None:
+    """.ci/run carries the README's second command verbatim, so the two cannot drift apart."""
+    readme_block = (ROOT / "README.md").read_text().split("```sh\n", 1)[1]
+    test_command = readme_block.splitlines()[1]
+    assert test_command in (ROOT / ".ci" / "run").read_text().splitlines()
+
+
 def test_ruff_is_clean() -> None:
     result = run(str(BIN / "ruff"), "check", ".")
     assert result.returncode == 0, result.stdout

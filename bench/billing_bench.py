@@ -150,14 +150,8 @@ def start(data_dir: Path, batch_size: int, concurrency: int) -> tuple[Stack, str
         "SWITCHBOARD_RECONCILE_CONCURRENCY": str(concurrency),
         "SWITCHBOARD_LOG_LEVEL": "WARNING",
     }
-    saved = dict(os.environ)
-    os.environ.update(settings)
-    try:
-        port = free_port()
-        stack, admin_token, _ = start_stack(UpOptions(port, data_dir, "", demo=False))
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    port = free_port()
+    stack, admin_token, _ = start_stack(UpOptions(port, data_dir, "", demo=False, environment=settings))
     return stack, f"http://127.0.0.1:{port}", admin_token
 
 

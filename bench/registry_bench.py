@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
 import random
 import secrets
 import sqlite3
@@ -271,11 +270,11 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         del calls
-        os.environ["SWITCHBOARD_ADMIN_TOKEN"] = secrets.token_hex(16)
         port = free_port()
         started = time.perf_counter()
         try:
-            stack, _, _ = start_stack(UpOptions(port, data_dir, "", demo=False))
+            token = {"SWITCHBOARD_ADMIN_TOKEN": secrets.token_hex(16)}
+            stack, _, _ = start_stack(UpOptions(port, data_dir, "", demo=False, environment=token))
         except RuntimeError:
             print((data_dir / "logs" / "registry.log").read_text()[-5000:], file=sys.stderr)
             raise

@@ -17,8 +17,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -102,10 +102,10 @@ def http_ok(url: str) -> Callable[[], bool]:
     return probe
 
 
-def admin_token(data_dir: Path) -> tuple[str, str]:
+def admin_token(data_dir: Path, environment: Mapping[str, str]) -> tuple[str, str]:
     """The admin token and where it comes from: the environment, or a file
     created (mode 0600) in the data directory on first start."""
-    from_env = os.environ.get("SWITCHBOARD_ADMIN_TOKEN")
+    from_env = environment.get("SWITCHBOARD_ADMIN_TOKEN")
     if from_env:
         return from_env, "SWITCHBOARD_ADMIN_TOKEN"
     path = data_dir / "admin-token"
@@ -188,17 +188,20 @@ class UpOptions:
     demo: bool
     host: str = "127.0.0.1"
     router_replicas: int = 1
+    # SWITCHBOARD_* settings for the services, over the launcher's own environment (tests, benchmarks)
+    environment: Mapping[str, str] = field(default_factory=dict)
 
 
 def start_stack(options: UpOptions) -> tuple[Stack, str, str]:
     """Starts the services and Envoy; returns the stack, the admin token and its source."""
     data_dir = options.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    token, token_source = admin_token(data_dir)
+    environment = {**os.environ, **options.environment}
+    token, token_source = admin_token(data_dir, environment)
     env = {
         # glibc's per-thread malloc arenas let a threaded Python process's RSS creep; two are plenty here
         "MALLOC_ARENA_MAX": "2",
-        **os.environ,
+        **environment,
         "SWITCHBOARD_ADMIN_TOKEN": token,
         "SWITCHBOARD_DATA_DIR": str(data_dir),
     }

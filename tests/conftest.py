@@ -4,7 +4,6 @@ stopped at the end."""
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -54,14 +53,9 @@ def make_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..
     def make(**env: str) -> RunningStack:
         data_dir: Path = tmp_path_factory.mktemp("stack")
         token = "test-admin-" + secrets.token_hex(16)
-        saved = dict(os.environ)
-        os.environ.update({"SWITCHBOARD_ADMIN_TOKEN": token, **env})
-        try:
-            port = free_port()
-            stack, admin_token, _ = start_stack(UpOptions(port, data_dir, "", demo=False))
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
+        port = free_port()
+        settings = {"SWITCHBOARD_ADMIN_TOKEN": token, **env}
+        stack, admin_token, _ = start_stack(UpOptions(port, data_dir, "", demo=False, environment=settings))
         started.append(stack)
         return RunningStack(stack, f"http://127.0.0.1:{port}", admin_token)
 

@@ -33,9 +33,9 @@ from pathlib import Path
 
 sys.path[0] = str(Path(__file__).resolve().parent.parent)  # the repository root, not bench/
 
-import grpc  # noqa: E402
 from switchboard.billing.v1 import billing_service_pb2 as billing_pb  # noqa: E402
 
+from services.common.service import channel as channel_to  # noqa: E402
 from services.demo import reference_provider_argv  # noqa: E402
 from services.launcher import Stack, UpOptions, free_port, http_ok, start_stack  # noqa: E402
 from services.reference_provider.app import Knobs, State  # noqa: E402
@@ -77,10 +77,10 @@ def provider_request_id(run: str, index: int) -> str:
     return f"ref-{run}-{index:09d}"
 
 
-async def ingest(address: str, run: str, total: int, batch_size: int, in_flight: int) -> float:
+async def ingest(address: str, credential: str, run: str, total: int, batch_size: int, in_flight: int) -> float:
     """Sends `total` records; returns records/s acknowledged (stored and committed)."""
     template = template_batch(batch_size)
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with channel_to(address, credential) as channel:
         record = channel.unary_unary(
             RECORD_METHOD, request_serializer=None, response_deserializer=billing_pb.RecordRequestsResponse.FromString
         )
@@ -171,7 +171,16 @@ def main(argv: list[str] | None = None) -> int:
             register_reference_provider(stack, base_url, admin_token)
             billing = next(c.process.pid for c in stack.children if c.name == "billing")
             cpu_before = cpu_seconds(billing)
-            rate = asyncio.run(ingest(stack.addresses["billing"], run, args.requests, args.batch, args.in_flight))
+            rate = asyncio.run(
+                ingest(
+                    stack.addresses["billing"],
+                    stack.env["SWITCHBOARD_SERVICE_CREDENTIAL"],
+                    run,
+                    args.requests,
+                    args.batch,
+                    args.in_flight,
+                )
+            )
             ingest_cpu = cpu_seconds(billing) - cpu_before
             print(f"ledger ingestion: {rate:,.0f} records/s durably stored ({args.requests:,} records, "
                   f"batches of {args.batch:,}, {args.in_flight} in flight; goal >= 20,000/s); "

@@ -9,7 +9,6 @@ from __future__ import annotations
 import ctypes
 import os
 import random
-import secrets
 import shutil
 import signal
 import socket
@@ -24,6 +23,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.common.config import SERVICE_CREDENTIAL_FILE, read_or_create_secret
 from services.common.envoy import EnvoyPorts, render
 
 READY_DEADLINE_SECONDS = 60.0
@@ -109,11 +109,7 @@ def admin_token(data_dir: Path, environment: Mapping[str, str]) -> tuple[str, st
     if from_env:
         return from_env, "SWITCHBOARD_ADMIN_TOKEN"
     path = data_dir / "admin-token"
-    if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write("sb-admin-" + secrets.token_urlsafe(32))
-    return path.read_text().strip(), str(path)
+    return read_or_create_secret(path, "sb-admin-"), str(path)
 
 
 class Stack:
@@ -205,6 +201,10 @@ def start_stack(options: UpOptions) -> tuple[Stack, str, str]:
         "SWITCHBOARD_ADMIN_TOKEN": token,
         "SWITCHBOARD_DATA_DIR": str(data_dir),
     }
+    # Router replicas keep their spool in data directories of their own: all get the one credential.
+    env.setdefault(
+        "SWITCHBOARD_SERVICE_CREDENTIAL", read_or_create_secret(data_dir / SERVICE_CREDENTIAL_FILE, "sb-service-")
+    )
     if options.database_url:
         env["SWITCHBOARD_DATABASE_URL"] = options.database_url
     stack = Stack(data_dir, env)

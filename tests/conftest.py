@@ -13,7 +13,26 @@ import grpc
 import httpx
 import pytest
 
+from services.common.auth import SERVICE_CREDENTIAL_KEY
+from services.common.service import channel
 from services.launcher import Stack, UpOptions, free_port, start_stack
+
+
+class PresentCredential(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    """Adds the service credential to every call of a blocking channel."""
+
+    def __init__(self, credential: str) -> None:
+        self.entry = (SERVICE_CREDENTIAL_KEY, credential)
+
+    def _with_credential(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+        # grpc hands interceptors a namedtuple of the call's details
+        return details._replace(metadata=[*(details.metadata or ()), self.entry])
+
+    def intercept_unary_unary(self, continuation, details, request):
+        return continuation(self._with_credential(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):
+        return continuation(self._with_credential(details), request)
 
 
 @dataclass
@@ -36,9 +55,22 @@ class RunningStack:
     def admin(self) -> httpx.Client:
         return self.http(self.admin_token)
 
-    def channel(self, name: str = "envoy") -> grpc.Channel:
-        """A (blocking) gRPC channel to Envoy or to one service directly."""
-        return grpc.insecure_channel(self.address(name))
+    def channel(self, name: str = "envoy", *, internal: bool = True) -> grpc.Channel:
+        """A (blocking) gRPC channel to Envoy or to one service directly; a channel to a
+        service presents the service credential (its internal services need it) unless
+        `internal` is False."""
+        channel = grpc.insecure_channel(self.address(name))
+        if name == "envoy" or not internal:
+            return channel
+        return grpc.intercept_channel(channel, PresentCredential(self.service_credential))
+
+    def aio_channel(self, name: str) -> grpc.aio.Channel:
+        """An asyncio channel to one service, presenting the service credential."""
+        return channel(self.address(name), self.service_credential)
+
+    @property
+    def service_credential(self) -> str:
+        return self.stack.env["SWITCHBOARD_SERVICE_CREDENTIAL"]
 
     def logs(self) -> str:
         """Everything the stack's processes logged so far."""

@@ -73,7 +73,7 @@ async def test_fifty_concurrent_reservations_race_a_spending_limit(stack) -> Non
     """Credits 2,000 + limit 8,500 with an estimate of 1,000 each: exactly 10 of 50 pass."""
     account, estimate = unique("user"), 1_000
     set_account(stack, account, credits=2_000, limit=8_500)
-    async with grpc.aio.insecure_channel(stack.address("billing")) as channel:
+    async with stack.aio_channel("billing") as channel:
         stub = billing_grpc.LedgerServiceStub(channel)
         ids = [unique("req") for _ in range(50)]
         answers = await asyncio.gather(

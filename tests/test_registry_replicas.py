@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import grpc
 import pytest
+from conftest import PresentCredential
 from registry_helpers import build_world, ok
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 from switchboard.registry.v1 import internal_service_pb2_grpc as internal_grpc
@@ -34,8 +35,8 @@ def replica(stack):
     child = stack.stack.start("registry-replica", argv, grpc_serving(address))
     try:
         eventually(lambda: child.process.poll() is None and child.ready())
-        with grpc.insecure_channel(address) as channel:
-            yield channel
+        with grpc.insecure_channel(address) as plain:
+            yield grpc.intercept_channel(plain, PresentCredential(stack.service_credential))
         assert '"level":"ERROR"' not in child.log_path.read_text()
     finally:
         child.process.terminate()

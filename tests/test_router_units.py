@@ -121,12 +121,29 @@ def test_measurements_are_moving_averages() -> None:
 
 def test_sse_events_get_the_hub_model_id_and_report_usage() -> None:
     usage = Usage()
-    line = b'data: {"model":"provider-m","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":7}}'
-    event = sse_event(line, "org/m", usage)
+    line = b'data: {"model":"provider-m","choices":[{"delta":{}}],"usage":{"prompt_tokens":3,"completion_tokens":7}}'
+    event = sse_event(line, "org/m", usage, hide_usage=False)
     assert event.endswith(b"\n\n") and orjson.loads(event[6:])["model"] == "org/m"
-    assert (usage.input_tokens, usage.output_tokens, usage.chunks) == (3, 7, 1)
-    assert sse_event(b"data: [DONE]", "org/m", usage) is DONE
-    assert sse_event(b": keep-alive", "org/m", usage) == b": keep-alive\n"
+    assert (usage.input_tokens, usage.output_tokens, usage.chunks, usage.reported) == (3, 7, 1, True)
+    assert sse_event(b"data: [DONE]", "org/m", usage, hide_usage=False) is DONE
+    assert sse_event(b": keep-alive", "org/m", usage, hide_usage=False) == b": keep-alive\n"
+
+
+def test_usage_the_caller_did_not_ask_for_is_counted_but_not_passed_on() -> None:
+    usage = Usage()
+    usage_only = b'data: {"model":"p","choices":[],"usage":{"prompt_tokens":2,"completion_tokens":5}}'
+    assert sse_event(usage_only, "org/m", usage, hide_usage=True) == b""
+    assert (usage.input_tokens, usage.output_tokens, usage.chunks) == (2, 5, 0)
+    content = b'data: {"model":"p","choices":[{"delta":{"content":"x"}}],"usage":null}'
+    assert "usage" not in orjson.loads(sse_event(content, "org/m", usage, hide_usage=True)[6:])
+    shown = orjson.loads(sse_event(usage_only, "org/m", Usage(), hide_usage=False)[6:])
+    assert shown["usage"] == {"prompt_tokens": 2, "completion_tokens": 5}
+
+
+def test_reported_usage_saturates_at_int64() -> None:
+    usage = Usage()
+    usage.take({"usage": {"prompt_tokens": 10**30, "completion_tokens": True}})
+    assert (usage.input_tokens, usage.output_tokens) == (2**63 - 1, 0)
 
 
 def test_provider_errors_keep_their_status_and_message_but_never_credentials_problems() -> None:
@@ -141,9 +158,8 @@ def test_provider_errors_keep_their_status_and_message_but_never_credentials_pro
 
 async def test_ledger_keeps_records_spooled_while_billing_is_unreachable(tmp_path) -> None:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{free_port()}") as channel:
-        ledger = Ledger(billing_grpc.LedgerServiceStub(channel), tmp_path, 2, 0.2, send_timeout=0.2)
+        ledger = Ledger(billing_grpc.LedgerServiceStub(channel), tmp_path, 2, send_timeout=0.2)
         ledger.load_spool()
-        assert await ledger.reserve("r0", "acct", 10) is False  # unreachable: proceed, no reservation
         for i in range(5):
             ledger.record(billing_pb.LedgerRecord(request_id=f"r{i}", provider="alpha"))
         await ledger.spool_pending()
@@ -153,19 +169,19 @@ async def test_ledger_keeps_records_spooled_while_billing_is_unreachable(tmp_pat
     ids = [r.request_id for f in files for r in billing_pb.RecordRequestsRequest.FromString(f.read_bytes()).records]
     assert ids == [f"r{i}" for i in range(5)]
     async with grpc.aio.insecure_channel(f"127.0.0.1:{free_port()}") as channel:
-        restarted = Ledger(billing_grpc.LedgerServiceStub(channel), tmp_path, 2, 0.2)
+        restarted = Ledger(billing_grpc.LedgerServiceStub(channel), tmp_path, 2)
         restarted.load_spool()  # a new process picks up what the last one could not send
         assert [path for path, _ in restarted._spooled] == files
 
 
 async def test_ledger_records_survive_a_router_crash_before_their_flush(tmp_path) -> None:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{free_port()}") as channel:
-        crashed = Ledger(billing_grpc.LedgerServiceStub(channel), tmp_path, 100, 0.2)
+        crashed = Ledger(billing_grpc.LedgerServiceStub(channel), tmp_path, 100)
         crashed.load_spool()
         for i in range(3):
             crashed.record(billing_pb.LedgerRecord(request_id=f"c{i}", provider="alpha"))
         # the process dies here: no flush, no close; only the journal holds the records
-        restarted = Ledger(billing_grpc.LedgerServiceStub(channel), tmp_path, 100, 0.2)
+        restarted = Ledger(billing_grpc.LedgerServiceStub(channel), tmp_path, 100)
         restarted.load_spool()
         assert [r.request_id for r in restarted.pending] == ["c0", "c1", "c2"]
         restarted.record(billing_pb.LedgerRecord(request_id="c3", provider="alpha"))

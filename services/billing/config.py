@@ -22,4 +22,3 @@ class BillingSettings(ServiceSettings):
     reservation_ttl_seconds: float = Field(
         900.0, description="a reservation neither recorded nor released expires after this long"
     )
-    auth_cache_seconds: float = Field(1.0, description="how long an authenticated token is trusted (<= 1 s)")

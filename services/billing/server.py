@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from switchboard.billing.v1 import billing_service_pb2_grpc as billing_grpc
@@ -14,6 +15,7 @@ from services.billing.limits import LimitedAccounts
 from services.billing.reconciler import CostApi, Reconciler, ReconcilerSettings
 from services.billing.servicer import BillingAdminServicer, BillingServicer, LedgerServicer
 from services.common.logs import configure_logging
+from services.common.registry_feed import FeedCache
 from services.common.server import run
 from services.common.service import channel, open_database, run_service
 
@@ -22,10 +24,11 @@ REGISTRY_TIMEOUT = 10.0
 
 
 def registry_cost_apis(registry: internal_grpc.InternalServiceStub):
-    """The providers' cost APIs, as the Registry knows them now (secrets included)."""
+    """The providers' cost APIs, as the Registry knows them now (billing authorizations included)."""
+    request = internal_pb.ListProviderConfigsRequest(secrets=internal_pb.PROVIDER_SECRETS_COST_API)
 
     async def cost_apis() -> list[CostApi]:
-        answer = await registry.ListProviderConfigs(internal_pb.ListProviderConfigsRequest(), timeout=REGISTRY_TIMEOUT)
+        answer = await registry.ListProviderConfigs(request, timeout=REGISTRY_TIMEOUT)
         return [
             CostApi(c.provider.id, c.provider.billing_url, c.provider.billing_authorization)
             for c in answer.providers
@@ -50,11 +53,12 @@ def reconciler_settings(settings: BillingSettings) -> ReconcilerSettings:
 async def serve(settings: BillingSettings) -> None:
     """Runs Billing until SIGTERM; the Registry's stub is injected here."""
     db = open_database(settings, "billing", MIGRATIONS)
-    registry_channel = channel(settings.registry_address)
+    registry_channel = channel(settings.registry_address, settings.service_credential_value())
     registry = internal_grpc.InternalServiceStub(registry_channel)
     admin_token = settings.admin_token.get_secret_value()
     reconciler = Reconciler(db, registry_cost_apis(registry), reconciler_settings(settings))
-    auth = Authenticator(registry, admin_token, settings.auth_cache_seconds)
+    callers = FeedCache(registry)
+    auth = Authenticator(callers, admin_token)
     limited = LimitedAccounts(db)
     registrations = [
         (
@@ -73,8 +77,10 @@ async def serve(settings: BillingSettings) -> None:
             "switchboard.billing.v1.LedgerService",
         ),
     ]
+    feed = asyncio.create_task(callers.watch())
 
     async def close() -> None:
+        feed.cancel()
         await reconciler.close()
         await limited.close()
         await registry_channel.close()
@@ -82,7 +88,7 @@ async def serve(settings: BillingSettings) -> None:
 
     await limited.start()
     await reconciler.start()
-    await run_service("billing", settings, registrations, on_stop=close)
+    await run_service("billing", settings, registrations, on_stop=close, on_draining=limited.close_watchers)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import grpc
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from switchboard.billing.v1 import billing_service_pb2 as billing_pb
 from switchboard.billing.v1 import billing_service_pb2_grpc as billing_grpc
@@ -34,6 +36,15 @@ def _time(stamp: Timestamp, default: datetime) -> datetime:
 def _required(value: str, param: str) -> None:
     if not value:
         raise bad_request(f"{param} is required", param=param)
+
+
+def _required_amount(request: Message, field: str, param: str) -> int:
+    """A money field the body must carry (a missing one is never read as 0 = "none"); >= 0."""
+    if not request.HasField(field):
+        raise bad_request(f"{param} is required (nano-USD, 0 or more)", param=param, code="missing_field")
+    value = getattr(request, field)
+    _not_negative(value, param)
+    return value
 
 
 def _not_negative(value: int, param: str) -> None:
@@ -132,7 +143,7 @@ class AccountsMixin:
     async def _update_account(self, account: str, **values: int) -> billing_pb.Account:
         await self.db.run(lambda s: ledger.update_account(s, account, **values))
         state = await self._account(account)
-        self.limited.changed(account, int(state.limit_nano_usd))
+        await self.limited.changed(account, int(state.limit_nano_usd))
         return state
 
 
@@ -168,8 +179,8 @@ class BillingServicer(AccountsMixin, billing_grpc.BillingServiceServicer):
         caller = await self.auth.caller(context)
         _required(request.account, "account")
         require_account_access(caller, request.account)
-        _not_negative(request.limit_nano_usd, "limitNanoUsd")
-        return await self._update_account(request.account, limit_nano_usd=request.limit_nano_usd)
+        limit = _required_amount(request, "limit_nano_usd", "limitNanoUsd")
+        return await self._update_account(request.account, limit_nano_usd=limit)
 
 
 class BillingAdminServicer(AccountsMixin, billing_grpc.BillingAdminServiceServicer):
@@ -198,8 +209,8 @@ class BillingAdminServicer(AccountsMixin, billing_grpc.BillingAdminServiceServic
     ) -> billing_pb.Account:
         require_admin(context, self.admin_token)
         _required(request.account, "account")
-        _not_negative(request.included_credits_nano_usd, "includedCreditsNanoUsd")
-        return await self._update_account(request.account, included_credits_nano_usd=request.included_credits_nano_usd)
+        credits = _required_amount(request, "included_credits_nano_usd", "includedCreditsNanoUsd")
+        return await self._update_account(request.account, included_credits_nano_usd=credits)
 
 
 class LedgerServicer(billing_grpc.LedgerServiceServicer):
@@ -240,6 +251,13 @@ class LedgerServicer(billing_grpc.LedgerServiceServicer):
             )
         )
         return billing_pb.ReserveSpendResponse(granted=grant.granted, remaining_nano_usd=grant.remaining_nano_usd)
+
+    def WatchLimitedAccounts(
+        self,
+        request_iterator: AsyncIterator[billing_pb.WatchLimitedAccountsRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[billing_pb.WatchLimitedAccountsResponse]:
+        return self.limited.watch(request_iterator, context)
 
     async def ReleaseReservation(
         self, request: billing_pb.ReleaseReservationRequest, context: grpc.aio.ServicerContext

@@ -1,12 +1,20 @@
-"""Bearer tokens from gRPC metadata (Envoy passes HTTP headers as metadata)."""
+"""Credentials: callers' bearer tokens (Envoy passes HTTP headers as gRPC
+metadata) and the service credential that guards the internal services."""
 
 from __future__ import annotations
 
 import hmac
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any
 
 import grpc
 
 from services.common.errors import ApiError
+
+# Metadata key of the shared secret the services present to each other.
+SERVICE_CREDENTIAL_KEY = "x-switchboard-service-credential"
+# Services only the other services may call (Envoy does not route them either).
+INTERNAL_SERVICES = frozenset({"switchboard.registry.v1.InternalService", "switchboard.billing.v1.LedgerService"})
 
 
 def metadata_value(context: grpc.aio.ServicerContext, key: str) -> str | None:
@@ -17,10 +25,11 @@ def metadata_value(context: grpc.aio.ServicerContext, key: str) -> str | None:
     return None
 
 
-def bearer_token(context: grpc.aio.ServicerContext) -> str:
-    """The token of "Authorization: Bearer <token>"; 401 when missing."""
-    header = metadata_value(context, "authorization")
+def parse_bearer(header: str | None, required: bool = True) -> str:
+    """The token of "Authorization: Bearer <token>"; "" when absent and not required; 401 otherwise."""
     if not header:
+        if not required:
+            return ""
         raise ApiError(
             401, "missing Authorization header: send 'Authorization: Bearer <token>'", code="invalid_api_key"
         )
@@ -28,6 +37,11 @@ def bearer_token(context: grpc.aio.ServicerContext) -> str:
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(401, "the Authorization header must be 'Bearer <token>'", code="invalid_api_key")
     return token.strip()
+
+
+def bearer_token(context: grpc.aio.ServicerContext) -> str:
+    """The call's bearer token; 401 when missing or malformed."""
+    return parse_bearer(metadata_value(context, "authorization"))
 
 
 def is_admin_token(token: str, admin_token: str) -> bool:
@@ -39,3 +53,90 @@ def require_admin(context: grpc.aio.ServicerContext, admin_token: str) -> None:
     """401 without a token, 403 with any token but the admin token."""
     if not is_admin_token(bearer_token(context), admin_token):
         raise ApiError(403, "this call needs the admin token", code="forbidden")
+
+
+def _service_of(method: str) -> str:
+    """ "/pkg.Service/Method" -> "pkg.Service"."""
+    return method.lstrip("/").partition("/")[0]
+
+
+class ServiceCredentialCheck(grpc.aio.ServerInterceptor):
+    """Refuses calls to the internal services that do not carry the service credential
+    (UNAUTHENTICATED, before the handler runs); every other service passes untouched."""
+
+    def __init__(self, credential: str, protected: Iterable[str] = INTERNAL_SERVICES) -> None:
+        if not credential:
+            raise ValueError("the service credential must not be empty")
+        self._credential = credential.encode()
+        self._protected = frozenset(protected)
+
+    def _presented(self, metadata: Iterable[tuple[str, Any]] | None) -> bool:
+        for name, value in metadata or ():
+            if name == SERVICE_CREDENTIAL_KEY:
+                given = value if isinstance(value, bytes) else value.encode()
+                return hmac.compare_digest(given, self._credential)
+        return False
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None or _service_of(details.method) not in self._protected:
+            return handler
+        if self._presented(details.invocation_metadata):
+            return handler
+        return _refusing(handler)
+
+
+_REFUSAL = "this internal service needs the service credential"
+
+
+async def _refuse(_request: Any, context: grpc.aio.ServicerContext) -> None:
+    await context.abort(grpc.StatusCode.UNAUTHENTICATED, _REFUSAL)
+
+
+async def _refuse_stream(_request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    await context.abort(grpc.StatusCode.UNAUTHENTICATED, _REFUSAL)
+    yield  # pragma: no cover - abort raises; this makes the function a generator
+
+
+def _refusing(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """A handler of the same shape that aborts every call."""
+    if handler.unary_unary or handler.stream_unary:
+        kind = "unary_unary" if handler.unary_unary else "stream_unary"
+        return handler._replace(**{kind: _refuse})
+    kind = "unary_stream" if handler.unary_stream else "stream_stream"
+    return handler._replace(**{kind: _refuse_stream})
+
+
+class _PresentCredential(
+    grpc.aio.UnaryUnaryClientInterceptor,
+    grpc.aio.UnaryStreamClientInterceptor,
+    grpc.aio.StreamStreamClientInterceptor,
+):
+    """Adds the service credential to every call of a channel."""
+
+    def __init__(self, credential: str) -> None:
+        self._entry = (SERVICE_CREDENTIAL_KEY, credential)
+
+    def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        metadata = grpc.aio.Metadata(*(details.metadata or ()), self._entry)
+        return grpc.aio.ClientCallDetails(
+            details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
+        )
+
+    async def intercept_unary_unary(self, continuation, details, request):
+        return await continuation(self._details(details), request)
+
+    async def intercept_unary_stream(self, continuation, details, request):
+        return await continuation(self._details(details), request)
+
+    async def intercept_stream_stream(self, continuation, details, request_iterator):
+        return await continuation(self._details(details), request_iterator)
+
+
+def presenting_credential(credential: str) -> list[grpc.aio.ClientInterceptor]:
+    """Client interceptors that present the service credential on every call."""
+    return [_PresentCredential(credential)]

@@ -7,11 +7,33 @@ then these defaults.
 from __future__ import annotations
 
 import argparse
+import os
+import secrets
 from pathlib import Path
 from typing import Self
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SERVICE_CREDENTIAL_FILE = "service-credential"
+SECRET_SETTINGS = frozenset({"admin_token", "service_credential"})
+
+
+def read_or_create_secret(path: Path, prefix: str) -> str:
+    """The secret in the file, created (mode 0600, a random token) when missing.
+    Several processes may race to create it: exactly one wins, all read the same."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "w") as f:
+            f.write(prefix + secrets.token_urlsafe(32))
+    value = path.read_text().strip()
+    if not value:
+        raise RuntimeError(f"{path} is empty: delete it or put a secret in it")
+    return value
 
 
 class ServiceSettings(BaseSettings):
@@ -24,8 +46,19 @@ class ServiceSettings(BaseSettings):
     data_dir: Path = Field(Path("data"), description="directory of the SQLite databases")
     database_url: str = Field("", description="SQLAlchemy URL; SQLite under data_dir when empty")
     admin_token: SecretStr = Field(SecretStr(""), description="the operators' admin token")
+    service_credential: SecretStr = Field(
+        SecretStr(""),
+        description="the secret the services present to each other; read from (or created in) "
+        f"<data_dir>/{SERVICE_CREDENTIAL_FILE} when unset",
+    )
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
     shutdown_grace_seconds: float = Field(5.0, description="time given to calls in flight on SIGTERM")
+
+    def service_credential_value(self) -> str:
+        """The configured service credential, else the data directory's shared one."""
+        return self.service_credential.get_secret_value() or read_or_create_secret(
+            self.data_dir / SERVICE_CREDENTIAL_FILE, "sb-service-"
+        )
 
     def database_url_for(self, name: str) -> str:
         """The configured URL, or a SQLite file named after the service."""
@@ -39,8 +72,8 @@ class ServiceSettings(BaseSettings):
         """Parses --<field> options for every field; unset ones fall back to the environment."""
         parser = argparse.ArgumentParser(prog=prog, description=cls.__doc__)
         for name, field in cls.model_fields.items():
-            if name == "admin_token":
-                continue  # secrets never go on a command line; SWITCHBOARD_ADMIN_TOKEN only
+            if name in SECRET_SETTINGS:
+                continue  # secrets never go on a command line; SWITCHBOARD_<NAME> only
             parser.add_argument(
                 f"--{name.replace('_', '-')}",
                 dest=name,

@@ -39,3 +39,18 @@ def configure_logging(service: str, level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+
+
+class Throttled:
+    """Logs a recurring warning at most once per `every` seconds (an outage must not flood the logs)."""
+
+    def __init__(self, logger: logging.Logger, every: float = 10.0) -> None:
+        self.logger = logger
+        self.every = every
+        self._last = float("-inf")
+
+    def warning(self, message: str, **extra: object) -> None:
+        now = time.monotonic()
+        if now - self._last >= self.every:
+            self._last = now
+            self.logger.warning(message, extra=extra)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Money and counts are int64 on the wire and in the database: every result saturates here.
+MAX_NANO_USD = 2**63 - 1
 # What a request costs when its provider model has no price, per task family.
 DEFAULT_ESTIMATE_NANO_USD: dict[str, int] = {
     "conversational": 100_000,  # 0.0001 USD
@@ -36,14 +38,15 @@ def estimate_nano_usd(
     """What the prices give for this usage; the task's default when there is no price."""
     if price is None or not price.is_set:
         return DEFAULT_ESTIMATE_NANO_USD.get(task, DEFAULT_ESTIMATE_NANO_USD["conversational"])
-    return (
+    total = (
         price.request_nano_usd
         + price.input_token_nano_usd * max(0, input_tokens)
         + price.output_token_nano_usd * max(0, output_tokens)
         + price.image_nano_usd * max(0, images)
     )
+    return min(total, MAX_NANO_USD)
 
 
 def prompt_tokens_estimate(body_bytes: int) -> int:
     """A cheap upper-side guess of prompt tokens from the request size (~4 bytes a token)."""
-    return body_bytes // 4 + 1
+    return min(body_bytes // 4 + 1, MAX_NANO_USD)

@@ -85,11 +85,15 @@ def _is_abort(exc: BaseException) -> bool:
 
 
 def create_server(
-    registrations: Iterable[Registration], host: str, port: int
+    registrations: Iterable[Registration],
+    host: str,
+    port: int,
+    interceptors: Iterable[grpc.aio.ServerInterceptor] = (),
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
-    """A server with the servicers, health checking and reflection; returns the bound port."""
+    """A server with the servicers, health checking and reflection; returns the bound port.
+    `interceptors` run before the error mapping (e.g. the service credential check)."""
     server = grpc.aio.server(
-        interceptors=[ErrorInterceptor()],
+        interceptors=[*interceptors, ErrorInterceptor()],
         options=[
             ("grpc.max_receive_message_length", 16 * 1024 * 1024),
             ("grpc.so_reuseport", 0),
@@ -116,6 +120,7 @@ async def serve(
     service_names: Iterable[str],
     grace_seconds: float,
     on_stop: Callable[[], Awaitable[None]] | None = None,
+    on_draining: Callable[[], None] | None = None,
 ) -> None:
     """Starts the server, reports SERVING, and on SIGTERM/SIGINT drains calls and stops."""
     await server.start()
@@ -128,6 +133,8 @@ async def serve(
     await stop.wait()
     log.info("stopping", extra={"grace_seconds": grace_seconds})
     await health_servicer.enter_graceful_shutdown()
+    if on_draining is not None:
+        on_draining()
     await server.stop(grace_seconds)
     if on_stop is not None:
         await on_stop()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import grpc
 
+from services.common.auth import ServiceCredentialCheck, presenting_credential
 from services.common.config import ServiceSettings
 from services.common.db import Database, migrate
 from services.common.server import Registration, create_server, serve
@@ -22,10 +23,12 @@ def open_database(settings: ServiceSettings, name: str, migrations_dir: Path) ->
     return Database(url)
 
 
-def channel(address: str) -> grpc.aio.Channel:
-    """A channel to another service; calls on it carry their own deadlines."""
+def channel(address: str, credential: str) -> grpc.aio.Channel:
+    """A channel to another service, presenting the service credential on every call;
+    calls on it carry their own deadlines."""
     return grpc.aio.insecure_channel(
         address,
+        interceptors=presenting_credential(credential),
         options=[
             ("grpc.keepalive_time_ms", 30_000),
             ("grpc.max_receive_message_length", 64 * 1024 * 1024),
@@ -41,9 +44,12 @@ async def run_service(
     settings: ServiceSettings,
     registrations: Iterable[Registration],
     on_stop: Callable[[], Awaitable[None]] | None = None,
+    on_draining: Callable[[], None] | None = None,
 ) -> None:
-    """Serves the registrations until SIGTERM, then drains and calls on_stop."""
+    """Serves the registrations until SIGTERM, then drains and calls on_stop.
+    on_draining runs when the drain starts (e.g. to end open streams)."""
     registrations = list(registrations)
-    server, port, health = create_server(registrations, settings.host, settings.port)
+    check = ServiceCredentialCheck(settings.service_credential_value())
+    server, port, health = create_server(registrations, settings.host, settings.port, [check])
     log.info("listening", extra={"service": name, "address": f"{settings.host}:{port}"})
-    await serve(server, health, [r[2] for r in registrations], settings.shutdown_grace_seconds, on_stop)
+    await serve(server, health, [r[2] for r in registrations], settings.shutdown_grace_seconds, on_stop, on_draining)

@@ -49,8 +49,8 @@ UPDATABLE = (
 )
 
 
-def provider_message(row: ProviderRow, *, with_secrets: bool = False) -> admin_pb.Provider:
-    """A provider row as a message; secrets only for internal callers."""
+def provider_message(row: ProviderRow) -> admin_pb.Provider:
+    """A provider row as a message, without its secrets."""
     message = admin_pb.Provider(
         id=row.id,
         org=row.org,
@@ -63,9 +63,6 @@ def provider_message(row: ProviderRow, *, with_secrets: bool = False) -> admin_p
         default_rank=row.default_rank,
     )
     message.create_time.FromDatetime(row.create_time)
-    if with_secrets:
-        message.api_key = row.api_key
-        message.billing_authorization = row.billing_authorization
     return message
 
 

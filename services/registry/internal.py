@@ -46,6 +46,15 @@ def resolution_message(resolution: Resolution) -> internal_pb.ResolveModelRespon
     )
 
 
+def _with_secret(message: admin_pb.Provider, row: ProviderRow, secrets: int) -> admin_pb.Provider:
+    """Adds the one secret the asking service calls the provider with."""
+    if secrets == internal_pb.PROVIDER_SECRETS_INFERENCE:
+        message.api_key = row.api_key
+    elif secrets == internal_pb.PROVIDER_SECRETS_COST_API:
+        message.billing_authorization = row.billing_authorization
+    return message
+
+
 class InternalServicer(internal_grpc.InternalServiceServicer):
     """Identity, resolution, provider configuration and the change feed."""
 
@@ -97,7 +106,7 @@ class InternalServicer(internal_grpc.InternalServiceServicer):
             by_provider.setdefault(price.provider, []).append(price_message(price))
         configs = [
             internal_pb.ProviderConfig(
-                provider=provider_message(row, with_secrets=True), prices=by_provider.get(row.id, [])
+                provider=_with_secret(provider_message(row), row, request.secrets), prices=by_provider.get(row.id, [])
             )
             for row in providers
         ]

@@ -21,4 +21,13 @@ class RouterSettings(ServiceSettings):
     breaker_failures: int = Field(5, description="consecutive failures that open a provider's circuit breaker")
     breaker_cooldown_seconds: float = Field(10.0, description="how long an open breaker skips its provider")
     billing_timeout_seconds: float = Field(0.5, description="deadline of a reservation call to Billing")
+    billing_breaker_failures: int = Field(
+        3, description="failed reservation calls in a row after which Billing is not asked for a cooldown"
+    )
+    billing_breaker_cooldown_seconds: float = Field(
+        5.0, description="how long requests proceed without asking a failing Billing"
+    )
+    max_answer_bytes: int = Field(
+        8 * 1024 * 1024, description="largest provider answer passed on (a larger one is a 502, not billed)"
+    )
     ledger_batch_size: int = Field(1000, description="ledger records per RecordRequests call")

@@ -1,5 +1,5 @@
-"""The Router's side of Billing: reservations before a provider call, and ledger
-records after it, through a local spool that loses nothing when Billing is down.
+"""The Router's ledger records: each served request's record reaches Billing
+through a local spool that loses nothing when Billing is down.
 
 Each record is appended to a journal file the moment the provider answered (a
 page-cache write, no fsync: it survives a crash of the Router process). Every
@@ -9,9 +9,6 @@ are sent to Billing with RecordRequests, oldest first, and deleted once Billing
 acknowledged them (Billing dedupes by request id, so a record sent twice is
 harmless). Journals and spool files left by a previous run are picked up on
 start. The caller never waits for any of this.
-
-Reservations: when Billing cannot be reached the request proceeds (availability
-before strict limits) and a warning is logged at most every few seconds.
 """
 
 from __future__ import annotations
@@ -29,17 +26,14 @@ import grpc
 from switchboard.billing.v1 import billing_service_pb2 as billing_pb
 from switchboard.billing.v1 import billing_service_pb2_grpc as billing_grpc
 
-from services.common.errors import ApiError
+from services.common.logs import Throttled
 
 log = logging.getLogger(__name__)
 
 FLUSH_INTERVAL_SECONDS = 0.1
 SEND_TIMEOUT_SECONDS = 10.0
 RETRY_MAX_SECONDS = 30.0
-WARN_EVERY_SECONDS = 10.0
 MAX_RECORDS_PER_CALL = 10_000
-UNLIMITED_CACHE_SECONDS = 1.0
-MAX_CACHED_ACCOUNTS = 100_000
 _REJECTED_CODES = {grpc.StatusCode.INVALID_ARGUMENT}
 JOURNAL = "journal.log"
 _FRAME = struct.Struct(">I")  # length prefix of one serialized LedgerRecord in a journal
@@ -59,80 +53,29 @@ def read_journal(path: Path) -> list[billing_pb.LedgerRecord]:
 
 
 class Ledger:
-    """Reservations (on the caller's path, bounded by a short deadline) and the record spool (off it)."""
+    """The record spool and its background sender (off the caller's path)."""
 
     def __init__(
         self,
         stub: billing_grpc.LedgerServiceStub,
         spool_dir: Path,
         batch_size: int,
-        reserve_timeout: float,
         send_timeout: float = SEND_TIMEOUT_SECONDS,
     ) -> None:
         self.stub = stub
         self.spool_dir = spool_dir
         self.batch_size = max(1, min(batch_size, MAX_RECORDS_PER_CALL))
-        self.reserve_timeout = reserve_timeout
         self.send_timeout = send_timeout
         self.pending: list[billing_pb.LedgerRecord] = []
         self._spooled: list[tuple[Path, billing_pb.RecordRequestsRequest | None]] = []
-        self._unlimited: dict[str, float] = {}  # account -> until when it needs no reservation
         self._sequence = itertools.count()
         self._tasks: set[asyncio.Task] = set()
-        self._last_warning = 0.0
+        self._warning = Throttled(log)
         self._retry_delay = 0.0
         self._retry_at = 0.0
         self._wake = asyncio.Event()
         self._journal_fd = -1
         self._sealed: list[Path] = []  # journals whose records are in `pending`, not yet in a spool file
-
-    def _warn(self, message: str, exc: grpc.aio.AioRpcError) -> None:
-        now = time.monotonic()
-        if now - self._last_warning >= WARN_EVERY_SECONDS:
-            self._last_warning = now
-            log.warning(message, extra={"code": exc.code().name})
-
-    async def reserve(self, request_id: str, account: str, estimate_nano_usd: int) -> bool:
-        """Reserves the estimate; 402 when Billing refuses. Returns whether a reservation is held.
-
-        An account Billing called unlimited (remaining -1, nothing held) is not asked
-        again for UNLIMITED_CACHE_SECONDS: a new limit takes effect within that time."""
-        if self._unlimited.get(account, 0.0) > time.monotonic():
-            return False
-        request = billing_pb.ReserveSpendRequest(
-            request_id=request_id, account=account, estimated_nano_usd=estimate_nano_usd
-        )
-        try:
-            answer = await self.stub.ReserveSpend(request, timeout=self.reserve_timeout)
-        except grpc.aio.AioRpcError as exc:
-            self._warn("billing unreachable: requests proceed without a spending check", exc)
-            return False
-        if not answer.granted:
-            raise ApiError(
-                402,
-                f"the spending limit of account {account} is reached; raise it or add credits",
-                code="insufficient_quota",
-            )
-        if answer.remaining_nano_usd < 0:
-            if len(self._unlimited) >= MAX_CACHED_ACCOUNTS:
-                self._unlimited.clear()
-            self._unlimited[account] = time.monotonic() + UNLIMITED_CACHE_SECONDS
-            return False
-        return True
-
-    def release(self, request_id: str) -> None:
-        """Releases a reservation in the background (no provider answered)."""
-        task = asyncio.create_task(self._release(request_id))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _release(self, request_id: str) -> None:
-        try:
-            await self.stub.ReleaseReservation(
-                billing_pb.ReleaseReservationRequest(request_id=request_id), timeout=self.send_timeout
-            )
-        except grpc.aio.AioRpcError as exc:
-            self._warn("could not release a reservation; Billing expires it", exc)
 
     def record(self, record: billing_pb.LedgerRecord) -> None:
         """Journals and queues a served request's record; returns at once."""
@@ -216,7 +159,7 @@ class Ledger:
                     await self.stub.RecordRequests(batch, timeout=self.send_timeout, wait_for_ready=True)
                 except grpc.aio.AioRpcError as exc:
                     if exc.code() not in _REJECTED_CODES:
-                        self._warn("billing unreachable: ledger records stay spooled", exc)
+                        self._warning.warning("billing unreachable: ledger records stay spooled", code=exc.code().name)
                         return False
                     log.error("billing rejected a ledger batch; kept aside", extra={"file": path.name})
                     await asyncio.to_thread(os.replace, path, path.with_suffix(".rejected"))

@@ -18,29 +18,33 @@ from services.router.directory import Directory
 from services.router.ledger import Ledger
 from services.router.measurements import Measurements
 from services.router.servicer import RouterServicer
+from services.router.spending import Spending
 from services.router.upstream import Upstreams
 
 
 async def serve(settings: RouterSettings) -> None:
     """Runs the Router until SIGTERM: change feed, ledger sender, upstream pool, gRPC server."""
-    registry_channel = channel(settings.registry_address)
-    billing_channel = channel(settings.billing_address)
+    credential = settings.service_credential_value()
+    registry_channel = channel(settings.registry_address, credential)
+    billing_channel = channel(settings.billing_address, credential)
     directory = Directory(internal_service_pb2_grpc.InternalServiceStub(registry_channel))
-    ledger = Ledger(
-        billing_service_pb2_grpc.LedgerServiceStub(billing_channel),
-        settings.data_dir.resolve() / "router-ledger-spool",
-        settings.ledger_batch_size,
+    billing = billing_service_pb2_grpc.LedgerServiceStub(billing_channel)
+    ledger = Ledger(billing, settings.data_dir.resolve() / "router-ledger-spool", settings.ledger_batch_size)
+    spending = Spending(
+        billing,
         settings.billing_timeout_seconds,
+        Breakers(settings.billing_breaker_failures, settings.billing_breaker_cooldown_seconds),
     )
     upstreams = Upstreams(
         Breakers(settings.breaker_failures, settings.breaker_cooldown_seconds),
         settings.upstream_connect_timeout_seconds,
         settings.upstream_timeout_seconds,
         settings.stream_idle_timeout_seconds,
+        settings.max_answer_bytes,
     )
     await upstreams.start()
-    servicer = RouterServicer(directory, upstreams, ledger, Measurements(), settings.hub_url)
-    background = [asyncio.create_task(directory.watch()), asyncio.create_task(ledger.run())]
+    servicer = RouterServicer(directory, upstreams, spending, ledger, Measurements(), settings.hub_url)
+    background = [asyncio.create_task(task) for task in (directory.watch(), ledger.run(), spending.watch())]
     registrations = [
         (
             router_service_pb2_grpc.add_RouterServiceServicer_to_server,

@@ -6,7 +6,7 @@ import base64
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -19,12 +19,15 @@ from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 from switchboard.router.v1 import router_service_pb2 as router_pb
 from switchboard.router.v1 import router_service_pb2_grpc as router_grpc
 
+from services.common.accounts import OPERATOR_ACCOUNT
+from services.common.auth import parse_bearer
 from services.common.errors import ApiError, bad_request
 from services.common.pricing import estimate_nano_usd, prompt_tokens_estimate
-from services.router import selection
+from services.router import params, selection
 from services.router.directory import Directory, ProviderEntry
 from services.router.ledger import Ledger
 from services.router.measurements import Measurements
+from services.router.spending import Spending
 from services.router.upstream import Opened, Upstreams, relay, rewrite
 
 log = logging.getLogger(__name__)
@@ -36,14 +39,8 @@ IMAGES_PATH = "/v1/images/generations"
 DEFAULT_MAX_TOKENS = 1024
 JSON = "application/json"
 EVENT_STREAM = "text/event-stream"
-# The OpenAI chat parameters a provider behind Switchboard accepts (everything is passed through).
-CHAT_PARAMS = (
-    "model", "messages", "provider", "stream", "stream_options", "max_tokens", "max_completion_tokens",
-    "temperature", "top_p", "n", "stop", "seed", "presence_penalty", "frequency_penalty", "logit_bias",
-    "logprobs", "top_logprobs", "tools", "tool_choice", "parallel_tool_calls", "response_format",
-    "reasoning_effort", "user", "metadata",
-)  # fmt: skip
-IMAGE_PARAMS = ("model", "prompt", "provider", "n", "size", "response_format")
+# What each route's body must carry and may carry (params.py); everything else passes through.
+BODY_RULES = {CHAT: (params.CHAT, params.REQUIRED_CHAT), TEXT_TO_IMAGE: (params.IMAGES, params.REQUIRED_IMAGES)}
 
 
 def _headers(context: grpc.aio.ServicerContext) -> dict[str, str]:
@@ -53,16 +50,6 @@ def _headers(context: grpc.aio.ServicerContext) -> dict[str, str]:
         if name in ("authorization", "x-hf-bill-to"):
             found[name] = value if isinstance(value, str) else value.decode()
     return found
-
-
-def _token(headers: dict[str, str], required: bool = True) -> str:
-    header = headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
-    if header or required:
-        raise ApiError(401, "send 'Authorization: Bearer <token>' with a Switchboard API token", code="invalid_api_key")
-    return ""
 
 
 def hf_to_openai(request: router_pb.TextToImageRequest) -> httpbody_pb2.HttpBody:
@@ -81,6 +68,22 @@ def hf_to_openai(request: router_pb.TextToImageRequest) -> httpbody_pb2.HttpBody
     return httpbody_pb2.HttpBody(content_type=JSON, data=orjson.dumps(payload))
 
 
+def _ask_for_usage(payload: dict) -> bool:
+    """Asks the provider to report a stream's usage; True when the caller did not ask for it
+    (the usage event is then kept from the caller)."""
+    options = payload.get("stream_options") or {}
+    payload["stream_options"] = {**options, "include_usage": True}
+    return options.get("include_usage") is not True
+
+
+def _first_png(answer: dict) -> bytes:
+    """The first image of a b64_json answer; 502 when the provider sent none."""
+    try:
+        return base64.b64decode(answer["data"][0]["b64_json"], validate=True)
+    except (KeyError, IndexError, TypeError, ValueError):
+        raise ApiError(502, "the provider answered without an image", code="upstream_error") from None
+
+
 def _now() -> timestamp_pb2.Timestamp:
     stamp = timestamp_pb2.Timestamp()
     stamp.FromNanoseconds(time.time_ns())
@@ -97,6 +100,7 @@ class Call:
     account: str
     model: str
     payload: dict
+    body_size: int
     routes: list[selection.Route]
     estimate_nano_usd: int
     started: timestamp_pb2.Timestamp
@@ -111,10 +115,17 @@ class RouterServicer(router_grpc.RouterServiceServicer):
     """OpenAI-compatible inference: auth, selection, failover, billing."""
 
     def __init__(
-        self, directory: Directory, upstreams: Upstreams, ledger: Ledger, measurements: Measurements, hub_url: str
+        self,
+        directory: Directory,
+        upstreams: Upstreams,
+        spending: Spending,
+        ledger: Ledger,
+        measurements: Measurements,
+        hub_url: str,
     ) -> None:
         self.directory = directory
         self.upstreams = upstreams
+        self.spending = spending
         self.ledger = ledger
         self.measurements = measurements
         self.hub_url = hub_url
@@ -122,21 +133,22 @@ class RouterServicer(router_grpc.RouterServiceServicer):
     # --- inference -------------------------------------------------------------------------
 
     async def _caller(self, headers: dict[str, str]) -> tuple[internal_pb.Caller, str]:
-        caller = await self.directory.authenticate(_token(headers))
+        caller = await self.directory.authenticate(parse_bearer(headers.get("authorization")))
         bill_to = headers.get("x-hf-bill-to", "").strip()
         if not bill_to:
-            return caller, caller.user or "admin"
+            return caller, caller.user or OPERATOR_ACCOUNT
         if not any(m.org == bill_to for m in caller.memberships):
-            raise ApiError(403, f"you are not a member of {bill_to}: cannot bill it", code="bill_to_forbidden")
+            raise ApiError(
+                403, f"you are not a member of {bill_to[:64]}: cannot bill it", param="X-HF-Bill-To",
+                code="bill_to_forbidden",
+            )  # fmt: skip
         return caller, bill_to
 
     async def _routes(
         self, task: str, payload: dict, path_provider: str, caller: internal_pb.Caller
     ) -> tuple[str, list[selection.Route]]:
         """The hub (or provider) model id to answer with, and the routes to try in order."""
-        model = payload.get("model")
-        if not isinstance(model, str) or not model:
-            raise bad_request("model is required", param="model")
+        model = payload["model"]
         known = await self.directory.providers()
         mentioned = [path_provider, *str(payload.get("provider") or "").split()]
         suffix = model.rpartition(":")[2] if ":" in model and not path_provider else ""
@@ -176,12 +188,11 @@ class RouterServicer(router_grpc.RouterServiceServicer):
         return routes
 
     def _estimate(self, task: str, payload: dict, body_size: int, route: selection.Route) -> int:
+        """The reservation's estimate, from checked parameters (params.py bounds every one)."""
         price = route.provider.prices.get(route.provider_model)
         if task == TEXT_TO_IMAGE:
-            images = payload.get("n") if isinstance(payload.get("n"), int) else 1
-            return estimate_nano_usd(price, task, images=max(1, images))
-        limit = payload.get("max_completion_tokens") or payload.get("max_tokens")
-        output = limit if isinstance(limit, int) and limit > 0 else DEFAULT_MAX_TOKENS
+            return estimate_nano_usd(price, task, images=payload.get("n") or 1)
+        output = payload.get("max_completion_tokens") or payload.get("max_tokens") or DEFAULT_MAX_TOKENS
         return estimate_nano_usd(price, task, input_tokens=prompt_tokens_estimate(body_size), output_tokens=output)
 
     async def _prepare(self, task: str, request, context: grpc.aio.ServicerContext) -> Call:
@@ -195,43 +206,58 @@ class RouterServicer(router_grpc.RouterServiceServicer):
             raise bad_request("the request body is not valid JSON") from None
         if not isinstance(payload, dict):
             raise bad_request("the request body must be a JSON object")
+        params.check_body(payload, *BODY_RULES[task])
         model, routes = await self._routes(task, payload, request.provider, caller)
         estimate = self._estimate(task, payload, len(raw), routes[0])
-        call = Call(str(uuid.uuid4()), task, caller, account, model, payload, routes, estimate, started)
-        call.reserved = await self.ledger.reserve(call.request_id, account, estimate)
+        call = Call(str(uuid.uuid4()), task, caller, account, model, payload, len(raw), routes, estimate, started)
+        call.reserved = await self.spending.reserve(call.request_id, account, estimate)
         return call
 
     async def _open(self, call: Call, path: str, stream: bool, context: grpc.aio.ServicerContext) -> Opened:
+        """The first candidate's valid answer; the reservation is released when there is none."""
         remaining = context.time_remaining()
         deadline = None if remaining is None else time.monotonic() + remaining
         try:
-            opened = await self.upstreams.first_answer(call.routes, call.payload, path, stream, deadline)
+            return await self.upstreams.first_answer(call.routes, call.payload, path, stream, deadline)
         except BaseException:
             if call.reserved:
-                self.ledger.release(call.request_id)
+                self.spending.release(call.request_id)
             raise
+
+    async def _send_headers(self, call: Call, opened: Opened, context: grpc.aio.ServicerContext) -> None:
+        """The answer's headers: which provider served it, our request id and the provider's."""
         metadata = [("x-inference-provider", opened.route.provider.id), ("x-request-id", call.request_id)]
         provider_request_id = opened.provider_request_id
         if provider_request_id and provider_request_id.isascii() and provider_request_id.isprintable():
             metadata.append((opened.route.provider.request_id_metadata_key, provider_request_id))
         await context.send_initial_metadata(metadata)
-        return opened
+
+    def _usage(self, call: Call, opened: Opened, images: int) -> tuple[int, int, int]:
+        """(input tokens, output tokens, estimate): what the provider reported; for a stream
+        without usage, output counted as the content events sent and input estimated from
+        the request size; for a unary answer without usage, the reservation's estimate."""
+        route, usage = opened.route, opened.usage
+        price = route.provider.prices.get(route.provider_model)
+        if images:
+            return 0, 0, estimate_nano_usd(price, call.task, images=images)
+        if usage.reported:
+            input_tokens, output_tokens = usage.input_tokens, usage.output_tokens
+        elif opened.response is not None:
+            input_tokens, output_tokens = prompt_tokens_estimate(call.body_size), max(1, usage.chunks)
+        else:
+            return 0, 0, call.estimate_nano_usd
+        estimate = estimate_nano_usd(price, call.task, input_tokens=input_tokens, output_tokens=output_tokens)
+        return input_tokens, output_tokens, estimate
 
     def _finish(self, call: Call, opened: Opened, images: int = 0) -> None:
         """Measures the answer and hands its ledger record to the background sender."""
         ended = time.monotonic()
-        route, usage = opened.route, opened.usage
-        tokens = usage.output_tokens or usage.chunks
+        route = opened.route
+        tokens = opened.usage.output_tokens or opened.usage.chunks
         self.measurements.observe(
             route.provider.id, route.provider_model, opened.first_at - opened.sent_at, tokens, ended - opened.sent_at
         )
-        input_tokens = usage.input_tokens
-        estimate = call.estimate_nano_usd
-        if usage.input_tokens or usage.output_tokens or images:
-            price = route.provider.prices.get(route.provider_model)
-            estimate = estimate_nano_usd(
-                price, call.task, input_tokens=input_tokens, output_tokens=usage.output_tokens, images=images
-            )
+        input_tokens, output_tokens, estimate = self._usage(call, opened, images)
         self.ledger.record(
             billing_pb.LedgerRecord(
                 request_id=call.request_id,
@@ -245,41 +271,36 @@ class RouterServicer(router_grpc.RouterServiceServicer):
                 start_time=call.started,
                 end_time=_now(),
                 input_tokens=input_tokens,
-                output_tokens=usage.output_tokens,
+                output_tokens=output_tokens,
                 images=images,
                 estimated_nano_usd=estimate,
             )
         )
-
-    def _unary_body(self, call: Call, opened: Opened) -> bytes:
-        try:
-            return rewrite(opened.body, call.model, opened.usage)
-        except orjson.JSONDecodeError:
-            self._finish(call, opened)
-            raise ApiError(502, f"provider {opened.route.provider.id} sent an answer that is not JSON",
-                           code="upstream_error") from None  # fmt: skip
 
     async def CreateChatCompletion(
         self, request: router_pb.CreateChatCompletionRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
         call = await self._prepare(CHAT, request, context)
         stream = call.payload.get("stream") is True
+        hide_usage = stream and _ask_for_usage(call.payload)
         opened = await self._open(call, CHAT_PATH, stream, context)
         if not stream:
-            data = self._unary_body(call, opened)
+            data = rewrite(opened.answer, call.model, opened.usage)
             self._finish(call, opened)
+            await self._send_headers(call, opened, context)
             yield httpbody_pb2.HttpBody(content_type=JSON, data=data)
             return
         try:
-            async for event in self._relay(call, opened):
+            await self._send_headers(call, opened, context)
+            async for event in self._relay(call, opened, hide_usage):
                 yield httpbody_pb2.HttpBody(content_type=EVENT_STREAM, data=event)
         finally:
             self._finish(call, opened)
 
-    async def _relay(self, call: Call, opened: Opened) -> AsyncIterator[bytes]:
+    async def _relay(self, call: Call, opened: Opened, hide_usage: bool) -> AsyncIterator[bytes]:
         """The provider's SSE events; a stream that breaks ends with an error event, never a switch."""
         try:
-            async for event in relay(opened, call.model):
+            async for event in relay(opened, call.model, hide_usage):
                 yield event
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
             self.upstreams.breakers.failed(opened.route.provider.id)
@@ -292,36 +313,37 @@ class RouterServicer(router_grpc.RouterServiceServicer):
             yield b"data: [DONE]\n\n"
 
     async def _image(
-        self, request: router_pb.CreateImageRequest, context: grpc.aio.ServicerContext
-    ) -> tuple[bytes, dict]:
+        self,
+        request: router_pb.CreateImageRequest,
+        context: grpc.aio.ServicerContext,
+        check: Callable[[dict], None] | None = None,
+    ) -> dict:
+        """An images answer, billed and headed once `check` (if any) accepted it."""
         call = await self._prepare(TEXT_TO_IMAGE, request, context)
         opened = await self._open(call, IMAGES_PATH, False, context)
-        data = self._unary_body(call, opened)
-        answer = orjson.loads(data)
-        images = answer.get("data") if isinstance(answer, dict) else None
-        self._finish(call, opened, images=len(images) if isinstance(images, list) else 0)
-        return data, answer
+        if check is not None:
+            check(opened.answer)
+        self._finish(call, opened, images=max(1, len(opened.answer["data"])))
+        await self._send_headers(call, opened, context)
+        return opened.answer
 
     async def CreateImage(
         self, request: router_pb.CreateImageRequest, context: grpc.aio.ServicerContext
     ) -> httpbody_pb2.HttpBody:
-        data, _ = await self._image(request, context)
-        return httpbody_pb2.HttpBody(content_type=JSON, data=data)
+        answer = await self._image(request, context)
+        answer.pop("usage", None)
+        return httpbody_pb2.HttpBody(content_type=JSON, data=orjson.dumps(answer))
 
     async def TextToImage(
         self, request: router_pb.TextToImageRequest, context: grpc.aio.ServicerContext
     ) -> httpbody_pb2.HttpBody:
-        _, image = await self._image(router_pb.CreateImageRequest(body=hf_to_openai(request)), context)
-        try:
-            data = base64.b64decode(image["data"][0]["b64_json"])
-        except (KeyError, IndexError, TypeError, ValueError):
-            raise ApiError(502, "the provider answered without an image", code="upstream_error") from None
-        return httpbody_pb2.HttpBody(content_type="image/png", data=data)
+        answer = await self._image(router_pb.CreateImageRequest(body=hf_to_openai(request)), context, _first_png)
+        return httpbody_pb2.HttpBody(content_type="image/png", data=_first_png(answer))
 
     # --- catalog ---------------------------------------------------------------------------
 
     async def _optional_user(self, context: grpc.aio.ServicerContext) -> str:
-        token = _token(_headers(context), required=False)
+        token = parse_bearer(_headers(context).get("authorization"), required=False)
         return (await self.directory.authenticate(token)).user if token else ""
 
     def _model(self, served: internal_pb.ServedModel, known: dict[str, ProviderEntry]) -> router_pb.Model:
@@ -379,7 +401,7 @@ class RouterServicer(router_grpc.RouterServiceServicer):
         user = await self._optional_user(context)
         served = await self.directory.served_models(user)
         models = sorted({m.id for m in served.models if any(c.provider == entry.id for c in m.candidates)})
-        params = list(CHAT_PARAMS) if CHAT in entry.tasks or not entry.tasks else []
+        accepted = list(params.CHAT) if CHAT in entry.tasks or not entry.tasks else []
         if TEXT_TO_IMAGE in entry.tasks:
-            params += [p for p in IMAGE_PARAMS if p not in params]
-        return router_pb.Provider(id=entry.id, url=entry.base_url, models=models, params=params, tasks=entry.tasks)
+            accepted += [p for p in params.IMAGES if p not in accepted]
+        return router_pb.Provider(id=entry.id, url=entry.base_url, models=models, params=accepted, tasks=entry.tasks)

@@ -1,8 +1,12 @@
 """Calls to provider upstreams: one pooled aiohttp session, failover across
 candidates before anything reached the caller, and SSE relaying.
 
-A retryable failure (connection error, timeout, 429, 500-504, a broken answer)
-moves on to the next candidate; any other provider error is the caller's answer.
+A retryable failure (connection error, timeout, 429, 500-504, an answer that
+is not valid for its route) moves on to the next candidate; any other
+provider error is the caller's answer. A 200 is valid when it is a JSON
+object with the route's list ("choices" for chat, "data" for images) and at
+most `max_answer_bytes` long; a stream is valid when its first event is such
+a chat chunk. Nothing invalid reaches the caller or the ledger.
 """
 
 from __future__ import annotations
@@ -21,6 +25,10 @@ from services.router.breaker import Breakers
 from services.router.selection import Route
 
 RETRYABLE_STATUSES = frozenset({429, 500, 501, 502, 503, 504})
+INT64_MAX = 2**63 - 1
+MAX_ERROR_BODY_BYTES = 64 * 1024  # of a provider's error answer, what is read
+# The list a valid 200 answer of each route carries.
+ANSWER_LIST = {"/v1/chat/completions": "choices", "/v1/images/generations": "data"}
 PASSED_THROUGH_STATUSES = frozenset({400, 404, 409, 413, 422})
 MAX_ERROR_MESSAGE = 500
 DONE = b"data: [DONE]\n\n"
@@ -37,21 +45,26 @@ class AttemptFailed(Exception):
 
 @dataclass
 class Usage:
-    """What the answer said about its size."""
+    """What the answer said about its size, and how many stream events carried content."""
 
     input_tokens: int = 0
     output_tokens: int = 0
     chunks: int = 0
+    reported: bool = False  # the provider sent a usage object
 
     def take(self, answer: dict) -> None:
         usage = answer.get("usage")
         if isinstance(usage, dict):
+            self.reported = True
             self.input_tokens = _int(usage.get("prompt_tokens"), self.input_tokens)
             self.output_tokens = _int(usage.get("completion_tokens"), self.output_tokens)
 
 
 def _int(value: Any, default: int) -> int:
-    return value if isinstance(value, int) and value >= 0 else default
+    """A non-negative count, saturated at int64 (a provider may send anything)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return default
+    return min(value, INT64_MAX)
 
 
 @dataclass
@@ -62,7 +75,8 @@ class Opened:
     provider_request_id: str
     sent_at: float
     first_at: float
-    body: bytes = b""
+    answer: dict = field(default_factory=dict)  # a unary answer, checked
+    first_event: dict = field(default_factory=dict)  # a stream's first event, checked
     response: aiohttp.ClientResponse | None = None
     usage: Usage = field(default_factory=Usage)
     failures: list[str] = field(default_factory=list)
@@ -93,22 +107,56 @@ def provider_error(route: Route, status: int, data: bytes) -> ApiError:
     return ApiError(status, text, param=param, code=str(code) if code else None, headers=answered_by)
 
 
-def rewrite(data: bytes, model: str, usage: Usage) -> bytes:
-    """Sets the answer's model back to the hub model id and notes its usage."""
-    answer = orjson.loads(data)
-    if isinstance(answer, dict):
-        if "model" in answer:
-            answer["model"] = model
-        usage.take(answer)
+def rewrite(answer: dict, model: str, usage: Usage, hide_usage: bool = False) -> bytes:
+    """Sets the answer's model back to the hub model id and notes its usage; with
+    hide_usage, usage the caller did not ask for is taken out ("" for a usage-only event)."""
+    if "model" in answer:
+        answer["model"] = model
+    usage.take(answer)
+    if hide_usage and "usage" in answer:
+        if not answer.get("choices"):
+            return b""
+        del answer["usage"]
     return orjson.dumps(answer)
+
+
+def _checked(data: bytes, expected_list: str) -> dict:
+    """The answer as a JSON object carrying the route's list; AttemptFailed otherwise."""
+    try:
+        answer = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise AttemptFailed("answered 200 with a body that is not JSON") from None
+    if not isinstance(answer, dict) or not isinstance(answer.get(expected_list), list):
+        raise AttemptFailed(f"answered 200 without a {expected_list!r} list")
+    return answer
+
+
+async def _read_capped(response: aiohttp.ClientResponse, most: int) -> bytes:
+    """The whole body, or AttemptFailed once it passes `most` bytes (never buffered beyond that)."""
+    if response.content_length is not None and response.content_length > most:
+        raise AttemptFailed(f"answer larger than {most:,} bytes")
+    data = bytearray()
+    async for piece in response.content.iter_any():
+        data += piece
+        if len(data) > most:
+            raise AttemptFailed(f"answer larger than {most:,} bytes")
+    return bytes(data)
 
 
 class Upstreams:
     """The pooled HTTP client and the failover loop."""
 
-    def __init__(self, breakers: Breakers, connect_timeout: float, attempt_timeout: float, idle_timeout: float):
+    def __init__(
+        self,
+        breakers: Breakers,
+        connect_timeout: float,
+        attempt_timeout: float,
+        idle_timeout: float,
+        max_answer_bytes: int,
+    ) -> None:
         self.breakers = breakers
         self.attempt_timeout = attempt_timeout
+        self.max_answer_bytes = max_answer_bytes
         self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=idle_timeout)
         self.session: aiohttp.ClientSession | None = None
 
@@ -180,21 +228,20 @@ class Upstreams:
                     route.provider.base_url + path, data=body, headers=route.provider.headers
                 )
                 if response.status != 200:
-                    data = await response.read()
+                    data = await response.content.read(MAX_ERROR_BODY_BYTES)
                     response.release()
                     if response.status in RETRYABLE_STATUSES:
                         raise AttemptFailed(f"HTTP {response.status}", response.status)
                     raise provider_error(route, response.status, data)
                 provider_request_id = response.headers.get(route.provider.request_id_header, "")
+                expected_list = ANSWER_LIST[path]
                 if stream:
-                    first = await _next_line(response)
-                    if first is None:
-                        raise AttemptFailed("stream closed before its first chunk")
-                    opened = Opened(route, provider_request_id, sent_at, time.monotonic(), first, response)
-                    response = None  # the caller's relay owns it now
+                    first = await _first_event(response, expected_list)
+                    opened = Opened(route, provider_request_id, sent_at, time.monotonic(), first_event=first)
+                    opened.response, response = response, None  # the caller's relay owns it now
                     return opened
-                data = await response.read()
-                return Opened(route, provider_request_id, sent_at, time.monotonic(), data)
+                answer = _checked(await _read_capped(response, self.max_answer_bytes), expected_list)
+                return Opened(route, provider_request_id, sent_at, time.monotonic(), answer=answer)
         except TimeoutError:
             if bounded_by_deadline:
                 raise ApiError(
@@ -217,6 +264,19 @@ def _all_failed(failures: list[str], statuses: list[int]) -> ApiError:
     return ApiError(502, f"every provider failed: {detail}", code="upstream_error")
 
 
+async def _first_event(response: aiohttp.ClientResponse, expected_list: str) -> dict:
+    """A stream's first data event, checked like a unary answer (comment lines before it are dropped)."""
+    while True:
+        line = await _next_line(response)
+        if line is None:
+            raise AttemptFailed("stream closed before its first chunk")
+        if not line.startswith(b":"):
+            break
+    if not line.startswith(b"data:"):
+        raise AttemptFailed("stream did not start with a data event")
+    return _checked(line[5:].strip(), expected_list)
+
+
 async def _next_line(response: aiohttp.ClientResponse) -> bytes | None:
     """The next non-empty SSE line, or None at the end of the stream."""
     while True:
@@ -228,33 +288,45 @@ async def _next_line(response: aiohttp.ClientResponse) -> bytes | None:
             return line
 
 
-def sse_event(line: bytes, model: str, usage: Usage) -> bytes:
+def data_event(event: dict, model: str, usage: Usage, hide_usage: bool) -> bytes:
+    """One data event for the caller, with the hub model id back ("" when nothing is left of it)."""
+    if event.get("choices"):
+        usage.chunks += 1
+    data = rewrite(event, model, usage, hide_usage)
+    return b"data: " + data + b"\n\n" if data else b""
+
+
+def sse_event(line: bytes, model: str, usage: Usage, hide_usage: bool) -> bytes:
     """One SSE line for the caller: data events get the hub model id back; others pass as they are."""
     if not line.startswith(b"data:"):
         return line + b"\n"
     data = line[5:].strip()
     if data == b"[DONE]":
         return DONE
-    usage.chunks += 1
     try:
-        return b"data: " + rewrite(data, model, usage) + b"\n\n"
+        event = orjson.loads(data)
     except orjson.JSONDecodeError:
         return line + b"\n\n"
+    if not isinstance(event, dict):
+        return line + b"\n\n"
+    return data_event(event, model, usage, hide_usage)
 
 
-async def relay(opened: Opened, model: str) -> AsyncIterator[bytes]:
-    """The rest of a stream after its first line, as SSE lines; raises on a broken stream.
+async def relay(opened: Opened, model: str, hide_usage: bool) -> AsyncIterator[bytes]:
+    """The stream's events for the caller, as SSE lines; raises on a broken stream.
     Stops after [DONE]; a provider that ends without one gets it added."""
     assert opened.response is not None
     response = opened.response
     try:
-        line: bytes | None = opened.body
-        while line is not None:
-            event = sse_event(line, model, opened.usage)
-            yield event
+        first = data_event(opened.first_event, model, opened.usage, hide_usage)
+        if first:
+            yield first
+        while (line := await _next_line(response)) is not None:
+            event = sse_event(line, model, opened.usage, hide_usage)
+            if event:
+                yield event
             if event is DONE:
                 return
-            line = await _next_line(response)
         yield DONE
     finally:
         response.release()

@@ -27,7 +27,7 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n,switchboard/billing/v1/billing_service.proto\x12\x16switchboard.billing.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"8\n\x0fGetUsageRequest\x12\x15\n\x07\x61\x63\x63ount\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0e\n\x06period\x18\x02 \x01(\t\"r\n\tUsageLine\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x18\n\x10settled_nano_usd\x18\x03 \x01(\x01\x12\x18\n\x10pending_nano_usd\x18\x04 \x01(\x01\x12\x10\n\x08requests\x18\x05 \x01(\x05\"c\n\x0fUnpricedRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x1a\n\x12\x65stimated_nano_usd\x18\x04 \x01(\x01\"\x96\x02\n\x05Usage\x12\x0f\n\x07\x61\x63\x63ount\x18\x01 \x01(\t\x12\x0e\n\x06period\x18\x02 \x01(\t\x12\x18\n\x10settled_nano_usd\x18\x03 \x01(\x01\x12\x18\n\x10pending_nano_usd\x18\x04 \x01(\x01\x12\x10\n\x08requests\x18\x05 \x01(\x05\x12\x33\n\x08\x62y_model\x18\x06 \x03(\x0b\x32!.switchboard.billing.v1.UsageLine\x12\x36\n\x0b\x62y_provider\x18\x07 \x03(\x0b\x32!.switchboard.billing.v1.UsageLine\x12\x39\n\x08unpriced\x18\x08 \x03(\x0b\x32\'.switchboard.billing.v1.UnpricedRequest\"*\n\x11GetAccountRequest\x12\x15\n\x07\x61\x63\x63ount\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x88\x01\n\x07\x41\x63\x63ount\x12\x0f\n\x07\x61\x63\x63ount\x18\x01 \x01(\t\x12!\n\x19included_credits_nano_usd\x18\x02 \x01(\x01\x12\x16\n\x0elimit_nano_usd\x18\x03 \x01(\x01\x12\x16\n\x0espent_nano_usd\x18\x04 \x01(\x01\x12\x19\n\x11reserved_nano_usd\x18\x05 \x01(\x01\"K\n\x1aUpdateSpendingLimitRequest\x12\x15\n\x07\x61\x63\x63ount\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x0elimit_nano_usd\x18\x02 \x01(\x03\"X\n\x1cUpdateIncludedCreditsRequest\x12\x15\n\x07\x61\x63\x63ount\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12!\n\x19included_credits_nano_usd\x18\x02 \x01(\x03\"\x17\n\x15ReconcileCostsRequest\"m\n\x16ReconcileCostsResponse\x12\r\n\x05\x61sked\x18\x01 \x01(\x05\x12\x0f\n\x07settled\x18\x02 \x01(\x05\x12\x10\n\x08rejected\x18\x03 \x01(\x05\x12\x0f\n\x07pending\x18\x04 \x01(\x05\x12\x10\n\x08unpriced\x18\x05 \x01(\x05\"\xde\x02\n\x0cLedgerRecord\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x1b\n\x13provider_request_id\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x16\n\x0eprovider_model\x18\x05 \x01(\t\x12\x0c\n\x04task\x18\x06 \x01(\t\x12\x0e\n\x06\x63\x61ller\x18\x07 \x01(\t\x12\x0f\n\x07\x61\x63\x63ount\x18\x08 \x01(\t\x12.\n\nstart_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cinput_tokens\x18\x0b \x01(\x03\x12\x15\n\routput_tokens\x18\x0c \x01(\x03\x12\x0e\n\x06images\x18\r \x01(\x03\x12\x1a\n\x12\x65stimated_nano_usd\x18\x0e \x01(\x03\"N\n\x15RecordRequestsRequest\x12\x35\n\x07records\x18\x01 \x03(\x0b\x32$.switchboard.billing.v1.LedgerRecord\".\n\x16RecordRequestsResponse\x12\x14\n\x0cstored_count\x18\x01 \x01(\x05\"b\n\x13ReserveSpendRequest\x12\x18\n\nrequest_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\x07\x61\x63\x63ount\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1a\n\x12\x65stimated_nano_usd\x18\x03 \x01(\x03\"C\n\x14ReserveSpendResponse\x12\x0f\n\x07granted\x18\x01 \x01(\x08\x12\x1a\n\x12remaining_nano_usd\x18\x02 \x01(\x03\"5\n\x19ReleaseReservationRequest\x12\x18\n\nrequest_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x1c\n\x1aReleaseReservationResponse2\xa0\x03\n\x0e\x42illingService\x12m\n\x08GetUsage\x12\'.switchboard.billing.v1.GetUsageRequest\x1a\x1d.switchboard.billing.v1.Usage\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/billing/usage\x12\x80\x01\n\nGetAccount\x12).switchboard.billing.v1.GetAccountRequest\x1a\x1f.switchboard.billing.v1.Account\"&\x82\xd3\xe4\x93\x02 \x12\x1e/v1/billing/accounts/{account}\x12\x9b\x01\n\x13UpdateSpendingLimit\x12\x32.switchboard.billing.v1.UpdateSpendingLimitRequest\x1a\x1f.switchboard.billing.v1.Account\"/\x82\xd3\xe4\x93\x02)\x1a$/v1/billing/accounts/{account}/limit:\x01*2\xd9\x02\n\x13\x42illingAdminService\x12\x97\x01\n\x0eReconcileCosts\x12-.switchboard.billing.v1.ReconcileCostsRequest\x1a..switchboard.billing.v1.ReconcileCostsResponse\"&\x82\xd3\xe4\x93\x02 \"\x1b/admin/v1/billing:reconcile:\x01*\x12\xa7\x01\n\x15UpdateIncludedCredits\x12\x34.switchboard.billing.v1.UpdateIncludedCreditsRequest\x1a\x1f.switchboard.billing.v1.Account\"7\x82\xd3\xe4\x93\x02\x31\x1a,/admin/v1/billing/accounts/{account}/credits:\x01*2\xe8\x02\n\rLedgerService\x12o\n\x0eRecordRequests\x12-.switchboard.billing.v1.RecordRequestsRequest\x1a..switchboard.billing.v1.RecordRequestsResponse\x12i\n\x0cReserveSpend\x12+.switchboard.billing.v1.ReserveSpendRequest\x1a,.switchboard.billing.v1.ReserveSpendResponse\x12{\n\x12ReleaseReservation\x12\x31.switchboard.billing.v1.ReleaseReservationRequest\x1a\x32.switchboard.billing.v1.ReleaseReservationResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n,switchboard/billing/v1/billing_service.proto\x12\x16switchboard.billing.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"8\n\x0fGetUsageRequest\x12\x15\n\x07\x61\x63\x63ount\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0e\n\x06period\x18\x02 \x01(\t\"r\n\tUsageLine\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x18\n\x10settled_nano_usd\x18\x03 \x01(\x01\x12\x18\n\x10pending_nano_usd\x18\x04 \x01(\x01\x12\x10\n\x08requests\x18\x05 \x01(\x05\"c\n\x0fUnpricedRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x1a\n\x12\x65stimated_nano_usd\x18\x04 \x01(\x01\"\x96\x02\n\x05Usage\x12\x0f\n\x07\x61\x63\x63ount\x18\x01 \x01(\t\x12\x0e\n\x06period\x18\x02 \x01(\t\x12\x18\n\x10settled_nano_usd\x18\x03 \x01(\x01\x12\x18\n\x10pending_nano_usd\x18\x04 \x01(\x01\x12\x10\n\x08requests\x18\x05 \x01(\x05\x12\x33\n\x08\x62y_model\x18\x06 \x03(\x0b\x32!.switchboard.billing.v1.UsageLine\x12\x36\n\x0b\x62y_provider\x18\x07 \x03(\x0b\x32!.switchboard.billing.v1.UsageLine\x12\x39\n\x08unpriced\x18\x08 \x03(\x0b\x32\'.switchboard.billing.v1.UnpricedRequest\"*\n\x11GetAccountRequest\x12\x15\n\x07\x61\x63\x63ount\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x88\x01\n\x07\x41\x63\x63ount\x12\x0f\n\x07\x61\x63\x63ount\x18\x01 \x01(\t\x12!\n\x19included_credits_nano_usd\x18\x02 \x01(\x01\x12\x16\n\x0elimit_nano_usd\x18\x03 \x01(\x01\x12\x16\n\x0espent_nano_usd\x18\x04 \x01(\x01\x12\x19\n\x11reserved_nano_usd\x18\x05 \x01(\x01\"i\n\x1aUpdateSpendingLimitRequest\x12\x15\n\x07\x61\x63\x63ount\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12!\n\x0elimit_nano_usd\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x02H\x00\x88\x01\x01\x42\x11\n\x0f_limit_nano_usd\"\x81\x01\n\x1cUpdateIncludedCreditsRequest\x12\x15\n\x07\x61\x63\x63ount\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12,\n\x19included_credits_nano_usd\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x02H\x00\x88\x01\x01\x42\x1c\n\x1a_included_credits_nano_usd\"\x17\n\x15ReconcileCostsRequest\"m\n\x16ReconcileCostsResponse\x12\r\n\x05\x61sked\x18\x01 \x01(\x05\x12\x0f\n\x07settled\x18\x02 \x01(\x05\x12\x10\n\x08rejected\x18\x03 \x01(\x05\x12\x0f\n\x07pending\x18\x04 \x01(\x05\x12\x10\n\x08unpriced\x18\x05 \x01(\x05\"\xde\x02\n\x0cLedgerRecord\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x1b\n\x13provider_request_id\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x16\n\x0eprovider_model\x18\x05 \x01(\t\x12\x0c\n\x04task\x18\x06 \x01(\t\x12\x0e\n\x06\x63\x61ller\x18\x07 \x01(\t\x12\x0f\n\x07\x61\x63\x63ount\x18\x08 \x01(\t\x12.\n\nstart_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cinput_tokens\x18\x0b \x01(\x03\x12\x15\n\routput_tokens\x18\x0c \x01(\x03\x12\x0e\n\x06images\x18\r \x01(\x03\x12\x1a\n\x12\x65stimated_nano_usd\x18\x0e \x01(\x03\"N\n\x15RecordRequestsRequest\x12\x35\n\x07records\x18\x01 \x03(\x0b\x32$.switchboard.billing.v1.LedgerRecord\".\n\x16RecordRequestsResponse\x12\x14\n\x0cstored_count\x18\x01 \x01(\x05\"b\n\x13ReserveSpendRequest\x12\x18\n\nrequest_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\x07\x61\x63\x63ount\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1a\n\x12\x65stimated_nano_usd\x18\x03 \x01(\x03\"C\n\x14ReserveSpendResponse\x12\x0f\n\x07granted\x18\x01 \x01(\x08\x12\x1a\n\x12remaining_nano_usd\x18\x02 \x01(\x03\"5\n\x19ReleaseReservationRequest\x12\x18\n\nrequest_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x1c\n\x1aReleaseReservationResponse\"7\n\x1bWatchLimitedAccountsRequest\x12\x18\n\x10\x61pplied_revision\x18\x01 \x01(\x03\"f\n\x1cWatchLimitedAccountsResponse\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12\x10\n\x08snapshot\x18\x02 \x01(\x08\x12\x0f\n\x07limited\x18\x03 \x03(\t\x12\x11\n\tunlimited\x18\x04 \x03(\t2\xa0\x03\n\x0e\x42illingService\x12m\n\x08GetUsage\x12\'.switchboard.billing.v1.GetUsageRequest\x1a\x1d.switchboard.billing.v1.Usage\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/billing/usage\x12\x80\x01\n\nGetAccount\x12).switchboard.billing.v1.GetAccountRequest\x1a\x1f.switchboard.billing.v1.Account\"&\x82\xd3\xe4\x93\x02 \x12\x1e/v1/billing/accounts/{account}\x12\x9b\x01\n\x13UpdateSpendingLimit\x12\x32.switchboard.billing.v1.UpdateSpendingLimitRequest\x1a\x1f.switchboard.billing.v1.Account\"/\x82\xd3\xe4\x93\x02)\x1a$/v1/billing/accounts/{account}/limit:\x01*2\xd9\x02\n\x13\x42illingAdminService\x12\x97\x01\n\x0eReconcileCosts\x12-.switchboard.billing.v1.ReconcileCostsRequest\x1a..switchboard.billing.v1.ReconcileCostsResponse\"&\x82\xd3\xe4\x93\x02 \"\x1b/admin/v1/billing:reconcile:\x01*\x12\xa7\x01\n\x15UpdateIncludedCredits\x12\x34.switchboard.billing.v1.UpdateIncludedCreditsRequest\x1a\x1f.switchboard.billing.v1.Account\"7\x82\xd3\xe4\x93\x02\x31\x1a,/admin/v1/billing/accounts/{account}/credits:\x01*2\xf0\x03\n\rLedgerService\x12o\n\x0eRecordRequests\x12-.switchboard.billing.v1.RecordRequestsRequest\x1a..switchboard.billing.v1.RecordRequestsResponse\x12i\n\x0cReserveSpend\x12+.switchboard.billing.v1.ReserveSpendRequest\x1a,.switchboard.billing.v1.ReserveSpendResponse\x12{\n\x12ReleaseReservation\x12\x31.switchboard.billing.v1.ReleaseReservationRequest\x1a\x32.switchboard.billing.v1.ReleaseReservationResponse\x12\x85\x01\n\x14WatchLimitedAccounts\x12\x33.switchboard.billing.v1.WatchLimitedAccountsRequest\x1a\x34.switchboard.billing.v1.WatchLimitedAccountsResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,8 +40,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETACCOUNTREQUEST'].fields_by_name['account']._serialized_options = b'\342A\001\002'
   _globals['_UPDATESPENDINGLIMITREQUEST'].fields_by_name['account']._loaded_options = None
   _globals['_UPDATESPENDINGLIMITREQUEST'].fields_by_name['account']._serialized_options = b'\342A\001\002'
+  _globals['_UPDATESPENDINGLIMITREQUEST'].fields_by_name['limit_nano_usd']._loaded_options = None
+  _globals['_UPDATESPENDINGLIMITREQUEST'].fields_by_name['limit_nano_usd']._serialized_options = b'\342A\001\002'
   _globals['_UPDATEINCLUDEDCREDITSREQUEST'].fields_by_name['account']._loaded_options = None
   _globals['_UPDATEINCLUDEDCREDITSREQUEST'].fields_by_name['account']._serialized_options = b'\342A\001\002'
+  _globals['_UPDATEINCLUDEDCREDITSREQUEST'].fields_by_name['included_credits_nano_usd']._loaded_options = None
+  _globals['_UPDATEINCLUDEDCREDITSREQUEST'].fields_by_name['included_credits_nano_usd']._serialized_options = b'\342A\001\002'
   _globals['_RESERVESPENDREQUEST'].fields_by_name['request_id']._loaded_options = None
   _globals['_RESERVESPENDREQUEST'].fields_by_name['request_id']._serialized_options = b'\342A\001\002'
   _globals['_RESERVESPENDREQUEST'].fields_by_name['account']._loaded_options = None
@@ -71,31 +75,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACCOUNT']._serialized_start=769
   _globals['_ACCOUNT']._serialized_end=905
   _globals['_UPDATESPENDINGLIMITREQUEST']._serialized_start=907
-  _globals['_UPDATESPENDINGLIMITREQUEST']._serialized_end=982
-  _globals['_UPDATEINCLUDEDCREDITSREQUEST']._serialized_start=984
-  _globals['_UPDATEINCLUDEDCREDITSREQUEST']._serialized_end=1072
-  _globals['_RECONCILECOSTSREQUEST']._serialized_start=1074
-  _globals['_RECONCILECOSTSREQUEST']._serialized_end=1097
-  _globals['_RECONCILECOSTSRESPONSE']._serialized_start=1099
-  _globals['_RECONCILECOSTSRESPONSE']._serialized_end=1208
-  _globals['_LEDGERRECORD']._serialized_start=1211
-  _globals['_LEDGERRECORD']._serialized_end=1561
-  _globals['_RECORDREQUESTSREQUEST']._serialized_start=1563
-  _globals['_RECORDREQUESTSREQUEST']._serialized_end=1641
-  _globals['_RECORDREQUESTSRESPONSE']._serialized_start=1643
-  _globals['_RECORDREQUESTSRESPONSE']._serialized_end=1689
-  _globals['_RESERVESPENDREQUEST']._serialized_start=1691
-  _globals['_RESERVESPENDREQUEST']._serialized_end=1789
-  _globals['_RESERVESPENDRESPONSE']._serialized_start=1791
-  _globals['_RESERVESPENDRESPONSE']._serialized_end=1858
-  _globals['_RELEASERESERVATIONREQUEST']._serialized_start=1860
-  _globals['_RELEASERESERVATIONREQUEST']._serialized_end=1913
-  _globals['_RELEASERESERVATIONRESPONSE']._serialized_start=1915
-  _globals['_RELEASERESERVATIONRESPONSE']._serialized_end=1943
-  _globals['_BILLINGSERVICE']._serialized_start=1946
-  _globals['_BILLINGSERVICE']._serialized_end=2362
-  _globals['_BILLINGADMINSERVICE']._serialized_start=2365
-  _globals['_BILLINGADMINSERVICE']._serialized_end=2710
-  _globals['_LEDGERSERVICE']._serialized_start=2713
-  _globals['_LEDGERSERVICE']._serialized_end=3073
+  _globals['_UPDATESPENDINGLIMITREQUEST']._serialized_end=1012
+  _globals['_UPDATEINCLUDEDCREDITSREQUEST']._serialized_start=1015
+  _globals['_UPDATEINCLUDEDCREDITSREQUEST']._serialized_end=1144
+  _globals['_RECONCILECOSTSREQUEST']._serialized_start=1146
+  _globals['_RECONCILECOSTSREQUEST']._serialized_end=1169
+  _globals['_RECONCILECOSTSRESPONSE']._serialized_start=1171
+  _globals['_RECONCILECOSTSRESPONSE']._serialized_end=1280
+  _globals['_LEDGERRECORD']._serialized_start=1283
+  _globals['_LEDGERRECORD']._serialized_end=1633
+  _globals['_RECORDREQUESTSREQUEST']._serialized_start=1635
+  _globals['_RECORDREQUESTSREQUEST']._serialized_end=1713
+  _globals['_RECORDREQUESTSRESPONSE']._serialized_start=1715
+  _globals['_RECORDREQUESTSRESPONSE']._serialized_end=1761
+  _globals['_RESERVESPENDREQUEST']._serialized_start=1763
+  _globals['_RESERVESPENDREQUEST']._serialized_end=1861
+  _globals['_RESERVESPENDRESPONSE']._serialized_start=1863
+  _globals['_RESERVESPENDRESPONSE']._serialized_end=1930
+  _globals['_RELEASERESERVATIONREQUEST']._serialized_start=1932
+  _globals['_RELEASERESERVATIONREQUEST']._serialized_end=1985
+  _globals['_RELEASERESERVATIONRESPONSE']._serialized_start=1987
+  _globals['_RELEASERESERVATIONRESPONSE']._serialized_end=2015
+  _globals['_WATCHLIMITEDACCOUNTSREQUEST']._serialized_start=2017
+  _globals['_WATCHLIMITEDACCOUNTSREQUEST']._serialized_end=2072
+  _globals['_WATCHLIMITEDACCOUNTSRESPONSE']._serialized_start=2074
+  _globals['_WATCHLIMITEDACCOUNTSRESPONSE']._serialized_end=2176
+  _globals['_BILLINGSERVICE']._serialized_start=2179
+  _globals['_BILLINGSERVICE']._serialized_end=2595
+  _globals['_BILLINGADMINSERVICE']._serialized_start=2598
+  _globals['_BILLINGADMINSERVICE']._serialized_end=2943
+  _globals['_LEDGERSERVICE']._serialized_start=2946
+  _globals['_LEDGERSERVICE']._serialized_end=3442
 # @@protoc_insertion_point(module_scope)

@@ -190,3 +190,21 @@ class ReleaseReservationRequest(_message.Message):
 class ReleaseReservationResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class WatchLimitedAccountsRequest(_message.Message):
+    __slots__ = ("applied_revision",)
+    APPLIED_REVISION_FIELD_NUMBER: _ClassVar[int]
+    applied_revision: int
+    def __init__(self, applied_revision: _Optional[int] = ...) -> None: ...
+
+class WatchLimitedAccountsResponse(_message.Message):
+    __slots__ = ("revision", "snapshot", "limited", "unlimited")
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    LIMITED_FIELD_NUMBER: _ClassVar[int]
+    UNLIMITED_FIELD_NUMBER: _ClassVar[int]
+    revision: int
+    snapshot: bool
+    limited: _containers.RepeatedScalarFieldContainer[str]
+    unlimited: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, revision: _Optional[int] = ..., snapshot: _Optional[bool] = ..., limited: _Optional[_Iterable[str]] = ..., unlimited: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -334,6 +334,11 @@ class LedgerServiceStub:
                 request_serializer=switchboard_dot_billing_dot_v1_dot_billing__service__pb2.ReleaseReservationRequest.SerializeToString,
                 response_deserializer=switchboard_dot_billing_dot_v1_dot_billing__service__pb2.ReleaseReservationResponse.FromString,
                 _registered_method=True)
+        self.WatchLimitedAccounts = channel.stream_stream(
+                '/switchboard.billing.v1.LedgerService/WatchLimitedAccounts',
+                request_serializer=switchboard_dot_billing_dot_v1_dot_billing__service__pb2.WatchLimitedAccountsRequest.SerializeToString,
+                response_deserializer=switchboard_dot_billing_dot_v1_dot_billing__service__pb2.WatchLimitedAccountsResponse.FromString,
+                _registered_method=True)
 
 
 class LedgerServiceServicer:
@@ -361,6 +366,16 @@ class LedgerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchLimitedAccounts(self, request_iterator, context):
+        """Pushes which accounts have a spending limit: first the whole set, then
+        every change. The Router acknowledges each revision it applied; a limit
+        change is answered only once every connected Router acknowledged it, so
+        it applies to the next request on every Router.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LedgerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -378,6 +393,11 @@ def add_LedgerServiceServicer_to_server(servicer, server):
                     servicer.ReleaseReservation,
                     request_deserializer=switchboard_dot_billing_dot_v1_dot_billing__service__pb2.ReleaseReservationRequest.FromString,
                     response_serializer=switchboard_dot_billing_dot_v1_dot_billing__service__pb2.ReleaseReservationResponse.SerializeToString,
+            ),
+            'WatchLimitedAccounts': grpc.stream_stream_rpc_method_handler(
+                    servicer.WatchLimitedAccounts,
+                    request_deserializer=switchboard_dot_billing_dot_v1_dot_billing__service__pb2.WatchLimitedAccountsRequest.FromString,
+                    response_serializer=switchboard_dot_billing_dot_v1_dot_billing__service__pb2.WatchLimitedAccountsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -462,6 +482,33 @@ class LedgerService:
             '/switchboard.billing.v1.LedgerService/ReleaseReservation',
             switchboard_dot_billing_dot_v1_dot_billing__service__pb2.ReleaseReservationRequest.SerializeToString,
             switchboard_dot_billing_dot_v1_dot_billing__service__pb2.ReleaseReservationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchLimitedAccounts(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/switchboard.billing.v1.LedgerService/WatchLimitedAccounts',
+            switchboard_dot_billing_dot_v1_dot_billing__service__pb2.WatchLimitedAccountsRequest.SerializeToString,
+            switchboard_dot_billing_dot_v1_dot_billing__service__pb2.WatchLimitedAccountsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -9,6 +9,12 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ProviderSecrets(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PROVIDER_SECRETS_UNSPECIFIED: _ClassVar[ProviderSecrets]
+    PROVIDER_SECRETS_INFERENCE: _ClassVar[ProviderSecrets]
+    PROVIDER_SECRETS_COST_API: _ClassVar[ProviderSecrets]
+
 class ChangeKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     CHANGE_KIND_UNSPECIFIED: _ClassVar[ChangeKind]
@@ -16,6 +22,9 @@ class ChangeKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CHANGE_KIND_PROVIDER: _ClassVar[ChangeKind]
     CHANGE_KIND_MODEL: _ClassVar[ChangeKind]
     CHANGE_KIND_IDENTITY: _ClassVar[ChangeKind]
+PROVIDER_SECRETS_UNSPECIFIED: ProviderSecrets
+PROVIDER_SECRETS_INFERENCE: ProviderSecrets
+PROVIDER_SECRETS_COST_API: ProviderSecrets
 CHANGE_KIND_UNSPECIFIED: ChangeKind
 CHANGE_KIND_MAPPING: ChangeKind
 CHANGE_KIND_PROVIDER: ChangeKind
@@ -109,8 +118,10 @@ class ResolveModelResponse(_message.Message):
     def __init__(self, model_found: _Optional[bool] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., exclusions: _Optional[_Iterable[_Union[Exclusion, _Mapping]]] = ...) -> None: ...
 
 class ListProviderConfigsRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("secrets",)
+    SECRETS_FIELD_NUMBER: _ClassVar[int]
+    secrets: ProviderSecrets
+    def __init__(self, secrets: _Optional[_Union[ProviderSecrets, str]] = ...) -> None: ...
 
 class ProviderConfig(_message.Message):
     __slots__ = ("provider", "prices")

@@ -1,0 +1,119 @@
+"""Registry answers cached while the Registry's change feed is connected.
+
+Every change notice (WatchChanges) drops every cached answer, so a revoked
+token, a changed membership or a new mapping takes effect as soon as the
+notice arrives. While the feed is down nothing is cached: each lookup asks
+the Registry, so no service answers from state it cannot keep fresh. The
+Router (callers, resolutions, providers) and Billing (callers) both use it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import grpc
+from switchboard.registry.v1 import internal_service_pb2 as internal_pb
+from switchboard.registry.v1 import internal_service_pb2_grpc as internal_grpc
+
+from services.common.errors import ApiError
+
+log = logging.getLogger(__name__)
+
+REGISTRY_TIMEOUT_SECONDS = 5.0
+MAX_CACHED_ENTRIES = 100_000
+WATCH_BACKOFF_MAX_SECONDS = 5.0
+# The Registry's answers for a token it does not know (or a malformed one).
+_INVALID_TOKEN_CODES = frozenset(
+    {
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.INVALID_ARGUMENT,
+    }
+)
+
+T = TypeVar("T")
+
+
+def registry_unavailable(exc: grpc.aio.AioRpcError) -> ApiError:
+    log.warning("registry call failed", extra={"code": exc.code().name})
+    return ApiError(503, "the model registry is unavailable, retry shortly", code="registry_unavailable")
+
+
+class FeedCache:
+    """Cached Registry lookups, kept fresh by the change feed; callers by token."""
+
+    def __init__(self, registry: internal_grpc.InternalServiceStub) -> None:
+        self.registry = registry
+        self.watching = False
+        self.generation = 0
+        self.revision = 0
+        self.changed = asyncio.Event()
+        self._callers: dict[bytes, internal_pb.Caller | None] = {}
+
+    def invalidate(self) -> None:
+        """Drops every cached answer; lookups in flight will not store theirs."""
+        self.generation += 1
+        self._callers.clear()
+
+    async def _cached(self, cache: dict, key: object, fetch: Callable[[], Awaitable[T]]) -> T:
+        if self.watching and key in cache:
+            return cache[key]
+        generation = self.generation
+        value = await fetch()
+        if self.watching and generation == self.generation:
+            if len(cache) >= MAX_CACHED_ENTRIES:
+                cache.clear()
+            cache[key] = value
+        return value
+
+    async def authenticate(self, token: str) -> internal_pb.Caller:
+        """The caller of a bearer token; 401 for an unknown or revoked token."""
+
+        async def fetch() -> internal_pb.Caller | None:
+            try:
+                return await self.registry.AuthenticateToken(
+                    internal_pb.AuthenticateTokenRequest(token=token),
+                    timeout=REGISTRY_TIMEOUT_SECONDS,
+                    wait_for_ready=True,
+                )
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() in _INVALID_TOKEN_CODES:
+                    return None
+                raise registry_unavailable(exc) from None
+
+        key = hashlib.sha256(token.encode()).digest()  # the cache never holds tokens themselves
+        caller = await self._cached(self._callers, key, fetch)
+        if caller is None:
+            raise ApiError(401, "invalid or revoked API token", code="invalid_api_key")
+        return caller
+
+    async def call(self, method: Callable, request: object) -> T:
+        """A Registry call with the usual deadline; an RPC failure is a 503 for the caller."""
+        try:
+            return await method(request, timeout=REGISTRY_TIMEOUT_SECONDS, wait_for_ready=True)
+        except grpc.aio.AioRpcError as exc:
+            raise registry_unavailable(exc) from None
+
+    async def watch(self) -> None:
+        """Follows the change feed for ever, reconnecting with backoff."""
+        backoff = 0.1
+        while True:
+            try:
+                async for change in self.registry.WatchChanges(internal_pb.WatchChangesRequest(), wait_for_ready=True):
+                    self.invalidate()
+                    self.revision = change.revision
+                    self.watching = True
+                    backoff = 0.1
+                    self.changed.set()
+                    self.changed = asyncio.Event()
+            except grpc.aio.AioRpcError as exc:
+                log.warning("registry change feed lost", extra={"code": exc.code().name})
+            self.watching = False
+            self.invalidate()
+            await asyncio.sleep(backoff)
+            backoff = min(WATCH_BACKOFF_MAX_SECONDS, backoff * 2)

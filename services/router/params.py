@@ -1,0 +1,167 @@
+"""Checks of the OpenAI request bodies at the Router's boundary.
+
+Bodies pass through to providers unchanged, so only what Switchboard reads
+or what a provider could be hurt by is checked: types, and a documented
+range for every number (README, "Request limits"). Each failure is a 400
+naming the parameter; a message never echoes more than a short prefix of
+the input. Every check is constant time per parameter, on an already parsed
+body.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from services.common.errors import bad_request
+
+INT64_MAX = 2**63 - 1
+MAX_MODEL_ID_LENGTH = 300  # a hub id (org/name, <= 193) plus a ":<provider or policy>" suffix
+MAX_PROVIDERS_PER_REQUEST = 32
+MAX_PROVIDER_ID_LENGTH = 96
+MAX_OUTPUT_TOKENS = 1_000_000
+MAX_MESSAGES = 10_000
+MAX_CHAT_CHOICES = 128
+MAX_IMAGES = 10
+MAX_PROMPT_CHARACTERS = 100_000
+MAX_STOP_SEQUENCES = 4
+MAX_TOOLS = 128
+ECHOED = 40  # characters of a bad value a message may repeat
+
+Check = Callable[[str, Any], None]
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= ECHOED else text[:ECHOED] + "..."
+
+
+def _fail(name: str, expected: str, value: Any) -> None:
+    raise bad_request(f"{name} must be {expected}, got {_shown(value)}", param=name, code="invalid_parameter")
+
+
+def integer(low: int, high: int) -> Check:
+    """An integer (not a bool, not a float) in [low, high]."""
+
+    def check(name: str, value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            _fail(name, f"an integer from {low} to {high}", value)
+
+    return check
+
+
+def number(low: float, high: float) -> Check:
+    """A finite JSON number in [low, high]."""
+
+    def check(name: str, value: Any) -> None:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or not low <= value <= high
+        ):
+            _fail(name, f"a number from {low:g} to {high:g}", value)
+
+    return check
+
+
+def of_type(kind: type | tuple[type, ...], expected: str) -> Check:
+    def check(name: str, value: Any) -> None:
+        if not isinstance(value, kind):
+            _fail(name, expected, value)
+
+    return check
+
+
+def text(most: int, *, empty: bool = True) -> Check:
+    """A string of at most `most` characters."""
+
+    def check(name: str, value: Any) -> None:
+        if not isinstance(value, str) or len(value) > most or (not empty and not value.strip()):
+            _fail(name, f"a {'' if empty else 'non-empty '}string of at most {most:,} characters", value)
+
+    return check
+
+
+def array(most: int, *, items: type | None = None, empty: bool = True) -> Check:
+    """A list of at most `most` items (of one type, when given)."""
+
+    def check(name: str, value: Any) -> None:
+        if not isinstance(value, list) or len(value) > most or (not empty and not value):
+            _fail(name, f"a {'' if empty else 'non-empty '}list of at most {most:,} items", value)
+        if items is not None and not all(isinstance(item, items) for item in value):
+            _fail(name, f"a list of {items.__name__} values", value)
+
+    return check
+
+
+def stop(name: str, value: Any) -> None:
+    if isinstance(value, str):
+        return
+    array(MAX_STOP_SEQUENCES, items=str)(name, value)
+
+
+def providers(name: str, value: Any) -> None:
+    """Provider ids separated by spaces: a bounded number of bounded ids."""
+    if not isinstance(value, str):
+        _fail(name, "a string of provider ids separated by spaces", value)
+    ids = value.split(maxsplit=MAX_PROVIDERS_PER_REQUEST)
+    if len(ids) > MAX_PROVIDERS_PER_REQUEST:
+        _fail(name, f"at most {MAX_PROVIDERS_PER_REQUEST} provider ids", value)
+    if any(len(i) > MAX_PROVIDER_ID_LENGTH for i in ids):
+        _fail(name, f"provider ids of at most {MAX_PROVIDER_ID_LENGTH} characters", value)
+
+
+OBJECT = of_type(dict, "an object")
+BOOLEAN = of_type(bool, "true or false")
+TOKENS = integer(1, MAX_OUTPUT_TOKENS)
+COMMON: dict[str, Check] = {
+    "model": text(MAX_MODEL_ID_LENGTH, empty=False),
+    "provider": providers,
+}
+CHAT: dict[str, Check] = {
+    **COMMON,
+    "messages": array(MAX_MESSAGES, items=dict, empty=False),
+    "stream": BOOLEAN,
+    "stream_options": OBJECT,
+    "max_tokens": TOKENS,
+    "max_completion_tokens": TOKENS,
+    "n": integer(1, MAX_CHAT_CHOICES),
+    "temperature": number(0, 2),
+    "top_p": number(0, 1),
+    "presence_penalty": number(-2, 2),
+    "frequency_penalty": number(-2, 2),
+    "seed": integer(-(2**63), INT64_MAX),
+    "logprobs": BOOLEAN,
+    "top_logprobs": integer(0, 20),
+    "logit_bias": OBJECT,
+    "stop": stop,
+    "tools": array(MAX_TOOLS, items=dict),
+    "tool_choice": of_type((str, dict), "a string or an object"),
+    "parallel_tool_calls": BOOLEAN,
+    "response_format": OBJECT,
+    "reasoning_effort": text(32),
+    "user": text(256),
+    "metadata": OBJECT,
+}
+IMAGES: dict[str, Check] = {
+    **COMMON,
+    "prompt": text(MAX_PROMPT_CHARACTERS, empty=False),
+    "n": integer(1, MAX_IMAGES),
+    "size": text(32),
+    "response_format": of_type(str, '"url" or "b64_json"'),
+}
+REQUIRED_CHAT = {"model", "messages"}
+REQUIRED_IMAGES = {"model", "prompt"}
+
+
+def check_body(body: dict, checks: dict[str, Check], required: set[str]) -> None:
+    """400 naming the first parameter that is missing or out of its range (null counts as absent)."""
+    for name in required:
+        if body.get(name) is None:
+            raise bad_request(f"{name} is required", param=name, code="missing_parameter")
+    for name, check in checks.items():
+        value = body.get(name)
+        if value is not None:
+            check(name, value)

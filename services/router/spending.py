@@ -1,0 +1,116 @@
+"""The Router's side of spending limits: reservations before a provider call.
+
+Billing pushes which accounts have a limit (WatchLimitedAccounts) and waits
+for this Router's acknowledgement before it answers a limit change, so a new
+limit applies to the next request. Requests of accounts without a limit never
+call Billing. While the push stream is down, every request asks Billing.
+
+Availability wins when Billing is away: a reservation that fails or times out
+lets the request proceed unchecked, and after `breaker_failures` such
+failures in a row the Router stops asking for `breaker_cooldown` seconds
+(then one probe): Billing away costs one timeout per cooldown, not one per
+request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+from switchboard.billing.v1 import billing_service_pb2 as billing_pb
+from switchboard.billing.v1 import billing_service_pb2_grpc as billing_grpc
+
+from services.common.errors import ApiError
+from services.common.logs import Throttled
+from services.router.breaker import Breakers
+
+log = logging.getLogger(__name__)
+
+BILLING = "billing"  # the breaker's key
+WATCH_BACKOFF_MAX_SECONDS = 5.0
+RELEASE_TIMEOUT_SECONDS = 10.0
+
+
+class Spending:
+    """Reservations against Billing, guided by the pushed set of limited accounts."""
+
+    def __init__(self, stub: billing_grpc.LedgerServiceStub, reserve_timeout: float, breaker: Breakers) -> None:
+        self.stub = stub
+        self.reserve_timeout = reserve_timeout
+        self.breaker = breaker
+        self.limited: set[str] | None = None  # None while the push stream is down: ask for every account
+        self.revision = 0
+        self._warning = Throttled(log)
+        self._tasks: set[asyncio.Task] = set()
+
+    async def reserve(self, request_id: str, account: str, estimate_nano_usd: int) -> bool:
+        """Reserves the estimate; 402 when Billing refuses. Returns whether a reservation is held."""
+        if self.limited is not None and account not in self.limited:
+            return False
+        if not self.breaker.allow(BILLING):
+            self._warning.warning("billing failing: requests proceed without a spending check")
+            return False
+        request = billing_pb.ReserveSpendRequest(
+            request_id=request_id, account=account, estimated_nano_usd=estimate_nano_usd
+        )
+        try:
+            answer = await self.stub.ReserveSpend(request, timeout=self.reserve_timeout)
+        except grpc.aio.AioRpcError as exc:
+            self.breaker.failed(BILLING)
+            self._warning.warning(
+                "billing unreachable: requests proceed without a spending check", code=exc.code().name
+            )
+            return False
+        except asyncio.CancelledError:
+            self.breaker.released(BILLING)
+            raise
+        self.breaker.succeeded(BILLING)
+        if not answer.granted:
+            raise ApiError(
+                402,
+                f"the spending limit of account {account} is reached; raise it or add credits",
+                code="insufficient_quota",
+            )
+        return answer.remaining_nano_usd >= 0
+
+    def release(self, request_id: str) -> None:
+        """Releases a reservation in the background (no provider answered)."""
+        task = asyncio.create_task(self._release(request_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _release(self, request_id: str) -> None:
+        try:
+            await self.stub.ReleaseReservation(
+                billing_pb.ReleaseReservationRequest(request_id=request_id), timeout=RELEASE_TIMEOUT_SECONDS
+            )
+        except grpc.aio.AioRpcError as exc:
+            self._warning.warning("could not release a reservation; Billing expires it", code=exc.code().name)
+
+    def apply(self, update: billing_pb.WatchLimitedAccountsResponse) -> None:
+        """Applies one pushed change (or the snapshot that starts a stream)."""
+        if update.snapshot or self.limited is None:
+            self.limited = set(update.limited)
+        else:
+            self.limited.update(update.limited)
+        self.limited.difference_update(update.unlimited)
+        self.revision = update.revision
+
+    async def watch(self) -> None:
+        """Follows Billing's limited accounts for ever, acknowledging each change; reconnects with backoff."""
+        backoff = 0.1
+        while True:
+            call = self.stub.WatchLimitedAccounts(wait_for_ready=True)
+            try:
+                while (update := await call.read()) is not grpc.aio.EOF:
+                    self.apply(update)
+                    await call.write(billing_pb.WatchLimitedAccountsRequest(applied_revision=update.revision))
+                    backoff = 0.1
+            except grpc.aio.AioRpcError as exc:
+                log.warning("billing's limit feed lost", extra={"code": exc.code().name})
+            finally:
+                self.limited = None
+                call.cancel()
+            await asyncio.sleep(backoff)
+            backoff = min(WATCH_BACKOFF_MAX_SECONDS, backoff * 2)

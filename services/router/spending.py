@@ -49,7 +49,7 @@ class Spending:
         if self.limited is not None and account not in self.limited:
             return False
         if not self.breaker.allow(BILLING):
-            self._warning.warning("billing failing: requests proceed without a spending check")
+            self._warning.warning("billing failing (breaker open): requests proceed without a spending check")
             return False
         request = billing_pb.ReserveSpendRequest(
             request_id=request_id, account=account, estimated_nano_usd=estimate_nano_usd
@@ -57,10 +57,10 @@ class Spending:
         try:
             answer = await self.stub.ReserveSpend(request, timeout=self.reserve_timeout)
         except grpc.aio.AioRpcError as exc:
+            # Not throttled: the breaker bounds these to `breaker_failures` per cooldown.
+            log.warning("reservation failed: the request proceeds without a spending check",
+                        extra={"code": exc.code().name})  # fmt: skip
             self.breaker.failed(BILLING)
-            self._warning.warning(
-                "billing unreachable: requests proceed without a spending check", code=exc.code().name
-            )
             return False
         except asyncio.CancelledError:
             self.breaker.released(BILLING)

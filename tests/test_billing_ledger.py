@@ -52,7 +52,7 @@ def test_records_are_stored_once_and_unpriced_without_provider_id(stack) -> None
     assert report["byProvider"][0]["provider"] == "prov"
 
 
-def test_batches_over_ten_thousand_and_incomplete_records_are_refused(stack) -> None:
+def test_batches_over_ten_thousand_are_refused_and_a_record_without_id_never_sinks_its_batch(stack) -> None:
     account = unique("user")
     with stack.channel("billing") as channel:
         stub = ledger_stub(channel)
@@ -62,11 +62,11 @@ def test_batches_over_ten_thousand_and_incomplete_records_are_refused(stack) -> 
         assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         no_id = record(account)
         no_id.request_id = ""
-        with pytest.raises(grpc.RpcError) as error:
-            stub.RecordRequests(billing_pb.RecordRequestsRequest(records=[record(account), no_id]), timeout=10)
-        assert "records[1].request_id" in error.value.details()
+        kept = stub.RecordRequests(billing_pb.RecordRequestsRequest(records=[record(account), no_id]), timeout=10)
+        assert kept.stored_count == 1
         full = stub.RecordRequests(billing_pb.RecordRequestsRequest(records=too_many[:10_000]), timeout=30)
     assert full.stored_count == 10_000
+    assert '"ledger records without a request id skipped"' in stack.logs()
 
 
 async def test_fifty_concurrent_reservations_race_a_spending_limit(stack) -> None:

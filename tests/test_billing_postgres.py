@@ -40,7 +40,7 @@ async def test_fifty_concurrent_reservations_on_postgres(pg_db: Database) -> Non
 async def test_duplicate_records_are_stored_once_on_postgres(pg_db: Database) -> None:
     account = unique("pg-acct")
     now = datetime.now(UTC)
-    rows = [ledger_row(i, r, now) for i, r in enumerate(record(account) for _ in range(20))]
+    rows = [ledger_row(record(account), now) for _ in range(20)]
     assert await pg_db.run(lambda s: ledger.record_entries(s, rows + rows[:5])) == 20
     assert await pg_db.run(lambda s: ledger.record_entries(s, rows)) == 0
     costs = [(row["request_id"], 7) for row in rows]

@@ -31,7 +31,7 @@ def db(tmp_path: Path) -> Iterator[Database]:
 
 async def store(db: Database, records: list) -> None:
     now = datetime.now(UTC)
-    rows = [ledger_row(i, r, now) for i, r in enumerate(records)]
+    rows = [ledger_row(r, now) for r in records]
     await db.run(lambda s: ledger.record_entries(s, rows))
 
 

@@ -3,6 +3,7 @@ callers, reconciliation and credits for operators."""
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import AsyncIterator
@@ -24,6 +25,7 @@ from services.common.db import Database
 from services.common.errors import ApiError, bad_request
 from services.common.pricing import estimate_nano_usd
 
+log = logging.getLogger(__name__)
 MAX_BATCH = 10_000
 NO_REQUEST_ID = "the provider's answer carried no request id header"
 PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
@@ -52,13 +54,11 @@ def _not_negative(value: int, param: str) -> None:
         raise bad_request(f"{param} must not be negative", param=param)
 
 
-def ledger_row(index: int, record: billing_pb.LedgerRecord, now: datetime) -> dict:
-    """A ledger row for a record. Without a provider request id the request
-    can never be priced: it is stored unpriced at once. A zero (or negative)
-    estimate is replaced by the task's default, so nothing is ever charged
-    zero silently. Only a missing request id refuses the batch: a served
-    request is otherwise never turned away."""
-    _required(record.request_id, f"records[{index}].request_id")
+def ledger_row(record: billing_pb.LedgerRecord, now: datetime) -> dict:
+    """A ledger row for a record (which has a request id). Without a provider
+    request id the request can never be priced: it is stored unpriced at
+    once. A zero (or negative) estimate is replaced by the task's default, so
+    nothing is ever charged zero silently."""
     start = _time(record.start_time, now)
     return {
         "request_id": record.request_id,
@@ -227,7 +227,10 @@ class LedgerServicer(billing_grpc.LedgerServiceServicer):
         if len(request.records) > MAX_BATCH:
             raise bad_request(f"at most {MAX_BATCH} records per batch, got {len(request.records)}", param="records")
         now = datetime.now(UTC)
-        rows = [ledger_row(i, record, now) for i, record in enumerate(request.records)]
+        rows = [ledger_row(record, now) for record in request.records if record.request_id]
+        if len(rows) < len(request.records):
+            # A served request is never turned away with its batch: the others are stored.
+            log.error("ledger records without a request id skipped", extra={"count": len(request.records) - len(rows)})
         stored = await self.db.run(lambda s: ledger.record_entries(s, rows))
         return billing_pb.RecordRequestsResponse(stored_count=stored)
 

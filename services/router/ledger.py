@@ -91,6 +91,11 @@ class Ledger:
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         for leftover in self.spool_dir.glob("*.tmp"):
             leftover.unlink()
+        rejected = sorted(self.spool_dir.glob("*.rejected"))
+        if rejected:  # never dropped: sent again on every start, until Billing stores them
+            log.error("resending ledger batches Billing rejected before", extra={"files": len(rejected)})
+            for path in rejected:
+                os.replace(path, path.with_suffix(".batch"))
         self._spooled = [(path, None) for path in sorted(self.spool_dir.glob("*.batch"))]
         journal = self.spool_dir / JOURNAL
         if journal.exists():
@@ -161,7 +166,8 @@ class Ledger:
                     if exc.code() not in _REJECTED_CODES:
                         self._warning.warning("billing unreachable: ledger records stay spooled", code=exc.code().name)
                         return False
-                    log.error("billing rejected a ledger batch; kept aside", extra={"file": path.name})
+                    log.error("billing rejected a ledger batch; kept aside, resent at the next start",
+                              extra={"file": path.name, "records": len(batch.records)})  # fmt: skip
                     await asyncio.to_thread(os.replace, path, path.with_suffix(".rejected"))
                 else:
                     done.append(path)

@@ -16,6 +16,7 @@ from services.common.pricing import estimate_nano_usd
 from services.router.directory import ProviderEntry
 
 POLICIES = ("fastest", "cheapest", "preferred")
+SHOWN_UNKNOWN = 5  # unknown provider ids an error names
 DEFAULT_POLICY = "fastest"
 # The usage a :cheapest comparison prices (a typical short chat turn, or one image).
 TYPICAL_INPUT_TOKENS = 500
@@ -49,7 +50,10 @@ def parse_providers(value: object, known: dict[str, ProviderEntry]) -> tuple[str
     ids = tuple(dict.fromkeys(value.split()))
     unknown = [i for i in ids if i not in known]
     if unknown:
-        raise ApiError(400, f"unknown provider(s): {', '.join(unknown)}", param="provider", code="unknown_provider")
+        shown = ", ".join(unknown[:SHOWN_UNKNOWN]) + (
+            f" and {len(unknown) - SHOWN_UNKNOWN} more" if len(unknown) > SHOWN_UNKNOWN else ""
+        )
+        raise ApiError(400, f"unknown provider(s): {shown}", param="provider", code="unknown_provider")
     return ids
 
 

@@ -360,3 +360,12 @@ def test_each_service_gets_only_the_provider_secret_it_calls_with(setup) -> None
         assert secrets_of(internal_pb.PROVIDER_SECRETS_INFERENCE) == (API_KEY, "")
         assert secrets_of(internal_pb.PROVIDER_SECRETS_COST_API) == ("", BILLING_AUTHORIZATION)
         assert secrets_of(internal_pb.PROVIDER_SECRETS_UNSPECIFIED) == ("", "")
+
+
+# --- a caller's mistake the Registry finds is the caller's error, not an outage ---------------
+
+
+def test_the_registrys_verdict_on_a_request_reaches_the_caller_unchanged(setup) -> None:
+    with setup.http() as http:
+        assert error_of(http.get("/v1/models/nope/missing"), 404)["code"] == "model_not_found"
+        assert error_of(http.post("/v1/chat/completions", json=chat(" ")), 400)["param"] == "model"

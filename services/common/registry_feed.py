@@ -16,10 +16,11 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import grpc
+import orjson
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 from switchboard.registry.v1 import internal_service_pb2_grpc as internal_grpc
 
-from services.common.errors import ApiError
+from services.common.errors import ERROR_TRAILER, STATUS_TRAILER, ApiError
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +40,37 @@ _INVALID_TOKEN_CODES = frozenset(
 T = TypeVar("T")
 
 
+# The Registry's answers that say it could not do the work, rather than that the request was wrong.
+_OUTAGE_CODES = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAUTHENTICATED,  # our service credential was refused: a deployment fault
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.UNIMPLEMENTED,
+    }
+)
+
+
 def registry_unavailable(exc: grpc.aio.AioRpcError) -> ApiError:
     log.warning("registry call failed", extra={"code": exc.code().name})
     return ApiError(503, "the model registry is unavailable, retry shortly", code="registry_unavailable")
+
+
+def registry_error(exc: grpc.aio.AioRpcError) -> ApiError:
+    """The caller's error for a failed Registry call: the Registry's own verdict on the
+    request (e.g. 400, 404) passed on as it is; an outage as a 503."""
+    if exc.code() in _OUTAGE_CODES:
+        return registry_unavailable(exc)
+    trailers = {key: value for key, value in exc.trailing_metadata() or () if isinstance(value, str)}
+    try:
+        error = orjson.loads(trailers[ERROR_TRAILER])["error"]
+        return ApiError(int(trailers[STATUS_TRAILER]), error["message"], param=error["param"], code=error["code"])
+    except (KeyError, TypeError, ValueError):
+        return registry_unavailable(exc)
 
 
 class FeedCache:
@@ -97,7 +126,7 @@ class FeedCache:
         try:
             return await method(request, timeout=REGISTRY_TIMEOUT_SECONDS, wait_for_ready=True)
         except grpc.aio.AioRpcError as exc:
-            raise registry_unavailable(exc) from None
+            raise registry_error(exc) from None
 
     async def watch(self) -> None:
         """Follows the change feed for ever, reconnecting with backoff."""

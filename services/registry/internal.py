@@ -14,7 +14,7 @@ from switchboard.registry.v1 import admin_service_pb2 as admin_pb
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 from switchboard.registry.v1 import internal_service_pb2_grpc as internal_grpc
 
-from services.common.errors import bad_request
+from services.common.errors import not_found
 from services.registry.admin import price_message, provider_message
 from services.registry.index import Candidate, Resolution
 from services.registry.state import RegistryState
@@ -116,7 +116,7 @@ class InternalServicer(internal_grpc.InternalServiceServicer):
         self, request: internal_pb.ListServedModelsRequest, context: grpc.aio.ServicerContext
     ) -> internal_pb.ListServedModelsResponse:
         if request.model and request.model not in self.index.catalog:
-            raise bad_request(f"model {request.model!r} is not in the catalog", "model")
+            raise not_found(f"model {request.model[:200]!r} is not in the catalog", code="model_not_found")
         model_ids = [request.model] if request.model else sorted(self.index.mapped_models())
         served = []
         for model_id in model_ids:

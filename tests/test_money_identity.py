@@ -53,7 +53,8 @@ def _chunk(content: str) -> bytes:
 
 
 class Upstream(BaseHTTPRequestHandler):
-    """Answers by the first path segment: good, garbage, no-choices, oversize, stream-without-usage."""
+    """Answers by the first path segment: good (streams without usage), garbage, no-choices,
+    empty-choices, oversize."""
 
     protocol_version = "HTTP/1.1"
 
@@ -76,6 +77,8 @@ class Upstream(BaseHTTPRequestHandler):
             self._send(b"<html>not json</html>", "text/html")
         elif behaviour == "no-choices":
             self._send(b'{"id": "c1", "object": "chat.completion"}')
+        elif behaviour == "empty-choices":
+            self._send(b'{"id": "c1", "object": "chat.completion", "choices": []}')
         elif behaviour == "oversize":
             self._send(json.dumps({**CHAT_ANSWER, "padding": "x" * OVERSIZE_BYTES}).encode())
         elif request.get("stream"):  # a stream that never reports usage, even when asked
@@ -226,7 +229,14 @@ async def test_fifty_concurrent_large_streams_are_each_billed_once(setup) -> Non
 # The size cap is of unary answers; a stream's events are passed on as they come.
 @pytest.mark.parametrize(
     ("behaviour", "stream"),
-    [("garbage", False), ("no-choices", False), ("oversize", False), ("garbage", True), ("no-choices", True)],
+    [
+        ("garbage", False),
+        ("no-choices", False),
+        ("empty-choices", False),
+        ("oversize", False),
+        ("garbage", True),
+        ("no-choices", True),
+    ],
 )
 def test_an_answer_that_is_not_valid_for_its_route_is_a_502_and_never_billed(setup, behaviour, stream) -> None:
     model = setup.chat_model(behaviour)

@@ -220,9 +220,13 @@ class RouterServicer(router_grpc.RouterServiceServicer):
         try:
             return await self.upstreams.first_answer(call.routes, call.payload, path, stream, deadline)
         except BaseException:
-            if call.reserved:
-                self.spending.release(call.request_id)
+            self._abandon(call)
             raise
+
+    def _abandon(self, call: Call) -> None:
+        """Nothing will be served: the reservation, if any, goes back."""
+        if call.reserved:
+            self.spending.release(call.request_id)
 
     async def _send_headers(self, call: Call, opened: Opened, context: grpc.aio.ServicerContext) -> None:
         """The answer's headers: which provider served it, our request id and the provider's."""
@@ -231,6 +235,17 @@ class RouterServicer(router_grpc.RouterServiceServicer):
         if provider_request_id and provider_request_id.isascii() and provider_request_id.isprintable():
             metadata.append((opened.route.provider.request_id_metadata_key, provider_request_id))
         await context.send_initial_metadata(metadata)
+
+    async def _serve_unary(
+        self, call: Call, opened: Opened, context: grpc.aio.ServicerContext, images: int = 0
+    ) -> None:
+        """Sends a checked unary answer's headers, then records it: a caller gone by then costs nothing."""
+        try:
+            await self._send_headers(call, opened, context)
+        except BaseException:
+            self._abandon(call)
+            raise
+        self._finish(call, opened, images)
 
     def _usage(self, call: Call, opened: Opened, images: int) -> tuple[int, int, int]:
         """(input tokens, output tokens, estimate): what the provider reported; for a stream
@@ -286,12 +301,16 @@ class RouterServicer(router_grpc.RouterServiceServicer):
         opened = await self._open(call, CHAT_PATH, stream, context)
         if not stream:
             data = rewrite(opened.answer, call.model, opened.usage)
-            self._finish(call, opened)
-            await self._send_headers(call, opened, context)
+            await self._serve_unary(call, opened, context)
             yield httpbody_pb2.HttpBody(content_type=JSON, data=data)
             return
         try:
             await self._send_headers(call, opened, context)
+        except BaseException:  # the caller left before the answer began: nothing was served
+            opened.response.release()
+            self._abandon(call)
+            raise
+        try:
             async for event in self._relay(call, opened, hide_usage):
                 yield httpbody_pb2.HttpBody(content_type=EVENT_STREAM, data=event)
         finally:
@@ -321,10 +340,13 @@ class RouterServicer(router_grpc.RouterServiceServicer):
         """An images answer, billed and headed once `check` (if any) accepted it."""
         call = await self._prepare(TEXT_TO_IMAGE, request, context)
         opened = await self._open(call, IMAGES_PATH, False, context)
-        if check is not None:
-            check(opened.answer)
-        self._finish(call, opened, images=max(1, len(opened.answer["data"])))
-        await self._send_headers(call, opened, context)
+        try:
+            if check is not None:
+                check(opened.answer)
+        except ApiError:
+            self._abandon(call)
+            raise
+        await self._serve_unary(call, opened, context, images=len(opened.answer["data"]))
         return opened.answer
 
     async def CreateImage(

@@ -120,14 +120,16 @@ def rewrite(answer: dict, model: str, usage: Usage, hide_usage: bool = False) ->
     return orjson.dumps(answer)
 
 
-def _checked(data: bytes, expected_list: str) -> dict:
-    """The answer as a JSON object carrying the route's list; AttemptFailed otherwise."""
+def _checked(data: bytes, expected_list: str, *, empty: bool = False) -> dict:
+    """The answer as a JSON object carrying the route's list (non-empty unless `empty`);
+    AttemptFailed otherwise."""
     try:
         answer = orjson.loads(data)
     except orjson.JSONDecodeError:
         raise AttemptFailed("answered 200 with a body that is not JSON") from None
-    if not isinstance(answer, dict) or not isinstance(answer.get(expected_list), list):
-        raise AttemptFailed(f"answered 200 without a {expected_list!r} list")
+    items = answer.get(expected_list) if isinstance(answer, dict) else None
+    if not isinstance(items, list) or not (items or empty):
+        raise AttemptFailed(f"answered 200 without a {'' if empty else 'non-empty '}{expected_list!r} list")
     return answer
 
 
@@ -274,7 +276,7 @@ async def _first_event(response: aiohttp.ClientResponse, expected_list: str) -> 
             break
     if not line.startswith(b"data:"):
         raise AttemptFailed("stream did not start with a data event")
-    return _checked(line[5:].strip(), expected_list)
+    return _checked(line[5:].strip(), expected_list, empty=True)
 
 
 async def _next_line(response: aiohttp.ClientResponse) -> bytes | None:

@@ -379,3 +379,12 @@ def test_the_registrys_verdict_on_a_request_reaches_the_caller_unchanged(setup) 
     with setup.http() as http:
         assert error_of(http.get("/v1/models/nope/missing"), 404)["code"] == "model_not_found"
         assert error_of(http.post("/v1/chat/completions", json=chat(" ")), 400)["param"] == "model"
+
+
+def test_billing_accounts_are_names_never_arbitrary_strings(setup) -> None:
+    with setup.sb.admin() as admin:
+        for account in ("x" * 20_000, "../etc", "a b", "-lead"):
+            answer = admin.get("/v1/billing/usage", params={"account": account})
+            error = error_of(answer, 400)
+            assert error["param"] == "account" and len(error["message"]) < 200
+        assert admin.get("/v1/billing/usage", params={"account": OPERATOR_ACCOUNT}).status_code == 200

@@ -20,6 +20,7 @@ from services.billing.access import Authenticator, require_account_access
 from services.billing.limits import LimitedAccounts
 from services.billing.reconciler import Reconciler
 from services.billing.storage import PENDING, UNPRICED
+from services.common.accounts import OPERATOR_ACCOUNT
 from services.common.auth import require_admin
 from services.common.db import Database
 from services.common.errors import ApiError, bad_request
@@ -29,10 +30,18 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 10_000
 NO_REQUEST_ID = "the provider's answer carried no request id header"
 PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+ACCOUNT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}")  # the Registry's user and org names
 
 
 def _time(stamp: Timestamp, default: datetime) -> datetime:
     return stamp.ToDatetime(tzinfo=UTC) if stamp.seconds or stamp.nanos else default
+
+
+def _check_account(name: str) -> None:
+    """An account is a user or org name, or the operators' account; 400 otherwise."""
+    _required(name, "account")
+    if name != OPERATOR_ACCOUNT and not ACCOUNT_NAME.fullmatch(name):
+        raise bad_request("account must be a user or org name: 1-96 letters, digits, '.', '_' or '-'", param="account")
 
 
 def _required(value: str, param: str) -> None:
@@ -159,7 +168,7 @@ class BillingServicer(AccountsMixin, billing_grpc.BillingServiceServicer):
         self, request: billing_pb.GetUsageRequest, context: grpc.aio.ServicerContext
     ) -> billing_pb.Usage:
         caller = await self.auth.caller(context)
-        _required(request.account, "account")
+        _check_account(request.account)
         period, start, end = parse_period(request.period)
         require_account_access(caller, request.account)
         report = await self.db.run(lambda s: ledger.usage_report(s, request.account, start, end))
@@ -169,7 +178,7 @@ class BillingServicer(AccountsMixin, billing_grpc.BillingServiceServicer):
         self, request: billing_pb.GetAccountRequest, context: grpc.aio.ServicerContext
     ) -> billing_pb.Account:
         caller = await self.auth.caller(context)
-        _required(request.account, "account")
+        _check_account(request.account)
         require_account_access(caller, request.account)
         return await self._account(request.account)
 
@@ -177,7 +186,7 @@ class BillingServicer(AccountsMixin, billing_grpc.BillingServiceServicer):
         self, request: billing_pb.UpdateSpendingLimitRequest, context: grpc.aio.ServicerContext
     ) -> billing_pb.Account:
         caller = await self.auth.caller(context)
-        _required(request.account, "account")
+        _check_account(request.account)
         require_account_access(caller, request.account)
         limit = _required_amount(request, "limit_nano_usd", "limitNanoUsd")
         return await self._update_account(request.account, limit_nano_usd=limit)
@@ -208,7 +217,7 @@ class BillingAdminServicer(AccountsMixin, billing_grpc.BillingAdminServiceServic
         self, request: billing_pb.UpdateIncludedCreditsRequest, context: grpc.aio.ServicerContext
     ) -> billing_pb.Account:
         require_admin(context, self.admin_token)
-        _required(request.account, "account")
+        _check_account(request.account)
         credits = _required_amount(request, "included_credits_nano_usd", "includedCreditsNanoUsd")
         return await self._update_account(request.account, included_credits_nano_usd=credits)
 

@@ -23,6 +23,7 @@ from bench.targets import (
     BENCH_DIR,
     Target,
     direct_target,
+    start_baseline,
     start_floor,
     start_litellm,
     start_stub,
@@ -133,6 +134,7 @@ def router_bench(args: argparse.Namespace) -> int:
             "floor": lambda: start_floor(fixtures, stub),
             "switchboard": switchboard,
             "litellm": lambda: start_litellm(fixtures, stub),
+            "baseline": lambda: start_baseline(fixtures, stub, args.baseline),
         }
         for name, start in starters.items():
             if name in wanted and (target := _start_optional(name, start, report.notes)):
@@ -158,7 +160,8 @@ def _compare(targets: list[Target], args: argparse.Namespace, report: reporting.
     scenarios = [s for s in SCENARIOS if not args.scenarios or s.name in args.scenarios.split(",")]
     plan = usable(targets, scenarios, report.notes)
     run_rounds(plan, scenarios, report)
-    written = reporting.write(report)
+    # A paired before/after run keeps the committed table of the last full run.
+    written = reporting.write(report, "router-paired" if any(t.name == "baseline" for t in targets) else "router")
     print(reporting.table(report), flush=True)
     _log("wrote " + ", ".join(str(p.relative_to(ROOT)) for p in written))
 
@@ -200,7 +203,13 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     router.add_argument(
         "--targets",
         default="floor,switchboard,litellm",
-        help="besides direct: switchboard, litellm, floor (Envoy + an empty forwarding Router)",
+        help="besides direct: switchboard, litellm, floor (Envoy + an empty forwarding Router), baseline",
+    )
+    router.add_argument(
+        "--baseline",
+        type=Path,
+        help="a checkout of an earlier commit with its own .venv: target 'baseline' runs its stack, "
+        "for paired before/after runs (add baseline to --targets)",
     )
     names = ", ".join(s.name for s in SCENARIOS)
     router.add_argument("--scenarios", default="", help=f"comma-separated subset of: {names}")

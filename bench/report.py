@@ -14,7 +14,7 @@ from bench.load import SCENARIOS, Measurement
 from bench.stub import PACED_GAP_SECONDS, PACED_SPAN_SECONDS
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-TARGET_ORDER = ["direct", "floor", "switchboard", "litellm"]
+TARGET_ORDER = ["direct", "floor", "baseline", "switchboard", "litellm"]
 
 
 @dataclass

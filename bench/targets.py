@@ -153,6 +153,23 @@ def start_switchboard(data_dir: Path, stub: StubPorts, router_replicas: int = 1)
     return stack, Target("switchboard", urls, models, f"Bearer {token}", pids)
 
 
+def start_baseline(fixtures: Stack, stub: StubPorts, checkout: Path | None) -> Target:
+    """Switchboard as an earlier checkout builds it (`switchboard up` from its own .venv),
+    registered against the stub like the current one: the "before" of a paired run."""
+    if checkout is None:
+        raise RuntimeError("target baseline needs --baseline <checkout with a .venv>")
+    port, admin_token = free_port(), "sb-admin-" + secrets.token_urlsafe(24)
+    fixtures.env["SWITCHBOARD_ADMIN_TOKEN"] = admin_token
+    base = f"http://127.0.0.1:{port}"
+    argv = [str(checkout / ".venv" / "bin" / "switchboard"), "up", "--http-port", str(port),
+            "--data-dir", str(fixtures.data_dir / "baseline")]  # fmt: skip
+    child = fixtures.start("baseline", argv, http_ok(f"{base}/v1/providers"))
+    fixtures.wait_ready()
+    token, models = register_switchboard(AdminClient(base, admin_token), stub)
+    urls = {kind: base + _path(kind) for kind in KINDS}
+    return Target("baseline", urls, models, f"Bearer {token}", {"baseline-launcher": child.process.pid})
+
+
 # --- LiteLLM ---------------------------------------------------------------------
 
 

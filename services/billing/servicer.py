@@ -264,12 +264,13 @@ class LedgerServicer(billing_grpc.LedgerServiceServicer):
         )
         return billing_pb.ReserveSpendResponse(granted=grant.granted, remaining_nano_usd=grant.remaining_nano_usd)
 
-    def WatchLimitedAccounts(
+    async def WatchLimitedAccounts(
         self,
         request_iterator: AsyncIterator[billing_pb.WatchLimitedAccountsRequest],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[billing_pb.WatchLimitedAccountsResponse]:
-        return self.limited.watch(request_iterator, context)
+        async for update in self.limited.watch(request_iterator, context):
+            yield update
 
     async def ReleaseReservation(
         self, request: billing_pb.ReleaseReservationRequest, context: grpc.aio.ServicerContext

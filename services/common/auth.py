@@ -111,12 +111,8 @@ def _refusing(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     return handler._replace(**{kind: _refuse_stream})
 
 
-class _PresentCredential(
-    grpc.aio.UnaryUnaryClientInterceptor,
-    grpc.aio.UnaryStreamClientInterceptor,
-    grpc.aio.StreamStreamClientInterceptor,
-):
-    """Adds the service credential to every call of a channel."""
+class _Presenting:
+    """Adds the service credential to a call's metadata."""
 
     def __init__(self, credential: str) -> None:
         self._entry = (SERVICE_CREDENTIAL_KEY, credential)
@@ -127,16 +123,23 @@ class _PresentCredential(
             details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
         )
 
+
+# grpc.aio files an interceptor under the first call kind it implements: one class per kind.
+class _PresentOnUnary(_Presenting, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(self, continuation, details, request):
         return await continuation(self._details(details), request)
 
+
+class _PresentOnServerStream(_Presenting, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(self, continuation, details, request):
         return await continuation(self._details(details), request)
 
+
+class _PresentOnBidiStream(_Presenting, grpc.aio.StreamStreamClientInterceptor):
     async def intercept_stream_stream(self, continuation, details, request_iterator):
         return await continuation(self._details(details), request_iterator)
 
 
 def presenting_credential(credential: str) -> list[grpc.aio.ClientInterceptor]:
     """Client interceptors that present the service credential on every call."""
-    return [_PresentCredential(credential)]
+    return [kind(credential) for kind in (_PresentOnUnary, _PresentOnServerStream, _PresentOnBidiStream)]

@@ -79,12 +79,11 @@ class LimitedAccounts:
     async def changed(self, account: str, limit_nano_usd: int) -> None:
         """Records a limit this process just stored; returns once every Router applied it."""
         limited = limit_nano_usd > 0
-        if limited == (account in self._names):
-            return
-        if limited:
+        if limited and account not in self._names:
             self._publish([account], [])
-        else:
+        elif not limited and account in self._names:
             self._publish([], [account])
+        # Also when a reload published it first: the answer waits until the Routers have it.
         await self._all_applied(self.revision)
 
     def _publish(self, limited: list[str], unlimited: list[str]) -> None:
@@ -108,8 +107,12 @@ class LimitedAccounts:
                 watcher.drop()
 
     async def reload(self) -> None:
-        """Reads the set from the database and publishes what another replica changed."""
+        """Reads the set from the database and publishes what another replica changed.
+        A read that overlapped a change of this process's own is dropped: it may predate it."""
+        revision = self.revision
         names = await self.db.run(ledger.limited_accounts)
+        if revision != self.revision:
+            return
         added, removed = sorted(names - self._names), sorted(self._names - names)
         if added or removed:
             self._publish(added, removed)

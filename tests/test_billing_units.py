@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from switchboard.billing.v1 import billing_service_pb2 as billing_pb
 from test_billing_helpers import ledger_database
 
 from services.billing import ledger
 from services.billing.costs import InvalidCostAnswer, parse_cost_answer
+from services.billing.limits import LimitedAccounts
 from services.billing.servicer import parse_period
 from services.common.db import Database, padded_chunks
 from services.common.errors import ApiError
@@ -77,3 +80,43 @@ async def test_expired_reservations_stop_counting(db: Database) -> None:
     # 15 minutes later the reservation no longer counts, and a pass purges it.
     assert await run("r3", 100, now + 20 + 901) == ledger.Grant(True, 0)
     assert await db.run(lambda s: ledger.purge_expired_reservations(s, now + 20 + 901)) == 1
+
+
+class RouterSide:
+    """One Router's end of WatchLimitedAccounts, driven by hand."""
+
+    def __init__(self, limited: LimitedAccounts) -> None:
+        self.acknowledgements: asyncio.Queue[billing_pb.WatchLimitedAccountsRequest] = asyncio.Queue()
+        self.updates = limited.watch(self._acknowledge(), None)
+
+    async def _acknowledge(self):
+        while True:
+            yield await self.acknowledgements.get()
+
+    def ack(self, revision: int) -> None:
+        self.acknowledgements.put_nowait(billing_pb.WatchLimitedAccountsRequest(applied_revision=revision))
+
+
+async def test_a_limit_change_answers_once_every_router_acknowledged_it(db) -> None:
+    limited = LimitedAccounts(db, ack_timeout=60)
+    fast, slow = RouterSide(limited), RouterSide(limited)
+    assert (await anext(fast.updates)).snapshot and (await anext(slow.updates)).snapshot
+    change = asyncio.create_task(limited.changed("acme", 5_000))
+    update = await anext(fast.updates)
+    assert (list(update.limited), await anext(slow.updates)) == (["acme"], update)
+    fast.ack(update.revision)
+    await asyncio.sleep(0)
+    assert not change.done()  # the slow Router has not applied it yet
+    slow.ack(update.revision)
+    await asyncio.wait_for(change, 10)
+    assert "acme" in limited
+
+
+async def test_a_router_that_does_not_acknowledge_in_time_is_dropped(db) -> None:
+    limited = LimitedAccounts(db, ack_timeout=0.05)
+    silent = RouterSide(limited)
+    await anext(silent.updates)
+    await asyncio.wait_for(limited.changed("acme", 5_000), 10)  # answers despite the silence
+    assert list((await anext(silent.updates)).limited) == ["acme"]
+    with pytest.raises(StopAsyncIteration):  # then the stream ends: that Router reconnects
+        await anext(silent.updates)

@@ -130,11 +130,16 @@ def router_bench(args: argparse.Namespace) -> int:
             stacks.append(stack)
             return target
 
+        def baseline() -> Target:
+            stack, target = start_baseline(data_dir / "baseline", stub, args.baseline)
+            stacks.append(stack)
+            return target
+
         starters = {
             "floor": lambda: start_floor(fixtures, stub),
             "switchboard": switchboard,
             "litellm": lambda: start_litellm(fixtures, stub),
-            "baseline": lambda: start_baseline(fixtures, stub, args.baseline),
+            "baseline": baseline,
         }
         for name, start in starters.items():
             if name in wanted and (target := _start_optional(name, start, report.notes)):
@@ -161,7 +166,7 @@ def _compare(targets: list[Target], args: argparse.Namespace, report: reporting.
     plan = usable(targets, scenarios, report.notes)
     run_rounds(plan, scenarios, report)
     # A paired before/after run keeps the committed table of the last full run.
-    written = reporting.write(report, "router-paired" if any(t.name == "baseline" for t in targets) else "router")
+    written = reporting.write(report, "router-paired" if "baseline" in args.targets.split(",") else "router")
     print(reporting.table(report), flush=True)
     _log("wrote " + ", ".join(str(p.relative_to(ROOT)) for p in written))
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shutil
 import socket
@@ -153,21 +154,28 @@ def start_switchboard(data_dir: Path, stub: StubPorts, router_replicas: int = 1)
     return stack, Target("switchboard", urls, models, f"Bearer {token}", pids)
 
 
-def start_baseline(fixtures: Stack, stub: StubPorts, checkout: Path | None) -> Target:
-    """Switchboard as an earlier checkout builds it (`switchboard up` from its own .venv),
-    registered against the stub like the current one: the "before" of a paired run."""
+def start_baseline(data_dir: Path, stub: StubPorts, checkout: Path | None) -> tuple[Stack, Target]:
+    """Switchboard as an earlier checkout builds it (`switchboard up` from its own .venv and
+    directory, without PYTHONPATH to this checkout), registered against the stub like the
+    current one: the "before" of a paired run."""
     if checkout is None:
         raise RuntimeError("target baseline needs --baseline <checkout with a .venv>")
     port, admin_token = free_port(), "sb-admin-" + secrets.token_urlsafe(24)
-    fixtures.env["SWITCHBOARD_ADMIN_TOKEN"] = admin_token
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"SWITCHBOARD_ADMIN_TOKEN": admin_token}
+    stack = Stack(data_dir, env)
     base = f"http://127.0.0.1:{port}"
     argv = [str(checkout / ".venv" / "bin" / "switchboard"), "up", "--http-port", str(port),
-            "--data-dir", str(fixtures.data_dir / "baseline")]  # fmt: skip
-    child = fixtures.start("baseline", argv, http_ok(f"{base}/v1/providers"))
-    fixtures.wait_ready()
-    token, models = register_switchboard(AdminClient(base, admin_token), stub)
+            "--data-dir", str(data_dir / "stack")]  # fmt: skip
+    # From the checkout: `python -m services.x` of its launcher must find the checkout's code, not ours.
+    child = stack.start("baseline", argv, http_ok(f"{base}/v1/providers"), cwd=checkout)
+    try:
+        stack.wait_ready()
+        token, models = register_switchboard(AdminClient(base, admin_token), stub)
+    except BaseException:
+        stack.stop()
+        raise
     urls = {kind: base + _path(kind) for kind in KINDS}
-    return Target("baseline", urls, models, f"Bearer {token}", {"baseline-launcher": child.process.pid})
+    return stack, Target("baseline", urls, models, f"Bearer {token}", {"baseline-launcher": child.process.pid})
 
 
 # --- LiteLLM ---------------------------------------------------------------------

@@ -122,11 +122,11 @@ class Stack:
         self.addresses: dict[str, str] = {}  # service (and "envoy") -> host:port
         (data_dir / "logs").mkdir(parents=True, exist_ok=True)
 
-    def start(self, name: str, argv: list[str], ready: Callable[[], bool]) -> Child:
+    def start(self, name: str, argv: list[str], ready: Callable[[], bool], cwd: Path | None = None) -> Child:
         log_path = self.data_dir / "logs" / f"{name}.log"
         with open(log_path, "ab") as log:
             process = subprocess.Popen(
-                argv, stdout=log, stderr=subprocess.STDOUT, env=self.env, preexec_fn=_die_with_parent
+                argv, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=cwd, preexec_fn=_die_with_parent
             )
         child = Child(name, process, log_path, ready)
         self.children.append(child)

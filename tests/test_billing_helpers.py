@@ -12,9 +12,13 @@ from datetime import UTC, datetime
 
 import httpx
 from aiohttp import web
+from sqlmodel import select
 from switchboard.billing.v1 import billing_service_pb2 as billing_pb
 
+from services.billing import ledger
 from services.billing.server import MIGRATIONS
+from services.billing.servicer import ledger_row
+from services.billing.storage import LedgerEntry
 from services.common.db import Database, migrate
 
 
@@ -166,3 +170,34 @@ def garbage_answer(asked: list[str], names: dict[str, str]) -> bytes:
         # "left-out": not answered at all
     entries += [b'{"costNanoUsd": 7}', b'"just a string"', b'{"requestId": "never-asked", "costNanoUsd": 9}']
     return b'{"requests": [' + b", ".join(entries) + b"]}"
+
+
+def stream_records(account: str) -> tuple[billing_pb.LedgerRecord, billing_pb.LedgerRecord]:
+    """A stream's provisional record (made when it began) and its final one."""
+    final = record(account, estimate=777)
+    final.output_tokens = 42
+    provisional = billing_pb.LedgerRecord()
+    provisional.CopyFrom(final)
+    provisional.provisional, provisional.output_tokens, provisional.estimated_nano_usd = True, 0, 5_000
+    return provisional, final
+
+
+async def check_provisional_records(db: Database, account: str) -> None:
+    """A final record completes its provisional one, in a later batch or the same one;
+    a resend changes nothing; a provisional record alone stands at its estimate."""
+    now = datetime.now(UTC)
+    first, first_final = stream_records(account)
+    second, second_final = stream_records(account)
+    orphan, _ = stream_records(account)  # the Router died mid-stream
+    assert await db.run(lambda s: ledger.record_entries(s, [ledger_row(first, now), ledger_row(orphan, now)])) == 2
+    rows = [ledger_row(r, now) for r in (first_final, second, second_final)]
+    assert await db.run(lambda s: ledger.record_entries(s, rows)) == 2
+    assert await db.run(lambda s: ledger.record_entries(s, rows)) == 0
+    query = select(LedgerEntry).where(LedgerEntry.account == account)
+    stored = await db.run(lambda s: {r.request_id: (r.provisional, r.output_tokens, r.estimated_nano_usd)
+                                     for r in s.exec(query)})  # fmt: skip
+    assert stored == {
+        first.request_id: (False, 42, 777),
+        second.request_id: (False, 42, 777),
+        orphan.request_id: (True, 0, 5_000),
+    }

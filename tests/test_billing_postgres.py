@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import pytest
 from postgres import postgres_cluster
-from test_billing_helpers import ledger_database, record, unique
+from test_billing_helpers import check_provisional_records, ledger_database, record, unique
 
 from services.billing import ledger
 from services.billing.servicer import ledger_row
@@ -46,3 +46,7 @@ async def test_duplicate_records_are_stored_once_on_postgres(pg_db: Database) ->
     costs = [(row["request_id"], 7) for row in rows]
     assert await pg_db.run(lambda s: ledger.settle_costs(s, costs)) == 20
     assert await pg_db.run(lambda s: ledger.settle_costs(s, costs)) == 0
+
+
+async def test_a_streams_final_record_completes_its_provisional_one_on_postgres(pg_db: Database) -> None:
+    await check_provisional_records(pg_db, unique("pg-acct"))

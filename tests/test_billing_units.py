@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from switchboard.billing.v1 import billing_service_pb2 as billing_pb
-from test_billing_helpers import ledger_database
+from test_billing_helpers import check_provisional_records, ledger_database
 
 from services.billing import ledger
 from services.billing.costs import InvalidCostAnswer, parse_cost_answer
@@ -120,3 +120,7 @@ async def test_a_router_that_does_not_acknowledge_in_time_is_dropped(db) -> None
     assert list((await anext(silent.updates)).limited) == ["acme"]
     with pytest.raises(StopAsyncIteration):  # then the stream ends: that Router reconnects
         await anext(silent.updates)
+
+
+async def test_a_streams_final_record_completes_its_provisional_one(db) -> None:
+    await check_provisional_records(db, "acct")

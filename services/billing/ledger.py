@@ -44,22 +44,41 @@ def _insert(session: Session):
     return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(LEDGER)
 
 
+# What a stream's final record completes of its provisional one (its state and cost stay).
+_COMPLETED = ("end_time", "input_tokens", "output_tokens", "images", "estimated_nano_usd")
+
+
 def record_entries(session: Session, rows: Sequence[dict]) -> int:
-    """Stores new entries (a request id already stored is skipped) and drops
-    their reservations, whose estimates the entries now carry. Returns how
-    many entries were new."""
+    """Stores new entries (a request id already stored is skipped, except that a final
+    record completes a provisional one) and drops their reservations, whose estimates
+    the entries now carry. Returns how many entries were new or completed."""
     if not rows:
         return 0
+    rows = list({row["request_id"]: row for row in rows}.values())  # a stream's final record wins
     connection = session.connection()
     # RETURNING names only the rows inserted: executemany's rowcount is not portable (-1 on PostgreSQL).
     insert = _insert(session).on_conflict_do_nothing(index_elements=["request_id"]).returning(LEDGER.c.request_id)
-    stored = 0
+    stored: set[str] = set()
     for chunk in padded_chunks(rows):
-        stored += len(connection.execute(insert, chunk).all())
+        stored.update(row[0] for row in connection.execute(insert, chunk))
         ids = [row["request_id"] for row in chunk]
         connection.execute(delete(RESERVATIONS).where(RESERVATIONS.c.request_id.in_(ids)))
+    completions = [row for row in rows if row["request_id"] not in stored and not row["provisional"]]
+    completed = _complete_provisional(connection, completions) if completions else 0
     session.commit()
-    return stored
+    return len(stored) + completed
+
+
+def _complete_provisional(connection, rows: Sequence[dict]) -> int:
+    """Final records of streams whose provisional record is stored (others: resends, no-ops)."""
+    completion = (
+        update(LEDGER)
+        .where(LEDGER.c.request_id == bindparam("id"), LEDGER.c.provisional)
+        .values(provisional=False, **{name: bindparam(f"new_{name}") for name in _COMPLETED})
+    )
+    params = [{"id": row["request_id"], **{f"new_{n}": row[n] for n in _COMPLETED}} for row in rows]
+    result = connection.execute(completion, params)
+    return max(result.rowcount, 0)
 
 
 @dataclass(frozen=True)

@@ -89,6 +89,7 @@ def ledger_row(record: billing_pb.LedgerRecord, now: datetime) -> dict:
         "cost_nano_usd": None,
         "state": PENDING if record.provider_request_id else UNPRICED,
         "reason": "" if record.provider_request_id else NO_REQUEST_ID,
+        "provisional": record.provisional,
     }
 
 

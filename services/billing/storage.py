@@ -51,6 +51,7 @@ class LedgerEntry(SQLModel, table=True):
     cost_nano_usd: int | None = Field(default=None, sa_column=money(nullable=True))
     state: str = Field(default=PENDING, index=True)
     reason: str = ""
+    provisional: bool = False  # a stream's record made when it began; its final record completes it
 
 
 class BillingAccount(SQLModel, table=True):

@@ -273,6 +273,19 @@ class RouterServicer(router_grpc.RouterServiceServicer):
             route.provider.id, route.provider_model, opened.first_at - opened.sent_at, tokens, ended - opened.sent_at
         )
         input_tokens, output_tokens, estimate = self._usage(call, opened, images)
+        self._record(call, opened, input_tokens, output_tokens, images, estimate)
+
+    def _record(
+        self,
+        call: Call,
+        opened: Opened,
+        input_tokens: int,
+        output_tokens: int,
+        images: int,
+        estimate: int,
+        provisional: bool = False,
+    ) -> None:
+        route = opened.route
         self.ledger.record(
             billing_pb.LedgerRecord(
                 request_id=call.request_id,
@@ -289,6 +302,7 @@ class RouterServicer(router_grpc.RouterServiceServicer):
                 output_tokens=output_tokens,
                 images=images,
                 estimated_nano_usd=estimate,
+                provisional=provisional,
             )
         )
 
@@ -310,6 +324,8 @@ class RouterServicer(router_grpc.RouterServiceServicer):
             opened.response.release()
             self._abandon(call)
             raise
+        # Journaled now: should this process die mid-stream, the answer begun is billed at its estimate.
+        self._record(call, opened, 0, 0, 0, call.estimate_nano_usd, provisional=True)
         try:
             async for event in self._relay(call, opened, hide_usage):
                 yield httpbody_pb2.HttpBody(content_type=EVENT_STREAM, data=event)

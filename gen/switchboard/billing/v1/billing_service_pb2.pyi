@@ -120,7 +120,7 @@ class ReconcileCostsResponse(_message.Message):
     def __init__(self, asked: _Optional[int] = ..., settled: _Optional[int] = ..., rejected: _Optional[int] = ..., pending: _Optional[int] = ..., unpriced: _Optional[int] = ...) -> None: ...
 
 class LedgerRecord(_message.Message):
-    __slots__ = ("request_id", "provider_request_id", "provider", "model", "provider_model", "task", "caller", "account", "start_time", "end_time", "input_tokens", "output_tokens", "images", "estimated_nano_usd")
+    __slots__ = ("request_id", "provider_request_id", "provider", "model", "provider_model", "task", "caller", "account", "start_time", "end_time", "input_tokens", "output_tokens", "images", "estimated_nano_usd", "provisional")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
@@ -135,6 +135,7 @@ class LedgerRecord(_message.Message):
     OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     ESTIMATED_NANO_USD_FIELD_NUMBER: _ClassVar[int]
+    PROVISIONAL_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     provider_request_id: str
     provider: str
@@ -149,7 +150,8 @@ class LedgerRecord(_message.Message):
     output_tokens: int
     images: int
     estimated_nano_usd: int
-    def __init__(self, request_id: _Optional[str] = ..., provider_request_id: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., provider_model: _Optional[str] = ..., task: _Optional[str] = ..., caller: _Optional[str] = ..., account: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., images: _Optional[int] = ..., estimated_nano_usd: _Optional[int] = ...) -> None: ...
+    provisional: bool
+    def __init__(self, request_id: _Optional[str] = ..., provider_request_id: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., provider_model: _Optional[str] = ..., task: _Optional[str] = ..., caller: _Optional[str] = ..., account: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., images: _Optional[int] = ..., estimated_nano_usd: _Optional[int] = ..., provisional: _Optional[bool] = ...) -> None: ...
 
 class RecordRequestsRequest(_message.Message):
     __slots__ = ("records",)

@@ -175,7 +175,18 @@ def start_baseline(data_dir: Path, stub: StubPorts, checkout: Path | None) -> tu
         stack.stop()
         raise
     urls = {kind: base + _path(kind) for kind in KINDS}
-    return stack, Target("baseline", urls, models, f"Bearer {token}", {"baseline-launcher": child.process.pid})
+    return stack, Target("baseline", urls, models, f"Bearer {token}", _children_by_name(child.process.pid))
+
+
+def _children_by_name(launcher: int) -> dict[str, int]:
+    """The processes a launcher started, named as in its logs (registry, router, ..., envoy)."""
+    pids = Path(f"/proc/{launcher}/task/{launcher}/children").read_text().split()
+    named = {}
+    for pid in pids:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        module = next((a.decode() for a in argv if a.startswith(b"services.")), "services.envoy")
+        named[module.removeprefix("services.")] = int(pid)
+    return named
 
 
 # --- LiteLLM ---------------------------------------------------------------------

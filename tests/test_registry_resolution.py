@@ -59,7 +59,9 @@ def test_staging_is_visible_only_to_members(stack, world, internal) -> None:
     set_status(stack, world, mapping_id, "live")
     answer = resolve(internal, world.models["vlm"], world.users["outsider"], "conversational")
     assert [c.mapping_id for c in answer.candidates] == [mapping_id]
-    assert not resolve(internal, "nobody/nothing", "", "conversational").model_found
+    with pytest.raises(grpc.RpcError) as missing:  # the caller's mistake: a 404, never an outage
+        resolve(internal, "nobody/nothing", "", "conversational")
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 def test_model_mapping_beats_tag_filters_and_most_tags_win(stack, internal) -> None:

@@ -23,18 +23,33 @@ from services.registry.index import ProviderEntry
 from services.registry.state import RegistryState, hash_token, new_token
 from services.registry.storage import MembershipRow, ModelRow, OrgRow, PriceRow, ProviderRow, TokenRow, UserRow
 from services.registry.validation import (
+    MAX_MODELS_PER_BATCH,
+    MAX_NANO_USD,
+    MAX_PATH,
+    MAX_PRICES,
+    MAX_RANK,
+    MAX_TASK,
+    check_account_name,
+    check_count,
     check_header_name,
+    check_length,
+    check_model_id,
+    check_model_tags,
     check_name,
+    check_provider_model,
+    check_range,
     check_role,
     check_secret,
-    check_task,
+    check_tasks,
+    check_unique,
     check_url,
+    fitting,
     page_size,
-    require,
+    page_token,
+    shown,
 )
 
 log = logging.getLogger(__name__)
-MAX_MODELS_PER_BATCH = 10_000
 DEFAULT_REQUEST_ID_HEADER = "Inference-Id"
 # Provider fields an update may set (JSON names as in the REST body).
 UPDATABLE = (
@@ -96,14 +111,23 @@ def check_provider_fields(provider: admin_pb.Provider, fields: set[str]) -> None
     if "base_url" in fields:
         check_url(provider.base_url, "baseUrl")
     if "tasks" in fields:
-        for task in provider.tasks:
-            check_task(task, "tasks")
+        check_tasks(provider.tasks)
+    if "default_rank" in fields:
+        check_range(provider.default_rank, -MAX_RANK, MAX_RANK, "defaultRank")
     if "request_id_header" in fields and provider.request_id_header:
         check_header_name(provider.request_id_header, "requestIdHeader")
     if "billing_url" in fields and provider.billing_url:
         check_url(provider.billing_url, "billingUrl")
     check_secret(provider.api_key, "apiKey")
     check_secret(provider.billing_authorization, "billingAuthorization")
+
+
+def check_model(model: admin_pb.Model, param: str) -> None:
+    """A catalog entry: a hub model id, a short pipeline tag, tags and weights path within limits."""
+    check_model_id(model.id, f"{param}.id")
+    check_length(model.pipeline_tag, MAX_TASK, f"{param}.pipelineTag")
+    check_model_tags(model.tags, f"{param}.tags")
+    check_length(model.adapter_weights_path, MAX_PATH, f"{param}.adapterWeightsPath")
 
 
 def apply_provider_fields(row: ProviderRow, provider: admin_pb.Provider, fields: set[str]) -> None:
@@ -141,13 +165,13 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
 
     async def CreateOrg(self, request: admin_pb.CreateOrgRequest, context: grpc.aio.ServicerContext) -> admin_pb.Org:
         self._admin(context)
-        row = OrgRow(name=check_name(request.org.name, "name"))
-        await self.state.write(lambda s: store.insert(s, row), f"org {row.name!r} already exists")
+        row = OrgRow(name=check_account_name(request.org.name))
+        await self.state.db.run(lambda s: store.create_account(s, row))
         return await self.GetOrg(admin_pb.GetOrgRequest(org=row.name), context)
 
     async def GetOrg(self, request: admin_pb.GetOrgRequest, context: grpc.aio.ServicerContext) -> admin_pb.Org:
         self._admin(context)
-        org = await self._get(OrgRow, request.org, f"org {request.org!r}")
+        org = await self._get(OrgRow, request.org, f"org {shown(request.org)}")
         members = await self.state.db.run(
             lambda s: list(
                 s.exec(select(MembershipRow).where(MembershipRow.org == org.name).order_by(MembershipRow.user))
@@ -160,15 +184,15 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
 
     async def CreateUser(self, request: admin_pb.CreateUserRequest, context: grpc.aio.ServicerContext) -> admin_pb.User:
         self._admin(context)
-        row = UserRow(name=check_name(request.user.name, "name"))
-        await self.state.write(lambda s: store.insert(s, row), f"user {row.name!r} already exists")
+        row = UserRow(name=check_account_name(request.user.name))
+        await self.state.db.run(lambda s: store.create_account(s, row))
         self.index.user(row.name)
         await self._publish(internal_pb.CHANGE_KIND_IDENTITY, row.name)
         return await self.GetUser(admin_pb.GetUserRequest(user=row.name), context)
 
     async def GetUser(self, request: admin_pb.GetUserRequest, context: grpc.aio.ServicerContext) -> admin_pb.User:
         self._admin(context)
-        user = await self._get(UserRow, request.user, f"user {request.user!r}")
+        user = await self._get(UserRow, request.user, f"user {shown(request.user)}")
 
         def details(session: Session) -> tuple[list[MembershipRow], list[str]]:
             memberships = session.exec(select(MembershipRow).where(MembershipRow.user == user.name))
@@ -185,8 +209,8 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
     ) -> admin_pb.Membership:
         self._admin(context)
         role = check_role(request.role)
-        await self._get(OrgRow, request.org, f"org {request.org!r}")
-        await self._get(UserRow, request.user, f"user {request.user!r}")
+        await self._get(OrgRow, request.org, f"org {shown(request.org)}")
+        await self._get(UserRow, request.user, f"user {shown(request.user)}")
         row = MembershipRow(org=request.org, user=request.user, role=role)
         await self.state.db.run(lambda s: (s.merge(row), s.commit()))
         self.index.user(request.user).memberships[request.org] = role
@@ -203,7 +227,7 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
             )
         )
         if not deleted:
-            message = f"user {request.user!r} is not a member of org {request.org!r}"
+            message = f"user {shown(request.user)} is not a member of org {shown(request.org)}"
             raise not_found(message, code="membership_not_found")
         self.index.user(request.user).memberships.pop(request.org, None)
         await self._publish(internal_pb.CHANGE_KIND_IDENTITY, request.user)
@@ -216,7 +240,7 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
     ) -> admin_pb.CreateTokenResponse:
         self._admin(context)
         name = check_name(request.name, "name")
-        await self._get(UserRow, request.user, f"user {request.user!r}")
+        await self._get(UserRow, request.user, f"user {shown(request.user)}")
         token = new_token()
         row = TokenRow(user=request.user, name=name, token_hash=hash_token(token))
         await self.state.write(
@@ -241,7 +265,8 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
 
         token_hash = await self.state.db.run(revoke)
         if token_hash is None:
-            raise not_found(f"user {request.user!r} has no token named {request.name!r}", code="token_not_found")
+            message = f"user {shown(request.user)} has no token named {shown(request.name)}"
+            raise not_found(message, code="token_not_found")
         self.index.tokens.pop(token_hash, None)
         await self._publish(internal_pb.CHANGE_KIND_IDENTITY, request.user)
         return Empty()
@@ -267,29 +292,30 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
     async def _require_org(self, org: str) -> None:
         exists = await self.state.db.run(lambda s: s.get(OrgRow, org) is not None)
         if not exists:
-            raise bad_request(f"org {org!r} does not exist; create it first", "org")
+            raise bad_request(f"org {shown(org)} does not exist; create it first", "org")
 
     async def GetProvider(
         self, request: admin_pb.GetProviderRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb.Provider:
         self._admin(context)
-        return provider_message(await self._get(ProviderRow, request.provider, f"provider {request.provider!r}"))
+        return provider_message(await self._get(ProviderRow, request.provider, f"provider {shown(request.provider)}"))
 
     async def ListProviders(
         self, request: admin_pb.ListProvidersRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb.ListProvidersResponse:
         self._admin(context)
         size = page_size(request.page_size)
+        after = page_token(request.page_token)
 
         def page(session: Session) -> list[ProviderRow]:
-            query = select(ProviderRow).where(ProviderRow.id > request.page_token).order_by(ProviderRow.id)
+            query = select(ProviderRow).where(ProviderRow.id > after).order_by(ProviderRow.id)
             return list(session.exec(query.limit(size + 1)))
 
         rows = await self.state.db.run(page)
-        next_token = rows[size - 1].id if len(rows) > size else ""
-        return admin_pb.ListProvidersResponse(
-            providers=[provider_message(r) for r in rows[:size]], next_page_token=next_token
-        )
+        messages = [provider_message(r) for r in rows[:size]]
+        kept = fitting(m.ByteSize() for m in messages)  # the page Envoy can transcode
+        next_token = rows[kept - 1].id if len(rows) > kept else ""
+        return admin_pb.ListProvidersResponse(providers=messages[:kept], next_page_token=next_token)
 
     async def UpdateProvider(
         self, request: admin_pb.UpdateProviderRequest, context: grpc.aio.ServicerContext
@@ -302,7 +328,7 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
         check_provider_fields(provider, fields)
         if "org" in fields:
             await self._require_org(provider.org)
-        row = await self._get(ProviderRow, request.provider_id, f"provider {request.provider_id!r}")
+        row = await self._get(ProviderRow, request.provider_id, f"provider {shown(request.provider_id)}")
         apply_provider_fields(row, provider, fields)
         await self.state.db.run(lambda s: (s.merge(row), s.commit()))
         self.index.put_provider(ProviderEntry(row.id, row.org, row.default_rank))
@@ -317,14 +343,14 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
             fields = set(request.update_mask.paths)
             unknown = sorted(fields - set(UPDATABLE))
             if unknown:
-                raise bad_request(f"update_mask: field {unknown[0]!r} cannot be updated", "update_mask")
+                raise bad_request(f"update_mask: field {shown(unknown[0])} cannot be updated", "update_mask")
             return fields
         return {name for name in UPDATABLE if getattr(request.provider, name)}
 
     async def DeleteProvider(self, request: admin_pb.DeleteProviderRequest, context: grpc.aio.ServicerContext) -> Empty:
         self._admin(context)
         if not await self.state.db.run(lambda s: store.delete_provider(s, request.provider)):
-            raise not_found(f"provider {request.provider!r} does not exist", code="provider_not_found")
+            raise not_found(f"provider {shown(request.provider)} does not exist", code="provider_not_found")
         self.index.remove_provider(request.provider)
         await self._publish(internal_pb.CHANGE_KIND_PROVIDER, request.provider)
         await self._publish(internal_pb.CHANGE_KIND_MAPPING, request.provider)
@@ -334,10 +360,10 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
         self, request: admin_pb.UpdateProviderPricesRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb.ProviderPrices:
         self._admin(context)
-        await self._get(ProviderRow, request.provider, f"provider {request.provider!r}")
+        check_count(request.prices, MAX_PRICES, "prices")
+        await self._get(ProviderRow, request.provider, f"provider {shown(request.provider)}")
         rows = [self._price_row(request.provider, i, price) for i, price in enumerate(request.prices)]
-        if len({r.provider_model for r in rows}) != len(rows):
-            raise bad_request("prices must not list a provider model twice", "prices")
+        check_unique((r.provider_model for r in rows), "prices", "provider model")
 
         def replace(session: Session) -> None:
             session.execute(PriceRow.__table__.delete().where(PriceRow.provider == request.provider))
@@ -349,11 +375,10 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
 
     @staticmethod
     def _price_row(provider: str, position: int, price: admin_pb.Price) -> PriceRow:
-        require(price.provider_model, f"prices[{position}].providerModel")
+        check_provider_model(price.provider_model, f"prices[{position}].providerModel")
         amounts = ("input_token_nano_usd", "output_token_nano_usd", "request_nano_usd", "image_nano_usd")
         for name in amounts:
-            if getattr(price, name) < 0:
-                raise bad_request(f"prices[{position}].{name} must not be negative", f"prices[{position}].{name}")
+            check_range(getattr(price, name), 0, MAX_NANO_USD, f"prices[{position}].{name}")
         return PriceRow(
             provider=provider, provider_model=price.provider_model, **{n: getattr(price, n) for n in amounts}
         )
@@ -364,13 +389,10 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
         self, request: admin_pb.BatchUpsertModelsRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb.BatchUpsertModelsResponse:
         self._admin(context)
-        if len(request.models) > MAX_MODELS_PER_BATCH:
-            raise bad_request(f"models: at most {MAX_MODELS_PER_BATCH} per call, got {len(request.models)}", "models")
+        check_count(request.models, MAX_MODELS_PER_BATCH, "models")
         rows: dict[str, dict] = {}
         for position, model in enumerate(request.models):
-            require(model.id, f"models[{position}].id")
-            if any(c.isspace() for c in model.id):
-                raise bad_request(f"models[{position}].id must not contain spaces", f"models[{position}].id")
+            check_model(model, f"models[{position}]")
             rows[model.id] = {
                 "id": model.id,
                 "pipeline_tag": model.pipeline_tag,
@@ -386,4 +408,4 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
 
     async def GetModel(self, request: admin_pb.GetModelRequest, context: grpc.aio.ServicerContext) -> admin_pb.Model:
         self._admin(context)
-        return model_message(await self._get(ModelRow, request.id, f"model {request.id!r}"))
+        return model_message(await self._get(ModelRow, request.id, f"model {shown(request.id)}"))

@@ -21,6 +21,8 @@ TAG_FILTER = "tag-filter"
 LIVE = "live"
 STAGING = "staging"
 WRITE_ROLES = frozenset({"write", "admin"})
+# JSON punctuation, field names, the id, status and nesting of one listing entry (rounded up).
+LISTING_ENTRY_OVERHEAD = 160
 
 
 def intern_all(values: Iterable[str]) -> tuple[str, ...]:
@@ -67,6 +69,13 @@ class Mapping:
     @property
     def unique_key(self) -> tuple[str, str, str, str]:
         return (self.provider, self.task, self.hf_model, self.tags_key)
+
+    @property
+    def listing_bytes(self) -> int:
+        """At least the size of this mapping's entry in its provider's partners listing
+        (UTF-8; the tags appear twice, in the key and in the value)."""
+        strings = (self.hf_model, self.provider_model, self.tags_key, self.tags_key, self.task, self.adapter_type)
+        return sum(len(s.encode()) for s in strings) + 8 * len(self.tags) + LISTING_ENTRY_OVERHEAD
 
 
 @dataclass(slots=True)
@@ -132,6 +141,7 @@ class RegistryIndex:
         self._tag_filters: dict[str, dict[str, list[Mapping]]] = {}  # task -> key tag -> filters
         self._filter_tag_counts: Counter[str] = Counter()
         self._order_keys: dict[str, tuple[int, str]] = {}  # provider -> default order key
+        self.listing_bytes: Counter[str] = Counter()  # provider -> size of its partners listing
         self.loaded_revision = 0  # the newest change-log revision when loaded from the database
 
     # catalog
@@ -154,6 +164,7 @@ class RegistryIndex:
         self.providers.pop(provider_id, None)
         self._order_keys.pop(provider_id, None)
         self.provider_mappings.pop(provider_id, None)
+        self.listing_bytes.pop(provider_id, None)
 
     # mappings
 
@@ -166,6 +177,7 @@ class RegistryIndex:
         self.mappings[mapping.id] = mapping
         self.provider_mappings.setdefault(mapping.provider, {})[mapping.id] = mapping
         self._keys[mapping.unique_key] = mapping.id
+        self.listing_bytes[mapping.provider] += mapping.listing_bytes
         key = (mapping.provider, mapping.task, mapping.provider_model)
         self._by_provider_model.setdefault(key, []).append(mapping)
         if mapping.type == MODEL:
@@ -181,6 +193,7 @@ class RegistryIndex:
             return None
         self.provider_mappings.get(mapping.provider, {}).pop(mapping_id, None)
         self._keys.pop(mapping.unique_key, None)
+        self.listing_bytes[mapping.provider] -= mapping.listing_bytes
         _discard(self._by_provider_model, (mapping.provider, mapping.task, mapping.provider_model), mapping)
         if mapping.type == MODEL:
             _discard(self._by_model, mapping.hf_model, mapping)

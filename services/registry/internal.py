@@ -14,12 +14,20 @@ from switchboard.registry.v1 import admin_service_pb2 as admin_pb
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 from switchboard.registry.v1 import internal_service_pb2_grpc as internal_grpc
 
-from services.common.errors import not_found
+from services.common.errors import ApiError, not_found
 from services.registry.admin import price_message, provider_message
 from services.registry.index import Candidate, Resolution
 from services.registry.state import RegistryState
 from services.registry.storage import PriceRow, ProviderRow
-from services.registry.validation import require
+from services.registry.validation import (
+    MAX_PROVIDERS,
+    check_count,
+    check_model_id,
+    check_name,
+    check_provider_model,
+    check_task,
+    shown,
+)
 
 
 def candidate_message(candidate: Candidate) -> internal_pb.Candidate:
@@ -77,16 +85,26 @@ class InternalServicer(internal_grpc.InternalServiceServicer):
     async def ResolveModel(
         self, request: internal_pb.ResolveModelRequest, context: grpc.aio.ServicerContext
     ) -> internal_pb.ResolveModelResponse:
-        require(request.model, "model")
-        require(request.task, "task")
+        self._catalog_model(request.model)
+        check_task(request.task)
+        check_count(request.providers, MAX_PROVIDERS, "providers")
         return resolution_message(self.index.resolve(request.model, request.user, request.task, request.providers))
+
+    def _catalog_model(self, model: str) -> None:
+        """A valid hub id (400 otherwise) of a model in the catalog (404 otherwise): the
+        caller's mistake, never something the Router could take for an outage."""
+        check_model_id(model, "model")
+        if model not in self.index.catalog:
+            raise ApiError(404, f"model {shown(model)} does not exist", param="model", code="model_not_found")
 
     async def ResolveProviderModel(
         self, request: internal_pb.ResolveProviderModelRequest, context: grpc.aio.ServicerContext
     ) -> internal_pb.ResolveModelResponse:
-        require(request.provider, "provider")
-        require(request.provider_model, "provider_model")
-        require(request.task, "task")
+        check_name(request.provider, "provider")
+        check_provider_model(request.provider_model, "model")
+        check_task(request.task)
+        if request.provider not in self.index.providers:
+            raise not_found(f"provider {shown(request.provider)} does not exist", code="provider_not_found")
         resolution = self.index.resolve_provider_model(
             request.provider, request.provider_model, request.user, request.task
         )
@@ -115,8 +133,8 @@ class InternalServicer(internal_grpc.InternalServiceServicer):
     async def ListServedModels(
         self, request: internal_pb.ListServedModelsRequest, context: grpc.aio.ServicerContext
     ) -> internal_pb.ListServedModelsResponse:
-        if request.model and request.model not in self.index.catalog:
-            raise not_found(f"model {request.model[:200]!r} is not in the catalog", code="model_not_found")
+        if request.model:
+            self._catalog_model(request.model)
         model_ids = [request.model] if request.model else sorted(self.index.mapped_models())
         served = []
         for model_id in model_ids:

@@ -18,12 +18,20 @@ from services.registry.index import MODEL, STAGING, TAG_FILTER, WRITE_ROLES, Map
 from services.registry.state import RegistryState
 from services.registry.storage import MappingRow, UserRow, utcnow
 from services.registry.validation import (
+    MAX_LISTING_BYTES,
+    MAX_PROVIDERS,
+    check_count,
     check_model_fits_task,
+    check_model_id,
+    check_provider_model,
     check_status,
     check_tags,
     check_task,
+    check_unique,
+    fitting,
     page_size,
-    require,
+    page_token,
+    shown,
 )
 
 
@@ -71,7 +79,7 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
     def _provider(self, provider_id: str) -> ProviderEntry:
         provider = self.index.providers.get(provider_id)
         if provider is None:
-            raise not_found(f"provider {provider_id!r} does not exist", code="provider_not_found")
+            raise not_found(f"provider {shown(provider_id)} does not exist", code="provider_not_found")
         return provider
 
     def _authorize_write(self, context: grpc.aio.ServicerContext, provider_id: str) -> ProviderEntry:
@@ -81,8 +89,8 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
         if user is not None and self.index.role(user, provider.org) not in WRITE_ROLES:
             raise ApiError(
                 403,
-                f"changing the mappings of provider {provider_id!r} needs the write or admin role "
-                f"in org {provider.org!r}",
+                f"changing the mappings of provider {shown(provider_id)} needs the write or admin role "
+                f"in org {shown(provider.org)}",
                 code="forbidden",
             )
         return provider
@@ -90,7 +98,8 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
     def _mapping(self, provider_id: str, mapping_id: str) -> Mapping:
         mapping = self.index.provider_mappings.get(provider_id, {}).get(mapping_id)
         if mapping is None:
-            raise not_found(f"provider {provider_id!r} has no mapping {mapping_id!r}", code="mapping_not_found")
+            message = f"provider {shown(provider_id)} has no mapping {shown(mapping_id)}"
+            raise not_found(message, code="mapping_not_found")
         return mapping
 
     async def CreateModelMapping(
@@ -98,8 +107,9 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
     ) -> registry_pb.ModelMapping:
         self._authorize_write(context, request.provider)
         mapping = self._new_mapping(request)
+        self._check_listing_room(mapping)
         conflict = self.index.conflicting_mapping(mapping.unique_key)
-        what = f"model {mapping.hf_model!r}" if mapping.type == MODEL else f"tags {mapping.tags_key!r}"
+        what = f"model {mapping.hf_model!r}" if mapping.type == MODEL else f"tags {shown(mapping.tags_key)}"
         message = f"provider {request.provider!r} already maps {what} for task {mapping.task!r}"
         if conflict:
             raise ApiError(409, f"{message} (mapping {conflict})", code="mapping_exists")
@@ -113,10 +123,21 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
         await self.state.changed(internal_pb.CHANGE_KIND_MAPPING, mapping.provider)
         return mapping_message(mapping)
 
+    def _check_listing_room(self, mapping: Mapping) -> None:
+        """Refuses a mapping that would make the provider's listing too large to answer."""
+        size = self.index.listing_bytes[mapping.provider] + mapping.listing_bytes
+        if size > MAX_LISTING_BYTES:
+            raise ApiError(
+                400,
+                f"provider {mapping.provider!r} has no room for this mapping: its listing would pass "
+                f"{MAX_LISTING_BYTES} bytes; delete mappings it no longer needs",
+                code="mapping_table_full",
+            )
+
     def _new_mapping(self, request: registry_pb.CreateModelMappingRequest) -> Mapping:
         """Validates the body into a mapping (seq assigned on insert)."""
         check_task(request.task)
-        require(request.provider_model, "providerModel")
+        check_provider_model(request.provider_model)
         status = check_status(request.status) if request.status else STAGING
         kind = request.type or MODEL
         if kind == MODEL:
@@ -128,12 +149,12 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
             tags = check_tags(list(request.tags))
             if request.adapter_type != "lora":
                 raise bad_request(
-                    f'adapterType must be "lora" (the only supported type), not {request.adapter_type!r}',
+                    f'adapterType must be "lora" (the only supported type), not {shown(request.adapter_type)}',
                     "adapterType",
                 )
             adapter_type = request.adapter_type
         else:
-            raise bad_request(f'type must be "tag-filter" or absent, not {request.type!r}', "type")
+            raise bad_request(f'type must be "tag-filter" or absent, not {shown(request.type)}', "type")
         return Mapping(
             id=secrets.token_hex(12),
             seq=0,
@@ -149,7 +170,7 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
         )
 
     def _check_model_mapping(self, request: registry_pb.CreateModelMappingRequest) -> None:
-        require(request.hf_model, "hfModel")
+        check_model_id(request.hf_model, "hfModel")
         if request.tags:
             raise bad_request('tags are only allowed in a tag-filter mapping ("type": "tag-filter")', "tags")
         if request.adapter_type:
@@ -201,18 +222,21 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
         status = status_filter(request.status)
         size = page_size(request.page_size)
         try:
-            after = int(request.page_token or 0)
+            after = int(page_token(request.page_token) or 0)
         except ValueError:
             raise bad_request("page_token is not one this API gave out", "page_token") from None
         page: list[Mapping] = []
+        more = False
         for mapping in self.index.provider_mappings[request.provider].values():
             if mapping.seq > after and (not status or mapping.status == status):
                 if len(page) == size:
-                    return registry_pb.ListModelMappingsResponse(
-                        model_mappings=[mapping_message(m) for m in page], next_page_token=str(page[-1].seq)
-                    )
+                    more = True
+                    break
                 page.append(mapping)
-        return registry_pb.ListModelMappingsResponse(model_mappings=[mapping_message(m) for m in page])
+        messages = [mapping_message(m) for m in page]
+        kept = fitting(m.ByteSize() for m in messages)  # the page Envoy can transcode
+        next_token = str(page[kept - 1].seq) if more or kept < len(page) else ""
+        return registry_pb.ListModelMappingsResponse(model_mappings=messages[:kept], next_page_token=next_token)
 
     async def UpdateProviderPreferences(
         self, request: registry_pb.UpdateProviderPreferencesRequest, context: grpc.aio.ServicerContext
@@ -221,11 +245,11 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
         if user is None:
             raise bad_request("the admin token belongs to no user; use a user's token", "authorization")
         providers = list(request.providers)
+        check_count(providers, MAX_PROVIDERS, "providers")
         unknown = [p for p in providers if p not in self.index.providers]
         if unknown:
-            raise bad_request(f"providers: unknown provider {unknown[0]!r}", "providers")
-        if len(set(providers)) != len(providers):
-            raise bad_request("providers must not repeat a provider", "providers")
+            raise bad_request(f"providers: unknown provider {shown(unknown[0])}", "providers")
+        check_unique(providers, "providers", "provider")
 
         def save(session):
             row = session.get(UserRow, user)

@@ -12,6 +12,20 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+class AccountNameRow(SQLModel, table=True):
+    """A user or org name, taken once: users and orgs share one name space.
+
+    The primary key is the name in lower case, so that neither two accounts nor
+    "Acme" and "acme" can coexist; an insert that collides fails in the database,
+    also when two writers race (any replica, SQLite or PostgreSQL).
+    """
+
+    __tablename__ = "account_names"
+    folded: str = Field(primary_key=True)
+    name: str
+    kind: str  # "user" or "org"
+
+
 class OrgRow(SQLModel, table=True):
     """An organization."""
 

@@ -14,15 +14,19 @@ import orjson
 from sqlalchemy import delete, func, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from services.common.db import padded_chunks
+from services.common.errors import ApiError
 from services.registry.index import CatalogModel, Mapping, ProviderEntry, RegistryIndex, UserEntry
 from services.registry.storage import (
+    AccountNameRow,
     ChangeRow,
     MappingRow,
     MembershipRow,
     ModelRow,
+    OrgRow,
     ProviderRow,
     TokenRow,
     UserRow,
@@ -127,6 +131,23 @@ def insert(session: Session, *rows: object) -> None:
     """Adds rows and commits (IntegrityError on a duplicate)."""
     session.add_all(rows)
     session.commit()
+
+
+def create_account(session: Session, row: UserRow | OrgRow) -> None:
+    """Inserts a user or org with its name in the shared name space, in one transaction.
+
+    409 name_taken when a user or org has the name already (in any letter case): the
+    name space's primary key decides, so two concurrent creations cannot both succeed.
+    """
+    kind = "user" if isinstance(row, UserRow) else "org"
+    try:
+        insert(session, AccountNameRow(folded=row.name.lower(), name=row.name, kind=kind), row)
+    except IntegrityError:
+        session.rollback()
+        holder = session.get(AccountNameRow, row.name.lower())
+        taken_by = f"the {holder.kind} {holder.name!r}" if holder else "another account"
+        message = f"the name {row.name!r} is taken by {taken_by}: users and orgs share one name space"
+        raise ApiError(409, message, param="name", code="name_taken") from None
 
 
 def next_mapping_seq(session: Session) -> int:

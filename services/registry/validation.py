@@ -1,11 +1,80 @@
-"""Input checks shared by the Registry's APIs; each failure is a 400 naming the field."""
+"""Input checks shared by the Registry's APIs; each failure is a 400 naming the field.
+
+Every string the Registry accepts has a maximum length, every list a maximum count
+and every number a range: the table below is the one place they are set (the README
+repeats it). Every check is linear in its input, and no message repeats more than
+SHOWN_CHARS characters of what the caller sent.
+"""
 
 from __future__ import annotations
 
 import re
+from collections import Counter
+from collections.abc import Iterable, Sized
 from urllib.parse import urlparse
 
-from services.common.errors import bad_request
+from services.common.errors import ApiError, bad_request
+
+# --- limits (one table) ------------------------------------------------------------------------
+MAX_NAME = 96  # org, user, provider and token names
+MAX_MODEL_ID_PART = 96  # hub model id "namespace/name": each part, as the hub allows
+MAX_MODEL_ID = 200  # hub model id as a whole
+MAX_PROVIDER_MODEL = 256  # a provider's own model id
+MAX_TAG = 256  # one tag ("base_model:adapter:<model id>" needs more than 200)
+MAX_TAGS_PER_FILTER = 100  # tags of one tag-filter mapping
+MAX_TAGS_PER_MODEL = 1_000  # tags of one catalog model
+MAX_TASK = 64  # a task or pipeline tag
+MAX_TASKS = 64  # tasks of one provider
+MAX_URL = 2_048  # baseUrl, billingUrl
+MAX_HEADER_NAME = 128  # requestIdHeader
+MAX_SECRET = 4_096  # apiKey, billingAuthorization
+MAX_PATH = 1_024  # adapterWeightsPath
+MAX_MODELS_PER_BATCH = 10_000  # models of one batchUpsert
+MAX_PRICES = 10_000  # prices of one provider
+MAX_PROVIDERS = 100  # providers named in one request (preferences, resolution)
+MAX_PAGE_SIZE = 1_000  # page_size (0: the default of 100)
+MAX_PAGE_TOKEN = 200  # page_token
+MAX_RANK = 1_000_000  # |defaultRank|
+MAX_NANO_USD = 2**63 - 1  # prices, nano-USD, 0 or more
+# The partners listing of one provider (GET /api/partners/{p}/models) is one answer that Envoy
+# transcodes in one buffer: new mappings are refused once the listing would pass this size.
+MAX_LISTING_BYTES = 512 * 1024
+SHOWN_CHARS = 64  # of the caller's input, in any message
+
+# Names no user or org may have (compared case-insensitively): they would pass for Switchboard
+# itself, its operators or one of its services. The operators' own account ("_operators",
+# services/common/accounts.py) cannot be a name at all: names start with a letter or digit.
+RESERVED_NAMES = frozenset(
+    {
+        "admin",
+        "administrator",
+        "administrators",
+        "api",
+        "billing",
+        "help",
+        "hub",
+        "internal",
+        "me",
+        "models",
+        "null",
+        "operator",
+        "operators",
+        "registry",
+        "root",
+        "router",
+        "security",
+        "settings",
+        "superuser",
+        "support",
+        "switchboard",
+        "system",
+        "undefined",
+        "user",
+        "users",
+        "org",
+        "orgs",
+    }
+)
 
 # The hub's tasks (pipeline tags), plus "conversational" for chat models.
 KNOWN_TASKS = frozenset(
@@ -68,14 +137,54 @@ KNOWN_TASKS = frozenset(
 CONVERSATIONAL_PIPELINES = frozenset({"text-generation", "image-text-to-text"})
 STATUSES = ("live", "staging")
 ROLES = ("read", "write", "admin")
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
-HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}$")
+NAME = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_NAME - 1}}}$")
+_MODEL_PART = rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_MODEL_ID_PART - 1}}}"
+MODEL_ID = re.compile(rf"^(?:{_MODEL_PART}/)?{_MODEL_PART}$")
+HEADER_NAME = re.compile(rf"^[A-Za-z0-9!#$%&'*+.^_`|~-]{{1,{MAX_HEADER_NAME}}}$")
+PRINTABLE = re.compile(r"^[ -~]*$")  # printable ASCII, one line
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-def require(value: str, param: str) -> str:
+def shown(value: str) -> str:
+    """The caller's input as a message may quote it: a short prefix, quoted."""
+    if len(value) <= SHOWN_CHARS:
+        return repr(value)
+    return f"{value[:SHOWN_CHARS]!r}… ({len(value)} characters)"
+
+
+def require(value: str, param: str, most: int = MAX_NAME) -> str:
+    """A non-blank string of at most `most` characters, without control characters."""
     if not value.strip():
         raise bad_request(f"{param} is required", param)
+    check_length(value, most, param)
+    if CONTROL.search(value):
+        raise bad_request(f"{param} must not contain control characters", param)
     return value
+
+
+def check_length(value: str, most: int, param: str) -> str:
+    if len(value) > most:
+        raise bad_request(f"{param} must be at most {most} characters, not {len(value)}", param)
+    return value
+
+
+def check_count(items: Sized, most: int, param: str) -> None:
+    if len(items) > most:
+        raise bad_request(f"{param}: at most {most} per request, got {len(items)}", param)
+
+
+def check_range(value: int, least: int, most: int, param: str) -> int:
+    if not least <= value <= most:
+        raise bad_request(f"{param} must be between {least} and {most}", param)
+    return value
+
+
+def check_unique(items: Iterable[str], param: str, what: str) -> None:
+    """No item twice: one pass with a Counter (linear), the first few repeats named."""
+    repeated = [item for item, seen in Counter(items).items() if seen > 1]
+    if repeated:
+        named = ", ".join(shown(item) for item in sorted(repeated)[:3])
+        raise bad_request(f"{param} must not repeat a {what}: {named}", param)
 
 
 def check_name(value: str, param: str) -> str:
@@ -83,63 +192,111 @@ def check_name(value: str, param: str) -> str:
     require(value, param)
     if not NAME.match(value):
         raise bad_request(
-            f"{param} must be 1-96 letters, digits, '.', '_' or '-', starting with a letter or digit", param
+            f"{param} must be 1-{MAX_NAME} letters, digits, '.', '_' or '-', starting with a letter or digit", param
         )
     return value
 
 
+def check_account_name(value: str, param: str = "name") -> str:
+    """A user or org name: a name, and not a reserved one."""
+    check_name(value, param)
+    if value.lower() in RESERVED_NAMES:
+        raise ApiError(400, f"{param} {shown(value)} is reserved", param=param, code="reserved_name")
+    return value
+
+
+def check_model_id(value: str, param: str) -> str:
+    """A hub model id as the hub allows it: "namespace/name" (or a bare name), each part
+    1-96 letters, digits, '.', '_' or '-' starting with a letter or digit."""
+    require(value, param, MAX_MODEL_ID)
+    if not MODEL_ID.match(value):
+        raise bad_request(
+            f'{param} {shown(value)} is not a hub model id ("namespace/name", each part 1-{MAX_MODEL_ID_PART} '
+            "letters, digits, '.', '_' or '-')",
+            param,
+            code="invalid_model_id",
+        )
+    return value
+
+
+def check_provider_model(value: str, param: str = "providerModel") -> str:
+    return require(value, param, MAX_PROVIDER_MODEL)
+
+
 def check_task(task: str, param: str = "task") -> str:
-    require(task, param)
+    require(task, param, MAX_TASK)
     if task not in KNOWN_TASKS:
-        raise bad_request(f"{param} {task!r} is not a known task", param)
+        raise bad_request(f"{param} {shown(task)} is not a known task", param)
     return task
+
+
+def check_tasks(tasks: Iterable[str], param: str = "tasks") -> list[str]:
+    tasks = list(tasks)
+    check_count(tasks, MAX_TASKS, param)
+    for task in tasks:
+        check_task(task, param)
+    check_unique(tasks, param, "task")
+    return tasks
 
 
 def check_status(status: str, param: str = "status") -> str:
     if status not in STATUSES:
-        raise bad_request(f'{param} must be "live" or "staging", not {status!r}', param)
+        raise bad_request(f'{param} must be "live" or "staging", not {shown(status)}', param)
     return status
 
 
 def check_role(role: str) -> str:
     if role not in ROLES:
-        raise bad_request(f"role must be one of {', '.join(ROLES)}, not {role!r}", "role")
+        raise bad_request(f"role must be one of {', '.join(ROLES)}, not {shown(role)}", "role")
     return role
 
 
 def check_url(url: str, param: str) -> str:
     """An http(s) URL; the message never repeats the value (it may hold credentials)."""
-    parsed = urlparse(url)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+    check_length(url, MAX_URL, param)
+    try:
+        parsed = urlparse(url)
+        hostname = parsed.hostname
+    except ValueError:  # e.g. a malformed IPv6 literal
+        hostname = None
+    if not hostname or parsed.scheme not in ("http", "https") or CONTROL.search(url):
         raise bad_request(f"{param} must be an http:// or https:// URL", param)
     return url.rstrip("/")
 
 
 def check_header_name(name: str, param: str) -> str:
     if not HEADER_NAME.match(name):
-        raise bad_request(f"{param} must be an HTTP header name", param)
+        raise bad_request(f"{param} must be an HTTP header name of at most {MAX_HEADER_NAME} characters", param)
     return name
 
 
 def check_secret(value: str, param: str) -> str:
     """Secrets are sent in headers: printable ASCII without line breaks. Never echoed."""
-    if value and not all(" " <= c <= "~" for c in value):
+    check_length(value, MAX_SECRET, param)
+    if not PRINTABLE.match(value):
         raise bad_request(f"{param} must be printable ASCII on one line", param)
     return value
 
 
 def check_tags(tags: list[str], param: str = "tags") -> tuple[str, ...]:
-    """Non-empty, no empty tag, no duplicate; returned sorted."""
+    """A tag-filter's tags: 1-100, none empty, none with ',', none twice; returned sorted."""
     if not tags:
         raise bad_request(f"{param} must list at least one tag", param)
+    check_model_tags(tags, param, MAX_TAGS_PER_FILTER)
+    if any("," in tag for tag in tags):
+        raise bad_request(f"{param} must not contain ','", param)
+    check_unique(tags, param, "tag")
+    return tuple(sorted(tags))
+
+
+def check_model_tags(tags: list[str], param: str, most: int = MAX_TAGS_PER_MODEL) -> list[str]:
+    """A catalog model's tags: at most `most`, each 1-256 characters."""
+    check_count(tags, most, param)
     if any(not tag.strip() for tag in tags):
         raise bad_request(f"{param} must not contain an empty tag", param)
-    if "," in "".join(tags):
-        raise bad_request(f"{param} must not contain ','", param)
-    duplicates = sorted({tag for tag in tags if tags.count(tag) > 1})
-    if duplicates:
-        raise bad_request(f"{param} must not repeat a tag: {', '.join(duplicates)}", param)
-    return tuple(sorted(tags))
+    for tag in tags:
+        require(tag, param, MAX_TAG)
+    return tags
 
 
 def check_model_fits_task(model_id: str, pipeline_tag: str, tags: tuple[str, ...], task: str) -> None:
@@ -158,8 +315,23 @@ def check_model_fits_task(model_id: str, pipeline_tag: str, tags: tuple[str, ...
     raise bad_request(f"task {task!r} does not match the pipeline_tag {pipeline_tag!r} of {model_id!r}", "task")
 
 
-def page_size(requested: int, default: int = 100, most: int = 1000) -> int:
-    """A listing's page size: the default when 0, at most `most`."""
-    if requested < 0:
-        raise bad_request("page_size must not be negative", "page_size")
-    return min(requested or default, most)
+def page_size(requested: int, default: int = 100) -> int:
+    """A listing's page size: the default when 0, at most MAX_PAGE_SIZE."""
+    check_range(requested, 0, MAX_PAGE_SIZE, "page_size")
+    return requested or default
+
+
+def page_token(token: str) -> str:
+    return check_length(token, MAX_PAGE_TOKEN, "page_token")
+
+
+def fitting(sizes: Iterable[int], budget: int = MAX_LISTING_BYTES) -> int:
+    """How many items of a page (their encoded sizes in order) fit in one answer Envoy
+    can transcode: at least one, so that every page makes progress."""
+    total = kept = 0
+    for size in sizes:
+        total += size
+        if kept and total > budget:
+            break
+        kept += 1
+    return kept

@@ -26,7 +26,7 @@ from services.common.db import Database
 
 log = logging.getLogger(__name__)
 
-ACK_TIMEOUT_SECONDS = 1.0
+ACK_TIMEOUT_SECONDS = 5.0  # a Router this slow to apply a change is dropped (then asks Billing per request)
 MAX_QUEUED_UPDATES = 10_000
 
 

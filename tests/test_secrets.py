@@ -1,0 +1,136 @@
+"""Unit tests of services/common/secrets.py: the Redactor never lets a secret
+through, in any form it knows; secrets at rest decrypt only with their key."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, quote_plus
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.common.secrets import ENCRYPTED_PREFIX, PLACEHOLDER, Redactor, SecretBox, secrets_key
+
+API_KEY = "sk-live-0123456789abcdef0123456789abcdef"
+AUTHORIZATION = "Bearer bill-9876543210fedcba"
+
+
+def encodings(secret: str) -> list[str]:
+    """The forms a provider may echo a secret in."""
+    lower = re.sub(r"%[0-9A-F]{2}", lambda m: m[0].lower(), quote(secret, safe=""))
+    b64 = base64.b64encode(secret.encode()).decode().rstrip("=")
+    return [secret, quote(secret, safe=""), quote(secret), quote_plus(secret), lower, b64]
+
+
+def strings_of(value: Any) -> Iterator[str]:
+    """Every string a JSON value holds: keys, values, numbers as written."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield key
+            yield from strings_of(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from strings_of(item)
+    elif isinstance(value, str):
+        yield value
+    else:
+        yield json.dumps(value)
+
+
+def assert_gone(secret: str, text: str) -> None:
+    for form in encodings(secret):
+        assert form not in text, (form, text)
+
+
+secrets_st = st.one_of(
+    st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=24),
+    st.from_regex(r"Bearer [A-Za-z0-9_\-]{8,32}", fullmatch=True),
+    st.from_regex(r"sk-[A-Za-z0-9/+=%]{8,40}", fullmatch=True),
+)
+
+
+def json_with(secret_forms: list[str]) -> st.SearchStrategy[Any]:
+    """Random JSON whose strings (keys included) and numbers may carry the secret anywhere."""
+    embedded = st.builds(lambda a, form, b: a + form + b, st.text(max_size=8), st.sampled_from(secret_forms),
+                         st.text(max_size=8))  # fmt: skip
+    strings = st.one_of(st.text(max_size=12), embedded)
+    leaves = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), strings)
+    return st.recursive(
+        leaves, lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(strings, inner, max_size=4))
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data(), secrets_st, secrets_st)
+def test_no_secret_survives_in_random_json(data: st.DataObject, first: str, second: str) -> None:
+    document = data.draw(json_with(encodings(first) + encodings(second)))
+    redacted = Redactor([first, second]).json(document)
+    for text in strings_of(redacted):
+        assert_gone(first, text)
+        assert_gone(second, text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(secrets_st, st.text(max_size=20), st.text(max_size=20), st.integers(0, 5))
+def test_no_secret_survives_in_text_or_bytes(secret: str, before: str, after: str, which: int) -> None:
+    text = before + encodings(secret)[which] + after
+    redactor = Redactor([secret])
+    assert_gone(secret, redactor.text(text))
+    scrubbed = redactor.bytes(text.encode()).decode(errors="replace")
+    assert_gone(secret, scrubbed)
+
+
+def test_every_form_is_replaced_and_the_rest_kept() -> None:
+    redactor = Redactor([API_KEY, AUTHORIZATION])
+    for form in encodings(API_KEY) + encodings(AUTHORIZATION) + encodings("bill-9876543210fedcba"):
+        assert redactor.text(f"key: {form}.") == f"key: {PLACEHOLDER}."
+    assert redactor.text("nothing secret, 100% sure") == "nothing secret, 100% sure"
+    body = {"error": {"message": API_KEY, "param": [quote(API_KEY)], "code": {AUTHORIZATION: 1}}}
+    assert redactor.json(body) == {"error": {"message": PLACEHOLDER, "param": [PLACEHOLDER], "code": {PLACEHOLDER: 1}}}
+
+
+def test_a_number_that_is_a_secret_is_replaced() -> None:
+    redacted = Redactor(["4242"]).json({"code": 142421, "n": 7, "ok": True, "no": None})
+    assert redacted == {"code": PLACEHOLDER, "n": 7, "ok": True, "no": None}
+
+
+def test_a_secret_found_in_the_placeholder_is_cut_out() -> None:
+    assert Redactor(["a"]).text("banana") == "bnn"
+
+
+def test_no_secrets_change_nothing() -> None:
+    redactor = Redactor(["", ""])
+    assert not redactor
+    assert redactor.text(API_KEY) == API_KEY
+    assert redactor.json({"k": [API_KEY]}) == {"k": [API_KEY]}
+
+
+def test_secrets_at_rest_need_their_key(tmp_path: Path) -> None:
+    key = secrets_key(tmp_path / "data", {})
+    box = SecretBox(key)
+    sealed = box.seal(API_KEY)
+    assert sealed.startswith(ENCRYPTED_PREFIX)
+    assert API_KEY not in sealed
+    assert box.open(sealed) == API_KEY
+    assert box.open("plaintext-before-migration") == "plaintext-before-migration"
+    assert box.seal("") == ""
+    with pytest.raises(RuntimeError, match="SWITCHBOARD_SECRETS_KEY"):
+        SecretBox(secrets_key(tmp_path / "other", {})).open(sealed)
+
+
+def test_the_key_file_is_private_and_stable(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    first = secrets_key(data_dir, {})
+    assert secrets_key(data_dir, {}) == first
+    assert stat.S_IMODE(os.stat(data_dir / "secrets.key").st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(data_dir).st_mode) == 0o700
+    from_env = base64.urlsafe_b64encode(b"k" * 32)
+    assert secrets_key(data_dir, {"SWITCHBOARD_SECRETS_KEY": from_env.decode()}) == from_env

@@ -13,11 +13,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from switchboard.registry.v1 import admin_service_pb2 as admin_pb
+from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 
 from services.common.secrets import ENCRYPTED_PREFIX, PLACEHOLDER, Redactor, SecretBox, secrets_key
+from services.router.directory import ProviderEntry
+from services.router.selection import Route
+from services.router.upstream import Usage, provider_error, sse_event
 
 API_KEY = "sk-live-0123456789abcdef0123456789abcdef"
 AUTHORIZATION = "Bearer bill-9876543210fedcba"
@@ -134,3 +140,41 @@ def test_the_key_file_is_private_and_stable(tmp_path: Path) -> None:
     assert stat.S_IMODE(os.stat(data_dir).st_mode) == 0o700
     from_env = base64.urlsafe_b64encode(b"k" * 32)
     assert secrets_key(data_dir, {"SWITCHBOARD_SECRETS_KEY": from_env.decode()}) == from_env
+
+
+def echoing_route() -> Route:
+    provider = admin_pb.Provider(id="echo", base_url="http://echo", api_key=API_KEY)
+    config = internal_pb.ProviderConfig(provider=provider, redact=[API_KEY, AUTHORIZATION])
+    return Route(ProviderEntry.from_config(config), "m")
+
+
+def everywhere(secret: str) -> dict:
+    """An error body with the secret in every field, plain and URL-encoded."""
+    return {
+        "error": {
+            "message": f"key {secret} / {quote(secret, safe='')}",
+            "param": quote_plus(secret),
+            "code": {"nested": [secret]},
+            "type": secret,
+        }
+    }
+
+
+@pytest.mark.parametrize("status", [400, 404, 409, 413, 422, 418, 401])
+@pytest.mark.parametrize("secret", [API_KEY, AUTHORIZATION])
+def test_provider_errors_never_carry_a_secret(status: int, secret: str) -> None:
+    for body in (orjson.dumps(everywhere(secret)), f"<html>{quote(secret)}</html>".encode()):
+        error = provider_error(echoing_route(), status, body)
+        shown = " ".join(map(str, (error.message, error.param, error.code, error.headers)))
+        assert_gone(secret, shown)
+        assert_gone("bill-9876543210fedcba", shown)
+
+
+def test_stream_lines_never_carry_a_secret() -> None:
+    redactor = echoing_route().provider.redactor
+    for line in (
+        b"data: " + orjson.dumps({"choices": [], "x": API_KEY}),
+        b"data: {" + API_KEY.encode(),
+        b": " + API_KEY.encode(),
+    ):
+        assert_gone(API_KEY, sse_event(line, "m", Usage(), False, redactor).decode())

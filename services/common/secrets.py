@@ -27,6 +27,7 @@ from cryptography.fernet import Fernet, InvalidToken
 PLACEHOLDER = "[redacted]"
 SECRETS_KEY_ENV = "SWITCHBOARD_SECRETS_KEY"
 SECRETS_KEY_FILE = "secrets.key"
+SCALAR_CHARACTERS = frozenset("0123456789.-+eEInfinityNaNtruefalsenull")
 ENCRYPTED_PREFIX = "enc:v1:"  # marks a value encrypted at rest (a plaintext one has no such prefix)
 
 
@@ -80,6 +81,8 @@ class Redactor:
 
     def __init__(self, secrets: Iterable[str]) -> None:
         forms = {form for secret in secrets if secret for form in _forms(secret)}
+        # Only a secret made of these characters can be inside a number, true, false or null.
+        self._in_scalars = any(set(form) <= SCALAR_CHARACTERS for form in forms)
         self._text: _Scrubber[str] | None = None
         self._bytes: _Scrubber[bytes] | None = None
         if not forms:
@@ -116,6 +119,8 @@ class Redactor:
             return {self._text(str(k)): self.json(v) for k, v in value.items()}
         if isinstance(value, list):
             return [self.json(item) for item in value]
+        if not self._in_scalars:
+            return value
         return self._text.placeholder if self._text.pattern.search(json.dumps(value)) else value
 
 

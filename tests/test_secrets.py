@@ -4,7 +4,6 @@ through, in any form it knows; secrets at rest decrypt only with their key."""
 from __future__ import annotations
 
 import base64
-import json
 import os
 import re
 import stat
@@ -20,7 +19,8 @@ from hypothesis import strategies as st
 from switchboard.registry.v1 import admin_service_pb2 as admin_pb
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 
-from services.common.secrets import ENCRYPTED_PREFIX, PLACEHOLDER, Redactor, SecretBox, secrets_key
+from services.billing.costs import parse_cost_answer
+from services.common.secrets import ENCRYPTED_PREFIX, PLACEHOLDER, Redactor, SecretBox, secrets_key, written
 from services.router.directory import ProviderEntry
 from services.router.selection import Route
 from services.router.upstream import Usage, provider_error, sse_event
@@ -48,7 +48,7 @@ def strings_of(value: Any) -> Iterator[str]:
     elif isinstance(value, str):
         yield value
     else:
-        yield json.dumps(value)
+        yield written(value)
 
 
 def assert_gone(secret: str, text: str) -> None:
@@ -178,3 +178,18 @@ def test_stream_lines_never_carry_a_secret() -> None:
         b": " + API_KEY.encode(),
     ):
         assert_gone(API_KEY, sse_event(line, "m", Usage(), False, redactor).decode())
+
+
+def test_cost_answers_are_redacted_before_anything_is_logged() -> None:
+    echoes = [
+        everywhere(API_KEY),
+        AUTHORIZATION,
+        {"requestId": AUTHORIZATION},
+        {"requestId": "r1", "costNanoUsd": API_KEY},
+    ]
+    body = orjson.dumps({"requests": echoes})
+    answer = parse_cost_answer(body, {"r1"}, Redactor([API_KEY, AUTHORIZATION]))
+    logged = str((answer.rejected, answer.unknown, answer.costs))
+    assert_gone(API_KEY, logged)
+    assert_gone(AUTHORIZATION, logged)
+    assert len(answer.rejected) == 3 and answer.unknown == [PLACEHOLDER]

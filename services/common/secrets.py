@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AnyStr, Generic
 
+import orjson
 from cryptography.fernet import Fernet, InvalidToken
 
 PLACEHOLDER = "[redacted]"
@@ -66,11 +67,13 @@ class _Scrubber(Generic[AnyStr]):
     percent: AnyStr
     placeholder: AnyStr
 
+    def may_hold(self, value: AnyStr) -> bool:
+        return self.percent in value or any(literal in value for literal in self.literals)
+
     def __call__(self, value: AnyStr) -> AnyStr:
         """The value with every secret replaced; when a replacement and its neighbours
         form a secret again, nothing of the value is kept."""
-        maybe = self.percent in value or any(literal in value for literal in self.literals)
-        if not maybe or not self.pattern.search(value):
+        if not self.may_hold(value) or not self.pattern.search(value):
             return value
         scrubbed = self.pattern.sub(self.placeholder, value)
         return self.placeholder if self.pattern.search(scrubbed) else scrubbed
@@ -85,6 +88,7 @@ class Redactor:
         self._in_scalars = any(set(form) <= SCALAR_CHARACTERS for form in forms)
         self._text: _Scrubber[str] | None = None
         self._bytes: _Scrubber[bytes] | None = None
+        self._serialized: _Scrubber[bytes] | None = None  # literals as they look inside a JSON document
         if not forms:
             return
         pattern = re.compile(_pattern(forms), re.DOTALL)
@@ -92,12 +96,10 @@ class Redactor:
         # A placeholder that itself holds a secret (a one-letter key) cannot stand in for it.
         placeholder = "" if pattern.search(PLACEHOLDER) else PLACEHOLDER
         self._text = _Scrubber(pattern, literals, "%", placeholder)
-        self._bytes = _Scrubber(
-            re.compile(pattern.pattern.encode(), re.DOTALL),
-            tuple(literal.encode() for literal in literals),
-            b"%",
-            placeholder.encode(),
-        )
+        bytes_pattern = re.compile(pattern.pattern.encode(), re.DOTALL)
+        self._bytes = _Scrubber(bytes_pattern, tuple(lit.encode() for lit in literals), b"%", placeholder.encode())
+        escaped = tuple(orjson.dumps(literal)[1:-1] for literal in literals)
+        self._serialized = _Scrubber(bytes_pattern, escaped, b"%", placeholder.encode())
 
     def __bool__(self) -> bool:
         return self._text is not None
@@ -110,18 +112,36 @@ class Redactor:
         return value if self._bytes is None else self._bytes(value)
 
     def json(self, value: Any) -> Any:
-        """A parsed JSON value with every secret redacted from its strings, keys and scalars as written."""
-        if self._text is None:
+        """A parsed JSON value with every secret redacted from its strings, keys and scalars as written.
+        One look at the whole document first: walking it is needed only when a secret may be there."""
+        if self._serialized is None:
             return value
+        try:
+            if not self._serialized.may_hold(orjson.dumps(value)):
+                return value
+        except TypeError:  # an integer beyond 64 bits: no quick look
+            pass
+        return self._walk(value)
+
+    def _walk(self, value: Any) -> Any:
+        assert self._text is not None
         if isinstance(value, str):
             return self._text(value)
         if isinstance(value, dict):
-            return {self._text(str(k)): self.json(v) for k, v in value.items()}
+            return {self._text(str(k)): self._walk(v) for k, v in value.items()}
         if isinstance(value, list):
-            return [self.json(item) for item in value]
+            return [self._walk(item) for item in value]
         if not self._in_scalars:
             return value
-        return self._text.placeholder if self._text.pattern.search(json.dumps(value)) else value
+        return self._text.placeholder if self._text.pattern.search(written(value)) else value
+
+
+def written(scalar: Any) -> str:
+    """A JSON scalar as Switchboard writes it (orjson; the standard library beyond 64-bit integers)."""
+    try:
+        return orjson.dumps(scalar).decode()
+    except TypeError:
+        return json.dumps(scalar)
 
 
 NO_SECRETS = Redactor(())

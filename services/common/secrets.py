@@ -24,6 +24,9 @@ from typing import Any, AnyStr, Generic
 
 import orjson
 from cryptography.fernet import Fernet, InvalidToken
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+from sqlmodel.sql.sqltypes import AutoString
 
 PLACEHOLDER = "[redacted]"
 SECRETS_KEY_ENV = "SWITCHBOARD_SECRETS_KEY"
@@ -154,8 +157,8 @@ class SecretBox:
         self._fernet = Fernet(key)
 
     def seal(self, plaintext: str) -> str:
-        if not plaintext:
-            return ""
+        if not plaintext or plaintext.startswith(ENCRYPTED_PREFIX):
+            return plaintext
         return ENCRYPTED_PREFIX + self._fernet.encrypt(plaintext.encode()).decode()
 
     def open(self, stored: str) -> str:
@@ -165,6 +168,36 @@ class SecretBox:
             return self._fernet.decrypt(stored[len(ENCRYPTED_PREFIX) :].encode()).decode()
         except InvalidToken:
             raise RuntimeError(f"a stored secret does not decrypt with the key: is {SECRETS_KEY_ENV} right?") from None
+
+
+_box: SecretBox | None = None  # the process's at-rest key (one Registry database per process)
+
+
+def use_secrets_key(key: bytes) -> None:
+    """Sets the key SealedString columns encrypt and decrypt with."""
+    global _box
+    _box = SecretBox(key)
+
+
+def secret_box() -> SecretBox:
+    if _box is None:
+        raise RuntimeError("no secrets key loaded: call use_secrets_key() first")
+    return _box
+
+
+class SealedString(TypeDecorator[str]):
+    """A string column stored encrypted; reading a plaintext value (not yet migrated) gives it as it is."""
+
+    impl = AutoString
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return value and secret_box().seal(value)
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> str | None:
+        if not value or not value.startswith(ENCRYPTED_PREFIX):
+            return value
+        return secret_box().open(value)
 
 
 def secrets_key(data_dir: Path, environment: dict[str, str] | os._Environ = os.environ) -> bytes:
@@ -192,3 +225,22 @@ def private_directory(path: Path) -> None:
     """Creates the directory (mode 0700) or takes group and others' access away from it."""
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     path.chmod(0o700)
+
+
+def private_file(path: Path) -> None:
+    """Creates the file empty (mode 0600) or takes group and others' access away from it.
+    SQLite gives a database's -wal and -shm files the database file's mode."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    path.chmod(0o600)
+
+
+def private_tree(root: Path) -> None:
+    """Makes every directory under root (root included) 0700 and every file 0600."""
+    private_directory(root)
+    for directory, subdirectories, files in os.walk(root):
+        for name in subdirectories:
+            (Path(directory) / name).chmod(0o700)
+        for name in files:
+            path = Path(directory) / name
+            if not path.is_symlink():
+                path.chmod(0o600)

@@ -123,12 +123,20 @@ class Stack:
         self.addresses: dict[str, str] = {}  # service (and "envoy") -> host:port
         (data_dir / "logs").mkdir(parents=True, exist_ok=True)
 
-    def start(self, name: str, argv: list[str], ready: Callable[[], bool]) -> Child:
+    def start(
+        self, name: str, argv: list[str], ready: Callable[[], bool], env: Mapping[str, str] | None = None
+    ) -> Child:
+        """Runs argv as a child named `name`, its environment the stack's plus `env`."""
         log_path = self.data_dir / "logs" / f"{name}.log"
         private_file(log_path)
         with open(log_path, "ab") as log:
             process = subprocess.Popen(
-                argv, stdout=log, stderr=subprocess.STDOUT, env=self.env, preexec_fn=_die_with_parent, umask=0o077
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**self.env, **(env or {})},
+                preexec_fn=_die_with_parent,
+                umask=0o077,
             )
         child = Child(name, process, log_path, ready)
         self.children.append(child)

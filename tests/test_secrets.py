@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import os
 import re
+import sqlite3
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,13 +15,28 @@ from urllib.parse import quote, quote_plus
 
 import orjson
 import pytest
+from alembic import command
+from alembic.config import Config
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sqlmodel import Session, select
 from switchboard.registry.v1 import admin_service_pb2 as admin_pb
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 
 from services.billing.costs import parse_cost_answer
-from services.common.secrets import ENCRYPTED_PREFIX, PLACEHOLDER, Redactor, SecretBox, secrets_key, written
+from services.common.config import ServiceSettings
+from services.common.db import Database, migrate
+from services.common.secrets import (
+    ENCRYPTED_PREFIX,
+    PLACEHOLDER,
+    Redactor,
+    SecretBox,
+    secrets_key,
+    use_secrets_key,
+    written,
+)
+from services.registry.server import MIGRATIONS as REGISTRY_MIGRATIONS
+from services.registry.storage import ProviderRow
 from services.router.directory import ProviderEntry
 from services.router.selection import Route
 from services.router.upstream import Usage, provider_error, sse_event
@@ -193,3 +209,31 @@ def test_cost_answers_are_redacted_before_anything_is_logged() -> None:
     assert_gone(API_KEY, logged)
     assert_gone(AUTHORIZATION, logged)
     assert len(answer.rejected) == 3 and answer.unknown == [PLACEHOLDER]
+
+
+def test_migration_encrypts_plaintext_secrets_and_leaves_no_trace(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    url = ServiceSettings(data_dir=data_dir).database_url_for("registry")
+    config = Config()
+    config.set_main_option("script_location", str(REGISTRY_MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", url)
+    command.upgrade(config, "0002")  # a database from before encryption, with plaintext secrets in it
+    with sqlite3.connect(data_dir / "registry.db") as connection:
+        connection.execute(
+            "INSERT INTO providers VALUES ('p', 'o', 'http://p', ?, '[]', 'Inference-Id', '', ?, 0, '2026-01-01')",
+            (API_KEY, AUTHORIZATION),
+        )
+    use_secrets_key(secrets_key(data_dir, {}))
+    migrate(url, REGISTRY_MIGRATIONS)
+    database = Database(url)
+    with Session(database.engine) as session:
+        row = session.exec(select(ProviderRow)).one()
+        assert (row.api_key, row.billing_authorization) == (API_KEY, AUTHORIZATION)
+        names = sorted(path.name for path in data_dir.iterdir())
+        assert names == ["registry.db", "registry.db-shm", "registry.db-wal", "secrets.key"]
+        for path in data_dir.iterdir():
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+            for secret in (API_KEY, AUTHORIZATION, "bill-9876543210fedcba"):
+                assert secret.encode() not in path.read_bytes(), path
+    database.close()
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700

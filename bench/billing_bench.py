@@ -127,7 +127,7 @@ def register_reference_provider(stack: Stack, base_url: str, admin_token: str) -
     port, billing_token = free_port(), secrets.token_hex(16)
     url = f"http://127.0.0.1:{port}"
     stack.start("reference_provider", reference_provider_argv(port), http_ok(f"{url}/health"),
-                reference_provider_secrets(billing_token=billing_token))  # fmt: skip
+                env=reference_provider_secrets(billing_token=billing_token))  # fmt: skip
     stack.wait_ready()
     call(base_url, admin_token, "POST", "/admin/v1/orgs", {"name": PROVIDER + "-org"})
     provider = {

@@ -108,7 +108,7 @@ def world(stack, tmp_path_factory) -> Iterator[World]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     secrets = reference_provider_secrets(api_key=PROVIDER_KEY)
-    processes.start("reference_provider", reference_provider_argv(port), http_ok(f"{url}/health"), secrets)
+    processes.start("reference_provider", reference_provider_argv(port), http_ok(f"{url}/health"), env=secrets)
     try:
         processes.wait_ready()
         api = AdminApi(stack.base_url, stack.admin_token)

@@ -2,13 +2,14 @@
 
 A provider knows every secret it was given (its API key, its billing
 authorization) and may echo any of them anywhere: in an error's message,
-param or code, in a nested object, in a header, plain or URL-encoded. A
-Redactor is built once per provider from its secrets and scrubs text, bytes
-and parsed JSON before anything reaches a caller or a log.
+param or code, in a nested object, in a header; plain, URL-encoded or
+base64. A Redactor is built once per provider from its secrets and scrubs
+text, bytes and parsed JSON before anything reaches a caller or a log.
 
 At rest, secrets are encrypted with Fernet (AES-128-CBC + HMAC-SHA256) under
 a key from SWITCHBOARD_SECRETS_KEY or <data-dir>/secrets.key (created, mode
-0600, on first start).
+0600, on first start), and the data directory is kept private (0700, its
+files 0600).
 """
 
 from __future__ import annotations

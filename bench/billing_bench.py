@@ -36,7 +36,7 @@ sys.path[0] = str(Path(__file__).resolve().parent.parent)  # the repository root
 from switchboard.billing.v1 import billing_service_pb2 as billing_pb  # noqa: E402
 
 from services.common.service import channel as channel_to  # noqa: E402
-from services.demo import reference_provider_argv  # noqa: E402
+from services.demo import reference_provider_argv, reference_provider_secrets  # noqa: E402
 from services.launcher import Stack, UpOptions, free_port, http_ok, start_stack  # noqa: E402
 from services.reference_provider.app import Knobs, State  # noqa: E402
 
@@ -126,8 +126,8 @@ def register_reference_provider(stack: Stack, base_url: str, admin_token: str) -
     """Starts the reference provider and registers it with its cost API."""
     port, billing_token = free_port(), secrets.token_hex(16)
     url = f"http://127.0.0.1:{port}"
-    stack.start("reference_provider", reference_provider_argv(port, f"--billing-token={billing_token}"),
-                http_ok(f"{url}/health"))  # fmt: skip
+    stack.start("reference_provider", reference_provider_argv(port), http_ok(f"{url}/health"),
+                env=reference_provider_secrets(billing_token=billing_token))  # fmt: skip
     stack.wait_ready()
     call(base_url, admin_token, "POST", "/admin/v1/orgs", {"name": PROVIDER + "-org"})
     provider = {

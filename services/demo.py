@@ -15,6 +15,7 @@ import urllib.request
 from typing import Any
 
 from services.launcher import Stack, free_port, http_ok
+from services.reference_provider.app import API_KEY_ENV, BILLING_TOKEN_ENV
 
 PROVIDER = "demo"
 ORG = "demo-org"
@@ -99,14 +100,20 @@ def reference_provider_argv(port: int, *options: str) -> list[str]:
     return [sys.executable, "-m", "services.reference_provider", "--port", str(port), *options]
 
 
+def reference_provider_secrets(api_key: str = "", billing_token: str = "") -> dict[str, str]:
+    """The reference provider's secrets as its environment (never its command line: ps shows that)."""
+    return {API_KEY_ENV: api_key, BILLING_TOKEN_ENV: billing_token}
+
+
 def start_demo(stack: Stack, base_url: str, admin_token: str) -> str:
     """Starts the demo parts in the stack; returns lines to print for the operator."""
     port, api_key, billing_token = free_port(), secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     provider_url = f"http://127.0.0.1:{port}"
     stack.start(
         "reference_provider",
-        reference_provider_argv(port, f"--api-key={api_key}", f"--billing-token={billing_token}"),
+        reference_provider_argv(port),
         http_ok(f"{provider_url}/health"),
+        env=reference_provider_secrets(api_key, billing_token),
     )
     stack.wait_ready()
     api = AdminApi(base_url, admin_token)

@@ -25,6 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.config import SERVICE_CREDENTIAL_FILE, read_or_create_secret
 from services.common.envoy import EnvoyPorts, render
+from services.common.secrets import private_directory, private_file, private_tree
 
 READY_DEADLINE_SECONDS = 60.0
 STOP_GRACE_SECONDS = 10.0
@@ -122,11 +123,26 @@ class Stack:
         self.addresses: dict[str, str] = {}  # service (and "envoy") -> host:port
         (data_dir / "logs").mkdir(parents=True, exist_ok=True)
 
-    def start(self, name: str, argv: list[str], ready: Callable[[], bool], cwd: Path | None = None) -> Child:
+    def start(
+        self,
+        name: str,
+        argv: list[str],
+        ready: Callable[[], bool],
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> Child:
+        """Runs argv (in `cwd`) as a child named `name`, its environment the stack's plus `env`."""
         log_path = self.data_dir / "logs" / f"{name}.log"
+        private_file(log_path)
         with open(log_path, "ab") as log:
             process = subprocess.Popen(
-                argv, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=cwd, preexec_fn=_die_with_parent
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**self.env, **(env or {})},
+                cwd=cwd,
+                preexec_fn=_die_with_parent,
+                umask=0o077,
             )
         child = Child(name, process, log_path, ready)
         self.children.append(child)
@@ -191,7 +207,7 @@ class UpOptions:
 def start_stack(options: UpOptions) -> tuple[Stack, str, str]:
     """Starts the services and Envoy; returns the stack, the admin token and its source."""
     data_dir = options.data_dir.resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_directory(data_dir)
     environment = {**os.environ, **options.environment}
     token, token_source = admin_token(data_dir, environment)
     env = {
@@ -239,6 +255,7 @@ def start_stack(options: UpOptions) -> tuple[Stack, str, str]:
             http_ok(f"http://127.0.0.1:{ports['envoy_admin']}/ready"),
         )
         stack.wait_ready()
+        private_tree(data_dir)  # what the launcher wrote (logs, envoy.yaml) and what was there before
     except BaseException:
         stack.stop()
         raise

@@ -8,7 +8,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from test_billing_helpers import (
     unique,
 )
 
+from services.demo import reference_provider_argv, reference_provider_secrets
 from services.launcher import free_port, http_ok
 
 DEADLINE_SECONDS = 60.0
@@ -62,15 +62,9 @@ def by_provider(report: dict) -> dict[str, dict]:
 def reference_provider(billing_token: str) -> Iterator[str]:
     """The reference provider as its own process; yields its cost API URL."""
     port = free_port()
-    argv = [
-        sys.executable,
-        "-m",
-        "services.reference_provider",
-        "--port",
-        str(port),
-        f"--billing-token={billing_token}",
-    ]
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {**os.environ, **reference_provider_secrets(billing_token=billing_token)}
+    argv = reference_provider_argv(port)
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     try:
         ready, deadline = http_ok(f"http://127.0.0.1:{port}/health"), time.monotonic() + DEADLINE_SECONDS
         while not ready():

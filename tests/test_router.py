@@ -25,7 +25,7 @@ from huggingface_hub import InferenceClient
 from switchboard.router.v1 import router_service_pb2 as router_pb
 from switchboard.router.v1 import router_service_pb2_grpc as router_grpc
 
-from services.demo import AdminApi, reference_provider_argv
+from services.demo import AdminApi, reference_provider_argv, reference_provider_secrets
 from services.launcher import Stack, free_port, http_ok
 
 PROVIDER_KEY = "ref-key-" + uuid.uuid4().hex
@@ -107,9 +107,8 @@ def world(stack, tmp_path_factory) -> Iterator[World]:
     processes = Stack(tmp_path_factory.mktemp("providers"), dict(os.environ))
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    processes.start(
-        "reference_provider", reference_provider_argv(port, "--api-key", PROVIDER_KEY), http_ok(f"{url}/health")
-    )
+    secrets = reference_provider_secrets(api_key=PROVIDER_KEY)
+    processes.start("reference_provider", reference_provider_argv(port), http_ok(f"{url}/health"), env=secrets)
     try:
         processes.wait_ready()
         api = AdminApi(stack.base_url, stack.admin_token)

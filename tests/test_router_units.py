@@ -11,6 +11,7 @@ from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 
 from services.common.errors import ApiError
 from services.common.pricing import Price
+from services.common.secrets import Redactor
 from services.launcher import free_port
 from services.router import selection
 from services.router.breaker import Breakers
@@ -22,7 +23,10 @@ from services.router.upstream import DONE, Usage, provider_error, sse_event
 
 def entry(name: str, rank: int = 0, prices: dict[str, Price] | None = None) -> ProviderEntry:
     headers = {"Authorization": "Bearer sk-secret-1"}
-    return ProviderEntry(name, f"http://{name}", headers, "Inference-Id", ("conversational",), rank, prices or {})
+    return ProviderEntry(
+        name, f"http://{name}", headers, "Inference-Id", ("conversational",), rank, prices or {},
+        redactor=Redactor(["sk-secret-1"]),
+    )  # fmt: skip
 
 
 KNOWN = {name: entry(name, rank) for rank, name in enumerate(["alpha", "beta", "gamma"])}

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from services.common.secrets import NO_SECRETS, Redactor
+
 MAX_COST_NANO_USD = 2**63 - 1
 
 
@@ -73,10 +75,11 @@ def _entry(entry: object, answer: CostAnswer, asked: Collection[str], seen: set[
         answer.costs[request_id] = entry["costNanoUsd"]
 
 
-def parse_cost_answer(body: bytes, asked: Collection[str]) -> CostAnswer:
-    """Reads a cost API answer to a request for the `asked` provider request ids."""
+def parse_cost_answer(body: bytes, asked: Collection[str], redactor: Redactor = NO_SECRETS) -> CostAnswer:
+    """Reads a cost API answer to a request for the `asked` provider request ids; the
+    provider's secrets are redacted from all of it (what it rejects is logged)."""
     try:
-        document = orjson.loads(body)
+        document = redactor.json(orjson.loads(body))
     except orjson.JSONDecodeError as exc:
         raise InvalidCostAnswer("the answer is not valid JSON") from exc
     if not isinstance(document, dict) or not isinstance(document.get("requests"), list):

@@ -32,6 +32,7 @@ import orjson
 from services.billing import ledger
 from services.billing.costs import InvalidCostAnswer, parse_cost_answer
 from services.common.db import Database
+from services.common.secrets import NO_SECRETS, Redactor
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,8 @@ class CostApi:
     provider: str
     url: str
     authorization: str = field(repr=False)  # a secret: never logged
+    # Scrubs every secret of the provider from its answers (it may echo any of them).
+    redactor: Redactor = field(default=NO_SECRETS, repr=False, compare=False)
 
 
 @dataclass
@@ -190,7 +193,7 @@ class Reconciler:
         for request_id, provider_request_id in page:
             ours.setdefault(provider_request_id, []).append(request_id)
         try:
-            answer = parse_cost_answer(await self._ask(api, list(ours)), ours)
+            answer = parse_cost_answer(await self._ask(api, list(ours)), ours, api.redactor)
         except (CostApiFailed, InvalidCostAnswer) as exc:
             failures.append(str(exc))
             return

@@ -16,6 +16,7 @@ from services.billing.reconciler import CostApi, Reconciler, ReconcilerSettings
 from services.billing.servicer import BillingAdminServicer, BillingServicer, LedgerServicer
 from services.common.logs import configure_logging
 from services.common.registry_feed import FeedCache
+from services.common.secrets import Redactor
 from services.common.server import run
 from services.common.service import channel, open_database, run_service
 
@@ -30,7 +31,7 @@ def registry_cost_apis(registry: internal_grpc.InternalServiceStub):
     async def cost_apis() -> list[CostApi]:
         answer = await registry.ListProviderConfigs(request, timeout=REGISTRY_TIMEOUT)
         return [
-            CostApi(c.provider.id, c.provider.billing_url, c.provider.billing_authorization)
+            CostApi(c.provider.id, c.provider.billing_url, c.provider.billing_authorization, Redactor(c.redact))
             for c in answer.providers
             if c.provider.billing_url
         ]

@@ -15,6 +15,8 @@ from typing import Self
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.common.secrets import private_directory, private_file
+
 SERVICE_CREDENTIAL_FILE = "service-credential"
 SECRET_SETTINGS = frozenset({"admin_token", "service_credential"})
 
@@ -64,8 +66,10 @@ class ServiceSettings(BaseSettings):
         """The configured URL, or a SQLite file named after the service."""
         if self.database_url:
             return self.database_url
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        return f"sqlite:///{(self.data_dir / f'{name}.db').resolve()}"
+        path = self.data_dir / f"{name}.db"
+        private_directory(self.data_dir)
+        private_file(path)  # before SQLite opens it: its -wal and -shm files get its mode, 0600
+        return f"sqlite:///{path.resolve()}"
 
     @classmethod
     def from_args(cls, prog: str, argv: list[str] | None = None) -> Self:

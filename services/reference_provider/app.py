@@ -16,11 +16,13 @@ import argparse
 import asyncio
 import base64
 import hmac
+import os
 import random
 import time
 import uuid
 import zlib
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -30,6 +32,8 @@ from services.reference_provider import png
 from services.reference_provider.answers import chat_answer, chat_chunks, usage_of
 
 REQUEST_ID_HEADER = "Inference-Id"
+API_KEY_ENV = "REFERENCE_PROVIDER_API_KEY"
+BILLING_TOKEN_ENV = "REFERENCE_PROVIDER_BILLING_TOKEN"
 MAX_REMEMBERED_REQUESTS = 200_000
 MAX_STORED_IMAGES = 512
 MAX_IMAGES_PER_REQUEST = 4
@@ -275,8 +279,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fail-rate", type=float, default=0.0, help="share of inference calls that fail (0..1)")
     parser.add_argument("--fail-status", type=int, default=500, help="HTTP status of injected failures")
     parser.add_argument("--stream-fail-after", type=int, default=-1, help="drop streams after N chunks")
-    parser.add_argument("--api-key", default="", help="bearer token required on inference routes")
-    parser.add_argument("--billing-token", default="", help="bearer token required on the cost API")
+    # Secrets never on the command line (ps shows it to everyone): a file, else the environment.
+    parser.add_argument(
+        "--api-key-file", help=f"file of the bearer token required on inference routes (default: ${API_KEY_ENV})"
+    )
+    parser.add_argument(
+        "--billing-token-file",
+        help=f"file of the bearer token required on the cost API (default: ${BILLING_TOKEN_ENV})",
+    )
     parser.add_argument(
         "--no-price-unknown-ids",
         action="store_true",
@@ -285,10 +295,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def secret(path: str | None, variable: str) -> str:
+    """The secret in the file when one is named, else in the environment variable ("" for none)."""
+    return Path(path).read_text().strip() if path else os.environ.get(variable, "")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     knobs = Knobs(args.latency_ms, args.fail_rate, args.fail_status, args.stream_fail_after)
-    state = State(knobs, args.api_key, args.billing_token, not args.no_price_unknown_ids)
+    api_key, billing_token = secret(args.api_key_file, API_KEY_ENV), secret(args.billing_token_file, BILLING_TOKEN_ENV)
+    state = State(knobs, api_key, billing_token, not args.no_price_unknown_ids)
     import uvloop
 
     uvloop.install()

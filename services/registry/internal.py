@@ -124,7 +124,9 @@ class InternalServicer(internal_grpc.InternalServiceServicer):
             by_provider.setdefault(price.provider, []).append(price_message(price))
         configs = [
             internal_pb.ProviderConfig(
-                provider=_with_secret(provider_message(row), row, request.secrets), prices=by_provider.get(row.id, [])
+                provider=_with_secret(provider_message(row), row, request.secrets),
+                prices=by_provider.get(row.id, []),
+                redact=[row.api_key, row.billing_authorization],
             )
             for row in providers
         ]

@@ -15,6 +15,7 @@ from switchboard.registry.v1 import (
 )
 
 from services.common.logs import configure_logging
+from services.common.secrets import secrets_key, use_secrets_key
 from services.common.server import Registration, run
 from services.common.service import open_database, run_service
 from services.registry.admin import AdminServicer
@@ -53,6 +54,7 @@ def registrations(state: RegistryState) -> list[Registration]:
 
 async def serve(settings: RegistrySettings) -> None:
     """Loads the index from the database, then runs the Registry until SIGTERM."""
+    use_secrets_key(secrets_key(settings.data_dir))  # provider secrets are encrypted at rest
     db = open_database(settings, "registry", MIGRATIONS)
     started = time.monotonic()
     index = await db.run(lambda session: load_index(session.get_bind()))

@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 from sqlalchemy import Column, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from services.common.secrets import SealedString
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -71,11 +73,12 @@ class ProviderRow(SQLModel, table=True):
     id: str = Field(primary_key=True)
     org: str
     base_url: str
-    api_key: str = ""
+    # Secrets: encrypted at rest (services/common/secrets.py), plaintext to the code.
+    api_key: str = Field(default="", sa_column=Column(SealedString, nullable=False, default=""))
     tasks: str = Field(default="[]", sa_column=Column(Text, nullable=False, default="[]"))
     request_id_header: str = "Inference-Id"
     billing_url: str = ""
-    billing_authorization: str = ""
+    billing_authorization: str = Field(default="", sa_column=Column(SealedString, nullable=False, default=""))
     default_rank: int = 0
     create_time: datetime = Field(default_factory=utcnow)
 

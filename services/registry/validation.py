@@ -261,6 +261,8 @@ def check_url(url: str, param: str) -> str:
         hostname = None
     if not hostname or parsed.scheme not in ("http", "https") or CONTROL.search(url):
         raise bad_request(f"{param} must be an http:// or https:// URL", param)
+    if "@" in parsed.netloc:  # shown to every caller by GET /v1/providers: secrets go in their own fields
+        raise bad_request(f"{param} must not carry credentials (user:password@host)", param)
     return url.rstrip("/")
 
 

@@ -12,6 +12,7 @@ from switchboard.registry.v1 import internal_service_pb2_grpc as internal_grpc
 
 from services.common.pricing import Price
 from services.common.registry_feed import FeedCache
+from services.common.secrets import NO_SECRETS, Redactor
 
 DEFAULT_REQUEST_ID_HEADER = "Inference-Id"
 _METADATA_KEY = re.compile(r"[a-z0-9][a-z0-9_.-]*")
@@ -31,6 +32,8 @@ class ProviderEntry:
 
     # The request id header as a gRPC metadata key (Envoy passes it on as that HTTP header).
     request_id_metadata_key: str = DEFAULT_REQUEST_ID_HEADER.lower()
+    # Scrubs every secret of the provider from what it sends back.
+    redactor: Redactor = field(default=NO_SECRETS, repr=False, compare=False)
 
     @classmethod
     def from_config(cls, config: internal_pb.ProviderConfig) -> ProviderEntry:
@@ -55,6 +58,7 @@ class ProviderEntry:
             default_rank=p.default_rank,
             prices=prices,
             request_id_metadata_key=key,
+            redactor=Redactor([p.api_key, *config.redact]),
         )
 
 

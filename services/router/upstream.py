@@ -21,6 +21,7 @@ import aiohttp
 import orjson
 
 from services.common.errors import ApiError
+from services.common.secrets import NO_SECRETS, Redactor
 from services.router.breaker import Breakers
 from services.router.selection import Route
 
@@ -83,20 +84,19 @@ class Opened:
 
 
 def provider_error(route: Route, status: int, data: bytes) -> ApiError:
-    """A provider's non-retryable error in OpenAI's shape, with the provider's message."""
+    """A provider's non-retryable error in OpenAI's shape, with the provider's message;
+    every secret of the provider is redacted from all of it first (it may echo any of them)."""
+    redactor = route.provider.redactor
     message, param, code = "", None, None
     try:
-        error = orjson.loads(data).get("error")
+        error = redactor.json(orjson.loads(data)).get("error")
         if isinstance(error, dict):
             message, param, code = str(error.get("message") or ""), error.get("param"), error.get("code")
         elif isinstance(error, str):
             message = error
     except (orjson.JSONDecodeError, AttributeError):
-        message = data[:MAX_ERROR_MESSAGE].decode(errors="replace")
+        message = redactor.bytes(data).decode(errors="replace")[:MAX_ERROR_MESSAGE]
     name = route.provider.id
-    secret = route.provider.headers.get("Authorization", "").removeprefix("Bearer ")
-    if secret and secret in message:  # a provider echoing the key it got must not show it to callers
-        message = message.replace(secret, "[redacted]")
     if status in (401, 403):
         return ApiError(502, f"provider {name} refused Switchboard's credentials", code="upstream_auth_error")
     if status not in PASSED_THROUGH_STATUSES:
@@ -235,14 +235,15 @@ class Upstreams:
                     if response.status in RETRYABLE_STATUSES:
                         raise AttemptFailed(f"HTTP {response.status}", response.status)
                     raise provider_error(route, response.status, data)
-                provider_request_id = response.headers.get(route.provider.request_id_header, "")
+                redactor = route.provider.redactor
+                provider_request_id = redactor.text(response.headers.get(route.provider.request_id_header, ""))
                 expected_list = ANSWER_LIST[path]
                 if stream:
-                    first = await _first_event(response, expected_list)
+                    first = redactor.json(await _first_event(response, expected_list))
                     opened = Opened(route, provider_request_id, sent_at, time.monotonic(), first_event=first)
                     opened.response, response = response, None  # the caller's relay owns it now
                     return opened
-                answer = _checked(await _read_capped(response, self.max_answer_bytes), expected_list)
+                answer = redactor.json(_checked(await _read_capped(response, self.max_answer_bytes), expected_list))
                 return Opened(route, provider_request_id, sent_at, time.monotonic(), answer=answer)
         except TimeoutError:
             if bounded_by_deadline:
@@ -298,20 +299,21 @@ def data_event(event: dict, model: str, usage: Usage, hide_usage: bool) -> bytes
     return b"data: " + data + b"\n\n" if data else b""
 
 
-def sse_event(line: bytes, model: str, usage: Usage, hide_usage: bool) -> bytes:
-    """One SSE line for the caller: data events get the hub model id back; others pass as they are."""
+def sse_event(line: bytes, model: str, usage: Usage, hide_usage: bool, redactor: Redactor = NO_SECRETS) -> bytes:
+    """One SSE line for the caller, the provider's secrets redacted: data events get the hub
+    model id back; others pass as they are."""
     if not line.startswith(b"data:"):
-        return line + b"\n"
+        return redactor.bytes(line) + b"\n"
     data = line[5:].strip()
     if data == b"[DONE]":
         return DONE
     try:
         event = orjson.loads(data)
     except orjson.JSONDecodeError:
-        return line + b"\n\n"
+        return redactor.bytes(line) + b"\n\n"
     if not isinstance(event, dict):
-        return line + b"\n\n"
-    return data_event(event, model, usage, hide_usage)
+        return redactor.bytes(line) + b"\n\n"
+    return data_event(redactor.json(event), model, usage, hide_usage)
 
 
 async def relay(opened: Opened, model: str, hide_usage: bool) -> AsyncIterator[bytes]:
@@ -324,7 +326,7 @@ async def relay(opened: Opened, model: str, hide_usage: bool) -> AsyncIterator[b
         if first:
             yield first
         while (line := await _next_line(response)) is not None:
-            event = sse_event(line, model, opened.usage, hide_usage)
+            event = sse_event(line, model, opened.usage, hide_usage, opened.route.provider.redactor)
             if event:
                 yield event
             if event is DONE:

@@ -124,12 +124,14 @@ class ListProviderConfigsRequest(_message.Message):
     def __init__(self, secrets: _Optional[_Union[ProviderSecrets, str]] = ...) -> None: ...
 
 class ProviderConfig(_message.Message):
-    __slots__ = ("provider", "prices")
+    __slots__ = ("provider", "prices", "redact")
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     PRICES_FIELD_NUMBER: _ClassVar[int]
+    REDACT_FIELD_NUMBER: _ClassVar[int]
     provider: _admin_service_pb2.Provider
     prices: _containers.RepeatedCompositeFieldContainer[_admin_service_pb2.Price]
-    def __init__(self, provider: _Optional[_Union[_admin_service_pb2.Provider, _Mapping]] = ..., prices: _Optional[_Iterable[_Union[_admin_service_pb2.Price, _Mapping]]] = ...) -> None: ...
+    redact: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, provider: _Optional[_Union[_admin_service_pb2.Provider, _Mapping]] = ..., prices: _Optional[_Iterable[_Union[_admin_service_pb2.Price, _Mapping]]] = ..., redact: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListProviderConfigsResponse(_message.Message):
     __slots__ = ("providers",)

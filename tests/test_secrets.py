@@ -1,0 +1,239 @@
+"""Unit tests of services/common/secrets.py: the Redactor never lets a secret
+through, in any form it knows; secrets at rest decrypt only with their key."""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import sqlite3
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, quote_plus
+
+import orjson
+import pytest
+from alembic import command
+from alembic.config import Config
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlmodel import Session, select
+from switchboard.registry.v1 import admin_service_pb2 as admin_pb
+from switchboard.registry.v1 import internal_service_pb2 as internal_pb
+
+from services.billing.costs import parse_cost_answer
+from services.common.config import ServiceSettings
+from services.common.db import Database, migrate
+from services.common.secrets import (
+    ENCRYPTED_PREFIX,
+    PLACEHOLDER,
+    Redactor,
+    SecretBox,
+    secrets_key,
+    use_secrets_key,
+    written,
+)
+from services.registry.server import MIGRATIONS as REGISTRY_MIGRATIONS
+from services.registry.storage import ProviderRow
+from services.router.directory import ProviderEntry
+from services.router.selection import Route
+from services.router.upstream import Usage, provider_error, sse_event
+
+API_KEY = "sk-live-0123456789abcdef0123456789abcdef"
+AUTHORIZATION = "Bearer bill-9876543210fedcba"
+
+
+def encodings(secret: str) -> list[str]:
+    """The forms a provider may echo a secret in."""
+    lower = re.sub(r"%[0-9A-F]{2}", lambda m: m[0].lower(), quote(secret, safe=""))
+    b64 = base64.b64encode(secret.encode()).decode().rstrip("=")
+    return [secret, quote(secret, safe=""), quote(secret), quote_plus(secret), lower, b64]
+
+
+def strings_of(value: Any) -> Iterator[str]:
+    """Every string a JSON value holds: keys, values, numbers as written."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield key
+            yield from strings_of(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from strings_of(item)
+    elif isinstance(value, str):
+        yield value
+    else:
+        yield written(value)
+
+
+def assert_gone(secret: str, text: str) -> None:
+    for form in encodings(secret):
+        assert form not in text, (form, text)
+
+
+secrets_st = st.one_of(
+    st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=24),
+    st.from_regex(r"Bearer [A-Za-z0-9_\-]{8,32}", fullmatch=True),
+    st.from_regex(r"sk-[A-Za-z0-9/+=%]{8,40}", fullmatch=True),
+)
+
+
+def json_with(secret_forms: list[str]) -> st.SearchStrategy[Any]:
+    """Random JSON whose strings (keys included) and numbers may carry the secret anywhere."""
+    embedded = st.builds(lambda a, form, b: a + form + b, st.text(max_size=8), st.sampled_from(secret_forms),
+                         st.text(max_size=8))  # fmt: skip
+    strings = st.one_of(st.text(max_size=12), embedded)
+    leaves = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), strings)
+    return st.recursive(
+        leaves, lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(strings, inner, max_size=4))
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data(), secrets_st, secrets_st)
+def test_no_secret_survives_in_random_json(data: st.DataObject, first: str, second: str) -> None:
+    document = data.draw(json_with(encodings(first) + encodings(second)))
+    redacted = Redactor([first, second]).json(document)
+    for text in strings_of(redacted):
+        assert_gone(first, text)
+        assert_gone(second, text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(secrets_st, st.text(max_size=20), st.text(max_size=20), st.integers(0, 5))
+def test_no_secret_survives_in_text_or_bytes(secret: str, before: str, after: str, which: int) -> None:
+    text = before + encodings(secret)[which] + after
+    redactor = Redactor([secret])
+    assert_gone(secret, redactor.text(text))
+    scrubbed = redactor.bytes(text.encode()).decode(errors="replace")
+    assert_gone(secret, scrubbed)
+
+
+def test_every_form_is_replaced_and_the_rest_kept() -> None:
+    redactor = Redactor([API_KEY, AUTHORIZATION])
+    for form in encodings(API_KEY) + encodings(AUTHORIZATION) + encodings("bill-9876543210fedcba"):
+        assert redactor.text(f"key: {form}.") == f"key: {PLACEHOLDER}."
+    assert redactor.text("nothing secret, 100% sure") == "nothing secret, 100% sure"
+    body = {"error": {"message": API_KEY, "param": [quote(API_KEY)], "code": {AUTHORIZATION: 1}}}
+    assert redactor.json(body) == {"error": {"message": PLACEHOLDER, "param": [PLACEHOLDER], "code": {PLACEHOLDER: 1}}}
+
+
+def test_a_number_that_is_a_secret_is_replaced() -> None:
+    redacted = Redactor(["4242"]).json({"code": 142421, "n": 7, "ok": True, "no": None})
+    assert redacted == {"code": PLACEHOLDER, "n": 7, "ok": True, "no": None}
+
+
+def test_a_secret_found_in_the_placeholder_is_cut_out() -> None:
+    assert Redactor(["a"]).text("banana") == "bnn"
+
+
+def test_no_secrets_change_nothing() -> None:
+    redactor = Redactor(["", ""])
+    assert not redactor
+    assert redactor.text(API_KEY) == API_KEY
+    assert redactor.json({"k": [API_KEY]}) == {"k": [API_KEY]}
+
+
+def test_secrets_at_rest_need_their_key(tmp_path: Path) -> None:
+    key = secrets_key(tmp_path / "data", {})
+    box = SecretBox(key)
+    sealed = box.seal(API_KEY)
+    assert sealed.startswith(ENCRYPTED_PREFIX)
+    assert API_KEY not in sealed
+    assert box.open(sealed) == API_KEY
+    assert box.open("plaintext-before-migration") == "plaintext-before-migration"
+    assert box.seal("") == ""
+    with pytest.raises(RuntimeError, match="SWITCHBOARD_SECRETS_KEY"):
+        SecretBox(secrets_key(tmp_path / "other", {})).open(sealed)
+
+
+def test_the_key_file_is_private_and_stable(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    first = secrets_key(data_dir, {})
+    assert secrets_key(data_dir, {}) == first
+    assert stat.S_IMODE(os.stat(data_dir / "secrets.key").st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(data_dir).st_mode) == 0o700
+    from_env = base64.urlsafe_b64encode(b"k" * 32)
+    assert secrets_key(data_dir, {"SWITCHBOARD_SECRETS_KEY": from_env.decode()}) == from_env
+
+
+def echoing_route() -> Route:
+    provider = admin_pb.Provider(id="echo", base_url="http://echo", api_key=API_KEY)
+    config = internal_pb.ProviderConfig(provider=provider, redact=[API_KEY, AUTHORIZATION])
+    return Route(ProviderEntry.from_config(config), "m")
+
+
+def everywhere(secret: str) -> dict:
+    """An error body with the secret in every field, plain and URL-encoded."""
+    return {
+        "error": {
+            "message": f"key {secret} / {quote(secret, safe='')}",
+            "param": quote_plus(secret),
+            "code": {"nested": [secret]},
+            "type": secret,
+        }
+    }
+
+
+@pytest.mark.parametrize("status", [400, 404, 409, 413, 422, 418, 401])
+@pytest.mark.parametrize("secret", [API_KEY, AUTHORIZATION])
+def test_provider_errors_never_carry_a_secret(status: int, secret: str) -> None:
+    for body in (orjson.dumps(everywhere(secret)), f"<html>{quote(secret)}</html>".encode()):
+        error = provider_error(echoing_route(), status, body)
+        shown = " ".join(map(str, (error.message, error.param, error.code, error.headers)))
+        assert_gone(secret, shown)
+        assert_gone("bill-9876543210fedcba", shown)
+
+
+def test_stream_lines_never_carry_a_secret() -> None:
+    redactor = echoing_route().provider.redactor
+    for line in (
+        b"data: " + orjson.dumps({"choices": [], "x": API_KEY}),
+        b"data: {" + API_KEY.encode(),
+        b": " + API_KEY.encode(),
+    ):
+        assert_gone(API_KEY, sse_event(line, "m", Usage(), False, redactor).decode())
+
+
+def test_cost_answers_are_redacted_before_anything_is_logged() -> None:
+    echoes = [
+        everywhere(API_KEY),
+        AUTHORIZATION,
+        {"requestId": AUTHORIZATION},
+        {"requestId": "r1", "costNanoUsd": API_KEY},
+    ]
+    body = orjson.dumps({"requests": echoes})
+    answer = parse_cost_answer(body, {"r1"}, Redactor([API_KEY, AUTHORIZATION]))
+    logged = str((answer.rejected, answer.unknown, answer.costs))
+    assert_gone(API_KEY, logged)
+    assert_gone(AUTHORIZATION, logged)
+    assert len(answer.rejected) == 3 and answer.unknown == [PLACEHOLDER]
+
+
+def test_migration_encrypts_plaintext_secrets_and_leaves_no_trace(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    url = ServiceSettings(data_dir=data_dir).database_url_for("registry")
+    config = Config()
+    config.set_main_option("script_location", str(REGISTRY_MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", url)
+    command.upgrade(config, "0002")  # a database from before encryption, with plaintext secrets in it
+    with sqlite3.connect(data_dir / "registry.db") as connection:
+        connection.execute(
+            "INSERT INTO providers VALUES ('p', 'o', 'http://p', ?, '[]', 'Inference-Id', '', ?, 0, '2026-01-01')",
+            (API_KEY, AUTHORIZATION),
+        )
+    use_secrets_key(secrets_key(data_dir, {}))
+    migrate(url, REGISTRY_MIGRATIONS)
+    database = Database(url)
+    with Session(database.engine) as session:
+        row = session.exec(select(ProviderRow)).one()
+        assert (row.api_key, row.billing_authorization) == (API_KEY, AUTHORIZATION)
+        names = sorted(path.name for path in data_dir.iterdir())
+        assert names == ["registry.db", "registry.db-shm", "registry.db-wal", "secrets.key"]
+        for path in data_dir.iterdir():
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+            for secret in (API_KEY, AUTHORIZATION, "bill-9876543210fedcba"):
+                assert secret.encode() not in path.read_bytes(), path
+    database.close()
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700

@@ -1,0 +1,280 @@
+"""Secrets never leave, through real Envoy: a provider that echoes its API key and
+billing authorization everywhere (every field of its error bodies, its answers, its
+stream, its headers, its cost API; plain, URL-encoded and base64) never gets either
+into an answer, a log line or any byte of any file in the data directory, and
+every file there is private. The demo's processes carry no secret in their argv."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import stat
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import quote, quote_plus
+
+import httpx
+import orjson
+import pytest
+from aiohttp import web
+from test_secrets import assert_gone
+
+from services.demo import AdminApi, start_demo
+from services.launcher import free_port
+
+API_KEY = "sk-echo-" + uuid.uuid4().hex
+CREDENTIAL = "bill-echo-" + uuid.uuid4().hex
+AUTHORIZATION = f"Bearer {CREDENTIAL}"
+SECRETS = (API_KEY, AUTHORIZATION, CREDENTIAL)
+ENCODINGS: dict[str, Callable[[str], str]] = {
+    "plain": lambda s: s,
+    "url": lambda s: quote(s, safe=""),
+    "plus": quote_plus,
+    "b64": lambda s: base64.b64encode(s.encode()).decode(),
+}
+# Provider behaviours: HTTP status and how the secrets are encoded ("text": not JSON).
+ERROR_MODES = ["400-plain", "422-url", "404-plus", "409-b64", "418-plain", "413-text"]
+DEADLINE_SECONDS = 60
+PNG_B64 = base64.b64encode(b"\x89PNG\r\n\x1a\n-not-really").decode()
+
+
+def echoes(encode: Callable[[str], str]) -> dict:
+    """Every secret in every field an OpenAI error has, and nested ones."""
+    key, authorization, credential = map(encode, SECRETS)
+    return {
+        "error": {
+            "message": f"bad key {key}; auth {authorization}",
+            "type": credential,
+            "param": key,
+            "code": authorization,
+            "details": {key: [authorization, {"credential": credential}]},
+        }
+    }
+
+
+def echo_headers() -> dict[str, str]:
+    headers = {f"X-Echo-{name}-{i}": encode(s) for name, encode in ENCODINGS.items() for i, s in enumerate(SECRETS)}
+    return {**headers, "Inference-Id": f"{uuid.uuid4().hex}-{API_KEY}", "WWW-Authenticate": AUTHORIZATION}
+
+
+def chunk(content: str, **extra: object) -> bytes:
+    event = {"id": "c1", "object": "chat.completion.chunk", "model": "m", **extra,
+             "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": None}]}  # fmt: skip
+    return b"data: " + orjson.dumps(event) + b"\n\n"
+
+
+def echoed_text() -> str:
+    return " ".join(encode(s) for encode in ENCODINGS.values() for s in SECRETS)
+
+
+async def inference(request: web.Request) -> web.StreamResponse:
+    mode, route = request.match_info["mode"], request.match_info["route"]
+    if mode != "ok":
+        status, encoding = mode.split("-")
+        if encoding == "text":
+            return web.Response(status=int(status), text=f"<html>{echoed_text()}</html>", headers=echo_headers())
+        return web.json_response(echoes(ENCODINGS[encoding]), status=int(status), headers=echo_headers())
+    if route == "images/generations":
+        answer = {"created": 1, "data": [{"b64_json": PNG_B64, "revised_prompt": echoed_text()}]}
+        return web.json_response(answer, headers=echo_headers())
+    if not (await request.json()).get("stream"):
+        message = {"role": "assistant", "content": echoed_text(), API_KEY: AUTHORIZATION}
+        answer = {"id": "c1", "object": "chat.completion", "model": "m", "echo": list(SECRETS),
+                  "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+                  "usage": {"prompt_tokens": 3, "completion_tokens": 1}}  # fmt: skip
+        return web.json_response(answer, headers=echo_headers())
+    response = web.StreamResponse(headers={**echo_headers(), "Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    usage = {"prompt_tokens": 3, "completion_tokens": 2}
+    lines = [f": {echoed_text()}\n\n".encode(), chunk(echoed_text(), echo=API_KEY),
+             f"data: not json {echoed_text()}\n\n".encode(), chunk("", usage=usage), b"data: [DONE]\n\n"]  # fmt: skip
+    for line in lines:
+        await response.write(line)
+    return response
+
+
+async def costs(request: web.Request) -> web.Response:
+    """Prices every id asked, and echoes the secrets in entries it knows are wrong."""
+    asked = (await request.json())["requestIds"]
+    entries: list[object] = [{"requestId": rid, "costNanoUsd": 1000} for rid in asked]
+    for encode in ENCODINGS.values():
+        entries += [encode(AUTHORIZATION), {"requestId": encode(API_KEY)}, {"requestId": asked[0], encode(API_KEY): 1}]
+    return web.json_response({"requests": entries, "note": echoed_text()}, headers=echo_headers())
+
+
+@contextmanager
+def echoing_upstream() -> Iterator[str]:
+    """The echoing provider (aiohttp on its own loop and thread); yields its base URL."""
+    app = web.Application()
+    app.router.add_post("/{mode}/v1/{route:chat/completions|images/generations}", inference)
+    app.router.add_post("/costs", costs)
+    loop, runner, port = asyncio.new_event_loop(), web.AppRunner(app), free_port()
+    loop.run_until_complete(runner.setup())
+    loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()
+
+
+def register(api: AdminApi, org: str, upstream: str, mode: str) -> tuple[str, str]:
+    """A provider playing `mode`, serving a chat and an image model of its own; returns the models."""
+    provider = f"echo-{mode}-{uuid.uuid4().hex[:6]}"
+    api.ensure_provider({
+        "id": provider, "org": org, "base_url": f"{upstream}/{mode}", "api_key": API_KEY,
+        "tasks": ["conversational", "text-to-image"], "billing_url": f"{upstream}/costs",
+        "billing_authorization": AUTHORIZATION,
+    })  # fmt: skip
+    chat, image = f"{org}/chat-{provider}", f"{org}/image-{provider}"
+    catalog = [{"id": chat, "pipeline_tag": "text-generation", "tags": ["conversational"]},
+               {"id": image, "pipeline_tag": "text-to-image", "tags": ["text-to-image"]}]  # fmt: skip
+    api.call("POST", "/admin/v1/models:batchUpsert", {"models": catalog})
+    for task, model in (("conversational", chat), ("text-to-image", image)):
+        mapping = {"task": task, "hfModel": model, "providerModel": "upstream-model", "status": "live"}
+        api.call("POST", f"/api/partners/{provider}/models", mapping)
+    return chat, image
+
+
+def calls(chat: str, image: str) -> list[tuple[str, dict]]:
+    """Every inference route: chat unary and stream, both image routes, the HF-style route."""
+    messages = [{"role": "user", "content": "hi"}]
+    return [
+        ("/v1/chat/completions", {"model": chat, "messages": messages}),
+        ("/v1/chat/completions", {"model": chat, "messages": messages, "stream": True}),
+        ("/v1/images/generations", {"model": image, "prompt": "a cat"}),
+        ("/v1/images/generate", {"model": image, "prompt": "a cat"}),
+        (f"/models/{image}", {"inputs": "a cat"}),
+    ]
+
+
+def shown(response: httpx.Response) -> str:
+    """All a caller sees of an answer."""
+    return response.text + "\n" + "\n".join(f"{k}: {v}" for k, v in response.headers.items())
+
+
+def assert_no_secret(text: str) -> None:
+    for secret in SECRETS:
+        assert_gone(secret, text)
+
+
+@pytest.fixture(scope="module")
+def echoed(make_stack):
+    """A stack after every route met every echoing behaviour, and a reconciliation."""
+    with echoing_upstream() as upstream:
+        sb = make_stack(SWITCHBOARD_RECONCILE_INTERVAL_SECONDS="3600")
+        api = AdminApi(sb.base_url, sb.admin_token)
+        org, user = f"org-{uuid.uuid4().hex[:6]}", f"user-{uuid.uuid4().hex[:6]}"
+        api.ensure_member(org, user)
+        token = api.new_token(user)
+        answers: dict[tuple[str, str, bool], httpx.Response] = {}
+        with sb.http(token) as http:
+            for mode in [*ERROR_MODES, "ok"]:
+                chat, image = register(api, org, upstream, mode)
+                for path, body in calls(chat, image):
+                    answers[(mode, path, bool(body.get("stream")))] = http.post(path, json=body)
+        yield sb, answers, reconcile_until_settled(sb, len(calls("", "")) - 1)
+
+
+def reconcile_until_settled(sb, settled: int) -> list[httpx.Response]:
+    """Reconciles until `settled` requests were (the Router's ledger records reach Billing
+    in batches); the answers."""
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    answers: list[httpx.Response] = []
+    with sb.admin() as admin:
+        while sum(a.json().get("settled", 0) for a in answers if a.status_code == 200) < settled:
+            assert time.monotonic() < deadline, [a.text for a in answers]
+            answers.append(admin.post("/admin/v1/billing:reconcile", json={}, timeout=120))
+            time.sleep(0.2)
+    return answers
+
+
+def test_no_answer_carries_a_secret(echoed) -> None:
+    _, answers, reconciled = echoed
+    assert len(answers) == 5 * (len(ERROR_MODES) + 1)
+    for (mode, path, stream), response in answers.items():
+        assert_no_secret(shown(response))
+        if mode == "ok":
+            assert response.status_code == 200, (path, response.text)
+        else:
+            status = int(mode.split("-")[0])
+            assert response.status_code == (status if status != 418 else 502), (mode, path, stream, response.text)
+            assert set(response.json()["error"]) >= {"message", "type", "param", "code"}
+    ok_stream = answers[("ok", "/v1/chat/completions", True)]
+    assert "[redacted]" in ok_stream.text and ok_stream.text.rstrip().endswith("data: [DONE]")
+    # every ok answer billed; one is left pending: the cost API answers it twice (once with an echo)
+    assert sum(answer.json().get("settled", 0) for answer in reconciled) == 4
+    for answer in reconciled:
+        assert answer.status_code == 200, answer.text
+        assert_no_secret(shown(answer))
+
+
+def test_no_log_line_or_file_byte_carries_a_secret_and_every_file_is_private(echoed) -> None:
+    sb, _, _ = echoed
+    data_dir: Path = sb.stack.data_dir
+    assert "cost for a request id never asked" in sb.logs()  # the echoes were logged, redacted
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+    seen = set()
+    for directory, subdirectories, files in os.walk(data_dir):
+        for name in subdirectories:
+            assert stat.S_IMODE((Path(directory) / name).stat().st_mode) == 0o700, (directory, name)
+        for name in files:
+            path = Path(directory) / name
+            seen.add(name)
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+            assert_no_secret(path.read_bytes().decode("latin-1"))
+    assert {"registry.db", "registry.db-wal", "registry.db-shm", "billing.db", "billing.db-wal", "secrets.key"} <= seen
+
+
+def test_urls_with_credentials_are_refused_without_echoing_them(echoed) -> None:
+    sb, _, _ = echoed
+    password = "pw-" + uuid.uuid4().hex
+    org, provider = f"org-{uuid.uuid4().hex[:6]}", f"creds-{uuid.uuid4().hex[:6]}"
+    with sb.admin() as admin:
+        assert admin.post("/admin/v1/orgs", json={"name": org}).status_code == 200
+        body = {"id": provider, "org": org, "baseUrl": f"https://user:{password}@p.example"}
+        creating = admin.post("/admin/v1/providers", json=body)
+        assert admin.post("/admin/v1/providers", json={**body, "baseUrl": "https://p.example"}).status_code == 200
+        updating = admin.patch(f"/admin/v1/providers/{provider}", json={"billingUrl": f"http://{password}@p.example"})
+        for answer, field in ((creating, "baseUrl"), (updating, "billingUrl")):
+            assert answer.status_code == 400, answer.text
+            assert answer.json()["error"]["param"] == field
+            assert password not in shown(answer)
+        assert password not in admin.get("/v1/providers").text
+    assert password not in sb.logs()
+
+
+def test_the_demo_puts_no_secret_on_any_command_line(make_stack) -> None:
+    sb = make_stack()
+    start_demo(sb.stack, sb.base_url, sb.admin_token)
+    provider = next(child for child in sb.stack.children if child.name == "reference_provider")
+    environment = dict(
+        entry.split("=", 1) for entry in Path(f"/proc/{provider.process.pid}/environ").read_text().split("\0") if entry
+    )
+    secrets = [
+        environment["REFERENCE_PROVIDER_API_KEY"],
+        environment["REFERENCE_PROVIDER_BILLING_TOKEN"],
+        sb.admin_token,
+        sb.service_credential,
+    ]
+    assert all(len(secret) >= 16 for secret in secrets)
+    assert {child.name for child in sb.stack.children} >= {
+        "registry",
+        "billing",
+        "router",
+        "envoy",
+        "reference_provider",
+    }
+    for child in sb.stack.children:
+        argv = Path(f"/proc/{child.process.pid}/cmdline").read_bytes().decode()
+        for secret in secrets:
+            assert secret not in argv, child.name

@@ -3,7 +3,8 @@
 -- set path fields). services/common/envoy.py appends this to errors.lua (whose
 -- envoy_on_response shapes answers) after the generated tables:
 --   RULES[route's "rule" metadata] = {query = {name = field}, body = schema, partial = bool}
---   SCHEMAS[message] = {fields = {key = spec}, required = {{json_name, proto_name}}}
+--   SCHEMAS[message] = {fields = {key = spec}, required = {{json_name, proto_name}},
+--                       short = {key = true}: fields whose JSON value is no long string}
 --   spec: true (anything), a message name (its object), {map = spec} (any keys).
 -- A body schema may add path = {key = true}: fields the path binds. The locals
 -- find, sub, gsub and the functions echo and reject come from errors.lua.
@@ -68,6 +69,20 @@ local function string_end(body, open)
   end
 end
 
+-- The transcoder quotes a value it cannot convert in full: a string given to a
+-- field that takes no long string (a number, a message, ...) must be short.
+local MAX_SHORT_STRING = 256
+
+local function check_short(body, at, stack, depth, key)
+  local _, quote = find(body, '^%s*:%s*"', at)
+  local close = quote and string_end(body, quote)
+  if close and close - quote > MAX_SHORT_STRING then
+    local param = key_path(stack, depth, key)
+    return "invalid_value", "the value of " .. param .. " is not valid for its type", param
+  end
+  return nil
+end
+
 -- nil when the body's keys fit the schema, else (code, message, param). Jumps from
 -- one structural character to the next; syntax errors are left to the transcoder.
 local function check_body(body, root, partial)
@@ -105,6 +120,12 @@ local function check_body(body, root, partial)
           if next_spec == nil then
             local param = key_path(stack, depth, key)
             return "unknown_field", "unknown field " .. param .. " in the request body", param
+          end
+          if schema.short[key] then
+            local code, message, param = check_short(body, at, stack, depth, key)
+            if code then
+              return code, message, param
+            end
           end
           if frame.seen and not find(body, "^%s*:%s*null", at) then
             frame.seen[key] = true
@@ -194,3 +215,4 @@ function envoy_on_request(handle)
     reject(handle, 400, code, message, param)
   end
 end
+

@@ -229,13 +229,22 @@ def _schema(d: Descriptors, message: str, exclude: frozenset[str] = frozenset())
     """Allowed keys (JSON and proto names) and required keys of a message's JSON object."""
     fields: dict[str, object] = {}
     required: list[list[str]] = []
+    short: dict[str, bool] = {}
     for f in d.messages[message].field:
         if f.name in exclude:
             continue
         fields[f.json_name] = fields[f.name] = _field_spec(d, f)
         if _required(f):
             required.append([f.json_name, f.name])
-    return {"fields": fields, "required": required}
+        if _takes_no_long_string(f):
+            short[f.json_name] = short[f.name] = True
+    return {"fields": fields, "required": required, "short": short}
+
+
+def _takes_no_long_string(f: descriptor_pb2.FieldDescriptorProto) -> bool:
+    """Fields whose JSON value is never a long string: numbers, booleans, enums, messages."""
+    free = {f.TYPE_STRING, f.TYPE_BYTES}
+    return f.type not in free and f.type_name.lstrip(".") not in _FREE_MESSAGES
 
 
 def _reachable(d: Descriptors, roots: list[str]) -> list[str]:

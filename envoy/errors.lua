@@ -2,9 +2,35 @@
 -- error shape: the service puts the finished JSON body and the HTTP status
 -- into the x-switchboard-error and x-switchboard-status trailers. gRPC's own
 -- headers are dropped from REST answers. Native gRPC calls pass untouched.
+-- Envoy's routes send gRPC content types only to gRPC methods; gRPC-Web, which
+-- nothing here speaks, is refused.
+
+local find, sub, gsub = string.find, string.sub, string.gsub
+local MAX_ECHO = 64
+
+-- Caller input is echoed as a short prefix of plain characters: valid JSON as it is.
+function echo(text)
+  return (gsub(sub(text, 1, MAX_ECHO), "[^%w_%.%-]", "?"))
+end
+
+-- Answers in OpenAI's shape; the local reply mappers leave a reply marked own_reply alone.
+function reject(handle, status, code, message, param)
+  handle:streamInfo():dynamicMetadata():set("switchboard", "own_reply", true)
+  local body = '{"error":{"message":"' .. message .. '","type":"invalid_request_error","param":'
+    .. (param and '"' .. param .. '"' or "null") .. ',"code":"' .. code .. '"}}'
+  handle:respond({[":status"] = tostring(status), ["content-type"] = "application/json"}, body)
+end
+
 function envoy_on_request(handle)
-  local content_type = handle:headers():get("content-type") or ""
-  if string.find(content_type, "application/grpc", 1, true) == 1 then
+  local headers = handle:headers()
+  local content_type = headers:get("content-type") or ""
+  if find(content_type, "application/grpc", 1, true) == 1 then
+    if find(content_type, "application/grpc-web", 1, true) == 1 then
+      -- Envoy would answer a gRPC-Web caller in gRPC's framing: answer plain JSON instead.
+      headers:replace("content-type", "application/json")
+      reject(handle, 415, "unsupported_content_type", "gRPC-Web is not supported: use gRPC or the REST paths", nil)
+      return
+    end
     handle:streamInfo():dynamicMetadata():set("switchboard", "native_grpc", true)
   end
 end

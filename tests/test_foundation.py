@@ -134,7 +134,7 @@ def test_partners_and_billing_routes_answer_json_errors(stack) -> None:
 
 def test_malformed_json_is_a_json_400(stack) -> None:
     with stack.http() as http:
-        answer = http.post("/api/partners/p/models", json={"task": 5})
+        answer = http.post("/api/partners/p/models", json={"task": 5, "providerModel": "m"})
         assert "task" in assert_openai_error(answer, 400)["message"]
 
 

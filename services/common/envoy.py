@@ -1,15 +1,40 @@
-"""Renders envoy/envoy.yaml.template for a set of service addresses."""
+"""Renders envoy/envoy.yaml.template for a set of service addresses.
+
+The REST surface is read from the descriptor set (gen/switchboard.pb): every
+google.api.http rule becomes one Envoy route (method + path regex) whose Lua
+script checks what the transcoder cannot: unknown and missing JSON fields, and
+path parameters given again in the query string. Routes, mappers and Lua tables
+are rendered as JSON, which is YAML too.
+"""
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from string import Template
+
+from google.api import annotations_pb2, field_behavior_pb2
+from google.protobuf import descriptor_pb2
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "envoy" / "envoy.yaml.template"
 LUA_FILE = ROOT / "envoy" / "errors.lua"
+STRICT_LUA_FILE = ROOT / "envoy" / "strict.lua"
 DESCRIPTOR = ROOT / "gen" / "switchboard.pb"
+OPENAPI = ROOT / "gen" / "openapi.json"  # written by scripts/generate.py
+# Served until scripts/generate.py writes the document.
+OPENAPI_PLACEHOLDER = '{"openapi":"3.1.0","info":{"title":"Switchboard","version":"0.1.0"},"paths":{}}'
+
+LUA_FILTER = "envoy.filters.http.lua"
+# Documented caps at the boundary: a longer path is a 414, larger headers a 431.
+MAX_PATH_BYTES = 4096
+MAX_REQUEST_HEADERS_KB = 32
+# What the transcoder may buffer of one unary answer before it gives up.
+MAX_RESPONSE_BODY_BYTES = 32 * 1024 * 1024
+MAX_DIRECT_RESPONSE_BYTES = 4 * 1024 * 1024
 
 # gRPC service -> (cluster, route timeout). Internal services are not routed.
 PUBLIC_SERVICES: dict[str, tuple[str, str]] = {
@@ -20,16 +45,38 @@ PUBLIC_SERVICES: dict[str, tuple[str, str]] = {
     "switchboard.billing.v1.BillingAdminService": ("billing", "600s"),
 }
 
-# Local replies (Envoy's own errors, transcoder rejections) in OpenAI's shape.
-_LOCAL_REPLY_TYPES = {
-    400: "invalid_request_error",
-    404: "not_found_error",
-    413: "invalid_request_error",
-    429: "rate_limit_error",
-    502: "upstream_error",
-    503: "service_unavailable_error",
-    504: "timeout_error",
+# Messages whose JSON form is free (any keys) or not an object the Lua filter checks.
+_FREE_MESSAGES = {
+    "google.protobuf.Struct",
+    "google.protobuf.Value",
+    "google.protobuf.ListValue",
+    "google.protobuf.Any",
+    "google.api.HttpBody",
 }
+_SCALAR_MESSAGES_PREFIX = "google.protobuf."  # Timestamp, Duration, FieldMask, wrappers: JSON scalars
+_HTTP_BODY = "google.api.HttpBody"
+
+# Local replies (Envoy's own errors, transcoder rejections) in OpenAI's shape:
+# status -> (type, snake_case code). A reply the Lua filter built is left alone.
+_LOCAL_REPLIES: dict[int, tuple[str, str]] = {
+    400: ("invalid_request_error", "invalid_request"),
+    404: ("not_found_error", "route_not_found"),
+    405: ("invalid_request_error", "method_not_allowed"),
+    408: ("invalid_request_error", "request_timeout"),
+    413: ("invalid_request_error", "body_too_large"),
+    414: ("invalid_request_error", "uri_too_long"),
+    415: ("invalid_request_error", "unsupported_content_type"),
+    426: ("invalid_request_error", "http_version_not_supported"),
+    429: ("rate_limit_error", "rate_limited"),
+    431: ("invalid_request_error", "headers_too_large"),
+    500: ("api_error", "internal_error"),
+    502: ("upstream_error", "upstream_error"),
+    503: ("service_unavailable_error", "upstream_unavailable"),
+    504: ("timeout_error", "upstream_timeout"),
+}
+# Transcoder rejections: a request body or query that is not valid for the message.
+_TRANSCODER_400 = ("invalid_request_error", "invalid_json")
+_TRANSCODER_500 = ("api_error", "response_too_large")
 
 
 @dataclass
@@ -43,34 +90,383 @@ class EnvoyPorts:
     max_request_bytes: int = 8 * 1024 * 1024
 
 
-def _routes() -> str:
-    lines = []
+@dataclass(frozen=True)
+class HttpRule:
+    """One google.api.http binding of a public method."""
+
+    service: str
+    verb: str  # GET, PUT, POST, PATCH, DELETE
+    template: str
+    request: str  # full name of the request message
+    body: str  # "", "*" or a field of the request
+
+    @property
+    def key(self) -> str:
+        return f"{self.verb} {self.template}"
+
+
+_VARIABLE = re.compile(r"\{([^}=]+)(?:=([^}]*))?\}")
+
+
+def path_regex(template: str) -> str:
+    """An RE2 regex for the paths a google.api.http template matches."""
+    verb_at = re.search(r":[^/}]*$", template)  # a custom verb such as ":batchUpsert"
+    path = template[: verb_at.start()] if verb_at else template
+    out, last = [], 0
+    for match in _VARIABLE.finditer(path):
+        out.append(_literal_regex(path[last : match.start()]))
+        out.append(_segments_regex(match.group(2) or "*"))
+        last = match.end()
+    out.append(_literal_regex(path[last:]))
+    if verb_at:
+        out.append(re.escape(verb_at.group()))
+    return "^" + "".join(out) + "$"
+
+
+def _literal_regex(text: str) -> str:
+    return "/".join(_segments_regex(part) if part in ("*", "**") else re.escape(part) for part in text.split("/"))
+
+
+def _segments_regex(pattern: str) -> str:
+    return "/".join({"*": "[^/]+", "**": ".*"}.get(part, re.escape(part)) for part in pattern.split("/"))
+
+
+def path_fields(template: str) -> list[str]:
+    """Field paths bound by the template's variables, e.g. ["provider", "mapping_id"]."""
+    return [match.group(1) for match in _VARIABLE.finditer(template)]
+
+
+class Descriptors:
+    """Messages and public HTTP rules of the descriptor set."""
+
+    def __init__(self, data: bytes) -> None:
+        files = descriptor_pb2.FileDescriptorSet.FromString(data).file
+        self.messages: dict[str, descriptor_pb2.DescriptorProto] = {}
+        self.rules: list[HttpRule] = []
+        for proto in files:
+            for message in proto.message_type:
+                self._add_message(f"{proto.package}.{message.name}", message)
+            for service in proto.service:
+                name = f"{proto.package}.{service.name}"
+                if name in PUBLIC_SERVICES:
+                    self._add_rules(name, service)
+
+    def _add_message(self, name: str, message: descriptor_pb2.DescriptorProto) -> None:
+        self.messages[name] = message
+        for nested in message.nested_type:
+            self._add_message(f"{name}.{nested.name}", nested)
+
+    def _add_rules(self, service: str, proto: descriptor_pb2.ServiceDescriptorProto) -> None:
+        for method in proto.method:
+            rule = method.options.Extensions[annotations_pb2.http]
+            for binding in [rule, *rule.additional_bindings]:
+                verb = binding.WhichOneof("pattern")
+                if verb is not None:
+                    template = getattr(binding, verb)
+                    request = method.input_type.lstrip(".")
+                    self.rules.append(HttpRule(service, verb.upper(), template, request, binding.body))
+
+    def field(self, message: str, name: str) -> descriptor_pb2.FieldDescriptorProto:
+        return next(f for f in self.messages[message].field if f.name == name)
+
+    def body_message(self, rule: HttpRule) -> str | None:
+        """The message the JSON body is parsed into; None when there is no body or it is free."""
+        if not rule.body:
+            return None
+        message = rule.request if rule.body == "*" else self.field(rule.request, rule.body).type_name.lstrip(".")
+        return None if message in _FREE_MESSAGES else message
+
+    def is_map(self, f: descriptor_pb2.FieldDescriptorProto) -> bool:
+        entry = self.messages.get(f.type_name.lstrip("."))
+        return entry is not None and entry.options.map_entry
+
+
+@cache
+def descriptors() -> Descriptors:
+    return Descriptors(DESCRIPTOR.read_bytes())
+
+
+# --- Lua tables -------------------------------------------------------------
+
+
+def _lua_string(text: str) -> str:
+    if not text.isascii() or not text.isprintable():
+        raise ValueError(f"not a printable ASCII name: {text!r}")
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _lua_table(value: object) -> str:
+    """Lua source for dicts (string keys), lists, strings and booleans."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return _lua_string(value)
+    if isinstance(value, dict):
+        return "{" + ",".join(f"[{_lua_string(k)}]={_lua_table(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "{" + ",".join(_lua_table(v) for v in value) + "}"
+    raise TypeError(type(value))
+
+
+def _field_spec(d: Descriptors, f: descriptor_pb2.FieldDescriptorProto) -> object:
+    """true: anything (a scalar, or a free JSON value); a name: that message's object;
+    {map = spec}: an object with any keys whose values follow spec."""
+    if f.type != descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE:
+        return True
+    name = f.type_name.lstrip(".")
+    if d.is_map(f):
+        return {"map": _field_spec(d, d.messages[name].field[1])}
+    if name in _FREE_MESSAGES or name.startswith(_SCALAR_MESSAGES_PREFIX):
+        return True
+    return name
+
+
+def _required(f: descriptor_pb2.FieldDescriptorProto) -> bool:
+    return field_behavior_pb2.REQUIRED in f.options.Extensions[field_behavior_pb2.field_behavior]
+
+
+def _schema(d: Descriptors, message: str, exclude: frozenset[str] = frozenset()) -> dict:
+    """Allowed keys (JSON and proto names) and required keys of a message's JSON object."""
+    fields: dict[str, object] = {}
+    required: list[list[str]] = []
+    short: dict[str, bool] = {}
+    for f in d.messages[message].field:
+        if f.name in exclude:
+            continue
+        fields[f.json_name] = fields[f.name] = _field_spec(d, f)
+        if _required(f):
+            required.append([f.json_name, f.name])
+        if _takes_no_long_string(f):
+            short[f.json_name] = short[f.name] = True
+    return {"fields": fields, "required": required, "short": short}
+
+
+def _takes_no_long_string(f: descriptor_pb2.FieldDescriptorProto) -> bool:
+    """Fields whose JSON value is never a long string: numbers, booleans, enums, messages."""
+    free = {f.TYPE_STRING, f.TYPE_BYTES}
+    return f.type not in free and f.type_name.lstrip(".") not in _FREE_MESSAGES
+
+
+def _reachable(d: Descriptors, roots: list[str]) -> list[str]:
+    """Every message a JSON body of these roots may contain, in a stable order."""
+    seen: dict[str, None] = {}
+    todo = list(roots)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen[name] = None
+        for f in d.messages[name].field:
+            spec = _field_spec(d, f)
+            while isinstance(spec, dict):
+                spec = spec["map"]
+            if isinstance(spec, str):
+                todo.append(spec)
+    return sorted(seen)
+
+
+def _json_path(d: Descriptors, message: str, path: str) -> str:
+    """A field path in JSON names, e.g. "provider_id" -> "providerId"."""
+    parts = []
+    for part in path.split("."):
+        f = d.field(message, part)
+        parts.append(f.json_name)
+        message = f.type_name.lstrip(".")
+    return ".".join(parts)
+
+
+def _query_names(d: Descriptors, rule: HttpRule) -> dict[str, object]:
+    """Query parameters (proto and JSON spelling) -> "path" for a field the path binds,
+    true for a field the query may set (dotted names are checked by their first part)."""
+    names: dict[str, object] = {}
+    if rule.body != "*":
+        for f in d.messages[rule.request].field:
+            if f.name != rule.body:
+                names[f.name] = names[f.json_name] = True
+    for path in path_fields(rule.template):
+        names[path] = names[_json_path(d, rule.request, path)] = "path"
+    return names
+
+
+def _rule_entry(d: Descriptors, rule: HttpRule) -> dict:
+    """What the strict Lua script checks for one route."""
+    entry: dict[str, object] = {"query": _query_names(d, rule)}
+    body = d.body_message(rule)
+    if body is not None:
+        bound = frozenset(p.split(".")[0] for p in path_fields(rule.template)) if rule.body == "*" else frozenset()
+        root = _schema(d, body, bound)
+        root["path"] = {name: True for f in bound for name in (d.field(rule.request, f).json_name, f)}
+        entry["body"] = root
+        # A PATCH sends only what changes: required fields apply to creation, not here.
+        entry["partial"] = rule.verb == "PATCH"
+    return entry
+
+
+def _free_body(d: Descriptors, rule: HttpRule) -> bool:
+    """A body the Lua filter does not read (HttpBody: chat, images): the hot path."""
+    return bool(rule.body) and d.body_message(rule) is None
+
+
+def strict_lua(d: Descriptors) -> str:
+    """The strict script: the shared response shaping, the schema tables, the checks."""
+    rules = d.rules
+    roots = [m for m in (d.body_message(r) for r in rules) if m is not None]
+    schemas = {name: _schema(d, name) for name in _reachable(d, roots)}
+    tables = (
+        f"MAX_PATH_BYTES = {MAX_PATH_BYTES}\n"
+        f"SCHEMAS = {_lua_table(schemas)}\n"
+        f"RULES = {_lua_table({r.key: _rule_entry(d, r) for r in rules})}\n"
+    )
+    return "\n".join([LUA_FILE.read_text(), tables, STRICT_LUA_FILE.read_text()])
+
+
+# --- routes -----------------------------------------------------------------
+
+
+_GRPC = "application/grpc"
+
+
+def _grpc_content_type(*, invert: bool = False) -> dict:
+    """Matches gRPC's content types (not gRPC-Web, which nothing here speaks)."""
+    regex = r"application/grpc(\+[a-z]+)?(;.*)?"
+    return {"name": "content-type", "string_match": {"safe_regex": {"regex": regex}}, "invert_match": invert}
+
+
+def _reply(status: int, message: str) -> dict:
+    """A direct response; the local reply mappers put the message in OpenAI's shape."""
+    return {"status": status, "body": {"inline_string": message}}
+
+
+def _grpc_routes() -> list[dict]:
+    """Native gRPC (and transcoded calls, which the transcoder re-routes here)."""
+    routes = []
     for service, (cluster, timeout) in PUBLIC_SERVICES.items():
-        lines += [
-            f'                        - match: {{prefix: "/{service}/"}}',
-            f"                          route: {{cluster: {cluster}, timeout: {timeout}}}",
-        ]
-    return "\n".join(lines)
+        routes.append(
+            {
+                "match": {"prefix": f"/{service}/", "headers": [_grpc_content_type()]},
+                "route": {"cluster": cluster, "timeout": timeout},
+            }
+        )
+    routes.append(
+        {
+            "match": {"prefix": "/", "headers": [{"name": "content-type", "string_match": {"prefix": _GRPC}}]},
+            # gRPC callers read a 404 as UNIMPLEMENTED: no such method.
+            "direct_response": _reply(404, "no such gRPC method"),
+        }
+    )
+    for service in PUBLIC_SERVICES:
+        routes.append(
+            {
+                "match": {"prefix": f"/{service}/"},
+                "direct_response": _reply(415, "gRPC methods need Content-Type application/grpc; use the REST paths"),
+            }
+        )
+    return routes
 
 
-def _local_reply_mappers() -> str:
-    lines = []
-    for status, error_type in _LOCAL_REPLY_TYPES.items():
-        lines += [
-            "                    - filter:",
-            "                        status_code_filter:",
-            "                          comparison:",
-            "                            op: EQ",
-            f"                            value: {{default_value: {status}, runtime_key: unused_{status}}}",
-            "                      body_format_override:",
-            "                        json_format:",
-            "                          error:",
-            '                            message: "%LOCAL_REPLY_BODY%"',
-            f"                            type: {error_type}",
-            "                            param: null",
-            f'                            code: "{status}"',
-        ]
-    return "\n".join(lines)
+_STRICT_SCRIPT = {"@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute", "name": "strict"}
+
+
+def _rest_route(rule: HttpRule, *, strict: bool, with_query: bool = False) -> dict:
+    """A route for one HTTP rule. Its action is never used for a transcoded call: the
+    transcoder rewrites the path to the gRPC method and the route is chosen again."""
+    headers: list[dict] = [{"name": ":method", "string_match": {"exact": rule.verb}}]
+    if with_query:
+        headers.append({"name": ":path", "string_match": {"contains": "?"}})
+    route: dict[str, object] = {
+        "match": {"safe_regex": {"regex": path_regex(rule.template)}, "headers": headers},
+        "direct_response": _reply(404, "no such route"),
+    }
+    if strict:
+        route["metadata"] = {"filter_metadata": {LUA_FILTER: {"rule": rule.key}}}
+        route["typed_per_filter_config"] = {LUA_FILTER: _STRICT_SCRIPT}
+    return route
+
+
+def _rest_routes(d: Descriptors) -> list[dict]:
+    """Every rule gets the strict script, except free-body rules (chat) without a query
+    string: those run errors.lua only, as before."""
+    free = [r for r in d.rules if _free_body(d, r)]
+    return [
+        *(_rest_route(r, strict=True, with_query=True) for r in free),
+        *(_rest_route(r, strict=False) for r in free),
+        *(_rest_route(r, strict=True) for r in d.rules if not _free_body(d, r)),
+    ]
+
+
+def openapi_document() -> str:
+    return OPENAPI.read_text() if OPENAPI.exists() else OPENAPI_PLACEHOLDER
+
+
+def _openapi_route() -> dict:
+    return {
+        "match": {"path": "/openapi.json", "headers": [{"name": ":method", "string_match": {"exact": "GET"}}]},
+        "direct_response": {"status": 200, "body": {"inline_string": openapi_document()}},
+        "response_headers_to_add": [
+            {
+                "header": {"key": "content-type", "value": "application/json"},
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+            }
+        ],
+    }
+
+
+def routes(d: Descriptors) -> list[dict]:
+    return [
+        *_grpc_routes(),
+        *_rest_routes(d),
+        _openapi_route(),
+        {"match": {"prefix": "/"}, "direct_response": _reply(404, "no such route")},
+    ]
+
+
+# --- local replies ------------------------------------------------------------
+
+
+def _error_format(error_type: str, code: str) -> dict:
+    return {
+        "json_format": {"error": {"message": "%LOCAL_REPLY_BODY%", "type": error_type, "param": None, "code": code}}
+    }
+
+
+def _status_filter(status: int) -> dict:
+    comparison = {"op": "EQ", "value": {"default_value": status, "runtime_key": f"unused_{status}"}}
+    return {"status_code_filter": {"comparison": comparison}}
+
+
+def _transcoder_filter(status: int) -> dict:
+    """A local reply of the transcoder with this status (its details name it)."""
+    expression = f"response.code == {status} && response.code_details.startsWith('grpc_json_transcode')"
+    return {
+        "extension_filter": {
+            "name": "envoy.access_loggers.extension_filters.cel",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+                "expression": expression,
+            },
+        }
+    }
+
+
+def local_reply_mappers() -> list[dict]:
+    # The strict Lua script answers in OpenAI's shape already and marks it so.
+    own = {
+        "filter": {
+            "metadata_filter": {
+                "matcher": {"filter": "switchboard", "path": [{"key": "own_reply"}], "value": {"bool_match": True}},
+                "match_if_key_not_found": False,
+            }
+        }
+    }
+    mappers: list[dict] = [own]
+    for status, shape in ((400, _TRANSCODER_400), (500, _TRANSCODER_500)):
+        mappers.append({"filter": _transcoder_filter(status), "body_format_override": _error_format(*shape)})
+    for status, (error_type, code) in _LOCAL_REPLIES.items():
+        mappers.append({"filter": _status_filter(status), "body_format_override": _error_format(error_type, code)})
+    return mappers
+
+
+# --- the whole configuration ----------------------------------------------------
 
 
 def _clusters(backends: dict[str, list[tuple[str, int]]]) -> str:
@@ -100,16 +496,20 @@ def _clusters(backends: dict[str, list[tuple[str, int]]]) -> str:
 
 def render(ports: EnvoyPorts) -> str:
     """The Envoy configuration as YAML text."""
-    services = "\n".join(f"                        - {name}" for name in PUBLIC_SERVICES)
+    d = descriptors()
     return Template(TEMPLATE.read_text()).substitute(
         admin_port=ports.admin_port,
         http_port=ports.http_port,
         listen_address=ports.listen_address,
         max_request_bytes=ports.max_request_bytes,
+        max_request_headers_kb=MAX_REQUEST_HEADERS_KB,
+        max_response_body_bytes=MAX_RESPONSE_BODY_BYTES,
+        max_direct_response_bytes=MAX_DIRECT_RESPONSE_BYTES,
         lua_file=LUA_FILE,
+        strict_lua=json.dumps(strict_lua(d)),
         descriptor=DESCRIPTOR,
-        transcoded_services=services,
-        routes=_routes(),
-        local_reply_mappers=_local_reply_mappers(),
+        transcoded_services=json.dumps(list(PUBLIC_SERVICES)),
+        routes=json.dumps(routes(d)),
+        local_reply_mappers=json.dumps(local_reply_mappers()),
         clusters=_clusters(ports.backends),
     )

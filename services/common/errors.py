@@ -18,6 +18,10 @@ from google.rpc import error_details_pb2, status_pb2
 ERROR_TRAILER = "x-switchboard-error"
 STATUS_TRAILER = "x-switchboard-status"
 DOMAIN = "switchboard"
+# A message or param longer than this is cut: errors echo input, and the error
+# trailer must stay far below the metadata limits of gRPC and Envoy.
+MAX_MESSAGE_CHARS = 1024
+MAX_PARAM_CHARS = 128
 
 # HTTP status -> (gRPC code, OpenAI error type)
 _BY_HTTP_STATUS: dict[int, tuple[grpc.StatusCode, str]] = {
@@ -53,8 +57,8 @@ class ApiError(Exception):
         super().__init__(message)
         self.headers = headers or {}  # extra response headers (metadata), e.g. which provider answered
         self.http_status = http_status if http_status in _BY_HTTP_STATUS else 500
-        self.message = message
-        self.param = param
+        self.message = _truncate(message, MAX_MESSAGE_CHARS)
+        self.param = None if param is None else _truncate(param, MAX_PARAM_CHARS)
         self.code = code or HTTPStatus(self.http_status).phrase.lower().replace(" ", "_")
 
     @property
@@ -101,6 +105,10 @@ class ApiError(Exception):
             (STATUS_TRAILER, str(self.http_status)),
             *self.headers.items(),
         )
+
+
+def _truncate(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 15] + "... (truncated)"
 
 
 def bad_request(message: str, param: str | None = None, code: str = "invalid_request") -> ApiError:

@@ -9,10 +9,11 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from services.common.errors import ApiError, internal_error
+from services.common.errors import ApiError, bad_request, internal_error
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +34,36 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return handler
         method = handler_call_details.method
+        if handler.request_deserializer is not None:
+            handler = handler._replace(request_deserializer=_tolerant(handler.request_deserializer))
         if handler.unary_unary:
             return handler._replace(unary_unary=_guard_unary(handler.unary_unary, method))
         if handler.unary_stream:
             return handler._replace(unary_stream=_guard_stream(handler.unary_stream, method))
         return handler
+
+
+class _Undecodable:
+    """Stands for a request whose bytes are not the message, e.g. a string field that
+    is not UTF-8 (the transcoder passes `%ff` in a path through as a raw byte)."""
+
+
+def _tolerant(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    """gRPC answers a deserializer's exception with a bare UNKNOWN status; this lets
+    the guard answer a 400 instead."""
+
+    def tolerant(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except DecodeError:
+            return _Undecodable()
+
+    return tolerant
+
+
+def _check_decoded(request: Any) -> None:
+    if isinstance(request, _Undecodable):
+        raise bad_request("the request is not valid: a text field is not valid UTF-8", code="invalid_encoding")
 
 
 async def abort_with(context: grpc.aio.ServicerContext, error: ApiError) -> None:
@@ -57,6 +83,7 @@ async def _raise_as_status(context: grpc.aio.ServicerContext, exc: Exception, me
 def _guard_unary(behavior: Callable, method: str) -> Callable:
     async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
+            _check_decoded(request)
             return await behavior(request, context)
         except Exception as exc:
             if _is_abort(exc):
@@ -69,6 +96,7 @@ def _guard_unary(behavior: Callable, method: str) -> Callable:
 def _guard_stream(behavior: Callable, method: str) -> Callable:
     async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
+            _check_decoded(request)
             async for response in behavior(request, context):
                 yield response
         except Exception as exc:
@@ -98,6 +126,10 @@ def create_server(
             ("grpc.max_receive_message_length", 16 * 1024 * 1024),
             ("grpc.so_reuseport", 0),
             ("grpc.keepalive_permit_without_calls", 1),
+            # Envoy caps request headers (MAX_REQUEST_HEADERS_KB, path included) well below this,
+            # so metadata is never refused as RESOURCE_EXHAUSTED; gRPC's default is 8 KiB.
+            ("grpc.max_metadata_size", 256 * 1024),
+            ("grpc.absolute_max_metadata_size", 256 * 1024),
             ("grpc.http2.min_ping_interval_without_data_ms", 5000),
         ],
     )

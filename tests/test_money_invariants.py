@@ -5,12 +5,13 @@ time, against a mock provider that answers as each request asks: well (with or w
 usage), garbage, JSON without `choices`, oversize, cut off, or a 500; some requests may fail
 over to a second provider that always answers well. In between, Billing is paused (SIGSTOP),
 resumed, killed and restarted, and the Router is killed (SIGKILL) and restarted. After each
-run: every 2xx the caller saw is one ledger record, no other answer is, and once reconciled
-the settled total is exactly what the cost API answered for those requests.
+run: every 2xx the caller saw is one ledger record (with the answer's provider request id and
+the documented output tokens), no other answer is, and once reconciled the settled total is
+exactly what the cost API answered for those requests.
 
 In the random runs processes are stopped between requests, never during one (a unary request
-cut by its Router's death has no outcome the caller could check); a stream whose Router dies
-mid-way has a test of its own.
+cut by its Router's death has no outcome the caller could check); a stream whose Router is
+stopped (SIGTERM) or killed (SIGKILL) mid-way has a test of its own.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 .venv/bin/python bench/run.py router [--rounds 3] [--duration 10] [--soak] [--profile]
 .venv/bin/python bench/run.py registry [args...]   # bench/registry_bench.py
 .venv/bin/python bench/run.py billing [args...]    # bench/billing_bench.py
+.venv/bin/python bench/run.py billing-away [--rounds 3] [--duration 10]   # bench/billing_away.py
 """
 
 from __future__ import annotations
@@ -225,6 +226,9 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     router.add_argument("--router-replicas", type=int, default=1, help="Router processes behind Envoy (default 1)")
     for name in ("registry", "billing"):
         sub.add_parser(name, help=f"bench/{name}_bench.py (arguments are passed on)", add_help=False)
+    sub.add_parser(
+        "billing-away", help="throughput with Billing hung over healthy (bench/billing_away.py)", add_help=False
+    )
     return parser.parse_known_args(argv)
 
 
@@ -234,4 +238,8 @@ def main(argv: list[str] | None = None) -> int:
         if extra:
             raise SystemExit(f"unknown arguments: {' '.join(extra)}")
         return router_bench(args)
+    if args.command == "billing-away":
+        from bench.billing_away import main as billing_away  # it imports this module
+
+        return billing_away(extra)
     return run_script(args.command, extra)

@@ -1,0 +1,503 @@
+"""Issue 10's money invariants through the real stack (Envoy, Registry, Router, Billing).
+
+Hypothesis (fixed seed) runs random mixes of unary and streamed chat requests, a few at a
+time, against a mock provider that answers as each request asks: well (with or without
+usage), garbage, JSON without `choices`, oversize, cut off, or a 500; some requests may fail
+over to a second provider that always answers well. In between, Billing is paused (SIGSTOP),
+resumed, killed and restarted, and the Router is killed (SIGKILL) and restarted. After each
+run: every 2xx the caller saw is one ledger record (with the answer's provider request id and
+the documented output tokens), no other answer is, and once reconciled the settled total is
+exactly what the cost API answered for those requests.
+
+In the random runs processes are stopped between requests, never during one (a unary request
+cut by its Router's death has no outcome the caller could check); a stream whose Router is
+stopped (SIGTERM) or killed (SIGKILL) mid-way has a test of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import signal
+import sqlite3
+import threading
+import time
+import uuid
+import zlib
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+from aiohttp import web
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule, run_state_machine_as_test
+from test_billing_helpers import CostApiStub, serving_in_thread
+from test_money_identity import CHAT_ANSWER, OVERSIZE_BYTES, chat, wait_for
+
+from services.demo import AdminApi
+from services.launcher import Child
+
+pytestmark = pytest.mark.slow
+
+MAX_ANSWER_BYTES = 65_536
+SPENDING_LIMIT = 10**15  # never reached: it only makes every request ask Billing
+DRAIN_SECONDS = 180.0  # the Router's ledger sender backs off (and gRPC reconnects) after a long outage
+BILLING_AUTHORIZATION = "Bearer money-" + uuid.uuid4().hex
+
+GOOD, NO_USAGE, GARBAGE, NO_CHOICES, OVERSIZE, CUT, ERROR = (
+    "good", "no-usage", "garbage", "no-choices", "oversize", "cut", "error-500",
+)  # fmt: skip
+BEHAVIOURS = (GOOD, NO_USAGE, GARBAGE, NO_CHOICES, OVERSIZE, CUT, ERROR)
+HELD = "held"  # a stream that stops after its first event until the test releases it
+WORDS = ("one", " two", " three")
+USAGE = {"prompt_tokens": 3, "completion_tokens": 7, "total_tokens": 10}  # told apart from counted events
+
+
+def cost_of(provider_request_id: str) -> int:
+    """What the cost API answers for an id: arbitrary, but fixed, so sums can be checked."""
+    return 1_000 + zlib.crc32(provider_request_id.encode()) % 1_000_000
+
+
+def expected_status(behaviour: str, stream: bool, failover: bool) -> int:
+    """A valid answer is a 200, and so is a stream cut after its first event or with a large event
+    (the size cap is of unary answers); anything else is tried on the second provider when there
+    is one, and is a 502 when there is not."""
+    if failover or behaviour in (GOOD, NO_USAGE) or (stream and behaviour in (CUT, OVERSIZE)):
+        return 200
+    return 502
+
+
+# --- the mock provider ------------------------------------------------------------------------
+
+
+def _event(data: dict) -> bytes:
+    return b"data: " + orjson.dumps(data) + b"\n\n"
+
+
+class MockProvider:
+    """Providers' chat APIs on one 127.0.0.1 port: POST /<tag>/<p1|p2>/v1/chat/completions.
+    p2 always answers well; p1 answers as the last message says (one of BEHAVIOURS). Each
+    answer has a fresh provider request id `<tag>-<p1|p2>-<n>`, in Inference-Id and as its id."""
+
+    def __init__(self) -> None:
+        self.url = ""
+        self._ids = itertools.count()
+        self.release = threading.Event()  # ends held streams
+        self._runner: web.AppRunner | None = None
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        provider = request.match_info["provider"]
+        behaviour = GOOD if provider == "p2" else body["messages"][-1]["content"]
+        provider_request_id = f"{request.match_info['tag']}-{provider}-{next(self._ids)}"
+        headers = {"Inference-Id": provider_request_id}
+        if behaviour == ERROR:
+            return web.json_response({"error": {"message": "overloaded"}}, status=500, headers=headers)
+        if behaviour == GARBAGE:
+            return web.Response(body=b"<html>not json</html>", content_type="text/html", headers=headers)
+        if body.get("stream"):
+            return await self._stream(request, behaviour, provider_request_id, body)
+        answer = {**CHAT_ANSWER, "id": provider_request_id}
+        if behaviour in (NO_USAGE, NO_CHOICES):
+            del answer["usage"]
+        if behaviour == NO_CHOICES:
+            del answer["choices"]
+        if behaviour == OVERSIZE:
+            answer["padding"] = "x" * OVERSIZE_BYTES
+        if behaviour == CUT:  # says how long it is, sends half, hangs up
+            data = orjson.dumps(answer)
+            response = web.StreamResponse(headers=headers)
+            response.content_length = len(data)
+            await response.prepare(request)
+            await response.write(data[: len(data) // 2])
+            request.transport.abort()
+            return response
+        return web.json_response(answer, headers=headers)
+
+    async def _stream(
+        self, request: web.Request, behaviour: str, provider_request_id: str, body: dict
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={"Inference-Id": provider_request_id, "Content-Type": "text/event-stream"}
+        )
+        await response.prepare(request)
+        chunk = {"id": provider_request_id, "object": "chat.completion.chunk", "model": "upstream-model"}
+        events = [{**chunk, "choices": [{"index": 0, "delta": {"content": w}, "finish_reason": None}]} for w in WORDS]
+        if behaviour == NO_CHOICES:
+            events = [chunk]
+        if behaviour == OVERSIZE:
+            events[0]["padding"] = "x" * OVERSIZE_BYTES
+        asked_for_usage = (body.get("stream_options") or {}).get("include_usage") is True
+        if behaviour == GOOD and asked_for_usage:
+            events.append({**chunk, "choices": [], "usage": USAGE})
+        if behaviour in (CUT, HELD):  # the connection drops after two events (held: one, and a wait)
+            for event in events[: 1 if behaviour == HELD else 2]:
+                await response.write(_event(event))
+            if behaviour == HELD:
+                await asyncio.to_thread(self.release.wait, DRAIN_SECONDS)
+            if request.transport is not None:  # a held stream's caller may have gone
+                request.transport.abort()
+            return response
+        for event in events:
+            await response.write(_event(event))
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+    async def __aenter__(self) -> MockProvider:
+        app = web.Application()
+        app.router.add_post("/{tag}/{provider}/v1/chat/completions", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._runner is not None
+        await self._runner.cleanup()
+
+
+async def _costs(ids: list[str]) -> tuple[int, bytes]:
+    return 200, orjson.dumps({"requests": [{"requestId": i, "costNanoUsd": cost_of(i)} for i in ids]})
+
+
+# --- the stack and its processes --------------------------------------------------------------
+
+
+@dataclass
+class Environment:
+    """The stack, the mock provider and its cost API, shared by every run."""
+
+    sb: object  # conftest.RunningStack
+    provider: MockProvider
+    costs: CostApiStub
+    faults: Counter = field(default_factory=Counter)  # which faults the runs caused, to check they all did
+
+    @property
+    def spool(self) -> Path:
+        return self.sb.stack.data_dir / "router-ledger-spool"
+
+    def child(self, name: str) -> Child | None:
+        return next((c for c in self.sb.stack.children if c.name == name), None)
+
+    def kill(self, name: str, signum: int = signal.SIGKILL) -> Child:
+        """Ends the process (SIGKILL ends a stopped one too); the child leaves the stack until started again."""
+        child = self.child(name)
+        assert child is not None
+        child.process.send_signal(signum)
+        child.process.wait(timeout=30)
+        self.sb.stack.children.remove(child)
+        return child
+
+    def start_again(self, old: Child) -> None:
+        """The same argv (so the same port), ready before this returns."""
+        new = self.sb.stack.start(old.name, list(old.process.args), old.ready)
+        wait_for(lambda: new.process.poll() is not None or new.ready(), f"{old.name} to start again")
+        assert new.process.poll() is None, new.tail()
+
+    def signal_billing(self, signum: int) -> None:
+        billing = self.child("billing")
+        assert billing is not None
+        os.kill(billing.process.pid, signum)
+
+    def drained(self) -> bool:
+        """Whether the Router's spool holds no record Billing has not acknowledged: no batch file,
+        and every journal (the open one, those sealed by a restart) empty."""
+        try:
+            sizes = [path.stat().st_size for path in self.spool.iterdir() if path.suffix != ".rejected"]
+        except FileNotFoundError:  # a file went while we looked: the sender is at work
+            return False
+        return (self.spool / "journal.log").exists() and not any(sizes)
+
+
+@pytest.fixture(scope="module")
+def environment(make_stack) -> Iterator[Environment]:
+    sb = make_stack(
+        SWITCHBOARD_MAX_ANSWER_BYTES=str(MAX_ANSWER_BYTES),
+        SWITCHBOARD_RECONCILE_INTERVAL_SECONDS="0.5",  # background passes run (and get killed) mid-run
+        SWITCHBOARD_BREAKER_FAILURES="1000000",  # the provider is never skipped: every status is predictable
+    )
+    with serving_in_thread(MockProvider()) as provider, serving_in_thread(CostApiStub(_costs)) as costs:
+        try:
+            yield Environment(sb, provider, costs)
+        finally:
+            provider.release.set()
+
+
+# --- one run's world and what its caller saw ---------------------------------------------------
+
+
+@dataclass
+class World:
+    """One run's caller (with a spending limit, so every request asks Billing) and a chat model
+    served by two providers of the mock: p1 as asked, p2 always well."""
+
+    tag: str
+    user: str
+    token: str
+    model: str
+    providers: tuple[str, str]
+
+
+def new_world(env: Environment) -> World:
+    api = AdminApi(env.sb.base_url, env.sb.admin_token)
+    tag = uuid.uuid4().hex[:8]
+    org, user, model = f"org-{tag}", f"user-{tag}", f"org-{tag}/chat"
+    api.ensure_member(org, user)
+    catalog_entry = {"id": model, "pipeline_tag": "text-generation", "tags": ["conversational"]}
+    api.call("POST", "/admin/v1/models:batchUpsert", {"models": [catalog_entry]})
+    providers = (f"p1-{tag}", f"p2-{tag}")
+    for path, provider in zip(("p1", "p2"), providers, strict=True):
+        api.ensure_provider({
+            "id": provider, "org": org, "base_url": f"{env.provider.url}/{tag}/{path}", "api_key": "sk-mock",
+            "tasks": ["conversational"], "billing_url": env.costs.url, "billing_authorization": BILLING_AUTHORIZATION,
+        })  # fmt: skip
+        mapping = {"task": "conversational", "hfModel": model, "providerModel": "upstream-model", "status": "live"}
+        api.add_mappings(provider, [mapping])
+    api.call("PUT", f"/v1/billing/accounts/{user}/limit", {"limitNanoUsd": SPENDING_LIMIT})
+    return World(tag, user, api.new_token(user), model, providers)
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One request and what its caller got."""
+
+    behaviour: str
+    stream: bool
+    failover: bool
+    status: int
+    request_id: str = ""  # x-request-id of a 2xx
+    provider: str = ""  # x-inference-provider of a 2xx
+    provider_request_id: str = ""  # the answer's id
+    content_events: int = 0  # of a stream, the events with content its caller got
+    asked_for_usage: bool = False  # a stream's caller sent stream_options.include_usage
+
+    @property
+    def reported(self) -> bool:
+        """Whether the answering provider reported usage (p2 always does; p1 when it answers well)."""
+        return self.provider.startswith("p2-") or self.behaviour == GOOD
+
+    @property
+    def output_tokens(self) -> int:
+        """What the ledger records: the usage the provider reported; for a stream without usage,
+        the content events sent; for a unary answer without usage, 0 (billed at the estimate)."""
+        if self.stream:
+            return USAGE["completion_tokens"] if self.reported else self.content_events
+        return CHAT_ANSWER["usage"]["completion_tokens"] if self.reported else 0
+
+
+def _events(answer: httpx.Response) -> list[dict]:
+    """A stream's data events, [DONE] left out."""
+    data = [e.removeprefix(b"data: ") for e in answer.content.split(b"\n\n") if e.startswith(b"data: ")]
+    return [json.loads(d) for d in data if d != b"[DONE]"]
+
+
+def send(
+    env: Environment, world: World, behaviour: str, stream: bool, failover: bool, usage: bool = False
+) -> tuple[Seen, httpx.Response]:
+    """One chat request to p1 (then p2 when `failover`); with `usage`, a stream asks for usage."""
+    body = chat(world.model, stream=stream, provider=" ".join(world.providers if failover else world.providers[:1]))
+    body["messages"][0]["content"] = behaviour
+    if stream and usage:
+        body["stream_options"] = {"include_usage": True}
+    with env.sb.http(world.token) as http:
+        answer = http.post("/v1/chat/completions", json=body)
+    if answer.status_code != 200:
+        return Seen(behaviour, stream, failover, answer.status_code), answer
+    headers = answer.headers
+    events = _events(answer) if stream else [answer.json()]
+    seen = Seen(behaviour, stream, failover, 200, headers["x-request-id"], headers["x-inference-provider"],
+                events[0]["id"], sum(1 for e in events if e.get("choices")), stream and usage)  # fmt: skip
+    return seen, answer
+
+
+def check_answer(world: World, seen: Seen, answer: httpx.Response) -> None:
+    """The status each behaviour calls for, in OpenAI's shape, from the provider that should
+    answer; a stream's usage never shown."""
+    assert seen.status == expected_status(seen.behaviour, seen.stream, seen.failover), (seen, answer.text[:300])
+    if seen.status != 200:
+        assert answer.json()["error"]["code"] == "upstream_error"
+        return
+    first_served = expected_status(seen.behaviour, seen.stream, failover=False) == 200
+    assert seen.provider == world.providers[0 if first_served else 1]
+    assert seen.provider_request_id.startswith(f"{world.tag}-{'p1' if first_served else 'p2'}-")
+    if seen.stream:
+        # Asked for on the caller's behalf: shown only to a caller who asked, when the provider sent it.
+        assert (b'"usage"' in answer.content) == (seen.asked_for_usage and seen.reported)
+        assert answer.content.endswith(b"data: [DONE]\n\n"), answer.content[-200:]
+        assert (b'"stream_interrupted"' in answer.content) == (seen.behaviour == CUT)  # a stream never switches
+
+
+# --- the state machine ------------------------------------------------------------------------
+
+MAX_KILLS = 2  # of each process per run
+# (behaviour, stream, failover, a stream's caller asks for usage)
+REQUEST = st.tuples(st.sampled_from(BEHAVIOURS), st.booleans(), st.booleans(), st.booleans())
+REQUESTS = st.lists(REQUEST, min_size=1, max_size=4)
+
+
+class MoneyMachine(RuleBasedStateMachine):
+    """Requests (a few at a time, concurrently) and process faults in a random order."""
+
+    def __init__(self, env: Environment) -> None:
+        super().__init__()
+        self.env = env
+        self.world = new_world(env)
+        self.seen: list[Seen] = []
+        self.billing_paused = False
+        self.billing_dead: Child | None = None
+        self.kills: Counter = Counter()  # restarts take seconds: a few per run
+
+    @initialize()
+    def ask_each_behaviour(self) -> None:
+        """Every behaviour once, unary and streamed, at the start of every run."""
+        self._ask([(behaviour, stream, False, False) for behaviour in BEHAVIOURS for stream in (False, True)])
+
+    # Rules are drawn by name order first: "ask" makes the simplest run one of requests, not of faults.
+    @rule(requests=REQUESTS)
+    def ask(self, requests: list[tuple[str, bool, bool, bool]]) -> None:
+        self._ask(requests)
+
+    def _ask(self, requests: list[tuple[str, bool, bool, bool]]) -> None:
+        """Sends the requests at once; records what each caller saw before checking it."""
+        with ThreadPoolExecutor(len(requests)) as pool:
+            answers = list(pool.map(lambda r: send(self.env, self.world, *r), requests))
+        self.seen += [seen for seen, _ in answers]  # first: what was billed is checked even when a check fails
+        for seen, answer in answers:
+            check_answer(self.world, seen, answer)
+
+    @precondition(lambda self: not self.billing_paused and self.billing_dead is None)
+    @rule()
+    def pause_billing(self) -> None:
+        self.env.signal_billing(signal.SIGSTOP)
+        self.billing_paused = True
+        self.env.faults["pause billing"] += 1
+
+    @precondition(lambda self: self.billing_paused)
+    @rule()
+    def resume_billing(self) -> None:
+        self.env.signal_billing(signal.SIGCONT)
+        self.billing_paused = False
+
+    @precondition(lambda self: self.billing_dead is None and self.kills["billing"] < MAX_KILLS)
+    @rule()
+    def kill_billing(self) -> None:
+        self.env.faults["kill billing" + (" while paused" if self.billing_paused else "")] += 1
+        self.billing_dead, self.billing_paused = self.env.kill("billing"), False
+        self.kills["billing"] += 1
+
+    @precondition(lambda self: self.billing_dead is not None)
+    @rule()
+    def restart_billing(self) -> None:
+        self.env.start_again(self.billing_dead)
+        self.billing_dead = None
+
+    @precondition(lambda self: self.kills["router"] < MAX_KILLS)
+    @rule()
+    def kill_and_restart_router(self) -> None:
+        away = "dead" if self.billing_dead else "paused" if self.billing_paused else "up"
+        self.env.faults[f"kill router, billing {away}"] += 1
+        self.env.start_again(self.env.kill("router"))
+        self.kills["router"] += 1
+
+    def teardown(self) -> None:
+        if self.billing_paused:
+            self.resume_billing()
+        if self.billing_dead is not None:
+            self.restart_billing()
+        check_invariants(self.env, self.world, self.seen)
+
+
+# --- the invariants ---------------------------------------------------------------------------
+
+
+def ledger_of(env: Environment, account: str) -> dict[str, tuple[str, str, int]]:
+    """request id -> (provider request id, provider, output tokens) of the account's ledger rows (read-only)."""
+    query = "SELECT request_id, provider_request_id, provider, output_tokens FROM ledger WHERE account = ?"
+    with sqlite3.connect(f"file:{env.sb.stack.data_dir / 'billing.db'}?mode=ro", uri=True) as db:
+        return {request_id: tuple(rest) for request_id, *rest in db.execute(query, (account,))}
+
+
+def usage(env: Environment, account: str) -> dict:
+    with env.sb.admin() as admin:
+        answer = admin.get("/v1/billing/usage", params={"account": account})
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def reconciled(env: Environment, account: str) -> dict:
+    """The account's usage report once nothing is pending."""
+    deadline = time.monotonic() + DRAIN_SECONDS
+    while (report := usage(env, account)).get("pendingNanoUsd"):
+        assert time.monotonic() < deadline, report
+        with env.sb.admin() as admin:
+            answer = admin.post("/admin/v1/billing:reconcile", json={}, timeout=120)
+        assert answer.status_code == 200, answer.text
+    return report
+
+
+def check_invariants(env: Environment, world: World, seen: list[Seen]) -> None:
+    served = [s for s in seen if s.status == 200]
+    wanted = {s.request_id: (s.provider_request_id, s.provider, s.output_tokens) for s in served}
+    assert len(wanted) == len(served)  # request ids are unique
+    wait_for(lambda: env.drained() and set(wanted) <= set(ledger_of(env, world.user)),
+             "every served request in the ledger", seconds=DRAIN_SECONDS)  # fmt: skip
+    assert not any(env.spool.glob("*.rejected"))
+    # Each 2xx is one row, with the answer's provider request id, provider and size; nothing else is a row.
+    assert ledger_of(env, world.user) == wanted
+    report = reconciled(env, world.user)
+    assert report.get("requests", 0) == len(served)
+    assert int(report.get("settledNanoUsd", 0)) == sum(cost_of(pid) for pid, *_ in wanted.values())
+    # The cost API was asked about the served answers' ids, and about no other answer of this run.
+    asked = {i for call in env.costs.calls for i in call if i.startswith(world.tag)}
+    assert asked == {pid for pid, *_ in wanted.values()}
+
+
+# --- the test ---------------------------------------------------------------------------------
+
+RUNS = settings(
+    max_examples=5,
+    stateful_step_count=15,
+    deadline=None,
+    derandomize=True,  # a fixed seed: the same runs every time
+    database=None,
+    phases=[Phase.explicit, Phase.generate],  # no shrinking: each step is seconds of a real stack
+    suppress_health_check=list(HealthCheck),
+)
+
+
+def test_every_served_answer_is_billed_once_and_nothing_else_is(environment: Environment) -> None:
+    run_state_machine_as_test(lambda: MoneyMachine(environment), settings=RUNS)
+    faults = environment.faults
+    for fault in ("pause billing", "kill billing", "kill billing while paused", "kill router, billing up",
+                  "kill router, billing paused", "kill router, billing dead"):  # fmt: skip
+        assert faults[fault], (fault, faults)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_a_stream_cut_by_the_routers_end_is_still_billed(environment: Environment, signum: int) -> None:
+    env, world = environment, new_world(environment)
+    body = chat(world.model, stream=True, provider=world.providers[0])
+    body["messages"][0]["content"] = HELD
+    with env.sb.http(world.token) as http, http.stream("POST", "/v1/chat/completions", json=body) as answer:
+        assert answer.status_code == 200
+        request_id = answer.headers["x-request-id"]
+        events = answer.iter_raw()
+        assert b"chat.completion.chunk" in next(events)  # the first event reached the caller
+        env.start_again(env.kill("router", signum))  # SIGTERM: the stream outlives the shutdown grace
+        with contextlib.suppress(httpx.HTTPError):
+            for _ in events:  # whatever Envoy makes of the broken stream
+                pass
+    wait_for(env.drained, "the restarted Router's spool sent", seconds=DRAIN_SECONDS)
+    assert request_id in ledger_of(env, world.user)

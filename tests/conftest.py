@@ -12,10 +12,15 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
+from hypothesis import settings
 
 from services.common.auth import SERVICE_CREDENTIAL_KEY
 from services.common.service import channel
 from services.launcher import Stack, UpOptions, free_port, start_stack
+
+# Tests never depend on timing: no hypothesis example fails for being slow on a busy machine.
+settings.register_profile("switchboard", deadline=None)
+settings.load_profile("switchboard")
 
 
 class PresentCredential(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):

@@ -8,15 +8,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlmodel import Session, select
 from switchboard.billing.v1 import billing_service_pb2 as billing_pb
-from test_billing_helpers import check_provisional_records, ledger_database
+from test_billing_helpers import check_provisional_records, ledger_database, record, unique
 
 from services.billing import ledger
 from services.billing.costs import InvalidCostAnswer, parse_cost_answer
 from services.billing.limits import LimitedAccounts
-from services.billing.servicer import parse_period
+from services.billing.servicer import ledger_row, parse_period
+from services.billing.storage import SETTLED, LedgerEntry
 from services.common.db import Database, padded_chunks
 from services.common.errors import ApiError
+from services.common.pricing import MAX_NANO_USD
 
 
 @pytest.fixture
@@ -124,3 +129,39 @@ async def test_a_router_that_does_not_acknowledge_in_time_is_dropped(db) -> None
 
 async def test_a_streams_final_record_completes_its_provisional_one(db) -> None:
     await check_provisional_records(db, "acct")
+
+
+MONTHS = [datetime(2026, 10, 31, 23, 59, tzinfo=UTC), datetime(2026, 11, 1, 0, 0, tzinfo=UTC)]
+AMOUNTS = st.integers(0, 2**62)
+
+
+@settings(max_examples=60, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    entries=st.lists(st.tuples(st.sampled_from(MONTHS), AMOUNTS, AMOUNTS, st.booleans()), min_size=1, max_size=12),
+    costs=st.lists(st.one_of(st.none(), AMOUNTS), min_size=12, max_size=12),
+    split=st.integers(1, 12),
+)
+def test_month_totals_equal_the_ledger_recounted(db, entries, costs, split) -> None:
+    """Whatever is recorded (streams provisional, then final), in whatever batches, and settled
+    (twice), each account month's running total is what its rows charge."""
+    account, rows, finals = unique("acct"), [], []
+    for start, estimate, final_estimate, streamed in entries:
+        entry = ledger_row(record(account, estimate=max(1, estimate), start=start), start)
+        rows.append(entry | {"provisional": streamed})
+        if streamed:
+            finals.append(entry | {"estimated_nano_usd": max(1, final_estimate), "provisional": False})
+    batches = [rows[:split], rows[split:] + finals[:split], finals[split:]]
+    settled = [(row["request_id"], cost) for row, cost in zip(rows, costs, strict=False) if cost is not None]
+    with Session(db.engine) as session:
+        for batch in batches:
+            ledger.record_entries(session, batch)
+        ledger.settle_costs(session, settled)
+        ledger.settle_costs(session, [(request_id, cost + 1) for request_id, cost in settled])  # charged once
+        stored = session.exec(select(LedgerEntry).where(LedgerEntry.account == account)).all()
+        for month in MONTHS:
+            recounted = sum(
+                (r.cost_nano_usd if r.state == SETTLED else r.estimated_nano_usd)
+                for r in stored
+                if ledger.month_of(r.start_time) == ledger.month_of(month)
+            )
+            assert ledger.month_spend(session, account, month) == min(recounted, MAX_NANO_USD)

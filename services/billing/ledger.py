@@ -16,12 +16,22 @@ from sqlalchemy import bindparam, case, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
-from services.billing.storage import PENDING, SETTLED, UNPRICED, BillingAccount, LedgerEntry, Reservation
+from services.billing.storage import (
+    PENDING,
+    SETTLED,
+    UNPRICED,
+    BillingAccount,
+    LedgerEntry,
+    MonthTotal,
+    Reservation,
+)
 from services.common.db import padded_chunks
+from services.common.pricing import MAX_NANO_USD
 
 LEDGER = LedgerEntry.__table__
 RESERVATIONS = Reservation.__table__
 ACCOUNTS = BillingAccount.__table__
+TOTALS = MonthTotal.__table__
 UNPRICED_LISTED = 1000  # the usage report lists at most this many unpriced requests
 
 # What a request costs the account: the settled cost, else its estimate.
@@ -38,10 +48,44 @@ def month_bounds(moment: datetime) -> tuple[datetime, datetime]:
     return start, following
 
 
-def _insert(session: Session):
-    """The dialect's INSERT that supports ON CONFLICT DO NOTHING."""
+def _insert(session: Session, table=LEDGER):
+    """The dialect's INSERT that supports ON CONFLICT."""
     dialect = session.get_bind().dialect.name
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(LEDGER)
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+
+
+def month_of(moment: datetime) -> str:
+    """The month key of a start time ("YYYY-MM", UTC; naive times are UTC)."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return f"{moment.year:04d}-{moment.month:02d}"
+
+
+Totals = dict[tuple[str, str], int]  # (account, month) -> change of what it is charged
+
+
+def _add_to_totals(session: Session, changes: Totals) -> None:
+    """Adds each change to its account's month total, saturating at int64."""
+    rows = [
+        {"account": account, "month": month, "charged_nano_usd": max(-MAX_NANO_USD, min(change, MAX_NANO_USD))}
+        for (account, month), change in changes.items()
+        if change
+    ]
+    if not rows:
+        return
+    insert = _insert(session, TOTALS)
+    current, change = TOTALS.c.charged_nano_usd, insert.excluded.charged_nano_usd
+    # CASE takes its branches in order: MAX - change is computed only for a positive change (no overflow).
+    added = case(
+        (change <= 0, current + change), (current > MAX_NANO_USD - change, MAX_NANO_USD), else_=current + change
+    )
+    upsert = insert.on_conflict_do_update(index_elements=["account", "month"], set_={"charged_nano_usd": added})
+    session.connection().execute(upsert, rows)
+
+
+def _charge(totals: Totals, account: str, start: datetime, amount: int) -> None:
+    key = (account, month_of(start))
+    totals[key] = totals.get(key, 0) + amount
 
 
 # What a stream's final record completes of its provisional one (its state and cost stay).
@@ -63,22 +107,42 @@ def record_entries(session: Session, rows: Sequence[dict]) -> int:
         stored.update(row[0] for row in connection.execute(insert, chunk))
         ids = [row["request_id"] for row in chunk]
         connection.execute(delete(RESERVATIONS).where(RESERVATIONS.c.request_id.in_(ids)))
+    totals: Totals = {}
+    for row in rows:
+        if row["request_id"] in stored:  # a new row charges its estimate until it is settled
+            _charge(totals, row["account"], row["start_time"], row["estimated_nano_usd"])
     completions = [row for row in rows if row["request_id"] not in stored and not row["provisional"]]
-    completed = _complete_provisional(connection, completions) if completions else 0
+    completed = _complete_provisional(session, completions, totals) if completions else 0
+    _add_to_totals(session, totals)
     session.commit()
     return len(stored) + completed
 
 
-def _complete_provisional(connection, rows: Sequence[dict]) -> int:
-    """Final records of streams whose provisional record is stored (others: resends, no-ops)."""
+def _complete_provisional(session: Session, rows: Sequence[dict], totals: Totals) -> int:
+    """Final records of streams whose provisional record is stored (others: resends, no-ops).
+    An unsettled row's charge moves from the provisional estimate to the final one."""
+    connection = session.connection()
+    by_id = {row["request_id"]: row for row in rows}
+    provisional = connection.execute(
+        select(LEDGER.c.request_id, LEDGER.c.account, LEDGER.c.start_time, LEDGER.c.estimated_nano_usd, LEDGER.c.state)
+        .where(LEDGER.c.request_id.in_(list(by_id)), LEDGER.c.provisional)
+        .with_for_update()
+    ).all()
+    if not provisional:
+        return 0
     completion = (
         update(LEDGER)
         .where(LEDGER.c.request_id == bindparam("id"), LEDGER.c.provisional)
         .values(provisional=False, **{name: bindparam(f"new_{name}") for name in _COMPLETED})
     )
-    params = [{"id": row["request_id"], **{f"new_{n}": row[n] for n in _COMPLETED}} for row in rows]
-    result = connection.execute(completion, params)
-    return max(result.rowcount, 0)
+    params = [{"id": found.request_id, **{f"new_{n}": by_id[found.request_id][n] for n in _COMPLETED}}
+              for found in provisional]  # fmt: skip
+    connection.execute(completion, params)
+    for found in provisional:
+        if found.state != SETTLED:
+            _charge(totals, found.account, found.start_time,
+                    by_id[found.request_id]["estimated_nano_usd"] - found.estimated_nano_usd)  # fmt: skip
+    return len(provisional)
 
 
 @dataclass(frozen=True)
@@ -131,12 +195,9 @@ def purge_expired_reservations(session: Session, now: float) -> int:
 
 
 def month_spend(session: Session, account: str, moment: datetime) -> int:
-    """Settled costs plus estimates of unsettled requests in moment's month."""
-    start, end = month_bounds(moment)
-    query = select(func.coalesce(func.sum(CHARGE + PENDING_CHARGE), 0)).where(
-        LEDGER.c.account == account, LEDGER.c.start_time >= start, LEDGER.c.start_time < end
-    )
-    return int(session.connection().execute(query).scalar_one())
+    """Settled costs plus estimates of unsettled requests in moment's month (its running total)."""
+    query = select(TOTALS.c.charged_nano_usd).where(TOTALS.c.account == account, TOTALS.c.month == month_of(moment))
+    return int(session.connection().execute(query).scalar_one_or_none() or 0)
 
 
 def reserved_spend(session: Session, account: str, now: float) -> int:
@@ -176,10 +237,25 @@ def settle_costs(session: Session, costs: Sequence[tuple[str, int]]) -> int:
     many requests were settled."""
     if not costs:
         return 0
-    params = [{"settle_id": request_id, "settle_cost": cost} for request_id, cost in costs]
-    result = session.connection().execute(_SETTLE, params)
+    connection = session.connection()
+    by_id = dict(costs)
+    pending = connection.execute(
+        select(LEDGER.c.request_id, LEDGER.c.account, LEDGER.c.start_time, LEDGER.c.estimated_nano_usd)
+        .where(LEDGER.c.request_id.in_(list(by_id)), LEDGER.c.state == PENDING)
+        .with_for_update()
+    ).all()
+    if not pending:
+        session.rollback()
+        return 0
+    connection.execute(
+        _SETTLE, [{"settle_id": row.request_id, "settle_cost": by_id[row.request_id]} for row in pending]
+    )
+    totals: Totals = {}
+    for row in pending:  # the charge moves from the estimate to the real cost
+        _charge(totals, row.account, row.start_time, by_id[row.request_id] - row.estimated_nano_usd)
+    _add_to_totals(session, totals)
     session.commit()
-    return result.rowcount
+    return len(pending)
 
 
 def age_out_pending(session: Session, ended_before: datetime, reason: str) -> int:

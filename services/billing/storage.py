@@ -63,6 +63,17 @@ class BillingAccount(SQLModel, table=True):
     limit_nano_usd: int = Field(default=0, sa_column=money())
 
 
+class MonthTotal(SQLModel, table=True):
+    """What an account's requests of one UTC month charge (settled costs, else estimates),
+    kept up to date by every ledger write, so a reservation's check costs the same
+    however many requests the month holds. Saturates at 2^63 - 1."""
+
+    __tablename__ = "month_totals"
+    account: str = Field(primary_key=True)
+    month: str = Field(primary_key=True)  # "YYYY-MM" of the requests' start time, UTC
+    charged_nano_usd: int = Field(default=0, sa_column=money())
+
+
 class Reservation(SQLModel, table=True):
     """An estimate reserved before a provider call, until the request is recorded or released."""
 

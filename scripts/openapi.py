@@ -57,7 +57,7 @@ WELL_KNOWN: dict[str, Schema] = {
     ".google.protobuf.FieldMask": {
         "type": "string",
         "description": "Comma-separated lowerCamel field paths.",
-        "pattern": r"^([a-zA-Z_][a-zA-Z0-9_]*(\.[a-zA-Z_][a-zA-Z0-9_]*)*(,[a-zA-Z_][a-zA-Z0-9_]*(\.[a-zA-Z_][a-zA-Z0-9_]*)*)*)?$",
+        "pattern": r"^([a-zA-Z_][a-zA-Z0-9_.]*(,[a-zA-Z_][a-zA-Z0-9_.]*)*)?$",
     },
     ".google.protobuf.Empty": {"type": "object", "additionalProperties": False},
     ".google.protobuf.Struct": {"type": "object", "additionalProperties": True},
@@ -117,7 +117,7 @@ class Protos:
                 for j, field in enumerate(message.field):
                     self.comments[f"{name}.{field.name}"] = comment(*here, 2, j)
                 index_messages(name, message.nested_type, (*here, 3))
-                for j, enum in enumerate(message.enum_type):
+                for enum in message.enum_type:
                     self.enums[f"{name}.{enum.name}"] = enum
 
         index_messages(package, file.message_type, (4,))
@@ -161,12 +161,13 @@ class SchemaBuilder:
     def message(self, type_name: str, *, response: bool, skip: frozenset[str] = frozenset()) -> Schema:
         """An object schema; skip names fields bound elsewhere (path parameters)."""
         message = self.protos.messages[type_name]
-        hidden = field_behavior_pb2.INPUT_ONLY if response else field_behavior_pb2.OUTPUT_ONLY
         properties, required = {}, []
         for field in message.field:
-            if field.name in skip or hidden in behaviors(field):
+            if field.name in skip or (not response and field_behavior_pb2.OUTPUT_ONLY in behaviors(field)):
                 continue
             properties[field.json_name] = self.field(type_name, field, response=response)
+            if response and field_behavior_pb2.INPUT_ONLY in behaviors(field):
+                properties[field.json_name] = never_returned(properties[field.json_name])
             needed = not has_presence(field) if response else field_behavior_pb2.REQUIRED in behaviors(field)
             if needed:
                 required.append(field.json_name)
@@ -208,6 +209,13 @@ class SchemaBuilder:
         return dict(SCALARS[field.type])
 
 
+def never_returned(schema: Schema) -> Schema:
+    """An input-only field in an answer: the transcoder prints every field, so
+    a write-only secret appears as its empty default, never with a value."""
+    empty = {"string": {"const": ""}, "array": {"maxItems": 0}, "boolean": {"const": False}}
+    return {**schema, **empty.get(schema.get("type"), {}), "description": "Write-only: always empty in answers."}
+
+
 def integer(low: int, high: int, *, as_string: bool, response: bool) -> Schema:
     """proto3 JSON integers: 64-bit ones print as strings; both forms parse."""
     number = {"type": "integer", "minimum": low, "maximum": high}
@@ -230,8 +238,11 @@ _PROVIDER_FIELD = {
     "most preferred first.",
 }
 _COMMON_FIELDS: Schema = {
-    "model": {**_text(params.MAX_MODEL_ID_LENGTH, empty=False), "description": "A hub model id, optionally "
-              'followed by ":<provider>" or a policy (":fastest", ":cheapest", ":preferred").'},
+    "model": {
+        **_text(params.MAX_MODEL_ID_LENGTH, empty=False),
+        "description": "A hub model id, optionally "
+        'followed by ":<provider>" or a policy (":fastest", ":cheapest", ":preferred").',
+    },
     "provider": _PROVIDER_FIELD,
 }
 _TOKENS = {"type": "integer", "minimum": 1, "maximum": params.MAX_OUTPUT_TOKENS}
@@ -413,27 +424,33 @@ class DocumentBuilder:
                 operation["tags"] = [service.name]
                 self.paths.setdefault(path, {})[verb] = operation
 
-    def operation(self, rpc: str, method: descriptor_pb2.MethodDescriptorProto, variables: list[str], body: str) -> Schema:
+    def operation(
+        self, rpc: str, method: descriptor_pb2.MethodDescriptorProto, variables: list[str], body: str
+    ) -> Schema:
         operation: Schema = {
             "summary": self.protos.comments.get(rpc, "").split(". ")[0].rstrip("."),
             "description": self.protos.comments.get(rpc, ""),
             "parameters": [self.path_parameter(method.input_type, name) for name in variables],
-            "responses": {**self.responses(rpc, method.output_type), "4XX": {"$ref": ERROR_REF}, "5XX": {"$ref": ERROR_REF}},
+            "responses": {
+                **self.responses(rpc, method.output_type),
+                "4XX": {"$ref": ERROR_REF},
+                "5XX": {"$ref": ERROR_REF},
+            },
         }
         if rpc in PUBLIC_RPCS:
             operation["security"] = [{}, {"bearerAuth": []}]
         if rpc in HTTP_BODY_ROUTES:
-            operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": HTTP_BODY_ROUTES[rpc][0]}}}
+            operation["requestBody"] = json_body(HTTP_BODY_ROUTES[rpc][0])
             return operation
         bound = {name.split(".")[0] for name in variables}
         if body == "*":
             schema = self.schemas.message(method.input_type, response=False, skip=frozenset(bound))
-            operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema}}}
+            operation["requestBody"] = json_body(schema)
             return operation
         if body:
             field = next(f for f in self.protos.messages[method.input_type].field if f.name == body)
             schema = self.schemas.single(field, response=False)
-            operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema}}}
+            operation["requestBody"] = json_body(schema)
             bound.add(body)
         operation["parameters"] += self.query_parameters(method.input_type, "", bound)
         return operation
@@ -481,6 +498,10 @@ class DocumentBuilder:
                 parameter.update(style="form", explode=True)
             found.append(parameter)
         return found
+
+
+def json_body(schema: Schema) -> Schema:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
 
 
 def openapi_path(template: str) -> tuple[str, list[str]]:

@@ -144,6 +144,9 @@ schema.config.generation.update(
     deterministic=True,
     database="none",
 )
+# A method the document does not list gets Envoy's 404 "no such route" (the
+# transcoder matches method and path together), not the 405 Schemathesis expects.
+schema.config.phases.coverage.unexpected_methods = set()
 FUZZ_SETTINGS = settings(
     max_examples=SCHEMA_EXAMPLES,
     derandomize=True,
@@ -201,7 +204,8 @@ def validate(case: schemathesis.Case, response: Response) -> None:
     """Every check on the answer, but those a listed defect is known to fail for this answer."""
     operation = f"{case.method.upper()} {case.path}"
     checks = [c for c in CHECKS if known_defect(operation, c.__name__, response) is None]
-    case.validate_response(response, checks=checks)
+    if checks:  # an empty list would mean Schemathesis' default checks
+        case.validate_response(response, checks=checks)
 
 
 @pytest.mark.slow

@@ -27,7 +27,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from services.demo import CHAT_MODEL, IMAGE_MODEL, USER, AdminApi, start_demo
+from services.demo import CHAT_MODEL, IMAGE_MODEL, ORG, PROVIDER, USER, AdminApi, start_demo
 from services.launcher import Stack, UpOptions, free_port, start_stack
 
 SNAKE_CASE = r"[a-z][a-z0-9]*(_[a-z0-9]+)*"
@@ -330,3 +330,32 @@ def test_hostile_path_parameters_get_openai_shaped_4xx(method: str, template: st
         assert set(error) == {"message", "type", "param", "code"}, answer.text[:300]
         assert re.fullmatch(SNAKE_CASE, error["code"] or ""), error
         assert len(error["message"]) < MAX_MESSAGE, error["message"][:120]
+
+
+# Real resources of the demo, which random ids rarely hit: their 200 answers
+# are held to the document too. (path template, path parameters, query, caller)
+REAL_RESOURCES = [
+    ("/v1/models", {}, {}, "user"),
+    ("/v1/models/{id}", {"id": CHAT_MODEL}, {}, "user"),
+    ("/v1/providers", {}, {}, "user"),
+    ("/v1/providers/{id}", {"id": PROVIDER}, {}, "user"),
+    ("/v1/billing/usage", {}, {"account": USER}, "user"),
+    ("/v1/billing/accounts/{account}", {"account": USER}, {}, "user"),
+    ("/api/partners/{provider}/models", {"provider": PROVIDER}, {}, "user"),
+    ("/admin/v1/providers", {}, {}, "admin"),
+    ("/admin/v1/providers/{provider}", {"provider": PROVIDER}, {}, "admin"),
+    ("/admin/v1/models/{id}", {"id": IMAGE_MODEL}, {}, "admin"),
+    ("/admin/v1/users/{user}", {"user": USER}, {}, "admin"),
+    ("/admin/v1/orgs/{org}", {"org": ORG}, {}, "admin"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("path", "parameters", "query", "who"), REAL_RESOURCES)
+def test_real_resources_answer_200_as_the_document_says(
+    path: str, parameters: dict, query: dict, who: str, live: Live
+) -> None:
+    case = schema[path]["GET"].Case(path_parameters=parameters, query=query)
+    response = case.call(base_url=live.base_url, headers={"Authorization": f"Bearer {live.tokens[who]}"}, timeout=60)
+    assert response.status_code == 200, response.text[:300]
+    case.validate_response(response, checks=list(CHECKS))

@@ -261,6 +261,12 @@ INFERENCE_ROUTES = {
         {"model": CHAT_MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}, CHAT_FIELDS
     ),
     "/v1/images/generations": hostile_body({"model": IMAGE_MODEL, "prompt": "a cat", "n": 1}, IMAGE_FIELDS),
+    f"/models/{IMAGE_MODEL}": st.fixed_dictionaries(
+        {
+            "inputs": st.one_of(st.just("a cat"), HOSTILE_SCALARS),
+            "parameters": st.dictionaries(st.sampled_from(["width", "height", "seed"]), HOSTILE_SCALARS, max_size=3),
+        }
+    ),
     "/demo/v1/chat/completions": hostile_body(
         {"model": "reference-chat", "messages": [{"role": "user", "content": "hi"}]}, CHAT_FIELDS
     ),

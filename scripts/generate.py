@@ -1,5 +1,6 @@
 """Regenerates gen/ from protos/: Python messages, gRPC stubs, .pyi stubs and
-the descriptor set Envoy's grpc_json_transcoder reads. Offline and
+the descriptor set Envoy's grpc_json_transcoder reads (with the proto comments),
+and the OpenAPI document of the REST surface (gen/openapi.json). Offline and
 deterministic: protoc from grpcio-tools, google.api protos from the pinned
 googleapis-common-protos wheel.
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import filecmp
+import json
 import shutil
 import subprocess
 import sys
@@ -18,7 +20,9 @@ import tempfile
 from pathlib import Path
 
 import grpc_tools
+import openapi
 from google.api import annotations_pb2
+from google.protobuf import descriptor_pb2
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTOS = ROOT / "protos"
@@ -26,6 +30,7 @@ GEN = ROOT / "gen"
 THIRD_PARTY = ROOT / "third_party" / "googleapis"
 GOOGLE_API_PROTOS = ("annotations.proto", "http.proto", "httpbody.proto", "field_behavior.proto")
 DESCRIPTOR_SET = "switchboard.pb"
+OPENAPI_DOCUMENT = "openapi.json"
 
 
 def copy_google_api_protos(dest: Path) -> None:
@@ -49,13 +54,21 @@ def generate(out: Path, third_party: Path) -> None:
         check=True,
     )
     subprocess.run(
-        [*run, "--include_imports", f"--descriptor_set_out={out / DESCRIPTOR_SET}", *protos],
+        [*run, "--include_imports", "--include_source_info", f"--descriptor_set_out={out / DESCRIPTOR_SET}", *protos],
         check=True,
     )
+    write_openapi(out / DESCRIPTOR_SET, out / OPENAPI_DOCUMENT)
     # Regular packages, so that setuptools finds the generated code.
     for module in out.rglob("*_pb2.py"):
         for directory in module.relative_to(out).parents[:-1]:
             (out / directory / "__init__.py").touch()
+
+
+def write_openapi(descriptor_set: Path, target: Path) -> None:
+    """The OpenAPI document of the descriptor set, as deterministic JSON."""
+    files = descriptor_pb2.FileDescriptorSet.FromString(descriptor_set.read_bytes())
+    text = json.dumps(openapi.build(files), indent=2, sort_keys=True, ensure_ascii=False)
+    target.write_text(text + "\n", encoding="utf-8")
 
 
 def differences(left: Path, right: Path) -> list[str]:
@@ -68,9 +81,7 @@ def differences(left: Path, right: Path) -> list[str]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="report whether gen/ is stale, change nothing")
     args = parser.parse_args()
     if not args.check:

@@ -1,0 +1,545 @@
+"""Builds the OpenAPI 3.1 document of Switchboard's REST surface from a
+FileDescriptorSet: every RPC of a service Envoy transcodes that carries a
+google.api.http annotation becomes an operation.
+
+Schemas follow proto3 JSON as Envoy's transcoder speaks it: lowerCamel JSON
+names out, int64 as a decimal string out (a string or an integer in), enums
+by name, well-known types in their JSON forms. Responses are printed with
+always_print_primitive_fields, so every field without presence is required
+in a response schema. HttpBody routes (the OpenAI-style inference API) are
+described by hand below with the fields the Router reads; they pass
+everything else through, hence additionalProperties.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from google.api import annotations_pb2, field_behavior_pb2, http_pb2
+from google.protobuf import descriptor_pb2
+from google.protobuf.descriptor_pb2 import FieldDescriptorProto as Field
+
+from services.common.envoy import PUBLIC_SERVICES
+from services.router import params
+
+Schema = dict[str, Any]
+
+OPENAPI_VERSION = "3.1.0"
+HTTP_METHODS = ("get", "put", "post", "delete", "patch")
+REF = "#/components/schemas/"
+ERROR_REF = "#/components/responses/Error"
+INT_RANGES = {
+    Field.TYPE_INT32: (-(2**31), 2**31 - 1),
+    Field.TYPE_SINT32: (-(2**31), 2**31 - 1),
+    Field.TYPE_SFIXED32: (-(2**31), 2**31 - 1),
+    Field.TYPE_UINT32: (0, 2**32 - 1),
+    Field.TYPE_FIXED32: (0, 2**32 - 1),
+    Field.TYPE_INT64: (-(2**63), 2**63 - 1),
+    Field.TYPE_SINT64: (-(2**63), 2**63 - 1),
+    Field.TYPE_SFIXED64: (-(2**63), 2**63 - 1),
+    Field.TYPE_UINT64: (0, 2**64 - 1),
+    Field.TYPE_FIXED64: (0, 2**64 - 1),
+}
+INT64_TYPES = {Field.TYPE_INT64, Field.TYPE_SINT64, Field.TYPE_SFIXED64, Field.TYPE_UINT64, Field.TYPE_FIXED64}
+NUMBER: Schema = {"oneOf": [{"type": "number"}, {"enum": ["NaN", "Infinity", "-Infinity"]}]}
+SCALARS: dict[int, Schema] = {
+    Field.TYPE_DOUBLE: NUMBER,
+    Field.TYPE_FLOAT: NUMBER,
+    Field.TYPE_BOOL: {"type": "boolean"},
+    Field.TYPE_STRING: {"type": "string"},
+    Field.TYPE_BYTES: {"type": "string", "contentEncoding": "base64"},
+}
+WELL_KNOWN: dict[str, Schema] = {
+    ".google.protobuf.Timestamp": {"type": "string", "format": "date-time"},
+    ".google.protobuf.Duration": {"type": "string", "pattern": r"^-?[0-9]+(\.[0-9]{1,9})?s$"},
+    ".google.protobuf.FieldMask": {
+        "type": "string",
+        "description": "Comma-separated lowerCamel field paths.",
+        "pattern": r"^([a-zA-Z_][a-zA-Z0-9_.]*(,[a-zA-Z_][a-zA-Z0-9_.]*)*)?$",
+    },
+    ".google.protobuf.Empty": {"type": "object", "additionalProperties": False},
+    ".google.protobuf.Struct": {"type": "object", "additionalProperties": True},
+    ".google.protobuf.ListValue": {"type": "array"},
+    ".google.protobuf.Value": {},
+    ".google.protobuf.Any": {"type": "object", "required": ["@type"], "additionalProperties": True},
+    ".google.protobuf.StringValue": {"type": ["string", "null"]},
+    ".google.protobuf.BoolValue": {"type": ["boolean", "null"]},
+    ".google.protobuf.DoubleValue": {"oneOf": [NUMBER, {"type": "null"}]},
+    ".google.protobuf.FloatValue": {"oneOf": [NUMBER, {"type": "null"}]},
+}
+SNAKE_CASE = r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$"
+ERROR_BODY: Schema = {
+    "type": "object",
+    "required": ["error"],
+    "additionalProperties": False,
+    "properties": {
+        "error": {
+            "type": "object",
+            "description": "OpenAI's error shape.",
+            "required": ["message", "type", "param", "code"],
+            "additionalProperties": False,
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string", "pattern": SNAKE_CASE},
+                "param": {"type": ["string", "null"]},
+                "code": {"type": ["string", "null"], "pattern": SNAKE_CASE},
+            },
+        }
+    },
+}
+
+
+class Protos:
+    """Messages, enums and comments of a FileDescriptorSet, by full name."""
+
+    def __init__(self, files: descriptor_pb2.FileDescriptorSet) -> None:
+        self.messages: dict[str, descriptor_pb2.DescriptorProto] = {}
+        self.enums: dict[str, descriptor_pb2.EnumDescriptorProto] = {}
+        self.comments: dict[str, str] = {}
+        self.services: list[tuple[str, descriptor_pb2.ServiceDescriptorProto]] = []
+        for file in files.file:
+            self._index_file(file)
+
+    def _index_file(self, file: descriptor_pb2.FileDescriptorProto) -> None:
+        package = f".{file.package}" if file.package else ""
+        paths = {tuple(loc.path): loc.leading_comments for loc in file.source_code_info.location}
+
+        def comment(*path: int) -> str:
+            return " ".join(line.strip() for line in paths.get(path, "").strip().splitlines())
+
+        def index_messages(scope: str, messages: Iterable, path: tuple[int, ...]) -> None:
+            for i, message in enumerate(messages):
+                name, here = f"{scope}.{message.name}", (*path, i)
+                self.messages[name] = message
+                self.comments[name] = comment(*here)
+                for j, field in enumerate(message.field):
+                    self.comments[f"{name}.{field.name}"] = comment(*here, 2, j)
+                index_messages(name, message.nested_type, (*here, 3))
+                for enum in message.enum_type:
+                    self.enums[f"{name}.{enum.name}"] = enum
+
+        index_messages(package, file.message_type, (4,))
+        for i, enum in enumerate(file.enum_type):
+            self.enums[f"{package}.{enum.name}"] = enum
+            self.comments[f"{package}.{enum.name}"] = comment(5, i)
+        for i, service in enumerate(file.service):
+            full = f"{file.package}.{service.name}"
+            self.services.append((full, service))
+            self.comments[full] = comment(6, i)
+            for j, method in enumerate(service.method):
+                self.comments[f"{full}.{method.name}"] = comment(6, i, 2, j)
+
+
+def behaviors(field: descriptor_pb2.FieldDescriptorProto) -> list[int]:
+    return list(field.options.Extensions[field_behavior_pb2.field_behavior])
+
+
+def has_presence(field: descriptor_pb2.FieldDescriptorProto) -> bool:
+    """Whether the transcoder may leave the field out of an answer."""
+    singular = field.label != Field.LABEL_REPEATED
+    return singular and (field.type == Field.TYPE_MESSAGE or field.HasField("oneof_index"))
+
+
+class SchemaBuilder:
+    """Component schemas, two per message: the answer form and the request form."""
+
+    def __init__(self, protos: Protos) -> None:
+        self.protos = protos
+        self.components: dict[str, Schema] = {}
+
+    def ref(self, type_name: str, *, response: bool) -> Schema:
+        if type_name in WELL_KNOWN:
+            return dict(WELL_KNOWN[type_name])
+        name = type_name.lstrip(".").replace(".", "_") + ("" if response else "_Input")
+        if name not in self.components:
+            self.components[name] = {}  # reserves the name: messages may be recursive
+            self.components[name] = self.message(type_name, response=response)
+        return {"$ref": REF + name}
+
+    def message(self, type_name: str, *, response: bool, skip: frozenset[str] = frozenset()) -> Schema:
+        """An object schema; skip names fields bound elsewhere (path parameters)."""
+        message = self.protos.messages[type_name]
+        properties, required = {}, []
+        for field in message.field:
+            if field.name in skip or (not response and field_behavior_pb2.OUTPUT_ONLY in behaviors(field)):
+                continue
+            properties[field.json_name] = self.field(type_name, field, response=response)
+            if response and field_behavior_pb2.INPUT_ONLY in behaviors(field):
+                properties[field.json_name] = never_returned(properties[field.json_name])
+            needed = not has_presence(field) if response else field_behavior_pb2.REQUIRED in behaviors(field)
+            if needed:
+                required.append(field.json_name)
+        schema: Schema = {"type": "object", "properties": properties, "additionalProperties": False}
+        if required:
+            schema["required"] = required
+        if self.protos.comments.get(type_name):
+            schema["description"] = self.protos.comments[type_name]
+        return schema
+
+    def field(self, scope: str, field: descriptor_pb2.FieldDescriptorProto, *, response: bool) -> Schema:
+        entry = self.map_entry(field)
+        if entry is not None:
+            schema = {"type": "object", "additionalProperties": self.single(entry.field[1], response=response)}
+        elif field.label == Field.LABEL_REPEATED:
+            schema = {"type": "array", "items": self.single(field, response=response)}
+        else:
+            schema = self.single(field, response=response)
+        description = self.protos.comments.get(f"{scope}.{field.name}")
+        if description:
+            schema = {**schema, "description": description} if "$ref" not in schema else schema
+        return schema
+
+    def map_entry(self, field: descriptor_pb2.FieldDescriptorProto) -> descriptor_pb2.DescriptorProto | None:
+        if field.type != Field.TYPE_MESSAGE or field.label != Field.LABEL_REPEATED:
+            return None
+        entry = self.protos.messages[field.type_name]
+        return entry if entry.options.map_entry else None
+
+    def single(self, field: descriptor_pb2.FieldDescriptorProto, *, response: bool) -> Schema:
+        """The schema of one value of the field's type."""
+        if field.type == Field.TYPE_MESSAGE:
+            return self.ref(field.type_name, response=response)
+        if field.type == Field.TYPE_ENUM:
+            names = [value.name for value in self.protos.enums[field.type_name].value]
+            return {"enum": names} if response else {"oneOf": [{"enum": names}, {"type": "integer"}]}
+        if field.type in INT_RANGES:
+            return integer(*INT_RANGES[field.type], as_string=field.type in INT64_TYPES, response=response)
+        return dict(SCALARS[field.type])
+
+
+def never_returned(schema: Schema) -> Schema:
+    """An input-only field in an answer: the transcoder prints every field, so
+    a write-only secret appears as its empty default, never with a value."""
+    empty = {"string": {"const": ""}, "array": {"maxItems": 0}, "boolean": {"const": False}}
+    return {**schema, **empty.get(schema.get("type"), {}), "description": "Write-only: always empty in answers."}
+
+
+def integer(low: int, high: int, *, as_string: bool, response: bool) -> Schema:
+    """proto3 JSON integers: 64-bit ones print as strings; both forms parse."""
+    number = {"type": "integer", "minimum": low, "maximum": high}
+    text = {"type": "string", "pattern": r"^-?[0-9]+$"}
+    if response:
+        return text if as_string else number
+    return {"oneOf": [number, text]}
+
+
+# The HttpBody routes: the OpenAI request fields the Router reads, with the
+# ranges it enforces (services/router/params.py), everything else passed on.
+def _text(most: int, *, empty: bool = True) -> Schema:
+    return {"type": "string", "maxLength": most, **({} if empty else {"minLength": 1, "pattern": r"\S"})}
+
+
+_PROVIDER_FIELD = {
+    "type": "string",
+    "maxLength": params.MAX_PROVIDERS_PER_REQUEST * (params.MAX_PROVIDER_ID_LENGTH + 1),
+    "description": f"Provider ids separated by spaces (at most {params.MAX_PROVIDERS_PER_REQUEST}), "
+    "most preferred first.",
+}
+_COMMON_FIELDS: Schema = {
+    "model": {
+        **_text(params.MAX_MODEL_ID_LENGTH, empty=False),
+        "description": "A hub model id, optionally "
+        'followed by ":<provider>" or a policy (":fastest", ":cheapest", ":preferred").',
+    },
+    "provider": _PROVIDER_FIELD,
+}
+_TOKENS = {"type": "integer", "minimum": 1, "maximum": params.MAX_OUTPUT_TOKENS}
+CHAT_BODY: Schema = {
+    "type": "object",
+    "description": "An OpenAI chat completion request; fields not listed pass through to the provider.",
+    "required": sorted(params.REQUIRED_CHAT),
+    "additionalProperties": True,
+    "properties": {
+        **_COMMON_FIELDS,
+        "messages": {"type": "array", "minItems": 1, "maxItems": params.MAX_MESSAGES, "items": {"type": "object"}},
+        "stream": {"type": "boolean", "description": "Answer with text/event-stream chunks."},
+        "stream_options": {"type": "object"},
+        "max_tokens": _TOKENS,
+        "max_completion_tokens": _TOKENS,
+        "n": {"type": "integer", "minimum": 1, "maximum": params.MAX_CHAT_CHOICES},
+        "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+        "top_p": {"type": "number", "minimum": 0, "maximum": 1},
+        "presence_penalty": {"type": "number", "minimum": -2, "maximum": 2},
+        "frequency_penalty": {"type": "number", "minimum": -2, "maximum": 2},
+        "seed": {"type": "integer", "minimum": -(2**63), "maximum": params.INT64_MAX},
+        "logprobs": {"type": "boolean"},
+        "top_logprobs": {"type": "integer", "minimum": 0, "maximum": 20},
+        "logit_bias": {"type": "object"},
+        "stop": {
+            "oneOf": [
+                {"type": "string"},
+                {"type": "array", "maxItems": params.MAX_STOP_SEQUENCES, "items": {"type": "string"}},
+            ]
+        },
+        "tools": {"type": "array", "maxItems": params.MAX_TOOLS, "items": {"type": "object"}},
+        "tool_choice": {"type": ["string", "object"]},
+        "parallel_tool_calls": {"type": "boolean"},
+        "response_format": {"type": "object"},
+        "reasoning_effort": _text(32),
+        "user": _text(256),
+        "metadata": {"type": "object"},
+    },
+}
+IMAGES_BODY: Schema = {
+    "type": "object",
+    "description": "An OpenAI image generation request; fields not listed pass through to the provider.",
+    "required": sorted(params.REQUIRED_IMAGES),
+    "additionalProperties": True,
+    "properties": {
+        **_COMMON_FIELDS,
+        "prompt": _text(params.MAX_PROMPT_CHARACTERS, empty=False),
+        "n": {"type": "integer", "minimum": 1, "maximum": params.MAX_IMAGES},
+        "size": {**_text(32), "description": 'WIDTHxHEIGHT, e.g. "1024x1024".'},
+        "response_format": {"enum": ["url", "b64_json"]},
+    },
+}
+TEXT_TO_IMAGE_BODY: Schema = {
+    "type": "object",
+    "description": "Hugging Face's text-to-image request.",
+    "required": ["inputs"],
+    "additionalProperties": True,
+    "properties": {
+        "inputs": {"type": "string", "description": "The prompt."},
+        "parameters": {
+            "type": "object",
+            "additionalProperties": True,
+            "properties": {"width": {"type": "integer"}, "height": {"type": "integer"}, "seed": {"type": "integer"}},
+        },
+    },
+}
+CHAT_ANSWER: Schema = {
+    "type": "object",
+    "description": "The provider's chat completion, with the hub model id as model.",
+    "required": ["choices"],
+    "additionalProperties": True,
+    "properties": {
+        "id": {"type": "string"},
+        "object": {"type": "string"},
+        "created": {"type": "integer"},
+        "model": {"type": "string"},
+        "choices": {"type": "array", "items": {"type": "object"}},
+        "usage": {"type": "object"},
+    },
+}
+IMAGES_ANSWER: Schema = {
+    "type": "object",
+    "required": ["data"],
+    "additionalProperties": True,
+    "properties": {
+        "created": {"type": "integer"},
+        "data": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"url": {"type": "string"}, "b64_json": {"type": "string"}},
+                "additionalProperties": True,
+            },
+        },
+    },
+}
+# The partners listing: task -> (hub model id or "tag-filter=<tags>") -> entry.
+MAPPING_TABLE: Schema = {
+    "type": "object",
+    "description": "The provider's mappings grouped by task, keyed by hub model id or by "
+    '"tag-filter=<sorted tags joined by commas>".',
+    "additionalProperties": {
+        "type": "object",
+        "additionalProperties": {
+            "type": "object",
+            "required": ["_id", "providerId", "status"],
+            "additionalProperties": False,
+            "properties": {
+                "_id": {"type": "string", "pattern": "^[0-9a-f]{24}$"},
+                "providerId": {"type": "string"},
+                "status": {"enum": ["live", "staging"]},
+                "adapterType": {"type": "string"},
+                "tags": {"type": "array", "items": {"type": "string"}},
+            },
+        },
+    },
+}
+PROVIDERS_LIST: Schema = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "required": ["id", "url", "tasks"],
+        "additionalProperties": False,
+        "properties": {"id": {"type": "string"}, "url": {"type": "string"}, "tasks": {"type": "array"}},
+    },
+}
+# RPC -> (request body schema, {media type: response schema}) for HttpBody routes.
+HTTP_BODY_ROUTES: dict[str, tuple[Schema, dict[str, Schema]]] = {
+    "switchboard.router.v1.RouterService.CreateChatCompletion": (
+        CHAT_BODY,
+        {"application/json": CHAT_ANSWER, "text/event-stream": {"type": "string"}},
+    ),
+    "switchboard.router.v1.RouterService.CreateImage": (IMAGES_BODY, {"application/json": IMAGES_ANSWER}),
+    "switchboard.router.v1.RouterService.TextToImage": (
+        TEXT_TO_IMAGE_BODY,
+        {"image/png": {"type": "string", "contentMediaType": "image/png"}},
+    ),
+}
+# Answers of a bare Struct or ListValue, in the shape the RPC documents.
+SHAPED_ANSWERS: dict[str, Schema] = {
+    "switchboard.registry.v1.RegistryService.GetProviderMappingTable": MAPPING_TABLE,
+    "switchboard.router.v1.RouterService.ListProviders": PROVIDERS_LIST,
+}
+# Answered without a token.
+PUBLIC_RPCS = {"switchboard.registry.v1.RegistryService.GetProviderMappingTable"}
+HTTP_BODY = ".google.api.HttpBody"
+TEMPLATE_VARIABLE = re.compile(r"\{([a-zA-Z0-9_.]+)(=[^}]*)?\}")
+
+
+def bindings(rule: http_pb2.HttpRule) -> list[tuple[str, str, str]]:
+    """(method, path template, body) of a rule and its additional bindings."""
+    found = []
+    for candidate in (rule, *rule.additional_bindings):
+        kind = candidate.WhichOneof("pattern")
+        if kind in HTTP_METHODS:
+            found.append((kind, getattr(candidate, kind), candidate.body))
+        elif kind == "custom":
+            found.append((candidate.custom.kind.lower(), candidate.custom.path, candidate.body))
+    return found
+
+
+class DocumentBuilder:
+    """The paths of every annotated RPC of the public services."""
+
+    def __init__(self, protos: Protos) -> None:
+        self.protos = protos
+        self.schemas = SchemaBuilder(protos)
+        self.paths: dict[str, dict[str, Schema]] = {}
+
+    def add_service(self, full_name: str, service: descriptor_pb2.ServiceDescriptorProto) -> None:
+        for method in service.method:
+            rule = method.options.Extensions[annotations_pb2.http]
+            for index, (verb, template, body) in enumerate(bindings(rule)):
+                rpc = f"{full_name}.{method.name}"
+                operation_id = method.name if index == 0 else f"{method.name}{index + 1}"
+                path, variables = openapi_path(template)
+                operation = self.operation(rpc, method, variables, body)
+                operation["operationId"] = f"{service.name}_{operation_id}"
+                operation["tags"] = [service.name]
+                self.paths.setdefault(path, {})[verb] = operation
+
+    def operation(
+        self, rpc: str, method: descriptor_pb2.MethodDescriptorProto, variables: list[str], body: str
+    ) -> Schema:
+        operation: Schema = {
+            "summary": self.protos.comments.get(rpc, "").split(". ")[0].rstrip("."),
+            "description": self.protos.comments.get(rpc, ""),
+            "parameters": [self.path_parameter(method.input_type, name) for name in variables],
+            "responses": {
+                **self.responses(rpc, method.output_type),
+                "4XX": {"$ref": ERROR_REF},
+                "5XX": {"$ref": ERROR_REF},
+            },
+        }
+        if rpc in PUBLIC_RPCS:
+            operation["security"] = [{}, {"bearerAuth": []}]
+        if rpc in HTTP_BODY_ROUTES:
+            operation["requestBody"] = json_body(HTTP_BODY_ROUTES[rpc][0])
+            return operation
+        bound = {name.split(".")[0] for name in variables}
+        if body == "*":
+            schema = self.schemas.message(method.input_type, response=False, skip=frozenset(bound))
+            operation["requestBody"] = json_body(schema)
+            return operation
+        if body:
+            field = next(f for f in self.protos.messages[method.input_type].field if f.name == body)
+            schema = self.schemas.single(field, response=False)
+            operation["requestBody"] = json_body(schema)
+            bound.add(body)
+        operation["parameters"] += self.query_parameters(method.input_type, "", bound)
+        return operation
+
+    def responses(self, rpc: str, output_type: str) -> Schema:
+        if rpc in HTTP_BODY_ROUTES:
+            media = HTTP_BODY_ROUTES[rpc][1]
+            content = {kind: {"schema": schema} for kind, schema in media.items()}
+        else:
+            schema = SHAPED_ANSWERS.get(rpc) or self.schemas.ref(output_type, response=True)
+            content = {"application/json": {"schema": schema}}
+        return {"200": {"description": "Success.", "content": content}}
+
+    def field_of(self, type_name: str, dotted: str) -> tuple[str, descriptor_pb2.FieldDescriptorProto]:
+        """The field a dotted path names, with the message that declares it."""
+        scope, field = type_name, None
+        for part in dotted.split("."):
+            if field is not None:
+                scope = field.type_name
+            field = next(f for f in self.protos.messages[scope].field if f.name == part)
+        return scope, field
+
+    def path_parameter(self, input_type: str, dotted: str) -> Schema:
+        scope, field = self.field_of(input_type, dotted)
+        schema = self.schemas.single(field, response=False)
+        description = self.protos.comments.get(f"{scope}.{field.name}", "")
+        return {"name": dotted, "in": "path", "required": True, "schema": schema, "description": description}
+
+    def query_parameters(self, type_name: str, prefix: str, bound: set[str], depth: int = 0) -> list[Schema]:
+        """Every leaf field not bound elsewhere, as the transcoder reads it from the query string."""
+        found = []
+        for field in self.protos.messages[type_name].field:
+            name = f"{prefix}{field.name}"
+            if name in bound or field_behavior_pb2.OUTPUT_ONLY in behaviors(field):
+                continue
+            nested = field.type == Field.TYPE_MESSAGE and field.type_name not in WELL_KNOWN
+            if nested and (depth >= 3 or self.schemas.map_entry(field) is not None):
+                continue
+            if nested:
+                found += self.query_parameters(field.type_name, f"{name}.", bound, depth + 1)
+                continue
+            schema = self.schemas.field(type_name, field, response=False)
+            parameter = {"name": name, "in": "query", "required": False, "schema": schema}
+            if field.label == Field.LABEL_REPEATED:
+                parameter.update(style="form", explode=True)
+            found.append(parameter)
+        return found
+
+
+def json_body(schema: Schema) -> Schema:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+def openapi_path(template: str) -> tuple[str, list[str]]:
+    """'/v1/models/{id=**}' -> ('/v1/models/{id}', ['id'])."""
+    variables = [match.group(1) for match in TEMPLATE_VARIABLE.finditer(template)]
+    return TEMPLATE_VARIABLE.sub(lambda match: "{" + match.group(1) + "}", template), variables
+
+
+def build(files: descriptor_pb2.FileDescriptorSet) -> Schema:
+    """The OpenAPI 3.1 document of every transcoded service in files."""
+    protos = Protos(files)
+    document = DocumentBuilder(protos)
+    tags = []
+    for full_name, service in protos.services:
+        if full_name in PUBLIC_SERVICES:
+            document.add_service(full_name, service)
+            tags.append({"name": service.name, "description": protos.comments.get(full_name, "")})
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {
+            "title": "Switchboard",
+            "version": "1",
+            "description": "An inference-provider router: one OpenAI-compatible endpoint in front of many "
+            "providers. Generated from protos/ by scripts/generate.py; do not edit.",
+        },
+        "tags": tags,
+        "security": [{"bearerAuth": []}],
+        "paths": document.paths,
+        "components": {
+            "schemas": {**document.schemas.components, "Error": ERROR_BODY},
+            "responses": {
+                "Error": {
+                    "description": "An error in OpenAI's shape.",
+                    "content": {"application/json": {"schema": {"$ref": REF + "Error"}}},
+                }
+            },
+            "securitySchemes": {
+                "bearerAuth": {"type": "http", "scheme": "bearer", "description": "A user token or the admin token."}
+            },
+        },
+    }

@@ -8,16 +8,19 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import os
 import statistics
 import threading
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit
 
-from bench.load import Measurement, Scenario, percentile, run_wrk
+from bench.load import Measurement, Scenario, cpu_seconds, percentile, run_wrk
 from bench.report import RESULTS_DIR, run_meta
 from bench.targets import CHAT_PATH, Target
 from services.common.envoy import EnvoyPorts
@@ -31,6 +34,10 @@ HANG_SECONDS = 60.0  # no byte of an answer for this long counts as a hang
 FLOOD_LEAD_SECONDS = 1.0  # the flood is under way before the callers' run starts
 UNKNOWN_MODEL = "bench/no-such-model"
 STEM = "flood"
+T = TypeVar("T")
+EXAMPLE_CHARS = 160
+SETTLE_LIMIT_SECONDS = 120.0
+PROMPT_SECONDS = 1.0  # the Registry answers a listing this fast again: the flood's work is done
 
 
 @dataclass(frozen=True)
@@ -49,17 +56,21 @@ class Tally:
 
     outcomes: Counter[str] = field(default_factory=Counter)
     seconds: list[float] = field(default_factory=list)
+    examples: dict[str, str] = field(default_factory=dict)  # outcome -> the start of its first answer
 
-    def add(self, outcome: str, seconds: float) -> None:
+    def add(self, outcome: str, seconds: float, example: str = "") -> None:
         self.outcomes[outcome] += 1
         self.seconds.append(seconds)
+        self.examples.setdefault(outcome, example[:EXAMPLE_CHARS])
 
     def merge(self, other: Tally) -> None:
         self.outcomes.update(other.outcomes)
         self.seconds += other.seconds
+        self.examples = other.examples | self.examples
 
     def to_json(self) -> dict:
-        return {"outcomes": dict(self.outcomes), "seconds": [round(s, 4) for s in self.seconds]}
+        seconds = [round(s, 4) for s in self.seconds]
+        return {"outcomes": dict(self.outcomes), "examples": self.examples, "seconds": seconds}
 
     def all_4xx(self) -> bool:
         return bool(self.outcomes) and all(o.isdigit() and 400 <= int(o) < 500 for o in self.outcomes)
@@ -78,7 +89,7 @@ def _chat(model: str, content: str = "Say hello.", **extra: str) -> dict:
 
 def flood_cases(target: Target) -> list[FloodCase]:
     """The worst-case bodies: every one a caller's mistake, so every answer must be a 4xx."""
-    partners = f"/api/partners/{target.providers['chat']}/models"
+    partners = _partners_path(target)
     # Distinct tags but the last, so that the duplicate check has to look at all of them.
     tags = [f"tg{i:05d}" for i in range(TAG_COUNT - 1)] + ["tg00000"]
     tag_filter = {"type": "tag-filter", "task": "conversational", "tags": tags, "providerModel": "stub-model",
@@ -91,7 +102,8 @@ def flood_cases(target: Target) -> list[FloodCase]:
     def chat_8mib(n: int) -> dict:
         return _chat(UNKNOWN_MODEL, "x" * n)
 
-    cases = [FloodCase("tags-40k", partners, json.dumps(tag_filter).encode(), f"tag filter, {TAG_COUNT:,} tags")]
+    compact = json.dumps(tag_filter, separators=(",", ":")).encode()
+    cases = [FloodCase("tags-40k", partners, compact, f"tag filter, {TAG_COUNT:,} tags")]
     for side, size in (("under", ENVOY_CAP - CAP_EDGE), ("over", ENVOY_CAP + CAP_EDGE)):
         cases.append(FloodCase(f"chat-8mib-{side}", CHAT_PATH, _exactly(size, chat_8mib), "unknown model"))
         cases.append(FloodCase(f"partners-8mib-{side}", partners, _exactly(size, typed), "model mapping + tags"))
@@ -102,57 +114,107 @@ def flood_cases(target: Target) -> list[FloodCase]:
     return cases
 
 
-def _send(connection: http.client.HTTPConnection, case: FloodCase, auth: str) -> int:
+def _send(connection: http.client.HTTPConnection, case: FloodCase, auth: str) -> tuple[int, str]:
     headers = {"Content-Type": "application/json", "Authorization": auth}
     # Envoy may answer an oversized body before reading all of it; its answer is still to be read.
     with contextlib.suppress(BrokenPipeError, ConnectionResetError):
         connection.request("POST", case.path, case.body, headers)
     answer = connection.getresponse()
-    answer.read()
-    return answer.status
+    return answer.status, answer.read()[:EXAMPLE_CHARS].decode(errors="replace")
 
 
-def _flood_case(base: str, case: FloodCase, auth: str, stop: threading.Event, tally: Tally) -> None:
+def _attempt(connection: http.client.HTTPConnection, case: FloodCase, auth: str, tally: Tally) -> None:
+    """Sends `case` once and tallies how it was answered."""
+    started, example = time.perf_counter(), ""
+    try:
+        status, example = _send(connection, case, auth)
+        outcome = str(status)
+    except TimeoutError:
+        outcome = "timeout"
+    except (OSError, http.client.HTTPException) as exc:
+        outcome, example = type(exc).__name__, str(exc)
+    tally.add(outcome, time.perf_counter() - started, example)
+    if not outcome.isdigit():
+        connection.close()  # the next request opens a new connection
+
+
+def _connection(target: Target) -> http.client.HTTPConnection:
+    address = urlsplit(target.urls["chat"])
+    return http.client.HTTPConnection(address.hostname, address.port, timeout=HANG_SECONDS)
+
+
+def _flood_case(target: Target, case: FloodCase, stop: threading.Event, tally: Tally) -> None:
     """Sends `case` again and again, each as soon as the previous one was answered, until `stop`."""
-    address = urlsplit(base)
-    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=HANG_SECONDS)
+    connection = _connection(target)
     try:
         while not stop.is_set():
-            started = time.perf_counter()
-            try:
-                outcome = str(_send(connection, case, auth))
-            except TimeoutError:
-                outcome = "timeout"
-            except (OSError, http.client.HTTPException) as exc:
-                outcome = type(exc).__name__
-            tally.add(outcome, time.perf_counter() - started)
-            if not outcome.isdigit():
-                connection.close()  # the next request opens a new connection
+            _attempt(connection, case, target.auth, tally)
     finally:
         connection.close()
 
 
-def flooded(target: Target, cases: list[FloodCase], run: Callable[[], Measurement]) -> tuple[Measurement, dict]:
+def alone(target: Target, cases: list[FloodCase]) -> dict[str, Tally]:
+    """Each case once on an idle stack: its answer without a flood around it."""
+    tallies = {case.name: Tally() for case in cases}
+    for case in cases:
+        connection = _connection(target)
+        try:
+            _attempt(connection, case, target.auth, tallies[case.name])
+        finally:
+            connection.close()
+        settle(target)
+    return tallies
+
+
+def cpu_cores(pids: dict[str, int], phase: Callable[[], T]) -> tuple[T, dict[str, float]]:
+    """`phase()`, and the CPU each process spent meanwhile, in cores (1.0 = one core all the time)."""
+    before, started = {name: cpu_seconds(pid) for name, pid in pids.items()}, time.monotonic()
+    result = phase()
+    elapsed = time.monotonic() - started
+    return result, {name: (cpu_seconds(pid) - before[name]) / elapsed for name, pid in pids.items()}
+
+
+def _partners_path(target: Target) -> str:
+    return f"/api/partners/{target.providers['chat']}/models"
+
+
+def settle(target: Target) -> float:
+    """Waits until the Registry answers a cheap request promptly again: work a flood left behind (a request
+    Envoy gave up on) can keep its event loop busy long after. Returns how long that took, or the limit."""
+    url = target.urls["chat"].removesuffix(CHAT_PATH) + _partners_path(target)
+    started = time.monotonic()
+    while time.monotonic() - started < SETTLE_LIMIT_SECONDS:
+        asked = time.monotonic()
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=target.headers()), timeout=HANG_SECONDS):
+                pass
+        except OSError:  # a 5xx (the Registry is still busy) or no answer: ask again
+            continue
+        if time.monotonic() - asked < PROMPT_SECONDS:
+            break
+    return time.monotonic() - started
+
+
+def flooded(target: Target, cases: list[FloodCase], run: Callable[[], T]) -> tuple[T, dict[str, Tally]]:
     """`run()` while every case floods on its own connection; waits for the flood's last answers."""
-    base = target.urls["chat"].removesuffix(CHAT_PATH)
     stop = threading.Event()
     tallies = {case.name: Tally() for case in cases}
     threads = [
-        threading.Thread(target=_flood_case, args=(base, case, target.auth, stop, tallies[case.name]), daemon=True)
+        threading.Thread(target=_flood_case, args=(target, case, stop, tallies[case.name]), daemon=True)
         for case in cases
     ]
     for thread in threads:
         thread.start()
     time.sleep(FLOOD_LEAD_SECONDS)
     try:
-        measurement = run()
+        result = run()
     finally:
         stop.set()
         for case, thread in zip(cases, threads, strict=True):
             thread.join(HANG_SECONDS + 5)
             if thread.is_alive():  # a request still unanswered although each read has a timeout
                 tallies[case.name].add("hang", HANG_SECONDS)
-    return measurement, tallies
+    return result, tallies
 
 
 @dataclass
@@ -166,6 +228,9 @@ class FloodReport:
     quiet: list[Measurement] = field(default_factory=list)
     flood: list[Measurement] = field(default_factory=list)
     tallies: dict[str, Tally] = field(default_factory=dict)
+    alone: dict[str, Tally] = field(default_factory=dict)  # each case once, on an idle stack
+    cpu: dict[str, list[dict[str, float]]] = field(default_factory=lambda: {"quiet": [], "flood": []})
+    settle_seconds: list[float] = field(default_factory=list)  # after each flood phase
     notes: list[str] = field(default_factory=list)
 
     def median(self, phase: str, metric: str) -> float:
@@ -175,6 +240,11 @@ class FloodReport:
         """Flood over quiet: the median of the per-round ratios (each flood phase against its round's quiet one)."""
         pairs = [(f, q) for f, q in zip(self.flood, self.quiet, strict=True) if getattr(q, metric)]
         return statistics.median(getattr(f, metric) / getattr(q, metric) for f, q in pairs) if pairs else None
+
+    def _alone(self, name: str) -> str:
+        """ "404 in 12 ms": the case's answer on an idle stack."""
+        t = self.alone.get(name)
+        return f"{next(iter(t.outcomes))} in {t.seconds[0] * 1000:.0f} ms" if t and t.seconds else "-"
 
     def floods_ok(self) -> bool:
         return all(t.all_4xx() for t in self.tallies.values())
@@ -207,19 +277,35 @@ class FloodReport:
                     f"| {rnd} | {phase} | {m.rps:.0f} | {m.p50_ms:.2f} | {m.p99_ms:.2f} | {m.bad}/{m.requests} |"
                 )
         lines += ["", "The flood's requests, all rounds (every answer must be a 4xx, never a 5xx or a hang):", ""]
-        lines += ["| case | request | bytes | sent | answers | p50 ms | max ms | all 4xx |"]
-        lines.append("|---|---|---:|---:|---|---:|---:|---|")
+        lines += ["| case | request | bytes | alone | sent | answers | p50 ms | max ms | all 4xx |"]
+        lines.append("|---|---|---:|---|---:|---|---:|---:|---|")
         for case in self.cases:
             t = self.tallies[case.name]
             answers = ", ".join(f"{o} x{n}" for o, n in sorted(t.outcomes.items())) or "none"
             ms = [s * 1000 for s in t.seconds]
             p50, top = (f"{percentile(ms, 50):.1f}", f"{max(ms):.1f}") if ms else ("-", "-")
             lines.append(
-                f"| {case.name} | POST {case.path} ({case.what}) | {len(case.body):,} | {len(ms)} | {answers} | "
+                f"| {case.name} | POST {case.path} ({case.what}) | {len(case.body):,} | {self._alone(case.name)} | "
+                f"{len(ms)} | {answers} | "
                 f"{p50} | {top} | {'yes' if t.all_4xx() else 'NO'} |"
             )
+        lines += ["", "CPU while the callers ran (cores, median over rounds):"]
+        lines += ["", "| process | quiet | flood |", "|---|---:|---:|"]
+        for name in self.cpu["quiet"][0] if self.cpu["quiet"] else {}:
+            quiet, flood = (statistics.median(c[name] for c in self.cpu[phase]) for phase in ("quiet", "flood"))
+            lines.append(f"| {name} | {quiet:.2f} | {flood:.2f} |")
+        settled = ", ".join(f"{s:.1f}" for s in self.settle_seconds)
+        lines += [
+            "",
+            f"After each flood phase the Registry needed {settled} s to answer a listing within "
+            f"{PROMPT_SECONDS:g} s again (the next quiet phase waits for it).",
+        ]
         first_bad = next((m.first_bad for m in self.flood + self.quiet if m.first_bad), "")
-        notes = ([f"first bad answer to a caller: {first_bad[:200]}"] if first_bad else []) + self.notes
+        notes = [f"first bad answer to a caller: {first_bad[:200]}"] if first_bad else []
+        for when, tallies in (("alone", self.alone), ("in the flood", self.tallies)):
+            for name, t in tallies.items():
+                notes += [f"{name} {when}, {o}: {t.examples[o]!r}" for o in sorted(t.outcomes) if o[0] != "4"]
+        notes += self.notes
         return "\n".join(lines + ([""] + [f"- {n}" for n in notes] if notes else []))
 
     def to_json(self) -> dict:
@@ -229,9 +315,17 @@ class FloodReport:
             "quiet": [m.to_json() for m in self.quiet],
             "flood": [m.to_json() for m in self.flood],
             "cases": {
-                c.name: {"path": c.path, "bytes": len(c.body), **self.tallies[c.name].to_json()} for c in self.cases
+                c.name: {
+                    "path": c.path,
+                    "bytes": len(c.body),
+                    "alone": self.alone[c.name].to_json() if c.name in self.alone else None,
+                    **self.tallies[c.name].to_json(),
+                }
+                for c in self.cases
             },
             "all_flood_answers_4xx": self.floods_ok(),
+            "cpu_cores": self.cpu,
+            "settle_seconds": self.settle_seconds,
             "notes": self.notes,
         }
 
@@ -247,13 +341,25 @@ def flood_rounds(target: Target, report: FloodReport, log: Callable[[str], None]
     """Quiet, flood, quiet, flood, ...: the callers' figures with and without the flood, side by side."""
     scenario = Scenario(f"chat-{report.connections}c", "chat", report.connections, "wrk")
     report.tallies = {case.name: Tally() for case in report.cases}
+    pids = target.pids | {"flood client": os.getpid()}
+
+    def callers() -> tuple[Measurement, dict[str, float]]:
+        return cpu_cores(pids, lambda: run_wrk(target, scenario, report.seconds))
+
+    settle(target)
+    report.alone = alone(target, report.cases)
+    log("alone: " + "; ".join(f"{n} {dict(t.outcomes)} {t.seconds[0]:.2f} s" for n, t in report.alone.items()))
     for rnd in range(1, report.rounds + 1):
-        quiet = run_wrk(target, scenario, report.seconds)
-        flood, tallies = flooded(target, report.cases, lambda: run_wrk(target, scenario, report.seconds))
+        quiet, quiet_cpu = callers()
+        ((flood, flood_cpu), tallies) = flooded(target, report.cases, callers)
+        report.settle_seconds.append(settle(target))
         report.quiet.append(quiet)
         report.flood.append(flood)
+        report.cpu["quiet"].append(quiet_cpu)
+        report.cpu["flood"].append(flood_cpu)
         for name, tally in tallies.items():
             report.tallies[name].merge(tally)
         for phase, m in (("quiet", quiet), ("flood", flood)):
             log(f"round {rnd} {phase}: {m.rps:7.0f} req/s  p50 {m.p50_ms:8.2f} ms  p99 {m.p99_ms:8.2f} ms  bad {m.bad}")
         log(f"round {rnd} flood answers: " + "; ".join(f"{n} {dict(t.outcomes)}" for n, t in tallies.items()))
+        log(f"round {rnd} settled {report.settle_seconds[-1]:.1f} s after the flood")

@@ -139,6 +139,7 @@ def run_meta(rounds: int, seconds: float) -> dict:
         "cores": os.cpu_count(),
         "machine": f"{platform.system()} {platform.machine()}, {_cpu_model()}",
         "python": platform.python_version(),
+        "load_average_1_5_15": [round(x, 1) for x in os.getloadavg()],  # other work on the machine, at the end
         "rounds": rounds,
         "seconds_per_run": seconds,
     }

@@ -37,7 +37,7 @@ STEM = "flood"
 T = TypeVar("T")
 EXAMPLE_CHARS = 160
 SETTLE_LIMIT_SECONDS = 300.0
-PROMPT_SECONDS = 1.0  # the Registry answers a listing this fast again: the flood's work is done
+PROMPT_SECONDS = 1.0  # cheap requests are answered this fast again: the work a flood left is done
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """The harness: starts the stub and the targets, loads them interleaved, reports.
 
 .venv/bin/python bench/run.py router [--rounds 3] [--duration 10] [--soak] [--profile]
+.venv/bin/python bench/run.py flood [--rounds 3] [--duration 10] [--connections 4]
 .venv/bin/python bench/run.py registry [args...]   # bench/registry_bench.py
 .venv/bin/python bench/run.py billing [args...]    # bench/billing_bench.py
 .venv/bin/python bench/run.py billing-away [--rounds 3] [--duration 10]   # bench/billing_away.py
@@ -14,9 +15,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from bench import flood as flooding
 from bench import report as reporting
 from bench import soak as soaking
 from bench.load import SCENARIOS, Measurement, Scenario, measure
@@ -115,13 +118,28 @@ def run_rounds(plan: dict[str, list[Target]], scenarios: list[Scenario], report:
                 )
 
 
-def router_bench(args: argparse.Namespace) -> int:
+@contextmanager
+def bench_stacks(keep: bool) -> Iterator[tuple[Path, Stack, list[Stack]]]:
+    """A fresh data directory and the fixtures' stack (stub, floor, LiteLLM); every stack in the
+    list (the fixtures first) is stopped afterwards, newest first."""
     ensure_wrk()
     data_dir = Path(tempfile.mkdtemp(prefix="switchboard-bench-"))
     fixtures = Stack(data_dir / "fixtures", {**os.environ, "PYTHONPATH": str(ROOT)})
     stacks = [fixtures]
-    report = reporting.Report(rounds=args.rounds, seconds=args.duration)
     try:
+        yield data_dir, fixtures, stacks
+    finally:
+        for stack in reversed(stacks):
+            stack.stop()
+        if not keep:
+            shutil.rmtree(data_dir, ignore_errors=True)
+        else:
+            _log(f"kept {data_dir}")
+
+
+def router_bench(args: argparse.Namespace) -> int:
+    report = reporting.Report(rounds=args.rounds, seconds=args.duration)
+    with bench_stacks(args.keep) as (data_dir, fixtures, stacks):
         stub = start_stub(fixtures)
         targets = [direct_target(stub)]
         wanted = _wanted(args)
@@ -153,13 +171,25 @@ def router_bench(args: argparse.Namespace) -> int:
         if args.profile:
             _profile([t for t in targets if t.name in ("floor", "switchboard")])
         return 0
-    finally:
-        for stack in reversed(stacks):
-            stack.stop()
-        if not args.keep:
-            shutil.rmtree(data_dir, ignore_errors=True)
-        else:
-            _log(f"kept {data_dir}")
+
+
+def flood_bench(args: argparse.Namespace) -> int:
+    """Chat callers with and without a flood of worst-case bodies: bench/flood.py."""
+    with bench_stacks(args.keep) as (data_dir, fixtures, stacks):
+        stub = start_stub(fixtures)
+        _log("starting switchboard ...")
+        stack, target = start_switchboard(data_dir / "switchboard", stub)
+        stacks.append(stack)
+        cases = [c for c in flooding.flood_cases(target) if not args.cases or c.name in args.cases.split(",")]
+        report = flooding.FloodReport(args.rounds, args.duration, args.connections, cases)
+        scenario = Scenario(f"chat-{args.connections}c", "chat", args.connections, "wrk")
+        if not usable([target], [scenario], report.notes)[scenario.name]:
+            raise SystemExit(f"Switchboard fails the warm-up: {report.notes}")
+        flooding.flood_rounds(target, report, _log)
+        written = report.write()
+        print(report.table(), flush=True)
+        _log("wrote " + ", ".join(str(p.relative_to(ROOT)) for p in written))
+        return 0 if report.floods_ok() else 1
 
 
 def _compare(targets: list[Target], args: argparse.Namespace, report: reporting.Report) -> None:
@@ -224,6 +254,12 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     router.add_argument("--soak-minutes", type=float, default=10.0)
     router.add_argument("--keep", action="store_true", help="keep the data directory (logs) afterwards")
     router.add_argument("--router-replicas", type=int, default=1, help="Router processes behind Envoy (default 1)")
+    flood = sub.add_parser("flood", help="chat callers while another client floods worst-case bodies")
+    flood.add_argument("--rounds", type=int, default=3, help="rounds of (quiet, flood) (default 3)")
+    flood.add_argument("--duration", type=float, default=10.0, help="seconds per phase (default 10)")
+    flood.add_argument("--connections", type=int, default=4, help="the callers' wrk connections (default 4)")
+    flood.add_argument("--cases", default="", help="comma-separated subset of the flood's cases (default all)")
+    flood.add_argument("--keep", action="store_true", help="keep the data directory (logs) afterwards")
     for name in ("registry", "billing"):
         sub.add_parser(name, help=f"bench/{name}_bench.py (arguments are passed on)", add_help=False)
     sub.add_parser(
@@ -242,4 +278,6 @@ def main(argv: list[str] | None = None) -> int:
         from bench.billing_away import main as billing_away  # it imports this module
 
         return billing_away(extra)
+    if args.command == "flood":
+        return flood_bench(args)
     return run_script(args.command, extra)

@@ -129,14 +129,20 @@ class Report:
         return out
 
     def meta(self) -> dict:
-        return {
-            "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "cores": os.cpu_count(),
-            "machine": f"{platform.system()} {platform.machine()}, {_cpu_model()}",
-            "python": platform.python_version(),
-            "rounds": self.rounds,
-            "seconds_per_run": self.seconds,
-        }
+        return run_meta(self.rounds, self.seconds)
+
+
+def run_meta(rounds: int, seconds: float) -> dict:
+    """When, on what machine, and how long a benchmark ran: the header of every results file."""
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cores": os.cpu_count(),
+        "machine": f"{platform.system()} {platform.machine()}, {_cpu_model()}",
+        "python": platform.python_version(),
+        "load_average_1_5_15": [round(x, 1) for x in os.getloadavg()],  # other work on the machine, at the end
+        "rounds": rounds,
+        "seconds_per_run": seconds,
+    }
 
 
 def _cpu_model() -> str:

@@ -38,6 +38,7 @@ class Target:
     models: dict[str, str]
     auth: str = ""
     pids: dict[str, int] = field(default_factory=dict)  # process name -> pid, for RSS and profiles
+    providers: dict[str, str] = field(default_factory=dict)  # kind -> provider id (Switchboard only)
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": self.auth} if self.auth else {}
@@ -101,9 +102,9 @@ class AdminClient:
             raise RuntimeError(f"{method} {path} -> {exc.code}: {exc.read()[:500]!r}") from exc
 
 
-def register_switchboard(admin: AdminClient, stub: StubPorts) -> tuple[str, dict[str, str]]:
+def register_switchboard(admin: AdminClient, stub: StubPorts) -> tuple[str, dict[str, str], dict[str, str]]:
     """Registers one provider per stub upstream and one hub model per kind; returns
-    the caller's token and the model id per kind."""
+    the caller's token (a writer of the providers' org), the model id and the provider id per kind."""
     suffix = secrets.token_hex(3)
     org, user = f"bench-org-{suffix}", f"bench-user-{suffix}"
     admin.call("POST", "/admin/v1/orgs", {"name": org})
@@ -111,6 +112,7 @@ def register_switchboard(admin: AdminClient, stub: StubPorts) -> tuple[str, dict
     admin.call("PUT", f"/admin/v1/orgs/{org}/members/{user}", {"role": "write"})
     token = admin.call("POST", f"/admin/v1/users/{user}/tokens", {"name": "bench"})["token"]
     models: dict[str, str] = {}
+    providers: dict[str, str] = {}
     for kind, upstream in KINDS.items():
         provider, model = f"bench-{kind}-{suffix}", f"bench/{kind}-{suffix}"
         task = "text-to-image" if kind == "image" else "conversational"
@@ -135,8 +137,8 @@ def register_switchboard(admin: AdminClient, stub: StubPorts) -> tuple[str, dict
             {"task": task, "hfModel": model, "providerModel": "stub-model", "status": "live"},
             token=token,
         )
-        models[kind] = model
-    return token, models
+        models[kind], providers[kind] = model, provider
+    return token, models, providers
 
 
 def start_switchboard(data_dir: Path, stub: StubPorts, router_replicas: int = 1) -> tuple[Stack, Target]:
@@ -145,13 +147,13 @@ def start_switchboard(data_dir: Path, stub: StubPorts, router_replicas: int = 1)
     stack, admin_token, _ = start_stack(UpOptions(port, data_dir, "", demo=False, router_replicas=router_replicas))
     try:
         base = f"http://127.0.0.1:{port}"
-        token, models = register_switchboard(AdminClient(base, admin_token), stub)
+        token, models, providers = register_switchboard(AdminClient(base, admin_token), stub)
     except BaseException:
         stack.stop()
         raise
     urls = {kind: base + _path(kind) for kind in KINDS}
     pids = {child.name: child.process.pid for child in stack.children}
-    return stack, Target("switchboard", urls, models, f"Bearer {token}", pids)
+    return stack, Target("switchboard", urls, models, f"Bearer {token}", pids, providers)
 
 
 def start_baseline(data_dir: Path, stub: StubPorts, checkout: Path | None) -> tuple[Stack, Target]:
@@ -170,12 +172,13 @@ def start_baseline(data_dir: Path, stub: StubPorts, checkout: Path | None) -> tu
     child = stack.start("baseline", argv, http_ok(f"{base}/v1/providers"), cwd=checkout)
     try:
         stack.wait_ready()
-        token, models = register_switchboard(AdminClient(base, admin_token), stub)
+        token, models, providers = register_switchboard(AdminClient(base, admin_token), stub)
     except BaseException:
         stack.stop()
         raise
     urls = {kind: base + _path(kind) for kind in KINDS}
-    return stack, Target("baseline", urls, models, f"Bearer {token}", _children_by_name(child.process.pid))
+    pids = _children_by_name(child.process.pid)
+    return stack, Target("baseline", urls, models, f"Bearer {token}", pids, providers)
 
 
 def _children_by_name(launcher: int) -> dict[str, int]:

@@ -141,7 +141,7 @@ def order_routes(
 def explain_no_candidate(answer: internal_pb.ResolveModelResponse, model: str, task: str) -> ApiError:
     """The 404 for a model nobody can serve to this caller, with the Registry's reasons."""
     if not answer.model_found:
-        return ApiError(404, f"model {model} does not exist", param="model", code="model_not_found")
+        return ApiError(404, f"model {model[:200]} does not exist", param="model", code="model_not_found")
     if answer.exclusions:
         reasons = "; ".join(f"{e.provider}: {e.reason}" for e in answer.exclusions)
         return ApiError(404, f"no provider serves {model} for you ({reasons})", code="model_not_available")

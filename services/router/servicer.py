@@ -179,7 +179,7 @@ class RouterServicer(router_grpc.RouterServiceServicer):
         self, task: str, model: str, provider: str, caller: internal_pb.Caller, known: dict[str, ProviderEntry]
     ) -> list[selection.Route]:
         if provider not in known:
-            raise ApiError(404, f"provider {provider} does not exist", code="provider_not_found")
+            raise ApiError(404, f"provider {provider[:96]} does not exist", code="provider_not_found")
         answer = await self.directory.resolve_provider_model(provider, model, caller.user, task)
         routes = selection.routes_of(answer.candidates, known, self.hub_url)
         if not routes:
@@ -419,7 +419,7 @@ class RouterServicer(router_grpc.RouterServiceServicer):
         served = await self.directory.served_models(user, request.id)
         match = [m for m in served.models if m.id == request.id]
         if not match:
-            raise ApiError(404, f"model {request.id} is not served to you", code="model_not_found")
+            raise ApiError(404, f"model {request.id[:200]} is not served to you", code="model_not_found")
         return self._model(match[0], await self.directory.providers())
 
     async def ListProviders(
@@ -435,7 +435,7 @@ class RouterServicer(router_grpc.RouterServiceServicer):
     ) -> router_pb.Provider:
         entry = (await self.directory.providers()).get(request.id)
         if entry is None:
-            raise ApiError(404, f"provider {request.id} does not exist", code="provider_not_found")
+            raise ApiError(404, f"provider {request.id[:96]} does not exist", code="provider_not_found")
         user = await self._optional_user(context)
         served = await self.directory.served_models(user)
         models = sorted({m.id for m in served.models if any(c.provider == entry.id for c in m.candidates)})

@@ -420,3 +420,10 @@ def test_every_rule_reads_required_fields_from_the_descriptor() -> None:
     assert entry["body"]["required"] == [["limitNanoUsd", "limit_nano_usd"]]
     assert entry["body"]["path"] == {"account": True}
     assert entry["query"] == {"account": "path"}
+
+
+@pytest.mark.parametrize("name", ["c+j!", "a`b", "x#y", "h$"])
+def test_a_header_name_grpc_refuses_is_dropped_not_a_500(stack, name) -> None:
+    with stack.admin() as admin:
+        answer = admin.get("/admin/v1/providers", headers={name: "1"})
+    assert answer.status_code == 200, answer.text

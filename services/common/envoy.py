@@ -26,7 +26,6 @@ STRICT_LUA_FILE = ROOT / "envoy" / "strict.lua"
 DESCRIPTOR = ROOT / "gen" / "switchboard.pb"
 OPENAPI = ROOT / "gen" / "openapi.json"  # written by scripts/generate.py
 # Served until scripts/generate.py writes the document.
-OPENAPI_PLACEHOLDER = '{"openapi":"3.1.0","info":{"title":"Switchboard","version":"0.1.0"},"paths":{}}'
 
 LUA_FILTER = "envoy.filters.http.lua"
 # Documented caps at the boundary: a longer path is a 414, larger headers a 431.
@@ -395,7 +394,7 @@ def _rest_routes(d: Descriptors) -> list[dict]:
 
 
 def openapi_document() -> str:
-    return OPENAPI.read_text() if OPENAPI.exists() else OPENAPI_PLACEHOLDER
+    return OPENAPI.read_text()
 
 
 def _openapi_route() -> dict:

@@ -51,7 +51,10 @@ end
 local function key_path(stack, depth, key)
   local parts = {}
   for level = 2, depth do
-    parts[#parts + 1] = stack[level].key
+    local above = stack[level].key  -- nil for an array's elements
+    if above then
+      parts[#parts + 1] = echo(above)
+    end
   end
   parts[#parts + 1] = echo(key)
   return sub(table.concat(parts, "."), 1, 4 * MAX_ECHO)
@@ -69,14 +72,23 @@ local function string_end(body, open)
   end
 end
 
--- The transcoder quotes a value it cannot convert in full: a string given to a
--- field that takes no long string (a number, a message, ...) must be short.
-local MAX_SHORT_STRING = 256
+-- The transcoder quotes a value it cannot convert in full: a literal (number,
+-- true, ...) is never long, nor is a string given to a field that takes no long
+-- string (a number, a message, ...).
+local MAX_SHORT_VALUE = 256
 
-local function check_short(body, at, stack, depth, key)
-  local _, quote = find(body, '^%s*:%s*"', at)
-  local close = quote and string_end(body, quote)
-  if close and close - quote > MAX_SHORT_STRING then
+local function check_value(body, at, short, stack, depth, key)
+  local _, colon = find(body, "^%s*:%s*", at)
+  if colon == nil then
+    return nil
+  end
+  local first, stop = byte(body, colon + 1), nil
+  if first == 34 then
+    stop = short and string_end(body, colon + 1)
+  elseif first ~= 123 and first ~= 91 then
+    stop = find(body, "[,}%]]", colon + 1)
+  end
+  if stop and stop - colon > MAX_SHORT_VALUE then
     local param = key_path(stack, depth, key)
     return "invalid_value", "the value of " .. param .. " is not valid for its type", param
   end
@@ -121,11 +133,9 @@ local function check_body(body, root, partial)
             local param = key_path(stack, depth, key)
             return "unknown_field", "unknown field " .. param .. " in the request body", param
           end
-          if schema.short[key] then
-            local code, message, param = check_short(body, at, stack, depth, key)
-            if code then
-              return code, message, param
-            end
+          local code, message, param = check_value(body, at, schema.short[key], stack, depth, key)
+          if code then
+            return code, message, param
           end
           if frame.seen and not find(body, "^%s*:%s*null", at) then
             frame.seen[key] = true

@@ -112,6 +112,7 @@ def test_too_deep_a_body_is_a_400(stack) -> None:
     [
         ("/v1/billing/accounts/demo/limit", b'{"limitNanoUsd": "' + b"x" * 100_000 + b'"}', "limitNanoUsd"),
         ("/admin/v1/providers/p/prices", b'{"prices": "' + b"x" * 100_000 + b'"}', "prices"),
+        ("/v1/billing/accounts/demo/limit", b'{"limitNanoUsd": ' + b"9" * 100_000 + b"}", "limitNanoUsd"),
         (
             "/admin/v1/providers/p/prices",
             b'{"prices": [{"providerModel": "m", "requestNanoUsd": "' + b"1" * 300 + b'"}]}',

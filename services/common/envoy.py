@@ -366,12 +366,14 @@ def _grpc_routes() -> list[dict]:
 _STRICT_SCRIPT = {"@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute", "name": "strict"}
 
 
-def _rest_route(rule: HttpRule, *, strict: bool, with_query: bool = False) -> dict:
-    """A route for one HTTP rule. Its action is never used for a transcoded call: the
-    transcoder rewrites the path to the gRPC method and the route is chosen again."""
+def _rest_route(rule: HttpRule, *, strict: bool, with_query: bool | None = None) -> dict:
+    """A route for one HTTP rule (with or without a query string, when given). Its action
+    is never used for a transcoded call: the transcoder rewrites the path to the gRPC
+    method and the route is chosen again."""
     headers: list[dict] = [{"name": ":method", "string_match": {"exact": rule.verb}}]
-    if with_query:
-        headers.append({"name": ":path", "string_match": {"contains": "?"}})
+    if with_query is not None:
+        query = {"name": ":path", "string_match": {"contains": "?"}, "invert_match": not with_query}
+        headers.append(query)
     route: dict[str, object] = {
         "match": {"safe_regex": {"regex": path_regex(rule.template)}, "headers": headers},
         "direct_response": _reply(404, "no such route"),
@@ -384,11 +386,11 @@ def _rest_route(rule: HttpRule, *, strict: bool, with_query: bool = False) -> di
 
 def _rest_routes(d: Descriptors) -> list[dict]:
     """Every rule gets the strict script, except free-body rules (chat) without a query
-    string: those run errors.lua only, as before."""
+    string: those run errors.lua only, as before, and come first (the hot path)."""
     free = [r for r in d.rules if _free_body(d, r)]
     return [
+        *(_rest_route(r, strict=False, with_query=False) for r in free),
         *(_rest_route(r, strict=True, with_query=True) for r in free),
-        *(_rest_route(r, strict=False) for r in free),
         *(_rest_route(r, strict=True) for r in d.rules if not _free_body(d, r)),
     ]
 

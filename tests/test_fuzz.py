@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,43 +33,6 @@ from services.launcher import Stack, UpOptions, free_port, start_stack
 SNAKE_CASE = r"[a-z][a-z0-9]*(_[a-z0-9]+)*"
 MAX_MESSAGE = 1_000  # characters: an error message repeats a short prefix of the input, never all of it
 
-
-def envoy_status_code(response: Response | httpx.Response) -> bool:
-    """An Envoy local 4xx (transcoder rejection, header check, no route): "code" is the status as a string."""
-    return response.status_code < 500 and error_of(response).get("code") == str(response.status_code)
-
-
-def illegal_metadata(response: Response | httpx.Response) -> bool:
-    return response.status_code == 500 and "Illegal header key" in response.text
-
-
-def metadata_too_large(response: Response | httpx.Response) -> bool:
-    return "received metadata size exceeds" in response.text
-
-
-def protobuf_decode_error(response: Response | httpx.Response) -> bool:
-    return response.status_code == 500 and "DecodeError" in response.text
-
-
-def echoes_input(response: Response | httpx.Response) -> bool:
-    return len(error_of(response).get("message") or "") >= MAX_MESSAGE
-
-
-@dataclass(frozen=True)
-class KnownDefect:
-    """A defect another owner is fixing: the check is skipped only for answers it matches."""
-
-    owner: str
-    defect: str
-    check: str
-    matches: Callable[[Response | httpx.Response], bool]
-    operations: frozenset[str] = frozenset()  # "METHOD /path"; empty: every operation
-
-
-# TEMPORARY ALLOWLIST of known defects whose fixes belong to other owners. Every
-# other answer is held to every check; the lead empties this list as the fixes
-# merge. Nothing here is a won't-fix.
-KNOWN_DEFECTS: tuple[KnownDefect, ...] = ()
 
 DOCUMENT = Path(__file__).resolve().parent.parent / "gen" / "openapi.json"
 SCHEMA_EXAMPLES = 8  # per operation, per caller, per generation mode
@@ -130,30 +93,13 @@ def error_of(response: Response | httpx.Response) -> dict:
     return error if isinstance(error, dict) else {}
 
 
-def known_defect(operation: str, check: str, response: Response | httpx.Response) -> KnownDefect | None:
-    """The listed defect this answer shows, for an operation ("METHOD /path") and check."""
-    for known in KNOWN_DEFECTS:
-        listed = not known.operations or operation in known.operations
-        if listed and known.check in ("*", check) and known.matches(response):
-            return known
-    return None
-
-
-def validate(case: schemathesis.Case, response: Response) -> None:
-    """Every check on the answer, but those a listed defect is known to fail for this answer."""
-    operation = f"{case.method.upper()} {case.path}"
-    checks = [c for c in CHECKS if known_defect(operation, c.__name__, response) is None]
-    if checks:  # an empty list would mean Schemathesis' default checks
-        case.validate_response(response, checks=checks)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("who", ["admin", "user"])
 @schema.parametrize()
 @FUZZ_SETTINGS
 def test_every_operation_answers_as_the_document_says(case: schemathesis.Case, live: Live, who: str) -> None:
     response = case.call(base_url=live.base_url, headers={"Authorization": f"Bearer {live.tokens[who]}"}, timeout=60)
-    validate(case, response)
+    case.validate_response(response, checks=CHECKS)
 
 
 # Hostile values for the fields the Router reads: numbers past every range
@@ -267,8 +213,6 @@ def hostile_path(template: str, segment: str) -> str:
 def test_hostile_path_parameters_get_openai_shaped_4xx(method: str, template: str, segment: str, live: Live) -> None:
     with live.http("admin") as http:
         answer = http.request(method, hostile_path(template, HOSTILE_SEGMENTS[segment]), json={})
-    if known_defect(f"{method} {template}", f"hostile_path_{segment}", answer) is not None:
-        return
     assert answer.status_code < 500, answer.text[:300]
     if answer.status_code >= 400:
         error = error_of(answer)

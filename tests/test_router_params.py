@@ -70,3 +70,18 @@ def test_max_tokens_is_an_integer_in_its_documented_range(value) -> None:
     with pytest.raises(ApiError) as refused:
         params.check_body(body, params.CHAT, params.REQUIRED_CHAT)
     assert (refused.value.param, refused.value.code) == ("max_tokens", "invalid_parameter")
+
+
+@pytest.mark.parametrize(
+    ("param", "value"),
+    [("response_format", "jpeg"), ("size", "99999999x99999999"), ("size", "-1x-1"), ("size", "axb"), ("size", 512)],
+)
+def test_image_formats_and_sizes_are_checked(param, value) -> None:
+    with pytest.raises(ApiError) as refused:
+        params.check_body({"model": "m", "prompt": "p", param: value}, params.IMAGES, params.REQUIRED_IMAGES)
+    assert refused.value.param == param
+
+
+@pytest.mark.parametrize("size", ["auto", "1024x1024", "1792x1024", "1x8192"])
+def test_image_sizes_in_range_pass(size) -> None:
+    params.check_body({"model": "m", "prompt": "p", "size": size}, params.IMAGES, params.REQUIRED_IMAGES)

@@ -27,6 +27,7 @@ MAX_IMAGES = 10
 MAX_PROMPT_CHARACTERS = 100_000
 MAX_STOP_SEQUENCES = 4
 MAX_TOOLS = 128
+MAX_IMAGE_SIDE = 8192
 ECHOED = 40  # characters of a bad value a message may repeat
 
 Check = Callable[[str, Any], None]
@@ -113,6 +114,24 @@ def providers(name: str, value: Any) -> None:
         _fail(name, f"provider ids of at most {MAX_PROVIDER_ID_LENGTH} characters", value)
 
 
+def one_of(*choices: str) -> Check:
+    def check(name: str, value: Any) -> None:
+        if value not in choices:
+            _fail(name, " or ".join(f'"{c}"' for c in choices), value)
+
+    return check
+
+
+def image_size(name: str, value: Any) -> None:
+    """"auto" or "<width>x<height>", each from 1 to MAX_IMAGE_SIDE pixels."""
+    if value == "auto":
+        return
+    width, x, height = value.partition("x") if isinstance(value, str) else ("", "", "")
+    sides = (width, height) if x and width.isdigit() and height.isdigit() and len(value) <= 11 else ()
+    if not sides or not all(1 <= int(side) <= MAX_IMAGE_SIDE for side in sides):
+        _fail(name, f'"auto" or "<width>x<height>" with sides from 1 to {MAX_IMAGE_SIDE}', value)
+
+
 OBJECT = of_type(dict, "an object")
 BOOLEAN = of_type(bool, "true or false")
 TOKENS = integer(1, MAX_OUTPUT_TOKENS)
@@ -149,8 +168,8 @@ IMAGES: dict[str, Check] = {
     **COMMON,
     "prompt": text(MAX_PROMPT_CHARACTERS, empty=False),
     "n": integer(1, MAX_IMAGES),
-    "size": text(32),
-    "response_format": of_type(str, '"url" or "b64_json"'),
+    "size": image_size,
+    "response_format": one_of("url", "b64_json"),
 }
 REQUIRED_CHAT = {"model", "messages"}
 REQUIRED_IMAGES = {"model", "prompt"}

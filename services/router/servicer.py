@@ -63,6 +63,10 @@ def hf_to_openai(request: router_pb.TextToImageRequest) -> httpbody_pb2.HttpBody
     parameters = body.get("parameters") if isinstance(body.get("parameters"), dict) else {}
     payload = {k: v for k, v in parameters.items() if k not in ("width", "height")}
     payload.update(model=request.model, prompt=body["inputs"], response_format="b64_json", n=1)
+    side = params.integer(1, params.MAX_IMAGE_SIDE)
+    for name in ("width", "height"):
+        if parameters.get(name) is not None:
+            side(f"parameters.{name}", parameters[name])
     if parameters.get("width") and parameters.get("height"):
         payload["size"] = f"{parameters['width']}x{parameters['height']}"
     return httpbody_pb2.HttpBody(content_type=JSON, data=orjson.dumps(payload))

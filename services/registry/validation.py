@@ -38,7 +38,7 @@ MAX_RANK = 1_000_000  # |defaultRank|
 MAX_NANO_USD = 2**63 - 1  # prices, nano-USD, 0 or more
 # The partners listing of one provider (GET /api/partners/{p}/models) is one answer that Envoy
 # transcodes in one buffer: new mappings are refused once the listing would pass this size.
-MAX_LISTING_BYTES = 512 * 1024
+MAX_LISTING_BYTES = 768 * 1024  # Envoy's buffer is 1 MiB (the listener's per-connection limit)
 SHOWN_CHARS = 64  # of the caller's input, in any message
 
 # Names no user or org may have (compared case-insensitively): they would pass for Switchboard

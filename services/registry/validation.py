@@ -308,11 +308,12 @@ def check_model_fits_task(model_id: str, pipeline_tag: str, tags: tuple[str, ...
     if task == "conversational":
         raise bad_request(
             f"task 'conversational' needs a model whose pipeline_tag is text-generation or image-text-to-text "
-            f"and that is tagged 'conversational'; {model_id!r} has pipeline_tag {pipeline_tag!r}"
+            f"and that is tagged 'conversational'; {shown(model_id)} has pipeline_tag {shown(pipeline_tag)}"
             + ("" if "conversational" in tags else " and no 'conversational' tag"),
             "task",
         )
-    raise bad_request(f"task {task!r} does not match the pipeline_tag {pipeline_tag!r} of {model_id!r}", "task")
+    message = f"task {task!r} does not match the pipeline_tag {shown(pipeline_tag)} of {shown(model_id)}"
+    raise bad_request(message, "task")
 
 
 def page_size(requested: int, default: int = 100) -> int:

@@ -67,23 +67,38 @@ def test_reserved_names_are_refused_in_any_letter_case(stack, kind: str) -> None
         assert error["param"] == "name"
 
 
-def test_racing_creations_of_one_name_let_exactly_one_win(stack) -> None:
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[str]:
+    with postgres_cluster() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_stack(request, stack, make_stack):
+    """The shared SQLite stack, or one stack on PostgreSQL for this module."""
+    if request.param == "sqlite":
+        return stack
+    return request.getfixturevalue("postgres_stack")
+
+
+@pytest.fixture(scope="module")
+def postgres_stack(make_stack, postgres: str):
+    running = make_stack(SWITCHBOARD_DATABASE_URL=postgres)
+    yield running
+    running.stack.stop()
+
+
+def test_racing_creations_of_one_name_let_exactly_one_win(any_stack) -> None:
     """A user and an org of the same name created at once: the database decides, once."""
     names = [unique("race") for _ in range(8)]
     attempts = [(kind, name) for name in names for kind in ("user", "org", "user", "org")]
-    with stack.admin() as admin, ThreadPoolExecutor(8) as pool:
+    with any_stack.admin() as admin, ThreadPoolExecutor(8) as pool:
         codes = list(pool.map(lambda a: create(admin, *a).status_code, attempts))
     for i, name in enumerate(names):
         assert sorted(codes[4 * i : 4 * i + 4]) == [200, 409, 409, 409], name
 
 
 # --- migrations, on SQLite and PostgreSQL -----------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[str]:
-    with postgres_cluster() as url:
-        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -244,7 +244,7 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
         token = new_token()
         row = TokenRow(user=request.user, name=name, token_hash=hash_token(token))
         await self.state.write(
-            lambda s: store.insert(s, row), f"user {request.user!r} already has a token named {name!r}"
+            lambda s: store.insert(s, row), f"user {shown(request.user)} already has a token named {shown(name)}"
         )
         self.index.tokens[row.token_hash] = request.user
         await self._publish(internal_pb.CHANGE_KIND_IDENTITY, request.user)
@@ -283,7 +283,7 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
         await self._require_org(provider.org)
         row = ProviderRow(id=provider.id, org=provider.org, base_url=provider.base_url)
         apply_provider_fields(row, provider, set(UPDATABLE))
-        await self.state.write(lambda s: store.insert(s, row), f"provider {row.id!r} already exists")
+        await self.state.write(lambda s: store.insert(s, row), f"provider {shown(row.id)} already exists")
         self.index.put_provider(ProviderEntry(row.id, row.org, row.default_rank))
         await self._publish(internal_pb.CHANGE_KIND_PROVIDER, row.id)
         log.info("provider created", extra={"provider": row.id, "org": row.org})

@@ -21,8 +21,9 @@ TAG_FILTER = "tag-filter"
 LIVE = "live"
 STAGING = "staging"
 WRITE_ROLES = frozenset({"write", "admin"})
-# JSON punctuation, field names, the id, status and nesting of one listing entry (rounded up).
-LISTING_ENTRY_OVERHEAD = 160
+# Field names, the id, the status and the encoding of one listing entry, for a tag-filter and
+# for a model mapping (tests/test_registry_limits.py checks they bound the real size).
+LISTING_ENTRY_OVERHEAD = (192, 128)
 
 
 def intern_all(values: Iterable[str]) -> tuple[str, ...]:
@@ -72,10 +73,11 @@ class Mapping:
 
     @property
     def listing_bytes(self) -> int:
-        """At least the size of this mapping's entry in its provider's partners listing
-        (UTF-8; the tags appear twice, in the key and in the value)."""
-        strings = (self.hf_model, self.provider_model, self.tags_key, self.tags_key, self.task, self.adapter_type)
-        return sum(len(s.encode()) for s in strings) + 8 * len(self.tags) + LISTING_ENTRY_OVERHEAD
+        """At least the size of this mapping's entry in its provider's partners listing, as
+        the protobuf Struct Envoy transcodes (UTF-8; the tags appear twice: key and value)."""
+        strings = (self.hf_model, self.provider_model, self.tags_key, self.tags_key, self.adapter_type, self.task)
+        overhead = LISTING_ENTRY_OVERHEAD[self.type == MODEL]
+        return sum(len(s.encode()) for s in strings) + 8 * len(self.tags) + overhead
 
 
 @dataclass(slots=True)

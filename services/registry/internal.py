@@ -85,9 +85,9 @@ class InternalServicer(internal_grpc.InternalServiceServicer):
     async def ResolveModel(
         self, request: internal_pb.ResolveModelRequest, context: grpc.aio.ServicerContext
     ) -> internal_pb.ResolveModelResponse:
-        self._catalog_model(request.model)
         check_task(request.task)
         check_count(request.providers, MAX_PROVIDERS, "providers")
+        self._catalog_model(request.model)
         return resolution_message(self.index.resolve(request.model, request.user, request.task, request.providers))
 
     def _catalog_model(self, model: str) -> None:

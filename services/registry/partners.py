@@ -109,8 +109,8 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
         mapping = self._new_mapping(request)
         self._check_listing_room(mapping)
         conflict = self.index.conflicting_mapping(mapping.unique_key)
-        what = f"model {mapping.hf_model!r}" if mapping.type == MODEL else f"tags {shown(mapping.tags_key)}"
-        message = f"provider {request.provider!r} already maps {what} for task {mapping.task!r}"
+        what = f"model {shown(mapping.hf_model)}" if mapping.type == MODEL else f"tags {shown(mapping.tags_key)}"
+        message = f"provider {shown(request.provider)} already maps {what} for task {mapping.task!r}"
         if conflict:
             raise ApiError(409, f"{message} (mapping {conflict})", code="mapping_exists")
 
@@ -129,7 +129,7 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
         if size > MAX_LISTING_BYTES:
             raise ApiError(
                 400,
-                f"provider {mapping.provider!r} has no room for this mapping: its listing would pass "
+                f"provider {shown(mapping.provider)} has no room for this mapping: its listing would pass "
                 f"{MAX_LISTING_BYTES} bytes; delete mappings it no longer needs",
                 code="mapping_table_full",
             )
@@ -177,7 +177,7 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
             raise bad_request("adapterType is only allowed in a tag-filter mapping", "adapterType")
         model = self.index.catalog.get(request.hf_model)
         if model is None:
-            raise bad_request(f"hfModel {request.hf_model!r} is not in the model catalog", "hfModel")
+            raise bad_request(f"hfModel {shown(request.hf_model)} is not in the model catalog", "hfModel")
         check_model_fits_task(request.hf_model, model.pipeline_tag, model.tags, request.task)
 
     async def DeleteModelMapping(

@@ -38,7 +38,7 @@ MAX_RANK = 1_000_000  # |defaultRank|
 MAX_NANO_USD = 2**63 - 1  # prices, nano-USD, 0 or more
 # The partners listing of one provider (GET /api/partners/{p}/models) is one answer that Envoy
 # transcodes in one buffer: new mappings are refused once the listing would pass this size.
-MAX_LISTING_BYTES = 512 * 1024
+MAX_LISTING_BYTES = 768 * 1024  # Envoy's buffer is 1 MiB (the listener's per-connection limit)
 SHOWN_CHARS = 64  # of the caller's input, in any message
 
 # Names no user or org may have (compared case-insensitively): they would pass for Switchboard
@@ -310,11 +310,12 @@ def check_model_fits_task(model_id: str, pipeline_tag: str, tags: tuple[str, ...
     if task == "conversational":
         raise bad_request(
             f"task 'conversational' needs a model whose pipeline_tag is text-generation or image-text-to-text "
-            f"and that is tagged 'conversational'; {model_id!r} has pipeline_tag {pipeline_tag!r}"
+            f"and that is tagged 'conversational'; {shown(model_id)} has pipeline_tag {shown(pipeline_tag)}"
             + ("" if "conversational" in tags else " and no 'conversational' tag"),
             "task",
         )
-    raise bad_request(f"task {task!r} does not match the pipeline_tag {pipeline_tag!r} of {model_id!r}", "task")
+    message = f"task {task!r} does not match the pipeline_tag {shown(pipeline_tag)} of {shown(model_id)}"
+    raise bad_request(message, "task")
 
 
 def page_size(requested: int, default: int = 100) -> int:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import grpc
 
-from services.common.auth import ServiceCredentialCheck, presenting_credential
+from services.common.auth import INTERNAL_SERVICES, ServiceCredentialCheck, presenting_credential
 from services.common.config import ServiceSettings
 from services.common.db import Database, migrate
 from services.common.server import Registration, create_server, serve
@@ -49,7 +49,9 @@ async def run_service(
     """Serves the registrations until SIGTERM, then drains and calls on_stop.
     on_draining runs when the drain starts (e.g. to end open streams)."""
     registrations = list(registrations)
-    check = ServiceCredentialCheck(settings.service_credential_value())
-    server, port, health = create_server(registrations, settings.host, settings.port, [check])
+    # Only a service that serves an internal one pays for the check on every call.
+    serves_internal = any(name in INTERNAL_SERVICES for *_, name in registrations)
+    checks = [ServiceCredentialCheck(settings.service_credential_value())] if serves_internal else []
+    server, port, health = create_server(registrations, settings.host, settings.port, checks)
     log.info("listening", extra={"service": name, "address": f"{settings.host}:{port}"})
     await serve(server, health, [r[2] for r in registrations], settings.shutdown_grace_seconds, on_stop, on_draining)

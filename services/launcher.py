@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import os
 import random
+import secrets
 import shutil
 import signal
 import socket
@@ -23,9 +24,9 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.common.config import SERVICE_CREDENTIAL_FILE, read_or_create_secret
+from services.common.config import shared_service_credential
 from services.common.envoy import EnvoyPorts, render
-from services.common.secrets import private_directory, private_file, private_tree
+from services.common.secrets import private_directory, private_file, private_tree, read_or_create_secret
 
 READY_DEADLINE_SECONDS = 60.0
 STOP_GRACE_SECONDS = 10.0
@@ -110,7 +111,7 @@ def admin_token(data_dir: Path, environment: Mapping[str, str]) -> tuple[str, st
     if from_env:
         return from_env, "SWITCHBOARD_ADMIN_TOKEN"
     path = data_dir / "admin-token"
-    return read_or_create_secret(path, "sb-admin-"), str(path)
+    return read_or_create_secret(path, lambda: "sb-admin-" + secrets.token_urlsafe(32)), str(path)
 
 
 class Stack:
@@ -218,9 +219,7 @@ def start_stack(options: UpOptions) -> tuple[Stack, str, str]:
         "SWITCHBOARD_DATA_DIR": str(data_dir),
     }
     # Router replicas keep their spool in data directories of their own: all get the one credential.
-    env.setdefault(
-        "SWITCHBOARD_SERVICE_CREDENTIAL", read_or_create_secret(data_dir / SERVICE_CREDENTIAL_FILE, "sb-service-")
-    )
+    env.setdefault("SWITCHBOARD_SERVICE_CREDENTIAL", shared_service_credential(data_dir))
     if options.database_url:
         env["SWITCHBOARD_DATABASE_URL"] = options.database_url
     stack = Stack(data_dir, env)

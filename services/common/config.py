@@ -7,7 +7,6 @@ then these defaults.
 from __future__ import annotations
 
 import argparse
-import os
 import secrets
 from pathlib import Path
 from typing import Self
@@ -15,27 +14,15 @@ from typing import Self
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.common.secrets import private_directory, private_file
+from services.common.secrets import private_directory, private_file, read_or_create_secret
 
 SERVICE_CREDENTIAL_FILE = "service-credential"
 SECRET_SETTINGS = frozenset({"admin_token", "service_credential"})
 
 
-def read_or_create_secret(path: Path, prefix: str) -> str:
-    """The secret in the file, created (mode 0600, a random token) when missing.
-    Several processes may race to create it: exactly one wins, all read the same."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    else:
-        with os.fdopen(fd, "w") as f:
-            f.write(prefix + secrets.token_urlsafe(32))
-    value = path.read_text().strip()
-    if not value:
-        raise RuntimeError(f"{path} is empty: delete it or put a secret in it")
-    return value
+def shared_service_credential(data_dir: Path) -> str:
+    """The data directory's service credential, created (0600) by the first process that needs it."""
+    return read_or_create_secret(data_dir / SERVICE_CREDENTIAL_FILE, lambda: "sb-service-" + secrets.token_urlsafe(32))
 
 
 class ServiceSettings(BaseSettings):
@@ -58,9 +45,7 @@ class ServiceSettings(BaseSettings):
 
     def service_credential_value(self) -> str:
         """The configured service credential, else the data directory's shared one."""
-        return self.service_credential.get_secret_value() or read_or_create_secret(
-            self.data_dir / SERVICE_CREDENTIAL_FILE, "sb-service-"
-        )
+        return self.service_credential.get_secret_value() or shared_service_credential(self.data_dir)
 
     def database_url_for(self, name: str) -> str:
         """The configured URL, or a SQLite file named after the service."""

@@ -18,7 +18,7 @@ import base64
 import json
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AnyStr, Generic
@@ -201,25 +201,29 @@ class SealedString(TypeDecorator[str]):
         return secret_box().open(value)
 
 
-def secrets_key(data_dir: Path, environment: dict[str, str] | os._Environ = os.environ) -> bytes:
-    """The at-rest key: SWITCHBOARD_SECRETS_KEY, else <data-dir>/secrets.key, created (0600) when missing.
-    Several processes may race to create it: exactly one wins, all read the same."""
-    from_env = environment.get(SECRETS_KEY_ENV, "").strip()
-    if from_env:
-        return from_env.encode()
-    path = data_dir / SECRETS_KEY_FILE
-    private_directory(data_dir)
+def read_or_create_secret(path: Path, new: Callable[[], str]) -> str:
+    """The secret in the file, created (mode 0600) from `new()` when missing. Several
+    processes may race to create it: exactly one wins, all read the same."""
+    private_directory(path.parent)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         pass
     else:
-        with os.fdopen(fd, "wb") as f:
-            f.write(Fernet.generate_key())
-    key = path.read_bytes().strip()
-    if not key:
-        raise RuntimeError(f"{path} is empty: delete it or put a key in it")
-    return key
+        with os.fdopen(fd, "w") as f:
+            f.write(new())
+    value = path.read_text().strip()
+    if not value:
+        raise RuntimeError(f"{path} is empty: delete it or put a secret in it")
+    return value
+
+
+def secrets_key(data_dir: Path, environment: dict[str, str] | os._Environ = os.environ) -> bytes:
+    """The at-rest key: SWITCHBOARD_SECRETS_KEY, else <data-dir>/secrets.key, created (0600) when missing."""
+    from_env = environment.get(SECRETS_KEY_ENV, "").strip()
+    if from_env:
+        return from_env.encode()
+    return read_or_create_secret(data_dir / SECRETS_KEY_FILE, lambda: Fernet.generate_key().decode()).encode()
 
 
 def private_directory(path: Path) -> None:

@@ -123,7 +123,7 @@ def one_of(*choices: str) -> Check:
 
 
 def image_size(name: str, value: Any) -> None:
-    """"auto" or "<width>x<height>", each from 1 to MAX_IMAGE_SIDE pixels."""
+    """ "auto" or "<width>x<height>", each from 1 to MAX_IMAGE_SIDE pixels."""
     if value == "auto":
         return
     width, x, height = value.partition("x") if isinstance(value, str) else ("", "", "")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from hypothesis import settings
 
 from services.common.auth import SERVICE_CREDENTIAL_KEY
 from services.common.service import channel
+from services.demo import start_demo
 from services.launcher import Stack, UpOptions, free_port, start_stack
 
 # Tests never depend on timing: no hypothesis example fails for being slow on a busy machine.
@@ -105,3 +107,16 @@ def make_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..
 def stack(make_stack: Callable[..., RunningStack]) -> RunningStack:
     """One stack shared by the whole session; tests use unique names."""
     return make_stack()
+
+
+@contextmanager
+def demo_stack(data_dir: Path) -> Iterator[tuple[Stack, str, str, str]]:
+    """A stack with the demo's provider, catalog and user: (stack, base URL, admin token,
+    the lines the demo prints); stopped afterwards."""
+    port = free_port()
+    stack, admin_token, _ = start_stack(UpOptions(port, data_dir, "", demo=True))
+    try:
+        base_url = f"http://127.0.0.1:{port}"
+        yield stack, base_url, admin_token, start_demo(stack, base_url, admin_token)
+    finally:
+        stack.stop()

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 import schemathesis
+from conftest import demo_stack
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode, Response
@@ -27,8 +28,8 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from services.demo import CHAT_MODEL, IMAGE_MODEL, ORG, PROVIDER, USER, AdminApi, start_demo
-from services.launcher import Stack, UpOptions, free_port, start_stack
+from services.demo import CHAT_MODEL, IMAGE_MODEL, ORG, PROVIDER, USER, AdminApi
+from services.launcher import Stack
 
 SNAKE_CASE = r"[a-z][a-z0-9]*(_[a-z0-9]+)*"
 MAX_MESSAGE = 1_000  # characters: an error message repeats a short prefix of the input, never all of it
@@ -73,15 +74,9 @@ class Live:
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    port = free_port()
-    stack, admin_token, _ = start_stack(UpOptions(port, tmp_path_factory.mktemp("fuzz"), "", demo=True))
-    try:
-        base_url = f"http://127.0.0.1:{port}"
-        start_demo(stack, base_url, admin_token)
+    with demo_stack(tmp_path_factory.mktemp("fuzz")) as (stack, base_url, admin_token, _):
         user_token = AdminApi(base_url, admin_token).new_token(USER, "fuzz")
         yield Live(stack, base_url, {"admin": admin_token, "user": user_token})
-    finally:
-        stack.stop()
 
 
 def error_of(response: Response | httpx.Response) -> dict:

@@ -18,10 +18,11 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+from conftest import demo_stack
 from PIL import Image
 
 from services.demo import CHAT_MODEL, IMAGE_MODEL, LORA_MODEL, USER, AdminApi, start_demo
-from services.launcher import Stack, UpOptions, free_port, start_stack
+from services.launcher import Stack
 
 CHAT = {"model": CHAT_MODEL, "messages": [{"role": "user", "content": "Hello!"}]}
 
@@ -39,15 +40,9 @@ class Demo:
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
-    port = free_port()
-    stack, admin_token, _ = start_stack(UpOptions(port, tmp_path_factory.mktemp("demo"), "", demo=True))
-    try:
-        base_url = f"http://127.0.0.1:{port}"
-        lines = start_demo(stack, base_url, admin_token)
+    with demo_stack(tmp_path_factory.mktemp("demo")) as (stack, base_url, _, lines):
         token = re.search(r"demo token \(user demo\): (\S+)", lines).group(1)
         yield Demo(stack, base_url, token, lines)
-    finally:
-        stack.stop()
 
 
 def eventually(check, seconds: float = 60.0):

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # Money and counts are int64 on the wire and in the database: every result saturates here.
-MAX_NANO_USD = 2**63 - 1
+INT64_MAX = 2**63 - 1
+MAX_NANO_USD = INT64_MAX
 # What a request costs when its provider model has no price, per task family.
 DEFAULT_ESTIMATE_NANO_USD: dict[str, int] = {
     "conversational": 100_000,  # 0.0001 USD

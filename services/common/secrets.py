@@ -127,6 +127,14 @@ class Redactor:
             pass
         return self._walk(value)
 
+    def dumps(self, value: Any) -> bytes:
+        """A parsed JSON value serialized, every secret redacted: one serialization, unless a
+        secret may be in it (then its strings, keys and scalars are walked)."""
+        data = orjson.dumps(value)
+        if self._serialized is None or not self._serialized.may_hold(data):
+            return data
+        return orjson.dumps(self._walk(value))
+
     def _walk(self, value: Any) -> Any:
         assert self._text is not None
         if isinstance(value, str):

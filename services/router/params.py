@@ -15,8 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 from services.common.errors import bad_request
+from services.common.pricing import INT64_MAX
 
-INT64_MAX = 2**63 - 1
 MAX_MODEL_ID_LENGTH = 300  # a hub id (org/name, <= 193) plus a ":<provider or policy>" suffix
 MAX_PROVIDERS_PER_REQUEST = 32
 MAX_PROVIDER_ID_LENGTH = 96

@@ -28,14 +28,12 @@ from services.router.directory import Directory, ProviderEntry
 from services.router.ledger import Ledger
 from services.router.measurements import Measurements
 from services.router.spending import Spending
-from services.router.upstream import Opened, Upstreams, relay, rewrite
+from services.router.upstream import CHAT_PATH, IMAGES_PATH, Opened, Upstreams, relay, rewrite
 
 log = logging.getLogger(__name__)
 
 CHAT = "conversational"
 TEXT_TO_IMAGE = "text-to-image"
-CHAT_PATH = "/v1/chat/completions"
-IMAGES_PATH = "/v1/images/generations"
 DEFAULT_MAX_TOKENS = 1024
 JSON = "application/json"
 EVENT_STREAM = "text/event-stream"
@@ -80,8 +78,15 @@ def _ask_for_usage(payload: dict) -> bool:
     return options.get("include_usage") is not True
 
 
-def _first_png(answer: dict) -> bytes:
-    """The first image of a b64_json answer; 502 when the provider sent none."""
+def _images_json(opened: Opened) -> bytes:
+    """An images answer as the caller gets it: no usage, the provider's secrets redacted."""
+    opened.answer.pop("usage", None)
+    return opened.route.provider.redactor.dumps(opened.answer)
+
+
+def _first_png(opened: Opened) -> bytes:
+    """The first image of a b64_json answer (secrets redacted first); 502 when the provider sent none."""
+    answer = opened.route.provider.redactor.json(opened.answer)
     try:
         return base64.b64decode(answer["data"][0]["b64_json"], validate=True)
     except (KeyError, IndexError, TypeError, ValueError):
@@ -318,7 +323,7 @@ class RouterServicer(router_grpc.RouterServiceServicer):
         hide_usage = stream and _ask_for_usage(call.payload)
         opened = await self._open(call, CHAT_PATH, stream, context)
         if not stream:
-            data = rewrite(opened.answer, call.model, opened.usage)
+            data = rewrite(opened.answer, call.model, opened.usage, opened.route.provider.redactor)
             await self._serve_unary(call, opened, context)
             yield httpbody_pb2.HttpBody(content_type=JSON, data=data)
             return
@@ -355,32 +360,30 @@ class RouterServicer(router_grpc.RouterServiceServicer):
         self,
         request: router_pb.CreateImageRequest,
         context: grpc.aio.ServicerContext,
-        check: Callable[[dict], None] | None = None,
-    ) -> dict:
-        """An images answer, billed and headed once `check` (if any) accepted it."""
+        body_of: Callable[[Opened], bytes],
+    ) -> bytes:
+        """An images answer's body for the caller, billed and headed once `body_of` made it."""
         call = await self._prepare(TEXT_TO_IMAGE, request, context)
         opened = await self._open(call, IMAGES_PATH, False, context)
         try:
-            if check is not None:
-                check(opened.answer)
+            body = body_of(opened)
         except ApiError:
             self._abandon(call)
             raise
         await self._serve_unary(call, opened, context, images=len(opened.answer["data"]))
-        return opened.answer
+        return body
 
     async def CreateImage(
         self, request: router_pb.CreateImageRequest, context: grpc.aio.ServicerContext
     ) -> httpbody_pb2.HttpBody:
-        answer = await self._image(request, context)
-        answer.pop("usage", None)
-        return httpbody_pb2.HttpBody(content_type=JSON, data=orjson.dumps(answer))
+        body = await self._image(request, context, _images_json)
+        return httpbody_pb2.HttpBody(content_type=JSON, data=body)
 
     async def TextToImage(
         self, request: router_pb.TextToImageRequest, context: grpc.aio.ServicerContext
     ) -> httpbody_pb2.HttpBody:
-        answer = await self._image(router_pb.CreateImageRequest(body=hf_to_openai(request)), context, _first_png)
-        return httpbody_pb2.HttpBody(content_type="image/png", data=_first_png(answer))
+        body = await self._image(router_pb.CreateImageRequest(body=hf_to_openai(request)), context, _first_png)
+        return httpbody_pb2.HttpBody(content_type="image/png", data=body)
 
     # --- catalog ---------------------------------------------------------------------------
 

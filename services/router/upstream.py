@@ -21,15 +21,17 @@ import aiohttp
 import orjson
 
 from services.common.errors import ApiError
+from services.common.pricing import INT64_MAX
 from services.common.secrets import NO_SECRETS, Redactor
 from services.router.breaker import Breakers
 from services.router.selection import Route
 
 RETRYABLE_STATUSES = frozenset({429, 500, 501, 502, 503, 504})
-INT64_MAX = 2**63 - 1
 MAX_ERROR_BODY_BYTES = 64 * 1024  # of a provider's error answer, what is read
+CHAT_PATH = "/v1/chat/completions"
+IMAGES_PATH = "/v1/images/generations"
 # The list a valid 200 answer of each route carries.
-ANSWER_LIST = {"/v1/chat/completions": "choices", "/v1/images/generations": "data"}
+ANSWER_LIST = {CHAT_PATH: "choices", IMAGES_PATH: "data"}
 PASSED_THROUGH_STATUSES = frozenset({400, 404, 409, 413, 422})
 MAX_ERROR_MESSAGE = 500
 DONE = b"data: [DONE]\n\n"
@@ -107,9 +109,10 @@ def provider_error(route: Route, status: int, data: bytes) -> ApiError:
     return ApiError(status, text, param=param, code=str(code) if code else None, headers=answered_by)
 
 
-def rewrite(answer: dict, model: str, usage: Usage, hide_usage: bool = False) -> bytes:
-    """Sets the answer's model back to the hub model id and notes its usage; with
-    hide_usage, usage the caller did not ask for is taken out ("" for a usage-only event)."""
+def rewrite(answer: dict, model: str, usage: Usage, redactor: Redactor = NO_SECRETS, hide_usage: bool = False) -> bytes:
+    """The answer for the caller: its model set back to the hub model id, its usage noted,
+    every provider secret redacted; with hide_usage, usage the caller did not ask for is
+    taken out ("" for a usage-only event)."""
     if "model" in answer:
         answer["model"] = model
     usage.take(answer)
@@ -117,7 +120,7 @@ def rewrite(answer: dict, model: str, usage: Usage, hide_usage: bool = False) ->
         if not answer.get("choices"):
             return b""
         del answer["usage"]
-    return orjson.dumps(answer)
+    return redactor.dumps(answer)
 
 
 def _checked(data: bytes, expected_list: str, *, empty: bool = False) -> dict:
@@ -239,11 +242,11 @@ class Upstreams:
                 provider_request_id = redactor.text(response.headers.get(route.provider.request_id_header, ""))
                 expected_list = ANSWER_LIST[path]
                 if stream:
-                    first = redactor.json(await _first_event(response, expected_list))
+                    first = await _first_event(response, expected_list)
                     opened = Opened(route, provider_request_id, sent_at, time.monotonic(), first_event=first)
                     opened.response, response = response, None  # the caller's relay owns it now
                     return opened
-                answer = redactor.json(_checked(await _read_capped(response, self.max_answer_bytes), expected_list))
+                answer = _checked(await _read_capped(response, self.max_answer_bytes), expected_list)
                 return Opened(route, provider_request_id, sent_at, time.monotonic(), answer=answer)
         except TimeoutError:
             if bounded_by_deadline:
@@ -291,11 +294,11 @@ async def _next_line(response: aiohttp.ClientResponse) -> bytes | None:
             return line
 
 
-def data_event(event: dict, model: str, usage: Usage, hide_usage: bool) -> bytes:
-    """One data event for the caller, with the hub model id back ("" when nothing is left of it)."""
+def data_event(event: dict, model: str, usage: Usage, hide_usage: bool, redactor: Redactor) -> bytes:
+    """One data event for the caller, rewritten ("" when nothing is left of it)."""
     if event.get("choices"):
         usage.chunks += 1
-    data = rewrite(event, model, usage, hide_usage)
+    data = rewrite(event, model, usage, redactor, hide_usage)
     return b"data: " + data + b"\n\n" if data else b""
 
 
@@ -313,20 +316,20 @@ def sse_event(line: bytes, model: str, usage: Usage, hide_usage: bool, redactor:
         return redactor.bytes(line) + b"\n\n"
     if not isinstance(event, dict):
         return redactor.bytes(line) + b"\n\n"
-    return data_event(redactor.json(event), model, usage, hide_usage)
+    return data_event(event, model, usage, hide_usage, redactor)
 
 
 async def relay(opened: Opened, model: str, hide_usage: bool) -> AsyncIterator[bytes]:
     """The stream's events for the caller, as SSE lines; raises on a broken stream.
     Stops after [DONE]; a provider that ends without one gets it added."""
     assert opened.response is not None
-    response = opened.response
+    response, redactor = opened.response, opened.route.provider.redactor
     try:
-        first = data_event(opened.first_event, model, opened.usage, hide_usage)
+        first = data_event(opened.first_event, model, opened.usage, hide_usage, redactor)
         if first:
             yield first
         while (line := await _next_line(response)) is not None:
-            event = sse_event(line, model, opened.usage, hide_usage, opened.route.provider.redactor)
+            event = sse_event(line, model, opened.usage, hide_usage, redactor)
             if event:
                 yield event
             if event is DONE:

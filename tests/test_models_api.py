@@ -16,6 +16,7 @@ import httpx
 import openai
 import pytest
 from conftest import demo_stack
+from google.protobuf import json_format
 from hypothesis import given
 from hypothesis import strategies as st
 from sqlmodel import Session
@@ -119,6 +120,19 @@ def test_the_json_has_exactly_openais_and_the_hub_routers_keys(demo) -> None:
     # Priced per image only: no token pricing to show, never measured.
     assert set(image) == PROVIDER_KEYS
     assert (image["first_token_latency_ms"], image["throughput"], image["input_token_nano_usd"]) == (0, 0, "0")
+
+
+def test_grpc_clients_get_the_same_models_typed(demo) -> None:
+    with demo.http() as http:
+        rest = http.get("/v1/models").json()
+    with grpc.insecure_channel(demo.base_url.removeprefix("http://")) as channel:
+        typed = router_grpc.RouterServiceStub(channel).ListModels(
+            router_pb.ListModelsRequest(), metadata=[("authorization", f"Bearer {demo.token}")], timeout=10
+        )
+    assert json_format.MessageToDict(typed, always_print_fields_with_no_presence=True) == rest
+    chat = next(m for m in typed.data if m.id == CHAT_MODEL)
+    (served,) = chat.providers
+    assert (chat.owned_by, served.input_token_nano_usd, served.pricing.input) == ("demo", 100, 0.1)
 
 
 def test_upserting_a_known_model_keeps_its_creation_time(demo) -> None:

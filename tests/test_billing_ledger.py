@@ -115,6 +115,10 @@ async def test_fifty_concurrent_reservations_race_a_spending_limit(stack) -> Non
         "limitNanoUsd": 8500,
         "spentNanoUsd": 8000,
         "reservedNanoUsd": 2500,
+        "includedCreditsNanoUsdExact": "2000",
+        "limitNanoUsdExact": "8500",
+        "spentNanoUsdExact": "8000",
+        "reservedNanoUsdExact": "2500",
     }
 
 

@@ -80,14 +80,18 @@ def test_int64_is_a_string_out_and_a_string_or_integer_in() -> None:
 
 def test_answers_require_every_field_the_transcoder_prints() -> None:
     model = schema("switchboard_router_v1_Model")
-    assert set(model["required"]) == {"id", "object", "created", "ownedBy", "pipelineTag", "providers"}
+    assert set(model["required"]) == {"id", "object", "created", "owned_by", "pipeline_tag", "providers"}
     assert model["additionalProperties"] is False
     assert model["properties"]["created"] == {
         "type": "integer",
         "minimum": 0,
         "maximum": 2**32 - 1,
-        "description": "Unix seconds (uint32, so that JSON shows a number); 0 when unknown.",
+        "description": "Unix seconds when the model entered the catalog (uint32, so that JSON shows a number).",
     }
+    # Fields with presence (a message, proto3 optional) are printed only when set.
+    provider = schema("switchboard_router_v1_ModelProvider")
+    optional = {"pricing", "context_length", "supports_tools", "supports_structured_output"}
+    assert set(provider["properties"]) - set(provider["required"]) == optional
 
 
 def test_write_only_secrets_are_documented_as_always_empty_in_answers() -> None:

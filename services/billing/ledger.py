@@ -26,7 +26,7 @@ from services.billing.storage import (
     Reservation,
 )
 from services.common.db import padded_chunks
-from services.common.pricing import MAX_NANO_USD
+from services.common.pricing import MAX_NANO_USD, saturated
 
 LEDGER = LedgerEntry.__table__
 RESERVATIONS = Reservation.__table__
@@ -67,7 +67,7 @@ Totals = dict[tuple[str, str], int]  # (account, month) -> change of what it is 
 def _add_to_totals(session: Session, changes: Totals) -> None:
     """Adds each change to its account's month total, saturating at int64."""
     rows = [
-        {"account": account, "month": month, "charged_nano_usd": max(-MAX_NANO_USD, min(change, MAX_NANO_USD))}
+        {"account": account, "month": month, "charged_nano_usd": saturated(change)}
         for (account, month), change in changes.items()
         if change
     ]

@@ -24,7 +24,7 @@ from services.common.accounts import OPERATOR_ACCOUNT
 from services.common.auth import require_admin
 from services.common.db import Database
 from services.common.errors import ApiError, bad_request
-from services.common.pricing import estimate_nano_usd
+from services.common.pricing import estimate_nano_usd, saturated
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 10_000
@@ -104,20 +104,29 @@ def parse_period(period: str) -> tuple[str, datetime, datetime]:
     return period, start, end
 
 
+def money(**amounts: int) -> dict[str, float | int]:
+    """Each nano-USD amount as its released double field and its exact int64 `*_exact` twin."""
+    fields: dict[str, float | int] = {}
+    for name, amount in amounts.items():
+        fields[name], fields[f"{name}_exact"] = float(amount), saturated(amount)
+    return fields
+
+
 def account_message(state: ledger.AccountState) -> billing_pb.Account:
     return billing_pb.Account(
         account=state.account,
-        included_credits_nano_usd=state.included_credits_nano_usd,
-        limit_nano_usd=state.limit_nano_usd,
-        spent_nano_usd=state.spent_nano_usd,
-        reserved_nano_usd=state.reserved_nano_usd,
+        **money(
+            included_credits_nano_usd=state.included_credits_nano_usd,
+            limit_nano_usd=state.limit_nano_usd,
+            spent_nano_usd=state.spent_nano_usd,
+            reserved_nano_usd=state.reserved_nano_usd,
+        ),
     )
 
 
 def _usage_line(totals: ledger.UsageTotals, **key: str) -> billing_pb.UsageLine:
     return billing_pb.UsageLine(
-        settled_nano_usd=totals.settled_nano_usd,
-        pending_nano_usd=totals.pending_nano_usd,
+        **money(settled_nano_usd=totals.settled_nano_usd, pending_nano_usd=totals.pending_nano_usd),
         requests=totals.requests,
         **key,
     )
@@ -128,13 +137,15 @@ def usage_message(account: str, period: str, report: ledger.UsageReport) -> bill
     return billing_pb.Usage(
         account=account,
         period=period,
-        settled_nano_usd=sum(t.settled_nano_usd for t in report.by_provider),
-        pending_nano_usd=sum(t.pending_nano_usd for t in report.by_provider),
+        **money(
+            settled_nano_usd=sum(t.settled_nano_usd for t in report.by_provider),
+            pending_nano_usd=sum(t.pending_nano_usd for t in report.by_provider),
+        ),
         requests=sum(t.requests for t in report.by_provider),
         by_model=[_usage_line(t, model=t.key) for t in report.by_model],
         by_provider=[_usage_line(t, provider=t.key) for t in report.by_provider],
         unpriced=[
-            billing_pb.UnpricedRequest(request_id=r, provider=p, reason=why, estimated_nano_usd=e)
+            billing_pb.UnpricedRequest(request_id=r, provider=p, reason=why, **money(estimated_nano_usd=e))
             for r, p, why, e in report.unpriced
         ],
     )
@@ -153,7 +164,7 @@ class AccountsMixin:
     async def _update_account(self, account: str, **values: int) -> billing_pb.Account:
         await self.db.run(lambda s: ledger.update_account(s, account, **values))
         state = await self._account(account)
-        await self.limited.changed(account, int(state.limit_nano_usd))
+        await self.limited.changed(account, state.limit_nano_usd_exact)
         return state
 
 

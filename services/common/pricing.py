@@ -12,11 +12,17 @@ from dataclasses import dataclass
 # Money and counts are int64 on the wire and in the database: every result saturates here.
 INT64_MAX = 2**63 - 1
 MAX_NANO_USD = INT64_MAX
+
 # What a request costs when its provider model has no price, per task family.
 DEFAULT_ESTIMATE_NANO_USD: dict[str, int] = {
     "conversational": 100_000,  # 0.0001 USD
     "text-to-image": 10_000_000,  # 0.01 USD
 }
+
+
+def saturated(amount: int) -> int:
+    """The amount clamped into int64's range, as every int64 money field carries it."""
+    return max(-MAX_NANO_USD, min(amount, MAX_NANO_USD))
 
 
 @dataclass(frozen=True)

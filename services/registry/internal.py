@@ -15,6 +15,7 @@ from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 from switchboard.registry.v1 import internal_service_pb2_grpc as internal_grpc
 
 from services.common.errors import ApiError, not_found
+from services.registry import store
 from services.registry.admin import price_message, provider_message
 from services.registry.index import Candidate, Resolution
 from services.registry.state import RegistryState
@@ -148,6 +149,11 @@ class InternalServicer(internal_grpc.InternalServiceServicer):
                         id=model_id, pipeline_tag=pipeline_tag, candidates=[candidate_message(c) for c in candidates]
                     )
                 )
+        # Read from the database, not kept in the index: only listings need it.
+        created = await self.state.db.run(lambda s: store.catalog_create_times(s, [m.id for m in served]))
+        for model in served:
+            if model.id in created:
+                model.create_time.FromDatetime(created[model.id])
         return internal_pb.ListServedModelsResponse(models=served)
 
     def _candidates_for_all_tasks(self, model_id: str, user: str) -> list[Candidate]:

@@ -103,6 +103,8 @@ class ModelRow(SQLModel, table=True):
     pipeline_tag: str = ""
     tags: str = Field(default="[]", sa_column=Column(Text, nullable=False, default="[]"))
     adapter_weights_path: str = ""
+    # When the model entered the catalog; an upsert of a known model keeps it.
+    create_time: datetime = Field(default_factory=utcnow)
 
 
 class MappingRow(SQLModel, table=True):

@@ -227,6 +227,14 @@ def user_identity(session: Session, user: str) -> tuple[UserEntry | None, list[s
     return entry, list(session.exec(select(TokenRow.token_hash).where(TokenRow.user == user)))
 
 
+def catalog_create_times(session: Session, model_ids: list[str]) -> dict[str, datetime]:
+    """When each of the models entered the catalog (unknown ids are left out)."""
+    times: dict[str, datetime] = {}
+    for chunk in padded_chunks(model_ids):
+        times.update(session.exec(select(ModelRow.id, ModelRow.create_time).where(ModelRow.id.in_(chunk))).all())
+    return times
+
+
 def catalog_rows(session: Session, model_ids: list[str]) -> list[tuple[str, str, list[str], str]]:
     rows = []
     for chunk in padded_chunks(model_ids):

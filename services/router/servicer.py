@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 CHAT = "conversational"
 TEXT_TO_IMAGE = "text-to-image"
 DEFAULT_MAX_TOKENS = 1024
+UINT32_MAX = 2**32 - 1  # Model.created is uint32 unix seconds
 JSON = "application/json"
 EVENT_STREAM = "text/event-stream"
 # What each route's body must carry and may carry (params.py); everything else passes through.
@@ -391,26 +392,36 @@ class RouterServicer(router_grpc.RouterServiceServicer):
         token = parse_bearer(_headers(context).get("authorization"), required=False)
         return (await self.directory.authenticate(token)).user if token else ""
 
-    def _model(self, served: internal_pb.ServedModel, known: dict[str, ProviderEntry]) -> router_pb.Model:
-        providers = []
-        for candidate in served.candidates:
-            entry = known.get(candidate.provider)
-            price = entry.prices.get(candidate.provider_model) if entry else None
-            stats = self.measurements.get(candidate.provider, candidate.provider_model)
-            providers.append(
-                router_pb.ModelProvider(
-                    provider=candidate.provider,
-                    status=candidate.status,
-                    provider_model=candidate.provider_model,
-                    input_price_per_million=price.input_token_nano_usd / 1000 if price else 0.0,
-                    output_price_per_million=price.output_token_nano_usd / 1000 if price else 0.0,
-                    time_to_first_token_ms=stats.ttft_ms if stats else 0.0,
-                    throughput_tokens_per_second=stats.tokens_per_second if stats else 0.0,
-                )
+    def _model_provider(self, candidate: internal_pb.Candidate, entry: ProviderEntry | None) -> router_pb.ModelProvider:
+        """The hub router's per-provider entry; context length and tool support stay unset: nothing records them yet."""
+        price = entry.prices.get(candidate.provider_model) if entry else None
+        stats = self.measurements.get(candidate.provider, candidate.provider_model)
+        answer = router_pb.ModelProvider(
+            provider=candidate.provider,
+            status=candidate.status,
+            provider_model=candidate.provider_model,
+            time_to_first_token_ms=stats.ttft_ms if stats else 0.0,
+            throughput_tokens_per_second=stats.tokens_per_second if stats else 0.0,
+        )
+        if price and (price.input_token_nano_usd or price.output_token_nano_usd):
+            # nano-USD per token is USD per billion tokens: / 1000 gives USD per million.
+            per_million = router_pb.ModelPricing(
+                input=price.input_token_nano_usd / 1000, output=price.output_token_nano_usd / 1000
             )
-        owner = served.id.split("/", 1)[0] if "/" in served.id else ""
+            answer.pricing.CopyFrom(per_million)
+            answer.input_price_per_million, answer.output_price_per_million = per_million.input, per_million.output
+            answer.input_token_nano_usd = price.input_token_nano_usd
+            answer.output_token_nano_usd = price.output_token_nano_usd
+        return answer
+
+    def _model(self, served: internal_pb.ServedModel, known: dict[str, ProviderEntry]) -> router_pb.Model:
         return router_pb.Model(
-            id=served.id, object="model", owned_by=owner, pipeline_tag=served.pipeline_tag, providers=providers
+            id=served.id,
+            object="model",
+            created=min(max(served.create_time.seconds, 0), UINT32_MAX),
+            owned_by=served.id.split("/", 1)[0] if "/" in served.id else "",
+            pipeline_tag=served.pipeline_tag,
+            providers=[self._model_provider(c, known.get(c.provider)) for c in served.candidates],
         )
 
     async def ListModels(
@@ -429,12 +440,21 @@ class RouterServicer(router_grpc.RouterServiceServicer):
             raise ApiError(404, f"model {request.id[:200]} is not served to you", code="model_not_found")
         return self._model(match[0], await self.directory.providers())
 
+    async def ListInferenceProviders(
+        self, request: router_pb.ListInferenceProvidersRequest, context: grpc.aio.ServicerContext
+    ) -> router_pb.ListInferenceProvidersResponse:
+        entries = sorted((await self.directory.providers()).values(), key=lambda e: e.id)
+        providers = [router_pb.Provider(id=e.id, url=e.base_url, tasks=e.tasks) for e in entries]
+        return router_pb.ListInferenceProvidersResponse(providers=providers)
+
     async def ListProviders(
         self, request: router_pb.ListProvidersRequest, context: grpc.aio.ServicerContext
     ) -> struct_pb2.ListValue:
+        """The typed listing as the JSON array the seed's clients read."""
+        typed = await self.ListInferenceProviders(router_pb.ListInferenceProvidersRequest(), context)
         providers = struct_pb2.ListValue()
-        for entry in sorted((await self.directory.providers()).values(), key=lambda e: e.id):
-            providers.append({"id": entry.id, "url": entry.base_url, "tasks": list(entry.tasks)})
+        for provider in typed.providers:
+            providers.append({"id": provider.id, "url": provider.url, "tasks": list(provider.tasks)})
         return providers
 
     async def GetProvider(

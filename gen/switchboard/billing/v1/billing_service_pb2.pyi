@@ -20,33 +20,39 @@ class GetUsageRequest(_message.Message):
     def __init__(self, account: _Optional[str] = ..., period: _Optional[str] = ...) -> None: ...
 
 class UsageLine(_message.Message):
-    __slots__ = ("model", "provider", "settled_nano_usd", "pending_nano_usd", "requests")
+    __slots__ = ("model", "provider", "settled_nano_usd", "pending_nano_usd", "requests", "settled_nano_usd_exact", "pending_nano_usd_exact")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     SETTLED_NANO_USD_FIELD_NUMBER: _ClassVar[int]
     PENDING_NANO_USD_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    SETTLED_NANO_USD_EXACT_FIELD_NUMBER: _ClassVar[int]
+    PENDING_NANO_USD_EXACT_FIELD_NUMBER: _ClassVar[int]
     model: str
     provider: str
     settled_nano_usd: float
     pending_nano_usd: float
     requests: int
-    def __init__(self, model: _Optional[str] = ..., provider: _Optional[str] = ..., settled_nano_usd: _Optional[float] = ..., pending_nano_usd: _Optional[float] = ..., requests: _Optional[int] = ...) -> None: ...
+    settled_nano_usd_exact: int
+    pending_nano_usd_exact: int
+    def __init__(self, model: _Optional[str] = ..., provider: _Optional[str] = ..., settled_nano_usd: _Optional[float] = ..., pending_nano_usd: _Optional[float] = ..., requests: _Optional[int] = ..., settled_nano_usd_exact: _Optional[int] = ..., pending_nano_usd_exact: _Optional[int] = ...) -> None: ...
 
 class UnpricedRequest(_message.Message):
-    __slots__ = ("request_id", "provider", "reason", "estimated_nano_usd")
+    __slots__ = ("request_id", "provider", "reason", "estimated_nano_usd", "estimated_nano_usd_exact")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     ESTIMATED_NANO_USD_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_NANO_USD_EXACT_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     provider: str
     reason: str
     estimated_nano_usd: float
-    def __init__(self, request_id: _Optional[str] = ..., provider: _Optional[str] = ..., reason: _Optional[str] = ..., estimated_nano_usd: _Optional[float] = ...) -> None: ...
+    estimated_nano_usd_exact: int
+    def __init__(self, request_id: _Optional[str] = ..., provider: _Optional[str] = ..., reason: _Optional[str] = ..., estimated_nano_usd: _Optional[float] = ..., estimated_nano_usd_exact: _Optional[int] = ...) -> None: ...
 
 class Usage(_message.Message):
-    __slots__ = ("account", "period", "settled_nano_usd", "pending_nano_usd", "requests", "by_model", "by_provider", "unpriced")
+    __slots__ = ("account", "period", "settled_nano_usd", "pending_nano_usd", "requests", "by_model", "by_provider", "unpriced", "settled_nano_usd_exact", "pending_nano_usd_exact")
     ACCOUNT_FIELD_NUMBER: _ClassVar[int]
     PERIOD_FIELD_NUMBER: _ClassVar[int]
     SETTLED_NANO_USD_FIELD_NUMBER: _ClassVar[int]
@@ -55,6 +61,8 @@ class Usage(_message.Message):
     BY_MODEL_FIELD_NUMBER: _ClassVar[int]
     BY_PROVIDER_FIELD_NUMBER: _ClassVar[int]
     UNPRICED_FIELD_NUMBER: _ClassVar[int]
+    SETTLED_NANO_USD_EXACT_FIELD_NUMBER: _ClassVar[int]
+    PENDING_NANO_USD_EXACT_FIELD_NUMBER: _ClassVar[int]
     account: str
     period: str
     settled_nano_usd: float
@@ -63,7 +71,9 @@ class Usage(_message.Message):
     by_model: _containers.RepeatedCompositeFieldContainer[UsageLine]
     by_provider: _containers.RepeatedCompositeFieldContainer[UsageLine]
     unpriced: _containers.RepeatedCompositeFieldContainer[UnpricedRequest]
-    def __init__(self, account: _Optional[str] = ..., period: _Optional[str] = ..., settled_nano_usd: _Optional[float] = ..., pending_nano_usd: _Optional[float] = ..., requests: _Optional[int] = ..., by_model: _Optional[_Iterable[_Union[UsageLine, _Mapping]]] = ..., by_provider: _Optional[_Iterable[_Union[UsageLine, _Mapping]]] = ..., unpriced: _Optional[_Iterable[_Union[UnpricedRequest, _Mapping]]] = ...) -> None: ...
+    settled_nano_usd_exact: int
+    pending_nano_usd_exact: int
+    def __init__(self, account: _Optional[str] = ..., period: _Optional[str] = ..., settled_nano_usd: _Optional[float] = ..., pending_nano_usd: _Optional[float] = ..., requests: _Optional[int] = ..., by_model: _Optional[_Iterable[_Union[UsageLine, _Mapping]]] = ..., by_provider: _Optional[_Iterable[_Union[UsageLine, _Mapping]]] = ..., unpriced: _Optional[_Iterable[_Union[UnpricedRequest, _Mapping]]] = ..., settled_nano_usd_exact: _Optional[int] = ..., pending_nano_usd_exact: _Optional[int] = ...) -> None: ...
 
 class GetAccountRequest(_message.Message):
     __slots__ = ("account",)
@@ -72,18 +82,26 @@ class GetAccountRequest(_message.Message):
     def __init__(self, account: _Optional[str] = ...) -> None: ...
 
 class Account(_message.Message):
-    __slots__ = ("account", "included_credits_nano_usd", "limit_nano_usd", "spent_nano_usd", "reserved_nano_usd")
+    __slots__ = ("account", "included_credits_nano_usd", "limit_nano_usd", "spent_nano_usd", "reserved_nano_usd", "included_credits_nano_usd_exact", "limit_nano_usd_exact", "spent_nano_usd_exact", "reserved_nano_usd_exact")
     ACCOUNT_FIELD_NUMBER: _ClassVar[int]
     INCLUDED_CREDITS_NANO_USD_FIELD_NUMBER: _ClassVar[int]
     LIMIT_NANO_USD_FIELD_NUMBER: _ClassVar[int]
     SPENT_NANO_USD_FIELD_NUMBER: _ClassVar[int]
     RESERVED_NANO_USD_FIELD_NUMBER: _ClassVar[int]
+    INCLUDED_CREDITS_NANO_USD_EXACT_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_NANO_USD_EXACT_FIELD_NUMBER: _ClassVar[int]
+    SPENT_NANO_USD_EXACT_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_NANO_USD_EXACT_FIELD_NUMBER: _ClassVar[int]
     account: str
     included_credits_nano_usd: float
     limit_nano_usd: float
     spent_nano_usd: float
     reserved_nano_usd: float
-    def __init__(self, account: _Optional[str] = ..., included_credits_nano_usd: _Optional[float] = ..., limit_nano_usd: _Optional[float] = ..., spent_nano_usd: _Optional[float] = ..., reserved_nano_usd: _Optional[float] = ...) -> None: ...
+    included_credits_nano_usd_exact: int
+    limit_nano_usd_exact: int
+    spent_nano_usd_exact: int
+    reserved_nano_usd_exact: int
+    def __init__(self, account: _Optional[str] = ..., included_credits_nano_usd: _Optional[float] = ..., limit_nano_usd: _Optional[float] = ..., spent_nano_usd: _Optional[float] = ..., reserved_nano_usd: _Optional[float] = ..., included_credits_nano_usd_exact: _Optional[int] = ..., limit_nano_usd_exact: _Optional[int] = ..., spent_nano_usd_exact: _Optional[int] = ..., reserved_nano_usd_exact: _Optional[int] = ...) -> None: ...
 
 class UpdateSpendingLimitRequest(_message.Message):
     __slots__ = ("account", "limit_nano_usd")

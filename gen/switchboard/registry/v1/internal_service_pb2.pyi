@@ -1,4 +1,7 @@
+import datetime
+
 from google.api import field_behavior_pb2 as _field_behavior_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from switchboard.registry.v1 import admin_service_pb2 as _admin_service_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -148,14 +151,16 @@ class ListServedModelsRequest(_message.Message):
     def __init__(self, user: _Optional[str] = ..., model: _Optional[str] = ...) -> None: ...
 
 class ServedModel(_message.Message):
-    __slots__ = ("id", "pipeline_tag", "candidates")
+    __slots__ = ("id", "pipeline_tag", "candidates", "create_time")
     ID_FIELD_NUMBER: _ClassVar[int]
     PIPELINE_TAG_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     id: str
     pipeline_tag: str
     candidates: _containers.RepeatedCompositeFieldContainer[Candidate]
-    def __init__(self, id: _Optional[str] = ..., pipeline_tag: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ...) -> None: ...
+    create_time: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., pipeline_tag: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ListServedModelsResponse(_message.Message):
     __slots__ = ("models",)

@@ -28,7 +28,7 @@ from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*switchboard/router/v1/router_service.proto\x12\x15switchboard.router.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/httpbody.proto\x1a\x1cgoogle/protobuf/struct.proto\"Y\n\x1b\x43reateChatCompletionRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12(\n\x04\x62ody\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x02\"P\n\x12\x43reateImageRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12(\n\x04\x62ody\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x02\"S\n\x12TextToImageRequest\x12\x13\n\x05model\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12(\n\x04\x62ody\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x02\"\x13\n\x11ListModelsRequest\"\xd2\x01\n\rModelProvider\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x16\n\x0eprovider_model\x18\x03 \x01(\t\x12\x1f\n\x17input_price_per_million\x18\x04 \x01(\x01\x12 \n\x18output_price_per_million\x18\x05 \x01(\x01\x12\x1e\n\x16time_to_first_token_ms\x18\x06 \x01(\x01\x12$\n\x1cthroughput_tokens_per_second\x18\x07 \x01(\x01\"\x95\x01\n\x05Model\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06object\x18\x02 \x01(\t\x12\x0f\n\x07\x63reated\x18\x03 \x01(\r\x12\x10\n\x08owned_by\x18\x04 \x01(\t\x12\x14\n\x0cpipeline_tag\x18\x05 \x01(\t\x12\x37\n\tproviders\x18\x06 \x03(\x0b\x32$.switchboard.router.v1.ModelProvider\"P\n\x12ListModelsResponse\x12\x0e\n\x06object\x18\x01 \x01(\t\x12*\n\x04\x64\x61ta\x18\x02 \x03(\x0b\x32\x1c.switchboard.router.v1.Model\"#\n\x0fGetModelRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x16\n\x14ListProvidersRequest\"R\n\x08Provider\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x0e\n\x06models\x18\x03 \x03(\t\x12\x0e\n\x06params\x18\x04 \x03(\t\x12\r\n\x05tasks\x18\x05 \x03(\t\"&\n\x12GetProviderRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x32\xbf\x07\n\rRouterService\x12\xaf\x01\n\x14\x43reateChatCompletion\x12\x32.switchboard.router.v1.CreateChatCompletionRequest\x1a\x14.google.api.HttpBody\"K\x82\xd3\xe4\x93\x02\x45\"\x14/v1/chat/completions:\x04\x62odyZ\'\"\x1f/{provider}/v1/chat/completions:\x04\x62ody0\x01\x12\xbc\x01\n\x0b\x43reateImage\x12).switchboard.router.v1.CreateImageRequest\x1a\x14.google.api.HttpBody\"l\x82\xd3\xe4\x93\x02\x66\"\x16/v1/images/generations:\x04\x62odyZ\x1b\"\x13/v1/images/generate:\x04\x62odyZ)\"!/{provider}/v1/images/generations:\x04\x62ody\x12p\n\x0bTextToImage\x12).switchboard.router.v1.TextToImageRequest\x1a\x14.google.api.HttpBody\" \x82\xd3\xe4\x93\x02\x1a\"\x12/models/{model=**}:\x04\x62ody\x12u\n\nListModels\x12(.switchboard.router.v1.ListModelsRequest\x1a).switchboard.router.v1.ListModelsResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/models\x12l\n\x08GetModel\x12&.switchboard.router.v1.GetModelRequest\x1a\x1c.switchboard.router.v1.Model\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/models/{id=**}\x12o\n\rListProviders\x12+.switchboard.router.v1.ListProvidersRequest\x1a\x1a.google.protobuf.ListValue\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/providers\x12u\n\x0bGetProvider\x12).switchboard.router.v1.GetProviderRequest\x1a\x1f.switchboard.router.v1.Provider\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/providers/{id}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*switchboard/router/v1/router_service.proto\x12\x15switchboard.router.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/httpbody.proto\x1a\x1cgoogle/protobuf/struct.proto\"Y\n\x1b\x43reateChatCompletionRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12(\n\x04\x62ody\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x02\"P\n\x12\x43reateImageRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12(\n\x04\x62ody\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x02\"S\n\x12TextToImageRequest\x12\x13\n\x05model\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12(\n\x04\x62ody\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x02\"\x13\n\x11ListModelsRequest\"-\n\x0cModelPricing\x12\r\n\x05input\x18\x01 \x01(\x01\x12\x0e\n\x06output\x18\x02 \x01(\x01\"\xbd\x05\n\rModelProvider\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12&\n\x0eprovider_model\x18\x03 \x01(\tR\x0eprovider_model\x12\x38\n\x17input_price_per_million\x18\x04 \x01(\x01R\x17input_price_per_million\x12:\n\x18output_price_per_million\x18\x05 \x01(\x01R\x18output_price_per_million\x12\x36\n\x16time_to_first_token_ms\x18\x06 \x01(\x01R\x16\x66irst_token_latency_ms\x12\x30\n\x1cthroughput_tokens_per_second\x18\x07 \x01(\x01R\nthroughput\x12\x34\n\x07pricing\x18\x08 \x01(\x0b\x32#.switchboard.router.v1.ModelPricing\x12+\n\x0e\x63ontext_length\x18\t \x01(\x05H\x00R\x0e\x63ontext_length\x88\x01\x01\x12+\n\x0esupports_tools\x18\n \x01(\x08H\x01R\x0esupports_tools\x88\x01\x01\x12\x43\n\x1asupports_structured_output\x18\x0b \x01(\x08H\x02R\x1asupports_structured_output\x88\x01\x01\x12\x32\n\x14input_token_nano_usd\x18\x0c \x01(\x03R\x14input_token_nano_usd\x12\x34\n\x15output_token_nano_usd\x18\r \x01(\x03R\x15output_token_nano_usdB\x11\n\x0f_context_lengthB\x11\n\x0f_supports_toolsB\x1d\n\x1b_supports_structured_output\"\xad\x01\n\x05Model\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06object\x18\x02 \x01(\t\x12\x0f\n\x07\x63reated\x18\x03 \x01(\r\x12\x1a\n\x08owned_by\x18\x04 \x01(\tR\x08owned_by\x12\"\n\x0cpipeline_tag\x18\x05 \x01(\tR\x0cpipeline_tag\x12\x37\n\tproviders\x18\x06 \x03(\x0b\x32$.switchboard.router.v1.ModelProvider\"P\n\x12ListModelsResponse\x12\x0e\n\x06object\x18\x01 \x01(\t\x12*\n\x04\x64\x61ta\x18\x02 \x03(\x0b\x32\x1c.switchboard.router.v1.Model\"#\n\x0fGetModelRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x16\n\x14ListProvidersRequest\"\x1f\n\x1dListInferenceProvidersRequest\"T\n\x1eListInferenceProvidersResponse\x12\x32\n\tproviders\x18\x01 \x03(\x0b\x32\x1f.switchboard.router.v1.Provider\"R\n\x08Provider\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x0e\n\x06models\x18\x03 \x03(\t\x12\x0e\n\x06params\x18\x04 \x03(\t\x12\r\n\x05tasks\x18\x05 \x03(\t\"&\n\x12GetProviderRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x32\xc7\x08\n\rRouterService\x12\xaf\x01\n\x14\x43reateChatCompletion\x12\x32.switchboard.router.v1.CreateChatCompletionRequest\x1a\x14.google.api.HttpBody\"K\x82\xd3\xe4\x93\x02\x45\"\x14/v1/chat/completions:\x04\x62odyZ\'\"\x1f/{provider}/v1/chat/completions:\x04\x62ody0\x01\x12\xbc\x01\n\x0b\x43reateImage\x12).switchboard.router.v1.CreateImageRequest\x1a\x14.google.api.HttpBody\"l\x82\xd3\xe4\x93\x02\x66\"\x16/v1/images/generations:\x04\x62odyZ\x1b\"\x13/v1/images/generate:\x04\x62odyZ)\"!/{provider}/v1/images/generations:\x04\x62ody\x12p\n\x0bTextToImage\x12).switchboard.router.v1.TextToImageRequest\x1a\x14.google.api.HttpBody\" \x82\xd3\xe4\x93\x02\x1a\"\x12/models/{model=**}:\x04\x62ody\x12u\n\nListModels\x12(.switchboard.router.v1.ListModelsRequest\x1a).switchboard.router.v1.ListModelsResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/models\x12l\n\x08GetModel\x12&.switchboard.router.v1.GetModelRequest\x1a\x1c.switchboard.router.v1.Model\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/models/{id=**}\x12o\n\rListProviders\x12+.switchboard.router.v1.ListProvidersRequest\x1a\x1a.google.protobuf.ListValue\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/providers\x12\x85\x01\n\x16ListInferenceProviders\x12\x34.switchboard.router.v1.ListInferenceProvidersRequest\x1a\x35.switchboard.router.v1.ListInferenceProvidersResponse\x12u\n\x0bGetProvider\x12).switchboard.router.v1.GetProviderRequest\x1a\x1f.switchboard.router.v1.Provider\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/providers/{id}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -69,20 +69,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TEXTTOIMAGEREQUEST']._serialized_end=445
   _globals['_LISTMODELSREQUEST']._serialized_start=447
   _globals['_LISTMODELSREQUEST']._serialized_end=466
-  _globals['_MODELPROVIDER']._serialized_start=469
-  _globals['_MODELPROVIDER']._serialized_end=679
-  _globals['_MODEL']._serialized_start=682
-  _globals['_MODEL']._serialized_end=831
-  _globals['_LISTMODELSRESPONSE']._serialized_start=833
-  _globals['_LISTMODELSRESPONSE']._serialized_end=913
-  _globals['_GETMODELREQUEST']._serialized_start=915
-  _globals['_GETMODELREQUEST']._serialized_end=950
-  _globals['_LISTPROVIDERSREQUEST']._serialized_start=952
-  _globals['_LISTPROVIDERSREQUEST']._serialized_end=974
-  _globals['_PROVIDER']._serialized_start=976
-  _globals['_PROVIDER']._serialized_end=1058
-  _globals['_GETPROVIDERREQUEST']._serialized_start=1060
-  _globals['_GETPROVIDERREQUEST']._serialized_end=1098
-  _globals['_ROUTERSERVICE']._serialized_start=1101
-  _globals['_ROUTERSERVICE']._serialized_end=2060
+  _globals['_MODELPRICING']._serialized_start=468
+  _globals['_MODELPRICING']._serialized_end=513
+  _globals['_MODELPROVIDER']._serialized_start=516
+  _globals['_MODELPROVIDER']._serialized_end=1217
+  _globals['_MODEL']._serialized_start=1220
+  _globals['_MODEL']._serialized_end=1393
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1395
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1475
+  _globals['_GETMODELREQUEST']._serialized_start=1477
+  _globals['_GETMODELREQUEST']._serialized_end=1512
+  _globals['_LISTPROVIDERSREQUEST']._serialized_start=1514
+  _globals['_LISTPROVIDERSREQUEST']._serialized_end=1536
+  _globals['_LISTINFERENCEPROVIDERSREQUEST']._serialized_start=1538
+  _globals['_LISTINFERENCEPROVIDERSREQUEST']._serialized_end=1569
+  _globals['_LISTINFERENCEPROVIDERSRESPONSE']._serialized_start=1571
+  _globals['_LISTINFERENCEPROVIDERSRESPONSE']._serialized_end=1655
+  _globals['_PROVIDER']._serialized_start=1657
+  _globals['_PROVIDER']._serialized_end=1739
+  _globals['_GETPROVIDERREQUEST']._serialized_start=1741
+  _globals['_GETPROVIDERREQUEST']._serialized_end=1779
+  _globals['_ROUTERSERVICE']._serialized_start=1782
+  _globals['_ROUTERSERVICE']._serialized_end=2877
 # @@protoc_insertion_point(module_scope)

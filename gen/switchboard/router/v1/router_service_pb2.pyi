@@ -38,8 +38,16 @@ class ListModelsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class ModelPricing(_message.Message):
+    __slots__ = ("input", "output")
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    input: float
+    output: float
+    def __init__(self, input: _Optional[float] = ..., output: _Optional[float] = ...) -> None: ...
+
 class ModelProvider(_message.Message):
-    __slots__ = ("provider", "status", "provider_model", "input_price_per_million", "output_price_per_million", "time_to_first_token_ms", "throughput_tokens_per_second")
+    __slots__ = ("provider", "status", "provider_model", "input_price_per_million", "output_price_per_million", "time_to_first_token_ms", "throughput_tokens_per_second", "pricing", "context_length", "supports_tools", "supports_structured_output", "input_token_nano_usd", "output_token_nano_usd")
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -47,6 +55,12 @@ class ModelProvider(_message.Message):
     OUTPUT_PRICE_PER_MILLION_FIELD_NUMBER: _ClassVar[int]
     TIME_TO_FIRST_TOKEN_MS_FIELD_NUMBER: _ClassVar[int]
     THROUGHPUT_TOKENS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    PRICING_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    SUPPORTS_TOOLS_FIELD_NUMBER: _ClassVar[int]
+    SUPPORTS_STRUCTURED_OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    INPUT_TOKEN_NANO_USD_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOKEN_NANO_USD_FIELD_NUMBER: _ClassVar[int]
     provider: str
     status: str
     provider_model: str
@@ -54,7 +68,13 @@ class ModelProvider(_message.Message):
     output_price_per_million: float
     time_to_first_token_ms: float
     throughput_tokens_per_second: float
-    def __init__(self, provider: _Optional[str] = ..., status: _Optional[str] = ..., provider_model: _Optional[str] = ..., input_price_per_million: _Optional[float] = ..., output_price_per_million: _Optional[float] = ..., time_to_first_token_ms: _Optional[float] = ..., throughput_tokens_per_second: _Optional[float] = ...) -> None: ...
+    pricing: ModelPricing
+    context_length: int
+    supports_tools: bool
+    supports_structured_output: bool
+    input_token_nano_usd: int
+    output_token_nano_usd: int
+    def __init__(self, provider: _Optional[str] = ..., status: _Optional[str] = ..., provider_model: _Optional[str] = ..., input_price_per_million: _Optional[float] = ..., output_price_per_million: _Optional[float] = ..., time_to_first_token_ms: _Optional[float] = ..., throughput_tokens_per_second: _Optional[float] = ..., pricing: _Optional[_Union[ModelPricing, _Mapping]] = ..., context_length: _Optional[int] = ..., supports_tools: _Optional[bool] = ..., supports_structured_output: _Optional[bool] = ..., input_token_nano_usd: _Optional[int] = ..., output_token_nano_usd: _Optional[int] = ...) -> None: ...
 
 class Model(_message.Message):
     __slots__ = ("id", "object", "created", "owned_by", "pipeline_tag", "providers")
@@ -89,6 +109,16 @@ class GetModelRequest(_message.Message):
 class ListProvidersRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class ListInferenceProvidersRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListInferenceProvidersResponse(_message.Message):
+    __slots__ = ("providers",)
+    PROVIDERS_FIELD_NUMBER: _ClassVar[int]
+    providers: _containers.RepeatedCompositeFieldContainer[Provider]
+    def __init__(self, providers: _Optional[_Iterable[_Union[Provider, _Mapping]]] = ...) -> None: ...
 
 class Provider(_message.Message):
     __slots__ = ("id", "url", "models", "params", "tasks")

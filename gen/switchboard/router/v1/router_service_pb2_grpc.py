@@ -70,6 +70,11 @@ class RouterServiceStub:
                 request_serializer=switchboard_dot_router_dot_v1_dot_router__service__pb2.ListProvidersRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_struct__pb2.ListValue.FromString,
                 _registered_method=True)
+        self.ListInferenceProviders = channel.unary_unary(
+                '/switchboard.router.v1.RouterService/ListInferenceProviders',
+                request_serializer=switchboard_dot_router_dot_v1_dot_router__service__pb2.ListInferenceProvidersRequest.SerializeToString,
+                response_deserializer=switchboard_dot_router_dot_v1_dot_router__service__pb2.ListInferenceProvidersResponse.FromString,
+                _registered_method=True)
         self.GetProvider = channel.unary_unary(
                 '/switchboard.router.v1.RouterService/GetProvider',
                 request_serializer=switchboard_dot_router_dot_v1_dot_router__service__pb2.GetProviderRequest.SerializeToString,
@@ -125,7 +130,16 @@ class RouterServiceServicer:
     def ListProviders(self, request, context):
         """The providers as a JSON array of {"id", "url", "tasks"} objects, as the
         seed's clients read it. A bare ListValue: Envoy's transcoder has no
-        response_body for non-HttpBody fields.
+        response_body for non-HttpBody fields. gRPC clients use the typed twin,
+        ListInferenceProviders.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListInferenceProviders(self, request, context):
+        """The same providers as ListProviders, typed, for gRPC clients. No REST
+        route: GET /v1/providers already answers the array.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -170,6 +184,11 @@ def add_RouterServiceServicer_to_server(servicer, server):
                     servicer.ListProviders,
                     request_deserializer=switchboard_dot_router_dot_v1_dot_router__service__pb2.ListProvidersRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_struct__pb2.ListValue.SerializeToString,
+            ),
+            'ListInferenceProviders': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListInferenceProviders,
+                    request_deserializer=switchboard_dot_router_dot_v1_dot_router__service__pb2.ListInferenceProvidersRequest.FromString,
+                    response_serializer=switchboard_dot_router_dot_v1_dot_router__service__pb2.ListInferenceProvidersResponse.SerializeToString,
             ),
             'GetProvider': grpc.unary_unary_rpc_method_handler(
                     servicer.GetProvider,
@@ -343,6 +362,33 @@ class RouterService:
             '/switchboard.router.v1.RouterService/ListProviders',
             switchboard_dot_router_dot_v1_dot_router__service__pb2.ListProvidersRequest.SerializeToString,
             google_dot_protobuf_dot_struct__pb2.ListValue.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListInferenceProviders(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.router.v1.RouterService/ListInferenceProviders',
+            switchboard_dot_router_dot_v1_dot_router__service__pb2.ListInferenceProvidersRequest.SerializeToString,
+            switchboard_dot_router_dot_v1_dot_router__service__pb2.ListInferenceProvidersResponse.FromString,
             options,
             channel_credentials,
             insecure,

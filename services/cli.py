@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from services.demo import ANONYMOUS_ACCOUNT
 from services.launcher import UpOptions, up
 from services.registry.admin_cli import add_admin_commands, run_admin_command
 
@@ -20,6 +21,12 @@ def build_parser() -> argparse.ArgumentParser:
     up_parser.add_argument("--data-dir", type=Path, default=Path("data"), help="state directory (default ./data)")
     up_parser.add_argument("--database-url", default="", help="SQLAlchemy URL instead of SQLite files")
     up_parser.add_argument("--router-replicas", type=int, default=1, help="Router processes behind Envoy (default 1)")
+    up_parser.add_argument(
+        "--anonymous-account",
+        metavar="NAME",
+        help="bill calls without a token to this user or org; UNSAFE on a port others can reach "
+        f"(default: off; {ANONYMOUS_ACCOUNT!r} with --demo, '' turns it off)",
+    )
     add_admin_commands(commands)
     return parser
 
@@ -27,8 +34,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.command == "up":
+        anonymous = args.anonymous_account
+        if anonymous is None:
+            anonymous = ANONYMOUS_ACCOUNT if args.demo else ""
         options = UpOptions(
-            args.http_port, args.data_dir, args.database_url, args.demo, args.host, args.router_replicas
+            args.http_port,
+            args.data_dir,
+            args.database_url,
+            args.demo,
+            args.host,
+            args.router_replicas,
+            anonymous_account=anonymous,
         )
         sys.exit(up(options))
     run_admin_command(args)

@@ -31,22 +31,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def up_options(args: argparse.Namespace) -> UpOptions:
+    """`switchboard up`'s options; anonymous mode is off unless asked for, or implied by --demo."""
+    anonymous = args.anonymous_account
+    if anonymous is None:
+        anonymous = ANONYMOUS_ACCOUNT if args.demo else ""
+    return UpOptions(
+        args.http_port,
+        args.data_dir,
+        args.database_url,
+        args.demo,
+        args.host,
+        args.router_replicas,
+        anonymous_account=anonymous,
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.command == "up":
-        anonymous = args.anonymous_account
-        if anonymous is None:
-            anonymous = ANONYMOUS_ACCOUNT if args.demo else ""
-        options = UpOptions(
-            args.http_port,
-            args.data_dir,
-            args.database_url,
-            args.demo,
-            args.host,
-            args.router_replicas,
-            anonymous_account=anonymous,
-        )
-        sys.exit(up(options))
+        sys.exit(up(up_options(args)))
     run_admin_command(args)
 
 

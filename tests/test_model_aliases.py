@@ -21,13 +21,23 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from PIL import Image
+from pydantic import ValidationError
 from registry_helpers import error_of, ok, unique
 from switchboard.registry.v1 import admin_service_pb2 as admin_pb
 from test_registry_cli import cli
 
+from services.cli import build_parser, up_options
 from services.common.db import Database, migrate
 from services.common.errors import ApiError
-from services.demo import ALIASES, ANONYMOUS_CREDITS_NANO_USD, CHAT_MODEL, IMAGE_MODEL, AdminApi, start_demo
+from services.demo import (
+    ALIASES,
+    ANONYMOUS_ACCOUNT,
+    ANONYMOUS_CREDITS_NANO_USD,
+    CHAT_MODEL,
+    IMAGE_MODEL,
+    AdminApi,
+    start_demo,
+)
 from services.registry.admin import AdminServicer
 from services.registry.changes import ChangeFeed
 from services.registry.index import LIVE, MODEL, Mapping, ProviderEntry, RegistryIndex
@@ -35,6 +45,7 @@ from services.registry.replicas import ReplicaFollower
 from services.registry.server import MIGRATIONS
 from services.registry.state import RegistryState
 from services.registry.store import load_index
+from services.router.config import RouterSettings
 
 ANONYMOUS = "anon-account"
 DEADLINE_SECONDS = 60.0  # bounds a failing wait only
@@ -321,6 +332,25 @@ def test_the_anonymous_account_is_held_to_its_credits(demo: RunningStack) -> Non
             assert error["code"] == "insufficient_quota"
         finally:
             ok(admin.put(credits, json={"includedCreditsNanoUsd": ANONYMOUS_CREDITS_NANO_USD}))
+
+
+@pytest.mark.parametrize(
+    ("argv", "account"),
+    [
+        (["up"], ""),
+        (["up", "--demo"], ANONYMOUS_ACCOUNT),
+        (["up", "--demo", "--anonymous-account", ""], ""),
+        (["up", "--anonymous-account", "guests"], "guests"),
+    ],
+)
+def test_switchboard_up_turns_anonymous_mode_on_only_when_asked_or_for_the_demo(argv, account) -> None:
+    assert up_options(build_parser().parse_args(argv)).anonymous_account == account
+
+
+@pytest.mark.parametrize("account", ["_operators", "two words", "a/b", "x" * 97, "-dash"])
+def test_the_router_refuses_an_anonymous_account_that_is_no_account_name(account: str) -> None:
+    with pytest.raises(ValidationError):
+        RouterSettings(anonymous_account=account)
 
 
 def test_anonymous_mode_is_off_by_default(stack: RunningStack) -> None:

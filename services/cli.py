@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from services.demo import ANONYMOUS_ACCOUNT
 from services.launcher import UpOptions, up
 from services.registry.admin_cli import add_admin_commands, run_admin_command
 
@@ -20,17 +21,36 @@ def build_parser() -> argparse.ArgumentParser:
     up_parser.add_argument("--data-dir", type=Path, default=Path("data"), help="state directory (default ./data)")
     up_parser.add_argument("--database-url", default="", help="SQLAlchemy URL instead of SQLite files")
     up_parser.add_argument("--router-replicas", type=int, default=1, help="Router processes behind Envoy (default 1)")
+    up_parser.add_argument(
+        "--anonymous-account",
+        metavar="NAME",
+        help="bill calls without a token to this user or org; UNSAFE on a port others can reach "
+        f"(default: off; {ANONYMOUS_ACCOUNT!r} with --demo, '' turns it off)",
+    )
     add_admin_commands(commands)
     return parser
+
+
+def up_options(args: argparse.Namespace) -> UpOptions:
+    """`switchboard up`'s options; anonymous mode is off unless asked for, or implied by --demo."""
+    anonymous = args.anonymous_account
+    if anonymous is None:
+        anonymous = ANONYMOUS_ACCOUNT if args.demo else ""
+    return UpOptions(
+        args.http_port,
+        args.data_dir,
+        args.database_url,
+        args.demo,
+        args.host,
+        args.router_replicas,
+        anonymous_account=anonymous,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.command == "up":
-        options = UpOptions(
-            args.http_port, args.data_dir, args.database_url, args.demo, args.host, args.router_replicas
-        )
-        sys.exit(up(options))
+        sys.exit(up(up_options(args)))
     run_admin_command(args)
 
 

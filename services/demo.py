@@ -1,4 +1,5 @@
-"""`switchboard up --demo`: a reference provider, a small catalog and a demo user.
+"""`switchboard up --demo`: a reference provider, a small catalog with model aliases, a demo
+user, and the account tokenless calls are billed to (anonymous mode, on with --demo).
 
 Everything goes through the public admin and partners REST APIs, as an operator
 would do it, and is idempotent: a second start on the same data directory
@@ -45,6 +46,13 @@ MAPPINGS = [
         "status": "live",
     },
 ]
+# Names clients written for other services use (the seed's examples among them).
+ALIASES = [{"name": "gpt-4o-mini", "target": CHAT_MODEL}, {"name": "flux", "target": IMAGE_MODEL}]
+# The account of calls without a token under `switchboard up --demo`: a user with no token,
+# $1 of monthly credits and the smallest limit, so the credits bind (a limit of 0 means none).
+ANONYMOUS_ACCOUNT = "anonymous"
+ANONYMOUS_CREDITS_NANO_USD = 1_000_000_000
+ANONYMOUS_LIMIT_NANO_USD = 1
 PRICES = [
     {"provider_model": "reference-chat", "input_token_nano_usd": 100, "output_token_nano_usd": 300,
      "request_nano_usd": 1000},
@@ -90,6 +98,13 @@ class AdminApi:
             "token"
         ]
 
+    def fund_anonymous(self, account: str) -> None:
+        """The anonymous account as a user (so no one else can take the name) with the demo's credits."""
+        self.call("POST", "/admin/v1/users", {"name": account}, accept=(409,))
+        credits = {"includedCreditsNanoUsd": ANONYMOUS_CREDITS_NANO_USD}
+        self.call("PUT", f"/admin/v1/billing/accounts/{account}/credits", credits)
+        self.call("PUT", f"/v1/billing/accounts/{account}/limit", {"limitNanoUsd": ANONYMOUS_LIMIT_NANO_USD})
+
     def add_mappings(self, provider: str, mappings: list[dict]) -> list[str]:
         """Creates mappings; an existing one (409) is kept. Returns the new ids."""
         ids = [self.call("POST", f"/api/partners/{provider}/models", m, accept=(409,)).get("_id") for m in mappings]
@@ -105,8 +120,9 @@ def reference_provider_secrets(api_key: str = "", billing_token: str = "") -> di
     return {API_KEY_ENV: api_key, BILLING_TOKEN_ENV: billing_token}
 
 
-def start_demo(stack: Stack, base_url: str, admin_token: str) -> str:
-    """Starts the demo parts in the stack; returns lines to print for the operator."""
+def start_demo(stack: Stack, base_url: str, admin_token: str, anonymous_account: str = "") -> str:
+    """Starts the demo parts in the stack (with an anonymous account's credits when one is
+    given); returns lines to print for the operator."""
     port, api_key, billing_token = free_port(), secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     provider_url = f"http://127.0.0.1:{port}"
     stack.start(
@@ -133,6 +149,10 @@ def start_demo(stack: Stack, base_url: str, admin_token: str) -> str:
     api.call("PUT", f"/admin/v1/providers/{PROVIDER}/prices", {"prices": PRICES})
     api.call("POST", "/admin/v1/models:batchUpsert", {"models": CATALOG})
     api.add_mappings(PROVIDER, MAPPINGS)
+    for alias in ALIASES:
+        api.call("POST", "/admin/v1/modelAliases", alias, accept=(409,))
+    if anonymous_account:
+        api.fund_anonymous(anonymous_account)
     token = api.new_token(USER, f"demo-{secrets.token_hex(4)}")
     chat = json.dumps({"model": CHAT_MODEL, "messages": [{"role": "user", "content": "Hello!"}]})
     return "\n".join(
@@ -142,5 +162,15 @@ def start_demo(stack: Stack, base_url: str, admin_token: str) -> str:
             f"  demo token (user {USER}): {token}",
             f"  try: curl -s {base_url}/v1/chat/completions -H 'Authorization: Bearer {token}' "
             f"-H 'Content-Type: application/json' -d '{chat}'",
+            "  model aliases: " + ", ".join(f"{a['name']} -> {a['target']}" for a in ALIASES),
+            *_anonymous_lines(anonymous_account),
         ]
     )
+
+
+def _anonymous_lines(account: str) -> list[str]:
+    if not account:
+        return []
+    return [
+        f"  anonymous mode: calls without a token are billed to account '{account}' (unsafe on a port others can reach)"
+    ]

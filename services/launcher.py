@@ -201,6 +201,8 @@ class UpOptions:
     demo: bool
     host: str = "127.0.0.1"
     router_replicas: int = 1
+    # bill inference calls without a token to this account (the Routers' --anonymous-account); off when empty
+    anonymous_account: str = ""
     # SWITCHBOARD_* settings for the services, over the launcher's own environment (tests, benchmarks)
     environment: Mapping[str, str] = field(default_factory=dict)
 
@@ -229,7 +231,7 @@ def start_stack(options: UpOptions) -> tuple[Stack, str, str]:
     try:
         stack.start_service("registry", ports["registry"])
         stack.start_service("billing", ports["billing"], "--registry-address", registry)
-        routers = _start_routers(stack, options.router_replicas, registry, billing)
+        routers = _start_routers(stack, options.router_replicas, registry, billing, options.anonymous_account)
         envoy_config = data_dir / "envoy.yaml"
         envoy_config.write_text(
             render(
@@ -267,7 +269,7 @@ def _interrupt(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _start_routers(stack: Stack, replicas: int, registry: str, billing: str) -> list[int]:
+def _start_routers(stack: Stack, replicas: int, registry: str, billing: str, anonymous_account: str) -> list[int]:
     """Starts the Router replicas; returns their ports. The first is "router"; the others,
     "router-2", ..., keep their ledger spool in a data directory of their own."""
     ports = []
@@ -276,7 +278,8 @@ def _start_routers(stack: Stack, replicas: int, registry: str, billing: str) -> 
         name = "router" if number == 1 else f"router-{number}"
         own_dir = [] if number == 1 else ["--data-dir", str(stack.data_dir / name)]
         addresses = ["--registry-address", registry, "--billing-address", billing]
-        stack.start_service(name, port, *addresses, *own_dir, module="router")
+        anonymous = ["--anonymous-account", anonymous_account] if anonymous_account else []
+        stack.start_service(name, port, *addresses, *own_dir, *anonymous, module="router")
         ports.append(port)
     return ports
 
@@ -298,7 +301,7 @@ def up(options: UpOptions) -> int:
         if options.demo:
             from services.demo import start_demo
 
-            extra = start_demo(stack, base_url, token)
+            extra = start_demo(stack, base_url, token, options.anonymous_account)
         print(f"ready: {base_url}", flush=True)
         print(f"  admin token: {token_source}", flush=True)
         print(f"  logs: {stack.data_dir / 'logs'}", flush=True)

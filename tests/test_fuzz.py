@@ -231,6 +231,8 @@ REAL_RESOURCES = [
     ("/admin/v1/models/{id}", {"id": IMAGE_MODEL}, {}, "admin"),
     ("/admin/v1/users/{user}", {"user": USER}, {}, "admin"),
     ("/admin/v1/orgs/{org}", {"org": ORG}, {}, "admin"),
+    ("/admin/v1/modelAliases", {}, {}, "admin"),
+    ("/admin/v1/modelAliases/{name}", {"name": "flux"}, {}, "admin"),
 ]
 
 

@@ -17,11 +17,20 @@ from switchboard.registry.v1 import admin_service_pb2_grpc as admin_grpc
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 
 from services.common.auth import require_admin
-from services.common.errors import bad_request, not_found
+from services.common.errors import ApiError, bad_request, not_found
 from services.registry import store
 from services.registry.index import ProviderEntry
 from services.registry.state import RegistryState, hash_token, new_token
-from services.registry.storage import MembershipRow, ModelRow, OrgRow, PriceRow, ProviderRow, TokenRow, UserRow
+from services.registry.storage import (
+    MembershipRow,
+    ModelAliasRow,
+    ModelRow,
+    OrgRow,
+    PriceRow,
+    ProviderRow,
+    TokenRow,
+    UserRow,
+)
 from services.registry.validation import (
     MAX_MODELS_PER_BATCH,
     MAX_NANO_USD,
@@ -98,6 +107,16 @@ def model_message(row: ModelRow) -> admin_pb.Model:
         tags=orjson.loads(row.tags),
         adapter_weights_path=row.adapter_weights_path,
     )
+
+
+def model_alias_message(row: ModelAliasRow) -> admin_pb.ModelAlias:
+    message = admin_pb.ModelAlias(name=row.name, target=row.target)
+    message.create_time.FromDatetime(row.create_time)
+    return message
+
+
+def model_alias_not_found(name: str) -> ApiError:
+    return not_found(f"model alias {shown(name)} does not exist", code="model_alias_not_found")
 
 
 def membership_messages(rows: list[MembershipRow]) -> list[admin_pb.Membership]:
@@ -409,3 +428,73 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
     async def GetModel(self, request: admin_pb.GetModelRequest, context: grpc.aio.ServicerContext) -> admin_pb.Model:
         self._admin(context)
         return model_message(await self._get(ModelRow, request.id, f"model {shown(request.id)}"))
+
+    # model aliases
+
+    async def CreateModelAlias(
+        self, request: admin_pb.CreateModelAliasRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb.ModelAlias:
+        self._admin(context)
+        alias = request.model_alias
+        check_name(alias.name, "name")
+        check_model_id(alias.target, "target")
+        self._check_alias_target(alias.target)
+        if alias.name in self.index.catalog:
+            message = f"name {shown(alias.name)} is a catalog model id: an alias cannot shadow it"
+            raise ApiError(409, message, param="name", code="model_id_taken")
+        row = ModelAliasRow(name=alias.name, target=alias.target)
+        conflict = f"model alias {shown(alias.name)} already exists"
+        await self.state.write(lambda s: store.insert(s, row), conflict, code="model_alias_exists")
+        self.index.put_alias(row.name, row.target)
+        await self._publish(internal_pb.CHANGE_KIND_ALIAS, row.name)
+        log.info("model alias created", extra={"alias": row.name, "target": row.target})
+        return model_alias_message(row)
+
+    def _check_alias_target(self, target: str) -> None:
+        """A catalog model (404 otherwise); never another alias (a chain would hide what is served)."""
+        if target in self.index.catalog:
+            return
+        if target in self.index.aliases:
+            message = f"target {shown(target)} is a model alias: name the hub model it stands for"
+            raise bad_request(message, "target", code="invalid_alias_target")
+        raise ApiError(404, f"model {shown(target)} does not exist", param="target", code="model_not_found")
+
+    async def GetModelAlias(
+        self, request: admin_pb.GetModelAliasRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb.ModelAlias:
+        self._admin(context)
+        row = await self.state.db.run(lambda s: s.get(ModelAliasRow, request.name))
+        if row is None:
+            raise model_alias_not_found(request.name)
+        return model_alias_message(row)
+
+    async def ListModelAliases(
+        self, request: admin_pb.ListModelAliasesRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb.ListModelAliasesResponse:
+        self._admin(context)
+        size = page_size(request.page_size)
+        after = page_token(request.page_token)
+
+        def page(session: Session) -> list[ModelAliasRow]:
+            query = select(ModelAliasRow).where(ModelAliasRow.name > after).order_by(ModelAliasRow.name)
+            return list(session.exec(query.limit(size + 1)))
+
+        rows = await self.state.db.run(page)
+        next_token = rows[size - 1].name if len(rows) > size else ""
+        return admin_pb.ListModelAliasesResponse(
+            model_aliases=[model_alias_message(r) for r in rows[:size]], next_page_token=next_token
+        )
+
+    async def DeleteModelAlias(
+        self, request: admin_pb.DeleteModelAliasRequest, context: grpc.aio.ServicerContext
+    ) -> Empty:
+        self._admin(context)
+        deleted = await self.state.db.run(
+            lambda s: store.delete_rows(s, ModelAliasRow, ModelAliasRow.name == request.name)
+        )
+        if not deleted:
+            raise model_alias_not_found(request.name)
+        self.index.remove_alias(request.name)
+        await self._publish(internal_pb.CHANGE_KIND_ALIAS, request.name)
+        log.info("model alias deleted", extra={"alias": request.name})
+        return Empty()

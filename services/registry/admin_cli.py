@@ -148,7 +148,7 @@ def _command(parser: argparse.ArgumentParser, run: Command) -> argparse.Argument
 
 
 def add_admin_commands(commands: argparse._SubParsersAction) -> None:
-    """Adds orgs, users, members, tokens, providers and models to the `switchboard` parser."""
+    """Adds orgs, users, members, tokens, providers, models and aliases to the `switchboard` parser."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--url", default=DEFAULT_URL, help=f"Switchboard's URL (default {DEFAULT_URL})")
     common.add_argument("--token-file", type=Path, default=Path("data/admin-token"), help="admin token file")
@@ -210,6 +210,18 @@ def add_admin_commands(commands: argparse._SubParsersAction) -> None:
     importer.add_argument("file", type=Path, help='JSONL: one {"id", "pipeline_tag", "tags"} object a line')
     importer.add_argument("--batch-size", type=int, default=IMPORT_BATCH, help="models per call (at most 10000)")
     sub(models, "get", lambda c, a: c.call("GET", f"/admin/v1/models/{a.id}"), "id")
+    aliases = group("aliases", "model aliases: other names for catalog models")
+    alias_path = "/admin/v1/modelAliases"
+    sub(
+        aliases,
+        "create",
+        lambda c, a: c.call("POST", alias_path, {"name": a.name, "target": a.target}),
+        "name",
+        "target",
+    )
+    sub(aliases, "get", lambda c, a: c.call("GET", f"{alias_path}/{quote(a.name)}"), "name")
+    sub(aliases, "list", lambda c, a: c.call("GET", f"{alias_path}?pageSize=1000"))
+    sub(aliases, "delete", lambda c, a: c.call("DELETE", f"{alias_path}/{quote(a.name)}"), "name")
 
 
 def run_admin_command(args: argparse.Namespace) -> None:

@@ -125,13 +125,15 @@ class Resolution:
     model_found: bool
     candidates: list[Candidate] = field(default_factory=list)
     exclusions: list[tuple[str, str]] = field(default_factory=list)
+    model: str = ""  # the hub model id resolved (an alias's target)
 
 
 class RegistryIndex:
-    """Providers, catalog, mappings and identity in memory."""
+    """Providers, catalog, model aliases, mappings and identity in memory."""
 
     def __init__(self) -> None:
         self.catalog: dict[str, CatalogModel] = {}
+        self.aliases: dict[str, str] = {}  # alias -> hub model id
         self.providers: dict[str, ProviderEntry] = {}
         self.mappings: dict[str, Mapping] = {}
         self.provider_mappings: dict[str, dict[str, Mapping]] = {}  # provider -> id -> mapping, oldest first
@@ -152,6 +154,31 @@ class RegistryIndex:
         self.catalog[sys.intern(model_id)] = CatalogModel(
             sys.intern(pipeline_tag), intern_all(tags), adapter_weights_path
         )
+
+    # model aliases
+
+    def put_alias(self, name: str, target: str) -> None:
+        self.aliases[name] = target
+
+    def remove_alias(self, name: str) -> None:
+        self.aliases.pop(name, None)
+
+    def canonical(self, model_id: str) -> str:
+        """The hub model id a name stands for: a catalog id is itself (the catalog wins over an
+        alias of the same name, should one be upserted later), an alias its target; an unknown
+        name is itself."""
+        if model_id in self.catalog:
+            return model_id
+        return self.aliases.get(model_id, model_id)
+
+    def aliases_of(self, model_ids: Iterable[str]) -> dict[str, list[str]]:
+        """The live aliases (not shadowed by a catalog id) of these models, by model, sorted."""
+        wanted = set(model_ids)
+        found: dict[str, list[str]] = {}
+        for name, target in sorted(self.aliases.items()):
+            if target in wanted and name not in self.catalog:
+                found.setdefault(target, []).append(name)
+        return found
 
     # providers
 
@@ -250,14 +277,17 @@ class RegistryIndex:
     # resolution
 
     def resolve(self, model_id: str, user: str, task: str, providers: Iterable[str] = ()) -> Resolution:
-        """The ordered candidates for a hub model, for this caller and task.
+        """The ordered candidates for a hub model (or a model alias), for this caller and task.
 
         The hot path of every inference request: plain dict lookups, no call
         per mapping, precedence precomputed on each mapping.
         """
         model = self.catalog.get(model_id)
-        if model is None:
-            return Resolution(model_found=False)
+        if model is None:  # an alias: one more lookup, only for names that are not hub ids
+            model_id = self.aliases.get(model_id, "")
+            model = self.catalog.get(model_id)
+            if model is None:
+                return Resolution(model_found=False)
         entry = self.users.get(user) if user else None
         orgs = entry.memberships if entry is not None else _NO_ORGS
         all_providers = self.providers
@@ -287,7 +317,7 @@ class RegistryIndex:
                     else:
                         hidden.append(mapping.provider)
         if not chosen and not hidden and not providers:
-            return Resolution(model_found=True)
+            return Resolution(model_found=True, model=model_id)
         return self._ordered(model_id, model, chosen, hidden, providers)
 
     def resolve_provider_model(self, provider: str, provider_model: str, user: str, task: str) -> Resolution:
@@ -311,7 +341,7 @@ class RegistryIndex:
         for provider in wanted:
             if provider not in chosen and provider not in hidden:
                 exclusions.append((provider, f"provider {provider!r} does not serve {model_id!r} for this task"))
-        return Resolution(True, candidates, exclusions)
+        return Resolution(True, candidates, exclusions, model_id)
 
     def _staging_reason(self, provider: str) -> str:
         org = self.providers[provider].org

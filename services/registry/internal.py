@@ -52,6 +52,7 @@ def resolution_message(resolution: Resolution) -> internal_pb.ResolveModelRespon
         model_found=resolution.model_found,
         candidates=[candidate_message(c) for c in resolution.candidates],
         exclusions=[internal_pb.Exclusion(provider=p, reason=r) for p, r in resolution.exclusions],
+        model=resolution.model,
     )
 
 
@@ -88,15 +89,17 @@ class InternalServicer(internal_grpc.InternalServiceServicer):
     ) -> internal_pb.ResolveModelResponse:
         check_task(request.task)
         check_count(request.providers, MAX_PROVIDERS, "providers")
-        self._catalog_model(request.model)
+        self._catalog_model(request.model)  # an alias too: resolve() follows it
         return resolution_message(self.index.resolve(request.model, request.user, request.task, request.providers))
 
-    def _catalog_model(self, model: str) -> None:
-        """A valid hub id (400 otherwise) of a model in the catalog (404 otherwise): the
-        caller's mistake, never something the Router could take for an outage."""
+    def _catalog_model(self, model: str) -> str:
+        """The hub id of a valid hub id or model alias (400 otherwise) of a model in the catalog
+        (404 otherwise): the caller's mistake, never something the Router could take for an outage."""
         check_model_id(model, "model")
-        if model not in self.index.catalog:
+        hub_id = self.index.canonical(model)
+        if hub_id not in self.index.catalog:
             raise ApiError(404, f"model {shown(model)} does not exist", param="model", code="model_not_found")
+        return hub_id
 
     async def ResolveProviderModel(
         self, request: internal_pb.ResolveProviderModelRequest, context: grpc.aio.ServicerContext
@@ -137,11 +140,20 @@ class InternalServicer(internal_grpc.InternalServiceServicer):
         self, request: internal_pb.ListServedModelsRequest, context: grpc.aio.ServicerContext
     ) -> internal_pb.ListServedModelsResponse:
         if request.model:
-            self._catalog_model(request.model)
-        model_ids = [request.model] if request.model else sorted(self.index.mapped_models())
+            hub_id = self._catalog_model(request.model)
+            served = await self._with_create_times(self._served([hub_id], request.user))
+            if served and hub_id != request.model:
+                served[0].id = request.model  # asked by its alias: answered under that name
+            return internal_pb.ListServedModelsResponse(models=served)
+        served = await self._with_create_times(self._served(sorted(self.index.mapped_models()), request.user))
+        listed = sorted(served + self._alias_entries(served), key=lambda model: model.id)
+        return internal_pb.ListServedModelsResponse(models=listed)
+
+    def _served(self, model_ids: list[str], user: str) -> list[internal_pb.ServedModel]:
+        """The models of these that serve this caller, with their candidates."""
         served = []
         for model_id in model_ids:
-            candidates = self._candidates_for_all_tasks(model_id, request.user)
+            candidates = self._candidates_for_all_tasks(model_id, user)
             if candidates:
                 pipeline_tag = self.index.catalog[model_id].pipeline_tag
                 served.append(
@@ -149,12 +161,27 @@ class InternalServicer(internal_grpc.InternalServiceServicer):
                         id=model_id, pipeline_tag=pipeline_tag, candidates=[candidate_message(c) for c in candidates]
                     )
                 )
-        # Read from the database, not kept in the index: only listings need it.
+        return served
+
+    async def _with_create_times(self, served: list[internal_pb.ServedModel]) -> list[internal_pb.ServedModel]:
+        """The models with the time each entered the catalog (read from the database: only listings need it)."""
         created = await self.state.db.run(lambda s: store.catalog_create_times(s, [m.id for m in served]))
         for model in served:
             if model.id in created:
                 model.create_time.FromDatetime(created[model.id])
-        return internal_pb.ListServedModelsResponse(models=served)
+        return served
+
+    def _alias_entries(self, served: list[internal_pb.ServedModel]) -> list[internal_pb.ServedModel]:
+        """An entry of its own for each alias of a served model: its target's, under the alias."""
+        by_id = {model.id: model for model in served}
+        entries = []
+        for target, names in self.index.aliases_of(by_id).items():
+            for name in names:
+                entry = internal_pb.ServedModel()
+                entry.CopyFrom(by_id[target])
+                entry.id = name
+                entries.append(entry)
+        return entries
 
     def _candidates_for_all_tasks(self, model_id: str, user: str) -> list[Candidate]:
         """One candidate per provider, over every task the model is mapped for."""

@@ -3,7 +3,7 @@
 Every write is recorded in the `changes` table (RegistryState.changed). Each
 replica polls that table a few times a second, re-reads from the database
 what another replica's change touched (one provider's mappings, a provider,
-a user's identity, a batch of catalog models), applies it to its index and
+a user's identity, a batch of catalog models, a model alias), applies it to its index and
 passes the notice on to its own watchers. With one replica this only reads an
 empty result set.
 
@@ -78,6 +78,12 @@ class ReplicaFollower:
         elif kind == internal_pb.CHANGE_KIND_IDENTITY:
             user, token_hashes = await run(lambda session: store.user_identity(session, key))
             index.replace_user(key, user, token_hashes)
+        elif kind == internal_pb.CHANGE_KIND_ALIAS:
+            target = await run(lambda session: store.alias_target(session, key))
+            if target is None:
+                index.remove_alias(key)
+            else:
+                index.put_alias(key, target)
         elif kind == internal_pb.CHANGE_KIND_MODEL and key:
             for row in await run(lambda session: store.catalog_rows(session, key.split("\n"))):
                 index.put_model(*row)

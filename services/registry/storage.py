@@ -107,6 +107,15 @@ class ModelRow(SQLModel, table=True):
     create_time: datetime = Field(default_factory=utcnow)
 
 
+class ModelAliasRow(SQLModel, table=True):
+    """An operator's other name for a catalog model (never a catalog id itself)."""
+
+    __tablename__ = "model_aliases"
+    name: str = Field(primary_key=True)
+    target: str
+    create_time: datetime = Field(default_factory=utcnow)
+
+
 class MappingRow(SQLModel, table=True):
     """A model mapping (hf_model set) or a tag-filter mapping (tags_key set).
 

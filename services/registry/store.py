@@ -25,6 +25,7 @@ from services.registry.storage import (
     ChangeRow,
     MappingRow,
     MembershipRow,
+    ModelAliasRow,
     ModelRow,
     OrgRow,
     ProviderRow,
@@ -49,6 +50,8 @@ def load_index(engine: Engine) -> RegistryIndex:
         cursor.execute("SELECT COALESCE(MAX(revision), 0) FROM changes")
         index.loaded_revision = cursor.fetchone()[0]
         _load_catalog(index, cursor)
+        cursor.execute("SELECT name, target FROM model_aliases")
+        index.aliases.update(cursor.fetchall())
         cursor.execute("SELECT id, org, default_rank FROM providers")
         for row in cursor.fetchall():
             index.put_provider(ProviderEntry(*row))
@@ -204,6 +207,12 @@ def changes_since(session: Session, revision: int, limit: int = 1000) -> list[tu
 
 def prune_changes(session: Session, before: datetime) -> int:
     return delete_rows(session, ChangeRow, ChangeRow.create_time < before)
+
+
+def alias_target(session: Session, name: str) -> str | None:
+    """The alias's hub model id; None when the alias does not exist (any more)."""
+    row = session.get(ModelAliasRow, name)
+    return row.target if row else None
 
 
 def provider_entry(session: Session, provider_id: str) -> ProviderEntry | None:

@@ -6,6 +6,9 @@ from pydantic import Field
 
 from services.common.config import ServiceSettings
 
+# A user or org name (services/registry/validation.py NAME), or nothing.
+ACCOUNT_NAME = r"^([A-Za-z0-9][A-Za-z0-9._-]{0,95})?$"
+
 
 class RouterSettings(ServiceSettings):
     """Router service: the OpenAI-compatible inference API."""
@@ -31,3 +34,9 @@ class RouterSettings(ServiceSettings):
         8 * 1024 * 1024, description="largest provider answer passed on (a larger one is a 502, not billed)"
     )
     ledger_batch_size: int = Field(1000, description="ledger records per RecordRequests call")
+    anonymous_account: str = Field(
+        "",
+        pattern=ACCOUNT_NAME,
+        description="bill inference calls without an Authorization header to this user or org; off when "
+        "empty. Unsafe on a port others can reach: anyone there spends this account's money",
+    )

@@ -43,7 +43,9 @@ async def serve(settings: RouterSettings) -> None:
         settings.max_answer_bytes,
     )
     await upstreams.start()
-    servicer = RouterServicer(directory, upstreams, spending, ledger, Measurements(), settings.hub_url)
+    servicer = RouterServicer(
+        directory, upstreams, spending, ledger, Measurements(), settings.hub_url, settings.anonymous_account
+    )
     background = [asyncio.create_task(task) for task in (directory.watch(), ledger.run(), spending.watch())]
     registrations = [
         (

@@ -38,6 +38,8 @@ DEFAULT_MAX_TOKENS = 1024
 UINT32_MAX = 2**32 - 1  # Model.created is uint32 unix seconds
 JSON = "application/json"
 EVENT_STREAM = "text/event-stream"
+# The caller of a call without a token in anonymous mode: no user, no memberships, no preferences.
+ANONYMOUS = internal_pb.Caller()
 # What each route's body must carry and may carry (params.py); everything else passes through.
 BODY_RULES = {CHAT: (params.CHAT, params.REQUIRED_CHAT), TEXT_TO_IMAGE: (params.IMAGES, params.REQUIRED_IMAGES)}
 
@@ -132,8 +134,10 @@ class RouterServicer(router_grpc.RouterServiceServicer):
         ledger: Ledger,
         measurements: Measurements,
         hub_url: str,
+        anonymous_account: str = "",
     ) -> None:
         self.directory = directory
+        self.anonymous_account = anonymous_account
         self.upstreams = upstreams
         self.spending = spending
         self.ledger = ledger
@@ -142,11 +146,20 @@ class RouterServicer(router_grpc.RouterServiceServicer):
 
     # --- inference -------------------------------------------------------------------------
 
+    async def _identified(self, authorization: str | None) -> tuple[internal_pb.Caller, str]:
+        """The caller and the account their calls are billed to. Without an Authorization
+        header, in anonymous mode: a caller with no user (live mappings only, no orgs) billed
+        to the anonymous account; otherwise a token the Registry knows, or 401."""
+        if not authorization and self.anonymous_account:
+            return ANONYMOUS, self.anonymous_account
+        caller = await self.directory.authenticate(parse_bearer(authorization))
+        return caller, caller.user or OPERATOR_ACCOUNT
+
     async def _caller(self, headers: dict[str, str]) -> tuple[internal_pb.Caller, str]:
-        caller = await self.directory.authenticate(parse_bearer(headers.get("authorization")))
+        caller, account = await self._identified(headers.get("authorization"))
         bill_to = headers.get("x-hf-bill-to", "").strip()
         if not bill_to:
-            return caller, caller.user or OPERATOR_ACCOUNT
+            return caller, account
         if not any(m.org == bill_to for m in caller.memberships):
             raise ApiError(
                 403, f"you are not a member of {bill_to[:64]}: cannot bill it", param="X-HF-Bill-To",
@@ -173,17 +186,18 @@ class RouterServicer(router_grpc.RouterServiceServicer):
         if any(c.provider not in known for c in answer.candidates):
             known = await self.directory.providers(refresh=True)
         routes = selection.routes_of(answer.candidates, known, self.hub_url)
+        model = answer.model or chosen.model  # the hub id a model alias stands for
         if chosen.providers:
             why_not = {e.provider: e.reason for e in answer.exclusions}
             if not answer.model_found:
                 raise selection.explain_no_candidate(answer, chosen.model, task)
-            return chosen.model, selection.pick_requested(routes, chosen.providers, why_not, chosen.model)
+            return model, selection.pick_requested(routes, chosen.providers, why_not, chosen.model)
         if not routes:
             raise selection.explain_no_candidate(answer, chosen.model, task)
         ordered = selection.order_routes(
             routes, chosen.policy, task, self.measurements.ranking, caller.preferred_providers
         )
-        return chosen.model, ordered
+        return model, ordered
 
     async def _provider_route(
         self, task: str, model: str, provider: str, caller: internal_pb.Caller, known: dict[str, ProviderEntry]

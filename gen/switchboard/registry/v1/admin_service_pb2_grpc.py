@@ -116,6 +116,26 @@ class AdminServiceStub:
                 request_serializer=switchboard_dot_registry_dot_v1_dot_admin__service__pb2.GetModelRequest.SerializeToString,
                 response_deserializer=switchboard_dot_registry_dot_v1_dot_admin__service__pb2.Model.FromString,
                 _registered_method=True)
+        self.CreateModelAlias = channel.unary_unary(
+                '/switchboard.registry.v1.AdminService/CreateModelAlias',
+                request_serializer=switchboard_dot_registry_dot_v1_dot_admin__service__pb2.CreateModelAliasRequest.SerializeToString,
+                response_deserializer=switchboard_dot_registry_dot_v1_dot_admin__service__pb2.ModelAlias.FromString,
+                _registered_method=True)
+        self.GetModelAlias = channel.unary_unary(
+                '/switchboard.registry.v1.AdminService/GetModelAlias',
+                request_serializer=switchboard_dot_registry_dot_v1_dot_admin__service__pb2.GetModelAliasRequest.SerializeToString,
+                response_deserializer=switchboard_dot_registry_dot_v1_dot_admin__service__pb2.ModelAlias.FromString,
+                _registered_method=True)
+        self.ListModelAliases = channel.unary_unary(
+                '/switchboard.registry.v1.AdminService/ListModelAliases',
+                request_serializer=switchboard_dot_registry_dot_v1_dot_admin__service__pb2.ListModelAliasesRequest.SerializeToString,
+                response_deserializer=switchboard_dot_registry_dot_v1_dot_admin__service__pb2.ListModelAliasesResponse.FromString,
+                _registered_method=True)
+        self.DeleteModelAlias = channel.unary_unary(
+                '/switchboard.registry.v1.AdminService/DeleteModelAlias',
+                request_serializer=switchboard_dot_registry_dot_v1_dot_admin__service__pb2.DeleteModelAliasRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -234,6 +254,35 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateModelAlias(self, request, context):
+        """Creates a model alias: another name for a catalog model, accepted wherever
+        a model is named (chat, images, text-to-image, /v1/models/{id}).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetModelAlias(self, request, context):
+        """Returns a model alias.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListModelAliases(self, request, context):
+        """Lists model aliases by name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteModelAlias(self, request, context):
+        """Deletes a model alias; the model it named is untouched.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -316,6 +365,26 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.GetModel,
                     request_deserializer=switchboard_dot_registry_dot_v1_dot_admin__service__pb2.GetModelRequest.FromString,
                     response_serializer=switchboard_dot_registry_dot_v1_dot_admin__service__pb2.Model.SerializeToString,
+            ),
+            'CreateModelAlias': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateModelAlias,
+                    request_deserializer=switchboard_dot_registry_dot_v1_dot_admin__service__pb2.CreateModelAliasRequest.FromString,
+                    response_serializer=switchboard_dot_registry_dot_v1_dot_admin__service__pb2.ModelAlias.SerializeToString,
+            ),
+            'GetModelAlias': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetModelAlias,
+                    request_deserializer=switchboard_dot_registry_dot_v1_dot_admin__service__pb2.GetModelAliasRequest.FromString,
+                    response_serializer=switchboard_dot_registry_dot_v1_dot_admin__service__pb2.ModelAlias.SerializeToString,
+            ),
+            'ListModelAliases': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListModelAliases,
+                    request_deserializer=switchboard_dot_registry_dot_v1_dot_admin__service__pb2.ListModelAliasesRequest.FromString,
+                    response_serializer=switchboard_dot_registry_dot_v1_dot_admin__service__pb2.ListModelAliasesResponse.SerializeToString,
+            ),
+            'DeleteModelAlias': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteModelAlias,
+                    request_deserializer=switchboard_dot_registry_dot_v1_dot_admin__service__pb2.DeleteModelAliasRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -751,6 +820,114 @@ class AdminService:
             '/switchboard.registry.v1.AdminService/GetModel',
             switchboard_dot_registry_dot_v1_dot_admin__service__pb2.GetModelRequest.SerializeToString,
             switchboard_dot_registry_dot_v1_dot_admin__service__pb2.Model.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateModelAlias(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.registry.v1.AdminService/CreateModelAlias',
+            switchboard_dot_registry_dot_v1_dot_admin__service__pb2.CreateModelAliasRequest.SerializeToString,
+            switchboard_dot_registry_dot_v1_dot_admin__service__pb2.ModelAlias.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetModelAlias(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.registry.v1.AdminService/GetModelAlias',
+            switchboard_dot_registry_dot_v1_dot_admin__service__pb2.GetModelAliasRequest.SerializeToString,
+            switchboard_dot_registry_dot_v1_dot_admin__service__pb2.ModelAlias.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListModelAliases(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.registry.v1.AdminService/ListModelAliases',
+            switchboard_dot_registry_dot_v1_dot_admin__service__pb2.ListModelAliasesRequest.SerializeToString,
+            switchboard_dot_registry_dot_v1_dot_admin__service__pb2.ListModelAliasesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteModelAlias(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.registry.v1.AdminService/DeleteModelAlias',
+            switchboard_dot_registry_dot_v1_dot_admin__service__pb2.DeleteModelAliasRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,

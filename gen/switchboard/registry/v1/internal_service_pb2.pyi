@@ -25,6 +25,7 @@ class ChangeKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CHANGE_KIND_PROVIDER: _ClassVar[ChangeKind]
     CHANGE_KIND_MODEL: _ClassVar[ChangeKind]
     CHANGE_KIND_IDENTITY: _ClassVar[ChangeKind]
+    CHANGE_KIND_ALIAS: _ClassVar[ChangeKind]
 PROVIDER_SECRETS_UNSPECIFIED: ProviderSecrets
 PROVIDER_SECRETS_INFERENCE: ProviderSecrets
 PROVIDER_SECRETS_COST_API: ProviderSecrets
@@ -33,6 +34,7 @@ CHANGE_KIND_MAPPING: ChangeKind
 CHANGE_KIND_PROVIDER: ChangeKind
 CHANGE_KIND_MODEL: ChangeKind
 CHANGE_KIND_IDENTITY: ChangeKind
+CHANGE_KIND_ALIAS: ChangeKind
 
 class AuthenticateTokenRequest(_message.Message):
     __slots__ = ("token",)
@@ -111,14 +113,16 @@ class Exclusion(_message.Message):
     def __init__(self, provider: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class ResolveModelResponse(_message.Message):
-    __slots__ = ("model_found", "candidates", "exclusions")
+    __slots__ = ("model_found", "candidates", "exclusions", "model")
     MODEL_FOUND_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     EXCLUSIONS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     model_found: bool
     candidates: _containers.RepeatedCompositeFieldContainer[Candidate]
     exclusions: _containers.RepeatedCompositeFieldContainer[Exclusion]
-    def __init__(self, model_found: _Optional[bool] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., exclusions: _Optional[_Iterable[_Union[Exclusion, _Mapping]]] = ...) -> None: ...
+    model: str
+    def __init__(self, model_found: _Optional[bool] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., exclusions: _Optional[_Iterable[_Union[Exclusion, _Mapping]]] = ..., model: _Optional[str] = ...) -> None: ...
 
 class ListProviderConfigsRequest(_message.Message):
     __slots__ = ("secrets",)

@@ -6,10 +6,16 @@ with any escape in them."""
 from __future__ import annotations
 
 import io
+import json
+import os
 import queue
 import re
+import shutil
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn
 from urllib.parse import quote
 
 import grpc
@@ -26,7 +32,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.common.envoy import DESCRIPTOR, PUBLIC_SERVICES
-from services.demo import CHAT_MODEL, IMAGE_MODEL, PROVIDER
+from services.demo import CHAT_MODEL, IMAGE_MODEL, MAPPINGS, PROVIDER
 from services.launcher import Stack
 
 pytestmark = pytest.mark.slow
@@ -229,3 +235,70 @@ def test_an_invalid_escape_is_a_4xx_not_a_5xx(demo: Demo, path: str, written: st
         answer = http.get(path.format(written))
     assert 400 <= answer.status_code < 500, answer.text
     assert set(answer.json()["error"]) == {"message", "type", "param", "code"}
+
+
+# --- Node clients ------------------------------------------------------------------------------
+
+NODE_DIR = Path(__file__).parent / "node"
+INSTALL_TIMEOUT_SECONDS = 900
+
+
+def _cannot_have(reason: str) -> NoReturn:
+    """CI must run every client: there a missing tool fails; elsewhere the test is skipped."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def _install_node() -> str:
+    """Debian's nodejs and npm, installed with apt-get when missing (CI runs as root)."""
+    if not (shutil.which("node") and shutil.which("npm")):
+        if os.geteuid() != 0 or not shutil.which("apt-get"):
+            _cannot_have("Node.js is not installed and apt-get cannot install it here (needs root)")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-q"], check=True, env=env, capture_output=True, timeout=600)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-q", "--no-install-recommends", "nodejs", "npm"],
+            check=True, env=env, capture_output=True, timeout=INSTALL_TIMEOUT_SECONDS,
+        )  # fmt: skip
+    node = shutil.which("node")
+    assert node is not None and shutil.which("npm"), "nodejs and npm installed but not on PATH"
+    return node
+
+
+def _install_packages() -> None:
+    """The pinned npm packages of tests/node/package-lock.json, unless already installed from it."""
+    lock, installed = NODE_DIR / "package-lock.json", NODE_DIR / "node_modules" / ".package-lock.json"
+    if installed.exists() and installed.stat().st_mtime >= lock.stat().st_mtime:
+        return
+    # No install scripts: none of these packages needs one to run.
+    answer = subprocess.run(
+        ["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund"],
+        cwd=NODE_DIR, capture_output=True, text=True, timeout=INSTALL_TIMEOUT_SECONDS,
+    )  # fmt: skip
+    if answer.returncode != 0:
+        _cannot_have(f"npm ci failed in {NODE_DIR}: {answer.stderr[-2000:]}")
+
+
+@pytest.fixture(scope="module")
+def node() -> str:
+    """The node binary, with tests/node's packages installed."""
+    binary = _install_node()
+    _install_packages()
+    return binary
+
+
+def test_node_openai_and_grpc_js_clients_through_envoy(demo: Demo, node: str) -> None:
+    argv = [demo.base_url, demo.grpc_address, demo.token, demo.admin_token, CHAT_MODEL, PROVIDER]
+    run = subprocess.run(
+        [node, str(NODE_DIR / "clients.mjs"), *argv], capture_output=True, text=True, timeout=120, cwd=NODE_DIR
+    )
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    answer = "Reference answer to: say hello"
+    assert result["openai"]["chat"] == {"model": CHAT_MODEL, "content": answer}
+    assert result["openai"]["stream"]["content"] == answer and result["openai"]["stream"]["chunks"] > 1
+    # The demo may list aliases beside its catalog: the two clients see the same list.
+    assert {CHAT_MODEL, IMAGE_MODEL} <= set(result["openai"]["models"])
+    assert result["grpc"]["router_models"] == result["openai"]["models"]
+    assert result["grpc"]["registry_mappings"] == sorted(m["providerModel"] for m in MAPPINGS)

@@ -12,7 +12,7 @@ import queue
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -95,19 +95,37 @@ def test_reflection_lists_and_describes_every_public_service_and_no_internal_one
             pool.FindServiceByName(internal)
 
 
-def test_a_method_built_from_reflected_descriptors_answers(demo: Demo, envoy_channel) -> None:
-    pool = descriptor_pool.DescriptorPool(ProtoReflectionDescriptorDatabase(envoy_channel))
-    method = pool.FindServiceByName("switchboard.router.v1.RouterService").methods_by_name["ListModels"]
-    request_class = message_factory.GetMessageClass(method.input_type)
-    answer_class = message_factory.GetMessageClass(method.output_type)
-    call = envoy_channel.unary_unary(
-        "/switchboard.router.v1.RouterService/ListModels",
+def reflected_call(channel: grpc.Channel, method_name: str, *, streaming: bool = False) -> tuple[type, Callable]:
+    """A request class and a callable for "package.Service.Method", built only from what
+    reflection through Envoy describes."""
+    service_name, method = method_name.rsplit(".", 1)
+    pool = descriptor_pool.DescriptorPool(ProtoReflectionDescriptorDatabase(channel))
+    descriptor = pool.FindServiceByName(service_name).methods_by_name[method]
+    request_class = message_factory.GetMessageClass(descriptor.input_type)
+    answer_class = message_factory.GetMessageClass(descriptor.output_type)
+    kind = channel.unary_stream if streaming else channel.unary_unary
+    call = kind(
+        f"/{service_name}/{method}",
         request_serializer=request_class.SerializeToString,
         response_deserializer=answer_class.FromString,
     )
-    answer = call(request_class(), metadata=[("authorization", f"Bearer {demo.token}")], timeout=15)
-    ids = sorted(model.id for model in answer.data)
-    assert CHAT_MODEL in ids and IMAGE_MODEL in ids
+    return request_class, call
+
+
+def test_a_method_built_from_reflected_descriptors_answers(demo: Demo, envoy_channel) -> None:
+    request_class, list_models = reflected_call(envoy_channel, "switchboard.router.v1.RouterService.ListModels")
+    answer = list_models(request_class(), metadata=[("authorization", f"Bearer {demo.token}")], timeout=15)
+    assert {CHAT_MODEL, IMAGE_MODEL} <= {model.id for model in answer.data}
+
+
+def test_a_native_server_stream_flows_through_envoy(demo: Demo, envoy_channel) -> None:
+    request_class, chat = reflected_call(
+        envoy_channel, "switchboard.router.v1.RouterService.CreateChatCompletion", streaming=True
+    )
+    body = json.dumps({"model": CHAT_MODEL, "messages": MESSAGES, "stream": True}).encode()
+    request = request_class(body={"content_type": "application/json", "data": body})
+    events = [m.data for m in chat(request, metadata=[("authorization", f"Bearer {demo.token}")], timeout=30)]
+    assert len(events) > 2 and events[-1].strip() == b"data: [DONE]"
 
 
 @pytest.mark.parametrize("version", ["v1", "v1alpha"])

@@ -180,7 +180,11 @@ def test_health_answers_serving_on_the_public_port(envoy_channel) -> None:
 
 def test_openai_retrieves_a_model_whose_id_has_a_slash(demo: Demo) -> None:
     # The SDK sends GET /v1/models/demo%2Fchat-model.
-    assert demo.openai().models.retrieve(CHAT_MODEL).id == CHAT_MODEL
+    client = demo.openai()
+    assert client.models.retrieve(CHAT_MODEL).id == CHAT_MODEL
+    assert {CHAT_MODEL, IMAGE_MODEL} <= {model.id for model in client.models.list()}
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("demo/no-such-model")
 
 
 def test_huggingface_hub_chat_and_text_to_image_with_an_escaped_hub_id(demo: Demo) -> None:

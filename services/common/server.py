@@ -20,6 +20,8 @@ from services.common.errors import ApiError, bad_request, internal_error
 
 log = logging.getLogger(__name__)
 
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+
 # (add_XServicer_to_server, servicer, full service name)
 Registration = tuple[Callable[[Any, grpc.aio.Server], None], Any, str]
 
@@ -153,9 +155,6 @@ def create_server(
     if bound == 0:
         raise OSError(f"cannot listen on {host}:{port}")
     return server, bound, health_servicer
-
-
-REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
 
 
 def _file_proto(module: Any) -> descriptor_pb2.FileDescriptorProto:

@@ -333,5 +333,6 @@ def test_node_openai_and_grpc_js_clients_through_envoy(demo: Demo, node: str) ->
     assert result["openai"]["stream"]["content"] == answer and result["openai"]["stream"]["chunks"] > 1
     # The demo may list aliases beside its catalog: the two clients see the same list.
     assert {CHAT_MODEL, IMAGE_MODEL} <= set(result["openai"]["models"])
+    assert result["openai"]["retrieved"] == CHAT_MODEL
     assert result["grpc"]["router_models"] == result["openai"]["models"]
     assert result["grpc"]["registry_mappings"] == sorted(m["providerModel"] for m in MAPPINGS)

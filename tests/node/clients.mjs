@@ -28,8 +28,11 @@ async function openaiCalls() {
   for await (const model of client.models.list()) {
     models.push(model.id);
   }
+  // A hub id has a slash: the SDK sends it as one escaped segment, /v1/models/demo%2Fchat-model.
+  const retrieved = await client.models.retrieve(chatModel);
   return {
     chat: { model: chat.model, content: chat.choices[0].message.content },
+    retrieved: retrieved.id,
     stream: { chunks, content: streamed },
     models: models.sort(),
   };

@@ -44,6 +44,15 @@ PUBLIC_SERVICES: dict[str, tuple[str, str]] = {
     "switchboard.billing.v1.BillingAdminService": ("billing", "600s"),
 }
 
+# Server reflection (both versions) and health on the public port: one service answers
+# them for the whole public surface (see services/common/server.py, public_catalog).
+DISCOVERY_SERVICES = (
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+    "grpc.health.v1.Health",
+)
+DISCOVERY_CLUSTER = "router"
+
 # Messages whose JSON form is free (any keys) or not an object the Lua filter checks.
 _FREE_MESSAGES = {
     "google.protobuf.Struct",
@@ -336,16 +345,31 @@ def _reply(status: int, message: str) -> dict:
     return {"status": status, "body": {"inline_string": message}}
 
 
+# Native gRPC streams (reflection, health's Watch, server streams) flow as they come:
+# the buffer filter would hold a stream until the caller closes it.
+_UNBUFFERED = {
+    "envoy.filters.http.buffer": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.BufferPerRoute",
+        "disabled": True,
+    }
+}
+
+
+def _grpc_route(service: str, cluster: str, timeout: str) -> dict:
+    return {
+        "match": {"prefix": f"/{service}/", "headers": [_grpc_content_type()]},
+        "route": {"cluster": cluster, "timeout": timeout},
+        "typed_per_filter_config": _UNBUFFERED,
+    }
+
+
 def _grpc_routes() -> list[dict]:
-    """Native gRPC (and transcoded calls, which the transcoder re-routes here)."""
-    routes = []
-    for service, (cluster, timeout) in PUBLIC_SERVICES.items():
-        routes.append(
-            {
-                "match": {"prefix": f"/{service}/", "headers": [_grpc_content_type()]},
-                "route": {"cluster": cluster, "timeout": timeout},
-            }
-        )
+    """Native gRPC (and transcoded calls, which the transcoder re-routes here), then
+    reflection and health, answered by the Router for the whole public surface."""
+    routes = [_grpc_route(service, cluster, timeout) for service, (cluster, timeout) in PUBLIC_SERVICES.items()]
+    # No route timeout: a reflection session or a health Watch lasts as long as its caller
+    # wants; stream_idle_timeout still ends a silent one.
+    routes += [_grpc_route(service, DISCOVERY_CLUSTER, "0s") for service in DISCOVERY_SERVICES]
     routes.append(
         {
             "match": {"prefix": "/", "headers": [{"name": "content-type", "string_match": {"prefix": _GRPC}}]},

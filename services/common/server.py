@@ -6,16 +6,21 @@ import asyncio
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Iterable
+from functools import cache
 from typing import Any
 
 import grpc
+from google.protobuf import descriptor_pb2, descriptor_pool, text_format
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
+from services.common.envoy import DESCRIPTOR, PUBLIC_SERVICES
 from services.common.errors import ApiError, bad_request, internal_error
 
 log = logging.getLogger(__name__)
+
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
 
 # (add_XServicer_to_server, servicer, full service name)
 Registration = tuple[Callable[[Any, grpc.aio.Server], None], Any, str]
@@ -117,9 +122,13 @@ def create_server(
     host: str,
     port: int,
     interceptors: Iterable[grpc.aio.ServerInterceptor] = (),
+    *,
+    public_catalog: bool = False,
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """A server with the servicers, health checking and reflection; returns the bound port.
-    `interceptors` run before the error mapping (e.g. the service credential check)."""
+    `interceptors` run before the error mapping (e.g. the service credential check).
+    With `public_catalog`, reflection lists and describes every public service, not only
+    this server's own: Envoy sends the public port's reflection calls to this server."""
     server = grpc.aio.server(
         interceptors=[*interceptors, ErrorInterceptor()],
         options=[
@@ -134,16 +143,70 @@ def create_server(
         ],
     )
     health_servicer = health.aio.HealthServicer()
-    names = [reflection.SERVICE_NAME, health.SERVICE_NAME]
+    names = [REFLECTION_V1, reflection.SERVICE_NAME, health.SERVICE_NAME]
     for add, servicer, name in registrations:
         add(servicer, server)
         names.append(name)
+    if public_catalog:
+        names += [name for name in PUBLIC_SERVICES if name not in names]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(names, server)
+    _add_reflection(server, names, _public_pool() if public_catalog else _own_pool())
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise OSError(f"cannot listen on {host}:{port}")
     return server, bound, health_servicer
+
+
+def _file_proto(module: Any) -> descriptor_pb2.FileDescriptorProto:
+    proto = descriptor_pb2.FileDescriptorProto()
+    module.DESCRIPTOR.CopyToProto(proto)
+    return proto
+
+
+def _reflection_v1_file() -> bytes:
+    """grpc.reflection.v1 is v1alpha under a new package name (same messages, same field
+    numbers; grpcio-reflection ships only v1alpha): its file is v1alpha's, renamed."""
+    text = text_format.MessageToString(_file_proto(reflection_pb2))
+    text = text.replace("reflection.v1alpha", "reflection.v1").replace("reflection/v1alpha/", "reflection/v1/")
+    return text_format.Parse(text, descriptor_pb2.FileDescriptorProto()).SerializeToString()
+
+
+@cache
+def _own_pool() -> descriptor_pool.DescriptorPool:
+    """The process's own descriptors (its generated modules), and reflection v1's."""
+    pool = descriptor_pool.Default()
+    pool.AddSerializedFile(_reflection_v1_file())
+    return pool
+
+
+@cache
+def _public_pool() -> descriptor_pool.DescriptorPool:
+    """The public surface only: the descriptor set Envoy transcodes with, its internal
+    services taken out (a file that declares one describes only its public ones)."""
+    pool = descriptor_pool.DescriptorPool()
+    for proto in descriptor_pb2.FileDescriptorSet.FromString(DESCRIPTOR.read_bytes()).file:
+        public = [s for s in proto.service if f"{proto.package}.{s.name}" in PUBLIC_SERVICES]
+        del proto.service[:]
+        proto.service.extend(public)
+        pool.AddSerializedFile(proto.SerializeToString())
+    for module in (health_pb2, reflection_pb2):
+        pool.AddSerializedFile(_file_proto(module).SerializeToString())
+    pool.AddSerializedFile(_reflection_v1_file())
+    return pool
+
+
+def _add_reflection(server: grpc.aio.Server, names: list[str], pool: descriptor_pool.DescriptorPool) -> None:
+    """Reflection v1alpha and v1, one servicer behind both (their wire forms are equal)."""
+    servicer = reflection.aio.ReflectionServicer(names, pool=pool)
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
+    handler = grpc.stream_stream_rpc_method_handler(
+        servicer.ServerReflectionInfo,
+        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers(
+        [grpc.method_handlers_generic_handler(REFLECTION_V1, {"ServerReflectionInfo": handler})]
+    )
 
 
 async def serve(

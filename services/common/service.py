@@ -45,13 +45,18 @@ async def run_service(
     registrations: Iterable[Registration],
     on_stop: Callable[[], Awaitable[None]] | None = None,
     on_draining: Callable[[], None] | None = None,
+    *,
+    public_catalog: bool = False,
 ) -> None:
     """Serves the registrations until SIGTERM, then drains and calls on_stop.
-    on_draining runs when the drain starts (e.g. to end open streams)."""
+    on_draining runs when the drain starts (e.g. to end open streams). With
+    public_catalog, reflection covers every public service (see create_server)."""
     registrations = list(registrations)
     # Only a service that serves an internal one pays for the check on every call.
     serves_internal = any(name in INTERNAL_SERVICES for *_, name in registrations)
     checks = [ServiceCredentialCheck(settings.service_credential_value())] if serves_internal else []
-    server, port, health = create_server(registrations, settings.host, settings.port, checks)
+    server, port, health = create_server(
+        registrations, settings.host, settings.port, checks, public_catalog=public_catalog
+    )
     log.info("listening", extra={"service": name, "address": f"{settings.host}:{port}"})
     await serve(server, health, [r[2] for r in registrations], settings.shutdown_grace_seconds, on_stop, on_draining)

@@ -66,7 +66,8 @@ async def serve(settings: RouterSettings) -> None:
         await registry_channel.close()
         await billing_channel.close()
 
-    await run_service("router", settings, registrations, on_stop=close)
+    # Envoy sends the public port's reflection and health calls here (DISCOVERY_CLUSTER).
+    await run_service("router", settings, registrations, on_stop=close, public_catalog=True)
 
 
 def main(argv: list[str] | None = None) -> None:

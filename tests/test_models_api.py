@@ -88,11 +88,6 @@ def test_the_openai_client_parses_owner_creation_time_and_object(demo) -> None:
         assert demo.started <= model.created <= time.time()
 
 
-@pytest.mark.xfail(
-    raises=openai.BadRequestError,
-    strict=True,
-    reason="the openai SDK sends the slash as %2F; decoding it in Envoy is issue 12 finding 2 (public lane)",
-)
 def test_the_openai_client_retrieves_a_slash_id(demo) -> None:
     model = demo.openai().models.retrieve(CHAT_MODEL)
     assert (model.id, model.object, model.owned_by) == (CHAT_MODEL, "model", "demo")

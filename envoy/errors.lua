@@ -1,7 +1,9 @@
 -- Shapes REST answers of transcoded calls. A gRPC error becomes OpenAI's
--- error shape: the service puts the finished JSON body and the HTTP status
--- into the x-switchboard-error and x-switchboard-status trailers. gRPC's own
--- headers are dropped from REST answers. Native gRPC calls pass untouched.
+-- error shape: on a call marked as REST (the x-switchboard-method request
+-- header, which Envoy strips from callers), the service puts the finished JSON
+-- body and the HTTP status into the x-switchboard-error and
+-- x-switchboard-status trailers. gRPC's own headers are dropped from REST
+-- answers. Native gRPC calls pass untouched.
 -- Envoy's routes send gRPC content types only to gRPC methods; gRPC-Web, which
 -- nothing here speaks, is refused.
 
@@ -50,7 +52,11 @@ function envoy_on_request(handle)
       return
     end
     handle:streamInfo():dynamicMetadata():set("switchboard", "native_grpc", true)
+    return
   end
+  -- Marks the call as REST (as strict.lua does): only then do the services add the
+  -- x-switchboard-error/-status trailers, so native gRPC callers never see them.
+  headers:replace("x-switchboard-method", headers:get(":method"))
 end
 
 function envoy_on_response(handle)

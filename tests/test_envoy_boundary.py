@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
 from services.common import envoy
-from services.common.errors import ApiError
+from services.common.errors import invalid_argument
 from tests.registry_helpers import build_world, error_of, ok, unique
 
 JSON = {"content-type": "application/json"}
@@ -347,8 +347,8 @@ def test_an_error_echoing_huge_input_stays_a_4xx(stack) -> None:
 
 
 def test_api_error_messages_are_capped_so_a_trailer_always_fits() -> None:
-    error = ApiError(400, "provider " + "é" * 100_000 + " is unknown", param="p" * 10_000)
-    trailers = error.trailing_metadata()
+    error = invalid_argument("UNKNOWN_PROVIDER", "provider " + "é" * 100_000 + " is unknown", "p" * 10_000)
+    trailers = error.trailing_metadata(rest=True)
     assert sum(len(value) for _, value in trailers) < 16 * 1024
     body = json.loads(dict(trailers)["x-switchboard-error"])
     assert body["error"]["message"].endswith("(truncated)")

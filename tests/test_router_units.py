@@ -40,7 +40,10 @@ def test_policy_and_provider_suffixes_are_parsed_off_hub_model_ids() -> None:
     assert selection.parse_model("org/m", None, KNOWN) == selection.Selection("org/m")
     assert selection.parse_model("org/m:cheapest", None, KNOWN) == selection.Selection("org/m", (), "cheapest")
     assert selection.parse_model("org/m:beta", None, KNOWN) == selection.Selection("org/m", ("beta",))
-    assert selection.parse_model("org/m:v2", None, KNOWN) == selection.Selection("org/m:v2")
+    assert selection.parse_model("org/m:", None, KNOWN) == selection.Selection("org/m:")
+    with pytest.raises(ApiError) as unknown:  # no model id has a colon: the suffix names a provider
+        selection.parse_model("org/m:v2", None, KNOWN)
+    assert (unknown.value.http_status, unknown.value.code, unknown.value.param) == (400, "unknown_provider", "model")
     assert selection.parse_model("org/m", "gamma  alpha", KNOWN).providers == ("gamma", "alpha")
 
 

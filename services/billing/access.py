@@ -12,7 +12,7 @@ import grpc
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 
 from services.common.auth import bearer_token, is_admin_token
-from services.common.errors import ApiError
+from services.common.errors import permission_denied
 from services.common.registry_feed import FeedCache
 
 ADMIN = internal_pb.Caller(admin=True)
@@ -44,4 +44,4 @@ def may_manage(caller: internal_pb.Caller, account: str) -> bool:
 def require_account_access(caller: internal_pb.Caller, account: str) -> None:
     """403 unless the caller may see and manage the account."""
     if not may_manage(caller, account):
-        raise ApiError(403, f"you may not access the billing of account '{account[:64]}'", code="account_access_denied")
+        raise permission_denied("ACCOUNT_ACCESS_DENIED", f"you may not access the billing of account '{account[:64]}'")

@@ -23,7 +23,7 @@ from services.billing.storage import PENDING, UNPRICED
 from services.common.accounts import OPERATOR_ACCOUNT
 from services.common.auth import require_admin
 from services.common.db import Database
-from services.common.errors import ApiError, bad_request
+from services.common.errors import invalid_argument, relayed, unavailable
 from services.common.pricing import estimate_nano_usd, saturated
 
 log = logging.getLogger(__name__)
@@ -41,18 +41,20 @@ def _check_account(name: str) -> None:
     """An account is a user or org name, or the operators' account; 400 otherwise."""
     _required(name, "account")
     if name != OPERATOR_ACCOUNT and not ACCOUNT_NAME.fullmatch(name):
-        raise bad_request("account must be a user or org name: 1-96 letters, digits, '.', '_' or '-'", param="account")
+        raise invalid_argument(
+            "INVALID_REQUEST", "account must be a user or org name: 1-96 letters, digits, '.', '_' or '-'", "account"
+        )
 
 
 def _required(value: str, param: str) -> None:
     if not value:
-        raise bad_request(f"{param} is required", param=param)
+        raise invalid_argument("INVALID_REQUEST", f"{param} is required", param)
 
 
 def _required_amount(request: Message, field: str, param: str) -> int:
     """A money field the body must carry (a missing one is never read as 0 = "none"); >= 0."""
     if not request.HasField(field):
-        raise bad_request(f"{param} is required (nano-USD, 0 or more)", param=param, code="missing_field")
+        raise invalid_argument("MISSING_FIELD", f"{param} is required (nano-USD, 0 or more)", param)
     value = getattr(request, field)
     _not_negative(value, param)
     return value
@@ -60,7 +62,7 @@ def _required_amount(request: Message, field: str, param: str) -> int:
 
 def _not_negative(value: int, param: str) -> None:
     if value < 0:
-        raise bad_request(f"{param} must not be negative", param=param)
+        raise invalid_argument("INVALID_REQUEST", f"{param} must not be negative", param)
 
 
 def ledger_row(record: billing_pb.LedgerRecord, now: datetime) -> dict:
@@ -99,7 +101,7 @@ def parse_period(period: str) -> tuple[str, datetime, datetime]:
         period = datetime.now(UTC).strftime("%Y-%m")
     match = PERIOD.match(period)
     if not match:
-        raise bad_request(f"period must be YYYY-MM, got '{period[:40]}'", param="period", code="invalid_period")
+        raise invalid_argument("INVALID_PERIOD", f"period must be YYYY-MM, got '{period[:40]}'", "period")
     start, end = ledger.month_bounds(datetime(int(match[1]), int(match[2]), 1, tzinfo=UTC))
     return period, start, end
 
@@ -219,10 +221,11 @@ class BillingAdminServicer(AccountsMixin, billing_grpc.BillingAdminServiceServic
         require_admin(context, self.admin_token)
         try:
             counts = await self.reconciler.run_pass(respect_backoff=False)
-        except grpc.aio.AioRpcError:
-            raise ApiError(
-                503, "the Registry (provider cost APIs) is unavailable, try again", code="registry_unavailable"
-            ) from None
+        except grpc.aio.AioRpcError as exc:
+            unreachable = unavailable(
+                "REGISTRY_UNAVAILABLE", "the Registry (provider cost APIs) is unavailable, try again"
+            )
+            raise relayed(exc, "registry", unreachable) from None
         return billing_pb.ReconcileCostsResponse(**vars(counts))
 
     async def UpdateIncludedCredits(
@@ -246,7 +249,9 @@ class LedgerServicer(billing_grpc.LedgerServiceServicer):
         self, request: billing_pb.RecordRequestsRequest, context: grpc.aio.ServicerContext
     ) -> billing_pb.RecordRequestsResponse:
         if len(request.records) > MAX_BATCH:
-            raise bad_request(f"at most {MAX_BATCH} records per batch, got {len(request.records)}", param="records")
+            raise invalid_argument(
+                "INVALID_REQUEST", f"at most {MAX_BATCH} records per batch, got {len(request.records)}", "records"
+            )
         now = datetime.now(UTC)
         rows = [ledger_row(record, now) for record in request.records if record.request_id]
         if len(rows) < len(request.records):

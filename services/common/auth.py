@@ -9,7 +9,7 @@ from typing import Any
 
 import grpc
 
-from services.common.errors import ApiError
+from services.common.errors import permission_denied, unauthenticated
 
 # Metadata key of the shared secret the services present to each other.
 SERVICE_CREDENTIAL_KEY = "x-switchboard-service-credential"
@@ -30,12 +30,10 @@ def parse_bearer(header: str | None, required: bool = True) -> str:
     if not header:
         if not required:
             return ""
-        raise ApiError(
-            401, "missing Authorization header: send 'Authorization: Bearer <token>'", code="invalid_api_key"
-        )
+        raise unauthenticated("INVALID_API_KEY", "missing Authorization header: send 'Authorization: Bearer <token>'")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise ApiError(401, "the Authorization header must be 'Bearer <token>'", code="invalid_api_key")
+        raise unauthenticated("INVALID_API_KEY", "the Authorization header must be 'Bearer <token>'")
     return token.strip()
 
 
@@ -52,7 +50,7 @@ def is_admin_token(token: str, admin_token: str) -> bool:
 def require_admin(context: grpc.aio.ServicerContext, admin_token: str) -> None:
     """401 without a token, 403 with any token but the admin token."""
     if not is_admin_token(bearer_token(context), admin_token):
-        raise ApiError(403, "this call needs the admin token", code="forbidden")
+        raise permission_denied("FORBIDDEN", "this call needs the admin token")
 
 
 def _service_of(method: str) -> str:

@@ -16,11 +16,10 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import grpc
-import orjson
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 from switchboard.registry.v1 import internal_service_pb2_grpc as internal_grpc
 
-from services.common.errors import ERROR_TRAILER, STATUS_TRAILER, ApiError
+from services.common.errors import ApiError, relayed, unauthenticated, unavailable
 
 log = logging.getLogger(__name__)
 
@@ -40,37 +39,12 @@ _INVALID_TOKEN_CODES = frozenset(
 T = TypeVar("T")
 
 
-# The Registry's answers that say it could not do the work, rather than that the request was wrong.
-_OUTAGE_CODES = frozenset(
-    {
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.CANCELLED,
-        grpc.StatusCode.UNKNOWN,
-        grpc.StatusCode.INTERNAL,
-        grpc.StatusCode.UNAUTHENTICATED,  # our service credential was refused: a deployment fault
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-        grpc.StatusCode.UNIMPLEMENTED,
-    }
-)
-
-
-def registry_unavailable(exc: grpc.aio.AioRpcError) -> ApiError:
-    log.warning("registry call failed", extra={"code": exc.code().name})
-    return ApiError(503, "the model registry is unavailable, retry shortly", code="registry_unavailable")
-
-
 def registry_error(exc: grpc.aio.AioRpcError) -> ApiError:
     """The caller's error for a failed Registry call: the Registry's own verdict on the
-    request (e.g. 400, 404) passed on as it is; an outage as a 503."""
-    if exc.code() in _OUTAGE_CODES:
-        return registry_unavailable(exc)
-    trailers = {key: value for key, value in exc.trailing_metadata() or () if isinstance(value, str)}
-    try:
-        error = orjson.loads(trailers[ERROR_TRAILER])["error"]
-        return ApiError(int(trailers[STATUS_TRAILER]), error["message"], param=error["param"], code=error["code"])
-    except (KeyError, TypeError, ValueError):
-        return registry_unavailable(exc)
+    request (e.g. 400, 404) passed on as it is; only an unreachable Registry is a 503."""
+    return relayed(
+        exc, "registry", unavailable("REGISTRY_UNAVAILABLE", "the model registry is unavailable, retry shortly")
+    )
 
 
 class FeedCache:
@@ -113,16 +87,16 @@ class FeedCache:
             except grpc.aio.AioRpcError as exc:
                 if exc.code() in _INVALID_TOKEN_CODES:
                     return None
-                raise registry_unavailable(exc) from None
+                raise registry_error(exc) from None
 
         key = hashlib.sha256(token.encode()).digest()  # the cache never holds tokens themselves
         caller = await self._cached(self._callers, key, fetch)
         if caller is None:
-            raise ApiError(401, "invalid or revoked API token", code="invalid_api_key")
+            raise unauthenticated("INVALID_API_KEY", "invalid or revoked API token")
         return caller
 
     async def call(self, method: Callable, request: object) -> T:
-        """A Registry call with the usual deadline; an RPC failure is a 503 for the caller."""
+        """A Registry call with the usual deadline; its failure as registry_error says."""
         try:
             return await method(request, timeout=REGISTRY_TIMEOUT_SECONDS, wait_for_ready=True)
         except grpc.aio.AioRpcError as exc:

@@ -16,7 +16,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
 from services.common.envoy import DESCRIPTOR, PUBLIC_SERVICES
-from services.common.errors import ApiError, bad_request, internal_error
+from services.common.errors import REST_CALL_KEY, ApiError, Code, internal_error, invalid_argument
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +27,8 @@ Registration = tuple[Callable[[Any, grpc.aio.Server], None], Any, str]
 
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
-    """Turns ApiError into a rich gRPC status, and any other exception into a
-    bare INTERNAL error (logged here, never shown to the caller)."""
+    """Turns ApiError into a rich gRPC status (with the REST answer for Envoy on REST calls
+    only), and any other exception into a bare INTERNAL error (logged here, never shown)."""
 
     async def intercept_service(
         self,
@@ -68,19 +68,25 @@ def _tolerant(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
 
 def _check_decoded(request: Any) -> None:
     if isinstance(request, _Undecodable):
-        raise bad_request("the request is not valid: a text field is not valid UTF-8", code="invalid_encoding")
+        raise invalid_argument("INVALID_ENCODING", "the request is not valid: a text field is not valid UTF-8")
+
+
+def _called_over_rest(context: grpc.aio.ServicerContext) -> bool:
+    """Whether Envoy transcoded this call from REST (its Lua filters mark those, and only those)."""
+    return any(key == REST_CALL_KEY for key, _ in context.invocation_metadata() or ())
 
 
 async def abort_with(context: grpc.aio.ServicerContext, error: ApiError) -> None:
     """Ends the call with the error's status and trailers."""
-    await context.abort(error.grpc_code, error.message, trailing_metadata=error.trailing_metadata())
+    trailers = error.trailing_metadata(rest=_called_over_rest(context))
+    await context.abort(error.grpc_code, error.message, trailing_metadata=trailers)
 
 
 async def _raise_as_status(context: grpc.aio.ServicerContext, exc: Exception, method: str) -> None:
     if isinstance(exc, ApiError):
         await abort_with(context, exc)
     if isinstance(exc, NotImplementedError):
-        await abort_with(context, ApiError(501, f"{method} is not implemented yet", code="not_implemented"))
+        await abort_with(context, ApiError(Code.UNIMPLEMENTED, "NOT_IMPLEMENTED", f"{method} is not implemented yet"))
     log.exception("unexpected error", extra={"method": method})
     await abort_with(context, internal_error())
 

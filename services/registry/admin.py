@@ -17,7 +17,7 @@ from switchboard.registry.v1 import admin_service_pb2_grpc as admin_grpc
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 
 from services.common.auth import require_admin
-from services.common.errors import ApiError, bad_request, not_found
+from services.common.errors import ApiError, already_exists, invalid_argument, not_found
 from services.registry import store
 from services.registry.index import ProviderEntry
 from services.registry.state import RegistryState, hash_token, new_token
@@ -116,7 +116,7 @@ def model_alias_message(row: ModelAliasRow) -> admin_pb.ModelAlias:
 
 
 def model_alias_not_found(name: str) -> ApiError:
-    return not_found(f"model alias {shown(name)} does not exist", code="model_alias_not_found")
+    return not_found("MODEL_ALIAS_NOT_FOUND", f"model alias {shown(name)} does not exist")
 
 
 def membership_messages(rows: list[MembershipRow]) -> list[admin_pb.Membership]:
@@ -177,7 +177,7 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
     async def _get(self, model: type, key: object, what: str):
         row = await self.state.db.run(lambda s: s.get(model, key))
         if row is None:
-            raise not_found(f"{what} does not exist", code=f"{model.__tablename__.rstrip('s')}_not_found")
+            raise not_found(f"{model.__tablename__.rstrip('s').upper()}_NOT_FOUND", f"{what} does not exist")
         return row
 
     # orgs and users
@@ -247,7 +247,7 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
         )
         if not deleted:
             message = f"user {shown(request.user)} is not a member of org {shown(request.org)}"
-            raise not_found(message, code="membership_not_found")
+            raise not_found("MEMBERSHIP_NOT_FOUND", message)
         self.index.user(request.user).memberships.pop(request.org, None)
         await self._publish(internal_pb.CHANGE_KIND_IDENTITY, request.user)
         return Empty()
@@ -285,7 +285,7 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
         token_hash = await self.state.db.run(revoke)
         if token_hash is None:
             message = f"user {shown(request.user)} has no token named {shown(request.name)}"
-            raise not_found(message, code="token_not_found")
+            raise not_found("TOKEN_NOT_FOUND", message)
         self.index.tokens.pop(token_hash, None)
         await self._publish(internal_pb.CHANGE_KIND_IDENTITY, request.user)
         return Empty()
@@ -311,7 +311,7 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
     async def _require_org(self, org: str) -> None:
         exists = await self.state.db.run(lambda s: s.get(OrgRow, org) is not None)
         if not exists:
-            raise bad_request(f"org {shown(org)} does not exist; create it first", "org")
+            raise invalid_argument("INVALID_REQUEST", f"org {shown(org)} does not exist; create it first", "org")
 
     async def GetProvider(
         self, request: admin_pb.GetProviderRequest, context: grpc.aio.ServicerContext
@@ -342,7 +342,7 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
         self._admin(context)
         provider = request.provider
         if provider.id and provider.id != request.provider_id:
-            raise bad_request("id cannot be changed", "id")
+            raise invalid_argument("INVALID_REQUEST", "id cannot be changed", "id")
         fields = self._fields_to_update(request)
         check_provider_fields(provider, fields)
         if "org" in fields:
@@ -362,14 +362,16 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
             fields = set(request.update_mask.paths)
             unknown = sorted(fields - set(UPDATABLE))
             if unknown:
-                raise bad_request(f"update_mask: field {shown(unknown[0])} cannot be updated", "update_mask")
+                raise invalid_argument(
+                    "INVALID_REQUEST", f"update_mask: field {shown(unknown[0])} cannot be updated", "update_mask"
+                )
             return fields
         return {name for name in UPDATABLE if getattr(request.provider, name)}
 
     async def DeleteProvider(self, request: admin_pb.DeleteProviderRequest, context: grpc.aio.ServicerContext) -> Empty:
         self._admin(context)
         if not await self.state.db.run(lambda s: store.delete_provider(s, request.provider)):
-            raise not_found(f"provider {shown(request.provider)} does not exist", code="provider_not_found")
+            raise not_found("PROVIDER_NOT_FOUND", f"provider {shown(request.provider)} does not exist")
         self.index.remove_provider(request.provider)
         await self._publish(internal_pb.CHANGE_KIND_PROVIDER, request.provider)
         await self._publish(internal_pb.CHANGE_KIND_MAPPING, request.provider)
@@ -441,10 +443,10 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
         self._check_alias_target(alias.target)
         if alias.name in self.index.catalog:
             message = f"name {shown(alias.name)} is a catalog model id: an alias cannot shadow it"
-            raise ApiError(409, message, param="name", code="model_id_taken")
+            raise already_exists("MODEL_ID_TAKEN", message, "name")
         row = ModelAliasRow(name=alias.name, target=alias.target)
         conflict = f"model alias {shown(alias.name)} already exists"
-        await self.state.write(lambda s: store.insert(s, row), conflict, code="model_alias_exists")
+        await self.state.write(lambda s: store.insert(s, row), conflict, reason="MODEL_ALIAS_EXISTS")
         self.index.put_alias(row.name, row.target)
         await self._publish(internal_pb.CHANGE_KIND_ALIAS, row.name)
         log.info("model alias created", extra={"alias": row.name, "target": row.target})
@@ -456,8 +458,8 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
             return
         if target in self.index.aliases:
             message = f"target {shown(target)} is a model alias: name the hub model it stands for"
-            raise bad_request(message, "target", code="invalid_alias_target")
-        raise ApiError(404, f"model {shown(target)} does not exist", param="target", code="model_not_found")
+            raise invalid_argument("INVALID_ALIAS_TARGET", message, "target")
+        raise not_found("MODEL_NOT_FOUND", f"model {shown(target)} does not exist", "target")
 
     async def GetModelAlias(
         self, request: admin_pb.GetModelAliasRequest, context: grpc.aio.ServicerContext

@@ -14,7 +14,7 @@ from switchboard.registry.v1 import admin_service_pb2 as admin_pb
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 from switchboard.registry.v1 import internal_service_pb2_grpc as internal_grpc
 
-from services.common.errors import ApiError, not_found
+from services.common.errors import not_found
 from services.registry import store
 from services.registry.admin import price_message, provider_message
 from services.registry.index import Candidate, Resolution
@@ -98,7 +98,7 @@ class InternalServicer(internal_grpc.InternalServiceServicer):
         check_model_id(model, "model")
         hub_id = self.index.canonical(model)
         if hub_id not in self.index.catalog:
-            raise ApiError(404, f"model {shown(model)} does not exist", param="model", code="model_not_found")
+            raise not_found("MODEL_NOT_FOUND", f"model {shown(model)} does not exist", "model")
         return hub_id
 
     async def ResolveProviderModel(
@@ -108,7 +108,7 @@ class InternalServicer(internal_grpc.InternalServiceServicer):
         check_provider_model(request.provider_model, "model")
         check_task(request.task)
         if request.provider not in self.index.providers:
-            raise not_found(f"provider {shown(request.provider)} does not exist", code="provider_not_found")
+            raise not_found("PROVIDER_NOT_FOUND", f"provider {shown(request.provider)} does not exist")
         resolution = self.index.resolve_provider_model(
             request.provider, request.provider_model, request.user, request.task
         )

@@ -12,7 +12,7 @@ from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 from switchboard.registry.v1 import registry_service_pb2 as registry_pb
 from switchboard.registry.v1 import registry_service_pb2_grpc as registry_grpc
 
-from services.common.errors import ApiError, bad_request, not_found
+from services.common.errors import already_exists, invalid_argument, not_found, permission_denied
 from services.registry import store
 from services.registry.index import MODEL, STAGING, TAG_FILTER, WRITE_ROLES, Mapping, ProviderEntry
 from services.registry.state import RegistryState
@@ -79,7 +79,7 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
     def _provider(self, provider_id: str) -> ProviderEntry:
         provider = self.index.providers.get(provider_id)
         if provider is None:
-            raise not_found(f"provider {shown(provider_id)} does not exist", code="provider_not_found")
+            raise not_found("PROVIDER_NOT_FOUND", f"provider {shown(provider_id)} does not exist")
         return provider
 
     def _authorize_write(self, context: grpc.aio.ServicerContext, provider_id: str) -> ProviderEntry:
@@ -87,11 +87,10 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
         user = self.state.caller(context)
         provider = self._provider(provider_id)
         if user is not None and self.index.role(user, provider.org) not in WRITE_ROLES:
-            raise ApiError(
-                403,
+            raise permission_denied(
+                "FORBIDDEN",
                 f"changing the mappings of provider {shown(provider_id)} needs the write or admin role "
                 f"in org {shown(provider.org)}",
-                code="forbidden",
             )
         return provider
 
@@ -99,7 +98,7 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
         mapping = self.index.provider_mappings.get(provider_id, {}).get(mapping_id)
         if mapping is None:
             message = f"provider {shown(provider_id)} has no mapping {shown(mapping_id)}"
-            raise not_found(message, code="mapping_not_found")
+            raise not_found("MAPPING_NOT_FOUND", message)
         return mapping
 
     async def CreateModelMapping(
@@ -112,13 +111,13 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
         what = f"model {shown(mapping.hf_model)}" if mapping.type == MODEL else f"tags {shown(mapping.tags_key)}"
         message = f"provider {shown(request.provider)} already maps {what} for task {mapping.task!r}"
         if conflict:
-            raise ApiError(409, f"{message} (mapping {conflict})", code="mapping_exists")
+            raise already_exists("MAPPING_EXISTS", f"{message} (mapping {conflict})")
 
         def create(session):
             mapping.seq = store.next_mapping_seq(session)
             store.insert(session, store.mapping_row(mapping))
 
-        await self.state.write(create, message, code="mapping_exists")
+        await self.state.write(create, message, reason="MAPPING_EXISTS")
         self.index.add_mapping(mapping)
         await self.state.changed(internal_pb.CHANGE_KIND_MAPPING, mapping.provider)
         return mapping_message(mapping)
@@ -127,11 +126,10 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
         """Refuses a mapping that would make the provider's listing too large to answer."""
         size = self.index.listing_bytes[mapping.provider] + mapping.listing_bytes
         if size > MAX_LISTING_BYTES:
-            raise ApiError(
-                400,
+            raise invalid_argument(
+                "MAPPING_TABLE_FULL",
                 f"provider {shown(mapping.provider)} has no room for this mapping: its listing would pass "
                 f"{MAX_LISTING_BYTES} bytes; delete mappings it no longer needs",
-                code="mapping_table_full",
             )
 
     def _new_mapping(self, request: registry_pb.CreateModelMappingRequest) -> Mapping:
@@ -145,16 +143,19 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
             tags, adapter_type = (), ""
         elif kind == TAG_FILTER:
             if request.hf_model:
-                raise bad_request("hfModel is not allowed in a tag-filter mapping", "hfModel")
+                raise invalid_argument("INVALID_REQUEST", "hfModel is not allowed in a tag-filter mapping", "hfModel")
             tags = check_tags(list(request.tags))
             if request.adapter_type != "lora":
-                raise bad_request(
+                raise invalid_argument(
+                    "INVALID_REQUEST",
                     f'adapterType must be "lora" (the only supported type), not {shown(request.adapter_type)}',
                     "adapterType",
                 )
             adapter_type = request.adapter_type
         else:
-            raise bad_request(f'type must be "tag-filter" or absent, not {shown(request.type)}', "type")
+            raise invalid_argument(
+                "INVALID_REQUEST", f'type must be "tag-filter" or absent, not {shown(request.type)}', "type"
+            )
         return Mapping(
             id=secrets.token_hex(12),
             seq=0,
@@ -172,12 +173,18 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
     def _check_model_mapping(self, request: registry_pb.CreateModelMappingRequest) -> None:
         check_model_id(request.hf_model, "hfModel")
         if request.tags:
-            raise bad_request('tags are only allowed in a tag-filter mapping ("type": "tag-filter")', "tags")
+            raise invalid_argument(
+                "INVALID_REQUEST", 'tags are only allowed in a tag-filter mapping ("type": "tag-filter")', "tags"
+            )
         if request.adapter_type:
-            raise bad_request("adapterType is only allowed in a tag-filter mapping", "adapterType")
+            raise invalid_argument(
+                "INVALID_REQUEST", "adapterType is only allowed in a tag-filter mapping", "adapterType"
+            )
         model = self.index.catalog.get(request.hf_model)
         if model is None:
-            raise bad_request(f"hfModel {shown(request.hf_model)} is not in the model catalog", "hfModel")
+            raise invalid_argument(
+                "INVALID_REQUEST", f"hfModel {shown(request.hf_model)} is not in the model catalog", "hfModel"
+            )
         check_model_fits_task(request.hf_model, model.pipeline_tag, model.tags, request.task)
 
     async def DeleteModelMapping(
@@ -224,7 +231,7 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
         try:
             after = int(page_token(request.page_token) or 0)
         except ValueError:
-            raise bad_request("page_token is not one this API gave out", "page_token") from None
+            raise invalid_argument("INVALID_REQUEST", "page_token is not one this API gave out", "page_token") from None
         page: list[Mapping] = []
         more = False
         for mapping in self.index.provider_mappings[request.provider].values():
@@ -243,12 +250,14 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
     ) -> registry_pb.ProviderPreferences:
         user = self.state.caller(context)
         if user is None:
-            raise bad_request("the admin token belongs to no user; use a user's token", "authorization")
+            raise invalid_argument(
+                "INVALID_REQUEST", "the admin token belongs to no user; use a user's token", "authorization"
+            )
         providers = list(request.providers)
         check_count(providers, MAX_PROVIDERS, "providers")
         unknown = [p for p in providers if p not in self.index.providers]
         if unknown:
-            raise bad_request(f"providers: unknown provider {shown(unknown[0])}", "providers")
+            raise invalid_argument("INVALID_REQUEST", f"providers: unknown provider {shown(unknown[0])}", "providers")
         check_unique(providers, "providers", "provider")
 
         def save(session):

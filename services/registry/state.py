@@ -15,7 +15,7 @@ from sqlmodel import Session
 
 from services.common.auth import bearer_token, is_admin_token
 from services.common.db import Database
-from services.common.errors import ApiError
+from services.common.errors import ApiError, already_exists, unauthenticated
 from services.registry import store
 from services.registry.changes import ChangeFeed
 from services.registry.index import RegistryIndex
@@ -46,7 +46,7 @@ def feed_key(key: str) -> str:
 
 
 def invalid_token() -> ApiError:
-    return ApiError(401, "invalid API token", code="invalid_api_key")
+    return unauthenticated("INVALID_API_KEY", "invalid API token")
 
 
 @dataclass
@@ -78,9 +78,9 @@ class RegistryState:
         """The calling user from the bearer token (None: the operators' admin token)."""
         return self.user_of_token(bearer_token(context))
 
-    async def write(self, work: Callable[[Session], T], conflict: str, code: str = "already_exists") -> T:
+    async def write(self, work: Callable[[Session], T], conflict: str, reason: str = "ALREADY_EXISTS") -> T:
         """Runs a database write; a unique-constraint violation becomes a 409 with this message."""
         try:
             return await self.db.run(work)
         except IntegrityError:
-            raise ApiError(409, conflict, code=code) from None
+            raise already_exists(reason, conflict) from None

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from services.common.db import padded_chunks
-from services.common.errors import ApiError
+from services.common.errors import already_exists
 from services.registry.index import CatalogModel, Mapping, ProviderEntry, RegistryIndex, UserEntry
 from services.registry.storage import (
     AccountNameRow,
@@ -150,7 +150,7 @@ def create_account(session: Session, row: UserRow | OrgRow) -> None:
         holder = session.get(AccountNameRow, row.name.lower())
         taken_by = f"the {holder.kind} {holder.name!r}" if holder else "another account"
         message = f"the name {row.name!r} is taken by {taken_by}: users and orgs share one name space"
-        raise ApiError(409, message, param="name", code="name_taken") from None
+        raise already_exists("NAME_TAKEN", message, "name") from None
 
 
 def next_mapping_seq(session: Session) -> int:

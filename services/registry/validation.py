@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Iterable, Sized
 from urllib.parse import urlparse
 
-from services.common.errors import ApiError, bad_request
+from services.common.errors import invalid_argument
 
 # --- limits (one table) ------------------------------------------------------------------------
 MAX_NAME = 96  # org, user, provider and token names
@@ -155,27 +155,27 @@ def shown(value: str) -> str:
 def require(value: str, param: str, most: int = MAX_NAME) -> str:
     """A non-blank string of at most `most` characters, without control characters."""
     if not value.strip():
-        raise bad_request(f"{param} is required", param)
+        raise invalid_argument("INVALID_REQUEST", f"{param} is required", param)
     check_length(value, most, param)
     if CONTROL.search(value):
-        raise bad_request(f"{param} must not contain control characters", param)
+        raise invalid_argument("INVALID_REQUEST", f"{param} must not contain control characters", param)
     return value
 
 
 def check_length(value: str, most: int, param: str) -> str:
     if len(value) > most:
-        raise bad_request(f"{param} must be at most {most} characters, not {len(value)}", param)
+        raise invalid_argument("INVALID_REQUEST", f"{param} must be at most {most} characters, not {len(value)}", param)
     return value
 
 
 def check_count(items: Sized, most: int, param: str) -> None:
     if len(items) > most:
-        raise bad_request(f"{param}: at most {most} per request, got {len(items)}", param)
+        raise invalid_argument("INVALID_REQUEST", f"{param}: at most {most} per request, got {len(items)}", param)
 
 
 def check_range(value: int, least: int, most: int, param: str) -> int:
     if not least <= value <= most:
-        raise bad_request(f"{param} must be between {least} and {most}", param)
+        raise invalid_argument("INVALID_REQUEST", f"{param} must be between {least} and {most}", param)
     return value
 
 
@@ -184,15 +184,17 @@ def check_unique(items: Iterable[str], param: str, what: str) -> None:
     repeated = [item for item, seen in Counter(items).items() if seen > 1]
     if repeated:
         named = ", ".join(shown(item) for item in sorted(repeated)[:3])
-        raise bad_request(f"{param} must not repeat a {what}: {named}", param)
+        raise invalid_argument("INVALID_REQUEST", f"{param} must not repeat a {what}: {named}", param)
 
 
 def check_name(value: str, param: str) -> str:
     """Org, user, provider and token names: letters, digits, '.', '_', '-'."""
     require(value, param)
     if not NAME.match(value):
-        raise bad_request(
-            f"{param} must be 1-{MAX_NAME} letters, digits, '.', '_' or '-', starting with a letter or digit", param
+        raise invalid_argument(
+            "INVALID_REQUEST",
+            f"{param} must be 1-{MAX_NAME} letters, digits, '.', '_' or '-', starting with a letter or digit",
+            param,
         )
     return value
 
@@ -201,7 +203,7 @@ def check_account_name(value: str, param: str = "name") -> str:
     """A user or org name: a name, and not a reserved one."""
     check_name(value, param)
     if value.lower() in RESERVED_NAMES:
-        raise ApiError(400, f"{param} {shown(value)} is reserved", param=param, code="reserved_name")
+        raise invalid_argument("RESERVED_NAME", f"{param} {shown(value)} is reserved", param)
     return value
 
 
@@ -210,11 +212,11 @@ def check_model_id(value: str, param: str) -> str:
     1-96 letters, digits, '.', '_' or '-' starting with a letter or digit."""
     require(value, param, MAX_MODEL_ID)
     if not MODEL_ID.match(value):
-        raise bad_request(
+        raise invalid_argument(
+            "INVALID_MODEL_ID",
             f'{param} {shown(value)} is not a hub model id ("namespace/name", each part 1-{MAX_MODEL_ID_PART} '
             "letters, digits, '.', '_' or '-')",
             param,
-            code="invalid_model_id",
         )
     return value
 
@@ -226,7 +228,7 @@ def check_provider_model(value: str, param: str = "providerModel") -> str:
 def check_task(task: str, param: str = "task") -> str:
     require(task, param, MAX_TASK)
     if task not in KNOWN_TASKS:
-        raise bad_request(f"{param} {shown(task)} is not a known task", param)
+        raise invalid_argument("INVALID_REQUEST", f"{param} {shown(task)} is not a known task", param)
     return task
 
 
@@ -241,13 +243,13 @@ def check_tasks(tasks: Iterable[str], param: str = "tasks") -> list[str]:
 
 def check_status(status: str, param: str = "status") -> str:
     if status not in STATUSES:
-        raise bad_request(f'{param} must be "live" or "staging", not {shown(status)}', param)
+        raise invalid_argument("INVALID_REQUEST", f'{param} must be "live" or "staging", not {shown(status)}', param)
     return status
 
 
 def check_role(role: str) -> str:
     if role not in ROLES:
-        raise bad_request(f"role must be one of {', '.join(ROLES)}, not {shown(role)}", "role")
+        raise invalid_argument("INVALID_REQUEST", f"role must be one of {', '.join(ROLES)}, not {shown(role)}", "role")
     return role
 
 
@@ -260,15 +262,17 @@ def check_url(url: str, param: str) -> str:
     except ValueError:  # e.g. a malformed IPv6 literal
         hostname = None
     if not hostname or parsed.scheme not in ("http", "https") or CONTROL.search(url):
-        raise bad_request(f"{param} must be an http:// or https:// URL", param)
+        raise invalid_argument("INVALID_REQUEST", f"{param} must be an http:// or https:// URL", param)
     if "@" in parsed.netloc:  # shown to every caller by GET /v1/providers: secrets go in their own fields
-        raise bad_request(f"{param} must not carry credentials (user:password@host)", param)
+        raise invalid_argument("INVALID_REQUEST", f"{param} must not carry credentials (user:password@host)", param)
     return url.rstrip("/")
 
 
 def check_header_name(name: str, param: str) -> str:
     if not HEADER_NAME.match(name):
-        raise bad_request(f"{param} must be an HTTP header name of at most {MAX_HEADER_NAME} characters", param)
+        raise invalid_argument(
+            "INVALID_REQUEST", f"{param} must be an HTTP header name of at most {MAX_HEADER_NAME} characters", param
+        )
     return name
 
 
@@ -276,17 +280,17 @@ def check_secret(value: str, param: str) -> str:
     """Secrets are sent in headers: printable ASCII without line breaks. Never echoed."""
     check_length(value, MAX_SECRET, param)
     if not PRINTABLE.match(value):
-        raise bad_request(f"{param} must be printable ASCII on one line", param)
+        raise invalid_argument("INVALID_REQUEST", f"{param} must be printable ASCII on one line", param)
     return value
 
 
 def check_tags(tags: list[str], param: str = "tags") -> tuple[str, ...]:
     """A tag-filter's tags: 1-100, none empty, none with ',', none twice; returned sorted."""
     if not tags:
-        raise bad_request(f"{param} must list at least one tag", param)
+        raise invalid_argument("INVALID_REQUEST", f"{param} must list at least one tag", param)
     check_model_tags(tags, param, MAX_TAGS_PER_FILTER)
     if any("," in tag for tag in tags):
-        raise bad_request(f"{param} must not contain ','", param)
+        raise invalid_argument("INVALID_REQUEST", f"{param} must not contain ','", param)
     check_unique(tags, param, "tag")
     return tuple(sorted(tags))
 
@@ -295,7 +299,7 @@ def check_model_tags(tags: list[str], param: str, most: int = MAX_TAGS_PER_MODEL
     """A catalog model's tags: at most `most`, each 1-256 characters."""
     check_count(tags, most, param)
     if any(not tag.strip() for tag in tags):
-        raise bad_request(f"{param} must not contain an empty tag", param)
+        raise invalid_argument("INVALID_REQUEST", f"{param} must not contain an empty tag", param)
     for tag in tags:
         require(tag, param, MAX_TAG)
     return tags
@@ -308,14 +312,15 @@ def check_model_fits_task(model_id: str, pipeline_tag: str, tags: tuple[str, ...
     if task == "conversational" and pipeline_tag in CONVERSATIONAL_PIPELINES and "conversational" in tags:
         return
     if task == "conversational":
-        raise bad_request(
+        raise invalid_argument(
+            "INVALID_REQUEST",
             f"task 'conversational' needs a model whose pipeline_tag is text-generation or image-text-to-text "
             f"and that is tagged 'conversational'; {shown(model_id)} has pipeline_tag {shown(pipeline_tag)}"
             + ("" if "conversational" in tags else " and no 'conversational' tag"),
             "task",
         )
     message = f"task {task!r} does not match the pipeline_tag {shown(pipeline_tag)} of {shown(model_id)}"
-    raise bad_request(message, "task")
+    raise invalid_argument("INVALID_REQUEST", message, "task")
 
 
 def page_size(requested: int, default: int = 100) -> int:

@@ -14,7 +14,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from services.common.errors import bad_request
+from services.common.errors import invalid_argument
 from services.common.pricing import INT64_MAX
 
 MAX_MODEL_ID_LENGTH = 300  # a hub id (org/name, <= 193) plus a ":<provider or policy>" suffix
@@ -39,7 +39,7 @@ def _shown(value: Any) -> str:
 
 
 def _fail(name: str, expected: str, value: Any) -> None:
-    raise bad_request(f"{name} must be {expected}, got {_shown(value)}", param=name, code="invalid_parameter")
+    raise invalid_argument("INVALID_PARAMETER", f"{name} must be {expected}, got {_shown(value)}", name)
 
 
 def integer(low: int, high: int) -> Check:
@@ -179,7 +179,7 @@ def check_body(body: dict, checks: dict[str, Check], required: set[str]) -> None
     """400 naming the first parameter that is missing or out of its range (null counts as absent)."""
     for name in required:
         if body.get(name) is None:
-            raise bad_request(f"{name} is required", param=name, code="missing_parameter")
+            raise invalid_argument("MISSING_PARAMETER", f"{name} is required", name)
     for name, check in checks.items():
         value = body.get(name)
         if value is not None:

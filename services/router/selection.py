@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 
-from services.common.errors import ApiError, bad_request
+from services.common.errors import ApiError, invalid_argument, not_found
 from services.common.pricing import estimate_nano_usd
 from services.router.directory import ProviderEntry
 
@@ -46,28 +46,35 @@ def parse_providers(value: object, known: dict[str, ProviderEntry]) -> tuple[str
     if value is None or value == "":
         return ()
     if not isinstance(value, str):
-        raise bad_request("provider must be a string of provider ids separated by spaces", param="provider")
+        raise invalid_argument(
+            "INVALID_REQUEST", "provider must be a string of provider ids separated by spaces", "provider"
+        )
     ids = tuple(dict.fromkeys(value.split()))
+    _check_known(ids, known, "provider")
+    return ids
+
+
+def _check_known(ids: Sequence[str], known: dict[str, ProviderEntry], param: str) -> None:
+    """A 400 naming the ids no provider has, if any."""
     unknown = [i for i in ids if i not in known]
     if unknown:
         shown = ", ".join(unknown[:SHOWN_UNKNOWN]) + (
             f" and {len(unknown) - SHOWN_UNKNOWN} more" if len(unknown) > SHOWN_UNKNOWN else ""
         )
-        raise ApiError(400, f"unknown provider(s): {shown}", param="provider", code="unknown_provider")
-    return ids
+        raise invalid_argument("UNKNOWN_PROVIDER", f"unknown provider(s): {shown}", param)
 
 
 def parse_model(model: str, provider_field: object, known: dict[str, ProviderEntry]) -> Selection:
-    """Splits a policy or provider suffix off a hub model id; the `provider` field wins over a suffix."""
+    """Splits a policy or provider suffix off a hub model id (no model id has a colon: any other
+    suffix is an unknown provider, a 400); the `provider` field wins over a suffix."""
     providers = parse_providers(provider_field, known)
     base, colon, suffix = model.rpartition(":")
-    if not colon or not base:
+    if not (colon and base and suffix):
         return Selection(model, providers)
     if suffix in POLICIES:
         return Selection(base, providers, suffix)
-    if suffix in known:
-        return Selection(base, providers or (suffix,))
-    return Selection(model, providers)
+    _check_known((suffix,), known, "model")
+    return Selection(base, providers or (suffix,))
 
 
 def routes_of(
@@ -96,7 +103,7 @@ def pick_requested(routes: list[Route], requested: tuple[str, ...], why_not: dic
     chosen = [route for provider in requested for route in by_provider.get(provider, [])]
     if not chosen:
         reasons = "; ".join(f"{p}: {why_not.get(p, 'no mapping for this model')}" for p in requested)
-        raise ApiError(404, f"no requested provider serves {model} ({reasons})", code="model_not_available")
+        raise not_found("MODEL_NOT_AVAILABLE", f"no requested provider serves {model} ({reasons})")
     return chosen
 
 
@@ -141,8 +148,8 @@ def order_routes(
 def explain_no_candidate(answer: internal_pb.ResolveModelResponse, model: str, task: str) -> ApiError:
     """The 404 for a model nobody can serve to this caller, with the Registry's reasons."""
     if not answer.model_found:
-        return ApiError(404, f"model {model[:200]} does not exist", param="model", code="model_not_found")
+        return not_found("MODEL_NOT_FOUND", f"model {model[:200]} does not exist", "model")
     if answer.exclusions:
         reasons = "; ".join(f"{e.provider}: {e.reason}" for e in answer.exclusions)
-        return ApiError(404, f"no provider serves {model} for you ({reasons})", code="model_not_available")
-    return ApiError(404, f"no provider serves {model} for the task {task}", code="model_not_available")
+        return not_found("MODEL_NOT_AVAILABLE", f"no provider serves {model} for you ({reasons})")
+    return not_found("MODEL_NOT_AVAILABLE", f"no provider serves {model} for the task {task}")

@@ -21,7 +21,7 @@ from switchboard.router.v1 import router_service_pb2_grpc as router_grpc
 
 from services.common.accounts import OPERATOR_ACCOUNT
 from services.common.auth import parse_bearer
-from services.common.errors import ApiError, bad_request
+from services.common.errors import ApiError, invalid_argument, not_found, permission_denied, unavailable
 from services.common.pricing import estimate_nano_usd, prompt_tokens_estimate
 from services.router import params, selection
 from services.router.directory import Directory, ProviderEntry
@@ -58,9 +58,11 @@ def hf_to_openai(request: router_pb.TextToImageRequest) -> httpbody_pb2.HttpBody
     try:
         body = orjson.loads(request.body.data)
     except orjson.JSONDecodeError:
-        raise bad_request("the request body is not valid JSON") from None
+        raise invalid_argument("INVALID_REQUEST", "the request body is not valid JSON") from None
     if not isinstance(body, dict) or not isinstance(body.get("inputs"), str):
-        raise bad_request('the body must be {"inputs": "<prompt>", "parameters": {...}}', param="inputs")
+        raise invalid_argument(
+            "INVALID_REQUEST", 'the body must be {"inputs": "<prompt>", "parameters": {...}}', "inputs"
+        )
     parameters = body.get("parameters") if isinstance(body.get("parameters"), dict) else {}
     payload = {k: v for k, v in parameters.items() if k not in ("width", "height")}
     payload.update(model=request.model, prompt=body["inputs"], response_format="b64_json", n=1)
@@ -93,7 +95,7 @@ def _first_png(opened: Opened) -> bytes:
     try:
         return base64.b64decode(answer["data"][0]["b64_json"], validate=True)
     except (KeyError, IndexError, TypeError, ValueError):
-        raise ApiError(502, "the provider answered without an image", code="upstream_error") from None
+        raise unavailable("UPSTREAM_ERROR", "the provider answered without an image") from None
 
 
 def _now() -> timestamp_pb2.Timestamp:
@@ -161,10 +163,9 @@ class RouterServicer(router_grpc.RouterServiceServicer):
         if not bill_to:
             return caller, account
         if not any(m.org == bill_to for m in caller.memberships):
-            raise ApiError(
-                403, f"you are not a member of {bill_to[:64]}: cannot bill it", param="X-HF-Bill-To",
-                code="bill_to_forbidden",
-            )  # fmt: skip
+            raise permission_denied(
+                "BILL_TO_FORBIDDEN", f"you are not a member of {bill_to[:64]}: cannot bill it", "X-HF-Bill-To"
+            )
         return caller, bill_to
 
     async def _routes(
@@ -203,12 +204,13 @@ class RouterServicer(router_grpc.RouterServiceServicer):
         self, task: str, model: str, provider: str, caller: internal_pb.Caller, known: dict[str, ProviderEntry]
     ) -> list[selection.Route]:
         if provider not in known:
-            raise ApiError(404, f"provider {provider[:96]} does not exist", code="provider_not_found")
+            raise not_found("PROVIDER_NOT_FOUND", f"provider {provider[:96]} does not exist")
         answer = await self.directory.resolve_provider_model(provider, model, caller.user, task)
         routes = selection.routes_of(answer.candidates, known, self.hub_url)
         if not routes:
-            raise ApiError(400, f"model {model} not supported by provider {provider}", param="model",
-                           code="model_not_supported")  # fmt: skip
+            raise invalid_argument(
+                "MODEL_NOT_SUPPORTED", f"model {model} not supported by provider {provider}", "model"
+            )
         return routes
 
     def _estimate(self, task: str, payload: dict, body_size: int, route: selection.Route) -> int:
@@ -227,9 +229,9 @@ class RouterServicer(router_grpc.RouterServiceServicer):
         try:
             payload = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            raise bad_request("the request body is not valid JSON") from None
+            raise invalid_argument("INVALID_REQUEST", "the request body is not valid JSON") from None
         if not isinstance(payload, dict):
-            raise bad_request("the request body must be a JSON object")
+            raise invalid_argument("INVALID_REQUEST", "the request body must be a JSON object")
         params.check_body(payload, *BODY_RULES[task])
         model, routes = await self._routes(task, payload, request.provider, caller)
         estimate = self._estimate(task, payload, len(raw), routes[0])
@@ -365,9 +367,7 @@ class RouterServicer(router_grpc.RouterServiceServicer):
             self.upstreams.breakers.failed(opened.route.provider.id)
             log.warning("provider stream broke", extra={"provider": opened.route.provider.id,
                                                          "error": type(exc).__name__})  # fmt: skip
-            error = ApiError(
-                502, f"provider {opened.route.provider.id} broke off the stream", code="stream_interrupted"
-            )
+            error = unavailable("STREAM_INTERRUPTED", f"provider {opened.route.provider.id} broke off the stream")
             yield b"data: " + orjson.dumps(error.openai_body()) + b"\n\n"
             yield b"data: [DONE]\n\n"
 
@@ -451,7 +451,7 @@ class RouterServicer(router_grpc.RouterServiceServicer):
         served = await self.directory.served_models(user, request.id)
         match = [m for m in served.models if m.id == request.id]
         if not match:
-            raise ApiError(404, f"model {request.id[:200]} is not served to you", code="model_not_found")
+            raise not_found("MODEL_NOT_FOUND", f"model {request.id[:200]} is not served to you")
         return self._model(match[0], await self.directory.providers())
 
     async def ListInferenceProviders(
@@ -476,7 +476,7 @@ class RouterServicer(router_grpc.RouterServiceServicer):
     ) -> router_pb.Provider:
         entry = (await self.directory.providers()).get(request.id)
         if entry is None:
-            raise ApiError(404, f"provider {request.id[:96]} does not exist", code="provider_not_found")
+            raise not_found("PROVIDER_NOT_FOUND", f"provider {request.id[:96]} does not exist")
         user = await self._optional_user(context)
         served = await self.directory.served_models(user)
         models = sorted({m.id for m in served.models if any(c.provider == entry.id for c in m.candidates)})

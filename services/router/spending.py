@@ -21,7 +21,7 @@ import grpc
 from switchboard.billing.v1 import billing_service_pb2 as billing_pb
 from switchboard.billing.v1 import billing_service_pb2_grpc as billing_grpc
 
-from services.common.errors import ApiError
+from services.common.errors import ApiError, Code
 from services.common.logs import Throttled
 from services.router.breaker import Breakers
 
@@ -68,9 +68,9 @@ class Spending:
         self.breaker.succeeded(BILLING)
         if not answer.granted:
             raise ApiError(
-                402,
+                Code.RESOURCE_EXHAUSTED,
+                "INSUFFICIENT_QUOTA",
                 f"the spending limit of account {account} is reached; raise it or add credits",
-                code="insufficient_quota",
             )
         return answer.remaining_nano_usd >= 0
 

@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from services.common.errors import ApiError
+from services.common.errors import PROVIDER_CODE_KEY, PROVIDER_KEY, PROVIDER_VERDICTS, ApiError, Code, unavailable
 from services.common.pricing import INT64_MAX
 from services.common.secrets import NO_SECRETS, Redactor
 from services.router.breaker import Breakers
@@ -32,7 +32,6 @@ CHAT_PATH = "/v1/chat/completions"
 IMAGES_PATH = "/v1/images/generations"
 # The list a valid 200 answer of each route carries.
 ANSWER_LIST = {CHAT_PATH: "choices", IMAGES_PATH: "data"}
-PASSED_THROUGH_STATUSES = frozenset({400, 404, 409, 413, 422})
 MAX_ERROR_MESSAGE = 500
 DONE = b"data: [DONE]\n\n"
 
@@ -100,13 +99,15 @@ def provider_error(route: Route, status: int, data: bytes) -> ApiError:
         message = redactor.bytes(data).decode(errors="replace")[:MAX_ERROR_MESSAGE]
     name = route.provider.id
     if status in (401, 403):
-        return ApiError(502, f"provider {name} refused Switchboard's credentials", code="upstream_auth_error")
-    if status not in PASSED_THROUGH_STATUSES:
-        return ApiError(502, f"provider {name} answered HTTP {status}: {message}", code="upstream_error")
+        return unavailable("UPSTREAM_AUTH_ERROR", f"provider {name} refused Switchboard's credentials")
+    if status not in PROVIDER_VERDICTS:
+        return unavailable("UPSTREAM_ERROR", f"provider {name} answered HTTP {status}: {message}")
     text = f"provider {name}: {message or f'HTTP {status}'}"[:MAX_ERROR_MESSAGE]
     param = param if isinstance(param, str) else None
+    metadata = {PROVIDER_KEY: name, **({PROVIDER_CODE_KEY: str(code)} if code else {})}
+    grpc_code, reason = PROVIDER_VERDICTS[status]
     answered_by = {"x-inference-provider": name}
-    return ApiError(status, text, param=param, code=str(code) if code else None, headers=answered_by)
+    return ApiError(grpc_code, reason, text, param=param, metadata=metadata, headers=answered_by)
 
 
 def rewrite(answer: dict, model: str, usage: Usage, redactor: Redactor = NO_SECRETS, hide_usage: bool = False) -> bytes:
@@ -223,7 +224,7 @@ class Upstreams:
             budget = min(budget, remaining / routes_left)
             bounded_by_deadline = routes_left == 1 and remaining <= self.attempt_timeout
             if remaining <= 0:
-                raise ApiError(504, "the request's deadline passed before a provider answered", code="timeout")
+                raise _deadline_passed()
         body = self._encode(route, payload)
         sent_at = time.monotonic()
         response = None
@@ -250,9 +251,7 @@ class Upstreams:
                 return Opened(route, provider_request_id, sent_at, time.monotonic(), answer=answer)
         except TimeoutError:
             if bounded_by_deadline:
-                raise ApiError(
-                    504, "the request's deadline passed before a provider answered", code="timeout"
-                ) from None
+                raise _deadline_passed() from None
             raise AttemptFailed(f"no answer within {budget:.1f}s") from None
         except (aiohttp.ClientError, OSError) as exc:
             raise AttemptFailed(f"connection failed ({type(exc).__name__})") from None
@@ -261,13 +260,17 @@ class Upstreams:
                 response.release()
 
 
+def _deadline_passed() -> ApiError:
+    return ApiError(Code.DEADLINE_EXCEEDED, "TIMEOUT", "the request's deadline passed before a provider answered")
+
+
 def _all_failed(failures: list[str], statuses: list[int]) -> ApiError:
     detail = "; ".join(failures)
     if statuses and all(s == 429 for s in statuses):
-        return ApiError(429, f"every provider is rate limiting: {detail}", code="rate_limit_exceeded")
+        return ApiError(Code.RESOURCE_EXHAUSTED, "RATE_LIMIT_EXCEEDED", f"every provider is rate limiting: {detail}")
     if not statuses:
-        return ApiError(503, f"no provider available right now: {detail}", code="providers_unavailable")
-    return ApiError(502, f"every provider failed: {detail}", code="upstream_error")
+        return unavailable("PROVIDERS_UNAVAILABLE", f"no provider available right now: {detail}")
+    return unavailable("UPSTREAM_ERROR", f"every provider failed: {detail}")
 
 
 async def _first_event(response: aiohttp.ClientResponse, expected_list: str) -> dict:

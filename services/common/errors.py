@@ -243,10 +243,12 @@ def from_rpc_error(exc: grpc.aio.AioRpcError) -> ApiError | None:
     except DecodeError:
         return None
     info, request = error_details_pb2.ErrorInfo(), error_details_pb2.BadRequest()
-    found = [any(detail.Unpack(message) for detail in status.details) for message in (info, request)]
-    if not found[0] or info.domain != DOMAIN or status.code != exc.code().value[0]:
+    if not any(detail.Unpack(info) for detail in status.details):
         return None
-    param = request.field_violations[0].field if request.field_violations else None
+    if info.domain != DOMAIN or status.code != exc.code().value[0]:
+        return None
+    has_field = any(detail.Unpack(request) for detail in status.details)
+    param = request.field_violations[0].field if has_field and request.field_violations else None
     try:
         return ApiError(exc.code(), info.reason, status.message, param=param, metadata=dict(info.metadata))
     except ValueError:

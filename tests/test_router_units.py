@@ -158,6 +158,13 @@ def test_provider_errors_keep_their_status_and_message_but_never_credentials_pro
     body = orjson.dumps({"error": {"message": "bad temperature", "param": "temperature", "code": "bad"}})
     error = provider_error(route, 422, body)
     assert (error.http_status, error.param) == (422, "temperature") and "bad temperature" in error.message
+    assert (error.grpc_code, error.reason, error.code) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "UNPROCESSABLE_ENTITY",
+        "bad",
+    )
+    conflict = provider_error(route, 409, b"{}")
+    assert (conflict.grpc_code, conflict.http_status, conflict.code) == (grpc.StatusCode.ABORTED, 409, "conflict")
     assert provider_error(route, 401, b"{}").http_status == 502
     echoed = provider_error(route, 400, orjson.dumps({"error": {"message": "bad key sk-secret-1"}}))
     assert echoed.message == "provider alpha: bad key [redacted]"

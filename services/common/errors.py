@@ -99,7 +99,7 @@ def rest_face(code: grpc.StatusCode, reason: str) -> RestFace:
 
 
 def table() -> list[tuple[grpc.StatusCode, str]]:
-    """Every (code, reason) the table names ("" for a code's default), for tests and docs."""
+    """Every (code, reason) the table names ("" for a code's default)."""
     return [(code, "") for code in _BY_CODE] + list(_BY_REASON)
 
 

@@ -195,4 +195,4 @@ class InternalServicer(internal_grpc.InternalServiceServicer):
         self, request: internal_pb.WatchChangesRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[internal_pb.WatchChangesResponse]:
         async for change in self.state.feed.watch():
-            yield internal_pb.WatchChangesResponse(revision=change.revision, kind=change.kind, key=change.key)
+            yield change.message()

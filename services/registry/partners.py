@@ -118,9 +118,7 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
             mapping.seq = store.next_mapping_seq(session)
             store.insert(session, store.mapping_row(mapping))
 
-        await self.state.write(create, message, code="mapping_exists")
-        self.index.add_mapping(mapping)
-        await self.state.changed(internal_pb.CHANGE_KIND_MAPPING, mapping.provider)
+        await self.state.write(create, internal_pb.CHANGE_KIND_MAPPING, mapping.provider, message, "mapping_exists")
         return mapping_message(mapping)
 
     def _check_listing_room(self, mapping: Mapping) -> None:
@@ -185,9 +183,11 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
     ) -> Empty:
         self._authorize_write(context, request.provider)
         mapping = self._mapping(request.provider, request.mapping_id)
-        await self.state.db.run(lambda s: store.delete_rows(s, MappingRow, MappingRow.id == mapping.id))
-        self.index.remove_mapping(mapping.id)
-        await self.state.changed(internal_pb.CHANGE_KIND_MAPPING, mapping.provider)
+        await self.state.write(
+            lambda s: store.delete_rows(s, MappingRow, MappingRow.id == mapping.id),
+            internal_pb.CHANGE_KIND_MAPPING,
+            mapping.provider,
+        )
         return Empty()
 
     async def UpdateModelMappingStatus(
@@ -196,10 +196,10 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
         self._authorize_write(context, request.provider)
         mapping = self._mapping(request.provider, request.mapping_id)
         status = check_status(request.status)
-        await self.state.db.run(lambda s: store.set_mapping_status(s, mapping.id, status))
-        mapping.set_status(status)
-        await self.state.changed(internal_pb.CHANGE_KIND_MAPPING, mapping.provider)
-        return mapping_message(mapping)
+        await self.state.write(
+            lambda s: store.set_mapping_status(s, mapping.id, status), internal_pb.CHANGE_KIND_MAPPING, mapping.provider
+        )
+        return mapping_message(self._mapping(request.provider, request.mapping_id))
 
     async def GetProviderMappingTable(
         self, request: registry_pb.GetProviderMappingTableRequest, context: grpc.aio.ServicerContext
@@ -256,7 +256,5 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
             row.preferred_providers = orjson.dumps(providers).decode()
             store.insert(session, row)
 
-        await self.state.db.run(save)
-        self.index.user(user).preferred_providers = tuple(providers)
-        await self.state.changed(internal_pb.CHANGE_KIND_IDENTITY, user)
+        await self.state.write(save, internal_pb.CHANGE_KIND_IDENTITY, user)
         return registry_pb.ProviderPreferences(user=user, providers=providers)

@@ -413,7 +413,7 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
         alias = request.model_alias
         check_name(alias.name, "name")
         check_model_id(alias.target, "target")
-        self._check_alias(alias)
+        await self.state.fresh(lambda: self._check_alias(alias))
         row = ModelAliasRow(name=alias.name, target=alias.target)
         conflict = f"model alias {shown(alias.name)} already exists"
         await self.state.write(

@@ -76,16 +76,10 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
         self.state = state
         self.index = state.index
 
-    def _provider(self, provider_id: str) -> ProviderEntry:
-        provider = self.index.providers.get(provider_id)
-        if provider is None:
-            raise not_found(f"provider {shown(provider_id)} does not exist", code="provider_not_found")
-        return provider
-
     def _authorize_write(self, context: grpc.aio.ServicerContext, provider_id: str) -> ProviderEntry:
         """401 without a valid token, 404 for an unknown provider, 403 unless the caller may write."""
         user = self.state.caller(context)
-        provider = self._provider(provider_id)
+        provider = self.state.provider(provider_id)
         if user is not None and self.index.role(user, provider.org) not in WRITE_ROLES:
             raise ApiError(
                 403,
@@ -94,6 +88,14 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
                 code="forbidden",
             )
         return provider
+
+    def _writable_mapping(
+        self,
+        context: grpc.aio.ServicerContext,
+        request: registry_pb.DeleteModelMappingRequest | registry_pb.UpdateModelMappingStatusRequest,
+    ) -> Mapping:
+        self._authorize_write(context, request.provider)
+        return self._mapping(request.provider, request.mapping_id)
 
     def _mapping(self, provider_id: str, mapping_id: str) -> Mapping:
         mapping = self.index.provider_mappings.get(provider_id, {}).get(mapping_id)
@@ -105,6 +107,19 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
     async def CreateModelMapping(
         self, request: registry_pb.CreateModelMappingRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb.ModelMapping:
+        mapping, message = await self.state.fresh(lambda: self._mapping_to_create(context, request))
+
+        def create(session):
+            mapping.seq = store.next_mapping_seq(session)
+            store.insert(session, store.mapping_row(mapping))
+
+        await self.state.write(create, internal_pb.CHANGE_KIND_MAPPING, mapping.provider, message, "mapping_exists")
+        return mapping_message(mapping)
+
+    def _mapping_to_create(
+        self, context: grpc.aio.ServicerContext, request: registry_pb.CreateModelMappingRequest
+    ) -> tuple[Mapping, str]:
+        """The checked new mapping, and the message should the database find it taken."""
         self._authorize_write(context, request.provider)
         mapping = self._new_mapping(request)
         self._check_listing_room(mapping)
@@ -113,13 +128,7 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
         message = f"provider {shown(request.provider)} already maps {what} for task {mapping.task!r}"
         if conflict:
             raise ApiError(409, f"{message} (mapping {conflict})", code="mapping_exists")
-
-        def create(session):
-            mapping.seq = store.next_mapping_seq(session)
-            store.insert(session, store.mapping_row(mapping))
-
-        await self.state.write(create, internal_pb.CHANGE_KIND_MAPPING, mapping.provider, message, "mapping_exists")
-        return mapping_message(mapping)
+        return mapping, message
 
     def _check_listing_room(self, mapping: Mapping) -> None:
         """Refuses a mapping that would make the provider's listing too large to answer."""
@@ -181,8 +190,7 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
     async def DeleteModelMapping(
         self, request: registry_pb.DeleteModelMappingRequest, context: grpc.aio.ServicerContext
     ) -> Empty:
-        self._authorize_write(context, request.provider)
-        mapping = self._mapping(request.provider, request.mapping_id)
+        mapping = await self.state.fresh(lambda: self._writable_mapping(context, request))
         await self.state.write(
             lambda s: store.delete_rows(s, MappingRow, MappingRow.id == mapping.id),
             internal_pb.CHANGE_KIND_MAPPING,
@@ -193,8 +201,7 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
     async def UpdateModelMappingStatus(
         self, request: registry_pb.UpdateModelMappingStatusRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb.ModelMapping:
-        self._authorize_write(context, request.provider)
-        mapping = self._mapping(request.provider, request.mapping_id)
+        mapping = await self.state.fresh(lambda: self._writable_mapping(context, request))
         status = check_status(request.status)
         await self.state.write(
             lambda s: store.set_mapping_status(s, mapping.id, status), internal_pb.CHANGE_KIND_MAPPING, mapping.provider
@@ -204,7 +211,7 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
     async def GetProviderMappingTable(
         self, request: registry_pb.GetProviderMappingTableRequest, context: grpc.aio.ServicerContext
     ) -> struct_pb2.Struct:
-        self._provider(request.provider)
+        await self.state.fresh(lambda: self.state.provider(request.provider))
         status = status_filter(request.status)
         table: dict[str, dict] = {}
         for mapping in self.index.provider_mappings[request.provider].values():
@@ -218,7 +225,7 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
     async def ListModelMappings(
         self, request: registry_pb.ListModelMappingsRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb.ListModelMappingsResponse:
-        self._provider(request.provider)
+        await self.state.fresh(lambda: self.state.provider(request.provider))
         status = status_filter(request.status)
         size = page_size(request.page_size)
         try:
@@ -241,6 +248,20 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
     async def UpdateProviderPreferences(
         self, request: registry_pb.UpdateProviderPreferencesRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb.ProviderPreferences:
+        user, providers = await self.state.fresh(lambda: self._preferences(context, request))
+
+        def save(session):
+            row = session.get(UserRow, user)
+            row.preferred_providers = orjson.dumps(providers).decode()
+            store.insert(session, row)
+
+        await self.state.write(save, internal_pb.CHANGE_KIND_IDENTITY, user)
+        return registry_pb.ProviderPreferences(user=user, providers=providers)
+
+    def _preferences(
+        self, context: grpc.aio.ServicerContext, request: registry_pb.UpdateProviderPreferencesRequest
+    ) -> tuple[str, list[str]]:
+        """The calling user and their checked list of known providers."""
         user = self.state.caller(context)
         if user is None:
             raise bad_request("the admin token belongs to no user; use a user's token", "authorization")
@@ -250,11 +271,4 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
         if unknown:
             raise bad_request(f"providers: unknown provider {shown(unknown[0])}", "providers")
         check_unique(providers, "providers", "provider")
-
-        def save(session):
-            row = session.get(UserRow, user)
-            row.preferred_providers = orjson.dumps(providers).decode()
-            store.insert(session, row)
-
-        await self.state.write(save, internal_pb.CHANGE_KIND_IDENTITY, user)
-        return registry_pb.ProviderPreferences(user=user, providers=providers)
+        return user, providers

@@ -38,16 +38,28 @@ class ReplicaFollower:
         self.newest = state.index.loaded_revision
         self.applied: set[int] = set()
         self._last_prune = 0.0
+        self._polls = 0  # polls started
+        self._polling = asyncio.Lock()
 
     async def run(self) -> None:
         """Polls until cancelled; a failed poll is logged and retried."""
         while True:
             try:
-                await self.poll()
+                await self.catch_up()
                 await self._prune()
             except Exception:
                 log.exception("reading the change log failed; retrying")
             await asyncio.sleep(POLL_SECONDS)
+
+    async def catch_up(self) -> None:
+        """Applies every change committed before the call. Callers arriving together share
+        one poll: a poll that started after a caller asked has read all it needs."""
+        asked_after = self._polls
+        async with self._polling:
+            if self._polls > asked_after:  # one started (under this lock) after the call, and ended
+                return
+            self._polls += 1
+            await self.poll()
 
     async def poll(self) -> None:
         since = self.newest - LOOK_BACK

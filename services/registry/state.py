@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import secrets
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -17,11 +17,12 @@ from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 
 from services.common.auth import bearer_token, is_admin_token
 from services.common.db import Database
-from services.common.errors import ApiError
+from services.common.errors import ApiError, not_found
 from services.registry import store
 from services.registry.changes import ChangeFeed
-from services.registry.index import RegistryIndex, Touched
+from services.registry.index import ProviderEntry, RegistryIndex, Touched
 from services.registry.storage import ChangeRow
+from services.registry.validation import shown
 
 T = TypeVar("T")
 TOKEN_PREFIX = "sb-"
@@ -46,6 +47,10 @@ def new_token() -> str:
 def feed_key(key: str) -> str:
     """A change's key as watchers see it: a catalog batch of several models has none."""
     return "" if "\n" in key else key
+
+
+async def _nothing_to_catch_up() -> None:
+    return None
 
 
 def read_change(session: Session, kind: int, key: str) -> Update:
@@ -86,6 +91,8 @@ class RegistryState:
     feed: ChangeFeed
     admin_token: str
     origin: str = field(default_factory=lambda: uuid.uuid4().hex)  # this replica, in the change log
+    # Applies every change committed so far (the ReplicaFollower's, set at start).
+    catch_up: Callable[[], Awaitable[None]] = _nothing_to_catch_up
     _applying: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def write(
@@ -122,6 +129,22 @@ class RegistryState:
         async with self._applying:
             update = await self.db.run(lambda session: read_change(session, kind, key))
             self.feed.publish(kind, feed_key(key), self.index.with_aliases(update(self.index)))
+
+    async def fresh(self, lookup: Callable[[], T]) -> T:
+        """lookup() on the index; when it refuses (an ApiError), once more after catching up
+        with the change log, so what a write on another replica made a moment ago (a token,
+        a provider, a model) is known here: a caller reads its writes whichever replica answers."""
+        try:
+            return lookup()
+        except ApiError:
+            await self.catch_up()
+            return lookup()
+
+    def provider(self, provider_id: str) -> ProviderEntry:
+        provider = self.index.providers.get(provider_id)
+        if provider is None:
+            raise not_found(f"provider {shown(provider_id)} does not exist", code="provider_not_found")
+        return provider
 
     def user_of_token(self, token: str) -> str | None:
         """The token's user; None for the admin token; 401 for anything else."""

@@ -20,6 +20,7 @@ from services.registry.index import MODEL, TAG_FILTER, Mapping, ProviderEntry, R
 from services.router.directory import Directory, _resolution_touched
 
 MODELS = {"m0": ("a",), "m1": ("a", "b"), "m2": ("b", "c"), "m3": ()}
+ALIASES = {"alias-of-m1": "m1"}  # a Router caches answers by the name asked
 TAGS = ("a", "b", "c")
 PROVIDERS = ("p0", "p1")
 ORGS = ("o0", "o1")
@@ -75,6 +76,8 @@ def world() -> RegistryIndex:
     index = RegistryIndex()
     for model, tags in MODELS.items():
         index.put_model(model, "text-generation", tags, "")
+    for name, target in ALIASES.items():
+        index.put_alias(name, target)
     for rank, (provider, org) in enumerate(zip(PROVIDERS, ORGS, strict=True)):
         index.put_provider(ProviderEntry(provider, org, rank))
     index.replace_user("u0", UserEntry({"o0": "read"}), [])
@@ -83,7 +86,13 @@ def world() -> RegistryIndex:
 
 
 def apply(index: RegistryIndex, operation: tuple) -> Change:
-    """One change as the Registry applies it: the database's new state, re-read."""
+    """One change as the Registry applies it (RegistryState.apply)."""
+    change = apply_to_index(index, operation)
+    return change._replace(touched=index.with_aliases(change.touched))
+
+
+def apply_to_index(index: RegistryIndex, operation: tuple) -> Change:
+    """The database's new state, re-read, applied to the index."""
     kind, key = operation[0], operation[1]
     if kind == "mappings":
         _, provider, specs, old = operation
@@ -111,7 +120,7 @@ def apply(index: RegistryIndex, operation: tuple) -> Change:
 def answers(index: RegistryIndex) -> dict[tuple[str, ...], object]:
     """Every answer a Router may have cached, by its cache key."""
     cached: dict[tuple[str, ...], object] = {}
-    for model, user, task in itertools.product(MODELS, USERS, TASKS):
+    for model, user, task in itertools.product([*MODELS, *ALIASES], USERS, TASKS):
         cached[("model", model, user, task)] = index.resolve(model, user, task)
     for provider, provider_model, user, task in itertools.product(PROVIDERS, PROVIDER_MODELS, USERS, TASKS):
         if provider in index.providers:

@@ -64,14 +64,15 @@ class ReplicaFollower:
     async def poll(self) -> None:
         since = self.newest - LOOK_BACK
         changes = await self.state.db.run(lambda session: store.changes_since(session, since))
-        for revision, origin, kind, key in changes:
+        for revision, _origin, kind, key in changes:
             if revision in self.applied:
                 continue
-            if origin != self.state.origin:
+            if revision not in self.state.applied_here:  # another replica's, or ours not applied
                 await self.state.apply(kind, key)
             self.applied.add(revision)
             self.newest = max(self.newest, revision)
         self.applied = {r for r in self.applied if r > self.newest - LOOK_BACK}
+        self.state.applied_here -= {r for r in self.state.applied_here if r <= self.newest - LOOK_BACK}
 
     async def _prune(self) -> None:
         if time.monotonic() - self._last_prune < PRUNE_EVERY_SECONDS:

@@ -93,6 +93,9 @@ class RegistryState:
     origin: str = field(default_factory=lambda: uuid.uuid4().hex)  # this replica, in the change log
     # Applies every change committed so far (the ReplicaFollower's, set at start).
     catch_up: Callable[[], Awaitable[None]] = _nothing_to_catch_up
+    # Revisions of this replica's writes it applied itself: the follower skips them (and
+    # applies a write of ours whose apply failed or was cancelled after its commit).
+    applied_here: set[int] = field(default_factory=set)
     _applying: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def write(
@@ -105,21 +108,21 @@ class RegistryState:
     ) -> T:
         """The one write path: work(session) stages rows without committing; the change
         (kind, key: see ChangeRow) commits with them, so a crash keeps both or neither.
-        Then this replica applies the change. A unique-constraint violation is a 409 with
-        the `conflict` message when one is given."""
+        Then this replica applies the change (should that fail, its follower will). A
+        unique-constraint violation is a 409 with the `conflict` message when one is given."""
 
-        def transaction(session: Session) -> T:
+        def transaction(session: Session) -> tuple[T, int]:
             result = work(session)
-            store.commit_change(session, ChangeRow(origin=self.origin, kind=kind, key=key))
-            return result
+            return result, store.commit_change(session, ChangeRow(origin=self.origin, kind=kind, key=key))
 
         try:
-            result = await self.db.run(transaction)
+            result, revision = await self.db.run(transaction)
         except IntegrityError:
             if not conflict:
                 raise
             raise ApiError(409, conflict, code=code) from None
         await self.apply(kind, key)
+        self.applied_here.add(revision)
         return result
 
     async def apply(self, kind: int, key: str) -> None:

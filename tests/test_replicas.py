@@ -41,7 +41,7 @@ pytestmark = pytest.mark.slow
 
 CALLERS = 4
 BILLING_TOKEN = "replicas-billing-token"
-COST_API_TIMEOUT_SECONDS = 5  # a killed Billing's claims run out after twice this
+COST_API_TIMEOUT_SECONDS = 5  # a killed Billing's claims run out 5 s after this
 DEADLINE_SECONDS = 90  # readiness and catching up, not a latency assertion
 PROGRESS = 10  # answers the load must get between two kills
 MAPPING_DEADLINE_SECONDS = 1.0  # the requirement: a mapping change reaches every Router

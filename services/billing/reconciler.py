@@ -10,9 +10,10 @@ answer and the write) never charges twice and never loses a cost: what was
 not written is asked again on the next pass.
 
 Several Billing replicas may reconcile at once: each page is claimed first
-(ledger.claim_page) for twice the cost API's timeout, so no two
-reconcilers ask for, or settle, the same request; what a page leaves pending
-is released for the next pass, and the claims of a killed replica run out.
+(ledger.claim_page) for the cost API's timeout plus a few seconds, so no two
+reconcilers ask for the same request at once (settling only pending rows
+already keeps any from being charged twice); what a page leaves pending is
+released for the next pass, and the claims of a killed replica run out.
 
 A failing cost API (non-200, invalid JSON, timeout, connection error)
 changes nothing; the provider is skipped by background passes for an
@@ -40,8 +41,8 @@ from services.common.db import Database
 from services.common.secrets import NO_SECRETS, Redactor
 
 log = logging.getLogger(__name__)
-# A claim lasts this many cost API timeouts: the call, then the time to write its settlements.
-CLAIM_TIMEOUTS = 2
+# How long a claim outlives the cost API's timeout: the time to write the page's settlements.
+CLAIM_MARGIN_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -180,7 +181,7 @@ class Reconciler:
     async def _claim(self, provider: str, after: str) -> tuple[list[tuple[str, str]], float]:
         """The next page of the provider's requests no reconciler holds, claimed; until when."""
         now = time.time()
-        until = now + CLAIM_TIMEOUTS * self.settings.timeout_seconds
+        until = now + self.settings.timeout_seconds + CLAIM_MARGIN_SECONDS
         batch = self.settings.batch_size
         page = await self.db.run(lambda s: ledger.claim_page(s, provider, after, batch, now, until))
         return page, until

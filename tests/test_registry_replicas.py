@@ -9,7 +9,7 @@ from collections.abc import Callable
 import grpc
 import pytest
 from conftest import PresentCredential
-from registry_helpers import build_world, ok
+from registry_helpers import build_world, create_user, ok
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 from switchboard.registry.v1 import internal_service_pb2_grpc as internal_grpc
 from switchboard.registry.v1 import registry_service_pb2 as registry_pb
@@ -93,3 +93,22 @@ def test_replicas_share_every_write(stack, replica) -> None:
         ok(admin.delete(f"/admin/v1/providers/{world.provider}"))
     eventually(lambda: not authenticates(on_replica, world.tokens["outsider"]))
     eventually(lambda: candidates(on_replica, world.models["image"], writer, "text-to-image") == [])
+
+
+def test_a_write_on_one_replica_is_usable_on_the_other_at_once(stack, replica) -> None:
+    """No waiting for the other replica's poll: a lookup it would refuse first catches up."""
+    on_replica = internal_grpc.InternalServiceStub(replica)
+    partners = registry_grpc.RegistryServiceStub(replica)
+    with stack.admin() as admin:
+        world = build_world(admin)  # through Envoy: the first replica
+        for round_number in range(5):
+            user, token = create_user(admin, world.org, "write")
+            assert authenticates(on_replica, token)
+            model = {"id": f"{world.models['chat']}-{round_number}", "pipelineTag": "text-to-image"}
+            ok(admin.post("/admin/v1/models:batchUpsert", json={"models": [model]}))
+            request = registry_pb.CreateModelMappingRequest(
+                provider=world.provider, task="text-to-image", hf_model=model["id"], provider_model="m", status="live"
+            )
+            metadata = (("authorization", f"Bearer {token}"),)
+            partners.CreateModelMapping(request, metadata=metadata, timeout=5)
+            assert candidates(on_replica, model["id"], user, "text-to-image") == ["m"]

@@ -208,20 +208,47 @@ def reserved_spend(session: Session, account: str, now: float) -> int:
     return int(session.connection().execute(query).scalar_one())
 
 
-def pending_page(session: Session, provider: str, after: str, limit: int) -> list[tuple[str, str]]:
-    """(request_id, provider_request_id) of a provider's pending requests, in request id order after `after`."""
-    query = (
-        select(LEDGER.c.request_id, LEDGER.c.provider_request_id)
+def claim_page(
+    session: Session, provider: str, after: str, limit: int, now: float, until: float
+) -> list[tuple[str, str]]:
+    """Claims until `until` a page of a provider's pending requests, in request id order after
+    `after`, that no reconciler holds at `now`; their (request_id, provider_request_id).
+
+    One statement: PostgreSQL skips the rows another reconciler is claiming (FOR UPDATE SKIP
+    LOCKED) and re-checks the claim on the rows it locked; SQLite runs one writer at a time.
+    So two reconcilers never ask for, nor settle, the same request at the same time.
+    """
+    page = (
+        select(LEDGER.c.request_id)
         .where(
             LEDGER.c.provider == provider,
             LEDGER.c.state == PENDING,
             LEDGER.c.request_id > after,
             LEDGER.c.provider_request_id != "",
+            LEDGER.c.claimed_until <= now,
         )
         .order_by(LEDGER.c.request_id)
         .limit(limit)
+        .with_for_update(skip_locked=True)
     )
-    return [(row[0], row[1]) for row in session.connection().execute(query)]
+    claim = (
+        update(LEDGER)
+        .where(LEDGER.c.request_id.in_(page.scalar_subquery()), LEDGER.c.claimed_until <= now)
+        .values(claimed_until=until)
+        .returning(LEDGER.c.request_id, LEDGER.c.provider_request_id)
+    )
+    claimed = sorted((row[0], row[1]) for row in session.connection().execute(claim))
+    session.commit()
+    return claimed
+
+
+def release_claims(session: Session, request_ids: Sequence[str], until: float) -> None:
+    """Gives back the claims (made until `until`) of requests still pending: the next pass asks again."""
+    connection = session.connection()
+    for chunk in padded_chunks(request_ids):
+        where = (LEDGER.c.request_id.in_(chunk), LEDGER.c.claimed_until == until)
+        connection.execute(update(LEDGER).where(*where).values(claimed_until=0.0))
+    session.commit()
 
 
 _SETTLE = (

@@ -9,6 +9,12 @@ that only touches pending rows, so a crash anywhere (even between the
 answer and the write) never charges twice and never loses a cost: what was
 not written is asked again on the next pass.
 
+Several Billing replicas may reconcile at once: each page is claimed first
+(ledger.claim_page) for the cost API's timeout plus a few seconds, so no two
+reconcilers ask for the same request at once (settling only pending rows
+already keeps any from being charged twice); what a page leaves pending is
+released for the next pass, and the claims of a killed replica run out.
+
 A failing cost API (non-200, invalid JSON, timeout, connection error)
 changes nothing; the provider is skipped by background passes for an
 exponentially growing while. Requests that stay pending longer than
@@ -35,6 +41,8 @@ from services.common.db import Database
 from services.common.secrets import NO_SECRETS, Redactor
 
 log = logging.getLogger(__name__)
+# How long a claim outlives the cost API's timeout: the time to write the page's settlements.
+CLAIM_MARGIN_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -156,20 +164,27 @@ class Reconciler:
         failures: list[str] = []
         tasks: set[asyncio.Task] = set()
         after = ""
-        while not failures:
-            page = await self.db.run(
-                lambda s, a=after: ledger.pending_page(s, api.provider, a, self.settings.batch_size)
-            )
+        while True:
+            await slots.acquire()
+            page, until = ([], 0.0) if failures else await self._claim(api.provider, after)
             if not page:
+                slots.release()
                 break
             after = page[-1][0]
-            await slots.acquire()
-            task = asyncio.create_task(self._settle_page(api, page, counts, failures))
+            task = asyncio.create_task(self._settle_claimed(api, page, until, counts, failures))
             task.add_done_callback(lambda _: slots.release())
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         await asyncio.gather(*tasks)
         self._record_outcome(api.provider, failures)
+
+    async def _claim(self, provider: str, after: str) -> tuple[list[tuple[str, str]], float]:
+        """The next page of the provider's requests no reconciler holds, claimed; until when."""
+        now = time.time()
+        until = now + self.settings.timeout_seconds + CLAIM_MARGIN_SECONDS
+        batch = self.settings.batch_size
+        page = await self.db.run(lambda s: ledger.claim_page(s, provider, after, batch, now, until))
+        return page, until
 
     def _record_outcome(self, provider: str, failures: list[str]) -> None:
         if not failures:
@@ -185,6 +200,14 @@ class Reconciler:
             "cost API failed; backing off",
             extra={"provider": provider, "reason": failures[0], "failures": backoff.failures, "retry_in_s": wait},
         )
+
+    async def _settle_claimed(
+        self, api: CostApi, page: list[tuple[str, str]], until: float, counts: PassCounts, failures: list[str]
+    ) -> None:
+        try:
+            await self._settle_page(api, page, counts, failures)
+        finally:
+            await self.db.run(lambda s: ledger.release_claims(s, [request_id for request_id, _ in page], until))
 
     async def _settle_page(
         self, api: CostApi, page: list[tuple[str, str]], counts: PassCounts, failures: list[str]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Column, Index
+from sqlalchemy import BigInteger, Column, Float, Index
 from sqlmodel import Field, SQLModel
 
 # Ledger states.
@@ -52,6 +52,8 @@ class LedgerEntry(SQLModel, table=True):
     state: str = Field(default=PENDING, index=True)
     reason: str = ""
     provisional: bool = False  # a stream's record made when it began; its final record completes it
+    # Unix time until which one reconciler asks for this request's cost; no other asks meanwhile.
+    claimed_until: float = Field(default=0.0, sa_column=Column(Float, nullable=False, default=0.0, server_default="0"))
 
 
 class BillingAccount(SQLModel, table=True):

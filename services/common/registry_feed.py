@@ -1,10 +1,13 @@
 """Registry answers cached while the Registry's change feed is connected.
 
-Every change notice (WatchChanges) drops every cached answer, so a revoked
-token, a changed membership or a new mapping takes effect as soon as the
-notice arrives. While the feed is down nothing is cached: each lookup asks
-the Registry, so no service answers from state it cannot keep fresh. The
-Router (callers, resolutions, providers) and Billing (callers) both use it.
+Every change notice (WatchChanges) names what it touched (a user, tokens,
+a provider, hub models) and drops the cached answers for those keys, so a
+revoked token, a changed membership or a new mapping takes effect as soon as
+the notice arrives while every other answer stays cached. The first notice of
+a stream (a reset) drops everything. While the feed is down nothing is
+cached: each lookup asks the Registry, so no service answers from state it
+cannot keep fresh. The Router (callers, resolutions, providers) and Billing
+(callers) both use it.
 """
 
 from __future__ import annotations
@@ -37,6 +40,20 @@ _INVALID_TOKEN_CODES = frozenset(
 )
 
 T = TypeVar("T")
+K = TypeVar("K")
+V = TypeVar("V")
+Change = internal_pb.WatchChangesResponse
+
+
+def is_reset(change: Change | None) -> bool:
+    """No change named (the feed was lost) or the stream's first notice: drop everything."""
+    return change is None or change.kind == internal_pb.CHANGE_KIND_UNSPECIFIED
+
+
+def drop(cache: dict[K, V], stale: Callable[[K, V], bool]) -> None:
+    """Removes the entries the predicate calls stale."""
+    for key in [key for key, value in cache.items() if stale(key, value)]:
+        del cache[key]
 
 
 def registry_error(exc: grpc.aio.AioRpcError) -> ApiError:
@@ -58,10 +75,17 @@ class FeedCache:
         self.changed = asyncio.Event()
         self._callers: dict[bytes, internal_pb.Caller | None] = {}
 
-    def invalidate(self) -> None:
-        """Drops every cached answer; lookups in flight will not store theirs."""
+    def invalidate(self, change: Change | None = None) -> None:
+        """Drops the cached answers the change touched (all of them for a reset);
+        lookups in flight, which may have read the state before it, will not store theirs."""
         self.generation += 1
-        self._callers.clear()
+        if is_reset(change):
+            self._callers.clear()
+        elif change.kind == internal_pb.CHANGE_KIND_IDENTITY:
+            digests = {bytes.fromhex(token_hash) for token_hash in change.token_hashes}
+            drop(
+                self._callers, lambda key, caller: key in digests or (caller is not None and caller.user == change.key)
+            )
 
     async def _cached(self, cache: dict, key: object, fetch: Callable[[], Awaitable[T]]) -> T:
         if self.watching and key in cache:
@@ -108,7 +132,7 @@ class FeedCache:
         while True:
             try:
                 async for change in self.registry.WatchChanges(internal_pb.WatchChangesRequest(), wait_for_ready=True):
-                    self.invalidate()
+                    self.invalidate(change)
                     self.revision = change.revision
                     self.watching = True
                     backoff = 0.1

@@ -19,7 +19,6 @@ from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 from services.common.auth import require_admin
 from services.common.errors import ApiError, already_exists, invalid_argument, not_found
 from services.registry import store
-from services.registry.index import ProviderEntry
 from services.registry.state import RegistryState, hash_token, new_token
 from services.registry.storage import (
     MembershipRow,
@@ -171,9 +170,6 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
     def _admin(self, context: grpc.aio.ServicerContext) -> None:
         require_admin(context, self.state.admin_token)
 
-    async def _publish(self, kind: int, key: str = "") -> None:
-        await self.state.changed(kind, key)
-
     async def _get(self, model: type, key: object, what: str):
         row = await self.state.db.run(lambda s: s.get(model, key))
         if row is None:
@@ -185,7 +181,8 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
     async def CreateOrg(self, request: admin_pb.CreateOrgRequest, context: grpc.aio.ServicerContext) -> admin_pb.Org:
         self._admin(context)
         row = OrgRow(name=check_account_name(request.org.name))
-        await self.state.db.run(lambda s: store.create_account(s, row))
+        # nothing of an org is in the index, but its name is no longer a user's
+        await self.state.write(lambda s: store.create_account(s, row), internal_pb.CHANGE_KIND_IDENTITY, row.name)
         return await self.GetOrg(admin_pb.GetOrgRequest(org=row.name), context)
 
     async def GetOrg(self, request: admin_pb.GetOrgRequest, context: grpc.aio.ServicerContext) -> admin_pb.Org:
@@ -204,9 +201,7 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
     async def CreateUser(self, request: admin_pb.CreateUserRequest, context: grpc.aio.ServicerContext) -> admin_pb.User:
         self._admin(context)
         row = UserRow(name=check_account_name(request.user.name))
-        await self.state.db.run(lambda s: store.create_account(s, row))
-        self.index.user(row.name)
-        await self._publish(internal_pb.CHANGE_KIND_IDENTITY, row.name)
+        await self.state.write(lambda s: store.create_account(s, row), internal_pb.CHANGE_KIND_IDENTITY, row.name)
         return await self.GetUser(admin_pb.GetUserRequest(user=row.name), context)
 
     async def GetUser(self, request: admin_pb.GetUserRequest, context: grpc.aio.ServicerContext) -> admin_pb.User:
@@ -231,25 +226,22 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
         await self._get(OrgRow, request.org, f"org {shown(request.org)}")
         await self._get(UserRow, request.user, f"user {shown(request.user)}")
         row = MembershipRow(org=request.org, user=request.user, role=role)
-        await self.state.db.run(lambda s: (s.merge(row), s.commit()))
-        self.index.user(request.user).memberships[request.org] = role
-        await self._publish(internal_pb.CHANGE_KIND_IDENTITY, request.user)
+        await self.state.write(lambda s: s.merge(row), internal_pb.CHANGE_KIND_IDENTITY, request.user)
         return admin_pb.Membership(org=request.org, user=request.user, role=role)
 
     async def DeleteMembership(
         self, request: admin_pb.DeleteMembershipRequest, context: grpc.aio.ServicerContext
     ) -> Empty:
         self._admin(context)
-        deleted = await self.state.db.run(
-            lambda s: store.delete_rows(
-                s, MembershipRow, MembershipRow.org == request.org, MembershipRow.user == request.user
-            )
+        where = (MembershipRow.org == request.org, MembershipRow.user == request.user)
+        missing = not_found(
+            "MEMBERSHIP_NOT_FOUND", f"user {shown(request.user)} is not a member of org {shown(request.org)}"
         )
-        if not deleted:
-            message = f"user {shown(request.user)} is not a member of org {shown(request.org)}"
-            raise not_found("MEMBERSHIP_NOT_FOUND", message)
-        self.index.user(request.user).memberships.pop(request.org, None)
-        await self._publish(internal_pb.CHANGE_KIND_IDENTITY, request.user)
+        await self.state.write(
+            lambda s: store.delete_existing(s, MembershipRow, where, missing),
+            internal_pb.CHANGE_KIND_IDENTITY,
+            request.user,
+        )
         return Empty()
 
     # tokens
@@ -262,32 +254,17 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
         await self._get(UserRow, request.user, f"user {shown(request.user)}")
         token = new_token()
         row = TokenRow(user=request.user, name=name, token_hash=hash_token(token))
-        await self.state.write(
-            lambda s: store.insert(s, row), f"user {shown(request.user)} already has a token named {shown(name)}"
-        )
-        self.index.tokens[row.token_hash] = request.user
-        await self._publish(internal_pb.CHANGE_KIND_IDENTITY, request.user)
+        conflict = f"user {shown(request.user)} already has a token named {shown(name)}"
+        await self.state.write(lambda s: store.insert(s, row), internal_pb.CHANGE_KIND_IDENTITY, request.user, conflict)
         return admin_pb.CreateTokenResponse(name=name, token=token)
 
     async def DeleteToken(self, request: admin_pb.DeleteTokenRequest, context: grpc.aio.ServicerContext) -> Empty:
         self._admin(context)
-
-        def revoke(session: Session) -> str | None:
-            row = session.exec(
-                select(TokenRow).where(TokenRow.user == request.user, TokenRow.name == request.name)
-            ).first()
-            if row is None:
-                return None
-            session.delete(row)
-            session.commit()
-            return row.token_hash
-
-        token_hash = await self.state.db.run(revoke)
-        if token_hash is None:
-            message = f"user {shown(request.user)} has no token named {shown(request.name)}"
-            raise not_found("TOKEN_NOT_FOUND", message)
-        self.index.tokens.pop(token_hash, None)
-        await self._publish(internal_pb.CHANGE_KIND_IDENTITY, request.user)
+        where = (TokenRow.user == request.user, TokenRow.name == request.name)
+        missing = not_found("TOKEN_NOT_FOUND", f"user {shown(request.user)} has no token named {shown(request.name)}")
+        await self.state.write(
+            lambda s: store.delete_existing(s, TokenRow, where, missing), internal_pb.CHANGE_KIND_IDENTITY, request.user
+        )
         return Empty()
 
     # providers
@@ -302,9 +279,8 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
         await self._require_org(provider.org)
         row = ProviderRow(id=provider.id, org=provider.org, base_url=provider.base_url)
         apply_provider_fields(row, provider, set(UPDATABLE))
-        await self.state.write(lambda s: store.insert(s, row), f"provider {shown(row.id)} already exists")
-        self.index.put_provider(ProviderEntry(row.id, row.org, row.default_rank))
-        await self._publish(internal_pb.CHANGE_KIND_PROVIDER, row.id)
+        conflict = f"provider {shown(row.id)} already exists"
+        await self.state.write(lambda s: store.insert(s, row), internal_pb.CHANGE_KIND_PROVIDER, row.id, conflict)
         log.info("provider created", extra={"provider": row.id, "org": row.org})
         return provider_message(row)
 
@@ -349,9 +325,7 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
             await self._require_org(provider.org)
         row = await self._get(ProviderRow, request.provider_id, f"provider {shown(request.provider_id)}")
         apply_provider_fields(row, provider, fields)
-        await self.state.db.run(lambda s: (s.merge(row), s.commit()))
-        self.index.put_provider(ProviderEntry(row.id, row.org, row.default_rank))
-        await self._publish(internal_pb.CHANGE_KIND_PROVIDER, row.id)
+        await self.state.write(lambda s: s.merge(row), internal_pb.CHANGE_KIND_PROVIDER, row.id)
         log.info("provider updated", extra={"provider": row.id, "fields": sorted(fields)})
         return provider_message(row)
 
@@ -370,11 +344,12 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
 
     async def DeleteProvider(self, request: admin_pb.DeleteProviderRequest, context: grpc.aio.ServicerContext) -> Empty:
         self._admin(context)
-        if not await self.state.db.run(lambda s: store.delete_provider(s, request.provider)):
-            raise not_found("PROVIDER_NOT_FOUND", f"provider {shown(request.provider)} does not exist")
-        self.index.remove_provider(request.provider)
-        await self._publish(internal_pb.CHANGE_KIND_PROVIDER, request.provider)
-        await self._publish(internal_pb.CHANGE_KIND_MAPPING, request.provider)
+
+        def delete(session: Session) -> None:
+            if not store.delete_provider(session, request.provider):
+                raise not_found("PROVIDER_NOT_FOUND", f"provider {shown(request.provider)} does not exist")
+
+        await self.state.write(delete, internal_pb.CHANGE_KIND_PROVIDER, request.provider)  # with its mappings
         return Empty()
 
     async def UpdateProviderPrices(
@@ -390,8 +365,7 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
             session.execute(PriceRow.__table__.delete().where(PriceRow.provider == request.provider))
             store.insert(session, *rows)
 
-        await self.state.db.run(replace)
-        await self._publish(internal_pb.CHANGE_KIND_PROVIDER, request.provider)
+        await self.state.write(replace, internal_pb.CHANGE_KIND_PROVIDER, request.provider)
         return admin_pb.ProviderPrices(provider=request.provider, prices=[price_message(r) for r in rows])
 
     @staticmethod
@@ -421,10 +395,9 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
                 "adapter_weights_path": model.adapter_weights_path,
             }
         if rows:
-            await self.state.db.run(lambda s: store.upsert_models(s, list(rows.values())))
-        for model in request.models:
-            self.index.put_model(model.id, model.pipeline_tag, model.tags, model.adapter_weights_path)
-        await self._publish(internal_pb.CHANGE_KIND_MODEL, "\n".join(rows))
+            await self.state.write(
+                lambda s: store.upsert_models(s, list(rows.values())), internal_pb.CHANGE_KIND_MODEL, "\n".join(rows)
+            )
         return admin_pb.BatchUpsertModelsResponse(upserted_count=len(rows))
 
     async def GetModel(self, request: admin_pb.GetModelRequest, context: grpc.aio.ServicerContext) -> admin_pb.Model:
@@ -440,26 +413,26 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
         alias = request.model_alias
         check_name(alias.name, "name")
         check_model_id(alias.target, "target")
-        self._check_alias_target(alias.target)
-        if alias.name in self.index.catalog:
-            message = f"name {shown(alias.name)} is a catalog model id: an alias cannot shadow it"
-            raise already_exists("MODEL_ID_TAKEN", message, "name")
+        await self.state.fresh(lambda: self._check_alias(alias))
         row = ModelAliasRow(name=alias.name, target=alias.target)
         conflict = f"model alias {shown(alias.name)} already exists"
-        await self.state.write(lambda s: store.insert(s, row), conflict, reason="MODEL_ALIAS_EXISTS")
-        self.index.put_alias(row.name, row.target)
-        await self._publish(internal_pb.CHANGE_KIND_ALIAS, row.name)
+        await self.state.write(
+            lambda s: store.insert(s, row), internal_pb.CHANGE_KIND_ALIAS, row.name, conflict, "MODEL_ALIAS_EXISTS"
+        )
         log.info("model alias created", extra={"alias": row.name, "target": row.target})
         return model_alias_message(row)
 
-    def _check_alias_target(self, target: str) -> None:
-        """A catalog model (404 otherwise); never another alias (a chain would hide what is served)."""
-        if target in self.index.catalog:
-            return
-        if target in self.index.aliases:
-            message = f"target {shown(target)} is a model alias: name the hub model it stands for"
-            raise invalid_argument("INVALID_ALIAS_TARGET", message, "target")
-        raise not_found("MODEL_NOT_FOUND", f"model {shown(target)} does not exist", "target")
+    def _check_alias(self, alias: admin_pb.ModelAlias) -> None:
+        """The target is a catalog model (404 otherwise), never another alias (a chain would hide
+        what is served); the name is no catalog model's (409)."""
+        if alias.target not in self.index.catalog:
+            if alias.target in self.index.aliases:
+                message = f"target {shown(alias.target)} is a model alias: name the hub model it stands for"
+                raise invalid_argument("INVALID_ALIAS_TARGET", message, "target")
+            raise not_found("MODEL_NOT_FOUND", f"model {shown(alias.target)} does not exist", "target")
+        if alias.name in self.index.catalog:
+            message = f"name {shown(alias.name)} is a catalog model id: an alias cannot shadow it"
+            raise already_exists("MODEL_ID_TAKEN", message, "name")
 
     async def GetModelAlias(
         self, request: admin_pb.GetModelAliasRequest, context: grpc.aio.ServicerContext
@@ -491,12 +464,11 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
         self, request: admin_pb.DeleteModelAliasRequest, context: grpc.aio.ServicerContext
     ) -> Empty:
         self._admin(context)
-        deleted = await self.state.db.run(
-            lambda s: store.delete_rows(s, ModelAliasRow, ModelAliasRow.name == request.name)
+        where, missing = (ModelAliasRow.name == request.name,), model_alias_not_found(request.name)
+        await self.state.write(
+            lambda s: store.delete_existing(s, ModelAliasRow, where, missing),
+            internal_pb.CHANGE_KIND_ALIAS,
+            request.name,
         )
-        if not deleted:
-            raise model_alias_not_found(request.name)
-        self.index.remove_alias(request.name)
-        await self._publish(internal_pb.CHANGE_KIND_ALIAS, request.name)
         log.info("model alias deleted", extra={"alias": request.name})
         return Empty()

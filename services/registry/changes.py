@@ -1,6 +1,7 @@
 """The change feed behind InternalService.WatchChanges.
 
-Every committed write publishes one notice; each watcher has a bounded queue.
+Every committed write publishes one notice, naming what it touched (so the
+services' caches drop those entries only); each watcher has a bounded queue.
 A watcher too slow to keep up loses its backlog and gets a reset notice
 (kind UNSPECIFIED: drop every cached state), so one slow client never makes
 the Registry buffer without bound.
@@ -14,15 +15,28 @@ from typing import NamedTuple
 
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 
+from services.registry.index import Touched
+
 RESET = internal_pb.CHANGE_KIND_UNSPECIFIED
 
 
 class Change(NamedTuple):
-    """One notice: revision, kind (a ChangeKind value) and the changed key."""
+    """One notice: revision, kind (a ChangeKind value), the changed key and what it touched."""
 
     revision: int
     kind: int
     key: str
+    touched: Touched = Touched()
+
+    def message(self) -> internal_pb.WatchChangesResponse:
+        return internal_pb.WatchChangesResponse(
+            revision=self.revision,
+            kind=self.kind,
+            key=self.key,
+            models=sorted(self.touched.models),
+            all_models=self.touched.all_models,
+            token_hashes=sorted(self.touched.token_hashes),
+        )
 
 
 class ChangeFeed:
@@ -33,9 +47,9 @@ class ChangeFeed:
         self.queue_size = queue_size
         self._queues: set[asyncio.Queue[Change]] = set()
 
-    def publish(self, kind: int, key: str = "") -> None:
+    def publish(self, kind: int, key: str, touched: Touched) -> None:
         self.revision += 1
-        change = Change(self.revision, kind, key)
+        change = Change(self.revision, kind, key, touched)
         for queue in self._queues:
             if queue.full():
                 _drain(queue)

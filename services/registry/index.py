@@ -128,6 +128,30 @@ class Resolution:
     model: str = ""  # the hub model id resolved (an alias's target)
 
 
+@dataclass(frozen=True)
+class Touched:
+    """What a change touched, so caches downstream drop those entries and keep the rest:
+    the hub models whose resolution may differ (every model when a tag-filter mapping
+    changed: it matches models by their tags) and the tokens created or revoked."""
+
+    models: frozenset[str] = frozenset()
+    all_models: bool = False
+    token_hashes: frozenset[str] = frozenset()
+
+
+def _signature(mapping: Mapping) -> tuple:
+    """What resolution reads of a mapping (seq and create time never change)."""
+    return (mapping.type, mapping.task, mapping.hf_model, mapping.tags, mapping.provider_model, mapping.status)
+
+
+def _models_of(mappings: Iterable[Mapping]) -> Touched:
+    mappings = list(mappings)
+    return Touched(
+        models=frozenset(m.hf_model for m in mappings if m.type == MODEL),
+        all_models=any(m.type != MODEL for m in mappings),
+    )
+
+
 class RegistryIndex:
     """Providers, catalog, model aliases, mappings and identity in memory."""
 
@@ -155,6 +179,14 @@ class RegistryIndex:
             sys.intern(pipeline_tag), intern_all(tags), adapter_weights_path
         )
 
+    def put_models(self, rows: Iterable[tuple[str, str, Iterable[str], str]]) -> Touched:
+        """Catalog rows (id, pipeline tag, tags, weights path) as the database has them now."""
+        ids = []
+        for row in rows:
+            self.put_model(*row)
+            ids.append(row[0])
+        return Touched(models=frozenset(ids))
+
     # model aliases
 
     def put_alias(self, name: str, target: str) -> None:
@@ -162,6 +194,21 @@ class RegistryIndex:
 
     def remove_alias(self, name: str) -> None:
         self.aliases.pop(name, None)
+
+    def replace_alias(self, name: str, target: str | None) -> Touched:
+        """The alias as the database has it now (None: deleted)."""
+        if target is None:
+            self.remove_alias(name)
+        else:
+            self.put_alias(name, target)
+        return Touched(models=frozenset({name}))
+
+    def with_aliases(self, touched: Touched) -> Touched:
+        """The touched models and the aliases naming them: caches key answers by the name asked."""
+        if touched.all_models or not touched.models:
+            return touched
+        names = [name for names in self.aliases_of(touched.models).values() for name in names]
+        return Touched(touched.models.union(names), False, touched.token_hashes)
 
     def canonical(self, model_id: str) -> str:
         """The hub model id a name stands for: a catalog id is itself (the catalog wins over an
@@ -239,29 +286,51 @@ class RegistryIndex:
         """Tasks a model may resolve for: its model mappings' and every tag-filter task."""
         return {m.task for m in self._by_model.get(model_id, ())} | set(self._tag_filters)
 
-    def replace_provider_mappings(self, provider_id: str, mappings: Iterable[Mapping]) -> None:
-        for mapping in list(self.provider_mappings.get(provider_id, {}).values()):
-            self.remove_mapping(mapping.id)
-        for mapping in mappings:
+    def replace_provider_mappings(self, provider_id: str, mappings: Iterable[Mapping]) -> Touched:
+        """The provider's mappings as the database has them now; the models whose mappings changed."""
+        old = {m.id: _signature(m) for m in self.provider_mappings.get(provider_id, {}).values()}
+        removed = [self.remove_mapping(mapping_id) for mapping_id in old]
+        added = list(mappings)
+        for mapping in added:
             self.add_mapping(mapping)
+        new = {m.id: _signature(m) for m in added}
+        changed = [m for m in removed if new.get(m.id) != old[m.id]] + [m for m in added if old.get(m.id) != new[m.id]]
+        return _models_of(changed)
+
+    def replace_provider(self, provider_id: str, entry: ProviderEntry | None, mappings: Iterable[Mapping]) -> Touched:
+        """The provider (None: deleted, with its mappings) as the database has it now; its rank
+        and org order and filter every answer naming it, so all the models it maps are touched."""
+        before = _models_of(self.provider_mappings.get(provider_id, {}).values())
+        if entry is None:
+            self.remove_provider(provider_id)
+            return before
+        self.put_provider(entry)
+        self.replace_provider_mappings(provider_id, mappings)
+        now = _models_of(self.provider_mappings[provider_id].values())
+        return Touched(before.models | now.models, before.all_models or now.all_models)
 
     # identity
 
-    def replace_user(self, user: str, entry: UserEntry | None, token_hashes: Iterable[str]) -> None:
-        """The user's roles, preference and tokens as the database has them now."""
-        self.remove_tokens_of(user)
+    def replace_user(self, user: str, entry: UserEntry | None, token_hashes: Iterable[str]) -> Touched:
+        """The user's roles, preference and tokens as the database has them now; the tokens
+        created or revoked since."""
+        old = self.remove_tokens_of(user)
         if entry is None:
             self.users.pop(user, None)
-            return
+            return Touched(token_hashes=frozenset(old))
         self.users[user] = entry
-        self.tokens.update(dict.fromkeys(token_hashes, user))
+        new = set(token_hashes)
+        self.tokens.update(dict.fromkeys(new, user))
+        return Touched(token_hashes=frozenset(new.symmetric_difference(old)))
 
     def user(self, name: str) -> UserEntry:
         return self.users.setdefault(name, UserEntry())
 
-    def remove_tokens_of(self, user: str) -> None:
-        for token_hash in [h for h, owner in self.tokens.items() if owner == user]:
+    def remove_tokens_of(self, user: str) -> list[str]:
+        removed = [h for h, owner in self.tokens.items() if owner == user]
+        for token_hash in removed:
             del self.tokens[token_hash]
+        return removed
 
     def role(self, user: str, org: str) -> str | None:
         entry = self.users.get(user)

@@ -75,7 +75,7 @@ class InternalServicer(internal_grpc.InternalServiceServicer):
     async def AuthenticateToken(
         self, request: internal_pb.AuthenticateTokenRequest, context: grpc.aio.ServicerContext
     ) -> internal_pb.Caller:
-        user = self.state.user_of_token(request.token)
+        user = await self.state.fresh(lambda: self.state.user_of_token(request.token))
         if user is None:
             return internal_pb.Caller(admin=True)
         entry = self.index.user(user)
@@ -89,7 +89,7 @@ class InternalServicer(internal_grpc.InternalServiceServicer):
     ) -> internal_pb.ResolveModelResponse:
         check_task(request.task)
         check_count(request.providers, MAX_PROVIDERS, "providers")
-        self._catalog_model(request.model)  # an alias too: resolve() follows it
+        await self.state.fresh(lambda: self._catalog_model(request.model))  # an alias too: resolve() follows it
         return resolution_message(self.index.resolve(request.model, request.user, request.task, request.providers))
 
     def _catalog_model(self, model: str) -> str:
@@ -107,8 +107,7 @@ class InternalServicer(internal_grpc.InternalServiceServicer):
         check_name(request.provider, "provider")
         check_provider_model(request.provider_model, "model")
         check_task(request.task)
-        if request.provider not in self.index.providers:
-            raise not_found("PROVIDER_NOT_FOUND", f"provider {shown(request.provider)} does not exist")
+        await self.state.fresh(lambda: self.state.provider(request.provider))
         resolution = self.index.resolve_provider_model(
             request.provider, request.provider_model, request.user, request.task
         )
@@ -140,7 +139,7 @@ class InternalServicer(internal_grpc.InternalServiceServicer):
         self, request: internal_pb.ListServedModelsRequest, context: grpc.aio.ServicerContext
     ) -> internal_pb.ListServedModelsResponse:
         if request.model:
-            hub_id = self._catalog_model(request.model)
+            hub_id = await self.state.fresh(lambda: self._catalog_model(request.model))
             served = await self._with_create_times(self._served([hub_id], request.user))
             if served and hub_id != request.model:
                 served[0].id = request.model  # asked by its alias: answered under that name
@@ -195,4 +194,4 @@ class InternalServicer(internal_grpc.InternalServiceServicer):
         self, request: internal_pb.WatchChangesRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[internal_pb.WatchChangesResponse]:
         async for change in self.state.feed.watch():
-            yield internal_pb.WatchChangesResponse(revision=change.revision, kind=change.kind, key=change.key)
+            yield change.message()

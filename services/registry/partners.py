@@ -76,16 +76,10 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
         self.state = state
         self.index = state.index
 
-    def _provider(self, provider_id: str) -> ProviderEntry:
-        provider = self.index.providers.get(provider_id)
-        if provider is None:
-            raise not_found("PROVIDER_NOT_FOUND", f"provider {shown(provider_id)} does not exist")
-        return provider
-
     def _authorize_write(self, context: grpc.aio.ServicerContext, provider_id: str) -> ProviderEntry:
         """401 without a valid token, 404 for an unknown provider, 403 unless the caller may write."""
         user = self.state.caller(context)
-        provider = self._provider(provider_id)
+        provider = self.state.provider(provider_id)
         if user is not None and self.index.role(user, provider.org) not in WRITE_ROLES:
             raise permission_denied(
                 "FORBIDDEN",
@@ -93,6 +87,14 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
                 f"in org {shown(provider.org)}",
             )
         return provider
+
+    def _writable_mapping(
+        self,
+        context: grpc.aio.ServicerContext,
+        request: registry_pb.DeleteModelMappingRequest | registry_pb.UpdateModelMappingStatusRequest,
+    ) -> Mapping:
+        self._authorize_write(context, request.provider)
+        return self._mapping(request.provider, request.mapping_id)
 
     def _mapping(self, provider_id: str, mapping_id: str) -> Mapping:
         mapping = self.index.provider_mappings.get(provider_id, {}).get(mapping_id)
@@ -104,6 +106,19 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
     async def CreateModelMapping(
         self, request: registry_pb.CreateModelMappingRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb.ModelMapping:
+        mapping, message = await self.state.fresh(lambda: self._mapping_to_create(context, request))
+
+        def create(session):
+            mapping.seq = store.next_mapping_seq(session)
+            store.insert(session, store.mapping_row(mapping))
+
+        await self.state.write(create, internal_pb.CHANGE_KIND_MAPPING, mapping.provider, message, "MAPPING_EXISTS")
+        return mapping_message(mapping)
+
+    def _mapping_to_create(
+        self, context: grpc.aio.ServicerContext, request: registry_pb.CreateModelMappingRequest
+    ) -> tuple[Mapping, str]:
+        """The checked new mapping, and the message should the database find it taken."""
         self._authorize_write(context, request.provider)
         mapping = self._new_mapping(request)
         self._check_listing_room(mapping)
@@ -112,15 +127,7 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
         message = f"provider {shown(request.provider)} already maps {what} for task {mapping.task!r}"
         if conflict:
             raise already_exists("MAPPING_EXISTS", f"{message} (mapping {conflict})")
-
-        def create(session):
-            mapping.seq = store.next_mapping_seq(session)
-            store.insert(session, store.mapping_row(mapping))
-
-        await self.state.write(create, message, reason="MAPPING_EXISTS")
-        self.index.add_mapping(mapping)
-        await self.state.changed(internal_pb.CHANGE_KIND_MAPPING, mapping.provider)
-        return mapping_message(mapping)
+        return mapping, message
 
     def _check_listing_room(self, mapping: Mapping) -> None:
         """Refuses a mapping that would make the provider's listing too large to answer."""
@@ -190,28 +197,28 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
     async def DeleteModelMapping(
         self, request: registry_pb.DeleteModelMappingRequest, context: grpc.aio.ServicerContext
     ) -> Empty:
-        self._authorize_write(context, request.provider)
-        mapping = self._mapping(request.provider, request.mapping_id)
-        await self.state.db.run(lambda s: store.delete_rows(s, MappingRow, MappingRow.id == mapping.id))
-        self.index.remove_mapping(mapping.id)
-        await self.state.changed(internal_pb.CHANGE_KIND_MAPPING, mapping.provider)
+        mapping = await self.state.fresh(lambda: self._writable_mapping(context, request))
+        await self.state.write(
+            lambda s: store.delete_rows(s, MappingRow, MappingRow.id == mapping.id),
+            internal_pb.CHANGE_KIND_MAPPING,
+            mapping.provider,
+        )
         return Empty()
 
     async def UpdateModelMappingStatus(
         self, request: registry_pb.UpdateModelMappingStatusRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb.ModelMapping:
-        self._authorize_write(context, request.provider)
-        mapping = self._mapping(request.provider, request.mapping_id)
+        mapping = await self.state.fresh(lambda: self._writable_mapping(context, request))
         status = check_status(request.status)
-        await self.state.db.run(lambda s: store.set_mapping_status(s, mapping.id, status))
-        mapping.set_status(status)
-        await self.state.changed(internal_pb.CHANGE_KIND_MAPPING, mapping.provider)
-        return mapping_message(mapping)
+        await self.state.write(
+            lambda s: store.set_mapping_status(s, mapping.id, status), internal_pb.CHANGE_KIND_MAPPING, mapping.provider
+        )
+        return mapping_message(self._mapping(request.provider, request.mapping_id))
 
     async def GetProviderMappingTable(
         self, request: registry_pb.GetProviderMappingTableRequest, context: grpc.aio.ServicerContext
     ) -> struct_pb2.Struct:
-        self._provider(request.provider)
+        await self.state.fresh(lambda: self.state.provider(request.provider))
         status = status_filter(request.status)
         table: dict[str, dict] = {}
         for mapping in self.index.provider_mappings[request.provider].values():
@@ -225,7 +232,7 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
     async def ListModelMappings(
         self, request: registry_pb.ListModelMappingsRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb.ListModelMappingsResponse:
-        self._provider(request.provider)
+        await self.state.fresh(lambda: self.state.provider(request.provider))
         status = status_filter(request.status)
         size = page_size(request.page_size)
         try:
@@ -248,6 +255,20 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
     async def UpdateProviderPreferences(
         self, request: registry_pb.UpdateProviderPreferencesRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb.ProviderPreferences:
+        user, providers = await self.state.fresh(lambda: self._preferences(context, request))
+
+        def save(session):
+            row = session.get(UserRow, user)
+            row.preferred_providers = orjson.dumps(providers).decode()
+            store.insert(session, row)
+
+        await self.state.write(save, internal_pb.CHANGE_KIND_IDENTITY, user)
+        return registry_pb.ProviderPreferences(user=user, providers=providers)
+
+    def _preferences(
+        self, context: grpc.aio.ServicerContext, request: registry_pb.UpdateProviderPreferencesRequest
+    ) -> tuple[str, list[str]]:
+        """The calling user and their checked list of known providers."""
         user = self.state.caller(context)
         if user is None:
             raise invalid_argument(
@@ -259,13 +280,4 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
         if unknown:
             raise invalid_argument("INVALID_REQUEST", f"providers: unknown provider {shown(unknown[0])}", "providers")
         check_unique(providers, "providers", "provider")
-
-        def save(session):
-            row = session.get(UserRow, user)
-            row.preferred_providers = orjson.dumps(providers).decode()
-            store.insert(session, row)
-
-        await self.state.db.run(save)
-        self.index.user(user).preferred_providers = tuple(providers)
-        await self.state.changed(internal_pb.CHANGE_KIND_IDENTITY, user)
-        return registry_pb.ProviderPreferences(user=user, providers=providers)
+        return user, providers

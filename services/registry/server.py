@@ -71,7 +71,9 @@ async def serve(settings: RegistrySettings) -> None:
         },
     )
     state = RegistryState(db, index, ChangeFeed(), settings.admin_token.get_secret_value())
-    follower = asyncio.create_task(ReplicaFollower(state).run())
+    replicas = ReplicaFollower(state)
+    state.catch_up = replicas.catch_up
+    follower = asyncio.create_task(replicas.run())
 
     async def close() -> None:
         follower.cancel()

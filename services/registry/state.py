@@ -2,27 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 import grpc
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
+from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 
 from services.common.auth import bearer_token, is_admin_token
 from services.common.db import Database
-from services.common.errors import ApiError, already_exists, unauthenticated
+from services.common.errors import ApiError, already_exists, not_found, unauthenticated
 from services.registry import store
 from services.registry.changes import ChangeFeed
-from services.registry.index import RegistryIndex
+from services.registry.index import ProviderEntry, RegistryIndex, Touched
 from services.registry.storage import ChangeRow
+from services.registry.validation import shown
 
 T = TypeVar("T")
 TOKEN_PREFIX = "sb-"
+Update = Callable[[RegistryIndex], Touched]
 
 
 def hash_token(token: str) -> str:
@@ -45,25 +49,105 @@ def feed_key(key: str) -> str:
     return "" if "\n" in key else key
 
 
+async def _nothing_to_catch_up() -> None:
+    return None
+
+
+def read_change(session: Session, kind: int, key: str) -> Update:
+    """Re-reads from the database what a change touched; the answer applies it to an index
+    (on the event loop) and says what it touched there."""
+    if kind in (internal_pb.CHANGE_KIND_MAPPING, internal_pb.CHANGE_KIND_PROVIDER):
+        entry, mappings = store.provider_entry(session, key), store.provider_mappings(session, key)
+        if kind == internal_pb.CHANGE_KIND_PROVIDER:
+            return lambda index: index.replace_provider(key, entry, mappings)
+        return lambda index: index.replace_provider_mappings(key, mappings) if key in index.providers else Touched()
+    if kind == internal_pb.CHANGE_KIND_IDENTITY:
+        user, token_hashes = store.user_identity(session, key)
+        return lambda index: index.replace_user(key, user, token_hashes)
+    if kind == internal_pb.CHANGE_KIND_MODEL:
+        rows = store.catalog_rows(session, key.split("\n")) if key else []
+        return lambda index: index.put_models(rows)
+    if kind == internal_pb.CHANGE_KIND_ALIAS:
+        target = store.alias_target(session, key)
+        return lambda index: index.replace_alias(key, target)
+    return lambda index: Touched()
+
+
 def invalid_token() -> ApiError:
     return unauthenticated("INVALID_API_KEY", "invalid API token")
 
 
 @dataclass
 class RegistryState:
-    """The database, the in-memory index kept in step with it, and the change feed."""
+    """The database, the in-memory index kept in step with it, and the change feed.
+
+    Every write goes through `write`: the rows and their change record commit in one
+    transaction, then the index and the feed are updated from the change by `apply`,
+    the code that applies the other replicas' changes too.
+    """
 
     db: Database
     index: RegistryIndex
     feed: ChangeFeed
     admin_token: str
     origin: str = field(default_factory=lambda: uuid.uuid4().hex)  # this replica, in the change log
+    # Applies every change committed so far (the ReplicaFollower's, set at start).
+    catch_up: Callable[[], Awaitable[None]] = _nothing_to_catch_up
+    # Revisions of this replica's writes it applied itself: the follower skips them (and
+    # applies a write of ours whose apply failed or was cancelled after its commit).
+    applied_here: set[int] = field(default_factory=set)
+    _applying: asyncio.Lock = field(default_factory=asyncio.Lock)
 
-    async def changed(self, kind: int, key: str = "") -> None:
-        """Tells this replica's watchers, and the other replicas through the change log."""
-        self.feed.publish(kind, feed_key(key))
-        change = ChangeRow(origin=self.origin, kind=kind, key=key)
-        await self.db.run(lambda session: store.insert(session, change))
+    async def write(
+        self,
+        work: Callable[[Session], T],
+        kind: int,
+        key: str,
+        conflict: str = "",
+        reason: str = "ALREADY_EXISTS",
+    ) -> T:
+        """The one write path: work(session) stages rows without committing; the change
+        (kind, key: see ChangeRow) commits with them, so a crash keeps both or neither.
+        Then this replica applies the change (should that fail, its follower will). A
+        unique-constraint violation is a 409 with the `conflict` message when one is given."""
+
+        def transaction(session: Session) -> tuple[T, int]:
+            result = work(session)
+            return result, store.commit_change(session, ChangeRow(origin=self.origin, kind=kind, key=key))
+
+        try:
+            result, revision = await self.db.run(transaction)
+        except IntegrityError:
+            if not conflict:
+                raise
+            raise already_exists(reason, conflict) from None
+        await self.apply(kind, key)
+        self.applied_here.add(revision)
+        return result
+
+    async def apply(self, kind: int, key: str) -> None:
+        """Updates the index from what a committed change touched and tells the watchers.
+        One change at a time: each re-read starts after the previous one was applied, so
+        the newest state read is the one that stays."""
+        async with self._applying:
+            update = await self.db.run(lambda session: read_change(session, kind, key))
+            self.feed.publish(kind, feed_key(key), self.index.with_aliases(update(self.index)))
+
+    async def fresh(self, lookup: Callable[[], T]) -> T:
+        """lookup() on the index; when it refuses (an ApiError), once more after catching up
+        with the change log, so what a write on another replica made a moment ago (a token,
+        a provider, a model) is known here: a caller reads its writes whichever replica answers."""
+        try:
+            return lookup()
+        except ApiError:
+            await self.catch_up()
+            return lookup()
+
+    def provider(self, provider_id: str) -> ProviderEntry:
+        provider = self.index.providers.get(provider_id)
+        if provider is None:
+            raise not_found("PROVIDER_NOT_FOUND", f"provider {shown(provider_id)} does not exist")
+        return provider
 
     def user_of_token(self, token: str) -> str | None:
         """The token's user; None for the admin token; 401 for anything else."""
@@ -77,10 +161,3 @@ class RegistryState:
     def caller(self, context: grpc.aio.ServicerContext) -> str | None:
         """The calling user from the bearer token (None: the operators' admin token)."""
         return self.user_of_token(bearer_token(context))
-
-    async def write(self, work: Callable[[Session], T], conflict: str, reason: str = "ALREADY_EXISTS") -> T:
-        """Runs a database write; a unique-constraint violation becomes a 409 with this message."""
-        try:
-            return await self.db.run(work)
-        except IntegrityError:
-            raise already_exists(reason, conflict) from None

@@ -1,7 +1,8 @@
 """Database reads and writes of the Registry, and loading the in-memory index.
 
-Functions here take a Session (they run on Database's worker thread); the
-servicers call them through Database.run and update the index afterwards.
+Functions here take a Session (they run on Database's worker thread). The
+write helpers only stage their rows (flush, no commit): RegistryState.write
+commits them with their change record, in one transaction.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from services.common.db import padded_chunks
-from services.common.errors import already_exists
+from services.common.errors import ApiError, already_exists
 from services.registry.index import CatalogModel, Mapping, ProviderEntry, RegistryIndex, UserEntry
 from services.registry.storage import (
     AccountNameRow,
@@ -131,9 +132,17 @@ def mapping_row(mapping: Mapping) -> MappingRow:
 
 
 def insert(session: Session, *rows: object) -> None:
-    """Adds rows and commits (IntegrityError on a duplicate)."""
+    """Adds rows (IntegrityError on a duplicate)."""
     session.add_all(rows)
+    session.flush()
+
+
+def commit_change(session: Session, change: ChangeRow) -> int:
+    """Records the change in the write's own transaction and commits both: the outbox
+    the other replicas read (services/registry/replicas.py). The change's revision."""
+    insert(session, change)
     session.commit()
+    return change.revision
 
 
 def create_account(session: Session, row: UserRow | OrgRow) -> None:
@@ -170,31 +179,31 @@ def upsert_models(session: Session, models: Sequence[dict]) -> None:
         },
     )
     session.execute(statement, list(models))
-    session.commit()
 
 
 def set_mapping_status(session: Session, mapping_id: str, status: str) -> None:
     row = session.get(MappingRow, mapping_id)
     if row is not None:
         row.status = status
-        session.add(row)
-        session.commit()
+        insert(session, row)
 
 
 def delete_rows(session: Session, model: type, *conditions: object) -> int:
-    """Deletes matching rows and commits; the number deleted."""
-    result = session.execute(delete(model).where(*conditions))
-    session.commit()
-    return result.rowcount
+    """Deletes matching rows; the number deleted."""
+    return session.execute(delete(model).where(*conditions)).rowcount
+
+
+def delete_existing(session: Session, model: type, conditions: Sequence[object], missing: ApiError) -> None:
+    """Deletes the matching rows; `missing` is raised when there were none."""
+    if not delete_rows(session, model, *conditions):
+        raise missing
 
 
 def delete_provider(session: Session, provider_id: str) -> bool:
     """The provider with its mappings and prices (explicitly: PostgreSQL and SQLite alike)."""
     session.execute(text("DELETE FROM mappings WHERE provider = :p"), {"p": provider_id})
     session.execute(text("DELETE FROM prices WHERE provider = :p"), {"p": provider_id})
-    deleted = session.execute(delete(ProviderRow).where(ProviderRow.id == provider_id)).rowcount
-    session.commit()
-    return bool(deleted)
+    return bool(delete_rows(session, ProviderRow, ProviderRow.id == provider_id))
 
 
 # What another replica's change needs re-read (see services/registry/replicas.py).
@@ -206,7 +215,9 @@ def changes_since(session: Session, revision: int, limit: int = 1000) -> list[tu
 
 
 def prune_changes(session: Session, before: datetime) -> int:
-    return delete_rows(session, ChangeRow, ChangeRow.create_time < before)
+    pruned = delete_rows(session, ChangeRow, ChangeRow.create_time < before)
+    session.commit()
+    return pruned
 
 
 def alias_target(session: Session, name: str) -> str | None:

@@ -11,7 +11,7 @@ from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 from switchboard.registry.v1 import internal_service_pb2_grpc as internal_grpc
 
 from services.common.pricing import Price
-from services.common.registry_feed import FeedCache
+from services.common.registry_feed import Change, FeedCache, drop, is_reset
 from services.common.secrets import NO_SECRETS, Redactor
 
 DEFAULT_REQUEST_ID_HEADER = "Inference-Id"
@@ -62,6 +62,16 @@ class ProviderEntry:
         )
 
 
+def _resolution_touched(key: tuple[str, ...], change: Change) -> bool:
+    """Whether a cached resolution, ("model", model, user, task) or ("provider", provider,
+    provider model, user, task), may read differently after the change."""
+    if change.kind == internal_pb.CHANGE_KIND_IDENTITY:
+        return key[-2] == change.key  # the user's memberships decide what staging they see
+    if key[0] == "model":
+        return change.all_models or key[1] in change.models
+    return key[1] == change.key and change.kind != internal_pb.CHANGE_KIND_MODEL
+
+
 class Directory(FeedCache):
     """The Router's cached Registry lookups: callers, resolutions, providers."""
 
@@ -70,10 +80,15 @@ class Directory(FeedCache):
         self._providers: dict[str, ProviderEntry] | None = None
         super().__init__(registry)
 
-    def invalidate(self) -> None:
-        super().invalidate()
-        self._resolutions.clear()
-        self._providers = None
+    def invalidate(self, change: Change | None = None) -> None:
+        super().invalidate(change)
+        if is_reset(change):
+            self._resolutions.clear()
+            self._providers = None
+            return
+        if change.kind == internal_pb.CHANGE_KIND_PROVIDER:
+            self._providers = None
+        drop(self._resolutions, lambda key, _: _resolution_touched(key, change))
 
     async def resolve(self, model: str, user: str, task: str) -> internal_pb.ResolveModelResponse:
         request = internal_pb.ResolveModelRequest(model=model, user=user, task=task)

@@ -177,11 +177,17 @@ class WatchChangesRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class WatchChangesResponse(_message.Message):
-    __slots__ = ("revision", "kind", "key")
+    __slots__ = ("revision", "kind", "key", "models", "all_models", "token_hashes")
     REVISION_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    ALL_MODELS_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_HASHES_FIELD_NUMBER: _ClassVar[int]
     revision: int
     kind: ChangeKind
     key: str
-    def __init__(self, revision: _Optional[int] = ..., kind: _Optional[_Union[ChangeKind, str]] = ..., key: _Optional[str] = ...) -> None: ...
+    models: _containers.RepeatedScalarFieldContainer[str]
+    all_models: bool
+    token_hashes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, revision: _Optional[int] = ..., kind: _Optional[_Union[ChangeKind, str]] = ..., key: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., all_models: _Optional[bool] = ..., token_hashes: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -240,10 +240,13 @@ class Stack:
         """Starts again, after its backoff, every child that dies, and tells (`say`) what it
         restarted and why; runs until interrupted."""
         while True:
-            now = time.monotonic()
-            for child in self.children:
-                self._supervise_child(child, now, say)
+            self.supervise_once(time.monotonic(), say)
             time.sleep(SUPERVISE_INTERVAL_SECONDS)
+
+    def supervise_once(self, now: float, say: Callable[[str], None]) -> None:
+        """One look at every child, as of `now` (monotonic seconds)."""
+        for child in self.children:
+            self._supervise_child(child, now, say)
 
     def _supervise_child(self, child: Child, now: float, say: Callable[[str], None]) -> None:
         if child.restart_at is not None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
+from switchboard.billing.v1 import billing_service_pb2_grpc as billing_grpc
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 from switchboard.registry.v1 import internal_service_pb2_grpc as internal_grpc
 
@@ -56,6 +57,34 @@ def received(url: str, path: str) -> None:
     while httpx.get(f"{url}/debug/last-request", timeout=10).json().get("path") != path:
         assert time.monotonic() < deadline, f"the provider never received {path}"
         time.sleep(0.05)
+
+
+def test_billing_ends_open_limit_feeds_when_it_stops(stack: Stack) -> None:
+    """A Router's WatchLimitedAccounts stream (its side still open) ends when Billing stops."""
+    port = free_port()
+    registry = f"127.0.0.1:{free_port()}"  # nobody there: Billing starts without its Registry
+    billing = stack.start_service(
+        "billing", port, "--registry-address", registry, "--shutdown-grace-seconds", LONG_GRACE_SECONDS
+    )
+    stack.wait_ready()
+    router_done = threading.Event()
+
+    def acknowledgements():  # the Router's side stays open until the test is over
+        router_done.wait(DEADLINE_SECONDS)
+        yield from ()
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        feed = billing_grpc.LedgerServiceStub(channel).WatchLimitedAccounts(
+            acknowledgements(), metadata=[(SERVICE_CREDENTIAL_KEY, "test-credential")], timeout=DEADLINE_SECONDS
+        )
+        assert next(feed).snapshot
+        billing.process.terminate()
+        try:
+            assert list(feed) == []
+            assert feed.code() == grpc.StatusCode.OK
+        finally:
+            router_done.set()
+    assert billing.process.wait(timeout=DEADLINE_SECONDS) == 0
 
 
 @pytest.mark.parametrize("abandoned", [False, True], ids=["in-flight", "abandoned"])

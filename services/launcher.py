@@ -137,6 +137,10 @@ class Child:
         self.serving = False
         self.restart_at = None
 
+    def ended(self, code: int) -> str:
+        """How its process ended and its last lines of log."""
+        return f"{exit_reason(code)}; last lines of {self.log_path}:\n{self.tail()}"
+
     def tail(self, lines: int = 5) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
@@ -232,9 +236,7 @@ class Stack:
         for child in self.children:
             code = child.process.poll()
             if code is not None:
-                raise RuntimeError(
-                    f"{child.name} exited with status {code}; last lines of {child.log_path}:\n{child.tail()}"
-                )
+                raise RuntimeError(f"{child.name} {child.ended(code)}")
 
     def supervise(self, say: Callable[[str], None]) -> None:
         """Starts again, after its backoff, every child that dies, and tells (`say`) what it
@@ -255,9 +257,7 @@ class Stack:
             return
         code = child.process.poll()
         if code is not None:
-            self._schedule_restart(
-                child, now, f"{exit_reason(code)}; last lines of {child.log_path}:\n{child.tail()}", say
-            )
+            self._schedule_restart(child, now, child.ended(code), say)
         elif not child.serving:
             self._check_started(child, now, say)
         elif now - child.started_at >= HEALTHY_AFTER_SECONDS:

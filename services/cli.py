@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from services.demo import ANONYMOUS_ACCOUNT
+from services.kubernetes import add_render_envoy_command, render_envoy
 from services.launcher import UpOptions, up
 from services.registry.admin_cli import add_admin_commands, run_admin_command
 
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default: off; {ANONYMOUS_ACCOUNT!r} with --demo, '' turns it off)",
     )
     add_admin_commands(commands)
+    add_render_envoy_command(commands)
     return parser
 
 
@@ -49,6 +51,8 @@ def up_options(args: argparse.Namespace) -> UpOptions:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    if args.command == "render-envoy":
+        return render_envoy(args)
     if args.command == "up":
         sys.exit(up(up_options(args)))
     run_admin_command(args)

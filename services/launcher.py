@@ -1,7 +1,9 @@
-"""`switchboard up`: Envoy and the three services as child processes.
+"""`switchboard up`: Envoy and the three services as child processes, supervised.
 
-Children die with the launcher (PR_SET_PDEATHSIG), so no process outlives it,
-even when the launcher itself is killed.
+A child that dies is started again with exponential backoff (reset once it has
+served a while) while the others keep serving; the README says what callers see
+meanwhile. Children die with the launcher (PR_SET_PDEATHSIG), so no process
+outlives it, even when the launcher itself is killed.
 """
 
 from __future__ import annotations
@@ -17,20 +19,44 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.common.backoff import Backoff
 from services.common.config import shared_service_credential
 from services.common.envoy import EnvoyPorts, render
 from services.common.secrets import private_directory, private_file, private_tree, read_or_create_secret
 
 READY_DEADLINE_SECONDS = 60.0
 STOP_GRACE_SECONDS = 10.0
+# A crashed child is started again after 0.2 s, 0.4 s, ... up to 30 s while it keeps crashing;
+# one that has served this long since its start counts as healthy again (its next crash waits 0.2 s).
+RESTART_BACKOFF_INITIAL_SECONDS = 0.2
+RESTART_BACKOFF_MAX_SECONDS = 30.0
+HEALTHY_AFTER_SECONDS = 30.0
+SUPERVISE_INTERVAL_SECONDS = 0.2
 _PR_SET_PDEATHSIG = 1
+
+
+class PortInUse(RuntimeError):
+    """A port the stack needs is taken (e.g. by another `switchboard up`)."""
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raises PortInUse when something listens on host:port. Envoy's listener sets SO_REUSEPORT,
+    so Envoy itself would share a taken port with another stack instead of failing."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        # SO_REUSEADDR: connections of an earlier stack still in TIME_WAIT do not count as taken
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            message = f"port {port} on {host} is already in use ({exc.strerror}); is another stack running?"
+            raise PortInUse(message) from None
 
 
 def _ephemeral_ports() -> tuple[int, int]:
@@ -61,14 +87,59 @@ def _die_with_parent() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def _signal_name(code: int) -> str:
+    try:
+        return signal.Signals(-code).name
+    except ValueError:
+        return f"signal {-code}"
+
+
+def exit_reason(code: int) -> str:
+    """How a process ended, from its return code."""
+    return f"was killed by {_signal_name(code)}" if code < 0 else f"exited with status {code}"
+
+
 @dataclass
 class Child:
-    """A started process, its log file, and how to tell it is ready."""
+    """A started process, how to start it again, and how to tell it is ready."""
 
     name: str
-    process: subprocess.Popen
+    argv: list[str]
+    env: dict[str, str]
+    cwd: Path | None
     log_path: Path
     ready: Callable[[], bool]
+    ports: list[tuple[str, int]]  # where it listens: checked free before each start
+    process: subprocess.Popen = field(init=False)
+    started_at: float = 0.0
+    serving: bool = False  # ready since its latest start
+    restart_at: float | None = None  # when it is started again after a crash
+    backoff: Backoff = field(
+        default_factory=lambda: Backoff(RESTART_BACKOFF_INITIAL_SECONDS, RESTART_BACKOFF_MAX_SECONDS)
+    )
+
+    def spawn(self) -> None:
+        """Starts the process (again), its output appended to its log."""
+        for host, port in self.ports:
+            check_port_free(host, port)
+        private_file(self.log_path)
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                self.argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=self.cwd,
+                preexec_fn=_die_with_parent,
+                umask=0o077,
+            )
+        self.started_at = time.monotonic()
+        self.serving = False
+        self.restart_at = None
+
+    def ended(self, code: int) -> str:
+        """How its process ended and its last lines of log."""
+        return f"{exit_reason(code)}; last lines of {self.log_path}:\n{self.tail()}"
 
     def tail(self, lines: int = 5) -> str:
         try:
@@ -131,21 +202,13 @@ class Stack:
         ready: Callable[[], bool],
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
+        ports: Iterable[tuple[str, int]] = (),
     ) -> Child:
-        """Runs argv (in `cwd`) as a child named `name`, its environment the stack's plus `env`."""
+        """Runs argv (in `cwd`) as a child named `name`, its environment the stack's plus `env`;
+        `ports` (host, port) are where it listens, checked free before each start."""
         log_path = self.data_dir / "logs" / f"{name}.log"
-        private_file(log_path)
-        with open(log_path, "ab") as log:
-            process = subprocess.Popen(
-                argv,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={**self.env, **(env or {})},
-                cwd=cwd,
-                preexec_fn=_die_with_parent,
-                umask=0o077,
-            )
-        child = Child(name, process, log_path, ready)
+        child = Child(name, argv, {**self.env, **(env or {})}, cwd, log_path, ready, list(ports))
+        child.spawn()
         self.children.append(child)
         return child
 
@@ -153,7 +216,7 @@ class Stack:
         """Runs `python -m services.<module or name>` on the port."""
         self.addresses[name] = f"127.0.0.1:{port}"
         argv = [sys.executable, "-m", f"services.{module or name}", "--port", str(port), *options]
-        return self.start(name, argv, grpc_serving(f"127.0.0.1:{port}"))
+        return self.start(name, argv, grpc_serving(f"127.0.0.1:{port}"), ports=[("127.0.0.1", port)])
 
     def wait_ready(self, deadline_seconds: float = READY_DEADLINE_SECONDS) -> None:
         """Returns when every child is ready; raises when one dies or time runs out."""
@@ -173,9 +236,58 @@ class Stack:
         for child in self.children:
             code = child.process.poll()
             if code is not None:
-                raise RuntimeError(
-                    f"{child.name} exited with status {code}; last lines of {child.log_path}:\n{child.tail()}"
-                )
+                raise RuntimeError(f"{child.name} {child.ended(code)}")
+
+    def supervise(self, say: Callable[[str], None]) -> None:
+        """Starts again, after its backoff, every child that dies, and tells (`say`) what it
+        restarted and why; runs until interrupted."""
+        while True:
+            self.supervise_once(time.monotonic(), say)
+            time.sleep(SUPERVISE_INTERVAL_SECONDS)
+
+    def supervise_once(self, now: float, say: Callable[[str], None]) -> None:
+        """One look at every child, as of `now` (monotonic seconds)."""
+        for child in self.children:
+            self._supervise_child(child, now, say)
+
+    def _supervise_child(self, child: Child, now: float, say: Callable[[str], None]) -> None:
+        if child.restart_at is not None:
+            if now >= child.restart_at:
+                self._restart(child, say)
+            return
+        code = child.process.poll()
+        if code is not None:
+            self._schedule_restart(child, now, child.ended(code), say)
+        elif not child.serving:
+            self._check_started(child, now, say)
+        elif now - child.started_at >= HEALTHY_AFTER_SECONDS:
+            child.backoff.reset()
+
+    def _check_started(self, child: Child, now: float, say: Callable[[str], None]) -> None:
+        """A restarted child is back once ready; one not ready by the deadline is killed and retried."""
+        if child.ready():
+            child.serving = True
+            if child.backoff.failures:
+                took = now - child.started_at
+                say(f"{child.name} is back (restart {child.backoff.failures}, ready after {took:.1f}s)")
+        elif now - child.started_at > READY_DEADLINE_SECONDS:
+            child.process.kill()
+            child.process.wait()
+            self._schedule_restart(child, now, f"was not ready within {READY_DEADLINE_SECONDS:.0f}s", say)
+
+    @staticmethod
+    def _schedule_restart(child: Child, now: float, reason: str, say: Callable[[str], None]) -> None:
+        delay = child.backoff.failed()
+        child.restart_at = now + delay
+        say(f"{child.name} {reason}\nrestarting {child.name} in {delay:.1f}s (restart {child.backoff.failures})")
+
+    @staticmethod
+    def _restart(child: Child, say: Callable[[str], None]) -> None:
+        try:
+            child.spawn()
+        except (PortInUse, OSError) as exc:  # e.g. another process took its port meanwhile
+            child.restart_at = time.monotonic() + child.backoff.failed()
+            say(f"cannot restart {child.name}: {exc}; trying again in {child.backoff.delay:.1f}s")
 
     def stop(self) -> None:
         """SIGTERM to every child, SIGKILL to those still running after the grace time."""
@@ -209,6 +321,7 @@ class UpOptions:
 
 def start_stack(options: UpOptions) -> tuple[Stack, str, str]:
     """Starts the services and Envoy; returns the stack, the admin token and its source."""
+    check_port_free(options.host, options.http_port)  # before any child starts
     data_dir = options.data_dir.resolve()
     private_directory(data_dir)
     environment = {**os.environ, **options.environment}
@@ -254,6 +367,7 @@ def start_stack(options: UpOptions) -> tuple[Stack, str, str]:
             "envoy",
             [envoy, "-c", str(envoy_config), "--log-level", "warn", "--base-id", str(ports["envoy_admin"])],
             http_ok(f"http://127.0.0.1:{ports['envoy_admin']}/ready"),
+            ports=[(options.host, options.http_port), ("127.0.0.1", ports["envoy_admin"])],
         )
         stack.wait_ready()
         private_tree(data_dir)  # what the launcher wrote (logs, envoy.yaml) and what was there before
@@ -261,6 +375,11 @@ def start_stack(options: UpOptions) -> tuple[Stack, str, str]:
         stack.stop()
         raise
     return stack, token, token_source
+
+
+def _say(message: str) -> None:
+    """The launcher's own log: what failed, what it restarted and why (stderr)."""
+    print(f"switchboard: {message}", file=sys.stderr, flush=True)
 
 
 def _interrupt(_signum: int, _frame: object) -> None:
@@ -285,13 +404,14 @@ def _start_routers(stack: Stack, replicas: int, registry: str, billing: str, ano
 
 
 def up(options: UpOptions) -> int:
-    """Runs the stack until Ctrl-C or SIGTERM; non-zero when a child died."""
+    """Runs the stack, restarting children that die, until Ctrl-C or SIGTERM; non-zero when
+    it could not start (a port taken, a child not ready)."""
     for stop_signal in (signal.SIGINT, signal.SIGTERM):
         signal.signal(stop_signal, _interrupt)
     try:
         stack, token, token_source = start_stack(options)
     except RuntimeError as exc:
-        print(f"switchboard: {exc}", file=sys.stderr)
+        _say(str(exc))
         return 1
     except KeyboardInterrupt:
         return 0
@@ -308,11 +428,9 @@ def up(options: UpOptions) -> int:
         print(f"  try: curl -s {base_url}/v1/providers", flush=True)
         if extra:
             print(extra, flush=True)
-        while True:
-            stack.check_alive()
-            time.sleep(0.5)
+        stack.supervise(_say)
     except RuntimeError as exc:
-        print(f"switchboard: {exc}", file=sys.stderr, flush=True)
+        _say(str(exc))
         return 1
     except KeyboardInterrupt:
         return 0

@@ -1,12 +1,14 @@
-"""`switchboard up`: readiness line, clean stop, a crashed child reported."""
+"""`switchboard up`: readiness line, clean stop, crashed children restarted, a taken port refused."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -49,65 +51,163 @@ def _as_background_job() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def launcher_log(data_dir: Path) -> str:
+    """What the launcher wrote on stderr (its own log: failures, restarts)."""
+    return (data_dir.parent / "launcher.stderr").read_text()
+
+
 @pytest.fixture
-def launcher(tmp_path: Path):
-    port = free_port()
+def start_up(tmp_path: Path):
+    """Starts `switchboard up` as an operator runs it (stderr to a file beside its data
+    directory): start_up(*options, port=..., data_dir=...) -> (process, port, data_dir).
+    Every one started is stopped at the end."""
+    started: list[subprocess.Popen] = []
     env = {**os.environ, "SWITCHBOARD_ADMIN_TOKEN": ""}
     env.pop("SWITCHBOARD_ADMIN_TOKEN")
-    process = subprocess.Popen(
-        [SWITCHBOARD, "up", "--http-port", str(port), "--data-dir", str(tmp_path / "data")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        preexec_fn=_as_background_job,
-    )
-    try:
-        yield process, port, tmp_path / "data"
-    finally:
+
+    def start(*options: str, port: int = 0, data_dir: Path | None = None) -> tuple[subprocess.Popen, int, Path]:
+        port = port or free_port()
+        data_dir = data_dir or tmp_path / f"up-{len(started)}" / "data"
+        data_dir.parent.mkdir(parents=True, exist_ok=True)
+        with open(data_dir.parent / "launcher.stderr", "w") as stderr:
+            process = subprocess.Popen(
+                [SWITCHBOARD, "up", "--http-port", str(port), "--data-dir", str(data_dir), *options],
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
+                env=env,
+                preexec_fn=_as_background_job,
+            )
+        started.append(process)
+        return process, port, data_dir
+
+    yield start
+    for process in started:
         if process.poll() is None:
             process.kill()
         process.wait()
 
 
-def wait_ready(process: subprocess.Popen) -> str:
+@pytest.fixture
+def launcher(start_up):
+    return start_up()
+
+
+def eventually(check: Callable[[], bool], what: str) -> None:
+    """Polls `check` until it holds; fails after a generous deadline."""
     deadline = time.monotonic() + DEADLINE_SECONDS
-    lines = []
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {DEADLINE_SECONDS}s: {what}")
+        time.sleep(0.1)
+
+
+def wait_ready(process: subprocess.Popen) -> list[str]:
+    """The lines `switchboard up` printed up to and including its last ready line."""
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    lines: list[str] = []
     while time.monotonic() < deadline:
         line = process.stdout.readline()
         if not line:
             break
-        lines.append(line)
-        if line.startswith("ready: "):
-            return line.strip()
-    pytest.fail(f"no ready line: {''.join(lines)} {process.stderr.read() if process.poll() is not None else ''}")
+        lines.append(line.strip())
+        if line.startswith("ready: ") and "--demo" not in process.args:
+            return lines
+        if line.startswith("  try: curl -s") and "chat/completions" in line:  # the demo's last line
+            return lines
+    pytest.fail(f"no ready line: {lines}")
+
+
+def child_pid(launcher_pid: int, module: str) -> int | None:
+    """The pid of the launcher's child running `python -m services.<module>`, if one runs."""
+    for pid in descendants(launcher_pid):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"services.{module}".encode() in argv and alive(pid):
+            return pid
+    return None
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_up_serves_and_stops_without_orphans(launcher, stop_signal: signal.Signals) -> None:
     process, port, data_dir = launcher
-    assert wait_ready(process) == f"ready: http://127.0.0.1:{port}"
+    assert wait_ready(process)[0] == f"ready: http://127.0.0.1:{port}"
     assert httpx.get(f"http://127.0.0.1:{port}/v1/providers", timeout=10).status_code == 200
     token_file = data_dir / "admin-token"
     assert token_file.stat().st_mode & 0o777 == 0o600
     children = descendants(process.pid)
     assert len(children) >= 4
     process.send_signal(stop_signal)
-    assert process.wait(timeout=30) == 0
-    time.sleep(0.5)
+    assert process.wait(timeout=DEADLINE_SECONDS) == 0
+    # The launcher waits for every child before it exits: none is left running.
     assert [pid for pid in children if alive(pid)] == []
 
 
-def test_a_crashed_child_is_named_and_stops_the_rest(launcher) -> None:
-    process, _, _ = launcher
-    wait_ready(process)
-    children = descendants(process.pid)
-    router = next(pid for pid in children if "services.router" in Path(f"/proc/{pid}/cmdline").read_text())
+def test_killed_children_come_back_and_requests_succeed_again(start_up) -> None:
+    process, port, data_dir = start_up("--demo")
+    lines = wait_ready(process)
+    token = next(line.split()[-1] for line in lines if line.startswith("demo token"))
+    base = f"http://127.0.0.1:{port}"
+    client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    chat = {"model": "demo/chat-model", "messages": [{"role": "user", "content": "Hello!"}]}
+
+    def chat_ok() -> bool:
+        return client.post("/v1/chat/completions", json=chat).status_code == 200
+
+    def usage_ok() -> bool:  # answered by Billing itself
+        return client.get("/v1/billing/usage", params={"account": "demo"}).status_code == 200
+
+    assert chat_ok() and usage_ok()
+
+    billing = child_pid(process.pid, "billing")
+    os.kill(billing, signal.SIGKILL)
+    assert chat_ok()  # Billing away or back: chat is served either way (billed later from the spool)
+    eventually(lambda: child_pid(process.pid, "billing") not in (None, billing), "a new Billing process")
+    eventually(usage_ok, "Billing answers again")
+
+    router = child_pid(process.pid, "router")
     os.kill(router, signal.SIGKILL)
-    assert process.wait(timeout=30) == 1
-    assert "router exited" in process.stderr.read()
-    time.sleep(0.5)
-    assert [pid for pid in children if alive(pid)] == []
+    eventually(lambda: child_pid(process.pid, "router") not in (None, router), "a new Router process")
+    eventually(chat_ok, "chat answered again")
+
+    log = launcher_log(data_dir)
+    for name in ("billing", "router"):
+        assert f"switchboard: {name} was killed by SIGKILL" in log
+        assert f"restarting {name} in 0.2s (restart 1)" in log
+        assert f"switchboard: {name} is back (restart 1, " in log
+    assert process.poll() is None  # the launcher itself kept running throughout
+
+
+def test_a_second_up_on_a_taken_port_exits_with_a_clear_message(start_up) -> None:
+    process, port, _ = start_up()
+    wait_ready(process)
+    second, _, second_dir = start_up(port=port)
+    assert second.wait(timeout=DEADLINE_SECONDS) == 1
+    message = launcher_log(second_dir).strip()
+    assert message == (
+        f"switchboard: port {port} on 127.0.0.1 is already in use (Address already in use); is another stack running?"
+    )
+    assert not second_dir.exists()  # refused before starting anything
+    # The first stack still answers, alone.
+    assert httpx.get(f"http://127.0.0.1:{port}/v1/providers", timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])
+def test_a_port_held_with_reuseport_is_refused(host: str) -> None:
+    """A listener that set SO_REUSEPORT (as Envoy's does) would let a second Envoy share the port."""
+    from services.launcher import PortInUse, check_port_free
+
+    with socket.socket() as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        with pytest.raises(PortInUse, match=f"^port {port} on {host} is already in use"):
+            check_port_free(host, port)
+    check_port_free(host, port)  # free again once the holder closed
 
 
 def test_router_replicas_share_the_load(tmp_path: Path) -> None:

@@ -37,6 +37,7 @@ import orjson
 
 from services.billing import ledger
 from services.billing.costs import InvalidCostAnswer, parse_cost_answer
+from services.common.backoff import Backoff
 from services.common.db import Database
 from services.common.secrets import NO_SECRETS, Redactor
 
@@ -80,12 +81,6 @@ class ReconcilerSettings:
     reservation_ttl_seconds: float = 900.0
 
 
-@dataclass
-class _Backoff:
-    failures: int = 0
-    retry_at: float = 0.0
-
-
 class CostApiFailed(Exception):
     """A cost API call that changed nothing (the reason is the message)."""
 
@@ -101,7 +96,8 @@ class Reconciler:
         self.settings = settings
         self.unpriced_total = 0  # requests aged into unpriced since start (a counter for operators)
         self._lock = asyncio.Lock()
-        self._backoff: dict[str, _Backoff] = {}
+        self._retry_at: dict[str, float] = {}  # provider -> when its cost API is asked again
+        self._backoff: dict[str, Backoff] = {}
         self._http: aiohttp.ClientSession | None = None
         self._loop_task: asyncio.Task | None = None
 
@@ -135,7 +131,7 @@ class Reconciler:
             counts = PassCounts()
             apis = await self.cost_apis()
             now = time.monotonic()
-            due = [a for a in apis if not respect_backoff or self._backoff.get(a.provider, _Backoff()).retry_at <= now]
+            due = [a for a in apis if not respect_backoff or self._retry_at.get(a.provider, 0.0) <= now]
             await asyncio.gather(*(self._reconcile_provider(api, counts) for api in due))
             counts.unpriced = await self._age_out()
             await self.db.run(lambda s: ledger.purge_expired_reservations(s, time.time()))
@@ -189,13 +185,12 @@ class Reconciler:
     def _record_outcome(self, provider: str, failures: list[str]) -> None:
         if not failures:
             self._backoff.pop(provider, None)
+            self._retry_at.pop(provider, None)
             return
-        backoff = self._backoff.setdefault(provider, _Backoff())
-        backoff.failures += 1
-        wait = min(
-            self.settings.backoff_max_seconds, max(1.0, self.settings.interval_seconds) * 2 ** (backoff.failures - 1)
-        )
-        backoff.retry_at = time.monotonic() + wait
+        initial = max(1.0, self.settings.interval_seconds)
+        backoff = self._backoff.setdefault(provider, Backoff(initial, self.settings.backoff_max_seconds))
+        wait = backoff.failed()
+        self._retry_at[provider] = time.monotonic() + wait
         log.warning(
             "cost API failed; backing off",
             extra={"provider": provider, "reason": failures[0], "failures": backoff.failures, "retry_in_s": wait},

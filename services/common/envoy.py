@@ -9,6 +9,7 @@ are rendered as JSON, which is YAML too.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from dataclasses import dataclass, field
@@ -96,6 +97,7 @@ class EnvoyPorts:
     backends: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
     listen_address: str = "127.0.0.1"
     max_request_bytes: int = 8 * 1024 * 1024
+    files_root: Path = ROOT  # where Envoy finds envoy/ and gen/: this checkout, or a container image's copy
 
 
 @dataclass(frozen=True)
@@ -303,7 +305,7 @@ def _rule_entry(d: Descriptors, rule: HttpRule) -> dict:
     if body is not None:
         bound = frozenset(p.split(".")[0] for p in path_fields(rule.template)) if rule.body == "*" else frozenset()
         root = _schema(d, body, bound)
-        root["path"] = {name: True for f in bound for name in (d.field(rule.request, f).json_name, f)}
+        root["path"] = {name: True for f in sorted(bound) for name in (d.field(rule.request, f).json_name, f)}
         entry["body"] = root
         # A PATCH sends only what changes: required fields apply to creation, not here.
         entry["partial"] = rule.verb == "PATCH"
@@ -494,12 +496,23 @@ def local_reply_mappers() -> list[dict]:
 # --- the whole configuration ----------------------------------------------------
 
 
+def _discovery(endpoints: list[tuple[str, int]]) -> str:
+    """STATIC for IP addresses; STRICT_DNS for host names (e.g. a Kubernetes headless
+    Service, whose name resolves to every ready replica)."""
+    try:
+        for host, _ in endpoints:
+            ipaddress.ip_address(host)
+    except ValueError:
+        return "STRICT_DNS"
+    return "STATIC"
+
+
 def _clusters(backends: dict[str, list[tuple[str, int]]]) -> str:
     lines = []
     for cluster, endpoints in backends.items():
         lines += [
             f"    - name: {cluster}",
-            "      type: STATIC",
+            f"      type: {_discovery(endpoints)}",
             "      connect_timeout: 1s",
             "      lb_policy: ROUND_ROBIN",
             "      typed_extension_protocol_options:",
@@ -530,9 +543,9 @@ def render(ports: EnvoyPorts) -> str:
         max_request_headers_kb=MAX_REQUEST_HEADERS_KB,
         max_response_body_bytes=MAX_RESPONSE_BODY_BYTES,
         max_direct_response_bytes=MAX_DIRECT_RESPONSE_BYTES,
-        lua_file=LUA_FILE,
+        lua_file=ports.files_root / LUA_FILE.relative_to(ROOT),
         strict_lua=json.dumps(strict_lua(d)),
-        descriptor=DESCRIPTOR,
+        descriptor=ports.files_root / DESCRIPTOR.relative_to(ROOT),
         transcoded_services=json.dumps(list(PUBLIC_SERVICES)),
         routes=json.dumps(routes(d)),
         local_reply_mappers=json.dumps(local_reply_mappers()),

@@ -22,6 +22,7 @@ import grpc
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 from switchboard.registry.v1 import internal_service_pb2_grpc as internal_grpc
 
+from services.common.backoff import Backoff
 from services.common.errors import ApiError, relayed, unauthenticated, unavailable
 
 log = logging.getLogger(__name__)
@@ -128,19 +129,18 @@ class FeedCache:
 
     async def watch(self) -> None:
         """Follows the change feed for ever, reconnecting with backoff."""
-        backoff = 0.1
+        backoff = Backoff(0.1, WATCH_BACKOFF_MAX_SECONDS)
         while True:
             try:
                 async for change in self.registry.WatchChanges(internal_pb.WatchChangesRequest(), wait_for_ready=True):
                     self.invalidate(change)
                     self.revision = change.revision
                     self.watching = True
-                    backoff = 0.1
+                    backoff.reset()
                     self.changed.set()
                     self.changed = asyncio.Event()
             except grpc.aio.AioRpcError as exc:
                 log.warning("registry change feed lost", extra={"code": exc.code().name})
             self.watching = False
             self.invalidate()
-            await asyncio.sleep(backoff)
-            backoff = min(WATCH_BACKOFF_MAX_SECONDS, backoff * 2)
+            await asyncio.sleep(backoff.failed())

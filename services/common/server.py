@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
+import os
 import signal
+import sys
 from collections.abc import Awaitable, Callable, Iterable
 from functools import cache
 from typing import Any
@@ -243,7 +246,14 @@ async def serve(
 
 
 def run(main: Callable[[], Awaitable[None]]) -> None:
-    """Runs a service's async main on uvloop."""
+    """Runs a service's async main on uvloop. Once it has stopped cleanly (calls drained,
+    databases and channels closed) the process exits after its exit handlers (logging,
+    exporters): the interpreter's final collection of gRPC's objects would take most of a
+    second more and save nothing."""
     import uvloop
 
     uvloop.run(main())
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -42,6 +42,8 @@ COST_PER_REQUEST = 1_000
 COST_PER_INPUT_TOKEN = 100
 COST_PER_OUTPUT_TOKEN = 300
 COST_PER_IMAGE = 5_000_000
+# On SIGTERM, answers in flight (e.g. sleeping out a latency knob) get this long to finish, then are cancelled.
+SHUTDOWN_TIMEOUT_SECONDS = 0.5
 
 
 @dataclass
@@ -308,4 +310,12 @@ def main(argv: list[str] | None = None) -> None:
     import uvloop
 
     uvloop.install()
-    web.run_app(create_app(state), host=args.host, port=args.port, access_log=None, print=None)
+    web.run_app(
+        create_app(state),
+        host=args.host,
+        port=args.port,
+        access_log=None,
+        print=None,
+        shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS,
+        handler_cancellation=True,  # a request its caller abandoned stops sleeping at once
+    )

@@ -45,7 +45,8 @@ class ChangeFeed:
     def __init__(self, queue_size: int = 1024) -> None:
         self.revision = 0
         self.queue_size = queue_size
-        self._queues: set[asyncio.Queue[Change]] = set()
+        self._queues: set[asyncio.Queue[Change | None]] = set()  # None: the feed is closing
+        self.closed = False
 
     def publish(self, kind: int, key: str, touched: Touched) -> None:
         self.revision += 1
@@ -59,15 +60,25 @@ class ChangeFeed:
             queue.put_nowait(change_for_queue)
 
     async def watch(self) -> AsyncIterator[Change]:
-        """A reset notice at once, then every change until the caller stops iterating."""
-        queue: asyncio.Queue[Change] = asyncio.Queue(self.queue_size)
+        """A reset notice at once, then every change until the caller stops iterating or the
+        feed is closed."""
+        if self.closed:
+            return
+        queue: asyncio.Queue[Change | None] = asyncio.Queue(self.queue_size)
         self._queues.add(queue)
         try:
             yield Change(self.revision, RESET, "")
-            while True:
-                yield await queue.get()
+            while (change := await queue.get()) is not None:
+                yield change
         finally:
             self._queues.discard(queue)
+
+    def close(self) -> None:
+        """Ends every watcher's stream (on stop: a server waits for open streams to end)."""
+        self.closed = True
+        for queue in self._queues:
+            _drain(queue)  # what they missed they get again as a reset after reconnecting
+            queue.put_nowait(None)
 
     @property
     def watchers(self) -> int:

@@ -79,7 +79,7 @@ async def serve(settings: RegistrySettings) -> None:
         follower.cancel()
         db.close()
 
-    await run_service("registry", settings, registrations(state), on_stop=close)
+    await run_service("registry", settings, registrations(state), on_stop=close, on_draining=state.feed.close)
 
 
 def main(argv: list[str] | None = None) -> None:

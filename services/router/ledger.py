@@ -26,6 +26,7 @@ import grpc
 from switchboard.billing.v1 import billing_service_pb2 as billing_pb
 from switchboard.billing.v1 import billing_service_pb2_grpc as billing_grpc
 
+from services.common.backoff import Backoff
 from services.common.logs import Throttled
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ class Ledger:
         self._sequence = itertools.count()
         self._tasks: set[asyncio.Task] = set()
         self._warning = Throttled(log)
-        self._retry_delay = 0.0
+        self._backoff = Backoff(0.2, RETRY_MAX_SECONDS)
         self._retry_at = 0.0
         self._wake = asyncio.Event()
         self._journal_fd = -1
@@ -188,21 +189,21 @@ class Ledger:
                 await self._flush()
             except OSError:  # e.g. a full disk: records stay queued in memory, tried again
                 log.exception("cannot write the ledger spool")
-                self._back_off()
-                await asyncio.sleep(self._retry_delay)
+                await asyncio.sleep(self._back_off())
 
     async def _flush(self) -> None:
         await self.spool_pending()
-        if self._retry_delay and time.monotonic() < self._retry_at:
+        if self._backoff.delay and time.monotonic() < self._retry_at:
             return
         if await self.send_spooled():
-            self._retry_delay = 0.0
+            self._backoff.reset()
         else:
             self._back_off()
 
-    def _back_off(self) -> None:
-        self._retry_delay = min(RETRY_MAX_SECONDS, max(0.2, self._retry_delay * 2))
-        self._retry_at = time.monotonic() + self._retry_delay
+    def _back_off(self) -> float:
+        delay = self._backoff.failed()
+        self._retry_at = time.monotonic() + delay
+        return delay
 
     async def close(self) -> None:
         """On stop: nothing queued stays only in memory; one last send attempt."""

@@ -21,6 +21,7 @@ import grpc
 from switchboard.billing.v1 import billing_service_pb2 as billing_pb
 from switchboard.billing.v1 import billing_service_pb2_grpc as billing_grpc
 
+from services.common.backoff import Backoff
 from services.common.errors import ApiError, Code
 from services.common.logs import Throttled
 from services.router.breaker import Breakers
@@ -99,18 +100,17 @@ class Spending:
 
     async def watch(self) -> None:
         """Follows Billing's limited accounts for ever, acknowledging each change; reconnects with backoff."""
-        backoff = 0.1
+        backoff = Backoff(0.1, WATCH_BACKOFF_MAX_SECONDS)
         while True:
             call = self.stub.WatchLimitedAccounts(wait_for_ready=True)
             try:
                 while (update := await call.read()) is not grpc.aio.EOF:
                     self.apply(update)
                     await call.write(billing_pb.WatchLimitedAccountsRequest(applied_revision=update.revision))
-                    backoff = 0.1
+                    backoff.reset()
             except grpc.aio.AioRpcError as exc:
                 log.warning("billing's limit feed lost", extra={"code": exc.code().name})
             finally:
                 self.limited = None
                 call.cancel()
-            await asyncio.sleep(backoff)
-            backoff = min(WATCH_BACKOFF_MAX_SECONDS, backoff * 2)
+            await asyncio.sleep(backoff.failed())

@@ -31,6 +31,7 @@ import orjson
 
 from services.billing import ledger
 from services.billing.costs import InvalidCostAnswer, parse_cost_answer
+from services.common import telemetry
 from services.common.db import Database
 from services.common.secrets import NO_SECRETS, Redactor
 
@@ -147,6 +148,7 @@ class Reconciler:
         aged = await self.db.run(lambda s: ledger.age_out_pending(s, cutoff, reason))
         if aged:
             self.unpriced_total += aged
+            telemetry.RECORDS_UNPRICED.inc(aged)
             log.warning("requests aged into unpriced", extra={"count": aged, "unpriced_total": self.unpriced_total})
         return aged
 
@@ -175,6 +177,7 @@ class Reconciler:
         if not failures:
             self._backoff.pop(provider, None)
             return
+        telemetry.COST_API_FAILURES.labels(provider).inc(len(failures))
         backoff = self._backoff.setdefault(provider, _Backoff())
         backoff.failures += 1
         wait = min(
@@ -215,7 +218,9 @@ class Reconciler:
             )
         costs = [(rid, cost) for prid, cost in answer.costs.items() for rid in ours[prid]]
         counts.rejected += len(answer.rejected)
+        telemetry.RECORDS_REJECTED.inc(len(answer.rejected))
         settled = await self.db.run(lambda s: ledger.settle_costs(s, costs))
+        telemetry.RECORDS_SETTLED.inc(settled)
         counts.settled += settled  # after the await: other pages update counts meanwhile
 
     async def _ask(self, api: CostApi, provider_request_ids: list[str]) -> bytes:

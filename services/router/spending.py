@@ -23,6 +23,7 @@ from switchboard.billing.v1 import billing_service_pb2_grpc as billing_grpc
 
 from services.common.errors import ApiError
 from services.common.logs import Throttled
+from services.common.telemetry import RESERVATIONS_REFUSED
 from services.router.breaker import Breakers
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ class Spending:
             raise
         self.breaker.succeeded(BILLING)
         if not answer.granted:
+            RESERVATIONS_REFUSED.inc()
             raise ApiError(
                 402,
                 f"the spending limit of account {account} is reached; raise it or add credits",

@@ -16,12 +16,13 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from bench import flood as flooding
 from bench import report as reporting
 from bench import soak as soaking
+from bench import telemetry
 from bench.load import SCENARIOS, Measurement, Scenario, measure
 from bench.targets import (
     BENCH_DIR,
@@ -139,7 +140,8 @@ def bench_stacks(keep: bool) -> Iterator[tuple[Path, Stack, list[Stack]]]:
 
 def router_bench(args: argparse.Namespace) -> int:
     report = reporting.Report(rounds=args.rounds, seconds=args.duration)
-    with bench_stacks(args.keep) as (data_dir, fixtures, stacks):
+    # The OTLP sink and the scraper outlast the stacks: the services send their last spans as they stop.
+    with ExitStack() as resources, bench_stacks(args.keep) as (data_dir, fixtures, stacks):
         stub = start_stub(fixtures)
         targets = [direct_target(stub)]
         wanted = _wanted(args)
@@ -147,6 +149,15 @@ def router_bench(args: argparse.Namespace) -> int:
         def switchboard() -> Target:
             stack, target = start_switchboard(data_dir / "switchboard", stub, args.router_replicas)
             stacks.append(stack)
+            return target
+
+        def with_telemetry(on: bool) -> Target:
+            name = telemetry.ON if on else telemetry.OFF
+            environment = {"OTEL_EXPORTER_OTLP_ENDPOINT": resources.enter_context(telemetry.otlp_sink())} if on else {}
+            stack, target = start_switchboard(data_dir / name, stub, args.router_replicas, name, on, environment)
+            stacks.append(stack)
+            if on:
+                resources.enter_context(telemetry.scraping(stack))
             return target
 
         def baseline() -> Target:
@@ -159,6 +170,8 @@ def router_bench(args: argparse.Namespace) -> int:
             "switchboard": switchboard,
             "litellm": lambda: start_litellm(fixtures, stub),
             "baseline": baseline,
+            telemetry.OFF: lambda: with_telemetry(False),
+            telemetry.ON: lambda: with_telemetry(True),
         }
         for name, start in starters.items():
             if name in wanted and (target := _start_optional(name, start, report.notes)):
@@ -196,8 +209,10 @@ def _compare(targets: list[Target], args: argparse.Namespace, report: reporting.
     scenarios = [s for s in SCENARIOS if not args.scenarios or s.name in args.scenarios.split(",")]
     plan = usable(targets, scenarios, report.notes)
     run_rounds(plan, scenarios, report)
-    # A paired before/after run keeps the committed table of the last full run.
-    written = reporting.write(report, "router-paired" if "baseline" in args.targets.split(",") else "router")
+    wanted = args.targets.split(",")
+    paired = "router-telemetry" if telemetry.ON in wanted else "router-paired" if "baseline" in wanted else ""
+    # A paired run keeps the committed table of the last full run.
+    written = reporting.write(report, paired or "router")
     print(reporting.table(report), flush=True)
     _log("wrote " + ", ".join(str(p.relative_to(ROOT)) for p in written))
 
@@ -239,7 +254,8 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     router.add_argument(
         "--targets",
         default="floor,switchboard,litellm",
-        help="besides direct: switchboard, litellm, floor (Envoy + an empty forwarding Router), baseline",
+        help="besides direct: switchboard, litellm, floor (Envoy + an empty forwarding Router), baseline, "
+        f"{telemetry.OFF} and {telemetry.ON} (the stack with metrics and tracing off and on: their cost)",
     )
     router.add_argument(
         "--baseline",

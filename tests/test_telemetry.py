@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import re
 import secrets
 import threading
 import time
@@ -21,6 +22,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client.parser import text_string_to_metric_families
@@ -336,3 +339,18 @@ def test_log_lines_carry_the_trace_and_span_ids_while_tracing_is_on(monkeypatch)
     context = span.get_span_context()
     assert (entry["trace_id"], entry["span_id"]) == (f"{context.trace_id:032x}", f"{context.span_id:016x}")
     assert "trace_id" not in json.loads(formatter.format(record))  # no span, no ids
+
+
+W3C_TRACEPARENT = r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}"
+
+
+@given(st.from_regex(W3C_TRACEPARENT, fullmatch=True))
+def test_with_tracing_off_a_w3c_traceparent_is_passed_on_to_the_provider(traceparent: str) -> None:
+    headers = {"Content-Type": "application/json"}
+    assert telemetry.trace_headers(headers, traceparent) == {**headers, "traceparent": traceparent}
+
+
+@given(st.text(max_size=80).filter(lambda text: not re.fullmatch(W3C_TRACEPARENT, text)))
+def test_with_tracing_off_anything_else_is_never_sent_to_the_provider(text: str) -> None:
+    headers = {"Content-Type": "application/json"}
+    assert telemetry.trace_headers(headers, text) == headers

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractContextManager, nullcontext
@@ -330,11 +331,14 @@ def provider_span(operation: str, model: str, provider: str) -> AbstractContextM
     return _tracer.start_as_current_span(f"{operation} {model}", kind=trace.SpanKind.CLIENT, attributes=attributes)
 
 
+_TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+
+
 def trace_headers(headers: dict[str, str], traceparent: str) -> dict[str, str]:
     """`headers` plus the trace context: the current span's while tracing is on, else the
-    traceparent the call came with (if any)."""
+    traceparent the call came with (if it has the W3C shape)."""
     if _tracer is None:
-        return {**headers, TRACEPARENT: traceparent} if traceparent else headers
+        return {**headers, TRACEPARENT: traceparent} if _TRACEPARENT.fullmatch(traceparent) else headers
     from opentelemetry import propagate
 
     carrier = dict(headers)

@@ -17,6 +17,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from functools import partial
 from pathlib import Path
 
 from bench import flood as flooding
@@ -151,12 +152,14 @@ def router_bench(args: argparse.Namespace) -> int:
             stacks.append(stack)
             return target
 
-        def with_telemetry(on: bool) -> Target:
-            name = telemetry.ON if on else telemetry.OFF
-            environment = {"OTEL_EXPORTER_OTLP_ENDPOINT": resources.enter_context(telemetry.otlp_sink())} if on else {}
-            stack, target = start_switchboard(data_dir / name, stub, args.router_replicas, name, on, environment)
+        def with_telemetry(name: str) -> Target:
+            metrics, tracing = name != telemetry.OFF, name == telemetry.ON
+            environment = {}
+            if tracing:
+                environment["OTEL_EXPORTER_OTLP_ENDPOINT"] = resources.enter_context(telemetry.otlp_sink())
+            stack, target = start_switchboard(data_dir / name, stub, args.router_replicas, name, metrics, environment)
             stacks.append(stack)
-            if on:
+            if metrics:
                 resources.enter_context(telemetry.scraping(stack))
             return target
 
@@ -170,8 +173,7 @@ def router_bench(args: argparse.Namespace) -> int:
             "switchboard": switchboard,
             "litellm": lambda: start_litellm(fixtures, stub),
             "baseline": baseline,
-            telemetry.OFF: lambda: with_telemetry(False),
-            telemetry.ON: lambda: with_telemetry(True),
+            **{name: partial(with_telemetry, name) for name in (telemetry.OFF, *telemetry.MEASURED)},
         }
         for name, start in starters.items():
             if name in wanted and (target := _start_optional(name, start, report.notes)):
@@ -210,7 +212,7 @@ def _compare(targets: list[Target], args: argparse.Namespace, report: reporting.
     plan = usable(targets, scenarios, report.notes)
     run_rounds(plan, scenarios, report)
     wanted = args.targets.split(",")
-    paired = "router-telemetry" if telemetry.ON in wanted else "router-paired" if "baseline" in wanted else ""
+    paired = "router-telemetry" if telemetry.OFF in wanted else "router-paired" if "baseline" in wanted else ""
     # A paired run keeps the committed table of the last full run.
     written = reporting.write(report, paired or "router")
     print(reporting.table(report), flush=True)
@@ -255,7 +257,8 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
         "--targets",
         default="floor,switchboard,litellm",
         help="besides direct: switchboard, litellm, floor (Envoy + an empty forwarding Router), baseline, "
-        f"{telemetry.OFF} and {telemetry.ON} (the stack with metrics and tracing off and on: their cost)",
+        f"{telemetry.OFF}, {telemetry.METRICS}, {telemetry.ON} (the stack without metrics and tracing, "
+        "with metrics, with both: what they cost)",
     )
     router.add_argument(
         "--baseline",

@@ -2,8 +2,9 @@
 
 `telemetry-on`: every Prometheus endpoint served and scraped every SCRAPE_SECONDS, and every
 service and Envoy tracing every request to a local OTLP/HTTP sink that reads and drops the
-spans (`OTEL_EXPORTER_OTLP_ENDPOINT`). `telemetry-off`: no metrics endpoint, no OTLP endpoint
-(what a request pays then is the in-memory counters and Envoy's unsampled traceparent).
+spans (`OTEL_EXPORTER_OTLP_ENDPOINT`). `telemetry-metrics`: the metrics alone.
+`telemetry-off`: no metrics endpoint, no OTLP endpoint (a request then pays only Envoy's
+unsampled traceparent).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from services.launcher import Stack, free_port
 
 SCRAPE_SECONDS = 5.0
-ON, OFF = "telemetry-on", "telemetry-off"
+ON, METRICS, OFF = "telemetry-on", "telemetry-metrics", "telemetry-off"
+MEASURED = (METRICS, ON)  # each compared with OFF
 
 
 class _Sink(BaseHTTPRequestHandler):

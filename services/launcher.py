@@ -251,6 +251,7 @@ def start_stack(options: UpOptions) -> tuple[Stack, str, str]:
                         "router": [("127.0.0.1", port) for port in routers],
                     },
                     otlp_endpoint=env.get("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
+                    trace_ratio=float(env.get("OTEL_TRACES_SAMPLER_ARG") or 1),
                 )
             )
         )

@@ -89,6 +89,7 @@ class EnvoyPorts:
     listen_address: str = "127.0.0.1"
     max_request_bytes: int = 8 * 1024 * 1024
     otlp_endpoint: str = ""  # OTEL_EXPORTER_OTLP_ENDPOINT (OTLP/HTTP): where Envoy sends its spans
+    trace_ratio: float = 1.0  # OTEL_TRACES_SAMPLER_ARG: the share of requests traced (the services follow)
 
 
 @dataclass(frozen=True)
@@ -500,10 +501,11 @@ def _clusters(backends: dict[str, list[tuple[str, int]]]) -> str:
 OTLP_CLUSTER = "opentelemetry_collector"
 
 
-def tracing(otlp_endpoint: str) -> dict:
+def tracing(otlp_endpoint: str, ratio: float = 1.0) -> dict:
     """The connection manager's OpenTelemetry tracing. Envoy's tracer needs an exporter: without
     an endpoint it gets a collector cluster with no host and samples nothing, so it still
-    continues or starts the W3C traceparent and passes it on, and exports nothing."""
+    continues or starts the W3C traceparent and passes it on, and exports nothing. With one, it
+    samples `ratio` of the requests it starts a trace for; the services follow its decision."""
     uri = otlp_endpoint.rstrip("/") + "/v1/traces" if otlp_endpoint else "http://127.0.0.1/v1/traces"
     config = {
         "@type": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig",
@@ -512,7 +514,7 @@ def tracing(otlp_endpoint: str) -> dict:
     }
     return {
         "provider": {"name": "envoy.tracers.opentelemetry", "typed_config": config},
-        "random_sampling": {"value": 100 if otlp_endpoint else 0},
+        "random_sampling": {"value": min(100.0, max(0.0, 100 * ratio)) if otlp_endpoint else 0},
     }
 
 
@@ -549,6 +551,6 @@ def render(ports: EnvoyPorts) -> str:
         transcoded_services=json.dumps(list(PUBLIC_SERVICES)),
         routes=json.dumps(routes(d)),
         local_reply_mappers=json.dumps(local_reply_mappers()),
-        tracing=json.dumps(tracing(ports.otlp_endpoint)),
+        tracing=json.dumps(tracing(ports.otlp_endpoint, ports.trace_ratio)),
         clusters=_clusters(ports.backends) + _collector_cluster(ports.otlp_endpoint),
     )

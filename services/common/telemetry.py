@@ -102,11 +102,26 @@ FAILOVERS = Counter(
 )
 
 
+_serving = False  # whether this process serves its metrics: the hot path's measures are skipped otherwise
+_children: dict[tuple, Any] = {}
+
+
+def _child(metric: Counter | Histogram, *values: str) -> Any:
+    """metric.labels(*values), remembered: prometheus_client's lookup checks and locks on every call."""
+    key = (metric, *values)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(*values)
+    return child
+
+
 def attempted(provider: str, outcome: str, failing_over: bool = False) -> None:
     """One call to a provider (or its skipping), and whether the request moves on to the next candidate."""
-    PROVIDER_ATTEMPTS.labels(provider, outcome).inc()
+    if not _serving:
+        return
+    _child(PROVIDER_ATTEMPTS, provider, outcome).inc()
     if failing_over:
-        FAILOVERS.labels(provider).inc()
+        _child(FAILOVERS, provider).inc()
 
 
 RESERVATIONS_REFUSED = Counter(
@@ -218,8 +233,10 @@ def watch_billing(count_pending: Callable[[], int]) -> None:
 def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> int:
     """Serves the registry (and the process's own metrics) on http://host:port/metrics; 0 = off.
     Returns the bound port."""
+    global _serving
     if port <= 0:
         return 0
+    _serving = True
     disable_created_metrics()  # the *_created series only double what a scrape carries
     for collector in (ProcessCollector, PlatformCollector, GCCollector):
         collector(registry=registry)
@@ -247,20 +264,25 @@ class InferenceMeasure:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, _: TracebackType | None) -> None:
+        if not _serving:
+            return
         status = _status_of(error)
-        REQUESTS.labels(self.operation, str(status)).inc()
+        _child(REQUESTS, self.operation, str(status)).inc()
         error_type = "" if status == 200 else str(status)
-        REQUEST_DURATION.labels(self.operation, self.model, self.provider, error_type).observe(
-            time.monotonic() - self.started
-        )
+        duration = _child(REQUEST_DURATION, self.operation, self.model, self.provider, error_type)
+        duration.observe(time.monotonic() - self.started)
 
     def first_token(self, at: float) -> None:
         """A stream's first event arrived at `at` (time.monotonic())."""
-        TIME_TO_FIRST_TOKEN.labels(self.operation, self.model, self.provider).observe(at - self.started)
+        if not _serving:
+            return
+        _child(TIME_TO_FIRST_TOKEN, self.operation, self.model, self.provider).observe(at - self.started)
 
     def tokens(self, input_tokens: int, output_tokens: int) -> None:
-        TOKEN_USAGE.labels(self.operation, self.model, self.provider, "input").observe(input_tokens)
-        TOKEN_USAGE.labels(self.operation, self.model, self.provider, "output").observe(output_tokens)
+        if not _serving:
+            return
+        _child(TOKEN_USAGE, self.operation, self.model, self.provider, "input").observe(input_tokens)
+        _child(TOKEN_USAGE, self.operation, self.model, self.provider, "output").observe(output_tokens)
 
 
 def _status_of(error: BaseException | None) -> int:

@@ -132,8 +132,9 @@ class Report:
     def telemetry_cost(self, target: str, scenario: str) -> Cost | None:
         """What a telemetry target (metrics, or metrics and tracing) adds to a request over telemetry-off."""
 
-        def latencies(name: str) -> dict[int, tuple[float, float]]:
-            return {rnd: (m.p50_ms, m.p99_ms) for rnd, m in self._by_round(name, scenario).items() if m.ok}
+        def latencies(name: str) -> dict[int, tuple[float, ...]]:
+            runs = self._by_round(name, scenario).items()
+            return {rnd: (m.p50_ms, m.p99_ms, sum(m.cpu_ms_per_request.values())) for rnd, m in runs if m.ok}
 
         return cost(latencies(target), latencies(OFF))
 
@@ -210,8 +211,12 @@ def table(report: Report) -> str:
     if costs := report.telemetry_costs():
         lines += ["", f"What telemetry costs: {METRICS} (metrics) and {ON} (metrics and tracing) minus {OFF},"]
         lines += ["median of the per-round differences:", ""]
-        lines += ["| scenario | target | added p50 ms | added p99 ms | rounds |", "|---|---|---:|---:|---:|"]
-        lines += [f"| {s} | {t} | {c.added_p50_ms:.3f} | {c.added_p99_ms:.3f} | {c.rounds} |" for s, t, c in costs]
+        lines += ["| scenario | target | added p50 ms | added p99 ms | added CPU ms per answer | rounds |"]
+        lines += ["|---|---|---:|---:|---:|---:|"]
+        lines += [
+            f"| {s} | {t} | {c.added_p50_ms:.3f} | {c.added_p99_ms:.3f} | {c.added_cpu_ms:.3f} | {c.rounds} |"
+            for s, t, c in costs
+        ]
     lines += ["", "| goal (SPEC.md) | measured | met |", "|---|---|---|"]
     for goal, measured, met in report.goals():
         lines.append(f"| {goal} | {measured} | {'-' if met is None else 'yes' if met else 'NO'} |")

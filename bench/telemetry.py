@@ -82,20 +82,19 @@ def scraping(stack: Stack) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class Cost:
-    """On minus off, medians of the per-round differences."""
+    """On minus off, medians of the per-round differences; CPU is all processes' per answer
+    (steadier than latency on a busy machine)."""
 
     added_p50_ms: float
     added_p99_ms: float
+    added_cpu_ms: float
     rounds: int
 
 
-def cost(on: dict[int, tuple[float, float]], off: dict[int, tuple[float, float]]) -> Cost | None:
-    """From (p50, p99) per round of each target."""
+def cost(on: dict[int, tuple[float, ...]], off: dict[int, tuple[float, ...]]) -> Cost | None:
+    """From (p50, p99, CPU per answer) per round of each target."""
     paired = [rnd for rnd in on if rnd in off]
     if not paired:
         return None
-    return Cost(
-        statistics.median(on[r][0] - off[r][0] for r in paired),
-        statistics.median(on[r][1] - off[r][1] for r in paired),
-        len(paired),
-    )
+    added = [statistics.median(on[r][i] - off[r][i] for r in paired) for i in range(3)]
+    return Cost(*added, len(paired))

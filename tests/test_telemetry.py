@@ -32,6 +32,7 @@ from services.common import telemetry
 from services.common.logs import JsonFormatter
 from services.demo import AdminApi
 from services.launcher import free_port
+from services.router.breaker import Breakers
 
 DEADLINE_SECONDS = 30.0
 USAGE = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
@@ -354,3 +355,17 @@ def test_with_tracing_off_a_w3c_traceparent_is_passed_on_to_the_provider(tracepa
 def test_with_tracing_off_anything_else_is_never_sent_to_the_provider(text: str) -> None:
     headers = {"Content-Type": "application/json"}
     assert telemetry.trace_headers(headers, text) == headers
+
+
+def test_the_breaker_gauge_reads_closed_open_and_half_open() -> None:
+    now = [0.0]
+    breakers = Breakers(threshold=2, cooldown=10, clock=lambda: now[0])
+    breakers.failed("a")
+    assert breakers.states() == {"a": 0}  # one failure: still closed
+    breakers.failed("a")
+    assert breakers.states() == {"a": 1}
+    now[0] = 11.0
+    assert breakers.allow("a")  # the probe goes out
+    assert breakers.states() == {"a": 2}
+    breakers.succeeded("a")
+    assert breakers.states() == {}

@@ -5,7 +5,8 @@ Names follow OpenTelemetry's GenAI semantic conventions where they apply (dots b
 underscores, the unit a suffix); the rest are Switchboard's own. Label values are bounded:
 provider ids (created by operators), catalog model ids (else "other"), HTTP statuses, fixed
 words. Values that live in a service's memory or database (breaker states, spool depth, index
-size, pending records) are read when Prometheus scrapes, not on the hot path.
+size, pending records) are read when Prometheus scrapes, not on the hot path. A process that
+does not serve its metrics skips the hot path's measures.
 
 Traces: OpenTelemetry, on only when OTEL_EXPORTER_OTLP_ENDPOINT is set (OTLP/HTTP). Each
 service continues the W3C `traceparent` its callers send (Envoy starts one when the caller

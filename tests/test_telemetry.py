@@ -26,6 +26,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.common import telemetry
@@ -369,3 +370,21 @@ def test_the_breaker_gauge_reads_closed_open_and_half_open() -> None:
     assert breakers.states() == {"a": 2}
     breakers.succeeded("a")
     assert breakers.states() == {}
+
+
+@given(st.lists(st.floats(min_value=0, max_value=200, allow_nan=False), max_size=50))
+def test_the_loop_histogram_exposes_what_prometheus_clients_own_would(observations: list[float]) -> None:
+    buckets = (0.01, 0.5, 1.0, 81.92)
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    histogram = telemetry.LoopHistogram(ours, "h_seconds", "h", ("kind",), buckets)
+    reference = Histogram("h_seconds", "h", ["kind"], buckets=buckets, registry=theirs)
+    for value in observations:
+        histogram.observe(("a",), value)
+        reference.labels("a").observe(value)
+
+    def samples(registry: CollectorRegistry) -> dict:
+        text = generate_latest(registry).decode()
+        return {(s.name, frozenset(s.labels.items())): s.value for f in text_string_to_metric_families(text)
+                for s in f.samples if not s.name.endswith("_created")}  # fmt: skip
+
+    assert samples(ours) == pytest.approx(samples(theirs))

@@ -177,7 +177,7 @@ class Reconciler:
         if not failures:
             self._backoff.pop(provider, None)
             return
-        telemetry.COST_API_FAILURES.labels(provider).inc(len(failures))
+        telemetry.COST_API_FAILURES.inc(len(failures), labels=(provider,))
         backoff = self._backoff.setdefault(provider, _Backoff())
         backoff.failures += 1
         wait = min(

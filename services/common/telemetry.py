@@ -5,8 +5,7 @@ Names follow OpenTelemetry's GenAI semantic conventions where they apply (dots b
 underscores, the unit a suffix); the rest are Switchboard's own. Label values are bounded:
 provider ids (created by operators), catalog model ids (else "other"), HTTP statuses, fixed
 words. Values that live in a service's memory or database (breaker states, spool depth, index
-size, pending records) are read when Prometheus scrapes, not on the hot path. A process that
-does not serve its metrics skips the hot path's measures.
+size, pending records) are read when Prometheus scrapes, not on the hot path.
 
 Traces: OpenTelemetry, on only when OTEL_EXPORTER_OTLP_ENDPOINT is set (OTLP/HTTP). Each
 service continues the W3C `traceparent` its callers send (Envoy starts one when the caller
@@ -22,17 +21,20 @@ import logging
 import os
 import re
 import time
+from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractContextManager, nullcontext
+from itertools import accumulate
 from types import TracebackType
 from typing import Any
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.utils import floatToGoString
 
 from services.common.errors import ApiError
 
@@ -50,106 +52,146 @@ BILLING = CollectorRegistry()
 REGISTRY = CollectorRegistry()
 REGISTRIES = {"router": ROUTER, "billing": BILLING, "registry": REGISTRY}
 
+# --- counters and histograms for the hot path ------------------------------------------------
+# prometheus_client's own take a lock and check the labels on every update (several µs each
+# here); these are plain lists updated on the event loop's thread and turned into metric
+# families when Prometheus scrapes (a scrape may see an update half done: one sample off).
+
+
+class LoopCounter:
+    """A counter per label values, for one thread's updates."""
+
+    def __init__(self, registry: CollectorRegistry, name: str, documentation: str, labels: tuple[str, ...] = ()):
+        self.name, self.documentation, self.labels = name, documentation, labels
+        self.values: dict[tuple[str, ...], float] = {}
+        registry.register(self)
+
+    def inc(self, amount: float = 1, labels: tuple[str, ...] = ()) -> None:
+        self.values[labels] = self.values.get(labels, 0) + amount
+
+    def describe(self) -> list[CounterMetricFamily]:
+        return [CounterMetricFamily(self.name, self.documentation, labels=self.labels)]
+
+    def collect(self) -> list[CounterMetricFamily]:
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labels)
+        series = list(self.values.items()) or ([((), 0)] if not self.labels else [])
+        for values, total in series:
+            family.add_metric(values, total)
+        return [family]
+
+
+class LoopHistogram:
+    """A histogram per label values, for one thread's updates: [sum, count, per-bucket counts]."""
+
+    def __init__(
+        self, registry: CollectorRegistry, name: str, documentation: str, labels: tuple[str, ...], buckets: tuple
+    ) -> None:
+        self.name, self.documentation, self.labels, self.buckets = name, documentation, labels, buckets
+        self.series: dict[tuple[str, ...], list[float]] = {}
+        registry.register(self)
+
+    def observe(self, labels: tuple[str, ...], value: float) -> None:
+        series = self.series.get(labels)
+        if series is None:
+            series = self.series[labels] = [0.0, 0] + [0] * (len(self.buckets) + 1)
+        series[0] += value
+        series[1] += 1
+        series[2 + bisect_left(self.buckets, value)] += 1  # the first bucket whose bound is >= value
+
+    def describe(self) -> list[HistogramMetricFamily]:
+        return [HistogramMetricFamily(self.name, self.documentation, labels=self.labels)]
+
+    def collect(self) -> list[HistogramMetricFamily]:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labels)
+        for values, series in list(self.series.items()):
+            counts = list(accumulate(series[2:]))
+            bounds = [floatToGoString(bound) for bound in self.buckets] + ["+Inf"]
+            family.add_metric(values, list(zip(bounds, counts, strict=True)), sum_value=series[0])
+        return [family]
+
+
 # --- the Router: GenAI semantic conventions -------------------------------------------------
 
-_GEN_AI = ["gen_ai_operation_name", "gen_ai_request_model", "gen_ai_provider_name"]
+_GEN_AI = ("gen_ai_operation_name", "gen_ai_request_model", "gen_ai_provider_name")
 # The conventions' advised bucket boundaries.
 _DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
 _TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 _TOKEN_BUCKETS = tuple(4.0**power for power in range(14))  # 1, 4, 16, ... 67108864
 
-REQUEST_DURATION = Histogram(
+REQUEST_DURATION = LoopHistogram(
+    ROUTER,
     "gen_ai_server_request_duration_seconds",
     "Inference request duration, from the call's arrival to its last byte (error_type: the HTTP status of a failure)",
-    [*_GEN_AI, "error_type"],
-    buckets=_DURATION_BUCKETS,
-    registry=ROUTER,
+    (*_GEN_AI, "error_type"),
+    _DURATION_BUCKETS,
 )
-TIME_TO_FIRST_TOKEN = Histogram(
+TIME_TO_FIRST_TOKEN = LoopHistogram(
+    ROUTER,
     "gen_ai_server_time_to_first_token_seconds",
     "Time from a streamed request's arrival to its first event from the provider",
     _GEN_AI,
-    buckets=_TTFT_BUCKETS,
-    registry=ROUTER,
+    _TTFT_BUCKETS,
 )
-TOKEN_USAGE = Histogram(
+TOKEN_USAGE = LoopHistogram(
+    ROUTER,
     "gen_ai_client_token_usage",
     "Tokens per answered request, as the provider reported them (or as counted), by gen_ai_token_type",
-    [*_GEN_AI, "gen_ai_token_type"],
-    buckets=_TOKEN_BUCKETS,
-    registry=ROUTER,
+    (*_GEN_AI, "gen_ai_token_type"),
+    _TOKEN_BUCKETS,
 )
 
 # --- the Router: Switchboard's own ----------------------------------------------------------
 
-REQUESTS = Counter(
+REQUESTS = LoopCounter(
+    ROUTER,
     "switchboard_router_requests",
     "Inference requests by operation and outcome (the HTTP status answered; 499: the caller left)",
-    ["gen_ai_operation_name", "outcome"],
-    registry=ROUTER,
+    ("gen_ai_operation_name", "outcome"),
 )
-PROVIDER_ATTEMPTS = Counter(
+PROVIDER_ATTEMPTS = LoopCounter(
+    ROUTER,
     "switchboard_router_provider_attempts",
     "Calls to providers by outcome: ok, retryable_error (failed over), provider_error (the caller's "
     "answer), abandoned (the caller left), circuit_open (skipped)",
-    ["provider", "outcome"],
-    registry=ROUTER,
+    ("provider", "outcome"),
 )
-FAILOVERS = Counter(
+FAILOVERS = LoopCounter(
+    ROUTER,
     "switchboard_router_failovers",
     "Times a request moved on from this provider to its next candidate",
-    ["provider"],
-    registry=ROUTER,
+    ("provider",),
 )
-
-
-_serving = False  # whether this process serves its metrics: the hot path's measures are skipped otherwise
-_children: dict[tuple, Any] = {}
-
-
-def _child(metric: Counter | Histogram, *values: str) -> Any:
-    """metric.labels(*values), remembered: prometheus_client's lookup checks and locks on every call."""
-    key = (metric, *values)
-    child = _children.get(key)
-    if child is None:
-        child = _children[key] = metric.labels(*values)
-    return child
+RESERVATIONS_REFUSED = LoopCounter(
+    ROUTER, "switchboard_router_reservations_refused", "Requests refused with 402: a spending limit is reached"
+)
 
 
 def attempted(provider: str, outcome: str, failing_over: bool = False) -> None:
     """One call to a provider (or its skipping), and whether the request moves on to the next candidate."""
-    if not _serving:
-        return
-    _child(PROVIDER_ATTEMPTS, provider, outcome).inc()
+    PROVIDER_ATTEMPTS.inc(labels=(provider, outcome))
     if failing_over:
-        _child(FAILOVERS, provider).inc()
+        FAILOVERS.inc(labels=(provider,))
 
-
-RESERVATIONS_REFUSED = Counter(
-    "switchboard_router_reservations_refused", "Requests refused with 402: a spending limit is reached", registry=ROUTER
-)
 
 # --- Billing ----------------------------------------------------------------------------------
 
-RECORDS_STORED = Counter(
-    "switchboard_billing_records_stored", "Ledger records stored (new or completing a stream's)", registry=BILLING
+RECORDS_STORED = LoopCounter(
+    BILLING, "switchboard_billing_records_stored", "Ledger records stored (new or completing a stream's)"
 )
-RECORDS_SETTLED = Counter(
-    "switchboard_billing_records_settled", "Ledger records settled with a provider's cost", registry=BILLING
+RECORDS_SETTLED = LoopCounter(
+    BILLING, "switchboard_billing_records_settled", "Ledger records settled with a provider's cost"
 )
-RECORDS_REJECTED = Counter(
-    "switchboard_billing_records_rejected", "Costs a provider's cost API answered that were rejected", registry=BILLING
+RECORDS_REJECTED = LoopCounter(
+    BILLING, "switchboard_billing_records_rejected", "Costs a provider's cost API answered that were rejected"
 )
-RECORDS_UNPRICED = Counter(
-    "switchboard_billing_records_unpriced",
-    "Ledger records aged into unpriced (no valid cost in time)",
-    registry=BILLING,
+RECORDS_UNPRICED = LoopCounter(
+    BILLING, "switchboard_billing_records_unpriced", "Ledger records aged into unpriced (no valid cost in time)"
 )
-COST_API_FAILURES = Counter(
+COST_API_FAILURES = LoopCounter(
+    BILLING,
     "switchboard_billing_cost_api_failures",
     "Cost API calls that changed nothing (non-200, invalid answer, timeout, connection error)",
-    ["provider"],
-    registry=BILLING,
+    ("provider",),
 )
 
 
@@ -234,11 +276,8 @@ def watch_billing(count_pending: Callable[[], int]) -> None:
 def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> int:
     """Serves the registry (and the process's own metrics) on http://host:port/metrics; 0 = off.
     Returns the bound port."""
-    global _serving
     if port <= 0:
         return 0
-    _serving = True
-    disable_created_metrics()  # the *_created series only double what a scrape carries
     for collector in (ProcessCollector, PlatformCollector, GCCollector):
         collector(registry=registry)
     server, _ = start_http_server(port, addr=host, registry=registry)
@@ -265,25 +304,18 @@ class InferenceMeasure:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, _: TracebackType | None) -> None:
-        if not _serving:
-            return
-        status = _status_of(error)
-        _child(REQUESTS, self.operation, str(status)).inc()
-        error_type = "" if status == 200 else str(status)
-        duration = _child(REQUEST_DURATION, self.operation, self.model, self.provider, error_type)
-        duration.observe(time.monotonic() - self.started)
+        status = str(_status_of(error))
+        REQUESTS.inc(labels=(self.operation, status))
+        labels = (self.operation, self.model, self.provider, "" if status == "200" else status)
+        REQUEST_DURATION.observe(labels, time.monotonic() - self.started)
 
     def first_token(self, at: float) -> None:
         """A stream's first event arrived at `at` (time.monotonic())."""
-        if not _serving:
-            return
-        _child(TIME_TO_FIRST_TOKEN, self.operation, self.model, self.provider).observe(at - self.started)
+        TIME_TO_FIRST_TOKEN.observe((self.operation, self.model, self.provider), at - self.started)
 
     def tokens(self, input_tokens: int, output_tokens: int) -> None:
-        if not _serving:
-            return
-        _child(TOKEN_USAGE, self.operation, self.model, self.provider, "input").observe(input_tokens)
-        _child(TOKEN_USAGE, self.operation, self.model, self.provider, "output").observe(output_tokens)
+        TOKEN_USAGE.observe((self.operation, self.model, self.provider, "input"), input_tokens)
+        TOKEN_USAGE.observe((self.operation, self.model, self.provider, "output"), output_tokens)
 
 
 def _status_of(error: BaseException | None) -> int:

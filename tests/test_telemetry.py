@@ -318,6 +318,17 @@ def test_a_callers_traceparent_reaches_the_provider_and_every_services_span(make
     assert "chat upstream-model" in names  # the call to the provider
     wait_for(lambda: in_access_log(sb, trace_id), "the trace id in Envoy's access log")
 
+    unsampled = f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-00"
+    provider.traceparents.clear()
+    assert setup.chat(model, headers={"traceparent": unsampled}).status_code == 200
+    (passed_on,) = provider.traceparents
+    assert passed_on.split("-")[1] == unsampled.split("-")[1] and passed_on.endswith("-00"), passed_on
+    later = secrets.token_hex(16)  # sampled, sent after: once its spans are in, the unsampled one's would be
+    setup.chat(model, headers={"traceparent": f"00-{later}-{secrets.token_hex(8)}-01"})
+    exporters = {"switchboard-envoy", "switchboard-router", "switchboard-billing"}
+    wait_for(lambda: {s for s, trace, _ in list(receiver.spans) if trace == later} >= exporters, "the later spans")
+    assert not [span for span in receiver.spans if span[1] == unsampled.split("-")[1]]
+
 
 def test_without_an_otlp_endpoint_envoys_traceparent_still_reaches_the_provider(make_stack, provider) -> None:
     sb = make_stack()

@@ -376,9 +376,18 @@ def current_trace_ids() -> tuple[str, str] | None:
     return f"{context.trace_id:032x}", f"{context.span_id:016x}"
 
 
-def provider_span(operation: str, model: str, provider: str) -> AbstractContextManager:
-    """The span of one call to a provider (nothing while tracing is off)."""
+def _recording() -> bool:
+    """Whether a span is being recorded now (tracing on and this request sampled)."""
     if _tracer is None:
+        return False
+    from opentelemetry import trace
+
+    return trace.get_current_span().is_recording()
+
+
+def provider_span(operation: str, model: str, provider: str) -> AbstractContextManager:
+    """The span of one call to a provider, within a recorded trace (nothing otherwise)."""
+    if not _recording():
         return nullcontext()
     from opentelemetry import trace
 
@@ -390,9 +399,9 @@ _TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 
 
 def trace_headers(headers: dict[str, str], traceparent: str) -> dict[str, str]:
-    """`headers` plus the trace context: the current span's while tracing is on, else the
+    """`headers` plus the trace context: the current span's while one is recorded, else the
     traceparent the call came with (if it has the W3C shape)."""
-    if _tracer is None:
+    if not _recording():
         return {**headers, TRACEPARENT: traceparent} if _TRACEPARENT.fullmatch(traceparent) else headers
     from opentelemetry import propagate
 
@@ -428,9 +437,14 @@ class TracingInterceptor(grpc.aio.ServerInterceptor):
 
 
 def _server_span(details: grpc.HandlerCallDetails) -> AbstractContextManager:
+    """The call's span; none when the caller's traceparent says it is not sampled: an unsampled
+    request costs next to nothing (what it calls gets no trace context either, the provider
+    gets the caller's traceparent)."""
+    metadata = {key: value for key, value in details.invocation_metadata or () if isinstance(value, str)}
+    if metadata.get(TRACEPARENT, "").endswith("-00"):
+        return nullcontext()
     from opentelemetry import propagate, trace
 
-    metadata = {key: value for key, value in details.invocation_metadata or () if isinstance(value, str)}
     service, _, method = details.method.lstrip("/").rpartition("/")
     attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method}
     return _tracer.start_as_current_span(

@@ -10,8 +10,12 @@ size, pending records) are read when Prometheus scrapes, not on the hot path.
 Traces: OpenTelemetry, on only when OTEL_EXPORTER_OTLP_ENDPOINT is set (OTLP/HTTP). Each
 service continues the W3C `traceparent` its callers send (Envoy starts one when the caller
 did not) with a server span per call, passes it on in the gRPC metadata of its own calls and
-to the provider; log lines carry the trace id. When it is off no interceptor is installed
-and the Router passes the traceparent Envoy sent on to the provider unchanged.
+to the provider; log lines carry the trace id. A request Envoy did not sample gets no span.
+When tracing is off no interceptor is installed; either way the Router then passes the
+traceparent Envoy sent on to the provider unchanged.
+
+Counters and histograms of the hot path are plain Python (LoopCounter, LoopHistogram): a few
+µs per request, where prometheus-client's own took ~30 µs here.
 """
 
 from __future__ import annotations

@@ -16,12 +16,14 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from functools import partial
 from pathlib import Path
 
 from bench import flood as flooding
 from bench import report as reporting
 from bench import soak as soaking
+from bench import telemetry
 from bench.load import SCENARIOS, Measurement, Scenario, measure
 from bench.targets import (
     BENCH_DIR,
@@ -139,7 +141,8 @@ def bench_stacks(keep: bool) -> Iterator[tuple[Path, Stack, list[Stack]]]:
 
 def router_bench(args: argparse.Namespace) -> int:
     report = reporting.Report(rounds=args.rounds, seconds=args.duration)
-    with bench_stacks(args.keep) as (data_dir, fixtures, stacks):
+    # The OTLP sink and the scraper outlast the stacks: the services send their last spans as they stop.
+    with ExitStack() as resources, bench_stacks(args.keep) as (data_dir, fixtures, stacks):
         stub = start_stub(fixtures)
         targets = [direct_target(stub)]
         wanted = _wanted(args)
@@ -147,6 +150,17 @@ def router_bench(args: argparse.Namespace) -> int:
         def switchboard() -> Target:
             stack, target = start_switchboard(data_dir / "switchboard", stub, args.router_replicas)
             stacks.append(stack)
+            return target
+
+        def with_telemetry(name: str) -> Target:
+            metrics, tracing = name != telemetry.OFF, name == telemetry.ON
+            environment = {}
+            if tracing:
+                environment["OTEL_EXPORTER_OTLP_ENDPOINT"] = resources.enter_context(telemetry.otlp_sink())
+            stack, target = start_switchboard(data_dir / name, stub, args.router_replicas, name, metrics, environment)
+            stacks.append(stack)
+            if metrics:
+                resources.enter_context(telemetry.scraping(stack))
             return target
 
         def baseline() -> Target:
@@ -159,6 +173,7 @@ def router_bench(args: argparse.Namespace) -> int:
             "switchboard": switchboard,
             "litellm": lambda: start_litellm(fixtures, stub),
             "baseline": baseline,
+            **{name: partial(with_telemetry, name) for name in (telemetry.OFF, *telemetry.MEASURED)},
         }
         for name, start in starters.items():
             if name in wanted and (target := _start_optional(name, start, report.notes)):
@@ -196,8 +211,10 @@ def _compare(targets: list[Target], args: argparse.Namespace, report: reporting.
     scenarios = [s for s in SCENARIOS if not args.scenarios or s.name in args.scenarios.split(",")]
     plan = usable(targets, scenarios, report.notes)
     run_rounds(plan, scenarios, report)
-    # A paired before/after run keeps the committed table of the last full run.
-    written = reporting.write(report, "router-paired" if "baseline" in args.targets.split(",") else "router")
+    wanted = args.targets.split(",")
+    paired = "router-telemetry" if telemetry.OFF in wanted else "router-paired" if "baseline" in wanted else ""
+    # A paired run keeps the committed table of the last full run.
+    written = reporting.write(report, paired or "router")
     print(reporting.table(report), flush=True)
     _log("wrote " + ", ".join(str(p.relative_to(ROOT)) for p in written))
 
@@ -239,7 +256,9 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     router.add_argument(
         "--targets",
         default="floor,switchboard,litellm",
-        help="besides direct: switchboard, litellm, floor (Envoy + an empty forwarding Router), baseline",
+        help="besides direct: switchboard, litellm, floor (Envoy + an empty forwarding Router), baseline, "
+        f"{telemetry.OFF}, {telemetry.METRICS}, {telemetry.ON} (the stack without metrics and tracing, "
+        "with metrics, with both: what they cost)",
     )
     router.add_argument(
         "--baseline",

@@ -12,9 +12,10 @@ from pathlib import Path
 
 from bench.load import SCENARIOS, Measurement
 from bench.stub import PACED_GAP_SECONDS, PACED_SPAN_SECONDS
+from bench.telemetry import MEASURED, METRICS, OFF, ON, Cost, cost
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-TARGET_ORDER = ["direct", "floor", "baseline", "switchboard", "litellm"]
+TARGET_ORDER = ["direct", "floor", "baseline", "switchboard", OFF, METRICS, ON, "litellm"]
 
 
 @dataclass
@@ -128,6 +129,20 @@ class Report:
             out.append(("paced chunks passed on as they arrive", "not measured", None))
         return out
 
+    def telemetry_cost(self, target: str, scenario: str) -> Cost | None:
+        """What a telemetry target (metrics, or metrics and tracing) adds to a request over telemetry-off."""
+
+        def latencies(name: str) -> dict[int, tuple[float, ...]]:
+            runs = self._by_round(name, scenario).items()
+            return {rnd: (m.p50_ms, m.p99_ms, sum(m.cpu_ms_per_request.values())) for rnd, m in runs if m.ok}
+
+        return cost(latencies(target), latencies(OFF))
+
+    def telemetry_costs(self) -> list[tuple[str, str, Cost]]:
+        """(scenario, target, cost) of every telemetry target measured."""
+        pairs = [(sc.name, target) for sc in SCENARIOS for target in MEASURED]
+        return [(scenario, target, c) for scenario, target in pairs if (c := self.telemetry_cost(target, scenario))]
+
     def meta(self) -> dict:
         return run_meta(self.rounds, self.seconds)
 
@@ -193,6 +208,15 @@ def table(report: Report) -> str:
                 parts = ", ".join(f"{name} {ms:.3f}" for name, ms in s.cpu_ms_per_request.items())
                 total = sum(s.cpu_ms_per_request.values())
                 lines.append(f"| {scenario.name} | {target} | {parts} (total {total:.3f}) |")
+    if costs := report.telemetry_costs():
+        lines += ["", f"What telemetry costs: {METRICS} (metrics) and {ON} (metrics and tracing) minus {OFF},"]
+        lines += ["median of the per-round differences:", ""]
+        lines += ["| scenario | target | added p50 ms | added p99 ms | added CPU ms per answer | rounds |"]
+        lines += ["|---|---|---:|---:|---:|---:|"]
+        lines += [
+            f"| {s} | {t} | {c.added_p50_ms:.3f} | {c.added_p99_ms:.3f} | {c.added_cpu_ms:.3f} | {c.rounds} |"
+            for s, t, c in costs
+        ]
     lines += ["", "| goal (SPEC.md) | measured | met |", "|---|---|---|"]
     for goal, measured, met in report.goals():
         lines.append(f"| {goal} | {measured} | {'-' if met is None else 'yes' if met else 'NO'} |")
@@ -212,6 +236,7 @@ def to_json(report: Report) -> dict:
         "meta": report.meta(),
         "summary": summaries,
         "switchboard_over_litellm": ratios,
+        "telemetry_cost": [{"scenario": s, "target": t, **vars(c)} for s, t, c in report.telemetry_costs()],
         "goals": [{"goal": g, "measured": m, "met": ok} for g, m, ok in report.goals()],
         "runs": [
             {"round": r.round, "target": r.target, "scenario": r.scenario, **r.measurement.to_json()}

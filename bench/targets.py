@@ -141,10 +141,20 @@ def register_switchboard(admin: AdminClient, stub: StubPorts) -> tuple[str, dict
     return token, models, providers
 
 
-def start_switchboard(data_dir: Path, stub: StubPorts, router_replicas: int = 1) -> tuple[Stack, Target]:
-    """Switchboard's real stack (Envoy, Registry, Router, Billing on SQLite), registered against the stub."""
+def start_switchboard(
+    data_dir: Path,
+    stub: StubPorts,
+    router_replicas: int = 1,
+    name: str = "switchboard",
+    metrics: bool = True,
+    environment: dict[str, str] | None = None,
+) -> tuple[Stack, Target]:
+    """Switchboard's real stack (Envoy, Registry, Router, Billing on SQLite), registered against the stub;
+    `metrics` and `environment` (e.g. OTEL_EXPORTER_OTLP_ENDPOINT) as for `switchboard up`."""
     port = free_port()
-    stack, admin_token, _ = start_stack(UpOptions(port, data_dir, "", demo=False, router_replicas=router_replicas))
+    options = UpOptions(port, data_dir, "", demo=False, router_replicas=router_replicas, metrics=metrics,
+                        environment=environment or {})  # fmt: skip
+    stack, admin_token, _ = start_stack(options)
     try:
         base = f"http://127.0.0.1:{port}"
         token, models, providers = register_switchboard(AdminClient(base, admin_token), stub)
@@ -153,7 +163,7 @@ def start_switchboard(data_dir: Path, stub: StubPorts, router_replicas: int = 1)
         raise
     urls = {kind: base + _path(kind) for kind in KINDS}
     pids = {child.name: child.process.pid for child in stack.children}
-    return stack, Target("switchboard", urls, models, f"Bearer {token}", pids, providers)
+    return stack, Target(name, urls, models, f"Bearer {token}", pids, providers)
 
 
 def start_baseline(data_dir: Path, stub: StubPorts, checkout: Path | None) -> tuple[Stack, Target]:

@@ -193,6 +193,7 @@ class Stack:
         self.env = env
         self.children: list[Child] = []
         self.addresses: dict[str, str] = {}  # service (and "envoy") -> host:port
+        self.metrics: dict[str, str] = {}  # service (and "envoy") -> its Prometheus endpoint; empty: off
         (data_dir / "logs").mkdir(parents=True, exist_ok=True)
 
     def start(
@@ -216,7 +217,13 @@ class Stack:
         """Runs `python -m services.<module or name>` on the port."""
         self.addresses[name] = f"127.0.0.1:{port}"
         argv = [sys.executable, "-m", f"services.{module or name}", "--port", str(port), *options]
-        return self.start(name, argv, grpc_serving(f"127.0.0.1:{port}"), ports=[("127.0.0.1", port)])
+        ports = [("127.0.0.1", port)]
+        if self.metrics:  # on: each service serves /metrics on a port of its own
+            metrics_port = free_port()
+            self.metrics[name] = f"http://127.0.0.1:{metrics_port}/metrics"
+            argv += ["--metrics-port", str(metrics_port)]
+            ports.append(("127.0.0.1", metrics_port))
+        return self.start(name, argv, grpc_serving(f"127.0.0.1:{port}"), ports=ports)
 
     def wait_ready(self, deadline_seconds: float = READY_DEADLINE_SECONDS) -> None:
         """Returns when every child is ready; raises when one dies or time runs out."""
@@ -315,6 +322,7 @@ class UpOptions:
     router_replicas: int = 1
     # bill inference calls without a token to this account (the Routers' --anonymous-account); off when empty
     anonymous_account: str = ""
+    metrics: bool = True  # Prometheus endpoints (the services' and Envoy's)
     # SWITCHBOARD_* settings for the services, over the launcher's own environment (tests, benchmarks)
     environment: Mapping[str, str] = field(default_factory=dict)
 
@@ -339,6 +347,8 @@ def start_stack(options: UpOptions) -> tuple[Stack, str, str]:
         env["SWITCHBOARD_DATABASE_URL"] = options.database_url
     stack = Stack(data_dir, env)
     ports = {name: free_port() for name in ("registry", "billing", "envoy_admin")}
+    if options.metrics:
+        stack.metrics["envoy"] = f"http://127.0.0.1:{ports['envoy_admin']}/stats/prometheus"
     registry = f"127.0.0.1:{ports['registry']}"
     billing = f"127.0.0.1:{ports['billing']}"
     try:
@@ -357,6 +367,8 @@ def start_stack(options: UpOptions) -> tuple[Stack, str, str]:
                         "billing": [("127.0.0.1", ports["billing"])],
                         "router": [("127.0.0.1", port) for port in routers],
                     },
+                    otlp_endpoint=env.get("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
+                    trace_ratio=float(env.get("OTEL_TRACES_SAMPLER_ARG") or 1),
                 )
             )
         )
@@ -425,6 +437,8 @@ def up(options: UpOptions) -> int:
         print(f"ready: {base_url}", flush=True)
         print(f"  admin token: {token_source}", flush=True)
         print(f"  logs: {stack.data_dir / 'logs'}", flush=True)
+        for name, url in stack.metrics.items():
+            print(f"  metrics: {name} {url}", flush=True)
         print(f"  try: curl -s {base_url}/v1/providers", flush=True)
         if extra:
             print(extra, flush=True)

@@ -37,6 +37,7 @@ import orjson
 
 from services.billing import ledger
 from services.billing.costs import InvalidCostAnswer, parse_cost_answer
+from services.common import telemetry
 from services.common.backoff import Backoff
 from services.common.db import Database
 from services.common.secrets import NO_SECRETS, Redactor
@@ -151,6 +152,7 @@ class Reconciler:
         aged = await self.db.run(lambda s: ledger.age_out_pending(s, cutoff, reason))
         if aged:
             self.unpriced_total += aged
+            telemetry.RECORDS_UNPRICED.inc(aged)
             log.warning("requests aged into unpriced", extra={"count": aged, "unpriced_total": self.unpriced_total})
         return aged
 
@@ -187,6 +189,7 @@ class Reconciler:
             self._backoff.pop(provider, None)
             self._retry_at.pop(provider, None)
             return
+        telemetry.COST_API_FAILURES.inc(len(failures), labels=(provider,))
         initial = max(1.0, self.settings.interval_seconds)
         backoff = self._backoff.setdefault(provider, Backoff(initial, self.settings.backoff_max_seconds))
         wait = backoff.failed()
@@ -233,7 +236,9 @@ class Reconciler:
             )
         costs = [(rid, cost) for prid, cost in answer.costs.items() for rid in ours[prid]]
         counts.rejected += len(answer.rejected)
+        telemetry.RECORDS_REJECTED.inc(len(answer.rejected))
         settled = await self.db.run(lambda s: ledger.settle_costs(s, costs))
+        telemetry.RECORDS_SETTLED.inc(settled)
         counts.settled += settled  # after the await: other pages update counts meanwhile
 
     async def _ask(self, api: CostApi, provider_request_ids: list[str]) -> bytes:

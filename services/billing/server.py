@@ -9,6 +9,7 @@ from switchboard.billing.v1 import billing_service_pb2_grpc as billing_grpc
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 from switchboard.registry.v1 import internal_service_pb2_grpc as internal_grpc
 
+from services.billing import ledger
 from services.billing.access import Authenticator
 from services.billing.config import BillingSettings
 from services.billing.limits import LimitedAccounts
@@ -19,6 +20,7 @@ from services.common.registry_feed import FeedCache
 from services.common.secrets import Redactor
 from services.common.server import run
 from services.common.service import channel, open_database, run_service
+from services.common.telemetry import configure_tracing, watch_billing
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 REGISTRY_TIMEOUT = 10.0
@@ -78,6 +80,7 @@ async def serve(settings: BillingSettings) -> None:
             "switchboard.billing.v1.LedgerService",
         ),
     ]
+    watch_billing(lambda: db.read(ledger.count_pending))
     feed = asyncio.create_task(callers.watch())
 
     async def close() -> None:
@@ -95,4 +98,5 @@ async def serve(settings: BillingSettings) -> None:
 def main(argv: list[str] | None = None) -> None:
     settings = BillingSettings.from_args("python -m services.billing", argv)
     configure_logging("billing", settings.log_level)
+    configure_tracing("billing")
     run(lambda: serve(settings))

@@ -25,6 +25,7 @@ from services.common.auth import require_admin
 from services.common.db import Database
 from services.common.errors import invalid_argument, relayed, unavailable
 from services.common.pricing import estimate_nano_usd, saturated
+from services.common.telemetry import RECORDS_STORED
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 10_000
@@ -258,6 +259,7 @@ class LedgerServicer(billing_grpc.LedgerServiceServicer):
             # A served request is never turned away with its batch: the others are stored.
             log.error("ledger records without a request id skipped", extra={"count": len(request.records) - len(rows)})
         stored = await self.db.run(lambda s: ledger.record_entries(s, rows))
+        RECORDS_STORED.inc(stored)
         return billing_pb.RecordRequestsResponse(stored_count=stored)
 
     async def ReserveSpend(

@@ -40,6 +40,7 @@ class ServiceSettings(BaseSettings):
         description="the secret the services present to each other; read from (or created in) "
         f"<data_dir>/{SERVICE_CREDENTIAL_FILE} when unset",
     )
+    metrics_port: int = Field(0, description="port of the Prometheus metrics endpoint, /metrics (0: off)")
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
     shutdown_grace_seconds: float = Field(5.0, description="time given to calls in flight on SIGTERM")
 

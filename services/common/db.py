@@ -87,6 +87,10 @@ class Database:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._in_session, work)
 
+    def read(self, work: Callable[[Session], T]) -> T:
+        """Runs read-only work(session) on the calling thread (never the event loop's)."""
+        return self._in_session(work)
+
     def close(self) -> None:
         self._executor.shutdown(wait=True)
         self.engine.dispose()

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from string import Template
+from urllib.parse import urlsplit
 
 from google.api import annotations_pb2, field_behavior_pb2
 from google.protobuf import descriptor_pb2
@@ -98,6 +99,8 @@ class EnvoyPorts:
     listen_address: str = "127.0.0.1"
     max_request_bytes: int = 8 * 1024 * 1024
     files_root: Path = ROOT  # where Envoy finds envoy/ and gen/: this checkout, or a container image's copy
+    otlp_endpoint: str = ""  # OTEL_EXPORTER_OTLP_ENDPOINT (OTLP/HTTP): where Envoy sends its spans
+    trace_ratio: float = 1.0  # OTEL_TRACES_SAMPLER_ARG: the share of requests traced (the services follow)
 
 
 @dataclass(frozen=True)
@@ -532,6 +535,42 @@ def _clusters(backends: dict[str, list[tuple[str, int]]]) -> str:
     return "\n".join(lines)
 
 
+OTLP_CLUSTER = "opentelemetry_collector"
+
+
+def tracing(otlp_endpoint: str, ratio: float = 1.0) -> dict:
+    """The connection manager's OpenTelemetry tracing. Envoy's tracer needs an exporter: without
+    an endpoint it gets a collector cluster with no host and samples nothing, so it still
+    continues or starts the W3C traceparent and passes it on, and exports nothing. With one, it
+    samples `ratio` of the requests it starts a trace for; the services follow its decision."""
+    uri = otlp_endpoint.rstrip("/") + "/v1/traces" if otlp_endpoint else "http://127.0.0.1/v1/traces"
+    config = {
+        "@type": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig",
+        "service_name": "switchboard-envoy",
+        "http_service": {"http_uri": {"uri": uri, "cluster": OTLP_CLUSTER, "timeout": "2s"}},
+    }
+    return {
+        "provider": {"name": "envoy.tracers.opentelemetry", "typed_config": config},
+        "random_sampling": {"value": min(100.0, max(0.0, 100 * ratio)) if otlp_endpoint else 0},
+    }
+
+
+def _collector_cluster(otlp_endpoint: str) -> str:
+    """The OTLP/HTTP collector's cluster (plain HTTP/1.1); without an endpoint, one with no host."""
+    lines = [
+        f"    - name: {OTLP_CLUSTER}",
+        "      type: STRICT_DNS",
+        "      connect_timeout: 1s",
+        "      load_assignment:",
+        f"        cluster_name: {OTLP_CLUSTER}",
+    ]
+    if otlp_endpoint:
+        url = urlsplit(otlp_endpoint)
+        address = f"{{address: {{socket_address: {{address: {url.hostname}, port_value: {url.port or 80}}}}}}}"
+        lines += ["        endpoints:", "          - lb_endpoints:", f"              - endpoint: {address}"]
+    return "\n" + "\n".join(lines)
+
+
 def render(ports: EnvoyPorts) -> str:
     """The Envoy configuration as YAML text."""
     d = descriptors()
@@ -549,5 +588,6 @@ def render(ports: EnvoyPorts) -> str:
         transcoded_services=json.dumps(list(PUBLIC_SERVICES)),
         routes=json.dumps(routes(d)),
         local_reply_mappers=json.dumps(local_reply_mappers()),
-        clusters=_clusters(ports.backends),
+        tracing=json.dumps(tracing(ports.otlp_endpoint, ports.trace_ratio)),
+        clusters=_clusters(ports.backends) + _collector_cluster(ports.otlp_endpoint),
     )

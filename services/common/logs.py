@@ -8,6 +8,8 @@ import time
 
 import orjson
 
+from services.common.telemetry import current_trace_ids
+
 _STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
 
@@ -26,6 +28,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        if (ids := current_trace_ids()) is not None:
+            entry["trace_id"], entry["span_id"] = ids
         entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD_ATTRS})
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)

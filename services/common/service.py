@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
@@ -12,6 +13,7 @@ from services.common.auth import INTERNAL_SERVICES, ServiceCredentialCheck, pres
 from services.common.config import ServiceSettings
 from services.common.db import Database, migrate
 from services.common.server import Registration, create_server, serve
+from services.common.telemetry import REGISTRIES, client_interceptors, serve_metrics, server_interceptors, stop_tracing
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +30,7 @@ def channel(address: str, credential: str) -> grpc.aio.Channel:
     calls on it carry their own deadlines."""
     return grpc.aio.insecure_channel(
         address,
-        interceptors=presenting_credential(credential),
+        interceptors=[*presenting_credential(credential), *client_interceptors()],
         options=[
             ("grpc.keepalive_time_ms", 30_000),
             ("grpc.max_receive_message_length", 64 * 1024 * 1024),
@@ -56,7 +58,16 @@ async def run_service(
     serves_internal = any(name in INTERNAL_SERVICES for *_, name in registrations)
     checks = [ServiceCredentialCheck(settings.service_credential_value())] if serves_internal else []
     server, port, health = create_server(
-        registrations, settings.host, settings.port, checks, public_catalog=public_catalog
+        registrations, settings.host, settings.port, [*server_interceptors(), *checks], public_catalog=public_catalog
     )
     log.info("listening", extra={"service": name, "address": f"{settings.host}:{port}"})
-    await serve(server, health, [r[2] for r in registrations], settings.shutdown_grace_seconds, on_stop, on_draining)
+    metrics_port = serve_metrics(REGISTRIES[name], settings.host, settings.metrics_port)
+    if metrics_port:
+        log.info("metrics", extra={"service": name, "url": f"http://{settings.host}:{metrics_port}/metrics"})
+
+    async def stop() -> None:
+        if on_stop is not None:
+            await on_stop()
+        await asyncio.to_thread(stop_tracing)  # the last spans are sent
+
+    await serve(server, health, [r[2] for r in registrations], settings.shutdown_grace_seconds, stop, on_draining)

@@ -84,6 +84,11 @@ class ChangeFeed:
     def watchers(self) -> int:
         return len(self._queues)
 
+    @property
+    def backlog(self) -> int:
+        """Notices the slowest watcher has not been sent yet: how far behind it is."""
+        return max((queue.qsize() for queue in list(self._queues)), default=0)
+
 
 def _drain(queue: asyncio.Queue) -> None:
     while not queue.empty():

@@ -18,6 +18,7 @@ from services.common.logs import configure_logging
 from services.common.secrets import secrets_key, use_secrets_key
 from services.common.server import Registration, run
 from services.common.service import open_database, run_service
+from services.common.telemetry import configure_tracing, watch_registry
 from services.registry.admin import AdminServicer
 from services.registry.changes import ChangeFeed
 from services.registry.config import RegistrySettings
@@ -71,6 +72,7 @@ async def serve(settings: RegistrySettings) -> None:
         },
     )
     state = RegistryState(db, index, ChangeFeed(), settings.admin_token.get_secret_value())
+    watch_registry(index, state.feed)
     replicas = ReplicaFollower(state)
     state.catch_up = replicas.catch_up
     follower = asyncio.create_task(replicas.run())
@@ -85,4 +87,5 @@ async def serve(settings: RegistrySettings) -> None:
 def main(argv: list[str] | None = None) -> None:
     settings = RegistrySettings.from_args("python -m services.registry", argv)
     configure_logging("registry", settings.log_level)
+    configure_tracing("registry")
     run(lambda: serve(settings))

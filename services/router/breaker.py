@@ -38,6 +38,15 @@ class Breakers:
         state = self._states.get(provider)
         return state is not None and state.failures >= self.threshold
 
+    def states(self) -> dict[str, int]:
+        """0 closed, 1 open, 2 half-open (a probe is out), for every provider that failed since its
+        last success; the others are closed."""
+        states = {}
+        for provider, state in list(self._states.items()):
+            opened = state.failures >= self.threshold
+            states[provider] = 2 if opened and state.probing else int(opened)
+        return states
+
     def succeeded(self, provider: str) -> None:
         self._states.pop(provider, None)
 

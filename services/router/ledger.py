@@ -20,6 +20,7 @@ import logging
 import os
 import struct
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -51,6 +52,16 @@ def read_journal(path: Path) -> list[billing_pb.LedgerRecord]:
         records.append(billing_pb.LedgerRecord.FromString(data[offset + _FRAME.size : end]))
         offset = end
     return records
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """Records waiting for Billing: queued or spooled (records of a previous run's spool files
+    count once read), spool files, and the age of the oldest."""
+
+    records: int
+    files: int
+    oldest_age_seconds: float
 
 
 class Ledger:
@@ -86,6 +97,18 @@ class Ledger:
         self.pending.append(record)
         if len(self.pending) >= self.batch_size:
             self._wake.set()
+
+    def backlog(self) -> Backlog:
+        """What Billing has not acknowledged yet (read by the metrics endpoint's thread)."""
+        spooled, pending = list(self._spooled), list(self.pending)
+        known = sum(len(batch.records) for _, batch in spooled if batch is not None)
+        if spooled:  # spool file names start with their time in ns
+            oldest_ns = int(spooled[0][0].name.split("-", 1)[0].split(".", 1)[0])
+        elif pending:
+            oldest_ns = pending[0].end_time.ToNanoseconds()
+        else:
+            return Backlog(0, 0, 0.0)
+        return Backlog(len(pending) + known, len(spooled), max(0.0, (time.time_ns() - oldest_ns) / 1e9))
 
     def load_spool(self) -> None:
         """Picks up journals and spool files a previous run left, and opens a fresh journal."""

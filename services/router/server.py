@@ -12,6 +12,7 @@ from switchboard.router.v1 import router_service_pb2_grpc
 from services.common.logs import configure_logging
 from services.common.server import run
 from services.common.service import channel, run_service
+from services.common.telemetry import configure_tracing, watch_router
 from services.router.breaker import Breakers
 from services.router.config import RouterSettings
 from services.router.directory import Directory
@@ -43,6 +44,7 @@ async def serve(settings: RouterSettings) -> None:
         settings.max_answer_bytes,
     )
     await upstreams.start()
+    watch_router(upstreams.breakers, ledger)
     servicer = RouterServicer(
         directory, upstreams, spending, ledger, Measurements(), settings.hub_url, settings.anonymous_account
     )
@@ -73,4 +75,5 @@ async def serve(settings: RouterSettings) -> None:
 def main(argv: list[str] | None = None) -> None:
     settings = RouterSettings.from_args("python -m services.router", argv)
     configure_logging("router", settings.log_level)
+    configure_tracing("router")
     run(lambda: serve(settings))

@@ -23,6 +23,7 @@ from services.common.accounts import OPERATOR_ACCOUNT
 from services.common.auth import parse_bearer
 from services.common.errors import ApiError, invalid_argument, not_found, permission_denied, unavailable
 from services.common.pricing import estimate_nano_usd, prompt_tokens_estimate
+from services.common.telemetry import TRACEPARENT, InferenceMeasure
 from services.router import params, selection
 from services.router.directory import Directory, ProviderEntry
 from services.router.ledger import Ledger
@@ -40,6 +41,8 @@ JSON = "application/json"
 EVENT_STREAM = "text/event-stream"
 # The caller of a call without a token in anonymous mode: no user, no memberships, no preferences.
 ANONYMOUS = internal_pb.Caller()
+# The GenAI semantic conventions' gen_ai.operation.name of each task.
+OPERATIONS = {CHAT: "chat", TEXT_TO_IMAGE: "generate_content"}
 # What each route's body must carry and may carry (params.py); everything else passes through.
 BODY_RULES = {CHAT: (params.CHAT, params.REQUIRED_CHAT), TEXT_TO_IMAGE: (params.IMAGES, params.REQUIRED_IMAGES)}
 
@@ -48,7 +51,7 @@ def _headers(context: grpc.aio.ServicerContext) -> dict[str, str]:
     """The request headers this service reads, in one pass over the metadata."""
     found = {}
     for name, value in context.invocation_metadata() or ():
-        if name in ("authorization", "x-hf-bill-to"):
+        if name in ("authorization", "x-hf-bill-to", TRACEPARENT):
             found[name] = value if isinstance(value, str) else value.decode()
     return found
 
@@ -118,6 +121,8 @@ class Call:
     routes: list[selection.Route]
     estimate_nano_usd: int
     started: timestamp_pb2.Timestamp
+    measure: InferenceMeasure
+    traceparent: str = ""  # the caller's (or Envoy's) W3C trace context, passed on to the provider
     reserved: bool = False
 
     @property
@@ -221,7 +226,7 @@ class RouterServicer(router_grpc.RouterServiceServicer):
         output = payload.get("max_completion_tokens") or payload.get("max_tokens") or DEFAULT_MAX_TOKENS
         return estimate_nano_usd(price, task, input_tokens=prompt_tokens_estimate(body_size), output_tokens=output)
 
-    async def _prepare(self, task: str, request, context: grpc.aio.ServicerContext) -> Call:
+    async def _prepare(self, task: str, request, context: grpc.aio.ServicerContext, measure: InferenceMeasure) -> Call:
         started = _now()
         headers = _headers(context)
         caller, account = await self._caller(headers)
@@ -234,8 +239,13 @@ class RouterServicer(router_grpc.RouterServiceServicer):
             raise invalid_argument("INVALID_REQUEST", "the request body must be a JSON object")
         params.check_body(payload, *BODY_RULES[task])
         model, routes = await self._routes(task, payload, request.provider, caller)
+        if not request.provider:  # resolved in the catalog: a bounded label
+            measure.model = model
         estimate = self._estimate(task, payload, len(raw), routes[0])
-        call = Call(str(uuid.uuid4()), task, caller, account, model, payload, len(raw), routes, estimate, started)
+        call = Call(
+            str(uuid.uuid4()), task, caller, account, model, payload, len(raw), routes, estimate, started, measure,
+            headers.get(TRACEPARENT, ""),
+        )  # fmt: skip
         call.reserved = await self.spending.reserve(call.request_id, account, estimate)
         return call
 
@@ -244,10 +254,14 @@ class RouterServicer(router_grpc.RouterServiceServicer):
         remaining = context.time_remaining()
         deadline = None if remaining is None else time.monotonic() + remaining
         try:
-            return await self.upstreams.first_answer(call.routes, call.payload, path, stream, deadline)
+            opened = await self.upstreams.first_answer(
+                call.routes, call.payload, path, stream, deadline, OPERATIONS[call.task], call.traceparent
+            )
         except BaseException:
             self._abandon(call)
             raise
+        call.measure.provider = opened.route.provider.id
+        return opened
 
     def _abandon(self, call: Call) -> None:
         """Nothing will be served: the reservation, if any, goes back."""
@@ -299,6 +313,8 @@ class RouterServicer(router_grpc.RouterServiceServicer):
             route.provider.id, route.provider_model, opened.first_at - opened.sent_at, tokens, ended - opened.sent_at
         )
         input_tokens, output_tokens, estimate = self._usage(call, opened, images)
+        if not images:
+            call.measure.tokens(input_tokens, output_tokens)
         self._record(call, opened, input_tokens, output_tokens, images, estimate)
 
     def _record(
@@ -335,7 +351,17 @@ class RouterServicer(router_grpc.RouterServiceServicer):
     async def CreateChatCompletion(
         self, request: router_pb.CreateChatCompletionRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
-        call = await self._prepare(CHAT, request, context)
+        with InferenceMeasure(OPERATIONS[CHAT]) as measure:
+            async for body in self._chat(request, context, measure):
+                yield body
+
+    async def _chat(
+        self,
+        request: router_pb.CreateChatCompletionRequest,
+        context: grpc.aio.ServicerContext,
+        measure: InferenceMeasure,
+    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        call = await self._prepare(CHAT, request, context, measure)
         stream = call.payload.get("stream") is True
         hide_usage = stream and _ask_for_usage(call.payload)
         opened = await self._open(call, CHAT_PATH, stream, context)
@@ -344,6 +370,7 @@ class RouterServicer(router_grpc.RouterServiceServicer):
             await self._serve_unary(call, opened, context)
             yield httpbody_pb2.HttpBody(content_type=JSON, data=data)
             return
+        measure.first_token(opened.first_at)
         try:
             await self._send_headers(call, opened, context)
         except BaseException:  # the caller left before the answer began: nothing was served
@@ -378,15 +405,16 @@ class RouterServicer(router_grpc.RouterServiceServicer):
         body_of: Callable[[Opened], bytes],
     ) -> bytes:
         """An images answer's body for the caller, billed and headed once `body_of` made it."""
-        call = await self._prepare(TEXT_TO_IMAGE, request, context)
-        opened = await self._open(call, IMAGES_PATH, False, context)
-        try:
-            body = body_of(opened)
-        except ApiError:
-            self._abandon(call)
-            raise
-        await self._serve_unary(call, opened, context, images=len(opened.answer["data"]))
-        return body
+        with InferenceMeasure(OPERATIONS[TEXT_TO_IMAGE]) as measure:
+            call = await self._prepare(TEXT_TO_IMAGE, request, context, measure)
+            opened = await self._open(call, IMAGES_PATH, False, context)
+            try:
+                body = body_of(opened)
+            except ApiError:
+                self._abandon(call)
+                raise
+            await self._serve_unary(call, opened, context, images=len(opened.answer["data"]))
+            return body
 
     async def CreateImage(
         self, request: router_pb.CreateImageRequest, context: grpc.aio.ServicerContext

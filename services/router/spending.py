@@ -24,6 +24,7 @@ from switchboard.billing.v1 import billing_service_pb2_grpc as billing_grpc
 from services.common.backoff import Backoff
 from services.common.errors import ApiError, Code
 from services.common.logs import Throttled
+from services.common.telemetry import RESERVATIONS_REFUSED
 from services.router.breaker import Breakers
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ class Spending:
             raise
         self.breaker.succeeded(BILLING)
         if not answer.granted:
+            RESERVATIONS_REFUSED.inc()
             raise ApiError(
                 Code.RESOURCE_EXHAUSTED,
                 "INSUFFICIENT_QUOTA",

@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from services.common import telemetry
 from services.common.errors import PROVIDER_CODE_KEY, PROVIDER_KEY, PROVIDER_VERDICTS, ApiError, Code, unavailable
 from services.common.pricing import INT64_MAX
 from services.common.secrets import NO_SECRETS, Redactor
@@ -177,30 +178,47 @@ class Upstreams:
             await self.session.close()
 
     async def first_answer(
-        self, routes: list[Route], payload: dict, path: str, stream: bool, deadline: float | None
+        self,
+        routes: list[Route],
+        payload: dict,
+        path: str,
+        stream: bool,
+        deadline: float | None,
+        operation: str = "chat",
+        traceparent: str = "",
     ) -> Opened:
-        """Tries the routes in order until one answers; raises the caller's error otherwise."""
+        """Tries the routes in order until one answers; raises the caller's error otherwise.
+        `operation` names the call in traces; `traceparent` is passed on while tracing is off."""
         failures: list[str] = []
         statuses: list[int] = []
         for index, route in enumerate(routes):
             name = route.provider.id
+            has_next = index + 1 < len(routes)
             if not self.breakers.allow(name):
                 failures.append(f"{name}: skipped, failing recently (circuit open)")
+                telemetry.attempted(name, "circuit_open", has_next)
                 continue
             try:
-                opened = await self._attempt(route, payload, path, stream, deadline, len(routes) - index)
+                with telemetry.provider_span(operation, route.provider_model, name):
+                    opened = await self._attempt(
+                        route, payload, path, stream, deadline, len(routes) - index, traceparent
+                    )
             except AttemptFailed as exc:
                 self.breakers.failed(name)
                 failures.append(f"{name}: {exc.reason}")
                 statuses.append(exc.status)
+                telemetry.attempted(name, "retryable_error", has_next)
                 continue
             except ApiError:
                 self.breakers.succeeded(name)  # the provider is up; the request was at fault
+                telemetry.attempted(name, "provider_error")
                 raise
             except BaseException:
                 self.breakers.released(name)
+                telemetry.attempted(name, "abandoned")
                 raise
             self.breakers.succeeded(name)
+            telemetry.attempted(name, "ok")
             opened.failures = failures
             return opened
         raise _all_failed(failures, statuses)
@@ -213,7 +231,14 @@ class Upstreams:
         return orjson.dumps(payload)
 
     async def _attempt(
-        self, route: Route, payload: dict, path: str, stream: bool, deadline: float | None, routes_left: int
+        self,
+        route: Route,
+        payload: dict,
+        path: str,
+        stream: bool,
+        deadline: float | None,
+        routes_left: int,
+        traceparent: str,
     ) -> Opened:
         """One candidate. Under a caller's deadline, each remaining candidate gets an equal share of it."""
         assert self.session is not None
@@ -230,9 +255,8 @@ class Upstreams:
         response = None
         try:
             async with asyncio.timeout(budget):
-                response = await self.session.post(
-                    route.provider.base_url + path, data=body, headers=route.provider.headers
-                )
+                headers = telemetry.trace_headers(route.provider.headers, traceparent)
+                response = await self.session.post(route.provider.base_url + path, data=body, headers=headers)
                 if response.status != 200:
                     data = await response.content.read(MAX_ERROR_BODY_BYTES)
                     response.release()

@@ -172,6 +172,8 @@ def test_killed_children_come_back_and_requests_succeed_again(start_up) -> None:
     eventually(lambda: child_pid(process.pid, "router") not in (None, router), "a new Router process")
     eventually(chat_ok, "chat answered again")
 
+    # The launcher's own readiness poll may see a child back after callers do.
+    eventually(lambda: "switchboard: router is back" in launcher_log(data_dir), "the launcher saw the Router back")
     log = launcher_log(data_dir)
     for name in ("billing", "router"):
         assert f"switchboard: {name} was killed by SIGKILL" in log

@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from services.common.providers import DEFAULT_REQUEST_ID_HEADER
 from services.launcher import Stack, free_port, http_ok
 from services.reference_provider.app import API_KEY_ENV, BILLING_TOKEN_ENV
 
@@ -141,7 +142,7 @@ def start_demo(stack: Stack, base_url: str, admin_token: str, anonymous_account:
             "base_url": provider_url,
             "api_key": api_key,
             "tasks": ["conversational", "text-to-image"],
-            "request_id_header": "Inference-Id",
+            "request_id_header": DEFAULT_REQUEST_ID_HEADER,
             "billing_url": f"{provider_url}/v1/billing/costs",
             "billing_authorization": f"Bearer {billing_token}",
         }

@@ -28,10 +28,11 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from services.common.providers import DEFAULT_REQUEST_ID_HEADER
 from services.reference_provider import png
 from services.reference_provider.answers import chat_answer, chat_chunks, usage_of
 
-REQUEST_ID_HEADER = "Inference-Id"
+REQUEST_ID_HEADER = DEFAULT_REQUEST_ID_HEADER
 API_KEY_ENV = "REFERENCE_PROVIDER_API_KEY"
 BILLING_TOKEN_ENV = "REFERENCE_PROVIDER_BILLING_TOKEN"
 MAX_REMEMBERED_REQUESTS = 200_000

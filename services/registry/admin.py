@@ -18,6 +18,7 @@ from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 
 from services.common.auth import require_admin
 from services.common.errors import ApiError, already_exists, invalid_argument, not_found
+from services.common.providers import DEFAULT_REQUEST_ID_HEADER
 from services.registry import store
 from services.registry.state import RegistryState, hash_token, new_token
 from services.registry.storage import (
@@ -58,7 +59,6 @@ from services.registry.validation import (
 )
 
 log = logging.getLogger(__name__)
-DEFAULT_REQUEST_ID_HEADER = "Inference-Id"
 # Provider fields an update may set (JSON names as in the REST body).
 UPDATABLE = (
     "org",

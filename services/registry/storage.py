@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Column, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from services.common.providers import DEFAULT_REQUEST_ID_HEADER
 from services.common.secrets import SealedString
 
 
@@ -76,7 +77,7 @@ class ProviderRow(SQLModel, table=True):
     # Secrets: encrypted at rest (services/common/secrets.py), plaintext to the code.
     api_key: str = Field(default="", sa_column=Column(SealedString, nullable=False, default=""))
     tasks: str = Field(default="[]", sa_column=Column(Text, nullable=False, default="[]"))
-    request_id_header: str = "Inference-Id"
+    request_id_header: str = DEFAULT_REQUEST_ID_HEADER
     billing_url: str = ""
     billing_authorization: str = Field(default="", sa_column=Column(SealedString, nullable=False, default=""))
     default_rank: int = 0

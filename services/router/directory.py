@@ -11,10 +11,10 @@ from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 from switchboard.registry.v1 import internal_service_pb2_grpc as internal_grpc
 
 from services.common.pricing import Price
+from services.common.providers import DEFAULT_REQUEST_ID_HEADER
 from services.common.registry_feed import Change, FeedCache, drop, is_reset
 from services.common.secrets import NO_SECRETS, Redactor
 
-DEFAULT_REQUEST_ID_HEADER = "Inference-Id"
 _METADATA_KEY = re.compile(r"[a-z0-9][a-z0-9_.-]*")
 
 

@@ -11,13 +11,11 @@ from __future__ import annotations
 import json
 import secrets
 import sys
-import urllib.error
-import urllib.request
-from typing import Any
 
 from services.common.providers import DEFAULT_REQUEST_ID_HEADER
 from services.launcher import Stack, free_port, http_ok
 from services.reference_provider.app import API_KEY_ENV, BILLING_TOKEN_ENV
+from services.registry.admin_cli import AdminClient
 
 PROVIDER = "demo"
 ORG = "demo-org"
@@ -61,26 +59,8 @@ PRICES = [
 ]  # fmt: skip
 
 
-class AdminApi:
-    """A small blocking JSON client for Switchboard's REST API with one bearer token."""
-
-    def __init__(self, base_url: str, token: str) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.token = token
-
-    def call(self, method: str, path: str, body: Any = None, accept: tuple[int, ...] = ()) -> dict:
-        """The JSON answer; raises on an HTTP error unless its status is in `accept`."""
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.base_url + path, data=data, method=method)
-        request.add_header("Authorization", f"Bearer {self.token}")
-        request.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(request, timeout=30) as answer:
-                return json.loads(answer.read() or b"{}")
-        except urllib.error.HTTPError as exc:
-            if exc.code in accept:
-                return {}
-            raise RuntimeError(f"{method} {path}: HTTP {exc.code}: {exc.read()[:300]!r}") from None
+class AdminApi(AdminClient):
+    """The admin client, with the idempotent steps that set the demo up."""
 
     def ensure_provider(self, provider: dict) -> None:
         """Creates the provider, or updates it when it exists."""

@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 from urllib.parse import quote
 
 from tqdm import tqdm
@@ -25,14 +25,19 @@ REQUEST_TIMEOUT_SECONDS = 120
 IMPORT_BATCH = 10_000
 
 
+class AdminCallError(RuntimeError):
+    """An admin call the API refused (its status and message) or that could not reach it."""
+
+
 class AdminClient:
-    """JSON over HTTP to /admin/v1 with the admin token."""
+    """JSON over HTTP to Switchboard's REST API with one bearer token (the admin token for /admin/v1)."""
 
     def __init__(self, url: str, token: str) -> None:
         self.url = url.rstrip("/")
         self.token = token
 
-    def call(self, method: str, path: str, body: dict | None = None) -> dict:
+    def call(self, method: str, path: str, body: Any = None, accept: tuple[int, ...] = ()) -> dict:
+        """The JSON answer; {} for an HTTP error whose status is in `accept`, AdminCallError for any other."""
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(self.url + path, data=data, method=method)
         request.add_header("Authorization", f"Bearer {self.token}")
@@ -41,9 +46,11 @@ class AdminClient:
             with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT_SECONDS) as answer:
                 return json.loads(answer.read() or b"{}")
         except urllib.error.HTTPError as error:
-            raise SystemExit(f"switchboard: {error.code}: {_error_message(error)}") from None
+            if error.code in accept:
+                return {}
+            raise AdminCallError(f"{method} {path}: {error.code}: {_error_message(error)}") from None
         except urllib.error.URLError as error:
-            raise SystemExit(f"switchboard: cannot reach {self.url}: {error.reason}") from None
+            raise AdminCallError(f"cannot reach {self.url}: {error.reason}") from None
 
 
 def _error_message(error: urllib.error.HTTPError) -> str:
@@ -227,5 +234,9 @@ def add_admin_commands(commands: argparse._SubParsersAction) -> None:
 def run_admin_command(args: argparse.Namespace) -> None:
     """Runs a parsed admin subcommand and prints its JSON answer."""
     client = AdminClient(args.url, admin_token(args.token_file))
-    json.dump(args.run(client, args), sys.stdout, indent=2)
+    try:
+        answer = args.run(client, args)
+    except AdminCallError as error:
+        raise SystemExit(f"switchboard: {error}") from None
+    json.dump(answer, sys.stdout, indent=2)
     sys.stdout.write("\n")

@@ -10,6 +10,7 @@ from typing import Any
 import grpc
 
 from services.common.errors import permission_denied, unauthenticated
+from services.common.metadata import adding_metadata
 
 # Metadata key of the shared secret the services present to each other.
 SERVICE_CREDENTIAL_KEY = "x-switchboard-service-credential"
@@ -109,35 +110,7 @@ def _refusing(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     return handler._replace(**{kind: _refuse_stream})
 
 
-class _Presenting:
-    """Adds the service credential to a call's metadata."""
-
-    def __init__(self, credential: str) -> None:
-        self._entry = (SERVICE_CREDENTIAL_KEY, credential)
-
-    def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
-        metadata = grpc.aio.Metadata(*(details.metadata or ()), self._entry)
-        return grpc.aio.ClientCallDetails(
-            details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
-        )
-
-
-# grpc.aio files an interceptor under the first call kind it implements: one class per kind.
-class _PresentOnUnary(_Presenting, grpc.aio.UnaryUnaryClientInterceptor):
-    async def intercept_unary_unary(self, continuation, details, request):
-        return await continuation(self._details(details), request)
-
-
-class _PresentOnServerStream(_Presenting, grpc.aio.UnaryStreamClientInterceptor):
-    async def intercept_unary_stream(self, continuation, details, request):
-        return await continuation(self._details(details), request)
-
-
-class _PresentOnBidiStream(_Presenting, grpc.aio.StreamStreamClientInterceptor):
-    async def intercept_stream_stream(self, continuation, details, request_iterator):
-        return await continuation(self._details(details), request_iterator)
-
-
 def presenting_credential(credential: str) -> list[grpc.aio.ClientInterceptor]:
     """Client interceptors that present the service credential on every call."""
-    return [kind(credential) for kind in (_PresentOnUnary, _PresentOnServerStream, _PresentOnBidiStream)]
+    entries = ((SERVICE_CREDENTIAL_KEY, credential),)
+    return adding_metadata(lambda: entries)

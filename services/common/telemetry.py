@@ -41,6 +41,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.utils import floatToGoString
 
 from services.common.errors import ApiError
+from services.common.metadata import adding_metadata
 
 log = logging.getLogger(__name__)
 
@@ -479,33 +480,15 @@ def server_interceptors() -> list[grpc.aio.ServerInterceptor]:
     return [TracingInterceptor()] if _tracer is not None else []
 
 
-class _Propagating:
-    """Adds the current trace context to a call's metadata."""
+def _trace_context() -> list[tuple[str, str]]:
+    """The current trace context as metadata entries (traceparent, tracestate)."""
+    from opentelemetry import propagate
 
-    def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
-        from opentelemetry import propagate
-
-        carrier: dict[str, str] = {}
-        propagate.inject(carrier)
-        if not carrier:
-            return details
-        metadata = grpc.aio.Metadata(*(details.metadata or ()), *carrier.items())
-        return grpc.aio.ClientCallDetails(
-            details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
-        )
-
-
-# grpc.aio files an interceptor under the first call kind it implements: one class per kind.
-class _PropagateOnUnary(_Propagating, grpc.aio.UnaryUnaryClientInterceptor):
-    async def intercept_unary_unary(self, continuation, details, request):
-        return await continuation(self._details(details), request)
-
-
-class _PropagateOnServerStream(_Propagating, grpc.aio.UnaryStreamClientInterceptor):
-    async def intercept_unary_stream(self, continuation, details, request):
-        return await continuation(self._details(details), request)
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return list(carrier.items())
 
 
 def client_interceptors() -> list[grpc.aio.ClientInterceptor]:
     """Interceptors that pass the trace on to the called service while tracing is on; none otherwise."""
-    return [_PropagateOnUnary(), _PropagateOnServerStream()] if _tracer is not None else []
+    return adding_metadata(_trace_context) if _tracer is not None else []

@@ -302,11 +302,7 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
         size = page_size(request.page_size)
         after = page_token(request.page_token)
 
-        def page(session: Session) -> list[ProviderRow]:
-            query = select(ProviderRow).where(ProviderRow.id > after).order_by(ProviderRow.id)
-            return list(session.exec(query.limit(size + 1)))
-
-        rows = await self.state.db.run(page)
+        rows = await self.state.db.run(lambda s: store.page_after(s, ProviderRow.id, after, size))
         messages = [provider_message(r) for r in rows[:size]]
         kept = fitting(m.ByteSize() for m in messages)  # the page Envoy can transcode
         next_token = rows[kept - 1].id if len(rows) > kept else ""
@@ -450,11 +446,7 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
         size = page_size(request.page_size)
         after = page_token(request.page_token)
 
-        def page(session: Session) -> list[ModelAliasRow]:
-            query = select(ModelAliasRow).where(ModelAliasRow.name > after).order_by(ModelAliasRow.name)
-            return list(session.exec(query.limit(size + 1)))
-
-        rows = await self.state.db.run(page)
+        rows = await self.state.db.run(lambda s: store.page_after(s, ModelAliasRow.name, after, size))
         next_token = rows[size - 1].name if len(rows) > size else ""
         return admin_pb.ListModelAliasesResponse(
             model_aliases=[model_alias_message(r) for r in rows[:size]], next_page_token=next_token

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 from sqlalchemy import delete, func, text
@@ -260,3 +261,10 @@ def catalog_rows(session: Session, model_ids: list[str]) -> list[tuple[str, str,
     for chunk in padded_chunks(model_ids):
         rows += session.exec(select(ModelRow).where(ModelRow.id.in_(chunk)))
     return [(m.id, m.pipeline_tag, orjson.loads(m.tags), m.adapter_weights_path) for m in rows]
+
+
+def page_after(session: Session, key: Any, after: str, size: int) -> list:
+    """A keyset page: up to size + 1 rows of key's table whose key sorts after `after`, in key order
+    (the extra row tells the caller that a next page exists)."""
+    query = select(key.class_).where(key > after).order_by(key).limit(size + 1)
+    return list(session.exec(query))

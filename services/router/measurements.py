@@ -78,17 +78,24 @@ class Measurements:
         self.clock = clock
         self.wall_clock = wall_clock
         self.started = wall_clock()
+        self._minute = -1
+        self._minute_ends = float("-inf")  # when self._minute ends on `clock`
 
     def minute(self) -> int:
-        return int(self.clock() // 60)
+        """The current minute of `clock`; divided out only once a minute (a compare otherwise)."""
+        now = self.clock()
+        if now >= self._minute_ends:
+            self._minute = int(now // 60)
+            self._minute_ends = (self._minute + 1) * 60.0
+        return self._minute
 
     def _of(self, provider: str, model: str) -> Stats:
         models = self._stats.get(provider)
-        if models is None:
-            models = self._stats[provider] = {}
-        stats = models.get(model)
-        if stats is None:
-            stats = models[model] = Stats()
+        stats = None if models is None else models.get(model)
+        return self._add(provider, model) if stats is None else stats
+
+    def _add(self, provider: str, model: str) -> Stats:
+        stats = self._stats.setdefault(provider, {})[model] = Stats()
         return stats
 
     def observe(self, provider: str, model: str, ttft_seconds: float, tokens: int, generation_seconds: float) -> None:

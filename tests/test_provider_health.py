@@ -16,11 +16,15 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import quote
 
+import grpc
 import httpx
 import orjson
 import pytest
+from conftest import RunningStack
 from hypothesis import given
 from hypothesis import strategies as st
+from switchboard.router.v1 import router_service_pb2 as router_pb
+from switchboard.router.v1 import router_service_pb2_grpc as router_grpc
 
 from services.demo import AdminApi, reference_provider_argv, reference_provider_secrets
 from services.launcher import Stack, free_port, http_ok
@@ -57,6 +61,7 @@ class FailingUpstream(BaseHTTPRequestHandler):
 class World:
     """A private stack, an org with a writer, and the two upstreams."""
 
+    stack: RunningStack
     base_url: str
     api: AdminApi
     admin_token: str
@@ -124,7 +129,7 @@ def world(make_stack, tmp_path_factory) -> Iterator[World]:
         org, user = World.unique("org"), World.unique("user")
         api.ensure_member(org, user)
         yield World(
-            stack.base_url, api, stack.admin_token, reference_url,
+            stack, stack.base_url, api, stack.admin_token, reference_url,
             f"http://127.0.0.1:{failing.server_address[1]}", org, api.new_token(user),
         )  # fmt: skip
     finally:
@@ -225,15 +230,35 @@ def test_who_may_read_a_providers_health(world: World) -> None:
     assert refused["code"] == "forbidden" and refused["type"] == "permission_error"
 
 
-def test_an_unknown_provider_is_a_404(world: World) -> None:
+def test_an_unknown_provider_is_a_404_quoting_a_bounded_prefix(world: World) -> None:
     answer = world.health(world.unique("nope"))
     assert answer.status_code == 404 and answer.json()["error"]["code"] == "provider_not_found"
+    long = world.health("x" * 250)
+    assert long.status_code == 404 and len(long.json()["error"]["message"]) < 200
+    too_long = world.health("x" * 5000)  # Envoy's bound on a URI
+    assert too_long.status_code == 414 and too_long.json()["error"]["code"] == "uri_too_long"
+
+
+def test_grpc_callers_get_the_typed_answer(world: World) -> None:
+    provider, model = world.provider_with_model(world.reference_url)
+    assert world.chat(model).status_code == 200
+    with world.stack.channel("envoy") as channel:
+        stub = router_grpc.RouterServiceStub(channel)
+        request = router_pb.GetProviderHealthRequest(provider=provider)
+        health = stub.GetProviderHealth(request, metadata=[("authorization", f"Bearer {world.token}")], timeout=30)
+        with pytest.raises(grpc.RpcError) as anonymous:
+            stub.GetProviderHealth(request, timeout=30)
+    assert anonymous.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    (model_health,) = health.models
+    assert (health.breaker_state, model_health.requests, model_health.errors) == (
+        router_pb.BREAKER_STATE_CLOSED, 1, 0
+    )  # fmt: skip
 
 
 @given(provider=st.text(min_size=1, max_size=300))
 def test_any_provider_id_is_answered_in_openais_shape(world: World, provider: str) -> None:
     answer = world.health(provider)
-    assert answer.status_code in (400, 404), answer.text
+    assert answer.status_code in (400, 404, 414), answer.text
     assert set(answer.json()["error"]) == {"message", "type", "param", "code"}
 
 

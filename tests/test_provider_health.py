@@ -74,18 +74,25 @@ class World:
     def unique(prefix: str) -> str:
         return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
-    def provider_with_model(self, url: str, org: str | None = None) -> tuple[str, str]:
-        """A provider at `url` serving a new chat model: (provider id, hub model id)."""
-        provider = self.unique("hp")
-        self.api.ensure_provider(
-            {"id": provider, "org": org or self.org, "base_url": url, "api_key": PROVIDER_KEY,
-             "tasks": ["conversational"]}
-        )  # fmt: skip
+    def served_by(self, *urls: str) -> tuple[str, list[str]]:
+        """A new chat model and one new provider per URL serving it, tried in that order."""
         model = f"{self.org}/{self.unique('m')}"
         upsert = {"models": [{"id": model, "pipeline_tag": "text-generation", "tags": ["conversational"]}]}
         self.api.call("POST", "/admin/v1/models:batchUpsert", upsert)
-        mapping = {"task": "conversational", "hfModel": model, "providerModel": f"{provider}-model", "status": "live"}
-        self.api.call("POST", f"/api/partners/{provider}/models", mapping)
+        providers = [self.unique("hp") for _ in urls]
+        for rank, (provider, url) in enumerate(zip(providers, urls, strict=True)):
+            self.api.ensure_provider(
+                {"id": provider, "org": self.org, "base_url": url, "api_key": PROVIDER_KEY,
+                 "tasks": ["conversational"], "default_rank": rank}
+            )  # fmt: skip
+            mapping = {"task": "conversational", "hfModel": model, "providerModel": f"{provider}-model",
+                       "status": "live"}  # fmt: skip
+            self.api.call("POST", f"/api/partners/{provider}/models", mapping)
+        return model, providers
+
+    def provider_with_model(self, url: str) -> tuple[str, str]:
+        """A provider at `url` serving a new chat model: (provider id, hub model id)."""
+        model, (provider,) = self.served_by(url)
         return provider, model
 
     def http(self, token: str | None = None) -> httpx.Client:
@@ -176,6 +183,16 @@ def test_failures_open_the_breaker_and_are_shown_redacted(world: World) -> None:
     }  # fmt: skip
     assert last["message"] == "HTTP 503: overloaded; your key [redacted] is fine"
     assert last["time"] >= body["startTime"]
+
+
+def test_a_failover_counts_one_attempt_at_each_provider(world: World) -> None:
+    model, (failing, answering) = world.served_by(f"{world.failing_url}/overloaded", world.reference_url)
+    answer = world.chat(model)
+    assert answer.status_code == 200 and answer.headers["x-inference-provider"] == answering
+    failed, answered = world.model_health(failing), world.model_health(answering)
+    assert (failed["requests"], failed["errors"], failed["recentErrors"], failed["errorRate"]) == ("1", "1", 1, 1.0)
+    assert (answered["requests"], answered["errors"], answered["errorRate"]) == ("1", "0", 0)
+    assert world.health(failing).json()["consecutiveFailures"] == 1
 
 
 def test_a_refusal_is_a_request_not_an_error_and_is_redacted(world: World) -> None:

@@ -216,6 +216,16 @@ def test_a_plain_text_error_body_is_redacted(world: World) -> None:
     assert last["message"] == "HTTP 500: crashed with key=[redacted]"
 
 
+def test_an_unreachable_provider_is_an_error_without_a_status(world: World) -> None:
+    provider, model = world.provider_with_model(f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    assert world.chat(model).status_code == 502
+    health = world.model_health(provider)
+    assert (health["requests"], health["errors"]) == ("1", "1")
+    (last,) = health["lastErrors"]
+    assert (last["providerStatus"], last["code"], last["reason"]) == (0, "UNAVAILABLE", "UPSTREAM_UNREACHABLE")
+    assert last["message"].startswith("connection failed (")
+
+
 def test_a_stream_broken_after_it_began_is_an_error(world: World) -> None:
     provider, model = world.provider_with_model(f"{world.reference_url}/knobs/cut=2")
     with world.http(world.token) as http:

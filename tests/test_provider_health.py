@@ -37,6 +37,7 @@ FAILURES = {
     "overloaded": (503, {"error": {"message": f"overloaded; your key {PROVIDER_KEY} is fine", "type": "server"}}),
     "refusing": (400, {"error": {"message": f"bad temperature for key {PROVIDER_KEY}", "param": "temperature"}}),
     "plain": (500, None),  # a body that is not JSON: the key in plain text
+    "unauthorized": (401, {"error": {"message": f"key {PROVIDER_KEY} is not valid", "type": "auth"}}),
 }
 
 
@@ -195,25 +196,34 @@ def test_a_failover_counts_one_attempt_at_each_provider(world: World) -> None:
     assert world.health(failing).json()["consecutiveFailures"] == 1
 
 
-def test_a_refusal_is_a_request_not_an_error_and_is_redacted(world: World) -> None:
-    provider, model = world.provider_with_model(f"{world.failing_url}/refusing")
-    refused = world.chat(model)
-    assert refused.status_code == 400 and PROVIDER_KEY not in refused.text
-    health = world.model_health(provider)
-    assert (health["requests"], health["errors"], health["rejected"]) == ("1", "0", "1")
-    assert health["errorRate"] == 0
-    (last,) = health["lastErrors"]
-    assert (last["providerStatus"], last["code"], last["reason"]) == (400, "INVALID_ARGUMENT", "BAD_REQUEST")
-    assert last["message"] == f"provider {provider}: bad temperature for key [redacted]"
+# mode of the failing upstream -> the caller's status, (requests, errors, rejected), and the last
+# error's (providerStatus, code, reason, message) ({p}: the provider id)
+ONE_FAILURE = {
+    "refusing": (400, ("1", "0", "1"), (400, "INVALID_ARGUMENT", "BAD_REQUEST",
+                                        "provider {p}: bad temperature for key [redacted]")),
+    "plain": (502, ("1", "1", "0"), (500, "UNAVAILABLE", "UPSTREAM_HTTP_ERROR",
+                                     "HTTP 500: crashed with key=[redacted]")),
+    "unauthorized": (502, ("1", "1", "0"), (401, "UNAVAILABLE", "UPSTREAM_AUTH_ERROR",
+                                            "provider {p} refused Switchboard's credentials")),
+}  # fmt: skip
 
 
-def test_a_plain_text_error_body_is_redacted(world: World) -> None:
-    provider, model = world.provider_with_model(f"{world.failing_url}/plain")
-    assert world.chat(model).status_code == 502
-    answer = world.health(provider)
-    assert PROVIDER_KEY not in answer.text
-    (last,) = answer.json()["models"][0]["lastErrors"]
-    assert last["message"] == "HTTP 500: crashed with key=[redacted]"
+@pytest.mark.parametrize("mode", sorted(ONE_FAILURE))
+def test_one_failure_is_classed_and_redacted(world: World, mode: str) -> None:
+    """A refusal of the request is a request, not an error; the provider's failures are errors."""
+    caller_status, counts, error = ONE_FAILURE[mode]
+    provider, model = world.provider_with_model(f"{world.failing_url}/{mode}")
+    answer = world.chat(model)
+    assert answer.status_code == caller_status and PROVIDER_KEY not in answer.text
+    health = world.health(provider)
+    assert PROVIDER_KEY not in health.text
+    (model_health,) = health.json()["models"]
+    assert (model_health["requests"], model_health["errors"], model_health["rejected"]) == counts
+    assert model_health["errorRate"] == (1.0 if counts[1] == "1" else 0)
+    (last,) = model_health["lastErrors"]
+    status, code, reason, message = error
+    assert (last["providerStatus"], last["code"], last["reason"]) == (status, code, reason)
+    assert last["message"] == message.format(p=provider)
 
 
 def test_an_unreachable_provider_is_an_error_without_a_status(world: World) -> None:

@@ -159,6 +159,7 @@ class Measurements:
         return dict(self._stats.get(provider, {}))
 
     def ranking(self, provider: str, model: str) -> tuple[float, float] | None:
-        """(throughput, ttft_ms) for ordering, or None when unmeasured."""
-        stats = self.get(provider, model)
+        """(throughput, ttft_ms) for ordering, or None when unmeasured (called per candidate: inlined)."""
+        models = self._stats.get(provider)
+        stats = None if models is None else models.get(model)
         return None if stats is None or stats.samples == 0 else (stats.tokens_per_second, stats.ttft_ms)

@@ -6,12 +6,13 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dt_time
 
 import grpc
+from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from switchboard.billing.v1 import billing_service_pb2 as billing_pb
@@ -175,6 +176,37 @@ def _usage_slice(sums: list[int], **key: str) -> billing_pb.UsageSlice:
     )
 
 
+# How many models and providers a breakdown lists (the rest are summed): the daily series
+# stays far below what Envoy transcodes in one answer, whatever an account used.
+DAY_SLICES, PERIOD_SLICES = 10, 100
+
+
+def _largest_first(item: tuple[str, list[int]]) -> tuple[int, int, str]:
+    key, (settled, pending, unpriced, requests) = item
+    return -(settled + pending + unpriced), -requests, key
+
+
+def _accumulate(sums: list[int], amounts: Iterable[int]) -> None:
+    for position, amount in enumerate(amounts):
+        sums[position] += amount
+
+
+def _fill_largest(
+    listed: RepeatedCompositeFieldContainer,
+    others: billing_pb.UsageSlice,
+    sums: dict[str, list[int]],
+    most: int,
+    key: str,
+) -> None:
+    """The `most` largest entries of sums into listed (by key), the rest summed into others."""
+    ranked = sorted(sums.items(), key=_largest_first)
+    listed.extend(_usage_slice(amounts, **{key: name}) for name, amounts in sorted(ranked[:most]))
+    rest = [0, 0, 0, 0]
+    for _, amounts in ranked[most:]:
+        _accumulate(rest, amounts)
+    others.CopyFrom(_usage_slice(rest))
+
+
 @dataclass
 class Breakdown:
     """Sums of (settled, pending, unpriced, requests): in all, by model, by provider."""
@@ -184,16 +216,16 @@ class Breakdown:
     by_provider: dict[str, list[int]] = field(default_factory=dict)
 
     def add(self, row: ledger.DayUsage) -> None:
-        for sums in (self.total, self.by_model.setdefault(row.model, [0, 0, 0, 0]),
-                     self.by_provider.setdefault(row.provider, [0, 0, 0, 0])):  # fmt: skip
-            for position, amount in enumerate(row.amounts):
-                sums[position] += amount
+        _accumulate(self.total, row.amounts)
+        _accumulate(self.by_model.setdefault(row.model, [0, 0, 0, 0]), row.amounts)
+        _accumulate(self.by_provider.setdefault(row.provider, [0, 0, 0, 0]), row.amounts)
 
-    def fill(self, message: billing_pb.DailyUsage | billing_pb.UsageDay) -> None:
-        """Sets the message's total, by_model and by_provider (both messages have the three)."""
+    def fill(self, message: billing_pb.DailyUsage | billing_pb.UsageDay, most: int) -> None:
+        """Sets the message's total, its `most` largest models and providers and the others' sums
+        (both messages have these fields)."""
         message.total.CopyFrom(_usage_slice(self.total))
-        message.by_model.extend(_usage_slice(self.by_model[m], model=m) for m in sorted(self.by_model))
-        message.by_provider.extend(_usage_slice(self.by_provider[p], provider=p) for p in sorted(self.by_provider))
+        _fill_largest(message.by_model, message.other_models, self.by_model, most, "model")
+        _fill_largest(message.by_provider, message.other_providers, self.by_provider, most, "provider")
 
 
 def daily_usage_message(account: str, first: date, days: int, rows: list[ledger.DayUsage]) -> billing_pb.DailyUsage:
@@ -204,9 +236,9 @@ def daily_usage_message(account: str, first: date, days: int, rows: list[ledger.
         by_day.setdefault(row.day, Breakdown()).add(row)
     dates = [(first + timedelta(days=n)).isoformat() for n in range(days)]
     answer = billing_pb.DailyUsage(account=account, start_date=dates[0], end_date=dates[-1])
-    period.fill(answer)
+    period.fill(answer, PERIOD_SLICES)
     for day in dates:
-        by_day.get(day, Breakdown()).fill(answer.days.add(date=day))
+        by_day.get(day, Breakdown()).fill(answer.days.add(date=day), DAY_SLICES)
     return answer
 
 

@@ -6,7 +6,7 @@ provider. And the series message: every day present, oldest first, sums exact.""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -15,7 +15,8 @@ from sqlalchemy import text
 from test_billing_helpers import ledger_database, record, unique
 
 from services.billing import ledger
-from services.billing.servicer import DAY_SLICES, PERIOD_SLICES, daily_usage_message, ledger_row
+from services.billing.console import DAY_SLICES, PERIOD_SLICES, daily_usage_message, series_bounds
+from services.billing.servicer import ledger_row
 from services.common.db import Database
 
 DAY = date(2026, 3, 14)
@@ -133,3 +134,10 @@ def test_breakdowns_list_the_largest_models_and_providers_and_sum_the_rest() -> 
         assert tuple(map(sum, zip(*listed, strict=True))) == amounts(message.total)
         listed = [amounts(s) for s in message.by_provider] + [amounts(message.other_providers)]
         assert tuple(map(sum, zip(*listed, strict=True))) == amounts(message.total)
+
+
+def test_the_series_ends_with_todays_utc_day_whatever_the_clocks_zone() -> None:
+    tokyo_morning = datetime(2026, 3, 15, 8, 0, tzinfo=timezone(timedelta(hours=9)))  # 23:00 UTC on the 14th
+    assert series_bounds(1, tokyo_morning) == (DAY, datetime(2026, 3, 14, tzinfo=UTC), NEXT)
+    first, start, end = series_bounds(90, LATE)
+    assert (first, start, end) == (DAY - timedelta(days=89), datetime(2025, 12, 15, tzinfo=UTC), NEXT)

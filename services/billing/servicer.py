@@ -17,13 +17,15 @@ from switchboard.billing.v1 import billing_service_pb2_grpc as billing_grpc
 
 from services.billing import ledger
 from services.billing.access import Authenticator, require_account_access
+from services.billing.console import daily_usage_message, reconciliation_message, series_bounds, stamp, usage_days
 from services.billing.limits import LimitedAccounts
-from services.billing.reconciler import Reconciler
+from services.billing.reconciler import CostApiRecord, Reconciler
 from services.billing.storage import PENDING, UNPRICED
 from services.common.accounts import OPERATOR_ACCOUNT
 from services.common.auth import require_admin
 from services.common.db import Database
 from services.common.errors import invalid_argument, relayed, unavailable
+from services.common.paging import key_after, next_page_token, page_size
 from services.common.pricing import estimate_nano_usd, saturated
 from services.common.telemetry import RECORDS_STORED
 
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 10_000
 NO_REQUEST_ID = "the provider's answer carried no request id header"
 PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+RECONCILIATIONS_LISTING = "providerReconciliations"
 ACCOUNT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}")  # the Registry's user and org names
 
 
@@ -189,6 +192,17 @@ class BillingServicer(AccountsMixin, billing_grpc.BillingServiceServicer):
         report = await self.db.run(lambda s: ledger.usage_report(s, request.account, start, end))
         return usage_message(request.account, period, report)
 
+    async def GetDailyUsage(
+        self, request: billing_pb.GetDailyUsageRequest, context: grpc.aio.ServicerContext
+    ) -> billing_pb.DailyUsage:
+        caller = await self.auth.caller(context)
+        _check_account(request.account)
+        days = usage_days(request.days)
+        require_account_access(caller, request.account)
+        first, start, end = series_bounds(days, datetime.now(UTC))
+        rows = await self.db.run(lambda s: ledger.daily_usage(s, request.account, start, end))
+        return daily_usage_message(request.account, first, days, rows)
+
     async def GetAccount(
         self, request: billing_pb.GetAccountRequest, context: grpc.aio.ServicerContext
     ) -> billing_pb.Account:
@@ -228,6 +242,25 @@ class BillingAdminServicer(AccountsMixin, billing_grpc.BillingAdminServiceServic
             )
             raise relayed(exc, "registry", unreachable) from None
         return billing_pb.ReconcileCostsResponse(**vars(counts))
+
+    async def ListProviderReconciliations(
+        self, request: billing_pb.ListProviderReconciliationsRequest, context: grpc.aio.ServicerContext
+    ) -> billing_pb.ListProviderReconciliationsResponse:
+        require_admin(context, self.admin_token)
+        size = page_size(request.page_size)
+        after = key_after(RECONCILIATIONS_LISTING, request.page_token)
+        counts = await self.db.run(ledger.reconciliation_counts)
+        records = self.reconciler.cost_api_records
+        providers = sorted(p for p in counts.keys() | records.keys() if p > after)
+        page = providers[:size]
+        answer = billing_pb.ListProviderReconciliationsResponse(
+            provider_reconciliations=[
+                reconciliation_message(p, counts.get(p, (0, 0)), records.get(p, CostApiRecord())) for p in page
+            ],
+            next_page_token=next_page_token(RECONCILIATIONS_LISTING, page[-1]) if len(providers) > size else "",
+        )
+        stamp(answer, "last_pass_time", self.reconciler.last_pass_time)
+        return answer
 
     async def UpdateIncludedCredits(
         self, request: billing_pb.UpdateIncludedCreditsRequest, context: grpc.aio.ServicerContext

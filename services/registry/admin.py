@@ -18,9 +18,10 @@ from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 
 from services.common.auth import require_admin
 from services.common.errors import ApiError, already_exists, invalid_argument, not_found
+from services.common.paging import key_after, next_page_token
 from services.common.providers import DEFAULT_REQUEST_ID_HEADER
 from services.registry import store
-from services.registry.state import RegistryState, hash_token, new_token
+from services.registry.state import RegistryState
 from services.registry.storage import (
     MembershipRow,
     ModelAliasRow,
@@ -31,6 +32,7 @@ from services.registry.storage import (
     TokenRow,
     UserRow,
 )
+from services.registry.tokens import issue_token, revoke_token
 from services.registry.validation import (
     MAX_MODELS_PER_BATCH,
     MAX_NANO_USD,
@@ -54,11 +56,11 @@ from services.registry.validation import (
     check_url,
     fitting,
     page_size,
-    page_token,
     shown,
 )
 
 log = logging.getLogger(__name__)
+PROVIDERS_LISTING, ALIASES_LISTING = "providers", "modelAliases"  # their page tokens' listing names
 # Provider fields an update may set (JSON names as in the REST body).
 UPDATABLE = (
     "org",
@@ -250,21 +252,14 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
         self, request: admin_pb.CreateTokenRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb.CreateTokenResponse:
         self._admin(context)
-        name = check_name(request.name, "name")
+        check_name(request.name, "name")
         await self._get(UserRow, request.user, f"user {shown(request.user)}")
-        token = new_token()
-        row = TokenRow(user=request.user, name=name, token_hash=hash_token(token))
-        conflict = f"user {shown(request.user)} already has a token named {shown(name)}"
-        await self.state.write(lambda s: store.insert(s, row), internal_pb.CHANGE_KIND_IDENTITY, request.user, conflict)
-        return admin_pb.CreateTokenResponse(name=name, token=token)
+        row, token = await issue_token(self.state, request.user, request.name)
+        return admin_pb.CreateTokenResponse(name=row.name, token=token)
 
     async def DeleteToken(self, request: admin_pb.DeleteTokenRequest, context: grpc.aio.ServicerContext) -> Empty:
         self._admin(context)
-        where = (TokenRow.user == request.user, TokenRow.name == request.name)
-        missing = not_found("TOKEN_NOT_FOUND", f"user {shown(request.user)} has no token named {shown(request.name)}")
-        await self.state.write(
-            lambda s: store.delete_existing(s, TokenRow, where, missing), internal_pb.CHANGE_KIND_IDENTITY, request.user
-        )
+        await revoke_token(self.state, request.user, request.name)
         return Empty()
 
     # providers
@@ -300,12 +295,12 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
     ) -> admin_pb.ListProvidersResponse:
         self._admin(context)
         size = page_size(request.page_size)
-        after = page_token(request.page_token)
+        after = key_after(PROVIDERS_LISTING, request.page_token)
 
         rows = await self.state.db.run(lambda s: store.page_after(s, ProviderRow.id, after, size))
         messages = [provider_message(r) for r in rows[:size]]
         kept = fitting(m.ByteSize() for m in messages)  # the page Envoy can transcode
-        next_token = rows[kept - 1].id if len(rows) > kept else ""
+        next_token = next_page_token(PROVIDERS_LISTING, rows[kept - 1].id) if len(rows) > kept else ""
         return admin_pb.ListProvidersResponse(providers=messages[:kept], next_page_token=next_token)
 
     async def UpdateProvider(
@@ -392,9 +387,20 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
             }
         if rows:
             await self.state.write(
-                lambda s: store.upsert_models(s, list(rows.values())), internal_pb.CHANGE_KIND_MODEL, "\n".join(rows)
+                lambda s: store.import_models(s, list(rows.values())), internal_pb.CHANGE_KIND_MODEL, "\n".join(rows)
             )
         return admin_pb.BatchUpsertModelsResponse(upserted_count=len(rows))
+
+    async def GetCatalogSummary(
+        self, request: admin_pb.GetCatalogSummaryRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb.CatalogSummary:
+        self._admin(context)
+        last = await self.state.db.run(store.last_catalog_import)
+        summary = admin_pb.CatalogSummary(model_count=len(self.index.catalog), alias_count=len(self.index.aliases))
+        if last is not None:
+            summary.last_import_time.FromDatetime(last.create_time)
+            summary.last_import_model_count = last.model_count
+        return summary
 
     async def GetModel(self, request: admin_pb.GetModelRequest, context: grpc.aio.ServicerContext) -> admin_pb.Model:
         self._admin(context)
@@ -444,10 +450,10 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
     ) -> admin_pb.ListModelAliasesResponse:
         self._admin(context)
         size = page_size(request.page_size)
-        after = page_token(request.page_token)
+        after = key_after(ALIASES_LISTING, request.page_token)
 
         rows = await self.state.db.run(lambda s: store.page_after(s, ModelAliasRow.name, after, size))
-        next_token = rows[size - 1].name if len(rows) > size else ""
+        next_token = next_page_token(ALIASES_LISTING, rows[size - 1].name) if len(rows) > size else ""
         return admin_pb.ListModelAliasesResponse(
             model_aliases=[model_alias_message(r) for r in rows[:size]], next_page_token=next_token
         )

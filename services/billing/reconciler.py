@@ -36,7 +36,7 @@ import grpc
 import orjson
 
 from services.billing import ledger
-from services.billing.costs import InvalidCostAnswer, parse_cost_answer
+from services.common.costs import InvalidCostAnswer, parse_cost_answer
 from services.common import telemetry
 from services.common.backoff import Backoff
 from services.common.db import Database

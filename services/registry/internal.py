@@ -65,6 +65,18 @@ def _with_secret(message: admin_pb.Provider, row: ProviderRow, secrets: int) -> 
     return message
 
 
+def provider_config(
+    row: ProviderRow, secrets: int, prices: list[admin_pb.Price] | None = None
+) -> internal_pb.ProviderConfig:
+    """A provider as its callers need it: the one secret they call it with, and every secret
+    to redact from what it sends back."""
+    return internal_pb.ProviderConfig(
+        provider=_with_secret(provider_message(row), row, secrets),
+        prices=prices or [],
+        redact=[row.api_key, row.billing_authorization],
+    )
+
+
 class InternalServicer(internal_grpc.InternalServiceServicer):
     """Identity, resolution, provider configuration and the change feed."""
 
@@ -125,14 +137,7 @@ class InternalServicer(internal_grpc.InternalServiceServicer):
         by_provider: dict[str, list[admin_pb.Price]] = {}
         for price in prices:
             by_provider.setdefault(price.provider, []).append(price_message(price))
-        configs = [
-            internal_pb.ProviderConfig(
-                provider=_with_secret(provider_message(row), row, request.secrets),
-                prices=by_provider.get(row.id, []),
-                redact=[row.api_key, row.billing_authorization],
-            )
-            for row in providers
-        ]
+        configs = [provider_config(row, request.secrets, by_provider.get(row.id, [])) for row in providers]
         return internal_pb.ListProviderConfigsResponse(providers=configs)
 
     async def ListServedModels(

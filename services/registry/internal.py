@@ -37,6 +37,7 @@ def candidate_message(candidate: Candidate) -> internal_pb.Candidate:
         provider_model=candidate.provider_model,
         status=candidate.status,
         mapping_id=candidate.mapping_id,
+        status_reason=candidate.status_reason,
     )
     if candidate.adapter is not None:
         adapter = candidate.adapter
@@ -188,11 +189,12 @@ class InternalServicer(internal_grpc.InternalServiceServicer):
         return entries
 
     def _candidates_for_all_tasks(self, model_id: str, user: str) -> list[Candidate]:
-        """One candidate per provider, over every task the model is mapped for."""
+        """One candidate per provider, over every task the model is mapped for; a provider
+        whose mapping fails its health probes is listed with status "error" and the reason."""
         by_provider: dict[str, Candidate] = {}
-        for task in self.index.tasks_for(model_id):
-            for candidate in self.index.resolve(model_id, user, task).candidates:
-                by_provider.setdefault(candidate.provider, candidate)
+        resolutions = [self.index.resolve(model_id, user, task) for task in self.index.tasks_for(model_id)]
+        for candidate in [c for r in resolutions for c in r.candidates] + [c for r in resolutions for c in r.failing]:
+            by_provider.setdefault(candidate.provider, candidate)
         return list(by_provider.values())
 
     async def WatchChanges(

@@ -4,6 +4,7 @@ the provider's org (or the admin token) may run it or read the report."""
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from registry_helpers import ALL_SECRETS, assert_no_secret, error_of, ok
 from switchboard.registry.v1 import registry_service_pb2 as registry_pb
 from switchboard.registry.v1 import registry_service_pb2_grpc as registry_grpc
 
+from services.cli import main
 from services.demo import AdminApi, reference_provider_argv, reference_provider_secrets
 from services.launcher import Stack, free_port, http_ok
 
@@ -193,3 +195,19 @@ def test_only_write_members_and_the_admin_token_check_or_read_reports(world) -> 
     with world.stack.admin() as admin:
         assert ok(admin.post(f"{path}:check", json={}))["passed"] is True
         assert error_of(admin.post(f"{path}:check", json={"mappingId": "x"}), 400)["code"] == ("path_parameter_in_body")
+
+
+def test_the_cli_runs_the_check_and_exits_1_when_a_check_failed(world, tmp_path, capsys) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(world.tokens["writer"])
+    for knobs, status in (("", 0), ("break=no-done", 1)):
+        provider = world.provider(knobs)
+        mapping_id = world.map(provider)
+        common = ["--url", world.stack.base_url, "--token-file", str(token_file)]
+        with pytest.raises(SystemExit) as exit_status:
+            main(["providers", "check", provider, mapping_id, *common])
+        assert exit_status.value.code == status
+        report = json.loads(capsys.readouterr().out)
+        assert report["passed"] is (status == 0) and report["mappingId"] == mapping_id
+        main(["providers", "report", provider, mapping_id, *common])
+        assert json.loads(capsys.readouterr().out) == report

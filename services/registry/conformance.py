@@ -169,6 +169,7 @@ class Check:
                 "error_shape",
                 'a 4xx with {"error": {message, type, param, code}}',
                 lambda: self._error_shape(image_task),
+                chat_task or image_task,
             ),
         )
         ids = self._request_ids()

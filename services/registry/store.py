@@ -234,24 +234,26 @@ def save_report(session: Session, row: ConformanceReportRow) -> None:
 # The health probes' shared state (services/registry/probes.py): a lease per mapping, so that
 # of several Registry replicas one probes a mapping at a time, and a shared failure count.
 PROBED = ("live", "error")
+PROBED_TASKS = ("conversational", "text-to-image")  # the tasks the Router serves
 
 
 def claim_probes(session: Session, owner: str, now: float, until: float, most: int) -> list[str]:
-    """Claims up to `most` live or failing mappings whose probe is due and whose lease is free,
-    for `owner` until `until` (unix seconds); their ids. A conditional UPDATE: of replicas
+    """Claims up to `most` live or failing chat and image mappings whose probe is due and whose
+    lease is free, for `owner` until `until` (unix seconds); their ids. A conditional UPDATE: of replicas
     claiming at once, each row goes to one (SQLite writes one at a time; PostgreSQL re-checks
     the conditions on the row another transaction just claimed)."""
     dialect = sqlite if session.get_bind().dialect.name == "sqlite" else postgresql
+    probed = (MappingRow.status.in_(PROBED), MappingRow.task.in_(PROBED_TASKS))
     fresh = (literal(0), literal(""), literal(0.0), literal(""), literal(0.0))
-    probed = core_select(MappingRow.id, *fresh).where(MappingRow.status.in_(PROBED))
+    missing = core_select(MappingRow.id, *fresh).where(*probed)
     columns = ["mapping_id", "failures", "last_failure", "next_due", "lease_owner", "lease_until"]
-    new_states = dialect.insert(ProbeStateRow.__table__).from_select(columns, probed)
+    new_states = dialect.insert(ProbeStateRow.__table__).from_select(columns, missing)
     session.execute(new_states.on_conflict_do_nothing(index_elements=["mapping_id"]))
     free = (ProbeStateRow.next_due <= now, ProbeStateRow.lease_until <= now)
     due = (
         select(ProbeStateRow.mapping_id)
         .join(MappingRow, MappingRow.id == ProbeStateRow.mapping_id)
-        .where(MappingRow.status.in_(PROBED), *free)
+        .where(*probed, *free)
         .order_by(ProbeStateRow.next_due)
         .limit(most)
     )

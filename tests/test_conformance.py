@@ -9,7 +9,9 @@ import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
+import grpc
 import httpx
 import pytest
 from registry_helpers import ALL_SECRETS, assert_no_secret, error_of, ok
@@ -17,8 +19,11 @@ from switchboard.registry.v1 import registry_service_pb2 as registry_pb
 from switchboard.registry.v1 import registry_service_pb2_grpc as registry_grpc
 
 from services.cli import main
+from services.common.errors import ApiError
 from services.demo import AdminApi, reference_provider_argv, reference_provider_secrets
 from services.launcher import Stack, free_port, http_ok
+from services.registry.conformance import Checker, HttpClient
+from services.registry.index import Mapping
 
 PROVIDER_KEY = "ref-key-" + uuid.uuid4().hex
 BILLING_TOKEN = "ref-billing-" + uuid.uuid4().hex
@@ -211,3 +216,19 @@ def test_the_cli_runs_the_check_and_exits_1_when_a_check_failed(world, tmp_path,
         assert report["passed"] is (status == 0) and report["mappingId"] == mapping_id
         main(["providers", "report", provider, mapping_id, *common])
         assert json.loads(capsys.readouterr().out) == report
+
+
+async def test_one_check_per_mapping_and_a_bounded_number_at_once() -> None:
+    mapping = Mapping(
+        id="a" * 24, seq=1, provider="p", type="model", task="conversational", hf_model="ns/m", tags=(),
+        provider_model="m", status="staging", adapter_type="", create_time=datetime.now(UTC),
+    )  # fmt: skip
+    busy = Checker(HttpClient(), 1.0, running={mapping.id})
+    with pytest.raises(ApiError) as refused:
+        await busy.check(None, mapping, None)  # refused before anything is read or called
+    assert (refused.value.grpc_code, refused.value.reason) == (grpc.StatusCode.ABORTED, "CHECK_IN_PROGRESS")
+    full = Checker(HttpClient(), 1.0, most_at_once=2, running={"b" * 24, "c" * 24})
+    with pytest.raises(ApiError) as refused:
+        await full.check(None, mapping, None)
+    assert (refused.value.grpc_code, refused.value.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "TOO_MANY_CHECKS")
+    assert full.running == {"b" * 24, "c" * 24}

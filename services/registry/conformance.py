@@ -32,7 +32,7 @@ from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 from switchboard.registry.v1 import registry_service_pb2 as registry_pb
 
 from services.common.costs import InvalidCostAnswer, parse_cost_answer
-from services.common.errors import ApiError, not_found
+from services.common.errors import ApiError, Code, not_found
 from services.common.provider_api import (
     CHAT_PATH,
     IMAGES_PATH,
@@ -61,6 +61,7 @@ MAX_ANSWER_BYTES = 8 * 1024 * 1024  # a unary answer (an image as b64_json fits)
 MAX_STREAM_BYTES = 1024 * 1024
 MAX_COST_ANSWER_BYTES = 1024 * 1024
 MIN_CALL_SECONDS = 0.5
+MOST_CHECKS_AT_ONCE = 8  # per replica
 DEADLINE_MARGIN_SECONDS = 1.0  # of the caller's deadline, kept to store and send the report
 PROMPT = [{"role": "user", "content": "Say hello in three words."}]
 TOOL = {
@@ -489,18 +490,36 @@ def report_of_json(stored: str) -> registry_pb.ConformanceReport:
     return json_format.Parse(stored, registry_pb.ConformanceReport())
 
 
-@dataclass(frozen=True)
+@dataclass
 class Checker:
-    """Runs a mapping's check and stores its report (replacing the last one)."""
+    """Runs a mapping's check and stores its report (replacing the last one). A replica runs
+    one check of a mapping at a time and at most `most_at_once` in all: each may hold several
+    capped answers in memory."""
 
     http: HttpClient
     call_seconds: float
+    most_at_once: int = MOST_CHECKS_AT_ONCE
+    running: set[str] = field(default_factory=set)  # mapping ids
 
     async def check(
         self, state: RegistryState, mapping: Mapping, time_left: float | None
     ) -> registry_pb.ConformanceReport:
         """The mapping's report; each round of calls gets `call_seconds`, less when the
         caller's deadline (`time_left`) leaves less for the two rounds."""
+        if mapping.id in self.running:
+            raise ApiError(Code.ABORTED, "CHECK_IN_PROGRESS", f"mapping {shown(mapping.id)} is being checked already")
+        if len(self.running) >= self.most_at_once:
+            message = f"{self.most_at_once} conformance checks are running; retry in a few seconds"
+            raise ApiError(Code.RESOURCE_EXHAUSTED, "TOO_MANY_CHECKS", message)
+        self.running.add(mapping.id)
+        try:
+            return await self._check(state, mapping, time_left)
+        finally:
+            self.running.discard(mapping.id)
+
+    async def _check(
+        self, state: RegistryState, mapping: Mapping, time_left: float | None
+    ) -> registry_pb.ConformanceReport:
         row = await state.db.run(lambda session: session.get(ProviderRow, mapping.provider))
         if row is None:
             raise not_found("PROVIDER_NOT_FOUND", f"provider {shown(mapping.provider)} does not exist")

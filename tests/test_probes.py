@@ -120,8 +120,20 @@ def test_a_failing_provider_goes_error_leaves_routing_and_comes_back(world) -> N
         assert refused["code"] == "model_not_available"
         assert f"provider '{first}' is failing its health probes (HTTP 503)" in refused["message"]
         assert_no_secret(str(listed) + str(entry))
+        with world.stack.http(world.token) as http:
+            only_errors = ok(http.get(f"/api/partners/{first}/models", params={"status": "error"}))
+        assert list(only_errors["conversational"]) == [world.model]
+
+        set_failing(world.urls[1], True)  # now no provider is left: the 404 names each and why
+        eventually(lambda: world.entry(second)["status"] == "error")
+        nobody = error_of(world.chat(), 404)
+        assert nobody["code"] == "model_not_available"
+        for provider in (first, second):
+            assert f"provider '{provider}' is failing its health probes (HTTP 503)" in nobody["message"]
     finally:
         set_failing(world.urls[0], False)
+        set_failing(world.urls[1], False)
+    eventually(lambda: world.entry(second)["status"] == "live")
     back = eventually(lambda: (e := world.entry(first))["status"] == "live" and e)
     assert "statusReason" not in back
     assert world.listed()[first]["status"] == "live" and "status_reason" not in world.listed()[first]

@@ -51,14 +51,9 @@ def mapping_message(mapping: Mapping) -> registry_pb.ModelMapping:
     )
     message.create_time.FromDatetime(mapping.create_time)
     if mapping.conformance is not None:
-        summary = mapping.conformance
-        message.conformance.passed = summary.passed
-        message.conformance.passed_checks = summary.passed_checks
-        message.conformance.failed_checks = summary.failed_checks
-        message.conformance.skipped_checks = summary.skipped_checks
-        message.conformance.check_time.FromDatetime(summary.check_time)
-        message.conformance.supports_tools = summary.supports_tools
-        message.conformance.supports_structured_output = summary.supports_structured_output
+        summary = mapping.conformance._asdict()
+        message.conformance.CopyFrom(registry_pb.ConformanceSummary(**{**summary, "check_time": None}))
+        message.conformance.check_time.FromDatetime(summary["check_time"])
     return message
 
 

@@ -93,7 +93,9 @@ def make_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..
         data_dir: Path = tmp_path_factory.mktemp("stack")
         token = "test-admin-" + secrets.token_hex(16)
         port = free_port()
-        settings = {"SWITCHBOARD_ADMIN_TOKEN": token, **env}
+        # Health probes off unless a test turns them on: the providers most tests register are
+        # unreachable on purpose, and probes would turn their live mappings to error mid-session.
+        settings = {"SWITCHBOARD_ADMIN_TOKEN": token, "SWITCHBOARD_PROBES_ENABLED": "false", **env}
         stack, admin_token, _ = start_stack(UpOptions(port, data_dir, "", demo=False, environment=settings))
         started.append(stack)
         return RunningStack(stack, f"http://127.0.0.1:{port}", admin_token)

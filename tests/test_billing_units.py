@@ -15,10 +15,10 @@ from switchboard.billing.v1 import billing_service_pb2 as billing_pb
 from test_billing_helpers import check_provisional_records, ledger_database, record, unique
 
 from services.billing import ledger
-from services.billing.costs import InvalidCostAnswer, parse_cost_answer
 from services.billing.limits import LimitedAccounts
 from services.billing.servicer import ledger_row, parse_period
 from services.billing.storage import SETTLED, LedgerEntry
+from services.common.costs import InvalidCostAnswer, parse_cost_answer
 from services.common.db import Database, padded_chunks
 from services.common.errors import ApiError
 from services.common.pricing import MAX_NANO_USD

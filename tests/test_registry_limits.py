@@ -22,7 +22,7 @@ from switchboard.registry.v1 import registry_service_pb2_grpc as registry_grpc
 from services.common.errors import ApiError
 from services.common.paging import key_after
 from services.registry import validation as v
-from services.registry.index import MODEL, TAG_FILTER, Mapping
+from services.registry.index import MODEL, TAG_FILTER, Conformance, Mapping
 from services.registry.partners import table_entry
 
 LONGEST_MESSAGE = 400  # characters: limits and a short prefix of the input, never the input
@@ -327,19 +327,26 @@ def test_the_duplicate_check_is_linear() -> None:
 @settings(max_examples=100, deadline=None, derandomize=True)
 @given(
     st.lists(
-        st.tuples(st.booleans(), st.text(min_size=1, max_size=40), st.lists(st.text(max_size=30), max_size=12)),
+        st.tuples(
+            st.booleans(),
+            st.text(min_size=1, max_size=40),
+            st.lists(st.text(max_size=30), max_size=12),
+            st.text(max_size=200),  # a probes' reason: the mapping is in error
+            st.booleans(),  # checked: a conformance summary is listed
+        ),
         min_size=1,
         max_size=30,
     )
 )
-def test_the_listing_size_estimate_is_an_upper_bound(entries: list[tuple[bool, str, list[str]]]) -> None:
+def test_the_listing_size_estimate_is_an_upper_bound(entries: list[tuple[bool, str, list[str], str, bool]]) -> None:
     """What creation counts per mapping is at least what the mapping adds to the answer."""
+    checked = Conformance(datetime.now(UTC), True, 8, 0, 2, True, True)
     mappings = [
         Mapping(id="0" * 24, seq=i, provider="p", type=MODEL if is_model else TAG_FILTER, task="text-to-image",
                 hf_model=f"ns/{name}" if is_model else "", tags=() if is_model else tuple(sorted({name, *tags})),
-                provider_model=name, status="staging", adapter_type="" if is_model else "lora",
-                create_time=datetime.now(UTC))
-        for i, (is_model, name, tags) in enumerate(entries)
+                provider_model=name, status="error" if reason else "staging", adapter_type="" if is_model else "lora",
+                create_time=datetime.now(UTC), status_reason=reason, conformance=checked if was_checked else None)
+        for i, (is_model, name, tags, reason, was_checked) in enumerate(entries)
     ]  # fmt: skip
     table: dict[str, dict] = {}
     for mapping in mappings:

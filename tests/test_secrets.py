@@ -23,8 +23,8 @@ from sqlmodel import Session, select
 from switchboard.registry.v1 import admin_service_pb2 as admin_pb
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 
-from services.billing.costs import parse_cost_answer
 from services.common.config import ServiceSettings
+from services.common.costs import parse_cost_answer
 from services.common.db import Database, migrate
 from services.common.secrets import (
     ENCRYPTED_PREFIX,

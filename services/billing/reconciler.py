@@ -36,9 +36,9 @@ import grpc
 import orjson
 
 from services.billing import ledger
-from services.billing.costs import InvalidCostAnswer, parse_cost_answer
 from services.common import telemetry
 from services.common.backoff import Backoff
+from services.common.costs import InvalidCostAnswer, parse_cost_answer
 from services.common.db import Database
 from services.common.secrets import NO_SECRETS, Redactor
 

@@ -1,4 +1,72 @@
-"""What Switchboard assumes of a provider's HTTP API unless the provider's registration says otherwise."""
+"""A provider as callers of its HTTP API need it, and what Switchboard assumes of that API
+unless the provider's registration says otherwise."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from switchboard.registry.v1 import internal_service_pb2 as internal_pb
+
+from services.common.pricing import Price
+from services.common.secrets import NO_SECRETS, Redactor
 
 # The response header that carries the provider's id of a request; its cost API is asked by that id.
 DEFAULT_REQUEST_ID_HEADER = "Inference-Id"
+_METADATA_KEY = re.compile(r"[a-z0-9][a-z0-9_.-]*")
+
+
+@dataclass(frozen=True)
+class ProviderEntry:
+    """A provider as the hot path needs it; its request headers (with the key) are built once."""
+
+    id: str
+    base_url: str
+    headers: dict[str, str] = field(repr=False)
+    request_id_header: str
+    tasks: tuple[str, ...]
+    default_rank: int
+    prices: dict[str, Price]
+
+    # The request id header as a gRPC metadata key (Envoy passes it on as that HTTP header).
+    request_id_metadata_key: str = DEFAULT_REQUEST_ID_HEADER.lower()
+    # Scrubs every secret of the provider from what it sends back.
+    redactor: Redactor = field(default=NO_SECRETS, repr=False, compare=False)
+    # The org whose write members manage the provider.
+    org: str = ""
+
+    @classmethod
+    def from_config(cls, config: internal_pb.ProviderConfig) -> ProviderEntry:
+        p = config.provider
+        prices = {
+            price.provider_model: Price(
+                price.input_token_nano_usd, price.output_token_nano_usd, price.request_nano_usd, price.image_nano_usd
+            )
+            for price in config.prices
+        }
+        header = p.request_id_header or DEFAULT_REQUEST_ID_HEADER
+        key = header.lower() if _METADATA_KEY.fullmatch(header.lower()) else DEFAULT_REQUEST_ID_HEADER.lower()
+        return cls(
+            id=p.id,
+            base_url=p.base_url.rstrip("/"),
+            headers={
+                "Content-Type": "application/json",
+                **({"Authorization": f"Bearer {p.api_key}"} if p.api_key else {}),
+            },
+            request_id_header=header,
+            tasks=tuple(p.tasks),
+            default_rank=p.default_rank,
+            prices=prices,
+            request_id_metadata_key=key,
+            redactor=Redactor([p.api_key, *config.redact]),
+            org=p.org,
+        )
+
+
+@dataclass(frozen=True)
+class Route:
+    """One candidate to try: the provider, the model id to send, and a LoRA to load, if any."""
+
+    provider: ProviderEntry
+    provider_model: str
+    lora_path: str = ""

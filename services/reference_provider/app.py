@@ -8,6 +8,17 @@ Knobs come from the command line, from POST /debug/knobs, or per URL: the same
 routes under /knobs/<name>=<value>,.../ (e.g. /knobs/fail=503/v1/chat/completions,
 /knobs/latency=2000/..., /knobs/cut=2/... to drop a stream after two chunks), so
 one process can play several providers with different behaviours.
+
+Switches break one part of the contract each, so partners can see what each failure
+of the conformance check looks like (--break NAME, repeatable; $REFERENCE_PROVIDER_BREAK,
+comma-separated; or /knobs/break=NAME/ in a URL, the cost API's too):
+  no-request-id           answers carry no request id header
+  duplicate-request-ids   every answer carries the same request id
+  float-costs             the cost API answers costs as floats (1000.0)
+  negative-costs          the cost API answers negative costs
+  ignore-tools            tools and tool_choice are ignored: plain text comes back
+  ignore-response-format  response_format is ignored: plain text comes back
+  no-done                 streams end without data: [DONE]
 """
 
 from __future__ import annotations
@@ -21,6 +32,7 @@ import random
 import time
 import uuid
 import zlib
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -35,6 +47,18 @@ from services.reference_provider.answers import chat_answer, chat_chunks, usage_
 REQUEST_ID_HEADER = DEFAULT_REQUEST_ID_HEADER
 API_KEY_ENV = "REFERENCE_PROVIDER_API_KEY"
 BILLING_TOKEN_ENV = "REFERENCE_PROVIDER_BILLING_TOKEN"
+BREAK_ENV = "REFERENCE_PROVIDER_BREAK"
+# What each switch breaks (see the module's docstring).
+BREAKS = (
+    "no-request-id",
+    "duplicate-request-ids",
+    "float-costs",
+    "negative-costs",
+    "ignore-tools",
+    "ignore-response-format",
+    "no-done",
+)
+DUPLICATE_REQUEST_ID = "00000000-0000-4000-8000-000000000000"
 MAX_REMEMBERED_REQUESTS = 200_000
 MAX_STORED_IMAGES = 512
 MAX_IMAGES_PER_REQUEST = 4
@@ -56,6 +80,17 @@ class Knobs:
     fail_status: int = 500
     # A stream is cut (connection dropped) after this many chunks; -1 never.
     stream_fail_after: int = -1
+    # Switches of BREAKS that are on.
+    breaks: frozenset[str] = frozenset()
+
+
+def checked_breaks(names: Iterable[object]) -> frozenset[str]:
+    """Switch names as a set; ValueError naming an unknown one (a string is not a list of names)."""
+    chosen = frozenset(names)
+    unknown = sorted(str(name) for name in chosen - set(BREAKS))
+    if unknown:
+        raise ValueError(f"unknown switch {unknown[0]!r}; known: {', '.join(BREAKS)}")
+    return chosen  # type: ignore[return-value]  # every name is one of BREAKS
 
 
 @dataclass
@@ -106,6 +141,25 @@ def _error(status: int, message: str, error_type: str, request_id: str | None = 
     return _json(body, status, headers)
 
 
+def _id_header(knobs: Knobs, request_id: str) -> dict[str, str]:
+    """The request id header of an answer (none with the no-request-id switch)."""
+    return {} if "no-request-id" in knobs.breaks else {REQUEST_ID_HEADER: request_id}
+
+
+def _ignoring(body: dict, knobs: Knobs) -> dict:
+    """The body as a provider that ignores tools or response_format (by its switches) reads it."""
+    ignored = {"tools", "tool_choice"} if "ignore-tools" in knobs.breaks else set()
+    ignored |= {"response_format"} if "ignore-response-format" in knobs.breaks else set()
+    return {k: v for k, v in body.items() if k not in ignored}
+
+
+def _cost_as_sent(cost: int, knobs: Knobs) -> int | float:
+    """A cost as the cost API writes it (a float or negative by the switches)."""
+    if "negative-costs" in knobs.breaks:
+        return -cost
+    return float(cost) if "float-costs" in knobs.breaks else cost
+
+
 def _bearer_ok(request: web.Request, expected: str) -> bool:
     if not expected:
         return True
@@ -127,6 +181,8 @@ def knobs_of(request: web.Request) -> Knobs:
         name, _, value = item.partition("=")
         if name == "fail":
             changes.update(fail_rate=1.0, fail_status=int(value))
+        elif name == "break":
+            changes["breaks"] = changes.get("breaks", knobs.breaks) | checked_breaks([value])
         elif name in _URL_KNOBS:
             changes[_URL_KNOBS[name]] = float(value) if name == "latency" else int(value)
     return replace(knobs, **changes)
@@ -135,7 +191,11 @@ def knobs_of(request: web.Request) -> Knobs:
 async def _inference_prelude(request: web.Request) -> tuple[dict | None, str, web.Response | None]:
     """Auth, body, latency and injected failures shared by every inference route."""
     state = request.app[STATE]
-    request_id = str(uuid.uuid4())
+    try:
+        knobs = knobs_of(request)
+    except ValueError:
+        return None, "", _error(400, "malformed /knobs/ URL", "invalid_request_error")
+    request_id = DUPLICATE_REQUEST_ID if "duplicate-request-ids" in knobs.breaks else str(uuid.uuid4())
     if not _bearer_ok(request, state.api_key):
         return None, request_id, _error(401, "invalid API key", "authentication_error", request_id)
     try:
@@ -145,10 +205,6 @@ async def _inference_prelude(request: web.Request) -> tuple[dict | None, str, we
     if not isinstance(body, dict):
         return None, request_id, _error(400, "the body must be a JSON object", "invalid_request_error", request_id)
     state.last_request = {"path": request.path, "body": body}
-    try:
-        knobs = knobs_of(request)
-    except ValueError:
-        return body, request_id, _error(400, "malformed /knobs/ URL", "invalid_request_error", request_id)
     if knobs.latency_ms > 0:
         await asyncio.sleep(knobs.latency_ms / 1000)
     if knobs.fail_rate > 0 and random.random() < knobs.fail_rate:
@@ -164,23 +220,23 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     assert body is not None
     if not isinstance(body.get("messages"), list) or not body["messages"]:
         return _error(400, "messages must be a non-empty list", "invalid_request_error", request_id)
-    state = request.app[STATE]
-    answer = chat_answer(body, request_id)
+    state, knobs = request.app[STATE], knobs_of(request)
+    answer = chat_answer(_ignoring(body, knobs), request_id)
     prompt_tokens, completion_tokens = usage_of(answer)
     state.remember(request_id, prompt_tokens, completion_tokens, 0)
     if not body.get("stream"):
-        return _json(answer, headers={REQUEST_ID_HEADER: request_id})
-    response = web.StreamResponse(headers={REQUEST_ID_HEADER: request_id, "Content-Type": "text/event-stream"})
+        return _json(answer, headers=_id_header(knobs, request_id))
+    response = web.StreamResponse(headers={**_id_header(knobs, request_id), "Content-Type": "text/event-stream"})
     await response.prepare(request)
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-    cut_after = knobs_of(request).stream_fail_after
     for sent, chunk in enumerate(chat_chunks(answer, include_usage)):
-        if sent == cut_after:
+        if sent == knobs.stream_fail_after:
             assert request.transport is not None
             request.transport.abort()  # a provider dying mid-stream
             return response
         await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
-    await response.write(b"data: [DONE]\n\n")
+    if "no-done" not in knobs.breaks:
+        await response.write(b"data: [DONE]\n\n")
     await response.write_eof()
     return response
 
@@ -209,7 +265,7 @@ async def image_generations(request: web.Request) -> web.Response:
             image_id = state.store_image(image)
             data.append({"url": f"{request.scheme}://{request.host}/images/{image_id}.png"})
     state.remember(request_id, 0, 0, count)
-    return _json({"created": int(time.time()), "data": data}, headers={REQUEST_ID_HEADER: request_id})
+    return _json({"created": int(time.time()), "data": data}, headers=_id_header(knobs_of(request), request_id))
 
 
 async def image_file(request: web.Request) -> web.Response:
@@ -224,6 +280,10 @@ async def billing_costs(request: web.Request) -> web.Response:
     if not _bearer_ok(request, state.billing_token):
         return _error(401, "invalid billing token", "authentication_error")
     try:
+        knobs = knobs_of(request)
+    except ValueError:
+        return _error(400, "malformed /knobs/ URL", "invalid_request_error")
+    try:
         ids = orjson.loads(await request.read()).get("requestIds")
     except (orjson.JSONDecodeError, AttributeError):
         ids = None
@@ -233,7 +293,7 @@ async def billing_costs(request: web.Request) -> web.Response:
     for request_id in ids:
         cost = state.cost_of(request_id) if isinstance(request_id, str) else None
         if cost is not None:
-            answered.append({"requestId": request_id, "costNanoUsd": cost})
+            answered.append({"requestId": request_id, "costNanoUsd": _cost_as_sent(cost, knobs)})
     return _json({"requests": answered})
 
 
@@ -249,10 +309,10 @@ async def update_knobs(request: web.Request) -> web.Response:
         for name, value in changes.items():
             if name not in asdict(knobs):
                 return _error(400, f"unknown knob {name!r}", "invalid_request_error")
-            setattr(knobs, name, type(getattr(knobs, name))(value))
+            setattr(knobs, name, checked_breaks(value) if name == "breaks" else type(getattr(knobs, name))(value))
     except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
         return _error(400, "the body must be a JSON object of knobs", "invalid_request_error")
-    return _json(asdict(knobs))
+    return _json({**asdict(knobs), "breaks": sorted(knobs.breaks)})
 
 
 async def health(_request: web.Request) -> web.Response:
@@ -267,7 +327,8 @@ def create_app(state: State) -> web.Application:
         app.router.add_post(prefix + "/v1/chat/completions", chat_completions)
         app.router.add_post(prefix + "/v1/images/generations", image_generations)
     app.router.add_get("/images/{image_id}.png", image_file)
-    app.router.add_post("/v1/billing/costs", billing_costs)
+    for prefix in ("", "/knobs/{knobs}"):
+        app.router.add_post(prefix + "/v1/billing/costs", billing_costs)
     app.router.add_get("/debug/last-request", last_request)
     app.router.add_post("/debug/knobs", update_knobs)
     app.router.add_get("/health", health)
@@ -282,6 +343,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fail-rate", type=float, default=0.0, help="share of inference calls that fail (0..1)")
     parser.add_argument("--fail-status", type=int, default=500, help="HTTP status of injected failures")
     parser.add_argument("--stream-fail-after", type=int, default=-1, help="drop streams after N chunks")
+    parser.add_argument(
+        "--break",
+        dest="breaks",
+        action="append",
+        choices=BREAKS,
+        help=f"break one part of the contract (repeatable; default: ${BREAK_ENV}, comma-separated)",
+    )
     # Secrets never on the command line (ps shows it to everyone): a file, else the environment.
     parser.add_argument(
         "--api-key-file", help=f"file of the bearer token required on inference routes (default: ${API_KEY_ENV})"
@@ -305,7 +373,8 @@ def secret(path: str | None, variable: str) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    knobs = Knobs(args.latency_ms, args.fail_rate, args.fail_status, args.stream_fail_after)
+    breaks = args.breaks or [name for name in os.environ.get(BREAK_ENV, "").split(",") if name]
+    knobs = Knobs(args.latency_ms, args.fail_rate, args.fail_status, args.stream_fail_after, checked_breaks(breaks))
     api_key, billing_token = secret(args.api_key_file, API_KEY_ENV), secret(args.billing_token_file, BILLING_TOKEN_ENV)
     state = State(knobs, api_key, billing_token, not args.no_price_unknown_ids)
     import uvloop

@@ -1,7 +1,8 @@
 """`switchboard` subcommands for operators: a thin client of the admin REST API.
 
 The admin token comes from SWITCHBOARD_ADMIN_TOKEN or --token-file (default
-data/admin-token). Provider secrets are read from files, never from the
+data/admin-token); `providers check` and `providers report` also take a partner's
+own token file (a write member of the provider's org). Provider secrets are read from files, never from the
 command line (where `ps` would show them).
 """
 
@@ -212,6 +213,23 @@ def add_admin_commands(commands: argparse._SubParsersAction) -> None:
     )
     _add_provider_options(update, False)
     sub(providers, "delete", lambda c, a: c.call("DELETE", f"/admin/v1/providers/{quote(a.id)}"), "id")
+    mapping = "/api/partners/{}/models/{}"
+    check = sub(
+        providers,
+        "check",
+        lambda c, a: c.call("POST", mapping.format(quote(a.id), quote(a.mapping_id)) + ":check", {}),
+        "id",
+        "mapping_id",
+    )
+    check.set_defaults(exit_status=lambda report: 0 if report.get("passed") else 1)
+    check.description = "Runs the conformance check of a mapping; exit status 1 when a check failed."
+    sub(
+        providers,
+        "report",
+        lambda c, a: c.call("GET", mapping.format(quote(a.id), quote(a.mapping_id)) + "/conformanceReport"),
+        "id",
+        "mapping_id",
+    )
     models = group("models", "the model catalog")
     importer = sub(models, "import", lambda c, a: {"upserted": import_models(c, a.file, a.batch_size)})
     importer.add_argument("file", type=Path, help='JSONL: one {"id", "pipeline_tag", "tags"} object a line')
@@ -240,3 +258,5 @@ def run_admin_command(args: argparse.Namespace) -> None:
         raise SystemExit(f"switchboard: {error}") from None
     json.dump(answer, sys.stdout, indent=2)
     sys.stdout.write("\n")
+    if hasattr(args, "exit_status"):
+        sys.exit(args.exit_status(answer))

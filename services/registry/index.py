@@ -20,14 +20,30 @@ MODEL = "model"
 TAG_FILTER = "tag-filter"
 LIVE = "live"
 STAGING = "staging"
+ERROR = "error"  # set only by the health probes: a live mapping whose provider fails them; never routed
 # Field names, the id, the status and the encoding of one listing entry, for a tag-filter and
 # for a model mapping (tests/test_registry_limits.py checks they bound the real size).
 LISTING_ENTRY_OVERHEAD = (192, 128)
+# What a status reason's key and a conformance summary add to a listing entry.
+REASON_ENTRY_OVERHEAD = 32
+CONFORMANCE_ENTRY_BYTES = 96
 
 
 def intern_all(values: Iterable[str]) -> tuple[str, ...]:
     """Tags repeat across a million models: share one string object per tag."""
     return tuple(map(sys.intern, values))
+
+
+class Conformance(NamedTuple):
+    """A mapping's latest conformance report in brief."""
+
+    check_time: datetime
+    passed: bool
+    passed_checks: int
+    failed_checks: int
+    skipped_checks: int
+    supports_tools: bool
+    supports_structured_output: bool
 
 
 class CatalogModel(NamedTuple):
@@ -57,6 +73,8 @@ class Mapping:
     # Lower wins among one provider's matches: model mappings, then more tags, then older.
     precedence: tuple[int, int, int] = (0, 0, 0)
     candidate: Candidate | None = None  # a model mapping's candidate, built once
+    status_reason: str = ""  # why the status is ERROR
+    conformance: Conformance | None = None
 
     def set_status(self, status: str) -> None:
         self.status = status
@@ -76,6 +94,10 @@ class Mapping:
         the protobuf Struct Envoy transcodes (UTF-8; the tags appear twice: key and value)."""
         strings = (self.hf_model, self.provider_model, self.tags_key, self.tags_key, self.adapter_type, self.task)
         overhead = LISTING_ENTRY_OVERHEAD[self.type == MODEL]
+        if self.status_reason:
+            overhead += len(self.status_reason.encode()) + REASON_ENTRY_OVERHEAD
+        if self.conformance is not None:
+            overhead += CONFORMANCE_ENTRY_BYTES
         return sum(len(s.encode()) for s in strings) + 8 * len(self.tags) + overhead
 
 
@@ -115,6 +137,7 @@ class Candidate:
     status: str
     mapping_id: str
     adapter: Adapter | None = None
+    status_reason: str = ""
 
 
 @dataclass(slots=True)
@@ -125,6 +148,7 @@ class Resolution:
     candidates: list[Candidate] = field(default_factory=list)
     exclusions: list[tuple[str, str]] = field(default_factory=list)
     model: str = ""  # the hub model id resolved (an alias's target)
+    failing: list[Candidate] = field(default_factory=list)  # ERROR mappings: listed, never routed
 
 
 @dataclass(frozen=True)
@@ -140,7 +164,16 @@ class Touched:
 
 def _signature(mapping: Mapping) -> tuple:
     """What resolution reads of a mapping (seq and create time never change)."""
-    return (mapping.type, mapping.task, mapping.hf_model, mapping.tags, mapping.provider_model, mapping.status)
+    return (
+        mapping.type,
+        mapping.task,
+        mapping.hf_model,
+        mapping.tags,
+        mapping.provider_model,
+        mapping.status,
+        mapping.status_reason,
+        mapping.conformance,
+    )
 
 
 def _models_of(mappings: Iterable[Mapping]) -> Touched:
@@ -336,8 +369,8 @@ class RegistryIndex:
         return entry.memberships.get(org) if entry else None
 
     def can_see(self, user: str, mapping: Mapping) -> bool:
-        """Live mappings are public; staging ones only for members of the provider's org."""
-        if mapping.status == LIVE:
+        """Live (and failing) mappings are public; staging ones only for members of the provider's org."""
+        if mapping.status in (LIVE, ERROR):
             return True
         entry = self.users.get(user) if user else None
         return entry is not None and self.providers[mapping.provider].org in entry.memberships
@@ -361,10 +394,15 @@ class RegistryIndex:
         all_providers = self.providers
         chosen: dict[str, Mapping] = {}
         hidden: list[str] = []
+        failing: list[Mapping] = []
         for mapping in self._by_model.get(model_id, ()):
             if mapping.task == task:
-                if mapping.status == LIVE or all_providers[mapping.provider].org in orgs:
+                if mapping.status == LIVE or (
+                    mapping.status == STAGING and all_providers[mapping.provider].org in orgs
+                ):
                     chosen[mapping.provider] = mapping  # one model mapping per provider and task
+                elif mapping.status == ERROR:
+                    failing.append(mapping)
                 else:
                     hidden.append(mapping.provider)
         buckets = self._tag_filters.get(task)
@@ -380,36 +418,53 @@ class RegistryIndex:
                         continue
                     if not all(t in tags for t in mapping.tags):
                         continue
-                    if mapping.status == LIVE or all_providers[mapping.provider].org in orgs:
+                    if mapping.status == LIVE or (
+                        mapping.status == STAGING and all_providers[mapping.provider].org in orgs
+                    ):
                         chosen[mapping.provider] = mapping
+                    elif mapping.status == ERROR:
+                        failing.append(mapping)
                     else:
                         hidden.append(mapping.provider)
-        if not chosen and not hidden and not providers:
+        if not chosen and not hidden and not failing and not providers:
             return Resolution(model_found=True, model=model_id)
-        return self._ordered(model_id, model, chosen, hidden, providers)
+        return self._ordered(model_id, model, chosen, hidden, providers, failing)
 
     def resolve_provider_model(self, provider: str, provider_model: str, user: str, task: str) -> Resolution:
         """The provider's own model id: its oldest visible mapping, model mappings first."""
         mappings = self._by_provider_model.get((provider, task, provider_model), [])
         visible = sorted((m for m in mappings if self.can_see(user, m)), key=lambda m: (m.type != MODEL, m.seq))
-        if visible:
-            best = visible[0]
+        routable = [m for m in visible if m.status != ERROR]
+        if routable:
+            best = routable[0]
             candidate = Candidate(provider, provider_model, best.status, best.id)
             return Resolution(model_found=True, candidates=[candidate])
+        if visible:
+            return Resolution(model_found=True, exclusions=[(provider, failing_reason(visible[0]))])
         exclusions = [(provider, self._staging_reason(provider))] if mappings else []
         return Resolution(model_found=bool(mappings), exclusions=exclusions)
 
     def _ordered(
-        self, model_id: str, model: CatalogModel, chosen: dict[str, Mapping], hidden: list[str], wanted: Iterable[str]
+        self,
+        model_id: str,
+        model: CatalogModel,
+        chosen: dict[str, Mapping],
+        hidden: list[str],
+        wanted: Iterable[str],
+        failing: list[Mapping],
     ) -> Resolution:
         wanted = list(dict.fromkeys(wanted)) if wanted else []
         order = [p for p in wanted if p in chosen] if wanted else sorted(chosen, key=self._order_keys.__getitem__)
         candidates = [_candidate(chosen[p], model_id, model) for p in order]
-        exclusions = [(p, self._staging_reason(p)) for p in sorted(set(hidden) - chosen.keys())] if hidden else []
+        failing_by_provider = {m.provider: m for m in reversed(failing) if m.provider not in chosen}
+        exclusions = [(p, failing_reason(m)) for p, m in sorted(failing_by_provider.items())]
+        hidden_only = set(hidden) - chosen.keys() - failing_by_provider.keys()
+        exclusions += [(p, self._staging_reason(p)) for p in sorted(hidden_only)]
         for provider in wanted:
-            if provider not in chosen and provider not in hidden:
+            if provider not in chosen and provider not in hidden and provider not in failing_by_provider:
                 exclusions.append((provider, f"provider {provider!r} does not serve {model_id!r} for this task"))
-        return Resolution(True, candidates, exclusions, model_id)
+        listed = [_candidate(m, model_id, model) for m in failing_by_provider.values()]
+        return Resolution(True, candidates, exclusions, model_id, listed)
 
     def _staging_reason(self, provider: str) -> str:
         org = self.providers[provider].org
@@ -419,13 +474,22 @@ class RegistryIndex:
 _NO_ORGS: dict[str, str] = {}
 
 
+def failing_reason(mapping: Mapping) -> str:
+    """Why a mapping in ERROR is not routed to, with the probes' last failure."""
+    return f"provider {mapping.provider!r} is failing its health probes ({mapping.status_reason or 'no reason given'})"
+
+
 def _candidate(mapping: Mapping, model_id: str, model: CatalogModel) -> Candidate:
     if mapping.type == MODEL:
         if mapping.candidate is None:
-            mapping.candidate = Candidate(mapping.provider, mapping.provider_model, mapping.status, mapping.id)
+            mapping.candidate = Candidate(
+                mapping.provider, mapping.provider_model, mapping.status, mapping.id, None, mapping.status_reason
+            )
         return mapping.candidate
     adapter = Adapter(mapping.adapter_type, model_id, model.adapter_weights_path, mapping.provider_model)
-    return Candidate(mapping.provider, mapping.provider_model, mapping.status, mapping.id, adapter)
+    return Candidate(
+        mapping.provider, mapping.provider_model, mapping.status, mapping.id, adapter, mapping.status_reason
+    )
 
 
 def _discard(buckets: dict, key: object, mapping: Mapping) -> None:

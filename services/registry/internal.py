@@ -37,6 +37,7 @@ def candidate_message(candidate: Candidate) -> internal_pb.Candidate:
         provider_model=candidate.provider_model,
         status=candidate.status,
         mapping_id=candidate.mapping_id,
+        status_reason=candidate.status_reason,
     )
     if candidate.adapter is not None:
         adapter = candidate.adapter
@@ -63,6 +64,18 @@ def _with_secret(message: admin_pb.Provider, row: ProviderRow, secrets: int) -> 
     elif secrets == internal_pb.PROVIDER_SECRETS_COST_API:
         message.billing_authorization = row.billing_authorization
     return message
+
+
+def provider_config(
+    row: ProviderRow, secrets: int, prices: list[admin_pb.Price] | None = None
+) -> internal_pb.ProviderConfig:
+    """A provider as its callers need it: the one secret they call it with, and every secret
+    to redact from what it sends back."""
+    return internal_pb.ProviderConfig(
+        provider=_with_secret(provider_message(row), row, secrets),
+        prices=prices or [],
+        redact=[row.api_key, row.billing_authorization],
+    )
 
 
 class InternalServicer(internal_grpc.InternalServiceServicer):
@@ -125,14 +138,7 @@ class InternalServicer(internal_grpc.InternalServiceServicer):
         by_provider: dict[str, list[admin_pb.Price]] = {}
         for price in prices:
             by_provider.setdefault(price.provider, []).append(price_message(price))
-        configs = [
-            internal_pb.ProviderConfig(
-                provider=_with_secret(provider_message(row), row, request.secrets),
-                prices=by_provider.get(row.id, []),
-                redact=[row.api_key, row.billing_authorization],
-            )
-            for row in providers
-        ]
+        configs = [provider_config(row, request.secrets, by_provider.get(row.id, [])) for row in providers]
         return internal_pb.ListProviderConfigsResponse(providers=configs)
 
     async def ListServedModels(
@@ -183,11 +189,12 @@ class InternalServicer(internal_grpc.InternalServiceServicer):
         return entries
 
     def _candidates_for_all_tasks(self, model_id: str, user: str) -> list[Candidate]:
-        """One candidate per provider, over every task the model is mapped for."""
+        """One candidate per provider, over every task the model is mapped for; a provider
+        whose mapping fails its health probes is listed with status "error" and the reason."""
         by_provider: dict[str, Candidate] = {}
-        for task in self.index.tasks_for(model_id):
-            for candidate in self.index.resolve(model_id, user, task).candidates:
-                by_provider.setdefault(candidate.provider, candidate)
+        resolutions = [self.index.resolve(model_id, user, task) for task in self.index.tasks_for(model_id)]
+        for candidate in [c for r in resolutions for c in r.candidates] + [c for r in resolutions for c in r.failing]:
+            by_provider.setdefault(candidate.provider, candidate)
         return list(by_provider.values())
 
     async def WatchChanges(

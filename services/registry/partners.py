@@ -16,7 +16,8 @@ from services.common.accounts import WRITE_ROLES
 from services.common.errors import already_exists, invalid_argument, not_found, permission_denied
 from services.common.paging import next_page_token, number_after
 from services.registry import store
-from services.registry.index import MODEL, STAGING, TAG_FILTER, Mapping, ProviderEntry
+from services.registry.conformance import Checker, report_of_json
+from services.registry.index import ERROR, MODEL, STAGING, TAG_FILTER, Mapping, ProviderEntry
 from services.registry.state import RegistryState
 from services.registry.storage import MappingRow, UserRow, utcnow
 from services.registry.validation import (
@@ -49,35 +50,55 @@ def mapping_message(mapping: Mapping) -> registry_pb.ModelMapping:
         status=mapping.status,
         tags=mapping.tags,
         adapter_type=mapping.adapter_type,
+        status_reason=mapping.status_reason,
     )
     message.create_time.FromDatetime(mapping.create_time)
+    if mapping.conformance is not None:
+        summary = mapping.conformance._asdict()
+        message.conformance.CopyFrom(registry_pb.ConformanceSummary(**{**summary, "check_time": None}))
+        message.conformance.check_time.FromDatetime(summary["check_time"])
     return message
 
 
 def table_entry(mapping: Mapping) -> tuple[str, dict]:
-    """The documented listing's key and value for one mapping."""
+    """The documented listing's key and value for one mapping, with the probes' reason for
+    an error and the latest conformance check in brief when there are any."""
     if mapping.type == MODEL:
-        return mapping.hf_model, {"_id": mapping.id, "providerId": mapping.provider_model, "status": mapping.status}
-    value = {
-        "_id": mapping.id,
-        "status": mapping.status,
-        "providerId": mapping.provider_model,
-        "adapterType": mapping.adapter_type,
-        "tags": list(mapping.tags),
-    }
-    return f"tag-filter={mapping.tags_key}", value
+        key, value = (
+            mapping.hf_model,
+            {"_id": mapping.id, "providerId": mapping.provider_model, "status": mapping.status},
+        )
+    else:
+        key, value = (
+            f"tag-filter={mapping.tags_key}",
+            {
+                "_id": mapping.id,
+                "status": mapping.status,
+                "providerId": mapping.provider_model,
+                "adapterType": mapping.adapter_type,
+                "tags": list(mapping.tags),
+            },
+        )
+    if mapping.status_reason:
+        value["statusReason"] = mapping.status_reason
+    if mapping.conformance is not None:
+        check_time = mapping.conformance.check_time.isoformat().replace("+00:00", "Z")
+        value["conformance"] = {"passed": mapping.conformance.passed, "checkTime": check_time}
+    return key, value
 
 
 def status_filter(status: str) -> str:
-    return check_status(status) if status else ""
+    """A listing's status filter: any status a mapping can have ("error" too), or none."""
+    return status if status == ERROR else check_status(status) if status else ""
 
 
 class RegistryServicer(registry_grpc.RegistryServiceServicer):
     """Partners register which hub models they serve; anyone may read the table."""
 
-    def __init__(self, state: RegistryState) -> None:
+    def __init__(self, state: RegistryState, checker: Checker) -> None:
         self.state = state
         self.index = state.index
+        self.checker = checker
 
     def _authorize_write(self, context: grpc.aio.ServicerContext, provider_id: str) -> ProviderEntry:
         """401 without a valid token, 404 for an unknown provider, 403 unless the caller may write."""
@@ -94,7 +115,10 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
     def _writable_mapping(
         self,
         context: grpc.aio.ServicerContext,
-        request: registry_pb.DeleteModelMappingRequest | registry_pb.UpdateModelMappingStatusRequest,
+        request: registry_pb.DeleteModelMappingRequest
+        | registry_pb.UpdateModelMappingStatusRequest
+        | registry_pb.CheckModelMappingRequest
+        | registry_pb.GetConformanceReportRequest,
     ) -> Mapping:
         self._authorize_write(context, request.provider)
         return self._mapping(request.provider, request.mapping_id)
@@ -217,6 +241,25 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
             lambda s: store.set_mapping_status(s, mapping.id, status), internal_pb.CHANGE_KIND_MAPPING, mapping.provider
         )
         return mapping_message(self._mapping(request.provider, request.mapping_id))
+
+    async def CheckModelMapping(
+        self, request: registry_pb.CheckModelMappingRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb.ConformanceReport:
+        mapping = await self.state.fresh(lambda: self._writable_mapping(context, request))
+        return await self.checker.check(self.state, mapping, context.time_remaining())
+
+    async def GetConformanceReport(
+        self, request: registry_pb.GetConformanceReportRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb.ConformanceReport:
+        mapping = await self.state.fresh(lambda: self._writable_mapping(context, request))
+        stored = await self.state.db.run(lambda session: store.report_of(session, mapping.id))
+        if stored is None:
+            raise not_found(
+                "REPORT_NOT_FOUND",
+                f"mapping {shown(mapping.id)} has not been checked yet: POST "
+                f"/api/partners/{shown(mapping.provider)}/models/{shown(mapping.id)}:check",
+            )
+        return report_of_json(stored)
 
     async def GetProviderMappingTable(
         self, request: registry_pb.GetProviderMappingTableRequest, context: grpc.aio.ServicerContext

@@ -24,8 +24,10 @@ from services.registry.accounts import AccountServicer
 from services.registry.admin import AdminServicer
 from services.registry.changes import ChangeFeed
 from services.registry.config import RegistrySettings
+from services.registry.conformance import Checker, HttpClient
 from services.registry.internal import InternalServicer
 from services.registry.partners import RegistryServicer
+from services.registry.probes import Prober
 from services.registry.replicas import ReplicaFollower
 from services.registry.state import RegistryState
 from services.registry.store import load_index
@@ -34,12 +36,12 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 log = logging.getLogger(__name__)
 
 
-def registrations(state: RegistryState) -> list[Registration]:
+def registrations(state: RegistryState, checker: Checker) -> list[Registration]:
     """The Registry's servicers with their service names."""
     return [
         (
             registry_service_pb2_grpc.add_RegistryServiceServicer_to_server,
-            RegistryServicer(state),
+            RegistryServicer(state, checker),
             "switchboard.registry.v1.RegistryService",
         ),
         (
@@ -83,12 +85,19 @@ async def serve(settings: RegistrySettings) -> None:
     replicas = ReplicaFollower(state)
     state.catch_up = replicas.catch_up
     follower = asyncio.create_task(replicas.run())
+    http = HttpClient()
+    await http.start()
+    prober = Prober(state, http, settings.probes())
+    prober.start()
 
     async def close() -> None:
         follower.cancel()
+        await prober.close()
+        await http.close()
         db.close()
 
-    await run_service("registry", settings, registrations(state), on_stop=close, on_draining=state.feed.close)
+    checker = Checker(http, settings.conformance_call_seconds)
+    await run_service("registry", settings, registrations(state, checker), on_stop=close, on_draining=state.feed.close)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -148,6 +148,36 @@ class MappingRow(SQLModel, table=True):
     status: str
     adapter_type: str = ""
     create_time: datetime = Field(default_factory=utcnow)
+    # Why the status is "error" (set by the health probes, secrets redacted); "" otherwise.
+    status_reason: str = ""
+
+
+class ConformanceReportRow(SQLModel, table=True):
+    """A mapping's latest conformance report: its summary as columns, the whole as JSON."""
+
+    __tablename__ = "conformance_reports"
+    mapping_id: str = Field(primary_key=True, foreign_key="mappings.id", ondelete="CASCADE")
+    check_time: datetime = Field(default_factory=utcnow)
+    passed: bool = False
+    passed_checks: int = 0
+    failed_checks: int = 0
+    skipped_checks: int = 0
+    supports_tools: bool = False
+    supports_structured_output: bool = False
+    report: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))
+
+
+class ProbeStateRow(SQLModel, table=True):
+    """The health probes of one mapping, shared by every Registry replica: consecutive
+    failures, when the next probe is due, and which replica holds the lease to run it."""
+
+    __tablename__ = "probe_states"
+    mapping_id: str = Field(primary_key=True, foreign_key="mappings.id", ondelete="CASCADE")
+    failures: int = 0
+    last_failure: str = ""
+    next_due: float = 0.0  # unix seconds
+    lease_owner: str = ""
+    lease_until: float = 0.0  # unix seconds; a lease past this is free
 
 
 class ChangeRow(SQLModel, table=True):

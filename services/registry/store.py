@@ -13,7 +13,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import delete, func, text
+from sqlalchemy import delete, func, literal, text, update
+from sqlalchemy import select as core_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
@@ -21,16 +22,18 @@ from sqlmodel import Session, select
 
 from services.common.db import padded_chunks
 from services.common.errors import ApiError, already_exists
-from services.registry.index import CatalogModel, Mapping, ProviderEntry, RegistryIndex, UserEntry
+from services.registry.index import CatalogModel, Conformance, Mapping, ProviderEntry, RegistryIndex, UserEntry
 from services.registry.storage import (
     AccountNameRow,
     CatalogImportRow,
     ChangeRow,
+    ConformanceReportRow,
     MappingRow,
     MembershipRow,
     ModelAliasRow,
     ModelRow,
     OrgRow,
+    ProbeStateRow,
     ProviderRow,
     TokenRow,
     UserRow,
@@ -58,7 +61,7 @@ def load_index(engine: Engine) -> RegistryIndex:
         cursor.execute("SELECT id, org, default_rank FROM providers")
         for row in cursor.fetchall():
             index.put_provider(ProviderEntry(*row))
-        cursor.execute(f"SELECT {MAPPING_COLUMNS} FROM mappings ORDER BY seq")
+        cursor.execute(f"{MAPPINGS_QUERY} ORDER BY m.seq")
         for row in cursor.fetchall():
             index.add_mapping(mapping_from_values(*row))
         cursor.execute("SELECT name, preferred_providers FROM users")
@@ -82,7 +85,20 @@ def _load_catalog(index: RegistryIndex, cursor) -> None:
             catalog[model_id] = CatalogModel(intern(pipeline_tag), tuple(map(intern, loads(tags))), weights_path)
 
 
-MAPPING_COLUMNS = "id, seq, provider, type, task, hf_model, tags_key, provider_model, status, adapter_type, create_time"
+# Every mapping with its latest conformance report in brief (a LEFT JOIN: most have none).
+MAPPINGS_QUERY = (
+    "SELECT m.id, m.seq, m.provider, m.type, m.task, m.hf_model, m.tags_key, m.provider_model, m.status,"
+    " m.adapter_type, m.create_time, m.status_reason, r.check_time, r.passed, r.passed_checks, r.failed_checks,"
+    " r.skipped_checks, r.supports_tools, r.supports_structured_output"
+    " FROM mappings m LEFT JOIN conformance_reports r ON r.mapping_id = m.id"
+)
+
+
+def _utc(value: datetime | str) -> datetime:
+    """A stored time as an aware UTC datetime (SQLite hands back naive text)."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def mapping_from_values(
@@ -97,11 +113,16 @@ def mapping_from_values(
     status: str,
     adapter_type: str,
     create_time: datetime | str,
+    status_reason: str = "",
+    check_time: datetime | str | None = None,
+    *summary: Any,
 ) -> Mapping:
-    if isinstance(create_time, str):  # SQLite hands back text
-        create_time = datetime.fromisoformat(create_time)
-    if create_time.tzinfo is None:
-        create_time = create_time.replace(tzinfo=UTC)
+    conformance = None
+    if check_time is not None:
+        passed, passed_checks, failed_checks, skipped_checks, tools, structured = summary
+        conformance = Conformance(
+            _utc(check_time), bool(passed), passed_checks, failed_checks, skipped_checks, bool(tools), bool(structured)
+        )
     return Mapping(
         id=mapping_id,
         seq=seq,
@@ -113,7 +134,9 @@ def mapping_from_values(
         provider_model=provider_model,
         status=status,
         adapter_type=adapter_type,
-        create_time=create_time,
+        create_time=_utc(create_time),
+        status_reason=status_reason,
+        conformance=conformance,
     )
 
 
@@ -130,6 +153,7 @@ def mapping_row(mapping: Mapping) -> MappingRow:
         status=mapping.status,
         adapter_type=mapping.adapter_type,
         create_time=mapping.create_time,
+        status_reason=mapping.status_reason,
     )
 
 
@@ -194,10 +218,80 @@ def upsert_models(session: Session, models: Sequence[dict]) -> None:
 
 
 def set_mapping_status(session: Session, mapping_id: str, status: str) -> None:
+    """A partner's status change: the probes' reason for an error goes with the error."""
     row = session.get(MappingRow, mapping_id)
     if row is not None:
-        row.status = status
+        row.status, row.status_reason = status, ""
         insert(session, row)
+
+
+def set_probed_status(session: Session, mapping_id: str, was: str, status: str, reason: str) -> bool:
+    """The probes' verdict, only on a mapping still in the status they judged (a partner's
+    change meanwhile wins); whether it applied."""
+    statement = (
+        update(MappingRow)
+        .where(MappingRow.id == mapping_id, MappingRow.status == was)
+        .values(status=status, status_reason=reason)
+    )
+    return session.execute(statement).rowcount == 1
+
+
+def save_report(session: Session, row: ConformanceReportRow) -> None:
+    """Replaces the mapping's latest conformance report."""
+    session.merge(row)
+    session.flush()
+
+
+# The health probes' shared state (services/registry/probes.py): a lease per mapping, so that
+# of several Registry replicas one probes a mapping at a time, and a shared failure count.
+PROBED = ("live", "error")
+PROBED_TASKS = ("conversational", "text-to-image")  # the tasks the Router serves
+
+
+def claim_probes(session: Session, owner: str, now: float, until: float, most: int) -> list[str]:
+    """Claims up to `most` live or failing chat and image mappings whose probe is due and whose
+    lease is free, for `owner` until `until` (unix seconds); their ids. A conditional UPDATE: of replicas
+    claiming at once, each row goes to one (SQLite writes one at a time; PostgreSQL re-checks
+    the conditions on the row another transaction just claimed)."""
+    dialect = sqlite if session.get_bind().dialect.name == "sqlite" else postgresql
+    probed = (MappingRow.status.in_(PROBED), MappingRow.task.in_(PROBED_TASKS))
+    fresh = (literal(0), literal(""), literal(0.0), literal(""), literal(0.0))
+    missing = core_select(MappingRow.id, *fresh).where(*probed)
+    columns = ["mapping_id", "failures", "last_failure", "next_due", "lease_owner", "lease_until"]
+    new_states = dialect.insert(ProbeStateRow.__table__).from_select(columns, missing)
+    session.execute(new_states.on_conflict_do_nothing(index_elements=["mapping_id"]))
+    free = (ProbeStateRow.next_due <= now, ProbeStateRow.lease_until <= now)
+    due = (
+        select(ProbeStateRow.mapping_id)
+        .join(MappingRow, MappingRow.id == ProbeStateRow.mapping_id)
+        .where(*probed, *free)
+        .order_by(ProbeStateRow.next_due)
+        .limit(most)
+    )
+    claim = update(ProbeStateRow).where(ProbeStateRow.mapping_id.in_(due), *free)
+    session.execute(claim.values(lease_owner=owner, lease_until=until))
+    claimed = list(session.exec(select(ProbeStateRow.mapping_id).where(ProbeStateRow.lease_owner == owner)))
+    session.commit()
+    return claimed
+
+
+def record_probe(session: Session, mapping_id: str, owner: str, failure: str, next_due: float) -> int:
+    """A probe's outcome ("" for a pass) under the owner's lease, which it releases; the
+    mapping's consecutive failures now (-1 when the lease was lost or the mapping deleted)."""
+    row = session.get(ProbeStateRow, mapping_id)
+    if row is None or row.lease_owner != owner:
+        return -1
+    row.failures = row.failures + 1 if failure else 0
+    row.last_failure, row.next_due, row.lease_owner, row.lease_until = failure, next_due, "", 0.0
+    session.add(row)
+    session.commit()
+    return row.failures
+
+
+def report_of(session: Session, mapping_id: str) -> str | None:
+    """The mapping's latest report as stored (JSON), None before its first check."""
+    row = session.get(ConformanceReportRow, mapping_id)
+    return row.report if row else None
 
 
 def delete_rows(session: Session, model: type, *conditions: object) -> int:
@@ -244,7 +338,7 @@ def provider_entry(session: Session, provider_id: str) -> ProviderEntry | None:
 
 
 def provider_mappings(session: Session, provider_id: str) -> list[Mapping]:
-    query = text(f"SELECT {MAPPING_COLUMNS} FROM mappings WHERE provider = :p ORDER BY seq")
+    query = text(f"{MAPPINGS_QUERY} WHERE m.provider = :p ORDER BY m.seq")
     return [mapping_from_values(*row) for row in session.execute(query, {"p": provider_id})]
 
 

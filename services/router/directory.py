@@ -4,65 +4,11 @@ feed is connected (services/common/registry_feed.py)."""
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
-
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 from switchboard.registry.v1 import internal_service_pb2_grpc as internal_grpc
 
-from services.common.pricing import Price
-from services.common.providers import DEFAULT_REQUEST_ID_HEADER
+from services.common.providers import ProviderEntry
 from services.common.registry_feed import Change, FeedCache, drop, is_reset
-from services.common.secrets import NO_SECRETS, Redactor
-
-_METADATA_KEY = re.compile(r"[a-z0-9][a-z0-9_.-]*")
-
-
-@dataclass(frozen=True)
-class ProviderEntry:
-    """A provider as the hot path needs it; its request headers (with the key) are built once."""
-
-    id: str
-    base_url: str
-    headers: dict[str, str] = field(repr=False)
-    request_id_header: str
-    tasks: tuple[str, ...]
-    default_rank: int
-    prices: dict[str, Price]
-
-    # The request id header as a gRPC metadata key (Envoy passes it on as that HTTP header).
-    request_id_metadata_key: str = DEFAULT_REQUEST_ID_HEADER.lower()
-    # Scrubs every secret of the provider from what it sends back.
-    redactor: Redactor = field(default=NO_SECRETS, repr=False, compare=False)
-    # The org whose write members manage the provider.
-    org: str = ""
-
-    @classmethod
-    def from_config(cls, config: internal_pb.ProviderConfig) -> ProviderEntry:
-        p = config.provider
-        prices = {
-            price.provider_model: Price(
-                price.input_token_nano_usd, price.output_token_nano_usd, price.request_nano_usd, price.image_nano_usd
-            )
-            for price in config.prices
-        }
-        header = p.request_id_header or DEFAULT_REQUEST_ID_HEADER
-        key = header.lower() if _METADATA_KEY.fullmatch(header.lower()) else DEFAULT_REQUEST_ID_HEADER.lower()
-        return cls(
-            id=p.id,
-            base_url=p.base_url.rstrip("/"),
-            headers={
-                "Content-Type": "application/json",
-                **({"Authorization": f"Bearer {p.api_key}"} if p.api_key else {}),
-            },
-            request_id_header=header,
-            tasks=tuple(p.tasks),
-            default_rank=p.default_rank,
-            prices=prices,
-            request_id_metadata_key=key,
-            redactor=Redactor([p.api_key, *config.redact]),
-            org=p.org,
-        )
 
 
 def _resolution_touched(key: tuple[str, ...], change: Change) -> bool:

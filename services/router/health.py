@@ -16,7 +16,8 @@ from switchboard.router.v1 import router_service_pb2 as router_pb
 from services.common.accounts import WRITE_ROLES
 from services.common.auth import bearer_token
 from services.common.errors import not_found, permission_denied
-from services.registry.validation import MAX_PROVIDER_MODEL, check_length, fitting, page_size, page_token
+from services.common.paging import key_after, next_page_token, page_size
+from services.registry.validation import fitting
 from services.router.breaker import HALF_OPEN, OPEN, Breakers
 from services.router.directory import Directory, ProviderEntry
 from services.router.measurements import WINDOW_MINUTES, ErrorRecord, Measurements, Stats
@@ -98,9 +99,18 @@ def _page(entries: list, size: int) -> tuple[list, bool]:
     return entries[:kept], kept < len(entries)
 
 
-def _after(keys: Iterable[str], token: str) -> list[str]:
-    """The keys after the page token, in order (a token is the last key of the previous page)."""
-    return sorted(k for k in keys if k > token)
+PROVIDERS_LISTING = "providerHealth"
+
+
+def models_listing(provider: str) -> str:
+    """The name a provider's models pages carry in their page tokens."""
+    return f"providerHealth/{provider}"
+
+
+def _after(keys: Iterable[str], listing: str, token: str) -> list[str]:
+    """The keys after the page token of `listing`, in order (400 for a token it did not issue)."""
+    last = key_after(listing, token)
+    return sorted(k for k in keys if k > last)
 
 
 def provider_health(
@@ -110,10 +120,11 @@ def provider_health(
     health = provider_summary(provider, measurements, breakers)
     all_stats, minute = measurements.of_provider(provider), measurements.minute()
     # one past the page, to know whether more follow
-    candidates = [_model_health(m, all_stats[m], minute) for m in _after(all_stats, token)[: size + 1]]
+    listing = models_listing(provider)
+    candidates = [_model_health(m, all_stats[m], minute) for m in _after(all_stats, listing, token)[: size + 1]]
     models, more = _page(candidates, size)
     health.models.extend(models)
-    health.next_page_token = models[-1].provider_model if more else ""
+    health.next_page_token = next_page_token(listing, models[-1].provider_model) if more else ""
     return health
 
 
@@ -147,15 +158,14 @@ class ProviderHealthMethods:
     ) -> router_pb.ProviderHealth:
         """401 without a valid token, 404 for an unknown provider, 403 unless the caller may read it."""
         caller = await self._caller_of(context)
-        # a models page's token is a provider model id
-        size, token = page_size(request.page_size), check_length(request.page_token, MAX_PROVIDER_MODEL, "page_token")
+        size = page_size(request.page_size)
         entry = await self._provider(request.provider)
         if not may_read_health(caller, entry):
             raise permission_denied(
                 "FORBIDDEN",
                 f"reading the health of provider {entry.id!r} needs the write or admin role in org {entry.org!r}",
             )
-        return provider_health(entry.id, self.measurements, self.upstreams.breakers, size, token)
+        return provider_health(entry.id, self.measurements, self.upstreams.breakers, size, request.page_token)
 
     async def ListProviderHealth(
         self, request: router_pb.ListProviderHealthRequest, context: grpc.aio.ServicerContext
@@ -163,10 +173,11 @@ class ProviderHealthMethods:
         """The admin token only: 401 without a valid token, 403 with any other."""
         if not (await self._caller_of(context)).admin:
             raise permission_denied("FORBIDDEN", "this call needs the admin token")
-        size, token = page_size(request.page_size), page_token(request.page_token)
-        ids = _after(await self.directory.providers(), token)[: size + 1]
+        size = page_size(request.page_size)
+        ids = _after(await self.directory.providers(), PROVIDERS_LISTING, request.page_token)[: size + 1]
         breakers = self.upstreams.breakers
         providers, more = _page([provider_summary(p, self.measurements, breakers) for p in ids], size)
         return router_pb.ListProviderHealthResponse(
-            providers=providers, next_page_token=providers[-1].provider if more else ""
+            providers=providers,
+            next_page_token=next_page_token(PROVIDERS_LISTING, providers[-1].provider) if more else "",
         )

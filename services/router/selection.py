@@ -13,7 +13,7 @@ from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 
 from services.common.errors import ApiError, invalid_argument, not_found
 from services.common.pricing import estimate_nano_usd
-from services.router.directory import ProviderEntry
+from services.common.providers import ProviderEntry, Route
 
 POLICIES = ("fastest", "cheapest", "preferred")
 SHOWN_UNKNOWN = 5  # unknown provider ids an error names
@@ -30,15 +30,6 @@ class Selection:
     model: str
     providers: tuple[str, ...] = ()
     policy: str = DEFAULT_POLICY
-
-
-@dataclass(frozen=True)
-class Route:
-    """One candidate to try: the provider, the model id to send, and a LoRA to load, if any."""
-
-    provider: ProviderEntry
-    provider_model: str
-    lora_path: str = ""
 
 
 def parse_providers(value: object, known: dict[str, ProviderEntry]) -> tuple[str, ...]:

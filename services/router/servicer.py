@@ -442,6 +442,7 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
         answer = router_pb.ModelProvider(
             provider=candidate.provider,
             status=candidate.status,
+            status_reason=candidate.status_reason or None,
             provider_model=candidate.provider_model,
             time_to_first_token_ms=stats.ttft_ms if stats else 0.0,
             throughput_tokens_per_second=stats.tokens_per_second if stats else 0.0,

@@ -91,18 +91,20 @@ class Adapter(_message.Message):
     def __init__(self, type: _Optional[str] = ..., model: _Optional[str] = ..., weights_path: _Optional[str] = ..., base_provider_model: _Optional[str] = ...) -> None: ...
 
 class Candidate(_message.Message):
-    __slots__ = ("provider", "provider_model", "status", "mapping_id", "adapter")
+    __slots__ = ("provider", "provider_model", "status", "mapping_id", "adapter", "status_reason")
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_MODEL_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     MAPPING_ID_FIELD_NUMBER: _ClassVar[int]
     ADAPTER_FIELD_NUMBER: _ClassVar[int]
+    STATUS_REASON_FIELD_NUMBER: _ClassVar[int]
     provider: str
     provider_model: str
     status: str
     mapping_id: str
     adapter: Adapter
-    def __init__(self, provider: _Optional[str] = ..., provider_model: _Optional[str] = ..., status: _Optional[str] = ..., mapping_id: _Optional[str] = ..., adapter: _Optional[_Union[Adapter, _Mapping]] = ...) -> None: ...
+    status_reason: str
+    def __init__(self, provider: _Optional[str] = ..., provider_model: _Optional[str] = ..., status: _Optional[str] = ..., mapping_id: _Optional[str] = ..., adapter: _Optional[_Union[Adapter, _Mapping]] = ..., status_reason: _Optional[str] = ...) -> None: ...
 
 class Exclusion(_message.Message):
     __slots__ = ("provider", "reason")

@@ -29,7 +29,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n.switchboard/registry/v1/registry_service.proto\x12\x17switchboard.registry.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe2\x01\n\x0cModelMapping\x12\x0f\n\x02id\x18\x01 \x01(\tR\x03_id\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x0c\n\x04task\x18\x04 \x01(\t\x12\x10\n\x08hf_model\x18\x05 \x01(\t\x12\x16\n\x0eprovider_model\x18\x06 \x01(\t\x12\x0e\n\x06status\x18\x07 \x01(\t\x12\x0c\n\x04tags\x18\x08 \x03(\t\x12\x14\n\x0c\x61\x64\x61pter_type\x18\t \x01(\t\x12\x35\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\xb9\x01\n\x19\x43reateModelMappingRequest\x12\x16\n\x08provider\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x12\n\x04task\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x10\n\x08hf_model\x18\x04 \x01(\t\x12\x1c\n\x0eprovider_model\x18\x05 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0e\n\x06status\x18\x06 \x01(\t\x12\x0c\n\x04tags\x18\x07 \x03(\t\x12\x14\n\x0c\x61\x64\x61pter_type\x18\x08 \x01(\t\"M\n\x19\x44\x65leteModelMappingRequest\x12\x16\n\x08provider\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\nmapping_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"i\n\x1fUpdateModelMappingStatusRequest\x12\x16\n\x08provider\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\nmapping_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06status\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\"H\n\x1eGetProviderMappingTableRequest\x12\x16\n\x08provider\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0e\n\x06status\x18\x02 \x01(\t\"i\n\x18ListModelMappingsRequest\x12\x16\n\x08provider\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"s\n\x19ListModelMappingsResponse\x12=\n\x0emodel_mappings\x18\x01 \x03(\x0b\x32%.switchboard.registry.v1.ModelMapping\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"5\n UpdateProviderPreferencesRequest\x12\x11\n\tproviders\x18\x01 \x03(\t\"6\n\x13ProviderPreferences\x12\x0c\n\x04user\x18\x01 \x01(\t\x12\x11\n\tproviders\x18\x02 \x03(\t*`\n\x0bMappingType\x12\x1c\n\x18MAPPING_TYPE_UNSPECIFIED\x10\x00\x12\x16\n\x12MAPPING_TYPE_MODEL\x10\x01\x12\x1b\n\x17MAPPING_TYPE_TAG_FILTER\x10\x02\x32\xce\x07\n\x0fRegistryService\x12\x9b\x01\n\x12\x43reateModelMapping\x12\x32.switchboard.registry.v1.CreateModelMappingRequest\x1a%.switchboard.registry.v1.ModelMapping\"*\x82\xd3\xe4\x93\x02$\"\x1f/api/partners/{provider}/models:\x01*\x12\x96\x01\n\x12\x44\x65leteModelMapping\x12\x32.switchboard.registry.v1.DeleteModelMappingRequest\x1a\x16.google.protobuf.Empty\"4\x82\xd3\xe4\x93\x02.*,/api/partners/{provider}/models/{mapping_id}\x12\xbb\x01\n\x18UpdateModelMappingStatus\x12\x38.switchboard.registry.v1.UpdateModelMappingStatusRequest\x1a%.switchboard.registry.v1.ModelMapping\">\x82\xd3\xe4\x93\x02\x38\x1a\x33/api/partners/{provider}/models/{mapping_id}/status:\x01*\x12\x94\x01\n\x17GetProviderMappingTable\x12\x37.switchboard.registry.v1.GetProviderMappingTableRequest\x1a\x17.google.protobuf.Struct\"\'\x82\xd3\xe4\x93\x02!\x12\x1f/api/partners/{provider}/models\x12z\n\x11ListModelMappings\x12\x31.switchboard.registry.v1.ListModelMappingsRequest\x1a\x32.switchboard.registry.v1.ListModelMappingsResponse\x12\xb2\x01\n\x19UpdateProviderPreferences\x12\x39.switchboard.registry.v1.UpdateProviderPreferencesRequest\x1a,.switchboard.registry.v1.ProviderPreferences\",\x82\xd3\xe4\x93\x02&\x1a!/v1/settings/provider-preferences:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n.switchboard/registry/v1/registry_service.proto\x12\x17switchboard.registry.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc7\x02\n\x0cModelMapping\x12\x0f\n\x02id\x18\x01 \x01(\tR\x03_id\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x0c\n\x04task\x18\x04 \x01(\t\x12\x10\n\x08hf_model\x18\x05 \x01(\t\x12\x16\n\x0eprovider_model\x18\x06 \x01(\t\x12\x0e\n\x06status\x18\x07 \x01(\t\x12\x0c\n\x04tags\x18\x08 \x03(\t\x12\x14\n\x0c\x61\x64\x61pter_type\x18\t \x01(\t\x12\x35\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x1b\n\rstatus_reason\x18\x14 \x01(\tB\x04\xe2\x41\x01\x03\x12\x46\n\x0b\x63onformance\x18\x15 \x01(\x0b\x32+.switchboard.registry.v1.ConformanceSummaryB\x04\xe2\x41\x01\x03\"\xd6\x01\n\x12\x43onformanceSummary\x12\x0e\n\x06passed\x18\x01 \x01(\x08\x12\x15\n\rpassed_checks\x18\x02 \x01(\x05\x12\x15\n\rfailed_checks\x18\x03 \x01(\x05\x12\x16\n\x0eskipped_checks\x18\x04 \x01(\x05\x12.\n\ncheck_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0esupports_tools\x18\x06 \x01(\x08\x12\"\n\x1asupports_structured_output\x18\x07 \x01(\x08\"d\n\x10\x43onformanceCheck\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06result\x18\x02 \x01(\t\x12\x10\n\x08\x65xpected\x18\x03 \x01(\t\x12\x0b\n\x03got\x18\x04 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x05 \x01(\x01\"\xdc\x02\n\x11\x43onformanceReport\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x12\n\nmapping_id\x18\x02 \x01(\t\x12\x16\n\x0eprovider_model\x18\x03 \x01(\t\x12\x0c\n\x04task\x18\x04 \x01(\t\x12.\n\ncheck_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06passed\x18\x06 \x01(\x08\x12\x39\n\x06\x63hecks\x18\x07 \x03(\x0b\x32).switchboard.registry.v1.ConformanceCheck\x12\x1e\n\x16time_to_first_token_ms\x18\x08 \x01(\x01\x12$\n\x1cthroughput_tokens_per_second\x18\t \x01(\x01\x12\x16\n\x0esupports_tools\x18\n \x01(\x08\x12\"\n\x1asupports_structured_output\x18\x0b \x01(\x08\"L\n\x18\x43heckModelMappingRequest\x12\x16\n\x08provider\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\nmapping_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"O\n\x1bGetConformanceReportRequest\x12\x16\n\x08provider\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\nmapping_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"\xb9\x01\n\x19\x43reateModelMappingRequest\x12\x16\n\x08provider\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x12\n\x04task\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x10\n\x08hf_model\x18\x04 \x01(\t\x12\x1c\n\x0eprovider_model\x18\x05 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0e\n\x06status\x18\x06 \x01(\t\x12\x0c\n\x04tags\x18\x07 \x03(\t\x12\x14\n\x0c\x61\x64\x61pter_type\x18\x08 \x01(\t\"M\n\x19\x44\x65leteModelMappingRequest\x12\x16\n\x08provider\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\nmapping_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"i\n\x1fUpdateModelMappingStatusRequest\x12\x16\n\x08provider\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\nmapping_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06status\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\"H\n\x1eGetProviderMappingTableRequest\x12\x16\n\x08provider\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0e\n\x06status\x18\x02 \x01(\t\"i\n\x18ListModelMappingsRequest\x12\x16\n\x08provider\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"s\n\x19ListModelMappingsResponse\x12=\n\x0emodel_mappings\x18\x01 \x03(\x0b\x32%.switchboard.registry.v1.ModelMapping\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"5\n UpdateProviderPreferencesRequest\x12\x11\n\tproviders\x18\x01 \x03(\t\"6\n\x13ProviderPreferences\x12\x0c\n\x04user\x18\x01 \x01(\t\x12\x11\n\tproviders\x18\x02 \x03(\t*`\n\x0bMappingType\x12\x1c\n\x18MAPPING_TYPE_UNSPECIFIED\x10\x00\x12\x16\n\x12MAPPING_TYPE_MODEL\x10\x01\x12\x1b\n\x17MAPPING_TYPE_TAG_FILTER\x10\x02\x32\xc5\n\n\x0fRegistryService\x12\x9b\x01\n\x12\x43reateModelMapping\x12\x32.switchboard.registry.v1.CreateModelMappingRequest\x1a%.switchboard.registry.v1.ModelMapping\"*\x82\xd3\xe4\x93\x02$\"\x1f/api/partners/{provider}/models:\x01*\x12\x96\x01\n\x12\x44\x65leteModelMapping\x12\x32.switchboard.registry.v1.DeleteModelMappingRequest\x1a\x16.google.protobuf.Empty\"4\x82\xd3\xe4\x93\x02.*,/api/partners/{provider}/models/{mapping_id}\x12\xbb\x01\n\x18UpdateModelMappingStatus\x12\x38.switchboard.registry.v1.UpdateModelMappingStatusRequest\x1a%.switchboard.registry.v1.ModelMapping\">\x82\xd3\xe4\x93\x02\x38\x1a\x33/api/partners/{provider}/models/{mapping_id}/status:\x01*\x12\x94\x01\n\x17GetProviderMappingTable\x12\x37.switchboard.registry.v1.GetProviderMappingTableRequest\x1a\x17.google.protobuf.Struct\"\'\x82\xd3\xe4\x93\x02!\x12\x1f/api/partners/{provider}/models\x12\xb1\x01\n\x11\x43heckModelMapping\x12\x31.switchboard.registry.v1.CheckModelMappingRequest\x1a*.switchboard.registry.v1.ConformanceReport\"=\x82\xd3\xe4\x93\x02\x37\"2/api/partners/{provider}/models/{mapping_id}:check:\x01*\x12\xc0\x01\n\x14GetConformanceReport\x12\x34.switchboard.registry.v1.GetConformanceReportRequest\x1a*.switchboard.registry.v1.ConformanceReport\"F\x82\xd3\xe4\x93\x02@\x12>/api/partners/{provider}/models/{mapping_id}/conformanceReport\x12z\n\x11ListModelMappings\x12\x31.switchboard.registry.v1.ListModelMappingsRequest\x1a\x32.switchboard.registry.v1.ListModelMappingsResponse\x12\xb2\x01\n\x19UpdateProviderPreferences\x12\x39.switchboard.registry.v1.UpdateProviderPreferencesRequest\x1a,.switchboard.registry.v1.ProviderPreferences\",\x82\xd3\xe4\x93\x02&\x1a!/v1/settings/provider-preferences:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,6 +38,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_MODELMAPPING'].fields_by_name['create_time']._loaded_options = None
   _globals['_MODELMAPPING'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
+  _globals['_MODELMAPPING'].fields_by_name['status_reason']._loaded_options = None
+  _globals['_MODELMAPPING'].fields_by_name['status_reason']._serialized_options = b'\342A\001\003'
+  _globals['_MODELMAPPING'].fields_by_name['conformance']._loaded_options = None
+  _globals['_MODELMAPPING'].fields_by_name['conformance']._serialized_options = b'\342A\001\003'
+  _globals['_CHECKMODELMAPPINGREQUEST'].fields_by_name['provider']._loaded_options = None
+  _globals['_CHECKMODELMAPPINGREQUEST'].fields_by_name['provider']._serialized_options = b'\342A\001\002'
+  _globals['_CHECKMODELMAPPINGREQUEST'].fields_by_name['mapping_id']._loaded_options = None
+  _globals['_CHECKMODELMAPPINGREQUEST'].fields_by_name['mapping_id']._serialized_options = b'\342A\001\002'
+  _globals['_GETCONFORMANCEREPORTREQUEST'].fields_by_name['provider']._loaded_options = None
+  _globals['_GETCONFORMANCEREPORTREQUEST'].fields_by_name['provider']._serialized_options = b'\342A\001\002'
+  _globals['_GETCONFORMANCEREPORTREQUEST'].fields_by_name['mapping_id']._loaded_options = None
+  _globals['_GETCONFORMANCEREPORTREQUEST'].fields_by_name['mapping_id']._serialized_options = b'\342A\001\002'
   _globals['_CREATEMODELMAPPINGREQUEST'].fields_by_name['provider']._loaded_options = None
   _globals['_CREATEMODELMAPPINGREQUEST'].fields_by_name['provider']._serialized_options = b'\342A\001\002'
   _globals['_CREATEMODELMAPPINGREQUEST'].fields_by_name['task']._loaded_options = None
@@ -66,28 +78,42 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REGISTRYSERVICE'].methods_by_name['UpdateModelMappingStatus']._serialized_options = b'\202\323\344\223\0028\0323/api/partners/{provider}/models/{mapping_id}/status:\001*'
   _globals['_REGISTRYSERVICE'].methods_by_name['GetProviderMappingTable']._loaded_options = None
   _globals['_REGISTRYSERVICE'].methods_by_name['GetProviderMappingTable']._serialized_options = b'\202\323\344\223\002!\022\037/api/partners/{provider}/models'
+  _globals['_REGISTRYSERVICE'].methods_by_name['CheckModelMapping']._loaded_options = None
+  _globals['_REGISTRYSERVICE'].methods_by_name['CheckModelMapping']._serialized_options = b'\202\323\344\223\0027\"2/api/partners/{provider}/models/{mapping_id}:check:\001*'
+  _globals['_REGISTRYSERVICE'].methods_by_name['GetConformanceReport']._loaded_options = None
+  _globals['_REGISTRYSERVICE'].methods_by_name['GetConformanceReport']._serialized_options = b'\202\323\344\223\002@\022>/api/partners/{provider}/models/{mapping_id}/conformanceReport'
   _globals['_REGISTRYSERVICE'].methods_by_name['UpdateProviderPreferences']._loaded_options = None
   _globals['_REGISTRYSERVICE'].methods_by_name['UpdateProviderPreferences']._serialized_options = b'\202\323\344\223\002&\032!/v1/settings/provider-preferences:\001*'
-  _globals['_MAPPINGTYPE']._serialized_start=1242
-  _globals['_MAPPINGTYPE']._serialized_end=1338
+  _globals['_MAPPINGTYPE']._serialized_start=2172
+  _globals['_MAPPINGTYPE']._serialized_end=2268
   _globals['_MODELMAPPING']._serialized_start=231
-  _globals['_MODELMAPPING']._serialized_end=457
-  _globals['_CREATEMODELMAPPINGREQUEST']._serialized_start=460
-  _globals['_CREATEMODELMAPPINGREQUEST']._serialized_end=645
-  _globals['_DELETEMODELMAPPINGREQUEST']._serialized_start=647
-  _globals['_DELETEMODELMAPPINGREQUEST']._serialized_end=724
-  _globals['_UPDATEMODELMAPPINGSTATUSREQUEST']._serialized_start=726
-  _globals['_UPDATEMODELMAPPINGSTATUSREQUEST']._serialized_end=831
-  _globals['_GETPROVIDERMAPPINGTABLEREQUEST']._serialized_start=833
-  _globals['_GETPROVIDERMAPPINGTABLEREQUEST']._serialized_end=905
-  _globals['_LISTMODELMAPPINGSREQUEST']._serialized_start=907
-  _globals['_LISTMODELMAPPINGSREQUEST']._serialized_end=1012
-  _globals['_LISTMODELMAPPINGSRESPONSE']._serialized_start=1014
-  _globals['_LISTMODELMAPPINGSRESPONSE']._serialized_end=1129
-  _globals['_UPDATEPROVIDERPREFERENCESREQUEST']._serialized_start=1131
-  _globals['_UPDATEPROVIDERPREFERENCESREQUEST']._serialized_end=1184
-  _globals['_PROVIDERPREFERENCES']._serialized_start=1186
-  _globals['_PROVIDERPREFERENCES']._serialized_end=1240
-  _globals['_REGISTRYSERVICE']._serialized_start=1341
-  _globals['_REGISTRYSERVICE']._serialized_end=2315
+  _globals['_MODELMAPPING']._serialized_end=558
+  _globals['_CONFORMANCESUMMARY']._serialized_start=561
+  _globals['_CONFORMANCESUMMARY']._serialized_end=775
+  _globals['_CONFORMANCECHECK']._serialized_start=777
+  _globals['_CONFORMANCECHECK']._serialized_end=877
+  _globals['_CONFORMANCEREPORT']._serialized_start=880
+  _globals['_CONFORMANCEREPORT']._serialized_end=1228
+  _globals['_CHECKMODELMAPPINGREQUEST']._serialized_start=1230
+  _globals['_CHECKMODELMAPPINGREQUEST']._serialized_end=1306
+  _globals['_GETCONFORMANCEREPORTREQUEST']._serialized_start=1308
+  _globals['_GETCONFORMANCEREPORTREQUEST']._serialized_end=1387
+  _globals['_CREATEMODELMAPPINGREQUEST']._serialized_start=1390
+  _globals['_CREATEMODELMAPPINGREQUEST']._serialized_end=1575
+  _globals['_DELETEMODELMAPPINGREQUEST']._serialized_start=1577
+  _globals['_DELETEMODELMAPPINGREQUEST']._serialized_end=1654
+  _globals['_UPDATEMODELMAPPINGSTATUSREQUEST']._serialized_start=1656
+  _globals['_UPDATEMODELMAPPINGSTATUSREQUEST']._serialized_end=1761
+  _globals['_GETPROVIDERMAPPINGTABLEREQUEST']._serialized_start=1763
+  _globals['_GETPROVIDERMAPPINGTABLEREQUEST']._serialized_end=1835
+  _globals['_LISTMODELMAPPINGSREQUEST']._serialized_start=1837
+  _globals['_LISTMODELMAPPINGSREQUEST']._serialized_end=1942
+  _globals['_LISTMODELMAPPINGSRESPONSE']._serialized_start=1944
+  _globals['_LISTMODELMAPPINGSRESPONSE']._serialized_end=2059
+  _globals['_UPDATEPROVIDERPREFERENCESREQUEST']._serialized_start=2061
+  _globals['_UPDATEPROVIDERPREFERENCESREQUEST']._serialized_end=2114
+  _globals['_PROVIDERPREFERENCES']._serialized_start=2116
+  _globals['_PROVIDERPREFERENCES']._serialized_end=2170
+  _globals['_REGISTRYSERVICE']._serialized_start=2271
+  _globals['_REGISTRYSERVICE']._serialized_end=3620
 # @@protoc_insertion_point(module_scope)

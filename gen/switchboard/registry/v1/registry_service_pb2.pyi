@@ -24,7 +24,7 @@ MAPPING_TYPE_MODEL: MappingType
 MAPPING_TYPE_TAG_FILTER: MappingType
 
 class ModelMapping(_message.Message):
-    __slots__ = ("id", "provider", "type", "task", "hf_model", "provider_model", "status", "tags", "adapter_type", "create_time")
+    __slots__ = ("id", "provider", "type", "task", "hf_model", "provider_model", "status", "tags", "adapter_type", "create_time", "status_reason", "conformance")
     ID_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -35,6 +35,8 @@ class ModelMapping(_message.Message):
     TAGS_FIELD_NUMBER: _ClassVar[int]
     ADAPTER_TYPE_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    STATUS_REASON_FIELD_NUMBER: _ClassVar[int]
+    CONFORMANCE_FIELD_NUMBER: _ClassVar[int]
     id: str
     provider: str
     type: str
@@ -45,7 +47,83 @@ class ModelMapping(_message.Message):
     tags: _containers.RepeatedScalarFieldContainer[str]
     adapter_type: str
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., provider: _Optional[str] = ..., type: _Optional[str] = ..., task: _Optional[str] = ..., hf_model: _Optional[str] = ..., provider_model: _Optional[str] = ..., status: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., adapter_type: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    status_reason: str
+    conformance: ConformanceSummary
+    def __init__(self, id: _Optional[str] = ..., provider: _Optional[str] = ..., type: _Optional[str] = ..., task: _Optional[str] = ..., hf_model: _Optional[str] = ..., provider_model: _Optional[str] = ..., status: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., adapter_type: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., status_reason: _Optional[str] = ..., conformance: _Optional[_Union[ConformanceSummary, _Mapping]] = ...) -> None: ...
+
+class ConformanceSummary(_message.Message):
+    __slots__ = ("passed", "passed_checks", "failed_checks", "skipped_checks", "check_time", "supports_tools", "supports_structured_output")
+    PASSED_FIELD_NUMBER: _ClassVar[int]
+    PASSED_CHECKS_FIELD_NUMBER: _ClassVar[int]
+    FAILED_CHECKS_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_CHECKS_FIELD_NUMBER: _ClassVar[int]
+    CHECK_TIME_FIELD_NUMBER: _ClassVar[int]
+    SUPPORTS_TOOLS_FIELD_NUMBER: _ClassVar[int]
+    SUPPORTS_STRUCTURED_OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    passed: bool
+    passed_checks: int
+    failed_checks: int
+    skipped_checks: int
+    check_time: _timestamp_pb2.Timestamp
+    supports_tools: bool
+    supports_structured_output: bool
+    def __init__(self, passed: _Optional[bool] = ..., passed_checks: _Optional[int] = ..., failed_checks: _Optional[int] = ..., skipped_checks: _Optional[int] = ..., check_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., supports_tools: _Optional[bool] = ..., supports_structured_output: _Optional[bool] = ...) -> None: ...
+
+class ConformanceCheck(_message.Message):
+    __slots__ = ("name", "result", "expected", "got", "duration_ms")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_FIELD_NUMBER: _ClassVar[int]
+    GOT_FIELD_NUMBER: _ClassVar[int]
+    DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    result: str
+    expected: str
+    got: str
+    duration_ms: float
+    def __init__(self, name: _Optional[str] = ..., result: _Optional[str] = ..., expected: _Optional[str] = ..., got: _Optional[str] = ..., duration_ms: _Optional[float] = ...) -> None: ...
+
+class ConformanceReport(_message.Message):
+    __slots__ = ("provider", "mapping_id", "provider_model", "task", "check_time", "passed", "checks", "time_to_first_token_ms", "throughput_tokens_per_second", "supports_tools", "supports_structured_output")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    MAPPING_ID_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_MODEL_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    CHECK_TIME_FIELD_NUMBER: _ClassVar[int]
+    PASSED_FIELD_NUMBER: _ClassVar[int]
+    CHECKS_FIELD_NUMBER: _ClassVar[int]
+    TIME_TO_FIRST_TOKEN_MS_FIELD_NUMBER: _ClassVar[int]
+    THROUGHPUT_TOKENS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    SUPPORTS_TOOLS_FIELD_NUMBER: _ClassVar[int]
+    SUPPORTS_STRUCTURED_OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    mapping_id: str
+    provider_model: str
+    task: str
+    check_time: _timestamp_pb2.Timestamp
+    passed: bool
+    checks: _containers.RepeatedCompositeFieldContainer[ConformanceCheck]
+    time_to_first_token_ms: float
+    throughput_tokens_per_second: float
+    supports_tools: bool
+    supports_structured_output: bool
+    def __init__(self, provider: _Optional[str] = ..., mapping_id: _Optional[str] = ..., provider_model: _Optional[str] = ..., task: _Optional[str] = ..., check_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., passed: _Optional[bool] = ..., checks: _Optional[_Iterable[_Union[ConformanceCheck, _Mapping]]] = ..., time_to_first_token_ms: _Optional[float] = ..., throughput_tokens_per_second: _Optional[float] = ..., supports_tools: _Optional[bool] = ..., supports_structured_output: _Optional[bool] = ...) -> None: ...
+
+class CheckModelMappingRequest(_message.Message):
+    __slots__ = ("provider", "mapping_id")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    MAPPING_ID_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    mapping_id: str
+    def __init__(self, provider: _Optional[str] = ..., mapping_id: _Optional[str] = ...) -> None: ...
+
+class GetConformanceReportRequest(_message.Message):
+    __slots__ = ("provider", "mapping_id")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    MAPPING_ID_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    mapping_id: str
+    def __init__(self, provider: _Optional[str] = ..., mapping_id: _Optional[str] = ...) -> None: ...
 
 class CreateModelMappingRequest(_message.Message):
     __slots__ = ("provider", "type", "task", "hf_model", "provider_model", "status", "tags", "adapter_type")

@@ -57,6 +57,16 @@ class RegistryServiceStub:
                 request_serializer=switchboard_dot_registry_dot_v1_dot_registry__service__pb2.GetProviderMappingTableRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_struct__pb2.Struct.FromString,
                 _registered_method=True)
+        self.CheckModelMapping = channel.unary_unary(
+                '/switchboard.registry.v1.RegistryService/CheckModelMapping',
+                request_serializer=switchboard_dot_registry_dot_v1_dot_registry__service__pb2.CheckModelMappingRequest.SerializeToString,
+                response_deserializer=switchboard_dot_registry_dot_v1_dot_registry__service__pb2.ConformanceReport.FromString,
+                _registered_method=True)
+        self.GetConformanceReport = channel.unary_unary(
+                '/switchboard.registry.v1.RegistryService/GetConformanceReport',
+                request_serializer=switchboard_dot_registry_dot_v1_dot_registry__service__pb2.GetConformanceReportRequest.SerializeToString,
+                response_deserializer=switchboard_dot_registry_dot_v1_dot_registry__service__pb2.ConformanceReport.FromString,
+                _registered_method=True)
         self.ListModelMappings = channel.unary_unary(
                 '/switchboard.registry.v1.RegistryService/ListModelMappings',
                 request_serializer=switchboard_dot_registry_dot_v1_dot_registry__service__pb2.ListModelMappingsRequest.SerializeToString,
@@ -104,6 +114,24 @@ class RegistryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CheckModelMapping(self, request, context):
+        """Runs the conformance check of one mapping: calls the provider the way the
+        Router does and reports each check (pass, fail or skipped) with what was
+        expected and what came back. For write members of the provider's org and
+        the admin token; the report is stored and replaces the mapping's last one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetConformanceReport(self, request, context):
+        """The latest conformance report of a mapping. For write members of the
+        provider's org and the admin token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListModelMappings(self, request, context):
         """A typed, paginated listing of a provider's mappings, for gRPC clients.
         """
@@ -140,6 +168,16 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.GetProviderMappingTable,
                     request_deserializer=switchboard_dot_registry_dot_v1_dot_registry__service__pb2.GetProviderMappingTableRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_struct__pb2.Struct.SerializeToString,
+            ),
+            'CheckModelMapping': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckModelMapping,
+                    request_deserializer=switchboard_dot_registry_dot_v1_dot_registry__service__pb2.CheckModelMappingRequest.FromString,
+                    response_serializer=switchboard_dot_registry_dot_v1_dot_registry__service__pb2.ConformanceReport.SerializeToString,
+            ),
+            'GetConformanceReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConformanceReport,
+                    request_deserializer=switchboard_dot_registry_dot_v1_dot_registry__service__pb2.GetConformanceReportRequest.FromString,
+                    response_serializer=switchboard_dot_registry_dot_v1_dot_registry__service__pb2.ConformanceReport.SerializeToString,
             ),
             'ListModelMappings': grpc.unary_unary_rpc_method_handler(
                     servicer.ListModelMappings,
@@ -261,6 +299,60 @@ class RegistryService:
             '/switchboard.registry.v1.RegistryService/GetProviderMappingTable',
             switchboard_dot_registry_dot_v1_dot_registry__service__pb2.GetProviderMappingTableRequest.SerializeToString,
             google_dot_protobuf_dot_struct__pb2.Struct.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckModelMapping(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.registry.v1.RegistryService/CheckModelMapping',
+            switchboard_dot_registry_dot_v1_dot_registry__service__pb2.CheckModelMappingRequest.SerializeToString,
+            switchboard_dot_registry_dot_v1_dot_registry__service__pb2.ConformanceReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetConformanceReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.registry.v1.RegistryService/GetConformanceReport',
+            switchboard_dot_registry_dot_v1_dot_registry__service__pb2.GetConformanceReportRequest.SerializeToString,
+            switchboard_dot_registry_dot_v1_dot_registry__service__pb2.ConformanceReport.FromString,
             options,
             channel_credentials,
             insecure,

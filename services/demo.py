@@ -34,7 +34,15 @@ CATALOG = [
     },
 ]
 MAPPINGS = [
-    {"task": "conversational", "hfModel": CHAT_MODEL, "providerModel": "reference-chat", "status": "live"},
+    {
+        "task": "conversational",
+        "hfModel": CHAT_MODEL,
+        "providerModel": "reference-chat",
+        "status": "live",
+        # The reference provider honours tools and JSON schemas; it has no context limit (left unknown).
+        "supportsTools": True,
+        "supportsStructuredOutput": True,
+    },
     {"task": "text-to-image", "hfModel": IMAGE_MODEL, "providerModel": "reference-image", "status": "live"},
     {
         "type": "tag-filter",

@@ -31,6 +31,18 @@ def intern_all(values: Iterable[str]) -> tuple[str, ...]:
     return tuple(map(sys.intern, values))
 
 
+@dataclass(slots=True, frozen=True)
+class Capabilities:
+    """What a provider model supports; None is unknown (never declared nor observed)."""
+
+    supports_tools: bool | None = None
+    supports_structured_output: bool | None = None
+    context_length: int | None = None
+
+
+UNKNOWN = Capabilities()
+
+
 class CatalogModel(NamedTuple):
     """A hub model as resolution needs it."""
 
@@ -54,6 +66,7 @@ class Mapping:
     status: str
     adapter_type: str
     create_time: datetime
+    capabilities: Capabilities = UNKNOWN
     key_tag: str = ""
     # Lower wins among one provider's matches: model mappings, then more tags, then older.
     precedence: tuple[int, int, int] = (0, 0, 0)
@@ -116,6 +129,15 @@ class Candidate:
     status: str
     mapping_id: str
     adapter: Adapter | None = None
+    capabilities: Capabilities = UNKNOWN
+
+
+class Exclusion(NamedTuple):
+    """A provider left out: why, in words, and the status of its mapping ("" when it has none)."""
+
+    provider: str
+    reason: str
+    status: str = ""
 
 
 @dataclass(slots=True)
@@ -124,7 +146,7 @@ class Resolution:
 
     model_found: bool
     candidates: list[Candidate] = field(default_factory=list)
-    exclusions: list[tuple[str, str]] = field(default_factory=list)
+    exclusions: list[Exclusion] = field(default_factory=list)
     model: str = ""  # the hub model id resolved (an alias's target)
 
 
@@ -141,7 +163,10 @@ class Touched:
 
 def _signature(mapping: Mapping) -> tuple:
     """What resolution reads of a mapping (seq and create time never change)."""
-    return (mapping.type, mapping.task, mapping.hf_model, mapping.tags, mapping.provider_model, mapping.status)
+    return (
+        mapping.type, mapping.task, mapping.hf_model, mapping.tags, mapping.provider_model, mapping.status,
+        mapping.capabilities,
+    )  # fmt: skip
 
 
 def _models_of(mappings: Iterable[Mapping]) -> Touched:
@@ -336,10 +361,13 @@ class RegistryIndex:
         entry = self.users.get(user)
         return entry.memberships.get(org) if entry else None
 
-    def can_see(self, user: str, mapping: Mapping) -> bool:
-        """Live mappings are public; staging ones only for members of the provider's org."""
+    def can_use(self, user: str, mapping: Mapping) -> bool:
+        """Live mappings are public; staging ones only for members of the provider's org; any
+        other status (e.g. "error", set by health probes) leaves routing for everyone."""
         if mapping.status == LIVE:
             return True
+        if mapping.status != STAGING:
+            return False
         entry = self.users.get(user) if user else None
         return entry is not None and self.providers[mapping.provider].org in entry.memberships
 
@@ -361,13 +389,14 @@ class RegistryIndex:
         orgs = entry.memberships if entry is not None else _NO_ORGS
         all_providers = self.providers
         chosen: dict[str, Mapping] = {}
-        hidden: list[str] = []
+        hidden: dict[str, str] = {}  # provider -> status of its first mapping left out
         for mapping in self._by_model.get(model_id, ()):
             if mapping.task == task:
-                if mapping.status == LIVE or all_providers[mapping.provider].org in orgs:
+                status = mapping.status
+                if status == LIVE or (status == STAGING and all_providers[mapping.provider].org in orgs):
                     chosen[mapping.provider] = mapping  # one model mapping per provider and task
                 else:
-                    hidden.append(mapping.provider)
+                    hidden.setdefault(mapping.provider, status)
         buckets = self._tag_filters.get(task)
         if buckets:
             tags = model.tags
@@ -381,10 +410,11 @@ class RegistryIndex:
                         continue
                     if not all(t in tags for t in mapping.tags):
                         continue
-                    if mapping.status == LIVE or all_providers[mapping.provider].org in orgs:
+                    status = mapping.status
+                    if status == LIVE or (status == STAGING and all_providers[mapping.provider].org in orgs):
                         chosen[mapping.provider] = mapping
                     else:
-                        hidden.append(mapping.provider)
+                        hidden.setdefault(mapping.provider, status)
         if not chosen and not hidden and not providers:
             return Resolution(model_found=True, model=model_id)
         return self._ordered(model_id, model, chosen, hidden, providers)
@@ -392,29 +422,43 @@ class RegistryIndex:
     def resolve_provider_model(self, provider: str, provider_model: str, user: str, task: str) -> Resolution:
         """The provider's own model id: its oldest visible mapping, model mappings first."""
         mappings = self._by_provider_model.get((provider, task, provider_model), [])
-        visible = sorted((m for m in mappings if self.can_see(user, m)), key=lambda m: (m.type != MODEL, m.seq))
+        ordered = sorted(mappings, key=lambda m: (m.type != MODEL, m.seq))
+        visible = [m for m in ordered if self.can_use(user, m)]
         if visible:
             best = visible[0]
-            candidate = Candidate(provider, provider_model, best.status, best.id)
+            candidate = Candidate(provider, provider_model, best.status, best.id, capabilities=best.capabilities)
             return Resolution(model_found=True, candidates=[candidate])
-        exclusions = [(provider, self._staging_reason(provider))] if mappings else []
+        exclusions = [self._status_exclusion(provider, ordered[0].status)] if mappings else []
         return Resolution(model_found=bool(mappings), exclusions=exclusions)
 
     def _ordered(
-        self, model_id: str, model: CatalogModel, chosen: dict[str, Mapping], hidden: list[str], wanted: Iterable[str]
+        self,
+        model_id: str,
+        model: CatalogModel,
+        chosen: dict[str, Mapping],
+        hidden: dict[str, str],
+        wanted: Iterable[str],
     ) -> Resolution:
         wanted = list(dict.fromkeys(wanted)) if wanted else []
         order = [p for p in wanted if p in chosen] if wanted else sorted(chosen, key=self._order_keys.__getitem__)
         candidates = [_candidate(chosen[p], model_id, model) for p in order]
-        exclusions = [(p, self._staging_reason(p)) for p in sorted(set(hidden) - chosen.keys())] if hidden else []
+        exclusions = [self._status_exclusion(p, hidden[p]) for p in sorted(hidden.keys() - chosen.keys())]
         for provider in wanted:
             if provider not in chosen and provider not in hidden:
-                exclusions.append((provider, f"provider {provider!r} does not serve {model_id!r} for this task"))
+                exclusions.append(
+                    Exclusion(provider, f"provider {provider!r} does not serve {model_id!r} for this task")
+                )
         return Resolution(True, candidates, exclusions, model_id)
 
-    def _staging_reason(self, provider: str) -> str:
-        org = self.providers[provider].org
-        return f"provider {provider!r} serves this model in staging only, which is for members of org {org!r}"
+    def _status_exclusion(self, provider: str, status: str) -> Exclusion:
+        """Why a mapping in this status serves no one here: staging is for the provider's org only,
+        any other status that is not live (e.g. "error") for no one."""
+        if status == STAGING:
+            org = self.providers[provider].org
+            reason = f"provider {provider!r} serves this model in staging only, which is for members of org {org!r}"
+        else:
+            reason = f"provider {provider!r} has this model in status {status!r}, not live"
+        return Exclusion(provider, reason, status)
 
 
 _NO_ORGS: dict[str, str] = {}
@@ -423,10 +467,13 @@ _NO_ORGS: dict[str, str] = {}
 def _candidate(mapping: Mapping, model_id: str, model: CatalogModel) -> Candidate:
     if mapping.type == MODEL:
         if mapping.candidate is None:
-            mapping.candidate = Candidate(mapping.provider, mapping.provider_model, mapping.status, mapping.id)
+            mapping.candidate = Candidate(
+                mapping.provider, mapping.provider_model, mapping.status, mapping.id, None, mapping.capabilities
+            )
         return mapping.candidate
     adapter = Adapter(mapping.adapter_type, model_id, model.adapter_weights_path, mapping.provider_model)
-    return Candidate(mapping.provider, mapping.provider_model, mapping.status, mapping.id, adapter)
+    capabilities = mapping.capabilities
+    return Candidate(mapping.provider, mapping.provider_model, mapping.status, mapping.id, adapter, capabilities)
 
 
 def _discard(buckets: dict, key: object, mapping: Mapping) -> None:

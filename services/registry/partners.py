@@ -13,7 +13,7 @@ from switchboard.registry.v1 import registry_service_pb2 as registry_pb
 from switchboard.registry.v1 import registry_service_pb2_grpc as registry_grpc
 
 from services.common.errors import already_exists, invalid_argument, not_found, permission_denied
-from services.registry import store
+from services.registry import capabilities, store
 from services.registry.index import MODEL, STAGING, TAG_FILTER, WRITE_ROLES, Mapping, ProviderEntry
 from services.registry.state import RegistryState
 from services.registry.storage import MappingRow, UserRow, utcnow
@@ -48,6 +48,7 @@ def mapping_message(mapping: Mapping) -> registry_pb.ModelMapping:
         adapter_type=mapping.adapter_type,
     )
     message.create_time.FromDatetime(mapping.create_time)
+    capabilities.fill(message, mapping.capabilities)
     return message
 
 
@@ -91,7 +92,9 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
     def _writable_mapping(
         self,
         context: grpc.aio.ServicerContext,
-        request: registry_pb.DeleteModelMappingRequest | registry_pb.UpdateModelMappingStatusRequest,
+        request: registry_pb.DeleteModelMappingRequest
+        | registry_pb.UpdateModelMappingStatusRequest
+        | registry_pb.UpdateModelMappingRequest,
     ) -> Mapping:
         self._authorize_write(context, request.provider)
         return self._mapping(request.provider, request.mapping_id)
@@ -175,6 +178,7 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
             status=status,
             adapter_type=adapter_type,
             create_time=utcnow(),
+            capabilities=capabilities.checked(capabilities.declared(request)),
         )
 
     def _check_model_mapping(self, request: registry_pb.CreateModelMappingRequest) -> None:
@@ -204,6 +208,15 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
             mapping.provider,
         )
         return Empty()
+
+    async def UpdateModelMapping(
+        self, request: registry_pb.UpdateModelMappingRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb.ModelMapping:
+        mapping = await self.state.fresh(lambda: self._writable_mapping(context, request))
+        fields = capabilities.fields_to_update(request.update_mask.paths, request.model_mapping)
+        values = capabilities.declared(request.model_mapping, fields)
+        await capabilities.store_capabilities(self.state, mapping, capabilities.checked(values, mapping.capabilities))
+        return mapping_message(self._mapping(request.provider, request.mapping_id))
 
     async def UpdateModelMappingStatus(
         self, request: registry_pb.UpdateModelMappingStatusRequest, context: grpc.aio.ServicerContext

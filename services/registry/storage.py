@@ -137,6 +137,10 @@ class MappingRow(SQLModel, table=True):
     status: str
     adapter_type: str = ""
     create_time: datetime = Field(default_factory=utcnow)
+    # What the provider model supports; NULL while unknown (declared by the partner or observed).
+    supports_tools: bool | None = None
+    supports_structured_output: bool | None = None
+    context_length: int | None = None
 
 
 class ChangeRow(SQLModel, table=True):

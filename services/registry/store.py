@@ -21,7 +21,7 @@ from sqlmodel import Session, select
 
 from services.common.db import padded_chunks
 from services.common.errors import ApiError, already_exists
-from services.registry.index import CatalogModel, Mapping, ProviderEntry, RegistryIndex, UserEntry
+from services.registry.index import Capabilities, CatalogModel, Mapping, ProviderEntry, RegistryIndex, UserEntry
 from services.registry.storage import (
     AccountNameRow,
     ChangeRow,
@@ -81,7 +81,10 @@ def _load_catalog(index: RegistryIndex, cursor) -> None:
             catalog[model_id] = CatalogModel(intern(pipeline_tag), tuple(map(intern, loads(tags))), weights_path)
 
 
-MAPPING_COLUMNS = "id, seq, provider, type, task, hf_model, tags_key, provider_model, status, adapter_type, create_time"
+MAPPING_COLUMNS = (
+    "id, seq, provider, type, task, hf_model, tags_key, provider_model, status, adapter_type, create_time, "
+    "supports_tools, supports_structured_output, context_length"
+)
 
 
 def mapping_from_values(
@@ -96,6 +99,9 @@ def mapping_from_values(
     status: str,
     adapter_type: str,
     create_time: datetime | str,
+    supports_tools: bool | int | None = None,
+    supports_structured_output: bool | int | None = None,
+    context_length: int | None = None,
 ) -> Mapping:
     if isinstance(create_time, str):  # SQLite hands back text
         create_time = datetime.fromisoformat(create_time)
@@ -113,7 +119,13 @@ def mapping_from_values(
         status=status,
         adapter_type=adapter_type,
         create_time=create_time,
+        capabilities=Capabilities(_flag(supports_tools), _flag(supports_structured_output), context_length),
     )
+
+
+def _flag(value: bool | int | None) -> bool | None:
+    """A nullable boolean column's value (SQLite hands back 0 or 1)."""
+    return None if value is None else bool(value)
 
 
 def mapping_row(mapping: Mapping) -> MappingRow:
@@ -129,6 +141,9 @@ def mapping_row(mapping: Mapping) -> MappingRow:
         status=mapping.status,
         adapter_type=mapping.adapter_type,
         create_time=mapping.create_time,
+        supports_tools=mapping.capabilities.supports_tools,
+        supports_structured_output=mapping.capabilities.supports_structured_output,
+        context_length=mapping.capabilities.context_length,
     )
 
 
@@ -186,6 +201,15 @@ def set_mapping_status(session: Session, mapping_id: str, status: str) -> None:
     row = session.get(MappingRow, mapping_id)
     if row is not None:
         row.status = status
+        insert(session, row)
+
+
+def set_mapping_capabilities(session: Session, mapping_id: str, capabilities: Capabilities) -> None:
+    row = session.get(MappingRow, mapping_id)
+    if row is not None:
+        row.supports_tools = capabilities.supports_tools
+        row.supports_structured_output = capabilities.supports_structured_output
+        row.context_length = capabilities.context_length
         insert(session, row)
 
 

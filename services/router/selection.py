@@ -1,18 +1,27 @@
-"""Provider selection: the `provider` field, policy suffixes and candidate order.
+"""Provider selection: the `provider` field, policy suffixes, what a request needs of a
+provider model (capabilities, context, price ceiling) and candidate order.
 
 Pure functions over the Registry's candidates, the provider table and the
 Router's measurements, so the rules can be tested without a network.
+
+Capability rule: a request with `tools` (non-empty) goes only to provider models whose
+mapping says `supports_tools: true`, one with a `json_schema` `response_format` only to
+those saying `supports_structured_output: true`; unknown (never declared nor observed)
+counts as not supporting it, since such a provider may silently ignore them. A known
+`context_length` smaller than the prompt's estimate (the request body's bytes / 4, the
+estimate reservations use) skips the candidate; an unknown one never does. Under a
+`max_price` ceiling, a provider model over it, or without a price, is skipped.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 
-from services.common.errors import ApiError, invalid_argument, not_found
-from services.common.pricing import estimate_nano_usd
+from services.common.errors import ApiError, Code, invalid_argument, not_found
+from services.common.pricing import Price, estimate_nano_usd
 from services.router.directory import ProviderEntry
 
 POLICIES = ("fastest", "cheapest", "preferred")
@@ -39,6 +48,8 @@ class Route:
     provider: ProviderEntry
     provider_model: str
     lora_path: str = ""
+    # The Registry's candidate: what the provider model supports.
+    candidate: internal_pb.Candidate = field(default_factory=internal_pb.Candidate, compare=False, repr=False)
 
 
 def parse_providers(value: object, known: dict[str, ProviderEntry]) -> tuple[str, ...]:
@@ -89,9 +100,9 @@ def routes_of(
         if candidate.HasField("adapter") and candidate.adapter.weights_path:
             adapter = candidate.adapter
             path = f"{hub_url.rstrip('/')}/{adapter.model}/resolve/main/{adapter.weights_path}"
-            routes.append(Route(provider, adapter.base_provider_model or candidate.provider_model, path))
+            routes.append(Route(provider, adapter.base_provider_model or candidate.provider_model, path, candidate))
         else:
-            routes.append(Route(provider, candidate.provider_model))
+            routes.append(Route(provider, candidate.provider_model, candidate=candidate))
     return routes
 
 
@@ -153,3 +164,146 @@ def explain_no_candidate(answer: internal_pb.ResolveModelResponse, model: str, t
         reasons = "; ".join(f"{e.provider}: {e.reason}" for e in answer.exclusions)
         return not_found("MODEL_NOT_AVAILABLE", f"no provider serves {model} for you ({reasons})")
     return not_found("MODEL_NOT_AVAILABLE", f"no provider serves {model} for the task {task}")
+
+
+# --- what a request needs of a provider model --------------------------------------------------
+
+# Why a provider was left out, as ErrorInfo metadata names it (a Registry exclusion by its
+# mapping's status, e.g. "staging" or "error", or NOT_SERVED when it has no mapping).
+NO_TOOLS = "no_tools"
+NO_STRUCTURED_OUTPUT = "no_structured_output"
+CONTEXT_TOO_SHORT = "context_too_short"
+OVER_PRICE_CEILING = "over_price_ceiling"
+BREAKER_OPEN = "breaker_open"
+NOT_SERVED = "not_served"
+# ErrorInfo metadata key of a left-out provider: this prefix and its id (never a key of errors.py).
+EXCLUDED_KEY_PREFIX = "excluded_"
+NANO_PER_USD = 1_000_000_000
+TOKENS_PER_PRICE_UNIT = 1_000_000  # max_price's token prices are USD per million tokens
+
+Reason = tuple[str, str]  # (code, words)
+
+
+@dataclass(frozen=True)
+class PriceCeiling:
+    """The caller's `max_price` (params.py checked it): USD per million input and output tokens,
+    per request, per image; None puts no ceiling on that part."""
+
+    input: float | None = None
+    output: float | None = None
+    request: float | None = None
+    image: float | None = None
+
+    def passed_by(self, price: Price | None) -> str:
+        """Why the price passes the ceiling, in words; "" when it stays within it."""
+        if price is None or not price.is_set:
+            return "no price known to hold to max_price"
+        parts = (
+            ("input", self.input, price.input_token_nano_usd, "per million tokens", TOKENS_PER_PRICE_UNIT),
+            ("output", self.output, price.output_token_nano_usd, "per million tokens", TOKENS_PER_PRICE_UNIT),
+            ("request", self.request, price.request_nano_usd, "per request", 1),
+            ("image", self.image, price.image_nano_usd, "per image", 1),
+        )
+        over = [
+            f"{name} {nano * units / NANO_PER_USD:g} > {ceiling:g} USD {unit}"
+            for name, ceiling, nano, unit, units in parts
+            if ceiling is not None and nano * units > ceiling * NANO_PER_USD
+        ]
+        return "price over max_price: " + ", ".join(over) if over else ""
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a request needs of a provider model."""
+
+    tools: bool = False
+    structured_output: bool = False
+    prompt_tokens: int = 0  # the estimate a context length is held against
+    ceiling: PriceCeiling | None = None
+
+
+def needs_of(payload: dict, prompt_tokens: int, max_price: dict | None) -> Needs:
+    """A checked body's needs: non-empty `tools`, a `json_schema` `response_format`, the prompt, `max_price`."""
+    response_format = payload.get("response_format")
+    structured = isinstance(response_format, dict) and response_format.get("type") == "json_schema"
+    ceiling = PriceCeiling(**max_price) if max_price is not None else None
+    return Needs(bool(payload.get("tools")), structured, prompt_tokens, ceiling)
+
+
+def misfits(route: Route, needs: Needs) -> list[Reason]:
+    """Every way the route's provider model fails the request's needs (none: it fits)."""
+    candidate, found = route.candidate, []
+    if needs.tools and not candidate.supports_tools:
+        known = candidate.HasField("supports_tools")
+        found.append((NO_TOOLS, "no tool support" if known else "tool support not declared"))
+    if needs.structured_output and not candidate.supports_structured_output:
+        known = candidate.HasField("supports_structured_output")
+        found.append(
+            (NO_STRUCTURED_OUTPUT, "no structured output" if known else "structured output support not declared")
+        )
+    if candidate.HasField("context_length") and needs.prompt_tokens > candidate.context_length:
+        words = f"context of {candidate.context_length} tokens, prompt of about {needs.prompt_tokens}"
+        found.append((CONTEXT_TOO_SHORT, words))
+    if needs.ceiling is not None:
+        over = needs.ceiling.passed_by(route.provider.prices.get(route.provider_model))
+        if over:
+            found.append((OVER_PRICE_CEILING, over))
+    return found
+
+
+def considered_exclusions(
+    exclusions: Sequence[internal_pb.Exclusion], requested: Sequence[str], routes: Sequence[Route]
+) -> list[internal_pb.Exclusion]:
+    """The Registry's exclusions among the providers the caller named (all when none named), and
+    each named provider that neither serves the model nor was excluded."""
+    if not requested:
+        return list(exclusions)
+    named = [e for e in exclusions if e.provider in requested]
+    accounted = {e.provider for e in named} | {r.provider.id for r in routes}
+    missing = [p for p in requested if p not in accounted]
+    return named + [internal_pb.Exclusion(provider=p, reason="no mapping for this model") for p in missing]
+
+
+def fitting(
+    routes: list[Route],
+    needs: Needs,
+    exclusions: Sequence[internal_pb.Exclusion],
+    model: str,
+    breaker_open: Callable[[str], bool],
+) -> list[Route]:
+    """The routes whose provider model fits the request; when none does, the 400 naming every
+    provider considered (the Registry's exclusions and every route) with all its reasons."""
+    kept, misfit = [], {}
+    for route in routes:
+        reasons = misfits(route, needs)
+        if reasons:
+            misfit[route.provider.id] = reasons
+        else:
+            kept.append(route)
+    if kept or not routes:
+        return kept
+    raise no_provider_fits(model, exclusions, misfit, breaker_open)
+
+
+def _status_words(exclusion: internal_pb.Exclusion) -> str:
+    if exclusion.status == "staging":
+        return "staging only (for members of its org)"
+    return f"status {exclusion.status}, not live" if exclusion.status else exclusion.reason
+
+
+def no_provider_fits(
+    model: str,
+    exclusions: Sequence[internal_pb.Exclusion],
+    misfit: dict[str, list[Reason]],
+    breaker_open: Callable[[str], bool],
+) -> ApiError:
+    """The 400 listing each provider once: one left out by its mapping's status with that status
+    only, one whose model fails the request with every failure (and its open breaker, if so)."""
+    listed: dict[str, list[Reason]] = {e.provider: [(e.status or NOT_SERVED, _status_words(e))] for e in exclusions}
+    for provider, reasons in misfit.items():
+        opened = [(BREAKER_OPEN, "failing recently (circuit open)")] if breaker_open(provider) else []
+        listed[provider] = reasons + opened
+    summary = "; ".join(f"{p}: {', '.join(words for _, words in reasons)}" for p, reasons in listed.items())
+    metadata = {EXCLUDED_KEY_PREFIX + p: ",".join(code for code, _ in reasons) for p, reasons in listed.items()}
+    message = f"no provider fits this request for {model[:200]} ({summary})"
+    return ApiError(Code.INVALID_ARGUMENT, "NO_PROVIDER_FITS", message, metadata=metadata)

@@ -6,7 +6,7 @@ import base64
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 import aiohttp
@@ -23,6 +23,7 @@ from services.common.accounts import OPERATOR_ACCOUNT
 from services.common.auth import parse_bearer
 from services.common.errors import ApiError, invalid_argument, not_found, permission_denied, unavailable
 from services.common.pricing import estimate_nano_usd, prompt_tokens_estimate
+from services.common.providers import CAPABILITY_FIELDS
 from services.common.telemetry import TRACEPARENT, InferenceMeasure
 from services.router import params, selection
 from services.router.directory import Directory, ProviderEntry
@@ -174,9 +175,10 @@ class RouterServicer(router_grpc.RouterServiceServicer):
         return caller, bill_to
 
     async def _routes(
-        self, task: str, payload: dict, path_provider: str, caller: internal_pb.Caller
+        self, task: str, payload: dict, path_provider: str, caller: internal_pb.Caller, needs: selection.Needs
     ) -> tuple[str, list[selection.Route]]:
-        """The hub (or provider) model id to answer with, and the routes to try in order."""
+        """The hub (or provider) model id to answer with, and the routes that fit the request's
+        needs, to try in order."""
         model = payload["model"]
         known = await self.directory.providers()
         mentioned = [path_provider, *str(payload.get("provider") or "").split()]
@@ -186,7 +188,8 @@ class RouterServicer(router_grpc.RouterServiceServicer):
         if any(p and p not in known for p in mentioned):
             known = await self.directory.providers(refresh=True)
         if path_provider:
-            return model, await self._provider_route(task, model, path_provider, caller, known)
+            routes = await self._provider_route(task, model, path_provider, caller, known)
+            return model, self._fitting(routes, needs, (), model)
         chosen = selection.parse_model(model, payload.get("provider"), known)
         answer = await self.directory.resolve(chosen.model, caller.user, task)
         if any(c.provider not in known for c in answer.candidates):
@@ -197,13 +200,25 @@ class RouterServicer(router_grpc.RouterServiceServicer):
             why_not = {e.provider: e.reason for e in answer.exclusions}
             if not answer.model_found:
                 raise selection.explain_no_candidate(answer, chosen.model, task)
-            return model, selection.pick_requested(routes, chosen.providers, why_not, chosen.model)
+            picked = selection.pick_requested(routes, chosen.providers, why_not, chosen.model)
+            considered = selection.considered_exclusions(answer.exclusions, chosen.providers, picked)
+            return model, self._fitting(picked, needs, considered, chosen.model)
         if not routes:
             raise selection.explain_no_candidate(answer, chosen.model, task)
+        fitting = self._fitting(routes, needs, answer.exclusions, chosen.model)
         ordered = selection.order_routes(
-            routes, chosen.policy, task, self.measurements.ranking, caller.preferred_providers
+            fitting, chosen.policy, task, self.measurements.ranking, caller.preferred_providers
         )
         return model, ordered
+
+    def _fitting(
+        self,
+        routes: list[selection.Route],
+        needs: selection.Needs,
+        exclusions: Sequence[internal_pb.Exclusion],
+        model: str,
+    ) -> list[selection.Route]:
+        return selection.fitting(routes, needs, exclusions, model, self.upstreams.breakers.is_open)
 
     async def _provider_route(
         self, task: str, model: str, provider: str, caller: internal_pb.Caller, known: dict[str, ProviderEntry]
@@ -238,7 +253,9 @@ class RouterServicer(router_grpc.RouterServiceServicer):
         if not isinstance(payload, dict):
             raise invalid_argument("INVALID_REQUEST", "the request body must be a JSON object")
         params.check_body(payload, *BODY_RULES[task])
-        model, routes = await self._routes(task, payload, request.provider, caller)
+        max_price = payload.pop("max_price", None)  # Switchboard's to honour: never sent on
+        needs = selection.needs_of(payload, prompt_tokens_estimate(len(raw)), max_price)
+        model, routes = await self._routes(task, payload, request.provider, caller, needs)
         if not request.provider:  # resolved in the catalog: a bounded label
             measure.model = model
         estimate = self._estimate(task, payload, len(raw), routes[0])
@@ -435,7 +452,8 @@ class RouterServicer(router_grpc.RouterServiceServicer):
         return (await self.directory.authenticate(token)).user if token else ""
 
     def _model_provider(self, candidate: internal_pb.Candidate, entry: ProviderEntry | None) -> router_pb.ModelProvider:
-        """The hub router's per-provider entry; context length and tool support stay unset: nothing records them yet."""
+        """The hub router's per-provider entry; what the provider model supports as its mapping
+        says, each left out while unknown."""
         price = entry.prices.get(candidate.provider_model) if entry else None
         stats = self.measurements.get(candidate.provider, candidate.provider_model)
         answer = router_pb.ModelProvider(
@@ -445,6 +463,9 @@ class RouterServicer(router_grpc.RouterServiceServicer):
             time_to_first_token_ms=stats.ttft_ms if stats else 0.0,
             throughput_tokens_per_second=stats.tokens_per_second if stats else 0.0,
         )
+        for name in CAPABILITY_FIELDS:
+            if candidate.HasField(name):
+                setattr(answer, name, getattr(candidate, name))
         if price and (price.input_token_nano_usd or price.output_token_nano_usd):
             # nano-USD per token is USD per billion tokens: / 1000 gives USD per million.
             per_million = router_pb.ModelPricing(

@@ -25,11 +25,12 @@ _sym_db = _symbol_database.Default()
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
+from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n.switchboard/registry/v1/registry_service.proto\x12\x17switchboard.registry.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe2\x01\n\x0cModelMapping\x12\x0f\n\x02id\x18\x01 \x01(\tR\x03_id\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x0c\n\x04task\x18\x04 \x01(\t\x12\x10\n\x08hf_model\x18\x05 \x01(\t\x12\x16\n\x0eprovider_model\x18\x06 \x01(\t\x12\x0e\n\x06status\x18\x07 \x01(\t\x12\x0c\n\x04tags\x18\x08 \x03(\t\x12\x14\n\x0c\x61\x64\x61pter_type\x18\t \x01(\t\x12\x35\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\xb9\x01\n\x19\x43reateModelMappingRequest\x12\x16\n\x08provider\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x12\n\x04task\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x10\n\x08hf_model\x18\x04 \x01(\t\x12\x1c\n\x0eprovider_model\x18\x05 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0e\n\x06status\x18\x06 \x01(\t\x12\x0c\n\x04tags\x18\x07 \x03(\t\x12\x14\n\x0c\x61\x64\x61pter_type\x18\x08 \x01(\t\"M\n\x19\x44\x65leteModelMappingRequest\x12\x16\n\x08provider\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\nmapping_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"i\n\x1fUpdateModelMappingStatusRequest\x12\x16\n\x08provider\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\nmapping_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06status\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\"H\n\x1eGetProviderMappingTableRequest\x12\x16\n\x08provider\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0e\n\x06status\x18\x02 \x01(\t\"i\n\x18ListModelMappingsRequest\x12\x16\n\x08provider\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"s\n\x19ListModelMappingsResponse\x12=\n\x0emodel_mappings\x18\x01 \x03(\x0b\x32%.switchboard.registry.v1.ModelMapping\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"5\n UpdateProviderPreferencesRequest\x12\x11\n\tproviders\x18\x01 \x03(\t\"6\n\x13ProviderPreferences\x12\x0c\n\x04user\x18\x01 \x01(\t\x12\x11\n\tproviders\x18\x02 \x03(\t*`\n\x0bMappingType\x12\x1c\n\x18MAPPING_TYPE_UNSPECIFIED\x10\x00\x12\x16\n\x12MAPPING_TYPE_MODEL\x10\x01\x12\x1b\n\x17MAPPING_TYPE_TAG_FILTER\x10\x02\x32\xce\x07\n\x0fRegistryService\x12\x9b\x01\n\x12\x43reateModelMapping\x12\x32.switchboard.registry.v1.CreateModelMappingRequest\x1a%.switchboard.registry.v1.ModelMapping\"*\x82\xd3\xe4\x93\x02$\"\x1f/api/partners/{provider}/models:\x01*\x12\x96\x01\n\x12\x44\x65leteModelMapping\x12\x32.switchboard.registry.v1.DeleteModelMappingRequest\x1a\x16.google.protobuf.Empty\"4\x82\xd3\xe4\x93\x02.*,/api/partners/{provider}/models/{mapping_id}\x12\xbb\x01\n\x18UpdateModelMappingStatus\x12\x38.switchboard.registry.v1.UpdateModelMappingStatusRequest\x1a%.switchboard.registry.v1.ModelMapping\">\x82\xd3\xe4\x93\x02\x38\x1a\x33/api/partners/{provider}/models/{mapping_id}/status:\x01*\x12\x94\x01\n\x17GetProviderMappingTable\x12\x37.switchboard.registry.v1.GetProviderMappingTableRequest\x1a\x17.google.protobuf.Struct\"\'\x82\xd3\xe4\x93\x02!\x12\x1f/api/partners/{provider}/models\x12z\n\x11ListModelMappings\x12\x31.switchboard.registry.v1.ListModelMappingsRequest\x1a\x32.switchboard.registry.v1.ListModelMappingsResponse\x12\xb2\x01\n\x19UpdateProviderPreferences\x12\x39.switchboard.registry.v1.UpdateProviderPreferencesRequest\x1a,.switchboard.registry.v1.ProviderPreferences\",\x82\xd3\xe4\x93\x02&\x1a!/v1/settings/provider-preferences:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n.switchboard/registry/v1/registry_service.proto\x12\x17switchboard.registry.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8a\x03\n\x0cModelMapping\x12\x0f\n\x02id\x18\x01 \x01(\tR\x03_id\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x0c\n\x04task\x18\x04 \x01(\t\x12\x10\n\x08hf_model\x18\x05 \x01(\t\x12\x16\n\x0eprovider_model\x18\x06 \x01(\t\x12\x0e\n\x06status\x18\x07 \x01(\t\x12\x0c\n\x04tags\x18\x08 \x03(\t\x12\x14\n\x0c\x61\x64\x61pter_type\x18\t \x01(\t\x12\x35\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x1b\n\x0esupports_tools\x18\x1e \x01(\x08H\x00\x88\x01\x01\x12\'\n\x1asupports_structured_output\x18\x1f \x01(\x08H\x01\x88\x01\x01\x12\x1b\n\x0e\x63ontext_length\x18  \x01(\x05H\x02\x88\x01\x01\x42\x11\n\x0f_supports_toolsB\x1d\n\x1b_supports_structured_outputB\x11\n\x0f_context_length\"\xe1\x02\n\x19\x43reateModelMappingRequest\x12\x16\n\x08provider\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x12\n\x04task\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x10\n\x08hf_model\x18\x04 \x01(\t\x12\x1c\n\x0eprovider_model\x18\x05 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0e\n\x06status\x18\x06 \x01(\t\x12\x0c\n\x04tags\x18\x07 \x03(\t\x12\x14\n\x0c\x61\x64\x61pter_type\x18\x08 \x01(\t\x12\x1b\n\x0esupports_tools\x18\t \x01(\x08H\x00\x88\x01\x01\x12\'\n\x1asupports_structured_output\x18\n \x01(\x08H\x01\x88\x01\x01\x12\x1b\n\x0e\x63ontext_length\x18\x0b \x01(\x05H\x02\x88\x01\x01\x42\x11\n\x0f_supports_toolsB\x1d\n\x1b_supports_structured_outputB\x11\n\x0f_context_length\"\xc2\x01\n\x19UpdateModelMappingRequest\x12\x16\n\x08provider\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\nmapping_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x42\n\rmodel_mapping\x18\x03 \x01(\x0b\x32%.switchboard.registry.v1.ModelMappingB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"M\n\x19\x44\x65leteModelMappingRequest\x12\x16\n\x08provider\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\nmapping_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"i\n\x1fUpdateModelMappingStatusRequest\x12\x16\n\x08provider\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\nmapping_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06status\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\"H\n\x1eGetProviderMappingTableRequest\x12\x16\n\x08provider\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0e\n\x06status\x18\x02 \x01(\t\"i\n\x18ListModelMappingsRequest\x12\x16\n\x08provider\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"s\n\x19ListModelMappingsResponse\x12=\n\x0emodel_mappings\x18\x01 \x03(\x0b\x32%.switchboard.registry.v1.ModelMapping\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"5\n UpdateProviderPreferencesRequest\x12\x11\n\tproviders\x18\x01 \x03(\t\"6\n\x13ProviderPreferences\x12\x0c\n\x04user\x18\x01 \x01(\t\x12\x11\n\tproviders\x18\x02 \x03(\t*`\n\x0bMappingType\x12\x1c\n\x18MAPPING_TYPE_UNSPECIFIED\x10\x00\x12\x16\n\x12MAPPING_TYPE_MODEL\x10\x01\x12\x1b\n\x17MAPPING_TYPE_TAG_FILTER\x10\x02\x32\x85\t\n\x0fRegistryService\x12\x9b\x01\n\x12\x43reateModelMapping\x12\x32.switchboard.registry.v1.CreateModelMappingRequest\x1a%.switchboard.registry.v1.ModelMapping\"*\x82\xd3\xe4\x93\x02$\"\x1f/api/partners/{provider}/models:\x01*\x12\x96\x01\n\x12\x44\x65leteModelMapping\x12\x32.switchboard.registry.v1.DeleteModelMappingRequest\x1a\x16.google.protobuf.Empty\"4\x82\xd3\xe4\x93\x02.*,/api/partners/{provider}/models/{mapping_id}\x12\xb4\x01\n\x12UpdateModelMapping\x12\x32.switchboard.registry.v1.UpdateModelMappingRequest\x1a%.switchboard.registry.v1.ModelMapping\"C\x82\xd3\xe4\x93\x02=2,/api/partners/{provider}/models/{mapping_id}:\rmodel_mapping\x12\xbb\x01\n\x18UpdateModelMappingStatus\x12\x38.switchboard.registry.v1.UpdateModelMappingStatusRequest\x1a%.switchboard.registry.v1.ModelMapping\">\x82\xd3\xe4\x93\x02\x38\x1a\x33/api/partners/{provider}/models/{mapping_id}/status:\x01*\x12\x94\x01\n\x17GetProviderMappingTable\x12\x37.switchboard.registry.v1.GetProviderMappingTableRequest\x1a\x17.google.protobuf.Struct\"\'\x82\xd3\xe4\x93\x02!\x12\x1f/api/partners/{provider}/models\x12z\n\x11ListModelMappings\x12\x31.switchboard.registry.v1.ListModelMappingsRequest\x1a\x32.switchboard.registry.v1.ListModelMappingsResponse\x12\xb2\x01\n\x19UpdateProviderPreferences\x12\x39.switchboard.registry.v1.UpdateProviderPreferencesRequest\x1a,.switchboard.registry.v1.ProviderPreferences\",\x82\xd3\xe4\x93\x02&\x1a!/v1/settings/provider-preferences:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,6 +45,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATEMODELMAPPINGREQUEST'].fields_by_name['task']._serialized_options = b'\342A\001\002'
   _globals['_CREATEMODELMAPPINGREQUEST'].fields_by_name['provider_model']._loaded_options = None
   _globals['_CREATEMODELMAPPINGREQUEST'].fields_by_name['provider_model']._serialized_options = b'\342A\001\002'
+  _globals['_UPDATEMODELMAPPINGREQUEST'].fields_by_name['provider']._loaded_options = None
+  _globals['_UPDATEMODELMAPPINGREQUEST'].fields_by_name['provider']._serialized_options = b'\342A\001\002'
+  _globals['_UPDATEMODELMAPPINGREQUEST'].fields_by_name['mapping_id']._loaded_options = None
+  _globals['_UPDATEMODELMAPPINGREQUEST'].fields_by_name['mapping_id']._serialized_options = b'\342A\001\002'
+  _globals['_UPDATEMODELMAPPINGREQUEST'].fields_by_name['model_mapping']._loaded_options = None
+  _globals['_UPDATEMODELMAPPINGREQUEST'].fields_by_name['model_mapping']._serialized_options = b'\342A\001\002'
   _globals['_DELETEMODELMAPPINGREQUEST'].fields_by_name['provider']._loaded_options = None
   _globals['_DELETEMODELMAPPINGREQUEST'].fields_by_name['provider']._serialized_options = b'\342A\001\002'
   _globals['_DELETEMODELMAPPINGREQUEST'].fields_by_name['mapping_id']._loaded_options = None
@@ -62,32 +69,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REGISTRYSERVICE'].methods_by_name['CreateModelMapping']._serialized_options = b'\202\323\344\223\002$\"\037/api/partners/{provider}/models:\001*'
   _globals['_REGISTRYSERVICE'].methods_by_name['DeleteModelMapping']._loaded_options = None
   _globals['_REGISTRYSERVICE'].methods_by_name['DeleteModelMapping']._serialized_options = b'\202\323\344\223\002.*,/api/partners/{provider}/models/{mapping_id}'
+  _globals['_REGISTRYSERVICE'].methods_by_name['UpdateModelMapping']._loaded_options = None
+  _globals['_REGISTRYSERVICE'].methods_by_name['UpdateModelMapping']._serialized_options = b'\202\323\344\223\002=2,/api/partners/{provider}/models/{mapping_id}:\rmodel_mapping'
   _globals['_REGISTRYSERVICE'].methods_by_name['UpdateModelMappingStatus']._loaded_options = None
   _globals['_REGISTRYSERVICE'].methods_by_name['UpdateModelMappingStatus']._serialized_options = b'\202\323\344\223\0028\0323/api/partners/{provider}/models/{mapping_id}/status:\001*'
   _globals['_REGISTRYSERVICE'].methods_by_name['GetProviderMappingTable']._loaded_options = None
   _globals['_REGISTRYSERVICE'].methods_by_name['GetProviderMappingTable']._serialized_options = b'\202\323\344\223\002!\022\037/api/partners/{provider}/models'
   _globals['_REGISTRYSERVICE'].methods_by_name['UpdateProviderPreferences']._loaded_options = None
   _globals['_REGISTRYSERVICE'].methods_by_name['UpdateProviderPreferences']._serialized_options = b'\202\323\344\223\002&\032!/v1/settings/provider-preferences:\001*'
-  _globals['_MAPPINGTYPE']._serialized_start=1242
-  _globals['_MAPPINGTYPE']._serialized_end=1338
-  _globals['_MODELMAPPING']._serialized_start=231
-  _globals['_MODELMAPPING']._serialized_end=457
-  _globals['_CREATEMODELMAPPINGREQUEST']._serialized_start=460
-  _globals['_CREATEMODELMAPPINGREQUEST']._serialized_end=645
-  _globals['_DELETEMODELMAPPINGREQUEST']._serialized_start=647
-  _globals['_DELETEMODELMAPPINGREQUEST']._serialized_end=724
-  _globals['_UPDATEMODELMAPPINGSTATUSREQUEST']._serialized_start=726
-  _globals['_UPDATEMODELMAPPINGSTATUSREQUEST']._serialized_end=831
-  _globals['_GETPROVIDERMAPPINGTABLEREQUEST']._serialized_start=833
-  _globals['_GETPROVIDERMAPPINGTABLEREQUEST']._serialized_end=905
-  _globals['_LISTMODELMAPPINGSREQUEST']._serialized_start=907
-  _globals['_LISTMODELMAPPINGSREQUEST']._serialized_end=1012
-  _globals['_LISTMODELMAPPINGSRESPONSE']._serialized_start=1014
-  _globals['_LISTMODELMAPPINGSRESPONSE']._serialized_end=1129
-  _globals['_UPDATEPROVIDERPREFERENCESREQUEST']._serialized_start=1131
-  _globals['_UPDATEPROVIDERPREFERENCESREQUEST']._serialized_end=1184
-  _globals['_PROVIDERPREFERENCES']._serialized_start=1186
-  _globals['_PROVIDERPREFERENCES']._serialized_end=1240
-  _globals['_REGISTRYSERVICE']._serialized_start=1341
-  _globals['_REGISTRYSERVICE']._serialized_end=2315
+  _globals['_MAPPINGTYPE']._serialized_start=1809
+  _globals['_MAPPINGTYPE']._serialized_end=1905
+  _globals['_MODELMAPPING']._serialized_start=265
+  _globals['_MODELMAPPING']._serialized_end=659
+  _globals['_CREATEMODELMAPPINGREQUEST']._serialized_start=662
+  _globals['_CREATEMODELMAPPINGREQUEST']._serialized_end=1015
+  _globals['_UPDATEMODELMAPPINGREQUEST']._serialized_start=1018
+  _globals['_UPDATEMODELMAPPINGREQUEST']._serialized_end=1212
+  _globals['_DELETEMODELMAPPINGREQUEST']._serialized_start=1214
+  _globals['_DELETEMODELMAPPINGREQUEST']._serialized_end=1291
+  _globals['_UPDATEMODELMAPPINGSTATUSREQUEST']._serialized_start=1293
+  _globals['_UPDATEMODELMAPPINGSTATUSREQUEST']._serialized_end=1398
+  _globals['_GETPROVIDERMAPPINGTABLEREQUEST']._serialized_start=1400
+  _globals['_GETPROVIDERMAPPINGTABLEREQUEST']._serialized_end=1472
+  _globals['_LISTMODELMAPPINGSREQUEST']._serialized_start=1474
+  _globals['_LISTMODELMAPPINGSREQUEST']._serialized_end=1579
+  _globals['_LISTMODELMAPPINGSRESPONSE']._serialized_start=1581
+  _globals['_LISTMODELMAPPINGSRESPONSE']._serialized_end=1696
+  _globals['_UPDATEPROVIDERPREFERENCESREQUEST']._serialized_start=1698
+  _globals['_UPDATEPROVIDERPREFERENCESREQUEST']._serialized_end=1751
+  _globals['_PROVIDERPREFERENCES']._serialized_start=1753
+  _globals['_PROVIDERPREFERENCES']._serialized_end=1807
+  _globals['_REGISTRYSERVICE']._serialized_start=1908
+  _globals['_REGISTRYSERVICE']._serialized_end=3065
 # @@protoc_insertion_point(module_scope)

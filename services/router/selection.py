@@ -161,8 +161,9 @@ def explain_no_candidate(answer: internal_pb.ResolveModelResponse, model: str, t
     if not answer.model_found:
         return not_found("MODEL_NOT_FOUND", f"model {model[:200]} does not exist", "model")
     if answer.exclusions:
-        reasons = "; ".join(f"{e.provider}: {e.reason}" for e in answer.exclusions)
-        return not_found("MODEL_NOT_AVAILABLE", f"no provider serves {model} for you ({reasons})")
+        summary, metadata = _listing(_by_status(answer.exclusions))
+        message = f"no provider serves {model[:200]} for you ({summary})"
+        return ApiError(Code.NOT_FOUND, "MODEL_NOT_AVAILABLE", message, metadata=metadata)
     return not_found("MODEL_NOT_AVAILABLE", f"no provider serves {model} for the task {task}")
 
 
@@ -299,11 +300,21 @@ def no_provider_fits(
 ) -> ApiError:
     """The 400 listing each provider once: one left out by its mapping's status with that status
     only, one whose model fails the request with every failure (and its open breaker, if so)."""
-    listed: dict[str, list[Reason]] = {e.provider: [(e.status or NOT_SERVED, _status_words(e))] for e in exclusions}
+    listed = _by_status(exclusions)
     for provider, reasons in misfit.items():
         opened = [(BREAKER_OPEN, "failing recently (circuit open)")] if breaker_open(provider) else []
         listed[provider] = reasons + opened
-    summary = "; ".join(f"{p}: {', '.join(words for _, words in reasons)}" for p, reasons in listed.items())
-    metadata = {EXCLUDED_KEY_PREFIX + p: ",".join(code for code, _ in reasons) for p, reasons in listed.items()}
+    summary, metadata = _listing(listed)
     message = f"no provider fits this request for {model[:200]} ({summary})"
     return ApiError(Code.INVALID_ARGUMENT, "NO_PROVIDER_FITS", message, metadata=metadata)
+
+
+def _by_status(exclusions: Sequence[internal_pb.Exclusion]) -> dict[str, list[Reason]]:
+    return {e.provider: [(e.status or NOT_SERVED, _status_words(e))] for e in exclusions}
+
+
+def _listing(listed: dict[str, list[Reason]]) -> tuple[str, dict[str, str]]:
+    """Each provider once with its reasons: in words for the message, as codes for ErrorInfo's metadata."""
+    summary = "; ".join(f"{p}: {', '.join(words for _, words in reasons)}" for p, reasons in listed.items())
+    metadata = {EXCLUDED_KEY_PREFIX + p: ",".join(code for code, _ in reasons) for p, reasons in listed.items()}
+    return summary, metadata

@@ -175,6 +175,19 @@ def test_a_tools_request_skips_a_provider_model_without_tool_support_and_says_so
     assert served_by(lab.chat(model, tools=[], provider=without)) == without  # an empty list asks for nothing
 
 
+def test_a_declaration_changed_later_reaches_the_routers_cached_resolution(lab) -> None:
+    model = lab.model()
+    provider = lab.provider()
+    mapping_id = lab.map(provider, model, supportsTools=False)
+    assert error(lab.chat(model, tools=[TOOL]), 400, "no_provider_fits")  # the Router caches this resolution
+    lab.api.call("PATCH", f"/api/partners/{provider}/models/{mapping_id}", {"supportsTools": True})
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while (answer := lab.chat(model, tools=[TOOL])).status_code != 200:  # the change notice drops it
+        assert answer.status_code == 400 and time.monotonic() < deadline, answer.text
+        time.sleep(0.05)
+    assert served_by(answer) == provider
+
+
 def test_a_json_schema_request_goes_only_where_structured_output_is_supported(lab) -> None:
     model = lab.model()
     plain, structured = lab.provider(), lab.provider()
@@ -287,6 +300,7 @@ class Spec:
     context: int | None
     price: int | None
     breaker_open: bool
+    named: bool  # in the request's `provider` field, when the request names providers
 
 
 @dataclass(frozen=True)
@@ -296,6 +310,7 @@ class Ask:
     tools: bool
     schema: bool
     ceiling: bool
+    names_providers: bool
 
 
 SPECS = st.builds(
@@ -306,8 +321,9 @@ SPECS = st.builds(
     context=st.sampled_from([None, SHORT_CONTEXT, LONG_CONTEXT]),
     price=st.sampled_from([None, CHEAP, DEAR]),
     breaker_open=st.booleans(),
+    named=st.booleans(),
 )
-ASKS = st.builds(Ask, tools=st.booleans(), schema=st.booleans(), ceiling=st.booleans())
+ASKS = st.builds(Ask, tools=st.booleans(), schema=st.booleans(), ceiling=st.booleans(), names_providers=st.booleans())
 
 
 def misfits(spec: Spec, ask: Ask) -> list[str]:
@@ -353,11 +369,14 @@ def build(lab: Lab, specs: list[Spec]) -> tuple[str, dict[str, Spec]]:
 @settings(max_examples=25)
 @given(specs=st.lists(SPECS, min_size=1, max_size=4), ask=ASKS)
 def test_every_provider_is_listed_with_exactly_its_reasons_or_the_one_chosen_fits(lab, specs, ask) -> None:
-    model, providers = build(lab, specs)
+    model, served = build(lab, specs)
+    named = [p for p, s in served.items() if s.named] if ask.names_providers else []
+    providers = {p: served[p] for p in named} if named else served  # the providers considered
     extra = {
         **({"tools": [TOOL]} if ask.tools else {}),
         **({"response_format": SCHEMA} if ask.schema else {}),
         **({"max_price": CEILING} if ask.ceiling else {}),
+        **({"provider": " ".join(named)} if named else {}),
     }
     answer = lab.chat(model, **extra)
     live = {p: s for p, s in providers.items() if s.status == "live"}

@@ -106,15 +106,19 @@ def routes_of(
     return routes
 
 
-def pick_requested(routes: list[Route], requested: tuple[str, ...], why_not: dict[str, str], model: str) -> list[Route]:
-    """The routes of the requested providers, in the caller's order; 404 saying why when none serves it."""
+def pick_requested(
+    routes: list[Route], requested: tuple[str, ...], exclusions: Sequence[internal_pb.Exclusion], model: str
+) -> list[Route]:
+    """The routes of the requested providers, in the caller's order; 404 naming each requested
+    provider with why it is left out (`considered_exclusions`) when none serves it."""
     by_provider: dict[str, list[Route]] = {}
     for route in routes:
         by_provider.setdefault(route.provider.id, []).append(route)
     chosen = [route for provider in requested for route in by_provider.get(provider, [])]
     if not chosen:
-        reasons = "; ".join(f"{p}: {why_not.get(p, 'no mapping for this model')}" for p in requested)
-        raise not_found("MODEL_NOT_AVAILABLE", f"no requested provider serves {model} ({reasons})")
+        summary, metadata = _listing(_by_status(exclusions))
+        message = f"no requested provider serves {model[:200]} ({summary})"
+        raise ApiError(Code.NOT_FOUND, "MODEL_NOT_AVAILABLE", message, metadata=metadata)
     return chosen
 
 

@@ -197,11 +197,10 @@ class RouterServicer(router_grpc.RouterServiceServicer):
         routes = selection.routes_of(answer.candidates, known, self.hub_url)
         model = answer.model or chosen.model  # the hub id a model alias stands for
         if chosen.providers:
-            why_not = {e.provider: e.reason for e in answer.exclusions}
             if not answer.model_found:
                 raise selection.explain_no_candidate(answer, chosen.model, task)
-            picked = selection.pick_requested(routes, chosen.providers, why_not, chosen.model)
-            considered = selection.considered_exclusions(answer.exclusions, chosen.providers, picked)
+            considered = selection.considered_exclusions(answer.exclusions, chosen.providers, routes)
+            picked = selection.pick_requested(routes, chosen.providers, considered, chosen.model)
             return model, self._fitting(picked, needs, considered, chosen.model)
         if not routes:
             raise selection.explain_no_candidate(answer, chosen.model, task)

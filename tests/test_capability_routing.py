@@ -257,6 +257,15 @@ def test_the_error_details_over_grpc_name_every_provider_with_its_reason_codes(l
     }
 
 
+def test_when_every_fitting_provider_fails_the_answer_also_names_those_left_out(lab) -> None:
+    model = lab.model()
+    failing, without = lab.provider(failing=True), lab.provider()
+    lab.map(failing, model, supportsTools=True)
+    lab.map(without, model, supportsTools=False)
+    message = error(lab.chat(model, tools=[TOOL]), 502, "upstream_error")
+    assert message.endswith(f"every provider failed: {failing}: HTTP 500; left out: {without}: no tool support")
+
+
 def test_models_listing_shows_declared_capabilities_and_leaves_out_unknown_ones(lab) -> None:
     model = lab.model()
     declared, unknown = lab.provider(), lab.provider()
@@ -366,7 +375,7 @@ def build(lab: Lab, specs: list[Spec]) -> tuple[str, dict[str, Spec]]:
     return model, providers
 
 
-@settings(max_examples=25)
+@settings(max_examples=40)
 @given(specs=st.lists(SPECS, min_size=1, max_size=4), ask=ASKS)
 def test_every_provider_is_listed_with_exactly_its_reasons_or_the_one_chosen_fits(lab, specs, ask) -> None:
     model, served = build(lab, specs)
@@ -387,8 +396,7 @@ def test_every_provider_is_listed_with_exactly_its_reasons_or_the_one_chosen_fit
         expected_code, status, reason = grpc.StatusCode.INVALID_ARGUMENT, 400, "NO_PROVIDER_FITS"
     elif all(providers[p].breaker_open for p in fitting):  # fits, but failing: not the caller's fault
         event("every fitting provider's breaker is open")
-        error(answer, 503, "providers_unavailable")
-        return
+        expected_code, status, reason = grpc.StatusCode.UNAVAILABLE, 503, "PROVIDERS_UNAVAILABLE"
     else:
         event("served")
         assert served_by(answer) in {p for p in fitting if not providers[p].breaker_open}
@@ -398,4 +406,5 @@ def test_every_provider_is_listed_with_exactly_its_reasons_or_the_one_chosen_fit
     assert all(message.count(f"{provider}:") == 1 for provider in providers), message
     code, info = lab.grpc_error_info(model, **extra)
     assert (code, info.reason) == (expected_code, reason)
-    assert dict(info.metadata) == expected_listing(providers, ask)
+    left_out = {p: s for p, s in providers.items() if p not in fitting}  # the tried are named by the 503 itself
+    assert dict(info.metadata) == expected_listing(left_out, ask)

@@ -269,48 +269,58 @@ def considered_exclusions(
     return named + [internal_pb.Exclusion(provider=p, reason="no mapping for this model") for p in missing]
 
 
+@dataclass(frozen=True)
+class Fit:
+    """The routes that fit a request, and every provider considered but left out, with its reasons."""
+
+    routes: list[Route]
+    left_out: dict[str, list[Reason]] = field(default_factory=dict)
+
+
 def fitting(
     routes: list[Route],
     needs: Needs,
     exclusions: Sequence[internal_pb.Exclusion],
     model: str,
     breaker_open: Callable[[str], bool],
-) -> list[Route]:
-    """The routes whose provider model fits the request; when none does, the 400 naming every
-    provider considered (the Registry's exclusions and every route) with all its reasons."""
-    kept, misfit = [], {}
+) -> Fit:
+    """The routes whose provider model fits the request, and the providers left out: one left out
+    by its mapping's status with that status only, one whose model fails the request with every
+    failure (and its open breaker, if so). When routes exist but none fits, the 400 listing them."""
+    kept, left_out = [], _by_status(exclusions)
     for route in routes:
         reasons = misfits(route, needs)
-        if reasons:
-            misfit[route.provider.id] = reasons
-        else:
+        if not reasons:
             kept.append(route)
-    if kept or not routes:
-        return kept
-    raise no_provider_fits(model, exclusions, misfit, breaker_open)
+            continue
+        opened = [(BREAKER_OPEN, "failing recently (circuit open)")] if breaker_open(route.provider.id) else []
+        left_out[route.provider.id] = reasons + opened
+    if routes and not kept:
+        summary, metadata = _listing(left_out)
+        message = f"no provider fits this request for {model[:200]} ({summary})"
+        raise ApiError(Code.INVALID_ARGUMENT, "NO_PROVIDER_FITS", message, metadata=metadata)
+    return Fit(kept, left_out)
+
+
+def with_left_out(error: ApiError, left_out: dict[str, list[Reason]]) -> ApiError:
+    """A failure of every route tried, completed with the providers left out before trying."""
+    if not left_out:
+        return error
+    summary, metadata = _listing(left_out)
+    return ApiError(
+        error.grpc_code,
+        error.reason,
+        f"{error.message}; left out: {summary}",
+        param=error.param,
+        metadata={**error.metadata, **metadata},
+        headers=error.headers,
+    )
 
 
 def _status_words(exclusion: internal_pb.Exclusion) -> str:
     if exclusion.status == "staging":
         return "staging only (for members of its org)"
     return f"status {exclusion.status}, not live" if exclusion.status else exclusion.reason
-
-
-def no_provider_fits(
-    model: str,
-    exclusions: Sequence[internal_pb.Exclusion],
-    misfit: dict[str, list[Reason]],
-    breaker_open: Callable[[str], bool],
-) -> ApiError:
-    """The 400 listing each provider once: one left out by its mapping's status with that status
-    only, one whose model fails the request with every failure (and its open breaker, if so)."""
-    listed = _by_status(exclusions)
-    for provider, reasons in misfit.items():
-        opened = [(BREAKER_OPEN, "failing recently (circuit open)")] if breaker_open(provider) else []
-        listed[provider] = reasons + opened
-    summary, metadata = _listing(listed)
-    message = f"no provider fits this request for {model[:200]} ({summary})"
-    return ApiError(Code.INVALID_ARGUMENT, "NO_PROVIDER_FITS", message, metadata=metadata)
 
 
 def _by_status(exclusions: Sequence[internal_pb.Exclusion]) -> dict[str, list[Reason]]:

@@ -7,7 +7,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import aiohttp
 import grpc
@@ -21,7 +21,7 @@ from switchboard.router.v1 import router_service_pb2_grpc as router_grpc
 
 from services.common.accounts import OPERATOR_ACCOUNT
 from services.common.auth import parse_bearer
-from services.common.errors import ApiError, invalid_argument, not_found, permission_denied, unavailable
+from services.common.errors import ApiError, Code, invalid_argument, not_found, permission_denied, unavailable
 from services.common.pricing import estimate_nano_usd, prompt_tokens_estimate
 from services.common.providers import CAPABILITY_FIELDS
 from services.common.telemetry import TRACEPARENT, InferenceMeasure
@@ -124,6 +124,7 @@ class Call:
     started: timestamp_pb2.Timestamp
     measure: InferenceMeasure
     traceparent: str = ""  # the caller's (or Envoy's) W3C trace context, passed on to the provider
+    left_out: dict[str, list[selection.Reason]] = field(default_factory=dict)  # providers not tried, and why
     reserved: bool = False
 
     @property
@@ -176,9 +177,9 @@ class RouterServicer(router_grpc.RouterServiceServicer):
 
     async def _routes(
         self, task: str, payload: dict, path_provider: str, caller: internal_pb.Caller, needs: selection.Needs
-    ) -> tuple[str, list[selection.Route]]:
+    ) -> tuple[str, selection.Fit]:
         """The hub (or provider) model id to answer with, and the routes that fit the request's
-        needs, to try in order."""
+        needs, in the order to try them, with the providers left out."""
         model = payload["model"]
         known = await self.directory.providers()
         mentioned = [path_provider, *str(payload.get("provider") or "").split()]
@@ -204,11 +205,11 @@ class RouterServicer(router_grpc.RouterServiceServicer):
             return model, self._fitting(picked, needs, considered, chosen.model)
         if not routes:
             raise selection.explain_no_candidate(answer, chosen.model, task)
-        fitting = self._fitting(routes, needs, answer.exclusions, chosen.model)
+        fit = self._fitting(routes, needs, answer.exclusions, chosen.model)
         ordered = selection.order_routes(
-            fitting, chosen.policy, task, self.measurements.ranking, caller.preferred_providers
+            fit.routes, chosen.policy, task, self.measurements.ranking, caller.preferred_providers
         )
-        return model, ordered
+        return model, replace(fit, routes=ordered)
 
     def _fitting(
         self,
@@ -216,7 +217,7 @@ class RouterServicer(router_grpc.RouterServiceServicer):
         needs: selection.Needs,
         exclusions: Sequence[internal_pb.Exclusion],
         model: str,
-    ) -> list[selection.Route]:
+    ) -> selection.Fit:
         return selection.fitting(routes, needs, exclusions, model, self.upstreams.breakers.is_open)
 
     async def _provider_route(
@@ -254,13 +255,14 @@ class RouterServicer(router_grpc.RouterServiceServicer):
         params.check_body(payload, *BODY_RULES[task])
         max_price = payload.pop("max_price", None)  # Switchboard's to honour: never sent on
         needs = selection.needs_of(payload, prompt_tokens_estimate(len(raw)), max_price)
-        model, routes = await self._routes(task, payload, request.provider, caller, needs)
+        model, fit = await self._routes(task, payload, request.provider, caller, needs)
+        routes = fit.routes
         if not request.provider:  # resolved in the catalog: a bounded label
             measure.model = model
         estimate = self._estimate(task, payload, len(raw), routes[0])
         call = Call(
             str(uuid.uuid4()), task, caller, account, model, payload, len(raw), routes, estimate, started, measure,
-            headers.get(TRACEPARENT, ""),
+            headers.get(TRACEPARENT, ""), fit.left_out,
         )  # fmt: skip
         call.reserved = await self.spending.reserve(call.request_id, account, estimate)
         return call
@@ -273,6 +275,11 @@ class RouterServicer(router_grpc.RouterServiceServicer):
             opened = await self.upstreams.first_answer(
                 call.routes, call.payload, path, stream, deadline, OPERATIONS[call.task], call.traceparent
             )
+        except ApiError as error:
+            self._abandon(call)
+            if error.grpc_code in (Code.UNAVAILABLE, Code.RESOURCE_EXHAUSTED):  # every route tried failed
+                raise selection.with_left_out(error, call.left_out) from None
+            raise
         except BaseException:
             self._abandon(call)
             raise

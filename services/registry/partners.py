@@ -215,7 +215,9 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
         mapping = await self.state.fresh(lambda: self._writable_mapping(context, request))
         fields = capabilities.fields_to_update(request.update_mask.paths, request.model_mapping)
         values = capabilities.declared(request.model_mapping, fields)
-        await capabilities.store_capabilities(self.state, mapping, capabilities.checked(values, mapping.capabilities))
+        changed = capabilities.checked(values, mapping.capabilities)
+        if changed != mapping.capabilities:  # nothing new: no write, no change notice
+            await capabilities.store_capabilities(self.state, mapping, changed)
         return mapping_message(self._mapping(request.provider, request.mapping_id))
 
     async def UpdateModelMappingStatus(

@@ -4,7 +4,8 @@
 -- envoy_on_response shapes answers) after the generated tables:
 --   RULES[route's "rule" metadata] = {query = {name = field}, body = schema, partial = bool}
 --   SCHEMAS[message] = {fields = {key = spec}, required = {{json_name, proto_name}},
---                       short = {key = true}: fields whose JSON value is no long string}
+--                       short = {key = true}: fields whose JSON value is no long string,
+--                       bools = {key = true}: boolean fields}
 --   spec: true (anything), a message name (its object), {map = spec} (any keys).
 -- A body schema may add path = {key = true}: fields the path binds. The locals
 -- find, sub, gsub and the functions echo and reject come from errors.lua.
@@ -95,6 +96,16 @@ local function check_value(body, at, short, stack, depth, key)
   return nil
 end
 
+-- A boolean field takes the JSON literals only: the transcoder would also turn strings
+-- such as "yes" or "0" into a boolean.
+local function check_bool(body, at, stack, depth, key)
+  if find(body, "^%s*:%s*true", at) or find(body, "^%s*:%s*false", at) or find(body, "^%s*:%s*null", at) then
+    return nil
+  end
+  local param = key_path(stack, depth, key)
+  return "invalid_value", "the value of " .. param .. " must be true or false", param
+end
+
 -- nil when the body's keys fit the schema, else (code, message, param). Jumps from
 -- one structural character to the next; syntax errors are left to the transcoder.
 local function check_body(body, root, partial)
@@ -134,6 +145,9 @@ local function check_body(body, root, partial)
             return "unknown_field", "unknown field " .. param .. " in the request body", param
           end
           local code, message, param = check_value(body, at, schema.short[key], stack, depth, key)
+          if code == nil and schema.bools[key] then
+            code, message, param = check_bool(body, at, stack, depth, key)
+          end
           if code then
             return code, message, param
           end

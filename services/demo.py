@@ -45,6 +45,9 @@ MAPPINGS = [
         "status": "live",
     },
 ]
+# What reference-chat supports, declared on every start (also on a data directory from before
+# capabilities existed): tools and JSON schemas; it has no context limit (left unknown).
+CHAT_CAPABILITIES = {"supportsTools": True, "supportsStructuredOutput": True}
 # Names clients written for other services use (the seed's examples among them).
 ALIASES = [{"name": "gpt-4o-mini", "target": CHAT_MODEL}, {"name": "flux", "target": IMAGE_MODEL}]
 # The account of calls without a token under `switchboard up --demo`: a user with no token,
@@ -130,6 +133,8 @@ def start_demo(stack: Stack, base_url: str, admin_token: str, anonymous_account:
     api.call("PUT", f"/admin/v1/providers/{PROVIDER}/prices", {"prices": PRICES})
     api.call("POST", "/admin/v1/models:batchUpsert", {"models": CATALOG})
     api.add_mappings(PROVIDER, MAPPINGS)
+    chat_mapping = api.call("GET", f"/api/partners/{PROVIDER}/models")["conversational"][CHAT_MODEL]["_id"]
+    api.call("PATCH", f"/api/partners/{PROVIDER}/models/{chat_mapping}", CHAT_CAPABILITIES)
     for alias in ALIASES:
         api.call("POST", "/admin/v1/modelAliases", alias, accept=(409,))
     if anonymous_account:

@@ -70,6 +70,15 @@ class World:
         with self.http() as http:
             return ok(http.post(f"/api/partners/{provider}/models", json=body))["_id"]
 
+    def typed_mappings(self, provider: str) -> list[registry_pb.ModelMapping]:
+        """The provider's mappings as gRPC clients list them."""
+        with self.stack.channel() as channel:
+            metadata = [("authorization", f"Bearer {self.tokens['writer']}")]
+            listing = registry_grpc.RegistryServiceStub(channel).ListModelMappings(
+                registry_pb.ListModelMappingsRequest(provider=provider), metadata=metadata, timeout=10
+            )
+        return list(listing.model_mappings)
+
     def check(self, provider: str, mapping_id: str, who: str = "writer") -> dict:
         with self.http(who) as http:
             return ok(http.post(f"/api/partners/{provider}/models/{mapping_id}:check", json={}))
@@ -138,12 +147,7 @@ def test_the_typed_listing_carries_the_latest_report_in_brief(world) -> None:
     provider = world.provider()
     mapping_id = world.map(provider)
     report = world.check(provider, mapping_id)
-    with world.stack.channel() as channel:
-        metadata = [("authorization", f"Bearer {world.tokens['writer']}")]
-        listing = registry_grpc.RegistryServiceStub(channel).ListModelMappings(
-            registry_pb.ListModelMappingsRequest(provider=provider), metadata=metadata, timeout=10
-        )
-    (mapping,) = listing.model_mappings
+    (mapping,) = world.typed_mappings(provider)
     summary = mapping.conformance
     assert (summary.passed, summary.passed_checks, summary.failed_checks, summary.skipped_checks) == (True, 8, 0, 2)
     assert summary.supports_tools and summary.supports_structured_output
@@ -180,6 +184,20 @@ def test_each_switch_fails_exactly_its_check_with_a_clear_reason(world, switch, 
     assert report["supportsTools"] is (check != "tools")
     assert report["supportsStructuredOutput"] is (check != "response_format")
     assert_no_secret(str(report))
+
+
+@pytest.mark.parametrize("switch", ["ignore-tools", "ignore-response-format"])
+def test_the_check_makes_what_it_observed_the_mappings_capabilities(world, switch) -> None:
+    provider = world.provider(f"break={switch}")
+    mapping_id = world.map(provider)  # declares nothing: unknown
+    (before,) = world.typed_mappings(provider)
+    assert not before.HasField("supports_tools") and not before.HasField("supports_structured_output")
+    world.check(provider, mapping_id)
+    (after,) = world.typed_mappings(provider)
+    observed = (after.supports_tools, after.supports_structured_output)
+    assert observed == (switch != "ignore-tools", switch != "ignore-response-format")
+    assert after.HasField("supports_tools") and after.HasField("supports_structured_output")
+    assert not after.HasField("context_length")  # no check observes it: only a declaration sets it
 
 
 def test_only_write_members_and_the_admin_token_check_or_read_reports(world) -> None:

@@ -105,7 +105,8 @@ def test_the_json_has_exactly_openais_and_the_hub_routers_keys(demo) -> None:
         assert set(model) == MODEL_KEYS
     (chat,) = by_id[CHAT_MODEL]["providers"]
     # The demo prices reference-chat at 100 / 300 nano-USD per token: 0.1 / 0.3 USD per million.
-    assert set(chat) == PROVIDER_KEYS | {"pricing"}
+    assert set(chat) == PROVIDER_KEYS | {"pricing", "supports_tools", "supports_structured_output"}
+    assert chat["supports_tools"] is True and chat["supports_structured_output"] is True  # the demo declares them
     assert chat["pricing"] == {"input": 0.1, "output": 0.3}
     assert (chat["input_token_nano_usd"], chat["output_token_nano_usd"]) == ("100", "300")
     assert (chat["input_price_per_million"], chat["output_price_per_million"]) == (0.1, 0.3)

@@ -118,7 +118,7 @@ def test_a_failing_provider_goes_error_leaves_routing_and_comes_back(world) -> N
         assert served.status_code == 200 and served.headers["x-inference-provider"] == second
         refused = error_of(world.chat(provider=first), 404)
         assert refused["code"] == "model_not_available"
-        assert f"provider '{first}' is failing its health probes (HTTP 503)" in refused["message"]
+        assert f"{first}: failing its health probes (HTTP 503)" in refused["message"]
         assert_no_secret(str(listed) + str(entry))
         with world.stack.http(world.token) as http:
             only_errors = ok(http.get(f"/api/partners/{first}/models", params={"status": "error"}))
@@ -129,7 +129,7 @@ def test_a_failing_provider_goes_error_leaves_routing_and_comes_back(world) -> N
         nobody = error_of(world.chat(), 404)
         assert nobody["code"] == "model_not_available"
         for provider in (first, second):
-            assert f"provider '{provider}' is failing its health probes (HTTP 503)" in nobody["message"]
+            assert f"{provider}: failing its health probes (HTTP 503)" in nobody["message"]
     finally:
         set_failing(world.urls[0], False)
         set_failing(world.urls[1], False)

@@ -25,7 +25,7 @@ from services.reference_provider.app import Knobs, State, create_app
 from services.registry import store
 from services.registry.changes import ChangeFeed
 from services.registry.conformance import HttpClient
-from services.registry.index import ERROR, LIVE, STAGING
+from services.registry.index import ERROR, LIVE, STAGING, Exclusion
 from services.registry.probes import Prober, ProbeSettings
 from services.registry.server import MIGRATIONS
 from services.registry.state import RegistryState
@@ -103,9 +103,7 @@ async def test_n_failed_probes_make_a_mapping_error_and_one_pass_makes_it_live(w
     assert state.feed.revision == revision + 1  # the change went through the one write path
     resolution = state.index.resolve(model, "", "conversational")
     assert resolution.candidates == [] and [c.status for c in resolution.failing] == [ERROR]
-    assert resolution.exclusions == [
-        (failing.provider, f"provider {failing.provider!r} is failing its health probes (HTTP 503)")
-    ]
+    assert resolution.exclusions == [Exclusion(failing.provider, "failing its health probes (HTTP 503)", ERROR)]
 
     await prober.round()  # still failing, same reason: nothing to write
     assert state.feed.revision == revision + 1

@@ -79,6 +79,8 @@ class World:
             "hfModel": model,
             "providerModel": provider_model or f"{provider}-model",
             "status": status,
+            "supportsTools": True,  # as the reference provider does (capability-aware routing)
+            "supportsStructuredOutput": True,
         }
         return self.api.call("POST", f"/api/partners/{provider}/models", body)["_id"]
 

@@ -54,11 +54,15 @@ def test_unknown_provider_ids_are_a_400_naming_them() -> None:
 
 
 def test_requested_providers_keep_the_callers_order_and_say_why_when_none_serves() -> None:
-    chosen = selection.pick_requested(routes("alpha", "beta"), ("beta", "alpha"), {}, "org/m")
+    chosen = selection.pick_requested(routes("alpha", "beta"), ("beta", "alpha"), [], "org/m")
     assert [r.provider.id for r in chosen] == ["beta", "alpha"]
+    staging = internal_pb.Exclusion(provider="gamma", reason="staging only", status="staging")
+    considered = selection.considered_exclusions([staging], ("gamma", "beta"), routes("alpha"))
     with pytest.raises(ApiError) as error:
-        selection.pick_requested(routes("alpha"), ("gamma",), {"gamma": "staging only"}, "org/m")
+        selection.pick_requested(routes("alpha"), ("gamma", "beta"), considered, "org/m")
     assert error.value.http_status == 404 and "gamma: staging only" in error.value.message
+    assert "beta: no mapping for this model" in error.value.message
+    assert error.value.metadata == {"excluded_gamma": "staging", "excluded_beta": "not_served"}
 
 
 def test_fastest_ranks_measured_by_throughput_then_unmeasured_by_default_rank() -> None:

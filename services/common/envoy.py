@@ -244,6 +244,7 @@ def _schema(d: Descriptors, message: str, exclude: frozenset[str] = frozenset())
     fields: dict[str, object] = {}
     required: list[list[str]] = []
     short: dict[str, bool] = {}
+    bools: dict[str, bool] = {}
     for f in d.messages[message].field:
         if f.name in exclude:
             continue
@@ -252,7 +253,9 @@ def _schema(d: Descriptors, message: str, exclude: frozenset[str] = frozenset())
             required.append([f.json_name, f.name])
         if _takes_no_long_string(f):
             short[f.json_name] = short[f.name] = True
-    return {"fields": fields, "required": required, "short": short}
+        if f.type == f.TYPE_BOOL and f.label != f.LABEL_REPEATED:
+            bools[f.json_name] = bools[f.name] = True  # the transcoder would take "yes", "0", ... for them
+    return {"fields": fields, "required": required, "short": short, "bools": bools}
 
 
 def _takes_no_long_string(f: descriptor_pb2.FieldDescriptorProto) -> bool:

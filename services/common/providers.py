@@ -13,6 +13,10 @@ from services.common.secrets import NO_SECRETS, Redactor
 
 # The response header that carries the provider's id of a request; its cost API is asked by that id.
 DEFAULT_REQUEST_ID_HEADER = "Inference-Id"
+# What a provider model supports, as the same optional fields of a mapping (Registry), a
+# resolution candidate and a /v1/models provider entry (Router); unset while unknown.
+CAPABILITY_FIELDS = ("supports_tools", "supports_structured_output", "context_length")
+
 _METADATA_KEY = re.compile(r"[a-z0-9][a-z0-9_.-]*")
 
 
@@ -70,3 +74,5 @@ class Route:
     provider: ProviderEntry
     provider_model: str
     lora_path: str = ""
+    # The Registry's candidate: what the provider model supports.
+    candidate: internal_pb.Candidate = field(default_factory=internal_pb.Candidate, compare=False, repr=False)

@@ -28,6 +28,7 @@ from typing import Any
 import aiohttp
 import orjson
 from google.protobuf import json_format
+from sqlmodel import Session
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 from switchboard.registry.v1 import registry_service_pb2 as registry_pb
 
@@ -47,7 +48,7 @@ from services.common.provider_api import (
     send,
 )
 from services.common.providers import ProviderEntry, Route
-from services.registry import store
+from services.registry import capabilities, store
 from services.registry.index import Mapping
 from services.registry.internal import provider_config
 from services.registry.state import RegistryState
@@ -527,8 +528,14 @@ class Checker:
         if time_left is not None:
             seconds = max(MIN_CALL_SECONDS, min(seconds, (time_left - DEADLINE_MARGIN_SECONDS) / 2))
         report = await run_check(self.http.session, target_of(row, mapping), mapping, seconds)
+        shown_capabilities = capabilities.observed(report, mapping.capabilities)
+
+        def save(session: Session) -> None:
+            store.save_report(session, report_row(report))
+            store.set_mapping_capabilities(session, mapping.id, shown_capabilities)
+
         await state.write(
-            lambda session: store.save_report(session, report_row(report)),
+            save,
             internal_pb.CHANGE_KIND_MAPPING,
             mapping.provider,
             f"mapping {shown(mapping.id)} was deleted while it was checked",

@@ -46,6 +46,18 @@ class Conformance(NamedTuple):
     supports_structured_output: bool
 
 
+@dataclass(slots=True, frozen=True)
+class Capabilities:
+    """What a provider model supports; None is unknown (never declared nor observed)."""
+
+    supports_tools: bool | None = None
+    supports_structured_output: bool | None = None
+    context_length: int | None = None
+
+
+UNKNOWN = Capabilities()
+
+
 class CatalogModel(NamedTuple):
     """A hub model as resolution needs it."""
 
@@ -69,6 +81,7 @@ class Mapping:
     status: str
     adapter_type: str
     create_time: datetime
+    capabilities: Capabilities = UNKNOWN
     key_tag: str = ""
     # Lower wins among one provider's matches: model mappings, then more tags, then older.
     precedence: tuple[int, int, int] = (0, 0, 0)
@@ -137,7 +150,16 @@ class Candidate:
     status: str
     mapping_id: str
     adapter: Adapter | None = None
+    capabilities: Capabilities = UNKNOWN
     status_reason: str = ""
+
+
+class Exclusion(NamedTuple):
+    """A provider left out: why, in words, and the status of its mapping ("" when it has none)."""
+
+    provider: str
+    reason: str
+    status: str = ""
 
 
 @dataclass(slots=True)
@@ -146,7 +168,7 @@ class Resolution:
 
     model_found: bool
     candidates: list[Candidate] = field(default_factory=list)
-    exclusions: list[tuple[str, str]] = field(default_factory=list)
+    exclusions: list[Exclusion] = field(default_factory=list)
     model: str = ""  # the hub model id resolved (an alias's target)
     failing: list[Candidate] = field(default_factory=list)  # ERROR mappings: listed, never routed
 
@@ -173,6 +195,7 @@ def _signature(mapping: Mapping) -> tuple:
         mapping.status,
         mapping.status_reason,
         mapping.conformance,
+        mapping.capabilities,
     )
 
 
@@ -368,10 +391,13 @@ class RegistryIndex:
         entry = self.users.get(user)
         return entry.memberships.get(org) if entry else None
 
-    def can_see(self, user: str, mapping: Mapping) -> bool:
-        """Live (and failing) mappings are public; staging ones only for members of the provider's org."""
-        if mapping.status in (LIVE, ERROR):
+    def can_use(self, user: str, mapping: Mapping) -> bool:
+        """Live mappings are public; staging ones only for members of the provider's org; any
+        other status (e.g. "error", set by health probes) leaves routing for everyone."""
+        if mapping.status == LIVE:
             return True
+        if mapping.status != STAGING:
+            return False
         entry = self.users.get(user) if user else None
         return entry is not None and self.providers[mapping.provider].org in entry.memberships
 
@@ -393,18 +419,14 @@ class RegistryIndex:
         orgs = entry.memberships if entry is not None else _NO_ORGS
         all_providers = self.providers
         chosen: dict[str, Mapping] = {}
-        hidden: list[str] = []
-        failing: list[Mapping] = []
+        hidden: dict[str, Mapping] = {}  # provider -> its first mapping left out
         for mapping in self._by_model.get(model_id, ()):
             if mapping.task == task:
-                if mapping.status == LIVE or (
-                    mapping.status == STAGING and all_providers[mapping.provider].org in orgs
-                ):
+                status = mapping.status
+                if status == LIVE or (status == STAGING and all_providers[mapping.provider].org in orgs):
                     chosen[mapping.provider] = mapping  # one model mapping per provider and task
-                elif mapping.status == ERROR:
-                    failing.append(mapping)
                 else:
-                    hidden.append(mapping.provider)
+                    hidden.setdefault(mapping.provider, mapping)
         buckets = self._tag_filters.get(task)
         if buckets:
             tags = model.tags
@@ -418,30 +440,25 @@ class RegistryIndex:
                         continue
                     if not all(t in tags for t in mapping.tags):
                         continue
-                    if mapping.status == LIVE or (
-                        mapping.status == STAGING and all_providers[mapping.provider].org in orgs
-                    ):
+                    status = mapping.status
+                    if status == LIVE or (status == STAGING and all_providers[mapping.provider].org in orgs):
                         chosen[mapping.provider] = mapping
-                    elif mapping.status == ERROR:
-                        failing.append(mapping)
                     else:
-                        hidden.append(mapping.provider)
-        if not chosen and not hidden and not failing and not providers:
+                        hidden.setdefault(mapping.provider, mapping)
+        if not chosen and not hidden and not providers:
             return Resolution(model_found=True, model=model_id)
-        return self._ordered(model_id, model, chosen, hidden, providers, failing)
+        return self._ordered(model_id, model, chosen, hidden, providers)
 
     def resolve_provider_model(self, provider: str, provider_model: str, user: str, task: str) -> Resolution:
         """The provider's own model id: its oldest visible mapping, model mappings first."""
         mappings = self._by_provider_model.get((provider, task, provider_model), [])
-        visible = sorted((m for m in mappings if self.can_see(user, m)), key=lambda m: (m.type != MODEL, m.seq))
-        routable = [m for m in visible if m.status != ERROR]
-        if routable:
-            best = routable[0]
-            candidate = Candidate(provider, provider_model, best.status, best.id)
-            return Resolution(model_found=True, candidates=[candidate])
+        ordered = sorted(mappings, key=lambda m: (m.type != MODEL, m.seq))
+        visible = [m for m in ordered if self.can_use(user, m)]
         if visible:
-            return Resolution(model_found=True, exclusions=[(provider, failing_reason(visible[0]))])
-        exclusions = [(provider, self._staging_reason(provider))] if mappings else []
+            best = visible[0]
+            candidate = Candidate(provider, provider_model, best.status, best.id, capabilities=best.capabilities)
+            return Resolution(model_found=True, candidates=[candidate])
+        exclusions = [self._status_exclusion(provider, ordered[0])] if mappings else []
         return Resolution(model_found=bool(mappings), exclusions=exclusions)
 
     def _ordered(
@@ -449,46 +466,61 @@ class RegistryIndex:
         model_id: str,
         model: CatalogModel,
         chosen: dict[str, Mapping],
-        hidden: list[str],
+        hidden: dict[str, Mapping],
         wanted: Iterable[str],
-        failing: list[Mapping],
     ) -> Resolution:
         wanted = list(dict.fromkeys(wanted)) if wanted else []
         order = [p for p in wanted if p in chosen] if wanted else sorted(chosen, key=self._order_keys.__getitem__)
         candidates = [_candidate(chosen[p], model_id, model) for p in order]
-        failing_by_provider = {m.provider: m for m in reversed(failing) if m.provider not in chosen}
-        exclusions = [(p, failing_reason(m)) for p, m in sorted(failing_by_provider.items())]
-        hidden_only = set(hidden) - chosen.keys() - failing_by_provider.keys()
-        exclusions += [(p, self._staging_reason(p)) for p in sorted(hidden_only)]
+        left_out = sorted(hidden.keys() - chosen.keys())
+        exclusions = [self._status_exclusion(p, hidden[p]) for p in left_out]
         for provider in wanted:
-            if provider not in chosen and provider not in hidden and provider not in failing_by_provider:
-                exclusions.append((provider, f"provider {provider!r} does not serve {model_id!r} for this task"))
-        listed = [_candidate(m, model_id, model) for m in failing_by_provider.values()]
-        return Resolution(True, candidates, exclusions, model_id, listed)
+            if provider not in chosen and provider not in hidden:
+                exclusions.append(
+                    Exclusion(provider, f"provider {provider!r} does not serve {model_id!r} for this task")
+                )
+        failing = [_candidate(hidden[p], model_id, model) for p in left_out if hidden[p].status == ERROR]
+        return Resolution(True, candidates, exclusions, model_id, failing)
 
-    def _staging_reason(self, provider: str) -> str:
-        org = self.providers[provider].org
-        return f"provider {provider!r} serves this model in staging only, which is for members of org {org!r}"
+    def _status_exclusion(self, provider: str, mapping: Mapping) -> Exclusion:
+        """Why a mapping in its status serves no one here (in words that follow the provider's id):
+        staging is for the provider's org only, error (failing its health probes) and any other
+        status that is not live for no one."""
+        status = mapping.status
+        if status == ERROR:
+            reason = f"failing its health probes ({mapping.status_reason or 'no reason given'})"
+        elif status == STAGING:
+            org = self.providers[provider].org
+            reason = f"staging only, which is for members of org {org!r}"
+        else:
+            reason = f"status {status!r}, not live"
+        return Exclusion(provider, reason, status)
 
 
 _NO_ORGS: dict[str, str] = {}
-
-
-def failing_reason(mapping: Mapping) -> str:
-    """Why a mapping in ERROR is not routed to, with the probes' last failure."""
-    return f"provider {mapping.provider!r} is failing its health probes ({mapping.status_reason or 'no reason given'})"
 
 
 def _candidate(mapping: Mapping, model_id: str, model: CatalogModel) -> Candidate:
     if mapping.type == MODEL:
         if mapping.candidate is None:
             mapping.candidate = Candidate(
-                mapping.provider, mapping.provider_model, mapping.status, mapping.id, None, mapping.status_reason
+                mapping.provider,
+                mapping.provider_model,
+                mapping.status,
+                mapping.id,
+                status_reason=mapping.status_reason,
+                capabilities=mapping.capabilities,
             )
         return mapping.candidate
     adapter = Adapter(mapping.adapter_type, model_id, model.adapter_weights_path, mapping.provider_model)
     return Candidate(
-        mapping.provider, mapping.provider_model, mapping.status, mapping.id, adapter, mapping.status_reason
+        mapping.provider,
+        mapping.provider_model,
+        mapping.status,
+        mapping.id,
+        adapter,
+        status_reason=mapping.status_reason,
+        capabilities=mapping.capabilities,
     )
 
 

@@ -15,7 +15,7 @@ from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 from switchboard.registry.v1 import internal_service_pb2_grpc as internal_grpc
 
 from services.common.errors import not_found
-from services.registry import store
+from services.registry import capabilities, store
 from services.registry.admin import price_message, provider_message
 from services.registry.index import Candidate, Resolution
 from services.registry.state import RegistryState
@@ -45,6 +45,7 @@ def candidate_message(candidate: Candidate) -> internal_pb.Candidate:
         message.adapter.model = adapter.model
         message.adapter.weights_path = adapter.weights_path
         message.adapter.base_provider_model = adapter.base_provider_model
+    capabilities.fill(message, candidate.capabilities)
     return message
 
 
@@ -52,7 +53,7 @@ def resolution_message(resolution: Resolution) -> internal_pb.ResolveModelRespon
     return internal_pb.ResolveModelResponse(
         model_found=resolution.model_found,
         candidates=[candidate_message(c) for c in resolution.candidates],
-        exclusions=[internal_pb.Exclusion(provider=p, reason=r) for p, r in resolution.exclusions],
+        exclusions=[internal_pb.Exclusion(provider=p, reason=r, status=s) for p, r, s in resolution.exclusions],
         model=resolution.model,
     )
 

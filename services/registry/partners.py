@@ -15,7 +15,7 @@ from switchboard.registry.v1 import registry_service_pb2_grpc as registry_grpc
 from services.common.accounts import WRITE_ROLES
 from services.common.errors import already_exists, invalid_argument, not_found, permission_denied
 from services.common.paging import next_page_token, number_after
-from services.registry import store
+from services.registry import capabilities, store
 from services.registry.conformance import Checker, report_of_json
 from services.registry.index import ERROR, MODEL, STAGING, TAG_FILTER, Mapping, ProviderEntry
 from services.registry.state import RegistryState
@@ -57,6 +57,7 @@ def mapping_message(mapping: Mapping) -> registry_pb.ModelMapping:
         summary = mapping.conformance._asdict()
         message.conformance.CopyFrom(registry_pb.ConformanceSummary(**{**summary, "check_time": None}))
         message.conformance.check_time.FromDatetime(summary["check_time"])
+    capabilities.fill(message, mapping.capabilities)
     return message
 
 
@@ -118,7 +119,8 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
         request: registry_pb.DeleteModelMappingRequest
         | registry_pb.UpdateModelMappingStatusRequest
         | registry_pb.CheckModelMappingRequest
-        | registry_pb.GetConformanceReportRequest,
+        | registry_pb.GetConformanceReportRequest
+        | registry_pb.UpdateModelMappingRequest,
     ) -> Mapping:
         self._authorize_write(context, request.provider)
         return self._mapping(request.provider, request.mapping_id)
@@ -202,6 +204,7 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
             status=status,
             adapter_type=adapter_type,
             create_time=utcnow(),
+            capabilities=capabilities.checked(capabilities.declared(request)),
         )
 
     def _check_model_mapping(self, request: registry_pb.CreateModelMappingRequest) -> None:
@@ -231,6 +234,17 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
             mapping.provider,
         )
         return Empty()
+
+    async def UpdateModelMapping(
+        self, request: registry_pb.UpdateModelMappingRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb.ModelMapping:
+        mapping = await self.state.fresh(lambda: self._writable_mapping(context, request))
+        fields = capabilities.fields_to_update(request.update_mask.paths, request.model_mapping)
+        values = capabilities.declared(request.model_mapping, fields)
+        changed = capabilities.checked(values, mapping.capabilities)
+        if changed != mapping.capabilities:  # nothing new: no write, no change notice
+            await capabilities.store_capabilities(self.state, mapping, changed)
+        return mapping_message(self._mapping(request.provider, request.mapping_id))
 
     async def UpdateModelMappingStatus(
         self, request: registry_pb.UpdateModelMappingStatusRequest, context: grpc.aio.ServicerContext

@@ -150,6 +150,10 @@ class MappingRow(SQLModel, table=True):
     create_time: datetime = Field(default_factory=utcnow)
     # Why the status is "error" (set by the health probes, secrets redacted); "" otherwise.
     status_reason: str = ""
+    # What the provider model supports; NULL while unknown (declared by the partner or observed).
+    supports_tools: bool | None = None
+    supports_structured_output: bool | None = None
+    context_length: int | None = None
 
 
 class ConformanceReportRow(SQLModel, table=True):

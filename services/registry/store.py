@@ -22,7 +22,15 @@ from sqlmodel import Session, select
 
 from services.common.db import padded_chunks
 from services.common.errors import ApiError, already_exists
-from services.registry.index import CatalogModel, Conformance, Mapping, ProviderEntry, RegistryIndex, UserEntry
+from services.registry.index import (
+    Capabilities,
+    CatalogModel,
+    Conformance,
+    Mapping,
+    ProviderEntry,
+    RegistryIndex,
+    UserEntry,
+)
 from services.registry.storage import (
     AccountNameRow,
     CatalogImportRow,
@@ -88,7 +96,8 @@ def _load_catalog(index: RegistryIndex, cursor) -> None:
 # Every mapping with its latest conformance report in brief (a LEFT JOIN: most have none).
 MAPPINGS_QUERY = (
     "SELECT m.id, m.seq, m.provider, m.type, m.task, m.hf_model, m.tags_key, m.provider_model, m.status,"
-    " m.adapter_type, m.create_time, m.status_reason, r.check_time, r.passed, r.passed_checks, r.failed_checks,"
+    " m.adapter_type, m.create_time, m.supports_tools, m.supports_structured_output, m.context_length,"
+    " m.status_reason, r.check_time, r.passed, r.passed_checks, r.failed_checks,"
     " r.skipped_checks, r.supports_tools, r.supports_structured_output"
     " FROM mappings m LEFT JOIN conformance_reports r ON r.mapping_id = m.id"
 )
@@ -113,6 +122,9 @@ def mapping_from_values(
     status: str,
     adapter_type: str,
     create_time: datetime | str,
+    supports_tools: bool | int | None = None,
+    supports_structured_output: bool | int | None = None,
+    context_length: int | None = None,
     status_reason: str = "",
     check_time: datetime | str | None = None,
     *summary: Any,
@@ -137,7 +149,13 @@ def mapping_from_values(
         create_time=_utc(create_time),
         status_reason=status_reason,
         conformance=conformance,
+        capabilities=Capabilities(_flag(supports_tools), _flag(supports_structured_output), context_length),
     )
+
+
+def _flag(value: bool | int | None) -> bool | None:
+    """A nullable boolean column's value (SQLite hands back 0 or 1)."""
+    return None if value is None else bool(value)
 
 
 def mapping_row(mapping: Mapping) -> MappingRow:
@@ -154,6 +172,9 @@ def mapping_row(mapping: Mapping) -> MappingRow:
         adapter_type=mapping.adapter_type,
         create_time=mapping.create_time,
         status_reason=mapping.status_reason,
+        supports_tools=mapping.capabilities.supports_tools,
+        supports_structured_output=mapping.capabilities.supports_structured_output,
+        context_length=mapping.capabilities.context_length,
     )
 
 
@@ -292,6 +313,15 @@ def report_of(session: Session, mapping_id: str) -> str | None:
     """The mapping's latest report as stored (JSON), None before its first check."""
     row = session.get(ConformanceReportRow, mapping_id)
     return row.report if row else None
+
+
+def set_mapping_capabilities(session: Session, mapping_id: str, capabilities: Capabilities) -> None:
+    row = session.get(MappingRow, mapping_id)
+    if row is not None:
+        row.supports_tools = capabilities.supports_tools
+        row.supports_structured_output = capabilities.supports_structured_output
+        row.context_length = capabilities.context_length
+        insert(session, row)
 
 
 def delete_rows(session: Session, model: type, *conditions: object) -> int:

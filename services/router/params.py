@@ -28,6 +28,8 @@ MAX_PROMPT_CHARACTERS = 100_000
 MAX_STOP_SEQUENCES = 4
 MAX_TOOLS = 128
 MAX_IMAGE_SIDE = 8192
+MAX_PRICE_USD = 1_000_000  # any part of max_price, in USD (per million tokens, request or image)
+PRICE_PARTS = ("input", "output", "request", "image")
 ECHOED = 40  # characters of a bad value a message may repeat
 
 Check = Callable[[str, Any], None]
@@ -132,12 +134,23 @@ def image_size(name: str, value: Any) -> None:
         _fail(name, f'"auto" or "<width>x<height>" with sides from 1 to {MAX_IMAGE_SIDE}', value)
 
 
+def max_price(name: str, value: Any) -> None:
+    """The caller's price ceiling: a non-empty object of PRICE_PARTS, each a number of USD."""
+    if not isinstance(value, dict) or not value or any(key not in PRICE_PARTS for key in value):
+        parts = ", ".join(f'"{part}"' for part in PRICE_PARTS)
+        _fail(name, f"an object with any of {parts}: prices in USD", value)
+    price = number(0, MAX_PRICE_USD)
+    for key, amount in value.items():
+        price(f"{name}.{key}", amount)
+
+
 OBJECT = of_type(dict, "an object")
 BOOLEAN = of_type(bool, "true or false")
 TOKENS = integer(1, MAX_OUTPUT_TOKENS)
 COMMON: dict[str, Check] = {
     "model": text(MAX_MODEL_ID_LENGTH, empty=False),
     "provider": providers,
+    "max_price": max_price,
 }
 CHAT: dict[str, Check] = {
     **COMMON,

@@ -1,18 +1,27 @@
-"""Provider selection: the `provider` field, policy suffixes and candidate order.
+"""Provider selection: the `provider` field, policy suffixes, what a request needs of a
+provider model (capabilities, context, price ceiling) and candidate order.
 
 Pure functions over the Registry's candidates, the provider table and the
 Router's measurements, so the rules can be tested without a network.
+
+Capability rule: a request with `tools` (non-empty) goes only to provider models whose
+mapping says `supports_tools: true`, one with a `json_schema` `response_format` only to
+those saying `supports_structured_output: true`; unknown (never declared nor observed)
+counts as not supporting it, since such a provider may silently ignore them. A known
+`context_length` smaller than the prompt's estimate (the request body's bytes / 4, the
+estimate reservations use) skips the candidate; an unknown one never does. Under a
+`max_price` ceiling, a provider model over it, or without a price, is skipped.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 
-from services.common.errors import ApiError, invalid_argument, not_found
-from services.common.pricing import estimate_nano_usd
+from services.common.errors import ApiError, Code, invalid_argument, not_found
+from services.common.pricing import Price, estimate_nano_usd
 from services.common.providers import ProviderEntry, Route
 
 POLICIES = ("fastest", "cheapest", "preferred")
@@ -80,21 +89,25 @@ def routes_of(
         if candidate.HasField("adapter") and candidate.adapter.weights_path:
             adapter = candidate.adapter
             path = f"{hub_url.rstrip('/')}/{adapter.model}/resolve/main/{adapter.weights_path}"
-            routes.append(Route(provider, adapter.base_provider_model or candidate.provider_model, path))
+            routes.append(Route(provider, adapter.base_provider_model or candidate.provider_model, path, candidate))
         else:
-            routes.append(Route(provider, candidate.provider_model))
+            routes.append(Route(provider, candidate.provider_model, candidate=candidate))
     return routes
 
 
-def pick_requested(routes: list[Route], requested: tuple[str, ...], why_not: dict[str, str], model: str) -> list[Route]:
-    """The routes of the requested providers, in the caller's order; 404 saying why when none serves it."""
+def pick_requested(
+    routes: list[Route], requested: tuple[str, ...], exclusions: Sequence[internal_pb.Exclusion], model: str
+) -> list[Route]:
+    """The routes of the requested providers, in the caller's order; 404 naming each requested
+    provider with why it is left out (`considered_exclusions`) when none serves it."""
     by_provider: dict[str, list[Route]] = {}
     for route in routes:
         by_provider.setdefault(route.provider.id, []).append(route)
     chosen = [route for provider in requested for route in by_provider.get(provider, [])]
     if not chosen:
-        reasons = "; ".join(f"{p}: {why_not.get(p, 'no mapping for this model')}" for p in requested)
-        raise not_found("MODEL_NOT_AVAILABLE", f"no requested provider serves {model} ({reasons})")
+        summary, metadata = _listing(_by_status(exclusions))
+        message = f"no requested provider serves {model[:200]} ({summary})"
+        raise ApiError(Code.NOT_FOUND, "MODEL_NOT_AVAILABLE", message, metadata=metadata)
     return chosen
 
 
@@ -141,6 +154,172 @@ def explain_no_candidate(answer: internal_pb.ResolveModelResponse, model: str, t
     if not answer.model_found:
         return not_found("MODEL_NOT_FOUND", f"model {model[:200]} does not exist", "model")
     if answer.exclusions:
-        reasons = "; ".join(f"{e.provider}: {e.reason}" for e in answer.exclusions)
-        return not_found("MODEL_NOT_AVAILABLE", f"no provider serves {model} for you ({reasons})")
+        summary, metadata = _listing(_by_status(answer.exclusions))
+        message = f"no provider serves {model[:200]} for you ({summary})"
+        return ApiError(Code.NOT_FOUND, "MODEL_NOT_AVAILABLE", message, metadata=metadata)
     return not_found("MODEL_NOT_AVAILABLE", f"no provider serves {model} for the task {task}")
+
+
+# --- what a request needs of a provider model --------------------------------------------------
+
+# Why a provider was left out, as ErrorInfo metadata names it (a Registry exclusion by its
+# mapping's status, e.g. "staging" or "error", or NOT_SERVED when it has no mapping).
+NO_TOOLS = "no_tools"
+NO_STRUCTURED_OUTPUT = "no_structured_output"
+CONTEXT_TOO_SHORT = "context_too_short"
+OVER_PRICE_CEILING = "over_price_ceiling"
+BREAKER_OPEN = "breaker_open"
+NOT_SERVED = "not_served"
+# ErrorInfo metadata key of a left-out provider: this prefix and its id (never a key of errors.py).
+EXCLUDED_KEY_PREFIX = "excluded_"
+NANO_PER_USD = 1_000_000_000
+TOKENS_PER_PRICE_UNIT = 1_000_000  # max_price's token prices are USD per million tokens
+
+Reason = tuple[str, str]  # (code, words)
+
+
+@dataclass(frozen=True)
+class PriceCeiling:
+    """The caller's `max_price` (params.py checked it): USD per million input and output tokens,
+    per request, per image; None puts no ceiling on that part."""
+
+    input: float | None = None
+    output: float | None = None
+    request: float | None = None
+    image: float | None = None
+
+    def passed_by(self, price: Price | None) -> str:
+        """Why the price passes the ceiling, in words; "" when it stays within it."""
+        if price is None or not price.is_set:
+            return "no price known to hold to max_price"
+        parts = (
+            ("input", self.input, price.input_token_nano_usd, "per million tokens", TOKENS_PER_PRICE_UNIT),
+            ("output", self.output, price.output_token_nano_usd, "per million tokens", TOKENS_PER_PRICE_UNIT),
+            ("request", self.request, price.request_nano_usd, "per request", 1),
+            ("image", self.image, price.image_nano_usd, "per image", 1),
+        )
+        over = [
+            f"{name} {nano * units / NANO_PER_USD:g} > {ceiling:g} USD {unit}"
+            for name, ceiling, nano, unit, units in parts
+            if ceiling is not None and nano * units > ceiling * NANO_PER_USD
+        ]
+        return "price over max_price: " + ", ".join(over) if over else ""
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a request needs of a provider model."""
+
+    tools: bool = False
+    structured_output: bool = False
+    prompt_tokens: int = 0  # the estimate a context length is held against
+    ceiling: PriceCeiling | None = None
+
+
+def needs_of(payload: dict, prompt_tokens: int, max_price: dict | None) -> Needs:
+    """A checked body's needs: non-empty `tools`, a `json_schema` `response_format`, the prompt, `max_price`."""
+    response_format = payload.get("response_format")
+    structured = isinstance(response_format, dict) and response_format.get("type") == "json_schema"
+    ceiling = PriceCeiling(**max_price) if max_price is not None else None
+    return Needs(bool(payload.get("tools")), structured, prompt_tokens, ceiling)
+
+
+def misfits(route: Route, needs: Needs) -> list[Reason]:
+    """Every way the route's provider model fails the request's needs (none: it fits)."""
+    candidate, found = route.candidate, []
+    if needs.tools and not candidate.supports_tools:
+        known = candidate.HasField("supports_tools")
+        found.append((NO_TOOLS, "no tool support" if known else "tool support not declared"))
+    if needs.structured_output and not candidate.supports_structured_output:
+        known = candidate.HasField("supports_structured_output")
+        found.append(
+            (NO_STRUCTURED_OUTPUT, "no structured output" if known else "structured output support not declared")
+        )
+    if candidate.HasField("context_length") and needs.prompt_tokens > candidate.context_length:
+        words = f"context of {candidate.context_length} tokens, prompt of about {needs.prompt_tokens}"
+        found.append((CONTEXT_TOO_SHORT, words))
+    if needs.ceiling is not None:
+        over = needs.ceiling.passed_by(route.provider.prices.get(route.provider_model))
+        if over:
+            found.append((OVER_PRICE_CEILING, over))
+    return found
+
+
+def considered_exclusions(
+    exclusions: Sequence[internal_pb.Exclusion], requested: Sequence[str], routes: Sequence[Route]
+) -> list[internal_pb.Exclusion]:
+    """The Registry's exclusions among the providers the caller named (all when none named), and
+    each named provider that neither serves the model nor was excluded."""
+    if not requested:
+        return list(exclusions)
+    named = [e for e in exclusions if e.provider in requested]
+    accounted = {e.provider for e in named} | {r.provider.id for r in routes}
+    missing = [p for p in requested if p not in accounted]
+    return named + [internal_pb.Exclusion(provider=p, reason="no mapping for this model") for p in missing]
+
+
+@dataclass(frozen=True)
+class Fit:
+    """The routes that fit a request, and every provider considered but left out, with its reasons."""
+
+    routes: list[Route]
+    left_out: dict[str, list[Reason]] = field(default_factory=dict)
+
+
+def fitting(
+    routes: list[Route],
+    needs: Needs,
+    exclusions: Sequence[internal_pb.Exclusion],
+    model: str,
+    breaker_open: Callable[[str], bool],
+) -> Fit:
+    """The routes whose provider model fits the request, and the providers left out: one left out
+    by its mapping's status with that status only, one whose model fails the request with every
+    failure (and its open breaker, if so). When routes exist but none fits, the 400 listing them."""
+    kept, left_out = [], _by_status(exclusions)
+    for route in routes:
+        reasons = misfits(route, needs)
+        if not reasons:
+            kept.append(route)
+            continue
+        opened = [(BREAKER_OPEN, "failing recently (circuit open)")] if breaker_open(route.provider.id) else []
+        left_out[route.provider.id] = reasons + opened
+    if routes and not kept:
+        summary, metadata = _listing(left_out)
+        message = f"no provider fits this request for {model[:200]} ({summary})"
+        raise ApiError(Code.INVALID_ARGUMENT, "NO_PROVIDER_FITS", message, metadata=metadata)
+    return Fit(kept, left_out)
+
+
+def with_left_out(error: ApiError, left_out: dict[str, list[Reason]]) -> ApiError:
+    """A failure of every route tried, completed with the providers left out before trying."""
+    if not left_out:
+        return error
+    summary, metadata = _listing(left_out)
+    return ApiError(
+        error.grpc_code,
+        error.reason,
+        f"{error.message}; left out: {summary}",
+        param=error.param,
+        metadata={**error.metadata, **metadata},
+        headers=error.headers,
+    )
+
+
+def _status_words(exclusion: internal_pb.Exclusion) -> str:
+    """Staging in short; any other status (e.g. "error", with the probes' last failure) in the
+    Registry's words."""
+    if exclusion.status == "staging":
+        return "staging only (for members of its org)"
+    return exclusion.reason
+
+
+def _by_status(exclusions: Sequence[internal_pb.Exclusion]) -> dict[str, list[Reason]]:
+    return {e.provider: [(e.status or NOT_SERVED, _status_words(e))] for e in exclusions}
+
+
+def _listing(listed: dict[str, list[Reason]]) -> tuple[str, dict[str, str]]:
+    """Each provider once with its reasons: in words for the message, as codes for ErrorInfo's metadata."""
+    summary = "; ".join(f"{p}: {', '.join(words for _, words in reasons)}" for p, reasons in listed.items())
+    metadata = {EXCLUDED_KEY_PREFIX + p: ",".join(code for code, _ in reasons) for p, reasons in listed.items()}
+    return summary, metadata

@@ -6,8 +6,8 @@ import base64
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field, replace
 
 import aiohttp
 import grpc
@@ -21,8 +21,9 @@ from switchboard.router.v1 import router_service_pb2_grpc as router_grpc
 
 from services.common.accounts import OPERATOR_ACCOUNT
 from services.common.auth import parse_bearer
-from services.common.errors import ApiError, invalid_argument, not_found, permission_denied, unavailable
+from services.common.errors import ApiError, Code, invalid_argument, not_found, permission_denied, unavailable
 from services.common.pricing import estimate_nano_usd, prompt_tokens_estimate
+from services.common.providers import CAPABILITY_FIELDS
 from services.common.telemetry import TRACEPARENT, InferenceMeasure
 from services.router import params, selection
 from services.router.directory import Directory, ProviderEntry
@@ -124,6 +125,7 @@ class Call:
     started: timestamp_pb2.Timestamp
     measure: InferenceMeasure
     traceparent: str = ""  # the caller's (or Envoy's) W3C trace context, passed on to the provider
+    left_out: dict[str, list[selection.Reason]] = field(default_factory=dict)  # providers not tried, and why
     reserved: bool = False
 
     @property
@@ -175,9 +177,10 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
         return caller, bill_to
 
     async def _routes(
-        self, task: str, payload: dict, path_provider: str, caller: internal_pb.Caller
-    ) -> tuple[str, list[selection.Route]]:
-        """The hub (or provider) model id to answer with, and the routes to try in order."""
+        self, task: str, payload: dict, path_provider: str, caller: internal_pb.Caller, needs: selection.Needs
+    ) -> tuple[str, selection.Fit]:
+        """The hub (or provider) model id to answer with, and the routes that fit the request's
+        needs, in the order to try them, with the providers left out."""
         model = payload["model"]
         known = await self.directory.providers()
         mentioned = [path_provider, *str(payload.get("provider") or "").split()]
@@ -187,7 +190,8 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
         if any(p and p not in known for p in mentioned):
             known = await self.directory.providers(refresh=True)
         if path_provider:
-            return model, await self._provider_route(task, model, path_provider, caller, known)
+            routes = await self._provider_route(task, model, path_provider, caller, known)
+            return model, self._fitting(routes, needs, (), model)
         chosen = selection.parse_model(model, payload.get("provider"), known)
         answer = await self.directory.resolve(chosen.model, caller.user, task)
         if any(c.provider not in known for c in answer.candidates):
@@ -195,16 +199,27 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
         routes = selection.routes_of(answer.candidates, known, self.hub_url)
         model = answer.model or chosen.model  # the hub id a model alias stands for
         if chosen.providers:
-            why_not = {e.provider: e.reason for e in answer.exclusions}
             if not answer.model_found:
                 raise selection.explain_no_candidate(answer, chosen.model, task)
-            return model, selection.pick_requested(routes, chosen.providers, why_not, chosen.model)
+            considered = selection.considered_exclusions(answer.exclusions, chosen.providers, routes)
+            picked = selection.pick_requested(routes, chosen.providers, considered, chosen.model)
+            return model, self._fitting(picked, needs, considered, chosen.model)
         if not routes:
             raise selection.explain_no_candidate(answer, chosen.model, task)
+        fit = self._fitting(routes, needs, answer.exclusions, chosen.model)
         ordered = selection.order_routes(
-            routes, chosen.policy, task, self.measurements.ranking, caller.preferred_providers
+            fit.routes, chosen.policy, task, self.measurements.ranking, caller.preferred_providers
         )
-        return model, ordered
+        return model, replace(fit, routes=ordered)
+
+    def _fitting(
+        self,
+        routes: list[selection.Route],
+        needs: selection.Needs,
+        exclusions: Sequence[internal_pb.Exclusion],
+        model: str,
+    ) -> selection.Fit:
+        return selection.fitting(routes, needs, exclusions, model, self.upstreams.breakers.is_open)
 
     async def _provider_route(
         self, task: str, model: str, provider: str, caller: internal_pb.Caller, known: dict[str, ProviderEntry]
@@ -239,13 +254,16 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
         if not isinstance(payload, dict):
             raise invalid_argument("INVALID_REQUEST", "the request body must be a JSON object")
         params.check_body(payload, *BODY_RULES[task])
-        model, routes = await self._routes(task, payload, request.provider, caller)
+        max_price = payload.pop("max_price", None)  # Switchboard's to honour: never sent on
+        needs = selection.needs_of(payload, prompt_tokens_estimate(len(raw)), max_price)
+        model, fit = await self._routes(task, payload, request.provider, caller, needs)
+        routes = fit.routes
         if not request.provider:  # resolved in the catalog: a bounded label
             measure.model = model
         estimate = self._estimate(task, payload, len(raw), routes[0])
         call = Call(
             str(uuid.uuid4()), task, caller, account, model, payload, len(raw), routes, estimate, started, measure,
-            headers.get(TRACEPARENT, ""),
+            headers.get(TRACEPARENT, ""), fit.left_out,
         )  # fmt: skip
         call.reserved = await self.spending.reserve(call.request_id, account, estimate)
         return call
@@ -258,6 +276,11 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
             opened = await self.upstreams.first_answer(
                 call.routes, call.payload, path, stream, deadline, OPERATIONS[call.task], call.traceparent
             )
+        except ApiError as error:
+            self._abandon(call)
+            if error.grpc_code in (Code.UNAVAILABLE, Code.RESOURCE_EXHAUSTED):  # every route tried failed
+                raise selection.with_left_out(error, call.left_out) from None
+            raise
         except BaseException:
             self._abandon(call)
             raise
@@ -436,7 +459,8 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
         return (await self.directory.authenticate(token)).user if token else ""
 
     def _model_provider(self, candidate: internal_pb.Candidate, entry: ProviderEntry | None) -> router_pb.ModelProvider:
-        """The hub router's per-provider entry; context length and tool support stay unset: nothing records them yet."""
+        """The hub router's per-provider entry; what the provider model supports as its mapping
+        says, each left out while unknown."""
         price = entry.prices.get(candidate.provider_model) if entry else None
         stats = self.measurements.get(candidate.provider, candidate.provider_model)
         answer = router_pb.ModelProvider(
@@ -447,6 +471,9 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
             time_to_first_token_ms=stats.ttft_ms if stats else 0.0,
             throughput_tokens_per_second=stats.tokens_per_second if stats else 0.0,
         )
+        for name in CAPABILITY_FIELDS:
+            if candidate.HasField(name):
+                setattr(answer, name, getattr(candidate, name))
         if price and (price.input_token_nano_usd or price.output_token_nano_usd):
             # nano-USD per token is USD per billion tokens: / 1000 gives USD per million.
             per_million = router_pb.ModelPricing(

@@ -91,28 +91,36 @@ class Adapter(_message.Message):
     def __init__(self, type: _Optional[str] = ..., model: _Optional[str] = ..., weights_path: _Optional[str] = ..., base_provider_model: _Optional[str] = ...) -> None: ...
 
 class Candidate(_message.Message):
-    __slots__ = ("provider", "provider_model", "status", "mapping_id", "adapter", "status_reason")
+    __slots__ = ("provider", "provider_model", "status", "mapping_id", "adapter", "supports_tools", "supports_structured_output", "context_length", "status_reason")
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_MODEL_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     MAPPING_ID_FIELD_NUMBER: _ClassVar[int]
     ADAPTER_FIELD_NUMBER: _ClassVar[int]
+    SUPPORTS_TOOLS_FIELD_NUMBER: _ClassVar[int]
+    SUPPORTS_STRUCTURED_OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_LENGTH_FIELD_NUMBER: _ClassVar[int]
     STATUS_REASON_FIELD_NUMBER: _ClassVar[int]
     provider: str
     provider_model: str
     status: str
     mapping_id: str
     adapter: Adapter
+    supports_tools: bool
+    supports_structured_output: bool
+    context_length: int
     status_reason: str
-    def __init__(self, provider: _Optional[str] = ..., provider_model: _Optional[str] = ..., status: _Optional[str] = ..., mapping_id: _Optional[str] = ..., adapter: _Optional[_Union[Adapter, _Mapping]] = ..., status_reason: _Optional[str] = ...) -> None: ...
+    def __init__(self, provider: _Optional[str] = ..., provider_model: _Optional[str] = ..., status: _Optional[str] = ..., mapping_id: _Optional[str] = ..., adapter: _Optional[_Union[Adapter, _Mapping]] = ..., supports_tools: _Optional[bool] = ..., supports_structured_output: _Optional[bool] = ..., context_length: _Optional[int] = ..., status_reason: _Optional[str] = ...) -> None: ...
 
 class Exclusion(_message.Message):
-    __slots__ = ("provider", "reason")
+    __slots__ = ("provider", "reason", "status")
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
     provider: str
     reason: str
-    def __init__(self, provider: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+    status: str
+    def __init__(self, provider: _Optional[str] = ..., reason: _Optional[str] = ..., status: _Optional[str] = ...) -> None: ...
 
 class ResolveModelResponse(_message.Message):
     __slots__ = ("model_found", "candidates", "exclusions", "model")

@@ -25,11 +25,12 @@ _sym_db = _symbol_database.Default()
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
+from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n.switchboard/registry/v1/registry_service.proto\x12\x17switchboard.registry.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc7\x02\n\x0cModelMapping\x12\x0f\n\x02id\x18\x01 \x01(\tR\x03_id\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x0c\n\x04task\x18\x04 \x01(\t\x12\x10\n\x08hf_model\x18\x05 \x01(\t\x12\x16\n\x0eprovider_model\x18\x06 \x01(\t\x12\x0e\n\x06status\x18\x07 \x01(\t\x12\x0c\n\x04tags\x18\x08 \x03(\t\x12\x14\n\x0c\x61\x64\x61pter_type\x18\t \x01(\t\x12\x35\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x1b\n\rstatus_reason\x18\x14 \x01(\tB\x04\xe2\x41\x01\x03\x12\x46\n\x0b\x63onformance\x18\x15 \x01(\x0b\x32+.switchboard.registry.v1.ConformanceSummaryB\x04\xe2\x41\x01\x03\"\xd6\x01\n\x12\x43onformanceSummary\x12\x0e\n\x06passed\x18\x01 \x01(\x08\x12\x15\n\rpassed_checks\x18\x02 \x01(\x05\x12\x15\n\rfailed_checks\x18\x03 \x01(\x05\x12\x16\n\x0eskipped_checks\x18\x04 \x01(\x05\x12.\n\ncheck_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0esupports_tools\x18\x06 \x01(\x08\x12\"\n\x1asupports_structured_output\x18\x07 \x01(\x08\"d\n\x10\x43onformanceCheck\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06result\x18\x02 \x01(\t\x12\x10\n\x08\x65xpected\x18\x03 \x01(\t\x12\x0b\n\x03got\x18\x04 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x05 \x01(\x01\"\xdc\x02\n\x11\x43onformanceReport\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x12\n\nmapping_id\x18\x02 \x01(\t\x12\x16\n\x0eprovider_model\x18\x03 \x01(\t\x12\x0c\n\x04task\x18\x04 \x01(\t\x12.\n\ncheck_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06passed\x18\x06 \x01(\x08\x12\x39\n\x06\x63hecks\x18\x07 \x03(\x0b\x32).switchboard.registry.v1.ConformanceCheck\x12\x1e\n\x16time_to_first_token_ms\x18\x08 \x01(\x01\x12$\n\x1cthroughput_tokens_per_second\x18\t \x01(\x01\x12\x16\n\x0esupports_tools\x18\n \x01(\x08\x12\"\n\x1asupports_structured_output\x18\x0b \x01(\x08\"L\n\x18\x43heckModelMappingRequest\x12\x16\n\x08provider\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\nmapping_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"O\n\x1bGetConformanceReportRequest\x12\x16\n\x08provider\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\nmapping_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"\xb9\x01\n\x19\x43reateModelMappingRequest\x12\x16\n\x08provider\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x12\n\x04task\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x10\n\x08hf_model\x18\x04 \x01(\t\x12\x1c\n\x0eprovider_model\x18\x05 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0e\n\x06status\x18\x06 \x01(\t\x12\x0c\n\x04tags\x18\x07 \x03(\t\x12\x14\n\x0c\x61\x64\x61pter_type\x18\x08 \x01(\t\"M\n\x19\x44\x65leteModelMappingRequest\x12\x16\n\x08provider\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\nmapping_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"i\n\x1fUpdateModelMappingStatusRequest\x12\x16\n\x08provider\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\nmapping_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06status\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\"H\n\x1eGetProviderMappingTableRequest\x12\x16\n\x08provider\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0e\n\x06status\x18\x02 \x01(\t\"i\n\x18ListModelMappingsRequest\x12\x16\n\x08provider\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"s\n\x19ListModelMappingsResponse\x12=\n\x0emodel_mappings\x18\x01 \x03(\x0b\x32%.switchboard.registry.v1.ModelMapping\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"5\n UpdateProviderPreferencesRequest\x12\x11\n\tproviders\x18\x01 \x03(\t\"6\n\x13ProviderPreferences\x12\x0c\n\x04user\x18\x01 \x01(\t\x12\x11\n\tproviders\x18\x02 \x03(\t*`\n\x0bMappingType\x12\x1c\n\x18MAPPING_TYPE_UNSPECIFIED\x10\x00\x12\x16\n\x12MAPPING_TYPE_MODEL\x10\x01\x12\x1b\n\x17MAPPING_TYPE_TAG_FILTER\x10\x02\x32\xc5\n\n\x0fRegistryService\x12\x9b\x01\n\x12\x43reateModelMapping\x12\x32.switchboard.registry.v1.CreateModelMappingRequest\x1a%.switchboard.registry.v1.ModelMapping\"*\x82\xd3\xe4\x93\x02$\"\x1f/api/partners/{provider}/models:\x01*\x12\x96\x01\n\x12\x44\x65leteModelMapping\x12\x32.switchboard.registry.v1.DeleteModelMappingRequest\x1a\x16.google.protobuf.Empty\"4\x82\xd3\xe4\x93\x02.*,/api/partners/{provider}/models/{mapping_id}\x12\xbb\x01\n\x18UpdateModelMappingStatus\x12\x38.switchboard.registry.v1.UpdateModelMappingStatusRequest\x1a%.switchboard.registry.v1.ModelMapping\">\x82\xd3\xe4\x93\x02\x38\x1a\x33/api/partners/{provider}/models/{mapping_id}/status:\x01*\x12\x94\x01\n\x17GetProviderMappingTable\x12\x37.switchboard.registry.v1.GetProviderMappingTableRequest\x1a\x17.google.protobuf.Struct\"\'\x82\xd3\xe4\x93\x02!\x12\x1f/api/partners/{provider}/models\x12\xb1\x01\n\x11\x43heckModelMapping\x12\x31.switchboard.registry.v1.CheckModelMappingRequest\x1a*.switchboard.registry.v1.ConformanceReport\"=\x82\xd3\xe4\x93\x02\x37\"2/api/partners/{provider}/models/{mapping_id}:check:\x01*\x12\xc0\x01\n\x14GetConformanceReport\x12\x34.switchboard.registry.v1.GetConformanceReportRequest\x1a*.switchboard.registry.v1.ConformanceReport\"F\x82\xd3\xe4\x93\x02@\x12>/api/partners/{provider}/models/{mapping_id}/conformanceReport\x12z\n\x11ListModelMappings\x12\x31.switchboard.registry.v1.ListModelMappingsRequest\x1a\x32.switchboard.registry.v1.ListModelMappingsResponse\x12\xb2\x01\n\x19UpdateProviderPreferences\x12\x39.switchboard.registry.v1.UpdateProviderPreferencesRequest\x1a,.switchboard.registry.v1.ProviderPreferences\",\x82\xd3\xe4\x93\x02&\x1a!/v1/settings/provider-preferences:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n.switchboard/registry/v1/registry_service.proto\x12\x17switchboard.registry.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xef\x03\n\x0cModelMapping\x12\x0f\n\x02id\x18\x01 \x01(\tR\x03_id\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x0c\n\x04task\x18\x04 \x01(\t\x12\x10\n\x08hf_model\x18\x05 \x01(\t\x12\x16\n\x0eprovider_model\x18\x06 \x01(\t\x12\x0e\n\x06status\x18\x07 \x01(\t\x12\x0c\n\x04tags\x18\x08 \x03(\t\x12\x14\n\x0c\x61\x64\x61pter_type\x18\t \x01(\t\x12\x35\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x1b\n\rstatus_reason\x18\x14 \x01(\tB\x04\xe2\x41\x01\x03\x12\x46\n\x0b\x63onformance\x18\x15 \x01(\x0b\x32+.switchboard.registry.v1.ConformanceSummaryB\x04\xe2\x41\x01\x03\x12\x1b\n\x0esupports_tools\x18\x1e \x01(\x08H\x00\x88\x01\x01\x12\'\n\x1asupports_structured_output\x18\x1f \x01(\x08H\x01\x88\x01\x01\x12\x1b\n\x0e\x63ontext_length\x18  \x01(\x05H\x02\x88\x01\x01\x42\x11\n\x0f_supports_toolsB\x1d\n\x1b_supports_structured_outputB\x11\n\x0f_context_length\"\xd6\x01\n\x12\x43onformanceSummary\x12\x0e\n\x06passed\x18\x01 \x01(\x08\x12\x15\n\rpassed_checks\x18\x02 \x01(\x05\x12\x15\n\rfailed_checks\x18\x03 \x01(\x05\x12\x16\n\x0eskipped_checks\x18\x04 \x01(\x05\x12.\n\ncheck_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0esupports_tools\x18\x06 \x01(\x08\x12\"\n\x1asupports_structured_output\x18\x07 \x01(\x08\"d\n\x10\x43onformanceCheck\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06result\x18\x02 \x01(\t\x12\x10\n\x08\x65xpected\x18\x03 \x01(\t\x12\x0b\n\x03got\x18\x04 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x05 \x01(\x01\"\xdc\x02\n\x11\x43onformanceReport\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x12\n\nmapping_id\x18\x02 \x01(\t\x12\x16\n\x0eprovider_model\x18\x03 \x01(\t\x12\x0c\n\x04task\x18\x04 \x01(\t\x12.\n\ncheck_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06passed\x18\x06 \x01(\x08\x12\x39\n\x06\x63hecks\x18\x07 \x03(\x0b\x32).switchboard.registry.v1.ConformanceCheck\x12\x1e\n\x16time_to_first_token_ms\x18\x08 \x01(\x01\x12$\n\x1cthroughput_tokens_per_second\x18\t \x01(\x01\x12\x16\n\x0esupports_tools\x18\n \x01(\x08\x12\"\n\x1asupports_structured_output\x18\x0b \x01(\x08\"L\n\x18\x43heckModelMappingRequest\x12\x16\n\x08provider\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\nmapping_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"O\n\x1bGetConformanceReportRequest\x12\x16\n\x08provider\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\nmapping_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"\xe1\x02\n\x19\x43reateModelMappingRequest\x12\x16\n\x08provider\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x12\n\x04task\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x10\n\x08hf_model\x18\x04 \x01(\t\x12\x1c\n\x0eprovider_model\x18\x05 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0e\n\x06status\x18\x06 \x01(\t\x12\x0c\n\x04tags\x18\x07 \x03(\t\x12\x14\n\x0c\x61\x64\x61pter_type\x18\x08 \x01(\t\x12\x1b\n\x0esupports_tools\x18\t \x01(\x08H\x00\x88\x01\x01\x12\'\n\x1asupports_structured_output\x18\n \x01(\x08H\x01\x88\x01\x01\x12\x1b\n\x0e\x63ontext_length\x18\x0b \x01(\x05H\x02\x88\x01\x01\x42\x11\n\x0f_supports_toolsB\x1d\n\x1b_supports_structured_outputB\x11\n\x0f_context_length\"\xc2\x01\n\x19UpdateModelMappingRequest\x12\x16\n\x08provider\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\nmapping_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x42\n\rmodel_mapping\x18\x03 \x01(\x0b\x32%.switchboard.registry.v1.ModelMappingB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"M\n\x19\x44\x65leteModelMappingRequest\x12\x16\n\x08provider\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\nmapping_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"i\n\x1fUpdateModelMappingStatusRequest\x12\x16\n\x08provider\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\nmapping_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06status\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\"H\n\x1eGetProviderMappingTableRequest\x12\x16\n\x08provider\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0e\n\x06status\x18\x02 \x01(\t\"i\n\x18ListModelMappingsRequest\x12\x16\n\x08provider\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"s\n\x19ListModelMappingsResponse\x12=\n\x0emodel_mappings\x18\x01 \x03(\x0b\x32%.switchboard.registry.v1.ModelMapping\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"5\n UpdateProviderPreferencesRequest\x12\x11\n\tproviders\x18\x01 \x03(\t\"6\n\x13ProviderPreferences\x12\x0c\n\x04user\x18\x01 \x01(\t\x12\x11\n\tproviders\x18\x02 \x03(\t*`\n\x0bMappingType\x12\x1c\n\x18MAPPING_TYPE_UNSPECIFIED\x10\x00\x12\x16\n\x12MAPPING_TYPE_MODEL\x10\x01\x12\x1b\n\x17MAPPING_TYPE_TAG_FILTER\x10\x02\x32\xfc\x0b\n\x0fRegistryService\x12\x9b\x01\n\x12\x43reateModelMapping\x12\x32.switchboard.registry.v1.CreateModelMappingRequest\x1a%.switchboard.registry.v1.ModelMapping\"*\x82\xd3\xe4\x93\x02$\"\x1f/api/partners/{provider}/models:\x01*\x12\x96\x01\n\x12\x44\x65leteModelMapping\x12\x32.switchboard.registry.v1.DeleteModelMappingRequest\x1a\x16.google.protobuf.Empty\"4\x82\xd3\xe4\x93\x02.*,/api/partners/{provider}/models/{mapping_id}\x12\xb4\x01\n\x12UpdateModelMapping\x12\x32.switchboard.registry.v1.UpdateModelMappingRequest\x1a%.switchboard.registry.v1.ModelMapping\"C\x82\xd3\xe4\x93\x02=2,/api/partners/{provider}/models/{mapping_id}:\rmodel_mapping\x12\xbb\x01\n\x18UpdateModelMappingStatus\x12\x38.switchboard.registry.v1.UpdateModelMappingStatusRequest\x1a%.switchboard.registry.v1.ModelMapping\">\x82\xd3\xe4\x93\x02\x38\x1a\x33/api/partners/{provider}/models/{mapping_id}/status:\x01*\x12\x94\x01\n\x17GetProviderMappingTable\x12\x37.switchboard.registry.v1.GetProviderMappingTableRequest\x1a\x17.google.protobuf.Struct\"\'\x82\xd3\xe4\x93\x02!\x12\x1f/api/partners/{provider}/models\x12\xb1\x01\n\x11\x43heckModelMapping\x12\x31.switchboard.registry.v1.CheckModelMappingRequest\x1a*.switchboard.registry.v1.ConformanceReport\"=\x82\xd3\xe4\x93\x02\x37\"2/api/partners/{provider}/models/{mapping_id}:check:\x01*\x12\xc0\x01\n\x14GetConformanceReport\x12\x34.switchboard.registry.v1.GetConformanceReportRequest\x1a*.switchboard.registry.v1.ConformanceReport\"F\x82\xd3\xe4\x93\x02@\x12>/api/partners/{provider}/models/{mapping_id}/conformanceReport\x12z\n\x11ListModelMappings\x12\x31.switchboard.registry.v1.ListModelMappingsRequest\x1a\x32.switchboard.registry.v1.ListModelMappingsResponse\x12\xb2\x01\n\x19UpdateProviderPreferences\x12\x39.switchboard.registry.v1.UpdateProviderPreferencesRequest\x1a,.switchboard.registry.v1.ProviderPreferences\",\x82\xd3\xe4\x93\x02&\x1a!/v1/settings/provider-preferences:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -56,6 +57,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATEMODELMAPPINGREQUEST'].fields_by_name['task']._serialized_options = b'\342A\001\002'
   _globals['_CREATEMODELMAPPINGREQUEST'].fields_by_name['provider_model']._loaded_options = None
   _globals['_CREATEMODELMAPPINGREQUEST'].fields_by_name['provider_model']._serialized_options = b'\342A\001\002'
+  _globals['_UPDATEMODELMAPPINGREQUEST'].fields_by_name['provider']._loaded_options = None
+  _globals['_UPDATEMODELMAPPINGREQUEST'].fields_by_name['provider']._serialized_options = b'\342A\001\002'
+  _globals['_UPDATEMODELMAPPINGREQUEST'].fields_by_name['mapping_id']._loaded_options = None
+  _globals['_UPDATEMODELMAPPINGREQUEST'].fields_by_name['mapping_id']._serialized_options = b'\342A\001\002'
+  _globals['_UPDATEMODELMAPPINGREQUEST'].fields_by_name['model_mapping']._loaded_options = None
+  _globals['_UPDATEMODELMAPPINGREQUEST'].fields_by_name['model_mapping']._serialized_options = b'\342A\001\002'
   _globals['_DELETEMODELMAPPINGREQUEST'].fields_by_name['provider']._loaded_options = None
   _globals['_DELETEMODELMAPPINGREQUEST'].fields_by_name['provider']._serialized_options = b'\342A\001\002'
   _globals['_DELETEMODELMAPPINGREQUEST'].fields_by_name['mapping_id']._loaded_options = None
@@ -74,6 +81,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REGISTRYSERVICE'].methods_by_name['CreateModelMapping']._serialized_options = b'\202\323\344\223\002$\"\037/api/partners/{provider}/models:\001*'
   _globals['_REGISTRYSERVICE'].methods_by_name['DeleteModelMapping']._loaded_options = None
   _globals['_REGISTRYSERVICE'].methods_by_name['DeleteModelMapping']._serialized_options = b'\202\323\344\223\002.*,/api/partners/{provider}/models/{mapping_id}'
+  _globals['_REGISTRYSERVICE'].methods_by_name['UpdateModelMapping']._loaded_options = None
+  _globals['_REGISTRYSERVICE'].methods_by_name['UpdateModelMapping']._serialized_options = b'\202\323\344\223\002=2,/api/partners/{provider}/models/{mapping_id}:\rmodel_mapping'
   _globals['_REGISTRYSERVICE'].methods_by_name['UpdateModelMappingStatus']._loaded_options = None
   _globals['_REGISTRYSERVICE'].methods_by_name['UpdateModelMappingStatus']._serialized_options = b'\202\323\344\223\0028\0323/api/partners/{provider}/models/{mapping_id}/status:\001*'
   _globals['_REGISTRYSERVICE'].methods_by_name['GetProviderMappingTable']._loaded_options = None
@@ -84,36 +93,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REGISTRYSERVICE'].methods_by_name['GetConformanceReport']._serialized_options = b'\202\323\344\223\002@\022>/api/partners/{provider}/models/{mapping_id}/conformanceReport'
   _globals['_REGISTRYSERVICE'].methods_by_name['UpdateProviderPreferences']._loaded_options = None
   _globals['_REGISTRYSERVICE'].methods_by_name['UpdateProviderPreferences']._serialized_options = b'\202\323\344\223\002&\032!/v1/settings/provider-preferences:\001*'
-  _globals['_MAPPINGTYPE']._serialized_start=2172
-  _globals['_MAPPINGTYPE']._serialized_end=2268
-  _globals['_MODELMAPPING']._serialized_start=231
-  _globals['_MODELMAPPING']._serialized_end=558
-  _globals['_CONFORMANCESUMMARY']._serialized_start=561
-  _globals['_CONFORMANCESUMMARY']._serialized_end=775
-  _globals['_CONFORMANCECHECK']._serialized_start=777
-  _globals['_CONFORMANCECHECK']._serialized_end=877
-  _globals['_CONFORMANCEREPORT']._serialized_start=880
-  _globals['_CONFORMANCEREPORT']._serialized_end=1228
-  _globals['_CHECKMODELMAPPINGREQUEST']._serialized_start=1230
-  _globals['_CHECKMODELMAPPINGREQUEST']._serialized_end=1306
-  _globals['_GETCONFORMANCEREPORTREQUEST']._serialized_start=1308
-  _globals['_GETCONFORMANCEREPORTREQUEST']._serialized_end=1387
-  _globals['_CREATEMODELMAPPINGREQUEST']._serialized_start=1390
-  _globals['_CREATEMODELMAPPINGREQUEST']._serialized_end=1575
-  _globals['_DELETEMODELMAPPINGREQUEST']._serialized_start=1577
-  _globals['_DELETEMODELMAPPINGREQUEST']._serialized_end=1654
-  _globals['_UPDATEMODELMAPPINGSTATUSREQUEST']._serialized_start=1656
-  _globals['_UPDATEMODELMAPPINGSTATUSREQUEST']._serialized_end=1761
-  _globals['_GETPROVIDERMAPPINGTABLEREQUEST']._serialized_start=1763
-  _globals['_GETPROVIDERMAPPINGTABLEREQUEST']._serialized_end=1835
-  _globals['_LISTMODELMAPPINGSREQUEST']._serialized_start=1837
-  _globals['_LISTMODELMAPPINGSREQUEST']._serialized_end=1942
-  _globals['_LISTMODELMAPPINGSRESPONSE']._serialized_start=1944
-  _globals['_LISTMODELMAPPINGSRESPONSE']._serialized_end=2059
-  _globals['_UPDATEPROVIDERPREFERENCESREQUEST']._serialized_start=2061
-  _globals['_UPDATEPROVIDERPREFERENCESREQUEST']._serialized_end=2114
-  _globals['_PROVIDERPREFERENCES']._serialized_start=2116
-  _globals['_PROVIDERPREFERENCES']._serialized_end=2170
-  _globals['_REGISTRYSERVICE']._serialized_start=2271
-  _globals['_REGISTRYSERVICE']._serialized_end=3620
+  _globals['_MAPPINGTYPE']._serialized_start=2739
+  _globals['_MAPPINGTYPE']._serialized_end=2835
+  _globals['_MODELMAPPING']._serialized_start=265
+  _globals['_MODELMAPPING']._serialized_end=760
+  _globals['_CONFORMANCESUMMARY']._serialized_start=763
+  _globals['_CONFORMANCESUMMARY']._serialized_end=977
+  _globals['_CONFORMANCECHECK']._serialized_start=979
+  _globals['_CONFORMANCECHECK']._serialized_end=1079
+  _globals['_CONFORMANCEREPORT']._serialized_start=1082
+  _globals['_CONFORMANCEREPORT']._serialized_end=1430
+  _globals['_CHECKMODELMAPPINGREQUEST']._serialized_start=1432
+  _globals['_CHECKMODELMAPPINGREQUEST']._serialized_end=1508
+  _globals['_GETCONFORMANCEREPORTREQUEST']._serialized_start=1510
+  _globals['_GETCONFORMANCEREPORTREQUEST']._serialized_end=1589
+  _globals['_CREATEMODELMAPPINGREQUEST']._serialized_start=1592
+  _globals['_CREATEMODELMAPPINGREQUEST']._serialized_end=1945
+  _globals['_UPDATEMODELMAPPINGREQUEST']._serialized_start=1948
+  _globals['_UPDATEMODELMAPPINGREQUEST']._serialized_end=2142
+  _globals['_DELETEMODELMAPPINGREQUEST']._serialized_start=2144
+  _globals['_DELETEMODELMAPPINGREQUEST']._serialized_end=2221
+  _globals['_UPDATEMODELMAPPINGSTATUSREQUEST']._serialized_start=2223
+  _globals['_UPDATEMODELMAPPINGSTATUSREQUEST']._serialized_end=2328
+  _globals['_GETPROVIDERMAPPINGTABLEREQUEST']._serialized_start=2330
+  _globals['_GETPROVIDERMAPPINGTABLEREQUEST']._serialized_end=2402
+  _globals['_LISTMODELMAPPINGSREQUEST']._serialized_start=2404
+  _globals['_LISTMODELMAPPINGSREQUEST']._serialized_end=2509
+  _globals['_LISTMODELMAPPINGSRESPONSE']._serialized_start=2511
+  _globals['_LISTMODELMAPPINGSRESPONSE']._serialized_end=2626
+  _globals['_UPDATEPROVIDERPREFERENCESREQUEST']._serialized_start=2628
+  _globals['_UPDATEPROVIDERPREFERENCESREQUEST']._serialized_end=2681
+  _globals['_PROVIDERPREFERENCES']._serialized_start=2683
+  _globals['_PROVIDERPREFERENCES']._serialized_end=2737
+  _globals['_REGISTRYSERVICE']._serialized_start=2838
+  _globals['_REGISTRYSERVICE']._serialized_end=4370
 # @@protoc_insertion_point(module_scope)

@@ -3,6 +3,7 @@ import datetime
 from google.api import annotations_pb2 as _annotations_pb2
 from google.api import field_behavior_pb2 as _field_behavior_pb2
 from google.protobuf import empty_pb2 as _empty_pb2
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -24,7 +25,7 @@ MAPPING_TYPE_MODEL: MappingType
 MAPPING_TYPE_TAG_FILTER: MappingType
 
 class ModelMapping(_message.Message):
-    __slots__ = ("id", "provider", "type", "task", "hf_model", "provider_model", "status", "tags", "adapter_type", "create_time", "status_reason", "conformance")
+    __slots__ = ("id", "provider", "type", "task", "hf_model", "provider_model", "status", "tags", "adapter_type", "create_time", "status_reason", "conformance", "supports_tools", "supports_structured_output", "context_length")
     ID_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -37,6 +38,9 @@ class ModelMapping(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     STATUS_REASON_FIELD_NUMBER: _ClassVar[int]
     CONFORMANCE_FIELD_NUMBER: _ClassVar[int]
+    SUPPORTS_TOOLS_FIELD_NUMBER: _ClassVar[int]
+    SUPPORTS_STRUCTURED_OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_LENGTH_FIELD_NUMBER: _ClassVar[int]
     id: str
     provider: str
     type: str
@@ -49,7 +53,10 @@ class ModelMapping(_message.Message):
     create_time: _timestamp_pb2.Timestamp
     status_reason: str
     conformance: ConformanceSummary
-    def __init__(self, id: _Optional[str] = ..., provider: _Optional[str] = ..., type: _Optional[str] = ..., task: _Optional[str] = ..., hf_model: _Optional[str] = ..., provider_model: _Optional[str] = ..., status: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., adapter_type: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., status_reason: _Optional[str] = ..., conformance: _Optional[_Union[ConformanceSummary, _Mapping]] = ...) -> None: ...
+    supports_tools: bool
+    supports_structured_output: bool
+    context_length: int
+    def __init__(self, id: _Optional[str] = ..., provider: _Optional[str] = ..., type: _Optional[str] = ..., task: _Optional[str] = ..., hf_model: _Optional[str] = ..., provider_model: _Optional[str] = ..., status: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., adapter_type: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., status_reason: _Optional[str] = ..., conformance: _Optional[_Union[ConformanceSummary, _Mapping]] = ..., supports_tools: _Optional[bool] = ..., supports_structured_output: _Optional[bool] = ..., context_length: _Optional[int] = ...) -> None: ...
 
 class ConformanceSummary(_message.Message):
     __slots__ = ("passed", "passed_checks", "failed_checks", "skipped_checks", "check_time", "supports_tools", "supports_structured_output")
@@ -126,7 +133,7 @@ class GetConformanceReportRequest(_message.Message):
     def __init__(self, provider: _Optional[str] = ..., mapping_id: _Optional[str] = ...) -> None: ...
 
 class CreateModelMappingRequest(_message.Message):
-    __slots__ = ("provider", "type", "task", "hf_model", "provider_model", "status", "tags", "adapter_type")
+    __slots__ = ("provider", "type", "task", "hf_model", "provider_model", "status", "tags", "adapter_type", "supports_tools", "supports_structured_output", "context_length")
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
@@ -135,6 +142,9 @@ class CreateModelMappingRequest(_message.Message):
     STATUS_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
     ADAPTER_TYPE_FIELD_NUMBER: _ClassVar[int]
+    SUPPORTS_TOOLS_FIELD_NUMBER: _ClassVar[int]
+    SUPPORTS_STRUCTURED_OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_LENGTH_FIELD_NUMBER: _ClassVar[int]
     provider: str
     type: str
     task: str
@@ -143,7 +153,22 @@ class CreateModelMappingRequest(_message.Message):
     status: str
     tags: _containers.RepeatedScalarFieldContainer[str]
     adapter_type: str
-    def __init__(self, provider: _Optional[str] = ..., type: _Optional[str] = ..., task: _Optional[str] = ..., hf_model: _Optional[str] = ..., provider_model: _Optional[str] = ..., status: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., adapter_type: _Optional[str] = ...) -> None: ...
+    supports_tools: bool
+    supports_structured_output: bool
+    context_length: int
+    def __init__(self, provider: _Optional[str] = ..., type: _Optional[str] = ..., task: _Optional[str] = ..., hf_model: _Optional[str] = ..., provider_model: _Optional[str] = ..., status: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., adapter_type: _Optional[str] = ..., supports_tools: _Optional[bool] = ..., supports_structured_output: _Optional[bool] = ..., context_length: _Optional[int] = ...) -> None: ...
+
+class UpdateModelMappingRequest(_message.Message):
+    __slots__ = ("provider", "mapping_id", "model_mapping", "update_mask")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    MAPPING_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_MAPPING_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    mapping_id: str
+    model_mapping: ModelMapping
+    update_mask: _field_mask_pb2.FieldMask
+    def __init__(self, provider: _Optional[str] = ..., mapping_id: _Optional[str] = ..., model_mapping: _Optional[_Union[ModelMapping, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
 
 class DeleteModelMappingRequest(_message.Message):
     __slots__ = ("provider", "mapping_id")

@@ -47,6 +47,11 @@ class RegistryServiceStub:
                 request_serializer=switchboard_dot_registry_dot_v1_dot_registry__service__pb2.DeleteModelMappingRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
+        self.UpdateModelMapping = channel.unary_unary(
+                '/switchboard.registry.v1.RegistryService/UpdateModelMapping',
+                request_serializer=switchboard_dot_registry_dot_v1_dot_registry__service__pb2.UpdateModelMappingRequest.SerializeToString,
+                response_deserializer=switchboard_dot_registry_dot_v1_dot_registry__service__pb2.ModelMapping.FromString,
+                _registered_method=True)
         self.UpdateModelMappingStatus = channel.unary_unary(
                 '/switchboard.registry.v1.RegistryService/UpdateModelMappingStatus',
                 request_serializer=switchboard_dot_registry_dot_v1_dot_registry__service__pb2.UpdateModelMappingStatusRequest.SerializeToString,
@@ -92,6 +97,15 @@ class RegistryServiceServicer:
 
     def DeleteModelMapping(self, request, context):
         """Deletes one of the provider's mappings.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateModelMapping(self, request, context):
+        """Changes what a mapping declares its provider model supports (tools,
+        structured output, context length). For write members of the provider's
+        org. Only those fields may be named in the update mask.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -158,6 +172,11 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.DeleteModelMapping,
                     request_deserializer=switchboard_dot_registry_dot_v1_dot_registry__service__pb2.DeleteModelMappingRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'UpdateModelMapping': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateModelMapping,
+                    request_deserializer=switchboard_dot_registry_dot_v1_dot_registry__service__pb2.UpdateModelMappingRequest.FromString,
+                    response_serializer=switchboard_dot_registry_dot_v1_dot_registry__service__pb2.ModelMapping.SerializeToString,
             ),
             'UpdateModelMappingStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.UpdateModelMappingStatus,
@@ -245,6 +264,33 @@ class RegistryService:
             '/switchboard.registry.v1.RegistryService/DeleteModelMapping',
             switchboard_dot_registry_dot_v1_dot_registry__service__pb2.DeleteModelMappingRequest.SerializeToString,
             google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateModelMapping(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.registry.v1.RegistryService/UpdateModelMapping',
+            switchboard_dot_registry_dot_v1_dot_registry__service__pb2.UpdateModelMappingRequest.SerializeToString,
+            switchboard_dot_registry_dot_v1_dot_registry__service__pb2.ModelMapping.FromString,
             options,
             channel_credentials,
             insecure,

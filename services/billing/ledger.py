@@ -352,6 +352,55 @@ def usage_report(session: Session, account: str, start: datetime, end: datetime)
     )
 
 
+# A request is in exactly one of these amounts, by its state.
+SETTLED_COST = CHARGE
+WAITING_ESTIMATE = case((LEDGER.c.state == PENDING, LEDGER.c.estimated_nano_usd), else_=0)
+UNPRICED_ESTIMATE = case((LEDGER.c.state == UNPRICED, LEDGER.c.estimated_nano_usd), else_=0)
+
+
+@dataclass(frozen=True)
+class DayUsage:
+    """One (UTC day, model, provider) of an account's usage: (settled, pending, unpriced, requests)."""
+
+    day: str  # "YYYY-MM-DD"
+    model: str
+    provider: str
+    amounts: tuple[int, int, int, int]
+
+
+def _day_of_start(session: Session):
+    """A request's UTC start day as "YYYY-MM-DD", in the database's dialect."""
+    if session.get_bind().dialect.name == "postgresql":
+        return func.to_char(func.timezone("UTC", LEDGER.c.start_time), "YYYY-MM-DD")
+    return func.substr(LEDGER.c.start_time, 1, 10)  # SQLite keeps "YYYY-MM-DD HH:MM:SS..." in UTC
+
+
+def daily_usage(session: Session, account: str, start: datetime, end: datetime) -> list[DayUsage]:
+    """The account's requests started in [start, end), summed per UTC day, model and provider."""
+    day = _day_of_start(session)
+    query = (
+        select(day, LEDGER.c.model, LEDGER.c.provider, func.sum(SETTLED_COST), func.sum(WAITING_ESTIMATE),
+               func.sum(UNPRICED_ESTIMATE), func.count())
+        .where(LEDGER.c.account == account, LEDGER.c.start_time >= start, LEDGER.c.start_time < end)
+        .group_by(day, LEDGER.c.model, LEDGER.c.provider)
+    )  # fmt: skip
+    return [DayUsage(r[0], r[1], r[2], tuple(int(v) for v in r[3:])) for r in session.connection().execute(query)]
+
+
+def reconciliation_counts(session: Session) -> dict[str, tuple[int, int]]:
+    """Per provider, its requests waiting for a cost and those that stayed unpriced."""
+    query = (
+        select(LEDGER.c.provider, LEDGER.c.state, func.count())
+        .where(LEDGER.c.state.in_((PENDING, UNPRICED)))
+        .group_by(LEDGER.c.provider, LEDGER.c.state)
+    )
+    counts: dict[str, tuple[int, int]] = {}
+    for provider, state, count in session.connection().execute(query):
+        pending, unpriced = counts.get(provider, (0, 0))
+        counts[provider] = (pending + count, unpriced) if state == PENDING else (pending, unpriced + count)
+    return counts
+
+
 @dataclass(frozen=True)
 class AccountState:
     """An account's settings and this month's spending."""

@@ -82,6 +82,31 @@ class ReconcilerSettings:
     reservation_ttl_seconds: float = 900.0
 
 
+@dataclass
+class CostApiRecord:
+    """How one provider's cost API has answered this replica since it started (for operators).
+    Failure reasons are our own words ("HTTP 500", "timeout"), never the provider's text."""
+
+    has_cost_api: bool = False
+    failures: int = 0
+    consecutive_failures: int = 0
+    last_failure_reason: str = ""
+    last_failure_time: datetime | None = None
+    last_attempt_time: datetime | None = None
+
+    def note(self, failures: list[str], asked: bool) -> None:
+        """One pass over the provider: whether it asked the cost API, and what failed."""
+        now = datetime.now(UTC)
+        if asked:
+            self.last_attempt_time = now
+        if failures:
+            self.failures += len(failures)
+            self.consecutive_failures += 1
+            self.last_failure_reason, self.last_failure_time = failures[0], now
+        elif asked:
+            self.consecutive_failures = 0
+
+
 class CostApiFailed(Exception):
     """A cost API call that changed nothing (the reason is the message)."""
 
@@ -96,6 +121,8 @@ class Reconciler:
         self.cost_apis = cost_apis
         self.settings = settings
         self.unpriced_total = 0  # requests aged into unpriced since start (a counter for operators)
+        self.cost_api_records: dict[str, CostApiRecord] = {}  # provider -> its cost API's record
+        self.last_pass_time: datetime | None = None
         self._lock = asyncio.Lock()
         self._retry_at: dict[str, float] = {}  # provider -> when its cost API is asked again
         self._backoff: dict[str, Backoff] = {}
@@ -131,12 +158,14 @@ class Reconciler:
         async with self._lock:
             counts = PassCounts()
             apis = await self.cost_apis()
+            self._note_cost_apis(apis)
             now = time.monotonic()
             due = [a for a in apis if not respect_backoff or self._retry_at.get(a.provider, 0.0) <= now]
             await asyncio.gather(*(self._reconcile_provider(api, counts) for api in due))
             counts.unpriced = await self._age_out()
             await self.db.run(lambda s: ledger.purge_expired_reservations(s, time.time()))
             counts.pending = await self.db.run(ledger.count_pending)
+            self.last_pass_time = datetime.now(UTC)
             busy = counts.asked or counts.unpriced
             log.log(
                 logging.INFO if busy else logging.DEBUG,
@@ -144,6 +173,14 @@ class Reconciler:
                 extra={"providers": len(due), **vars(counts)},
             )
             return counts
+
+    def _note_cost_apis(self, apis: list[CostApi]) -> None:
+        """Which providers have a cost API now (a provider that lost its own keeps its record)."""
+        current = {api.provider for api in apis}
+        for provider in current:
+            self.cost_api_records.setdefault(provider, CostApiRecord())
+        for provider, record in self.cost_api_records.items():
+            record.has_cost_api = provider in current
 
     async def _age_out(self) -> int:
         age = self.settings.unpriced_after_seconds
@@ -161,20 +198,20 @@ class Reconciler:
         slots = asyncio.Semaphore(max(1, self.settings.concurrency))
         failures: list[str] = []
         tasks: set[asyncio.Task] = set()
-        after = ""
+        after, asked = "", False
         while True:
             await slots.acquire()
             page, until = ([], 0.0) if failures else await self._claim(api.provider, after)
             if not page:
                 slots.release()
                 break
-            after = page[-1][0]
+            after, asked = page[-1][0], True
             task = asyncio.create_task(self._settle_claimed(api, page, until, counts, failures))
             task.add_done_callback(lambda _: slots.release())
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         await asyncio.gather(*tasks)
-        self._record_outcome(api.provider, failures)
+        self._record_outcome(api.provider, failures, asked)
 
     async def _claim(self, provider: str, after: str) -> tuple[list[tuple[str, str]], float]:
         """The next page of the provider's requests no reconciler holds, claimed; until when."""
@@ -184,7 +221,8 @@ class Reconciler:
         page = await self.db.run(lambda s: ledger.claim_page(s, provider, after, batch, now, until))
         return page, until
 
-    def _record_outcome(self, provider: str, failures: list[str]) -> None:
+    def _record_outcome(self, provider: str, failures: list[str], asked: bool) -> None:
+        self.cost_api_records.setdefault(provider, CostApiRecord(has_cost_api=True)).note(failures, asked)
         if not failures:
             self._backoff.pop(provider, None)
             self._retry_at.pop(provider, None)

@@ -41,6 +41,7 @@ MAX_DIRECT_RESPONSE_BYTES = 4 * 1024 * 1024
 PUBLIC_SERVICES: dict[str, tuple[str, str]] = {
     "switchboard.registry.v1.RegistryService": ("registry", "15s"),
     "switchboard.registry.v1.AdminService": ("registry", "120s"),
+    "switchboard.registry.v1.AccountService": ("registry", "15s"),
     "switchboard.router.v1.RouterService": ("router", "600s"),
     "switchboard.billing.v1.BillingService": ("billing", "15s"),
     "switchboard.billing.v1.BillingAdminService": ("billing", "600s"),

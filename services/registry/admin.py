@@ -20,7 +20,7 @@ from services.common.auth import require_admin
 from services.common.errors import ApiError, already_exists, invalid_argument, not_found
 from services.common.providers import DEFAULT_REQUEST_ID_HEADER
 from services.registry import store
-from services.registry.state import RegistryState, hash_token, new_token
+from services.registry.state import RegistryState
 from services.registry.storage import (
     MembershipRow,
     ModelAliasRow,
@@ -31,6 +31,7 @@ from services.registry.storage import (
     TokenRow,
     UserRow,
 )
+from services.registry.tokens import issue_token, revoke_token
 from services.registry.validation import (
     MAX_MODELS_PER_BATCH,
     MAX_NANO_USD,
@@ -250,21 +251,14 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
         self, request: admin_pb.CreateTokenRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb.CreateTokenResponse:
         self._admin(context)
-        name = check_name(request.name, "name")
+        check_name(request.name, "name")
         await self._get(UserRow, request.user, f"user {shown(request.user)}")
-        token = new_token()
-        row = TokenRow(user=request.user, name=name, token_hash=hash_token(token))
-        conflict = f"user {shown(request.user)} already has a token named {shown(name)}"
-        await self.state.write(lambda s: store.insert(s, row), internal_pb.CHANGE_KIND_IDENTITY, request.user, conflict)
-        return admin_pb.CreateTokenResponse(name=name, token=token)
+        row, token = await issue_token(self.state, request.user, request.name)
+        return admin_pb.CreateTokenResponse(name=row.name, token=token)
 
     async def DeleteToken(self, request: admin_pb.DeleteTokenRequest, context: grpc.aio.ServicerContext) -> Empty:
         self._admin(context)
-        where = (TokenRow.user == request.user, TokenRow.name == request.name)
-        missing = not_found("TOKEN_NOT_FOUND", f"user {shown(request.user)} has no token named {shown(request.name)}")
-        await self.state.write(
-            lambda s: store.delete_existing(s, TokenRow, where, missing), internal_pb.CHANGE_KIND_IDENTITY, request.user
-        )
+        await revoke_token(self.state, request.user, request.name)
         return Empty()
 
     # providers
@@ -392,9 +386,20 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
             }
         if rows:
             await self.state.write(
-                lambda s: store.upsert_models(s, list(rows.values())), internal_pb.CHANGE_KIND_MODEL, "\n".join(rows)
+                lambda s: store.import_models(s, list(rows.values())), internal_pb.CHANGE_KIND_MODEL, "\n".join(rows)
             )
         return admin_pb.BatchUpsertModelsResponse(upserted_count=len(rows))
+
+    async def GetCatalogSummary(
+        self, request: admin_pb.GetCatalogSummaryRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb.CatalogSummary:
+        self._admin(context)
+        last = await self.state.db.run(store.last_catalog_import)
+        summary = admin_pb.CatalogSummary(model_count=len(self.index.catalog), alias_count=len(self.index.aliases))
+        if last is not None:
+            summary.last_import_time.FromDatetime(last.create_time)
+            summary.last_import_model_count = last.model_count
+        return summary
 
     async def GetModel(self, request: admin_pb.GetModelRequest, context: grpc.aio.ServicerContext) -> admin_pb.Model:
         self._admin(context)

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from switchboard.registry.v1 import (
+    account_service_pb2_grpc,
     admin_service_pb2_grpc,
     internal_service_pb2_grpc,
     registry_service_pb2_grpc,
@@ -19,6 +20,7 @@ from services.common.secrets import secrets_key, use_secrets_key
 from services.common.server import Registration, run
 from services.common.service import open_database, run_service
 from services.common.telemetry import configure_tracing, watch_registry
+from services.registry.accounts import AccountServicer
 from services.registry.admin import AdminServicer
 from services.registry.changes import ChangeFeed
 from services.registry.config import RegistrySettings
@@ -44,6 +46,11 @@ def registrations(state: RegistryState) -> list[Registration]:
             admin_service_pb2_grpc.add_AdminServiceServicer_to_server,
             AdminServicer(state),
             "switchboard.registry.v1.AdminService",
+        ),
+        (
+            account_service_pb2_grpc.add_AccountServiceServicer_to_server,
+            AccountServicer(state),
+            "switchboard.registry.v1.AccountService",
         ),
         (
             internal_service_pb2_grpc.add_InternalServiceServicer_to_server,

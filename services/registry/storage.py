@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import Column, Text, UniqueConstraint
+from sqlalchemy import Column, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from services.common.providers import DEFAULT_REQUEST_ID_HEADER
@@ -64,6 +64,8 @@ class TokenRow(SQLModel, table=True):
     user: str = Field(foreign_key="users.name", ondelete="CASCADE", index=True)
     name: str
     token_hash: str = Field(unique=True)
+    # The secret's last characters (TOKEN_SUFFIX_CHARS), listed to tell tokens apart; "" before 0007.
+    suffix: str = Field(default="", sa_column=Column(String, nullable=False, default="", server_default=""))
     create_time: datetime = Field(default_factory=utcnow)
 
 
@@ -105,6 +107,15 @@ class ModelRow(SQLModel, table=True):
     tags: str = Field(default="[]", sa_column=Column(Text, nullable=False, default="[]"))
     adapter_weights_path: str = ""
     # When the model entered the catalog; an upsert of a known model keeps it.
+    create_time: datetime = Field(default_factory=utcnow)
+
+
+class CatalogImportRow(SQLModel, table=True):
+    """One catalog batch upsert: when it committed and how many models it wrote."""
+
+    __tablename__ = "catalog_imports"
+    id: int | None = Field(default=None, primary_key=True)
+    model_count: int
     create_time: datetime = Field(default_factory=utcnow)
 
 

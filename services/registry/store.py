@@ -24,6 +24,7 @@ from services.common.errors import ApiError, already_exists
 from services.registry.index import CatalogModel, Mapping, ProviderEntry, RegistryIndex, UserEntry
 from services.registry.storage import (
     AccountNameRow,
+    CatalogImportRow,
     ChangeRow,
     MappingRow,
     MembershipRow,
@@ -161,6 +162,16 @@ def create_account(session: Session, row: UserRow | OrgRow) -> None:
         taken_by = f"the {holder.kind} {holder.name!r}" if holder else "another account"
         message = f"the name {row.name!r} is taken by {taken_by}: users and orgs share one name space"
         raise already_exists("NAME_TAKEN", message, "name") from None
+
+
+def import_models(session: Session, models: Sequence[dict]) -> None:
+    """Upserts a catalog batch and records the import (time and size) in the same transaction."""
+    upsert_models(session, models)
+    insert(session, CatalogImportRow(model_count=len(models)))
+
+
+def last_catalog_import(session: Session) -> CatalogImportRow | None:
+    return session.exec(select(CatalogImportRow).order_by(CatalogImportRow.id.desc()).limit(1)).first()
 
 
 def next_mapping_seq(session: Session) -> int:

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sized
 from urllib.parse import urlparse
 
 from services.common.errors import invalid_argument
+from services.common.paging import MAX_PAGE_SIZE, MAX_PAGE_TOKEN, page_size  # noqa: F401  (re-exported)
 
 # --- limits (one table) ------------------------------------------------------------------------
 MAX_NAME = 96  # org, user, provider and token names
@@ -32,8 +33,6 @@ MAX_PATH = 1_024  # adapterWeightsPath
 MAX_MODELS_PER_BATCH = 10_000  # models of one batchUpsert
 MAX_PRICES = 10_000  # prices of one provider
 MAX_PROVIDERS = 100  # providers named in one request (preferences, resolution)
-MAX_PAGE_SIZE = 1_000  # page_size (0: the default of 100)
-MAX_PAGE_TOKEN = 200  # page_token
 MAX_RANK = 1_000_000  # |defaultRank|
 MAX_NANO_USD = 2**63 - 1  # prices, nano-USD, 0 or more
 # The partners listing of one provider (GET /api/partners/{p}/models) is one answer that Envoy
@@ -321,12 +320,6 @@ def check_model_fits_task(model_id: str, pipeline_tag: str, tags: tuple[str, ...
         )
     message = f"task {task!r} does not match the pipeline_tag {shown(pipeline_tag)} of {shown(model_id)}"
     raise invalid_argument("INVALID_REQUEST", message, "task")
-
-
-def page_size(requested: int, default: int = 100) -> int:
-    """A listing's page size: the default when 0, at most MAX_PAGE_SIZE."""
-    check_range(requested, 0, MAX_PAGE_SIZE, "page_size")
-    return requested or default
 
 
 def page_token(token: str) -> str:

@@ -75,6 +75,60 @@ class Usage(_message.Message):
     pending_nano_usd_exact: int
     def __init__(self, account: _Optional[str] = ..., period: _Optional[str] = ..., settled_nano_usd: _Optional[float] = ..., pending_nano_usd: _Optional[float] = ..., requests: _Optional[int] = ..., by_model: _Optional[_Iterable[_Union[UsageLine, _Mapping]]] = ..., by_provider: _Optional[_Iterable[_Union[UsageLine, _Mapping]]] = ..., unpriced: _Optional[_Iterable[_Union[UnpricedRequest, _Mapping]]] = ..., settled_nano_usd_exact: _Optional[int] = ..., pending_nano_usd_exact: _Optional[int] = ...) -> None: ...
 
+class GetDailyUsageRequest(_message.Message):
+    __slots__ = ("account", "days")
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    DAYS_FIELD_NUMBER: _ClassVar[int]
+    account: str
+    days: int
+    def __init__(self, account: _Optional[str] = ..., days: _Optional[int] = ...) -> None: ...
+
+class UsageSlice(_message.Message):
+    __slots__ = ("model", "provider", "settled_nano_usd", "pending_nano_usd", "unpriced_nano_usd", "requests")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    SETTLED_NANO_USD_FIELD_NUMBER: _ClassVar[int]
+    PENDING_NANO_USD_FIELD_NUMBER: _ClassVar[int]
+    UNPRICED_NANO_USD_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    provider: str
+    settled_nano_usd: int
+    pending_nano_usd: int
+    unpriced_nano_usd: int
+    requests: int
+    def __init__(self, model: _Optional[str] = ..., provider: _Optional[str] = ..., settled_nano_usd: _Optional[int] = ..., pending_nano_usd: _Optional[int] = ..., unpriced_nano_usd: _Optional[int] = ..., requests: _Optional[int] = ...) -> None: ...
+
+class UsageDay(_message.Message):
+    __slots__ = ("date", "total", "by_model", "by_provider")
+    DATE_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    BY_MODEL_FIELD_NUMBER: _ClassVar[int]
+    BY_PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    date: str
+    total: UsageSlice
+    by_model: _containers.RepeatedCompositeFieldContainer[UsageSlice]
+    by_provider: _containers.RepeatedCompositeFieldContainer[UsageSlice]
+    def __init__(self, date: _Optional[str] = ..., total: _Optional[_Union[UsageSlice, _Mapping]] = ..., by_model: _Optional[_Iterable[_Union[UsageSlice, _Mapping]]] = ..., by_provider: _Optional[_Iterable[_Union[UsageSlice, _Mapping]]] = ...) -> None: ...
+
+class DailyUsage(_message.Message):
+    __slots__ = ("account", "start_date", "end_date", "total", "by_model", "by_provider", "days")
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    START_DATE_FIELD_NUMBER: _ClassVar[int]
+    END_DATE_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    BY_MODEL_FIELD_NUMBER: _ClassVar[int]
+    BY_PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    DAYS_FIELD_NUMBER: _ClassVar[int]
+    account: str
+    start_date: str
+    end_date: str
+    total: UsageSlice
+    by_model: _containers.RepeatedCompositeFieldContainer[UsageSlice]
+    by_provider: _containers.RepeatedCompositeFieldContainer[UsageSlice]
+    days: _containers.RepeatedCompositeFieldContainer[UsageDay]
+    def __init__(self, account: _Optional[str] = ..., start_date: _Optional[str] = ..., end_date: _Optional[str] = ..., total: _Optional[_Union[UsageSlice, _Mapping]] = ..., by_model: _Optional[_Iterable[_Union[UsageSlice, _Mapping]]] = ..., by_provider: _Optional[_Iterable[_Union[UsageSlice, _Mapping]]] = ..., days: _Optional[_Iterable[_Union[UsageDay, _Mapping]]] = ...) -> None: ...
+
 class GetAccountRequest(_message.Message):
     __slots__ = ("account",)
     ACCOUNT_FIELD_NUMBER: _ClassVar[int]
@@ -136,6 +190,46 @@ class ReconcileCostsResponse(_message.Message):
     pending: int
     unpriced: int
     def __init__(self, asked: _Optional[int] = ..., settled: _Optional[int] = ..., rejected: _Optional[int] = ..., pending: _Optional[int] = ..., unpriced: _Optional[int] = ...) -> None: ...
+
+class ListProviderReconciliationsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ProviderReconciliation(_message.Message):
+    __slots__ = ("provider", "has_cost_api", "pending_requests", "unpriced_requests", "cost_api_failures", "consecutive_failures", "last_failure_reason", "last_failure_time", "last_attempt_time")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    HAS_COST_API_FIELD_NUMBER: _ClassVar[int]
+    PENDING_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    UNPRICED_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    COST_API_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    CONSECUTIVE_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    LAST_FAILURE_REASON_FIELD_NUMBER: _ClassVar[int]
+    LAST_FAILURE_TIME_FIELD_NUMBER: _ClassVar[int]
+    LAST_ATTEMPT_TIME_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    has_cost_api: bool
+    pending_requests: int
+    unpriced_requests: int
+    cost_api_failures: int
+    consecutive_failures: int
+    last_failure_reason: str
+    last_failure_time: _timestamp_pb2.Timestamp
+    last_attempt_time: _timestamp_pb2.Timestamp
+    def __init__(self, provider: _Optional[str] = ..., has_cost_api: _Optional[bool] = ..., pending_requests: _Optional[int] = ..., unpriced_requests: _Optional[int] = ..., cost_api_failures: _Optional[int] = ..., consecutive_failures: _Optional[int] = ..., last_failure_reason: _Optional[str] = ..., last_failure_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_attempt_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListProviderReconciliationsResponse(_message.Message):
+    __slots__ = ("provider_reconciliations", "next_page_token", "last_pass_time")
+    PROVIDER_RECONCILIATIONS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    LAST_PASS_TIME_FIELD_NUMBER: _ClassVar[int]
+    provider_reconciliations: _containers.RepeatedCompositeFieldContainer[ProviderReconciliation]
+    next_page_token: str
+    last_pass_time: _timestamp_pb2.Timestamp
+    def __init__(self, provider_reconciliations: _Optional[_Iterable[_Union[ProviderReconciliation, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., last_pass_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class LedgerRecord(_message.Message):
     __slots__ = ("request_id", "provider_request_id", "provider", "model", "provider_model", "task", "caller", "account", "start_time", "end_time", "input_tokens", "output_tokens", "images", "estimated_nano_usd", "provisional")

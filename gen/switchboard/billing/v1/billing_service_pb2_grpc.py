@@ -40,6 +40,11 @@ class BillingServiceStub:
                 request_serializer=switchboard_dot_billing_dot_v1_dot_billing__service__pb2.GetUsageRequest.SerializeToString,
                 response_deserializer=switchboard_dot_billing_dot_v1_dot_billing__service__pb2.Usage.FromString,
                 _registered_method=True)
+        self.GetDailyUsage = channel.unary_unary(
+                '/switchboard.billing.v1.BillingService/GetDailyUsage',
+                request_serializer=switchboard_dot_billing_dot_v1_dot_billing__service__pb2.GetDailyUsageRequest.SerializeToString,
+                response_deserializer=switchboard_dot_billing_dot_v1_dot_billing__service__pb2.DailyUsage.FromString,
+                _registered_method=True)
         self.GetAccount = channel.unary_unary(
                 '/switchboard.billing.v1.BillingService/GetAccount',
                 request_serializer=switchboard_dot_billing_dot_v1_dot_billing__service__pb2.GetAccountRequest.SerializeToString,
@@ -58,6 +63,14 @@ class BillingServiceServicer:
 
     def GetUsage(self, request, context):
         """Usage of an account for a month.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDailyUsage(self, request, context):
+        """An account's usage per UTC day over the last `days` days (today
+        included), split by model and by provider; same access as GetUsage.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -84,6 +97,11 @@ def add_BillingServiceServicer_to_server(servicer, server):
                     servicer.GetUsage,
                     request_deserializer=switchboard_dot_billing_dot_v1_dot_billing__service__pb2.GetUsageRequest.FromString,
                     response_serializer=switchboard_dot_billing_dot_v1_dot_billing__service__pb2.Usage.SerializeToString,
+            ),
+            'GetDailyUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDailyUsage,
+                    request_deserializer=switchboard_dot_billing_dot_v1_dot_billing__service__pb2.GetDailyUsageRequest.FromString,
+                    response_serializer=switchboard_dot_billing_dot_v1_dot_billing__service__pb2.DailyUsage.SerializeToString,
             ),
             'GetAccount': grpc.unary_unary_rpc_method_handler(
                     servicer.GetAccount,
@@ -124,6 +142,33 @@ class BillingService:
             '/switchboard.billing.v1.BillingService/GetUsage',
             switchboard_dot_billing_dot_v1_dot_billing__service__pb2.GetUsageRequest.SerializeToString,
             switchboard_dot_billing_dot_v1_dot_billing__service__pb2.Usage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDailyUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.billing.v1.BillingService/GetDailyUsage',
+            switchboard_dot_billing_dot_v1_dot_billing__service__pb2.GetDailyUsageRequest.SerializeToString,
+            switchboard_dot_billing_dot_v1_dot_billing__service__pb2.DailyUsage.FromString,
             options,
             channel_credentials,
             insecure,
@@ -204,6 +249,11 @@ class BillingAdminServiceStub:
                 request_serializer=switchboard_dot_billing_dot_v1_dot_billing__service__pb2.ReconcileCostsRequest.SerializeToString,
                 response_deserializer=switchboard_dot_billing_dot_v1_dot_billing__service__pb2.ReconcileCostsResponse.FromString,
                 _registered_method=True)
+        self.ListProviderReconciliations = channel.unary_unary(
+                '/switchboard.billing.v1.BillingAdminService/ListProviderReconciliations',
+                request_serializer=switchboard_dot_billing_dot_v1_dot_billing__service__pb2.ListProviderReconciliationsRequest.SerializeToString,
+                response_deserializer=switchboard_dot_billing_dot_v1_dot_billing__service__pb2.ListProviderReconciliationsResponse.FromString,
+                _registered_method=True)
         self.UpdateIncludedCredits = channel.unary_unary(
                 '/switchboard.billing.v1.BillingAdminService/UpdateIncludedCredits',
                 request_serializer=switchboard_dot_billing_dot_v1_dot_billing__service__pb2.UpdateIncludedCreditsRequest.SerializeToString,
@@ -217,6 +267,15 @@ class BillingAdminServiceServicer:
 
     def ReconcileCosts(self, request, context):
         """Runs one reconciliation pass over every provider and reports counts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListProviderReconciliations(self, request, context):
+        """Lists the reconciliation state of each provider that has a cost API or
+        requests waiting for a price: what waits, what stayed unpriced, how its
+        cost API has been failing.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -236,6 +295,11 @@ def add_BillingAdminServiceServicer_to_server(servicer, server):
                     servicer.ReconcileCosts,
                     request_deserializer=switchboard_dot_billing_dot_v1_dot_billing__service__pb2.ReconcileCostsRequest.FromString,
                     response_serializer=switchboard_dot_billing_dot_v1_dot_billing__service__pb2.ReconcileCostsResponse.SerializeToString,
+            ),
+            'ListProviderReconciliations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListProviderReconciliations,
+                    request_deserializer=switchboard_dot_billing_dot_v1_dot_billing__service__pb2.ListProviderReconciliationsRequest.FromString,
+                    response_serializer=switchboard_dot_billing_dot_v1_dot_billing__service__pb2.ListProviderReconciliationsResponse.SerializeToString,
             ),
             'UpdateIncludedCredits': grpc.unary_unary_rpc_method_handler(
                     servicer.UpdateIncludedCredits,
@@ -271,6 +335,33 @@ class BillingAdminService:
             '/switchboard.billing.v1.BillingAdminService/ReconcileCosts',
             switchboard_dot_billing_dot_v1_dot_billing__service__pb2.ReconcileCostsRequest.SerializeToString,
             switchboard_dot_billing_dot_v1_dot_billing__service__pb2.ReconcileCostsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListProviderReconciliations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.billing.v1.BillingAdminService/ListProviderReconciliations',
+            switchboard_dot_billing_dot_v1_dot_billing__service__pb2.ListProviderReconciliationsRequest.SerializeToString,
+            switchboard_dot_billing_dot_v1_dot_billing__service__pb2.ListProviderReconciliationsResponse.FromString,
             options,
             channel_credentials,
             insecure,

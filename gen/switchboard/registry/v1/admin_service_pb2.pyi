@@ -237,6 +237,22 @@ class BatchUpsertModelsResponse(_message.Message):
     upserted_count: int
     def __init__(self, upserted_count: _Optional[int] = ...) -> None: ...
 
+class GetCatalogSummaryRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class CatalogSummary(_message.Message):
+    __slots__ = ("model_count", "alias_count", "last_import_time", "last_import_model_count")
+    MODEL_COUNT_FIELD_NUMBER: _ClassVar[int]
+    ALIAS_COUNT_FIELD_NUMBER: _ClassVar[int]
+    LAST_IMPORT_TIME_FIELD_NUMBER: _ClassVar[int]
+    LAST_IMPORT_MODEL_COUNT_FIELD_NUMBER: _ClassVar[int]
+    model_count: int
+    alias_count: int
+    last_import_time: _timestamp_pb2.Timestamp
+    last_import_model_count: int
+    def __init__(self, model_count: _Optional[int] = ..., alias_count: _Optional[int] = ..., last_import_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_import_model_count: _Optional[int] = ...) -> None: ...
+
 class GetModelRequest(_message.Message):
     __slots__ = ("id",)
     ID_FIELD_NUMBER: _ClassVar[int]

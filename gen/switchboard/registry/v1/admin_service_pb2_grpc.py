@@ -111,6 +111,11 @@ class AdminServiceStub:
                 request_serializer=switchboard_dot_registry_dot_v1_dot_admin__service__pb2.BatchUpsertModelsRequest.SerializeToString,
                 response_deserializer=switchboard_dot_registry_dot_v1_dot_admin__service__pb2.BatchUpsertModelsResponse.FromString,
                 _registered_method=True)
+        self.GetCatalogSummary = channel.unary_unary(
+                '/switchboard.registry.v1.AdminService/GetCatalogSummary',
+                request_serializer=switchboard_dot_registry_dot_v1_dot_admin__service__pb2.GetCatalogSummaryRequest.SerializeToString,
+                response_deserializer=switchboard_dot_registry_dot_v1_dot_admin__service__pb2.CatalogSummary.FromString,
+                _registered_method=True)
         self.GetModel = channel.unary_unary(
                 '/switchboard.registry.v1.AdminService/GetModel',
                 request_serializer=switchboard_dot_registry_dot_v1_dot_admin__service__pb2.GetModelRequest.SerializeToString,
@@ -247,6 +252,13 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCatalogSummary(self, request, context):
+        """The catalog's size and its last import (batch upsert).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetModel(self, request, context):
         """Returns one catalog model.
         """
@@ -360,6 +372,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.BatchUpsertModels,
                     request_deserializer=switchboard_dot_registry_dot_v1_dot_admin__service__pb2.BatchUpsertModelsRequest.FromString,
                     response_serializer=switchboard_dot_registry_dot_v1_dot_admin__service__pb2.BatchUpsertModelsResponse.SerializeToString,
+            ),
+            'GetCatalogSummary': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCatalogSummary,
+                    request_deserializer=switchboard_dot_registry_dot_v1_dot_admin__service__pb2.GetCatalogSummaryRequest.FromString,
+                    response_serializer=switchboard_dot_registry_dot_v1_dot_admin__service__pb2.CatalogSummary.SerializeToString,
             ),
             'GetModel': grpc.unary_unary_rpc_method_handler(
                     servicer.GetModel,
@@ -793,6 +810,33 @@ class AdminService:
             '/switchboard.registry.v1.AdminService/BatchUpsertModels',
             switchboard_dot_registry_dot_v1_dot_admin__service__pb2.BatchUpsertModelsRequest.SerializeToString,
             switchboard_dot_registry_dot_v1_dot_admin__service__pb2.BatchUpsertModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCatalogSummary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.registry.v1.AdminService/GetCatalogSummary',
+            switchboard_dot_registry_dot_v1_dot_admin__service__pb2.GetCatalogSummaryRequest.SerializeToString,
+            switchboard_dot_registry_dot_v1_dot_admin__service__pb2.CatalogSummary.FromString,
             options,
             channel_credentials,
             insecure,

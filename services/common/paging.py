@@ -1,0 +1,47 @@
+"""Page sizes and opaque page tokens of the listings (AIP-158).
+
+A page token is the listing's name and the last key of the previous page,
+base64url-encoded: it means nothing to callers, and a token that is not one
+this listing issued (made up, cut short, another listing's) is a 400
+`invalid_page_token` rather than a page that silently starts somewhere else.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from services.common.errors import invalid_argument
+
+MAX_PAGE_SIZE = 1_000  # page_size (0: the listing's default)
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_TOKEN = 200  # characters of a page_token
+
+
+def page_size(requested: int, default: int = DEFAULT_PAGE_SIZE) -> int:
+    """A listing's page size: the default when 0, 400 outside 0..MAX_PAGE_SIZE."""
+    if not 0 <= requested <= MAX_PAGE_SIZE:
+        raise invalid_argument("INVALID_REQUEST", f"page_size must be between 0 and {MAX_PAGE_SIZE}", "page_size")
+    return requested or default
+
+
+def next_page_token(listing: str, last_key: str) -> str:
+    """The token of the page after last_key in `listing`."""
+    return base64.urlsafe_b64encode(f"{listing}\n{last_key}".encode()).decode().rstrip("=")
+
+
+def key_after(listing: str, token: str) -> str:
+    """The key a page token of `listing` resumes after; "" for the first page; 400 for any other token."""
+    if not token:
+        return ""
+    try:
+        if len(token) > MAX_PAGE_TOKEN:
+            raise ValueError
+        text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+    except (ValueError, binascii.Error):  # UnicodeDecodeError is a ValueError
+        text = ""
+    name, newline, key = text.partition("\n")
+    if name != listing or not newline or not key or next_page_token(listing, key) != token:
+        message = "page_token is not a next_page_token of this listing"
+        raise invalid_argument("INVALID_PAGE_TOKEN", message, "page_token")
+    return key

@@ -1,0 +1,130 @@
+"""Callers' self-service (AccountService): who a token belongs to, one's own API
+tokens, an org's members for its admins.
+
+A user's token acts on that user only. The operators' admin token belongs to no
+user: it may read /v1/me and any org's members, and manages users' tokens through
+the admin API (/admin/v1/users/{user}/tokens), not here.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import grpc
+from google.protobuf.empty_pb2 import Empty
+from sqlmodel import Session, select
+from switchboard.registry.v1 import account_service_pb2 as account_pb
+from switchboard.registry.v1 import account_service_pb2_grpc as account_grpc
+
+from services.common.errors import not_found, permission_denied
+from services.common.paging import key_after, next_page_token, page_size
+from services.registry.admin import membership_messages
+from services.registry.state import RegistryState
+from services.registry.storage import MembershipRow, OrgRow, TokenRow
+from services.registry.tokens import issue_token, revoke_token, tokens_after
+from services.registry.validation import shown
+
+TOKENS_LISTING = "tokens"
+MEMBERS_LISTING = "members"
+
+
+def api_token_message(row: TokenRow) -> account_pb.ApiToken:
+    message = account_pb.ApiToken(name=row.name, suffix=row.suffix)
+    message.create_time.FromDatetime(row.create_time)
+    return message
+
+
+def members_after(session: Session, org: str, after: str, size: int) -> list[MembershipRow]:
+    """A keyset page of the org's memberships by user: up to size + 1 after `after`."""
+    query = select(MembershipRow).where(MembershipRow.org == org, MembershipRow.user > after)
+    return list(session.exec(query.order_by(MembershipRow.user).limit(size + 1)))
+
+
+class AccountServicer(account_grpc.AccountServiceServicer):
+    """Self-service of callers and org admins."""
+
+    def __init__(self, state: RegistryState) -> None:
+        self.state = state
+        self.index = state.index
+
+    async def _caller(self, context: grpc.aio.ServicerContext) -> str | None:
+        """The calling user (None: the admin token); a token made a moment ago on another
+        replica is known here too."""
+        return await self.state.fresh(lambda: self.state.caller(context))
+
+    async def _user(self, context: grpc.aio.ServicerContext) -> str:
+        """The calling user; 403 for the admin token, which is no user's."""
+        user = await self._caller(context)
+        if user is None:
+            raise permission_denied(
+                "NOT_A_USER_TOKEN",
+                "the admin token belongs to no user: manage a user's tokens with /admin/v1/users/{user}/tokens",
+            )
+        return user
+
+    def _providers_by_org(self) -> dict[str, list[str]]:
+        owned: dict[str, list[str]] = defaultdict(list)
+        for provider in self.index.providers.values():
+            owned[provider.org].append(provider.id)
+        return owned
+
+    async def GetMe(self, request: account_pb.GetMeRequest, context: grpc.aio.ServicerContext) -> account_pb.Me:
+        user = await self._caller(context)
+        if user is None:
+            return account_pb.Me(admin=True)
+        entry = self.index.users.get(user)
+        roles = sorted(entry.memberships.items()) if entry else []
+        owned = self._providers_by_org()
+        orgs = [account_pb.OrgRole(org=org, role=role, provider_ids=sorted(owned.get(org, ()))) for org, role in roles]
+        return account_pb.Me(user=user, orgs=orgs)
+
+    async def ListMyApiTokens(
+        self, request: account_pb.ListMyApiTokensRequest, context: grpc.aio.ServicerContext
+    ) -> account_pb.ListMyApiTokensResponse:
+        user = await self._user(context)
+        size = page_size(request.page_size)
+        after = key_after(TOKENS_LISTING, request.page_token)
+        rows = await self.state.db.run(lambda s: tokens_after(s, user, after, size))
+        more = len(rows) > size
+        return account_pb.ListMyApiTokensResponse(
+            api_tokens=[api_token_message(r) for r in rows[:size]],
+            next_page_token=next_page_token(TOKENS_LISTING, rows[size - 1].name) if more else "",
+        )
+
+    async def CreateMyApiToken(
+        self, request: account_pb.CreateMyApiTokenRequest, context: grpc.aio.ServicerContext
+    ) -> account_pb.CreateMyApiTokenResponse:
+        user = await self._user(context)
+        row, token = await issue_token(self.state, user, request.name)
+        return account_pb.CreateMyApiTokenResponse(api_token=api_token_message(row), token=token)
+
+    async def DeleteMyApiToken(
+        self, request: account_pb.DeleteMyApiTokenRequest, context: grpc.aio.ServicerContext
+    ) -> Empty:
+        await revoke_token(self.state, await self._user(context), request.name)
+        return Empty()
+
+    async def ListOrgMembers(
+        self, request: account_pb.ListOrgMembersRequest, context: grpc.aio.ServicerContext
+    ) -> account_pb.ListOrgMembersResponse:
+        await self._require_org_admin(context, request.org)
+        size = page_size(request.page_size)
+        after = key_after(MEMBERS_LISTING, request.page_token)
+        rows = await self.state.db.run(lambda s: members_after(s, request.org, after, size))
+        more = len(rows) > size
+        return account_pb.ListOrgMembersResponse(
+            members=membership_messages(rows[:size]),
+            next_page_token=next_page_token(MEMBERS_LISTING, rows[size - 1].user) if more else "",
+        )
+
+    async def _require_org_admin(self, context: grpc.aio.ServicerContext, org: str) -> None:
+        """The admin token (404 for an unknown org), or an admin of the org; anyone else
+        gets the same 403 whether the org exists or not."""
+        user = await self._caller(context)
+        if user is not None:
+            if self.index.role(user, org) != "admin":
+                message = f"only the admins of org {shown(org)} may list its members"
+                raise permission_denied("ORG_ACCESS_DENIED", message)
+            return
+        if not await self.state.db.run(lambda s: s.get(OrgRow, org) is not None):
+            raise not_found("ORG_NOT_FOUND", f"org {shown(org)} does not exist")

@@ -1,0 +1,46 @@
+"""API tokens: the one code path that issues, revokes and lists them, for the operators'
+admin API (any user's tokens) and the callers' self-service (their own).
+
+Only a token's SHA-256 digest and the last TOKEN_SUFFIX_CHARS characters of its
+secret are stored; the secret is in the creating answer only.
+"""
+
+from __future__ import annotations
+
+from sqlmodel import Session, select
+from switchboard.registry.v1 import internal_service_pb2 as internal_pb
+
+from services.common.errors import not_found
+from services.registry import store
+from services.registry.state import RegistryState, hash_token, new_token
+from services.registry.storage import TokenRow
+from services.registry.validation import check_name, shown
+
+# A hint that tells a user's tokens apart; 24 of the secret's 256 random bits.
+TOKEN_SUFFIX_CHARS = 4
+
+
+async def issue_token(state: RegistryState, user: str, name: str) -> tuple[TokenRow, str]:
+    """Creates a token named `name` for `user` (409 when the user has one of that name):
+    its row and its secret."""
+    check_name(name, "name")
+    token = new_token()
+    row = TokenRow(user=user, name=name, token_hash=hash_token(token), suffix=token[-TOKEN_SUFFIX_CHARS:])
+    conflict = f"user {shown(user)} already has a token named {shown(name)}"
+    await state.write(lambda s: store.insert(s, row), internal_pb.CHANGE_KIND_IDENTITY, user, conflict)
+    return row, token
+
+
+async def revoke_token(state: RegistryState, user: str, name: str) -> None:
+    """Deletes the user's token of that name (404 when there is none): it stops working at once."""
+    where = (TokenRow.user == user, TokenRow.name == name)
+    missing = not_found("TOKEN_NOT_FOUND", f"user {shown(user)} has no token named {shown(name)}")
+    await state.write(
+        lambda s: store.delete_existing(s, TokenRow, where, missing), internal_pb.CHANGE_KIND_IDENTITY, user
+    )
+
+
+def tokens_after(session: Session, user: str, after: str, size: int) -> list[TokenRow]:
+    """A keyset page of the user's tokens by name: up to size + 1 after `after`."""
+    query = select(TokenRow).where(TokenRow.user == user, TokenRow.name > after).order_by(TokenRow.name)
+    return list(session.exec(query.limit(size + 1)))

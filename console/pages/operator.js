@@ -73,16 +73,23 @@ async function catalogPanel() {
   ]);
 }
 
+/** Token prices per provider model, as /v1/models lists them (a model and its aliases share a row). */
 async function pricesPanel() {
   const { data } = await api("GET", "/v1/models");
-  const rows = data.flatMap((model) => model.providers.map((p) => ({ model: model.id, ...p })));
+  const rows = new Map();
+  for (const model of data) {
+    for (const p of model.providers) {
+      const key = `${p.provider}\n${p.provider_model}`;
+      if (!rows.has(key)) rows.set(key, { ...p, models: [] });
+      rows.get(key).models.push(model.id);
+    }
+  }
   const columns = [
-    { label: "Hub model", cell: (r) => r.model },
     { label: "Provider", cell: (r) => r.provider },
     { label: "Provider model", cell: (r) => r.provider_model },
-    { label: "Status", cell: (r) => h("span", { class: `badge ${r.status}` }, r.status) },
+    { label: "Hub models and aliases", cell: (r) => r.models.join(", ") },
     { label: "Input token", num: true, cell: (r) => usd(r.input_token_nano_usd) },
     { label: "Output token", num: true, cell: (r) => usd(r.output_token_nano_usd) },
   ];
-  return table("Token prices per provider model (chat models)", columns, rows, "No models.");
+  return table("Token prices per provider model", columns, [...rows.values()], "No models.");
 }

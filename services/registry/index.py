@@ -20,7 +20,6 @@ MODEL = "model"
 TAG_FILTER = "tag-filter"
 LIVE = "live"
 STAGING = "staging"
-WRITE_ROLES = frozenset({"write", "admin"})
 # Field names, the id, the status and the encoding of one listing entry, for a tag-filter and
 # for a model mapping (tests/test_registry_limits.py checks they bound the real size).
 LISTING_ENTRY_OVERHEAD = (192, 128)

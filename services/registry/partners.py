@@ -12,9 +12,10 @@ from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 from switchboard.registry.v1 import registry_service_pb2 as registry_pb
 from switchboard.registry.v1 import registry_service_pb2_grpc as registry_grpc
 
+from services.common.accounts import WRITE_ROLES
 from services.common.errors import already_exists, invalid_argument, not_found, permission_denied
 from services.registry import store
-from services.registry.index import MODEL, STAGING, TAG_FILTER, WRITE_ROLES, Mapping, ProviderEntry
+from services.registry.index import MODEL, STAGING, TAG_FILTER, Mapping, ProviderEntry
 from services.registry.state import RegistryState
 from services.registry.storage import MappingRow, UserRow, utcnow
 from services.registry.validation import (

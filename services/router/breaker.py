@@ -6,6 +6,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+# A breaker's state as states() reports it (the Prometheus gauge's values).
+CLOSED, OPEN, HALF_OPEN = 0, 1, 2
+
 
 @dataclass
 class _State:
@@ -41,11 +44,17 @@ class Breakers:
     def states(self) -> dict[str, int]:
         """0 closed, 1 open, 2 half-open (a probe is out), for every provider that failed since its
         last success; the others are closed."""
-        states = {}
-        for provider, state in list(self._states.items()):
-            opened = state.failures >= self.threshold
-            states[provider] = 2 if opened and state.probing else int(opened)
-        return states
+        return {provider: self._code(state) for provider, state in list(self._states.items())}
+
+    def state(self, provider: str) -> tuple[int, int]:
+        """(state as in states(), failures in a row since its last success) of one provider."""
+        state = self._states.get(provider)
+        return (CLOSED, 0) if state is None else (self._code(state), state.failures)
+
+    def _code(self, state: _State) -> int:
+        if state.failures < self.threshold:
+            return CLOSED
+        return HALF_OPEN if state.probing else OPEN
 
     def succeeded(self, provider: str) -> None:
         self._states.pop(provider, None)

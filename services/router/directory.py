@@ -34,6 +34,8 @@ class ProviderEntry:
     request_id_metadata_key: str = DEFAULT_REQUEST_ID_HEADER.lower()
     # Scrubs every secret of the provider from what it sends back.
     redactor: Redactor = field(default=NO_SECRETS, repr=False, compare=False)
+    # The org whose write members manage the provider.
+    org: str = ""
 
     @classmethod
     def from_config(cls, config: internal_pb.ProviderConfig) -> ProviderEntry:
@@ -59,6 +61,7 @@ class ProviderEntry:
             prices=prices,
             request_id_metadata_key=key,
             redactor=Redactor([p.api_key, *config.redact]),
+            org=p.org,
         )
 
 

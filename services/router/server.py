@@ -36,17 +36,19 @@ async def serve(settings: RouterSettings) -> None:
         settings.billing_timeout_seconds,
         Breakers(settings.billing_breaker_failures, settings.billing_breaker_cooldown_seconds),
     )
+    measurements = Measurements()
     upstreams = Upstreams(
         Breakers(settings.breaker_failures, settings.breaker_cooldown_seconds),
         settings.upstream_connect_timeout_seconds,
         settings.upstream_timeout_seconds,
         settings.stream_idle_timeout_seconds,
         settings.max_answer_bytes,
+        measurements,
     )
     await upstreams.start()
     watch_router(upstreams.breakers, ledger)
     servicer = RouterServicer(
-        directory, upstreams, spending, ledger, Measurements(), settings.hub_url, settings.anonymous_account
+        directory, upstreams, spending, ledger, measurements, settings.hub_url, settings.anonymous_account
     )
     background = [asyncio.create_task(task) for task in (directory.watch(), ledger.run(), spending.watch())]
     registrations = [

@@ -26,6 +26,7 @@ from services.common.pricing import estimate_nano_usd, prompt_tokens_estimate
 from services.common.telemetry import TRACEPARENT, InferenceMeasure
 from services.router import params, selection
 from services.router.directory import Directory, ProviderEntry
+from services.router.health import ProviderHealthMethods
 from services.router.ledger import Ledger
 from services.router.measurements import Measurements
 from services.router.spending import Spending
@@ -130,8 +131,8 @@ class Call:
         return self.caller.user
 
 
-class RouterServicer(router_grpc.RouterServiceServicer):
-    """OpenAI-compatible inference: auth, selection, failover, billing."""
+class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
+    """OpenAI-compatible inference: auth, selection, failover, billing; the providers' health."""
 
     def __init__(
         self,
@@ -391,7 +392,7 @@ class RouterServicer(router_grpc.RouterServiceServicer):
             async for event in relay(opened, call.model, hide_usage):
                 yield event
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
-            self.upstreams.breakers.failed(opened.route.provider.id)
+            self.upstreams.stream_broke(opened.route, exc)
             log.warning("provider stream broke", extra={"provider": opened.route.provider.id,
                                                          "error": type(exc).__name__})  # fmt: skip
             error = unavailable("STREAM_INTERRUPTED", f"provider {opened.route.provider.id} broke off the stream")

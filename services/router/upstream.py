@@ -25,6 +25,7 @@ from services.common.errors import PROVIDER_CODE_KEY, PROVIDER_KEY, PROVIDER_VER
 from services.common.pricing import INT64_MAX
 from services.common.secrets import NO_SECRETS, Redactor
 from services.router.breaker import Breakers
+from services.router.measurements import UNAVAILABLE, Measurements
 from services.router.selection import Route
 
 RETRYABLE_STATUSES = frozenset({429, 500, 501, 502, 503, 504})
@@ -38,12 +39,15 @@ DONE = b"data: [DONE]\n\n"
 
 
 class AttemptFailed(Exception):
-    """A retryable failure of one candidate."""
+    """A retryable failure of one candidate: `reason` for the caller's error, `kind` (UPPER_SNAKE)
+    and `detail` (the provider's own message, redacted) for the provider's health figures."""
 
-    def __init__(self, reason: str, status: int = 0) -> None:
+    def __init__(self, reason: str, status: int = 0, kind: str = "INVALID_ANSWER", detail: str = "") -> None:
         super().__init__(reason)
         self.reason = reason
         self.status = status
+        self.kind = kind
+        self.detail = detail
 
 
 @dataclass
@@ -85,10 +89,9 @@ class Opened:
     failures: list[str] = field(default_factory=list)
 
 
-def provider_error(route: Route, status: int, data: bytes) -> ApiError:
-    """A provider's non-retryable error in OpenAI's shape, with the provider's message;
-    every secret of the provider is redacted from all of it first (it may echo any of them)."""
-    redactor = route.provider.redactor
+def error_fields(redactor: Redactor, data: bytes) -> tuple[str, object, object]:
+    """(message, param, code) of a provider's error body, every secret of the provider redacted
+    from all of it first (it may echo any of them); a body not in OpenAI's shape is the message."""
     message, param, code = "", None, None
     try:
         error = redactor.json(orjson.loads(data)).get("error")
@@ -98,6 +101,12 @@ def provider_error(route: Route, status: int, data: bytes) -> ApiError:
             message = error
     except (orjson.JSONDecodeError, AttributeError):
         message = redactor.bytes(data).decode(errors="replace")[:MAX_ERROR_MESSAGE]
+    return message, param, code
+
+
+def provider_error(route: Route, status: int, data: bytes) -> ApiError:
+    """A provider's non-retryable error in OpenAI's shape, with the provider's (redacted) message."""
+    message, param, code = error_fields(route.provider.redactor, data)
     name = route.provider.id
     if status in (401, 403):
         return unavailable("UPSTREAM_AUTH_ERROR", f"provider {name} refused Switchboard's credentials")
@@ -160,8 +169,10 @@ class Upstreams:
         attempt_timeout: float,
         idle_timeout: float,
         max_answer_bytes: int,
+        measurements: Measurements | None = None,
     ) -> None:
         self.breakers = breakers
+        self.measurements = measurements or Measurements()
         self.attempt_timeout = attempt_timeout
         self.max_answer_bytes = max_answer_bytes
         self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=idle_timeout)
@@ -195,6 +206,7 @@ class Upstreams:
             name = route.provider.id
             has_next = index + 1 < len(routes)
             if not self.breakers.allow(name):
+                self.measurements.skipped(name, route.provider_model)
                 failures.append(f"{name}: skipped, failing recently (circuit open)")
                 telemetry.attempted(name, "circuit_open", has_next)
                 continue
@@ -205,6 +217,8 @@ class Upstreams:
                     )
             except AttemptFailed as exc:
                 self.breakers.failed(name)
+                message = f"{exc.reason}: {exc.detail}" if exc.detail else exc.reason
+                self._failed(route, exc.status, exc.kind, message)
                 failures.append(f"{name}: {exc.reason}")
                 statuses.append(exc.status)
                 telemetry.attempted(name, "retryable_error", has_next)
@@ -218,10 +232,35 @@ class Upstreams:
                 telemetry.attempted(name, "abandoned")
                 raise
             self.breakers.succeeded(name)
+            self.measurements.answered(name, route.provider_model)
             telemetry.attempted(name, "ok")
             opened.failures = failures
             return opened
         raise _all_failed(failures, statuses)
+
+    def _failed(self, route: Route, status: int, kind: str, message: str, counted: bool = False) -> None:
+        """Notes a failure of the provider's in its health figures."""
+        measurements = self.measurements
+        error = measurements.error(status, UNAVAILABLE, kind, message, route.provider.redactor.text)
+        measurements.failed(route.provider.id, route.provider_model, error, counted=counted)
+
+    def _refused(self, route: Route, status: int, error: ApiError) -> None:
+        """Notes a provider's non-retryable error answer: a refusal of the request, or (UNAVAILABLE:
+        refused credentials, an unexpected status) a failure of the provider's."""
+        measurements = self.measurements
+        record = measurements.error(
+            status, error.grpc_code.name, error.reason, error.message, route.provider.redactor.text
+        )
+        if error.grpc_code == Code.UNAVAILABLE:
+            measurements.failed(route.provider.id, route.provider_model, record)
+        else:
+            measurements.rejected(route.provider.id, route.provider_model, record)
+
+    def stream_broke(self, route: Route, exc: BaseException) -> None:
+        """A stream that had begun broke off: a failure for the breaker and the health figures."""
+        self.breakers.failed(route.provider.id)
+        message = f"the stream broke off after it began ({type(exc).__name__})"
+        self._failed(route, 0, "STREAM_INTERRUPTED", message, counted=True)
 
     def _encode(self, route: Route, payload: dict) -> bytes:
         payload["model"] = route.provider_model
@@ -261,8 +300,11 @@ class Upstreams:
                     data = await response.content.read(MAX_ERROR_BODY_BYTES)
                     response.release()
                     if response.status in RETRYABLE_STATUSES:
-                        raise AttemptFailed(f"HTTP {response.status}", response.status)
-                    raise provider_error(route, response.status, data)
+                        detail = error_fields(route.provider.redactor, data)[0]
+                        raise AttemptFailed(f"HTTP {response.status}", response.status, "UPSTREAM_HTTP_ERROR", detail)
+                    error = provider_error(route, response.status, data)
+                    self._refused(route, response.status, error)
+                    raise error
                 redactor = route.provider.redactor
                 provider_request_id = redactor.text(response.headers.get(route.provider.request_id_header, ""))
                 expected_list = ANSWER_LIST[path]
@@ -276,9 +318,9 @@ class Upstreams:
         except TimeoutError:
             if bounded_by_deadline:
                 raise _deadline_passed() from None
-            raise AttemptFailed(f"no answer within {budget:.1f}s") from None
+            raise AttemptFailed(f"no answer within {budget:.1f}s", kind="UPSTREAM_TIMEOUT") from None
         except (aiohttp.ClientError, OSError) as exc:
-            raise AttemptFailed(f"connection failed ({type(exc).__name__})") from None
+            raise AttemptFailed(f"connection failed ({type(exc).__name__})", kind="UPSTREAM_UNREACHABLE") from None
         finally:
             if response is not None:
                 response.release()

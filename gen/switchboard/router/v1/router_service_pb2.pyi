@@ -1,14 +1,29 @@
+import datetime
+
 from google.api import annotations_pb2 as _annotations_pb2
 from google.api import field_behavior_pb2 as _field_behavior_pb2
 from google.api import httpbody_pb2 as _httpbody_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class BreakerState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    BREAKER_STATE_UNSPECIFIED: _ClassVar[BreakerState]
+    BREAKER_STATE_CLOSED: _ClassVar[BreakerState]
+    BREAKER_STATE_OPEN: _ClassVar[BreakerState]
+    BREAKER_STATE_HALF_OPEN: _ClassVar[BreakerState]
+BREAKER_STATE_UNSPECIFIED: BreakerState
+BREAKER_STATE_CLOSED: BreakerState
+BREAKER_STATE_OPEN: BreakerState
+BREAKER_STATE_HALF_OPEN: BreakerState
 
 class CreateChatCompletionRequest(_message.Message):
     __slots__ = ("provider", "body")
@@ -139,3 +154,75 @@ class GetProviderRequest(_message.Message):
     ID_FIELD_NUMBER: _ClassVar[int]
     id: str
     def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class GetProviderHealthRequest(_message.Message):
+    __slots__ = ("provider",)
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    def __init__(self, provider: _Optional[str] = ...) -> None: ...
+
+class ListProviderHealthRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListProviderHealthResponse(_message.Message):
+    __slots__ = ("providers",)
+    PROVIDERS_FIELD_NUMBER: _ClassVar[int]
+    providers: _containers.RepeatedCompositeFieldContainer[ProviderHealth]
+    def __init__(self, providers: _Optional[_Iterable[_Union[ProviderHealth, _Mapping]]] = ...) -> None: ...
+
+class ProviderHealth(_message.Message):
+    __slots__ = ("provider", "breaker_state", "consecutive_failures", "models", "start_time", "window_seconds")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    BREAKER_STATE_FIELD_NUMBER: _ClassVar[int]
+    CONSECUTIVE_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    breaker_state: BreakerState
+    consecutive_failures: int
+    models: _containers.RepeatedCompositeFieldContainer[ProviderModelHealth]
+    start_time: _timestamp_pb2.Timestamp
+    window_seconds: int
+    def __init__(self, provider: _Optional[str] = ..., breaker_state: _Optional[_Union[BreakerState, str]] = ..., consecutive_failures: _Optional[int] = ..., models: _Optional[_Iterable[_Union[ProviderModelHealth, _Mapping]]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_seconds: _Optional[int] = ...) -> None: ...
+
+class ProviderModelHealth(_message.Message):
+    __slots__ = ("provider_model", "requests", "errors", "rejected", "skipped", "recent_requests", "recent_errors", "error_rate", "time_to_first_token_ms", "throughput_tokens_per_second", "last_errors")
+    PROVIDER_MODEL_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    RECENT_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    RECENT_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_RATE_FIELD_NUMBER: _ClassVar[int]
+    TIME_TO_FIRST_TOKEN_MS_FIELD_NUMBER: _ClassVar[int]
+    THROUGHPUT_TOKENS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    provider_model: str
+    requests: int
+    errors: int
+    rejected: int
+    skipped: int
+    recent_requests: int
+    recent_errors: int
+    error_rate: float
+    time_to_first_token_ms: float
+    throughput_tokens_per_second: float
+    last_errors: _containers.RepeatedCompositeFieldContainer[ProviderError]
+    def __init__(self, provider_model: _Optional[str] = ..., requests: _Optional[int] = ..., errors: _Optional[int] = ..., rejected: _Optional[int] = ..., skipped: _Optional[int] = ..., recent_requests: _Optional[int] = ..., recent_errors: _Optional[int] = ..., error_rate: _Optional[float] = ..., time_to_first_token_ms: _Optional[float] = ..., throughput_tokens_per_second: _Optional[float] = ..., last_errors: _Optional[_Iterable[_Union[ProviderError, _Mapping]]] = ...) -> None: ...
+
+class ProviderError(_message.Message):
+    __slots__ = ("time", "provider_status", "code", "reason", "message")
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_STATUS_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    time: _timestamp_pb2.Timestamp
+    provider_status: int
+    code: str
+    reason: str
+    message: str
+    def __init__(self, time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., provider_status: _Optional[int] = ..., code: _Optional[str] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...

@@ -80,6 +80,16 @@ class RouterServiceStub:
                 request_serializer=switchboard_dot_router_dot_v1_dot_router__service__pb2.GetProviderRequest.SerializeToString,
                 response_deserializer=switchboard_dot_router_dot_v1_dot_router__service__pb2.Provider.FromString,
                 _registered_method=True)
+        self.GetProviderHealth = channel.unary_unary(
+                '/switchboard.router.v1.RouterService/GetProviderHealth',
+                request_serializer=switchboard_dot_router_dot_v1_dot_router__service__pb2.GetProviderHealthRequest.SerializeToString,
+                response_deserializer=switchboard_dot_router_dot_v1_dot_router__service__pb2.ProviderHealth.FromString,
+                _registered_method=True)
+        self.ListProviderHealth = channel.unary_unary(
+                '/switchboard.router.v1.RouterService/ListProviderHealth',
+                request_serializer=switchboard_dot_router_dot_v1_dot_router__service__pb2.ListProviderHealthRequest.SerializeToString,
+                response_deserializer=switchboard_dot_router_dot_v1_dot_router__service__pb2.ListProviderHealthResponse.FromString,
+                _registered_method=True)
 
 
 class RouterServiceServicer:
@@ -152,6 +162,24 @@ class RouterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetProviderHealth(self, request, context):
+        """The measured health of one provider's models, as this Router replica saw
+        them since it started: for write and admin members of the provider's org,
+        and for the admin token. 401 without a token, 404 for an unknown
+        provider, 403 for anyone else.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListProviderHealth(self, request, context):
+        """Every registered provider's health, as this Router replica saw it since
+        it started, for operators (the admin token only; 403 for other tokens).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -194,6 +222,16 @@ def add_RouterServiceServicer_to_server(servicer, server):
                     servicer.GetProvider,
                     request_deserializer=switchboard_dot_router_dot_v1_dot_router__service__pb2.GetProviderRequest.FromString,
                     response_serializer=switchboard_dot_router_dot_v1_dot_router__service__pb2.Provider.SerializeToString,
+            ),
+            'GetProviderHealth': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetProviderHealth,
+                    request_deserializer=switchboard_dot_router_dot_v1_dot_router__service__pb2.GetProviderHealthRequest.FromString,
+                    response_serializer=switchboard_dot_router_dot_v1_dot_router__service__pb2.ProviderHealth.SerializeToString,
+            ),
+            'ListProviderHealth': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListProviderHealth,
+                    request_deserializer=switchboard_dot_router_dot_v1_dot_router__service__pb2.ListProviderHealthRequest.FromString,
+                    response_serializer=switchboard_dot_router_dot_v1_dot_router__service__pb2.ListProviderHealthResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -416,6 +454,60 @@ class RouterService:
             '/switchboard.router.v1.RouterService/GetProvider',
             switchboard_dot_router_dot_v1_dot_router__service__pb2.GetProviderRequest.SerializeToString,
             switchboard_dot_router_dot_v1_dot_router__service__pb2.Provider.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetProviderHealth(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.router.v1.RouterService/GetProviderHealth',
+            switchboard_dot_router_dot_v1_dot_router__service__pb2.GetProviderHealthRequest.SerializeToString,
+            switchboard_dot_router_dot_v1_dot_router__service__pb2.ProviderHealth.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListProviderHealth(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.router.v1.RouterService/ListProviderHealth',
+            switchboard_dot_router_dot_v1_dot_router__service__pb2.ListProviderHealthRequest.SerializeToString,
+            switchboard_dot_router_dot_v1_dot_router__service__pb2.ListProviderHealthResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,252 @@
+"""The providers' health as the Router measures it, through real Envoy: exact counts after known
+requests, the breaker opening, redacted last errors, and who may read it.
+
+A private stack whose breakers open after BREAKER_FAILURES failures and stay open for an hour,
+so that no test depends on how fast it runs. The reference provider answers; a small in-process
+upstream fails in the ways a test needs, with the provider's key planted in its error bodies.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import quote
+
+import httpx
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.demo import AdminApi, reference_provider_argv, reference_provider_secrets
+from services.launcher import Stack, free_port, http_ok
+
+PROVIDER_KEY = "health-key-" + uuid.uuid4().hex
+BREAKER_FAILURES = 3
+MESSAGES = [{"role": "user", "content": "how are you"}]
+# What the failing upstream answers on each path prefix: (status, body), the key planted in it.
+FAILURES = {
+    "overloaded": (503, {"error": {"message": f"overloaded; your key {PROVIDER_KEY} is fine", "type": "server"}}),
+    "refusing": (400, {"error": {"message": f"bad temperature for key {PROVIDER_KEY}", "param": "temperature"}}),
+    "plain": (500, None),  # a body that is not JSON: the key in plain text
+}
+
+
+class FailingUpstream(BaseHTTPRequestHandler):
+    """Answers every POST /<mode>/v1/... with the failure FAILURES names for <mode>."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        status, body = FAILURES[self.path.split("/")[1]]
+        data = orjson.dumps(body) if body is not None else f"crashed with key={PROVIDER_KEY}".encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json" if body is not None else "text/plain")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@dataclass
+class World:
+    """A private stack, an org with a writer, and the two upstreams."""
+
+    base_url: str
+    api: AdminApi
+    admin_token: str
+    reference_url: str
+    failing_url: str
+    org: str
+    token: str
+
+    @staticmethod
+    def unique(prefix: str) -> str:
+        return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+    def provider_with_model(self, url: str, org: str | None = None) -> tuple[str, str]:
+        """A provider at `url` serving a new chat model: (provider id, hub model id)."""
+        provider = self.unique("hp")
+        self.api.ensure_provider(
+            {"id": provider, "org": org or self.org, "base_url": url, "api_key": PROVIDER_KEY,
+             "tasks": ["conversational"]}
+        )  # fmt: skip
+        model = f"{self.org}/{self.unique('m')}"
+        upsert = {"models": [{"id": model, "pipeline_tag": "text-generation", "tags": ["conversational"]}]}
+        self.api.call("POST", "/admin/v1/models:batchUpsert", upsert)
+        mapping = {"task": "conversational", "hfModel": model, "providerModel": f"{provider}-model", "status": "live"}
+        self.api.call("POST", f"/api/partners/{provider}/models", mapping)
+        return provider, model
+
+    def http(self, token: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.base_url, headers=headers, timeout=30)
+
+    def chat(self, model: str, **extra: object) -> httpx.Response:
+        with self.http(self.token) as http:
+            return http.post("/v1/chat/completions", json={"model": model, "messages": MESSAGES, **extra})
+
+    def health(self, provider: str, token: str | None = None) -> httpx.Response:
+        with self.http(self.token if token is None else token) as http:
+            return http.get(f"/api/partners/{quote(provider, safe='')}/health")
+
+    def model_health(self, provider: str) -> dict:
+        answer = self.health(provider)
+        assert answer.status_code == 200, answer.text
+        (model,) = answer.json()["models"]
+        assert model["providerModel"] == f"{provider}-model"
+        return model
+
+
+@pytest.fixture(scope="module")
+def world(make_stack, tmp_path_factory) -> Iterator[World]:
+    stack = make_stack(SWITCHBOARD_BREAKER_FAILURES=str(BREAKER_FAILURES), SWITCHBOARD_BREAKER_COOLDOWN_SECONDS="3600")
+    processes = Stack(tmp_path_factory.mktemp("health-providers"), dict(os.environ))
+    port = free_port()
+    reference_url = f"http://127.0.0.1:{port}"
+    processes.start(
+        "reference_provider",
+        reference_provider_argv(port),
+        http_ok(f"{reference_url}/health"),
+        env=reference_provider_secrets(api_key=PROVIDER_KEY),
+    )
+    failing = ThreadingHTTPServer(("127.0.0.1", 0), FailingUpstream)
+    serving = threading.Thread(target=failing.serve_forever, daemon=True)
+    serving.start()
+    try:
+        processes.wait_ready()
+        api = AdminApi(stack.base_url, stack.admin_token)
+        org, user = World.unique("org"), World.unique("user")
+        api.ensure_member(org, user)
+        yield World(
+            stack.base_url, api, stack.admin_token, reference_url,
+            f"http://127.0.0.1:{failing.server_address[1]}", org, api.new_token(user),
+        )  # fmt: skip
+    finally:
+        failing.shutdown()
+        failing.server_close()
+        processes.stop()
+
+
+def test_counts_are_exact_after_known_requests(world: World) -> None:
+    provider, model = world.provider_with_model(world.reference_url)
+    for _ in range(3):
+        assert world.chat(model).status_code == 200
+    with world.http(world.token) as http:
+        body = {"model": model, "messages": MESSAGES, "stream": True}
+        with http.stream("POST", "/v1/chat/completions", json=body) as stream:
+            assert stream.status_code == 200 and list(stream.iter_lines())[-2:] == ["data: [DONE]", ""]
+    answer = world.health(provider).json()
+    assert answer["provider"] == provider and answer["breakerState"] == "BREAKER_STATE_CLOSED"
+    assert answer["consecutiveFailures"] == 0 and answer["windowSeconds"] == 300 and answer["startTime"]
+    (health,) = answer["models"]
+    counts = {k: health[k] for k in ("requests", "errors", "rejected", "skipped", "recentRequests", "recentErrors")}
+    # int64 counts are JSON strings (proto3's JSON mapping), int32 ones numbers
+    assert counts == {"requests": "4", "errors": "0", "rejected": "0", "skipped": "0",
+                      "recentRequests": 4, "recentErrors": 0}  # fmt: skip
+    assert health["errorRate"] == 0 and health["lastErrors"] == []
+    assert health["timeToFirstTokenMs"] > 0 and health["throughputTokensPerSecond"] > 0
+
+
+def test_failures_open_the_breaker_and_are_shown_redacted(world: World) -> None:
+    provider, model = world.provider_with_model(f"{world.failing_url}/overloaded")
+    for _ in range(BREAKER_FAILURES + 2):
+        assert world.chat(model).status_code in (502, 503)
+    answer = world.health(provider)
+    assert PROVIDER_KEY not in answer.text
+    body = answer.json()
+    assert body["breakerState"] == "BREAKER_STATE_OPEN" and body["consecutiveFailures"] == BREAKER_FAILURES
+    (health,) = body["models"]
+    assert (health["requests"], health["errors"], health["skipped"]) == (str(BREAKER_FAILURES),) * 2 + ("2",)
+    assert (health["recentRequests"], health["recentErrors"], health["errorRate"]) == (3, 3, 1.0)
+    assert len(health["lastErrors"]) == BREAKER_FAILURES
+    last = health["lastErrors"][0]
+    assert {k: last[k] for k in ("providerStatus", "code", "reason")} == {
+        "providerStatus": 503, "code": "UNAVAILABLE", "reason": "UPSTREAM_HTTP_ERROR"
+    }  # fmt: skip
+    assert last["message"] == "HTTP 503: overloaded; your key [redacted] is fine"
+    assert last["time"] >= body["startTime"]
+
+
+def test_a_refusal_is_a_request_not_an_error_and_is_redacted(world: World) -> None:
+    provider, model = world.provider_with_model(f"{world.failing_url}/refusing")
+    refused = world.chat(model)
+    assert refused.status_code == 400 and PROVIDER_KEY not in refused.text
+    health = world.model_health(provider)
+    assert (health["requests"], health["errors"], health["rejected"]) == ("1", "0", "1")
+    assert health["errorRate"] == 0
+    (last,) = health["lastErrors"]
+    assert (last["providerStatus"], last["code"], last["reason"]) == (400, "INVALID_ARGUMENT", "BAD_REQUEST")
+    assert last["message"] == f"provider {provider}: bad temperature for key [redacted]"
+
+
+def test_a_plain_text_error_body_is_redacted(world: World) -> None:
+    provider, model = world.provider_with_model(f"{world.failing_url}/plain")
+    assert world.chat(model).status_code == 502
+    answer = world.health(provider)
+    assert PROVIDER_KEY not in answer.text
+    (last,) = answer.json()["models"][0]["lastErrors"]
+    assert last["message"] == "HTTP 500: crashed with key=[redacted]"
+
+
+def test_a_stream_broken_after_it_began_is_an_error(world: World) -> None:
+    provider, model = world.provider_with_model(f"{world.reference_url}/knobs/cut=2")
+    with world.http(world.token) as http:
+        body = {"model": model, "messages": MESSAGES, "stream": True}
+        with http.stream("POST", "/v1/chat/completions", json=body) as stream:
+            assert "stream_interrupted" in "".join(stream.iter_lines())
+    health = world.model_health(provider)
+    assert (health["requests"], health["errors"], health["recentErrors"]) == ("1", "1", 1)
+    (last,) = health["lastErrors"]
+    assert (last["providerStatus"], last["reason"]) == (0, "STREAM_INTERRUPTED")
+
+
+def test_who_may_read_a_providers_health(world: World) -> None:
+    provider, _ = world.provider_with_model(world.reference_url)
+    other_org, outsider, reader = world.unique("org"), world.unique("user"), world.unique("user")
+    world.api.ensure_member(other_org, outsider, "admin")  # an admin, but of another org
+    world.api.ensure_member(world.org, reader, "read")
+    statuses = {
+        "anonymous": world.health(provider, "").status_code,
+        "unknown token": world.health(provider, "not-a-token").status_code,
+        "another org's admin": world.health(provider, world.api.new_token(outsider)).status_code,
+        "a read member": world.health(provider, world.api.new_token(reader)).status_code,
+        "a write member": world.health(provider).status_code,
+        "the admin token": world.health(provider, world.admin_token).status_code,
+    }
+    assert statuses == {"anonymous": 401, "unknown token": 401, "another org's admin": 403, "a read member": 403,
+                        "a write member": 200, "the admin token": 200}  # fmt: skip
+    refused = world.health(provider, world.api.new_token(outsider)).json()["error"]
+    assert refused["code"] == "forbidden" and refused["type"] == "permission_error"
+
+
+def test_an_unknown_provider_is_a_404(world: World) -> None:
+    answer = world.health(world.unique("nope"))
+    assert answer.status_code == 404 and answer.json()["error"]["code"] == "provider_not_found"
+
+
+@given(provider=st.text(min_size=1, max_size=300))
+def test_any_provider_id_is_answered_in_openais_shape(world: World, provider: str) -> None:
+    answer = world.health(provider)
+    assert answer.status_code in (400, 404), answer.text
+    assert set(answer.json()["error"]) == {"message", "type", "param", "code"}
+
+
+def test_operators_list_every_providers_health(world: World) -> None:
+    provider, model = world.provider_with_model(world.reference_url)
+    assert world.chat(model).status_code == 200
+    with world.http(world.admin_token) as http:
+        listing = http.get("/admin/v1/providerHealth")
+    assert listing.status_code == 200
+    by_id = {p["provider"]: p for p in listing.json()["providers"]}
+    assert by_id[provider]["models"][0]["requests"] == "1" and by_id[provider]["breakerState"] == "BREAKER_STATE_CLOSED"
+    assert list(by_id) == sorted(by_id)
+    with world.http(world.token) as http:
+        assert http.get("/admin/v1/providerHealth").status_code == 403
+    with world.http() as http:
+        assert http.get("/admin/v1/providerHealth").status_code == 401

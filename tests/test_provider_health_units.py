@@ -1,0 +1,117 @@
+"""The Router's health figures without a network: the recent window on a fake clock, the bound
+and order of the last errors, redaction before the cut, and the breaker states as the API shows them."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+from switchboard.router.v1 import router_service_pb2 as router_pb
+
+from services.common.secrets import Redactor
+from services.router.breaker import Breakers
+from services.router.health import provider_health
+from services.router.measurements import LAST_ERRORS, MAX_ERROR_TEXT, WINDOW_MINUTES, Measurements
+
+
+class Clock:
+    """A clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def failure(measurements: Measurements, message: str = "HTTP 503") -> None:
+    error = measurements.error(503, "UNAVAILABLE", "UPSTREAM_HTTP_ERROR", message, str)
+    measurements.failed("p", "m", error)
+
+
+def recent(measurements: Measurements) -> tuple[int, int]:
+    return measurements.get("p", "m").recent(measurements.minute())
+
+
+def test_the_window_holds_exactly_the_last_whole_minutes() -> None:
+    clock = Clock()
+    measurements = Measurements(clock)
+    for at, failed in ((0.0, True), (59.9, False), (60.0, False), (239.0, True)):
+        clock.now = at
+        if failed:
+            failure(measurements)
+        else:
+            measurements.answered("p", "m")
+    assert recent(measurements) == (4, 2)
+    clock.now = 299.9  # still minute 4: minutes 0 to 4 are in the window
+    assert recent(measurements) == (4, 2)
+    clock.now = 300.0  # minute 5: minute 0 (two requests, one error) leaves it
+    assert recent(measurements) == (2, 1)
+    clock.now = 60.0 * (3 + WINDOW_MINUTES)  # minute 8: minutes 4 to 8, so minute 3's failure (239 s) left too
+    assert recent(measurements) == (0, 0)
+    stats = measurements.get("p", "m")
+    assert (stats.requests, stats.errors, stats.rejected, stats.skipped) == (4, 2, 0, 0)
+
+
+def test_a_bucket_is_reused_for_a_later_minute_without_its_old_counts() -> None:
+    clock = Clock()
+    measurements = Measurements(clock)
+    failure(measurements)
+    clock.now = 60.0 * WINDOW_MINUTES  # the same bucket, five minutes on
+    measurements.answered("p", "m")
+    assert recent(measurements) == (1, 0)
+
+
+def test_last_errors_are_bounded_and_newest_first() -> None:
+    measurements = Measurements(Clock())
+    for number in range(LAST_ERRORS + 2):
+        failure(measurements, f"failure {number}")
+    messages = [e.message for e in measurements.get("p", "m").last_errors]
+    assert messages == [f"failure {n}" for n in range(LAST_ERRORS + 1, 1, -1)]
+
+
+def test_a_stream_that_broke_is_one_request_and_one_error() -> None:
+    measurements = Measurements(Clock())
+    measurements.answered("p", "m")
+    error = measurements.error(0, "UNAVAILABLE", "STREAM_INTERRUPTED", "broke", str)
+    measurements.failed("p", "m", error, counted=True)
+    stats = measurements.get("p", "m")
+    assert (stats.requests, stats.errors, *recent(measurements)) == (1, 1, 1, 1)
+
+
+def test_failures_alone_do_not_rank_a_provider_model_as_measured() -> None:
+    measurements = Measurements(Clock())
+    failure(measurements)
+    assert measurements.ranking("p", "m") is None
+    measurements.observe("p", "m", 0.25, 10, 0.5)
+    assert measurements.ranking("p", "m") == (20.0, 250.0)
+
+
+secrets = st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=8, max_size=64)
+
+
+@given(secret=secrets, before=st.text(max_size=400), after=st.text(max_size=400))
+def test_an_error_message_is_redacted_before_it_is_cut(secret: str, before: str, after: str) -> None:
+    redactor = Redactor([secret])
+    record = Measurements().error(500, "UNAVAILABLE", "UPSTREAM_HTTP_ERROR", before + secret + after, redactor.text)
+    assert secret not in record.message and len(record.message) <= MAX_ERROR_TEXT
+    assert record.message == redactor.text(before + secret + after)[:MAX_ERROR_TEXT]
+
+
+def test_breaker_states_as_the_api_shows_them() -> None:
+    clock = Clock()
+    breakers, measurements = Breakers(2, 10.0, clock), Measurements(clock)
+
+    def shown() -> tuple[int, int]:
+        health = provider_health("p", measurements, breakers)
+        return health.breaker_state, health.consecutive_failures
+
+    assert shown() == (router_pb.BREAKER_STATE_CLOSED, 0)
+    breakers.failed("p")
+    assert shown() == (router_pb.BREAKER_STATE_CLOSED, 1)
+    breakers.failed("p")
+    assert shown() == (router_pb.BREAKER_STATE_OPEN, 2)
+    clock.now = 10.0
+    assert breakers.allow("p")  # the cooldown is over: this request is the probe
+    assert shown() == (router_pb.BREAKER_STATE_HALF_OPEN, 2)
+    breakers.succeeded("p")
+    assert shown() == (router_pb.BREAKER_STATE_CLOSED, 0)

@@ -56,8 +56,13 @@ export async function attempt(alert, action) {
   try {
     await action();
   } catch (error) {
-    alert.textContent = error.message;
+    alert.textContent = describe(error);
   }
+}
+
+/** What went wrong, in words; a route this server does not have says so plainly. */
+export function describe(error) {
+  return error.code === "route_not_found" ? "This server does not offer this yet." : error.message;
 }
 
 export function errorBox() {

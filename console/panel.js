@@ -1,6 +1,6 @@
 // A page section that loads its own data: its heading at once, its content when the API answered,
 // or the API's error in its place (a route this server does not have says so plainly).
-import { h } from "./dom.js";
+import { describe, h } from "./dom.js";
 
 export function section(title, id) {
   const heading = h("h2", { id: `${id}-title` }, title);
@@ -17,16 +17,11 @@ export function panel(title, id, build) {
     try {
       body.replaceChildren(...[await build(reload)].flat());
     } catch (error) {
-      body.replaceChildren(h("p", { class: "error", role: "alert" }, unavailable(error)));
+      body.replaceChildren(h("p", { class: "error", role: "alert" }, describe(error)));
     }
     body.setAttribute("aria-busy", "false");
   };
   element.reload = reload;
   reload();
   return element;
-}
-
-function unavailable(error) {
-  if (error.code === "route_not_found") return "This server does not offer this yet.";
-  return error.message;
 }

@@ -383,6 +383,14 @@ def test_a_partner_creates_a_mapping_in_the_page_and_it_answers_chat(console: Co
     answer = chat(world, world.partner_token, model)
     assert answer.status_code == 200, answer.text
     assert answer.headers["x-inference-provider"] == PROVIDER
+    health = world.api(world.partner_token, "GET", f"/api/partners/{PROVIDER}/health")
+    measured = next(m for m in health["models"] if m["providerModel"] == "reference-chat")
+    page.reload()
+    console.settled()
+    cells = row.locator("td").all_inner_texts()
+    assert cells[4:6] == [f"{int(measured['requests']):,}", f"{100 * measured['errorRate']:.1f} %"]
+    assert (cells[6].endswith(" ms"), cells[8]) == (True, "closed")
+    assert console.figure("health-requests") == f"{sum(int(m['requests']) for m in health['models']):,}"
     page.get_by_role("button", name=f"Set {model} staging").click()
     expect(row).to_contain_text("staging")
     table = world.api(world.partner_token, "GET", f"/api/partners/{PROVIDER}/models")

@@ -75,7 +75,7 @@ function dailyPanel(account) {
   const chart = h("sb-stacked-bars");
   const alert = errorBox();
   const days = choice("Days", "days", [["30", "Last 30 days"], ["90", "Last 90 days"]]);
-  const split = choice("Split by", "split-by", [["model", "Model"], ["provider", "Provider"]]);
+  const split = choice("Split by", "split-by", [["model", "Model"], ["provider", "Provider"], ["state", "Settled, pending, unpriced"]]);
   const draw = () =>
     attempt(alert, async () => {
       const data = await dailySeries(account, Number(days.value()), split.value());

@@ -1,20 +1,26 @@
 // Spend per day from GET /v1/billing/accounts/{account}/dailyUsage, as chart series: one per
-// model or provider, each day's amount settled + pending + unpriced (what the account is charged).
+// model or provider (each day's amount settled + pending + unpriced: what the account is
+// charged), or one per state (settled, pending, unpriced).
 import { api, query, seg } from "../api.js";
 
-export const spent = (slice) =>
-  BigInt(slice.settledNanoUsd ?? 0) + BigInt(slice.pendingNanoUsd ?? 0) + BigInt(slice.unpricedNanoUsd ?? 0);
+const STATES = ["settled", "pending", "unpriced"];
+const amount = (slice, state) => BigInt(slice[`${state}NanoUsd`] ?? 0);
+const charged = (slice) => STATES.reduce((sum, state) => sum + amount(slice, state), 0n);
 
 export async function dailySeries(account, days, splitBy) {
   const usage = await api("GET", `/v1/billing/accounts/${seg(account)}/dailyUsage${query({ days })}`);
+  const dates = usage.days.map((day) => day.date);
+  const label = `Spend per day by ${splitBy}`;
+  if (splitBy === "state") {
+    return { days: dates, label, series: STATES.map((state) => ({ name: state, values: usage.days.map((day) => amount(day.total, state)) })) };
+  }
   const slices = splitBy === "provider" ? "byProvider" : "byModel";
-  const names = usage[slices].map((slice) => slice[splitBy]);
-  const series = names.map((name) => ({
-    name,
+  const series = usage[slices].map((whole) => ({
+    name: whole[splitBy],
     values: usage.days.map((day) => {
-      const slice = day[slices].find((s) => s[splitBy] === name);
-      return slice ? spent(slice) : 0n;
+      const slice = day[slices].find((s) => s[splitBy] === whole[splitBy]);
+      return slice ? charged(slice) : 0n;
     }),
   }));
-  return { days: usage.days.map((day) => day.date), series, label: `Spend per day by ${splitBy}` };
+  return { days: dates, series, label };
 }

@@ -14,6 +14,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -25,7 +26,7 @@ from switchboard.billing.v1 import billing_service_pb2 as billing_pb
 from switchboard.billing.v1 import billing_service_pb2_grpc as billing_grpc
 from test_billing_helpers import record
 
-from services.demo import CHAT_MODEL, PROVIDER, USER
+from services.demo import CHAT_MODEL, IMAGE_MODEL, PROVIDER, USER
 from services.launcher import free_port
 
 pytestmark = pytest.mark.slow
@@ -34,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = ROOT / "docs" / "console"
 DEADLINE_SECONDS = 60.0
 CALLER_CHATS = 3
+HISTORY_DAYS = 21
 NARROW = {"width": 375, "height": 800}
 WIDE = {"width": 1280, "height": 900}
 
@@ -112,6 +114,20 @@ def settle(world: World, account: str, requests: int) -> None:
     wait_for(settled, f"the requests of {account} settled")
 
 
+def store(world: World, records: list[billing_pb.LedgerRecord]) -> None:
+    """Ledger records as the Router sends them."""
+    with world.stack.channel("billing") as channel:
+        batch = billing_pb.RecordRequestsRequest(records=records)
+        billing_grpc.LedgerServiceStub(channel).RecordRequests(batch, timeout=30)
+
+
+def reconciliation(world: World, provider: str) -> dict:
+    """The provider's reconciliation state, after one more reconciliation pass."""
+    world.admin("POST", "/admin/v1/billing:reconcile", json={})
+    rows = world.admin("GET", "/admin/v1/billing/providerReconciliations")["providerReconciliations"]
+    return next(r for r in rows if r["provider"] == provider)
+
+
 def failing_provider(world: World, account: str) -> None:
     """A provider whose cost API refuses connections, with one request waiting for its cost."""
     provider, org = world.broken_provider, world.broken_provider + "-org"
@@ -122,16 +138,25 @@ def failing_provider(world: World, account: str) -> None:
     body = {"id": provider, "org": org, "baseUrl": dead, "apiKey": api_key, "tasks": ["conversational"],
             "billingUrl": f"{dead}/costs", "billingAuthorization": authorization}  # fmt: skip
     world.admin("POST", "/admin/v1/providers", json=body)
-    with world.stack.channel("billing") as channel:
-        batch = billing_pb.RecordRequestsRequest(records=[record(account, provider, estimate=4_000)])
-        billing_grpc.LedgerServiceStub(channel).RecordRequests(batch, timeout=30)
+    store(world, [record(account, provider, estimate=4_000)])
+    wait_for(lambda: int(reconciliation(world, provider)["costApiFailures"]) > 0, "a failed cost API call")
 
-    def failed() -> bool:
-        world.admin("POST", "/admin/v1/billing:reconcile", json={})
-        rows = world.admin("GET", "/admin/v1/billing/providerReconciliations")["providerReconciliations"]
-        return any(r["provider"] == provider and int(r["costApiFailures"]) > 0 for r in rows)
 
-    wait_for(failed, "a failed cost API call")
+def history(world: World, account: str) -> None:
+    """Earlier days of the account: chats and images every day (priced by the reference
+    provider's cost API), one request without a provider request id (unpriced), and one waiting
+    for the failing cost API (pending)."""
+    now = datetime.now(UTC)
+    models = lambda day: [CHAT_MODEL] * (1 + day % 3) + [IMAGE_MODEL] * (day % 2)  # noqa: E731
+    records = [
+        record(account, PROVIDER, model=model, start=now - timedelta(days=day))
+        for day in range(1, HISTORY_DAYS)
+        for model in models(day)
+    ]
+    records.append(record(account, PROVIDER, provider_request_id="", start=now - timedelta(days=2), estimate=90_000))
+    records.append(record(account, world.broken_provider, model=CHAT_MODEL, estimate=60_000))
+    store(world, records)
+    wait_for(lambda: reconciliation(world, PROVIDER)["pendingRequests"] == "0", "the history settled")
 
 
 @pytest.fixture(scope="module")
@@ -151,6 +176,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         settle(world, world.caller, CALLER_CHATS)
         settle(world, world.org, 1)
         failing_provider(world, unique("ops"))
+        history(world, world.caller)
         yield world
 
 
@@ -288,29 +314,36 @@ def test_the_callers_figures_equal_what_the_api_answers(console: Console, world:
     usage = world.api(world.caller_token, "GET", "/v1/billing/usage", params={"account": world.caller})
     account = world.api(world.caller_token, "GET", f"/v1/billing/accounts/{world.caller}")
     daily = world.api(world.caller_token, "GET", f"/v1/billing/accounts/{world.caller}/dailyUsage")
-    assert int(usage["requests"]) == CALLER_CHATS and usage["pendingNanoUsdExact"] == "0"
     console.sign_in(world.caller_token)
     console.settled()
-    assert console.figure("settled") == usd(usage["settledNanoUsdExact"])
-    assert console.figure("pending") == usd(0)
-    assert console.figure("requests") == str(CALLER_CHATS)
-    assert console.figure("credits") == usd(account["includedCreditsNanoUsdExact"])
-    assert console.figure("limit") == "none"
-    by_model = console.page.get_by_role("table", name=re.compile("^By model"))
-    assert by_model.locator("tbody tr").all_inner_texts() == [
-        f"{line['model']}\t{line['requests']}\t{usd(line['settledNanoUsdExact'])}\t{usd(line['pendingNanoUsdExact'])}"
-        for line in usage["byModel"]
+    unpriced = sum(int(u["estimatedNanoUsdExact"]) for u in usage["unpriced"])
+    assert [console.figure(name) for name in ("settled", "pending", "unpriced", "requests", "credits", "limit")] == [
+        usd(usage["settledNanoUsdExact"]),
+        usd(usage["pendingNanoUsdExact"]),
+        f"{len(usage['unpriced'])} ({usd(unpriced)})",
+        f"{usage['requests']:,}",
+        usd(account["includedCreditsNanoUsdExact"]),
+        "none",
     ]
-    chart = console.page.locator("sb-stacked-bars svg[role=img]")
+    assert console.figure("spent") == usd(account["spentNanoUsdExact"])
+    for name, key in (("model", "byModel"), ("provider", "byProvider")):
+        lines = console.page.get_by_role("table", name=re.compile(f"^By {name}")).locator("tbody tr")
+        assert lines.all_inner_texts() == [
+            f"{line[name]}\t{line['requests']:,}\t{usd(line['settledNanoUsdExact'])}\t{usd(line['pendingNanoUsdExact'])}"
+            for line in usage[key]
+        ]
+    chart = console.page.locator("sb-stacked-bars > svg[role=img]")
     slices = [d["total"] for d in daily["days"]]
     total = sum(int(t["settledNanoUsd"]) + int(t["pendingNanoUsd"]) + int(t["unpricedNanoUsd"]) for t in slices)
     assert chart.get_attribute("aria-label") == (
         f"Spend per day by model: {usd(total)} from {daily['startDate']} to {daily['endDate']}"
     )
-    assert total == int(usage["settledNanoUsdExact"])  # every request of this account is from today
+    assert chart.locator("rect").count() == sum(len(d["byModel"]) for d in daily["days"])
     tokens = console.page.get_by_role("table", name=f"Tokens of {world.caller}")
     assert tokens.locator("tbody tr td:first-child").all_inner_texts() == ["laptop"]
     screenshot(console, "caller")
+    console.page.get_by_label("Settled, pending, unpriced").check()
+    expect(chart).to_have_attribute("aria-label", re.compile(f"^Spend per day by state: {re.escape(usd(total))} "))
 
 
 def test_a_limit_set_in_the_page_makes_the_next_chat_a_402(console: Console, world: World) -> None:

@@ -6,7 +6,7 @@ import { usd } from "./format.js";
 
 const WIDTH = 720;
 const HEIGHT = 220;
-const LEFT = 84; // room for the amounts on the axis
+const LEFT = 110; // room for the amounts on the axis
 const BOTTOM = 24;
 const TOP = 8;
 const COLORS = 8; // .s0 ... .s7 in console.css; more series share the last color as "other"

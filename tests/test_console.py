@@ -147,15 +147,15 @@ def history(world: World, account: str) -> None:
     provider's cost API), one request without a provider request id (unpriced), and one waiting
     for the failing cost API (pending)."""
     now = datetime.now(UTC)
-    models = lambda day: [CHAT_MODEL] * (1 + day % 3) + [IMAGE_MODEL] * (day % 2)  # noqa: E731
+    per_day = {day: [CHAT_MODEL] * (1 + day % 3) + [IMAGE_MODEL] * (day % 2) for day in range(1, HISTORY_DAYS)}
     records = [
         record(account, PROVIDER, model=model, start=now - timedelta(days=day))
-        for day in range(1, HISTORY_DAYS)
-        for model in models(day)
+        for day, models in per_day.items()
+        for model in models
     ]
-    records.append(record(account, PROVIDER, provider_request_id="", start=now - timedelta(days=2), estimate=90_000))
-    records.append(record(account, world.broken_provider, model=CHAT_MODEL, estimate=60_000))
-    store(world, records)
+    unpriced = record(account, PROVIDER, provider_request_id="", model=CHAT_MODEL, start=now - timedelta(days=2))
+    pending = record(account, world.broken_provider, model=CHAT_MODEL, estimate=60_000)
+    store(world, [*records, unpriced, pending])
     wait_for(lambda: reconciliation(world, PROVIDER)["pendingRequests"] == "0", "the history settled")
 
 
@@ -192,6 +192,7 @@ class Console:
 
     page: Page
     base_url: str
+    screenshots: Path  # docs/console with SWITCHBOARD_CONSOLE_SCREENSHOTS set, else a temporary directory
     responses: list[Response] = field(default_factory=list)
     requested: list[str] = field(default_factory=list)
 
@@ -229,14 +230,22 @@ class Console:
         return "\n".join(parts)
 
 
+@pytest.fixture(scope="module")
+def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if os.environ.get("SWITCHBOARD_CONSOLE_SCREENSHOTS"):
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        return SCREENSHOTS
+    return tmp_path_factory.mktemp("screenshots")
+
+
 @pytest.fixture
-def console(browser: Browser, world: World) -> Iterator[Console]:
+def console(browser: Browser, world: World, screenshots: Path) -> Iterator[Console]:
     """A fresh tab; afterwards, nothing it showed or fetched holds a secret."""
     context = browser.new_context(viewport=WIDE)
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
-    opened = Console(page, world.stack.base_url)
+    opened = Console(page, world.stack.base_url, screenshots)
     page.on("response", lambda response: opened.responses.append(response))
     page.on("request", lambda request: opened.requested.append(request.url))
     try:
@@ -249,11 +258,7 @@ def console(browser: Browser, world: World) -> Iterator[Console]:
 
 
 def screenshot(console: Console, name: str) -> None:
-    folder = SCREENSHOTS if os.environ.get("SWITCHBOARD_CONSOLE_SCREENSHOTS") else None
-    if folder is None:
-        return
-    folder.mkdir(parents=True, exist_ok=True)
-    console.page.screenshot(path=folder / f"{name}.png", full_page=True)
+    console.page.screenshot(path=console.screenshots / f"{name}.png", full_page=True)
 
 
 # --- serving ---------------------------------------------------------------------------------
@@ -422,7 +427,7 @@ def test_a_partner_creates_a_mapping_in_the_page_and_it_answers_chat(console: Co
     console.settled()
     cells = row.locator("td").all_inner_texts()
     assert cells[4:6] == [f"{int(measured['requests']):,}", f"{100 * measured['errorRate']:.1f} %"]
-    assert (cells[6].endswith(" ms"), cells[8]) == (True, "closed")
+    assert cells[6].endswith(" ms") and console.figure("breaker") == "closed"
     assert console.figure("health-requests") == f"{sum(int(m['requests']) for m in health['models']):,}"
     page.get_by_role("button", name=f"Set {model} staging").click()
     expect(row).to_contain_text("staging")
@@ -471,7 +476,7 @@ def test_every_page_fits_a_narrow_window_without_secrets(browser: Browser, conso
         console.go(route)
         width = console.page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
         assert width[0] <= width[1], (route, width)
-        if route == "#/operator":
-            screenshot(console, "narrow-operator")
+        if token == world.caller_token:
+            screenshot(console, "narrow-caller")
         console.page.get_by_role("button", name="Sign out").click()
     screenshot(console, "sign-in")

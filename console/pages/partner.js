@@ -38,7 +38,7 @@ async function healthPanel(provider) {
   const errors = health.models.reduce((sum, m) => sum + Number(m.errors), 0);
   return [
     figures("Provider health", [
-      ["Breaker", h("span", { class: `badge ${breaker(health.breakerState)}` }, breaker(health.breakerState)), "breaker"],
+      ["Breaker (one per provider)", h("span", { class: `badge ${breaker(health.breakerState)}` }, breaker(health.breakerState)), "breaker"],
       ["Failures in a row", count(health.consecutiveFailures), "consecutive-failures"],
       ["Requests", count(requests), "health-requests"],
       ["Errors", count(errors), "health-errors"],
@@ -92,9 +92,8 @@ async function mappingsPanel(provider, reload, report) {
     { label: "Status", cell: (r) => [h("span", { class: `badge ${r.status}` }, r.status), r.statusReason ? h("div", { class: "hint" }, r.statusReason) : null] },
     { label: "Requests", num: true, cell: (r) => count(measured(r)?.requests) },
     { label: "Error rate", num: true, cell: (r) => (measured(r) ? percent(measured(r).errorRate) : "—") },
-    { label: "Time to first token", num: true, cell: (r) => ms(measured(r)?.timeToFirstTokenMs) },
+    { label: "First token", num: true, cell: (r) => ms(measured(r)?.timeToFirstTokenMs) },
     { label: "Throughput", num: true, cell: (r) => (measured(r)?.throughputTokensPerSecond ? `${Number(measured(r).throughputTokensPerSecond).toFixed(1)} tok/s` : "—") },
-    { label: "Breaker", cell: () => (health ? h("span", { class: `badge ${breaker(health.breakerState)}` }, breaker(health.breakerState)) : "—") },
     { label: "Last errors", cell: (r) => lastErrors(measured(r)?.lastErrors || []) },
     {
       label: "Actions",

@@ -4,8 +4,8 @@
 import { h, svg } from "./dom.js";
 import { usd } from "./format.js";
 
-const WIDTH = 720;
 const HEIGHT = 220;
+const MIN_WIDTH = 300;
 const LEFT = 110; // room for the amounts on the axis
 const BOTTOM = 24;
 const TOP = 8;
@@ -14,17 +14,36 @@ const COLORS = 8; // .s0 ... .s7 in console.css; more series share the last colo
 class StackedBars extends HTMLElement {
   /** {days: ["YYYY-MM-DD"], series: [{name, values: [nano-USD per day]}], label} */
   set data(data) {
-    this.replaceChildren(...render(data));
+    this._data = data;
+    this._width = 0;
+    this.draw();
+  }
+
+  // Drawn at the element's own width, so that text stays its size in any window.
+  connectedCallback() {
+    this._resized = new ResizeObserver(() => this.draw());
+    this._resized.observe(this);
+  }
+
+  disconnectedCallback() {
+    this._resized.disconnect();
+  }
+
+  draw() {
+    const width = Math.max(MIN_WIDTH, Math.round(this.clientWidth));
+    if (!this._data || width === this._width) return;
+    this._width = width;
+    this.replaceChildren(...render(this._data, width));
   }
 }
 
-function render({ days, series, label }) {
+function render({ days, series, label }, width) {
   const shown = topSeries(series);
   const totals = days.map((_, i) => shown.reduce((sum, s) => sum + BigInt(s.values[i] ?? 0), 0n));
   const max = totals.reduce((a, b) => (b > a ? b : a), 0n);
   const plotHeight = HEIGHT - TOP - BOTTOM;
   const scale = max > 0n ? plotHeight / Number(max) : 0;
-  const slot = (WIDTH - LEFT) / Math.max(days.length, 1);
+  const slot = (width - LEFT) / Math.max(days.length, 1);
   const bars = days.flatMap((day, i) => {
     let y = HEIGHT - BOTTOM;
     return shown.map((s, k) => {
@@ -41,8 +60,8 @@ function render({ days, series, label }) {
   const summary = `${label}: ${usd(total)} from ${days[0] ?? ""} to ${days[days.length - 1] ?? ""}`;
   const chart = svg(
     "svg",
-    { viewBox: `0 0 ${WIDTH} ${HEIGHT}`, role: "img", "aria-label": summary },
-    axis(days, max, slot),
+    { viewBox: `0 0 ${width} ${HEIGHT}`, role: "img", "aria-label": summary },
+    axis(days, max, slot, width),
     bars,
   );
   const legend = h(
@@ -63,7 +82,7 @@ function topSeries(series) {
   return [...sorted.slice(0, COLORS - 1), { name: `${rest.length} others`, values: other }];
 }
 
-function axis(days, max, slot) {
+function axis(days, max, slot, width) {
   const base = HEIGHT - BOTTOM;
   const ticks = [0n, max / 2n, max].filter((v, i, all) => i === 0 || v !== all[i - 1]);
   const lines = ticks.map((value) => {
@@ -71,11 +90,11 @@ function axis(days, max, slot) {
     return svg(
       "g",
       {},
-      svg("line", { x1: LEFT, x2: WIDTH, y1: y, y2: y }),
+      svg("line", { x1: LEFT, x2: width, y1: y, y2: y }),
       svg("text", { x: LEFT - 6, y: y + 4, "text-anchor": "end" }, usd(value)),
     );
   });
-  const every = Math.ceil(days.length / 6);
+  const every = Math.ceil(days.length / Math.max(2, Math.floor((width - LEFT) / 60)));
   const labels = days.map((day, i) =>
     i % every === 0 ? svg("text", { x: LEFT + i * slot + slot / 2, y: HEIGHT - 6, "text-anchor": "middle" }, day.slice(5)) : null,
   );

@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import grpc
 import httpx
@@ -28,6 +28,7 @@ from switchboard.billing.v1 import billing_service_pb2 as billing_pb
 from switchboard.billing.v1 import billing_service_pb2_grpc as billing_grpc
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 from switchboard.registry.v1 import internal_service_pb2_grpc as internal_grpc
+from upstream_helpers import JsonHandler
 
 from services.common.accounts import OPERATOR_ACCOUNT
 from services.demo import AdminApi
@@ -52,22 +53,12 @@ def _chunk(content: str) -> bytes:
     return b"data: " + json.dumps(event).encode() + b"\n\n"
 
 
-class Upstream(BaseHTTPRequestHandler):
+class Upstream(JsonHandler):
     """Answers by the first path segment: good (streams without usage), garbage, no-choices,
     empty-choices, oversize."""
 
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args: object) -> None:
-        pass
-
     def _send(self, body: bytes, content_type: str = "application/json") -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Inference-Id", uuid.uuid4().hex)
-        self.end_headers()
-        self.wfile.write(body)
+        self.send(200, body, content_type)
 
     def do_POST(self) -> None:
         request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))

@@ -16,7 +16,6 @@ import re
 import secrets
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -28,6 +27,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from upstream_helpers import JsonHandler
 
 from services.common import telemetry
 from services.common.logs import JsonFormatter
@@ -55,35 +55,22 @@ def _answer(stream: bool, with_usage: bool) -> tuple[bytes, str]:
     return body, "text/event-stream"
 
 
-class MockProvider(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-    def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Inference-Id", uuid.uuid4().hex)
-        self.end_headers()
-        self.wfile.write(body)
-
+class MockProvider(JsonHandler):
     def do_POST(self) -> None:
         request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.server.traceparents.append(self.headers.get("traceparent", ""))
         behaviour = self.path.split("/")[1]
         if behaviour == "fail":
-            self._send(503, b'{"error": {"message": "overloaded"}}')
+            self.send(503, b'{"error": {"message": "overloaded"}}')
         elif behaviour == "costs":
             first, *others = request["requestIds"]
             costs = [{"requestId": first, "costNanoUsd": -1}] + [
                 {"requestId": i, "costNanoUsd": COST_NANO_USD} for i in others
             ]
-            self._send(200, json.dumps({"requests": costs}).encode())
+            self.send(200, json.dumps({"requests": costs}).encode())
         else:
             with_usage = (request.get("stream_options") or {}).get("include_usage") is True
-            self._send(200, *_answer(request.get("stream") is True, with_usage))
+            self.send(200, *_answer(request.get("stream") is True, with_usage))
 
 
 class OtlpReceiver(BaseHTTPRequestHandler):

@@ -226,6 +226,8 @@ REAL_RESOURCES = [
     ("/v1/billing/usage", {}, {"account": USER}, "user"),
     ("/v1/billing/accounts/{account}", {"account": USER}, {}, "user"),
     ("/api/partners/{provider}/models", {"provider": PROVIDER}, {}, "user"),
+    ("/api/partners/{provider}/health", {"provider": PROVIDER}, {}, "user"),
+    ("/admin/v1/providerHealth", {}, {}, "admin"),
     ("/admin/v1/providers", {}, {}, "admin"),
     ("/admin/v1/providers/{provider}", {"provider": PROVIDER}, {}, "admin"),
     ("/admin/v1/models/{id}", {"id": IMAGE_MODEL}, {}, "admin"),

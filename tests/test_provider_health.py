@@ -16,11 +16,15 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import quote
 
+import grpc
 import httpx
 import orjson
 import pytest
+from conftest import RunningStack
 from hypothesis import given
 from hypothesis import strategies as st
+from switchboard.router.v1 import router_service_pb2 as router_pb
+from switchboard.router.v1 import router_service_pb2_grpc as router_grpc
 
 from services.demo import AdminApi, reference_provider_argv, reference_provider_secrets
 from services.launcher import Stack, free_port, http_ok
@@ -33,6 +37,7 @@ FAILURES = {
     "overloaded": (503, {"error": {"message": f"overloaded; your key {PROVIDER_KEY} is fine", "type": "server"}}),
     "refusing": (400, {"error": {"message": f"bad temperature for key {PROVIDER_KEY}", "param": "temperature"}}),
     "plain": (500, None),  # a body that is not JSON: the key in plain text
+    "unauthorized": (401, {"error": {"message": f"key {PROVIDER_KEY} is not valid", "type": "auth"}}),
 }
 
 
@@ -57,6 +62,7 @@ class FailingUpstream(BaseHTTPRequestHandler):
 class World:
     """A private stack, an org with a writer, and the two upstreams."""
 
+    stack: RunningStack
     base_url: str
     api: AdminApi
     admin_token: str
@@ -69,18 +75,25 @@ class World:
     def unique(prefix: str) -> str:
         return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
-    def provider_with_model(self, url: str, org: str | None = None) -> tuple[str, str]:
-        """A provider at `url` serving a new chat model: (provider id, hub model id)."""
-        provider = self.unique("hp")
-        self.api.ensure_provider(
-            {"id": provider, "org": org or self.org, "base_url": url, "api_key": PROVIDER_KEY,
-             "tasks": ["conversational"]}
-        )  # fmt: skip
+    def served_by(self, *urls: str) -> tuple[str, list[str]]:
+        """A new chat model and one new provider per URL serving it, tried in that order."""
         model = f"{self.org}/{self.unique('m')}"
         upsert = {"models": [{"id": model, "pipeline_tag": "text-generation", "tags": ["conversational"]}]}
         self.api.call("POST", "/admin/v1/models:batchUpsert", upsert)
-        mapping = {"task": "conversational", "hfModel": model, "providerModel": f"{provider}-model", "status": "live"}
-        self.api.call("POST", f"/api/partners/{provider}/models", mapping)
+        providers = [self.unique("hp") for _ in urls]
+        for rank, (provider, url) in enumerate(zip(providers, urls, strict=True)):
+            self.api.ensure_provider(
+                {"id": provider, "org": self.org, "base_url": url, "api_key": PROVIDER_KEY,
+                 "tasks": ["conversational"], "default_rank": rank}
+            )  # fmt: skip
+            mapping = {"task": "conversational", "hfModel": model, "providerModel": f"{provider}-model",
+                       "status": "live"}  # fmt: skip
+            self.api.call("POST", f"/api/partners/{provider}/models", mapping)
+        return model, providers
+
+    def provider_with_model(self, url: str) -> tuple[str, str]:
+        """A provider at `url` serving a new chat model: (provider id, hub model id)."""
+        model, (provider,) = self.served_by(url)
         return provider, model
 
     def http(self, token: str | None = None) -> httpx.Client:
@@ -124,7 +137,7 @@ def world(make_stack, tmp_path_factory) -> Iterator[World]:
         org, user = World.unique("org"), World.unique("user")
         api.ensure_member(org, user)
         yield World(
-            stack.base_url, api, stack.admin_token, reference_url,
+            stack, stack.base_url, api, stack.admin_token, reference_url,
             f"http://127.0.0.1:{failing.server_address[1]}", org, api.new_token(user),
         )  # fmt: skip
     finally:
@@ -173,25 +186,54 @@ def test_failures_open_the_breaker_and_are_shown_redacted(world: World) -> None:
     assert last["time"] >= body["startTime"]
 
 
-def test_a_refusal_is_a_request_not_an_error_and_is_redacted(world: World) -> None:
-    provider, model = world.provider_with_model(f"{world.failing_url}/refusing")
-    refused = world.chat(model)
-    assert refused.status_code == 400 and PROVIDER_KEY not in refused.text
-    health = world.model_health(provider)
-    assert (health["requests"], health["errors"], health["rejected"]) == ("1", "0", "1")
-    assert health["errorRate"] == 0
-    (last,) = health["lastErrors"]
-    assert (last["providerStatus"], last["code"], last["reason"]) == (400, "INVALID_ARGUMENT", "BAD_REQUEST")
-    assert last["message"] == f"provider {provider}: bad temperature for key [redacted]"
+def test_a_failover_counts_one_attempt_at_each_provider(world: World) -> None:
+    model, (failing, answering) = world.served_by(f"{world.failing_url}/overloaded", world.reference_url)
+    answer = world.chat(model)
+    assert answer.status_code == 200 and answer.headers["x-inference-provider"] == answering
+    failed, answered = world.model_health(failing), world.model_health(answering)
+    assert (failed["requests"], failed["errors"], failed["recentErrors"], failed["errorRate"]) == ("1", "1", 1, 1.0)
+    assert (answered["requests"], answered["errors"], answered["errorRate"]) == ("1", "0", 0)
+    assert world.health(failing).json()["consecutiveFailures"] == 1
 
 
-def test_a_plain_text_error_body_is_redacted(world: World) -> None:
-    provider, model = world.provider_with_model(f"{world.failing_url}/plain")
+# mode of the failing upstream -> the caller's status, (requests, errors, rejected), and the last
+# error's (providerStatus, code, reason, message) ({p}: the provider id)
+ONE_FAILURE = {
+    "refusing": (400, ("1", "0", "1"), (400, "INVALID_ARGUMENT", "BAD_REQUEST",
+                                        "provider {p}: bad temperature for key [redacted]")),
+    "plain": (502, ("1", "1", "0"), (500, "UNAVAILABLE", "UPSTREAM_HTTP_ERROR",
+                                     "HTTP 500: crashed with key=[redacted]")),
+    "unauthorized": (502, ("1", "1", "0"), (401, "UNAVAILABLE", "UPSTREAM_AUTH_ERROR",
+                                            "provider {p} refused Switchboard's credentials")),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", sorted(ONE_FAILURE))
+def test_one_failure_is_classed_and_redacted(world: World, mode: str) -> None:
+    """A refusal of the request is a request, not an error; the provider's failures are errors."""
+    caller_status, counts, error = ONE_FAILURE[mode]
+    provider, model = world.provider_with_model(f"{world.failing_url}/{mode}")
+    answer = world.chat(model)
+    assert answer.status_code == caller_status and PROVIDER_KEY not in answer.text
+    health = world.health(provider)
+    assert PROVIDER_KEY not in health.text
+    (model_health,) = health.json()["models"]
+    assert (model_health["requests"], model_health["errors"], model_health["rejected"]) == counts
+    assert model_health["errorRate"] == (1.0 if counts[1] == "1" else 0)
+    (last,) = model_health["lastErrors"]
+    status, code, reason, message = error
+    assert (last["providerStatus"], last["code"], last["reason"]) == (status, code, reason)
+    assert last["message"] == message.format(p=provider)
+
+
+def test_an_unreachable_provider_is_an_error_without_a_status(world: World) -> None:
+    provider, model = world.provider_with_model(f"http://127.0.0.1:{free_port()}")  # nothing listens there
     assert world.chat(model).status_code == 502
-    answer = world.health(provider)
-    assert PROVIDER_KEY not in answer.text
-    (last,) = answer.json()["models"][0]["lastErrors"]
-    assert last["message"] == "HTTP 500: crashed with key=[redacted]"
+    health = world.model_health(provider)
+    assert (health["requests"], health["errors"]) == ("1", "1")
+    (last,) = health["lastErrors"]
+    assert (last["providerStatus"], last["code"], last["reason"]) == (0, "UNAVAILABLE", "UPSTREAM_UNREACHABLE")
+    assert last["message"].startswith("connection failed (")
 
 
 def test_a_stream_broken_after_it_began_is_an_error(world: World) -> None:
@@ -225,15 +267,35 @@ def test_who_may_read_a_providers_health(world: World) -> None:
     assert refused["code"] == "forbidden" and refused["type"] == "permission_error"
 
 
-def test_an_unknown_provider_is_a_404(world: World) -> None:
+def test_an_unknown_provider_is_a_404_quoting_a_bounded_prefix(world: World) -> None:
     answer = world.health(world.unique("nope"))
     assert answer.status_code == 404 and answer.json()["error"]["code"] == "provider_not_found"
+    long = world.health("x" * 250)
+    assert long.status_code == 404 and len(long.json()["error"]["message"]) < 200
+    too_long = world.health("x" * 5000)  # Envoy's bound on a URI
+    assert too_long.status_code == 414 and too_long.json()["error"]["code"] == "uri_too_long"
+
+
+def test_grpc_callers_get_the_typed_answer(world: World) -> None:
+    provider, model = world.provider_with_model(world.reference_url)
+    assert world.chat(model).status_code == 200
+    with world.stack.channel("envoy") as channel:
+        stub = router_grpc.RouterServiceStub(channel)
+        request = router_pb.GetProviderHealthRequest(provider=provider)
+        health = stub.GetProviderHealth(request, metadata=[("authorization", f"Bearer {world.token}")], timeout=30)
+        with pytest.raises(grpc.RpcError) as anonymous:
+            stub.GetProviderHealth(request, timeout=30)
+    assert anonymous.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    (model_health,) = health.models
+    assert (health.breaker_state, model_health.requests, model_health.errors) == (
+        router_pb.BREAKER_STATE_CLOSED, 1, 0
+    )  # fmt: skip
 
 
 @given(provider=st.text(min_size=1, max_size=300))
 def test_any_provider_id_is_answered_in_openais_shape(world: World, provider: str) -> None:
     answer = world.health(provider)
-    assert answer.status_code in (400, 404), answer.text
+    assert answer.status_code in (400, 404, 414), answer.text
     assert set(answer.json()["error"]) == {"message", "type", "param", "code"}
 
 

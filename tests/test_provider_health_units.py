@@ -3,6 +3,8 @@ and order of the last errors, redaction before the cut, and the breaker states a
 
 from __future__ import annotations
 
+from collections import Counter
+
 from hypothesis import given
 from hypothesis import strategies as st
 from switchboard.router.v1 import router_service_pb2 as router_pb
@@ -115,3 +117,54 @@ def test_breaker_states_as_the_api_shows_them() -> None:
     assert shown() == (router_pb.BREAKER_STATE_HALF_OPEN, 2)
     breakers.succeeded("p")
     assert shown() == (router_pb.BREAKER_STATE_CLOSED, 0)
+
+
+EVENTS = ("answered", "failed", "rejected", "skipped", "broke")
+
+
+@given(st.lists(st.tuples(st.floats(0, 200, allow_nan=False), st.sampled_from(EVENTS)), max_size=60))
+def test_totals_and_window_match_a_plain_recount(events: list[tuple[float, str]]) -> None:
+    """Whatever the order and spacing of events, the figures equal a recount of the events."""
+    clock = Clock()
+    measurements = Measurements(clock)
+    seen: list[tuple[int, str]] = []  # (minute, event)
+    for advance, event in events:
+        clock.now += advance
+        error = measurements.error(0, "UNAVAILABLE", "X", event, str)
+        if event == "answered":
+            measurements.answered("p", "m")
+        elif event == "skipped":
+            measurements.skipped("p", "m")
+        elif event == "rejected":
+            measurements.rejected("p", "m", error)
+        else:
+            measurements.failed("p", "m", error, counted=event == "broke")
+        seen.append((int(clock.now // 60), event))
+    stats = measurements.get("p", "m")
+    if stats is None:
+        assert not events
+        return
+    count = Counter(event for _, event in seen)
+    assert stats.requests == count["answered"] + count["failed"] + count["rejected"]
+    assert (stats.errors, stats.rejected, stats.skipped) == (count["failed"] + count["broke"], count["rejected"],
+                                                             count["skipped"])  # fmt: skip
+    now = measurements.minute()
+    window = [event for minute, event in seen if now - WINDOW_MINUTES < minute <= now]
+    recent_count = Counter(window)
+    expected = (recent_count["answered"] + recent_count["failed"] + recent_count["rejected"],
+                recent_count["failed"] + recent_count["broke"])  # fmt: skip
+    assert stats.recent(now) == expected
+    kept = [event for _, event in seen if event not in ("answered", "skipped")][::-1][:LAST_ERRORS]
+    assert [e.message for e in stats.last_errors] == kept
+
+
+def test_the_error_rate_is_capped_when_an_older_stream_breaks_in_the_window() -> None:
+    clock = Clock()
+    measurements = Measurements(clock)
+    measurements.answered("p", "m")  # stream A begins in minute 0
+    clock.now = 60.0 * WINDOW_MINUTES
+    measurements.answered("p", "m")  # stream B begins; minute 0 has left the window
+    for _ in range(2):  # both break now
+        measurements.failed("p", "m", measurements.error(0, "UNAVAILABLE", "STREAM_INTERRUPTED", "", str), counted=True)
+    (health,) = provider_health("p", measurements, Breakers(5, 10.0, clock)).models
+    assert (health.recent_requests, health.recent_errors, health.error_rate) == (1, 2, 1.0)

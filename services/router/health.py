@@ -46,7 +46,8 @@ def _model_health(provider_model: str, stats: Stats, minute: int) -> router_pb.P
         skipped=stats.skipped,
         recent_requests=recent_requests,
         recent_errors=recent_errors,
-        error_rate=recent_errors / recent_requests if recent_requests else 0.0,
+        # at most 1: a stream that began in a minute now out of the window may break within it
+        error_rate=min(1.0, recent_errors / recent_requests) if recent_requests else 0.0,
         time_to_first_token_ms=stats.ttft_ms,
         throughput_tokens_per_second=stats.tokens_per_second,
         last_errors=[_error(record) for record in stats.last_errors],

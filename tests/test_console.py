@@ -21,6 +21,8 @@ import httpx
 import pytest
 from browser import chromium
 from conftest import RunningStack, demo_stack
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from playwright.sync_api import Browser, Page, Response, expect
 from switchboard.billing.v1 import billing_service_pb2 as billing_pb
 from switchboard.billing.v1 import billing_service_pb2_grpc as billing_grpc
@@ -240,6 +242,16 @@ def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("screenshots")
 
 
+@pytest.fixture(scope="module")
+def formats(browser: Browser, world: World) -> Iterator[Page]:
+    """A console page, for the modules it loads (signed out)."""
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(f"{world.stack.base_url}/console/")
+    yield page
+    context.close()
+
+
 @pytest.fixture
 def console(browser: Browser, world: World, screenshots: Path) -> Iterator[Console]:
     """A fresh tab; afterwards, nothing it showed or fetched holds a secret."""
@@ -304,6 +316,7 @@ def test_keyboard_only_sign_in_keeps_the_token_in_this_tab_only(console: Console
     page.get_by_role("button", name="Sign out").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Sign in")
     assert page.evaluate("sessionStorage.length") == 0
+    assert world.caller_token not in world.stack.logs()  # Envoy's access log and the services' logs
 
 
 def test_a_bad_token_is_refused_with_a_message(console: Console) -> None:
@@ -312,6 +325,22 @@ def test_a_bad_token_is_refused_with_a_message(console: Console) -> None:
     console.page.get_by_role("button", name="Sign in").click()
     expect(console.page.get_by_role("alert").first).to_have_text("That token was not accepted.")
     assert console.page.evaluate("sessionStorage.length") == 0
+
+
+NANO_USD = st.integers(min_value=0, max_value=2**63 - 1)
+
+
+@settings(max_examples=200, derandomize=True, database=None)
+@given(nano=st.one_of(NANO_USD, st.sampled_from([0, 1, 10, 999_999_999, 1_000_000_000, 1_300, 2**63 - 1])))
+def test_money_is_shown_and_read_back_exactly(formats: Page, nano: int) -> None:
+    """console/format.js in the browser: usd() shows every nano-USD of any int64 amount as the
+    API sent it (a decimal string), and parseUsd() reads what usd() shows back to the same amount."""
+    shown, read = formats.evaluate(
+        "async n => { const f = await import('./format.js');"
+        " const text = f.usd(n); return [text, f.parseUsd(text.replaceAll(',', '')).toString()]; }",
+        str(nano),
+    )
+    assert (shown, read) == (usd(nano), str(nano))
 
 
 # --- callers ---------------------------------------------------------------------------------

@@ -43,7 +43,7 @@ async function healthPanel(provider) {
       ["Requests", count(requests), "health-requests"],
       ["Errors", count(errors), "health-errors"],
     ]),
-    h("p", { class: "hint" }, `Measured by this Router since ${dateTime(health.startTime)}; error rate over the last ${health.windowSeconds / 60} minutes.`),
+    h("p", { class: "hint" }, `Measured by this Router since ${dateTime(health.startTime)}, per provider model (mappings to the same provider model share their figures); error rate over the last ${health.windowSeconds / 60} minutes.`),
   ];
 }
 

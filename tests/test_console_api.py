@@ -397,7 +397,9 @@ def test_the_daily_series_shows_exactly_the_known_requests_split_by_state_model_
         key=lambda s: s["provider"],
     )
     total = usage_slice(settled=2 * COST, pending=ESTIMATE, unpriced=ESTIMATE, requests=4)
-    assert (series["total"], series["byModel"], series["byProvider"]) == (total, by_model, by_provider)
+    breakdown = {"total": total, "byModel": by_model, "byProvider": by_provider,
+                 "otherModels": usage_slice(), "otherProviders": usage_slice()}  # fmt: skip
+    assert {key: series[key] for key in breakdown} == breakdown
     dates = [d["date"] for d in series["days"]]
     assert (
         len(dates) == 30
@@ -407,7 +409,7 @@ def test_the_daily_series_shows_exactly_the_known_requests_split_by_state_model_
     assert date.fromisoformat(dates[-1]) - date.fromisoformat(dates[0]) == timedelta(days=29)
     busy = [d for d in series["days"] if d["total"] != usage_slice()]
     assert len(busy) == 1 and date.fromisoformat(busy[0]["date"]) in (before, after)
-    assert busy[0] == {"date": busy[0]["date"], "total": total, "byModel": by_model, "byProvider": by_provider}
+    assert busy[0] == {"date": busy[0]["date"], **breakdown}
     assert all(d["byModel"] == [] and d["byProvider"] == [] for d in series["days"] if d is not busy[0])
     # the month's usage agrees (its pending includes the unpriced estimates)
     assert (month["settledNanoUsdExact"], month["pendingNanoUsdExact"], month["requests"]) == (

@@ -6,19 +6,29 @@ from __future__ import annotations
 
 import uuid
 
+import grpc
 import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from switchboard.registry.v1 import registry_service_pb2 as registry_pb
+from switchboard.registry.v1 import registry_service_pb2_grpc as registry_grpc
 
 from services.common.errors import ApiError
-from services.common.paging import MAX_PAGE_TOKEN, key_after, next_page_token
+from services.common.paging import MAX_PAGE_TOKEN, key_after, next_page_token, number_after
 from services.demo import AdminApi
 
 SETTINGS = settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
 # What Envoy's transcoder answers for a query value it cannot parse into the field (no param).
 UNPARSED = ("invalid_json", "invalid_request")
-LISTINGS = ("/v1/me/tokens", "/v1/orgs/{org}/members", "/admin/v1/billing/providerReconciliations")
+# Every paged REST listing (their page tokens are services/common/paging.py's).
+LISTINGS = (
+    "/v1/me/tokens",
+    "/v1/orgs/{org}/members",
+    "/admin/v1/billing/providerReconciliations",
+    "/admin/v1/providers",
+    "/admin/v1/modelAliases",
+)
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +95,18 @@ def test_another_listings_page_token_is_a_400(stack, caller, path) -> None:
         )
 
 
+@pytest.mark.parametrize("token", ["zzz", "1", next_page_token("modelMappings", "x"), next_page_token("tokens", "1")])
+def test_the_mappings_listing_over_grpc_refuses_page_tokens_it_did_not_issue(stack, token) -> None:
+    provider = f"in-p-{uuid.uuid4().hex[:8]}"
+    api = AdminApi(stack.base_url, stack.admin_token)
+    api.ensure_member(f"{provider}-org", f"{provider}-user")
+    api.ensure_provider({"id": provider, "org": f"{provider}-org", "base_url": "http://127.0.0.1:9"})
+    request = registry_pb.ListModelMappingsRequest(provider=provider, page_token=token)
+    with stack.channel("envoy") as channel, pytest.raises(grpc.RpcError) as refusal:
+        registry_grpc.RegistryServiceStub(channel).ListModelMappings(request, timeout=10)
+    assert refusal.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "page_token" in refusal.value.details()
+
+
 @given(listing=st.sampled_from(["tokens", "members"]), key=st.text(min_size=1, max_size=96))
 def test_a_page_token_gives_back_its_key_and_only_to_its_listing(listing, key) -> None:
     token = next_page_token(listing, key)
@@ -101,4 +123,13 @@ def test_a_page_token_gives_back_its_key_and_only_to_its_listing(listing, key) -
 def test_made_up_page_tokens_are_refused(token) -> None:
     with pytest.raises(ApiError) as refusal:
         key_after("tokens", token)
+    assert refusal.value.reason == "INVALID_PAGE_TOKEN"
+
+
+@pytest.mark.parametrize("key", ["abc", "-1", "1.5", "\u0663", " 7"])
+def test_a_numeric_listings_token_carrying_anything_but_a_number_is_refused(key) -> None:
+    """Tokens are not signed: one encoded by hand with another key is refused, never a 500."""
+    assert number_after("modelMappings", next_page_token("modelMappings", "42")) == 42
+    with pytest.raises(ApiError) as refusal:
+        number_after("modelMappings", next_page_token("modelMappings", key))
     assert refusal.value.reason == "INVALID_PAGE_TOKEN"

@@ -6,7 +6,7 @@ provider. And the series message: every day present, oldest first, sums exact.""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -15,7 +15,8 @@ from sqlalchemy import text
 from test_billing_helpers import ledger_database, record, unique
 
 from services.billing import ledger
-from services.billing.servicer import daily_usage_message, ledger_row
+from services.billing.console import DAY_SLICES, PERIOD_SLICES, daily_usage_message, series_bounds
+from services.billing.servicer import ledger_row
 from services.common.db import Database
 
 DAY = date(2026, 3, 14)
@@ -101,3 +102,42 @@ def test_the_series_message_has_every_day_oldest_first_with_exact_sums() -> None
     assert [(s.provider, s.settled_nano_usd) for s in answer.by_provider] == [("p1", 7_000), ("p2", 2**63 - 1)]
     assert [(s.model, s.provider) for s in answer.days[1].by_model] == [("m/a", ""), ("m/b", "")]
     assert answer.days[0].by_model == [] and answer.days[2].by_provider == []
+
+
+def amounts(usage_slice) -> tuple[int, int, int, int]:
+    return (
+        usage_slice.settled_nano_usd,
+        usage_slice.pending_nano_usd,
+        usage_slice.unpriced_nano_usd,
+        usage_slice.requests,
+    )
+
+
+def test_breakdowns_list_the_largest_models_and_providers_and_sum_the_rest() -> None:
+    """DAY_SLICES + 5 models on one day and PERIOD_SLICES + 5 providers over two: the largest
+    are listed by key, the others summed, and listed plus others make the total."""
+    rows = [ledger.DayUsage("2026-03-14", f"m/{n:03d}", "p", (n, 0, 0, 1)) for n in range(DAY_SLICES + 5)]
+    rows += [ledger.DayUsage("2026-03-15", "m/x", f"p{n:03d}", (0, n, 1, 2)) for n in range(PERIOD_SLICES + 5)]
+    answer = daily_usage_message("acct", DAY, 2, rows)
+    first = answer.days[0]
+    assert [s.model for s in first.by_model] == [f"m/{n:03d}" for n in range(5, DAY_SLICES + 5)]
+    assert amounts(first.other_models) == (sum(range(5)), 0, 0, 5)
+    assert amounts(first.other_providers) == (0, 0, 0, 0) and [s.provider for s in first.by_provider] == ["p"]
+    second, rest = answer.days[1], PERIOD_SLICES + 5 - DAY_SLICES  # the day's providers not listed
+    assert [s.provider for s in second.by_provider] == [f"p{n:03d}" for n in range(rest, PERIOD_SLICES + 5)]
+    assert amounts(second.other_providers) == (0, sum(range(rest)), rest, 2 * rest)
+    # the period lists up to PERIOD_SLICES: the 15 day-one models, and the largest providers
+    assert len(answer.by_model) == DAY_SLICES + 6 and amounts(answer.other_models) == (0, 0, 0, 0)
+    assert len(answer.by_provider) == PERIOD_SLICES
+    for message in (first, second, answer):
+        listed = [amounts(s) for s in message.by_model] + [amounts(message.other_models)]
+        assert tuple(map(sum, zip(*listed, strict=True))) == amounts(message.total)
+        listed = [amounts(s) for s in message.by_provider] + [amounts(message.other_providers)]
+        assert tuple(map(sum, zip(*listed, strict=True))) == amounts(message.total)
+
+
+def test_the_series_ends_with_todays_utc_day_whatever_the_clocks_zone() -> None:
+    tokyo_morning = datetime(2026, 3, 15, 8, 0, tzinfo=timezone(timedelta(hours=9)))  # 23:00 UTC on the 14th
+    assert series_bounds(1, tokyo_morning) == (DAY, datetime(2026, 3, 14, tzinfo=UTC), NEXT)
+    first, start, end = series_bounds(90, LATE)
+    assert (first, start, end) == (DAY - timedelta(days=89), datetime(2025, 12, 15, tzinfo=UTC), NEXT)

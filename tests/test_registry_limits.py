@@ -20,6 +20,7 @@ from switchboard.registry.v1 import registry_service_pb2 as registry_pb
 from switchboard.registry.v1 import registry_service_pb2_grpc as registry_grpc
 
 from services.common.errors import ApiError
+from services.common.paging import key_after
 from services.registry import validation as v
 from services.registry.index import MODEL, TAG_FILTER, Mapping
 from services.registry.partners import table_entry
@@ -276,7 +277,7 @@ STRING_CHECKS = [
     lambda s: v.check_url(s, "baseUrl"),
     lambda s: v.check_header_name(s, "requestIdHeader"),
     lambda s: v.check_secret(s, "apiKey"),
-    lambda s: v.page_token(s),
+    lambda s: key_after("providers", s),
 ]
 LIST_CHECKS = [
     lambda items: v.check_tags(items),

@@ -7,9 +7,7 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
-from datetime import time as dt_time
+from datetime import UTC, datetime
 
 import grpc
 from google.protobuf.message import Message
@@ -19,6 +17,7 @@ from switchboard.billing.v1 import billing_service_pb2_grpc as billing_grpc
 
 from services.billing import ledger
 from services.billing.access import Authenticator, require_account_access
+from services.billing.console import daily_usage_message, reconciliation_message, series_bounds, stamp, usage_days
 from services.billing.limits import LimitedAccounts
 from services.billing.reconciler import CostApiRecord, Reconciler
 from services.billing.storage import PENDING, UNPRICED
@@ -34,7 +33,6 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 10_000
 NO_REQUEST_ID = "the provider's answer carried no request id header"
 PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
-DEFAULT_DAYS, MAX_DAYS = 30, 90  # the daily usage series' length
 RECONCILIATIONS_LISTING = "providerReconciliations"
 ACCOUNT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}")  # the Registry's user and org names
 
@@ -159,79 +157,6 @@ def usage_message(account: str, period: str, report: ledger.UsageReport) -> bill
     )
 
 
-def usage_days(days: int) -> int:
-    """The series' length: DEFAULT_DAYS when 0, 400 outside 1..MAX_DAYS."""
-    if days == 0:
-        return DEFAULT_DAYS
-    if not 1 <= days <= MAX_DAYS:
-        raise invalid_argument("INVALID_DAYS", f"days must be between 1 and {MAX_DAYS}, got {days}", "days")
-    return days
-
-
-def _usage_slice(sums: list[int], **key: str) -> billing_pb.UsageSlice:
-    settled, pending, unpriced, requests = (saturated(v) for v in sums)
-    return billing_pb.UsageSlice(
-        settled_nano_usd=settled, pending_nano_usd=pending, unpriced_nano_usd=unpriced, requests=requests, **key
-    )
-
-
-@dataclass
-class Breakdown:
-    """Sums of (settled, pending, unpriced, requests): in all, by model, by provider."""
-
-    total: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
-    by_model: dict[str, list[int]] = field(default_factory=dict)
-    by_provider: dict[str, list[int]] = field(default_factory=dict)
-
-    def add(self, row: ledger.DayUsage) -> None:
-        for sums in (self.total, self.by_model.setdefault(row.model, [0, 0, 0, 0]),
-                     self.by_provider.setdefault(row.provider, [0, 0, 0, 0])):  # fmt: skip
-            for position, amount in enumerate(row.amounts):
-                sums[position] += amount
-
-    def fill(self, message: billing_pb.DailyUsage | billing_pb.UsageDay) -> None:
-        """Sets the message's total, by_model and by_provider (both messages have the three)."""
-        message.total.CopyFrom(_usage_slice(self.total))
-        message.by_model.extend(_usage_slice(self.by_model[m], model=m) for m in sorted(self.by_model))
-        message.by_provider.extend(_usage_slice(self.by_provider[p], provider=p) for p in sorted(self.by_provider))
-
-
-def daily_usage_message(account: str, first: date, days: int, rows: list[ledger.DayUsage]) -> billing_pb.DailyUsage:
-    """Every day from `first` on, oldest first (days without requests at zero), and the period's sums."""
-    period, by_day = Breakdown(), {}
-    for row in rows:
-        period.add(row)
-        by_day.setdefault(row.day, Breakdown()).add(row)
-    dates = [(first + timedelta(days=n)).isoformat() for n in range(days)]
-    answer = billing_pb.DailyUsage(account=account, start_date=dates[0], end_date=dates[-1])
-    period.fill(answer)
-    for day in dates:
-        by_day.get(day, Breakdown()).fill(answer.days.add(date=day))
-    return answer
-
-
-def _stamp(message: Message, name: str, moment: datetime | None) -> None:
-    if moment is not None:
-        getattr(message, name).FromDatetime(moment)
-
-
-def reconciliation_message(
-    provider: str, counts: tuple[int, int], record: CostApiRecord
-) -> billing_pb.ProviderReconciliation:
-    message = billing_pb.ProviderReconciliation(
-        provider=provider,
-        has_cost_api=record.has_cost_api,
-        pending_requests=counts[0],
-        unpriced_requests=counts[1],
-        cost_api_failures=record.failures,
-        consecutive_failures=record.consecutive_failures,
-        last_failure_reason=record.last_failure_reason,
-    )
-    _stamp(message, "last_failure_time", record.last_failure_time)
-    _stamp(message, "last_attempt_time", record.last_attempt_time)
-    return message
-
-
 class AccountsMixin:
     """Reads and writes of an account's settings, shared by the caller and operator services."""
 
@@ -274,10 +199,7 @@ class BillingServicer(AccountsMixin, billing_grpc.BillingServiceServicer):
         _check_account(request.account)
         days = usage_days(request.days)
         require_account_access(caller, request.account)
-        today = datetime.now(UTC).date()
-        first = today - timedelta(days=days - 1)
-        start = datetime.combine(first, dt_time.min, UTC)
-        end = datetime.combine(today + timedelta(days=1), dt_time.min, UTC)
+        first, start, end = series_bounds(days, datetime.now(UTC))
         rows = await self.db.run(lambda s: ledger.daily_usage(s, request.account, start, end))
         return daily_usage_message(request.account, first, days, rows)
 
@@ -337,7 +259,7 @@ class BillingAdminServicer(AccountsMixin, billing_grpc.BillingAdminServiceServic
             ],
             next_page_token=next_page_token(RECONCILIATIONS_LISTING, page[-1]) if len(providers) > size else "",
         )
-        _stamp(answer, "last_pass_time", self.reconciler.last_pass_time)
+        stamp(answer, "last_pass_time", self.reconciler.last_pass_time)
         return answer
 
     async def UpdateIncludedCredits(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 
-from services.common.errors import invalid_argument
+from services.common.errors import ApiError, invalid_argument
 
 MAX_PAGE_SIZE = 1_000  # page_size (0: the listing's default)
 DEFAULT_PAGE_SIZE = 100
@@ -42,6 +42,18 @@ def key_after(listing: str, token: str) -> str:
         text = ""
     name, newline, key = text.partition("\n")
     if name != listing or not newline or not key or next_page_token(listing, key) != token:
-        message = "page_token is not a next_page_token of this listing"
-        raise invalid_argument("INVALID_PAGE_TOKEN", message, "page_token")
+        raise _invalid_page_token()
     return key
+
+
+def number_after(listing: str, token: str) -> int:
+    """The number a page token of `listing` (whose keys are numbers) resumes after; 0 for the
+    first page; 400 for any other token (one made up to carry something else too)."""
+    key = key_after(listing, token)
+    if key and not (key.isascii() and key.isdigit()):
+        raise _invalid_page_token()
+    return int(key or 0)
+
+
+def _invalid_page_token() -> ApiError:
+    return invalid_argument("INVALID_PAGE_TOKEN", "page_token is not a next_page_token of this listing", "page_token")

@@ -18,6 +18,7 @@ from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 
 from services.common.auth import require_admin
 from services.common.errors import ApiError, already_exists, invalid_argument, not_found
+from services.common.paging import key_after, next_page_token
 from services.common.providers import DEFAULT_REQUEST_ID_HEADER
 from services.registry import store
 from services.registry.state import RegistryState
@@ -55,11 +56,11 @@ from services.registry.validation import (
     check_url,
     fitting,
     page_size,
-    page_token,
     shown,
 )
 
 log = logging.getLogger(__name__)
+PROVIDERS_LISTING, ALIASES_LISTING = "providers", "modelAliases"  # their page tokens' listing names
 # Provider fields an update may set (JSON names as in the REST body).
 UPDATABLE = (
     "org",
@@ -294,12 +295,12 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
     ) -> admin_pb.ListProvidersResponse:
         self._admin(context)
         size = page_size(request.page_size)
-        after = page_token(request.page_token)
+        after = key_after(PROVIDERS_LISTING, request.page_token)
 
         rows = await self.state.db.run(lambda s: store.page_after(s, ProviderRow.id, after, size))
         messages = [provider_message(r) for r in rows[:size]]
         kept = fitting(m.ByteSize() for m in messages)  # the page Envoy can transcode
-        next_token = rows[kept - 1].id if len(rows) > kept else ""
+        next_token = next_page_token(PROVIDERS_LISTING, rows[kept - 1].id) if len(rows) > kept else ""
         return admin_pb.ListProvidersResponse(providers=messages[:kept], next_page_token=next_token)
 
     async def UpdateProvider(
@@ -449,10 +450,10 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
     ) -> admin_pb.ListModelAliasesResponse:
         self._admin(context)
         size = page_size(request.page_size)
-        after = page_token(request.page_token)
+        after = key_after(ALIASES_LISTING, request.page_token)
 
         rows = await self.state.db.run(lambda s: store.page_after(s, ModelAliasRow.name, after, size))
-        next_token = rows[size - 1].name if len(rows) > size else ""
+        next_token = next_page_token(ALIASES_LISTING, rows[size - 1].name) if len(rows) > size else ""
         return admin_pb.ListModelAliasesResponse(
             model_aliases=[model_alias_message(r) for r in rows[:size]], next_page_token=next_token
         )

@@ -14,6 +14,7 @@ from switchboard.registry.v1 import registry_service_pb2_grpc as registry_grpc
 
 from services.common.accounts import WRITE_ROLES
 from services.common.errors import already_exists, invalid_argument, not_found, permission_denied
+from services.common.paging import next_page_token, number_after
 from services.registry import store
 from services.registry.index import MODEL, STAGING, TAG_FILTER, Mapping, ProviderEntry
 from services.registry.state import RegistryState
@@ -31,9 +32,10 @@ from services.registry.validation import (
     check_unique,
     fitting,
     page_size,
-    page_token,
     shown,
 )
+
+MAPPINGS_LISTING = "modelMappings"  # ListModelMappings' page tokens
 
 
 def mapping_message(mapping: Mapping) -> registry_pb.ModelMapping:
@@ -236,10 +238,7 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
         await self.state.fresh(lambda: self.state.provider(request.provider))
         status = status_filter(request.status)
         size = page_size(request.page_size)
-        try:
-            after = int(page_token(request.page_token) or 0)
-        except ValueError:
-            raise invalid_argument("INVALID_REQUEST", "page_token is not one this API gave out", "page_token") from None
+        after = number_after(MAPPINGS_LISTING, request.page_token)  # a mapping's seq
         page: list[Mapping] = []
         more = False
         for mapping in self.index.provider_mappings[request.provider].values():
@@ -250,7 +249,7 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
                 page.append(mapping)
         messages = [mapping_message(m) for m in page]
         kept = fitting(m.ByteSize() for m in messages)  # the page Envoy can transcode
-        next_token = str(page[kept - 1].seq) if more or kept < len(page) else ""
+        next_token = next_page_token(MAPPINGS_LISTING, str(page[kept - 1].seq)) if more or kept < len(page) else ""
         return registry_pb.ListModelMappingsResponse(model_mappings=messages[:kept], next_page_token=next_token)
 
     async def UpdateProviderPreferences(

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sized
 from urllib.parse import urlparse
 
 from services.common.errors import invalid_argument
-from services.common.paging import MAX_PAGE_SIZE, MAX_PAGE_TOKEN, page_size  # noqa: F401  (re-exported)
+from services.common.paging import MAX_PAGE_SIZE, page_size  # noqa: F401  (re-exported)
 
 # --- limits (one table) ------------------------------------------------------------------------
 MAX_NAME = 96  # org, user, provider and token names
@@ -320,10 +320,6 @@ def check_model_fits_task(model_id: str, pipeline_tag: str, tags: tuple[str, ...
         )
     message = f"task {task!r} does not match the pipeline_tag {shown(pipeline_tag)} of {shown(model_id)}"
     raise invalid_argument("INVALID_REQUEST", message, "task")
-
-
-def page_token(token: str) -> str:
-    return check_length(token, MAX_PAGE_TOKEN, "page_token")
 
 
 def fitting(sizes: Iterable[int], budget: int = MAX_LISTING_BYTES) -> int:

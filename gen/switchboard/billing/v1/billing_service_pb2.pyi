@@ -100,19 +100,23 @@ class UsageSlice(_message.Message):
     def __init__(self, model: _Optional[str] = ..., provider: _Optional[str] = ..., settled_nano_usd: _Optional[int] = ..., pending_nano_usd: _Optional[int] = ..., unpriced_nano_usd: _Optional[int] = ..., requests: _Optional[int] = ...) -> None: ...
 
 class UsageDay(_message.Message):
-    __slots__ = ("date", "total", "by_model", "by_provider")
+    __slots__ = ("date", "total", "by_model", "by_provider", "other_models", "other_providers")
     DATE_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
     BY_MODEL_FIELD_NUMBER: _ClassVar[int]
     BY_PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    OTHER_MODELS_FIELD_NUMBER: _ClassVar[int]
+    OTHER_PROVIDERS_FIELD_NUMBER: _ClassVar[int]
     date: str
     total: UsageSlice
     by_model: _containers.RepeatedCompositeFieldContainer[UsageSlice]
     by_provider: _containers.RepeatedCompositeFieldContainer[UsageSlice]
-    def __init__(self, date: _Optional[str] = ..., total: _Optional[_Union[UsageSlice, _Mapping]] = ..., by_model: _Optional[_Iterable[_Union[UsageSlice, _Mapping]]] = ..., by_provider: _Optional[_Iterable[_Union[UsageSlice, _Mapping]]] = ...) -> None: ...
+    other_models: UsageSlice
+    other_providers: UsageSlice
+    def __init__(self, date: _Optional[str] = ..., total: _Optional[_Union[UsageSlice, _Mapping]] = ..., by_model: _Optional[_Iterable[_Union[UsageSlice, _Mapping]]] = ..., by_provider: _Optional[_Iterable[_Union[UsageSlice, _Mapping]]] = ..., other_models: _Optional[_Union[UsageSlice, _Mapping]] = ..., other_providers: _Optional[_Union[UsageSlice, _Mapping]] = ...) -> None: ...
 
 class DailyUsage(_message.Message):
-    __slots__ = ("account", "start_date", "end_date", "total", "by_model", "by_provider", "days")
+    __slots__ = ("account", "start_date", "end_date", "total", "by_model", "by_provider", "days", "other_models", "other_providers")
     ACCOUNT_FIELD_NUMBER: _ClassVar[int]
     START_DATE_FIELD_NUMBER: _ClassVar[int]
     END_DATE_FIELD_NUMBER: _ClassVar[int]
@@ -120,6 +124,8 @@ class DailyUsage(_message.Message):
     BY_MODEL_FIELD_NUMBER: _ClassVar[int]
     BY_PROVIDER_FIELD_NUMBER: _ClassVar[int]
     DAYS_FIELD_NUMBER: _ClassVar[int]
+    OTHER_MODELS_FIELD_NUMBER: _ClassVar[int]
+    OTHER_PROVIDERS_FIELD_NUMBER: _ClassVar[int]
     account: str
     start_date: str
     end_date: str
@@ -127,7 +133,9 @@ class DailyUsage(_message.Message):
     by_model: _containers.RepeatedCompositeFieldContainer[UsageSlice]
     by_provider: _containers.RepeatedCompositeFieldContainer[UsageSlice]
     days: _containers.RepeatedCompositeFieldContainer[UsageDay]
-    def __init__(self, account: _Optional[str] = ..., start_date: _Optional[str] = ..., end_date: _Optional[str] = ..., total: _Optional[_Union[UsageSlice, _Mapping]] = ..., by_model: _Optional[_Iterable[_Union[UsageSlice, _Mapping]]] = ..., by_provider: _Optional[_Iterable[_Union[UsageSlice, _Mapping]]] = ..., days: _Optional[_Iterable[_Union[UsageDay, _Mapping]]] = ...) -> None: ...
+    other_models: UsageSlice
+    other_providers: UsageSlice
+    def __init__(self, account: _Optional[str] = ..., start_date: _Optional[str] = ..., end_date: _Optional[str] = ..., total: _Optional[_Union[UsageSlice, _Mapping]] = ..., by_model: _Optional[_Iterable[_Union[UsageSlice, _Mapping]]] = ..., by_provider: _Optional[_Iterable[_Union[UsageSlice, _Mapping]]] = ..., days: _Optional[_Iterable[_Union[UsageDay, _Mapping]]] = ..., other_models: _Optional[_Union[UsageSlice, _Mapping]] = ..., other_providers: _Optional[_Union[UsageSlice, _Mapping]] = ...) -> None: ...
 
 class GetAccountRequest(_message.Message):
     __slots__ = ("account",)

@@ -75,20 +75,27 @@ class World:
     def unique(prefix: str) -> str:
         return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
-    def served_by(self, *urls: str) -> tuple[str, list[str]]:
-        """A new chat model and one new provider per URL serving it, tried in that order."""
+    def model(self) -> str:
+        """A new chat model in the catalog."""
         model = f"{self.org}/{self.unique('m')}"
         upsert = {"models": [{"id": model, "pipeline_tag": "text-generation", "tags": ["conversational"]}]}
         self.api.call("POST", "/admin/v1/models:batchUpsert", upsert)
+        return model
+
+    def map(self, provider: str, model: str, provider_model: str) -> None:
+        mapping = {"task": "conversational", "hfModel": model, "providerModel": provider_model, "status": "live"}
+        self.api.call("POST", f"/api/partners/{provider}/models", mapping)
+
+    def served_by(self, *urls: str) -> tuple[str, list[str]]:
+        """A new chat model and one new provider per URL serving it, tried in that order."""
+        model = self.model()
         providers = [self.unique("hp") for _ in urls]
         for rank, (provider, url) in enumerate(zip(providers, urls, strict=True)):
             self.api.ensure_provider(
                 {"id": provider, "org": self.org, "base_url": url, "api_key": PROVIDER_KEY,
                  "tasks": ["conversational"], "default_rank": rank}
             )  # fmt: skip
-            mapping = {"task": "conversational", "hfModel": model, "providerModel": f"{provider}-model",
-                       "status": "live"}  # fmt: skip
-            self.api.call("POST", f"/api/partners/{provider}/models", mapping)
+            self.map(provider, model, f"{provider}-model")
         return model, providers
 
     def provider_with_model(self, url: str) -> tuple[str, str]:
@@ -157,6 +164,8 @@ def test_counts_are_exact_after_known_requests(world: World) -> None:
     answer = world.health(provider).json()
     assert answer["provider"] == provider and answer["breakerState"] == "BREAKER_STATE_CLOSED"
     assert answer["consecutiveFailures"] == 0 and answer["windowSeconds"] == 300 and answer["startTime"]
+    assert (answer["requests"], answer["errors"], answer["errorRate"], answer["nextPageToken"]) == ("4", "0", 0, "")
+    assert "lastError" not in answer
     (health,) = answer["models"]
     counts = {k: health[k] for k in ("requests", "errors", "rejected", "skipped", "recentRequests", "recentErrors")}
     # int64 counts are JSON strings (proto3's JSON mapping), int32 ones numbers
@@ -183,7 +192,7 @@ def test_failures_open_the_breaker_and_are_shown_redacted(world: World) -> None:
         "providerStatus": 503, "code": "UNAVAILABLE", "reason": "UPSTREAM_HTTP_ERROR"
     }  # fmt: skip
     assert last["message"] == "HTTP 503: overloaded; your key [redacted] is fine"
-    assert last["time"] >= body["startTime"]
+    assert last["time"] >= body["startTime"] and body["lastError"] == last
 
 
 def test_a_failover_counts_one_attempt_at_each_provider(world: World) -> None:
@@ -299,16 +308,43 @@ def test_any_provider_id_is_answered_in_openais_shape(world: World, provider: st
     assert set(answer.json()["error"]) == {"message", "type", "param", "code"}
 
 
-def test_operators_list_every_providers_health(world: World) -> None:
+def test_operators_list_every_providers_summary_in_pages(world: World) -> None:
     provider, model = world.provider_with_model(world.reference_url)
     assert world.chat(model).status_code == 200
     with world.http(world.admin_token) as http:
-        listing = http.get("/admin/v1/providerHealth")
-    assert listing.status_code == 200
-    by_id = {p["provider"]: p for p in listing.json()["providers"]}
-    assert by_id[provider]["models"][0]["requests"] == "1" and by_id[provider]["breakerState"] == "BREAKER_STATE_CLOSED"
+        everything = http.get("/admin/v1/providerHealth", params={"pageSize": 1000}).json()
+        pages, token = [], ""
+        while True:
+            page = http.get("/admin/v1/providerHealth", params={"pageSize": 2, "pageToken": token})
+            assert page.status_code == 200, page.text
+            pages.append(page.json()["providers"])
+            token = page.json()["nextPageToken"]
+            if not token:
+                break
+        assert http.get("/admin/v1/providerHealth", params={"pageSize": -1}).json()["error"]["param"] == "page_size"
+    assert everything["nextPageToken"] == "" and [p for page in pages for p in page] == everything["providers"]
+    assert all(len(page) == 2 for page in pages[:-1])
+    by_id = {p["provider"]: p for p in everything["providers"]}
     assert list(by_id) == sorted(by_id)
+    mine = by_id[provider]
+    assert (mine["requests"], mine["errors"], mine["recentRequests"], mine["models"]) == ("1", "0", 1, [])
+    assert mine["breakerState"] == "BREAKER_STATE_CLOSED" and "lastError" not in mine
     with world.http(world.token) as http:
         assert http.get("/admin/v1/providerHealth").status_code == 403
     with world.http() as http:
         assert http.get("/admin/v1/providerHealth").status_code == 401
+
+
+def test_a_providers_models_come_in_pages(world: World) -> None:
+    provider, model = world.provider_with_model(world.reference_url)
+    other = world.model()
+    world.map(provider, other, "b-model")  # sorts before f"{provider}-model"
+    for hub_model in (model, other):
+        assert world.chat(hub_model).status_code == 200
+    path = f"/api/partners/{provider}/health"
+    with world.http(world.token) as http:
+        first = http.get(path, params={"pageSize": 1}).json()
+        second = http.get(path, params={"pageSize": 1, "pageToken": first["nextPageToken"]})
+    assert [m["providerModel"] for m in first["models"]] == ["b-model"] and first["nextPageToken"] == "b-model"
+    assert [m["providerModel"] for m in second.json()["models"]] == [f"{provider}-model"]
+    assert second.json()["nextPageToken"] == "" and first["requests"] == second.json()["requests"] == "2"

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from collections import Counter
 
+from google.protobuf import json_format
 from hypothesis import given
 from hypothesis import strategies as st
 from switchboard.router.v1 import router_service_pb2 as router_pb
 
 from services.common.secrets import Redactor
+from services.registry.validation import MAX_LISTING_BYTES
 from services.router.breaker import Breakers
 from services.router.health import provider_health
 from services.router.measurements import LAST_ERRORS, MAX_ERROR_TEXT, WINDOW_MINUTES, Measurements
@@ -95,8 +97,9 @@ secrets = st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=8
 def test_an_error_message_is_redacted_before_it_is_cut(secret: str, before: str, after: str) -> None:
     redactor = Redactor([secret])
     record = Measurements().error(500, "UNAVAILABLE", "UPSTREAM_HTTP_ERROR", before + secret + after, redactor.text)
-    assert secret not in record.message and len(record.message) <= MAX_ERROR_TEXT
-    assert record.message == redactor.text(before + secret + after)[:MAX_ERROR_TEXT]
+    assert secret not in record.message and len(record.message) <= MAX_ERROR_TEXT and record.message.isprintable()
+    cut = redactor.text(before + secret + after)[:MAX_ERROR_TEXT]
+    assert record.message == "".join(c if c.isprintable() else " " for c in cut)
 
 
 def test_breaker_states_as_the_api_shows_them() -> None:
@@ -168,3 +171,40 @@ def test_the_error_rate_is_capped_when_an_older_stream_breaks_in_the_window() ->
         measurements.failed("p", "m", measurements.error(0, "UNAVAILABLE", "STREAM_INTERRUPTED", "", str), counted=True)
     (health,) = provider_health("p", measurements, Breakers(5, 10.0, clock)).models
     assert (health.recent_requests, health.recent_errors, health.error_rate) == (1, 2, 1.0)
+
+
+def many_models(count: int, errors_each: int, message: str = "failed") -> Measurements:
+    clock = Clock()
+    measurements = Measurements(clock, clock)
+    for number in range(count):
+        clock.now = float(number)
+        measurements.answered("p", f"m{number:04}")
+        for _ in range(errors_each):
+            measurements.failed("p", f"m{number:04}", measurements.error(503, "UNAVAILABLE", "X", message, str))
+    return measurements
+
+
+def test_models_come_in_pages_with_the_totals_of_all() -> None:
+    measurements, breakers = many_models(25, 1), Breakers(5, 10.0)
+    seen, token = [], ""
+    while True:
+        page = provider_health("p", measurements, breakers, size=10, token=token)
+        assert (page.requests, page.errors, page.recent_requests, page.recent_errors) == (50, 25, 50, 25)
+        assert page.error_rate == 0.5 and page.last_error.message == "failed"
+        assert page.last_error.time.seconds == 24  # the newest: m0024's, at 24 s on the test's clock
+        seen += [m.provider_model for m in page.models]
+        token = page.next_page_token
+        if not token:
+            break
+        assert len(page.models) == 10 and token == page.models[-1].provider_model
+    assert seen == [f"m{n:04}" for n in range(25)]
+
+
+def test_a_page_holds_fewer_models_than_asked_when_their_answer_would_be_too_large() -> None:
+    measurements = many_models(400, LAST_ERRORS, '\u00e9"' * (MAX_ERROR_TEXT // 2))
+    page = provider_health("p", measurements, Breakers(5, 10.0), size=1000)
+    assert 0 < len(page.models) < 400 and page.next_page_token == page.models[-1].provider_model
+    json_bytes = len(json_format.MessageToJson(page, ensure_ascii=False).encode())
+    assert json_bytes <= MAX_LISTING_BYTES
+    rest = provider_health("p", measurements, Breakers(5, 10.0), size=1000, token=page.next_page_token)
+    assert rest.models[0].provider_model > page.models[-1].provider_model

@@ -1,7 +1,12 @@
 """The providers' measured health as this Router replica saw it (GetProviderHealth for partners,
-ListProviderHealth for operators): services/router/measurements.py's figures and the breakers."""
+ListProviderHealth for operators): services/router/measurements.py's figures and the breakers.
+
+Both answer in pages that Envoy can transcode in one buffer, like the Registry's listings (whose
+page checks and `fitting` they share)."""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import grpc
 from google.protobuf import timestamp_pb2
@@ -11,6 +16,7 @@ from switchboard.router.v1 import router_service_pb2 as router_pb
 from services.common.accounts import WRITE_ROLES
 from services.common.auth import bearer_token
 from services.common.errors import not_found, permission_denied
+from services.registry.validation import MAX_PROVIDER_MODEL, check_length, fitting, page_size, page_token
 from services.router.breaker import HALF_OPEN, OPEN, Breakers
 from services.router.directory import Directory, ProviderEntry
 from services.router.measurements import WINDOW_MINUTES, ErrorRecord, Measurements, Stats
@@ -18,6 +24,9 @@ from services.router.upstream import Upstreams
 
 BREAKER_STATES = {OPEN: router_pb.BREAKER_STATE_OPEN, HALF_OPEN: router_pb.BREAKER_STATE_HALF_OPEN}
 SHOWN_ID_CHARS = 96  # of a provider id quoted in an error
+# An entry's JSON against its binary size: field names, int64 and timestamps as strings, and
+# escaped quotes take more room; messages have no control characters (measurements.py).
+JSON_BYTES_PER_BYTE, JSON_BYTES_PER_ENTRY = 2, 1024
 
 
 def _timestamp(unix_seconds: float) -> timestamp_pb2.Timestamp:
@@ -36,6 +45,11 @@ def _error(record: ErrorRecord) -> router_pb.ProviderError:
     )
 
 
+def _rate(errors: int, requests: int) -> float:
+    # at most 1: a stream that began in a minute now out of the window may break within it
+    return min(1.0, errors / requests) if requests else 0.0
+
+
 def _model_health(provider_model: str, stats: Stats, minute: int) -> router_pb.ProviderModelHealth:
     recent_requests, recent_errors = stats.recent(minute)
     return router_pb.ProviderModelHealth(
@@ -46,27 +60,61 @@ def _model_health(provider_model: str, stats: Stats, minute: int) -> router_pb.P
         skipped=stats.skipped,
         recent_requests=recent_requests,
         recent_errors=recent_errors,
-        # at most 1: a stream that began in a minute now out of the window may break within it
-        error_rate=min(1.0, recent_errors / recent_requests) if recent_requests else 0.0,
+        error_rate=_rate(recent_errors, recent_requests),
         time_to_first_token_ms=stats.ttft_ms,
         throughput_tokens_per_second=stats.tokens_per_second,
         last_errors=[_error(record) for record in stats.last_errors],
     )
 
 
-def provider_health(provider: str, measurements: Measurements, breakers: Breakers) -> router_pb.ProviderHealth:
-    """One provider's figures since this replica started, its models by provider model id."""
+def provider_summary(provider: str, measurements: Measurements, breakers: Breakers) -> router_pb.ProviderHealth:
+    """The provider's breaker and its models' totals, without the models."""
     state, failures = breakers.state(provider)
     minute = measurements.minute()
-    models = sorted(measurements.of_provider(provider).items())
+    all_stats = measurements.of_provider(provider).values()
+    recent = [stats.recent(minute) for stats in all_stats]
+    recent_requests, recent_errors = sum(r for r, _ in recent), sum(e for _, e in recent)
+    newest = max((s.last_errors[0] for s in all_stats if s.last_errors), key=lambda e: e.unix_seconds, default=None)
     return router_pb.ProviderHealth(
         provider=provider,
         breaker_state=BREAKER_STATES.get(state, router_pb.BREAKER_STATE_CLOSED),
         consecutive_failures=failures,
-        models=[_model_health(model, stats, minute) for model, stats in models],
         start_time=_timestamp(measurements.started),
         window_seconds=WINDOW_MINUTES * 60,
+        requests=sum(s.requests for s in all_stats),
+        errors=sum(s.errors for s in all_stats),
+        rejected=sum(s.rejected for s in all_stats),
+        skipped=sum(s.skipped for s in all_stats),
+        recent_requests=recent_requests,
+        recent_errors=recent_errors,
+        error_rate=_rate(recent_errors, recent_requests),
+        last_error=None if newest is None else _error(newest),
     )
+
+
+def _page(entries: list, size: int) -> tuple[list, bool]:
+    """The first entries that fit one answer, at most `size`; whether more follow."""
+    kept = fitting(JSON_BYTES_PER_BYTE * e.ByteSize() + JSON_BYTES_PER_ENTRY for e in entries[:size])
+    return entries[:kept], kept < len(entries)
+
+
+def _after(keys: Iterable[str], token: str) -> list[str]:
+    """The keys after the page token, in order (a token is the last key of the previous page)."""
+    return sorted(k for k in keys if k > token)
+
+
+def provider_health(
+    provider: str, measurements: Measurements, breakers: Breakers, size: int = 100, token: str = ""
+) -> router_pb.ProviderHealth:
+    """The provider's summary with a page of its models, by provider model id."""
+    health = provider_summary(provider, measurements, breakers)
+    all_stats, minute = measurements.of_provider(provider), measurements.minute()
+    # one past the page, to know whether more follow
+    candidates = [_model_health(m, all_stats[m], minute) for m in _after(all_stats, token)[: size + 1]]
+    models, more = _page(candidates, size)
+    health.models.extend(models)
+    health.next_page_token = models[-1].provider_model if more else ""
+    return health
 
 
 def may_read_health(caller: internal_pb.Caller, provider: ProviderEntry) -> bool:
@@ -99,13 +147,15 @@ class ProviderHealthMethods:
     ) -> router_pb.ProviderHealth:
         """401 without a valid token, 404 for an unknown provider, 403 unless the caller may read it."""
         caller = await self._caller_of(context)
+        # a models page's token is a provider model id
+        size, token = page_size(request.page_size), check_length(request.page_token, MAX_PROVIDER_MODEL, "page_token")
         entry = await self._provider(request.provider)
         if not may_read_health(caller, entry):
             raise permission_denied(
                 "FORBIDDEN",
                 f"reading the health of provider {entry.id!r} needs the write or admin role in org {entry.org!r}",
             )
-        return provider_health(entry.id, self.measurements, self.upstreams.breakers)
+        return provider_health(entry.id, self.measurements, self.upstreams.breakers, size, token)
 
     async def ListProviderHealth(
         self, request: router_pb.ListProviderHealthRequest, context: grpc.aio.ServicerContext
@@ -113,8 +163,10 @@ class ProviderHealthMethods:
         """The admin token only: 401 without a valid token, 403 with any other."""
         if not (await self._caller_of(context)).admin:
             raise permission_denied("FORBIDDEN", "this call needs the admin token")
-        providers = sorted(await self.directory.providers())
+        size, token = page_size(request.page_size), page_token(request.page_token)
+        ids = _after(await self.directory.providers(), token)[: size + 1]
         breakers = self.upstreams.breakers
+        providers, more = _page([provider_summary(p, self.measurements, breakers) for p in ids], size)
         return router_pb.ListProviderHealthResponse(
-            providers=[provider_health(p, self.measurements, breakers) for p in providers]
+            providers=providers, next_page_token=providers[-1].provider if more else ""
         )

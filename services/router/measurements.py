@@ -145,8 +145,10 @@ class Measurements:
         self, provider_status: int, code: str, reason: str, message: str, redact: Callable[[str], str]
     ) -> ErrorRecord:
         """An error record stamped now; the message redacted first, then cut (a cut first could
-        leave part of a secret the redactor no longer recognizes)."""
-        return ErrorRecord(self.wall_clock(), provider_status, code, reason, redact(message)[:MAX_ERROR_TEXT])
+        leave part of a secret the redactor no longer recognizes), its control characters made
+        spaces (JSON would print each as six)."""
+        text = "".join(c if c.isprintable() else " " for c in redact(message)[:MAX_ERROR_TEXT])
+        return ErrorRecord(self.wall_clock(), provider_status, code, reason, text)
 
     def get(self, provider: str, model: str) -> Stats | None:
         models = self._stats.get(provider)
@@ -157,6 +159,7 @@ class Measurements:
         return dict(self._stats.get(provider, {}))
 
     def ranking(self, provider: str, model: str) -> tuple[float, float] | None:
-        """(throughput, ttft_ms) for ordering, or None when unmeasured."""
-        stats = self.get(provider, model)
+        """(throughput, ttft_ms) for ordering, or None when unmeasured (called per candidate: inlined)."""
+        models = self._stats.get(provider)
+        stats = None if models is None else models.get(model)
         return None if stats is None or stats.samples == 0 else (stats.tokens_per_second, stats.ttft_ms)

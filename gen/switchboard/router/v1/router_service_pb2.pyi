@@ -156,36 +156,64 @@ class GetProviderRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ...) -> None: ...
 
 class GetProviderHealthRequest(_message.Message):
-    __slots__ = ("provider",)
+    __slots__ = ("provider", "page_size", "page_token")
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     provider: str
-    def __init__(self, provider: _Optional[str] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, provider: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListProviderHealthRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListProviderHealthResponse(_message.Message):
-    __slots__ = ("providers",)
+    __slots__ = ("providers", "next_page_token")
     PROVIDERS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     providers: _containers.RepeatedCompositeFieldContainer[ProviderHealth]
-    def __init__(self, providers: _Optional[_Iterable[_Union[ProviderHealth, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, providers: _Optional[_Iterable[_Union[ProviderHealth, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class ProviderHealth(_message.Message):
-    __slots__ = ("provider", "breaker_state", "consecutive_failures", "models", "start_time", "window_seconds")
+    __slots__ = ("provider", "breaker_state", "consecutive_failures", "models", "start_time", "window_seconds", "requests", "errors", "rejected", "skipped", "recent_requests", "recent_errors", "error_rate", "last_error", "next_page_token")
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     BREAKER_STATE_FIELD_NUMBER: _ClassVar[int]
     CONSECUTIVE_FAILURES_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     WINDOW_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    RECENT_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    RECENT_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_RATE_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     provider: str
     breaker_state: BreakerState
     consecutive_failures: int
     models: _containers.RepeatedCompositeFieldContainer[ProviderModelHealth]
     start_time: _timestamp_pb2.Timestamp
     window_seconds: int
-    def __init__(self, provider: _Optional[str] = ..., breaker_state: _Optional[_Union[BreakerState, str]] = ..., consecutive_failures: _Optional[int] = ..., models: _Optional[_Iterable[_Union[ProviderModelHealth, _Mapping]]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_seconds: _Optional[int] = ...) -> None: ...
+    requests: int
+    errors: int
+    rejected: int
+    skipped: int
+    recent_requests: int
+    recent_errors: int
+    error_rate: float
+    last_error: ProviderError
+    next_page_token: str
+    def __init__(self, provider: _Optional[str] = ..., breaker_state: _Optional[_Union[BreakerState, str]] = ..., consecutive_failures: _Optional[int] = ..., models: _Optional[_Iterable[_Union[ProviderModelHealth, _Mapping]]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_seconds: _Optional[int] = ..., requests: _Optional[int] = ..., errors: _Optional[int] = ..., rejected: _Optional[int] = ..., skipped: _Optional[int] = ..., recent_requests: _Optional[int] = ..., recent_errors: _Optional[int] = ..., error_rate: _Optional[float] = ..., last_error: _Optional[_Union[ProviderError, _Mapping]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class ProviderModelHealth(_message.Message):
     __slots__ = ("provider_model", "requests", "errors", "rejected", "skipped", "recent_requests", "recent_errors", "error_rate", "time_to_first_token_ms", "throughput_tokens_per_second", "last_errors")

@@ -16,7 +16,8 @@ from switchboard.router.v1 import router_service_pb2 as router_pb
 from services.common.accounts import WRITE_ROLES
 from services.common.auth import bearer_token
 from services.common.errors import not_found, permission_denied
-from services.registry.validation import MAX_PROVIDER_MODEL, check_length, fitting, page_size, page_token
+from services.common.paging import MAX_PAGE_TOKEN
+from services.registry.validation import MAX_PROVIDER_MODEL, check_length, fitting, page_size
 from services.router.breaker import HALF_OPEN, OPEN, Breakers
 from services.router.directory import Directory, ProviderEntry
 from services.router.measurements import WINDOW_MINUTES, ErrorRecord, Measurements, Stats
@@ -163,7 +164,7 @@ class ProviderHealthMethods:
         """The admin token only: 401 without a valid token, 403 with any other."""
         if not (await self._caller_of(context)).admin:
             raise permission_denied("FORBIDDEN", "this call needs the admin token")
-        size, token = page_size(request.page_size), page_token(request.page_token)
+        size, token = page_size(request.page_size), check_length(request.page_token, MAX_PAGE_TOKEN, "page_token")
         ids = _after(await self.directory.providers(), token)[: size + 1]
         breakers = self.upstreams.breakers
         providers, more = _page([provider_summary(p, self.measurements, breakers) for p in ids], size)

@@ -60,3 +60,15 @@ export function query(params) {
   const entries = Object.entries(params).filter(([, v]) => v !== undefined && v !== null && v !== "");
   return entries.length ? "?" + new URLSearchParams(entries).toString() : "";
 }
+
+/** Every page of a paged listing: the first answer, with `key` holding the items of all pages. */
+export async function allPages(path, key) {
+  const first = await api("GET", path + query({ pageSize: 1000 }));
+  let next = first.nextPageToken;
+  while (next) {
+    const page = await api("GET", path + query({ pageSize: 1000, pageToken: next }));
+    first[key].push(...page[key]);
+    next = page.nextPageToken;
+  }
+  return first;
+}

@@ -459,7 +459,8 @@ def test_a_partner_creates_a_mapping_in_the_page_and_it_answers_chat(console: Co
     cells = row.locator("td").all_inner_texts()
     assert cells[4:6] == [f"{int(measured['requests']):,}", f"{100 * measured['errorRate']:.1f} %"]
     assert cells[6].endswith(" ms") and console.figure("breaker") == "closed"
-    assert console.figure("health-requests") == f"{sum(int(m['requests']) for m in health['models']):,}"
+    assert console.figure("health-requests") == f"{int(health['requests']):,}"
+    assert console.figure("health-errors") == f"{int(health['errors']):,}"
     page.get_by_role("button", name=f"Set {model} staging").click()
     expect(row).to_contain_text("staging")
     table = world.api(world.partner_token, "GET", f"/api/partners/{PROVIDER}/models")

@@ -1,8 +1,9 @@
 // Operators (the admin token): providers with their health, prices, the catalog, and how
 // reconciliation stands per provider (pending, unpriced, cost API failures).
-import { api } from "../api.js";
+import { allPages, api } from "../api.js";
 import { figures, h, table } from "../dom.js";
-import { count, dateTime, usd } from "../format.js";
+import { count, dateTime, percent, usd } from "../format.js";
+import { breakerBadge } from "./health.js";
 import { panel } from "../panel.js";
 
 export function operatorPage() {
@@ -18,7 +19,7 @@ export function operatorPage() {
 const yesNo = (value) => (value ? "yes" : "no");
 
 async function reconciliationPanel() {
-  const answer = await api("GET", "/admin/v1/billing/providerReconciliations?pageSize=1000");
+  const answer = await allPages("/admin/v1/billing/providerReconciliations", "providerReconciliations");
   const columns = [
     { label: "Provider", cell: (r) => r.provider },
     { label: "Cost API", cell: (r) => (r.hasCostApi ? "yes" : "none") },
@@ -35,11 +36,11 @@ async function reconciliationPanel() {
   ];
 }
 
-/** Breaker state per provider, or an empty map where this server does not measure health. */
-async function breakers() {
+/** Each provider's health by id, or an empty map where this server does not measure it. */
+async function healthByProvider() {
   try {
-    const { providers } = await api("GET", "/admin/v1/providerHealth");
-    return new Map(providers.map((p) => [p.provider, p.breakerState.replace("BREAKER_STATE_", "").toLowerCase()]));
+    const { providers } = await allPages("/admin/v1/providerHealth", "providers");
+    return new Map(providers.map((p) => [p.provider, p]));
   } catch (error) {
     if (error.code === "route_not_found") return new Map();
     throw error;
@@ -47,7 +48,8 @@ async function breakers() {
 }
 
 async function providersPanel() {
-  const [{ providers }, states] = await Promise.all([api("GET", "/admin/v1/providers?pageSize=1000"), breakers()]);
+  const [{ providers }, health] = await Promise.all([allPages("/admin/v1/providers", "providers"), healthByProvider()]);
+  const measured = (p, show) => (health.has(p.id) ? show(health.get(p.id)) : "—");
   // Secrets never reach the page (the API answers them empty); only whether one is set is shown.
   const columns = [
     { label: "Provider", cell: (p) => h("a", { href: `#/partner/${encodeURIComponent(p.id)}` }, p.id) },
@@ -57,10 +59,15 @@ async function providersPanel() {
     { label: "API key set", cell: (p) => yesNo(p.hasApiKey) },
     { label: "Cost API", cell: (p) => p.billingUrl || "none" },
     { label: "Cost API authorization set", cell: (p) => yesNo(p.hasBillingAuthorization) },
-    { label: "Breaker", cell: (p) => (states.has(p.id) ? h("span", { class: `badge ${states.get(p.id)}` }, states.get(p.id)) : "—") },
+    { label: "Breaker", cell: (p) => measured(p, (m) => breakerBadge(m.breakerState)) },
+    { label: "Requests", num: true, cell: (p) => measured(p, (m) => count(m.requests)) },
+    { label: "Error rate", num: true, cell: (p) => measured(p, (m) => percent(m.errorRate)) },
     { label: "Rank", num: true, cell: (p) => String(p.defaultRank) },
   ];
-  return table("Registered providers", columns, providers, "No providers.");
+  return [
+    table("Registered providers", columns, providers, "No providers."),
+    h("p", { class: "hint" }, "Breaker, requests and error rate (recent window) as this Router replica measured them since it started."),
+  ];
 }
 
 async function catalogPanel() {

@@ -4,6 +4,7 @@ import { api, seg } from "../api.js";
 import { announce, attempt, errorBox, field, figures, h, table } from "../dom.js";
 import { count, dateTime, ms, percent } from "../format.js";
 import { panel } from "../panel.js";
+import { breakerBadge, providerHealth } from "./health.js";
 
 const TASKS = ["conversational", "text-generation", "text-to-image", "feature-extraction", "text-to-video", "automatic-speech-recognition"];
 
@@ -19,29 +20,18 @@ export function partnerPage(provider) {
   ];
 }
 
-/** The provider's health figures, or null where this server does not measure them. */
-async function healthOf(provider) {
-  try {
-    return await api("GET", `/api/partners/${seg(provider)}/health`);
-  } catch (error) {
-    if (error.code === "route_not_found") return null;
-    throw error;
-  }
-}
-
-const breaker = (state) => (state || "BREAKER_STATE_UNSPECIFIED").replace("BREAKER_STATE_", "").toLowerCase();
-
 async function healthPanel(provider) {
-  const health = await healthOf(provider);
+  const health = await providerHealth(provider);
   if (health === null) return h("p", { class: "hint" }, "This server does not measure provider health yet.");
-  const requests = health.models.reduce((sum, m) => sum + Number(m.requests), 0);
-  const errors = health.models.reduce((sum, m) => sum + Number(m.errors), 0);
+  const latest = health.lastError;
   return [
     figures("Provider health", [
-      ["Breaker (one per provider)", h("span", { class: `badge ${breaker(health.breakerState)}` }, breaker(health.breakerState)), "breaker"],
+      ["Breaker (one per provider)", breakerBadge(health.breakerState), "breaker"],
       ["Failures in a row", count(health.consecutiveFailures), "consecutive-failures"],
-      ["Requests", count(requests), "health-requests"],
-      ["Errors", count(errors), "health-errors"],
+      ["Requests", count(health.requests), "health-requests"],
+      ["Errors", count(health.errors), "health-errors"],
+      ["Error rate (recent)", percent(health.errorRate), "health-error-rate"],
+      ["Latest error", latest ? `${dateTime(latest.time)} ${latest.reason}` : "none", "health-latest-error"],
     ]),
     h("p", { class: "hint" }, `Measured by this Router since ${dateTime(health.startTime)}, per provider model (mappings to the same provider model share their figures); error rate over the last ${health.windowSeconds / 60} minutes.`),
   ];
@@ -55,7 +45,7 @@ function mappingRows(listing) {
 }
 
 async function mappingsPanel(provider, reload, report) {
-  const [listing, health] = await Promise.all([api("GET", `/api/partners/${seg(provider)}/models`), healthOf(provider)]);
+  const [listing, health] = await Promise.all([api("GET", `/api/partners/${seg(provider)}/models`), providerHealth(provider)]);
   const byModel = new Map((health?.models || []).map((m) => [m.providerModel, m]));
   const measured = (row) => byModel.get(row.providerId);
   const alert = errorBox();

@@ -72,7 +72,7 @@ async function providersPanel() {
 
 async function catalogPanel() {
   const summary = await api("GET", "/admin/v1/catalogSummary");
-  const last = summary.lastImportTime ? `${dateTime(summary.lastImportTime)} (${count(summary.lastImportModelCount)} models)` : "never";
+  const last = summary.lastImportTime ? `${dateTime(summary.lastImportTime)} (${count(summary.lastImportModelCount)} ${summary.lastImportModelCount === 1 ? "model" : "models"})` : "never";
   return figures("Catalog", [
     ["Models", count(summary.modelCount), "catalog-models"],
     ["Aliases", count(summary.aliasCount), "catalog-aliases"],

@@ -513,7 +513,19 @@ def test_an_operator_sees_the_provider_whose_cost_api_fails(console: Console, wo
 # --- every page ------------------------------------------------------------------------------
 
 
-def test_every_page_fits_a_narrow_window_without_secrets(browser: Browser, console: Console, world: World) -> None:
+# Controls a screen reader could not name: no label, no aria-label, no text.
+UNNAMED = """[...document.querySelectorAll('input, select, button, a[href]')]
+  .filter(e => !(e.labels?.length || e.getAttribute('aria-label') || e.textContent.trim()))
+  .map(e => e.outerHTML)"""
+# Landmarks, and whether every section and table is named.
+STRUCTURE = """[document.querySelectorAll('header, nav, main').length,
+  [...document.querySelectorAll('section')].filter(s => !s.getAttribute('aria-labelledby')).length,
+  [...document.querySelectorAll('table')].filter(t => !t.querySelector('caption')).length]"""
+
+FOCUSED = "[document.activeElement.tagName, getComputedStyle(document.activeElement).outlineStyle]"
+
+
+def test_every_page_fits_a_narrow_window_and_names_its_controls(console: Console, world: World) -> None:
     console.page.set_viewport_size(NARROW)
     visits = [
         (world.caller_token, f"#/account/{world.caller}"),
@@ -524,9 +536,15 @@ def test_every_page_fits_a_narrow_window_without_secrets(browser: Browser, conso
     for token, route in visits:
         console.sign_in(token)
         console.go(route)
-        width = console.page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+        page = console.page
+        width = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
         assert width[0] <= width[1], (route, width)
+        assert (page.evaluate(UNNAMED), page.evaluate(STRUCTURE)) == ([], [3, 0, 0]), route
+        page.keyboard.press("Tab")  # from the page's heading to the next control, drawn with the focus ring
+        focused = page.evaluate(FOCUSED)
+        # A DIV: a table too wide for the window scrolls in its own box, which the keyboard reaches.
+        assert focused[0] in ("A", "BUTTON", "INPUT", "SELECT", "DIV") and focused[1] == "solid", (route, focused)
         if token == world.caller_token:
             screenshot(console, "narrow-caller")
-        console.page.get_by_role("button", name="Sign out").click()
+        page.get_by_role("button", name="Sign out").click()
     screenshot(console, "sign-in")

@@ -1,11 +1,11 @@
 // An org's members and their roles (for the org's admins).
-import { api, seg } from "../api.js";
+import { allPages, seg } from "../api.js";
 import { h, table } from "../dom.js";
 import { panel } from "../panel.js";
 
 export function membersPanel(org) {
   return panel("Members", "members", async () => {
-    const { members } = await api("GET", `/v1/orgs/${seg(org)}/members`);
+    const { members } = await allPages(`/v1/orgs/${seg(org)}/members`, "members");
     const columns = [
       { label: "User", cell: (m) => m.user },
       { label: "Role", cell: (m) => h("span", { class: "badge" }, m.role) },

@@ -3,7 +3,7 @@
 import { api, seg } from "../api.js";
 import { announce, attempt, errorBox, field, figures, h, table } from "../dom.js";
 import { count, dateTime, ms, percent } from "../format.js";
-import { panel } from "../panel.js";
+import { panel, section } from "../panel.js";
 import { breakerBadge, providerHealth } from "./health.js";
 
 const TASKS = ["conversational", "text-generation", "text-to-image", "feature-extraction", "text-to-video", "automatic-speech-recognition"];
@@ -176,6 +176,7 @@ function createPanel(provider, refresh) {
     h("button", { type: "submit" }, "Create mapping"),
     alert,
   );
-  const section = h("section", { "aria-labelledby": "create-title" }, h("h2", { id: "create-title" }, "New mapping"), form);
-  return section;
+  const created = section("New mapping", "create");
+  created.append(form);
+  return created;
 }

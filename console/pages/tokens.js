@@ -1,14 +1,14 @@
 // The signed-in user's API tokens: names and hints (never a secret), create (its secret is
 // shown once, here), revoke.
-import { api, seg } from "../api.js";
+import { allPages, api, seg } from "../api.js";
 import { announce, attempt, errorBox, field, h, table } from "../dom.js";
 import { dateTime } from "../format.js";
 import { panel } from "../panel.js";
 
 export function tokensPanel(me) {
   const created = h("div", { "aria-live": "polite" });
-  const tokens = panel("API tokens", "tokens", async (reload) => {
-    const { apiTokens } = await api("GET", "/v1/me/tokens");
+  return panel("API tokens", "tokens", async (reload) => {
+    const { apiTokens } = await allPages("/v1/me/tokens", "apiTokens");
     const alert = errorBox();
     const revoke = (token) =>
       attempt(alert, async () => {
@@ -25,7 +25,6 @@ export function tokensPanel(me) {
     ];
     return [table(`Tokens of ${me.user}`, columns, apiTokens, "No tokens."), alert, createForm(reload, created)];
   });
-  return tokens;
 }
 
 function createForm(reload, created) {

@@ -70,6 +70,7 @@ async function mappingsPanel(provider, reload, report) {
       report.replaceChildren(h("p", { class: "hint" }, run ? "Checking…" : "Loading…"));
       try {
         reportView(report, row, await api(run ? "POST" : "GET", path, run ? {} : undefined));
+        if (run) await reload(); // the listing shows the new report in brief
       } catch (error) {
         report.replaceChildren();
         throw error;
@@ -85,6 +86,7 @@ async function mappingsPanel(provider, reload, report) {
     { label: "First token", num: true, cell: (r) => ms(measured(r)?.timeToFirstTokenMs) },
     { label: "Throughput", num: true, cell: (r) => (measured(r)?.throughputTokensPerSecond ? `${Number(measured(r).throughputTokensPerSecond).toFixed(1)} tok/s` : "—") },
     { label: "Last errors", cell: (r) => lastErrors(measured(r)?.lastErrors || []) },
+    { label: "Conformance", cell: (r) => conformance(r.conformance) },
     {
       label: "Actions",
       className: "actions",
@@ -100,6 +102,12 @@ async function mappingsPanel(provider, reload, report) {
     },
   ];
   return [table(`Mappings of ${provider}`, columns, mappingRows(listing), "No mappings yet."), alert];
+}
+
+/** The latest conformance check in brief, as the listing carries it. */
+function conformance(brief) {
+  if (!brief) return h("span", { class: "hint" }, "not checked");
+  return [h("span", { class: `badge ${brief.passed ? "live" : "error"}` }, brief.passed ? "passed" : "failed"), h("div", { class: "hint" }, dateTime(brief.checkTime))];
 }
 
 function lastErrors(errors) {

@@ -77,8 +77,7 @@ async function mappingsPanel(provider, reload, report) {
       }
     });
   const columns = [
-    { label: "Task", cell: (r) => r.task },
-    { label: "Hub model or tags", cell: (r) => (r.tags ? `tags: ${r.tags.join(", ")}` : r.key) },
+    { label: "Hub model or tags, task", cell: (r) => [r.tags ? `tags: ${r.tags.join(", ")}` : r.key, h("div", { class: "hint" }, r.task)] },
     { label: "Provider model", cell: (r) => r.providerId },
     { label: "Status", cell: (r) => [h("span", { class: `badge ${r.status}` }, r.status), r.statusReason ? h("div", { class: "hint" }, r.statusReason) : null] },
     { label: "Requests", num: true, cell: (r) => count(measured(r)?.requests) },

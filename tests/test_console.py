@@ -254,11 +254,14 @@ def formats(browser: Browser, world: World) -> Iterator[Page]:
 
 @pytest.fixture
 def console(browser: Browser, world: World, screenshots: Path) -> Iterator[Console]:
-    """A fresh tab; afterwards, nothing it showed or fetched holds a secret."""
+    """A fresh tab; afterwards, nothing it showed or fetched holds a secret, and no script failed
+    and nothing was blocked by the Content-Security-Policy."""
     context = browser.new_context(viewport=WIDE)
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
+    # The browser reports what the Content-Security-Policy blocked on its console.
+    page.on("console", lambda message: "Content Security Policy" in message.text and errors.append(message.text))
     opened = Console(page, world.stack.base_url, screenshots)
     page.on("response", lambda response: opened.responses.append(response))
     page.on("request", lambda request: opened.requested.append(request.url))

@@ -14,7 +14,7 @@ from services.common.envoy import ROOT, EnvoyPorts, render
 
 MANIFESTS = ROOT / "deploy" / "kubernetes" / "base"
 ENVOY_CONFIG_FILE = MANIFESTS / "envoy.rendered.yaml"
-IMAGE_ROOT = Path("/app")  # where deploy/Containerfile puts the source tree (envoy/, gen/)
+IMAGE_ROOT = Path("/app")  # where deploy/Containerfile puts the source tree (envoy/, gen/, console/)
 
 # Each service's headless Service: its name resolves to every ready replica (Envoy's STRICT_DNS).
 IN_CLUSTER = EnvoyPorts(
@@ -41,7 +41,9 @@ def add_render_envoy_command(commands: argparse._SubParsersAction) -> None:
         metavar="SERVICE=HOST:PORT",
         help="where a service is instead of its in-cluster Service (repeatable)",
     )
-    parser.add_argument("--files-root", type=Path, default=IN_CLUSTER.files_root, help="where Envoy finds envoy/, gen/")
+    parser.add_argument(
+        "--files-root", type=Path, default=IN_CLUSTER.files_root, help="where Envoy finds envoy/, gen/ and console/"
+    )
 
 
 def render_envoy(args: argparse.Namespace) -> None:

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from installs import apt_install, can_apt_install
 
 from services.launcher import free_port
 
@@ -28,14 +29,9 @@ def _bin_dir() -> Path | None:
 def _install() -> Path:
     """Debian's postgresql package, or a skip saying why it cannot be had."""
     if _bin_dir() is None:
-        if os.geteuid() != 0 or not shutil.which("apt-get"):
+        if not can_apt_install():
             pytest.skip("PostgreSQL is not installed and apt-get cannot install it here (needs root)")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-q"], check=True, env=env, capture_output=True, timeout=600)
-        subprocess.run(
-            ["apt-get", "install", "-y", "-q", "--no-install-recommends", "postgresql"],
-            check=True, env=env, capture_output=True, timeout=900,
-        )  # fmt: skip
+        apt_install("postgresql")
     bin_dir = _bin_dir()
     assert bin_dir is not None, "postgresql installed but initdb not found"
     return bin_dir

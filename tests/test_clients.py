@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import queue
 import re
 import shutil
@@ -15,7 +14,6 @@ import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
 from urllib.parse import quote
 
 import grpc
@@ -30,6 +28,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 from huggingface_hub import InferenceClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from installs import apt_install, can_apt_install, cannot_have
 
 from services.common.envoy import DESCRIPTOR, PUBLIC_SERVICES
 from services.demo import CHAT_MODEL, IMAGE_MODEL, MAPPINGS, PROVIDER
@@ -276,24 +275,12 @@ NODE_DIR = Path(__file__).parent / "node"
 INSTALL_TIMEOUT_SECONDS = 900
 
 
-def _cannot_have(reason: str) -> NoReturn:
-    """CI must run every client: there a missing tool fails; elsewhere the test is skipped."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
-
-
 def _install_node() -> str:
     """Debian's nodejs and npm, installed with apt-get when missing (CI runs as root)."""
     if not (shutil.which("node") and shutil.which("npm")):
-        if os.geteuid() != 0 or not shutil.which("apt-get"):
-            _cannot_have("Node.js is not installed and apt-get cannot install it here (needs root)")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-q"], check=True, env=env, capture_output=True, timeout=600)
-        subprocess.run(
-            ["apt-get", "install", "-y", "-q", "--no-install-recommends", "nodejs", "npm"],
-            check=True, env=env, capture_output=True, timeout=INSTALL_TIMEOUT_SECONDS,
-        )  # fmt: skip
+        if not can_apt_install():
+            cannot_have("Node.js is not installed and apt-get cannot install it here (needs root)")
+        apt_install("nodejs", "npm")
     node = shutil.which("node")
     assert node is not None and shutil.which("npm"), "nodejs and npm installed but not on PATH"
     return node
@@ -310,7 +297,7 @@ def _install_packages() -> None:
         cwd=NODE_DIR, capture_output=True, text=True, timeout=INSTALL_TIMEOUT_SECONDS,
     )  # fmt: skip
     if answer.returncode != 0:
-        _cannot_have(f"npm ci failed in {NODE_DIR}: {answer.stderr[-2000:]}")
+        cannot_have(f"npm ci failed in {NODE_DIR}: {answer.stderr[-2000:]}")
 
 
 @pytest.fixture(scope="module")

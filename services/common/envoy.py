@@ -432,24 +432,86 @@ def openapi_document() -> str:
     return OPENAPI.read_text()
 
 
-def _openapi_route() -> dict:
+def _response_headers(headers: dict[str, str]) -> list[dict]:
+    return [
+        {"header": {"key": key, "value": value}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+        for key, value in headers.items()
+    ]
+
+
+def _static_route(match: dict, body: dict, headers: dict[str, str]) -> dict:
+    """A file answered by Envoy itself (GET, and HEAD, which Envoy answers without the body)."""
+    method = {"name": ":method", "string_match": {"safe_regex": {"regex": "GET|HEAD"}}}
     return {
-        "match": {"path": "/openapi.json", "headers": [{"name": ":method", "string_match": {"exact": "GET"}}]},
-        "direct_response": {"status": 200, "body": {"inline_string": openapi_document()}},
-        "response_headers_to_add": [
-            {
-                "header": {"key": "content-type", "value": "application/json"},
-                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
-            }
-        ],
+        "match": {**match, "headers": [method]},
+        "direct_response": {"status": 200, "body": body},
+        "response_headers_to_add": _response_headers(headers),
     }
 
 
-def routes(d: Descriptors) -> list[dict]:
+def _openapi_route() -> dict:
+    return _static_route(
+        {"path": "/openapi.json"}, {"inline_string": openapi_document()}, {"content-type": "application/json"}
+    )
+
+
+# --- the web console ------------------------------------------------------------
+
+CONSOLE_DIR = ROOT / "console"
+CONSOLE_PATH = "/console/"
+CONSOLE_CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
+# The console's own files and the public API on this origin, nothing else: no inline script or
+# style, no other host, no frames, no plugins; a token never leaves in a Referer.
+CONSOLE_HEADERS = {
+    "cache-control": "no-cache",
+    "content-security-policy": (
+        "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'; object-src 'none'"
+    ),
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "x-frame-options": "DENY",
+}
+
+
+def console_files() -> list[Path]:
+    """The console's files (relative to console/), each served at /console/<path>."""
+    files = [p.relative_to(CONSOLE_DIR) for p in sorted(CONSOLE_DIR.rglob("*")) if p.is_file()]
+    unknown = [str(p) for p in files if p.suffix not in CONSOLE_CONTENT_TYPES]
+    if unknown:
+        raise ValueError(f"console files without a content type: {unknown}")
+    too_large = [str(p) for p in files if (CONSOLE_DIR / p).stat().st_size > MAX_DIRECT_RESPONSE_BYTES]
+    if too_large:
+        raise ValueError(f"console files larger than Envoy's direct response cap: {too_large}")
+    return files
+
+
+def _console_routes(files_root: Path) -> list[dict]:
+    """Envoy serves console/ from files_root (read when Envoy loads its config): /console/ is
+    index.html, /console redirects there."""
+    served = files_root / CONSOLE_DIR.relative_to(ROOT)
+
+    def route(match: dict, file: Path) -> dict:
+        headers = {"content-type": CONSOLE_CONTENT_TYPES[file.suffix], **CONSOLE_HEADERS}
+        return _static_route(match, {"filename": str(served / file)}, headers)
+
+    routes = [
+        {"match": {"path": CONSOLE_PATH.rstrip("/")}, "redirect": {"path_redirect": CONSOLE_PATH}},
+        route({"path": CONSOLE_PATH}, Path("index.html")),
+    ]
+    return routes + [route({"path": f"{CONSOLE_PATH}{file.as_posix()}"}, file) for file in console_files()]
+
+
+def routes(d: Descriptors, files_root: Path = ROOT) -> list[dict]:
     return [
         *_grpc_routes(),
         *_rest_routes(d),
         _openapi_route(),
+        *_console_routes(files_root),
         {"match": {"prefix": "/"}, "direct_response": _reply(404, "no such route")},
     ]
 
@@ -590,7 +652,7 @@ def render(ports: EnvoyPorts) -> str:
         strict_lua=json.dumps(strict_lua(d)),
         descriptor=ports.files_root / DESCRIPTOR.relative_to(ROOT),
         transcoded_services=json.dumps(list(PUBLIC_SERVICES)),
-        routes=json.dumps(routes(d)),
+        routes=json.dumps(routes(d, ports.files_root)),
         local_reply_mappers=json.dumps(local_reply_mappers()),
         tracing=json.dumps(tracing(ports.otlp_endpoint, ports.trace_ratio)),
         clusters=_clusters(ports.backends) + _collector_cluster(ports.otlp_endpoint),

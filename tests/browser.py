@@ -1,0 +1,37 @@
+"""A real Chromium for browser tests: Debian's chromium package (installed with apt-get when
+missing, like tests/postgres.py installs PostgreSQL), driven by Playwright for Python pointed at
+that executable. Playwright's own browser downloads are never used."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from installs import apt_install, can_apt_install, cannot_have
+from playwright.sync_api import Browser, sync_playwright
+
+
+def chromium_executable() -> str:
+    """Debian's chromium, installed when missing; a skip (a failure under CI=true) where it cannot be had."""
+    if shutil.which("chromium") is None:
+        if not can_apt_install():
+            cannot_have("Chromium is not installed and apt-get cannot install it here (needs root)")
+        apt_install("chromium")
+    executable = shutil.which("chromium")
+    assert executable is not None, "chromium installed but not on PATH"
+    return executable
+
+
+@contextmanager
+def chromium() -> Iterator[Browser]:
+    """A headless Chromium, closed afterwards. As root, Chromium's sandbox cannot start: --no-sandbox."""
+    executable = chromium_executable()
+    args = ["--no-sandbox"] if os.geteuid() == 0 else []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, headless=True, args=args)
+        try:
+            yield browser
+        finally:
+            browser.close()

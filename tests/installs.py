@@ -1,0 +1,34 @@
+"""Installing what a test needs from Debian's packages (CI runs as root on a fresh machine), and
+saying why not where that cannot be done."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from typing import NoReturn
+
+import pytest
+
+APT_TIMEOUT_SECONDS = 900
+
+
+def cannot_have(reason: str) -> NoReturn:
+    """CI must run every test: there a missing tool fails; elsewhere the test is skipped."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def can_apt_install() -> bool:
+    return os.geteuid() == 0 and shutil.which("apt-get") is not None
+
+
+def apt_install(*packages: str) -> None:
+    """apt-get install of Debian packages, without recommends; the caller checks can_apt_install()."""
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-q"], check=True, env=env, capture_output=True, timeout=600)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages],
+        check=True, env=env, capture_output=True, timeout=APT_TIMEOUT_SECONDS,
+    )  # fmt: skip

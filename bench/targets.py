@@ -152,8 +152,11 @@ def start_switchboard(
     """Switchboard's real stack (Envoy, Registry, Router, Billing on SQLite), registered against the stub;
     `metrics` and `environment` (e.g. OTEL_EXPORTER_OTLP_ENDPOINT) as for `switchboard up`."""
     port = free_port()
+    # No health probes: the stream stub answers every request, a probe's unary one too, with SSE,
+    # so probes would rightly take its mapping out of routing mid-run.
+    settings = {"SWITCHBOARD_PROBES_ENABLED": "false", **(environment or {})}
     options = UpOptions(port, data_dir, "", demo=False, router_replicas=router_replicas, metrics=metrics,
-                        environment=environment or {})  # fmt: skip
+                        environment=settings)  # fmt: skip
     stack, admin_token, _ = start_stack(options)
     try:
         base = f"http://127.0.0.1:{port}"

@@ -64,10 +64,12 @@ class ReplicaFollower:
     async def poll(self) -> None:
         since = self.newest - LOOK_BACK
         changes = await self.state.db.run(lambda session: store.changes_since(session, since))
-        for revision, _origin, kind, key in changes:
+        for revision, origin, kind, key in changes:
             if revision in self.applied:
                 continue
             if revision not in self.state.applied_here:  # another replica's, or ours not applied
+                if origin == self.state.origin and self.state.writes_in_flight:
+                    continue  # perhaps its writer is applying it: look again next poll
                 await self.state.apply(kind, key)
             self.applied.add(revision)
             self.newest = max(self.newest, revision)

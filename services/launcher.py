@@ -396,8 +396,17 @@ def _say(message: str) -> None:
 
 def _interrupt(_signum: int, _frame: object) -> None:
     """SIGTERM and SIGINT stop the stack the same way. SIGINT is set explicitly: a
-    shell starts background jobs with it ignored, which would turn off Ctrl-C's default."""
+    shell starts background jobs with it ignored, which would turn off Ctrl-C's default.
+    The first one stops the stack; later ones are ignored, so that they cannot cut the
+    (bounded) stop short with a traceback."""
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, _stopping_already)
     raise KeyboardInterrupt
+
+
+def _stopping_already(_signum: int, _frame: object) -> None:
+    """A stop signal while the stack stops: nothing more to do (SIG_IGN would make Python
+    complain about a signal that was already pending)."""
 
 
 def _start_routers(stack: Stack, replicas: int, registry: str, billing: str, anonymous_account: str) -> list[int]:

@@ -145,6 +145,17 @@ def test_up_serves_and_stops_without_orphans(launcher, stop_signal: signal.Signa
     assert [pid for pid in children if alive(pid)] == []
 
 
+def test_a_second_signal_does_not_cut_the_stop_short(launcher) -> None:
+    process, _port, data_dir = launcher
+    wait_ready(process)
+    children = descendants(process.pid)
+    process.send_signal(signal.SIGTERM)
+    process.send_signal(signal.SIGINT)  # an impatient second Ctrl-C
+    assert process.wait(timeout=DEADLINE_SECONDS) == 0
+    assert "Traceback" not in (data_dir.parent / "launcher.stderr").read_text()
+    assert [pid for pid in children if alive(pid)] == []
+
+
 def test_killed_children_come_back_and_requests_succeed_again(start_up) -> None:
     process, port, data_dir = start_up("--demo")
     lines = wait_ready(process)

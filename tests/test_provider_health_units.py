@@ -10,9 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from switchboard.router.v1 import router_service_pb2 as router_pb
 
-from services.common.paging import key_after
+from services.common.paging import MAX_LISTING_BYTES, key_after
 from services.common.secrets import Redactor
-from services.registry.validation import MAX_LISTING_BYTES
 from services.router.breaker import Breakers
 from services.router.health import models_listing, provider_health
 from services.router.measurements import LAST_ERRORS, MAX_ERROR_TEXT, WINDOW_MINUTES, Measurements

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Iterable
 
 from services.common.errors import ApiError, invalid_argument
 
 MAX_PAGE_SIZE = 1_000  # page_size (0: the listing's default)
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_TOKEN = 200  # characters of a page_token
+# A listing is one answer that Envoy transcodes in one buffer (e.g. the partners listing of one
+# provider: new mappings are refused once it would pass this size).
+MAX_LISTING_BYTES = 768 * 1024  # Envoy's buffer is 1 MiB (the listener's per-connection limit)
 
 
 def page_size(requested: int, default: int = DEFAULT_PAGE_SIZE) -> int:
@@ -57,3 +61,15 @@ def number_after(listing: str, token: str) -> int:
 
 def _invalid_page_token() -> ApiError:
     return invalid_argument("INVALID_PAGE_TOKEN", "page_token is not a next_page_token of this listing", "page_token")
+
+
+def fitting(sizes: Iterable[int], budget: int = MAX_LISTING_BYTES) -> int:
+    """How many items of a page (their encoded sizes in order) fit in one answer Envoy
+    can transcode: at least one, so that every page makes progress."""
+    total = kept = 0
+    for size in sizes:
+        total += size
+        if kept and total > budget:
+            break
+        kept += 1
+    return kept

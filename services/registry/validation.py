@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sized
 from urllib.parse import urlparse
 
 from services.common.errors import invalid_argument
-from services.common.paging import MAX_PAGE_SIZE, page_size  # noqa: F401  (re-exported)
+from services.common.paging import MAX_LISTING_BYTES, MAX_PAGE_SIZE, fitting, page_size  # noqa: F401  (re-exported)
 
 # --- limits (one table) ------------------------------------------------------------------------
 MAX_NAME = 96  # org, user, provider and token names
@@ -35,9 +35,6 @@ MAX_PRICES = 10_000  # prices of one provider
 MAX_PROVIDERS = 100  # providers named in one request (preferences, resolution)
 MAX_RANK = 1_000_000  # |defaultRank|
 MAX_NANO_USD = 2**63 - 1  # prices, nano-USD, 0 or more
-# The partners listing of one provider (GET /api/partners/{p}/models) is one answer that Envoy
-# transcodes in one buffer: new mappings are refused once the listing would pass this size.
-MAX_LISTING_BYTES = 768 * 1024  # Envoy's buffer is 1 MiB (the listener's per-connection limit)
 SHOWN_CHARS = 64  # of the caller's input, in any message
 
 # Names no user or org may have (compared case-insensitively): they would pass for Switchboard
@@ -320,15 +317,3 @@ def check_model_fits_task(model_id: str, pipeline_tag: str, tags: tuple[str, ...
         )
     message = f"task {task!r} does not match the pipeline_tag {shown(pipeline_tag)} of {shown(model_id)}"
     raise invalid_argument("INVALID_REQUEST", message, "task")
-
-
-def fitting(sizes: Iterable[int], budget: int = MAX_LISTING_BYTES) -> int:
-    """How many items of a page (their encoded sizes in order) fit in one answer Envoy
-    can transcode: at least one, so that every page makes progress."""
-    total = kept = 0
-    for size in sizes:
-        total += size
-        if kept and total > budget:
-            break
-        kept += 1
-    return kept

@@ -2,7 +2,7 @@
 ListProviderHealth for operators): services/router/measurements.py's figures and the breakers.
 
 Both answer in pages that Envoy can transcode in one buffer, like the Registry's listings (whose
-page checks and `fitting` they share)."""
+page sizes and `fitting`, services/common/paging.py, they share)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,7 @@ from switchboard.router.v1 import router_service_pb2 as router_pb
 from services.common.accounts import WRITE_ROLES
 from services.common.auth import bearer_token
 from services.common.errors import not_found, permission_denied
-from services.common.paging import key_after, next_page_token, page_size
-from services.registry.validation import fitting
+from services.common.paging import fitting, key_after, next_page_token, page_size
 from services.router.breaker import HALF_OPEN, OPEN, Breakers
 from services.router.directory import Directory, ProviderEntry
 from services.router.measurements import WINDOW_MINUTES, ErrorRecord, Measurements, Stats

@@ -14,6 +14,9 @@ from datetime import UTC, datetime
 import grpc
 import httpx
 import pytest
+from google.protobuf import timestamp_pb2
+from hypothesis import given
+from hypothesis import strategies as st
 from registry_helpers import ALL_SECRETS, assert_no_secret, error_of, ok
 from switchboard.registry.v1 import registry_service_pb2 as registry_pb
 from switchboard.registry.v1 import registry_service_pb2_grpc as registry_grpc
@@ -24,6 +27,7 @@ from services.demo import AdminApi, reference_provider_argv, reference_provider_
 from services.launcher import Stack, free_port, http_ok
 from services.registry.conformance import Checker, HttpClient
 from services.registry.index import Mapping
+from services.registry.partners import json_time
 
 PROVIDER_KEY = "ref-key-" + uuid.uuid4().hex
 BILLING_TOKEN = "ref-billing-" + uuid.uuid4().hex
@@ -141,6 +145,14 @@ def test_the_reference_provider_passes_every_chat_check(world) -> None:
     entry = table["conversational"][world.chat_model]
     assert entry["conformance"] == {"passed": True, "checkTime": report["checkTime"]}
     assert entry["status"] == "staging" and "statusReason" not in entry
+
+
+@given(st.datetimes(timezones=st.just(UTC)))
+def test_the_tables_check_time_reads_as_the_typed_answers_does(moment: datetime) -> None:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(moment)
+    assert json_time(moment) == stamp.ToJsonString()
+    assert datetime.fromisoformat(json_time(moment)) == moment
 
 
 def test_the_typed_listing_carries_the_latest_report_in_brief(world) -> None:

@@ -33,14 +33,31 @@ class Price:
     output_token_nano_usd: int = 0
     request_nano_usd: int = 0
     image_nano_usd: int = 0
+    # The price of one unit of the task's own unit (services/common/tasks.py), for the units
+    # that have no field above: seconds of audio or video, characters.
+    unit_nano_usd: int = 0
 
     @property
     def is_set(self) -> bool:
-        return any((self.input_token_nano_usd, self.output_token_nano_usd, self.request_nano_usd, self.image_nano_usd))
+        return any(
+            (
+                self.input_token_nano_usd,
+                self.output_token_nano_usd,
+                self.request_nano_usd,
+                self.image_nano_usd,
+                self.unit_nano_usd,
+            )
+        )
 
 
 def estimate_nano_usd(
-    price: Price | None, task: str, *, input_tokens: int = 0, output_tokens: int = 0, images: int = 0
+    price: Price | None,
+    task: str,
+    *,
+    input_tokens: int = 0,
+    output_tokens: int = 0,
+    images: int = 0,
+    units: int = 0,
 ) -> int:
     """What the prices give for this usage; the task's default when there is no price."""
     if price is None or not price.is_set:
@@ -50,6 +67,7 @@ def estimate_nano_usd(
         + price.input_token_nano_usd * max(0, input_tokens)
         + price.output_token_nano_usd * max(0, output_tokens)
         + price.image_nano_usd * max(0, images)
+        + price.unit_nano_usd * max(0, units)
     )
     return min(total, MAX_NANO_USD)
 

@@ -240,7 +240,7 @@ class ListProviderReconciliationsResponse(_message.Message):
     def __init__(self, provider_reconciliations: _Optional[_Iterable[_Union[ProviderReconciliation, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., last_pass_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class LedgerRecord(_message.Message):
-    __slots__ = ("request_id", "provider_request_id", "provider", "model", "provider_model", "task", "caller", "account", "start_time", "end_time", "input_tokens", "output_tokens", "images", "estimated_nano_usd", "provisional")
+    __slots__ = ("request_id", "provider_request_id", "provider", "model", "provider_model", "task", "caller", "account", "start_time", "end_time", "input_tokens", "output_tokens", "images", "estimated_nano_usd", "provisional", "unit", "units")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
@@ -256,6 +256,8 @@ class LedgerRecord(_message.Message):
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     ESTIMATED_NANO_USD_FIELD_NUMBER: _ClassVar[int]
     PROVISIONAL_FIELD_NUMBER: _ClassVar[int]
+    UNIT_FIELD_NUMBER: _ClassVar[int]
+    UNITS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     provider_request_id: str
     provider: str
@@ -271,7 +273,9 @@ class LedgerRecord(_message.Message):
     images: int
     estimated_nano_usd: int
     provisional: bool
-    def __init__(self, request_id: _Optional[str] = ..., provider_request_id: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., provider_model: _Optional[str] = ..., task: _Optional[str] = ..., caller: _Optional[str] = ..., account: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., images: _Optional[int] = ..., estimated_nano_usd: _Optional[int] = ..., provisional: _Optional[bool] = ...) -> None: ...
+    unit: str
+    units: int
+    def __init__(self, request_id: _Optional[str] = ..., provider_request_id: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., provider_model: _Optional[str] = ..., task: _Optional[str] = ..., caller: _Optional[str] = ..., account: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., images: _Optional[int] = ..., estimated_nano_usd: _Optional[int] = ..., provisional: _Optional[bool] = ..., unit: _Optional[str] = ..., units: _Optional[int] = ...) -> None: ...
 
 class RecordRequestsRequest(_message.Message):
     __slots__ = ("records",)

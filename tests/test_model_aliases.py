@@ -250,6 +250,10 @@ def test_aliases_work_wherever_a_model_is_named(demo: RunningStack, token: str) 
         listed = {model["id"]: model for model in ok(http.get("/v1/models"))["data"]}
         assert {"gpt-4o-mini", "flux", CHAT_MODEL, IMAGE_MODEL} <= set(listed)
         assert ok(http.get("/v1/models/flux"))["id"] == "flux"
+        for alias, target in (("gpt-4o-mini", CHAT_MODEL), ("flux", IMAGE_MODEL)):  # full OpenAI model objects
+            for entry in (listed[alias], ok(http.get(f"/v1/models/{alias}"))):
+                assert entry["owned_by"] == target.split("/")[0] and entry["object"] == "model"
+                assert entry["created"] == listed[target]["created"] > 0
         assert {"gpt-4o-mini", "flux"} <= set(ok(http.get("/v1/providers/demo"))["models"])
         error = error_of(http.post("/v1/chat/completions", json={**CHAT, "model": "gpt-4o-maxi"}), 404)
         assert error["code"] == "model_not_found"

@@ -149,7 +149,7 @@ class InternalServicer(internal_grpc.InternalServiceServicer):
             hub_id = await self.state.fresh(lambda: self._catalog_model(request.model))
             served = await self._with_create_times(self._served([hub_id], request.user))
             if served and hub_id != request.model:
-                served[0].id = request.model  # asked by its alias: answered under that name
+                served[0].id, served[0].alias_of = request.model, hub_id  # asked by its alias: answered under it
             return internal_pb.ListServedModelsResponse(models=served)
         served = await self._with_create_times(self._served(sorted(self.index.mapped_models()), request.user))
         listed = sorted(served + self._alias_entries(served), key=lambda model: model.id)
@@ -185,7 +185,7 @@ class InternalServicer(internal_grpc.InternalServiceServicer):
             for name in names:
                 entry = internal_pb.ServedModel()
                 entry.CopyFrom(by_id[target])
-                entry.id = name
+                entry.id, entry.alias_of = name, target
                 entries.append(entry)
         return entries
 

@@ -103,6 +103,11 @@ def _first_png(opened: Opened) -> bytes:
         raise unavailable("UPSTREAM_ERROR", "the provider answered without an image") from None
 
 
+def _owner(model: str) -> str:
+    """OpenAI's owned_by of a hub model id: its namespace; Switchboard's for an id without one."""
+    return model.split("/", 1)[0] if "/" in model else "switchboard"
+
+
 def _now() -> timestamp_pb2.Timestamp:
     stamp = timestamp_pb2.Timestamp()
     stamp.FromNanoseconds(time.time_ns())
@@ -490,7 +495,7 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
             id=served.id,
             object="model",
             created=min(max(served.create_time.seconds, 0), UINT32_MAX),
-            owned_by=served.id.split("/", 1)[0] if "/" in served.id else "",
+            owned_by=_owner(served.alias_of or served.id),
             pipeline_tag=served.pipeline_tag,
             providers=[self._model_provider(c, known.get(c.provider)) for c in served.candidates],
         )

@@ -165,16 +165,18 @@ class ListServedModelsRequest(_message.Message):
     def __init__(self, user: _Optional[str] = ..., model: _Optional[str] = ...) -> None: ...
 
 class ServedModel(_message.Message):
-    __slots__ = ("id", "pipeline_tag", "candidates", "create_time")
+    __slots__ = ("id", "pipeline_tag", "candidates", "create_time", "alias_of")
     ID_FIELD_NUMBER: _ClassVar[int]
     PIPELINE_TAG_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    ALIAS_OF_FIELD_NUMBER: _ClassVar[int]
     id: str
     pipeline_tag: str
     candidates: _containers.RepeatedCompositeFieldContainer[Candidate]
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., pipeline_tag: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    alias_of: str
+    def __init__(self, id: _Optional[str] = ..., pipeline_tag: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., alias_of: _Optional[str] = ...) -> None: ...
 
 class ListServedModelsResponse(_message.Message):
     __slots__ = ("models",)

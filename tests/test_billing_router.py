@@ -169,3 +169,81 @@ def test_billing_killed_while_the_router_serves_loses_and_doubles_nothing(routed
     with routed.admin() as admin:
         report = admin.get("/v1/billing/usage", params={"account": user}).json()
     assert report["requests"] == len(served)
+
+
+def generation(sb, token: str, request_id: str):
+    with sb.http(token) as http:
+        return http.get("/v1/generation", params={"id": request_id})
+
+
+def reference_cost(usage: dict) -> int:
+    """What the reference provider's cost API answers for an answer of this usage."""
+    from services.reference_provider.app import COST_PER_INPUT_TOKEN, COST_PER_OUTPUT_TOKEN, COST_PER_REQUEST
+
+    return (
+        COST_PER_REQUEST
+        + COST_PER_INPUT_TOKEN * usage["prompt_tokens"]
+        + COST_PER_OUTPUT_TOKEN * usage["completion_tokens"]
+    )
+
+
+def streamed_usage(sb, token: str) -> tuple[str, dict]:
+    """(x-request-id, the final usage chunk's usage) of a stream that asked for usage."""
+    body = {**orjson.loads(chat_body("Stream the cost")), "stream": True, "stream_options": {"include_usage": True}}
+    with sb.http(token) as http, http.stream("POST", "/v1/chat/completions", json=body) as answer:
+        assert answer.status_code == 200
+        events = [line[6:] for line in answer.iter_lines() if line.startswith("data: {")]
+        return answer.headers["x-request-id"], orjson.loads(events[-1])["usage"]
+
+
+def test_every_usage_states_its_cost_and_the_generation_lookup_returns_the_record(routed) -> None:
+    user, token = new_user(routed)
+    with routed.http(token) as http:
+        answer = http.post("/v1/chat/completions", content=chat_body("What did this cost?"))
+    assert answer.status_code == 200, answer.text
+    unary = answer.headers["x-request-id"], answer.json()["usage"]
+    answers = [unary, streamed_usage(routed, token)]
+    for request_id, usage in answers:
+        assert usage["cost"] == usage["cost_nano_usd"] / 1e9 and usage["cost_nano_usd"] > 0
+        found = generation(routed, token, request_id)
+        assert found.status_code == 200, found.text
+        record = found.json()
+        assert (record["id"], record["account"], record["provider"], record["model"]) == (
+            request_id, user, "demo", CHAT_MODEL)  # fmt: skip
+        assert record["estimatedNanoUsd"] == str(usage["cost_nano_usd"])  # int64 is a JSON string
+        assert (record["inputTokens"], record["outputTokens"]) == (
+            str(usage["prompt_tokens"]), str(usage["completion_tokens"]))  # fmt: skip
+        assert record["reconciliationState"] == "pending" and "settledNanoUsd" not in record
+        assert int(record["totalTimeMs"]) >= int(record.get("timeToFirstTokenMs", 0)) >= 0
+    with routed.admin() as admin:
+        assert admin.post("/admin/v1/billing:reconcile", json={}, timeout=120).status_code == 200
+    for request_id, usage in answers:
+        record = generation(routed, token, request_id).json()
+        assert record["reconciliationState"] == "settled"
+        assert int(record["settledNanoUsd"]) == reference_cost(usage)
+        assert record["settledCost"] == reference_cost(usage) / 1e9
+
+
+def test_a_generation_is_readable_by_its_caller_its_orgs_admins_and_operators_only(routed) -> None:
+    api = AdminApi(routed.base_url, routed.admin_token)
+    org = unique("generations-org")
+    api.call("POST", "/admin/v1/orgs", {"name": org})
+    (caller, caller_token), (admin, admin_token), (member, member_token), (_, stranger_token) = (
+        new_user(routed) for _ in range(4)
+    )
+    for user, role in ((caller, "write"), (admin, "admin"), (member, "write")):
+        api.call("PUT", f"/admin/v1/orgs/{org}/members/{user}", {"role": role})
+    with routed.http(caller_token) as http:
+        answer = http.post("/v1/chat/completions", content=chat_body("Bill my org"), headers={"X-HF-Bill-To": org})
+    assert answer.status_code == 200, answer.text
+    request_id = answer.headers["x-request-id"]
+    for token, status in ((caller_token, 200), (admin_token, 200), (routed.admin_token, 200),
+                          (member_token, 404), (stranger_token, 404)):  # fmt: skip
+        found = generation(routed, token, request_id)
+        assert found.status_code == status, found.text
+        if status == 404:
+            assert found.json()["error"]["code"] == "generation_not_found"
+    assert generation(routed, stranger_token, "no-such-request").status_code == 404
+    assert generation(routed, caller_token, "x" * 65).status_code == 400
+    with routed.http() as http:
+        assert http.get("/v1/generation", params={"id": request_id}).status_code == 401

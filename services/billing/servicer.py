@@ -18,6 +18,7 @@ from switchboard.billing.v1 import billing_service_pb2_grpc as billing_grpc
 from services.billing import ledger
 from services.billing.access import Authenticator, require_account_access
 from services.billing.console import daily_usage_message, reconciliation_message, series_bounds, stamp, usage_days
+from services.billing.generations import GenerationsMixin
 from services.billing.limits import LimitedAccounts
 from services.billing.reconciler import CostApiRecord, Reconciler
 from services.billing.storage import PENDING, UNPRICED
@@ -26,7 +27,7 @@ from services.common.auth import require_admin
 from services.common.db import Database
 from services.common.errors import invalid_argument, relayed, unavailable
 from services.common.paging import key_after, next_page_token, page_size
-from services.common.pricing import estimate_nano_usd, saturated
+from services.common.pricing import INT64_MAX, estimate_nano_usd, saturated
 from services.common.telemetry import RECORDS_STORED
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,7 @@ def ledger_row(record: billing_pb.LedgerRecord, now: datetime) -> dict:
         "state": PENDING if record.provider_request_id else UNPRICED,
         "reason": "" if record.provider_request_id else NO_REQUEST_ID,
         "provisional": record.provisional,
+        "first_token_ms": min(max(0, record.time_to_first_token_ms), INT64_MAX),
     }
 
 
@@ -174,7 +176,7 @@ class AccountsMixin:
         return state
 
 
-class BillingServicer(AccountsMixin, billing_grpc.BillingServiceServicer):
+class BillingServicer(AccountsMixin, GenerationsMixin, billing_grpc.BillingServiceServicer):
     """Usage, accounts and limits for callers."""
 
     def __init__(self, db: Database, auth: Authenticator, limited: LimitedAccounts) -> None:

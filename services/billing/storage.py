@@ -52,6 +52,8 @@ class LedgerEntry(SQLModel, table=True):
     state: str = Field(default=PENDING, index=True)
     reason: str = ""
     provisional: bool = False  # a stream's record made when it began; its final record completes it
+    # Milliseconds from the call to the provider to its first byte (0: not measured).
+    first_token_ms: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0, server_default="0"))
     # Unix time until which one reconciler asks for this request's cost; no other asks meanwhile.
     claimed_until: float = Field(default=0.0, sa_column=Column(Float, nullable=False, default=0.0, server_default="0"))
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 # Money and counts are int64 on the wire and in the database: every result saturates here.
 INT64_MAX = 2**63 - 1
 MAX_NANO_USD = INT64_MAX
+NANO_PER_USD = 1_000_000_000
 
 # What a request costs when its provider model has no price, per task family.
 DEFAULT_ESTIMATE_NANO_USD: dict[str, int] = {

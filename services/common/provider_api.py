@@ -21,7 +21,7 @@ import aiohttp
 import orjson
 
 from services.common.errors import PROVIDER_CODE_KEY, PROVIDER_KEY, PROVIDER_VERDICTS, ApiError, unavailable
-from services.common.pricing import INT64_MAX
+from services.common.pricing import INT64_MAX, NANO_PER_USD
 from services.common.providers import Route
 from services.common.secrets import Redactor
 
@@ -55,6 +55,9 @@ class Usage:
     output_tokens: int = 0
     chunks: int = 0
     reported: bool = False  # the provider sent a usage object
+    # What the answer costs given its usage so far, in nano-USD (the Router's estimate, as its
+    # ledger record will carry it); when set, every usage object the caller gets states it.
+    cost: Callable[[], int] | None = field(default=None, repr=False, compare=False)
 
     def take(self, answer: dict) -> None:
         usage = answer.get("usage")
@@ -62,6 +65,9 @@ class Usage:
             self.reported = True
             self.input_tokens = _int(usage.get("prompt_tokens"), self.input_tokens)
             self.output_tokens = _int(usage.get("completion_tokens"), self.output_tokens)
+            if self.cost is not None:
+                nano_usd = self.cost()
+                usage["cost"], usage["cost_nano_usd"] = nano_usd / NANO_PER_USD, nano_usd
 
 
 def _int(value: Any, default: int) -> int:

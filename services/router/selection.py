@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 
 from services.common.errors import ApiError, Code, invalid_argument, not_found
-from services.common.pricing import Price, estimate_nano_usd
+from services.common.pricing import NANO_PER_USD, Price, estimate_nano_usd
 from services.common.providers import ProviderEntry, Route
 
 POLICIES = ("fastest", "cheapest", "preferred")
@@ -172,7 +172,6 @@ BREAKER_OPEN = "breaker_open"
 NOT_SERVED = "not_served"
 # ErrorInfo metadata key of a left-out provider: this prefix and its id (never a key of errors.py).
 EXCLUDED_KEY_PREFIX = "excluded_"
-NANO_PER_USD = 1_000_000_000
 TOKENS_PER_PRICE_UNIT = 1_000_000  # max_price's token prices are USD per million tokens
 
 Reason = tuple[str, str]  # (code, words)

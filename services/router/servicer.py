@@ -374,6 +374,7 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
                 images=images,
                 estimated_nano_usd=estimate,
                 provisional=provisional,
+                time_to_first_token_ms=round((opened.first_at - opened.sent_at) * 1000),
             )
         )
 
@@ -394,6 +395,7 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
         stream = call.payload.get("stream") is True
         hide_usage = stream and _ask_for_usage(call.payload)
         opened = await self._open(call, CHAT_PATH, stream, context)
+        opened.usage.cost = lambda: self._usage(call, opened, 0)[2]  # usage objects state the record's estimate
         if not stream:
             data = rewrite(opened.answer, call.model, opened.usage, opened.route.provider.redactor)
             await self._serve_unary(call, opened, context)

@@ -11,6 +11,50 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class GetGenerationRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class Generation(_message.Message):
+    __slots__ = ("id", "provider", "model", "provider_model", "task", "account", "input_tokens", "output_tokens", "create_time", "time_to_first_token_ms", "total_time_ms", "estimated_nano_usd", "estimated_cost", "settled_nano_usd", "settled_cost", "reconciliation_state", "reason")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_MODEL_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    TIME_TO_FIRST_TOKEN_MS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_NANO_USD_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_COST_FIELD_NUMBER: _ClassVar[int]
+    SETTLED_NANO_USD_FIELD_NUMBER: _ClassVar[int]
+    SETTLED_COST_FIELD_NUMBER: _ClassVar[int]
+    RECONCILIATION_STATE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    provider: str
+    model: str
+    provider_model: str
+    task: str
+    account: str
+    input_tokens: int
+    output_tokens: int
+    create_time: _timestamp_pb2.Timestamp
+    time_to_first_token_ms: int
+    total_time_ms: int
+    estimated_nano_usd: int
+    estimated_cost: float
+    settled_nano_usd: int
+    settled_cost: float
+    reconciliation_state: str
+    reason: str
+    def __init__(self, id: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., provider_model: _Optional[str] = ..., task: _Optional[str] = ..., account: _Optional[str] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., time_to_first_token_ms: _Optional[int] = ..., total_time_ms: _Optional[int] = ..., estimated_nano_usd: _Optional[int] = ..., estimated_cost: _Optional[float] = ..., settled_nano_usd: _Optional[int] = ..., settled_cost: _Optional[float] = ..., reconciliation_state: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
 class GetUsageRequest(_message.Message):
     __slots__ = ("account", "period")
     ACCOUNT_FIELD_NUMBER: _ClassVar[int]
@@ -240,7 +284,7 @@ class ListProviderReconciliationsResponse(_message.Message):
     def __init__(self, provider_reconciliations: _Optional[_Iterable[_Union[ProviderReconciliation, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., last_pass_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class LedgerRecord(_message.Message):
-    __slots__ = ("request_id", "provider_request_id", "provider", "model", "provider_model", "task", "caller", "account", "start_time", "end_time", "input_tokens", "output_tokens", "images", "estimated_nano_usd", "provisional", "unit", "units")
+    __slots__ = ("request_id", "provider_request_id", "provider", "model", "provider_model", "task", "caller", "account", "start_time", "end_time", "input_tokens", "output_tokens", "images", "estimated_nano_usd", "provisional", "unit", "units", "time_to_first_token_ms")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
@@ -258,6 +302,7 @@ class LedgerRecord(_message.Message):
     PROVISIONAL_FIELD_NUMBER: _ClassVar[int]
     UNIT_FIELD_NUMBER: _ClassVar[int]
     UNITS_FIELD_NUMBER: _ClassVar[int]
+    TIME_TO_FIRST_TOKEN_MS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     provider_request_id: str
     provider: str
@@ -275,7 +320,8 @@ class LedgerRecord(_message.Message):
     provisional: bool
     unit: str
     units: int
-    def __init__(self, request_id: _Optional[str] = ..., provider_request_id: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., provider_model: _Optional[str] = ..., task: _Optional[str] = ..., caller: _Optional[str] = ..., account: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., images: _Optional[int] = ..., estimated_nano_usd: _Optional[int] = ..., provisional: _Optional[bool] = ..., unit: _Optional[str] = ..., units: _Optional[int] = ...) -> None: ...
+    time_to_first_token_ms: int
+    def __init__(self, request_id: _Optional[str] = ..., provider_request_id: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., provider_model: _Optional[str] = ..., task: _Optional[str] = ..., caller: _Optional[str] = ..., account: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., images: _Optional[int] = ..., estimated_nano_usd: _Optional[int] = ..., provisional: _Optional[bool] = ..., unit: _Optional[str] = ..., units: _Optional[int] = ..., time_to_first_token_ms: _Optional[int] = ...) -> None: ...
 
 class RecordRequestsRequest(_message.Message):
     __slots__ = ("records",)

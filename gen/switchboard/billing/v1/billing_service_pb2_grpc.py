@@ -55,6 +55,11 @@ class BillingServiceStub:
                 request_serializer=switchboard_dot_billing_dot_v1_dot_billing__service__pb2.UpdateSpendingLimitRequest.SerializeToString,
                 response_deserializer=switchboard_dot_billing_dot_v1_dot_billing__service__pb2.Account.FromString,
                 _registered_method=True)
+        self.GetGeneration = channel.unary_unary(
+                '/switchboard.billing.v1.BillingService/GetGeneration',
+                request_serializer=switchboard_dot_billing_dot_v1_dot_billing__service__pb2.GetGenerationRequest.SerializeToString,
+                response_deserializer=switchboard_dot_billing_dot_v1_dot_billing__service__pb2.Generation.FromString,
+                _registered_method=True)
 
 
 class BillingServiceServicer:
@@ -90,6 +95,16 @@ class BillingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetGeneration(self, request, context):
+        """One served request by its id (the answer's x-request-id), as OpenRouter's
+        generation lookup: its provider, model, tokens, timing and its estimated
+        and settled cost. For the caller who made it, admins of the org it was
+        billed to, and the admin token; 404 for anyone else, as for an unknown id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BillingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -112,6 +127,11 @@ def add_BillingServiceServicer_to_server(servicer, server):
                     servicer.UpdateSpendingLimit,
                     request_deserializer=switchboard_dot_billing_dot_v1_dot_billing__service__pb2.UpdateSpendingLimitRequest.FromString,
                     response_serializer=switchboard_dot_billing_dot_v1_dot_billing__service__pb2.Account.SerializeToString,
+            ),
+            'GetGeneration': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetGeneration,
+                    request_deserializer=switchboard_dot_billing_dot_v1_dot_billing__service__pb2.GetGenerationRequest.FromString,
+                    response_serializer=switchboard_dot_billing_dot_v1_dot_billing__service__pb2.Generation.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -223,6 +243,33 @@ class BillingService:
             '/switchboard.billing.v1.BillingService/UpdateSpendingLimit',
             switchboard_dot_billing_dot_v1_dot_billing__service__pb2.UpdateSpendingLimitRequest.SerializeToString,
             switchboard_dot_billing_dot_v1_dot_billing__service__pb2.Account.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetGeneration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.billing.v1.BillingService/GetGeneration',
+            switchboard_dot_billing_dot_v1_dot_billing__service__pb2.GetGenerationRequest.SerializeToString,
+            switchboard_dot_billing_dot_v1_dot_billing__service__pb2.Generation.FromString,
             options,
             channel_credentials,
             insecure,

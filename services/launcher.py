@@ -1,7 +1,7 @@
 """`switchboard up`: Envoy and the three services as child processes, supervised.
 
 A child that dies is started again with exponential backoff (reset once it has
-served a while) while the others keep serving; the README says what callers see
+served a while) while the others keep serving; docs/operations.md says what callers see
 meanwhile. Children die with the launcher (PR_SET_PDEATHSIG), so no process
 outlives it, even when the launcher itself is killed.
 """

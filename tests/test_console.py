@@ -3,7 +3,7 @@ Envoy, the three services): sign-in, the figures it shows against what the API a
 set in the page, a mapping created in the page, an operator's view of a failing cost API, and no
 secret in the page or in anything it fetched.
 
-SWITCHBOARD_CONSOLE_SCREENSHOTS=1 writes the screenshots to docs/console/ (the README shows
+SWITCHBOARD_CONSOLE_SCREENSHOTS=1 writes the screenshots to docs/console/ (docs/console.md shows
 them); otherwise they go to a temporary directory."""
 
 from __future__ import annotations

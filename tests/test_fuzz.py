@@ -3,7 +3,7 @@ provider): Schemathesis holds every REST operation to gen/openapi.json, and a
 Hypothesis test throws hostile OpenAI bodies at the inference routes.
 
 Both are derandomized with a bounded number of examples, so a run is
-repeatable; README "The OpenAPI document and the fuzzers" states the numbers.
+repeatable; docs/development.md "The OpenAPI document and the fuzzers" states the numbers.
 """
 
 from __future__ import annotations

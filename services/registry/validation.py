@@ -1,7 +1,7 @@
 """Input checks shared by the Registry's APIs; each failure is a 400 naming the field.
 
 Every string the Registry accepts has a maximum length, every list a maximum count
-and every number a range: the table below is the one place they are set (the README
+and every number a range: the table below is the one place they are set (docs/registry.md
 repeats it). Every check is linear in its input, and no message repeats more than
 SHOWN_CHARS characters of what the caller sent.
 """

@@ -2,7 +2,7 @@
 
 Bodies pass through to providers unchanged, so only what Switchboard reads
 or what a provider could be hurt by is checked: types, and a documented
-range for every number (README, "Request limits"). Each failure is a 400
+range for every number (docs/calling-models.md, "Request limits"). Each failure is a 400
 naming the parameter; a message never echoes more than a short prefix of
 the input. Every check is constant time per parameter, on an already parsed
 body.

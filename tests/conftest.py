@@ -20,6 +20,24 @@ from services.common.service import channel
 from services.demo import start_demo
 from services.launcher import Stack, UpOptions, free_port, start_stack
 
+# Fixtures that start processes (Envoy, the services, a provider): a test that uses one, directly or
+# through another fixture, is marked e2e, and so is every test marked slow. `-m "not e2e"` is the fast lane.
+PROCESS_FIXTURES = frozenset({"make_stack", "stack"})
+
+
+def _starts_processes(item: pytest.Item) -> bool:
+    if PROCESS_FIXTURES.intersection(getattr(item, "fixturenames", ())) or item.get_closest_marker("slow"):
+        return True
+    callspec = getattr(item, "callspec", None)  # a test run on SQLite and on a PostgreSQL cluster
+    return callspec is not None and "postgresql" in callspec.params.values()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if _starts_processes(item):
+            item.add_marker(pytest.mark.e2e)
+
+
 # Tests never depend on timing: no hypothesis example fails for being slow on a busy machine.
 settings.register_profile("switchboard", deadline=None)
 settings.load_profile("switchboard")

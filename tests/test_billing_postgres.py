@@ -17,6 +17,8 @@ from services.billing import ledger
 from services.billing.servicer import ledger_row
 from services.common.db import Database
 
+pytestmark = pytest.mark.e2e  # starts a PostgreSQL cluster
+
 
 @pytest.fixture(scope="module")
 def pg_db() -> Iterator[Database]:

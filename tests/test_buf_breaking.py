@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.e2e  # starts processes
+
 ROOT = Path(__file__).resolve().parent.parent
 BUF = ROOT / ".venv" / "bin" / "buf"
 BILLING = Path("protos/switchboard/billing/v1/billing_service.proto")

@@ -133,6 +133,7 @@ def test_the_config_map_holds_what_the_code_renders() -> None:
     assert ENVOY_CONFIG_FILE.stat().st_size < 1024 * 1024  # a ConfigMap holds at most 1 MiB
 
 
+@pytest.mark.e2e  # runs the CLI
 def test_render_envoy_writes_the_config_map_file(tmp_path: Path) -> None:
     output = tmp_path / "envoy.yaml"
     command = [sys.executable, "-m", "services.cli", "render-envoy", "--output", str(output)]

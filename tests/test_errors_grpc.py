@@ -45,6 +45,8 @@ from services.common.errors import (
 from services.demo import CHAT_MODEL
 from tests.registry_helpers import error_of, ok, unique
 
+pytestmark = pytest.mark.e2e  # starts processes
+
 MESSAGES = [{"role": "user", "content": "Hello!"}]
 # Codes that say the caller's request was at fault (a 4xx), and those that say the server's side failed (a 5xx).
 CLIENT_CODES = {

@@ -14,6 +14,8 @@ from switchboard.billing.v1 import billing_service_pb2, billing_service_pb2_grpc
 from switchboard.registry.v1 import registry_service_pb2, registry_service_pb2_grpc
 from switchboard.router.v1 import router_service_pb2, router_service_pb2_grpc
 
+pytestmark = pytest.mark.e2e  # starts processes
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 SERVICES = {

@@ -31,6 +31,8 @@ from schemathesis.checks import (
 from services.demo import CHAT_MODEL, IMAGE_MODEL, ORG, PROVIDER, USER, AdminApi
 from services.launcher import Stack
 
+pytestmark = pytest.mark.e2e  # starts processes
+
 SNAKE_CASE = r"[a-z][a-z0-9]*(_[a-z0-9]+)*"
 MAX_MESSAGE = 1_000  # characters: an error message repeats a short prefix of the input, never all of it
 

@@ -16,6 +16,8 @@ import pytest
 
 from services.launcher import free_port
 
+pytestmark = pytest.mark.e2e  # starts processes
+
 SWITCHBOARD = str(Path(sys.executable).parent / "switchboard")
 DEADLINE_SECONDS = 90
 

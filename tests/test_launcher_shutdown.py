@@ -19,6 +19,8 @@ from services.common.auth import SERVICE_CREDENTIAL_KEY
 from services.demo import reference_provider_argv
 from services.launcher import Stack, free_port, http_ok
 
+pytestmark = pytest.mark.e2e  # starts processes
+
 DEADLINE_SECONDS = 60
 # A grace far longer than the deadline: a stop that waited it out would fail the test.
 LONG_GRACE_SECONDS = "3600"

@@ -22,6 +22,8 @@ from services.launcher import (
     Stack,
 )
 
+pytestmark = pytest.mark.e2e  # starts processes
+
 CRASH = [sys.executable, "-c", "raise SystemExit(3)"]
 SERVE = [sys.executable, "-c", "import time; time.sleep(3600)"]
 

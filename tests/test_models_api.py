@@ -31,6 +31,8 @@ from services.common.pricing import INT64_MAX
 from services.demo import CATALOG, CHAT_MODEL, IMAGE_MODEL, AdminApi
 from services.registry import store
 
+pytestmark = pytest.mark.e2e  # starts processes
+
 MODEL_KEYS = {"id", "object", "created", "owned_by", "pipeline_tag", "providers"}
 # Hub router names; context_length and supports_* are absent: nothing knows them for the demo.
 PROVIDER_KEYS = {

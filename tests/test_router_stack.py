@@ -24,6 +24,8 @@ from PIL import Image
 from services.demo import CHAT_MODEL, IMAGE_MODEL, LORA_MODEL, USER, AdminApi, start_demo
 from services.launcher import Stack
 
+pytestmark = pytest.mark.e2e  # starts processes
+
 CHAT = {"model": CHAT_MODEL, "messages": [{"role": "user", "content": "Hello!"}]}
 
 

@@ -25,6 +25,8 @@ from PIL import Image
 from services.demo import ALIASES, ANONYMOUS_ACCOUNT, CHAT_MODEL, IMAGE_MODEL, PROVIDER
 from services.launcher import free_port
 
+pytestmark = pytest.mark.e2e  # starts processes
+
 SEED = Path(__file__).parent / "seeds" / "001_75ecb03a78ce5bbd.txt"
 SWITCHBOARD = str(Path(sys.executable).parent / "switchboard")
 SEED_ADDRESS = "localhost:1337"

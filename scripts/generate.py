@@ -1,11 +1,12 @@
 """Regenerates gen/ from protos/: Python messages, gRPC stubs, .pyi stubs and
 the descriptor set Envoy's grpc_json_transcoder reads (with the proto comments),
-and the OpenAPI document of the REST surface (gen/openapi.json). Offline and
+the OpenAPI document of the REST surface (gen/openapi.json), and the docs/ tables
+that restate code (scripts/doc_tables.py). Offline and
 deterministic: protoc from grpcio-tools, google.api protos from the pinned
 googleapis-common-protos wheel.
 
     python scripts/generate.py          # rewrite gen/ and third_party/
-    python scripts/generate.py --check  # exit 1 when gen/ is stale
+    python scripts/generate.py --check  # exit 1 when gen/ or a docs/ table is stale
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import doc_tables
 import grpc_tools
 import openapi
 from google.api import annotations_pb2
@@ -88,16 +90,18 @@ def main() -> int:
         shutil.rmtree(GEN, ignore_errors=True)
         copy_google_api_protos(THIRD_PARTY)
         generate(GEN, THIRD_PARTY)
+        doc_tables.stale_pages(write=True)
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         fresh_third_party, fresh_gen = Path(tmp) / "third_party", Path(tmp) / "gen"
         copy_google_api_protos(fresh_third_party)
         generate(fresh_gen, fresh_third_party)
         stale = differences(fresh_gen, GEN) + differences(fresh_third_party, THIRD_PARTY)
+    stale += [str(page.relative_to(ROOT)) for page in doc_tables.stale_pages(write=False)]
     for name in stale:
         print(f"stale: {name}", file=sys.stderr)
     if stale:
-        print("gen/ is stale: run python scripts/generate.py", file=sys.stderr)
+        print("gen/ or docs/ is stale: run python scripts/generate.py", file=sys.stderr)
     return 1 if stale else 0
 
 

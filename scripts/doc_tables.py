@@ -67,7 +67,7 @@ def errors() -> str:
     lines = ["| gRPC code | reason | HTTP status | `type` |", "|---|---|---|---|"]
     for code, reason in module.table():
         face = module.rest_face(code, reason)
-        lines.append(f"| `{code.name}` | {f'`{reason}`' if reason else 'any other'} | {face.status} | `{face.type}` |")
+        lines.append(f"| `{code.name}` | {f'`{reason}`' if reason else '(default)'} | {face.status} | `{face.type}` |")
     return "\n".join(lines) + "\n"
 
 

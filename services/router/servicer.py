@@ -32,6 +32,7 @@ from services.router.ledger import Ledger
 from services.router.measurements import Measurements
 from services.router.spending import Spending
 from services.router.upstream import CHAT_PATH, IMAGES_PATH, Opened, Upstreams, relay, rewrite
+from services.router.usage_bounds import believable
 
 log = logging.getLogger(__name__)
 
@@ -312,14 +313,14 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
         self._finish(call, opened, images)
 
     def _usage(self, call: Call, opened: Opened, images: int) -> tuple[int, int, int]:
-        """(input tokens, output tokens, estimate): what the provider reported; for a stream
-        without usage, output counted as the content events sent and input estimated from
-        the request size; for a unary answer without usage, the reservation's estimate."""
+        """(input tokens, output tokens, estimate): what the provider reported, when believable
+        (usage_bounds.py); else for a stream, output counted as the content events sent and input
+        estimated from the request size; for a unary answer, the reservation's estimate."""
         route, usage = opened.route, opened.usage
         price = route.provider.prices.get(route.provider_model)
         if images:
             return 0, 0, estimate_nano_usd(price, call.task, images=images)
-        if usage.reported:
+        if believable(usage, call.payload, route.candidate, route.provider.id):
             input_tokens, output_tokens = usage.input_tokens, usage.output_tokens
         elif opened.response is not None:
             input_tokens, output_tokens = prompt_tokens_estimate(call.body_size), max(1, usage.chunks)
@@ -332,11 +333,11 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
         """Measures the answer and hands its ledger record to the background sender."""
         ended = time.monotonic()
         route = opened.route
-        tokens = opened.usage.output_tokens or opened.usage.chunks
+        input_tokens, output_tokens, estimate = self._usage(call, opened, images)
+        tokens = output_tokens or opened.usage.chunks
         self.measurements.observe(
             route.provider.id, route.provider_model, opened.first_at - opened.sent_at, tokens, ended - opened.sent_at
         )
-        input_tokens, output_tokens, estimate = self._usage(call, opened, images)
         if not images:
             call.measure.tokens(input_tokens, output_tokens)
         self._record(call, opened, input_tokens, output_tokens, images, estimate)

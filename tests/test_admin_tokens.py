@@ -11,6 +11,7 @@ import pytest
 
 from services.common.envoy import OPENAPI
 from services.demo import AdminApi
+from services.registry.tokens import MAX_TOKENS_PER_USER
 
 pytestmark = pytest.mark.slow
 
@@ -59,3 +60,22 @@ def test_an_unknown_token_is_a_401_and_a_users_token_a_403_on_every_admin_route(
             answer = http.request(method, path, json=body, headers=headers)
         assert answer.status_code == status, (token, answer.text)
         assert answer.json()["error"]["type"] == ("authentication_error" if status == 401 else "permission_error")
+
+
+def test_a_user_holds_at_most_the_documented_number_of_tokens(stack) -> None:
+    """Past MAX_TOKENS_PER_USER a creation is a 429 token_limit_reached, by the admin API and by the
+    user's own; a revoked token makes room again."""
+    api = AdminApi(stack.base_url, stack.admin_token)
+    user = f"user-{secrets.token_hex(4)}"
+    api.call("POST", "/admin/v1/users", {"name": user})
+    own = api.new_token(user, "first")
+    for number in range(1, MAX_TOKENS_PER_USER):
+        api.new_token(user, f"t{number}")
+    with stack.admin() as admin, stack.http(own) as http:
+        for answer in (admin.post(f"/admin/v1/users/{user}/tokens", json={"name": "one-more"}),
+                       http.post("/v1/me/tokens", json={"name": "one-more"})):  # fmt: skip
+            assert answer.status_code == 429, answer.text
+            error = answer.json()["error"]
+            assert error["code"] == "token_limit_reached" and str(MAX_TOKENS_PER_USER) in error["message"]
+        assert admin.delete(f"/admin/v1/users/{user}/tokens/t1").status_code == 200
+        assert http.post("/v1/me/tokens", json={"name": "one-more"}).status_code == 200

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import inspect
 import logging
 import os
@@ -119,8 +120,11 @@ def _guard_stream(behavior: Callable, method: str) -> Callable:
     async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             _check_decoded(request)
-            async for response in behavior(request, context):
-                yield response
+            # Closed here, in this task, when the caller goes: never left to the garbage collector,
+            # whose aclose() runs in another task (and may find the generator still running).
+            async with contextlib.aclosing(behavior(request, context)) as responses:
+                async for response in responses:
+                    yield response
         except Exception as exc:
             if _is_abort(exc):
                 raise

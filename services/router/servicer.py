@@ -7,6 +7,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 
 import aiohttp
@@ -377,8 +378,9 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
         self, request: router_pb.CreateChatCompletionRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
         with InferenceMeasure(OPERATIONS[CHAT]) as measure:
-            async for body in self._chat(request, context, measure):
-                yield body
+            async with aclosing(self._chat(request, context, measure)) as bodies:  # closed in this task
+                async for body in bodies:
+                    yield body
 
     async def _chat(
         self,
@@ -405,16 +407,18 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
         # Journaled now: should this process die mid-stream, the answer begun is billed at its estimate.
         self._record(call, opened, 0, 0, 0, call.estimate_nano_usd, provisional=True)
         try:
-            async for event in self._relay(call, opened, hide_usage):
-                yield httpbody_pb2.HttpBody(content_type=EVENT_STREAM, data=event)
+            async with aclosing(self._relay(call, opened, hide_usage)) as events:
+                async for event in events:
+                    yield httpbody_pb2.HttpBody(content_type=EVENT_STREAM, data=event)
         finally:
             self._finish(call, opened)
 
     async def _relay(self, call: Call, opened: Opened, hide_usage: bool) -> AsyncIterator[bytes]:
         """The provider's SSE events; a stream that breaks ends with an error event, never a switch."""
         try:
-            async for event in relay(opened, call.model, hide_usage):
-                yield event
+            async with aclosing(relay(opened, call.model, hide_usage)) as events:
+                async for event in events:
+                    yield event
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
             self.upstreams.stream_broke(opened.route, exc)
             log.warning("provider stream broke", extra={"provider": opened.route.provider.id,

@@ -20,6 +20,7 @@ from services.billing.server import MIGRATIONS
 from services.billing.servicer import ledger_row
 from services.billing.storage import LedgerEntry
 from services.common.db import Database, migrate
+from services.common.pricing import saturated
 
 
 @contextmanager
@@ -201,3 +202,32 @@ async def check_provisional_records(db: Database, account: str) -> None:
         second.request_id: (False, 42, 777),
         orphan.request_id: (True, 0, 5_000),
     }
+
+
+async def check_absurd_amounts(db: Database, account: str, amounts: list[tuple[int, int | None]]) -> None:
+    """Records with any int64 estimate (each settled at a cost when one is given) and reservations
+    of the same sizes: every sum of every query is the exact total saturated at int64, none
+    raises (SQLite's SUM overflows), and the month total equals the ledger recounted."""
+    now = datetime.now(UTC)
+    rows = [ledger_row(record(account, estimate=estimate), now) for estimate, _ in amounts]
+    await db.run(lambda s: ledger.record_entries(s, rows))
+    costs = [(row["request_id"], cost) for row, (_, cost) in zip(rows, amounts, strict=True) if cost is not None]
+    await db.run(lambda s: ledger.settle_costs(s, costs))
+    for estimate, _ in amounts:
+        await db.run(lambda s, e=estimate: ledger.reserve_spend(s, unique("req"), account, e, now.timestamp(), 900))
+    charged = [
+        row["estimated_nano_usd"] if cost is None else cost for row, (_, cost) in zip(rows, amounts, strict=True)
+    ]
+    recount = saturated(sum(charged))
+    assert await db.run(lambda s: ledger.month_spend(s, account, now)) == recount
+    assert await db.run(lambda s: ledger.reserved_spend(s, account, now.timestamp())) == saturated(
+        sum(e for e, _ in amounts)
+    )
+    start, end = ledger.month_bounds(now)
+    report = await db.run(lambda s: ledger.usage_report(s, account, start, end))
+    (line,) = report.by_provider
+    settled = saturated(sum(cost for _, cost in amounts if cost is not None))
+    pending = saturated(sum(e for e, cost in amounts if cost is None))
+    assert (line.settled_nano_usd, line.pending_nano_usd, line.requests) == (settled, pending, len(amounts))
+    (day,) = await db.run(lambda s: ledger.daily_usage(s, account, start, end))
+    assert day.amounts == (settled, pending, 0, len(amounts))

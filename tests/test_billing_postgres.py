@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import pytest
 from postgres import postgres_cluster
-from test_billing_helpers import check_provisional_records, ledger_database, record, unique
+from test_billing_helpers import check_absurd_amounts, check_provisional_records, ledger_database, record, unique
 
 from services.billing import ledger
 from services.billing.servicer import ledger_row
@@ -52,3 +52,15 @@ async def test_duplicate_records_are_stored_once_on_postgres(pg_db: Database) ->
 
 async def test_a_streams_final_record_completes_its_provisional_one_on_postgres(pg_db: Database) -> None:
     await check_provisional_records(pg_db, unique("pg-acct"))
+
+
+@pytest.mark.parametrize(
+    "amounts",
+    [
+        [(2**63 - 1, None), (2**63 - 1, None)],  # two saturated estimates: SUM(bigint) past int64
+        [(2**62, 2**62), (2**62, None), (2**62 + 1, 3)],
+        [(1, 2**63 - 1), (2**63 - 1, 2**63 - 1), (5, None)],
+    ],
+)
+async def test_every_sum_is_exact_and_saturated_on_postgres(pg_db: Database, amounts) -> None:
+    await check_absurd_amounts(pg_db, unique("pg-acct"), amounts)

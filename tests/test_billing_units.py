@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlmodel import Session, select
 from switchboard.billing.v1 import billing_service_pb2 as billing_pb
-from test_billing_helpers import check_provisional_records, ledger_database, record, unique
+from test_billing_helpers import check_absurd_amounts, check_provisional_records, ledger_database, record, unique
 
 from services.billing import ledger
 from services.billing.limits import LimitedAccounts
@@ -165,3 +165,12 @@ def test_month_totals_equal_the_ledger_recounted(db, entries, costs, split) -> N
                 if ledger.month_of(r.start_time) == ledger.month_of(month)
             )
             assert ledger.month_spend(session, account, month) == min(recounted, MAX_NANO_USD)
+
+
+INT64 = st.integers(1, MAX_NANO_USD)
+
+
+@settings(max_examples=40, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(amounts=st.lists(st.tuples(INT64, st.one_of(st.none(), st.integers(0, MAX_NANO_USD))), min_size=1, max_size=8))
+async def test_every_sum_is_exact_and_saturated_whatever_the_amounts(db, amounts) -> None:
+    await check_absurd_amounts(db, unique("acct"), amounts)

@@ -53,10 +53,12 @@ SPENDING_LIMIT = 10**15  # never reached: it only makes every request ask Billin
 DRAIN_SECONDS = 180.0  # the Router's ledger sender backs off (and gRPC reconnects) after a long outage
 BILLING_AUTHORIZATION = "Bearer money-" + uuid.uuid4().hex
 
-GOOD, NO_USAGE, GARBAGE, NO_CHOICES, OVERSIZE, CUT, ERROR = (
-    "good", "no-usage", "garbage", "no-choices", "oversize", "cut", "error-500",
+GOOD, NO_USAGE, GARBAGE, NO_CHOICES, OVERSIZE, CUT, ERROR, ABSURD = (
+    "good", "no-usage", "garbage", "no-choices", "oversize", "cut", "error-500", "absurd-usage",
 )  # fmt: skip
-BEHAVIOURS = (GOOD, NO_USAGE, GARBAGE, NO_CHOICES, OVERSIZE, CUT, ERROR)
+BEHAVIOURS = (GOOD, NO_USAGE, GARBAGE, NO_CHOICES, OVERSIZE, CUT, ERROR, ABSURD)
+# What an ABSURD provider reports as completion tokens, in turn: never believed (billed as no usage).
+ABSURD_COUNTS = (2**63 - 1, 1e30, -5, "12", 10**8, 2.5)
 HELD = "held"  # a stream that stops after its first event until the test releases it
 WORDS = ("one", " two", " three")
 USAGE = {"prompt_tokens": 3, "completion_tokens": 7, "total_tokens": 10}  # told apart from counted events
@@ -71,7 +73,7 @@ def expected_status(behaviour: str, stream: bool, failover: bool) -> int:
     """A valid answer is a 200, and so is a stream cut after its first event or with a large event
     (the size cap is of unary answers); anything else is tried on the second provider when there
     is one, and is a 502 when there is not."""
-    if failover or behaviour in (GOOD, NO_USAGE) or (stream and behaviour in (CUT, OVERSIZE)):
+    if failover or behaviour in (GOOD, NO_USAGE, ABSURD) or (stream and behaviour in (CUT, OVERSIZE)):
         return 200
     return 502
 
@@ -107,6 +109,8 @@ class MockProvider:
         if body.get("stream"):
             return await self._stream(request, behaviour, provider_request_id, body)
         answer = {**CHAT_ANSWER, "id": provider_request_id}
+        if behaviour == ABSURD:
+            answer["usage"] = absurd_usage(provider_request_id)
         if behaviour in (NO_USAGE, NO_CHOICES):
             del answer["usage"]
         if behaviour == NO_CHOICES:
@@ -139,6 +143,8 @@ class MockProvider:
         asked_for_usage = (body.get("stream_options") or {}).get("include_usage") is True
         if behaviour == GOOD and asked_for_usage:
             events.append({**chunk, "choices": [], "usage": USAGE})
+        if behaviour == ABSURD:
+            events.append({**chunk, "choices": [], "usage": absurd_usage(provider_request_id)})
         if behaviour in (CUT, HELD):  # the connection drops after two events (held: one, and a wait)
             for event in events[: 1 if behaviour == HELD else 2]:
                 await response.write(_event(event))
@@ -166,6 +172,11 @@ class MockProvider:
     async def __aexit__(self, *exc: object) -> None:
         assert self._runner is not None
         await self._runner.cleanup()
+
+
+def absurd_usage(provider_request_id: str) -> dict:
+    count = ABSURD_COUNTS[int(provider_request_id.rpartition("-")[2]) % len(ABSURD_COUNTS)]
+    return {"prompt_tokens": 3, "completion_tokens": count, "total_tokens": count}
 
 
 async def _costs(ids: list[str]) -> tuple[int, bytes]:
@@ -285,16 +296,22 @@ class Seen:
 
     @property
     def reported(self) -> bool:
-        """Whether the answering provider reported usage (p2 always does; p1 when it answers well)."""
-        return self.provider.startswith("p2-") or self.behaviour == GOOD
+        """Whether the answering provider reported usage (p2 always does; p1 when it answers well,
+        and when it reports absurd usage)."""
+        return self.provider.startswith("p2-") or self.behaviour in (GOOD, ABSURD)
+
+    @property
+    def believed(self) -> bool:
+        """Whether the reported usage is billed (absurd usage is billed as no usage)."""
+        return self.reported and not (self.behaviour == ABSURD and self.provider.startswith("p1-"))
 
     @property
     def output_tokens(self) -> int:
         """What the ledger records: the usage the provider reported; for a stream without usage,
         the content events sent; for a unary answer without usage, 0 (billed at the estimate)."""
         if self.stream:
-            return USAGE["completion_tokens"] if self.reported else self.content_events
-        return CHAT_ANSWER["usage"]["completion_tokens"] if self.reported else 0
+            return USAGE["completion_tokens"] if self.believed else self.content_events
+        return CHAT_ANSWER["usage"]["completion_tokens"] if self.believed else 0
 
 
 def _events(answer: httpx.Response) -> list[dict]:
@@ -430,10 +447,25 @@ def ledger_of(env: Environment, account: str) -> dict[str, tuple[str, str, int]]
 
 
 def usage(env: Environment, account: str) -> dict:
+    """The month's usage report; the daily one answers too (usage reports never answer 5xx)."""
     with env.sb.admin() as admin:
+        daily = admin.get(f"/v1/billing/accounts/{account}/dailyUsage")
         answer = admin.get("/v1/billing/usage", params={"account": account})
+    assert daily.status_code == 200, daily.text
     assert answer.status_code == 200, answer.text
     return answer.json()
+
+
+def month_total_recounted(env: Environment, account: str) -> tuple[int, int]:
+    """(the account's running month total, its ledger recounted: settled costs, else estimates)."""
+    with env.sb.admin() as admin:
+        answer = admin.get(f"/v1/billing/accounts/{account}")
+    assert answer.status_code == 200, answer.text
+    charge = "CASE WHEN state = 'settled' THEN cost_nano_usd ELSE estimated_nano_usd END"
+    query = f"SELECT {charge} FROM ledger WHERE account = ?"
+    with sqlite3.connect(f"file:{env.sb.stack.data_dir / 'billing.db'}?mode=ro", uri=True) as db:
+        recount = sum(charge for (charge,) in db.execute(query, (account,)))
+    return int(answer.json()["spentNanoUsdExact"]), recount
 
 
 def reconciled(env: Environment, account: str) -> dict:
@@ -459,6 +491,8 @@ def check_invariants(env: Environment, world: World, seen: list[Seen]) -> None:
     report = reconciled(env, world.user)
     assert report.get("requests", 0) == len(served)
     assert int(report.get("settledNanoUsd", 0)) == sum(cost_of(pid) for pid, *_ in wanted.values())
+    spent, recounted = month_total_recounted(env, world.user)
+    assert spent == recounted
     # The cost API was asked about the served answers' ids, and about no other answer of this run.
     asked = {i for call in env.costs.calls for i in call if i.startswith(world.tag)}
     assert asked == {pid for pid, *_ in wanted.values()}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import grpc
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from switchboard.billing.v1 import billing_service_pb2 as billing_pb
 from switchboard.billing.v1 import billing_service_pb2_grpc as billing_grpc
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
@@ -19,6 +21,7 @@ from services.router.directory import ProviderEntry
 from services.router.ledger import Ledger
 from services.router.measurements import Measurements
 from services.router.upstream import DONE, Usage, provider_error, sse_event
+from services.router.usage_bounds import MAX_CONTEXT_TOKENS, believable
 
 
 def entry(name: str, rank: int = 0, prices: dict[str, Price] | None = None) -> ProviderEntry:
@@ -151,10 +154,27 @@ def test_usage_the_caller_did_not_ask_for_is_counted_but_not_passed_on() -> None
     assert shown["usage"] == {"prompt_tokens": 2, "completion_tokens": 5}
 
 
-def test_reported_usage_saturates_at_int64() -> None:
+@given(value=st.one_of(st.integers(max_value=-1), st.integers(min_value=2**63), st.floats(), st.booleans(), st.text()))
+def test_a_count_that_is_no_int64_makes_the_reported_usage_invalid(value) -> None:
     usage = Usage()
-    usage.take({"usage": {"prompt_tokens": 10**30, "completion_tokens": True}})
-    assert (usage.input_tokens, usage.output_tokens) == (2**63 - 1, 0)
+    usage.take({"usage": {"prompt_tokens": 3, "completion_tokens": value}})
+    assert usage.reported and usage.invalid
+
+
+@given(
+    prompt=st.integers(0, 2**63 - 1),
+    completion=st.integers(0, 2**63 - 1),
+    max_tokens=st.one_of(st.none(), st.integers(1, 10**6)),
+    n=st.integers(1, 8),
+    context=st.one_of(st.none(), st.integers(1, 10**6)),
+)
+def test_usage_is_believed_within_what_the_request_could_produce(prompt, completion, max_tokens, n, context) -> None:
+    payload = {"n": n, **({"max_tokens": max_tokens} if max_tokens else {})}
+    candidate = internal_pb.Candidate(**({"context_length": context} if context else {}))
+    usage = Usage(input_tokens=prompt, output_tokens=completion, reported=True)
+    window = context or MAX_CONTEXT_TOKENS
+    most_output = min(max_tokens or window, window) * n
+    assert believable(usage, payload, candidate, "p") == (prompt <= window and completion <= most_output)
 
 
 def test_provider_errors_keep_their_status_and_message_but_never_credentials_problems() -> None:

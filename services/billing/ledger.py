@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import bindparam, case, delete, func, select, update
+from sqlalchemy import BigInteger, bindparam, case, delete, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
@@ -26,13 +26,18 @@ from services.billing.storage import (
     Reservation,
 )
 from services.common.db import padded_chunks
-from services.common.pricing import MAX_NANO_USD, saturated
+from services.common.pricing import saturated
 
 LEDGER = LedgerEntry.__table__
 RESERVATIONS = Reservation.__table__
 ACCOUNTS = BillingAccount.__table__
 TOTALS = MonthTotal.__table__
 UNPRICED_LISTED = 1000  # the usage report lists at most this many unpriced requests
+CARRY = 2**62  # a month total's unit of carry (MonthTotal.charged_carry)
+# Every amount is summed as two bounded parts (amount // SPLIT and amount % SPLIT, each below 2^31
+# resp. 2^32 for int64 amounts): neither part's sum can overflow under 2^31 rows, on SQLite
+# (whose SUM raises "integer overflow") or PostgreSQL; Python joins them exactly.
+SPLIT = 2**32
 
 # What a request costs the account: the settled cost, else its estimate.
 CHARGE = case((LEDGER.c.state == SETTLED, LEDGER.c.cost_nano_usd), else_=0)
@@ -65,22 +70,26 @@ Totals = dict[tuple[str, str], int]  # (account, month) -> change of what it is 
 
 
 def _add_to_totals(session: Session, changes: Totals) -> None:
-    """Adds each change to its account's month total, saturating at int64."""
-    rows = [
-        {"account": account, "month": month, "charged_nano_usd": saturated(change)}
-        for (account, month), change in changes.items()
-        if change
-    ]
-    if not rows:
+    """Adds each change to its account's month total, exactly: the total is carry * 2^62 + low,
+    computed in Python on the locked row, so no sum ever wraps or saturates (a saturated total
+    would lose every earlier charge at the next settlement)."""
+    changes = {key: change for key, change in changes.items() if change}
+    if not changes:
         return
-    insert = _insert(session, TOTALS)
-    current, change = TOTALS.c.charged_nano_usd, insert.excluded.charged_nano_usd
-    # CASE takes its branches in order: MAX - change is computed only for a positive change (no overflow).
-    added = case(
-        (change <= 0, current + change), (current > MAX_NANO_USD - change, MAX_NANO_USD), else_=current + change
-    )
-    upsert = insert.on_conflict_do_update(index_elements=["account", "month"], set_={"charged_nano_usd": added})
-    session.connection().execute(upsert, rows)
+    connection = session.connection()
+    fresh = [{"account": a, "month": m, "charged_nano_usd": 0, "charged_carry": 0} for a, m in changes]
+    connection.execute(_insert(session, TOTALS).on_conflict_do_nothing(index_elements=["account", "month"]), fresh)
+    for (account, month), change in sorted(changes.items()):  # one lock order: no deadlock between writers
+        where = (TOTALS.c.account == account, TOTALS.c.month == month)
+        found = connection.execute(
+            select(TOTALS.c.charged_nano_usd, TOTALS.c.charged_carry).where(*where).with_for_update()
+        ).one()
+        carry, low = divmod(_total(*found) + change, CARRY)
+        connection.execute(update(TOTALS).where(*where).values(charged_nano_usd=low, charged_carry=carry))
+
+
+def _total(low: int, carry: int) -> int:
+    return carry * CARRY + low
 
 
 def _charge(totals: Totals, account: str, start: datetime, amount: int) -> None:
@@ -195,17 +204,32 @@ def purge_expired_reservations(session: Session, now: float) -> int:
 
 
 def month_spend(session: Session, account: str, moment: datetime) -> int:
-    """Settled costs plus estimates of unsettled requests in moment's month (its running total)."""
-    query = select(TOTALS.c.charged_nano_usd).where(TOTALS.c.account == account, TOTALS.c.month == month_of(moment))
-    return int(session.connection().execute(query).scalar_one_or_none() or 0)
+    """Settled costs plus estimates of unsettled requests in moment's month (its running total),
+    saturated at int64."""
+    query = select(TOTALS.c.charged_nano_usd, TOTALS.c.charged_carry).where(
+        TOTALS.c.account == account, TOTALS.c.month == month_of(moment)
+    )
+    found = session.connection().execute(query).one_or_none()
+    return saturated(_total(*found)) if found else 0
+
+
+def split_sum(amount) -> tuple:
+    """The two SUMs whose join (joined_sum) is SUM(amount), neither able to overflow."""
+    split = literal(SPLIT, BigInteger)  # a 32-bit INTEGER parameter on PostgreSQL could not hold 2^32
+    return func.coalesce(func.sum(amount // split), 0), func.coalesce(func.sum(amount % split), 0)
+
+
+def joined_sum(high: int, low: int) -> int:
+    """A split_sum's exact total, saturated at int64."""
+    return saturated(int(high) * SPLIT + int(low))
 
 
 def reserved_spend(session: Session, account: str, now: float) -> int:
     """Estimates reserved by the account's requests in flight (unexpired)."""
-    query = select(func.coalesce(func.sum(RESERVATIONS.c.estimated_nano_usd), 0)).where(
+    query = select(*split_sum(RESERVATIONS.c.estimated_nano_usd)).where(
         RESERVATIONS.c.account == account, RESERVATIONS.c.expires_at > now
     )
-    return int(session.connection().execute(query).scalar_one())
+    return joined_sum(*session.connection().execute(query).one())
 
 
 def claim_page(
@@ -324,12 +348,13 @@ class UsageReport:
 
 def _grouped(session: Session, column, start: datetime, end: datetime, account: str) -> list[UsageTotals]:
     query = (
-        select(column, func.sum(CHARGE), func.sum(PENDING_CHARGE), func.count())
+        select(column, *split_sum(CHARGE), *split_sum(PENDING_CHARGE), func.count())
         .where(LEDGER.c.account == account, LEDGER.c.start_time >= start, LEDGER.c.start_time < end)
         .group_by(column)
         .order_by(column)
     )
-    return [UsageTotals(r[0], int(r[1]), int(r[2]), int(r[3])) for r in session.connection().execute(query)]
+    rows = session.connection().execute(query)
+    return [UsageTotals(r[0], joined_sum(r[1], r[2]), joined_sum(r[3], r[4]), int(r[5])) for r in rows]
 
 
 def usage_report(session: Session, account: str, start: datetime, end: datetime) -> UsageReport:
@@ -379,12 +404,16 @@ def daily_usage(session: Session, account: str, start: datetime, end: datetime) 
     """The account's requests started in [start, end), summed per UTC day, model and provider."""
     day = _day_of_start(session)
     query = (
-        select(day, LEDGER.c.model, LEDGER.c.provider, func.sum(SETTLED_COST), func.sum(WAITING_ESTIMATE),
-               func.sum(UNPRICED_ESTIMATE), func.count())
+        select(day, LEDGER.c.model, LEDGER.c.provider, *split_sum(SETTLED_COST), *split_sum(WAITING_ESTIMATE),
+               *split_sum(UNPRICED_ESTIMATE), func.count())
         .where(LEDGER.c.account == account, LEDGER.c.start_time >= start, LEDGER.c.start_time < end)
         .group_by(day, LEDGER.c.model, LEDGER.c.provider)
     )  # fmt: skip
-    return [DayUsage(r[0], r[1], r[2], tuple(int(v) for v in r[3:])) for r in session.connection().execute(query)]
+    rows = session.connection().execute(query)
+    return [
+        DayUsage(r[0], r[1], r[2], (joined_sum(*r[3:5]), joined_sum(*r[5:7]), joined_sum(*r[7:9]), int(r[9])))
+        for r in rows
+    ]
 
 
 def reconciliation_counts(session: Session) -> dict[str, tuple[int, int]]:

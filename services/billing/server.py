@@ -71,7 +71,7 @@ async def serve(settings: BillingSettings) -> None:
         ),
         (
             billing_grpc.add_BillingAdminServiceServicer_to_server,
-            BillingAdminServicer(db, reconciler, limited, admin_token),
+            BillingAdminServicer(db, reconciler, limited, auth),
             "switchboard.billing.v1.BillingAdminService",
         ),
         (

@@ -226,16 +226,20 @@ class BillingServicer(AccountsMixin, GenerationsMixin, billing_grpc.BillingServi
 class BillingAdminServicer(AccountsMixin, billing_grpc.BillingAdminServiceServicer):
     """The operators' billing calls (admin token only)."""
 
-    def __init__(self, db: Database, reconciler: Reconciler, limited: LimitedAccounts, admin_token: str) -> None:
+    def __init__(self, db: Database, reconciler: Reconciler, limited: LimitedAccounts, auth: Authenticator) -> None:
         self.db = db
         self.limited = limited
         self.reconciler = reconciler
-        self.admin_token = admin_token
+        self.auth = auth
+
+    async def _admin(self, context: grpc.aio.ServicerContext) -> None:
+        """401 for a missing or unknown token (as on every route), 403 for a user's."""
+        require_admin((await self.auth.caller(context)).admin)
 
     async def ReconcileCosts(
         self, request: billing_pb.ReconcileCostsRequest, context: grpc.aio.ServicerContext
     ) -> billing_pb.ReconcileCostsResponse:
-        require_admin(context, self.admin_token)
+        await self._admin(context)
         try:
             counts = await self.reconciler.run_pass(respect_backoff=False)
         except grpc.aio.AioRpcError as exc:
@@ -248,7 +252,7 @@ class BillingAdminServicer(AccountsMixin, billing_grpc.BillingAdminServiceServic
     async def ListProviderReconciliations(
         self, request: billing_pb.ListProviderReconciliationsRequest, context: grpc.aio.ServicerContext
     ) -> billing_pb.ListProviderReconciliationsResponse:
-        require_admin(context, self.admin_token)
+        await self._admin(context)
         size = page_size(request.page_size)
         after = key_after(RECONCILIATIONS_LISTING, request.page_token)
         counts = await self.db.run(ledger.reconciliation_counts)
@@ -267,7 +271,7 @@ class BillingAdminServicer(AccountsMixin, billing_grpc.BillingAdminServiceServic
     async def UpdateIncludedCredits(
         self, request: billing_pb.UpdateIncludedCreditsRequest, context: grpc.aio.ServicerContext
     ) -> billing_pb.Account:
-        require_admin(context, self.admin_token)
+        await self._admin(context)
         _check_account(request.account)
         credits = _required_amount(request, "included_credits_nano_usd", "includedCreditsNanoUsd")
         return await self._update_account(request.account, included_credits_nano_usd=credits)

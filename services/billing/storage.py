@@ -70,12 +70,14 @@ class BillingAccount(SQLModel, table=True):
 class MonthTotal(SQLModel, table=True):
     """What an account's requests of one UTC month charge (settled costs, else estimates),
     kept up to date by every ledger write, so a reservation's check costs the same
-    however many requests the month holds. Saturates at 2^63 - 1."""
+    however many requests the month holds. Exact: the total is charged_carry * 2^62 +
+    charged_nano_usd (ledger._add_to_totals), read saturated at 2^63 - 1."""
 
     __tablename__ = "month_totals"
     account: str = Field(primary_key=True)
     month: str = Field(primary_key=True)  # "YYYY-MM" of the requests' start time, UTC
     charged_nano_usd: int = Field(default=0, sa_column=money())
+    charged_carry: int = Field(default=0, sa_column=money())
 
 
 class Reservation(SQLModel, table=True):

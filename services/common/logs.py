@@ -43,6 +43,37 @@ def configure_logging(service: str, level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    grpc_core = logging.getLogger("grpc._cython.cygrpc")
+    grpc_core.filters[:] = [f for f in grpc_core.filters if not isinstance(f, UndecodableHeaders)]
+    grpc_core.addFilter(UndecodableHeaders())
+
+
+class UndecodableHeaders(logging.Filter):
+    """gRPC logs an ERROR with a traceback, and the raw value (a caller's token, maybe), each time
+    a service reads a request header that is not UTF-8: a few per request, on every service. The
+    service refuses such a request itself (401 or 400), so this is bad input, not a fault: one
+    warning line without the value or a traceback, at most once per `every` seconds, with how
+    many were left out since the last."""
+
+    def __init__(self, every: float = 60.0) -> None:
+        super().__init__()
+        self.every = every
+        self._last = float("-inf")
+        self._left_out = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith("Invalid encoding on"):
+            return True
+        now = time.monotonic()
+        if now - self._last < self.every:
+            self._left_out += 1
+            return False
+        record.msg, record.args = "a request header is not valid UTF-8; the request is refused", ()
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.exc_info, record.exc_text = None, None
+        record.left_out = self._left_out
+        self._last, self._left_out = now, 0
+        return True
 
 
 class Throttled:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import aiohttp
 import orjson
@@ -55,26 +54,28 @@ class Usage:
     output_tokens: int = 0
     chunks: int = 0
     reported: bool = False  # the provider sent a usage object
+    invalid: bool = False  # a count in it was not a non-negative integer within int64: none is believed
     # What the answer costs given its usage so far, in nano-USD (the Router's estimate, as its
     # ledger record will carry it); when set, every usage object the caller gets states it.
     cost: Callable[[], int] | None = field(default=None, repr=False, compare=False)
 
     def take(self, answer: dict) -> None:
+        """Reads the answer's (or stream event's) usage; a count left out or null keeps the last one."""
         usage = answer.get("usage")
-        if isinstance(usage, dict):
-            self.reported = True
-            self.input_tokens = _int(usage.get("prompt_tokens"), self.input_tokens)
-            self.output_tokens = _int(usage.get("completion_tokens"), self.output_tokens)
-            if self.cost is not None:
-                nano_usd = self.cost()
-                usage["cost"], usage["cost_nano_usd"] = nano_usd / NANO_PER_USD, nano_usd
-
-
-def _int(value: Any, default: int) -> int:
-    """A non-negative count, saturated at int64 (a provider may send anything)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        return default
-    return min(value, INT64_MAX)
+        if not isinstance(usage, dict):
+            return
+        self.reported = True
+        for name, attribute in (("prompt_tokens", "input_tokens"), ("completion_tokens", "output_tokens")):
+            value = usage.get(name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= INT64_MAX:
+                self.invalid = True  # 1e30, -1, "12", 2^64: a provider may send anything
+            else:
+                setattr(self, attribute, value)
+        if self.cost is not None:
+            nano_usd = self.cost()
+            usage["cost"], usage["cost_nano_usd"] = nano_usd / NANO_PER_USD, nano_usd
 
 
 @dataclass

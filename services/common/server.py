@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
+import inspect
 import logging
 import os
 import signal
@@ -13,8 +15,9 @@ from functools import cache
 from typing import Any
 
 import grpc
-from google.protobuf import descriptor_pb2, descriptor_pool, text_format
+from google.protobuf import descriptor, descriptor_pb2, descriptor_pool, text_format
 from google.protobuf.message import DecodeError
+from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
@@ -24,6 +27,9 @@ from services.common.errors import REST_CALL_KEY, ApiError, Code, internal_error
 log = logging.getLogger(__name__)
 
 REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+# What an error's grpc-status-details-bin is made of (google.rpc.Status of ErrorInfo, BadRequest,
+# ...): reflection serves them, so a client such as grpcurl can print an error's details.
+ERROR_DETAIL_MODULES = (status_pb2, error_details_pb2)
 
 # (add_XServicer_to_server, servicer, full service name)
 Registration = tuple[Callable[[Any, grpc.aio.Server], None], Any, str]
@@ -108,11 +114,17 @@ def _guard_unary(behavior: Callable, method: str) -> Callable:
 
 
 def _guard_stream(behavior: Callable, method: str) -> Callable:
+    if not inspect.isasyncgenfunction(behavior):  # it writes its answers (context.write), e.g. health's Watch
+        return _guard_unary(behavior, method)
+
     async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             _check_decoded(request)
-            async for response in behavior(request, context):
-                yield response
+            # Closed here, in this task, when the caller goes: never left to the garbage collector,
+            # whose aclose() runs in another task (and may find the generator still running).
+            async with contextlib.aclosing(behavior(request, context)) as responses:
+                async for response in responses:
+                    yield response
         except Exception as exc:
             if _is_abort(exc):
                 raise
@@ -182,7 +194,8 @@ def _reflection_v1_file() -> bytes:
 
 @cache
 def _own_pool() -> descriptor_pool.DescriptorPool:
-    """The process's own descriptors (its generated modules), and reflection v1's."""
+    """The process's own descriptors (its generated modules, the error details among them), and
+    reflection v1's."""
     pool = descriptor_pool.Default()
     pool.AddSerializedFile(_reflection_v1_file())
     return pool
@@ -198,10 +211,24 @@ def _public_pool() -> descriptor_pool.DescriptorPool:
         del proto.service[:]
         proto.service.extend(public)
         pool.AddSerializedFile(proto.SerializeToString())
-    for module in (health_pb2, reflection_pb2):
-        pool.AddSerializedFile(_file_proto(module).SerializeToString())
+    for module in (health_pb2, reflection_pb2, *ERROR_DETAIL_MODULES):
+        _add_with_dependencies(pool, module.DESCRIPTOR)
     pool.AddSerializedFile(_reflection_v1_file())
     return pool
+
+
+def _add_with_dependencies(pool: descriptor_pool.DescriptorPool, file: descriptor.FileDescriptor) -> None:
+    """Adds a file the pool lacks, after the files it imports."""
+    try:
+        pool.FindFileByName(file.name)
+        return
+    except KeyError:
+        pass
+    for dependency in file.dependencies:
+        _add_with_dependencies(pool, dependency)
+    proto = descriptor_pb2.FileDescriptorProto()
+    file.CopyToProto(proto)
+    pool.AddSerializedFile(proto.SerializeToString())
 
 
 def _add_reflection(server: grpc.aio.Server, names: list[str], pool: descriptor_pool.DescriptorPool) -> None:

@@ -7,17 +7,20 @@ secret are stored; the secret is in the creating answer only.
 
 from __future__ import annotations
 
-from sqlmodel import Session, select
+from sqlmodel import Session, func, select
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 
-from services.common.errors import not_found
+from services.common.errors import ApiError, Code, not_found
 from services.registry import store
 from services.registry.state import RegistryState, hash_token, new_token
-from services.registry.storage import TokenRow
+from services.registry.storage import TokenRow, UserRow
 from services.registry.validation import check_name, shown
 
 # A hint that tells a user's tokens apart; 24 of the secret's 256 random bits.
 TOKEN_SUFFIX_CHARS = 4
+# The most tokens a user holds at once (docs/money.md): a stolen or buggy client cannot mint
+# them without end; one more is a 429 token_limit_reached until one is revoked.
+MAX_TOKENS_PER_USER = 100
 
 
 async def issue_token(state: RegistryState, user: str, name: str) -> tuple[TokenRow, str]:
@@ -27,8 +30,23 @@ async def issue_token(state: RegistryState, user: str, name: str) -> tuple[Token
     token = new_token()
     row = TokenRow(user=user, name=name, token_hash=hash_token(token), suffix=token[-TOKEN_SUFFIX_CHARS:])
     conflict = f"user {shown(user)} already has a token named {shown(name)}"
-    await state.write(lambda s: store.insert(s, row), internal_pb.CHANGE_KIND_IDENTITY, user, conflict)
+    await state.write(lambda s: _insert_within_cap(s, row), internal_pb.CHANGE_KIND_IDENTITY, user, conflict)
     return row, token
+
+
+def _insert_within_cap(session: Session, row: TokenRow) -> None:
+    """Inserts the token unless its user holds MAX_TOKENS_PER_USER already. The user's row is
+    locked first (PostgreSQL; SQLite has one writer), so concurrent creations cannot pass the cap."""
+    session.exec(select(UserRow.name).where(UserRow.name == row.user).with_for_update()).first()
+    held = session.exec(select(func.count()).select_from(TokenRow).where(TokenRow.user == row.user)).one()
+    if held >= MAX_TOKENS_PER_USER:
+        raise ApiError(
+            Code.RESOURCE_EXHAUSTED,
+            "TOKEN_LIMIT_REACHED",
+            f"user {shown(row.user)} has {held} tokens, the most a user may hold ({MAX_TOKENS_PER_USER}): "
+            "revoke one before creating another",
+        )
+    store.insert(session, row)
 
 
 async def revoke_token(state: RegistryState, user: str, name: str) -> None:

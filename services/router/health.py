@@ -14,7 +14,7 @@ from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 from switchboard.router.v1 import router_service_pb2 as router_pb
 
 from services.common.accounts import WRITE_ROLES
-from services.common.auth import bearer_token
+from services.common.auth import bearer_token, require_admin
 from services.common.errors import not_found, permission_denied
 from services.common.paging import fitting, key_after, next_page_token, page_size
 from services.router.breaker import HALF_OPEN, OPEN, Breakers
@@ -170,8 +170,7 @@ class ProviderHealthMethods:
         self, request: router_pb.ListProviderHealthRequest, context: grpc.aio.ServicerContext
     ) -> router_pb.ListProviderHealthResponse:
         """The admin token only: 401 without a valid token, 403 with any other."""
-        if not (await self._caller_of(context)).admin:
-            raise permission_denied("FORBIDDEN", "this call needs the admin token")
+        require_admin((await self._caller_of(context)).admin)
         size = page_size(request.page_size)
         ids = _after(await self.directory.providers(), PROVIDERS_LISTING, request.page_token)[: size + 1]
         breakers = self.upstreams.breakers

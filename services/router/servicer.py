@@ -7,6 +7,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 
 import aiohttp
@@ -32,6 +33,7 @@ from services.router.ledger import Ledger
 from services.router.measurements import Measurements
 from services.router.spending import Spending
 from services.router.upstream import CHAT_PATH, IMAGES_PATH, Opened, Upstreams, relay, rewrite
+from services.router.usage_bounds import believable
 
 log = logging.getLogger(__name__)
 
@@ -317,14 +319,14 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
         self._finish(call, opened, images)
 
     def _usage(self, call: Call, opened: Opened, images: int) -> tuple[int, int, int]:
-        """(input tokens, output tokens, estimate): what the provider reported; for a stream
-        without usage, output counted as the content events sent and input estimated from
-        the request size; for a unary answer without usage, the reservation's estimate."""
+        """(input tokens, output tokens, estimate): what the provider reported, when believable
+        (usage_bounds.py); else for a stream, output counted as the content events sent and input
+        estimated from the request size; for a unary answer, the reservation's estimate."""
         route, usage = opened.route, opened.usage
         price = route.provider.prices.get(route.provider_model)
         if images:
             return 0, 0, estimate_nano_usd(price, call.task, images=images)
-        if usage.reported:
+        if believable(usage, call.payload, route.candidate, route.provider.id):
             input_tokens, output_tokens = usage.input_tokens, usage.output_tokens
         elif opened.response is not None:
             input_tokens, output_tokens = prompt_tokens_estimate(call.body_size), max(1, usage.chunks)
@@ -337,11 +339,11 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
         """Measures the answer and hands its ledger record to the background sender."""
         ended = time.monotonic()
         route = opened.route
-        tokens = opened.usage.output_tokens or opened.usage.chunks
+        input_tokens, output_tokens, estimate = self._usage(call, opened, images)
+        tokens = output_tokens or opened.usage.chunks
         self.measurements.observe(
             route.provider.id, route.provider_model, opened.first_at - opened.sent_at, tokens, ended - opened.sent_at
         )
-        input_tokens, output_tokens, estimate = self._usage(call, opened, images)
         if not images:
             call.measure.tokens(input_tokens, output_tokens)
         self._record(call, opened, input_tokens, output_tokens, images, estimate)
@@ -382,8 +384,9 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
         self, request: router_pb.CreateChatCompletionRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
         with InferenceMeasure(OPERATIONS[CHAT]) as measure:
-            async for body in self._chat(request, context, measure):
-                yield body
+            async with aclosing(self._chat(request, context, measure)) as bodies:  # closed in this task
+                async for body in bodies:
+                    yield body
 
     async def _chat(
         self,
@@ -411,16 +414,18 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
         # Journaled now: should this process die mid-stream, the answer begun is billed at its estimate.
         self._record(call, opened, 0, 0, 0, call.estimate_nano_usd, provisional=True)
         try:
-            async for event in self._relay(call, opened, hide_usage):
-                yield httpbody_pb2.HttpBody(content_type=EVENT_STREAM, data=event)
+            async with aclosing(self._relay(call, opened, hide_usage)) as events:
+                async for event in events:
+                    yield httpbody_pb2.HttpBody(content_type=EVENT_STREAM, data=event)
         finally:
             self._finish(call, opened)
 
     async def _relay(self, call: Call, opened: Opened, hide_usage: bool) -> AsyncIterator[bytes]:
         """The provider's SSE events; a stream that breaks ends with an error event, never a switch."""
         try:
-            async for event in relay(opened, call.model, hide_usage):
-                yield event
+            async with aclosing(relay(opened, call.model, hide_usage)) as events:
+                async for event in events:
+                    yield event
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
             self.upstreams.stream_broke(opened.route, exc)
             log.warning("provider stream broke", extra={"provider": opened.route.provider.id,

@@ -1,0 +1,151 @@
+"""Numbers from providers are bounded before they are believed (issue 24, finding 1), through the
+real stack: a provider reports whatever usage the request's last message says (hypothesis draws
+valid, absurd and invalid counts), for unary and streamed answers, on a priced model without a
+cost API (so every record stays pending at its estimate). What the ledger records is the report
+when the request could have produced it, else the documented "no usage" fallback; the usage
+reports always answer 200; the account's month total equals its ledger recounted."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_money_identity import wait_for
+from upstream_helpers import JsonHandler, serving
+
+from services.common.pricing import INT64_MAX
+from services.demo import AdminApi
+from services.router.usage_bounds import MAX_CONTEXT_TOKENS
+
+pytestmark = pytest.mark.slow
+
+PRICE = {"providerModel": "upstream-model", "requestNanoUsd": 1_000, "inputTokenNanoUsd": 10, "outputTokenNanoUsd": 20}
+MAX_TOKENS = 50
+CONTEXT = 4_000  # the mapping's context length
+WORDS = ("one", " two", " three")
+
+
+class UsageEcho(JsonHandler):
+    """Answers well, reporting as usage the JSON object the last message holds."""
+
+    def do_POST(self) -> None:
+        request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        usage = json.loads(request["messages"][-1]["content"])
+        answer = {"id": "c1", "object": "chat.completion", "model": "upstream-model"}
+        if not request.get("stream"):
+            choice = {"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}
+            self.send(200, json.dumps({**answer, "choices": [choice], "usage": usage}).encode())
+            return
+        chunk = {**answer, "object": "chat.completion.chunk"}
+        events = [{**chunk, "choices": [{"index": 0, "delta": {"content": w}}]} for w in WORDS]
+        events.append({**chunk, "choices": [], "usage": usage})
+        body = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events) + b"data: [DONE]\n\n"
+        self.send(200, body, "text/event-stream")
+
+
+@pytest.fixture(scope="module")
+def world(make_stack) -> Iterator[tuple[object, str, str, str]]:
+    """(stack, caller's token, caller, model) with a priced provider model of known context."""
+    sb = make_stack()
+    with serving(UsageEcho) as url:
+        api = AdminApi(sb.base_url, sb.admin_token)
+        tag = uuid.uuid4().hex[:8]
+        org, user, model, provider = f"org-{tag}", f"user-{tag}", f"org-{tag}/chat", f"echo-{tag}"
+        api.ensure_member(org, user)
+        entry = {"id": model, "pipeline_tag": "text-generation", "tags": ["conversational"]}
+        api.call("POST", "/admin/v1/models:batchUpsert", {"models": [entry]})
+        api.ensure_provider({"id": provider, "org": org, "base_url": url, "api_key": "sk-" + uuid.uuid4().hex,
+                             "tasks": ["conversational"]})  # fmt: skip
+        api.call("PUT", f"/admin/v1/providers/{provider}/prices", {"prices": [PRICE]})
+        mapping = {"task": "conversational", "hfModel": model, "providerModel": "upstream-model", "status": "live",
+                   "contextLength": CONTEXT}  # fmt: skip
+        api.add_mappings(provider, [mapping])
+        yield sb, api.new_token(user), user, model
+
+
+COUNT = st.one_of(
+    st.integers(0, MAX_TOKENS),  # believable
+    st.integers(CONTEXT + 1, 2**70),  # past the context, past int64
+    st.sampled_from([INT64_MAX, 2**63, 2**62 + 1, MAX_CONTEXT_TOKENS + 1, -1, -(2**63)]),
+    st.floats(allow_nan=False, allow_infinity=False),  # 1e30, 3.0, -0.5
+    st.sampled_from(["12", "1e30", "", True, [], {}]),
+)
+
+
+def expected(usage: dict, stream: bool, body_bytes: int) -> tuple[int, int, int]:
+    """(input tokens, output tokens, estimate) as docs/money.md says the ledger records them."""
+    prompt, completion = usage["prompt_tokens"], usage["completion_tokens"]
+    whole = [v for v in (prompt, completion) if isinstance(v, int) and not isinstance(v, bool)]
+    if len(whole) == 2 and 0 <= prompt <= CONTEXT and 0 <= completion <= MAX_TOKENS:
+        input_tokens, output_tokens = prompt, completion
+    elif stream:  # the no-usage fallback of a stream: request bytes / 4, the content events sent
+        input_tokens, output_tokens = body_bytes // 4 + 1, len(WORDS)
+    else:  # of a unary answer: the reservation's estimate, no tokens
+        return 0, 0, 1_000 + 10 * (body_bytes // 4 + 1) + 20 * MAX_TOKENS
+    return input_tokens, output_tokens, 1_000 + 10 * input_tokens + 20 * output_tokens
+
+
+def ledger_row(sb, request_id: str) -> tuple[int, int, int] | None:
+    """(input tokens, output tokens, estimate) of a final (not provisional) record."""
+    query = (
+        "SELECT input_tokens, output_tokens, estimated_nano_usd FROM ledger WHERE request_id = ? AND NOT provisional"
+    )
+    with sqlite3.connect(f"file:{sb.stack.data_dir / 'billing.db'}?mode=ro", uri=True) as db:
+        return db.execute(query, (request_id,)).fetchone()
+
+
+def recount(sb, account: str) -> int:
+    query = "SELECT estimated_nano_usd, cost_nano_usd, state FROM ledger WHERE account = ?"
+    with sqlite3.connect(f"file:{sb.stack.data_dir / 'billing.db'}?mode=ro", uri=True) as db:
+        return sum(cost if state == "settled" else estimate for estimate, cost, state in db.execute(query, (account,)))
+
+
+def reports_answer(sb, account: str) -> dict:
+    """The usage reports (never a 5xx) and the account, read as its owner's operator."""
+    with sb.admin() as admin:
+        for path, params in (("/v1/billing/usage", {"account": account}),
+                             (f"/v1/billing/accounts/{account}/dailyUsage", {"days": 90})):  # fmt: skip
+            answer = admin.get(path, params=params)
+            assert answer.status_code == 200, answer.text
+        answer = admin.get(f"/v1/billing/accounts/{account}")
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+
+@settings(max_examples=40, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(prompt=COUNT, completion=COUNT, stream=st.booleans())
+def test_usage_is_believed_only_when_the_request_could_have_produced_it(world, prompt, completion, stream) -> None:
+    sb, token, user, model = world
+    usage = {"prompt_tokens": prompt, "completion_tokens": completion}
+    body = {"model": model, "max_tokens": MAX_TOKENS, "stream": stream,
+            "messages": [{"role": "user", "content": json.dumps(usage)}]}  # fmt: skip
+    data = json.dumps(body).encode()
+    with sb.http(token) as http:
+        answer = http.post("/v1/chat/completions", content=data, headers={"Content-Type": "application/json"})
+    assert answer.status_code == 200, answer.text
+
+    request_id = answer.headers["x-request-id"]
+    wait_for(lambda: ledger_row(sb, request_id) is not None, "the record")
+    assert ledger_row(sb, request_id) == expected(usage, stream, len(data))
+    account = reports_answer(sb, user)
+    assert int(account["spentNanoUsdExact"]) == recount(sb, user)
+
+
+def test_absurd_usage_on_many_records_leaves_the_reports_and_the_total_whole(world) -> None:
+    """Finding 1's case: several answers reporting near 2^63 tokens, on a provider without a cost
+    API: the books hold bounded estimates, the reports answer, the month total is the recount."""
+    sb, token, user, model = world
+    absurd = {"prompt_tokens": 1, "completion_tokens": INT64_MAX - 1}
+    body = {"model": model, "messages": [{"role": "user", "content": json.dumps(absurd)}]}
+    with sb.http(token) as http:
+        ids = [http.post("/v1/chat/completions", json=body).headers["x-request-id"] for _ in range(3)]
+
+    wait_for(lambda: all(ledger_row(sb, i) for i in ids), "the records")
+    assert all(ledger_row(sb, i)[2] < 10**9 for i in ids)  # the fallback estimate, not $9.2 billion
+    account = reports_answer(sb, user)
+    assert int(account["spentNanoUsdExact"]) == recount(sb, user)

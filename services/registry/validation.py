@@ -14,8 +14,8 @@ from collections.abc import Iterable, Sized
 from urllib.parse import urlparse
 
 from services.common.errors import invalid_argument
-from services.common.secrets import MIN_SECRET_LENGTH
 from services.common.paging import MAX_LISTING_BYTES, MAX_PAGE_SIZE, fitting, page_size  # noqa: F401  (re-exported)
+from services.common.secrets import MIN_SECRET_LENGTH
 
 # --- limits (one table) ------------------------------------------------------------------------
 MAX_NAME = 96  # org, user, provider and token names
@@ -284,7 +284,7 @@ def check_secret(value: str, param: str) -> str:
     if value and min(len(value), len(credential or value)) < MIN_SECRET_LENGTH:
         raise invalid_argument(
             "INVALID_REQUEST",
-            f"{param} must be at least {MIN_SECRET_LENGTH} characters long (after its scheme, as in 'Bearer <credential>')",
+            f"{param} must be at least {MIN_SECRET_LENGTH} characters long (its credential too, after a scheme)",
             param,
         )
     return value

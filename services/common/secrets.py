@@ -69,6 +69,7 @@ class Form:
     literals: frozenset[str]  # what the form's core is, lowercased, written plainly (the prefilter's)
     optional_first: bool = False
     optional_last: bool = False
+    padded: bool = False  # base64: its padding ("=", at most two) goes with it
 
     def begins(self, text: str, start: int) -> bool:
         """Whether text[start:] is the beginning of this form (or all of it)."""
@@ -87,6 +88,8 @@ class Form:
         if self.optional_first and start > 0 and text[start - 1] in self.units[0]:
             start -= 1
         if self.optional_last and end < len(text) and text[end] in self.units[-1]:
+            end += 1
+        while self.padded and text[end : end + 1] == "=" and end - start < len(self.units) + 2:
             end += 1
         return start, end
 
@@ -125,7 +128,7 @@ def _base64(data: bytes, offset: int) -> Form:
     if end < len(bits):
         units.append(_b64_chars(bits[end:], known_low=False))
     literals = frozenset({core.lower(), core.translate(str.maketrans(URL_SAFE)).lower()})
-    return Form(tuple(units), literals, optional_first=bool(lead), optional_last=end < len(bits))
+    return Form(tuple(units), literals, optional_first=bool(lead), optional_last=end < len(bits), padded=True)
 
 
 def _texts(secret: str) -> set[str]:
@@ -138,14 +141,18 @@ def _texts(secret: str) -> set[str]:
 def forms(secrets: Iterable[str]) -> list[Form]:
     """Every form of every secret: as text, as hex, as base64 at each alignment."""
     texts = sorted({text for secret in secrets if secret for text in _texts(secret)}, key=lambda t: (-len(t), t))
-    return [
-        form
-        for text in texts
-        for form in (_exact(text), _hex(text.encode()), *(_base64(text.encode(), offset) for offset in range(3)))
-    ]
+    result = []
+    for text in texts:
+        data = text.encode()
+        result += [_exact(text), _hex(data), *(_base64(data, offset) for offset in range(3))]
+        if not text.isascii():  # its UTF-8 bytes one by one, as bytes and percent-encodings read
+            result.append(_exact(data.decode("latin-1")))
+    return result
 
 
-_ESCAPED = re.compile(r"%([0-9A-Fa-f]{2})|\\u([0-9A-Fa-f]{4})|\\([\"\\/])")
+# An escaped backslash before what reads as a \\u escape is taken as a backslash and that escape
+# (either reading could be the one a reader makes: the one that shows a secret counts).
+_ESCAPED = re.compile(r"%([0-9A-Fa-f]{2})|\\u([0-9A-Fa-f]{4})|\\([\"/]|\\(?!u[0-9A-Fa-f]{4}))")
 _ESCAPE_MARKS = ("%", "\\")
 
 
@@ -187,24 +194,31 @@ class _Finder:
         self._cores = [(literal, form) for form in forms for literal in sorted(form.literals)]
 
     def spans(self, text: str) -> list[tuple[int, int]]:
-        """Where forms are in the text, merged where they touch or overlap."""
+        """Where forms are in the text, escapes decoded or not (a secret may itself look like
+        one), merged where they touch or overlap."""
         plain, starts = _unescaped(text)
-        lowered = plain.lower()
-        found = []
-        for literal, form in self._cores:
-            at = lowered.find(literal)
-            while at >= 0:
-                span = form.at(plain, at)
-                if span is not None:
-                    found.append(span)
-                at = lowered.find(literal, at + 1)
+        found = self._found(text)
+        if plain is not text:
+            found += [(starts[s], starts[e] if e < len(plain) else len(text)) for s, e in self._found(plain)]
         merged: list[list[int]] = []
         for start, end in sorted(found):
             if merged and start <= merged[-1][1]:
                 merged[-1][1] = max(merged[-1][1], end)
             else:
                 merged.append([start, end])
-        return [(starts[s], starts[e] if e < len(plain) else len(text)) for s, e in merged]
+        return [(start, end) for start, end in merged]
+
+    def _found(self, text: str) -> list[tuple[int, int]]:
+        lowered = text.lower()
+        found = []
+        for literal, form in self._cores:
+            at = lowered.find(literal)
+            while at >= 0:
+                span = form.at(text, at)
+                if span is not None:
+                    found.append(span)
+                at = lowered.find(literal, at + 1)
+        return found
 
     def replaced(self, text: str, placeholder: str) -> str:
         """The text with every form replaced; when a replacement and its neighbours form a secret
@@ -229,10 +243,13 @@ class Redactor:
         self._finder = _Finder(self.forms)
         # A placeholder that itself holds a secret cannot stand in for it.
         self._placeholder = "" if self._finder.spans(PLACEHOLDER) else PLACEHOLDER
-        # Only a long secret that can be written with these characters is looked for inside a number,
-        # true, false or null (redacting a scalar makes it a string: never for a short legacy secret).
-        strong = [f for f in forms(s for s in secrets if len(s) >= MIN_SECRET_LENGTH) if _scalar_like(f)]
-        self._scalars = _Finder(strong) if strong else None
+        # Keys and scalars (numbers, true, false, null) are redacted of long secrets only: a short
+        # legacy one could be part of a field's name or of a number, and redacting a scalar makes
+        # it a string. Only a form that can be written with a scalar's characters is looked for in one.
+        strong = forms(s for s in secrets if len(s) >= MIN_SECRET_LENGTH)
+        self._keys = _Finder(strong)
+        scalar_like = [form for form in strong if _scalar_like(form)]
+        self._scalars = _Finder(scalar_like) if scalar_like else None
 
     def __bool__(self) -> bool:
         return bool(self.forms)
@@ -284,7 +301,7 @@ class Redactor:
         if isinstance(value, str):
             return self.text(value)
         if isinstance(value, dict):
-            return {self.text(str(k)): self._walk(v) for k, v in value.items()}
+            return {self._keys.replaced(str(k), self._placeholder): self._walk(v) for k, v in value.items()}
         if isinstance(value, list):
             return [self._walk(item) for item in value]
         if self._scalars is None or not self._scalars.spans(written(value)):

@@ -222,7 +222,7 @@ def data_event(
 def closing(model: str, usage: Usage, redactor: Redactor, carry: StreamCarry | None) -> bytes:
     """The end of a stream for the caller: what the carry still holds, then [DONE]."""
     held = carry.end() if carry is not None else None
-    return (data_event(held, model, usage, False, redactor) if held else b"") + DONE
+    return data_event(held, model, usage, False, redactor) + DONE if held else DONE
 
 
 def sse_event(

@@ -123,7 +123,7 @@ def register_switchboard(admin: AdminClient, stub: StubPorts) -> tuple[str, dict
                 "id": provider,
                 "org": org,
                 "baseUrl": stub.url(upstream).removesuffix("/v1"),
-                "apiKey": "stub-key",
+                "apiKey": "stub-key-0123456789abcdef",  # at least 16 characters (docs/secrets.md)
                 "tasks": [task],
                 "requestIdHeader": "Inference-Id",
             },

@@ -84,7 +84,7 @@ def test_reconciliation_with_the_reference_providers_cost_api(stack) -> None:
     refused = [record(account, wrong_token, estimate=7_000) for _ in range(3)]
     with reference_provider("sekrit-billing-token") as cost_url, stack.admin() as admin:
         register_provider(admin, good, cost_url, "Bearer sekrit-billing-token")
-        register_provider(admin, wrong_token, cost_url, "Bearer not-the-token")
+        register_provider(admin, wrong_token, cost_url, "Bearer not-the-token-of-this-provider")
         store(stack, records + refused)
         counts = reconcile(stack)
     oracle = State(Knobs())
@@ -94,7 +94,7 @@ def test_reconciliation_with_the_reference_providers_cost_api(stack) -> None:
     # A 401 from the cost API changes nothing: still pending at the estimate.
     assert (lines[wrong_token]["settledNanoUsd"], lines[wrong_token]["pendingNanoUsd"]) == (0, 21_000)
     assert counts["pending"] >= 3
-    assert "not-the-token" not in stack.logs() and "sekrit-billing-token" not in stack.logs()
+    assert "not-the-token-of-this-provider" not in stack.logs() and "sekrit-billing-token" not in stack.logs()
 
 
 def test_garbage_from_a_cost_api_leaves_exact_totals_and_pending_entries(stack) -> None:
@@ -107,7 +107,7 @@ def test_garbage_from_a_cost_api_leaves_exact_totals_and_pending_entries(stack) 
         return 200, garbage_answer(ids, names)
 
     with serving_in_thread(CostApiStub(answer)) as stub, stack.admin() as admin:
-        register_provider(admin, provider, stub.url, "Bearer junk-token")
+        register_provider(admin, provider, stub.url, "Bearer junk-token-for-a-junk-api")
         store(stack, list(records.values()))
         reconcile(stack)
         reconcile(stack)  # asking again changes nothing
@@ -118,7 +118,7 @@ def test_garbage_from_a_cost_api_leaves_exact_totals_and_pending_entries(stack) 
     logs = stack.logs()
     for kind in [*GARBAGE, "missing-cost"]:
         assert records[kind].provider_request_id in logs, kind  # each rejected entry is logged by id
-    assert "junk-token" not in logs
+    assert "junk-token-for-a-junk-api" not in logs
 
 
 def _expected_cost(provider_request_id: str) -> int:
@@ -145,7 +145,7 @@ def test_sigkill_in_the_middle_of_reconciliation_settles_every_cost_exactly_once
 
     with serving_in_thread(CostApiStub(answer)) as stub:
         with sb.admin() as admin:
-            register_provider(admin, provider, stub.url, "Bearer kill-token")
+            register_provider(admin, provider, stub.url, "Bearer kill-token-for-a-dying-api")
         store(sb, records)
         deadline = time.monotonic() + DEADLINE_SECONDS
         while len(answered) < total // 4:  # the background passes are well under way

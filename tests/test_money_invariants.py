@@ -271,7 +271,7 @@ def new_world(env: Environment) -> World:
     providers = (f"p1-{tag}", f"p2-{tag}")
     for path, provider in zip(("p1", "p2"), providers, strict=True):
         api.ensure_provider({
-            "id": provider, "org": org, "base_url": f"{env.provider.url}/{tag}/{path}", "api_key": "sk-mock",
+            "id": provider, "org": org, "base_url": f"{env.provider.url}/{tag}/{path}", "api_key": "sk-mock-0123456789",
             "tasks": ["conversational"], "billing_url": env.costs.url, "billing_authorization": BILLING_AUTHORIZATION,
         })  # fmt: skip
         mapping = {"task": "conversational", "hfModel": model, "providerModel": "upstream-model", "status": "live"}

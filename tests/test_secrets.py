@@ -8,10 +8,10 @@ import os
 import re
 import sqlite3
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote, quote_plus, unquote
 
 import orjson
 import pytest
@@ -26,11 +26,14 @@ from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 from services.common.config import ServiceSettings
 from services.common.costs import parse_cost_answer
 from services.common.db import Database, migrate
+from services.common.errors import ApiError, Code
 from services.common.secrets import (
     ENCRYPTED_PREFIX,
+    MIN_SECRET_LENGTH,
     PLACEHOLDER,
     Redactor,
     SecretBox,
+    StreamCarry,
     secrets_key,
     use_secrets_key,
     written,
@@ -45,11 +48,18 @@ API_KEY = "sk-live-0123456789abcdef0123456789abcdef"
 AUTHORIZATION = "Bearer bill-9876543210fedcba"
 
 
+def json_escaped(text: str) -> str:
+    return "".join(f"\\u{ord(c):04x}" if ord(c) < 0x10000 else c for c in text)
+
+
 def encodings(secret: str) -> list[str]:
-    """The forms a provider may echo a secret in."""
+    """The forms a provider may echo a secret in (each whole; recoverable() finds it inside others)."""
     lower = re.sub(r"%[0-9A-F]{2}", lambda m: m[0].lower(), quote(secret, safe=""))
-    b64 = base64.b64encode(secret.encode()).decode().rstrip("=")
-    return [secret, quote(secret, safe=""), quote(secret), quote_plus(secret), lower, b64]
+    data = secret.encode()
+    b64 = base64.b64encode(data).decode()
+    return [secret, quote(secret, safe=""), quote(secret), quote_plus(secret), lower, b64.rstrip("="),
+            b64, base64.urlsafe_b64encode(data).decode(), data.hex(), data.hex().upper(), json_escaped(secret),
+            quote(b64, safe="")]  # fmt: skip
 
 
 def strings_of(value: Any) -> Iterator[str]:
@@ -73,9 +83,10 @@ def assert_gone(secret: str, text: str) -> None:
 
 
 secrets_st = st.one_of(
-    st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=24),
-    st.from_regex(r"Bearer [A-Za-z0-9_\-]{8,32}", fullmatch=True),
-    st.from_regex(r"sk-[A-Za-z0-9/+=%]{8,40}", fullmatch=True),
+    st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=MIN_SECRET_LENGTH, max_size=24),
+    st.text(st.characters(min_codepoint=32, max_codepoint=126), min_size=MIN_SECRET_LENGTH, max_size=40),
+    st.from_regex(r"Bearer [A-Za-z0-9_\-]{16,32}", fullmatch=True),
+    st.from_regex(r"sk-[A-Za-z0-9/+=%]{16,40}", fullmatch=True),
 )
 
 
@@ -101,7 +112,7 @@ def test_no_secret_survives_in_random_json(data: st.DataObject, first: str, seco
 
 
 @settings(max_examples=200, deadline=None)
-@given(secrets_st, st.text(max_size=20), st.text(max_size=20), st.integers(0, 5))
+@given(secrets_st, st.text(max_size=20), st.text(max_size=20), st.integers(0, 11))
 def test_no_secret_survives_in_text_or_bytes(secret: str, before: str, after: str, which: int) -> None:
     text = before + encodings(secret)[which] + after
     redactor = Redactor([secret])
@@ -120,12 +131,21 @@ def test_every_form_is_replaced_and_the_rest_kept() -> None:
 
 
 def test_a_number_that_is_a_secret_is_replaced() -> None:
-    redacted = Redactor(["4242"]).json({"code": 142421, "n": 7, "ok": True, "no": None})
+    redacted = Redactor(["4242424242424242"]).json({"code": 142424242424242421, "n": 7, "ok": True, "no": None})
     assert redacted == {"code": PLACEHOLDER, "n": 7, "ok": True, "no": None}
 
 
 def test_a_secret_found_in_the_placeholder_is_cut_out() -> None:
-    assert Redactor(["a"]).text("banana") == "bnn"
+    assert Redactor(["redacted"]).text("was redacted here") == "was  here"
+
+
+@pytest.mark.parametrize("legacy", ["k", "1", "0123456", "prompt_t", "12345678", "Bearer 1"])
+def test_short_legacy_secrets_never_break_an_answer(legacy: str) -> None:
+    """A secret stored before the 16-character rule: under 8 characters it is not looked for; from 8
+    it is redacted in strings, never in a key's middle of a number turned into a string."""
+    answer = {"id": "c1", "created": 1712345678, "usage": {"prompt_tokens": 12345678, "completion_tokens": 1}}
+    assert orjson.loads(Redactor([legacy]).dumps(answer)) == answer
+    assert Redactor([legacy]).json(answer) == answer
 
 
 def test_no_secrets_change_nothing() -> None:
@@ -237,3 +257,96 @@ def test_migration_encrypts_plaintext_secrets_and_leaves_no_trace(tmp_path: Path
                 assert secret.encode() not in path.read_bytes(), path
     database.close()
     assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+
+
+def recoverable(secret: str, text: str) -> bool:
+    """Whether the middle of the secret (its edges may leave a few bits in partly made characters)
+    can be read back from the text: as it is, or decoded from percent or JSON escapes, then from
+    any run of base64 (either alphabet, any alignment) or hex (either case) in it."""
+    core = secret.encode()[2:-2]
+    unescaped = unquote(re.sub(r"\\u([0-9a-fA-F]{4})", lambda m: chr(int(m[1], 16)), text))
+    for candidate in (text, unescaped):
+        if core in candidate.encode():
+            return True
+        for run in re.findall(r"[A-Za-z0-9+/_-]{8,}", candidate):
+            run = run.replace("-", "+").replace("_", "/")
+            for shift in range(4):
+                chunk = run[shift:][: (len(run) - shift) // 4 * 4]
+                if core in base64.b64decode(chunk):
+                    return True
+        for run in re.findall(r"[0-9a-fA-F]{8,}", candidate):
+            if any(core in bytes.fromhex(run[s:][: (len(run) - s) // 2 * 2]) for s in range(2)):
+                return True
+    return False
+
+
+ascii_secrets = st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=MIN_SECRET_LENGTH, max_size=48)
+TEXT_ENCODINGS: dict[str, Callable[[bytes], str]] = {
+    "b64": lambda b: base64.b64encode(b).decode(),
+    "b64-unpadded": lambda b: base64.b64encode(b).decode().rstrip("="),
+    "b64url": lambda b: base64.urlsafe_b64encode(b).decode(),
+    "hex": bytes.hex,
+    "HEX": lambda b: b.hex().upper(),
+    "plain": lambda b: b.decode("latin-1"),
+}
+ESCAPES: dict[str, Callable[[str], str]] = {
+    "none": lambda s: s,
+    "percent": lambda s: quote(s, safe=""),
+    "percent-all": lambda s: "".join(f"%{ord(c):02X}" for c in s),
+    "json": json_escaped,
+}
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    ascii_secrets,
+    st.binary(max_size=5),
+    st.binary(max_size=5),
+    st.sampled_from(sorted(TEXT_ENCODINGS)),
+    st.sampled_from(sorted(ESCAPES)),
+    st.sampled_from(["", "Bearer "]),
+)
+def test_no_encoding_at_any_alignment_gets_out(
+    secret: str, before: bytes, after: bytes, encoding: str, escape: str, scheme: str
+) -> None:
+    """The secret inside a longer string (its alignment shifted by what comes before it), encoded
+    as base64, base64url, hex or plain, then escaped, is never readable after redaction."""
+    written_ = ESCAPES[escape](TEXT_ENCODINGS[encoding](before + (scheme + secret).encode() + after))
+    redactor = Redactor([scheme + secret] if scheme else [secret])
+    assert not recoverable(secret, redactor.text(written_))
+    assert not recoverable(secret, redactor.bytes(written_.encode("latin-1")).decode("latin-1"))
+    assert not recoverable(secret, redactor.text("{" + written_ + "}"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(ascii_secrets, st.text(max_size=12), st.text(max_size=12), st.sampled_from(sorted(ESCAPES)), st.data())
+def test_a_secret_split_over_stream_events_never_gets_out(
+    secret: str, before: str, after: str, escape: str, data: st.DataObject
+) -> None:
+    """The content of consecutive events, the secret split at any points, joins up to the same
+    text with the secret redacted: nothing of it in any event, nothing lost."""
+    content = before + ESCAPES[escape](secret) + after
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(content)), max_size=6)))
+    pieces = [content[a:b] for a, b in zip([0, *cuts], [*cuts, len(content)], strict=True)]
+    redactor = Redactor([secret])
+    carry = StreamCarry(redactor)
+    shown: list[str] = []
+    for piece in pieces:
+        for event in carry.events({"id": "c", "choices": [{"index": 0, "delta": {"content": piece}}]}):
+            shown.append(event["choices"][0]["delta"].get("content", ""))
+    finish = carry.events({"id": "c", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    shown += [e["choices"][0]["delta"].get("content", "") for e in finish]
+    assert carry.end() is None
+    joined = "".join(shown)
+    assert not recoverable(secret, joined) and PLACEHOLDER in joined
+    assert joined.startswith(before[: len(before) - 1]) or PLACEHOLDER in before
+
+
+def test_binary_answers_carrying_a_secret_are_refused() -> None:
+    redactor = Redactor([API_KEY])
+    image = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
+    assert redactor.binary(image) == image
+    for hidden in (API_KEY.encode(), base64.b64encode(b"x" + API_KEY.encode()), API_KEY.encode().hex().encode()):
+        with pytest.raises(ApiError, match="carried a secret") as refused:
+            redactor.binary(image + hidden + image)
+        assert refused.value.grpc_code == Code.UNAVAILABLE

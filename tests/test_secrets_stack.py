@@ -22,7 +22,7 @@ import httpx
 import orjson
 import pytest
 from aiohttp import web
-from test_secrets import assert_gone
+from test_secrets import assert_gone, json_escaped, recoverable
 
 from services.demo import AdminApi, start_demo
 from services.launcher import free_port
@@ -36,11 +36,28 @@ ENCODINGS: dict[str, Callable[[str], str]] = {
     "url": lambda s: quote(s, safe=""),
     "plus": quote_plus,
     "b64": lambda s: base64.b64encode(s.encode()).decode(),
+    # the Authorization header echoed: "Bearer " shifts the alignment of the key's base64
+    "b64shift": lambda s: base64.b64encode(f"Bearer {s}".encode()).decode(),
+    "b64url": lambda s: base64.urlsafe_b64encode(b"x" + s.encode()).decode().rstrip("="),
+    "hex": lambda s: s.encode().hex(),
+    "HEX": lambda s: ("Bearer " + s).encode().hex().upper(),
+    "json": json_escaped,
+    "urlb64": lambda s: quote(base64.b64encode(b"xy" + s.encode()).decode(), safe=""),
 }
-# Provider behaviours: HTTP status and how the secrets are encoded ("text": not JSON).
-ERROR_MODES = ["400-plain", "422-url", "404-plus", "409-b64", "418-plain", "413-text"]
+# Provider behaviours: HTTP status and how the secrets are encoded ("text": not JSON); "leaky"
+# answers 200 with an image that carries the key.
+ERROR_MODES = ["400-plain", "422-url", "404-plus", "409-b64", "418-plain", "413-text", "400-b64shift", "422-hex",
+               "404-HEX", "409-json", "400-b64url", "422-urlb64"]  # fmt: skip
+OK_MODES = ["ok", "leaky"]
 DEADLINE_SECONDS = 60
 PNG_B64 = base64.b64encode(b"\x89PNG\r\n\x1a\n-not-really").decode()
+LEAKY_PNG_B64 = base64.b64encode(b"\x89PNG\r\n\x1a\ntEXt" + API_KEY.encode() + b"IEND").decode()
+
+
+def split(text: str, parts: int = 3) -> list[str]:
+    """The text cut in `parts` pieces (a secret split over consecutive stream events)."""
+    size = -(-len(text) // parts)
+    return [text[i : i + size] for i in range(0, len(text), size)]
 
 
 def echoes(encode: Callable[[str], str]) -> dict:
@@ -59,7 +76,8 @@ def echoes(encode: Callable[[str], str]) -> dict:
 
 def echo_headers() -> dict[str, str]:
     headers = {f"X-Echo-{name}-{i}": encode(s) for name, encode in ENCODINGS.items() for i, s in enumerate(SECRETS)}
-    return {**headers, "Inference-Id": f"{uuid.uuid4().hex}-{API_KEY}", "WWW-Authenticate": AUTHORIZATION}
+    request_id = "-".join([uuid.uuid4().hex, *(encode(API_KEY) for encode in ENCODINGS.values())])
+    return {**headers, "Inference-Id": request_id, "WWW-Authenticate": AUTHORIZATION}
 
 
 def chunk(content: str, **extra: object) -> bytes:
@@ -74,13 +92,14 @@ def echoed_text() -> str:
 
 async def inference(request: web.Request) -> web.StreamResponse:
     mode, route = request.match_info["mode"], request.match_info["route"]
-    if mode != "ok":
+    if mode not in OK_MODES:
         status, encoding = mode.split("-")
         if encoding == "text":
             return web.Response(status=int(status), text=f"<html>{echoed_text()}</html>", headers=echo_headers())
         return web.json_response(echoes(ENCODINGS[encoding]), status=int(status), headers=echo_headers())
     if route == "images/generations":
-        answer = {"created": 1, "data": [{"b64_json": PNG_B64, "revised_prompt": echoed_text()}]}
+        image = LEAKY_PNG_B64 if mode == "leaky" else PNG_B64
+        answer = {"created": 1, "data": [{"b64_json": image, "revised_prompt": echoed_text()}]}
         return web.json_response(answer, headers=echo_headers())
     if not (await request.json()).get("stream"):
         message = {"role": "assistant", "content": echoed_text(), API_KEY: AUTHORIZATION}
@@ -91,7 +110,10 @@ async def inference(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers={**echo_headers(), "Content-Type": "text/event-stream"})
     await response.prepare(request)
     usage = {"prompt_tokens": 3, "completion_tokens": 2}
+    # every secret in every encoding, each split over three consecutive events' content
+    pieces = [piece for encode in ENCODINGS.values() for s in SECRETS for piece in [" ", *split(encode(s))]]
     lines = [f": {echoed_text()}\n\n".encode(), chunk(echoed_text(), echo=API_KEY),
+             *(chunk(piece) for piece in pieces),
              f"data: not json {echoed_text()}\n\n".encode(), chunk("", usage=usage), b"data: [DONE]\n\n"]  # fmt: skip
     for line in lines:
         await response.write(line)
@@ -145,15 +167,28 @@ def register(api: AdminApi, org: str, upstream: str, mode: str) -> tuple[str, st
     return chat, image
 
 
+# Every inference route, one line each: (path, body), "{chat}" and "{image}" standing for the
+# provider's models. A new route is one more line here (and a handler in the echoing upstream).
+ROUTES: list[tuple[str, dict]] = [
+    ("/v1/chat/completions", {"model": "{chat}", "messages": [{"role": "user", "content": "hi"}]}),
+    ("/v1/chat/completions", {"model": "{chat}", "messages": [{"role": "user", "content": "hi"}], "stream": True}),
+    ("/v1/images/generations", {"model": "{image}", "prompt": "a cat"}),
+    ("/v1/images/generate", {"model": "{image}", "prompt": "a cat"}),
+    ("/models/{image}", {"inputs": "a cat"}),
+]
+
+
+# Requests billed: every ok answer but the leaky image the hub route refused, less one per provider
+# left pending (its cost API answers it twice, once with an echo).
+SETTLED = (len(ROUTES) - 1) + (len(ROUTES) - 2)
+
+
 def calls(chat: str, image: str) -> list[tuple[str, dict]]:
-    """Every inference route: chat unary and stream, both image routes, the HF-style route."""
-    messages = [{"role": "user", "content": "hi"}]
+    """The routes for this provider's models."""
+    named = {"{chat}": chat, "{image}": image}
     return [
-        ("/v1/chat/completions", {"model": chat, "messages": messages}),
-        ("/v1/chat/completions", {"model": chat, "messages": messages, "stream": True}),
-        ("/v1/images/generations", {"model": image, "prompt": "a cat"}),
-        ("/v1/images/generate", {"model": image, "prompt": "a cat"}),
-        (f"/models/{image}", {"inputs": "a cat"}),
+        (path.replace("{image}", image), {k: named.get(v, v) if isinstance(v, str) else v for k, v in body.items()})
+        for path, body in ROUTES
     ]
 
 
@@ -165,6 +200,7 @@ def shown(response: httpx.Response) -> str:
 def assert_no_secret(text: str) -> None:
     for secret in SECRETS:
         assert_gone(secret, text)
+        assert not recoverable(secret, text), secret
 
 
 @pytest.fixture(scope="module")
@@ -178,11 +214,11 @@ def echoed(make_stack):
         token = api.new_token(user)
         answers: dict[tuple[str, str, bool], httpx.Response] = {}
         with sb.http(token) as http:
-            for mode in [*ERROR_MODES, "ok"]:
+            for mode in [*ERROR_MODES, *OK_MODES]:
                 chat, image = register(api, org, upstream, mode)
                 for path, body in calls(chat, image):
                     answers[(mode, path, bool(body.get("stream")))] = http.post(path, json=body)
-        yield sb, answers, reconcile_until_settled(sb, len(calls("", "")) - 1)
+        yield sb, answers, reconcile_until_settled(sb, SETTLED)
 
 
 def reconcile_until_settled(sb, settled: int) -> list[httpx.Response]:
@@ -200,10 +236,12 @@ def reconcile_until_settled(sb, settled: int) -> list[httpx.Response]:
 
 def test_no_answer_carries_a_secret(echoed) -> None:
     _, answers, reconciled = echoed
-    assert len(answers) == 5 * (len(ERROR_MODES) + 1)
+    assert len(answers) == len(ROUTES) * (len(ERROR_MODES) + len(OK_MODES))
     for (mode, path, stream), response in answers.items():
         assert_no_secret(shown(response))
-        if mode == "ok":
+        if mode == "leaky" and path.startswith("/models/"):  # a decoded image: refused, never redacted
+            assert response.status_code == 502 and "carried a secret" in response.text, response.text
+        elif mode in OK_MODES:
             assert response.status_code == 200, (path, response.text)
         else:
             status = int(mode.split("-")[0])
@@ -212,7 +250,7 @@ def test_no_answer_carries_a_secret(echoed) -> None:
     ok_stream = answers[("ok", "/v1/chat/completions", True)]
     assert "[redacted]" in ok_stream.text and ok_stream.text.rstrip().endswith("data: [DONE]")
     # every ok answer billed; one is left pending: the cost API answers it twice (once with an echo)
-    assert sum(answer.json().get("settled", 0) for answer in reconciled) == 4
+    assert sum(answer.json().get("settled", 0) for answer in reconciled) == SETTLED
     for answer in reconciled:
         assert answer.status_code == 200, answer.text
         assert_no_secret(shown(answer))
@@ -278,3 +316,19 @@ def test_the_demo_puts_no_secret_on_any_command_line(make_stack) -> None:
         argv = Path(f"/proc/{child.process.pid}/cmdline").read_bytes().decode()
         for secret in secrets:
             assert secret not in argv, child.name
+
+
+@pytest.mark.parametrize("field", ["apiKey", "billingAuthorization"])
+def test_short_secrets_are_refused_naming_the_field(echoed, field: str) -> None:
+    sb, _, _ = echoed
+    org, provider = f"org-{uuid.uuid4().hex[:6]}", f"short-{uuid.uuid4().hex[:6]}"
+    with sb.admin() as admin:
+        assert admin.post("/admin/v1/orgs", json={"name": org}).status_code == 200
+        body = {"id": provider, "org": org, "baseUrl": "https://p.example"}
+        for short in ("k", "1", "fifteen-chars-1", "Bearer short-credential"[:20]):
+            answer = admin.post("/admin/v1/providers", json={**body, field: short})
+            assert answer.status_code == 400, answer.text
+            assert answer.json()["error"]["param"] == field and "16 characters" in answer.text
+        assert admin.post("/admin/v1/providers", json={**body, field: "sixteen-chars-ok"}).status_code == 200
+        updating = admin.patch(f"/admin/v1/providers/{provider}", json={field: "Bearer short"})
+        assert updating.status_code == 400 and updating.json()["error"]["param"] == field, updating.text

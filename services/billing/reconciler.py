@@ -286,7 +286,8 @@ class Reconciler:
         body = orjson.dumps({"requestIds": provider_request_ids})
         timeout = aiohttp.ClientTimeout(total=self.settings.timeout_seconds)
         try:
-            async with self._http.post(api.url, data=body, headers=headers, timeout=timeout) as response:
+            post = self._http.post(api.url, data=body, headers=headers, timeout=timeout, allow_redirects=False)
+            async with post as response:  # no redirect: the authorization goes to the cost API only
                 if response.status != 200:
                     raise CostApiFailed(f"HTTP {response.status}")
                 return await response.read()

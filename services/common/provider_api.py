@@ -161,8 +161,9 @@ def encode(route: Route, payload: dict) -> bytes:
 async def send(
     session: aiohttp.ClientSession, route: Route, body: bytes, path: str, headers: dict[str, str]
 ) -> aiohttp.ClientResponse:
-    """POSTs an encoded body to the provider; the caller releases the response."""
-    return await session.post(route.provider.base_url + path, data=body, headers=headers)
+    """POSTs an encoded body to the provider; the caller releases the response. A redirect is not
+    followed: the key would go to wherever the provider points (a 3xx is the provider's error)."""
+    return await session.post(route.provider.base_url + path, data=body, headers=headers, allow_redirects=False)
 
 
 async def open_answer(

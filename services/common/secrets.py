@@ -2,9 +2,21 @@
 
 A provider knows every secret it was given (its API key, its billing
 authorization) and may echo any of them anywhere: in an error's message,
-param or code, in a nested object, in a header; plain, URL-encoded or
-base64. A Redactor is built once per provider from its secrets and scrubs
-text, bytes and parsed JSON before anything reaches a caller or a log.
+param or code, in a nested object, in a header, in a stream split over
+events, inside an image. A Redactor is built once per provider from its
+secrets and scrubs text, bytes and parsed JSON before anything reaches a
+caller, a log or a database; docs/secrets.md says what it finds.
+
+The forms are derived from each secret, not listed: the secret (and the
+credential after an auth scheme, "Bearer X" -> X) as text, as hex (any case)
+and as base64 (standard or URL-safe, padded or not) at each of the three
+alignments it can have inside a longer encoded string, the partially known
+characters at either edge as character classes. Every character of every
+form may in turn be written percent-encoded, as a JSON escape (\\u00XX,
+\\/, \\", \\\\) or, for a space, as "+". One precompiled regular expression
+finds them all in one pass over the input (no nested repetition: linear in
+the input's size); a substring prefilter skips it for input that cannot
+hold a secret.
 
 At rest, secrets are encrypted with Fernet (AES-128-CBC + HMAC-SHA256) under
 a key from SWITCHBOARD_SECRETS_KEY or <data-dir>/secrets.key (created, mode
@@ -14,14 +26,15 @@ files 0600).
 
 from __future__ import annotations
 
-import base64
+import bisect
+import itertools
 import json
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AnyStr, Generic
+from typing import Any
 
 import orjson
 from cryptography.fernet import Fernet, InvalidToken
@@ -29,99 +42,245 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 from sqlmodel.sql.sqltypes import AutoString
 
+from services.common.errors import unavailable
+
 PLACEHOLDER = "[redacted]"
 SECRETS_KEY_ENV = "SWITCHBOARD_SECRETS_KEY"
 SECRETS_KEY_FILE = "secrets.key"
 SCALAR_CHARACTERS = frozenset("0123456789.-+eEInfinityNaNtruefalsenull")
 ENCRYPTED_PREFIX = "enc:v1:"  # marks a value encrypted at rest (a plaintext one has no such prefix)
-
-
-def _forms(secret: str) -> set[str]:
-    """The secret, the credential after its auth scheme ("Bearer X" -> X), and their base64."""
-    scheme, _, credential = secret.partition(" ")
-    plain = {secret, credential.strip()} if scheme and credential.strip() else {secret}
-    encoded = {
-        coded.decode().rstrip("=")
-        for value in plain
-        for coded in (base64.b64encode(value.encode()), base64.urlsafe_b64encode(value.encode()))
-    }
-    return {form for form in plain | encoded if form}
-
-
-def _char_pattern(char: str) -> str:
-    """The character as itself or percent-encoded (either hex case; "+" for a space)."""
-    encoded = "".join(f"%{byte:02x}" for byte in char.encode())
-    percent = re.sub(r"[a-f]", lambda m: f"[{m[0]}{m[0].upper()}]", encoded)
-    alternatives = [re.escape(char), percent] + ([r"\+"] if char == " " else [])
-    return "(?:" + "|".join(alternatives) + ")"
-
-
-def _pattern(forms: Iterable[str]) -> str:
-    """One alternation of every form, longest first, each character possibly percent-encoded."""
-    ordered = sorted(forms, key=lambda f: (-len(f), f))
-    return "|".join("".join(_char_pattern(c) for c in form) for form in ordered)
+# A new secret (and the credential after its scheme) must be this long: shorter ones cannot be
+# told from ordinary text, and redacting them would cut words and numbers out of answers.
+MIN_SECRET_LENGTH = 16
+# A secret stored before that rule and shorter than this is not redacted at all; one from this
+# length up is redacted in strings and keys but never turns a number into a string.
+MIN_REDACTED_LENGTH = 8
+BASE64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+URL_SAFE = {"+": "-", "/": "_"}  # base64url's two other characters
+JSON_SHORT_ESCAPES = {'"': '\\"', "\\": "\\\\", "/": "\\/"}
 
 
 @dataclass(frozen=True)
-class _Scrubber(Generic[AnyStr]):
-    """Replaces every form of the secrets in str or bytes values."""
+class Form:
+    """One way a secret can be written: the characters each position may hold. The first and last
+    positions may be optional (base64 characters only partly made of the secret's bits)."""
 
-    pattern: re.Pattern[AnyStr]
-    literals: tuple[AnyStr, ...]  # without a "%" only these can be there: substring search is far faster
-    percent: AnyStr
-    placeholder: AnyStr
+    units: tuple[frozenset[str], ...]
+    literals: frozenset[str]  # what the form's core is, lowercased, written plainly (the prefilter's)
+    optional_first: bool = False
+    optional_last: bool = False
+    padded: bool = False  # base64: its padding ("=", at most two) goes with it
 
-    def may_hold(self, value: AnyStr) -> bool:
-        return self.percent in value or any(literal in value for literal in self.literals)
+    def begins(self, text: str, start: int) -> bool:
+        """Whether text[start:] is the beginning of this form (or all of it)."""
+        rest = len(text) - start
+        for skip in (0, 1) if self.optional_first else (0,):
+            if rest <= len(self.units) - skip and all(text[start + k] in self.units[skip + k] for k in range(rest)):
+                return True
+        return False
 
-    def __call__(self, value: AnyStr) -> AnyStr:
-        """The value with every secret replaced; when a replacement and its neighbours
-        form a secret again, nothing of the value is kept."""
-        if not self.may_hold(value) or not self.pattern.search(value):
-            return value
-        scrubbed = self.pattern.sub(self.placeholder, value)
-        return self.placeholder if self.pattern.search(scrubbed) else scrubbed
+    def at(self, text: str, start: int) -> tuple[int, int] | None:
+        """The span of this form in text when its core starts at `start` (edges included when there)."""
+        first, last = int(self.optional_first), len(self.units) - int(self.optional_last)
+        end = start + last - first
+        if end > len(text) or any(text[start + k] not in self.units[first + k] for k in range(last - first)):
+            return None
+        if self.optional_first and start > 0 and text[start - 1] in self.units[0]:
+            start -= 1
+        if self.optional_last and end < len(text) and text[end] in self.units[-1]:
+            end += 1
+        while self.padded and text[end : end + 1] == "=" and end - start < len(self.units) + 2:
+            end += 1
+        return start, end
+
+    @property
+    def firsts(self) -> frozenset[str]:
+        """The characters a written form can start with."""
+        return self.units[0] | self.units[1] if self.optional_first else self.units[0]
+
+
+def _exact(text: str) -> Form:
+    units = tuple(frozenset({c, "+"} if c == " " else {c}) for c in text)
+    return Form(units, frozenset({text.lower(), text.replace(" ", "+").lower()}))
+
+
+def _hex(data: bytes) -> Form:
+    return Form(tuple(frozenset({c, c.upper()}) for c in data.hex()), frozenset({data.hex()}))
+
+
+def _b64_chars(bits: str, known_low: bool) -> frozenset[str]:
+    """The base64 characters (either alphabet) whose low (else high) bits are `bits`."""
+    free = 6 - len(bits)
+    values = [int(bits + f"{n:0{free}b}" if not known_low else f"{n:0{free}b}" + bits, 2) for n in range(2**free)]
+    return frozenset(c for v in values for c in (BASE64[v], URL_SAFE.get(BASE64[v], BASE64[v])))
+
+
+def _base64(data: bytes, offset: int) -> Form:
+    """The base64 of `data` when `offset` (0-2) other bytes come before it in the encoded string
+    (any longer string puts it at one of these three alignments): the characters made wholly of
+    its bits, and at either edge the class of characters made partly of them."""
+    bits = "".join(f"{byte:08b}" for byte in data)
+    lead = -8 * offset % 6  # bits of data in the character that begins before it
+    end = lead + (len(bits) - lead) // 6 * 6  # where the characters made wholly of data end
+    core = "".join(BASE64[int(bits[i : i + 6], 2)] for i in range(lead, end, 6))
+    units = [_b64_chars(bits[:lead], known_low=True)] if lead else []
+    units += [frozenset({c, URL_SAFE.get(c, c)}) for c in core]
+    if end < len(bits):
+        units.append(_b64_chars(bits[end:], known_low=False))
+    literals = frozenset({core.lower(), core.translate(str.maketrans(URL_SAFE)).lower()})
+    return Form(tuple(units), literals, optional_first=bool(lead), optional_last=end < len(bits), padded=True)
+
+
+def _texts(secret: str) -> set[str]:
+    """The secret, and the credential after its auth scheme ("Bearer X" -> X), when long enough."""
+    scheme, _, credential = secret.partition(" ")
+    texts = {secret, credential.strip()} if scheme and credential.strip() else {secret}
+    return {text for text in texts if len(text) >= MIN_REDACTED_LENGTH}
+
+
+def forms(secrets: Iterable[str]) -> list[Form]:
+    """Every form of every secret: as text, as hex, as base64 at each alignment."""
+    texts = sorted({text for secret in secrets if secret for text in _texts(secret)}, key=lambda t: (-len(t), t))
+    result = []
+    for text in texts:
+        data = text.encode()
+        result += [_exact(text), _hex(data), *(_base64(data, offset) for offset in range(3))]
+        if not text.isascii():  # its UTF-8 bytes one by one, as bytes and percent-encodings read
+            result.append(_exact(data.decode("latin-1")))
+    return result
+
+
+# An escaped backslash before what reads as a \\u escape is taken as a backslash and that escape
+# (either reading could be the one a reader makes: the one that shows a secret counts).
+_ESCAPED = re.compile(r"%([0-9A-Fa-f]{2})|\\u([0-9A-Fa-f]{4})|\\([\"/]|\\(?!u[0-9A-Fa-f]{4}))")
+_ESCAPE_MARKS = ("%", "\\")
+
+
+def _decoded(match: re.Match[str]) -> str:
+    return match[3] or chr(int(match[1] or match[2], 16))
+
+
+class _Positions:
+    """Where each character of a decoded text starts in the text it was decoded from (worked out
+    only when asked: only when a secret was found)."""
+
+    def __init__(self, matches: list[re.Match[str]]) -> None:
+        self._matches = matches
+        self._decoded: list[int] | None = None  # where each escape's character is in the decoded text
+
+    def __getitem__(self, position: int) -> int:
+        if self._decoded is None:
+            shrunk = itertools.accumulate((len(m[0]) - 1 for m in self._matches[:-1]), initial=0)
+            self._decoded = [m.start() - before for m, before in zip(self._matches, shrunk, strict=False)]
+        i = bisect.bisect_right(self._decoded, position) - 1
+        if i < 0:
+            return position
+        match = self._matches[i]
+        return match.start() + (0 if self._decoded[i] == position else len(match[0]) + position - self._decoded[i] - 1)
+
+
+def _unescaped(text: str) -> tuple[str, _Positions]:
+    """The text with percent and JSON escapes decoded (a percent-encoded byte as the character of
+    that code), and where each character of it starts in text."""
+    matches = list(_ESCAPED.finditer(text)) if any(mark in text for mark in _ESCAPE_MARKS) else []
+    return (_ESCAPED.sub(_decoded, text) if matches else text), _Positions(matches)
+
+
+class _Finder:
+    """Finds every form of the secrets in a text: each form's core is looked for as a substring
+    (lowercased, escapes decoded), then checked character by character and given its edges."""
+
+    def __init__(self, forms: list[Form]) -> None:
+        self._cores = [(literal, form) for form in forms for literal in sorted(form.literals)]
+
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        """Where forms are in the text, escapes decoded or not (a secret may itself look like
+        one), merged where they touch or overlap."""
+        plain, starts = _unescaped(text)
+        found = self._found(text)
+        if plain is not text:
+            found += [(starts[s], starts[e] if e < len(plain) else len(text)) for s, e in self._found(plain)]
+        merged: list[list[int]] = []
+        for start, end in sorted(found):
+            if merged and start <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], end)
+            else:
+                merged.append([start, end])
+        return [(start, end) for start, end in merged]
+
+    def _found(self, text: str) -> list[tuple[int, int]]:
+        lowered = text.lower()
+        found = []
+        for literal, form in self._cores:
+            at = lowered.find(literal)
+            while at >= 0:
+                span = form.at(text, at)
+                if span is not None:
+                    found.append(span)
+                at = lowered.find(literal, at + 1)
+        return found
+
+    def replaced(self, text: str, placeholder: str) -> str:
+        """The text with every form replaced; when a replacement and its neighbours form a secret
+        again, nothing of the text is kept."""
+        spans = self.spans(text)
+        if not spans:
+            return text
+        pieces, position = [], 0
+        for start, end in spans:
+            pieces += [text[position:start], placeholder]
+            position = end
+        scrubbed = "".join(pieces) + text[position:]
+        return placeholder if self.spans(scrubbed) else scrubbed
 
 
 class Redactor:
     """Scrubs a provider's secrets from text, bytes and JSON values."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
-        forms = {form for secret in secrets if secret for form in _forms(secret)}
-        # Only a secret made of these characters can be inside a number, true, false or null.
-        self._in_scalars = any(set(form) <= SCALAR_CHARACTERS for form in forms)
-        self._text: _Scrubber[str] | None = None
-        self._bytes: _Scrubber[bytes] | None = None
-        self._serialized: _Scrubber[bytes] | None = None  # literals as they look inside a JSON document
-        if not forms:
-            return
-        pattern = re.compile(_pattern(forms), re.DOTALL)
-        literals = tuple(sorted(forms | {form.replace(" ", "+") for form in forms}))
-        # A placeholder that itself holds a secret (a one-letter key) cannot stand in for it.
-        placeholder = "" if pattern.search(PLACEHOLDER) else PLACEHOLDER
-        self._text = _Scrubber(pattern, literals, "%", placeholder)
-        bytes_pattern = re.compile(pattern.pattern.encode(), re.DOTALL)
-        self._bytes = _Scrubber(bytes_pattern, tuple(lit.encode() for lit in literals), b"%", placeholder.encode())
-        escaped = tuple(orjson.dumps(literal)[1:-1] for literal in literals)
-        self._serialized = _Scrubber(bytes_pattern, escaped, b"%", placeholder.encode())
+        secrets = [secret for secret in secrets if secret]
+        self.forms = forms(secrets)
+        self._finder = _Finder(self.forms)
+        # A placeholder that itself holds a secret cannot stand in for it.
+        self._placeholder = "" if self._finder.spans(PLACEHOLDER) else PLACEHOLDER
+        # Keys and scalars (numbers, true, false, null) are redacted of long secrets only: a short
+        # legacy one could be part of a field's name or of a number, and redacting a scalar makes
+        # it a string. Only a form that can be written with a scalar's characters is looked for in one.
+        strong = forms(s for s in secrets if len(s) >= MIN_SECRET_LENGTH)
+        self._keys = _Finder(strong)
+        scalar_like = [form for form in strong if _scalar_like(form)]
+        self._scalars = _Finder(scalar_like) if scalar_like else None
 
     def __bool__(self) -> bool:
-        return self._text is not None
+        return bool(self.forms)
 
     def text(self, value: str) -> str:
-        return value if self._text is None else self._text(value)
+        return self._finder.replaced(value, self._placeholder) if self.forms else value
+
+    def spans(self, value: str) -> list[tuple[int, int]]:
+        """Where the secrets are in the text."""
+        return self._finder.spans(value) if self.forms else []
 
     def bytes(self, value: bytes) -> bytes:
-        """Like text(), on bytes (an SSE line, a body that is not JSON)."""
-        return value if self._bytes is None else self._bytes(value)
+        """Like text(), on bytes (an SSE line, a body that is not JSON): read as Latin-1, so that a
+        secret is found in its UTF-8 bytes and any other byte is kept as it is."""
+        if not self.forms:
+            return value
+        return self._finder.replaced(value.decode("latin-1"), self._placeholder).encode("latin-1")
+
+    def binary(self, value: bytes) -> bytes:
+        """A binary answer for the caller (an image, audio): passed on unchanged, or a 502 when any
+        form of a secret is in it. Redacting would corrupt the media and a caller must not get
+        the secret: the answer is refused."""
+        if self.forms and self._finder.spans(value.decode("latin-1")):
+            raise unavailable("UPSTREAM_ERROR", "the provider's answer carried a secret; it was not passed on")
+        return value
 
     def json(self, value: Any) -> Any:
         """A parsed JSON value with every secret redacted from its strings, keys and scalars as written.
         One look at the whole document first: walking it is needed only when a secret may be there."""
-        if self._serialized is None:
-            return value
         try:
-            if not self._serialized.may_hold(orjson.dumps(value)):
+            if not self._may_hold(orjson.dumps(value)):
                 return value
         except TypeError:  # an integer beyond 64 bits: no quick look
             pass
@@ -131,21 +290,27 @@ class Redactor:
         """A parsed JSON value serialized, every secret redacted: one serialization, unless a
         secret may be in it (then its strings, keys and scalars are walked)."""
         data = orjson.dumps(value)
-        if self._serialized is None or not self._serialized.may_hold(data):
-            return data
-        return orjson.dumps(self._walk(value))
+        return orjson.dumps(self._walk(value)) if self._may_hold(data) else data
+
+    def _may_hold(self, document: bytes) -> bool:
+        """Whether a serialized document may hold a secret: one is seen in it, or a string in it
+        has a backslash (a JSON escape written as text, seen only once the string is read)."""
+        return bool(self.forms) and (b"\\\\" in document or bool(self._finder.spans(document.decode("latin-1"))))
 
     def _walk(self, value: Any) -> Any:
-        assert self._text is not None
         if isinstance(value, str):
-            return self._text(value)
+            return self.text(value)
         if isinstance(value, dict):
-            return {self._text(str(k)): self._walk(v) for k, v in value.items()}
+            return {self._keys.replaced(str(k), self._placeholder): self._walk(v) for k, v in value.items()}
         if isinstance(value, list):
             return [self._walk(item) for item in value]
-        if not self._in_scalars:
+        if self._scalars is None or not self._scalars.spans(written(value)):
             return value
-        return self._text.placeholder if self._text.pattern.search(written(value)) else value
+        return self._placeholder
+
+
+def _scalar_like(form: Form) -> bool:
+    return all(unit & SCALAR_CHARACTERS for unit in form.units)
 
 
 def written(scalar: Any) -> str:
@@ -157,6 +322,139 @@ def written(scalar: Any) -> str:
 
 
 NO_SECRETS = Redactor(())
+
+
+# The text fields of a stream's events that a caller joins up across events (chat completions:
+# the content, reasoning, refusal and tool-call arguments of each choice; "*" stands for a list
+# item, told apart by its "index"). A route with other streamed text adds its fields here.
+JOINED_FIELDS: tuple[tuple[str, ...], ...] = (
+    ("choices", "*", "delta", "content"),
+    ("choices", "*", "delta", "reasoning_content"),
+    ("choices", "*", "delta", "reasoning"),
+    ("choices", "*", "delta", "refusal"),
+    ("choices", "*", "delta", "tool_calls", "*", "function", "arguments"),
+    ("choices", "*", "text"),
+)
+Path_ = tuple[str | int, ...]
+_OPEN_ESCAPE = re.compile(r"(?:%[0-9A-Fa-f]?|\\(?:u[0-9A-Fa-f]{0,3})?)\Z")  # cut off by the event's end
+
+
+class StreamCarry:
+    """Keeps a secret split over consecutive stream events from getting out. For each joined text
+    field, the end of its text that could be the beginning of a secret (at most the longest form
+    less one character) is held back and put in front of the field's text in the next event; a
+    choice's held text goes out, redacted, before the event that finishes it, all of it at the end."""
+
+    def __init__(self, redactor: Redactor, fields: tuple[tuple[str, ...], ...] = JOINED_FIELDS) -> None:
+        self._redactor = redactor
+        self._fields = fields
+        self._forms = redactor.forms
+        self._longest = max((len(form.units) for form in self._forms), default=0)
+        self._starting: dict[str, list[Form]] = {}  # the forms a character can begin
+        for form in self._forms:
+            for char in form.firsts:
+                self._starting.setdefault(char, []).append(form)
+        self._held: dict[Path_, str] = {}
+        self._last: dict = {}  # the last event with a joined field: its id, model... for a flush
+
+    def events(self, event: dict) -> list[dict]:
+        """The events to pass on for this one: its joined fields less what is held back, and before
+        it one with the held text of the choices it finishes (and that it has no text for)."""
+        if not self._redactor:
+            return [event]
+        finished = {c.get("index", i) for i, c in enumerate(_list(event.get("choices"))) if _finishes(c)}
+        present = set()
+        for path, holder, key in self._joined(event):
+            present.add(path)
+            text = self._held.pop(path, "") + holder[key]
+            if _choice(path) in finished:
+                holder[key] = self._redactor.text(text)
+            else:
+                holder[key], held = self._split(text)
+                if held:
+                    self._held[path] = held
+            self._last = event
+        flushed = {p: self._held.pop(p) for p in list(self._held) if _choice(p) in finished and p not in present}
+        return [self._flush_event(flushed), event] if flushed else [event]
+
+    def end(self) -> dict | None:
+        """At the end of the stream: an event with all that is still held back, redacted."""
+        held, self._held = self._held, {}
+        return self._flush_event(held) if held else None
+
+    def _split(self, text: str) -> tuple[str, str]:
+        """(what can go out now, redacted; what is held back)."""
+        hold = self._held_from(text)
+        for start, end in self._redactor.spans(text):
+            if start < hold < end:  # a whole secret across the cut goes out now, redacted
+                hold = end
+        return self._redactor.text(text[:hold]), text[hold:]
+
+    def _held_from(self, text: str) -> int:
+        """Where the shortest end of text that could be the beginning of a secret starts."""
+        open_escape = _OPEN_ESCAPE.search(text)
+        limit = open_escape.start() if open_escape else len(text)
+        plain, starts = _unescaped(text[:limit])
+        for j in range(max(0, len(plain) - self._longest), len(plain)):
+            if any(form.begins(plain, j) for form in self._starting.get(plain[j], ())):
+                return starts[j]
+        return limit
+
+    def _joined(self, event: dict) -> Iterator[tuple[Path_, dict, str]]:
+        """(path, the dict holding it, its key) of every joined text field of the event."""
+        for field in self._fields:
+            yield from _strings_at(event, field, ())
+
+    def _flush_event(self, held: dict[Path_, str]) -> dict:
+        """An event carrying the held texts: the last event's id, object, created and model, and
+        at each path just the "index" of each list item on the way."""
+        event: dict = {k: v for k, v in self._last.items() if not isinstance(v, (dict, list)) and k != "usage"}
+        for path, text in held.items():
+            _put(event, path, self._redactor.text(text))
+        return event
+
+
+def _list(value: Any) -> list:
+    return value if isinstance(value, list) else []
+
+
+def _choice(path: Path_) -> str | int | None:
+    """The index of the choice a joined field belongs to (None outside "choices")."""
+    return path[1] if path[0] == "choices" else None
+
+
+def _finishes(choice: Any) -> bool:
+    return isinstance(choice, dict) and bool(choice.get("finish_reason"))
+
+
+def _strings_at(node: Any, field: tuple[str, ...], path: Path_) -> Iterator[tuple[Path_, dict, str]]:
+    """The string values at a field's path ("*": every item of a list, by its "index")."""
+    step, rest = field[0], field[1:]
+    if step == "*":
+        for position, item in enumerate(_list(node)):
+            index = item.get("index", position) if isinstance(item, dict) else position
+            yield from _strings_at(item, rest, (*path, index if isinstance(index, int) else position))
+    elif isinstance(node, dict) and step in node:
+        if rest:
+            yield from _strings_at(node[step], rest, (*path, step))
+        elif isinstance(node[step], str):
+            yield (*path, step), node, step
+
+
+def _put(event: dict, path: Path_, text: str) -> None:
+    """Sets the text at the path, making the dicts and the list items (with their "index") on the way."""
+    node: Any = event
+    for step, following in itertools.pairwise(path):
+        if isinstance(step, int):
+            node = next((item for item in node if item.get("index") == step), None) or _append(node, step)
+        else:
+            node = node.setdefault(step, [] if isinstance(following, int) else {})
+    node[path[-1]] = text
+
+
+def _append(items: list, index: int) -> dict:
+    items.append({"index": index})
+    return items[-1]
 
 
 class SecretBox:

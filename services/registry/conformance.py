@@ -148,6 +148,12 @@ class Check:
         text = self.route.provider.redactor.text(text)
         return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 1] + "…"
 
+    def excerpt(self, value: object, most: int = 120) -> str:
+        """The beginning of something the provider sent, for a failure's message: redacted before
+        it is cut (a cut could leave part of a secret the redactor no longer recognizes)."""
+        text = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+        return repr(self.route.provider.redactor.text(text)[:most])
+
     async def run(self, task: str) -> list[registry_pb.ConformanceCheck]:
         """Every check in a fixed order; the calls of independent checks run at once."""
         chat_task, image_task = task == CHAT, task == TEXT_TO_IMAGE
@@ -270,7 +276,8 @@ class Check:
             try:
                 event = checked_answer(data, "choices", empty=True)
             except AttemptFailed:
-                raise CheckFailed(f"data event {events + 1} is not a chat.completion.chunk: {data[:80]!r}") from None
+                chunk = self.excerpt(data, 80)
+                raise CheckFailed(f"data event {events + 1} is not a chat.completion.chunk: {chunk}") from None
             events += 1
             usage = event.get("usage") or usage
         raise CheckFailed(f"the stream ended after {events} data events without data: [DONE]")
@@ -281,13 +288,13 @@ class Check:
         message = _message((await self._open(payload)).answer)
         calls = message.get("tool_calls")
         if not isinstance(calls, list) or not calls or not isinstance(calls[0], dict):
-            raise CheckFailed(f"no tool_calls; content {str(message.get('content'))[:120]!r}")
+            raise CheckFailed(f"no tool_calls; content {self.excerpt(message.get('content'))}")
         function = calls[0].get("function") if isinstance(calls[0].get("function"), dict) else {}
         if function.get("name") != "get_weather":
             raise CheckFailed(f"a tool call of {function.get('name')!r}")
         arguments = _json(function.get("arguments"))
         if not isinstance(arguments, dict):
-            raise CheckFailed(f"arguments that are not a JSON object: {str(function.get('arguments'))[:120]!r}")
+            raise CheckFailed(f"arguments that are not a JSON object: {self.excerpt(function.get('arguments'))}")
         return f"get_weather({orjson.dumps(arguments).decode()})"
 
     async def _schema(self) -> str:
@@ -297,7 +304,7 @@ class Check:
         document = _json(content)
         problem = _schema_problem(document)
         if problem:
-            raise CheckFailed(f"{problem}: {str(content)[:120]!r}")
+            raise CheckFailed(f"{problem}: {self.excerpt(content)}")
         return f"content {content}"
 
     async def _image(self, response_format: str) -> str:
@@ -310,8 +317,8 @@ class Check:
             )
         if response_format == "url":
             if not value.startswith(("https://", "http://")):
-                raise CheckFailed(f"url {value[:80]!r} is not an http(s) URL")
-            return f"url {value[:120]}"
+                raise CheckFailed(f"url {self.excerpt(value, 80)} is not an http(s) URL")
+            return f"url {self.route.provider.redactor.text(value)[:120]}"
         try:
             image = base64.b64decode(value, validate=True)
         except (binascii.Error, ValueError):
@@ -336,7 +343,7 @@ class Check:
         missing = [k for k in ("message", "type", "param", "code") if not isinstance(error, dict) or k not in error]
         if missing or not isinstance(error.get("message"), str):
             raise CheckFailed(
-                f"HTTP {response.status} without error.{', error.'.join(missing) or 'message'}: {data[:120]!r}"
+                f"HTTP {response.status} without error.{', error.'.join(missing) or 'message'}: {self.excerpt(data)}"
             )
         return f"HTTP {response.status}: {error['message']}"
 
@@ -366,10 +373,11 @@ class Check:
         if self.target.billing_authorization:
             headers["Authorization"] = self.target.billing_authorization
         body = orjson.dumps({"requestIds": ids})
-        async with self.session.post(self.target.billing_url, data=body, headers=headers) as response:
+        post = self.session.post(self.target.billing_url, data=body, headers=headers, allow_redirects=False)
+        async with post as response:
             if response.status != 200:
                 data = await response.content.read(MAX_ERROR_BODY_BYTES)
-                raise CheckFailed(f"HTTP {response.status}: {data[:120]!r}")
+                raise CheckFailed(f"HTTP {response.status}: {self.excerpt(data)}")
             data = await read_capped(response, MAX_COST_ANSWER_BYTES)
         try:
             answer = parse_cost_answer(data, ids, self.route.provider.redactor)

@@ -15,6 +15,7 @@ from urllib.parse import urlparse
 
 from services.common.errors import invalid_argument
 from services.common.paging import MAX_LISTING_BYTES, MAX_PAGE_SIZE, fitting, page_size  # noqa: F401  (re-exported)
+from services.common.secrets import MIN_SECRET_LENGTH
 
 # --- limits (one table) ------------------------------------------------------------------------
 MAX_NAME = 96  # org, user, provider and token names
@@ -273,10 +274,19 @@ def check_header_name(name: str, param: str) -> str:
 
 
 def check_secret(value: str, param: str) -> str:
-    """Secrets are sent in headers: printable ASCII without line breaks. Never echoed."""
+    """Secrets are sent in headers: printable ASCII without line breaks, none (empty) or at least
+    MIN_SECRET_LENGTH characters, the credential after an auth scheme too ("Bearer X": X), since a
+    shorter one cannot be redacted from answers without cutting words out of them. Never echoed."""
     check_length(value, MAX_SECRET, param)
     if not PRINTABLE.match(value):
         raise invalid_argument("INVALID_REQUEST", f"{param} must be printable ASCII on one line", param)
+    credential = value.partition(" ")[2].strip()
+    if value and min(len(value), len(credential or value)) < MIN_SECRET_LENGTH:
+        raise invalid_argument(
+            "INVALID_REQUEST",
+            f"{param} must be at least {MIN_SECRET_LENGTH} characters long (its credential too, after a scheme)",
+            param,
+        )
     return value
 
 

@@ -97,12 +97,13 @@ def _images_json(opened: Opened) -> bytes:
 
 
 def _first_png(opened: Opened) -> bytes:
-    """The first image of a b64_json answer (secrets redacted first); 502 when the provider sent none."""
-    answer = opened.route.provider.redactor.json(opened.answer)
+    """The first image of a b64_json answer; 502 when the provider sent none, or one that carries
+    any form of a secret (docs/secrets.md)."""
     try:
-        return base64.b64decode(answer["data"][0]["b64_json"], validate=True)
+        image = base64.b64decode(opened.answer["data"][0]["b64_json"], validate=True)
     except (KeyError, IndexError, TypeError, ValueError):
         raise unavailable("UPSTREAM_ERROR", "the provider answered without an image") from None
+    return opened.route.provider.redactor.binary(image)
 
 
 def _owner(model: str) -> str:

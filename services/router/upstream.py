@@ -33,7 +33,7 @@ from services.common.provider_api import (
     open_answer,
     provider_error,
 )
-from services.common.secrets import NO_SECRETS, Redactor
+from services.common.secrets import NO_SECRETS, Redactor, StreamCarry
 from services.router.breaker import Breakers
 from services.router.measurements import UNAVAILABLE, Measurements
 from services.router.selection import Route
@@ -206,29 +206,47 @@ def _all_failed(failures: list[str], statuses: list[int]) -> ApiError:
     return unavailable("UPSTREAM_ERROR", f"every provider failed: {detail}")
 
 
-def data_event(event: dict, model: str, usage: Usage, hide_usage: bool, redactor: Redactor) -> bytes:
-    """One data event for the caller, rewritten ("" when nothing is left of it)."""
+def data_event(
+    event: dict, model: str, usage: Usage, hide_usage: bool, redactor: Redactor, carry: StreamCarry | None = None
+) -> bytes:
+    """One data event for the caller, rewritten ("" when nothing is left of it); with a carry, the
+    text a secret split over events could begin with is held back for the next one."""
     if event.get("choices"):
         usage.chunks += 1
-    data = rewrite(event, model, usage, redactor, hide_usage)
-    return b"data: " + data + b"\n\n" if data else b""
+    events = carry.events(event) if carry is not None else [event]
+    return b"".join(
+        b"data: " + data + b"\n\n" for e in events if (data := rewrite(e, model, usage, redactor, hide_usage))
+    )
 
 
-def sse_event(line: bytes, model: str, usage: Usage, hide_usage: bool, redactor: Redactor = NO_SECRETS) -> bytes:
+def closing(model: str, usage: Usage, redactor: Redactor, carry: StreamCarry | None) -> bytes:
+    """The end of a stream for the caller: what the carry still holds, then [DONE]."""
+    held = carry.end() if carry is not None else None
+    return data_event(held, model, usage, False, redactor) + DONE if held else DONE
+
+
+def sse_event(
+    line: bytes,
+    model: str,
+    usage: Usage,
+    hide_usage: bool,
+    redactor: Redactor = NO_SECRETS,
+    carry: StreamCarry | None = None,
+) -> bytes:
     """One SSE line for the caller, the provider's secrets redacted: data events get the hub
     model id back; others pass as they are."""
     if not line.startswith(b"data:"):
         return redactor.bytes(line) + b"\n"
     data = line[5:].strip()
     if data == b"[DONE]":
-        return DONE
+        return closing(model, usage, redactor, carry)
     try:
         event = orjson.loads(data)
     except orjson.JSONDecodeError:
         return redactor.bytes(line) + b"\n\n"
     if not isinstance(event, dict):
         return redactor.bytes(line) + b"\n\n"
-    return data_event(event, model, usage, hide_usage, redactor)
+    return data_event(event, model, usage, hide_usage, redactor, carry)
 
 
 async def relay(opened: Opened, model: str, hide_usage: bool) -> AsyncIterator[bytes]:
@@ -236,16 +254,17 @@ async def relay(opened: Opened, model: str, hide_usage: bool) -> AsyncIterator[b
     Stops after [DONE]; a provider that ends without one gets it added."""
     assert opened.response is not None
     response, redactor = opened.response, opened.route.provider.redactor
+    carry = StreamCarry(redactor)  # a secret split over events
     try:
-        first = data_event(opened.first_event, model, opened.usage, hide_usage, redactor)
+        first = data_event(opened.first_event, model, opened.usage, hide_usage, redactor, carry)
         if first:
             yield first
         while (line := await next_line(response)) is not None:
-            event = sse_event(line, model, opened.usage, hide_usage, redactor)
+            event = sse_event(line, model, opened.usage, hide_usage, redactor, carry)
             if event:
                 yield event
-            if event is DONE:
+            if event.endswith(DONE):
                 return
-        yield DONE
+        yield closing(model, opened.usage, redactor, carry)
     finally:
         response.release()

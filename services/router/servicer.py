@@ -7,7 +7,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import aiohttp
 import grpc
@@ -183,13 +183,14 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
         needs, in the order to try them, with the providers left out."""
         model = payload["model"]
         known = await self.directory.providers()
-        mentioned = [path_provider, *str(payload.get("provider") or "").split()]
+        mentioned = [path_provider, *selection.mentioned(payload.get("provider"))]
         suffix = model.rpartition(":")[2] if ":" in model and not path_provider else ""
         if suffix not in selection.POLICIES:
             mentioned.append(suffix)
         if any(p and p not in known for p in mentioned):
             known = await self.directory.providers(refresh=True)
         if path_provider:
+            selection.check_path_provider(payload.get("provider"), path_provider)
             routes = await self._provider_route(task, model, path_provider, caller, known)
             return model, self._fitting(routes, needs, (), model)
         chosen = selection.parse_model(model, payload.get("provider"), known)
@@ -198,19 +199,18 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
             known = await self.directory.providers(refresh=True)
         routes = selection.routes_of(answer.candidates, known, self.hub_url)
         model = answer.model or chosen.model  # the hub id a model alias stands for
-        if chosen.providers:
-            if not answer.model_found:
-                raise selection.explain_no_candidate(answer, chosen.model, task)
-            considered = selection.considered_exclusions(answer.exclusions, chosen.providers, routes)
-            picked = selection.pick_requested(routes, chosen.providers, considered, chosen.model)
-            return model, self._fitting(picked, needs, considered, chosen.model)
-        if not routes:
+        if not answer.model_found or not (routes or chosen.providers or chosen.only):
             raise selection.explain_no_candidate(answer, chosen.model, task)
-        fit = self._fitting(routes, needs, answer.exclusions, chosen.model)
-        ordered = selection.order_routes(
-            fit.routes, chosen.policy, task, self.measurements.ranking, caller.preferred_providers
+        return model, selection.plan(
+            routes,
+            chosen,
+            answer.exclusions,
+            needs,
+            task,
+            self.measurements.ranking,
+            caller.preferred_providers,
+            self.upstreams.breakers.is_open,
         )
-        return model, replace(fit, routes=ordered)
 
     def _fitting(
         self,

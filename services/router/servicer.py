@@ -21,6 +21,7 @@ from switchboard.router.v1 import router_service_pb2_grpc as router_grpc
 
 from services.common.accounts import OPERATOR_ACCOUNT
 from services.common.auth import parse_bearer
+from services.common.counters import MemoryCounters
 from services.common.errors import ApiError, Code, invalid_argument, not_found, permission_denied, unavailable
 from services.common.pricing import estimate_nano_usd, prompt_tokens_estimate
 from services.common.providers import CAPABILITY_FIELDS
@@ -28,6 +29,7 @@ from services.common.telemetry import TRACEPARENT, InferenceMeasure
 from services.router import params, selection
 from services.router.directory import Directory, ProviderEntry
 from services.router.health import ProviderHealthMethods
+from services.router.key_limits import Grant, KeyLimits
 from services.router.ledger import Ledger
 from services.router.measurements import Measurements
 from services.router.spending import Spending
@@ -127,6 +129,7 @@ class Call:
     traceparent: str = ""  # the caller's (or Envoy's) W3C trace context, passed on to the provider
     left_out: dict[str, list[selection.Reason]] = field(default_factory=dict)  # providers not tried, and why
     reserved: bool = False
+    grant: Grant | None = None  # the API key's counted limits, when it has any
 
     @property
     def user(self) -> str:
@@ -145,8 +148,10 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
         measurements: Measurements,
         hub_url: str,
         anonymous_account: str = "",
+        key_limits: KeyLimits | None = None,
     ) -> None:
         self.directory = directory
+        self.key_limits = key_limits or KeyLimits(MemoryCounters())
         self.anonymous_account = anonymous_account
         self.upstreams = upstreams
         self.spending = spending
@@ -254,6 +259,7 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
         if not isinstance(payload, dict):
             raise invalid_argument("INVALID_REQUEST", "the request body must be a JSON object")
         params.check_body(payload, *BODY_RULES[task])
+        grant = await self.key_limits.admit(caller, payload["model"])
         max_price = payload.pop("max_price", None)  # Switchboard's to honour: never sent on
         needs = selection.needs_of(payload, prompt_tokens_estimate(len(raw)), max_price)
         model, fit = await self._routes(task, payload, request.provider, caller, needs)
@@ -265,6 +271,7 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
             str(uuid.uuid4()), task, caller, account, model, payload, len(raw), routes, estimate, started, measure,
             headers.get(TRACEPARENT, ""), fit.left_out,
         )  # fmt: skip
+        call.grant = grant
         call.reserved = await self.spending.reserve(call.request_id, account, estimate)
         return call
 
@@ -298,6 +305,8 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
         provider_request_id = opened.provider_request_id
         if provider_request_id and provider_request_id.isascii() and provider_request_id.isprintable():
             metadata.append((opened.route.provider.request_id_metadata_key, provider_request_id))
+        if call.grant is not None:
+            metadata += call.grant.headers()
         await context.send_initial_metadata(metadata)
 
     async def _serve_unary(
@@ -339,6 +348,7 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
         input_tokens, output_tokens, estimate = self._usage(call, opened, images)
         if not images:
             call.measure.tokens(input_tokens, output_tokens)
+        self.key_limits.settle(call.grant, input_tokens + output_tokens, estimate)
         self._record(call, opened, input_tokens, output_tokens, images, estimate)
 
     def _record(

@@ -32,9 +32,10 @@ export function tokensPanel(me) {
 export function limitsText(limits) {
   if (!limits) return "—";
   const parts = [];
-  if (limits.requestsPerMinute) parts.push(`${limits.requestsPerMinute} requests/min`);
-  if (limits.tokensPerMinute) parts.push(`${limits.tokensPerMinute} tokens/min`);
-  if (limits.budgetNanoUsd) parts.push(`${usd(limits.budgetNanoUsd)} ${limits.budgetPeriod}`);
+  // int64 fields arrive as decimal strings, and zero (no limit) may be printed: "0" is no limit.
+  if (Number(limits.requestsPerMinute)) parts.push(`${limits.requestsPerMinute} requests/min`);
+  if (Number(limits.tokensPerMinute)) parts.push(`${limits.tokensPerMinute} tokens/min`);
+  if (BigInt(limits.budgetNanoUsd ?? 0) > 0n) parts.push(`${usd(limits.budgetNanoUsd)} ${limits.budgetPeriod}`);
   if (limits.expireTime) parts.push(`expires ${dateTime(limits.expireTime)}`);
   if (limits.allowedModels?.length) parts.push(`models: ${limits.allowedModels.join(", ")}`);
   return parts.join("; ") || "—";

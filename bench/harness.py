@@ -17,6 +17,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -38,6 +39,7 @@ from bench.targets import (
 from services.launcher import Stack
 
 ROOT = BENCH_DIR.parent
+KEY_LIMITS = "key-limits"  # Switchboard called with a key whose rate limits never bite
 WARMUP_SECONDS = 3.0
 WARMUP_ATTEMPTS = 3
 
@@ -179,6 +181,8 @@ def router_bench(args: argparse.Namespace) -> int:
             if name in wanted and (target := _start_optional(name, start, report.notes)):
                 targets.append(target)
         sb = next((t for t in targets if t.name == "switchboard"), None)
+        if sb is not None and KEY_LIMITS in wanted:  # the same stack and caller, a token with rate limits
+            targets.append(replace(sb, name=KEY_LIMITS, auth=sb.limited_auth))
         if args.soak:
             return _soak(sb, args.soak_minutes)
         if args.rounds > 0:
@@ -213,6 +217,7 @@ def _compare(targets: list[Target], args: argparse.Namespace, report: reporting.
     run_rounds(plan, scenarios, report)
     wanted = args.targets.split(",")
     paired = "router-telemetry" if telemetry.OFF in wanted else "router-paired" if "baseline" in wanted else ""
+    paired = paired or ("router-key-limits" if KEY_LIMITS in wanted else "")
     # A paired run keeps the committed table of the last full run.
     written = reporting.write(report, paired or "router")
     print(reporting.table(report), flush=True)
@@ -257,6 +262,7 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
         "--targets",
         default="floor,switchboard,litellm",
         help="besides direct: switchboard, litellm, floor (Envoy + an empty forwarding Router), baseline, "
+        f"{KEY_LIMITS} (with switchboard: the same stack called with a key whose rate limits never bite), "
         f"{telemetry.OFF}, {telemetry.METRICS}, {telemetry.ON} (the stack without metrics and tracing, "
         "with metrics, with both: what they cost)",
     )

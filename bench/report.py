@@ -15,7 +15,10 @@ from bench.stub import PACED_GAP_SECONDS, PACED_SPAN_SECONDS
 from bench.telemetry import MEASURED, METRICS, OFF, ON, Cost, cost
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-TARGET_ORDER = ["direct", "floor", "baseline", "switchboard", OFF, METRICS, ON, "litellm"]
+KEY_LIMITS = "key-limits"  # Switchboard with a key whose rate limits never bite (bench/harness.py)
+TARGET_ORDER = ["direct", "floor", "baseline", "switchboard", KEY_LIMITS, OFF, METRICS, ON, "litellm"]
+# What each measured target adds over its reference, in the same run.
+COMPARED = [*((target, OFF) for target in MEASURED), (KEY_LIMITS, "switchboard")]
 
 
 @dataclass
@@ -129,19 +132,20 @@ class Report:
             out.append(("paced chunks passed on as they arrive", "not measured", None))
         return out
 
-    def telemetry_cost(self, target: str, scenario: str) -> Cost | None:
-        """What a telemetry target (metrics, or metrics and tracing) adds to a request over telemetry-off."""
+    def added_cost(self, target: str, reference: str, scenario: str) -> Cost | None:
+        """What a target adds to a request over its reference (a telemetry target over telemetry-off,
+        a key with rate limits over one without)."""
 
         def latencies(name: str) -> dict[int, tuple[float, ...]]:
             runs = self._by_round(name, scenario).items()
             return {rnd: (m.p50_ms, m.p99_ms, sum(m.cpu_ms_per_request.values())) for rnd, m in runs if m.ok}
 
-        return cost(latencies(target), latencies(OFF))
+        return cost(latencies(target), latencies(reference))
 
-    def telemetry_costs(self) -> list[tuple[str, str, Cost]]:
-        """(scenario, target, cost) of every telemetry target measured."""
-        pairs = [(sc.name, target) for sc in SCENARIOS for target in MEASURED]
-        return [(scenario, target, c) for scenario, target in pairs if (c := self.telemetry_cost(target, scenario))]
+    def added_costs(self) -> list[tuple[str, str, str, Cost]]:
+        """(scenario, target, reference, cost) of every compared target measured."""
+        pairs = [(sc.name, target, reference) for sc in SCENARIOS for target, reference in COMPARED]
+        return [(s, t, r, c) for s, t, r in pairs if (c := self.added_cost(t, r, s))]
 
     def meta(self) -> dict:
         return run_meta(self.rounds, self.seconds)
@@ -208,14 +212,14 @@ def table(report: Report) -> str:
                 parts = ", ".join(f"{name} {ms:.3f}" for name, ms in s.cpu_ms_per_request.items())
                 total = sum(s.cpu_ms_per_request.values())
                 lines.append(f"| {scenario.name} | {target} | {parts} (total {total:.3f}) |")
-    if costs := report.telemetry_costs():
-        lines += ["", f"What telemetry costs: {METRICS} (metrics) and {ON} (metrics and tracing) minus {OFF},"]
-        lines += ["median of the per-round differences:", ""]
-        lines += ["| scenario | target | added p50 ms | added p99 ms | added CPU ms per answer | rounds |"]
-        lines += ["|---|---|---:|---:|---:|---:|"]
+    if costs := report.added_costs():
+        lines += ["", f"What telemetry ({METRICS}: metrics, {ON}: metrics and tracing, over {OFF}) and a key's"]
+        lines += [f"rate limits ({KEY_LIMITS} over switchboard) cost: median of the per-round differences:", ""]
+        lines += ["| scenario | target | over | added p50 ms | added p99 ms | added CPU ms per answer | rounds |"]
+        lines += ["|---|---|---|---:|---:|---:|---:|"]
         lines += [
-            f"| {s} | {t} | {c.added_p50_ms:.3f} | {c.added_p99_ms:.3f} | {c.added_cpu_ms:.3f} | {c.rounds} |"
-            for s, t, c in costs
+            f"| {s} | {t} | {r} | {c.added_p50_ms:.3f} | {c.added_p99_ms:.3f} | {c.added_cpu_ms:.3f} | {c.rounds} |"
+            for s, t, r, c in costs
         ]
     lines += ["", "| goal (SPEC.md) | measured | met |", "|---|---|---|"]
     for goal, measured, met in report.goals():
@@ -236,7 +240,7 @@ def to_json(report: Report) -> dict:
         "meta": report.meta(),
         "summary": summaries,
         "switchboard_over_litellm": ratios,
-        "telemetry_cost": [{"scenario": s, "target": t, **vars(c)} for s, t, c in report.telemetry_costs()],
+        "added_cost": [{"scenario": s, "target": t, "over": r, **vars(c)} for s, t, r, c in report.added_costs()],
         "goals": [{"goal": g, "measured": m, "met": ok} for g, m, ok in report.goals()],
         "runs": [
             {"round": r.round, "target": r.target, "scenario": r.scenario, **r.measurement.to_json()}

@@ -39,6 +39,8 @@ class Target:
     auth: str = ""
     pids: dict[str, int] = field(default_factory=dict)  # process name -> pid, for RSS and profiles
     providers: dict[str, str] = field(default_factory=dict)  # kind -> provider id (Switchboard only)
+    # The same caller's token with rate limits set too high to bite (Switchboard only): target "key-limits".
+    limited_auth: str = ""
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": self.auth} if self.auth else {}
@@ -102,15 +104,27 @@ class AdminClient:
             raise RuntimeError(f"{method} {path} -> {exc.code}: {exc.read()[:500]!r}") from exc
 
 
-def register_switchboard(admin: AdminClient, stub: StubPorts) -> tuple[str, dict[str, str], dict[str, str]]:
+# A key's rate limits at their caps: checked and counted on every request, never reached.
+UNBITING_LIMITS = {"requestsPerMinute": 1_000_000, "tokensPerMinute": 1_000_000_000}
+
+
+def register_switchboard(
+    admin: AdminClient, stub: StubPorts, limited: bool = True
+) -> tuple[str, dict[str, str], dict[str, str], str]:
     """Registers one provider per stub upstream and one hub model per kind; returns
-    the caller's token (a writer of the providers' org), the model id and the provider id per kind."""
+    the caller's token (a writer of the providers' org), the model id and the provider id per kind,
+    and when `limited` a second token of the caller's with UNBITING_LIMITS ("" otherwise: an earlier
+    checkout's tokens may have no limits)."""
     suffix = secrets.token_hex(3)
     org, user = f"bench-org-{suffix}", f"bench-user-{suffix}"
     admin.call("POST", "/admin/v1/orgs", {"name": org})
     admin.call("POST", "/admin/v1/users", {"name": user})
     admin.call("PUT", f"/admin/v1/orgs/{org}/members/{user}", {"role": "write"})
     token = admin.call("POST", f"/admin/v1/users/{user}/tokens", {"name": "bench"})["token"]
+    limited_token = ""
+    if limited:
+        body = {"name": "limited", "limits": UNBITING_LIMITS}
+        limited_token = admin.call("POST", f"/admin/v1/users/{user}/tokens", body)["token"]
     models: dict[str, str] = {}
     providers: dict[str, str] = {}
     for kind, upstream in KINDS.items():
@@ -138,7 +152,7 @@ def register_switchboard(admin: AdminClient, stub: StubPorts) -> tuple[str, dict
             token=token,
         )
         models[kind], providers[kind] = model, provider
-    return token, models, providers
+    return token, models, providers, limited_token
 
 
 def start_switchboard(
@@ -160,13 +174,13 @@ def start_switchboard(
     stack, admin_token, _ = start_stack(options)
     try:
         base = f"http://127.0.0.1:{port}"
-        token, models, providers = register_switchboard(AdminClient(base, admin_token), stub)
+        token, models, providers, limited = register_switchboard(AdminClient(base, admin_token), stub)
     except BaseException:
         stack.stop()
         raise
     urls = {kind: base + _path(kind) for kind in KINDS}
     pids = {child.name: child.process.pid for child in stack.children}
-    return stack, Target(name, urls, models, f"Bearer {token}", pids, providers)
+    return stack, Target(name, urls, models, f"Bearer {token}", pids, providers, f"Bearer {limited}")
 
 
 def start_baseline(data_dir: Path, stub: StubPorts, checkout: Path | None) -> tuple[Stack, Target]:
@@ -185,7 +199,7 @@ def start_baseline(data_dir: Path, stub: StubPorts, checkout: Path | None) -> tu
     child = stack.start("baseline", argv, http_ok(f"{base}/v1/providers"), cwd=checkout)
     try:
         stack.wait_ready()
-        token, models, providers = register_switchboard(AdminClient(base, admin_token), stub)
+        token, models, providers, _ = register_switchboard(AdminClient(base, admin_token), stub, limited=False)
     except BaseException:
         stack.stop()
         raise

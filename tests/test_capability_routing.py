@@ -1,5 +1,6 @@
 """Capability-aware routing through real Envoy: a request with `tools`, a `json_schema`
-`response_format`, a long prompt or a `max_price` goes only to provider models that fit it, and
+`response_format`, a long prompt or a `max_price` goes only to provider models that fit it
+(unknown support fits, after known support, unless `provider.require_parameters`), and
 when none does the 4xx names every provider considered with every reason it was left out.
 
 The stack opens a provider's breaker at its first failure (and keeps it open for the whole
@@ -168,11 +169,48 @@ def test_a_tools_request_skips_a_provider_model_without_tool_support_and_says_so
     lab.map(with_tools, model, supportsTools=True)
     assert served_by(lab.chat(model, provider=f"{without} {declared_nothing} {with_tools}")) == without  # no tools
     answer = lab.chat(model, tools=[TOOL], provider=f"{without} {declared_nothing} {with_tools}")
-    assert served_by(answer) == with_tools
+    assert served_by(answer) == with_tools  # known support first, then unknown
     assert answer.json()["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "lookup"
-    message = error(lab.chat(model, tools=[TOOL], provider=f"{without} {declared_nothing}"), 400, "no_provider_fits")
-    assert f"{without}: no tool support" in message and f"{declared_nothing}: tool support not declared" in message
+    assert served_by(lab.chat(model, tools=[TOOL], provider=f"{without} {declared_nothing}")) == declared_nothing
+    strict = {"only": [without, declared_nothing], "require_parameters": True}
+    message = error(lab.chat(model, tools=[TOOL], provider=strict), 400, "no_provider_fits")
+    assert f"{without}: no tool support" in message
+    assert f"{declared_nothing}: tool support not declared (provider.require_parameters)" in message
     assert served_by(lab.chat(model, tools=[], provider=without)) == without  # an empty list asks for nothing
+
+
+def test_a_mapping_made_as_the_partner_documentation_shows_serves_tools_unless_parameters_are_required(lab) -> None:
+    model = lab.model()
+    provider = lab.provider()
+    lab.map(provider, model)  # {"task", "hfModel", "providerModel"}, then PUT .../status live: no capability fields
+    answer = lab.chat(model, tools=[TOOL])
+    assert served_by(answer) == provider
+    assert answer.json()["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "lookup"
+    message = error(lab.chat(model, tools=[TOOL], provider={"require_parameters": True}), 400, "no_provider_fits")
+    assert f"{provider}: tool support not declared (provider.require_parameters)" in message
+
+
+def test_the_provider_object_orders_filters_and_holds_fallbacks_through_envoy(lab) -> None:
+    model = lab.model()
+    failing, first, second = lab.provider(failing=True), lab.provider(), lab.provider()
+    for provider in (failing, first, second):
+        lab.map(provider, model)
+    assert served_by(lab.chat(model, provider={"order": [second, first]})) == second
+    assert served_by(lab.chat(model, provider={"order": [failing, first]})) == first  # fell back
+    assert served_by(lab.chat(model, provider={"only": [first], "sort": "latency"})) == first
+    assert served_by(lab.chat(model, provider={"order": [second], "ignore": [failing]})) == second
+    alone = lab.chat(model, provider={"order": [failing, first], "allow_fallbacks": False})
+    message = error(alone, 503, "providers_unavailable")  # its breaker opened at the fallback above
+    assert f"{failing}: skipped" in message and f"{first}: not the first fitting provider" in message
+    message = error(lab.chat(f"{model}:{first}", provider={"order": [second]}), 400, "conflicting_provider_selection")
+    assert f"the model suffix :{first}" in message and "provider.order" in message
+    message = error(lab.chat(model, max_price={"input": 1}, provider={"max_price": {"prompt": 1}}), 400,
+                    "conflicting_provider_selection")  # fmt: skip
+    assert "max_price conflicts with provider.max_price" in message
+    assert error(lab.chat(model, provider={"order": [first], "zdr": True}), 400, "invalid_parameter")
+    everyone = [failing, first, second]
+    message = error(lab.chat(model, provider={"ignore": everyone}), 404, "model_not_available")
+    assert all(f"{p}: ignored (provider.ignore)" in message for p in everyone)
 
 
 def test_a_declaration_changed_later_reaches_the_routers_cached_resolution(lab) -> None:
@@ -196,7 +234,9 @@ def test_a_json_schema_request_goes_only_where_structured_output_is_supported(la
     answer = lab.chat(model, response_format=SCHEMA)
     assert served_by(answer) == structured and orjson.loads(answer.json()["choices"][0]["message"]["content"]) == {}
     assert served_by(lab.chat(model, response_format={"type": "json_object"}, provider=plain)) == plain
-    message = error(lab.chat(model, response_format=SCHEMA, tools=[TOOL]), 400, "no_provider_fits")
+    assert served_by(lab.chat(model, response_format=SCHEMA, tools=[TOOL])) == structured  # tools unknown
+    strict = {"require_parameters": True}
+    message = error(lab.chat(model, response_format=SCHEMA, tools=[TOOL], provider=strict), 400, "no_provider_fits")
     assert f"{plain}: no structured output" in message and f"{structured}: tool support not declared" in message
 
 
@@ -247,7 +287,7 @@ def test_the_error_details_over_grpc_name_every_provider_with_its_reason_codes(l
     lab.open_breaker(opened)
     lab.map(staged, model, status="staging", supportsTools=True)
     lab.map(no_tools, model, supportsTools=False, contextLength=SHORT_CONTEXT)
-    lab.map(opened, model)
+    lab.map(opened, model, supportsTools=False)
     code, info = lab.grpc_error_info(model, tools=[TOOL])
     assert code == grpc.StatusCode.INVALID_ARGUMENT and info.reason == "NO_PROVIDER_FITS"
     assert dict(info.metadata) == {
@@ -320,6 +360,7 @@ class Ask:
     schema: bool
     ceiling: bool
     names_providers: bool
+    require_parameters: bool  # sent in a provider object: unknown support counts as none
 
 
 SPECS = st.builds(
@@ -332,15 +373,19 @@ SPECS = st.builds(
     breaker_open=st.booleans(),
     named=st.booleans(),
 )
-ASKS = st.builds(Ask, tools=st.booleans(), schema=st.booleans(), ceiling=st.booleans(), names_providers=st.booleans())
+ASKS = st.builds(
+    Ask, tools=st.booleans(), schema=st.booleans(), ceiling=st.booleans(), names_providers=st.booleans(),
+    require_parameters=st.booleans(),
+)  # fmt: skip
 
 
 def misfits(spec: Spec, ask: Ask) -> list[str]:
-    """The reason codes a live provider model fails the request by, in the documented order."""
+    """The reason codes a live provider model fails the request by, in the documented order:
+    known lack of a capability, or unknown support under require_parameters."""
     reasons = []
-    if ask.tools and spec.tools is not True:
+    if ask.tools and (spec.tools is False or (spec.tools is None and ask.require_parameters)):
         reasons.append("no_tools")
-    if ask.schema and spec.structured is not True:
+    if ask.schema and (spec.structured is False or (spec.structured is None and ask.require_parameters)):
         reasons.append("no_structured_output")
     if spec.context == SHORT_CONTEXT:
         reasons.append("context_too_short")
@@ -386,6 +431,7 @@ def test_every_provider_is_listed_with_exactly_its_reasons_or_the_one_chosen_fit
         **({"response_format": SCHEMA} if ask.schema else {}),
         **({"max_price": CEILING} if ask.ceiling else {}),
         **({"provider": " ".join(named)} if named else {}),
+        **({"provider": {"only": named, "require_parameters": True}} if ask.require_parameters else {}),
     }
     answer = lab.chat(model, **extra)
     live = {p: s for p, s in providers.items() if s.status == "live"}

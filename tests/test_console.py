@@ -424,6 +424,31 @@ def test_a_caller_creates_and_revokes_a_token_in_the_page(console: Console, worl
     assert names == ["laptop"]
 
 
+def test_a_caller_creates_a_token_with_limits_in_the_page_and_the_router_holds_it_to_them(console, world) -> None:
+    _, token = new_user(world.admin)
+    console.sign_in(token)
+    console.settled()
+    page = console.page
+    page.get_by_label("New token name").fill("limited")
+    page.get_by_label("Requests per minute").fill("1")
+    page.get_by_label("Budget (USD)").fill("2.5")
+    page.get_by_label("Budget period").select_option("weekly")
+    page.get_by_label("Allowed models").fill(CHAT_MODEL)
+    page.get_by_role("button", name="Create token").click()
+    shown = page.locator("[data-new-token]")
+    expect(shown).to_have_count(1)
+    created = shown.inner_text()
+    row = page.get_by_role("table", name=re.compile("^Tokens of")).locator("tbody tr", has_text="limited")
+    expect(row).to_contain_text(f"1 requests/min; $2.50 weekly; models: {CHAT_MODEL}")
+    listed = next(t for t in world.api(token, "GET", "/v1/me/tokens")["apiTokens"] if t["name"] == "limited")
+    set_limits = {key: value for key, value in listed["limits"].items() if value not in (0, "0", "", [])}
+    assert set_limits == {"requestsPerMinute": 1, "budgetNanoUsd": "2500000000", "budgetPeriod": "weekly",
+                          "allowedModels": [CHAT_MODEL]}  # fmt: skip
+    assert chat(world, created).status_code == 200
+    refused = chat(world, created)
+    assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+
+
 # --- org admins ------------------------------------------------------------------------------
 
 

@@ -75,3 +75,46 @@ def test_cli_manages_identity_providers_and_imports_models(stack, tmp_path: Path
     bad.write_text('{"id": "a/b"}\nnot json\n')
     failed = cli(stack, "models", "import", str(bad), check=False)
     assert failed.returncode != 0 and "line 2" in failed.stderr
+
+
+def test_tokens_carry_their_limits_from_the_cli_and_the_api_and_refuse_bad_ones(stack) -> None:
+    user = unique("user")
+    cli(stack, "users", "create", user)
+    limits = "--requests-per-minute 60 --tokens-per-minute 100000 --budget-nano-usd 5000000000 --budget-period weekly"
+    argv = [*limits.split(), "--expire-time", "2030-01-01T00:00:00Z", "--allowed-models", "a/b", "c/d"]
+    token = json.loads(cli(stack, "tokens", "create", user, "ci", *argv).stdout)["token"]
+    with stack.http(token) as http:
+        listed = http.get("/v1/me/tokens").json()["apiTokens"]
+        mine = http.post("/v1/me/tokens", json={"name": "laptop", "limits": {"requestsPerMinute": 5}}).json()
+        bad = {
+            "requestsPerMinute": {"requestsPerMinute": -1},
+            "tokensPerMinute": {"tokensPerMinute": 10**10},
+            "budgetNanoUsd": {"budgetNanoUsd": -5, "budgetPeriod": "daily"},
+            "budgetPeriod": {"budgetNanoUsd": 5, "budgetPeriod": "yearly"},
+            "expireTime": {"expireTime": "2001-01-01T00:00:00Z"},
+            "allowedModels": {"allowedModels": ["not a model"]},
+        }
+        refused = {key: http.post("/v1/me/tokens", json={"name": key, "limits": value}) for key, value in bad.items()}
+        no_period = http.post("/v1/me/tokens", json={"name": "np", "limits": {"budgetNanoUsd": 5}})
+    assert listed == [
+        {
+            "name": "ci",
+            "suffix": token[-4:],
+            "createTime": listed[0]["createTime"],
+            "limits": {
+                "requestsPerMinute": 60,
+                "tokensPerMinute": "100000",
+                "budgetNanoUsd": "5000000000",
+                "budgetPeriod": "weekly",
+                "expireTime": "2030-01-01T00:00:00Z",
+                "allowedModels": ["a/b", "c/d"],
+            },
+        }
+    ]
+    assert {k: v for k, v in mine["apiToken"]["limits"].items() if v not in (0, "0", "", [])} == {
+        "requestsPerMinute": 5
+    }
+    for key, answer in refused.items():
+        assert answer.status_code == 400, (key, answer.text)
+        assert key in answer.json()["error"]["message"] or key in (answer.json()["error"]["param"] or ""), answer.text
+    assert no_period.status_code == 400 and "budgetPeriod" in no_period.json()["error"]["message"]

@@ -18,6 +18,7 @@ from switchboard.registry.v1 import account_service_pb2_grpc as account_grpc
 
 from services.common.errors import not_found, permission_denied
 from services.common.paging import key_after, next_page_token, page_size
+from services.registry import token_limits
 from services.registry.admin import membership_messages
 from services.registry.state import RegistryState
 from services.registry.storage import MembershipRow, OrgRow, TokenRow
@@ -29,7 +30,7 @@ MEMBERS_LISTING = "members"
 
 
 def api_token_message(row: TokenRow) -> account_pb.ApiToken:
-    message = account_pb.ApiToken(name=row.name, suffix=row.suffix)
+    message = account_pb.ApiToken(name=row.name, suffix=row.suffix, limits=token_limits.loaded(row.limits))
     message.create_time.FromDatetime(row.create_time)
     return message
 
@@ -95,7 +96,8 @@ class AccountServicer(account_grpc.AccountServiceServicer):
         self, request: account_pb.CreateMyApiTokenRequest, context: grpc.aio.ServicerContext
     ) -> account_pb.CreateMyApiTokenResponse:
         user = await self._user(context)
-        row, token = await issue_token(self.state, user, request.name)
+        limits = request.limits if request.HasField("limits") else None
+        row, token = await issue_token(self.state, user, request.name, limits)
         return account_pb.CreateMyApiTokenResponse(api_token=api_token_message(row), token=token)
 
     async def DeleteMyApiToken(

@@ -255,7 +255,8 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
         self._admin(context)
         check_name(request.name, "name")
         await self._get(UserRow, request.user, f"user {shown(request.user)}")
-        row, token = await issue_token(self.state, request.user, request.name)
+        limits = request.limits if request.HasField("limits") else None
+        row, token = await issue_token(self.state, request.user, request.name, limits)
         return admin_pb.CreateTokenResponse(name=row.name, token=token)
 
     async def DeleteToken(self, request: admin_pb.DeleteTokenRequest, context: grpc.aio.ServicerContext) -> Empty:

@@ -147,6 +147,29 @@ def _add_provider_options(parser: argparse.ArgumentParser, required: bool) -> No
     parser.add_argument("--billing-authorization-file", type=Path, help="file holding the cost API Authorization")
 
 
+def token_body(args: argparse.Namespace) -> dict:
+    """A token's name and the limits given on the command line (docs/api-keys.md)."""
+    limits = {
+        "requestsPerMinute": args.requests_per_minute,
+        "tokensPerMinute": args.tokens_per_minute,
+        "budgetNanoUsd": args.budget_nano_usd,
+        "budgetPeriod": args.budget_period,
+        "expireTime": args.expire_time,
+        "allowedModels": args.allowed_models,
+    }
+    limits = {key: value for key, value in limits.items() if value is not None}
+    return {"name": args.name, **({"limits": limits} if limits else {})}
+
+
+def _add_token_limit_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--requests-per-minute", type=int, help="the token's requests per minute")
+    parser.add_argument("--tokens-per-minute", type=int, help="the token's input + output tokens per minute")
+    parser.add_argument("--budget-nano-usd", type=int, help="the token's spending per period, in nano-USD")
+    parser.add_argument("--budget-period", choices=("daily", "weekly", "monthly"), help="the budget's period (UTC)")
+    parser.add_argument("--expire-time", help="when the token stops working, RFC 3339 (e.g. 2027-01-31T00:00:00Z)")
+    parser.add_argument("--allowed-models", nargs="+", help="the only models the token may call")
+
+
 Command = Callable[[AdminClient, argparse.Namespace], object]
 
 
@@ -188,12 +211,14 @@ def add_admin_commands(commands: argparse._SubParsersAction) -> None:
     )
     sub(members, "remove", lambda c, a: c.call("DELETE", member.format(quote(a.org), quote(a.user))), "org", "user")
     tokens = group("tokens", "API tokens")
-    sub(
-        tokens,
-        "create",
-        lambda c, a: c.call("POST", f"/admin/v1/users/{quote(a.user)}/tokens", {"name": a.name}),
-        "user",
-        "name",
+    _add_token_limit_options(
+        sub(
+            tokens,
+            "create",
+            lambda c, a: c.call("POST", f"/admin/v1/users/{quote(a.user)}/tokens", token_body(a)),
+            "user",
+            "name",
+        )
     )
     sub(
         tokens,

@@ -18,8 +18,9 @@ from services.common.errors import not_found
 from services.registry import capabilities, store
 from services.registry.admin import price_message, provider_message
 from services.registry.index import Candidate, Resolution
-from services.registry.state import RegistryState
+from services.registry.state import RegistryState, hash_token
 from services.registry.storage import PriceRow, ProviderRow
+from services.registry.tokens import limits_of, token_id
 from services.registry.validation import (
     MAX_PROVIDERS,
     check_count,
@@ -96,7 +97,12 @@ class InternalServicer(internal_grpc.InternalServiceServicer):
         memberships = [
             admin_pb.Membership(org=org, user=user, role=role) for org, role in sorted(entry.memberships.items())
         ]
-        return internal_pb.Caller(user=user, memberships=memberships, preferred_providers=entry.preferred_providers)
+        digest = hash_token(request.token)
+        limits = await self.state.db.run(lambda session: limits_of(session, digest))
+        return internal_pb.Caller(
+            user=user, memberships=memberships, preferred_providers=entry.preferred_providers, limits=limits,
+            token_id=token_id(digest),
+        )  # fmt: skip
 
     async def ResolveModel(
         self, request: internal_pb.ResolveModelRequest, context: grpc.aio.ServicerContext

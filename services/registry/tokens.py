@@ -8,10 +8,11 @@ secret are stored; the secret is in the creating answer only.
 from __future__ import annotations
 
 from sqlmodel import Session, func, select
+from switchboard.registry.v1 import admin_service_pb2 as admin_pb
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 
 from services.common.errors import ApiError, Code, not_found
-from services.registry import store
+from services.registry import store, token_limits
 from services.registry.state import RegistryState, hash_token, new_token
 from services.registry.storage import TokenRow, UserRow
 from services.registry.validation import check_name, shown
@@ -23,12 +24,17 @@ TOKEN_SUFFIX_CHARS = 4
 MAX_TOKENS_PER_USER = 100
 
 
-async def issue_token(state: RegistryState, user: str, name: str) -> tuple[TokenRow, str]:
-    """Creates a token named `name` for `user` (409 when the user has one of that name):
-    its row and its secret."""
+async def issue_token(
+    state: RegistryState, user: str, name: str, limits: admin_pb.ApiTokenLimits | None = None
+) -> tuple[TokenRow, str]:
+    """Creates a token named `name` for `user` with its own limits, if any (409 when the user
+    has one of that name): its row and its secret."""
     check_name(name, "name")
+    stored = token_limits.stored(token_limits.checked(limits)) if limits is not None else None
     token = new_token()
-    row = TokenRow(user=user, name=name, token_hash=hash_token(token), suffix=token[-TOKEN_SUFFIX_CHARS:])
+    row = TokenRow(
+        user=user, name=name, token_hash=hash_token(token), suffix=token[-TOKEN_SUFFIX_CHARS:], limits=stored
+    )
     conflict = f"user {shown(user)} already has a token named {shown(name)}"
     await state.write(lambda s: _insert_within_cap(s, row), internal_pb.CHANGE_KIND_IDENTITY, user, conflict)
     return row, token
@@ -62,3 +68,14 @@ def tokens_after(session: Session, user: str, after: str, size: int) -> list[Tok
     """A keyset page of the user's tokens by name: up to size + 1 after `after`."""
     query = select(TokenRow).where(TokenRow.user == user, TokenRow.name > after).order_by(TokenRow.name)
     return list(session.exec(query.limit(size + 1)))
+
+
+def token_id(token_hash: str) -> str:
+    """The id counters know a token by: a prefix of its digest (96 bits), never the secret."""
+    return token_hash[:24]
+
+
+def limits_of(session: Session, token_hash: str) -> admin_pb.ApiTokenLimits | None:
+    """The token's own limits; None when it has none (or is gone)."""
+    text = session.exec(select(TokenRow.limits).where(TokenRow.token_hash == token_hash)).first()
+    return token_limits.loaded(text)

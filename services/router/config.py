@@ -34,6 +34,11 @@ class RouterSettings(ServiceSettings):
         8 * 1024 * 1024, description="largest provider answer passed on (a larger one is a 502, not billed)"
     )
     ledger_batch_size: int = Field(1000, description="ledger records per RecordRequests call")
+    counter_store_url: str = Field(
+        "",
+        description="redis://host:port/db of the store every replica counts API keys' rate limits and budgets "
+        "in (docs/api-keys.md); empty: this process's memory, right for a single replica",
+    )
     anonymous_account: str = Field(
         "",
         pattern=ACCOUNT_NAME,

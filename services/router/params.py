@@ -30,6 +30,9 @@ MAX_TOOLS = 128
 MAX_IMAGE_SIDE = 8192
 MAX_PRICE_USD = 1_000_000  # any part of max_price, in USD (per million tokens, request or image)
 PRICE_PARTS = ("input", "output", "request", "image")
+# The provider object's max_price parts (OpenRouter's names; prompt and completion per million tokens).
+PROVIDER_PRICE_PARTS = ("prompt", "completion", "request", "image")
+SORTS = ("price", "throughput", "latency")
 ECHOED = 40  # characters of a bad value a message may repeat
 
 Check = Callable[[str, Any], None]
@@ -106,14 +109,51 @@ def stop(name: str, value: Any) -> None:
 
 
 def providers(name: str, value: Any) -> None:
-    """Provider ids separated by spaces: a bounded number of bounded ids."""
+    """Provider ids separated by spaces (a bounded number of bounded ids), or OpenRouter's
+    provider object (docs/provider-selection.md)."""
+    if isinstance(value, dict):
+        provider_object(name, value)
+        return
     if not isinstance(value, str):
-        _fail(name, "a string of provider ids separated by spaces", value)
+        _fail(name, "a string of provider ids separated by spaces, or a provider object", value)
     ids = value.split(maxsplit=MAX_PROVIDERS_PER_REQUEST)
     if len(ids) > MAX_PROVIDERS_PER_REQUEST:
         _fail(name, f"at most {MAX_PROVIDERS_PER_REQUEST} provider ids", value)
     if any(len(i) > MAX_PROVIDER_ID_LENGTH for i in ids):
         _fail(name, f"provider ids of at most {MAX_PROVIDER_ID_LENGTH} characters", value)
+
+
+def provider_ids(name: str, value: Any) -> None:
+    """A list of at most MAX_PROVIDERS_PER_REQUEST provider ids, each a non-empty bounded string."""
+    array(MAX_PROVIDERS_PER_REQUEST, items=str)(name, value)
+    if any(not i or len(i) > MAX_PROVIDER_ID_LENGTH or i != i.strip() for i in value):
+        _fail(name, f"provider ids of 1 to {MAX_PROVIDER_ID_LENGTH} characters, without spaces", value)
+
+
+def price_object(parts: tuple[str, ...]) -> Check:
+    """A non-empty object of these parts, each a number of USD."""
+
+    def check(name: str, value: Any) -> None:
+        if not isinstance(value, dict) or not value or any(key not in parts for key in value):
+            listed = ", ".join(f'"{part}"' for part in parts)
+            _fail(name, f"an object with any of {listed}: prices in USD", value)
+        price = number(0, MAX_PRICE_USD)
+        for key, amount in value.items():
+            price(f"{name}.{key}", amount)
+
+    return check
+
+
+def provider_object(name: str, value: dict) -> None:
+    """OpenRouter's provider object: only its routing fields, each of its type (null counts as absent)."""
+    for key, item in value.items():
+        check = PROVIDER_OBJECT.get(key)
+        if check is None:
+            field = f"{name}.{key[:ECHOED]}"
+            message = f"{field} is not a provider field (one of {', '.join(PROVIDER_OBJECT)})"
+            raise invalid_argument("INVALID_PARAMETER", message, field)
+        if item is not None:
+            check(f"{name}.{key}", item)
 
 
 def one_of(*choices: str) -> Check:
@@ -134,18 +174,19 @@ def image_size(name: str, value: Any) -> None:
         _fail(name, f'"auto" or "<width>x<height>" with sides from 1 to {MAX_IMAGE_SIDE}', value)
 
 
-def max_price(name: str, value: Any) -> None:
-    """The caller's price ceiling: a non-empty object of PRICE_PARTS, each a number of USD."""
-    if not isinstance(value, dict) or not value or any(key not in PRICE_PARTS for key in value):
-        parts = ", ".join(f'"{part}"' for part in PRICE_PARTS)
-        _fail(name, f"an object with any of {parts}: prices in USD", value)
-    price = number(0, MAX_PRICE_USD)
-    for key, amount in value.items():
-        price(f"{name}.{key}", amount)
-
-
 OBJECT = of_type(dict, "an object")
 BOOLEAN = of_type(bool, "true or false")
+# The caller's price ceiling: a non-empty object of PRICE_PARTS, each a number of USD.
+max_price = price_object(PRICE_PARTS)
+PROVIDER_OBJECT: dict[str, Check] = {
+    "order": provider_ids,
+    "only": provider_ids,
+    "ignore": provider_ids,
+    "allow_fallbacks": BOOLEAN,
+    "require_parameters": BOOLEAN,
+    "sort": one_of(*SORTS),
+    "max_price": price_object(PROVIDER_PRICE_PARTS),
+}
 TOKENS = integer(1, MAX_OUTPUT_TOKENS)
 COMMON: dict[str, Check] = {
     "model": text(MAX_MODEL_ID_LENGTH, empty=False),

@@ -1,13 +1,15 @@
-"""Provider selection: the `provider` field, policy suffixes, what a request needs of a
-provider model (capabilities, context, price ceiling) and candidate order.
+"""Provider selection: the `provider` field (a string or OpenRouter's provider object), policy
+suffixes, what a request needs of a provider model (capabilities, context, price ceiling) and
+candidate order. docs/provider-selection.md states the rules.
 
 Pure functions over the Registry's candidates, the provider table and the
 Router's measurements, so the rules can be tested without a network.
 
-Capability rule: a request with `tools` (non-empty) goes only to provider models whose
-mapping says `supports_tools: true`, one with a `json_schema` `response_format` only to
-those saying `supports_structured_output: true`; unknown (never declared nor observed)
-counts as not supporting it, since such a provider may silently ignore them. A known
+Capability rule: a request with `tools` (non-empty) skips provider models whose mapping says
+`supports_tools: false`, one with a `json_schema` `response_format` those saying
+`supports_structured_output: false`. Unknown support (never declared nor observed) keeps a
+candidate eligible, after those known to support what the request needs, unless the provider
+object says `require_parameters: true` (then unknown counts as unsupported). A known
 `context_length` smaller than the prompt's estimate (the request body's bytes / 4, the
 estimate reservations use) skips the candidate; an unknown one never does. Under a
 `max_price` ceiling, a provider model over it, or without a price, is skipped.
@@ -32,13 +34,49 @@ TYPICAL_INPUT_TOKENS = 500
 TYPICAL_OUTPUT_TOKENS = 200
 
 
+# The provider object's `sort` as the policy it stands for.
+SORT_POLICIES = {"price": "cheapest", "throughput": "fastest", "latency": "latency"}
+# The provider object's max_price parts under the names the top-level max_price uses.
+OBJECT_PRICE_PARTS = {"prompt": "input", "completion": "output", "request": "request", "image": "image"}
+ROUTING_FIELDS = ("order", "only", "ignore", "sort")  # what a per-provider route cannot honour
+
+
 @dataclass(frozen=True)
 class Selection:
-    """What the caller asked for: a hub model id, and either providers or a policy."""
+    """What the caller asked for: a hub model id; providers to use alone in that order (the
+    string form or a `:provider` suffix) or a policy; the provider object's filters."""
 
     model: str
     providers: tuple[str, ...] = ()
     policy: str = DEFAULT_POLICY
+    order: tuple[str, ...] = ()  # tried first, in this order; the others after unless no fallbacks
+    only: tuple[str, ...] = ()  # when given, no other provider
+    ignore: tuple[str, ...] = ()
+    allow_fallbacks: bool = True
+
+
+def conflict(first: str, second: str, why: str) -> ApiError:
+    """The 400 for two forms of provider selection that contradict each other."""
+    return invalid_argument("CONFLICTING_PROVIDER_SELECTION", f"{first} conflicts with {second}: {why}", "provider")
+
+
+def mentioned(value: object) -> list[str]:
+    """Every provider id the `provider` field names (string or object)."""
+    if isinstance(value, str):
+        return value.split()
+    if isinstance(value, dict):
+        return [i for key in ("order", "only", "ignore") for i in value.get(key) or ()]
+    return []
+
+
+def check_path_provider(value: object, provider: str) -> None:
+    """A per-provider route names its provider: a provider object that routes is a 400."""
+    if isinstance(value, dict):
+        for key in ROUTING_FIELDS:
+            if value.get(key) is not None:
+                raise conflict(
+                    f"the route's provider {provider[:96]}", f"provider.{key}", "the route picks the provider"
+                )
 
 
 def parse_providers(value: object, known: dict[str, ProviderEntry]) -> tuple[str, ...]:
@@ -66,15 +104,52 @@ def _check_known(ids: Sequence[str], known: dict[str, ProviderEntry], param: str
 
 def parse_model(model: str, provider_field: object, known: dict[str, ProviderEntry]) -> Selection:
     """Splits a policy or provider suffix off a hub model id (no model id has a colon: any other
-    suffix is an unknown provider, a 400); the `provider` field wins over a suffix."""
-    providers = parse_providers(provider_field, known)
+    suffix is an unknown provider, a 400); the `provider` string wins over a suffix, a provider
+    object that contradicts it is a 400 naming both."""
     base, colon, suffix = model.rpartition(":")
     if not (colon and base and suffix):
-        return Selection(model, providers)
+        base, suffix = model, ""
+    if suffix and suffix not in POLICIES:
+        _check_known((suffix,), known, "model")
+    if isinstance(provider_field, dict):
+        return _with_object(base, suffix, provider_field, known)
+    providers = parse_providers(provider_field, known)
     if suffix in POLICIES:
         return Selection(base, providers, suffix)
-    _check_known((suffix,), known, "model")
-    return Selection(base, providers or (suffix,))
+    return Selection(base, providers or ((suffix,) if suffix else ()))
+
+
+def _ids(preferences: dict, key: str, known: dict[str, ProviderEntry]) -> tuple[str, ...]:
+    ids = tuple(dict.fromkeys(preferences.get(key) or ()))
+    _check_known(ids, known, f"provider.{key}")
+    return ids
+
+
+def _with_object(model: str, suffix: str, preferences: dict, known: dict[str, ProviderEntry]) -> Selection:
+    """A Selection from a provider object (params.py checked its types), after its conflicts."""
+    order, only, ignore = (_ids(preferences, key, known) for key in ("order", "only", "ignore"))
+    for (name, ids), (other, others) in (
+        (("order", order), ("ignore", ignore)),
+        (("only", only), ("ignore", ignore)),
+    ):
+        if both := [i for i in ids if i in others]:
+            raise conflict(f"provider.{name}", f"provider.{other}", f"{', '.join(both[:SHOWN_UNKNOWN])} in both")
+    if only and (outside := [i for i in order if i not in only]):
+        raise conflict("provider.order", "provider.only", f"{', '.join(outside[:SHOWN_UNKNOWN])} not in only")
+    sort = preferences.get("sort")
+    policy = SORT_POLICIES[sort] if sort else DEFAULT_POLICY
+    providers: tuple[str, ...] = ()
+    if suffix in POLICIES:
+        if sort:
+            raise conflict(f"the model suffix :{suffix}", "provider.sort", "give one order")
+        policy = suffix
+    elif suffix:
+        for key, ids in (("order", order), ("only", only), ("ignore", ignore if suffix in ignore else ())):
+            if ids:
+                raise conflict(f"the model suffix :{suffix}", f"provider.{key}", "the suffix picks the provider")
+        providers = (suffix,)
+    fallbacks = preferences.get("allow_fallbacks") is not False
+    return Selection(model, providers, policy, order, only, ignore, fallbacks)
 
 
 def routes_of(
@@ -143,6 +218,13 @@ def order_routes(
             return (0, cost, *default(route))
 
         return sorted(routes, key=cheapest)
+    if policy == "latency":
+
+        def latency(route: Route) -> tuple:
+            stats = measured(route.provider.id, route.provider_model)
+            return (1, 0.0, *default(route)) if stats is None else (0, stats[1], *default(route))
+
+        return sorted(routes, key=latency)
     if policy == "preferred" and preferred:
         rank = {provider: i for i, provider in enumerate(preferred)}
         return sorted(routes, key=lambda r: (rank.get(r.provider.id, len(rank)), *fastest(r)))
@@ -170,6 +252,8 @@ CONTEXT_TOO_SHORT = "context_too_short"
 OVER_PRICE_CEILING = "over_price_ceiling"
 BREAKER_OPEN = "breaker_open"
 NOT_SERVED = "not_served"
+IGNORED = "ignored"  # named in provider.ignore
+NO_FALLBACKS = "no_fallbacks"  # not the first fitting provider, under allow_fallbacks: false
 # ErrorInfo metadata key of a left-out provider: this prefix and its id (never a key of errors.py).
 EXCLUDED_KEY_PREFIX = "excluded_"
 TOKENS_PER_PRICE_UNIT = 1_000_000  # max_price's token prices are USD per million tokens
@@ -213,27 +297,58 @@ class Needs:
     structured_output: bool = False
     prompt_tokens: int = 0  # the estimate a context length is held against
     ceiling: PriceCeiling | None = None
+    require_parameters: bool = False  # unknown support counts as none
+
+    def capabilities(self) -> list[tuple[str, str, str, str]]:
+        """CAPABILITY_NEEDS' entries of the capabilities the request needs."""
+        return [
+            need for need, wanted in zip(CAPABILITY_NEEDS, (self.tools, self.structured_output), strict=True) if wanted
+        ]
+
+
+# The capabilities a request may need: the candidate's field, the reason code, and in words
+# its known lack and its unknown support.
+CAPABILITY_NEEDS = (
+    ("supports_tools", NO_TOOLS, "no tool support", "tool support not declared"),
+    (
+        "supports_structured_output",
+        NO_STRUCTURED_OUTPUT,
+        "no structured output",
+        "structured output support not declared",
+    ),
+)
 
 
 def needs_of(payload: dict, prompt_tokens: int, max_price: dict | None) -> Needs:
-    """A checked body's needs: non-empty `tools`, a `json_schema` `response_format`, the prompt, `max_price`."""
+    """A checked body's needs: non-empty `tools`, a `json_schema` `response_format`, the prompt,
+    the price ceiling (`max_price` or the provider object's, not both) and `require_parameters`."""
     response_format = payload.get("response_format")
     structured = isinstance(response_format, dict) and response_format.get("type") == "json_schema"
+    preferences = payload.get("provider") if isinstance(payload.get("provider"), dict) else {}
+    object_price = preferences.get("max_price")
+    if object_price is not None:
+        if max_price is not None:
+            raise conflict("max_price", "provider.max_price", "give one price ceiling")
+        max_price = {OBJECT_PRICE_PARTS[part]: amount for part, amount in object_price.items()}
     ceiling = PriceCeiling(**max_price) if max_price is not None else None
-    return Needs(bool(payload.get("tools")), structured, prompt_tokens, ceiling)
+    strict = preferences.get("require_parameters") is True
+    return Needs(bool(payload.get("tools")), structured, prompt_tokens, ceiling, strict)
+
+
+def unknown_support(route: Route, needs: Needs) -> int:
+    """How many of the capabilities the request needs the route's provider model may lack (unknown)."""
+    return sum(not route.candidate.HasField(need[0]) for need in needs.capabilities())
 
 
 def misfits(route: Route, needs: Needs) -> list[Reason]:
     """Every way the route's provider model fails the request's needs (none: it fits)."""
     candidate, found = route.candidate, []
-    if needs.tools and not candidate.supports_tools:
-        known = candidate.HasField("supports_tools")
-        found.append((NO_TOOLS, "no tool support" if known else "tool support not declared"))
-    if needs.structured_output and not candidate.supports_structured_output:
-        known = candidate.HasField("supports_structured_output")
-        found.append(
-            (NO_STRUCTURED_OUTPUT, "no structured output" if known else "structured output support not declared")
-        )
+    for name, code, lacking, unknown in needs.capabilities():
+        if not candidate.HasField(name):
+            if needs.require_parameters:
+                found.append((code, f"{unknown} (provider.require_parameters)"))
+        elif not getattr(candidate, name):
+            found.append((code, lacking))
     if candidate.HasField("context_length") and needs.prompt_tokens > candidate.context_length:
         words = f"context of {candidate.context_length} tokens, prompt of about {needs.prompt_tokens}"
         found.append((CONTEXT_TOO_SHORT, words))
@@ -288,6 +403,48 @@ def fitting(
         message = f"no provider fits this request for {model[:200]} ({summary})"
         raise ApiError(Code.INVALID_ARGUMENT, "NO_PROVIDER_FITS", message, metadata=metadata)
     return Fit(kept, left_out)
+
+
+def plan(
+    routes: list[Route],
+    chosen: Selection,
+    exclusions: Sequence[internal_pb.Exclusion],
+    needs: Needs,
+    task: str,
+    measured: Callable[[str, str], tuple[float, float] | None],
+    preferred: Sequence[str],
+    breaker_open: Callable[[str], bool],
+) -> Fit:
+    """The routes to try, in order, and every provider left out with why: the named providers
+    alone (string form, suffix or `only`), less `ignore`; those that fit the request; in the
+    caller's order, else `order` first then the policy's; candidates known to support what the
+    request needs before those whose support is unknown; the first alone without fallbacks."""
+    named = chosen.providers or chosen.only
+    if named:
+        exclusions = considered_exclusions(exclusions, named, routes)
+        routes = pick_requested(routes, named, exclusions, chosen.model)
+    if chosen.ignore:
+        ignored = dict.fromkeys(r.provider.id for r in routes if r.provider.id in chosen.ignore)
+        exclusions = [e for e in exclusions if e.provider not in chosen.ignore] + [
+            internal_pb.Exclusion(provider=p, reason="ignored (provider.ignore)", status=IGNORED) for p in ignored
+        ]
+        routes = [r for r in routes if r.provider.id not in ignored]
+        if not routes:
+            summary, metadata = _listing(_by_status(exclusions))
+            message = f"no provider serves {chosen.model[:200]} for you ({summary})"
+            raise ApiError(Code.NOT_FOUND, "MODEL_NOT_AVAILABLE", message, metadata=metadata)
+    fit = fitting(routes, needs, exclusions, chosen.model, breaker_open)
+    ordered = fit.routes
+    if not chosen.providers:
+        ordered = order_routes(ordered, chosen.policy, task, measured, preferred)
+        rank = {provider: i for i, provider in enumerate(chosen.order)}
+        ordered.sort(key=lambda r: rank.get(r.provider.id, len(rank)))
+    ordered.sort(key=lambda r: unknown_support(r, needs))
+    if chosen.allow_fallbacks or len(ordered) < 2:
+        return Fit(ordered, fit.left_out)
+    reason = (NO_FALLBACKS, "not the first fitting provider (provider.allow_fallbacks false)")
+    dropped = {r.provider.id: [reason] for r in ordered[1:] if r.provider.id != ordered[0].provider.id}
+    return Fit(ordered[:1], {**fit.left_out, **dropped})
 
 
 def with_left_out(error: ApiError, left_out: dict[str, list[Reason]]) -> ApiError:

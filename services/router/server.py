@@ -9,6 +9,7 @@ from switchboard.billing.v1 import billing_service_pb2_grpc
 from switchboard.registry.v1 import internal_service_pb2_grpc
 from switchboard.router.v1 import router_service_pb2_grpc
 
+from services.common.counters import counters_from_url
 from services.common.logs import configure_logging
 from services.common.server import run
 from services.common.service import channel, run_service
@@ -16,6 +17,7 @@ from services.common.telemetry import configure_tracing, watch_router
 from services.router.breaker import Breakers
 from services.router.config import RouterSettings
 from services.router.directory import Directory
+from services.router.key_limits import KeyLimits
 from services.router.ledger import Ledger
 from services.router.measurements import Measurements
 from services.router.servicer import RouterServicer
@@ -47,9 +49,11 @@ async def serve(settings: RouterSettings) -> None:
     )
     await upstreams.start()
     watch_router(upstreams.breakers, ledger)
+    counters = counters_from_url(settings.counter_store_url)
     servicer = RouterServicer(
-        directory, upstreams, spending, ledger, measurements, settings.hub_url, settings.anonymous_account
-    )
+        directory, upstreams, spending, ledger, measurements, settings.hub_url, settings.anonymous_account,
+        KeyLimits(counters),
+    )  # fmt: skip
     background = [asyncio.create_task(task) for task in (directory.watch(), ledger.run(), spending.watch())]
     registrations = [
         (
@@ -66,6 +70,7 @@ async def serve(settings: RouterSettings) -> None:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await ledger.close()
+        await counters.close()
         await upstreams.close()
         await registry_channel.close()
         await billing_channel.close()

@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import aiohttp
 import grpc
@@ -22,6 +22,7 @@ from switchboard.router.v1 import router_service_pb2_grpc as router_grpc
 
 from services.common.accounts import OPERATOR_ACCOUNT
 from services.common.auth import parse_bearer
+from services.common.counters import MemoryCounters
 from services.common.errors import ApiError, Code, invalid_argument, not_found, permission_denied, unavailable
 from services.common.pricing import estimate_nano_usd, prompt_tokens_estimate
 from services.common.providers import CAPABILITY_FIELDS
@@ -29,6 +30,7 @@ from services.common.telemetry import TRACEPARENT, InferenceMeasure
 from services.router import params, selection
 from services.router.directory import Directory, ProviderEntry
 from services.router.health import ProviderHealthMethods
+from services.router.key_limits import Grant, KeyLimits
 from services.router.ledger import Ledger
 from services.router.measurements import Measurements
 from services.router.spending import Spending
@@ -135,6 +137,7 @@ class Call:
     traceparent: str = ""  # the caller's (or Envoy's) W3C trace context, passed on to the provider
     left_out: dict[str, list[selection.Reason]] = field(default_factory=dict)  # providers not tried, and why
     reserved: bool = False
+    grant: Grant | None = None  # the API key's counted limits, when it has any
 
     @property
     def user(self) -> str:
@@ -153,8 +156,10 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
         measurements: Measurements,
         hub_url: str,
         anonymous_account: str = "",
+        key_limits: KeyLimits | None = None,
     ) -> None:
         self.directory = directory
+        self.key_limits = key_limits or KeyLimits(MemoryCounters())
         self.anonymous_account = anonymous_account
         self.upstreams = upstreams
         self.spending = spending
@@ -191,13 +196,14 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
         needs, in the order to try them, with the providers left out."""
         model = payload["model"]
         known = await self.directory.providers()
-        mentioned = [path_provider, *str(payload.get("provider") or "").split()]
+        mentioned = [path_provider, *selection.mentioned(payload.get("provider"))]
         suffix = model.rpartition(":")[2] if ":" in model and not path_provider else ""
         if suffix not in selection.POLICIES:
             mentioned.append(suffix)
         if any(p and p not in known for p in mentioned):
             known = await self.directory.providers(refresh=True)
         if path_provider:
+            selection.check_path_provider(payload.get("provider"), path_provider)
             routes = await self._provider_route(task, model, path_provider, caller, known)
             return model, self._fitting(routes, needs, (), model)
         chosen = selection.parse_model(model, payload.get("provider"), known)
@@ -206,19 +212,18 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
             known = await self.directory.providers(refresh=True)
         routes = selection.routes_of(answer.candidates, known, self.hub_url)
         model = answer.model or chosen.model  # the hub id a model alias stands for
-        if chosen.providers:
-            if not answer.model_found:
-                raise selection.explain_no_candidate(answer, chosen.model, task)
-            considered = selection.considered_exclusions(answer.exclusions, chosen.providers, routes)
-            picked = selection.pick_requested(routes, chosen.providers, considered, chosen.model)
-            return model, self._fitting(picked, needs, considered, chosen.model)
-        if not routes:
+        if not answer.model_found or not (routes or chosen.providers or chosen.only):
             raise selection.explain_no_candidate(answer, chosen.model, task)
-        fit = self._fitting(routes, needs, answer.exclusions, chosen.model)
-        ordered = selection.order_routes(
-            fit.routes, chosen.policy, task, self.measurements.ranking, caller.preferred_providers
+        return model, selection.plan(
+            routes,
+            chosen,
+            answer.exclusions,
+            needs,
+            task,
+            self.measurements.ranking,
+            caller.preferred_providers,
+            self.upstreams.breakers.is_open,
         )
-        return model, replace(fit, routes=ordered)
 
     def _fitting(
         self,
@@ -262,6 +267,7 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
         if not isinstance(payload, dict):
             raise invalid_argument("INVALID_REQUEST", "the request body must be a JSON object")
         params.check_body(payload, *BODY_RULES[task])
+        grant = await self.key_limits.admit(caller, payload["model"])
         max_price = payload.pop("max_price", None)  # Switchboard's to honour: never sent on
         needs = selection.needs_of(payload, prompt_tokens_estimate(len(raw)), max_price)
         model, fit = await self._routes(task, payload, request.provider, caller, needs)
@@ -273,6 +279,7 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
             str(uuid.uuid4()), task, caller, account, model, payload, len(raw), routes, estimate, started, measure,
             headers.get(TRACEPARENT, ""), fit.left_out,
         )  # fmt: skip
+        call.grant = grant
         call.reserved = await self.spending.reserve(call.request_id, account, estimate)
         return call
 
@@ -306,6 +313,8 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
         provider_request_id = opened.provider_request_id
         if provider_request_id and provider_request_id.isascii() and provider_request_id.isprintable():
             metadata.append((opened.route.provider.request_id_metadata_key, provider_request_id))
+        if call.grant is not None:
+            metadata += call.grant.headers()
         await context.send_initial_metadata(metadata)
 
     async def _serve_unary(
@@ -347,6 +356,7 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
         )
         if not images:
             call.measure.tokens(input_tokens, output_tokens)
+        self.key_limits.settle(call.grant, input_tokens + output_tokens, estimate)
         self._record(call, opened, input_tokens, output_tokens, images, estimate)
 
     def _record(

@@ -38,14 +38,16 @@ class OrgRole(_message.Message):
     def __init__(self, org: _Optional[str] = ..., role: _Optional[str] = ..., provider_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ApiToken(_message.Message):
-    __slots__ = ("name", "suffix", "create_time")
+    __slots__ = ("name", "suffix", "create_time", "limits")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SUFFIX_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
     name: str
     suffix: str
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., suffix: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    limits: _admin_service_pb2.ApiTokenLimits
+    def __init__(self, name: _Optional[str] = ..., suffix: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., limits: _Optional[_Union[_admin_service_pb2.ApiTokenLimits, _Mapping]] = ...) -> None: ...
 
 class ListMyApiTokensRequest(_message.Message):
     __slots__ = ("page_size", "page_token")
@@ -64,10 +66,12 @@ class ListMyApiTokensResponse(_message.Message):
     def __init__(self, api_tokens: _Optional[_Iterable[_Union[ApiToken, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class CreateMyApiTokenRequest(_message.Message):
-    __slots__ = ("name",)
+    __slots__ = ("name", "limits")
     NAME_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
     name: str
-    def __init__(self, name: _Optional[str] = ...) -> None: ...
+    limits: _admin_service_pb2.ApiTokenLimits
+    def __init__(self, name: _Optional[str] = ..., limits: _Optional[_Union[_admin_service_pb2.ApiTokenLimits, _Mapping]] = ...) -> None: ...
 
 class CreateMyApiTokenResponse(_message.Message):
     __slots__ = ("api_token", "token")

@@ -88,12 +88,30 @@ class DeleteMembershipRequest(_message.Message):
     def __init__(self, org: _Optional[str] = ..., user: _Optional[str] = ...) -> None: ...
 
 class CreateTokenRequest(_message.Message):
-    __slots__ = ("user", "name")
+    __slots__ = ("user", "name", "limits")
     USER_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
     user: str
     name: str
-    def __init__(self, user: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+    limits: ApiTokenLimits
+    def __init__(self, user: _Optional[str] = ..., name: _Optional[str] = ..., limits: _Optional[_Union[ApiTokenLimits, _Mapping]] = ...) -> None: ...
+
+class ApiTokenLimits(_message.Message):
+    __slots__ = ("requests_per_minute", "tokens_per_minute", "budget_nano_usd", "budget_period", "expire_time", "allowed_models")
+    REQUESTS_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_NANO_USD_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_PERIOD_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    ALLOWED_MODELS_FIELD_NUMBER: _ClassVar[int]
+    requests_per_minute: int
+    tokens_per_minute: int
+    budget_nano_usd: int
+    budget_period: str
+    expire_time: _timestamp_pb2.Timestamp
+    allowed_models: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, requests_per_minute: _Optional[int] = ..., tokens_per_minute: _Optional[int] = ..., budget_nano_usd: _Optional[int] = ..., budget_period: _Optional[str] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., allowed_models: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CreateTokenResponse(_message.Message):
     __slots__ = ("name", "token")

@@ -1,0 +1,27 @@
+"""token limits
+
+Each API token's own limits (requests and tokens per minute, a budget with its period,
+an expiry, allowed models) as the proto3 JSON of ApiTokenLimits; NULL: none
+(services/registry/storage.py TokenRow, docs/api-keys.md).
+
+Revision ID: 0012
+Revises: 0009 (0010 and 0011 are being added on other branches: chain this on 0011 when merging)
+Create Date: 2026-12-06 16:00:00
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0012"
+down_revision = "0009"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.add_column("tokens", sa.Column("limits", sa.Text(), nullable=True))  # nullable: no table copy
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("tokens") as batch:
+        batch.drop_column("limits")

@@ -1,0 +1,186 @@
+"""An API key's own limits, enforced by the Router before it calls a provider (docs/api-keys.md).
+
+The Registry hands them over with the caller (Caller.limits, cached with it and dropped by
+the change feed when the token is revoked). Expiry (401) and the model allow-list (403) need
+no store; requests and tokens per minute (429) and the budget (402) are counters shared by
+every replica (services/common/counters.py). The account's own spending limit is checked
+after these, by Billing's reservation: each level is checked.
+
+When the counter store does not answer, each kind of limit fails its own way: rates fail
+open (the request is served, uncounted: an outage of the store must not take the API down),
+the budget fails closed (503: money is not spent unmetered). After a failure the store is
+not asked again for STORE_COOLDOWN_SECONDS, so an outage costs one timeout per cooldown,
+not one per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from switchboard.registry.v1 import internal_service_pb2 as internal_pb
+
+from services.common.counters import BUDGET, REQUESTS, Admission, CounterKeys, Counters, Limits, StoreUnavailable
+from services.common.errors import ApiError, Code, permission_denied, unauthenticated, unavailable
+from services.common.telemetry import ROUTER, LoopCounter
+
+log = logging.getLogger(__name__)
+
+STORE_COOLDOWN_SECONDS = 1.0
+PERIOD_SLACK_SECONDS = 86_400  # a budget's counter outlives its period by a day
+STORE_FAILURES = LoopCounter(
+    ROUTER,
+    "switchboard_router_key_limits_store_failures",
+    "API-key limit checks and records the counter store did not answer, by what the Router did: "
+    "served_uncounted (rates fail open), refused (budgets fail closed), settle_lost (usage not counted)",
+    ("outcome",),
+)
+
+
+def period_start(period: str, now: datetime) -> datetime:
+    """The start of the UTC day, ISO week (Monday) or month that `now` is in."""
+    day = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    if period == "weekly":
+        return day - timedelta(days=day.weekday())
+    if period == "monthly":
+        return day.replace(day=1)
+    return day
+
+
+def period_seconds(period: str) -> int:
+    return {"daily": 86_400, "weekly": 7 * 86_400}.get(period, 31 * 86_400)
+
+
+def duration(milliseconds: float) -> str:
+    """OpenAI's x-ratelimit-reset-* form: "250ms", "6s", "1m0s"."""
+    if milliseconds < 1000:
+        return f"{math.ceil(milliseconds)}ms"
+    seconds = math.ceil(milliseconds / 1000)
+    return f"{seconds // 60}m{seconds % 60}s" if seconds >= 60 else f"{seconds}s"
+
+
+@dataclass(frozen=True)
+class Grant:
+    """An admitted request of a key with counted limits: what to settle, what to tell the caller."""
+
+    keys: CounterKeys
+    limits: Limits
+    budget_ttl_s: int
+    admission: Admission | None  # None: the store was away, nothing was counted
+
+    def headers(self) -> list[tuple[str, str]]:
+        """OpenAI's x-ratelimit-* headers of the key's rates."""
+        admission, found = self.admission, []
+        if admission is None:
+            return found
+        for kind, limit, remaining, reset in (
+            ("requests", self.limits.requests_per_minute, admission.requests_remaining, admission.requests_reset_ms),
+            ("tokens", self.limits.tokens_per_minute, admission.tokens_remaining, admission.tokens_reset_ms),
+        ):
+            if limit:
+                found += [
+                    (f"x-ratelimit-limit-{kind}", str(limit)),
+                    (f"x-ratelimit-remaining-{kind}", str(remaining)),
+                    (f"x-ratelimit-reset-{kind}", duration(reset)),
+                ]
+        return found
+
+
+class KeyLimits:
+    """Admits a key's requests against its limits and records what they used."""
+
+    def __init__(self, counters: Counters, clock: Callable[[], float] = time.time) -> None:
+        self.counters = counters
+        self.clock = clock
+        self._down_until = 0.0
+        self._settling: set[asyncio.Task] = set()
+
+    async def admit(self, caller: internal_pb.Caller, model: str) -> Grant | None:
+        """None for a key without counted limits; 401 expired, 403 model not allowed, 402 over
+        budget, 429 over a rate (with Retry-After and x-ratelimit-* headers)."""
+        if not caller.HasField("limits"):
+            return None
+        own, now = caller.limits, self.clock()
+        if own.HasField("expire_time") and now >= own.expire_time.seconds + own.expire_time.nanos / 1e9:
+            raise unauthenticated("API_KEY_EXPIRED", "this API token has expired")
+        if (
+            own.allowed_models
+            and model not in own.allowed_models
+            and model.rpartition(":")[0] not in own.allowed_models
+        ):
+            raise permission_denied("MODEL_NOT_ALLOWED", f"this API token may not call {model[:200]}", "model")
+        limits = Limits(own.requests_per_minute, own.tokens_per_minute, own.budget_nano_usd)
+        if limits == Limits():
+            return None
+        start = period_start(own.budget_period, datetime.fromtimestamp(now, UTC)) if own.budget_nano_usd else None
+        keys = CounterKeys(
+            f"sb:key:{caller.token_id}:rpm",
+            f"sb:key:{caller.token_id}:tpm",
+            f"sb:key:{caller.token_id}:budget:{int(start.timestamp()) if start else 0}",
+        )
+        ttl = period_seconds(own.budget_period) + PERIOD_SLACK_SECONDS
+        admission = await self._ask(keys, limits)
+        grant = Grant(keys, limits, ttl, admission)
+        if admission is not None and admission.refused:
+            raise _refusal(grant, admission)
+        return grant
+
+    async def _ask(self, keys: CounterKeys, limits: Limits) -> Admission | None:
+        """The store's verdict; when it is away, None for rates (fail open) or a 503 for a budget."""
+        if time.monotonic() >= self._down_until:
+            try:
+                return await self.counters.admit(keys, limits)
+            except StoreUnavailable as exc:
+                self._down_until = time.monotonic() + STORE_COOLDOWN_SECONDS
+                log.warning("counter store unavailable", extra={"error": str(exc)})
+        if limits.budget_nano_usd:
+            STORE_FAILURES.inc(labels=("refused",))
+            raise unavailable(
+                "LIMITS_UNAVAILABLE", "this API token's budget cannot be checked right now, retry shortly"
+            )
+        STORE_FAILURES.inc(labels=("served_uncounted",))
+        return None
+
+    def settle(self, grant: Grant | None, tokens: int, nano_usd: int) -> None:
+        """Records what an answered request used, off the answer's path."""
+        if (
+            grant is None
+            or grant.admission is None
+            or not (grant.limits.tokens_per_minute or grant.limits.budget_nano_usd)
+        ):
+            return
+        spent = nano_usd if grant.limits.budget_nano_usd else 0
+        task = asyncio.create_task(self._settle(grant, tokens, spent))
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
+    async def _settle(self, grant: Grant, tokens: int, spent: int) -> None:
+        try:
+            await self.counters.settle(grant.keys, grant.limits.tokens_per_minute, tokens, spent, grant.budget_ttl_s)
+        except StoreUnavailable as exc:
+            STORE_FAILURES.inc(labels=("settle_lost",))
+            log.warning("counter store unavailable: usage not counted", extra={"error": str(exc)})
+
+
+def _refusal(grant: Grant, admission: Admission) -> ApiError:
+    if admission.refused == BUDGET:
+        return ApiError(
+            Code.RESOURCE_EXHAUSTED, "INSUFFICIENT_QUOTA",
+            f"this API token's budget of {grant.limits.budget_nano_usd} nano-USD for the period is spent",
+        )  # fmt: skip
+    kind = "requests" if admission.refused == REQUESTS else "tokens"
+    limit = grant.limits.requests_per_minute if kind == "requests" else grant.limits.tokens_per_minute
+    retry = max(1, math.ceil(admission.retry_after_ms / 1000))
+    headers = {
+        "retry-after": str(retry),
+        f"x-ratelimit-limit-{kind}": str(limit),
+        f"x-ratelimit-remaining-{kind}": "0",
+        f"x-ratelimit-reset-{kind}": duration(admission.retry_after_ms),
+    }
+    message = f"rate limit of {limit} {kind} per minute reached for this API token: retry after {retry}s"
+    return ApiError(Code.RESOURCE_EXHAUSTED, "RATE_LIMIT_EXCEEDED", message, headers=headers)

@@ -7,7 +7,7 @@ recounts the totals from the ledger with sums that cannot overflow (each amount 
 as amount / 2^32 and amount % 2^32, joined in Python).
 
 Revision ID: 0008
-Revises: 0007 (tested on 0006 until engineer hubflow's 0007 is merged)
+Revises: 0007
 Create Date: 2026-12-06 16:10:00
 """
 

@@ -142,3 +142,23 @@ async def test_caps_timeouts_and_broken_answers(serve) -> None:
     with pytest.raises(HttpError, match="line break"):
         await pool.post(url, b"{}", {"X-Evil": "a\r\nHost: elsewhere"})
     await pool.close()
+
+
+async def test_a_kept_alive_connection_closed_unanswered_is_retried_on_a_new_one(serve) -> None:
+    answered: dict[asyncio.StreamWriter, int] = {}
+
+    async def once_per_connection(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        answered[writer] = answered.get(writer, 0) + 1
+        if answered[writer] > 1:  # as a server that timed the idle connection out just as the request came
+            writer.close()
+            return
+        await content_length()(_, writer)
+
+    server, url = await serve(once_per_connection)
+    pool = Pool(1, 5)
+    for _ in range(3):
+        response = await pool.post(url, b"{}", {})
+        assert await response.read() == OK
+        response.release()
+    assert server.connections == 3  # each reuse met a closed connection and went on to a new one
+    await pool.close()

@@ -45,7 +45,6 @@ async def serve(settings: RouterSettings) -> None:
         settings.max_answer_bytes,
         measurements,
     )
-    await upstreams.start()
     watch_router(upstreams.breakers, ledger)
     servicer = RouterServicer(
         directory, upstreams, spending, ledger, measurements, settings.hub_url, settings.anonymous_account

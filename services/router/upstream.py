@@ -75,9 +75,6 @@ class Upstreams:
         # The connect timeout bounds each new connection; the idle timeout each wait for a provider's bytes.
         self.session = Pool(connect_timeout, idle_timeout)
 
-    async def start(self) -> None:
-        """Nothing to start: connections open on first use (kept for the server's start/stop order)."""
-
     async def close(self) -> None:
         await self.session.close()
 

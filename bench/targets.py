@@ -191,6 +191,7 @@ def start_baseline(data_dir: Path, stub: StubPorts, checkout: Path | None) -> tu
         raise RuntimeError("target baseline needs --baseline <checkout with a .venv>")
     port, admin_token = free_port(), "sb-admin-" + secrets.token_urlsafe(24)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"SWITCHBOARD_ADMIN_TOKEN": admin_token}
+    env["SWITCHBOARD_PROBES_ENABLED"] = "false"  # as for the current stack (start_switchboard says why)
     stack = Stack(data_dir, env)
     base = f"http://127.0.0.1:{port}"
     argv = [str(checkout / ".venv" / "bin" / "switchboard"), "up", "--http-port", str(port),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -21,7 +22,14 @@ def build_parser() -> argparse.ArgumentParser:
     up_parser.add_argument("--host", default="127.0.0.1", help="Envoy's listen address (default 127.0.0.1)")
     up_parser.add_argument("--data-dir", type=Path, default=Path("data"), help="state directory (default ./data)")
     up_parser.add_argument("--database-url", default="", help="SQLAlchemy URL instead of SQLite files")
-    up_parser.add_argument("--router-replicas", type=int, default=1, help="Router processes behind Envoy (default 1)")
+    up_parser.add_argument(
+        "--router-workers",
+        "--router-replicas",
+        dest="router_workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="Router processes behind Envoy, each with its own spool and metrics (default: one per core)",
+    )
     up_parser.add_argument(
         "--anonymous-account",
         metavar="NAME",
@@ -44,7 +52,7 @@ def up_options(args: argparse.Namespace) -> UpOptions:
         args.database_url,
         args.demo,
         args.host,
-        args.router_replicas,
+        args.router_workers,
         anonymous_account=anonymous,
     )
 

@@ -225,12 +225,25 @@ def test_a_port_held_with_reuseport_is_refused(host: str) -> None:
     check_port_free(host, port)  # free again once the holder closed
 
 
+def test_router_workers_default_to_one_per_core() -> None:
+    from services.cli import build_parser, up_options
+
+    assert up_options(build_parser().parse_args(["up"])).router_replicas == (os.cpu_count() or 1)
+    assert up_options(build_parser().parse_args(["up", "--router-workers", "3"])).router_replicas == 3
+
+
 def test_router_replicas_share_the_load(tmp_path: Path) -> None:
     from services.launcher import UpOptions, start_stack
 
     stack, _, _ = start_stack(UpOptions(free_port(), tmp_path / "data", "", demo=False, router_replicas=2))
     try:
         assert {"router", "router-2"} <= set(stack.addresses)
+        # Each worker has a spool, a journal and a metrics endpoint of its own.
+        spools = [stack.data_dir / "router-ledger-spool", stack.data_dir / "router-2" / "router-ledger-spool"]
+        assert all(any(spool.iterdir()) for spool in spools)
+        assert stack.metrics["router"] != stack.metrics["router-2"]
+        for name in ("router", "router-2"):
+            assert "switchboard_router_ledger_spool_records" in httpx.get(stack.metrics[name], timeout=10).text
         base = f"http://{stack.addresses['envoy']}"
         for _ in range(20):
             assert httpx.get(f"{base}/v1/providers", timeout=10).status_code == 200

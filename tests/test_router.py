@@ -462,3 +462,28 @@ def test_a_revoked_token_stops_working_and_a_new_one_works_at_once(world) -> Non
         time.sleep(0.05)
     with pytest.raises(openai.AuthenticationError):
         world.openai(token).chat.completions.create(model=model, messages=MESSAGES)
+
+
+def _server_timing(headers: httpx.Headers) -> dict[str, float]:
+    """Server-Timing's metrics by name: their durations in ms."""
+    metrics = [part.strip().split(";dur=") for part in headers["server-timing"].split(",")]
+    return {name: float(duration) for name, duration in metrics}
+
+
+def test_every_inference_answer_carries_server_timing(world) -> None:
+    model, _ = world.chat_model(world.provider_url)
+    url, auth = f"{world.stack.base_url}/v1/chat/completions", {"Authorization": f"Bearer {world.token}"}
+    answers = [httpx.post(url, headers=auth, json={"model": model, "messages": MESSAGES, "stream": stream})
+               for stream in (False, True)]  # fmt: skip
+    base, _, _ = image_world(world)
+    images = {"model": base, "prompt": "a lighthouse", "response_format": "url", "size": "256x256"}
+    answers.append(httpx.post(f"{world.stack.base_url}/v1/images/generations", headers=auth, json=images))
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    for answer in answers:
+        timing = _server_timing(answer.headers)
+        assert set(timing) == {"router", "upstream"} and timing["upstream"] > 0 and timing["router"] >= 0
+    broken, _ = world.chat_model(world.knobs("fail=500"))
+    missing = f"{world.org}/does-not-exist"
+    for bad_model, status in ((broken, 502), (missing, 404)):
+        error = httpx.post(url, headers=auth, json={"model": bad_model, "messages": MESSAGES})
+        assert error.status_code == status and set(_server_timing(error.headers)) == {"router", "upstream"}

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import aiohttp
 import orjson
 
+from services.common import http1
 from services.common.errors import PROVIDER_CODE_KEY, PROVIDER_KEY, PROVIDER_VERDICTS, ApiError, unavailable
 from services.common.pricing import INT64_MAX, NANO_PER_USD
 from services.common.providers import Route
@@ -32,6 +33,9 @@ IMAGES_PATH = "/v1/images/generations"
 ANSWER_LIST = {CHAT_PATH: "choices", IMAGES_PATH: "data"}
 MAX_ERROR_MESSAGE = 500
 DONE = b"data: [DONE]\n\n"
+# The Router's lean pool or aiohttp's session (the Registry's checks), and their answers.
+Session = http1.Pool | aiohttp.ClientSession
+Answer = http1.Response | aiohttp.ClientResponse
 
 
 class AttemptFailed(Exception):
@@ -88,7 +92,7 @@ class Opened:
     first_at: float
     answer: dict = field(default_factory=dict)  # a unary answer, checked
     first_event: dict = field(default_factory=dict)  # a stream's first event, checked
-    response: aiohttp.ClientResponse | None = None
+    response: Answer | None = None
     usage: Usage = field(default_factory=Usage)
     failures: list[str] = field(default_factory=list)
 
@@ -137,7 +141,7 @@ def checked_answer(data: bytes, expected_list: str, *, empty: bool = False) -> d
     return answer
 
 
-async def read_capped(response: aiohttp.ClientResponse, most: int) -> bytes:
+async def read_capped(response: Answer, most: int) -> bytes:
     """The whole body, or AttemptFailed once it passes `most` bytes (never buffered beyond that)."""
     if response.content_length is not None and response.content_length > most:
         raise AttemptFailed(f"answer larger than {most:,} bytes")
@@ -158,16 +162,18 @@ def encode(route: Route, payload: dict) -> bytes:
     return orjson.dumps(payload)
 
 
-async def send(
-    session: aiohttp.ClientSession, route: Route, body: bytes, path: str, headers: dict[str, str]
-) -> aiohttp.ClientResponse:
+async def send(session: Session, route: Route, body: bytes, path: str, headers: dict[str, str]) -> Answer:
     """POSTs an encoded body to the provider; the caller releases the response. A redirect is not
-    followed: the key would go to wherever the provider points (a 3xx is the provider's error)."""
-    return await session.post(route.provider.base_url + path, data=body, headers=headers, allow_redirects=False)
+    followed: the key would go to wherever the provider points (a 3xx is the provider's error; the
+    lean client never follows one)."""
+    url = route.provider.base_url + path
+    if isinstance(session, aiohttp.ClientSession):
+        return await session.post(url, data=body, headers=headers, allow_redirects=False)
+    return await session.post(url, data=body, headers=headers)
 
 
 async def open_answer(
-    session: aiohttp.ClientSession,
+    session: Session,
     route: Route,
     payload: dict,
     path: str,
@@ -207,7 +213,7 @@ async def open_answer(
             response.release()
 
 
-async def first_event(response: aiohttp.ClientResponse, expected_list: str) -> dict:
+async def first_event(response: Answer, expected_list: str) -> dict:
     """A stream's first data event, checked like a unary answer (comment lines before it are dropped)."""
     while True:
         line = await next_line(response)
@@ -220,7 +226,7 @@ async def first_event(response: aiohttp.ClientResponse, expected_list: str) -> d
     return checked_answer(line[5:].strip(), expected_list, empty=True)
 
 
-async def next_line(response: aiohttp.ClientResponse) -> bytes | None:
+async def next_line(response: Answer) -> bytes | None:
     """The next non-empty SSE line, or None at the end of the stream."""
     while True:
         line = await response.content.readline()

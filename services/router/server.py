@@ -47,7 +47,6 @@ async def serve(settings: RouterSettings) -> None:
         settings.max_answer_bytes,
         measurements,
     )
-    await upstreams.start()
     watch_router(upstreams.breakers, ledger)
     counters = counters_from_url(settings.counter_store_url)
     servicer = RouterServicer(

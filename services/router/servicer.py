@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 
-import aiohttp
 import grpc
 import orjson
 from google.api import httpbody_pb2
@@ -34,6 +33,7 @@ from services.router.key_limits import Grant, KeyLimits
 from services.router.ledger import Ledger
 from services.router.measurements import Measurements
 from services.router.spending import Spending
+from services.router.timing import server_timing, timed
 from services.router.upstream import CHAT_PATH, IMAGES_PATH, Opened, Upstreams, relay, rewrite
 from services.router.usage_bounds import believable
 
@@ -138,6 +138,7 @@ class Call:
     left_out: dict[str, list[selection.Reason]] = field(default_factory=dict)  # providers not tried, and why
     reserved: bool = False
     grant: Grant | None = None  # the API key's counted limits, when it has any
+    upstream_seconds: float = 0.0  # waiting for providers, every attempt included (Server-Timing)
 
     @property
     def user(self) -> str:
@@ -286,19 +287,22 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
     async def _open(self, call: Call, path: str, stream: bool, context: grpc.aio.ServicerContext) -> Opened:
         """The first candidate's valid answer; the reservation is released when there is none."""
         remaining = context.time_remaining()
-        deadline = None if remaining is None else time.monotonic() + remaining
+        began = time.monotonic()
+        deadline = None if remaining is None else began + remaining
         try:
             opened = await self.upstreams.first_answer(
                 call.routes, call.payload, path, stream, deadline, OPERATIONS[call.task], call.traceparent
             )
         except ApiError as error:
             self._abandon(call)
+            timed(error, call.measure.started, time.monotonic() - began)
             if error.grpc_code in (Code.UNAVAILABLE, Code.RESOURCE_EXHAUSTED):  # every route tried failed
                 raise selection.with_left_out(error, call.left_out) from None
             raise
         except BaseException:
             self._abandon(call)
             raise
+        call.upstream_seconds = time.monotonic() - began
         call.measure.provider = opened.route.provider.id
         return opened
 
@@ -308,8 +312,12 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
             self.spending.release(call.request_id)
 
     async def _send_headers(self, call: Call, opened: Opened, context: grpc.aio.ServicerContext) -> None:
-        """The answer's headers: which provider served it, our request id and the provider's."""
-        metadata = [("x-inference-provider", opened.route.provider.id), ("x-request-id", call.request_id)]
+        """The answer's headers: which provider served it, our request id and the provider's, the timing."""
+        metadata = [
+            ("x-inference-provider", opened.route.provider.id),
+            ("x-request-id", call.request_id),
+            server_timing(call.measure.started, call.upstream_seconds),
+        ]
         provider_request_id = opened.provider_request_id
         if provider_request_id and provider_request_id.isascii() and provider_request_id.isprintable():
             metadata.append((opened.route.provider.request_id_metadata_key, provider_request_id))
@@ -395,9 +403,12 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
         self, request: router_pb.CreateChatCompletionRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
         with InferenceMeasure(OPERATIONS[CHAT]) as measure:
-            async with aclosing(self._chat(request, context, measure)) as bodies:  # closed in this task
-                async for body in bodies:
-                    yield body
+            try:
+                async with aclosing(self._chat(request, context, measure)) as bodies:  # closed in this task
+                    async for body in bodies:
+                        yield body
+            except ApiError as error:
+                raise timed(error, measure.started) from None
 
     async def _chat(
         self,
@@ -437,7 +448,7 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
             async with aclosing(relay(opened, call.model, hide_usage)) as events:
                 async for event in events:
                     yield event
-        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+        except (OSError, TimeoutError, ValueError) as exc:
             self.upstreams.stream_broke(opened.route, exc)
             log.warning("provider stream broke", extra={"provider": opened.route.provider.id,
                                                          "error": type(exc).__name__})  # fmt: skip
@@ -453,13 +464,16 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
     ) -> bytes:
         """An images answer's body for the caller, billed and headed once `body_of` made it."""
         with InferenceMeasure(OPERATIONS[TEXT_TO_IMAGE]) as measure:
-            call = await self._prepare(TEXT_TO_IMAGE, request, context, measure)
-            opened = await self._open(call, IMAGES_PATH, False, context)
             try:
-                body = body_of(opened)
-            except ApiError:
-                self._abandon(call)
-                raise
+                call = await self._prepare(TEXT_TO_IMAGE, request, context, measure)
+                opened = await self._open(call, IMAGES_PATH, False, context)
+                try:
+                    body = body_of(opened)
+                except ApiError:
+                    self._abandon(call)
+                    raise
+            except ApiError as error:
+                raise timed(error, measure.started) from None
             await self._serve_unary(call, opened, context, images=len(opened.answer["data"]))
             return body
 

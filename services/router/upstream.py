@@ -1,4 +1,4 @@
-"""Calls to provider upstreams: one pooled aiohttp session, failover across
+"""Calls to provider upstreams: one lean keep-alive pool (services/common/http1.py), failover across
 candidates before anything reached the caller, and SSE relaying.
 
 A retryable failure (connection error, timeout, 429, 500-504, an answer that
@@ -17,11 +17,11 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
-import aiohttp
 import orjson
 
 from services.common import telemetry
 from services.common.errors import ApiError, Code, unavailable
+from services.common.http1 import Pool
 from services.common.provider_api import (
     CHAT_PATH,
     DONE,
@@ -72,18 +72,11 @@ class Upstreams:
         self.measurements = measurements or Measurements()
         self.attempt_timeout = attempt_timeout
         self.max_answer_bytes = max_answer_bytes
-        self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=idle_timeout)
-        self.session: aiohttp.ClientSession | None = None
-
-    async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=300)
-        self.session = aiohttp.ClientSession(
-            connector=connector, timeout=self.timeout, json_serialize=lambda o: orjson.dumps(o).decode()
-        )
+        # The connect timeout bounds each new connection; the idle timeout each wait for a provider's bytes.
+        self.session = Pool(connect_timeout, idle_timeout)
 
     async def close(self) -> None:
-        if self.session is not None:
-            await self.session.close()
+        await self.session.close()
 
     async def first_answer(
         self,
@@ -170,7 +163,6 @@ class Upstreams:
         traceparent: str,
     ) -> Opened:
         """One candidate. Under a caller's deadline, each remaining candidate gets an equal share of it."""
-        assert self.session is not None
         budget = self.attempt_timeout
         bounded_by_deadline = False  # whether running out of time ends the whole call
         if deadline is not None:
@@ -189,7 +181,7 @@ class Upstreams:
             if bounded_by_deadline:
                 raise _deadline_passed() from None
             raise AttemptFailed(f"no answer within {budget:.1f}s", kind="UPSTREAM_TIMEOUT") from None
-        except (aiohttp.ClientError, OSError) as exc:
+        except OSError as exc:
             raise AttemptFailed(f"connection failed ({type(exc).__name__})", kind="UPSTREAM_UNREACHABLE") from None
 
 

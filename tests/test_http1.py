@@ -1,0 +1,164 @@
+"""The Router's lean HTTP/1.1 client (services/common/http1.py) against raw asyncio servers
+that answer each way a provider may: content-length, chunked, until close, broken, silent."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from services.common.http1 import HttpError, Pool
+from services.common.provider_api import AttemptFailed, read_capped
+
+Answer = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+OK = b'{"choices": [1]}'
+
+
+class Server:
+    """A loopback server answering each request with `answer`; counts its connections."""
+
+    def __init__(self, answer: Answer) -> None:
+        self.answer = answer
+        self.connections = 0
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self.writers.append(writer)
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length"))  # fmt: skip
+                await reader.readexactly(length)
+                await self.answer(reader, writer)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[[Answer], Awaitable[tuple[Server, str]]]]:
+    servers: list[asyncio.Server] = []
+
+    async def start(answer: Answer) -> tuple[Server, str]:
+        server = Server(answer)
+        listening = await asyncio.start_server(server._serve, "127.0.0.1", 0)
+        servers.append(listening)
+        return server, f"http://127.0.0.1:{listening.sockets[0].getsockname()[1]}/v1/chat/completions"
+
+    yield start
+    for listening in servers:
+        listening.close()
+
+
+def content_length(body: bytes = OK) -> Answer:
+    async def answer(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nInference-Id: abc\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+
+    return answer
+
+
+async def test_a_content_length_answer_and_the_connection_kept_alive(serve) -> None:
+    server, url = await serve(content_length())
+    pool = Pool(1, 5)
+    for _ in range(3):
+        response = await pool.post(url, b"{}", {"Content-Type": "application/json"})
+        assert response.status == 200 and response.headers.get("inference-id") == "abc"
+        assert await read_capped(response, 1000) == OK
+        response.release()
+    assert server.connections == 1
+    await pool.close()
+
+
+async def test_a_chunked_stream_is_read_line_by_line_as_it_arrives(serve) -> None:
+    go_on = asyncio.Event()
+
+    async def answer(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        writer.write(b"8\r\ndata: 1\n\r\n")
+        await go_on.wait()
+        writer.write(b"9\r\n\ndata: 2\n\r\n0\r\n\r\n")
+
+    server, url = await serve(answer)
+    pool = Pool(1, 5)
+    response = await pool.post(url, b"{}", {})
+    assert await response.content.readline() == b"data: 1\n"  # before the rest was sent
+    go_on.set()
+    assert [await response.content.readline() for _ in range(4)] == [b"\n", b"data: 2\n", b"", b""]
+    response.release()
+    response = await pool.post(url, b"{}", {})  # the same connection, reused
+    assert await response.content.readline() == b"data: 1\n"
+    response.release()  # the answer unfinished: its connection is closed, not reused
+    assert server.connections == 1
+    await pool.close()
+
+
+async def test_a_body_until_close_and_a_server_that_closed_an_idle_connection(serve) -> None:
+    async def until_close(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\n\r\n" + OK)
+        await writer.drain()
+        writer.close()
+
+    _, url = await serve(until_close)
+    pool = Pool(1, 5)
+    response = await pool.post(url, b"{}", {})
+    assert await read_capped(response, 1000) == OK
+    response.release()
+
+    server, url = await serve(content_length())
+    response = await pool.post(url, b"{}", {})
+    await response.read()
+    response.release()
+    server.writers[0].close()  # the server ends the kept-alive connection while it is idle
+    await asyncio.sleep(0.05)
+    response = await pool.post(url, b"{}", {})
+    assert await response.read() == OK and server.connections == 2
+    response.release()
+    await pool.close()
+
+
+async def test_caps_timeouts_and_broken_answers(serve) -> None:
+    pool = Pool(1, 0.2)
+    _, url = await serve(content_length(b"x" * 5000))
+    with pytest.raises(AttemptFailed, match="larger than"):
+        await read_capped(await pool.post(url, b"{}", {}), 1000)
+
+    async def silent(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+
+    _, url = await serve(silent)
+    response = await pool.post(url, b"{}", {})
+    with pytest.raises(TimeoutError):
+        await response.content.readline()
+    response.release()
+
+    async def garbage(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"NOT HTTP AT ALL\r\n\r\n")
+
+    _, url = await serve(garbage)
+    with pytest.raises(HttpError):
+        await pool.post(url, b"{}", {})
+    with pytest.raises(HttpError, match="line break"):
+        await pool.post(url, b"{}", {"X-Evil": "a\r\nHost: elsewhere"})
+    await pool.close()
+
+
+async def test_a_kept_alive_connection_closed_unanswered_is_retried_on_a_new_one(serve) -> None:
+    answered: dict[asyncio.StreamWriter, int] = {}
+
+    async def once_per_connection(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        answered[writer] = answered.get(writer, 0) + 1
+        if answered[writer] > 1:  # as a server that timed the idle connection out just as the request came
+            writer.close()
+            return
+        await content_length()(_, writer)
+
+    server, url = await serve(once_per_connection)
+    pool = Pool(1, 5)
+    for _ in range(3):
+        response = await pool.post(url, b"{}", {})
+        assert await response.read() == OK
+        response.release()
+    assert server.connections == 3  # each reuse met a closed connection and went on to a new one
+    await pool.close()

@@ -241,6 +241,17 @@ def test_the_running_envoy_watches_its_heap(tight) -> None:
     assert "overload.envoy.overload_actions.stop_accepting_requests.active: 0" in stats
 
 
+def test_budgets_per_client_and_for_all_clients_follow_the_settings() -> None:
+    limits = edge.EdgeLimits.from_environment({edge.CLIENT_BUDGET_ENV: "16,4", edge.EDGE_BUDGET_ENV: "128,8"})
+    hcm = _hcm(rendered(edge=limits))
+    (budget,) = [f["typed_config"] for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.local_ratelimit"]
+    buckets = {tuple(e["key"] for e in d["entries"]): d["token_bucket"] for d in budget["descriptors"]}
+    assert buckets[("remote_address", "body")]["max_tokens"] == 16 * MIB
+    assert buckets[("remote_address", "body")]["tokens_per_fill"] == MIB  # every 0.25 s
+    assert buckets[("body",)]["max_tokens"] == 128 * MIB
+    assert buckets[("body",)]["tokens_per_fill"] == 2 * MIB
+
+
 @pytest.mark.parametrize("value", ["0", "-5", "many"])
 def test_a_limit_that_is_not_a_positive_number_is_refused(value: str) -> None:
     with pytest.raises(ValueError):

@@ -41,6 +41,7 @@ HEAP_ENV = "SWITCHBOARD_ENVOY_MAX_HEAP_MB"
 CONNECTIONS_ENV = "SWITCHBOARD_ENVOY_MAX_CONNECTIONS"
 BODY_DEADLINE_ENV = "SWITCHBOARD_ENVOY_BODY_DEADLINE_SECONDS"
 CLIENT_BUDGET_ENV = "SWITCHBOARD_ENVOY_CLIENT_LARGE_BODY_MIB"  # "burst,per_second"
+EDGE_BUDGET_ENV = "SWITCHBOARD_ENVOY_LARGE_BODY_MIB"  # "burst,per_second", all clients together
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,8 @@ class EdgeLimits:
     connection_buffer_bytes: int = 1 * MIB  # per connection, listener and clusters (Envoy's default, stated)
     client_burst_bytes: int = 24 * MIB  # large bodies one client address may start at once ...
     client_bytes_per_second: int = 2 * MIB  # ... and then per second
+    edge_burst_bytes: int = 256 * MIB  # the same for all clients together: what many addresses may start
+    edge_bytes_per_second: int = 16 * MIB
     anonymous: bool = False  # anonymous mode: Router routes take large bodies without a token
 
     @classmethod
@@ -67,9 +70,13 @@ class EdgeLimits:
             values["max_connections"] = int(connections)
         if deadline := environment.get(BODY_DEADLINE_ENV):
             values["body_deadline_seconds"] = int(deadline)
-        if budget := environment.get(CLIENT_BUDGET_ENV):
-            burst, _, rate = budget.partition(",")
-            values["client_burst_bytes"], values["client_bytes_per_second"] = int(burst) * MIB, int(rate) * MIB
+        for env, prefix in ((CLIENT_BUDGET_ENV, "client"), (EDGE_BUDGET_ENV, "edge")):
+            if budget := environment.get(env):
+                burst, _, rate = budget.partition(",")
+                values[f"{prefix}_burst_bytes"], values[f"{prefix}_bytes_per_second"] = (
+                    int(burst) * MIB,
+                    int(rate) * MIB,
+                )
         for name, value in values.items():
             if not 0 < value < MAX_BUCKET:
                 raise ValueError(f"{name} must be positive and below {MAX_BUCKET}, got {value}")
@@ -152,26 +159,31 @@ def overload_manager(limits: EdgeLimits) -> dict:
 _BODY_METHODS = r"POST|PUT|PATCH"
 
 
-def _large_body(hits: dict, *length_match: dict) -> dict:
-    """A rate limit entry: (client address, "large") for requests whose headers match, costing `hits`."""
+def _large_body(per_client: bool, hits: dict, *length_match: dict) -> dict:
+    """A rate limit entry: ([client address,] "large") for requests whose headers match, costing `hits`."""
     not_grpc = {"name": "content-type", "string_match": {"prefix": "application/grpc"}, "invert_match": True}
     match = {
         "descriptor_key": "body",
         "descriptor_value": "large",
         "headers": [*length_match, not_grpc],
     }
-    return {"actions": [{"remote_address": {}}, {"header_value_match": match}], "hits_addend": hits}
+    client = [{"remote_address": {}}] if per_client else []
+    return {"actions": [*client, {"header_value_match": match}], "hits_addend": hits}
+
+
+def _bucket(burst: int, per_second: int) -> dict:
+    return {"max_tokens": burst, "tokens_per_fill": max(1, per_second // 4), "fill_interval": "0.25s"}
 
 
 def client_budget_filter(limits: EdgeLimits) -> dict:
-    """Envoy's local rate limit as a byte budget per client address for large bodies: a body over
-    SMALL_BODY_BYTES costs its declared length, one of unknown length the free-body cap. Native gRPC
-    is not counted: its routes are not buffered (flow control holds a slow sender)."""
+    """Envoy's local rate limit as byte budgets for large bodies, one per client address and one for
+    all clients together: a body over SMALL_BODY_BYTES costs its declared length, one of unknown
+    length the free-body cap. Native gRPC is not counted: its routes are not buffered (flow control
+    holds a slow sender)."""
     declared_large = {"name": "content-length", "range_match": {"start": SMALL_BODY_BYTES + 1, "end": 2**62}}
     unknown_length = {"name": "content-length", "present_match": True, "invert_match": True}
     with_body = {"name": ":method", "string_match": {"safe_regex": {"regex": _BODY_METHODS}}}
     every = {"numerator": 100, "denominator": "HUNDRED"}
-    per_fill = limits.client_bytes_per_second // 4
     return {
         "name": "envoy.filters.http.local_ratelimit",
         "typed_config": {
@@ -185,16 +197,20 @@ def client_budget_filter(limits: EdgeLimits) -> dict:
             "descriptors": [
                 {
                     "entries": [{"key": "remote_address"}, {"key": "body", "value": "large"}],
-                    "token_bucket": {
-                        "max_tokens": limits.client_burst_bytes,
-                        "tokens_per_fill": per_fill,
-                        "fill_interval": "0.25s",
-                    },
-                }
+                    "token_bucket": _bucket(limits.client_burst_bytes, limits.client_bytes_per_second),
+                },
+                {
+                    "entries": [{"key": "body", "value": "large"}],
+                    "token_bucket": _bucket(limits.edge_burst_bytes, limits.edge_bytes_per_second),
+                },
             ],
             "rate_limits": [
-                _large_body({"format": "%REQ(content-length)%"}, declared_large),
-                _large_body({"number": FREE_BODY_BYTES}, unknown_length, with_body),
+                _large_body(per_client, hits, *match)
+                for per_client in (True, False)
+                for hits, match in (
+                    ({"format": "%REQ(content-length)%"}, [declared_large]),
+                    ({"number": FREE_BODY_BYTES}, [unknown_length, with_body]),
+                )
             ],
             "response_headers_to_add": [
                 {"header": {"key": "retry-after", "value": "1"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}

@@ -48,6 +48,7 @@ class FloodCase:
     path: str
     body: bytes
     what: str
+    auth: str = ""  # the Authorization header instead of the target's (a stranger's flood)
 
 
 @dataclass
@@ -111,11 +112,13 @@ def flood_cases(target: Target) -> list[FloodCase]:
     providers = _chat(target.models["chat"], provider=" ".join(f"no-such-provider-{i}" for i in range(PROVIDER_IDS)))
     cases.append(FloodCase("model-20k", CHAT_PATH, json.dumps(long_model).encode(), f"{MODEL_CHARS:,}-char model"))
     cases.append(FloodCase("provider-3k", CHAT_PATH, json.dumps(providers).encode(), f"{PROVIDER_IDS:,} unknown ids"))
+    under = _exactly(ENVOY_CAP - CAP_EDGE, chat_8mib)
+    cases.append(FloodCase("chat-8mib-bad-token", CHAT_PATH, under, "an invalid token", "Bearer sb-not-a-token"))
     return cases
 
 
 def _send(connection: http.client.HTTPConnection, case: FloodCase, auth: str) -> tuple[int, str]:
-    headers = {"Content-Type": "application/json", "Authorization": auth}
+    headers = {"Content-Type": "application/json", "Authorization": case.auth or auth}
     # Envoy may answer an oversized body before reading all of it; its answer is still to be read.
     with contextlib.suppress(BrokenPipeError, ConnectionResetError):
         connection.request("POST", case.path, case.body, headers)

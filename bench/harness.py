@@ -23,6 +23,7 @@ from pathlib import Path
 
 from bench import flood as flooding
 from bench import report as reporting
+from bench import slowbody as slowbodies
 from bench import soak as soaking
 from bench import telemetry
 from bench.load import SCENARIOS, Measurement, Scenario, measure
@@ -211,6 +212,35 @@ def flood_bench(args: argparse.Namespace) -> int:
         return 0 if report.floods_ok() else 1
 
 
+def slowbody_bench(args: argparse.Namespace) -> int:
+    """Envoy's memory and ordinary callers under the slow-body attack: bench/slowbody.py."""
+    with bench_stacks(args.keep) as (data_dir, fixtures, _):
+        stub = start_stub(fixtures)
+        starters: list[tuple[str, Callable[[], tuple[Stack, Target]]]] = []
+        if args.baseline:
+            starters.append(("baseline", lambda: start_baseline(data_dir / "baseline", stub, args.baseline)))
+        starters.append(("switchboard", lambda: start_switchboard(data_dir / "switchboard", stub)))
+        scenario = Scenario(f"chat-{args.connections}c", "chat", args.connections, "wrk")
+        kind, mib = "valid" if args.valid_token else "invalid", slowbodies.MIB
+        attack = slowbodies.Attack(args.attackers, args.declared_mib * mib, args.sent_mib * mib, "", kind,
+                                   args.guard_mib * mib, args.addresses)  # fmt: skip
+        report = slowbodies.SlowBodyReport(attack, args.duration, args.connections)
+        for name, start in starters:
+            _log(f"starting {name} ...")
+            stack, target = start()
+            try:  # one stack at a time: the next starts with the machine's memory back
+                if not usable([target], [scenario], report.notes)[scenario.name]:
+                    raise SystemExit(f"{name} fails the warm-up: {report.notes}")
+                attack.token = target.auth.removeprefix("Bearer ") if args.valid_token else "sb-not-a-token"
+                report.phases.append(slowbodies.measure(target, attack, scenario, args.duration, _log))
+            finally:
+                stack.stop()
+        written = report.write()
+        print(report.table(), flush=True)
+        _log("wrote " + ", ".join(str(p.relative_to(ROOT)) for p in written))
+        return 0
+
+
 def _compare(targets: list[Target], args: argparse.Namespace, report: reporting.Report) -> None:
     scenarios = [s for s in SCENARIOS if not args.scenarios or s.name in args.scenarios.split(",")]
     plan = usable(targets, scenarios, report.notes)
@@ -285,6 +315,17 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     flood.add_argument("--connections", type=int, default=4, help="the callers' wrk connections (default 4)")
     flood.add_argument("--cases", default="", help="comma-separated subset of the flood's cases (default all)")
     flood.add_argument("--keep", action="store_true", help="keep the data directory (logs) afterwards")
+    slow = sub.add_parser("slowbody", help="Envoy's memory and ordinary callers under held large bodies")
+    slow.add_argument("--attackers", type=int, default=1000, help="held connections (default 1000)")
+    slow.add_argument("--declared-mib", type=int, default=8, help="each declares this body size (default 8)")
+    slow.add_argument("--sent-mib", type=int, default=7, help="and sends this much of it (default 7)")
+    slow.add_argument("--addresses", type=int, default=1, help="client addresses 127.0.0.2, ... (max 250)")
+    slow.add_argument("--valid-token", action="store_true", help="a valid token instead of an invalid one")
+    slow.add_argument("--guard-mib", type=int, default=8192, help="sending stops past this Envoy RSS (8192)")
+    slow.add_argument("--duration", type=float, default=10.0, help="seconds per callers' run (default 10)")
+    slow.add_argument("--connections", type=int, default=4, help="the callers' wrk connections (default 4)")
+    slow.add_argument("--baseline", type=Path, help="also: the stack of an earlier checkout with its own .venv")
+    slow.add_argument("--keep", action="store_true", help="keep the data directory (logs) afterwards")
     for name in ("registry", "billing", "client"):
         sub.add_parser(name, help=f"bench/{name}_bench.py (arguments are passed on)", add_help=False)
     sub.add_parser(
@@ -305,4 +346,6 @@ def main(argv: list[str] | None = None) -> int:
         return billing_away(extra)
     if args.command == "flood":
         return flood_bench(args)
+    if args.command == "slowbody":
+        return slowbody_bench(args)
     return run_script(args.command, extra)

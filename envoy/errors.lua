@@ -15,10 +15,12 @@ function echo(text)
   return (gsub(sub(text, 1, MAX_ECHO), "[^%w_%.%-]", "?"))
 end
 
--- Answers in OpenAI's shape; the local reply mappers leave a reply marked own_reply alone.
-function reject(handle, status, code, message, param)
+-- Answers in OpenAI's shape (type invalid_request_error unless given); the local reply
+-- mappers leave a reply marked own_reply alone.
+function reject(handle, status, code, message, param, error_type)
   handle:streamInfo():dynamicMetadata():set("switchboard", "own_reply", true)
-  local body = '{"error":{"message":"' .. message .. '","type":"invalid_request_error","param":'
+  local body = '{"error":{"message":"' .. message .. '","type":"' .. (error_type or "invalid_request_error")
+    .. '","param":'
     .. (param and '"' .. param .. '"' or "null") .. ',"code":"' .. code .. '"}}'
   handle:respond({[":status"] = tostring(status), ["content-type"] = "application/json"}, body)
 end

@@ -28,8 +28,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.backoff import Backoff
 from services.common.config import shared_service_credential
+from services.common.edge import EdgeLimits
 from services.common.envoy import EnvoyPorts, render
 from services.common.secrets import private_directory, private_file, private_tree, read_or_create_secret
+from services.common.telemetry import trace_ratio
 
 READY_DEADLINE_SECONDS = 60.0
 STOP_GRACE_SECONDS = 10.0
@@ -368,7 +370,8 @@ def start_stack(options: UpOptions) -> tuple[Stack, str, str]:
                         "router": [("127.0.0.1", port) for port in routers],
                     },
                     otlp_endpoint=env.get("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
-                    trace_ratio=float(env.get("OTEL_TRACES_SAMPLER_ARG") or 1),
+                    trace_ratio=trace_ratio(env),
+                    edge=EdgeLimits.from_environment(env, anonymous=bool(options.anonymous_account)),
                 )
             )
         )

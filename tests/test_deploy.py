@@ -155,6 +155,11 @@ def test_envoy_accepts_the_in_cluster_config(tmp_path: Path) -> None:
     taken from this checkout instead of the image's /app."""
     config = tmp_path / "envoy.yaml"
     config.write_text(render(replace(IN_CLUSTER, files_root=ROOT)))
+    assert_envoy_accepts(config)
+
+
+def assert_envoy_accepts(config: Path) -> None:
+    """Envoy's own validation (`envoy --mode validate`) of a configuration file."""
     envoy = Path(sys.executable).parent / "envoy"
     checked = subprocess.run(
         [str(envoy), "--mode", "validate", "-c", str(config), "--log-level", "error"],

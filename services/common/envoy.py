@@ -21,10 +21,14 @@ from urllib.parse import urlsplit
 from google.api import annotations_pb2, field_behavior_pb2
 from google.protobuf import descriptor_pb2
 
+from services.common import edge
+from services.common.telemetry import DEFAULT_TRACE_RATIO
+
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "envoy" / "envoy.yaml.template"
 LUA_FILE = ROOT / "envoy" / "errors.lua"
 STRICT_LUA_FILE = ROOT / "envoy" / "strict.lua"
+GATE_LUA_FILE = ROOT / "envoy" / "gate.lua"
 DESCRIPTOR = ROOT / "gen" / "switchboard.pb"
 OPENAPI = ROOT / "gen" / "openapi.json"  # written by scripts/generate.py
 # Served until scripts/generate.py writes the document.
@@ -55,6 +59,8 @@ DISCOVERY_SERVICES = (
     "grpc.health.v1.Health",
 )
 DISCOVERY_CLUSTER = "router"
+# Services whose REST routes serve callers without a token in anonymous mode.
+ANONYMOUS_SERVICES = frozenset({"switchboard.router.v1.RouterService"})
 
 # Messages whose JSON form is free (any keys) or not an object the Lua filter checks.
 _FREE_MESSAGES = {
@@ -98,10 +104,11 @@ class EnvoyPorts:
     admin_port: int
     backends: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
     listen_address: str = "127.0.0.1"
-    max_request_bytes: int = 8 * 1024 * 1024
+    max_request_bytes: int = edge.FREE_BODY_BYTES
     files_root: Path = ROOT  # where Envoy finds envoy/ and gen/: this checkout, or a container image's copy
     otlp_endpoint: str = ""  # OTEL_EXPORTER_OTLP_ENDPOINT (OTLP/HTTP): where Envoy sends its spans
-    trace_ratio: float = 1.0  # OTEL_TRACES_SAMPLER_ARG: the share of requests traced (the services follow)
+    trace_ratio: float = DEFAULT_TRACE_RATIO  # OTEL_TRACES_SAMPLER_ARG: the share of new traces sampled
+    edge: edge.EdgeLimits = field(default_factory=edge.EdgeLimits)  # memory, deadlines, per-client budgets
 
 
 @dataclass(frozen=True)
@@ -399,32 +406,38 @@ def _grpc_routes() -> list[dict]:
 _STRICT_SCRIPT = {"@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute", "name": "strict"}
 
 
-def _rest_route(rule: HttpRule, *, strict: bool, with_query: bool | None = None) -> dict:
+def _rest_route(d: Descriptors, rule: HttpRule, *, strict: bool, with_query: bool | None = None,
+                anonymous: bool = False) -> dict:  # fmt: skip
     """A route for one HTTP rule (with or without a query string, when given). Its action
     is never used for a transcoded call: the transcoder rewrites the path to the gRPC
-    method and the route is chosen again."""
+    method and the route is chosen again. Its body cap follows from its kind (edge.py)."""
     headers: list[dict] = [{"name": ":method", "string_match": {"exact": rule.verb}}]
     if with_query is not None:
         query = {"name": ":path", "string_match": {"contains": "?"}, "invert_match": not with_query}
         headers.append(query)
+    anonymous = anonymous and rule.service in ANONYMOUS_SERVICES
+    cap = edge.body_cap(rule.key, rule.body, _free_body(d, rule))
+    metadata, per_filter = edge.route_limits(cap, anonymous=anonymous)
     route: dict[str, object] = {
         "match": {"safe_regex": {"regex": path_regex(rule.template)}, "headers": headers},
         "direct_response": _reply(404, "no such route"),
+        "metadata": {"filter_metadata": metadata},
+        "typed_per_filter_config": per_filter,
     }
     if strict:
-        route["metadata"] = {"filter_metadata": {LUA_FILTER: {"rule": rule.key}}}
-        route["typed_per_filter_config"] = {LUA_FILTER: _STRICT_SCRIPT}
+        metadata[LUA_FILTER] = {"rule": rule.key}
+        per_filter[LUA_FILTER] = _STRICT_SCRIPT
     return route
 
 
-def _rest_routes(d: Descriptors) -> list[dict]:
+def _rest_routes(d: Descriptors, anonymous: bool = False) -> list[dict]:
     """Every rule gets the strict script, except free-body rules (chat) without a query
     string: those run errors.lua only, as before, and come first (the hot path)."""
     free = [r for r in d.rules if _free_body(d, r)]
     return [
-        *(_rest_route(r, strict=False, with_query=False) for r in free),
-        *(_rest_route(r, strict=True, with_query=True) for r in free),
-        *(_rest_route(r, strict=True) for r in d.rules if not _free_body(d, r)),
+        *(_rest_route(d, r, strict=False, with_query=False, anonymous=anonymous) for r in free),
+        *(_rest_route(d, r, strict=True, with_query=True, anonymous=anonymous) for r in free),
+        *(_rest_route(d, r, strict=True, anonymous=anonymous) for r in d.rules if not _free_body(d, r)),
     ]
 
 
@@ -506,14 +519,20 @@ def _console_routes(files_root: Path) -> list[dict]:
     return routes + [route({"path": f"{CONSOLE_PATH}{file.as_posix()}"}, file) for file in console_files()]
 
 
-def routes(d: Descriptors, files_root: Path = ROOT) -> list[dict]:
-    return [
+def routes(d: Descriptors, files_root: Path = ROOT, anonymous: bool = False) -> list[dict]:
+    """Every route; one without a body cap of its own (static files, refusals) takes a small one."""
+    every = [
         *_grpc_routes(),
-        *_rest_routes(d),
+        *_rest_routes(d, anonymous),
         _openapi_route(),
         *_console_routes(files_root),
         {"match": {"prefix": "/"}, "direct_response": _reply(404, "no such route")},
     ]
+    for route in every:
+        if "typed_per_filter_config" not in route:
+            metadata, per_filter = edge.route_limits(edge.SMALL_BODY_BYTES)
+            route["metadata"], route["typed_per_filter_config"] = {"filter_metadata": metadata}, per_filter
+    return every
 
 
 # --- local replies ------------------------------------------------------------
@@ -532,7 +551,11 @@ def _status_filter(status: int) -> dict:
 
 def _transcoder_filter(status: int) -> dict:
     """A local reply of the transcoder with this status (its details name it)."""
-    expression = f"response.code == {status} && response.code_details.startsWith('grpc_json_transcode')"
+    return _cel_filter(f"response.code == {status} && response.code_details.startsWith('grpc_json_transcode')")
+
+
+def _cel_filter(expression: str) -> dict:
+    """A local reply for which the CEL expression holds."""
     return {
         "extension_filter": {
             "name": "envoy.access_loggers.extension_filters.cel",
@@ -542,6 +565,14 @@ def _transcoder_filter(status: int) -> dict:
             },
         }
     }
+
+
+def _budget_mapper() -> dict:
+    """The per-client budget's 429 (edge.py) says what ran out."""
+    error = _error_format("rate_limit_error", "rate_limited")
+    error["json_format"]["error"]["message"] = edge.BUDGET_MESSAGE
+    expression = "response.code == 429 && response.code_details == 'local_rate_limited'"
+    return {"filter": _cel_filter(expression), "body_format_override": error}
 
 
 def local_reply_mappers() -> list[dict]:
@@ -554,7 +585,7 @@ def local_reply_mappers() -> list[dict]:
             }
         }
     }
-    mappers: list[dict] = [own]
+    mappers: list[dict] = [own, _budget_mapper()]
     for status, shape in ((400, _TRANSCODER_400), (500, _TRANSCODER_500)):
         mappers.append({"filter": _transcoder_filter(status), "body_format_override": _error_format(*shape)})
     for status, (error_type, code) in _LOCAL_REPLIES.items():
@@ -576,7 +607,7 @@ def _discovery(endpoints: list[tuple[str, int]]) -> str:
     return "STATIC"
 
 
-def _clusters(backends: dict[str, list[tuple[str, int]]]) -> str:
+def _clusters(backends: dict[str, list[tuple[str, int]]], buffer_bytes: int) -> str:
     lines = []
     for cluster, endpoints in backends.items():
         lines += [
@@ -584,6 +615,7 @@ def _clusters(backends: dict[str, list[tuple[str, int]]]) -> str:
             f"      type: {_discovery(endpoints)}",
             "      connect_timeout: 1s",
             "      lb_policy: ROUND_ROBIN",
+            f"      per_connection_buffer_limit_bytes: {buffer_bytes}",
             "      typed_extension_protocol_options:",
             "        envoy.extensions.upstreams.http.v3.HttpProtocolOptions:",
             '          "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions',
@@ -604,12 +636,13 @@ def _clusters(backends: dict[str, list[tuple[str, int]]]) -> str:
 OTLP_CLUSTER = "opentelemetry_collector"
 
 
-def tracing(otlp_endpoint: str, ratio: float = 1.0) -> dict:
-    """The connection manager's OpenTelemetry tracing. Envoy's tracer needs an exporter: without
-    an endpoint it gets a collector cluster with no host and samples nothing, so it still
-    continues or starts the W3C traceparent and passes it on, and exports nothing. With one, it
-    samples `ratio` of the requests it starts a trace for; the services follow its decision."""
-    uri = otlp_endpoint.rstrip("/") + "/v1/traces" if otlp_endpoint else "http://127.0.0.1/v1/traces"
+def tracing(otlp_endpoint: str, ratio: float = DEFAULT_TRACE_RATIO) -> dict | None:
+    """The connection manager's OpenTelemetry tracing; None (no tracer at all) without an
+    endpoint. Parent-based, as the services' sampler: a caller's traceparent decides by its
+    sampled flag, and of the traces Envoy starts it samples `ratio`."""
+    if not otlp_endpoint:
+        return None
+    uri = otlp_endpoint.rstrip("/") + "/v1/traces"
     config = {
         "@type": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig",
         "service_name": "switchboard-envoy",
@@ -617,29 +650,57 @@ def tracing(otlp_endpoint: str, ratio: float = 1.0) -> dict:
     }
     return {
         "provider": {"name": "envoy.tracers.opentelemetry", "typed_config": config},
-        "random_sampling": {"value": min(100.0, max(0.0, 100 * ratio)) if otlp_endpoint else 0},
+        # A new trace: sampled at the ratio. A caller's trace: see early_mutations().
+        "random_sampling": {"value": min(100.0, max(0.0, 100 * ratio))},
+        "client_sampling": {"value": 100},
     }
 
 
+def early_mutations(otlp_endpoint: str) -> list[dict]:
+    """Header changes before Envoy decides anything. Only the strict Lua script may say which method
+    the caller used. While tracing is on, a request with a traceparent is marked as the client's
+    trace (x-client-trace-id, which client_sampling always traces): Envoy's OpenTelemetry tracer
+    then samples it by its sampled flag, so the decision is parent-based as the services' is."""
+    mutations: list[dict] = [{"remove": "x-switchboard-method"}, {"remove": "x-client-trace-id"}]
+    if otlp_endpoint:
+        mark = {"header": {"key": "x-client-trace-id", "value": "%REQ(traceparent)%"}, "keep_empty_value": False}
+        mutations.append({"append": mark})
+    return mutations
+
+
+def _tracing_line(otlp_endpoint: str, ratio: float) -> str:
+    config = tracing(otlp_endpoint, ratio)
+    return "" if config is None else " " * 16 + "tracing: " + json.dumps(config)
+
+
 def _collector_cluster(otlp_endpoint: str) -> str:
-    """The OTLP/HTTP collector's cluster (plain HTTP/1.1); without an endpoint, one with no host."""
+    """The OTLP/HTTP collector's cluster (plain HTTP/1.1); none without an endpoint."""
+    if not otlp_endpoint:
+        return ""
+    url = urlsplit(otlp_endpoint)
+    address = f"{{address: {{socket_address: {{address: {url.hostname}, port_value: {url.port or 80}}}}}}}"
     lines = [
         f"    - name: {OTLP_CLUSTER}",
         "      type: STRICT_DNS",
         "      connect_timeout: 1s",
         "      load_assignment:",
         f"        cluster_name: {OTLP_CLUSTER}",
+        "        endpoints:",
+        "          - lb_endpoints:",
+        f"              - endpoint: {address}",
     ]
-    if otlp_endpoint:
-        url = urlsplit(otlp_endpoint)
-        address = f"{{address: {{socket_address: {{address: {url.hostname}, port_value: {url.port or 80}}}}}}}"
-        lines += ["        endpoints:", "          - lb_endpoints:", f"              - endpoint: {address}"]
     return "\n" + "\n".join(lines)
+
+
+def gate_lua() -> str:
+    """The gate's script: the shared response shaping, its constants, the checks."""
+    return "\n".join([LUA_FILE.read_text(), edge.gate_tables(), GATE_LUA_FILE.read_text()])
 
 
 def render(ports: EnvoyPorts) -> str:
     """The Envoy configuration as YAML text."""
     d = descriptors()
+    limits = ports.edge
     return Template(TEMPLATE.read_text()).substitute(
         admin_port=ports.admin_port,
         http_port=ports.http_port,
@@ -652,8 +713,15 @@ def render(ports: EnvoyPorts) -> str:
         strict_lua=json.dumps(strict_lua(d)),
         descriptor=ports.files_root / DESCRIPTOR.relative_to(ROOT),
         transcoded_services=json.dumps(list(PUBLIC_SERVICES)),
-        routes=json.dumps(routes(d, ports.files_root)),
+        routes=json.dumps(routes(d, ports.files_root, limits.anonymous)),
         local_reply_mappers=json.dumps(local_reply_mappers()),
-        tracing=json.dumps(tracing(ports.otlp_endpoint, ports.trace_ratio)),
-        clusters=_clusters(ports.backends) + _collector_cluster(ports.otlp_endpoint),
+        tracing=_tracing_line(ports.otlp_endpoint, ports.trace_ratio),
+        early_mutations=json.dumps(early_mutations(ports.otlp_endpoint)),
+        clusters=_clusters(ports.backends, limits.connection_buffer_bytes) + _collector_cluster(ports.otlp_endpoint),
+        overload_manager=json.dumps(edge.overload_manager(limits)),
+        connection_buffer_bytes=limits.connection_buffer_bytes,
+        body_deadline=f"{limits.body_deadline_seconds}s",
+        connection_idle=f"{limits.connection_idle_seconds}s",
+        client_budget_filter=json.dumps(edge.client_budget_filter(limits)),
+        gate_filter=json.dumps(edge.gate_filter(gate_lua())),
     )

@@ -46,6 +46,10 @@ from services.common.metadata import adding_metadata
 log = logging.getLogger(__name__)
 
 OTLP_ENDPOINT_ENV = "OTEL_EXPORTER_OTLP_ENDPOINT"
+TRACE_RATIO_ENV = "OTEL_TRACES_SAMPLER_ARG"
+# The share of new traces sampled (Envoy and the services alike) unless TRACE_RATIO_ENV says otherwise;
+# a trace a caller started is followed by its sampled flag.
+DEFAULT_TRACE_RATIO = 0.01
 TRACEPARENT = "traceparent"
 OTHER_MODEL = "other"  # the model label of a request whose model is not in the catalog
 NO_PROVIDER = "none"  # the provider label of a request no provider answered
@@ -342,6 +346,20 @@ def tracing_enabled() -> bool:
     return _tracer is not None
 
 
+def trace_ratio(environment: Mapping[str, str] = os.environ) -> float:
+    """The share of new traces sampled: TRACE_RATIO_ENV, else DEFAULT_TRACE_RATIO (clamped to 0..1)."""
+    text = environment.get(TRACE_RATIO_ENV, "")
+    return min(1.0, max(0.0, float(text))) if text else DEFAULT_TRACE_RATIO
+
+
+def sampler(ratio: float) -> Any:
+    """Parent-based sampling, as Envoy's: a parent's sampled flag decides; a new trace is sampled
+    by its trace id at `ratio`."""
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+    return ParentBased(TraceIdRatioBased(ratio))
+
+
 def configure_tracing(service: str, environment: Mapping[str, str] = os.environ) -> bool:
     """Turns tracing on when OTEL_EXPORTER_OTLP_ENDPOINT is set: spans are batched and sent
     over OTLP/HTTP on the SDK's own thread. Returns whether it is on."""
@@ -354,7 +372,9 @@ def configure_tracing(service: str, environment: Mapping[str, str] = os.environ)
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    provider = TracerProvider(resource=Resource.create({"service.name": f"switchboard-{service}"}))
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": f"switchboard-{service}"}), sampler=sampler(trace_ratio(environment))
+    )
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
     _tracer = trace.get_tracer("switchboard")

@@ -126,7 +126,7 @@ def _text_task(task: str, text: str, parameters: dict) -> Any:
             {"sequence": text.replace(mask, token, 1), "score": score, "token": index, "token_str": token}
             for index, (token, score) in enumerate((("the", 0.6), ("a", 0.3)))
         ]
-    return _labels(text)  # text-classification
+    return [_labels(text)]  # text-classification: one list of labels per input, as the hub answers it
 
 
 def _image_task(task: str, data: bytes, parameters: dict) -> Any:

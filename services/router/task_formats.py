@@ -28,6 +28,7 @@ from services.common.pricing import Price, estimate_nano_usd, saturated
 from services.common.provider_api import AttemptFailed
 from services.common.providers import Route
 from services.common.tasks import HUB_FORMAT, OPENAI_FORMAT, Task
+from services.router import params
 
 JSON_TYPE = "application/json"
 # The GenAI semantic conventions' gen_ai.operation.name of each task (others: GENERATE).
@@ -91,6 +92,7 @@ class TaskInput:
     route: str = HUB_FORMAT
     options: dict = field(default_factory=dict)
     provider: str = ""  # the `provider` field: providers to use, in order
+    max_price: dict | None = None  # the caller's price ceiling (params.max_price checked it)
 
     @property
     def texts(self) -> list[str]:
@@ -254,7 +256,7 @@ def _hub_inputs(task: Task, inputs: object, parameters: dict) -> object:
 def embeddings_input(task: Task, data: bytes) -> TaskInput:
     """POST /v1/embeddings: {"model", "input": str or [str], "encoding_format"?, "dimensions"?}."""
     body = _json_object(data, '{"model": ..., "input": ...}')
-    model = _text(body.get("model"), "model", 512)
+    params.check_body(body, params.COMMON, {"model", "input"})
     value = body.get("input")
     if isinstance(value, list) and value and not all(isinstance(v, str) for v in value):
         raise _bad("input must be a string or a list of strings (token arrays are not accepted)", "input")
@@ -269,21 +271,14 @@ def embeddings_input(task: Task, data: bytes) -> TaskInput:
         if isinstance(dimensions, bool) or not isinstance(dimensions, int) or not 1 <= dimensions <= MAX_DIMENSIONS:
             raise _bad(f"dimensions must be an integer 1..{MAX_DIMENSIONS}", "dimensions")
         parameters["dimensions"] = dimensions
-    return TaskInput(task, model, inputs, parameters, route=OPENAI_FORMAT, options=options,
-                     provider=_provider_field(body))  # fmt: skip
-
-
-def _provider_field(body: dict) -> str:
-    value = body.get("provider")
-    if value is not None and not isinstance(value, str):
-        raise _bad("provider must be a string of provider ids separated by spaces", "provider")
-    return value or ""
+    return TaskInput(task, body["model"], inputs, parameters, route=OPENAI_FORMAT, options=options,
+                     provider=body.get("provider") or "", max_price=body.get("max_price"))  # fmt: skip
 
 
 def speech_input(task: Task, data: bytes) -> TaskInput:
     """POST /v1/audio/speech: {"model", "input", "voice", "response_format"?, "speed"?, "instructions"?}."""
     body = _json_object(data, '{"model": ..., "input": ..., "voice": ...}')
-    model = _text(body.get("model"), "model", 512)
+    params.check_body(body, params.COMMON, {"model", "input"})
     text = _text(body.get("input"), "input", MAX_SPEECH_CHARS)
     voice = body.get("voice", DEFAULT_VOICE)
     if isinstance(voice, dict):
@@ -302,7 +297,8 @@ def speech_input(task: Task, data: bytes) -> TaskInput:
         options["speed"] = speed
     if body.get("instructions") is not None:
         options["instructions"] = _text(body["instructions"], "instructions", MAX_SPEECH_CHARS)
-    return TaskInput(task, model, text, route=OPENAI_FORMAT, options=options, provider=_provider_field(body))
+    return TaskInput(task, body["model"], text, route=OPENAI_FORMAT, options=options,
+                     provider=body.get("provider") or "", max_price=body.get("max_price"))  # fmt: skip
 
 
 def _form_fields(data: bytes, content_type: str) -> dict[str, tuple[bytes, str]]:

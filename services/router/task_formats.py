@@ -285,7 +285,7 @@ def speech_input(task: Task, data: bytes) -> TaskInput:
         voice = voice.get("id")
     voice = _text(voice, "voice", 256)
     response_format = body.get("response_format", "mp3")
-    if response_format not in SPEECH_FORMATS:
+    if not isinstance(response_format, str) or response_format not in SPEECH_FORMATS:
         raise _bad(f"response_format must be one of {', '.join(SPEECH_FORMATS)}", "response_format")
     if body.get("stream_format", "audio") != "audio":
         raise _bad('stream_format must be "audio": the audio is streamed as it is made', "stream_format")

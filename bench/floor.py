@@ -25,7 +25,13 @@ from switchboard.router.v1 import router_service_pb2_grpc as router_grpc
 from services.common.server import create_server, run, serve
 
 UPSTREAM_TIMEOUT = aiohttp.ClientTimeout(total=30)
-FLOOR_MODELS = {"chat": "floor-unary", "image": "floor-unary", "stream": "floor-stream", "paced": "floor-paced"}
+FLOOR_MODELS = {
+    "chat": "floor-unary",
+    "image": "floor-unary",
+    "embed": "floor-unary",
+    "stream": "floor-stream",
+    "paced": "floor-paced",
+}
 
 
 class FloorRouter(router_grpc.RouterServiceServicer):

@@ -38,7 +38,7 @@ CHAT_COMPLETION = {
 IMAGE_RESPONSE = {"created": CREATED, "data": [{"url": "http://127.0.0.1/bench/image.png"}]}
 EMBED_RESPONSE = {
     "object": "list",
-    "data": [{"object": "embedding", "index": i, "embedding": [0.125] * 384} for i in range(2)],
+    "data": [{"object": "embedding", "index": i, "embedding": [0.125] * 128} for i in range(2)],
     "model": "stub-model",
     "usage": {"prompt_tokens": 9, "total_tokens": 9},
 }

@@ -404,6 +404,12 @@ def _grpc_routes() -> list[dict]:
 
 
 _STRICT_SCRIPT = {"@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute", "name": "strict"}
+# Request bodies capped below the listener's limit (max_request_bytes) on their routes, by request
+# message: JSON bodies whose documented caps (docs/tasks.md) keep them small. A larger one is a 413.
+ROUTE_BODY_LIMITS = {
+    "switchboard.router.v1.CreateEmbeddingRequest": 4 * 1024 * 1024,
+    "switchboard.router.v1.CreateSpeechRequest": 64 * 1024,
+}
 
 
 def _rest_route(d: Descriptors, rule: HttpRule, *, strict: bool, with_query: bool | None = None,
@@ -417,6 +423,7 @@ def _rest_route(d: Descriptors, rule: HttpRule, *, strict: bool, with_query: boo
         headers.append(query)
     anonymous = anonymous and rule.service in ANONYMOUS_SERVICES
     cap = edge.body_cap(rule.key, rule.body, _free_body(d, rule))
+    cap = min(cap, ROUTE_BODY_LIMITS.get(rule.request, cap))
     metadata, per_filter = edge.route_limits(cap, anonymous=anonymous)
     route: dict[str, object] = {
         "match": {"safe_regex": {"regex": path_regex(rule.template)}, "headers": headers},

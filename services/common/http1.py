@@ -243,14 +243,16 @@ class Response:
             await self._wait()
         return self._take(len(self._buffer) if most < 0 else most)
 
+    async def readany(self) -> bytes:
+        """What of the body has arrived, waiting for some; b"" at its end (aiohttp's name)."""
+        while not self._buffer and not self._complete:
+            await self._wait()
+        return self._take(len(self._buffer))
+
     async def iter_any(self) -> AsyncIterator[bytes]:
         """The body's pieces as they arrive."""
-        while True:
-            while not self._buffer and not self._complete:
-                await self._wait()
-            if not self._buffer:
-                return
-            yield self._take(len(self._buffer))
+        while piece := await self.readany():
+            yield piece
 
     async def readline(self) -> bytes:
         """The next line with its line feed; the rest at the end of the body, b"" after it."""

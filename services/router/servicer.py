@@ -33,6 +33,8 @@ from services.router.key_limits import Grant, KeyLimits
 from services.router.ledger import Ledger
 from services.router.measurements import Measurements
 from services.router.spending import Spending
+from services.router.task_formats import GENERATE, OPERATIONS, Bill, TaskCall, TaskInput, reservation
+from services.router.tasks import TaskMethods
 from services.router.timing import server_timing, timed
 from services.router.upstream import CHAT_PATH, IMAGES_PATH, Opened, Upstreams, relay, rewrite
 from services.router.usage_bounds import believable
@@ -47,8 +49,6 @@ JSON = "application/json"
 EVENT_STREAM = "text/event-stream"
 # The caller of a call without a token in anonymous mode: no user, no memberships, no preferences.
 ANONYMOUS = internal_pb.Caller()
-# The GenAI semantic conventions' gen_ai.operation.name of each task.
-OPERATIONS = {CHAT: "chat", TEXT_TO_IMAGE: "generate_content"}
 # What each route's body must carry and may carry (params.py); everything else passes through.
 BODY_RULES = {CHAT: (params.CHAT, params.REQUIRED_CHAT), TEXT_TO_IMAGE: (params.IMAGES, params.REQUIRED_IMAGES)}
 
@@ -82,6 +82,18 @@ def hf_to_openai(request: router_pb.TextToImageRequest) -> httpbody_pb2.HttpBody
     if parameters.get("width") and parameters.get("height"):
         payload["size"] = f"{parameters['width']}x{parameters['height']}"
     return httpbody_pb2.HttpBody(content_type=JSON, data=orjson.dumps(payload))
+
+
+def _json_payload(raw: bytes, task: str) -> dict:
+    """A chat or images body: a JSON object within its route's rules (params.py)."""
+    try:
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise invalid_argument("INVALID_REQUEST", "the request body is not valid JSON") from None
+    if not isinstance(payload, dict):
+        raise invalid_argument("INVALID_REQUEST", "the request body must be a JSON object")
+    params.check_body(payload, *BODY_RULES[task])
+    return payload
 
 
 def _ask_for_usage(payload: dict) -> bool:
@@ -139,13 +151,15 @@ class Call:
     reserved: bool = False
     grant: Grant | None = None  # the API key's counted limits, when it has any
     upstream_seconds: float = 0.0  # waiting for providers, every attempt included (Server-Timing)
+    task_call: TaskCall | None = None  # a task route's request (task_formats.py), sent in each provider's format
+    bill: Bill | None = None  # a task answer's usage, in its task's unit
 
     @property
     def user(self) -> str:
         return self.caller.user
 
 
-class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
+class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServiceServicer):
     """OpenAI-compatible inference: auth, selection, failover, billing; the providers' health."""
 
     def __init__(
@@ -189,6 +203,9 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
                 "BILL_TO_FORBIDDEN", f"you are not a member of {bill_to[:64]}: cannot bill it", "X-HF-Bill-To"
             )
         return caller, bill_to
+
+    async def _caller_of(self, context: grpc.aio.ServicerContext) -> tuple[internal_pb.Caller, str]:
+        return await self._caller(_headers(context))
 
     async def _routes(
         self, task: str, payload: dict, path_provider: str, caller: internal_pb.Caller, needs: selection.Needs
@@ -256,29 +273,38 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
         output = payload.get("max_completion_tokens") or payload.get("max_tokens") or DEFAULT_MAX_TOKENS
         return estimate_nano_usd(price, task, input_tokens=prompt_tokens_estimate(body_size), output_tokens=output)
 
-    async def _prepare(self, task: str, request, context: grpc.aio.ServicerContext, measure: InferenceMeasure) -> Call:
+    async def _prepare(
+        self,
+        task: str,
+        request,
+        context: grpc.aio.ServicerContext,
+        measure: InferenceMeasure,
+        task_input: Callable[[], TaskInput] | None = None,
+    ) -> Call:
+        """Checks the caller and the body (a task route's by `task_input`), picks the routes, reserves."""
         started = _now()
         headers = _headers(context)
         caller, account = await self._caller(headers)
         raw = request.body.data
-        try:
-            payload = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise invalid_argument("INVALID_REQUEST", "the request body is not valid JSON") from None
-        if not isinstance(payload, dict):
-            raise invalid_argument("INVALID_REQUEST", "the request body must be a JSON object")
-        params.check_body(payload, *BODY_RULES[task])
+        value = task_input() if task_input is not None else None
+        if value is None:
+            payload = _json_payload(raw, task)
+            max_price = payload.pop("max_price", None)  # Switchboard's to honour: never sent on
+            needs = selection.needs_of(payload, prompt_tokens_estimate(len(raw)), max_price)
+        else:
+            payload, needs = value.payload(), selection.needs_of({}, 0, value.max_price)
         grant = await self.key_limits.admit(caller, payload["model"])
-        max_price = payload.pop("max_price", None)  # Switchboard's to honour: never sent on
-        needs = selection.needs_of(payload, prompt_tokens_estimate(len(raw)), max_price)
         model, fit = await self._routes(task, payload, request.provider, caller, needs)
         routes = fit.routes
         if not request.provider:  # resolved in the catalog: a bounded label
             measure.model = model
-        estimate = self._estimate(task, payload, len(raw), routes[0])
+        if value is None:
+            estimate = self._estimate(task, payload, len(raw), routes[0])
+        else:
+            estimate = reservation(value).estimate(routes[0].provider.prices.get(routes[0].provider_model), task)
         call = Call(
             str(uuid.uuid4()), task, caller, account, model, payload, len(raw), routes, estimate, started, measure,
-            headers.get(TRACEPARENT, ""), fit.left_out,
+            headers.get(TRACEPARENT, ""), fit.left_out, task_call=TaskCall(value) if value else None,
         )  # fmt: skip
         call.grant = grant
         call.reserved = await self.spending.reserve(call.request_id, account, estimate)
@@ -291,8 +317,9 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
         deadline = None if remaining is None else began + remaining
         try:
             opened = await self.upstreams.first_answer(
-                call.routes, call.payload, path, stream, deadline, OPERATIONS[call.task], call.traceparent
-            )
+                call.routes, call.task_call or call.payload, path, stream, deadline,
+                OPERATIONS.get(call.task, GENERATE), call.traceparent,
+            )  # fmt: skip
         except ApiError as error:
             self._abandon(call)
             timed(error, call.measure.started, time.monotonic() - began)
@@ -357,7 +384,12 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
         """Measures the answer and hands its ledger record to the background sender."""
         ended = time.monotonic()
         route = opened.route
-        input_tokens, output_tokens, estimate = self._usage(call, opened, images)
+        bill = call.bill  # a task answer, billed in its task's unit
+        if bill is not None:
+            input_tokens, output_tokens, images = bill.input_tokens, bill.output_tokens, bill.images
+            estimate = bill.estimate(route.provider.prices.get(route.provider_model), call.task)
+        else:
+            input_tokens, output_tokens, estimate = self._usage(call, opened, images)
         tokens = output_tokens or opened.usage.chunks
         self.measurements.observe(
             route.provider.id, route.provider_model, opened.first_at - opened.sent_at, tokens, ended - opened.sent_at
@@ -365,7 +397,7 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
         if not images:
             call.measure.tokens(input_tokens, output_tokens)
         self.key_limits.settle(call.grant, input_tokens + output_tokens, estimate)
-        self._record(call, opened, input_tokens, output_tokens, images, estimate)
+        self._record(call, opened, input_tokens, output_tokens, images, estimate, bill=bill)
 
     def _record(
         self,
@@ -376,6 +408,7 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
         images: int,
         estimate: int,
         provisional: bool = False,
+        bill: Bill | None = None,
     ) -> None:
         route = opened.route
         self.ledger.record(
@@ -396,6 +429,8 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
                 estimated_nano_usd=estimate,
                 provisional=provisional,
                 time_to_first_token_ms=round((opened.first_at - opened.sent_at) * 1000),
+                unit=bill.unit if bill else "",
+                units=bill.units if bill else 0,
             )
         )
 
@@ -486,7 +521,12 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
     async def TextToImage(
         self, request: router_pb.TextToImageRequest, context: grpc.aio.ServicerContext
     ) -> httpbody_pb2.HttpBody:
-        body = await self._image(router_pb.CreateImageRequest(body=hf_to_openai(request)), context, _first_png)
+        """A hub task call: text-to-image here, every other task by the task methods."""
+        task = await self._hub_task(request, context)
+        if task != TEXT_TO_IMAGE:
+            return await self._hub_call(task, request, context)
+        images = router_pb.CreateImageRequest(provider=request.provider, body=hf_to_openai(request))
+        body = await self._image(images, context, _first_png)
         return httpbody_pb2.HttpBody(content_type="image/png", data=body)
 
     # --- catalog ---------------------------------------------------------------------------
@@ -577,4 +617,7 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
         accepted = list(params.CHAT) if CHAT in entry.tasks or not entry.tasks else []
         if TEXT_TO_IMAGE in entry.tasks:
             accepted += [p for p in params.IMAGES if p not in accepted]
-        return router_pb.Provider(id=entry.id, url=entry.base_url, models=models, params=accepted, tasks=entry.tasks)
+        formats = {task: entry.format_of(task) for task in entry.tasks}
+        return router_pb.Provider(
+            id=entry.id, url=entry.base_url, models=models, params=accepted, tasks=entry.tasks, task_formats=formats
+        )

@@ -541,7 +541,7 @@ def render(call: TaskCall, route: Route, model: str, result: Any, content_type: 
     """The provider's checked answer in the caller's shape, the provider's secrets redacted."""
     redactor, value = route.provider.redactor, call.value
     if isinstance(result, bytes):
-        return Answer(redactor.bytes(result), content_type)
+        return Answer(redactor.binary(result), content_type)  # refused (502) when it carries a secret
     name = call.task.name
     if name == "feature-extraction":
         vectors = result["vectors"]

@@ -15,11 +15,22 @@ function echo(text)
   return (gsub(sub(text, 1, MAX_ECHO), "[^%w_%.%-]", "?"))
 end
 
--- Answers in OpenAI's shape; the local reply mappers leave a reply marked own_reply alone.
+-- Anthropic's Messages route (plain or per provider) answers in Anthropic's shape
+-- (services/common/errors.py, ANTHROPIC_PATH_REGEX).
+local function anthropic_route(path)
+  local bare = sub(path, 1, (find(path, "?", 1, true) or 0) - 1) .. "/"
+  return find(bare, "^/v1/messages/") ~= nil or find(bare, "^/[^/]+/v1/messages/") ~= nil
+end
+
+-- Answers in OpenAI's shape (Anthropic's on its route); the local reply mappers leave a
+-- reply marked own_reply alone.
 function reject(handle, status, code, message, param)
   handle:streamInfo():dynamicMetadata():set("switchboard", "own_reply", true)
   local body = '{"error":{"message":"' .. message .. '","type":"invalid_request_error","param":'
     .. (param and '"' .. param .. '"' or "null") .. ',"code":"' .. code .. '"}}'
+  if anthropic_route(handle:headers():get(":path") or "") then
+    body = '{"type":"error","error":{"type":"invalid_request_error","message":"' .. message .. '"}}'
+  end
   handle:respond({[":status"] = tostring(status), ["content-type"] = "application/json"}, body)
 end
 

@@ -7,6 +7,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 
 import aiohttp
@@ -20,17 +21,21 @@ from switchboard.router.v1 import router_service_pb2 as router_pb
 from switchboard.router.v1 import router_service_pb2_grpc as router_grpc
 
 from services.common.accounts import OPERATOR_ACCOUNT
-from services.common.auth import parse_bearer
+from services.common.auth import API_KEY_HEADER, TOKEN_PREFIX, credential, parse_bearer
 from services.common.errors import ApiError, Code, invalid_argument, not_found, permission_denied, unavailable
 from services.common.pricing import estimate_nano_usd, prompt_tokens_estimate
 from services.common.providers import CAPABILITY_FIELDS
 from services.common.telemetry import TRACEPARENT, InferenceMeasure
 from services.router import params, selection
+from services.router.completions_api import Completions
 from services.router.directory import Directory, ProviderEntry
 from services.router.health import ProviderHealthMethods
 from services.router.ledger import Ledger
 from services.router.measurements import Measurements
+from services.router.messages_api import Messages
+from services.router.responses_api import Responses
 from services.router.spending import Spending
+from services.router.translation import Translation
 from services.router.upstream import CHAT_PATH, IMAGES_PATH, Opened, Upstreams, relay, rewrite
 
 log = logging.getLogger(__name__)
@@ -53,9 +58,13 @@ def _headers(context: grpc.aio.ServicerContext) -> dict[str, str]:
     """The request headers this service reads, in one pass over the metadata."""
     found = {}
     for name, value in context.invocation_metadata() or ():
-        if name in ("authorization", "x-hf-bill-to", TRACEPARENT):
+        if name in ("authorization", API_KEY_HEADER, "x-hf-bill-to", TRACEPARENT):
             found[name] = value if isinstance(value, str) else value.decode()
     return found
+
+
+def _credential(headers: dict[str, str]) -> str | None:
+    return credential(headers.get("authorization"), headers.get(API_KEY_HEADER))
 
 
 def hf_to_openai(request: router_pb.TextToImageRequest) -> httpbody_pb2.HttpBody:
@@ -156,17 +165,30 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
 
     # --- inference -------------------------------------------------------------------------
 
-    async def _identified(self, authorization: str | None) -> tuple[internal_pb.Caller, str]:
-        """The caller and the account their calls are billed to. Without an Authorization
-        header, in anonymous mode: a caller with no user (live mappings only, no orgs) billed
-        to the anonymous account; otherwise a token the Registry knows, or 401."""
-        if not authorization and self.anonymous_account:
+    async def _known_caller(self, token: str) -> internal_pb.Caller | None:
+        """The token's caller. In anonymous mode a key not shaped like a Switchboard token that
+        the Registry does not know (a placeholder SDKs insist on: EMPTY, sk-no-key-required)
+        is None, as if no key was sent; a Switchboard-shaped one that is wrong or revoked is a 401."""
+        try:
+            return await self.directory.authenticate(token)
+        except ApiError as error:
+            placeholder = self.anonymous_account and not token.startswith(TOKEN_PREFIX)
+            if placeholder and error.grpc_code == Code.UNAUTHENTICATED:
+                return None
+            raise
+
+    async def _identified(self, headers: dict[str, str]) -> tuple[internal_pb.Caller, str]:
+        """The caller and the account their calls are billed to. Without a key, in anonymous
+        mode: a caller with no user (live mappings only, no orgs) billed to the anonymous
+        account; otherwise a token the Registry knows, or 401."""
+        token = parse_bearer(_credential(headers), required=not self.anonymous_account)
+        caller = await self._known_caller(token) if token else None
+        if caller is None:
             return ANONYMOUS, self.anonymous_account
-        caller = await self.directory.authenticate(parse_bearer(authorization))
         return caller, caller.user or OPERATOR_ACCOUNT
 
     async def _caller(self, headers: dict[str, str]) -> tuple[internal_pb.Caller, str]:
-        caller, account = await self._identified(headers.get("authorization"))
+        caller, account = await self._identified(headers)
         bill_to = headers.get("x-hf-bill-to", "").strip()
         if not bill_to:
             return caller, account
@@ -242,7 +264,15 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
         output = payload.get("max_completion_tokens") or payload.get("max_tokens") or DEFAULT_MAX_TOKENS
         return estimate_nano_usd(price, task, input_tokens=prompt_tokens_estimate(body_size), output_tokens=output)
 
-    async def _prepare(self, task: str, request, context: grpc.aio.ServicerContext, measure: InferenceMeasure) -> Call:
+    async def _prepare(
+        self,
+        task: str,
+        request,
+        context: grpc.aio.ServicerContext,
+        measure: InferenceMeasure,
+        translate: Callable[[dict], dict] | None = None,
+    ) -> Call:
+        """The checked call; `translate` turns another API's body into a chat body first."""
         started = _now()
         headers = _headers(context)
         caller, account = await self._caller(headers)
@@ -253,6 +283,8 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
             raise invalid_argument("INVALID_REQUEST", "the request body is not valid JSON") from None
         if not isinstance(payload, dict):
             raise invalid_argument("INVALID_REQUEST", "the request body must be a JSON object")
+        if translate is not None:
+            payload = translate(payload)
         params.check_body(payload, *BODY_RULES[task])
         max_price = payload.pop("max_price", None)  # Switchboard's to honour: never sent on
         needs = selection.needs_of(payload, prompt_tokens_estimate(len(raw)), max_price)
@@ -384,8 +416,9 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
         request: router_pb.CreateChatCompletionRequest,
         context: grpc.aio.ServicerContext,
         measure: InferenceMeasure,
+        translate: Callable[[dict], dict] | None = None,
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
-        call = await self._prepare(CHAT, request, context, measure)
+        call = await self._prepare(CHAT, request, context, measure, translate)
         stream = call.payload.get("stream") is True
         hide_usage = stream and _ask_for_usage(call.payload)
         opened = await self._open(call, CHAT_PATH, stream, context)
@@ -408,6 +441,35 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
                 yield httpbody_pb2.HttpBody(content_type=EVENT_STREAM, data=event)
         finally:
             self._finish(call, opened)
+
+    async def _translated(
+        self, request, context: grpc.aio.ServicerContext, translation: Translation
+    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        """Another API's call served as a chat completion: the same checks, selection, failover
+        and billing; the answer in that API's shape."""
+        chat = router_pb.CreateChatCompletionRequest(provider=request.provider, body=request.body)
+        with InferenceMeasure(OPERATIONS[CHAT]) as measure:
+            async with aclosing(self._chat(chat, context, measure, translation.chat_payload)) as bodies:
+                async for body in translation.answer(bodies):
+                    yield body
+
+    async def CreateResponse(
+        self, request: router_pb.CreateResponseRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        async for body in self._translated(request, context, Responses()):
+            yield body
+
+    async def CreateMessage(
+        self, request: router_pb.CreateMessageRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        async for body in self._translated(request, context, Messages()):
+            yield body
+
+    async def CreateCompletion(
+        self, request: router_pb.CreateCompletionRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        async for body in self._translated(request, context, Completions()):
+            yield body
 
     async def _relay(self, call: Call, opened: Opened, hide_usage: bool) -> AsyncIterator[bytes]:
         """The provider's SSE events; a stream that breaks ends with an error event, never a switch."""
@@ -455,8 +517,9 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
     # --- catalog ---------------------------------------------------------------------------
 
     async def _optional_user(self, context: grpc.aio.ServicerContext) -> str:
-        token = parse_bearer(_headers(context).get("authorization"), required=False)
-        return (await self.directory.authenticate(token)).user if token else ""
+        token = parse_bearer(_credential(_headers(context)), required=False)
+        caller = await self._known_caller(token) if token else None
+        return caller.user if caller else ""
 
     def _model_provider(self, candidate: internal_pb.Candidate, entry: ProviderEntry | None) -> router_pb.ModelProvider:
         """The hub router's per-provider entry; what the provider model supports as its mapping

@@ -60,6 +60,9 @@ BEHAVIOURS = (GOOD, NO_USAGE, GARBAGE, NO_CHOICES, OVERSIZE, CUT, ERROR)
 HELD = "held"  # a stream that stops after its first event until the test releases it
 WORDS = ("one", " two", " three")
 USAGE = {"prompt_tokens": 3, "completion_tokens": 7, "total_tokens": 10}  # told apart from counted events
+# The APIs translated to chat completions (services/router/*_api.py) ride the chat path: the same invariants.
+CHAT_ROUTE, RESPONSES_ROUTE, MESSAGES_ROUTE = "/v1/chat/completions", "/v1/responses", "/v1/messages"
+ROUTES = (CHAT_ROUTE, RESPONSES_ROUTE, MESSAGES_ROUTE)
 
 
 def cost_of(provider_request_id: str) -> int:
@@ -282,6 +285,7 @@ class Seen:
     provider_request_id: str = ""  # the answer's id
     content_events: int = 0  # of a stream, the events with content its caller got
     asked_for_usage: bool = False  # a stream's caller sent stream_options.include_usage
+    route: str = CHAT_ROUTE
 
     @property
     def reported(self) -> bool:
@@ -303,19 +307,49 @@ def _events(answer: httpx.Response) -> list[dict]:
     return [json.loads(d) for d in data if d != b"[DONE]"]
 
 
+CONTENT_EVENTS = {RESPONSES_ROUTE: "response.output_text.delta", MESSAGES_ROUTE: "content_block_delta"}
+
+
+def routed(route: str, body: dict) -> dict:
+    """The chat body as the route's API says it (its one user message holds the behaviour)."""
+    common = {key: body[key] for key in ("model", "stream", "provider")}
+    if route == RESPONSES_ROUTE:
+        return {**common, "input": body["messages"][0]["content"]}
+    if route == MESSAGES_ROUTE:
+        return {**common, "max_tokens": 64, "messages": body["messages"]}
+    return body
+
+
+def _typed_events(answer: httpx.Response) -> list[dict]:
+    """A translated stream's events (each has a "type")."""
+    return [e for e in _events(answer) if "type" in e]
+
+
 def send(
-    env: Environment, world: World, behaviour: str, stream: bool, failover: bool, usage: bool = False
+    env: Environment,
+    world: World,
+    behaviour: str,
+    stream: bool,
+    failover: bool,
+    usage: bool = False,
+    route: str = CHAT_ROUTE,
 ) -> tuple[Seen, httpx.Response]:
-    """One chat request to p1 (then p2 when `failover`); with `usage`, a stream asks for usage."""
+    """One request to p1 (then p2 when `failover`); with `usage`, a chat stream asks for usage
+    (a translated stream always does: its answer carries usage)."""
     body = chat(world.model, stream=stream, provider=" ".join(world.providers if failover else world.providers[:1]))
     body["messages"][0]["content"] = behaviour
     if stream and usage:
         body["stream_options"] = {"include_usage": True}
     with env.sb.http(world.token) as http:
-        answer = http.post("/v1/chat/completions", json=body)
+        answer = http.post(route, json=routed(route, body))
     if answer.status_code != 200:
-        return Seen(behaviour, stream, failover, answer.status_code), answer
+        return Seen(behaviour, stream, failover, answer.status_code, route=route), answer
     headers = answer.headers
+    if route != CHAT_ROUTE:
+        contents = sum(1 for e in _typed_events(answer) if e["type"] == CONTENT_EVENTS[route]) if stream else 0
+        seen = Seen(behaviour, stream, failover, 200, headers["x-request-id"], headers["x-inference-provider"],
+                    headers["inference-id"], contents, stream, route)  # fmt: skip
+        return seen, answer
     events = _events(answer) if stream else [answer.json()]
     seen = Seen(behaviour, stream, failover, 200, headers["x-request-id"], headers["x-inference-provider"],
                 events[0]["id"], sum(1 for e in events if e.get("choices")), stream and usage)  # fmt: skip
@@ -323,16 +357,21 @@ def send(
 
 
 def check_answer(world: World, seen: Seen, answer: httpx.Response) -> None:
-    """The status each behaviour calls for, in OpenAI's shape, from the provider that should
-    answer; a stream's usage never shown."""
+    """The status each behaviour calls for, in OpenAI's shape (Anthropic's on its route), from the
+    provider that should answer; a chat stream's usage never shown unasked."""
     assert seen.status == expected_status(seen.behaviour, seen.stream, seen.failover), (seen, answer.text[:300])
     if seen.status != 200:
-        assert answer.json()["error"]["code"] == "upstream_error"
+        error = answer.json()["error"]
+        assert error["type" if seen.route == MESSAGES_ROUTE else "code"] in ("upstream_error", "api_error"), error
         return
     first_served = expected_status(seen.behaviour, seen.stream, failover=False) == 200
     assert seen.provider == world.providers[0 if first_served else 1]
     assert seen.provider_request_id.startswith(f"{world.tag}-{'p1' if first_served else 'p2'}-")
-    if seen.stream:
+    if seen.stream and seen.route != CHAT_ROUTE:
+        last = _typed_events(answer)[-1]["type"]
+        broken = {RESPONSES_ROUTE: "response.failed", MESSAGES_ROUTE: "error"}[seen.route]
+        assert (last == broken) == (seen.behaviour == CUT), last
+    elif seen.stream:
         # Asked for on the caller's behalf: shown only to a caller who asked, when the provider sent it.
         assert (b'"usage"' in answer.content) == (seen.asked_for_usage and seen.reported)
         assert answer.content.endswith(b"data: [DONE]\n\n"), answer.content[-200:]
@@ -342,8 +381,8 @@ def check_answer(world: World, seen: Seen, answer: httpx.Response) -> None:
 # --- the state machine ------------------------------------------------------------------------
 
 MAX_KILLS = 2  # of each process per run
-# (behaviour, stream, failover, a stream's caller asks for usage)
-REQUEST = st.tuples(st.sampled_from(BEHAVIOURS), st.booleans(), st.booleans(), st.booleans())
+# (behaviour, stream, failover, a stream's caller asks for usage, route)
+REQUEST = st.tuples(st.sampled_from(BEHAVIOURS), st.booleans(), st.booleans(), st.booleans(), st.sampled_from(ROUTES))
 REQUESTS = st.lists(REQUEST, min_size=1, max_size=4)
 
 
@@ -362,14 +401,15 @@ class MoneyMachine(RuleBasedStateMachine):
     @initialize()
     def ask_each_behaviour(self) -> None:
         """Every behaviour once, unary and streamed, at the start of every run."""
-        self._ask([(behaviour, stream, False, False) for behaviour in BEHAVIOURS for stream in (False, True)])
+        self._ask([(behaviour, stream, False, False, route) for behaviour in BEHAVIOURS for stream in (False, True)
+                   for route in ROUTES])  # fmt: skip
 
     # Rules are drawn by name order first: "ask" makes the simplest run one of requests, not of faults.
     @rule(requests=REQUESTS)
-    def ask(self, requests: list[tuple[str, bool, bool, bool]]) -> None:
+    def ask(self, requests: list[tuple[str, bool, bool, bool, str]]) -> None:
         self._ask(requests)
 
-    def _ask(self, requests: list[tuple[str, bool, bool, bool]]) -> None:
+    def _ask(self, requests: list[tuple[str, bool, bool, bool, str]]) -> None:
         """Sends the requests at once; records what each caller saw before checking it."""
         with ThreadPoolExecutor(len(requests)) as pool:
             answers = list(pool.map(lambda r: send(self.env, self.world, *r), requests))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -17,6 +18,7 @@ import anthropic
 import httpx
 import openai
 import pytest
+from test_clients import NODE_DIR, _install_node, _install_packages
 
 from services.demo import ANONYMOUS_ACCOUNT, CHAT_MODEL, start_demo
 from services.launcher import Stack, UpOptions, free_port, start_stack
@@ -269,3 +271,29 @@ def test_x_api_key_is_a_credential_and_placeholders_are_anonymous(demo: Demo) ->
 def test_openai_sdk_with_a_placeholder_key_in_anonymous_mode(demo: Demo) -> None:
     response = demo.openai("sk-no-key-required").responses.create(model=CHAT_MODEL, input="say hello")
     assert response.output_text.startswith("Reference answer")
+
+
+# --- the npm packages ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def node() -> str:
+    """The node binary, with tests/node's pinned packages installed (as tests/test_clients.py does)."""
+    binary = _install_node()
+    _install_packages()
+    return binary
+
+
+def test_npm_openai_and_anthropic_sdks(demo: Demo, node: str) -> None:
+    run = subprocess.run(
+        [node, str(NODE_DIR / "translated.mjs"), demo.base_url, demo.token, CHAT_MODEL],
+        capture_output=True, text=True, timeout=120, cwd=NODE_DIR,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    answer = "Reference answer to: say hello"
+    assert result["responses"]["unary"] == answer
+    assert result["responses"]["stream"] == {"text": answer, "first": "response.created", "last": "response.completed"}
+    assert result["messages"]["unary"] == {"text": answer, "stop_reason": "end_turn"}
+    streamed = result["messages"]["stream"]
+    assert streamed["text"] == answer and streamed["stop_reason"] == "end_turn" and streamed["output_tokens"] > 0

@@ -218,6 +218,9 @@ def test_messages_errors_in_anthropic_shape(demo: Demo) -> None:
         assert anthropic_error(huge)["type"] == "request_too_large"
         query = http.post("/v1/messages?beta=true&x=1", json=body, headers={"x-api-key": demo.token})
         assert query.status_code == 400 and anthropic_error(query)["type"] == "invalid_request_error"
+        # Claude Code's calls: ?beta=true, the anthropic-version and anthropic-beta headers.
+        headers = {"x-api-key": demo.token, "anthropic-version": "2023-06-01", "anthropic-beta": "tools-2024-04-04"}
+        assert http.post("/v1/messages?beta=true", json=body, headers=headers).status_code == 200
 
 
 def test_messages_errors_raise_the_anthropic_sdk_classes(demo: Demo) -> None:

@@ -72,23 +72,36 @@ def _image(block: dict, name: str) -> dict:
     return {"type": "image_url", "image_url": {"url": url}}
 
 
-def _tool_result(block: dict, name: str) -> dict:
+def _tool_result(block: dict, name: str) -> tuple[dict, list[dict]]:
+    """A tool message with the result's text, and the result's images (chat's tool messages
+    hold text only: the images follow in a user message)."""
     if not isinstance(block.get("tool_use_id"), str):
         raise invalid_argument("INVALID_PARAMETER", f"{name}.tool_use_id must be a string", f"{name}.tool_use_id")
-    content = text_of(block.get("content") or "", f"{name}.content")
+    content = block.get("content") or ""
+    blocks = content if isinstance(content, list) else []
+    images = [
+        _image(b, f"{name}.content[{i}]")
+        for i, b in enumerate(blocks)
+        if isinstance(b, dict) and b.get("type") == "image"
+    ]
+    texts = [b for b in blocks if not (isinstance(b, dict) and b.get("type") == "image")]
+    text = text_of(content if isinstance(content, str) else texts, f"{name}.content")
     if block.get("is_error") is True:
-        content = f"Error: {content}"
-    return {"role": "tool", "tool_call_id": block["tool_use_id"], "content": content}
+        text = f"Error: {text}"
+    return {"role": "tool", "tool_call_id": block["tool_use_id"], "content": text}, images
 
 
 def _user(content: list, name: str) -> list[dict]:
-    """A user turn: its tool results as tool messages, then its other blocks as one user message."""
+    """A user turn: its tool results as tool messages, then its other blocks (and the results'
+    images) as one user message."""
     results, parts = [], []
     for index, block in enumerate(content):
         at = f"{name}[{index}]"
         kind = block.get("type") if isinstance(block, dict) else None
         if kind == "tool_result":
-            results.append(_tool_result(block, at))
+            result, images = _tool_result(block, at)
+            results.append(result)
+            parts += images
         elif kind == "text" and isinstance(block.get("text"), str):
             parts.append({"type": "text", "text": block["text"]})
         elif kind == "image":

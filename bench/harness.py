@@ -279,7 +279,7 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     flood.add_argument("--connections", type=int, default=4, help="the callers' wrk connections (default 4)")
     flood.add_argument("--cases", default="", help="comma-separated subset of the flood's cases (default all)")
     flood.add_argument("--keep", action="store_true", help="keep the data directory (logs) afterwards")
-    for name in ("registry", "billing"):
+    for name in ("registry", "billing", "translate"):
         sub.add_parser(name, help=f"bench/{name}_bench.py (arguments are passed on)", add_help=False)
     sub.add_parser(
         "billing-away", help="throughput with Billing hung over healthy (bench/billing_away.py)", add_help=False

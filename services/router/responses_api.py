@@ -216,6 +216,7 @@ class Responses(Translation):
         # the stream's state
         self.sequence = 0
         self.output: list[dict] = []
+        self.positions: dict[str, int] = {}  # item id -> its output_index
         self.text_item: dict | None = None  # the message item being streamed
         self.calls: dict[int, dict] = {}  # chat tool call index -> its function_call item
         self.finish_reason: str | None = None
@@ -302,6 +303,7 @@ class Responses(Translation):
         return sse(kind, data)
 
     def _added(self, item: dict) -> bytes:
+        self.positions[item["id"]] = len(self.output)
         self.output.append(item)
         return self._event("response.output_item.added", output_index=len(self.output) - 1, item=item)
 
@@ -348,7 +350,7 @@ class Responses(Translation):
         )
 
     def _at(self, item: dict) -> dict:
-        return {"item_id": item["id"], "output_index": self.output.index(item)}
+        return {"item_id": item["id"], "output_index": self.positions[item["id"]]}
 
     def _close_text(self) -> Iterator[bytes]:
         item, self.text_item = self.text_item, None

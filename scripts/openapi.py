@@ -353,6 +353,14 @@ RESPONSES_BODY: Schema = {
         "service_tier": _text(32),
         "truncation": {"enum": ["disabled"]},
         "prompt_cache_key": _text(256),
+        "include": {
+            "type": "array",
+            "maxItems": 32,
+            "items": {"type": "string"},
+            "description": "Accepted; no extra output.",
+        },
+        "max_tool_calls": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
+        "prompt_cache_retention": _text(32),
         **_refused(responses_api.REFUSED),
     },
 }
@@ -375,6 +383,7 @@ MESSAGES_BODY: Schema = {
         "metadata": {"type": "object"},
         "thinking": {"type": "object", "description": "Accepted; no thinking blocks are produced."},
         "service_tier": _text(32),
+        "context_management": {"type": "object", "description": "Accepted; the context is sent as it is."},
         **_refused(messages_api.REFUSED),
     },
 }

@@ -48,12 +48,12 @@ CHECKS: dict[str, params.Check] = {
     "metadata": params.OBJECT,
     "thinking": params.OBJECT,
     "service_tier": params.text(32),
+    "context_management": params.OBJECT,  # accepted, not acted on: the context is sent as it is
 }
 REQUIRED = ("model", "max_tokens", "messages")
 REFUSED = {
     "container": "code execution containers are not available",
     "mcp_servers": "Switchboard connects to no MCP servers; run your tools and send tool_result blocks",
-    "context_management": "context is never edited: send the conversation you want answered",
 }
 # finish_reason -> stop_reason
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use",

@@ -53,6 +53,10 @@ CHECKS: dict[str, params.Check] = {
     "service_tier": params.text(32),
     "truncation": params.one_of("disabled"),
     "prompt_cache_key": params.text(256),
+    # Accepted, not acted on: no extra output (encrypted reasoning, ...) exists, no built-in tools run.
+    "include": params.array(32, items=str),
+    "max_tool_calls": params.integer(1, 1_000_000),
+    "prompt_cache_retention": params.text(32),
 }
 REQUIRED = ("model", "input")
 # Known fields Switchboard does not honour, and why.
@@ -62,8 +66,6 @@ REFUSED = {
     "conversation": "Switchboard keeps no conversations; send the whole conversation in input",
     "background": "background responses need stored state, which Switchboard does not keep",
     "prompt": "stored prompt templates are not supported; send instructions and input",
-    "include": "no extra output (encrypted reasoning, search results, logprobs) is available",
-    "max_tool_calls": "only function tools are supported, and their calls are yours to run",
     "context_management": "context is never compacted: send the conversation you want answered",
 }
 TEXT_PARTS = ("input_text", "output_text", "text")
@@ -78,7 +80,7 @@ def _message(item: dict, name: str) -> dict:
         )
     content = item.get("content")
     if role != "user" or isinstance(content, str):
-        text = text_of(content, f"{name}.content", (*TEXT_PARTS, "refusal"))
+        text = text_of(content, f"{name}.content", TEXT_PARTS)
         return {"role": "system" if role == "developer" else role, "content": text}
     if not isinstance(content, list):
         raise invalid_argument("INVALID_PARAMETER", f"{name}.content must be a string or a list of parts", name)

@@ -300,3 +300,11 @@ def test_npm_openai_and_anthropic_sdks(demo: Demo, node: str) -> None:
     assert result["messages"]["unary"] == {"text": answer, "stop_reason": "end_turn"}
     streamed = result["messages"]["stream"]
     assert streamed["text"] == answer and streamed["stop_reason"] == "end_turn" and streamed["output_tokens"] > 0
+
+
+def test_x_api_key_on_the_registry_and_billing_routes(demo: Demo) -> None:
+    with demo.http() as http:
+        for path in ("/v1/me", "/v1/billing/usage?account=demo"):
+            assert http.get(path, headers={"x-api-key": demo.token}).status_code == 200, path
+            wrong = http.get(path, headers={"x-api-key": "sb-" + secrets.token_urlsafe(32)})
+            assert wrong.status_code == 401, path

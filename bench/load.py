@@ -79,13 +79,14 @@ def request_body(target: Target, kind: str, stream: bool = False) -> str:
     return json.dumps(body)
 
 
-def run_wrk(target: Target, scenario: Scenario, seconds: float) -> Measurement:
-    """wrk with one thread (the other core is left to the target)."""
+def run_wrk(target: Target, scenario: Scenario, seconds: float, body: str = "", expect: str = "") -> Measurement:
+    """wrk with one thread (the other core is left to the target); `body` and `expect` (substrings
+    separated by "|") replace the scenario kind's."""
     env = {
         **os.environ,
-        "BENCH_BODY": request_body(target, scenario.kind),
+        "BENCH_BODY": body or request_body(target, scenario.kind),
         "BENCH_AUTH": target.auth,
-        "BENCH_EXPECT": EXPECT.get(scenario.kind, CHAT_EXPECT),
+        "BENCH_EXPECT": expect or EXPECT.get(scenario.kind, CHAT_EXPECT),
     }
     argv = ["wrk", "-t1", f"-c{scenario.connections}", f"-d{seconds:g}s", "--timeout", "10s"]
     argv += ["-s", str(LUA_SCRIPT), target.urls[scenario.kind]]
@@ -106,12 +107,21 @@ def run_wrk(target: Target, scenario: Scenario, seconds: float) -> Measurement:
     )
 
 
-async def _one_stream(session: aiohttp.ClientSession, target: Target, kind: str) -> tuple[float, float, str]:
+@dataclass(frozen=True)
+class StreamAsk:
+    """What a stream request sends and what its answer must contain (default: the kind's chat stream)."""
+
+    body: str = ""
+    expect: tuple[str, ...] = STREAM_EXPECT
+
+
+async def _one_stream(
+    session: aiohttp.ClientSession, target: Target, kind: str, ask: StreamAsk
+) -> tuple[float, float, str]:
     """(time to first body byte, time from first byte to the end, problem or "")."""
     started = time.perf_counter()
-    async with session.post(
-        target.urls[kind], data=request_body(target, kind, stream=True), headers=target.headers()
-    ) as answer:
+    body = ask.body or request_body(target, kind, stream=True)
+    async with session.post(target.urls[kind], data=body, headers=target.headers()) as answer:
         first = await answer.content.readany()
         first_at = time.perf_counter()
         rest = await answer.content.read()
@@ -120,12 +130,12 @@ async def _one_stream(session: aiohttp.ClientSession, target: Target, kind: str)
         problem = ""
         if answer.status != 200:
             problem = f"{answer.status} {text[:300]}"
-        elif not all(piece in text for piece in STREAM_EXPECT):
+        elif not all(piece in text for piece in ask.expect):
             problem = f"invalid stream: {text[:300]}"
     return first_at - started, ended - first_at, problem
 
 
-async def _streams(target: Target, kind: str, count: int) -> Measurement:
+async def _streams(target: Target, kind: str, count: int, ask: StreamAsk) -> Measurement:
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
     connector = aiohttp.TCPConnector(limit=1)
     ttfbs: list[float] = []
@@ -134,7 +144,7 @@ async def _streams(target: Target, kind: str, count: int) -> Measurement:
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
         started = time.perf_counter()
         for _ in range(count):
-            ttfb, spread, problem = await _one_stream(session, target, kind)
+            ttfb, spread, problem = await _one_stream(session, target, kind, ask)
             if problem:
                 bad += 1
                 first_bad = first_bad or problem
@@ -163,11 +173,11 @@ def percentile(values: list[float], pct: float) -> float:
     return ordered[rank]
 
 
-def run_streams(target: Target, scenario: Scenario, seconds: float) -> Measurement:
+def run_streams(target: Target, scenario: Scenario, seconds: float, ask: StreamAsk = StreamAsk()) -> Measurement:
     """Sequential streamed requests for about `seconds` (paced streams: fewer, each takes ~100 ms)."""
     per_request = PACED_SPAN_SECONDS if scenario.kind == "paced" else 0.005
     count = max(20, min(500, int(seconds / per_request / 2)))
-    return asyncio.run(_streams(target, scenario.kind, count))
+    return asyncio.run(_streams(target, scenario.kind, count, ask))
 
 
 def cpu_seconds(pid: int) -> float:

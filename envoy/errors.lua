@@ -15,13 +15,23 @@ function echo(text)
   return (gsub(sub(text, 1, MAX_ECHO), "[^%w_%.%-]", "?"))
 end
 
--- Answers in OpenAI's shape (type invalid_request_error unless given); the local reply
--- mappers leave a reply marked own_reply alone.
+-- Anthropic's Messages route (plain or per provider) answers in Anthropic's shape
+-- (services/common/errors.py, ANTHROPIC_PATH_REGEX).
+local function anthropic_route(path)
+  local bare = sub(path, 1, (find(path, "?", 1, true) or 0) - 1) .. "/"
+  return find(bare, "^/v1/messages/") ~= nil or find(bare, "^/[^/]+/v1/messages/") ~= nil
+end
+
+-- Answers in OpenAI's shape (Anthropic's on its route; type invalid_request_error unless
+-- given); the local reply mappers leave a reply marked own_reply alone.
 function reject(handle, status, code, message, param, error_type)
   handle:streamInfo():dynamicMetadata():set("switchboard", "own_reply", true)
-  local body = '{"error":{"message":"' .. message .. '","type":"' .. (error_type or "invalid_request_error")
-    .. '","param":'
+  local kind = error_type or "invalid_request_error"
+  local body = '{"error":{"message":"' .. message .. '","type":"' .. kind .. '","param":'
     .. (param and '"' .. param .. '"' or "null") .. ',"code":"' .. code .. '"}}'
+  if anthropic_route(handle:headers():get(":path") or "") then
+    body = '{"type":"error","error":{"type":"' .. kind .. '","message":"' .. message .. '"}}'
+  end
   handle:respond({[":status"] = tostring(status), ["content-type"] = "application/json"}, body)
 end
 

@@ -22,7 +22,7 @@ from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor_pb2 import FieldDescriptorProto as Field
 
 from services.common.envoy import PUBLIC_SERVICES
-from services.router import params, task_formats
+from services.router import completions_api, messages_api, params, responses_api, task_formats
 
 Schema = dict[str, Any]
 
@@ -357,6 +357,114 @@ EMBEDDINGS_ANSWER: Schema = {
         "usage": {"type": "object"},
     },
 }
+_NUMBER_0_2 = {"type": "number", "minimum": 0, "maximum": 2}
+_TOP_P = {"type": "number", "minimum": 0, "maximum": 1}
+_TRANSLATED_COMMON: Schema = {
+    **_COMMON_FIELDS,
+    "max_price": {"type": "object", "description": "Switchboard's price ceiling (USD), never sent on."},
+    "stream": {"type": "boolean", "description": "Answer with the API's server-sent events."},
+}
+
+
+def _refused(fields: dict[str, str]) -> Schema:
+    """Known fields Switchboard does not honour: accepted only when they ask for nothing."""
+    return {name: {"description": f"Refused unless null, false or empty: {why}."} for name, why in fields.items()}
+
+
+RESPONSES_BODY: Schema = {
+    "type": "object",
+    "description": "An OpenAI Responses API request, translated to a chat completion; unknown fields are a 400.",
+    "required": list(responses_api.REQUIRED),
+    "additionalProperties": False,
+    "properties": {
+        **_TRANSLATED_COMMON,
+        "input": {
+            "oneOf": [
+                {"type": "string"},
+                {"type": "array", "maxItems": params.MAX_MESSAGES, "items": {"type": "object"}},
+            ]
+        },
+        "instructions": {"type": ["string", "null"]},
+        "max_output_tokens": _TOKENS,
+        "temperature": _NUMBER_0_2,
+        "top_p": _TOP_P,
+        "top_logprobs": {"type": "integer", "minimum": 0, "maximum": 20},
+        "tools": {"type": "array", "maxItems": params.MAX_TOOLS, "items": {"type": "object"}},
+        "tool_choice": {"type": ["string", "object"]},
+        "parallel_tool_calls": {"type": "boolean"},
+        "stream_options": {"type": "object"},
+        "metadata": {"type": "object"},
+        "text": {"type": "object"},
+        "reasoning": {"type": "object"},
+        "user": _text(256),
+        "safety_identifier": _text(256),
+        "service_tier": _text(32),
+        "truncation": {"enum": ["disabled"]},
+        "prompt_cache_key": _text(256),
+        "include": {
+            "type": "array",
+            "maxItems": 32,
+            "items": {"type": "string"},
+            "description": "Accepted; no extra output.",
+        },
+        "max_tool_calls": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
+        "prompt_cache_retention": _text(32),
+        **_refused(responses_api.REFUSED),
+    },
+}
+MESSAGES_BODY: Schema = {
+    "type": "object",
+    "description": "An Anthropic Messages API request, translated to a chat completion; unknown fields are a 400.",
+    "required": list(messages_api.REQUIRED),
+    "additionalProperties": False,
+    "properties": {
+        **_TRANSLATED_COMMON,
+        "max_tokens": _TOKENS,
+        "messages": {"type": "array", "minItems": 1, "maxItems": params.MAX_MESSAGES, "items": {"type": "object"}},
+        "system": {"type": ["string", "array"]},
+        "stop_sequences": {"type": "array", "maxItems": params.MAX_STOP_SEQUENCES, "items": {"type": "string"}},
+        "temperature": {"type": "number", "minimum": 0, "maximum": 1},
+        "top_p": _TOP_P,
+        "top_k": {"type": "integer", "minimum": 0, "maximum": 1_000_000},
+        "tools": {"type": "array", "maxItems": params.MAX_TOOLS, "items": {"type": "object"}},
+        "tool_choice": {"type": "object"},
+        "metadata": {"type": "object"},
+        "thinking": {"type": "object", "description": "Accepted; no thinking blocks are produced."},
+        "service_tier": _text(32),
+        "context_management": {"type": "object", "description": "Accepted; the context is sent as it is."},
+        **_refused(messages_api.REFUSED),
+    },
+}
+COMPLETIONS_BODY: Schema = {
+    "type": "object",
+    "description": "An OpenAI legacy completions request, translated to a chat completion; unknown fields are a 400.",
+    "required": list(completions_api.REQUIRED),
+    "additionalProperties": False,
+    "properties": {
+        **{name: CHAT_BODY["properties"][name] for name in completions_api.PASSED_ON},
+        **_TRANSLATED_COMMON,
+        "prompt": {
+            "oneOf": [{"type": "string"}, {"type": "array", "minItems": 1, "maxItems": 1, "items": {"type": "string"}}]
+        },
+        "stream_options": {"type": "object"},
+        "best_of": {"enum": [1, None]},
+        **_refused(completions_api.REFUSED),
+    },
+}
+RESPONSE_ANSWER: Schema = {
+    "type": "object",
+    "description": "A response object (nothing stored: store is false).",
+    "required": ["id", "object", "status", "output", "model"],
+    "additionalProperties": True,
+    "properties": {
+        "id": {"type": "string"},
+        "object": {"const": "response"},
+        "status": {"enum": ["completed", "incomplete"]},
+        "output": {"type": "array", "items": {"type": "object"}},
+        "model": {"type": "string"},
+        "usage": {"type": "object"},
+    },
+}
 TRANSCRIPTION_BODY: Schema = {
     "type": "object",
     "description": "An OpenAI transcription upload.",
@@ -384,6 +492,52 @@ SPEECH_BODY: Schema = {
         "instructions": _text(task_formats.MAX_SPEECH_CHARS),
     },
 }
+MESSAGE_ANSWER: Schema = {
+    "type": "object",
+    "description": "An Anthropic message object.",
+    "required": ["id", "type", "role", "content", "model", "stop_reason", "usage"],
+    "additionalProperties": True,
+    "properties": {
+        "id": {"type": "string"},
+        "type": {"const": "message"},
+        "role": {"const": "assistant"},
+        "content": {"type": "array", "items": {"type": "object"}},
+        "model": {"type": "string"},
+        "stop_reason": {"enum": ["end_turn", "max_tokens", "tool_use", "refusal", "stop_sequence"]},
+        "usage": {"type": "object"},
+    },
+}
+COMPLETION_ANSWER: Schema = {
+    "type": "object",
+    "description": "A text_completion.",
+    "required": ["id", "object", "choices"],
+    "additionalProperties": True,
+    "properties": {
+        "id": {"type": "string"},
+        "object": {"const": "text_completion"},
+        "choices": {"type": "array", "items": {"type": "object"}},
+        "usage": {"type": "object"},
+    },
+}
+ANTHROPIC_ERROR_BODY: Schema = {
+    "type": "object",
+    "description": "Anthropic's error shape (on Anthropic's Messages API route).",
+    "required": ["type", "error"],
+    "additionalProperties": False,
+    "properties": {
+        "type": {"const": "error"},
+        "error": {
+            "type": "object",
+            "required": ["type", "message"],
+            "additionalProperties": False,
+            "properties": {"type": {"type": "string", "pattern": SNAKE_CASE}, "message": {"type": "string"}},
+        },
+    },
+}
+ANTHROPIC_ERROR_REF = "#/components/responses/AnthropicError"
+# RPCs whose errors are in Anthropic's shape.
+ANTHROPIC_RPCS = {"switchboard.router.v1.RouterService.CreateMessage"}
+_EVENTS = {"type": "string", "description": "Server-sent events."}
 CHAT_ANSWER: Schema = {
     "type": "object",
     "description": "The provider's chat completion, with the hub model id as model.",
@@ -450,6 +604,18 @@ HTTP_BODY_ROUTES: dict[str, tuple[Schema, dict[str, Schema]]] = {
         CHAT_BODY,
         {"application/json": CHAT_ANSWER, "text/event-stream": {"type": "string"}},
     ),
+    "switchboard.router.v1.RouterService.CreateResponse": (
+        RESPONSES_BODY,
+        {"application/json": RESPONSE_ANSWER, "text/event-stream": _EVENTS},
+    ),
+    "switchboard.router.v1.RouterService.CreateMessage": (
+        MESSAGES_BODY,
+        {"application/json": MESSAGE_ANSWER, "text/event-stream": _EVENTS},
+    ),
+    "switchboard.router.v1.RouterService.CreateCompletion": (
+        COMPLETIONS_BODY,
+        {"application/json": COMPLETION_ANSWER, "text/event-stream": _EVENTS},
+    ),
     "switchboard.router.v1.RouterService.CreateImage": (IMAGES_BODY, {"application/json": IMAGES_ANSWER}),
     "switchboard.router.v1.RouterService.TextToImage": (HUB_TASK_BODY, HUB_TASK_ANSWERS),
     "switchboard.router.v1.RouterService.CreateEmbedding": (EMBEDDINGS_BODY, {"application/json": EMBEDDINGS_ANSWER}),
@@ -511,15 +677,12 @@ class DocumentBuilder:
     def operation(
         self, rpc: str, method: descriptor_pb2.MethodDescriptorProto, variables: list[str], body: str
     ) -> Schema:
+        error = ANTHROPIC_ERROR_REF if rpc in ANTHROPIC_RPCS else ERROR_REF
         operation: Schema = {
             "summary": self.protos.comments.get(rpc, "").split(". ")[0].rstrip("."),
             "description": self.protos.comments.get(rpc, ""),
             "parameters": [self.path_parameter(method.input_type, name) for name in variables],
-            "responses": {
-                **self.responses(rpc, method.output_type),
-                "4XX": {"$ref": ERROR_REF},
-                "5XX": {"$ref": ERROR_REF},
-            },
+            "responses": {**self.responses(rpc, method.output_type), "4XX": {"$ref": error}, "5XX": {"$ref": error}},
         }
         if rpc in PUBLIC_RPCS:
             operation["security"] = [{}, {"bearerAuth": []}]
@@ -622,12 +785,16 @@ def build(files: descriptor_pb2.FileDescriptorSet) -> Schema:
         "security": [{"bearerAuth": []}],
         "paths": document.paths,
         "components": {
-            "schemas": {**document.schemas.components, "Error": ERROR_BODY},
+            "schemas": {**document.schemas.components, "Error": ERROR_BODY, "AnthropicError": ANTHROPIC_ERROR_BODY},
             "responses": {
                 "Error": {
                     "description": "An error in OpenAI's shape.",
                     "content": {"application/json": {"schema": {"$ref": REF + "Error"}}},
-                }
+                },
+                "AnthropicError": {
+                    "description": "An error in Anthropic's shape.",
+                    "content": {"application/json": {"schema": {"$ref": REF + "AnthropicError"}}},
+                },
             },
             "securitySchemes": {
                 "bearerAuth": {"type": "http", "scheme": "bearer", "description": "A user token or the admin token."}

@@ -28,6 +28,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
+from services.common.errors import ANTHROPIC_PATH_REGEX
 from services.demo import CHAT_MODEL, IMAGE_MODEL, ORG, PROVIDER, TASK_MODELS, USER, AdminApi
 from services.launcher import Stack
 
@@ -143,6 +144,13 @@ def hub_body(inputs: object) -> st.SearchStrategy[dict]:
     return st.fixed_dictionaries({"inputs": st.one_of(st.just(inputs), HOSTILE_SCALARS), "parameters": HUB_PARAMETERS})
 
 
+RESPONSES_FIELDS = ["model", "input", "instructions", "stream", "provider", "max_output_tokens", "tools", "tool_choice",
+                    "text", "reasoning", "store", "previous_response_id", "temperature", "top_logprobs"]  # fmt: skip
+MESSAGES_FIELDS = ["model", "messages", "system", "stream", "provider", "max_tokens", "tools", "tool_choice",
+                   "stop_sequences", "temperature", "top_k", "metadata"]  # fmt: skip
+COMPLETIONS_FIELDS = ["model", "prompt", "stream", "provider", "max_tokens", "n", "stop", "echo", "best_of", "seed"]
+
+
 def hostile_body(base: dict, fields: list[str]) -> st.SearchStrategy[dict]:
     """A valid body with some fields replaced by hostile values (or dropped)."""
     changes = st.dictionaries(st.sampled_from(fields), HOSTILE_SCALARS, min_size=1, max_size=4)
@@ -171,14 +179,30 @@ INFERENCE_ROUTES = {
     f"/models/{TASK_MODELS['question-answering']}": hub_body({"question": "who?", "context": "Alice"}),
     f"/models/{TASK_MODELS['zero-shot-classification']}": hub_body("a goal"),
     f"/models/{TASK_MODELS['automatic-speech-recognition']}": hub_body("UklGRg=="),
+    "/v1/responses": hostile_body({"model": CHAT_MODEL, "input": "hi", "max_output_tokens": 8}, RESPONSES_FIELDS),
+    "/v1/messages": hostile_body(
+        {"model": CHAT_MODEL, "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}, MESSAGES_FIELDS
+    ),
+    "/v1/completions": hostile_body({"model": CHAT_MODEL, "prompt": "hi", "max_tokens": 8}, COMPLETIONS_FIELDS),
 }
 
 
+def assert_anthropic_error(answer: httpx.Response) -> None:
+    """Anthropic's error shape, on its Messages API route."""
+    body = answer.json()
+    assert body["type"] == "error" and set(body["error"]) == {"type", "message"}, answer.text[:300]
+    assert re.fullmatch(SNAKE_CASE, body["error"]["type"]), body
+    assert len(body["error"]["message"]) < MAX_MESSAGE, body["error"]["message"][:120]
+
+
 def assert_client_error_or_success(answer: httpx.Response, body: dict) -> None:
-    """A 2xx, or a 4xx in OpenAI's error shape; never a 5xx (the provider is up)."""
+    """A 2xx, or a 4xx in OpenAI's error shape (Anthropic's on its route); never a 5xx (the provider is up)."""
     shown = json.dumps(body)[:300]
     assert answer.status_code < 500, f"{answer.status_code} for {shown}: {answer.text[:300]}"
     if answer.status_code < 400:
+        return
+    if re.fullmatch(ANTHROPIC_PATH_REGEX, answer.request.url.raw_path.decode()):
+        assert_anthropic_error(answer)
         return
     error = answer.json()["error"]
     assert set(error) == {"message", "type", "param", "code"}, answer.text[:300]
@@ -230,7 +254,9 @@ def test_hostile_path_parameters_get_openai_shaped_4xx(method: str, template: st
     with live.http("admin") as http:
         answer = http.request(method, hostile_path(template, HOSTILE_SEGMENTS[segment]), json={})
     assert answer.status_code < 500, answer.text[:300]
-    if answer.status_code >= 400:
+    if answer.status_code >= 400 and re.fullmatch(ANTHROPIC_PATH_REGEX, template):
+        assert_anthropic_error(answer)
+    elif answer.status_code >= 400:
         error = error_of(answer)
         assert set(error) == {"message", "type", "param", "code"}, answer.text[:300]
         assert re.fullmatch(SNAKE_CASE, error["code"] or ""), error

@@ -60,12 +60,17 @@ GOOD, NO_USAGE, GARBAGE, NO_CHOICES, OVERSIZE, CUT, ERROR, ABSURD = (
 BEHAVIOURS = (GOOD, NO_USAGE, GARBAGE, NO_CHOICES, OVERSIZE, CUT, ERROR, ABSURD)
 # What an ABSURD provider reports as completion tokens, in turn: never believed (billed as no usage).
 ABSURD_COUNTS = (2**63 - 1, 1e30, -5, "12", 10**8, 2.5)
-CHAT_ROUTE, EMBEDDINGS, SPEECH = "chat", "embeddings", "speech"
-ROUTES = (CHAT_ROUTE, EMBEDDINGS, SPEECH)
 AUDIO_PIECE = b"RIFF" + b"\x00" * 4092  # what the mock's speech answers carry, piece by piece
 HELD = "held"  # a stream that stops after its first event until the test releases it
 WORDS = ("one", " two", " three")
 USAGE = {"prompt_tokens": 3, "completion_tokens": 7, "total_tokens": 10}  # told apart from counted events
+# The APIs translated to chat completions (services/router/*_api.py) ride the chat path: the same
+# invariants; embeddings and speech are task routes, billed in their tasks' units.
+CHAT_ROUTE, RESPONSES_ROUTE, MESSAGES_ROUTE = "chat", "responses", "messages"
+EMBEDDINGS, SPEECH = "embeddings", "speech"
+CHAT_LIKE = (CHAT_ROUTE, RESPONSES_ROUTE, MESSAGES_ROUTE)
+ROUTES = (*CHAT_LIKE, EMBEDDINGS, SPEECH)
+PATHS = {CHAT_ROUTE: "/v1/chat/completions", RESPONSES_ROUTE: "/v1/responses", MESSAGES_ROUTE: "/v1/messages"}
 
 
 def cost_of(provider_request_id: str) -> int:
@@ -77,7 +82,7 @@ def expected_status(behaviour: str, stream: bool, failover: bool, route: str = C
     """A valid answer is a 200, and so is a stream cut after its first event or with a large event
     (the size cap is of unary answers; speech is always a stream); anything else is tried on the
     second provider when there is one, and is a 502 when there is not."""
-    stream = stream if route == CHAT_ROUTE else route == SPEECH
+    stream = route == SPEECH if route in (EMBEDDINGS, SPEECH) else stream
     if failover or behaviour in (GOOD, NO_USAGE, ABSURD) or (stream and behaviour in (CUT, OVERSIZE)):
         return 200
     return 502
@@ -288,7 +293,7 @@ class World:
     providers: tuple[str, str]
 
     def model_of(self, route: str) -> str:
-        return self.model if route == CHAT_ROUTE else f"{self.model}-{route}"
+        return self.model if route in CHAT_LIKE else f"{self.model}-{route}"
 
 
 # The task each route's model is mapped for.
@@ -349,7 +354,7 @@ class Seen:
         """What the ledger records: the usage the provider reported; for a stream without usage,
         the content events sent; for a unary answer without usage, 0 (billed at the estimate); none
         for embeddings and speech (billed in input tokens and characters)."""
-        if self.route != CHAT_ROUTE:
+        if self.route not in CHAT_LIKE:
             return 0
         if self.stream:
             return USAGE["completion_tokens"] if self.believed else self.content_events
@@ -385,6 +390,25 @@ def send_task(env: Environment, world: World, behaviour: str, failover: bool, ro
     return seen, received
 
 
+CONTENT_EVENTS = {RESPONSES_ROUTE: "response.output_text.delta", MESSAGES_ROUTE: "content_block_delta"}
+
+
+def routed(route: str, body: dict) -> dict:
+    """The chat body as the route's API says it (its one user message holds the behaviour)."""
+    common = {key: body[key] for key in ("model", "stream", "provider")}
+    if route == RESPONSES_ROUTE:
+        return {**common, "input": body["messages"][0]["content"]}
+    if route == MESSAGES_ROUTE:
+        return {**common, "max_tokens": 64, "messages": body["messages"]}
+    return body
+
+
+def _typed_events(answer: httpx.Response) -> list[dict]:
+    """A translated stream's events ("event: <type>" and "data: {...}" lines)."""
+    lines = (line for event in answer.content.split(b"\n\n") for line in event.split(b"\n"))
+    return [json.loads(line.removeprefix(b"data: ")) for line in lines if line.startswith(b"data: ")]
+
+
 def send(
     env: Environment,
     world: World,
@@ -394,19 +418,25 @@ def send(
     usage: bool = False,
     route: str = CHAT_ROUTE,
 ) -> tuple[Seen, httpx.Response | bytes]:
-    """One chat request to p1 (then p2 when `failover`); with `usage`, a stream asks for usage.
-    Embeddings and speech (`route`) go by send_task."""
-    if route != CHAT_ROUTE:
+    """One request to p1 (then p2 when `failover`); with `usage`, a chat stream asks for usage
+    (a translated stream always does: its answer carries usage). Embeddings and speech (`route`)
+    go by send_task."""
+    if route not in CHAT_LIKE:
         return send_task(env, world, behaviour, failover, route)
     body = chat(world.model, stream=stream, provider=" ".join(world.providers if failover else world.providers[:1]))
     body["messages"][0]["content"] = behaviour
     if stream and usage:
         body["stream_options"] = {"include_usage": True}
     with env.sb.http(world.token) as http:
-        answer = http.post("/v1/chat/completions", json=body)
+        answer = http.post(PATHS[route], json=routed(route, body))
     if answer.status_code != 200:
-        return Seen(behaviour, stream, failover, answer.status_code), answer
+        return Seen(behaviour, stream, failover, answer.status_code, route=route), answer
     headers = answer.headers
+    if route != CHAT_ROUTE:
+        contents = sum(1 for e in _typed_events(answer) if e["type"] == CONTENT_EVENTS[route]) if stream else 0
+        seen = Seen(behaviour, stream, failover, 200, headers["x-request-id"], headers["x-inference-provider"],
+                    headers["inference-id"], contents, stream, route)  # fmt: skip
+        return seen, answer
     events = _events(answer) if stream else [answer.json()]
     seen = Seen(behaviour, stream, failover, 200, headers["x-request-id"], headers["x-inference-provider"],
                 events[0]["id"], sum(1 for e in events if e.get("choices")), stream and usage)  # fmt: skip
@@ -414,22 +444,28 @@ def send(
 
 
 def check_answer(world: World, seen: Seen, answer: httpx.Response | bytes) -> None:
-    """The status each behaviour calls for, in OpenAI's shape, from the provider that should
-    answer; a stream's usage never shown; speech's audio as the provider sent it."""
+    """The status each behaviour calls for, in OpenAI's shape (Anthropic's on its route), from the
+    provider that should answer; a chat stream's usage never shown unasked; speech's audio as the
+    provider sent it."""
     body = answer if isinstance(answer, bytes) else answer.content
     expected = expected_status(seen.behaviour, seen.stream, seen.failover, seen.route)
     assert seen.status == expected, (seen, body[:300])
     if seen.status != 200:
-        assert orjson.loads(body)["error"]["code"] == "upstream_error"
+        error = orjson.loads(body)["error"]
+        assert error["type" if seen.route == MESSAGES_ROUTE else "code"] in ("upstream_error", "api_error"), error
         return
     first_served = expected_status(seen.behaviour, seen.stream, False, seen.route) == 200
     assert seen.provider == world.providers[0 if first_served else 1]
     assert seen.provider_request_id.startswith(f"{world.tag}-{'p1' if first_served else 'p2'}-")
     if seen.route == SPEECH:
         assert body.startswith(AUDIO_PIECE) and len(body) % len(AUDIO_PIECE) == 0, body[:64]
-    if seen.route != CHAT_ROUTE:
+    if seen.route not in CHAT_LIKE:
         return
-    if seen.stream:
+    if seen.stream and seen.route != CHAT_ROUTE:
+        last = _typed_events(answer)[-1]["type"]
+        broken = {RESPONSES_ROUTE: "response.failed", MESSAGES_ROUTE: "error"}[seen.route]
+        assert (last == broken) == (seen.behaviour == CUT), last
+    elif seen.stream:
         # Asked for on the caller's behalf: shown only to a caller who asked, when the provider sent it.
         assert (b'"usage"' in answer.content) == (seen.asked_for_usage and seen.reported)
         assert answer.content.endswith(b"data: [DONE]\n\n"), answer.content[-200:]
@@ -439,8 +475,8 @@ def check_answer(world: World, seen: Seen, answer: httpx.Response | bytes) -> No
 # --- the state machine ------------------------------------------------------------------------
 
 MAX_KILLS = 2  # of each process per run
-# (behaviour, stream, failover, a stream's caller asks for usage); the route (chat, embeddings, speech)
-# is each machine's next in turn, so that the drawn runs, and the faults they reach, stay as they were.
+# (behaviour, stream, failover, a stream's caller asks for usage); the route cycles through ROUTES
+# (not drawn: the same draws keep the runs reaching every fault)
 REQUEST = st.tuples(st.sampled_from(BEHAVIOURS), st.booleans(), st.booleans(), st.booleans())
 REQUESTS = st.lists(REQUEST, min_size=1, max_size=4)
 
@@ -460,8 +496,10 @@ class MoneyMachine(RuleBasedStateMachine):
 
     @initialize()
     def ask_each_behaviour(self) -> None:
-        """Every behaviour once, chat unary and streamed, embeddings and speech, at the start of every run."""
-        chats = [(behaviour, stream, False, False, CHAT_ROUTE) for behaviour in BEHAVIOURS for stream in (False, True)]
+        """Every behaviour once at the start of every run: on each chat-like route unary and streamed,
+        on embeddings and speech."""
+        chats = [(behaviour, stream, False, False, route)
+                 for behaviour in BEHAVIOURS for stream in (False, True) for route in CHAT_LIKE]  # fmt: skip
         tasks = [(behaviour, False, False, False, route) for behaviour in BEHAVIOURS for route in (EMBEDDINGS, SPEECH)]
         self._ask(chats + tasks)
 

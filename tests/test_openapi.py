@@ -50,7 +50,7 @@ def test_every_binding_of_every_transcoded_rpc_is_an_operation() -> None:
                 expected |= {(verb, openapi.openapi_path(path)[0]) for verb, path, _ in openapi.bindings(rule)}
     documented = {(verb, path) for path, operations in DOCUMENT["paths"].items() for verb in operations}
     assert documented == expected
-    assert len(documented) == 60
+    assert len(documented) == 65
 
 
 @pytest.mark.parametrize(
@@ -123,12 +123,14 @@ def test_well_known_types_have_their_json_forms() -> None:
 
 
 def test_errors_are_documented_in_openai_shape_with_snake_case_codes() -> None:
-    for operations in DOCUMENT["paths"].values():
+    """OpenAI's shape everywhere but on Anthropic's Messages API (plain and per provider)."""
+    for path, operations in DOCUMENT["paths"].items():
+        shape = "AnthropicError" if path.endswith("/v1/messages") else "Error"
         for documented in operations.values():
             assert (
                 documented["responses"]["4XX"]
                 == documented["responses"]["5XX"]
-                == {"$ref": "#/components/responses/Error"}
+                == {"$ref": f"#/components/responses/{shape}"}
             )
     error = schema("Error")["properties"]["error"]
     assert error["required"] == ["message", "type", "param", "code"]

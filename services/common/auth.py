@@ -18,6 +18,13 @@ SERVICE_CREDENTIAL_KEY = "x-switchboard-service-credential"
 INTERNAL_SERVICES = frozenset({"switchboard.registry.v1.InternalService", "switchboard.billing.v1.LedgerService"})
 
 
+# Anthropic's SDKs (and Claude Code) send the key in this header; it counts wherever Bearer does.
+API_KEY_HEADER = "x-api-key"
+# Every token the Registry issues starts with this (services/registry/state.py); in anonymous
+# mode a key of another shape that is not the admin token is a placeholder, not a credential.
+TOKEN_PREFIX = "sb-"
+
+
 def metadata_value(context: grpc.aio.ServicerContext, key: str) -> str | None:
     """A request header / metadata value, or None."""
     for name, value in context.invocation_metadata() or ():
@@ -26,12 +33,21 @@ def metadata_value(context: grpc.aio.ServicerContext, key: str) -> str | None:
     return None
 
 
+def credential(authorization: str | None, api_key: str | None) -> str | None:
+    """The Authorization header to read: the caller's own, else an x-api-key as a bearer token."""
+    if authorization or not api_key:
+        return authorization
+    return f"Bearer {api_key}"
+
+
 def parse_bearer(header: str | None, required: bool = True) -> str:
     """The token of "Authorization: Bearer <token>"; "" when absent and not required; 401 otherwise."""
     if not header:
         if not required:
             return ""
-        raise unauthenticated("INVALID_API_KEY", "missing Authorization header: send 'Authorization: Bearer <token>'")
+        raise unauthenticated(
+            "INVALID_API_KEY", "missing credentials: send 'Authorization: Bearer <token>' or 'x-api-key: <token>'"
+        )
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise unauthenticated("INVALID_API_KEY", "the Authorization header must be 'Bearer <token>'")
@@ -40,7 +56,7 @@ def parse_bearer(header: str | None, required: bool = True) -> str:
 
 def bearer_token(context: grpc.aio.ServicerContext) -> str:
     """The call's bearer token; 401 when missing or malformed."""
-    return parse_bearer(metadata_value(context, "authorization"))
+    return parse_bearer(credential(metadata_value(context, "authorization"), metadata_value(context, API_KEY_HEADER)))
 
 
 def is_admin_token(token: str, admin_token: str) -> bool:

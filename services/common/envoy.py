@@ -22,6 +22,7 @@ from google.api import annotations_pb2, field_behavior_pb2
 from google.protobuf import descriptor_pb2
 
 from services.common import edge
+from services.common.errors import ANTHROPIC_PATH_REGEX, anthropic_face
 from services.common.telemetry import DEFAULT_TRACE_RATIO
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -551,6 +552,31 @@ def _error_format(error_type: str, code: str) -> dict:
     }
 
 
+def _anthropic_format(error_type: str) -> dict:
+    return {"json_format": {"type": "error", "error": {"type": error_type, "message": "%LOCAL_REPLY_BODY%"}}}
+
+
+_ANTHROPIC_ROUTE = {
+    "header_filter": {"header": {"name": ":path", "string_match": {"safe_regex": {"regex": ANTHROPIC_PATH_REGEX}}}}
+}
+
+
+def _anthropic_mappers() -> list[dict]:
+    """Envoy's own replies on Anthropic's Messages route, in Anthropic's shape and statuses."""
+    mappers = []
+    for status in _LOCAL_REPLIES:
+        anthropic_status, error_type = anthropic_face(status)
+        mapper = {
+            "filter": {"and_filter": {"filters": [_status_filter(status), _ANTHROPIC_ROUTE]}},
+            "body_format_override": _anthropic_format(error_type),
+        }
+        if anthropic_status != status:
+            mapper["status_code"] = anthropic_status
+        mappers.append(mapper)
+    mappers.append({"filter": _ANTHROPIC_ROUTE, "body_format_override": _anthropic_format("api_error")})
+    return mappers
+
+
 def _status_filter(status: int) -> dict:
     comparison = {"op": "EQ", "value": {"default_value": status, "runtime_key": f"unused_{status}"}}
     return {"status_code_filter": {"comparison": comparison}}
@@ -592,7 +618,8 @@ def local_reply_mappers() -> list[dict]:
             }
         }
     }
-    mappers: list[dict] = [own, _budget_mapper()]
+    # Every reply of the Messages route in Anthropic's shape, the budget's 429 included.
+    mappers: list[dict] = [own, *_anthropic_mappers(), _budget_mapper()]
     for status, shape in ((400, _TRANSCODER_400), (500, _TRANSCODER_500)):
         mappers.append({"filter": _transcoder_filter(status), "body_format_override": _error_format(*shape)})
     for status, (error_type, code) in _LOCAL_REPLIES.items():

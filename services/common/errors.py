@@ -93,6 +93,39 @@ PROVIDER_VERDICTS: dict[int, tuple[grpc.StatusCode, str]] = {
 }
 
 
+# Anthropic's Messages API answers its errors in Anthropic's shape, {"type": "error", "error":
+# {"type", "message"}}, with Anthropic's statuses: the gRPC method whose REST answers take it,
+# and the paths (plain and per provider) where Envoy's own replies take it (services/common/envoy.py).
+ANTHROPIC_METHOD = "/switchboard.router.v1.RouterService/CreateMessage"
+ANTHROPIC_PATH_REGEX = r"(/[^/?]+)?/v1/messages(/[^?]*)?([?].*)?"
+# HTTP status -> (Anthropic's status, Anthropic's error type); any other status is an api_error.
+ANTHROPIC_FACES: dict[int, tuple[int, str]] = {
+    400: (400, "invalid_request_error"),
+    401: (401, "authentication_error"),
+    402: (402, "billing_error"),
+    403: (403, "permission_error"),
+    404: (404, "not_found_error"),
+    409: (409, "invalid_request_error"),
+    413: (413, "request_too_large"),
+    414: (414, "invalid_request_error"),
+    422: (422, "invalid_request_error"),
+    429: (429, "rate_limit_error"),
+    503: (529, "overloaded_error"),
+    504: (504, "timeout_error"),
+}
+
+
+def anthropic_face(status: int) -> tuple[int, str]:
+    """Anthropic's status and error type for an HTTP status."""
+    return ANTHROPIC_FACES.get(status, (status, "api_error"))
+
+
+def anthropic_error(status: int, message: str) -> tuple[int, dict]:
+    """Anthropic's status and error body for an error of this HTTP status."""
+    anthropic_status, error_type = anthropic_face(status)
+    return anthropic_status, {"type": "error", "error": {"type": error_type, "message": message}}
+
+
 def rest_face(code: grpc.StatusCode, reason: str) -> RestFace:
     """The HTTP status and OpenAI error type of an error: the one place they are decided."""
     return _BY_REASON.get((code, reason)) or _BY_CODE[code]
@@ -158,16 +191,24 @@ class ApiError(Exception):
             packed.append(message)
         return status_pb2.Status(code=self.grpc_code.value[0], message=self.message, details=packed)
 
-    def trailing_metadata(self, rest: bool) -> tuple[tuple[str, str | bytes], ...]:
-        """The status details and extra headers; for a REST call also the answer Envoy's Lua filter sends."""
+    def rest_answer(self, anthropic: bool = False) -> tuple[int, dict]:
+        """The HTTP status and body a REST caller gets: OpenAI's shape, or Anthropic's."""
+        if anthropic:
+            return anthropic_error(self.http_status, self.message)
+        return self.http_status, self.openai_body()
+
+    def trailing_metadata(self, rest: bool, anthropic: bool = False) -> tuple[tuple[str, str | bytes], ...]:
+        """The status details and extra headers; for a REST call also the answer Envoy's Lua filter
+        sends (in Anthropic's shape when `anthropic`)."""
         trailers: tuple[tuple[str, str | bytes], ...] = (
             (DETAILS_TRAILER, self.rpc_status().SerializeToString()),
             *self.headers.items(),
         )
         if rest:
+            status, body = self.rest_answer(anthropic)
             # Metadata values must be printable ASCII: escape everything else.
-            trailers += ((ERROR_TRAILER, json.dumps(self.openai_body(), ensure_ascii=True)),)
-            trailers += ((STATUS_TRAILER, str(self.http_status)),)
+            trailers += ((ERROR_TRAILER, json.dumps(body, ensure_ascii=True)),)
+            trailers += ((STATUS_TRAILER, str(status)),)
         return trailers
 
 

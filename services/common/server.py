@@ -22,7 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
 from services.common.envoy import DESCRIPTOR, PUBLIC_SERVICES
-from services.common.errors import REST_CALL_KEY, ApiError, Code, internal_error, invalid_argument
+from services.common.errors import ANTHROPIC_METHOD, REST_CALL_KEY, ApiError, Code, internal_error, invalid_argument
 
 log = logging.getLogger(__name__)
 
@@ -85,19 +85,20 @@ def _called_over_rest(context: grpc.aio.ServicerContext) -> bool:
     return any(key == REST_CALL_KEY for key, _ in context.invocation_metadata() or ())
 
 
-async def abort_with(context: grpc.aio.ServicerContext, error: ApiError) -> None:
-    """Ends the call with the error's status and trailers."""
-    trailers = error.trailing_metadata(rest=_called_over_rest(context))
+async def abort_with(context: grpc.aio.ServicerContext, error: ApiError, method: str = "") -> None:
+    """Ends the call with the error's status and trailers (Anthropic's shape on its method's REST route)."""
+    trailers = error.trailing_metadata(rest=_called_over_rest(context), anthropic=method == ANTHROPIC_METHOD)
     await context.abort(error.grpc_code, error.message, trailing_metadata=trailers)
 
 
 async def _raise_as_status(context: grpc.aio.ServicerContext, exc: Exception, method: str) -> None:
     if isinstance(exc, ApiError):
-        await abort_with(context, exc)
+        await abort_with(context, exc, method)
     if isinstance(exc, NotImplementedError):
-        await abort_with(context, ApiError(Code.UNIMPLEMENTED, "NOT_IMPLEMENTED", f"{method} is not implemented yet"))
+        error = ApiError(Code.UNIMPLEMENTED, "NOT_IMPLEMENTED", f"{method} is not implemented yet")
+        await abort_with(context, error, method)
     log.exception("unexpected error", extra={"method": method})
-    await abort_with(context, internal_error())
+    await abort_with(context, internal_error(), method)
 
 
 def _guard_unary(behavior: Callable, method: str) -> Callable:

@@ -31,6 +31,11 @@ def _last_user_text(messages: list) -> str:
     return ""
 
 
+def _last_role(messages: list) -> str:
+    last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
+    return str(last.get("role", ""))
+
+
 def _limit(body: dict) -> int:
     for name in ("max_completion_tokens", "max_tokens"):
         value = body.get(name)
@@ -62,11 +67,18 @@ def example_of(schema: Any) -> Any:
     return {"integer": 1, "number": 1.5, "boolean": True, "null": None}.get(kind, "reference")
 
 
+def _answers_tool_result(body: dict, choice: Any) -> bool:
+    """Whether the conversation ends with a tool's result that the model may answer in text
+    (unless tool_choice demands a call): an agent loop on the reference provider ends."""
+    return _last_role(body.get("messages") or []) == "tool" and choice != "required" and not isinstance(choice, dict)
+
+
 def _chosen_tool(body: dict) -> dict | None:
-    """The function to call: the one tool_choice names, else the first tool unless tool_choice is "none"."""
+    """The function to call: the one tool_choice names, else the first tool unless tool_choice is
+    "none" or the conversation ends with a tool result (answered in text)."""
     tools = [t for t in body.get("tools") or [] if isinstance(t, dict) and isinstance(t.get("function"), dict)]
     choice = body.get("tool_choice", "auto")
-    if not tools or choice == "none":
+    if not tools or choice == "none" or _answers_tool_result(body, choice):
         return None
     if isinstance(choice, dict):
         wanted = (choice.get("function") or {}).get("name")
@@ -80,7 +92,10 @@ def _content(body: dict) -> str:
     if kind == "json_schema":
         schema = (response_format.get("json_schema") or {}).get("schema")
         return orjson.dumps(example_of(schema)).decode()
-    words = ["Reference", "answer", "to:", *_last_user_text(body["messages"]).split()][: _limit(body)]
+    words = ["Reference", "answer", "to:", *_last_user_text(body["messages"]).split()]
+    if _last_role(body["messages"]) == "tool":
+        words += ["using", "the", "tool", "result:", *_text_of(body["messages"][-1].get("content")).split()]
+    words = words[: _limit(body)]
     if kind == "json_object":
         return orjson.dumps({"answer": " ".join(words)}).decode()
     return _apply_stop(" ".join(words), body.get("stop"))

@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 
-from services.common.auth import bearer_token, is_admin_token
+from services.common.auth import TOKEN_PREFIX, bearer_token, is_admin_token
 from services.common.db import Database
 from services.common.errors import ApiError, already_exists, not_found, unauthenticated
 from services.registry import store
@@ -25,7 +25,6 @@ from services.registry.storage import ChangeRow
 from services.registry.validation import shown
 
 T = TypeVar("T")
-TOKEN_PREFIX = "sb-"
 Update = Callable[[RegistryIndex], Touched]
 
 

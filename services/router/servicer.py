@@ -20,22 +20,26 @@ from switchboard.router.v1 import router_service_pb2 as router_pb
 from switchboard.router.v1 import router_service_pb2_grpc as router_grpc
 
 from services.common.accounts import OPERATOR_ACCOUNT
-from services.common.auth import parse_bearer
+from services.common.auth import API_KEY_HEADER, TOKEN_PREFIX, credential, parse_bearer
 from services.common.counters import MemoryCounters
 from services.common.errors import ApiError, Code, invalid_argument, not_found, permission_denied, unavailable
 from services.common.pricing import estimate_nano_usd, prompt_tokens_estimate
 from services.common.providers import CAPABILITY_FIELDS
 from services.common.telemetry import TRACEPARENT, InferenceMeasure
 from services.router import params, selection
+from services.router.completions_api import Completions
 from services.router.directory import Directory, ProviderEntry
 from services.router.health import ProviderHealthMethods
 from services.router.key_limits import Grant, KeyLimits
 from services.router.ledger import Ledger
 from services.router.measurements import Measurements
+from services.router.messages_api import Messages
+from services.router.responses_api import Responses
 from services.router.spending import Spending
 from services.router.task_formats import GENERATE, OPERATIONS, Bill, TaskCall, TaskInput, reservation
 from services.router.tasks import TaskMethods
 from services.router.timing import server_timing, timed
+from services.router.translation import Translation
 from services.router.upstream import CHAT_PATH, IMAGES_PATH, Opened, Upstreams, relay, rewrite
 from services.router.usage_bounds import believable
 
@@ -57,9 +61,13 @@ def _headers(context: grpc.aio.ServicerContext) -> dict[str, str]:
     """The request headers this service reads, in one pass over the metadata."""
     found = {}
     for name, value in context.invocation_metadata() or ():
-        if name in ("authorization", "x-hf-bill-to", TRACEPARENT):
+        if name in ("authorization", API_KEY_HEADER, "x-hf-bill-to", TRACEPARENT):
             found[name] = value if isinstance(value, str) else value.decode()
     return found
+
+
+def _credential(headers: dict[str, str]) -> str | None:
+    return credential(headers.get("authorization"), headers.get(API_KEY_HEADER))
 
 
 def hf_to_openai(request: router_pb.TextToImageRequest) -> httpbody_pb2.HttpBody:
@@ -84,14 +92,17 @@ def hf_to_openai(request: router_pb.TextToImageRequest) -> httpbody_pb2.HttpBody
     return httpbody_pb2.HttpBody(content_type=JSON, data=orjson.dumps(payload))
 
 
-def _json_payload(raw: bytes, task: str) -> dict:
-    """A chat or images body: a JSON object within its route's rules (params.py)."""
+def _json_payload(raw: bytes, task: str, translate: Callable[[dict], dict] | None = None) -> dict:
+    """A chat or images body (another API's, translated to chat): a JSON object within its
+    route's rules (params.py)."""
     try:
         payload = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise invalid_argument("INVALID_REQUEST", "the request body is not valid JSON") from None
     if not isinstance(payload, dict):
         raise invalid_argument("INVALID_REQUEST", "the request body must be a JSON object")
+    if translate is not None:
+        payload = translate(payload)
     params.check_body(payload, *BODY_RULES[task])
     return payload
 
@@ -184,17 +195,30 @@ class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServi
 
     # --- inference -------------------------------------------------------------------------
 
-    async def _identified(self, authorization: str | None) -> tuple[internal_pb.Caller, str]:
-        """The caller and the account their calls are billed to. Without an Authorization
-        header, in anonymous mode: a caller with no user (live mappings only, no orgs) billed
-        to the anonymous account; otherwise a token the Registry knows, or 401."""
-        if not authorization and self.anonymous_account:
+    async def _known_caller(self, token: str) -> internal_pb.Caller | None:
+        """The token's caller. In anonymous mode a key not shaped like a Switchboard token that
+        the Registry does not know (a placeholder SDKs insist on: EMPTY, sk-no-key-required)
+        is None, as if no key was sent; a Switchboard-shaped one that is wrong or revoked is a 401."""
+        try:
+            return await self.directory.authenticate(token)
+        except ApiError as error:
+            placeholder = self.anonymous_account and not token.startswith(TOKEN_PREFIX)
+            if placeholder and error.grpc_code == Code.UNAUTHENTICATED:
+                return None
+            raise
+
+    async def _identified(self, headers: dict[str, str]) -> tuple[internal_pb.Caller, str]:
+        """The caller and the account their calls are billed to. Without a key, in anonymous
+        mode: a caller with no user (live mappings only, no orgs) billed to the anonymous
+        account; otherwise a token the Registry knows, or 401."""
+        token = parse_bearer(_credential(headers), required=not self.anonymous_account)
+        caller = await self._known_caller(token) if token else None
+        if caller is None:
             return ANONYMOUS, self.anonymous_account
-        caller = await self.directory.authenticate(parse_bearer(authorization))
         return caller, caller.user or OPERATOR_ACCOUNT
 
     async def _caller(self, headers: dict[str, str]) -> tuple[internal_pb.Caller, str]:
-        caller, account = await self._identified(headers.get("authorization"))
+        caller, account = await self._identified(headers)
         bill_to = headers.get("x-hf-bill-to", "").strip()
         if not bill_to:
             return caller, account
@@ -280,15 +304,17 @@ class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServi
         context: grpc.aio.ServicerContext,
         measure: InferenceMeasure,
         task_input: Callable[[], TaskInput] | None = None,
+        translate: Callable[[dict], dict] | None = None,
     ) -> Call:
-        """Checks the caller and the body (a task route's by `task_input`), picks the routes, reserves."""
+        """Checks the caller and the body (a task route's by `task_input`; another API's turned into
+        a chat body by `translate` first), picks the routes, reserves."""
         started = _now()
         headers = _headers(context)
         caller, account = await self._caller(headers)
         raw = request.body.data
         value = task_input() if task_input is not None else None
         if value is None:
-            payload = _json_payload(raw, task)
+            payload = _json_payload(raw, task, translate)
             max_price = payload.pop("max_price", None)  # Switchboard's to honour: never sent on
             needs = selection.needs_of(payload, prompt_tokens_estimate(len(raw)), max_price)
         else:
@@ -450,8 +476,9 @@ class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServi
         request: router_pb.CreateChatCompletionRequest,
         context: grpc.aio.ServicerContext,
         measure: InferenceMeasure,
+        translate: Callable[[dict], dict] | None = None,
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
-        call = await self._prepare(CHAT, request, context, measure)
+        call = await self._prepare(CHAT, request, context, measure, translate=translate)
         stream = call.payload.get("stream") is True
         hide_usage = stream and _ask_for_usage(call.payload)
         opened = await self._open(call, CHAT_PATH, stream, context)
@@ -476,6 +503,35 @@ class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServi
                     yield httpbody_pb2.HttpBody(content_type=EVENT_STREAM, data=event)
         finally:
             self._finish(call, opened)
+
+    async def _translated(
+        self, request, context: grpc.aio.ServicerContext, translation: Translation
+    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        """Another API's call served as a chat completion: the same checks, selection, failover
+        and billing; the answer in that API's shape."""
+        chat = router_pb.CreateChatCompletionRequest(provider=request.provider, body=request.body)
+        with InferenceMeasure(OPERATIONS[CHAT]) as measure:
+            async with aclosing(self._chat(chat, context, measure, translation.chat_payload)) as bodies:
+                async for body in translation.answer(bodies):
+                    yield body
+
+    async def CreateResponse(
+        self, request: router_pb.CreateResponseRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        async for body in self._translated(request, context, Responses()):
+            yield body
+
+    async def CreateMessage(
+        self, request: router_pb.CreateMessageRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        async for body in self._translated(request, context, Messages()):
+            yield body
+
+    async def CreateCompletion(
+        self, request: router_pb.CreateCompletionRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        async for body in self._translated(request, context, Completions()):
+            yield body
 
     async def _relay(self, call: Call, opened: Opened, hide_usage: bool) -> AsyncIterator[bytes]:
         """The provider's SSE events; a stream that breaks ends with an error event, never a switch."""
@@ -532,8 +588,9 @@ class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServi
     # --- catalog ---------------------------------------------------------------------------
 
     async def _optional_user(self, context: grpc.aio.ServicerContext) -> str:
-        token = parse_bearer(_headers(context).get("authorization"), required=False)
-        return (await self.directory.authenticate(token)).user if token else ""
+        token = parse_bearer(_credential(_headers(context)), required=False)
+        caller = await self._known_caller(token) if token else None
+        return caller.user if caller else ""
 
     def _model_provider(self, candidate: internal_pb.Candidate, entry: ProviderEntry | None) -> router_pb.ModelProvider:
         """The hub router's per-provider entry; what the provider model supports as its mapping

@@ -45,6 +45,21 @@ class RouterServiceStub:
                 request_serializer=switchboard_dot_router_dot_v1_dot_router__service__pb2.CreateChatCompletionRequest.SerializeToString,
                 response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
                 _registered_method=True)
+        self.CreateResponse = channel.unary_stream(
+                '/switchboard.router.v1.RouterService/CreateResponse',
+                request_serializer=switchboard_dot_router_dot_v1_dot_router__service__pb2.CreateResponseRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
+        self.CreateMessage = channel.unary_stream(
+                '/switchboard.router.v1.RouterService/CreateMessage',
+                request_serializer=switchboard_dot_router_dot_v1_dot_router__service__pb2.CreateMessageRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
+        self.CreateCompletion = channel.unary_stream(
+                '/switchboard.router.v1.RouterService/CreateCompletion',
+                request_serializer=switchboard_dot_router_dot_v1_dot_router__service__pb2.CreateCompletionRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
         self.CreateImage = channel.unary_unary(
                 '/switchboard.router.v1.RouterService/CreateImage',
                 request_serializer=switchboard_dot_router_dot_v1_dot_router__service__pb2.CreateImageRequest.SerializeToString,
@@ -117,6 +132,37 @@ class RouterServiceServicer:
     def CreateChatCompletion(self, request, context):
         """Chat completions. A unary answer is one application/json message; with
         "stream": true, text/event-stream chunks as the provider sends them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateResponse(self, request, context):
+        """OpenAI's Responses API, translated to a chat completion (every provider
+        speaks chat): instructions, input as text or items (messages, function
+        calls and their outputs), function tools. A unary answer is a response
+        object; with "stream": true, its typed events (response.created, ...,
+        response.completed). State kept between turns (previous_response_id,
+        store, conversation, background) is refused with a 400 naming the field.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateMessage(self, request, context):
+        """Anthropic's Messages API, translated to a chat completion: system
+        prompts, text and image blocks, tool use and tool results. A unary
+        answer is a message object; with "stream": true, Anthropic's events
+        (message_start, ..., message_stop). Errors in Anthropic's shape
+        {"type": "error", "error": {"type", "message"}}.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateCompletion(self, request, context):
+        """OpenAI's legacy completions: the prompt sent as one user message of a
+        chat completion, the answer in the text_completion shape (streamed too).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -236,6 +282,21 @@ def add_RouterServiceServicer_to_server(servicer, server):
                     request_deserializer=switchboard_dot_router_dot_v1_dot_router__service__pb2.CreateChatCompletionRequest.FromString,
                     response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
             ),
+            'CreateResponse': grpc.unary_stream_rpc_method_handler(
+                    servicer.CreateResponse,
+                    request_deserializer=switchboard_dot_router_dot_v1_dot_router__service__pb2.CreateResponseRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'CreateMessage': grpc.unary_stream_rpc_method_handler(
+                    servicer.CreateMessage,
+                    request_deserializer=switchboard_dot_router_dot_v1_dot_router__service__pb2.CreateMessageRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'CreateCompletion': grpc.unary_stream_rpc_method_handler(
+                    servicer.CreateCompletion,
+                    request_deserializer=switchboard_dot_router_dot_v1_dot_router__service__pb2.CreateCompletionRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
             'CreateImage': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateImage,
                     request_deserializer=switchboard_dot_router_dot_v1_dot_router__service__pb2.CreateImageRequest.FromString,
@@ -327,6 +388,87 @@ class RouterService:
             target,
             '/switchboard.router.v1.RouterService/CreateChatCompletion',
             switchboard_dot_router_dot_v1_dot_router__service__pb2.CreateChatCompletionRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateResponse(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/switchboard.router.v1.RouterService/CreateResponse',
+            switchboard_dot_router_dot_v1_dot_router__service__pb2.CreateResponseRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateMessage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/switchboard.router.v1.RouterService/CreateMessage',
+            switchboard_dot_router_dot_v1_dot_router__service__pb2.CreateMessageRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateCompletion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/switchboard.router.v1.RouterService/CreateCompletion',
+            switchboard_dot_router_dot_v1_dot_router__service__pb2.CreateCompletionRequest.SerializeToString,
             google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
             options,
             channel_credentials,

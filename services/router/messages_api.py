@@ -1,0 +1,323 @@
+"""Anthropic's Messages API (POST /v1/messages) translated to and from chat completions.
+
+In: `system` (a string or text blocks), messages with text, image, tool_use and
+tool_result blocks (thinking blocks of earlier turns are left out), tools with their
+input_schema, tool_choice, stop_sequences, max_tokens, sampling. Out: a message object,
+or with "stream": true Anthropic's events (message_start, content_block_start,
+content_block_delta with text_delta or input_json_delta, content_block_stop,
+message_delta with the stop reason and usage, message_stop). Errors on this route are in
+Anthropic's shape (services/common/errors.py, ANTHROPIC_METHOD).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+
+from services.common.errors import anthropic_error, invalid_argument
+from services.router import params
+from services.router.translation import (
+    DONE,
+    Translation,
+    arguments_object,
+    check,
+    check_fields,
+    common_chat,
+    first_choice,
+    item_list,
+    new_id,
+    sse,
+    text_of,
+    usage_numbers,
+)
+
+CHECKS: dict[str, params.Check] = {
+    "model": params.COMMON["model"],
+    "max_tokens": params.TOKENS,
+    "messages": params.array(params.MAX_MESSAGES, items=dict, empty=False),
+    "system": params.of_type((str, list), "a string or a list of text blocks"),
+    "stop_sequences": params.array(params.MAX_STOP_SEQUENCES, items=str),
+    "stream": params.BOOLEAN,
+    "temperature": params.number(0, 1),
+    "top_p": params.CHAT["top_p"],
+    "top_k": params.integer(0, 1_000_000),
+    "tools": params.CHAT["tools"],
+    "tool_choice": params.OBJECT,
+    "metadata": params.OBJECT,
+    "thinking": params.OBJECT,
+    "service_tier": params.text(32),
+    "context_management": params.OBJECT,  # accepted, not acted on: the context is sent as it is
+}
+REQUIRED = ("model", "max_tokens", "messages")
+REFUSED = {
+    "container": "code execution containers are not available",
+    "mcp_servers": "Switchboard connects to no MCP servers; run your tools and send tool_result blocks",
+}
+# finish_reason -> stop_reason
+STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use",
+                "content_filter": "refusal"}  # fmt: skip
+LEFT_OUT_BLOCKS = ("thinking", "redacted_thinking")
+
+
+def _image(block: dict, name: str) -> dict:
+    source = block.get("source") if isinstance(block.get("source"), dict) else {}
+    if source.get("type") == "base64" and isinstance(source.get("data"), str):
+        url = f"data:{source.get('media_type', 'image/png')};base64,{source['data']}"
+    elif source.get("type") == "url" and isinstance(source.get("url"), str):
+        url = source["url"]
+    else:
+        raise invalid_argument("INVALID_PARAMETER", f"{name}.source must be a base64 or url image source", name)
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
+def _tool_result(block: dict, name: str) -> tuple[dict, list[dict]]:
+    """A tool message with the result's text, and the result's images (chat's tool messages
+    hold text only: the images follow in a user message)."""
+    if not isinstance(block.get("tool_use_id"), str):
+        raise invalid_argument("INVALID_PARAMETER", f"{name}.tool_use_id must be a string", f"{name}.tool_use_id")
+    content = block.get("content") or ""
+    blocks = content if isinstance(content, list) else []
+    images = [
+        _image(b, f"{name}.content[{i}]")
+        for i, b in enumerate(blocks)
+        if isinstance(b, dict) and b.get("type") == "image"
+    ]
+    texts = [b for b in blocks if not (isinstance(b, dict) and b.get("type") == "image")]
+    text = text_of(content if isinstance(content, str) else texts, f"{name}.content")
+    if block.get("is_error") is True:
+        text = f"Error: {text}"
+    return {"role": "tool", "tool_call_id": block["tool_use_id"], "content": text}, images
+
+
+def _user(content: list, name: str) -> list[dict]:
+    """A user turn: its tool results as tool messages, then its other blocks (and the results'
+    images) as one user message."""
+    results, parts = [], []
+    for index, block in enumerate(content):
+        at = f"{name}[{index}]"
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "tool_result":
+            result, images = _tool_result(block, at)
+            results.append(result)
+            parts += images
+        elif kind == "text" and isinstance(block.get("text"), str):
+            parts.append({"type": "text", "text": block["text"]})
+        elif kind == "image":
+            parts.append(_image(block, at))
+        else:
+            raise invalid_argument(
+                "UNSUPPORTED_PARAMETER", f"{at} must be a text, image or tool_result block", f"{at}.type"
+            )
+    return results + ([{"role": "user", "content": parts}] if parts else [])
+
+
+def _assistant(content: list, name: str) -> dict:
+    texts, calls = [], []
+    for index, block in enumerate(content):
+        at = f"{name}[{index}]"
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "text" and isinstance(block.get("text"), str):
+            texts.append(block["text"])
+        elif kind == "tool_use" and isinstance(block.get("id"), str) and isinstance(block.get("name"), str):
+            arguments = orjson.dumps(block.get("input") or {}).decode()
+            function = {"name": block["name"], "arguments": arguments}
+            calls.append({"id": block["id"], "type": "function", "function": function})
+        elif kind not in LEFT_OUT_BLOCKS:
+            raise invalid_argument(
+                "UNSUPPORTED_PARAMETER", f"{at} must be a text, tool_use or thinking block", f"{at}.type"
+            )
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) or None}
+    if calls:
+        message["tool_calls"] = calls
+    return message
+
+
+def _messages(system: str | list | None, given: list[dict]) -> list[dict]:
+    messages = [{"role": "system", "content": text_of(system, "system")}] if system else []
+    for index, message in enumerate(item_list(given, "messages")):
+        name = f"messages[{index}]"
+        role, content = message.get("role"), message.get("content")
+        if role not in ("user", "assistant"):
+            raise invalid_argument("INVALID_PARAMETER", f'{name}.role must be "user" or "assistant"', f"{name}.role")
+        if isinstance(content, str):
+            messages.append({"role": role, "content": content})
+        elif isinstance(content, list):
+            blocks = f"{name}.content"
+            messages += _user(content, blocks) if role == "user" else [_assistant(content, blocks)]
+        else:
+            raise invalid_argument("INVALID_PARAMETER", f"{name}.content must be a string or a list of blocks", name)
+    return messages
+
+
+def _tools(tools: list[dict]) -> list[dict]:
+    translated = []
+    for index, tool in enumerate(tools):
+        name = f"tools[{index}]"
+        if tool.get("type") not in (None, "custom") or not isinstance(tool.get("name"), str):
+            raise invalid_argument(
+                "UNSUPPORTED_PARAMETER", f"{name} must be a client tool with a name and an input_schema", name
+            )
+        function = {"name": tool["name"], "parameters": tool.get("input_schema") or {"type": "object"}}
+        if isinstance(tool.get("description"), str):
+            function["description"] = tool["description"]
+        translated.append({"type": "function", "function": function})
+    return translated
+
+
+def _tool_choice(choice: dict, payload: dict) -> None:
+    kind = choice.get("type")
+    if kind == "tool" and isinstance(choice.get("name"), str):
+        payload["tool_choice"] = {"type": "function", "function": {"name": choice["name"]}}
+    elif kind in ("auto", "any", "none"):
+        payload["tool_choice"] = {"auto": "auto", "any": "required", "none": "none"}[kind]
+    else:
+        raise invalid_argument(
+            "INVALID_PARAMETER", 'tool_choice.type must be "auto", "any", "tool" (with a name) or "none"', "tool_choice"
+        )
+    if choice.get("disable_parallel_tool_use") is True:
+        payload["parallel_tool_calls"] = False
+
+
+def _usage(usage: Any) -> dict:
+    input_tokens, output_tokens = usage_numbers(usage)
+    return {
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+    }
+
+
+class Messages(Translation):
+    """One Messages API call."""
+
+    def __init__(self) -> None:
+        self.id = new_id("msg_")
+        self.model = ""
+        # the stream's state
+        self.started = False
+        self.blocks = 0  # content blocks started
+        self.open: tuple[str, int] | None = None  # ("text", -1) or ("tool", chat index) of the open block
+        self.tool_blocks: dict[int, int] = {}  # chat tool call index -> content block index
+        self.finish_reason: str | None = None
+        self.usage: Any = None
+        self.ended = False
+
+    def chat_payload(self, body: dict) -> dict:
+        check_fields(body, CHECKS, REFUSED)
+        check(body, CHECKS, REQUIRED)
+        self.model, self.stream = body["model"], body.get("stream") is True
+        payload = common_chat(body, self.stream)
+        payload["messages"] = _messages(body.get("system"), body["messages"])
+        payload["max_tokens"] = body["max_tokens"]
+        if body.get("tools"):
+            payload["tools"] = _tools(body["tools"])
+        if body.get("tool_choice"):
+            _tool_choice(body["tool_choice"], payload)
+        if body.get("stop_sequences"):
+            payload["stop"] = body["stop_sequences"]
+        user = (body.get("metadata") or {}).get("user_id")
+        if isinstance(user, str) and user:
+            payload["user"] = user[:256]
+        for name in ("temperature", "top_p", "top_k"):
+            if body.get(name) is not None:
+                payload[name] = body[name]
+        return payload
+
+    def _message(self, content: list[dict], stop_reason: str | None, usage: Any) -> dict:
+        return {
+            "id": self.id,
+            "type": "message",
+            "role": "assistant",
+            "model": self.model,
+            "content": content,
+            "stop_reason": stop_reason,
+            "stop_sequence": None,
+            "usage": _usage(usage),
+        }
+
+    def unary(self, answer: dict) -> bytes:
+        self.model = answer.get("model") or self.model
+        choice = first_choice(answer)
+        message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+        content: list[dict] = []
+        if message.get("content"):
+            content.append({"type": "text", "text": str(message["content"])})
+        for call in message.get("tool_calls") or []:
+            function = call.get("function") if isinstance(call.get("function"), dict) else {}
+            content.append({
+                "type": "tool_use",
+                "id": call.get("id") or new_id("toolu_"),
+                "name": function.get("name") or "",
+                "input": arguments_object(function.get("arguments")),
+            })  # fmt: skip
+        stop_reason = STOP_REASONS.get(choice.get("finish_reason") or "stop", "end_turn")
+        return orjson.dumps(self._message(content, stop_reason, answer.get("usage")))
+
+    # --- stream -----------------------------------------------------------------------------
+
+    def events(self, chunk: dict | None) -> Iterator[bytes]:
+        if self.ended:
+            return
+        if not self.started:
+            self.started = True
+            yield sse("message_start", {"type": "message_start", "message": self._message([], None, None)})
+        if chunk is DONE:
+            yield from self._close()
+            usage = _usage(self.usage)
+            delta = {"stop_reason": STOP_REASONS.get(self.finish_reason or "stop", "end_turn"), "stop_sequence": None}
+            yield sse("message_delta", {"type": "message_delta", "delta": delta, "usage": usage})
+            yield sse("message_stop", {"type": "message_stop"})
+            self.ended = True
+            return
+        if isinstance(chunk.get("error"), dict):
+            _, body = anthropic_error(502, str(chunk["error"].get("message") or "the stream broke off"))
+            yield sse("error", body)
+            self.ended = True
+            return
+        if chunk.get("usage"):
+            self.usage = chunk["usage"]
+        self.model = chunk.get("model") or self.model
+        choice = first_choice(chunk)
+        delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+        if isinstance(delta.get("content"), str) and delta["content"]:
+            yield from self._text(delta["content"])
+        for call in delta.get("tool_calls") or []:
+            if isinstance(call, dict):
+                yield from self._tool(call)
+        if choice.get("finish_reason"):
+            self.finish_reason = choice["finish_reason"]
+
+    def _start(self, kind: tuple[str, int], block: dict) -> Iterator[bytes]:
+        yield from self._close()
+        self.open = kind
+        self.blocks += 1
+        start = {"type": "content_block_start", "index": self.blocks - 1, "content_block": block}
+        yield sse("content_block_start", start)
+
+    def _close(self) -> Iterator[bytes]:
+        if self.open is not None:
+            self.open = None
+            yield sse("content_block_stop", {"type": "content_block_stop", "index": self.blocks - 1})
+
+    def _delta(self, index: int, delta: dict) -> bytes:
+        return sse("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
+
+    def _text(self, text: str) -> Iterator[bytes]:
+        if self.open != ("text", -1):
+            yield from self._start(("text", -1), {"type": "text", "text": ""})
+        yield self._delta(self.blocks - 1, {"type": "text_delta", "text": text})
+
+    def _tool(self, call: dict) -> Iterator[bytes]:
+        index = call.get("index", 0)
+        function = call.get("function") if isinstance(call.get("function"), dict) else {}
+        if index not in self.tool_blocks:
+            block = {"type": "tool_use", "id": call.get("id") or new_id("toolu_"), "name": function.get("name") or "",
+                     "input": {}}  # fmt: skip
+            yield from self._start(("tool", index), block)
+            self.tool_blocks[index] = self.blocks - 1
+        fragment = function.get("arguments")
+        if isinstance(fragment, str) and fragment:
+            yield self._delta(self.tool_blocks[index], {"type": "input_json_delta", "partial_json": fragment})

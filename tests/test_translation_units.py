@@ -1,0 +1,313 @@
+"""The translations to and from chat completions (services/router/*_api.py), without a stack:
+requests become the chat bodies they should, and any chat stream (text pieces, tool calls
+with their arguments in fragments, usage or none, a finish reason, cut off or not) becomes
+events that the `openai` and `anthropic` SDKs validate and fold into the same answer."""
+
+from __future__ import annotations
+
+import json
+
+import orjson
+import pytest
+from anthropic.lib.streaming._messages import accumulate_event
+from anthropic.types import RawMessageStreamEvent
+from hypothesis import given
+from hypothesis import strategies as st
+from openai import omit
+from openai.lib.streaming.responses._responses import ResponseStreamState
+from openai.types.responses import ResponseStreamEvent
+from openai.types.responses import response as response_types
+from pydantic import TypeAdapter
+
+from services.common.errors import ApiError
+from services.router.completions_api import Completions
+from services.router.messages_api import Messages
+from services.router.responses_api import Responses
+from services.router.translation import DONE, chunks
+
+MODEL = "org/model"
+OPENAI_EVENT = TypeAdapter(ResponseStreamEvent)
+ANTHROPIC_EVENT = TypeAdapter(RawMessageStreamEvent)
+
+
+# --- requests --------------------------------------------------------------------------------
+
+
+def test_responses_input_items_become_chat_messages() -> None:
+    body = {
+        "model": MODEL,
+        "instructions": "Be brief.",
+        "input": [
+            {"role": "developer", "content": "Use tools."},
+            {"role": "user", "content": [{"type": "input_text", "text": "weather?"},
+                                         {"type": "input_image", "image_url": "data:image/png;base64,AA"}]},
+            {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+            {"type": "function_call", "call_id": "c2", "name": "g", "arguments": "{}"},
+            {"type": "reasoning", "id": "r1", "summary": []},
+            {"type": "function_call_output", "call_id": "c1", "output": "sunny"},
+        ],
+        "tools": [{"type": "function", "name": "f", "parameters": {"type": "object"}}],
+        "tool_choice": {"type": "function", "name": "f"},
+        "max_output_tokens": 50,
+        "text": {"format": {"type": "json_schema", "name": "s", "schema": {"type": "object"}}},
+        "store": False,
+        "provider": "p1 p2",
+    }  # fmt: skip
+    payload = Responses().chat_payload(body)
+    assert payload["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "system", "content": "Use tools."},
+        {"role": "user", "content": [{"type": "text", "text": "weather?"},
+                                     {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}}]},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}},
+            {"id": "c2", "type": "function", "function": {"name": "g", "arguments": "{}"}},
+        ]},
+        {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+    ]  # fmt: skip
+    assert payload["tools"] == [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    assert payload["tool_choice"] == {"type": "function", "function": {"name": "f"}}
+    assert payload["max_tokens"] == 50 and payload["provider"] == "p1 p2"
+    assert payload["response_format"]["type"] == "json_schema"
+    assert "stream" not in payload
+
+
+@pytest.mark.parametrize(
+    ("change", "param"),
+    [
+        ({"previous_response_id": "resp_1"}, "previous_response_id"),
+        ({"store": True}, "store"),
+        ({"conversation": {"id": "c"}}, "conversation"),
+        ({"background": True}, "background"),
+        ({"surprise": 1}, "surprise"),
+        ({"tools": [{"type": "web_search"}]}, "tools[0]"),
+        ({"input": [{"type": "item_reference", "id": "x"}]}, "input[0].type"),
+        ({"max_output_tokens": 0}, "max_output_tokens"),
+        ({"input": None}, "input"),
+    ],
+)
+def test_responses_refusals_name_the_field(change: dict, param: str) -> None:
+    with pytest.raises(ApiError) as raised:
+        Responses().chat_payload({"model": MODEL, "input": "hi", **change})
+    assert raised.value.http_status == 400 and raised.value.param == param
+
+
+def test_messages_blocks_become_chat_messages() -> None:
+    body = {
+        "model": MODEL,
+        "max_tokens": 100,
+        "system": [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
+        "messages": [
+            {"role": "user", "content": "weather?"},
+            {"role": "assistant", "content": [{"type": "thinking", "thinking": "hm", "signature": "s"},
+                                              {"type": "text", "text": "Let me look."},
+                                              {"type": "tool_use", "id": "t1", "name": "f", "input": {"a": 1}}]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "t1", "is_error": True,
+                 "content": [{"type": "text", "text": "no"},
+                             {"type": "image", "source": {"type": "url", "url": "https://x/y.png"}}]},
+                {"type": "text", "text": "and?"}]},
+        ],
+        "tools": [{"name": "f", "input_schema": {"type": "object"}}],
+        "tool_choice": {"type": "any", "disable_parallel_tool_use": True},
+        "stop_sequences": ["END"],
+        "metadata": {"user_id": "u1"},
+        "stream": True,
+    }  # fmt: skip
+    payload = Messages().chat_payload(body)
+    assert payload["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "content": "Let me look.", "tool_calls": [
+            {"id": "t1", "type": "function", "function": {"name": "f", "arguments": '{"a":1}'}}]},
+        {"role": "tool", "tool_call_id": "t1", "content": "Error: no"},
+        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/y.png"}},
+                                     {"type": "text", "text": "and?"}]},
+    ]  # fmt: skip
+    assert payload["tools"] == [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    assert payload["tool_choice"] == "required" and payload["parallel_tool_calls"] is False
+    assert payload["stop"] == ["END"] and payload["user"] == "u1" and payload["max_tokens"] == 100
+    assert payload["stream"] is True and payload["stream_options"] == {"include_usage": True}
+
+
+@pytest.mark.parametrize(
+    ("change", "param"),
+    [
+        ({"max_tokens": None}, "max_tokens"),
+        ({"mcp_servers": [{"url": "x"}]}, "mcp_servers"),
+        ({"tools": [{"type": "web_search_20250305", "name": "web_search"}]}, "tools[0]"),
+        ({"messages": [{"role": "system", "content": "x"}]}, "messages[0].role"),
+        ({"messages": [{"role": "user", "content": [{"type": "document"}]}]}, "messages[0].content[0].type"),
+        ({"temperature": 1.5}, "temperature"),
+        ({"extra": True}, "extra"),
+    ],
+)
+def test_messages_refusals_name_the_field(change: dict, param: str) -> None:
+    body = {"model": MODEL, "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}], **change}
+    with pytest.raises(ApiError) as raised:
+        Messages().chat_payload(body)
+    assert raised.value.http_status == 400 and raised.value.param == param
+
+
+def test_completions_prompt_becomes_one_user_message() -> None:
+    payload = Completions().chat_payload({"model": MODEL, "prompt": ["hi"], "n": 2, "best_of": 1})
+    assert payload == {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16, "n": 2}
+    for refused in ({"echo": True}, {"suffix": "x"}, {"best_of": 3}, {"prompt": [1, 2]}):
+        with pytest.raises(ApiError):
+            Completions().chat_payload({"model": MODEL, "prompt": "hi", **refused})
+
+
+# --- answers ---------------------------------------------------------------------------------
+
+CHAT_ANSWER = {
+    "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": MODEL,
+    "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+        "role": "assistant", "content": "Let me see.",
+        "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}}]}}],
+    "usage": {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12},
+}  # fmt: skip
+
+
+def test_unary_answers_validate_as_each_sdks_types() -> None:
+    responses = Responses()
+    responses.chat_payload({"model": MODEL, "input": "hi"})
+    parsed = response_types.Response.model_validate_json(responses.unary(json.loads(json.dumps(CHAT_ANSWER))))
+    assert parsed.output_text == "Let me see." and parsed.output[1].type == "function_call"
+    assert parsed.usage.input_tokens == 5 and parsed.usage.output_tokens == 7
+
+    from anthropic.types import Message
+
+    messages = Messages()
+    messages.chat_payload({"model": MODEL, "max_tokens": 9, "messages": [{"role": "user", "content": "hi"}]})
+    message = Message.model_validate_json(messages.unary(json.loads(json.dumps(CHAT_ANSWER))))
+    assert message.stop_reason == "tool_use" and message.content[1].input == {"a": 1}
+
+    completions = Completions()
+    completions.chat_payload({"model": MODEL, "prompt": "hi"})
+    shaped = orjson.loads(completions.unary(json.loads(json.dumps(CHAT_ANSWER))))
+    assert shaped["object"] == "text_completion" and shaped["choices"][0]["text"] == "Let me see."
+
+
+# --- streams ---------------------------------------------------------------------------------
+
+TEXT = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=8)
+ARGUMENTS = st.dictionaries(st.sampled_from(["city", "days", "ünits"]), st.one_of(st.integers(), TEXT), max_size=3)
+
+
+@st.composite
+def tool_call(draw: st.DrawFn) -> tuple[str, list[str], dict]:
+    """A tool call: its name, its arguments' JSON cut in fragments, and the arguments."""
+    arguments = draw(ARGUMENTS)
+    text = json.dumps(arguments)
+    cuts = sorted(draw(st.sets(st.integers(1, max(1, len(text) - 1)), max_size=4)))
+    fragments = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True) if text[a:b]]
+    return draw(st.sampled_from(["f", "get_weather"])), fragments, arguments
+
+
+CALL = tool_call()
+STREAM = st.fixed_dictionaries(
+    {
+        "texts": st.lists(TEXT, max_size=5),
+        "calls": st.lists(CALL, max_size=3),
+        "usage": st.booleans(),
+        "finish": st.sampled_from(["stop", "length", "tool_calls"]),
+        "broken": st.booleans(),
+    }
+)
+
+
+def chat_stream(spec: dict) -> list[bytes]:
+    """The chat route's SSE pieces for a stream spec: text, then the tool calls in turn."""
+    base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": MODEL}
+
+    def piece(delta: dict, finish: str | None = None) -> bytes:
+        chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+    pieces = [piece({"role": "assistant", "content": ""})]
+    pieces += [piece({"content": text}) for text in spec["texts"]]
+    for index, (name, fragments, _) in enumerate(spec["calls"]):
+        first = {"index": index, "id": f"call_{index}", "type": "function", "function": {"name": name, "arguments": ""}}
+        pieces.append(piece({"tool_calls": [first]}))
+        pieces += [piece({"tool_calls": [{"index": index, "function": {"arguments": f}}]}) for f in fragments]
+    if spec["broken"]:
+        error = {"error": {"message": "provider p broke off the stream", "type": "upstream_error",
+                           "param": None, "code": "stream_interrupted"}}  # fmt: skip
+        return [*pieces, b"data: " + orjson.dumps(error) + b"\n\n", b"data: [DONE]\n\n"]
+    pieces.append(piece({}, spec["finish"]))
+    if spec["usage"]:
+        usage = {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
+        pieces.append(b"data: " + orjson.dumps({**base, "choices": [], "usage": usage}) + b"\n\n")
+    return [*pieces, b"data: [DONE]\n\n"]
+
+
+def sse_events(pieces: list[bytes], translation) -> list[tuple[str, dict]]:
+    out = b"".join(event for piece in pieces for chunk in chunks(piece) for event in translation.events(chunk))
+    events = []
+    for block in out.split(b"\n\n"):
+        if block:
+            name, data = block.split(b"\n")
+            events.append((name.removeprefix(b"event: ").decode(), json.loads(data.removeprefix(b"data: "))))
+    return events
+
+
+@given(spec=STREAM)
+def test_any_chat_stream_becomes_responses_events_the_sdk_folds(spec: dict) -> None:
+    translation = Responses()
+    translation.chat_payload({"model": MODEL, "input": "hi", "stream": True})
+    events = sse_events(chat_stream(spec), translation)
+    assert [data["sequence_number"] for _, data in events] == list(range(len(events)))
+    assert all(name == data["type"] for name, data in events)
+    state = ResponseStreamState(input_tools=[], text_format=omit)
+    for _, data in events:
+        state.handle_event(OPENAI_EVENT.validate_python(data))
+    last = events[-1][1]
+    if spec["broken"]:
+        assert [events[-2][0], events[-1][0]] == ["error", "response.failed"]
+        return
+    final = response_types.Response.model_validate(last["response"])
+    assert last["type"] == ("response.incomplete" if spec["finish"] == "length" else "response.completed")
+    assert final.output_text == "".join(spec["texts"])
+    calls = [item for item in final.output if item.type == "function_call"]
+    assert [(c.name, json.loads(c.arguments)) for c in calls] == [(name, args) for name, _, args in spec["calls"]]
+    assert final.usage.output_tokens == (4 if spec["usage"] else 0)
+
+
+@given(spec=STREAM)
+def test_any_chat_stream_becomes_anthropic_events_the_sdk_folds(spec: dict) -> None:
+    translation = Messages()
+    translation.chat_payload({"model": MODEL, "max_tokens": 9, "messages": [{"role": "user", "content": "hi"}],
+                              "stream": True})  # fmt: skip
+    events = sse_events(chat_stream(spec), translation)
+    assert all(name == data["type"] for name, data in events)
+    assert events[0][0] == "message_start"
+    if spec["broken"]:
+        assert events[-1][0] == "error" and events[-1][1]["error"]["type"] == "api_error"
+        return
+    snapshot, buffers = None, {}
+    for _, data in events:
+        snapshot = accumulate_event(event=ANTHROPIC_EVENT.validate_python(data), current_snapshot=snapshot,
+                                    json_bufs=buffers)  # fmt: skip
+    assert [name for name, _ in events[-2:]] == ["message_delta", "message_stop"]
+    texts = [block.text for block in snapshot.content if block.type == "text"]
+    assert "".join(texts) == "".join(spec["texts"])
+    uses = [(block.name, block.input) for block in snapshot.content if block.type == "tool_use"]
+    assert uses == [(name, args) for name, _, args in spec["calls"]]
+    stop_reasons = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
+    assert snapshot.stop_reason == stop_reasons[spec["finish"]]
+    assert snapshot.usage.output_tokens == (4 if spec["usage"] else 0)
+
+
+@given(spec=STREAM)
+def test_any_chat_stream_becomes_text_completion_chunks(spec: dict) -> None:
+    translation = Completions()
+    translation.chat_payload({"model": MODEL, "prompt": "hi", "stream": True})
+    pieces = [chunk for piece in chat_stream(spec) for chunk in chunks(piece)]
+    out = b"".join(event for chunk in pieces for event in translation.events(chunk))
+    assert out.endswith(b"data: [DONE]\n\n")
+    shown = [json.loads(line[6:]) for line in out.split(b"\n\n") if line.startswith(b"data: {")]
+    text = "".join(c["choices"][0]["text"] for c in shown if c.get("choices"))
+    assert text == "".join(spec["texts"])
+    assert not any("usage" in c for c in shown)  # not asked for
+    assert any("error" in c for c in shown) == spec["broken"]
+    assert DONE is None

@@ -25,7 +25,9 @@ from services.registry.storage import ChangeRow
 from services.registry.validation import shown
 
 T = TypeVar("T")
-TOKEN_PREFIX = "sb-"
+# "hf_" as the hub's tokens: the hub's clients (huggingface_hub, @huggingface/inference) send a
+# call through the router whose address they are given only with a token that starts so.
+TOKEN_PREFIX = "hf_sb_"
 Update = Callable[[RegistryIndex], Touched]
 
 

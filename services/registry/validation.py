@@ -15,6 +15,7 @@ from urllib.parse import urlparse
 
 from services.common.errors import invalid_argument
 from services.common.paging import MAX_LISTING_BYTES, MAX_PAGE_SIZE, fitting, page_size  # noqa: F401  (re-exported)
+from services.common.tasks import SERVED_TASKS
 
 # --- limits (one table) ------------------------------------------------------------------------
 MAX_NAME = 96  # org, user, provider and token names
@@ -226,6 +227,19 @@ def check_task(task: str, param: str = "task") -> str:
     if task not in KNOWN_TASKS:
         raise invalid_argument("INVALID_REQUEST", f"{param} {shown(task)} is not a known task", param)
     return task
+
+
+def check_served_task(task: str, param: str = "task") -> str:
+    """A task a mapping may have: a known task that Switchboard serves (services/common/tasks.py)."""
+    check_task(task, param)
+    if task not in SERVED_TASKS:
+        raise invalid_argument(
+            "TASK_NOT_SERVED", f"{param} {task!r} is not served by Switchboard: {SERVED_LIST}", param
+        )
+    return task
+
+
+SERVED_LIST = "a mapping's task must be one of " + ", ".join(SERVED_TASKS)
 
 
 def check_tasks(tasks: Iterable[str], param: str = "tasks") -> list[str]:

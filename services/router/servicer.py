@@ -31,6 +31,7 @@ from services.router.health import ProviderHealthMethods
 from services.router.ledger import Ledger
 from services.router.measurements import Measurements
 from services.router.spending import Spending
+from services.router.unit_prices import unit_price
 from services.router.upstream import CHAT_PATH, IMAGES_PATH, Opened, Upstreams, relay, rewrite
 
 log = logging.getLogger(__name__)
@@ -458,9 +459,11 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
         token = parse_bearer(_headers(context).get("authorization"), required=False)
         return (await self.directory.authenticate(token)).user if token else ""
 
-    def _model_provider(self, candidate: internal_pb.Candidate, entry: ProviderEntry | None) -> router_pb.ModelProvider:
+    def _model_provider(
+        self, candidate: internal_pb.Candidate, entry: ProviderEntry | None, pipeline_tag: str
+    ) -> router_pb.ModelProvider:
         """The hub router's per-provider entry; what the provider model supports as its mapping
-        says, each left out while unknown."""
+        says, each left out while unknown; its price per unit of the model's task when set."""
         price = entry.prices.get(candidate.provider_model) if entry else None
         stats = self.measurements.get(candidate.provider, candidate.provider_model)
         answer = router_pb.ModelProvider(
@@ -483,6 +486,8 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
             answer.input_price_per_million, answer.output_price_per_million = per_million.input, per_million.output
             answer.input_token_nano_usd = price.input_token_nano_usd
             answer.output_token_nano_usd = price.output_token_nano_usd
+        if per_unit := unit_price(pipeline_tag, price):
+            answer.unit_price.CopyFrom(per_unit)
         return answer
 
     def _model(self, served: internal_pb.ServedModel, known: dict[str, ProviderEntry]) -> router_pb.Model:
@@ -492,7 +497,7 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
             created=min(max(served.create_time.seconds, 0), UINT32_MAX),
             owned_by=served.id.split("/", 1)[0] if "/" in served.id else "",
             pipeline_tag=served.pipeline_tag,
-            providers=[self._model_provider(c, known.get(c.provider)) for c in served.candidates],
+            providers=[self._model_provider(c, known.get(c.provider), served.pipeline_tag) for c in served.candidates],
         )
 
     async def ListModels(

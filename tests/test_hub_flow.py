@@ -1,0 +1,238 @@
+"""The hub clients' provider flow against Switchboard: what huggingface_hub and
+@huggingface/inference ask the hub before an inference call (GET /api/models/{id} with
+expand), in the hub's shape, then the call itself through Switchboard with the real
+huggingface_hub InferenceClient (provider="<id>" and provider="auto"); and mapping-time
+refusal of the tasks Switchboard does not serve."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import httpx
+import pytest
+from huggingface_hub import InferenceClient, constants
+from huggingface_hub.inference import _providers
+from huggingface_hub.inference._providers import hf_inference
+from registry_helpers import error_of, ok, unique
+
+from services.common.providers import DEFAULT_REQUEST_ID_HEADER
+from services.common.tasks import SERVED_TASKS
+from services.demo import reference_provider_argv, reference_provider_secrets
+from services.launcher import free_port, http_ok
+from services.registry.validation import KNOWN_TASKS
+
+pytestmark = pytest.mark.slow
+
+PROVIDER = "together"  # a provider huggingface_hub knows by name: its helpers are chosen by it
+OTHER = "fireworks-ai"
+MESSAGES = [{"role": "user", "content": "say hello"}]
+
+
+@dataclass
+class Hub:
+    base_url: str
+    admin_token: str
+    token: str  # a write member of the providers' org
+    outsider: str  # a user of no org
+    models: dict[str, str] = field(default_factory=dict)
+    mappings: dict[str, str] = field(default_factory=dict)
+
+    def http(self, token: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.base_url, headers=headers, timeout=30)
+
+
+def _post(client: httpx.Client, path: str, body: dict) -> dict:
+    return ok(client.post(path, json=body))
+
+
+@pytest.fixture(scope="module")
+def hub(make_stack) -> Iterator[Hub]:
+    """A stack of its own (provider ids huggingface_hub knows), the reference provider behind
+    "together" and "fireworks-ai", a chat model and an image model mapped live, and a chat
+    model mapped by "fireworks-ai" in staging only."""
+    running = make_stack()
+    port, api_key = free_port(), secrets.token_urlsafe(16)
+    provider_url = f"http://127.0.0.1:{port}"
+    running.stack.start(
+        "reference_provider",
+        reference_provider_argv(port),
+        http_ok(f"{provider_url}/health"),
+        env=reference_provider_secrets(api_key, secrets.token_urlsafe(16)),
+    )
+    running.stack.wait_ready()
+    org, ns = unique("org"), unique("ns")
+    models = {"chat": f"{ns}/chat", "image": f"{ns}/image", "embed": f"{ns}/embed"}
+    with running.admin() as admin:
+        _post(admin, "/admin/v1/orgs", {"name": org})
+        user, outsider = unique("user"), unique("user")
+        for name in (user, outsider):
+            _post(admin, "/admin/v1/users", {"name": name})
+        ok(admin.put(f"/admin/v1/orgs/{org}/members/{user}", json={"role": "write"}))
+        token = _post(admin, f"/admin/v1/users/{user}/tokens", {"name": "main"})["token"]
+        outsider_token = _post(admin, f"/admin/v1/users/{outsider}/tokens", {"name": "main"})["token"]
+        for provider in (PROVIDER, OTHER):
+            provider_body = {
+                "id": provider,
+                "org": org,
+                "baseUrl": provider_url,
+                "apiKey": api_key,
+                "tasks": ["conversational", "text-to-image"],
+                "requestIdHeader": DEFAULT_REQUEST_ID_HEADER,
+            }
+            _post(admin, "/admin/v1/providers", provider_body)
+        catalog = [
+            {"id": models["chat"], "pipelineTag": "text-generation", "tags": ["conversational", "llama"]},
+            {"id": models["image"], "pipelineTag": "text-to-image", "tags": ["diffusers"]},
+            {"id": models["embed"], "pipelineTag": "feature-extraction", "tags": ["sentence-transformers"]},
+        ]
+        _post(admin, "/admin/v1/models:batchUpsert", {"models": catalog})
+    hub = Hub(running.base_url, running.admin_token, token, outsider_token, models)
+    with hub.http(token) as http:
+        for name, task, provider_model, provider, status in (
+            ("chat", "conversational", "reference-chat", PROVIDER, "live"),
+            ("image", "text-to-image", "reference-image", PROVIDER, "live"),
+            ("chat-other", "conversational", "reference-chat", OTHER, "staging"),
+        ):
+            body = {"task": task, "hfModel": models[name.split("-")[0]], "providerModel": provider_model}
+            created = _post(http, f"/api/partners/{provider}/models", {**body, "status": status})
+            hub.mappings[name] = created["_id"]
+    yield hub
+
+
+@pytest.fixture
+def hub_endpoint(hub: Hub, monkeypatch: pytest.MonkeyPatch) -> None:
+    """huggingface_hub pointed at Switchboard: the hub (HF_ENDPOINT) and the inference proxy
+    (constants.INFERENCE_PROXY_TEMPLATE, and the conversational auto-router's base)."""
+    monkeypatch.setattr(constants, "ENDPOINT", hub.base_url)
+    monkeypatch.setattr(constants, "INFERENCE_PROXY_TEMPLATE", hub.base_url + "/{provider}")
+    monkeypatch.setattr(_providers.CONVERSATIONAL_AUTO_ROUTER, "base_url", hub.base_url)
+    hf_inference._check_supported_task.cache_clear()
+
+
+# --- GET /api/models/{id}: the hub's JSON ----------------------------------------------------------
+
+
+def test_model_info_with_the_provider_mapping_is_the_hubs_shape(hub: Hub) -> None:
+    chat = hub.models["chat"]
+    with hub.http() as http:
+        answer = ok(http.get(f"/api/models/{chat}", params={"expand": "inferenceProviderMapping"}))
+    assert answer == {
+        "_id": chat,
+        "id": chat,
+        "inferenceProviderMapping": {
+            PROVIDER: {
+                "status": "live",
+                "providerId": "reference-chat",
+                "task": "conversational",
+                "type": "single-model",
+            }
+        },
+    }
+
+
+def test_staging_mappings_show_to_members_of_the_providers_org_only(hub: Hub) -> None:
+    chat = hub.models["chat"]
+    params = {"expand": "inferenceProviderMapping"}
+    with hub.http(hub.token) as http:
+        member = ok(http.get(f"/api/models/{chat}", params=params))["inferenceProviderMapping"]
+    with hub.http(hub.outsider) as http:
+        outsider = ok(http.get(f"/api/models/{chat}", params=params))["inferenceProviderMapping"]
+    assert set(member) == {PROVIDER, OTHER} and member[OTHER]["status"] == "staging"
+    assert list(outsider) == [PROVIDER]
+
+
+def test_the_javascript_clients_array_parameters_and_the_slash_escaped(hub: Hub) -> None:
+    """@huggingface/inference asks expand[]=...; SDKs may send the id's slash as %2F."""
+    image = hub.models["image"]
+    escaped = image.replace("/", "%2F")
+    with hub.http() as http:
+        answer = ok(http.get(f"/api/models/{escaped}?expand%5B%5D=pipeline_tag&expand[]=inferenceProviderMapping"))
+    assert answer["pipeline_tag"] == "text-to-image"
+    assert answer["inferenceProviderMapping"][PROVIDER]["task"] == "text-to-image"
+    assert set(answer) == {"_id", "id", "pipeline_tag", "inferenceProviderMapping"}
+
+
+def test_model_info_without_expand_has_the_hubs_default_properties(hub: Hub) -> None:
+    embed = hub.models["embed"]
+    with hub.http() as http:
+        answer = ok(http.get(f"/api/models/{embed}"))
+    assert answer["id"] == answer["modelId"] == embed
+    assert answer["pipeline_tag"] == "feature-extraction" and answer["tags"] == ["sentence-transformers"]
+    assert answer["author"] == embed.split("/")[0] and answer["private"] is False
+    assert "inferenceProviderMapping" not in answer
+
+
+def test_model_info_refusals(hub: Hub) -> None:
+    with hub.http() as http:
+        assert "catalog" in error_of(http.get("/api/models/nobody/nothing"), 404)["message"]
+        bad = error_of(http.get(f"/api/models/{hub.models['chat']}", params={"expand": "everything"}), 400)
+        assert bad["param"] == "expand" and "inferenceProviderMapping" in bad["message"]
+        assert error_of(http.get(f"/api/models/{hub.models['chat']}", params={"other": "1"}), 400)
+    with hub.http("hf_not-a-token") as http:
+        error_of(http.get(f"/api/models/{hub.models['chat']}"), 401)
+
+
+def test_tokens_look_like_the_hubs_so_its_clients_route_through_switchboard(hub: Hub) -> None:
+    assert hub.token.startswith("hf_")
+
+
+# --- the real huggingface_hub client --------------------------------------------------------------
+
+
+def test_inference_client_with_a_provider_chats_through_switchboard(hub: Hub, hub_endpoint) -> None:
+    client = InferenceClient(provider=PROVIDER, api_key=hub.token, timeout=30)
+    answer = client.chat_completion(MESSAGES, model=hub.models["chat"], max_tokens=16)
+    assert answer.choices[0].message.content
+
+
+def test_inference_client_with_auto_chats_through_switchboard(hub: Hub, hub_endpoint) -> None:
+    client = InferenceClient(provider="auto", api_key=hub.token, timeout=30)
+    answer = client.chat_completion(MESSAGES, model=hub.models["chat"], max_tokens=16)
+    assert answer.choices[0].message.content
+
+
+def test_inference_client_refuses_a_provider_that_does_not_map_the_model(hub: Hub, hub_endpoint) -> None:
+    client = InferenceClient(provider="fireworks-ai", api_key=hub.outsider, timeout=30)
+    with pytest.raises(ValueError, match="not supported by provider"):
+        client.chat_completion(MESSAGES, model=hub.models["chat"], max_tokens=16)
+
+
+# --- mapping-time refusal ---------------------------------------------------------------------------
+
+
+def _model_for(admin: httpx.Client, task: str) -> str:
+    """A catalog model a mapping of this task fits (a conversational-tagged LLM for chat)."""
+    model_id = f"{unique('ns')}/{task}"
+    pipeline = "text-generation" if task == "conversational" else task
+    _post(
+        admin,
+        "/admin/v1/models:batchUpsert",
+        {"models": [{"id": model_id, "pipelineTag": pipeline, "tags": ["conversational"]}]},
+    )
+    return model_id
+
+
+@pytest.mark.parametrize("task", sorted(KNOWN_TASKS - set(SERVED_TASKS)))
+def test_a_task_switchboard_does_not_serve_cannot_be_mapped(hub: Hub, task: str) -> None:
+    with hub.http(hub.admin_token) as admin:
+        model_id = _model_for(admin, task)
+    with hub.http(hub.token) as http:
+        body = {"task": task, "hfModel": model_id, "providerModel": "p", "status": "live"}
+        error = error_of(http.post(f"/api/partners/{PROVIDER}/models", json=body), 400)
+    assert error["param"] == "task"
+    assert task in error["message"] and all(served in error["message"] for served in SERVED_TASKS)
+
+
+@pytest.mark.parametrize("task", list(SERVED_TASKS))
+def test_every_served_task_can_be_mapped(hub: Hub, task: str) -> None:
+    with hub.http(hub.admin_token) as admin:
+        model_id = _model_for(admin, task)
+    with hub.http(hub.token) as http:
+        body = {"task": task, "hfModel": model_id, "providerModel": f"p-{task}"}
+        created = ok(http.post(f"/api/partners/{OTHER}/models", json=body))
+        assert created["task"] == task and created["status"] == "staging"
+        listing = ok(http.get(f"/api/partners/{OTHER}/models"))
+        assert listing[task][model_id]["_id"] == created["_id"]

@@ -311,6 +311,8 @@ class UsageTotals:
     settled_nano_usd: int
     pending_nano_usd: int
     requests: int
+    units: int = 0  # of the slice's unit, where it has one
+    unit: str = ""
 
 
 @dataclass
@@ -319,17 +321,28 @@ class UsageReport:
 
     by_model: list[UsageTotals]
     by_provider: list[UsageTotals]
+    by_task: list[UsageTotals]  # with each task's units
     unpriced: list[tuple[str, str, str, int]]  # request id, provider, reason, estimate
 
 
 def _grouped(session: Session, column, start: datetime, end: datetime, account: str) -> list[UsageTotals]:
+    """The slices of the account's requests by column; units and unit as the records carry them
+    (a task's records share its unit; records from before units have none)."""
     query = (
-        select(column, func.sum(CHARGE), func.sum(PENDING_CHARGE), func.count())
+        select(
+            column,
+            func.sum(CHARGE),
+            func.sum(PENDING_CHARGE),
+            func.count(),
+            func.sum(LEDGER.c.units),
+            func.max(LEDGER.c.unit),
+        )
         .where(LEDGER.c.account == account, LEDGER.c.start_time >= start, LEDGER.c.start_time < end)
         .group_by(column)
         .order_by(column)
     )
-    return [UsageTotals(r[0], int(r[1]), int(r[2]), int(r[3])) for r in session.connection().execute(query)]
+    rows = session.connection().execute(query)
+    return [UsageTotals(r[0], int(r[1]), int(r[2]), int(r[3]), int(r[4]), r[5]) for r in rows]
 
 
 def usage_report(session: Session, account: str, start: datetime, end: datetime) -> UsageReport:
@@ -348,6 +361,7 @@ def usage_report(session: Session, account: str, start: datetime, end: datetime)
     return UsageReport(
         by_model=_grouped(session, LEDGER.c.model, start, end, account),
         by_provider=_grouped(session, LEDGER.c.provider, start, end, account),
+        by_task=_grouped(session, LEDGER.c.task, start, end, account),
         unpriced=[(r[0], r[1], r[2], int(r[3])) for r in session.connection().execute(unpriced)],
     )
 

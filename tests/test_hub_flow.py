@@ -16,6 +16,7 @@ from huggingface_hub import InferenceClient, constants
 from huggingface_hub.inference import _providers
 from huggingface_hub.inference._providers import hf_inference
 from registry_helpers import error_of, ok, unique
+from test_model_aliases import eventually
 
 from services.common.providers import DEFAULT_REQUEST_ID_HEADER
 from services.common.tasks import SERVED_TASKS
@@ -236,3 +237,24 @@ def test_every_served_task_can_be_mapped(hub: Hub, task: str) -> None:
         assert created["task"] == task and created["status"] == "staging"
         listing = ok(http.get(f"/api/partners/{OTHER}/models"))
         assert listing[task][model_id]["_id"] == created["_id"]
+
+
+# --- prices per unit ---------------------------------------------------------------------------------
+
+
+def test_partners_declare_a_price_per_unit_that_v1_models_shows(hub: Hub) -> None:
+    image = hub.models["image"]
+    prices = {"prices": [{"providerModel": "reference-image", "unitNanoUsd": "2500000"}]}
+    with hub.http(hub.outsider) as http:
+        error_of(http.put(f"/api/partners/{PROVIDER}/prices", json=prices), 403)
+    with hub.http(hub.token) as http:
+        stored = ok(http.put(f"/api/partners/{PROVIDER}/prices", json=prices))
+        assert stored["prices"][0]["unitNanoUsd"] == "2500000"
+        bad = {"prices": [{"providerModel": "reference-image", "unitNanoUsd": "-1"}]}
+        assert error_of(http.put(f"/api/partners/{PROVIDER}/prices", json=bad), 400)["param"].endswith("unit_nano_usd")
+
+        def shown() -> dict | None:
+            entry = next(p for p in ok(http.get(f"/v1/models/{image}"))["providers"] if p["provider"] == PROVIDER)
+            return entry.get("unit_price")
+
+        assert eventually(shown) == {"task": "text-to-image", "unit": "image", "nano_usd": "2500000", "usd": 0.0025}

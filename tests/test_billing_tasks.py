@@ -18,7 +18,7 @@ from test_billing_helpers import ledger_database, record, unique
 
 from services.billing import ledger
 from services.billing.servicer import ledger_row, usage_message
-from services.billing.units import DEFAULT_UNIT_NANO_USD, default_estimate
+from services.billing.units import DEFAULT_UNIT_NANO_USD, default_estimate, record_units
 from services.common.pricing import MAX_NANO_USD
 from services.common.tasks import SERVED_TASKS
 
@@ -71,6 +71,15 @@ def test_a_record_without_an_estimate_is_charged_per_unit_and_never_zero(unit: s
         assert charged == min(units * DEFAULT_UNIT_NANO_USD[unit], MAX_NANO_USD)
 
 
+def test_a_record_without_a_unit_counts_its_tokens_or_images() -> None:
+    chat, image, other = record("a"), record("a"), record("a")
+    image.task, image.images = "text-to-image", 2
+    other.task = "other"
+    assert [record_units(r) for r in (chat, image, other)] == [("token", 30), ("image", 2), ("", 0)]
+    chat.unit, chat.units = "request", -5
+    assert record_units(chat) == ("request", 0)
+
+
 def test_a_record_with_an_unknown_unit_is_refused(tmp_path: Path) -> None:
     entry = record("someone")
     entry.unit = "furlong"
@@ -105,7 +114,8 @@ def test_the_usage_report_over_rest_and_grpc_groups_by_task(stack) -> None:
     assert (asr["unit"], asr["units"], asr["requests"]) == ("audio_second", "70", 2)
     assert asr["pendingNanoUsdExact"] == str(6_100_000 + 9 * DEFAULT_UNIT_NANO_USD["audio_second"])
     assert (by_task["text-to-speech"]["unit"], by_task["text-to-speech"]["units"]) == ("character", "1200")
-    assert (by_task["conversational"]["unit"], by_task["conversational"]["units"]) == ("token", "0")
+    # no unit: counted in its task's unit from what it carries (10 input and 20 output tokens)
+    assert (by_task["conversational"]["unit"], by_task["conversational"]["units"]) == ("token", "30")
     assert {line.task: (line.unit, line.units) for line in typed.by_task} == {
         task: (line["unit"], int(line["units"])) for task, line in by_task.items()
     }

@@ -21,7 +21,7 @@ from services.billing.console import daily_usage_message, reconciliation_message
 from services.billing.limits import LimitedAccounts
 from services.billing.reconciler import CostApiRecord, Reconciler
 from services.billing.storage import PENDING, UNPRICED
-from services.billing.units import check_unit, default_estimate
+from services.billing.units import default_estimate, record_units
 from services.common.accounts import OPERATOR_ACCOUNT
 from services.common.auth import require_admin
 from services.common.db import Database
@@ -77,6 +77,7 @@ def ledger_row(record: billing_pb.LedgerRecord, now: datetime) -> dict:
     once. A zero (or negative) estimate is replaced by the task's default, so
     nothing is ever charged zero silently."""
     start = _time(record.start_time, now)
+    unit, units = record_units(record)
     return {
         "request_id": record.request_id,
         "provider_request_id": record.provider_request_id,
@@ -91,11 +92,11 @@ def ledger_row(record: billing_pb.LedgerRecord, now: datetime) -> dict:
         "input_tokens": max(0, record.input_tokens),
         "output_tokens": max(0, record.output_tokens),
         "images": max(0, record.images),
-        "unit": check_unit(record.unit),
-        "units": max(0, record.units),
+        "unit": unit,
+        "units": units,
         "estimated_nano_usd": record.estimated_nano_usd
         if record.estimated_nano_usd > 0
-        else default_estimate(record.task, record.unit, record.units),
+        else default_estimate(record.task, unit, units),
         "cost_nano_usd": None,
         "state": PENDING if record.provider_request_id else UNPRICED,
         "reason": "" if record.provider_request_id else NO_REQUEST_ID,

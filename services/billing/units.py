@@ -3,9 +3,21 @@
 
 from __future__ import annotations
 
+from switchboard.billing.v1 import billing_service_pb2 as billing_pb
+
 from services.common.errors import invalid_argument
 from services.common.pricing import MAX_NANO_USD, estimate_nano_usd
-from services.common.tasks import AUDIO_SECOND, CHARACTER, IMAGE, INPUT_TOKEN, REQUEST, TOKEN, UNITS, VIDEO_SECOND
+from services.common.tasks import (
+    AUDIO_SECOND,
+    CHARACTER,
+    IMAGE,
+    INPUT_TOKEN,
+    REQUEST,
+    TOKEN,
+    UNITS,
+    VIDEO_SECOND,
+    served,
+)
 
 # nano-USD per unit when the provider model has no price (about what the hub's providers ask).
 DEFAULT_UNIT_NANO_USD: dict[str, int] = {
@@ -26,6 +38,19 @@ def check_unit(unit: str, param: str = "records.unit") -> str:
             "INVALID_REQUEST", f"{param} must be one of {', '.join(UNITS)}, not {unit[:40]!r}", param
         )
     return unit
+
+
+def record_units(record: billing_pb.LedgerRecord) -> tuple[str, int]:
+    """The record's unit and units; a record without a unit (a Router from before units) counts in
+    its task's unit what it carries: tokens (input plus output) or images."""
+    unit = check_unit(record.unit)
+    if unit:
+        return unit, max(0, record.units)
+    task = served(record.task)
+    if task is None or task.unit not in (TOKEN, IMAGE):
+        return "", 0
+    used = max(0, record.input_tokens) + max(0, record.output_tokens) if task.unit == TOKEN else max(0, record.images)
+    return task.unit, min(used, MAX_NANO_USD)
 
 
 def default_estimate(task: str, unit: str, units: int) -> int:

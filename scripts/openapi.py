@@ -22,7 +22,7 @@ from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor_pb2 import FieldDescriptorProto as Field
 
 from services.common.envoy import PUBLIC_SERVICES
-from services.router import params
+from services.router import params, task_formats
 
 Schema = dict[str, Any]
 
@@ -297,16 +297,91 @@ IMAGES_BODY: Schema = {
 }
 TEXT_TO_IMAGE_BODY: Schema = {
     "type": "object",
-    "description": "Hugging Face's text-to-image request.",
+    "description": "A hub task request (docs/tasks.md): for text-to-image, inputs is the prompt.",
     "required": ["inputs"],
     "additionalProperties": True,
     "properties": {
-        "inputs": {"type": "string", "description": "The prompt."},
+        "inputs": {
+            "type": ["string", "array", "object"],
+            "description": "The prompt or text, a list of texts, an object (question-answering, sentence-similarity), "
+            "or an audio or image file in base64.",
+        },
         "parameters": {
             "type": "object",
             "additionalProperties": True,
             "properties": {"width": {"type": "integer"}, "height": {"type": "integer"}, "seed": {"type": "integer"}},
         },
+    },
+}
+_BYTES: Schema = {"type": "string", "format": "binary"}
+# A hub task call: JSON, or an audio or image file as the raw body.
+HUB_TASK_BODY: dict[str, Schema] = {
+    "application/json": TEXT_TO_IMAGE_BODY,
+    **dict.fromkeys(("audio/*", "image/*", "application/octet-stream"), _BYTES),
+}
+HUB_TASK_ANSWERS: dict[str, Schema] = {
+    "application/json": {"description": "The task's JSON answer (docs/tasks.md)."},
+    **{kind: {"type": "string", "contentMediaType": kind} for kind in ("image/png", "audio/wav", "video/mp4")},
+}
+EMBEDDINGS_BODY: Schema = {
+    "type": "object",
+    "description": "An OpenAI embeddings request.",
+    "required": ["input", "model"],
+    "additionalProperties": True,
+    "properties": {
+        **_COMMON_FIELDS,
+        "input": {
+            "oneOf": [
+                _text(task_formats.MAX_INPUT_CHARS, empty=False),
+                {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": task_formats.MAX_EMBEDDING_INPUTS,
+                    "items": _text(task_formats.MAX_INPUT_CHARS, empty=False),
+                },
+            ]
+        },
+        "encoding_format": {"enum": ["float", "base64"]},
+        "dimensions": {"type": "integer", "minimum": 1, "maximum": task_formats.MAX_DIMENSIONS},
+        "user": _text(256),
+    },
+}
+EMBEDDINGS_ANSWER: Schema = {
+    "type": "object",
+    "required": ["object", "data", "model", "usage"],
+    "additionalProperties": True,
+    "properties": {
+        "object": {"const": "list"},
+        "data": {"type": "array", "items": {"type": "object", "required": ["embedding", "index"]}},
+        "model": {"type": "string"},
+        "usage": {"type": "object"},
+    },
+}
+TRANSCRIPTION_BODY: Schema = {
+    "type": "object",
+    "description": "An OpenAI transcription upload.",
+    "required": ["file", "model"],
+    "properties": {
+        "file": {**_BYTES, "description": f"At most {task_formats.MAX_AUDIO_BYTES:,} bytes."},
+        "model": _COMMON_FIELDS["model"],
+        "response_format": {"enum": list(task_formats.TRANSCRIPTION_FORMATS)},
+        "language": _text(16),
+        "prompt": _text(task_formats.MAX_INPUT_CHARS),
+        "temperature": {"type": "number", "minimum": 0, "maximum": 1},
+    },
+}
+SPEECH_BODY: Schema = {
+    "type": "object",
+    "description": "An OpenAI speech request.",
+    "required": ["input", "model"],
+    "additionalProperties": True,
+    "properties": {
+        **_COMMON_FIELDS,
+        "input": _text(task_formats.MAX_SPEECH_CHARS, empty=False),
+        "voice": _text(256, empty=False),
+        "response_format": {"enum": list(task_formats.SPEECH_FORMATS)},
+        "speed": {"type": "number", "minimum": 0.25, "maximum": 4},
+        "instructions": _text(task_formats.MAX_SPEECH_CHARS),
     },
 }
 CHAT_ANSWER: Schema = {
@@ -369,16 +444,25 @@ PROVIDERS_LIST: Schema = {
         "properties": {"id": {"type": "string"}, "url": {"type": "string"}, "tasks": {"type": "array"}},
     },
 }
-# RPC -> (request body schema, {media type: response schema}) for HttpBody routes.
+# RPC -> (request body schema or {media type: schema}, {media type: response schema}) for HttpBody routes.
 HTTP_BODY_ROUTES: dict[str, tuple[Schema, dict[str, Schema]]] = {
     "switchboard.router.v1.RouterService.CreateChatCompletion": (
         CHAT_BODY,
         {"application/json": CHAT_ANSWER, "text/event-stream": {"type": "string"}},
     ),
     "switchboard.router.v1.RouterService.CreateImage": (IMAGES_BODY, {"application/json": IMAGES_ANSWER}),
-    "switchboard.router.v1.RouterService.TextToImage": (
-        TEXT_TO_IMAGE_BODY,
-        {"image/png": {"type": "string", "contentMediaType": "image/png"}},
+    "switchboard.router.v1.RouterService.TextToImage": (HUB_TASK_BODY, HUB_TASK_ANSWERS),
+    "switchboard.router.v1.RouterService.CreateEmbedding": (EMBEDDINGS_BODY, {"application/json": EMBEDDINGS_ANSWER}),
+    "switchboard.router.v1.RouterService.CreateTranscription": (
+        {"multipart/form-data": TRANSCRIPTION_BODY},
+        {
+            "application/json": {"type": "object", "required": ["text"], "additionalProperties": True},
+            "text/plain": {"type": "string"},
+        },
+    ),
+    "switchboard.router.v1.RouterService.CreateSpeech": (
+        SPEECH_BODY,
+        {kind: {"type": "string", "contentMediaType": kind} for kind in task_formats.SPEECH_FORMATS.values()},
     ),
 }
 # Answers of a bare Struct or ListValue, in the shape the RPC documents.
@@ -440,7 +524,7 @@ class DocumentBuilder:
         if rpc in PUBLIC_RPCS:
             operation["security"] = [{}, {"bearerAuth": []}]
         if rpc in HTTP_BODY_ROUTES:
-            operation["requestBody"] = json_body(HTTP_BODY_ROUTES[rpc][0])
+            operation["requestBody"] = request_body(HTTP_BODY_ROUTES[rpc][0])
             return operation
         bound = {name.split(".")[0] for name in variables}
         if body == "*":
@@ -502,6 +586,13 @@ class DocumentBuilder:
 
 def json_body(schema: Schema) -> Schema:
     return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+def request_body(schema: Schema) -> Schema:
+    """A JSON body's schema, or {media type: schema} for a body of other (or several) types."""
+    if "type" in schema:
+        return json_body(schema)
+    return {"required": True, "content": {kind: {"schema": media} for kind, media in schema.items()}}
 
 
 def openapi_path(template: str) -> tuple[str, list[str]]:

@@ -13,6 +13,7 @@ import secrets
 import sys
 
 from services.common.providers import DEFAULT_REQUEST_ID_HEADER
+from services.common.tasks import SERVED_TASKS
 from services.launcher import Stack, free_port, http_ok
 from services.reference_provider.app import API_KEY_ENV, BILLING_TOKEN_ENV
 from services.registry.admin_cli import AdminClient
@@ -23,7 +24,13 @@ USER = "demo"
 CHAT_MODEL = "demo/chat-model"
 IMAGE_MODEL = "demo/image-model"
 LORA_MODEL = "demo/pixel-lora"
+# A model per hub task the reference provider serves in its task format (reference_provider/tasks.py
+# reads the task from the provider model id): demo/<task> -> reference-<task>.
+TASK_MODELS = {
+    task: f"demo/{task}" for task in SERVED_TASKS if task not in ("conversational", "text-generation", "text-to-image")
+}
 CATALOG = [
+    *({"id": model, "pipeline_tag": task, "tags": [task]} for task, model in TASK_MODELS.items()),
     {"id": CHAT_MODEL, "pipeline_tag": "text-generation", "tags": ["conversational", "text-generation"]},
     {"id": IMAGE_MODEL, "pipeline_tag": "text-to-image", "tags": ["text-to-image"]},
     {
@@ -34,6 +41,10 @@ CATALOG = [
     },
 ]
 MAPPINGS = [
+    *(
+        {"task": task, "hfModel": model, "providerModel": f"reference-{task}", "status": "live"}
+        for task, model in TASK_MODELS.items()
+    ),
     {"task": "conversational", "hfModel": CHAT_MODEL, "providerModel": "reference-chat", "status": "live"},
     {"task": "text-to-image", "hfModel": IMAGE_MODEL, "providerModel": "reference-image", "status": "live"},
     {
@@ -59,6 +70,7 @@ PRICES = [
     {"provider_model": "reference-chat", "input_token_nano_usd": 100, "output_token_nano_usd": 300,
      "request_nano_usd": 1000},
     {"provider_model": "reference-image", "image_nano_usd": 5_000_000},
+    {"provider_model": "reference-feature-extraction", "input_token_nano_usd": 20},
 ]  # fmt: skip
 
 
@@ -124,7 +136,7 @@ def start_demo(stack: Stack, base_url: str, admin_token: str, anonymous_account:
             "org": ORG,
             "base_url": provider_url,
             "api_key": api_key,
-            "tasks": ["conversational", "text-to-image"],
+            "tasks": list(SERVED_TASKS),
             "request_id_header": DEFAULT_REQUEST_ID_HEADER,
             "billing_url": f"{provider_url}/v1/billing/costs",
             "billing_authorization": f"Bearer {billing_token}",

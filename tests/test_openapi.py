@@ -50,7 +50,7 @@ def test_every_binding_of_every_transcoded_rpc_is_an_operation() -> None:
                 expected |= {(verb, openapi.openapi_path(path)[0]) for verb, path, _ in openapi.bindings(rule)}
     documented = {(verb, path) for path, operations in DOCUMENT["paths"].items() for verb in operations}
     assert documented == expected
-    assert len(documented) == 55
+    assert len(documented) == 62
 
 
 @pytest.mark.parametrize(
@@ -169,7 +169,12 @@ def test_inference_routes_describe_the_fields_the_router_reads_and_pass_the_rest
         "enum": ["url", "b64_json"]
     }
     assert [p["name"] for p in images["parameters"]] == ["provider"]
-    assert set(operation("/models/{model}", "post")["responses"]["200"]["content"]) == {"image/png"}
+    hub = operation("/models/{model}", "post")
+    assert set(hub["responses"]["200"]["content"]) == {"application/json", "image/png", "audio/wav", "video/mp4"}
+    assert set(hub["requestBody"]["content"]) == {"application/json", "audio/*", "image/*", "application/octet-stream"}
+    embeddings = operation("/{provider}/v1/embeddings", "post")["requestBody"]["content"]["application/json"]
+    assert embeddings["schema"]["properties"]["input"]["oneOf"][1]["maxItems"] == 2048
+    assert set(operation("/v1/audio/transcriptions", "post")["requestBody"]["content"]) == {"multipart/form-data"}
 
 
 def test_descriptions_come_from_the_proto_comments() -> None:

@@ -397,6 +397,21 @@ def _grpc_routes() -> list[dict]:
 
 
 _STRICT_SCRIPT = {"@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute", "name": "strict"}
+# Request bodies capped below the listener's limit (max_request_bytes) on their routes, by request
+# message: JSON bodies whose documented caps (docs/tasks.md) keep them small. A larger one is a 413.
+ROUTE_BODY_LIMITS = {
+    "switchboard.router.v1.CreateEmbeddingRequest": 4 * 1024 * 1024,
+    "switchboard.router.v1.CreateSpeechRequest": 64 * 1024,
+}
+
+
+def _body_limit(max_bytes: int) -> dict:
+    return {
+        "envoy.filters.http.buffer": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.BufferPerRoute",
+            "buffer": {"max_request_bytes": max_bytes},
+        }
+    }
 
 
 def _rest_route(rule: HttpRule, *, strict: bool, with_query: bool | None = None) -> dict:
@@ -411,9 +426,14 @@ def _rest_route(rule: HttpRule, *, strict: bool, with_query: bool | None = None)
         "match": {"safe_regex": {"regex": path_regex(rule.template)}, "headers": headers},
         "direct_response": _reply(404, "no such route"),
     }
+    per_filter: dict[str, object] = {}
     if strict:
         route["metadata"] = {"filter_metadata": {LUA_FILTER: {"rule": rule.key}}}
-        route["typed_per_filter_config"] = {LUA_FILTER: _STRICT_SCRIPT}
+        per_filter[LUA_FILTER] = _STRICT_SCRIPT
+    if rule.request in ROUTE_BODY_LIMITS:
+        per_filter.update(_body_limit(ROUTE_BODY_LIMITS[rule.request]))
+    if per_filter:
+        route["typed_per_filter_config"] = per_filter
     return route
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import orjson
@@ -84,6 +84,26 @@ class Opened:
     response: aiohttp.ClientResponse | None = None
     usage: Usage = field(default_factory=Usage)
     failures: list[str] = field(default_factory=list)
+    # A task answer (services/router/task_formats.py): its JSON value or first bytes, and their type.
+    result: Any = None
+    content_type: str = ""
+
+
+class TaskRequest(Protocol):
+    """A request whose body and path depend on how the route's provider is called for the task
+    (OpenAI's shape or the hub's), and whose answer is any JSON value or bytes."""
+
+    def prepare(self, route: Route) -> tuple[str, bytes, str]:
+        """(path, body, content type) for this route."""
+        ...
+
+    def accept(self, route: Route, data: bytes, content_type: str, whole: bool) -> Any:
+        """The checked answer (AttemptFailed when not valid); `whole` is False for a stream's first bytes."""
+        ...
+
+    def streams(self, route: Route) -> bool:
+        """Whether the answer is relayed as it arrives."""
+        ...
 
 
 def error_fields(redactor: Redactor, data: bytes) -> tuple[str, object, object]:
@@ -161,7 +181,7 @@ async def send(
 async def open_answer(
     session: aiohttp.ClientSession,
     route: Route,
-    payload: dict,
+    payload: dict | TaskRequest,
     path: str,
     stream: bool,
     max_answer_bytes: int,
@@ -171,7 +191,12 @@ async def open_answer(
     """Sends the request and checks the answer: a unary answer read whole (capped), or a
     stream's first event (the Opened then owns the response). Timeouts are the caller's;
     `on_refusal` sees a provider's non-retryable error answer before it is raised."""
-    body = encode(route, payload)
+    if isinstance(payload, dict):
+        body = encode(route, payload)
+    else:
+        path, body, content_type = payload.prepare(route)
+        headers = {**headers, "Content-Type": content_type}
+        stream = payload.streams(route)
     sent_at = time.monotonic()
     response = await send(session, route, body, path, headers)
     try:
@@ -186,6 +211,11 @@ async def open_answer(
             raise error
         redactor = route.provider.redactor
         provider_request_id = redactor.text(response.headers.get(route.provider.request_id_header, ""))
+        if not isinstance(payload, dict):
+            opened = await _task_answer(response, route, payload, stream, max_answer_bytes)
+            opened.provider_request_id, opened.sent_at = provider_request_id, sent_at
+            response = None if stream else response
+            return opened
         expected_list = ANSWER_LIST[path]
         if stream:
             first = await first_event(response, expected_list)
@@ -197,6 +227,19 @@ async def open_answer(
     finally:
         if response is not None:
             response.release()
+
+
+async def _task_answer(
+    response: aiohttp.ClientResponse, route: Route, request: TaskRequest, stream: bool, max_answer_bytes: int
+) -> Opened:
+    """A task's 200 answer checked by its request: read whole (capped), or its first bytes
+    (the Opened then owns the response)."""
+    content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    data = await response.content.readany() if stream else await read_capped(response, max_answer_bytes)
+    result = request.accept(route, data, content_type, not stream)
+    opened = Opened(route, "", 0.0, time.monotonic(), result=result, content_type=content_type)
+    opened.response = response if stream else None
+    return opened
 
 
 async def first_event(response: aiohttp.ClientResponse, expected_list: str) -> dict:

@@ -10,6 +10,7 @@ from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 
 from services.common.pricing import Price
 from services.common.secrets import NO_SECRETS, Redactor
+from services.common.tasks import format_of
 
 # The response header that carries the provider's id of a request; its cost API is asked by that id.
 DEFAULT_REQUEST_ID_HEADER = "Inference-Id"
@@ -38,6 +39,12 @@ class ProviderEntry:
     redactor: Redactor = field(default=NO_SECRETS, repr=False, compare=False)
     # The org whose write members manage the provider.
     org: str = ""
+    # How the provider is called per task, as registered ("openai" or "hub"); others take their default.
+    task_formats: dict[str, str] = field(default_factory=dict)
+
+    def format_of(self, task: str) -> str:
+        """How the provider is called for the task: "openai" or "hub"."""
+        return format_of(task, self.task_formats)
 
     @classmethod
     def from_config(cls, config: internal_pb.ProviderConfig) -> ProviderEntry:
@@ -68,6 +75,7 @@ class ProviderEntry:
             request_id_metadata_key=key,
             redactor=Redactor([p.api_key, *config.redact]),
             org=p.org,
+            task_formats=dict(p.task_formats),
         )
 
 

@@ -74,6 +74,27 @@ SERVED_TASKS: dict[str, Task] = _tasks(
 )
 
 
+# Tasks called in OpenAI's shape only: their routes translate nothing else.
+OPENAI_ONLY = frozenset({"conversational", "text-to-image"})
+
+
+def formats_of(task: str) -> tuple[str, ...]:
+    """The formats a provider may be called in for the task (its default first)."""
+    entry = SERVED_TASKS[task]
+    if entry.name in OPENAI_ONLY:
+        return (OPENAI_FORMAT,)
+    return (OPENAI_FORMAT, HUB_FORMAT) if entry.openai_path else (HUB_FORMAT,)
+
+
+def format_of(task: str, registered: dict[str, str]) -> str:
+    """How a provider with these registered formats is called for the task."""
+    entry = SERVED_TASKS.get(task)
+    if entry is None:
+        return OPENAI_FORMAT
+    chosen = registered.get(task, "")
+    return chosen if chosen in formats_of(task) else entry.default_format
+
+
 def served(task: str) -> Task | None:
     """The task's entry, or None when Switchboard does not serve it."""
     return SERVED_TASKS.get(task)

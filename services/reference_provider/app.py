@@ -1,4 +1,5 @@
-"""The reference provider: an OpenAI-compatible chat and image API with a request id
+"""The reference provider: an OpenAI-compatible chat, images, embeddings and audio API, every
+other served task in the hub's task format (POST /models/<model>, see tasks.py), a request id
 header, a cost API with bearer auth, and knobs for latency and failures.
 
 It answers deterministically from the request, so partners (and tests) can check
@@ -41,7 +42,9 @@ import orjson
 from aiohttp import web
 
 from services.common.providers import DEFAULT_REQUEST_ID_HEADER
-from services.reference_provider import png
+from services.common.tasks import JSON as JSON_TAKES
+from services.common.tasks import SERVED_TASKS
+from services.reference_provider import png, tasks
 from services.reference_provider.answers import chat_answer, chat_chunks, usage_of
 
 REQUEST_ID_HEADER = DEFAULT_REQUEST_ID_HEADER
@@ -67,6 +70,7 @@ COST_PER_REQUEST = 1_000
 COST_PER_INPUT_TOKEN = 100
 COST_PER_OUTPUT_TOKEN = 300
 COST_PER_IMAGE = 5_000_000
+SPEECH_PIECE_BYTES = 4096  # a speech answer is written in pieces of this size
 # On SIGTERM, answers in flight (e.g. sleeping out a latency knob) get this long to finish, then are cancelled.
 SHUTDOWN_TIMEOUT_SECONDS = 0.5
 
@@ -188,8 +192,9 @@ def knobs_of(request: web.Request) -> Knobs:
     return replace(knobs, **changes)
 
 
-async def _inference_prelude(request: web.Request) -> tuple[dict | None, str, web.Response | None]:
-    """Auth, body, latency and injected failures shared by every inference route."""
+async def _inference_prelude(request: web.Request, raw: bool = False) -> tuple[Any, str, web.Response | None]:
+    """Auth, body, latency and injected failures shared by every inference route; with `raw`, a
+    body that is not JSON (an upload) comes back as bytes, a multipart form as {"form": fields}."""
     state = request.app[STATE]
     try:
         knobs = knobs_of(request)
@@ -198,13 +203,22 @@ async def _inference_prelude(request: web.Request) -> tuple[dict | None, str, we
     request_id = DUPLICATE_REQUEST_ID if "duplicate-request-ids" in knobs.breaks else str(uuid.uuid4())
     if not _bearer_ok(request, state.api_key):
         return None, request_id, _error(401, "invalid API key", "authentication_error", request_id)
-    try:
-        body = orjson.loads(await request.read())
-    except orjson.JSONDecodeError:
-        return None, request_id, _error(400, "the body is not JSON", "invalid_request_error", request_id)
-    if not isinstance(body, dict):
-        return None, request_id, _error(400, "the body must be a JSON object", "invalid_request_error", request_id)
-    state.last_request = {"path": request.path, "body": body}
+    body: Any
+    if raw and request.content_type == "multipart/form-data":
+        body = {"form": {name: value for name, value in (await request.post()).items()}}
+    elif raw and request.content_type != "application/json":
+        body = await request.read()
+    else:
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            return None, request_id, _error(400, "the body is not JSON", "invalid_request_error", request_id)
+        if not isinstance(body, dict):
+            return None, request_id, _error(400, "the body must be a JSON object", "invalid_request_error", request_id)
+    shown = body
+    if isinstance(body, bytes) or "form" in body:
+        shown = {"bytes": len(body)} if isinstance(body, bytes) else {"form": sorted(body["form"])}
+    state.last_request = {"path": request.path, "body": shown}
     if knobs.latency_ms > 0:
         await asyncio.sleep(knobs.latency_ms / 1000)
     if knobs.fail_rate > 0 and random.random() < knobs.fail_rate:
@@ -268,6 +282,92 @@ async def image_generations(request: web.Request) -> web.Response:
     return _json({"created": int(time.time()), "data": data}, headers=_id_header(knobs_of(request), request_id))
 
 
+async def embeddings(request: web.Request) -> web.Response:
+    body, request_id, failure = await _inference_prelude(request)
+    if failure is not None:
+        return failure
+    texts = body.get("input")
+    texts = [texts] if isinstance(texts, str) else texts
+    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+        return _error(400, "input must be a string or a list of strings", "invalid_request_error", request_id)
+    dimension = body.get("dimensions") or tasks.DIMENSION
+    if not isinstance(dimension, int) or not 1 <= dimension <= tasks.DIMENSION:
+        return _error(400, f"dimensions must be 1..{tasks.DIMENSION}", "invalid_request_error", request_id)
+    data = [
+        {"object": "embedding", "index": i, "embedding": tasks.embedding(text, dimension)}
+        for i, text in enumerate(texts)
+    ]
+    prompt_tokens = sum(map(tasks.tokens, texts))
+    request.app[STATE].remember(request_id, prompt_tokens, 0, 0)
+    usage = {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}
+    answer = {"object": "list", "data": data, "model": body.get("model"), "usage": usage}
+    return _json(answer, headers=_id_header(knobs_of(request), request_id))
+
+
+async def transcriptions(request: web.Request) -> web.Response:
+    body, request_id, failure = await _inference_prelude(request, raw=True)
+    if failure is not None:
+        return failure
+    upload = body.get("form", {}).get("file") if isinstance(body, dict) else None
+    if not isinstance(upload, web.FileField):
+        return _error(400, "the multipart body needs a file", "invalid_request_error", request_id)
+    data = upload.file.read()
+    request.app[STATE].remember(request_id, 0, 0, 0)
+    text, headers = tasks.transcript(data), _id_header(knobs_of(request), request_id)
+    response_format = body["form"].get("response_format", "json")
+    if response_format == "text":
+        return web.Response(text=text + "\n", headers=headers)
+    if response_format == "verbose_json":
+        verbose = {"task": "transcribe", "language": "english", "duration": tasks.wav_seconds(data), "text": text}
+        return _json({**verbose, "segments": []}, headers=headers)
+    return _json({"text": text}, headers=headers)
+
+
+async def speech(request: web.Request) -> web.StreamResponse:
+    """The speech as a WAV, written in pieces (a streamed answer; the cut knob drops it mid-way)."""
+    body, request_id, failure = await _inference_prelude(request)
+    if failure is not None:
+        return failure
+    text = body.get("input")
+    if not isinstance(text, str) or not text:
+        return _error(400, "input must be a non-empty string", "invalid_request_error", request_id)
+    request.app[STATE].remember(request_id, 0, 0, 0)
+    knobs = knobs_of(request)
+    response = web.StreamResponse(headers={**_id_header(knobs, request_id), "Content-Type": "audio/wav"})
+    await response.prepare(request)
+    audio = tasks.wav(text)
+    for sent, start in enumerate(range(0, len(audio), SPEECH_PIECE_BYTES)):
+        if sent == knobs.stream_fail_after:
+            assert request.transport is not None
+            request.transport.abort()
+            return response
+        await response.write(audio[start : start + SPEECH_PIECE_BYTES])
+    await response.write_eof()
+    return response
+
+
+async def hub_task(request: web.Request) -> web.Response:
+    """POST /models/<model>: the hub's task format, for the task tasks.task_of reads."""
+    body, request_id, failure = await _inference_prelude(request, raw=True)
+    if failure is not None:
+        return failure
+    task = tasks.task_of(request.match_info["model"], body)
+    data, inputs, parameters = (body, None, {}) if isinstance(body, bytes) else (b"", body.get("inputs"), {})
+    if isinstance(body, dict):
+        parameters = body.get("parameters") if isinstance(body.get("parameters"), dict) else {}
+        if SERVED_TASKS[task].takes != JSON_TAKES and isinstance(inputs, str):
+            data = base64.b64decode(inputs)
+    if inputs is None and not data:
+        return _error(400, "the body needs inputs", "invalid_request_error", request_id)
+    answer, media_type = tasks.hub_answer(task, inputs, data, parameters)
+    texts = inputs if isinstance(inputs, list) else [inputs] if isinstance(inputs, str) else []
+    request.app[STATE].remember(request_id, sum(tasks.tokens(str(t)) for t in texts), 0, 0)
+    headers = _id_header(knobs_of(request), request_id)
+    if isinstance(answer, bytes):
+        return web.Response(body=answer, content_type=media_type, headers=headers)
+    return _json(answer, headers=headers)
+
+
 async def image_file(request: web.Request) -> web.Response:
     image = request.app[STATE].images.get(request.match_info["image_id"])
     if image is None:
@@ -326,6 +426,10 @@ def create_app(state: State) -> web.Application:
     for prefix in ("", "/knobs/{knobs}"):
         app.router.add_post(prefix + "/v1/chat/completions", chat_completions)
         app.router.add_post(prefix + "/v1/images/generations", image_generations)
+        app.router.add_post(prefix + "/v1/embeddings", embeddings)
+        app.router.add_post(prefix + "/v1/audio/transcriptions", transcriptions)
+        app.router.add_post(prefix + "/v1/audio/speech", speech)
+        app.router.add_post(prefix + "/models/{model:.+}", hub_task)
     app.router.add_get("/images/{image_id}.png", image_file)
     for prefix in ("", "/knobs/{knobs}"):
         app.router.add_post(prefix + "/v1/billing/costs", billing_costs)

@@ -48,6 +48,7 @@ from services.registry.validation import (
     check_range,
     check_role,
     check_secret,
+    check_task_formats,
     check_tasks,
     check_url,
     fitting,
@@ -63,6 +64,7 @@ UPDATABLE = (
     "base_url",
     "api_key",
     "tasks",
+    "task_formats",
     "request_id_header",
     "billing_url",
     "billing_authorization",
@@ -77,6 +79,7 @@ def provider_message(row: ProviderRow) -> admin_pb.Provider:
         org=row.org,
         base_url=row.base_url,
         tasks=orjson.loads(row.tasks),
+        task_formats=orjson.loads(row.task_formats),
         request_id_header=row.request_id_header,
         billing_url=row.billing_url,
         has_api_key=bool(row.api_key),
@@ -118,6 +121,8 @@ def check_provider_fields(provider: admin_pb.Provider, fields: set[str]) -> None
         check_url(provider.base_url, "baseUrl")
     if "tasks" in fields:
         check_tasks(provider.tasks)
+    if "task_formats" in fields:
+        check_task_formats(provider.task_formats)
     if "default_rank" in fields:
         check_range(provider.default_rank, -MAX_RANK, MAX_RANK, "defaultRank")
     if "request_id_header" in fields and provider.request_id_header:
@@ -141,6 +146,8 @@ def apply_provider_fields(row: ProviderRow, provider: admin_pb.Provider, fields:
         value = getattr(provider, name)
         if name == "tasks":
             value = orjson.dumps(list(value)).decode()
+        elif name == "task_formats":
+            value = orjson.dumps(dict(sorted(value.items()))).decode()
         elif name in ("base_url", "billing_url") and value:
             value = value.rstrip("/")
         elif name == "request_id_header":

@@ -127,6 +127,7 @@ def provider_body(args: argparse.Namespace) -> dict:
         "org": args.org,
         "baseUrl": args.base_url,
         "tasks": args.tasks,
+        "taskFormats": dict(args.task_formats) if args.task_formats else None,
         "requestIdHeader": args.request_id_header,
         "billingUrl": args.billing_url,
         "defaultRank": args.default_rank,
@@ -136,10 +137,25 @@ def provider_body(args: argparse.Namespace) -> dict:
     return {key: value for key, value in body.items() if value is not None}
 
 
+def _task_format(text: str) -> tuple[str, str]:
+    task, equals, chosen = text.partition("=")
+    if not (equals and task and chosen):
+        raise argparse.ArgumentTypeError(f"expected TASK=FORMAT, e.g. feature-extraction=hub, not {text!r}")
+    return task, chosen
+
+
 def _add_provider_options(parser: argparse.ArgumentParser, required: bool) -> None:
     parser.add_argument("--org", required=required, help="the org whose members manage its mappings")
     parser.add_argument("--base-url", required=required, help="the provider's API base URL")
     parser.add_argument("--tasks", nargs="+", help="tasks served, e.g. conversational text-to-image")
+    parser.add_argument(
+        "--task-format",
+        dest="task_formats",
+        action="append",
+        type=_task_format,
+        metavar="TASK=FORMAT",
+        help='how the provider is called for a task: "openai" or "hub" (repeatable; default per task)',
+    )
     parser.add_argument("--request-id-header", help="response header with the provider's request id")
     parser.add_argument("--billing-url", help="the provider's cost API URL")
     parser.add_argument("--default-rank", type=int, help="order among providers (lower first)")

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple
 
+from services.common.tasks import SERVED_TASKS
+
 MODEL = "model"
 TAG_FILTER = "tag-filter"
 LIVE = "live"
@@ -340,6 +342,22 @@ class RegistryIndex:
     def tasks_for(self, model_id: str) -> set[str]:
         """Tasks a model may resolve for: its model mappings' and every tag-filter task."""
         return {m.task for m in self._by_model.get(model_id, ())} | set(self._tag_filters)
+
+    def mapped_tasks(self, model_id: str) -> list[str]:
+        """Every task the model (or the alias's model) has a mapping for, in any status, a matching
+        tag-filter's included, in services/common/tasks.py's order."""
+        model_id = self.canonical(model_id)
+        model = self.catalog.get(model_id)
+        found = {m.task for m in self._by_model.get(model_id, ())}
+        for task, buckets in self._tag_filters.items():
+            tags = model.tags if model is not None else ()
+            if task not in found and any(all(t in tags for t in m.tags) for tag in tags for m in buckets.get(tag, ())):
+                found.add(task)
+        return [task for task in SERVED_TASKS if task in found]
+
+    def provider_model_tasks(self, provider: str, provider_model: str) -> list[str]:
+        """Every task the provider has a mapping of its model id for, in services/common/tasks.py's order."""
+        return [task for task in SERVED_TASKS if self._by_provider_model.get((provider, task, provider_model))]
 
     def replace_provider_mappings(self, provider_id: str, mappings: Iterable[Mapping]) -> Touched:
         """The provider's mappings as the database has them now; the models whose mappings changed."""

@@ -105,7 +105,9 @@ class InternalServicer(internal_grpc.InternalServiceServicer):
         check_task(request.task)
         check_count(request.providers, MAX_PROVIDERS, "providers")
         await self.state.fresh(lambda: self._catalog_model(request.model))  # an alias too: resolve() follows it
-        return resolution_message(self.index.resolve(request.model, request.user, request.task, request.providers))
+        answer = resolution_message(self.index.resolve(request.model, request.user, request.task, request.providers))
+        answer.tasks.extend(self.index.mapped_tasks(request.model))
+        return answer
 
     def _catalog_model(self, model: str) -> str:
         """The hub id of a valid hub id or model alias (400 otherwise) of a model in the catalog
@@ -126,7 +128,9 @@ class InternalServicer(internal_grpc.InternalServiceServicer):
         resolution = self.index.resolve_provider_model(
             request.provider, request.provider_model, request.user, request.task
         )
-        return resolution_message(resolution)
+        answer = resolution_message(resolution)
+        answer.tasks.extend(self.index.provider_model_tasks(request.provider, request.provider_model))
+        return answer
 
     async def ListProviderConfigs(
         self, request: internal_pb.ListProviderConfigsRequest, context: grpc.aio.ServicerContext

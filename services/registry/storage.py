@@ -79,6 +79,8 @@ class ProviderRow(SQLModel, table=True):
     # Secrets: encrypted at rest (services/common/secrets.py), plaintext to the code.
     api_key: str = Field(default="", sa_column=Column(SealedString, nullable=False, default=""))
     tasks: str = Field(default="[]", sa_column=Column(Text, nullable=False, default="[]"))
+    # How it is called per task, {task: "openai" | "hub"}, as JSON (0010); unnamed tasks take their default.
+    task_formats: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}", server_default="{}"))
     request_id_header: str = DEFAULT_REQUEST_ID_HEADER
     billing_url: str = ""
     billing_authorization: str = Field(default="", sa_column=Column(SealedString, nullable=False, default=""))

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Sized
+from collections.abc import Iterable, Mapping, Sized
 from urllib.parse import urlparse
 
 from services.common.errors import invalid_argument
 from services.common.paging import MAX_LISTING_BYTES, MAX_PAGE_SIZE, fitting, page_size  # noqa: F401  (re-exported)
-from services.common.tasks import SERVED_TASKS
+from services.common.tasks import OPENAI_FORMAT, SERVED_TASKS, formats_of
 
 # --- limits (one table) ------------------------------------------------------------------------
 MAX_NAME = 96  # org, user, provider and token names
@@ -240,6 +240,17 @@ def check_served_task(task: str, param: str = "task") -> str:
 
 
 SERVED_LIST = "a mapping's task must be one of " + ", ".join(SERVED_TASKS)
+
+
+def check_task_formats(formats: Mapping[str, str], param: str = "taskFormats") -> None:
+    """Each named task known, each format one the task can be called in (services/common/tasks.py)."""
+    check_count(formats, MAX_TASKS, param)
+    for task, chosen in formats.items():
+        check_task(task, param)
+        allowed = formats_of(task) if task in SERVED_TASKS else (OPENAI_FORMAT,)
+        if chosen not in allowed:
+            words = " or ".join(f'"{f}"' for f in allowed)
+            raise invalid_argument("INVALID_REQUEST", f"{param}.{task} must be {words}", f"{param}.{task}")
 
 
 def check_tasks(tasks: Iterable[str], param: str = "tasks") -> list[str]:

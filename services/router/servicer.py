@@ -31,6 +31,8 @@ from services.router.health import ProviderHealthMethods
 from services.router.ledger import Ledger
 from services.router.measurements import Measurements
 from services.router.spending import Spending
+from services.router.task_formats import GENERATE, OPERATIONS, Bill, TaskCall, TaskInput, reservation
+from services.router.tasks import TaskMethods
 from services.router.unit_prices import unit_price
 from services.router.upstream import CHAT_PATH, IMAGES_PATH, Opened, Upstreams, relay, rewrite
 
@@ -44,8 +46,6 @@ JSON = "application/json"
 EVENT_STREAM = "text/event-stream"
 # The caller of a call without a token in anonymous mode: no user, no memberships, no preferences.
 ANONYMOUS = internal_pb.Caller()
-# The GenAI semantic conventions' gen_ai.operation.name of each task.
-OPERATIONS = {CHAT: "chat", TEXT_TO_IMAGE: "generate_content"}
 # What each route's body must carry and may carry (params.py); everything else passes through.
 BODY_RULES = {CHAT: (params.CHAT, params.REQUIRED_CHAT), TEXT_TO_IMAGE: (params.IMAGES, params.REQUIRED_IMAGES)}
 
@@ -79,6 +79,18 @@ def hf_to_openai(request: router_pb.TextToImageRequest) -> httpbody_pb2.HttpBody
     if parameters.get("width") and parameters.get("height"):
         payload["size"] = f"{parameters['width']}x{parameters['height']}"
     return httpbody_pb2.HttpBody(content_type=JSON, data=orjson.dumps(payload))
+
+
+def _json_payload(raw: bytes, task: str) -> dict:
+    """A chat or images body: a JSON object within its route's rules (params.py)."""
+    try:
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise invalid_argument("INVALID_REQUEST", "the request body is not valid JSON") from None
+    if not isinstance(payload, dict):
+        raise invalid_argument("INVALID_REQUEST", "the request body must be a JSON object")
+    params.check_body(payload, *BODY_RULES[task])
+    return payload
 
 
 def _ask_for_usage(payload: dict) -> bool:
@@ -128,13 +140,15 @@ class Call:
     traceparent: str = ""  # the caller's (or Envoy's) W3C trace context, passed on to the provider
     left_out: dict[str, list[selection.Reason]] = field(default_factory=dict)  # providers not tried, and why
     reserved: bool = False
+    task_call: TaskCall | None = None  # a task route's request (task_formats.py), sent in each provider's format
+    bill: Bill | None = None  # a task answer's usage, in its task's unit
 
     @property
     def user(self) -> str:
         return self.caller.user
 
 
-class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
+class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServiceServicer):
     """OpenAI-compatible inference: auth, selection, failover, billing; the providers' health."""
 
     def __init__(
@@ -176,6 +190,9 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
                 "BILL_TO_FORBIDDEN", f"you are not a member of {bill_to[:64]}: cannot bill it", "X-HF-Bill-To"
             )
         return caller, bill_to
+
+    async def _caller_of(self, context: grpc.aio.ServicerContext) -> tuple[internal_pb.Caller, str]:
+        return await self._caller(_headers(context))
 
     async def _routes(
         self, task: str, payload: dict, path_provider: str, caller: internal_pb.Caller, needs: selection.Needs
@@ -243,28 +260,37 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
         output = payload.get("max_completion_tokens") or payload.get("max_tokens") or DEFAULT_MAX_TOKENS
         return estimate_nano_usd(price, task, input_tokens=prompt_tokens_estimate(body_size), output_tokens=output)
 
-    async def _prepare(self, task: str, request, context: grpc.aio.ServicerContext, measure: InferenceMeasure) -> Call:
+    async def _prepare(
+        self,
+        task: str,
+        request,
+        context: grpc.aio.ServicerContext,
+        measure: InferenceMeasure,
+        task_input: Callable[[], TaskInput] | None = None,
+    ) -> Call:
+        """Checks the caller and the body (a task route's by `task_input`), picks the routes, reserves."""
         started = _now()
         headers = _headers(context)
         caller, account = await self._caller(headers)
         raw = request.body.data
-        try:
-            payload = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise invalid_argument("INVALID_REQUEST", "the request body is not valid JSON") from None
-        if not isinstance(payload, dict):
-            raise invalid_argument("INVALID_REQUEST", "the request body must be a JSON object")
-        params.check_body(payload, *BODY_RULES[task])
-        max_price = payload.pop("max_price", None)  # Switchboard's to honour: never sent on
-        needs = selection.needs_of(payload, prompt_tokens_estimate(len(raw)), max_price)
+        value = task_input() if task_input is not None else None
+        if value is None:
+            payload = _json_payload(raw, task)
+            max_price = payload.pop("max_price", None)  # Switchboard's to honour: never sent on
+            needs = selection.needs_of(payload, prompt_tokens_estimate(len(raw)), max_price)
+        else:
+            payload, needs = value.payload(), selection.Needs()
         model, fit = await self._routes(task, payload, request.provider, caller, needs)
         routes = fit.routes
         if not request.provider:  # resolved in the catalog: a bounded label
             measure.model = model
-        estimate = self._estimate(task, payload, len(raw), routes[0])
+        if value is None:
+            estimate = self._estimate(task, payload, len(raw), routes[0])
+        else:
+            estimate = reservation(value).estimate(routes[0].provider.prices.get(routes[0].provider_model), task)
         call = Call(
             str(uuid.uuid4()), task, caller, account, model, payload, len(raw), routes, estimate, started, measure,
-            headers.get(TRACEPARENT, ""), fit.left_out,
+            headers.get(TRACEPARENT, ""), fit.left_out, task_call=TaskCall(value) if value else None,
         )  # fmt: skip
         call.reserved = await self.spending.reserve(call.request_id, account, estimate)
         return call
@@ -275,8 +301,9 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
         deadline = None if remaining is None else time.monotonic() + remaining
         try:
             opened = await self.upstreams.first_answer(
-                call.routes, call.payload, path, stream, deadline, OPERATIONS[call.task], call.traceparent
-            )
+                call.routes, call.task_call or call.payload, path, stream, deadline,
+                OPERATIONS.get(call.task, GENERATE), call.traceparent,
+            )  # fmt: skip
         except ApiError as error:
             self._abandon(call)
             if error.grpc_code in (Code.UNAVAILABLE, Code.RESOURCE_EXHAUSTED):  # every route tried failed
@@ -337,6 +364,11 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
         self.measurements.observe(
             route.provider.id, route.provider_model, opened.first_at - opened.sent_at, tokens, ended - opened.sent_at
         )
+        if call.bill is not None:  # a task answer, billed in its task's unit
+            bill = call.bill
+            estimate = bill.estimate(route.provider.prices.get(route.provider_model), call.task)
+            self._record(call, opened, bill.input_tokens, bill.output_tokens, bill.images, estimate, bill=bill)
+            return
         input_tokens, output_tokens, estimate = self._usage(call, opened, images)
         if not images:
             call.measure.tokens(input_tokens, output_tokens)
@@ -351,6 +383,7 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
         images: int,
         estimate: int,
         provisional: bool = False,
+        bill: Bill | None = None,
     ) -> None:
         route = opened.route
         self.ledger.record(
@@ -370,6 +403,8 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
                 images=images,
                 estimated_nano_usd=estimate,
                 provisional=provisional,
+                unit=bill.unit if bill else "",
+                units=bill.units if bill else 0,
             )
         )
 
@@ -450,7 +485,12 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
     async def TextToImage(
         self, request: router_pb.TextToImageRequest, context: grpc.aio.ServicerContext
     ) -> httpbody_pb2.HttpBody:
-        body = await self._image(router_pb.CreateImageRequest(body=hf_to_openai(request)), context, _first_png)
+        """A hub task call: text-to-image here, every other task by the task methods."""
+        task = await self._hub_task(request, context)
+        if task != TEXT_TO_IMAGE:
+            return await self._hub_call(task, request, context)
+        images = router_pb.CreateImageRequest(provider=request.provider, body=hf_to_openai(request))
+        body = await self._image(images, context, _first_png)
         return httpbody_pb2.HttpBody(content_type="image/png", data=body)
 
     # --- catalog ---------------------------------------------------------------------------
@@ -545,4 +585,7 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
         accepted = list(params.CHAT) if CHAT in entry.tasks or not entry.tasks else []
         if TEXT_TO_IMAGE in entry.tasks:
             accepted += [p for p in params.IMAGES if p not in accepted]
-        return router_pb.Provider(id=entry.id, url=entry.base_url, models=models, params=accepted, tasks=entry.tasks)
+        formats = {task: entry.format_of(task) for task in entry.tasks}
+        return router_pb.Provider(
+            id=entry.id, url=entry.base_url, models=models, params=accepted, tasks=entry.tasks, task_formats=formats
+        )

@@ -28,6 +28,7 @@ from services.common.provider_api import (
     IMAGES_PATH,
     AttemptFailed,
     Opened,
+    TaskRequest,
     Usage,
     next_line,
     open_answer,
@@ -88,7 +89,7 @@ class Upstreams:
     async def first_answer(
         self,
         routes: list[Route],
-        payload: dict,
+        payload: dict | TaskRequest,
         path: str,
         stream: bool,
         deadline: float | None,
@@ -162,7 +163,7 @@ class Upstreams:
     async def _attempt(
         self,
         route: Route,
-        payload: dict,
+        payload: dict | TaskRequest,
         path: str,
         stream: bool,
         deadline: float | None,

@@ -112,7 +112,14 @@ class DeleteTokenRequest(_message.Message):
     def __init__(self, user: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
 
 class Provider(_message.Message):
-    __slots__ = ("id", "org", "base_url", "api_key", "tasks", "request_id_header", "billing_url", "billing_authorization", "has_api_key", "has_billing_authorization", "default_rank", "create_time")
+    __slots__ = ("id", "org", "base_url", "api_key", "tasks", "request_id_header", "billing_url", "billing_authorization", "has_api_key", "has_billing_authorization", "default_rank", "create_time", "task_formats")
+    class TaskFormatsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     ID_FIELD_NUMBER: _ClassVar[int]
     ORG_FIELD_NUMBER: _ClassVar[int]
     BASE_URL_FIELD_NUMBER: _ClassVar[int]
@@ -125,6 +132,7 @@ class Provider(_message.Message):
     HAS_BILLING_AUTHORIZATION_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_RANK_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    TASK_FORMATS_FIELD_NUMBER: _ClassVar[int]
     id: str
     org: str
     base_url: str
@@ -137,7 +145,8 @@ class Provider(_message.Message):
     has_billing_authorization: bool
     default_rank: int
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., org: _Optional[str] = ..., base_url: _Optional[str] = ..., api_key: _Optional[str] = ..., tasks: _Optional[_Iterable[str]] = ..., request_id_header: _Optional[str] = ..., billing_url: _Optional[str] = ..., billing_authorization: _Optional[str] = ..., has_api_key: _Optional[bool] = ..., has_billing_authorization: _Optional[bool] = ..., default_rank: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    task_formats: _containers.ScalarMap[str, str]
+    def __init__(self, id: _Optional[str] = ..., org: _Optional[str] = ..., base_url: _Optional[str] = ..., api_key: _Optional[str] = ..., tasks: _Optional[_Iterable[str]] = ..., request_id_header: _Optional[str] = ..., billing_url: _Optional[str] = ..., billing_authorization: _Optional[str] = ..., has_api_key: _Optional[bool] = ..., has_billing_authorization: _Optional[bool] = ..., default_rank: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., task_formats: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class CreateProviderRequest(_message.Message):
     __slots__ = ("provider",)

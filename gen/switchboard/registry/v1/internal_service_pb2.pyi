@@ -123,16 +123,18 @@ class Exclusion(_message.Message):
     def __init__(self, provider: _Optional[str] = ..., reason: _Optional[str] = ..., status: _Optional[str] = ...) -> None: ...
 
 class ResolveModelResponse(_message.Message):
-    __slots__ = ("model_found", "candidates", "exclusions", "model")
+    __slots__ = ("model_found", "candidates", "exclusions", "model", "tasks")
     MODEL_FOUND_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     EXCLUSIONS_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    TASKS_FIELD_NUMBER: _ClassVar[int]
     model_found: bool
     candidates: _containers.RepeatedCompositeFieldContainer[Candidate]
     exclusions: _containers.RepeatedCompositeFieldContainer[Exclusion]
     model: str
-    def __init__(self, model_found: _Optional[bool] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., exclusions: _Optional[_Iterable[_Union[Exclusion, _Mapping]]] = ..., model: _Optional[str] = ...) -> None: ...
+    tasks: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model_found: _Optional[bool] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., exclusions: _Optional[_Iterable[_Union[Exclusion, _Mapping]]] = ..., model: _Optional[str] = ..., tasks: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListProviderConfigsRequest(_message.Message):
     __slots__ = ("secrets",)

@@ -29,7 +29,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*switchboard/router/v1/router_service.proto\x12\x15switchboard.router.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/httpbody.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"Y\n\x1b\x43reateChatCompletionRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12(\n\x04\x62ody\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x02\"P\n\x12\x43reateImageRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12(\n\x04\x62ody\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x02\"S\n\x12TextToImageRequest\x12\x13\n\x05model\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12(\n\x04\x62ody\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x02\"\x13\n\x11ListModelsRequest\"-\n\x0cModelPricing\x12\r\n\x05input\x18\x01 \x01(\x01\x12\x0e\n\x06output\x18\x02 \x01(\x01\"\xbc\x06\n\rModelProvider\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12&\n\x0eprovider_model\x18\x03 \x01(\tR\x0eprovider_model\x12\x38\n\x17input_price_per_million\x18\x04 \x01(\x01R\x17input_price_per_million\x12:\n\x18output_price_per_million\x18\x05 \x01(\x01R\x18output_price_per_million\x12\x36\n\x16time_to_first_token_ms\x18\x06 \x01(\x01R\x16\x66irst_token_latency_ms\x12\x30\n\x1cthroughput_tokens_per_second\x18\x07 \x01(\x01R\nthroughput\x12\x34\n\x07pricing\x18\x08 \x01(\x0b\x32#.switchboard.router.v1.ModelPricing\x12+\n\x0e\x63ontext_length\x18\t \x01(\x05H\x00R\x0e\x63ontext_length\x88\x01\x01\x12+\n\x0esupports_tools\x18\n \x01(\x08H\x01R\x0esupports_tools\x88\x01\x01\x12\x43\n\x1asupports_structured_output\x18\x0b \x01(\x08H\x02R\x1asupports_structured_output\x88\x01\x01\x12\x32\n\x14input_token_nano_usd\x18\x0c \x01(\x03R\x14input_token_nano_usd\x12\x34\n\x15output_token_nano_usd\x18\r \x01(\x03R\x15output_token_nano_usd\x12)\n\rstatus_reason\x18\x14 \x01(\tH\x03R\rstatus_reason\x88\x01\x01\x12@\n\nunit_price\x18\x1e \x01(\x0b\x32 .switchboard.router.v1.UnitPriceR\nunit_priceB\x11\n\x0f_context_lengthB\x11\n\x0f_supports_toolsB\x1d\n\x1b_supports_structured_outputB\x10\n\x0e_status_reason\"P\n\tUnitPrice\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\x0c\n\x04unit\x18\x02 \x01(\t\x12\x1a\n\x08nano_usd\x18\x03 \x01(\x03R\x08nano_usd\x12\x0b\n\x03usd\x18\x04 \x01(\x01\"\xad\x01\n\x05Model\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06object\x18\x02 \x01(\t\x12\x0f\n\x07\x63reated\x18\x03 \x01(\r\x12\x1a\n\x08owned_by\x18\x04 \x01(\tR\x08owned_by\x12\"\n\x0cpipeline_tag\x18\x05 \x01(\tR\x0cpipeline_tag\x12\x37\n\tproviders\x18\x06 \x03(\x0b\x32$.switchboard.router.v1.ModelProvider\"P\n\x12ListModelsResponse\x12\x0e\n\x06object\x18\x01 \x01(\t\x12*\n\x04\x64\x61ta\x18\x02 \x03(\x0b\x32\x1c.switchboard.router.v1.Model\"#\n\x0fGetModelRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x16\n\x14ListProvidersRequest\"\x1f\n\x1dListInferenceProvidersRequest\"T\n\x1eListInferenceProvidersResponse\x12\x32\n\tproviders\x18\x01 \x03(\x0b\x32\x1f.switchboard.router.v1.Provider\"R\n\x08Provider\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x0e\n\x06models\x18\x03 \x03(\t\x12\x0e\n\x06params\x18\x04 \x03(\t\x12\r\n\x05tasks\x18\x05 \x03(\t\"&\n\x12GetProviderRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"Y\n\x18GetProviderHealthRequest\x12\x16\n\x08provider\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"B\n\x19ListProviderHealthRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"o\n\x1aListProviderHealthResponse\x12\x38\n\tproviders\x18\x01 \x03(\x0b\x32%.switchboard.router.v1.ProviderHealth\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xdc\x03\n\x0eProviderHealth\x12\x10\n\x08provider\x18\x01 \x01(\t\x12:\n\rbreaker_state\x18\x02 \x01(\x0e\x32#.switchboard.router.v1.BreakerState\x12\x1c\n\x14\x63onsecutive_failures\x18\x03 \x01(\x05\x12:\n\x06models\x18\x04 \x03(\x0b\x32*.switchboard.router.v1.ProviderModelHealth\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0ewindow_seconds\x18\x06 \x01(\x05\x12\x10\n\x08requests\x18\x07 \x01(\x03\x12\x0e\n\x06\x65rrors\x18\x08 \x01(\x03\x12\x10\n\x08rejected\x18\t \x01(\x03\x12\x0f\n\x07skipped\x18\n \x01(\x03\x12\x17\n\x0frecent_requests\x18\x0b \x01(\x05\x12\x15\n\rrecent_errors\x18\x0c \x01(\x05\x12\x12\n\nerror_rate\x18\r \x01(\x01\x12\x38\n\nlast_error\x18\x0e \x01(\x0b\x32$.switchboard.router.v1.ProviderError\x12\x17\n\x0fnext_page_token\x18\x0f \x01(\t\"\xb7\x02\n\x13ProviderModelHealth\x12\x16\n\x0eprovider_model\x18\x01 \x01(\t\x12\x10\n\x08requests\x18\x02 \x01(\x03\x12\x0e\n\x06\x65rrors\x18\x03 \x01(\x03\x12\x10\n\x08rejected\x18\x04 \x01(\x03\x12\x0f\n\x07skipped\x18\x05 \x01(\x03\x12\x17\n\x0frecent_requests\x18\x06 \x01(\x05\x12\x15\n\rrecent_errors\x18\x07 \x01(\x05\x12\x12\n\nerror_rate\x18\x08 \x01(\x01\x12\x1e\n\x16time_to_first_token_ms\x18\t \x01(\x01\x12$\n\x1cthroughput_tokens_per_second\x18\n \x01(\x01\x12\x39\n\x0blast_errors\x18\x0b \x03(\x0b\x32$.switchboard.router.v1.ProviderError\"\x81\x01\n\rProviderError\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fprovider_status\x18\x02 \x01(\x05\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t*|\n\x0c\x42reakerState\x12\x1d\n\x19\x42REAKER_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x42REAKER_STATE_CLOSED\x10\x01\x12\x16\n\x12\x42REAKER_STATE_OPEN\x10\x02\x12\x1b\n\x17\x42REAKER_STATE_HALF_OPEN\x10\x03\x32\xfc\n\n\rRouterService\x12\xaf\x01\n\x14\x43reateChatCompletion\x12\x32.switchboard.router.v1.CreateChatCompletionRequest\x1a\x14.google.api.HttpBody\"K\x82\xd3\xe4\x93\x02\x45\"\x14/v1/chat/completions:\x04\x62odyZ\'\"\x1f/{provider}/v1/chat/completions:\x04\x62ody0\x01\x12\xbc\x01\n\x0b\x43reateImage\x12).switchboard.router.v1.CreateImageRequest\x1a\x14.google.api.HttpBody\"l\x82\xd3\xe4\x93\x02\x66\"\x16/v1/images/generations:\x04\x62odyZ\x1b\"\x13/v1/images/generate:\x04\x62odyZ)\"!/{provider}/v1/images/generations:\x04\x62ody\x12p\n\x0bTextToImage\x12).switchboard.router.v1.TextToImageRequest\x1a\x14.google.api.HttpBody\" \x82\xd3\xe4\x93\x02\x1a\"\x12/models/{model=**}:\x04\x62ody\x12u\n\nListModels\x12(.switchboard.router.v1.ListModelsRequest\x1a).switchboard.router.v1.ListModelsResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/models\x12l\n\x08GetModel\x12&.switchboard.router.v1.GetModelRequest\x1a\x1c.switchboard.router.v1.Model\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/models/{id=**}\x12o\n\rListProviders\x12+.switchboard.router.v1.ListProvidersRequest\x1a\x1a.google.protobuf.ListValue\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/providers\x12\x85\x01\n\x16ListInferenceProviders\x12\x34.switchboard.router.v1.ListInferenceProvidersRequest\x1a\x35.switchboard.router.v1.ListInferenceProvidersResponse\x12u\n\x0bGetProvider\x12).switchboard.router.v1.GetProviderRequest\x1a\x1f.switchboard.router.v1.Provider\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/providers/{id}\x12\x94\x01\n\x11GetProviderHealth\x12/.switchboard.router.v1.GetProviderHealthRequest\x1a%.switchboard.router.v1.ProviderHealth\"\'\x82\xd3\xe4\x93\x02!\x12\x1f/api/partners/{provider}/health\x12\x9b\x01\n\x12ListProviderHealth\x12\x30.switchboard.router.v1.ListProviderHealthRequest\x1a\x31.switchboard.router.v1.ListProviderHealthResponse\" \x82\xd3\xe4\x93\x02\x1a\x12\x18/admin/v1/providerHealthb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*switchboard/router/v1/router_service.proto\x12\x15switchboard.router.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/httpbody.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"Y\n\x1b\x43reateChatCompletionRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12(\n\x04\x62ody\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x02\"P\n\x12\x43reateImageRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12(\n\x04\x62ody\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x02\"e\n\x12TextToImageRequest\x12\x13\n\x05model\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12(\n\x04\x62ody\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x02\x12\x10\n\x08provider\x18\x03 \x01(\t\"T\n\x16\x43reateEmbeddingRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12(\n\x04\x62ody\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x02\"X\n\x1a\x43reateTranscriptionRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12(\n\x04\x62ody\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x02\"Q\n\x13\x43reateSpeechRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12(\n\x04\x62ody\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x02\"\x13\n\x11ListModelsRequest\"-\n\x0cModelPricing\x12\r\n\x05input\x18\x01 \x01(\x01\x12\x0e\n\x06output\x18\x02 \x01(\x01\"\xbc\x06\n\rModelProvider\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12&\n\x0eprovider_model\x18\x03 \x01(\tR\x0eprovider_model\x12\x38\n\x17input_price_per_million\x18\x04 \x01(\x01R\x17input_price_per_million\x12:\n\x18output_price_per_million\x18\x05 \x01(\x01R\x18output_price_per_million\x12\x36\n\x16time_to_first_token_ms\x18\x06 \x01(\x01R\x16\x66irst_token_latency_ms\x12\x30\n\x1cthroughput_tokens_per_second\x18\x07 \x01(\x01R\nthroughput\x12\x34\n\x07pricing\x18\x08 \x01(\x0b\x32#.switchboard.router.v1.ModelPricing\x12+\n\x0e\x63ontext_length\x18\t \x01(\x05H\x00R\x0e\x63ontext_length\x88\x01\x01\x12+\n\x0esupports_tools\x18\n \x01(\x08H\x01R\x0esupports_tools\x88\x01\x01\x12\x43\n\x1asupports_structured_output\x18\x0b \x01(\x08H\x02R\x1asupports_structured_output\x88\x01\x01\x12\x32\n\x14input_token_nano_usd\x18\x0c \x01(\x03R\x14input_token_nano_usd\x12\x34\n\x15output_token_nano_usd\x18\r \x01(\x03R\x15output_token_nano_usd\x12)\n\rstatus_reason\x18\x14 \x01(\tH\x03R\rstatus_reason\x88\x01\x01\x12@\n\nunit_price\x18\x1e \x01(\x0b\x32 .switchboard.router.v1.UnitPriceR\nunit_priceB\x11\n\x0f_context_lengthB\x11\n\x0f_supports_toolsB\x1d\n\x1b_supports_structured_outputB\x10\n\x0e_status_reason\"P\n\tUnitPrice\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\x0c\n\x04unit\x18\x02 \x01(\t\x12\x1a\n\x08nano_usd\x18\x03 \x01(\x03R\x08nano_usd\x12\x0b\n\x03usd\x18\x04 \x01(\x01\"\xad\x01\n\x05Model\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06object\x18\x02 \x01(\t\x12\x0f\n\x07\x63reated\x18\x03 \x01(\r\x12\x1a\n\x08owned_by\x18\x04 \x01(\tR\x08owned_by\x12\"\n\x0cpipeline_tag\x18\x05 \x01(\tR\x0cpipeline_tag\x12\x37\n\tproviders\x18\x06 \x03(\x0b\x32$.switchboard.router.v1.ModelProvider\"P\n\x12ListModelsResponse\x12\x0e\n\x06object\x18\x01 \x01(\t\x12*\n\x04\x64\x61ta\x18\x02 \x03(\x0b\x32\x1c.switchboard.router.v1.Model\"#\n\x0fGetModelRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x16\n\x14ListProvidersRequest\"\x1f\n\x1dListInferenceProvidersRequest\"T\n\x1eListInferenceProvidersResponse\x12\x32\n\tproviders\x18\x01 \x03(\x0b\x32\x1f.switchboard.router.v1.Provider\"\xdc\x01\n\x08Provider\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x0e\n\x06models\x18\x03 \x03(\t\x12\x0e\n\x06params\x18\x04 \x03(\t\x12\r\n\x05tasks\x18\x05 \x03(\t\x12T\n\x0ctask_formats\x18\x06 \x03(\x0b\x32\x30.switchboard.router.v1.Provider.TaskFormatsEntryR\x0ctask_formats\x1a\x32\n\x10TaskFormatsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"&\n\x12GetProviderRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"Y\n\x18GetProviderHealthRequest\x12\x16\n\x08provider\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"B\n\x19ListProviderHealthRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"o\n\x1aListProviderHealthResponse\x12\x38\n\tproviders\x18\x01 \x03(\x0b\x32%.switchboard.router.v1.ProviderHealth\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xdc\x03\n\x0eProviderHealth\x12\x10\n\x08provider\x18\x01 \x01(\t\x12:\n\rbreaker_state\x18\x02 \x01(\x0e\x32#.switchboard.router.v1.BreakerState\x12\x1c\n\x14\x63onsecutive_failures\x18\x03 \x01(\x05\x12:\n\x06models\x18\x04 \x03(\x0b\x32*.switchboard.router.v1.ProviderModelHealth\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0ewindow_seconds\x18\x06 \x01(\x05\x12\x10\n\x08requests\x18\x07 \x01(\x03\x12\x0e\n\x06\x65rrors\x18\x08 \x01(\x03\x12\x10\n\x08rejected\x18\t \x01(\x03\x12\x0f\n\x07skipped\x18\n \x01(\x03\x12\x17\n\x0frecent_requests\x18\x0b \x01(\x05\x12\x15\n\rrecent_errors\x18\x0c \x01(\x05\x12\x12\n\nerror_rate\x18\r \x01(\x01\x12\x38\n\nlast_error\x18\x0e \x01(\x0b\x32$.switchboard.router.v1.ProviderError\x12\x17\n\x0fnext_page_token\x18\x0f \x01(\t\"\xb7\x02\n\x13ProviderModelHealth\x12\x16\n\x0eprovider_model\x18\x01 \x01(\t\x12\x10\n\x08requests\x18\x02 \x01(\x03\x12\x0e\n\x06\x65rrors\x18\x03 \x01(\x03\x12\x10\n\x08rejected\x18\x04 \x01(\x03\x12\x0f\n\x07skipped\x18\x05 \x01(\x03\x12\x17\n\x0frecent_requests\x18\x06 \x01(\x05\x12\x15\n\rrecent_errors\x18\x07 \x01(\x05\x12\x12\n\nerror_rate\x18\x08 \x01(\x01\x12\x1e\n\x16time_to_first_token_ms\x18\t \x01(\x01\x12$\n\x1cthroughput_tokens_per_second\x18\n \x01(\x01\x12\x39\n\x0blast_errors\x18\x0b \x03(\x0b\x32$.switchboard.router.v1.ProviderError\"\x81\x01\n\rProviderError\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fprovider_status\x18\x02 \x01(\x05\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t*|\n\x0c\x42reakerState\x12\x1d\n\x19\x42REAKER_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x42REAKER_STATE_CLOSED\x10\x01\x12\x16\n\x12\x42REAKER_STATE_OPEN\x10\x02\x12\x1b\n\x17\x42REAKER_STATE_HALF_OPEN\x10\x03\x32\x8e\x0f\n\rRouterService\x12\xaf\x01\n\x14\x43reateChatCompletion\x12\x32.switchboard.router.v1.CreateChatCompletionRequest\x1a\x14.google.api.HttpBody\"K\x82\xd3\xe4\x93\x02\x45\"\x14/v1/chat/completions:\x04\x62odyZ\'\"\x1f/{provider}/v1/chat/completions:\x04\x62ody0\x01\x12\xbc\x01\n\x0b\x43reateImage\x12).switchboard.router.v1.CreateImageRequest\x1a\x14.google.api.HttpBody\"l\x82\xd3\xe4\x93\x02\x66\"\x16/v1/images/generations:\x04\x62odyZ\x1b\"\x13/v1/images/generate:\x04\x62odyZ)\"!/{provider}/v1/images/generations:\x04\x62ody\x12\x97\x01\n\x0bTextToImage\x12).switchboard.router.v1.TextToImageRequest\x1a\x14.google.api.HttpBody\"G\x82\xd3\xe4\x93\x02\x41\"\x12/models/{model=**}:\x04\x62odyZ%\"\x1d/{provider}/models/{model=**}:\x04\x62ody\x12\x97\x01\n\x0f\x43reateEmbedding\x12-.switchboard.router.v1.CreateEmbeddingRequest\x1a\x14.google.api.HttpBody\"?\x82\xd3\xe4\x93\x02\x39\"\x0e/v1/embeddings:\x04\x62odyZ!\"\x19/{provider}/v1/embeddings:\x04\x62ody\x12\xb3\x01\n\x13\x43reateTranscription\x12\x31.switchboard.router.v1.CreateTranscriptionRequest\x1a\x14.google.api.HttpBody\"S\x82\xd3\xe4\x93\x02M\"\x18/v1/audio/transcriptions:\x04\x62odyZ+\"#/{provider}/v1/audio/transcriptions:\x04\x62ody\x12\x97\x01\n\x0c\x43reateSpeech\x12*.switchboard.router.v1.CreateSpeechRequest\x1a\x14.google.api.HttpBody\"C\x82\xd3\xe4\x93\x02=\"\x10/v1/audio/speech:\x04\x62odyZ#\"\x1b/{provider}/v1/audio/speech:\x04\x62ody0\x01\x12u\n\nListModels\x12(.switchboard.router.v1.ListModelsRequest\x1a).switchboard.router.v1.ListModelsResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/models\x12l\n\x08GetModel\x12&.switchboard.router.v1.GetModelRequest\x1a\x1c.switchboard.router.v1.Model\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/models/{id=**}\x12o\n\rListProviders\x12+.switchboard.router.v1.ListProvidersRequest\x1a\x1a.google.protobuf.ListValue\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/providers\x12\x85\x01\n\x16ListInferenceProviders\x12\x34.switchboard.router.v1.ListInferenceProvidersRequest\x1a\x35.switchboard.router.v1.ListInferenceProvidersResponse\x12u\n\x0bGetProvider\x12).switchboard.router.v1.GetProviderRequest\x1a\x1f.switchboard.router.v1.Provider\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/providers/{id}\x12\x94\x01\n\x11GetProviderHealth\x12/.switchboard.router.v1.GetProviderHealthRequest\x1a%.switchboard.router.v1.ProviderHealth\"\'\x82\xd3\xe4\x93\x02!\x12\x1f/api/partners/{provider}/health\x12\x9b\x01\n\x12ListProviderHealth\x12\x30.switchboard.router.v1.ListProviderHealthRequest\x1a\x31.switchboard.router.v1.ListProviderHealthResponse\" \x82\xd3\xe4\x93\x02\x1a\x12\x18/admin/v1/providerHealthb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,8 +44,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TEXTTOIMAGEREQUEST'].fields_by_name['model']._serialized_options = b'\342A\001\002'
   _globals['_TEXTTOIMAGEREQUEST'].fields_by_name['body']._loaded_options = None
   _globals['_TEXTTOIMAGEREQUEST'].fields_by_name['body']._serialized_options = b'\342A\001\002'
+  _globals['_CREATEEMBEDDINGREQUEST'].fields_by_name['body']._loaded_options = None
+  _globals['_CREATEEMBEDDINGREQUEST'].fields_by_name['body']._serialized_options = b'\342A\001\002'
+  _globals['_CREATETRANSCRIPTIONREQUEST'].fields_by_name['body']._loaded_options = None
+  _globals['_CREATETRANSCRIPTIONREQUEST'].fields_by_name['body']._serialized_options = b'\342A\001\002'
+  _globals['_CREATESPEECHREQUEST'].fields_by_name['body']._loaded_options = None
+  _globals['_CREATESPEECHREQUEST'].fields_by_name['body']._serialized_options = b'\342A\001\002'
   _globals['_GETMODELREQUEST'].fields_by_name['id']._loaded_options = None
   _globals['_GETMODELREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
+  _globals['_PROVIDER_TASKFORMATSENTRY']._loaded_options = None
+  _globals['_PROVIDER_TASKFORMATSENTRY']._serialized_options = b'8\001'
   _globals['_GETPROVIDERREQUEST'].fields_by_name['id']._loaded_options = None
   _globals['_GETPROVIDERREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
   _globals['_GETPROVIDERHEALTHREQUEST'].fields_by_name['provider']._loaded_options = None
@@ -55,7 +63,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ROUTERSERVICE'].methods_by_name['CreateImage']._loaded_options = None
   _globals['_ROUTERSERVICE'].methods_by_name['CreateImage']._serialized_options = b'\202\323\344\223\002f\"\026/v1/images/generations:\004bodyZ\033\"\023/v1/images/generate:\004bodyZ)\"!/{provider}/v1/images/generations:\004body'
   _globals['_ROUTERSERVICE'].methods_by_name['TextToImage']._loaded_options = None
-  _globals['_ROUTERSERVICE'].methods_by_name['TextToImage']._serialized_options = b'\202\323\344\223\002\032\"\022/models/{model=**}:\004body'
+  _globals['_ROUTERSERVICE'].methods_by_name['TextToImage']._serialized_options = b'\202\323\344\223\002A\"\022/models/{model=**}:\004bodyZ%\"\035/{provider}/models/{model=**}:\004body'
+  _globals['_ROUTERSERVICE'].methods_by_name['CreateEmbedding']._loaded_options = None
+  _globals['_ROUTERSERVICE'].methods_by_name['CreateEmbedding']._serialized_options = b'\202\323\344\223\0029\"\016/v1/embeddings:\004bodyZ!\"\031/{provider}/v1/embeddings:\004body'
+  _globals['_ROUTERSERVICE'].methods_by_name['CreateTranscription']._loaded_options = None
+  _globals['_ROUTERSERVICE'].methods_by_name['CreateTranscription']._serialized_options = b'\202\323\344\223\002M\"\030/v1/audio/transcriptions:\004bodyZ+\"#/{provider}/v1/audio/transcriptions:\004body'
+  _globals['_ROUTERSERVICE'].methods_by_name['CreateSpeech']._loaded_options = None
+  _globals['_ROUTERSERVICE'].methods_by_name['CreateSpeech']._serialized_options = b'\202\323\344\223\002=\"\020/v1/audio/speech:\004bodyZ#\"\033/{provider}/v1/audio/speech:\004body'
   _globals['_ROUTERSERVICE'].methods_by_name['ListModels']._loaded_options = None
   _globals['_ROUTERSERVICE'].methods_by_name['ListModels']._serialized_options = b'\202\323\344\223\002\014\022\n/v1/models'
   _globals['_ROUTERSERVICE'].methods_by_name['GetModel']._loaded_options = None
@@ -68,50 +82,58 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ROUTERSERVICE'].methods_by_name['GetProviderHealth']._serialized_options = b'\202\323\344\223\002!\022\037/api/partners/{provider}/health'
   _globals['_ROUTERSERVICE'].methods_by_name['ListProviderHealth']._loaded_options = None
   _globals['_ROUTERSERVICE'].methods_by_name['ListProviderHealth']._serialized_options = b'\202\323\344\223\002\032\022\030/admin/v1/providerHealth'
-  _globals['_BREAKERSTATE']._serialized_start=3220
-  _globals['_BREAKERSTATE']._serialized_end=3344
+  _globals['_BREAKERSTATE']._serialized_start=3636
+  _globals['_BREAKERSTATE']._serialized_end=3760
   _globals['_CREATECHATCOMPLETIONREQUEST']._serialized_start=222
   _globals['_CREATECHATCOMPLETIONREQUEST']._serialized_end=311
   _globals['_CREATEIMAGEREQUEST']._serialized_start=313
   _globals['_CREATEIMAGEREQUEST']._serialized_end=393
   _globals['_TEXTTOIMAGEREQUEST']._serialized_start=395
-  _globals['_TEXTTOIMAGEREQUEST']._serialized_end=478
-  _globals['_LISTMODELSREQUEST']._serialized_start=480
-  _globals['_LISTMODELSREQUEST']._serialized_end=499
-  _globals['_MODELPRICING']._serialized_start=501
-  _globals['_MODELPRICING']._serialized_end=546
-  _globals['_MODELPROVIDER']._serialized_start=549
-  _globals['_MODELPROVIDER']._serialized_end=1377
-  _globals['_UNITPRICE']._serialized_start=1379
-  _globals['_UNITPRICE']._serialized_end=1459
-  _globals['_MODEL']._serialized_start=1462
-  _globals['_MODEL']._serialized_end=1635
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1637
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1717
-  _globals['_GETMODELREQUEST']._serialized_start=1719
-  _globals['_GETMODELREQUEST']._serialized_end=1754
-  _globals['_LISTPROVIDERSREQUEST']._serialized_start=1756
-  _globals['_LISTPROVIDERSREQUEST']._serialized_end=1778
-  _globals['_LISTINFERENCEPROVIDERSREQUEST']._serialized_start=1780
-  _globals['_LISTINFERENCEPROVIDERSREQUEST']._serialized_end=1811
-  _globals['_LISTINFERENCEPROVIDERSRESPONSE']._serialized_start=1813
-  _globals['_LISTINFERENCEPROVIDERSRESPONSE']._serialized_end=1897
-  _globals['_PROVIDER']._serialized_start=1899
-  _globals['_PROVIDER']._serialized_end=1981
-  _globals['_GETPROVIDERREQUEST']._serialized_start=1983
-  _globals['_GETPROVIDERREQUEST']._serialized_end=2021
-  _globals['_GETPROVIDERHEALTHREQUEST']._serialized_start=2023
-  _globals['_GETPROVIDERHEALTHREQUEST']._serialized_end=2112
-  _globals['_LISTPROVIDERHEALTHREQUEST']._serialized_start=2114
-  _globals['_LISTPROVIDERHEALTHREQUEST']._serialized_end=2180
-  _globals['_LISTPROVIDERHEALTHRESPONSE']._serialized_start=2182
-  _globals['_LISTPROVIDERHEALTHRESPONSE']._serialized_end=2293
-  _globals['_PROVIDERHEALTH']._serialized_start=2296
-  _globals['_PROVIDERHEALTH']._serialized_end=2772
-  _globals['_PROVIDERMODELHEALTH']._serialized_start=2775
-  _globals['_PROVIDERMODELHEALTH']._serialized_end=3086
-  _globals['_PROVIDERERROR']._serialized_start=3089
-  _globals['_PROVIDERERROR']._serialized_end=3218
-  _globals['_ROUTERSERVICE']._serialized_start=3347
-  _globals['_ROUTERSERVICE']._serialized_end=4751
+  _globals['_TEXTTOIMAGEREQUEST']._serialized_end=496
+  _globals['_CREATEEMBEDDINGREQUEST']._serialized_start=498
+  _globals['_CREATEEMBEDDINGREQUEST']._serialized_end=582
+  _globals['_CREATETRANSCRIPTIONREQUEST']._serialized_start=584
+  _globals['_CREATETRANSCRIPTIONREQUEST']._serialized_end=672
+  _globals['_CREATESPEECHREQUEST']._serialized_start=674
+  _globals['_CREATESPEECHREQUEST']._serialized_end=755
+  _globals['_LISTMODELSREQUEST']._serialized_start=757
+  _globals['_LISTMODELSREQUEST']._serialized_end=776
+  _globals['_MODELPRICING']._serialized_start=778
+  _globals['_MODELPRICING']._serialized_end=823
+  _globals['_MODELPROVIDER']._serialized_start=826
+  _globals['_MODELPROVIDER']._serialized_end=1654
+  _globals['_UNITPRICE']._serialized_start=1656
+  _globals['_UNITPRICE']._serialized_end=1736
+  _globals['_MODEL']._serialized_start=1739
+  _globals['_MODEL']._serialized_end=1912
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1914
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1994
+  _globals['_GETMODELREQUEST']._serialized_start=1996
+  _globals['_GETMODELREQUEST']._serialized_end=2031
+  _globals['_LISTPROVIDERSREQUEST']._serialized_start=2033
+  _globals['_LISTPROVIDERSREQUEST']._serialized_end=2055
+  _globals['_LISTINFERENCEPROVIDERSREQUEST']._serialized_start=2057
+  _globals['_LISTINFERENCEPROVIDERSREQUEST']._serialized_end=2088
+  _globals['_LISTINFERENCEPROVIDERSRESPONSE']._serialized_start=2090
+  _globals['_LISTINFERENCEPROVIDERSRESPONSE']._serialized_end=2174
+  _globals['_PROVIDER']._serialized_start=2177
+  _globals['_PROVIDER']._serialized_end=2397
+  _globals['_PROVIDER_TASKFORMATSENTRY']._serialized_start=2347
+  _globals['_PROVIDER_TASKFORMATSENTRY']._serialized_end=2397
+  _globals['_GETPROVIDERREQUEST']._serialized_start=2399
+  _globals['_GETPROVIDERREQUEST']._serialized_end=2437
+  _globals['_GETPROVIDERHEALTHREQUEST']._serialized_start=2439
+  _globals['_GETPROVIDERHEALTHREQUEST']._serialized_end=2528
+  _globals['_LISTPROVIDERHEALTHREQUEST']._serialized_start=2530
+  _globals['_LISTPROVIDERHEALTHREQUEST']._serialized_end=2596
+  _globals['_LISTPROVIDERHEALTHRESPONSE']._serialized_start=2598
+  _globals['_LISTPROVIDERHEALTHRESPONSE']._serialized_end=2709
+  _globals['_PROVIDERHEALTH']._serialized_start=2712
+  _globals['_PROVIDERHEALTH']._serialized_end=3188
+  _globals['_PROVIDERMODELHEALTH']._serialized_start=3191
+  _globals['_PROVIDERMODELHEALTH']._serialized_end=3502
+  _globals['_PROVIDERERROR']._serialized_start=3505
+  _globals['_PROVIDERERROR']._serialized_end=3634
+  _globals['_ROUTERSERVICE']._serialized_start=3763
+  _globals['_ROUTERSERVICE']._serialized_end=5697
 # @@protoc_insertion_point(module_scope)

@@ -42,12 +42,38 @@ class CreateImageRequest(_message.Message):
     def __init__(self, provider: _Optional[str] = ..., body: _Optional[_Union[_httpbody_pb2.HttpBody, _Mapping]] = ...) -> None: ...
 
 class TextToImageRequest(_message.Message):
-    __slots__ = ("model", "body")
+    __slots__ = ("model", "body", "provider")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     BODY_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
     model: str
     body: _httpbody_pb2.HttpBody
-    def __init__(self, model: _Optional[str] = ..., body: _Optional[_Union[_httpbody_pb2.HttpBody, _Mapping]] = ...) -> None: ...
+    provider: str
+    def __init__(self, model: _Optional[str] = ..., body: _Optional[_Union[_httpbody_pb2.HttpBody, _Mapping]] = ..., provider: _Optional[str] = ...) -> None: ...
+
+class CreateEmbeddingRequest(_message.Message):
+    __slots__ = ("provider", "body")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    body: _httpbody_pb2.HttpBody
+    def __init__(self, provider: _Optional[str] = ..., body: _Optional[_Union[_httpbody_pb2.HttpBody, _Mapping]] = ...) -> None: ...
+
+class CreateTranscriptionRequest(_message.Message):
+    __slots__ = ("provider", "body")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    body: _httpbody_pb2.HttpBody
+    def __init__(self, provider: _Optional[str] = ..., body: _Optional[_Union[_httpbody_pb2.HttpBody, _Mapping]] = ...) -> None: ...
+
+class CreateSpeechRequest(_message.Message):
+    __slots__ = ("provider", "body")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    body: _httpbody_pb2.HttpBody
+    def __init__(self, provider: _Optional[str] = ..., body: _Optional[_Union[_httpbody_pb2.HttpBody, _Mapping]] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
@@ -152,18 +178,27 @@ class ListInferenceProvidersResponse(_message.Message):
     def __init__(self, providers: _Optional[_Iterable[_Union[Provider, _Mapping]]] = ...) -> None: ...
 
 class Provider(_message.Message):
-    __slots__ = ("id", "url", "models", "params", "tasks")
+    __slots__ = ("id", "url", "models", "params", "tasks", "task_formats")
+    class TaskFormatsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     ID_FIELD_NUMBER: _ClassVar[int]
     URL_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     TASKS_FIELD_NUMBER: _ClassVar[int]
+    TASK_FORMATS_FIELD_NUMBER: _ClassVar[int]
     id: str
     url: str
     models: _containers.RepeatedScalarFieldContainer[str]
     params: _containers.RepeatedScalarFieldContainer[str]
     tasks: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[str] = ..., url: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., params: _Optional[_Iterable[str]] = ..., tasks: _Optional[_Iterable[str]] = ...) -> None: ...
+    task_formats: _containers.ScalarMap[str, str]
+    def __init__(self, id: _Optional[str] = ..., url: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., params: _Optional[_Iterable[str]] = ..., tasks: _Optional[_Iterable[str]] = ..., task_formats: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class GetProviderRequest(_message.Message):
     __slots__ = ("id",)

@@ -55,6 +55,21 @@ class RouterServiceStub:
                 request_serializer=switchboard_dot_router_dot_v1_dot_router__service__pb2.TextToImageRequest.SerializeToString,
                 response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
                 _registered_method=True)
+        self.CreateEmbedding = channel.unary_unary(
+                '/switchboard.router.v1.RouterService/CreateEmbedding',
+                request_serializer=switchboard_dot_router_dot_v1_dot_router__service__pb2.CreateEmbeddingRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
+        self.CreateTranscription = channel.unary_unary(
+                '/switchboard.router.v1.RouterService/CreateTranscription',
+                request_serializer=switchboard_dot_router_dot_v1_dot_router__service__pb2.CreateTranscriptionRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
+        self.CreateSpeech = channel.unary_stream(
+                '/switchboard.router.v1.RouterService/CreateSpeech',
+                request_serializer=switchboard_dot_router_dot_v1_dot_router__service__pb2.CreateSpeechRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
         self.ListModels = channel.unary_unary(
                 '/switchboard.router.v1.RouterService/ListModels',
                 request_serializer=switchboard_dot_router_dot_v1_dot_router__service__pb2.ListModelsRequest.SerializeToString,
@@ -115,9 +130,40 @@ class RouterServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def TextToImage(self, request, context):
-        """Text-to-image as Hugging Face's InferenceClient calls it with a base_url
-        ending in /models/<hub model id>: {"inputs": prompt, "parameters": {...}}
-        in, the image's bytes (image/png) out.
+        """A hub task call, as Hugging Face's InferenceClient makes it with a
+        base_url ending in /models/<hub model id> (or hf-inference's
+        /models/<id>/pipeline/<task>): the task of the model's mapping decides
+        the shape. JSON {"inputs", "parameters"} or raw audio or image bytes in;
+        JSON, or the bytes of an image (image/png), audio (audio/wav) or video
+        (video/mp4) out. Named for its first task, text-to-image: {"inputs":
+        prompt} in, image/png out. See docs/tasks.md.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateEmbedding(self, request, context):
+        """Embeddings in OpenAI's shape: {"model", "input": string or list of
+        strings, "encoding_format": "float" | "base64", "dimensions"?} in,
+        {"object": "list", "data": [{"embedding"}], "usage"} out.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateTranscription(self, request, context):
+        """Speech to text in OpenAI's shape: a multipart/form-data upload (file,
+        model, response_format json | text | verbose_json, language?, prompt?)
+        in; {"text"}, plain text, or {"text", "duration", "language"} out.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateSpeech(self, request, context):
+        """Text to speech in OpenAI's shape: {"model", "input", "voice",
+        "response_format"?} in; the audio's bytes out, streamed as the provider
+        sends them.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -198,6 +244,21 @@ def add_RouterServiceServicer_to_server(servicer, server):
             'TextToImage': grpc.unary_unary_rpc_method_handler(
                     servicer.TextToImage,
                     request_deserializer=switchboard_dot_router_dot_v1_dot_router__service__pb2.TextToImageRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'CreateEmbedding': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateEmbedding,
+                    request_deserializer=switchboard_dot_router_dot_v1_dot_router__service__pb2.CreateEmbeddingRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'CreateTranscription': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateTranscription,
+                    request_deserializer=switchboard_dot_router_dot_v1_dot_router__service__pb2.CreateTranscriptionRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'CreateSpeech': grpc.unary_stream_rpc_method_handler(
+                    servicer.CreateSpeech,
+                    request_deserializer=switchboard_dot_router_dot_v1_dot_router__service__pb2.CreateSpeechRequest.FromString,
                     response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
             ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
@@ -320,6 +381,87 @@ class RouterService:
             target,
             '/switchboard.router.v1.RouterService/TextToImage',
             switchboard_dot_router_dot_v1_dot_router__service__pb2.TextToImageRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateEmbedding(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.router.v1.RouterService/CreateEmbedding',
+            switchboard_dot_router_dot_v1_dot_router__service__pb2.CreateEmbeddingRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateTranscription(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.router.v1.RouterService/CreateTranscription',
+            switchboard_dot_router_dot_v1_dot_router__service__pb2.CreateTranscriptionRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSpeech(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/switchboard.router.v1.RouterService/CreateSpeech',
+            switchboard_dot_router_dot_v1_dot_router__service__pb2.CreateSpeechRequest.SerializeToString,
             google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
             options,
             channel_credentials,

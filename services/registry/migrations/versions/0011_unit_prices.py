@@ -4,7 +4,7 @@ A price per unit of the mapped task (services/common/tasks.py: audio or video
 seconds, characters, ...), set by operators or by the provider's partners.
 
 Revision ID: 0011
-Revises: 0009 (temporarily: the tasks branch adds 0010; chain this on "0010" when merging it)
+Revises: 0010
 Create Date: 2026-12-06 16:30:00
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0011"
-down_revision = "0009"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 

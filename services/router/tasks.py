@@ -1,0 +1,151 @@
+"""The Router's task routes (docs/tasks.md): the hub's task calls on /models/{model} for every
+served task but conversation, and OpenAI's embeddings, transcriptions and speech. A mixin of the
+servicer: each goes through the same checks, selection, failover, reservation and ledger record
+as chat (_prepare, _open, _serve_unary); task_formats.py knows the shapes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+
+import aiohttp
+import grpc
+from google.api import httpbody_pb2
+from switchboard.router.v1 import router_service_pb2 as router_pb
+
+from services.common.errors import ApiError, invalid_argument, unavailable
+from services.common.tasks import SERVED_TASKS, Task
+from services.common.telemetry import InferenceMeasure
+from services.router import selection, task_formats
+from services.router.task_formats import GENERATE, OPERATIONS, Answer, TaskInput
+
+CHAT = "conversational"
+DEFAULT_HUB_TASK = "text-to-image"  # what /models/{model} served before it served every task
+PIPELINE = "/pipeline/"  # hf-inference's /models/<id>/pipeline/<task> names the task
+
+
+def _task(name: str) -> Task:
+    return SERVED_TASKS[name]
+
+
+class TaskMethods:
+    """The task RPCs; the servicer supplies _caller, _prepare, _open, _serve_unary and the rest."""
+
+    async def _hub_task(self, request: router_pb.TextToImageRequest, context: grpc.aio.ServicerContext) -> str:
+        """The task a hub call is for: the one its path names, else its model's mapping's (the one
+        the body fits when the model has several). Leaves the hub (or provider) model id in request.model."""
+        model, _, named = request.model.partition(PIPELINE)
+        request.model = model
+        if named:
+            if named not in SERVED_TASKS or named == CHAT:
+                raise invalid_argument("INVALID_REQUEST", f"task {named[:64]} has no hub task route", "model")
+            return named
+        mapped = [t for t in await self._mapped_tasks(model, request.provider, context) if t != CHAT]
+        if not mapped:
+            return DEFAULT_HUB_TASK
+        return task_formats.choose_task(mapped, request.body.data, request.body.content_type)
+
+    async def _mapped_tasks(self, model: str, provider: str, context: grpc.aio.ServicerContext) -> list[str]:
+        """Every task the model (the provider's own model id, on the per-provider route) is mapped for."""
+        caller, _ = await self._caller_of(context)
+        known = await self.directory.providers()
+        if provider:
+            if provider not in known:
+                return []  # the route's own lookup answers 404
+            answer = await self.directory.resolve_provider_model(provider, model, caller.user, DEFAULT_HUB_TASK)
+            return list(answer.tasks)
+        chosen = selection.parse_model(model, None, known)
+        answer = await self.directory.resolve(chosen.model, caller.user, DEFAULT_HUB_TASK)
+        return list(answer.tasks)
+
+    async def _hub_call(
+        self, task: str, request: router_pb.TextToImageRequest, context: grpc.aio.ServicerContext
+    ) -> httpbody_pb2.HttpBody:
+        body = request.body
+
+        def task_input() -> TaskInput:
+            return task_formats.hub_input(_task(task), request.model, body.data, body.content_type)
+
+        answer = await self._serve_task(task, request, context, task_input)
+        return httpbody_pb2.HttpBody(content_type=answer.content_type, data=answer.data)
+
+    async def _serve_task(
+        self, task: str, request, context: grpc.aio.ServicerContext, task_input: Callable[[], TaskInput]
+    ) -> Answer:
+        """A unary task answer in the caller's shape, headed and billed once it is made."""
+        with InferenceMeasure(OPERATIONS.get(task, GENERATE)) as measure:
+            call = await self._prepare(task, request, context, measure, task_input)
+            opened = await self._open(call, "", False, context)
+            try:
+                call.bill = task_formats.served_bill(call.task_call, opened.result)
+                answer = task_formats.render(
+                    call.task_call, opened.route, call.model, opened.result, opened.content_type, call.bill
+                )
+            except ApiError:
+                self._abandon(call)
+                raise
+            await self._serve_unary(call, opened, context)
+            return answer
+
+    async def CreateEmbedding(
+        self, request: router_pb.CreateEmbeddingRequest, context: grpc.aio.ServicerContext
+    ) -> httpbody_pb2.HttpBody:
+        task = "feature-extraction"
+        answer = await self._serve_task(
+            task, request, context, lambda: task_formats.embeddings_input(_task(task), request.body.data)
+        )
+        return httpbody_pb2.HttpBody(content_type=answer.content_type, data=answer.data)
+
+    async def CreateTranscription(
+        self, request: router_pb.CreateTranscriptionRequest, context: grpc.aio.ServicerContext
+    ) -> httpbody_pb2.HttpBody:
+        task, body = "automatic-speech-recognition", request.body
+        answer = await self._serve_task(
+            task, request, context, lambda: task_formats.transcription_input(_task(task), body.data, body.content_type)
+        )
+        return httpbody_pb2.HttpBody(content_type=answer.content_type, data=answer.data)
+
+    async def CreateSpeech(
+        self, request: router_pb.CreateSpeechRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        task = "text-to-speech"
+        with InferenceMeasure(OPERATIONS.get(task, GENERATE)) as measure:
+            value = lambda: task_formats.speech_input(_task(task), request.body.data)  # noqa: E731
+            call = await self._prepare(task, request, context, measure, value)
+            opened = await self._open(call, "", True, context)
+            call.bill = task_formats.served_bill(call.task_call, opened.result)
+            if opened.response is None:  # a provider called in the hub's format answers whole
+                await self._serve_unary(call, opened, context)
+                yield httpbody_pb2.HttpBody(content_type=opened.content_type, data=self._redacted(opened))
+                return
+            try:
+                await self._send_headers(call, opened, context)
+            except BaseException:  # the caller left before the answer began: nothing was served
+                opened.response.release()
+                self._abandon(call)
+                raise
+            # Journaled now: should this process die mid-stream, the answer begun is billed at its estimate.
+            self._record(call, opened, 0, 0, 0, call.estimate_nano_usd, provisional=True, bill=call.bill)
+            try:
+                async for piece in self._audio(opened):
+                    yield httpbody_pb2.HttpBody(content_type=opened.content_type, data=piece)
+            finally:
+                self._finish(call, opened)
+
+    @staticmethod
+    def _redacted(opened) -> bytes:
+        return opened.route.provider.redactor.bytes(opened.result)
+
+    async def _audio(self, opened) -> AsyncIterator[bytes]:
+        """The provider's audio as it arrives, redacted; a stream that breaks ends the call with 503."""
+        redactor = opened.route.provider.redactor
+        try:
+            yield self._redacted(opened)
+            async for piece in opened.response.content.iter_any():
+                yield redactor.bytes(piece)
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            self.upstreams.stream_broke(opened.route, exc)
+            raise unavailable(
+                "STREAM_INTERRUPTED", f"provider {opened.route.provider.id} broke off the audio stream"
+            ) from None
+        finally:
+            opened.response.release()

@@ -17,6 +17,7 @@ from huggingface_hub.inference import _providers
 from huggingface_hub.inference._providers import hf_inference
 from registry_helpers import error_of, ok, unique
 from test_model_aliases import eventually
+from test_tasks import HUB_CALLS, check_hub_answers
 
 from services.common.providers import DEFAULT_REQUEST_ID_HEADER
 from services.common.tasks import SERVED_TASKS
@@ -28,6 +29,10 @@ pytestmark = pytest.mark.slow
 
 PROVIDER = "together"  # a provider huggingface_hub knows by name: its helpers are chosen by it
 OTHER = "fireworks-ai"
+HF_INFERENCE = "hf-inference"  # huggingface_hub's provider for every hub task: hub model id as provider model
+# Every hub task but chat; huggingface_hub 2.4 has no hf-inference text_to_video (sent as its post would).
+HUB_TASKS = [*HUB_CALLS, "text-to-image"]
+VIDEO = "text-to-video"
 MESSAGES = [{"role": "user", "content": "say hello"}]
 
 
@@ -74,7 +79,7 @@ def hub(make_stack) -> Iterator[Hub]:
         ok(admin.put(f"/admin/v1/orgs/{org}/members/{user}", json={"role": "write"}))
         token = _post(admin, f"/admin/v1/users/{user}/tokens", {"name": "main"})["token"]
         outsider_token = _post(admin, f"/admin/v1/users/{outsider}/tokens", {"name": "main"})["token"]
-        for provider in (PROVIDER, OTHER):
+        for provider in (PROVIDER, OTHER, HF_INFERENCE):
             provider_body = {
                 "id": provider,
                 "org": org,
@@ -88,6 +93,8 @@ def hub(make_stack) -> Iterator[Hub]:
             {"id": models["chat"], "pipelineTag": "text-generation", "tags": ["conversational", "llama"]},
             {"id": models["image"], "pipelineTag": "text-to-image", "tags": ["diffusers"]},
             {"id": models["embed"], "pipelineTag": "feature-extraction", "tags": ["sentence-transformers"]},
+            # one model per hub task, named after it (the reference provider reads the task from the model id)
+            *({"id": f"{ns}/{task}", "pipelineTag": task, "tags": [task]} for task in HUB_TASKS),
         ]
         _post(admin, "/admin/v1/models:batchUpsert", {"models": catalog})
     hub = Hub(running.base_url, running.admin_token, token, outsider_token, models)
@@ -100,6 +107,10 @@ def hub(make_stack) -> Iterator[Hub]:
             body = {"task": task, "hfModel": models[name.split("-")[0]], "providerModel": provider_model}
             created = _post(http, f"/api/partners/{provider}/models", {**body, "status": status})
             hub.mappings[name] = created["_id"]
+        for task in HUB_TASKS:
+            model = models[task] = f"{ns}/{task}"
+            body = {"task": task, "hfModel": model, "providerModel": model, "status": "live"}
+            _post(http, f"/api/partners/{HF_INFERENCE}/models", body)
     yield hub
 
 
@@ -110,6 +121,8 @@ def hub_endpoint(hub: Hub, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(constants, "ENDPOINT", hub.base_url)
     monkeypatch.setattr(constants, "INFERENCE_PROXY_TEMPLATE", hub.base_url + "/{provider}")
     monkeypatch.setattr(_providers.CONVERSATIONAL_AUTO_ROUTER, "base_url", hub.base_url)
+    for helper in _providers.PROVIDERS[HF_INFERENCE].values():  # its helpers read the proxy once, on import
+        monkeypatch.setattr(helper, "base_url", f"{hub.base_url}/{HF_INFERENCE}")
     hf_inference._check_supported_task.cache_clear()
 
 
@@ -193,6 +206,23 @@ def test_inference_client_with_auto_chats_through_switchboard(hub: Hub, hub_endp
     client = InferenceClient(provider="auto", api_key=hub.token, timeout=30)
     answer = client.chat_completion(MESSAGES, model=hub.models["chat"], max_tokens=16)
     assert answer.choices[0].message.content
+
+
+@pytest.mark.parametrize("provider", [HF_INFERENCE, "auto"])
+def test_inference_client_serves_every_hub_task_through_switchboard(hub: Hub, hub_endpoint, provider: str) -> None:
+    """hf-inference is huggingface_hub's provider of every hub task; "auto" picks the first provider
+    of the model's inferenceProviderMapping (hf-inference here) and calls it the same way."""
+    client = InferenceClient(provider=provider, api_key=hub.token, timeout=60)
+    answers = {
+        task: HUB_CALLS[task](InferenceClient(model=hub.models[task], provider=provider, api_key=hub.token, timeout=60))
+        for task in HUB_CALLS
+        if task != VIDEO
+    }
+    with hub.http(hub.token) as http:  # the hub's task request at the provider's route, as the client posts
+        video = http.post(f"/{HF_INFERENCE}/models/{hub.models[VIDEO]}", json={"inputs": "a cat playing"})
+    assert video.status_code == 200 and video.headers["content-type"] == "video/mp4", video.text[:300]
+    check_hub_answers({**answers, VIDEO: video.content})
+    assert client.text_to_image("a cat", model=hub.models["text-to-image"]).size[0] > 0
 
 
 def test_inference_client_refuses_a_provider_that_does_not_map_the_model(hub: Hub, hub_endpoint) -> None:

@@ -253,7 +253,7 @@ def test_a_task_switchboard_does_not_serve_cannot_be_mapped(hub: Hub, task: str)
     with hub.http(hub.token) as http:
         body = {"task": task, "hfModel": model_id, "providerModel": "p", "status": "live"}
         error = error_of(http.post(f"/api/partners/{PROVIDER}/models", json=body), 400)
-    assert error["param"] == "task"
+    assert error["param"] == "task" and error["code"] == "task_not_served"
     assert task in error["message"] and all(served in error["message"] for served in SERVED_TASKS)
 
 

@@ -274,9 +274,9 @@ def save_report(session: Session, row: ConformanceReportRow) -> None:
 # The health probes' shared state (services/registry/probes.py): a lease per mapping, so that
 # of several Registry replicas one probes a mapping at a time, and a shared failure count.
 PROBED = ("live", "error")
-# The served tasks (services/common/tasks.py) the probes have a request for; a mapping of a task
-# not served is never probed (its listing says why: unserved_reason).
-PROBED_TASKS = tuple(task for task in ("conversational", "text-to-image") if task in SERVED_TASKS)
+# Every served task is probed (services/registry/probes.py); a mapping of a task not served never
+# is (its listing says why: unserved_reason).
+PROBED_TASKS = tuple(SERVED_TASKS)
 
 
 def claim_probes(session: Session, owner: str, now: float, until: float, most: int) -> list[str]:

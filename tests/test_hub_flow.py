@@ -17,7 +17,7 @@ from huggingface_hub.inference import _providers
 from huggingface_hub.inference._providers import hf_inference
 from registry_helpers import error_of, ok, unique
 from test_model_aliases import eventually
-from test_tasks import HUB_CALLS, check_hub_answers
+from test_tasks import HUB_CALLS, check_hub_answers, wav_bytes
 
 from services.common.providers import DEFAULT_REQUEST_ID_HEADER
 from services.common.tasks import SERVED_TASKS
@@ -41,6 +41,7 @@ class Hub:
     base_url: str
     admin_token: str
     token: str  # a write member of the providers' org
+    user: str  # the token's user
     outsider: str  # a user of no org
     models: dict[str, str] = field(default_factory=dict)
     mappings: dict[str, str] = field(default_factory=dict)
@@ -97,7 +98,7 @@ def hub(make_stack) -> Iterator[Hub]:
             *({"id": f"{ns}/{task}", "pipelineTag": task, "tags": [task]} for task in HUB_TASKS),
         ]
         _post(admin, "/admin/v1/models:batchUpsert", {"models": catalog})
-    hub = Hub(running.base_url, running.admin_token, token, outsider_token, models)
+    hub = Hub(running.base_url, running.admin_token, token, user, outsider_token, models)
     with hub.http(token) as http:
         for name, task, provider_model, provider, status in (
             ("chat", "conversational", "reference-chat", PROVIDER, "live"),
@@ -272,19 +273,43 @@ def test_every_served_task_can_be_mapped(hub: Hub, task: str) -> None:
 # --- prices per unit ---------------------------------------------------------------------------------
 
 
-def test_partners_declare_a_price_per_unit_that_v1_models_shows(hub: Hub) -> None:
-    image = hub.models["image"]
-    prices = {"prices": [{"providerModel": "reference-image", "unitNanoUsd": "2500000"}]}
+def test_partners_declare_prices_per_unit_that_v1_models_shows_and_the_router_charges(hub: Hub) -> None:
+    """Seconds of audio priced by unitNanoUsd, images by imageNanoUsd: /v1/models shows each with its
+    unit, and a transcription's estimate is its seconds at that price."""
+    asr, image = hub.models["automatic-speech-recognition"], hub.models["image"]
+    audio_prices = {"prices": [{"providerModel": asr, "unitNanoUsd": "100000"}]}
+    image_prices = {"prices": [{"providerModel": "reference-image", "imageNanoUsd": "2500000"}]}
     with hub.http(hub.outsider) as http:
-        error_of(http.put(f"/api/partners/{PROVIDER}/prices", json=prices), 403)
+        error_of(http.put(f"/api/partners/{HF_INFERENCE}/prices", json=audio_prices), 403)
     with hub.http(hub.token) as http:
-        stored = ok(http.put(f"/api/partners/{PROVIDER}/prices", json=prices))
-        assert stored["prices"][0]["unitNanoUsd"] == "2500000"
-        bad = {"prices": [{"providerModel": "reference-image", "unitNanoUsd": "-1"}]}
-        assert error_of(http.put(f"/api/partners/{PROVIDER}/prices", json=bad), 400)["param"].endswith("unit_nano_usd")
+        stored = ok(http.put(f"/api/partners/{HF_INFERENCE}/prices", json=audio_prices))
+        assert stored["prices"][0]["unitNanoUsd"] == "100000"
+        ok(http.put(f"/api/partners/{PROVIDER}/prices", json=image_prices))
+        bad = {"prices": [{"providerModel": asr, "unitNanoUsd": "-1"}]}
+        assert error_of(http.put(f"/api/partners/{HF_INFERENCE}/prices", json=bad), 400)["param"].endswith(
+            "unit_nano_usd"
+        )
 
-        def shown() -> dict | None:
-            entry = next(p for p in ok(http.get(f"/v1/models/{image}"))["providers"] if p["provider"] == PROVIDER)
-            return entry.get("unit_price")
+        def unit_price(model: str, provider: str) -> dict | None:
+            entries = ok(http.get(f"/v1/models/{model}"))["providers"]
+            return next(p for p in entries if p["provider"] == provider).get("unit_price")
 
-        assert eventually(shown) == {"task": "text-to-image", "unit": "image", "nano_usd": "2500000", "usd": 0.0025}
+        seconds = {"task": "automatic-speech-recognition", "unit": "audio_second", "nano_usd": "100000", "usd": 0.0001}
+        assert eventually(lambda: unit_price(asr, HF_INFERENCE)) == seconds
+        images = {"task": "text-to-image", "unit": "image", "nano_usd": "2500000", "usd": 0.0025}
+        assert eventually(lambda: unit_price(image, PROVIDER)) == images
+        before = asr_usage(http, hub.user)
+        answer = http.post(
+            f"/{HF_INFERENCE}/models/{asr}", content=wav_bytes(2.0), headers={"Content-Type": "audio/wav"}
+        )
+        assert answer.status_code == 200, answer.text
+        after = eventually(lambda: (line := asr_usage(http, hub.user))["requests"] == before["requests"] + 1 and line)
+    assert int(after["units"]) == int(before["units"]) + 2  # seconds of audio
+    assert int(after["pendingNanoUsdExact"]) == int(before["pendingNanoUsdExact"]) + 2 * 100_000
+
+
+def asr_usage(http: httpx.Client, user: str) -> dict:
+    """The user's transcriptions this month: the by-task line of the usage report."""
+    lines = ok(http.get("/v1/billing/usage", params={"account": user}))["byTask"]
+    empty = {"requests": 0, "units": "0", "pendingNanoUsdExact": "0"}
+    return next((line for line in lines if line["task"] == "automatic-speech-recognition"), empty)

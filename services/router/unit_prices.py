@@ -18,11 +18,10 @@ def task_of_pipeline(pipeline_tag: str) -> Task:
 
 
 def per_unit_nano_usd(price: Price, unit: str) -> int:
-    """nano-USD per unit: the declared unit price, else the field that prices that unit (0: none)."""
-    if price.unit_nano_usd:
-        return price.unit_nano_usd
+    """nano-USD per unit, as the Router charges it (services/router/task_formats.py Bill): the field
+    that prices images, input tokens or requests, else unit_nano_usd (seconds, characters)."""
     field = _FIELD_OF_UNIT.get(unit)
-    return getattr(price, field) if field else 0
+    return getattr(price, field) if field else price.unit_nano_usd
 
 
 def unit_price(pipeline_tag: str, price: Price | None) -> router_pb.UnitPrice | None:

@@ -39,3 +39,26 @@ export function thisMonth(now = new Date()) {
 export function dateTime(value) {
   return value ? new Date(value).toISOString().replace("T", " ").slice(0, 16) + " UTC" : "—";
 }
+
+// The units tasks are sold in (services/common/tasks.py), as words: [one, many].
+const UNIT_WORDS = {
+  token: ["token", "tokens"],
+  input_token: ["input token", "input tokens"],
+  image: ["image", "images"],
+  audio_second: ["second of audio", "seconds of audio"],
+  character: ["character", "characters"],
+  video_second: ["second of video", "seconds of video"],
+  request: ["request", "requests"],
+};
+
+/** "70 seconds of audio"; "—" without a unit (records from before units). */
+export function units(amount, unit) {
+  const words = UNIT_WORDS[unit];
+  if (!words) return "—";
+  return `${count(amount)} ${BigInt(amount ?? 0) === 1n ? words[0] : words[1]}`;
+}
+
+/** "$0.0025 per image". */
+export function perUnit(nanoUsd, unit) {
+  return `${usd(nanoUsd)} per ${(UNIT_WORDS[unit] || [unit])[0]}`;
+}

@@ -211,6 +211,20 @@ local function check_empty(root, partial)
   return nil
 end
 
+-- The hub's JavaScript client sends an array parameter as "name[]=value" (expand[]=...); the
+-- transcoder reads repeated fields as "name=value". The path, rewritten so when it had any.
+local function without_array_brackets(headers, path)
+  local start = find(path, "?", 1, true)
+  if start == nil or not (find(path, "[]=", start, true) or find(path, "%%5[Bb]%%5[Dd]=", start)) then
+    return path
+  end
+  local query = gsub(sub(path, start + 1), "%[%]=", "=")
+  query = gsub(query, "%%5[Bb]%%5[Dd]=", "=")
+  path = sub(path, 1, start) .. query
+  headers:replace(":path", path)
+  return path
+end
+
 function envoy_on_request(handle)
   local headers = handle:headers()
   drop_unfit_headers(headers)
@@ -221,6 +235,7 @@ function envoy_on_request(handle)
   end
   headers:replace("x-switchboard-method", headers:get(":method"))
   local rule = RULES[handle:metadata():get("rule")]
+  path = without_array_brackets(headers, path)
   local code, message, param = check_query(path, rule.query)
   if code then
     reject(handle, 400, code, message, param)

@@ -28,12 +28,13 @@ from services.launcher import Stack, free_port, http_ok
 from services.registry.conformance import Checker, HttpClient
 from services.registry.index import Mapping
 from services.registry.partners import json_time
+from services.registry.task_checks import CHECKED_TASKS
 
 PROVIDER_KEY = "ref-key-" + uuid.uuid4().hex
 BILLING_TOKEN = "ref-billing-" + uuid.uuid4().hex
 CHAT_CHECKS = ["chat", "chat_stream", "tools", "response_format"]
 IMAGE_CHECKS = ["images_url", "images_b64_json"]
-ORDER = [*CHAT_CHECKS, *IMAGE_CHECKS, "error_shape", "request_id", "cost_api", "latency"]
+ORDER = [*CHAT_CHECKS, *IMAGE_CHECKS, "error_shape", "task", "request_id", "cost_api", "latency"]
 
 
 @dataclass
@@ -131,7 +132,7 @@ def test_the_reference_provider_passes_every_chat_check(world) -> None:
     mapping_id = world.map(provider)
     report = world.check(provider, mapping_id)
     assert [c["name"] for c in report["checks"]] == ORDER
-    expected = {name: "pass" for name in ORDER} | {name: "skipped" for name in IMAGE_CHECKS}
+    expected = {name: "pass" for name in ORDER} | {name: "skipped" for name in [*IMAGE_CHECKS, "task"]}
     assert results(report) == expected, failed(report)
     assert report["passed"] is True and report["mappingId"] == mapping_id and report["provider"] == provider
     assert report["providerModel"] == f"{provider}-model" and report["task"] == "conversational"
@@ -161,7 +162,7 @@ def test_the_typed_listing_carries_the_latest_report_in_brief(world) -> None:
     report = world.check(provider, mapping_id)
     (mapping,) = world.typed_mappings(provider)
     summary = mapping.conformance
-    assert (summary.passed, summary.passed_checks, summary.failed_checks, summary.skipped_checks) == (True, 8, 0, 2)
+    assert (summary.passed, summary.passed_checks, summary.failed_checks, summary.skipped_checks) == (True, 8, 0, 3)
     assert summary.supports_tools and summary.supports_structured_output
     assert summary.check_time.ToJsonString() == report["checkTime"]
     assert mapping.status_reason == ""
@@ -170,9 +171,45 @@ def test_the_typed_listing_carries_the_latest_report_in_brief(world) -> None:
 def test_an_image_mapping_checks_url_and_b64_json_and_skips_chat(world) -> None:
     provider = world.provider(tasks=("text-to-image",))
     report = world.check(provider, world.map(provider, "text-to-image"))
-    expected = {name: "pass" for name in ORDER} | {name: "skipped" for name in [*CHAT_CHECKS, "latency"]}
+    expected = {name: "pass" for name in ORDER} | {name: "skipped" for name in [*CHAT_CHECKS, "task", "latency"]}
     assert results(report) == expected, failed(report)
     assert report["passed"] is True and report["supportsTools"] is False
+
+
+@pytest.mark.parametrize("task", sorted(CHECKED_TASKS))
+def test_a_mapping_of_every_other_served_task_is_checked_with_a_sample_of_its_task(world, task: str) -> None:
+    """The reference provider (its task read from the provider model id) passes the task's check, in
+    the format the provider's registration gives the task; the answers' request ids reach the cost API."""
+    provider = world.provider(tasks=(task,))
+    model = f"{world.org}/{task}"
+    world.api.call(
+        "POST", "/admin/v1/models:batchUpsert", {"models": [{"id": model, "pipelineTag": task, "tags": [task]}]}
+    )
+    with world.http() as http:
+        body = {"task": task, "hfModel": model, "providerModel": f"reference-{task}"}
+        mapping_id = ok(http.post(f"/api/partners/{provider}/models", json=body))["_id"]
+    report = world.check(provider, mapping_id)
+    skipped = [*CHAT_CHECKS, *IMAGE_CHECKS, "error_shape", "latency"]
+    expected = {name: "pass" for name in ORDER} | {name: "skipped" for name in skipped}
+    assert results(report) == expected, failed(report)
+    (check,) = [c for c in report["checks"] if c["name"] == "task"]
+    assert task in check["expected"] and check["got"]
+
+
+def test_a_task_answer_the_router_would_refuse_fails_the_task_check(world) -> None:
+    """An embeddings mapping (the provider called in the hub's format) answered with a classification:
+    not vectors, a fail that says why."""
+    provider = world.provider(tasks=("feature-extraction",))
+    world.api.call("PATCH", f"/admin/v1/providers/{provider}", {"task_formats": {"feature-extraction": "hub"}})
+    model = f"{world.org}/embedder"
+    catalog = {"id": model, "pipelineTag": "feature-extraction", "tags": ["feature-extraction"]}
+    world.api.call("POST", "/admin/v1/models:batchUpsert", {"models": [catalog]})
+    with world.http() as http:
+        body = {"task": "feature-extraction", "hfModel": model, "providerModel": "reference-text-classification"}
+        mapping_id = ok(http.post(f"/api/partners/{provider}/models", json=body))["_id"]
+    report = world.check(provider, mapping_id)
+    assert report["passed"] is False
+    assert "task" in failed(report) and "embedding" in failed(report)["task"]
 
 
 SWITCHES = [

@@ -520,6 +520,35 @@ def test_a_partner_runs_the_conformance_check_in_the_page(console: Console, worl
     assert report["passed"] is True
 
 
+def test_usage_by_task_with_its_units_and_the_partners_prices_per_unit(console: Console, world: World) -> None:
+    user, token = new_user(world.admin)
+    spoken = record(user, PROVIDER, estimate=18_000_000)
+    spoken.task, spoken.unit, spoken.units = "automatic-speech-recognition", "audio_second", 61
+    store(world, [spoken, record(user, PROVIDER, estimate=500)])
+    usage = world.api(token, "GET", "/v1/billing/usage", params={"account": user})
+    console.sign_in(token)
+    console.settled()
+    by_task = console.page.get_by_role("table", name=re.compile("^By task"))
+    rows = [by_header(by_task, row) for row in by_task.locator("tbody tr").all()]
+    assert rows == [
+        {
+            "Task": line["task"],
+            "Requests": f"{line['requests']:,}",
+            "Used": used,
+            "Settled": usd(line["settledNanoUsdExact"]),
+            "Pending": usd(line["pendingNanoUsdExact"]),
+        }
+        for line, used in zip(usage["byTask"], ["61 seconds of audio", "30 tokens"], strict=True)
+    ]
+    console.go(f"#/partner/{PROVIDER}")
+    prices = console.page.get_by_role("table", name=f"Prices of {PROVIDER}")
+    image = by_header(prices, prices.locator("tr", has_text=IMAGE_MODEL))
+    # the demo prices reference-image at 5,000,000 nano-USD an image
+    assert image["Per unit of the task"] == "$0.005 per image\ntext-to-image"
+    chat_row = by_header(prices, prices.locator("tr", has_text=CHAT_MODEL))
+    assert chat_row["Per million tokens (input / output)"] == "$0.1 / $0.3"
+
+
 # --- operators -------------------------------------------------------------------------------
 
 

@@ -169,7 +169,7 @@ def test_a_user_creates_lists_and_revokes_their_own_tokens_and_no_listing_shows_
     with people.http(people.alice) as http:
         created = ok(http.post("/v1/me/tokens", json={"name": "laptop"}))
         secret = created["token"]
-        assert secret.startswith("sb-") and created["apiToken"]["name"] == "laptop"
+        assert secret.startswith("hf_sb_") and created["apiToken"]["name"] == "laptop"
         assert created["apiToken"]["suffix"] == secret[-4:]
         listed = ok(http.get("/v1/me/tokens"))
     names = sorted(t["name"] for t in listed["apiTokens"])

@@ -115,8 +115,9 @@ def test_the_json_has_exactly_openais_and_the_hub_routers_keys(demo) -> None:
     assert (chat["provider"], chat["status"], chat["provider_model"]) == ("demo", "live", "reference-chat")
     assert chat["first_token_latency_ms"] > 0 and chat["throughput"] > 0
     (image,) = by_id[IMAGE_MODEL]["providers"]
-    # Priced per image only: no token pricing to show, never measured.
-    assert set(image) == PROVIDER_KEYS
+    # Priced per image only: no token pricing to show, never measured; its price per unit (an image).
+    assert set(image) == PROVIDER_KEYS | {"unit_price"}
+    assert image["unit_price"] == {"task": "text-to-image", "unit": "image", "nano_usd": "5000000", "usd": 0.005}
     assert (image["first_token_latency_ms"], image["throughput"], image["input_token_nano_usd"]) == (0, 0, "0")
 
 

@@ -50,7 +50,7 @@ def test_every_binding_of_every_transcoded_rpc_is_an_operation() -> None:
                 expected |= {(verb, openapi.openapi_path(path)[0]) for verb, path, _ in openapi.bindings(rule)}
     documented = {(verb, path) for path, operations in DOCUMENT["paths"].items() for verb in operations}
     assert documented == expected
-    assert len(documented) == 65
+    assert len(documented) == 66
 
 
 @pytest.mark.parametrize(
@@ -90,7 +90,14 @@ def test_answers_require_every_field_the_transcoder_prints() -> None:
     }
     # Fields with presence (a message, proto3 optional) are printed only when set.
     provider = schema("switchboard_router_v1_ModelProvider")
-    optional = {"pricing", "context_length", "supports_tools", "supports_structured_output", "status_reason"}
+    optional = {
+        "pricing",
+        "context_length",
+        "supports_tools",
+        "supports_structured_output",
+        "status_reason",
+        "unit_price",
+    }
     assert set(provider["properties"]) - set(provider["required"]) == optional
 
 

@@ -139,3 +139,31 @@ def test_a_failing_provider_goes_error_leaves_routing_and_comes_back(world) -> N
     assert world.listed()[first]["status"] == "live" and "status_reason" not in world.listed()[first]
     answer = world.chat(provider=first)
     assert answer.status_code == 200 and answer.headers["x-inference-provider"] == first
+
+
+@pytest.mark.parametrize("task", ["feature-extraction", "automatic-speech-recognition", "image-classification"])
+def test_a_mapping_of_any_served_task_is_probed_with_its_tasks_sample(world, task: str) -> None:
+    """Probed with the conformance check's sample of its task: error while its provider fails,
+    live again once the sample is answered as the Router accepts it."""
+    first = world.providers[0]
+    model = f"{world.model.split('/')[0]}/{task}"
+    api = AdminApi(world.stack.base_url, world.stack.admin_token)
+    api.call("POST", "/admin/v1/models:batchUpsert", {"models": [{"id": model, "pipelineTag": task, "tags": [task]}]})
+    api.call(
+        "POST",
+        f"/api/partners/{first}/models",
+        {"task": task, "hfModel": model, "providerModel": f"reference-{task}", "status": "live"},
+    )
+
+    def entry() -> dict:
+        with world.stack.http(world.token) as http:
+            return ok(http.get(f"/api/partners/{first}/models"))[task][model]
+
+    set_failing(world.urls[0], True)
+    try:
+        failing = eventually(lambda: (e := entry())["status"] == "error" and e)
+        assert failing["statusReason"] == "HTTP 503"
+    finally:
+        set_failing(world.urls[0], False)
+    back = eventually(lambda: (e := entry())["status"] == "live" and e)
+    assert "statusReason" not in back

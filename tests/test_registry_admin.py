@@ -66,7 +66,7 @@ def test_orgs_users_memberships(stack) -> None:
 def test_tokens_are_shown_once_and_revocable(stack) -> None:
     with stack.admin() as admin:
         user, token = create_user(admin, None, None)
-        assert token.startswith("sb-")
+        assert token.startswith("hf_sb_")
         shown = ok(admin.get(f"/admin/v1/users/{user}"))
         assert shown["tokenNames"] == ["main"]
         assert token not in str(shown)

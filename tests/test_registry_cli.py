@@ -29,7 +29,7 @@ def test_cli_manages_identity_providers_and_imports_models(stack, tmp_path: Path
     cli(stack, "users", "create", user)
     cli(stack, "members", "set", org, user, "write")
     token = json.loads(cli(stack, "tokens", "create", user, "laptop").stdout)["token"]
-    assert token.startswith("sb-")
+    assert token.startswith("hf_sb_")
     key_file = tmp_path / "key"
     key_file.write_text("sk-cli-secret-" + unique("k"))
     created = cli(

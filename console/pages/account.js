@@ -1,8 +1,8 @@
-// A caller's or an org's page: this month's spend, spend per day, the split by model and
-// provider, credits and the spending limit, and the account's tokens (a user) or members (an org).
+// A caller's or an org's page: this month's spend, spend per day, the split by model,
+// provider and task (with the units each task used), credits and the spending limit, and the account's tokens (a user) or members (an org).
 import { api, query, seg } from "../api.js";
 import { announce, attempt, errorBox, field, figures, h, table } from "../dom.js";
-import { count, parseUsd, thisMonth, usd } from "../format.js";
+import { count, parseUsd, thisMonth, units, usd } from "../format.js";
 import { panel } from "../panel.js";
 import "../chart.js";
 import { tokensPanel } from "./tokens.js";
@@ -15,7 +15,7 @@ export function accountPage(me, account) {
     h("h1", { tabindex: "-1" }, isOrg ? `Org ${account}` : `Your account: ${account}`),
     panel("This month", "month", (reload) => monthPanel(account, reload)),
     panel("Spend per day", "daily", () => dailyPanel(account)),
-    panel("By model and by provider", "split", () => splitPanel(account)),
+    panel("By model, provider and task", "split", () => splitPanel(account)),
     isOrg ? membersPanel(account) : tokensPanel(me),
   ];
 }
@@ -114,6 +114,8 @@ async function splitPanel(account) {
     { label: "Settled", num: true, cell: (l) => usd(l.settledNanoUsdExact) },
     { label: "Pending", num: true, cell: (l) => usd(l.pendingNanoUsdExact) },
   ];
+  const [task, ...money] = line("task", "Task");
+  const byTask = [task, money[0], { label: "Used", num: true, cell: (l) => units(l.units, l.unit) }, ...money.slice(1)];
   const unpriced = [
     { label: "Request id", cell: (u) => u.requestId },
     { label: "Provider", cell: (u) => u.provider },
@@ -123,6 +125,7 @@ async function splitPanel(account) {
   return [
     table(`By model, ${usage.period}`, line("model", "Model"), usage.byModel, "No requests this month."),
     table(`By provider, ${usage.period}`, line("provider", "Provider"), usage.byProvider, "No requests this month."),
+    table(`By task, ${usage.period}`, byTask, usage.byTask, "No requests this month."),
     table("Unpriced requests (no cost from the provider; charged their estimate)", unpriced, usage.unpriced, "None."),
   ];
 }

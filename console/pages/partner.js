@@ -1,12 +1,18 @@
 // A partner's provider: its mappings (list, create single and tag-filter mappings, switch status,
-// delete), each with the provider's measured health and its conformance report.
+// delete), each with the provider's measured health and its conformance report, and its prices.
 import { api, seg } from "../api.js";
 import { announce, attempt, errorBox, field, figures, h, table } from "../dom.js";
-import { count, dateTime, ms, percent } from "../format.js";
+import { count, dateTime, ms, perUnit, percent } from "../format.js";
 import { panel, section } from "../panel.js";
 import { breakerBadge, providerHealth } from "./health.js";
 
-const TASKS = ["conversational", "text-generation", "text-to-image", "feature-extraction", "text-to-video", "automatic-speech-recognition"];
+// The tasks Switchboard serves (services/common/tasks.py): the only ones a mapping may have.
+const TASKS = [
+  "conversational", "text-generation", "text-to-image", "feature-extraction", "sentence-similarity",
+  "automatic-speech-recognition", "text-to-speech", "text-to-video", "image-to-image", "text-classification",
+  "token-classification", "zero-shot-classification", "summarization", "translation", "question-answering",
+  "fill-mask", "image-classification", "object-detection", "image-segmentation",
+];
 
 export function partnerPage(provider) {
   const report = h("div", { id: "report", "aria-live": "polite" });
@@ -17,6 +23,23 @@ export function partnerPage(provider) {
     mappings,
     report,
     createPanel(provider, () => mappings.reload()),
+    panel("Prices", "prices", () => pricesPanel(provider)),
+  ];
+}
+
+/** The provider's prices as callers see them in /v1/models: per million tokens, and per unit of the task. */
+async function pricesPanel(provider) {
+  const models = await api("GET", "/v1/models");
+  const rows = models.data.flatMap((m) => m.providers.filter((p) => p.provider === provider).map((p) => ({ model: m.id, ...p })));
+  const columns = [
+    { label: "Hub model", cell: (r) => r.model },
+    { label: "Provider model", cell: (r) => r.provider_model },
+    { label: "Per million tokens (input / output)", num: true, cell: (r) => (r.pricing ? `$${r.pricing.input} / $${r.pricing.output}` : "—") },
+    { label: "Per unit of the task", num: true, cell: (r) => (r.unit_price ? [perUnit(r.unit_price.nano_usd, r.unit_price.unit), h("div", { class: "hint" }, r.unit_price.task)] : "—") },
+  ];
+  return [
+    h("p", { class: "hint" }, "Set by your org's writers with PUT /api/partners/{provider}/prices (unitNanoUsd: nano-USD per unit of the mapped task) or by the operators."),
+    table(`Prices of ${provider}`, columns, rows, "No models served yet."),
   ];
 }
 

@@ -335,6 +335,8 @@ class UsageTotals:
     settled_nano_usd: int
     pending_nano_usd: int
     requests: int
+    units: int = 0  # of the slice's unit, where it has one
+    unit: str = ""
 
 
 @dataclass
@@ -343,18 +345,31 @@ class UsageReport:
 
     by_model: list[UsageTotals]
     by_provider: list[UsageTotals]
+    by_task: list[UsageTotals]  # with each task's units
     unpriced: list[tuple[str, str, str, int]]  # request id, provider, reason, estimate
 
 
 def _grouped(session: Session, column, start: datetime, end: datetime, account: str) -> list[UsageTotals]:
+    """The slices of the account's requests by column; units and unit as the records carry them
+    (a task's records share its unit; records from before units have none)."""
     query = (
-        select(column, *split_sum(CHARGE), *split_sum(PENDING_CHARGE), func.count())
+        select(
+            column,
+            *split_sum(CHARGE),
+            *split_sum(PENDING_CHARGE),
+            func.count(),
+            *split_sum(LEDGER.c.units),
+            func.max(LEDGER.c.unit),
+        )
         .where(LEDGER.c.account == account, LEDGER.c.start_time >= start, LEDGER.c.start_time < end)
         .group_by(column)
         .order_by(column)
     )
     rows = session.connection().execute(query)
-    return [UsageTotals(r[0], joined_sum(r[1], r[2]), joined_sum(r[3], r[4]), int(r[5])) for r in rows]
+    return [
+        UsageTotals(r[0], joined_sum(r[1], r[2]), joined_sum(r[3], r[4]), int(r[5]), joined_sum(r[6], r[7]), r[8] or "")
+        for r in rows
+    ]
 
 
 def usage_report(session: Session, account: str, start: datetime, end: datetime) -> UsageReport:
@@ -373,6 +388,7 @@ def usage_report(session: Session, account: str, start: datetime, end: datetime)
     return UsageReport(
         by_model=_grouped(session, LEDGER.c.model, start, end, account),
         by_provider=_grouped(session, LEDGER.c.provider, start, end, account),
+        by_task=_grouped(session, LEDGER.c.task, start, end, account),
         unpriced=[(r[0], r[1], r[2], int(r[3])) for r in session.connection().execute(unpriced)],
     )
 

@@ -22,12 +22,14 @@ from services.billing.generations import GenerationsMixin
 from services.billing.limits import LimitedAccounts
 from services.billing.reconciler import CostApiRecord, Reconciler
 from services.billing.storage import PENDING, UNPRICED
+from services.billing.units import default_estimate, record_units
 from services.common.accounts import OPERATOR_ACCOUNT
 from services.common.auth import require_admin
 from services.common.db import Database
 from services.common.errors import invalid_argument, relayed, unavailable
 from services.common.paging import key_after, next_page_token, page_size
-from services.common.pricing import INT64_MAX, estimate_nano_usd, saturated
+from services.common.pricing import INT64_MAX, saturated
+from services.common.tasks import served
 from services.common.telemetry import RECORDS_STORED
 
 log = logging.getLogger(__name__)
@@ -76,6 +78,7 @@ def ledger_row(record: billing_pb.LedgerRecord, now: datetime) -> dict:
     once. A zero (or negative) estimate is replaced by the task's default, so
     nothing is ever charged zero silently."""
     start = _time(record.start_time, now)
+    unit, units = record_units(record)
     return {
         "request_id": record.request_id,
         "provider_request_id": record.provider_request_id,
@@ -90,9 +93,11 @@ def ledger_row(record: billing_pb.LedgerRecord, now: datetime) -> dict:
         "input_tokens": max(0, record.input_tokens),
         "output_tokens": max(0, record.output_tokens),
         "images": max(0, record.images),
+        "unit": unit,
+        "units": units,
         "estimated_nano_usd": record.estimated_nano_usd
         if record.estimated_nano_usd > 0
-        else estimate_nano_usd(None, record.task),
+        else default_estimate(record.task, unit, units),
         "cost_nano_usd": None,
         "state": PENDING if record.provider_request_id else UNPRICED,
         "reason": "" if record.provider_request_id else NO_REQUEST_ID,
@@ -140,6 +145,13 @@ def _usage_line(totals: ledger.UsageTotals, **key: str) -> billing_pb.UsageLine:
     )
 
 
+def _task_line(totals: ledger.UsageTotals) -> billing_pb.UsageLine:
+    """A task's line: its unit (as its records carry it, else the task's own) and the units used."""
+    task = served(totals.key)
+    unit = totals.unit or (task.unit if task else "")
+    return _usage_line(totals, task=totals.key, unit=unit, units=saturated(totals.units))
+
+
 def usage_message(account: str, period: str, report: ledger.UsageReport) -> billing_pb.Usage:
     """Totals are the sum of the per-provider lines (every request has exactly one provider)."""
     return billing_pb.Usage(
@@ -152,6 +164,7 @@ def usage_message(account: str, period: str, report: ledger.UsageReport) -> bill
         requests=sum(t.requests for t in report.by_provider),
         by_model=[_usage_line(t, model=t.key) for t in report.by_model],
         by_provider=[_usage_line(t, provider=t.key) for t in report.by_provider],
+        by_task=[_task_line(t) for t in report.by_task],
         unpriced=[
             billing_pb.UnpricedRequest(request_id=r, provider=p, reason=why, **money(estimated_nano_usd=e))
             for r, p, why, e in report.unpriced

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Column, Float, Index
+from sqlalchemy import BigInteger, Column, Float, Index, String
 from sqlmodel import Field, SQLModel
 
 # Ledger states.
@@ -47,6 +47,9 @@ class LedgerEntry(SQLModel, table=True):
     input_tokens: int = Field(default=0, sa_column=money())
     output_tokens: int = Field(default=0, sa_column=money())
     images: int = Field(default=0, sa_column=money())
+    # The unit the task is sold in (services/common/tasks.py; "" before units) and how many were used.
+    unit: str = Field(default="", sa_column=Column(String, nullable=False, default="", server_default=""))
+    units: int = Field(default=0, sa_column=money())
     estimated_nano_usd: int = Field(default=0, sa_column=money())
     cost_nano_usd: int | None = Field(default=None, sa_column=money(nullable=True))
     state: str = Field(default=PENDING, index=True)

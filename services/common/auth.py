@@ -20,9 +20,13 @@ INTERNAL_SERVICES = frozenset({"switchboard.registry.v1.InternalService", "switc
 
 # Anthropic's SDKs (and Claude Code) send the key in this header; it counts wherever Bearer does.
 API_KEY_HEADER = "x-api-key"
-# Every token the Registry issues starts with this (services/registry/state.py); in anonymous
-# mode a key of another shape that is not the admin token is a placeholder, not a credential.
-TOKEN_PREFIX = "sb-"
+# Every token the Registry issues starts with this (services/registry/state.py): "hf_" as the
+# hub's tokens, since the hub's clients (huggingface_hub, @huggingface/inference) send a call
+# through the router whose address they are given only with a token that starts so. Tokens
+# issued before start with the legacy prefix. In anonymous mode a key of neither shape that is
+# not the admin token is a placeholder, not a credential.
+TOKEN_PREFIX = "hf_sb_"
+TOKEN_PREFIXES = (TOKEN_PREFIX, "sb-")
 
 
 def metadata_value(context: grpc.aio.ServicerContext, key: str) -> str | None:

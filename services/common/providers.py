@@ -51,7 +51,11 @@ class ProviderEntry:
         p = config.provider
         prices = {
             price.provider_model: Price(
-                price.input_token_nano_usd, price.output_token_nano_usd, price.request_nano_usd, price.image_nano_usd
+                price.input_token_nano_usd,
+                price.output_token_nano_usd,
+                price.request_nano_usd,
+                price.image_nano_usd,
+                price.unit_nano_usd,
             )
             for price in config.prices
         }

@@ -21,13 +21,13 @@ from services.common.errors import ApiError, already_exists, invalid_argument, n
 from services.common.paging import key_after, next_page_token
 from services.common.providers import DEFAULT_REQUEST_ID_HEADER
 from services.registry import store
+from services.registry.prices import replace_prices
 from services.registry.state import RegistryState
 from services.registry.storage import (
     MembershipRow,
     ModelAliasRow,
     ModelRow,
     OrgRow,
-    PriceRow,
     ProviderRow,
     TokenRow,
     UserRow,
@@ -35,9 +35,7 @@ from services.registry.storage import (
 from services.registry.tokens import issue_token, revoke_token
 from services.registry.validation import (
     MAX_MODELS_PER_BATCH,
-    MAX_NANO_USD,
     MAX_PATH,
-    MAX_PRICES,
     MAX_RANK,
     MAX_TASK,
     check_account_name,
@@ -47,13 +45,11 @@ from services.registry.validation import (
     check_model_id,
     check_model_tags,
     check_name,
-    check_provider_model,
     check_range,
     check_role,
     check_secret,
     check_task_formats,
     check_tasks,
-    check_unique,
     check_url,
     fitting,
     page_size,
@@ -92,16 +88,6 @@ def provider_message(row: ProviderRow) -> admin_pb.Provider:
     )
     message.create_time.FromDatetime(row.create_time)
     return message
-
-
-def price_message(row: PriceRow) -> admin_pb.Price:
-    return admin_pb.Price(
-        provider_model=row.provider_model,
-        input_token_nano_usd=row.input_token_nano_usd,
-        output_token_nano_usd=row.output_token_nano_usd,
-        request_nano_usd=row.request_nano_usd,
-        image_nano_usd=row.image_nano_usd,
-    )
 
 
 def model_message(row: ModelRow) -> admin_pb.Model:
@@ -356,27 +342,8 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
         self, request: admin_pb.UpdateProviderPricesRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb.ProviderPrices:
         self._admin(context)
-        check_count(request.prices, MAX_PRICES, "prices")
         await self._get(ProviderRow, request.provider, f"provider {shown(request.provider)}")
-        rows = [self._price_row(request.provider, i, price) for i, price in enumerate(request.prices)]
-        check_unique((r.provider_model for r in rows), "prices", "provider model")
-
-        def replace(session: Session) -> None:
-            session.execute(PriceRow.__table__.delete().where(PriceRow.provider == request.provider))
-            store.insert(session, *rows)
-
-        await self.state.write(replace, internal_pb.CHANGE_KIND_PROVIDER, request.provider)
-        return admin_pb.ProviderPrices(provider=request.provider, prices=[price_message(r) for r in rows])
-
-    @staticmethod
-    def _price_row(provider: str, position: int, price: admin_pb.Price) -> PriceRow:
-        check_provider_model(price.provider_model, f"prices[{position}].providerModel")
-        amounts = ("input_token_nano_usd", "output_token_nano_usd", "request_nano_usd", "image_nano_usd")
-        for name in amounts:
-            check_range(getattr(price, name), 0, MAX_NANO_USD, f"prices[{position}].{name}")
-        return PriceRow(
-            provider=provider, provider_model=price.provider_model, **{n: getattr(price, n) for n in amounts}
-        )
+        return await replace_prices(self.state, request)
 
     # catalog
 

@@ -3,10 +3,11 @@
 It calls the provider the way the Router does (services/common/provider_api.py) and
 reports each check as "pass", "fail" or "skipped", with what was expected and what came
 back: chat unary and streamed (SSE framing, [DONE], usage), a forced tool call, a
-json_schema response_format, images as url and b64_json (text-to-image mappings), the
-request id header (present, unique per request), the cost API (valid non-negative
-integers for exactly the ids asked, with the configured authorization), an error in
-OpenAI's shape for a bad request, and time to first token and throughput.
+json_schema response_format, images as url and b64_json (text-to-image mappings), a sample
+request of any other served task (services/registry/task_checks.py), the request id header
+(present, unique per request), the cost API (valid non-negative integers for exactly the
+ids asked, with the configured authorization), an error in OpenAI's shape for a bad
+request, and time to first token and throughput.
 
 A hostile provider cannot hang or exhaust the check: every call runs under a timeout
 (bounded by the caller's deadline), answers and streams are read up to a cap, and
@@ -53,6 +54,7 @@ from services.registry.index import Mapping
 from services.registry.internal import provider_config
 from services.registry.state import RegistryState
 from services.registry.storage import ConformanceReportRow, ProviderRow
+from services.registry.task_checks import CHECKED_TASKS, described, sample_call
 from services.registry.validation import shown
 
 PASS, FAIL, SKIPPED = "pass", "fail", "skipped"
@@ -179,6 +181,13 @@ class Check:
                 lambda: self._error_shape(image_task),
                 chat_task or image_task,
             ),
+            self._check(
+                "task",
+                f"a {task} answer the Router accepts, to a sample request in the provider's format for the task",
+                lambda: self._task(task),
+                task in CHECKED_TASKS,
+                "chat and text-to-image mappings are checked above",
+            ),
         )
         ids = self._request_ids()
         costs = await self._check(
@@ -236,6 +245,15 @@ class Check:
         if not isinstance(message.get("content"), str):
             raise CheckFailed(f"choices[0].message.content is {_kind(message.get('content'))}, not a string")
         return f"content {message['content']!r}; {_usage_problem(answer.get('usage')) or 'usage ' + _usage(answer)}"
+
+    async def _task(self, task: str) -> str:
+        """The task's sample request, answered and checked as the Router would."""
+        headers = self.route.provider.headers
+        opened = await open_answer(
+            self.session, self.route, sample_call(task, self.route.provider_model), "", False, MAX_ANSWER_BYTES, headers
+        )
+        self.request_ids.append(opened.provider_request_id)
+        return described(opened.result, opened.content_type)
 
     async def _stream(self) -> str:
         payload = {"messages": PROMPT, "max_tokens": 16, "stream": True, "stream_options": {"include_usage": True}}

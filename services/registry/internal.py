@@ -16,8 +16,9 @@ from switchboard.registry.v1 import internal_service_pb2_grpc as internal_grpc
 
 from services.common.errors import not_found
 from services.registry import capabilities, store
-from services.registry.admin import price_message, provider_message
+from services.registry.admin import provider_message
 from services.registry.index import Candidate, Resolution
+from services.registry.prices import price_message
 from services.registry.state import RegistryState, hash_token
 from services.registry.storage import PriceRow, ProviderRow
 from services.registry.tokens import limits_of, token_id

@@ -9,16 +9,20 @@ import grpc
 import orjson
 from google.protobuf import struct_pb2, timestamp_pb2
 from google.protobuf.empty_pb2 import Empty
+from switchboard.registry.v1 import admin_service_pb2 as admin_pb
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 from switchboard.registry.v1 import registry_service_pb2 as registry_pb
 from switchboard.registry.v1 import registry_service_pb2_grpc as registry_grpc
 
 from services.common.accounts import WRITE_ROLES
+from services.common.auth import metadata_value, parse_bearer
 from services.common.errors import already_exists, invalid_argument, not_found, permission_denied
 from services.common.paging import next_page_token, number_after
 from services.registry import capabilities, store
 from services.registry.conformance import Checker, report_of_json
+from services.registry.hub_models import hub_model
 from services.registry.index import ERROR, MODEL, STAGING, TAG_FILTER, Mapping, ProviderEntry
+from services.registry.prices import replace_prices
 from services.registry.state import RegistryState
 from services.registry.storage import MappingRow, UserRow, utcnow
 from services.registry.validation import (
@@ -28,9 +32,9 @@ from services.registry.validation import (
     check_model_fits_task,
     check_model_id,
     check_provider_model,
+    check_served_task,
     check_status,
     check_tags,
-    check_task,
     check_unique,
     fitting,
     page_size,
@@ -179,7 +183,7 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
 
     def _new_mapping(self, request: registry_pb.CreateModelMappingRequest) -> Mapping:
         """Validates the body into a mapping (seq assigned on insert)."""
-        check_task(request.task)
+        check_served_task(request.task)
         check_provider_model(request.provider_model)
         status = check_status(request.status) if request.status else STAGING
         kind = request.type or MODEL
@@ -317,6 +321,26 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
         kept = fitting(m.ByteSize() for m in messages)  # the page Envoy can transcode
         next_token = next_page_token(MAPPINGS_LISTING, str(page[kept - 1].seq)) if more or kept < len(page) else ""
         return registry_pb.ListModelMappingsResponse(model_mappings=messages[:kept], next_page_token=next_token)
+
+    async def UpdateProviderPrices(
+        self, request: admin_pb.UpdateProviderPricesRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb.ProviderPrices:
+        await self.state.fresh(lambda: self._authorize_write(context, request.provider))
+        return await replace_prices(self.state, request)
+
+    async def GetHubModel(
+        self, request: registry_pb.GetHubModelRequest, context: grpc.aio.ServicerContext
+    ) -> struct_pb2.Struct:
+        """Public; a caller's token (when sent) shows the staging mappings of the caller's orgs."""
+
+        def lookup() -> dict:
+            token = parse_bearer(metadata_value(context, "authorization"), required=False)
+            user = self.state.user_of_token(token) if token else None
+            return hub_model(self.index, request.model, user, list(request.expand))
+
+        answer = struct_pb2.Struct()
+        answer.update(await self.state.fresh(lookup))
+        return answer
 
     async def UpdateProviderPreferences(
         self, request: registry_pb.UpdateProviderPreferencesRequest, context: grpc.aio.ServicerContext

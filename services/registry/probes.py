@@ -1,6 +1,7 @@
 """Health probes: a small request to each live mapping's provider at an interval.
 
-A probe is a chat with max_tokens 1 (an image mapping: one 64x64 image), sent the way the
+A probe is a chat with max_tokens 1 (an image mapping: one 64x64 image; any other task: the
+conformance check's sample of the task, services/registry/task_checks.py), sent the way the
 Router sends requests (services/common/provider_api.py) but outside it: no caller, no
 reservation, no ledger record. After `failure_threshold` consecutive failures a live
 mapping becomes "error" with the last failure's reason (the provider's secrets redacted)
@@ -33,6 +34,8 @@ from services.registry.conformance import TEXT_TO_IMAGE, HttpClient, Target, tar
 from services.registry.index import ERROR, LIVE, Mapping
 from services.registry.state import RegistryState
 from services.registry.storage import ProviderRow
+from services.registry.task_checks import CHECKED_TASKS, sample_call
+from services.router.task_formats import TaskCall
 
 log = logging.getLogger(__name__)
 LEASE_MARGIN_SECONDS = 5.0  # a lease outlives the probe's timeout by this: time to record it
@@ -119,19 +122,12 @@ class Prober:
         """The probe's failure in words for the partner ("" when it passed)."""
         if target is None:
             return "the provider is gone"
-        images = mapping.task == TEXT_TO_IMAGE
-        payload = dict(IMAGE_PROBE if images else CHAT_PROBE)
         route = target.route
+        payload, path = _probe_request(mapping)
         try:
             async with asyncio.timeout(self.settings.timeout_seconds):
                 await open_answer(
-                    self.http.session,
-                    route,
-                    payload,
-                    IMAGES_PATH if images else CHAT_PATH,
-                    False,
-                    PROBE_ANSWER_BYTES,
-                    route.provider.headers,
+                    self.http.session, route, payload, path, False, PROBE_ANSWER_BYTES, route.provider.headers
                 )
             return ""
         except AttemptFailed as failed:
@@ -166,6 +162,15 @@ class Prober:
             internal_pb.CHANGE_KIND_MAPPING,
             mapping.provider,
         )
+
+
+def _probe_request(mapping: Mapping) -> tuple[dict | TaskCall, str]:
+    """What a probe sends: a one-token chat, one small image, or the task's conformance sample."""
+    if mapping.task == TEXT_TO_IMAGE:
+        return dict(IMAGE_PROBE), IMAGES_PATH
+    if mapping.task in CHECKED_TASKS:
+        return sample_call(mapping.task, mapping.provider_model), ""
+    return dict(CHAT_PROBE), CHAT_PATH
 
 
 def _targets(session: Session, mappings: list[Mapping]) -> dict[str, Target]:

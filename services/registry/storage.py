@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import Column, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from services.common.providers import DEFAULT_REQUEST_ID_HEADER
@@ -100,6 +100,8 @@ class PriceRow(SQLModel, table=True):
     output_token_nano_usd: int = 0
     request_nano_usd: int = 0
     image_nano_usd: int = 0
+    # per unit of the mapped task (services/common/tasks.py); 64-bit, as the price check allows
+    unit_nano_usd: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
 
 
 class ModelRow(SQLModel, table=True):

@@ -22,7 +22,9 @@ from sqlmodel import Session, select
 
 from services.common.db import padded_chunks
 from services.common.errors import ApiError, already_exists
+from services.common.tasks import SERVED_TASKS
 from services.registry.index import (
+    ERROR,
     Capabilities,
     CatalogModel,
     Conformance,
@@ -135,6 +137,8 @@ def mapping_from_values(
         conformance = Conformance(
             _utc(check_time), bool(passed), passed_checks, failed_checks, skipped_checks, bool(tools), bool(structured)
         )
+    if task not in SERVED_TASKS:  # stored before unserved tasks were refused: listed, never routed nor probed
+        status, status_reason = ERROR, unserved_reason(task)
     return Mapping(
         id=mapping_id,
         seq=seq,
@@ -151,6 +155,10 @@ def mapping_from_values(
         conformance=conformance,
         capabilities=Capabilities(_flag(supports_tools), _flag(supports_structured_output), context_length),
     )
+
+
+def unserved_reason(task: str) -> str:
+    return f"task {task!r} is not served by Switchboard: this mapping is not routed; delete it"
 
 
 def _flag(value: bool | int | None) -> bool | None:
@@ -266,11 +274,13 @@ def save_report(session: Session, row: ConformanceReportRow) -> None:
 # The health probes' shared state (services/registry/probes.py): a lease per mapping, so that
 # of several Registry replicas one probes a mapping at a time, and a shared failure count.
 PROBED = ("live", "error")
-PROBED_TASKS = ("conversational", "text-to-image")  # the tasks the Router serves
+# Every served task is probed (services/registry/probes.py); a mapping of a task not served never
+# is (its listing says why: unserved_reason).
+PROBED_TASKS = tuple(SERVED_TASKS)
 
 
 def claim_probes(session: Session, owner: str, now: float, until: float, most: int) -> list[str]:
-    """Claims up to `most` live or failing chat and image mappings whose probe is due and whose
+    """Claims up to `most` live or failing mappings of served tasks whose probe is due and whose
     lease is free, for `owner` until `until` (unix seconds); their ids. A conditional UPDATE: of replicas
     claiming at once, each row goes to one (SQLite writes one at a time; PostgreSQL re-checks
     the conditions on the row another transaction just claimed)."""

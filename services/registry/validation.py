@@ -230,6 +230,19 @@ def check_task(task: str, param: str = "task") -> str:
     return task
 
 
+def check_served_task(task: str, param: str = "task") -> str:
+    """A task a mapping may have: a known task that Switchboard serves (services/common/tasks.py)."""
+    check_task(task, param)
+    if task not in SERVED_TASKS:
+        raise invalid_argument(
+            "TASK_NOT_SERVED", f"{param} {task!r} is not served by Switchboard: {SERVED_LIST}", param
+        )
+    return task
+
+
+SERVED_LIST = "a mapping's task must be one of " + ", ".join(SERVED_TASKS)
+
+
 def check_task_formats(formats: Mapping[str, str], param: str = "taskFormats") -> None:
     """Each named task known, each format one the task can be called in (services/common/tasks.py)."""
     check_count(formats, MAX_TASKS, param)

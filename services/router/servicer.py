@@ -20,7 +20,7 @@ from switchboard.router.v1 import router_service_pb2 as router_pb
 from switchboard.router.v1 import router_service_pb2_grpc as router_grpc
 
 from services.common.accounts import OPERATOR_ACCOUNT
-from services.common.auth import API_KEY_HEADER, TOKEN_PREFIX, credential, parse_bearer
+from services.common.auth import API_KEY_HEADER, TOKEN_PREFIXES, credential, parse_bearer
 from services.common.counters import MemoryCounters
 from services.common.errors import ApiError, Code, invalid_argument, not_found, permission_denied, unavailable
 from services.common.pricing import estimate_nano_usd, prompt_tokens_estimate
@@ -40,6 +40,7 @@ from services.router.task_formats import GENERATE, OPERATIONS, Bill, TaskCall, T
 from services.router.tasks import TaskMethods
 from services.router.timing import server_timing, timed
 from services.router.translation import Translation
+from services.router.unit_prices import unit_price
 from services.router.upstream import CHAT_PATH, IMAGES_PATH, Opened, Upstreams, relay, rewrite
 from services.router.usage_bounds import believable
 
@@ -202,7 +203,7 @@ class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServi
         try:
             return await self.directory.authenticate(token)
         except ApiError as error:
-            placeholder = self.anonymous_account and not token.startswith(TOKEN_PREFIX)
+            placeholder = self.anonymous_account and not token.startswith(TOKEN_PREFIXES)
             if placeholder and error.grpc_code == Code.UNAUTHENTICATED:
                 return None
             raise
@@ -592,9 +593,11 @@ class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServi
         caller = await self._known_caller(token) if token else None
         return caller.user if caller else ""
 
-    def _model_provider(self, candidate: internal_pb.Candidate, entry: ProviderEntry | None) -> router_pb.ModelProvider:
+    def _model_provider(
+        self, candidate: internal_pb.Candidate, entry: ProviderEntry | None, pipeline_tag: str
+    ) -> router_pb.ModelProvider:
         """The hub router's per-provider entry; what the provider model supports as its mapping
-        says, each left out while unknown."""
+        says, each left out while unknown; its price per unit of the model's task when set."""
         price = entry.prices.get(candidate.provider_model) if entry else None
         stats = self.measurements.get(candidate.provider, candidate.provider_model)
         answer = router_pb.ModelProvider(
@@ -617,6 +620,8 @@ class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServi
             answer.input_price_per_million, answer.output_price_per_million = per_million.input, per_million.output
             answer.input_token_nano_usd = price.input_token_nano_usd
             answer.output_token_nano_usd = price.output_token_nano_usd
+        if per_unit := unit_price(pipeline_tag, price):
+            answer.unit_price.CopyFrom(per_unit)
         return answer
 
     def _model(self, served: internal_pb.ServedModel, known: dict[str, ProviderEntry]) -> router_pb.Model:
@@ -626,7 +631,7 @@ class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServi
             created=min(max(served.create_time.seconds, 0), UINT32_MAX),
             owned_by=_owner(served.alias_of or served.id),
             pipeline_tag=served.pipeline_tag,
-            providers=[self._model_provider(c, known.get(c.provider)) for c in served.candidates],
+            providers=[self._model_provider(c, known.get(c.provider), served.pipeline_tag) for c in served.candidates],
         )
 
     async def ListModels(

@@ -64,7 +64,7 @@ class GetUsageRequest(_message.Message):
     def __init__(self, account: _Optional[str] = ..., period: _Optional[str] = ...) -> None: ...
 
 class UsageLine(_message.Message):
-    __slots__ = ("model", "provider", "settled_nano_usd", "pending_nano_usd", "requests", "settled_nano_usd_exact", "pending_nano_usd_exact")
+    __slots__ = ("model", "provider", "settled_nano_usd", "pending_nano_usd", "requests", "settled_nano_usd_exact", "pending_nano_usd_exact", "task", "unit", "units")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     SETTLED_NANO_USD_FIELD_NUMBER: _ClassVar[int]
@@ -72,6 +72,9 @@ class UsageLine(_message.Message):
     REQUESTS_FIELD_NUMBER: _ClassVar[int]
     SETTLED_NANO_USD_EXACT_FIELD_NUMBER: _ClassVar[int]
     PENDING_NANO_USD_EXACT_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    UNIT_FIELD_NUMBER: _ClassVar[int]
+    UNITS_FIELD_NUMBER: _ClassVar[int]
     model: str
     provider: str
     settled_nano_usd: float
@@ -79,7 +82,10 @@ class UsageLine(_message.Message):
     requests: int
     settled_nano_usd_exact: int
     pending_nano_usd_exact: int
-    def __init__(self, model: _Optional[str] = ..., provider: _Optional[str] = ..., settled_nano_usd: _Optional[float] = ..., pending_nano_usd: _Optional[float] = ..., requests: _Optional[int] = ..., settled_nano_usd_exact: _Optional[int] = ..., pending_nano_usd_exact: _Optional[int] = ...) -> None: ...
+    task: str
+    unit: str
+    units: int
+    def __init__(self, model: _Optional[str] = ..., provider: _Optional[str] = ..., settled_nano_usd: _Optional[float] = ..., pending_nano_usd: _Optional[float] = ..., requests: _Optional[int] = ..., settled_nano_usd_exact: _Optional[int] = ..., pending_nano_usd_exact: _Optional[int] = ..., task: _Optional[str] = ..., unit: _Optional[str] = ..., units: _Optional[int] = ...) -> None: ...
 
 class UnpricedRequest(_message.Message):
     __slots__ = ("request_id", "provider", "reason", "estimated_nano_usd", "estimated_nano_usd_exact")
@@ -96,7 +102,7 @@ class UnpricedRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., provider: _Optional[str] = ..., reason: _Optional[str] = ..., estimated_nano_usd: _Optional[float] = ..., estimated_nano_usd_exact: _Optional[int] = ...) -> None: ...
 
 class Usage(_message.Message):
-    __slots__ = ("account", "period", "settled_nano_usd", "pending_nano_usd", "requests", "by_model", "by_provider", "unpriced", "settled_nano_usd_exact", "pending_nano_usd_exact")
+    __slots__ = ("account", "period", "settled_nano_usd", "pending_nano_usd", "requests", "by_model", "by_provider", "unpriced", "settled_nano_usd_exact", "pending_nano_usd_exact", "by_task")
     ACCOUNT_FIELD_NUMBER: _ClassVar[int]
     PERIOD_FIELD_NUMBER: _ClassVar[int]
     SETTLED_NANO_USD_FIELD_NUMBER: _ClassVar[int]
@@ -107,6 +113,7 @@ class Usage(_message.Message):
     UNPRICED_FIELD_NUMBER: _ClassVar[int]
     SETTLED_NANO_USD_EXACT_FIELD_NUMBER: _ClassVar[int]
     PENDING_NANO_USD_EXACT_FIELD_NUMBER: _ClassVar[int]
+    BY_TASK_FIELD_NUMBER: _ClassVar[int]
     account: str
     period: str
     settled_nano_usd: float
@@ -117,7 +124,8 @@ class Usage(_message.Message):
     unpriced: _containers.RepeatedCompositeFieldContainer[UnpricedRequest]
     settled_nano_usd_exact: int
     pending_nano_usd_exact: int
-    def __init__(self, account: _Optional[str] = ..., period: _Optional[str] = ..., settled_nano_usd: _Optional[float] = ..., pending_nano_usd: _Optional[float] = ..., requests: _Optional[int] = ..., by_model: _Optional[_Iterable[_Union[UsageLine, _Mapping]]] = ..., by_provider: _Optional[_Iterable[_Union[UsageLine, _Mapping]]] = ..., unpriced: _Optional[_Iterable[_Union[UnpricedRequest, _Mapping]]] = ..., settled_nano_usd_exact: _Optional[int] = ..., pending_nano_usd_exact: _Optional[int] = ...) -> None: ...
+    by_task: _containers.RepeatedCompositeFieldContainer[UsageLine]
+    def __init__(self, account: _Optional[str] = ..., period: _Optional[str] = ..., settled_nano_usd: _Optional[float] = ..., pending_nano_usd: _Optional[float] = ..., requests: _Optional[int] = ..., by_model: _Optional[_Iterable[_Union[UsageLine, _Mapping]]] = ..., by_provider: _Optional[_Iterable[_Union[UsageLine, _Mapping]]] = ..., unpriced: _Optional[_Iterable[_Union[UnpricedRequest, _Mapping]]] = ..., settled_nano_usd_exact: _Optional[int] = ..., pending_nano_usd_exact: _Optional[int] = ..., by_task: _Optional[_Iterable[_Union[UsageLine, _Mapping]]] = ...) -> None: ...
 
 class GetDailyUsageRequest(_message.Message):
     __slots__ = ("account", "days")

@@ -211,18 +211,20 @@ class DeleteProviderRequest(_message.Message):
     def __init__(self, provider: _Optional[str] = ...) -> None: ...
 
 class Price(_message.Message):
-    __slots__ = ("provider_model", "input_token_nano_usd", "output_token_nano_usd", "request_nano_usd", "image_nano_usd")
+    __slots__ = ("provider_model", "input_token_nano_usd", "output_token_nano_usd", "request_nano_usd", "image_nano_usd", "unit_nano_usd")
     PROVIDER_MODEL_FIELD_NUMBER: _ClassVar[int]
     INPUT_TOKEN_NANO_USD_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_TOKEN_NANO_USD_FIELD_NUMBER: _ClassVar[int]
     REQUEST_NANO_USD_FIELD_NUMBER: _ClassVar[int]
     IMAGE_NANO_USD_FIELD_NUMBER: _ClassVar[int]
+    UNIT_NANO_USD_FIELD_NUMBER: _ClassVar[int]
     provider_model: str
     input_token_nano_usd: int
     output_token_nano_usd: int
     request_nano_usd: int
     image_nano_usd: int
-    def __init__(self, provider_model: _Optional[str] = ..., input_token_nano_usd: _Optional[int] = ..., output_token_nano_usd: _Optional[int] = ..., request_nano_usd: _Optional[int] = ..., image_nano_usd: _Optional[int] = ...) -> None: ...
+    unit_nano_usd: int
+    def __init__(self, provider_model: _Optional[str] = ..., input_token_nano_usd: _Optional[int] = ..., output_token_nano_usd: _Optional[int] = ..., request_nano_usd: _Optional[int] = ..., image_nano_usd: _Optional[int] = ..., unit_nano_usd: _Optional[int] = ...) -> None: ...
 
 class UpdateProviderPricesRequest(_message.Message):
     __slots__ = ("provider", "prices")

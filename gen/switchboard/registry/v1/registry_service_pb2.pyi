@@ -6,6 +6,7 @@ from google.protobuf import empty_pb2 as _empty_pb2
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from switchboard.registry.v1 import admin_service_pb2 as _admin_service_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -215,6 +216,14 @@ class ListModelMappingsResponse(_message.Message):
     model_mappings: _containers.RepeatedCompositeFieldContainer[ModelMapping]
     next_page_token: str
     def __init__(self, model_mappings: _Optional[_Iterable[_Union[ModelMapping, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class GetHubModelRequest(_message.Message):
+    __slots__ = ("model", "expand")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    EXPAND_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    expand: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model: _Optional[str] = ..., expand: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class UpdateProviderPreferencesRequest(_message.Message):
     __slots__ = ("providers",)

@@ -5,6 +5,7 @@ import warnings
 
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
+from switchboard.registry.v1 import admin_service_pb2 as switchboard_dot_registry_dot_v1_dot_admin__service__pb2
 from switchboard.registry.v1 import registry_service_pb2 as switchboard_dot_registry_dot_v1_dot_registry__service__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -76,6 +77,16 @@ class RegistryServiceStub:
                 '/switchboard.registry.v1.RegistryService/ListModelMappings',
                 request_serializer=switchboard_dot_registry_dot_v1_dot_registry__service__pb2.ListModelMappingsRequest.SerializeToString,
                 response_deserializer=switchboard_dot_registry_dot_v1_dot_registry__service__pb2.ListModelMappingsResponse.FromString,
+                _registered_method=True)
+        self.UpdateProviderPrices = channel.unary_unary(
+                '/switchboard.registry.v1.RegistryService/UpdateProviderPrices',
+                request_serializer=switchboard_dot_registry_dot_v1_dot_admin__service__pb2.UpdateProviderPricesRequest.SerializeToString,
+                response_deserializer=switchboard_dot_registry_dot_v1_dot_admin__service__pb2.ProviderPrices.FromString,
+                _registered_method=True)
+        self.GetHubModel = channel.unary_unary(
+                '/switchboard.registry.v1.RegistryService/GetHubModel',
+                request_serializer=switchboard_dot_registry_dot_v1_dot_registry__service__pb2.GetHubModelRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_struct__pb2.Struct.FromString,
                 _registered_method=True)
         self.UpdateProviderPreferences = channel.unary_unary(
                 '/switchboard.registry.v1.RegistryService/UpdateProviderPreferences',
@@ -153,6 +164,26 @@ class RegistryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateProviderPrices(self, request, context):
+        """Replaces the provider's price table (the operators' PUT
+        /admin/v1/providers/{provider}/prices, for write members of its org): a
+        price per unit of each provider model's task (services/common/tasks.py).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetHubModel(self, request, context):
+        """A hub model as the hub's own /api/models/{id} answers it, for the hub's
+        clients (huggingface_hub, @huggingface/inference) before an inference
+        call: id, pipeline_tag and tags from the catalog, and
+        inferenceProviderMapping (provider -> providerId, status, task) from the
+        mappings the caller may use. Public. A bare Struct: the hub's JSON itself.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def UpdateProviderPreferences(self, request, context):
         """Sets the calling user's own provider order, used by the ":preferred" policy.
         """
@@ -202,6 +233,16 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.ListModelMappings,
                     request_deserializer=switchboard_dot_registry_dot_v1_dot_registry__service__pb2.ListModelMappingsRequest.FromString,
                     response_serializer=switchboard_dot_registry_dot_v1_dot_registry__service__pb2.ListModelMappingsResponse.SerializeToString,
+            ),
+            'UpdateProviderPrices': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateProviderPrices,
+                    request_deserializer=switchboard_dot_registry_dot_v1_dot_admin__service__pb2.UpdateProviderPricesRequest.FromString,
+                    response_serializer=switchboard_dot_registry_dot_v1_dot_admin__service__pb2.ProviderPrices.SerializeToString,
+            ),
+            'GetHubModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetHubModel,
+                    request_deserializer=switchboard_dot_registry_dot_v1_dot_registry__service__pb2.GetHubModelRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_struct__pb2.Struct.SerializeToString,
             ),
             'UpdateProviderPreferences': grpc.unary_unary_rpc_method_handler(
                     servicer.UpdateProviderPreferences,
@@ -426,6 +467,60 @@ class RegistryService:
             '/switchboard.registry.v1.RegistryService/ListModelMappings',
             switchboard_dot_registry_dot_v1_dot_registry__service__pb2.ListModelMappingsRequest.SerializeToString,
             switchboard_dot_registry_dot_v1_dot_registry__service__pb2.ListModelMappingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateProviderPrices(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.registry.v1.RegistryService/UpdateProviderPrices',
+            switchboard_dot_registry_dot_v1_dot_admin__service__pb2.UpdateProviderPricesRequest.SerializeToString,
+            switchboard_dot_registry_dot_v1_dot_admin__service__pb2.ProviderPrices.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetHubModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.registry.v1.RegistryService/GetHubModel',
+            switchboard_dot_registry_dot_v1_dot_registry__service__pb2.GetHubModelRequest.SerializeToString,
+            google_dot_protobuf_dot_struct__pb2.Struct.FromString,
             options,
             channel_credentials,
             insecure,

@@ -114,7 +114,7 @@ class ModelPricing(_message.Message):
     def __init__(self, input: _Optional[float] = ..., output: _Optional[float] = ...) -> None: ...
 
 class ModelProvider(_message.Message):
-    __slots__ = ("provider", "status", "provider_model", "input_price_per_million", "output_price_per_million", "time_to_first_token_ms", "throughput_tokens_per_second", "pricing", "context_length", "supports_tools", "supports_structured_output", "input_token_nano_usd", "output_token_nano_usd", "status_reason")
+    __slots__ = ("provider", "status", "provider_model", "input_price_per_million", "output_price_per_million", "time_to_first_token_ms", "throughput_tokens_per_second", "pricing", "context_length", "supports_tools", "supports_structured_output", "input_token_nano_usd", "output_token_nano_usd", "status_reason", "unit_price")
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -129,6 +129,7 @@ class ModelProvider(_message.Message):
     INPUT_TOKEN_NANO_USD_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_TOKEN_NANO_USD_FIELD_NUMBER: _ClassVar[int]
     STATUS_REASON_FIELD_NUMBER: _ClassVar[int]
+    UNIT_PRICE_FIELD_NUMBER: _ClassVar[int]
     provider: str
     status: str
     provider_model: str
@@ -143,7 +144,20 @@ class ModelProvider(_message.Message):
     input_token_nano_usd: int
     output_token_nano_usd: int
     status_reason: str
-    def __init__(self, provider: _Optional[str] = ..., status: _Optional[str] = ..., provider_model: _Optional[str] = ..., input_price_per_million: _Optional[float] = ..., output_price_per_million: _Optional[float] = ..., time_to_first_token_ms: _Optional[float] = ..., throughput_tokens_per_second: _Optional[float] = ..., pricing: _Optional[_Union[ModelPricing, _Mapping]] = ..., context_length: _Optional[int] = ..., supports_tools: _Optional[bool] = ..., supports_structured_output: _Optional[bool] = ..., input_token_nano_usd: _Optional[int] = ..., output_token_nano_usd: _Optional[int] = ..., status_reason: _Optional[str] = ...) -> None: ...
+    unit_price: UnitPrice
+    def __init__(self, provider: _Optional[str] = ..., status: _Optional[str] = ..., provider_model: _Optional[str] = ..., input_price_per_million: _Optional[float] = ..., output_price_per_million: _Optional[float] = ..., time_to_first_token_ms: _Optional[float] = ..., throughput_tokens_per_second: _Optional[float] = ..., pricing: _Optional[_Union[ModelPricing, _Mapping]] = ..., context_length: _Optional[int] = ..., supports_tools: _Optional[bool] = ..., supports_structured_output: _Optional[bool] = ..., input_token_nano_usd: _Optional[int] = ..., output_token_nano_usd: _Optional[int] = ..., status_reason: _Optional[str] = ..., unit_price: _Optional[_Union[UnitPrice, _Mapping]] = ...) -> None: ...
+
+class UnitPrice(_message.Message):
+    __slots__ = ("task", "unit", "nano_usd", "usd")
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    UNIT_FIELD_NUMBER: _ClassVar[int]
+    NANO_USD_FIELD_NUMBER: _ClassVar[int]
+    USD_FIELD_NUMBER: _ClassVar[int]
+    task: str
+    unit: str
+    nano_usd: int
+    usd: float
+    def __init__(self, task: _Optional[str] = ..., unit: _Optional[str] = ..., nano_usd: _Optional[int] = ..., usd: _Optional[float] = ...) -> None: ...
 
 class Model(_message.Message):
     __slots__ = ("id", "object", "created", "owned_by", "pipeline_tag", "providers")

@@ -5,7 +5,7 @@ an expiry, allowed models) as the proto3 JSON of ApiTokenLimits; NULL: none
 (services/registry/storage.py TokenRow, docs/api-keys.md).
 
 Revision ID: 0012
-Revises: 0010
+Revises: 0011
 Create Date: 2026-12-06 16:00:00
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0012"
-down_revision = "0010"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 

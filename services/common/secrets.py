@@ -262,17 +262,17 @@ class Redactor:
         return self._finder.spans(value) if self.forms else []
 
     def bytes(self, value: bytes) -> bytes:
-        """Like text(), on bytes (an SSE line, a body that is not JSON): read as Latin-1, so that a
-        secret is found in its UTF-8 bytes and any other byte is kept as it is."""
+        """Like text(), on bytes (an SSE line, a body that is not JSON): read as UTF-8, any byte
+        that is not kept as it is."""
         if not self.forms:
             return value
-        return self._finder.replaced(value.decode("latin-1"), self._placeholder).encode("latin-1")
+        return self._finder.replaced(_read(value), self._placeholder).encode("utf-8", "surrogateescape")
 
     def binary(self, value: bytes) -> bytes:
         """A binary answer for the caller (an image, audio): passed on unchanged, or a 502 when any
         form of a secret is in it. Redacting would corrupt the media and a caller must not get
         the secret: the answer is refused."""
-        if self.forms and self._finder.spans(value.decode("latin-1")):
+        if self.forms and self._finder.spans(_read(value)):
             raise unavailable("UPSTREAM_ERROR", "the provider's answer carried a secret; it was not passed on")
         return value
 
@@ -295,7 +295,7 @@ class Redactor:
     def _may_hold(self, document: bytes) -> bool:
         """Whether a serialized document may hold a secret: one is seen in it, or a string in it
         has a backslash (a JSON escape written as text, seen only once the string is read)."""
-        return bool(self.forms) and (b"\\\\" in document or bool(self._finder.spans(document.decode("latin-1"))))
+        return bool(self.forms) and (b"\\\\" in document or bool(self._finder.spans(_read(document))))
 
     def _walk(self, value: Any) -> Any:
         if isinstance(value, str):
@@ -307,6 +307,11 @@ class Redactor:
         if self._scalars is None or not self._scalars.spans(written(value)):
             return value
         return self._placeholder
+
+
+def _read(data: bytes) -> str:
+    """Bytes as text: UTF-8, a byte that is not kept as a stand-in (encoding it back gives it back)."""
+    return data.decode("utf-8", "surrogateescape")
 
 
 def _scalar_like(form: Form) -> bool:

@@ -352,7 +352,7 @@ class StreamCarry:
 
     def __init__(self, redactor: Redactor, fields: tuple[tuple[str, ...], ...] = JOINED_FIELDS) -> None:
         self._redactor = redactor
-        self._fields = fields
+        self._fields = _trie(fields)
         self._forms = redactor.forms
         self._longest = max((len(form.units) for form in self._forms), default=0)
         self._starting: dict[str, list[Form]] = {}  # the forms a character can begin
@@ -369,7 +369,7 @@ class StreamCarry:
             return [event]
         finished = {c.get("index", i) for i, c in enumerate(_list(event.get("choices"))) if _finishes(c)}
         present = set()
-        for path, holder, key in self._joined(event):
+        for path, holder, key in _strings_at(event, self._fields, ()):
             present.add(path)
             text = self._held.pop(path, "") + holder[key]
             if _choice(path) in finished:
@@ -405,11 +405,6 @@ class StreamCarry:
                 return starts[j]
         return limit
 
-    def _joined(self, event: dict) -> Iterator[tuple[Path_, dict, str]]:
-        """(path, the dict holding it, its key) of every joined text field of the event."""
-        for field in self._fields:
-            yield from _strings_at(event, field, ())
-
     def _flush_event(self, held: dict[Path_, str]) -> dict:
         """An event carrying the held texts: the last event's id, object, created and model, and
         at each path just the "index" of each list item on the way."""
@@ -432,17 +427,33 @@ def _finishes(choice: Any) -> bool:
     return isinstance(choice, dict) and bool(choice.get("finish_reason"))
 
 
-def _strings_at(node: Any, field: tuple[str, ...], path: Path_) -> Iterator[tuple[Path_, dict, str]]:
-    """The string values at a field's path ("*": every item of a list, by its "index")."""
-    step, rest = field[0], field[1:]
-    if step == "*":
+Trie = dict[str, "Trie"]  # the joined fields as a tree of their steps; a leaf is {}
+
+
+def _trie(fields: Iterable[tuple[str, ...]]) -> Trie:
+    root: Trie = {}
+    for field in fields:
+        node = root
+        for step in field:
+            node = node.setdefault(step, {})
+    return root
+
+
+def _strings_at(node: Any, trie: Trie, path: Path_) -> Iterator[tuple[Path_, dict, str]]:
+    """The string values at the trie's leaves, one walk ("*": every item of a list, by its "index")."""
+    if "*" in trie:
         for position, item in enumerate(_list(node)):
             index = item.get("index", position) if isinstance(item, dict) else position
-            yield from _strings_at(item, rest, (*path, index if isinstance(index, int) else position))
-    elif isinstance(node, dict) and step in node:
-        if rest:
-            yield from _strings_at(node[step], rest, (*path, step))
-        elif isinstance(node[step], str):
+            yield from _strings_at(item, trie["*"], (*path, index if isinstance(index, int) else position))
+    if not isinstance(node, dict):
+        return
+    for step, below in trie.items():
+        value = node.get(step)
+        if value is None or step == "*":
+            continue
+        if below:
+            yield from _strings_at(value, below, (*path, step))
+        elif isinstance(value, str):
             yield (*path, step), node, step
 
 

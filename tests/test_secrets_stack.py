@@ -1,8 +1,11 @@
 """Secrets never leave, through real Envoy: a provider that echoes its API key and
 billing authorization everywhere (every field of its error bodies, its answers, its
-stream, its headers, its cost API; plain, URL-encoded and base64) never gets either
-into an answer, a log line or any byte of any file in the data directory, and
-every file there is private. The demo's processes carry no secret in their argv."""
+stream — each secret split over consecutive events —, its headers, its images, its cost API;
+plain, percent-encoded, base64 and base64url at shifted alignments, hex in either case, JSON
+escapes) never gets either into an answer on any route (ROUTES: one line per route), a
+conformance report, a health page, a log line or any byte of any file in the data directory
+(WAL files included), and every file there is private. Short secrets are refused. The demo's
+processes carry no secret in their argv."""
 
 from __future__ import annotations
 

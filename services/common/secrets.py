@@ -390,10 +390,11 @@ class StreamCarry:
     def _split(self, text: str) -> tuple[str, str]:
         """(what can go out now, redacted; what is held back)."""
         hold = self._held_from(text)
-        for start, end in self._redactor.spans(text):
+        spans = self._redactor.spans(text)
+        for start, end in spans:
             if start < hold < end:  # a whole secret across the cut goes out now, redacted
                 hold = end
-        return self._redactor.text(text[:hold]), text[hold:]
+        return self._redactor.text(text[:hold]) if spans else text[:hold], text[hold:]
 
     def _held_from(self, text: str) -> int:
         """Where the shortest end of text that could be the beginning of a secret starts."""

@@ -339,7 +339,7 @@ def test_a_secret_split_over_stream_events_never_gets_out(
     assert carry.end() is None
     joined = "".join(shown)
     assert not recoverable(secret, joined) and PLACEHOLDER in joined
-    assert joined.startswith(before[: len(before) - 1]) or PLACEHOLDER in before
+    assert joined.startswith(before[: len(before) - 6])  # an escape may begin in the last few characters
 
 
 def test_binary_answers_carrying_a_secret_are_refused() -> None:

@@ -1,8 +1,11 @@
 """Secrets never leave, through real Envoy: a provider that echoes its API key and
 billing authorization everywhere (every field of its error bodies, its answers, its
-stream, its headers, its cost API; plain, URL-encoded and base64) never gets either
-into an answer, a log line or any byte of any file in the data directory, and
-every file there is private. The demo's processes carry no secret in their argv."""
+stream — each secret split over consecutive events —, its headers, its images, its cost API;
+plain, percent-encoded, base64 and base64url at shifted alignments, hex in either case, JSON
+escapes) never gets either into an answer on any route (ROUTES: one line per route), a
+conformance report, a health page, a log line or any byte of any file in the data directory
+(WAL files included), and every file there is private. Short secrets are refused. The demo's
+processes carry no secret in their argv."""
 
 from __future__ import annotations
 
@@ -149,8 +152,9 @@ def echoing_upstream() -> Iterator[str]:
         loop.close()
 
 
-def register(api: AdminApi, org: str, upstream: str, mode: str) -> tuple[str, str]:
-    """A provider playing `mode`, serving a chat and an image model of its own; returns the models."""
+def register(api: AdminApi, org: str, upstream: str, mode: str) -> dict[str, str]:
+    """A provider playing `mode`, serving a chat and an image model of its own: the names of the
+    provider, its models and its chat mapping."""
     provider = f"echo-{mode}-{uuid.uuid4().hex[:6]}"
     api.ensure_provider({
         "id": provider, "org": org, "base_url": f"{upstream}/{mode}", "api_key": API_KEY,
@@ -161,35 +165,42 @@ def register(api: AdminApi, org: str, upstream: str, mode: str) -> tuple[str, st
     catalog = [{"id": chat, "pipeline_tag": "text-generation", "tags": ["conversational"]},
                {"id": image, "pipeline_tag": "text-to-image", "tags": ["text-to-image"]}]  # fmt: skip
     api.call("POST", "/admin/v1/models:batchUpsert", {"models": catalog})
-    for task, model in (("conversational", chat), ("text-to-image", image)):
-        mapping = {"task": task, "hfModel": model, "providerModel": "upstream-model", "status": "live"}
-        api.call("POST", f"/api/partners/{provider}/models", mapping)
-    return chat, image
+    mappings = [
+        api.call("POST", f"/api/partners/{provider}/models", {"task": task, "hfModel": model,
+                 "providerModel": f"upstream-{kind}", "status": "live"})["_id"]
+        for task, model, kind in (("conversational", chat, "chat"), ("text-to-image", image, "image"))
+    ]  # fmt: skip
+    return {"{provider}": provider, "{chat}": chat, "{image}": image, "{mapping}": mappings[0]}
 
 
-# Every inference route, one line each: (path, body), "{chat}" and "{image}" standing for the
-# provider's models. A new route is one more line here (and a handler in the echoing upstream).
+HI = [{"role": "user", "content": "hi"}]
+# Every inference route, one line each: (path, body), "{provider}", "{chat}" and "{image}" standing
+# for the provider and its hub models (the per-provider routes take the provider's model ids). A new
+# route is one more line here (and a handler in the echoing upstream for its provider path).
 ROUTES: list[tuple[str, dict]] = [
-    ("/v1/chat/completions", {"model": "{chat}", "messages": [{"role": "user", "content": "hi"}]}),
-    ("/v1/chat/completions", {"model": "{chat}", "messages": [{"role": "user", "content": "hi"}], "stream": True}),
+    ("/v1/chat/completions", {"model": "{chat}", "messages": HI}),
+    ("/v1/chat/completions", {"model": "{chat}", "messages": HI, "stream": True}),
     ("/v1/images/generations", {"model": "{image}", "prompt": "a cat"}),
     ("/v1/images/generate", {"model": "{image}", "prompt": "a cat"}),
     ("/models/{image}", {"inputs": "a cat"}),
+    ("/{provider}/v1/chat/completions", {"model": "upstream-chat", "messages": HI}),
+    ("/{provider}/v1/chat/completions", {"model": "upstream-chat", "messages": HI, "stream": True}),
+    ("/{provider}/v1/images/generations", {"model": "upstream-image", "prompt": "a cat"}),
 ]
+# What partners and operators read of a provider's answers, after the calls: the conformance
+# report (a check run first) and the Router's health page (recent errors, redacted).
+READS = [
+    ("POST", "/api/partners/{provider}/models/{mapping}:check"),
+    ("GET", "/api/partners/{provider}/models/{mapping}/conformanceReport"),
+    ("GET", "/api/partners/{provider}/health"),
+]
+CHECKED_MODES = ["ok", "leaky", "400-b64shift", "413-text"]  # a conformance check takes a while
 
 
-# Requests billed: every ok answer but the leaky image the hub route refused, less one per provider
-# left pending (its cost API answers it twice, once with an echo).
-SETTLED = (len(ROUTES) - 1) + (len(ROUTES) - 2)
-
-
-def calls(chat: str, image: str) -> list[tuple[str, dict]]:
-    """The routes for this provider's models."""
-    named = {"{chat}": chat, "{image}": image}
-    return [
-        (path.replace("{image}", image), {k: named.get(v, v) if isinstance(v, str) else v for k, v in body.items()})
-        for path, body in ROUTES
-    ]
+def filled(template: str, names: dict[str, str]) -> str:
+    for name, value in names.items():
+        template = template.replace(name, value)
+    return template
 
 
 def shown(response: httpx.Response) -> str:
@@ -213,12 +224,18 @@ def echoed(make_stack):
         api.ensure_member(org, user)
         token = api.new_token(user)
         answers: dict[tuple[str, str, bool], httpx.Response] = {}
-        with sb.http(token) as http:
+        reads: list[httpx.Response] = []
+        with sb.http(token) as http, sb.admin() as admin:
             for mode in [*ERROR_MODES, *OK_MODES]:
-                chat, image = register(api, org, upstream, mode)
-                for path, body in calls(chat, image):
-                    answers[(mode, path, bool(body.get("stream")))] = http.post(path, json=body)
-        yield sb, answers, reconcile_until_settled(sb, SETTLED)
+                names = register(api, org, upstream, mode)
+                for path, body in ROUTES:
+                    call = {k: filled(v, names) if isinstance(v, str) else v for k, v in body.items()}
+                    answers[(mode, path, bool(body.get("stream")))] = http.post(filled(path, names), json=call)
+                for method, path in READS if mode in CHECKED_MODES else READS[2:]:
+                    reads.append(admin.request(method, filled(path, names), json={} if method == "POST" else None))
+        billed = [mode for (mode, _, _), answer in answers.items() if answer.status_code == 200]
+        # one request per provider stays pending: its cost API answers it twice (once with an echo)
+        yield sb, answers, reconcile_until_settled(sb, len(billed) - len(set(billed))), reads
 
 
 def reconcile_until_settled(sb, settled: int) -> list[httpx.Response]:
@@ -235,7 +252,7 @@ def reconcile_until_settled(sb, settled: int) -> list[httpx.Response]:
 
 
 def test_no_answer_carries_a_secret(echoed) -> None:
-    _, answers, reconciled = echoed
+    _, answers, reconciled, _ = echoed
     assert len(answers) == len(ROUTES) * (len(ERROR_MODES) + len(OK_MODES))
     for (mode, path, stream), response in answers.items():
         assert_no_secret(shown(response))
@@ -250,14 +267,24 @@ def test_no_answer_carries_a_secret(echoed) -> None:
     ok_stream = answers[("ok", "/v1/chat/completions", True)]
     assert "[redacted]" in ok_stream.text and ok_stream.text.rstrip().endswith("data: [DONE]")
     # every ok answer billed; one is left pending: the cost API answers it twice (once with an echo)
-    assert sum(answer.json().get("settled", 0) for answer in reconciled) == SETTLED
+    assert sum(answer.json().get("settled", 0) for answer in reconciled) == (len(ROUTES) - 1) + (len(ROUTES) - 2)
     for answer in reconciled:
         assert answer.status_code == 200, answer.text
         assert_no_secret(shown(answer))
 
 
+def test_no_report_or_health_page_carries_a_secret(echoed) -> None:
+    _, _, _, reads = echoed
+    assert len(reads) == len(CHECKED_MODES) * len(READS) + (len(ERROR_MODES) + len(OK_MODES) - len(CHECKED_MODES))
+    for read in reads:
+        assert read.status_code == 200, read.text
+        assert_no_secret(shown(read))
+    reports = [read.json() for read in reads if "checks" in read.json()]
+    assert len(reports) == 2 * len(CHECKED_MODES) and any("[redacted]" in str(report) for report in reports)
+
+
 def test_no_log_line_or_file_byte_carries_a_secret_and_every_file_is_private(echoed) -> None:
-    sb, _, _ = echoed
+    sb, _, _, _ = echoed
     data_dir: Path = sb.stack.data_dir
     assert "cost for a request id never asked" in sb.logs()  # the echoes were logged, redacted
     assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
@@ -274,7 +301,7 @@ def test_no_log_line_or_file_byte_carries_a_secret_and_every_file_is_private(ech
 
 
 def test_urls_with_credentials_are_refused_without_echoing_them(echoed) -> None:
-    sb, _, _ = echoed
+    sb, _, _, _ = echoed
     password = "pw-" + uuid.uuid4().hex
     org, provider = f"org-{uuid.uuid4().hex[:6]}", f"creds-{uuid.uuid4().hex[:6]}"
     with sb.admin() as admin:
@@ -320,7 +347,7 @@ def test_the_demo_puts_no_secret_on_any_command_line(make_stack) -> None:
 
 @pytest.mark.parametrize("field", ["apiKey", "billingAuthorization"])
 def test_short_secrets_are_refused_naming_the_field(echoed, field: str) -> None:
-    sb, _, _ = echoed
+    sb, _, _, _ = echoed
     org, provider = f"org-{uuid.uuid4().hex[:6]}", f"short-{uuid.uuid4().hex[:6]}"
     with sb.admin() as admin:
         assert admin.post("/admin/v1/orgs", json={"name": org}).status_code == 200

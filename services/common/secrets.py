@@ -262,17 +262,17 @@ class Redactor:
         return self._finder.spans(value) if self.forms else []
 
     def bytes(self, value: bytes) -> bytes:
-        """Like text(), on bytes (an SSE line, a body that is not JSON): read as Latin-1, so that a
-        secret is found in its UTF-8 bytes and any other byte is kept as it is."""
+        """Like text(), on bytes (an SSE line, a body that is not JSON): read as UTF-8, any byte
+        that is not kept as it is."""
         if not self.forms:
             return value
-        return self._finder.replaced(value.decode("latin-1"), self._placeholder).encode("latin-1")
+        return self._finder.replaced(_read(value), self._placeholder).encode("utf-8", "surrogateescape")
 
     def binary(self, value: bytes) -> bytes:
         """A binary answer for the caller (an image, audio): passed on unchanged, or a 502 when any
         form of a secret is in it. Redacting would corrupt the media and a caller must not get
         the secret: the answer is refused."""
-        if self.forms and self._finder.spans(value.decode("latin-1")):
+        if self.forms and self._finder.spans(_read(value)):
             raise unavailable("UPSTREAM_ERROR", "the provider's answer carried a secret; it was not passed on")
         return value
 
@@ -295,7 +295,7 @@ class Redactor:
     def _may_hold(self, document: bytes) -> bool:
         """Whether a serialized document may hold a secret: one is seen in it, or a string in it
         has a backslash (a JSON escape written as text, seen only once the string is read)."""
-        return bool(self.forms) and (b"\\\\" in document or bool(self._finder.spans(document.decode("latin-1"))))
+        return bool(self.forms) and (b"\\\\" in document or bool(self._finder.spans(_read(document))))
 
     def _walk(self, value: Any) -> Any:
         if isinstance(value, str):
@@ -307,6 +307,11 @@ class Redactor:
         if self._scalars is None or not self._scalars.spans(written(value)):
             return value
         return self._placeholder
+
+
+def _read(data: bytes) -> str:
+    """Bytes as text: UTF-8, a byte that is not kept as a stand-in (encoding it back gives it back)."""
+    return data.decode("utf-8", "surrogateescape")
 
 
 def _scalar_like(form: Form) -> bool:
@@ -347,7 +352,7 @@ class StreamCarry:
 
     def __init__(self, redactor: Redactor, fields: tuple[tuple[str, ...], ...] = JOINED_FIELDS) -> None:
         self._redactor = redactor
-        self._fields = fields
+        self._fields = _trie(fields)
         self._forms = redactor.forms
         self._longest = max((len(form.units) for form in self._forms), default=0)
         self._starting: dict[str, list[Form]] = {}  # the forms a character can begin
@@ -364,7 +369,7 @@ class StreamCarry:
             return [event]
         finished = {c.get("index", i) for i, c in enumerate(_list(event.get("choices"))) if _finishes(c)}
         present = set()
-        for path, holder, key in self._joined(event):
+        for path, holder, key in _strings_at(event, self._fields, ()):
             present.add(path)
             text = self._held.pop(path, "") + holder[key]
             if _choice(path) in finished:
@@ -385,10 +390,11 @@ class StreamCarry:
     def _split(self, text: str) -> tuple[str, str]:
         """(what can go out now, redacted; what is held back)."""
         hold = self._held_from(text)
-        for start, end in self._redactor.spans(text):
+        spans = self._redactor.spans(text)
+        for start, end in spans:
             if start < hold < end:  # a whole secret across the cut goes out now, redacted
                 hold = end
-        return self._redactor.text(text[:hold]), text[hold:]
+        return self._redactor.text(text[:hold]) if spans else text[:hold], text[hold:]
 
     def _held_from(self, text: str) -> int:
         """Where the shortest end of text that could be the beginning of a secret starts."""
@@ -399,11 +405,6 @@ class StreamCarry:
             if any(form.begins(plain, j) for form in self._starting.get(plain[j], ())):
                 return starts[j]
         return limit
-
-    def _joined(self, event: dict) -> Iterator[tuple[Path_, dict, str]]:
-        """(path, the dict holding it, its key) of every joined text field of the event."""
-        for field in self._fields:
-            yield from _strings_at(event, field, ())
 
     def _flush_event(self, held: dict[Path_, str]) -> dict:
         """An event carrying the held texts: the last event's id, object, created and model, and
@@ -427,17 +428,33 @@ def _finishes(choice: Any) -> bool:
     return isinstance(choice, dict) and bool(choice.get("finish_reason"))
 
 
-def _strings_at(node: Any, field: tuple[str, ...], path: Path_) -> Iterator[tuple[Path_, dict, str]]:
-    """The string values at a field's path ("*": every item of a list, by its "index")."""
-    step, rest = field[0], field[1:]
-    if step == "*":
+Trie = dict[str, "Trie"]  # the joined fields as a tree of their steps; a leaf is {}
+
+
+def _trie(fields: Iterable[tuple[str, ...]]) -> Trie:
+    root: Trie = {}
+    for field in fields:
+        node = root
+        for step in field:
+            node = node.setdefault(step, {})
+    return root
+
+
+def _strings_at(node: Any, trie: Trie, path: Path_) -> Iterator[tuple[Path_, dict, str]]:
+    """The string values at the trie's leaves, one walk ("*": every item of a list, by its "index")."""
+    if "*" in trie:
         for position, item in enumerate(_list(node)):
             index = item.get("index", position) if isinstance(item, dict) else position
-            yield from _strings_at(item, rest, (*path, index if isinstance(index, int) else position))
-    elif isinstance(node, dict) and step in node:
-        if rest:
-            yield from _strings_at(node[step], rest, (*path, step))
-        elif isinstance(node[step], str):
+            yield from _strings_at(item, trie["*"], (*path, index if isinstance(index, int) else position))
+    if not isinstance(node, dict):
+        return
+    for step, below in trie.items():
+        value = node.get(step)
+        if value is None or step == "*":
+            continue
+        if below:
+            yield from _strings_at(value, below, (*path, step))
+        elif isinstance(value, str):
             yield (*path, step), node, step
 
 

@@ -388,7 +388,8 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
                 async for body in self._chat(request, context, measure):
                     yield body
             except ApiError as error:
-                raise timed(error, measure.started) from None
+                timed(error, measure.started)
+                raise
 
     async def _chat(
         self,
@@ -450,7 +451,8 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
                     self._abandon(call)
                     raise
             except ApiError as error:
-                raise timed(error, measure.started) from None
+                timed(error, measure.started)
+                raise
             await self._serve_unary(call, opened, context, images=len(opened.answer["data"]))
             return body
 

@@ -4,7 +4,10 @@ that answer each way a provider may: content-length, chunked, until close, broke
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -162,3 +165,49 @@ async def test_a_kept_alive_connection_closed_unanswered_is_retried_on_a_new_one
         response.release()
     assert server.connections == 3  # each reuse met a closed connection and went on to a new one
     await pool.close()
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for `localhost` signed by its own key: (certificate, key) PEM files."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))  # fmt: skip
+    return cert_path, key_path
+
+
+async def test_https_verifies_the_providers_certificate(tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    serving = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    serving.load_cert_chain(cert, key)
+    server = Server(content_length())
+    listening = await asyncio.start_server(server._serve, "127.0.0.1", 0, ssl=serving)
+    url = f"https://localhost:{listening.sockets[0].getsockname()[1]}/v1/chat/completions"
+    trusting = ssl.create_default_context(cafile=str(cert))
+    try:
+        pool = Pool(1, 5, trusting)
+        for _ in range(2):
+            response = await pool.post(url, b"{}", {})
+            assert await response.read() == OK and server.connections == 1
+            response.release()
+        await pool.close()
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await Pool(1, 5).post(url, b"{}", {})  # the system's CAs do not know it
+    finally:
+        listening.close()

@@ -281,11 +281,12 @@ class Response:
 class Pool:
     """Keep-alive connections per origin; post() sends a request and returns once its headers came."""
 
-    def __init__(self, connect_timeout: float, read_timeout: float) -> None:
+    def __init__(self, connect_timeout: float, read_timeout: float, tls: ssl.SSLContext | None = None) -> None:
+        """`tls` verifies https origins; the system's trusted CAs by default."""
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self._idle: dict[Origin, deque[_Connection]] = {}
-        self._tls: ssl.SSLContext | None = None
+        self._tls = tls
 
     async def post(self, url: str, data: bytes, headers: Mapping[str, str]) -> Response:
         origin, target = _target(url)

@@ -470,7 +470,8 @@ class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServi
                     async for body in bodies:
                         yield body
             except ApiError as error:
-                raise timed(error, measure.started) from None
+                timed(error, measure.started)
+                raise
 
     async def _chat(
         self,
@@ -565,7 +566,8 @@ class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServi
                     self._abandon(call)
                     raise
             except ApiError as error:
-                raise timed(error, measure.started) from None
+                timed(error, measure.started)
+                raise
             await self._serve_unary(call, opened, context, images=len(opened.answer["data"]))
             return body
 

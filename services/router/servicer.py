@@ -32,10 +32,10 @@ from services.router.directory import Directory, ProviderEntry
 from services.router.health import ProviderHealthMethods
 from services.router.ledger import Ledger
 from services.router.measurements import Measurements
-from services.router.messages_api import Messages
+from services.router.messages_api import Messages, input_tokens
 from services.router.responses_api import Responses
 from services.router.spending import Spending
-from services.router.translation import Translation
+from services.router.translation import Translation, json_object
 from services.router.upstream import CHAT_PATH, IMAGES_PATH, Opened, Upstreams, relay, rewrite
 
 log = logging.getLogger(__name__)
@@ -277,12 +277,7 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
         headers = _headers(context)
         caller, account = await self._caller(headers)
         raw = request.body.data
-        try:
-            payload = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise invalid_argument("INVALID_REQUEST", "the request body is not valid JSON") from None
-        if not isinstance(payload, dict):
-            raise invalid_argument("INVALID_REQUEST", "the request body must be a JSON object")
+        payload = json_object(raw)
         if translate is not None:
             payload = translate(payload)
         params.check_body(payload, *BODY_RULES[task])
@@ -464,6 +459,12 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
         async for body in self._translated(request, context, Messages()):
             yield body
+
+    async def CountMessageTokens(
+        self, request: router_pb.CountMessageTokensRequest, context: grpc.aio.ServicerContext
+    ) -> httpbody_pb2.HttpBody:
+        await self._caller(_headers(context))
+        return httpbody_pb2.HttpBody(content_type=JSON, data=input_tokens(json_object(request.body.data)))
 
     async def CreateCompletion(
         self, request: router_pb.CreateCompletionRequest, context: grpc.aio.ServicerContext

@@ -29,7 +29,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*switchboard/router/v1/router_service.proto\x12\x15switchboard.router.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/httpbody.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"Y\n\x1b\x43reateChatCompletionRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12(\n\x04\x62ody\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x02\"S\n\x15\x43reateResponseRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12(\n\x04\x62ody\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x02\"`\n\x14\x43reateMessageRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12(\n\x04\x62ody\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x02\x12\x0c\n\x04\x62\x65ta\x18\x03 \x01(\t\"U\n\x17\x43reateCompletionRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12(\n\x04\x62ody\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x02\"P\n\x12\x43reateImageRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12(\n\x04\x62ody\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x02\"S\n\x12TextToImageRequest\x12\x13\n\x05model\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12(\n\x04\x62ody\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x02\"\x13\n\x11ListModelsRequest\"-\n\x0cModelPricing\x12\r\n\x05input\x18\x01 \x01(\x01\x12\x0e\n\x06output\x18\x02 \x01(\x01\"\xfa\x05\n\rModelProvider\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12&\n\x0eprovider_model\x18\x03 \x01(\tR\x0eprovider_model\x12\x38\n\x17input_price_per_million\x18\x04 \x01(\x01R\x17input_price_per_million\x12:\n\x18output_price_per_million\x18\x05 \x01(\x01R\x18output_price_per_million\x12\x36\n\x16time_to_first_token_ms\x18\x06 \x01(\x01R\x16\x66irst_token_latency_ms\x12\x30\n\x1cthroughput_tokens_per_second\x18\x07 \x01(\x01R\nthroughput\x12\x34\n\x07pricing\x18\x08 \x01(\x0b\x32#.switchboard.router.v1.ModelPricing\x12+\n\x0e\x63ontext_length\x18\t \x01(\x05H\x00R\x0e\x63ontext_length\x88\x01\x01\x12+\n\x0esupports_tools\x18\n \x01(\x08H\x01R\x0esupports_tools\x88\x01\x01\x12\x43\n\x1asupports_structured_output\x18\x0b \x01(\x08H\x02R\x1asupports_structured_output\x88\x01\x01\x12\x32\n\x14input_token_nano_usd\x18\x0c \x01(\x03R\x14input_token_nano_usd\x12\x34\n\x15output_token_nano_usd\x18\r \x01(\x03R\x15output_token_nano_usd\x12)\n\rstatus_reason\x18\x14 \x01(\tH\x03R\rstatus_reason\x88\x01\x01\x42\x11\n\x0f_context_lengthB\x11\n\x0f_supports_toolsB\x1d\n\x1b_supports_structured_outputB\x10\n\x0e_status_reason\"\xad\x01\n\x05Model\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06object\x18\x02 \x01(\t\x12\x0f\n\x07\x63reated\x18\x03 \x01(\r\x12\x1a\n\x08owned_by\x18\x04 \x01(\tR\x08owned_by\x12\"\n\x0cpipeline_tag\x18\x05 \x01(\tR\x0cpipeline_tag\x12\x37\n\tproviders\x18\x06 \x03(\x0b\x32$.switchboard.router.v1.ModelProvider\"P\n\x12ListModelsResponse\x12\x0e\n\x06object\x18\x01 \x01(\t\x12*\n\x04\x64\x61ta\x18\x02 \x03(\x0b\x32\x1c.switchboard.router.v1.Model\"#\n\x0fGetModelRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x16\n\x14ListProvidersRequest\"\x1f\n\x1dListInferenceProvidersRequest\"T\n\x1eListInferenceProvidersResponse\x12\x32\n\tproviders\x18\x01 \x03(\x0b\x32\x1f.switchboard.router.v1.Provider\"R\n\x08Provider\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x0e\n\x06models\x18\x03 \x03(\t\x12\x0e\n\x06params\x18\x04 \x03(\t\x12\r\n\x05tasks\x18\x05 \x03(\t\"&\n\x12GetProviderRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"Y\n\x18GetProviderHealthRequest\x12\x16\n\x08provider\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"B\n\x19ListProviderHealthRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"o\n\x1aListProviderHealthResponse\x12\x38\n\tproviders\x18\x01 \x03(\x0b\x32%.switchboard.router.v1.ProviderHealth\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xdc\x03\n\x0eProviderHealth\x12\x10\n\x08provider\x18\x01 \x01(\t\x12:\n\rbreaker_state\x18\x02 \x01(\x0e\x32#.switchboard.router.v1.BreakerState\x12\x1c\n\x14\x63onsecutive_failures\x18\x03 \x01(\x05\x12:\n\x06models\x18\x04 \x03(\x0b\x32*.switchboard.router.v1.ProviderModelHealth\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0ewindow_seconds\x18\x06 \x01(\x05\x12\x10\n\x08requests\x18\x07 \x01(\x03\x12\x0e\n\x06\x65rrors\x18\x08 \x01(\x03\x12\x10\n\x08rejected\x18\t \x01(\x03\x12\x0f\n\x07skipped\x18\n \x01(\x03\x12\x17\n\x0frecent_requests\x18\x0b \x01(\x05\x12\x15\n\rrecent_errors\x18\x0c \x01(\x05\x12\x12\n\nerror_rate\x18\r \x01(\x01\x12\x38\n\nlast_error\x18\x0e \x01(\x0b\x32$.switchboard.router.v1.ProviderError\x12\x17\n\x0fnext_page_token\x18\x0f \x01(\t\"\xb7\x02\n\x13ProviderModelHealth\x12\x16\n\x0eprovider_model\x18\x01 \x01(\t\x12\x10\n\x08requests\x18\x02 \x01(\x03\x12\x0e\n\x06\x65rrors\x18\x03 \x01(\x03\x12\x10\n\x08rejected\x18\x04 \x01(\x03\x12\x0f\n\x07skipped\x18\x05 \x01(\x03\x12\x17\n\x0frecent_requests\x18\x06 \x01(\x05\x12\x15\n\rrecent_errors\x18\x07 \x01(\x05\x12\x12\n\nerror_rate\x18\x08 \x01(\x01\x12\x1e\n\x16time_to_first_token_ms\x18\t \x01(\x01\x12$\n\x1cthroughput_tokens_per_second\x18\n \x01(\x01\x12\x39\n\x0blast_errors\x18\x0b \x03(\x0b\x32$.switchboard.router.v1.ProviderError\"\x81\x01\n\rProviderError\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fprovider_status\x18\x02 \x01(\x05\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t*|\n\x0c\x42reakerState\x12\x1d\n\x19\x42REAKER_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x42REAKER_STATE_CLOSED\x10\x01\x12\x16\n\x12\x42REAKER_STATE_OPEN\x10\x02\x12\x1b\n\x17\x42REAKER_STATE_HALF_OPEN\x10\x03\x32\xc8\x0e\n\rRouterService\x12\xaf\x01\n\x14\x43reateChatCompletion\x12\x32.switchboard.router.v1.CreateChatCompletionRequest\x1a\x14.google.api.HttpBody\"K\x82\xd3\xe4\x93\x02\x45\"\x14/v1/chat/completions:\x04\x62odyZ\'\"\x1f/{provider}/v1/chat/completions:\x04\x62ody0\x01\x12\x95\x01\n\x0e\x43reateResponse\x12,.switchboard.router.v1.CreateResponseRequest\x1a\x14.google.api.HttpBody\"=\x82\xd3\xe4\x93\x02\x37\"\r/v1/responses:\x04\x62odyZ \"\x18/{provider}/v1/responses:\x04\x62ody0\x01\x12\x91\x01\n\rCreateMessage\x12+.switchboard.router.v1.CreateMessageRequest\x1a\x14.google.api.HttpBody\";\x82\xd3\xe4\x93\x02\x35\"\x0c/v1/messages:\x04\x62odyZ\x1f\"\x17/{provider}/v1/messages:\x04\x62ody0\x01\x12\x9d\x01\n\x10\x43reateCompletion\x12..switchboard.router.v1.CreateCompletionRequest\x1a\x14.google.api.HttpBody\"A\x82\xd3\xe4\x93\x02;\"\x0f/v1/completions:\x04\x62odyZ\"\"\x1a/{provider}/v1/completions:\x04\x62ody0\x01\x12\xbc\x01\n\x0b\x43reateImage\x12).switchboard.router.v1.CreateImageRequest\x1a\x14.google.api.HttpBody\"l\x82\xd3\xe4\x93\x02\x66\"\x16/v1/images/generations:\x04\x62odyZ\x1b\"\x13/v1/images/generate:\x04\x62odyZ)\"!/{provider}/v1/images/generations:\x04\x62ody\x12p\n\x0bTextToImage\x12).switchboard.router.v1.TextToImageRequest\x1a\x14.google.api.HttpBody\" \x82\xd3\xe4\x93\x02\x1a\"\x12/models/{model=**}:\x04\x62ody\x12u\n\nListModels\x12(.switchboard.router.v1.ListModelsRequest\x1a).switchboard.router.v1.ListModelsResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/models\x12l\n\x08GetModel\x12&.switchboard.router.v1.GetModelRequest\x1a\x1c.switchboard.router.v1.Model\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/models/{id=**}\x12o\n\rListProviders\x12+.switchboard.router.v1.ListProvidersRequest\x1a\x1a.google.protobuf.ListValue\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/providers\x12\x85\x01\n\x16ListInferenceProviders\x12\x34.switchboard.router.v1.ListInferenceProvidersRequest\x1a\x35.switchboard.router.v1.ListInferenceProvidersResponse\x12u\n\x0bGetProvider\x12).switchboard.router.v1.GetProviderRequest\x1a\x1f.switchboard.router.v1.Provider\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/providers/{id}\x12\x94\x01\n\x11GetProviderHealth\x12/.switchboard.router.v1.GetProviderHealthRequest\x1a%.switchboard.router.v1.ProviderHealth\"\'\x82\xd3\xe4\x93\x02!\x12\x1f/api/partners/{provider}/health\x12\x9b\x01\n\x12ListProviderHealth\x12\x30.switchboard.router.v1.ListProviderHealthRequest\x1a\x31.switchboard.router.v1.ListProviderHealthResponse\" \x82\xd3\xe4\x93\x02\x1a\x12\x18/admin/v1/providerHealthb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*switchboard/router/v1/router_service.proto\x12\x15switchboard.router.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/httpbody.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"Y\n\x1b\x43reateChatCompletionRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12(\n\x04\x62ody\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x02\"S\n\x15\x43reateResponseRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12(\n\x04\x62ody\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x02\"`\n\x14\x43reateMessageRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12(\n\x04\x62ody\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x02\x12\x0c\n\x04\x62\x65ta\x18\x03 \x01(\t\"e\n\x19\x43ountMessageTokensRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12(\n\x04\x62ody\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x02\x12\x0c\n\x04\x62\x65ta\x18\x03 \x01(\t\"U\n\x17\x43reateCompletionRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12(\n\x04\x62ody\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x02\"P\n\x12\x43reateImageRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12(\n\x04\x62ody\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x02\"S\n\x12TextToImageRequest\x12\x13\n\x05model\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12(\n\x04\x62ody\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x02\"\x13\n\x11ListModelsRequest\"-\n\x0cModelPricing\x12\r\n\x05input\x18\x01 \x01(\x01\x12\x0e\n\x06output\x18\x02 \x01(\x01\"\xfa\x05\n\rModelProvider\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12&\n\x0eprovider_model\x18\x03 \x01(\tR\x0eprovider_model\x12\x38\n\x17input_price_per_million\x18\x04 \x01(\x01R\x17input_price_per_million\x12:\n\x18output_price_per_million\x18\x05 \x01(\x01R\x18output_price_per_million\x12\x36\n\x16time_to_first_token_ms\x18\x06 \x01(\x01R\x16\x66irst_token_latency_ms\x12\x30\n\x1cthroughput_tokens_per_second\x18\x07 \x01(\x01R\nthroughput\x12\x34\n\x07pricing\x18\x08 \x01(\x0b\x32#.switchboard.router.v1.ModelPricing\x12+\n\x0e\x63ontext_length\x18\t \x01(\x05H\x00R\x0e\x63ontext_length\x88\x01\x01\x12+\n\x0esupports_tools\x18\n \x01(\x08H\x01R\x0esupports_tools\x88\x01\x01\x12\x43\n\x1asupports_structured_output\x18\x0b \x01(\x08H\x02R\x1asupports_structured_output\x88\x01\x01\x12\x32\n\x14input_token_nano_usd\x18\x0c \x01(\x03R\x14input_token_nano_usd\x12\x34\n\x15output_token_nano_usd\x18\r \x01(\x03R\x15output_token_nano_usd\x12)\n\rstatus_reason\x18\x14 \x01(\tH\x03R\rstatus_reason\x88\x01\x01\x42\x11\n\x0f_context_lengthB\x11\n\x0f_supports_toolsB\x1d\n\x1b_supports_structured_outputB\x10\n\x0e_status_reason\"\xad\x01\n\x05Model\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06object\x18\x02 \x01(\t\x12\x0f\n\x07\x63reated\x18\x03 \x01(\r\x12\x1a\n\x08owned_by\x18\x04 \x01(\tR\x08owned_by\x12\"\n\x0cpipeline_tag\x18\x05 \x01(\tR\x0cpipeline_tag\x12\x37\n\tproviders\x18\x06 \x03(\x0b\x32$.switchboard.router.v1.ModelProvider\"P\n\x12ListModelsResponse\x12\x0e\n\x06object\x18\x01 \x01(\t\x12*\n\x04\x64\x61ta\x18\x02 \x03(\x0b\x32\x1c.switchboard.router.v1.Model\"#\n\x0fGetModelRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x16\n\x14ListProvidersRequest\"\x1f\n\x1dListInferenceProvidersRequest\"T\n\x1eListInferenceProvidersResponse\x12\x32\n\tproviders\x18\x01 \x03(\x0b\x32\x1f.switchboard.router.v1.Provider\"R\n\x08Provider\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x0e\n\x06models\x18\x03 \x03(\t\x12\x0e\n\x06params\x18\x04 \x03(\t\x12\r\n\x05tasks\x18\x05 \x03(\t\"&\n\x12GetProviderRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"Y\n\x18GetProviderHealthRequest\x12\x16\n\x08provider\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"B\n\x19ListProviderHealthRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"o\n\x1aListProviderHealthResponse\x12\x38\n\tproviders\x18\x01 \x03(\x0b\x32%.switchboard.router.v1.ProviderHealth\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xdc\x03\n\x0eProviderHealth\x12\x10\n\x08provider\x18\x01 \x01(\t\x12:\n\rbreaker_state\x18\x02 \x01(\x0e\x32#.switchboard.router.v1.BreakerState\x12\x1c\n\x14\x63onsecutive_failures\x18\x03 \x01(\x05\x12:\n\x06models\x18\x04 \x03(\x0b\x32*.switchboard.router.v1.ProviderModelHealth\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0ewindow_seconds\x18\x06 \x01(\x05\x12\x10\n\x08requests\x18\x07 \x01(\x03\x12\x0e\n\x06\x65rrors\x18\x08 \x01(\x03\x12\x10\n\x08rejected\x18\t \x01(\x03\x12\x0f\n\x07skipped\x18\n \x01(\x03\x12\x17\n\x0frecent_requests\x18\x0b \x01(\x05\x12\x15\n\rrecent_errors\x18\x0c \x01(\x05\x12\x12\n\nerror_rate\x18\r \x01(\x01\x12\x38\n\nlast_error\x18\x0e \x01(\x0b\x32$.switchboard.router.v1.ProviderError\x12\x17\n\x0fnext_page_token\x18\x0f \x01(\t\"\xb7\x02\n\x13ProviderModelHealth\x12\x16\n\x0eprovider_model\x18\x01 \x01(\t\x12\x10\n\x08requests\x18\x02 \x01(\x03\x12\x0e\n\x06\x65rrors\x18\x03 \x01(\x03\x12\x10\n\x08rejected\x18\x04 \x01(\x03\x12\x0f\n\x07skipped\x18\x05 \x01(\x03\x12\x17\n\x0frecent_requests\x18\x06 \x01(\x05\x12\x15\n\rrecent_errors\x18\x07 \x01(\x05\x12\x12\n\nerror_rate\x18\x08 \x01(\x01\x12\x1e\n\x16time_to_first_token_ms\x18\t \x01(\x01\x12$\n\x1cthroughput_tokens_per_second\x18\n \x01(\x01\x12\x39\n\x0blast_errors\x18\x0b \x03(\x0b\x32$.switchboard.router.v1.ProviderError\"\x81\x01\n\rProviderError\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fprovider_status\x18\x02 \x01(\x05\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t*|\n\x0c\x42reakerState\x12\x1d\n\x19\x42REAKER_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x42REAKER_STATE_CLOSED\x10\x01\x12\x16\n\x12\x42REAKER_STATE_OPEN\x10\x02\x12\x1b\n\x17\x42REAKER_STATE_HALF_OPEN\x10\x03\x32\xfe\x0f\n\rRouterService\x12\xaf\x01\n\x14\x43reateChatCompletion\x12\x32.switchboard.router.v1.CreateChatCompletionRequest\x1a\x14.google.api.HttpBody\"K\x82\xd3\xe4\x93\x02\x45\"\x14/v1/chat/completions:\x04\x62odyZ\'\"\x1f/{provider}/v1/chat/completions:\x04\x62ody0\x01\x12\x95\x01\n\x0e\x43reateResponse\x12,.switchboard.router.v1.CreateResponseRequest\x1a\x14.google.api.HttpBody\"=\x82\xd3\xe4\x93\x02\x37\"\r/v1/responses:\x04\x62odyZ \"\x18/{provider}/v1/responses:\x04\x62ody0\x01\x12\x91\x01\n\rCreateMessage\x12+.switchboard.router.v1.CreateMessageRequest\x1a\x14.google.api.HttpBody\";\x82\xd3\xe4\x93\x02\x35\"\x0c/v1/messages:\x04\x62odyZ\x1f\"\x17/{provider}/v1/messages:\x04\x62ody0\x01\x12\xb3\x01\n\x12\x43ountMessageTokens\x12\x30.switchboard.router.v1.CountMessageTokensRequest\x1a\x14.google.api.HttpBody\"U\x82\xd3\xe4\x93\x02O\"\x19/v1/messages/count_tokens:\x04\x62odyZ,\"$/{provider}/v1/messages/count_tokens:\x04\x62ody\x12\x9d\x01\n\x10\x43reateCompletion\x12..switchboard.router.v1.CreateCompletionRequest\x1a\x14.google.api.HttpBody\"A\x82\xd3\xe4\x93\x02;\"\x0f/v1/completions:\x04\x62odyZ\"\"\x1a/{provider}/v1/completions:\x04\x62ody0\x01\x12\xbc\x01\n\x0b\x43reateImage\x12).switchboard.router.v1.CreateImageRequest\x1a\x14.google.api.HttpBody\"l\x82\xd3\xe4\x93\x02\x66\"\x16/v1/images/generations:\x04\x62odyZ\x1b\"\x13/v1/images/generate:\x04\x62odyZ)\"!/{provider}/v1/images/generations:\x04\x62ody\x12p\n\x0bTextToImage\x12).switchboard.router.v1.TextToImageRequest\x1a\x14.google.api.HttpBody\" \x82\xd3\xe4\x93\x02\x1a\"\x12/models/{model=**}:\x04\x62ody\x12u\n\nListModels\x12(.switchboard.router.v1.ListModelsRequest\x1a).switchboard.router.v1.ListModelsResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/models\x12l\n\x08GetModel\x12&.switchboard.router.v1.GetModelRequest\x1a\x1c.switchboard.router.v1.Model\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/models/{id=**}\x12o\n\rListProviders\x12+.switchboard.router.v1.ListProvidersRequest\x1a\x1a.google.protobuf.ListValue\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/providers\x12\x85\x01\n\x16ListInferenceProviders\x12\x34.switchboard.router.v1.ListInferenceProvidersRequest\x1a\x35.switchboard.router.v1.ListInferenceProvidersResponse\x12u\n\x0bGetProvider\x12).switchboard.router.v1.GetProviderRequest\x1a\x1f.switchboard.router.v1.Provider\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/providers/{id}\x12\x94\x01\n\x11GetProviderHealth\x12/.switchboard.router.v1.GetProviderHealthRequest\x1a%.switchboard.router.v1.ProviderHealth\"\'\x82\xd3\xe4\x93\x02!\x12\x1f/api/partners/{provider}/health\x12\x9b\x01\n\x12ListProviderHealth\x12\x30.switchboard.router.v1.ListProviderHealthRequest\x1a\x31.switchboard.router.v1.ListProviderHealthResponse\" \x82\xd3\xe4\x93\x02\x1a\x12\x18/admin/v1/providerHealthb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,6 +42,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATERESPONSEREQUEST'].fields_by_name['body']._serialized_options = b'\342A\001\002'
   _globals['_CREATEMESSAGEREQUEST'].fields_by_name['body']._loaded_options = None
   _globals['_CREATEMESSAGEREQUEST'].fields_by_name['body']._serialized_options = b'\342A\001\002'
+  _globals['_COUNTMESSAGETOKENSREQUEST'].fields_by_name['body']._loaded_options = None
+  _globals['_COUNTMESSAGETOKENSREQUEST'].fields_by_name['body']._serialized_options = b'\342A\001\002'
   _globals['_CREATECOMPLETIONREQUEST'].fields_by_name['body']._loaded_options = None
   _globals['_CREATECOMPLETIONREQUEST'].fields_by_name['body']._serialized_options = b'\342A\001\002'
   _globals['_CREATEIMAGEREQUEST'].fields_by_name['body']._loaded_options = None
@@ -62,6 +64,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ROUTERSERVICE'].methods_by_name['CreateResponse']._serialized_options = b'\202\323\344\223\0027\"\r/v1/responses:\004bodyZ \"\030/{provider}/v1/responses:\004body'
   _globals['_ROUTERSERVICE'].methods_by_name['CreateMessage']._loaded_options = None
   _globals['_ROUTERSERVICE'].methods_by_name['CreateMessage']._serialized_options = b'\202\323\344\223\0025\"\014/v1/messages:\004bodyZ\037\"\027/{provider}/v1/messages:\004body'
+  _globals['_ROUTERSERVICE'].methods_by_name['CountMessageTokens']._loaded_options = None
+  _globals['_ROUTERSERVICE'].methods_by_name['CountMessageTokens']._serialized_options = b'\202\323\344\223\002O\"\031/v1/messages/count_tokens:\004bodyZ,\"$/{provider}/v1/messages/count_tokens:\004body'
   _globals['_ROUTERSERVICE'].methods_by_name['CreateCompletion']._loaded_options = None
   _globals['_ROUTERSERVICE'].methods_by_name['CreateCompletion']._serialized_options = b'\202\323\344\223\002;\"\017/v1/completions:\004bodyZ\"\"\032/{provider}/v1/completions:\004body'
   _globals['_ROUTERSERVICE'].methods_by_name['CreateImage']._loaded_options = None
@@ -80,54 +84,56 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ROUTERSERVICE'].methods_by_name['GetProviderHealth']._serialized_options = b'\202\323\344\223\002!\022\037/api/partners/{provider}/health'
   _globals['_ROUTERSERVICE'].methods_by_name['ListProviderHealth']._loaded_options = None
   _globals['_ROUTERSERVICE'].methods_by_name['ListProviderHealth']._serialized_options = b'\202\323\344\223\002\032\022\030/admin/v1/providerHealth'
-  _globals['_BREAKERSTATE']._serialized_start=3342
-  _globals['_BREAKERSTATE']._serialized_end=3466
+  _globals['_BREAKERSTATE']._serialized_start=3445
+  _globals['_BREAKERSTATE']._serialized_end=3569
   _globals['_CREATECHATCOMPLETIONREQUEST']._serialized_start=222
   _globals['_CREATECHATCOMPLETIONREQUEST']._serialized_end=311
   _globals['_CREATERESPONSEREQUEST']._serialized_start=313
   _globals['_CREATERESPONSEREQUEST']._serialized_end=396
   _globals['_CREATEMESSAGEREQUEST']._serialized_start=398
   _globals['_CREATEMESSAGEREQUEST']._serialized_end=494
-  _globals['_CREATECOMPLETIONREQUEST']._serialized_start=496
-  _globals['_CREATECOMPLETIONREQUEST']._serialized_end=581
-  _globals['_CREATEIMAGEREQUEST']._serialized_start=583
-  _globals['_CREATEIMAGEREQUEST']._serialized_end=663
-  _globals['_TEXTTOIMAGEREQUEST']._serialized_start=665
-  _globals['_TEXTTOIMAGEREQUEST']._serialized_end=748
-  _globals['_LISTMODELSREQUEST']._serialized_start=750
-  _globals['_LISTMODELSREQUEST']._serialized_end=769
-  _globals['_MODELPRICING']._serialized_start=771
-  _globals['_MODELPRICING']._serialized_end=816
-  _globals['_MODELPROVIDER']._serialized_start=819
-  _globals['_MODELPROVIDER']._serialized_end=1581
-  _globals['_MODEL']._serialized_start=1584
-  _globals['_MODEL']._serialized_end=1757
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1759
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1839
-  _globals['_GETMODELREQUEST']._serialized_start=1841
-  _globals['_GETMODELREQUEST']._serialized_end=1876
-  _globals['_LISTPROVIDERSREQUEST']._serialized_start=1878
-  _globals['_LISTPROVIDERSREQUEST']._serialized_end=1900
-  _globals['_LISTINFERENCEPROVIDERSREQUEST']._serialized_start=1902
-  _globals['_LISTINFERENCEPROVIDERSREQUEST']._serialized_end=1933
-  _globals['_LISTINFERENCEPROVIDERSRESPONSE']._serialized_start=1935
-  _globals['_LISTINFERENCEPROVIDERSRESPONSE']._serialized_end=2019
-  _globals['_PROVIDER']._serialized_start=2021
-  _globals['_PROVIDER']._serialized_end=2103
-  _globals['_GETPROVIDERREQUEST']._serialized_start=2105
-  _globals['_GETPROVIDERREQUEST']._serialized_end=2143
-  _globals['_GETPROVIDERHEALTHREQUEST']._serialized_start=2145
-  _globals['_GETPROVIDERHEALTHREQUEST']._serialized_end=2234
-  _globals['_LISTPROVIDERHEALTHREQUEST']._serialized_start=2236
-  _globals['_LISTPROVIDERHEALTHREQUEST']._serialized_end=2302
-  _globals['_LISTPROVIDERHEALTHRESPONSE']._serialized_start=2304
-  _globals['_LISTPROVIDERHEALTHRESPONSE']._serialized_end=2415
-  _globals['_PROVIDERHEALTH']._serialized_start=2418
-  _globals['_PROVIDERHEALTH']._serialized_end=2894
-  _globals['_PROVIDERMODELHEALTH']._serialized_start=2897
-  _globals['_PROVIDERMODELHEALTH']._serialized_end=3208
-  _globals['_PROVIDERERROR']._serialized_start=3211
-  _globals['_PROVIDERERROR']._serialized_end=3340
-  _globals['_ROUTERSERVICE']._serialized_start=3469
-  _globals['_ROUTERSERVICE']._serialized_end=5333
+  _globals['_COUNTMESSAGETOKENSREQUEST']._serialized_start=496
+  _globals['_COUNTMESSAGETOKENSREQUEST']._serialized_end=597
+  _globals['_CREATECOMPLETIONREQUEST']._serialized_start=599
+  _globals['_CREATECOMPLETIONREQUEST']._serialized_end=684
+  _globals['_CREATEIMAGEREQUEST']._serialized_start=686
+  _globals['_CREATEIMAGEREQUEST']._serialized_end=766
+  _globals['_TEXTTOIMAGEREQUEST']._serialized_start=768
+  _globals['_TEXTTOIMAGEREQUEST']._serialized_end=851
+  _globals['_LISTMODELSREQUEST']._serialized_start=853
+  _globals['_LISTMODELSREQUEST']._serialized_end=872
+  _globals['_MODELPRICING']._serialized_start=874
+  _globals['_MODELPRICING']._serialized_end=919
+  _globals['_MODELPROVIDER']._serialized_start=922
+  _globals['_MODELPROVIDER']._serialized_end=1684
+  _globals['_MODEL']._serialized_start=1687
+  _globals['_MODEL']._serialized_end=1860
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1862
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1942
+  _globals['_GETMODELREQUEST']._serialized_start=1944
+  _globals['_GETMODELREQUEST']._serialized_end=1979
+  _globals['_LISTPROVIDERSREQUEST']._serialized_start=1981
+  _globals['_LISTPROVIDERSREQUEST']._serialized_end=2003
+  _globals['_LISTINFERENCEPROVIDERSREQUEST']._serialized_start=2005
+  _globals['_LISTINFERENCEPROVIDERSREQUEST']._serialized_end=2036
+  _globals['_LISTINFERENCEPROVIDERSRESPONSE']._serialized_start=2038
+  _globals['_LISTINFERENCEPROVIDERSRESPONSE']._serialized_end=2122
+  _globals['_PROVIDER']._serialized_start=2124
+  _globals['_PROVIDER']._serialized_end=2206
+  _globals['_GETPROVIDERREQUEST']._serialized_start=2208
+  _globals['_GETPROVIDERREQUEST']._serialized_end=2246
+  _globals['_GETPROVIDERHEALTHREQUEST']._serialized_start=2248
+  _globals['_GETPROVIDERHEALTHREQUEST']._serialized_end=2337
+  _globals['_LISTPROVIDERHEALTHREQUEST']._serialized_start=2339
+  _globals['_LISTPROVIDERHEALTHREQUEST']._serialized_end=2405
+  _globals['_LISTPROVIDERHEALTHRESPONSE']._serialized_start=2407
+  _globals['_LISTPROVIDERHEALTHRESPONSE']._serialized_end=2518
+  _globals['_PROVIDERHEALTH']._serialized_start=2521
+  _globals['_PROVIDERHEALTH']._serialized_end=2997
+  _globals['_PROVIDERMODELHEALTH']._serialized_start=3000
+  _globals['_PROVIDERMODELHEALTH']._serialized_end=3311
+  _globals['_PROVIDERERROR']._serialized_start=3314
+  _globals['_PROVIDERERROR']._serialized_end=3443
+  _globals['_ROUTERSERVICE']._serialized_start=3572
+  _globals['_ROUTERSERVICE']._serialized_end=5618
 # @@protoc_insertion_point(module_scope)

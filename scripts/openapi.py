@@ -435,6 +435,17 @@ MESSAGES_BODY: Schema = {
         **_refused(messages_api.REFUSED),
     },
 }
+COUNT_TOKENS_BODY: Schema = {
+    **MESSAGES_BODY,
+    "description": "An Anthropic Messages API request to count the input tokens of (max_tokens not needed).",
+    "required": list(messages_api.COUNT_REQUIRED),
+}
+COUNT_TOKENS_ANSWER: Schema = {
+    "type": "object",
+    "required": ["input_tokens"],
+    "additionalProperties": False,
+    "properties": {"input_tokens": {"type": "integer", "minimum": 0}},
+}
 COMPLETIONS_BODY: Schema = {
     "type": "object",
     "description": "An OpenAI legacy completions request, translated to a chat completion; unknown fields are a 400.",
@@ -536,7 +547,10 @@ ANTHROPIC_ERROR_BODY: Schema = {
 }
 ANTHROPIC_ERROR_REF = "#/components/responses/AnthropicError"
 # RPCs whose errors are in Anthropic's shape.
-ANTHROPIC_RPCS = {"switchboard.router.v1.RouterService.CreateMessage"}
+ANTHROPIC_RPCS = {
+    "switchboard.router.v1.RouterService.CreateMessage",
+    "switchboard.router.v1.RouterService.CountMessageTokens",
+}
 _EVENTS = {"type": "string", "description": "Server-sent events."}
 CHAT_ANSWER: Schema = {
     "type": "object",
@@ -611,6 +625,10 @@ HTTP_BODY_ROUTES: dict[str, tuple[Schema, dict[str, Schema]]] = {
     "switchboard.router.v1.RouterService.CreateMessage": (
         MESSAGES_BODY,
         {"application/json": MESSAGE_ANSWER, "text/event-stream": _EVENTS},
+    ),
+    "switchboard.router.v1.RouterService.CountMessageTokens": (
+        COUNT_TOKENS_BODY,
+        {"application/json": COUNT_TOKENS_ANSWER},
     ),
     "switchboard.router.v1.RouterService.CreateCompletion": (
         COMPLETIONS_BODY,

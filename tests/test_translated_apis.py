@@ -308,3 +308,18 @@ def test_x_api_key_on_the_registry_and_billing_routes(demo: Demo) -> None:
             assert http.get(path, headers={"x-api-key": demo.token}).status_code == 200, path
             wrong = http.get(path, headers={"x-api-key": "sb-" + secrets.token_urlsafe(32)})
             assert wrong.status_code == 401, path
+
+
+def test_messages_count_tokens(demo: Demo) -> None:
+    messages = [{"role": "user", "content": "weather in Paris?"}]
+    short = demo.anthropic().messages.count_tokens(model=CHAT_MODEL, messages=messages)
+    longer = demo.anthropic().messages.count_tokens(model=CHAT_MODEL, messages=messages, tools=[ANTHROPIC_TOOL])
+    assert 0 < short.input_tokens < longer.input_tokens
+    with demo.http() as http:
+        body = {"model": CHAT_MODEL, "messages": messages}
+        wrong = http.post(
+            "/v1/messages/count_tokens", json=body, headers={"x-api-key": "sb-" + secrets.token_urlsafe(32)}
+        )
+        assert wrong.status_code == 401 and anthropic_error(wrong)["type"] == "authentication_error"
+        unknown = http.post("/v1/messages/count_tokens", json={**body, "x": 1}, headers={"x-api-key": demo.token})
+        assert unknown.status_code == 400 and "x" in anthropic_error(unknown)["message"]

@@ -94,9 +94,11 @@ PROVIDER_VERDICTS: dict[int, tuple[grpc.StatusCode, str]] = {
 
 
 # Anthropic's Messages API answers its errors in Anthropic's shape, {"type": "error", "error":
-# {"type", "message"}}, with Anthropic's statuses: the gRPC method whose REST answers take it,
+# {"type", "message"}}, with Anthropic's statuses: the gRPC methods whose REST answers take it,
 # and the paths (plain and per provider) where Envoy's own replies take it (services/common/envoy.py).
-ANTHROPIC_METHOD = "/switchboard.router.v1.RouterService/CreateMessage"
+ANTHROPIC_METHODS = frozenset(
+    {"/switchboard.router.v1.RouterService/CreateMessage", "/switchboard.router.v1.RouterService/CountMessageTokens"}
+)
 ANTHROPIC_PATH_REGEX = r"(/[^/?]+)?/v1/messages(/[^?]*)?([?].*)?"
 # HTTP status -> (Anthropic's status, Anthropic's error type); any other status is an api_error.
 ANTHROPIC_FACES: dict[int, tuple[int, str]] = {

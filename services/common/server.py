@@ -22,7 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
 from services.common.envoy import DESCRIPTOR, PUBLIC_SERVICES
-from services.common.errors import ANTHROPIC_METHOD, REST_CALL_KEY, ApiError, Code, internal_error, invalid_argument
+from services.common.errors import ANTHROPIC_METHODS, REST_CALL_KEY, ApiError, Code, internal_error, invalid_argument
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +86,8 @@ def _called_over_rest(context: grpc.aio.ServicerContext) -> bool:
 
 
 async def abort_with(context: grpc.aio.ServicerContext, error: ApiError, method: str = "") -> None:
-    """Ends the call with the error's status and trailers (Anthropic's shape on its method's REST route)."""
-    trailers = error.trailing_metadata(rest=_called_over_rest(context), anthropic=method == ANTHROPIC_METHOD)
+    """Ends the call with the error's status and trailers (Anthropic's shape on its methods' REST routes)."""
+    trailers = error.trailing_metadata(rest=_called_over_rest(context), anthropic=method in ANTHROPIC_METHODS)
     await context.abort(error.grpc_code, error.message, trailing_metadata=trailers)
 
 

@@ -6,7 +6,7 @@ input_schema, tool_choice, stop_sequences, max_tokens, sampling. Out: a message 
 or with "stream": true Anthropic's events (message_start, content_block_start,
 content_block_delta with text_delta or input_json_delta, content_block_stop,
 message_delta with the stop reason and usage, message_stop). Errors on this route are in
-Anthropic's shape (services/common/errors.py, ANTHROPIC_METHOD).
+Anthropic's shape (services/common/errors.py, ANTHROPIC_METHODS).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from services.common.errors import anthropic_error, invalid_argument
+from services.common.pricing import prompt_tokens_estimate
 from services.router import params
 from services.router.translation import (
     DONE,
@@ -51,6 +52,7 @@ CHECKS: dict[str, params.Check] = {
     "context_management": params.OBJECT,  # accepted, not acted on: the context is sent as it is
 }
 REQUIRED = ("model", "max_tokens", "messages")
+COUNT_REQUIRED = ("model", "messages")
 REFUSED = {
     "container": "code execution containers are not available",
     "mcp_servers": "Switchboard connects to no MCP servers; run your tools and send tool_result blocks",
@@ -178,6 +180,17 @@ def _tool_choice(choice: dict, payload: dict) -> None:
         )
     if choice.get("disable_parallel_tool_use") is True:
         payload["parallel_tool_calls"] = False
+
+
+def input_tokens(body: dict) -> bytes:
+    """Anthropic's token count answer for a Messages API body: the estimate the Router makes of
+    the translated chat request's prompt (services/common/pricing.py)."""
+    check_fields(body, CHECKS, REFUSED)
+    check(body, CHECKS, COUNT_REQUIRED)
+    chat: dict[str, Any] = {"messages": _messages(body.get("system"), body["messages"])}
+    if body.get("tools"):
+        chat["tools"] = _tools(body["tools"])
+    return orjson.dumps({"input_tokens": prompt_tokens_estimate(len(orjson.dumps(chat)))})
 
 
 def _usage(usage: Any) -> dict:

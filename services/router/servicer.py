@@ -33,13 +33,13 @@ from services.router.health import ProviderHealthMethods
 from services.router.key_limits import Grant, KeyLimits
 from services.router.ledger import Ledger
 from services.router.measurements import Measurements
-from services.router.messages_api import Messages
+from services.router.messages_api import Messages, input_tokens
 from services.router.responses_api import Responses
 from services.router.spending import Spending
 from services.router.task_formats import GENERATE, OPERATIONS, Bill, TaskCall, TaskInput, reservation
 from services.router.tasks import TaskMethods
 from services.router.timing import server_timing, timed
-from services.router.translation import Translation
+from services.router.translation import Translation, json_object
 from services.router.unit_prices import unit_price
 from services.router.upstream import CHAT_PATH, IMAGES_PATH, Opened, Upstreams, relay, rewrite
 from services.router.usage_bounds import believable
@@ -96,12 +96,7 @@ def hf_to_openai(request: router_pb.TextToImageRequest) -> httpbody_pb2.HttpBody
 def _json_payload(raw: bytes, task: str, translate: Callable[[dict], dict] | None = None) -> dict:
     """A chat or images body (another API's, translated to chat): a JSON object within its
     route's rules (params.py)."""
-    try:
-        payload = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise invalid_argument("INVALID_REQUEST", "the request body is not valid JSON") from None
-    if not isinstance(payload, dict):
-        raise invalid_argument("INVALID_REQUEST", "the request body must be a JSON object")
+    payload = json_object(raw)
     if translate is not None:
         payload = translate(payload)
     params.check_body(payload, *BODY_RULES[task])
@@ -528,6 +523,12 @@ class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServi
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
         async for body in self._translated(request, context, Messages()):
             yield body
+
+    async def CountMessageTokens(
+        self, request: router_pb.CountMessageTokensRequest, context: grpc.aio.ServicerContext
+    ) -> httpbody_pb2.HttpBody:
+        await self._caller(_headers(context))
+        return httpbody_pb2.HttpBody(content_type=JSON, data=input_tokens(json_object(request.body.data)))
 
     async def CreateCompletion(
         self, request: router_pb.CreateCompletionRequest, context: grpc.aio.ServicerContext

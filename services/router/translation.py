@@ -33,6 +33,17 @@ def new_id(prefix: str) -> str:
     return f"{prefix}{random.getrandbits(128):032x}"
 
 
+def json_object(raw: bytes) -> dict:
+    """A request body as a JSON object; 400 otherwise."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise invalid_argument("INVALID_REQUEST", "the request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise invalid_argument("INVALID_REQUEST", "the request body must be a JSON object")
+    return body
+
+
 def check_fields(body: dict, accepted: Collection[str], refused: Mapping[str, str]) -> None:
     """400 naming the first field that is unknown, or that asks for what is refused (a
     refused field passes when it is null, false or empty: it asks for nothing)."""

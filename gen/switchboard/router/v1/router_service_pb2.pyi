@@ -51,6 +51,16 @@ class CreateMessageRequest(_message.Message):
     beta: str
     def __init__(self, provider: _Optional[str] = ..., body: _Optional[_Union[_httpbody_pb2.HttpBody, _Mapping]] = ..., beta: _Optional[str] = ...) -> None: ...
 
+class CountMessageTokensRequest(_message.Message):
+    __slots__ = ("provider", "body", "beta")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    BETA_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    body: _httpbody_pb2.HttpBody
+    beta: str
+    def __init__(self, provider: _Optional[str] = ..., body: _Optional[_Union[_httpbody_pb2.HttpBody, _Mapping]] = ..., beta: _Optional[str] = ...) -> None: ...
+
 class CreateCompletionRequest(_message.Message):
     __slots__ = ("provider", "body")
     PROVIDER_FIELD_NUMBER: _ClassVar[int]

@@ -55,6 +55,11 @@ class RouterServiceStub:
                 request_serializer=switchboard_dot_router_dot_v1_dot_router__service__pb2.CreateMessageRequest.SerializeToString,
                 response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
                 _registered_method=True)
+        self.CountMessageTokens = channel.unary_unary(
+                '/switchboard.router.v1.RouterService/CountMessageTokens',
+                request_serializer=switchboard_dot_router_dot_v1_dot_router__service__pb2.CountMessageTokensRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
         self.CreateCompletion = channel.unary_stream(
                 '/switchboard.router.v1.RouterService/CreateCompletion',
                 request_serializer=switchboard_dot_router_dot_v1_dot_router__service__pb2.CreateCompletionRequest.SerializeToString,
@@ -155,6 +160,15 @@ class RouterServiceServicer:
         answer is a message object; with "stream": true, Anthropic's events
         (message_start, ..., message_stop). Errors in Anthropic's shape
         {"type": "error", "error": {"type", "message"}}.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CountMessageTokens(self, request, context):
+        """Anthropic's token count of a Messages API request ({"input_tokens": n}):
+        an estimate from the translated request's size, as the Router estimates
+        reservations; the provider is not asked. Errors in Anthropic's shape.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -290,6 +304,11 @@ def add_RouterServiceServicer_to_server(servicer, server):
             'CreateMessage': grpc.unary_stream_rpc_method_handler(
                     servicer.CreateMessage,
                     request_deserializer=switchboard_dot_router_dot_v1_dot_router__service__pb2.CreateMessageRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'CountMessageTokens': grpc.unary_unary_rpc_method_handler(
+                    servicer.CountMessageTokens,
+                    request_deserializer=switchboard_dot_router_dot_v1_dot_router__service__pb2.CountMessageTokensRequest.FromString,
                     response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
             ),
             'CreateCompletion': grpc.unary_stream_rpc_method_handler(
@@ -442,6 +461,33 @@ class RouterService:
             target,
             '/switchboard.router.v1.RouterService/CreateMessage',
             switchboard_dot_router_dot_v1_dot_router__service__pb2.CreateMessageRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CountMessageTokens(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.router.v1.RouterService/CountMessageTokens',
+            switchboard_dot_router_dot_v1_dot_router__service__pb2.CountMessageTokensRequest.SerializeToString,
             google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
             options,
             channel_credentials,

@@ -13,6 +13,7 @@ from services.common.logs import configure_logging
 from services.common.server import run
 from services.common.service import channel, run_service
 from services.common.telemetry import configure_tracing, watch_router
+from services.router.anonymous import AnonymousClients
 from services.router.breaker import Breakers
 from services.router.config import RouterSettings
 from services.router.directory import Directory
@@ -48,8 +49,9 @@ async def serve(settings: RouterSettings) -> None:
     await upstreams.start()
     watch_router(upstreams.breakers, ledger)
     servicer = RouterServicer(
-        directory, upstreams, spending, ledger, measurements, settings.hub_url, settings.anonymous_account
-    )
+        directory, upstreams, spending, ledger, measurements, settings.hub_url, settings.anonymous_account,
+        AnonymousClients(settings.anonymous_limits()),
+    )  # fmt: skip
     background = [asyncio.create_task(task) for task in (directory.watch(), ledger.run(), spending.watch())]
     registrations = [
         (

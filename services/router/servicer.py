@@ -7,7 +7,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import aclosing
+from contextlib import AbstractContextManager, aclosing, nullcontext
 from dataclasses import dataclass, field, replace
 
 import aiohttp
@@ -27,6 +27,7 @@ from services.common.pricing import estimate_nano_usd, prompt_tokens_estimate
 from services.common.providers import CAPABILITY_FIELDS
 from services.common.telemetry import TRACEPARENT, InferenceMeasure
 from services.router import params, selection
+from services.router.anonymous import AnonymousClients, AnonymousLimits, client_address
 from services.router.directory import Directory, ProviderEntry
 from services.router.health import ProviderHealthMethods
 from services.router.ledger import Ledger
@@ -58,6 +59,12 @@ def _headers(context: grpc.aio.ServicerContext) -> dict[str, str]:
         if name in ("authorization", "x-hf-bill-to", TRACEPARENT):
             found[name] = value if isinstance(value, str) else value.decode()
     return found
+
+
+def _client(context: grpc.aio.ServicerContext) -> str:
+    """The address an anonymous call is counted against (services/router/anonymous.py)."""
+    forwarded = next((v for k, v in context.invocation_metadata() or () if k == "x-forwarded-for"), "")
+    return client_address(forwarded if isinstance(forwarded, str) else "", context.peer() or "")
 
 
 def hf_to_openai(request: router_pb.TextToImageRequest) -> httpbody_pb2.HttpBody:
@@ -147,9 +154,11 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
         measurements: Measurements,
         hub_url: str,
         anonymous_account: str = "",
+        anonymous_clients: AnonymousClients | None = None,
     ) -> None:
         self.directory = directory
         self.anonymous_account = anonymous_account
+        self.anonymous_clients = anonymous_clients or AnonymousClients(AnonymousLimits())
         self.upstreams = upstreams
         self.spending = spending
         self.ledger = ledger
@@ -166,6 +175,12 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
             return ANONYMOUS, self.anonymous_account
         caller = await self.directory.authenticate(parse_bearer(authorization))
         return caller, caller.user or OPERATOR_ACCOUNT
+
+    def _anonymous_call(self, context: grpc.aio.ServicerContext) -> AbstractContextManager:
+        """For a call billed to the anonymous account, its client's slot for the call (anonymous.py)."""
+        if self.anonymous_account and not _headers(context).get("authorization"):
+            return self.anonymous_clients.admitted(_client(context))
+        return nullcontext()
 
     async def _caller(self, headers: dict[str, str]) -> tuple[internal_pb.Caller, str]:
         caller, account = await self._identified(headers.get("authorization"))
@@ -263,6 +278,9 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
         if not request.provider:  # resolved in the catalog: a bounded label
             measure.model = model
         estimate = self._estimate(task, payload, len(raw), routes[0])
+        if caller is ANONYMOUS:
+            param = "n" if task == TEXT_TO_IMAGE else "max_tokens"
+            self.anonymous_clients.reserve(_client(context), estimate, param)
         call = Call(
             str(uuid.uuid4()), task, caller, account, model, payload, len(raw), routes, estimate, started, measure,
             headers.get(TRACEPARENT, ""), fit.left_out,
@@ -377,7 +395,7 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
     async def CreateChatCompletion(
         self, request: router_pb.CreateChatCompletionRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
-        with InferenceMeasure(OPERATIONS[CHAT]) as measure:
+        with InferenceMeasure(OPERATIONS[CHAT]) as measure, self._anonymous_call(context):
             async with aclosing(self._chat(request, context, measure)) as bodies:  # closed in this task
                 async for body in bodies:
                     yield body
@@ -434,7 +452,7 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
         body_of: Callable[[Opened], bytes],
     ) -> bytes:
         """An images answer's body for the caller, billed and headed once `body_of` made it."""
-        with InferenceMeasure(OPERATIONS[TEXT_TO_IMAGE]) as measure:
+        with InferenceMeasure(OPERATIONS[TEXT_TO_IMAGE]) as measure, self._anonymous_call(context):
             call = await self._prepare(TEXT_TO_IMAGE, request, context, measure)
             opened = await self._open(call, IMAGES_PATH, False, context)
             try:

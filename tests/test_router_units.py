@@ -22,7 +22,7 @@ from services.router.directory import ProviderEntry
 from services.router.ledger import Ledger
 from services.router.measurements import Measurements
 from services.router.upstream import DONE, Usage, provider_error, sse_event
-from services.router.usage_bounds import MAX_CONTEXT_TOKENS, believable
+from services.router.usage_bounds import MAX_CONTEXT_TOKENS, believable, believed_images
 
 
 def entry(name: str, rank: int = 0, prices: dict[str, Price] | None = None) -> ProviderEntry:
@@ -247,3 +247,9 @@ def test_a_bucket_refills_with_time_and_says_how_long_to_wait() -> None:
     bucket = Bucket(capacity=10, period=60)
     assert [bucket.take(4, 0.0) for _ in range(3)] == [0.0, 0.0, pytest.approx(12.0)]  # 2 left, 4 wanted: 2 more
     assert bucket.take(4, 12.0) == 0.0
+
+
+@given(answered=st.integers(0, 10_000), asked=st.one_of(st.none(), st.integers(1, 10)))
+def test_images_are_billed_at_most_as_many_as_asked_for(answered: int, asked: int | None) -> None:
+    payload = {} if asked is None else {"n": asked}
+    assert believed_images(answered, payload, "p") == min(answered, asked or 1)

@@ -34,7 +34,7 @@ from services.router.ledger import Ledger
 from services.router.measurements import Measurements
 from services.router.spending import Spending
 from services.router.upstream import CHAT_PATH, IMAGES_PATH, Opened, Upstreams, relay, rewrite
-from services.router.usage_bounds import believable
+from services.router.usage_bounds import believable, believed_images
 
 log = logging.getLogger(__name__)
 
@@ -352,6 +352,7 @@ class RouterServicer(ProviderHealthMethods, router_grpc.RouterServiceServicer):
         """Measures the answer and hands its ledger record to the background sender."""
         ended = time.monotonic()
         route = opened.route
+        images = believed_images(images, call.payload, route.provider.id)
         input_tokens, output_tokens, estimate = self._usage(call, opened, images)
         tokens = output_tokens or opened.usage.chunks
         self.measurements.observe(

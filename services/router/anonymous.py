@@ -39,20 +39,17 @@ class AnonymousLimits:
     per_hour_nano_usd: int = 100_000_000  # $0.10
 
 
-@dataclass
 class Bucket:
-    """A token bucket: `capacity` tokens, refilled at `capacity` per `period` seconds."""
+    """A token bucket: `capacity` tokens, refilled at `capacity` per `period` seconds; full at first."""
 
-    capacity: float
-    period: float
-    level: float = -1.0
-    updated: float = 0.0
+    def __init__(self, capacity: float, period: float) -> None:
+        self.capacity, self.period = capacity, period
+        self.level, self.updated = capacity, None
 
     def take(self, amount: float, now: float) -> float:
         """Takes `amount` and answers 0, or takes nothing and answers the seconds until it could."""
-        if self.level < 0:
-            self.level = self.capacity
-        self.level = min(self.capacity, self.level + (now - self.updated) * self.capacity / self.period)
+        if self.updated is not None:
+            self.level = min(self.capacity, self.level + (now - self.updated) * self.capacity / self.period)
         self.updated = now
         if amount <= self.level:
             self.level -= amount

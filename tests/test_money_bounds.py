@@ -11,10 +11,12 @@ import json
 import sqlite3
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from postgres import postgres_cluster
 from test_money_identity import wait_for
 from upstream_helpers import JsonHandler, serving
 
@@ -53,11 +55,10 @@ class UsageEcho(JsonHandler):
         self.send(200, body, "text/event-stream")
 
 
-@pytest.fixture(scope="module")
-def world(make_stack) -> Iterator[tuple[object, str, str, str]]:
+@contextmanager
+def usage_world(sb) -> Iterator[tuple[object, str, str, str]]:
     """(stack, caller's token, caller, model) with a priced provider model of known context, and
     a priced image model (`model` + "-image")."""
-    sb = make_stack()
     with serving(UsageEcho) as url:
         api = AdminApi(sb.base_url, sb.admin_token)
         tag = uuid.uuid4().hex[:8]
@@ -75,6 +76,20 @@ def world(make_stack) -> Iterator[tuple[object, str, str, str]]:
                      "status": "live"}]  # fmt: skip
         api.add_mappings(provider, mappings)
         yield sb, api.new_token(user), user, model
+
+
+@pytest.fixture(scope="module")
+def world(make_stack) -> Iterator[tuple[object, str, str, str]]:
+    with usage_world(make_stack()) as built:
+        yield built
+
+
+@pytest.fixture(scope="module")
+def pg_world(make_stack) -> Iterator[tuple[object, str, str, str]]:
+    """The same world on a stack whose databases are PostgreSQL."""
+    with postgres_cluster() as url, usage_world(make_stack(SWITCHBOARD_DATABASE_URL=url)) as built:
+        yield built
+        built[0].stack.stop()
 
 
 COUNT = st.one_of(
@@ -172,3 +187,27 @@ def test_images_are_billed_at_most_as_many_as_asked_for(world, answered: int, as
     request_id = answer.headers["x-request-id"]
     wait_for(lambda: ledger_row(sb, request_id) is not None, "the record")
     assert ledger_row(sb, request_id)[2] == 1_000_000 * min(answered, asked)
+
+
+def test_absurd_usage_leaves_the_reports_and_the_total_whole_on_postgres(pg_world) -> None:
+    """Absurd and believable reports mixed, on PostgreSQL: the reports answer, and the running month
+    total equals what the usage report sums from the ledger rows."""
+    sb, token, user, model = pg_world
+    counts = [(1, INT64_MAX), (2**63, 1), (3, 7), ("1e30", -1)]
+    reports = [{"prompt_tokens": prompt, "completion_tokens": completion} for prompt, completion in counts]
+    with sb.http(token) as http:
+        for usage in reports * 2:
+            body = {"model": model, "messages": [{"role": "user", "content": json.dumps(usage)}]}
+            assert http.post("/v1/chat/completions", json=body).status_code == 200
+
+    def month() -> dict:
+        with sb.admin() as admin:
+            answer = admin.get("/v1/billing/usage", params={"account": user})
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    wait_for(lambda: month().get("requests") == len(reports) * 2, "every record")
+    report = month()
+    account = reports_answer(sb, user)
+    assert int(account["spentNanoUsdExact"]) == int(report["settledNanoUsdExact"]) + int(report["pendingNanoUsdExact"])
+    assert int(account["spentNanoUsdExact"]) < 10**9  # the fallback's estimates, not $9.2 billion each

@@ -211,3 +211,15 @@ def test_absurd_usage_leaves_the_reports_and_the_total_whole_on_postgres(pg_worl
     account = reports_answer(sb, user)
     assert int(account["spentNanoUsdExact"]) == int(report["settledNanoUsdExact"]) + int(report["pendingNanoUsdExact"])
     assert int(account["spentNanoUsdExact"]) < 10**9  # the fallback's estimates, not $9.2 billion each
+
+
+@settings(max_examples=30, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(year=st.integers(0, 9999), month=st.integers(0, 13))
+def test_a_usage_report_of_any_period_answers_200_or_400(world, year: int, month: int) -> None:
+    sb, _, user, _ = world
+    for period in (f"{year:04d}-{month:02d}", "9999-12", "0000-01"):
+        with sb.admin() as admin:
+            answer = admin.get("/v1/billing/usage", params={"account": user, "period": period})
+        assert answer.status_code in (200, 400), (period, answer.text)
+        if answer.status_code == 400:
+            assert answer.json()["error"]["code"] == "invalid_period"

@@ -11,10 +11,12 @@ import json
 import sqlite3
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from postgres import postgres_cluster
 from test_money_identity import wait_for
 from upstream_helpers import JsonHandler, serving
 
@@ -25,6 +27,7 @@ from services.router.usage_bounds import MAX_CONTEXT_TOKENS
 pytestmark = pytest.mark.slow
 
 PRICE = {"providerModel": "upstream-model", "requestNanoUsd": 1_000, "inputTokenNanoUsd": 10, "outputTokenNanoUsd": 20}
+IMAGE_PRICE = {"providerModel": "upstream-image", "imageNanoUsd": 1_000_000}
 MAX_TOKENS = 50
 CONTEXT = 4_000  # the mapping's context length
 WORDS = ("one", " two", " three")
@@ -35,6 +38,10 @@ class UsageEcho(JsonHandler):
 
     def do_POST(self) -> None:
         request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if self.path.endswith("/images/generations"):  # as many images as the prompt says
+            images = [{"b64_json": "iVBORw0KGgo="}] * int(request["prompt"])
+            self.send(200, json.dumps({"created": 1, "data": images}).encode())
+            return
         usage = json.loads(request["messages"][-1]["content"])
         answer = {"id": "c1", "object": "chat.completion", "model": "upstream-model"}
         if not request.get("stream"):
@@ -48,24 +55,41 @@ class UsageEcho(JsonHandler):
         self.send(200, body, "text/event-stream")
 
 
-@pytest.fixture(scope="module")
-def world(make_stack) -> Iterator[tuple[object, str, str, str]]:
-    """(stack, caller's token, caller, model) with a priced provider model of known context."""
-    sb = make_stack()
+@contextmanager
+def usage_world(sb) -> Iterator[tuple[object, str, str, str]]:
+    """(stack, caller's token, caller, model) with a priced provider model of known context, and
+    a priced image model (`model` + "-image")."""
     with serving(UsageEcho) as url:
         api = AdminApi(sb.base_url, sb.admin_token)
         tag = uuid.uuid4().hex[:8]
         org, user, model, provider = f"org-{tag}", f"user-{tag}", f"org-{tag}/chat", f"echo-{tag}"
         api.ensure_member(org, user)
-        entry = {"id": model, "pipeline_tag": "text-generation", "tags": ["conversational"]}
-        api.call("POST", "/admin/v1/models:batchUpsert", {"models": [entry]})
+        entries = [{"id": model, "pipeline_tag": "text-generation", "tags": ["conversational"]},
+                   {"id": f"{model}-image", "pipeline_tag": "text-to-image", "tags": ["text-to-image"]}]  # fmt: skip
+        api.call("POST", "/admin/v1/models:batchUpsert", {"models": entries})
         api.ensure_provider({"id": provider, "org": org, "base_url": url, "api_key": "sk-" + uuid.uuid4().hex,
-                             "tasks": ["conversational"]})  # fmt: skip
-        api.call("PUT", f"/admin/v1/providers/{provider}/prices", {"prices": [PRICE]})
-        mapping = {"task": "conversational", "hfModel": model, "providerModel": "upstream-model", "status": "live",
-                   "contextLength": CONTEXT}  # fmt: skip
-        api.add_mappings(provider, [mapping])
+                             "tasks": ["conversational", "text-to-image"]})  # fmt: skip
+        api.call("PUT", f"/admin/v1/providers/{provider}/prices", {"prices": [PRICE, IMAGE_PRICE]})
+        mappings = [{"task": "conversational", "hfModel": model, "providerModel": "upstream-model", "status": "live",
+                     "contextLength": CONTEXT},
+                    {"task": "text-to-image", "hfModel": f"{model}-image", "providerModel": "upstream-image",
+                     "status": "live"}]  # fmt: skip
+        api.add_mappings(provider, mappings)
         yield sb, api.new_token(user), user, model
+
+
+@pytest.fixture(scope="module")
+def world(make_stack) -> Iterator[tuple[object, str, str, str]]:
+    with usage_world(make_stack()) as built:
+        yield built
+
+
+@pytest.fixture(scope="module")
+def pg_world(make_stack) -> Iterator[tuple[object, str, str, str]]:
+    """The same world on a stack whose databases are PostgreSQL."""
+    with postgres_cluster() as url, usage_world(make_stack(SWITCHBOARD_DATABASE_URL=url)) as built:
+        yield built
+        built[0].stack.stop()
 
 
 COUNT = st.one_of(
@@ -149,3 +173,53 @@ def test_absurd_usage_on_many_records_leaves_the_reports_and_the_total_whole(wor
     assert all(ledger_row(sb, i)[2] < 10**9 for i in ids)  # the fallback estimate, not $9.2 billion
     account = reports_answer(sb, user)
     assert int(account["spentNanoUsdExact"]) == recount(sb, user)
+
+
+@settings(max_examples=8, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(answered=st.integers(1, 60), asked=st.integers(1, 10))
+def test_images_are_billed_at_most_as_many_as_asked_for(world, answered: int, asked: int) -> None:
+    sb, token, _, model = world
+    with sb.http(token) as http:
+        answer = http.post(
+            "/v1/images/generations", json={"model": f"{model}-image", "prompt": str(answered), "n": asked}
+        )
+    assert answer.status_code == 200, answer.text
+    request_id = answer.headers["x-request-id"]
+    wait_for(lambda: ledger_row(sb, request_id) is not None, "the record")
+    assert ledger_row(sb, request_id)[2] == 1_000_000 * min(answered, asked)
+
+
+def test_absurd_usage_leaves_the_reports_and_the_total_whole_on_postgres(pg_world) -> None:
+    """Absurd and believable reports mixed, on PostgreSQL: the reports answer, and the running month
+    total equals what the usage report sums from the ledger rows."""
+    sb, token, user, model = pg_world
+    counts = [(1, INT64_MAX), (2**63, 1), (3, 7), ("1e30", -1)]
+    reports = [{"prompt_tokens": prompt, "completion_tokens": completion} for prompt, completion in counts]
+    with sb.http(token) as http:
+        for usage in reports * 2:
+            body = {"model": model, "messages": [{"role": "user", "content": json.dumps(usage)}]}
+            assert http.post("/v1/chat/completions", json=body).status_code == 200
+
+    def month() -> dict:
+        with sb.admin() as admin:
+            answer = admin.get("/v1/billing/usage", params={"account": user})
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    wait_for(lambda: month().get("requests") == len(reports) * 2, "every record")
+    report = month()
+    account = reports_answer(sb, user)
+    assert int(account["spentNanoUsdExact"]) == int(report["settledNanoUsdExact"]) + int(report["pendingNanoUsdExact"])
+    assert int(account["spentNanoUsdExact"]) < 10**9  # the fallback's estimates, not $9.2 billion each
+
+
+@settings(max_examples=30, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(year=st.integers(0, 9999), month=st.integers(0, 13))
+def test_a_usage_report_of_any_period_answers_200_or_400(world, year: int, month: int) -> None:
+    sb, _, user, _ = world
+    for period in (f"{year:04d}-{month:02d}", "9999-12", "0000-01"):
+        with sb.admin() as admin:
+            answer = admin.get("/v1/billing/usage", params={"account": user, "period": period})
+        assert answer.status_code in (200, 400), (period, answer.text)
+        if answer.status_code == 400:
+            assert answer.json()["error"]["code"] == "invalid_period"

@@ -16,12 +16,13 @@ from services.common.pricing import Price
 from services.common.secrets import Redactor
 from services.launcher import free_port
 from services.router import selection
+from services.router.anonymous import Bucket, client_address
 from services.router.breaker import Breakers
 from services.router.directory import ProviderEntry
 from services.router.ledger import Ledger
 from services.router.measurements import Measurements
 from services.router.upstream import DONE, Usage, provider_error, sse_event
-from services.router.usage_bounds import MAX_CONTEXT_TOKENS, believable
+from services.router.usage_bounds import MAX_CONTEXT_TOKENS, believable, believed_images
 
 
 def entry(name: str, rank: int = 0, prices: dict[str, Price] | None = None) -> ProviderEntry:
@@ -227,3 +228,28 @@ async def test_ledger_records_survive_a_router_crash_before_their_flush(tmp_path
     batches = [billing_pb.RecordRequestsRequest.FromString(f.read_bytes()) for f in sorted(tmp_path.glob("*.batch"))]
     assert [r.request_id for b in batches for r in b.records] == ["c0", "c1", "c2", "c3"]
     assert list(tmp_path.glob("*.sealed")) == []
+
+
+@given(forged=st.lists(st.ip_addresses().map(str), max_size=3), peer=st.ip_addresses(v=4).map(str))
+def test_an_anonymous_client_is_the_address_envoy_appended_last(forged: list[str], peer: str) -> None:
+    assert client_address(", ".join([*forged, peer]), "ipv4:10.9.9.9:4000") == peer
+    assert client_address("", f"ipv4:{peer}:4000") == peer
+
+
+def test_an_ipv6_client_counts_as_its_64() -> None:
+    assert (
+        client_address("2001:db8:1:2:3:4:5:6", "") == client_address("2001:db8:1:2:ffff::1", "") == "2001:db8:1:2::/64"
+    )
+    assert client_address("", "ipv6:[2001:db8::7]:443") == "2001:db8::/64"
+
+
+def test_a_bucket_refills_with_time_and_says_how_long_to_wait() -> None:
+    bucket = Bucket(capacity=10, period=60)
+    assert [bucket.take(4, 0.0) for _ in range(3)] == [0.0, 0.0, pytest.approx(12.0)]  # 2 left, 4 wanted: 2 more
+    assert bucket.take(4, 12.0) == 0.0
+
+
+@given(answered=st.integers(0, 10_000), asked=st.one_of(st.none(), st.integers(1, 10)))
+def test_images_are_billed_at_most_as_many_as_asked_for(answered: int, asked: int | None) -> None:
+    payload = {} if asked is None else {"n": asked}
+    assert believed_images(answered, payload, "p") == min(answered, asked or 1)

@@ -14,6 +14,7 @@ import pytest
 from aiohttp import web
 from test_billing_helpers import serving_in_thread
 from test_money_identity import ledger_rows, wait_for
+from test_money_invariants import MockProvider
 
 from services.demo import AdminApi
 
@@ -23,12 +24,8 @@ CALLERS = 40
 EVENTS = 30
 
 
-class SlowStream:
-    """A provider whose chat streams send an event every few milliseconds."""
-
-    def __init__(self) -> None:
-        self.url = ""
-        self._runner: web.AppRunner | None = None
+class SlowStream(MockProvider):
+    """A provider whose chat streams send an event every few milliseconds (at /<tag>/<p>/v1/...)."""
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         await request.read()
@@ -45,20 +42,6 @@ class SlowStream:
             pass
         return response
 
-    async def __aenter__(self) -> SlowStream:
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._runner is not None
-        await self._runner.cleanup()
-
 
 @pytest.fixture(scope="module")
 def world(make_stack) -> Iterator[tuple[object, str, str, str]]:
@@ -70,7 +53,7 @@ def world(make_stack) -> Iterator[tuple[object, str, str, str]]:
         api.ensure_member(org, user)
         entry = {"id": model, "pipeline_tag": "text-generation", "tags": ["conversational"]}
         api.call("POST", "/admin/v1/models:batchUpsert", {"models": [entry]})
-        api.ensure_provider({"id": f"slow-{tag}", "org": org, "base_url": provider.url, "api_key": "sk-slow",
+        api.ensure_provider({"id": f"slow-{tag}", "org": org, "base_url": f"{provider.url}/t/p", "api_key": "sk-slow",
                              "tasks": ["conversational"]})  # fmt: skip
         api.add_mappings(f"slow-{tag}", [{"task": "conversational", "hfModel": model,
                                           "providerModel": "m", "status": "live"}])  # fmt: skip

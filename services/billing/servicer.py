@@ -111,10 +111,20 @@ def parse_period(period: str) -> tuple[str, datetime, datetime]:
     if not period:
         period = datetime.now(UTC).strftime("%Y-%m")
     match = PERIOD.match(period)
-    if not match:
-        raise invalid_argument("INVALID_PERIOD", f"period must be YYYY-MM, got '{period[:40]}'", "period")
-    start, end = ledger.month_bounds(datetime(int(match[1]), int(match[2]), 1, tzinfo=UTC))
-    return period, start, end
+    bounds = _month_bounds(int(match[1]), int(match[2])) if match else None
+    if bounds is None:
+        raise invalid_argument(
+            "INVALID_PERIOD", f"period must be a month YYYY-MM from 0001-01 to 9999-11, got '{period[:40]}'", "period"
+        )
+    return period, *bounds
+
+
+def _month_bounds(year: int, month: int) -> tuple[datetime, datetime] | None:
+    """The month's bounds; None for year 0 and for 9999-12 (whose end is beyond what a datetime holds)."""
+    try:
+        return ledger.month_bounds(datetime(year, month, 1, tzinfo=UTC))
+    except ValueError:
+        return None
 
 
 def money(**amounts: int) -> dict[str, float | int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from services.common.config import ServiceSettings
+from services.router.anonymous import AnonymousLimits
 
 # A user or org name (services/registry/validation.py NAME), or nothing.
 ACCOUNT_NAME = r"^([A-Za-z0-9][A-Za-z0-9._-]{0,95})?$"
@@ -45,3 +46,19 @@ class RouterSettings(ServiceSettings):
         description="bill inference calls without an Authorization header to this user or org; off when "
         "empty. Unsafe on a port others can reach: anyone there spends this account's money",
     )
+    anonymous_max_concurrent: int = Field(2, ge=1, description="anonymous calls in flight per client address")
+    anonymous_requests_per_minute: int = Field(20, ge=1, description="anonymous calls a minute per client address")
+    anonymous_max_reservation_nano_usd: int = Field(
+        20_000_000, ge=1, description="largest reservation (estimate) of one anonymous call, nano-USD"
+    )
+    anonymous_spend_per_hour_nano_usd: int = Field(
+        100_000_000, ge=1, description="estimates an hour one client address may spend anonymously, nano-USD"
+    )
+
+    def anonymous_limits(self) -> AnonymousLimits:
+        return AnonymousLimits(
+            self.anonymous_max_concurrent,
+            self.anonymous_requests_per_minute,
+            self.anonymous_max_reservation_nano_usd,
+            self.anonymous_spend_per_hour_nano_usd,
+        )

@@ -14,6 +14,7 @@ from services.common.logs import configure_logging
 from services.common.server import run
 from services.common.service import channel, run_service
 from services.common.telemetry import configure_tracing, watch_router
+from services.router.anonymous import AnonymousClients
 from services.router.breaker import Breakers
 from services.router.config import RouterSettings
 from services.router.directory import Directory
@@ -52,6 +53,7 @@ async def serve(settings: RouterSettings) -> None:
     servicer = RouterServicer(
         directory, upstreams, spending, ledger, measurements, settings.hub_url, settings.anonymous_account,
         KeyLimits(counters),
+        AnonymousClients(settings.anonymous_limits()),
     )  # fmt: skip
     background = [asyncio.create_task(task) for task in (directory.watch(), ledger.run(), spending.watch())]
     registrations = [

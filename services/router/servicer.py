@@ -7,7 +7,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import aclosing
+from contextlib import AbstractContextManager, aclosing, nullcontext
 from dataclasses import dataclass, field
 
 import grpc
@@ -27,6 +27,7 @@ from services.common.pricing import estimate_nano_usd, prompt_tokens_estimate
 from services.common.providers import CAPABILITY_FIELDS
 from services.common.telemetry import TRACEPARENT, InferenceMeasure
 from services.router import params, selection
+from services.router.anonymous import AnonymousClients, AnonymousLimits, client_address
 from services.router.completions_api import Completions
 from services.router.directory import Directory, ProviderEntry
 from services.router.health import ProviderHealthMethods
@@ -42,7 +43,7 @@ from services.router.timing import server_timing, timed
 from services.router.translation import Translation, json_object
 from services.router.unit_prices import unit_price
 from services.router.upstream import CHAT_PATH, IMAGES_PATH, Opened, Upstreams, relay, rewrite
-from services.router.usage_bounds import believable
+from services.router.usage_bounds import believable, believed_images
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,12 @@ def _headers(context: grpc.aio.ServicerContext) -> dict[str, str]:
 
 def _credential(headers: dict[str, str]) -> str | None:
     return credential(headers.get("authorization"), headers.get(API_KEY_HEADER))
+
+
+def _client(context: grpc.aio.ServicerContext) -> str:
+    """The address an anonymous call is counted against (services/router/anonymous.py)."""
+    forwarded = next((v for k, v in context.invocation_metadata() or () if k == "x-forwarded-for"), "")
+    return client_address(forwarded if isinstance(forwarded, str) else "", context.peer() or "")
 
 
 def hf_to_openai(request: router_pb.TextToImageRequest) -> httpbody_pb2.HttpBody:
@@ -179,10 +186,12 @@ class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServi
         hub_url: str,
         anonymous_account: str = "",
         key_limits: KeyLimits | None = None,
+        anonymous_clients: AnonymousClients | None = None,
     ) -> None:
         self.directory = directory
         self.key_limits = key_limits or KeyLimits(MemoryCounters())
         self.anonymous_account = anonymous_account
+        self.anonymous_clients = anonymous_clients or AnonymousClients(AnonymousLimits())
         self.upstreams = upstreams
         self.spending = spending
         self.ledger = ledger
@@ -212,6 +221,14 @@ class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServi
         if caller is None:
             return ANONYMOUS, self.anonymous_account
         return caller, caller.user or OPERATOR_ACCOUNT
+
+    def _anonymous_call(self, context: grpc.aio.ServicerContext) -> AbstractContextManager:
+        """For a call that may be billed to the anonymous account (it carries no key shaped like a
+        Switchboard token), its client's slot for the call (anonymous.py)."""
+        key = _credential(_headers(context))
+        if self.anonymous_account and not (key and key.startswith(TOKEN_PREFIXES)):
+            return self.anonymous_clients.admitted(_client(context))
+        return nullcontext()
 
     async def _caller(self, headers: dict[str, str]) -> tuple[internal_pb.Caller, str]:
         caller, account = await self._identified(headers)
@@ -324,6 +341,9 @@ class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServi
             estimate = self._estimate(task, payload, len(raw), routes[0])
         else:
             estimate = reservation(value).estimate(routes[0].provider.prices.get(routes[0].provider_model), task)
+        if caller is ANONYMOUS:
+            param = "n" if task == TEXT_TO_IMAGE else "max_tokens" if value is None else "inputs"
+            self.anonymous_clients.reserve(_client(context), estimate, param)
         call = Call(
             str(uuid.uuid4()), task, caller, account, model, payload, len(raw), routes, estimate, started, measure,
             headers.get(TRACEPARENT, ""), fit.left_out, task_call=TaskCall(value) if value else None,
@@ -411,6 +431,7 @@ class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServi
             input_tokens, output_tokens, images = bill.input_tokens, bill.output_tokens, bill.images
             estimate = bill.estimate(route.provider.prices.get(route.provider_model), call.task)
         else:
+            images = believed_images(images, call.payload, route.provider.id)
             input_tokens, output_tokens, estimate = self._usage(call, opened, images)
         tokens = output_tokens or opened.usage.chunks
         self.measurements.observe(
@@ -459,7 +480,7 @@ class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServi
     async def CreateChatCompletion(
         self, request: router_pb.CreateChatCompletionRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
-        with InferenceMeasure(OPERATIONS[CHAT]) as measure:
+        with InferenceMeasure(OPERATIONS[CHAT]) as measure, self._anonymous_call(context):
             try:
                 async with aclosing(self._chat(request, context, measure)) as bodies:  # closed in this task
                     async for body in bodies:
@@ -507,7 +528,7 @@ class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServi
         """Another API's call served as a chat completion: the same checks, selection, failover
         and billing; the answer in that API's shape."""
         chat = router_pb.CreateChatCompletionRequest(provider=request.provider, body=request.body)
-        with InferenceMeasure(OPERATIONS[CHAT]) as measure:
+        with InferenceMeasure(OPERATIONS[CHAT]) as measure, self._anonymous_call(context):
             async with aclosing(self._chat(chat, context, measure, translation.chat_payload)) as bodies:
                 async for body in translation.answer(bodies):
                     yield body
@@ -557,7 +578,7 @@ class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServi
         body_of: Callable[[Opened], bytes],
     ) -> bytes:
         """An images answer's body for the caller, billed and headed once `body_of` made it."""
-        with InferenceMeasure(OPERATIONS[TEXT_TO_IMAGE]) as measure:
+        with InferenceMeasure(OPERATIONS[TEXT_TO_IMAGE]) as measure, self._anonymous_call(context):
             try:
                 call = await self._prepare(TEXT_TO_IMAGE, request, context, measure)
                 opened = await self._open(call, IMAGES_PATH, False, context)

@@ -72,7 +72,7 @@ class TaskMethods:
         self, task: str, request, context: grpc.aio.ServicerContext, task_input: Callable[[], TaskInput]
     ) -> Answer:
         """A unary task answer in the caller's shape, headed and billed once it is made."""
-        with InferenceMeasure(OPERATIONS.get(task, GENERATE)) as measure:
+        with InferenceMeasure(OPERATIONS.get(task, GENERATE)) as measure, self._anonymous_call(context):
             call = await self._prepare(task, request, context, measure, task_input)
             opened = await self._open(call, "", False, context)
             try:
@@ -108,7 +108,7 @@ class TaskMethods:
         self, request: router_pb.CreateSpeechRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
         task = "text-to-speech"
-        with InferenceMeasure(OPERATIONS.get(task, GENERATE)) as measure:
+        with InferenceMeasure(OPERATIONS.get(task, GENERATE)) as measure, self._anonymous_call(context):
             value = lambda: task_formats.speech_input(_task(task), request.body.data)  # noqa: E731
             call = await self._prepare(task, request, context, measure, value)
             opened = await self._open(call, "", True, context)

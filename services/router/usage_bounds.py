@@ -5,6 +5,7 @@ A provider's usage is a number it chose to send. Counts that are not integers wi
 request allowed (max_completion_tokens / max_tokens, times the choices `n`, within the
 context) cannot be true: the request is billed as if the provider had reported no usage
 (README "Usage of streams"; docs/money.md), and the provider is logged at most once a minute.
+Likewise an images answer is billed for at most the `n` images asked for (1 by default).
 """
 
 from __future__ import annotations
@@ -48,3 +49,13 @@ def believable(usage: Usage, payload: dict, candidate: internal_pb.Candidate, pr
         most_output_tokens=most_output,
     )
     return False
+
+
+def believed_images(images: int, payload: dict, provider: str) -> int:
+    """The images billed: those answered, but never more than the request asked for."""
+    asked = payload.get("n") if isinstance(payload.get("n"), int) and payload.get("n") > 0 else 1
+    if images <= asked:
+        return images
+    _disbelieved.warning("a provider answered more images than asked for; billed as asked", provider=provider,
+                         most_images=asked)  # fmt: skip
+    return asked

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 WINDOW_MS = 60_000.0  # the rates are per minute
 EXPIRY_SLACK_MS = 1_000  # a key outlives its last use by this much
-STORE_TIMEOUT_SECONDS = 0.25
+STORE_TIMEOUT_SECONDS = 0.5
 MAX_MEMORY_KEYS = 100_000  # the in-process store prunes spent keys beyond this
 MAX_QUEUED_USAGE = 100_000  # usage records waiting for Redis; beyond, they are dropped (and counted)
 
@@ -274,6 +274,6 @@ class RedisCounters:
         await self._redis.aclose()
 
 
-def counters_from_url(url: str) -> Counters:
+def counters_from_url(url: str, timeout_s: float = STORE_TIMEOUT_SECONDS) -> Counters:
     """The store a Router is configured with: Redis for a redis:// URL, else this process's memory."""
-    return RedisCounters(url) if url else MemoryCounters()
+    return RedisCounters(url, timeout_s) if url else MemoryCounters()

@@ -22,7 +22,7 @@ from services.registry import token_limits
 from services.registry.admin import membership_messages
 from services.registry.state import RegistryState
 from services.registry.storage import MembershipRow, OrgRow, TokenRow
-from services.registry.tokens import issue_token, revoke_token, tokens_after
+from services.registry.tokens import issue_token, revoke_token, tokens_after, update_token_limits
 from services.registry.validation import shown
 
 TOKENS_LISTING = "tokens"
@@ -99,6 +99,12 @@ class AccountServicer(account_grpc.AccountServiceServicer):
         limits = request.limits if request.HasField("limits") else None
         row, token = await issue_token(self.state, user, request.name, limits)
         return account_pb.CreateMyApiTokenResponse(api_token=api_token_message(row), token=token)
+
+    async def UpdateMyApiToken(
+        self, request: account_pb.UpdateMyApiTokenRequest, context: grpc.aio.ServicerContext
+    ) -> account_pb.ApiToken:
+        row = await update_token_limits(self.state, await self._user(context), request.name, request.limits)
+        return api_token_message(row)
 
     async def DeleteMyApiToken(
         self, request: account_pb.DeleteMyApiTokenRequest, context: grpc.aio.ServicerContext

@@ -46,6 +46,24 @@ async def revoke_token(state: RegistryState, user: str, name: str) -> None:
     )
 
 
+async def update_token_limits(state: RegistryState, user: str, name: str, limits: admin_pb.ApiTokenLimits) -> TokenRow:
+    """Replaces the limits of the user's token of that name (404 when there is none); every
+    service's cached caller of the user is dropped by the change notice."""
+    stored = token_limits.stored(token_limits.checked(limits))
+
+    def update(session: Session) -> TokenRow:
+        row = session.exec(select(TokenRow).where(TokenRow.user == user, TokenRow.name == name)).first()
+        if row is None:
+            raise not_found("TOKEN_NOT_FOUND", f"user {shown(user)} has no token named {shown(name)}")
+        row.limits = stored
+        session.add(row)
+        session.flush()
+        session.refresh(row)
+        return row
+
+    return await state.write(update, internal_pb.CHANGE_KIND_IDENTITY, user)
+
+
 def tokens_after(session: Session, user: str, after: str, size: int) -> list[TokenRow]:
     """A keyset page of the user's tokens by name: up to size + 1 after `after`."""
     query = select(TokenRow).where(TokenRow.user == user, TokenRow.name > after).order_by(TokenRow.name)

@@ -110,8 +110,8 @@ class Grant:
 
 @dataclass
 class _Plan:
-    """A token's limits as admission reads them, worked out once per token (its limits never
-    change: new limits are a new token) and per budget period."""
+    """A token's limits as admission reads them, worked out once per token and its limits (an
+    update comes as a new Caller from the Registry) and per budget period."""
 
     expiry: float | None
     allowed: frozenset[str]
@@ -119,17 +119,19 @@ class _Plan:
     period: str
     prefix: str  # of the token's counters' keys
     budget_ttl_s: int
+    source: bytes  # the limits it was worked out from
     period_end: float = 0.0  # the current budget period's key holds until then
     keys: CounterKeys | None = None
+    caller: internal_pb.Caller | None = None  # the last Caller seen with these limits
 
     @classmethod
-    def of(cls, caller: internal_pb.Caller) -> _Plan:
+    def of(cls, caller: internal_pb.Caller, source: bytes) -> _Plan:
         own = caller.limits
         expiry = own.expire_time.seconds + own.expire_time.nanos / 1e9 if own.HasField("expire_time") else None
         limits = Limits(own.requests_per_minute, own.tokens_per_minute, own.budget_nano_usd)
         ttl = period_seconds(own.budget_period) + PERIOD_SLACK_SECONDS
         prefix = f"sb:key:{caller.token_id}"
-        return cls(expiry, frozenset(own.allowed_models), limits, own.budget_period, prefix, ttl)
+        return cls(expiry, frozenset(own.allowed_models), limits, own.budget_period, prefix, ttl, source)
 
     def keys_at(self, now: float) -> CounterKeys:
         """The counters' keys; the budget's names the period `now` is in."""
@@ -156,10 +158,14 @@ class KeyLimits:
 
     def _plan(self, caller: internal_pb.Caller) -> _Plan:
         plan = self._plans.get(caller.token_id)
-        if plan is None:
+        if plan is not None and plan.caller is caller:  # the Directory's cached Caller: unchanged
+            return plan
+        source = caller.limits.SerializeToString(deterministic=True)
+        if plan is None or plan.source != source:
             if len(self._plans) >= MAX_PLANS:
                 self._plans.clear()
-            plan = self._plans[caller.token_id] = _Plan.of(caller)
+            plan = self._plans[caller.token_id] = _Plan.of(caller, source)
+        plan.caller = caller
         return plan
 
     async def admit(self, caller: internal_pb.Caller, model: str) -> Grant | None:

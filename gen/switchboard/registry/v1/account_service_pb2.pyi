@@ -81,6 +81,14 @@ class CreateMyApiTokenResponse(_message.Message):
     token: str
     def __init__(self, api_token: _Optional[_Union[ApiToken, _Mapping]] = ..., token: _Optional[str] = ...) -> None: ...
 
+class UpdateMyApiTokenRequest(_message.Message):
+    __slots__ = ("name", "limits")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    limits: _admin_service_pb2.ApiTokenLimits
+    def __init__(self, name: _Optional[str] = ..., limits: _Optional[_Union[_admin_service_pb2.ApiTokenLimits, _Mapping]] = ...) -> None: ...
+
 class DeleteMyApiTokenRequest(_message.Message):
     __slots__ = ("name",)
     NAME_FIELD_NUMBER: _ClassVar[int]

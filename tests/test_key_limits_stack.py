@@ -218,3 +218,26 @@ def test_new_limits_of_a_key_hold_on_both_replicas_within_a_second(lab) -> None:
     for replica in REPLICAS:
         while (code := lab.replica_code(replica, token)) != grpc.StatusCode.OK:
             assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and time.monotonic() < deadline, (replica, code)
+
+
+def test_an_org_admins_token_for_the_org_bills_the_org_and_others_may_not_make_one(lab) -> None:
+    org, admin, reader = unique("org"), unique("admin"), unique("reader")
+    lab.api.call("POST", "/admin/v1/orgs", {"name": org})
+    for user, role in ((admin, "admin"), (reader, "read")):
+        lab.api.call("POST", "/admin/v1/users", {"name": user})
+        lab.api.call("PUT", f"/admin/v1/orgs/{org}/members/{user}", {"role": role})
+    own = {user: lab.api.new_token(user) for user in (admin, reader)}
+    body = {"name": "shared", "limits": {"requestsPerMinute": 100}}
+    with httpx.Client(base_url=lab.base_url, headers={"Authorization": f"Bearer {own[reader]}"}) as http:
+        assert http.post(f"/v1/orgs/{org}/tokens", json=body).status_code == 403
+    with httpx.Client(base_url=lab.base_url, headers={"Authorization": f"Bearer {own[admin]}"}) as http:
+        created = http.post(f"/v1/orgs/{org}/tokens", json=body).json()
+        listed = {t["name"]: t for t in http.get("/v1/me/tokens").json()["apiTokens"]}
+    assert created["apiToken"]["account"] == org and listed["shared"]["account"] == org
+    answer = lab.chat(created["token"])
+    assert answer.status_code == 200 and answer.headers["x-ratelimit-limit-requests"] == "100"
+    deadline = time.monotonic() + 30  # the Router's ledger spool sends the record in the background
+    while lab.api.call("GET", f"/v1/billing/usage?account={org}").get("requests", 0) != 1:
+        assert time.monotonic() < deadline, "the org was not billed"
+        time.sleep(0.1)
+    assert lab.api.call("GET", f"/v1/billing/usage?account={admin}").get("requests", 0) == 0

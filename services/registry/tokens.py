@@ -22,16 +22,22 @@ TOKEN_SUFFIX_CHARS = 4
 
 
 async def issue_token(
-    state: RegistryState, user: str, name: str, limits: admin_pb.ApiTokenLimits | None = None
+    state: RegistryState,
+    user: str,
+    name: str,
+    limits: admin_pb.ApiTokenLimits | None = None,
+    account: str | None = None,
 ) -> tuple[TokenRow, str]:
-    """Creates a token named `name` for `user` with its own limits, if any (409 when the user
-    has one of that name): its row and its secret."""
+    """Creates a token named `name` for `user` with its own limits, if any, billing `account`
+    (an org; None: the user) by default (409 when the user has one of that name): its row and
+    its secret."""
     check_name(name, "name")
     stored = token_limits.stored(token_limits.checked(limits)) if limits is not None else None
     token = new_token()
     row = TokenRow(
-        user=user, name=name, token_hash=hash_token(token), suffix=token[-TOKEN_SUFFIX_CHARS:], limits=stored
-    )
+        user=user, name=name, token_hash=hash_token(token), suffix=token[-TOKEN_SUFFIX_CHARS:], limits=stored,
+        account=account,
+    )  # fmt: skip
     conflict = f"user {shown(user)} already has a token named {shown(name)}"
     await state.write(lambda s: store.insert(s, row), internal_pb.CHANGE_KIND_IDENTITY, user, conflict)
     return row, token
@@ -75,7 +81,7 @@ def token_id(token_hash: str) -> str:
     return token_hash[:24]
 
 
-def limits_of(session: Session, token_hash: str) -> admin_pb.ApiTokenLimits | None:
-    """The token's own limits; None when it has none (or is gone)."""
-    text = session.exec(select(TokenRow.limits).where(TokenRow.token_hash == token_hash)).first()
-    return token_limits.loaded(text)
+def limits_of(session: Session, token_hash: str) -> tuple[admin_pb.ApiTokenLimits | None, str]:
+    """The token's own limits (None when it has none, or is gone) and the org it bills ("": its user)."""
+    row = session.exec(select(TokenRow.limits, TokenRow.account).where(TokenRow.token_hash == token_hash)).first()
+    return (token_limits.loaded(row[0]), row[1] or "") if row else (None, "")

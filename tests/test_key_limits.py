@@ -5,7 +5,6 @@ The two-replica stack test is tests/test_key_limits_stack.py."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 
@@ -17,7 +16,7 @@ from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 from services.common.counters import MemoryCounters, RedisCounters
 from services.common.errors import ApiError
 from services.router import key_limits
-from services.router.key_limits import KeyLimits, duration, period_start
+from services.router.key_limits import KeyLimits, duration, next_period_start, period_start
 
 pytestmark = pytest.mark.slow  # starts redis-server
 
@@ -82,10 +81,10 @@ async def test_tokens_per_minute_refuse_once_the_minutes_tokens_are_used(store) 
     grant = await limits.admit(who, "org/m")
     assert dict(grant.headers())["x-ratelimit-remaining-tokens"] == "1000"
     limits.settle(grant, 999, 0)
-    await asyncio.gather(*limits._settling)
+    await limits.counters.flush()
     grant = await limits.admit(who, "org/m")  # 1 token left: a request may start
     limits.settle(grant, 500, 0)  # and overshoot by what it used (the in-flight bound)
-    await asyncio.gather(*limits._settling)
+    await limits.counters.flush()
     error = await refusal(limits, who)
     assert error.http_status == 429 and "1000 tokens per minute" in error.message
     assert 29 <= int(error.headers["retry-after"]) <= 31  # 500 tokens over: half a minute
@@ -97,7 +96,7 @@ async def test_a_budget_is_spent_then_refused_with_402_then_reset_at_the_period_
     who = caller(fresh_id(), budget_nano_usd=1_000, budget_period="daily")
     for _ in range(2):
         limits.settle(await limits.admit(who, "org/m"), 10, 600)
-        await asyncio.gather(*limits._settling)
+        await limits.counters.flush()
     error = await refusal(limits, who)
     assert (error.http_status, error.code) == (402, "insufficient_quota") and "1000 nano-USD" in error.message
     clock.now += 1  # Monday 00:00:00 UTC: a new day, and a new ISO week
@@ -105,7 +104,7 @@ async def test_a_budget_is_spent_then_refused_with_402_then_reset_at_the_period_
     weekly = caller(fresh_id(), budget_nano_usd=1, budget_period="weekly")
     clock.now = SUNDAY_EVENING - 6 * 86_400  # the Monday before
     limits.settle(await limits.admit(weekly, "org/m"), 0, 1)
-    await asyncio.gather(*limits._settling)
+    await limits.counters.flush()
     clock.now = SUNDAY_EVENING  # the same week: still spent
     assert (await refusal(limits, weekly)).http_status == 402
 
@@ -154,4 +153,7 @@ def test_periods_start_on_utc_days_iso_weeks_and_months() -> None:
     assert period_start("daily", now) == datetime(2026, 12, 6, tzinfo=UTC)
     assert period_start("weekly", now) == datetime(2026, 11, 30, tzinfo=UTC)
     assert period_start("monthly", now) == datetime(2026, 12, 1, tzinfo=UTC)
+    assert next_period_start("monthly", datetime(2026, 12, 1, tzinfo=UTC)) == datetime(2027, 1, 1, tzinfo=UTC)
+    assert next_period_start("monthly", datetime(2026, 11, 1, tzinfo=UTC)) == datetime(2026, 12, 1, tzinfo=UTC)
+    assert next_period_start("weekly", datetime(2026, 11, 30, tzinfo=UTC)) == datetime(2026, 12, 7, tzinfo=UTC)
     assert [duration(ms) for ms in (250, 6000, 60_000, 61_500)] == ["250ms", "6s", "1m0s", "1m2s"]

@@ -87,7 +87,12 @@ def lab(tmp_path_factory) -> Iterator[Lab]:
         port = free_port()
         provider_port = free_port()
         provider_url = f"http://127.0.0.1:{provider_port}"
-        environment = {"SWITCHBOARD_PROBES_ENABLED": "false", "SWITCHBOARD_COUNTER_STORE_URL": redis.url}
+        environment = {
+            "SWITCHBOARD_PROBES_ENABLED": "false",
+            "SWITCHBOARD_COUNTER_STORE_URL": redis.url,
+            # A busy test machine must not pass for a store outage (which lets rates through uncounted).
+            "SWITCHBOARD_COUNTER_STORE_TIMEOUT_SECONDS": "10",
+        }
         options = UpOptions(port, tmp_path_factory.mktemp("stack"), "", demo=False, router_replicas=2,
                             environment=environment)  # fmt: skip
         stack, admin_token, _ = start_stack(options)
@@ -117,12 +122,18 @@ def lab(tmp_path_factory) -> Iterator[Lab]:
 def test_three_times_the_rate_across_both_replicas_serves_exactly_the_limit(lab) -> None:
     token = lab.token(requestsPerMinute=REQUESTS_PER_MINUTE, tokensPerMinute=10_000_000)
     before = lab.served_by_replica()
+    started = time.monotonic()
     with ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(lambda _: lab.chat(token), range(3 * REQUESTS_PER_MINUTE)))
+    lasted = time.monotonic() - started
     after = lab.served_by_replica()
     assert all(after[name] > before[name] for name in REPLICAS), (before, after)  # both replicas answered
     statuses = sorted(a.status_code for a in answers)
-    assert statuses.count(200) == REQUESTS_PER_MINUTE and statuses.count(429) == 2 * REQUESTS_PER_MINUTE, statuses
+    # The limit at once, plus the one request the rate frees every 60/N s while the burst lasts
+    # (none when it lasts under 5 s; a loaded machine can stretch it); nothing for requests in flight.
+    freed = int(lasted * REQUESTS_PER_MINUTE / 60)
+    assert REQUESTS_PER_MINUTE <= statuses.count(200) <= REQUESTS_PER_MINUTE + freed, (statuses, lasted)
+    assert statuses.count(200) + statuses.count(429) == len(statuses), statuses
     for answer in answers:
         if answer.status_code == 429:
             assert answer.json()["error"]["code"] == "rate_limit_exceeded"
@@ -132,8 +143,9 @@ def test_three_times_the_rate_across_both_replicas_serves_exactly_the_limit(lab)
         else:
             assert answer.headers["x-ratelimit-limit-tokens"] == "10000000"
             assert int(answer.headers["x-ratelimit-remaining-requests"]) < REQUESTS_PER_MINUTE
-    refused = lab.chat(token)
-    assert refused.status_code == 429
+    while (refused := lab.chat(token)).status_code == 200:  # a request the rate freed since
+        pass
+    assert refused.status_code == 429, refused.text
     time.sleep(int(refused.headers["retry-after"]))  # what Retry-After promises: then one more is served
     assert lab.chat(token).status_code == 200
 
@@ -185,3 +197,47 @@ def test_with_the_store_stopped_rates_fail_open_and_budgets_fail_closed(lab) -> 
     while (answer := lab.chat(budgeted)).status_code != 200:
         assert answer.status_code == 503 and time.monotonic() < deadline, answer.text
         time.sleep(0.1)
+
+
+def test_new_limits_of_a_key_hold_on_both_replicas_within_a_second(lab) -> None:
+    name = unique("t")
+    body = {"name": name, "limits": {"requestsPerMinute": 1000}}
+    token = lab.api.call("POST", f"/admin/v1/users/{lab.user}/tokens", body)["token"]
+    for replica in REPLICAS:
+        assert lab.replica_code(replica, token) == grpc.StatusCode.OK
+    updated = lab.api.call("PATCH", f"/admin/v1/users/{lab.user}/tokens/{name}", {"requestsPerMinute": 1})
+    assert updated["limits"]["requestsPerMinute"] == 1
+    deadline = time.monotonic() + REFUSAL_DEADLINE_SECONDS
+    for replica in REPLICAS:  # one request a minute now: at most one more passes
+        while (code := lab.replica_code(replica, token)) != grpc.StatusCode.RESOURCE_EXHAUSTED:
+            assert code == grpc.StatusCode.OK and time.monotonic() < deadline, (replica, code)
+    with httpx.Client(base_url=lab.base_url, headers={"Authorization": f"Bearer {token}"}) as http:
+        cleared = http.patch(f"/v1/me/tokens/{name}", json={})  # the owner lifts them
+    assert cleared.status_code == 200 and not cleared.json().get("limits"), cleared.text
+    deadline = time.monotonic() + REFUSAL_DEADLINE_SECONDS
+    for replica in REPLICAS:
+        while (code := lab.replica_code(replica, token)) != grpc.StatusCode.OK:
+            assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and time.monotonic() < deadline, (replica, code)
+
+
+def test_an_org_admins_token_for_the_org_bills_the_org_and_others_may_not_make_one(lab) -> None:
+    org, admin, reader = unique("org"), unique("admin"), unique("reader")
+    lab.api.call("POST", "/admin/v1/orgs", {"name": org})
+    for user, role in ((admin, "admin"), (reader, "read")):
+        lab.api.call("POST", "/admin/v1/users", {"name": user})
+        lab.api.call("PUT", f"/admin/v1/orgs/{org}/members/{user}", {"role": role})
+    own = {user: lab.api.new_token(user) for user in (admin, reader)}
+    body = {"name": "shared", "limits": {"requestsPerMinute": 100}}
+    with httpx.Client(base_url=lab.base_url, headers={"Authorization": f"Bearer {own[reader]}"}) as http:
+        assert http.post(f"/v1/orgs/{org}/tokens", json=body).status_code == 403
+    with httpx.Client(base_url=lab.base_url, headers={"Authorization": f"Bearer {own[admin]}"}) as http:
+        created = http.post(f"/v1/orgs/{org}/tokens", json=body).json()
+        listed = {t["name"]: t for t in http.get("/v1/me/tokens").json()["apiTokens"]}
+    assert created["apiToken"]["account"] == org and listed["shared"]["account"] == org
+    answer = lab.chat(created["token"])
+    assert answer.status_code == 200 and answer.headers["x-ratelimit-limit-requests"] == "100"
+    deadline = time.monotonic() + 30  # the Router's ledger spool sends the record in the background
+    while lab.api.call("GET", f"/v1/billing/usage?account={org}").get("requests", 0) != 1:
+        assert time.monotonic() < deadline, "the org was not billed"
+        time.sleep(0.1)
+    assert lab.api.call("GET", f"/v1/billing/usage?account={admin}").get("requests", 0) == 0

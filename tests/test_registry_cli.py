@@ -118,6 +118,13 @@ def test_tokens_carry_their_limits_from_the_cli_and_the_api_and_refuse_bad_ones(
         assert answer.status_code == 400, (key, answer.text)
         assert key in answer.json()["error"]["message"] or key in (answer.json()["error"]["param"] or ""), answer.text
     assert no_period.status_code == 400 and "budgetPeriod" in no_period.json()["error"]["message"]
+    updated = json.loads(cli(stack, "tokens", "update", user, "ci", "--tokens-per-minute", "7").stdout)
+    assert {k: v for k, v in updated["limits"].items() if v not in (0, "0", "", [])} == {"tokensPerMinute": "7"}
+    with stack.http(token) as http:
+        listed = http.get("/v1/me/tokens").json()["apiTokens"][0]["limits"]
+        assert {k: v for k, v in listed.items() if v not in (0, "0", "", [])} == {"tokensPerMinute": "7"}
+        assert http.patch("/v1/me/tokens/nope", json={}).status_code == 404
+        assert http.patch("/v1/me/tokens/ci", json={"budgetPeriod": "daily"}).status_code == 400
 
 
 def test_cli_sets_how_a_provider_is_called_per_task(stack) -> None:

@@ -4,13 +4,13 @@ keys (services/router/key_limits.py; docs/api-keys.md).
 Two stores with one behaviour: `MemoryCounters` (one process; the default, nothing to run)
 and `RedisCounters` (every replica on one Redis; SWITCHBOARD_COUNTER_STORE_URL). One call
 admits a request (`admit`: budget and tokens checked, a request taken) and one records what
-it used (`settle`), each a single atomic step (a Lua script on Redis), so concurrent replicas
+it used (`record`, sent in the background), each a single atomic step (a Lua script on Redis), so concurrent replicas
 never both take the last request of a minute.
 
 Rates are GCRA (the generic cell rate algorithm): a limit of N per minute lets N through at
 once, then one each 60/N seconds; a key's state is one number, its theoretical arrival time
 (TAT). Requests are taken when admitted; tokens are only known after the answer, so they are
-added by `settle` and admission refuses while the minute's tokens are used up: the overshoot
+added by `record` and admission refuses while the minute's tokens are used up: the overshoot
 is at most the tokens of the requests in flight when the limit was reached. Redis's clock
 (TIME) decides the rates, so replicas' clocks need not agree.
 """
@@ -18,15 +18,21 @@ is at most the tokens of the requests in flight when the limit was reached. Redi
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+log = logging.getLogger(__name__)
+
 WINDOW_MS = 60_000.0  # the rates are per minute
 EXPIRY_SLACK_MS = 1_000  # a key outlives its last use by this much
-STORE_TIMEOUT_SECONDS = 0.25
+STORE_TIMEOUT_SECONDS = 0.5
 MAX_MEMORY_KEYS = 100_000  # the in-process store prunes spent keys beyond this
+MAX_QUEUED_USAGE = 100_000  # usage records waiting for Redis; beyond, they are dropped (and counted)
 
 # Why admit refused: the request outcome codes `Admission.refused` holds.
 REQUESTS, TOKENS, BUDGET = "requests", "tokens", "budget"
@@ -68,10 +74,25 @@ class Admission:
     spent_nano_usd: int = 0
 
 
+@dataclass(frozen=True)
+class Usage:
+    """What one answered request used, to add to its key's counters."""
+
+    keys: CounterKeys
+    tokens_per_minute: int
+    tokens: int
+    spent_nano_usd: int
+    budget_ttl_s: int
+
+
 class Counters(Protocol):
     async def admit(self, keys: CounterKeys, limits: Limits) -> Admission: ...
 
-    async def settle(self, keys: CounterKeys, tokens_per_minute: int, tokens: int, spent: int, ttl_s: int) -> None: ...
+    def record(self, usage: Usage) -> None:
+        """Adds the usage now or soon, off the answer's path; never raises."""
+
+    async def flush(self) -> None:
+        """Returns once every usage recorded so far is counted (or lost)."""
 
     async def close(self) -> None: ...
 
@@ -116,14 +137,18 @@ class MemoryCounters:
             requests_left, requests_reset = int((WINDOW_MS - (tat - now)) / step), tat - now
         return Admission("", 0.0, requests_left, requests_reset, tokens_left, tokens_reset, spent)
 
-    async def settle(self, keys: CounterKeys, tokens_per_minute: int, tokens: int, spent: int, ttl_s: int) -> None:
-        now = self._now()
-        if tokens_per_minute and tokens > 0:
-            tat = max(self._rates.get(keys.tokens, now), now) + tokens * _step(tokens_per_minute)
+    def record(self, usage: Usage) -> None:
+        now, keys = self._now(), usage.keys
+        if usage.tokens_per_minute and usage.tokens > 0:
+            tat = max(self._rates.get(keys.tokens, now), now) + usage.tokens * _step(usage.tokens_per_minute)
             self._set_rate(keys.tokens, tat, now)
-        if spent > 0:
+        if usage.spent_nano_usd > 0:
             total, expires = self._sums.get(keys.budget, (0, 0.0))
-            self._sums[keys.budget] = ((total if expires > now else 0) + spent, now + ttl_s * 1000)
+            self._sums[keys.budget] = ((total if expires > now else 0) + usage.spent_nano_usd,
+                                       now + usage.budget_ttl_s * 1000)  # fmt: skip
+
+    async def flush(self) -> None:
+        return None
 
     def _set_rate(self, key: str, tat: float, now: float) -> None:
         if len(self._rates) >= MAX_MEMORY_KEYS:  # TATs in the past say nothing: drop them
@@ -196,6 +221,9 @@ class RedisCounters:
         self._timeout = timeout_s
         self._admit = self._redis.register_script(ADMIT_SCRIPT)
         self._settle = self._redis.register_script(SETTLE_SCRIPT)
+        self._queue: deque[Usage] = deque()
+        self._sender: asyncio.Task | None = None
+        self.lost = 0  # usage records dropped because the store was away (or the queue full)
 
     async def _run(self, script, keys: list[str], args: list) -> list:
         try:
@@ -215,14 +243,37 @@ class RedisCounters:
         refused, retry, *rest = await self._run(self._admit, [keys.requests, keys.tokens, keys.budget], args)
         return Admission(REFUSALS.get(int(refused), ""), float(retry), *(int(n) for n in rest))
 
-    async def settle(self, keys: CounterKeys, tokens_per_minute: int, tokens: int, spent: int, ttl_s: int) -> None:
-        args = [tokens_per_minute, tokens, spent, ttl_s, WINDOW_MS, EXPIRY_SLACK_MS]
-        await self._run(self._settle, [keys.tokens, keys.budget], args)
+    def record(self, usage: Usage) -> None:
+        """Queued and sent by one background task, in order; lost (and counted) when the store is away."""
+        if len(self._queue) >= MAX_QUEUED_USAGE:
+            self.lost += 1
+            return
+        self._queue.append(usage)
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.create_task(self._send())
+
+    async def _send(self) -> None:
+        while self._queue:
+            usage = self._queue.popleft()
+            args = [usage.tokens_per_minute, usage.tokens, usage.spent_nano_usd, usage.budget_ttl_s, WINDOW_MS,
+                    EXPIRY_SLACK_MS]  # fmt: skip
+            try:
+                await self._run(self._settle, [usage.keys.tokens, usage.keys.budget], args)
+            except StoreUnavailable as exc:
+                self.lost += 1 + len(self._queue)
+                self._queue.clear()
+                log.warning("counter store unavailable: usage not counted", extra={"error": str(exc)})
+
+    async def flush(self) -> None:
+        if self._sender is not None:
+            await self._sender
 
     async def close(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.flush(), self._timeout * 4)
         await self._redis.aclose()
 
 
-def counters_from_url(url: str) -> Counters:
+def counters_from_url(url: str, timeout_s: float = STORE_TIMEOUT_SECONDS) -> Counters:
     """The store a Router is configured with: Redis for a redis:// URL, else this process's memory."""
-    return RedisCounters(url) if url else MemoryCounters()
+    return RedisCounters(url, timeout_s) if url else MemoryCounters()

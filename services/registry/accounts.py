@@ -22,7 +22,7 @@ from services.registry import token_limits
 from services.registry.admin import membership_messages
 from services.registry.state import RegistryState
 from services.registry.storage import MembershipRow, OrgRow, TokenRow
-from services.registry.tokens import issue_token, revoke_token, tokens_after
+from services.registry.tokens import issue_token, revoke_token, tokens_after, update_token_limits
 from services.registry.validation import shown
 
 TOKENS_LISTING = "tokens"
@@ -30,7 +30,9 @@ MEMBERS_LISTING = "members"
 
 
 def api_token_message(row: TokenRow) -> account_pb.ApiToken:
-    message = account_pb.ApiToken(name=row.name, suffix=row.suffix, limits=token_limits.loaded(row.limits))
+    message = account_pb.ApiToken(
+        name=row.name, suffix=row.suffix, limits=token_limits.loaded(row.limits), account=row.account or ""
+    )
     message.create_time.FromDatetime(row.create_time)
     return message
 
@@ -99,6 +101,23 @@ class AccountServicer(account_grpc.AccountServiceServicer):
         limits = request.limits if request.HasField("limits") else None
         row, token = await issue_token(self.state, user, request.name, limits)
         return account_pb.CreateMyApiTokenResponse(api_token=api_token_message(row), token=token)
+
+    async def CreateOrgApiToken(
+        self, request: account_pb.CreateOrgApiTokenRequest, context: grpc.aio.ServicerContext
+    ) -> account_pb.CreateMyApiTokenResponse:
+        user = await self._user(context)
+        if self.index.role(user, request.org) != "admin":
+            message = f"only the admins of org {shown(request.org)} may create its tokens"
+            raise permission_denied("ORG_ACCESS_DENIED", message)
+        limits = request.limits if request.HasField("limits") else None
+        row, token = await issue_token(self.state, user, request.name, limits, request.org)
+        return account_pb.CreateMyApiTokenResponse(api_token=api_token_message(row), token=token)
+
+    async def UpdateMyApiToken(
+        self, request: account_pb.UpdateMyApiTokenRequest, context: grpc.aio.ServicerContext
+    ) -> account_pb.ApiToken:
+        row = await update_token_limits(self.state, await self._user(context), request.name, request.limits)
+        return api_token_message(row)
 
     async def DeleteMyApiToken(
         self, request: account_pb.DeleteMyApiTokenRequest, context: grpc.aio.ServicerContext

@@ -20,7 +20,7 @@ from services.common.auth import require_admin
 from services.common.errors import ApiError, already_exists, invalid_argument, not_found
 from services.common.paging import key_after, next_page_token
 from services.common.providers import DEFAULT_REQUEST_ID_HEADER
-from services.registry import store
+from services.registry import store, token_limits
 from services.registry.prices import replace_prices
 from services.registry.state import RegistryState
 from services.registry.storage import (
@@ -32,7 +32,7 @@ from services.registry.storage import (
     TokenRow,
     UserRow,
 )
-from services.registry.tokens import issue_token, revoke_token
+from services.registry.tokens import issue_token, revoke_token, update_token_limits
 from services.registry.validation import (
     MAX_MODELS_PER_BATCH,
     MAX_PATH,
@@ -251,6 +251,13 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
         limits = request.limits if request.HasField("limits") else None
         row, token = await issue_token(self.state, request.user, request.name, limits)
         return admin_pb.CreateTokenResponse(name=row.name, token=token)
+
+    async def UpdateToken(
+        self, request: admin_pb.UpdateTokenRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb.UpdateTokenResponse:
+        self._admin(context)
+        row = await update_token_limits(self.state, request.user, request.name, request.limits)
+        return admin_pb.UpdateTokenResponse(name=row.name, limits=token_limits.loaded(row.limits))
 
     async def DeleteToken(self, request: admin_pb.DeleteTokenRequest, context: grpc.aio.ServicerContext) -> Empty:
         self._admin(context)

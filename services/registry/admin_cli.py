@@ -236,6 +236,17 @@ def add_admin_commands(commands: argparse._SubParsersAction) -> None:
             "name",
         )
     )
+    _add_token_limit_options(
+        sub(
+            tokens,
+            "update",
+            lambda c, a: c.call(
+                "PATCH", f"/admin/v1/users/{quote(a.user)}/tokens/{quote(a.name)}", token_body(a).get("limits", {})
+            ),
+            "user",
+            "name",
+        )
+    )
     sub(
         tokens,
         "revoke",

@@ -99,10 +99,10 @@ class InternalServicer(internal_grpc.InternalServiceServicer):
             admin_pb.Membership(org=org, user=user, role=role) for org, role in sorted(entry.memberships.items())
         ]
         digest = hash_token(request.token)
-        limits = await self.state.db.run(lambda session: limits_of(session, digest))
+        limits, account = await self.state.db.run(lambda session: limits_of(session, digest))
         return internal_pb.Caller(
             user=user, memberships=memberships, preferred_providers=entry.preferred_providers, limits=limits,
-            token_id=token_id(digest),
+            token_id=token_id(digest), account=account,
         )  # fmt: skip
 
     async def ResolveModel(

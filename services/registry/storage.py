@@ -69,6 +69,8 @@ class TokenRow(SQLModel, table=True):
     create_time: datetime = Field(default_factory=utcnow)
     # The token's own limits as ApiTokenLimits' proto3 JSON (services/registry/token_limits.py); None: none.
     limits: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # The org its calls bill (an org admin's token for the org); None: its user.
+    account: str | None = None
 
 
 class ProviderRow(SQLModel, table=True):

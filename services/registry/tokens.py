@@ -25,16 +25,22 @@ MAX_TOKENS_PER_USER = 100
 
 
 async def issue_token(
-    state: RegistryState, user: str, name: str, limits: admin_pb.ApiTokenLimits | None = None
+    state: RegistryState,
+    user: str,
+    name: str,
+    limits: admin_pb.ApiTokenLimits | None = None,
+    account: str | None = None,
 ) -> tuple[TokenRow, str]:
-    """Creates a token named `name` for `user` with its own limits, if any (409 when the user
-    has one of that name): its row and its secret."""
+    """Creates a token named `name` for `user` with its own limits, if any, billing `account`
+    (an org; None: the user) by default (409 when the user has one of that name): its row and
+    its secret."""
     check_name(name, "name")
     stored = token_limits.stored(token_limits.checked(limits)) if limits is not None else None
     token = new_token()
     row = TokenRow(
-        user=user, name=name, token_hash=hash_token(token), suffix=token[-TOKEN_SUFFIX_CHARS:], limits=stored
-    )
+        user=user, name=name, token_hash=hash_token(token), suffix=token[-TOKEN_SUFFIX_CHARS:], limits=stored,
+        account=account,
+    )  # fmt: skip
     conflict = f"user {shown(user)} already has a token named {shown(name)}"
     await state.write(lambda s: _insert_within_cap(s, row), internal_pb.CHANGE_KIND_IDENTITY, user, conflict)
     return row, token
@@ -64,6 +70,24 @@ async def revoke_token(state: RegistryState, user: str, name: str) -> None:
     )
 
 
+async def update_token_limits(state: RegistryState, user: str, name: str, limits: admin_pb.ApiTokenLimits) -> TokenRow:
+    """Replaces the limits of the user's token of that name (404 when there is none); every
+    service's cached caller of the user is dropped by the change notice."""
+    stored = token_limits.stored(token_limits.checked(limits))
+
+    def update(session: Session) -> TokenRow:
+        row = session.exec(select(TokenRow).where(TokenRow.user == user, TokenRow.name == name)).first()
+        if row is None:
+            raise not_found("TOKEN_NOT_FOUND", f"user {shown(user)} has no token named {shown(name)}")
+        row.limits = stored
+        session.add(row)
+        session.flush()
+        session.refresh(row)
+        return row
+
+    return await state.write(update, internal_pb.CHANGE_KIND_IDENTITY, user)
+
+
 def tokens_after(session: Session, user: str, after: str, size: int) -> list[TokenRow]:
     """A keyset page of the user's tokens by name: up to size + 1 after `after`."""
     query = select(TokenRow).where(TokenRow.user == user, TokenRow.name > after).order_by(TokenRow.name)
@@ -75,7 +99,7 @@ def token_id(token_hash: str) -> str:
     return token_hash[:24]
 
 
-def limits_of(session: Session, token_hash: str) -> admin_pb.ApiTokenLimits | None:
-    """The token's own limits; None when it has none (or is gone)."""
-    text = session.exec(select(TokenRow.limits).where(TokenRow.token_hash == token_hash)).first()
-    return token_limits.loaded(text)
+def limits_of(session: Session, token_hash: str) -> tuple[admin_pb.ApiTokenLimits | None, str]:
+    """The token's own limits (None when it has none, or is gone) and the org it bills ("": its user)."""
+    row = session.exec(select(TokenRow.limits, TokenRow.account).where(TokenRow.token_hash == token_hash)).first()
+    return (token_limits.loaded(row[0]), row[1] or "") if row else (None, "")

@@ -40,6 +40,9 @@ class RouterSettings(ServiceSettings):
         description="redis://host:port/db of the store every replica counts API keys' rate limits and budgets "
         "in (docs/api-keys.md); empty: this process's memory, right for a single replica",
     )
+    counter_store_timeout_seconds: float = Field(
+        0.5, description="deadline of one call to the counter store; past it, rate limits fail open, budgets closed"
+    )
     anonymous_account: str = Field(
         "",
         pattern=ACCOUNT_NAME,

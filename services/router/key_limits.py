@@ -15,7 +15,6 @@ not one per request.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import time
@@ -25,19 +24,30 @@ from datetime import UTC, datetime, timedelta
 
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 
-from services.common.counters import BUDGET, REQUESTS, Admission, CounterKeys, Counters, Limits, StoreUnavailable
+from services.common.counters import (
+    BUDGET,
+    REQUESTS,
+    Admission,
+    CounterKeys,
+    Counters,
+    Limits,
+    StoreUnavailable,
+    Usage,
+)
 from services.common.errors import ApiError, Code, permission_denied, unauthenticated, unavailable
 from services.common.telemetry import ROUTER, LoopCounter
 
 log = logging.getLogger(__name__)
 
 STORE_COOLDOWN_SECONDS = 1.0
+MAX_PLANS = 100_000  # tokens whose limits are worked out and kept; beyond, they are worked out again
+NO_LIMITS = Limits()
 PERIOD_SLACK_SECONDS = 86_400  # a budget's counter outlives its period by a day
 STORE_FAILURES = LoopCounter(
     ROUTER,
     "switchboard_router_key_limits_store_failures",
-    "API-key limit checks and records the counter store did not answer, by what the Router did: "
-    "served_uncounted (rates fail open), refused (budgets fail closed), settle_lost (usage not counted)",
+    "API-key limit checks the counter store did not answer, by what the Router did: "
+    "served_uncounted (rates fail open), refused (budgets fail closed)",
     ("outcome",),
 )
 
@@ -50,6 +60,13 @@ def period_start(period: str, now: datetime) -> datetime:
     if period == "monthly":
         return day.replace(day=1)
     return day
+
+
+def next_period_start(period: str, start: datetime) -> datetime:
+    """The start of the period after the one starting at `start`."""
+    if period == "monthly":
+        return start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
+    return start + timedelta(days=7 if period == "weekly" else 1)
 
 
 def period_seconds(period: str) -> int:
@@ -91,6 +108,45 @@ class Grant:
         return found
 
 
+@dataclass
+class _Plan:
+    """A token's limits as admission reads them, worked out once per token and its limits (an
+    update comes as a new Caller from the Registry) and per budget period."""
+
+    expiry: float | None
+    allowed: frozenset[str]
+    limits: Limits
+    period: str
+    prefix: str  # of the token's counters' keys
+    budget_ttl_s: int
+    source: bytes  # the limits it was worked out from
+    period_end: float = 0.0  # the current budget period's key holds until then
+    keys: CounterKeys | None = None
+    caller: internal_pb.Caller | None = None  # the last Caller seen with these limits
+
+    @classmethod
+    def of(cls, caller: internal_pb.Caller, source: bytes) -> _Plan:
+        own = caller.limits
+        expiry = own.expire_time.seconds + own.expire_time.nanos / 1e9 if own.HasField("expire_time") else None
+        limits = Limits(own.requests_per_minute, own.tokens_per_minute, own.budget_nano_usd)
+        ttl = period_seconds(own.budget_period) + PERIOD_SLACK_SECONDS
+        prefix = f"sb:key:{caller.token_id}"
+        return cls(expiry, frozenset(own.allowed_models), limits, own.budget_period, prefix, ttl, source)
+
+    def keys_at(self, now: float) -> CounterKeys:
+        """The counters' keys; the budget's names the period `now` is in."""
+        if self.keys is None or now >= self.period_end:
+            budget = ""
+            if self.limits.budget_nano_usd:
+                start = period_start(self.period, datetime.fromtimestamp(now, UTC))
+                self.period_end = next_period_start(self.period, start).timestamp()
+                budget = f"{self.prefix}:budget:{int(start.timestamp())}"
+            else:
+                self.period_end = float("inf")
+            self.keys = CounterKeys(f"{self.prefix}:rpm", f"{self.prefix}:tpm", budget)
+        return self.keys
+
+
 class KeyLimits:
     """Admits a key's requests against its limits and records what they used."""
 
@@ -98,34 +154,35 @@ class KeyLimits:
         self.counters = counters
         self.clock = clock
         self._down_until = 0.0
-        self._settling: set[asyncio.Task] = set()
+        self._plans: dict[str, _Plan] = {}
+
+    def _plan(self, caller: internal_pb.Caller) -> _Plan:
+        plan = self._plans.get(caller.token_id)
+        if plan is not None and plan.caller is caller:  # the Directory's cached Caller: unchanged
+            return plan
+        source = caller.limits.SerializeToString(deterministic=True)
+        if plan is None or plan.source != source:
+            if len(self._plans) >= MAX_PLANS:
+                self._plans.clear()
+            plan = self._plans[caller.token_id] = _Plan.of(caller, source)
+        plan.caller = caller
+        return plan
 
     async def admit(self, caller: internal_pb.Caller, model: str) -> Grant | None:
         """None for a key without counted limits; 401 expired, 403 model not allowed, 402 over
         budget, 429 over a rate (with Retry-After and x-ratelimit-* headers)."""
         if not caller.HasField("limits"):
             return None
-        own, now = caller.limits, self.clock()
-        if own.HasField("expire_time") and now >= own.expire_time.seconds + own.expire_time.nanos / 1e9:
+        plan, now = self._plan(caller), self.clock()
+        if plan.expiry is not None and now >= plan.expiry:
             raise unauthenticated("API_KEY_EXPIRED", "this API token has expired")
-        if (
-            own.allowed_models
-            and model not in own.allowed_models
-            and model.rpartition(":")[0] not in own.allowed_models
-        ):
+        if plan.allowed and model not in plan.allowed and model.rpartition(":")[0] not in plan.allowed:
             raise permission_denied("MODEL_NOT_ALLOWED", f"this API token may not call {model[:200]}", "model")
-        limits = Limits(own.requests_per_minute, own.tokens_per_minute, own.budget_nano_usd)
-        if limits == Limits():
+        if plan.limits == NO_LIMITS:
             return None
-        start = period_start(own.budget_period, datetime.fromtimestamp(now, UTC)) if own.budget_nano_usd else None
-        keys = CounterKeys(
-            f"sb:key:{caller.token_id}:rpm",
-            f"sb:key:{caller.token_id}:tpm",
-            f"sb:key:{caller.token_id}:budget:{int(start.timestamp()) if start else 0}",
-        )
-        ttl = period_seconds(own.budget_period) + PERIOD_SLACK_SECONDS
-        admission = await self._ask(keys, limits)
-        grant = Grant(keys, limits, ttl, admission)
+        keys = plan.keys_at(now)
+        admission = await self._ask(keys, plan.limits)
+        grant = Grant(keys, plan.limits, plan.budget_ttl_s, admission)
         if admission is not None and admission.refused:
             raise _refusal(grant, admission)
         return grant
@@ -147,24 +204,13 @@ class KeyLimits:
         return None
 
     def settle(self, grant: Grant | None, tokens: int, nano_usd: int) -> None:
-        """Records what an answered request used, off the answer's path."""
-        if (
-            grant is None
-            or grant.admission is None
-            or not (grant.limits.tokens_per_minute or grant.limits.budget_nano_usd)
-        ):
+        """Records what an answered request used (off the answer's path: lost when the store is away)."""
+        if grant is None or grant.admission is None:
             return
-        spent = nano_usd if grant.limits.budget_nano_usd else 0
-        task = asyncio.create_task(self._settle(grant, tokens, spent))
-        self._settling.add(task)
-        task.add_done_callback(self._settling.discard)
-
-    async def _settle(self, grant: Grant, tokens: int, spent: int) -> None:
-        try:
-            await self.counters.settle(grant.keys, grant.limits.tokens_per_minute, tokens, spent, grant.budget_ttl_s)
-        except StoreUnavailable as exc:
-            STORE_FAILURES.inc(labels=("settle_lost",))
-            log.warning("counter store unavailable: usage not counted", extra={"error": str(exc)})
+        limits = grant.limits
+        if limits.tokens_per_minute or limits.budget_nano_usd:
+            spent = nano_usd if limits.budget_nano_usd else 0
+            self.counters.record(Usage(grant.keys, limits.tokens_per_minute, tokens, spent, grant.budget_ttl_s))
 
 
 def _refusal(grant: Grant, admission: Admission) -> ApiError:

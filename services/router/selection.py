@@ -128,12 +128,9 @@ def _ids(preferences: dict, key: str, known: dict[str, ProviderEntry]) -> tuple[
 def _with_object(model: str, suffix: str, preferences: dict, known: dict[str, ProviderEntry]) -> Selection:
     """A Selection from a provider object (params.py checked its types), after its conflicts."""
     order, only, ignore = (_ids(preferences, key, known) for key in ("order", "only", "ignore"))
-    for (name, ids), (other, others) in (
-        (("order", order), ("ignore", ignore)),
-        (("only", only), ("ignore", ignore)),
-    ):
-        if both := [i for i in ids if i in others]:
-            raise conflict(f"provider.{name}", f"provider.{other}", f"{', '.join(both[:SHOWN_UNKNOWN])} in both")
+    for name, ids in (("order", order), ("only", only)):
+        if both := [i for i in ids if i in ignore]:
+            raise conflict(f"provider.{name}", "provider.ignore", f"{', '.join(both[:SHOWN_UNKNOWN])} in both")
     if only and (outside := [i for i in order if i not in only]):
         raise conflict("provider.order", "provider.only", f"{', '.join(outside[:SHOWN_UNKNOWN])} not in only")
     sort = preferences.get("sort")

@@ -49,7 +49,7 @@ async def serve(settings: RouterSettings) -> None:
         measurements,
     )
     watch_router(upstreams.breakers, ledger)
-    counters = counters_from_url(settings.counter_store_url)
+    counters = counters_from_url(settings.counter_store_url, settings.counter_store_timeout_seconds)
     servicer = RouterServicer(
         directory, upstreams, spending, ledger, measurements, settings.hub_url, settings.anonymous_account,
         KeyLimits(counters),

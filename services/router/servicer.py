@@ -232,7 +232,7 @@ class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServi
 
     async def _caller(self, headers: dict[str, str]) -> tuple[internal_pb.Caller, str]:
         caller, account = await self._identified(headers)
-        bill_to = headers.get("x-hf-bill-to", "").strip()
+        bill_to = headers.get("x-hf-bill-to", "").strip() or caller.account  # an org's token bills the org
         if not bill_to:
             return caller, account
         if not any(m.org == bill_to for m in caller.memberships):

@@ -29,7 +29,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from switchboard.registry.v1 import admin_service_pb2 as switchboard_dot_registry_dot_v1_dot_admin__service__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-switchboard/registry/v1/account_service.proto\x12\x17switchboard.registry.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a+switchboard/registry/v1/admin_service.proto\"\x0e\n\x0cGetMeRequest\"Q\n\x02Me\x12\x0c\n\x04user\x18\x01 \x01(\t\x12\r\n\x05\x61\x64min\x18\x02 \x01(\x08\x12.\n\x04orgs\x18\x03 \x03(\x0b\x32 .switchboard.registry.v1.OrgRole\":\n\x07OrgRole\x12\x0b\n\x03org\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x14\n\x0cprovider_ids\x18\x03 \x03(\t\"\x92\x01\n\x08\x41piToken\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06suffix\x18\x02 \x01(\t\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x06limits\x18\x04 \x01(\x0b\x32\'.switchboard.registry.v1.ApiTokenLimits\"?\n\x16ListMyApiTokensRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"i\n\x17ListMyApiTokensResponse\x12\x35\n\napi_tokens\x18\x01 \x03(\x0b\x32!.switchboard.registry.v1.ApiToken\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"f\n\x17\x43reateMyApiTokenRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x37\n\x06limits\x18\x02 \x01(\x0b\x32\'.switchboard.registry.v1.ApiTokenLimits\"_\n\x18\x43reateMyApiTokenResponse\x12\x34\n\tapi_token\x18\x01 \x01(\x0b\x32!.switchboard.registry.v1.ApiToken\x12\r\n\x05token\x18\x02 \x01(\t\"-\n\x17\x44\x65leteMyApiTokenRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"Q\n\x15ListOrgMembersRequest\x12\x11\n\x03org\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"g\n\x16ListOrgMembersResponse\x12\x34\n\x07members\x18\x01 \x03(\x0b\x32#.switchboard.registry.v1.Membership\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\x9f\x05\n\x0e\x41\x63\x63ountService\x12[\n\x05GetMe\x12%.switchboard.registry.v1.GetMeRequest\x1a\x1b.switchboard.registry.v1.Me\"\x0e\x82\xd3\xe4\x93\x02\x08\x12\x06/v1/me\x12\x8b\x01\n\x0fListMyApiTokens\x12/.switchboard.registry.v1.ListMyApiTokensRequest\x1a\x30.switchboard.registry.v1.ListMyApiTokensResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/me/tokens\x12\x91\x01\n\x10\x43reateMyApiToken\x12\x30.switchboard.registry.v1.CreateMyApiTokenRequest\x1a\x31.switchboard.registry.v1.CreateMyApiTokenResponse\"\x18\x82\xd3\xe4\x93\x02\x12\"\r/v1/me/tokens:\x01*\x12z\n\x10\x44\x65leteMyApiToken\x12\x30.switchboard.registry.v1.DeleteMyApiTokenRequest\x1a\x16.google.protobuf.Empty\"\x1c\x82\xd3\xe4\x93\x02\x16*\x14/v1/me/tokens/{name}\x12\x91\x01\n\x0eListOrgMembers\x12..switchboard.registry.v1.ListOrgMembersRequest\x1a/.switchboard.registry.v1.ListOrgMembersResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/v1/orgs/{org}/membersb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-switchboard/registry/v1/account_service.proto\x12\x17switchboard.registry.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a+switchboard/registry/v1/admin_service.proto\"\x0e\n\x0cGetMeRequest\"Q\n\x02Me\x12\x0c\n\x04user\x18\x01 \x01(\t\x12\r\n\x05\x61\x64min\x18\x02 \x01(\x08\x12.\n\x04orgs\x18\x03 \x03(\x0b\x32 .switchboard.registry.v1.OrgRole\":\n\x07OrgRole\x12\x0b\n\x03org\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x14\n\x0cprovider_ids\x18\x03 \x03(\t\"\xa3\x01\n\x08\x41piToken\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06suffix\x18\x02 \x01(\t\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x06limits\x18\x04 \x01(\x0b\x32\'.switchboard.registry.v1.ApiTokenLimits\x12\x0f\n\x07\x61\x63\x63ount\x18\x05 \x01(\t\"?\n\x16ListMyApiTokensRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"i\n\x17ListMyApiTokensResponse\x12\x35\n\napi_tokens\x18\x01 \x03(\x0b\x32!.switchboard.registry.v1.ApiToken\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"f\n\x17\x43reateMyApiTokenRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x37\n\x06limits\x18\x02 \x01(\x0b\x32\'.switchboard.registry.v1.ApiTokenLimits\"_\n\x18\x43reateMyApiTokenResponse\x12\x34\n\tapi_token\x18\x01 \x01(\x0b\x32!.switchboard.registry.v1.ApiToken\x12\r\n\x05token\x18\x02 \x01(\t\"z\n\x18\x43reateOrgApiTokenRequest\x12\x11\n\x03org\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x04name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x37\n\x06limits\x18\x03 \x01(\x0b\x32\'.switchboard.registry.v1.ApiTokenLimits\"f\n\x17UpdateMyApiTokenRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x37\n\x06limits\x18\x02 \x01(\x0b\x32\'.switchboard.registry.v1.ApiTokenLimits\"-\n\x17\x44\x65leteMyApiTokenRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"Q\n\x15ListOrgMembersRequest\x12\x11\n\x03org\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"g\n\x16ListOrgMembersResponse\x12\x34\n\x07members\x18\x01 \x03(\x0b\x32#.switchboard.registry.v1.Membership\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xcd\x07\n\x0e\x41\x63\x63ountService\x12[\n\x05GetMe\x12%.switchboard.registry.v1.GetMeRequest\x1a\x1b.switchboard.registry.v1.Me\"\x0e\x82\xd3\xe4\x93\x02\x08\x12\x06/v1/me\x12\x8b\x01\n\x0fListMyApiTokens\x12/.switchboard.registry.v1.ListMyApiTokensRequest\x1a\x30.switchboard.registry.v1.ListMyApiTokensResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/me/tokens\x12\x91\x01\n\x10\x43reateMyApiToken\x12\x30.switchboard.registry.v1.CreateMyApiTokenRequest\x1a\x31.switchboard.registry.v1.CreateMyApiTokenResponse\"\x18\x82\xd3\xe4\x93\x02\x12\"\r/v1/me/tokens:\x01*\x12\x9b\x01\n\x11\x43reateOrgApiToken\x12\x31.switchboard.registry.v1.CreateOrgApiTokenRequest\x1a\x31.switchboard.registry.v1.CreateMyApiTokenResponse\" \x82\xd3\xe4\x93\x02\x1a\"\x15/v1/orgs/{org}/tokens:\x01*\x12\x8d\x01\n\x10UpdateMyApiToken\x12\x30.switchboard.registry.v1.UpdateMyApiTokenRequest\x1a!.switchboard.registry.v1.ApiToken\"$\x82\xd3\xe4\x93\x02\x1e\x32\x14/v1/me/tokens/{name}:\x06limits\x12z\n\x10\x44\x65leteMyApiToken\x12\x30.switchboard.registry.v1.DeleteMyApiTokenRequest\x1a\x16.google.protobuf.Empty\"\x1c\x82\xd3\xe4\x93\x02\x16*\x14/v1/me/tokens/{name}\x12\x91\x01\n\x0eListOrgMembers\x12..switchboard.registry.v1.ListOrgMembersRequest\x1a/.switchboard.registry.v1.ListOrgMembersResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/v1/orgs/{org}/membersb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,6 +38,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CREATEMYAPITOKENREQUEST'].fields_by_name['name']._loaded_options = None
   _globals['_CREATEMYAPITOKENREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002'
+  _globals['_CREATEORGAPITOKENREQUEST'].fields_by_name['org']._loaded_options = None
+  _globals['_CREATEORGAPITOKENREQUEST'].fields_by_name['org']._serialized_options = b'\342A\001\002'
+  _globals['_CREATEORGAPITOKENREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_CREATEORGAPITOKENREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002'
+  _globals['_UPDATEMYAPITOKENREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_UPDATEMYAPITOKENREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002'
   _globals['_DELETEMYAPITOKENREQUEST'].fields_by_name['name']._loaded_options = None
   _globals['_DELETEMYAPITOKENREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002'
   _globals['_LISTORGMEMBERSREQUEST'].fields_by_name['org']._loaded_options = None
@@ -48,6 +54,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACCOUNTSERVICE'].methods_by_name['ListMyApiTokens']._serialized_options = b'\202\323\344\223\002\017\022\r/v1/me/tokens'
   _globals['_ACCOUNTSERVICE'].methods_by_name['CreateMyApiToken']._loaded_options = None
   _globals['_ACCOUNTSERVICE'].methods_by_name['CreateMyApiToken']._serialized_options = b'\202\323\344\223\002\022\"\r/v1/me/tokens:\001*'
+  _globals['_ACCOUNTSERVICE'].methods_by_name['CreateOrgApiToken']._loaded_options = None
+  _globals['_ACCOUNTSERVICE'].methods_by_name['CreateOrgApiToken']._serialized_options = b'\202\323\344\223\002\032\"\025/v1/orgs/{org}/tokens:\001*'
+  _globals['_ACCOUNTSERVICE'].methods_by_name['UpdateMyApiToken']._loaded_options = None
+  _globals['_ACCOUNTSERVICE'].methods_by_name['UpdateMyApiToken']._serialized_options = b'\202\323\344\223\002\0362\024/v1/me/tokens/{name}:\006limits'
   _globals['_ACCOUNTSERVICE'].methods_by_name['DeleteMyApiToken']._loaded_options = None
   _globals['_ACCOUNTSERVICE'].methods_by_name['DeleteMyApiToken']._serialized_options = b'\202\323\344\223\002\026*\024/v1/me/tokens/{name}'
   _globals['_ACCOUNTSERVICE'].methods_by_name['ListOrgMembers']._loaded_options = None
@@ -59,21 +69,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ORGROLE']._serialized_start=343
   _globals['_ORGROLE']._serialized_end=401
   _globals['_APITOKEN']._serialized_start=404
-  _globals['_APITOKEN']._serialized_end=550
-  _globals['_LISTMYAPITOKENSREQUEST']._serialized_start=552
-  _globals['_LISTMYAPITOKENSREQUEST']._serialized_end=615
-  _globals['_LISTMYAPITOKENSRESPONSE']._serialized_start=617
-  _globals['_LISTMYAPITOKENSRESPONSE']._serialized_end=722
-  _globals['_CREATEMYAPITOKENREQUEST']._serialized_start=724
-  _globals['_CREATEMYAPITOKENREQUEST']._serialized_end=826
-  _globals['_CREATEMYAPITOKENRESPONSE']._serialized_start=828
-  _globals['_CREATEMYAPITOKENRESPONSE']._serialized_end=923
-  _globals['_DELETEMYAPITOKENREQUEST']._serialized_start=925
-  _globals['_DELETEMYAPITOKENREQUEST']._serialized_end=970
-  _globals['_LISTORGMEMBERSREQUEST']._serialized_start=972
-  _globals['_LISTORGMEMBERSREQUEST']._serialized_end=1053
-  _globals['_LISTORGMEMBERSRESPONSE']._serialized_start=1055
-  _globals['_LISTORGMEMBERSRESPONSE']._serialized_end=1158
-  _globals['_ACCOUNTSERVICE']._serialized_start=1161
-  _globals['_ACCOUNTSERVICE']._serialized_end=1832
+  _globals['_APITOKEN']._serialized_end=567
+  _globals['_LISTMYAPITOKENSREQUEST']._serialized_start=569
+  _globals['_LISTMYAPITOKENSREQUEST']._serialized_end=632
+  _globals['_LISTMYAPITOKENSRESPONSE']._serialized_start=634
+  _globals['_LISTMYAPITOKENSRESPONSE']._serialized_end=739
+  _globals['_CREATEMYAPITOKENREQUEST']._serialized_start=741
+  _globals['_CREATEMYAPITOKENREQUEST']._serialized_end=843
+  _globals['_CREATEMYAPITOKENRESPONSE']._serialized_start=845
+  _globals['_CREATEMYAPITOKENRESPONSE']._serialized_end=940
+  _globals['_CREATEORGAPITOKENREQUEST']._serialized_start=942
+  _globals['_CREATEORGAPITOKENREQUEST']._serialized_end=1064
+  _globals['_UPDATEMYAPITOKENREQUEST']._serialized_start=1066
+  _globals['_UPDATEMYAPITOKENREQUEST']._serialized_end=1168
+  _globals['_DELETEMYAPITOKENREQUEST']._serialized_start=1170
+  _globals['_DELETEMYAPITOKENREQUEST']._serialized_end=1215
+  _globals['_LISTORGMEMBERSREQUEST']._serialized_start=1217
+  _globals['_LISTORGMEMBERSREQUEST']._serialized_end=1298
+  _globals['_LISTORGMEMBERSRESPONSE']._serialized_start=1300
+  _globals['_LISTORGMEMBERSRESPONSE']._serialized_end=1403
+  _globals['_ACCOUNTSERVICE']._serialized_start=1406
+  _globals['_ACCOUNTSERVICE']._serialized_end=2379
 # @@protoc_insertion_point(module_scope)

@@ -38,16 +38,18 @@ class OrgRole(_message.Message):
     def __init__(self, org: _Optional[str] = ..., role: _Optional[str] = ..., provider_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ApiToken(_message.Message):
-    __slots__ = ("name", "suffix", "create_time", "limits")
+    __slots__ = ("name", "suffix", "create_time", "limits", "account")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SUFFIX_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
     name: str
     suffix: str
     create_time: _timestamp_pb2.Timestamp
     limits: _admin_service_pb2.ApiTokenLimits
-    def __init__(self, name: _Optional[str] = ..., suffix: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., limits: _Optional[_Union[_admin_service_pb2.ApiTokenLimits, _Mapping]] = ...) -> None: ...
+    account: str
+    def __init__(self, name: _Optional[str] = ..., suffix: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., limits: _Optional[_Union[_admin_service_pb2.ApiTokenLimits, _Mapping]] = ..., account: _Optional[str] = ...) -> None: ...
 
 class ListMyApiTokensRequest(_message.Message):
     __slots__ = ("page_size", "page_token")
@@ -80,6 +82,24 @@ class CreateMyApiTokenResponse(_message.Message):
     api_token: ApiToken
     token: str
     def __init__(self, api_token: _Optional[_Union[ApiToken, _Mapping]] = ..., token: _Optional[str] = ...) -> None: ...
+
+class CreateOrgApiTokenRequest(_message.Message):
+    __slots__ = ("org", "name", "limits")
+    ORG_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    org: str
+    name: str
+    limits: _admin_service_pb2.ApiTokenLimits
+    def __init__(self, org: _Optional[str] = ..., name: _Optional[str] = ..., limits: _Optional[_Union[_admin_service_pb2.ApiTokenLimits, _Mapping]] = ...) -> None: ...
+
+class UpdateMyApiTokenRequest(_message.Message):
+    __slots__ = ("name", "limits")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    limits: _admin_service_pb2.ApiTokenLimits
+    def __init__(self, name: _Optional[str] = ..., limits: _Optional[_Union[_admin_service_pb2.ApiTokenLimits, _Mapping]] = ...) -> None: ...
 
 class DeleteMyApiTokenRequest(_message.Message):
     __slots__ = ("name",)

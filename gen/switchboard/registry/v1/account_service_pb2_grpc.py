@@ -53,6 +53,16 @@ class AccountServiceStub:
                 request_serializer=switchboard_dot_registry_dot_v1_dot_account__service__pb2.CreateMyApiTokenRequest.SerializeToString,
                 response_deserializer=switchboard_dot_registry_dot_v1_dot_account__service__pb2.CreateMyApiTokenResponse.FromString,
                 _registered_method=True)
+        self.CreateOrgApiToken = channel.unary_unary(
+                '/switchboard.registry.v1.AccountService/CreateOrgApiToken',
+                request_serializer=switchboard_dot_registry_dot_v1_dot_account__service__pb2.CreateOrgApiTokenRequest.SerializeToString,
+                response_deserializer=switchboard_dot_registry_dot_v1_dot_account__service__pb2.CreateMyApiTokenResponse.FromString,
+                _registered_method=True)
+        self.UpdateMyApiToken = channel.unary_unary(
+                '/switchboard.registry.v1.AccountService/UpdateMyApiToken',
+                request_serializer=switchboard_dot_registry_dot_v1_dot_account__service__pb2.UpdateMyApiTokenRequest.SerializeToString,
+                response_deserializer=switchboard_dot_registry_dot_v1_dot_account__service__pb2.ApiToken.FromString,
+                _registered_method=True)
         self.DeleteMyApiToken = channel.unary_unary(
                 '/switchboard.registry.v1.AccountService/DeleteMyApiToken',
                 request_serializer=switchboard_dot_registry_dot_v1_dot_account__service__pb2.DeleteMyApiTokenRequest.SerializeToString,
@@ -93,6 +103,23 @@ class AccountServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateOrgApiToken(self, request, context):
+        """Creates an API token for the org, by one of its admins: it is the admin's
+        (listed and revoked with their own tokens) and its calls bill the org
+        unless X-HF-Bill-To names another; the secret is in this answer only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateMyApiToken(self, request, context):
+        """Replaces the limits of one of the caller's own API tokens (no limits when
+        empty); every Router holds the token to them at once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DeleteMyApiToken(self, request, context):
         """Revokes one of the caller's own API tokens (it may be the one in use).
         """
@@ -125,6 +152,16 @@ def add_AccountServiceServicer_to_server(servicer, server):
                     servicer.CreateMyApiToken,
                     request_deserializer=switchboard_dot_registry_dot_v1_dot_account__service__pb2.CreateMyApiTokenRequest.FromString,
                     response_serializer=switchboard_dot_registry_dot_v1_dot_account__service__pb2.CreateMyApiTokenResponse.SerializeToString,
+            ),
+            'CreateOrgApiToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateOrgApiToken,
+                    request_deserializer=switchboard_dot_registry_dot_v1_dot_account__service__pb2.CreateOrgApiTokenRequest.FromString,
+                    response_serializer=switchboard_dot_registry_dot_v1_dot_account__service__pb2.CreateMyApiTokenResponse.SerializeToString,
+            ),
+            'UpdateMyApiToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateMyApiToken,
+                    request_deserializer=switchboard_dot_registry_dot_v1_dot_account__service__pb2.UpdateMyApiTokenRequest.FromString,
+                    response_serializer=switchboard_dot_registry_dot_v1_dot_account__service__pb2.ApiToken.SerializeToString,
             ),
             'DeleteMyApiToken': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteMyApiToken,
@@ -221,6 +258,60 @@ class AccountService:
             '/switchboard.registry.v1.AccountService/CreateMyApiToken',
             switchboard_dot_registry_dot_v1_dot_account__service__pb2.CreateMyApiTokenRequest.SerializeToString,
             switchboard_dot_registry_dot_v1_dot_account__service__pb2.CreateMyApiTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateOrgApiToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.registry.v1.AccountService/CreateOrgApiToken',
+            switchboard_dot_registry_dot_v1_dot_account__service__pb2.CreateOrgApiTokenRequest.SerializeToString,
+            switchboard_dot_registry_dot_v1_dot_account__service__pb2.CreateMyApiTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateMyApiToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.registry.v1.AccountService/UpdateMyApiToken',
+            switchboard_dot_registry_dot_v1_dot_account__service__pb2.UpdateMyApiTokenRequest.SerializeToString,
+            switchboard_dot_registry_dot_v1_dot_account__service__pb2.ApiToken.FromString,
             options,
             channel_credentials,
             insecure,

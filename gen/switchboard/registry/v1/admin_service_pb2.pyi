@@ -121,6 +121,24 @@ class CreateTokenResponse(_message.Message):
     token: str
     def __init__(self, name: _Optional[str] = ..., token: _Optional[str] = ...) -> None: ...
 
+class UpdateTokenRequest(_message.Message):
+    __slots__ = ("user", "name", "limits")
+    USER_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    user: str
+    name: str
+    limits: ApiTokenLimits
+    def __init__(self, user: _Optional[str] = ..., name: _Optional[str] = ..., limits: _Optional[_Union[ApiTokenLimits, _Mapping]] = ...) -> None: ...
+
+class UpdateTokenResponse(_message.Message):
+    __slots__ = ("name", "limits")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    limits: ApiTokenLimits
+    def __init__(self, name: _Optional[str] = ..., limits: _Optional[_Union[ApiTokenLimits, _Mapping]] = ...) -> None: ...
+
 class DeleteTokenRequest(_message.Message):
     __slots__ = ("user", "name")
     USER_FIELD_NUMBER: _ClassVar[int]

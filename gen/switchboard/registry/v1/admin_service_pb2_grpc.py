@@ -71,6 +71,11 @@ class AdminServiceStub:
                 request_serializer=switchboard_dot_registry_dot_v1_dot_admin__service__pb2.CreateTokenRequest.SerializeToString,
                 response_deserializer=switchboard_dot_registry_dot_v1_dot_admin__service__pb2.CreateTokenResponse.FromString,
                 _registered_method=True)
+        self.UpdateToken = channel.unary_unary(
+                '/switchboard.registry.v1.AdminService/UpdateToken',
+                request_serializer=switchboard_dot_registry_dot_v1_dot_admin__service__pb2.UpdateTokenRequest.SerializeToString,
+                response_deserializer=switchboard_dot_registry_dot_v1_dot_admin__service__pb2.UpdateTokenResponse.FromString,
+                _registered_method=True)
         self.DeleteToken = channel.unary_unary(
                 '/switchboard.registry.v1.AdminService/DeleteToken',
                 request_serializer=switchboard_dot_registry_dot_v1_dot_admin__service__pb2.DeleteTokenRequest.SerializeToString,
@@ -191,6 +196,13 @@ class AdminServiceServicer:
 
     def CreateToken(self, request, context):
         """Creates an API token for a user; the token is in this answer only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateToken(self, request, context):
+        """Replaces the limits of a user's token (no limits when empty).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -332,6 +344,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.CreateToken,
                     request_deserializer=switchboard_dot_registry_dot_v1_dot_admin__service__pb2.CreateTokenRequest.FromString,
                     response_serializer=switchboard_dot_registry_dot_v1_dot_admin__service__pb2.CreateTokenResponse.SerializeToString,
+            ),
+            'UpdateToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateToken,
+                    request_deserializer=switchboard_dot_registry_dot_v1_dot_admin__service__pb2.UpdateTokenRequest.FromString,
+                    response_serializer=switchboard_dot_registry_dot_v1_dot_admin__service__pb2.UpdateTokenResponse.SerializeToString,
             ),
             'DeleteToken': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteToken,
@@ -594,6 +611,33 @@ class AdminService:
             '/switchboard.registry.v1.AdminService/CreateToken',
             switchboard_dot_registry_dot_v1_dot_admin__service__pb2.CreateTokenRequest.SerializeToString,
             switchboard_dot_registry_dot_v1_dot_admin__service__pb2.CreateTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.registry.v1.AdminService/UpdateToken',
+            switchboard_dot_registry_dot_v1_dot_admin__service__pb2.UpdateTokenRequest.SerializeToString,
+            switchboard_dot_registry_dot_v1_dot_admin__service__pb2.UpdateTokenResponse.FromString,
             options,
             channel_credentials,
             insecure,

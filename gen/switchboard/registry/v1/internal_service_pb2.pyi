@@ -43,20 +43,22 @@ class AuthenticateTokenRequest(_message.Message):
     def __init__(self, token: _Optional[str] = ...) -> None: ...
 
 class Caller(_message.Message):
-    __slots__ = ("user", "admin", "memberships", "preferred_providers", "limits", "token_id")
+    __slots__ = ("user", "admin", "memberships", "preferred_providers", "limits", "token_id", "account")
     USER_FIELD_NUMBER: _ClassVar[int]
     ADMIN_FIELD_NUMBER: _ClassVar[int]
     MEMBERSHIPS_FIELD_NUMBER: _ClassVar[int]
     PREFERRED_PROVIDERS_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
     user: str
     admin: bool
     memberships: _containers.RepeatedCompositeFieldContainer[_admin_service_pb2.Membership]
     preferred_providers: _containers.RepeatedScalarFieldContainer[str]
     limits: _admin_service_pb2.ApiTokenLimits
     token_id: str
-    def __init__(self, user: _Optional[str] = ..., admin: _Optional[bool] = ..., memberships: _Optional[_Iterable[_Union[_admin_service_pb2.Membership, _Mapping]]] = ..., preferred_providers: _Optional[_Iterable[str]] = ..., limits: _Optional[_Union[_admin_service_pb2.ApiTokenLimits, _Mapping]] = ..., token_id: _Optional[str] = ...) -> None: ...
+    account: str
+    def __init__(self, user: _Optional[str] = ..., admin: _Optional[bool] = ..., memberships: _Optional[_Iterable[_Union[_admin_service_pb2.Membership, _Mapping]]] = ..., preferred_providers: _Optional[_Iterable[str]] = ..., limits: _Optional[_Union[_admin_service_pb2.ApiTokenLimits, _Mapping]] = ..., token_id: _Optional[str] = ..., account: _Optional[str] = ...) -> None: ...
 
 class ResolveModelRequest(_message.Message):
     __slots__ = ("model", "user", "task", "providers")

@@ -1,8 +1,9 @@
 """token limits
 
 Each API token's own limits (requests and tokens per minute, a budget with its period,
-an expiry, allowed models) as the proto3 JSON of ApiTokenLimits; NULL: none
-(services/registry/storage.py TokenRow, docs/api-keys.md).
+an expiry, allowed models) as the proto3 JSON of ApiTokenLimits (NULL: none), and the org an
+org admin's token for the org bills (NULL: its user) (services/registry/storage.py TokenRow,
+docs/api-keys.md).
 
 Revision ID: 0012
 Revises: 0011
@@ -20,8 +21,10 @@ depends_on = None
 
 def upgrade() -> None:
     op.add_column("tokens", sa.Column("limits", sa.Text(), nullable=True))  # nullable: no table copy
+    op.add_column("tokens", sa.Column("account", sa.String(), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("tokens") as batch:
         batch.drop_column("limits")
+        batch.drop_column("account")

@@ -162,7 +162,7 @@ def test_a_body_of_unknown_length_ends_at_its_cap_or_its_deadline(tight, caller_
     the route's cap is then held by flow control, not refused: the body deadline ends it."""
     path = f"/api/partners/{unique('p')}/models"
     chunk = b"x" * (256 * 1024)
-    chunks = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(5))  # 1.25 MiB, no length given
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(9))  # 2.25 MiB, no length given
     status, error = exchange(tight, request_head(path, None, caller_tight), chunks)
     assert (status, error["code"]) in ((413, "body_too_large"), (408, "request_timeout"))
 

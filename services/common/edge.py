@@ -24,7 +24,7 @@ SMALL_BODY_BYTES = 64 * 1024  # up to this, a body is buffered without asking wh
 # Bodies over this count against the byte budgets: a client's parsing work grows with its bodies'
 # size, and ordinary requests (a few KiB) stay free.
 BUDGETED_BODY_BYTES = 16 * 1024
-TYPED_BODY_BYTES = 1 * MIB  # a typed JSON body (partners, admin, billing), unless listed below
+TYPED_BODY_BYTES = 2 * MIB  # a typed JSON body (partners, admin, billing), unless listed below
 FREE_BODY_BYTES = 8 * MIB  # a free body (chat, images, ...): EnvoyPorts.max_request_bytes
 # Typed routes whose bodies are large batches by design: up to the free-body cap.
 LARGE_TYPED_ROUTES = frozenset(

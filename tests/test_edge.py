@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -16,6 +17,8 @@ from opentelemetry.sdk.trace.sampling import Decision
 
 from services.common import edge, telemetry
 from services.common.envoy import EnvoyPorts, render
+from services.launcher import UpOptions, free_port, start_stack
+from tests.conftest import RunningStack
 from tests.registry_helpers import create_user, error_of, unique
 from tests.test_deploy import assert_envoy_accepts
 from tests.test_telemetry import wait_for
@@ -113,6 +116,29 @@ def test_a_small_body_with_a_bad_token_gets_the_services_answer(stack) -> None:
     assert error["type"] == "authentication_error"
 
 
+@pytest.fixture(scope="module")
+def anonymous(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    """A stack in anonymous mode (inference calls without a token are billed to an account)."""
+    port = free_port()
+    options = UpOptions(port, tmp_path_factory.mktemp("anonymous"), "", demo=False, anonymous_account="anonymous")
+    stack, admin_token, _ = start_stack(options)
+    try:
+        yield RunningStack(stack, f"http://127.0.0.1:{port}", admin_token)
+    finally:
+        stack.stop()
+
+
+def test_in_anonymous_mode_a_large_inference_body_needs_no_token_but_others_do(anonymous) -> None:
+    body = json.dumps({"model": unique("no-such/model"), "messages": [{"role": "user", "content": "x" * 100_000}]})
+    status, error = exchange(anonymous, request_head(CHAT, len(body)), body.encode())
+    assert (status, error["code"]) == (404, "model_not_found")  # past the gate: the Router's answer
+    path = f"/api/partners/{unique('p')}/models"
+    status, error = exchange(anonymous, request_head(path, 100_000), b"{")
+    assert (status, error["code"]) == (401, "invalid_api_key")  # refused before the body is read
+    status, error = exchange(anonymous, request_head(CHAT, 100_000, "not-a-token"), b"{")
+    assert (status, error["code"]) == (401, "invalid_api_key")  # a bad token is no anonymous call
+
+
 def test_anonymous_mode_lets_large_bodies_without_a_token_on_inference_routes_only() -> None:
     config = rendered(edge=edge.EdgeLimits(anonymous=True))
     gates = {_route_key(r): r["metadata"]["filter_metadata"][edge.GATE_FILTER] for r in _routes(config)}
@@ -136,7 +162,7 @@ def test_a_body_of_unknown_length_ends_at_its_cap_or_its_deadline(tight, caller_
     the route's cap is then held by flow control, not refused: the body deadline ends it."""
     path = f"/api/partners/{unique('p')}/models"
     chunk = b"x" * (256 * 1024)
-    chunks = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(5))  # 1.25 MiB, no length given
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(9))  # 2.25 MiB, no length given
     status, error = exchange(tight, request_head(path, None, caller_tight), chunks)
     assert (status, error["code"]) in ((413, "body_too_large"), (408, "request_timeout"))
 

@@ -7,8 +7,8 @@ from floods (docs/edge.md has every figure and why).
   to carry large batches are listed. New routes get their kind's cap by default.
 - A body larger than SMALL_BODY_BYTES (or of unknown length) is buffered only after the gate
   (envoy/gate.lua) saw a bearer token the Registry knows: a bad token is a 401 before the body is read.
-- Such large bodies count against a per-client byte budget (Envoy's local rate limit, one token
-  bucket per client address, one token per byte declared): past it, a 429.
+- Bodies over BUDGETED_BODY_BYTES count against byte budgets (Envoy's local rate limit, one token
+  per byte declared), one per client address and one for all clients together: past either, a 429.
 - A body must arrive within BODY_DEADLINE (a 408); the overload manager watches Envoy's heap
   and sheds load before the process is at risk; a global cap on downstream connections.
 """
@@ -21,7 +21,10 @@ from dataclasses import dataclass
 
 MIB = 1024 * 1024
 SMALL_BODY_BYTES = 64 * 1024  # up to this, a body is buffered without asking who sent it
-TYPED_BODY_BYTES = 1 * MIB  # a typed JSON body (partners, admin, billing), unless listed below
+# Bodies over this count against the byte budgets: a client's parsing work grows with its bodies'
+# size, and ordinary requests (a few KiB) stay free.
+BUDGETED_BODY_BYTES = 16 * 1024
+TYPED_BODY_BYTES = 2 * MIB  # a typed JSON body (partners, admin, billing), unless listed below
 FREE_BODY_BYTES = 8 * MIB  # a free body (chat, images, ...): EnvoyPorts.max_request_bytes
 # Typed routes whose bodies are large batches by design: up to the free-body cap.
 LARGE_TYPED_ROUTES = frozenset(
@@ -177,10 +180,10 @@ def _bucket(burst: int, per_second: int) -> dict:
 
 def client_budget_filter(limits: EdgeLimits) -> dict:
     """Envoy's local rate limit as byte budgets for large bodies, one per client address and one for
-    all clients together: a body over SMALL_BODY_BYTES costs its declared length, one of unknown
+    all clients together: a body over BUDGETED_BODY_BYTES costs its declared length, one of unknown
     length the free-body cap. Native gRPC is not counted: its routes are not buffered (flow control
     holds a slow sender)."""
-    declared_large = {"name": "content-length", "range_match": {"start": SMALL_BODY_BYTES + 1, "end": 2**62}}
+    declared_large = {"name": "content-length", "range_match": {"start": BUDGETED_BODY_BYTES + 1, "end": 2**62}}
     unknown_length = {"name": "content-length", "present_match": True, "invert_match": True}
     with_body = {"name": ":method", "string_match": {"safe_regex": {"regex": _BODY_METHODS}}}
     every = {"numerator": 100, "denominator": "HUNDRED"}

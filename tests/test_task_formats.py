@@ -64,6 +64,12 @@ def test_audio_seconds_come_from_the_header_else_the_bytes_bound_the_providers_w
     assert task_formats.audio_seconds(mp3, said=7.2) == 8
     assert task_formats.audio_seconds(mp3, said=10**9) == bound
     assert task_formats.audio_seconds(mp3, said=True) == bound
+    # A header that claims a huge byte rate cannot make a large upload cheap.
+    fast = bytearray(wav(0.01))
+    fast[28:32] = struct.pack("<I", 2**32 - 1)
+    fast += b"\x00" * 3_000_000
+    fast[40:44] = struct.pack("<I", len(fast) - 44)
+    assert task_formats.audio_seconds(TaskInput(TASKS["automatic-speech-recognition"], "m", data=bytes(fast))) == 3
 
 
 @given(st.lists(st.text(min_size=1, max_size=40), min_size=1, max_size=8), st.integers(-5, 10**6))
@@ -134,3 +140,11 @@ def test_uploads_and_forms_are_checked() -> None:
     assert (value.model, value.data, value.options) == ("m", wav(0.1), {"response_format": "json"})
     with pytest.raises(ApiError):
         task_formats.transcription_input(asr, form, "application/json")
+
+
+@given(st.sampled_from([b"RIFF\x00\x00\x00\x00WAVE", b"fLaC", b"\x00\x00\x00\x00ftypisom"]), st.binary(max_size=200))
+def test_any_header_reads_as_a_length_or_none(magic: bytes, rest: bytes) -> None:
+    """Whatever a caller's (or provider's) bytes hold after their magic, reading their length never fails."""
+    for read in (task_formats.header_seconds, task_formats.mp4_seconds):
+        seconds = read(magic + rest)
+        assert seconds is None or seconds >= 0

@@ -50,6 +50,9 @@ MAX_PARAMETERS_BYTES = 16 * 1024  # the `parameters` object of a hub task call
 MAX_VIDEO_SECONDS = 600  # what a text-to-video answer can be billed
 # Audio without a header that gives its length is billed at most this many bytes a second (16 kbit/s).
 MIN_AUDIO_BYTES_PER_SECOND = 2000
+# Audio is billed at least its bytes at this rate (uncompressed 24-bit stereo at 192 kHz), whatever its
+# header says: a header that claims a huge rate cannot make a large upload cheap.
+MAX_AUDIO_BYTES_PER_SECOND = 192_000 * 2 * 3
 TRANSCRIPTION_FORMATS = ("json", "text", "verbose_json")
 SPEECH_FORMATS = {"mp3": "audio/mpeg", "opus": "audio/ogg", "aac": "audio/aac", "flac": "audio/flac",
                   "wav": "audio/wav", "pcm": "audio/pcm"}  # fmt: skip
@@ -359,7 +362,7 @@ def _wav_seconds(data: bytes) -> float | None:
     at, rate = 12, 0
     while at + 8 <= len(data):
         kind, size = data[at : at + 4], struct.unpack("<I", data[at + 4 : at + 8])[0]
-        if kind == b"fmt " and size >= 16:
+        if kind == b"fmt " and size >= 16 and at + 20 <= len(data):
             rate = struct.unpack("<I", data[at + 16 : at + 20])[0]  # bytes a second
         elif kind == b"data":
             return min(size, len(data) - at - 8) / rate if rate else None
@@ -395,13 +398,14 @@ def mp4_seconds(data: bytes) -> float | None:
 
 def audio_seconds(value: TaskInput, said: object = None) -> int:
     """The seconds billed for an upload: its header's length; else the provider's word, held to
-    what the bytes can carry at 16 kbit/s; else that bound. Rounded up, at least 1."""
+    what the bytes can carry at 16 kbit/s; else that bound. Never less than the bytes last at the
+    highest rate audio has; rounded up, at least 1."""
     bound = max(1, math.ceil(len(value.data) / MIN_AUDIO_BYTES_PER_SECOND))
     seconds = header_seconds(value.data)
     if seconds is None:
         given = isinstance(said, int | float) and not isinstance(said, bool) and 0 < said < bound
         seconds = said if given else bound
-    return max(1, math.ceil(seconds))
+    return max(1, math.ceil(seconds), math.ceil(len(value.data) / MAX_AUDIO_BYTES_PER_SECOND))
 
 
 # --- calling providers -------------------------------------------------------------------------
@@ -459,7 +463,9 @@ class TaskCall:
         if self.task.name == "text-to-speech":
             options = value.options or {"voice": DEFAULT_VOICE, "response_format": "wav"}
             return path, orjson.dumps({"model": model, "input": value.inputs, **options}), JSON_TYPE
-        payload = {"model": model, "input": value.inputs, "encoding_format": "float", **value.parameters}
+        # Of the hub's parameters, OpenAI's shape has dimensions only.
+        dimensions = {"dimensions": value.parameters["dimensions"]} if "dimensions" in value.parameters else {}
+        payload = {"model": model, "input": value.inputs, "encoding_format": "float", **dimensions}
         return path, orjson.dumps(payload), JSON_TYPE
 
     def accept(self, route: Route, data: bytes, content_type: str, whole: bool) -> Any:

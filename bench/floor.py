@@ -25,7 +25,13 @@ from switchboard.router.v1 import router_service_pb2_grpc as router_grpc
 from services.common.server import create_server, run, serve
 
 UPSTREAM_TIMEOUT = aiohttp.ClientTimeout(total=30)
-FLOOR_MODELS = {"chat": "floor-unary", "image": "floor-unary", "stream": "floor-stream", "paced": "floor-paced"}
+FLOOR_MODELS = {
+    "chat": "floor-unary",
+    "image": "floor-unary",
+    "embed": "floor-unary",
+    "stream": "floor-stream",
+    "paced": "floor-paced",
+}
 
 
 class FloorRouter(router_grpc.RouterServiceServicer):
@@ -50,11 +56,19 @@ class FloorRouter(router_grpc.RouterServiceServicer):
         async for piece in self._forward("/chat/completions", request.body):
             yield piece
 
+    async def _unary(self, path: str, body: httpbody_pb2.HttpBody) -> httpbody_pb2.HttpBody:
+        pieces = [p.data async for p in self._forward(path, body)]
+        return httpbody_pb2.HttpBody(content_type="application/json", data=b"".join(pieces))
+
     async def CreateImage(
         self, request: router_pb.CreateImageRequest, context: grpc.aio.ServicerContext
     ) -> httpbody_pb2.HttpBody:
-        pieces = [p.data async for p in self._forward("/images/generations", request.body)]
-        return httpbody_pb2.HttpBody(content_type="application/json", data=b"".join(pieces))
+        return await self._unary("/images/generations", request.body)
+
+    async def CreateEmbedding(
+        self, request: router_pb.CreateEmbeddingRequest, context: grpc.aio.ServicerContext
+    ) -> httpbody_pb2.HttpBody:
+        return await self._unary("/embeddings", request.body)
 
 
 async def main(port: int, unary: str, stream: str, paced: str) -> None:

@@ -21,6 +21,8 @@ from bench.targets import Target
 LUA_SCRIPT = Path(__file__).resolve().parent / "bench.lua"
 CHAT_EXPECT = '"chat.completion"|"choices"|"content"|"Hello from the stub."'
 IMAGE_EXPECT = '"data"|"http://127.0.0.1/bench/image.png"'
+EMBED_EXPECT = '"embedding"|"data"|"usage"'
+EXPECT = {"image": IMAGE_EXPECT, "embed": EMBED_EXPECT}
 STREAM_EXPECT = ("chat.completion.chunk", "data: [DONE]")
 REQUEST_TIMEOUT = 30.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -40,6 +42,7 @@ SCENARIOS = [
     Scenario("chat-1c", "chat", 1, "wrk"),
     Scenario("chat-32c", "chat", 32, "wrk"),
     Scenario("image-32c", "image", 32, "wrk"),
+    Scenario("embed-32c", "embed", 32, "wrk"),
     Scenario("stream-ttfb", "stream", 1, "stream"),
     Scenario("stream-paced", "paced", 1, "stream"),
 ]
@@ -68,6 +71,8 @@ def request_body(target: Target, kind: str, stream: bool = False) -> str:
     model = target.models[kind]
     if kind == "image":
         return json.dumps({"model": model, "prompt": "a lighthouse at dusk", "response_format": "url", "n": 1})
+    if kind == "embed":
+        return json.dumps({"model": model, "input": ["a lighthouse at dusk", "Say hello."], "encoding_format": "float"})
     body: dict = {"model": model, "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 16}
     if stream:
         body["stream"] = True
@@ -80,7 +85,7 @@ def run_wrk(target: Target, scenario: Scenario, seconds: float) -> Measurement:
         **os.environ,
         "BENCH_BODY": request_body(target, scenario.kind),
         "BENCH_AUTH": target.auth,
-        "BENCH_EXPECT": IMAGE_EXPECT if scenario.kind == "image" else CHAT_EXPECT,
+        "BENCH_EXPECT": EXPECT.get(scenario.kind, CHAT_EXPECT),
     }
     argv = ["wrk", "-t1", f"-c{scenario.connections}", f"-d{seconds:g}s", "--timeout", "10s"]
     argv += ["-s", str(LUA_SCRIPT), target.urls[scenario.kind]]

@@ -36,6 +36,12 @@ CHAT_COMPLETION = {
 }
 
 IMAGE_RESPONSE = {"created": CREATED, "data": [{"url": "http://127.0.0.1/bench/image.png"}]}
+EMBED_RESPONSE = {
+    "object": "list",
+    "data": [{"object": "embedding", "index": i, "embedding": [0.125] * 128} for i in range(2)],
+    "model": "stub-model",
+    "usage": {"prompt_tokens": 9, "total_tokens": 9},
+}
 
 
 def sse_chunk(content: str, finish_reason: str | None = None, role: bool = False) -> str:
@@ -108,8 +114,11 @@ def envoy_stub_config(admin_port: int, unary_port: int, stream_port: int) -> str
     completion = json.dumps(CHAT_COMPLETION, separators=(",", ":"))
     image = json.dumps(IMAGE_RESPONSE, separators=(",", ":"))
     stream = "".join(sse_events(["Hello", " from", " the", " stub."]))
-    unary_routes = _route(".*/chat/completions", "application/json", completion) + _route(
-        ".*/images/generat(e|ions)", "application/json", image
+    embed = json.dumps(EMBED_RESPONSE, separators=(",", ":"))
+    unary_routes = (
+        _route(".*/chat/completions", "application/json", completion)
+        + _route(".*/images/generat(e|ions)", "application/json", image)
+        + _route(".*/embeddings", "application/json", embed)
     )
     stream_routes = _route(".*/chat/completions", "text/event-stream", stream)
     listeners = "\n".join(

@@ -23,10 +23,14 @@ LITELLM_VERSION = "1.106.2"
 LITELLM_VENV = BENCH_DIR / "litellm-venv"
 HTTP_TIMEOUT = 30.0
 
-# Scenario kinds -> (chat or images, which stub upstream serves it).
-KINDS = {"chat": "unary", "stream": "stream", "paced": "paced", "image": "unary"}
+# Scenario kinds -> which stub upstream serves it.
+KINDS = {"chat": "unary", "stream": "stream", "paced": "paced", "image": "unary", "embed": "unary"}
 CHAT_PATH = "/v1/chat/completions"
 IMAGE_PATH = "/v1/images/generations"
+EMBED_PATH = "/v1/embeddings"
+# The task each kind's model is mapped for, and its catalog entry (pipeline tag, tags).
+TASKS = {"image": "text-to-image", "embed": "feature-extraction"}
+CATALOG = {"image": ("text-to-image", []), "embed": ("feature-extraction", [])}
 
 
 @dataclass
@@ -45,7 +49,7 @@ class Target:
 
 
 def _path(kind: str) -> str:
-    return IMAGE_PATH if kind == "image" else CHAT_PATH
+    return {"image": IMAGE_PATH, "embed": EMBED_PATH}.get(kind, CHAT_PATH)
 
 
 def start_stub(fixtures: Stack) -> StubPorts:
@@ -115,7 +119,7 @@ def register_switchboard(admin: AdminClient, stub: StubPorts) -> tuple[str, dict
     providers: dict[str, str] = {}
     for kind, upstream in KINDS.items():
         provider, model = f"bench-{kind}-{suffix}", f"bench/{kind}-{suffix}"
-        task = "text-to-image" if kind == "image" else "conversational"
+        task = TASKS.get(kind, "conversational")
         admin.call(
             "POST",
             "/admin/v1/providers",
@@ -128,7 +132,7 @@ def register_switchboard(admin: AdminClient, stub: StubPorts) -> tuple[str, dict
                 "requestIdHeader": "Inference-Id",
             },
         )
-        pipeline, tags = ("text-to-image", []) if kind == "image" else ("text-generation", ["conversational"])
+        pipeline, tags = CATALOG.get(kind, ("text-generation", ["conversational"]))
         catalog_entry = {"id": model, "pipelineTag": pipeline, "tags": tags}
         admin.call("POST", "/admin/v1/models:batchUpsert", {"models": [catalog_entry]})
         admin.call(
@@ -219,8 +223,8 @@ def litellm_config(stub: StubPorts) -> str:
             f"      api_base: {stub.url(upstream)}",
             "      api_key: stub-key",
         ]
-        if kind == "image":
-            lines += ["    model_info:", "      mode: image_generation"]
+        if kind in ("image", "embed"):
+            lines += ["    model_info:", f"      mode: {'image_generation' if kind == 'image' else 'embedding'}"]
     # drop_params: LiteLLM refuses `response_format` for images otherwise; dropping is its documented way.
     lines += ["litellm_settings:", "  telemetry: false", "  drop_params: true"]
     return "\n".join(lines) + "\n"

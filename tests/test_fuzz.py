@@ -28,7 +28,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from services.demo import CHAT_MODEL, IMAGE_MODEL, ORG, PROVIDER, USER, AdminApi
+from services.demo import CHAT_MODEL, IMAGE_MODEL, ORG, PROVIDER, TASK_MODELS, USER, AdminApi
 from services.launcher import Stack
 
 SNAKE_CASE = r"[a-z][a-z0-9]*(_[a-z0-9]+)*"
@@ -40,6 +40,8 @@ SCHEMA_EXAMPLES = 8  # per operation, per caller, per generation mode
 BODY_EXAMPLES = 150  # per inference route in the hostile-body test
 CHECKS = (not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance)
 
+# The hub task routes take raw audio: sent as the bytes Schemathesis makes for a binary body.
+schemathesis.serializer.alias("audio/wav", "application/octet-stream")
 schema = schemathesis.openapi.from_path(DOCUMENT)
 schema.config.generation.update(
     modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE],
@@ -128,6 +130,15 @@ CHAT_FIELDS = [
     "top_logprobs",
 ]
 IMAGE_FIELDS = ["model", "prompt", "provider", "n", "size", "response_format"]
+EMBEDDING_FIELDS = ["model", "input", "provider", "encoding_format", "dimensions", "max_price"]
+SPEECH_FIELDS = ["model", "input", "provider", "voice", "response_format", "speed", "stream_format"]
+HUB_PARAMETER_NAMES = st.sampled_from(["candidate_labels", "top_k", "num_frames"])
+HUB_PARAMETERS = st.dictionaries(HUB_PARAMETER_NAMES, HOSTILE_SCALARS, max_size=3)
+
+
+def hub_body(inputs: object) -> st.SearchStrategy[dict]:
+    """A hub task request whose inputs and parameters may be hostile."""
+    return st.fixed_dictionaries({"inputs": st.one_of(st.just(inputs), HOSTILE_SCALARS), "parameters": HUB_PARAMETERS})
 
 
 def hostile_body(base: dict, fields: list[str]) -> st.SearchStrategy[dict]:
@@ -150,6 +161,14 @@ INFERENCE_ROUTES = {
     "/demo/v1/chat/completions": hostile_body(
         {"model": "reference-chat", "messages": [{"role": "user", "content": "hi"}]}, CHAT_FIELDS
     ),
+    "/v1/embeddings": hostile_body({"model": TASK_MODELS["feature-extraction"], "input": ["a", "b"]}, EMBEDDING_FIELDS),
+    "/v1/audio/speech": hostile_body(
+        {"model": TASK_MODELS["text-to-speech"], "input": "hi", "voice": "alloy"}, SPEECH_FIELDS
+    ),
+    f"/models/{TASK_MODELS['feature-extraction']}": hub_body(["a", "b"]),
+    f"/models/{TASK_MODELS['question-answering']}": hub_body({"question": "who?", "context": "Alice"}),
+    f"/models/{TASK_MODELS['zero-shot-classification']}": hub_body("a goal"),
+    f"/models/{TASK_MODELS['automatic-speech-recognition']}": hub_body("UklGRg=="),
 }
 
 

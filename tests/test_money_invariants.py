@@ -1,8 +1,9 @@
 """Issue 10's money invariants through the real stack (Envoy, Registry, Router, Billing).
 
-Hypothesis (fixed seed) runs random mixes of unary and streamed chat requests, a few at a
-time, against a mock provider that answers as each request asks: well (with or without
-usage), garbage, JSON without `choices`, oversize, cut off, or a 500; some requests may fail
+Hypothesis (fixed seed) runs random mixes of unary and streamed chat requests, embeddings and
+(streamed, binary) speech requests, a few at a time, against a mock provider that answers as each
+request asks: well (with or without usage), garbage, JSON without `choices` (embeddings without
+`data`, speech without audio), oversize, cut off, or a 500; some requests may fail
 over to a second provider that always answers well. In between, Billing is paused (SIGSTOP),
 resumed, killed and restarted, and the Router is killed (SIGKILL) and restarted. After each
 run: every 2xx the caller saw is one ledger record (with the answer's provider request id and
@@ -57,6 +58,9 @@ GOOD, NO_USAGE, GARBAGE, NO_CHOICES, OVERSIZE, CUT, ERROR = (
     "good", "no-usage", "garbage", "no-choices", "oversize", "cut", "error-500",
 )  # fmt: skip
 BEHAVIOURS = (GOOD, NO_USAGE, GARBAGE, NO_CHOICES, OVERSIZE, CUT, ERROR)
+CHAT_ROUTE, EMBEDDINGS, SPEECH = "chat", "embeddings", "speech"
+ROUTES = (CHAT_ROUTE, EMBEDDINGS, SPEECH)
+AUDIO_PIECE = b"RIFF" + b"\x00" * 4092  # what the mock's speech answers carry, piece by piece
 HELD = "held"  # a stream that stops after its first event until the test releases it
 WORDS = ("one", " two", " three")
 USAGE = {"prompt_tokens": 3, "completion_tokens": 7, "total_tokens": 10}  # told apart from counted events
@@ -67,10 +71,11 @@ def cost_of(provider_request_id: str) -> int:
     return 1_000 + zlib.crc32(provider_request_id.encode()) % 1_000_000
 
 
-def expected_status(behaviour: str, stream: bool, failover: bool) -> int:
+def expected_status(behaviour: str, stream: bool, failover: bool, route: str = CHAT_ROUTE) -> int:
     """A valid answer is a 200, and so is a stream cut after its first event or with a large event
-    (the size cap is of unary answers); anything else is tried on the second provider when there
-    is one, and is a 502 when there is not."""
+    (the size cap is of unary answers; speech is always a stream); anything else is tried on the
+    second provider when there is one, and is a 502 when there is not."""
+    stream = stream if route == CHAT_ROUTE else route == SPEECH
     if failover or behaviour in (GOOD, NO_USAGE) or (stream and behaviour in (CUT, OVERSIZE)):
         return 200
     return 502
@@ -84,9 +89,9 @@ def _event(data: dict) -> bytes:
 
 
 class MockProvider:
-    """Providers' chat APIs on one 127.0.0.1 port: POST /<tag>/<p1|p2>/v1/chat/completions.
-    p2 always answers well; p1 answers as the last message says (one of BEHAVIOURS). Each
-    answer has a fresh provider request id `<tag>-<p1|p2>-<n>`, in Inference-Id and as its id."""
+    """Providers' chat, embeddings and speech APIs on one 127.0.0.1 port: POST /<tag>/<p1|p2>/v1/...
+    p2 always answers well; p1 answers as the last message (the input) says (one of BEHAVIOURS).
+    Each answer has a fresh provider request id `<tag>-<p1|p2>-<n>`, in Inference-Id and as its id."""
 
     def __init__(self) -> None:
         self.url = ""
@@ -96,21 +101,27 @@ class MockProvider:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
-        provider = request.match_info["provider"]
-        behaviour = GOOD if provider == "p2" else body["messages"][-1]["content"]
+        provider, route = request.match_info["provider"], request.match_info.route.name
+        asked = body["messages"][-1]["content"] if route == CHAT_ROUTE else body["input"]
+        behaviour = GOOD if provider == "p2" else asked
         provider_request_id = f"{request.match_info['tag']}-{provider}-{next(self._ids)}"
         headers = {"Inference-Id": provider_request_id}
         if behaviour == ERROR:
             return web.json_response({"error": {"message": "overloaded"}}, status=500, headers=headers)
         if behaviour == GARBAGE:
             return web.Response(body=b"<html>not json</html>", content_type="text/html", headers=headers)
+        if route == SPEECH:
+            return await self._speech(request, behaviour, headers)
         if body.get("stream"):
             return await self._stream(request, behaviour, provider_request_id, body)
         answer = {**CHAT_ANSWER, "id": provider_request_id}
+        if route == EMBEDDINGS:
+            answer = {"id": provider_request_id, "data": [{"embedding": [0.5, 0.25], "index": 0}], "usage": USAGE}
+        listed = "choices" if route == CHAT_ROUTE else "data"
         if behaviour in (NO_USAGE, NO_CHOICES):
             del answer["usage"]
         if behaviour == NO_CHOICES:
-            del answer["choices"]
+            del answer[listed]
         if behaviour == OVERSIZE:
             answer["padding"] = "x" * OVERSIZE_BYTES
         if behaviour == CUT:  # says how long it is, sends half, hangs up
@@ -153,9 +164,24 @@ class MockProvider:
         await response.write_eof()
         return response
 
+    async def _speech(self, request: web.Request, behaviour: str, headers: dict) -> web.StreamResponse:
+        """Audio in pieces: none (no-choices), many (oversize), two then a dropped connection (cut)."""
+        response = web.StreamResponse(headers={**headers, "Content-Type": "audio/wav"})
+        await response.prepare(request)
+        pieces = {NO_CHOICES: 0, OVERSIZE: OVERSIZE_BYTES // len(AUDIO_PIECE) + 1, CUT: 2}.get(behaviour, 3)
+        for _ in range(pieces):
+            await response.write(AUDIO_PIECE)
+        if behaviour == CUT:
+            request.transport.abort()
+            return response
+        await response.write_eof()
+        return response
+
     async def __aenter__(self) -> MockProvider:
         app = web.Application()
-        app.router.add_post("/{tag}/{provider}/v1/chat/completions", self._handle)
+        paths = {CHAT_ROUTE: "chat/completions", EMBEDDINGS: "embeddings", SPEECH: "audio/speech"}
+        for route, path in paths.items():
+            app.router.add_post(f"/{{tag}}/{{provider}}/v1/{path}", self._handle, name=route)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -240,8 +266,9 @@ def environment(make_stack) -> Iterator[Environment]:
 
 @dataclass
 class World:
-    """One run's caller (with a spending limit, so every request asks Billing) and a chat model
-    served by two providers of the mock: p1 as asked, p2 always well."""
+    """One run's caller (with a spending limit, so every request asks Billing) and a chat, an
+    embeddings and a speech model, each served by two providers of the mock: p1 as asked, p2
+    always well."""
 
     tag: str
     user: str
@@ -249,24 +276,35 @@ class World:
     model: str
     providers: tuple[str, str]
 
+    def model_of(self, route: str) -> str:
+        return self.model if route == CHAT_ROUTE else f"{self.model}-{route}"
+
+
+# The task each route's model is mapped for.
+ROUTE_TASKS = {CHAT_ROUTE: "conversational", EMBEDDINGS: "feature-extraction", SPEECH: "text-to-speech"}
+
 
 def new_world(env: Environment) -> World:
     api = AdminApi(env.sb.base_url, env.sb.admin_token)
     tag = uuid.uuid4().hex[:8]
     org, user, model = f"org-{tag}", f"user-{tag}", f"org-{tag}/chat"
     api.ensure_member(org, user)
-    catalog_entry = {"id": model, "pipeline_tag": "text-generation", "tags": ["conversational"]}
-    api.call("POST", "/admin/v1/models:batchUpsert", {"models": [catalog_entry]})
-    providers = (f"p1-{tag}", f"p2-{tag}")
-    for path, provider in zip(("p1", "p2"), providers, strict=True):
+    world = World(tag, user, "", model, (f"p1-{tag}", f"p2-{tag}"))
+    catalog = [{"id": world.model_of(route), "pipeline_tag": task} for route, task in ROUTE_TASKS.items()]
+    api.call("POST", "/admin/v1/models:batchUpsert", {"models": catalog})
+    for path, provider in zip(("p1", "p2"), world.providers, strict=True):
         api.ensure_provider({
             "id": provider, "org": org, "base_url": f"{env.provider.url}/{tag}/{path}", "api_key": "sk-mock",
-            "tasks": ["conversational"], "billing_url": env.costs.url, "billing_authorization": BILLING_AUTHORIZATION,
+            "tasks": list(ROUTE_TASKS.values()), "billing_url": env.costs.url,
+            "billing_authorization": BILLING_AUTHORIZATION,
         })  # fmt: skip
-        mapping = {"task": "conversational", "hfModel": model, "providerModel": "upstream-model", "status": "live"}
-        api.add_mappings(provider, [mapping])
+        api.add_mappings(provider, [
+            {"task": task, "hfModel": world.model_of(route), "providerModel": "upstream-model", "status": "live"}
+            for route, task in ROUTE_TASKS.items()
+        ])  # fmt: skip
     api.call("PUT", f"/v1/billing/accounts/{user}/limit", {"limitNanoUsd": SPENDING_LIMIT})
-    return World(tag, user, api.new_token(user), model, providers)
+    world.token = api.new_token(user)
+    return world
 
 
 @dataclass(frozen=True)
@@ -282,6 +320,7 @@ class Seen:
     provider_request_id: str = ""  # the answer's id
     content_events: int = 0  # of a stream, the events with content its caller got
     asked_for_usage: bool = False  # a stream's caller sent stream_options.include_usage
+    route: str = CHAT_ROUTE
 
     @property
     def reported(self) -> bool:
@@ -291,7 +330,10 @@ class Seen:
     @property
     def output_tokens(self) -> int:
         """What the ledger records: the usage the provider reported; for a stream without usage,
-        the content events sent; for a unary answer without usage, 0 (billed at the estimate)."""
+        the content events sent; for a unary answer without usage, 0 (billed at the estimate); none
+        for embeddings and speech (billed in input tokens and characters)."""
+        if self.route != CHAT_ROUTE:
+            return 0
         if self.stream:
             return USAGE["completion_tokens"] if self.reported else self.content_events
         return CHAT_ANSWER["usage"]["completion_tokens"] if self.reported else 0
@@ -303,10 +345,42 @@ def _events(answer: httpx.Response) -> list[dict]:
     return [json.loads(d) for d in data if d != b"[DONE]"]
 
 
+def send_task(env: Environment, world: World, behaviour: str, failover: bool, route: str) -> tuple[Seen, bytes]:
+    """One embeddings or speech request to p1 (then p2 when `failover`): what its caller saw, and
+    the body (a speech stream read until it ends or breaks)."""
+    providers = " ".join(world.providers if failover else world.providers[:1])
+    body = {"model": world.model_of(route), "input": behaviour, "provider": providers, "voice": "alloy"}
+    path = "/v1/embeddings" if route == EMBEDDINGS else "/v1/audio/speech"
+    received = b""
+    # A speech stream cut mid-way: what arrived is the answer.
+    with (
+        env.sb.http(world.token) as http,
+        http.stream("POST", path, json=body) as answer,
+        contextlib.suppress(httpx.HTTPError),
+    ):
+        for piece in answer.iter_raw():
+            received += piece
+    if answer.status_code != 200:
+        return Seen(behaviour, route == SPEECH, failover, answer.status_code, route=route), received
+    headers = answer.headers
+    seen = Seen(behaviour, route == SPEECH, failover, 200, headers["x-request-id"], headers["x-inference-provider"],
+                headers["inference-id"], route=route)  # fmt: skip
+    return seen, received
+
+
 def send(
-    env: Environment, world: World, behaviour: str, stream: bool, failover: bool, usage: bool = False
-) -> tuple[Seen, httpx.Response]:
-    """One chat request to p1 (then p2 when `failover`); with `usage`, a stream asks for usage."""
+    env: Environment,
+    world: World,
+    behaviour: str,
+    stream: bool,
+    failover: bool,
+    usage: bool = False,
+    route: str = CHAT_ROUTE,
+) -> tuple[Seen, httpx.Response | bytes]:
+    """One chat request to p1 (then p2 when `failover`); with `usage`, a stream asks for usage.
+    Embeddings and speech (`route`) go by send_task."""
+    if route != CHAT_ROUTE:
+        return send_task(env, world, behaviour, failover, route)
     body = chat(world.model, stream=stream, provider=" ".join(world.providers if failover else world.providers[:1]))
     body["messages"][0]["content"] = behaviour
     if stream and usage:
@@ -322,16 +396,22 @@ def send(
     return seen, answer
 
 
-def check_answer(world: World, seen: Seen, answer: httpx.Response) -> None:
+def check_answer(world: World, seen: Seen, answer: httpx.Response | bytes) -> None:
     """The status each behaviour calls for, in OpenAI's shape, from the provider that should
-    answer; a stream's usage never shown."""
-    assert seen.status == expected_status(seen.behaviour, seen.stream, seen.failover), (seen, answer.text[:300])
+    answer; a stream's usage never shown; speech's audio as the provider sent it."""
+    body = answer if isinstance(answer, bytes) else answer.content
+    expected = expected_status(seen.behaviour, seen.stream, seen.failover, seen.route)
+    assert seen.status == expected, (seen, body[:300])
     if seen.status != 200:
-        assert answer.json()["error"]["code"] == "upstream_error"
+        assert orjson.loads(body)["error"]["code"] == "upstream_error"
         return
-    first_served = expected_status(seen.behaviour, seen.stream, failover=False) == 200
+    first_served = expected_status(seen.behaviour, seen.stream, False, seen.route) == 200
     assert seen.provider == world.providers[0 if first_served else 1]
     assert seen.provider_request_id.startswith(f"{world.tag}-{'p1' if first_served else 'p2'}-")
+    if seen.route == SPEECH:
+        assert body.startswith(AUDIO_PIECE) and len(body) % len(AUDIO_PIECE) == 0, body[:64]
+    if seen.route != CHAT_ROUTE:
+        return
     if seen.stream:
         # Asked for on the caller's behalf: shown only to a caller who asked, when the provider sent it.
         assert (b'"usage"' in answer.content) == (seen.asked_for_usage and seen.reported)
@@ -342,7 +422,8 @@ def check_answer(world: World, seen: Seen, answer: httpx.Response) -> None:
 # --- the state machine ------------------------------------------------------------------------
 
 MAX_KILLS = 2  # of each process per run
-# (behaviour, stream, failover, a stream's caller asks for usage)
+# (behaviour, stream, failover, a stream's caller asks for usage); the route (chat, embeddings, speech)
+# is each machine's next in turn, so that the drawn runs, and the faults they reach, stay as they were.
 REQUEST = st.tuples(st.sampled_from(BEHAVIOURS), st.booleans(), st.booleans(), st.booleans())
 REQUESTS = st.lists(REQUEST, min_size=1, max_size=4)
 
@@ -358,18 +439,21 @@ class MoneyMachine(RuleBasedStateMachine):
         self.billing_paused = False
         self.billing_dead: Child | None = None
         self.kills: Counter = Counter()  # restarts take seconds: a few per run
+        self.routes = itertools.cycle(ROUTES)
 
     @initialize()
     def ask_each_behaviour(self) -> None:
-        """Every behaviour once, unary and streamed, at the start of every run."""
-        self._ask([(behaviour, stream, False, False) for behaviour in BEHAVIOURS for stream in (False, True)])
+        """Every behaviour once, chat unary and streamed, embeddings and speech, at the start of every run."""
+        chats = [(behaviour, stream, False, False, CHAT_ROUTE) for behaviour in BEHAVIOURS for stream in (False, True)]
+        tasks = [(behaviour, False, False, False, route) for behaviour in BEHAVIOURS for route in (EMBEDDINGS, SPEECH)]
+        self._ask(chats + tasks)
 
     # Rules are drawn by name order first: "ask" makes the simplest run one of requests, not of faults.
     @rule(requests=REQUESTS)
     def ask(self, requests: list[tuple[str, bool, bool, bool]]) -> None:
-        self._ask(requests)
+        self._ask([(*request, next(self.routes)) for request in requests])
 
-    def _ask(self, requests: list[tuple[str, bool, bool, bool]]) -> None:
+    def _ask(self, requests: list[tuple[str, bool, bool, bool, str]]) -> None:
         """Sends the requests at once; records what each caller saw before checking it."""
         with ThreadPoolExecutor(len(requests)) as pool:
             answers = list(pool.map(lambda r: send(self.env, self.world, *r), requests))

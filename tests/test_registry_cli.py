@@ -75,3 +75,23 @@ def test_cli_manages_identity_providers_and_imports_models(stack, tmp_path: Path
     bad.write_text('{"id": "a/b"}\nnot json\n')
     failed = cli(stack, "models", "import", str(bad), check=False)
     assert failed.returncode != 0 and "line 2" in failed.stderr
+
+
+def test_cli_sets_how_a_provider_is_called_per_task(stack) -> None:
+    org, provider = unique("org"), unique("prov")
+    cli(stack, "orgs", "create", org)
+    argv = ("providers", "create", provider, "--org", org, "--base-url", "http://127.0.0.1:9")
+    tasks = ("--tasks", "feature-extraction", "text-to-speech", "summarization")
+    created = json.loads(cli(stack, *argv, *tasks, "--task-format", "feature-extraction=hub").stdout)
+    assert created["taskFormats"] == {"feature-extraction": "hub"}
+    updated = cli(stack, "providers", "update", provider, "--task-format", "text-to-speech=openai")
+    assert json.loads(updated.stdout)["taskFormats"] == {"text-to-speech": "openai"}
+    with stack.http() as http:
+        shown = http.get(f"/v1/providers/{provider}").json()
+    assert shown["task_formats"] == {"feature-extraction": "openai", "text-to-speech": "openai", "summarization": "hub"}
+    for wrong in ("summarization=openai", "text-to-image=hub", "no-such-task=hub", "feature-extraction=grpc"):
+        failed = cli(stack, "providers", "update", provider, "--task-format", wrong, check=False)
+        assert failed.returncode != 0 and "400" in failed.stderr and "taskFormats" in failed.stderr, wrong
+    malformed = cli(stack, "providers", "update", provider, "--task-format", "hub", check=False)
+    assert malformed.returncode != 0 and "TASK=FORMAT" in malformed.stderr
+    cli(stack, "providers", "delete", provider)

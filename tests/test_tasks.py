@@ -301,6 +301,8 @@ def test_embeddings_fail_over_and_honour_the_provider_field(demo: Demo) -> None:
         chosen = http.post("/v1/embeddings", json={"model": model, "input": "x", "provider": up})
         only_down = http.post("/v1/embeddings", json={"model": f"{model}:{down}", "input": "x"})
         hub = http.post(f"/models/{model}:cheapest", json={"inputs": "hello"})
+        ceiling = http.post("/v1/embeddings", json={"model": model, "input": "x", "max_price": {"input": 1}})
+    assert "max_price" in _error(ceiling)["message"]  # neither provider has a price to hold to it
     assert chosen.headers["x-inference-provider"] == up
     assert only_down.status_code == 502 and only_down.json()["error"]["code"] == "upstream_error"
     assert hub.status_code == 200 and len(hub.json()) == reference.DIMENSION

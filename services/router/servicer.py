@@ -279,7 +279,7 @@ class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServi
             max_price = payload.pop("max_price", None)  # Switchboard's to honour: never sent on
             needs = selection.needs_of(payload, prompt_tokens_estimate(len(raw)), max_price)
         else:
-            payload, needs = value.payload(), selection.Needs()
+            payload, needs = value.payload(), selection.needs_of({}, 0, value.max_price)
         model, fit = await self._routes(task, payload, request.provider, caller, needs)
         routes = fit.routes
         if not request.provider:  # resolved in the catalog: a bounded label

@@ -28,6 +28,7 @@ from services.common.pricing import Price, estimate_nano_usd, saturated
 from services.common.provider_api import AttemptFailed
 from services.common.providers import Route
 from services.common.tasks import HUB_FORMAT, OPENAI_FORMAT, Task
+from services.router import params
 
 JSON_TYPE = "application/json"
 # The GenAI semantic conventions' gen_ai.operation.name of each task (others: GENERATE).
@@ -49,6 +50,9 @@ MAX_PARAMETERS_BYTES = 16 * 1024  # the `parameters` object of a hub task call
 MAX_VIDEO_SECONDS = 600  # what a text-to-video answer can be billed
 # Audio without a header that gives its length is billed at most this many bytes a second (16 kbit/s).
 MIN_AUDIO_BYTES_PER_SECOND = 2000
+# Audio is billed at least its bytes at this rate (uncompressed 24-bit stereo at 192 kHz), whatever its
+# header says: a header that claims a huge rate cannot make a large upload cheap.
+MAX_AUDIO_BYTES_PER_SECOND = 192_000 * 2 * 3
 TRANSCRIPTION_FORMATS = ("json", "text", "verbose_json")
 SPEECH_FORMATS = {"mp3": "audio/mpeg", "opus": "audio/ogg", "aac": "audio/aac", "flac": "audio/flac",
                   "wav": "audio/wav", "pcm": "audio/pcm"}  # fmt: skip
@@ -91,6 +95,7 @@ class TaskInput:
     route: str = HUB_FORMAT
     options: dict = field(default_factory=dict)
     provider: str = ""  # the `provider` field: providers to use, in order
+    max_price: dict | None = None  # the caller's price ceiling (params.max_price checked it)
 
     @property
     def texts(self) -> list[str]:
@@ -254,7 +259,7 @@ def _hub_inputs(task: Task, inputs: object, parameters: dict) -> object:
 def embeddings_input(task: Task, data: bytes) -> TaskInput:
     """POST /v1/embeddings: {"model", "input": str or [str], "encoding_format"?, "dimensions"?}."""
     body = _json_object(data, '{"model": ..., "input": ...}')
-    model = _text(body.get("model"), "model", 512)
+    params.check_body(body, params.COMMON, {"model", "input"})
     value = body.get("input")
     if isinstance(value, list) and value and not all(isinstance(v, str) for v in value):
         raise _bad("input must be a string or a list of strings (token arrays are not accepted)", "input")
@@ -269,28 +274,21 @@ def embeddings_input(task: Task, data: bytes) -> TaskInput:
         if isinstance(dimensions, bool) or not isinstance(dimensions, int) or not 1 <= dimensions <= MAX_DIMENSIONS:
             raise _bad(f"dimensions must be an integer 1..{MAX_DIMENSIONS}", "dimensions")
         parameters["dimensions"] = dimensions
-    return TaskInput(task, model, inputs, parameters, route=OPENAI_FORMAT, options=options,
-                     provider=_provider_field(body))  # fmt: skip
-
-
-def _provider_field(body: dict) -> str:
-    value = body.get("provider")
-    if value is not None and not isinstance(value, str):
-        raise _bad("provider must be a string of provider ids separated by spaces", "provider")
-    return value or ""
+    return TaskInput(task, body["model"], inputs, parameters, route=OPENAI_FORMAT, options=options,
+                     provider=body.get("provider") or "", max_price=body.get("max_price"))  # fmt: skip
 
 
 def speech_input(task: Task, data: bytes) -> TaskInput:
     """POST /v1/audio/speech: {"model", "input", "voice", "response_format"?, "speed"?, "instructions"?}."""
     body = _json_object(data, '{"model": ..., "input": ..., "voice": ...}')
-    model = _text(body.get("model"), "model", 512)
+    params.check_body(body, params.COMMON, {"model", "input"})
     text = _text(body.get("input"), "input", MAX_SPEECH_CHARS)
     voice = body.get("voice", DEFAULT_VOICE)
     if isinstance(voice, dict):
         voice = voice.get("id")
     voice = _text(voice, "voice", 256)
     response_format = body.get("response_format", "mp3")
-    if response_format not in SPEECH_FORMATS:
+    if not isinstance(response_format, str) or response_format not in SPEECH_FORMATS:
         raise _bad(f"response_format must be one of {', '.join(SPEECH_FORMATS)}", "response_format")
     if body.get("stream_format", "audio") != "audio":
         raise _bad('stream_format must be "audio": the audio is streamed as it is made', "stream_format")
@@ -302,7 +300,8 @@ def speech_input(task: Task, data: bytes) -> TaskInput:
         options["speed"] = speed
     if body.get("instructions") is not None:
         options["instructions"] = _text(body["instructions"], "instructions", MAX_SPEECH_CHARS)
-    return TaskInput(task, model, text, route=OPENAI_FORMAT, options=options, provider=_provider_field(body))
+    return TaskInput(task, body["model"], text, route=OPENAI_FORMAT, options=options,
+                     provider=body.get("provider") or "", max_price=body.get("max_price"))  # fmt: skip
 
 
 def _form_fields(data: bytes, content_type: str) -> dict[str, tuple[bytes, str]]:
@@ -363,7 +362,7 @@ def _wav_seconds(data: bytes) -> float | None:
     at, rate = 12, 0
     while at + 8 <= len(data):
         kind, size = data[at : at + 4], struct.unpack("<I", data[at + 4 : at + 8])[0]
-        if kind == b"fmt " and size >= 16:
+        if kind == b"fmt " and size >= 16 and at + 20 <= len(data):
             rate = struct.unpack("<I", data[at + 16 : at + 20])[0]  # bytes a second
         elif kind == b"data":
             return min(size, len(data) - at - 8) / rate if rate else None
@@ -399,13 +398,14 @@ def mp4_seconds(data: bytes) -> float | None:
 
 def audio_seconds(value: TaskInput, said: object = None) -> int:
     """The seconds billed for an upload: its header's length; else the provider's word, held to
-    what the bytes can carry at 16 kbit/s; else that bound. Rounded up, at least 1."""
+    what the bytes can carry at 16 kbit/s; else that bound. Never less than the bytes last at the
+    highest rate audio has; rounded up, at least 1."""
     bound = max(1, math.ceil(len(value.data) / MIN_AUDIO_BYTES_PER_SECOND))
     seconds = header_seconds(value.data)
     if seconds is None:
         given = isinstance(said, int | float) and not isinstance(said, bool) and 0 < said < bound
         seconds = said if given else bound
-    return max(1, math.ceil(seconds))
+    return max(1, math.ceil(seconds), math.ceil(len(value.data) / MAX_AUDIO_BYTES_PER_SECOND))
 
 
 # --- calling providers -------------------------------------------------------------------------

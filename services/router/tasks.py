@@ -13,6 +13,7 @@ from google.api import httpbody_pb2
 from switchboard.router.v1 import router_service_pb2 as router_pb
 
 from services.common.errors import ApiError, invalid_argument, unavailable
+from services.common.provider_api import Opened
 from services.common.tasks import SERVED_TASKS, Task
 from services.common.telemetry import InferenceMeasure
 from services.router import selection, task_formats
@@ -117,6 +118,7 @@ class TaskMethods:
                 await self._serve_unary(call, opened, context)
                 yield httpbody_pb2.HttpBody(content_type=opened.content_type, data=self._redacted(opened))
                 return
+            measure.first_token(opened.first_at)
             try:
                 await self._send_headers(call, opened, context)
             except BaseException:  # the caller left before the answer began: nothing was served
@@ -132,10 +134,10 @@ class TaskMethods:
                 self._finish(call, opened)
 
     @staticmethod
-    def _redacted(opened) -> bytes:
+    def _redacted(opened: Opened) -> bytes:
         return opened.route.provider.redactor.bytes(opened.result)
 
-    async def _audio(self, opened) -> AsyncIterator[bytes]:
+    async def _audio(self, opened: Opened) -> AsyncIterator[bytes]:
         """The provider's audio as it arrives, redacted; a stream that breaks ends the call with 503."""
         redactor = opened.route.provider.redactor
         try:

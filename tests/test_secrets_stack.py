@@ -100,6 +100,12 @@ async def inference(request: web.Request) -> web.StreamResponse:
         if encoding == "text":
             return web.Response(status=int(status), text=f"<html>{echoed_text()}</html>", headers=echo_headers())
         return web.json_response(echoes(ENCODINGS[encoding]), status=int(status), headers=echo_headers())
+    if route == "embeddings":
+        inputs = (await request.json())["input"]
+        vectors = [{"object": "embedding", "index": i, "embedding": [0.5, 0.25]} for i in range(len(inputs))]
+        answer = {"object": "list", "data": vectors, "model": echoed_text(),
+                  "usage": {"prompt_tokens": 3, "total_tokens": 3}}  # fmt: skip
+        return web.json_response(answer, headers=echo_headers())
     if route == "images/generations":
         image = LEAKY_PNG_B64 if mode == "leaky" else PNG_B64
         answer = {"created": 1, "data": [{"b64_json": image, "revised_prompt": echoed_text()}]}
@@ -136,7 +142,7 @@ async def costs(request: web.Request) -> web.Response:
 def echoing_upstream() -> Iterator[str]:
     """The echoing provider (aiohttp on its own loop and thread); yields its base URL."""
     app = web.Application()
-    app.router.add_post("/{mode}/v1/{route:chat/completions|images/generations}", inference)
+    app.router.add_post("/{mode}/v1/{route:chat/completions|images/generations|embeddings}", inference)
     app.router.add_post("/costs", costs)
     loop, runner, port = asyncio.new_event_loop(), web.AppRunner(app), free_port()
     loop.run_until_complete(runner.setup())
@@ -158,19 +164,25 @@ def register(api: AdminApi, org: str, upstream: str, mode: str) -> dict[str, str
     provider = f"echo-{mode}-{uuid.uuid4().hex[:6]}"
     api.ensure_provider({
         "id": provider, "org": org, "base_url": f"{upstream}/{mode}", "api_key": API_KEY,
-        "tasks": ["conversational", "text-to-image"], "billing_url": f"{upstream}/costs",
+        "tasks": ["conversational", "text-to-image", "feature-extraction"], "billing_url": f"{upstream}/costs",
         "billing_authorization": AUTHORIZATION,
     })  # fmt: skip
-    chat, image = f"{org}/chat-{provider}", f"{org}/image-{provider}"
+    chat, image, embed = f"{org}/chat-{provider}", f"{org}/image-{provider}", f"{org}/embed-{provider}"
     catalog = [{"id": chat, "pipeline_tag": "text-generation", "tags": ["conversational"]},
-               {"id": image, "pipeline_tag": "text-to-image", "tags": ["text-to-image"]}]  # fmt: skip
+               {"id": image, "pipeline_tag": "text-to-image", "tags": ["text-to-image"]},
+               {"id": embed, "pipeline_tag": "feature-extraction"}]  # fmt: skip
     api.call("POST", "/admin/v1/models:batchUpsert", {"models": catalog})
+    served = (
+        ("conversational", chat, "chat"),
+        ("text-to-image", image, "image"),
+        ("feature-extraction", embed, "embed"),
+    )
     mappings = [
         api.call("POST", f"/api/partners/{provider}/models", {"task": task, "hfModel": model,
                  "providerModel": f"upstream-{kind}", "status": "live"})["_id"]
-        for task, model, kind in (("conversational", chat, "chat"), ("text-to-image", image, "image"))
+        for task, model, kind in served
     ]  # fmt: skip
-    return {"{provider}": provider, "{chat}": chat, "{image}": image, "{mapping}": mappings[0]}
+    return {"{provider}": provider, "{chat}": chat, "{image}": image, "{embed}": embed, "{mapping}": mappings[0]}
 
 
 HI = [{"role": "user", "content": "hi"}]
@@ -186,6 +198,12 @@ ROUTES: list[tuple[str, dict]] = [
     ("/{provider}/v1/chat/completions", {"model": "upstream-chat", "messages": HI}),
     ("/{provider}/v1/chat/completions", {"model": "upstream-chat", "messages": HI, "stream": True}),
     ("/{provider}/v1/images/generations", {"model": "upstream-image", "prompt": "a cat"}),
+    ("/v1/embeddings", {"model": "{embed}", "input": ["a", "b"]}),
+    ("/v1/responses", {"model": "{chat}", "input": "hi"}),
+    ("/v1/responses", {"model": "{chat}", "input": "hi", "stream": True}),
+    ("/v1/messages", {"model": "{chat}", "max_tokens": 16, "messages": HI}),
+    ("/v1/messages", {"model": "{chat}", "max_tokens": 16, "messages": HI, "stream": True}),
+    ("/v1/completions", {"model": "{chat}", "prompt": "hi"}),
 ]
 # What partners and operators read of a provider's answers, after the calls: the conformance
 # report (a check run first) and the Router's health page (recent errors, redacted).
@@ -263,7 +281,8 @@ def test_no_answer_carries_a_secret(echoed) -> None:
         else:
             status = int(mode.split("-")[0])
             assert response.status_code == (status if status != 418 else 502), (mode, path, stream, response.text)
-            assert set(response.json()["error"]) >= {"message", "type", "param", "code"}
+            shape = {"message", "type"} if path.endswith("/messages") else {"message", "type", "param", "code"}
+            assert set(response.json()["error"]) >= shape
     ok_stream = answers[("ok", "/v1/chat/completions", True)]
     assert "[redacted]" in ok_stream.text and ok_stream.text.rstrip().endswith("data: [DONE]")
     # every ok answer billed; one is left pending: the cost API answers it twice (once with an echo)

@@ -30,6 +30,7 @@ function reject(handle, status, code, message, param, error_type)
   local body = '{"error":{"message":"' .. message .. '","type":"' .. kind .. '","param":'
     .. (param and '"' .. param .. '"' or "null") .. ',"code":"' .. code .. '"}}'
   if anthropic_route(handle:headers():get(":path") or "") then
+    kind = ANTHROPIC_TYPES and ANTHROPIC_TYPES[status] or kind
     body = '{"type":"error","error":{"type":"' .. kind .. '","message":"' .. message .. '"}}'
   end
   handle:respond({[":status"] = tostring(status), ["content-type"] = "application/json"}, body)

@@ -11,6 +11,16 @@ local BODY_METHODS = {POST = true, PUT = true, PATCH = true}
 local EMPTY_MESSAGE = "\0\0\0\0\0"
 local UNAUTHENTICATED = "16"
 
+-- Whether a key has the shape of the tokens the Registry issues (TOKEN_PREFIXES).
+local function switchboard_token(key)
+  for _, prefix in ipairs(TOKEN_PREFIXES) do
+    if sub(key, 1, #prefix) == prefix then
+      return true
+    end
+  end
+  return false
+end
+
 local function declared_length(headers)
   local text = headers:get("content-length")
   if text == nil then
@@ -56,14 +66,21 @@ function envoy_on_request(handle)
     return
   end
   local authorization = headers:get("authorization")
+  local api_key = headers:get("x-api-key")
+  if authorization == nil and api_key ~= nil then
+    authorization = "Bearer " .. api_key -- Anthropic's clients send the key so, wherever Bearer goes
+  end
   if authorization == nil then
     if not route:get("anonymous") then
       unauthorized(handle, "a request body this large needs an API key: send 'Authorization: Bearer <token>'")
     end
     return
   end
-  if find(authorization, "^[Bb][Ee][Aa][Rr][Ee][Rr] +[^ ]") == nil then
+  local _, key_start = find(authorization, "^[Bb][Ee][Aa][Rr][Ee][Rr] +")
+  if key_start == nil or key_start == #authorization then
     unauthorized(handle, "the Authorization header must be 'Bearer <token>'")
+  elseif route:get("anonymous") and not switchboard_token(sub(authorization, key_start + 1)) then
+    return -- in anonymous mode a key of another shape is a placeholder: no key (the Router decides)
   elseif refused(handle, authorization) then
     unauthorized(handle, "invalid API key")
   end

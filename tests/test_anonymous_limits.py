@@ -36,7 +36,7 @@ def world(make_stack) -> Iterator[tuple[object, str, MockProvider]]:
         entry = {"id": model, "pipeline_tag": "text-generation", "tags": ["conversational"]}
         api.call("POST", "/admin/v1/models:batchUpsert", {"models": [entry]})
         api.ensure_provider({"id": provider_id, "org": org, "base_url": f"{provider.url}/{tag}/p1",
-                             "api_key": "sk-mock", "tasks": ["conversational"]})  # fmt: skip
+                             "api_key": "sk-mock-0123456789", "tasks": ["conversational"]})  # fmt: skip
         api.call("PUT", f"/admin/v1/providers/{provider_id}/prices", {"prices": [PRICE]})
         api.add_mappings(provider_id, [{"task": "conversational", "hfModel": model,
                                         "providerModel": "upstream-model", "status": "live"}])  # fmt: skip

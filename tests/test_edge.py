@@ -135,8 +135,8 @@ def test_in_anonymous_mode_a_large_inference_body_needs_no_token_but_others_do(a
     path = f"/api/partners/{unique('p')}/models"
     status, error = exchange(anonymous, request_head(path, 100_000), b"{")
     assert (status, error["code"]) == (401, "invalid_api_key")  # refused before the body is read
-    status, error = exchange(anonymous, request_head(CHAT, 100_000, "not-a-token"), b"{")
-    assert (status, error["code"]) == (401, "invalid_api_key")  # a bad token is no anonymous call
+    status, error = exchange(anonymous, request_head(CHAT, 100_000, "hf_sb_not-a-token"), b"{")
+    assert (status, error["code"]) == (401, "invalid_api_key")  # a wrong Switchboard token is no anonymous call
 
 
 def test_anonymous_mode_lets_large_bodies_without_a_token_on_inference_routes_only() -> None:

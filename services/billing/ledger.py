@@ -98,7 +98,9 @@ def _charge(totals: Totals, account: str, start: datetime, amount: int) -> None:
 
 
 # What a stream's final record completes of its provisional one (its state and cost stay).
-_COMPLETED = ("end_time", "input_tokens", "output_tokens", "images", "estimated_nano_usd", "first_token_ms")
+_COMPLETED = (
+    "end_time", "input_tokens", "output_tokens", "images", "estimated_nano_usd", "first_token_ms", "unit", "units",
+)  # fmt: skip
 
 
 def record_entries(session: Session, rows: Sequence[dict]) -> int:

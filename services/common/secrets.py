@@ -344,6 +344,34 @@ Path_ = tuple[str | int, ...]
 _OPEN_ESCAPE = re.compile(r"(?:%[0-9A-Fa-f]?|\\(?:u[0-9A-Fa-f]{0,3})?)\Z")  # cut off by the event's end
 
 
+# The widest a form's character may be written: a JSON escape, \u00XX.
+MAX_ESCAPED_CHARACTER = 6
+
+
+class BinaryCarry:
+    """A binary answer relayed as it arrives (audio): each piece goes on once no secret could
+    still begin in it, the end of it held back for the next piece; an answer that carries a
+    secret, in one piece or across two, is refused (Redactor.binary: a 502)."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        self._redactor = redactor
+        longest = max((len(form.units) for form in redactor.forms), default=0)
+        self._hold = max(0, MAX_ESCAPED_CHARACTER * longest - 1)
+        self._held = b""
+
+    def feed(self, piece: bytes) -> bytes:
+        """What of the answer so far may go on."""
+        data = self._redactor.binary(self._held + piece)
+        cut = max(0, len(data) - self._hold)
+        self._held = data[cut:]
+        return data[:cut]
+
+    def end(self) -> bytes:
+        """The rest, once the answer ended."""
+        held, self._held = self._held, b""
+        return held
+
+
 class StreamCarry:
     """Keeps a secret split over consecutive stream events from getting out. For each joined text
     field, the end of its text that could be the beginning of a secret (at most the longest form

@@ -31,6 +31,7 @@ from services.router.translation import (
     new_id,
     sse,
     text_of,
+    usage_cost,
     usage_numbers,
 )
 
@@ -200,6 +201,7 @@ def _usage(usage: Any) -> dict:
         "output_tokens": output_tokens,
         "cache_creation_input_tokens": 0,
         "cache_read_input_tokens": 0,
+        **usage_cost(usage),
     }
 
 

@@ -29,6 +29,7 @@ from services.router.translation import (
     new_id,
     sse,
     text_of,
+    usage_cost,
     usage_numbers,
 )
 
@@ -200,6 +201,7 @@ def _usage(usage: Any) -> dict:
         "output_tokens": output_tokens,
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": input_tokens + output_tokens,
+        **usage_cost(usage),
     }
 
 

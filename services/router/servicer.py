@@ -6,8 +6,8 @@ import base64
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AbstractContextManager, aclosing, nullcontext
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, aclosing, contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import grpc
@@ -225,10 +225,22 @@ class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServi
     def _anonymous_call(self, context: grpc.aio.ServicerContext) -> AbstractContextManager:
         """For a call that may be billed to the anonymous account (it carries no key shaped like a
         Switchboard token), its client's slot for the call (anonymous.py)."""
-        key = _credential(_headers(context))
-        if self.anonymous_account and not (key and key.startswith(TOKEN_PREFIXES)):
+        token = (_credential(_headers(context)) or "").partition(" ")[2].strip()
+        if self.anonymous_account and not token.startswith(TOKEN_PREFIXES):
             return self.anonymous_clients.admitted(_client(context))
         return nullcontext()
+
+    @contextmanager
+    def _inference(self, operation: str, context: grpc.aio.ServicerContext) -> Iterator[InferenceMeasure]:
+        """One inference call's measure: the call holds its client's anonymous slot when it may be
+        billed to the anonymous account, and every error it answers carries Server-Timing."""
+        with InferenceMeasure(operation) as measure:
+            try:
+                with self._anonymous_call(context):
+                    yield measure
+            except ApiError as error:
+                timed(error, measure.started)
+                raise
 
     async def _caller(self, headers: dict[str, str]) -> tuple[internal_pb.Caller, str]:
         caller, account = await self._identified(headers)
@@ -343,7 +355,7 @@ class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServi
         else:
             estimate = reservation(value).estimate(routes[0].provider.prices.get(routes[0].provider_model), task)
         if caller is ANONYMOUS:
-            param = "n" if task == TEXT_TO_IMAGE else "max_tokens" if value is None else "inputs"
+            param = "n" if task == TEXT_TO_IMAGE else "max_tokens" if value is None else value.input_param
             self.anonymous_clients.reserve(_client(context), estimate, param)
         call = Call(
             str(uuid.uuid4()), task, caller, account, model, payload, len(raw), routes, estimate, started, measure,
@@ -481,14 +493,10 @@ class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServi
     async def CreateChatCompletion(
         self, request: router_pb.CreateChatCompletionRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
-        with InferenceMeasure(OPERATIONS[CHAT]) as measure, self._anonymous_call(context):
-            try:
-                async with aclosing(self._chat(request, context, measure)) as bodies:  # closed in this task
-                    async for body in bodies:
-                        yield body
-            except ApiError as error:
-                timed(error, measure.started)
-                raise
+        with self._inference(OPERATIONS[CHAT], context) as measure:
+            async with aclosing(self._chat(request, context, measure)) as bodies:  # closed in this task
+                async for body in bodies:
+                    yield body
 
     async def _chat(
         self,
@@ -529,7 +537,7 @@ class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServi
         """Another API's call served as a chat completion: the same checks, selection, failover
         and billing; the answer in that API's shape."""
         chat = router_pb.CreateChatCompletionRequest(provider=request.provider, body=request.body)
-        with InferenceMeasure(OPERATIONS[CHAT]) as measure, self._anonymous_call(context):
+        with self._inference(OPERATIONS[CHAT], context) as measure:
             async with aclosing(self._chat(chat, context, measure, translation.chat_payload)) as bodies:
                 async for body in translation.answer(bodies):
                     yield body
@@ -579,17 +587,13 @@ class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServi
         body_of: Callable[[Opened], bytes],
     ) -> bytes:
         """An images answer's body for the caller, billed and headed once `body_of` made it."""
-        with InferenceMeasure(OPERATIONS[TEXT_TO_IMAGE]) as measure, self._anonymous_call(context):
+        with self._inference(OPERATIONS[TEXT_TO_IMAGE], context) as measure:
+            call = await self._prepare(TEXT_TO_IMAGE, request, context, measure)
+            opened = await self._open(call, IMAGES_PATH, False, context)
             try:
-                call = await self._prepare(TEXT_TO_IMAGE, request, context, measure)
-                opened = await self._open(call, IMAGES_PATH, False, context)
-                try:
-                    body = body_of(opened)
-                except ApiError:
-                    self._abandon(call)
-                    raise
-            except ApiError as error:
-                timed(error, measure.started)
+                body = body_of(opened)
+            except ApiError:
+                self._abandon(call)
                 raise
             await self._serve_unary(call, opened, context, images=len(opened.answer["data"]))
             return body

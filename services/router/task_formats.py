@@ -24,7 +24,7 @@ import orjson
 
 from services.common import tasks
 from services.common.errors import invalid_argument
-from services.common.pricing import Price, estimate_nano_usd, saturated
+from services.common.pricing import NANO_PER_USD, Price, estimate_nano_usd, saturated
 from services.common.provider_api import AttemptFailed
 from services.common.providers import Route
 from services.common.tasks import HUB_FORMAT, OPENAI_FORMAT, Task
@@ -95,6 +95,14 @@ class TaskInput:
     route: str = HUB_FORMAT
     options: dict = field(default_factory=dict)
     provider: str = ""  # the `provider` field: providers to use, in order
+
+    @property
+    def input_param(self) -> str:
+        """The request field that holds the input, as the caller's route names it."""
+        if self.route == HUB_FORMAT:
+            return "inputs"
+        return "file" if self.data else "input"
+
     max_price: dict | None = None  # the caller's price ceiling (params.max_price checked it)
 
     @property
@@ -557,7 +565,9 @@ def render(call: TaskCall, route: Route, model: str, result: Any, content_type: 
         data = [
             {"object": "embedding", "index": i, "embedding": _embedding(v, encoding)} for i, v in enumerate(vectors)
         ]
-        usage = {"prompt_tokens": units.input_tokens, "total_tokens": units.input_tokens}
+        cost = units.estimate(route.provider.prices.get(route.provider_model), name)  # the record's estimate
+        usage = {"prompt_tokens": units.input_tokens, "total_tokens": units.input_tokens,
+                 "cost": cost / NANO_PER_USD, "cost_nano_usd": cost}  # fmt: skip
         return Answer(orjson.dumps({"object": "list", "data": data, "model": model, "usage": usage}))
     if name == "automatic-speech-recognition":
         text = redactor.text(result["text"])

@@ -13,8 +13,8 @@ from switchboard.router.v1 import router_service_pb2 as router_pb
 
 from services.common.errors import ApiError, invalid_argument, unavailable
 from services.common.provider_api import Opened
+from services.common.secrets import BinaryCarry
 from services.common.tasks import SERVED_TASKS, Task
-from services.common.telemetry import InferenceMeasure
 from services.router import selection, task_formats
 from services.router.task_formats import GENERATE, OPERATIONS, Answer, TaskInput
 
@@ -72,7 +72,7 @@ class TaskMethods:
         self, task: str, request, context: grpc.aio.ServicerContext, task_input: Callable[[], TaskInput]
     ) -> Answer:
         """A unary task answer in the caller's shape, headed and billed once it is made."""
-        with InferenceMeasure(OPERATIONS.get(task, GENERATE)) as measure, self._anonymous_call(context):
+        with self._inference(OPERATIONS.get(task, GENERATE), context) as measure:
             call = await self._prepare(task, request, context, measure, task_input)
             opened = await self._open(call, "", False, context)
             try:
@@ -108,14 +108,19 @@ class TaskMethods:
         self, request: router_pb.CreateSpeechRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
         task = "text-to-speech"
-        with InferenceMeasure(OPERATIONS.get(task, GENERATE)) as measure, self._anonymous_call(context):
+        with self._inference(OPERATIONS.get(task, GENERATE), context) as measure:
             value = lambda: task_formats.speech_input(_task(task), request.body.data)  # noqa: E731
             call = await self._prepare(task, request, context, measure, value)
             opened = await self._open(call, "", True, context)
             call.bill = task_formats.served_bill(call.task_call, opened.result)
             if opened.response is None:  # a provider called in the hub's format answers whole
+                try:
+                    audio = opened.route.provider.redactor.binary(opened.result)
+                except ApiError:
+                    self._abandon(call)
+                    raise
                 await self._serve_unary(call, opened, context)
-                yield httpbody_pb2.HttpBody(content_type=opened.content_type, data=self._redacted(opened))
+                yield httpbody_pb2.HttpBody(content_type=opened.content_type, data=audio)
                 return
             measure.first_token(opened.first_at)
             try:
@@ -132,17 +137,18 @@ class TaskMethods:
             finally:
                 self._finish(call, opened)
 
-    @staticmethod
-    def _redacted(opened: Opened) -> bytes:
-        return opened.route.provider.redactor.bytes(opened.result)
-
     async def _audio(self, opened: Opened) -> AsyncIterator[bytes]:
-        """The provider's audio as it arrives, redacted; a stream that breaks ends the call with 503."""
-        redactor = opened.route.provider.redactor
+        """The provider's audio as it arrives, refused (502) when it carries a secret; a stream
+        that breaks ends the call with 503."""
+        carry = BinaryCarry(opened.route.provider.redactor)
         try:
-            yield self._redacted(opened)
+            if passed := carry.feed(opened.result):
+                yield passed
             async for piece in opened.response.content.iter_any():
-                yield redactor.bytes(piece)
+                if passed := carry.feed(piece):
+                    yield passed
+            if rest := carry.end():
+                yield rest
         except (OSError, TimeoutError, ValueError) as exc:
             self.upstreams.stream_broke(opened.route, exc)
             raise unavailable(

@@ -143,6 +143,14 @@ def usage_numbers(usage: Any) -> tuple[int, int]:
     return tuple(c if isinstance(c, int) and not isinstance(c, bool) and c >= 0 else 0 for c in counts)  # type: ignore[return-value]
 
 
+def usage_cost(usage: Any) -> dict:
+    """The estimated cost a chat usage object states (usage.cost, usage.cost_nano_usd), to carry
+    over into another API's usage."""
+    if not isinstance(usage, dict):
+        return {}
+    return {name: usage[name] for name in ("cost", "cost_nano_usd") if name in usage}
+
+
 class Translation:
     """One translated call: the chat request it becomes, and its answer in the API's shape.
     Subclasses implement chat_payload, unary (a chat completion -> the API's JSON) and

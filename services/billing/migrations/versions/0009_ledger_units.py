@@ -4,7 +4,7 @@ Each record's unit (the unit its task is sold in: services/common/tasks.py) and
 how many of it the answer used, so that usage reports say per task what was
 used and what it cost. Records from before units keep "" and 0.
 
-Revision ID: 0007
+Revision ID: 0009
 Revises: 0008
 Create Date: 2026-12-06 16:40:00
 """

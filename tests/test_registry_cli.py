@@ -96,6 +96,7 @@ def test_tokens_carry_their_limits_from_the_cli_and_the_api_and_refuse_bad_ones(
         }
         refused = {key: http.post("/v1/me/tokens", json={"name": key, "limits": value}) for key, value in bad.items()}
         no_period = http.post("/v1/me/tokens", json={"name": "np", "limits": {"budgetNanoUsd": 5}})
+    assert [t.pop("account", "") for t in listed] == [""]  # the user's own token, not an org's
     assert listed == [
         {
             "name": "ci",

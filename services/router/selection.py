@@ -434,9 +434,11 @@ def plan(
     ordered = fit.routes
     if not chosen.providers:
         ordered = order_routes(ordered, chosen.policy, task, measured, preferred)
-        rank = {provider: i for i, provider in enumerate(chosen.order)}
-        ordered.sort(key=lambda r: rank.get(r.provider.id, len(rank)))
-    ordered.sort(key=lambda r: unknown_support(r, needs))
+        if chosen.order:
+            rank = {provider: i for i, provider in enumerate(chosen.order)}
+            ordered.sort(key=lambda r: rank.get(r.provider.id, len(rank)))
+    if needs.tools or needs.structured_output:
+        ordered.sort(key=lambda r: unknown_support(r, needs))
     if chosen.allow_fallbacks or len(ordered) < 2:
         return Fit(ordered, fit.left_out)
     reason = (NO_FALLBACKS, "not the first fitting provider (provider.allow_fallbacks false)")

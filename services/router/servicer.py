@@ -191,7 +191,8 @@ class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServi
             )
         return caller, bill_to
 
-    async def _caller_of(self, context: grpc.aio.ServicerContext) -> tuple[internal_pb.Caller, str]:
+    async def _inference_caller(self, context: grpc.aio.ServicerContext) -> tuple[internal_pb.Caller, str]:
+        """The caller of an inference call (anonymous mode allowed) and the account it bills."""
         return await self._caller(_headers(context))
 
     async def _routes(

@@ -463,7 +463,9 @@ class TaskCall:
         if self.task.name == "text-to-speech":
             options = value.options or {"voice": DEFAULT_VOICE, "response_format": "wav"}
             return path, orjson.dumps({"model": model, "input": value.inputs, **options}), JSON_TYPE
-        payload = {"model": model, "input": value.inputs, "encoding_format": "float", **value.parameters}
+        # Of the hub's parameters, OpenAI's shape has dimensions only.
+        dimensions = {"dimensions": value.parameters["dimensions"]} if "dimensions" in value.parameters else {}
+        payload = {"model": model, "input": value.inputs, "encoding_format": "float", **dimensions}
         return path, orjson.dumps(payload), JSON_TYPE
 
     def accept(self, route: Route, data: bytes, content_type: str, whole: bool) -> Any:

@@ -47,7 +47,7 @@ class TaskMethods:
 
     async def _mapped_tasks(self, model: str, provider: str, context: grpc.aio.ServicerContext) -> list[str]:
         """Every task the model (the provider's own model id, on the per-provider route) is mapped for."""
-        caller, _ = await self._caller_of(context)
+        caller, _ = await self._inference_caller(context)
         known = await self.directory.providers()
         if provider:
             if provider not in known:

@@ -7,8 +7,11 @@ refusal of the tasks Switchboard does not serve."""
 from __future__ import annotations
 
 import secrets
+import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import pytest
@@ -16,6 +19,7 @@ from huggingface_hub import InferenceClient, constants
 from huggingface_hub.inference import _providers
 from huggingface_hub.inference._providers import hf_inference
 from registry_helpers import error_of, ok, unique
+from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 from test_model_aliases import eventually
 from test_tasks import HUB_CALLS, check_hub_answers, wav_bytes
 
@@ -43,6 +47,7 @@ class Hub:
     token: str  # a write member of the providers' org
     user: str  # the token's user
     outsider: str  # a user of no org
+    data_dir: Path
     models: dict[str, str] = field(default_factory=dict)
     mappings: dict[str, str] = field(default_factory=dict)
 
@@ -98,7 +103,7 @@ def hub(make_stack) -> Iterator[Hub]:
             *({"id": f"{ns}/{task}", "pipelineTag": task, "tags": [task]} for task in HUB_TASKS),
         ]
         _post(admin, "/admin/v1/models:batchUpsert", {"models": catalog})
-    hub = Hub(running.base_url, running.admin_token, token, user, outsider_token, models)
+    hub = Hub(running.base_url, running.admin_token, token, user, outsider_token, running.stack.data_dir, models)
     with hub.http(token) as http:
         for name, task, provider_model, provider, status in (
             ("chat", "conversational", "reference-chat", PROVIDER, "live"),
@@ -313,3 +318,38 @@ def asr_usage(http: httpx.Client, user: str) -> dict:
     lines = ok(http.get("/v1/billing/usage", params={"account": user}))["byTask"]
     empty = {"requests": 0, "units": "0", "pendingNanoUsdExact": "0"}
     return next((line for line in lines if line["task"] == "automatic-speech-recognition"), empty)
+
+
+def test_a_stored_mapping_of_an_unserved_task_is_listed_as_error_and_can_only_be_deleted(hub: Hub) -> None:
+    """A mapping stored by an older version (written here as another replica would, with its change
+    notice): the listing says why it is not routed, the hub's model info leaves it out, and a status
+    change is refused; deleting it works."""
+    model, mapping_id = f"{unique('ns')}/captioner", secrets.token_hex(12)
+    with hub.http(hub.admin_token) as admin:
+        _post(admin, "/admin/v1/models:batchUpsert", {"models": [{"id": model, "pipelineTag": "image-to-text"}]})
+    with sqlite3.connect(hub.data_dir / "registry.db") as db:
+        seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM mappings").fetchone()[0]
+        db.execute(
+            "INSERT INTO mappings (id, seq, provider, type, task, hf_model, tags_key, provider_model, status,"
+            " adapter_type, create_time, status_reason)"
+            " VALUES (?, ?, ?, 'model', 'image-to-text', ?, '', 'cap', 'live', '', ?, '')",
+            (mapping_id, seq, PROVIDER, model, datetime.now(UTC).isoformat(" ")),
+        )
+        db.execute(
+            "INSERT INTO changes (origin, kind, key, create_time) VALUES ('older-replica', ?, ?, ?)",
+            (internal_pb.CHANGE_KIND_MAPPING, PROVIDER, datetime.now(UTC).isoformat(" ")),
+        )
+    with hub.http(hub.token) as http:
+
+        def listed() -> dict | None:
+            return ok(http.get(f"/api/partners/{PROVIDER}/models")).get("image-to-text", {}).get(model)
+
+        entry = eventually(listed)
+        assert entry["status"] == "error" and "not served by Switchboard" in entry["statusReason"]
+        info = ok(http.get(f"/api/models/{model}", params={"expand": "inferenceProviderMapping"}))
+        assert info["inferenceProviderMapping"] == {}
+        path = f"/api/partners/{PROVIDER}/models/{mapping_id}"
+        refused = error_of(http.put(f"{path}/status", json={"status": "live"}), 400)
+        assert refused["code"] == "task_not_served"
+        assert http.delete(path).status_code == 200
+        assert eventually(lambda: listed() is None)

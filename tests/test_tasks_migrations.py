@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
+import pytest
 from sqlmodel import Session
 from test_billing_helpers import record, unique
 from test_capability_routing_registry import PROVIDER_ROW
@@ -27,6 +28,8 @@ from services.common.db import Database, make_engine
 from services.common.tasks import SERVED_TASKS
 from services.registry import store
 from services.registry.index import ERROR, LIVE
+
+pytestmark = pytest.mark.slow  # PostgreSQL runs as a process of its own
 
 UNSERVED = "image-to-text"
 MAPPING_ROW = (

@@ -264,6 +264,7 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
     ) -> registry_pb.ModelMapping:
         mapping = await self.state.fresh(lambda: self._writable_mapping(context, request))
         status = check_status(request.status)
+        check_served_task(mapping.task)  # stored before unserved tasks were refused: it can only be deleted
         await self.state.write(
             lambda s: store.set_mapping_status(s, mapping.id, status), internal_pb.CHANGE_KIND_MAPPING, mapping.provider
         )

@@ -139,9 +139,8 @@ class ProviderHealthMethods:
     upstreams: Upstreams
     measurements: Measurements
 
-    async def _health_reader(self, context: grpc.aio.ServicerContext) -> internal_pb.Caller:
-        """The caller of a valid token; 401 otherwise. (Named apart from the servicer's own
-        _caller_of, which answers a (caller, billed account) pair and would shadow this one.)"""
+    async def _caller_of(self, context: grpc.aio.ServicerContext) -> internal_pb.Caller:
+        """The caller of a valid token; 401 otherwise."""
         return await self.directory.authenticate(bearer_token(context))
 
     async def _provider(self, provider_id: str) -> ProviderEntry:
@@ -157,7 +156,7 @@ class ProviderHealthMethods:
         self, request: router_pb.GetProviderHealthRequest, context: grpc.aio.ServicerContext
     ) -> router_pb.ProviderHealth:
         """401 without a valid token, 404 for an unknown provider, 403 unless the caller may read it."""
-        caller = await self._health_reader(context)
+        caller = await self._caller_of(context)
         size = page_size(request.page_size)
         entry = await self._provider(request.provider)
         if not may_read_health(caller, entry):
@@ -171,7 +170,7 @@ class ProviderHealthMethods:
         self, request: router_pb.ListProviderHealthRequest, context: grpc.aio.ServicerContext
     ) -> router_pb.ListProviderHealthResponse:
         """The admin token only: 401 without a valid token, 403 with any other."""
-        require_admin((await self._health_reader(context)).admin)
+        require_admin((await self._caller_of(context)).admin)
         size = page_size(request.page_size)
         ids = _after(await self.directory.providers(), PROVIDERS_LISTING, request.page_token)[: size + 1]
         breakers = self.upstreams.breakers

@@ -116,6 +116,8 @@ def _text_task(task: str, text: str, parameters: dict) -> Any:
         total = sum(raw) or 1.0
         ranked = sorted(zip(labels, raw, strict=True), key=lambda pair: -pair[1])
         return [{"label": label, "score": round(score / total, 4)} for label, score in ranked]
+    if task == "text-generation":
+        return [{"generated_text": f"{text} {' '.join(reversed(words))}"}]
     if task == "summarization":
         return [{"summary_text": " ".join(words[: max(1, len(words) // 3)])}]
     if task == "translation":

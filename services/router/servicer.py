@@ -407,6 +407,20 @@ class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServi
             metadata += call.grant.headers()
         await context.send_initial_metadata(metadata)
 
+    async def _begin_stream(
+        self, call: Call, opened: Opened, context: grpc.aio.ServicerContext, measure: InferenceMeasure
+    ) -> None:
+        """Sends a stream's headers and journals its provisional record."""
+        measure.first_token(opened.first_at)
+        try:
+            await self._send_headers(call, opened, context)
+        except BaseException:  # the caller left before the answer began: nothing was served
+            opened.response.release()
+            self._abandon(call)
+            raise
+        # Journaled now: should this process die mid-stream, the answer begun is billed at its estimate.
+        self._record(call, opened, 0, 0, 0, call.estimate_nano_usd, provisional=True, bill=call.bill)
+
     async def _serve_unary(
         self, call: Call, opened: Opened, context: grpc.aio.ServicerContext, images: int = 0
     ) -> None:
@@ -515,15 +529,7 @@ class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServi
             await self._serve_unary(call, opened, context)
             yield httpbody_pb2.HttpBody(content_type=JSON, data=data)
             return
-        measure.first_token(opened.first_at)
-        try:
-            await self._send_headers(call, opened, context)
-        except BaseException:  # the caller left before the answer began: nothing was served
-            opened.response.release()
-            self._abandon(call)
-            raise
-        # Journaled now: should this process die mid-stream, the answer begun is billed at its estimate.
-        self._record(call, opened, 0, 0, 0, call.estimate_nano_usd, provisional=True)
+        await self._begin_stream(call, opened, context, measure)
         try:
             async with aclosing(self._relay(call, opened, hide_usage)) as events:
                 async for event in events:

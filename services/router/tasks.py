@@ -122,15 +122,7 @@ class TaskMethods:
                 await self._serve_unary(call, opened, context)
                 yield httpbody_pb2.HttpBody(content_type=opened.content_type, data=audio)
                 return
-            measure.first_token(opened.first_at)
-            try:
-                await self._send_headers(call, opened, context)
-            except BaseException:  # the caller left before the answer began: nothing was served
-                opened.response.release()
-                self._abandon(call)
-                raise
-            # Journaled now: should this process die mid-stream, the answer begun is billed at its estimate.
-            self._record(call, opened, 0, 0, 0, call.estimate_nano_usd, provisional=True, bill=call.bill)
+            await self._begin_stream(call, opened, context, measure)
             try:
                 async for piece in self._audio(opened):
                     yield httpbody_pb2.HttpBody(content_type=opened.content_type, data=piece)

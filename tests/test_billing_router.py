@@ -14,6 +14,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 
 import openai
 import orjson
@@ -176,6 +177,12 @@ def generation(sb, token: str, request_id: str):
         return http.get("/v1/generation", params={"id": request_id})
 
 
+def recorded(sb, token: str, request_id: str, usage: dict) -> bool:
+    """Whether Billing holds the request's final record (its estimate the one usage stated)."""
+    found = generation(sb, token, request_id)
+    return found.status_code == 200 and found.json()["estimatedNanoUsd"] == str(usage["cost_nano_usd"])
+
+
 def reference_cost(usage: dict) -> int:
     """What the reference provider's cost API answers for an answer of this usage."""
     from services.reference_provider.app import COST_PER_INPUT_TOKEN, COST_PER_OUTPUT_TOKEN, COST_PER_REQUEST
@@ -205,9 +212,10 @@ def test_every_usage_states_its_cost_and_the_generation_lookup_returns_the_recor
     answers = [unary, streamed_usage(routed, token)]
     for request_id, usage in answers:
         assert usage["cost"] == usage["cost_nano_usd"] / 1e9 and usage["cost_nano_usd"] > 0
-        found = generation(routed, token, request_id)
-        assert found.status_code == 200, found.text
-        record = found.json()
+        # The Router sends its records in batches; a stream's provisional record (at the reservation's
+        # estimate) is completed by its final one.
+        wait_for(partial(recorded, routed, token, request_id, usage), f"the record of {request_id}")
+        record = generation(routed, token, request_id).json()
         assert (record["id"], record["account"], record["provider"], record["model"]) == (
             request_id, user, "demo", CHAT_MODEL)  # fmt: skip
         assert record["estimatedNanoUsd"] == str(usage["cost_nano_usd"])  # int64 is a JSON string
@@ -237,6 +245,7 @@ def test_a_generation_is_readable_by_its_caller_its_orgs_admins_and_operators_on
         answer = http.post("/v1/chat/completions", content=chat_body("Bill my org"), headers={"X-HF-Bill-To": org})
     assert answer.status_code == 200, answer.text
     request_id = answer.headers["x-request-id"]
+    wait_for(lambda: generation(routed, caller_token, request_id).status_code == 200, "the record")
     for token, status in ((caller_token, 200), (admin_token, 200), (routed.admin_token, 200),
                           (member_token, 404), (stranger_token, 404)):  # fmt: skip
         found = generation(routed, token, request_id)

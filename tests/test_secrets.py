@@ -280,7 +280,9 @@ def recoverable(secret: str, text: str) -> bool:
     return False
 
 
-ascii_secrets = st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=MIN_SECRET_LENGTH, max_size=48)
+# What the Registry accepts as a secret (validation.check_secret): no space, quote or backslash here.
+SECRET_CHARACTERS = st.characters(min_codepoint=33, max_codepoint=126, exclude_characters='"\\')
+ascii_secrets = st.text(SECRET_CHARACTERS, min_size=MIN_SECRET_LENGTH, max_size=48)
 TEXT_ENCODINGS: dict[str, Callable[[bytes], str]] = {
     "b64": lambda b: base64.b64encode(b).decode(),
     "b64-unpadded": lambda b: base64.b64encode(b).decode().rstrip("="),

@@ -53,8 +53,8 @@ def world(make_stack) -> Iterator[tuple[object, str, str, str]]:
         api.ensure_member(org, user)
         entry = {"id": model, "pipeline_tag": "text-generation", "tags": ["conversational"]}
         api.call("POST", "/admin/v1/models:batchUpsert", {"models": [entry]})
-        api.ensure_provider({"id": f"slow-{tag}", "org": org, "base_url": f"{provider.url}/t/p", "api_key": "sk-slow",
-                             "tasks": ["conversational"]})  # fmt: skip
+        api.ensure_provider({"id": f"slow-{tag}", "org": org, "base_url": f"{provider.url}/t/p",
+                             "api_key": "sk-slow-0123456789", "tasks": ["conversational"]})  # fmt: skip
         api.add_mappings(f"slow-{tag}", [{"task": "conversational", "hfModel": model,
                                           "providerModel": "m", "status": "live"}])  # fmt: skip
         yield sb, api.new_token(user), user, model

@@ -111,7 +111,9 @@ def test_answers_are_checked_and_rendered_in_the_callers_shape() -> None:
     bill = task_formats.Bill("x", 2, 2)
     rendered = orjson.loads(task_formats.render(call, openai_route, "hub/m", result, "", bill).data)
     assert struct.unpack("<f", base64.b64decode(rendered["data"][0]["embedding"])) == (0.25,)
-    assert rendered["usage"] == {"prompt_tokens": 2, "total_tokens": 2} and rendered["model"] == "hub/m"
+    cost = bill.estimate(None, "feature-extraction")  # the usage states the record's estimate
+    assert rendered["usage"] == {"prompt_tokens": 2, "total_tokens": 2, "cost": cost / 1e9, "cost_nano_usd": cost}
+    assert rendered["model"] == "hub/m"
     for wrong in ({"data": [{"embedding": [0.5], "index": 0}]}, {"data": [{"embedding": ["x"]}] * 2}, [1]):
         with pytest.raises(AttemptFailed):
             call.accept(openai_route, orjson.dumps(wrong), "application/json", True)

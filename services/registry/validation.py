@@ -140,6 +140,9 @@ _MODEL_PART = rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_MODEL_ID_PART - 1}}}"
 MODEL_ID = re.compile(rf"^(?:{_MODEL_PART}/)?{_MODEL_PART}$")
 HEADER_NAME = re.compile(rf"^[A-Za-z0-9!#$%&'*+.^_`|~-]{{1,{MAX_HEADER_NAME}}}$")
 PRINTABLE = re.compile(r"^[ -~]*$")  # printable ASCII, one line
+# What a secret may hold: printable ASCII on one line, no quote and no backslash (JSON writes
+# those escaped, so their redaction from JSON answers could not be exact).
+SECRET_CHARACTERS = re.compile(r"^[ !#-\[\]-~]*$")
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -303,8 +306,9 @@ def check_secret(value: str, param: str) -> str:
     MIN_SECRET_LENGTH characters, the credential after an auth scheme too ("Bearer X": X), since a
     shorter one cannot be redacted from answers without cutting words out of them. Never echoed."""
     check_length(value, MAX_SECRET, param)
-    if not PRINTABLE.match(value):
-        raise invalid_argument("INVALID_REQUEST", f"{param} must be printable ASCII on one line", param)
+    if not SECRET_CHARACTERS.match(value):
+        message = f"{param} must be printable ASCII on one line, without a quote or a backslash"
+        raise invalid_argument("INVALID_REQUEST", message, param)
     credential = value.partition(" ")[2].strip()
     if value and min(len(value), len(credential or value)) < MIN_SECRET_LENGTH:
         raise invalid_argument(

@@ -41,7 +41,7 @@ from switchboard.registry.v1 import internal_service_pb2_grpc as internal_grpc  
 from services.common.db import make_engine, migrate  # noqa: E402
 from services.launcher import UpOptions, free_port, start_stack  # noqa: E402
 from services.registry.server import MIGRATIONS  # noqa: E402
-from services.registry.store import load_index  # noqa: E402
+from services.registry.storage.queries import load_index  # noqa: E402
 
 TASKS = ["text-generation", "text-to-image", "feature-extraction", "image-text-to-text", "automatic-speech-recognition"]
 VOCABULARY = [f"tag-{i}" for i in range(2000)] + ["conversational", "transformers", "safetensors", "license:mit"]

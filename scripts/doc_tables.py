@@ -103,8 +103,8 @@ def limits_table(*modules: str) -> Callable[[], str]:
 TABLES: dict[str, Callable[[], str]] = {
     "configuration": configuration,
     "errors": errors,
-    "router-limits": limits_table("services.router.params"),
-    "registry-limits": limits_table("services.registry.validation"),
+    "router-limits": limits_table("services.common.params"),
+    "registry-limits": limits_table("services.common.accounts", "services.registry.domain.validation"),
 }
 
 

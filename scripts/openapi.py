@@ -21,8 +21,9 @@ from google.api import annotations_pb2, field_behavior_pb2, http_pb2
 from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor_pb2 import FieldDescriptorProto as Field
 
+from services.common import params, task_formats
 from services.common.envoy import PUBLIC_SERVICES
-from services.router import completions_api, messages_api, params, responses_api, task_formats
+from services.router import completions_api, messages_api, responses_api
 
 Schema = dict[str, Any]
 
@@ -226,7 +227,7 @@ def integer(low: int, high: int, *, as_string: bool, response: bool) -> Schema:
 
 
 # The HttpBody routes: the OpenAI request fields the Router reads, with the
-# ranges it enforces (services/router/params.py), everything else passed on.
+# ranges it enforces (services/common/params.py), everything else passed on.
 def _text(most: int, *, empty: bool = True) -> Schema:
     return {"type": "string", "maxLength": most, **({} if empty else {"minLength": 1, "pattern": r"\S"})}
 

@@ -11,7 +11,7 @@ import pytest
 
 from services.common.envoy import OPENAPI
 from services.demo import AdminApi
-from services.registry.tokens import MAX_TOKENS_PER_USER
+from services.registry.domain.tokens import MAX_TOKENS_PER_USER
 
 pytestmark = pytest.mark.slow
 

@@ -33,8 +33,8 @@ from switchboard.router.v1 import router_service_pb2_grpc as router_grpc
 from services.common.errors import DETAILS_TRAILER
 from services.demo import AdminApi, reference_provider_argv, reference_provider_secrets
 from services.launcher import Stack, free_port, http_ok
-from services.registry import store
-from services.registry.storage import ChangeRow
+from services.registry.storage import queries
+from services.registry.storage.tables import ChangeRow
 
 PROVIDER_KEY = "ref-key-" + uuid.uuid4().hex
 MESSAGES = [{"role": "user", "content": "say hello"}]
@@ -91,8 +91,10 @@ class Lab:
         """The status written as health probes write it, then waited for in the partners listing."""
         engine = create_engine(f"sqlite:///{self.running.stack.data_dir / 'registry.db'}")
         with Session(engine) as session:
-            store.set_mapping_status(session, mapping_id, status)
-            store.commit_change(session, ChangeRow(origin="probes", kind=internal_pb.CHANGE_KIND_MAPPING, key=provider))
+            queries.set_mapping_status(session, mapping_id, status)
+            queries.commit_change(
+                session, ChangeRow(origin="probes", kind=internal_pb.CHANGE_KIND_MAPPING, key=provider)
+            )
         engine.dispose()
         deadline = time.monotonic() + DEADLINE_SECONDS
         while status not in orjson.dumps(self.api.call("GET", f"/api/partners/{provider}/models")).decode():

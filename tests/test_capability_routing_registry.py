@@ -12,8 +12,8 @@ from sqlmodel import Session
 from test_registry_names import REGISTRY_MIGRATIONS, database, execute, postgres, upgrade  # noqa: F401 (fixtures)
 
 from services.common.db import make_engine
-from services.registry import store
-from services.registry.index import MODEL, UNKNOWN, Capabilities, Mapping, ProviderEntry, RegistryIndex
+from services.registry.storage import queries
+from services.registry.storage.index import MODEL, UNKNOWN, Capabilities, IndexedProvider, Mapping, RegistryIndex
 
 PROVIDER_ROW = (
     "INSERT INTO providers (id, org, base_url, api_key, tasks, request_id_header, billing_url, "
@@ -29,7 +29,7 @@ MAPPING_ROW = (
 def mappings(url: str) -> dict[str, Capabilities]:
     engine = make_engine(url)
     try:
-        return {m.id: m.capabilities for m in store.load_index(engine).mappings.values()}
+        return {m.id: m.capabilities for m in queries.load_index(engine).mappings.values()}
     finally:
         engine.dispose()
 
@@ -38,7 +38,7 @@ def set_capabilities(url: str, mapping_id: str, capabilities: Capabilities) -> N
     engine = make_engine(url)
     try:
         with Session(engine) as session:
-            store.set_mapping_capabilities(session, mapping_id, capabilities)
+            queries.set_mapping_capabilities(session, mapping_id, capabilities)
             session.commit()
     finally:
         engine.dispose()
@@ -76,7 +76,7 @@ def index_mapping(seq: int, provider: str, status: str, capabilities: Capabiliti
 def test_a_mapping_in_error_is_a_candidate_for_no_one_and_candidates_carry_capabilities() -> None:
     index = RegistryIndex()
     for provider in ("a", "b", "c"):
-        index.put_provider(ProviderEntry(provider, "org", 0))
+        index.put_provider(IndexedProvider(provider, "org", 0))
     index.put_model("ns/chat", "text-generation", ["conversational"], "")
     declared = Capabilities(True, None, 4096)
     for mapping in (index_mapping(1, "a", "live", declared), index_mapping(2, "b", "staging"),
@@ -94,7 +94,7 @@ def test_a_mapping_in_error_is_a_candidate_for_no_one_and_candidates_carry_capab
 
 def test_a_capability_change_touches_the_models_the_mapping_serves() -> None:
     index = RegistryIndex()
-    index.put_provider(ProviderEntry("a", "org", 0))
+    index.put_provider(IndexedProvider("a", "org", 0))
     index.add_mapping(index_mapping(1, "a", "live"))
     touched = index.replace_provider_mappings("a", [index_mapping(1, "a", "live", Capabilities(False))])
     assert touched.models == frozenset({"ns/chat"})

@@ -25,10 +25,10 @@ from services.cli import main
 from services.common.errors import ApiError
 from services.demo import AdminApi, reference_provider_argv, reference_provider_secrets
 from services.launcher import Stack, free_port, http_ok
-from services.registry.conformance import Checker, HttpClient
-from services.registry.index import Mapping
-from services.registry.partners import json_time
-from services.registry.task_checks import CHECKED_TASKS
+from services.registry.api.partners import json_time
+from services.registry.domain.conformance import Checker, HttpClient
+from services.registry.domain.task_checks import CHECKED_TASKS
+from services.registry.storage.index import Mapping
 
 PROVIDER_KEY = "ref-key-" + uuid.uuid4().hex
 BILLING_TOKEN = "ref-billing-" + uuid.uuid4().hex

@@ -27,7 +27,7 @@ from services.common.providers import DEFAULT_REQUEST_ID_HEADER
 from services.common.tasks import SERVED_TASKS
 from services.demo import reference_provider_argv, reference_provider_secrets
 from services.launcher import free_port, http_ok
-from services.registry.validation import KNOWN_TASKS
+from services.registry.domain.validation import KNOWN_TASKS
 
 pytestmark = pytest.mark.slow
 

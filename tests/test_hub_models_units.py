@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.common.errors import ApiError
-from services.registry.hub_models import hub_model
-from services.registry.index import ERROR, LIVE, MODEL, STAGING, Mapping, ProviderEntry, RegistryIndex
+from services.registry.domain.hub_models import hub_model
+from services.registry.storage.index import ERROR, LIVE, MODEL, STAGING, IndexedProvider, Mapping, RegistryIndex
 
 MODEL_ID = "ns/embedder"
 PROVIDERS = ["a", "b", "c", "d"]
@@ -27,7 +27,7 @@ mappings = st.lists(
 def index_of(rows: list[tuple[str, str, str]], member_of: str = "") -> RegistryIndex:
     index = RegistryIndex()
     for rank, provider in enumerate(PROVIDERS):
-        index.put_provider(ProviderEntry(provider, f"org-{provider}", rank))
+        index.put_provider(IndexedProvider(provider, f"org-{provider}", rank))
     index.put_model(MODEL_ID, "feature-extraction", ["feature-extraction"], "")
     if member_of:
         index.user("someone").memberships[f"org-{member_of}"] = "read"

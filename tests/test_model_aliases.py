@@ -38,13 +38,13 @@ from services.demo import (
     AdminApi,
     start_demo,
 )
-from services.registry.admin import AdminServicer
-from services.registry.changes import ChangeFeed
-from services.registry.index import LIVE, MODEL, Mapping, ProviderEntry, RegistryIndex
-from services.registry.replicas import ReplicaFollower
+from services.registry.api.admin import AdminServicer
+from services.registry.domain.changes import ChangeFeed
+from services.registry.domain.replicas import ReplicaFollower
+from services.registry.domain.state import RegistryState
 from services.registry.server import MIGRATIONS
-from services.registry.state import RegistryState
-from services.registry.store import load_index
+from services.registry.storage.index import LIVE, MODEL, IndexedProvider, Mapping, RegistryIndex
+from services.registry.storage.queries import load_index
 from services.router.config import RouterSettings
 
 ANONYMOUS = "anon-account"
@@ -65,7 +65,7 @@ def eventually(check: Callable[[], object], seconds: float = DEADLINE_SECONDS) -
 
 def small_index() -> RegistryIndex:
     index = RegistryIndex()
-    index.put_provider(ProviderEntry("p", "org", 0))
+    index.put_provider(IndexedProvider("p", "org", 0))
     index.put_model("ns/chat", "text-generation", ("conversational",), "")
     created = datetime.now(UTC)
     index.add_mapping(Mapping("m1", 1, "p", MODEL, "conversational", "ns/chat", (), "p-chat", LIVE, "", created))

@@ -25,11 +25,11 @@ from switchboard.router.v1 import router_service_pb2 as router_pb
 from switchboard.router.v1 import router_service_pb2_grpc as router_grpc
 from test_registry_names import REGISTRY_MIGRATIONS, database, execute, postgres, upgrade  # noqa: F401
 
-from services.billing.servicer import money
+from services.billing.servicer import money_fields
 from services.common.db import make_engine
 from services.common.pricing import INT64_MAX
 from services.demo import CATALOG, CHAT_MODEL, IMAGE_MODEL, AdminApi
-from services.registry import store
+from services.registry.storage import queries
 
 pytestmark = pytest.mark.e2e  # starts processes
 
@@ -192,7 +192,7 @@ def test_usage_money_has_exact_twins_equal_to_the_doubles(demo) -> None:
 
 @given(st.integers(min_value=-(2**80), max_value=2**80))
 def test_every_amount_fits_its_int64_twin_saturated(amount: int) -> None:
-    fields = money(limit_nano_usd=amount, spent_nano_usd=amount)
+    fields = money_fields(limit_nano_usd=amount, spent_nano_usd=amount)
     message = billing_pb.Account(**fields)  # raises when a value does not fit int64
     expected = max(-INT64_MAX, min(amount, INT64_MAX))
     assert (message.limit_nano_usd_exact, message.spent_nano_usd_exact) == (expected, expected)
@@ -212,11 +212,11 @@ def test_the_migration_dates_existing_models_and_new_ones_get_their_insertion_ti
     engine = make_engine(database)
     try:
         with Session(engine) as session:
-            (old,) = store.catalog_create_times(session, ["a/o"]).values()
+            (old,) = queries.catalog_create_times(session, ["a/o"]).values()
             assert before <= old <= migrated
             new = {"id": "a/new", "pipeline_tag": "", "tags": "[]", "adapter_weights_path": ""}
-            store.upsert_models(session, [new, {**new, "id": "a/o"}])
-            times = store.catalog_create_times(session, ["a/o", "a/new", "a/absent"])
+            queries.upsert_models(session, [new, {**new, "id": "a/o"}])
+            times = queries.catalog_create_times(session, ["a/o", "a/new", "a/absent"])
     finally:
         engine.dispose()
     assert set(times) == {"a/o", "a/new"}

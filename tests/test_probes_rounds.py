@@ -22,14 +22,14 @@ from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 from services.common.db import Database, migrate
 from services.common.secrets import use_secrets_key
 from services.reference_provider.app import Knobs, State, create_app
-from services.registry import store
-from services.registry.changes import ChangeFeed
-from services.registry.conformance import HttpClient
-from services.registry.index import ERROR, LIVE, STAGING, Exclusion
-from services.registry.probes import Prober, ProbeSettings
+from services.registry.domain.changes import ChangeFeed
+from services.registry.domain.conformance import HttpClient
+from services.registry.domain.probes import Prober, ProbeSettings
+from services.registry.domain.state import RegistryState
 from services.registry.server import MIGRATIONS
-from services.registry.state import RegistryState
-from services.registry.storage import MappingRow, ModelRow, ProviderRow
+from services.registry.storage import queries
+from services.registry.storage.index import ERROR, LIVE, STAGING, Exclusion
+from services.registry.storage.tables import MappingRow, ModelRow, ProviderRow
 
 API_KEY = "sk-probe-" + uuid.uuid4().hex
 THRESHOLD = 3
@@ -74,7 +74,7 @@ async def world(tmp_path: Path) -> AsyncIterator[tuple[RegistryState, Prober, St
     server = TestServer(create_app(provider_state))
     await server.start_server()
     _, (mapping_id,) = add_provider(db, str(server.make_url("")))
-    index = await db.run(lambda s: store.load_index(s.get_bind()))
+    index = await db.run(lambda s: queries.load_index(s.get_bind()))
     state = RegistryState(db, index, ChangeFeed(), "admin-token")
     http = HttpClient()
     await http.start()
@@ -122,7 +122,7 @@ async def test_a_partners_status_change_wins_and_staging_is_not_probed(world) ->
     mapping = state.index.mappings[mapping_id]
     assert mapping.status == ERROR
     await state.write(
-        lambda s: store.set_mapping_status(s, mapping_id, STAGING), internal_pb.CHANGE_KIND_MAPPING, mapping.provider
+        lambda s: queries.set_mapping_status(s, mapping_id, STAGING), internal_pb.CHANGE_KIND_MAPPING, mapping.provider
     )
     staged = state.index.mappings[mapping_id]
     assert (staged.status, staged.status_reason) == (STAGING, "")
@@ -147,7 +147,7 @@ async def claim_all(db: Database, now: float, until: float) -> list[str]:
 
     async def claim() -> list[str]:
         owner = uuid.uuid4().hex
-        return await db.run(lambda s: store.claim_probes(s, owner, now, until, MOST))
+        return await db.run(lambda s: queries.claim_probes(s, owner, now, until, MOST))
 
     claims = [i for batch in await asyncio.gather(*(claim() for _ in range(CLAIMERS))) for i in batch]
     while batch := await claim():
@@ -163,8 +163,8 @@ async def test_replicas_claiming_at_once_never_probe_one_mapping_twice(claims_db
     assert [i for i in await claim_all(claims_db, now + 59, now + 120) if i in ids] == []  # leases held
 
     owner = uuid.uuid4().hex
-    (first,) = await claims_db.run(lambda s: store.claim_probes(s, owner, now + 61, now + 120, 1))
-    assert await claims_db.run(lambda s: store.record_probe(s, first, "not-the-owner", "x", now)) == -1
-    assert await claims_db.run(lambda s: store.record_probe(s, first, owner, "HTTP 503", now + 1_000)) == 1
+    (first,) = await claims_db.run(lambda s: queries.claim_probes(s, owner, now + 61, now + 120, 1))
+    assert await claims_db.run(lambda s: queries.record_probe(s, first, "not-the-owner", "x", now)) == -1
+    assert await claims_db.run(lambda s: queries.record_probe(s, first, owner, "HTTP 503", now + 1_000)) == 1
     later = [i for i in await claim_all(claims_db, now + 200, now + 260) if i in ids]
     assert sorted(later) == sorted(set(ids) - {first})  # leases ran out; the probed one is not due

@@ -11,9 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 
+from services.common import params
 from services.common.errors import ApiError
 from services.common.pricing import Price
-from services.router import params, selection
+from services.router import selection
 from services.router.directory import ProviderEntry
 
 IDS = ("a", "b", "c", "d", "e")

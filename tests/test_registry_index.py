@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from services.registry.index import MODEL, TAG_FILTER, Mapping, ProviderEntry, RegistryIndex
+from services.registry.storage.index import MODEL, TAG_FILTER, IndexedProvider, Mapping, RegistryIndex
 
 
 def mapping(
@@ -28,7 +28,7 @@ def mapping(
 def index_with(*mappings: Mapping) -> RegistryIndex:
     index = RegistryIndex()
     for provider, rank in (("a", 1), ("b", 0)):
-        index.put_provider(ProviderEntry(provider, f"org-{provider}", rank))
+        index.put_provider(IndexedProvider(provider, f"org-{provider}", rank))
     index.put_model("ns/lora", "text-to-image", ["lora", "base:x", "style"], "w.safetensors")
     for m in mappings:
         index.add_mapping(m)

@@ -1,4 +1,4 @@
-"""The Registry's input limits (services/registry/validation.py, one table): every string,
+"""The Registry's input limits (services/registry/domain/validation.py, one table): every string,
 list and number outside them is a 400 naming the field, whose message repeats at most a
 short prefix of the input; the partners listing always fits Envoy's transcoder; a bad or
 unknown model id is the caller's error (400/404), never an outage. Issue 11, findings 1 and 3."""
@@ -21,9 +21,9 @@ from switchboard.registry.v1 import registry_service_pb2_grpc as registry_grpc
 
 from services.common.errors import ApiError
 from services.common.paging import key_after
-from services.registry import validation as v
-from services.registry.index import MODEL, TAG_FILTER, Conformance, Mapping
-from services.registry.partners import table_entry
+from services.registry.api.partners import table_entry
+from services.registry.domain import validation as v
+from services.registry.storage.index import MODEL, TAG_FILTER, Conformance, Mapping
 
 LONGEST_MESSAGE = 400  # characters: limits and a short prefix of the input, never the input
 

@@ -20,7 +20,7 @@ from registry_helpers import error_of, ok, unique
 
 from services.common.accounts import OPERATOR_ACCOUNT
 from services.common.db import make_engine
-from services.registry.validation import RESERVED_NAMES
+from services.registry.domain.validation import RESERVED_NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
 REGISTRY_MIGRATIONS = ROOT / "services" / "registry" / "migrations"

@@ -15,8 +15,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 
-from services.registry.changes import Change
-from services.registry.index import MODEL, TAG_FILTER, Mapping, ProviderEntry, RegistryIndex, Touched, UserEntry
+from services.registry.domain.changes import Change
+from services.registry.storage.index import (
+    MODEL,
+    TAG_FILTER,
+    IndexedProvider,
+    Mapping,
+    RegistryIndex,
+    Touched,
+    UserEntry,
+)
 from services.router.directory import Directory, _resolution_touched
 
 MODELS = {"m0": ("a",), "m1": ("a", "b"), "m2": ("b", "c"), "m3": ()}
@@ -79,7 +87,7 @@ def world() -> RegistryIndex:
     for name, target in ALIASES.items():
         index.put_alias(name, target)
     for rank, (provider, org) in enumerate(zip(PROVIDERS, ORGS, strict=True)):
-        index.put_provider(ProviderEntry(provider, org, rank))
+        index.put_provider(IndexedProvider(provider, org, rank))
     index.replace_user("u0", UserEntry({"o0": "read"}), [])
     index.replace_user("u1", UserEntry(), [])
     return index
@@ -107,7 +115,7 @@ def apply_to_index(index: RegistryIndex, operation: tuple) -> Change:
     if kind == "provider":
         _, provider, org, rank = operation
         touched = index.replace_provider(
-            provider, ProviderEntry(provider, org, rank), fresh(index.provider_mappings.get(provider, {}).values())
+            provider, IndexedProvider(provider, org, rank), fresh(index.provider_mappings.get(provider, {}).values())
         )
         return Change(1, internal_pb.CHANGE_KIND_PROVIDER, provider, touched)
     if kind == "delete provider":

@@ -11,13 +11,13 @@ import pytest
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 
 from services.common.db import Database, migrate
-from services.registry import state as state_module
-from services.registry import store
-from services.registry.changes import ChangeFeed
-from services.registry.replicas import ReplicaFollower
+from services.registry.domain import state as state_module
+from services.registry.domain.changes import ChangeFeed
+from services.registry.domain.replicas import ReplicaFollower
+from services.registry.domain.state import RegistryState
 from services.registry.server import MIGRATIONS
-from services.registry.state import RegistryState
-from services.registry.storage import UserRow
+from services.registry.storage import queries
+from services.registry.storage.tables import UserRow
 
 
 @pytest.fixture
@@ -25,13 +25,13 @@ async def registry(tmp_path: Path) -> AsyncIterator[RegistryState]:
     url = f"sqlite:///{tmp_path / 'registry.db'}"
     migrate(url, MIGRATIONS)
     db = Database(url)
-    index = await db.run(lambda session: store.load_index(session.get_bind()))
+    index = await db.run(lambda session: queries.load_index(session.get_bind()))
     yield RegistryState(db, index, ChangeFeed(), "admin-token")
     db.close()
 
 
 def create_user(name: str):
-    return lambda session: store.create_account(session, UserRow(name=name))
+    return lambda session: queries.create_account(session, UserRow(name=name))
 
 
 async def test_a_write_applied_here_is_not_applied_again(registry: RegistryState) -> None:

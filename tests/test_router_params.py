@@ -10,9 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from switchboard.billing.v1 import billing_service_pb2 as billing_pb
 
+from services.common import params
 from services.common.errors import ApiError
 from services.common.pricing import MAX_NANO_USD, Price, estimate_nano_usd, prompt_tokens_estimate
-from services.router import params
 
 HUGE = st.integers(min_value=-(2**80), max_value=2**80)
 JSON_SCALARS = st.none() | st.booleans() | HUGE | st.floats(allow_nan=False) | st.text(max_size=50)

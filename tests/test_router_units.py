@@ -19,8 +19,8 @@ from services.router import selection
 from services.router.anonymous import Bucket, client_address
 from services.router.breaker import Breakers
 from services.router.directory import ProviderEntry
-from services.router.ledger import Ledger
 from services.router.measurements import Measurements
+from services.router.spool import Spool
 from services.router.upstream import DONE, Usage, provider_error, sse_event
 from services.router.usage_bounds import MAX_CONTEXT_TOKENS, believable, believed_images
 
@@ -197,7 +197,7 @@ def test_provider_errors_keep_their_status_and_message_but_never_credentials_pro
 
 async def test_ledger_keeps_records_spooled_while_billing_is_unreachable(tmp_path) -> None:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{free_port()}") as channel:
-        ledger = Ledger(billing_grpc.LedgerServiceStub(channel), tmp_path, 2, send_timeout=0.2)
+        ledger = Spool(billing_grpc.LedgerServiceStub(channel), tmp_path, 2, send_timeout=0.2)
         ledger.load_spool()
         for i in range(5):
             ledger.record(billing_pb.LedgerRecord(request_id=f"r{i}", provider="alpha"))
@@ -208,19 +208,19 @@ async def test_ledger_keeps_records_spooled_while_billing_is_unreachable(tmp_pat
     ids = [r.request_id for f in files for r in billing_pb.RecordRequestsRequest.FromString(f.read_bytes()).records]
     assert ids == [f"r{i}" for i in range(5)]
     async with grpc.aio.insecure_channel(f"127.0.0.1:{free_port()}") as channel:
-        restarted = Ledger(billing_grpc.LedgerServiceStub(channel), tmp_path, 2)
+        restarted = Spool(billing_grpc.LedgerServiceStub(channel), tmp_path, 2)
         restarted.load_spool()  # a new process picks up what the last one could not send
         assert [path for path, _ in restarted._spooled] == files
 
 
 async def test_ledger_records_survive_a_router_crash_before_their_flush(tmp_path) -> None:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{free_port()}") as channel:
-        crashed = Ledger(billing_grpc.LedgerServiceStub(channel), tmp_path, 100)
+        crashed = Spool(billing_grpc.LedgerServiceStub(channel), tmp_path, 100)
         crashed.load_spool()
         for i in range(3):
             crashed.record(billing_pb.LedgerRecord(request_id=f"c{i}", provider="alpha"))
         # the process dies here: no flush, no close; only the journal holds the records
-        restarted = Ledger(billing_grpc.LedgerServiceStub(channel), tmp_path, 100)
+        restarted = Spool(billing_grpc.LedgerServiceStub(channel), tmp_path, 100)
         restarted.load_spool()
         assert [r.request_id for r in restarted.pending] == ["c0", "c1", "c2"]
         restarted.record(billing_pb.LedgerRecord(request_id="c3", provider="alpha"))

@@ -39,7 +39,7 @@ from services.common.secrets import (
     written,
 )
 from services.registry.server import MIGRATIONS as REGISTRY_MIGRATIONS
-from services.registry.storage import ProviderRow
+from services.registry.storage.tables import ProviderRow
 from services.router.directory import ProviderEntry
 from services.router.selection import Route
 from services.router.upstream import Usage, provider_error, sse_event

@@ -1,4 +1,4 @@
-"""services/router/task_formats.py without a network: which task a hub call is for, the units an
+"""services/common/task_formats.py without a network: which task a hub call is for, the units an
 answer is billed, lengths read from media headers, and how a provider's answer is checked."""
 
 from __future__ import annotations
@@ -14,15 +14,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.common import tasks
+from services.common import task_formats, tasks
 from services.common.errors import ApiError
 from services.common.pricing import Price
 from services.common.provider_api import AttemptFailed
 from services.common.providers import ProviderEntry, Route
+from services.common.task_formats import TaskCall, TaskInput
 from services.reference_provider import png
 from services.reference_provider import tasks as reference
-from services.router import task_formats
-from services.router.task_formats import TaskCall, TaskInput
 
 TASKS = tasks.SERVED_TASKS
 

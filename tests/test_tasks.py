@@ -25,11 +25,11 @@ from conftest import demo_stack
 from huggingface_hub import InferenceClient
 from PIL import Image
 
+from services.common import task_formats
 from services.demo import ORG, PROVIDER, TASK_MODELS, USER, AdminApi, reference_provider_argv
 from services.launcher import Stack, free_port, http_ok
 from services.reference_provider import png
 from services.reference_provider import tasks as reference
-from services.router import task_formats
 
 pytestmark = pytest.mark.slow
 

@@ -26,8 +26,8 @@ from services.billing.servicer import ledger_row, usage_message
 from services.billing.units import DEFAULT_UNIT_NANO_USD
 from services.common.db import Database, make_engine
 from services.common.tasks import SERVED_TASKS
-from services.registry import store
-from services.registry.index import ERROR, LIVE
+from services.registry.storage import queries
+from services.registry.storage.index import ERROR, LIVE
 
 pytestmark = pytest.mark.slow  # PostgreSQL runs as a process of its own
 
@@ -61,7 +61,7 @@ def test_registry_0011_prices_per_unit_and_unserved_mappings_listed_never_routed
     assert execute(database, "SELECT unit_nano_usd FROM prices") == [(2**63 - 1,)]
     engine = make_engine(database)
     try:
-        index = store.load_index(engine)
+        index = queries.load_index(engine)
         chat, captioner = index.mappings[f"{1:024x}"], index.mappings[f"{2:024x}"]
         assert chat.status == LIVE
         assert captioner.status == ERROR and UNSERVED in captioner.status_reason
@@ -69,7 +69,7 @@ def test_registry_0011_prices_per_unit_and_unserved_mappings_listed_never_routed
         index.put_model("ns/captioner", UNSERVED, [], "")
         assert index.resolve("ns/captioner", "", UNSERVED).candidates == []
         with Session(engine) as session:
-            claimed = store.claim_probes(session, "me", now.timestamp(), now.timestamp() + 60, 10)
+            claimed = queries.claim_probes(session, "me", now.timestamp(), now.timestamp() + 60, 10)
         assert claimed == [f"{1:024x}"]
     finally:
         engine.dispose()

@@ -23,7 +23,7 @@ from services.billing.limits import LimitedAccounts
 from services.billing.reconciler import CostApiRecord, Reconciler
 from services.billing.storage import PENDING, UNPRICED
 from services.billing.units import default_estimate, record_units
-from services.common.accounts import OPERATOR_ACCOUNT
+from services.common.accounts import OPERATOR_ACCOUNT, is_account_name
 from services.common.auth import require_admin
 from services.common.db import Database
 from services.common.errors import invalid_argument, relayed, unavailable
@@ -37,7 +37,6 @@ MAX_BATCH = 10_000
 NO_REQUEST_ID = "the provider's answer carried no request id header"
 PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 RECONCILIATIONS_LISTING = "providerReconciliations"
-ACCOUNT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}")  # the Registry's user and org names
 
 
 def _time(stamp: Timestamp, default: datetime) -> datetime:
@@ -47,7 +46,7 @@ def _time(stamp: Timestamp, default: datetime) -> datetime:
 def _check_account(name: str) -> None:
     """An account is a user or org name, or the operators' account; 400 otherwise."""
     _required(name, "account")
-    if name != OPERATOR_ACCOUNT and not ACCOUNT_NAME.fullmatch(name):
+    if name != OPERATOR_ACCOUNT and not is_account_name(name):
         raise invalid_argument(
             "INVALID_REQUEST", "account must be a user or org name: 1-96 letters, digits, '.', '_' or '-'", "account"
         )
@@ -127,7 +126,7 @@ def _month_bounds(year: int, month: int) -> tuple[datetime, datetime] | None:
         return None
 
 
-def money(**amounts: int) -> dict[str, float | int]:
+def money_fields(**amounts: int) -> dict[str, float | int]:
     """Each nano-USD amount as its released double field and its exact int64 `*_exact` twin."""
     fields: dict[str, float | int] = {}
     for name, amount in amounts.items():
@@ -138,7 +137,7 @@ def money(**amounts: int) -> dict[str, float | int]:
 def account_message(state: ledger.AccountState) -> billing_pb.Account:
     return billing_pb.Account(
         account=state.account,
-        **money(
+        **money_fields(
             included_credits_nano_usd=state.included_credits_nano_usd,
             limit_nano_usd=state.limit_nano_usd,
             spent_nano_usd=state.spent_nano_usd,
@@ -149,7 +148,7 @@ def account_message(state: ledger.AccountState) -> billing_pb.Account:
 
 def _usage_line(totals: ledger.UsageTotals, **key: str) -> billing_pb.UsageLine:
     return billing_pb.UsageLine(
-        **money(settled_nano_usd=totals.settled_nano_usd, pending_nano_usd=totals.pending_nano_usd),
+        **money_fields(settled_nano_usd=totals.settled_nano_usd, pending_nano_usd=totals.pending_nano_usd),
         requests=totals.requests,
         **key,
     )
@@ -167,7 +166,7 @@ def usage_message(account: str, period: str, report: ledger.UsageReport) -> bill
     return billing_pb.Usage(
         account=account,
         period=period,
-        **money(
+        **money_fields(
             settled_nano_usd=sum(t.settled_nano_usd for t in report.by_provider),
             pending_nano_usd=sum(t.pending_nano_usd for t in report.by_provider),
         ),
@@ -176,7 +175,7 @@ def usage_message(account: str, period: str, report: ledger.UsageReport) -> bill
         by_provider=[_usage_line(t, provider=t.key) for t in report.by_provider],
         by_task=[_task_line(t) for t in report.by_task],
         unpriced=[
-            billing_pb.UnpricedRequest(request_id=r, provider=p, reason=why, **money(estimated_nano_usd=e))
+            billing_pb.UnpricedRequest(request_id=r, provider=p, reason=why, **money_fields(estimated_nano_usd=e))
             for r, p, why, e in report.unpriced
         ],
     )

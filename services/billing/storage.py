@@ -17,7 +17,7 @@ SETTLED = "settled"
 UNPRICED = "unpriced"
 
 
-def money(nullable: bool = False) -> Column:
+def int64_column(nullable: bool = False) -> Column:
     """A 64-bit integer column (nano-USD, token counts)."""
     return Column(BigInteger, nullable=nullable, default=None if nullable else 0)
 
@@ -44,14 +44,14 @@ class LedgerEntry(SQLModel, table=True):
     account: str = Field(index=True)
     start_time: datetime
     end_time: datetime
-    input_tokens: int = Field(default=0, sa_column=money())
-    output_tokens: int = Field(default=0, sa_column=money())
-    images: int = Field(default=0, sa_column=money())
+    input_tokens: int = Field(default=0, sa_column=int64_column())
+    output_tokens: int = Field(default=0, sa_column=int64_column())
+    images: int = Field(default=0, sa_column=int64_column())
     # The unit the task is sold in (services/common/tasks.py; "" before units) and how many were used.
     unit: str = Field(default="", sa_column=Column(String, nullable=False, default="", server_default=""))
-    units: int = Field(default=0, sa_column=money())
-    estimated_nano_usd: int = Field(default=0, sa_column=money())
-    cost_nano_usd: int | None = Field(default=None, sa_column=money(nullable=True))
+    units: int = Field(default=0, sa_column=int64_column())
+    estimated_nano_usd: int = Field(default=0, sa_column=int64_column())
+    cost_nano_usd: int | None = Field(default=None, sa_column=int64_column(nullable=True))
     state: str = Field(default=PENDING, index=True)
     reason: str = ""
     provisional: bool = False  # a stream's record made when it began; its final record completes it
@@ -66,8 +66,8 @@ class BillingAccount(SQLModel, table=True):
 
     __tablename__ = "accounts"
     account: str = Field(primary_key=True)
-    included_credits_nano_usd: int = Field(default=0, sa_column=money())
-    limit_nano_usd: int = Field(default=0, sa_column=money())
+    included_credits_nano_usd: int = Field(default=0, sa_column=int64_column())
+    limit_nano_usd: int = Field(default=0, sa_column=int64_column())
 
 
 class MonthTotal(SQLModel, table=True):
@@ -79,8 +79,8 @@ class MonthTotal(SQLModel, table=True):
     __tablename__ = "month_totals"
     account: str = Field(primary_key=True)
     month: str = Field(primary_key=True)  # "YYYY-MM" of the requests' start time, UTC
-    charged_nano_usd: int = Field(default=0, sa_column=money())
-    charged_carry: int = Field(default=0, sa_column=money())
+    charged_nano_usd: int = Field(default=0, sa_column=int64_column())
+    charged_carry: int = Field(default=0, sa_column=int64_column())
 
 
 class Reservation(SQLModel, table=True):
@@ -89,7 +89,7 @@ class Reservation(SQLModel, table=True):
     __tablename__ = "reservations"
     request_id: str = Field(primary_key=True)
     account: str = Field(index=True)
-    estimated_nano_usd: int = Field(default=0, sa_column=money())
+    estimated_nano_usd: int = Field(default=0, sa_column=int64_column())
     expires_at: float = Field(index=True)  # Unix time; later than this it no longer counts
 
 

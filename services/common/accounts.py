@@ -3,6 +3,18 @@ exactly one user or one org. What the operators' admin token spends is billed
 to OPERATOR_ACCOUNT, a name no user or org can have (names start with a
 letter or a digit), so no user can own or read it."""
 
+import re
+
 OPERATOR_ACCOUNT = "_operators"
 # The org roles that may change an org's providers' mappings and read their health.
 WRITE_ROLES = frozenset({"write", "admin"})
+MAX_NAME = 96  # org, user, provider and token names
+# The one name rule: the Registry's user, org, provider and token names; Billing's accounts;
+# the Router's anonymous account.
+NAME_PATTERN = rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_NAME - 1}}}"
+NAME = re.compile(NAME_PATTERN)
+
+
+def is_account_name(name: str) -> bool:
+    """A user or org name: 1-96 letters, digits, '.', '_' or '-', starting with a letter or digit."""
+    return NAME.fullmatch(name) is not None

@@ -20,7 +20,7 @@ INTERNAL_SERVICES = frozenset({"switchboard.registry.v1.InternalService", "switc
 
 # Anthropic's SDKs (and Claude Code) send the key in this header; it counts wherever Bearer does.
 API_KEY_HEADER = "x-api-key"
-# Every token the Registry issues starts with this (services/registry/state.py): "hf_" as the
+# Every token the Registry issues starts with this (services/registry/domain/state.py): "hf_" as the
 # hub's tokens, since the hub's clients (huggingface_hub, @huggingface/inference) send a call
 # through the router whose address they are given only with a token that starts so. Tokens
 # issued before start with the legacy prefix. In anonymous mode a key of neither shape that is

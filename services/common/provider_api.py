@@ -1,6 +1,6 @@
 """Calls to a provider's OpenAI-compatible API, one implementation for every caller: the
 Router's inference (services/router/upstream.py), and the Registry's conformance check and
-health probes (services/registry/conformance.py, probes.py).
+health probes (services/registry/domain/conformance.py, probes.py).
 
 A request is the caller's payload with the provider's model id (and a LoRA to load); an
 answer is valid for its route when it is a JSON object with the route's list ("choices"
@@ -96,7 +96,7 @@ class Opened:
     response: Answer | None = None
     usage: Usage = field(default_factory=Usage)
     failures: list[str] = field(default_factory=list)
-    # A task answer (services/router/task_formats.py): its JSON value or first bytes, and their type.
+    # A task answer (services/common/task_formats.py): its JSON value or first bytes, and their type.
     result: Any = None
     content_type: str = ""
 

@@ -243,9 +243,9 @@ def gauge(registry: CollectorRegistry, name: str, documentation: str, read: Call
     return ScrapeTimeGauge(registry, name, documentation, [], lambda: [({}, read())])
 
 
-def watch_router(breakers: Any, ledger: Any) -> None:
+def watch_router(breakers: Any, spool: Any) -> None:
     """The Router's scrape-time gauges: breaker states (services/router/breaker.py) and the
-    ledger spool (services/router/ledger.py)."""
+    spool of ledger records (services/router/spool.py; metric names keep "ledger_spool")."""
     ScrapeTimeGauge(
         ROUTER,
         "switchboard_router_breaker_state",
@@ -254,16 +254,16 @@ def watch_router(breakers: Any, ledger: Any) -> None:
         lambda: [({"provider": provider}, state) for provider, state in breakers.states().items()],
     )
     gauge(ROUTER, "switchboard_router_ledger_spool_records", "Ledger records not yet acknowledged by Billing",
-          lambda: ledger.backlog().records)  # fmt: skip
+          lambda: spool.backlog().records)  # fmt: skip
     gauge(ROUTER, "switchboard_router_ledger_spool_files", "Ledger spool files not yet acknowledged by Billing",
-          lambda: ledger.backlog().files)  # fmt: skip
+          lambda: spool.backlog().files)  # fmt: skip
     gauge(ROUTER, "switchboard_router_ledger_spool_oldest_age_seconds",
           "Age of the oldest ledger record not yet acknowledged by Billing (0: none)",
-          lambda: ledger.backlog().oldest_age_seconds)  # fmt: skip
+          lambda: spool.backlog().oldest_age_seconds)  # fmt: skip
 
 
 def watch_registry(index: Any, feed: Any) -> None:
-    """The Registry's scrape-time gauges: its index (services/registry/index.py) and change feed."""
+    """The Registry's scrape-time gauges: its index (services/registry/storage/index.py) and change feed."""
     ScrapeTimeGauge(
         REGISTRY,
         "switchboard_registry_index_entries",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from services.common.config import ServiceSettings
-from services.registry.probes import ProbeSettings
+from services.registry.domain.probes import ProbeSettings
 
 
 class RegistrySettings(ServiceSettings):

@@ -20,17 +20,17 @@ from services.common.secrets import secrets_key, use_secrets_key
 from services.common.server import Registration, run
 from services.common.service import open_database, run_service
 from services.common.telemetry import configure_tracing, watch_registry
-from services.registry.accounts import AccountServicer
-from services.registry.admin import AdminServicer
-from services.registry.changes import ChangeFeed
+from services.registry.api.accounts import AccountServicer
+from services.registry.api.admin import AdminServicer
+from services.registry.api.internal import InternalServicer
+from services.registry.api.partners import RegistryServicer
 from services.registry.config import RegistrySettings
-from services.registry.conformance import Checker, HttpClient
-from services.registry.internal import InternalServicer
-from services.registry.partners import RegistryServicer
-from services.registry.probes import Prober
-from services.registry.replicas import ReplicaFollower
-from services.registry.state import RegistryState
-from services.registry.store import load_index
+from services.registry.domain.changes import ChangeFeed
+from services.registry.domain.conformance import Checker, HttpClient
+from services.registry.domain.probes import Prober
+from services.registry.domain.replicas import ReplicaFollower
+from services.registry.domain.state import RegistryState
+from services.registry.storage.queries import load_index
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 log = logging.getLogger(__name__)

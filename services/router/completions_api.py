@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import orjson
 
+from services.common import params
 from services.common.errors import invalid_argument
-from services.router import params
 from services.router.translation import DONE, Translation, check, check_fields, common_chat, first_choice
 
 DEFAULT_MAX_TOKENS = 16  # OpenAI's default for completions

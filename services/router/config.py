@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from services.common.accounts import NAME_PATTERN
 from services.common.config import ServiceSettings
 from services.router.anonymous import AnonymousLimits
 
-# A user or org name (services/registry/validation.py NAME), or nothing.
-ACCOUNT_NAME = r"^([A-Za-z0-9][A-Za-z0-9._-]{0,95})?$"
+# A user or org name (services/common/accounts.py), or nothing.
+ACCOUNT_NAME = rf"^({NAME_PATTERN})?$"
 
 
 class RouterSettings(ServiceSettings):

@@ -16,9 +16,9 @@ from typing import Any
 
 import orjson
 
+from services.common import params
 from services.common.errors import anthropic_error, invalid_argument
 from services.common.pricing import prompt_tokens_estimate
-from services.router import params
 from services.router.translation import (
     DONE,
     Translation,

@@ -16,8 +16,8 @@ from typing import Any
 
 import orjson
 
+from services.common import params
 from services.common.errors import invalid_argument
-from services.router import params
 from services.router.translation import (
     DONE,
     Translation,

@@ -19,21 +19,21 @@ from services.router.breaker import Breakers
 from services.router.config import RouterSettings
 from services.router.directory import Directory
 from services.router.key_limits import KeyLimits
-from services.router.ledger import Ledger
 from services.router.measurements import Measurements
 from services.router.servicer import RouterServicer
 from services.router.spending import Spending
+from services.router.spool import Spool
 from services.router.upstream import Upstreams
 
 
 async def serve(settings: RouterSettings) -> None:
-    """Runs the Router until SIGTERM: change feed, ledger sender, upstream pool, gRPC server."""
+    """Runs the Router until SIGTERM: change feed, ledger records' spool, upstream pool, gRPC server."""
     credential = settings.service_credential_value()
     registry_channel = channel(settings.registry_address, credential)
     billing_channel = channel(settings.billing_address, credential)
     directory = Directory(internal_service_pb2_grpc.InternalServiceStub(registry_channel))
     billing = billing_service_pb2_grpc.LedgerServiceStub(billing_channel)
-    ledger = Ledger(billing, settings.data_dir.resolve() / "router-ledger-spool", settings.ledger_batch_size)
+    spool = Spool(billing, settings.data_dir.resolve() / "router-ledger-spool", settings.ledger_batch_size)
     spending = Spending(
         billing,
         settings.billing_timeout_seconds,
@@ -48,14 +48,14 @@ async def serve(settings: RouterSettings) -> None:
         settings.max_answer_bytes,
         measurements,
     )
-    watch_router(upstreams.breakers, ledger)
+    watch_router(upstreams.breakers, spool)
     counters = counters_from_url(settings.counter_store_url, settings.counter_store_timeout_seconds)
     servicer = RouterServicer(
-        directory, upstreams, spending, ledger, measurements, settings.hub_url, settings.anonymous_account,
+        directory, upstreams, spending, spool, measurements, settings.hub_url, settings.anonymous_account,
         KeyLimits(counters),
         AnonymousClients(settings.anonymous_limits()),
     )  # fmt: skip
-    background = [asyncio.create_task(task) for task in (directory.watch(), ledger.run(), spending.watch())]
+    background = [asyncio.create_task(task) for task in (directory.watch(), spool.run(), spending.watch())]
     registrations = [
         (
             router_service_pb2_grpc.add_RouterServiceServicer_to_server,
@@ -70,7 +70,7 @@ async def serve(settings: RouterSettings) -> None:
         for task in background:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await ledger.close()
+        await spool.close()
         await counters.close()
         await upstreams.close()
         await registry_channel.close()

@@ -19,25 +19,26 @@ from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 from switchboard.router.v1 import router_service_pb2 as router_pb
 from switchboard.router.v1 import router_service_pb2_grpc as router_grpc
 
+from services.common import params
 from services.common.accounts import OPERATOR_ACCOUNT
 from services.common.auth import API_KEY_HEADER, TOKEN_PREFIXES, credential, parse_bearer
 from services.common.counters import MemoryCounters
 from services.common.errors import ApiError, Code, invalid_argument, not_found, permission_denied, unavailable
 from services.common.pricing import estimate_nano_usd, prompt_tokens_estimate
 from services.common.providers import CAPABILITY_FIELDS
+from services.common.task_formats import GENERATE, OPERATIONS, Bill, TaskCall, TaskInput, reservation
 from services.common.telemetry import TRACEPARENT, InferenceMeasure
-from services.router import params, selection
+from services.router import selection
 from services.router.anonymous import AnonymousClients, AnonymousLimits, client_address
 from services.router.completions_api import Completions
 from services.router.directory import Directory, ProviderEntry
 from services.router.health import ProviderHealthMethods
 from services.router.key_limits import Grant, KeyLimits
-from services.router.ledger import Ledger
 from services.router.measurements import Measurements
 from services.router.messages_api import Messages, input_tokens
 from services.router.responses_api import Responses
 from services.router.spending import Spending
-from services.router.task_formats import GENERATE, OPERATIONS, Bill, TaskCall, TaskInput, reservation
+from services.router.spool import Spool
 from services.router.tasks import TaskMethods
 from services.router.timing import server_timing, timed
 from services.router.translation import Translation, json_object
@@ -181,7 +182,7 @@ class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServi
         directory: Directory,
         upstreams: Upstreams,
         spending: Spending,
-        ledger: Ledger,
+        spool: Spool,
         measurements: Measurements,
         hub_url: str,
         anonymous_account: str = "",
@@ -194,7 +195,7 @@ class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServi
         self.anonymous_clients = anonymous_clients or AnonymousClients(AnonymousLimits())
         self.upstreams = upstreams
         self.spending = spending
-        self.ledger = ledger
+        self.spool = spool
         self.measurements = measurements
         self.hub_url = hub_url
 
@@ -481,7 +482,7 @@ class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServi
         bill: Bill | None = None,
     ) -> None:
         route = opened.route
-        self.ledger.record(
+        self.spool.record(
             billing_pb.LedgerRecord(
                 request_id=call.request_id,
                 provider_request_id=opened.provider_request_id,

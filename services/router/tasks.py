@@ -11,12 +11,13 @@ import grpc
 from google.api import httpbody_pb2
 from switchboard.router.v1 import router_service_pb2 as router_pb
 
+from services.common import task_formats
 from services.common.errors import ApiError, invalid_argument, unavailable
 from services.common.provider_api import Opened
 from services.common.secrets import BinaryCarry
+from services.common.task_formats import GENERATE, OPERATIONS, Answer, TaskInput
 from services.common.tasks import SERVED_TASKS, Task
-from services.router import selection, task_formats
-from services.router.task_formats import GENERATE, OPERATIONS, Answer, TaskInput
+from services.router import selection
 
 CHAT = "conversational"
 DEFAULT_HUB_TASK = "text-to-image"  # what /models/{model} served before it served every task

@@ -17,8 +17,8 @@ from typing import Any
 import orjson
 from google.api import httpbody_pb2
 
+from services.common import params
 from services.common.errors import invalid_argument
-from services.router import params
 
 JSON = "application/json"
 EVENT_STREAM = "text/event-stream"

@@ -18,7 +18,7 @@ def task_of_pipeline(pipeline_tag: str) -> Task:
 
 
 def per_unit_nano_usd(price: Price, unit: str) -> int:
-    """nano-USD per unit, as the Router charges it (services/router/task_formats.py Bill): the field
+    """nano-USD per unit, as the Router charges it (services/common/task_formats.py Bill): the field
     that prices images, input tokens or requests, else unit_nano_usd (seconds, characters)."""
     field = _FIELD_OF_UNIT.get(unit)
     return getattr(price, field) if field else price.unit_nano_usd

@@ -1,4 +1,4 @@
 from services.common.migrations import run_migrations
-from services.registry import storage
+from services.registry.storage import tables
 
-run_migrations("registry", storage.metadata)
+run_migrations("registry", tables.metadata)

@@ -1,6 +1,6 @@
 """one name space for users and orgs
 
-Users and orgs share one name space (services/registry/storage.py AccountNameRow):
+Users and orgs share one name space (services/registry/storage/tables.py AccountNameRow):
 the table is filled from the existing users and orgs. Names that clash (a user and an
 org, or two accounts differing only in letter case) cannot be merged automatically:
 the migration stops and names them, and operators must rename one of each pair.

@@ -1,6 +1,6 @@
 """model aliases
 
-Operators' other names for catalog models (services/registry/storage.py ModelAliasRow).
+Operators' other names for catalog models (services/registry/storage/tables.py ModelAliasRow).
 
 Revision ID: 0006
 Revises: 0004

@@ -2,7 +2,7 @@
 
 A mapping's status reason (the "error" status the probes set), its latest
 conformance report, and the probes' shared state and leases
-(services/registry/storage.py ConformanceReportRow, ProbeStateRow).
+(services/registry/storage/tables.py ConformanceReportRow, ProbeStateRow).
 
 Revision ID: 0008
 Revises: 0007

@@ -1,7 +1,7 @@
 """mapping capabilities
 
 What each mapping's provider model supports, NULL while unknown
-(services/registry/storage.py MappingRow).
+(services/registry/storage/tables.py MappingRow).
 
 Revision ID: 0009
 Revises: 0008

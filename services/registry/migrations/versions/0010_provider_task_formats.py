@@ -1,7 +1,7 @@
 """provider task formats
 
 How each provider is called per task ("openai" or "hub"), a JSON object of task -> format;
-tasks it does not name take their default (services/registry/storage.py ProviderRow).
+tasks it does not name take their default (services/registry/storage/tables.py ProviderRow).
 
 Revision ID: 0010
 Revises: 0009

@@ -2,7 +2,7 @@
 
 Each API token's own limits (requests and tokens per minute, a budget with its period,
 an expiry, allowed models) as the proto3 JSON of ApiTokenLimits (NULL: none), and the org an
-org admin's token for the org bills (NULL: its user) (services/registry/storage.py TokenRow,
+org admin's token for the org bills (NULL: its user) (services/registry/storage/tables.py TokenRow,
 docs/api-keys.md).
 
 Revision ID: 0012

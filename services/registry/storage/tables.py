@@ -67,7 +67,7 @@ class TokenRow(SQLModel, table=True):
     # The secret's last characters (TOKEN_SUFFIX_CHARS), listed to tell tokens apart; "" before 0007.
     suffix: str = Field(default="", sa_column=Column(String, nullable=False, default="", server_default=""))
     create_time: datetime = Field(default_factory=utcnow)
-    # The token's own limits as ApiTokenLimits' proto3 JSON (services/registry/token_limits.py); None: none.
+    # The token's own limits as ApiTokenLimits' proto3 JSON (services/registry/domain/token_limits.py); None: none.
     limits: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     # The org its calls bill (an org admin's token for the org); None: its user.
     account: str | None = None

@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 
-from services.registry.index import Touched
+from services.registry.storage.index import Touched
 
 RESET = internal_pb.CHANGE_KIND_UNSPECIFIED
 

@@ -1,4 +1,4 @@
-"""The Router's ledger records: each served request's record reaches Billing
+"""The Router's spool of ledger records: each served request's record reaches Billing's ledger
 through a local spool that loses nothing when Billing is down.
 
 Each record is appended to a journal file the moment the provider answered (a
@@ -64,7 +64,7 @@ class Backlog:
     oldest_age_seconds: float
 
 
-class Ledger:
+class Spool:
     """The record spool and its background sender (off the caller's path)."""
 
     def __init__(

@@ -15,14 +15,12 @@ from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 from switchboard.registry.v1 import internal_service_pb2_grpc as internal_grpc
 
 from services.common.errors import not_found
-from services.registry import capabilities, store
-from services.registry.admin import provider_message
-from services.registry.index import Candidate, Resolution
-from services.registry.prices import price_message
-from services.registry.state import RegistryState, hash_token
-from services.registry.storage import PriceRow, ProviderRow
-from services.registry.tokens import limits_of, token_id
-from services.registry.validation import (
+from services.registry.domain import capabilities
+from services.registry.domain.messages import provider_config
+from services.registry.domain.prices import price_message
+from services.registry.domain.state import RegistryState, hash_token
+from services.registry.domain.tokens import limits_of, token_id
+from services.registry.domain.validation import (
     MAX_PROVIDERS,
     check_count,
     check_model_id,
@@ -31,6 +29,9 @@ from services.registry.validation import (
     check_task,
     shown,
 )
+from services.registry.storage import queries
+from services.registry.storage.index import Candidate, Resolution
+from services.registry.storage.tables import PriceRow, ProviderRow
 
 
 def candidate_message(candidate: Candidate) -> internal_pb.Candidate:
@@ -57,27 +58,6 @@ def resolution_message(resolution: Resolution) -> internal_pb.ResolveModelRespon
         candidates=[candidate_message(c) for c in resolution.candidates],
         exclusions=[internal_pb.Exclusion(provider=p, reason=r, status=s) for p, r, s in resolution.exclusions],
         model=resolution.model,
-    )
-
-
-def _with_secret(message: admin_pb.Provider, row: ProviderRow, secrets: int) -> admin_pb.Provider:
-    """Adds the one secret the asking service calls the provider with."""
-    if secrets == internal_pb.PROVIDER_SECRETS_INFERENCE:
-        message.api_key = row.api_key
-    elif secrets == internal_pb.PROVIDER_SECRETS_COST_API:
-        message.billing_authorization = row.billing_authorization
-    return message
-
-
-def provider_config(
-    row: ProviderRow, secrets: int, prices: list[admin_pb.Price] | None = None
-) -> internal_pb.ProviderConfig:
-    """A provider as its callers need it: the one secret they call it with, and every secret
-    to redact from what it sends back."""
-    return internal_pb.ProviderConfig(
-        provider=_with_secret(provider_message(row), row, secrets),
-        prices=prices or [],
-        redact=[row.api_key, row.billing_authorization],
     )
 
 
@@ -182,7 +162,7 @@ class InternalServicer(internal_grpc.InternalServiceServicer):
 
     async def _with_create_times(self, served: list[internal_pb.ServedModel]) -> list[internal_pb.ServedModel]:
         """The models with the time each entered the catalog (read from the database: only listings need it)."""
-        created = await self.state.db.run(lambda s: store.catalog_create_times(s, [m.id for m in served]))
+        created = await self.state.db.run(lambda s: queries.catalog_create_times(s, [m.id for m in served]))
         for model in served:
             if model.id in created:
                 model.create_time.FromDatetime(created[model.id])

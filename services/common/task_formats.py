@@ -22,13 +22,12 @@ from typing import Any
 
 import orjson
 
-from services.common import tasks
+from services.common import params, tasks
 from services.common.errors import invalid_argument
 from services.common.pricing import NANO_PER_USD, Price, estimate_nano_usd, saturated
 from services.common.provider_api import AttemptFailed
 from services.common.providers import Route
 from services.common.tasks import HUB_FORMAT, OPENAI_FORMAT, Task
-from services.router import params
 
 JSON_TYPE = "application/json"
 # The GenAI semantic conventions' gen_ai.operation.name of each task (others: GENERATE).

@@ -1,7 +1,7 @@
 """The conformance check's call for a mapping's task (every served task but chat and text-to-image,
 which have checks of their own): a small sample request sent the way the Router sends it (in OpenAI's
 shape or the hub's task format, as the provider's registration says for the task), and the answer
-checked the way the Router checks it (services/router/task_formats.py: shared by both, so that a
+checked the way the Router checks it (services/common/task_formats.py: shared by both, so that a
 mapping passes exactly when the Router could serve its answers)."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import io
 import wave
 from typing import Any
 
+from services.common.task_formats import TaskCall, TaskInput
 from services.common.tasks import SERVED_TASKS
-from services.router.task_formats import TaskCall, TaskInput
 
 # An 8x8 PNG and one second of 8 kHz silence: real files of the smallest useful size.
 SAMPLE_PNG = base64.b64decode(

@@ -8,10 +8,8 @@ from sqlmodel import Session
 from switchboard.registry.v1 import admin_service_pb2 as admin_pb
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 
-from services.registry import store
-from services.registry.state import RegistryState
-from services.registry.storage import PriceRow
-from services.registry.validation import (
+from services.registry.domain.state import RegistryState
+from services.registry.domain.validation import (
     MAX_NANO_USD,
     MAX_PRICES,
     check_count,
@@ -19,6 +17,8 @@ from services.registry.validation import (
     check_range,
     check_unique,
 )
+from services.registry.storage import queries
+from services.registry.storage.tables import PriceRow
 
 # nano-USD amounts of a price; unit_nano_usd is per unit of the mapped task (services/common/tasks.py).
 AMOUNTS = ("input_token_nano_usd", "output_token_nano_usd", "request_nano_usd", "image_nano_usd", "unit_nano_usd")
@@ -45,7 +45,7 @@ async def replace_prices(
 
     def replace(session: Session) -> None:
         session.execute(PriceRow.__table__.delete().where(PriceRow.provider == request.provider))
-        store.insert(session, *rows)
+        queries.insert(session, *rows)
 
     await state.write(replace, internal_pb.CHANGE_KIND_PROVIDER, request.provider)
     return admin_pb.ProviderPrices(provider=request.provider, prices=[price_message(r) for r in rows])

@@ -117,8 +117,9 @@ class Mapping:
 
 
 @dataclass(slots=True)
-class ProviderEntry:
-    """A provider as resolution and write authorization need it."""
+class IndexedProvider:
+    """A provider as the index keeps it for resolution and write authorization (its org and rank;
+    not services/common/providers.py ProviderEntry, the provider as the Router calls it)."""
 
     id: str
     org: str
@@ -215,7 +216,7 @@ class RegistryIndex:
     def __init__(self) -> None:
         self.catalog: dict[str, CatalogModel] = {}
         self.aliases: dict[str, str] = {}  # alias -> hub model id
-        self.providers: dict[str, ProviderEntry] = {}
+        self.providers: dict[str, IndexedProvider] = {}
         self.mappings: dict[str, Mapping] = {}
         self.provider_mappings: dict[str, dict[str, Mapping]] = {}  # provider -> id -> mapping, oldest first
         self.users: dict[str, UserEntry] = {}
@@ -286,7 +287,7 @@ class RegistryIndex:
 
     # providers
 
-    def put_provider(self, provider: ProviderEntry) -> None:
+    def put_provider(self, provider: IndexedProvider) -> None:
         self.providers[provider.id] = provider
         self._order_keys[provider.id] = (provider.default_rank, provider.id)
         self.provider_mappings.setdefault(provider.id, {})
@@ -370,7 +371,7 @@ class RegistryIndex:
         changed = [m for m in removed if new.get(m.id) != old[m.id]] + [m for m in added if old.get(m.id) != new[m.id]]
         return _models_of(changed)
 
-    def replace_provider(self, provider_id: str, entry: ProviderEntry | None, mappings: Iterable[Mapping]) -> Touched:
+    def replace_provider(self, provider_id: str, entry: IndexedProvider | None, mappings: Iterable[Mapping]) -> Touched:
         """The provider (None: deleted, with its mappings) as the database has it now; its rank
         and org order and filter every answer naming it, so all the models it maps are touched."""
         before = _models_of(self.provider_mappings.get(provider_id, {}).values())

@@ -18,14 +18,12 @@ from services.common.accounts import WRITE_ROLES
 from services.common.auth import metadata_value, parse_bearer
 from services.common.errors import already_exists, invalid_argument, not_found, permission_denied
 from services.common.paging import next_page_token, number_after
-from services.registry import capabilities, store
-from services.registry.conformance import Checker, report_of_json
-from services.registry.hub_models import hub_model
-from services.registry.index import ERROR, MODEL, STAGING, TAG_FILTER, Mapping, ProviderEntry
-from services.registry.prices import replace_prices
-from services.registry.state import RegistryState
-from services.registry.storage import MappingRow, UserRow, utcnow
-from services.registry.validation import (
+from services.registry.domain import capabilities
+from services.registry.domain.conformance import Checker, report_of_json
+from services.registry.domain.hub_models import hub_model
+from services.registry.domain.prices import replace_prices
+from services.registry.domain.state import RegistryState
+from services.registry.domain.validation import (
     MAX_LISTING_BYTES,
     MAX_PROVIDERS,
     check_count,
@@ -40,6 +38,9 @@ from services.registry.validation import (
     page_size,
     shown,
 )
+from services.registry.storage import queries
+from services.registry.storage.index import ERROR, MODEL, STAGING, TAG_FILTER, IndexedProvider, Mapping
+from services.registry.storage.tables import MappingRow, UserRow, utcnow
 
 MAPPINGS_LISTING = "modelMappings"  # ListModelMappings' page tokens
 
@@ -114,7 +115,7 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
         self.index = state.index
         self.checker = checker
 
-    def _authorize_write(self, context: grpc.aio.ServicerContext, provider_id: str) -> ProviderEntry:
+    def _authorize_write(self, context: grpc.aio.ServicerContext, provider_id: str) -> IndexedProvider:
         """401 without a valid token, 404 for an unknown provider, 403 unless the caller may write."""
         user = self.state.caller(context)
         provider = self.state.provider(provider_id)
@@ -151,8 +152,8 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
         mapping, message = await self.state.fresh(lambda: self._mapping_to_create(context, request))
 
         def create(session):
-            mapping.seq = store.next_mapping_seq(session)
-            store.insert(session, store.mapping_row(mapping))
+            mapping.seq = queries.next_mapping_seq(session)
+            queries.insert(session, queries.mapping_row(mapping))
 
         await self.state.write(create, internal_pb.CHANGE_KIND_MAPPING, mapping.provider, message, "MAPPING_EXISTS")
         return mapping_message(mapping)
@@ -242,7 +243,7 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
     ) -> Empty:
         mapping = await self.state.fresh(lambda: self._writable_mapping(context, request))
         await self.state.write(
-            lambda s: store.delete_rows(s, MappingRow, MappingRow.id == mapping.id),
+            lambda s: queries.delete_rows(s, MappingRow, MappingRow.id == mapping.id),
             internal_pb.CHANGE_KIND_MAPPING,
             mapping.provider,
         )
@@ -266,7 +267,9 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
         status = check_status(request.status)
         check_served_task(mapping.task)  # stored before unserved tasks were refused: it can only be deleted
         await self.state.write(
-            lambda s: store.set_mapping_status(s, mapping.id, status), internal_pb.CHANGE_KIND_MAPPING, mapping.provider
+            lambda s: queries.set_mapping_status(s, mapping.id, status),
+            internal_pb.CHANGE_KIND_MAPPING,
+            mapping.provider,
         )
         return mapping_message(self._mapping(request.provider, request.mapping_id))
 
@@ -280,7 +283,7 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
         self, request: registry_pb.GetConformanceReportRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb.ConformanceReport:
         mapping = await self.state.fresh(lambda: self._writable_mapping(context, request))
-        stored = await self.state.db.run(lambda session: store.report_of(session, mapping.id))
+        stored = await self.state.db.run(lambda session: queries.report_of(session, mapping.id))
         if stored is None:
             raise not_found(
                 "REPORT_NOT_FOUND",
@@ -351,7 +354,7 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
         def save(session):
             row = session.get(UserRow, user)
             row.preferred_providers = orjson.dumps(providers).decode()
-            store.insert(session, row)
+            queries.insert(session, row)
 
         await self.state.write(save, internal_pb.CHANGE_KIND_IDENTITY, user)
         return registry_pb.ProviderPreferences(user=user, providers=providers)

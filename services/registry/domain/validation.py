@@ -13,13 +13,13 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sized
 from urllib.parse import urlparse
 
+from services.common.accounts import MAX_NAME, NAME
 from services.common.errors import invalid_argument
 from services.common.paging import MAX_LISTING_BYTES, MAX_PAGE_SIZE, fitting, page_size  # noqa: F401  (re-exported)
 from services.common.secrets import MIN_SECRET_LENGTH
 from services.common.tasks import OPENAI_FORMAT, SERVED_TASKS, formats_of
 
 # --- limits (one table) ------------------------------------------------------------------------
-MAX_NAME = 96  # org, user, provider and token names
 MAX_MODEL_ID_PART = 96  # hub model id "namespace/name": each part, as the hub allows
 MAX_MODEL_ID = 200  # hub model id as a whole
 MAX_PROVIDER_MODEL = 256  # a provider's own model id
@@ -135,7 +135,6 @@ KNOWN_TASKS = frozenset(
 CONVERSATIONAL_PIPELINES = frozenset({"text-generation", "image-text-to-text"})
 STATUSES = ("live", "staging")
 ROLES = ("read", "write", "admin")
-NAME = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_NAME - 1}}}$")
 _MODEL_PART = rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_MODEL_ID_PART - 1}}}"
 MODEL_ID = re.compile(rf"^(?:{_MODEL_PART}/)?{_MODEL_PART}$")
 HEADER_NAME = re.compile(rf"^[A-Za-z0-9!#$%&'*+.^_`|~-]{{1,{MAX_HEADER_NAME}}}$")
@@ -191,7 +190,7 @@ def check_unique(items: Iterable[str], param: str, what: str) -> None:
 def check_name(value: str, param: str) -> str:
     """Org, user, provider and token names: letters, digits, '.', '_', '-'."""
     require(value, param)
-    if not NAME.match(value):
+    if not NAME.fullmatch(value):
         raise invalid_argument(
             "INVALID_REQUEST",
             f"{param} must be 1-{MAX_NAME} letters, digits, '.', '_' or '-', starting with a letter or digit",

@@ -11,7 +11,7 @@ from switchboard.registry.v1 import admin_service_pb2 as admin_pb
 
 from services.common.errors import invalid_argument
 from services.common.pricing import MAX_NANO_USD
-from services.registry.validation import check_count, check_model_id, check_range, check_unique
+from services.registry.domain.validation import check_count, check_model_id, check_range, check_unique
 
 MAX_REQUESTS_PER_MINUTE = 1_000_000
 MAX_TOKENS_PER_MINUTE = 1_000_000_000

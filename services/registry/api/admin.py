@@ -20,20 +20,12 @@ from services.common.auth import require_admin
 from services.common.errors import ApiError, already_exists, invalid_argument, not_found
 from services.common.paging import key_after, next_page_token
 from services.common.providers import DEFAULT_REQUEST_ID_HEADER
-from services.registry import store, token_limits
-from services.registry.prices import replace_prices
-from services.registry.state import RegistryState
-from services.registry.storage import (
-    MembershipRow,
-    ModelAliasRow,
-    ModelRow,
-    OrgRow,
-    ProviderRow,
-    TokenRow,
-    UserRow,
-)
-from services.registry.tokens import issue_token, revoke_token, update_token_limits
-from services.registry.validation import (
+from services.registry.domain import token_limits
+from services.registry.domain.messages import membership_messages, provider_message
+from services.registry.domain.prices import replace_prices
+from services.registry.domain.state import RegistryState
+from services.registry.domain.tokens import issue_token, revoke_token, update_token_limits
+from services.registry.domain.validation import (
     MAX_MODELS_PER_BATCH,
     MAX_PATH,
     MAX_RANK,
@@ -55,6 +47,16 @@ from services.registry.validation import (
     page_size,
     shown,
 )
+from services.registry.storage import queries
+from services.registry.storage.tables import (
+    MembershipRow,
+    ModelAliasRow,
+    ModelRow,
+    OrgRow,
+    ProviderRow,
+    TokenRow,
+    UserRow,
+)
 
 log = logging.getLogger(__name__)
 PROVIDERS_LISTING, ALIASES_LISTING = "providers", "modelAliases"  # their page tokens' listing names
@@ -70,24 +72,6 @@ UPDATABLE = (
     "billing_authorization",
     "default_rank",
 )
-
-
-def provider_message(row: ProviderRow) -> admin_pb.Provider:
-    """A provider row as a message, without its secrets."""
-    message = admin_pb.Provider(
-        id=row.id,
-        org=row.org,
-        base_url=row.base_url,
-        tasks=orjson.loads(row.tasks),
-        task_formats=orjson.loads(row.task_formats),
-        request_id_header=row.request_id_header,
-        billing_url=row.billing_url,
-        has_api_key=bool(row.api_key),
-        has_billing_authorization=bool(row.billing_authorization),
-        default_rank=row.default_rank,
-    )
-    message.create_time.FromDatetime(row.create_time)
-    return message
 
 
 def model_message(row: ModelRow) -> admin_pb.Model:
@@ -107,10 +91,6 @@ def model_alias_message(row: ModelAliasRow) -> admin_pb.ModelAlias:
 
 def model_alias_not_found(name: str) -> ApiError:
     return not_found("MODEL_ALIAS_NOT_FOUND", f"model alias {shown(name)} does not exist")
-
-
-def membership_messages(rows: list[MembershipRow]) -> list[admin_pb.Membership]:
-    return [admin_pb.Membership(org=r.org, user=r.user, role=r.role) for r in rows]
 
 
 def check_provider_fields(provider: admin_pb.Provider, fields: set[str]) -> None:
@@ -178,7 +158,7 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
         self._admin(context)
         row = OrgRow(name=check_account_name(request.org.name))
         # nothing of an org is in the index, but its name is no longer a user's
-        await self.state.write(lambda s: store.create_account(s, row), internal_pb.CHANGE_KIND_IDENTITY, row.name)
+        await self.state.write(lambda s: queries.create_account(s, row), internal_pb.CHANGE_KIND_IDENTITY, row.name)
         return await self.GetOrg(admin_pb.GetOrgRequest(org=row.name), context)
 
     async def GetOrg(self, request: admin_pb.GetOrgRequest, context: grpc.aio.ServicerContext) -> admin_pb.Org:
@@ -197,7 +177,7 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
     async def CreateUser(self, request: admin_pb.CreateUserRequest, context: grpc.aio.ServicerContext) -> admin_pb.User:
         self._admin(context)
         row = UserRow(name=check_account_name(request.user.name))
-        await self.state.write(lambda s: store.create_account(s, row), internal_pb.CHANGE_KIND_IDENTITY, row.name)
+        await self.state.write(lambda s: queries.create_account(s, row), internal_pb.CHANGE_KIND_IDENTITY, row.name)
         return await self.GetUser(admin_pb.GetUserRequest(user=row.name), context)
 
     async def GetUser(self, request: admin_pb.GetUserRequest, context: grpc.aio.ServicerContext) -> admin_pb.User:
@@ -234,7 +214,7 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
             "MEMBERSHIP_NOT_FOUND", f"user {shown(request.user)} is not a member of org {shown(request.org)}"
         )
         await self.state.write(
-            lambda s: store.delete_existing(s, MembershipRow, where, missing),
+            lambda s: queries.delete_existing(s, MembershipRow, where, missing),
             internal_pb.CHANGE_KIND_IDENTITY,
             request.user,
         )
@@ -277,7 +257,7 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
         row = ProviderRow(id=provider.id, org=provider.org, base_url=provider.base_url)
         apply_provider_fields(row, provider, set(UPDATABLE))
         conflict = f"provider {shown(row.id)} already exists"
-        await self.state.write(lambda s: store.insert(s, row), internal_pb.CHANGE_KIND_PROVIDER, row.id, conflict)
+        await self.state.write(lambda s: queries.insert(s, row), internal_pb.CHANGE_KIND_PROVIDER, row.id, conflict)
         log.info("provider created", extra={"provider": row.id, "org": row.org})
         return provider_message(row)
 
@@ -299,7 +279,7 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
         size = page_size(request.page_size)
         after = key_after(PROVIDERS_LISTING, request.page_token)
 
-        rows = await self.state.db.run(lambda s: store.page_after(s, ProviderRow.id, after, size))
+        rows = await self.state.db.run(lambda s: queries.page_after(s, ProviderRow.id, after, size))
         messages = [provider_message(r) for r in rows[:size]]
         kept = fitting(m.ByteSize() for m in messages)  # the page Envoy can transcode
         next_token = next_page_token(PROVIDERS_LISTING, rows[kept - 1].id) if len(rows) > kept else ""
@@ -339,7 +319,7 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
         self._admin(context)
 
         def delete(session: Session) -> None:
-            if not store.delete_provider(session, request.provider):
+            if not queries.delete_provider(session, request.provider):
                 raise not_found("PROVIDER_NOT_FOUND", f"provider {shown(request.provider)} does not exist")
 
         await self.state.write(delete, internal_pb.CHANGE_KIND_PROVIDER, request.provider)  # with its mappings
@@ -370,7 +350,7 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
             }
         if rows:
             await self.state.write(
-                lambda s: store.import_models(s, list(rows.values())), internal_pb.CHANGE_KIND_MODEL, "\n".join(rows)
+                lambda s: queries.import_models(s, list(rows.values())), internal_pb.CHANGE_KIND_MODEL, "\n".join(rows)
             )
         return admin_pb.BatchUpsertModelsResponse(upserted_count=len(rows))
 
@@ -378,7 +358,7 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
         self, request: admin_pb.GetCatalogSummaryRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb.CatalogSummary:
         self._admin(context)
-        last = await self.state.db.run(store.last_catalog_import)
+        last = await self.state.db.run(queries.last_catalog_import)
         summary = admin_pb.CatalogSummary(model_count=len(self.index.catalog), alias_count=len(self.index.aliases))
         if last is not None:
             summary.last_import_time.FromDatetime(last.create_time)
@@ -402,7 +382,7 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
         row = ModelAliasRow(name=alias.name, target=alias.target)
         conflict = f"model alias {shown(alias.name)} already exists"
         await self.state.write(
-            lambda s: store.insert(s, row), internal_pb.CHANGE_KIND_ALIAS, row.name, conflict, "MODEL_ALIAS_EXISTS"
+            lambda s: queries.insert(s, row), internal_pb.CHANGE_KIND_ALIAS, row.name, conflict, "MODEL_ALIAS_EXISTS"
         )
         log.info("model alias created", extra={"alias": row.name, "target": row.target})
         return model_alias_message(row)
@@ -435,7 +415,7 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
         size = page_size(request.page_size)
         after = key_after(ALIASES_LISTING, request.page_token)
 
-        rows = await self.state.db.run(lambda s: store.page_after(s, ModelAliasRow.name, after, size))
+        rows = await self.state.db.run(lambda s: queries.page_after(s, ModelAliasRow.name, after, size))
         next_token = next_page_token(ALIASES_LISTING, rows[size - 1].name) if len(rows) > size else ""
         return admin_pb.ListModelAliasesResponse(
             model_aliases=[model_alias_message(r) for r in rows[:size]], next_page_token=next_token
@@ -447,7 +427,7 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
         self._admin(context)
         where, missing = (ModelAliasRow.name == request.name,), model_alias_not_found(request.name)
         await self.state.write(
-            lambda s: store.delete_existing(s, ModelAliasRow, where, missing),
+            lambda s: queries.delete_existing(s, ModelAliasRow, where, missing),
             internal_pb.CHANGE_KIND_ALIAS,
             request.name,
         )

@@ -1,15 +1,15 @@
 """Health probes: a small request to each live mapping's provider at an interval.
 
 A probe is a chat with max_tokens 1 (an image mapping: one 64x64 image; any other task: the
-conformance check's sample of the task, services/registry/task_checks.py), sent the way the
+conformance check's sample of the task, services/registry/domain/task_checks.py), sent the way the
 Router sends requests (services/common/provider_api.py) but outside it: no caller, no
 reservation, no ledger record. After `failure_threshold` consecutive failures a live
 mapping becomes "error" with the last failure's reason (the provider's secrets redacted)
-and leaves routing (services/registry/index.py routes only live mappings); a probe that
+and leaves routing (services/registry/storage/index.py routes only live mappings); a probe that
 passes makes it live again. Both changes are writes through RegistryState.write, so the
 change feed carries them to every Router.
 
-Several Registry replicas share the probes' state in the database (store.claim_probes):
+Several Registry replicas share the probes' state in the database (queries.claim_probes):
 each round, a replica claims the due mappings no other replica holds, with a lease that
 outlives the probe's timeout, so one replica probes a mapping at a time and a killed
 replica's leases run out.
@@ -29,13 +29,13 @@ from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 
 from services.common.errors import ApiError
 from services.common.provider_api import CHAT_PATH, IMAGES_PATH, AttemptFailed, open_answer
-from services.registry import store
-from services.registry.conformance import TEXT_TO_IMAGE, HttpClient, Target, target_of
-from services.registry.index import ERROR, LIVE, Mapping
-from services.registry.state import RegistryState
-from services.registry.storage import ProviderRow
-from services.registry.task_checks import CHECKED_TASKS, sample_call
-from services.router.task_formats import TaskCall
+from services.common.task_formats import TaskCall
+from services.registry.domain.conformance import TEXT_TO_IMAGE, HttpClient, Target, target_of
+from services.registry.domain.state import RegistryState
+from services.registry.domain.task_checks import CHECKED_TASKS, sample_call
+from services.registry.storage import queries
+from services.registry.storage.index import ERROR, LIVE, Mapping
+from services.registry.storage.tables import ProviderRow
 
 log = logging.getLogger(__name__)
 LEASE_MARGIN_SECONDS = 5.0  # a lease outlives the probe's timeout by this: time to record it
@@ -101,7 +101,7 @@ class Prober:
         now = time.time()
         until = now + self.settings.timeout_seconds + LEASE_MARGIN_SECONDS
         most = self.settings.concurrency * 4
-        claimed = await self.state.db.run(lambda s: store.claim_probes(s, owner, now, until, most))
+        claimed = await self.state.db.run(lambda s: queries.claim_probes(s, owner, now, until, most))
         mappings = [m for i in claimed if (m := self.state.index.mappings.get(i)) is not None]
         targets = await self.state.db.run(lambda s: _targets(s, mappings))
         slots = asyncio.Semaphore(max(1, self.settings.concurrency))
@@ -110,7 +110,7 @@ class Prober:
             async with slots:
                 failure = await self._probe(mapping, targets.get(mapping.id))
             next_due = time.time() + self.settings.interval_seconds
-            failures = await self.state.db.run(lambda s: store.record_probe(s, mapping.id, owner, failure, next_due))
+            failures = await self.state.db.run(lambda s: queries.record_probe(s, mapping.id, owner, failure, next_due))
             return Outcome(mapping, failure, failures)
 
         outcomes = await asyncio.gather(*(probe(m) for m in mappings))
@@ -158,7 +158,7 @@ class Prober:
 
     async def _set(self, mapping: Mapping, was: str, status: str, reason: str) -> None:
         await self.state.write(
-            lambda s: store.set_probed_status(s, mapping.id, was, status, reason),
+            lambda s: queries.set_probed_status(s, mapping.id, was, status, reason),
             internal_pb.CHANGE_KIND_MAPPING,
             mapping.provider,
         )

@@ -18,12 +18,12 @@ from switchboard.registry.v1 import account_service_pb2_grpc as account_grpc
 
 from services.common.errors import not_found, permission_denied
 from services.common.paging import key_after, next_page_token, page_size
-from services.registry import token_limits
-from services.registry.admin import membership_messages
-from services.registry.state import RegistryState
-from services.registry.storage import MembershipRow, OrgRow, TokenRow
-from services.registry.tokens import issue_token, revoke_token, tokens_after, update_token_limits
-from services.registry.validation import shown
+from services.registry.domain import token_limits
+from services.registry.domain.messages import membership_messages
+from services.registry.domain.state import RegistryState
+from services.registry.domain.tokens import issue_token, revoke_token, tokens_after, update_token_limits
+from services.registry.domain.validation import shown
+from services.registry.storage.tables import MembershipRow, OrgRow, TokenRow
 
 TOKENS_LISTING = "tokens"
 MEMBERS_LISTING = "members"

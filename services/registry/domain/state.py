@@ -18,11 +18,11 @@ from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 from services.common.auth import TOKEN_PREFIX, bearer_token, is_admin_token
 from services.common.db import Database
 from services.common.errors import ApiError, already_exists, not_found, unauthenticated
-from services.registry import store
-from services.registry.changes import ChangeFeed
-from services.registry.index import ProviderEntry, RegistryIndex, Touched
-from services.registry.storage import ChangeRow
-from services.registry.validation import shown
+from services.registry.domain.changes import ChangeFeed
+from services.registry.domain.validation import shown
+from services.registry.storage import queries
+from services.registry.storage.index import IndexedProvider, RegistryIndex, Touched
+from services.registry.storage.tables import ChangeRow
 
 T = TypeVar("T")
 Update = Callable[[RegistryIndex], Touched]
@@ -56,18 +56,18 @@ def read_change(session: Session, kind: int, key: str) -> Update:
     """Re-reads from the database what a change touched; the answer applies it to an index
     (on the event loop) and says what it touched there."""
     if kind in (internal_pb.CHANGE_KIND_MAPPING, internal_pb.CHANGE_KIND_PROVIDER):
-        entry, mappings = store.provider_entry(session, key), store.provider_mappings(session, key)
+        entry, mappings = queries.indexed_provider(session, key), queries.provider_mappings(session, key)
         if kind == internal_pb.CHANGE_KIND_PROVIDER:
             return lambda index: index.replace_provider(key, entry, mappings)
         return lambda index: index.replace_provider_mappings(key, mappings) if key in index.providers else Touched()
     if kind == internal_pb.CHANGE_KIND_IDENTITY:
-        user, token_hashes = store.user_identity(session, key)
+        user, token_hashes = queries.user_identity(session, key)
         return lambda index: index.replace_user(key, user, token_hashes)
     if kind == internal_pb.CHANGE_KIND_MODEL:
-        rows = store.catalog_rows(session, key.split("\n")) if key else []
+        rows = queries.catalog_rows(session, key.split("\n")) if key else []
         return lambda index: index.put_models(rows)
     if kind == internal_pb.CHANGE_KIND_ALIAS:
-        target = store.alias_target(session, key)
+        target = queries.alias_target(session, key)
         return lambda index: index.replace_alias(key, target)
     return lambda index: Touched()
 
@@ -116,7 +116,7 @@ class RegistryState:
 
         def transaction(session: Session) -> tuple[T, int]:
             result = work(session)
-            return result, store.commit_change(session, ChangeRow(origin=self.origin, kind=kind, key=key))
+            return result, queries.commit_change(session, ChangeRow(origin=self.origin, kind=kind, key=key))
 
         self.writes_in_flight += 1
         try:
@@ -150,7 +150,7 @@ class RegistryState:
             await self.catch_up()
             return lookup()
 
-    def provider(self, provider_id: str) -> ProviderEntry:
+    def provider(self, provider_id: str) -> IndexedProvider:
         provider = self.index.providers.get(provider_id)
         if provider is None:
             raise not_found("PROVIDER_NOT_FOUND", f"provider {shown(provider_id)} does not exist")

@@ -13,8 +13,8 @@ from collections.abc import Iterable
 
 from services.common.errors import invalid_argument, not_found
 from services.common.tasks import SERVED_TASKS
-from services.registry.index import ERROR, Candidate, CatalogModel, RegistryIndex
-from services.registry.validation import CONVERSATIONAL_PIPELINES, check_count, check_model_id, shown
+from services.registry.domain.validation import CONVERSATIONAL_PIPELINES, check_count, check_model_id, shown
+from services.registry.storage.index import ERROR, Candidate, CatalogModel, RegistryIndex
 
 PROVIDER_MAPPING = "inferenceProviderMapping"
 # The hub's expand values (huggingface_hub's ExpandModelProperty_T). The ones Switchboard has no

@@ -12,10 +12,11 @@ from switchboard.registry.v1 import admin_service_pb2 as admin_pb
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 
 from services.common.errors import ApiError, Code, not_found
-from services.registry import store, token_limits
-from services.registry.state import RegistryState, hash_token, new_token
-from services.registry.storage import TokenRow, UserRow
-from services.registry.validation import check_name, shown
+from services.registry.domain import token_limits
+from services.registry.domain.state import RegistryState, hash_token, new_token
+from services.registry.domain.validation import check_name, shown
+from services.registry.storage import queries
+from services.registry.storage.tables import TokenRow, UserRow
 
 # A hint that tells a user's tokens apart; 24 of the secret's 256 random bits.
 TOKEN_SUFFIX_CHARS = 4
@@ -58,7 +59,7 @@ def _insert_within_cap(session: Session, row: TokenRow) -> None:
             f"user {shown(row.user)} has {held} tokens, the most a user may hold ({MAX_TOKENS_PER_USER}): "
             "revoke one before creating another",
         )
-    store.insert(session, row)
+    queries.insert(session, row)
 
 
 async def revoke_token(state: RegistryState, user: str, name: str) -> None:
@@ -66,7 +67,7 @@ async def revoke_token(state: RegistryState, user: str, name: str) -> None:
     where = (TokenRow.user == user, TokenRow.name == name)
     missing = not_found("TOKEN_NOT_FOUND", f"user {shown(user)} has no token named {shown(name)}")
     await state.write(
-        lambda s: store.delete_existing(s, TokenRow, where, missing), internal_pb.CHANGE_KIND_IDENTITY, user
+        lambda s: queries.delete_existing(s, TokenRow, where, missing), internal_pb.CHANGE_KIND_IDENTITY, user
     )
 
 

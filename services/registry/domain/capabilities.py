@@ -17,10 +17,10 @@ from switchboard.registry.v1 import registry_service_pb2 as registry_pb
 
 from services.common.errors import invalid_argument
 from services.common.providers import CAPABILITY_FIELDS
-from services.registry import store
-from services.registry.index import UNKNOWN, Capabilities, Mapping
-from services.registry.state import RegistryState
-from services.registry.validation import check_range, shown
+from services.registry.domain.state import RegistryState
+from services.registry.domain.validation import check_range, shown
+from services.registry.storage import queries
+from services.registry.storage.index import UNKNOWN, Capabilities, Mapping
 
 MAX_CONTEXT_LENGTH = 1_000_000_000  # tokens; far above any model's window
 # The JSON names of the fields, for error messages (what REST callers sent).
@@ -47,7 +47,7 @@ def checked(values: dict[str, bool | int | None], base: Capabilities = UNKNOWN) 
     return Capabilities(**{name: values.get(name, getattr(base, name)) for name in CAPABILITY_FIELDS})
 
 
-# The conformance check (services/registry/conformance.py) that observes each capability.
+# The conformance check (services/registry/domain/conformance.py) that observes each capability.
 OBSERVED_BY = {"supports_tools": "tools", "supports_structured_output": "response_format"}
 
 
@@ -87,7 +87,7 @@ async def store_capabilities(state: RegistryState, mapping: Mapping, capabilitie
     """Writes a mapping's capabilities (declared or observed) and announces the change: the index,
     the other replicas and the Routers' caches of the models it maps pick it up."""
     await state.write(
-        lambda s: store.set_mapping_capabilities(s, mapping.id, capabilities),
+        lambda s: queries.set_mapping_capabilities(s, mapping.id, capabilities),
         internal_pb.CHANGE_KIND_MAPPING,
         mapping.provider,
     )

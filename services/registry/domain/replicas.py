@@ -20,8 +20,8 @@ import logging
 import time
 from datetime import UTC, datetime, timedelta
 
-from services.registry import store
-from services.registry.state import RegistryState
+from services.registry.domain.state import RegistryState
+from services.registry.storage import queries
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.2
@@ -63,7 +63,7 @@ class ReplicaFollower:
 
     async def poll(self) -> None:
         since = self.newest - LOOK_BACK
-        changes = await self.state.db.run(lambda session: store.changes_since(session, since))
+        changes = await self.state.db.run(lambda session: queries.changes_since(session, since))
         for revision, origin, kind, key in changes:
             if revision in self.applied:
                 continue
@@ -81,4 +81,4 @@ class ReplicaFollower:
             return
         self._last_prune = time.monotonic()
         before = datetime.now(UTC) - KEEP_CHANGES
-        await self.state.db.run(lambda session: store.prune_changes(session, before))
+        await self.state.db.run(lambda session: queries.prune_changes(session, before))

@@ -23,17 +23,17 @@ from sqlmodel import Session, select
 from services.common.db import padded_chunks
 from services.common.errors import ApiError, already_exists
 from services.common.tasks import SERVED_TASKS
-from services.registry.index import (
+from services.registry.storage.index import (
     ERROR,
     Capabilities,
     CatalogModel,
     Conformance,
+    IndexedProvider,
     Mapping,
-    ProviderEntry,
     RegistryIndex,
     UserEntry,
 )
-from services.registry.storage import (
+from services.registry.storage.tables import (
     AccountNameRow,
     CatalogImportRow,
     ChangeRow,
@@ -70,7 +70,7 @@ def load_index(engine: Engine) -> RegistryIndex:
         index.aliases.update(cursor.fetchall())
         cursor.execute("SELECT id, org, default_rank FROM providers")
         for row in cursor.fetchall():
-            index.put_provider(ProviderEntry(*row))
+            index.put_provider(IndexedProvider(*row))
         cursor.execute(f"{MAPPINGS_QUERY} ORDER BY m.seq")
         for row in cursor.fetchall():
             index.add_mapping(mapping_from_values(*row))
@@ -194,7 +194,7 @@ def insert(session: Session, *rows: object) -> None:
 
 def commit_change(session: Session, change: ChangeRow) -> int:
     """Records the change in the write's own transaction and commits both: the outbox
-    the other replicas read (services/registry/replicas.py). The change's revision."""
+    the other replicas read (services/registry/domain/replicas.py). The change's revision."""
     insert(session, change)
     session.commit()
     return change.revision
@@ -271,10 +271,10 @@ def save_report(session: Session, row: ConformanceReportRow) -> None:
     session.flush()
 
 
-# The health probes' shared state (services/registry/probes.py): a lease per mapping, so that
+# The health probes' shared state (services/registry/domain/probes.py): a lease per mapping, so that
 # of several Registry replicas one probes a mapping at a time, and a shared failure count.
 PROBED = ("live", "error")
-# Every served task is probed (services/registry/probes.py); a mapping of a task not served never
+# Every served task is probed (services/registry/domain/probes.py); a mapping of a task not served never
 # is (its listing says why: unserved_reason).
 PROBED_TASKS = tuple(SERVED_TASKS)
 
@@ -352,7 +352,7 @@ def delete_provider(session: Session, provider_id: str) -> bool:
     return bool(delete_rows(session, ProviderRow, ProviderRow.id == provider_id))
 
 
-# What another replica's change needs re-read (see services/registry/replicas.py).
+# What another replica's change needs re-read (see services/registry/domain/replicas.py).
 
 
 def changes_since(session: Session, revision: int, limit: int = 1000) -> list[tuple[int, str, int, str]]:
@@ -372,9 +372,9 @@ def alias_target(session: Session, name: str) -> str | None:
     return row.target if row else None
 
 
-def provider_entry(session: Session, provider_id: str) -> ProviderEntry | None:
+def indexed_provider(session: Session, provider_id: str) -> IndexedProvider | None:
     row = session.get(ProviderRow, provider_id)
-    return ProviderEntry(row.id, row.org, row.default_rank) if row else None
+    return IndexedProvider(row.id, row.org, row.default_rank) if row else None
 
 
 def provider_mappings(session: Session, provider_id: str) -> list[Mapping]:

@@ -4,7 +4,7 @@ It calls the provider the way the Router does (services/common/provider_api.py) 
 reports each check as "pass", "fail" or "skipped", with what was expected and what came
 back: chat unary and streamed (SSE framing, [DONE], usage), a forced tool call, a
 json_schema response_format, images as url and b64_json (text-to-image mappings), a sample
-request of any other served task (services/registry/task_checks.py), the request id header
+request of any other served task (services/registry/domain/task_checks.py), the request id header
 (present, unique per request), the cost API (valid non-negative integers for exactly the
 ids asked, with the configured authorization), an error in OpenAI's shape for a bad
 request, and time to first token and throughput.
@@ -49,13 +49,14 @@ from services.common.provider_api import (
     send,
 )
 from services.common.providers import ProviderEntry, Route
-from services.registry import capabilities, store
-from services.registry.index import Mapping
-from services.registry.internal import provider_config
-from services.registry.state import RegistryState
-from services.registry.storage import ConformanceReportRow, ProviderRow
-from services.registry.task_checks import CHECKED_TASKS, described, sample_call
-from services.registry.validation import shown
+from services.registry.domain import capabilities
+from services.registry.domain.messages import provider_config
+from services.registry.domain.state import RegistryState
+from services.registry.domain.task_checks import CHECKED_TASKS, described, sample_call
+from services.registry.domain.validation import shown
+from services.registry.storage import queries
+from services.registry.storage.index import Mapping
+from services.registry.storage.tables import ConformanceReportRow, ProviderRow
 
 PASS, FAIL, SKIPPED = "pass", "fail", "skipped"
 CHAT, TEXT_TO_IMAGE = "conversational", "text-to-image"
@@ -557,8 +558,8 @@ class Checker:
         shown_capabilities = capabilities.observed(report, mapping.capabilities)
 
         def save(session: Session) -> None:
-            store.save_report(session, report_row(report))
-            store.set_mapping_capabilities(session, mapping.id, shown_capabilities)
+            queries.save_report(session, report_row(report))
+            queries.set_mapping_capabilities(session, mapping.id, shown_capabilities)
 
         await state.write(
             save,

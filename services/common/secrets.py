@@ -57,7 +57,6 @@ MIN_SECRET_LENGTH = 16
 MIN_REDACTED_LENGTH = 8
 BASE64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 URL_SAFE = {"+": "-", "/": "_"}  # base64url's two other characters
-JSON_SHORT_ESCAPES = {'"': '\\"', "\\": "\\\\", "/": "\\/"}
 
 
 @dataclass(frozen=True)
@@ -152,12 +151,16 @@ def forms(secrets: Iterable[str]) -> list[Form]:
 
 # An escaped backslash before what reads as a \\u escape is taken as a backslash and that escape
 # (either reading could be the one a reader makes: the one that shows a secret counts).
-_ESCAPED = re.compile(r"%([0-9A-Fa-f]{2})|\\u([0-9A-Fa-f]{4})|\\([\"/]|\\(?!u[0-9A-Fa-f]{4}))")
+_ESCAPED = re.compile(r"%([0-9A-Fa-f]{2})|\\u([0-9A-Fa-f]{4})|\\([\"/bfnrt]|\\(?!u[0-9A-Fa-f]{4}))")
+# JSON's two-character escapes of control characters (a serializer, orjson among them, writes these).
+_CONTROL_ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
 _ESCAPE_MARKS = ("%", "\\")
 
 
 def _decoded(match: re.Match[str]) -> str:
-    return match[3] or chr(int(match[1] or match[2], 16))
+    if match[3]:
+        return _CONTROL_ESCAPES.get(match[3], match[3])
+    return chr(int(match[1] or match[2], 16))
 
 
 class _Positions:

@@ -17,6 +17,7 @@ from switchboard.registry.v1 import internal_service_pb2_grpc as internal_grpc
 from services.common.errors import not_found
 from services.registry import capabilities, store
 from services.registry.admin import provider_message
+from services.registry.health_api import HealthMethods
 from services.registry.index import Candidate, Resolution
 from services.registry.prices import price_message
 from services.registry.state import RegistryState, hash_token
@@ -81,8 +82,8 @@ def provider_config(
     )
 
 
-class InternalServicer(internal_grpc.InternalServiceServicer):
-    """Identity, resolution, provider configuration and the change feed."""
+class InternalServicer(HealthMethods, internal_grpc.InternalServiceServicer):
+    """Identity, resolution, provider configuration, the change feed and the shared health."""
 
     def __init__(self, state: RegistryState) -> None:
         self.state = state

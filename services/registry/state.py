@@ -18,7 +18,7 @@ from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 from services.common.auth import TOKEN_PREFIX, bearer_token, is_admin_token
 from services.common.db import Database
 from services.common.errors import ApiError, already_exists, not_found, unauthenticated
-from services.registry import store
+from services.registry import health_store, store
 from services.registry.changes import ChangeFeed
 from services.registry.index import ProviderEntry, RegistryIndex, Touched
 from services.registry.storage import ChangeRow
@@ -135,7 +135,12 @@ class RegistryState:
     async def apply(self, kind: int, key: str) -> None:
         """Updates the index from what a committed change touched and tells the watchers.
         One change at a time: each re-read starts after the previous one was applied, so
-        the newest state read is the one that stays."""
+        the newest state read is the one that stays. Health records carry their own version
+        and touch no index: their notice carries them (services/registry/health_store.py)."""
+        if kind == internal_pb.CHANGE_KIND_HEALTH:
+            records = await self.db.run(lambda session: health_store.records(session, health_store.keys_of(key)))
+            self.feed.publish(kind, "", Touched(), tuple(records))
+            return
         async with self._applying:
             update = await self.db.run(lambda session: read_change(session, kind, key))
             self.feed.publish(kind, feed_key(key), self.index.with_aliases(update(self.index)))

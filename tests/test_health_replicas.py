@@ -2,7 +2,8 @@
 health figures on the health pages (partners' and operators') and in /v1/models, whichever
 replica answers, once their batched reports reached the Registry.
 
-Both replicas serve traffic of their own (chats sent straight to each over gRPC): a model
+The Registry probes each mapping once (the next probe is an hour later): the probes' outcomes
+are in the same records. Both replicas serve traffic of their own (chats sent straight to each over gRPC): a model
 served by a provider that is down (a chat that tries it fails over) and by the reference
 provider. The breaker is each replica's own (it reacts to that replica's failures
 at once, docs/provider-selection.md), so breaker fields are left out of the comparison.
@@ -104,7 +105,8 @@ class World:
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     port, provider_port = free_port(), free_port()
     environment = {
-        "SWITCHBOARD_PROBES_ENABLED": "false",
+        # One probe of each mapping when it is created, the next an hour later: each record shows it.
+        "SWITCHBOARD_PROBE_INTERVAL_SECONDS": "3600",
         "SWITCHBOARD_HEALTH_REPORT_INTERVAL_SECONDS": "0.2",
     }
     options = UpOptions(port, tmp_path_factory.mktemp("stack"), "", demo=False, router_replicas=2,
@@ -143,13 +145,16 @@ def test_health_figures_are_equal_whichever_replica_answers(world: World) -> Non
     def agreed() -> dict | None:
         seen = [world.seen_by(replica) for replica in REPLICAS]
         _, up = seen[0]["health"]
-        return seen[0] if up.get("requests") == total and all(s == seen[0] for s in seen) else None
+        probed = all(h["models"][0].get("probes") == "1" for h in seen[0]["health"] if h.get("models"))
+        return seen[0] if up.get("requests") == total and probed and all(s == seen[0] for s in seen) else None
 
     figures = eventually(agreed, "both replicas show every replica's traffic")
     down, up = figures["health"]
     (down_model,) = down["models"]
     assert down_model["errors"] == down_model["requests"] and down_model["lastErrors"][0] == down["lastError"]
     assert PROVIDER_KEY not in orjson.dumps(figures).decode()
+    assert (down_model["probeFailures"], "probeFailures" in up["models"][0]) == ("1", False)  # the probes' outcomes
+    assert down_model["lastProbeFailure"] and down_model["lastProbeTime"]
     (up_model,) = up["models"]
     assert up_model["timeToFirstTokenMs"] > 0 and up_model["throughputTokensPerSecond"] > 0
     shown = figures["models"][world.up]

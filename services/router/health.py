@@ -59,6 +59,10 @@ def _model_health(provider_model: str, stats: Stats, minute: int) -> router_pb.P
         time_to_first_token_ms=stats.ttft_ms,
         throughput_tokens_per_second=stats.tokens_per_second,
         last_errors=[_error(record) for record in stats.last_errors],
+        probes=stats.probes,
+        probe_failures=stats.probe_failures,
+        last_probe_time=_timestamp(stats.last_probe_time) if stats.last_probe_time else None,
+        last_probe_failure=stats.last_probe_failure,
     )
 
 

@@ -214,3 +214,21 @@ async def test_a_bad_report_is_a_400_and_changes_nothing(registry, request_) -> 
         await health.ReportModelHealth(request_, None)
     assert refused.value.grpc_code == grpc.StatusCode.INVALID_ARGUMENT
     assert (await health.ListModelHealth(internal_pb.ListModelHealthRequest(), None)).records == []
+
+
+@given(st.lists(st.tuples(st.floats(0.001, 5), st.integers(0, 500)), max_size=8), st.booleans(), st.booleans())
+def test_the_ranking_of_a_changed_entry_is_the_views(samples: list, shared: bool, under_way: bool) -> None:
+    """ranking() computes a changed entry's averages alone: the same as the full view's."""
+    measurements = Measurements()
+    if shared:
+        measurements.apply([internal_pb.ModelHealth(provider="p", provider_model="m", version=1, latency_samples=3,
+                                                    time_to_first_token_ms=80.0, throughput_samples=2,
+                                                    throughput_tokens_per_second=40.0)])  # fmt: skip
+    for number, (seconds, tokens) in enumerate(samples):
+        measurements.observe("p", "m", seconds, tokens, 2 * seconds)
+        if under_way and number == len(samples) // 2:
+            measurements.take_report(10)
+    ranked = measurements.ranking("p", "m")
+    figures = measurements.get("p", "m")
+    viewed = None if figures is None or figures.samples == 0 else (figures.tokens_per_second, figures.ttft_ms)
+    assert ranked == viewed and measurements.ranking("p", "m") == viewed

@@ -102,7 +102,7 @@ class Figures:
         return requests, errors
 
 
-def _average(average: float, samples: int, total: float, count: int) -> float:
+def average(average: float, samples: int, total: float, count: int) -> float:
     """The moving average after `count` more samples summing to `total`, taken as `count`
     samples of their mean: the first ones set it, later ones move it by 1 - (1 - ALPHA)^count."""
     if count == 0:
@@ -129,9 +129,9 @@ def add(figures: Figures, traffic: Traffic, start_time: float, newest_minute: in
         rejected=figures.rejected + traffic.rejected,
         skipped=figures.skipped + traffic.skipped,
         samples=figures.samples + traffic.latency_samples,
-        ttft_ms=_average(figures.ttft_ms, figures.samples, traffic.ttft_ms_sum, traffic.latency_samples),
+        ttft_ms=average(figures.ttft_ms, figures.samples, traffic.ttft_ms_sum, traffic.latency_samples),
         throughput_samples=figures.throughput_samples + traffic.throughput_samples,
-        tokens_per_second=_average(
+        tokens_per_second=average(
             figures.tokens_per_second, figures.throughput_samples, traffic.throughput_sum, traffic.throughput_samples
         ),
         minutes=minutes,

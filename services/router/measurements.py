@@ -18,13 +18,23 @@ from dataclasses import dataclass
 
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 
-from services.common.health import LAST_ERRORS, WINDOW_MINUTES, ErrorRecord, Figures, Traffic, add, figures_of
+from services.common.health import (
+    LAST_ERRORS,
+    WINDOW_MINUTES,
+    ErrorRecord,
+    Figures,
+    Traffic,
+    add,
+    average,
+    figures_of,
+)
 
 __all__ = ["LAST_ERRORS", "WINDOW_MINUTES", "ErrorRecord", "Measurements", "Stats"]
 
 MAX_ERROR_TEXT = 300  # characters of an error's message kept, after redaction
 UNAVAILABLE = "UNAVAILABLE"  # the gRPC code of a provider's own failure
 Stats = Figures  # what readers get of one provider model
+_STALE = object()
 Taken = list[tuple[str, str, Traffic]]  # (provider, provider model, its traffic) under way
 
 
@@ -37,6 +47,25 @@ class _Entry:
     sent: Traffic | None = None
     pending: Traffic | None = None
     view: Figures | None = None
+    rank: tuple[float, float] | object | None = None  # ranking()'s answer; _STALE: compute it again
+
+
+def _ranking(entry: _Entry) -> tuple[float, float] | None:
+    """ranking() of an entry whose view is to be built again: its averages alone, cheaper
+    (`:fastest` ranks every candidate of every request, and the latest request changed them)."""
+    shared = entry.shared
+    if shared is None:
+        samples, ttft, throughput_samples, throughput = 0, 0.0, 0, 0.0
+    else:
+        samples, ttft = shared.samples, shared.ttft_ms
+        throughput_samples, throughput = shared.throughput_samples, shared.tokens_per_second
+    for traffic in (entry.sent, entry.pending):
+        if traffic is not None:
+            ttft = average(ttft, samples, traffic.ttft_ms_sum, traffic.latency_samples)
+            throughput = average(throughput, throughput_samples, traffic.throughput_sum, traffic.throughput_samples)
+            samples += traffic.latency_samples
+            throughput_samples += traffic.throughput_samples
+    return None if samples == 0 else (throughput, ttft)
 
 
 class Measurements:
@@ -60,18 +89,21 @@ class Measurements:
             self._minute_starts, self._minute_ends = self._minute * 60.0, (self._minute + 1) * 60.0
         return self._minute
 
-    def _pending(self, provider: str, model: str) -> Traffic:
+    def _pending(self, provider: str, model: str, averages: bool = False) -> Traffic:
+        """The traffic to report of the provider model; `averages` when the event moves them."""
         models = self._entries.get(provider)
         entry = None if models is None else models.get(model)
         if entry is None:
             entry = self._entries.setdefault(provider, {})[model] = _Entry()
         entry.view = None
+        if averages:
+            entry.rank = _STALE
         if entry.pending is None:
             entry.pending = Traffic()
         return entry.pending
 
     def observe(self, provider: str, model: str, ttft_seconds: float, tokens: int, generation_seconds: float) -> None:
-        traffic = self._pending(provider, model)
+        traffic = self._pending(provider, model, averages=True)
         traffic.latency_samples += 1
         traffic.ttft_ms_sum += ttft_seconds * 1000
         if tokens > 0:  # throughput over the whole answer time: a unary answer has no token timing
@@ -139,8 +171,10 @@ class Measurements:
         entry = None if models is None else models.get(model)
         if entry is None:
             return None
-        figures = entry.view or self._view(entry)
-        return None if figures.samples == 0 else (figures.tokens_per_second, figures.ttft_ms)
+        rank = entry.rank
+        if rank is _STALE:
+            rank = entry.rank = _ranking(entry)
+        return rank
 
     def start_time(self, provider: str) -> float:
         """Since when the provider's figures count: its models' earliest start; without any,
@@ -176,7 +210,7 @@ class Measurements:
                 if entry.pending is not None:
                     entry.sent.merge(entry.pending)
                 entry.pending = entry.sent
-            entry.sent, entry.view = None, None
+            entry.sent, entry.view, entry.rank = None, None, _STALE
 
     def apply(self, records: Iterable[internal_pb.ModelHealth]) -> None:
         """Keeps each record unless a newer one of its provider model is known."""
@@ -186,4 +220,4 @@ class Measurements:
             if entry is None:
                 entry = models[record.provider_model] = _Entry()
             if entry.shared is None or record.version > entry.shared.version:
-                entry.shared, entry.view = figures_of(record), None
+                entry.shared, entry.view, entry.rank = figures_of(record), None, _STALE

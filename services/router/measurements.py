@@ -5,7 +5,8 @@ attempts, errors and refusals (totals and a recent window), and the last few err
 
 Recording runs on every attempt, so it is kept cheap: two dict lookups, integer increments on
 this replica's pending Traffic, and no lock (the event loop is the only writer). The combined
-view is built again only when read after a change (`_view`). services/router/health_reports.py
+view is built again only when read after a change (`_view`); ranking() keeps its answer until
+an answer or a record moves the averages. services/router/health_reports.py
 sends the pending traffic to the Registry on a timer and applies the records it gets back and
 the ones the change feed brings.
 """
@@ -51,8 +52,8 @@ class _Entry:
 
 
 def _ranking(entry: _Entry) -> tuple[float, float] | None:
-    """ranking() of an entry whose view is to be built again: its averages alone, cheaper
-    (`:fastest` ranks every candidate of every request, and the latest request changed them)."""
+    """ranking() after an answer or a record moved the averages: the averages alone, without
+    building the view (`:fastest` ranks every candidate of every request)."""
     shared = entry.shared
     if shared is None:
         samples, ttft, throughput_samples, throughput = 0, 0.0, 0, 0.0
@@ -210,6 +211,8 @@ class Measurements:
                 if entry.pending is not None:
                     entry.sent.merge(entry.pending)
                 entry.pending = entry.sent
+                oldest = self.minute() - WINDOW_MINUTES  # the window's minutes only, however long it fails
+                entry.pending.minutes = {m: c for m, c in entry.pending.minutes.items() if m > oldest}
             entry.sent, entry.view, entry.rank = None, None, _STALE
 
     def apply(self, records: Iterable[internal_pb.ModelHealth]) -> None:

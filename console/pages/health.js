@@ -1,4 +1,4 @@
-// The Router's measured health of providers (GET /api/partners/{provider}/health, paged models).
+// Providers' shared health (every Router replica's traffic, the probes) (GET /api/partners/{provider}/health, paged models).
 import { allPages, seg } from "../api.js";
 import { h } from "../dom.js";
 

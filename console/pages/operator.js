@@ -66,7 +66,7 @@ async function providersPanel() {
   ];
   return [
     table("Registered providers", columns, providers, "No providers."),
-    h("p", { class: "hint" }, "Breaker, requests and error rate (recent window) as this Router replica measured them since it started."),
+    h("p", { class: "hint" }, "Requests and error rate (recent window) as every Router replica measured them; the breaker is the answering replica's own."),
   ];
 }
 

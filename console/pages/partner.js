@@ -56,7 +56,7 @@ async function healthPanel(provider) {
       ["Error rate (recent)", percent(health.errorRate), "health-error-rate"],
       ["Latest error", latest ? `${dateTime(latest.time)} ${latest.reason}` : "none", "health-latest-error"],
     ]),
-    h("p", { class: "hint" }, `Measured by this Router since ${dateTime(health.startTime)}, per provider model (mappings to the same provider model share their figures); error rate over the last ${health.windowSeconds / 60} minutes.`),
+    h("p", { class: "hint" }, `Measured by every Router replica since ${dateTime(health.startTime)}, per provider model (mappings to the same provider model share their figures); error rate over the last ${health.windowSeconds / 60} minutes. The breaker is the answering replica's own.`),
   ];
 }
 
@@ -108,6 +108,7 @@ async function mappingsPanel(provider, reload, report) {
     { label: "First token", num: true, cell: (r) => ms(measured(r)?.timeToFirstTokenMs) },
     { label: "Throughput", num: true, cell: (r) => (measured(r)?.throughputTokensPerSecond ? `${Number(measured(r).throughputTokensPerSecond).toFixed(1)} tok/s` : "—") },
     { label: "Last errors", cell: (r) => lastErrors(measured(r)?.lastErrors || []) },
+    { label: "Probes (failed)", num: true, cell: (r) => (measured(r)?.probes ? [`${count(measured(r).probes)} (${count(measured(r).probeFailures)})`, measured(r).lastProbeFailure ? h("div", { class: "hint" }, measured(r).lastProbeFailure) : null] : "—") },
     { label: "Conformance", cell: (r) => conformance(r.conformance) },
     {
       label: "Actions",

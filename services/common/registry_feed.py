@@ -40,6 +40,9 @@ _INVALID_TOKEN_CODES = frozenset(
     }
 )
 
+# The notices a health listener gets: the records changed, and the stream's first (load them all).
+_HEALTH_LISTENS_TO = (internal_pb.CHANGE_KIND_HEALTH, internal_pb.CHANGE_KIND_UNSPECIFIED)
+
 T = TypeVar("T")
 K = TypeVar("K")
 V = TypeVar("V")
@@ -75,6 +78,8 @@ class FeedCache:
         self.revision = 0
         self.changed = asyncio.Event()
         self._callers: dict[bytes, internal_pb.Caller | None] = {}
+        # Gets the health notices, which touch no cached answer, and the resets (the Router's).
+        self.health_listener: Callable[[Change], None] | None = None
 
     def invalidate(self, change: Change | None = None) -> None:
         """Drops the cached answers the change touched (all of them for a reset);
@@ -133,7 +138,10 @@ class FeedCache:
         while True:
             try:
                 async for change in self.registry.WatchChanges(internal_pb.WatchChangesRequest(), wait_for_ready=True):
-                    self.invalidate(change)
+                    if change.kind != internal_pb.CHANGE_KIND_HEALTH:
+                        self.invalidate(change)
+                    if self.health_listener is not None and change.kind in _HEALTH_LISTENS_TO:
+                        self.health_listener(change)
                     self.revision = change.revision
                     self.watching = True
                     backoff.reset()

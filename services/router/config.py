@@ -25,6 +25,9 @@ class RouterSettings(ServiceSettings):
     stream_idle_timeout_seconds: float = Field(120.0, description="longest silence inside a provider's stream")
     breaker_failures: int = Field(5, description="consecutive failures that open a provider's circuit breaker")
     breaker_cooldown_seconds: float = Field(10.0, description="how long an open breaker skips its provider")
+    health_report_interval_seconds: float = Field(
+        1.0, gt=0, description="how often the traffic measured since the last report goes to the shared health records"
+    )
     billing_timeout_seconds: float = Field(0.5, description="deadline of a reservation call to Billing")
     billing_breaker_failures: int = Field(
         3, description="failed reservation calls in a row after which Billing is not asked for a cooldown"

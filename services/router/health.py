@@ -1,5 +1,6 @@
-"""The providers' measured health as this Router replica saw it (GetProviderHealth for partners,
-ListProviderHealth for operators): services/router/measurements.py's figures and the breakers.
+"""The providers' measured health (GetProviderHealth for partners, ListProviderHealth for
+operators): the shared records as services/router/measurements.py shows them, and this
+replica's breakers.
 
 Both answer in pages that Envoy can transcode in one buffer, like the Registry's listings (whose
 page sizes and `fitting`, services/common/paging.py, they share)."""
@@ -9,13 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import grpc
-from google.protobuf import timestamp_pb2
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 from switchboard.router.v1 import router_service_pb2 as router_pb
 
 from services.common.accounts import WRITE_ROLES
 from services.common.auth import bearer_token, require_admin
 from services.common.errors import not_found, permission_denied
+from services.common.health import timestamp as _timestamp
 from services.common.paging import fitting, key_after, next_page_token, page_size
 from services.router.breaker import HALF_OPEN, OPEN, Breakers
 from services.router.directory import Directory, ProviderEntry
@@ -27,12 +28,6 @@ SHOWN_ID_CHARS = 96  # of a provider id quoted in an error
 # An entry's JSON against its binary size: field names, int64 and timestamps as strings, and
 # escaped quotes take more room; messages have no control characters (measurements.py).
 JSON_BYTES_PER_BYTE, JSON_BYTES_PER_ENTRY = 2, 1024
-
-
-def _timestamp(unix_seconds: float) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromNanoseconds(int(unix_seconds * 1e9))
-    return stamp
 
 
 def _error(record: ErrorRecord) -> router_pb.ProviderError:
@@ -64,6 +59,10 @@ def _model_health(provider_model: str, stats: Stats, minute: int) -> router_pb.P
         time_to_first_token_ms=stats.ttft_ms,
         throughput_tokens_per_second=stats.tokens_per_second,
         last_errors=[_error(record) for record in stats.last_errors],
+        probes=stats.probes,
+        probe_failures=stats.probe_failures,
+        last_probe_time=_timestamp(stats.last_probe_time) if stats.last_probe_time else None,
+        last_probe_failure=stats.last_probe_failure,
     )
 
 
@@ -79,7 +78,7 @@ def provider_summary(provider: str, measurements: Measurements, breakers: Breake
         provider=provider,
         breaker_state=BREAKER_STATES.get(state, router_pb.BREAKER_STATE_CLOSED),
         consecutive_failures=failures,
-        start_time=_timestamp(measurements.started),
+        start_time=_timestamp(measurements.start_time(provider)),
         window_seconds=WINDOW_MINUTES * 60,
         requests=sum(s.requests for s in all_stats),
         errors=sum(s.errors for s in all_stats),

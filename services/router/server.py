@@ -18,6 +18,7 @@ from services.router.anonymous import AnonymousClients
 from services.router.breaker import Breakers
 from services.router.config import RouterSettings
 from services.router.directory import Directory
+from services.router.health_reports import HealthReports
 from services.router.key_limits import KeyLimits
 from services.router.measurements import Measurements
 from services.router.servicer import RouterServicer
@@ -40,6 +41,8 @@ async def serve(settings: RouterSettings) -> None:
         Breakers(settings.billing_breaker_failures, settings.billing_breaker_cooldown_seconds),
     )
     measurements = Measurements()
+    health_reports = HealthReports(directory.registry, measurements, settings.health_report_interval_seconds)
+    directory.health_listener = health_reports.changed
     upstreams = Upstreams(
         Breakers(settings.breaker_failures, settings.breaker_cooldown_seconds),
         settings.upstream_connect_timeout_seconds,
@@ -55,7 +58,8 @@ async def serve(settings: RouterSettings) -> None:
         KeyLimits(counters),
         AnonymousClients(settings.anonymous_limits()),
     )  # fmt: skip
-    background = [asyncio.create_task(task) for task in (directory.watch(), spool.run(), spending.watch())]
+    loops = (directory.watch(), spool.run(), spending.watch(), health_reports.run())
+    background = [asyncio.create_task(task) for task in loops]
     registrations = [
         (
             router_service_pb2_grpc.add_RouterServiceServicer_to_server,

@@ -15,6 +15,7 @@ from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 from switchboard.registry.v1 import internal_service_pb2_grpc as internal_grpc
 
 from services.common.errors import not_found
+from services.registry.api.health import HealthMethods
 from services.registry.domain import capabilities
 from services.registry.domain.messages import provider_config
 from services.registry.domain.prices import price_message
@@ -61,8 +62,8 @@ def resolution_message(resolution: Resolution) -> internal_pb.ResolveModelRespon
     )
 
 
-class InternalServicer(internal_grpc.InternalServiceServicer):
-    """Identity, resolution, provider configuration and the change feed."""
+class InternalServicer(HealthMethods, internal_grpc.InternalServiceServicer):
+    """Identity, resolution, provider configuration, the change feed and the shared health."""
 
     def __init__(self, state: RegistryState) -> None:
         self.state = state

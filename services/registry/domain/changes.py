@@ -21,12 +21,14 @@ RESET = internal_pb.CHANGE_KIND_UNSPECIFIED
 
 
 class Change(NamedTuple):
-    """One notice: revision, kind (a ChangeKind value), the changed key and what it touched."""
+    """One notice: revision, kind (a ChangeKind value), the changed key and what it touched;
+    the changed health records of a CHANGE_KIND_HEALTH."""
 
     revision: int
     kind: int
     key: str
     touched: Touched = Touched()
+    health: tuple[internal_pb.ModelHealth, ...] = ()
 
     def message(self) -> internal_pb.WatchChangesResponse:
         return internal_pb.WatchChangesResponse(
@@ -36,6 +38,7 @@ class Change(NamedTuple):
             models=sorted(self.touched.models),
             all_models=self.touched.all_models,
             token_hashes=sorted(self.touched.token_hashes),
+            health=self.health,
         )
 
 
@@ -48,9 +51,10 @@ class ChangeFeed:
         self._queues: set[asyncio.Queue[Change | None]] = set()  # None: the feed is closing
         self.closed = False
 
-    def publish(self, kind: int, key: str, touched: Touched) -> None:
-        self.revision += 1
-        change = Change(self.revision, kind, key, touched)
+    def publish(self, kind: int, key: str, touched: Touched, health: tuple[internal_pb.ModelHealth, ...] = ()) -> None:
+        if kind != internal_pb.CHANGE_KIND_HEALTH:  # health records carry their own version
+            self.revision += 1
+        change = Change(self.revision, kind, key, touched, health)
         for queue in self._queues:
             if queue.full():
                 _drain(queue)

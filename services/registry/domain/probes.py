@@ -7,7 +7,8 @@ reservation, no ledger record. After `failure_threshold` consecutive failures a 
 mapping becomes "error" with the last failure's reason (the provider's secrets redacted)
 and leaves routing (services/registry/storage/index.py routes only live mappings); a probe that
 passes makes it live again. Both changes are writes through RegistryState.write, so the
-change feed carries them to every Router.
+change feed carries them to every Router. Every outcome is added to the provider model's
+shared health record too (services/registry/storage/health_records.py), next to the Routers' traffic.
 
 Several Registry replicas share the probes' state in the database (queries.claim_probes):
 each round, a replica claims the due mappings no other replica holds, with a lease that
@@ -33,7 +34,7 @@ from services.common.task_formats import TaskCall
 from services.registry.domain.conformance import TEXT_TO_IMAGE, HttpClient, Target, target_of
 from services.registry.domain.state import RegistryState
 from services.registry.domain.task_checks import CHECKED_TASKS, sample_call
-from services.registry.storage import queries
+from services.registry.storage import health_records, queries
 from services.registry.storage.index import ERROR, LIVE, Mapping
 from services.registry.storage.tables import ProviderRow
 
@@ -114,9 +115,20 @@ class Prober:
             return Outcome(mapping, failure, failures)
 
         outcomes = await asyncio.gather(*(probe(m) for m in mappings))
+        await self._share(outcomes)
         for outcome in outcomes:
             await self._judge(outcome)
         return list(outcomes)
+
+    async def _share(self, outcomes: list[Outcome]) -> None:
+        """Adds the outcomes to the provider models' shared health records (lost leases left out)."""
+        probed = {(o.mapping.provider, o.mapping.provider_model): o.failure for o in outcomes if o.failures >= 0}
+        if probed:
+            await self.state.write(
+                lambda s: health_records.add_probes(s, probed, time.time()),
+                internal_pb.CHANGE_KIND_HEALTH,
+                health_records.change_key(probed),
+            )
 
     async def _probe(self, mapping: Mapping, target: Target | None) -> str:
         """The probe's failure in words for the partner ("" when it passed)."""

@@ -20,7 +20,7 @@ from services.common.db import Database
 from services.common.errors import ApiError, already_exists, not_found, unauthenticated
 from services.registry.domain.changes import ChangeFeed
 from services.registry.domain.validation import shown
-from services.registry.storage import queries
+from services.registry.storage import health_records, queries
 from services.registry.storage.index import IndexedProvider, RegistryIndex, Touched
 from services.registry.storage.tables import ChangeRow
 
@@ -135,7 +135,12 @@ class RegistryState:
     async def apply(self, kind: int, key: str) -> None:
         """Updates the index from what a committed change touched and tells the watchers.
         One change at a time: each re-read starts after the previous one was applied, so
-        the newest state read is the one that stays."""
+        the newest state read is the one that stays. Health records carry their own version
+        and touch no index: their notice carries them (services/registry/storage/health_records.py)."""
+        if kind == internal_pb.CHANGE_KIND_HEALTH:
+            records = await self.db.run(lambda session: health_records.records(session, health_records.keys_of(key)))
+            self.feed.publish(kind, "", Touched(), tuple(records))
+            return
         async with self._applying:
             update = await self.db.run(lambda session: read_change(session, kind, key))
             self.feed.publish(kind, feed_key(key), self.index.with_aliases(update(self.index)))

@@ -192,6 +192,18 @@ class ProbeStateRow(SQLModel, table=True):
     lease_until: float = 0.0  # unix seconds; a lease past this is free
 
 
+class ModelHealthRow(SQLModel, table=True):
+    """The shared health record of one provider model (services/common/health.py): the live
+    traffic every Router replica reported and the probes' outcomes, as the proto3 JSON of a
+    ModelHealth. No foreign key: a record outlives its mapping (traffic was measured)."""
+
+    __tablename__ = "model_health"
+    provider: str = Field(primary_key=True)
+    provider_model: str = Field(primary_key=True)
+    version: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    record: str = Field(sa_column=Column(Text, nullable=False))
+
+
 class ChangeRow(SQLModel, table=True):
     """One committed write, for the other Registry replicas to apply to their index.
 

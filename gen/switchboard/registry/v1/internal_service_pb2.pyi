@@ -26,6 +26,7 @@ class ChangeKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CHANGE_KIND_MODEL: _ClassVar[ChangeKind]
     CHANGE_KIND_IDENTITY: _ClassVar[ChangeKind]
     CHANGE_KIND_ALIAS: _ClassVar[ChangeKind]
+    CHANGE_KIND_HEALTH: _ClassVar[ChangeKind]
 PROVIDER_SECRETS_UNSPECIFIED: ProviderSecrets
 PROVIDER_SECRETS_INFERENCE: ProviderSecrets
 PROVIDER_SECRETS_COST_API: ProviderSecrets
@@ -35,6 +36,7 @@ CHANGE_KIND_PROVIDER: ChangeKind
 CHANGE_KIND_MODEL: ChangeKind
 CHANGE_KIND_IDENTITY: ChangeKind
 CHANGE_KIND_ALIAS: ChangeKind
+CHANGE_KIND_HEALTH: ChangeKind
 
 class AuthenticateTokenRequest(_message.Message):
     __slots__ = ("token",)
@@ -197,17 +199,141 @@ class WatchChangesRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class WatchChangesResponse(_message.Message):
-    __slots__ = ("revision", "kind", "key", "models", "all_models", "token_hashes")
+    __slots__ = ("revision", "kind", "key", "models", "all_models", "token_hashes", "health")
     REVISION_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     ALL_MODELS_FIELD_NUMBER: _ClassVar[int]
     TOKEN_HASHES_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_FIELD_NUMBER: _ClassVar[int]
     revision: int
     kind: ChangeKind
     key: str
     models: _containers.RepeatedScalarFieldContainer[str]
     all_models: bool
     token_hashes: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, revision: _Optional[int] = ..., kind: _Optional[_Union[ChangeKind, str]] = ..., key: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., all_models: _Optional[bool] = ..., token_hashes: _Optional[_Iterable[str]] = ...) -> None: ...
+    health: _containers.RepeatedCompositeFieldContainer[ModelHealth]
+    def __init__(self, revision: _Optional[int] = ..., kind: _Optional[_Union[ChangeKind, str]] = ..., key: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., all_models: _Optional[bool] = ..., token_hashes: _Optional[_Iterable[str]] = ..., health: _Optional[_Iterable[_Union[ModelHealth, _Mapping]]] = ...) -> None: ...
+
+class MinuteCounts(_message.Message):
+    __slots__ = ("minute", "requests", "errors")
+    MINUTE_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    minute: int
+    requests: int
+    errors: int
+    def __init__(self, minute: _Optional[int] = ..., requests: _Optional[int] = ..., errors: _Optional[int] = ...) -> None: ...
+
+class HealthError(_message.Message):
+    __slots__ = ("time", "provider_status", "code", "reason", "message")
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_STATUS_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    time: _timestamp_pb2.Timestamp
+    provider_status: int
+    code: str
+    reason: str
+    message: str
+    def __init__(self, time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., provider_status: _Optional[int] = ..., code: _Optional[str] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class TrafficReport(_message.Message):
+    __slots__ = ("provider", "provider_model", "requests", "errors", "rejected", "skipped", "latency_samples", "time_to_first_token_ms_sum", "throughput_samples", "throughput_tokens_per_second_sum", "minutes", "last_errors")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_MODEL_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    TIME_TO_FIRST_TOKEN_MS_SUM_FIELD_NUMBER: _ClassVar[int]
+    THROUGHPUT_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    THROUGHPUT_TOKENS_PER_SECOND_SUM_FIELD_NUMBER: _ClassVar[int]
+    MINUTES_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    provider_model: str
+    requests: int
+    errors: int
+    rejected: int
+    skipped: int
+    latency_samples: int
+    time_to_first_token_ms_sum: float
+    throughput_samples: int
+    throughput_tokens_per_second_sum: float
+    minutes: _containers.RepeatedCompositeFieldContainer[MinuteCounts]
+    last_errors: _containers.RepeatedCompositeFieldContainer[HealthError]
+    def __init__(self, provider: _Optional[str] = ..., provider_model: _Optional[str] = ..., requests: _Optional[int] = ..., errors: _Optional[int] = ..., rejected: _Optional[int] = ..., skipped: _Optional[int] = ..., latency_samples: _Optional[int] = ..., time_to_first_token_ms_sum: _Optional[float] = ..., throughput_samples: _Optional[int] = ..., throughput_tokens_per_second_sum: _Optional[float] = ..., minutes: _Optional[_Iterable[_Union[MinuteCounts, _Mapping]]] = ..., last_errors: _Optional[_Iterable[_Union[HealthError, _Mapping]]] = ...) -> None: ...
+
+class ReportModelHealthRequest(_message.Message):
+    __slots__ = ("start_time", "reports")
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    REPORTS_FIELD_NUMBER: _ClassVar[int]
+    start_time: _timestamp_pb2.Timestamp
+    reports: _containers.RepeatedCompositeFieldContainer[TrafficReport]
+    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reports: _Optional[_Iterable[_Union[TrafficReport, _Mapping]]] = ...) -> None: ...
+
+class ReportModelHealthResponse(_message.Message):
+    __slots__ = ("records",)
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    records: _containers.RepeatedCompositeFieldContainer[ModelHealth]
+    def __init__(self, records: _Optional[_Iterable[_Union[ModelHealth, _Mapping]]] = ...) -> None: ...
+
+class ModelHealth(_message.Message):
+    __slots__ = ("provider", "provider_model", "version", "start_time", "requests", "errors", "rejected", "skipped", "latency_samples", "time_to_first_token_ms", "throughput_samples", "throughput_tokens_per_second", "minutes", "last_errors", "probes", "probe_failures", "last_probe_time", "last_probe_failure")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    TIME_TO_FIRST_TOKEN_MS_FIELD_NUMBER: _ClassVar[int]
+    THROUGHPUT_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    THROUGHPUT_TOKENS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    MINUTES_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    PROBES_FIELD_NUMBER: _ClassVar[int]
+    PROBE_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    LAST_PROBE_TIME_FIELD_NUMBER: _ClassVar[int]
+    LAST_PROBE_FAILURE_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    provider_model: str
+    version: int
+    start_time: _timestamp_pb2.Timestamp
+    requests: int
+    errors: int
+    rejected: int
+    skipped: int
+    latency_samples: int
+    time_to_first_token_ms: float
+    throughput_samples: int
+    throughput_tokens_per_second: float
+    minutes: _containers.RepeatedCompositeFieldContainer[MinuteCounts]
+    last_errors: _containers.RepeatedCompositeFieldContainer[HealthError]
+    probes: int
+    probe_failures: int
+    last_probe_time: _timestamp_pb2.Timestamp
+    last_probe_failure: str
+    def __init__(self, provider: _Optional[str] = ..., provider_model: _Optional[str] = ..., version: _Optional[int] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., requests: _Optional[int] = ..., errors: _Optional[int] = ..., rejected: _Optional[int] = ..., skipped: _Optional[int] = ..., latency_samples: _Optional[int] = ..., time_to_first_token_ms: _Optional[float] = ..., throughput_samples: _Optional[int] = ..., throughput_tokens_per_second: _Optional[float] = ..., minutes: _Optional[_Iterable[_Union[MinuteCounts, _Mapping]]] = ..., last_errors: _Optional[_Iterable[_Union[HealthError, _Mapping]]] = ..., probes: _Optional[int] = ..., probe_failures: _Optional[int] = ..., last_probe_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_probe_failure: _Optional[str] = ...) -> None: ...
+
+class ListModelHealthRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListModelHealthResponse(_message.Message):
+    __slots__ = ("records", "next_page_token")
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    records: _containers.RepeatedCompositeFieldContainer[ModelHealth]
+    next_page_token: str
+    def __init__(self, records: _Optional[_Iterable[_Union[ModelHealth, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

@@ -66,6 +66,16 @@ class InternalServiceStub:
                 request_serializer=switchboard_dot_registry_dot_v1_dot_internal__service__pb2.WatchChangesRequest.SerializeToString,
                 response_deserializer=switchboard_dot_registry_dot_v1_dot_internal__service__pb2.WatchChangesResponse.FromString,
                 _registered_method=True)
+        self.ReportModelHealth = channel.unary_unary(
+                '/switchboard.registry.v1.InternalService/ReportModelHealth',
+                request_serializer=switchboard_dot_registry_dot_v1_dot_internal__service__pb2.ReportModelHealthRequest.SerializeToString,
+                response_deserializer=switchboard_dot_registry_dot_v1_dot_internal__service__pb2.ReportModelHealthResponse.FromString,
+                _registered_method=True)
+        self.ListModelHealth = channel.unary_unary(
+                '/switchboard.registry.v1.InternalService/ListModelHealth',
+                request_serializer=switchboard_dot_registry_dot_v1_dot_internal__service__pb2.ListModelHealthRequest.SerializeToString,
+                response_deserializer=switchboard_dot_registry_dot_v1_dot_internal__service__pb2.ListModelHealthResponse.FromString,
+                _registered_method=True)
 
 
 class InternalServiceServicer:
@@ -116,6 +126,24 @@ class InternalServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportModelHealth(self, request, context):
+        """Adds what a Router replica measured of live traffic since its previous
+        report to the shared health records of the provider models it names, and
+        answers those records as they now stand. The change feed carries them to
+        every Router.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListModelHealth(self, request, context):
+        """Every shared health record, in pages by provider and provider model: what
+        a Router loads when its change feed (re)connects.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InternalServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -148,6 +176,16 @@ def add_InternalServiceServicer_to_server(servicer, server):
                     servicer.WatchChanges,
                     request_deserializer=switchboard_dot_registry_dot_v1_dot_internal__service__pb2.WatchChangesRequest.FromString,
                     response_serializer=switchboard_dot_registry_dot_v1_dot_internal__service__pb2.WatchChangesResponse.SerializeToString,
+            ),
+            'ReportModelHealth': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportModelHealth,
+                    request_deserializer=switchboard_dot_registry_dot_v1_dot_internal__service__pb2.ReportModelHealthRequest.FromString,
+                    response_serializer=switchboard_dot_registry_dot_v1_dot_internal__service__pb2.ReportModelHealthResponse.SerializeToString,
+            ),
+            'ListModelHealth': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListModelHealth,
+                    request_deserializer=switchboard_dot_registry_dot_v1_dot_internal__service__pb2.ListModelHealthRequest.FromString,
+                    response_serializer=switchboard_dot_registry_dot_v1_dot_internal__service__pb2.ListModelHealthResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -314,6 +352,60 @@ class InternalService:
             '/switchboard.registry.v1.InternalService/WatchChanges',
             switchboard_dot_registry_dot_v1_dot_internal__service__pb2.WatchChangesRequest.SerializeToString,
             switchboard_dot_registry_dot_v1_dot_internal__service__pb2.WatchChangesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportModelHealth(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.registry.v1.InternalService/ReportModelHealth',
+            switchboard_dot_registry_dot_v1_dot_internal__service__pb2.ReportModelHealthRequest.SerializeToString,
+            switchboard_dot_registry_dot_v1_dot_internal__service__pb2.ReportModelHealthResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListModelHealth(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.registry.v1.InternalService/ListModelHealth',
+            switchboard_dot_registry_dot_v1_dot_internal__service__pb2.ListModelHealthRequest.SerializeToString,
+            switchboard_dot_registry_dot_v1_dot_internal__service__pb2.ListModelHealthResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -303,7 +303,7 @@ class ProviderHealth(_message.Message):
     def __init__(self, provider: _Optional[str] = ..., breaker_state: _Optional[_Union[BreakerState, str]] = ..., consecutive_failures: _Optional[int] = ..., models: _Optional[_Iterable[_Union[ProviderModelHealth, _Mapping]]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_seconds: _Optional[int] = ..., requests: _Optional[int] = ..., errors: _Optional[int] = ..., rejected: _Optional[int] = ..., skipped: _Optional[int] = ..., recent_requests: _Optional[int] = ..., recent_errors: _Optional[int] = ..., error_rate: _Optional[float] = ..., last_error: _Optional[_Union[ProviderError, _Mapping]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class ProviderModelHealth(_message.Message):
-    __slots__ = ("provider_model", "requests", "errors", "rejected", "skipped", "recent_requests", "recent_errors", "error_rate", "time_to_first_token_ms", "throughput_tokens_per_second", "last_errors")
+    __slots__ = ("provider_model", "requests", "errors", "rejected", "skipped", "recent_requests", "recent_errors", "error_rate", "time_to_first_token_ms", "throughput_tokens_per_second", "last_errors", "probes", "probe_failures", "last_probe_time", "last_probe_failure")
     PROVIDER_MODEL_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_FIELD_NUMBER: _ClassVar[int]
     ERRORS_FIELD_NUMBER: _ClassVar[int]
@@ -315,6 +315,10 @@ class ProviderModelHealth(_message.Message):
     TIME_TO_FIRST_TOKEN_MS_FIELD_NUMBER: _ClassVar[int]
     THROUGHPUT_TOKENS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
     LAST_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    PROBES_FIELD_NUMBER: _ClassVar[int]
+    PROBE_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    LAST_PROBE_TIME_FIELD_NUMBER: _ClassVar[int]
+    LAST_PROBE_FAILURE_FIELD_NUMBER: _ClassVar[int]
     provider_model: str
     requests: int
     errors: int
@@ -326,7 +330,11 @@ class ProviderModelHealth(_message.Message):
     time_to_first_token_ms: float
     throughput_tokens_per_second: float
     last_errors: _containers.RepeatedCompositeFieldContainer[ProviderError]
-    def __init__(self, provider_model: _Optional[str] = ..., requests: _Optional[int] = ..., errors: _Optional[int] = ..., rejected: _Optional[int] = ..., skipped: _Optional[int] = ..., recent_requests: _Optional[int] = ..., recent_errors: _Optional[int] = ..., error_rate: _Optional[float] = ..., time_to_first_token_ms: _Optional[float] = ..., throughput_tokens_per_second: _Optional[float] = ..., last_errors: _Optional[_Iterable[_Union[ProviderError, _Mapping]]] = ...) -> None: ...
+    probes: int
+    probe_failures: int
+    last_probe_time: _timestamp_pb2.Timestamp
+    last_probe_failure: str
+    def __init__(self, provider_model: _Optional[str] = ..., requests: _Optional[int] = ..., errors: _Optional[int] = ..., rejected: _Optional[int] = ..., skipped: _Optional[int] = ..., recent_requests: _Optional[int] = ..., recent_errors: _Optional[int] = ..., error_rate: _Optional[float] = ..., time_to_first_token_ms: _Optional[float] = ..., throughput_tokens_per_second: _Optional[float] = ..., last_errors: _Optional[_Iterable[_Union[ProviderError, _Mapping]]] = ..., probes: _Optional[int] = ..., probe_failures: _Optional[int] = ..., last_probe_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_probe_failure: _Optional[str] = ...) -> None: ...
 
 class ProviderError(_message.Message):
     __slots__ = ("time", "provider_status", "code", "reason", "message")

@@ -269,9 +269,10 @@ class RouterServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetProviderHealth(self, request, context):
-        """The measured health of one provider and its models, as this Router
-        replica saw them since it started: for write and admin members of the
-        provider's org, and for the admin token. 401 without a token, 404 for an
+        """The measured health of one provider and its models, shared by every
+        Router replica (live traffic and the Registry's probes), with this
+        replica's breaker: for write and admin members of the provider's org,
+        and for the admin token. 401 without a token, 404 for an
         unknown provider, 403 for anyone else. The models come in pages.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -279,8 +280,8 @@ class RouterServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListProviderHealth(self, request, context):
-        """Every registered provider's health as this Router replica saw it since
-        it started, in pages of providers, for operators (the admin token only;
+        """Every registered provider's health, shared by every Router replica, with
+        this replica's breaker, in pages of providers, for operators (the admin token only;
         403 for other tokens). Each entry has the provider's totals, breaker and
         latest error, not its models: GetProviderHealth has those.
         """

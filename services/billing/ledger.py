@@ -164,32 +164,115 @@ class Grant:
     remaining_nano_usd: int
 
 
+@dataclass(frozen=True)
+class Ask:
+    """One reservation to decide: a request's estimate for an account."""
+
+    request_id: str
+    account: str
+    estimate: int
+
+
 def reserve_spend(
     session: Session, request_id: str, account: str, estimate: int, now: float, ttl_seconds: float
 ) -> Grant:
-    """Reserves estimate when settled + pending + live reservations + estimate
-    stays within included credits + limit; replaces an earlier reservation of
-    the same request id."""
+    """One reservation (reserve_batch of one)."""
+    return reserve_batch(session, [Ask(request_id, account, estimate)], now, ttl_seconds)[0]
+
+
+def reserve_batch(session: Session, asks: Sequence[Ask], now: float, ttl_seconds: float) -> list[Grant]:
+    """Decides the asks in order, in one transaction: each is granted when settled + pending + live
+    reservations + its estimate stays within included credits + limit, else refused (and an earlier
+    reservation of its request id stays); a granted ask replaces an earlier reservation of its
+    request id. The accounts' rows are locked (in one order) while deciding, so batches of several
+    writers (threads, Billing replicas on one database) serialise per account."""
+    if not asks:
+        return []
     connection = session.connection()
-    settings = session.get(BillingAccount, account, with_for_update=True)
-    connection.execute(delete(RESERVATIONS).where(RESERVATIONS.c.request_id == request_id))
-    remaining = -1
-    if settings is not None and settings.limit_nano_usd > 0:
-        budget = settings.included_credits_nano_usd + settings.limit_nano_usd
-        moment = datetime.fromtimestamp(now, UTC)
-        used = month_spend(session, account, moment) + reserved_spend(session, account, now)
-        remaining = budget - used
-        if estimate > remaining:
-            session.rollback()
-            return Grant(False, max(remaining, 0))
-        remaining -= estimate
-    connection.execute(
-        RESERVATIONS.insert().values(
-            request_id=request_id, account=account, estimated_nano_usd=estimate, expires_at=now + ttl_seconds
-        )
-    )
+    accounts = sorted({ask.account for ask in asks})
+    budgets = _locked_budgets(session, accounts)
+    used = _month_charges(session, accounts, now)
+    for account, reserved in _live_reservations(session, accounts, now).items():
+        used[account] = used.get(account, 0) + reserved
+    earlier = _reservations_of(session, [ask.request_id for ask in asks], now)
+    held: dict[str, dict] = {}  # request id -> the reservation the batch stores for it
+    grants = []
+    for ask in asks:
+        previous = held.pop(ask.request_id, None) or earlier.get(ask.request_id)
+        if previous is not None:  # a retry's own earlier reservation does not count against it
+            used[previous["account"]] = used.get(previous["account"], 0) - previous["estimated_nano_usd"]
+        budget = budgets.get(ask.account)
+        remaining = -1 if budget is None else budget - used.get(ask.account, 0)
+        if budget is not None and ask.estimate > remaining:
+            grants.append(Grant(False, max(remaining, 0)))
+            if previous is not None:  # kept
+                held[ask.request_id] = previous
+                used[previous["account"]] += previous["estimated_nano_usd"]
+            continue
+        earlier.pop(ask.request_id, None)
+        held[ask.request_id] = {"request_id": ask.request_id, "account": ask.account,
+                                "estimated_nano_usd": ask.estimate, "expires_at": now + ttl_seconds}  # fmt: skip
+        used[ask.account] = used.get(ask.account, 0) + ask.estimate
+        grants.append(Grant(True, -1 if budget is None else remaining - ask.estimate))
+    for chunk in padded_chunks([ask.request_id for ask in asks]):  # then stores what the batch holds
+        connection.execute(delete(RESERVATIONS).where(RESERVATIONS.c.request_id.in_(chunk)))
+    if held:
+        connection.execute(RESERVATIONS.insert(), list(held.values()))
     session.commit()
-    return Grant(True, remaining)
+    return grants
+
+
+def _locked_budgets(session: Session, accounts: Sequence[str]) -> dict[str, int]:
+    """Credits + limit of each account with a limit, their rows locked until the commit."""
+    budgets = {}
+    for chunk in padded_chunks(accounts):
+        query = (
+            select(ACCOUNTS.c.account, ACCOUNTS.c.included_credits_nano_usd, ACCOUNTS.c.limit_nano_usd)
+            .where(ACCOUNTS.c.account.in_(chunk))
+            .order_by(ACCOUNTS.c.account)
+            .with_for_update()
+        )
+        for account, credits, limit in session.connection().execute(query):
+            if limit > 0:
+                budgets[account] = credits + limit
+    return budgets
+
+
+def _month_charges(session: Session, accounts: Sequence[str], now: float) -> dict[str, int]:
+    """Each account's running total of the month of `now` (month_spend), saturated at int64."""
+    month = month_of(datetime.fromtimestamp(now, UTC))
+    charges = {}
+    for chunk in padded_chunks(accounts):
+        query = select(TOTALS.c.account, TOTALS.c.charged_nano_usd, TOTALS.c.charged_carry).where(
+            TOTALS.c.account.in_(chunk), TOTALS.c.month == month
+        )
+        for account, low, carry in session.connection().execute(query):
+            charges[account] = saturated(_total(low, carry))
+    return charges
+
+
+def _live_reservations(session: Session, accounts: Sequence[str], now: float) -> dict[str, int]:
+    """Each account's unexpired reservations summed (reserved_spend)."""
+    sums = {}
+    for chunk in padded_chunks(accounts):
+        query = (
+            select(RESERVATIONS.c.account, *split_sum(RESERVATIONS.c.estimated_nano_usd))
+            .where(RESERVATIONS.c.account.in_(chunk), RESERVATIONS.c.expires_at > now)
+            .group_by(RESERVATIONS.c.account)
+        )
+        for account, high, low in session.connection().execute(query):
+            sums[account] = joined_sum(high, low)
+    return sums
+
+
+def _reservations_of(session: Session, request_ids: Sequence[str], now: float) -> dict[str, dict]:
+    """The unexpired reservations already held for these request ids."""
+    found = {}
+    for chunk in padded_chunks(request_ids):
+        query = select(RESERVATIONS).where(RESERVATIONS.c.request_id.in_(chunk), RESERVATIONS.c.expires_at > now)
+        for row in session.connection().execute(query):
+            found[row.request_id] = dict(row._mapping)
+    return found
 
 
 def release_reservation(session: Session, request_id: str) -> None:

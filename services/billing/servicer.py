@@ -21,6 +21,7 @@ from services.billing.console import daily_usage_message, reconciliation_message
 from services.billing.generations import GenerationsMixin
 from services.billing.limits import LimitedAccounts
 from services.billing.reconciler import CostApiRecord, Reconciler
+from services.billing.reservations import Reservations
 from services.billing.storage import PENDING, UNPRICED
 from services.billing.units import default_estimate, record_units
 from services.common.accounts import OPERATOR_ACCOUNT
@@ -303,10 +304,10 @@ class BillingAdminServicer(AccountsMixin, billing_grpc.BillingAdminServiceServic
 class LedgerServicer(billing_grpc.LedgerServiceServicer):
     """Ledger records and reservations from the Router (not routed by Envoy)."""
 
-    def __init__(self, db: Database, limited: LimitedAccounts, reservation_ttl_seconds: float) -> None:
+    def __init__(self, db: Database, limited: LimitedAccounts, reservations: Reservations) -> None:
         self.db = db
         self.limited = limited
-        self.reservation_ttl_seconds = reservation_ttl_seconds
+        self.reservations = reservations
 
     async def RecordRequests(
         self, request: billing_pb.RecordRequestsRequest, context: grpc.aio.ServicerContext
@@ -333,16 +334,8 @@ class LedgerServicer(billing_grpc.LedgerServiceServicer):
         if request.account not in self.limited:
             # No limit: nothing to check, nothing to hold (GetAccount shows reservations of limited accounts).
             return billing_pb.ReserveSpendResponse(granted=True, remaining_nano_usd=-1)
-        grant = await self.db.run(
-            lambda s: ledger.reserve_spend(
-                s,
-                request.request_id,
-                request.account,
-                request.estimated_nano_usd,
-                time.time(),
-                self.reservation_ttl_seconds,
-            )
-        )
+        ask = ledger.Ask(request.request_id, request.account, request.estimated_nano_usd)
+        grant = await self.reservations.reserve(ask)
         return billing_pb.ReserveSpendResponse(granted=grant.granted, remaining_nano_usd=grant.remaining_nano_usd)
 
     async def WatchLimitedAccounts(

@@ -27,14 +27,17 @@ class Reservations:
         self._waiting: list[tuple[ledger.Ask, asyncio.Future[ledger.Grant]]] = []
         self._writer: asyncio.Task | None = None
 
-    async def reserve(self, ask: ledger.Ask) -> ledger.Grant:
-        """The ask's grant, once the batch that decided it committed."""
-        decided: asyncio.Future[ledger.Grant] = asyncio.get_running_loop().create_future()
-        self._waiting.append((ask, decided))
+    async def reserve(self, asks: list[ledger.Ask]) -> list[ledger.Grant]:
+        """The asks' grants, in order, once the batches that decided them committed."""
+        if not asks:
+            return []
+        loop = asyncio.get_running_loop()
+        decisions: list[asyncio.Future[ledger.Grant]] = [loop.create_future() for _ in asks]
+        self._waiting.extend(zip(asks, decisions, strict=True))
         if self._writer is None:
             self._writer = asyncio.create_task(self._write_batches())
         # Shielded: a caller that gives up (deadline) leaves the batch to the others' answers.
-        return await asyncio.shield(decided)
+        return list(await asyncio.shield(asyncio.gather(*decisions)))
 
     async def _write_batches(self) -> None:
         try:

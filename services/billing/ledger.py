@@ -184,42 +184,53 @@ def reserve_batch(session: Session, asks: Sequence[Ask], now: float, ttl_seconds
     """Decides the asks in order, in one transaction: each is granted when settled + pending + live
     reservations + its estimate stays within included credits + limit, else refused (and an earlier
     reservation of its request id stays); a granted ask replaces an earlier reservation of its
-    request id. The accounts' rows are locked (in one order) while deciding, so batches of several
-    writers (threads, Billing replicas on one database) serialise per account."""
+    request id. The batch's first statement writes (SQLite: this writer alone from then on) and the
+    accounts' rows are locked in one order (PostgreSQL), so batches of several writers (threads,
+    Billing replicas on one database) serialise per account."""
     if not asks:
         return []
-    connection = session.connection()
+    held = _take_reservations(session, [ask.request_id for ask in asks], now)  # put back unless replaced
     accounts = sorted({ask.account for ask in asks})
     budgets = _locked_budgets(session, accounts)
     used = _month_charges(session, accounts, now)
     for account, reserved in _live_reservations(session, accounts, now).items():
         used[account] = used.get(account, 0) + reserved
-    earlier = _reservations_of(session, [ask.request_id for ask in asks], now)
-    held: dict[str, dict] = {}  # request id -> the reservation the batch stores for it
+    for row in held.values():
+        used[row["account"]] = used.get(row["account"], 0) + row["estimated_nano_usd"]
     grants = []
     for ask in asks:
-        previous = held.pop(ask.request_id, None) or earlier.get(ask.request_id)
+        previous = held.pop(ask.request_id, None)
         if previous is not None:  # a retry's own earlier reservation does not count against it
-            used[previous["account"]] = used.get(previous["account"], 0) - previous["estimated_nano_usd"]
+            used[previous["account"]] -= previous["estimated_nano_usd"]
         budget = budgets.get(ask.account)
         remaining = -1 if budget is None else budget - used.get(ask.account, 0)
-        if budget is not None and ask.estimate > remaining:
-            grants.append(Grant(False, max(remaining, 0)))
-            if previous is not None:  # kept
-                held[ask.request_id] = previous
-                used[previous["account"]] += previous["estimated_nano_usd"]
-            continue
-        earlier.pop(ask.request_id, None)
-        held[ask.request_id] = {"request_id": ask.request_id, "account": ask.account,
-                                "estimated_nano_usd": ask.estimate, "expires_at": now + ttl_seconds}  # fmt: skip
-        used[ask.account] = used.get(ask.account, 0) + ask.estimate
-        grants.append(Grant(True, -1 if budget is None else remaining - ask.estimate))
-    for chunk in padded_chunks([ask.request_id for ask in asks]):  # then stores what the batch holds
-        connection.execute(delete(RESERVATIONS).where(RESERVATIONS.c.request_id.in_(chunk)))
+        granted = budget is None or ask.estimate <= remaining
+        grants.append(Grant(True, -1 if budget is None else remaining - ask.estimate) if granted
+                      else Grant(False, max(remaining, 0)))  # fmt: skip
+        row = _reservation(ask, now + ttl_seconds) if granted else previous  # refused: the earlier one stays
+        if row is not None:
+            held[ask.request_id] = row
+            used[row["account"]] = used.get(row["account"], 0) + row["estimated_nano_usd"]
     if held:
-        connection.execute(RESERVATIONS.insert(), list(held.values()))
+        session.connection().execute(RESERVATIONS.insert(), list(held.values()))
     session.commit()
     return grants
+
+
+def _reservation(ask: Ask, expires_at: float) -> dict:
+    return {"request_id": ask.request_id, "account": ask.account, "estimated_nano_usd": ask.estimate,
+            "expires_at": expires_at}  # fmt: skip
+
+
+def _take_reservations(session: Session, request_ids: Sequence[str], now: float) -> dict[str, dict]:
+    """Deletes the reservations of these request ids; the unexpired ones, by request id."""
+    taken = {}
+    for chunk in padded_chunks(request_ids):
+        query = delete(RESERVATIONS).where(RESERVATIONS.c.request_id.in_(chunk)).returning(*RESERVATIONS.c)
+        for row in session.connection().execute(query):
+            if row.expires_at > now:
+                taken[row.request_id] = dict(row._mapping)
+    return taken
 
 
 def _locked_budgets(session: Session, accounts: Sequence[str]) -> dict[str, int]:
@@ -263,16 +274,6 @@ def _live_reservations(session: Session, accounts: Sequence[str], now: float) ->
         for account, high, low in session.connection().execute(query):
             sums[account] = joined_sum(high, low)
     return sums
-
-
-def _reservations_of(session: Session, request_ids: Sequence[str], now: float) -> dict[str, dict]:
-    """The unexpired reservations already held for these request ids."""
-    found = {}
-    for chunk in padded_chunks(request_ids):
-        query = select(RESERVATIONS).where(RESERVATIONS.c.request_id.in_(chunk), RESERVATIONS.c.expires_at > now)
-        for row in session.connection().execute(query):
-            found[row.request_id] = dict(row._mapping)
-    return found
 
 
 def release_reservation(session: Session, request_id: str) -> None:

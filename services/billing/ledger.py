@@ -190,11 +190,7 @@ def reserve_batch(session: Session, asks: Sequence[Ask], now: float, ttl_seconds
     if not asks:
         return []
     held = _take_reservations(session, [ask.request_id for ask in asks], now)  # put back unless replaced
-    accounts = sorted({ask.account for ask in asks})
-    budgets = _locked_budgets(session, accounts)
-    used = _month_charges(session, accounts, now)
-    for account, reserved in _live_reservations(session, accounts, now).items():
-        used[account] = used.get(account, 0) + reserved
+    budgets, used = _locked_room(session, sorted({ask.account for ask in asks}), now)
     for row in held.values():
         used[row["account"]] = used.get(row["account"], 0) + row["estimated_nano_usd"]
     grants = []
@@ -233,47 +229,36 @@ def _take_reservations(session: Session, request_ids: Sequence[str], now: float)
     return taken
 
 
-def _locked_budgets(session: Session, accounts: Sequence[str]) -> dict[str, int]:
-    """Credits + limit of each account with a limit, their rows locked until the commit."""
+def _locked_room(session: Session, accounts: Sequence[str], now: float) -> tuple[dict[str, int], dict[str, int]]:
+    """The budgets (credits + limit) of the accounts with a limit, their rows locked until the
+    commit, and what each used: its running total of the month of `now` plus its unexpired
+    reservations. Read after the lock (on PostgreSQL a statement that waited for a lock still
+    reads from before it), in one statement, so that a record moving a reservation into the
+    total meanwhile is counted once."""
     budgets = {}
     for chunk in padded_chunks(accounts):
-        query = (
+        locked = (
             select(ACCOUNTS.c.account, ACCOUNTS.c.included_credits_nano_usd, ACCOUNTS.c.limit_nano_usd)
-            .where(ACCOUNTS.c.account.in_(chunk))
+            .where(ACCOUNTS.c.account.in_(chunk), ACCOUNTS.c.limit_nano_usd > 0)
             .order_by(ACCOUNTS.c.account)
             .with_for_update()
         )
-        for account, credits, limit in session.connection().execute(query):
-            if limit > 0:
-                budgets[account] = credits + limit
-    return budgets
-
-
-def _month_charges(session: Session, accounts: Sequence[str], now: float) -> dict[str, int]:
-    """Each account's running total of the month of `now` (month_spend), saturated at int64."""
+        budgets.update((account, credits + limit) for account, credits, limit in session.connection().execute(locked))
     month = month_of(datetime.fromtimestamp(now, UTC))
-    charges = {}
-    for chunk in padded_chunks(accounts):
-        query = select(TOTALS.c.account, TOTALS.c.charged_nano_usd, TOTALS.c.charged_carry).where(
-            TOTALS.c.account.in_(chunk), TOTALS.c.month == month
-        )
-        for account, low, carry in session.connection().execute(query):
-            charges[account] = saturated(_total(low, carry))
-    return charges
-
-
-def _live_reservations(session: Session, accounts: Sequence[str], now: float) -> dict[str, int]:
-    """Each account's unexpired reservations summed (reserved_spend)."""
-    sums = {}
-    for chunk in padded_chunks(accounts):
+    live = (RESERVATIONS.c.account == ACCOUNTS.c.account, RESERVATIONS.c.expires_at > now)
+    high, low = (select(part).where(*live).scalar_subquery() for part in split_sum(RESERVATIONS.c.estimated_nano_usd))
+    this_month = ACCOUNTS.outerjoin(TOTALS, (TOTALS.c.account == ACCOUNTS.c.account) & (TOTALS.c.month == month))
+    used = {}
+    for chunk in padded_chunks(sorted(budgets)):
         query = (
-            select(RESERVATIONS.c.account, *split_sum(RESERVATIONS.c.estimated_nano_usd))
-            .where(RESERVATIONS.c.account.in_(chunk), RESERVATIONS.c.expires_at > now)
-            .group_by(RESERVATIONS.c.account)
+            select(ACCOUNTS.c.account, TOTALS.c.charged_nano_usd, TOTALS.c.charged_carry, high, low)
+            .select_from(this_month)
+            .where(ACCOUNTS.c.account.in_(chunk))
         )
-        for account, high, low in session.connection().execute(query):
-            sums[account] = joined_sum(high, low)
-    return sums
+        for account, charged, carry, reserved_high, reserved_low in session.connection().execute(query):
+            month_total = saturated(_total(charged, carry)) if charged is not None else 0
+            used[account] = month_total + joined_sum(reserved_high, reserved_low)
+    return budgets, used
 
 
 def release_reservation(session: Session, request_id: str) -> None:

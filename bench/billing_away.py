@@ -20,6 +20,8 @@ import signal
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -131,18 +133,20 @@ def table(pairs: list[Pair], rounds: int, seconds: float, notes: list[str]) -> s
     return "\n".join(lines + [f"- {note}" for note in notes])
 
 
-def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="bench/run.py billing-away", description=__doc__.split("\n\n")[0])
+def parse(argv: list[str], prog: str = "bench/run.py billing-away", doc: str = __doc__) -> argparse.Namespace:
+    """--rounds, --duration and --keep (of this benchmark and of bench/limited.py)."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3, help="rounds (default 3)")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per run (default 10)")
     parser.add_argument("--keep", action="store_true", help="keep the data directory (logs) afterwards")
     return parser.parse_args(argv)
 
 
-def main(argv: list[str]) -> int:
-    args = parse(argv)
+@contextmanager
+def two_accounts(keep: bool, prefix: str) -> Iterator[tuple[Stack, list[Target], list[str]]]:
+    """A stack on the stub with the same caller's chat-32c without and with a spending limit (warmed up)."""
     ensure_wrk()
-    data_dir = Path(tempfile.mkdtemp(prefix="switchboard-billing-away-"))
+    data_dir = Path(tempfile.mkdtemp(prefix=prefix))
     fixtures = Stack(data_dir / "fixtures", {**os.environ, "PYTHONPATH": str(ROOT)})
     stacks = [fixtures]
     try:
@@ -153,16 +157,22 @@ def main(argv: list[str]) -> int:
         notes: list[str] = []
         if usable(targets, [SCENARIO], notes)[SCENARIO.name] != targets:
             raise SystemExit("; ".join(notes))
+        yield stack, targets, notes
+    finally:
+        for started in reversed(stacks):
+            started.stop()
+        if keep:
+            print(f"kept {data_dir}", flush=True)
+        else:
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def main(argv: list[str]) -> int:
+    args = parse(argv)
+    with two_accounts(args.keep, "switchboard-billing-away-") as (stack, targets, notes):
         pairs = run_rounds(BillingProcess(stack), targets, args.rounds, args.duration)
         text = table(pairs, args.rounds, args.duration, notes)
         RESULTS_DIR.mkdir(exist_ok=True)
         (RESULTS_DIR / "billing-away.md").write_text(text + "\n")
         print(text, flush=True)
         return 0
-    finally:
-        for started in reversed(stacks):
-            started.stop()
-        if args.keep:
-            print(f"kept {data_dir}", flush=True)
-        else:
-            shutil.rmtree(data_dir, ignore_errors=True)

@@ -5,6 +5,7 @@
 .venv/bin/python bench/run.py registry [args...]   # bench/registry_bench.py
 .venv/bin/python bench/run.py billing [args...]    # bench/billing_bench.py
 .venv/bin/python bench/run.py billing-away [--rounds 3] [--duration 10]   # bench/billing_away.py
+.venv/bin/python bench/run.py limited [--rounds 3] [--duration 10]   # bench/limited.py
 """
 
 from __future__ import annotations
@@ -331,6 +332,8 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     sub.add_parser(
         "billing-away", help="throughput with Billing hung over healthy (bench/billing_away.py)", add_help=False
     )
+    sub.add_parser("limited", help="a limited account's throughput over an unlimited one's (bench/limited.py)",
+                   add_help=False)  # fmt: skip
     return parser.parse_known_args(argv)
 
 
@@ -344,6 +347,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench.billing_away import main as billing_away  # it imports this module
 
         return billing_away(extra)
+    if args.command == "limited":
+        from bench.limited import main as limited  # it imports this module
+
+        return limited(extra)
     if args.command == "flood":
         return flood_bench(args)
     if args.command == "slowbody":

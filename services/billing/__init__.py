@@ -11,8 +11,10 @@ Decisions worth knowing:
 - Limits: an account may spend included credits + limit per UTC month; a
   limit of 0 means no limit. ReserveSpend grants when settled + unsettled
   estimates + live reservations + this estimate fit, atomically (SQLite's
-  single writer thread; a row lock on PostgreSQL), so concurrent requests
-  overshoot only by what real costs exceed reserved estimates.
+  single writer; a row lock on PostgreSQL), so concurrent requests
+  overshoot only by what real costs exceed reserved estimates. The
+  reservations that arrive while one batch is written are decided together
+  in the next, one transaction (reservations.py, docs/billing.md).
 - Reservations end when the request is recorded (its entry carries the
   estimate) or released; one neither recorded nor released (the Router died)
   stops counting after `reservation_ttl_seconds` (default 15 minutes) and is

@@ -164,32 +164,101 @@ class Grant:
     remaining_nano_usd: int
 
 
+@dataclass(frozen=True)
+class Ask:
+    """One reservation to decide: a request's estimate for an account."""
+
+    request_id: str
+    account: str
+    estimate: int
+
+
 def reserve_spend(
     session: Session, request_id: str, account: str, estimate: int, now: float, ttl_seconds: float
 ) -> Grant:
-    """Reserves estimate when settled + pending + live reservations + estimate
-    stays within included credits + limit; replaces an earlier reservation of
-    the same request id."""
-    connection = session.connection()
-    settings = session.get(BillingAccount, account, with_for_update=True)
-    connection.execute(delete(RESERVATIONS).where(RESERVATIONS.c.request_id == request_id))
-    remaining = -1
-    if settings is not None and settings.limit_nano_usd > 0:
-        budget = settings.included_credits_nano_usd + settings.limit_nano_usd
-        moment = datetime.fromtimestamp(now, UTC)
-        used = month_spend(session, account, moment) + reserved_spend(session, account, now)
-        remaining = budget - used
-        if estimate > remaining:
-            session.rollback()
-            return Grant(False, max(remaining, 0))
-        remaining -= estimate
-    connection.execute(
-        RESERVATIONS.insert().values(
-            request_id=request_id, account=account, estimated_nano_usd=estimate, expires_at=now + ttl_seconds
-        )
-    )
+    """One reservation (reserve_batch of one)."""
+    return reserve_batch(session, [Ask(request_id, account, estimate)], now, ttl_seconds)[0]
+
+
+def reserve_batch(session: Session, asks: Sequence[Ask], now: float, ttl_seconds: float) -> list[Grant]:
+    """Decides the asks in order, in one transaction: each is granted when settled + pending + live
+    reservations + its estimate stays within included credits + limit, else refused (and an earlier
+    reservation of its request id stays); a granted ask replaces an earlier reservation of its
+    request id. The batch's first statement writes (SQLite: this writer alone from then on) and the
+    accounts' rows are locked in one order (PostgreSQL), so batches of several writers (threads,
+    Billing replicas on one database) serialise per account."""
+    if not asks:
+        return []
+    held = _take_reservations(session, [ask.request_id for ask in asks], now)  # put back unless replaced
+    budgets, used = _locked_room(session, sorted({ask.account for ask in asks}), now)
+    for row in held.values():
+        used[row["account"]] = used.get(row["account"], 0) + row["estimated_nano_usd"]
+    grants = []
+    for ask in asks:
+        previous = held.pop(ask.request_id, None)
+        if previous is not None:  # a retry's own earlier reservation does not count against it
+            used[previous["account"]] -= previous["estimated_nano_usd"]
+        budget = budgets.get(ask.account)
+        remaining = -1 if budget is None else budget - used.get(ask.account, 0)
+        granted = budget is None or ask.estimate <= remaining
+        grants.append(Grant(True, -1 if budget is None else remaining - ask.estimate) if granted
+                      else Grant(False, max(remaining, 0)))  # fmt: skip
+        row = _reservation(ask, now + ttl_seconds) if granted else previous  # refused: the earlier one stays
+        if row is not None:
+            held[ask.request_id] = row
+            used[row["account"]] = used.get(row["account"], 0) + row["estimated_nano_usd"]
+    if held:
+        session.connection().execute(RESERVATIONS.insert(), list(held.values()))
     session.commit()
-    return Grant(True, remaining)
+    return grants
+
+
+def _reservation(ask: Ask, expires_at: float) -> dict:
+    return {"request_id": ask.request_id, "account": ask.account, "estimated_nano_usd": ask.estimate,
+            "expires_at": expires_at}  # fmt: skip
+
+
+def _take_reservations(session: Session, request_ids: Sequence[str], now: float) -> dict[str, dict]:
+    """Deletes the reservations of these request ids; the unexpired ones, by request id."""
+    taken = {}
+    for chunk in padded_chunks(request_ids):
+        query = delete(RESERVATIONS).where(RESERVATIONS.c.request_id.in_(chunk)).returning(*RESERVATIONS.c)
+        for row in session.connection().execute(query):
+            if row.expires_at > now:
+                taken[row.request_id] = dict(row._mapping)
+    return taken
+
+
+def _locked_room(session: Session, accounts: Sequence[str], now: float) -> tuple[dict[str, int], dict[str, int]]:
+    """The budgets (credits + limit) of the accounts with a limit, their rows locked until the
+    commit, and what each used: its running total of the month of `now` plus its unexpired
+    reservations. Read after the lock (on PostgreSQL a statement that waited for a lock still
+    reads from before it), in one statement, so that a record moving a reservation into the
+    total meanwhile is counted once."""
+    budgets = {}
+    for chunk in padded_chunks(accounts):
+        locked = (
+            select(ACCOUNTS.c.account, ACCOUNTS.c.included_credits_nano_usd, ACCOUNTS.c.limit_nano_usd)
+            .where(ACCOUNTS.c.account.in_(chunk), ACCOUNTS.c.limit_nano_usd > 0)
+            .order_by(ACCOUNTS.c.account)
+            .with_for_update()
+        )
+        budgets.update((account, credits + limit) for account, credits, limit in session.connection().execute(locked))
+    month = month_of(datetime.fromtimestamp(now, UTC))
+    live = (RESERVATIONS.c.account == ACCOUNTS.c.account, RESERVATIONS.c.expires_at > now)
+    high, low = (select(part).where(*live).scalar_subquery() for part in split_sum(RESERVATIONS.c.estimated_nano_usd))
+    this_month = ACCOUNTS.outerjoin(TOTALS, (TOTALS.c.account == ACCOUNTS.c.account) & (TOTALS.c.month == month))
+    used = {}
+    for chunk in padded_chunks(sorted(budgets)):
+        query = (
+            select(ACCOUNTS.c.account, TOTALS.c.charged_nano_usd, TOTALS.c.charged_carry, high, low)
+            .select_from(this_month)
+            .where(ACCOUNTS.c.account.in_(chunk))
+        )
+        for account, charged, carry, reserved_high, reserved_low in session.connection().execute(query):
+            month_total = saturated(_total(charged, carry)) if charged is not None else 0
+            used[account] = month_total + joined_sum(reserved_high, reserved_low)
+    return budgets, used
 
 
 def release_reservation(session: Session, request_id: str) -> None:

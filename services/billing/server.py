@@ -14,6 +14,7 @@ from services.billing.access import Authenticator
 from services.billing.config import BillingSettings
 from services.billing.limits import LimitedAccounts
 from services.billing.reconciler import CostApi, Reconciler, ReconcilerSettings
+from services.billing.reservations import Reservations
 from services.billing.servicer import BillingAdminServicer, BillingServicer, LedgerServicer
 from services.common.logs import configure_logging
 from services.common.registry_feed import FeedCache
@@ -76,7 +77,7 @@ async def serve(settings: BillingSettings) -> None:
         ),
         (
             billing_grpc.add_LedgerServiceServicer_to_server,
-            LedgerServicer(db, limited, settings.reservation_ttl_seconds),
+            LedgerServicer(db, limited, Reservations(db, settings.reservation_ttl_seconds)),
             "switchboard.billing.v1.LedgerService",
         ),
     ]

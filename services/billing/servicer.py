@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 
 import grpc
@@ -21,6 +21,7 @@ from services.billing.console import daily_usage_message, reconciliation_message
 from services.billing.generations import GenerationsMixin
 from services.billing.limits import LimitedAccounts
 from services.billing.reconciler import CostApiRecord, Reconciler
+from services.billing.reservations import Reservations
 from services.billing.storage import PENDING, UNPRICED
 from services.billing.units import default_estimate, record_units
 from services.common.accounts import OPERATOR_ACCOUNT, is_account_name
@@ -302,10 +303,10 @@ class BillingAdminServicer(AccountsMixin, billing_grpc.BillingAdminServiceServic
 class LedgerServicer(billing_grpc.LedgerServiceServicer):
     """Ledger records and reservations from the Router (not routed by Envoy)."""
 
-    def __init__(self, db: Database, limited: LimitedAccounts, reservation_ttl_seconds: float) -> None:
+    def __init__(self, db: Database, limited: LimitedAccounts, reservations: Reservations) -> None:
         self.db = db
         self.limited = limited
-        self.reservation_ttl_seconds = reservation_ttl_seconds
+        self.reservations = reservations
 
     async def RecordRequests(
         self, request: billing_pb.RecordRequestsRequest, context: grpc.aio.ServicerContext
@@ -326,23 +327,41 @@ class LedgerServicer(billing_grpc.LedgerServiceServicer):
     async def ReserveSpend(
         self, request: billing_pb.ReserveSpendRequest, context: grpc.aio.ServicerContext
     ) -> billing_pb.ReserveSpendResponse:
-        _required(request.request_id, "request_id")
-        _required(request.account, "account")
-        _not_negative(request.estimated_nano_usd, "estimated_nano_usd")
-        if request.account not in self.limited:
-            # No limit: nothing to check, nothing to hold (GetAccount shows reservations of limited accounts).
-            return billing_pb.ReserveSpendResponse(granted=True, remaining_nano_usd=-1)
-        grant = await self.db.run(
-            lambda s: ledger.reserve_spend(
-                s,
-                request.request_id,
-                request.account,
-                request.estimated_nano_usd,
-                time.time(),
-                self.reservation_ttl_seconds,
+        (answer,) = await self._reserve([request])
+        return answer
+
+    async def BatchReserveSpend(
+        self, request: billing_pb.BatchReserveSpendRequest, context: grpc.aio.ServicerContext
+    ) -> billing_pb.BatchReserveSpendResponse:
+        if len(request.requests) > MAX_BATCH:
+            raise invalid_argument(
+                "INVALID_REQUEST",
+                f"at most {MAX_BATCH} reservations per batch, got {len(request.requests)}",
+                "requests",
             )
-        )
-        return billing_pb.ReserveSpendResponse(granted=grant.granted, remaining_nano_usd=grant.remaining_nano_usd)
+        return billing_pb.BatchReserveSpendResponse(responses=await self._reserve(request.requests))
+
+    async def _reserve(
+        self, requests: Sequence[billing_pb.ReserveSpendRequest]
+    ) -> list[billing_pb.ReserveSpendResponse]:
+        """Each request's outcome, in order; those of limited accounts decided in one batch."""
+        for request in requests:
+            _required(request.request_id, "request_id")
+            _required(request.account, "account")
+            _not_negative(request.estimated_nano_usd, "estimated_nano_usd")
+        # No limit: nothing to check, nothing to hold (GetAccount shows reservations of limited accounts).
+        limited = [r.account in self.limited for r in requests]
+        asks = [
+            ledger.Ask(r.request_id, r.account, r.estimated_nano_usd)
+            for r, x in zip(requests, limited, strict=True)
+            if x
+        ]
+        grants = iter(await self.reservations.reserve(asks))
+        outcomes = [next(grants) if x else ledger.Grant(True, -1) for x in limited]
+        return [
+            billing_pb.ReserveSpendResponse(granted=g.granted, remaining_nano_usd=g.remaining_nano_usd)
+            for g in outcomes
+        ]
 
     async def WatchLimitedAccounts(
         self,

@@ -361,6 +361,18 @@ class ReserveSpendResponse(_message.Message):
     remaining_nano_usd: int
     def __init__(self, granted: _Optional[bool] = ..., remaining_nano_usd: _Optional[int] = ...) -> None: ...
 
+class BatchReserveSpendRequest(_message.Message):
+    __slots__ = ("requests",)
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[ReserveSpendRequest]
+    def __init__(self, requests: _Optional[_Iterable[_Union[ReserveSpendRequest, _Mapping]]] = ...) -> None: ...
+
+class BatchReserveSpendResponse(_message.Message):
+    __slots__ = ("responses",)
+    RESPONSES_FIELD_NUMBER: _ClassVar[int]
+    responses: _containers.RepeatedCompositeFieldContainer[ReserveSpendResponse]
+    def __init__(self, responses: _Optional[_Iterable[_Union[ReserveSpendResponse, _Mapping]]] = ...) -> None: ...
+
 class ReleaseReservationRequest(_message.Message):
     __slots__ = ("request_id",)
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]

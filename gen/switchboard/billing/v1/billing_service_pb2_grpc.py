@@ -467,6 +467,11 @@ class LedgerServiceStub:
                 request_serializer=switchboard_dot_billing_dot_v1_dot_billing__service__pb2.ReserveSpendRequest.SerializeToString,
                 response_deserializer=switchboard_dot_billing_dot_v1_dot_billing__service__pb2.ReserveSpendResponse.FromString,
                 _registered_method=True)
+        self.BatchReserveSpend = channel.unary_unary(
+                '/switchboard.billing.v1.LedgerService/BatchReserveSpend',
+                request_serializer=switchboard_dot_billing_dot_v1_dot_billing__service__pb2.BatchReserveSpendRequest.SerializeToString,
+                response_deserializer=switchboard_dot_billing_dot_v1_dot_billing__service__pb2.BatchReserveSpendResponse.FromString,
+                _registered_method=True)
         self.ReleaseReservation = channel.unary_unary(
                 '/switchboard.billing.v1.LedgerService/ReleaseReservation',
                 request_serializer=switchboard_dot_billing_dot_v1_dot_billing__service__pb2.ReleaseReservationRequest.SerializeToString,
@@ -492,6 +497,14 @@ class LedgerServiceServicer:
 
     def ReserveSpend(self, request, context):
         """Reserves a request's estimate against an account before a provider call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchReserveSpend(self, request, context):
+        """Reserves several requests' estimates, decided in order as ReserveSpend
+        decides one: the Router's concurrent reservations in one call.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -526,6 +539,11 @@ def add_LedgerServiceServicer_to_server(servicer, server):
                     servicer.ReserveSpend,
                     request_deserializer=switchboard_dot_billing_dot_v1_dot_billing__service__pb2.ReserveSpendRequest.FromString,
                     response_serializer=switchboard_dot_billing_dot_v1_dot_billing__service__pb2.ReserveSpendResponse.SerializeToString,
+            ),
+            'BatchReserveSpend': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchReserveSpend,
+                    request_deserializer=switchboard_dot_billing_dot_v1_dot_billing__service__pb2.BatchReserveSpendRequest.FromString,
+                    response_serializer=switchboard_dot_billing_dot_v1_dot_billing__service__pb2.BatchReserveSpendResponse.SerializeToString,
             ),
             'ReleaseReservation': grpc.unary_unary_rpc_method_handler(
                     servicer.ReleaseReservation,
@@ -593,6 +611,33 @@ class LedgerService:
             '/switchboard.billing.v1.LedgerService/ReserveSpend',
             switchboard_dot_billing_dot_v1_dot_billing__service__pb2.ReserveSpendRequest.SerializeToString,
             switchboard_dot_billing_dot_v1_dot_billing__service__pb2.ReserveSpendResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchReserveSpend(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.billing.v1.LedgerService/BatchReserveSpend',
+            switchboard_dot_billing_dot_v1_dot_billing__service__pb2.BatchReserveSpendRequest.SerializeToString,
+            switchboard_dot_billing_dot_v1_dot_billing__service__pb2.BatchReserveSpendResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,103 @@
+"""Two Billing replicas on one database race reservations for one account: single and batched
+calls to both at once never grant more than the budget holds (on SQLite and on PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from postgres import postgres_cluster
+from switchboard.billing.v1 import billing_service_pb2 as billing_pb
+from switchboard.billing.v1 import billing_service_pb2_grpc as billing_grpc
+from test_billing_helpers import ledger_database, unique
+
+from services.billing import ledger
+from services.common.service import channel
+from services.launcher import Stack, free_port
+
+pytestmark = pytest.mark.slow
+
+ESTIMATE = 1_000
+CREDITS, LIMIT = 2_000, 8_500  # room for 10 reservations of ESTIMATE, not 11
+RESERVATIONS = 60
+DEADLINE_SECONDS = 60  # readiness and the replicas' reload of the limited accounts, not a latency
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('reservations') / 'billing.db'}"
+        return
+    with postgres_cluster() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def replicas(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, list[str]]]:
+    """Two Billing processes on the database (no Registry: reservations never ask it)."""
+    data_dir = Path(tmp_path_factory.mktemp("replicas"))
+    env = {**os.environ, "SWITCHBOARD_DATA_DIR": str(data_dir), "SWITCHBOARD_DATABASE_URL": database_url,
+           "SWITCHBOARD_SERVICE_CREDENTIAL": "sb-service-" + secrets.token_urlsafe(16),
+           "SWITCHBOARD_ADMIN_TOKEN": "sb-admin-" + secrets.token_urlsafe(16),
+           "SWITCHBOARD_RECONCILE_INTERVAL_SECONDS": "3600"}  # fmt: skip
+    stack = Stack(data_dir, env)
+    addresses = []
+    try:
+        for number in (0, 1):  # one at a time: both would run the migrations at once
+            port = free_port()
+            stack.start_service(f"billing-{number}", port, "--registry-address", f"127.0.0.1:{free_port()}",
+                                module="billing")  # fmt: skip
+            stack.wait_ready(DEADLINE_SECONDS)
+            addresses.append(f"127.0.0.1:{port}")
+        yield stack, addresses
+    finally:
+        stack.stop()
+
+
+async def wait_limited(stubs: list[billing_grpc.LedgerServiceStub], account: str) -> None:
+    """Until both replicas refuse what no budget holds: each reloaded the accounts with a limit."""
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    for stub in stubs:
+        ask = billing_pb.ReserveSpendRequest(request_id=unique("probe"), account=account, estimated_nano_usd=10**15)
+        while (await stub.ReserveSpend(ask, timeout=10)).granted:
+            assert time.monotonic() < deadline, "a replica never learned of the limit"
+            await asyncio.sleep(0.1)
+
+
+def reservation(account: str) -> billing_pb.ReserveSpendRequest:
+    return billing_pb.ReserveSpendRequest(request_id=unique("req"), account=account, estimated_nano_usd=ESTIMATE)
+
+
+async def test_two_replicas_racing_reservations_never_overspend(database_url: str, replicas) -> None:
+    stack, addresses = replicas
+    account = unique("raced")
+    with ledger_database(database_url) as db:
+        await db.run(lambda s: ledger.update_account(s, account, included_credits_nano_usd=CREDITS,
+                                                    limit_nano_usd=LIMIT))  # fmt: skip
+        credential = stack.env["SWITCHBOARD_SERVICE_CREDENTIAL"]
+        channels = [channel(address, credential) for address in addresses]
+        stubs = [billing_grpc.LedgerServiceStub(ch) for ch in channels]
+        try:
+            await wait_limited(stubs, account)
+            asks = [reservation(account) for _ in range(RESERVATIONS)]
+            # Half of each replica's share one at a time, the other half in batches of five.
+            singles = [stubs[i % 2].ReserveSpend(ask, timeout=30) for i, ask in enumerate(asks[:30])]
+            batched = [
+                billing_pb.BatchReserveSpendRequest(requests=asks[start : start + 5]) for start in range(30, 60, 5)
+            ]
+            batches = [stubs[i % 2].BatchReserveSpend(batch, timeout=30) for i, batch in enumerate(batched)]
+            answers = await asyncio.gather(*singles, *batches)
+        finally:
+            for ch in channels:
+                await ch.close()
+        outcomes = [*answers[:30], *(response for batch in answers[30:] for response in batch.responses)]
+        assert len(outcomes) == RESERVATIONS
+        assert sum(o.granted for o in outcomes) == 10  # 10 * 1,000 <= 10,500 < 11 * 1,000
+        assert all(o.remaining_nano_usd >= 0 for o in outcomes)
+        reserved = await db.run(lambda s: ledger.reserved_spend(s, account, time.time()))
+    assert reserved == 10 * ESTIMATE <= CREDITS + LIMIT

@@ -348,6 +348,14 @@ class FloodReport:
         pairs = [(f, q) for f, q in zip(self.flood, self.quiet, strict=True) if getattr(q, metric)]
         return statistics.median(getattr(f, metric) / getattr(q, metric) for f, q in pairs) if pairs else None
 
+    def stack_ms_per_answer(self, phase: str) -> float:
+        """The stack's CPU (every process but the flood's sender) per caller answer, median over rounds."""
+        return statistics.median(
+            sum(c for name, c in cpu.items() if name != FLOOD_CLIENT) * 1000 / m.rps
+            for cpu, m in zip(self.cpu[phase], getattr(self, phase), strict=True)
+            if m.rps
+        )
+
     def _alone(self, name: str) -> str:
         """ "404 in 12 ms": the case's answer on an idle stack."""
         t = self.alone.get(name)
@@ -397,11 +405,18 @@ class FloodReport:
                 f"{len(ms)} | {answers} | "
                 f"{p50} | {top} | {'yes' if t.all_4xx() else 'NO'} |"
             )
-        lines += ["", "CPU while the callers ran (cores, median over rounds):"]
+        lines += [
+            "",
+            "CPU while the callers ran (cores, median over rounds), and the stack's CPU per caller answer (ms, the "
+            "flood's work included: the same in both phases when the flood costs the stack nothing):",
+        ]
         lines += ["", "| process | quiet | flood |", "|---|---:|---:|"]
         for name in self.cpu["quiet"][0] if self.cpu["quiet"] else {}:
             quiet, flood = (statistics.median(c[name] for c in self.cpu[phase]) for phase in ("quiet", "flood"))
             lines.append(f"| {name} | {quiet:.2f} | {flood:.2f} |")
+        if self.cpu["quiet"]:
+            quiet, flood = (self.stack_ms_per_answer(phase) for phase in ("quiet", "flood"))
+            lines.append(f"| stack ms per caller answer | {quiet:.3f} | {flood:.3f} |")
         lines += self._cost_table()
         settled = ", ".join(f"{s:.1f}" for s in self.settle_seconds)
         lines += [
@@ -449,6 +464,7 @@ class FloodReport:
             },
             "all_flood_answers_4xx": self.floods_ok(),
             "cpu_cores": self.cpu,
+            "stack_ms_per_caller_answer": {p: self.stack_ms_per_answer(p) for p in ("quiet", "flood") if self.cpu[p]},
             "settle_seconds": self.settle_seconds,
             "case_costs": {name: cost.to_json() for name, cost in self.costs.items()},
             "notes": self.notes,
@@ -480,9 +496,14 @@ def flood_rounds(target: Target, report: FloodReport, log: Callable[[str], None]
             per_request = ", ".join(f"{p} {cost.ms_per_request(p):.3f}" for p in cost.cpu_seconds)
             log(f"cost {name}: {cost.requests / cost.seconds:.0f} req/s, CPU ms per request: {per_request}")
     for rnd in range(1, report.rounds + 1):
-        quiet, quiet_cpu = callers()
+        # Odd rounds quiet first, even rounds flood first: a machine whose load drifts during the run
+        # does not favour one phase.
+        if rnd % 2:
+            quiet, quiet_cpu = callers()
         ((flood, flood_cpu), tallies) = flooded(target, report.cases, callers)
         report.settle_seconds.append(settle(target))
+        if not rnd % 2:
+            quiet, quiet_cpu = callers()
         if report.settle_seconds[-1] >= SETTLE_LIMIT_SECONDS:
             report.notes.append(f"round {rnd}: the stack was still slow {SETTLE_LIMIT_SECONDS:g} s after the flood")
         report.quiet.append(quiet)

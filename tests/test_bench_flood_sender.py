@@ -3,7 +3,8 @@ case's HTTP request, answers are read as HTTP, and the cost table divides CPU by
 
 import io
 
-from bench.flood import CaseCost, FloodCase, FloodReport, Tally, _answer_head, request_bytes
+from bench.flood import FLOOD_CLIENT, CaseCost, FloodCase, FloodReport, Tally, _answer_head, request_bytes
+from bench.load import Measurement
 
 
 def test_the_prebuilt_request_declares_its_body_exactly() -> None:
@@ -29,3 +30,15 @@ def test_a_cases_cost_is_cpu_per_request_per_process() -> None:
     assert cost.ms_per_request("envoy") == 0.25
     report = FloodReport(1, 1.0, 4, [], 2.0, costs={"tags": cost})
     assert "| tags | 100 | 429 x200 | 0.250 | 0.000 |" in report._cost_table()
+
+
+def test_the_stacks_cpu_per_caller_answer_leaves_the_sender_out() -> None:
+    report = FloodReport(1, 1.0, 4, [], quiet=[_m(100)], flood=[_m(50)])
+    quiet, flood = {"envoy": 0.05, "router": 0.05}, {"envoy": 0.05, "router": 0.05, FLOOD_CLIENT: 1.0}
+    report.cpu = {"quiet": [quiet], "flood": [flood]}
+    assert report.stack_ms_per_answer("quiet") == 1.0
+    assert report.stack_ms_per_answer("flood") == 2.0
+
+
+def _m(rps: float) -> Measurement:
+    return Measurement(requests=10, ok=10, bad=0, rps=rps, p50_ms=1.0, p99_ms=2.0)

@@ -59,4 +59,7 @@ def test_the_refusal_delay_follows_the_limits() -> None:
     (fault,) = [f["typed_config"] for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.fault"]
     assert fault["delay"]["fixed_delay"] == "0.25s"
     assert fault["max_active_faults"] == 7
+    short = _hcm(rendered(edge=edge.EdgeLimits(body_deadline_seconds=1)))["http_filters"]
+    (fault,) = [f["typed_config"] for f in short if f["name"] == "envoy.filters.http.fault"]
+    assert fault["delay"]["fixed_delay"] == "0.5s"  # half the body deadline: the 429 comes before the 408
     assert fault["headers"] == [{"name": edge.OVER_BUDGET_HEADER, "present_match": True}]

@@ -237,13 +237,15 @@ def client_budget_filter(limits: EdgeLimits) -> dict:
 def refusal_delay_filter(limits: EdgeLimits) -> dict:
     """Envoy's fault filter as the refusal delay: a request the budgets marked waits `refusal_delay_ms`
     (a timer; its body is not read past the connection's buffer) before the gate refuses it; at most
-    `max_delayed_refusals` wait at once, the others are refused at once."""
+    `max_delayed_refusals` wait at once, the others are refused at once. The delay is at most half the
+    body deadline, so that the 429 comes before the deadline's 408."""
+    delay_ms = min(limits.refusal_delay_ms, limits.body_deadline_seconds * 1000 // 2)
     return {
         "name": "envoy.filters.http.fault",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault",
             "delay": {
-                "fixed_delay": f"{limits.refusal_delay_ms / 1000:g}s",
+                "fixed_delay": f"{delay_ms / 1000:g}s",
                 "percentage": {"numerator": 100, "denominator": "HUNDRED"},
             },
             "headers": [{"name": OVER_BUDGET_HEADER, "present_match": True}],

@@ -10,6 +10,7 @@ import http.client
 import json
 import os
 import secrets
+import socket
 import statistics
 import threading
 import time
@@ -17,7 +18,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 from urllib.parse import urlsplit
 
 from bench.load import Measurement, Scenario, cpu_seconds, percentile, run_wrk
@@ -34,6 +35,8 @@ HANG_SECONDS = 60.0  # no byte of an answer for this long counts as a hang
 FLOOD_LEAD_SECONDS = 1.0  # the flood is under way before the callers' run starts
 UNKNOWN_MODEL = "bench/no-such-model"
 STEM = "flood"
+FLOOD_CLIENT = "flood client"  # the harness's process: the flood's sender threads
+MAX_HEAD_LINE = 65_536
 T = TypeVar("T")
 EXAMPLE_CHARS = 160
 SETTLE_LIMIT_SECONDS = 300.0
@@ -117,28 +120,76 @@ def flood_cases(target: Target) -> list[FloodCase]:
     return cases
 
 
-def _send(connection: http.client.HTTPConnection, case: FloodCase, auth: str) -> tuple[int, str]:
-    headers = {"Content-Type": "application/json", "Authorization": case.auth or auth}
-    # Envoy may answer an oversized body before reading all of it; its answer is still to be read.
-    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-        connection.request("POST", case.path, case.body, headers)
-    answer = connection.getresponse()
-    return answer.status, answer.read()[:EXAMPLE_CHARS].decode(errors="replace")
+class Sender:
+    """One flood connection: raw sockets and the whole request (headers and body) built once, so that
+    the flood spends as little CPU per request as it can (its CPU is counted apart from the stack's)."""
+
+    def __init__(self, target: Target, case: FloodCase) -> None:
+        address = urlsplit(target.urls["chat"])
+        self.address = (address.hostname or "127.0.0.1", address.port or 80)
+        self.request = request_bytes(case, case.auth or target.auth, f"{self.address[0]}:{self.address[1]}")
+        self.socket: socket.socket | None = None
+        self.answers: BinaryIO | None = None
+
+    def send(self) -> tuple[int, str]:
+        """Sends the request once: (status, the start of the answer's body)."""
+        if self.socket is None:
+            self.socket = socket.create_connection(self.address, timeout=HANG_SECONDS)
+            self.answers = self.socket.makefile("rb")
+        assert self.answers is not None
+        # Envoy may answer (and close) before it read all of the body; its answer is still to be read.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            self.socket.sendall(self.request)
+        status, length, close = _answer_head(self.answers)
+        example = self.answers.read(length)[:EXAMPLE_CHARS].decode(errors="replace")
+        if close:
+            self.close()
+        return status, example
+
+    def close(self) -> None:
+        if self.socket is not None:
+            self.socket.close()
+        self.socket = self.answers = None
 
 
-def _attempt(connection: http.client.HTTPConnection, case: FloodCase, auth: str, tally: Tally) -> None:
-    """Sends `case` once and tallies how it was answered."""
+def request_bytes(case: FloodCase, auth: str, host: str) -> bytes:
+    """The case's whole HTTP/1.1 request."""
+    head = (
+        f"POST {case.path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Authorization: {auth}\r\nContent-Length: {len(case.body)}\r\n\r\n"
+    )
+    return head.encode() + case.body
+
+
+def _answer_head(answers: BinaryIO) -> tuple[int, int, bool]:
+    """(status, content length, whether the server closes the connection) from an answer's head."""
+    status_line = answers.readline(MAX_HEAD_LINE)
+    if not status_line:
+        raise ConnectionResetError("the connection closed without an answer")
+    status, length, close = int(status_line.split()[1]), 0, False
+    while (line := answers.readline(MAX_HEAD_LINE)) not in (b"\r\n", b"\n", b""):
+        name, _, value = line.partition(b":")
+        name = name.strip().lower()
+        if name == b"content-length":
+            length = int(value)
+        elif name == b"connection":
+            close = value.strip().lower() == b"close"
+    return status, length, close
+
+
+def _attempt(sender: Sender, tally: Tally) -> None:
+    """Sends the case once and tallies how it was answered."""
     started, example = time.perf_counter(), ""
     try:
-        status, example = _send(connection, case, auth)
+        status, example = sender.send()
         outcome = str(status)
     except TimeoutError:
         outcome = "timeout"
-    except (OSError, http.client.HTTPException) as exc:
+    except (OSError, ValueError, IndexError) as exc:
         outcome, example = type(exc).__name__, str(exc)
     tally.add(outcome, time.perf_counter() - started, example)
     if not outcome.isdigit():
-        connection.close()  # the next request opens a new connection
+        sender.close()  # the next request opens a new connection
 
 
 def _connection(target: Target) -> http.client.HTTPConnection:
@@ -148,25 +199,40 @@ def _connection(target: Target) -> http.client.HTTPConnection:
 
 def _flood_case(target: Target, case: FloodCase, stop: threading.Event, tally: Tally) -> None:
     """Sends `case` again and again, each as soon as the previous one was answered, until `stop`."""
-    connection = _connection(target)
+    sender = Sender(target, case)
     try:
         while not stop.is_set():
-            _attempt(connection, case, target.auth, tally)
+            _attempt(sender, tally)
     finally:
-        connection.close()
+        sender.close()
 
 
 def alone(target: Target, cases: list[FloodCase]) -> dict[str, Tally]:
     """Each case once on an idle stack: its answer without a flood around it."""
     tallies = {case.name: Tally() for case in cases}
     for case in cases:
-        connection = _connection(target)
+        sender = Sender(target, case)
         try:
-            _attempt(connection, case, target.auth, tallies[case.name])
+            _attempt(sender, tallies[case.name])
         finally:
-            connection.close()
+            sender.close()
         settle(target)
     return tallies
+
+
+def case_costs(target: Target, cases: list[FloodCase], seconds: float) -> dict[str, CaseCost]:
+    """Each case flooding alone for `seconds` on an idle stack: what one of its requests costs each
+    process in CPU (steadier than the callers' throughput on a shared machine)."""
+    pids = target.pids | {FLOOD_CLIENT: os.getpid()}
+    costs = {}
+    for case in cases:
+        before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        _, tallies = flooded(target, [case], lambda: time.sleep(seconds), lead=0.0)
+        tally = tallies[case.name]
+        spent = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
+        costs[case.name] = CaseCost(len(tally.seconds), seconds, spent, tally)
+        settle(target)
+    return costs
 
 
 def cpu_cores(pids: dict[str, int], phase: Callable[[], T]) -> tuple[T, dict[str, float]]:
@@ -213,8 +279,11 @@ def settle(target: Target) -> float:
     return time.monotonic() - started
 
 
-def flooded(target: Target, cases: list[FloodCase], run: Callable[[], T]) -> tuple[T, dict[str, Tally]]:
-    """`run()` while every case floods on its own connection; waits for the flood's last answers."""
+def flooded(
+    target: Target, cases: list[FloodCase], run: Callable[[], T], lead: float = FLOOD_LEAD_SECONDS
+) -> tuple[T, dict[str, Tally]]:
+    """`run()` while every case floods on its own connection (from `lead` seconds before); waits for
+    the flood's last answers."""
     stop = threading.Event()
     tallies = {case.name: Tally() for case in cases}
     threads = [
@@ -223,7 +292,7 @@ def flooded(target: Target, cases: list[FloodCase], run: Callable[[], T]) -> tup
     ]
     for thread in threads:
         thread.start()
-    time.sleep(FLOOD_LEAD_SECONDS)
+    time.sleep(lead)
     try:
         result = run()
     finally:
@@ -236,6 +305,24 @@ def flooded(target: Target, cases: list[FloodCase], run: Callable[[], T]) -> tup
 
 
 @dataclass
+class CaseCost:
+    """One case flooding alone: how many requests it sent and the CPU each process spent meanwhile."""
+
+    requests: int
+    seconds: float
+    cpu_seconds: dict[str, float]  # process -> CPU seconds
+    tally: Tally
+
+    def ms_per_request(self, process: str) -> float:
+        return self.cpu_seconds[process] * 1000 / max(self.requests, 1)
+
+    def to_json(self) -> dict:
+        per_request = {name: round(self.ms_per_request(name), 4) for name in self.cpu_seconds}
+        return {"requests": self.requests, "seconds": self.seconds, "cpu_ms_per_request": per_request,
+                "outcomes": dict(self.tally.outcomes)}  # fmt: skip
+
+
+@dataclass
 class FloodReport:
     """Every phase of a flood run: per round a quiet and a flooded measurement of the callers."""
 
@@ -243,12 +330,14 @@ class FloodReport:
     seconds: float
     connections: int
     cases: list[FloodCase]
+    case_seconds: float = 0.0  # each case floods alone this long first, for its CPU per request
     quiet: list[Measurement] = field(default_factory=list)
     flood: list[Measurement] = field(default_factory=list)
     tallies: dict[str, Tally] = field(default_factory=dict)
     alone: dict[str, Tally] = field(default_factory=dict)  # each case once, on an idle stack
     cpu: dict[str, list[dict[str, float]]] = field(default_factory=lambda: {"quiet": [], "flood": []})
     settle_seconds: list[float] = field(default_factory=list)  # after each flood phase
+    costs: dict[str, CaseCost] = field(default_factory=dict)  # each case flooding alone
     notes: list[str] = field(default_factory=list)
 
     def median(self, phase: str, metric: str) -> float:
@@ -258,6 +347,14 @@ class FloodReport:
         """Flood over quiet: the median of the per-round ratios (each flood phase against its round's quiet one)."""
         pairs = [(f, q) for f, q in zip(self.flood, self.quiet, strict=True) if getattr(q, metric)]
         return statistics.median(getattr(f, metric) / getattr(q, metric) for f, q in pairs) if pairs else None
+
+    def stack_ms_per_answer(self, phase: str) -> float:
+        """The stack's CPU (every process but the flood's sender) per caller answer, median over rounds."""
+        return statistics.median(
+            sum(c for name, c in cpu.items() if name != FLOOD_CLIENT) * 1000 / m.rps
+            for cpu, m in zip(self.cpu[phase], getattr(self, phase), strict=True)
+            if m.rps
+        )
 
     def _alone(self, name: str) -> str:
         """ "404 in 12 ms": the case's answer on an idle stack."""
@@ -308,11 +405,19 @@ class FloodReport:
                 f"{len(ms)} | {answers} | "
                 f"{p50} | {top} | {'yes' if t.all_4xx() else 'NO'} |"
             )
-        lines += ["", "CPU while the callers ran (cores, median over rounds):"]
+        lines += [
+            "",
+            "CPU while the callers ran (cores, median over rounds), and the stack's CPU per caller answer (ms, the "
+            "flood's work included: the same in both phases when the flood costs the stack nothing):",
+        ]
         lines += ["", "| process | quiet | flood |", "|---|---:|---:|"]
         for name in self.cpu["quiet"][0] if self.cpu["quiet"] else {}:
             quiet, flood = (statistics.median(c[name] for c in self.cpu[phase]) for phase in ("quiet", "flood"))
             lines.append(f"| {name} | {quiet:.2f} | {flood:.2f} |")
+        if self.cpu["quiet"]:
+            quiet, flood = (self.stack_ms_per_answer(phase) for phase in ("quiet", "flood"))
+            lines.append(f"| stack ms per caller answer | {quiet:.3f} | {flood:.3f} |")
+        lines += self._cost_table()
         settled = ", ".join(f"{s:.1f}" for s in self.settle_seconds)
         lines += [
             "",
@@ -326,6 +431,21 @@ class FloodReport:
                 notes += [f"{name} {when}, {o}: {t.examples[o]!r}" for o in sorted(t.outcomes) if o[0] != "4"]
         notes += self.notes
         return "\n".join(lines + ([""] + [f"- {n}" for n in notes] if notes else []))
+
+    def _cost_table(self) -> list[str]:
+        """Each case flooding alone: its rate and the CPU one of its requests cost each process."""
+        if not self.costs:
+            return []
+        processes = list(next(iter(self.costs.values())).cpu_seconds)
+        lines = ["", f"Each case flooding alone for {self.case_seconds:g} s on an idle stack (one connection): CPU ms "
+                 "per flood request, per process (the flood client is the sender, not the stack):", ""]  # fmt: skip
+        lines += ["| case | req/s | answers | " + " | ".join(processes) + " |"]
+        lines.append("|---|---:|---|" + "---:|" * len(processes))
+        for name, cost in self.costs.items():
+            answers = ", ".join(f"{o} x{n}" for o, n in sorted(cost.tally.outcomes.items())) or "none"
+            figures = " | ".join(f"{cost.ms_per_request(p):.3f}" for p in processes)
+            lines.append(f"| {name} | {cost.requests / cost.seconds:.0f} | {answers} | {figures} |")
+        return lines
 
     def to_json(self) -> dict:
         return {
@@ -344,7 +464,9 @@ class FloodReport:
             },
             "all_flood_answers_4xx": self.floods_ok(),
             "cpu_cores": self.cpu,
+            "stack_ms_per_caller_answer": {p: self.stack_ms_per_answer(p) for p in ("quiet", "flood") if self.cpu[p]},
             "settle_seconds": self.settle_seconds,
+            "case_costs": {name: cost.to_json() for name, cost in self.costs.items()},
             "notes": self.notes,
         }
 
@@ -360,7 +482,7 @@ def flood_rounds(target: Target, report: FloodReport, log: Callable[[str], None]
     """Quiet, flood, quiet, flood, ...: the callers' figures with and without the flood, side by side."""
     scenario = Scenario(f"chat-{report.connections}c", "chat", report.connections, "wrk")
     report.tallies = {case.name: Tally() for case in report.cases}
-    pids = target.pids | {"flood client": os.getpid()}
+    pids = target.pids | {FLOOD_CLIENT: os.getpid()}
 
     def callers() -> tuple[Measurement, dict[str, float]]:
         return cpu_cores(pids, lambda: run_wrk(target, scenario, report.seconds))
@@ -368,10 +490,20 @@ def flood_rounds(target: Target, report: FloodReport, log: Callable[[str], None]
     settle(target)
     report.alone = alone(target, report.cases)
     log("alone: " + "; ".join(f"{n} {dict(t.outcomes)} {t.seconds[0]:.2f} s" for n, t in report.alone.items()))
+    if report.case_seconds > 0:
+        report.costs = case_costs(target, report.cases, report.case_seconds)
+        for name, cost in report.costs.items():
+            per_request = ", ".join(f"{p} {cost.ms_per_request(p):.3f}" for p in cost.cpu_seconds)
+            log(f"cost {name}: {cost.requests / cost.seconds:.0f} req/s, CPU ms per request: {per_request}")
     for rnd in range(1, report.rounds + 1):
-        quiet, quiet_cpu = callers()
+        # Odd rounds quiet first, even rounds flood first: a machine whose load drifts during the run
+        # does not favour one phase.
+        if rnd % 2:
+            quiet, quiet_cpu = callers()
         ((flood, flood_cpu), tallies) = flooded(target, report.cases, callers)
         report.settle_seconds.append(settle(target))
+        if not rnd % 2:
+            quiet, quiet_cpu = callers()
         if report.settle_seconds[-1] >= SETTLE_LIMIT_SECONDS:
             report.notes.append(f"round {rnd}: the stack was still slow {SETTLE_LIMIT_SECONDS:g} s after the flood")
         report.quiet.append(quiet)

@@ -1,7 +1,7 @@
 """The harness: starts the stub and the targets, loads them interleaved, reports.
 
 .venv/bin/python bench/run.py router [--rounds 3] [--duration 10] [--soak] [--profile]
-.venv/bin/python bench/run.py flood [--rounds 3] [--duration 10] [--connections 4]
+.venv/bin/python bench/run.py flood [--rounds 3] [--duration 10] [--connections 4] [--case-seconds 3]
 .venv/bin/python bench/run.py registry [args...]   # bench/registry_bench.py
 .venv/bin/python bench/run.py billing [args...]    # bench/billing_bench.py
 .venv/bin/python bench/run.py billing-away [--rounds 3] [--duration 10]   # bench/billing_away.py
@@ -202,7 +202,7 @@ def flood_bench(args: argparse.Namespace) -> int:
         stack, target = start_switchboard(data_dir / "switchboard", stub)
         stacks.append(stack)
         cases = [c for c in flooding.flood_cases(target) if not args.cases or c.name in args.cases.split(",")]
-        report = flooding.FloodReport(args.rounds, args.duration, args.connections, cases)
+        report = flooding.FloodReport(args.rounds, args.duration, args.connections, cases, args.case_seconds)
         scenario = Scenario(f"chat-{args.connections}c", "chat", args.connections, "wrk")
         if not usable([target], [scenario], report.notes)[scenario.name]:
             raise SystemExit(f"Switchboard fails the warm-up: {report.notes}")
@@ -314,6 +314,9 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     flood.add_argument("--rounds", type=int, default=3, help="rounds of (quiet, flood) (default 3)")
     flood.add_argument("--duration", type=float, default=10.0, help="seconds per phase (default 10)")
     flood.add_argument("--connections", type=int, default=4, help="the callers' wrk connections (default 4)")
+    flood.add_argument(
+        "--case-seconds", type=float, default=3.0, help="each case floods alone first, for its CPU per request (0: no)"
+    )
     flood.add_argument("--cases", default="", help="comma-separated subset of the flood's cases (default all)")
     flood.add_argument("--keep", action="store_true", help="keep the data directory (logs) afterwards")
     slow = sub.add_parser("slowbody", help="Envoy's memory and ordinary callers under held large bodies")

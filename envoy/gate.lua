@@ -3,6 +3,7 @@
 -- bearer token the Registry knows (its GetMe, over gRPC); a bad or missing token is
 -- a 401 before the body is read, and a declared body over the route's cap a 413.
 -- Small bodies pass untouched (the hot path): the services check their tokens.
+-- A request the budgets marked (OVER_BUDGET_HEADER, after the refusal delay) is a 429 first.
 -- Route metadata (services/common/edge.py): max_body, and anonymous on the routes
 -- that serve callers without a token in anonymous mode.
 
@@ -48,6 +49,11 @@ end
 
 function envoy_on_request(handle)
   local headers = handle:headers()
+  if headers:get(OVER_BUDGET_HEADER) ~= nil then
+    handle:streamInfo():dynamicMetadata():set("switchboard", "over_budget", true)
+    reject(handle, 429, "rate_limited", BUDGET_MESSAGE, nil, "rate_limit_error")
+    return
+  end
   local length = declared_length(headers)
   if length ~= nil and length <= SMALL_BODY_BYTES then
     return

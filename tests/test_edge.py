@@ -44,6 +44,12 @@ def _yaml(text: str) -> dict:
 def exchange(stack, head: bytes, body: bytes = b"", *, timeout: float = 60) -> tuple[int, dict]:
     """Sends raw request headers and part of a body on a new connection, then reads the answer
     without sending more: (status, OpenAI error object)."""
+    status, _, answer = raw_exchange(stack, head, body, timeout=timeout)
+    return status, json.loads(answer)["error"]
+
+
+def raw_exchange(stack, head: bytes, body: bytes = b"", *, timeout: float = 60) -> tuple[int, str, bytes]:
+    """As exchange: (status, the answer's head in lower case, its body)."""
     host, port = stack.address("envoy").split(":")
     with socket.create_connection((host, int(port)), timeout=timeout) as sock:
         sock.sendall(head + body)
@@ -53,8 +59,8 @@ def exchange(stack, head: bytes, body: bytes = b"", *, timeout: float = 60) -> t
             if not chunk:
                 break
             answer += chunk
-    status_line, _, rest = answer.partition(b"\r\n")
-    return int(status_line.split()[1]), json.loads(rest.partition(b"\r\n\r\n")[2])["error"]
+    answer_head, _, answer_body = answer.partition(b"\r\n\r\n")
+    return int(answer_head.split()[1]), answer_head.decode("latin-1").lower(), answer_body
 
 
 def _length(answer: bytes) -> int:

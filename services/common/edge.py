@@ -8,7 +8,10 @@ from floods (docs/edge.md has every figure and why).
 - A body larger than SMALL_BODY_BYTES (or of unknown length) is buffered only after the gate
   (envoy/gate.lua) saw a bearer token the Registry knows: a bad token is a 401 before the body is read.
 - Bodies over BUDGETED_BODY_BYTES count against byte budgets (Envoy's local rate limit, one token
-  per byte declared), one per client address and one for all clients together: past either, a 429.
+  per byte declared), one per client address and one for all clients together: past either, the
+  request is marked (OVER_BUDGET_HEADER), held for the refusal delay (Envoy's fault filter: a timer,
+  no CPU) and then refused by the gate with a 429, its body unread. A client that sends again as
+  soon as it is answered is so held to one refused request per connection per delay.
 - A body must arrive within BODY_DEADLINE (a 408); the overload manager watches Envoy's heap
   and sheds load before the process is at risk; a global cap on downstream connections.
 """
@@ -39,6 +42,8 @@ LARGE_TYPED_ROUTES = frozenset(
 MAX_BUCKET = 2**32  # Envoy's token buckets count in 32 bits
 GATE_FILTER = "switchboard.gate"  # the gate's Lua filter: its name is the key of its route metadata
 REGISTRY_CLUSTER = "registry"
+# Set by the budgets on a request past them (never by a caller: early_mutations removes it).
+OVER_BUDGET_HEADER = "x-switchboard-over-budget"
 GATE_TIMEOUT_MS = 2000  # the gate's token check; past it the request goes on and the service decides
 BUDGET_MESSAGE = (
     "too many large request bodies from this client address at once: retry after a second, or send smaller bodies"
@@ -63,6 +68,8 @@ class EdgeLimits:
     client_bytes_per_second: int = 2 * MIB  # ... and then per second
     edge_burst_bytes: int = 256 * MIB  # the same for all clients together: what many addresses may start
     edge_bytes_per_second: int = 16 * MIB
+    refusal_delay_ms: int = 1000  # a request past its budget is answered 429 this much later ...
+    max_delayed_refusals: int = 128  # ... unless this many are already held (then at once)
     anonymous: bool = False  # anonymous mode: Router routes take large bodies without a token
 
     @classmethod
@@ -185,7 +192,8 @@ def client_budget_filter(limits: EdgeLimits) -> dict:
     """Envoy's local rate limit as byte budgets for large bodies, one per client address and one for
     all clients together: a body over BUDGETED_BODY_BYTES costs its declared length, one of unknown
     length the free-body cap. Native gRPC is not counted: its routes are not buffered (flow control
-    holds a slow sender)."""
+    holds a slow sender). The filter does not refuse: it marks a request past a budget, which the
+    refusal delay holds and the gate refuses (a 429), so that a refusal costs a flood time, not us CPU."""
     declared_large = {"name": "content-length", "range_match": {"start": BUDGETED_BODY_BYTES + 1, "end": 2**62}}
     unknown_length = {"name": "content-length", "present_match": True, "invert_match": True}
     with_body = {"name": ":method", "string_match": {"safe_regex": {"regex": _BODY_METHODS}}}
@@ -198,7 +206,10 @@ def client_budget_filter(limits: EdgeLimits) -> dict:
             # Requests without the descriptor (small bodies) are not limited here.
             "token_bucket": {"max_tokens": 2**31, "tokens_per_fill": 2**31, "fill_interval": "1s"},
             "filter_enabled": {"default_value": every},
-            "filter_enforced": {"default_value": every},
+            "filter_enforced": {"default_value": {"numerator": 0, "denominator": "HUNDRED"}},
+            "request_headers_to_add_when_not_enforced": [
+                {"header": {"key": OVER_BUDGET_HEADER, "value": "1"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+            ],
             "max_dynamic_descriptors": limits.max_connections,
             "descriptors": [
                 {
@@ -218,12 +229,37 @@ def client_budget_filter(limits: EdgeLimits) -> dict:
                     ({"number": FREE_BODY_BYTES}, [unknown_length, with_body]),
                 )
             ],
-            "response_headers_to_add": [
-                {"header": {"key": "retry-after", "value": "1"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
-            ],
             "local_rate_limit_per_downstream_connection": False,
         },
     }
+
+
+def refusal_delay_filter(limits: EdgeLimits) -> dict:
+    """Envoy's fault filter as the refusal delay: a request the budgets marked waits `refusal_delay_ms`
+    (a timer; its body is not read past the connection's buffer) before the gate refuses it; at most
+    `max_delayed_refusals` wait at once, the others are refused at once. The delay is at most half the
+    body deadline, so that the 429 comes before the deadline's 408."""
+    delay_ms = min(limits.refusal_delay_ms, limits.body_deadline_seconds * 1000 // 2)
+    return {
+        "name": "envoy.filters.http.fault",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault",
+            "delay": {
+                "fixed_delay": f"{delay_ms / 1000:g}s",
+                "percentage": {"numerator": 100, "denominator": "HUNDRED"},
+            },
+            "headers": [{"name": OVER_BUDGET_HEADER, "present_match": True}],
+            "max_active_faults": limits.max_delayed_refusals,
+        },
+    }
+
+
+def over_budget_mapper() -> dict:
+    """The local reply mapper of the gate's 429 past a budget: its body as the gate wrote it, and when to retry."""
+    marked = {"filter": "switchboard", "path": [{"key": "over_budget"}], "value": {"bool_match": True}}
+    over_budget = {"matcher": marked, "match_if_key_not_found": False}
+    retry = {"header": {"key": "retry-after", "value": "1"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+    return {"filter": {"metadata_filter": over_budget}, "headers_to_add": [retry]}
 
 
 def gate_filter(gate_lua: str) -> dict:
@@ -242,8 +278,10 @@ def gate_tables() -> str:
     return (
         f"SMALL_BODY_BYTES = {SMALL_BODY_BYTES}\n"
         f"REGISTRY_CLUSTER = {REGISTRY_CLUSTER!r}\n"
+        f"OVER_BUDGET_HEADER = {OVER_BUDGET_HEADER!r}\n"
+        f"BUDGET_MESSAGE = {BUDGET_MESSAGE!r}\n"
         f"GATE_TIMEOUT_MS = {GATE_TIMEOUT_MS}\n"
         f"TOKEN_PREFIXES = {{{', '.join(repr(prefix) for prefix in TOKEN_PREFIXES)}}}\n"
         # Anthropic's error type of the gate's refusals on the Messages route (errors.lua's reject).
-        f"ANTHROPIC_TYPES = {{{', '.join(f'[{s}] = {anthropic_face(s)[1]!r}' for s in (401, 413))}}}\n"
+        f"ANTHROPIC_TYPES = {{{', '.join(f'[{s}] = {anthropic_face(s)[1]!r}' for s in (401, 413, 429))}}}\n"
     )

@@ -600,14 +600,6 @@ def _cel_filter(expression: str) -> dict:
     }
 
 
-def _budget_mapper() -> dict:
-    """The per-client budget's 429 (edge.py) says what ran out."""
-    error = _error_format("rate_limit_error", "rate_limited")
-    error["json_format"]["error"]["message"] = edge.BUDGET_MESSAGE
-    expression = "response.code == 429 && response.code_details == 'local_rate_limited'"
-    return {"filter": _cel_filter(expression), "body_format_override": error}
-
-
 def local_reply_mappers() -> list[dict]:
     # The strict Lua script answers in OpenAI's shape already and marks it so.
     own = {
@@ -618,8 +610,8 @@ def local_reply_mappers() -> list[dict]:
             }
         }
     }
-    # Every reply of the Messages route in Anthropic's shape, the budget's 429 included.
-    mappers: list[dict] = [own, *_anthropic_mappers(), _budget_mapper()]
+    # Every reply of the Messages route in Anthropic's shape; the budget's 429 is the gate's (edge.py).
+    mappers: list[dict] = [edge.over_budget_mapper(), own, *_anthropic_mappers()]
     for status, shape in ((400, _TRANSCODER_400), (500, _TRANSCODER_500)):
         mappers.append({"filter": _transcoder_filter(status), "body_format_override": _error_format(*shape)})
     for status, (error_type, code) in _LOCAL_REPLIES.items():
@@ -696,6 +688,7 @@ def early_mutations(otlp_endpoint: str) -> list[dict]:
     trace (x-client-trace-id, which client_sampling always traces): Envoy's OpenTelemetry tracer
     then samples it by its sampled flag, so the decision is parent-based as the services' is."""
     mutations: list[dict] = [{"remove": "x-switchboard-method"}, {"remove": "x-client-trace-id"}]
+    mutations.append({"remove": edge.OVER_BUDGET_HEADER})  # only the budgets mark a request (edge.py)
     if otlp_endpoint:
         mark = {"header": {"key": "x-client-trace-id", "value": "%REQ(traceparent)%"}, "keep_empty_value": False}
         mutations.append({"append": mark})
@@ -757,5 +750,6 @@ def render(ports: EnvoyPorts) -> str:
         body_deadline=f"{limits.body_deadline_seconds}s",
         connection_idle=f"{limits.connection_idle_seconds}s",
         client_budget_filter=json.dumps(edge.client_budget_filter(limits)),
+        refusal_delay_filter=json.dumps(edge.refusal_delay_filter(limits)),
         gate_filter=json.dumps(edge.gate_filter(gate_lua())),
     )

@@ -1,0 +1,65 @@
+"""A request past its byte budget (services/common/edge.py) is held for the refusal delay and then
+refused by the gate, through the real Envoy: a 429 in the route's error shape with Retry-After,
+its body unread; only the budgets can mark a request so (a caller's own mark is removed)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from services.common import edge
+from tests.registry_helpers import create_user, error_of, unique
+from tests.test_edge import CHAT, MIB, _hcm, raw_exchange, rendered, request_head
+
+pytestmark = pytest.mark.slow
+
+MESSAGES = "/v1/messages"
+
+
+@pytest.fixture(scope="module")
+def small_budget(make_stack):
+    """A stack whose clients may start 1 MiB of large bodies at once (then 1 MiB/s)."""
+    return make_stack(**{edge.CLIENT_BUDGET_ENV: "1,1"})
+
+
+@pytest.fixture(scope="module")
+def caller(small_budget) -> str:
+    with small_budget.admin() as admin:
+        return create_user(admin, None, None)[1]
+
+
+@pytest.mark.parametrize(("path", "shape"), [(CHAT, "openai"), (MESSAGES, "anthropic")])
+def test_a_body_past_the_budget_is_a_429_with_retry_after(small_budget, caller: str, path: str, shape: str) -> None:
+    status, head, body = raw_exchange(small_budget, request_head(path, 2 * MIB, caller), b"x" * 1000)
+    assert status == 429
+    assert "\r\nretry-after: 1" in head
+    answer = json.loads(body)
+    if shape == "anthropic":
+        assert answer["type"] == "error"
+        assert answer["error"]["type"] == "rate_limit_error"
+    else:
+        assert (answer["error"]["type"], answer["error"]["code"]) == ("rate_limit_error", "rate_limited")
+    assert "large request bodies" in answer["error"]["message"]
+
+
+def test_a_callers_own_over_budget_mark_is_removed(small_budget, caller: str) -> None:
+    body = {"model": unique("no-such/model"), "messages": [{"role": "user", "content": "hi"}]}
+    with small_budget.http(caller) as client:
+        answer = client.post(CHAT, json=body, headers={edge.OVER_BUDGET_HEADER: "1"})
+    assert error_of(answer, 404)["code"] == "model_not_found"  # the Router's answer, not the budget's
+
+
+def test_the_refusal_delay_follows_the_limits() -> None:
+    limits = edge.EdgeLimits(refusal_delay_ms=250, max_delayed_refusals=7)
+    hcm = _hcm(rendered(edge=limits))
+    names = [f["name"] for f in hcm["http_filters"]]
+    assert names.index("envoy.filters.http.local_ratelimit") < names.index("envoy.filters.http.fault")
+    assert names.index("envoy.filters.http.fault") < names.index(edge.GATE_FILTER)
+    (fault,) = [f["typed_config"] for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.fault"]
+    assert fault["delay"]["fixed_delay"] == "0.25s"
+    assert fault["max_active_faults"] == 7
+    short = _hcm(rendered(edge=edge.EdgeLimits(body_deadline_seconds=1)))["http_filters"]
+    (fault,) = [f["typed_config"] for f in short if f["name"] == "envoy.filters.http.fault"]
+    assert fault["delay"]["fixed_delay"] == "0.5s"  # half the body deadline: the 429 comes before the 408
+    assert fault["headers"] == [{"name": edge.OVER_BUDGET_HEADER, "present_match": True}]

@@ -153,7 +153,6 @@ def forms(secrets: Iterable[str]) -> list[Form]:
 # An escaped backslash before what reads as a \\u escape is taken as a backslash and that escape
 # (either reading could be the one a reader makes: the one that shows a secret counts).
 _ESCAPED = re.compile(r"%([0-9A-Fa-f]{2})|\\u([0-9A-Fa-f]{4})|\\([\"/]|\\(?!u[0-9A-Fa-f]{4}))")
-_ESCAPE_MARKS = ("%", "\\")
 
 
 def _decoded(match: re.Match[str]) -> str:
@@ -182,7 +181,9 @@ class _Positions:
 def _unescaped(text: str) -> tuple[str, _Positions]:
     """The text with percent and JSON escapes decoded (a percent-encoded byte as the character of
     that code), and where each character of it starts in text."""
-    matches = list(_ESCAPED.finditer(text)) if any(mark in text for mark in _ESCAPE_MARKS) else []
+    if "%" not in text and "\\" not in text:  # the usual text: no escape to decode
+        return text, _Positions([])
+    matches = list(_ESCAPED.finditer(text))
     return (_ESCAPED.sub(_decoded, text) if matches else text), _Positions(matches)
 
 
@@ -200,6 +201,8 @@ class _Finder:
         found = self._found(text)
         if plain is not text:
             found += [(starts[s], starts[e] if e < len(plain) else len(text)) for s, e in self._found(plain)]
+        if not found:  # the usual case: no secret
+            return []
         merged: list[list[int]] = []
         for start, end in sorted(found):
             if merged and start <= merged[-1][1]:

@@ -225,7 +225,9 @@ def _children_by_name(launcher: int) -> dict[str, int]:
     for pid in pids:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         module = next((a.decode() for a in argv if a.startswith(b"services.")), "services.envoy")
-        named[module.removeprefix("services.")] = int(pid)
+        name = module.removeprefix("services.")
+        copies = sum(1 for known in named if known.partition("-")[0] == name)
+        named[f"{name}-{copies + 1}" if copies else name] = int(pid)  # Router workers: router, router-2, ...
     return named
 
 

@@ -168,7 +168,7 @@ def router_bench(args: argparse.Namespace) -> int:
             return target
 
         def baseline() -> Target:
-            stack, target = start_baseline(data_dir / "baseline", stub, args.baseline)
+            stack, target = start_baseline(data_dir / "baseline", stub, args.baseline, args.router_replicas)
             stacks.append(stack)
             return target
 

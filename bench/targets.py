@@ -187,10 +187,13 @@ def start_switchboard(
     return stack, Target(name, urls, models, f"Bearer {token}", pids, providers, f"Bearer {limited}")
 
 
-def start_baseline(data_dir: Path, stub: StubPorts, checkout: Path | None) -> tuple[Stack, Target]:
+def start_baseline(
+    data_dir: Path, stub: StubPorts, checkout: Path | None, router_replicas: int = 1
+) -> tuple[Stack, Target]:
     """Switchboard as an earlier checkout builds it (`switchboard up` from its own .venv and
     directory, without PYTHONPATH to this checkout), registered against the stub like the
-    current one: the "before" of a paired run."""
+    current one: the "before" of a paired run, with as many Routers as the current one (a
+    checkout older than --router-workers runs one)."""
     if checkout is None:
         raise RuntimeError("target baseline needs --baseline <checkout with a .venv>")
     port, admin_token = free_port(), "sb-admin-" + secrets.token_urlsafe(24)
@@ -200,6 +203,8 @@ def start_baseline(data_dir: Path, stub: StubPorts, checkout: Path | None) -> tu
     base = f"http://127.0.0.1:{port}"
     argv = [str(checkout / ".venv" / "bin" / "switchboard"), "up", "--http-port", str(port),
             "--data-dir", str(data_dir / "stack")]  # fmt: skip
+    if "--router-workers" in (checkout / "services" / "cli.py").read_text():  # its default: one per core
+        argv += ["--router-workers", str(router_replicas)]
     # From the checkout: `python -m services.x` of its launcher must find the checkout's code, not ours.
     child = stack.start("baseline", argv, http_ok(f"{base}/v1/providers"), cwd=checkout)
     try:
@@ -220,7 +225,9 @@ def _children_by_name(launcher: int) -> dict[str, int]:
     for pid in pids:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         module = next((a.decode() for a in argv if a.startswith(b"services.")), "services.envoy")
-        named[module.removeprefix("services.")] = int(pid)
+        name = module.removeprefix("services.")
+        copies = sum(1 for known in named if known.partition("-")[0] == name)
+        named[f"{name}-{copies + 1}" if copies else name] = int(pid)  # Router workers: router, router-2, ...
     return named
 
 

@@ -1,10 +1,10 @@
 """What metrics and tracing cost: Switchboard with both on and with both off, side by side.
 
 `telemetry-on`: every Prometheus endpoint served and scraped every SCRAPE_SECONDS, and every
-service and Envoy tracing every request to a local OTLP/HTTP sink that reads and drops the
-spans (`OTEL_EXPORTER_OTLP_ENDPOINT`). `telemetry-metrics`: the metrics alone.
-`telemetry-off`: no metrics endpoint, no OTLP endpoint (a request then pays only Envoy's
-unsampled traceparent).
+service and Envoy tracing at the default ratio (OTEL_TRACES_SAMPLER_ARG unset: 0.01) to a local
+OTLP/HTTP sink that reads and drops the spans (`OTEL_EXPORTER_OTLP_ENDPOINT`).
+`telemetry-metrics`: the metrics alone. `telemetry-off`: no metrics endpoint, no OTLP endpoint
+(no tracer in Envoy, no tracing code in the services).
 """
 
 from __future__ import annotations

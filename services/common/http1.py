@@ -12,6 +12,7 @@ checks keep aiohttp and both share one implementation of a provider call.
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 import time
 from collections import deque
@@ -27,7 +28,7 @@ import httptools
 HIGH_WATER = 256 * 1024
 IDLE_SECONDS = 60.0  # a connection idle longer is closed, not reused
 MAX_IDLE_PER_ORIGIN = 512  # idle connections kept per origin; more are closed
-_LINE_BREAKS = ("\r", "\n", "\0")
+_LINE_BREAKS = re.compile("[\r\n\0]")
 
 
 class HttpError(ConnectionError):
@@ -76,10 +77,10 @@ def _request_head(origin: Origin, target: str, headers: Mapping[str, str], lengt
         "User-Agent: switchboard\r\nAccept: */*\r\n"
     ]
     for name, value in headers.items():
-        if any(c in name or c in value for c in _LINE_BREAKS):
-            raise HttpError("a request header carries a line break")
         if name.lower() not in ("host", "content-length"):
             lines.append(f"{name}: {value}\r\n")
+    if _LINE_BREAKS.search("".join(headers) + "".join(headers.values())):  # every name and value at once
+        raise HttpError("a request header carries a line break")
     lines.append("\r\n")
     return "".join(lines).encode()
 

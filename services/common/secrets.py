@@ -57,6 +57,7 @@ MIN_SECRET_LENGTH = 16
 MIN_REDACTED_LENGTH = 8
 BASE64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 URL_SAFE = {"+": "-", "/": "_"}  # base64url's two other characters
+MAX_ESCAPED_CHARACTER = 6  # the widest a form's character may be written: a JSON escape, \u00XX
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,6 @@ def forms(secrets: Iterable[str]) -> list[Form]:
 _ESCAPED = re.compile(r"%([0-9A-Fa-f]{2})|\\u([0-9A-Fa-f]{4})|\\([\"/bfnrt]|\\(?!u[0-9A-Fa-f]{4}))")
 # JSON's two-character escapes of control characters (a serializer, orjson among them, writes these).
 _CONTROL_ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
-_ESCAPE_MARKS = ("%", "\\")
 
 
 def _decoded(match: re.Match[str]) -> str:
@@ -171,6 +171,10 @@ class _Positions:
         self._matches = matches
         self._decoded: list[int] | None = None  # where each escape's character is in the decoded text
 
+    def percent_escapes(self) -> list[int]:
+        """Where each percent escape starts."""
+        return [match.start() for match in self._matches if match[1]]
+
     def __getitem__(self, position: int) -> int:
         if self._decoded is None:
             shrunk = itertools.accumulate((len(m[0]) - 1 for m in self._matches[:-1]), initial=0)
@@ -185,7 +189,9 @@ class _Positions:
 def _unescaped(text: str) -> tuple[str, _Positions]:
     """The text with percent and JSON escapes decoded (a percent-encoded byte as the character of
     that code), and where each character of it starts in text."""
-    matches = list(_ESCAPED.finditer(text)) if any(mark in text for mark in _ESCAPE_MARKS) else []
+    if "%" not in text and "\\" not in text:  # the usual text: no escape to decode
+        return text, _Positions([])
+    matches = list(_ESCAPED.finditer(text))
     return (_ESCAPED.sub(_decoded, text) if matches else text), _Positions(matches)
 
 
@@ -195,6 +201,8 @@ class _Finder:
 
     def __init__(self, forms: list[Form]) -> None:
         self._cores = [(literal, form) for form in forms for literal in sorted(form.literals)]
+        # How far a form can reach in text, every character of it escaped.
+        self._reach = MAX_ESCAPED_CHARACTER * max((len(form.units) for form in forms), default=0)
 
     def spans(self, text: str) -> list[tuple[int, int]]:
         """Where forms are in the text, escapes decoded or not (a secret may itself look like
@@ -202,7 +210,10 @@ class _Finder:
         plain, starts = _unescaped(text)
         found = self._found(text)
         if plain is not text:
-            found += [(starts[s], starts[e] if e < len(plain) else len(text)) for s, e in self._found(plain)]
+            found += self._decoded_found(text, plain, starts)
+            found += self._after_percents(text, starts)
+        if not found:  # the usual case: no secret
+            return []
         merged: list[list[int]] = []
         for start, end in sorted(found):
             if merged and start <= merged[-1][1]:
@@ -210,6 +221,22 @@ class _Finder:
             else:
                 merged.append([start, end])
         return [(start, end) for start, end in merged]
+
+    def _decoded_found(self, text: str, plain: str, starts: _Positions) -> list[tuple[int, int]]:
+        """The forms found in the decoded text, as spans of the text it was decoded from."""
+        return [(starts[s], starts[e] if e < len(plain) else len(text)) for s, e in self._found(plain)]
+
+    def _after_percents(self, text: str, starts: _Positions) -> list[tuple[int, int]]:
+        """A percent sign that is text, not an escape, may stand before a secret whose first
+        characters are hex digits ("%" + "00..."): decoded as one reading, that escape would eat
+        them. So the text after each percent escape is read again, as far as a form can reach."""
+        found = []
+        for escape in starts.percent_escapes():
+            begin = escape + 1
+            window = text[begin : begin + self._reach]
+            plain, window_starts = _unescaped(window)
+            found += [(begin + s, begin + e) for s, e in self._decoded_found(window, plain, window_starts)]
+        return found
 
     def _found(self, text: str) -> list[tuple[int, int]]:
         lowered = text.lower()
@@ -345,10 +372,6 @@ JOINED_FIELDS: tuple[tuple[str, ...], ...] = (
 )
 Path_ = tuple[str | int, ...]
 _OPEN_ESCAPE = re.compile(r"(?:%[0-9A-Fa-f]?|\\(?:u[0-9A-Fa-f]{0,3})?)\Z")  # cut off by the event's end
-
-
-# The widest a form's character may be written: a JSON escape, \u00XX.
-MAX_ESCAPED_CHARACTER = 6
 
 
 class BinaryCarry:

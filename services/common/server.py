@@ -37,7 +37,11 @@ Registration = tuple[Callable[[Any, grpc.aio.Server], None], Any, str]
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
     """Turns ApiError into a rich gRPC status (with the REST answer for Envoy on REST calls
-    only), and any other exception into a bare INTERNAL error (logged here, never shown)."""
+    only), and any other exception into a bare INTERNAL error (logged here, never shown).
+    Each method's handler is wrapped once, not on every call."""
+
+    def __init__(self) -> None:
+        self._guarded: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
         self,
@@ -48,13 +52,20 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return handler
         method = handler_call_details.method
-        if handler.request_deserializer is not None:
-            handler = handler._replace(request_deserializer=_tolerant(handler.request_deserializer))
-        if handler.unary_unary:
-            return handler._replace(unary_unary=_guard_unary(handler.unary_unary, method))
-        if handler.unary_stream:
-            return handler._replace(unary_stream=_guard_stream(handler.unary_stream, method))
-        return handler
+        known = self._guarded.get(method)
+        if known is None or known[0] is not handler:
+            known = self._guarded[method] = (handler, _guarded(handler, method))
+        return known[1]
+
+
+def _guarded(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+    if handler.request_deserializer is not None:
+        handler = handler._replace(request_deserializer=_tolerant(handler.request_deserializer))
+    if handler.unary_unary:
+        return handler._replace(unary_unary=_guard_unary(handler.unary_unary, method))
+    if handler.unary_stream:
+        return handler._replace(unary_stream=_guard_stream(handler.unary_stream, method))
+    return handler
 
 
 class _Undecodable:

@@ -141,9 +141,8 @@ def _owner(model: str) -> str:
 
 
 def _now() -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromNanoseconds(time.time_ns())
-    return stamp
+    seconds, nanos = divmod(time.time_ns(), 1_000_000_000)
+    return timestamp_pb2.Timestamp(seconds=seconds, nanos=nanos)
 
 
 @dataclass
@@ -226,8 +225,10 @@ class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServi
     def _anonymous_call(self, context: grpc.aio.ServicerContext) -> AbstractContextManager:
         """For a call that may be billed to the anonymous account (it carries no key shaped like a
         Switchboard token), its client's slot for the call (anonymous.py)."""
+        if not self.anonymous_account:  # the metadata is read only in anonymous mode
+            return nullcontext()
         token = (_credential(_headers(context)) or "").partition(" ")[2].strip()
-        if self.anonymous_account and not token.startswith(TOKEN_PREFIXES):
+        if not token.startswith(TOKEN_PREFIXES):
             return self.anonymous_clients.admitted(_client(context))
         return nullcontext()
 

@@ -451,14 +451,19 @@ class StreamCarry:
         return self._redactor.text(text[:hold]) if spans else text[:hold], text[hold:]
 
     def _held_from(self, text: str) -> int:
-        """Where the shortest end of text that could be the beginning of a secret starts."""
+        """Where the shortest end of text that could be the beginning of a secret starts: read with
+        its escapes decoded, or as it is (a secret may itself hold what looks like an escape)."""
         open_escape = _OPEN_ESCAPE.search(text)
         limit = open_escape.start() if open_escape else len(text)
         plain, starts = _unescaped(text[:limit])
-        for j in range(max(0, len(plain) - self._longest), len(plain)):
-            if any(form.begins(plain, j) for form in self._starting.get(plain[j], ())):
-                return starts[j]
-        return limit
+        return min(limit, starts[self._beginning(plain)], self._beginning(text))
+
+    def _beginning(self, text: str) -> int:
+        """Where the longest end of text that is the beginning of a form starts (len(text): none)."""
+        for j in range(max(0, len(text) - self._longest), len(text)):
+            if any(form.begins(text, j) for form in self._starting.get(text[j], ())):
+                return j
+        return len(text)
 
     def _flush_event(self, held: dict[Path_, str]) -> dict:
         """An event carrying the held texts: the last event's id, object, created and model, and

@@ -6,9 +6,10 @@ streams every committed change so callers can keep local copies.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection, Iterable
 
 import grpc
+from sqlalchemy import tuple_
 from sqlmodel import Session, select
 from switchboard.registry.v1 import admin_service_pb2 as admin_pb
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
@@ -81,6 +82,28 @@ def provider_config(
     )
 
 
+def _config_rows(
+    session: Session, ids: Collection[str] | None = None, priced: Collection[tuple[str, str]] = ()
+) -> tuple[list[ProviderRow], list[PriceRow]]:
+    """Every provider with its whole price table (no ids), or these providers with the prices
+    of these (provider, provider model) pairs only."""
+    providers = select(ProviderRow).order_by(ProviderRow.id)
+    prices = select(PriceRow).order_by(PriceRow.provider, PriceRow.provider_model)
+    if ids is not None:
+        providers = providers.where(ProviderRow.id.in_(ids))
+        prices = prices.where(tuple_(PriceRow.provider, PriceRow.provider_model).in_(priced))
+    return list(session.exec(providers)), list(session.exec(prices))
+
+
+def provider_configs(
+    providers: list[ProviderRow], prices: list[PriceRow], secrets: int
+) -> list[internal_pb.ProviderConfig]:
+    by_provider: dict[str, list[admin_pb.Price]] = {}
+    for price in prices:
+        by_provider.setdefault(price.provider, []).append(price_message(price))
+    return [provider_config(row, secrets, by_provider.get(row.id, [])) for row in providers]
+
+
 class InternalServicer(internal_grpc.InternalServiceServicer):
     """Identity, resolution, provider configuration and the change feed."""
 
@@ -110,9 +133,30 @@ class InternalServicer(internal_grpc.InternalServiceServicer):
     ) -> internal_pb.ResolveModelResponse:
         check_task(request.task)
         check_count(request.providers, MAX_PROVIDERS, "providers")
+        check_count(request.named_providers, MAX_PROVIDERS, "named_providers")
         await self.state.fresh(lambda: self._catalog_model(request.model))  # an alias too: resolve() follows it
         answer = resolution_message(self.index.resolve(request.model, request.user, request.task, request.providers))
         answer.tasks.extend(self.index.mapped_tasks(request.model))
+        return await self._in_view(answer, request.view, request.named_providers)
+
+    async def _in_view(
+        self, answer: internal_pb.ResolveModelResponse, view: int, named: Iterable[str] = ()
+    ) -> internal_pb.ResolveModelResponse:
+        """The answer in the routing view: with the config of every provider it names (candidates
+        and the named ones that exist), priced for the candidates' provider models, so that the
+        Router needs no second answer to call them."""
+        if view != internal_pb.RESOLUTION_VIEW_ROUTING:
+            return answer
+        ids = {c.provider for c in answer.candidates} | set(named)
+        priced = {
+            (c.provider, model)
+            for c in answer.candidates
+            for model in (c.provider_model, c.adapter.base_provider_model)
+            if model
+        }
+        if ids:
+            rows = await self.state.db.run(lambda session: _config_rows(session, ids, priced))
+            answer.provider_configs.extend(provider_configs(*rows, internal_pb.PROVIDER_SECRETS_INFERENCE))
         return answer
 
     def _catalog_model(self, model: str) -> str:
@@ -136,22 +180,13 @@ class InternalServicer(internal_grpc.InternalServiceServicer):
         )
         answer = resolution_message(resolution)
         answer.tasks.extend(self.index.provider_model_tasks(request.provider, request.provider_model))
-        return answer
+        return await self._in_view(answer, request.view, [request.provider])
 
     async def ListProviderConfigs(
         self, request: internal_pb.ListProviderConfigsRequest, context: grpc.aio.ServicerContext
     ) -> internal_pb.ListProviderConfigsResponse:
-        def load(session: Session) -> tuple[list[ProviderRow], list[PriceRow]]:
-            providers = list(session.exec(select(ProviderRow).order_by(ProviderRow.id)))
-            prices = list(session.exec(select(PriceRow).order_by(PriceRow.provider, PriceRow.provider_model)))
-            return providers, prices
-
-        providers, prices = await self.state.db.run(load)
-        by_provider: dict[str, list[admin_pb.Price]] = {}
-        for price in prices:
-            by_provider.setdefault(price.provider, []).append(price_message(price))
-        configs = [provider_config(row, request.secrets, by_provider.get(row.id, [])) for row in providers]
-        return internal_pb.ListProviderConfigsResponse(providers=configs)
+        providers, prices = await self.state.db.run(_config_rows)
+        return internal_pb.ListProviderConfigsResponse(providers=provider_configs(providers, prices, request.secrets))
 
     async def ListServedModels(
         self, request: internal_pb.ListServedModelsRequest, context: grpc.aio.ServicerContext

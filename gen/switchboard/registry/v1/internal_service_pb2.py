@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from switchboard.registry.v1 import admin_service_pb2 as switchboard_dot_registry_dot_v1_dot_admin__service__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n.switchboard/registry/v1/internal_service.proto\x12\x17switchboard.registry.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a+switchboard/registry/v1/admin_service.proto\"/\n\x18\x41uthenticateTokenRequest\x12\x13\n\x05token\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\xd8\x01\n\x06\x43\x61ller\x12\x0c\n\x04user\x18\x01 \x01(\t\x12\r\n\x05\x61\x64min\x18\x02 \x01(\x08\x12\x38\n\x0bmemberships\x18\x03 \x03(\x0b\x32#.switchboard.registry.v1.Membership\x12\x1b\n\x13preferred_providers\x18\x04 \x03(\t\x12\x37\n\x06limits\x18\x05 \x01(\x0b\x32\'.switchboard.registry.v1.ApiTokenLimits\x12\x10\n\x08token_id\x18\x06 \x01(\t\x12\x0f\n\x07\x61\x63\x63ount\x18\x07 \x01(\t\"_\n\x13ResolveModelRequest\x12\x13\n\x05model\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0c\n\x04user\x18\x02 \x01(\t\x12\x12\n\x04task\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tproviders\x18\x04 \x03(\t\"u\n\x1bResolveProviderModelRequest\x12\x16\n\x08provider\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1c\n\x0eprovider_model\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0c\n\x04user\x18\x03 \x01(\t\x12\x12\n\x04task\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\"Y\n\x07\x41\x64\x61pter\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x14\n\x0cweights_path\x18\x03 \x01(\t\x12\x1b\n\x13\x62\x61se_provider_model\x18\x04 \x01(\t\"\xcb\x02\n\tCandidate\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x16\n\x0eprovider_model\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x12\n\nmapping_id\x18\x04 \x01(\t\x12\x31\n\x07\x61\x64\x61pter\x18\x05 \x01(\x0b\x32 .switchboard.registry.v1.Adapter\x12\x1b\n\x0esupports_tools\x18\x06 \x01(\x08H\x00\x88\x01\x01\x12\'\n\x1asupports_structured_output\x18\x07 \x01(\x08H\x01\x88\x01\x01\x12\x1b\n\x0e\x63ontext_length\x18\x08 \x01(\x05H\x02\x88\x01\x01\x12\x15\n\rstatus_reason\x18\x14 \x01(\tB\x11\n\x0f_supports_toolsB\x1d\n\x1b_supports_structured_outputB\x11\n\x0f_context_length\"=\n\tExclusion\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\"\xb9\x01\n\x14ResolveModelResponse\x12\x13\n\x0bmodel_found\x18\x01 \x01(\x08\x12\x36\n\ncandidates\x18\x02 \x03(\x0b\x32\".switchboard.registry.v1.Candidate\x12\x36\n\nexclusions\x18\x03 \x03(\x0b\x32\".switchboard.registry.v1.Exclusion\x12\r\n\x05model\x18\x04 \x01(\t\x12\r\n\x05tasks\x18\x05 \x03(\t\"W\n\x1aListProviderConfigsRequest\x12\x39\n\x07secrets\x18\x01 \x01(\x0e\x32(.switchboard.registry.v1.ProviderSecrets\"\x85\x01\n\x0eProviderConfig\x12\x33\n\x08provider\x18\x01 \x01(\x0b\x32!.switchboard.registry.v1.Provider\x12.\n\x06prices\x18\x02 \x03(\x0b\x32\x1e.switchboard.registry.v1.Price\x12\x0e\n\x06redact\x18\x03 \x03(\t\"Y\n\x1bListProviderConfigsResponse\x12:\n\tproviders\x18\x01 \x03(\x0b\x32\'.switchboard.registry.v1.ProviderConfig\"6\n\x17ListServedModelsRequest\x12\x0c\n\x04user\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\"\xaa\x01\n\x0bServedModel\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0cpipeline_tag\x18\x02 \x01(\t\x12\x36\n\ncandidates\x18\x03 \x03(\x0b\x32\".switchboard.registry.v1.Candidate\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x61lias_of\x18\x05 \x01(\t\"P\n\x18ListServedModelsResponse\x12\x34\n\x06models\x18\x01 \x03(\x0b\x32$.switchboard.registry.v1.ServedModel\"\x15\n\x13WatchChangesRequest\"\xa2\x01\n\x14WatchChangesResponse\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12\x31\n\x04kind\x18\x02 \x01(\x0e\x32#.switchboard.registry.v1.ChangeKind\x12\x0b\n\x03key\x18\x03 \x01(\t\x12\x0e\n\x06models\x18\x04 \x03(\t\x12\x12\n\nall_models\x18\x05 \x01(\x08\x12\x14\n\x0ctoken_hashes\x18\x06 \x03(\t*r\n\x0fProviderSecrets\x12 \n\x1cPROVIDER_SECRETS_UNSPECIFIED\x10\x00\x12\x1e\n\x1aPROVIDER_SECRETS_INFERENCE\x10\x01\x12\x1d\n\x19PROVIDER_SECRETS_COST_API\x10\x02*\xa4\x01\n\nChangeKind\x12\x1b\n\x17\x43HANGE_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43HANGE_KIND_MAPPING\x10\x01\x12\x18\n\x14\x43HANGE_KIND_PROVIDER\x10\x02\x12\x15\n\x11\x43HANGE_KIND_MODEL\x10\x03\x12\x18\n\x14\x43HANGE_KIND_IDENTITY\x10\x04\x12\x15\n\x11\x43HANGE_KIND_ALIAS\x10\x05\x32\xcf\x05\n\x0fInternalService\x12g\n\x11\x41uthenticateToken\x12\x31.switchboard.registry.v1.AuthenticateTokenRequest\x1a\x1f.switchboard.registry.v1.Caller\x12k\n\x0cResolveModel\x12,.switchboard.registry.v1.ResolveModelRequest\x1a-.switchboard.registry.v1.ResolveModelResponse\x12{\n\x14ResolveProviderModel\x12\x34.switchboard.registry.v1.ResolveProviderModelRequest\x1a-.switchboard.registry.v1.ResolveModelResponse\x12\x80\x01\n\x13ListProviderConfigs\x12\x33.switchboard.registry.v1.ListProviderConfigsRequest\x1a\x34.switchboard.registry.v1.ListProviderConfigsResponse\x12w\n\x10ListServedModels\x12\x30.switchboard.registry.v1.ListServedModelsRequest\x1a\x31.switchboard.registry.v1.ListServedModelsResponse\x12m\n\x0cWatchChanges\x12,.switchboard.registry.v1.WatchChangesRequest\x1a-.switchboard.registry.v1.WatchChangesResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n.switchboard/registry/v1/internal_service.proto\x12\x17switchboard.registry.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a+switchboard/registry/v1/admin_service.proto\"/\n\x18\x41uthenticateTokenRequest\x12\x13\n\x05token\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\xd8\x01\n\x06\x43\x61ller\x12\x0c\n\x04user\x18\x01 \x01(\t\x12\r\n\x05\x61\x64min\x18\x02 \x01(\x08\x12\x38\n\x0bmemberships\x18\x03 \x03(\x0b\x32#.switchboard.registry.v1.Membership\x12\x1b\n\x13preferred_providers\x18\x04 \x03(\t\x12\x37\n\x06limits\x18\x05 \x01(\x0b\x32\'.switchboard.registry.v1.ApiTokenLimits\x12\x10\n\x08token_id\x18\x06 \x01(\t\x12\x0f\n\x07\x61\x63\x63ount\x18\x07 \x01(\t\"\xaf\x01\n\x13ResolveModelRequest\x12\x13\n\x05model\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0c\n\x04user\x18\x02 \x01(\t\x12\x12\n\x04task\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tproviders\x18\x04 \x03(\t\x12\x35\n\x04view\x18\x05 \x01(\x0e\x32\'.switchboard.registry.v1.ResolutionView\x12\x17\n\x0fnamed_providers\x18\x06 \x03(\t\"\xac\x01\n\x1bResolveProviderModelRequest\x12\x16\n\x08provider\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1c\n\x0eprovider_model\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0c\n\x04user\x18\x03 \x01(\t\x12\x12\n\x04task\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\x12\x35\n\x04view\x18\x05 \x01(\x0e\x32\'.switchboard.registry.v1.ResolutionView\"Y\n\x07\x41\x64\x61pter\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x14\n\x0cweights_path\x18\x03 \x01(\t\x12\x1b\n\x13\x62\x61se_provider_model\x18\x04 \x01(\t\"\xcb\x02\n\tCandidate\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x16\n\x0eprovider_model\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x12\n\nmapping_id\x18\x04 \x01(\t\x12\x31\n\x07\x61\x64\x61pter\x18\x05 \x01(\x0b\x32 .switchboard.registry.v1.Adapter\x12\x1b\n\x0esupports_tools\x18\x06 \x01(\x08H\x00\x88\x01\x01\x12\'\n\x1asupports_structured_output\x18\x07 \x01(\x08H\x01\x88\x01\x01\x12\x1b\n\x0e\x63ontext_length\x18\x08 \x01(\x05H\x02\x88\x01\x01\x12\x15\n\rstatus_reason\x18\x14 \x01(\tB\x11\n\x0f_supports_toolsB\x1d\n\x1b_supports_structured_outputB\x11\n\x0f_context_length\"=\n\tExclusion\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\"\xfc\x01\n\x14ResolveModelResponse\x12\x13\n\x0bmodel_found\x18\x01 \x01(\x08\x12\x36\n\ncandidates\x18\x02 \x03(\x0b\x32\".switchboard.registry.v1.Candidate\x12\x36\n\nexclusions\x18\x03 \x03(\x0b\x32\".switchboard.registry.v1.Exclusion\x12\r\n\x05model\x18\x04 \x01(\t\x12\r\n\x05tasks\x18\x05 \x03(\t\x12\x41\n\x10provider_configs\x18\x06 \x03(\x0b\x32\'.switchboard.registry.v1.ProviderConfig\"W\n\x1aListProviderConfigsRequest\x12\x39\n\x07secrets\x18\x01 \x01(\x0e\x32(.switchboard.registry.v1.ProviderSecrets\"\x85\x01\n\x0eProviderConfig\x12\x33\n\x08provider\x18\x01 \x01(\x0b\x32!.switchboard.registry.v1.Provider\x12.\n\x06prices\x18\x02 \x03(\x0b\x32\x1e.switchboard.registry.v1.Price\x12\x0e\n\x06redact\x18\x03 \x03(\t\"Y\n\x1bListProviderConfigsResponse\x12:\n\tproviders\x18\x01 \x03(\x0b\x32\'.switchboard.registry.v1.ProviderConfig\"6\n\x17ListServedModelsRequest\x12\x0c\n\x04user\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\"\xaa\x01\n\x0bServedModel\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0cpipeline_tag\x18\x02 \x01(\t\x12\x36\n\ncandidates\x18\x03 \x03(\x0b\x32\".switchboard.registry.v1.Candidate\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x61lias_of\x18\x05 \x01(\t\"P\n\x18ListServedModelsResponse\x12\x34\n\x06models\x18\x01 \x03(\x0b\x32$.switchboard.registry.v1.ServedModel\"\x15\n\x13WatchChangesRequest\"\xa2\x01\n\x14WatchChangesResponse\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12\x31\n\x04kind\x18\x02 \x01(\x0e\x32#.switchboard.registry.v1.ChangeKind\x12\x0b\n\x03key\x18\x03 \x01(\t\x12\x0e\n\x06models\x18\x04 \x03(\t\x12\x12\n\nall_models\x18\x05 \x01(\x08\x12\x14\n\x0ctoken_hashes\x18\x06 \x03(\t*i\n\x0eResolutionView\x12\x1f\n\x1bRESOLUTION_VIEW_UNSPECIFIED\x10\x00\x12\x19\n\x15RESOLUTION_VIEW_BASIC\x10\x01\x12\x1b\n\x17RESOLUTION_VIEW_ROUTING\x10\x02*r\n\x0fProviderSecrets\x12 \n\x1cPROVIDER_SECRETS_UNSPECIFIED\x10\x00\x12\x1e\n\x1aPROVIDER_SECRETS_INFERENCE\x10\x01\x12\x1d\n\x19PROVIDER_SECRETS_COST_API\x10\x02*\xa4\x01\n\nChangeKind\x12\x1b\n\x17\x43HANGE_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43HANGE_KIND_MAPPING\x10\x01\x12\x18\n\x14\x43HANGE_KIND_PROVIDER\x10\x02\x12\x15\n\x11\x43HANGE_KIND_MODEL\x10\x03\x12\x18\n\x14\x43HANGE_KIND_IDENTITY\x10\x04\x12\x15\n\x11\x43HANGE_KIND_ALIAS\x10\x05\x32\xcf\x05\n\x0fInternalService\x12g\n\x11\x41uthenticateToken\x12\x31.switchboard.registry.v1.AuthenticateTokenRequest\x1a\x1f.switchboard.registry.v1.Caller\x12k\n\x0cResolveModel\x12,.switchboard.registry.v1.ResolveModelRequest\x1a-.switchboard.registry.v1.ResolveModelResponse\x12{\n\x14ResolveProviderModel\x12\x34.switchboard.registry.v1.ResolveProviderModelRequest\x1a-.switchboard.registry.v1.ResolveModelResponse\x12\x80\x01\n\x13ListProviderConfigs\x12\x33.switchboard.registry.v1.ListProviderConfigsRequest\x1a\x34.switchboard.registry.v1.ListProviderConfigsResponse\x12w\n\x10ListServedModels\x12\x30.switchboard.registry.v1.ListServedModelsRequest\x1a\x31.switchboard.registry.v1.ListServedModelsResponse\x12m\n\x0cWatchChanges\x12,.switchboard.registry.v1.WatchChangesRequest\x1a-.switchboard.registry.v1.WatchChangesResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,42 +46,44 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RESOLVEPROVIDERMODELREQUEST'].fields_by_name['provider_model']._serialized_options = b'\342A\001\002'
   _globals['_RESOLVEPROVIDERMODELREQUEST'].fields_by_name['task']._loaded_options = None
   _globals['_RESOLVEPROVIDERMODELREQUEST'].fields_by_name['task']._serialized_options = b'\342A\001\002'
-  _globals['_PROVIDERSECRETS']._serialized_start=2161
-  _globals['_PROVIDERSECRETS']._serialized_end=2275
-  _globals['_CHANGEKIND']._serialized_start=2278
-  _globals['_CHANGEKIND']._serialized_end=2442
+  _globals['_RESOLUTIONVIEW']._serialized_start=2365
+  _globals['_RESOLUTIONVIEW']._serialized_end=2470
+  _globals['_PROVIDERSECRETS']._serialized_start=2472
+  _globals['_PROVIDERSECRETS']._serialized_end=2586
+  _globals['_CHANGEKIND']._serialized_start=2589
+  _globals['_CHANGEKIND']._serialized_end=2753
   _globals['_AUTHENTICATETOKENREQUEST']._serialized_start=186
   _globals['_AUTHENTICATETOKENREQUEST']._serialized_end=233
   _globals['_CALLER']._serialized_start=236
   _globals['_CALLER']._serialized_end=452
-  _globals['_RESOLVEMODELREQUEST']._serialized_start=454
-  _globals['_RESOLVEMODELREQUEST']._serialized_end=549
-  _globals['_RESOLVEPROVIDERMODELREQUEST']._serialized_start=551
-  _globals['_RESOLVEPROVIDERMODELREQUEST']._serialized_end=668
-  _globals['_ADAPTER']._serialized_start=670
-  _globals['_ADAPTER']._serialized_end=759
-  _globals['_CANDIDATE']._serialized_start=762
-  _globals['_CANDIDATE']._serialized_end=1093
-  _globals['_EXCLUSION']._serialized_start=1095
-  _globals['_EXCLUSION']._serialized_end=1156
-  _globals['_RESOLVEMODELRESPONSE']._serialized_start=1159
-  _globals['_RESOLVEMODELRESPONSE']._serialized_end=1344
-  _globals['_LISTPROVIDERCONFIGSREQUEST']._serialized_start=1346
-  _globals['_LISTPROVIDERCONFIGSREQUEST']._serialized_end=1433
-  _globals['_PROVIDERCONFIG']._serialized_start=1436
-  _globals['_PROVIDERCONFIG']._serialized_end=1569
-  _globals['_LISTPROVIDERCONFIGSRESPONSE']._serialized_start=1571
-  _globals['_LISTPROVIDERCONFIGSRESPONSE']._serialized_end=1660
-  _globals['_LISTSERVEDMODELSREQUEST']._serialized_start=1662
-  _globals['_LISTSERVEDMODELSREQUEST']._serialized_end=1716
-  _globals['_SERVEDMODEL']._serialized_start=1719
-  _globals['_SERVEDMODEL']._serialized_end=1889
-  _globals['_LISTSERVEDMODELSRESPONSE']._serialized_start=1891
-  _globals['_LISTSERVEDMODELSRESPONSE']._serialized_end=1971
-  _globals['_WATCHCHANGESREQUEST']._serialized_start=1973
-  _globals['_WATCHCHANGESREQUEST']._serialized_end=1994
-  _globals['_WATCHCHANGESRESPONSE']._serialized_start=1997
-  _globals['_WATCHCHANGESRESPONSE']._serialized_end=2159
-  _globals['_INTERNALSERVICE']._serialized_start=2445
-  _globals['_INTERNALSERVICE']._serialized_end=3164
+  _globals['_RESOLVEMODELREQUEST']._serialized_start=455
+  _globals['_RESOLVEMODELREQUEST']._serialized_end=630
+  _globals['_RESOLVEPROVIDERMODELREQUEST']._serialized_start=633
+  _globals['_RESOLVEPROVIDERMODELREQUEST']._serialized_end=805
+  _globals['_ADAPTER']._serialized_start=807
+  _globals['_ADAPTER']._serialized_end=896
+  _globals['_CANDIDATE']._serialized_start=899
+  _globals['_CANDIDATE']._serialized_end=1230
+  _globals['_EXCLUSION']._serialized_start=1232
+  _globals['_EXCLUSION']._serialized_end=1293
+  _globals['_RESOLVEMODELRESPONSE']._serialized_start=1296
+  _globals['_RESOLVEMODELRESPONSE']._serialized_end=1548
+  _globals['_LISTPROVIDERCONFIGSREQUEST']._serialized_start=1550
+  _globals['_LISTPROVIDERCONFIGSREQUEST']._serialized_end=1637
+  _globals['_PROVIDERCONFIG']._serialized_start=1640
+  _globals['_PROVIDERCONFIG']._serialized_end=1773
+  _globals['_LISTPROVIDERCONFIGSRESPONSE']._serialized_start=1775
+  _globals['_LISTPROVIDERCONFIGSRESPONSE']._serialized_end=1864
+  _globals['_LISTSERVEDMODELSREQUEST']._serialized_start=1866
+  _globals['_LISTSERVEDMODELSREQUEST']._serialized_end=1920
+  _globals['_SERVEDMODEL']._serialized_start=1923
+  _globals['_SERVEDMODEL']._serialized_end=2093
+  _globals['_LISTSERVEDMODELSRESPONSE']._serialized_start=2095
+  _globals['_LISTSERVEDMODELSRESPONSE']._serialized_end=2175
+  _globals['_WATCHCHANGESREQUEST']._serialized_start=2177
+  _globals['_WATCHCHANGESREQUEST']._serialized_end=2198
+  _globals['_WATCHCHANGESRESPONSE']._serialized_start=2201
+  _globals['_WATCHCHANGESRESPONSE']._serialized_end=2363
+  _globals['_INTERNALSERVICE']._serialized_start=2756
+  _globals['_INTERNALSERVICE']._serialized_end=3475
 # @@protoc_insertion_point(module_scope)

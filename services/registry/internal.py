@@ -7,9 +7,9 @@ streams every committed change so callers can keep local copies.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Collection, Iterable
+from dataclasses import dataclass
 
 import grpc
-from sqlalchemy import tuple_
 from sqlmodel import Session, select
 from switchboard.registry.v1 import admin_service_pb2 as admin_pb
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
@@ -18,7 +18,7 @@ from switchboard.registry.v1 import internal_service_pb2_grpc as internal_grpc
 from services.common.errors import not_found
 from services.registry import capabilities, store
 from services.registry.admin import provider_message
-from services.registry.index import Candidate, Resolution
+from services.registry.index import Candidate, ProviderEntry, Resolution
 from services.registry.prices import price_message
 from services.registry.state import RegistryState, hash_token
 from services.registry.storage import PriceRow, ProviderRow
@@ -82,16 +82,13 @@ def provider_config(
     )
 
 
-def _config_rows(
-    session: Session, ids: Collection[str] | None = None, priced: Collection[tuple[str, str]] = ()
-) -> tuple[list[ProviderRow], list[PriceRow]]:
-    """Every provider with its whole price table (no ids), or these providers with the prices
-    of these (provider, provider model) pairs only."""
+def _config_rows(session: Session, ids: Collection[str] | None = None) -> tuple[list[ProviderRow], list[PriceRow]]:
+    """The providers (all of them when no ids are given) and their price tables."""
     providers = select(ProviderRow).order_by(ProviderRow.id)
     prices = select(PriceRow).order_by(PriceRow.provider, PriceRow.provider_model)
     if ids is not None:
         providers = providers.where(ProviderRow.id.in_(ids))
-        prices = prices.where(tuple_(PriceRow.provider, PriceRow.provider_model).in_(priced))
+        prices = prices.where(PriceRow.provider.in_(ids))
     return list(session.exec(providers)), list(session.exec(prices))
 
 
@@ -104,12 +101,62 @@ def provider_configs(
     return [provider_config(row, secrets, by_provider.get(row.id, [])) for row in providers]
 
 
+@dataclass(frozen=True)
+class RoutingConfig:
+    """A provider's config as the Router calls it, read for one entry of the index: it holds
+    while the index holds that entry (a change of the provider or its prices replaces it)."""
+
+    entry: ProviderEntry
+    config: internal_pb.ProviderConfig  # its prices are in `prices`
+    prices: dict[str, admin_pb.Price]
+
+    def priced(self, models: Iterable[str]) -> internal_pb.ProviderConfig:
+        """The config with the prices of these provider models only."""
+        return internal_pb.ProviderConfig(
+            provider=self.config.provider,
+            redact=self.config.redact,
+            prices=[self.prices[model] for model in sorted(models) if model in self.prices],
+        )
+
+
+class RoutingConfigs:
+    """The provider configs resolutions carry, read from the database once per change of their
+    provider, so that a resolution is answered from memory."""
+
+    def __init__(self, state: RegistryState) -> None:
+        self.state = state
+        self._read: dict[str, RoutingConfig] = {}
+
+    async def priced(self, models: dict[str, set[str]]) -> list[internal_pb.ProviderConfig]:
+        """The config of each of these providers that exists, priced for its provider models."""
+        providers = self.state.index.providers
+        if any(provider not in providers for provider in models):
+            await self.state.catch_up()  # one created on another replica a moment ago
+        current = {provider: providers[provider] for provider in sorted(models) if provider in providers}
+        stale = [p for p, entry in current.items() if p not in self._read or self._read[p].entry is not entry]
+        if stale:
+            await self._read_again(stale, current)
+        return [self._read[p].priced(models[p]) for p in current if p in self._read]
+
+    async def _read_again(self, stale: list[str], current: dict[str, ProviderEntry]) -> None:
+        rows = await self.state.db.run(lambda session: _config_rows(session, stale))
+        for provider in stale:
+            self._read.pop(provider, None)
+        for config in provider_configs(*rows, internal_pb.PROVIDER_SECRETS_INFERENCE):
+            prices = {price.provider_model: price for price in config.prices}
+            config.ClearField("prices")
+            self._read[config.provider.id] = RoutingConfig(current[config.provider.id], config, prices)
+        for gone in [p for p in self._read if p not in self.state.index.providers]:
+            del self._read[gone]
+
+
 class InternalServicer(internal_grpc.InternalServiceServicer):
     """Identity, resolution, provider configuration and the change feed."""
 
     def __init__(self, state: RegistryState) -> None:
         self.state = state
         self.index = state.index
+        self.routing = RoutingConfigs(state)
 
     async def AuthenticateToken(
         self, request: internal_pb.AuthenticateTokenRequest, context: grpc.aio.ServicerContext
@@ -147,16 +194,11 @@ class InternalServicer(internal_grpc.InternalServiceServicer):
         Router needs no second answer to call them."""
         if view != internal_pb.RESOLUTION_VIEW_ROUTING:
             return answer
-        ids = {c.provider for c in answer.candidates} | set(named)
-        priced = {
-            (c.provider, model)
-            for c in answer.candidates
-            for model in (c.provider_model, c.adapter.base_provider_model)
-            if model
-        }
-        if ids:
-            rows = await self.state.db.run(lambda session: _config_rows(session, ids, priced))
-            answer.provider_configs.extend(provider_configs(*rows, internal_pb.PROVIDER_SECRETS_INFERENCE))
+        models: dict[str, set[str]] = {provider: set() for provider in named}
+        for candidate in answer.candidates:
+            priced = (candidate.provider_model, candidate.adapter.base_provider_model)
+            models.setdefault(candidate.provider, set()).update(model for model in priced if model)
+        answer.provider_configs.extend(await self.routing.priced(models))
         return answer
 
     def _catalog_model(self, model: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 
@@ -19,6 +20,15 @@ DEFAULT_REQUEST_ID_HEADER = "Inference-Id"
 CAPABILITY_FIELDS = ("supports_tools", "supports_structured_output", "context_length")
 
 _METADATA_KEY = re.compile(r"[a-z0-9][a-z0-9_.-]*")
+# Providers whose redactors are kept (a few per provider: its secrets change seldom).
+KEPT_REDACTORS = 1024
+
+
+@lru_cache(maxsize=KEPT_REDACTORS)
+def _redactor(secrets: tuple[str, ...]) -> Redactor:
+    """One redactor per set of secrets: building one takes milliseconds (every encoded form of
+    each secret), and every resolution that names the provider carries the same secrets."""
+    return Redactor(secrets)
 
 
 @dataclass(frozen=True)
@@ -73,7 +83,7 @@ class ProviderEntry:
             default_rank=p.default_rank,
             prices=prices,
             request_id_metadata_key=key,
-            redactor=Redactor([p.api_key, *config.redact]),
+            redactor=_redactor((p.api_key, *config.redact)),
             org=p.org,
             task_formats=dict(p.task_formats),
         )

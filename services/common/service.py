@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 
 import grpc
@@ -25,12 +25,12 @@ def open_database(settings: ServiceSettings, name: str, migrations_dir: Path) ->
     return Database(url)
 
 
-def channel(address: str, credential: str) -> grpc.aio.Channel:
-    """A channel to another service, presenting the service credential on every call;
-    calls on it carry their own deadlines."""
+def channel(address: str, credential: str, interceptors: Sequence[grpc.aio.ClientInterceptor] = ()) -> grpc.aio.Channel:
+    """A channel to another service, presenting the service credential on every call (and
+    passing each through `interceptors`); calls on it carry their own deadlines."""
     return grpc.aio.insecure_channel(
         address,
-        interceptors=[*presenting_credential(credential), *client_interceptors()],
+        interceptors=[*presenting_credential(credential), *client_interceptors(), *interceptors],
         options=[
             ("grpc.keepalive_time_ms", 30_000),
             ("grpc.max_receive_message_length", 64 * 1024 * 1024),

@@ -173,6 +173,24 @@ FAILOVERS = LoopCounter(
 RESERVATIONS_REFUSED = LoopCounter(
     ROUTER, "switchboard_router_reservations_refused", "Requests refused with 402: a spending limit is reached"
 )
+REGISTRY_CALLS = LoopCounter(
+    ROUTER,
+    "switchboard_router_registry_calls",
+    "Unary calls to the Registry by method: a request whose answers are not cached makes one per answer",
+    ("method",),
+)
+
+
+class CountingCalls(grpc.aio.UnaryUnaryClientInterceptor):
+    """Counts a channel's unary calls by method name."""
+
+    def __init__(self, counter: LoopCounter) -> None:
+        self.counter = counter
+
+    async def intercept_unary_unary(self, continuation, details, request):
+        method = details.method.decode() if isinstance(details.method, bytes) else details.method
+        self.counter.inc(labels=(method.rpartition("/")[2],))
+        return await continuation(details, request)
 
 
 def attempted(provider: str, outcome: str, failing_over: bool = False) -> None:

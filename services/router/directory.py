@@ -1,8 +1,13 @@
 """The Router's local copy of what it needs from the Registry: callers,
 resolutions and provider configurations, cached while the Registry's change
-feed is connected (services/common/registry_feed.py)."""
+feed is connected (services/common/registry_feed.py). A resolution is one
+Registry answer that carries the providers it names, so a request never
+stitches it together with a provider table read at another moment."""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 from switchboard.registry.v1 import internal_service_pb2_grpc as internal_grpc
@@ -11,9 +16,23 @@ from services.common.providers import ProviderEntry
 from services.common.registry_feed import Change, FeedCache, drop, is_reset
 
 
-def _resolution_touched(key: tuple[str, ...], change: Change) -> bool:
-    """Whether a cached resolution, ("model", model, user, task) or ("provider", provider,
-    provider model, user, task), may read differently after the change."""
+@dataclass(frozen=True)
+class Resolved:
+    """A resolution and the providers it names (its candidates' and the named ones that exist), by id."""
+
+    answer: internal_pb.ResolveModelResponse
+    providers: dict[str, ProviderEntry]
+
+    @classmethod
+    def of(cls, answer: internal_pb.ResolveModelResponse) -> Resolved:
+        providers = {c.provider.id: ProviderEntry.from_config(c) for c in answer.provider_configs}
+        answer.ClearField("provider_configs")  # kept once, as entries: the answer holds no key
+        return cls(answer, providers)
+
+
+def _resolution_touched(key: tuple, change: Change) -> bool:
+    """Whether a cached resolution, ("model", model, [named providers,] user, task) or ("provider",
+    provider, provider model, user, task), may read differently after the change."""
     if change.kind == internal_pb.CHANGE_KIND_IDENTITY:
         return key[-2] == change.key  # the user's memberships decide what staging they see
     if key[0] == "model":
@@ -21,11 +40,18 @@ def _resolution_touched(key: tuple[str, ...], change: Change) -> bool:
     return key[1] == change.key and change.kind != internal_pb.CHANGE_KIND_MODEL
 
 
+def _names_provider(key: tuple, resolved: Resolved, change: Change) -> bool:
+    """Whether a provider change is one of a provider the cached resolution carries or named
+    (one that did not exist then may now)."""
+    named = key[2] if key[0] == "model" and len(key) == 5 else ()
+    return change.kind == internal_pb.CHANGE_KIND_PROVIDER and (change.key in resolved.providers or change.key in named)
+
+
 class Directory(FeedCache):
     """The Router's cached Registry lookups: callers, resolutions, providers."""
 
     def __init__(self, registry: internal_grpc.InternalServiceStub) -> None:
-        self._resolutions: dict[tuple[str, ...], internal_pb.ResolveModelResponse] = {}
+        self._resolutions: dict[tuple, Resolved] = {}
         self._providers: dict[str, ProviderEntry] | None = None
         super().__init__(registry)
 
@@ -37,28 +63,43 @@ class Directory(FeedCache):
             return
         if change.kind == internal_pb.CHANGE_KIND_PROVIDER:
             self._providers = None
-        drop(self._resolutions, lambda key, _: _resolution_touched(key, change))
-
-    async def resolve(self, model: str, user: str, task: str) -> internal_pb.ResolveModelResponse:
-        request = internal_pb.ResolveModelRequest(model=model, user=user, task=task)
-        return await self._cached(
-            self._resolutions, ("model", model, user, task), lambda: self.call(self.registry.ResolveModel, request)
+        drop(
+            self._resolutions,
+            lambda key, resolved: _resolution_touched(key, change) or _names_provider(key, resolved, change),
         )
 
-    async def resolve_provider_model(
-        self, provider: str, provider_model: str, user: str, task: str
-    ) -> internal_pb.ResolveModelResponse:
+    async def resolve(self, model: str, user: str, task: str, named: Iterable[str] = ()) -> Resolved:
+        """The model's candidates for the caller, with the providers they and `named` (the ids
+        the request names) stand for: one Registry answer."""
+        named = tuple(sorted(set(named)))
+        request = internal_pb.ResolveModelRequest(
+            model=model, user=user, task=task, view=internal_pb.RESOLUTION_VIEW_ROUTING, named_providers=named
+        )
+
+        async def fetch() -> Resolved:
+            return Resolved.of(await self.call(self.registry.ResolveModel, request))
+
+        return await self._cached(self._resolutions, ("model", model, named, user, task), fetch)
+
+    async def resolve_provider_model(self, provider: str, provider_model: str, user: str, task: str) -> Resolved:
+        """The provider's mapping of its own model id for the caller, with the provider."""
         request = internal_pb.ResolveProviderModelRequest(
-            provider=provider, provider_model=provider_model, user=user, task=task
+            provider=provider,
+            provider_model=provider_model,
+            user=user,
+            task=task,
+            view=internal_pb.RESOLUTION_VIEW_ROUTING,
         )
-        key = ("provider", provider, provider_model, user, task)
-        return await self._cached(
-            self._resolutions, key, lambda: self.call(self.registry.ResolveProviderModel, request)
-        )
+
+        async def fetch() -> Resolved:
+            return Resolved.of(await self.call(self.registry.ResolveProviderModel, request))
+
+        return await self._cached(self._resolutions, ("provider", provider, provider_model, user, task), fetch)
 
     async def providers(self, refresh: bool = False) -> dict[str, ProviderEntry]:
-        """Every provider by id, with its key and prices; `refresh` skips the cache (a provider
-        the Registry just named may be newer than the change notice that will announce it)."""
+        """Every provider by id, with its key and prices (listings, and telling a request's
+        unknown providers apart when its resolution failed); `refresh` skips the cache (a
+        provider just created may be newer than the change notice that will announce it)."""
         if self.watching and self._providers is not None and not refresh:
             return self._providers
         generation = self.generation
@@ -68,6 +109,13 @@ class Directory(FeedCache):
         if self.watching and generation == self.generation:
             self._providers = entries
         return entries
+
+    async def knowing(self, ids: Iterable[str]) -> dict[str, ProviderEntry]:
+        """The provider table, read again when it lacks one of the ids."""
+        known = await self.providers()
+        if any(i and i not in known for i in ids):
+            known = await self.providers(refresh=True)
+        return known
 
     async def served_models(self, user: str, model: str = "") -> internal_pb.ListServedModelsResponse:
         request = internal_pb.ListServedModelsRequest(user=user, model=model)

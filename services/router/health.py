@@ -144,9 +144,7 @@ class ProviderHealthMethods:
 
     async def _provider(self, provider_id: str) -> ProviderEntry:
         """The provider (the cache refreshed once when it does not know it); 404 otherwise."""
-        entry = (await self.directory.providers()).get(provider_id)
-        if entry is None:
-            entry = (await self.directory.providers(refresh=True)).get(provider_id)
+        entry = (await self.directory.knowing([provider_id])).get(provider_id)
         if entry is None:
             raise not_found("PROVIDER_NOT_FOUND", f"provider {provider_id[:SHOWN_ID_CHARS]!r} does not exist")
         return entry

@@ -102,13 +102,23 @@ def _check_known(ids: Sequence[str], known: dict[str, ProviderEntry], param: str
         raise invalid_argument("UNKNOWN_PROVIDER", f"unknown provider(s): {shown}", param)
 
 
+def split_model(model: str) -> tuple[str, str]:
+    """The hub model id and its policy or provider suffix ("" when none)."""
+    base, colon, suffix = model.rpartition(":")
+    return (base, suffix) if colon and base and suffix else (model, "")
+
+
+def named_providers(model: str, provider_field: object) -> list[str]:
+    """Every provider id a request names: its model's provider suffix and its `provider` field."""
+    suffix = split_model(model)[1]
+    return [*([suffix] if suffix and suffix not in POLICIES else []), *mentioned(provider_field)]
+
+
 def parse_model(model: str, provider_field: object, known: dict[str, ProviderEntry]) -> Selection:
     """Splits a policy or provider suffix off a hub model id (no model id has a colon: any other
     suffix is an unknown provider, a 400); the `provider` string wins over a suffix, a provider
     object that contradicts it is a 400 naming both."""
-    base, colon, suffix = model.rpartition(":")
-    if not (colon and base and suffix):
-        base, suffix = model, ""
+    base, suffix = split_model(model)
     if suffix and suffix not in POLICIES:
         _check_known((suffix,), known, "model")
     if isinstance(provider_field, dict):

@@ -13,7 +13,7 @@ from services.common.counters import counters_from_url
 from services.common.logs import configure_logging
 from services.common.server import run
 from services.common.service import channel, run_service
-from services.common.telemetry import configure_tracing, watch_router
+from services.common.telemetry import REGISTRY_CALLS, CountingCalls, configure_tracing, watch_router
 from services.router.anonymous import AnonymousClients
 from services.router.breaker import Breakers
 from services.router.config import RouterSettings
@@ -30,7 +30,7 @@ from services.router.upstream import Upstreams
 async def serve(settings: RouterSettings) -> None:
     """Runs the Router until SIGTERM: change feed, ledger records' spool, upstream pool, gRPC server."""
     credential = settings.service_credential_value()
-    registry_channel = channel(settings.registry_address, credential)
+    registry_channel = channel(settings.registry_address, credential, [CountingCalls(REGISTRY_CALLS)])
     billing_channel = channel(settings.billing_address, credential)
     directory = Directory(internal_service_pb2_grpc.InternalServiceStub(registry_channel))
     billing = billing_service_pb2_grpc.LedgerServiceStub(billing_channel)

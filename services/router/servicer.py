@@ -31,7 +31,7 @@ from services.common.telemetry import TRACEPARENT, InferenceMeasure
 from services.router import selection
 from services.router.anonymous import AnonymousClients, AnonymousLimits, client_address
 from services.router.completions_api import Completions
-from services.router.directory import Directory, ProviderEntry
+from services.router.directory import Directory, ProviderEntry, Resolved
 from services.router.health import ProviderHealthMethods
 from services.router.key_limits import Grant, KeyLimits
 from services.router.measurements import Measurements
@@ -56,6 +56,8 @@ JSON = "application/json"
 EVENT_STREAM = "text/event-stream"
 # The caller of a call without a token in anonymous mode: no user, no memberships, no preferences.
 ANONYMOUS = internal_pb.Caller()
+# The Registry's refusals of what a request asked for (never an outage).
+CALLER_MISTAKES = frozenset({Code.INVALID_ARGUMENT, Code.NOT_FOUND})
 # What each route's body must carry and may carry (params.py); everything else passes through.
 BODY_RULES = {CHAT: (params.CHAT, params.REQUIRED_CHAT), TEXT_TO_IMAGE: (params.IMAGES, params.REQUIRED_IMAGES)}
 
@@ -265,22 +267,13 @@ class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServi
         """The hub (or provider) model id to answer with, and the routes that fit the request's
         needs, in the order to try them, with the providers left out."""
         model = payload["model"]
-        known = await self.directory.providers()
-        mentioned = [path_provider, *selection.mentioned(payload.get("provider"))]
-        suffix = model.rpartition(":")[2] if ":" in model and not path_provider else ""
-        if suffix not in selection.POLICIES:
-            mentioned.append(suffix)
-        if any(p and p not in known for p in mentioned):
-            known = await self.directory.providers(refresh=True)
         if path_provider:
             selection.check_path_provider(payload.get("provider"), path_provider)
-            routes = await self._provider_route(task, model, path_provider, caller, known)
+            routes = await self._provider_route(task, model, path_provider, caller)
             return model, self._fitting(routes, needs, (), model)
-        chosen = selection.parse_model(model, payload.get("provider"), known)
-        answer = await self.directory.resolve(chosen.model, caller.user, task)
-        if any(c.provider not in known for c in answer.candidates):
-            known = await self.directory.providers(refresh=True)
-        routes = selection.routes_of(answer.candidates, known, self.hub_url)
+        chosen, resolved = await self._resolution(model, payload.get("provider"), caller.user, task)
+        answer = resolved.answer
+        routes = selection.routes_of(answer.candidates, resolved.providers, self.hub_url)
         model = answer.model or chosen.model  # the hub id a model alias stands for
         if not answer.model_found or not (routes or chosen.providers or chosen.only):
             raise selection.explain_no_candidate(answer, chosen.model, task)
@@ -304,13 +297,38 @@ class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServi
     ) -> selection.Fit:
         return selection.fitting(routes, needs, exclusions, model, self.upstreams.breakers.is_open)
 
+    async def _resolution(
+        self, model: str, provider_field: object, user: str, task: str
+    ) -> tuple[selection.Selection, Resolved]:
+        """What the caller asked for, and the Registry's one answer for it (which carries every
+        provider the request names that exists). When the Registry refuses the model, a mistake
+        in the request's providers (an unknown one, a conflict) is the error, as it comes first."""
+        named = selection.named_providers(model, provider_field)
+        try:
+            resolved = await self.directory.resolve(selection.split_model(model)[0], user, task, named)
+        except ApiError as error:
+            if error.grpc_code in CALLER_MISTAKES:
+                selection.parse_model(model, provider_field, await self.directory.knowing(named) if named else {})
+            raise
+        return selection.parse_model(model, provider_field, resolved.providers), resolved
+
+    async def _provider_resolution(self, provider: str, model: str, user: str, task: str) -> Resolved | None:
+        """The provider's mapping of its own model id, with the provider; None when there is no
+        such provider (the Registry's refusal then says so, in its words)."""
+        try:
+            return await self.directory.resolve_provider_model(provider, model, user, task)
+        except ApiError as error:
+            if error.grpc_code in CALLER_MISTAKES and provider not in await self.directory.knowing([provider]):
+                return None
+            raise
+
     async def _provider_route(
-        self, task: str, model: str, provider: str, caller: internal_pb.Caller, known: dict[str, ProviderEntry]
+        self, task: str, model: str, provider: str, caller: internal_pb.Caller
     ) -> list[selection.Route]:
-        if provider not in known:
+        resolved = await self._provider_resolution(provider, model, caller.user, task)
+        if resolved is None:
             raise not_found("PROVIDER_NOT_FOUND", f"provider {provider[:96]} does not exist")
-        answer = await self.directory.resolve_provider_model(provider, model, caller.user, task)
-        routes = selection.routes_of(answer.candidates, known, self.hub_url)
+        routes = selection.routes_of(resolved.answer.candidates, resolved.providers, self.hub_url)
         if not routes:
             raise invalid_argument(
                 "MODEL_NOT_SUPPORTED", f"model {model} not supported by provider {provider}", "model"

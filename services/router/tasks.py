@@ -17,7 +17,6 @@ from services.common.provider_api import Opened
 from services.common.secrets import BinaryCarry
 from services.common.task_formats import GENERATE, OPERATIONS, Answer, TaskInput
 from services.common.tasks import SERVED_TASKS, Task
-from services.router import selection
 
 CHAT = "conversational"
 DEFAULT_HUB_TASK = "text-to-image"  # what /models/{model} served before it served every task
@@ -48,15 +47,11 @@ class TaskMethods:
     async def _mapped_tasks(self, model: str, provider: str, context: grpc.aio.ServicerContext) -> list[str]:
         """Every task the model (the provider's own model id, on the per-provider route) is mapped for."""
         caller, _ = await self._inference_caller(context)
-        known = await self.directory.providers()
         if provider:
-            if provider not in known:
-                return []  # the route's own lookup answers 404
-            answer = await self.directory.resolve_provider_model(provider, model, caller.user, DEFAULT_HUB_TASK)
-            return list(answer.tasks)
-        chosen = selection.parse_model(model, None, known)
-        answer = await self.directory.resolve(chosen.model, caller.user, DEFAULT_HUB_TASK)
-        return list(answer.tasks)
+            resolved = await self._provider_resolution(provider, model, caller.user, DEFAULT_HUB_TASK)
+            return list(resolved.answer.tasks) if resolved else []  # no provider: the route's own lookup answers 404
+        _, resolved = await self._resolution(model, None, caller.user, DEFAULT_HUB_TASK)
+        return list(resolved.answer.tasks)
 
     async def _hub_call(
         self, task: str, request: router_pb.TextToImageRequest, context: grpc.aio.ServicerContext

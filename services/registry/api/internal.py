@@ -6,10 +6,9 @@ streams every committed change so callers can keep local copies.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 
 import grpc
-from sqlmodel import Session, select
 from switchboard.registry.v1 import admin_service_pb2 as admin_pb
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 from switchboard.registry.v1 import internal_service_pb2_grpc as internal_grpc
@@ -17,8 +16,8 @@ from switchboard.registry.v1 import internal_service_pb2_grpc as internal_grpc
 from services.common.errors import not_found
 from services.registry.api.health import HealthMethods
 from services.registry.domain import capabilities
-from services.registry.domain.messages import provider_config
-from services.registry.domain.prices import price_message
+from services.registry.domain.messages import provider_configs
+from services.registry.domain.routing_configs import RoutingConfigs
 from services.registry.domain.state import RegistryState, hash_token
 from services.registry.domain.tokens import limits_of, token_id
 from services.registry.domain.validation import (
@@ -32,7 +31,6 @@ from services.registry.domain.validation import (
 )
 from services.registry.storage import queries
 from services.registry.storage.index import Candidate, Resolution
-from services.registry.storage.tables import PriceRow, ProviderRow
 
 
 def candidate_message(candidate: Candidate) -> internal_pb.Candidate:
@@ -68,6 +66,7 @@ class InternalServicer(HealthMethods, internal_grpc.InternalServiceServicer):
     def __init__(self, state: RegistryState) -> None:
         self.state = state
         self.index = state.index
+        self.routing = RoutingConfigs(state)
 
     async def AuthenticateToken(
         self, request: internal_pb.AuthenticateTokenRequest, context: grpc.aio.ServicerContext
@@ -91,9 +90,25 @@ class InternalServicer(HealthMethods, internal_grpc.InternalServiceServicer):
     ) -> internal_pb.ResolveModelResponse:
         check_task(request.task)
         check_count(request.providers, MAX_PROVIDERS, "providers")
+        check_count(request.named_providers, MAX_PROVIDERS, "named_providers")
         await self.state.fresh(lambda: self._catalog_model(request.model))  # an alias too: resolve() follows it
         answer = resolution_message(self.index.resolve(request.model, request.user, request.task, request.providers))
         answer.tasks.extend(self.index.mapped_tasks(request.model))
+        return await self._in_view(answer, request.view, request.named_providers)
+
+    async def _in_view(
+        self, answer: internal_pb.ResolveModelResponse, view: int, named: Iterable[str] = ()
+    ) -> internal_pb.ResolveModelResponse:
+        """The answer in the routing view: with the config of every provider it names (candidates
+        and the named ones that exist), priced for the candidates' provider models, so that the
+        Router needs no second answer to call them."""
+        if view != internal_pb.RESOLUTION_VIEW_ROUTING:
+            return answer
+        models: dict[str, set[str]] = {provider: set() for provider in named}
+        for candidate in answer.candidates:
+            priced = (candidate.provider_model, candidate.adapter.base_provider_model)
+            models.setdefault(candidate.provider, set()).update(model for model in priced if model)
+        answer.provider_configs.extend(await self.routing.priced(models))
         return answer
 
     def _catalog_model(self, model: str) -> str:
@@ -117,22 +132,13 @@ class InternalServicer(HealthMethods, internal_grpc.InternalServiceServicer):
         )
         answer = resolution_message(resolution)
         answer.tasks.extend(self.index.provider_model_tasks(request.provider, request.provider_model))
-        return answer
+        return await self._in_view(answer, request.view, [request.provider])
 
     async def ListProviderConfigs(
         self, request: internal_pb.ListProviderConfigsRequest, context: grpc.aio.ServicerContext
     ) -> internal_pb.ListProviderConfigsResponse:
-        def load(session: Session) -> tuple[list[ProviderRow], list[PriceRow]]:
-            providers = list(session.exec(select(ProviderRow).order_by(ProviderRow.id)))
-            prices = list(session.exec(select(PriceRow).order_by(PriceRow.provider, PriceRow.provider_model)))
-            return providers, prices
-
-        providers, prices = await self.state.db.run(load)
-        by_provider: dict[str, list[admin_pb.Price]] = {}
-        for price in prices:
-            by_provider.setdefault(price.provider, []).append(price_message(price))
-        configs = [provider_config(row, request.secrets, by_provider.get(row.id, [])) for row in providers]
-        return internal_pb.ListProviderConfigsResponse(providers=configs)
+        providers, prices = await self.state.db.run(queries.config_rows)
+        return internal_pb.ListProviderConfigsResponse(providers=provider_configs(providers, prices, request.secrets))
 
     async def ListServedModels(
         self, request: internal_pb.ListServedModelsRequest, context: grpc.aio.ServicerContext

@@ -8,7 +8,8 @@ import orjson
 from switchboard.registry.v1 import admin_service_pb2 as admin_pb
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 
-from services.registry.storage.tables import MembershipRow, ProviderRow
+from services.registry.domain.prices import price_message
+from services.registry.storage.tables import MembershipRow, PriceRow, ProviderRow
 
 
 def provider_message(row: ProviderRow) -> admin_pb.Provider:
@@ -52,3 +53,13 @@ def provider_config(
         prices=prices or [],
         redact=[row.api_key, row.billing_authorization],
     )
+
+
+def provider_configs(
+    providers: list[ProviderRow], prices: list[PriceRow], secrets: int
+) -> list[internal_pb.ProviderConfig]:
+    """Each provider's config with its price table."""
+    by_provider: dict[str, list[admin_pb.Price]] = {}
+    for price in prices:
+        by_provider.setdefault(price.provider, []).append(price_message(price))
+    return [provider_config(row, secrets, by_provider.get(row.id, [])) for row in providers]

@@ -8,7 +8,7 @@ commits them with their change record, in one transaction.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,6 +43,7 @@ from services.registry.storage.tables import (
     ModelAliasRow,
     ModelRow,
     OrgRow,
+    PriceRow,
     ProbeStateRow,
     ProviderRow,
     TokenRow,
@@ -413,3 +414,13 @@ def page_after(session: Session, key: Any, after: str, size: int) -> list:
     (the extra row tells the caller that a next page exists)."""
     query = select(key.class_).where(key > after).order_by(key).limit(size + 1)
     return list(session.exec(query))
+
+
+def config_rows(session: Session, ids: Collection[str] | None = None) -> tuple[list[ProviderRow], list[PriceRow]]:
+    """The providers (all of them when no ids are given) and their price tables."""
+    providers = select(ProviderRow).order_by(ProviderRow.id)
+    prices = select(PriceRow).order_by(PriceRow.provider, PriceRow.provider_model)
+    if ids is not None:
+        providers = providers.where(ProviderRow.id.in_(ids))
+        prices = prices.where(PriceRow.provider.in_(ids))
+    return list(session.exec(providers)), list(session.exec(prices))

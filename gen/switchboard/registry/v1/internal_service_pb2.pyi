@@ -12,6 +12,12 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ResolutionView(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RESOLUTION_VIEW_UNSPECIFIED: _ClassVar[ResolutionView]
+    RESOLUTION_VIEW_BASIC: _ClassVar[ResolutionView]
+    RESOLUTION_VIEW_ROUTING: _ClassVar[ResolutionView]
+
 class ProviderSecrets(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     PROVIDER_SECRETS_UNSPECIFIED: _ClassVar[ProviderSecrets]
@@ -27,6 +33,9 @@ class ChangeKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CHANGE_KIND_IDENTITY: _ClassVar[ChangeKind]
     CHANGE_KIND_ALIAS: _ClassVar[ChangeKind]
     CHANGE_KIND_HEALTH: _ClassVar[ChangeKind]
+RESOLUTION_VIEW_UNSPECIFIED: ResolutionView
+RESOLUTION_VIEW_BASIC: ResolutionView
+RESOLUTION_VIEW_ROUTING: ResolutionView
 PROVIDER_SECRETS_UNSPECIFIED: ProviderSecrets
 PROVIDER_SECRETS_INFERENCE: ProviderSecrets
 PROVIDER_SECRETS_COST_API: ProviderSecrets
@@ -63,28 +72,34 @@ class Caller(_message.Message):
     def __init__(self, user: _Optional[str] = ..., admin: _Optional[bool] = ..., memberships: _Optional[_Iterable[_Union[_admin_service_pb2.Membership, _Mapping]]] = ..., preferred_providers: _Optional[_Iterable[str]] = ..., limits: _Optional[_Union[_admin_service_pb2.ApiTokenLimits, _Mapping]] = ..., token_id: _Optional[str] = ..., account: _Optional[str] = ...) -> None: ...
 
 class ResolveModelRequest(_message.Message):
-    __slots__ = ("model", "user", "task", "providers")
+    __slots__ = ("model", "user", "task", "providers", "view", "named_providers")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     USER_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     PROVIDERS_FIELD_NUMBER: _ClassVar[int]
+    VIEW_FIELD_NUMBER: _ClassVar[int]
+    NAMED_PROVIDERS_FIELD_NUMBER: _ClassVar[int]
     model: str
     user: str
     task: str
     providers: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, model: _Optional[str] = ..., user: _Optional[str] = ..., task: _Optional[str] = ..., providers: _Optional[_Iterable[str]] = ...) -> None: ...
+    view: ResolutionView
+    named_providers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model: _Optional[str] = ..., user: _Optional[str] = ..., task: _Optional[str] = ..., providers: _Optional[_Iterable[str]] = ..., view: _Optional[_Union[ResolutionView, str]] = ..., named_providers: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ResolveProviderModelRequest(_message.Message):
-    __slots__ = ("provider", "provider_model", "user", "task")
+    __slots__ = ("provider", "provider_model", "user", "task", "view")
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_MODEL_FIELD_NUMBER: _ClassVar[int]
     USER_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
+    VIEW_FIELD_NUMBER: _ClassVar[int]
     provider: str
     provider_model: str
     user: str
     task: str
-    def __init__(self, provider: _Optional[str] = ..., provider_model: _Optional[str] = ..., user: _Optional[str] = ..., task: _Optional[str] = ...) -> None: ...
+    view: ResolutionView
+    def __init__(self, provider: _Optional[str] = ..., provider_model: _Optional[str] = ..., user: _Optional[str] = ..., task: _Optional[str] = ..., view: _Optional[_Union[ResolutionView, str]] = ...) -> None: ...
 
 class Adapter(_message.Message):
     __slots__ = ("type", "model", "weights_path", "base_provider_model")
@@ -131,18 +146,20 @@ class Exclusion(_message.Message):
     def __init__(self, provider: _Optional[str] = ..., reason: _Optional[str] = ..., status: _Optional[str] = ...) -> None: ...
 
 class ResolveModelResponse(_message.Message):
-    __slots__ = ("model_found", "candidates", "exclusions", "model", "tasks")
+    __slots__ = ("model_found", "candidates", "exclusions", "model", "tasks", "provider_configs")
     MODEL_FOUND_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     EXCLUSIONS_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TASKS_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_CONFIGS_FIELD_NUMBER: _ClassVar[int]
     model_found: bool
     candidates: _containers.RepeatedCompositeFieldContainer[Candidate]
     exclusions: _containers.RepeatedCompositeFieldContainer[Exclusion]
     model: str
     tasks: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, model_found: _Optional[bool] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., exclusions: _Optional[_Iterable[_Union[Exclusion, _Mapping]]] = ..., model: _Optional[str] = ..., tasks: _Optional[_Iterable[str]] = ...) -> None: ...
+    provider_configs: _containers.RepeatedCompositeFieldContainer[ProviderConfig]
+    def __init__(self, model_found: _Optional[bool] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., exclusions: _Optional[_Iterable[_Union[Exclusion, _Mapping]]] = ..., model: _Optional[str] = ..., tasks: _Optional[_Iterable[str]] = ..., provider_configs: _Optional[_Iterable[_Union[ProviderConfig, _Mapping]]] = ...) -> None: ...
 
 class ListProviderConfigsRequest(_message.Message):
     __slots__ = ("secrets",)

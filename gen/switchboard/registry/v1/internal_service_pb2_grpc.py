@@ -91,21 +91,24 @@ class InternalServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ResolveModel(self, request, context):
-        """Orders the candidates that can serve a hub model for a caller.
+        """Orders the candidates that can serve a hub model for a caller; in the
+        routing view, with the config of every provider the answer names.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ResolveProviderModel(self, request, context):
-        """Finds a provider's mapping for one of the provider's own model ids.
+        """Finds a provider's mapping for one of the provider's own model ids; in
+        the routing view, with the provider's config.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListProviderConfigs(self, request, context):
-        """Every provider with the secrets needed to call it, and its prices.
+        """Every provider with the secrets needed to call it, and its prices (the
+        Router's listings and Billing; a resolution carries its own providers).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -8,9 +8,8 @@
 --                       bools = {key = true}: boolean fields}
 --   spec: true (anything), a message name (its object), {map = spec} (any keys).
 -- A body schema may add path = {key = true}: fields the path binds. The locals
--- find, sub, gsub and the functions echo and reject come from errors.lua.
+-- find, sub, gsub, byte, char and the functions echo, reject and mark_rest come from errors.lua.
 
-local byte, char = string.byte, string.char
 local MAX_DEPTH = 64
 
 local function unescape(text)
@@ -233,7 +232,7 @@ function envoy_on_request(handle)
     reject(handle, 414, "uri_too_long", "the path is longer than " .. MAX_PATH_BYTES .. " bytes", nil)
     return
   end
-  headers:replace("x-switchboard-method", headers:get(":method"))
+  mark_rest(handle, headers, path)
   local rule = RULES[handle:metadata():get("rule")]
   path = without_array_brackets(headers, path)
   local code, message, param = check_query(path, rule.query)

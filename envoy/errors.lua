@@ -144,7 +144,7 @@ end
 local DETAIL = "type.googleapis.com/google.rpc."
 
 -- What the error table needs of a google.rpc.Status: {code, message, reason, param,
--- metadata}; nil when it is none.
+-- metadata, retry_seconds}; nil when it is none.
 local function decode_status(data)
   local status = fields(data)
   if status == nil then
@@ -165,6 +165,13 @@ local function decode_status(data)
     elseif value and kind == DETAIL .. "BadRequest" and failure.param == nil then
       local violation = fields(field(value, 1) or "")
       failure.param = violation and field(violation, 1)
+    elseif value and kind == DETAIL .. "RetryInfo" then
+      local delay = fields(field(value, 1) or "") or {}
+      local seconds = field(delay, 1) or 0
+      if (field(delay, 2) or 0) > 0 then
+        seconds = seconds + 1  -- a part of a second: Retry-After counts whole seconds
+      end
+      failure.retry_seconds = math.max(1, seconds)
     end
   end
   return failure
@@ -247,5 +254,8 @@ function envoy_on_response(handle)
   local status, body = error_answer(failure, marks ~= nil and marks["anthropic"])
   headers:replace(":status", tostring(status))
   headers:replace("content-type", "application/json")
+  if failure.retry_seconds then
+    headers:replace("retry-after", tostring(failure.retry_seconds))
+  end
   handle:body(true):setBytes(body)
 end

@@ -21,7 +21,7 @@ from google.api import annotations_pb2, field_behavior_pb2, http_pb2
 from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor_pb2 import FieldDescriptorProto as Field
 
-from services.common.envoy import PUBLIC_SERVICES
+from services.common.surface import PUBLIC_SERVICES
 from services.router import completions_api, messages_api, params, responses_api, task_formats
 
 Schema = dict[str, Any]

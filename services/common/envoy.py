@@ -23,6 +23,7 @@ from google.protobuf import descriptor_pb2
 
 from services.common import edge, errors
 from services.common.errors import ANTHROPIC_PATH_REGEX, anthropic_face
+from services.common.surface import DESCRIPTOR, PUBLIC_SERVICES
 from services.common.telemetry import DEFAULT_TRACE_RATIO
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,7 +32,6 @@ LUA_FILE = ROOT / "envoy" / "errors.lua"
 ERROR_FACES_FILE = ROOT / "gen" / "error_faces.lua"  # written by scripts/generate.py from error_faces_lua()
 STRICT_LUA_FILE = ROOT / "envoy" / "strict.lua"
 GATE_LUA_FILE = ROOT / "envoy" / "gate.lua"
-DESCRIPTOR = ROOT / "gen" / "switchboard.pb"
 OPENAPI = ROOT / "gen" / "openapi.json"  # written by scripts/generate.py
 # Served until scripts/generate.py writes the document.
 
@@ -42,16 +42,6 @@ MAX_REQUEST_HEADERS_KB = 32
 # What the transcoder may buffer of one unary answer before it gives up.
 MAX_RESPONSE_BODY_BYTES = 32 * 1024 * 1024
 MAX_DIRECT_RESPONSE_BYTES = 4 * 1024 * 1024
-
-# gRPC service -> (cluster, route timeout). Internal services are not routed.
-PUBLIC_SERVICES: dict[str, tuple[str, str]] = {
-    "switchboard.registry.v1.RegistryService": ("registry", "15s"),
-    "switchboard.registry.v1.AdminService": ("registry", "120s"),
-    "switchboard.registry.v1.AccountService": ("registry", "15s"),
-    "switchboard.router.v1.RouterService": ("router", "600s"),
-    "switchboard.billing.v1.BillingService": ("billing", "15s"),
-    "switchboard.billing.v1.BillingAdminService": ("billing", "600s"),
-}
 
 # Server reflection (both versions) and health on the public port: one service answers
 # them for the whole public surface (see services/common/server.py, public_catalog).

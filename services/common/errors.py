@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 
@@ -134,7 +134,8 @@ class ApiError(Exception):
     """An error for the caller: a gRPC code, an ErrorInfo reason and a message; `param` is
     the field at fault (BadRequest's field, OpenAI's param), `metadata` ErrorInfo's metadata,
     `headers` extra response metadata (e.g. which provider answered), which Envoy passes on
-    to REST callers as headers."""
+    to REST callers as headers; `retry_seconds` when retrying later may succeed (RetryInfo,
+    Retry-After on REST)."""
 
     def __init__(
         self,
@@ -145,6 +146,7 @@ class ApiError(Exception):
         param: str | None = None,
         metadata: dict[str, str] | None = None,
         headers: dict[str, str] | None = None,
+        retry_seconds: int | None = None,
     ) -> None:
         if grpc_code not in _BY_CODE or not REASON_FORMAT.fullmatch(reason):
             raise ValueError(f"not an error's code and reason: {grpc_code}, {reason!r}")
@@ -155,6 +157,7 @@ class ApiError(Exception):
         self.param = None if param is None else _truncate(param, MAX_PARAM_CHARS)
         self.metadata = {key: _truncate(value, MAX_PARAM_CHARS) for key, value in (metadata or {}).items()}
         self.headers = headers or {}
+        self.retry_seconds = retry_seconds
 
     @property
     def rest(self) -> RestFace:
@@ -174,11 +177,15 @@ class ApiError(Exception):
         return {"error": {"message": self.message, "type": self.rest.type, "param": self.param, "code": self.code}}
 
     def rpc_status(self) -> status_pb2.Status:
-        """google.rpc.Status with ErrorInfo, plus BadRequest when a field is at fault."""
-        details = [error_details_pb2.ErrorInfo(reason=self.reason, domain=DOMAIN, metadata=self.metadata)]
+        """google.rpc.Status with ErrorInfo, plus BadRequest when a field is at fault and RetryInfo
+        when retrying later may succeed."""
+        details: list = [error_details_pb2.ErrorInfo(reason=self.reason, domain=DOMAIN, metadata=self.metadata)]
         if self.param:
             violation = error_details_pb2.BadRequest.FieldViolation(field=self.param, description=self.message)
             details.append(error_details_pb2.BadRequest(field_violations=[violation]))
+        if self.retry_seconds is not None:
+            delay = duration_pb2.Duration(seconds=self.retry_seconds)
+            details.append(error_details_pb2.RetryInfo(retry_delay=delay))
         packed = []
         for detail in details:
             message = any_pb2.Any()
@@ -262,14 +269,18 @@ def from_rpc_error(exc: grpc.aio.AioRpcError) -> ApiError | None:
         status = status_pb2.Status.FromString(raw)
     except DecodeError:
         return None
-    info, request = error_details_pb2.ErrorInfo(), error_details_pb2.BadRequest()
+    info, request, retry = error_details_pb2.ErrorInfo(), error_details_pb2.BadRequest(), error_details_pb2.RetryInfo()
     if not any(detail.Unpack(info) for detail in status.details):
         return None
     if info.domain != DOMAIN or status.code != exc.code().value[0]:
         return None
     has_field = any(detail.Unpack(request) for detail in status.details)
     param = request.field_violations[0].field if has_field and request.field_violations else None
+    retry_seconds = retry.retry_delay.seconds if any(detail.Unpack(retry) for detail in status.details) else None
     try:
-        return ApiError(exc.code(), info.reason, status.message, param=param, metadata=dict(info.metadata))
+        return ApiError(
+            exc.code(), info.reason, status.message, param=param, metadata=dict(info.metadata),
+            retry_seconds=retry_seconds,
+        )  # fmt: skip
     except ValueError:
         return None

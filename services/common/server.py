@@ -21,8 +21,8 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
-from services.common.envoy import DESCRIPTOR, PUBLIC_SERVICES
 from services.common.errors import ApiError, Code, internal_error, invalid_argument
+from services.common.surface import DESCRIPTOR, PUBLIC_SERVICES
 
 log = logging.getLogger(__name__)
 

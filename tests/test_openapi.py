@@ -15,6 +15,7 @@ from openapi_spec_validator import validate
 
 from services.common.envoy import PUBLIC_SERVICES
 from services.common.errors import ANTHROPIC_PATH_REGEX
+from services.edge.descriptors import bindings
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -49,7 +50,7 @@ def test_every_binding_of_every_transcoded_rpc_is_an_operation() -> None:
                 continue
             for method in service.method:
                 rule = method.options.Extensions[annotations_pb2.http]
-                expected |= {(verb, openapi.openapi_path(path)[0]) for verb, path, _ in openapi.bindings(rule)}
+                expected |= {(verb, openapi.openapi_path(path)[0]) for verb, path, _ in bindings(rule)}
     documented = {(verb, path) for path, operations in DOCUMENT["paths"].items() for verb in operations}
     assert documented == expected
     assert len(documented) == 74

@@ -13,18 +13,18 @@ import ipaddress
 import json
 import re
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 from string import Template
 from urllib.parse import urlsplit
 
-from google.api import annotations_pb2, field_behavior_pb2
+from google.api import field_behavior_pb2
 from google.protobuf import descriptor_pb2
 
 from services.common import edge, errors
 from services.common.errors import ANTHROPIC_PATH_REGEX, anthropic_face
 from services.common.surface import DESCRIPTOR, PUBLIC_SERVICES
 from services.common.telemetry import DEFAULT_TRACE_RATIO
+from services.edge.descriptors import FREE_MESSAGES, Descriptors, HttpRule, descriptors
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "envoy" / "envoy.yaml.template"
@@ -54,14 +54,6 @@ DISCOVERY_CLUSTER = "router"
 # Services whose REST routes serve callers without a token in anonymous mode.
 ANONYMOUS_SERVICES = frozenset({"switchboard.router.v1.RouterService"})
 
-# Messages whose JSON form is free (any keys) or not an object the Lua filter checks.
-_FREE_MESSAGES = {
-    "google.protobuf.Struct",
-    "google.protobuf.Value",
-    "google.protobuf.ListValue",
-    "google.protobuf.Any",
-    "google.api.HttpBody",
-}
 _SCALAR_MESSAGES_PREFIX = "google.protobuf."  # Timestamp, Duration, FieldMask, wrappers: JSON scalars
 _HTTP_BODY = "google.api.HttpBody"
 
@@ -103,21 +95,6 @@ class EnvoyPorts:
     edge: edge.EdgeLimits = field(default_factory=edge.EdgeLimits)  # memory, deadlines, per-client budgets
 
 
-@dataclass(frozen=True)
-class HttpRule:
-    """One google.api.http binding of a public method."""
-
-    service: str
-    verb: str  # GET, PUT, POST, PATCH, DELETE
-    template: str
-    request: str  # full name of the request message
-    body: str  # "", "*" or a field of the request
-
-    @property
-    def key(self) -> str:
-        return f"{self.verb} {self.template}"
-
-
 _VARIABLE = re.compile(r"\{([^}=]+)(?:=([^}]*))?\}")
 
 
@@ -147,56 +124,6 @@ def _segments_regex(pattern: str) -> str:
 def path_fields(template: str) -> list[str]:
     """Field paths bound by the template's variables, e.g. ["provider", "mapping_id"]."""
     return [match.group(1) for match in _VARIABLE.finditer(template)]
-
-
-class Descriptors:
-    """Messages and public HTTP rules of the descriptor set."""
-
-    def __init__(self, data: bytes) -> None:
-        files = descriptor_pb2.FileDescriptorSet.FromString(data).file
-        self.messages: dict[str, descriptor_pb2.DescriptorProto] = {}
-        self.rules: list[HttpRule] = []
-        for proto in files:
-            for message in proto.message_type:
-                self._add_message(f"{proto.package}.{message.name}", message)
-            for service in proto.service:
-                name = f"{proto.package}.{service.name}"
-                if name in PUBLIC_SERVICES:
-                    self._add_rules(name, service)
-
-    def _add_message(self, name: str, message: descriptor_pb2.DescriptorProto) -> None:
-        self.messages[name] = message
-        for nested in message.nested_type:
-            self._add_message(f"{name}.{nested.name}", nested)
-
-    def _add_rules(self, service: str, proto: descriptor_pb2.ServiceDescriptorProto) -> None:
-        for method in proto.method:
-            rule = method.options.Extensions[annotations_pb2.http]
-            for binding in [rule, *rule.additional_bindings]:
-                verb = binding.WhichOneof("pattern")
-                if verb is not None:
-                    template = getattr(binding, verb)
-                    request = method.input_type.lstrip(".")
-                    self.rules.append(HttpRule(service, verb.upper(), template, request, binding.body))
-
-    def field(self, message: str, name: str) -> descriptor_pb2.FieldDescriptorProto:
-        return next(f for f in self.messages[message].field if f.name == name)
-
-    def body_message(self, rule: HttpRule) -> str | None:
-        """The message the JSON body is parsed into; None when there is no body or it is free."""
-        if not rule.body:
-            return None
-        message = rule.request if rule.body == "*" else self.field(rule.request, rule.body).type_name.lstrip(".")
-        return None if message in _FREE_MESSAGES else message
-
-    def is_map(self, f: descriptor_pb2.FieldDescriptorProto) -> bool:
-        entry = self.messages.get(f.type_name.lstrip("."))
-        return entry is not None and entry.options.map_entry
-
-
-@cache
-def descriptors() -> Descriptors:
-    return Descriptors(DESCRIPTOR.read_bytes())
 
 
 # --- Lua tables -------------------------------------------------------------
@@ -256,7 +183,7 @@ def _field_spec(d: Descriptors, f: descriptor_pb2.FieldDescriptorProto) -> objec
     name = f.type_name.lstrip(".")
     if d.is_map(f):
         return {"map": _field_spec(d, d.messages[name].field[1])}
-    if name in _FREE_MESSAGES or name.startswith(_SCALAR_MESSAGES_PREFIX):
+    if name in FREE_MESSAGES or name.startswith(_SCALAR_MESSAGES_PREFIX):
         return True
     return name
 
@@ -287,7 +214,7 @@ def _schema(d: Descriptors, message: str, exclude: frozenset[str] = frozenset())
 def _takes_no_long_string(f: descriptor_pb2.FieldDescriptorProto) -> bool:
     """Fields whose JSON value is never a long string: numbers, booleans, enums, messages."""
     free = {f.TYPE_STRING, f.TYPE_BYTES}
-    return f.type not in free and f.type_name.lstrip(".") not in _FREE_MESSAGES
+    return f.type not in free and f.type_name.lstrip(".") not in FREE_MESSAGES
 
 
 def _reachable(d: Descriptors, roots: list[str]) -> list[str]:

@@ -3,7 +3,7 @@
 -- bearer token the Registry knows (its GetMe, over gRPC); a bad or missing token is
 -- a 401 before the body is read, and a declared body over the route's cap a 413.
 -- Small bodies pass untouched (the hot path): the services check their tokens.
--- Route metadata (services/common/edge.py): max_body, and anonymous on the routes
+-- Route metadata (services/edge/limits.py): max_body, and anonymous on the routes
 -- that serve callers without a token in anonymous mode.
 
 local BODY_METHODS = {POST = true, PUT = true, PATCH = true}

@@ -22,11 +22,10 @@ from pathlib import Path
 
 import doc_tables
 import grpc_tools
-import openapi
 from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
 
-from services.common import envoy
+from services.edge import envoy, openapi
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTOS = ROOT / "protos"

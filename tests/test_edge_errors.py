@@ -14,7 +14,6 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 
-from services.common.envoy import ERROR_FACES_FILE, error_faces_lua
 from services.common.errors import (
     ANTHROPIC_FACES,
     DETAILS_TRAILER,
@@ -25,6 +24,7 @@ from services.common.errors import (
     rest_face,
     table,
 )
+from services.edge.envoy import ERROR_FACES_FILE, error_faces_lua
 
 ROOT = Path(__file__).resolve().parent.parent
 # Names only a REST answer has: they belong to Envoy's configuration, never to a service.
@@ -82,7 +82,7 @@ def test_a_message_with_quotes_and_non_ascii_text_reaches_rest_callers_as_the_se
 def test_the_services_import_no_deploy_time_code() -> None:
     """The runtime path (the three services' servers) never loads what renders Envoy's configuration."""
     servers = "import services.router.server, services.registry.server, services.billing.server"
-    deploy_time = ("services.common.envoy", "services.common.edge")
+    deploy_time = ("services.edge", "services.edge.envoy", "services.edge.limits", "services.edge.openapi")
     check = f"{servers}; import sys; print(sorted(m for m in sys.modules if m in {deploy_time!r}))"
     loaded = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True, timeout=120)
     assert loaded.stdout.strip() == "[]"

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-from services.common import envoy
 from services.common.errors import invalid_argument
+from services.edge import envoy
 from tests.registry_helpers import build_world, error_of, ok, unique
 
 JSON = {"content-type": "application/json"}

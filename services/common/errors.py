@@ -90,7 +90,7 @@ PROVIDER_VERDICTS: dict[int, tuple[grpc.StatusCode, str]] = {
 
 # Anthropic's Messages API answers its errors in Anthropic's shape, {"type": "error", "error":
 # {"type", "message"}}, with Anthropic's statuses: Envoy answers so on these paths (plain and per
-# provider), the services' errors and its own replies alike (envoy/errors.lua, services/common/envoy.py).
+# provider), the services' errors and its own replies alike (envoy/errors.lua, services/edge/envoy.py).
 ANTHROPIC_PATH_REGEX = r"(/[^/?]+)?/v1/messages(/[^?]*)?([?].*)?"
 # HTTP status -> (Anthropic's status, Anthropic's error type); any other status is an api_error.
 ANTHROPIC_FACES: dict[int, tuple[int, str]] = {

@@ -20,10 +20,11 @@ from urllib.parse import urlsplit
 from google.api import field_behavior_pb2
 from google.protobuf import descriptor_pb2
 
-from services.common import edge, errors
+from services.common import errors
 from services.common.errors import ANTHROPIC_PATH_REGEX, anthropic_face
 from services.common.surface import DESCRIPTOR, PUBLIC_SERVICES
 from services.common.telemetry import DEFAULT_TRACE_RATIO
+from services.edge import limits as edge
 from services.edge.descriptors import FREE_MESSAGES, Descriptors, HttpRule, descriptors
 
 ROOT = Path(__file__).resolve().parents[2]

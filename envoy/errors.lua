@@ -33,14 +33,17 @@ function reject(handle, status, code, message, param, error_type)
   local body = '{"error":{"message":"' .. message .. '","type":"' .. kind .. '","param":'
     .. (param and '"' .. param .. '"' or "null") .. ',"code":"' .. code .. '"}}'
   if anthropic_route(handle:headers():get(":path") or "") then
-    status, kind = anthropic_face(status)
+    local face = ANTHROPIC_FACES[status]
+    if face ~= nil then
+      status, kind = face[1], face[2]
+    end
     body = '{"type":"error","error":{"type":"' .. kind .. '","message":"' .. message .. '"}}'
   end
   handle:respond({[":status"] = tostring(status), ["content-type"] = "application/json"}, body)
 end
 
 -- Anthropic's status and error type for an HTTP status.
-function anthropic_face(status)
+local function anthropic_face(status)
   local face = ANTHROPIC_FACES[status]
   if face == nil then
     return status, "api_error"

@@ -1,14 +1,17 @@
--- Shapes REST answers of transcoded calls. A gRPC error becomes OpenAI's
--- error shape: on a call marked as REST (the x-switchboard-method request
--- header, which Envoy strips from callers), the service puts the finished JSON
--- body and the HTTP status into the x-switchboard-error and
--- x-switchboard-status trailers. gRPC's own headers are dropped from REST
--- answers. Native gRPC calls pass untouched.
+-- Shapes REST answers of transcoded calls. A gRPC error becomes OpenAI's error
+-- shape (Anthropic's on the Messages route): the services end every call alike,
+-- with a google.rpc.Status in grpc-status-details-bin (ErrorInfo, BadRequest), and
+-- this filter turns it into the HTTP status and body from the error table that
+-- scripts/generate.py writes from services/common/errors.py (gen/error_faces.lua,
+-- prepended: ERROR_CODES, ERROR_REASONS, ANTHROPIC_FACES, PROVIDER_CODE_KEY).
+-- gRPC's own headers are dropped from REST answers. Native gRPC calls pass untouched.
 -- Envoy's routes send gRPC content types only to gRPC methods; gRPC-Web, which
 -- nothing here speaks, is refused.
 
 local find, sub, gsub = string.find, string.sub, string.gsub
+local byte, char, floor = string.byte, string.char, math.floor
 local MAX_ECHO = 64
+local MARKS = "switchboard"  -- the dynamic metadata namespace of this filter's marks (and the access log's)
 
 -- Caller input is echoed as a short prefix of plain characters: valid JSON as it is.
 function echo(text)
@@ -25,15 +28,176 @@ end
 -- Answers in OpenAI's shape (Anthropic's on its route; type invalid_request_error unless
 -- given); the local reply mappers leave a reply marked own_reply alone.
 function reject(handle, status, code, message, param, error_type)
-  handle:streamInfo():dynamicMetadata():set("switchboard", "own_reply", true)
+  handle:streamInfo():dynamicMetadata():set(MARKS, "own_reply", true)
   local kind = error_type or "invalid_request_error"
   local body = '{"error":{"message":"' .. message .. '","type":"' .. kind .. '","param":'
     .. (param and '"' .. param .. '"' or "null") .. ',"code":"' .. code .. '"}}'
   if anthropic_route(handle:headers():get(":path") or "") then
-    kind = ANTHROPIC_TYPES and ANTHROPIC_TYPES[status] or kind
+    local face = ANTHROPIC_FACES[status]
+    if face ~= nil then
+      status, kind = face[1], face[2]
+    end
     body = '{"type":"error","error":{"type":"' .. kind .. '","message":"' .. message .. '"}}'
   end
   handle:respond({[":status"] = tostring(status), ["content-type"] = "application/json"}, body)
+end
+
+-- Anthropic's status and error type for an HTTP status.
+local function anthropic_face(status)
+  local face = ANTHROPIC_FACES[status]
+  if face == nil then
+    return status, "api_error"
+  end
+  return face[1], face[2]
+end
+
+-- Marks a REST call: the caller's method for the access log (the transcoder makes every
+-- call a POST), and whether its errors take Anthropic's shape.
+function mark_rest(handle, headers, path)
+  local marks = handle:streamInfo():dynamicMetadata()
+  marks:set(MARKS, "method", headers:get(":method"))
+  if find(path, "/v1/messages", 1, true) and anthropic_route(path) then
+    marks:set(MARKS, "anthropic", true)
+  end
+end
+
+-- --- google.rpc.Status, from grpc-status-details-bin -------------------------
+
+local BASE64 = {}
+for i = 1, 64 do
+  BASE64[byte("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/", i)] = i - 1
+end
+
+-- The bytes of base64 text (padded or not).
+local function unbase64(text)
+  local out, bits, count = {}, 0, 0
+  for i = 1, #text do
+    local value = BASE64[byte(text, i)]
+    if value ~= nil then
+      bits, count = bits * 64 + value, count + 6
+      if count >= 8 then
+        count = count - 8
+        local scale = 2 ^ count
+        local octet = floor(bits / scale)
+        out[#out + 1] = char(octet)
+        bits = bits - octet * scale
+      end
+    end
+  end
+  return table.concat(out)
+end
+
+local function varint(data, at)
+  local value, scale = 0, 1
+  while true do
+    local b = byte(data, at)
+    if b == nil then
+      return nil, at
+    end
+    at = at + 1
+    value = value + (b % 128) * scale
+    if b < 128 then
+      return value, at
+    end
+    scale = scale * 128
+  end
+end
+
+-- A message's fields as {number, value}: varints as numbers, length-delimited fields as
+-- strings (fixed-size fields are skipped); nil when the bytes are not a message.
+local function fields(data)
+  local out, at = {}, 1
+  while at <= #data do
+    local key, value
+    key, at = varint(data, at)
+    if key == nil then
+      return nil
+    end
+    local wire = key % 8
+    if wire == 0 then
+      value, at = varint(data, at)
+    elseif wire == 2 then
+      local length
+      length, at = varint(data, at)
+      if length == nil or at + length - 1 > #data then
+        return nil
+      end
+      value, at = sub(data, at, at + length - 1), at + length
+    elseif wire == 1 or wire == 5 then
+      at = at + (wire == 1 and 8 or 4)
+    else
+      return nil
+    end
+    if value ~= nil then
+      out[#out + 1] = {floor(key / 8), value}
+    end
+  end
+  return out
+end
+
+local function field(message, number)
+  for _, f in ipairs(message) do
+    if f[1] == number then
+      return f[2]
+    end
+  end
+  return nil
+end
+
+local DETAIL = "type.googleapis.com/google.rpc."
+
+-- What the error table needs of a google.rpc.Status: {code, message, reason, param,
+-- metadata, retry_seconds}; nil when it is none.
+local function decode_status(data)
+  local status = fields(data)
+  if status == nil then
+    return nil
+  end
+  local failure = {code = field(status, 1) or 0, message = field(status, 2) or "", metadata = {}}
+  for _, f in ipairs(status) do
+    local any = f[1] == 3 and fields(f[2])
+    local kind, value = any and field(any, 1), any and fields(field(any, 2) or "")
+    if value and kind == DETAIL .. "ErrorInfo" then
+      failure.reason = field(value, 1)
+      for _, entry in ipairs(value) do
+        local pair = entry[1] == 3 and fields(entry[2])
+        if pair then
+          failure.metadata[field(pair, 1) or ""] = field(pair, 2)
+        end
+      end
+    elseif value and kind == DETAIL .. "BadRequest" and failure.param == nil then
+      local violation = fields(field(value, 1) or "")
+      failure.param = violation and field(violation, 1)
+    elseif value and kind == DETAIL .. "RetryInfo" then
+      local delay = fields(field(value, 1) or "") or {}
+      local seconds = field(delay, 1) or 0
+      if (field(delay, 2) or 0) > 0 then
+        seconds = seconds + 1  -- a part of a second: Retry-After counts whole seconds
+      end
+      failure.retry_seconds = math.max(1, seconds)
+    end
+  end
+  return failure
+end
+
+local function json_string(text)
+  return '"' .. gsub(text, '[%c"\\]', function(c) return string.format("\\u%04x", byte(c)) end) .. '"'
+end
+
+-- The HTTP status and body of an error: OpenAI's shape, or Anthropic's.
+local function error_answer(failure, anthropic)
+  local face = ERROR_REASONS[failure.code .. ":" .. (failure.reason or "")] or ERROR_CODES[failure.code]
+    or ERROR_CODES[2]
+  local status, message = face[1], json_string(failure.message)
+  if anthropic then
+    local kind
+    status, kind = anthropic_face(status)
+    return status, '{"type":"error","error":{"type":"' .. kind .. '","message":' .. message .. "}}"
+  end
+  local code = failure.metadata[PROVIDER_CODE_KEY] or string.lower(failure.reason or "")
+  local param = failure.param and json_string(failure.param) or "null"
+  return status, '{"error":{"message":' .. message .. ',"type":"' .. face[2] .. '","param":' .. param
+    .. ',"code":' .. json_string(code) .. "}}"
 end
 
 -- gRPC refuses a metadata key outside [0-9a-z_.-] and would fail the whole call: such
@@ -64,16 +228,16 @@ function envoy_on_request(handle)
       reject(handle, 415, "unsupported_content_type", "gRPC-Web is not supported: use gRPC or the REST paths", nil)
       return
     end
-    handle:streamInfo():dynamicMetadata():set("switchboard", "native_grpc", true)
+    local marks = handle:streamInfo():dynamicMetadata()
+    marks:set(MARKS, "native_grpc", true)
+    marks:set(MARKS, "method", "POST")
     return
   end
-  -- Marks the call as REST (as strict.lua does): only then do the services add the
-  -- x-switchboard-error/-status trailers, so native gRPC callers never see them.
-  headers:replace("x-switchboard-method", headers:get(":method"))
+  mark_rest(handle, headers, headers:get(":path") or "")
 end
 
 function envoy_on_response(handle)
-  local marks = handle:streamInfo():dynamicMetadata():get("switchboard")
+  local marks = handle:streamInfo():dynamicMetadata():get(MARKS)
   if marks ~= nil and marks["native_grpc"] then
     return
   end
@@ -81,17 +245,20 @@ function envoy_on_response(handle)
   headers:remove("grpc-accept-encoding")
   headers:remove("grpc-status")
   headers:remove("grpc-message")
-  headers:remove("grpc-status-details-bin")
-  local error_body = headers:get("x-switchboard-error")
-  if error_body == nil then
+  local details = headers:get("grpc-status-details-bin")
+  if details == nil then
     return
   end
-  headers:remove("x-switchboard-error")
-  local status = headers:get("x-switchboard-status")
-  headers:remove("x-switchboard-status")
-  if status ~= nil then
-    headers:replace(":status", status)
+  headers:remove("grpc-status-details-bin")
+  local failure = decode_status(unbase64(details))
+  if failure == nil or failure.code == 0 then
+    return
   end
+  local status, body = error_answer(failure, marks ~= nil and marks["anthropic"])
+  headers:replace(":status", tostring(status))
   headers:replace("content-type", "application/json")
-  handle:body(true):setBytes(error_body)
+  if failure.retry_seconds then
+    headers:replace("retry-after", tostring(failure.retry_seconds))
+  end
+  handle:body(true):setBytes(body)
 end

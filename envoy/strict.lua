@@ -1,6 +1,6 @@
 -- Checks requests on routes with a typed JSON body or path variables, before the
 -- transcoder (which silently drops unknown JSON fields and lets the query string
--- set path fields). services/common/envoy.py appends this to errors.lua (whose
+-- set path fields). services/edge/envoy.py appends this to errors.lua (whose
 -- envoy_on_response shapes answers) after the generated tables:
 --   RULES[route's "rule" metadata] = {query = {name = field}, body = schema, partial = bool}
 --   SCHEMAS[message] = {fields = {key = spec}, required = {{json_name, proto_name}},
@@ -8,9 +8,8 @@
 --                       bools = {key = true}: boolean fields}
 --   spec: true (anything), a message name (its object), {map = spec} (any keys).
 -- A body schema may add path = {key = true}: fields the path binds. The locals
--- find, sub, gsub and the functions echo and reject come from errors.lua.
+-- find, sub, gsub, byte, char and the functions echo, reject and mark_rest come from errors.lua.
 
-local byte, char = string.byte, string.char
 local MAX_DEPTH = 64
 
 local function unescape(text)
@@ -233,7 +232,7 @@ function envoy_on_request(handle)
     reject(handle, 414, "uri_too_long", "the path is longer than " .. MAX_PATH_BYTES .. " bytes", nil)
     return
   end
-  headers:replace("x-switchboard-method", headers:get(":method"))
+  mark_rest(handle, headers, path)
   local rule = RULES[handle:metadata():get("rule")]
   path = without_array_brackets(headers, path)
   local code, message, param = check_query(path, rule.query)

@@ -22,9 +22,10 @@ from pathlib import Path
 
 import doc_tables
 import grpc_tools
-import openapi
 from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
+
+from services.edge import envoy, openapi
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTOS = ROOT / "protos"
@@ -60,6 +61,7 @@ def generate(out: Path, third_party: Path) -> None:
         check=True,
     )
     write_openapi(out / DESCRIPTOR_SET, out / OPENAPI_DOCUMENT)
+    (out / envoy.ERROR_FACES_FILE.name).write_text(envoy.error_faces_lua())
     # Regular packages, so that setuptools finds the generated code.
     for module in out.rglob("*_pb2.py"):
         for directory in module.relative_to(out).parents[:-1]:

@@ -28,10 +28,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.backoff import Backoff
 from services.common.config import shared_service_credential
-from services.common.edge import EdgeLimits
-from services.common.envoy import EnvoyPorts, render
 from services.common.secrets import private_directory, private_file, private_tree, read_or_create_secret
 from services.common.telemetry import trace_ratio
+from services.edge.envoy import EnvoyPorts, render
+from services.edge.limits import EdgeLimits
 
 READY_DEADLINE_SECONDS = 60.0
 STOP_GRACE_SECONDS = 10.0

@@ -17,9 +17,9 @@ import pytest
 from hypothesis import settings
 
 from services.common.auth import SERVICE_CREDENTIAL_KEY
-from services.common.edge import CLIENT_BUDGET_ENV, EDGE_BUDGET_ENV
 from services.common.service import channel
 from services.demo import start_demo
+from services.edge.limits import CLIENT_BUDGET_ENV, EDGE_BUDGET_ENV
 from services.launcher import Stack, UpOptions, free_port, start_stack
 
 # Fixtures that start processes (Envoy, the services, a provider): a test that uses one, directly or
@@ -118,7 +118,7 @@ def make_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..
         port = free_port()
         # Health probes off unless a test turns them on: the providers most tests register are
         # unreachable on purpose, and probes would turn their live mappings to error mid-session.
-        # Every test's client is 127.0.0.1: budgets for large bodies (services/common/edge.py)
+        # Every test's client is 127.0.0.1: budgets for large bodies (services/edge/limits.py)
         # that the whole session cannot use up, unless a test asks for its own.
         budget = {CLIENT_BUDGET_ENV: "1024,1024", EDGE_BUDGET_ENV: "1024,1024"}
         settings = {"SWITCHBOARD_ADMIN_TOKEN": token, "SWITCHBOARD_PROBES_ENABLED": "false", **budget, **env}

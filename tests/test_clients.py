@@ -30,8 +30,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from installs import apt_install, can_apt_install, cannot_have
 
-from services.common.envoy import DESCRIPTOR, PUBLIC_SERVICES
 from services.demo import CHAT_MODEL, IMAGE_MODEL, MAPPINGS, PROVIDER
+from services.edge.envoy import DESCRIPTOR, PUBLIC_SERVICES
 from services.launcher import Stack
 
 pytestmark = pytest.mark.slow

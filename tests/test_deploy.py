@@ -14,7 +14,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from services.common.envoy import ROOT, render
+from services.edge.envoy import ROOT, render
 from services.kubernetes import ENVOY_CONFIG_FILE, IN_CLUSTER, MANIFESTS
 
 KUBERNETES_VERSION = "1.33.0"

@@ -15,8 +15,9 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace.sampling import Decision
 
-from services.common import edge, telemetry
-from services.common.envoy import EnvoyPorts, render
+from services.common import telemetry
+from services.edge import limits as edge
+from services.edge.envoy import EnvoyPorts, render
 from services.launcher import UpOptions, free_port, start_stack
 from tests.conftest import RunningStack
 from tests.registry_helpers import create_user, error_of, unique

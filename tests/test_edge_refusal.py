@@ -1,4 +1,4 @@
-"""A request past its byte budget (services/common/edge.py) is held for the refusal delay and then
+"""A request past its byte budget (services/edge/limits.py) is held for the refusal delay and then
 refused by the gate, through the real Envoy: a 429 in the route's error shape with Retry-After,
 its body unread; only the budgets can mark a request so (a caller's own mark is removed)."""
 
@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from services.common import edge
+from services.edge import limits as edge
 from tests.registry_helpers import create_user, error_of, unique
 from tests.test_edge import CHAT, MIB, _hcm, raw_exchange, rendered, request_head
 

@@ -279,7 +279,7 @@ def test_the_table_names_every_code_and_the_issues_examples() -> None:
 
 def rpc_error(code: grpc.StatusCode, error: ApiError | None) -> grpc.aio.AioRpcError:
     """A failed call's error as a client sees it, with the details `error` (if any) would send."""
-    trailers = error.trailing_metadata(rest=False) if error else ()
+    trailers = error.trailing_metadata() if error else ()
     return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(*trailers), "details")
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,12 +12,12 @@ from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
 from openapi_spec_validator import validate
 
-from services.common.envoy import PUBLIC_SERVICES
 from services.common.errors import ANTHROPIC_PATH_REGEX
+from services.edge import openapi
+from services.edge.descriptors import bindings
+from services.edge.envoy import PUBLIC_SERVICES
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
-import openapi  # noqa: E402  (scripts/ is not a package)
 
 DESCRIPTORS = descriptor_pb2.FileDescriptorSet.FromString((ROOT / "gen" / "switchboard.pb").read_bytes())
 DOCUMENT = json.loads((ROOT / "gen" / "openapi.json").read_text())
@@ -49,7 +48,7 @@ def test_every_binding_of_every_transcoded_rpc_is_an_operation() -> None:
                 continue
             for method in service.method:
                 rule = method.options.Extensions[annotations_pb2.http]
-                expected |= {(verb, openapi.openapi_path(path)[0]) for verb, path, _ in openapi.bindings(rule)}
+                expected |= {(verb, openapi.openapi_path(path)[0]) for verb, path, _ in bindings(rule)}
     documented = {(verb, path) for path, operations in DOCUMENT["paths"].items() for verb in operations}
     assert documented == expected
     assert len(documented) == 74

@@ -33,7 +33,7 @@ from switchboard.registry.v1 import registry_service_pb2_grpc as registry_grpc
 from switchboard.router.v1 import router_service_pb2 as router_pb
 from switchboard.router.v1 import router_service_pb2_grpc as router_grpc
 
-from services.common.envoy import EnvoyPorts, render
+from services.edge.envoy import EnvoyPorts, render
 from services.launcher import Child, Stack, free_port, grpc_serving, http_ok
 from services.reference_provider.app import Knobs, State, create_app
 

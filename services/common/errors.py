@@ -1,44 +1,39 @@
-"""Errors defined gRPC-first, answered in OpenAI's shape to REST callers.
+"""Errors defined gRPC-first: the error catalogue.
 
 An error is a gRPC status code and an ErrorInfo reason (UPPER_SNAKE, domain
 "switchboard"), with a BadRequest field violation when a field is at fault. A
 servicer raises ApiError; the server's interceptor ends the call with it as a
-google.rpc.Status in grpc-status-details-bin. What a REST caller sees is
-derived from (code, reason) in one place, `rest_face`: the HTTP status and
-OpenAI's error `type`; OpenAI's snake_case `code` is the reason in lower case.
-Only calls Envoy transcoded from REST (their metadata carries REST_CALL_KEY,
-which Envoy strips from every caller) also get two trailers with that answer
-for Envoy's Lua filter: native gRPC callers see standard gRPC errors only.
+google.rpc.Status in grpc-status-details-bin, for every caller alike: services
+know nothing of REST. What a REST caller sees is derived from (code, reason) in
+one place, `rest_face`: the HTTP status and OpenAI's error `type`; OpenAI's
+snake_case `code` is the reason in lower case. Envoy alone turns the status into
+that answer (envoy/errors.lua), from the table scripts/generate.py writes from
+this catalogue (gen/error_faces.lua, docs/boundary.md).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from dataclasses import dataclass
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 
 log = logging.getLogger(__name__)
 
 Code = grpc.StatusCode
-ERROR_TRAILER = "x-switchboard-error"
-STATUS_TRAILER = "x-switchboard-status"
 DETAILS_TRAILER = "grpc-status-details-bin"
-# Set by Envoy's Lua filters on REST (transcoded) calls only; Envoy removes it from what callers send.
-REST_CALL_KEY = "x-switchboard-method"
 DOMAIN = "switchboard"
 # AIP-193: UPPER_SNAKE_CASE, at most 63 characters.
 REASON_FORMAT = re.compile(r"[A-Z][A-Z0-9_]{0,61}[A-Z0-9]")
 # ErrorInfo metadata: which provider answered, and the provider's own error code (what REST callers see).
 PROVIDER_KEY = "provider"
 PROVIDER_CODE_KEY = "provider_code"
-# A message or param longer than this is cut: errors echo input, and the error
-# trailer must stay far below the metadata limits of gRPC and Envoy.
+# A message or param longer than this is cut: errors echo input, and the status
+# details trailer must stay far below the metadata limits of gRPC and Envoy.
 MAX_MESSAGE_CHARS = 1024
 MAX_PARAM_CHARS = 128
 
@@ -94,11 +89,8 @@ PROVIDER_VERDICTS: dict[int, tuple[grpc.StatusCode, str]] = {
 
 
 # Anthropic's Messages API answers its errors in Anthropic's shape, {"type": "error", "error":
-# {"type", "message"}}, with Anthropic's statuses: the gRPC methods whose REST answers take it,
-# and the paths (plain and per provider) where Envoy's own replies take it (services/common/envoy.py).
-ANTHROPIC_METHODS = frozenset(
-    {"/switchboard.router.v1.RouterService/CreateMessage", "/switchboard.router.v1.RouterService/CountMessageTokens"}
-)
+# {"type", "message"}}, with Anthropic's statuses: Envoy answers so on these paths (plain and per
+# provider), the services' errors and its own replies alike (envoy/errors.lua, services/edge/envoy.py).
 ANTHROPIC_PATH_REGEX = r"(/[^/?]+)?/v1/messages(/[^?]*)?([?].*)?"
 # HTTP status -> (Anthropic's status, Anthropic's error type); any other status is an api_error.
 ANTHROPIC_FACES: dict[int, tuple[int, str]] = {
@@ -141,7 +133,9 @@ def table() -> list[tuple[grpc.StatusCode, str]]:
 class ApiError(Exception):
     """An error for the caller: a gRPC code, an ErrorInfo reason and a message; `param` is
     the field at fault (BadRequest's field, OpenAI's param), `metadata` ErrorInfo's metadata,
-    `headers` extra response metadata (e.g. which provider answered)."""
+    `headers` extra response metadata (e.g. which provider answered), which Envoy passes on
+    to REST callers as headers; `retry_seconds` when retrying later may succeed (RetryInfo,
+    Retry-After on REST)."""
 
     def __init__(
         self,
@@ -152,6 +146,7 @@ class ApiError(Exception):
         param: str | None = None,
         metadata: dict[str, str] | None = None,
         headers: dict[str, str] | None = None,
+        retry_seconds: int | None = None,
     ) -> None:
         if grpc_code not in _BY_CODE or not REASON_FORMAT.fullmatch(reason):
             raise ValueError(f"not an error's code and reason: {grpc_code}, {reason!r}")
@@ -162,6 +157,7 @@ class ApiError(Exception):
         self.param = None if param is None else _truncate(param, MAX_PARAM_CHARS)
         self.metadata = {key: _truncate(value, MAX_PARAM_CHARS) for key, value in (metadata or {}).items()}
         self.headers = headers or {}
+        self.retry_seconds = retry_seconds
 
     @property
     def rest(self) -> RestFace:
@@ -181,11 +177,15 @@ class ApiError(Exception):
         return {"error": {"message": self.message, "type": self.rest.type, "param": self.param, "code": self.code}}
 
     def rpc_status(self) -> status_pb2.Status:
-        """google.rpc.Status with ErrorInfo, plus BadRequest when a field is at fault."""
-        details = [error_details_pb2.ErrorInfo(reason=self.reason, domain=DOMAIN, metadata=self.metadata)]
+        """google.rpc.Status with ErrorInfo, plus BadRequest when a field is at fault and RetryInfo
+        when retrying later may succeed."""
+        details: list = [error_details_pb2.ErrorInfo(reason=self.reason, domain=DOMAIN, metadata=self.metadata)]
         if self.param:
             violation = error_details_pb2.BadRequest.FieldViolation(field=self.param, description=self.message)
             details.append(error_details_pb2.BadRequest(field_violations=[violation]))
+        if self.retry_seconds is not None:
+            delay = duration_pb2.Duration(seconds=self.retry_seconds)
+            details.append(error_details_pb2.RetryInfo(retry_delay=delay))
         packed = []
         for detail in details:
             message = any_pb2.Any()
@@ -193,25 +193,9 @@ class ApiError(Exception):
             packed.append(message)
         return status_pb2.Status(code=self.grpc_code.value[0], message=self.message, details=packed)
 
-    def rest_answer(self, anthropic: bool = False) -> tuple[int, dict]:
-        """The HTTP status and body a REST caller gets: OpenAI's shape, or Anthropic's."""
-        if anthropic:
-            return anthropic_error(self.http_status, self.message)
-        return self.http_status, self.openai_body()
-
-    def trailing_metadata(self, rest: bool, anthropic: bool = False) -> tuple[tuple[str, str | bytes], ...]:
-        """The status details and extra headers; for a REST call also the answer Envoy's Lua filter
-        sends (in Anthropic's shape when `anthropic`)."""
-        trailers: tuple[tuple[str, str | bytes], ...] = (
-            (DETAILS_TRAILER, self.rpc_status().SerializeToString()),
-            *self.headers.items(),
-        )
-        if rest:
-            status, body = self.rest_answer(anthropic)
-            # Metadata values must be printable ASCII: escape everything else.
-            trailers += ((ERROR_TRAILER, json.dumps(body, ensure_ascii=True)),)
-            trailers += ((STATUS_TRAILER, str(status)),)
-        return trailers
+    def trailing_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
+        """The status details and the extra response metadata."""
+        return ((DETAILS_TRAILER, self.rpc_status().SerializeToString()), *self.headers.items())
 
 
 def _truncate(text: str, limit: int) -> str:
@@ -285,14 +269,18 @@ def from_rpc_error(exc: grpc.aio.AioRpcError) -> ApiError | None:
         status = status_pb2.Status.FromString(raw)
     except DecodeError:
         return None
-    info, request = error_details_pb2.ErrorInfo(), error_details_pb2.BadRequest()
+    info, request, retry = error_details_pb2.ErrorInfo(), error_details_pb2.BadRequest(), error_details_pb2.RetryInfo()
     if not any(detail.Unpack(info) for detail in status.details):
         return None
     if info.domain != DOMAIN or status.code != exc.code().value[0]:
         return None
     has_field = any(detail.Unpack(request) for detail in status.details)
     param = request.field_violations[0].field if has_field and request.field_violations else None
+    retry_seconds = retry.retry_delay.seconds if any(detail.Unpack(retry) for detail in status.details) else None
     try:
-        return ApiError(exc.code(), info.reason, status.message, param=param, metadata=dict(info.metadata))
+        return ApiError(
+            exc.code(), info.reason, status.message, param=param, metadata=dict(info.metadata),
+            retry_seconds=retry_seconds,
+        )  # fmt: skip
     except ValueError:
         return None

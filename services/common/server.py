@@ -21,8 +21,8 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
-from services.common.envoy import DESCRIPTOR, PUBLIC_SERVICES
-from services.common.errors import ANTHROPIC_METHODS, REST_CALL_KEY, ApiError, Code, internal_error, invalid_argument
+from services.common.errors import ApiError, Code, internal_error, invalid_argument
+from services.common.surface import DESCRIPTOR, PUBLIC_SERVICES
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +36,8 @@ Registration = tuple[Callable[[Any, grpc.aio.Server], None], Any, str]
 
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
-    """Turns ApiError into a rich gRPC status (with the REST answer for Envoy on REST calls
-    only), and any other exception into a bare INTERNAL error (logged here, never shown).
+    """Turns ApiError into a rich gRPC status (the same for every caller: Envoy makes REST
+    answers of it), and any other exception into a bare INTERNAL error (logged here, never shown).
     Each method's handler is wrapped once, not on every call."""
 
     def __init__(self) -> None:
@@ -91,25 +91,19 @@ def _check_decoded(request: Any) -> None:
         raise invalid_argument("INVALID_ENCODING", "the request is not valid: a text field is not valid UTF-8")
 
 
-def _called_over_rest(context: grpc.aio.ServicerContext) -> bool:
-    """Whether Envoy transcoded this call from REST (its Lua filters mark those, and only those)."""
-    return any(key == REST_CALL_KEY for key, _ in context.invocation_metadata() or ())
-
-
-async def abort_with(context: grpc.aio.ServicerContext, error: ApiError, method: str = "") -> None:
-    """Ends the call with the error's status and trailers (Anthropic's shape on its methods' REST routes)."""
-    trailers = error.trailing_metadata(rest=_called_over_rest(context), anthropic=method in ANTHROPIC_METHODS)
-    await context.abort(error.grpc_code, error.message, trailing_metadata=trailers)
+async def abort_with(context: grpc.aio.ServicerContext, error: ApiError) -> None:
+    """Ends the call with the error's status and trailing metadata."""
+    await context.abort(error.grpc_code, error.message, trailing_metadata=error.trailing_metadata())
 
 
 async def _raise_as_status(context: grpc.aio.ServicerContext, exc: Exception, method: str) -> None:
     if isinstance(exc, ApiError):
-        await abort_with(context, exc, method)
+        await abort_with(context, exc)
     if isinstance(exc, NotImplementedError):
         error = ApiError(Code.UNIMPLEMENTED, "NOT_IMPLEMENTED", f"{method} is not implemented yet")
-        await abort_with(context, error, method)
+        await abort_with(context, error)
     log.exception("unexpected error", extra={"method": method})
-    await abort_with(context, internal_error(), method)
+    await abort_with(context, internal_error())
 
 
 def _guard_unary(behavior: Callable, method: str) -> Callable:

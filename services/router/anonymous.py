@@ -79,9 +79,7 @@ def client_address(forwarded_for: str, peer: str) -> str:
 
 
 def _too_many(message: str, wait: float) -> ApiError:
-    return ApiError(
-        Code.RESOURCE_EXHAUSTED, "RATE_LIMIT_EXCEEDED", message, headers={"retry-after": str(max(1, math.ceil(wait)))}
-    )
+    return ApiError(Code.RESOURCE_EXHAUSTED, "RATE_LIMIT_EXCEEDED", message, retry_seconds=max(1, math.ceil(wait)))
 
 
 class AnonymousClients:

@@ -170,7 +170,7 @@ class KeyLimits:
 
     async def admit(self, caller: internal_pb.Caller, model: str) -> Grant | None:
         """None for a key without counted limits; 401 expired, 403 model not allowed, 402 over
-        budget, 429 over a rate (with Retry-After and x-ratelimit-* headers)."""
+        budget, 429 over a rate (with RetryInfo and x-ratelimit-* metadata)."""
         if not caller.HasField("limits"):
             return None
         plan, now = self._plan(caller), self.clock()
@@ -223,10 +223,9 @@ def _refusal(grant: Grant, admission: Admission) -> ApiError:
     limit = grant.limits.requests_per_minute if kind == "requests" else grant.limits.tokens_per_minute
     retry = max(1, math.ceil(admission.retry_after_ms / 1000))
     headers = {
-        "retry-after": str(retry),
         f"x-ratelimit-limit-{kind}": str(limit),
         f"x-ratelimit-remaining-{kind}": "0",
         f"x-ratelimit-reset-{kind}": duration(admission.retry_after_ms),
     }
     message = f"rate limit of {limit} {kind} per minute reached for this API token: retry after {retry}s"
-    return ApiError(Code.RESOURCE_EXHAUSTED, "RATE_LIMIT_EXCEEDED", message, headers=headers)
+    return ApiError(Code.RESOURCE_EXHAUSTED, "RATE_LIMIT_EXCEEDED", message, headers=headers, retry_seconds=retry)

@@ -6,7 +6,7 @@ input_schema, tool_choice, stop_sequences, max_tokens, sampling. Out: a message 
 or with "stream": true Anthropic's events (message_start, content_block_start,
 content_block_delta with text_delta or input_json_delta, content_block_stop,
 message_delta with the stop reason and usage, message_stop). Errors on this route are in
-Anthropic's shape (services/common/errors.py, ANTHROPIC_METHODS).
+Anthropic's shape (services/common/errors.py, ANTHROPIC_PATH_REGEX).
 """
 
 from __future__ import annotations

@@ -13,24 +13,26 @@ import ipaddress
 import json
 import re
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 from string import Template
 from urllib.parse import urlsplit
 
-from google.api import annotations_pb2, field_behavior_pb2
+from google.api import field_behavior_pb2
 from google.protobuf import descriptor_pb2
 
-from services.common import edge
+from services.common import errors
 from services.common.errors import ANTHROPIC_PATH_REGEX, anthropic_face
+from services.common.surface import DESCRIPTOR, PUBLIC_SERVICES
 from services.common.telemetry import DEFAULT_TRACE_RATIO
+from services.edge import limits as edge
+from services.edge.descriptors import FREE_MESSAGES, Descriptors, HttpRule, descriptors
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "envoy" / "envoy.yaml.template"
 LUA_FILE = ROOT / "envoy" / "errors.lua"
+ERROR_FACES_FILE = ROOT / "gen" / "error_faces.lua"  # written by scripts/generate.py from error_faces_lua()
 STRICT_LUA_FILE = ROOT / "envoy" / "strict.lua"
 GATE_LUA_FILE = ROOT / "envoy" / "gate.lua"
-DESCRIPTOR = ROOT / "gen" / "switchboard.pb"
 OPENAPI = ROOT / "gen" / "openapi.json"  # written by scripts/generate.py
 # Served until scripts/generate.py writes the document.
 
@@ -41,16 +43,6 @@ MAX_REQUEST_HEADERS_KB = 32
 # What the transcoder may buffer of one unary answer before it gives up.
 MAX_RESPONSE_BODY_BYTES = 32 * 1024 * 1024
 MAX_DIRECT_RESPONSE_BYTES = 4 * 1024 * 1024
-
-# gRPC service -> (cluster, route timeout). Internal services are not routed.
-PUBLIC_SERVICES: dict[str, tuple[str, str]] = {
-    "switchboard.registry.v1.RegistryService": ("registry", "15s"),
-    "switchboard.registry.v1.AdminService": ("registry", "120s"),
-    "switchboard.registry.v1.AccountService": ("registry", "15s"),
-    "switchboard.router.v1.RouterService": ("router", "600s"),
-    "switchboard.billing.v1.BillingService": ("billing", "15s"),
-    "switchboard.billing.v1.BillingAdminService": ("billing", "600s"),
-}
 
 # Server reflection (both versions) and health on the public port: one service answers
 # them for the whole public surface (see services/common/server.py, public_catalog).
@@ -63,14 +55,6 @@ DISCOVERY_CLUSTER = "router"
 # Services whose REST routes serve callers without a token in anonymous mode.
 ANONYMOUS_SERVICES = frozenset({"switchboard.router.v1.RouterService"})
 
-# Messages whose JSON form is free (any keys) or not an object the Lua filter checks.
-_FREE_MESSAGES = {
-    "google.protobuf.Struct",
-    "google.protobuf.Value",
-    "google.protobuf.ListValue",
-    "google.protobuf.Any",
-    "google.api.HttpBody",
-}
 _SCALAR_MESSAGES_PREFIX = "google.protobuf."  # Timestamp, Duration, FieldMask, wrappers: JSON scalars
 _HTTP_BODY = "google.api.HttpBody"
 
@@ -112,21 +96,6 @@ class EnvoyPorts:
     edge: edge.EdgeLimits = field(default_factory=edge.EdgeLimits)  # memory, deadlines, per-client budgets
 
 
-@dataclass(frozen=True)
-class HttpRule:
-    """One google.api.http binding of a public method."""
-
-    service: str
-    verb: str  # GET, PUT, POST, PATCH, DELETE
-    template: str
-    request: str  # full name of the request message
-    body: str  # "", "*" or a field of the request
-
-    @property
-    def key(self) -> str:
-        return f"{self.verb} {self.template}"
-
-
 _VARIABLE = re.compile(r"\{([^}=]+)(?:=([^}]*))?\}")
 
 
@@ -158,56 +127,6 @@ def path_fields(template: str) -> list[str]:
     return [match.group(1) for match in _VARIABLE.finditer(template)]
 
 
-class Descriptors:
-    """Messages and public HTTP rules of the descriptor set."""
-
-    def __init__(self, data: bytes) -> None:
-        files = descriptor_pb2.FileDescriptorSet.FromString(data).file
-        self.messages: dict[str, descriptor_pb2.DescriptorProto] = {}
-        self.rules: list[HttpRule] = []
-        for proto in files:
-            for message in proto.message_type:
-                self._add_message(f"{proto.package}.{message.name}", message)
-            for service in proto.service:
-                name = f"{proto.package}.{service.name}"
-                if name in PUBLIC_SERVICES:
-                    self._add_rules(name, service)
-
-    def _add_message(self, name: str, message: descriptor_pb2.DescriptorProto) -> None:
-        self.messages[name] = message
-        for nested in message.nested_type:
-            self._add_message(f"{name}.{nested.name}", nested)
-
-    def _add_rules(self, service: str, proto: descriptor_pb2.ServiceDescriptorProto) -> None:
-        for method in proto.method:
-            rule = method.options.Extensions[annotations_pb2.http]
-            for binding in [rule, *rule.additional_bindings]:
-                verb = binding.WhichOneof("pattern")
-                if verb is not None:
-                    template = getattr(binding, verb)
-                    request = method.input_type.lstrip(".")
-                    self.rules.append(HttpRule(service, verb.upper(), template, request, binding.body))
-
-    def field(self, message: str, name: str) -> descriptor_pb2.FieldDescriptorProto:
-        return next(f for f in self.messages[message].field if f.name == name)
-
-    def body_message(self, rule: HttpRule) -> str | None:
-        """The message the JSON body is parsed into; None when there is no body or it is free."""
-        if not rule.body:
-            return None
-        message = rule.request if rule.body == "*" else self.field(rule.request, rule.body).type_name.lstrip(".")
-        return None if message in _FREE_MESSAGES else message
-
-    def is_map(self, f: descriptor_pb2.FieldDescriptorProto) -> bool:
-        entry = self.messages.get(f.type_name.lstrip("."))
-        return entry is not None and entry.options.map_entry
-
-
-@cache
-def descriptors() -> Descriptors:
-    return Descriptors(DESCRIPTOR.read_bytes())
-
-
 # --- Lua tables -------------------------------------------------------------
 
 
@@ -230,6 +149,33 @@ def _lua_table(value: object) -> str:
     raise TypeError(type(value))
 
 
+def _lua_faces(faces: dict[str, tuple[int, str]]) -> str:
+    return "{" + ",".join(f"[{key}]={{{status},{_lua_string(kind)}}}" for key, (status, kind) in faces.items()) + "}"
+
+
+def error_faces_lua() -> str:
+    """The error table envoy/errors.lua answers REST callers from, as Lua: generated from the
+    error catalogue (services/common/errors.py) by scripts/generate.py, which --check compares."""
+    by_code = {str(code.value[0]): errors.rest_face(code, "") for code, reason in errors.table() if not reason}
+    by_reason = {
+        _lua_string(f"{code.value[0]}:{reason}"): errors.rest_face(code, reason)
+        for code, reason in errors.table()
+        if reason
+    }
+    anthropic = {str(status): errors.anthropic_face(status) for status in errors.ANTHROPIC_FACES}
+    return (
+        "-- Generated by scripts/generate.py from services/common/errors.py: do not edit.\n"
+        "-- gRPC code -> {HTTP status, OpenAI's error type}\n"
+        f"ERROR_CODES = {_lua_faces({k: (f.status, f.type) for k, f in by_code.items()})}\n"
+        "-- 'code:REASON' -> {HTTP status, OpenAI's error type}: the reasons whose face is not their code's\n"
+        f"ERROR_REASONS = {_lua_faces({k: (f.status, f.type) for k, f in by_reason.items()})}\n"
+        "-- HTTP status -> {Anthropic's status, Anthropic's error type}; any other status is an api_error\n"
+        f"ANTHROPIC_FACES = {_lua_faces(anthropic)}\n"
+        "-- The ErrorInfo metadata key of a provider's own error code (OpenAI's `code` when present)\n"
+        f"PROVIDER_CODE_KEY = {_lua_string(errors.PROVIDER_CODE_KEY)}\n"
+    )
+
+
 def _field_spec(d: Descriptors, f: descriptor_pb2.FieldDescriptorProto) -> object:
     """true: anything (a scalar, or a free JSON value); a name: that message's object;
     {map = spec}: an object with any keys whose values follow spec."""
@@ -238,7 +184,7 @@ def _field_spec(d: Descriptors, f: descriptor_pb2.FieldDescriptorProto) -> objec
     name = f.type_name.lstrip(".")
     if d.is_map(f):
         return {"map": _field_spec(d, d.messages[name].field[1])}
-    if name in _FREE_MESSAGES or name.startswith(_SCALAR_MESSAGES_PREFIX):
+    if name in FREE_MESSAGES or name.startswith(_SCALAR_MESSAGES_PREFIX):
         return True
     return name
 
@@ -269,7 +215,7 @@ def _schema(d: Descriptors, message: str, exclude: frozenset[str] = frozenset())
 def _takes_no_long_string(f: descriptor_pb2.FieldDescriptorProto) -> bool:
     """Fields whose JSON value is never a long string: numbers, booleans, enums, messages."""
     free = {f.TYPE_STRING, f.TYPE_BYTES}
-    return f.type not in free and f.type_name.lstrip(".") not in _FREE_MESSAGES
+    return f.type not in free and f.type_name.lstrip(".") not in FREE_MESSAGES
 
 
 def _reachable(d: Descriptors, roots: list[str]) -> list[str]:
@@ -342,7 +288,12 @@ def strict_lua(d: Descriptors) -> str:
         f"SCHEMAS = {_lua_table(schemas)}\n"
         f"RULES = {_lua_table({r.key: _rule_entry(d, r) for r in rules})}\n"
     )
-    return "\n".join([LUA_FILE.read_text(), tables, STRICT_LUA_FILE.read_text()])
+    return "\n".join([errors_lua(), tables, STRICT_LUA_FILE.read_text()])
+
+
+def errors_lua() -> str:
+    """The response shaping every REST route runs: the generated error table, errors.lua."""
+    return "\n".join([ERROR_FACES_FILE.read_text(), LUA_FILE.read_text()])
 
 
 # --- routes -----------------------------------------------------------------
@@ -683,12 +634,12 @@ def tracing(otlp_endpoint: str, ratio: float = DEFAULT_TRACE_RATIO) -> dict | No
 
 
 def early_mutations(otlp_endpoint: str) -> list[dict]:
-    """Header changes before Envoy decides anything. Only the strict Lua script may say which method
-    the caller used. While tracing is on, a request with a traceparent is marked as the client's
-    trace (x-client-trace-id, which client_sampling always traces): Envoy's OpenTelemetry tracer
-    then samples it by its sampled flag, so the decision is parent-based as the services' is."""
-    mutations: list[dict] = [{"remove": "x-switchboard-method"}, {"remove": "x-client-trace-id"}]
-    mutations.append({"remove": edge.OVER_BUDGET_HEADER})  # only the budgets mark a request (edge.py)
+    """Header changes before Envoy decides anything. While tracing is on, a request with a
+    traceparent is marked as the client's trace (x-client-trace-id, which client_sampling always
+    traces): Envoy's OpenTelemetry tracer then samples it by its sampled flag, so the decision is
+    parent-based as the services' is."""
+    mutations: list[dict] = [{"remove": "x-client-trace-id"}]
+    mutations.append({"remove": edge.OVER_BUDGET_HEADER})  # only the budgets mark a request (limits.py)
     if otlp_endpoint:
         mark = {"header": {"key": "x-client-trace-id", "value": "%REQ(traceparent)%"}, "keep_empty_value": False}
         mutations.append({"append": mark})
@@ -721,7 +672,7 @@ def _collector_cluster(otlp_endpoint: str) -> str:
 
 def gate_lua() -> str:
     """The gate's script: the shared response shaping, its constants, the checks."""
-    return "\n".join([LUA_FILE.read_text(), edge.gate_tables(), GATE_LUA_FILE.read_text()])
+    return "\n".join([errors_lua(), edge.gate_tables(), GATE_LUA_FILE.read_text()])
 
 
 def render(ports: EnvoyPorts) -> str:
@@ -736,7 +687,7 @@ def render(ports: EnvoyPorts) -> str:
         max_request_headers_kb=MAX_REQUEST_HEADERS_KB,
         max_response_body_bytes=MAX_RESPONSE_BODY_BYTES,
         max_direct_response_bytes=MAX_DIRECT_RESPONSE_BYTES,
-        lua_file=ports.files_root / LUA_FILE.relative_to(ROOT),
+        errors_lua=json.dumps(errors_lua()),
         strict_lua=json.dumps(strict_lua(d)),
         descriptor=ports.files_root / DESCRIPTOR.relative_to(ROOT),
         transcoded_services=json.dumps(list(PUBLIC_SERVICES)),

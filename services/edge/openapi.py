@@ -14,21 +14,19 @@ everything else through, hence additionalProperties.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from typing import Any
 
-from google.api import annotations_pb2, field_behavior_pb2, http_pb2
+from google.api import field_behavior_pb2
 from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor_pb2 import FieldDescriptorProto as Field
 
 from services.common import params, task_formats
-from services.common.envoy import PUBLIC_SERVICES
+from services.edge.descriptors import Descriptors, HttpRule
 from services.router import completions_api, messages_api, responses_api
 
 Schema = dict[str, Any]
 
 OPENAPI_VERSION = "3.1.0"
-HTTP_METHODS = ("get", "put", "post", "delete", "patch")
 REF = "#/components/schemas/"
 ERROR_REF = "#/components/responses/Error"
 INT_RANGES = {
@@ -92,47 +90,6 @@ ERROR_BODY: Schema = {
 }
 
 
-class Protos:
-    """Messages, enums and comments of a FileDescriptorSet, by full name."""
-
-    def __init__(self, files: descriptor_pb2.FileDescriptorSet) -> None:
-        self.messages: dict[str, descriptor_pb2.DescriptorProto] = {}
-        self.enums: dict[str, descriptor_pb2.EnumDescriptorProto] = {}
-        self.comments: dict[str, str] = {}
-        self.services: list[tuple[str, descriptor_pb2.ServiceDescriptorProto]] = []
-        for file in files.file:
-            self._index_file(file)
-
-    def _index_file(self, file: descriptor_pb2.FileDescriptorProto) -> None:
-        package = f".{file.package}" if file.package else ""
-        paths = {tuple(loc.path): loc.leading_comments for loc in file.source_code_info.location}
-
-        def comment(*path: int) -> str:
-            return " ".join(line.strip() for line in paths.get(path, "").strip().splitlines())
-
-        def index_messages(scope: str, messages: Iterable, path: tuple[int, ...]) -> None:
-            for i, message in enumerate(messages):
-                name, here = f"{scope}.{message.name}", (*path, i)
-                self.messages[name] = message
-                self.comments[name] = comment(*here)
-                for j, field in enumerate(message.field):
-                    self.comments[f"{name}.{field.name}"] = comment(*here, 2, j)
-                index_messages(name, message.nested_type, (*here, 3))
-                for enum in message.enum_type:
-                    self.enums[f"{name}.{enum.name}"] = enum
-
-        index_messages(package, file.message_type, (4,))
-        for i, enum in enumerate(file.enum_type):
-            self.enums[f"{package}.{enum.name}"] = enum
-            self.comments[f"{package}.{enum.name}"] = comment(5, i)
-        for i, service in enumerate(file.service):
-            full = f"{file.package}.{service.name}"
-            self.services.append((full, service))
-            self.comments[full] = comment(6, i)
-            for j, method in enumerate(service.method):
-                self.comments[f"{full}.{method.name}"] = comment(6, i, 2, j)
-
-
 def behaviors(field: descriptor_pb2.FieldDescriptorProto) -> list[int]:
     return list(field.options.Extensions[field_behavior_pb2.field_behavior])
 
@@ -146,7 +103,7 @@ def has_presence(field: descriptor_pb2.FieldDescriptorProto) -> bool:
 class SchemaBuilder:
     """Component schemas, two per message: the answer form and the request form."""
 
-    def __init__(self, protos: Protos) -> None:
+    def __init__(self, protos: Descriptors) -> None:
         self.protos = protos
         self.components: dict[str, Schema] = {}
 
@@ -161,7 +118,7 @@ class SchemaBuilder:
 
     def message(self, type_name: str, *, response: bool, skip: frozenset[str] = frozenset()) -> Schema:
         """An object schema; skip names fields bound elsewhere (path parameters)."""
-        message = self.protos.messages[type_name]
+        message = self.protos.message(type_name)
         properties, required = {}, []
         for field in message.field:
             if field.name in skip or (not response and field_behavior_pb2.OUTPUT_ONLY in behaviors(field)):
@@ -175,8 +132,8 @@ class SchemaBuilder:
         schema: Schema = {"type": "object", "properties": properties, "additionalProperties": False}
         if required:
             schema["required"] = required
-        if self.protos.comments.get(type_name):
-            schema["description"] = self.protos.comments[type_name]
+        if self.protos.comment(type_name):
+            schema["description"] = self.protos.comment(type_name)
         return schema
 
     def field(self, scope: str, field: descriptor_pb2.FieldDescriptorProto, *, response: bool) -> Schema:
@@ -187,7 +144,7 @@ class SchemaBuilder:
             schema = {"type": "array", "items": self.single(field, response=response)}
         else:
             schema = self.single(field, response=response)
-        description = self.protos.comments.get(f"{scope}.{field.name}")
+        description = self.protos.comment(f"{scope}.{field.name}")
         if description:
             schema = {**schema, "description": description} if "$ref" not in schema else schema
         return schema
@@ -195,7 +152,7 @@ class SchemaBuilder:
     def map_entry(self, field: descriptor_pb2.FieldDescriptorProto) -> descriptor_pb2.DescriptorProto | None:
         if field.type != Field.TYPE_MESSAGE or field.label != Field.LABEL_REPEATED:
             return None
-        entry = self.protos.messages[field.type_name]
+        entry = self.protos.message(field.type_name)
         return entry if entry.options.map_entry else None
 
     def single(self, field: descriptor_pb2.FieldDescriptorProto, *, response: bool) -> Schema:
@@ -203,7 +160,7 @@ class SchemaBuilder:
         if field.type == Field.TYPE_MESSAGE:
             return self.ref(field.type_name, response=response)
         if field.type == Field.TYPE_ENUM:
-            names = [value.name for value in self.protos.enums[field.type_name].value]
+            names = [value.name for value in self.protos.enum(field.type_name).value]
             return {"enum": names} if response else {"oneOf": [{"enum": names}, {"type": "integer"}]}
         if field.type in INT_RANGES:
             return integer(*INT_RANGES[field.type], as_string=field.type in INT64_TYPES, response=response)
@@ -661,47 +618,33 @@ HTTP_BODY = ".google.api.HttpBody"
 TEMPLATE_VARIABLE = re.compile(r"\{([a-zA-Z0-9_.]+)(=[^}]*)?\}")
 
 
-def bindings(rule: http_pb2.HttpRule) -> list[tuple[str, str, str]]:
-    """(method, path template, body) of a rule and its additional bindings."""
-    found = []
-    for candidate in (rule, *rule.additional_bindings):
-        kind = candidate.WhichOneof("pattern")
-        if kind in HTTP_METHODS:
-            found.append((kind, getattr(candidate, kind), candidate.body))
-        elif kind == "custom":
-            found.append((candidate.custom.kind.lower(), candidate.custom.path, candidate.body))
-    return found
-
-
 class DocumentBuilder:
     """The paths of every annotated RPC of the public services."""
 
-    def __init__(self, protos: Protos) -> None:
+    def __init__(self, protos: Descriptors) -> None:
         self.protos = protos
         self.schemas = SchemaBuilder(protos)
         self.paths: dict[str, dict[str, Schema]] = {}
 
-    def add_service(self, full_name: str, service: descriptor_pb2.ServiceDescriptorProto) -> None:
-        for method in service.method:
-            rule = method.options.Extensions[annotations_pb2.http]
-            for index, (verb, template, body) in enumerate(bindings(rule)):
-                rpc = f"{full_name}.{method.name}"
-                operation_id = method.name if index == 0 else f"{method.name}{index + 1}"
-                path, variables = openapi_path(template)
-                operation = self.operation(rpc, method, variables, body)
-                operation["operationId"] = f"{service.name}_{operation_id}"
-                operation["tags"] = [service.name]
-                self.paths.setdefault(path, {})[verb] = operation
+    def add_rule(self, rule: HttpRule) -> None:
+        service = rule.service.rpartition(".")[2]
+        operation_id = rule.method if rule.index == 0 else f"{rule.method}{rule.index + 1}"
+        path, variables = openapi_path(rule.template)
+        operation = self.operation(rule, variables)
+        operation["operationId"] = f"{service}_{operation_id}"
+        operation["tags"] = [service]
+        self.paths.setdefault(path, {})[rule.verb.lower()] = operation
 
-    def operation(
-        self, rpc: str, method: descriptor_pb2.MethodDescriptorProto, variables: list[str], body: str
-    ) -> Schema:
+    def operation(self, rule: HttpRule, variables: list[str]) -> Schema:
+        rpc, body = rule.rpc, rule.body
+        # Type names as fields give them (with the leading dot), as WELL_KNOWN's are.
+        input_type, output_type = f".{rule.request}", f".{rule.response}"
         error = ANTHROPIC_ERROR_REF if rpc in ANTHROPIC_RPCS else ERROR_REF
         operation: Schema = {
-            "summary": self.protos.comments.get(rpc, "").split(". ")[0].rstrip("."),
-            "description": self.protos.comments.get(rpc, ""),
-            "parameters": [self.path_parameter(method.input_type, name) for name in variables],
-            "responses": {**self.responses(rpc, method.output_type), "4XX": {"$ref": error}, "5XX": {"$ref": error}},
+            "summary": self.protos.comment(rpc).split(". ")[0].rstrip("."),
+            "description": self.protos.comment(rpc),
+            "parameters": [self.path_parameter(input_type, name) for name in variables],
+            "responses": {**self.responses(rpc, output_type), "4XX": {"$ref": error}, "5XX": {"$ref": error}},
         }
         if rpc in PUBLIC_RPCS:
             operation["security"] = [{}, {"bearerAuth": []}]
@@ -710,15 +653,15 @@ class DocumentBuilder:
             return operation
         bound = {name.split(".")[0] for name in variables}
         if body == "*":
-            schema = self.schemas.message(method.input_type, response=False, skip=frozenset(bound))
+            schema = self.schemas.message(input_type, response=False, skip=frozenset(bound))
             operation["requestBody"] = json_body(schema)
             return operation
         if body:
-            field = next(f for f in self.protos.messages[method.input_type].field if f.name == body)
+            field = self.protos.field(input_type, body)
             schema = self.schemas.single(field, response=False)
             operation["requestBody"] = json_body(schema)
             bound.add(body)
-        operation["parameters"] += self.query_parameters(method.input_type, "", bound)
+        operation["parameters"] += self.query_parameters(input_type, "", bound)
         return operation
 
     def responses(self, rpc: str, output_type: str) -> Schema:
@@ -736,19 +679,19 @@ class DocumentBuilder:
         for part in dotted.split("."):
             if field is not None:
                 scope = field.type_name
-            field = next(f for f in self.protos.messages[scope].field if f.name == part)
+            field = self.protos.field(scope, part)
         return scope, field
 
     def path_parameter(self, input_type: str, dotted: str) -> Schema:
         scope, field = self.field_of(input_type, dotted)
         schema = self.schemas.single(field, response=False)
-        description = self.protos.comments.get(f"{scope}.{field.name}", "")
+        description = self.protos.comment(f"{scope}.{field.name}")
         return {"name": dotted, "in": "path", "required": True, "schema": schema, "description": description}
 
     def query_parameters(self, type_name: str, prefix: str, bound: set[str], depth: int = 0) -> list[Schema]:
         """Every leaf field not bound elsewhere, as the transcoder reads it from the query string."""
         found = []
-        for field in self.protos.messages[type_name].field:
+        for field in self.protos.message(type_name).field:
             name = f"{prefix}{field.name}"
             if name in bound or field_behavior_pb2.OUTPUT_ONLY in behaviors(field):
                 continue
@@ -785,13 +728,16 @@ def openapi_path(template: str) -> tuple[str, list[str]]:
 
 def build(files: descriptor_pb2.FileDescriptorSet) -> Schema:
     """The OpenAPI 3.1 document of every transcoded service in files."""
-    protos = Protos(files)
+    protos = Descriptors(files)
     document = DocumentBuilder(protos)
-    tags = []
-    for full_name, service in protos.services:
-        if full_name in PUBLIC_SERVICES:
-            document.add_service(full_name, service)
-            tags.append({"name": service.name, "description": protos.comments.get(full_name, "")})
+    for rule in protos.rules:
+        document.add_rule(rule)
+    public = {rule.service for rule in protos.rules}
+    tags = [
+        {"name": service.name, "description": protos.comment(full_name)}
+        for full_name, service in protos.services
+        if full_name in public
+    ]
     return {
         "openapi": OPENAPI_VERSION,
         "info": {

@@ -23,7 +23,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from services.common.auth import TOKEN_PREFIXES
-from services.common.errors import anthropic_face
 
 MIB = 1024 * 1024
 SMALL_BODY_BYTES = 64 * 1024  # up to this, a body is buffered without asking who sent it
@@ -282,6 +281,4 @@ def gate_tables() -> str:
         f"BUDGET_MESSAGE = {BUDGET_MESSAGE!r}\n"
         f"GATE_TIMEOUT_MS = {GATE_TIMEOUT_MS}\n"
         f"TOKEN_PREFIXES = {{{', '.join(repr(prefix) for prefix in TOKEN_PREFIXES)}}}\n"
-        # Anthropic's error type of the gate's refusals on the Messages route (errors.lua's reject).
-        f"ANTHROPIC_TYPES = {{{', '.join(f'[{s}] = {anthropic_face(s)[1]!r}' for s in (401, 413, 429))}}}\n"
     )

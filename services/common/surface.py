@@ -1,0 +1,19 @@
+"""The public gRPC surface, as runtime code needs it: the services Envoy transcodes and routes,
+and the descriptor set that describes them (server reflection serves it on the public port).
+What Envoy is given of them is generated at deploy time (services/edge/envoy.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+DESCRIPTOR = Path(__file__).resolve().parents[2] / "gen" / "switchboard.pb"
+
+# gRPC service -> (cluster, route timeout). Internal services are not routed.
+PUBLIC_SERVICES: dict[str, tuple[str, str]] = {
+    "switchboard.registry.v1.RegistryService": ("registry", "15s"),
+    "switchboard.registry.v1.AdminService": ("registry", "120s"),
+    "switchboard.registry.v1.AccountService": ("registry", "15s"),
+    "switchboard.router.v1.RouterService": ("router", "600s"),
+    "switchboard.billing.v1.BillingService": ("billing", "15s"),
+    "switchboard.billing.v1.BillingAdminService": ("billing", "600s"),
+}

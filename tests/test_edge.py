@@ -12,16 +12,16 @@ from pathlib import Path
 
 import httpx
 import pytest
+from helpers.envoy import assert_envoy_accepts
+from helpers.registry import create_user, error_of, unique
+from helpers.stacks import RunningStack, Stacks
+from helpers.waiting import eventually
 from opentelemetry import trace
 from opentelemetry.sdk.trace.sampling import Decision
 
 from services.common import edge, telemetry
 from services.common.envoy import EnvoyPorts, render
 from services.launcher import UpOptions, free_port, start_stack
-from tests.conftest import RunningStack
-from tests.registry_helpers import create_user, error_of, unique
-from tests.test_deploy import assert_envoy_accepts
-from tests.test_telemetry import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -117,10 +117,10 @@ def test_a_small_body_with_a_bad_token_gets_the_services_answer(stack) -> None:
 
 
 @pytest.fixture(scope="module")
-def anonymous(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+def anonymous(stacks: Stacks) -> Iterator[RunningStack]:
     """A stack in anonymous mode (inference calls without a token are billed to an account)."""
     port = free_port()
-    options = UpOptions(port, tmp_path_factory.mktemp("anonymous"), "", demo=False, anonymous_account="anonymous")
+    options = UpOptions(port, stacks.data_dir("anonymous"), "", demo=False, anonymous_account="anonymous")
     stack, admin_token, _ = start_stack(options)
     try:
         yield RunningStack(stack, f"http://127.0.0.1:{port}", admin_token)
@@ -213,7 +213,7 @@ def test_past_its_budget_a_client_gets_429s_in_openais_shape(tight, caller_tight
         for sock in held:
             sock.sendall(head + b"x" * 1000)
             counted += 1
-            wait_for(lambda n=counted: budget_decisions(tight) >= n, "the budget to count a held body")
+            eventually(lambda n=counted: budget_decisions(tight) >= n, "the budget to count a held body")
         status, error = exchange(tight, head, b"x" * 1000)
     finally:
         for sock in held:

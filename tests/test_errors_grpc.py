@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
@@ -21,9 +21,10 @@ import httpx
 import openai
 import orjson
 import pytest
-from conftest import RunningStack, demo_stack
 from google.api import httpbody_pb2
 from google.rpc import error_details_pb2, status_pb2
+from helpers.registry import error_of, ok, unique
+from helpers.stacks import DemoStack, RunningStack
 from hypothesis import given
 from hypothesis import strategies as st
 from switchboard.router.v1 import router_service_pb2 as router_pb
@@ -43,7 +44,6 @@ from services.common.errors import (
     unavailable,
 )
 from services.demo import CHAT_MODEL
-from tests.registry_helpers import error_of, ok, unique
 
 pytestmark = pytest.mark.e2e  # starts processes
 
@@ -119,11 +119,11 @@ def over_limit_user(running: RunningStack) -> str:
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
-    with demo_stack(tmp_path_factory.mktemp("errors")) as (stack, base_url, admin_token, lines):
-        running = RunningStack(stack, base_url, admin_token)
-        token = re.search(r"demo token \(user demo\): (\S+)", lines).group(1)
-        yield Demo(running, token, over_limit_user(running))
+def demo(shared_demo: DemoStack) -> Demo:
+    stack, base_url, admin_token, lines = shared_demo
+    running = RunningStack(stack, base_url, admin_token)
+    token = re.search(r"demo token \(user demo\): (\S+)", lines).group(1)
+    return Demo(running, token, over_limit_user(running))
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from registry_helpers import build_world, create_user, error_of, ok
+from helpers.registry import build_world, create_user, error_of, ok
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 from switchboard.registry.v1 import internal_service_pb2_grpc as internal_grpc
 

@@ -11,7 +11,6 @@ import base64
 import io
 import re
 import sqlite3
-import time
 import uuid
 import wave
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ import openai
 import pytest
 from helpers.hub import HUB_CALLS, PICTURE, check_hub_answers, wav_bytes
 from helpers.stacks import DemoStack
+from helpers.waiting import eventually
 from huggingface_hub import InferenceClient
 from PIL import Image
 
@@ -65,15 +65,14 @@ class Demo:
     def ledger(self, request_id: str) -> dict:
         """The request's ledger row once Billing has it."""
         query = "SELECT task, provider, input_tokens, images, estimated_nano_usd FROM ledger WHERE request_id = ?"
-        deadline = time.monotonic() + 60
-        while True:
+
+        def rows() -> list[tuple]:
             with sqlite3.connect(f"file:{self.stack.data_dir / 'billing.db'}?mode=ro", uri=True) as db:
-                rows = db.execute(query, (request_id,)).fetchall()
-            if rows or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
-        assert len(rows) == 1, request_id
-        return dict(zip(("task", "provider", "input_tokens", "images", "estimate"), rows[0], strict=True))
+                return db.execute(query, (request_id,)).fetchall()
+
+        found = eventually(rows, f"the ledger row of {request_id}")
+        assert len(found) == 1, request_id
+        return dict(zip(("task", "provider", "input_tokens", "images", "estimate"), found[0], strict=True))
 
 
 @pytest.fixture(scope="module")

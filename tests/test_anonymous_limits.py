@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from test_billing_helpers import serving_in_thread
-from test_money_invariants import GOOD, HELD, MockProvider
+from helpers.billing import serving_in_thread
+from helpers.money import GOOD, HELD, MockProvider
 
 from services.demo import AdminApi
 from services.router.anonymous import AnonymousLimits

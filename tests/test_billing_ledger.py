@@ -7,9 +7,9 @@ import asyncio
 
 import grpc
 import pytest
+from helpers.billing import record, unique
 from switchboard.billing.v1 import billing_service_pb2 as billing_pb
 from switchboard.billing.v1 import billing_service_pb2_grpc as billing_grpc
-from test_billing_helpers import record, unique
 
 
 def ledger_stub(channel: grpc.Channel) -> billing_grpc.LedgerServiceStub:

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
-from postgres import postgres_cluster
-from test_billing_helpers import check_absurd_amounts, check_provisional_records, ledger_database, record, unique
+from helpers.billing import check_absurd_amounts, check_provisional_records, ledger_database, record, unique
+from helpers.postgres import postgres_cluster
 
 from services.billing import ledger
 from services.billing.servicer import ledger_row

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from test_billing_helpers import GARBAGE, VALID, CostApiStub, garbage_answer, ledger_database, record, unique
+from helpers.billing import GARBAGE, VALID, CostApiStub, garbage_answer, ledger_database, record, unique
 
 from services.billing import ledger
 from services.billing.reconciler import CostApi, Reconciler, ReconcilerSettings

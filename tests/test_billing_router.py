@@ -12,14 +12,13 @@ import os
 import signal
 import sqlite3
 import threading
-import time
-from collections.abc import Callable
 from functools import partial
 
 import openai
 import orjson
 import pytest
-from test_billing_helpers import unique
+from helpers.billing import unique
+from helpers.waiting import eventually
 
 from services.common.pricing import Price, estimate_nano_usd, prompt_tokens_estimate
 from services.demo import CHAT_MODEL, PRICES, AdminApi, start_demo
@@ -62,13 +61,6 @@ def reservation_of(body: bytes) -> int:
     )
 
 
-def wait_for(condition: Callable[[], object], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_SECONDS
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
 def ledger_ids(sb, account: str) -> list[str]:
     """Every request id Billing stored for the account (read-only look at its SQLite file)."""
     with sqlite3.connect(f"file:{sb.stack.data_dir / 'billing.db'}?mode=ro", uri=True) as db:
@@ -107,7 +99,7 @@ async def test_fifty_concurrent_requests_race_a_spending_limit(routed) -> None:
             "param": None,
             "code": "insufficient_quota",
         }
-    wait_for(lambda: len(ledger_ids(routed, user)) == served, "every served request in the ledger")
+    eventually(lambda: len(ledger_ids(routed, user)) == served, "every served request in the ledger")
     with routed.admin() as admin:
         account = admin.get(f"/v1/billing/accounts/{user}").json()
     # Nothing is in flight any more: spending stays within the budget (overshoot bounded by reservations).
@@ -147,7 +139,7 @@ class Traffic:
 
     def wait_served(self, more: int) -> None:
         target = len(self.served) + more
-        wait_for(lambda: len(self.served) >= target, f"{more} more served requests")
+        eventually(lambda: len(self.served) >= target, f"{more} more served requests")
 
 
 def test_billing_killed_while_the_router_serves_loses_and_doubles_nothing(routed) -> None:
@@ -164,7 +156,7 @@ def test_billing_killed_while_the_router_serves_loses_and_doubles_nothing(routed
         traffic.wait_served(15)
     served = list(traffic.served)
     assert not traffic.failures, traffic.failures[:3]
-    wait_for(lambda: len(ledger_ids(routed, user)) >= len(served), "the spooled records")
+    eventually(lambda: len(ledger_ids(routed, user)) >= len(served), "the spooled records")
     stored = ledger_ids(routed, user)
     assert sorted(stored) == sorted(served)  # every served request exactly once
     with routed.admin() as admin:
@@ -214,7 +206,7 @@ def test_every_usage_states_its_cost_and_the_generation_lookup_returns_the_recor
         assert usage["cost"] == usage["cost_nano_usd"] / 1e9 and usage["cost_nano_usd"] > 0
         # The Router sends its records in batches; a stream's provisional record (at the reservation's
         # estimate) is completed by its final one.
-        wait_for(partial(recorded, routed, token, request_id, usage), f"the record of {request_id}")
+        eventually(partial(recorded, routed, token, request_id, usage), f"the record of {request_id}")
         record = generation(routed, token, request_id).json()
         assert (record["id"], record["account"], record["provider"], record["model"]) == (
             request_id, user, "demo", CHAT_MODEL)  # fmt: skip
@@ -245,7 +237,7 @@ def test_a_generation_is_readable_by_its_caller_its_orgs_admins_and_operators_on
         answer = http.post("/v1/chat/completions", content=chat_body("Bill my org"), headers={"X-HF-Bill-To": org})
     assert answer.status_code == 200, answer.text
     request_id = answer.headers["x-request-id"]
-    wait_for(lambda: generation(routed, caller_token, request_id).status_code == 200, "the record")
+    eventually(lambda: generation(routed, caller_token, request_id).status_code == 200, "the record")
     for token, status in ((caller_token, 200), (admin_token, 200), (routed.admin_token, 200),
                           (member_token, 404), (stranger_token, 404)):  # fmt: skip
         found = generation(routed, token, request_id)

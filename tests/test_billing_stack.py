@@ -7,73 +7,27 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import orjson
-from switchboard.billing.v1 import billing_service_pb2 as billing_pb
-from switchboard.billing.v1 import billing_service_pb2_grpc as billing_grpc
-from test_billing_helpers import (
+from helpers.billing import (
     GARBAGE,
     VALID,
     CostApiStub,
+    by_provider,
     garbage_answer,
+    reconcile,
     record,
+    reference_provider,
     register_provider,
     serving_in_thread,
+    store,
     unique,
+    usage,
 )
 
-from services.demo import reference_provider_argv, reference_provider_secrets
-from services.launcher import free_port, http_ok
-
 DEADLINE_SECONDS = 60.0
-
-
-def store(stack, records: list) -> None:
-    with stack.channel("billing") as channel:
-        for first in range(0, len(records), 10_000):
-            batch = billing_pb.RecordRequestsRequest(records=records[first : first + 10_000])
-            billing_grpc.LedgerServiceStub(channel).RecordRequests(batch, timeout=30)
-
-
-def reconcile(stack) -> dict:
-    with stack.admin() as admin:
-        answer = admin.post("/admin/v1/billing:reconcile", json={}, timeout=120)
-    assert answer.status_code == 200, answer.text
-    return answer.json()
-
-
-def usage(stack, account: str) -> dict:
-    with stack.admin() as admin:
-        answer = admin.get("/v1/billing/usage", params={"account": account})
-    assert answer.status_code == 200, answer.text
-    return answer.json()
-
-
-def by_provider(report: dict) -> dict[str, dict]:
-    return {line["provider"]: line for line in report["byProvider"]}
-
-
-@contextmanager
-def reference_provider(billing_token: str) -> Iterator[str]:
-    """The reference provider as its own process; yields its cost API URL."""
-    port = free_port()
-    env = {**os.environ, **reference_provider_secrets(billing_token=billing_token)}
-    argv = reference_provider_argv(port)
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    try:
-        ready, deadline = http_ok(f"http://127.0.0.1:{port}/health"), time.monotonic() + DEADLINE_SECONDS
-        while not ready():
-            assert process.poll() is None and time.monotonic() < deadline, "the reference provider did not start"
-            time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}/v1/billing/costs"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def test_reconciliation_with_the_reference_providers_cost_api(stack) -> None:

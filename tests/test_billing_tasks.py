@@ -10,11 +10,11 @@ from pathlib import Path
 
 import grpc
 import pytest
+from helpers.billing import ledger_database, record, unique
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from switchboard.billing.v1 import billing_service_pb2 as billing_pb
 from switchboard.billing.v1 import billing_service_pb2_grpc as billing_grpc
-from test_billing_helpers import ledger_database, record, unique
 
 from services.billing import ledger
 from services.billing.servicer import ledger_row, usage_message

@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from helpers.billing import check_absurd_amounts, check_provisional_records, ledger_database, record, unique
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlmodel import Session, select
 from switchboard.billing.v1 import billing_service_pb2 as billing_pb
-from test_billing_helpers import check_absurd_amounts, check_provisional_records, ledger_database, record, unique
 
 from services.billing import ledger
 from services.billing.limits import LimitedAccounts

@@ -23,6 +23,7 @@ import orjson
 import pytest
 from google.api import httpbody_pb2
 from google.rpc import error_details_pb2, status_pb2
+from helpers.registry import unique
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from sqlmodel import Session, create_engine
@@ -44,10 +45,6 @@ SHORT_CONTEXT, LONG_CONTEXT = 8, 1_000_000  # tokens: every request body is long
 CHEAP, DEAR = 100, 5_000  # nano-USD per input token: 0.1 and 5 USD per million
 CEILING = {"input": 1.0}  # USD per million input tokens
 DEADLINE_SECONDS = 15
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 @dataclass

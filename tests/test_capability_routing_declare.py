@@ -4,7 +4,7 @@ mapping and later by PATCH (update mask), only by write members, every bad value
 from __future__ import annotations
 
 import pytest
-from registry_helpers import World, build_world, error_of, ok
+from helpers.registry import World, build_world, error_of, ok
 
 
 @pytest.fixture(scope="module")

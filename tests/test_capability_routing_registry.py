@@ -8,18 +8,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from helpers.migrations import PROVIDER_ROW, REGISTRY_MIGRATIONS, database, execute, postgres, upgrade  # noqa: F401 (fixtures)
 from sqlmodel import Session
-from test_registry_names import REGISTRY_MIGRATIONS, database, execute, postgres, upgrade  # noqa: F401 (fixtures)
 
 from services.common.db import make_engine
 from services.registry.storage import queries
 from services.registry.storage.index import MODEL, UNKNOWN, Capabilities, IndexedProvider, Mapping, RegistryIndex
 
-PROVIDER_ROW = (
-    "INSERT INTO providers (id, org, base_url, api_key, tasks, request_id_header, billing_url, "
-    "billing_authorization, default_rank, create_time) VALUES ('p', 'o', 'http://x', '', '[]', 'Inference-Id', '', "
-    "'', 0, :t)"
-)
 MAPPING_ROW = (
     "INSERT INTO mappings (id, seq, provider, type, task, hf_model, tags_key, provider_model, status, adapter_type, "
     "create_time) VALUES (:id, :seq, 'p', 'model', 'conversational', :model, '', 'pm', 'live', '', :t)"

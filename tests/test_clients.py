@@ -9,26 +9,24 @@ import io
 import json
 import queue
 import re
-import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import quote
 
 import grpc
 import httpx
 import openai
 import pytest
-from conftest import demo_stack
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+from helpers.node import NODE_DIR, node_with_packages
+from helpers.stacks import DemoStack
 from huggingface_hub import InferenceClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from installs import apt_install, can_apt_install, cannot_have
 
 from services.demo import CHAT_MODEL, IMAGE_MODEL, MAPPINGS, PROVIDER
 from services.edge.envoy import DESCRIPTOR, PUBLIC_SERVICES
@@ -57,10 +55,10 @@ class Demo:
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
-    with demo_stack(tmp_path_factory.mktemp("clients")) as (stack, base_url, admin_token, lines):
-        token = re.search(r"demo token \(user demo\): (\S+)", lines).group(1)
-        yield Demo(stack, base_url, admin_token, token)
+def demo(shared_demo: DemoStack) -> Demo:
+    stack, base_url, admin_token, lines = shared_demo
+    token = re.search(r"demo token \(user demo\): (\S+)", lines).group(1)
+    return Demo(stack, base_url, admin_token, token)
 
 
 @pytest.fixture(scope="module")
@@ -271,41 +269,11 @@ def test_an_invalid_escape_is_a_4xx_not_a_5xx(demo: Demo, method: str, path: str
 
 # --- Node clients ------------------------------------------------------------------------------
 
-NODE_DIR = Path(__file__).parent / "node"
-INSTALL_TIMEOUT_SECONDS = 900
-
-
-def _install_node() -> str:
-    """Debian's nodejs and npm, installed with apt-get when missing (CI runs as root)."""
-    if not (shutil.which("node") and shutil.which("npm")):
-        if not can_apt_install():
-            cannot_have("Node.js is not installed and apt-get cannot install it here (needs root)")
-        apt_install("nodejs", "npm")
-    node = shutil.which("node")
-    assert node is not None and shutil.which("npm"), "nodejs and npm installed but not on PATH"
-    return node
-
-
-def _install_packages() -> None:
-    """The pinned npm packages of tests/node/package-lock.json, unless already installed from it."""
-    lock, installed = NODE_DIR / "package-lock.json", NODE_DIR / "node_modules" / ".package-lock.json"
-    if installed.exists() and installed.stat().st_mtime >= lock.stat().st_mtime:
-        return
-    # No install scripts: none of these packages needs one to run.
-    answer = subprocess.run(
-        ["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund"],
-        cwd=NODE_DIR, capture_output=True, text=True, timeout=INSTALL_TIMEOUT_SECONDS,
-    )  # fmt: skip
-    if answer.returncode != 0:
-        cannot_have(f"npm ci failed in {NODE_DIR}: {answer.stderr[-2000:]}")
-
 
 @pytest.fixture(scope="module")
 def node() -> str:
     """The node binary, with tests/node's packages installed."""
-    binary = _install_node()
-    _install_packages()
-    return binary
+    return node_with_packages()
 
 
 def test_node_openai_and_grpc_js_clients_through_envoy(demo: Demo, node: str) -> None:

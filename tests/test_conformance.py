@@ -15,9 +15,9 @@ import grpc
 import httpx
 import pytest
 from google.protobuf import timestamp_pb2
+from helpers.registry import ALL_SECRETS, assert_no_secret, error_of, ok
 from hypothesis import given
 from hypothesis import strategies as st
-from registry_helpers import ALL_SECRETS, assert_no_secret, error_of, ok
 from switchboard.registry.v1 import registry_service_pb2 as registry_pb
 from switchboard.registry.v1 import registry_service_pb2_grpc as registry_grpc
 

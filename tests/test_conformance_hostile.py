@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import orjson
 import pytest
 from aiohttp import web
-from registry_helpers import ALL_SECRETS, assert_no_secret, ok
+from helpers.registry import ALL_SECRETS, assert_no_secret, ok
 
 from services.demo import AdminApi
 from services.launcher import free_port

@@ -1,4 +1,4 @@
-"""The web console in a real Chromium (tests/browser.py) against the real stack (demo provider,
+"""The web console in a real Chromium (tests/helpers/browser.py) against the real stack (demo provider,
 Envoy, the three services): sign-in, the figures it shows against what the API answers, a limit
 set in the page, a mapping created in the page, an operator's view of a failing cost API, and no
 secret in the page or in anything it fetched.
@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -19,14 +18,16 @@ from pathlib import Path
 
 import httpx
 import pytest
-from browser import chromium
-from conftest import RunningStack, demo_stack
+from helpers.billing import record
+from helpers.browser import chromium
+from helpers.registry import unique
+from helpers.stacks import RunningStack, Stacks
+from helpers.waiting import eventually
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from playwright.sync_api import Browser, Locator, Page, Response, expect
 from switchboard.billing.v1 import billing_service_pb2 as billing_pb
 from switchboard.billing.v1 import billing_service_pb2_grpc as billing_grpc
-from test_billing_helpers import record
 
 from services.demo import CHAT_MODEL, IMAGE_MODEL, PROVIDER, USER
 from services.launcher import free_port
@@ -35,7 +36,6 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = ROOT / "docs" / "console"
-DEADLINE_SECONDS = 60.0
 CALLER_CHATS = 3
 HISTORY_DAYS = 21
 NARROW = {"width": 375, "height": 800}
@@ -47,10 +47,6 @@ def usd(nano: int | str) -> str:
     whole, fraction = divmod(int(nano), 1_000_000_000)
     digits = f"{fraction:09d}".rstrip("0").ljust(2, "0")
     return f"${whole:,}.{digits}"
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{secrets.token_hex(4)}"
 
 
 @dataclass
@@ -95,13 +91,6 @@ def new_user(world_admin: Callable[..., dict], org: str | None = None, role: str
     return user, world_admin("POST", f"/admin/v1/users/{user}/tokens", json={"name": "laptop"})["token"]
 
 
-def wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_SECONDS
-    while not condition():
-        assert time.monotonic() < deadline, f"not in time: {what}"
-        time.sleep(0.1)
-
-
 def settle(world: World, account: str, requests: int) -> None:
     """Waits until the account's requests are in the ledger, then until reconciliation settled them."""
 
@@ -112,8 +101,8 @@ def settle(world: World, account: str, requests: int) -> None:
         world.admin("POST", "/admin/v1/billing:reconcile", json={})
         return usage()["pendingNanoUsdExact"] == "0"
 
-    wait_for(lambda: int(usage()["requests"]) == requests, f"{requests} requests of {account} in the ledger")
-    wait_for(settled, f"the requests of {account} settled")
+    eventually(lambda: int(usage()["requests"]) == requests, f"{requests} requests of {account} in the ledger")
+    eventually(settled, f"the requests of {account} settled")
 
 
 def store(world: World, records: list[billing_pb.LedgerRecord]) -> None:
@@ -141,7 +130,7 @@ def failing_provider(world: World, account: str) -> None:
             "billingUrl": f"{dead}/costs", "billingAuthorization": authorization}  # fmt: skip
     world.admin("POST", "/admin/v1/providers", json=body)
     store(world, [record(account, provider, estimate=4_000)])
-    wait_for(lambda: int(reconciliation(world, provider)["costApiFailures"]) > 0, "a failed cost API call")
+    eventually(lambda: int(reconciliation(world, provider)["costApiFailures"]) > 0, "a failed cost API call")
 
 
 def history(world: World, account: str) -> None:
@@ -158,12 +147,12 @@ def history(world: World, account: str) -> None:
     unpriced = record(account, PROVIDER, provider_request_id="", model=CHAT_MODEL, start=now - timedelta(days=2))
     pending = record(account, world.broken_provider, model=CHAT_MODEL, estimate=60_000)
     store(world, [*records, unpriced, pending])
-    wait_for(lambda: reconciliation(world, PROVIDER)["pendingRequests"] == "0", "the history settled")
+    eventually(lambda: reconciliation(world, PROVIDER)["pendingRequests"] == "0", "the history settled")
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    with demo_stack(tmp_path_factory.mktemp("console")) as (stack, base_url, admin_token, _):
+def world(stacks: Stacks) -> Iterator[World]:
+    with stacks.demo("console") as (stack, base_url, admin_token, _):
         world = World(RunningStack(stack, base_url, admin_token), org=unique("org"), broken_provider=unique("broken"))
         world.admin("POST", "/admin/v1/orgs", json={"name": world.org})
         world.caller, world.caller_token = new_user(world.admin)

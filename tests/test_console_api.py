@@ -10,21 +10,21 @@ with known usage, `/costs/ok` prices every asked id at COST, `/costs/fail` is a 
 from __future__ import annotations
 
 import json
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 import httpx
 import pytest
+from helpers.registry import unique
+from helpers.upstream import JsonHandler, serving
+from helpers.waiting import eventually
 from switchboard.registry.v1 import account_service_pb2 as account_pb
 from switchboard.registry.v1 import account_service_pb2_grpc as account_grpc
-from upstream_helpers import JsonHandler, serving
 
 from services.demo import AdminApi
 
-DEADLINE_SECONDS = 30.0
 API_KEY = "sk-upstream-" + uuid.uuid4().hex
 BILLING_AUTHORIZATION = "Bearer cost-" + uuid.uuid4().hex
 COST = 1_500  # what /costs/ok says each request cost, nano-USD
@@ -66,10 +66,6 @@ def sb(make_stack):
     return make_stack(SWITCHBOARD_RECONCILE_INTERVAL_SECONDS="3600")
 
 
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
 def ok(answer: httpx.Response) -> dict:
     assert answer.status_code == 200, answer.text
     return answer.json()
@@ -80,13 +76,6 @@ def error_of(answer: httpx.Response, status: int) -> dict:
     error = answer.json()["error"]
     assert set(error) == {"message", "type", "param", "code"}
     return error
-
-
-def wait_for(condition: Callable[[], object], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_SECONDS
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 @dataclass
@@ -353,7 +342,7 @@ def known_requests(sb, people: People, served: list[tuple[str, str]]) -> None:
         for _, model in served:
             assert chat(http, model).status_code == 200
         count = str(len(served))
-        wait_for(lambda: ok(daily(http, people.alice))["total"]["requests"] == count, "the ledger records")
+        eventually(lambda: ok(daily(http, people.alice))["total"]["requests"] == count, "the ledger records")
     with sb.admin() as admin:
         ok(admin.post("/admin/v1/billing:reconcile", json={}))
 
@@ -433,7 +422,7 @@ def test_an_orgs_series_is_for_its_admins_and_nobody_sees_another_accounts(sb, p
     with people.http(people.bob) as bob:
         assert chat(bob, served.settled[1], **{"X-HF-Bill-To": people.org}).status_code == 200
     with people.http(people.alice) as alice:
-        wait_for(lambda: ok(daily(alice, people.org))["total"]["requests"] == "1", "the org's record")
+        eventually(lambda: ok(daily(alice, people.org))["total"]["requests"] == "1", "the org's record")
         assert ok(daily(alice, people.alice))["account"] == people.alice
     for who, account in (
         (people.bob, people.org),

@@ -10,9 +10,9 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from postgres import postgres_cluster
+from helpers.billing import ledger_database, record, unique
+from helpers.postgres import postgres_cluster
 from sqlalchemy import text
-from test_billing_helpers import ledger_database, record, unique
 
 from services.billing import ledger
 from services.billing.console import DAY_SLICES, PERIOD_SLICES, daily_usage_message, series_bounds

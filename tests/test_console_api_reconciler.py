@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from test_billing_helpers import CostApiStub, ledger_database, record, unique
+from helpers.billing import CostApiStub, ledger_database, record, unique
 
 from services.billing import ledger
 from services.billing.reconciler import CostApi, CostApiRecord, Reconciler, ReconcilerSettings

@@ -13,6 +13,7 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
+from helpers.envoy import assert_envoy_accepts
 
 from services.edge.envoy import ROOT, render
 from services.kubernetes import ENVOY_CONFIG_FILE, IN_CLUSTER, MANIFESTS
@@ -150,24 +151,13 @@ def test_render_envoy_writes_the_config_map_file(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.e2e  # runs Envoy (its validate mode)
 def test_envoy_accepts_the_in_cluster_config(tmp_path: Path) -> None:
     """Envoy's own validation of the in-cluster config (host names, STRICT_DNS clusters), its files
     taken from this checkout instead of the image's /app."""
     config = tmp_path / "envoy.yaml"
     config.write_text(render(replace(IN_CLUSTER, files_root=ROOT)))
     assert_envoy_accepts(config)
-
-
-def assert_envoy_accepts(config: Path) -> None:
-    """Envoy's own validation (`envoy --mode validate`) of a configuration file."""
-    envoy = Path(sys.executable).parent / "envoy"
-    checked = subprocess.run(
-        [str(envoy), "--mode", "validate", "-c", str(config), "--log-level", "error"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert checked.stdout.strip() == f"configuration '{config}' OK", checked.stderr
 
 
 def test_the_container_build_copies_what_exists_and_installs_pinned() -> None:

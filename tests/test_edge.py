@@ -12,6 +12,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from helpers.edge import BACKENDS, CHAT, MIB, exchange, hcm_of, rendered, request_head, yaml_of
+from helpers.envoy import assert_envoy_accepts
+from helpers.registry import create_user, error_of, unique
+from helpers.stacks import RunningStack, Stacks
+from helpers.waiting import eventually
 from opentelemetry import trace
 from opentelemetry.sdk.trace.sampling import Decision
 
@@ -19,66 +24,10 @@ from services.common import telemetry
 from services.edge import limits as edge
 from services.edge.envoy import EnvoyPorts, render
 from services.launcher import UpOptions, free_port, start_stack
-from tests.conftest import RunningStack
-from tests.registry_helpers import create_user, error_of, unique
-from tests.test_deploy import assert_envoy_accepts
-from tests.test_telemetry import wait_for
 
 pytestmark = pytest.mark.slow
 
-MIB = 1024 * 1024
-BACKENDS = {name: [("127.0.0.1", port)] for name, port in (("registry", 1), ("billing", 2), ("router", 3))}
-CHAT = "/v1/chat/completions"
 LUA = "envoy.filters.http.lua"
-
-
-def rendered(**fields: object) -> dict:
-    return _yaml(render(EnvoyPorts(8080, 9901, backends=BACKENDS, **fields)))
-
-
-def _yaml(text: str) -> dict:
-    import yaml
-
-    return yaml.safe_load(text)
-
-
-def exchange(stack, head: bytes, body: bytes = b"", *, timeout: float = 60) -> tuple[int, dict]:
-    """Sends raw request headers and part of a body on a new connection, then reads the answer
-    without sending more: (status, OpenAI error object)."""
-    status, _, answer = raw_exchange(stack, head, body, timeout=timeout)
-    return status, json.loads(answer)["error"]
-
-
-def raw_exchange(stack, head: bytes, body: bytes = b"", *, timeout: float = 60) -> tuple[int, str, bytes]:
-    """As exchange: (status, the answer's head in lower case, its body)."""
-    host, port = stack.address("envoy").split(":")
-    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
-        sock.sendall(head + body)
-        answer = b""
-        while b"\r\n\r\n" not in answer or len(answer.partition(b"\r\n\r\n")[2]) < _length(answer):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            answer += chunk
-    answer_head, _, answer_body = answer.partition(b"\r\n\r\n")
-    return int(answer_head.split()[1]), answer_head.decode("latin-1").lower(), answer_body
-
-
-def _length(answer: bytes) -> int:
-    head = answer.partition(b"\r\n\r\n")[0].decode("latin-1").lower()
-    for line in head.split("\r\n"):
-        name, _, value = line.partition(":")
-        if name == "content-length":
-            return int(value)
-    return 1 << 30
-
-
-def request_head(path: str, length: int | None, token: str | None = None, method: str = "POST") -> bytes:
-    lines = [f"{method} {path} HTTP/1.1", "Host: switchboard", "Content-Type: application/json"]
-    lines.append(f"Content-Length: {length}" if length is not None else "Transfer-Encoding: chunked")
-    if token is not None:
-        lines.append(f"Authorization: Bearer {token}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
 @pytest.fixture(scope="module")
@@ -124,10 +73,10 @@ def test_a_small_body_with_a_bad_token_gets_the_services_answer(stack) -> None:
 
 
 @pytest.fixture(scope="module")
-def anonymous(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+def anonymous(stacks: Stacks) -> Iterator[RunningStack]:
     """A stack in anonymous mode (inference calls without a token are billed to an account)."""
     port = free_port()
-    options = UpOptions(port, tmp_path_factory.mktemp("anonymous"), "", demo=False, anonymous_account="anonymous")
+    options = UpOptions(port, stacks.data_dir("anonymous"), "", demo=False, anonymous_account="anonymous")
     stack, admin_token, _ = start_stack(options)
     try:
         yield RunningStack(stack, f"http://127.0.0.1:{port}", admin_token)
@@ -220,7 +169,7 @@ def test_past_its_budget_a_client_gets_429s_in_openais_shape(tight, caller_tight
         for sock in held:
             sock.sendall(head + b"x" * 1000)
             counted += 1
-            wait_for(lambda n=counted: budget_decisions(tight) >= n, "the budget to count a held body")
+            eventually(lambda n=counted: budget_decisions(tight) >= n, "the budget to count a held body")
         status, error = exchange(tight, head, b"x" * 1000)
     finally:
         for sock in held:
@@ -252,7 +201,7 @@ def test_envoy_accepts_the_config_with_the_overload_manager(tmp_path: Path) -> N
     config = tmp_path / "envoy.yaml"
     config.write_text(render(EnvoyPorts(8080, 9901, backends=BACKENDS, edge=limits)))
     assert_envoy_accepts(config)
-    overload = _yaml(config.read_text())["overload_manager"]
+    overload = yaml_of(config.read_text())["overload_manager"]
     monitors = {m["name"]: m["typed_config"] for m in overload["resource_monitors"]}
     assert monitors["envoy.resource_monitors.fixed_heap"]["max_heap_size_bytes"] == 256 * MIB
     assert (
@@ -276,7 +225,7 @@ def test_the_running_envoy_watches_its_heap(tight) -> None:
 
 def test_budgets_per_client_and_for_all_clients_follow_the_settings() -> None:
     limits = edge.EdgeLimits.from_environment({edge.CLIENT_BUDGET_ENV: "16,4", edge.EDGE_BUDGET_ENV: "128,8"})
-    hcm = _hcm(rendered(edge=limits))
+    hcm = hcm_of(rendered(edge=limits))
     (budget,) = [f["typed_config"] for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.local_ratelimit"]
     buckets = {tuple(e["key"] for e in d["entries"]): d["token_bucket"] for d in budget["descriptors"]}
     assert buckets[("remote_address", "body")]["max_tokens"] == 16 * MIB
@@ -297,12 +246,12 @@ def test_a_limit_that_is_not_a_positive_number_is_refused(value: str) -> None:
 def test_with_tracing_off_envoy_has_no_tracer() -> None:
     text = render(EnvoyPorts(8080, 9901, backends=BACKENDS))
     assert "envoy.tracers" not in text and "opentelemetry_collector" not in text
-    hcm = _hcm(_yaml(text))
+    hcm = hcm_of(yaml_of(text))
     assert "tracing" not in hcm
 
 
 def test_with_tracing_on_envoy_samples_new_traces_at_the_ratio() -> None:
-    hcm = _hcm(rendered(otlp_endpoint="http://127.0.0.1:4318", trace_ratio=0.25))
+    hcm = hcm_of(rendered(otlp_endpoint="http://127.0.0.1:4318", trace_ratio=0.25))
     assert hcm["tracing"]["random_sampling"]["value"] == 25.0
     assert "sampler" not in hcm["tracing"]["provider"]["typed_config"]  # Envoy's own: a parent's flag decides
     assert EnvoyPorts(1, 2).trace_ratio == telemetry.DEFAULT_TRACE_RATIO
@@ -334,13 +283,9 @@ def test_new_traces_are_sampled_at_the_ratio() -> None:
 # --- helpers ------------------------------------------------------------------------------------
 
 
-def _hcm(config: dict) -> dict:
-    return config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-
-
 def _routes(config: dict) -> list[dict]:
     """The REST routes (those that name their rule)."""
-    every = _hcm(config)["route_config"]["virtual_hosts"][0]["routes"]
+    every = hcm_of(config)["route_config"]["virtual_hosts"][0]["routes"]
     return [r for r in every if "rule" in r.get("metadata", {}).get("filter_metadata", {}).get(LUA, {})]
 
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers.edge import CHAT, MIB, hcm_of, raw_exchange, rendered, request_head
+from helpers.registry import create_user, error_of, unique
 
 from services.edge import limits as edge
-from tests.registry_helpers import create_user, error_of, unique
-from tests.test_edge import CHAT, MIB, _hcm, raw_exchange, rendered, request_head
 
 pytestmark = pytest.mark.slow
 
@@ -52,14 +52,14 @@ def test_a_callers_own_over_budget_mark_is_removed(small_budget, caller: str) ->
 
 def test_the_refusal_delay_follows_the_limits() -> None:
     limits = edge.EdgeLimits(refusal_delay_ms=250, max_delayed_refusals=7)
-    hcm = _hcm(rendered(edge=limits))
+    hcm = hcm_of(rendered(edge=limits))
     names = [f["name"] for f in hcm["http_filters"]]
     assert names.index("envoy.filters.http.local_ratelimit") < names.index("envoy.filters.http.fault")
     assert names.index("envoy.filters.http.fault") < names.index(edge.GATE_FILTER)
     (fault,) = [f["typed_config"] for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.fault"]
     assert fault["delay"]["fixed_delay"] == "0.25s"
     assert fault["max_active_faults"] == 7
-    short = _hcm(rendered(edge=edge.EdgeLimits(body_deadline_seconds=1)))["http_filters"]
+    short = hcm_of(rendered(edge=edge.EdgeLimits(body_deadline_seconds=1)))["http_filters"]
     (fault,) = [f["typed_config"] for f in short if f["name"] == "envoy.filters.http.fault"]
     assert fault["delay"]["fixed_delay"] == "0.5s"  # half the body deadline: the 429 comes before the 408
     assert fault["headers"] == [{"name": edge.OVER_BUDGET_HEADER, "present_match": True}]

@@ -12,12 +12,12 @@ import time
 
 import httpx
 import pytest
+from helpers.registry import build_world, error_of, ok, unique
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
 from services.common.errors import invalid_argument
 from services.edge import envoy
-from tests.registry_helpers import build_world, error_of, ok, unique
 
 JSON = {"content-type": "application/json"}
 

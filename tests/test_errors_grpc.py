@@ -12,8 +12,7 @@ unreachable service is a 503.
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
@@ -21,9 +20,11 @@ import httpx
 import openai
 import orjson
 import pytest
-from conftest import RunningStack, demo_stack
 from google.api import httpbody_pb2
 from google.rpc import error_details_pb2, status_pb2
+from helpers.registry import error_of, ok, unique
+from helpers.stacks import DemoStack, RunningStack
+from helpers.waiting import eventually
 from hypothesis import given
 from hypothesis import strategies as st
 from switchboard.router.v1 import router_service_pb2 as router_pb
@@ -43,7 +44,6 @@ from services.common.errors import (
     unavailable,
 )
 from services.demo import CHAT_MODEL
-from tests.registry_helpers import error_of, ok, unique
 
 pytestmark = pytest.mark.e2e  # starts processes
 
@@ -110,20 +110,17 @@ def over_limit_user(running: RunningStack) -> str:
         token = ok(admin.post(f"/admin/v1/users/{user}/tokens", json={"name": "main"}))["token"]
         ok(admin.put(f"/v1/billing/accounts/{user}/limit", json={"limitNanoUsd": "1"}))
     body = {"model": CHAT_MODEL, "messages": MESSAGES}
-    deadline = time.monotonic() + 60  # Billing pushes the limited account to the Router: wait for it
-    with running.http(token) as http:
-        while http.post("/v1/chat/completions", json=body).status_code != 402:
-            assert time.monotonic() < deadline, "the Router never refused the over-limit user"
-            time.sleep(0.1)
+    with running.http(token) as http:  # Billing pushes the limited account to the Router: wait for it
+        eventually(lambda: http.post("/v1/chat/completions", json=body).status_code == 402, "the Router's refusal")
     return token
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
-    with demo_stack(tmp_path_factory.mktemp("errors")) as (stack, base_url, admin_token, lines):
-        running = RunningStack(stack, base_url, admin_token)
-        token = re.search(r"demo token \(user demo\): (\S+)", lines).group(1)
-        yield Demo(running, token, over_limit_user(running))
+def demo(shared_demo: DemoStack) -> Demo:
+    stack, base_url, admin_token, lines = shared_demo
+    running = RunningStack(stack, base_url, admin_token)
+    token = re.search(r"demo token \(user demo\): (\S+)", lines).group(1)
+    return Demo(running, token, over_limit_user(running))
 
 
 @dataclass(frozen=True)

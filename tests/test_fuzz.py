@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 import schemathesis
-from conftest import demo_stack
+from helpers.stacks import Stacks
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode, Response
@@ -78,8 +78,8 @@ class Live:
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    with demo_stack(tmp_path_factory.mktemp("fuzz")) as (stack, base_url, admin_token, _):
+def live(stacks: Stacks) -> Iterator[Live]:
+    with stacks.demo("fuzz") as (stack, base_url, admin_token, _):
         user_token = AdminApi(base_url, admin_token).new_token(USER, "fuzz")
         yield Live(stack, base_url, {"admin": admin_token, "user": user_token})
 

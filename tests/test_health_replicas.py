@@ -11,9 +11,8 @@ at once, docs/provider-selection.md), so breaker fields are left out of the comp
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -23,6 +22,8 @@ import orjson
 import pytest
 from google.api import httpbody_pb2
 from google.protobuf import json_format
+from helpers.registry import unique
+from helpers.waiting import eventually
 from switchboard.router.v1 import router_service_pb2 as router_pb
 from switchboard.router.v1 import router_service_pb2_grpc as router_grpc
 
@@ -34,22 +35,8 @@ pytestmark = pytest.mark.slow
 REPLICAS = ("router", "router-2")
 CHATS_PER_REPLICA = 3
 PROVIDER_KEY = "shared-health-key-" + uuid.uuid4().hex
-DEADLINE_SECONDS = 60.0  # reports are batched on a timer: readiness, not a latency bound
 LOCAL_FIELDS = ("breakerState", "consecutiveFailures")  # each replica's own breaker
 T = TypeVar("T")
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def eventually(check: Callable[[], T | None], what: str) -> T:
-    """check()'s first truthy answer within the deadline."""
-    deadline = time.monotonic() + DEADLINE_SECONDS
-    while (answer := check()) is None or answer is False:
-        assert time.monotonic() < deadline, f"not within {DEADLINE_SECONDS} s: {what}"
-        time.sleep(0.1)
-    return answer
 
 
 def as_message(answer: dict, message: T) -> dict:

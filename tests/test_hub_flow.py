@@ -15,13 +15,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from helpers.hub import HUB_CALLS, check_hub_answers, wav_bytes
+from helpers.registry import error_of, ok, unique
+from helpers.waiting import eventually
 from huggingface_hub import InferenceClient, constants
 from huggingface_hub.inference import _providers
 from huggingface_hub.inference._providers import hf_inference
-from registry_helpers import error_of, ok, unique
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
-from test_model_aliases import eventually
-from test_tasks import HUB_CALLS, check_hub_answers, wav_bytes
 
 from services.common.providers import DEFAULT_REQUEST_ID_HEADER
 from services.common.tasks import SERVED_TASKS

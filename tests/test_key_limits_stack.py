@@ -18,7 +18,9 @@ import httpx
 import orjson
 import pytest
 from google.api import httpbody_pb2
-from redis_server import RedisServer, redis_server
+from helpers.redis_server import RedisServer, redis_server
+from helpers.registry import unique
+from helpers.stacks import Stacks
 from switchboard.router.v1 import router_service_pb2 as router_pb
 from switchboard.router.v1 import router_service_pb2_grpc as router_grpc
 
@@ -32,10 +34,6 @@ MESSAGES = [{"role": "user", "content": "hi"}]
 REQUESTS_PER_MINUTE = 12
 REFUSAL_DEADLINE_SECONDS = 1.0  # the requirement: a revoked key is refused on every replica
 REPLICAS = ("router", "router-2")
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 @dataclass
@@ -82,7 +80,7 @@ class Lab:
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory) -> Iterator[Lab]:
+def lab(stacks: Stacks) -> Iterator[Lab]:
     with redis_server() as redis:
         port = free_port()
         provider_port = free_port()
@@ -93,7 +91,7 @@ def lab(tmp_path_factory) -> Iterator[Lab]:
             # A busy test machine must not pass for a store outage (which lets rates through uncounted).
             "SWITCHBOARD_COUNTER_STORE_TIMEOUT_SECONDS": "10",
         }
-        options = UpOptions(port, tmp_path_factory.mktemp("stack"), "", demo=False, router_replicas=2,
+        options = UpOptions(port, stacks.data_dir("key-limits"), "", demo=False, router_replicas=2,
                             environment=environment)  # fmt: skip
         stack, admin_token, _ = start_stack(options)
         try:

@@ -8,11 +8,11 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
+from helpers.waiting import eventually
 
 from services.launcher import free_port
 
@@ -95,15 +95,6 @@ def launcher(start_up):
     return start_up()
 
 
-def eventually(check: Callable[[], bool], what: str) -> None:
-    """Polls `check` until it holds; fails after a generous deadline."""
-    deadline = time.monotonic() + DEADLINE_SECONDS
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {DEADLINE_SECONDS}s: {what}")
-        time.sleep(0.1)
-
-
 def wait_ready(process: subprocess.Popen) -> list[str]:
     """The lines `switchboard up` printed up to and including its last ready line."""
     deadline = time.monotonic() + DEADLINE_SECONDS
@@ -177,16 +168,26 @@ def test_killed_children_come_back_and_requests_succeed_again(start_up) -> None:
     billing = child_pid(process.pid, "billing")
     os.kill(billing, signal.SIGKILL)
     assert chat_ok()  # Billing away or back: chat is served either way (billed later from the spool)
-    eventually(lambda: child_pid(process.pid, "billing") not in (None, billing), "a new Billing process")
-    eventually(usage_ok, "Billing answers again")
+    eventually(
+        lambda: child_pid(process.pid, "billing") not in (None, billing),
+        "a new Billing process",
+        seconds=DEADLINE_SECONDS,
+    )
+    eventually(usage_ok, "Billing answers again", seconds=DEADLINE_SECONDS)
 
     router = child_pid(process.pid, "router")
     os.kill(router, signal.SIGKILL)
-    eventually(lambda: child_pid(process.pid, "router") not in (None, router), "a new Router process")
-    eventually(chat_ok, "chat answered again")
+    eventually(
+        lambda: child_pid(process.pid, "router") not in (None, router), "a new Router process", seconds=DEADLINE_SECONDS
+    )
+    eventually(chat_ok, "chat answered again", seconds=DEADLINE_SECONDS)
 
     # The launcher's own readiness poll may see a child back after callers do.
-    eventually(lambda: "switchboard: router is back" in launcher_log(data_dir), "the launcher saw the Router back")
+    eventually(
+        lambda: "switchboard: router is back" in launcher_log(data_dir),
+        "the launcher saw the Router back",
+        seconds=DEADLINE_SECONDS,
+    )
     log = launcher_log(data_dir)
     for name in ("billing", "router"):
         assert f"switchboard: {name} was killed by SIGKILL" in log

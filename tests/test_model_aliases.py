@@ -9,22 +9,21 @@ from __future__ import annotations
 
 import base64
 import io
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import RunningStack
+from helpers.registry import cli, error_of, ok, unique
+from helpers.stacks import RunningStack
+from helpers.waiting import eventually
 from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from PIL import Image
 from pydantic import ValidationError
-from registry_helpers import error_of, ok, unique
 from switchboard.registry.v1 import admin_service_pb2 as admin_pb
-from test_registry_cli import cli
 
 from services.cli import build_parser, up_options
 from services.common.db import Database, migrate
@@ -48,16 +47,7 @@ from services.registry.storage.queries import load_index
 from services.router.config import RouterSettings
 
 ANONYMOUS = "anon-account"
-DEADLINE_SECONDS = 60.0  # bounds a failing wait only
 CHAT = {"messages": [{"role": "user", "content": "Hello alias"}], "max_tokens": 8}
-
-
-def eventually(check: Callable[[], object], seconds: float = DEADLINE_SECONDS) -> object:
-    """Polls until check() is truthy; its last value when the deadline passes."""
-    deadline = time.monotonic() + seconds
-    while not (result := check()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return result
 
 
 # --- the index -----------------------------------------------------------------------------

@@ -15,15 +15,15 @@ import grpc
 import httpx
 import openai
 import pytest
-from conftest import demo_stack
 from google.protobuf import json_format
+from helpers.migrations import REGISTRY_MIGRATIONS, database, execute, postgres, upgrade  # noqa: F401
+from helpers.stacks import Stacks
 from hypothesis import given
 from hypothesis import strategies as st
 from sqlmodel import Session
 from switchboard.billing.v1 import billing_service_pb2 as billing_pb
 from switchboard.router.v1 import router_service_pb2 as router_pb
 from switchboard.router.v1 import router_service_pb2_grpc as router_grpc
-from test_registry_names import REGISTRY_MIGRATIONS, database, execute, postgres, upgrade  # noqa: F401
 
 from services.billing.servicer import money_fields
 from services.common.db import make_engine
@@ -66,9 +66,9 @@ class Demo:
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+def demo(stacks: Stacks) -> Iterator[Demo]:
     started = int(time.time())
-    with demo_stack(tmp_path_factory.mktemp("models")) as (_, base_url, admin_token, lines):
+    with stacks.demo("models") as (_, base_url, admin_token, lines):
         token = re.search(r"demo token \(user demo\): (\S+)", lines).group(1)
         demo = Demo(base_url, AdminApi(base_url, admin_token), token, started)
         with demo.http() as http:  # measured latency and throughput for the chat model

@@ -14,11 +14,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+from helpers.postgres import postgres_cluster
+from helpers.upstream import JsonHandler, serving
+from helpers.waiting import eventually
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from postgres import postgres_cluster
-from test_money_identity import wait_for
-from upstream_helpers import JsonHandler, serving
 
 from services.common.pricing import INT64_MAX
 from services.demo import AdminApi
@@ -154,7 +154,7 @@ def test_usage_is_believed_only_when_the_request_could_have_produced_it(world, p
     assert answer.status_code == 200, answer.text
 
     request_id = answer.headers["x-request-id"]
-    wait_for(lambda: ledger_row(sb, request_id) is not None, "the record")
+    eventually(lambda: ledger_row(sb, request_id) is not None, "the record")
     assert ledger_row(sb, request_id) == expected(usage, stream, len(data))
     account = reports_answer(sb, user)
     assert int(account["spentNanoUsdExact"]) == recount(sb, user)
@@ -169,7 +169,7 @@ def test_absurd_usage_on_many_records_leaves_the_reports_and_the_total_whole(wor
     with sb.http(token) as http:
         ids = [http.post("/v1/chat/completions", json=body).headers["x-request-id"] for _ in range(3)]
 
-    wait_for(lambda: all(ledger_row(sb, i) for i in ids), "the records")
+    eventually(lambda: all(ledger_row(sb, i) for i in ids), "the records")
     assert all(ledger_row(sb, i)[2] < 10**9 for i in ids)  # the fallback estimate, not $9.2 billion
     account = reports_answer(sb, user)
     assert int(account["spentNanoUsdExact"]) == recount(sb, user)
@@ -185,7 +185,7 @@ def test_images_are_billed_at_most_as_many_as_asked_for(world, answered: int, as
         )
     assert answer.status_code == 200, answer.text
     request_id = answer.headers["x-request-id"]
-    wait_for(lambda: ledger_row(sb, request_id) is not None, "the record")
+    eventually(lambda: ledger_row(sb, request_id) is not None, "the record")
     assert ledger_row(sb, request_id)[2] == 1_000_000 * min(answered, asked)
 
 
@@ -206,7 +206,7 @@ def test_absurd_usage_leaves_the_reports_and_the_total_whole_on_postgres(pg_worl
         assert answer.status_code == 200, answer.text
         return answer.json()
 
-    wait_for(lambda: month().get("requests") == len(reports) * 2, "every record")
+    eventually(lambda: month().get("requests") == len(reports) * 2, "every record")
     report = month()
     account = reports_answer(sb, user)
     assert int(account["spentNanoUsdExact"]) == int(report["settledNanoUsdExact"]) + int(report["pendingNanoUsdExact"])

@@ -14,37 +14,28 @@ import asyncio
 import json
 import os
 import signal
-import sqlite3
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import ThreadingHTTPServer
 
 import grpc
 import httpx
 import pytest
+from helpers.money import CHAT_ANSWER, OVERSIZE_BYTES, chat, ledger_rows
+from helpers.upstream import JsonHandler
+from helpers.waiting import eventually
 from switchboard.billing.v1 import billing_service_pb2 as billing_pb
 from switchboard.billing.v1 import billing_service_pb2_grpc as billing_grpc
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 from switchboard.registry.v1 import internal_service_pb2_grpc as internal_grpc
-from upstream_helpers import JsonHandler
 
 from services.common.accounts import OPERATOR_ACCOUNT
 from services.demo import AdminApi
 from services.launcher import free_port
 
-DEADLINE_SECONDS = 30.0
 API_KEY = "sk-upstream-" + uuid.uuid4().hex
 BILLING_AUTHORIZATION = "Bearer cost-" + uuid.uuid4().hex
-OVERSIZE_BYTES = 200_000  # the stack's --max-answer-bytes is 100,000
-CHAT_ANSWER = {
-    "id": "c1",
-    "object": "chat.completion",
-    "model": "upstream-model",
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
-    "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
-}
 
 
 def _chunk(content: str) -> bytes:
@@ -134,24 +125,6 @@ def setup(sb, upstream) -> Setup:
     return Setup(sb, upstream)
 
 
-def chat(model: str, **extra: object) -> dict:
-    return {"model": model, "messages": [{"role": "user", "content": "hello"}], **extra}
-
-
-def ledger_rows(sb, account: str) -> list[tuple[str, int, int]]:
-    """(request id, output tokens, estimate) of the account's ledger rows (read-only look at billing.db)."""
-    query = "SELECT request_id, output_tokens, estimated_nano_usd FROM ledger WHERE account = ? ORDER BY request_id"
-    with sqlite3.connect(f"file:{sb.stack.data_dir / 'billing.db'}?mode=ro", uri=True) as db:
-        return list(db.execute(query, (account,)))
-
-
-def wait_for(condition: Callable[[], object], what: str, seconds: float = DEADLINE_SECONDS) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 def error_of(answer: httpx.Response, status: int) -> dict:
     assert answer.status_code == status, answer.text
     error = answer.json()["error"]
@@ -195,7 +168,7 @@ def test_streams_without_usage_are_billed_with_counted_tokens_and_hide_the_usage
     assert upstream.bodies[-1]["stream_options"] == {"include_usage": True}  # asked for, on the caller's behalf
     assert all(b'"usage"' not in a.content for a in answers)  # the caller did not ask: none shown
     ids = sorted(a.headers["x-request-id"] for a in answers)
-    wait_for(lambda: len(ledger_rows(setup.sb, setup.user)) == 5, "five ledger records")
+    eventually(lambda: len(ledger_rows(setup.sb, setup.user)) == 5, "five ledger records")
     rows = ledger_rows(setup.sb, setup.user)
     assert [r[0] for r in rows] == ids
     assert {r[1] for r in rows} == {3}  # three content events counted as output tokens
@@ -210,7 +183,7 @@ async def test_fifty_concurrent_large_streams_are_each_billed_once(setup) -> Non
             *(http.post("/v1/chat/completions", json=chat(model, stream=True, max_tokens=1_000_000)) for _ in range(50))
         )
     assert [a.status_code for a in answers] == [200] * 50
-    wait_for(lambda: len(ledger_rows(setup.sb, setup.user)) == 50, "fifty ledger records")
+    eventually(lambda: len(ledger_rows(setup.sb, setup.user)) == 50, "fifty ledger records")
     assert sorted(r[0] for r in ledger_rows(setup.sb, setup.user)) == sorted(a.headers["x-request-id"] for a in answers)
 
 
@@ -236,7 +209,7 @@ def test_an_answer_that_is_not_valid_for_its_route_is_a_502_and_never_billed(set
         good = http.post("/v1/chat/completions", json=chat(setup.chat_model("good")))
     assert error["code"] == "upstream_error"
     assert good.status_code == 200
-    wait_for(lambda: ledger_rows(setup.sb, setup.user), "the good request's record")
+    eventually(lambda: ledger_rows(setup.sb, setup.user), "the good request's record")
     assert [r[0] for r in ledger_rows(setup.sb, setup.user)] == [good.headers["x-request-id"]]
 
 
@@ -284,7 +257,7 @@ def test_what_the_admin_token_spends_is_billed_to_the_operator_account(setup) ->
     with setup.sb.admin() as admin:
         answer = admin.post("/v1/chat/completions", json=chat(model))
     assert answer.status_code == 200
-    wait_for(lambda: answer.headers["x-request-id"] in {r[0] for r in ledger_rows(setup.sb, OPERATOR_ACCOUNT)},
+    eventually(lambda: answer.headers["x-request-id"] in {r[0] for r in ledger_rows(setup.sb, OPERATOR_ACCOUNT)},
              "the operator's record")  # fmt: skip
     with setup.sb.admin() as admin:
         assert admin.post("/admin/v1/users", json={"name": OPERATOR_ACCOUNT}).status_code == 400
@@ -313,7 +286,7 @@ def test_a_hung_billing_is_skipped_after_a_few_timeouts(make_stack, upstream) ->
     assert failures_before_limited == 0
     # Three reservation timeouts (--billing-breaker-failures) opened the breaker; the others never asked.
     assert reservation_failures(hung.sb) == 3
-    wait_for(lambda: len(ledger_rows(hung.sb, hung.user)) == 12, "every served request in the ledger")
+    eventually(lambda: len(ledger_rows(hung.sb, hung.user)) == 12, "every served request in the ledger")
 
 
 def reservation_failures(sb) -> int:
@@ -330,7 +303,7 @@ def test_a_revoked_token_is_refused_by_billing_without_a_cache_timer(setup) -> N
     with setup.http(token) as http:
         assert http.get(f"/v1/billing/accounts/{setup.user}").status_code == 200  # cached now
         setup.api.call("DELETE", f"/admin/v1/users/{setup.user}/tokens/{token_name}")
-        wait_for(lambda: http.get(f"/v1/billing/accounts/{setup.user}").status_code == 401, "the revocation")
+        eventually(lambda: http.get(f"/v1/billing/accounts/{setup.user}").status_code == 401, "the revocation")
 
 
 # --- 9. the internal services need the service credential ------------------------------------

@@ -12,10 +12,10 @@ import uuid
 
 import httpx
 import pytest
+from helpers.upstream import JsonHandler, serving
 from prometheus_client.parser import text_string_to_metric_families
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 from switchboard.registry.v1 import internal_service_pb2_grpc as internal_grpc
-from upstream_helpers import JsonHandler, serving
 
 from services.demo import AdminApi
 

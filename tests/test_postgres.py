@@ -7,10 +7,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from postgres import postgres_cluster
-from registry_helpers import build_world, ok
-from test_billing_helpers import record, register_provider, unique
-from test_billing_stack import by_provider, reconcile, reference_provider, store, usage
+from helpers.billing import by_provider, reconcile, record, reference_provider, register_provider, store, unique, usage
+from helpers.postgres import postgres_cluster
+from helpers.registry import build_world, ok
 
 
 @pytest.fixture(scope="module")

@@ -6,31 +6,19 @@ probes pass again. Waits are on conditions, with deadlines."""
 from __future__ import annotations
 
 import os
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TypeVar
 
 import httpx
 import pytest
-from registry_helpers import ALL_SECRETS, assert_no_secret, error_of, ok
+from helpers.registry import ALL_SECRETS, assert_no_secret, error_of, ok
+from helpers.waiting import eventually
 
 from services.demo import AdminApi, reference_provider_argv, reference_provider_secrets
 from services.launcher import Stack, free_port, http_ok
 
 PROVIDER_KEY = "ref-key-" + uuid.uuid4().hex
-DEADLINE_SECONDS = 60.0  # bounds a failing test only
-T = TypeVar("T")
-
-
-def eventually(check: Callable[[], T | None], seconds: float = DEADLINE_SECONDS) -> T:
-    """check()'s first truthy answer; fails when none came before the deadline."""
-    deadline = time.monotonic() + seconds
-    while (answer := check()) is None or answer is False:
-        assert time.monotonic() < deadline, "the condition did not hold before the deadline"
-        time.sleep(0.05)
-    return answer
 
 
 @dataclass

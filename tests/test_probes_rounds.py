@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestServer
 from cryptography.fernet import Fernet
-from postgres import postgres_cluster
+from helpers.postgres import postgres_cluster
 from sqlmodel import Session
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 

@@ -20,7 +20,7 @@ import grpc
 import httpx
 import orjson
 import pytest
-from conftest import RunningStack
+from helpers.stacks import RunningStack
 from hypothesis import given
 from hypothesis import strategies as st
 from switchboard.router.v1 import router_service_pb2 as router_pb

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from registry_helpers import build_world, create_user, error_of, ok, unique
+from helpers.registry import build_world, create_user, error_of, ok, unique
 
 ADMIN_CALLS = [
     ("post", "/admin/v1/orgs", {"name": "x"}),

@@ -3,24 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-from registry_helpers import unique
-
-SWITCHBOARD = str(Path(sys.executable).parent / "switchboard")
-
-
-def cli(stack, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "SWITCHBOARD_ADMIN_TOKEN": stack.admin_token}
-    result = subprocess.run(
-        [SWITCHBOARD, *argv, "--url", stack.base_url], env=env, capture_output=True, text=True, timeout=120
-    )
-    if check:
-        assert result.returncode == 0, result.stderr
-    return result
+from helpers.registry import cli, unique
 
 
 def test_cli_manages_identity_providers_and_imports_models(stack, tmp_path: Path) -> None:

@@ -11,9 +11,9 @@ import grpc
 import pytest
 from google.protobuf import struct_pb2
 from google.rpc import error_details_pb2, status_pb2
+from helpers.registry import World, build_world, error_of, ok, unique
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from registry_helpers import World, build_world, error_of, ok, unique
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 from switchboard.registry.v1 import internal_service_pb2_grpc as internal_grpc
 from switchboard.registry.v1 import registry_service_pb2 as registry_pb

@@ -4,27 +4,17 @@ operators' account (Billing 0003), run on a database prepared at the previous re
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from pathlib import Path
 
 import httpx
 import pytest
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from postgres import postgres_cluster
-from registry_helpers import error_of, ok, unique
+from helpers.migrations import BILLING_MIGRATIONS, REGISTRY_MIGRATIONS, database, execute, postgres, upgrade  # noqa: F401 (fixtures)
+from helpers.registry import error_of, ok, unique
 
 from services.common.accounts import OPERATOR_ACCOUNT
-from services.common.db import make_engine
 from services.registry.domain.validation import RESERVED_NAMES
-
-ROOT = Path(__file__).resolve().parent.parent
-REGISTRY_MIGRATIONS = ROOT / "services" / "registry" / "migrations"
-BILLING_MIGRATIONS = ROOT / "services" / "billing" / "migrations"
 
 # --- through Envoy ------------------------------------------------------------------------------
 
@@ -67,12 +57,6 @@ def test_reserved_names_are_refused_in_any_letter_case(stack, kind: str) -> None
         assert error["param"] == "name"
 
 
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[str]:
-    with postgres_cluster() as url:
-        yield url
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def any_stack(request, stack, make_stack):
     """The shared SQLite stack, or one stack on PostgreSQL for this module."""
@@ -82,7 +66,7 @@ def any_stack(request, stack, make_stack):
 
 
 @pytest.fixture(scope="module")
-def postgres_stack(make_stack, postgres: str):
+def postgres_stack(make_stack, postgres: str):  # noqa: F811 (the imported fixture)
     running = make_stack(SWITCHBOARD_DATABASE_URL=postgres)
     yield running
     running.stack.stop()
@@ -101,37 +85,6 @@ def test_racing_creations_of_one_name_let_exactly_one_win(any_stack) -> None:
 # --- migrations, on SQLite and PostgreSQL -----------------------------------------------------
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database(request, tmp_path: Path) -> str:
-    """A fresh, empty database's URL."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'db.sqlite'}"
-    server = request.getfixturevalue("postgres")
-    name = "t" + uuid.uuid4().hex[:12]
-    engine = make_engine(server)
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        connection.execute(sa.text(f"CREATE DATABASE {name}"))
-    engine.dispose()
-    return server.rsplit("/", 1)[0] + f"/{name}"
-
-
-def upgrade(url: str, migrations: Path, revision: str) -> None:
-    config = Config()
-    config.set_main_option("script_location", str(migrations))
-    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    command.upgrade(config, revision)
-
-
-def execute(url: str, statement: str, rows: list[dict] | None = None) -> list[tuple]:
-    engine = make_engine(url)
-    try:
-        with engine.begin() as connection:
-            result = connection.execute(sa.text(statement), rows or [{}])
-            return [tuple(row) for row in result] if result.returns_rows else []
-    finally:
-        engine.dispose()
-
-
 def registry_at_0002(url: str, users: list[str], orgs: list[str]) -> None:
     upgrade(url, REGISTRY_MIGRATIONS, "0002")
     now = datetime.now(UTC)
@@ -142,7 +95,7 @@ def registry_at_0002(url: str, users: list[str], orgs: list[str]) -> None:
         execute(url, "INSERT INTO orgs (name, create_time) VALUES (:n, :t)", [{"n": n, "t": now} for n in orgs])
 
 
-def test_the_registry_migration_fills_the_name_space(database: str) -> None:
+def test_the_registry_migration_fills_the_name_space(database: str) -> None:  # noqa: F811 (the imported fixture)
     registry_at_0002(database, users=["alice", "Bob"], orgs=["acme-ai"])
     upgrade(database, REGISTRY_MIGRATIONS, "head")
     names = execute(database, "SELECT folded, name, kind FROM account_names ORDER BY folded")
@@ -151,7 +104,7 @@ def test_the_registry_migration_fills_the_name_space(database: str) -> None:
         execute(database, "INSERT INTO account_names VALUES ('acme-ai', 'Acme-AI', 'user')")
 
 
-def test_the_registry_migration_stops_and_names_clashing_accounts(database: str) -> None:
+def test_the_registry_migration_stops_and_names_clashing_accounts(database: str) -> None:  # noqa: F811 (the imported fixture)
     registry_at_0002(database, users=["acme", "alice", "Zed"], orgs=["acme", "zed", "other"])
     with pytest.raises(RuntimeError) as stopped:
         upgrade(database, REGISTRY_MIGRATIONS, "head")
@@ -174,7 +127,7 @@ LEDGER_ROW = (
 )
 
 
-def test_the_billing_migration_moves_the_admin_tokens_spending_to_the_operators_account(database: str) -> None:
+def test_the_billing_migration_moves_the_admin_tokens_spending_to_the_operators_account(database: str) -> None:  # noqa: F811
     upgrade(database, BILLING_MIGRATIONS, "0002")
     now = datetime.now(UTC)
     records = [("op1", "", "admin"), ("op2", "", "admin"), ("u1", "admin", "admin"), ("u2", "bob", "acme")]

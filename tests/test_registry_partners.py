@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from registry_helpers import World, build_world, error_of, ok, unique
+from helpers.registry import World, build_world, error_of, ok, unique
 
 
 @pytest.fixture(scope="module")

@@ -3,28 +3,18 @@
 from __future__ import annotations
 
 import sys
-import time
-from collections.abc import Callable
 
 import grpc
 import pytest
-from conftest import PresentCredential
-from registry_helpers import build_world, create_user, ok
+from helpers.registry import build_world, create_user, ok
+from helpers.stacks import PresentCredential
+from helpers.waiting import eventually
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 from switchboard.registry.v1 import internal_service_pb2_grpc as internal_grpc
 from switchboard.registry.v1 import registry_service_pb2 as registry_pb
 from switchboard.registry.v1 import registry_service_pb2_grpc as registry_grpc
 
 from services.launcher import free_port, grpc_serving
-
-DEADLINE_SECONDS = 20  # a readiness wait, not a latency assertion
-
-
-def eventually(check: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + DEADLINE_SECONDS
-    while not check():
-        assert time.monotonic() < deadline, "the replica never caught up"
-        time.sleep(0.05)
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import time
 
 import grpc
 import pytest
-from registry_helpers import World, assert_no_secret, build_world, create_user, error_of, ok, unique
+from helpers.registry import World, assert_no_secret, build_world, create_user, error_of, ok, unique
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 from switchboard.registry.v1 import internal_service_pb2_grpc as internal_grpc
 from switchboard.registry.v1 import registry_service_pb2 as registry_pb

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
-from registry_helpers import build_world, create_user, error_of, ok
+from helpers.registry import build_world, create_user, error_of, ok
+from helpers.waiting import eventually
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 from switchboard.registry.v1 import internal_service_pb2_grpc as internal_grpc
 
@@ -21,11 +20,8 @@ def restart_registry(running) -> None:
     stack.children.remove(old)
     port = int(running.address("registry").rsplit(":", 1)[1])
     child = stack.start_service("registry", port)
-    deadline = time.monotonic() + 60
-    while not child.ready():
-        assert child.process.poll() is None, child.tail()
-        assert time.monotonic() < deadline, "registry not ready after restart"
-        time.sleep(0.1)
+    eventually(lambda: child.process.poll() is not None or child.ready(), "the registry ready after restart")
+    assert child.process.poll() is None, child.tail()
 
 
 def snapshot(running, world) -> dict:

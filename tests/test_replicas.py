@@ -23,10 +23,11 @@ import httpx
 import orjson
 import pytest
 from aiohttp import web
-from conftest import PresentCredential
 from google.api import httpbody_pb2
-from postgres import postgres_cluster
-from registry_helpers import ok, unique
+from helpers.postgres import postgres_cluster
+from helpers.registry import ok, unique
+from helpers.stacks import PresentCredential
+from helpers.waiting import eventually
 from sqlalchemy import create_engine, text
 from switchboard.registry.v1 import registry_service_pb2 as registry_pb
 from switchboard.registry.v1 import registry_service_pb2_grpc as registry_grpc
@@ -221,7 +222,7 @@ class Answers:
     def progress(self, what: str) -> None:
         """Returns once the callers got PROGRESS more answers."""
         seen = self.count()
-        wait_for(lambda: self.count() >= seen + PROGRESS, what)
+        eventually(lambda: self.count() >= seen + PROGRESS, what, seconds=DEADLINE_SECONDS)
 
 
 def load(base_url: str, world: World, answers: Answers, stop: threading.Event) -> None:
@@ -252,13 +253,6 @@ def running_load(base_url: str, world: World, answers: Answers) -> Iterator[None
         stop.set()
         for caller in callers:
             caller.join(60)
-
-
-def wait_for(check: Callable[[], bool], what: str, deadline_seconds: float = DEADLINE_SECONDS) -> None:
-    deadline = time.monotonic() + deadline_seconds
-    while not check():
-        assert time.monotonic() < deadline, f"{what}: not within {deadline_seconds} s"
-        time.sleep(0.05)
 
 
 def chat_on_router(address: str, world: World, answers: Answers) -> str:
@@ -347,14 +341,18 @@ def test_two_replicas_of_each_service_survive_a_kill_under_load(tmp_path: Path) 
             map_on_one_registry(replicas, admin_token, world)
             mapped_at = time.monotonic()
             for router in routers:
-                wait_for(
+                eventually(
                     lambda r=router: chat_on_router(r, world, answers) == world.provider,
                     f"the mapping change used by the Router at {router}",
-                    mapped_at + MAPPING_DEADLINE_SECONDS - time.monotonic(),
+                    seconds=mapped_at + MAPPING_DEADLINE_SECONDS - time.monotonic(),
                 )
 
             served = dict(answers.served)
-            wait_for(lambda: served.keys() <= ledger_rows(database_url, world).keys(), "every 2xx in the ledger")
+            eventually(
+                lambda: served.keys() <= ledger_rows(database_url, world).keys(),
+                "every 2xx in the ledger",
+                seconds=DEADLINE_SECONDS,
+            )
             rows = ledger_rows(database_url, world)
             assert {request_id: rows[request_id][0] for request_id in served} == served
 
@@ -362,7 +360,7 @@ def test_two_replicas_of_each_service_survive_a_kill_under_load(tmp_path: Path) 
                 reconcile(base_url, admin_token)
                 return all(state == "settled" for _, state, _ in ledger_rows(database_url, world).values())
 
-            wait_for(settled, "every request settled")
+            eventually(settled, "every request settled", seconds=DEADLINE_SECONDS)
             rows, charged = ledger_rows(database_url, world), month_charged(database_url, world)
         finally:
             replicas.stack.stop()

@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from postgres import postgres_cluster
-from test_billing_helpers import ledger_database, record, unique
+from helpers.billing import ledger_database, record, unique
+from helpers.postgres import postgres_cluster
 
 from services.billing import ledger
 from services.billing.servicer import ledger_row

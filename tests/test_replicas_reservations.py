@@ -11,10 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers.billing import ledger_database, unique
 from postgres import postgres_cluster
 from switchboard.billing.v1 import billing_service_pb2 as billing_pb
 from switchboard.billing.v1 import billing_service_pb2_grpc as billing_grpc
-from test_billing_helpers import ledger_database, unique
 
 from services.billing import ledger
 from services.common.service import channel

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_billing_helpers import ledger_database
+from helpers.billing import ledger_database
 
 from services.billing import ledger
 from services.billing.reservations import Reservations

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import io
 import re
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,7 +17,8 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-from conftest import demo_stack
+from helpers.stacks import Stacks
+from helpers.waiting import eventually
 from PIL import Image
 
 from services.demo import CHAT_MODEL, IMAGE_MODEL, LORA_MODEL, USER, AdminApi, start_demo
@@ -41,20 +41,10 @@ class Demo:
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
-    with demo_stack(tmp_path_factory.mktemp("demo")) as (stack, base_url, _, lines):
+def demo(stacks: Stacks) -> Iterator[Demo]:
+    with stacks.demo("demo") as (stack, base_url, _, lines):
         token = re.search(r"demo token \(user demo\): (\S+)", lines).group(1)
         yield Demo(stack, base_url, token, lines)
-
-
-def eventually(check, seconds: float = 60.0):
-    """Polls until check() returns something truthy (the deadline only bounds a failing test)."""
-    deadline = time.monotonic() + seconds
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(0.1)
 
 
 def test_the_printed_demo_token_gets_a_chat_answer_a_stream_and_an_image(demo) -> None:
@@ -119,11 +109,11 @@ def test_answers_keep_flowing_and_no_record_is_lost_while_billing_is_down(demo) 
     with demo.http() as http:
         for _ in range(3):
             assert http.post("/v1/chat/completions", json=CHAT).status_code == 200
-    assert eventually(lambda: list(spool.glob("*.batch")), 10)
+    assert eventually(lambda: list(spool.glob("*.batch")), seconds=10)
     start_service(demo, "billing", port, "--registry-address", demo.stack.addresses["registry"])
     # the Router's send backoff may have grown while Billing was down: allow for its longest step
-    assert eventually(lambda: usage_requests(demo) >= before + 3, 120) and usage_requests(demo) == before + 3
-    assert eventually(lambda: not list(spool.glob("*.batch")), 10)
+    assert eventually(lambda: usage_requests(demo) >= before + 3, seconds=120) and usage_requests(demo) == before + 3
+    assert eventually(lambda: not list(spool.glob("*.batch")), seconds=10)
 
 
 def test_the_router_follows_a_restarted_registry(demo) -> None:
@@ -139,14 +129,16 @@ def test_the_router_follows_a_restarted_registry(demo) -> None:
 
     assert chat_status() == 200
     start_service(demo, "registry", stop_service(demo, "registry"))
-    assert eventually(lambda: chat_status() == 200, 30)
+    assert eventually(lambda: chat_status() == 200, seconds=30)
     admin.call("DELETE", f"/admin/v1/users/{USER}/tokens/{name}")
-    assert eventually(lambda: chat_status() == 401, 10)  # the change feed is followed again
+    assert eventually(lambda: chat_status() == 401, seconds=10)  # the change feed is followed again
 
 
 def test_a_reached_spending_limit_is_a_402_insufficient_quota(demo) -> None:
     with demo.http() as http:
         limit = http.put(f"/v1/billing/accounts/{USER}/limit", json={"limitNanoUsd": "1"})
         assert limit.status_code == 200, limit.text
-        refused = eventually(lambda: (r := http.post("/v1/chat/completions", json=CHAT)).status_code == 402 and r, 10)
+        refused = eventually(
+            lambda: (r := http.post("/v1/chat/completions", json=CHAT)).status_code == 402 and r, seconds=10
+        )
         assert refused and orjson.loads(refused.content)["error"]["code"] == "insufficient_quota"

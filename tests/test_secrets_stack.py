@@ -25,7 +25,7 @@ import httpx
 import orjson
 import pytest
 from aiohttp import web
-from test_secrets import assert_gone, json_escaped, recoverable
+from helpers.secrets import assert_gone, json_escaped, recoverable
 
 from services.demo import AdminApi, start_demo
 from services.launcher import free_port

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from aiohttp import web
-from test_billing_helpers import serving_in_thread
-from test_money_identity import ledger_rows, wait_for
-from test_money_invariants import MockProvider
+from helpers.billing import serving_in_thread
+from helpers.money import MockProvider, ledger_rows
+from helpers.waiting import eventually
 
 from services.demo import AdminApi
 
@@ -85,6 +85,6 @@ def test_many_callers_leaving_streams_mid_way_log_no_error(world) -> None:
 
     for _ in range(3):
         request_ids = asyncio.run(everyone())
-    wait_for(lambda: set(request_ids) <= {row[0] for row in ledger_rows(sb, user)}, "every stream begun billed")
+    eventually(lambda: set(request_ids) <= {row[0] for row in ledger_rows(sb, user)}, "every stream begun billed")
     router_log = (sb.stack.data_dir / "logs" / "router.log").read_text()
     assert "asynchronous generator" not in router_log and '"level":"ERROR"' not in router_log, router_log[-3000:]

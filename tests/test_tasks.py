@@ -11,7 +11,6 @@ import base64
 import io
 import re
 import sqlite3
-import time
 import uuid
 import wave
 from collections.abc import Iterator
@@ -21,14 +20,15 @@ import httpx
 import numpy as np
 import openai
 import pytest
-from conftest import demo_stack
+from helpers.hub import HUB_CALLS, PICTURE, check_hub_answers, wav_bytes
+from helpers.stacks import DemoStack
+from helpers.waiting import eventually
 from huggingface_hub import InferenceClient
 from PIL import Image
 
 from services.common import task_formats
 from services.demo import ORG, PROVIDER, TASK_MODELS, USER, AdminApi, reference_provider_argv
 from services.launcher import Stack, free_port, http_ok
-from services.reference_provider import png
 from services.reference_provider import tasks as reference
 
 pytestmark = pytest.mark.slow
@@ -39,24 +39,10 @@ TTS = TASK_MODELS["text-to-speech"]
 EMBEDDING_PRICE = 20  # nano-USD per input token: the demo's price of reference-feature-extraction
 
 
-def wav_bytes(seconds: float = 1.0) -> bytes:
-    """A real WAV of `seconds` of silence at 8 kHz, 16-bit mono."""
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(8000)
-        out.writeframes(b"\x00\x00" * int(8000 * seconds))
-    return buffer.getvalue()
-
-
 def flac_header(seconds: int, rate: int = 16_000) -> bytes:
     """A FLAC stream's header (STREAMINFO) that says it holds `seconds` of 16-bit mono audio."""
     info = (rate << 44) | (15 << 36) | (rate * seconds)
     return b"fLaC" + b"\x80\x00\x00\x22" + b"\x00" * 10 + info.to_bytes(8, "big") + b"\x00" * 16
-
-
-PICTURE = png.draw("a test picture", 32, 24)
 
 
 @dataclass
@@ -79,26 +65,28 @@ class Demo:
     def ledger(self, request_id: str) -> dict:
         """The request's ledger row once Billing has it."""
         query = "SELECT task, provider, input_tokens, images, estimated_nano_usd FROM ledger WHERE request_id = ?"
-        deadline = time.monotonic() + 60
-        while True:
+
+        def rows() -> list[tuple]:
             with sqlite3.connect(f"file:{self.stack.data_dir / 'billing.db'}?mode=ro", uri=True) as db:
-                rows = db.execute(query, (request_id,)).fetchall()
-            if rows or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
-        assert len(rows) == 1, request_id
-        return dict(zip(("task", "provider", "input_tokens", "images", "estimate"), rows[0], strict=True))
+                return db.execute(query, (request_id,)).fetchall()
+
+        found = eventually(rows, f"the ledger row of {request_id}")
+        assert len(found) == 1, request_id
+        return dict(zip(("task", "provider", "input_tokens", "images", "estimate"), found[0], strict=True))
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
-    with demo_stack(tmp_path_factory.mktemp("tasks")) as (stack, base_url, admin_token, lines):
-        token = re.search(r"demo token \(user demo\): (\S+)", lines).group(1)
-        port = free_port()
-        spare_url = f"http://127.0.0.1:{port}"
-        stack.start("spare_provider", reference_provider_argv(port), http_ok(f"{spare_url}/health"))
-        stack.wait_ready()
-        yield Demo(stack, base_url, AdminApi(base_url, admin_token), token, spare_url)
+def demo(shared_demo: DemoStack) -> Iterator[Demo]:
+    stack, base_url, admin_token, lines = shared_demo
+    token = re.search(r"demo token \(user demo\): (\S+)", lines).group(1)
+    port = free_port()
+    spare_url = f"http://127.0.0.1:{port}"
+    spare = stack.start("spare_provider", reference_provider_argv(port), http_ok(f"{spare_url}/health"))
+    stack.wait_ready()
+    yield Demo(stack, base_url, AdminApi(base_url, admin_token), token, spare_url)
+    stack.children.remove(spare)  # the shared stack goes on without this module's provider
+    spare.process.terminate()
+    spare.process.wait(timeout=10)
 
 
 def own_provider(demo: Demo, name: str, path: str = "", **fields: object) -> str:
@@ -179,56 +167,6 @@ def test_openai_speech_streams_a_real_wav(demo: Demo) -> None:
 
 
 # --- the hub's task format -------------------------------------------------------------------------
-
-
-def _video(client: InferenceClient) -> bytes:
-    """The hub's text-to-video request to the client's model URL, with its token."""
-    headers = {"Authorization": f"Bearer {client.token}"}
-    answer = httpx.post(client.model, json={"inputs": "a cat playing"}, headers=headers, timeout=60)
-    assert answer.status_code == 200 and answer.headers["content-type"] == "video/mp4", answer.text[:300]
-    return answer.content
-
-
-# Every hub task but text-to-image (tested on its own), as huggingface_hub calls it.
-HUB_CALLS = {
-    "feature-extraction": lambda c: c.feature_extraction("hello"),
-    "sentence-similarity": lambda c: c.sentence_similarity("a cat", other_sentences=["a dog", "a car"]),
-    "automatic-speech-recognition": lambda c: c.automatic_speech_recognition(wav_bytes()),
-    "text-to-speech": lambda c: c.text_to_speech("hello there"),
-    # huggingface_hub 2.4 has no hf-inference text_to_video (its providers answer a URL to fetch): the
-    # hub's task request as the client's own post sends it.
-    "text-to-video": lambda c: _video(c),
-    "image-to-image": lambda c: c.image_to_image(PICTURE, prompt="make it blue"),
-    "text-classification": lambda c: c.text_classification("I like it"),
-    "token-classification": lambda c: c.token_classification("Alice met Bob in Paris"),
-    "zero-shot-classification": lambda c: c.zero_shot_classification("a goal", candidate_labels=["sport", "food"]),
-    "summarization": lambda c: c.summarization("one two three four five six"),
-    "translation": lambda c: c.translation("one two three"),
-    "question-answering": lambda c: c.question_answering(question="who?", context="Alice did it"),
-    "fill-mask": lambda c: c.fill_mask("I saw [MASK] cat"),
-    "image-classification": lambda c: c.image_classification(PICTURE),
-    "object-detection": lambda c: c.object_detection(PICTURE),
-    "image-segmentation": lambda c: c.image_segmentation(PICTURE),
-}
-
-
-def check_hub_answers(answers: dict[str, object]) -> None:
-    assert answers["feature-extraction"].shape == (reference.DIMENSION,)
-    assert len(answers["sentence-similarity"]) == 2
-    assert answers["automatic-speech-recognition"].text == reference.transcript(wav_bytes())
-    assert answers["text-to-speech"] == reference.wav("hello there")
-    assert answers["text-to-video"][4:8] == b"ftyp" and task_formats.mp4_seconds(answers["text-to-video"]) == 2
-    assert answers["image-to-image"].size == (32, 24)
-    assert {c.label for c in answers["text-classification"]} == {"POSITIVE", "NEGATIVE"}
-    assert [t.word for t in answers["token-classification"]] == ["Alice", "Bob", "Paris"]
-    assert {c.label for c in answers["zero-shot-classification"]} == {"sport", "food"}
-    assert answers["summarization"].summary_text == "one two"
-    assert answers["translation"].translation_text == "three two one"
-    assert answers["question-answering"].answer == "Alice"
-    assert answers["fill-mask"][0].sequence == "I saw the cat"
-    assert answers["image-classification"][0].label == "POSITIVE"
-    assert answers["object-detection"][0].box.xmax == 31
-    assert answers["image-segmentation"][0].mask.size == (32, 24)
 
 
 def test_inference_client_with_a_base_url_for_every_hub_task(demo: Demo) -> None:

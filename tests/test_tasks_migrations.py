@@ -9,17 +9,17 @@ import asyncio
 from datetime import UTC, datetime
 
 import pytest
-from sqlmodel import Session
-from test_billing_helpers import record, unique
-from test_capability_routing_registry import PROVIDER_ROW
-from test_registry_names import (  # noqa: F401 (fixtures)
+from helpers.billing import record, unique
+from helpers.migrations import (  # noqa: F401 (fixtures)
     BILLING_MIGRATIONS,
+    PROVIDER_ROW,
     REGISTRY_MIGRATIONS,
     database,
     execute,
     postgres,
     upgrade,
 )
+from sqlmodel import Session
 
 from services.billing import ledger
 from services.billing.servicer import ledger_row, usage_message

@@ -15,19 +15,19 @@ import logging
 import re
 import secrets
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
+from helpers.upstream import JsonHandler
+from helpers.waiting import eventually
 from hypothesis import given
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from upstream_helpers import JsonHandler
 
 from services.common import telemetry
 from services.common.logs import JsonFormatter
@@ -35,7 +35,6 @@ from services.demo import AdminApi
 from services.launcher import free_port
 from services.router.breaker import Breakers
 
-DEADLINE_SECONDS = 30.0
 USAGE = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
 PRICES = [{"provider_model": "upstream-model", "input_token_nano_usd": 100, "output_token_nano_usd": 300}]
 COST_NANO_USD = 4321
@@ -123,13 +122,6 @@ def provider() -> Iterator[ThreadingHTTPServer]:
 @pytest.fixture(scope="module")
 def receiver() -> Iterator[ThreadingHTTPServer]:
     yield from _serve(OtlpReceiver, spans=[])
-
-
-def wait_for(condition: Callable[[], object], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_SECONDS
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 class Setup:
@@ -269,8 +261,8 @@ def test_every_metrics_endpoint_counts_a_failover_a_402_and_a_stream_exactly(mak
     assert value(registry, "switchboard_registry_change_feed_lag") == 0
 
     spooled = lambda: value(scrape(metrics["router"]), "switchboard_router_ledger_spool_records") == 0  # noqa: E731
-    wait_for(spooled, "the Router's ledger spool to drain")
-    wait_for(lambda: value(scrape(metrics["billing"]), "switchboard_billing_records_pending") == 2, "two records")
+    eventually(spooled, "the Router's ledger spool to drain")
+    eventually(lambda: value(scrape(metrics["billing"]), "switchboard_billing_records_pending") == 2, "two records")
     with sb.admin() as admin:
         assert admin.post("/admin/v1/billing:reconcile", json={}).status_code == 200
     billing = scrape(metrics["billing"])
@@ -299,11 +291,11 @@ def test_a_callers_traceparent_reaches_the_provider_and_every_services_span(make
     def traced() -> set[str]:
         return {service for service, trace, _ in list(receiver.spans) if trace == trace_id}
 
-    wait_for(lambda: traced() == services, f"spans of {services}, got {traced()}")
+    eventually(lambda: traced() == services, f"spans of {services}, got {traced()}")
     names = {name for service, trace, name in receiver.spans if trace == trace_id and service != "switchboard-envoy"}
     assert "switchboard.router.v1.RouterService/CreateChatCompletion" in names
     assert "chat upstream-model" in names  # the call to the provider
-    wait_for(lambda: in_access_log(sb, trace_id), "the trace id in Envoy's access log")
+    eventually(lambda: in_access_log(sb, trace_id), "the trace id in Envoy's access log")
 
     unsampled = f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-00"
     provider.traceparents.clear()
@@ -313,7 +305,7 @@ def test_a_callers_traceparent_reaches_the_provider_and_every_services_span(make
     later = secrets.token_hex(16)  # sampled, sent after: once its spans are in, the unsampled one's would be
     setup.chat(model, headers={"traceparent": f"00-{later}-{secrets.token_hex(8)}-01"})
     exporters = {"switchboard-envoy", "switchboard-router", "switchboard-billing"}
-    wait_for(lambda: {s for s, trace, _ in list(receiver.spans) if trace == later} >= exporters, "the later spans")
+    eventually(lambda: {s for s, trace, _ in list(receiver.spans) if trace == later} >= exporters, "the later spans")
     assert not [span for span in receiver.spans if span[1] == unsampled.split("-")[1]]
 
 

@@ -18,7 +18,8 @@ import anthropic
 import httpx
 import openai
 import pytest
-from test_clients import NODE_DIR, _install_node, _install_packages
+from helpers.node import NODE_DIR, node_with_packages
+from helpers.stacks import Stacks
 
 from services.demo import ANONYMOUS_ACCOUNT, CHAT_MODEL, start_demo
 from services.launcher import Stack, UpOptions, free_port, start_stack
@@ -50,10 +51,10 @@ class Demo:
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+def demo(stacks: Stacks) -> Iterator[Demo]:
     """The demo stack in anonymous mode: calls without a key are billed to the anonymous account."""
     port = free_port()
-    options = UpOptions(port, tmp_path_factory.mktemp("translated"), "", demo=True, anonymous_account=ANONYMOUS_ACCOUNT)
+    options = UpOptions(port, stacks.data_dir("translated"), "", demo=True, anonymous_account=ANONYMOUS_ACCOUNT)
     stack, admin_token, _ = start_stack(options)
     try:
         base_url = f"http://127.0.0.1:{port}"
@@ -282,9 +283,7 @@ def test_openai_sdk_with_a_placeholder_key_in_anonymous_mode(demo: Demo) -> None
 @pytest.fixture(scope="module")
 def node() -> str:
     """The node binary, with tests/node's pinned packages installed (as tests/test_clients.py does)."""
-    binary = _install_node()
-    _install_packages()
-    return binary
+    return node_with_packages()
 
 
 def test_npm_openai_and_anthropic_sdks(demo: Demo, node: str) -> None:

@@ -47,8 +47,9 @@ class HealthReports:
                 self._loading.cancel()
 
     async def report(self) -> None:
-        """Sends everything pending, one call per MAX_REPORTS provider models; a failed call's
-        traffic stays pending for the next round."""
+        """Sends what is pending, one call per MAX_REPORTS provider models; a failed call's
+        traffic stays pending for the next round, and so does traffic that comes while this
+        round is under way (else a busy Router would report back to back, not once a round)."""
         start = timestamp(self.measurements.started)
         while taken := self.measurements.take_report(MAX_REPORTS):
             request = internal_pb.ReportModelHealthRequest(
@@ -64,6 +65,8 @@ class HealthReports:
                 self.measurements.report_ended(taken, None)
                 raise
             self.measurements.report_ended(taken, list(answer.records))
+            if len(taken) < MAX_REPORTS:
+                return
 
     def changed(self, change: Change) -> None:
         """A change notice: its records applied; a reset (the feed connected) loads them all."""

@@ -1,9 +1,12 @@
 """Helpers shared by the Billing tests: ledger records, a cost API stub
-(the provider's side is outside the product) and gRPC stubs."""
+(the provider's side is outside the product), gRPC stubs, Billing's calls on a running
+stack and the reference provider as a process of its own."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 import threading
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -14,13 +17,17 @@ import httpx
 from aiohttp import web
 from sqlmodel import select
 from switchboard.billing.v1 import billing_service_pb2 as billing_pb
+from switchboard.billing.v1 import billing_service_pb2_grpc as billing_grpc
 
+from helpers.waiting import eventually
 from services.billing import ledger
 from services.billing.server import MIGRATIONS
 from services.billing.servicer import ledger_row
 from services.billing.storage import LedgerEntry
 from services.common.db import Database, migrate
 from services.common.pricing import saturated
+from services.demo import reference_provider_argv, reference_provider_secrets
+from services.launcher import free_port, http_ok
 
 
 @contextmanager
@@ -231,3 +238,45 @@ async def check_absurd_amounts(db: Database, account: str, amounts: list[tuple[i
     assert (line.settled_nano_usd, line.pending_nano_usd, line.requests) == (settled, pending, len(amounts))
     (day,) = await db.run(lambda s: ledger.daily_usage(s, account, start, end))
     assert day.amounts == (settled, pending, 0, len(amounts))
+
+
+def store(stack, records: list) -> None:
+    with stack.channel("billing") as channel:
+        for first in range(0, len(records), 10_000):
+            batch = billing_pb.RecordRequestsRequest(records=records[first : first + 10_000])
+            billing_grpc.LedgerServiceStub(channel).RecordRequests(batch, timeout=30)
+
+
+def reconcile(stack) -> dict:
+    with stack.admin() as admin:
+        answer = admin.post("/admin/v1/billing:reconcile", json={}, timeout=120)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def usage(stack, account: str) -> dict:
+    with stack.admin() as admin:
+        answer = admin.get("/v1/billing/usage", params={"account": account})
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def by_provider(report: dict) -> dict[str, dict]:
+    return {line["provider"]: line for line in report["byProvider"]}
+
+
+@contextmanager
+def reference_provider(billing_token: str) -> Iterator[str]:
+    """The reference provider as its own process; yields its cost API URL."""
+    port = free_port()
+    env = {**os.environ, **reference_provider_secrets(billing_token=billing_token)}
+    argv = reference_provider_argv(port)
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        ready = http_ok(f"http://127.0.0.1:{port}/health")
+        eventually(lambda: process.poll() is not None or ready(), "the reference provider to start")
+        assert process.poll() is None, "the reference provider did not start"
+        yield f"http://127.0.0.1:{port}/v1/billing/costs"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

@@ -14,8 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from installs import apt_install, can_apt_install
 
+from helpers.installs import apt_install, can_apt_install
 from services.launcher import free_port
 
 READY_DEADLINE_SECONDS = 60

@@ -1,5 +1,5 @@
 """A real Chromium for browser tests: Debian's chromium package (installed with apt-get when
-missing, like tests/postgres.py installs PostgreSQL), driven by Playwright for Python pointed at
+missing, like tests/helpers/postgres.py installs PostgreSQL), driven by Playwright for Python pointed at
 that executable. Playwright's own browser downloads are never used."""
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from installs import apt_install, can_apt_install, cannot_have
 from playwright.sync_api import Browser, sync_playwright
+
+from helpers.installs import apt_install, can_apt_install, cannot_have
 
 
 def chromium_executable() -> str:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 
@@ -109,3 +113,16 @@ def build_world(admin: httpx.Client) -> World:
     assert ok(admin.post("/admin/v1/models:batchUpsert", json={"models": models}))["upsertedCount"] == len(models)
     world.models["base_tag"] = base
     return world
+
+
+SWITCHBOARD = str(Path(sys.executable).parent / "switchboard")
+
+
+def cli(stack, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "SWITCHBOARD_ADMIN_TOKEN": stack.admin_token}
+    result = subprocess.run(
+        [SWITCHBOARD, *argv, "--url", stack.base_url], env=env, capture_output=True, text=True, timeout=120
+    )
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result

@@ -14,8 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from installs import apt_install, can_apt_install, cannot_have
-
+from helpers.installs import apt_install, can_apt_install, cannot_have
 from services.launcher import free_port
 
 READY_DEADLINE_SECONDS = 30

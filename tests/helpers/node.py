@@ -1,0 +1,46 @@
+"""Node.js and the pinned npm packages of tests/node (Debian's nodejs and npm, installed when missing)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+from helpers.installs import apt_install, can_apt_install, cannot_have
+
+NODE_DIR = Path(__file__).resolve().parents[1] / "node"
+
+
+INSTALL_TIMEOUT_SECONDS = 900
+
+
+def _install_node() -> str:
+    """Debian's nodejs and npm, installed with apt-get when missing (CI runs as root)."""
+    if not (shutil.which("node") and shutil.which("npm")):
+        if not can_apt_install():
+            cannot_have("Node.js is not installed and apt-get cannot install it here (needs root)")
+        apt_install("nodejs", "npm")
+    node = shutil.which("node")
+    assert node is not None and shutil.which("npm"), "nodejs and npm installed but not on PATH"
+    return node
+
+
+def _install_packages() -> None:
+    """The pinned npm packages of tests/node/package-lock.json, unless already installed from it."""
+    lock, installed = NODE_DIR / "package-lock.json", NODE_DIR / "node_modules" / ".package-lock.json"
+    if installed.exists() and installed.stat().st_mtime >= lock.stat().st_mtime:
+        return
+    # No install scripts: none of these packages needs one to run.
+    answer = subprocess.run(
+        ["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund"],
+        cwd=NODE_DIR, capture_output=True, text=True, timeout=INSTALL_TIMEOUT_SECONDS,
+    )  # fmt: skip
+    if answer.returncode != 0:
+        cannot_have(f"npm ci failed in {NODE_DIR}: {answer.stderr[-2000:]}")
+
+
+def node_with_packages() -> str:
+    """The node binary, with tests/node's pinned packages installed."""
+    binary = _install_node()
+    _install_packages()
+    return binary

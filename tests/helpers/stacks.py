@@ -1,0 +1,146 @@
+"""Stacks for the tests: Envoy and the three services on free loopback ports, SQLite under a
+temporary directory seeded from one migrated template (every stack starts on the newest schema
+without running the migrations again), and how to reach a running stack."""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import grpc
+import httpx
+import pytest
+
+from services.billing.server import MIGRATIONS as BILLING_MIGRATIONS
+from services.common.auth import SERVICE_CREDENTIAL_KEY
+from services.common.db import migrate
+from services.common.secrets import private_directory, private_file
+from services.common.service import channel
+from services.demo import start_demo
+from services.edge.limits import CLIENT_BUDGET_ENV, EDGE_BUDGET_ENV
+from services.launcher import Stack, UpOptions, free_port, start_stack
+from services.registry.server import MIGRATIONS as REGISTRY_MIGRATIONS
+
+DATABASES = {"registry": REGISTRY_MIGRATIONS, "billing": BILLING_MIGRATIONS}
+
+
+class PresentCredential(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    """Adds the service credential to every call of a blocking channel."""
+
+    def __init__(self, credential: str) -> None:
+        self.entry = (SERVICE_CREDENTIAL_KEY, credential)
+
+    def _with_credential(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+        # grpc hands interceptors a namedtuple of the call's details
+        return details._replace(metadata=[*(details.metadata or ()), self.entry])
+
+    def intercept_unary_unary(self, continuation, details, request):
+        return continuation(self._with_credential(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):
+        return continuation(self._with_credential(details), request)
+
+
+@dataclass
+class RunningStack:
+    """A started stack and how to reach it."""
+
+    stack: Stack
+    base_url: str
+    admin_token: str
+
+    def address(self, name: str) -> str:
+        """host:port of "envoy", "registry", "router" or "billing"."""
+        return self.stack.addresses[name]
+
+    def http(self, token: str | None = None) -> httpx.Client:
+        """An HTTP client for Envoy's port, with a bearer token when given."""
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.base_url, headers=headers, timeout=30)
+
+    def admin(self) -> httpx.Client:
+        return self.http(self.admin_token)
+
+    def channel(self, name: str = "envoy", *, internal: bool = True) -> grpc.Channel:
+        """A (blocking) gRPC channel to Envoy or to one service directly; a channel to a
+        service presents the service credential (its internal services need it) unless
+        `internal` is False."""
+        channel = grpc.insecure_channel(self.address(name))
+        if name == "envoy" or not internal:
+            return channel
+        return grpc.intercept_channel(channel, PresentCredential(self.service_credential))
+
+    def aio_channel(self, name: str) -> grpc.aio.Channel:
+        """An asyncio channel to one service, presenting the service credential."""
+        return channel(self.address(name), self.service_credential)
+
+    @property
+    def service_credential(self) -> str:
+        return self.stack.env["SWITCHBOARD_SERVICE_CREDENTIAL"]
+
+    def logs(self) -> str:
+        """Everything the stack's processes logged so far."""
+        return "".join(p.read_text(errors="replace") for p in (self.stack.data_dir / "logs").glob("*.log"))
+
+
+class DemoStack(NamedTuple):
+    """A started demo stack: the stack, Envoy's URL, the admin token and the lines the demo printed."""
+
+    stack: Stack
+    base_url: str
+    admin_token: str
+    lines: str
+
+
+class Stacks:
+    """Starts stacks, each in a data directory of its own that starts as a copy of one migrated
+    template (the services' own migration then finds nothing to do); stops what it started."""
+
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+        self._tmp = tmp_path_factory
+        self._template: Path | None = None
+
+    def data_dir(self, name: str = "stack") -> Path:
+        """A new data directory holding the migrated Registry and Billing SQLite databases."""
+        if self._template is None:
+            self._template = self._tmp.mktemp("template")
+            for service, migrations in DATABASES.items():
+                migrate(f"sqlite:///{self._template / f'{service}.db'}", migrations)
+        data_dir = self._tmp.mktemp(name)
+        private_directory(data_dir)
+        for service in DATABASES:
+            copy = data_dir / f"{service}.db"
+            private_file(copy)  # the mode the services give their databases, before the bytes land
+            shutil.copyfile(self._template / f"{service}.db", copy)
+        return data_dir
+
+    def start(self, **env: str) -> RunningStack:
+        """A stack with the tests' settings, overridden by `env`."""
+        token = "test-admin-" + secrets.token_hex(16)
+        port = free_port()
+        # Health probes off unless a test turns them on: the providers most tests register are
+        # unreachable on purpose, and probes would turn their live mappings to error mid-session.
+        # Every test's client is 127.0.0.1: budgets for large bodies (services/edge/limits.py)
+        # that the whole session cannot use up, unless a test asks for its own.
+        budget = {CLIENT_BUDGET_ENV: "1024,1024", EDGE_BUDGET_ENV: "1024,1024"}
+        settings = {"SWITCHBOARD_ADMIN_TOKEN": token, "SWITCHBOARD_PROBES_ENABLED": "false", **budget, **env}
+        options = UpOptions(port, self.data_dir(), "", demo=False, environment=settings)
+        stack, admin_token, _ = start_stack(options)
+        return RunningStack(stack, f"http://127.0.0.1:{port}", admin_token)
+
+    @contextmanager
+    def demo(self, name: str = "demo") -> Iterator[DemoStack]:
+        """A stack with the demo's provider, catalog and user, as `switchboard up --demo` starts
+        it; stopped afterwards."""
+        port = free_port()
+        stack, admin_token, _ = start_stack(UpOptions(port, self.data_dir(name), "", demo=True))
+        try:
+            base_url = f"http://127.0.0.1:{port}"
+            yield DemoStack(stack, base_url, admin_token, start_demo(stack, base_url, admin_token))
+        finally:
+            stack.stop()

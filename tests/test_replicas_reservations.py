@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from helpers.billing import ledger_database, unique
-from postgres import postgres_cluster
+from helpers.postgres import postgres_cluster
 from switchboard.billing.v1 import billing_service_pb2 as billing_pb
 from switchboard.billing.v1 import billing_service_pb2_grpc as billing_grpc
 

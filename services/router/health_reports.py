@@ -51,7 +51,9 @@ class HealthReports:
         traffic stays pending for the next round, and so does traffic that comes while this
         round is under way (else a busy Router would report back to back, not once a round)."""
         start = timestamp(self.measurements.started)
-        while taken := self.measurements.take_report(MAX_REPORTS):
+        for _ in range(-(-self.measurements.pending_count() // MAX_REPORTS)):
+            if not (taken := self.measurements.take_report(MAX_REPORTS)):
+                return
             request = internal_pb.ReportModelHealthRequest(
                 start_time=start, reports=[traffic_message(p, m, traffic) for p, m, traffic in taken]
             )
@@ -65,8 +67,6 @@ class HealthReports:
                 self.measurements.report_ended(taken, None)
                 raise
             self.measurements.report_ended(taken, list(answer.records))
-            if len(taken) < MAX_REPORTS:
-                return
 
     def changed(self, change: Change) -> None:
         """A change notice: its records applied; a reset (the feed connected) loads them all."""

@@ -188,6 +188,11 @@ class Measurements:
 
     # --- the shared records (services/router/health_reports.py) ------------------------------
 
+    def pending_count(self) -> int:
+        """How many provider models have traffic to report."""
+        entries = (entry for models in self._entries.values() for entry in models.values())
+        return sum(entry.pending is not None and entry.sent is None for entry in entries)
+
     def take_report(self, most: int) -> Taken:
         """Up to `most` provider models' pending traffic, now under way (at most one report at a time)."""
         taken: Taken = []

@@ -40,11 +40,14 @@ LARGEST_BATCH = 512  # reservations per BatchReserveSpend
 
 
 class _Batches:
-    """Sends reservations in batches, one batch on its way at a time; each waits at most `timeout`."""
+    """Sends reservations in batches, one batch on its way at a time; each waits at most `timeout`.
+    The breaker hears once per batch (a failed batch is one failure of Billing, not one per
+    reservation in it, which would open the breaker at once)."""
 
-    def __init__(self, stub: billing_grpc.LedgerServiceStub, timeout: float) -> None:
+    def __init__(self, stub: billing_grpc.LedgerServiceStub, timeout: float, breaker: Breakers) -> None:
         self.stub = stub
         self.timeout = timeout
+        self.breaker = breaker
         self._waiting: list[tuple[billing_pb.ReserveSpendRequest, asyncio.Future]] = []
         self._sender: asyncio.Task | None = None
 
@@ -71,8 +74,10 @@ class _Batches:
         try:
             answer = await self.stub.BatchReserveSpend(request, timeout=self.timeout)
             outcomes: list = list(answer.responses)
+            self.breaker.succeeded(BILLING)
         except grpc.aio.AioRpcError as exc:
             outcomes = [exc] * len(batch)
+            self.breaker.failed(BILLING)
         for (_, waiting), outcome in zip(batch, outcomes, strict=True):
             if waiting.done():
                 continue
@@ -87,7 +92,7 @@ class Spending:
 
     def __init__(self, stub: billing_grpc.LedgerServiceStub, reserve_timeout: float, breaker: Breakers) -> None:
         self.stub = stub
-        self.batches = _Batches(stub, reserve_timeout)
+        self.batches = _Batches(stub, reserve_timeout, breaker)
         self.breaker = breaker
         self.limited: set[str] | None = None  # None while the push stream is down: ask for every account
         self.revision = 0
@@ -107,15 +112,14 @@ class Spending:
         try:
             answer = await self.batches.reserve(request)
         except (grpc.aio.AioRpcError, TimeoutError) as exc:
-            # Not throttled: the breaker bounds these to `breaker_failures` per cooldown.
+            # Not throttled: the breaker (told by the batch) bounds these to a few per cooldown.
             code = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else "DEADLINE_EXCEEDED"
             log.warning("reservation failed: the request proceeds without a spending check", extra={"code": code})
-            self.breaker.failed(BILLING)
+            self._gave_up(request_id)
             return False
         except asyncio.CancelledError:
-            self.breaker.released(BILLING)
+            self._gave_up(request_id)
             raise
-        self.breaker.succeeded(BILLING)
         if not answer.granted:
             RESERVATIONS_REFUSED.inc()
             raise ApiError(
@@ -124,6 +128,12 @@ class Spending:
                 f"the spending limit of account {account} is reached; raise it or add credits",
             )
         return answer.remaining_nano_usd >= 0
+
+    def _gave_up(self, request_id: str) -> None:
+        """A reservation not waited for: its batch may still be granted, so its hold is released
+        (releasing is idempotent); a half-open breaker's probe is free again if it never went."""
+        self.breaker.released(BILLING)
+        self.release(request_id)
 
     def release(self, request_id: str) -> None:
         """Releases a reservation in the background (no provider answered)."""

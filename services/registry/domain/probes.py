@@ -115,9 +115,9 @@ class Prober:
             return Outcome(mapping, failure, failures)
 
         outcomes = await asyncio.gather(*(probe(m) for m in mappings))
-        await self._share(outcomes)
         for outcome in outcomes:
             await self._judge(outcome)
+        await self._share(outcomes)  # after judging: the mappings' status does not wait on it
         return list(outcomes)
 
     async def _share(self, outcomes: list[Outcome]) -> None:

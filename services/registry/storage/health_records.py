@@ -5,18 +5,21 @@ report and the probes' outcomes, each added to its provider model's record under
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import orjson
 from google.protobuf import json_format
-from sqlalchemy import and_, or_
+from sqlalchemy import ColumnElement, and_, or_
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, select
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 
+from services.common.db import padded_chunks
 from services.common.health import Figures, Traffic, add, figures_of, health_message
 from services.registry.storage.tables import ModelHealthRow
 
 Key = tuple[str, str]  # (provider, provider model)
+KEYS_PER_QUERY = 256  # provider models per statement
 
 
 def change_key(keys: Iterable[Key]) -> str:
@@ -32,18 +35,41 @@ def _message(row: ModelHealthRow) -> internal_pb.ModelHealth:
     return json_format.Parse(row.record, internal_pb.ModelHealth())
 
 
+def _matching(keys: Sequence[Key]) -> ColumnElement[bool]:
+    return or_(*(and_(ModelHealthRow.provider == p, ModelHealthRow.provider_model == m) for p, m in keys))
+
+
+def _rows(session: Session, keys: Sequence[Key], *, lock: bool = False) -> dict[Key, ModelHealthRow]:
+    """The rows of these provider models that exist, read in chunks (SQLite parses a longer
+    OR than about a thousand terms as an expression too deep)."""
+    rows: dict[Key, ModelHealthRow] = {}
+    for chunk in padded_chunks(keys, KEYS_PER_QUERY):
+        query = select(ModelHealthRow).where(_matching(chunk))
+        rows.update(
+            {(r.provider, r.provider_model): r for r in session.exec(query.with_for_update() if lock else query)}
+        )
+    return rows
+
+
+def _create_missing(session: Session, keys: Sequence[Key]) -> None:
+    """Empty rows for the provider models that have none: inserted ignoring the ones another
+    writer inserted meanwhile, so that the locking read that follows finds every row."""
+    dialect = sqlite if session.get_bind().dialect.name == "sqlite" else postgresql
+    for chunk in padded_chunks(keys, KEYS_PER_QUERY):
+        fresh = [{"provider": p, "provider_model": m, "version": 0, "record": "{}"} for p, m in chunk]
+        session.execute(dialect.insert(ModelHealthRow.__table__).values(fresh).on_conflict_do_nothing())
+
+
 def _update(
     session: Session, keys: list[Key], change: Callable[[Key, Figures], Figures]
 ) -> list[internal_pb.ModelHealth]:
     """Replaces each record by change(key, record) (an empty one when there is none yet), the
     rows locked until the write commits; the new records."""
-    wanted = or_(*(and_(ModelHealthRow.provider == p, ModelHealthRow.provider_model == m) for p, m in keys))
-    rows = {
-        (r.provider, r.provider_model): r for r in session.exec(select(ModelHealthRow).where(wanted).with_for_update())
-    }
+    _create_missing(session, keys)
+    rows = _rows(session, keys, lock=True)
     records = []
     for key in keys:
-        row = rows.get(key) or ModelHealthRow(provider=key[0], provider_model=key[1], version=0, record="{}")
+        row = rows[key]
         figures = dataclasses.replace(change(key, figures_of(_message(row))), version=row.version + 1)
         message = health_message(*key, figures)
         row.version, row.record = figures.version, json_format.MessageToJson(message, indent=None)
@@ -77,10 +103,8 @@ def add_probes(session: Session, failures: dict[Key, str], unix_seconds: float) 
 
 def records(session: Session, keys: list[Key]) -> list[internal_pb.ModelHealth]:
     """The records of these provider models, those that exist."""
-    if not keys:
-        return []
-    wanted = or_(*(and_(ModelHealthRow.provider == p, ModelHealthRow.provider_model == m) for p, m in keys))
-    return [_message(row) for row in session.exec(select(ModelHealthRow).where(wanted))]
+    rows = _rows(session, keys)
+    return [_message(rows[key]) for key in keys if key in rows]
 
 
 def page(session: Session, after: Key | None, size: int) -> list[internal_pb.ModelHealth]:

@@ -347,8 +347,10 @@ def delete_existing(session: Session, model: type, conditions: Sequence[object],
 
 
 def delete_provider(session: Session, provider_id: str) -> bool:
-    """The provider with its mappings and prices (explicitly: PostgreSQL and SQLite alike)."""
+    """The provider with its mappings, prices and health records (explicitly: PostgreSQL and
+    SQLite alike; a provider later made with its id starts afresh)."""
     session.execute(text("DELETE FROM mappings WHERE provider = :p"), {"p": provider_id})
+    session.execute(text("DELETE FROM model_health WHERE provider = :p"), {"p": provider_id})
     session.execute(text("DELETE FROM prices WHERE provider = :p"), {"p": provider_id})
     return bool(delete_rows(session, ProviderRow, ProviderRow.id == provider_id))
 

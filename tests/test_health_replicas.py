@@ -90,7 +90,7 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    port, provider_port = free_port(), free_port()
+    port = free_port()
     environment = {
         # One probe of each mapping when it is created, the next an hour later: each record shows it.
         "SWITCHBOARD_PROBE_INTERVAL_SECONDS": "3600",
@@ -100,6 +100,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                         environment=environment)  # fmt: skip
     stack, admin_token, _ = start_stack(options)
     try:
+        # Chosen once the stack's own ports are bound: else one of its servers could take it first.
+        provider_port = free_port()
         provider_url = f"http://127.0.0.1:{provider_port}"
         stack.start(
             "reference_provider", reference_provider_argv(provider_port), http_ok(f"{provider_url}/health"),

@@ -150,7 +150,9 @@ def test_a_second_signal_does_not_cut_the_stop_short(launcher) -> None:
 
 
 def test_killed_children_come_back_and_requests_succeed_again(start_up) -> None:
-    process, port, data_dir = start_up("--demo")
+    # One Router: the child killed below is then the one named "router" (with one per core, the
+    # default, it could be "router-2", and the launcher's lines would name that one).
+    process, port, data_dir = start_up("--demo", "--router-workers", "1")
     lines = wait_ready(process)
     token = next(line.split()[-1] for line in lines if line.startswith("demo token"))
     base = f"http://127.0.0.1:{port}"

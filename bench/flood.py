@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import itertools
 import json
 import os
 import secrets
@@ -124,9 +125,12 @@ class Sender:
     """One flood connection: raw sockets and the whole request (headers and body) built once, so that
     the flood spends as little CPU per request as it can (its CPU is counted apart from the stack's)."""
 
-    def __init__(self, target: Target, case: FloodCase) -> None:
+    def __init__(self, target: Target, case: FloodCase, addresses: int = 1) -> None:
         address = urlsplit(target.urls["chat"])
         self.address = (address.hostname or "127.0.0.1", address.port or 80)
+        # Each new connection from the next of `addresses` loopback addresses (127.0.0.2, ...): one
+        # caller's key from many addresses, past the per-address budget.
+        self.sources = itertools.cycle([(f"127.0.0.{2 + i}", 0) for i in range(addresses)]) if addresses > 1 else None
         self.request = request_bytes(case, case.auth or target.auth, f"{self.address[0]}:{self.address[1]}")
         self.socket: socket.socket | None = None
         self.answers: BinaryIO | None = None
@@ -134,7 +138,8 @@ class Sender:
     def send(self) -> tuple[int, str]:
         """Sends the request once: (status, the start of the answer's body)."""
         if self.socket is None:
-            self.socket = socket.create_connection(self.address, timeout=HANG_SECONDS)
+            source = next(self.sources) if self.sources else None
+            self.socket = socket.create_connection(self.address, timeout=HANG_SECONDS, source_address=source)
             self.answers = self.socket.makefile("rb")
         assert self.answers is not None
         # Envoy may answer (and close) before it read all of the body; its answer is still to be read.
@@ -197,9 +202,9 @@ def _connection(target: Target) -> http.client.HTTPConnection:
     return http.client.HTTPConnection(address.hostname, address.port, timeout=HANG_SECONDS)
 
 
-def _flood_case(target: Target, case: FloodCase, stop: threading.Event, tally: Tally) -> None:
+def _flood_case(target: Target, case: FloodCase, stop: threading.Event, tally: Tally, addresses: int) -> None:
     """Sends `case` again and again, each as soon as the previous one was answered, until `stop`."""
-    sender = Sender(target, case)
+    sender = Sender(target, case, addresses)
     try:
         while not stop.is_set():
             _attempt(sender, tally)
@@ -280,14 +285,14 @@ def settle(target: Target) -> float:
 
 
 def flooded(
-    target: Target, cases: list[FloodCase], run: Callable[[], T], lead: float = FLOOD_LEAD_SECONDS
+    target: Target, cases: list[FloodCase], run: Callable[[], T], addresses: int = 1, lead: float = FLOOD_LEAD_SECONDS
 ) -> tuple[T, dict[str, Tally]]:
-    """`run()` while every case floods on its own connection (from `lead` seconds before); waits for
-    the flood's last answers."""
+    """`run()` while every case floods on its own connection (from `lead` seconds before; each new
+    connection from the next of `addresses` client addresses); waits for the flood's last answers."""
     stop = threading.Event()
     tallies = {case.name: Tally() for case in cases}
     threads = [
-        threading.Thread(target=_flood_case, args=(target, case, stop, tallies[case.name]), daemon=True)
+        threading.Thread(target=_flood_case, args=(target, case, stop, tallies[case.name], addresses), daemon=True)
         for case in cases
     ]
     for thread in threads:
@@ -331,6 +336,7 @@ class FloodReport:
     connections: int
     cases: list[FloodCase]
     case_seconds: float = 0.0  # each case floods alone this long first, for its CPU per request
+    addresses: int = 1  # client addresses the flood's connections come from, in turn
     quiet: list[Measurement] = field(default_factory=list)
     flood: list[Measurement] = field(default_factory=list)
     tallies: dict[str, Tally] = field(default_factory=dict)
@@ -371,7 +377,8 @@ class FloodReport:
             f"{meta['load_average_1_5_15'][1]} over the last 5 min), {self.rounds} rounds "
             f"(quiet, flood) x {self.seconds:g} s, medians over rounds. Ordinary callers: wrk, "
             f"{self.connections} connections, unary chat through the real stack; the flood: one connection per "
-            "case below, each request sent as soon as the previous one was answered.",
+            f"case below (each new one from the next of {self.addresses} client address(es)), each request sent "
+            "as soon as the previous one was answered.",
             "",
             "| callers | req/s | p50 ms | p99 ms | bad/total |",
             "|---|---:|---:|---:|---:|",
@@ -449,7 +456,8 @@ class FloodReport:
 
     def to_json(self) -> dict:
         return {
-            "meta": run_meta(self.rounds, self.seconds) | {"connections": self.connections},
+            "meta": run_meta(self.rounds, self.seconds)
+            | {"connections": self.connections, "addresses": self.addresses},
             "ratios_flood_over_quiet": {m: self.ratio(m) for m in ("rps", "p50_ms", "p99_ms")},
             "quiet": [m.to_json() for m in self.quiet],
             "flood": [m.to_json() for m in self.flood],
@@ -500,7 +508,7 @@ def flood_rounds(target: Target, report: FloodReport, log: Callable[[str], None]
         # does not favour one phase.
         if rnd % 2:
             quiet, quiet_cpu = callers()
-        ((flood, flood_cpu), tallies) = flooded(target, report.cases, callers)
+        ((flood, flood_cpu), tallies) = flooded(target, report.cases, callers, report.addresses)
         report.settle_seconds.append(settle(target))
         if not rnd % 2:
             quiet, quiet_cpu = callers()

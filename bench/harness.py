@@ -157,10 +157,11 @@ def router_bench(args: argparse.Namespace) -> int:
             return target
 
         def with_telemetry(name: str) -> Target:
-            metrics, tracing = name != telemetry.OFF, name == telemetry.ON
-            environment = {}
-            if tracing:
+            metrics, environment = name != telemetry.OFF, {}
+            if name in telemetry.TRACING:
                 environment["OTEL_EXPORTER_OTLP_ENDPOINT"] = resources.enter_context(telemetry.otlp_sink())
+                if ratio := telemetry.TRACING[name]:
+                    environment["OTEL_TRACES_SAMPLER_ARG"] = ratio
             stack, target = start_switchboard(data_dir / name, stub, args.router_replicas, name, metrics, environment)
             stacks.append(stack)
             if metrics:
@@ -202,7 +203,9 @@ def flood_bench(args: argparse.Namespace) -> int:
         stack, target = start_switchboard(data_dir / "switchboard", stub)
         stacks.append(stack)
         cases = [c for c in flooding.flood_cases(target) if not args.cases or c.name in args.cases.split(",")]
-        report = flooding.FloodReport(args.rounds, args.duration, args.connections, cases, args.case_seconds)
+        report = flooding.FloodReport(
+            args.rounds, args.duration, args.connections, cases, args.case_seconds, args.addresses
+        )
         scenario = Scenario(f"chat-{args.connections}c", "chat", args.connections, "wrk")
         if not usable([target], [scenario], report.notes)[scenario.name]:
             raise SystemExit(f"Switchboard fails the warm-up: {report.notes}")
@@ -294,8 +297,8 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
         default="floor,switchboard,litellm",
         help="besides direct: switchboard, litellm, floor (Envoy + an empty forwarding Router), baseline, "
         f"{KEY_LIMITS} (with switchboard: the same stack called with a key whose rate limits never bite), "
-        f"{telemetry.OFF}, {telemetry.METRICS}, {telemetry.ON} (the stack without metrics and tracing, "
-        "with metrics, with both: what they cost)",
+        f"{telemetry.OFF}, {telemetry.METRICS}, {telemetry.ON}, {telemetry.ALWAYS} (the stack without metrics "
+        "and tracing, with metrics, with both at the default trace ratio, with every request traced: what they cost)",
     )
     router.add_argument(
         "--baseline",
@@ -318,6 +321,9 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
         "--case-seconds", type=float, default=3.0, help="each case floods alone first, for its CPU per request (0: no)"
     )
     flood.add_argument("--cases", default="", help="comma-separated subset of the flood's cases (default all)")
+    flood.add_argument(
+        "--addresses", type=int, default=1, help="the flood's connections from this many client addresses, in turn"
+    )
     flood.add_argument("--keep", action="store_true", help="keep the data directory (logs) afterwards")
     slow = sub.add_parser("slowbody", help="Envoy's memory and ordinary callers under held large bodies")
     slow.add_argument("--attackers", type=int, default=1000, help="held connections (default 1000)")

@@ -3,8 +3,9 @@
 `telemetry-on`: every Prometheus endpoint served and scraped every SCRAPE_SECONDS, and every
 service and Envoy tracing at the default ratio (OTEL_TRACES_SAMPLER_ARG unset: 0.01) to a local
 OTLP/HTTP sink that reads and drops the spans (`OTEL_EXPORTER_OTLP_ENDPOINT`).
-`telemetry-metrics`: the metrics alone. `telemetry-off`: no metrics endpoint, no OTLP endpoint
-(no tracer in Envoy, no tracing code in the services).
+`telemetry-always`: the same, every request traced (OTEL_TRACES_SAMPLER_ARG=1).
+`telemetry-metrics`: the metrics alone, i.e. tracing off. `telemetry-off`: no metrics endpoint, no
+OTLP endpoint (no tracer in Envoy, no tracing code in the services).
 """
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from services.launcher import Stack, free_port
 
 SCRAPE_SECONDS = 5.0
-ON, METRICS, OFF = "telemetry-on", "telemetry-metrics", "telemetry-off"
-MEASURED = (METRICS, ON)  # each compared with OFF
+ON, METRICS, OFF, ALWAYS = "telemetry-on", "telemetry-metrics", "telemetry-off", "telemetry-always"
+MEASURED = (METRICS, ON, ALWAYS)  # each compared with OFF
+TRACING = {ON: "", ALWAYS: "1"}  # the targets that trace, and their OTEL_TRACES_SAMPLER_ARG ("": the default)
+# What tracing alone adds: each tracing target over the metrics alone.
+TRACING_COMPARED = ((ON, METRICS), (ALWAYS, METRICS))
 
 
 class _Sink(BaseHTTPRequestHandler):

@@ -700,6 +700,7 @@ def render(ports: EnvoyPorts) -> str:
         connection_buffer_bytes=limits.connection_buffer_bytes,
         body_deadline=f"{limits.body_deadline_seconds}s",
         connection_idle=f"{limits.connection_idle_seconds}s",
+        caller_key_filter=json.dumps(edge.caller_key_filter()),
         client_budget_filter=json.dumps(edge.client_budget_filter(limits)),
         refusal_delay_filter=json.dumps(edge.refusal_delay_filter(limits)),
         gate_filter=json.dumps(edge.gate_filter(gate_lua())),

@@ -8,7 +8,8 @@ from floods (docs/edge.md has every figure and why).
 - A body larger than SMALL_BODY_BYTES (or of unknown length) is buffered only after the gate
   (envoy/gate.lua) saw a bearer token the Registry knows: a bad token is a 401 before the body is read.
 - Bodies over BUDGETED_BODY_BYTES count against byte budgets (Envoy's local rate limit, one token
-  per byte declared), one per client address and one for all clients together: past either, the
+  per byte declared), one per client address, one per caller (API key, from any addresses) and one
+  for all clients together: past any, the
   request is marked (OVER_BUDGET_HEADER), held for the refusal delay (Envoy's fault filter: a timer,
   no CPU) and then refused by the gate with a 429, its body unread. A client that sends again as
   soon as it is answered is so held to one refused request per connection per delay.
@@ -45,13 +46,19 @@ REGISTRY_CLUSTER = "registry"
 OVER_BUDGET_HEADER = "x-switchboard-over-budget"
 GATE_TIMEOUT_MS = 2000  # the gate's token check; past it the request goes on and the service decides
 BUDGET_MESSAGE = (
-    "too many large request bodies from this client address at once: retry after a second, or send smaller bodies"
+    "too many large request bodies from this client address or API key at once: retry after a second, "
+    "or send smaller bodies"
 )
+# The caller's API key as dynamic metadata (caller_key_filter), the per-caller budget's descriptor.
+CALLER_NAMESPACE = "switchboard.caller"
+CALLER_KEY = "key"
+
 HEAP_ENV = "SWITCHBOARD_ENVOY_MAX_HEAP_MB"
 CONNECTIONS_ENV = "SWITCHBOARD_ENVOY_MAX_CONNECTIONS"
 BODY_DEADLINE_ENV = "SWITCHBOARD_ENVOY_BODY_DEADLINE_SECONDS"
 CLIENT_BUDGET_ENV = "SWITCHBOARD_ENVOY_CLIENT_LARGE_BODY_MIB"  # "burst,per_second"
 EDGE_BUDGET_ENV = "SWITCHBOARD_ENVOY_LARGE_BODY_MIB"  # "burst,per_second", all clients together
+CALLER_BUDGET_ENV = "SWITCHBOARD_ENVOY_CALLER_LARGE_BODY_MIB"  # "burst,per_second", per API key
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,10 @@ class EdgeLimits:
     client_bytes_per_second: int = 2 * MIB  # ... and then per second
     edge_burst_bytes: int = 256 * MIB  # the same for all clients together: what many addresses may start
     edge_bytes_per_second: int = 16 * MIB
+    # Large bodies one API key may start at once and then per second, from any number of addresses;
+    # 0: half the all-clients budget's, so that no one caller takes all of it (caller_budget).
+    caller_burst_bytes: int = 0
+    caller_bytes_per_second: int = 0
     refusal_delay_ms: int = 1000  # a request past its budget is answered 429 this much later ...
     max_delayed_refusals: int = 128  # ... unless this many are already held (then at once)
     anonymous: bool = False  # anonymous mode: Router routes take large bodies without a token
@@ -82,7 +93,7 @@ class EdgeLimits:
             values["max_connections"] = int(connections)
         if deadline := environment.get(BODY_DEADLINE_ENV):
             values["body_deadline_seconds"] = int(deadline)
-        for env, prefix in ((CLIENT_BUDGET_ENV, "client"), (EDGE_BUDGET_ENV, "edge")):
+        for env, prefix in ((CLIENT_BUDGET_ENV, "client"), (EDGE_BUDGET_ENV, "edge"), (CALLER_BUDGET_ENV, "caller")):
             if budget := environment.get(env):
                 burst, _, rate = budget.partition(",")
                 values[f"{prefix}_burst_bytes"], values[f"{prefix}_bytes_per_second"] = (
@@ -93,6 +104,13 @@ class EdgeLimits:
             if not 0 < value < MAX_BUCKET:
                 raise ValueError(f"{name} must be positive and below {MAX_BUCKET}, got {value}")
         return EdgeLimits(**{**limits.__dict__, **values})
+
+    def caller_budget(self) -> tuple[int, int]:
+        """(burst, bytes per second) of one API key: as set, else half the all-clients budget."""
+        return (
+            self.caller_burst_bytes or self.edge_burst_bytes // 2,
+            self.caller_bytes_per_second or self.edge_bytes_per_second // 2,
+        )
 
 
 def body_cap(key: str, body: str, free: bool) -> int:
@@ -171,16 +189,16 @@ def overload_manager(limits: EdgeLimits) -> dict:
 _BODY_METHODS = r"POST|PUT|PATCH"
 
 
-def _large_body(per_client: bool, hits: dict, *length_match: dict) -> dict:
-    """A rate limit entry: ([client address,] "large") for requests whose headers match, costing `hits`."""
+def _large_body(whose: list[dict], hits: dict, *length_match: dict) -> dict:
+    """A rate limit entry: (*whose, "large") for requests whose headers match, costing `hits`; `whose`
+    are the actions naming the budget's owner (none: all clients)."""
     not_grpc = {"name": "content-type", "string_match": {"prefix": "application/grpc"}, "invert_match": True}
     match = {
         "descriptor_key": "body",
         "descriptor_value": "large",
         "headers": [*length_match, not_grpc],
     }
-    client = [{"remote_address": {}}] if per_client else []
-    return {"actions": [*client, {"header_value_match": match}], "hits_addend": hits}
+    return {"actions": [*whose, {"header_value_match": match}], "hits_addend": hits}
 
 
 def _bucket(burst: int, per_second: int) -> dict:
@@ -188,8 +206,10 @@ def _bucket(burst: int, per_second: int) -> dict:
 
 
 def client_budget_filter(limits: EdgeLimits) -> dict:
-    """Envoy's local rate limit as byte budgets for large bodies, one per client address and one for
-    all clients together: a body over BUDGETED_BODY_BYTES costs its declared length, one of unknown
+    """Envoy's local rate limit as byte budgets for large bodies, one per client address, one per
+    caller (API key: a caller with many addresses or connections is one caller; a request without a
+    key has no caller budget) and one for all clients together: a body over BUDGETED_BODY_BYTES
+    costs its declared length, one of unknown
     length the free-body cap. Native gRPC is not counted: its routes are not buffered (flow control
     holds a slow sender). The filter does not refuse: it marks a request past a budget, which the
     refusal delay holds and the gate refuses (a 429), so that a refusal costs a flood time, not us CPU."""
@@ -216,19 +236,53 @@ def client_budget_filter(limits: EdgeLimits) -> dict:
                     "token_bucket": _bucket(limits.client_burst_bytes, limits.client_bytes_per_second),
                 },
                 {
+                    "entries": [{"key": "caller"}, {"key": "body", "value": "large"}],
+                    "token_bucket": _bucket(*limits.caller_budget()),
+                },
+                {
                     "entries": [{"key": "body", "value": "large"}],
                     "token_bucket": _bucket(limits.edge_burst_bytes, limits.edge_bytes_per_second),
                 },
             ],
             "rate_limits": [
-                _large_body(per_client, hits, *match)
-                for per_client in (True, False)
+                _large_body(whose, hits, *match)
+                for whose in ([{"remote_address": {}}], [_CALLER_ACTION], [])
                 for hits, match in (
                     ({"format": "%REQ(content-length)%"}, [declared_large]),
                     ({"number": FREE_BODY_BYTES}, [unknown_length, with_body]),
                 )
             ],
             "local_rate_limit_per_downstream_connection": False,
+        },
+    }
+
+
+# The caller's key (caller_key_filter); a request without one produces no caller descriptor.
+_CALLER_ACTION = {
+    "metadata": {
+        "descriptor_key": "caller",
+        "metadata_key": {"key": CALLER_NAMESPACE, "path": [{"key": CALLER_KEY}]},
+        "source": "DYNAMIC",
+    }
+}
+
+
+def caller_key_filter() -> dict:
+    """Envoy's header_to_metadata: the caller's API key as the gate reads it (the bearer token of
+    Authorization, however its scheme is spelled, else x-api-key) as dynamic metadata, before the
+    budgets; one key is one caller whichever header carries it."""
+
+    def rule(header: str, rewrite: dict | None = None) -> dict:
+        value = {"metadata_namespace": CALLER_NAMESPACE, "key": CALLER_KEY, "type": "STRING"}
+        return {"header": header, "on_header_present": value | (rewrite or {}), "remove": False}
+
+    bearer = {"pattern": {"regex": r"^[Bb][Ee][Aa][Rr][Ee][Rr] +(\S*)\s*$"}, "substitution": r"\1"}
+    return {
+        "name": "envoy.filters.http.header_to_metadata",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.header_to_metadata.v3.Config",
+            # The later rule wins: Authorization before x-api-key, as in the gate.
+            "request_rules": [rule("x-api-key"), rule("authorization", {"regex_value_rewrite": bearer})],
         },
     }
 

@@ -250,7 +250,8 @@ def _compare(targets: list[Target], args: argparse.Namespace, report: reporting.
     plan = usable(targets, scenarios, report.notes)
     run_rounds(plan, scenarios, report)
     wanted = args.targets.split(",")
-    paired = "router-telemetry" if telemetry.OFF in wanted else "router-paired" if "baseline" in wanted else ""
+    measures_telemetry = {telemetry.OFF, *telemetry.MEASURED} & set(wanted)
+    paired = "router-telemetry" if measures_telemetry else "router-paired" if "baseline" in wanted else ""
     paired = paired or ("router-key-limits" if KEY_LIMITS in wanted else "")
     # A paired run keeps the committed table of the last full run.
     written = reporting.write(report, paired or "router")

@@ -9,10 +9,11 @@ from floods (docs/edge.md has every figure and why).
   (envoy/gate.lua) saw a bearer token the Registry knows: a bad token is a 401 before the body is read.
 - Bodies over BUDGETED_BODY_BYTES count against byte budgets (Envoy's local rate limit, one token
   per byte declared), one per client address, one per caller (API key, from any addresses) and one
-  for all clients together: past any, the
-  request is marked (OVER_BUDGET_HEADER), held for the refusal delay (Envoy's fault filter: a timer,
-  no CPU) and then refused by the gate with a 429, its body unread. A client that sends again as
-  soon as it is answered is so held to one refused request per connection per delay.
+  for all clients together: past any, the request is marked (OVER_BUDGET_HEADER), held for the
+  refusal delay (Envoy's fault filter: a timer, no CPU) and then refused by the gate with a 429,
+  its body unread. A client that sends again as soon as it is answered is so held to one refused
+  request per connection per delay. The per-caller budget is the per-caller limit on the expensive
+  routes: their cost grows with body bytes, and a key is who pays, wherever it calls from.
 - A body must arrive within BODY_DEADLINE (a 408); the overload manager watches Envoy's heap
   and sheds load before the process is at risk; a global cap on downstream connections.
 """
@@ -209,8 +210,7 @@ def client_budget_filter(limits: EdgeLimits) -> dict:
     """Envoy's local rate limit as byte budgets for large bodies, one per client address, one per
     caller (API key: a caller with many addresses or connections is one caller; a request without a
     key has no caller budget) and one for all clients together: a body over BUDGETED_BODY_BYTES
-    costs its declared length, one of unknown
-    length the free-body cap. Native gRPC is not counted: its routes are not buffered (flow control
+    costs its declared length, one of unknown length the free-body cap. Native gRPC is not counted: its routes are not buffered (flow control
     holds a slow sender). The filter does not refuse: it marks a request past a budget, which the
     refusal delay holds and the gate refuses (a 429), so that a refusal costs a flood time, not us CPU."""
     declared_large = {"name": "content-length", "range_match": {"start": BUDGETED_BODY_BYTES + 1, "end": 2**62}}

@@ -225,7 +225,9 @@ def table(report: Report) -> str:
     meta = report.meta()
     lines = [
         f"Router benchmark, {meta['date']}: {meta['cores']} cores ({meta['machine']}), "
-        f"{meta['rounds']} interleaved rounds x {meta['seconds_per_run']:g} s, medians over rounds.",
+        f"{meta['rounds']} interleaved rounds x {meta['seconds_per_run']:g} s, medians over rounds; load average "
+        + "/".join(f"{x:g}" for x in meta["load_average_1_5_15"])
+        + " (1/5/15 min) at the end.",
         "Streaming rows: p50/p99 are time to first byte; req/s is sequential streams.",
         "",
         "| scenario | target | req/s | p50 ms | p99 ms | added p50 ms | bad/total |",
@@ -240,11 +242,13 @@ def table(report: Report) -> str:
                 f"| {scenario.name} | {target} | {s.rps:.0f} | {s.p50_ms:.2f} | {s.p99_ms:.2f} | "
                 f"{_fmt(s.added_p50_ms)} | {s.bad}/{s.requests} |"
             )
-    lines += ["", "| scenario | Switchboard/LiteLLM req/s | p50 | p99 |", "|---|---:|---:|---:|"]
+    ratio_rows = []
     for scenario in SCENARIOS:
         ratios = [report.ratio(scenario.name, m) for m in ("rps", "p50_ms", "p99_ms")]
         if any(r is not None for r in ratios):
-            lines.append(f"| {scenario.name} | " + " | ".join(_fmt(r, ".2f") + "x" for r in ratios) + " |")
+            ratio_rows.append(f"| {scenario.name} | " + " | ".join(_fmt(r, ".2f") + "x" for r in ratios) + " |")
+    if ratio_rows:
+        lines += ["", "| scenario | Switchboard/LiteLLM req/s | p50 | p99 |", "|---|---:|---:|---:|", *ratio_rows]
     lines += ["", "CPU time per answer (ms, median over rounds), by process:", ""]
     lines += ["| scenario | target | CPU ms per answer |", "|---|---|---|"]
     for scenario in SCENARIOS:

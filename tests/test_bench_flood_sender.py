@@ -2,9 +2,12 @@
 case's HTTP request, answers are read as HTTP, and the cost table divides CPU by requests."""
 
 import io
+import socket
+import threading
 
-from bench.flood import FLOOD_CLIENT, CaseCost, FloodCase, FloodReport, Tally, _answer_head, request_bytes
+from bench.flood import FLOOD_CLIENT, CaseCost, FloodCase, FloodReport, Sender, Tally, _answer_head, request_bytes
 from bench.load import Measurement
+from bench.targets import Target
 
 
 def test_the_prebuilt_request_declares_its_body_exactly() -> None:
@@ -42,3 +45,29 @@ def test_the_stacks_cpu_per_caller_answer_leaves_the_sender_out() -> None:
 
 def _m(rps: float) -> Measurement:
     return Measurement(requests=10, ok=10, bad=0, rps=rps, p50_ms=1.0, p99_ms=2.0)
+
+
+def test_each_new_connection_comes_from_the_next_address() -> None:
+    """--addresses: one caller's flood from several client addresses in turn (127.0.0.2, ...)."""
+    answer = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        server.settimeout(30)  # a sender that never connects fails the test instead of hanging it
+        port = server.getsockname()[1]
+        target = Target("t", {"chat": f"http://127.0.0.1:{port}/v1/chat/completions"}, {}, "Bearer t")
+        sender = Sender(target, FloodCase("c", "/v1/chat/completions", b"{}", "what"), addresses=2)
+        peers = []
+
+        def serve() -> None:
+            for _ in range(3):
+                connection, peer = server.accept()
+                with connection:
+                    peers.append(peer[0])
+                    connection.recv(65536)
+                    connection.sendall(answer)
+
+        thread = threading.Thread(target=serve)
+        thread.start()
+        statuses = [sender.send()[0] for _ in range(3)]  # each answer closes its connection
+        thread.join()
+    assert statuses == [400, 400, 400]
+    assert peers == ["127.0.0.2", "127.0.0.3", "127.0.0.2"]

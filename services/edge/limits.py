@@ -210,9 +210,10 @@ def client_budget_filter(limits: EdgeLimits) -> dict:
     """Envoy's local rate limit as byte budgets for large bodies, one per client address, one per
     caller (API key: a caller with many addresses or connections is one caller; a request without a
     key has no caller budget) and one for all clients together: a body over BUDGETED_BODY_BYTES
-    costs its declared length, one of unknown length the free-body cap. Native gRPC is not counted: its routes are not buffered (flow control
-    holds a slow sender). The filter does not refuse: it marks a request past a budget, which the
-    refusal delay holds and the gate refuses (a 429), so that a refusal costs a flood time, not us CPU."""
+    costs its declared length, one of unknown length the free-body cap. Native gRPC is not counted:
+    its routes are not buffered (flow control holds a slow sender). The filter does not refuse: it
+    marks a request past a budget, which the refusal delay holds and the gate refuses (a 429), so
+    that a refusal costs a flood time, not us CPU."""
     declared_large = {"name": "content-length", "range_match": {"start": BUDGETED_BODY_BYTES + 1, "end": 2**62}}
     unknown_length = {"name": "content-length", "present_match": True, "invert_match": True}
     with_body = {"name": ":method", "string_match": {"safe_regex": {"regex": _BODY_METHODS}}}

@@ -61,6 +61,9 @@ def test_one_key_is_one_caller_however_its_header_is_written(caller_budget, call
     assert large_chat(caller_budget, f"Authorization: bEARER   {first}", whole=False)[0] == 429
     status, error = large_chat(caller_budget, f"x-api-key: {first}", whole=False, path="/v1/messages")
     assert (status, error["type"]) == (429, "rate_limit_error")  # in Anthropic's shape there
+    # Another x-api-key beside it does not make a new caller: Authorization is the key, as in the gate.
+    other = f"Authorization: Bearer {first}\r\nx-api-key: {unique('sb-other')}"
+    assert large_chat(caller_budget, other, whole=False)[0] == 429
 
 
 def test_a_caller_past_the_budget_keeps_its_small_bodies(caller_budget, callers) -> None:

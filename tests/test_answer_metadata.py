@@ -33,7 +33,8 @@ EDGE_TIMING = re.compile(r"edge;dur=(\d+\.\d\d)")
 def demo(shared_demo: DemoStack) -> tuple[str, str]:
     """The demo stack's Envoy address and its demo token."""
     stack, base_url, admin_token, lines = shared_demo
-    return RunningStack(stack, base_url, admin_token).address("envoy"), re.search(r"demo token \(user demo\): (\S+)", lines).group(1)
+    token = re.search(r"demo token \(user demo\): (\S+)", lines).group(1)
+    return RunningStack(stack, base_url, admin_token).address("envoy"), token
 
 
 def chat(model: str) -> router_pb.CreateChatCompletionRequest:

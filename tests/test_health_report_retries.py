@@ -5,6 +5,8 @@ was, with back-off and within a bound, and drops one the Registry refuses."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,6 +14,7 @@ from pathlib import Path
 import grpc
 import pytest
 from cryptography.fernet import Fernet
+from helpers.migrations import database, postgres  # noqa: F401 (fixtures)
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 
 from services.common.db import Database, migrate
@@ -37,8 +40,13 @@ class Health(HealthMethods):
 
 @pytest.fixture
 async def health(tmp_path: Path) -> AsyncIterator[Health]:
+    async with registry_on(f"sqlite:///{tmp_path / 'registry.db'}") as methods:
+        yield methods
+
+
+@contextlib.asynccontextmanager
+async def registry_on(url: str) -> AsyncIterator[Health]:
     use_secrets_key(Fernet.generate_key())
-    url = f"sqlite:///{tmp_path / 'registry.db'}"
     migrate(url, MIGRATIONS)
     db = Database(url)
     index = await db.run(lambda s: queries.load_index(s.get_bind()))
@@ -64,6 +72,13 @@ async def test_a_report_sent_again_with_its_request_id_is_applied_once(health) -
     (unnamed,) = (await health.ReportModelHealth(report(""), None)).records  # no id: applied each time
     (unnamed_again,) = (await health.ReportModelHealth(report(""), None)).records
     assert [r.requests for r in (other, unnamed, unnamed_again)] == [2, 3, 4]
+
+
+@pytest.mark.slow  # starts PostgreSQL
+async def test_two_replicas_receiving_one_report_at_once_apply_it_once(database: str) -> None:  # noqa: F811
+    async with registry_on(database) as health:
+        answers = await asyncio.gather(*(health.ReportModelHealth(report("r1"), None) for _ in range(4)))
+    assert {answer.records[0].requests for answer in answers} == {1}
 
 
 async def test_request_ids_are_forgotten_after_the_retention(health) -> None:

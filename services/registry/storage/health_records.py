@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 
 import orjson
 from google.protobuf import json_format
-from sqlalchemy import ColumnElement, Table, and_, delete, or_
+from sqlalchemy import ColumnElement, Insert, Table, and_, delete, or_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, select
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
@@ -53,21 +53,18 @@ def _rows(session: Session, keys: Sequence[Key], *, lock: bool = False) -> dict[
     return rows
 
 
-def _insert_new(session: Session, table: Table, rows: list[dict]) -> int:
-    """Inserts the rows whose keys are not taken (by another writer, meanwhile); how many."""
+def _insert_ignoring_taken(session: Session, table: Table) -> Insert:
+    """An INSERT that skips the rows whose keys are taken (by another writer, meanwhile)."""
     dialect = sqlite if session.get_bind().dialect.name == "sqlite" else postgresql
-    return session.execute(dialect.insert(table).values(rows).on_conflict_do_nothing()).rowcount
+    return dialect.insert(table).on_conflict_do_nothing()
 
 
 def _create_missing(session: Session, keys: Sequence[Key]) -> None:
     """Empty rows for the provider models that have none: inserted ignoring the ones another
     writer inserted meanwhile, so that the locking read that follows finds every row."""
     for chunk in padded_chunks(keys, KEYS_PER_QUERY):
-        _insert_new(
-            session,
-            ModelHealthRow.__table__,
-            [{"provider": p, "provider_model": m, "version": 0, "record": "{}"} for p, m in chunk],
-        )
+        fresh = [{"provider": p, "provider_model": m, "version": 0, "record": "{}"} for p, m in chunk]
+        session.execute(_insert_ignoring_taken(session, ModelHealthRow.__table__).values(fresh))
 
 
 def _update(
@@ -99,7 +96,9 @@ def first_receipt(session: Session, request_id: str, now: datetime) -> bool:
     """Whether the report `request_id` is received for the first time (it is remembered from
     now on, in the write that applies it); ids older than REPORT_ID_RETENTION are forgotten."""
     session.execute(delete(HealthReportRow).where(HealthReportRow.receive_time < now - REPORT_ID_RETENTION))
-    return _insert_new(session, HealthReportRow.__table__, [{"request_id": request_id, "receive_time": now}]) == 1
+    table = HealthReportRow.__table__
+    inserted = _insert_ignoring_taken(session, table).values(request_id=request_id, receive_time=now)
+    return session.execute(inserted.returning(table.c.request_id)).first() is not None  # rowcount: -1 on psycopg
 
 
 def add_probes(session: Session, failures: dict[Key, str], unix_seconds: float) -> list[internal_pb.ModelHealth]:

@@ -3,10 +3,10 @@
 On a timer (never per request), the traffic measured since the last report goes to the
 Registry in one ReportModelHealth call per MAX_REPORTS provider models; the records it
 answers replace the local ones at once. Each report has a request id, so that the Registry
-applies it once: a report that failed on the way (UNAVAILABLE, DEADLINE_EXCEEDED: it may have
-been applied) is sent again as it was, with back-off, for at most GIVE_UP_SECONDS; meanwhile
-new traffic waits. A report the Registry refuses (e.g. as invalid) is dropped and counted,
-never retried: it would be refused again. The change feed brings the records other replicas
+applies it once: a report that failed on the way (e.g. UNAVAILABLE, DEADLINE_EXCEEDED: it may
+have been applied) is sent again as it was, with back-off, for at most GIVE_UP_SECONDS;
+meanwhile new traffic waits. A report the Registry refuses (REFUSED, e.g. as invalid) is dropped
+and counted, never retried: it would be refused again. The change feed brings the records other replicas
 and the probes changed (CHANGE_KIND_HEALTH); when the feed (re)connects, every record is
 loaded again (ListModelHealth), since notices may have been missed meanwhile.
 """
@@ -31,7 +31,20 @@ from services.router.measurements import Measurements, Taken
 log = logging.getLogger(__name__)
 MAX_REPORTS = 1000  # provider models per ReportModelHealth call (the Registry's cap)
 LOAD_PAGE_SIZE = 1000
-RETRIED = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+# The Registry's verdicts on a report: sent again, it would get the same. Any other failure
+# (UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL...) may be passing, and the report may have arrived.
+REFUSED = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.OUT_OF_RANGE,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.UNIMPLEMENTED,
+    }
+)
 FIRST_RETRY_SECONDS = 1.0
 MAX_RETRY_SECONDS = 30.0
 GIVE_UP_SECONDS = 300.0  # well within the Registry's memory of request ids (15 minutes)
@@ -117,13 +130,13 @@ class HealthReports:
         GIVE_UP_SECONDS; drops it otherwise (True: done with)."""
         now, retry = time.monotonic(), self._retry
         retry = retry if retry is not None and retry.request is request else None
-        if code in RETRIED and (retry is None or now - retry.first_failed < GIVE_UP_SECONDS):
+        if code not in REFUSED and (retry is None or now - retry.first_failed < GIVE_UP_SECONDS):
             delay = FIRST_RETRY_SECONDS if retry is None else min(MAX_RETRY_SECONDS, retry.delay * 2)
             self._retry = _Retry(request, taken, now if retry is None else retry.first_failed, delay, now + delay)
             log.warning("reporting provider health failed; retrying", extra={"code": code.name, "delay_s": delay})
             return False
         self._retry = None
-        reason = "unreachable" if code in RETRIED else "refused"
+        reason = "refused" if code in REFUSED else "unreachable"
         DROPPED.inc(len(taken), labels=(reason,))
         log.warning("provider health report dropped", extra={"code": code.name, "reason": reason, "models": len(taken)})
         self.measurements.report_ended(taken, [])  # applied nowhere: its traffic is gone

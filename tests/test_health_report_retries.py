@@ -150,8 +150,9 @@ async def test_a_report_that_timed_out_after_it_was_applied_counts_once(health, 
     assert record.requests == 4
 
 
-async def test_a_retry_waits_for_its_back_off(health) -> None:
-    registry = FlakyRegistry(health, [(Code.UNAVAILABLE, False)])
+@pytest.mark.parametrize("code", [Code.UNAVAILABLE, Code.DEADLINE_EXCEEDED, Code.INTERNAL])
+async def test_a_retry_waits_for_its_back_off(health, code: Code) -> None:
+    registry = FlakyRegistry(health, [(code, False)])
     reports, measurements = router(registry)
     measurements.answered("p", "m")
     await reports.report()
@@ -159,8 +160,9 @@ async def test_a_retry_waits_for_its_back_off(health) -> None:
     assert len(registry.sent) == 1
 
 
-async def test_a_report_the_registry_refuses_is_dropped_not_retried(health) -> None:
-    registry = FlakyRegistry(health, [(Code.INVALID_ARGUMENT, False)])
+@pytest.mark.parametrize("code", [Code.INVALID_ARGUMENT, Code.FAILED_PRECONDITION])
+async def test_a_report_the_registry_refuses_is_dropped_not_retried(health, code: Code) -> None:
+    registry = FlakyRegistry(health, [(code, False)])
     reports, measurements = router(registry)
     dropped = DROPPED.values.get(("refused",), 0)
     measurements.answered("p", "m")

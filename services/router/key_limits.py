@@ -98,8 +98,8 @@ class Grant:
             ),
             (rates.tokens, self.limits.tokens_per_minute, admission.tokens_remaining, admission.tokens_reset_ms),
         ):
-            if limit:
-                state.limit, state.remaining, state.reset_millis = limit, remaining, math.ceil(reset_ms)
+            if limit:  # never negative on the wire: the edge reads the varints as unsigned
+                state.limit, state.remaining, state.reset_millis = limit, max(0, remaining), math.ceil(max(0, reset_ms))
         return [(RATE_LIMITS_KEY, rates.SerializeToString())] if rates.ListFields() else []
 
 

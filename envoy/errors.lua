@@ -25,10 +25,28 @@ local function anthropic_route(path)
   return find(bare, "^/v1/messages/") ~= nil or find(bare, "^/[^/]+/v1/messages/") ~= nil
 end
 
+local function now_us(handle)
+  return tonumber(handle:timestampString(EnvoyTimestampResolution.MICROSECOND))
+end
+
+-- Marks when a filter that may refuse began looking at the request: Server-Timing's
+-- "edge" entry of a refusal is the edge's own time from then (not the caller's upload, nor
+-- the refusal delay of an over-budget request).
+function edge_began(handle)
+  handle:streamInfo():dynamicMetadata():set(MARKS, "began_us", now_us(handle))
+end
+
+local function edge_timing(handle, marks)
+  local now = now_us(handle)
+  return string.format("edge;dur=%.2f", (now - (marks["began_us"] or now)) / 1000)
+end
+
 -- Answers in OpenAI's shape (Anthropic's on its route; type invalid_request_error unless
 -- given); the local reply mappers leave a reply marked own_reply alone.
 function reject(handle, status, code, message, param, error_type)
-  handle:streamInfo():dynamicMetadata():set(MARKS, "own_reply", true)
+  local marks = handle:streamInfo():dynamicMetadata()
+  marks:set(MARKS, "own_reply", true)
+  local timing = edge_timing(handle, marks:get(MARKS))
   local kind = error_type or "invalid_request_error"
   local body = '{"error":{"message":"' .. message .. '","type":"' .. kind .. '","param":'
     .. (param and '"' .. param .. '"' or "null") .. ',"code":"' .. code .. '"}}'
@@ -39,7 +57,8 @@ function reject(handle, status, code, message, param, error_type)
     end
     body = '{"type":"error","error":{"type":"' .. kind .. '","message":"' .. message .. '"}}'
   end
-  handle:respond({[":status"] = tostring(status), ["content-type"] = "application/json"}, body)
+  local answer = {[":status"] = tostring(status), ["content-type"] = "application/json", ["server-timing"] = timing}
+  handle:respond(answer, body)
 end
 
 -- Anthropic's status and error type for an HTTP status.
@@ -245,6 +264,7 @@ function envoy_on_response(handle)
   headers:remove("grpc-accept-encoding")
   headers:remove("grpc-status")
   headers:remove("grpc-message")
+  present_answer(headers)
   local details = headers:get("grpc-status-details-bin")
   if details == nil then
     return

@@ -65,6 +65,7 @@ function envoy_on_request(handle)
   if find(content_type, "application/grpc", 1, true) == 1 then
     return -- native gRPC: never buffered, flow control holds a slow sender
   end
+  edge_began(handle)
   local route = handle:metadata()
   local cap = route:get("max_body")
   if length ~= nil and cap ~= nil and length > cap then

@@ -225,6 +225,7 @@ local function without_array_brackets(headers, path)
 end
 
 function envoy_on_request(handle)
+  edge_began(handle)
   local headers = handle:headers()
   drop_unfit_headers(headers)
   local path = headers:get(":path")

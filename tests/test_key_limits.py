@@ -12,11 +12,12 @@ import pytest
 from helpers.redis_server import RedisServer, redis_server
 from switchboard.registry.v1 import admin_service_pb2 as admin_pb
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
+from switchboard.router.v1.answer_metadata_pb2 import RateLimits
 
 from services.common.counters import MemoryCounters, RedisCounters
 from services.common.errors import ApiError
 from services.router import key_limits
-from services.router.key_limits import KeyLimits, duration, next_period_start, period_start
+from services.router.key_limits import RATE_LIMITS_KEY, Grant, KeyLimits, next_period_start, period_start
 
 pytestmark = pytest.mark.slow  # starts redis-server
 
@@ -57,6 +58,12 @@ def fresh_id() -> str:
     return f"test{next(_ids)}-{id(object())}"
 
 
+def rates(grant: Grant | ApiError) -> RateLimits:
+    """The rates a grant's answer or a refusal tells the caller (OpenAI's x-ratelimit-* on REST)."""
+    sent = grant.headers if isinstance(grant, ApiError) else dict(grant.metadata())
+    return RateLimits.FromString(sent[RATE_LIMITS_KEY])
+
+
 async def refusal(limits: KeyLimits, who: internal_pb.Caller, model: str = "org/m") -> ApiError:
     with pytest.raises(ApiError) as raised:
         await limits.admit(who, model)
@@ -66,20 +73,19 @@ async def refusal(limits: KeyLimits, who: internal_pb.Caller, model: str = "org/
 async def test_a_burst_gets_exactly_the_requests_per_minute_then_429s_with_retry_after(store) -> None:
     limits, who = KeyLimits(store), caller(fresh_id(), requests_per_minute=10)
     grants = [await limits.admit(who, "org/m") for _ in range(10)]
-    assert [dict(g.headers())["x-ratelimit-remaining-requests"] for g in grants] == [str(n) for n in range(9, -1, -1)]
-    assert dict(grants[0].headers())["x-ratelimit-limit-requests"] == "10"
+    assert [rates(g).requests.remaining for g in grants] == list(range(9, -1, -1))
+    assert rates(grants[0]).requests.limit == 10
     for _ in range(20):
         error = await refusal(limits, who)
         assert (error.http_status, error.code) == (429, "rate_limit_exceeded")
         assert error.retry_seconds == 6  # one request frees every 60 / 10 s
-        assert error.headers["x-ratelimit-remaining-requests"] == "0"
-        assert error.headers["x-ratelimit-limit-requests"] == "10"
+        assert (rates(error).requests.remaining, rates(error).requests.limit) == (0, 10)
 
 
 async def test_tokens_per_minute_refuse_once_the_minutes_tokens_are_used(store) -> None:
     limits, who = KeyLimits(store), caller(fresh_id(), tokens_per_minute=1000)
     grant = await limits.admit(who, "org/m")
-    assert dict(grant.headers())["x-ratelimit-remaining-tokens"] == "1000"
+    assert rates(grant).tokens.remaining == 1000
     limits.settle(grant, 999, 0)
     await limits.counters.flush()
     grant = await limits.admit(who, "org/m")  # 1 token left: a request may start
@@ -134,7 +140,7 @@ async def test_with_the_store_stopped_rates_fail_open_and_budgets_fail_closed(re
     try:
         for _ in range(3):  # over the rate, but nothing can count it: served
             grant = await limits.admit(rated, "org/m")
-            assert grant.admission is None and grant.headers() == []
+            assert grant.admission is None and grant.metadata() == []
             limits.settle(grant, 10, 0)
         error = await refusal(limits, budgeted)
         assert (error.http_status, error.code) == (503, "limits_unavailable")
@@ -156,4 +162,3 @@ def test_periods_start_on_utc_days_iso_weeks_and_months() -> None:
     assert next_period_start("monthly", datetime(2026, 12, 1, tzinfo=UTC)) == datetime(2027, 1, 1, tzinfo=UTC)
     assert next_period_start("monthly", datetime(2026, 11, 1, tzinfo=UTC)) == datetime(2026, 12, 1, tzinfo=UTC)
     assert next_period_start("weekly", datetime(2026, 11, 30, tzinfo=UTC)) == datetime(2026, 12, 7, tzinfo=UTC)
-    assert [duration(ms) for ms in (250, 6000, 60_000, 61_500)] == ["250ms", "6s", "1m0s", "1m2s"]

@@ -23,6 +23,8 @@ from services.common.server import run
 from services.common.service import channel, open_database, run_service
 from services.common.telemetry import configure_tracing, watch_billing
 
+FEED_KINDS = (internal_pb.CHANGE_KIND_IDENTITY,)  # Billing caches callers only: no health notices
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 REGISTRY_TIMEOUT = 10.0
 
@@ -61,7 +63,7 @@ async def serve(settings: BillingSettings) -> None:
     registry = internal_grpc.InternalServiceStub(registry_channel)
     admin_token = settings.admin_token.get_secret_value()
     reconciler = Reconciler(db, registry_cost_apis(registry), reconciler_settings(settings))
-    callers = FeedCache(registry)
+    callers = FeedCache(registry, kinds=FEED_KINDS)
     auth = Authenticator(callers, admin_token)
     limited = LimitedAccounts(db)
     registrations = [

@@ -133,8 +133,8 @@ def table() -> list[tuple[grpc.StatusCode, str]]:
 class ApiError(Exception):
     """An error for the caller: a gRPC code, an ErrorInfo reason and a message; `param` is
     the field at fault (BadRequest's field, OpenAI's param), `metadata` ErrorInfo's metadata,
-    `headers` extra response metadata (e.g. which provider answered), which Envoy passes on
-    to REST callers as headers; `retry_seconds` when retrying later may succeed (RetryInfo,
+    `headers` extra response metadata (e.g. the answer's timing, binary under a "-bin" key), which
+    Envoy presents to REST callers as headers; `retry_seconds` when retrying later may succeed (RetryInfo,
     Retry-After on REST)."""
 
     def __init__(
@@ -145,7 +145,7 @@ class ApiError(Exception):
         *,
         param: str | None = None,
         metadata: dict[str, str] | None = None,
-        headers: dict[str, str] | None = None,
+        headers: dict[str, str | bytes] | None = None,
         retry_seconds: int | None = None,
     ) -> None:
         if grpc_code not in _BY_CODE or not REASON_FORMAT.fullmatch(reason):

@@ -71,8 +71,9 @@ def registry_error(exc: grpc.aio.AioRpcError) -> ApiError:
 class FeedCache:
     """Cached Registry lookups, kept fresh by the change feed; callers by token."""
 
-    def __init__(self, registry: internal_grpc.InternalServiceStub) -> None:
+    def __init__(self, registry: internal_grpc.InternalServiceStub, kinds: tuple[int, ...] = ()) -> None:
         self.registry = registry
+        self.kinds = kinds  # the change kinds the feed is asked for (none: every kind)
         self.watching = False
         self.generation = 0
         self.revision = 0
@@ -137,7 +138,8 @@ class FeedCache:
         backoff = Backoff(0.1, WATCH_BACKOFF_MAX_SECONDS)
         while True:
             try:
-                async for change in self.registry.WatchChanges(internal_pb.WatchChangesRequest(), wait_for_ready=True):
+                request = internal_pb.WatchChangesRequest(kinds=self.kinds)
+                async for change in self.registry.WatchChanges(request, wait_for_ready=True):
                     if change.kind != internal_pb.CHANGE_KIND_HEALTH:
                         self.invalidate(change)
                     if self.health_listener is not None and change.kind in _HEALTH_LISTENS_TO:

@@ -30,6 +30,7 @@ from services.edge.descriptors import FREE_MESSAGES, Descriptors, HttpRule, desc
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "envoy" / "envoy.yaml.template"
 LUA_FILE = ROOT / "envoy" / "errors.lua"
+ANSWERS_LUA_FILE = ROOT / "envoy" / "answers.lua"  # the Router's typed answer metadata as REST headers
 ERROR_FACES_FILE = ROOT / "gen" / "error_faces.lua"  # written by scripts/generate.py from error_faces_lua()
 STRICT_LUA_FILE = ROOT / "envoy" / "strict.lua"
 GATE_LUA_FILE = ROOT / "envoy" / "gate.lua"
@@ -292,8 +293,8 @@ def strict_lua(d: Descriptors) -> str:
 
 
 def errors_lua() -> str:
-    """The response shaping every REST route runs: the generated error table, errors.lua."""
-    return "\n".join([ERROR_FACES_FILE.read_text(), LUA_FILE.read_text()])
+    """The response shaping every REST route runs: the generated error table, errors.lua, answers.lua."""
+    return "\n".join([ERROR_FACES_FILE.read_text(), LUA_FILE.read_text(), ANSWERS_LUA_FILE.read_text()])
 
 
 # --- routes -----------------------------------------------------------------

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
+from switchboard.router.v1.answer_metadata_pb2 import RateLimits, RateLimitState
 
 from services.common.counters import (
     BUDGET,
@@ -40,6 +41,7 @@ from services.common.telemetry import ROUTER, LoopCounter
 log = logging.getLogger(__name__)
 
 STORE_COOLDOWN_SECONDS = 1.0
+RATE_LIMITS_KEY = "switchboard-rate-limits-bin"  # RateLimits, with an answer's headers or a refusal's trailers
 MAX_PLANS = 100_000  # tokens whose limits are worked out and kept; beyond, they are worked out again
 NO_LIMITS = Limits()
 PERIOD_SLACK_SECONDS = 86_400  # a budget's counter outlives its period by a day
@@ -73,14 +75,6 @@ def period_seconds(period: str) -> int:
     return {"daily": 86_400, "weekly": 7 * 86_400}.get(period, 31 * 86_400)
 
 
-def duration(milliseconds: float) -> str:
-    """OpenAI's x-ratelimit-reset-* form: "250ms", "6s", "1m0s"."""
-    if milliseconds < 1000:
-        return f"{math.ceil(milliseconds)}ms"
-    seconds = math.ceil(milliseconds / 1000)
-    return f"{seconds // 60}m{seconds % 60}s" if seconds >= 60 else f"{seconds}s"
-
-
 @dataclass(frozen=True)
 class Grant:
     """An admitted request of a key with counted limits: what to settle, what to tell the caller."""
@@ -90,22 +84,23 @@ class Grant:
     budget_ttl_s: int
     admission: Admission | None  # None: the store was away, nothing was counted
 
-    def headers(self) -> list[tuple[str, str]]:
-        """OpenAI's x-ratelimit-* headers of the key's rates."""
-        admission, found = self.admission, []
+    def metadata(self) -> list[tuple[str, bytes]]:
+        """The key's rates after this request (RateLimits: OpenAI's rate-limit headers on REST)."""
+        admission, rates = self.admission, RateLimits()
         if admission is None:
-            return found
-        for kind, limit, remaining, reset in (
-            ("requests", self.limits.requests_per_minute, admission.requests_remaining, admission.requests_reset_ms),
-            ("tokens", self.limits.tokens_per_minute, admission.tokens_remaining, admission.tokens_reset_ms),
+            return []
+        for state, limit, remaining, reset_ms in (
+            (
+                rates.requests,
+                self.limits.requests_per_minute,
+                admission.requests_remaining,
+                admission.requests_reset_ms,
+            ),
+            (rates.tokens, self.limits.tokens_per_minute, admission.tokens_remaining, admission.tokens_reset_ms),
         ):
-            if limit:
-                found += [
-                    (f"x-ratelimit-limit-{kind}", str(limit)),
-                    (f"x-ratelimit-remaining-{kind}", str(remaining)),
-                    (f"x-ratelimit-reset-{kind}", duration(reset)),
-                ]
-        return found
+            if limit:  # never negative on the wire: the edge reads the varints as unsigned
+                state.limit, state.remaining, state.reset_millis = limit, max(0, remaining), math.ceil(max(0, reset_ms))
+        return [(RATE_LIMITS_KEY, rates.SerializeToString())] if rates.ListFields() else []
 
 
 @dataclass
@@ -170,7 +165,7 @@ class KeyLimits:
 
     async def admit(self, caller: internal_pb.Caller, model: str) -> Grant | None:
         """None for a key without counted limits; 401 expired, 403 model not allowed, 402 over
-        budget, 429 over a rate (with RetryInfo and x-ratelimit-* metadata)."""
+        budget, 429 over a rate (with RetryInfo and the RateLimits metadata)."""
         if not caller.HasField("limits"):
             return None
         plan, now = self._plan(caller), self.clock()
@@ -222,10 +217,7 @@ def _refusal(grant: Grant, admission: Admission) -> ApiError:
     kind = "requests" if admission.refused == REQUESTS else "tokens"
     limit = grant.limits.requests_per_minute if kind == "requests" else grant.limits.tokens_per_minute
     retry = max(1, math.ceil(admission.retry_after_ms / 1000))
-    headers = {
-        f"x-ratelimit-limit-{kind}": str(limit),
-        f"x-ratelimit-remaining-{kind}": "0",
-        f"x-ratelimit-reset-{kind}": duration(admission.retry_after_ms),
-    }
+    state = RateLimitState(limit=limit, remaining=0, reset_millis=math.ceil(admission.retry_after_ms))
+    headers = {RATE_LIMITS_KEY: RateLimits(**{kind: state}).SerializeToString()}
     message = f"rate limit of {limit} {kind} per minute reached for this API token: retry after {retry}s"
     return ApiError(Code.RESOURCE_EXHAUSTED, "RATE_LIMIT_EXCEEDED", message, headers=headers, retry_seconds=retry)

@@ -206,8 +206,9 @@ class Measurements:
         return taken
 
     def report_ended(self, taken: Taken, records: list[internal_pb.ModelHealth] | None) -> None:
-        """A report's outcome: the records it changed (which count its traffic now), or None
-        when it failed: its traffic goes with the next report."""
+        """A report's outcome: the records it changed (which count its traffic now; none for a
+        report dropped unapplied, whose traffic is gone), or None when it failed: its traffic
+        goes with the next report."""
         if records is not None:
             self.apply(records)
         for provider, model, _ in taken:

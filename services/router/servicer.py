@@ -40,7 +40,7 @@ from services.router.responses_api import Responses
 from services.router.spending import Spending
 from services.router.spool import Spool
 from services.router.tasks import TaskMethods
-from services.router.timing import server_timing, timed
+from services.router.timing import answer_timing, timed
 from services.router.translation import Translation, json_object
 from services.router.unit_prices import unit_price
 from services.router.upstream import CHAT_PATH, IMAGES_PATH, Opened, Upstreams, relay, rewrite
@@ -166,7 +166,7 @@ class Call:
     left_out: dict[str, list[selection.Reason]] = field(default_factory=dict)  # providers not tried, and why
     reserved: bool = False
     grant: Grant | None = None  # the API key's counted limits, when it has any
-    upstream_seconds: float = 0.0  # waiting for providers, every attempt included (Server-Timing)
+    upstream_seconds: float = 0.0  # waiting for providers, every attempt included (AnswerTiming)
     task_call: TaskCall | None = None  # a task route's request (task_formats.py), sent in each provider's format
     bill: Bill | None = None  # a task answer's usage, in its task's unit
 
@@ -237,7 +237,7 @@ class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServi
     @contextmanager
     def _inference(self, operation: str, context: grpc.aio.ServicerContext) -> Iterator[InferenceMeasure]:
         """One inference call's measure: the call holds its client's anonymous slot when it may be
-        billed to the anonymous account, and every error it answers carries Server-Timing."""
+        billed to the anonymous account, and every error it answers carries its timing."""
         with InferenceMeasure(operation) as measure:
             try:
                 with self._anonymous_call(context):
@@ -418,13 +418,13 @@ class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServi
         metadata = [
             ("x-inference-provider", opened.route.provider.id),
             ("x-request-id", call.request_id),
-            server_timing(call.measure.started, call.upstream_seconds),
+            answer_timing(call.measure.started, call.upstream_seconds),
         ]
         provider_request_id = opened.provider_request_id
         if provider_request_id and provider_request_id.isascii() and provider_request_id.isprintable():
             metadata.append((opened.route.provider.request_id_metadata_key, provider_request_id))
         if call.grant is not None:
-            metadata += call.grant.headers()
+            metadata += call.grant.metadata()
         await context.send_initial_metadata(metadata)
 
     async def _begin_stream(

@@ -4,17 +4,26 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
 import grpc
+from sqlmodel import Session
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 
 from services.common.health import traffic_of
 from services.common.paging import key_after, next_page_token, page_size
 from services.registry.domain.state import RegistryState
-from services.registry.domain.validation import check_count, check_name, check_provider_model, check_range
+from services.registry.domain.validation import (
+    check_count,
+    check_length,
+    check_name,
+    check_provider_model,
+    check_range,
+)
 from services.registry.storage import health_records
 
 MAX_REPORTS = 1000  # provider models per report
+MAX_REQUEST_ID = 64  # characters of a report's request id
 MAX_COUNT = 2**62  # a report's counts and sums are at least 0 and below this
 LISTING = "modelHealth"
 
@@ -37,20 +46,24 @@ class HealthMethods:
     async def ReportModelHealth(
         self, request: internal_pb.ReportModelHealthRequest, context: grpc.aio.ServicerContext
     ) -> internal_pb.ReportModelHealthResponse:
-        """400 for more than MAX_REPORTS reports, a report naming no provider model, or a
-        negative count; the changed records otherwise."""
+        """400 for more than MAX_REPORTS reports, a report naming no provider model, a negative
+        count or a request id over MAX_REQUEST_ID characters; the changed records otherwise. A
+        report whose request id was applied already is not applied again (a retry)."""
         check_count(request.reports, MAX_REPORTS, "reports")
+        request_id = check_length(request.request_id, MAX_REQUEST_ID, "request_id")
         reports = {(r.provider, r.provider_model): traffic_of(_checked(r)) for r in request.reports}
         if not reports:
             return internal_pb.ReportModelHealthResponse()
         now = time.time()
         start = request.start_time.ToNanoseconds() / 1e9 if request.HasField("start_time") else now
         minute = int(now // 60)
-        records = await self.state.write(
-            lambda s: health_records.add_traffic(s, reports, min(start, now), minute),
-            internal_pb.CHANGE_KIND_HEALTH,
-            health_records.change_key(reports),
-        )
+
+        def apply(session: Session) -> list[internal_pb.ModelHealth]:
+            if request_id and not health_records.first_receipt(session, request_id, datetime.fromtimestamp(now, UTC)):
+                return health_records.records(session, sorted(reports))  # a retry of a report applied: once
+            return health_records.add_traffic(session, reports, min(start, now), minute)
+
+        records = await self.state.write(apply, internal_pb.CHANGE_KIND_HEALTH, health_records.change_key(reports))
         return internal_pb.ReportModelHealthResponse(records=records)
 
     async def ListModelHealth(

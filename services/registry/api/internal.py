@@ -199,5 +199,5 @@ class InternalServicer(HealthMethods, internal_grpc.InternalServiceServicer):
     async def WatchChanges(
         self, request: internal_pb.WatchChangesRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[internal_pb.WatchChangesResponse]:
-        async for change in self.state.feed.watch():
+        async for change in self.state.feed.watch(request.kinds):
             yield change.message()

@@ -10,7 +10,7 @@ the Registry buffer without bound.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from typing import NamedTuple
 
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
@@ -48,14 +48,17 @@ class ChangeFeed:
     def __init__(self, queue_size: int = 1024) -> None:
         self.revision = 0
         self.queue_size = queue_size
-        self._queues: set[asyncio.Queue[Change | None]] = set()  # None: the feed is closing
+        # Each watcher's queue (None in it: the feed is closing) and the kinds it asked for (none: all).
+        self._queues: dict[asyncio.Queue[Change | None], frozenset[int]] = {}
         self.closed = False
 
     def publish(self, kind: int, key: str, touched: Touched, health: tuple[internal_pb.ModelHealth, ...] = ()) -> None:
         if kind != internal_pb.CHANGE_KIND_HEALTH:  # health records carry their own version
             self.revision += 1
         change = Change(self.revision, kind, key, touched, health)
-        for queue in self._queues:
+        for queue, kinds in self._queues.items():
+            if kinds and kind not in kinds:
+                continue
             if queue.full():
                 _drain(queue)
                 change_for_queue = Change(self.revision, RESET, "")
@@ -63,19 +66,19 @@ class ChangeFeed:
                 change_for_queue = change
             queue.put_nowait(change_for_queue)
 
-    async def watch(self) -> AsyncIterator[Change]:
-        """A reset notice at once, then every change until the caller stops iterating or the
-        feed is closed."""
+    async def watch(self, kinds: Collection[int] = ()) -> AsyncIterator[Change]:
+        """A reset notice at once, then every change of these kinds (of every kind when none are
+        named) until the caller stops iterating or the feed is closed."""
         if self.closed:
             return
         queue: asyncio.Queue[Change | None] = asyncio.Queue(self.queue_size)
-        self._queues.add(queue)
+        self._queues[queue] = frozenset(kinds)
         try:
             yield Change(self.revision, RESET, "")
             while (change := await queue.get()) is not None:
                 yield change
         finally:
-            self._queues.discard(queue)
+            self._queues.pop(queue, None)
 
     def close(self) -> None:
         """Ends every watcher's stream (on stop: a server waits for open streams to end)."""

@@ -6,20 +6,22 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timedelta
 
 import orjson
 from google.protobuf import json_format
-from sqlalchemy import ColumnElement, and_, or_
+from sqlalchemy import ColumnElement, Insert, Table, and_, delete, or_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, select
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 
 from services.common.db import padded_chunks
 from services.common.health import Figures, Traffic, add, figures_of, health_message
-from services.registry.storage.tables import ModelHealthRow
+from services.registry.storage.tables import HealthReportRow, ModelHealthRow
 
 Key = tuple[str, str]  # (provider, provider model)
 KEYS_PER_QUERY = 256  # provider models per statement
+REPORT_ID_RETENTION = timedelta(minutes=15)  # longer than a Router retries a report
 
 
 def change_key(keys: Iterable[Key]) -> str:
@@ -51,13 +53,18 @@ def _rows(session: Session, keys: Sequence[Key], *, lock: bool = False) -> dict[
     return rows
 
 
+def _insert_ignoring_taken(session: Session, table: Table) -> Insert:
+    """An INSERT that skips the rows whose keys are taken (by another writer, meanwhile)."""
+    dialect = sqlite if session.get_bind().dialect.name == "sqlite" else postgresql
+    return dialect.insert(table).on_conflict_do_nothing()
+
+
 def _create_missing(session: Session, keys: Sequence[Key]) -> None:
     """Empty rows for the provider models that have none: inserted ignoring the ones another
     writer inserted meanwhile, so that the locking read that follows finds every row."""
-    dialect = sqlite if session.get_bind().dialect.name == "sqlite" else postgresql
     for chunk in padded_chunks(keys, KEYS_PER_QUERY):
         fresh = [{"provider": p, "provider_model": m, "version": 0, "record": "{}"} for p, m in chunk]
-        session.execute(dialect.insert(ModelHealthRow.__table__).values(fresh).on_conflict_do_nothing())
+        session.execute(_insert_ignoring_taken(session, ModelHealthRow.__table__).values(fresh))
 
 
 def _update(
@@ -83,6 +90,15 @@ def add_traffic(
 ) -> list[internal_pb.ModelHealth]:
     """Adds a Router replica's report (`start_time`: since when it counted) to the records."""
     return _update(session, sorted(reports), lambda key, figures: add(figures, reports[key], start_time, minute))
+
+
+def first_receipt(session: Session, request_id: str, now: datetime) -> bool:
+    """Whether the report `request_id` is received for the first time (it is remembered from
+    now on, in the write that applies it); ids older than REPORT_ID_RETENTION are forgotten."""
+    session.execute(delete(HealthReportRow).where(HealthReportRow.receive_time < now - REPORT_ID_RETENTION))
+    table = HealthReportRow.__table__
+    inserted = _insert_ignoring_taken(session, table).values(request_id=request_id, receive_time=now)
+    return session.execute(inserted.returning(table.c.request_id)).first() is not None  # rowcount: -1 on psycopg
 
 
 def add_probes(session: Session, failures: dict[Key, str], unix_seconds: float) -> list[internal_pb.ModelHealth]:

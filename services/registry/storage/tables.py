@@ -204,6 +204,15 @@ class ModelHealthRow(SQLModel, table=True):
     record: str = Field(sa_column=Column(Text, nullable=False))
 
 
+class HealthReportRow(SQLModel, table=True):
+    """A Router's health report the Registry applied, by its request id: a retry of it (the
+    first answer was lost) is not applied again. Kept for a bounded time (health_records.py)."""
+
+    __tablename__ = "health_reports"
+    request_id: str = Field(primary_key=True)
+    receive_time: datetime = Field(default_factory=utcnow, index=True)
+
+
 class ChangeRow(SQLModel, table=True):
     """One committed write, for the other Registry replicas to apply to their index.
 

@@ -212,8 +212,10 @@ class ListServedModelsResponse(_message.Message):
     def __init__(self, models: _Optional[_Iterable[_Union[ServedModel, _Mapping]]] = ...) -> None: ...
 
 class WatchChangesRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("kinds",)
+    KINDS_FIELD_NUMBER: _ClassVar[int]
+    kinds: _containers.RepeatedScalarFieldContainer[ChangeKind]
+    def __init__(self, kinds: _Optional[_Iterable[_Union[ChangeKind, str]]] = ...) -> None: ...
 
 class WatchChangesResponse(_message.Message):
     __slots__ = ("revision", "kind", "key", "models", "all_models", "token_hashes", "health")
@@ -286,12 +288,14 @@ class TrafficReport(_message.Message):
     def __init__(self, provider: _Optional[str] = ..., provider_model: _Optional[str] = ..., requests: _Optional[int] = ..., errors: _Optional[int] = ..., rejected: _Optional[int] = ..., skipped: _Optional[int] = ..., latency_samples: _Optional[int] = ..., time_to_first_token_ms_sum: _Optional[float] = ..., throughput_samples: _Optional[int] = ..., throughput_tokens_per_second_sum: _Optional[float] = ..., minutes: _Optional[_Iterable[_Union[MinuteCounts, _Mapping]]] = ..., last_errors: _Optional[_Iterable[_Union[HealthError, _Mapping]]] = ...) -> None: ...
 
 class ReportModelHealthRequest(_message.Message):
-    __slots__ = ("start_time", "reports")
+    __slots__ = ("start_time", "reports", "request_id")
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     REPORTS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     start_time: _timestamp_pb2.Timestamp
     reports: _containers.RepeatedCompositeFieldContainer[TrafficReport]
-    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reports: _Optional[_Iterable[_Union[TrafficReport, _Mapping]]] = ...) -> None: ...
+    request_id: str
+    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reports: _Optional[_Iterable[_Union[TrafficReport, _Mapping]]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class ReportModelHealthResponse(_message.Message):
     __slots__ = ("records",)

@@ -1,0 +1,64 @@
+-- Presents what the Router tells every caller about an answer, besides the answer itself, to
+-- REST callers: its typed binary metadata (protos/switchboard/router/v1/answer_metadata.proto,
+-- read here by field number) becomes Server-Timing and OpenAI's x-ratelimit-* headers. It
+-- runs after errors.lua in the same chunk (its locals unbase64, fields and field are in scope).
+
+local TIMING_KEY = "switchboard-timing-bin"  -- AnswerTiming
+local RATE_LIMITS_KEY = "switchboard-rate-limits-bin"  -- RateLimits
+local RATE_KINDS = {{1, "requests"}, {2, "tokens"}}  -- RateLimits' field numbers and OpenAI's names
+
+-- OpenAI's form of a rate's reset time: "250ms", "6s", "1m0s".
+function reset_duration(millis)
+  if millis < 1000 then
+    return string.format("%d", math.ceil(millis)) .. "ms"
+  end
+  local seconds = math.ceil(millis / 1000)
+  if seconds >= 60 then
+    return string.format("%dm%ds", floor(seconds / 60), seconds % 60)
+  end
+  return string.format("%ds", seconds)
+end
+
+-- Server-Timing's value of a base64 AnswerTiming; nil when it is none.
+function server_timing(encoded)
+  local timing = fields(unbase64(encoded))
+  if timing == nil then
+    return nil
+  end
+  return string.format("router;dur=%.2f, upstream;dur=%.2f", (field(timing, 1) or 0) / 1000,
+    (field(timing, 2) or 0) / 1000)
+end
+
+-- OpenAI's x-ratelimit-* headers of a base64 RateLimits, as {name, value} pairs.
+function rate_limit_headers(encoded)
+  local found, rates = {}, fields(unbase64(encoded)) or {}
+  for _, kind in ipairs(RATE_KINDS) do
+    local state = fields(field(rates, kind[1]) or "")
+    if state ~= nil and #state > 0 then
+      local name = kind[2]
+      found[#found + 1] = {"x-ratelimit-limit-" .. name, string.format("%d", field(state, 1) or 0)}
+      found[#found + 1] = {"x-ratelimit-remaining-" .. name, string.format("%d", field(state, 2) or 0)}
+      found[#found + 1] = {"x-ratelimit-reset-" .. name, reset_duration(field(state, 3) or 0)}
+    end
+  end
+  return found
+end
+
+-- Replaces the Router's typed metadata among a REST answer's headers by the REST headers.
+function present_answer(headers)
+  local timing = headers:get(TIMING_KEY)
+  if timing ~= nil then
+    headers:remove(TIMING_KEY)
+    local value = server_timing(timing)
+    if value ~= nil then
+      headers:replace("server-timing", value)
+    end
+  end
+  local rates = headers:get(RATE_LIMITS_KEY)
+  if rates ~= nil then
+    headers:remove(RATE_LIMITS_KEY)
+    for _, pair in ipairs(rate_limit_headers(rates)) do
+      headers:replace(pair[1], pair[2])
+    end
+  end
+end

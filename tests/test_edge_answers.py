@@ -1,0 +1,106 @@
+"""envoy/answers.lua in LuaJIT, as Envoy runs it (lupa), without a stack: the Router's typed answer
+metadata (protos/switchboard/router/v1/answer_metadata.proto) becomes Server-Timing and OpenAI's
+x-ratelimit-* headers. The stack tests are tests/test_answer_metadata.py and the REST header tests
+(tests/test_router.py, tests/test_key_limits_stack.py)."""
+
+from __future__ import annotations
+
+import base64
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from lupa import luajit21
+from switchboard.router.v1.answer_metadata_pb2 import AnswerTiming, RateLimits, RateLimitState
+
+from services.edge.envoy import errors_lua
+from services.router.key_limits import RATE_LIMITS_KEY
+from services.router.timing import TIMING_KEY
+
+FAKE_HEADERS = """
+return function(initial)
+  local values = initial
+  return {
+    get = function(_, name) return values[name] end,
+    remove = function(_, name) values[name] = nil end,
+    replace = function(_, name, value) values[name] = value end,
+  }, values
+end
+"""
+
+
+@pytest.fixture(scope="module")
+def lua():
+    runtime = luajit21.LuaRuntime()
+    runtime.execute(errors_lua())
+    return runtime
+
+
+def encoded(message, padded: bool = False) -> str:
+    """A binary metadata value as gRPC sends it over HTTP/2: base64, unpadded."""
+    text = base64.b64encode(message.SerializeToString()).decode()
+    return text if padded else text.rstrip("=")
+
+
+def openai_duration(millis: int) -> str:
+    """OpenAI's reset form, written out: "250ms", "6s", "1m0s"."""
+    if millis < 1000:
+        return f"{millis}ms"
+    seconds = math.ceil(millis / 1000)
+    return f"{seconds // 60}m{seconds % 60}s" if seconds >= 60 else f"{seconds}s"
+
+
+def test_reset_times_take_openais_form(lua) -> None:
+    assert [lua.globals().reset_duration(ms) for ms in (250, 6000, 60_000, 61_500)] == ["250ms", "6s", "1m0s", "1m2s"]
+
+
+_MICROS = st.integers(0, 10**12)
+
+
+@given(router=_MICROS, upstream=_MICROS, padded=st.booleans())
+def test_any_timing_becomes_server_timing_in_milliseconds(lua, router: int, upstream: int, padded: bool) -> None:
+    value = encoded(AnswerTiming(router_micros=router, upstream_micros=upstream), padded)
+    expected = f"router;dur={router / 1000:.2f}, upstream;dur={upstream / 1000:.2f}"
+    assert lua.globals().server_timing(value) == expected
+
+
+_STATE = st.none() | st.builds(
+    RateLimitState, limit=st.integers(1, 10**9), remaining=st.integers(0, 10**9), reset_millis=st.integers(0, 10**8)
+)
+
+
+@given(requests=_STATE, tokens=_STATE)
+def test_any_rates_become_openais_headers_for_the_rates_the_key_has(lua, requests, tokens) -> None:
+    rates = RateLimits(requests=requests, tokens=tokens)
+    expected = []
+    for kind, state in (("requests", requests), ("tokens", tokens)):
+        if state is not None:
+            expected += [
+                [f"x-ratelimit-limit-{kind}", str(state.limit)],
+                [f"x-ratelimit-remaining-{kind}", str(state.remaining)],
+                [f"x-ratelimit-reset-{kind}", openai_duration(state.reset_millis)],
+            ]
+    found = lua.globals().rate_limit_headers(encoded(rates))
+    assert [list(pair.values()) for pair in found.values()] == expected
+
+
+def test_a_rest_answer_gets_the_rest_headers_in_place_of_the_typed_metadata(lua) -> None:
+    timing = encoded(AnswerTiming(router_micros=1234, upstream_micros=56_789))
+    rates = encoded(RateLimits(requests=RateLimitState(limit=10, remaining=0, reset_millis=5500)))
+    headers, values = lua.execute(FAKE_HEADERS)(lua.table_from({TIMING_KEY: timing, RATE_LIMITS_KEY: rates}))
+    lua.globals().present_answer(headers)
+    assert dict(values) == {
+        "server-timing": "router;dur=1.23, upstream;dur=56.79",
+        "x-ratelimit-limit-requests": "10",
+        "x-ratelimit-remaining-requests": "0",
+        "x-ratelimit-reset-requests": "6s",
+    }
+
+
+@pytest.mark.parametrize("garbage", ["", "!!!!", base64.b64encode(b"\xff\xff\xff").decode()])
+def test_metadata_that_does_not_decode_is_dropped_without_failing_the_answer(lua, garbage: str) -> None:
+    headers, values = lua.execute(FAKE_HEADERS)(lua.table_from({TIMING_KEY: garbage, RATE_LIMITS_KEY: garbage}))
+    lua.globals().present_answer(headers)
+    assert TIMING_KEY not in dict(values) and RATE_LIMITS_KEY not in dict(values)
+    assert not [name for name in dict(values) if name.startswith("x-ratelimit-")]

@@ -137,7 +137,7 @@ def answers(index: RegistryIndex) -> dict[tuple[str, ...], object]:
     return cached
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.lists(operations, min_size=1, max_size=8))
 def test_no_changed_answer_stays_cached(steps: list[tuple]) -> None:
     index = world()

@@ -276,7 +276,7 @@ ESCAPES: dict[str, Callable[[str], str]] = {
 }
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(
     ascii_secrets,
     st.binary(max_size=5),

@@ -80,7 +80,7 @@ SLOT = re.compile("|".join(FORM_SLOTS))
 
 
 def json_with_slots() -> st.SearchStrategy[Any]:
-    """Random JSON whose strings (keys included) and numbers may carry a form's slot anywhere."""
+    """Random JSON whose strings (keys included) may carry a form's slot anywhere."""
     embedded = st.builds(lambda a, form, b: a + form + b, st.text(max_size=8), st.sampled_from(sorted(FORM_SLOTS)),
                          st.text(max_size=8))  # fmt: skip
     strings = st.one_of(st.text(max_size=12), embedded)

@@ -132,10 +132,11 @@ async def test_failing_cost_api_changes_nothing_and_backs_off(db: Database, fail
     account, provider = unique("acct"), unique("prov")
     records = [record(account, provider) for _ in range(3)]
     await store(db, records)
+    passes_done = asyncio.Event()  # a "timeout" answer comes only after the passes (and the stub's close waits for it)
 
     async def answer(ids: list[str]) -> tuple[int, bytes]:
         if failure == "timeout":
-            await asyncio.sleep(5)
+            await passes_done.wait()
         if failure == "closed":
             raise ConnectionResetError
         bodies = {"http-500": (500, b"{}"), "http-401": (401, b'{"requests": []}'), "invalid-json": (200, b"{nope")}
@@ -150,6 +151,7 @@ async def test_failing_cost_api_changes_nothing_and_backs_off(db: Database, fail
             skipped = await worker.run_pass(respect_backoff=True)  # within the back-off: not asked
             forced = await worker.run_pass(respect_backoff=False)  # on demand: asked again
         finally:
+            passes_done.set()
             await worker.close()
     assert (counts.asked, counts.settled, counts.pending) == (0, 0, 3)
     assert calls == 1

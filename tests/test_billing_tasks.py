@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
 import pytest
 from helpers.billing import ledger_database, record, unique
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from switchboard.billing.v1 import billing_service_pb2 as billing_pb
 from switchboard.billing.v1 import billing_service_pb2_grpc as billing_grpc
@@ -19,6 +20,7 @@ from switchboard.billing.v1 import billing_service_pb2_grpc as billing_grpc
 from services.billing import ledger
 from services.billing.servicer import ledger_row, usage_message
 from services.billing.units import DEFAULT_UNIT_NANO_USD, default_estimate, record_units
+from services.common.db import Database
 from services.common.pricing import MAX_NANO_USD
 from services.common.tasks import SERVED_TASKS
 
@@ -36,19 +38,24 @@ served_records = st.lists(
 )
 
 
-@settings(max_examples=30, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@pytest.fixture(scope="module")
+def tasks_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
+    """One migrated ledger for the module's examples (each example's records are its own account's)."""
+    with ledger_database(f"sqlite:///{tmp_path_factory.mktemp('tasks') / 'billing.db'}") as db:
+        yield db
+
+
+@settings(max_examples=30)
 @given(served=served_records)
-def test_usage_by_task_adds_up_the_records_of_each_task(tmp_path_factory, served) -> None:
+def test_usage_by_task_adds_up_the_records_of_each_task(tasks_db: Database, served) -> None:
     """Per task: as many requests as records, their units summed under the task's unit, and the
     charge of each (its estimate, or its units at the unit's default price when it had none)."""
     account, now = unique("user"), datetime.now(UTC)
     records = [task_record(account, task, units, estimate) for task, units, estimate in served]
-    path = tmp_path_factory.mktemp("tasks") / "billing.db"
-    with ledger_database(f"sqlite:///{path}") as db:
-        rows = [ledger_row(r, now) for r in records]
-        asyncio.run(db.run(lambda s: ledger.record_entries(s, rows)))
-        start, end = ledger.month_bounds(now)
-        report = asyncio.run(db.run(lambda s: ledger.usage_report(s, account, start, end)))
+    rows = [ledger_row(r, now) for r in records]
+    asyncio.run(tasks_db.run(lambda s: ledger.record_entries(s, rows)))
+    start, end = ledger.month_bounds(now)
+    report = asyncio.run(tasks_db.run(lambda s: ledger.usage_report(s, account, start, end)))
     message = usage_message(account, "2026-12", report)
     lines = {line.task: line for line in message.by_task}
     expected_requests = Counter(task for task, _, _ in served)

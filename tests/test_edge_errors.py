@@ -79,6 +79,7 @@ def test_a_message_with_quotes_and_non_ascii_text_reaches_rest_callers_as_the_se
     assert not [name for name in answer.headers if name.startswith(("grpc-", "x-switchboard-"))]
 
 
+@pytest.mark.e2e  # starts a Python process (a fresh interpreter's imports)
 def test_the_services_import_no_deploy_time_code() -> None:
     """The runtime path (the three services' servers) never loads what renders Envoy's configuration."""
     servers = "import services.router.server, services.registry.server, services.billing.server"

@@ -78,7 +78,7 @@ def plan(model: str, preferences: object, payload: dict, candidates: dict) -> se
     return selection.plan(routes, chosen, [], needs, "conversational", lambda *_: None, (), lambda _: False)
 
 
-@settings(max_examples=600, derandomize=True)
+@settings(max_examples=300, derandomize=True)
 @given(
     preferences=PROVIDER_OBJECTS,
     candidates=CANDIDATES,

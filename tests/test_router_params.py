@@ -38,7 +38,7 @@ def _checked(body: dict, rules: tuple[dict, set]) -> bool:
     return True
 
 
-@settings(max_examples=400, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(body=BODIES, price=PRICES, body_size=st.integers(0, 8 * 1024 * 1024))
 def test_any_chat_body_is_accepted_in_range_or_refused_naming_the_parameter(body, price, body_size) -> None:
     if not _checked(body, (params.CHAT, params.REQUIRED_CHAT)):
@@ -54,7 +54,7 @@ def test_any_chat_body_is_accepted_in_range_or_refused_naming_the_parameter(body
                             estimated_nano_usd=estimate)  # fmt: skip
 
 
-@settings(max_examples=300, derandomize=True)
+@settings(max_examples=150, derandomize=True)
 @given(body=BODIES, price=PRICES)
 def test_any_images_body_is_accepted_in_range_or_refused_naming_the_parameter(body, price) -> None:
     if not _checked(body, (params.IMAGES, params.REQUIRED_IMAGES)):

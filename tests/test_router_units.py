@@ -230,6 +230,47 @@ async def test_ledger_records_survive_a_router_crash_before_their_flush(tmp_path
     assert list(tmp_path.glob("*.sealed")) == []
 
 
+class _Ledger(billing_grpc.LedgerServiceServicer):
+    """Billing's ledger as the spool sees it: stores each call's request ids, or refuses them."""
+
+    def __init__(self, refuse: bool = False) -> None:
+        self.calls: list[list[str]] = []
+        self.refuse = refuse
+
+    async def RecordRequests(self, request, context):
+        if self.refuse:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no")
+        self.calls.append([r.request_id for r in request.records])
+        return billing_pb.RecordRequestsResponse(stored_count=len(request.records))
+
+
+@pytest.mark.parametrize("refuse", [False, True])
+async def test_spooled_batches_go_to_billing_merged_up_to_a_batch_oldest_first(tmp_path, refuse: bool) -> None:
+    ledger, server = _Ledger(refuse), grpc.aio.server()
+    billing_grpc.add_LedgerServiceServicer_to_server(ledger, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            spool = Spool(billing_grpc.LedgerServiceStub(channel), tmp_path, 5)
+            spool.load_spool()
+            ids = iter(range(100))
+            for size in (2, 2, 1, 3, 3):  # spool files of these many records, one flush each
+                for _ in range(size):
+                    spool.record(billing_pb.LedgerRecord(request_id=f"r{next(ids)}"))
+                await spool.spool_pending()
+            assert len(list(tmp_path.glob("*.batch"))) == 5
+            assert await spool.send_spooled()
+    finally:
+        await server.stop(None)
+    if refuse:  # every file of a refused call is kept aside, none dropped
+        assert (len(list(tmp_path.glob("*.rejected"))), ledger.calls) == (5, [])
+        return
+    assert [len(call) for call in ledger.calls] == [5, 3, 3]  # 2+2+1 fit one call; 3+3 do not
+    assert [i for call in ledger.calls for i in call] == [f"r{i}" for i in range(11)]
+    assert list(tmp_path.glob("*.batch")) == []
+
+
 @given(forged=st.lists(st.ip_addresses().map(str), max_size=3), peer=st.ip_addresses(v=4).map(str))
 def test_an_anonymous_client_is_the_address_envoy_appended_last(forged: list[str], peer: str) -> None:
     assert client_address(", ".join([*forged, peer]), "ipv4:10.9.9.9:4000") == peer

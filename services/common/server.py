@@ -35,22 +35,35 @@ ERROR_DETAIL_MODULES = (status_pb2, error_details_pb2)
 Registration = tuple[Callable[[Any, grpc.aio.Server], None], Any, str]
 
 
-class ErrorInterceptor(grpc.aio.ServerInterceptor):
-    """Turns ApiError into a rich gRPC status (the same for every caller: Envoy makes REST
-    answers of it), and any other exception into a bare INTERNAL error (logged here, never shown).
-    Each method's handler is wrapped once, not on every call."""
+class _Guarding:
+    """The server as a generated add_*Servicer_to_server sees it: every method handler registered
+    through it is wrapped once by the error mapping (_guarded), which turns ApiError into a rich
+    gRPC status (the same for every caller: Envoy makes REST answers of it) and any other exception
+    into a bare INTERNAL error (logged, never shown). Wrapped at registration, not by an
+    interceptor: a server without interceptors skips grpc.aio's interceptor chain on every call."""
 
-    def __init__(self) -> None:
+    def __init__(self, server: grpc.aio.Server) -> None:
+        self._server = server
+
+    def add_generic_rpc_handlers(self, handlers: Iterable[grpc.GenericRpcHandler]) -> None:
+        self._server.add_generic_rpc_handlers([_GuardedGeneric(handler) for handler in handlers])
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+        guarded = {name: _guarded(handler, f"/{service}/{name}") for name, handler in handlers.items()}
+        self._server.add_registered_method_handlers(service, guarded)
+
+
+class _GuardedGeneric(grpc.GenericRpcHandler):
+    """A generic handler whose method handlers are guarded, each wrapped once."""
+
+    def __init__(self, inner: grpc.GenericRpcHandler) -> None:
+        self._inner = inner
         self._guarded: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        handler = self._inner.service(handler_call_details)
         if handler is None:
-            return handler
+            return None
         method = handler_call_details.method
         known = self._guarded.get(method)
         if known is None or known[0] is not handler:
@@ -153,11 +166,12 @@ def create_server(
     public_catalog: bool = False,
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """A server with the servicers, health checking and reflection; returns the bound port.
-    `interceptors` run before the error mapping (e.g. the service credential check).
+    `interceptors` run before the error mapping (e.g. the service credential check); none by
+    default, so a call goes straight to its guarded handler.
     With `public_catalog`, reflection lists and describes every public service, not only
     this server's own: Envoy sends the public port's reflection calls to this server."""
     server = grpc.aio.server(
-        interceptors=[*interceptors, ErrorInterceptor()],
+        interceptors=list(interceptors) or None,
         options=[
             ("grpc.max_receive_message_length", 16 * 1024 * 1024),
             ("grpc.so_reuseport", 0),
@@ -169,15 +183,16 @@ def create_server(
             ("grpc.http2.min_ping_interval_without_data_ms", 5000),
         ],
     )
+    guarding = _Guarding(server)
     health_servicer = health.aio.HealthServicer()
     names = [REFLECTION_V1, reflection.SERVICE_NAME, health.SERVICE_NAME]
     for add, servicer, name in registrations:
-        add(servicer, server)
+        add(servicer, guarding)
         names.append(name)
     if public_catalog:
         names += [name for name in PUBLIC_SERVICES if name not in names]
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    _add_reflection(server, names, _public_pool() if public_catalog else _own_pool())
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, guarding)
+    _add_reflection(guarding, names, _public_pool() if public_catalog else _own_pool())
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise OSError(f"cannot listen on {host}:{port}")
@@ -237,7 +252,7 @@ def _add_with_dependencies(pool: descriptor_pool.DescriptorPool, file: descripto
     pool.AddSerializedFile(proto.SerializeToString())
 
 
-def _add_reflection(server: grpc.aio.Server, names: list[str], pool: descriptor_pool.DescriptorPool) -> None:
+def _add_reflection(server: _Guarding, names: list[str], pool: descriptor_pool.DescriptorPool) -> None:
     """Reflection v1alpha and v1, one servicer behind both (their wire forms are equal)."""
     servicer = reflection.aio.ReflectionServicer(names, pool=pool)
     reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)

@@ -72,26 +72,26 @@ class Directory(FeedCache):
         """The model's candidates for the caller, with the providers they and `named` (the ids
         the request names) stand for: one Registry answer."""
         named = tuple(sorted(set(named)))
-        request = internal_pb.ResolveModelRequest(
-            model=model, user=user, task=task, view=internal_pb.RESOLUTION_VIEW_ROUTING, named_providers=named
-        )
 
-        async def fetch() -> Resolved:
+        async def fetch() -> Resolved:  # the request is built only when the cache misses
+            request = internal_pb.ResolveModelRequest(
+                model=model, user=user, task=task, view=internal_pb.RESOLUTION_VIEW_ROUTING, named_providers=named
+            )
             return Resolved.of(await self.call(self.registry.ResolveModel, request))
 
         return await self._cached(self._resolutions, ("model", model, named, user, task), fetch)
 
     async def resolve_provider_model(self, provider: str, provider_model: str, user: str, task: str) -> Resolved:
         """The provider's mapping of its own model id for the caller, with the provider."""
-        request = internal_pb.ResolveProviderModelRequest(
-            provider=provider,
-            provider_model=provider_model,
-            user=user,
-            task=task,
-            view=internal_pb.RESOLUTION_VIEW_ROUTING,
-        )
 
         async def fetch() -> Resolved:
+            request = internal_pb.ResolveProviderModelRequest(
+                provider=provider,
+                provider_model=provider_model,
+                user=user,
+                task=task,
+                view=internal_pb.RESOLUTION_VIEW_ROUTING,
+            )
             return Resolved.of(await self.call(self.registry.ResolveProviderModel, request))
 
         return await self._cached(self._resolutions, ("provider", provider, provider_model, user, task), fetch)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, aclosing, contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from services.router.health import ProviderHealthMethods
 from services.router.key_limits import Grant, KeyLimits
 from services.router.measurements import Measurements
 from services.router.messages_api import Messages, input_tokens
+from services.router.request_ids import request_id
 from services.router.responses_api import Responses
 from services.router.spending import Spending
 from services.router.spool import Spool
@@ -378,7 +378,7 @@ class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServi
             param = "n" if task == TEXT_TO_IMAGE else "max_tokens" if value is None else value.input_param
             self.anonymous_clients.reserve(_client(context), estimate, param)
         call = Call(
-            str(uuid.uuid4()), task, caller, account, model, payload, len(raw), routes, estimate, started, measure,
+            request_id(), task, caller, account, model, payload, len(raw), routes, estimate, started, measure,
             headers.get(TRACEPARENT, ""), fit.left_out, task_call=TaskCall(value) if value else None,
         )  # fmt: skip
         call.grant = grant

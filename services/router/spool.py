@@ -4,11 +4,15 @@ through a local spool that loses nothing when Billing is down.
 Each record is appended to a journal file the moment the provider answered (a
 page-cache write, no fsync: it survives a crash of the Router process). Every
 flush interval (~100 ms) a background task seals the journal, writes its
-records to a spool file (fsync'd) and deletes the sealed journal; spool files
-are sent to Billing with RecordRequests, oldest first, and deleted once Billing
-acknowledged them (Billing dedupes by request id, so a record sent twice is
-harmless). Journals and spool files left by a previous run are picked up on
-start. The caller never waits for any of this.
+records to a spool file (fsync'd) and deletes the sealed journal. Every send
+interval (~500 ms, sooner once a batch's worth is spooled) the spool files are
+sent to Billing oldest first, consecutive files merged into RecordRequests calls
+of up to a batch's records, and deleted once Billing acknowledged them (Billing
+dedupes by request id, so a record sent twice is harmless). Fewer, larger calls
+cost Billing less per record (one transaction, one month-total update per
+account): ~55 against ~140 us of CPU per record at 500 against 100 per call.
+Journals and spool files left by a previous run are picked up on start. The
+caller never waits for any of this.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from services.common.logs import Throttled
 log = logging.getLogger(__name__)
 
 FLUSH_INTERVAL_SECONDS = 0.1
+SEND_INTERVAL_SECONDS = 0.5
 SEND_TIMEOUT_SECONDS = 10.0
 RETRY_MAX_SECONDS = 30.0
 MAX_RECORDS_PER_CALL = 10_000
@@ -85,6 +90,7 @@ class Spool:
         self._warning = Throttled(log)
         self._backoff = Backoff(0.2, RETRY_MAX_SECONDS)
         self._retry_at = 0.0
+        self._sent_at = 0.0
         self._wake = asyncio.Event()
         self._journal_fd = -1
         self._sealed: list[Path] = []  # journals whose records are in `pending`, not yet in a spool file
@@ -176,14 +182,12 @@ class Spool:
         await asyncio.to_thread(_unlink_all, sealed)
 
     async def send_spooled(self) -> bool:
-        """Sends spooled batches oldest first, deleting each acknowledged file; False when
-        Billing failed (retry later)."""
+        """Sends spooled batches oldest first, consecutive ones merged up to a batch's records,
+        deleting the files Billing acknowledged; False when Billing failed (retry later)."""
         done: list[Path] = []
         try:
             while self._spooled:
-                path, batch = self._spooled[0]
-                if batch is None:
-                    batch = billing_pb.RecordRequestsRequest.FromString(await asyncio.to_thread(path.read_bytes))
+                paths, batch = await self._next_call()
                 try:
                     await self.stub.RecordRequests(batch, timeout=self.send_timeout, wait_for_ready=True)
                 except grpc.aio.AioRpcError as exc:
@@ -191,15 +195,34 @@ class Spool:
                         self._warning.warning("billing unreachable: ledger records stay spooled", code=exc.code().name)
                         return False
                     log.error("billing rejected a ledger batch; kept aside, resent at the next start",
-                              extra={"file": path.name, "records": len(batch.records)})  # fmt: skip
-                    await asyncio.to_thread(os.replace, path, path.with_suffix(".rejected"))
+                              extra={"files": [p.name for p in paths], "records": len(batch.records)})  # fmt: skip
+                    for path in paths:
+                        await asyncio.to_thread(os.replace, path, path.with_suffix(".rejected"))
                 else:
-                    done.append(path)
-                self._spooled.pop(0)
+                    done += paths
+                del self._spooled[: len(paths)]
             return True
         finally:
             if done:
                 await asyncio.to_thread(_unlink_all, done)
+
+    async def _next_call(self) -> tuple[list[Path], billing_pb.RecordRequestsRequest]:
+        """The oldest spooled files whose records fit one call (at least one file), and the call."""
+        paths: list[Path] = []
+        batches: list[billing_pb.RecordRequestsRequest] = []
+        count = 0
+        for index, (path, batch) in enumerate(self._spooled):
+            if batch is None:  # a previous run's file: read when its turn comes
+                batch = billing_pb.RecordRequestsRequest.FromString(await asyncio.to_thread(path.read_bytes))
+                self._spooled[index] = (path, batch)
+            if batches and count + len(batch.records) > self.batch_size:
+                break
+            paths.append(path)
+            batches.append(batch)
+            count += len(batch.records)
+        if len(batches) == 1:
+            return paths, batches[0]
+        return paths, billing_pb.RecordRequestsRequest(records=[r for batch in batches for r in batch.records])
 
     async def run(self) -> None:
         """The background sender: spool every flush interval, send with backoff on failure."""
@@ -216,12 +239,25 @@ class Spool:
 
     async def _flush(self) -> None:
         await self.spool_pending()
-        if self._backoff.delay and time.monotonic() < self._retry_at:
+        now = time.monotonic()
+        if self._backoff.delay and now < self._retry_at:
             return
+        if now - self._sent_at < SEND_INTERVAL_SECONDS and not self._batch_spooled():
+            return
+        self._sent_at = now
         if await self.send_spooled():
             self._backoff.reset()
         else:
             self._back_off()
+
+    def _batch_spooled(self) -> bool:
+        """Whether a whole batch waits (a previous run's unread file counts as one)."""
+        count = 0
+        for _, batch in self._spooled:
+            count += self.batch_size if batch is None else len(batch.records)
+            if count >= self.batch_size:
+                return True
+        return False
 
     def _back_off(self) -> float:
         delay = self._backoff.failed()

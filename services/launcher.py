@@ -341,6 +341,7 @@ class UpOptions:
     metrics: bool = True  # Prometheus endpoints (the services' and Envoy's)
     # SWITCHBOARD_* settings for the services, over the launcher's own environment (tests, benchmarks)
     environment: Mapping[str, str] = field(default_factory=dict)
+    ready_seconds: float = READY_DEADLINE_SECONDS  # how long the children may take to be ready
 
 
 def start_stack(options: UpOptions) -> tuple[Stack, str, str]:
@@ -398,7 +399,7 @@ def start_stack(options: UpOptions) -> tuple[Stack, str, str]:
             http_ok(f"http://127.0.0.1:{ports['envoy_admin']}/ready"),
             ports=[(options.host, options.http_port), ("127.0.0.1", ports["envoy_admin"])],
         )
-        stack.wait_ready()
+        stack.wait_ready(options.ready_seconds)
         private_tree(data_dir)  # what the launcher wrote (logs, envoy.yaml) and what was there before
     except BaseException:
         stack.stop()

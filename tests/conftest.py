@@ -9,6 +9,7 @@ import os
 from collections.abc import Callable, Iterator
 
 import pytest
+from helpers.locks import worker_number
 from helpers.stacks import DemoStack, RunningStack, Stacks
 from hypothesis import settings
 
@@ -38,9 +39,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 # The whole suite (`pytest` without paths or -m, as the README and CI run it) runs on parallel workers, each
 # taking whole modules (so a module's stack starts once): its stack tests mostly wait on processes, so
-# more workers than the 2 cores pay. `-n N` chooses (`-n 0`: one process); `pytest tests/test_x.py`
+# one worker more than the 2 cores. `-n N` chooses (`-n 0`: one process); `pytest tests/test_x.py`
 # runs in one process.
-WHOLE_SUITE_WORKERS = 4
+WHOLE_SUITE_WORKERS = 3
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -58,10 +59,9 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     """On parallel workers (pytest-xdist), each worker chooses free ports from a slice of its own."""
-    worker = os.environ.get("PYTEST_XDIST_WORKER")  # "gw0", "gw1", ...
-    if worker:
+    if "PYTEST_XDIST_WORKER" in os.environ:
         count = int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
-        launcher.FREE_PORTS = launcher.below_ephemeral_ports()[int(worker.removeprefix("gw")) :: count]
+        launcher.FREE_PORTS = launcher.below_ephemeral_ports()[worker_number() :: count]
 
 
 # Tests never depend on timing: no hypothesis example fails for being slow on a busy machine.

@@ -4,6 +4,7 @@ package or tool at once take a lock on the machine first."""
 from __future__ import annotations
 
 import fcntl
+import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,3 +21,8 @@ def machine_lock(name: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def worker_number() -> int:
+    """This pytest-xdist worker's number (gw0 is 0); 0 in a run without workers."""
+    return int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))

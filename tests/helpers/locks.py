@@ -1,5 +1,5 @@
-"""One at a time across processes: parallel test workers (pytest-xdist) that would install the same
-package or tool at once take a lock on the machine first."""
+"""Taking turns across processes: parallel test workers (pytest-xdist) that would install the same
+package or tool at once, or start stacks in the same lane, take a lock on the machine first."""
 
 from __future__ import annotations
 

@@ -57,6 +57,15 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
             config.option.loadscopereorder = False  # in collection order: modules that start processes first
 
 
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """loadscope hands out whole modules, except the large ones tests/helpers/scheduling.py cuts up."""
+    if config.option.dist != "loadscope":
+        return None
+    from helpers.scheduling import ModulesAndSplits  # imports xdist: only where xdist schedules
+
+    return ModulesAndSplits(config, log)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """On parallel workers (pytest-xdist), each worker chooses free ports from a slice of its own."""
     if "PYTEST_XDIST_WORKER" in os.environ:

@@ -70,18 +70,32 @@ def _ephemeral_ports() -> tuple[int, int]:
         return 32768, 60999
 
 
+# Where free_port chooses, when set. Parallel test workers each set a slice of their own
+# (tests/conftest.py), so that two never choose the same port.
+FREE_PORTS: range | None = None
+_handed_out: set[int] = set()  # a port handed out may not be bound yet: never hand it out twice
+
+
+def below_ephemeral_ports() -> range:
+    """From 10,000 up to the range the kernel hands out to outgoing connections."""
+    return range(10_000, max(10_001, _ephemeral_ports()[0]))
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port free right now, chosen below the ephemeral range: between this choice and the
     child's bind, no outgoing connection of this machine can take it."""
-    low, _ = _ephemeral_ports()
+    ports = FREE_PORTS or below_ephemeral_ports()
     for _ in range(200):
-        port = random.randrange(10_000, max(10_001, low))
+        port = random.choice(ports)
+        if port in _handed_out:
+            continue
         with socket.socket() as s:
             try:
                 s.bind((host, port))
             except OSError:
                 continue
-            return port
+        _handed_out.add(port)
+        return port
     raise OSError("no free port below the ephemeral range")
 
 
@@ -327,6 +341,7 @@ class UpOptions:
     metrics: bool = True  # Prometheus endpoints (the services' and Envoy's)
     # SWITCHBOARD_* settings for the services, over the launcher's own environment (tests, benchmarks)
     environment: Mapping[str, str] = field(default_factory=dict)
+    ready_seconds: float = READY_DEADLINE_SECONDS  # how long the children may take to be ready
 
 
 def start_stack(options: UpOptions) -> tuple[Stack, str, str]:
@@ -384,7 +399,7 @@ def start_stack(options: UpOptions) -> tuple[Stack, str, str]:
             http_ok(f"http://127.0.0.1:{ports['envoy_admin']}/ready"),
             ports=[(options.host, options.http_port), ("127.0.0.1", ports["envoy_admin"])],
         )
-        stack.wait_ready()
+        stack.wait_ready(options.ready_seconds)
         private_tree(data_dir)  # what the launcher wrote (logs, envoy.yaml) and what was there before
     except BaseException:
         stack.stop()

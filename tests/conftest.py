@@ -9,8 +9,11 @@ import os
 from collections.abc import Callable, Iterator
 
 import pytest
+from helpers.locks import worker_number
 from helpers.stacks import DemoStack, RunningStack, Stacks
 from hypothesis import settings
+
+from services import launcher
 
 # Fixtures that start processes (Envoy, the services, a provider): a test that uses one, directly or
 # through another fixture, is marked e2e, and so is every test marked slow. `-m "not e2e"` is the fast lane.
@@ -28,6 +31,46 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if _starts_processes(item):
             item.add_marker(pytest.mark.e2e)
+    # Modules that start processes first: they take longest, and parallel workers that take them
+    # last would end the run one module at a time.
+    starting = {item.path for item in items if item.get_closest_marker("e2e")}
+    items.sort(key=lambda item: item.path not in starting)
+
+
+# The whole suite (`pytest` without paths or -m, as the README and CI run it) runs on parallel workers, each
+# taking whole modules (so a module's stack starts once): its stack tests mostly wait on processes, so
+# one worker more than the 2 cores. `-n N` chooses (`-n 0`: one process); `pytest tests/test_x.py`
+# runs in one process.
+WHOLE_SUITE_WORKERS = 3
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    """The whole suite on WHOLE_SUITE_WORKERS workers unless -n (or -p no:xdist) says otherwise."""
+    whole_suite = config.args_source == pytest.Config.ArgsSource.TESTPATHS and not config.option.markexpr
+    if not whole_suite or not config.pluginmanager.hasplugin("xdist") or "PYTEST_XDIST_WORKER" in os.environ:
+        return  # a worker never starts workers of its own
+    if config.option.numprocesses is None:
+        config.option.numprocesses = WHOLE_SUITE_WORKERS
+        if config.option.dist == "no":
+            config.option.dist = "loadscope"
+            config.option.loadscopereorder = False  # in collection order: modules that start processes first
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """loadscope hands out whole modules, except the large ones tests/helpers/scheduling.py cuts up."""
+    if config.option.dist != "loadscope":
+        return None
+    from helpers.scheduling import ModulesAndSplits  # imports xdist: only where xdist schedules
+
+    return ModulesAndSplits(config, log)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """On parallel workers (pytest-xdist), each worker chooses free ports from a slice of its own."""
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        count = int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+        launcher.FREE_PORTS = launcher.below_ephemeral_ports()[worker_number() :: count]
 
 
 # Tests never depend on timing: no hypothesis example fails for being slow on a busy machine.

@@ -10,6 +10,8 @@ from typing import NoReturn
 
 import pytest
 
+from helpers.locks import machine_lock
+
 APT_TIMEOUT_SECONDS = 900
 
 
@@ -27,8 +29,9 @@ def can_apt_install() -> bool:
 def apt_install(*packages: str) -> None:
     """apt-get install of Debian packages, without recommends; the caller checks can_apt_install()."""
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-q"], check=True, env=env, capture_output=True, timeout=600)
-    subprocess.run(
-        ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages],
-        check=True, env=env, capture_output=True, timeout=APT_TIMEOUT_SECONDS,
-    )  # fmt: skip
+    with machine_lock("apt"):  # dpkg takes one install at a time; a parallel worker waits for the other's
+        subprocess.run(["apt-get", "update", "-q"], check=True, env=env, capture_output=True, timeout=600)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages],
+            check=True, env=env, capture_output=True, timeout=APT_TIMEOUT_SECONDS,
+        )  # fmt: skip

@@ -16,6 +16,7 @@ import grpc
 import httpx
 import pytest
 
+from helpers.locks import machine_lock, worker_number
 from services.billing.server import MIGRATIONS as BILLING_MIGRATIONS
 from services.common.auth import SERVICE_CREDENTIAL_KEY
 from services.common.db import migrate
@@ -27,6 +28,12 @@ from services.launcher import Stack, UpOptions, free_port, start_stack
 from services.registry.server import MIGRATIONS as REGISTRY_MIGRATIONS
 
 DATABASES = {"registry": REGISTRY_MIGRATIONS, "billing": BILLING_MIGRATIONS}
+# Stacks starting at once on this machine: a start is mostly CPU (four Python processes importing), so
+# parallel workers take turns in this many lanes (one per core) instead of slowing each other's.
+STARTS_AT_ONCE = 2
+# Readiness deadline of a test's stack: it only bounds a failing start, and a machine shared with
+# other runs can make a sound start slow.
+READY_SECONDS = 180.0
 
 
 class PresentCredential(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
@@ -129,8 +136,8 @@ class Stacks:
         # that the whole session cannot use up, unless a test asks for its own.
         budget = {CLIENT_BUDGET_ENV: "1024,1024", EDGE_BUDGET_ENV: "1024,1024"}
         settings = {"SWITCHBOARD_ADMIN_TOKEN": token, "SWITCHBOARD_PROBES_ENABLED": "false", **budget, **env}
-        options = UpOptions(port, self.data_dir(), "", demo=False, environment=settings)
-        stack, admin_token, _ = start_stack(options)
+        options = UpOptions(port, self.data_dir(), "", demo=False, environment=settings, ready_seconds=READY_SECONDS)
+        stack, admin_token, _ = _start(options)
         return RunningStack(stack, f"http://127.0.0.1:{port}", admin_token)
 
     @contextmanager
@@ -138,9 +145,15 @@ class Stacks:
         """A stack with the demo's provider, catalog and user, as `switchboard up --demo` starts
         it; stopped afterwards."""
         port = free_port()
-        stack, admin_token, _ = start_stack(UpOptions(port, self.data_dir(name), "", demo=True))
+        stack, admin_token, _ = _start(UpOptions(port, self.data_dir(name), "", demo=True, ready_seconds=READY_SECONDS))
         try:
             base_url = f"http://127.0.0.1:{port}"
             yield DemoStack(stack, base_url, admin_token, start_demo(stack, base_url, admin_token))
         finally:
             stack.stop()
+
+
+def _start(options: UpOptions) -> tuple[Stack, str, str]:
+    """start_stack in this worker's lane of stack starts."""
+    with machine_lock(f"stack-start-{worker_number() % STARTS_AT_ONCE}"):
+        return start_stack(options)

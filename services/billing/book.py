@@ -37,6 +37,7 @@ class Slice:
         self.room = 0  # the budget left outside the lease at the last round
         self.revoked = False
         self.round: asyncio.Future[None] | None = None  # a round on the slice is in flight
+        self.allowance = 0  # what it may grant meanwhile (the round keeps that much of its free part)
         self.asked = 0  # estimates granted since the last round (its rate)
         self.largest = 0  # the largest ask it granted
         self.wanted = 0
@@ -70,14 +71,12 @@ class Book:
         held = self.slices.get(ask.account)
         if held is None or ask.account in self.frozen:
             return None
-        if held.round is not None:
-            return held.round
         owner = self.owners.get(ask.request_id)
-        if held.revoked or now >= held.valid_until or owner not in (None, held):
-            return None
         previous, _ = held.grants.get(ask.request_id, (0, 0.0))  # a retry replaces its own grant
-        if ask.estimate > held.free + previous:
-            return None
+        room = held.free if held.round is None else min(held.free, held.allowance)
+        if held.revoked or now >= held.valid_until or owner not in (None, held) or ask.estimate > room + previous:
+            return held.round  # None: the database decides; else after the round, from the slice
+        held.allowance -= max(ask.estimate - previous, 0)
         held.take(ask.request_id)
         held.grants[ask.request_id] = (ask.estimate, now + self.ttl_seconds)
         held.granted += ask.estimate
@@ -124,10 +123,14 @@ class Book:
         idle = not asked and now - held.last_grant > IDLE_SECONDS
         held.wanted = 0 if idle or held.revoked else max(WANT_ASKS * largest, int(rate * HORIZON_SECONDS))
         hand_back = held.revoked or closing or held.account in self.frozen
+        # The round keeps this much of the free part for grants while it runs; none when the
+        # database decides asks of the account (they may need all of it) or the slice goes back.
+        held.allowance = 0 if asked or hand_back else min(held.free, held.wanted)
         # A grant recorded through this process is forgotten at once; older ones may have been
         # recorded through another (every one is looked up before it becomes a row).
         check = set(held.grants) if hand_back else {r for r, (_, e) in held.grants.items() if e - now < self.fresh}
-        return Wish(held.account, dict(held.grants), held.wanted, LEAST_ASKS * largest, hand_back, frozenset(check))
+        least = LEAST_ASKS * largest
+        return Wish(held.account, dict(held.grants), held.wanted, least, hand_back, frozenset(check), held.allowance)
 
     def settled(self, lease_round: LeaseRound, now: float) -> list[str]:
         """Applies a committed round. Returns the request ids of grants handed back as reservation
@@ -158,10 +161,12 @@ class Book:
         self.slices.pop(held.account, None)
 
     def failed(self, lease_round: LeaseRound) -> None:
-        """A round that did not commit changed nothing: its slices are free again."""
+        """A round that failed: its slices grant nothing until a round succeeds (which sizes each
+        lease from what its grants hold, whatever the failed one wrote)."""
         for wish in lease_round.wishes:
             held = self.slices.get(wish.account)
             if held is not None:
+                held.valid_until = 0.0
                 self._finish(held)
 
     @staticmethod

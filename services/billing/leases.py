@@ -48,6 +48,7 @@ class Wish:
     least: int  # the smallest free part worth a lease
     hand_back: bool = False  # end the lease: its grants become reservation rows
     check: frozenset[str] = frozenset()  # grants to look up in the ledger
+    keep: int = 0  # of the free part, what the book may grant while the round runs (kept leased)
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,6 @@ class Terms:
 
     account: str
     amount: int  # what the lease holds against the budget (0: no lease, the row is gone)
-    free: int  # of which nothing is granted yet
     room: int  # the account's budget left outside this lease (-1: no limit)
     valid_until: float  # grant from the free part only before this
     revoked: bool  # the lease was handed back because the budget went down
@@ -108,7 +108,8 @@ class LeaseRound:
                 used[wish.account] += self._held(wish, now) - own.get(wish.account, 0)
 
     def _held(self, wish: Wish, now: float) -> int:
-        return sum(e for r, (e, expires) in wish.grants.items() if expires > now and r not in self._recorded)
+        """What the slice must keep: its live grants not recorded, and what it may grant meanwhile."""
+        return wish.keep + sum(e for r, (e, exp) in wish.grants.items() if exp > now and r not in self._recorded)
 
     def settle(self, session: Session, budgets: dict[str, int], used: dict[str, int], now: float) -> None:
         """Writes each slice's new size (or hands it back); fills `terms`."""
@@ -118,16 +119,16 @@ class LeaseRound:
             revoked = wish.account in self._revoked
             if budget is None or revoked or wish.hand_back:
                 self._hand_back(session, wish, now)
-                self.terms[wish.account] = Terms(wish.account, 0, 0, -1, 0.0, revoked, recorded)
+                self.terms[wish.account] = Terms(wish.account, 0, -1, 0.0, revoked, recorded)
                 continue
             room = budget - used[wish.account]
-            free = min(wish.wanted, max(room, 0) // SHARE)
-            free = free if free >= max(wish.least, 1) else 0
-            amount = self._held(wish, now) + free
-            valid_until = now + self.lease_seconds if free else now
+            more = min(max(wish.wanted - wish.keep, 0), max(room, 0) // SHARE)
+            more = more if wish.keep + more >= max(wish.least, 1) else 0
+            amount = self._held(wish, now) + more
+            valid_until = now + self.lease_seconds if wish.keep + more else now
             self._write(session, wish.account, amount, valid_until, now)
-            used[wish.account] += free
-            self.terms[wish.account] = Terms(wish.account, amount, free, room - free, valid_until, False, recorded)
+            used[wish.account] += more
+            self.terms[wish.account] = Terms(wish.account, amount, room - more, valid_until, False, recorded)
 
     def _write(self, session: Session, account: str, amount: int, valid_until: float, now: float) -> None:
         where = (LEASES.c.account == account, LEASES.c.holder == self.holder)

@@ -191,7 +191,7 @@ def reserve_batch(
     Billing replicas on one database) serialise per account. A lease round resizes the slices of
     budget its process holds in the same transaction (leases.py): its own slices count what their
     grants hold while the asks are decided, then each gets its new free part."""
-    if not asks and lease_round is None:
+    if not asks and not (lease_round and lease_round.wishes):
         return []
     if lease_round is not None:
         lease_round.begin(session)

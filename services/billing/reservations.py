@@ -117,25 +117,25 @@ class Reservations:
         wishes = self.book.wishes(asks, now, everyone, self._closing)
         lease_round = leases.LeaseRound(self.holder, wishes, self.lease_seconds, self.ttl_seconds)
         try:
-            if asks or wishes:
-                grants = await self.db.run(lambda s: ledger.reserve_batch(s, asks, now, self.ttl_seconds, lease_round))
+            grants = await self.db.run(lambda s: ledger.reserve_batch(s, asks, now, self.ttl_seconds, lease_round))
+            gone = self.book.settled(lease_round, now)
         except Exception as exc:  # every caller of the batch gets the failure (the Router proceeds unchecked)
             self.book.failed(lease_round)
-            log.warning("a reservation round failed", extra={"error": type(exc).__name__})
+            log.warning("a reservation round failed", extra={"error": type(exc).__name__}, exc_info=exc)
             for _, decided in batch:
                 if not decided.done():
                     decided.set_exception(exc)
         else:
-            gone = self.book.settled(lease_round, now)
-            for (_, decided), grant in zip(batch, grants if asks else [], strict=True):
+            for (_, decided), grant in zip(batch, grants, strict=True):
                 if not decided.done():
                     decided.set_result(grant)
             if gone:
                 await self._drop_rows(gone)
             self._keep_syncing()
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        finally:
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
 
     async def _drop_rows(self, request_ids: list[str]) -> None:
         """Rows a round handed back whose requests were recorded or released meanwhile."""

@@ -244,3 +244,24 @@ async def test_a_large_budget_is_granted_from_memory_once_leased(db: Database) -
         assert await reservations.reserve([ledger.Ask("late", "big", 1)]) == [ledger.Grant(False, 0)]
     finally:
         await reservations.close()
+
+
+async def test_a_retry_granted_from_the_slice_stays_counted_when_the_slice_goes_back(db: Database) -> None:
+    """A request id reserved in the database (a row), asked again and granted from the slice: when
+    the slice is handed back (the limit went), the larger of the two stays counted."""
+    await db.run(lambda s: ledger.update_account(s, "retried", limit_nano_usd=30_000))
+    reservations = Reservations(db, TTL, sync_seconds=3600)
+    try:
+        assert (await reservations.reserve([ledger.Ask("again", "retried", 10)]))[0].granted  # a row, and a slice
+        assert (await reservations.reserve([ledger.Ask("again", "retried", 70)]))[0].granted  # from the slice
+        assert reservations.book.slices["retried"].granted == 70
+
+        async def unlimited() -> None:
+            await db.run(lambda s: ledger.update_account(s, "retried", limit_nano_usd=0))
+
+        await reservations.limit_changed("retried", unlimited)
+        assert "retried" not in reservations.book.slices
+        now = reservations.clock()
+        assert await db.run(lambda s: ledger.reserved_spend(s, "retried", now)) == 70
+    finally:
+        await reservations.close()

@@ -152,7 +152,9 @@ class Book:
 
     def _renew(self, held: Slice, terms: Terms, now: float) -> None:
         held.amount, held.valid_until, held.room = terms.amount, terms.valid_until, terms.room
-        held.revoked = held.revoked or terms.revoked
+        if terms.revoked:
+            held.revoked = True
+            self.due.add(held.account)  # the next round hands it back
         held.asked, held.round_at = 0, now
 
     def _drop(self, held: Slice) -> None:

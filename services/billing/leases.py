@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import delete, exists, false, select, update
+from sqlalchemy import case, delete, exists, false, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
@@ -59,7 +59,7 @@ class Terms:
     amount: int  # what the lease holds against the budget (0: no lease, the row is gone)
     room: int  # the account's budget left outside this lease (-1: no limit)
     valid_until: float  # grant from the free part only before this
-    revoked: bool  # the lease was handed back because the budget went down
+    revoked: bool  # the budget went down (or the limit went): the lease is, or will be, handed back
     recorded: frozenset[str]  # grants whose requests are in the ledger (recorded through any process)
 
 
@@ -117,6 +117,11 @@ class LeaseRound:
             budget = budgets.get(wish.account)
             recorded = frozenset(r for r in wish.grants if r in self._recorded)
             revoked = wish.account in self._revoked
+            if (budget is None or revoked) and wish.keep:  # grants may come meanwhile: back next round
+                amount = self._held(wish, now)
+                self._write(session, wish.account, amount, now, now)
+                self.terms[wish.account] = Terms(wish.account, amount, -1, now, True, recorded)
+                continue
             if budget is None or revoked or wish.hand_back:
                 self._hand_back(session, wish, now)
                 self.terms[wish.account] = Terms(wish.account, 0, -1, 0.0, revoked, recorded)
@@ -151,8 +156,14 @@ class LeaseRound:
             if expires > now and r not in self._recorded
         ]
         if rows:
-            insert = dialect_insert(session, RESERVATIONS).on_conflict_do_nothing(index_elements=["request_id"])
-            session.connection().execute(insert, rows)
+            insert = dialect_insert(session, RESERVATIONS)
+            # A request id may hold a row too (a retry decided in the other place): the larger stays.
+            larger = {
+                column: case((insert.excluded[column] > RESERVATIONS.c[column], insert.excluded[column]),
+                             else_=RESERVATIONS.c[column])
+                for column in ("estimated_nano_usd", "expires_at")
+            }  # fmt: skip
+            session.connection().execute(insert.on_conflict_do_update(index_elements=["request_id"], set_=larger), rows)
         self._write(session, wish.account, 0, 0.0, now)
 
 

@@ -25,7 +25,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from sqlalchemy import func, select
 
 from services.billing import ledger
-from services.billing.book import IDLE_SECONDS
+from services.billing.book import CHECK_SECONDS, IDLE_SECONDS
 from services.billing.reservations import Reservations
 from services.billing.storage import Reservation
 from services.common.db import Database
@@ -181,7 +181,8 @@ class BookMachine(RuleBasedStateMachine):
             self.replicas[via].forget([request_id])
             self.run(self.db.run(lambda s, r=request_id: ledger.release_reservation(s, r)))
         self.holds.clear()
-        self.clock.now += IDLE_SECONDS + LEASE + 1
+        # Idle, and late enough that grants recorded through the other replica are looked up.
+        self.clock.now += max(IDLE_SECONDS + LEASE, CHECK_SECONDS) + 1
         for _ in range(2):  # idle: the free part goes back; then the empty lease goes
             for replica in self.replicas:
                 self.run(replica.round(everyone=True))

@@ -1,6 +1,6 @@
 """The in-memory book of reservations (services/billing/book.py) and its leases: two Billing
 "replicas" (two Reservations, two holders) on one database, driven by hypothesis through reserves,
-retries, records (through either replica), releases, rounds, limit changes and the clock.
+retries, records (through either replica), releases, rounds, limit changes, crashes and the clock.
 
 What must hold: no grant ever takes an account's holds (live grants of both replicas, in memory
 or as rows) plus what it recorded over its budget; the database never counts less than that
@@ -68,6 +68,7 @@ class BookMachine(RuleBasedStateMachine):
         self.budgets = dict.fromkeys(self.accounts, 0)
         self.holds: dict[str, tuple[str, int, int, float]] = {}
         self.recorded = dict.fromkeys(self.accounts, 0)
+        self.crashed = False
 
     def run(self, work):
         return self.loop.run_until_complete(work)
@@ -148,6 +149,16 @@ class BookMachine(RuleBasedStateMachine):
     def wait(self, seconds: float) -> None:
         self.clock.now += seconds
 
+    @rule(via=st.sampled_from(range(2)))
+    def crash(self, via: int) -> None:
+        """A replica dies without handing anything back and starts again (a new holder): what it
+        granted stays counted (its leases) until it would have expired."""
+        for task in (self.replicas[via]._writer, self.replicas[via]._syncer):
+            if task is not None:
+                task.cancel()
+        self.replicas[via] = replicas(self.db, self.clock)[via]
+        self.crashed = True
+
     # --- what must hold --------------------------------------------------------------------
 
     def check_granted(self, name: str, grants: list[ledger.Grant]) -> None:
@@ -181,6 +192,8 @@ class BookMachine(RuleBasedStateMachine):
             self.replicas[via].forget([request_id])
             self.run(self.db.run(lambda s, r=request_id: ledger.release_reservation(s, r)))
         self.holds.clear()
+        if self.crashed:  # a dead replica's leases count until its grants would have expired
+            self.clock.now += TTL + LEASE
         # Idle, and late enough that grants recorded through the other replica are looked up.
         self.clock.now += max(IDLE_SECONDS + LEASE, CHECK_SECONDS) + 1
         for _ in range(2):  # idle: the free part goes back; then the empty lease goes

@@ -2,12 +2,13 @@
 from a slice of its budget this process leases (leases.py).
 
 A grant comes out of its slice's free part, exactly: never more than the slice. The slice is
-sized in rounds (ledger.reserve_batch's transaction, leases.LeaseRound) to about HORIZON seconds
+sized in rounds (ledger.reserve_batch's transaction, leases.LeaseRound) to about HORIZON_SECONDS
 of the account's recent grants, at least WANT_ASKS of its largest ask, and asks for a new round
-when half of that is granted; a round also runs every few hundred ms (Reservations) to renew the
-lease, learn of a revocation, drop expired grants and grants recorded through another process,
-and return idle slices. An ask that does not fit, or comes while its slice is gone, revoked or
-stale, is decided in the database as without leases.
+when half of that is granted; a round also runs every second (Reservations) to renew the lease,
+learn of a revocation, drop expired grants and grants recorded through another process, and
+return idle slices. While a round runs, the slice grants from the part of its free part the round
+keeps leased. An ask that does not fit, or comes while its slice is gone, revoked or stale, is
+decided in the database as without leases.
 """
 
 from __future__ import annotations

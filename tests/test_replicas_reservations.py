@@ -4,6 +4,7 @@ calls to both at once never grant more than the budget holds (on SQLite and on P
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import secrets
 import time
@@ -13,10 +14,13 @@ from pathlib import Path
 import pytest
 from helpers.billing import ledger_database, unique
 from helpers.postgres import postgres_cluster
+from helpers.waiting import eventually
+from sqlalchemy import func, select
 from switchboard.billing.v1 import billing_service_pb2 as billing_pb
 from switchboard.billing.v1 import billing_service_pb2_grpc as billing_grpc
 
 from services.billing import ledger
+from services.billing.storage import Lease
 from services.common.service import channel
 from services.launcher import Stack, free_port
 
@@ -101,3 +105,52 @@ async def test_two_replicas_racing_reservations_never_overspend(database_url: st
         assert all(o.remaining_nano_usd >= 0 for o in outcomes)
         reserved = await db.run(lambda s: ledger.reserved_spend(s, account, time.time()))
     assert reserved == 10 * ESTIMATE <= CREDITS + LIMIT
+
+
+LEASED_BUDGET = 400 * ESTIMATE  # large enough for slices (book.WANT_ASKS asks each, a quarter of the room at most)
+
+
+def leases_in_force(db, account: str) -> int:
+    """Leases of the account either replica may still grant from."""
+    query = select(func.count()).select_from(Lease).where(Lease.account == account, Lease.valid_until > time.time())
+    return db.read(lambda s: s.connection().execute(query).scalar_one())
+
+
+async def test_two_replicas_granting_from_leased_slices_never_overspend(database_url: str, replicas) -> None:
+    """Both replicas lease slices of a large budget and decide in memory while 600 reservations race
+    through them; none is granted over the budget, and once the slices went back (idle), the
+    database decides the rest: exactly the 400 the budget holds were granted in all."""
+    stack, addresses = replicas
+    account = unique("leased")
+    with ledger_database(database_url) as db:
+        await db.run(lambda s: ledger.update_account(s, account, limit_nano_usd=LEASED_BUDGET))
+        credential = stack.env["SWITCHBOARD_SERVICE_CREDENTIAL"]
+        channels = [channel(address, credential) for address in addresses]
+        stubs = [billing_grpc.LedgerServiceStub(ch) for ch in channels]
+        try:
+            await wait_limited(stubs, account)
+            batches = [billing_pb.BatchReserveSpendRequest(requests=[reservation(account) for _ in range(10)])
+                       for _ in range(60)]  # fmt: skip
+            answers = await asyncio.gather(
+                *(stubs[i % 2].BatchReserveSpend(b, timeout=30) for i, b in enumerate(batches))
+            )
+            outcomes = [response for answer in answers for response in answer.responses]
+            assert all(o.remaining_nano_usd >= 0 for o in outcomes)
+            granted = sum(o.granted for o in outcomes)
+            assert 0 < granted <= LEASED_BUDGET // ESTIMATE
+            reserved = await db.run(lambda s: ledger.reserved_spend(s, account, time.time()))
+            assert granted * ESTIMATE <= reserved <= LEASED_BUDGET  # grants, and slices' free parts
+            while True:  # the rest, one at a time, once no slice can grant: the database decides
+                eventually(lambda: leases_in_force(db, account) == 0, "the slices to go back", seconds=60)
+                more = 0
+                for i in itertools.count():
+                    if not (await stubs[i % 2].ReserveSpend(reservation(account), timeout=30)).granted:
+                        break
+                    more += 1
+                granted += more
+                if not more:
+                    break
+        finally:
+            for ch in channels:
+                await ch.close()
+    assert granted == LEASED_BUDGET // ESTIMATE

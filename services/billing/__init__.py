@@ -14,7 +14,9 @@ Decisions worth knowing:
   single writer; a row lock on PostgreSQL), so concurrent requests
   overshoot only by what real costs exceed reserved estimates. The
   reservations that arrive while one batch is written are decided together
-  in the next, one transaction (reservations.py, docs/billing.md).
+  in the next, one transaction (reservations.py, docs/billing.md); most are
+  decided in memory from a slice of the budget the process leases (book.py,
+  leases.py), counted whole against the budget so replicas never overspend.
 - Reservations end when the request is recorded (its entry carries the
   estimate) or released; one neither recorded nor released (the Router died)
   stops counting after `reservation_ttl_seconds` (default 15 minutes) and is

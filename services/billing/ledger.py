@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import BigInteger, bindparam, case, delete, func, literal, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
+from services.billing import leases
+from services.billing.leases import LEASES, LeaseRound, dialect_insert
 from services.billing.storage import (
     PENDING,
     SETTLED,
@@ -54,9 +55,8 @@ def month_bounds(moment: datetime) -> tuple[datetime, datetime]:
 
 
 def _insert(session: Session, table=LEDGER):
-    """The dialect's INSERT that supports ON CONFLICT."""
-    dialect = session.get_bind().dialect.name
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+    """The dialect's INSERT that supports ON CONFLICT (the ledger's by default)."""
+    return dialect_insert(session, table)
 
 
 def month_of(moment: datetime) -> str:
@@ -180,17 +180,26 @@ def reserve_spend(
     return reserve_batch(session, [Ask(request_id, account, estimate)], now, ttl_seconds)[0]
 
 
-def reserve_batch(session: Session, asks: Sequence[Ask], now: float, ttl_seconds: float) -> list[Grant]:
+def reserve_batch(
+    session: Session, asks: Sequence[Ask], now: float, ttl_seconds: float, lease_round: LeaseRound | None = None
+) -> list[Grant]:
     """Decides the asks in order, in one transaction: each is granted when settled + pending + live
     reservations + its estimate stays within included credits + limit, else refused (and an earlier
     reservation of its request id stays); a granted ask replaces an earlier reservation of its
     request id. The batch's first statement writes (SQLite: this writer alone from then on) and the
     accounts' rows are locked in one order (PostgreSQL), so batches of several writers (threads,
-    Billing replicas on one database) serialise per account."""
-    if not asks:
+    Billing replicas on one database) serialise per account. A lease round resizes the slices of
+    budget its process holds in the same transaction (leases.py): its own slices count what their
+    grants hold while the asks are decided, then each gets its new free part."""
+    if not asks and not (lease_round and lease_round.wishes):
         return []
+    if lease_round is not None:
+        lease_round.begin(session)
     held = _take_reservations(session, [ask.request_id for ask in asks], now)  # put back unless replaced
-    budgets, used = _locked_room(session, sorted({ask.account for ask in asks}), now)
+    accounts = {ask.account for ask in asks} | (lease_round.accounts() if lease_round else set())
+    budgets, used = _locked_room(session, sorted(accounts), now)
+    if lease_round is not None:
+        lease_round.count_own(session, used, now)
     for row in held.values():
         used[row["account"]] = used.get(row["account"], 0) + row["estimated_nano_usd"]
     grants = []
@@ -209,6 +218,8 @@ def reserve_batch(session: Session, asks: Sequence[Ask], now: float, ttl_seconds
             used[row["account"]] = used.get(row["account"], 0) + row["estimated_nano_usd"]
     if held:
         session.connection().execute(RESERVATIONS.insert(), list(held.values()))
+    if lease_round is not None:
+        lease_round.settle(session, budgets, used, now)
     session.commit()
     return grants
 
@@ -232,7 +243,7 @@ def _take_reservations(session: Session, request_ids: Sequence[str], now: float)
 def _locked_room(session: Session, accounts: Sequence[str], now: float) -> tuple[dict[str, int], dict[str, int]]:
     """The budgets (credits + limit) of the accounts with a limit, their rows locked until the
     commit, and what each used: its running total of the month of `now` plus its unexpired
-    reservations. Read after the lock (on PostgreSQL a statement that waited for a lock still
+    reservations and leases. Read after the lock (on PostgreSQL a statement that waited for a lock still
     reads from before it), in one statement, so that a record moving a reservation into the
     total meanwhile is counted once."""
     budgets = {}
@@ -247,29 +258,42 @@ def _locked_room(session: Session, accounts: Sequence[str], now: float) -> tuple
     month = month_of(datetime.fromtimestamp(now, UTC))
     live = (RESERVATIONS.c.account == ACCOUNTS.c.account, RESERVATIONS.c.expires_at > now)
     high, low = (select(part).where(*live).scalar_subquery() for part in split_sum(RESERVATIONS.c.estimated_nano_usd))
+    leased = (LEASES.c.account == ACCOUNTS.c.account, LEASES.c.held_until > now)
+    lease_high, lease_low = (
+        select(part).where(*leased).scalar_subquery() for part in split_sum(LEASES.c.amount_nano_usd)
+    )
     this_month = ACCOUNTS.outerjoin(TOTALS, (TOTALS.c.account == ACCOUNTS.c.account) & (TOTALS.c.month == month))
     used = {}
     for chunk in padded_chunks(sorted(budgets)):
         query = (
-            select(ACCOUNTS.c.account, TOTALS.c.charged_nano_usd, TOTALS.c.charged_carry, high, low)
+            select(
+                ACCOUNTS.c.account, TOTALS.c.charged_nano_usd, TOTALS.c.charged_carry, high, low, lease_high, lease_low
+            )
             .select_from(this_month)
             .where(ACCOUNTS.c.account.in_(chunk))
         )
-        for account, charged, carry, reserved_high, reserved_low in session.connection().execute(query):
+        for account, charged, carry, *held in session.connection().execute(query):
             month_total = saturated(_total(charged, carry)) if charged is not None else 0
-            used[account] = month_total + joined_sum(reserved_high, reserved_low)
+            used[account] = month_total + joined_sum(*held[:2]) + joined_sum(*held[2:])
     return budgets, used
 
 
 def release_reservation(session: Session, request_id: str) -> None:
     """Drops a reservation (no provider answered the request)."""
-    session.connection().execute(delete(RESERVATIONS).where(RESERVATIONS.c.request_id == request_id))
+    release_reservations(session, [request_id])
+
+
+def release_reservations(session: Session, request_ids: Sequence[str]) -> None:
+    """Drops the reservations of these requests."""
+    for chunk in padded_chunks(request_ids):
+        session.connection().execute(delete(RESERVATIONS).where(RESERVATIONS.c.request_id.in_(chunk)))
     session.commit()
 
 
 def purge_expired_reservations(session: Session, now: float) -> int:
-    """Deletes reservations past their expiry; they no longer count anyway."""
+    """Deletes reservations (and leases) past their expiry; they no longer count anyway."""
     result = session.connection().execute(delete(RESERVATIONS).where(RESERVATIONS.c.expires_at <= now))
+    leases.purge_expired(session, now)
     session.commit()
     return result.rowcount
 
@@ -296,11 +320,14 @@ def joined_sum(high: int, low: int) -> int:
 
 
 def reserved_spend(session: Session, account: str, now: float) -> int:
-    """Estimates reserved by the account's requests in flight (unexpired)."""
-    query = select(*split_sum(RESERVATIONS.c.estimated_nano_usd)).where(
+    """Estimates reserved by the account's requests in flight (unexpired), and the slices of its
+    budget Billing processes lease to decide them in memory."""
+    reserved = select(*split_sum(RESERVATIONS.c.estimated_nano_usd)).where(
         RESERVATIONS.c.account == account, RESERVATIONS.c.expires_at > now
     )
-    return joined_sum(*session.connection().execute(query).one())
+    leased = select(*split_sum(LEASES.c.amount_nano_usd)).where(LEASES.c.account == account, LEASES.c.held_until > now)
+    connection = session.connection()
+    return saturated(joined_sum(*connection.execute(reserved).one()) + joined_sum(*connection.execute(leased).one()))
 
 
 def claim_page(
@@ -542,11 +569,15 @@ def account_state(session: Session, account: str, now: float) -> AccountState:
 
 
 def update_account(session: Session, account: str, **values: int) -> None:
-    """Sets limit_nano_usd and/or included_credits_nano_usd, creating the row when needed."""
-    row = session.get(BillingAccount, account) or BillingAccount(account=account)
+    """Sets limit_nano_usd and/or included_credits_nano_usd, creating the row when needed; a
+    lower budget revokes the account's leases (sized to the old one)."""
+    row = session.get(BillingAccount, account, with_for_update=True) or BillingAccount(account=account)
+    before = row.included_credits_nano_usd + row.limit_nano_usd
     for name, value in values.items():
         setattr(row, name, value)
     session.add(row)
+    if row.included_credits_nano_usd + row.limit_nano_usd < before:
+        leases.revoke(session, account)
     session.commit()
 
 

@@ -66,20 +66,21 @@ async def serve(settings: BillingSettings) -> None:
     callers = FeedCache(registry, kinds=FEED_KINDS)
     auth = Authenticator(callers, admin_token)
     limited = LimitedAccounts(db)
+    reservations = Reservations(db, settings.reservation_ttl_seconds)
     registrations = [
         (
             billing_grpc.add_BillingServiceServicer_to_server,
-            BillingServicer(db, auth, limited),
+            BillingServicer(db, auth, limited, reservations),
             "switchboard.billing.v1.BillingService",
         ),
         (
             billing_grpc.add_BillingAdminServiceServicer_to_server,
-            BillingAdminServicer(db, reconciler, limited, auth),
+            BillingAdminServicer(db, reconciler, limited, auth, reservations),
             "switchboard.billing.v1.BillingAdminService",
         ),
         (
             billing_grpc.add_LedgerServiceServicer_to_server,
-            LedgerServicer(db, limited, Reservations(db, settings.reservation_ttl_seconds)),
+            LedgerServicer(db, limited, reservations),
             "switchboard.billing.v1.LedgerService",
         ),
     ]
@@ -90,6 +91,7 @@ async def serve(settings: BillingSettings) -> None:
         feed.cancel()
         await reconciler.close()
         await limited.close()
+        await reservations.close()
         await registry_channel.close()
         db.close()
 

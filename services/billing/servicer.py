@@ -187,13 +187,17 @@ class AccountsMixin:
 
     db: Database
     limited: LimitedAccounts
+    reservations: Reservations
 
     async def _account(self, account: str) -> billing_pb.Account:
         state = await self.db.run(lambda s: ledger.account_state(s, account, time.time()))
         return account_message(state)
 
     async def _update_account(self, account: str, **values: int) -> billing_pb.Account:
-        await self.db.run(lambda s: ledger.update_account(s, account, **values))
+        async def change() -> None:
+            await self.db.run(lambda s: ledger.update_account(s, account, **values))
+
+        await self.reservations.limit_changed(account, change)
         state = await self._account(account)
         await self.limited.changed(account, state.limit_nano_usd_exact)
         return state
@@ -202,10 +206,11 @@ class AccountsMixin:
 class BillingServicer(AccountsMixin, GenerationsMixin, billing_grpc.BillingServiceServicer):
     """Usage, accounts and limits for callers."""
 
-    def __init__(self, db: Database, auth: Authenticator, limited: LimitedAccounts) -> None:
+    def __init__(self, db: Database, auth: Authenticator, limited: LimitedAccounts, reservations: Reservations) -> None:
         self.db = db
         self.auth = auth
         self.limited = limited
+        self.reservations = reservations
 
     async def GetUsage(
         self, request: billing_pb.GetUsageRequest, context: grpc.aio.ServicerContext
@@ -249,9 +254,17 @@ class BillingServicer(AccountsMixin, GenerationsMixin, billing_grpc.BillingServi
 class BillingAdminServicer(AccountsMixin, billing_grpc.BillingAdminServiceServicer):
     """The operators' billing calls (admin token only)."""
 
-    def __init__(self, db: Database, reconciler: Reconciler, limited: LimitedAccounts, auth: Authenticator) -> None:
+    def __init__(
+        self,
+        db: Database,
+        reconciler: Reconciler,
+        limited: LimitedAccounts,
+        auth: Authenticator,
+        reservations: Reservations,
+    ) -> None:
         self.db = db
         self.limited = limited
+        self.reservations = reservations
         self.reconciler = reconciler
         self.auth = auth
 
@@ -321,6 +334,7 @@ class LedgerServicer(billing_grpc.LedgerServiceServicer):
             # A served request is never turned away with its batch: the others are stored.
             log.error("ledger records without a request id skipped", extra={"count": len(request.records) - len(rows)})
         stored = await self.db.run(lambda s: ledger.record_entries(s, rows))
+        self.reservations.forget([row["request_id"] for row in rows])  # once their estimates are in the totals
         RECORDS_STORED.inc(stored)
         return billing_pb.RecordRequestsResponse(stored_count=stored)
 
@@ -375,5 +389,6 @@ class LedgerServicer(billing_grpc.LedgerServiceServicer):
         self, request: billing_pb.ReleaseReservationRequest, context: grpc.aio.ServicerContext
     ) -> billing_pb.ReleaseReservationResponse:
         _required(request.request_id, "request_id")
+        self.reservations.forget([request.request_id])
         await self.db.run(lambda s: ledger.release_reservation(s, request.request_id))
         return billing_pb.ReleaseReservationResponse()

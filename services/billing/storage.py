@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Column, Float, Index, String
+from sqlalchemy import BigInteger, Boolean, Column, Float, Index, String
 from sqlmodel import Field, SQLModel
 
 # Ledger states.
@@ -91,6 +91,22 @@ class Reservation(SQLModel, table=True):
     account: str = Field(index=True)
     estimated_nano_usd: int = Field(default=0, sa_column=int64_column())
     expires_at: float = Field(index=True)  # Unix time; later than this it no longer counts
+
+
+class Lease(SQLModel, table=True):
+    """A slice of an account's budget held by one Billing process (holder), which decides
+    reservations against it in memory (services/billing/book.py). The amount counts against the
+    budget until held_until; the holder grants from it only before valid_until."""
+
+    __tablename__ = "leases"
+    account: str = Field(primary_key=True)
+    holder: str = Field(primary_key=True)  # a Billing process (random id per start)
+    amount_nano_usd: int = Field(default=0, sa_column=int64_column())
+    valid_until: float  # Unix time; the holder grants nothing from it later
+    # Unix time until which it counts: valid_until + the reservation TTL, so that grants a dead
+    # holder made (and never wrote back) stay counted until they would have expired anyway.
+    held_until: float = Field(index=True)
+    revoked: bool = Field(default=False, sa_column=Column(Boolean, nullable=False, default=False))
 
 
 metadata = SQLModel.metadata

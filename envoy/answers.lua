@@ -7,6 +7,15 @@ local TIMING_KEY = "switchboard-timing-bin"  -- AnswerTiming
 local RATE_LIMITS_KEY = "switchboard-rate-limits-bin"  -- RateLimits
 local RATE_KINDS = {{1, "requests"}, {2, "tokens"}}  -- RateLimits' field numbers and OpenAI's names
 
+-- A field's value when it has the type its schema gives it (a message's bytes, a varint's
+-- number), else the default: malformed metadata never raises here.
+local function typed(value, kind, default)
+  if type(value) == kind then
+    return value
+  end
+  return default
+end
+
 -- OpenAI's form of a rate's reset time: "250ms", "6s", "1m0s".
 function reset_duration(millis)
   if millis < 1000 then
@@ -25,20 +34,20 @@ function server_timing(encoded)
   if timing == nil then
     return nil
   end
-  return string.format("router;dur=%.2f, upstream;dur=%.2f", (field(timing, 1) or 0) / 1000,
-    (field(timing, 2) or 0) / 1000)
+  return string.format("router;dur=%.2f, upstream;dur=%.2f", typed(field(timing, 1), "number", 0) / 1000,
+    typed(field(timing, 2), "number", 0) / 1000)
 end
 
 -- OpenAI's x-ratelimit-* headers of a base64 RateLimits, as {name, value} pairs.
 function rate_limit_headers(encoded)
   local found, rates = {}, fields(unbase64(encoded)) or {}
   for _, kind in ipairs(RATE_KINDS) do
-    local state = fields(field(rates, kind[1]) or "")
+    local state = fields(typed(field(rates, kind[1]), "string", ""))
     if state ~= nil and #state > 0 then
       local name = kind[2]
-      found[#found + 1] = {"x-ratelimit-limit-" .. name, string.format("%d", field(state, 1) or 0)}
-      found[#found + 1] = {"x-ratelimit-remaining-" .. name, string.format("%d", field(state, 2) or 0)}
-      found[#found + 1] = {"x-ratelimit-reset-" .. name, reset_duration(field(state, 3) or 0)}
+      found[#found + 1] = {"x-ratelimit-limit-" .. name, string.format("%d", typed(field(state, 1), "number", 0))}
+      found[#found + 1] = {"x-ratelimit-remaining-" .. name, string.format("%d", typed(field(state, 2), "number", 0))}
+      found[#found + 1] = {"x-ratelimit-reset-" .. name, reset_duration(typed(field(state, 3), "number", 0))}
     end
   end
   return found

@@ -70,9 +70,21 @@ def _ephemeral_ports() -> tuple[int, int]:
         return 32768, 60999
 
 
-# Where free_port chooses, when set. Parallel test workers each set a slice of their own
-# (tests/conftest.py), so that two never choose the same port.
-FREE_PORTS: range | None = None
+# Where free_port chooses, when set: "start:stop:step" in this variable, inherited by child
+# processes. Parallel test workers each set a slice of their own (tests/conftest.py), so that two
+# never choose the same port, nor do the stacks they start.
+FREE_PORTS_ENV = "SWITCHBOARD_FREE_PORTS"
+
+
+def _free_ports_from_env() -> range | None:
+    value = os.environ.get(FREE_PORTS_ENV)
+    if not value:
+        return None
+    start, stop, step = (int(part) for part in value.split(":"))
+    return range(start, stop, step)
+
+
+FREE_PORTS: range | None = _free_ports_from_env()
 _handed_out: set[int] = set()  # a port handed out may not be bound yet: never hand it out twice
 
 

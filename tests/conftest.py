@@ -72,6 +72,7 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
             config.option.loadscopereorder = False  # in collection order: modules that start processes first
 
 
+@pytest.hookimpl(optionalhook=True)  # xdist's hook: unknown under -p no:xdist
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
     """loadscope hands out whole modules, except the large ones tests/helpers/scheduling.py cuts up."""
     if config.option.dist != "loadscope":
@@ -85,7 +86,9 @@ def pytest_configure(config: pytest.Config) -> None:
     """On parallel workers (pytest-xdist), each worker chooses free ports from a slice of its own."""
     if "PYTEST_XDIST_WORKER" in os.environ:
         count = int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
-        launcher.FREE_PORTS = launcher.below_ephemeral_ports()[worker_number() :: count]
+        ports = launcher.below_ephemeral_ports()[worker_number() :: count]
+        os.environ[launcher.FREE_PORTS_ENV] = f"{ports.start}:{ports.stop}:{ports.step}"  # and the stacks it starts
+        launcher.FREE_PORTS = ports
 
 
 # Tests never depend on timing: no hypothesis example fails for being slow on a busy machine.

@@ -104,3 +104,17 @@ def test_metadata_that_does_not_decode_is_dropped_without_failing_the_answer(lua
     lua.globals().present_answer(headers)
     assert TIMING_KEY not in dict(values) and RATE_LIMITS_KEY not in dict(values)
     assert not [name for name in dict(values) if name.startswith("x-ratelimit-")]
+
+
+# Field 1 with the other wire type than its schema's: a varint where a message is due, bytes where a number is.
+WRONG_TYPES = [b"\x08\x05", b"\x0a\x01x", b"\x0a\x02\x0a\x00", b"\x0a\x02\x12\x00\x1a\x01x"]
+
+
+@pytest.mark.parametrize("wrong", WRONG_TYPES)
+def test_fields_of_the_wrong_type_never_fail_the_answer(lua, wrong: bytes) -> None:
+    value = base64.b64encode(wrong).decode().rstrip("=")
+    headers, values = lua.execute(FAKE_HEADERS)(lua.table_from({TIMING_KEY: value, RATE_LIMITS_KEY: value}))
+    lua.globals().present_answer(headers)
+    written = dict(values)
+    assert TIMING_KEY not in written and RATE_LIMITS_KEY not in written
+    assert all(written[name][:1].isdigit() for name in written if name.startswith("x-ratelimit-"))

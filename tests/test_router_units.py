@@ -231,22 +231,38 @@ async def test_ledger_records_survive_a_router_crash_before_their_flush(tmp_path
 
 
 class _Ledger(billing_grpc.LedgerServiceServicer):
-    """Billing's ledger as the spool sees it: stores each call's request ids, or refuses them."""
+    """Billing's ledger as the spool sees it: stores each call's request ids, or refuses a call
+    holding any of the refused ids ("*": every call)."""
 
-    def __init__(self, refuse: bool = False) -> None:
+    def __init__(self, refused: frozenset[str]) -> None:
         self.calls: list[list[str]] = []
-        self.refuse = refuse
+        self.refused = refused
 
     async def RecordRequests(self, request, context):
-        if self.refuse:
+        ids = [r.request_id for r in request.records]
+        if "*" in self.refused or self.refused.intersection(ids):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no")
-        self.calls.append([r.request_id for r in request.records])
+        self.calls.append(ids)
         return billing_pb.RecordRequestsResponse(stored_count=len(request.records))
 
 
-@pytest.mark.parametrize("refuse", [False, True])
-async def test_spooled_batches_go_to_billing_merged_up_to_a_batch_oldest_first(tmp_path, refuse: bool) -> None:
-    ledger, server = _Ledger(refuse), grpc.aio.server()
+def _ids(first: int, last: int) -> list[str]:
+    return [f"r{i}" for i in range(first, last + 1)]
+
+
+@pytest.mark.parametrize(
+    ("refused", "calls", "rejected"),
+    [
+        (frozenset(), [_ids(0, 4), _ids(5, 7), _ids(8, 10)], 0),  # 2+2+1 fit one call; 3+3 do not
+        (frozenset("*"), [], 5),  # every file of a refused call is kept aside, none dropped
+        # a refused merged call is resent file by file: only the file Billing refuses is kept aside
+        (frozenset({"r4"}), [_ids(0, 1), _ids(2, 3), _ids(5, 7), _ids(8, 10)], 1),
+    ],
+)
+async def test_spooled_batches_go_to_billing_merged_up_to_a_batch_oldest_first(
+    tmp_path, refused: frozenset[str], calls: list[list[str]], rejected: int
+) -> None:
+    ledger, server = _Ledger(refused), grpc.aio.server()
     billing_grpc.add_LedgerServiceServicer_to_server(ledger, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
@@ -263,11 +279,8 @@ async def test_spooled_batches_go_to_billing_merged_up_to_a_batch_oldest_first(t
             assert await spool.send_spooled()
     finally:
         await server.stop(None)
-    if refuse:  # every file of a refused call is kept aside, none dropped
-        assert (len(list(tmp_path.glob("*.rejected"))), ledger.calls) == (5, [])
-        return
-    assert [len(call) for call in ledger.calls] == [5, 3, 3]  # 2+2+1 fit one call; 3+3 do not
-    assert [i for call in ledger.calls for i in call] == [f"r{i}" for i in range(11)]
+    assert ledger.calls == calls
+    assert len(list(tmp_path.glob("*.rejected"))) == rejected
     assert list(tmp_path.glob("*.batch")) == []
 
 

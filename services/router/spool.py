@@ -185,29 +185,35 @@ class Spool:
         """Sends spooled batches oldest first, consecutive ones merged up to a batch's records,
         deleting the files Billing acknowledged; False when Billing failed (retry later)."""
         done: list[Path] = []
+        alone = 0  # files still to send one per call: a merged call was refused, find the file it was
         try:
             while self._spooled:
-                paths, batch = await self._next_call()
+                paths, batch = await self._next_call(merge=alone == 0)
                 try:
                     await self.stub.RecordRequests(batch, timeout=self.send_timeout, wait_for_ready=True)
                 except grpc.aio.AioRpcError as exc:
                     if exc.code() not in _REJECTED_CODES:
                         self._warning.warning("billing unreachable: ledger records stay spooled", code=exc.code().name)
                         return False
+                    if len(paths) > 1:
+                        alone = len(paths)
+                        continue
                     log.error("billing rejected a ledger batch; kept aside, resent at the next start",
                               extra={"files": [p.name for p in paths], "records": len(batch.records)})  # fmt: skip
                     for path in paths:
                         await asyncio.to_thread(os.replace, path, path.with_suffix(".rejected"))
                 else:
                     done += paths
+                alone = max(alone - 1, 0)
                 del self._spooled[: len(paths)]
             return True
         finally:
             if done:
                 await asyncio.to_thread(_unlink_all, done)
 
-    async def _next_call(self) -> tuple[list[Path], billing_pb.RecordRequestsRequest]:
-        """The oldest spooled files whose records fit one call (at least one file), and the call."""
+    async def _next_call(self, merge: bool) -> tuple[list[Path], billing_pb.RecordRequestsRequest]:
+        """The oldest spooled files whose records fit one call (at least one file; only one unless
+        merge), and the call."""
         paths: list[Path] = []
         batches: list[billing_pb.RecordRequestsRequest] = []
         count = 0
@@ -215,7 +221,7 @@ class Spool:
             if batch is None:  # a previous run's file: read when its turn comes
                 batch = billing_pb.RecordRequestsRequest.FromString(await asyncio.to_thread(path.read_bytes))
                 self._spooled[index] = (path, batch)
-            if batches and count + len(batch.records) > self.batch_size:
+            if batches and (not merge or count + len(batch.records) > self.batch_size):
                 break
             paths.append(path)
             batches.append(batch)

@@ -14,7 +14,9 @@ from pathlib import Path
 @contextmanager
 def machine_lock(name: str) -> Iterator[None]:
     """Held by one process of this machine at a time; released when the block ends (or the process dies)."""
-    path = Path(tempfile.gettempdir()) / f"switchboard-tests-{name}.lock"
+    path = (
+        Path(tempfile.gettempdir()) / f"switchboard-tests-{os.getuid()}-{name}.lock"
+    )  # another user's file may not be writable
     with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:

@@ -119,17 +119,9 @@ class BookMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.holds)
     @rule(data=st.data(), via=st.sampled_from(range(2)))
     def record(self, data: st.DataObject, via: int) -> None:
-        """Served: recorded through either replica (as RecordRequests does)."""
-        self.record_through(data.draw(st.sampled_from(sorted(self.holds))), via)
-
-    @precondition(lambda self: self.holds)
-    @rule(data=st.data())
-    def record_where_granted(self, data: st.DataObject) -> None:
-        """Served: recorded through the replica that granted it (its slice consumes the grant)."""
+        """Served: recorded through either replica (as RecordRequests does: through the one that
+        granted it, its slice consumes the grant)."""
         request_id = data.draw(st.sampled_from(sorted(self.holds)))
-        self.record_through(request_id, self.holds[request_id][2])
-
-    def record_through(self, request_id: str, via: int) -> None:
         name, estimate, _, _ = self.holds.pop(request_id)
         row = {"request_id": request_id, "provider_request_id": "p-" + request_id, "provider": "prov",
                "model": "m", "provider_model": "m", "task": "conversational", "caller": name, "account": name,

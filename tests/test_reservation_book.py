@@ -119,7 +119,8 @@ class BookMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.holds)
     @rule(data=st.data(), via=st.sampled_from(range(2)))
     def record(self, data: st.DataObject, via: int) -> None:
-        """Served: recorded through either replica (as RecordRequests does)."""
+        """Served: recorded through either replica (as RecordRequests does: through the one that
+        granted it, its slice consumes the grant)."""
         request_id = data.draw(st.sampled_from(sorted(self.holds)))
         name, estimate, _, _ = self.holds.pop(request_id)
         row = {"request_id": request_id, "provider_request_id": "p-" + request_id, "provider": "prov",
@@ -129,7 +130,7 @@ class BookMachine(RuleBasedStateMachine):
                "estimated_nano_usd": estimate, "cost_nano_usd": None, "state": "pending", "reason": "",
                "provisional": False, "first_token_ms": 0}  # fmt: skip
         self.run(self.db.run(lambda s: ledger.record_entries(s, [row])))
-        self.replicas[via].forget([request_id])
+        self.replicas[via].consume([request_id])
         self.recorded[name] += estimate
 
     @precondition(lambda self: self.holds)

@@ -14,6 +14,7 @@ decided in the database as without leases.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Iterable, Sequence
 
 from services.billing.leases import Held, LeaseRound, Terms, Wish
@@ -44,6 +45,7 @@ class Slice:
         self.wanted = 0
         self.round_at = now
         self.last_grant = now
+        self.consumed: dict[str, int] = {}  # grants recorded while a round runs (its amount still has them)
 
     @property
     def free(self) -> int:
@@ -65,7 +67,7 @@ class Book:
         self.slices: dict[str, Slice] = {}
         self.owners: dict[str, Slice] = {}  # request id -> the slice that granted it
         self.due: set[str] = set()  # accounts whose slice wants a round
-        self.frozen: set[str] = set()  # accounts whose limit is being changed: the database decides
+        self.frozen: Counter[str] = Counter()  # accounts whose limit is being changed (how many changes)
 
     def grant(self, ask: Ask, now: float) -> Grant | asyncio.Future[None] | None:
         """The ask's grant from its slice; a round to wait for first; None: the database decides."""
@@ -90,11 +92,23 @@ class Book:
         return Grant(True, held.free + max(held.room, 0))
 
     def forget(self, request_ids: Iterable[str]) -> None:
-        """The requests were recorded or released: their grants no longer hold anything."""
+        """The requests were released: their grants go back to their slices' free parts."""
         for request_id in request_ids:
             held = self.owners.pop(request_id, None)
             if held is not None:
                 held.take(request_id)
+
+    def consume(self, request_ids: Iterable[str]) -> None:
+        """The requests were recorded: their estimates are in the month total now, so they leave
+        their slices (granted and amount alike; the free part stays) and the next round shrinks the
+        lease rows to match."""
+        for request_id in request_ids:
+            held = self.owners.pop(request_id, None)
+            if held is not None:
+                estimate = held.take(request_id)
+                held.amount -= estimate
+                if held.round is not None:  # the round's amount still counts it: `settled` takes it off
+                    held.consumed[request_id] = estimate
 
     def wishes(self, asks: Sequence[Ask], now: float, everyone: bool, closing: bool) -> list[Wish]:
         """A round's wishes: slices for the accounts of asks the database decides, the slices that
@@ -126,8 +140,10 @@ class Book:
         hand_back = held.revoked or closing or held.account in self.frozen
         # The round keeps this much of the free part for grants while it runs; none when the
         # database decides asks of the account (they may need all of it) or the slice goes back.
-        held.allowance = 0 if asked or hand_back else min(held.free, held.wanted)
-        # A grant recorded through this process is forgotten at once; older ones may have been
+        # Nor when the account is over its budget (room < 0) or the slice is stale.
+        stale = held.room < 0 or now >= held.valid_until
+        held.allowance = 0 if asked or hand_back or stale else min(held.free, held.wanted)
+        # A grant recorded through this process is consumed at once; older ones may have been
         # recorded through another (every one is looked up before it becomes a row).
         check = set(held.grants) if hand_back else {r for r, (_, e) in held.grants.items() if e - now < self.fresh}
         least = LEAST_ASKS * largest
@@ -152,7 +168,8 @@ class Book:
         return gone
 
     def _renew(self, held: Slice, terms: Terms, now: float) -> None:
-        held.amount, held.valid_until, held.room = terms.amount, terms.valid_until, terms.room
+        consumed = sum(e for r, e in held.consumed.items() if r not in terms.recorded)  # recorded meanwhile
+        held.amount, held.valid_until, held.room = terms.amount - consumed, terms.valid_until, terms.room
         if terms.revoked:
             held.revoked = True
             self.due.add(held.account)  # the next round hands it back
@@ -177,3 +194,4 @@ class Book:
         if held.round is not None and not held.round.done():
             held.round.set_result(None)
         held.round = None
+        held.consumed = {}

@@ -130,7 +130,8 @@ class LeaseRound:
             more = min(max(wish.wanted - wish.keep, 0), max(room, 0) // SHARE)
             more = more if wish.keep + more >= max(wish.least, 1) else 0
             amount = self._held(wish, now) + more
-            valid_until = now + self.lease_seconds if wish.keep + more else now
+            # Over the budget (a cost above its estimate): what is held stays counted, nothing more is granted.
+            valid_until = now + self.lease_seconds if wish.keep + more and room >= 0 else now
             self._write(session, wish.account, amount, valid_until, now)
             used[wish.account] += more
             self.terms[wish.account] = Terms(wish.account, amount, room - more, valid_until, False, recorded)

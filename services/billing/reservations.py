@@ -76,8 +76,12 @@ class Reservations:
         return [grant if grant is not None else next(decided) for grant in grants]
 
     def forget(self, request_ids: list[str]) -> None:
-        """The requests were recorded or released: their grants from slices hold nothing any more."""
+        """The requests were released: their grants go back to their slices."""
         self.book.forget(request_ids)
+
+    def consume(self, request_ids: list[str]) -> None:
+        """The requests were recorded: their grants leave their slices (spent, not free again)."""
+        self.book.consume(request_ids)
 
     async def _in_database(self, asks: list[ledger.Ask]) -> list[ledger.Grant]:
         if not asks:
@@ -160,13 +164,15 @@ class Reservations:
         """Runs `change` (which stores a new limit or credits, revoking the account's leases when
         the budget went down) while this process decides the account's asks in the database; then
         hands back its own slice and returns once no other process can grant from a revoked one."""
-        self.book.frozen.add(account)
+        self.book.frozen[account] += 1  # a count: concurrent changes each keep it frozen
         self.book.due.add(account)  # the round after the change hands the slice back
         try:
             await change()
             await self.round()
         finally:
-            self.book.frozen.discard(account)
+            self.book.frozen[account] -= 1
+            if not self.book.frozen[account]:
+                del self.book.frozen[account]
         deadline = self.clock() + self.lease_seconds + self.sync_seconds
         for _ in range(int((deadline - self.clock()) / REVOCATION_POLL_SECONDS) + 1):
             if not await self.db.run(lambda s: leases.revoked_in_force(s, account, self.holder, self.clock())):

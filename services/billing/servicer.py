@@ -334,7 +334,7 @@ class LedgerServicer(billing_grpc.LedgerServiceServicer):
             # A served request is never turned away with its batch: the others are stored.
             log.error("ledger records without a request id skipped", extra={"count": len(request.records) - len(rows)})
         stored = await self.db.run(lambda s: ledger.record_entries(s, rows))
-        self.reservations.forget([row["request_id"] for row in rows])  # once their estimates are in the totals
+        self.reservations.consume([row["request_id"] for row in rows])  # once their estimates are in the totals
         RECORDS_STORED.inc(stored)
         return billing_pb.RecordRequestsResponse(stored_count=stored)
 

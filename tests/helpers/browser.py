@@ -5,24 +5,17 @@ that executable. Playwright's own browser downloads are never used."""
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from playwright.sync_api import Browser, sync_playwright
 
-from helpers.installs import apt_install, can_apt_install, cannot_have
+from helpers.installs import debian_commands
 
 
 def chromium_executable() -> str:
     """Debian's chromium, installed when missing; a skip (a failure under CI=true) where it cannot be had."""
-    if shutil.which("chromium") is None:
-        if not can_apt_install():
-            cannot_have("Chromium is not installed and apt-get cannot install it here (needs root)")
-        apt_install("chromium")
-    executable = shutil.which("chromium")
-    assert executable is not None, "chromium installed but not on PATH"
-    return executable
+    return debian_commands("Chromium", ("chromium",), "chromium")
 
 
 @contextmanager

@@ -35,3 +35,15 @@ def apt_install(*packages: str) -> None:
             ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages],
             check=True, env=env, capture_output=True, timeout=APT_TIMEOUT_SECONDS,
         )  # fmt: skip
+
+
+def debian_commands(what: str, packages: tuple[str, ...], *commands: str) -> str:
+    """The path of the first command, its Debian packages installed when any command is missing;
+    a skip (a failure under CI=true) where they cannot be had. `what` names them in that message."""
+    if not all(shutil.which(command) for command in commands):
+        if not can_apt_install():
+            cannot_have(f"{what} is not installed and apt-get cannot install it here (needs root)")
+        apt_install(*packages)
+    found = [shutil.which(command) for command in commands]
+    assert all(found), f"{' and '.join(packages)} installed but not on PATH"
+    return str(found[0])

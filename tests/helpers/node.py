@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
-from helpers.installs import apt_install, can_apt_install, cannot_have
+from helpers.installs import cannot_have, debian_commands
 from helpers.locks import machine_lock
 
 NODE_DIR = Path(__file__).resolve().parents[1] / "node"
@@ -17,13 +16,7 @@ INSTALL_TIMEOUT_SECONDS = 900
 
 def _install_node() -> str:
     """Debian's nodejs and npm, installed with apt-get when missing (CI runs as root)."""
-    if not (shutil.which("node") and shutil.which("npm")):
-        if not can_apt_install():
-            cannot_have("Node.js is not installed and apt-get cannot install it here (needs root)")
-        apt_install("nodejs", "npm")
-    node = shutil.which("node")
-    assert node is not None and shutil.which("npm"), "nodejs and npm installed but not on PATH"
-    return node
+    return debian_commands("Node.js", ("nodejs", "npm"), "node", "npm")
 
 
 def _install_packages() -> None:

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from helpers.installs import apt_install, can_apt_install, cannot_have
+from helpers.installs import debian_commands
 from services.launcher import free_port
 
 READY_DEADLINE_SECONDS = 30
@@ -22,13 +22,7 @@ READY_DEADLINE_SECONDS = 30
 
 def _install() -> str:
     """The redis-server binary, or a skip (a failure on CI) saying why it cannot be had."""
-    if shutil.which("redis-server") is None:
-        if not can_apt_install():
-            cannot_have("redis-server is not installed and apt-get cannot install it here (needs root)")
-        apt_install("redis-server")
-    found = shutil.which("redis-server")
-    assert found is not None, "redis-server installed but not on PATH"
-    return found
+    return debian_commands("redis-server", ("redis-server",), "redis-server")
 
 
 @dataclass

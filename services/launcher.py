@@ -9,6 +9,7 @@ outlives it, even when the launcher itself is killed.
 from __future__ import annotations
 
 import ctypes
+import itertools
 import os
 import random
 import secrets
@@ -145,6 +146,12 @@ class Child:
     backoff: Backoff = field(
         default_factory=lambda: Backoff(RESTART_BACKOFF_INITIAL_SECONDS, RESTART_BACKOFF_MAX_SECONDS)
     )
+
+    @property
+    def service(self) -> str:
+        """What it runs: its name without a replica's number ("router-2" runs "router")."""
+        base, _, number = self.name.rpartition("-")
+        return base if number.isdigit() else self.name
 
     def spawn(self) -> None:
         """Starts the process (again), its output appended to its log."""
@@ -325,17 +332,20 @@ class Stack:
             say(f"cannot restart {child.name}: {exc}; trying again in {child.backoff.delay:.1f}s")
 
     def stop(self) -> None:
-        """SIGTERM to every child, SIGKILL to those still running after the grace time."""
-        for child in reversed(self.children):
-            if child.process.poll() is None:
+        """Stops the children in the reverse of their start order, replicas of one service together:
+        Envoy first (no new calls), then the Routers, whose last ledger send reaches a Billing still
+        running, then Billing, then the Registry. SIGTERM, then SIGKILL after the grace time."""
+        for _, group in itertools.groupby(reversed(self.children), key=lambda child: child.service):
+            replicas = [child for child in group if child.process.poll() is None]
+            for child in replicas:
                 child.process.terminate()
-        deadline = time.monotonic() + STOP_GRACE_SECONDS
-        for child in self.children:
-            try:
-                child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                child.process.kill()
-                child.process.wait()
+            deadline = time.monotonic() + STOP_GRACE_SECONDS
+            for child in replicas:
+                try:
+                    child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    child.process.kill()
+                    child.process.wait()
 
 
 @dataclass

@@ -4,6 +4,7 @@ in-flight provider answers do not keep the reference provider alive."""
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -120,3 +121,32 @@ def test_reference_provider_stops_with_slow_answers_pending(stack: Stack, abando
     if not abandoned:
         caller.join(DEADLINE_SECONDS)
         assert outcome == ["RemoteProtocolError"]  # cut short, not answered after an hour
+
+
+# A child that writes its name to the file `log` when it gets SIGTERM, then exits.
+NOTE_SIGTERM = (
+    "import signal, sys, time\n"
+    "def leave(*_):\n"
+    "    open(sys.argv[2], 'a').write(sys.argv[1] + '\\n')\n"
+    "    sys.exit(0)\n"
+    "signal.signal(signal.SIGTERM, leave)\n"
+    "open(sys.argv[2] + '.' + sys.argv[1], 'w').close()\n"
+    "while True: time.sleep(1)\n"
+)
+
+
+def test_a_stack_stops_envoy_first_then_the_routers_then_billing_then_the_registry(tmp_path: Path) -> None:
+    stack = Stack(tmp_path, dict(os.environ))
+    log = tmp_path / "stopped"
+    names = ["registry", "billing", "router", "router-2", "envoy"]  # their start order in start_stack
+    try:
+        for name in names:
+            marker = Path(f"{log}.{name}")
+            stack.start(name, [sys.executable, "-c", NOTE_SIGTERM, name, str(log)], marker.exists)
+        stack.wait_ready(DEADLINE_SECONDS)
+    finally:
+        stack.stop()
+    stopped = log.read_text().split()
+    assert stopped[0] == "envoy"
+    assert sorted(stopped[1:3]) == ["router", "router-2"]  # replicas stop together
+    assert stopped[3:] == ["billing", "registry"]

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 from helpers.billing import serving_in_thread
+from helpers.clients import http_client
 from helpers.money import GOOD, HELD, MockProvider
 
 from services.demo import AdminApi
@@ -50,7 +51,7 @@ def world(make_stack) -> Iterator[tuple[object, str, MockProvider]]:
 def client(sb, host: str, **headers: str) -> httpx.Client:
     """A tokenless client connecting from `host` (any 127.0.0.0/8 address reaches Envoy's)."""
     transport = httpx.HTTPTransport(local_address=host)
-    return httpx.Client(base_url=sb.base_url, transport=transport, timeout=60, headers=headers)
+    return http_client(base_url=sb.base_url, transport=transport, timeout=60, headers=headers)
 
 
 def chat(model: str, behaviour: str = GOOD, **extra: object) -> dict:

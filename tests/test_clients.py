@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 import grpc
-import httpx
 import openai
 import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+from helpers.clients import http_client
 from helpers.node import NODE_DIR, node_with_packages
 from helpers.stacks import DemoStack
 from huggingface_hub import InferenceClient
@@ -220,7 +220,7 @@ SUITE = settings(max_examples=40, suppress_health_check=[HealthCheck.function_sc
 @SUITE
 @given(path=st.sampled_from(["/v1/models/{}", "/admin/v1/models/{}"]), written=escaped_variants(CHAT_MODEL))
 def test_any_escape_of_a_hub_id_reaches_the_service_decoded(demo: Demo, path: str, written: str) -> None:
-    with httpx.Client(base_url=demo.base_url, headers={"Authorization": f"Bearer {demo.admin_token}"}) as http:
+    with http_client(base_url=demo.base_url, headers={"Authorization": f"Bearer {demo.admin_token}"}) as http:
         answer = http.get(path.format(written))
     assert answer.status_code == 200, answer.text
     assert answer.json()["id"] == CHAT_MODEL
@@ -229,7 +229,7 @@ def test_any_escape_of_a_hub_id_reaches_the_service_decoded(demo: Demo, path: st
 @SUITE
 @given(written=escaped_variants(PROVIDER))
 def test_any_escape_in_a_single_segment_variable_is_decoded(demo: Demo, written: str) -> None:
-    with httpx.Client(base_url=demo.base_url, headers={"Authorization": f"Bearer {demo.admin_token}"}) as http:
+    with http_client(base_url=demo.base_url, headers={"Authorization": f"Bearer {demo.admin_token}"}) as http:
         answer = http.get(f"/admin/v1/providers/{written}")
     assert answer.status_code == 200, answer.text
 
@@ -241,7 +241,7 @@ RESERVED = ":/?#[]@!$&'()*+,;=% "
 @given(name=st.text(alphabet=st.sampled_from(RESERVED + "abcé😀"), min_size=1, max_size=12))
 def test_a_name_with_reserved_characters_arrives_as_it_was_meant(demo: Demo, name: str) -> None:
     """Fully escaped, any name reaches the service decoded exactly once (`%25` is a `%`)."""
-    with httpx.Client(base_url=demo.base_url, headers={"Authorization": f"Bearer {demo.admin_token}"}) as http:
+    with http_client(base_url=demo.base_url, headers={"Authorization": f"Bearer {demo.admin_token}"}) as http:
         answer = http.get(f"/admin/v1/providers/{quote(name, safe='')}")
     assert answer.status_code == 404, answer.text
     assert answer.json()["error"]["message"] == f"provider {name!r} does not exist"
@@ -261,7 +261,7 @@ def test_a_name_with_reserved_characters_arrives_as_it_was_meant(demo: Demo, nam
 def test_an_invalid_escape_is_a_4xx_not_a_5xx(demo: Demo, method: str, path: str, written: str) -> None:
     body = {"inputs": "a cat", "model": CHAT_MODEL, "messages": MESSAGES} if method == "POST" else None
     token = demo.admin_token if path.startswith("/admin/") else demo.token
-    with httpx.Client(base_url=demo.base_url, headers={"Authorization": f"Bearer {token}"}) as http:
+    with http_client(base_url=demo.base_url, headers={"Authorization": f"Bearer {token}"}) as http:
         answer = http.request(method, path.format(written), json=body)
     assert answer.status_code in (400, 404), answer.text
     assert set(answer.json()["error"]) == {"message", "type", "param", "code"}

@@ -20,6 +20,7 @@ import httpx
 import pytest
 from helpers.billing import record
 from helpers.browser import chromium
+from helpers.clients import http_client
 from helpers.registry import unique
 from helpers.stacks import RunningStack, Stacks
 from helpers.waiting import eventually
@@ -276,7 +277,7 @@ def screenshot(console: Console, name: str) -> None:
 
 
 def test_envoy_serves_the_console_with_its_headers(world: World) -> None:
-    with httpx.Client(base_url=world.stack.base_url) as http:
+    with http_client(base_url=world.stack.base_url) as http:
         redirect = http.get("/console")
         page = http.get("/console/")
         script = http.get("/console/app.js")

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import grpc
-import httpx
 import orjson
 import pytest
 from google.api import httpbody_pb2
 from google.protobuf import json_format
+from helpers.clients import http_client
 from helpers.registry import unique
 from helpers.waiting import eventually
 from switchboard.router.v1 import router_service_pb2 as router_pb
@@ -153,7 +153,7 @@ def test_health_figures_are_equal_whichever_replica_answers(world: World) -> Non
 
     # Through Envoy, whichever replica each request reaches: the same answers again (read as
     # the messages they transcode, so that fields Envoy prints at their defaults compare).
-    with httpx.Client(base_url=world.base_url, headers={"Authorization": f"Bearer {world.token}"}) as http:
+    with http_client(base_url=world.base_url, headers={"Authorization": f"Bearer {world.token}"}) as http:
         for _ in range(4):
             for provider, expected in ((world.down, down), (world.up, up)):
                 page = as_message(http.get(f"/api/partners/{provider}/health").json(), router_pb.ProviderHealth())

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from helpers.clients import http_client
 from helpers.hub import HUB_CALLS, check_hub_answers, wav_bytes
 from helpers.registry import error_of, ok, unique
 from helpers.waiting import eventually
@@ -53,7 +54,7 @@ class Hub:
 
     def http(self, token: str | None = None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.base_url, headers=headers, timeout=30)
+        return http_client(base_url=self.base_url, headers=headers, timeout=30)
 
 
 def _post(client: httpx.Client, path: str, body: dict) -> dict:

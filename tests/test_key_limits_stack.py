@@ -18,6 +18,7 @@ import httpx
 import orjson
 import pytest
 from google.api import httpbody_pb2
+from helpers.clients import TLS, http_client
 from helpers.redis_server import RedisServer, redis_server
 from helpers.registry import unique
 from helpers.stacks import Stacks
@@ -52,7 +53,7 @@ class Lab:
     def chat(self, token: str) -> httpx.Response:
         body = {"model": self.model, "messages": MESSAGES}
         headers = {"Authorization": f"Bearer {token}"}
-        return httpx.post(f"{self.base_url}/v1/chat/completions", json=body, headers=headers, timeout=30)
+        return httpx.post(f"{self.base_url}/v1/chat/completions", json=body, headers=headers, timeout=30, verify=TLS)
 
     def replica_code(self, replica: str, token: str) -> grpc.StatusCode:
         """One chat straight to one Router replica over gRPC: OK or the error's code."""
@@ -209,7 +210,7 @@ def test_new_limits_of_a_key_hold_on_both_replicas_within_a_second(lab) -> None:
     for replica in REPLICAS:  # one request a minute now: at most one more passes
         while (code := lab.replica_code(replica, token)) != grpc.StatusCode.RESOURCE_EXHAUSTED:
             assert code == grpc.StatusCode.OK and time.monotonic() < deadline, (replica, code)
-    with httpx.Client(base_url=lab.base_url, headers={"Authorization": f"Bearer {token}"}) as http:
+    with http_client(base_url=lab.base_url, headers={"Authorization": f"Bearer {token}"}) as http:
         cleared = http.patch(f"/v1/me/tokens/{name}", json={})  # the owner lifts them
     assert cleared.status_code == 200 and not cleared.json().get("limits"), cleared.text
     deadline = time.monotonic() + REFUSAL_DEADLINE_SECONDS
@@ -226,9 +227,9 @@ def test_an_org_admins_token_for_the_org_bills_the_org_and_others_may_not_make_o
         lab.api.call("PUT", f"/admin/v1/orgs/{org}/members/{user}", {"role": role})
     own = {user: lab.api.new_token(user) for user in (admin, reader)}
     body = {"name": "shared", "limits": {"requestsPerMinute": 100}}
-    with httpx.Client(base_url=lab.base_url, headers={"Authorization": f"Bearer {own[reader]}"}) as http:
+    with http_client(base_url=lab.base_url, headers={"Authorization": f"Bearer {own[reader]}"}) as http:
         assert http.post(f"/v1/orgs/{org}/tokens", json=body).status_code == 403
-    with httpx.Client(base_url=lab.base_url, headers={"Authorization": f"Bearer {own[admin]}"}) as http:
+    with http_client(base_url=lab.base_url, headers={"Authorization": f"Bearer {own[admin]}"}) as http:
         created = http.post(f"/v1/orgs/{org}/tokens", json=body).json()
         listed = {t["name"]: t for t in http.get("/v1/me/tokens").json()["apiTokens"]}
     assert created["apiToken"]["account"] == org and listed["shared"]["account"] == org

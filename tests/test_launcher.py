@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from helpers.clients import http_client
 from helpers.waiting import eventually
 
 from services.launcher import free_port
@@ -156,7 +157,7 @@ def test_killed_children_come_back_and_requests_succeed_again(start_up) -> None:
     lines = wait_ready(process)
     token = next(line.split()[-1] for line in lines if line.startswith("demo token"))
     base = f"http://127.0.0.1:{port}"
-    client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    client = http_client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30)
     chat = {"model": "demo/chat-model", "messages": [{"role": "user", "content": "Hello!"}]}
 
     def chat_ok() -> bool:

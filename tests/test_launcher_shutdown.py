@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
+from helpers.clients import http_client
 from switchboard.billing.v1 import billing_service_pb2_grpc as billing_grpc
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 from switchboard.registry.v1 import internal_service_pb2_grpc as internal_grpc
@@ -102,7 +103,7 @@ def test_reference_provider_stops_with_slow_answers_pending(stack: Stack, abando
     outcome: list[str] = []
 
     def ask() -> None:
-        with httpx.Client(timeout=DEADLINE_SECONDS) as client:
+        with http_client(timeout=DEADLINE_SECONDS) as client:
             try:
                 client.post(slow, json=body)
                 outcome.append("answered")

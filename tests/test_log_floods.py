@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-import httpx
 import pytest
+from helpers.clients import http_client
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -59,7 +59,7 @@ def test_headers_that_are_not_utf8_are_refused_without_an_error_log(sb, raw: byt
     """Any bytes 0x80-0xff (mostly not UTF-8) after "Bearer ", on a route of every service, twice."""
     value = b"Bearer \xe9\xff" + bytes(0x80 | b for b in raw) + b"x"
     for method, path, body in ROUTES:
-        with httpx.Client(base_url=sb.base_url, timeout=30) as http:
+        with http_client(base_url=sb.base_url, timeout=30) as http:
             for _ in range(2):
                 answer = http.request(method, path, json=body, headers={"Authorization": value})
                 assert answer.status_code == 401, (path, answer.text)
@@ -70,7 +70,7 @@ def test_headers_that_are_not_utf8_are_refused_without_an_error_log(sb, raw: byt
 
 
 def test_other_bad_input_is_refused_without_an_error_log(sb) -> None:
-    with httpx.Client(base_url=sb.base_url, timeout=30, headers={"Authorization": f"Bearer {sb.admin_token}"}) as http:
+    with http_client(base_url=sb.base_url, timeout=30, headers={"Authorization": f"Bearer {sb.admin_token}"}) as http:
         for method, path, body in BAD_REQUESTS * 3:
             answer = http.request(method, path, content=body, headers={"Content-Type": "application/json"})
             assert 400 <= answer.status_code < 500, (path, body, answer.text)

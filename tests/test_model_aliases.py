@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from helpers.clients import http_client
 from helpers.registry import cli, error_of, ok, unique
 from helpers.stacks import RunningStack
 from helpers.waiting import eventually
@@ -304,7 +305,7 @@ def test_a_tokenless_call_is_billed_to_the_anonymous_account(demo: RunningStack)
 
 @pytest.mark.parametrize("authorization", ["Bearer sb-not-a-token", "Basic dXNlcjpwYXNz", "Bearer", "token"])
 def test_a_bad_token_is_401_in_anonymous_mode_too(demo: RunningStack, authorization: str) -> None:
-    with httpx.Client(base_url=demo.base_url, headers={"Authorization": authorization}, timeout=30) as http:
+    with http_client(base_url=demo.base_url, headers={"Authorization": authorization}, timeout=30) as http:
         error = error_of(http.post("/v1/chat/completions", json={**CHAT, "model": "gpt-4o-mini"}), 401)
     assert error["code"] == "invalid_api_key"
 

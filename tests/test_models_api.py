@@ -16,6 +16,7 @@ import httpx
 import openai
 import pytest
 from google.protobuf import json_format
+from helpers.clients import http_client
 from helpers.migrations import REGISTRY_MIGRATIONS, database, execute, postgres, upgrade  # noqa: F401
 from helpers.stacks import Stacks
 from hypothesis import given
@@ -59,7 +60,7 @@ class Demo:
 
     def http(self, token: str | None = None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token or self.token}"}
-        return httpx.Client(base_url=self.base_url, headers=headers, timeout=30)
+        return http_client(base_url=self.base_url, headers=headers, timeout=30)
 
     def openai(self) -> openai.OpenAI:
         return openai.OpenAI(base_url=f"{self.base_url}/v1", api_key=self.token, max_retries=0)

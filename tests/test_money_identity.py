@@ -22,6 +22,7 @@ from http.server import ThreadingHTTPServer
 import grpc
 import httpx
 import pytest
+from helpers.clients import async_http_client
 from helpers.money import CHAT_ANSWER, OVERSIZE_BYTES, chat, ledger_rows
 from helpers.upstream import JsonHandler
 from helpers.waiting import eventually
@@ -177,7 +178,7 @@ def test_streams_without_usage_are_billed_with_counted_tokens_and_hide_the_usage
 
 async def test_fifty_concurrent_large_streams_are_each_billed_once(setup) -> None:
     model = setup.chat_model("good")
-    async with httpx.AsyncClient(base_url=setup.sb.base_url, timeout=60,
+    async with async_http_client(base_url=setup.sb.base_url, timeout=60,
                                  headers={"Authorization": f"Bearer {setup.token}"}) as http:  # fmt: skip
         answers = await asyncio.gather(
             *(http.post("/v1/chat/completions", json=chat(model, stream=True, max_tokens=1_000_000)) for _ in range(50))
@@ -231,7 +232,7 @@ async def test_a_limit_set_after_a_request_applies_to_the_next_fifty(setup) -> N
         assert http.post("/v1/chat/completions", json=chat(model)).status_code == 200
         limit = http.put(f"/v1/billing/accounts/{setup.user}/limit", json={"limitNanoUsd": 30_000})
         assert limit.status_code == 200, limit.text
-    async with httpx.AsyncClient(base_url=setup.sb.base_url, timeout=60,
+    async with async_http_client(base_url=setup.sb.base_url, timeout=60,
                                  headers={"Authorization": f"Bearer {setup.token}"}) as http:  # fmt: skip
         answers = await asyncio.gather(*(http.post("/v1/chat/completions", json=chat(model)) for _ in range(50)))
     # No price is set: every request's estimate is the default 100,000 nano-USD, over the whole budget.

@@ -20,6 +20,7 @@ import grpc
 import httpx
 import orjson
 import pytest
+from helpers.clients import http_client
 from helpers.stacks import RunningStack
 from hypothesis import given
 from hypothesis import strategies as st
@@ -107,7 +108,7 @@ class World:
 
     def http(self, token: str | None = None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.base_url, headers=headers, timeout=30)
+        return http_client(base_url=self.base_url, headers=headers, timeout=30)
 
     def chat(self, model: str, **extra: object) -> httpx.Response:
         with self.http(self.token) as http:

@@ -24,6 +24,7 @@ import orjson
 import pytest
 from aiohttp import web
 from google.api import httpbody_pb2
+from helpers.clients import http_client
 from helpers.postgres import postgres_cluster
 from helpers.registry import ok, unique
 from helpers.stacks import PresentCredential
@@ -228,7 +229,7 @@ class Answers:
 def load(base_url: str, world: World, answers: Answers, stop: threading.Event) -> None:
     """One caller: chat through Envoy until stopped."""
     body = {"model": world.load_model, "messages": MESSAGES}
-    with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {world.token}"}, timeout=30) as http:
+    with http_client(base_url=base_url, headers={"Authorization": f"Bearer {world.token}"}, timeout=30) as http:
         while not stop.is_set():
             try:
                 answer = http.post("/v1/chat/completions", json=body)
@@ -316,7 +317,7 @@ def month_charged(database_url: str, world: World) -> int:
 
 def reconcile(base_url: str, admin_token: str) -> None:
     """One reconciliation pass on one Billing replica (the other runs its own meanwhile)."""
-    with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {admin_token}"}, timeout=120) as http:
+    with http_client(base_url=base_url, headers={"Authorization": f"Bearer {admin_token}"}, timeout=120) as http:
         http.post("/admin/v1/billing:reconcile", json={})
 
 
@@ -327,7 +328,7 @@ def test_two_replicas_of_each_service_survive_a_kill_under_load(tmp_path: Path) 
         replicas = start_replicas(tmp_path, database_url, admin_token)
         try:
             base_url = f"http://{replicas.stack.addresses['envoy']}"
-            with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {admin_token}"}) as admin:
+            with http_client(base_url=base_url, headers={"Authorization": f"Bearer {admin_token}"}) as admin:
                 world = build_world(admin, provider_url)
             with running_load(base_url, world, answers):
                 for service in SERVICES:

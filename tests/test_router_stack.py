@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+from helpers.clients import http_client
 from helpers.stacks import Stacks
 from helpers.waiting import eventually
 from PIL import Image
@@ -37,7 +38,7 @@ class Demo:
     lines: str
 
     def http(self) -> httpx.Client:
-        return httpx.Client(base_url=self.base_url, headers={"Authorization": f"Bearer {self.token}"}, timeout=30)
+        return http_client(base_url=self.base_url, headers={"Authorization": f"Bearer {self.token}"}, timeout=30)
 
 
 @pytest.fixture(scope="module")

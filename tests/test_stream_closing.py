@@ -9,10 +9,10 @@ import json
 import uuid
 from collections.abc import Iterator
 
-import httpx
 import pytest
 from aiohttp import web
 from helpers.billing import serving_in_thread
+from helpers.clients import async_http_client
 from helpers.money import MockProvider, ledger_rows
 from helpers.waiting import eventually
 
@@ -65,7 +65,7 @@ async def caller(base_url: str, token: str, model: str, leave_after: int) -> str
     body = {"model": model, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
     headers = {"Authorization": f"Bearer {token}"}
     async with (
-        httpx.AsyncClient(base_url=base_url, timeout=60) as http,
+        async_http_client(base_url=base_url, timeout=60) as http,
         http.stream("POST", "/v1/chat/completions", json=body, headers=headers) as answer,
     ):
         assert answer.status_code == 200

@@ -20,6 +20,7 @@ import httpx
 import numpy as np
 import openai
 import pytest
+from helpers.clients import http_client
 from helpers.hub import HUB_CALLS, PICTURE, check_hub_answers, wav_bytes
 from helpers.stacks import DemoStack
 from helpers.waiting import eventually
@@ -54,7 +55,7 @@ class Demo:
     spare_url: str  # a second reference provider (no key), for providers of the tests' own
 
     def http(self) -> httpx.Client:
-        return httpx.Client(base_url=self.base_url, headers={"Authorization": f"Bearer {self.token}"}, timeout=60)
+        return http_client(base_url=self.base_url, headers={"Authorization": f"Bearer {self.token}"}, timeout=60)
 
     def openai(self) -> openai.OpenAI:
         return openai.OpenAI(base_url=f"{self.base_url}/v1", api_key=self.token, max_retries=0, timeout=60)

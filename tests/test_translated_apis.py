@@ -18,6 +18,7 @@ import anthropic
 import httpx
 import openai
 import pytest
+from helpers.clients import http_client
 from helpers.node import NODE_DIR, node_with_packages
 from helpers.stacks import Stacks
 
@@ -47,7 +48,7 @@ class Demo:
         return anthropic.Anthropic(base_url=self.base_url, api_key=key or self.token, max_retries=0, timeout=30)
 
     def http(self) -> httpx.Client:
-        return httpx.Client(base_url=self.base_url, timeout=30)
+        return http_client(base_url=self.base_url, timeout=30)
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ import grpc
 import httpx
 import pytest
 
+from helpers.clients import http_client
 from helpers.locks import machine_lock, worker_number
 from services.billing.server import MIGRATIONS as BILLING_MIGRATIONS
 from services.common.auth import SERVICE_CREDENTIAL_KEY
@@ -68,7 +69,7 @@ class RunningStack:
     def http(self, token: str | None = None) -> httpx.Client:
         """An HTTP client for Envoy's port, with a bearer token when given."""
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.base_url, headers=headers, timeout=30)
+        return http_client(base_url=self.base_url, headers=headers, timeout=30)
 
     def admin(self) -> httpx.Client:
         return self.http(self.admin_token)

@@ -79,8 +79,9 @@ def usage_world(sb) -> Iterator[tuple[object, str, str, str]]:
 
 
 @pytest.fixture(scope="module")
-def world(make_stack) -> Iterator[tuple[object, str, str, str]]:
-    with usage_world(make_stack()) as built:
+def world(stack) -> Iterator[tuple[object, str, str, str]]:
+    """On the session's shared stack: the world's names are its own."""
+    with usage_world(stack) as built:
         yield built
 
 

@@ -309,9 +309,8 @@ def test_a_callers_traceparent_reaches_the_provider_and_every_services_span(make
     assert not [span for span in receiver.spans if span[1] == unsampled.split("-")[1]]
 
 
-def test_without_an_otlp_endpoint_envoy_runs_no_tracer_and_passes_a_callers_traceparent_on(make_stack, provider):
-    sb = make_stack()
-    setup = Setup(sb, provider)
+def test_without_an_otlp_endpoint_envoy_runs_no_tracer_and_passes_a_callers_traceparent_on(stack, provider):
+    setup = Setup(stack, provider)  # the session's shared stack: no OTLP endpoint, names of this module's own
     model = setup.model("untraced", setup.provider("good"))
     provider.traceparents.clear()
     assert setup.chat(model).status_code == 200

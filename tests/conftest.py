@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from helpers.locks import worker_number
-from helpers.stacks import DemoStack, RunningStack, Stacks, paused, resumed
+from helpers.stacks import DemoStack, RunningStack, Stacks
 from hypothesis import settings
 
 from services import launcher
@@ -130,33 +130,16 @@ def make_stack(stacks: Stacks) -> Iterator[Callable[..., RunningStack]]:
 
 
 @pytest.fixture(scope="session")
-def session_stack(stacks: Stacks) -> Iterator[RunningStack]:
-    """The stack behind `stack`, paused while no module uses it."""
-    shared = stacks.start()
-    with paused(shared.stack):
-        yield shared
-    shared.stack.stop()
-
-
-@pytest.fixture(scope="module")
-def stack(session_stack: RunningStack) -> Iterator[RunningStack]:
-    """One stack shared by the whole session; tests use unique names. It runs while a module that
-    uses it runs, and is paused in between (helpers.stacks.paused)."""
-    with resumed(session_stack.stack):
-        yield session_stack
+def stack(stacks: Stacks) -> Iterator[RunningStack]:
+    """One stack shared by the whole session; tests use unique names."""
+    running = stacks.start()
+    yield running
+    running.stack.stop()
 
 
 @pytest.fixture(scope="session")
-def session_demo(stacks: Stacks) -> Iterator[DemoStack]:
-    """The demo stack behind `shared_demo`, paused while no module uses it."""
-    with stacks.demo() as demo, paused(demo.stack):
-        yield demo
-
-
-@pytest.fixture(scope="module")
-def shared_demo(session_demo: DemoStack) -> Iterator[DemoStack]:
+def shared_demo(stacks: Stacks) -> Iterator[DemoStack]:
     """One demo stack shared by the session's tests that only read the demo's catalog and user or
-    use names of their own; a test that changes the demo's own data starts its own (`stacks.demo`).
-    It runs while a module that uses it runs, and is paused in between."""
-    with resumed(session_demo.stack):
-        yield session_demo
+    use names of their own; a test that changes the demo's own data starts its own (`stacks.demo`)."""
+    with stacks.demo() as demo:
+        yield demo

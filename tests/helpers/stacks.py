@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import secrets
 import shutil
-import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -153,34 +152,6 @@ class Stacks:
             yield DemoStack(stack, base_url, admin_token, start_demo(stack, base_url, admin_token))
         finally:
             stack.stop()
-
-
-@contextmanager
-def paused(stack: Stack) -> Iterator[None]:
-    """The stack's processes are paused (SIGSTOP) within the block and resumed after it. A stack
-    shared by several modules waits paused between them: an idle stack's timers and polls cost
-    about 40 ms of CPU a second. All its processes pause together, so none waits on another."""
-    _signal_children(stack, signal.SIGSTOP)
-    try:
-        yield
-    finally:  # resumed before anything stops it too: a paused process would hold its SIGTERM
-        _signal_children(stack, signal.SIGCONT)
-
-
-@contextmanager
-def resumed(stack: Stack) -> Iterator[None]:
-    """A paused stack's processes run within the block and are paused again after it."""
-    _signal_children(stack, signal.SIGCONT)
-    try:
-        yield
-    finally:
-        _signal_children(stack, signal.SIGSTOP)
-
-
-def _signal_children(stack: Stack, signum: signal.Signals) -> None:
-    for child in stack.children:
-        if child.process.poll() is None:
-            child.process.send_signal(signum)
 
 
 def _start(options: UpOptions) -> tuple[Stack, str, str]:

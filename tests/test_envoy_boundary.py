@@ -12,6 +12,7 @@ import time
 
 import httpx
 import pytest
+from helpers.edge import access_log_lines
 from helpers.registry import build_world, error_of, ok, unique
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
@@ -356,15 +357,6 @@ def test_api_error_messages_are_capped_so_a_trailer_always_fits() -> None:
 
 
 # --- access log, /openapi.json ----------------------------------------------------
-
-
-def access_log_lines(stack) -> list[dict]:
-    """Envoy's access log lines so far (a line still being written is left out)."""
-    lines = []
-    for line in stack.logs().splitlines():
-        if line.startswith('{"bytes_sent"') and line.endswith("}"):
-            lines.append(json.loads(line))
-    return lines
 
 
 def test_the_access_log_records_the_callers_method(stack) -> None:

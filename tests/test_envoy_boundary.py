@@ -250,7 +250,9 @@ def openai_error_of_raw(answer: bytes, status: int) -> dict:
     ],
 )
 def test_envoy_protocol_errors_are_openai_json(stack, data: bytes, status: int, code: str) -> None:
-    assert openai_error_of_raw(raw_exchange(stack, data), status)["code"] == code
+    answer = raw_exchange(stack, data)
+    assert openai_error_of_raw(answer, status)["code"] == code
+    assert re.search(rb"\r\nserver-timing: edge;dur=\d+\.\d\d\r\n", answer.partition(b"\r\n\r\n")[0])
 
 
 @pytest.mark.parametrize(
@@ -275,8 +277,10 @@ def test_an_unreachable_upstream_is_a_json_503(make_stack) -> None:
     billing.kill()
     billing.wait()
     with running.admin() as admin:
-        error = error_of(admin.get("/v1/billing/accounts/demo"), 503)
+        answer = admin.get("/v1/billing/accounts/demo")
+    error = error_of(answer, 503)
     assert (error["code"], error["type"]) == ("upstream_unavailable", "service_unavailable_error")
+    assert re.fullmatch(r"edge;dur=\d+\.\d\d", answer.headers["server-timing"])
 
 
 # --- content types, encodings, sizes (issue 11 finding 1) ------------------------

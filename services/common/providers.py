@@ -20,6 +20,13 @@ DEFAULT_REQUEST_ID_HEADER = "Inference-Id"
 CAPABILITY_FIELDS = ("supports_tools", "supports_structured_output", "context_length")
 
 _METADATA_KEY = re.compile(r"[a-z0-9][a-z0-9_.-]*")
+# The Router's own answer metadata is named so (switchboard-provider, switchboard-request-id,
+# switchboard-timing-bin, ...): a provider's request id header of such a name, which would pass
+# for one of them, travels under the default name instead.
+OWN_METADATA_PREFIX = "switchboard-"
+# The provider that served an answer (or refused it), in an answer's metadata or an error's
+# trailers; Envoy presents it to REST callers as a header of the REST API (envoy/answers.lua).
+PROVIDER_METADATA_KEY = "switchboard-provider"
 # Providers whose redactors are kept (a few per provider: its secrets change seldom).
 KEPT_REDACTORS = 1024
 
@@ -70,7 +77,9 @@ class ProviderEntry:
             for price in config.prices
         }
         header = p.request_id_header or DEFAULT_REQUEST_ID_HEADER
-        key = header.lower() if _METADATA_KEY.fullmatch(header.lower()) else DEFAULT_REQUEST_ID_HEADER.lower()
+        key = header.lower()
+        if not _METADATA_KEY.fullmatch(key) or key.startswith(OWN_METADATA_PREFIX):
+            key = DEFAULT_REQUEST_ID_HEADER.lower()
         return cls(
             id=p.id,
             base_url=p.base_url.rstrip("/"),

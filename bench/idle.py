@@ -87,12 +87,19 @@ class IdleReport:
     def total(self, stack: str) -> float:
         return statistics.median(sum(r[stack].values()) for r in self.rounds)
 
-    def table(self, stacks: list[str], processes: list[str], meta: dict) -> str:
+    def table(self, stacks: dict[str, str], processes: list[str], meta: dict) -> str:
+        """The table; `stacks`: name -> the commit it ran."""
+        written = (
+            f"{self.populate} x (an org, a user, tokens, 5 providers, 5 catalog models, 5 mappings) written to each"
+            if self.populate
+            else "nothing written to them"
+        )
+        commits = ", ".join(f"{name} at {commit}" for name, commit in stacks.items())
+        load = "/".join(f"{x:g}" for x in meta["load_average_1_5_15"])
         lines = [
-            f"Idle stacks, {meta['date']}: {meta['cores']} cores ({meta['machine']}); {len(self.rounds)} rounds x "
-            f"{self.seconds:g} s after {self.settle:g} s of settling, stacks side by side, each populated with "
-            f"{self.populate} x (org, user, tokens, 5 providers, models, mappings); medians over rounds. "
-            f"Load average {'/'.join(f'{x:g}' for x in meta['load_average_1_5_15'])} (1/5/15 min) at the end.",
+            f"Idle stacks, {meta['date']}: {meta['cores']} cores ({meta['machine']}); {commits}, side by side; "
+            f"{written}; {len(self.rounds)} rounds x {self.seconds:g} s after {self.settle:g} s of settling, "
+            f"medians over rounds (resolution: 10 ms of CPU per window). Load average {load} (1/5/15 min) at the end.",
             "",
             "CPU ms per second of wall time, by process:",
             "",
@@ -150,6 +157,15 @@ def measure(stacks: list[Held], seconds: float) -> dict[str, dict[str, float]]:
     }
 
 
+def _commit(checkout: Path) -> str:
+    """The checkout's commit (short), marked when its tree differs from it."""
+    git = ["git", "-C", str(checkout)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
+    changed = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
+                             check=False)  # fmt: skip
+    return head.stdout.strip() + (" with uncommitted changes" if changed.stdout.strip() else "")
+
+
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bench/run.py idle", description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline", type=Path, help="also: the stack of an earlier checkout with its own .venv")
@@ -187,7 +203,7 @@ def main(argv: list[str]) -> int:
             _log(f"kept {data_dir}")
         else:
             shutil.rmtree(data_dir, ignore_errors=True)
-    stacks = [s.name for s in held]
+    stacks = {s.name: _commit(checkout) for s, (_, checkout) in zip(held, checkouts, strict=True)}
     processes = list(dict.fromkeys(p for s in held for p in s.pids))
     meta = run_meta(args.rounds, args.seconds)
     text = report.table(stacks, processes, meta)

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import delete, func, literal, text, update
+from sqlalchemy import bindparam, delete, func, literal, text, update
 from sqlalchemy import select as core_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
@@ -356,6 +356,12 @@ def delete_provider(session: Session, provider_id: str) -> bool:
 
 
 # What another replica's change needs re-read (see services/registry/domain/replicas.py).
+
+
+# What the change log holds past a revision (`since`), in one indexed scalar read: how many changes
+# and the sum of their revisions. A change committed late below the newest revision seen (see
+# services/registry/domain/replicas.py) or pruned changes it, so an equal answer means nothing new.
+CHANGE_LOG_MARK = core_select(func.count(), func.sum(ChangeRow.revision)).where(ChangeRow.revision > bindparam("since"))
 
 
 def changes_since(session: Session, revision: int, limit: int = 1000) -> list[tuple[int, str, int, str]]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,9 +50,8 @@ MAX_MESSAGE = 1_000  # characters: an error message repeats a short prefix of th
 
 DOCUMENT = Path(__file__).resolve().parent.parent / "gen" / "openapi.json"
 PATHS = json.loads(DOCUMENT.read_text())["paths"]
-OPERATIONS = [
-    f"{method.upper()} {path}" for path, methods in PATHS.items() for method in methods
-]  # Schemathesis' labels
+# Every operation of the document, as Schemathesis labels it: read without Schemathesis, for collection.
+OPERATIONS = [f"{method.upper()} {path}" for path, methods in PATHS.items() for method in methods]
 SCHEMA_EXAMPLES = 8  # per operation, per caller, per generation mode
 BODY_EXAMPLES = 150  # per inference route in the hostile-body test
 CHECKS = (not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance)
@@ -84,11 +84,17 @@ class Live:
     stack: Stack
     base_url: str
     tokens: dict[str, str]
-    session: ManagedCookiesSession  # Schemathesis' calls: kept-alive connections, no cookie kept
+    # Kept for the module, for tests that send one request each: a request reuses a connection
+    # instead of building a client (an SSL context each) and a connection.
+    session: ManagedCookiesSession  # Schemathesis' calls, as either caller
+    admin: httpx.Client
 
     def http(self, who: str) -> httpx.Client:
-        headers = {"Authorization": f"Bearer {self.tokens[who]}"}
-        return httpx.Client(base_url=self.base_url, headers=headers, timeout=60)
+        return client(self.base_url, self.tokens[who])
+
+
+def client(base_url: str, token: str) -> httpx.Client:
+    return httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=60)
 
 
 # Byte budgets for large bodies (services/edge/limits.py) that the fuzzers never use up, as every
@@ -100,13 +106,14 @@ NEVER_THROTTLED = {CLIENT_BUDGET_ENV: "1024,1024", EDGE_BUDGET_ENV: "1024,1024"}
 
 @pytest.fixture(scope="module")
 def live(stacks: Stacks) -> Iterator[Live]:
-    with pytest.MonkeyPatch.context() as environment:
+    with pytest.MonkeyPatch.context() as environment, ExitStack() as closing:
         for name, value in NEVER_THROTTLED.items():
             environment.setenv(name, value)  # a stack's settings: the launcher's environment, then its own
         with stacks.demo("fuzz") as (stack, base_url, admin_token, _):
-            user_token = AdminApi(base_url, admin_token).new_token(USER, "fuzz")
-            with ManagedCookiesSession() as session:
-                yield Live(stack, base_url, {"admin": admin_token, "user": user_token}, session)
+            tokens = {"admin": admin_token, "user": AdminApi(base_url, admin_token).new_token(USER, "fuzz")}
+            session = closing.enter_context(ManagedCookiesSession())  # drops cookies between requests
+            session.trust_env = False  # no proxy or .netrc for the loopback stack: reading them was a per-request cost
+            yield Live(stack, base_url, tokens, session, closing.enter_context(client(base_url, admin_token)))
 
 
 def error_of(response: Response | httpx.Response) -> dict:
@@ -118,11 +125,14 @@ def error_of(response: Response | httpx.Response) -> dict:
     return error if isinstance(error, dict) else {}
 
 
+def send(case: schemathesis.Case, live: Live, who: str) -> Response:
+    authorization = {"Authorization": f"Bearer {live.tokens[who]}"}
+    return case.call(base_url=live.base_url, session=live.session, headers=authorization, timeout=60)
+
+
 def answer_as_the_document_says(case: schemathesis.Case, live: Live, who: str) -> None:
     """Sends one case as `who` and holds the answer to every check."""
-    authorization = {"Authorization": f"Bearer {live.tokens[who]}"}
-    response = case.call(base_url=live.base_url, session=live.session, headers=authorization, timeout=60)
-    case.validate_response(response, checks=CHECKS)
+    case.validate_response(send(case, live, who), checks=CHECKS)
 
 
 @FUZZ_SETTINGS
@@ -315,8 +325,7 @@ def hostile_path(template: str, segment: str) -> str:
 @pytest.mark.parametrize("segment", sorted(HOSTILE_SEGMENTS))
 @pytest.mark.parametrize(("method", "template"), OPERATIONS_WITH_PATH_PARAMETERS)
 def test_hostile_path_parameters_get_openai_shaped_4xx(method: str, template: str, segment: str, live: Live) -> None:
-    with live.http("admin") as http:
-        answer = http.request(method, hostile_path(template, HOSTILE_SEGMENTS[segment]), json={})
+    answer = live.admin.request(method, hostile_path(template, HOSTILE_SEGMENTS[segment]), json={})
     assert answer.status_code < 500, answer.text[:300]
     if answer.status_code >= 400 and re.fullmatch(ANTHROPIC_PATH_REGEX, template):
         assert_anthropic_error(answer)
@@ -355,6 +364,6 @@ def test_real_resources_answer_200_as_the_document_says(
     path: str, parameters: dict, query: dict, who: str, live: Live
 ) -> None:
     case = schema[path]["GET"].Case(path_parameters=parameters, query=query)
-    response = case.call(base_url=live.base_url, headers={"Authorization": f"Bearer {live.tokens[who]}"}, timeout=60)
+    response = send(case, live, who)
     assert response.status_code == 200, response.text[:300]
     case.validate_response(response, checks=list(CHECKS))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -98,6 +99,22 @@ async def test_a_change_committed_late_below_the_newest_revision_is_still_applie
     await database.run(user_committed_at(7, "late-low"))
     await follower.poll()
     assert "late-low" in reader.index.users
+
+
+async def test_a_change_made_after_every_change_was_pruned_reaches_the_other_replica(database: Database) -> None:
+    writer, reader = await replica(database), await replica(database)
+    follower = ReplicaFollower(reader)
+    for name in ("ann", "bob", "cat"):
+        await writer.write(lambda s, name=name: queries.create_account(s, UserRow(name=name)), IDENTITY, name)
+    await follower.poll()
+    await follower.poll()
+    an_hour_later = datetime.now(UTC) + replicas.KEEP_CHANGES
+    await database.run(lambda session: queries.prune_changes(session, an_hour_later))  # as the follower prunes
+    await follower.poll()
+    # SQLite numbers a row one past the largest kept: had every row gone, this change would reuse revision 1
+    await writer.write(lambda s: queries.create_account(s, UserRow(name="dan")), IDENTITY, "dan")
+    await follower.poll()
+    assert "dan" in reader.index.users
 
 
 class _Billing:

@@ -370,7 +370,10 @@ def changes_since(session: Session, revision: int, limit: int = 1000) -> list[tu
 
 
 def prune_changes(session: Session, before: datetime) -> int:
-    pruned = delete_rows(session, ChangeRow, ChangeRow.create_time < before)
+    """Deletes the changes made before `before`, except the newest: SQLite numbers a new row one past
+    the largest kept, and a number handed out again would pass for a change other replicas applied."""
+    newest = core_select(func.max(ChangeRow.revision)).scalar_subquery()
+    pruned = delete_rows(session, ChangeRow, ChangeRow.create_time < before, ChangeRow.revision < newest)
     session.commit()
     return pruned
 

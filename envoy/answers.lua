@@ -7,8 +7,12 @@
 local TIMING_KEY = "switchboard-timing-bin"  -- AnswerTiming
 local RATE_LIMITS_KEY = "switchboard-rate-limits-bin"  -- RateLimits
 local RATE_KINDS = {{1, "requests"}, {2, "tokens"}}  -- RateLimits' field numbers and OpenAI's names
--- The Router's names (services/common/providers.py, services/router/request_ids.py) and REST's.
-local NAMES = {{"switchboard-provider", "x-inference-provider"}, {"switchboard-request-id", "x-request-id"}}
+-- The Router's names (services/common/providers.py, services/router/request_ids.py), REST's, and
+-- the access log's (this filter's dynamic metadata).
+local NAMES = {
+  {"switchboard-provider", "x-inference-provider", "provider"},
+  {"switchboard-request-id", "x-request-id", "request_id"},
+}
 
 -- A field's value when it has the type its schema gives it (a message's bytes, a varint's
 -- number), else the default: malformed metadata never raises here.
@@ -69,6 +73,19 @@ local function present_name(headers, own, rest)
     value = value .. "," .. providers
   end
   headers:replace(rest, value)
+end
+
+-- Keeps the Router's own values for the access log, as the ledger has them: a REST answer's header
+-- may join a provider's value after ours. The first Lua filter to see the answer records them.
+function log_router_values(handle, headers)
+  local marks = nil
+  for _, names in ipairs(NAMES) do
+    local value = headers:get(names[1])
+    if value ~= nil then
+      marks = marks or handle:streamInfo():dynamicMetadata()
+      marks:set(MARKS, names[3], value)
+    end
+  end
 end
 
 -- Replaces the Router's metadata among a REST answer's headers by the REST headers.

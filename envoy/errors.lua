@@ -259,11 +259,12 @@ function envoy_on_request(handle)
 end
 
 function envoy_on_response(handle)
+  local headers = handle:headers()
+  log_router_values(handle, headers)
   local marks = handle:streamInfo():dynamicMetadata():get(MARKS)
   if marks ~= nil and marks["native_grpc"] then
     return
   end
-  local headers = handle:headers()
   headers:remove("grpc-accept-encoding")
   headers:remove("grpc-status")
   headers:remove("grpc-message")

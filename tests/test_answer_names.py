@@ -179,12 +179,14 @@ def test_a_native_grpc_caller_reads_which_provider_refused_in_the_trailers(world
 def test_envoys_access_log_records_the_request_id_and_provider_of_both_kinds_of_caller(world) -> None:
     model, provider = world.model("/ok")
     rest_id = world.rest(model).headers["x-request-id"]
+    joining, joining_provider = world.model("/ok", request_id_header="X-Request-Id")
+    joined_id = world.rest(joining).headers["x-request-id"].split(",")[0]  # ours, then the provider's
     with grpc.insecure_channel(world.stack.address("envoy")) as channel:
         grpc_id = dict(world.grpc_call(model, channel).initial_metadata())[REQUEST_ID_METADATA_KEY]
 
-    def both_logged() -> dict[str, str] | None:
+    def all_logged() -> dict[str, str] | None:
         seen = {line["request_id"]: line["provider"] for line in access_log_lines(world.stack)}
-        return seen if {rest_id, grpc_id} <= seen.keys() else None
+        return seen if {rest_id, joined_id, grpc_id} <= seen.keys() else None
 
-    found = eventually(both_logged, "both calls in Envoy's access log")
-    assert (found[rest_id], found[grpc_id]) == (provider, provider)
+    found = eventually(all_logged, "every call in Envoy's access log, under the ledger's request id")
+    assert (found[rest_id], found[joined_id], found[grpc_id]) == (provider, joining_provider, provider)

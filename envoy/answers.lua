@@ -7,11 +7,12 @@
 local TIMING_KEY = "switchboard-timing-bin"  -- AnswerTiming
 local RATE_LIMITS_KEY = "switchboard-rate-limits-bin"  -- RateLimits
 local RATE_KINDS = {{1, "requests"}, {2, "tokens"}}  -- RateLimits' field numbers and OpenAI's names
--- The Router's names (services/common/providers.py, services/router/request_ids.py), REST's, and
--- the access log's (this filter's dynamic metadata).
+-- The Router's names (services/common/providers.py, services/router/request_ids.py), REST's, the
+-- access log's (this filter's dynamic metadata), and whether a provider's request id header of the
+-- REST name is joined after ours (a request id) or dropped (the provider that served is ours to say).
 local NAMES = {
-  {"switchboard-provider", "x-inference-provider", "provider"},
-  {"switchboard-request-id", "x-request-id", "request_id"},
+  {"switchboard-provider", "x-inference-provider", "provider", false},
+  {"switchboard-request-id", "x-request-id", "request_id", true},
 }
 
 -- A field's value when it has the type its schema gives it (a message's bytes, a varint's
@@ -61,15 +62,16 @@ function rate_limit_headers(encoded)
 end
 
 -- Renames the Router's metadata `own` to the REST header `rest`. A provider's request id header
--- of the same name (its own, passed on) follows the Router's value, joined as Envoy joins values.
-local function present_name(headers, own, rest)
+-- of the same name (its own, passed on) follows the Router's value when `join`, joined as Envoy
+-- joins values; else ours replaces it.
+local function present_name(headers, own, rest, join)
   local value = headers:get(own)
   if value == nil then
     return
   end
   headers:remove(own)
   local providers = headers:get(rest)
-  if providers ~= nil then
+  if join and providers ~= nil then
     value = value .. "," .. providers
   end
   headers:replace(rest, value)
@@ -91,7 +93,7 @@ end
 -- Replaces the Router's metadata among a REST answer's headers by the REST headers.
 function present_answer(headers)
   for _, names in ipairs(NAMES) do
-    present_name(headers, names[1], names[2])
+    present_name(headers, names[1], names[2], names[4])
   end
   local timing = headers:get(TIMING_KEY)
   if timing ~= nil then

@@ -140,7 +140,17 @@ def test_a_providers_request_id_header_of_the_rest_name_follows_the_routers_valu
     assert dict(values) == {"x-request-id": "id-1,theirs"}
 
 
-@pytest.mark.parametrize("header", ["Switchboard-Provider", "switchboard-request-id", "Switchboard-Timing-Bin"])
+def test_a_providers_request_id_header_of_the_provider_name_never_speaks_for_the_router(lua) -> None:
+    own = {PROVIDER_METADATA_KEY: "p-1", "x-inference-provider": "someone-else"}
+    headers, values = lua.execute(FAKE_HEADERS)(lua.table_from(own))
+    lua.globals().present_answer(headers)
+    assert dict(values) == {"x-inference-provider": "p-1"}
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["Switchboard-Provider", "switchboard-request-id", "Switchboard-Timing-Bin", "grpc-status", "Content-Type"],
+)
 def test_a_providers_request_id_header_never_takes_one_of_the_routers_own_names(header: str) -> None:
     provider = admin_pb.Provider(id="p", base_url="http://p", request_id_header=header)
     entry = ProviderEntry.from_config(internal_pb.ProviderConfig(provider=provider))

@@ -6,6 +6,7 @@
 .venv/bin/python bench/run.py billing [args...]    # bench/billing_bench.py
 .venv/bin/python bench/run.py billing-away [--rounds 3] [--duration 10]   # bench/billing_away.py
 .venv/bin/python bench/run.py limited [--rounds 3] [--duration 10]   # bench/limited.py
+.venv/bin/python bench/run.py idle [--baseline <checkout>] [--seconds 20]   # bench/idle.py
 """
 
 from __future__ import annotations
@@ -344,6 +345,7 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     )
     sub.add_parser("limited", help="a limited account's throughput over an unlimited one's (bench/limited.py)",
                    add_help=False)  # fmt: skip
+    sub.add_parser("idle", help="CPU per second of an idle stack's processes (bench/idle.py)", add_help=False)
     return parser.parse_known_args(argv)
 
 
@@ -361,6 +363,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench.limited import main as limited  # it imports this module
 
         return limited(extra)
+    if args.command == "idle":
+        from bench.idle import main as idle
+
+        return idle(extra)
     if args.command == "flood":
         return flood_bench(args)
     if args.command == "slowbody":

@@ -1,11 +1,19 @@
 -- Presents what the Router tells every caller about an answer, besides the answer itself, to
--- REST callers: its typed binary metadata (protos/switchboard/router/v1/answer_metadata.proto,
--- read here by field number) becomes Server-Timing and OpenAI's x-ratelimit-* headers. It
--- runs after errors.lua in the same chunk (its locals unbase64, fields and field are in scope).
+-- REST callers: its metadata of its own names becomes x-inference-provider and x-request-id, and
+-- its typed binary metadata (protos/switchboard/router/v1/answer_metadata.proto, read here by
+-- field number) Server-Timing and OpenAI's x-ratelimit-* headers. It runs after errors.lua in
+-- the same chunk (its locals unbase64, fields and field are in scope).
 
 local TIMING_KEY = "switchboard-timing-bin"  -- AnswerTiming
 local RATE_LIMITS_KEY = "switchboard-rate-limits-bin"  -- RateLimits
 local RATE_KINDS = {{1, "requests"}, {2, "tokens"}}  -- RateLimits' field numbers and OpenAI's names
+-- The Router's names (services/common/providers.py, services/router/request_ids.py), REST's, the
+-- access log's (this filter's dynamic metadata), and whether a provider's request id header of the
+-- REST name is joined after ours (a request id) or dropped (the provider that served is ours to say).
+local NAMES = {
+  {"switchboard-provider", "x-inference-provider", "provider", false},
+  {"switchboard-request-id", "x-request-id", "request_id", true},
+}
 
 -- A field's value when it has the type its schema gives it (a message's bytes, a varint's
 -- number), else the default: malformed metadata never raises here.
@@ -53,8 +61,40 @@ function rate_limit_headers(encoded)
   return found
 end
 
--- Replaces the Router's typed metadata among a REST answer's headers by the REST headers.
+-- Renames the Router's metadata `own` to the REST header `rest`. A provider's request id header
+-- of the same name (its own, passed on) follows the Router's value when `join`, joined as Envoy
+-- joins values; else ours replaces it.
+local function present_name(headers, own, rest, join)
+  local value = headers:get(own)
+  if value == nil then
+    return
+  end
+  headers:remove(own)
+  local providers = headers:get(rest)
+  if join and providers ~= nil then
+    value = value .. "," .. providers
+  end
+  headers:replace(rest, value)
+end
+
+-- Keeps the Router's own values for the access log, as the ledger has them: a REST answer's header
+-- may join a provider's value after ours. The first Lua filter to see the answer records them.
+function log_router_values(handle, headers)
+  local marks = nil
+  for _, names in ipairs(NAMES) do
+    local value = headers:get(names[1])
+    if value ~= nil then
+      marks = marks or handle:streamInfo():dynamicMetadata()
+      marks:set(MARKS, names[3], value)
+    end
+  end
+end
+
+-- Replaces the Router's metadata among a REST answer's headers by the REST headers.
 function present_answer(headers)
+  for _, names in ipairs(NAMES) do
+    present_name(headers, names[1], names[2], names[4])
+  end
   local timing = headers:get(TIMING_KEY)
   if timing ~= nil then
     headers:remove(TIMING_KEY)

@@ -12,6 +12,8 @@ local find, sub, gsub = string.find, string.sub, string.gsub
 local byte, char, floor = string.byte, string.char, math.floor
 local MAX_ECHO = 64
 local MARKS = "switchboard"  -- the dynamic metadata namespace of this filter's marks (and the access log's)
+-- Envoy's router writes it on every answer that came from a service, never on a reply of its own.
+local UPSTREAM_TIME = "x-envoy-upstream-service-time"
 
 -- Caller input is echoed as a short prefix of plain characters: valid JSON as it is.
 function echo(text)
@@ -252,19 +254,26 @@ function envoy_on_request(handle)
     marks:set(MARKS, "method", "POST")
     return
   end
+  edge_began(handle)
   mark_rest(handle, headers, headers:get(":path") or "")
 end
 
 function envoy_on_response(handle)
+  local headers = handle:headers()
+  log_router_values(handle, headers)
   local marks = handle:streamInfo():dynamicMetadata():get(MARKS)
   if marks ~= nil and marks["native_grpc"] then
     return
   end
-  local headers = handle:headers()
   headers:remove("grpc-accept-encoding")
   headers:remove("grpc-status")
   headers:remove("grpc-message")
   present_answer(headers)
+  if headers:get("server-timing") == nil and headers:get(UPSTREAM_TIME) == nil then
+    -- Envoy's own reply (a route's 404, the transcoder's 400, a 408, an unreachable service's 503):
+    -- the edge's time, as on the refusals made here.
+    headers:replace("server-timing", edge_timing(handle, marks or {}))
+  end
   local details = headers:get("grpc-status-details-bin")
   if details == nil then
     return

@@ -334,12 +334,14 @@ class Stack:
     def stop(self) -> None:
         """Stops the children in the reverse of their start order, replicas of one service together:
         Envoy first (no new calls), then the Routers, whose last ledger send reaches a Billing still
-        running, then Billing, then the Registry. SIGTERM, then SIGKILL after the grace time."""
+        running, then Billing, then the Registry. SIGTERM, then SIGKILL after the grace time, which
+        each group has in full within one overall deadline: a stop takes at most twice the grace."""
+        overall = time.monotonic() + 2 * STOP_GRACE_SECONDS
         for _, group in itertools.groupby(reversed(self.children), key=lambda child: child.service):
             replicas = [child for child in group if child.process.poll() is None]
             for child in replicas:
                 child.process.terminate()
-            deadline = time.monotonic() + STOP_GRACE_SECONDS
+            deadline = min(time.monotonic() + STOP_GRACE_SECONDS, overall)
             for child in replicas:
                 try:
                     child.process.wait(timeout=max(0.1, deadline - time.monotonic()))

@@ -1,7 +1,8 @@
 """envoy/answers.lua in LuaJIT, as Envoy runs it (lupa), without a stack: the Router's typed answer
 metadata (protos/switchboard/router/v1/answer_metadata.proto) becomes Server-Timing and OpenAI's
-x-ratelimit-* headers. The stack tests are tests/test_answer_metadata.py and the REST header tests
-(tests/test_router.py, tests/test_key_limits_stack.py)."""
+x-ratelimit-* headers, its own names of the provider and the request id x-inference-provider and
+x-request-id. The stack tests are tests/test_answer_metadata.py, tests/test_answer_names.py and the
+REST header tests (tests/test_router.py, tests/test_key_limits_stack.py)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from lupa import luajit21
+from switchboard.registry.v1 import admin_service_pb2 as admin_pb
+from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 from switchboard.router.v1.answer_metadata_pb2 import AnswerTiming, RateLimits, RateLimitState
 
+from services.common.providers import DEFAULT_REQUEST_ID_HEADER, PROVIDER_METADATA_KEY, ProviderEntry
 from services.edge.envoy import errors_lua
 from services.router.key_limits import RATE_LIMITS_KEY
+from services.router.request_ids import REQUEST_ID_METADATA_KEY
 from services.router.timing import TIMING_KEY
 
 FAKE_HEADERS = """
@@ -118,3 +123,36 @@ def test_fields_of_the_wrong_type_never_fail_the_answer(lua, wrong: bytes) -> No
     written = dict(values)
     assert TIMING_KEY not in written and RATE_LIMITS_KEY not in written
     assert all(written[name][:1].isdigit() for name in written if name.startswith("x-ratelimit-"))
+
+
+def test_the_routers_own_names_become_the_rest_headers(lua) -> None:
+    own = {PROVIDER_METADATA_KEY: "p-1", REQUEST_ID_METADATA_KEY: "id-1", "inference-id": "theirs"}
+    headers, values = lua.execute(FAKE_HEADERS)(lua.table_from(own))
+    lua.globals().present_answer(headers)
+    assert dict(values) == {"x-inference-provider": "p-1", "x-request-id": "id-1", "inference-id": "theirs"}
+
+
+def test_a_providers_request_id_header_of_the_rest_name_follows_the_routers_value(lua) -> None:
+    """As Envoy joined two values of one name before the edge presented it (one header, no space)."""
+    own = {REQUEST_ID_METADATA_KEY: "id-1", "x-request-id": "theirs"}
+    headers, values = lua.execute(FAKE_HEADERS)(lua.table_from(own))
+    lua.globals().present_answer(headers)
+    assert dict(values) == {"x-request-id": "id-1,theirs"}
+
+
+def test_a_providers_request_id_header_of_the_provider_name_never_speaks_for_the_router(lua) -> None:
+    own = {PROVIDER_METADATA_KEY: "p-1", "x-inference-provider": "someone-else"}
+    headers, values = lua.execute(FAKE_HEADERS)(lua.table_from(own))
+    lua.globals().present_answer(headers)
+    assert dict(values) == {"x-inference-provider": "p-1"}
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["Switchboard-Provider", "switchboard-request-id", "Switchboard-Timing-Bin", "grpc-status", "Content-Type"],
+)
+def test_a_providers_request_id_header_never_takes_one_of_the_routers_own_names(header: str) -> None:
+    provider = admin_pb.Provider(id="p", base_url="http://p", request_id_header=header)
+    entry = ProviderEntry.from_config(internal_pb.ProviderConfig(provider=provider))
+    assert entry.request_id_metadata_key == DEFAULT_REQUEST_ID_HEADER.lower()
+    assert entry.request_id_header == header  # still read from the provider's answers by its name

@@ -12,6 +12,7 @@ import time
 
 import httpx
 import pytest
+from helpers.edge import access_log_lines
 from helpers.registry import build_world, error_of, ok, unique
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
@@ -249,7 +250,9 @@ def openai_error_of_raw(answer: bytes, status: int) -> dict:
     ],
 )
 def test_envoy_protocol_errors_are_openai_json(stack, data: bytes, status: int, code: str) -> None:
-    assert openai_error_of_raw(raw_exchange(stack, data), status)["code"] == code
+    answer = raw_exchange(stack, data)
+    assert openai_error_of_raw(answer, status)["code"] == code
+    assert re.search(rb"\r\nserver-timing: edge;dur=\d+\.\d\d\r\n", answer.partition(b"\r\n\r\n")[0])
 
 
 @pytest.mark.parametrize(
@@ -274,8 +277,10 @@ def test_an_unreachable_upstream_is_a_json_503(make_stack) -> None:
     billing.kill()
     billing.wait()
     with running.admin() as admin:
-        error = error_of(admin.get("/v1/billing/accounts/demo"), 503)
+        answer = admin.get("/v1/billing/accounts/demo")
+    error = error_of(answer, 503)
     assert (error["code"], error["type"]) == ("upstream_unavailable", "service_unavailable_error")
+    assert re.fullmatch(r"edge;dur=\d+\.\d\d", answer.headers["server-timing"])
 
 
 # --- content types, encodings, sizes (issue 11 finding 1) ------------------------
@@ -356,15 +361,6 @@ def test_api_error_messages_are_capped_so_a_trailer_always_fits() -> None:
 
 
 # --- access log, /openapi.json ----------------------------------------------------
-
-
-def access_log_lines(stack) -> list[dict]:
-    """Envoy's access log lines so far (a line still being written is left out)."""
-    lines = []
-    for line in stack.logs().splitlines():
-        if line.startswith('{"bytes_sent"') and line.endswith("}"):
-            lines.append(json.loads(line))
-    return lines
 
 
 def test_the_access_log_records_the_callers_method(stack) -> None:

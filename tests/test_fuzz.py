@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,9 +28,18 @@ from schemathesis.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from schemathesis.core.failures import FailureGroup, as_reported_failure
+from schemathesis.generation.feedback import FeedbackSources
+from schemathesis.generation.hypothesis.builder import MissingPathParameters
+
+# What `schema.parametrize()` calls per operation at collection (Schemathesis 4.32.5, pinned)
+from schemathesis.pytest._test_builder import build_operation_test
+from schemathesis.python._constants.orchestrator import make_constants_value_source
+from schemathesis.transport.requests import ManagedCookiesSession
 
 from services.common.errors import ANTHROPIC_PATH_REGEX
 from services.demo import CHAT_MODEL, IMAGE_MODEL, ORG, PROVIDER, TASK_MODELS, USER, AdminApi
+from services.edge.limits import CLIENT_BUDGET_ENV, EDGE_BUDGET_ENV
 from services.launcher import Stack
 
 pytestmark = pytest.mark.e2e  # starts processes
@@ -39,6 +49,9 @@ MAX_MESSAGE = 1_000  # characters: an error message repeats a short prefix of th
 
 
 DOCUMENT = Path(__file__).resolve().parent.parent / "gen" / "openapi.json"
+PATHS = json.loads(DOCUMENT.read_text())["paths"]
+# Every operation of the document, as Schemathesis labels it: read without Schemathesis, for collection.
+OPERATIONS = [f"{method.upper()} {path}" for path, methods in PATHS.items() for method in methods]
 SCHEMA_EXAMPLES = 8  # per operation, per caller, per generation mode
 BODY_EXAMPLES = 150  # per inference route in the hostile-body test
 CHECKS = (not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance)
@@ -71,17 +84,36 @@ class Live:
     stack: Stack
     base_url: str
     tokens: dict[str, str]
+    # Kept for the module, for tests that send one request each: a request reuses a connection
+    # instead of building a client (an SSL context each) and a connection.
+    session: ManagedCookiesSession  # Schemathesis' calls, as either caller
+    admin: httpx.Client
 
     def http(self, who: str) -> httpx.Client:
-        headers = {"Authorization": f"Bearer {self.tokens[who]}"}
-        return httpx.Client(base_url=self.base_url, headers=headers, timeout=60)
+        return client(self.base_url, self.tokens[who])
+
+
+def client(base_url: str, token: str) -> httpx.Client:
+    return httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=60)
+
+
+# Byte budgets for large bodies (services/edge/limits.py) that the fuzzers never use up, as every
+# test stack but the demo's has: past a budget, Envoy holds a request for a second before its 429,
+# and Schemathesis' coverage phase sends 33 MB bodies (an array of the longest strings allowed) that
+# a 24 MiB client budget refuses. The throttle is tested in tests/test_edge_refusal.py, not here.
+NEVER_THROTTLED = {CLIENT_BUDGET_ENV: "1024,1024", EDGE_BUDGET_ENV: "1024,1024"}
 
 
 @pytest.fixture(scope="module")
 def live(stacks: Stacks) -> Iterator[Live]:
-    with stacks.demo("fuzz") as (stack, base_url, admin_token, _):
-        user_token = AdminApi(base_url, admin_token).new_token(USER, "fuzz")
-        yield Live(stack, base_url, {"admin": admin_token, "user": user_token})
+    with pytest.MonkeyPatch.context() as environment, ExitStack() as closing:
+        for name, value in NEVER_THROTTLED.items():
+            environment.setenv(name, value)  # a stack's settings: the launcher's environment, then its own
+        with stacks.demo("fuzz") as (stack, base_url, admin_token, _):
+            tokens = {"admin": admin_token, "user": AdminApi(base_url, admin_token).new_token(USER, "fuzz")}
+            session = closing.enter_context(ManagedCookiesSession())  # drops cookies between requests
+            session.trust_env = False  # no proxy or .netrc for the loopback stack: reading them was a per-request cost
+            yield Live(stack, base_url, tokens, session, closing.enter_context(client(base_url, admin_token)))
 
 
 def error_of(response: Response | httpx.Response) -> dict:
@@ -93,13 +125,58 @@ def error_of(response: Response | httpx.Response) -> dict:
     return error if isinstance(error, dict) else {}
 
 
+def send(case: schemathesis.Case, live: Live, who: str) -> Response:
+    authorization = {"Authorization": f"Bearer {live.tokens[who]}"}
+    return case.call(base_url=live.base_url, session=live.session, headers=authorization, timeout=60)
+
+
+def answer_as_the_document_says(case: schemathesis.Case, live: Live, who: str) -> None:
+    """Sends one case as `who` and holds the answer to every check."""
+    case.validate_response(send(case, live, who), checks=CHECKS)
+
+
+@FUZZ_SETTINGS
+def fuzz_operation(case: schemathesis.Case, live: Live, who: str, sent: list[schemathesis.Case]) -> None:
+    sent.append(case)
+    answer_as_the_document_says(case, live, who)
+
+
+def operation_test(label: str) -> Callable[..., None]:
+    """The Hypothesis test Schemathesis builds for one operation (its coverage phase's cases, then
+    fuzzing), as `schema.parametrize()` builds it, but on the operation's first test rather than at
+    collection, where every xdist worker would build all 74 to run a third of them."""
+    operation = schema.find_operation_by_label(label)
+    assert operation is not None, label
+    feedback = FeedbackSources(constants_value_source=make_constants_value_source(schema))
+    test = build_operation_test(
+        config=schema.config, operation=operation, test_func=fuzz_operation, given_kwargs={}, feedback=feedback
+    )
+    if missing := MissingPathParameters.get(test):
+        raise missing
+    return test
+
+
+# operation -> every case its first caller's Hypothesis run sent. The run is derandomized (its seed
+# is the test function's digest, with no example database) and nothing it draws depends on an answer,
+# so the other caller's run would draw the very same cases (compared case by case for both callers):
+# the other caller sends these again instead of drawing them anew. A failed run records nothing.
+SENT: dict[str, list[schemathesis.Case]] = {}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("who", ["admin", "user"])
-@schema.parametrize()
-@FUZZ_SETTINGS
-def test_every_operation_answers_as_the_document_says(case: schemathesis.Case, live: Live, who: str) -> None:
-    response = case.call(base_url=live.base_url, headers={"Authorization": f"Bearer {live.tokens[who]}"}, timeout=60)
-    case.validate_response(response, checks=CHECKS)
+@pytest.mark.parametrize("operation", OPERATIONS)
+def test_every_operation_answers_as_the_document_says(operation: str, live: Live, who: str) -> None:
+    try:
+        if operation in SENT:
+            for case in SENT[operation]:
+                answer_as_the_document_says(case, live, who)
+            return
+        sent: list[schemathesis.Case] = []
+        operation_test(operation)(live=live, who=who, sent=sent)
+        SENT[operation] = sent
+    except FailureGroup as failures:  # every failed check, as Schemathesis' pytest plugin reports them
+        raise as_reported_failure(failures) from None
 
 
 # Hostile values for the fields the Router reads: numbers past every range
@@ -236,10 +313,7 @@ def test_hostile_inference_bodies_get_4xx_never_5xx(route: str, live: Live) -> N
 # rejects at random; "huge" is past its 16 KiB hard limit, rejected always.
 HOSTILE_SEGMENTS = {"not_utf8": "%ff", "nul": "%00", "dot_dot": "..", "long": "x" * 4_000, "huge": "x" * 20_000}
 OPERATIONS_WITH_PATH_PARAMETERS = sorted(
-    (method.upper(), path)
-    for path, operations in json.loads(DOCUMENT.read_text())["paths"].items()
-    for method in operations
-    if "{" in path
+    (method.upper(), path) for path, methods in PATHS.items() for method in methods if "{" in path
 )
 
 
@@ -251,8 +325,7 @@ def hostile_path(template: str, segment: str) -> str:
 @pytest.mark.parametrize("segment", sorted(HOSTILE_SEGMENTS))
 @pytest.mark.parametrize(("method", "template"), OPERATIONS_WITH_PATH_PARAMETERS)
 def test_hostile_path_parameters_get_openai_shaped_4xx(method: str, template: str, segment: str, live: Live) -> None:
-    with live.http("admin") as http:
-        answer = http.request(method, hostile_path(template, HOSTILE_SEGMENTS[segment]), json={})
+    answer = live.admin.request(method, hostile_path(template, HOSTILE_SEGMENTS[segment]), json={})
     assert answer.status_code < 500, answer.text[:300]
     if answer.status_code >= 400 and re.fullmatch(ANTHROPIC_PATH_REGEX, template):
         assert_anthropic_error(answer)
@@ -291,6 +364,6 @@ def test_real_resources_answer_200_as_the_document_says(
     path: str, parameters: dict, query: dict, who: str, live: Live
 ) -> None:
     case = schema[path]["GET"].Case(path_parameters=parameters, query=query)
-    response = case.call(base_url=live.base_url, headers={"Authorization": f"Bearer {live.tokens[who]}"}, timeout=60)
+    response = send(case, live, who)
     assert response.status_code == 200, response.text[:300]
     case.validate_response(response, checks=list(CHECKS))

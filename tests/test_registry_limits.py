@@ -124,6 +124,9 @@ def provider_body(**fields) -> dict:
         ({"baseUrl": "http://h/" + "x" * v.MAX_URL}, "baseUrl"),
         ({"billingUrl": "http://h/" + "x" * v.MAX_URL}, "billingUrl"),
         ({"requestIdHeader": "x" * (v.MAX_HEADER_NAME + 1)}, "requestIdHeader"),
+        ({"requestIdHeader": "Switchboard-Provider"}, "requestIdHeader"),  # the Router's own metadata
+        ({"requestIdHeader": "grpc-status"}, "requestIdHeader"),
+        ({"requestIdHeader": "Content-Length"}, "requestIdHeader"),
         ({"apiKey": "k" * (v.MAX_SECRET + 1)}, "apiKey"),
         ({"billingAuthorization": "k" * (v.MAX_SECRET + 1)}, "billingAuthorization"),
         ({"defaultRank": v.MAX_RANK + 1}, "defaultRank"),

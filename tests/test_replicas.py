@@ -35,9 +35,11 @@ from switchboard.registry.v1 import registry_service_pb2_grpc as registry_grpc
 from switchboard.router.v1 import router_service_pb2 as router_pb
 from switchboard.router.v1 import router_service_pb2_grpc as router_grpc
 
+from services.common.providers import PROVIDER_METADATA_KEY
 from services.edge.envoy import EnvoyPorts, render
 from services.launcher import Child, Stack, free_port, grpc_serving, http_ok
 from services.reference_provider.app import Knobs, State, create_app
+from services.router.request_ids import REQUEST_ID_METADATA_KEY
 
 pytestmark = pytest.mark.slow
 
@@ -274,8 +276,8 @@ def chat_on_router(address: str, world: World, answers: Answers) -> str:
         except grpc.RpcError as error:
             return error.code().name
         metadata = dict(call.initial_metadata())
-    answers.add(metadata["x-request-id"], metadata["inference-id"])
-    return metadata["x-inference-provider"]
+    answers.add(metadata[REQUEST_ID_METADATA_KEY], metadata["inference-id"])
+    return metadata[PROVIDER_METADATA_KEY]
 
 
 def map_on_one_registry(replicas: Replicas, admin_token: str, world: World) -> None:

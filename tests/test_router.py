@@ -25,6 +25,7 @@ from huggingface_hub import InferenceClient
 from switchboard.router.v1 import router_service_pb2 as router_pb
 from switchboard.router.v1 import router_service_pb2_grpc as router_grpc
 
+from services.common.providers import PROVIDER_METADATA_KEY
 from services.demo import AdminApi, reference_provider_argv, reference_provider_secrets
 from services.launcher import Stack, free_port, http_ok
 
@@ -371,7 +372,7 @@ def test_failover_on_timeout_within_the_callers_deadline(world) -> None:
         request = router_pb.CreateChatCompletionRequest(body=body)
         call = stub.CreateChatCompletion(request, timeout=4, metadata=[("authorization", f"Bearer {world.token}")])
         answers = list(call)
-        assert dict(call.initial_metadata())["x-inference-provider"] == second
+        assert dict(call.initial_metadata())[PROVIDER_METADATA_KEY] == second
     assert orjson.loads(answers[0].data)["model"] == model
 
 

@@ -581,7 +581,5 @@ def update_account(session: Session, account: str, **values: int) -> None:
     session.commit()
 
 
-def limited_accounts(session: Session) -> set[str]:
-    """The accounts with a spending limit."""
-    query = select(ACCOUNTS.c.account).where(ACCOUNTS.c.limit_nano_usd > 0)
-    return {row[0] for row in session.connection().execute(query)}
+# The accounts with a spending limit (LimitedAccounts reads it every second: built once).
+LIMITED_ACCOUNTS = select(ACCOUNTS.c.account).where(ACCOUNTS.c.limit_nano_usd > 0)

@@ -110,7 +110,7 @@ class LimitedAccounts:
         """Reads the set from the database and publishes what another replica changed.
         A read that overlapped a change of this process's own is dropped: it may predate it."""
         revision = self.revision
-        names = await self.db.run(ledger.limited_accounts)
+        names = {row[0] for row in await self.db.query(ledger.LIMITED_ACCOUNTS)}
         if revision != self.revision:
             return
         added, removed = sorted(names - self._names), sorted(self._names - names)

@@ -4,15 +4,15 @@ otherwise), sessions run off the event loop, and Alembic migrations."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy import Executable, event
+from sqlalchemy.engine import Engine, Row
 from sqlmodel import Session, create_engine
 
 T = TypeVar("T")
@@ -86,6 +86,17 @@ class Database:
         """Runs work(session) on a database thread; work commits what it writes."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._in_session, work)
+
+    async def query(self, statement: Executable, parameters: Mapping[str, Any] | None = None) -> list[Row]:
+        """The rows of a read-only Core statement, on a database thread, through a plain connection:
+        no ORM session, so a background poll costs a fraction of session work (build the statement
+        once, at import, so its compiled form is cached too)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._query, statement, parameters or {})
+
+    def _query(self, statement: Executable, parameters: Mapping[str, Any]) -> list[Row]:
+        with self.engine.connect() as connection:
+            return list(connection.execute(statement, parameters))
 
     def read(self, work: Callable[[Session], T]) -> T:
         """Runs read-only work(session) on the calling thread (never the event loop's)."""

@@ -23,7 +23,7 @@ import orjson
 from services.common import http1
 from services.common.errors import PROVIDER_CODE_KEY, PROVIDER_KEY, PROVIDER_VERDICTS, ApiError, unavailable
 from services.common.pricing import INT64_MAX, NANO_PER_USD
-from services.common.providers import Route
+from services.common.providers import PROVIDER_METADATA_KEY, Route
 from services.common.secrets import Redactor
 
 RETRYABLE_STATUSES = frozenset({429, 500, 501, 502, 503, 504})
@@ -145,7 +145,7 @@ def provider_error(route: Route, status: int, data: bytes) -> ApiError:
     param = param if isinstance(param, str) else None
     metadata = {PROVIDER_KEY: name, **({PROVIDER_CODE_KEY: str(code)} if code else {})}
     grpc_code, reason = PROVIDER_VERDICTS[status]
-    answered_by = {"x-inference-provider": name}
+    answered_by = {PROVIDER_METADATA_KEY: name}
     return ApiError(grpc_code, reason, text, param=param, metadata=metadata, headers=answered_by)
 
 

@@ -20,6 +20,15 @@ DEFAULT_REQUEST_ID_HEADER = "Inference-Id"
 CAPABILITY_FIELDS = ("supports_tools", "supports_structured_output", "context_length")
 
 _METADATA_KEY = re.compile(r"[a-z0-9][a-z0-9_.-]*")
+# Names a provider's request id cannot travel under in an answer's metadata: the Router's own
+# (switchboard-provider, switchboard-request-id, switchboard-timing-bin, ...), gRPC's, Envoy's and
+# HTTP's framing, which it would fake or break. The Registry refuses them; a row stored before
+# that check passes its header on under the default name.
+RESERVED_HEADER_PREFIXES = ("switchboard-", "grpc-", "x-envoy-", "content-", "proxy-")
+RESERVED_HEADERS = frozenset({"connection", "host", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade"})
+# The provider that served an answer (or refused it), in an answer's metadata or an error's
+# trailers; Envoy presents it to REST callers as a header of the REST API (envoy/answers.lua).
+PROVIDER_METADATA_KEY = "switchboard-provider"
 # Providers whose redactors are kept (a few per provider: its secrets change seldom).
 KEPT_REDACTORS = 1024
 
@@ -29,6 +38,12 @@ def _redactor(secrets: tuple[str, ...]) -> Redactor:
     """One redactor per set of secrets: building one takes milliseconds (every encoded form of
     each secret), and every resolution that names the provider carries the same secrets."""
     return Redactor(secrets)
+
+
+def reserved_header(name: str) -> bool:
+    """Whether a provider's request id header has a name its answers' metadata cannot carry."""
+    lowered = name.lower()
+    return lowered in RESERVED_HEADERS or lowered.startswith(RESERVED_HEADER_PREFIXES)
 
 
 @dataclass(frozen=True)
@@ -70,7 +85,9 @@ class ProviderEntry:
             for price in config.prices
         }
         header = p.request_id_header or DEFAULT_REQUEST_ID_HEADER
-        key = header.lower() if _METADATA_KEY.fullmatch(header.lower()) else DEFAULT_REQUEST_ID_HEADER.lower()
+        key = header.lower()
+        if not _METADATA_KEY.fullmatch(key) or reserved_header(key):
+            key = DEFAULT_REQUEST_ID_HEADER.lower()
         return cls(
             id=p.id,
             base_url=p.base_url.rstrip("/"),

@@ -10,6 +10,10 @@ from __future__ import annotations
 import os
 import time
 
+# The Router's request id of an answer (as in the ledger), in the answer's metadata; Envoy presents
+# it to REST callers under OpenAI's request id header (envoy/answers.lua).
+REQUEST_ID_METADATA_KEY = "switchboard-request-id"
+
 _VERSION_AND_VARIANT = (0x7 << 76) | (0x2 << 62)
 _RANDOM_BITS = ~((0xF << 76) | (0x3 << 62)) & ((1 << 80) - 1)
 

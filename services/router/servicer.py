@@ -24,7 +24,7 @@ from services.common.auth import API_KEY_HEADER, TOKEN_PREFIXES, credential, par
 from services.common.counters import MemoryCounters
 from services.common.errors import ApiError, Code, invalid_argument, not_found, permission_denied, unavailable
 from services.common.pricing import estimate_nano_usd, prompt_tokens_estimate
-from services.common.providers import CAPABILITY_FIELDS
+from services.common.providers import CAPABILITY_FIELDS, PROVIDER_METADATA_KEY
 from services.common.task_formats import GENERATE, OPERATIONS, Bill, TaskCall, TaskInput, reservation
 from services.common.telemetry import TRACEPARENT, InferenceMeasure
 from services.router import selection
@@ -35,7 +35,7 @@ from services.router.health import ProviderHealthMethods
 from services.router.key_limits import Grant, KeyLimits
 from services.router.measurements import Measurements
 from services.router.messages_api import Messages, input_tokens
-from services.router.request_ids import request_id
+from services.router.request_ids import REQUEST_ID_METADATA_KEY, request_id
 from services.router.responses_api import Responses
 from services.router.spending import Spending
 from services.router.spool import Spool
@@ -416,8 +416,8 @@ class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServi
     async def _send_headers(self, call: Call, opened: Opened, context: grpc.aio.ServicerContext) -> None:
         """The answer's headers: which provider served it, our request id and the provider's, the timing."""
         metadata = [
-            ("x-inference-provider", opened.route.provider.id),
-            ("x-request-id", call.request_id),
+            (PROVIDER_METADATA_KEY, opened.route.provider.id),
+            (REQUEST_ID_METADATA_KEY, call.request_id),
             answer_timing(call.measure.started, call.upstream_seconds),
         ]
         provider_request_id = opened.provider_request_id

@@ -4,7 +4,8 @@ through a local spool that loses nothing when Billing is down.
 Each record is appended to a journal file the moment the provider answered (a
 page-cache write, no fsync: it survives a crash of the Router process). Every
 flush interval (~100 ms) a background task seals the journal, writes its
-records to a spool file (fsync'd) and deletes the sealed journal. Every send
+records to a spool file (fsync'd) and deletes the sealed journal (with nothing queued,
+spooled or sealed, the task sleeps without a timer until the next record). Every send
 interval (~500 ms, sooner once a batch's worth is spooled) the spool files are
 sent to Billing oldest first, consecutive files merged into RecordRequests calls
 of up to a batch's records, and deleted once Billing acknowledged them (Billing
@@ -91,7 +92,8 @@ class Spool:
         self._backoff = Backoff(0.2, RETRY_MAX_SECONDS)
         self._retry_at = 0.0
         self._sent_at = 0.0
-        self._wake = asyncio.Event()
+        self._wake = asyncio.Event()  # a batch's worth is queued: flush now
+        self._queued = asyncio.Event()  # a record came: wakes the idle sender
         self._journal_fd = -1
         self._sealed: list[Path] = []  # journals whose records are in `pending`, not yet in a spool file
 
@@ -101,6 +103,7 @@ class Spool:
             data = record.SerializeToString()
             os.write(self._journal_fd, _FRAME.pack(len(data)) + data)  # O_APPEND: one write, one frame
         self.pending.append(record)
+        self._queued.set()
         if len(self.pending) >= self.batch_size:
             self._wake.set()
 
@@ -231,9 +234,14 @@ class Spool:
         return paths, billing_pb.RecordRequestsRequest(records=[r for batch in batches for r in batch.records])
 
     async def run(self) -> None:
-        """The background sender: spool every flush interval, send with backoff on failure."""
+        """The background sender: spool every flush interval, send with backoff on failure; idle
+        (nothing queued, spooled or sealed), it waits for the next record, then flushes a flush
+        interval later as before."""
         self.load_spool()
         while True:
+            if not (self.pending or self._spooled or self._sealed):
+                self._queued.clear()
+                await self._queued.wait()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), FLUSH_INTERVAL_SECONDS)
             self._wake.clear()

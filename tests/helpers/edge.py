@@ -62,6 +62,15 @@ def request_head(path: str, length: int | None, token: str | None = None, method
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
+def access_log_lines(stack) -> list[dict]:
+    """Envoy's access log lines so far (a line still being written is left out)."""
+    lines = []
+    for line in stack.logs().splitlines():
+        if line.startswith('{"bytes_sent"') and line.endswith("}"):
+            lines.append(json.loads(line))
+    return lines
+
+
 def hcm_of(config: dict) -> dict:
     """The HTTP connection manager of the listener."""
     return config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]

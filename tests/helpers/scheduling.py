@@ -4,19 +4,23 @@ work units of their own (each unit starts the module's stack once on its worker)
 
 from __future__ import annotations
 
+import re
 import zlib
 
 from xdist.scheduler import LoadScopeScheduling
 
-# module -> work units: tests/test_fuzz.py alone is a fifth of the suite's test time (its ~400 tests share
-# one demo stack of the module's own), so on one worker it would end the run by itself.
-SPLIT = {"tests/test_fuzz.py": 3}
+# module -> work units: tests/test_fuzz.py's ~400 tests take about a minute in one process (they share one
+# demo stack of the module's own, started once per unit); each of two units is shorter than the longest modules.
+SPLIT = {"tests/test_fuzz.py": 2}
+# A test's caller, the last part of its id: the tests of one operation for either caller share a unit, so
+# that the second sends the first's cases again instead of drawing them anew (tests/test_fuzz.py).
+CALLER = re.compile(r"-(admin|user)\]$")
 
 
 class ModulesAndSplits(LoadScopeScheduling):
-    """loadscope, with the modules in SPLIT cut into units by a hash of each test's id."""
+    """loadscope, with the modules in SPLIT cut into units by a hash of each test's id without its caller."""
 
     def _split_scope(self, nodeid: str) -> str:
         scope = super()._split_scope(nodeid)
         units = SPLIT.get(scope)
-        return f"{scope}::unit-{zlib.crc32(nodeid.encode()) % units}" if units else scope
+        return f"{scope}::unit-{zlib.crc32(CALLER.sub(']', nodeid).encode()) % units}" if units else scope

@@ -1,12 +1,19 @@
 """Keeps this Registry replica's index in step with writes made by the others.
 
 Every write commits its record in the `changes` table in its own transaction
-(RegistryState.write: an outbox). Each replica polls that table a few times a
-second and applies another replica's change with RegistryState.apply, as the
-writer applied it: it re-reads from the database what the change touched (one
-provider's mappings, a provider, a user's identity, a batch of catalog
-models, a model alias), updates its index and passes the notice on to its own watchers. With
-one replica this only reads an empty result set.
+(RegistryState.write: an outbox). Each replica polls that table and applies
+another replica's change with RegistryState.apply, as the writer applied it: it
+re-reads from the database what the change touched (one provider's mappings, a
+provider, a user's identity, a batch of catalog models, a model alias), updates
+its index and passes the notice on to its own watchers.
+
+A poll first reads one indexed scalar mark of the table (CHANGE_LOG_MARK, no ORM
+session) and reads the changes only when the mark moved. Polls come every
+POLL_SECONDS while changes come; each poll that finds nothing doubles the pause
+up to IDLE_POLL_SECONDS, the worst case for a change made on another replica to
+reach this one; the first poll that finds something returns to POLL_SECONDS. An
+idle replica (and a single one, whose own writes apply as they commit) thus
+costs a scalar read about twice a second.
 
 Revisions of concurrent transactions may become visible out of order
 (PostgreSQL sequences), so each poll looks back a window of revisions and
@@ -24,7 +31,8 @@ from services.registry.domain.state import RegistryState
 from services.registry.storage import queries
 
 log = logging.getLogger(__name__)
-POLL_SECONDS = 0.2
+POLL_SECONDS = 0.2  # between polls while changes come
+IDLE_POLL_SECONDS = 0.5  # the longest pause, after polls that found nothing
 LOOK_BACK = 200  # revisions
 KEEP_CHANGES = timedelta(hours=1)
 PRUNE_EVERY_SECONDS = 60.0
@@ -40,6 +48,9 @@ class ReplicaFollower:
         self._last_prune = 0.0
         self._polls = 0  # polls started
         self._polling = asyncio.Lock()
+        self.pause = POLL_SECONDS  # until the next poll
+        # (look-back start, CHANGE_LOG_MARK) when the changes were last read with none left for later
+        self._read_at: tuple | None = None
 
     async def run(self) -> None:
         """Polls until cancelled; a failed poll is logged and retried."""
@@ -49,7 +60,7 @@ class ReplicaFollower:
                 await self._prune()
             except Exception:
                 log.exception("reading the change log failed; retrying")
-            await asyncio.sleep(POLL_SECONDS)
+            await asyncio.sleep(self.pause)
 
     async def catch_up(self) -> None:
         """Applies every change committed before the call. Callers arriving together share
@@ -63,16 +74,26 @@ class ReplicaFollower:
 
     async def poll(self) -> None:
         since = self.newest - LOOK_BACK
+        (mark,) = await self.state.db.query(queries.CHANGE_LOG_MARK, {"since": since})
+        read_at = (since, *mark)
+        if read_at == self._read_at:  # nothing committed or pruned since the last read
+            self.pause = min(self.pause * 2, IDLE_POLL_SECONDS)
+            return
+        self.pause, self._read_at = POLL_SECONDS, None
         changes = await self.state.db.run(lambda session: queries.changes_since(session, since))
+        deferred = False
         for revision, origin, kind, key in changes:
             if revision in self.applied:
                 continue
             if revision not in self.state.applied_here:  # another replica's, or ours not applied
                 if origin == self.state.origin and self.state.writes_in_flight:
-                    continue  # perhaps its writer is applying it: look again next poll
+                    deferred = True  # perhaps its writer is applying it: look again next poll
+                    continue
                 await self.state.apply(kind, key)
             self.applied.add(revision)
             self.newest = max(self.newest, revision)
+        if not deferred:  # else (or when an apply failed) the next poll reads the changes again
+            self._read_at = read_at
         self.applied = {r for r in self.applied if r > self.newest - LOOK_BACK}
         self.state.applied_here -= {r for r in self.state.applied_here if r <= self.newest - LOOK_BACK}
 

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import delete, func, literal, text, update
+from sqlalchemy import bindparam, delete, func, literal, text, update
 from sqlalchemy import select as core_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
@@ -358,13 +358,22 @@ def delete_provider(session: Session, provider_id: str) -> bool:
 # What another replica's change needs re-read (see services/registry/domain/replicas.py).
 
 
+# What the change log holds past a revision (`since`), in one indexed scalar read: how many changes
+# and the sum of their revisions. A change committed late below the newest revision seen (see
+# services/registry/domain/replicas.py) or pruned changes it, so an equal answer means nothing new.
+CHANGE_LOG_MARK = core_select(func.count(), func.sum(ChangeRow.revision)).where(ChangeRow.revision > bindparam("since"))
+
+
 def changes_since(session: Session, revision: int, limit: int = 1000) -> list[tuple[int, str, int, str]]:
     query = select(ChangeRow.revision, ChangeRow.origin, ChangeRow.kind, ChangeRow.key)
     return list(session.exec(query.where(ChangeRow.revision > revision).order_by(ChangeRow.revision).limit(limit)))
 
 
 def prune_changes(session: Session, before: datetime) -> int:
-    pruned = delete_rows(session, ChangeRow, ChangeRow.create_time < before)
+    """Deletes the changes made before `before`, except the newest: SQLite numbers a new row one past
+    the largest kept, and a number handed out again would pass for a change other replicas applied."""
+    newest = core_select(func.max(ChangeRow.revision)).scalar_subquery()
+    pruned = delete_rows(session, ChangeRow, ChangeRow.create_time < before, ChangeRow.revision < newest)
     session.commit()
     return pruned
 

@@ -96,9 +96,10 @@ class BillingServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetGeneration(self, request, context):
-        """One served request by its id (the answer's x-request-id), as OpenRouter's
-        generation lookup: its provider, model, tokens, timing and its estimated
-        and settled cost. For the caller who made it, admins of the org it was
+        """One served request by its id (the answer's "switchboard-request-id"
+        metadata, which REST callers see as the header x-request-id), as
+        OpenRouter's generation lookup: its provider, model, tokens, timing and its
+        estimated and settled cost. For the caller who made it, admins of the org it was
         billed to, and the admin token; 404 for anyone else, as for an unknown id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

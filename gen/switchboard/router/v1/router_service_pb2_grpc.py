@@ -30,8 +30,14 @@ if _version_not_supported:
 class RouterServiceStub:
     """OpenAI-compatible inference. Request bodies travel raw (HttpBody) so that
     every OpenAI parameter, known or not, reaches the provider unchanged.
-    Responses carry the headers x-inference-provider, x-request-id and the
-    provider's request id header.
+    An answer's initial metadata, as native gRPC callers read it:
+    "switchboard-provider" (the provider that served it), "switchboard-request-id"
+    (Switchboard's request id, as GetGeneration takes it), the provider's own
+    request id under its configured header name (default "inference-id") and the
+    typed binary metadata of answer_metadata.proto. An error a provider made
+    carries "switchboard-provider" in its trailers. A caller's own metadata of
+    these names is never echoed. REST callers get them from Envoy as the headers
+    x-inference-provider and x-request-id (envoy/answers.lua).
     """
 
     def __init__(self, channel):
@@ -130,8 +136,14 @@ class RouterServiceStub:
 class RouterServiceServicer:
     """OpenAI-compatible inference. Request bodies travel raw (HttpBody) so that
     every OpenAI parameter, known or not, reaches the provider unchanged.
-    Responses carry the headers x-inference-provider, x-request-id and the
-    provider's request id header.
+    An answer's initial metadata, as native gRPC callers read it:
+    "switchboard-provider" (the provider that served it), "switchboard-request-id"
+    (Switchboard's request id, as GetGeneration takes it), the provider's own
+    request id under its configured header name (default "inference-id") and the
+    typed binary metadata of answer_metadata.proto. An error a provider made
+    carries "switchboard-provider" in its trailers. A caller's own metadata of
+    these names is never echoed. REST callers get them from Envoy as the headers
+    x-inference-provider and x-request-id (envoy/answers.lua).
     """
 
     def CreateChatCompletion(self, request, context):
@@ -388,8 +400,14 @@ def add_RouterServiceServicer_to_server(servicer, server):
 class RouterService:
     """OpenAI-compatible inference. Request bodies travel raw (HttpBody) so that
     every OpenAI parameter, known or not, reaches the provider unchanged.
-    Responses carry the headers x-inference-provider, x-request-id and the
-    provider's request id header.
+    An answer's initial metadata, as native gRPC callers read it:
+    "switchboard-provider" (the provider that served it), "switchboard-request-id"
+    (Switchboard's request id, as GetGeneration takes it), the provider's own
+    request id under its configured header name (default "inference-id") and the
+    typed binary metadata of answer_metadata.proto. An error a provider made
+    carries "switchboard-provider" in its trailers. A caller's own metadata of
+    these names is never echoed. REST callers get them from Envoy as the headers
+    x-inference-provider and x-request-id (envoy/answers.lua).
     """
 
     @staticmethod

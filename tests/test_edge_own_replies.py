@@ -1,0 +1,47 @@
+"""Envoy's own replies, the ones no Lua check made (a route's 404, the transcoder's 400; the protocol
+errors' 426, 431 and 408 and an unreachable service's 503 in tests/test_envoy_boundary.py), carry
+Server-Timing's `edge` entry as the Lua refusals do (issue 22: Server-Timing on every answer):
+errors.lua's response path writes it on any REST answer that came from no service. Answers that
+came from a service keep what it sent."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from helpers.edge import raw_exchange
+
+pytestmark = pytest.mark.e2e
+
+EDGE_TIMING = re.compile(r"edge;dur=\d+\.\d\d")
+
+
+def server_timings(head: str) -> list[str]:
+    return [line.partition(":")[2].strip() for line in head.split("\r\n") if line.startswith("server-timing:")]
+
+
+def request(method: str, path: str, body: bytes = b"", token: str | None = None, version: str = "1.1") -> bytes:
+    lines = [f"{method} {path} HTTP/{version}", "Host: switchboard", "Content-Type: application/json"]
+    lines += [f"Content-Length: {len(body)}"] + ([f"Authorization: Bearer {token}"] if token else [])
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status"),
+    [
+        ("GET", "/no/such/route", b"", 404),  # the fallback route's direct response
+        ("GET", "/v1/chat/completions", b"", 404),  # a REST path with another method
+        ("PUT", "/v1/billing/accounts/demo/limit", b'{"limitNanoUsd": 1,', 400),  # the transcoder's JSON parse
+        ("PUT", "/v1/billing/accounts/demo/limit", b'{"limitNanoUsd": "many"}', 400),  # and its type check
+    ],
+)
+def test_envoys_own_replies_carry_the_edges_timing(stack, method: str, path: str, body: bytes, status: int) -> None:
+    answered, head, _ = raw_exchange(stack, request(method, path, body, stack.admin_token))
+    assert answered == status
+    assert [EDGE_TIMING.fullmatch(value) is not None for value in server_timings(head)] == [True]
+
+
+def test_an_answer_from_a_service_gets_no_edge_entry(stack) -> None:
+    answered, head, _ = raw_exchange(stack, request("GET", "/v1/billing/accounts/demo", token=stack.admin_token))
+    assert answered == 200
+    assert not [value for value in server_timings(head) if "edge;" in value]

@@ -486,6 +486,8 @@ def test_a_partner_creates_a_mapping_in_the_page_and_it_answers_chat(console: Co
     assert console.figure("health-requests") == f"{int(health['requests']):,}"
     assert console.figure("health-errors") == f"{int(health['errors']):,}"
     page.get_by_role("button", name=f"Set {model} staging").click()
+    # The row said "staging" before the change too (on its "Set staging" button): the new button says it's done.
+    expect(page.get_by_role("button", name=f"Set {model} live")).to_be_visible()
     expect(row).to_contain_text("staging")
     table = world.api(world.partner_token, "GET", f"/api/partners/{PROVIDER}/models")
     assert table["conversational"][model]["status"] == "staging"

@@ -18,7 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 import schemathesis
-from helpers.stacks import Stacks
+from helpers.clients import http_client
+from helpers.stacks import NEVER_USED_UP_BUDGETS, Stacks
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode, Response
@@ -39,7 +40,6 @@ from schemathesis.transport.requests import ManagedCookiesSession
 
 from services.common.errors import ANTHROPIC_PATH_REGEX
 from services.demo import CHAT_MODEL, IMAGE_MODEL, ORG, PROVIDER, TASK_MODELS, USER, AdminApi
-from services.edge.limits import CLIENT_BUDGET_ENV, EDGE_BUDGET_ENV
 from services.launcher import Stack
 
 pytestmark = pytest.mark.e2e  # starts processes
@@ -94,26 +94,20 @@ class Live:
 
 
 def client(base_url: str, token: str) -> httpx.Client:
-    return httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=60)
-
-
-# Byte budgets for large bodies (services/edge/limits.py) that the fuzzers never use up, as every
-# test stack but the demo's has: past a budget, Envoy holds a request for a second before its 429,
-# and Schemathesis' coverage phase sends 33 MB bodies (an array of the longest strings allowed) that
-# a 24 MiB client budget refuses. The throttle is tested in tests/test_edge_refusal.py, not here.
-NEVER_THROTTLED = {CLIENT_BUDGET_ENV: "1024,1024", EDGE_BUDGET_ENV: "1024,1024"}
+    return http_client(base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=60)
 
 
 @pytest.fixture(scope="module")
 def live(stacks: Stacks) -> Iterator[Live]:
-    with pytest.MonkeyPatch.context() as environment, ExitStack() as closing:
-        for name, value in NEVER_THROTTLED.items():
-            environment.setenv(name, value)  # a stack's settings: the launcher's environment, then its own
-        with stacks.demo("fuzz") as (stack, base_url, admin_token, _):
-            tokens = {"admin": admin_token, "user": AdminApi(base_url, admin_token).new_token(USER, "fuzz")}
-            session = closing.enter_context(ManagedCookiesSession())  # drops cookies between requests
-            session.trust_env = False  # no proxy or .netrc for the loopback stack: reading them was a per-request cost
-            yield Live(stack, base_url, tokens, session, closing.enter_context(client(base_url, admin_token)))
+    # Past a large-body budget (services/edge/limits.py) Envoy holds a request for a second before its
+    # 429, and Schemathesis' coverage phase sends 33 MB bodies (an array of the longest strings allowed)
+    # that the demo's 24 MiB client budget refuses: the fuzz stack has the tests' budgets, never used
+    # up. The throttle is tested in tests/test_edge_refusal.py, not here.
+    with stacks.demo("fuzz", **NEVER_USED_UP_BUDGETS) as (stack, base_url, admin_token, _), ExitStack() as closing:
+        tokens = {"admin": admin_token, "user": AdminApi(base_url, admin_token).new_token(USER, "fuzz")}
+        session = closing.enter_context(ManagedCookiesSession())  # drops cookies between requests
+        session.trust_env = False  # no proxy or .netrc for the loopback stack: reading them was a per-request cost
+        yield Live(stack, base_url, tokens, session, closing.enter_context(client(base_url, admin_token)))
 
 
 def error_of(response: Response | httpx.Response) -> dict:

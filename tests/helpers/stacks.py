@@ -32,6 +32,9 @@ DATABASES = {"registry": REGISTRY_MIGRATIONS, "billing": BILLING_MIGRATIONS}
 # Stacks starting at once on this machine: a start is mostly CPU (four Python processes importing), so
 # parallel workers take turns in this many lanes (one per core) instead of slowing each other's.
 STARTS_AT_ONCE = 2
+# Every test's client is 127.0.0.1: budgets for large bodies (services/edge/limits.py) that the whole
+# session cannot use up, which every stack but the demo's has unless a test asks for its own.
+NEVER_USED_UP_BUDGETS = {CLIENT_BUDGET_ENV: "1024,1024", EDGE_BUDGET_ENV: "1024,1024"}
 # Readiness deadline of a test's stack: it only bounds a failing start, and a machine shared with
 # other runs can make a sound start slow.
 READY_SECONDS = 180.0
@@ -133,20 +136,20 @@ class Stacks:
         port = free_port()
         # Health probes off unless a test turns them on: the providers most tests register are
         # unreachable on purpose, and probes would turn their live mappings to error mid-session.
-        # Every test's client is 127.0.0.1: budgets for large bodies (services/edge/limits.py)
-        # that the whole session cannot use up, unless a test asks for its own.
-        budget = {CLIENT_BUDGET_ENV: "1024,1024", EDGE_BUDGET_ENV: "1024,1024"}
-        settings = {"SWITCHBOARD_ADMIN_TOKEN": token, "SWITCHBOARD_PROBES_ENABLED": "false", **budget, **env}
+        settings = {
+            "SWITCHBOARD_ADMIN_TOKEN": token, "SWITCHBOARD_PROBES_ENABLED": "false", **NEVER_USED_UP_BUDGETS, **env
+        }  # fmt: skip
         options = UpOptions(port, self.data_dir(), "", demo=False, environment=settings, ready_seconds=READY_SECONDS)
         stack, admin_token, _ = _start(options)
         return RunningStack(stack, f"http://127.0.0.1:{port}", admin_token)
 
     @contextmanager
-    def demo(self, name: str = "demo") -> Iterator[DemoStack]:
+    def demo(self, name: str = "demo", **env: str) -> Iterator[DemoStack]:
         """A stack with the demo's provider, catalog and user, as `switchboard up --demo` starts
-        it; stopped afterwards."""
+        it (its settings overridden by `env`); stopped afterwards."""
         port = free_port()
-        stack, admin_token, _ = _start(UpOptions(port, self.data_dir(name), "", demo=True, ready_seconds=READY_SECONDS))
+        options = UpOptions(port, self.data_dir(name), "", demo=True, environment=env, ready_seconds=READY_SECONDS)
+        stack, admin_token, _ = _start(options)
         try:
             base_url = f"http://127.0.0.1:{port}"
             yield DemoStack(stack, base_url, admin_token, start_demo(stack, base_url, admin_token))

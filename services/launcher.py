@@ -23,6 +23,7 @@ import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -112,8 +113,21 @@ def free_port(host: str = "127.0.0.1") -> int:
     raise OSError("no free port below the ephemeral range")
 
 
+# util-linux's setpriv sets a child's parent-death signal in the child, before it runs the command:
+# the launcher then starts children without fork() (vfork), whose atfork handlers gRPC runs in a
+# process with channels, and which can deadlock there (a test worker hung in one for good).
+SETPRIV = shutil.which("setpriv")
+
+
 def _die_with_parent() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _spawn(argv: list[str], **options: Any) -> subprocess.Popen:
+    """Popen(argv) of a child that gets SIGTERM when the launcher's thread that started it ends."""
+    if SETPRIV:
+        return subprocess.Popen([SETPRIV, "--pdeathsig", "TERM", "--", *argv], **options)
+    return subprocess.Popen(argv, preexec_fn=_die_with_parent, **options)  # a fork: without setpriv only
 
 
 def _signal_name(code: int) -> str:
@@ -159,15 +173,8 @@ class Child:
             check_port_free(host, port)
         private_file(self.log_path)
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                self.argv,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=self.env,
-                cwd=self.cwd,
-                preexec_fn=_die_with_parent,
-                umask=0o077,
-            )
+            output = {"stdout": log, "stderr": subprocess.STDOUT}
+            self.process = _spawn(self.argv, **output, env=self.env, cwd=self.cwd, umask=0o077)
         self.started_at = time.monotonic()
         self.serving = False
         self.restart_at = None

@@ -49,9 +49,10 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _as_background_job() -> None:
-    """Starts the launcher as a shell starts a background job: with SIGINT ignored."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+# Starts the launcher as a shell starts a background job: with SIGINT ignored, which stays ignored
+# across exec. A shell does it, not a preexec_fn: that would fork() this process, and gRPC's fork
+# handlers can deadlock a process with channels.
+AS_BACKGROUND_JOB = ["sh", "-c", "trap '' INT; exec \"$@\"", "background-job"]
 
 
 def launcher_log(data_dir: Path) -> str:
@@ -74,12 +75,20 @@ def start_up(tmp_path: Path):
         data_dir.parent.mkdir(parents=True, exist_ok=True)
         with open(data_dir.parent / "launcher.stderr", "w") as stderr:
             process = subprocess.Popen(
-                [SWITCHBOARD, "up", "--http-port", str(port), "--data-dir", str(data_dir), *options],
+                [
+                    *AS_BACKGROUND_JOB,
+                    SWITCHBOARD,
+                    "up",
+                    "--http-port",
+                    str(port),
+                    "--data-dir",
+                    str(data_dir),
+                    *options,
+                ],
                 stdout=subprocess.PIPE,
                 stderr=stderr,
                 text=True,
                 env=env,
-                preexec_fn=_as_background_job,
             )
         started.append(process)
         return process, port, data_dir

@@ -151,7 +151,7 @@ def test_billing_killed_while_the_router_serves_loses_and_doubles_nothing(routed
         billing.process.wait(timeout=10)
         traffic.wait_served(15)  # served while Billing is down: the Router spools the records
         routed.stack.children.remove(billing)
-        routed.stack.start("billing", list(billing.process.args), billing.ready)
+        routed.stack.start("billing", billing.argv, billing.ready)
         routed.stack.wait_ready()
         traffic.wait_served(15)
     served = list(traffic.served)

@@ -110,7 +110,7 @@ def test_sigkill_in_the_middle_of_reconciliation_settles_every_cost_exactly_once
         billing.process.wait(timeout=10)
         asked_before_kill = len(answered)
         sb.stack.children.remove(billing)
-        sb.stack.start("billing", list(billing.process.args), billing.ready)
+        sb.stack.start("billing", billing.argv, billing.ready)
         sb.stack.wait_ready()
         resumed.set()
         while (report := usage(sb, account))["pendingNanoUsd"]:

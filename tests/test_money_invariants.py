@@ -124,7 +124,7 @@ class Environment:
 
     def start_again(self, old: Child) -> None:
         """The same argv (so the same port), ready before this returns."""
-        new = self.sb.stack.start(old.name, list(old.process.args), old.ready)
+        new = self.sb.stack.start(old.name, old.argv, old.ready)
         eventually(lambda: new.process.poll() is not None or new.ready(), f"{old.name} to start again")
         assert new.process.poll() is None, new.tail()
 

@@ -16,11 +16,12 @@ from services.billing.limits import LimitedAccounts
 from services.billing.reconciler import CostApi, Reconciler, ReconcilerSettings
 from services.billing.reservations import Reservations
 from services.billing.servicer import BillingAdminServicer, BillingServicer, LedgerServicer
+from services.common.db import open_database
 from services.common.logs import configure_logging
 from services.common.registry_feed import FeedCache
 from services.common.secrets import Redactor
 from services.common.server import run
-from services.common.service import channel, open_database, run_service
+from services.common.service import channel, run_service
 from services.common.telemetry import configure_tracing, watch_billing
 
 FEED_KINDS = (internal_pb.CHANGE_KIND_IDENTITY,)  # Billing caches callers only: no health notices

@@ -5,19 +5,18 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import MetaData
 
-from services.common.db import make_engine
+from services.common.db import make_engine, version_table
 
 
 def run_migrations(service: str, target_metadata: MetaData) -> None:
     """Runs the migrations of the current Alembic context, online or offline.
 
-    Each service keeps its revision in its own version table, so that several
-    services can share one PostgreSQL database.
+    Each service keeps its revision in its own version table (see version_table).
     """
     url = context.config.get_main_option("sqlalchemy.url")
     options = {
         "target_metadata": target_metadata,
-        "version_table": f"{service}_alembic_version",
+        "version_table": version_table(service),
         "render_as_batch": True,  # lets ALTER TABLE work on SQLite
         "compare_type": True,
     }

@@ -15,9 +15,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import aiohttp
 import orjson
 
 from services.common import http1
@@ -34,9 +33,12 @@ IMAGES_PATH = "/v1/images/generations"
 ANSWER_LIST = {CHAT_PATH: "choices", IMAGES_PATH: "data"}
 MAX_ERROR_MESSAGE = 500
 DONE = b"data: [DONE]\n\n"
-# The Router's lean pool or aiohttp's session (the Registry's checks), and their answers.
-Session = http1.Pool | aiohttp.ClientSession
-Answer = http1.Response | aiohttp.ClientResponse
+if TYPE_CHECKING:  # aiohttp is loaded by the Registry's checks that use it, never by the Router
+    import aiohttp
+
+    # The Router's lean pool or aiohttp's session (the Registry's checks), and their answers.
+    Session = http1.Pool | aiohttp.ClientSession
+    Answer = http1.Response | aiohttp.ClientResponse
 
 
 class AttemptFailed(Exception):
@@ -188,9 +190,9 @@ async def send(session: Session, route: Route, body: bytes, path: str, headers: 
     followed: the key would go to wherever the provider points (a 3xx is the provider's error; the
     lean client never follows one)."""
     url = route.provider.base_url + path
-    if isinstance(session, aiohttp.ClientSession):
-        return await session.post(url, data=body, headers=headers, allow_redirects=False)
-    return await session.post(url, data=body, headers=headers)
+    if isinstance(session, http1.Pool):
+        return await session.post(url, data=body, headers=headers)
+    return await session.post(url, data=body, headers=headers, allow_redirects=False)
 
 
 async def open_answer(

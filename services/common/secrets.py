@@ -38,9 +38,6 @@ from typing import Any
 
 import orjson
 from cryptography.fernet import Fernet, InvalidToken
-from sqlalchemy.engine import Dialect
-from sqlalchemy.types import TypeDecorator
-from sqlmodel.sql.sqltypes import AutoString
 
 from services.common.errors import unavailable
 
@@ -557,7 +554,7 @@ _box: SecretBox | None = None  # the process's at-rest key (one Registry databas
 
 
 def use_secrets_key(key: bytes) -> None:
-    """Sets the key SealedString columns encrypt and decrypt with."""
+    """Sets the key the sealed columns (services/registry/storage/tables.py) encrypt and decrypt with."""
     global _box
     _box = SecretBox(key)
 
@@ -566,21 +563,6 @@ def secret_box() -> SecretBox:
     if _box is None:
         raise RuntimeError("no secrets key loaded: call use_secrets_key() first")
     return _box
-
-
-class SealedString(TypeDecorator[str]):
-    """A string column stored encrypted; reading a plaintext value (not yet migrated) gives it as it is."""
-
-    impl = AutoString
-    cache_ok = True
-
-    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
-        return value and secret_box().seal(value)
-
-    def process_result_value(self, value: str | None, dialect: Dialect) -> str | None:
-        if not value or not value.startswith(ENCRYPTED_PREFIX):
-            return value
-        return secret_box().open(value)
 
 
 def read_or_create_secret(path: Path, new: Callable[[], str]) -> str:

@@ -1,28 +1,20 @@
-"""Running one service process: logging, migrations, the server, a clean stop."""
+"""Running one service process: channels to the others, the server, a clean stop
+(a service with a database opens it with services.common.db.open_database)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from pathlib import Path
 
 import grpc
 
 from services.common.auth import INTERNAL_SERVICES, ServiceCredentialCheck, presenting_credential
 from services.common.config import ServiceSettings
-from services.common.db import Database, migrate
 from services.common.server import Registration, create_server, serve
 from services.common.telemetry import REGISTRIES, client_interceptors, serve_metrics, server_interceptors, stop_tracing
 
 log = logging.getLogger(__name__)
-
-
-def open_database(settings: ServiceSettings, name: str, migrations_dir: Path) -> Database:
-    """Migrates the service's database to the newest schema and opens it."""
-    url = settings.database_url_for(name)
-    migrate(url, migrations_dir)
-    return Database(url)
 
 
 def channel(address: str, credential: str, interceptors: Sequence[grpc.aio.ClientInterceptor] = ()) -> grpc.aio.Channel:

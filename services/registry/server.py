@@ -15,10 +15,11 @@ from switchboard.registry.v1 import (
     registry_service_pb2_grpc,
 )
 
+from services.common.db import open_database
 from services.common.logs import configure_logging
 from services.common.secrets import secrets_key, use_secrets_key
 from services.common.server import Registration, run
-from services.common.service import open_database, run_service
+from services.common.service import run_service
 from services.common.telemetry import configure_tracing, watch_registry
 from services.registry.api.accounts import AccountServicer
 from services.registry.api.admin import AdminServicer

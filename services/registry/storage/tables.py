@@ -5,14 +5,33 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy import BigInteger, Column, String, Text, UniqueConstraint
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
+from sqlmodel.sql.sqltypes import AutoString
 
 from services.common.providers import DEFAULT_REQUEST_ID_HEADER
-from services.common.secrets import SealedString
+from services.common.secrets import ENCRYPTED_PREFIX, secret_box
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+class SealedString(TypeDecorator[str]):
+    """A string column stored encrypted (services/common/secrets.py's SecretBox); reading a
+    plaintext value (not yet migrated) gives it as it is."""
+
+    impl = AutoString
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return value and secret_box().seal(value)
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> str | None:
+        if not value or not value.startswith(ENCRYPTED_PREFIX):
+            return value
+        return secret_box().open(value)
 
 
 class AccountNameRow(SQLModel, table=True):

@@ -24,7 +24,7 @@ NOT_LOADED = {
     "services.router.server": DATABASE | {"aiohttp"},  # its HTTP client is services/common/http1.py
     "services.reference_provider.app": DATABASE,
     "services.registry.server": {"alembic"},
-    "services.billing.server": {"alembic"},
+    "services.billing.server": {"alembic", "aiohttp"},  # aiohttp at its first cost query
 }
 MIGRATIONS = {"registry": REGISTRY_MIGRATIONS, "billing": BILLING_MIGRATIONS}
 

@@ -15,7 +15,7 @@ import sys
 from services.common.providers import DEFAULT_REQUEST_ID_HEADER
 from services.common.tasks import SERVED_TASKS
 from services.launcher import Stack, free_port, http_ok
-from services.reference_provider.app import API_KEY_ENV, BILLING_TOKEN_ENV
+from services.reference_provider import API_KEY_ENV, BILLING_TOKEN_ENV
 from services.registry.admin_cli import AdminClient
 
 PROVIDER = "demo"

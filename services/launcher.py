@@ -29,8 +29,13 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.backoff import Backoff
-from services.common.config import shared_service_credential
-from services.common.secrets import private_directory, private_file, private_tree, read_or_create_secret
+from services.common.secrets import (
+    private_directory,
+    private_file,
+    private_tree,
+    read_or_create_secret,
+    shared_service_credential,
+)
 from services.common.telemetry import trace_ratio
 from services.edge.envoy import EnvoyPorts, render
 from services.edge.limits import EdgeLimits

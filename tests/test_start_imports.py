@@ -25,6 +25,7 @@ NOT_LOADED = {
     "services.reference_provider.app": DATABASE,
     "services.registry.server": {"alembic"},
     "services.billing.server": {"alembic", "aiohttp"},  # aiohttp at its first cost query
+    "services.cli": DATABASE | {"aiohttp", "pydantic_settings"},  # `switchboard up` starts, waits, supervises
 }
 MIGRATIONS = {"registry": REGISTRY_MIGRATIONS, "billing": BILLING_MIGRATIONS}
 

@@ -7,22 +7,20 @@ then these defaults.
 from __future__ import annotations
 
 import argparse
-import secrets
 from pathlib import Path
 from typing import Self
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.common.secrets import private_directory, private_file, read_or_create_secret
+from services.common.secrets import (
+    SERVICE_CREDENTIAL_FILE,
+    private_directory,
+    private_file,
+    shared_service_credential,
+)
 
-SERVICE_CREDENTIAL_FILE = "service-credential"
 SECRET_SETTINGS = frozenset({"admin_token", "service_credential"})
-
-
-def shared_service_credential(data_dir: Path) -> str:
-    """The data directory's service credential, created (0600) by the first process that needs it."""
-    return read_or_create_secret(data_dir / SERVICE_CREDENTIAL_FILE, lambda: "sb-service-" + secrets.token_urlsafe(32))
 
 
 class ServiceSettings(BaseSettings):

@@ -34,6 +34,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from secrets import token_urlsafe
 from typing import Any
 
 import orjson
@@ -44,6 +45,7 @@ from services.common.errors import unavailable
 PLACEHOLDER = "[redacted]"
 SECRETS_KEY_ENV = "SWITCHBOARD_SECRETS_KEY"
 SECRETS_KEY_FILE = "secrets.key"
+SERVICE_CREDENTIAL_FILE = "service-credential"
 SCALAR_CHARACTERS = frozenset("0123456789.-+eEInfinityNaNtruefalsenull")
 ENCRYPTED_PREFIX = "enc:v1:"  # marks a value encrypted at rest (a plaintext one has no such prefix)
 # A new secret (and the credential after its scheme) must be this long: shorter ones cannot be
@@ -588,6 +590,11 @@ def secrets_key(data_dir: Path, environment: dict[str, str] | os._Environ = os.e
     if from_env:
         return from_env.encode()
     return read_or_create_secret(data_dir / SECRETS_KEY_FILE, lambda: Fernet.generate_key().decode()).encode()
+
+
+def shared_service_credential(data_dir: Path) -> str:
+    """The data directory's service credential, created (0600) by the first process that needs it."""
+    return read_or_create_secret(data_dir / SERVICE_CREDENTIAL_FILE, lambda: "sb-service-" + token_urlsafe(32))
 
 
 def private_directory(path: Path) -> None:

@@ -44,13 +44,10 @@ from aiohttp import web
 from services.common.providers import DEFAULT_REQUEST_ID_HEADER
 from services.common.tasks import JSON as JSON_TAKES
 from services.common.tasks import SERVED_TASKS
-from services.reference_provider import png, tasks
+from services.reference_provider import API_KEY_ENV, BILLING_TOKEN_ENV, BREAK_ENV, png, tasks
 from services.reference_provider.answers import chat_answer, chat_chunks, usage_of
 
 REQUEST_ID_HEADER = DEFAULT_REQUEST_ID_HEADER
-API_KEY_ENV = "REFERENCE_PROVIDER_API_KEY"
-BILLING_TOKEN_ENV = "REFERENCE_PROVIDER_BILLING_TOKEN"
-BREAK_ENV = "REFERENCE_PROVIDER_BREAK"
 # What each switch breaks (see the module's docstring).
 BREAKS = (
     "no-request-id",

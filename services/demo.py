@@ -12,8 +12,7 @@ import json
 import secrets
 import sys
 
-from services.common.providers import DEFAULT_REQUEST_ID_HEADER
-from services.common.tasks import SERVED_TASKS
+from services.common.tasks import DEFAULT_REQUEST_ID_HEADER, SERVED_TASKS
 from services.launcher import Stack, free_port, http_ok
 from services.reference_provider import API_KEY_ENV, BILLING_TOKEN_ENV
 from services.registry.admin_cli import AdminClient

@@ -22,7 +22,7 @@ DATABASE = {"sqlalchemy", "sqlmodel", "alembic"}
 # Each process's entry module and the packages it must start without.
 NOT_LOADED = {
     "services.router.server": DATABASE | {"aiohttp"},  # its HTTP client is services/common/http1.py
-    "services.reference_provider.app": DATABASE,
+    "services.reference_provider.app": DATABASE | {"grpc", "cryptography"},  # an HTTP server, as a provider runs
     "services.registry.server": {"alembic"},
     "services.billing.server": {"alembic", "aiohttp"},  # aiohttp at its first cost query
     "services.cli": DATABASE | {"aiohttp", "pydantic_settings"},  # `switchboard up` starts, waits, supervises

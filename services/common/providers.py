@@ -11,10 +11,8 @@ from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 
 from services.common.pricing import Price
 from services.common.secrets import NO_SECRETS, Redactor
-from services.common.tasks import format_of
+from services.common.tasks import DEFAULT_REQUEST_ID_HEADER, format_of
 
-# The response header that carries the provider's id of a request; its cost API is asked by that id.
-DEFAULT_REQUEST_ID_HEADER = "Inference-Id"
 # What a provider model supports, as the same optional fields of a mapping (Registry), a
 # resolution candidate and a /v1/models provider entry (Router); unset while unknown.
 CAPABILITY_FIELDS = ("supports_tools", "supports_structured_output", "context_length")

@@ -1,6 +1,7 @@
-"""The tasks Switchboard serves: what each takes and answers, how a provider is called for it,
-and the unit it is sold in. One table, read by the Registry (a task not here cannot be mapped),
-the Router (how to call a provider and bill the answer), Billing and the documentation."""
+"""The tasks Switchboard serves: what each takes and answers, how a provider is called for it
+(and names its request in its answer), and the unit it is sold in. One table, read by the Registry
+(a task not here cannot be mapped), the Router (how to call a provider and bill the answer),
+Billing, the reference provider and the documentation."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ OPENAI_FORMAT = "openai"
 HUB_FORMAT = "hub"
 FORMATS = (OPENAI_FORMAT, HUB_FORMAT)
 HUB_PATH = "/models/{model}"
+# The response header that carries the provider's id of a request; its cost API is asked by that id.
+DEFAULT_REQUEST_ID_HEADER = "Inference-Id"
 
 # The units tasks are sold in (LedgerRecord.unit): one billed unit of the task's price.
 TOKEN = "token"  # input plus output tokens, priced per input and per output token

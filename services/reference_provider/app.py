@@ -41,9 +41,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from services.common.providers import DEFAULT_REQUEST_ID_HEADER
+from services.common.tasks import DEFAULT_REQUEST_ID_HEADER, SERVED_TASKS
 from services.common.tasks import JSON as JSON_TAKES
-from services.common.tasks import SERVED_TASKS
 from services.reference_provider import API_KEY_ENV, BILLING_TOKEN_ENV, BREAK_ENV, png, tasks
 from services.reference_provider.answers import chat_answer, chat_chunks, usage_of
 

@@ -19,7 +19,8 @@ from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 from services.common.auth import require_admin
 from services.common.errors import ApiError, already_exists, invalid_argument, not_found
 from services.common.paging import key_after, next_page_token
-from services.common.providers import DEFAULT_REQUEST_ID_HEADER, reserved_header
+from services.common.providers import reserved_header
+from services.common.tasks import DEFAULT_REQUEST_ID_HEADER
 from services.registry.domain import token_limits
 from services.registry.domain.messages import membership_messages, provider_message
 from services.registry.domain.prices import replace_prices

@@ -10,8 +10,8 @@ from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 from sqlmodel.sql.sqltypes import AutoString
 
-from services.common.providers import DEFAULT_REQUEST_ID_HEADER
 from services.common.secrets import ENCRYPTED_PREFIX, secret_box
+from services.common.tasks import DEFAULT_REQUEST_ID_HEADER
 
 
 def utcnow() -> datetime:

@@ -23,7 +23,7 @@ DATABASE = {"sqlalchemy", "sqlmodel", "alembic"}
 NOT_LOADED = {
     "services.router.server": DATABASE | {"aiohttp"},  # its HTTP client is services/common/http1.py
     "services.reference_provider.app": DATABASE | {"grpc", "cryptography"},  # an HTTP server, as a provider runs
-    "services.registry.server": {"alembic"},
+    "services.registry.server": {"alembic", "aiohttp"},  # aiohttp at its first check or probe
     "services.billing.server": {"alembic", "aiohttp"},  # aiohttp at its first cost query
     "services.cli": DATABASE | {"aiohttp", "pydantic_settings"},  # `switchboard up` starts, waits, supervises
 }

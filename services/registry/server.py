@@ -86,8 +86,7 @@ async def serve(settings: RegistrySettings) -> None:
     replicas = ReplicaFollower(state)
     state.catch_up = replicas.catch_up
     follower = asyncio.create_task(replicas.run())
-    http = HttpClient()
-    await http.start()
+    http = HttpClient()  # opened by the first check or probe
     prober = Prober(state, http, settings.probes())
     prober.start()
 

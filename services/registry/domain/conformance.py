@@ -24,9 +24,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import orjson
 from google.protobuf import json_format
 from sqlmodel import Session
@@ -57,6 +56,9 @@ from services.registry.domain.validation import shown
 from services.registry.storage import queries
 from services.registry.storage.index import Mapping
 from services.registry.storage.tables import ConformanceReportRow, ProviderRow
+
+if TYPE_CHECKING:
+    import aiohttp
 
 PASS, FAIL, SKIPPED = "pass", "fail", "skipped"
 CHAT, TEXT_TO_IMAGE = "conversational", "text-to-image"
@@ -106,15 +108,25 @@ def target_of(row: ProviderRow, mapping: Mapping) -> Target:
 
 
 class HttpClient:
-    """The Registry's pooled HTTP session for calls to providers (checks and probes)."""
+    """The Registry's pooled HTTP session for calls to providers (checks and probes), opened by
+    the first of them: a Registry that calls no provider (probes off, no check asked) never loads
+    aiohttp. `errors` are the exceptions a call raises when it fails on the way."""
 
     def __init__(self) -> None:
         self._session: aiohttp.ClientSession | None = None
+        self.errors: tuple[type[Exception], ...] = (OSError, ValueError)
 
     async def start(self) -> None:
+        """Opens the session, unless it is open."""
+        if self._session is not None:
+            return
+        # Imported at the first call to a provider, not at start: aiohttp costs a start ~0.1 CPU-s.
+        import aiohttp
+
         # No total timeout here: each check and probe bounds its own calls.
         connector = aiohttp.TCPConnector(limit=64, ttl_dns_cache=300)
         self._session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None))
+        self.errors = (aiohttp.ClientError, OSError, ValueError)
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -137,8 +149,9 @@ class CheckFailed(Exception):
 class Check:
     """One conformance check run: the calls, their request ids, the results."""
 
-    def __init__(self, session: aiohttp.ClientSession, target: Target, timeout: float) -> None:
-        self.session = session
+    def __init__(self, http: HttpClient, target: Target, timeout: float) -> None:
+        self.session = http.session
+        self.errors = http.errors
         self.target = target
         self.route = target.route
         self.timeout = timeout
@@ -227,7 +240,7 @@ class Check:
             check.got, check.result = self.shown(error.message), FAIL
         except TimeoutError:
             check.got, check.result = f"no complete answer within {self.timeout:g} s", FAIL
-        except (aiohttp.ClientError, OSError, ValueError) as exc:
+        except self.errors as exc:
             check.got, check.result = f"the call failed ({type(exc).__name__})", FAIL
         check.duration_ms = round((time.monotonic() - started) * 1000, 3)
         return check
@@ -473,10 +486,11 @@ def _schema_problem(document: Any) -> str | None:
 
 
 async def run_check(
-    session: aiohttp.ClientSession, target: Target, mapping: Mapping, call_seconds: float
+    http: HttpClient, target: Target, mapping: Mapping, call_seconds: float
 ) -> registry_pb.ConformanceReport:
     """Runs every check of the mapping; each check's calls get `call_seconds` (two rounds in all)."""
-    check = Check(session, target, call_seconds)
+    await http.start()
+    check = Check(http, target, call_seconds)
     checks = await check.run(mapping.task)
     report = registry_pb.ConformanceReport(
         provider=mapping.provider,
@@ -554,7 +568,7 @@ class Checker:
         seconds = self.call_seconds
         if time_left is not None:
             seconds = max(MIN_CALL_SECONDS, min(seconds, (time_left - DEADLINE_MARGIN_SECONDS) / 2))
-        report = await run_check(self.http.session, target_of(row, mapping), mapping, seconds)
+        report = await run_check(self.http, target_of(row, mapping), mapping, seconds)
         shown_capabilities = capabilities.observed(report, mapping.capabilities)
 
         def save(session: Session) -> None:

@@ -24,7 +24,6 @@ import time
 import uuid
 from dataclasses import dataclass
 
-import aiohttp
 from sqlmodel import Session, select
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 
@@ -136,6 +135,7 @@ class Prober:
             return "the provider is gone"
         route = target.route
         payload, path = _probe_request(mapping)
+        await self.http.start()
         try:
             async with asyncio.timeout(self.settings.timeout_seconds):
                 await open_answer(
@@ -148,7 +148,7 @@ class Prober:
             reason = error.message
         except TimeoutError:
             reason = f"no answer within {self.settings.timeout_seconds:g} s"
-        except (aiohttp.ClientError, OSError, ValueError) as exc:
+        except self.http.errors as exc:
             reason = f"connection failed ({type(exc).__name__})"
         return route.provider.redactor.text(reason)[:MAX_REASON] or "failed"
 

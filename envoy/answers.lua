@@ -77,6 +77,35 @@ local function present_name(headers, own, rest, join)
   headers:replace(rest, value)
 end
 
+-- A REST call's unary answer carries the Router's metadata in its trailers (they leave the Router
+-- with the answer in one write, services/router/servicer.py _serve_unary): they arrive after the
+-- answer's body, which is held until then, and become headers here, before presentation. A
+-- stream's come first, among its headers; an answer that ends with its headers (an error) has no
+-- body and no trailers, and Envoy's own replies none of ours. Returns the answer's headers, live
+-- after the wait.
+function take_trailed_metadata(handle, headers)
+  if headers:get(NAMES[2][1]) ~= nil or headers:get(UPSTREAM_TIME) == nil or handle:body() == nil then
+    return headers
+  end
+  local trailers = handle:trailers()
+  headers = handle:headers()  -- the wrapper held across the wait is dead
+  if trailers == nil then
+    return headers
+  end
+  local moved = nil
+  for name, value in pairs(trailers) do
+    if sub(name, 1, 5) ~= "grpc-" then
+      headers:add(name, value)
+      moved = moved or {}
+      moved[#moved + 1] = name
+    end
+  end
+  for _, name in ipairs(moved or {}) do
+    trailers:remove(name)
+  end
+  return headers
+end
+
 -- Keeps the Router's own values for the access log, as the ledger has them: a REST answer's header
 -- may join a provider's value after ours. The first Lua filter to see the answer records them.
 function log_router_values(handle, headers)

@@ -260,9 +260,13 @@ end
 
 function envoy_on_response(handle)
   local headers = handle:headers()
-  log_router_values(handle, headers)
   local marks = handle:streamInfo():dynamicMetadata():get(MARKS)
-  if marks ~= nil and marks["native_grpc"] then
+  local native = marks ~= nil and marks["native_grpc"]
+  if not native then
+    headers = take_trailed_metadata(handle, headers)
+  end
+  log_router_values(handle, headers)
+  if native then
     return
   end
   headers:remove("grpc-accept-encoding")

@@ -25,6 +25,7 @@ from services.common.counters import MemoryCounters
 from services.common.errors import ApiError, Code, invalid_argument, not_found, permission_denied, unavailable
 from services.common.pricing import estimate_nano_usd, prompt_tokens_estimate
 from services.common.providers import CAPABILITY_FIELDS, PROVIDER_METADATA_KEY
+from services.common.surface import TRANSCODED_MARK
 from services.common.task_formats import GENERATE, OPERATIONS, Bill, TaskCall, TaskInput, reservation
 from services.common.telemetry import TRACEPARENT, InferenceMeasure
 from services.router import selection
@@ -58,8 +59,6 @@ EVENT_STREAM = "text/event-stream"
 ANONYMOUS = internal_pb.Caller()
 # The Registry's refusals of what a request asked for (never an outage).
 CALLER_MISTAKES = frozenset({Code.INVALID_ARGUMENT, Code.NOT_FOUND})
-# Set by Envoy's transcoder on the gRPC call it makes of a REST call (the caller's path).
-TRANSCODED_MARK = "x-envoy-original-path"
 # What each route's body must carry and may carry (params.py); everything else passes through.
 BODY_RULES = {CHAT: (params.CHAT, params.REQUIRED_CHAT), TEXT_TO_IMAGE: (params.IMAGES, params.REQUIRED_IMAGES)}
 

@@ -61,28 +61,65 @@ function rate_limit_headers(encoded)
   return found
 end
 
--- Renames the Router's metadata `own` to the REST header `rest`. A provider's request id header
--- of the same name (its own, passed on) follows the Router's value when `join`, joined as Envoy
--- joins values; else ours replaces it.
-local function present_name(headers, own, rest, join)
-  local value = headers:get(own)
-  if value == nil then
-    return
+-- The Router's names a REST answer's presentation reads, as a set.
+local OWN_KEYS = {[NAMES[1][1]] = true, [NAMES[2][1]] = true, [TIMING_KEY] = true, [RATE_LIMITS_KEY] = true}
+
+-- The Router's metadata among a header map's entries, taken out of it: its values by name.
+local function take_own(map)
+  local own = {}
+  for name, _ in pairs(OWN_KEYS) do
+    local value = map:get(name)
+    if value ~= nil then
+      map:remove(name)
+      own[name] = value
+    end
   end
-  headers:remove(own)
-  local providers = headers:get(rest)
-  if join and providers ~= nil then
-    value = value .. "," .. providers
-  end
-  headers:replace(rest, value)
+  return own
 end
 
--- Keeps the Router's own values for the access log, as the ledger has them: a REST answer's header
--- may join a provider's value after ours. The first Lua filter to see the answer records them.
-function log_router_values(handle, headers)
+-- The REST answer's headers and the Router's metadata of the answer, taken out of them. A REST
+-- call's unary answer carries it in its trailers (they leave the Router with the answer in one
+-- write, services/router/servicer.py _serve_unary): they arrive after the answer's body, which is
+-- held until then; a provider's request id header among them joins the headers. A stream's come
+-- first, among its headers, and so do an error's (it ends with its headers: no body, no trailers);
+-- Envoy's own replies carry none. The headers returned are live after the wait.
+function answer_metadata(handle, headers)
+  if headers:get(NAMES[2][1]) ~= nil or headers:get(UPSTREAM_TIME) == nil or handle:body() == nil then
+    return headers, take_own(headers)
+  end
+  local trailers = handle:trailers()
+  headers = handle:headers()  -- the wrapper held across the wait is dead
+  if trailers == nil then
+    return headers, {}
+  end
+  local own, taken = {}, {}
+  for name, value in pairs(trailers) do
+    if OWN_KEYS[name] then
+      own[name] = value
+      taken[#taken + 1] = name
+    elseif sub(name, 1, 5) ~= "grpc-" then
+      headers:add(name, value)
+      taken[#taken + 1] = name
+    end
+  end
+  for _, name in ipairs(taken) do
+    trailers:remove(name)
+  end
+  return headers, own
+end
+
+-- The Router's provider and request id of an answer, by name, read from its headers (a native
+-- gRPC answer's, passed on untouched).
+function router_names(headers)
+  return {[NAMES[1][1]] = headers:get(NAMES[1][1]), [NAMES[2][1]] = headers:get(NAMES[2][1])}
+end
+
+-- Keeps the Router's own values (`own`, by name) for the access log, as the ledger has them: a REST
+-- answer's header may join a provider's value after ours.
+function log_router_values(handle, own)
   local marks = nil
   for _, names in ipairs(NAMES) do
-    local value = headers:get(names[1])
+    local value = own[names[1]]
     if value ~= nil then
       marks = marks or handle:streamInfo():dynamicMetadata()
       marks:set(MARKS, names[3], value)
@@ -90,23 +127,28 @@ function log_router_values(handle, headers)
   end
 end
 
--- Replaces the Router's metadata among a REST answer's headers by the REST headers.
-function present_answer(headers)
+-- Presents the Router's metadata (`own`, its values by name; else taken from the headers) among a
+-- REST answer's headers as the REST headers. A provider's request id header of a REST name (its
+-- own, passed on) follows the Router's value when the name's `join` says so, joined as Envoy joins
+-- values; else ours replaces it.
+function present_answer(headers, own)
+  own = own or take_own(headers)
   for _, names in ipairs(NAMES) do
-    present_name(headers, names[1], names[2], names[4])
-  end
-  local timing = headers:get(TIMING_KEY)
-  if timing ~= nil then
-    headers:remove(TIMING_KEY)
-    local value = server_timing(timing)
+    local value = own[names[1]]
     if value ~= nil then
-      headers:replace("server-timing", value)
+      local providers = names[4] and headers:get(names[2])
+      if providers then
+        value = value .. "," .. providers
+      end
+      headers:replace(names[2], value)
     end
   end
-  local rates = headers:get(RATE_LIMITS_KEY)
-  if rates ~= nil then
-    headers:remove(RATE_LIMITS_KEY)
-    for _, pair in ipairs(rate_limit_headers(rates)) do
+  local timing = own[TIMING_KEY] and server_timing(own[TIMING_KEY])
+  if timing ~= nil then
+    headers:replace("server-timing", timing)
+  end
+  if own[RATE_LIMITS_KEY] ~= nil then
+    for _, pair in ipairs(rate_limit_headers(own[RATE_LIMITS_KEY])) do
       headers:replace(pair[1], pair[2])
     end
   end

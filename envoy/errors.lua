@@ -260,15 +260,18 @@ end
 
 function envoy_on_response(handle)
   local headers = handle:headers()
-  log_router_values(handle, headers)
   local marks = handle:streamInfo():dynamicMetadata():get(MARKS)
   if marks ~= nil and marks["native_grpc"] then
+    log_router_values(handle, router_names(headers))
     return
   end
+  local own
+  headers, own = answer_metadata(handle, headers)
+  log_router_values(handle, own)
   headers:remove("grpc-accept-encoding")
   headers:remove("grpc-status")
   headers:remove("grpc-message")
-  present_answer(headers)
+  present_answer(headers, own)
   if headers:get("server-timing") == nil and headers:get(UPSTREAM_TIME) == nil then
     -- Envoy's own reply (a route's 404, the transcoder's 400, a 408, an unreachable service's 503):
     -- the edge's time, as on the refusals made here.

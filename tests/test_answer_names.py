@@ -24,12 +24,14 @@ from switchboard.router.v1 import router_service_pb2 as router_pb
 from switchboard.router.v1 import router_service_pb2_grpc as router_grpc
 
 from services.common.provider_api import PROVIDER_METADATA_KEY
+from services.common.surface import TRANSCODED_MARK
 from services.demo import AdminApi
 from services.router.request_ids import REQUEST_ID_METADATA_KEY
 
 pytestmark = pytest.mark.e2e
 
 MESSAGES = [{"role": "user", "content": "hi"}]
+JSON = "application/json"
 REST_NAMES = ("x-inference-provider", "x-request-id")
 OWN_NAMES = (PROVIDER_METADATA_KEY, REQUEST_ID_METADATA_KEY)
 FORGED = [(name, "forged") for name in (*REST_NAMES, *OWN_NAMES)]
@@ -164,6 +166,19 @@ def test_a_native_grpc_caller_reads_the_routers_own_names_and_nothing_it_sent(wo
     (request_id,) = values(metadata, REQUEST_ID_METADATA_KEY)
     assert uuid.UUID(request_id).version == 7
     assert [key for key, _ in metadata if key in REST_NAMES] == []
+
+
+def test_a_native_grpc_caller_sending_the_transcoders_mark_still_reads_the_names_first(world) -> None:
+    """A REST call's unary answer carries its metadata in its trailers: the transcoder's mark on the
+    call says which; a native caller's own mark is removed at the edge."""
+    model, provider = world.model("/ok")
+    data = orjson.dumps({"model": model, "messages": MESSAGES})
+    request = router_pb.CreateChatCompletionRequest(body=httpbody_pb2.HttpBody(content_type=JSON, data=data))
+    metadata = [("authorization", f"Bearer {world.token}"), (TRANSCODED_MARK, "/v1/chat/completions")]
+    with grpc.insecure_channel(world.stack.address("envoy")) as channel:
+        call = router_grpc.RouterServiceStub(channel).CreateChatCompletion(request, metadata=metadata, timeout=30)
+        list(call)
+        assert values(list(call.initial_metadata()), PROVIDER_METADATA_KEY) == [provider]
 
 
 def test_a_native_grpc_caller_reads_which_provider_refused_in_the_trailers(world) -> None:

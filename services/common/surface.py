@@ -17,3 +17,8 @@ PUBLIC_SERVICES: dict[str, tuple[str, str]] = {
     "switchboard.billing.v1.BillingService": ("billing", "15s"),
     "switchboard.billing.v1.BillingAdminService": ("billing", "600s"),
 }
+
+# The request header Envoy's transcoder sets on the gRPC call it makes of a REST call (the caller's
+# path; the edge removes a caller's own). A unary answer to such a call carries its metadata in its
+# trailers, which envoy/answers.lua presents as headers (services/router/servicer.py, _serve_unary).
+TRANSCODED_MARK = "x-envoy-original-path"

@@ -25,6 +25,7 @@ from services.common.counters import MemoryCounters
 from services.common.errors import ApiError, Code, invalid_argument, not_found, permission_denied, unavailable
 from services.common.pricing import estimate_nano_usd, prompt_tokens_estimate
 from services.common.providers import CAPABILITY_FIELDS, PROVIDER_METADATA_KEY
+from services.common.surface import TRANSCODED_MARK
 from services.common.task_formats import GENERATE, OPERATIONS, Bill, TaskCall, TaskInput, reservation
 from services.common.telemetry import TRACEPARENT, InferenceMeasure
 from services.router import selection
@@ -66,7 +67,7 @@ def _headers(context: grpc.aio.ServicerContext) -> dict[str, str]:
     """The request headers this service reads, in one pass over the metadata."""
     found = {}
     for name, value in context.invocation_metadata() or ():
-        if name in ("authorization", API_KEY_HEADER, "x-hf-bill-to", TRACEPARENT):
+        if name in ("authorization", API_KEY_HEADER, "x-hf-bill-to", TRACEPARENT, TRANSCODED_MARK):
             found[name] = value if isinstance(value, str) else value.decode()
     return found
 
@@ -163,6 +164,7 @@ class Call:
     started: timestamp_pb2.Timestamp
     measure: InferenceMeasure
     traceparent: str = ""  # the caller's (or Envoy's) W3C trace context, passed on to the provider
+    transcoded: bool = False  # a REST call: a unary answer's metadata goes in its trailers (_serve_unary)
     left_out: dict[str, list[selection.Reason]] = field(default_factory=dict)  # providers not tried, and why
     reserved: bool = False
     grant: Grant | None = None  # the API key's counted limits, when it has any
@@ -379,7 +381,8 @@ class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServi
             self.anonymous_clients.reserve(_client(context), estimate, param)
         call = Call(
             request_id(), task, caller, account, model, payload, len(raw), routes, estimate, started, measure,
-            headers.get(TRACEPARENT, ""), fit.left_out, task_call=TaskCall(value) if value else None,
+            headers.get(TRACEPARENT, ""), TRANSCODED_MARK in headers, fit.left_out,
+            task_call=TaskCall(value) if value else None,
         )  # fmt: skip
         call.grant = grant
         call.reserved = await self.spending.reserve(call.request_id, account, estimate)
@@ -413,8 +416,10 @@ class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServi
         if call.reserved:
             self.spending.release(call.request_id)
 
-    async def _send_headers(self, call: Call, opened: Opened, context: grpc.aio.ServicerContext) -> None:
-        """The answer's headers: which provider served it, our request id and the provider's, the timing."""
+    @staticmethod
+    def _answer_metadata(call: Call, opened: Opened) -> list[tuple[str, str | bytes]]:
+        """What an answer tells besides itself: which provider served it, our request id and the
+        provider's, the timing, the key's rates."""
         metadata = [
             (PROVIDER_METADATA_KEY, opened.route.provider.id),
             (REQUEST_ID_METADATA_KEY, call.request_id),
@@ -425,7 +430,11 @@ class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServi
             metadata.append((opened.route.provider.request_id_metadata_key, provider_request_id))
         if call.grant is not None:
             metadata += call.grant.metadata()
-        await context.send_initial_metadata(metadata)
+        return metadata
+
+    async def _send_headers(self, call: Call, opened: Opened, context: grpc.aio.ServicerContext) -> None:
+        """The answer's metadata as its headers, before the answer: a write of its own."""
+        await context.send_initial_metadata(self._answer_metadata(call, opened))
 
     async def _begin_stream(
         self, call: Call, opened: Opened, context: grpc.aio.ServicerContext, measure: InferenceMeasure
@@ -444,12 +453,18 @@ class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServi
     async def _serve_unary(
         self, call: Call, opened: Opened, context: grpc.aio.ServicerContext, images: int = 0
     ) -> None:
-        """Sends a checked unary answer's headers, then records it: a caller gone by then costs nothing."""
-        try:
-            await self._send_headers(call, opened, context)
-        except BaseException:
-            self._abandon(call)
-            raise
+        """Heads a checked unary answer, then records it: a caller gone by then costs nothing (its
+        cancellation ended the call at an earlier await). A REST call's metadata goes in the
+        trailers, which leave with the answer and its status in gRPC's last write (envoy/answers.lua
+        makes them headers); a native gRPC caller reads it before the answer, sent on its own."""
+        if call.transcoded:
+            context.set_trailing_metadata(self._answer_metadata(call, opened))
+        else:
+            try:
+                await self._send_headers(call, opened, context)
+            except BaseException:
+                self._abandon(call)
+                raise
         self._finish(call, opened, images)
 
     def _usage(self, call: Call, opened: Opened, images: int) -> tuple[int, int, int]:

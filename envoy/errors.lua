@@ -75,6 +75,8 @@ end
 -- Marks a REST call: the caller's method for the access log (the transcoder makes every
 -- call a POST), and whether its errors take Anthropic's shape.
 function mark_rest(handle, headers, path)
+  -- A unary answer's metadata in its trailers, with the answer in one write (answers.lua presents it).
+  headers:replace("switchboard-answer-metadata", "trailers")
   local marks = handle:streamInfo():dynamicMetadata()
   marks:set(MARKS, "method", headers:get(":method"))
   if find(path, "/v1/messages", 1, true) and anthropic_route(path) then

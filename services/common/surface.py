@@ -18,7 +18,9 @@ PUBLIC_SERVICES: dict[str, tuple[str, str]] = {
     "switchboard.billing.v1.BillingAdminService": ("billing", "600s"),
 }
 
-# The request header Envoy's transcoder sets on the gRPC call it makes of a REST call (the caller's
-# path; the edge removes a caller's own). A unary answer to such a call carries its metadata in its
-# trailers, which envoy/answers.lua presents as headers (services/router/servicer.py, _serve_unary).
-TRANSCODED_MARK = "x-envoy-original-path"
+# The request metadata by which a caller asks for a unary answer's metadata (provider, request id,
+# timing, rates) in its trailers, which leave with the answer in one write, instead of before it
+# (services/router/servicer.py, _serve_unary). The edge asks so for every REST call and presents
+# them as headers (envoy/errors.lua, mark_rest; envoy/answers.lua).
+ANSWER_METADATA_KEY = "switchboard-answer-metadata"
+ANSWER_METADATA_IN_TRAILERS = "trailers"

@@ -25,7 +25,7 @@ from services.common.counters import MemoryCounters
 from services.common.errors import ApiError, Code, invalid_argument, not_found, permission_denied, unavailable
 from services.common.pricing import estimate_nano_usd, prompt_tokens_estimate
 from services.common.providers import CAPABILITY_FIELDS, PROVIDER_METADATA_KEY
-from services.common.surface import TRANSCODED_MARK
+from services.common.surface import ANSWER_METADATA_IN_TRAILERS, ANSWER_METADATA_KEY
 from services.common.task_formats import GENERATE, OPERATIONS, Bill, TaskCall, TaskInput, reservation
 from services.common.telemetry import TRACEPARENT, InferenceMeasure
 from services.router import selection
@@ -67,7 +67,7 @@ def _headers(context: grpc.aio.ServicerContext) -> dict[str, str]:
     """The request headers this service reads, in one pass over the metadata."""
     found = {}
     for name, value in context.invocation_metadata() or ():
-        if name in ("authorization", API_KEY_HEADER, "x-hf-bill-to", TRACEPARENT, TRANSCODED_MARK):
+        if name in ("authorization", API_KEY_HEADER, "x-hf-bill-to", TRACEPARENT, ANSWER_METADATA_KEY):
             found[name] = value if isinstance(value, str) else value.decode()
     return found
 
@@ -164,7 +164,7 @@ class Call:
     started: timestamp_pb2.Timestamp
     measure: InferenceMeasure
     traceparent: str = ""  # the caller's (or Envoy's) W3C trace context, passed on to the provider
-    transcoded: bool = False  # a REST call: a unary answer's metadata goes in its trailers (_serve_unary)
+    metadata_in_trailers: bool = False  # asked for (the edge asks for REST calls): see _serve_unary
     left_out: dict[str, list[selection.Reason]] = field(default_factory=dict)  # providers not tried, and why
     reserved: bool = False
     grant: Grant | None = None  # the API key's counted limits, when it has any
@@ -381,7 +381,7 @@ class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServi
             self.anonymous_clients.reserve(_client(context), estimate, param)
         call = Call(
             request_id(), task, caller, account, model, payload, len(raw), routes, estimate, started, measure,
-            headers.get(TRACEPARENT, ""), TRANSCODED_MARK in headers, fit.left_out,
+            headers.get(TRACEPARENT, ""), headers.get(ANSWER_METADATA_KEY) == ANSWER_METADATA_IN_TRAILERS, fit.left_out,
             task_call=TaskCall(value) if value else None,
         )  # fmt: skip
         call.grant = grant
@@ -454,10 +454,10 @@ class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServi
         self, call: Call, opened: Opened, context: grpc.aio.ServicerContext, images: int = 0
     ) -> None:
         """Heads a checked unary answer, then records it: a caller gone by then costs nothing (its
-        cancellation ended the call at an earlier await). A REST call's metadata goes in the
-        trailers, which leave with the answer and its status in gRPC's last write (envoy/answers.lua
-        makes them headers); a native gRPC caller reads it before the answer, sent on its own."""
-        if call.transcoded:
+        cancellation ended the call at an earlier await). Asked for (the edge asks for REST calls:
+        surface.py), the metadata goes in the trailers, which leave with the answer and its status in
+        gRPC's last write; else it is sent before the answer, in a write of its own."""
+        if call.metadata_in_trailers:
             context.set_trailing_metadata(self._answer_metadata(call, opened))
         else:
             try:

@@ -29,7 +29,8 @@ from services.edge.envoy import ERROR_FACES_FILE, error_faces_lua
 ROOT = Path(__file__).resolve().parent.parent
 # Names only a REST answer has: they belong to Envoy's configuration, never to a service.
 REST_ONLY_NAMES = re.compile(
-    r"x-switchboard-(error|status|method)|x-ratelimit-|server-timing|x-inference-provider|x-request-id", re.IGNORECASE
+    r"x-switchboard-(error|status|method)|x-ratelimit-|server-timing|x-inference-provider|x-request-id|x-envoy-original-path",
+    re.IGNORECASE,
 )
 
 

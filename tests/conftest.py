@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from helpers.locks import worker_number
+from helpers.postgres import shared_postgres_database
 from helpers.stacks import DemoStack, RunningStack, Stacks
 from hypothesis import settings
 
@@ -28,7 +29,7 @@ os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 # Fixtures that start processes (Envoy, the services, a provider): a test that uses one, directly or
 # through another fixture, is marked e2e, and so is every test marked slow. `-m "not e2e"` is the fast lane.
-PROCESS_FIXTURES = frozenset({"make_stack", "stack", "shared_demo", "stacks"})
+PROCESS_FIXTURES = frozenset({"make_stack", "stack", "shared_demo", "stacks", "shared_stack", "postgres_stack"})
 
 
 def _starts_processes(item: pytest.Item) -> bool:
@@ -109,9 +110,11 @@ settings.load_profile("ci" if os.environ.get("CI") == "true" else "switchboard")
 
 
 @pytest.fixture(scope="session")
-def stacks(tmp_path_factory: pytest.TempPathFactory) -> Stacks:
+def stacks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stacks]:
     """Starts stacks in data directories copied from one migrated template."""
-    return Stacks(tmp_path_factory)
+    stacks = Stacks(tmp_path_factory)
+    yield stacks
+    stacks.stop_shared()
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +138,14 @@ def stack(stacks: Stacks) -> Iterator[RunningStack]:
     running = stacks.start()
     yield running
     running.stack.stop()
+
+
+@pytest.fixture(scope="module")
+def postgres_stack(stacks: Stacks) -> Iterator[RunningStack]:
+    """A stack on PostgreSQL (one cluster per worker) shared by the modules that use names of their own:
+    tests/helpers/scheduling.py runs them on one worker, one after the other."""
+    with stacks.shared(SWITCHBOARD_DATABASE_URL=shared_postgres_database("stack")) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")

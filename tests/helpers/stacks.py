@@ -115,6 +115,7 @@ class Stacks:
     def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
         self._tmp = tmp_path_factory
         self._template: Path | None = None
+        self._shared: dict[Settings, SharedStack] = {}
 
     def data_dir(self, name: str = "stack") -> Path:
         """A new data directory holding the migrated Registry and Billing SQLite databases."""
@@ -155,6 +156,39 @@ class Stacks:
             yield DemoStack(stack, base_url, admin_token, start_demo(stack, base_url, admin_token))
         finally:
             stack.stop()
+
+    @contextmanager
+    def shared(self, **env: str) -> Iterator[RunningStack]:
+        """The stack of these settings (as `start`'s) shared by the modules that ask for the same ones and
+        use names of their own: started on first use, stopped by `stop_shared` at the session's end or as
+        soon as a module asks for other settings while nobody uses it (a worker keeps one such stack idle)."""
+        settings = tuple(sorted(env.items()))
+        for other in [key for key, shared in self._shared.items() if key != settings and not shared.users]:
+            self._shared.pop(other).running.stack.stop()
+        if settings not in self._shared:
+            self._shared[settings] = SharedStack(self.start(**env))
+        shared = self._shared[settings]
+        shared.users += 1
+        try:
+            yield shared.running
+        finally:
+            shared.users -= 1
+
+    def stop_shared(self) -> None:
+        """Stops the shared stacks."""
+        while self._shared:
+            self._shared.popitem()[1].running.stack.stop()
+
+
+Settings = tuple[tuple[str, str], ...]
+
+
+@dataclass
+class SharedStack:
+    """A stack shared by the modules that asked for its settings, and how many of them use it now."""
+
+    running: RunningStack
+    users: int = 0
 
 
 def _start(options: UpOptions) -> tuple[Stack, str, str]:

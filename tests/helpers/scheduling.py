@@ -16,7 +16,7 @@ SPLIT = {"tests/test_fuzz.py": 2}
 # module -> its group: the modules of a group are one work unit, so their shared stack starts once per run,
 # not once on each worker that takes one of them (tests/conftest.py's fixtures).
 SHARED_STACK_USERS = {
-    "shared_demo": ["test_answer_metadata", "test_clients", "test_errors_grpc", "test_tasks"],
+    "shared_demo": ["test_answer_metadata", "test_clients", "test_errors_grpc", "test_secrets_stack", "test_tasks"],
     "postgres_stack": ["test_money_bounds", "test_postgres", "test_registry_names"],
 }
 GROUPS = {f"tests/{module}.py": fixture for fixture, modules in SHARED_STACK_USERS.items() for module in modules}

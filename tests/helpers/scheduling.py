@@ -1,7 +1,7 @@
 """How the whole suite's parallel workers (pytest-xdist) share the work: whole modules, so that a
 module's stacks start once, except modules listed in SPLIT, whose many independent tests are cut into
 work units of their own (each unit starts the module's stack once on its worker), and modules listed in
-GROUPS, which share a stack of one worker's session and so run on one worker, one after the other."""
+GROUPS (tests/helpers/stacks.py), which share a stack and so run on one worker, one after the other."""
 
 from __future__ import annotations
 
@@ -10,16 +10,11 @@ import zlib
 
 from xdist.scheduler import LoadScopeScheduling
 
+from helpers.stacks import GROUPS
+
 # module -> work units: tests/test_fuzz.py's ~400 tests take about a minute in one process (they share one
 # demo stack of the module's own, started once per unit); each of two units is shorter than the longest modules.
 SPLIT = {"tests/test_fuzz.py": 2}
-# module -> its group: the modules of a group are one work unit, so their shared stack starts once per run,
-# not once on each worker that takes one of them (tests/conftest.py's fixtures).
-SHARED_STACK_USERS = {
-    "shared_demo": ["test_answer_metadata", "test_clients", "test_errors_grpc", "test_secrets_stack", "test_tasks"],
-    "postgres_stack": ["test_money_bounds", "test_postgres", "test_registry_names"],
-}
-GROUPS = {f"tests/{module}.py": fixture for fixture, modules in SHARED_STACK_USERS.items() for module in modules}
 # A test's caller, the last part of its id: the tests of one operation for either caller share a unit, so
 # that the second sends the first's cases again instead of drawing them anew (tests/test_fuzz.py).
 CALLER = re.compile(r"-(admin|user)\]$")

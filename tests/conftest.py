@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 from helpers.locks import worker_number
-from helpers.stacks import DemoStack, RunningStack, Stacks
+from helpers.postgres import shared_postgres_database
+from helpers.stacks import GROUPS, DemoStack, RunningStack, Stacks
 from hypothesis import settings
 
 from services import launcher
@@ -28,7 +29,7 @@ os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 # Fixtures that start processes (Envoy, the services, a provider): a test that uses one, directly or
 # through another fixture, is marked e2e, and so is every test marked slow. `-m "not e2e"` is the fast lane.
-PROCESS_FIXTURES = frozenset({"make_stack", "stack", "shared_demo", "stacks"})
+PROCESS_FIXTURES = frozenset({"make_stack", "stack", "shared_demo", "stacks", "postgres_stack"})
 
 
 def _starts_processes(item: pytest.Item) -> bool:
@@ -46,6 +47,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # last would end the run one module at a time.
     starting = {item.path for item in items if item.get_closest_marker("e2e")}
     items.sort(key=lambda item: item.path not in starting)
+    # The modules sharing a stack (GROUPS) one after the other, where the first of them was: it starts once.
+    first: dict[str, int] = {}
+    for index, item in enumerate(items):
+        first.setdefault(_group(item), index)
+    items.sort(key=lambda item: first[_group(item)])
+
+
+def _group(item: pytest.Item) -> str:
+    """The item's group of modules sharing a stack, or its module."""
+    module = item.nodeid.split("::")[0]
+    return GROUPS.get(module, module)
 
 
 # A module marked e2e as a whole, recognised from its text without importing it.
@@ -108,10 +120,25 @@ settings.register_profile("ci", deadline=None, derandomize=True)
 settings.load_profile("ci" if os.environ.get("CI") == "true" else "switchboard")
 
 
+STACKS = pytest.StashKey[Stacks]()
+
+
 @pytest.fixture(scope="session")
-def stacks(tmp_path_factory: pytest.TempPathFactory) -> Stacks:
+def stacks(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> Iterator[Stacks]:
     """Starts stacks in data directories copied from one migrated template."""
-    return Stacks(tmp_path_factory)
+    stacks = pytestconfig.stash[STACKS] = Stacks(tmp_path_factory)
+    yield stacks
+    stacks.stop_shared()
+    del pytestconfig.stash[STACKS]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """After a module's fixtures were torn down: the shared stacks that neither the next test nor the
+    next test's group of modules (GROUPS, run one after the other) asks for stop."""
+    yield
+    if (stacks := item.config.stash.get(STACKS, None)) is not None:
+        stacks.stop_idle({*getattr(nextitem, "fixturenames", ()), _group(nextitem)} if nextitem else set())
 
 
 @pytest.fixture(scope="module")
@@ -137,9 +164,18 @@ def stack(stacks: Stacks) -> Iterator[RunningStack]:
     running.stack.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
+def postgres_stack(stacks: Stacks) -> Iterator[RunningStack]:
+    """A stack on PostgreSQL (one cluster per worker) shared by the modules that use names of their own:
+    tests/helpers/scheduling.py runs them on one worker, one after the other."""
+    with stacks.shared("postgres_stack", SWITCHBOARD_DATABASE_URL=shared_postgres_database("stack")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
 def shared_demo(stacks: Stacks) -> Iterator[DemoStack]:
-    """One demo stack shared by the session's tests that only read the demo's catalog and user or
-    use names of their own; a test that changes the demo's own data starts its own (`stacks.demo`)."""
-    with stacks.demo() as demo:
+    """One demo stack shared by the tests that only read the demo's catalog and user or use names of
+    their own (tests/helpers/scheduling.py runs their modules one after the other); a test that changes
+    the demo's own data starts its own (`stacks.demo`)."""
+    with stacks.shared_demo("shared_demo") as demo:
         yield demo

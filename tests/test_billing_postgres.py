@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import pytest
 from helpers.billing import check_absurd_amounts, check_provisional_records, ledger_database, record, unique
-from helpers.postgres import postgres_cluster
+from helpers.postgres import postgres_database
 
 from services.billing import ledger
 from services.billing.servicer import ledger_row
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.e2e  # starts a PostgreSQL cluster
 
 @pytest.fixture(scope="module")
 def pg_db() -> Iterator[Database]:
-    with postgres_cluster() as url, ledger_database(url) as database:
+    with postgres_database() as url, ledger_database(url) as database:
         yield database
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from helpers.migrations import PROVIDER_ROW, REGISTRY_MIGRATIONS, database, execute, postgres, upgrade  # noqa: F401 (fixtures)
+from helpers.migrations import PROVIDER_ROW, REGISTRY_MIGRATIONS, database, execute, upgrade  # noqa: F401 (fixtures)
 from sqlmodel import Session
 
 from services.common.db import make_engine

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from helpers.billing import ledger_database, record, unique
-from helpers.postgres import postgres_cluster
+from helpers.postgres import postgres_database
 from sqlalchemy import text
 
 from services.billing import ledger
@@ -31,7 +31,7 @@ def db(request, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
         with ledger_database(f"sqlite:///{path}") as database:
             yield database
         return
-    with postgres_cluster() as url, ledger_database(url) as database:
+    with postgres_database() as url, ledger_database(url) as database:
         yield database
 
 

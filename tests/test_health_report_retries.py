@@ -14,7 +14,7 @@ from pathlib import Path
 import grpc
 import pytest
 from cryptography.fernet import Fernet
-from helpers.migrations import database, postgres  # noqa: F401 (fixtures)
+from helpers.migrations import database  # noqa: F401 (fixtures)
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 
 from services.common.db import Database, migrate

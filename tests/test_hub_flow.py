@@ -6,6 +6,7 @@ refusal of the tasks Switchboard does not serve."""
 
 from __future__ import annotations
 
+import os
 import secrets
 import sqlite3
 from collections.abc import Iterator
@@ -27,7 +28,7 @@ from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 from services.common.providers import DEFAULT_REQUEST_ID_HEADER
 from services.common.tasks import SERVED_TASKS
 from services.demo import reference_provider_argv, reference_provider_secrets
-from services.launcher import free_port, http_ok
+from services.launcher import Stack, free_port, http_ok
 from services.registry.domain.validation import KNOWN_TASKS
 
 pytestmark = pytest.mark.slow
@@ -62,20 +63,31 @@ def _post(client: httpx.Client, path: str, body: dict) -> dict:
 
 
 @pytest.fixture(scope="module")
-def hub(make_stack) -> Iterator[Hub]:
-    """A stack of its own (provider ids huggingface_hub knows), the reference provider behind
-    "together" and "fireworks-ai", a chat model and an image model mapped live, and a chat
-    model mapped by "fireworks-ai" in staging only."""
-    running = make_stack()
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """The reference provider, for this module only: its URL and API key."""
     port, api_key = free_port(), secrets.token_urlsafe(16)
     provider_url = f"http://127.0.0.1:{port}"
-    running.stack.start(
-        "reference_provider",
-        reference_provider_argv(port),
-        http_ok(f"{provider_url}/health"),
-        env=reference_provider_secrets(api_key, secrets.token_urlsafe(16)),
-    )
-    running.stack.wait_ready()
+    processes = Stack(tmp_path_factory.mktemp("reference"), dict(os.environ))
+    try:
+        processes.start(
+            "reference_provider",
+            reference_provider_argv(port),
+            http_ok(f"{provider_url}/health"),
+            env=reference_provider_secrets(api_key, secrets.token_urlsafe(16)),
+        )
+        processes.wait_ready()
+        yield provider_url, api_key
+    finally:
+        processes.stop()
+
+
+@pytest.fixture(scope="module")
+def hub(stack, reference: tuple[str, str]) -> Iterator[Hub]:
+    """On the session's shared stack (no other module uses the provider ids huggingface_hub knows):
+    the reference provider behind "together" and "fireworks-ai", a chat model and an image model
+    mapped live, and a chat model mapped by "fireworks-ai" in staging only."""
+    running = stack
+    provider_url, api_key = reference
     org, ns = unique("org"), unique("ns")
     models = {"chat": f"{ns}/chat", "image": f"{ns}/image", "embed": f"{ns}/embed"}
     with running.admin() as admin:

@@ -17,7 +17,7 @@ import openai
 import pytest
 from google.protobuf import json_format
 from helpers.clients import http_client
-from helpers.migrations import REGISTRY_MIGRATIONS, database, execute, postgres, upgrade  # noqa: F401
+from helpers.migrations import REGISTRY_MIGRATIONS, database, execute, upgrade  # noqa: F401
 from helpers.stacks import Stacks
 from helpers.waiting import eventually
 from hypothesis import given

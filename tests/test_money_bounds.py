@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-from helpers.postgres import postgres_cluster
 from helpers.upstream import JsonHandler, serving
 from helpers.waiting import eventually
 from hypothesis import HealthCheck, given, settings
@@ -86,11 +85,10 @@ def world(stack) -> Iterator[tuple[object, str, str, str]]:
 
 
 @pytest.fixture(scope="module")
-def pg_world(make_stack) -> Iterator[tuple[object, str, str, str]]:
-    """The same world on a stack whose databases are PostgreSQL."""
-    with postgres_cluster() as url, usage_world(make_stack(SWITCHBOARD_DATABASE_URL=url)) as built:
+def pg_world(postgres_stack) -> Iterator[tuple[object, str, str, str]]:
+    """The same world on the worker's stack whose databases are PostgreSQL (tests/conftest.py)."""
+    with usage_world(postgres_stack) as built:
         yield built
-        built[0].stack.stop()
 
 
 COUNT = st.one_of(

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestServer
 from cryptography.fernet import Fernet
-from helpers.postgres import postgres_cluster
+from helpers.postgres import postgres_database
 from sqlmodel import Session
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 
@@ -136,7 +136,7 @@ def claims_db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
         yield database
         database.close()
         return
-    with postgres_cluster() as url:
+    with postgres_database() as url:
         database = registry_database(url)
         yield database
         database.close()

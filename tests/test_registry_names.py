@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 import sqlalchemy as sa
-from helpers.migrations import BILLING_MIGRATIONS, REGISTRY_MIGRATIONS, database, execute, postgres, upgrade  # noqa: F401 (fixtures)
+from helpers.migrations import BILLING_MIGRATIONS, REGISTRY_MIGRATIONS, database, execute, upgrade  # noqa: F401 (fixtures)
 from helpers.registry import error_of, ok, unique
 
 from services.common.accounts import OPERATOR_ACCOUNT
@@ -58,18 +58,11 @@ def test_reserved_names_are_refused_in_any_letter_case(stack, kind: str) -> None
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def any_stack(request, stack, make_stack):
-    """The shared SQLite stack, or one stack on PostgreSQL for this module."""
+def any_stack(request, stack):
+    """The shared SQLite stack, or the worker's shared stack on PostgreSQL (tests/conftest.py)."""
     if request.param == "sqlite":
         return stack
     return request.getfixturevalue("postgres_stack")
-
-
-@pytest.fixture(scope="module")
-def postgres_stack(make_stack, postgres: str):  # noqa: F811 (the imported fixture)
-    running = make_stack(SWITCHBOARD_DATABASE_URL=postgres)
-    yield running
-    running.stack.stop()
 
 
 def test_racing_creations_of_one_name_let_exactly_one_win(any_stack) -> None:

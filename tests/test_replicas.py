@@ -25,7 +25,7 @@ import pytest
 from aiohttp import web
 from google.api import httpbody_pb2
 from helpers.clients import http_client
-from helpers.postgres import postgres_cluster
+from helpers.postgres import postgres_database
 from helpers.registry import ok, unique
 from helpers.stacks import PresentCredential
 from helpers.waiting import eventually
@@ -326,7 +326,7 @@ def reconcile(base_url: str, admin_token: str) -> None:
 def test_two_replicas_of_each_service_survive_a_kill_under_load(tmp_path: Path) -> None:
     admin_token = "sb-admin-" + secrets.token_urlsafe(16)
     answers = Answers()
-    with postgres_cluster() as database_url, reference_provider() as (provider_url, provider):
+    with postgres_database() as database_url, reference_provider() as (provider_url, provider):
         replicas = start_replicas(tmp_path, database_url, admin_token)
         try:
             base_url = f"http://{replicas.stack.addresses['envoy']}"

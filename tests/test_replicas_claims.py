@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from helpers.billing import ledger_database, record, unique
-from helpers.postgres import postgres_cluster
+from helpers.postgres import postgres_database
 
 from services.billing import ledger
 from services.billing.servicer import ledger_row
@@ -31,7 +31,7 @@ def db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory)
         with ledger_database(url) as database:
             yield database
         return
-    with postgres_cluster() as url, ledger_database(url) as database:
+    with postgres_database() as url, ledger_database(url) as database:
         yield database
 
 

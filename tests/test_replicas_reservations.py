@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from helpers.billing import ledger_database, unique
-from helpers.postgres import postgres_cluster
+from helpers.postgres import postgres_database
 from helpers.waiting import eventually
 from sqlalchemy import func, select
 from switchboard.billing.v1 import billing_service_pb2 as billing_pb
@@ -37,7 +37,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path_factory.mktemp('reservations') / 'billing.db'}"
         return
-    with postgres_cluster() as url:
+    with postgres_database() as url:
         yield url
 
 

@@ -27,7 +27,7 @@ import pytest
 from aiohttp import web
 from helpers.secrets import assert_gone, json_escaped, recoverable
 
-from services.demo import AdminApi, start_demo
+from services.demo import AdminApi
 from services.launcher import free_port
 
 API_KEY = "sk-echo-" + uuid.uuid4().hex
@@ -337,28 +337,28 @@ def test_urls_with_credentials_are_refused_without_echoing_them(echoed) -> None:
     assert password not in sb.logs()
 
 
-def test_the_demo_puts_no_secret_on_any_command_line(make_stack) -> None:
-    sb = make_stack()
-    start_demo(sb.stack, sb.base_url, sb.admin_token)
-    provider = next(child for child in sb.stack.children if child.name == "reference_provider")
+def test_the_demo_puts_no_secret_on_any_command_line(shared_demo) -> None:
+    """The session's demo stack: started as `switchboard up --demo` starts it."""
+    stack, _, admin_token, _ = shared_demo
+    provider = next(child for child in stack.children if child.name == "reference_provider")
     environment = dict(
         entry.split("=", 1) for entry in Path(f"/proc/{provider.process.pid}/environ").read_text().split("\0") if entry
     )
     secrets = [
         environment["REFERENCE_PROVIDER_API_KEY"],
         environment["REFERENCE_PROVIDER_BILLING_TOKEN"],
-        sb.admin_token,
-        sb.service_credential,
+        admin_token,
+        stack.env["SWITCHBOARD_SERVICE_CREDENTIAL"],
     ]
     assert all(len(secret) >= 16 for secret in secrets)
-    assert {child.name for child in sb.stack.children} >= {
+    assert {child.name for child in stack.children} >= {
         "registry",
         "billing",
         "router",
         "envoy",
         "reference_provider",
     }
-    for child in sb.stack.children:
+    for child in stack.children:
         argv = Path(f"/proc/{child.process.pid}/cmdline").read_bytes().decode()
         for secret in secrets:
             assert secret not in argv, child.name

@@ -16,7 +16,6 @@ from helpers.migrations import (  # noqa: F401 (fixtures)
     REGISTRY_MIGRATIONS,
     database,
     execute,
-    postgres,
     upgrade,
 )
 from sqlmodel import Session

@@ -3,7 +3,6 @@ upgrading to a revision, and raw statements."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 
-from helpers.postgres import postgres_cluster
+from helpers.postgres import postgres_database
 from services.common.db import make_engine
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,24 +24,14 @@ PROVIDER_ROW = (
 )
 
 
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[str]:
-    with postgres_cluster() as url:
-        yield url
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
-def database(request, tmp_path: Path) -> str:
+def database(request, tmp_path: Path) -> Iterator[str]:
     """A fresh, empty database's URL."""
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'db.sqlite'}"
-    server = request.getfixturevalue("postgres")
-    name = "t" + uuid.uuid4().hex[:12]
-    engine = make_engine(server)
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        connection.execute(sa.text(f"CREATE DATABASE {name}"))
-    engine.dispose()
-    return server.rsplit("/", 1)[0] + f"/{name}"
+        yield f"sqlite:///{tmp_path / 'db.sqlite'}"
+        return
+    with postgres_database() as url:
+        yield url
 
 
 def upgrade(url: str, migrations: Path, revision: str) -> None:

@@ -1,21 +1,26 @@
-"""A throwaway PostgreSQL cluster for tests: Debian's postgresql package,
-installed with apt-get when missing (CI runs as root on a fresh machine),
-started on a free loopback port, removed afterwards."""
+"""Throwaway PostgreSQL databases for tests, on one cluster per test process: Debian's postgresql
+package, installed with apt-get when missing (CI runs as root on a fresh machine), started on a free
+loopback port on first use, removed when the process exits."""
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
+import sqlalchemy as sa
 
 from helpers.installs import apt_install, can_apt_install
+from services.common.db import make_engine
 from services.launcher import free_port
 
 READY_DEADLINE_SECONDS = 60
@@ -42,9 +47,26 @@ def _as_postgres(argv: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
 
 
-@contextmanager
-def postgres_cluster() -> Iterator[str]:
-    """Yields a SQLAlchemy URL of a fresh database; stops and removes the cluster at the end."""
+class _Cluster(NamedTuple):
+    server: subprocess.Popen
+    base: Path
+    url: str  # its "postgres" database
+
+
+_cluster: _Cluster | None = None  # this process's cluster, started on first use
+
+
+def _server_url() -> str:
+    """The URL of this process's cluster (started on first use, stopped when the process exits):
+    initdb is the expensive part of a cluster, and a database of its own isolates a test as well."""
+    global _cluster
+    if _cluster is None:
+        _cluster = _start_cluster()
+        atexit.register(_stop_cluster, _cluster)
+    return _cluster.url
+
+
+def _start_cluster() -> _Cluster:
     bin_dir = _install()
     base = Path(tempfile.mkdtemp(prefix="switchboard-pg-"))  # outside pytest's 0700 tree: postgres must enter it
     data, sockets = base / "pgdata", base / "pgsock"
@@ -59,18 +81,60 @@ def postgres_cluster() -> Iterator[str]:
         check=True, capture_output=True, timeout=120,
     )  # fmt: skip
     port = free_port()
+    # every database of the process's tests on one server: room for the connections of several stacks
     server = subprocess.Popen(
         _as_postgres([str(bin_dir / "postgres"), "-D", str(data), "-p", str(port), "-k", str(sockets),
-                      "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"]),
+                      "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=300"]),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
+    cluster = _Cluster(server, base, f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres")
     try:
         _wait_ready(bin_dir, port, server)
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    except BaseException:
+        _stop_cluster(cluster)
+        raise
+    return cluster
+
+
+def _stop_cluster(cluster: _Cluster) -> None:
+    cluster.server.terminate()
+    cluster.server.wait(timeout=30)
+    shutil.rmtree(cluster.base, ignore_errors=True)
+
+
+def _admin(statement: str) -> None:
+    engine = make_engine(_server_url())
+    try:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.execute(sa.text(statement))
     finally:
-        server.terminate()
-        server.wait(timeout=30)
-        shutil.rmtree(base, ignore_errors=True)
+        engine.dispose()
+
+
+def shared_postgres_database(name: str) -> str:
+    """The SQLAlchemy URL of this process's database called `name`, created on first use and kept."""
+    if name not in _shared_databases:
+        _admin(f"CREATE DATABASE {name}")
+        _shared_databases.add(name)
+    return _cluster_url(name)
+
+
+_shared_databases: set[str] = set()
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """Yields the SQLAlchemy URL of a fresh, empty database; drops it at the end."""
+    name = "t" + uuid.uuid4().hex[:12]
+    _admin(f"CREATE DATABASE {name}")
+    try:
+        yield _cluster_url(name)
+    finally:
+        _admin(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+def _cluster_url(database: str) -> str:
+    return _server_url().rsplit("/", 1)[0] + f"/{database}"
 
 
 def _wait_ready(bin_dir: Path, port: int, server: subprocess.Popen) -> None:

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import grpc
 import httpx
@@ -35,6 +35,13 @@ STARTS_AT_ONCE = 2
 # Every test's client is 127.0.0.1: budgets for large bodies (services/edge/limits.py) that the whole
 # session cannot use up, which every stack but the demo's has unless a test asks for its own.
 NEVER_USED_UP_BUDGETS = {CLIENT_BUDGET_ENV: "1024,1024", EDGE_BUDGET_ENV: "1024,1024"}
+# Shared stacks' fixture -> the modules that use it: each group runs on one worker, one module after the other
+# (tests/helpers/scheduling.py, tests/conftest.py), so its stack starts once per run, not once per worker.
+SHARED_STACK_USERS = {
+    "shared_demo": ["test_answer_metadata", "test_clients", "test_errors_grpc", "test_secrets_stack", "test_tasks"],
+    "postgres_stack": ["test_money_bounds", "test_postgres", "test_registry_names"],
+}
+GROUPS = {f"tests/{module}.py": fixture for fixture, modules in SHARED_STACK_USERS.items() for module in modules}
 # Readiness deadline of a test's stack: it only bounds a failing start, and a machine shared with
 # other runs can make a sound start slow.
 READY_SECONDS = 180.0
@@ -115,6 +122,7 @@ class Stacks:
     def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
         self._tmp = tmp_path_factory
         self._template: Path | None = None
+        self._shared: dict[tuple[object, ...], SharedStack] = {}
 
     def data_dir(self, name: str = "stack") -> Path:
         """A new data directory holding the migrated Registry and Billing SQLite databases."""
@@ -147,14 +155,71 @@ class Stacks:
     def demo(self, name: str = "demo", **env: str) -> Iterator[DemoStack]:
         """A stack with the demo's provider, catalog and user, as `switchboard up --demo` starts
         it (its settings overridden by `env`); stopped afterwards."""
+        demo = self._start_demo(name, **env)
+        try:
+            yield demo
+        finally:
+            demo.stack.stop()
+
+    def _start_demo(self, name: str, **env: str) -> DemoStack:
         port = free_port()
         options = UpOptions(port, self.data_dir(name), "", demo=True, environment=env, ready_seconds=READY_SECONDS)
         stack, admin_token, _ = _start(options)
         try:
             base_url = f"http://127.0.0.1:{port}"
-            yield DemoStack(stack, base_url, admin_token, start_demo(stack, base_url, admin_token))
-        finally:
+            return DemoStack(stack, base_url, admin_token, start_demo(stack, base_url, admin_token))
+        except BaseException:
             stack.stop()
+            raise
+
+    @contextmanager
+    def shared(self, fixture: str, **env: str) -> Iterator[RunningStack]:
+        """The stack of these settings (as `start`'s) that the modules using `fixture` share (they use
+        names of their own): started on first use, stopped by `stop_idle` once no module uses it and
+        the next test does not use `fixture`, or at the session's end."""
+        with self._sharing(fixture, lambda: self.start(**env), "stack", *sorted(env.items())) as running:
+            yield running
+
+    @contextmanager
+    def shared_demo(self, fixture: str) -> Iterator[DemoStack]:
+        """The demo stack (as `demo`'s) that the modules using `fixture` share, as `shared` shares a stack."""
+        with self._sharing(fixture, lambda: self._start_demo("demo"), "demo") as demo:
+            yield demo
+
+    @contextmanager
+    def _sharing(self, fixture: str, start: Callable[[], Running], *key: object) -> Iterator[Running]:
+        shared = self._shared.get((fixture, *key))
+        if shared is None:
+            shared = self._shared[(fixture, *key)] = SharedStack(fixture, start())
+        shared.users += 1
+        try:
+            yield shared.running
+        finally:
+            shared.users -= 1
+
+    def stop_idle(self, next_fixtures: Collection[str]) -> None:
+        """Stops the shared stacks no module uses now and the next test (its `next_fixtures`) does not ask for."""
+        for key, shared in list(self._shared.items()):
+            if not shared.users and shared.fixture not in next_fixtures:
+                del self._shared[key]
+                shared.running.stack.stop()
+
+    def stop_shared(self) -> None:
+        """Stops the shared stacks."""
+        while self._shared:
+            self._shared.popitem()[1].running.stack.stop()
+
+
+Running = TypeVar("Running", RunningStack, DemoStack)
+
+
+@dataclass
+class SharedStack:
+    """A stack shared by the modules that use one fixture, and how many of them use it now."""
+
+    fixture: str
+    running: RunningStack | DemoStack
+    users: int = 0
 
 
 def _start(options: UpOptions) -> tuple[Stack, str, str]:

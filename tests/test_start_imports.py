@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from alembic.script import ScriptDirectory
 from cryptography.fernet import Fernet
-from helpers.migrations import BILLING_MIGRATIONS, REGISTRY_MIGRATIONS, database, postgres, upgrade  # noqa: F401
+from helpers.migrations import BILLING_MIGRATIONS, REGISTRY_MIGRATIONS, database, upgrade  # noqa: F401
 
 from services.common import db
 from services.common.config import ServiceSettings

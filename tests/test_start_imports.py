@@ -38,6 +38,7 @@ def loaded(module: str, packages: set[str]) -> set[str]:
 
 
 @pytest.mark.parametrize("module", sorted(NOT_LOADED))
+@pytest.mark.e2e  # a fresh interpreter per module
 def test_a_process_imports_nothing_it_does_not_use_at_start(module: str) -> None:
     assert loaded(module, NOT_LOADED[module]) == set()
 

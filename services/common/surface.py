@@ -21,6 +21,6 @@ PUBLIC_SERVICES: dict[str, tuple[str, str]] = {
 # The request metadata by which a caller asks for a unary answer's metadata (provider, request id,
 # timing, rates) in its trailers, which leave with the answer in one write, instead of before it
 # (services/router/servicer.py, _serve_unary). The edge asks so for every REST call and presents
-# them as headers (envoy/errors.lua, mark_rest; envoy/answers.lua).
+# them as headers (envoy/errors.lua, mark_rest; envoy/answers.lua); it removes a caller's own.
 ANSWER_METADATA_KEY = "switchboard-answer-metadata"
 ANSWER_METADATA_IN_TRAILERS = "trailers"

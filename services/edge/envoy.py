@@ -22,7 +22,7 @@ from google.protobuf import descriptor_pb2
 
 from services.common import errors
 from services.common.errors import ANTHROPIC_PATH_REGEX, anthropic_face
-from services.common.surface import DESCRIPTOR, PUBLIC_SERVICES
+from services.common.surface import ANSWER_METADATA_KEY, DESCRIPTOR, PUBLIC_SERVICES
 from services.common.telemetry import DEFAULT_TRACE_RATIO
 from services.edge import limits as edge
 from services.edge.descriptors import FREE_MESSAGES, Descriptors, HttpRule, descriptors
@@ -641,6 +641,7 @@ def early_mutations(otlp_endpoint: str) -> list[dict]:
     parent-based as the services' is."""
     mutations: list[dict] = [{"remove": "x-client-trace-id"}]
     mutations.append({"remove": edge.OVER_BUDGET_HEADER})  # only the budgets mark a request (limits.py)
+    mutations.append({"remove": ANSWER_METADATA_KEY})  # only the edge asks, for REST calls (errors.lua, mark_rest)
     if otlp_endpoint:
         mark = {"header": {"key": "x-client-trace-id", "value": "%REQ(traceparent)%"}, "keep_empty_value": False}
         mutations.append({"append": mark})

@@ -453,10 +453,11 @@ class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServi
     async def _serve_unary(
         self, call: Call, opened: Opened, context: grpc.aio.ServicerContext, images: int = 0
     ) -> None:
-        """Heads a checked unary answer, then records it: a caller gone by then costs nothing (its
-        cancellation ended the call at an earlier await). Asked for (the edge asks for REST calls:
+        """Heads a checked unary answer, then records it. Asked for (the edge asks for REST calls:
         surface.py), the metadata goes in the trailers, which leave with the answer and its status in
-        gRPC's last write; else it is sent before the answer, in a write of its own."""
+        gRPC's last write; else it is sent before the answer, in a write of its own. A caller gone
+        before that send, or (trailers) before the provider's answer was read, costs nothing: its
+        cancellation ends the call at that await."""
         if call.metadata_in_trailers:
             context.set_trailing_metadata(self._answer_metadata(call, opened))
         else:

@@ -171,7 +171,8 @@ def operation_test(label: str) -> Callable[..., None]:
 # operation -> every case its first caller's Hypothesis run sent. The run is derandomized (its seed
 # is the test function's digest, with no example database) and nothing it draws depends on an answer,
 # so the other caller's run would draw the very same cases (compared case by case for both callers):
-# the other caller sends these again instead of drawing them anew. A failed run records nothing.
+# the other caller sends these again instead of drawing them anew (once: they are dropped then, with the
+# coverage phase's 33 MB bodies). A failed run records nothing.
 SENT: dict[str, list[schemathesis.Case]] = {}
 
 
@@ -181,7 +182,7 @@ SENT: dict[str, list[schemathesis.Case]] = {}
 def test_every_operation_answers_as_the_document_says(operation: str, live: Live, who: str) -> None:
     try:
         if operation in SENT:
-            for case in SENT[operation]:
+            for case in SENT.pop(operation):  # then let them go: a worker held every case to the end
                 answer_as_the_document_says(case, live, who)
             return
         sent: list[schemathesis.Case] = []

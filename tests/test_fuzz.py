@@ -8,6 +8,7 @@ repeatable; docs/development.md "The OpenAPI document and the fuzzers" states th
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -31,6 +32,7 @@ from schemathesis.checks import (
 )
 from schemathesis.core.failures import FailureGroup, as_reported_failure
 from schemathesis.generation.feedback import FeedbackSources
+from schemathesis.generation.hypothesis import canonical_form_cache, canonical_strategy_cache
 from schemathesis.generation.hypothesis.builder import MissingPathParameters
 
 # What `schema.parametrize()` calls per operation at collection (Schemathesis 4.32.5, pinned)
@@ -65,6 +67,12 @@ schema.config.generation.update(
     deterministic=True,
     database="none",
 )
+# Schemathesis keeps the canonical forms and strategies it builds for schemas in two caches of 128 entries;
+# the document's operations need about 270 and 410, so a worker built evicted ones again (a body whose
+# patterns repeat up to 100,000 times takes up to a second to canonicalize): about a sixth of generation's
+# CPU. A strategy kept draws what the same strategy built again draws: the cases are the same.
+for cache in (canonical_form_cache, canonical_strategy_cache):
+    cache._maxsize = 1_024
 # A method the document does not list gets Envoy's 404 "no such route" (the
 # transcoder matches method and path together), not the 405 Schemathesis expects.
 schema.config.phases.coverage.unexpected_methods = set()
@@ -110,6 +118,16 @@ def live(stacks: Stacks) -> Iterator[Live]:
         yield Live(stack, base_url, tokens, session, closing.enter_context(client(base_url, admin_token)))
 
 
+@pytest.fixture(scope="module", autouse=True)
+def fewer_collections() -> Iterator[None]:
+    """Generating cases allocates millions of short-lived objects: at Python's default threshold (700) the
+    collector ran about 2,500 times over the module, a tenth of generation's CPU; at 10,000, a quarter as often."""
+    thresholds = gc.get_threshold()
+    gc.set_threshold(10_000, *thresholds[1:])
+    yield
+    gc.set_threshold(*thresholds)
+
+
 def error_of(response: Response | httpx.Response) -> dict:
     try:
         body = json.loads(response.content)
@@ -153,7 +171,8 @@ def operation_test(label: str) -> Callable[..., None]:
 # operation -> every case its first caller's Hypothesis run sent. The run is derandomized (its seed
 # is the test function's digest, with no example database) and nothing it draws depends on an answer,
 # so the other caller's run would draw the very same cases (compared case by case for both callers):
-# the other caller sends these again instead of drawing them anew. A failed run records nothing.
+# the other caller sends these again instead of drawing them anew (once: they are dropped then, with the
+# coverage phase's 33 MB bodies). A failed run records nothing.
 SENT: dict[str, list[schemathesis.Case]] = {}
 
 
@@ -163,7 +182,7 @@ SENT: dict[str, list[schemathesis.Case]] = {}
 def test_every_operation_answers_as_the_document_says(operation: str, live: Live, who: str) -> None:
     try:
         if operation in SENT:
-            for case in SENT[operation]:
+            for case in SENT.pop(operation):  # then let them go: a worker held every case to the end
                 answer_as_the_document_says(case, live, who)
             return
         sent: list[schemathesis.Case] = []

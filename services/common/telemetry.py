@@ -261,9 +261,10 @@ def gauge(registry: CollectorRegistry, name: str, documentation: str, read: Call
     return ScrapeTimeGauge(registry, name, documentation, [], lambda: [({}, read())])
 
 
-def watch_router(breakers: Any, spool: Any) -> None:
-    """The Router's scrape-time gauges: breaker states (services/router/breaker.py) and the
-    spool of ledger records (services/router/spool.py; metric names keep "ledger_spool")."""
+def watch_router(breakers: Any, spool: Any, spending: Any) -> None:
+    """The Router's scrape-time gauges: breaker states (services/router/breaker.py), the spool of
+    ledger records (services/router/spool.py; metric names keep "ledger_spool") and whether it
+    follows Billing's limited accounts (services/router/spending.py)."""
     ScrapeTimeGauge(
         ROUTER,
         "switchboard_router_breaker_state",
@@ -278,6 +279,9 @@ def watch_router(breakers: Any, spool: Any) -> None:
     gauge(ROUTER, "switchboard_router_ledger_spool_oldest_age_seconds",
           "Age of the oldest ledger record not yet acknowledged by Billing (0: none)",
           lambda: spool.backlog().oldest_age_seconds)  # fmt: skip
+    gauge(ROUTER, "switchboard_router_limit_feed_following",
+          "1 while Billing's limited accounts are followed; 0: every request asks Billing for a reservation",
+          lambda: float(spending.following))  # fmt: skip
 
 
 def watch_registry(index: Any, feed: Any) -> None:

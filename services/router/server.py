@@ -51,7 +51,7 @@ async def serve(settings: RouterSettings) -> None:
         settings.max_answer_bytes,
         measurements,
     )
-    watch_router(upstreams.breakers, spool)
+    watch_router(upstreams.breakers, spool, spending)
     counters = counters_from_url(settings.counter_store_url, settings.counter_store_timeout_seconds)
     servicer = RouterServicer(
         directory, upstreams, spending, spool, measurements, settings.hub_url, settings.anonymous_account,

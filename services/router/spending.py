@@ -158,6 +158,11 @@ class Spending:
         except grpc.aio.AioRpcError as exc:
             self._warning.warning("could not release a reservation; Billing expires it", code=exc.code().name)
 
+    @property
+    def following(self) -> bool:
+        """Whether Billing's limited accounts are known (the push stream is up): else every request asks."""
+        return self.limited is not None
+
     def apply(self, update: billing_pb.WatchLimitedAccountsResponse) -> None:
         """Applies one pushed change (or the snapshot that starts a stream)."""
         if update.snapshot or self.limited is None:

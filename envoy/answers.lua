@@ -115,7 +115,8 @@ function router_names(headers)
 end
 
 -- Keeps the Router's own values (`own`, by name) for the access log, as the ledger has them: a REST
--- answer's header may join a provider's value after ours.
+-- answer's header may join a provider's value after ours. It asks for the stream's metadata itself:
+-- a wrapper taken before answer_metadata's wait is dead after it.
 function log_router_values(handle, own)
   local marks = nil
   for _, names in ipairs(NAMES) do

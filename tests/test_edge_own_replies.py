@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from helpers.edge import raw_exchange
+from helpers.edge import raw_exchange, request_head
 
 pytestmark = pytest.mark.e2e
 
@@ -18,12 +18,6 @@ EDGE_TIMING = re.compile(r"edge;dur=\d+\.\d\d")
 
 def server_timings(head: str) -> list[str]:
     return [line.partition(":")[2].strip() for line in head.split("\r\n") if line.startswith("server-timing:")]
-
-
-def request(method: str, path: str, body: bytes = b"", token: str | None = None, version: str = "1.1") -> bytes:
-    lines = [f"{method} {path} HTTP/{version}", "Host: switchboard", "Content-Type: application/json"]
-    lines += [f"Content-Length: {len(body)}"] + ([f"Authorization: Bearer {token}"] if token else [])
-    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
 @pytest.mark.parametrize(
@@ -36,12 +30,12 @@ def request(method: str, path: str, body: bytes = b"", token: str | None = None,
     ],
 )
 def test_envoys_own_replies_carry_the_edges_timing(stack, method: str, path: str, body: bytes, status: int) -> None:
-    answered, head, _ = raw_exchange(stack, request(method, path, body, stack.admin_token))
+    answered, head, _ = raw_exchange(stack, request_head(path, len(body), stack.admin_token, method) + body)
     assert answered == status
     assert [EDGE_TIMING.fullmatch(value) is not None for value in server_timings(head)] == [True]
 
 
 def test_an_answer_from_a_service_gets_no_edge_entry(stack) -> None:
-    answered, head, _ = raw_exchange(stack, request("GET", "/v1/billing/accounts/demo", token=stack.admin_token))
+    answered, head, _ = raw_exchange(stack, request_head("/v1/billing/accounts/demo", 0, stack.admin_token, "GET"))
     assert answered == 200
     assert not [value for value in server_timings(head) if "edge;" in value]

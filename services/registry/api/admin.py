@@ -19,7 +19,6 @@ from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 from services.common.auth import require_admin
 from services.common.errors import ApiError, already_exists, invalid_argument, not_found
 from services.common.paging import key_after, next_page_token
-from services.common.providers import reserved_header
 from services.common.tasks import DEFAULT_REQUEST_ID_HEADER
 from services.registry.domain import token_limits
 from services.registry.domain.messages import membership_messages, provider_message
@@ -33,12 +32,12 @@ from services.registry.domain.validation import (
     MAX_TASK,
     check_account_name,
     check_count,
-    check_header_name,
     check_length,
     check_model_id,
     check_model_tags,
     check_name,
     check_range,
+    check_request_id_header,
     check_role,
     check_secret,
     check_task_formats,
@@ -107,10 +106,7 @@ def check_provider_fields(provider: admin_pb.Provider, fields: set[str]) -> None
     if "default_rank" in fields:
         check_range(provider.default_rank, -MAX_RANK, MAX_RANK, "defaultRank")
     if "request_id_header" in fields and provider.request_id_header:
-        check_header_name(provider.request_id_header, "requestIdHeader")
-        if reserved_header(provider.request_id_header):
-            message = f"requestIdHeader {provider.request_id_header} is a header Switchboard or HTTP sets itself"
-            raise invalid_argument("INVALID_REQUEST", message, "requestIdHeader")
+        check_request_id_header(provider.request_id_header, "requestIdHeader")
     if "billing_url" in fields and provider.billing_url:
         check_url(provider.billing_url, "billingUrl")
     check_secret(provider.api_key, "apiKey")

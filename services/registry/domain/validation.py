@@ -16,6 +16,7 @@ from urllib.parse import urlparse
 from services.common.accounts import MAX_NAME, NAME
 from services.common.errors import invalid_argument
 from services.common.paging import MAX_LISTING_BYTES, MAX_PAGE_SIZE, fitting, page_size  # noqa: F401  (re-exported)
+from services.common.providers import reserved_header
 from services.common.secrets import MIN_SECRET_LENGTH
 from services.common.tasks import OPENAI_FORMAT, SERVED_TASKS, formats_of
 
@@ -297,6 +298,14 @@ def check_header_name(name: str, param: str) -> str:
         raise invalid_argument(
             "INVALID_REQUEST", f"{param} must be an HTTP header name of at most {MAX_HEADER_NAME} characters", param
         )
+    return name
+
+
+def check_request_id_header(name: str, param: str) -> str:
+    """A header name an answer's metadata can carry: not one Switchboard or HTTP sets itself."""
+    check_header_name(name, param)
+    if reserved_header(name):
+        raise invalid_argument("INVALID_REQUEST", f"{param} {name} is a header Switchboard or HTTP sets itself", param)
     return name
 
 

@@ -267,6 +267,15 @@ class Response:
                 raise ValueError(f"a stream line longer than {HIGH_WATER:,} bytes")
             await self._wait()
 
+    def buffered_line(self) -> bytes | None:
+        """The next non-empty line already received, stripped (as provider_api.next_line reads
+        one), or None when no whole line is buffered: it never waits (the lean client's own)."""
+        while (end := self._buffer.find(b"\n")) >= 0:
+            line = self._take(end + 1).strip()
+            if line:
+                return line
+        return None
+
     def release(self) -> None:
         """Done with the answer: a connection that ended it cleanly goes back to the pool."""
         connection = self._connection

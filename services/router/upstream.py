@@ -21,7 +21,7 @@ import orjson
 
 from services.common import telemetry
 from services.common.errors import ApiError, Code, unavailable
-from services.common.http1 import Pool
+from services.common.http1 import Pool, Response
 from services.common.provider_api import (
     CHAT_PATH,
     DONE,
@@ -244,20 +244,33 @@ def sse_event(
 
 async def relay(opened: Opened, model: str, hide_usage: bool) -> AsyncIterator[bytes]:
     """The stream's events for the caller, as SSE lines; raises on a broken stream.
-    Stops after [DONE]; a provider that ends without one gets it added."""
-    assert opened.response is not None
+    Stops after [DONE]; a provider that ends without one gets it added. Events that arrived
+    together leave together: what is already received goes with the event before it, in one
+    message to the caller (one gRPC write instead of one per event); nothing waits for more."""
+    assert isinstance(opened.response, Response)
     response, redactor = opened.response, opened.route.provider.redactor
     carry = StreamCarry(redactor)  # a secret split over events
     try:
-        first = data_event(opened.first_event, model, opened.usage, hide_usage, redactor, carry)
-        if first:
-            yield first
-        while (line := await next_line(response)) is not None:
-            event = sse_event(line, model, opened.usage, hide_usage, redactor, carry)
-            if event:
-                yield event
+        ready = data_event(opened.first_event, model, opened.usage, hide_usage, redactor, carry)
+        while True:
+            line = response.buffered_line()
+            if line is None:
+                if ready:
+                    yield ready
+                    ready = b""
+                line = await next_line(response)
+                if line is None:
+                    yield closing(model, opened.usage, redactor, carry)
+                    return
+            try:
+                event = sse_event(line, model, opened.usage, hide_usage, redactor, carry)
+            except Exception:
+                if ready:  # the events before it were the caller's already
+                    yield ready
+                raise
+            ready += event
             if event.endswith(DONE):
+                yield ready
                 return
-        yield closing(model, opened.usage, redactor, carry)
     finally:
         response.release()

@@ -107,6 +107,14 @@ class FeedCache:
 
     async def authenticate(self, token: str) -> internal_pb.Caller:
         """The caller of a bearer token; 401 for an unknown or revoked token."""
+        key = hashlib.sha256(token.encode()).digest()  # the cache never holds tokens themselves
+        caller = self._callers.get(key) if self.watching else None
+        if caller is None:  # not cached (or cached as unknown: _fetched_caller says so again)
+            caller = await self._fetched_caller(token, key)
+        return caller
+
+    async def _fetched_caller(self, token: str, key: bytes) -> internal_pb.Caller:
+        """authenticate's lookup when the cache does not hold a known caller for the token."""
 
         async def fetch() -> internal_pb.Caller | None:
             try:
@@ -120,7 +128,6 @@ class FeedCache:
                     return None
                 raise registry_error(exc) from None
 
-        key = hashlib.sha256(token.encode()).digest()  # the cache never holds tokens themselves
         caller = await self._cached(self._callers, key, fetch)
         if caller is None:
             raise unauthenticated("INVALID_API_KEY", "invalid or revoked API token")

@@ -7,13 +7,14 @@ stitches it together with a provider table read at another moment."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 from switchboard.registry.v1 import internal_service_pb2_grpc as internal_grpc
 
-from services.common.providers import ProviderEntry
+from services.common.providers import ProviderEntry, Route
 from services.common.registry_feed import Change, FeedCache, drop, is_reset
+from services.router.selection import routes_of
 
 
 @dataclass(frozen=True)
@@ -22,12 +23,21 @@ class Resolved:
 
     answer: internal_pb.ResolveModelResponse
     providers: dict[str, ProviderEntry]
+    _routes: dict[str, list[Route]] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def of(cls, answer: internal_pb.ResolveModelResponse) -> Resolved:
         providers = {c.provider.id: ProviderEntry.from_config(c) for c in answer.provider_configs}
         answer.ClearField("provider_configs")  # kept once, as entries: the answer holds no key
         return cls(answer, providers)
+
+    def routes(self, hub_url: str) -> list[Route]:
+        """The candidates as routes (selection.routes_of), made once: a cached resolution serves
+        many requests. Shared by them, so never changed (selection makes lists of its own)."""
+        routes = self._routes.get(hub_url)
+        if routes is None:
+            routes = self._routes[hub_url] = routes_of(self.answer.candidates, self.providers, hub_url)
+        return routes
 
 
 def _resolution_touched(key: tuple, change: Change) -> bool:

@@ -275,7 +275,7 @@ class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServi
             return model, self._fitting(routes, needs, (), model)
         chosen, resolved = await self._resolution(model, payload.get("provider"), caller.user, task)
         answer = resolved.answer
-        routes = selection.routes_of(answer.candidates, resolved.providers, self.hub_url)
+        routes = resolved.routes(self.hub_url)
         model = answer.model or chosen.model  # the hub id a model alias stands for
         if not answer.model_found or not (routes or chosen.providers or chosen.only):
             raise selection.explain_no_candidate(answer, chosen.model, task)
@@ -330,7 +330,7 @@ class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServi
         resolved = await self._provider_resolution(provider, model, caller.user, task)
         if resolved is None:
             raise not_found("PROVIDER_NOT_FOUND", f"provider {provider[:96]} does not exist")
-        routes = selection.routes_of(resolved.answer.candidates, resolved.providers, self.hub_url)
+        routes = resolved.routes(self.hub_url)
         if not routes:
             raise invalid_argument(
                 "MODEL_NOT_SUPPORTED", f"model {model} not supported by provider {provider}", "model"

@@ -32,6 +32,15 @@ def _random_bits() -> int:
     return int.from_bytes(taken)
 
 
+def _forget_random() -> None:
+    """A forked child draws bytes of its own, never its parent's."""
+    global _random
+    _random = memoryview(b"")
+
+
+os.register_at_fork(after_in_child=_forget_random)
+
+
 def request_id() -> str:
     """A new UUIDv7 in its canonical text form."""
     value = (time.time_ns() // 1_000_000) << 80 | (_random_bits() & _RANDOM_BITS) | _VERSION_AND_VARIANT

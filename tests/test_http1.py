@@ -165,6 +165,25 @@ async def test_caps_timeouts_and_broken_answers(serve) -> None:
     await pool.close()
 
 
+async def test_a_deadline_bounds_every_wait_until_it_is_cleared(serve) -> None:
+    """The deadline ends a wait long before the read timeout would; cleared, a slow line is read."""
+    go_on = asyncio.Event()
+    _, url = await serve(chunked_in_two(b"8\r\ndata: 1\n\r\n", b"8\r\ndata: 2\n\r\n0\r\n\r\n", go_on))
+    pool, loop = Pool(1, 30), asyncio.get_running_loop()
+    response = await pool.post(url, b"{}", {}, deadline=loop.time() + 0.2)
+    assert await response.content.readline() == b"data: 1\n"
+    with pytest.raises(TimeoutError, match="the deadline passed"):  # not the read timeout
+        await response.content.readline()
+    response.release()
+    response = await pool.post(url, b"{}", {}, deadline=loop.time() + 0.2)
+    assert await response.content.readline() == b"data: 1\n"
+    response.deadline = None
+    loop.call_later(0.4, go_on.set)
+    assert await response.content.readline() == b"data: 2\n"
+    response.release()
+    await pool.close()
+
+
 async def test_a_kept_alive_connection_closed_unanswered_is_retried_on_a_new_one(serve) -> None:
     answered: dict[asyncio.StreamWriter, int] = {}
 

@@ -201,6 +201,8 @@ def order_routes(
     preferred: Sequence[str] = (),
 ) -> list[Route]:
     """Routes in the policy's order; ties (and unmeasured providers) by the operator's default rank."""
+    if len(routes) < 2:  # nothing to order (a new list, as sorted's)
+        return list(routes)
     position = {route.provider.id: i for i, route in enumerate(routes)}
 
     def default(route: Route) -> tuple[int, int]:

@@ -172,18 +172,22 @@ class Upstreams:
             bounded_by_deadline = routes_left == 1 and remaining <= self.attempt_timeout
             if remaining <= 0:
                 raise _deadline_passed()
+        # The budget bounds every wait of the attempt (the pool's read timer serves it: one timer, not two).
+        give_up = asyncio.get_running_loop().time() + budget
         try:
-            async with asyncio.timeout(budget):
-                headers = telemetry.trace_headers(route.provider.headers, traceparent)
-                return await open_answer(
-                    self.session, route, payload, path, stream, self.max_answer_bytes, headers, self._refused
-                )
+            headers = telemetry.trace_headers(route.provider.headers, traceparent)
+            opened = await open_answer(
+                self.session, route, payload, path, stream, self.max_answer_bytes, headers, self._refused, give_up
+            )
         except TimeoutError:
             if bounded_by_deadline:
                 raise _deadline_passed() from None
             raise AttemptFailed(f"no answer within {budget:.1f}s", kind="UPSTREAM_TIMEOUT") from None
         except OSError as exc:
             raise AttemptFailed(f"connection failed ({type(exc).__name__})", kind="UPSTREAM_UNREACHABLE") from None
+        if isinstance(opened.response, Response):  # a stream's later reads: the read timeout alone
+            opened.response.deadline = None
+        return opened
 
 
 def _deadline_passed() -> ApiError:

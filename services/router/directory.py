@@ -82,14 +82,18 @@ class Directory(FeedCache):
         """The model's candidates for the caller, with the providers they and `named` (the ids
         the request names) stand for: one Registry answer."""
         named = tuple(sorted(set(named)))
+        key = ("model", model, named, user, task)
+        cached = self._cached_now(self._resolutions, key)
+        if cached is not None:
+            return cached
 
-        async def fetch() -> Resolved:  # the request is built only when the cache misses
+        async def fetch() -> Resolved:
             request = internal_pb.ResolveModelRequest(
                 model=model, user=user, task=task, view=internal_pb.RESOLUTION_VIEW_ROUTING, named_providers=named
             )
             return Resolved.of(await self.call(self.registry.ResolveModel, request))
 
-        return await self._cached(self._resolutions, ("model", model, named, user, task), fetch)
+        return await self._cached(self._resolutions, key, fetch)
 
     async def resolve_provider_model(self, provider: str, provider_model: str, user: str, task: str) -> Resolved:
         """The provider's mapping of its own model id for the caller, with the provider."""

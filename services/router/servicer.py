@@ -41,7 +41,7 @@ from services.router.responses_api import Responses
 from services.router.spending import Spending
 from services.router.spool import Spool
 from services.router.tasks import TaskMethods
-from services.router.timing import answer_timing, timed
+from services.router.timing import TimedMeasure, answer_timing, timed
 from services.router.translation import Translation, json_object
 from services.router.unit_prices import unit_price
 from services.router.upstream import CHAT_PATH, IMAGES_PATH, Opened, Upstreams, relay, rewrite
@@ -236,17 +236,17 @@ class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServi
             return self.anonymous_clients.admitted(_client(context))
         return nullcontext()
 
-    @contextmanager
-    def _inference(self, operation: str, context: grpc.aio.ServicerContext) -> Iterator[InferenceMeasure]:
+    def _inference(self, operation: str, context: grpc.aio.ServicerContext) -> AbstractContextManager[InferenceMeasure]:
         """One inference call's measure: the call holds its client's anonymous slot when it may be
         billed to the anonymous account, and every error it answers carries its timing."""
-        with InferenceMeasure(operation) as measure:
-            try:
-                with self._anonymous_call(context):
-                    yield measure
-            except ApiError as error:
-                timed(error, measure.started)
-                raise
+        if not self.anonymous_account:  # no slot to hold: the measure alone (no generator per call)
+            return TimedMeasure(operation)
+        return self._holding_slot(TimedMeasure(operation), context)
+
+    @contextmanager
+    def _holding_slot(self, measure: TimedMeasure, context: grpc.aio.ServicerContext) -> Iterator[InferenceMeasure]:
+        with measure, self._anonymous_call(context):
+            yield measure
 
     async def _caller(self, headers: dict[str, str]) -> tuple[internal_pb.Caller, str]:
         caller, account = await self._identified(headers)

@@ -81,11 +81,14 @@ class Directory(FeedCache):
     async def resolve(self, model: str, user: str, task: str, named: Iterable[str] = ()) -> Resolved:
         """The model's candidates for the caller, with the providers they and `named` (the ids
         the request names) stand for: one Registry answer."""
-        named = tuple(sorted(set(named)))
-        key = ("model", model, named, user, task)
+        key = ("model", model, tuple(sorted(set(named))) if named else (), user, task)
         cached = self._cached_now(self._resolutions, key)
-        if cached is not None:
-            return cached
+        return cached if cached is not None else await self._fetched_resolution(key)
+
+    async def _fetched_resolution(self, key: tuple) -> Resolved:
+        """resolve's lookup when the cache does not hold the answer (a method of its own: resolve
+        then keeps no closure's cells)."""
+        _, model, named, user, task = key
 
         async def fetch() -> Resolved:
             request = internal_pb.ResolveModelRequest(

@@ -248,14 +248,18 @@ def sse_event(
 
 async def relay(opened: Opened, model: str, hide_usage: bool) -> AsyncIterator[bytes]:
     """The stream's events for the caller, as SSE lines; raises on a broken stream.
-    Stops after [DONE]; a provider that ends without one gets it added. Events that arrived
-    together leave together: what is already received goes with the event before it, in one
-    message to the caller (one gRPC write instead of one per event); nothing waits for more."""
+    Stops after [DONE]; a provider that ends without one gets it added. The first event leaves
+    at once; after it, events that arrived together leave together: what is already received
+    goes with the event before it, in one message to the caller (one gRPC write instead of one
+    per event); nothing waits for more."""
     assert isinstance(opened.response, Response)
     response, redactor = opened.response, opened.route.provider.redactor
     carry = StreamCarry(redactor)  # a secret split over events
     try:
-        ready = data_event(opened.first_event, model, opened.usage, hide_usage, redactor, carry)
+        first = data_event(opened.first_event, model, opened.usage, hide_usage, redactor, carry)
+        if first:
+            yield first  # the caller's first byte waits for no other event's rewriting
+        ready = b""
         while True:
             line = response.buffered_line()
             if line is None:

@@ -248,10 +248,11 @@ def sse_event(
 
 async def relay(opened: Opened, model: str, hide_usage: bool) -> AsyncIterator[bytes]:
     """The stream's events for the caller, as SSE lines; raises on a broken stream.
-    Stops after [DONE]; a provider that ends without one gets it added. The first event leaves
-    at once; after it, events that arrived together leave together: what is already received
-    goes with the event before it, in one message to the caller (one gRPC write instead of one
-    per event); nothing waits for more."""
+    Stops after [DONE]; a provider that ends without one gets it added. The first event and the
+    end ([DONE], with what the carry still held) leave in messages of their own; between them,
+    events that arrived together leave together: what is already received goes with the event
+    before it, in one message to the caller (one gRPC write instead of one per event); nothing
+    waits for more."""
     assert isinstance(opened.response, Response)
     response, redactor = opened.response, opened.route.provider.redactor
     carry = StreamCarry(redactor)  # a secret split over events
@@ -276,9 +277,11 @@ async def relay(opened: Opened, model: str, hide_usage: bool) -> AsyncIterator[b
                 if ready:  # the events before it were the caller's already
                     yield ready
                 raise
-            ready += event
-            if event.endswith(DONE):
-                yield ready
+            if event.endswith(DONE):  # the end leaves in a message of its own, as before
+                if ready:
+                    yield ready
+                yield event
                 return
+            ready += event
     finally:
         response.release()

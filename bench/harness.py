@@ -338,7 +338,7 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     slow.add_argument("--connections", type=int, default=4, help="the callers' wrk connections (default 4)")
     slow.add_argument("--baseline", type=Path, help="also: the stack of an earlier checkout with its own .venv")
     slow.add_argument("--keep", action="store_true", help="keep the data directory (logs) afterwards")
-    for name in ("registry", "billing", "client", "translate", "cold"):
+    for name in ("registry", "billing", "client", "translate", "cold", "servicer"):
         sub.add_parser(name, help=f"bench/{name}_bench.py (arguments are passed on)", add_help=False)
     sub.add_parser(
         "billing-away", help="throughput with Billing hung over healthy (bench/billing_away.py)", add_help=False

@@ -74,16 +74,20 @@ async def test_a_content_length_answer_and_the_connection_kept_alive(serve) -> N
     await pool.close()
 
 
-async def test_a_chunked_stream_is_read_line_by_line_as_it_arrives(serve) -> None:
-    go_on = asyncio.Event()
+def chunked_in_two(first: bytes, rest: bytes, go_on: asyncio.Event) -> Answer:
+    """A chunked answer: `first` (whole chunks), then once `go_on` is set `rest` (the last ones)."""
 
     async def answer(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
-        writer.write(b"8\r\ndata: 1\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + first)
         await go_on.wait()
-        writer.write(b"9\r\n\ndata: 2\n\r\n0\r\n\r\n")
+        writer.write(rest)
 
-    server, url = await serve(answer)
+    return answer
+
+
+async def test_a_chunked_stream_is_read_line_by_line_as_it_arrives(serve) -> None:
+    go_on = asyncio.Event()
+    server, url = await serve(chunked_in_two(b"8\r\ndata: 1\n\r\n", b"9\r\n\ndata: 2\n\r\n0\r\n\r\n", go_on))
     pool = Pool(1, 5)
     response = await pool.post(url, b"{}", {})
     assert await response.content.readline() == b"data: 1\n"  # before the rest was sent
@@ -94,6 +98,20 @@ async def test_a_chunked_stream_is_read_line_by_line_as_it_arrives(serve) -> Non
     assert await response.content.readline() == b"data: 1\n"
     response.release()  # the answer unfinished: its connection is closed, not reused
     assert server.connections == 1
+    await pool.close()
+
+
+async def test_buffered_lines_are_what_arrived_never_a_wait(serve) -> None:
+    go_on = asyncio.Event()
+    _, url = await serve(chunked_in_two(b"17\r\ndata: 1\n\n\ndata: 2\n\ndata\r\n", b"5\r\n: 3\n\n\r\n0\r\n\r\n", go_on))
+    pool = Pool(1, 5)
+    response = await pool.post(url, b"{}", {})
+    assert await response.content.readline() == b"data: 1\n"
+    assert [response.buffered_line(), response.buffered_line()] == [b"data: 2", None]  # blank lines skipped
+    go_on.set()
+    assert await response.content.readline() == b"data: 3\n"  # the part line waited for the rest
+    assert response.buffered_line() is None
+    response.release()
     await pool.close()
 
 
@@ -144,6 +162,25 @@ async def test_caps_timeouts_and_broken_answers(serve) -> None:
         await pool.post(url, b"{}", {})
     with pytest.raises(HttpError, match="line break"):
         await pool.post(url, b"{}", {"X-Evil": "a\r\nHost: elsewhere"})
+    await pool.close()
+
+
+async def test_a_deadline_bounds_every_wait_until_it_is_cleared(serve) -> None:
+    """The deadline ends a wait long before the read timeout would; cleared, a slow line is read."""
+    go_on = asyncio.Event()
+    _, url = await serve(chunked_in_two(b"8\r\ndata: 1\n\r\n", b"8\r\ndata: 2\n\r\n0\r\n\r\n", go_on))
+    pool, loop = Pool(1, 30), asyncio.get_running_loop()
+    response = await pool.post(url, b"{}", {}, deadline=loop.time() + 0.2)
+    assert await response.content.readline() == b"data: 1\n"
+    with pytest.raises(TimeoutError, match="the deadline passed"):  # not the read timeout
+        await response.content.readline()
+    response.release()
+    response = await pool.post(url, b"{}", {}, deadline=loop.time() + 0.2)
+    assert await response.content.readline() == b"data: 1\n"
+    response.deadline = None
+    loop.call_later(0.4, go_on.set)
+    assert await response.content.readline() == b"data: 2\n"
+    response.release()
     await pool.close()
 
 

@@ -150,6 +150,8 @@ class Response:
         self._waiter: asyncio.Future[None] | None = None
         self._paused = False
         self._keep_alive = False
+        # The loop time by which the caller's attempt must be done (Pool.post's `deadline`); None: no such bound.
+        self.deadline: float | None = None
 
     # --- httptools callbacks ---------------------------------------------------------------
 
@@ -205,18 +207,23 @@ class Response:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def _timed_out(self, waiter: asyncio.Future[None]) -> None:
+    def _timed_out(self, waiter: asyncio.Future[None], at_deadline: bool) -> None:
         if not waiter.done():
-            waiter.set_exception(TimeoutError(f"no data within {self._pool.read_timeout:g}s"))
+            why = "the deadline passed" if at_deadline else f"no data within {self._pool.read_timeout:g}s"
+            waiter.set_exception(TimeoutError(why))
             self._error = self._error or HttpError("read timed out")
             self._connection.close()
 
     async def _wait(self) -> None:
-        """Until the connection delivers something; TimeoutError after the read timeout."""
+        """Until the connection delivers something; TimeoutError after the read timeout or at the
+        deadline, whichever comes first (one timer for both)."""
         if self._error is not None:
             raise self._error
         waiter = self._waiter = self._loop.create_future()
-        timer = self._loop.call_later(self._pool.read_timeout, self._timed_out, waiter)
+        wait, at_deadline = self._pool.read_timeout, False
+        if self.deadline is not None and self.deadline - self._loop.time() < wait:
+            wait, at_deadline = self.deadline - self._loop.time(), True
+        timer = self._loop.call_later(wait, self._timed_out, waiter, at_deadline)
         try:
             await waiter
         finally:
@@ -267,6 +274,15 @@ class Response:
                 raise ValueError(f"a stream line longer than {HIGH_WATER:,} bytes")
             await self._wait()
 
+    def buffered_line(self) -> bytes | None:
+        """The next non-empty line already received, stripped (as provider_api.next_line reads
+        one), or None when no whole line is buffered: it never waits (the lean client's own)."""
+        while (end := self._buffer.find(b"\n")) >= 0:
+            line = self._take(end + 1).strip()
+            if line:
+                return line
+        return None
+
     def release(self) -> None:
         """Done with the answer: a connection that ended it cleanly goes back to the pool."""
         connection = self._connection
@@ -289,12 +305,16 @@ class Pool:
         self._idle: dict[Origin, deque[_Connection]] = {}
         self._tls = tls
 
-    async def post(self, url: str, data: bytes, headers: Mapping[str, str]) -> Response:
+    async def post(self, url: str, data: bytes, headers: Mapping[str, str], deadline: float | None = None) -> Response:
+        """`deadline` (loop time) bounds the connect and every wait for the answer's bytes until the
+        caller clears the answer's `deadline`: a TimeoutError, as asyncio.timeout_at would raise,
+        without a timer of its own."""
         origin, target = _target(url)
         head = _request_head(origin, target, headers, len(data))
         while True:
-            connection = self._take_idle(origin) or await self._connect(origin)
+            connection = self._take_idle(origin) or await self._connect(origin, deadline)
             response = Response(self, origin, connection)
+            response.deadline = deadline
             try:
                 connection.start(response, head, data)
                 await response.wait_headers()
@@ -316,10 +336,11 @@ class Pool:
             connection.close()
         return None
 
-    async def _connect(self, origin: Origin) -> _Connection:
+    async def _connect(self, origin: Origin, deadline: float | None = None) -> _Connection:
         loop = asyncio.get_running_loop()
         tls = self._tls_context() if origin.tls else None
-        async with asyncio.timeout(self.connect_timeout):
+        give_up = loop.time() + self.connect_timeout
+        async with asyncio.timeout_at(give_up if deadline is None else min(give_up, deadline)):
             _, connection = await loop.create_connection(
                 _Connection, origin.host, origin.port, ssl=tls, server_hostname=origin.host if tls else None
             )

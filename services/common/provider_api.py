@@ -185,13 +185,15 @@ def encode(route: Route, payload: dict) -> bytes:
     return orjson.dumps(payload)
 
 
-async def send(session: Session, route: Route, body: bytes, path: str, headers: dict[str, str]) -> Answer:
+async def send(
+    session: Session, route: Route, body: bytes, path: str, headers: dict[str, str], deadline: float | None = None
+) -> Answer:
     """POSTs an encoded body to the provider; the caller releases the response. A redirect is not
     followed: the key would go to wherever the provider points (a 3xx is the provider's error; the
-    lean client never follows one)."""
+    lean client never follows one). `deadline` is the lean pool's (http1.Pool.post)."""
     url = route.provider.base_url + path
     if isinstance(session, http1.Pool):
-        return await session.post(url, data=body, headers=headers)
+        return await session.post(url, data=body, headers=headers, deadline=deadline)
     return await session.post(url, data=body, headers=headers, allow_redirects=False)
 
 
@@ -204,9 +206,11 @@ async def open_answer(
     max_answer_bytes: int,
     headers: dict[str, str],
     on_refusal: Callable[[Route, int, ApiError], None] | None = None,
+    deadline: float | None = None,
 ) -> Opened:
     """Sends the request and checks the answer: a unary answer read whole (capped), or a
-    stream's first event (the Opened then owns the response). Timeouts are the caller's;
+    stream's first event (the Opened then owns the response). Timeouts are the caller's: with the
+    lean pool, `deadline` (loop time) bounds it all (send says how);
     `on_refusal` sees a provider's non-retryable error answer before it is raised."""
     if isinstance(payload, dict):
         body = encode(route, payload)
@@ -215,7 +219,7 @@ async def open_answer(
         headers = {**headers, "Content-Type": content_type}
         stream = payload.streams(route)
     sent_at = time.monotonic()
-    response = await send(session, route, body, path, headers)
+    response = await send(session, route, body, path, headers, deadline)
     try:
         if response.status != 200:
             data = await response.content.read(MAX_ERROR_BODY_BYTES)

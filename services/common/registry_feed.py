@@ -94,6 +94,11 @@ class FeedCache:
                 self._callers, lambda key, caller: key in digests or (caller is not None and caller.user == change.key)
             )
 
+    def _cached_now(self, cache: dict[K, V], key: K) -> V | None:
+        """The cached answer for the key, if any (None while the feed is down): read before a
+        lookup's fetch is even built, as most lookups hit."""
+        return cache.get(key) if self.watching else None
+
     async def _cached(self, cache: dict, key: object, fetch: Callable[[], Awaitable[T]]) -> T:
         if self.watching and key in cache:
             return cache[key]
@@ -107,6 +112,14 @@ class FeedCache:
 
     async def authenticate(self, token: str) -> internal_pb.Caller:
         """The caller of a bearer token; 401 for an unknown or revoked token."""
+        key = hashlib.sha256(token.encode()).digest()  # the cache never holds tokens themselves
+        caller = self._cached_now(self._callers, key)
+        if caller is None:  # not cached (or cached as unknown: _fetched_caller says so again)
+            caller = await self._fetched_caller(token, key)
+        return caller
+
+    async def _fetched_caller(self, token: str, key: bytes) -> internal_pb.Caller:
+        """authenticate's lookup when the cache does not hold a known caller for the token."""
 
         async def fetch() -> internal_pb.Caller | None:
             try:
@@ -120,7 +133,6 @@ class FeedCache:
                     return None
                 raise registry_error(exc) from None
 
-        key = hashlib.sha256(token.encode()).digest()  # the cache never holds tokens themselves
         caller = await self._cached(self._callers, key, fetch)
         if caller is None:
             raise unauthenticated("INVALID_API_KEY", "invalid or revoked API token")

@@ -7,13 +7,14 @@ stitches it together with a provider table read at another moment."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 from switchboard.registry.v1 import internal_service_pb2_grpc as internal_grpc
 
-from services.common.providers import ProviderEntry
+from services.common.providers import ProviderEntry, Route
 from services.common.registry_feed import Change, FeedCache, drop, is_reset
+from services.router.selection import routes_of
 
 
 @dataclass(frozen=True)
@@ -22,12 +23,21 @@ class Resolved:
 
     answer: internal_pb.ResolveModelResponse
     providers: dict[str, ProviderEntry]
+    _routes: dict[str, list[Route]] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def of(cls, answer: internal_pb.ResolveModelResponse) -> Resolved:
         providers = {c.provider.id: ProviderEntry.from_config(c) for c in answer.provider_configs}
         answer.ClearField("provider_configs")  # kept once, as entries: the answer holds no key
         return cls(answer, providers)
+
+    def routes(self, hub_url: str) -> list[Route]:
+        """The candidates as routes (selection.routes_of), made once: a cached resolution serves
+        many requests. Shared by them, so never changed (selection makes lists of its own)."""
+        routes = self._routes.get(hub_url)
+        if routes is None:
+            routes = self._routes[hub_url] = routes_of(self.answer.candidates, self.providers, hub_url)
+        return routes
 
 
 def _resolution_touched(key: tuple, change: Change) -> bool:
@@ -71,15 +81,22 @@ class Directory(FeedCache):
     async def resolve(self, model: str, user: str, task: str, named: Iterable[str] = ()) -> Resolved:
         """The model's candidates for the caller, with the providers they and `named` (the ids
         the request names) stand for: one Registry answer."""
-        named = tuple(sorted(set(named)))
+        key = ("model", model, tuple(sorted(set(named))) if named else (), user, task)
+        cached = self._cached_now(self._resolutions, key)
+        return cached if cached is not None else await self._fetched_resolution(key)
 
-        async def fetch() -> Resolved:  # the request is built only when the cache misses
+    async def _fetched_resolution(self, key: tuple) -> Resolved:
+        """resolve's lookup when the cache does not hold the answer (a method of its own: resolve
+        then keeps no closure's cells)."""
+        _, model, named, user, task = key
+
+        async def fetch() -> Resolved:
             request = internal_pb.ResolveModelRequest(
                 model=model, user=user, task=task, view=internal_pb.RESOLUTION_VIEW_ROUTING, named_providers=named
             )
             return Resolved.of(await self.call(self.registry.ResolveModel, request))
 
-        return await self._cached(self._resolutions, ("model", model, named, user, task), fetch)
+        return await self._cached(self._resolutions, key, fetch)
 
     async def resolve_provider_model(self, provider: str, provider_model: str, user: str, task: str) -> Resolved:
         """The provider's mapping of its own model id for the caller, with the provider."""

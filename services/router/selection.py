@@ -201,6 +201,8 @@ def order_routes(
     preferred: Sequence[str] = (),
 ) -> list[Route]:
     """Routes in the policy's order; ties (and unmeasured providers) by the operator's default rank."""
+    if len(routes) < 2:  # nothing to order (a new list, as sorted's)
+        return list(routes)
     position = {route.provider.id: i for i, route in enumerate(routes)}
 
     def default(route: Route) -> tuple[int, int]:
@@ -308,6 +310,8 @@ class Needs:
 
     def capabilities(self) -> list[tuple[str, str, str, str]]:
         """CAPABILITY_NEEDS' entries of the capabilities the request needs."""
+        if not (self.tools or self.structured_output):  # the usual request
+            return []
         return [
             need for need, wanted in zip(CAPABILITY_NEEDS, (self.tools, self.structured_output), strict=True) if wanted
         ]
@@ -480,6 +484,8 @@ def _status_words(exclusion: internal_pb.Exclusion) -> str:
 
 
 def _by_status(exclusions: Sequence[internal_pb.Exclusion]) -> dict[str, list[Reason]]:
+    if not exclusions:  # the usual resolution (a new dict all the same: callers add to it)
+        return {}
     return {e.provider: [(e.status or NOT_SERVED, _status_words(e))] for e in exclusions}
 
 

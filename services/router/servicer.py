@@ -41,7 +41,7 @@ from services.router.responses_api import Responses
 from services.router.spending import Spending
 from services.router.spool import Spool
 from services.router.tasks import TaskMethods
-from services.router.timing import answer_timing, timed
+from services.router.timing import TimedMeasure, answer_timing, timed
 from services.router.translation import Translation, json_object
 from services.router.unit_prices import unit_price
 from services.router.upstream import CHAT_PATH, IMAGES_PATH, Opened, Upstreams, relay, rewrite
@@ -236,17 +236,17 @@ class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServi
             return self.anonymous_clients.admitted(_client(context))
         return nullcontext()
 
-    @contextmanager
-    def _inference(self, operation: str, context: grpc.aio.ServicerContext) -> Iterator[InferenceMeasure]:
+    def _inference(self, operation: str, context: grpc.aio.ServicerContext) -> AbstractContextManager[InferenceMeasure]:
         """One inference call's measure: the call holds its client's anonymous slot when it may be
         billed to the anonymous account, and every error it answers carries its timing."""
-        with InferenceMeasure(operation) as measure:
-            try:
-                with self._anonymous_call(context):
-                    yield measure
-            except ApiError as error:
-                timed(error, measure.started)
-                raise
+        if not self.anonymous_account:  # no slot to hold: the measure alone (no generator per call)
+            return TimedMeasure(operation)
+        return self._holding_slot(TimedMeasure(operation), context)
+
+    @contextmanager
+    def _holding_slot(self, measure: TimedMeasure, context: grpc.aio.ServicerContext) -> Iterator[InferenceMeasure]:
+        with measure, self._anonymous_call(context):
+            yield measure
 
     async def _caller(self, headers: dict[str, str]) -> tuple[internal_pb.Caller, str]:
         caller, account = await self._identified(headers)
@@ -275,7 +275,7 @@ class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServi
             return model, self._fitting(routes, needs, (), model)
         chosen, resolved = await self._resolution(model, payload.get("provider"), caller.user, task)
         answer = resolved.answer
-        routes = selection.routes_of(answer.candidates, resolved.providers, self.hub_url)
+        routes = resolved.routes(self.hub_url)
         model = answer.model or chosen.model  # the hub id a model alias stands for
         if not answer.model_found or not (routes or chosen.providers or chosen.only):
             raise selection.explain_no_candidate(answer, chosen.model, task)
@@ -330,7 +330,7 @@ class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServi
         resolved = await self._provider_resolution(provider, model, caller.user, task)
         if resolved is None:
             raise not_found("PROVIDER_NOT_FOUND", f"provider {provider[:96]} does not exist")
-        routes = selection.routes_of(resolved.answer.candidates, resolved.providers, self.hub_url)
+        routes = resolved.routes(self.hub_url)
         if not routes:
             raise invalid_argument(
                 "MODEL_NOT_SUPPORTED", f"model {model} not supported by provider {provider}", "model"

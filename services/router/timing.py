@@ -6,10 +6,12 @@ answer's time went."""
 from __future__ import annotations
 
 import time
+from types import TracebackType
 
 from switchboard.router.v1.answer_metadata_pb2 import AnswerTiming
 
 from services.common.errors import ApiError
+from services.common.telemetry import InferenceMeasure
 
 TIMING_KEY = "switchboard-timing-bin"
 
@@ -27,3 +29,16 @@ def timed(error: ApiError, started: float, upstream_seconds: float = 0.0) -> Api
     if TIMING_KEY not in error.headers:
         error.headers = {**error.headers, TIMING_KEY: answer_timing(started, upstream_seconds)[1]}
     return error
+
+
+class TimedMeasure(InferenceMeasure):
+    """An inference call's measure; an ApiError the call ends with carries the call's timing first."""
+
+    __slots__ = ()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        if isinstance(error, ApiError):
+            timed(error, self.started)
+        super().__exit__(kind, error, trace)

@@ -21,7 +21,7 @@ import orjson
 
 from services.common import telemetry
 from services.common.errors import ApiError, Code, unavailable
-from services.common.http1 import Pool
+from services.common.http1 import Pool, Response
 from services.common.provider_api import (
     CHAT_PATH,
     DONE,
@@ -172,18 +172,22 @@ class Upstreams:
             bounded_by_deadline = routes_left == 1 and remaining <= self.attempt_timeout
             if remaining <= 0:
                 raise _deadline_passed()
+        # The budget bounds every wait of the attempt (the pool's read timer serves it: one timer, not two).
+        give_up = asyncio.get_running_loop().time() + budget
         try:
-            async with asyncio.timeout(budget):
-                headers = telemetry.trace_headers(route.provider.headers, traceparent)
-                return await open_answer(
-                    self.session, route, payload, path, stream, self.max_answer_bytes, headers, self._refused
-                )
+            headers = telemetry.trace_headers(route.provider.headers, traceparent)
+            opened = await open_answer(
+                self.session, route, payload, path, stream, self.max_answer_bytes, headers, self._refused, give_up
+            )
         except TimeoutError:
             if bounded_by_deadline:
                 raise _deadline_passed() from None
             raise AttemptFailed(f"no answer within {budget:.1f}s", kind="UPSTREAM_TIMEOUT") from None
         except OSError as exc:
             raise AttemptFailed(f"connection failed ({type(exc).__name__})", kind="UPSTREAM_UNREACHABLE") from None
+        if isinstance(opened.response, Response):  # a stream's later reads: the read timeout alone
+            opened.response.deadline = None
+        return opened
 
 
 def _deadline_passed() -> ApiError:
@@ -244,20 +248,40 @@ def sse_event(
 
 async def relay(opened: Opened, model: str, hide_usage: bool) -> AsyncIterator[bytes]:
     """The stream's events for the caller, as SSE lines; raises on a broken stream.
-    Stops after [DONE]; a provider that ends without one gets it added."""
-    assert opened.response is not None
+    Stops after [DONE]; a provider that ends without one gets it added. The first event and the
+    end ([DONE], with what the carry still held) leave in messages of their own; between them,
+    events that arrived together leave together: what is already received goes with the event
+    before it, in one message to the caller (one gRPC write instead of one per event); nothing
+    waits for more."""
+    assert isinstance(opened.response, Response)
     response, redactor = opened.response, opened.route.provider.redactor
     carry = StreamCarry(redactor)  # a secret split over events
     try:
         first = data_event(opened.first_event, model, opened.usage, hide_usage, redactor, carry)
         if first:
-            yield first
-        while (line := await next_line(response)) is not None:
-            event = sse_event(line, model, opened.usage, hide_usage, redactor, carry)
-            if event:
+            yield first  # the caller's first byte waits for no other event's rewriting
+        ready = b""
+        while True:
+            line = response.buffered_line()
+            if line is None:
+                if ready:
+                    yield ready
+                    ready = b""
+                line = await next_line(response)
+                if line is None:
+                    yield closing(model, opened.usage, redactor, carry)
+                    return
+            try:
+                event = sse_event(line, model, opened.usage, hide_usage, redactor, carry)
+            except Exception:
+                if ready:  # the events before it were the caller's already
+                    yield ready
+                raise
+            if event.endswith(DONE):  # the end leaves in a message of its own, as before
+                if ready:
+                    yield ready
                 yield event
-            if event.endswith(DONE):
                 return
-        yield closing(model, opened.usage, redactor, carry)
+            ready += event
     finally:
         response.release()

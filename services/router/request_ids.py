@@ -24,7 +24,8 @@ _random = memoryview(b"")
 
 
 def _random_bits() -> int:
-    """The next id's 80 random bits, each byte used once."""
+    """The next id's 80 random bits, each byte used once. Not thread-safe: ids are drawn on the
+    event loop's thread only (the servicer's)."""
     global _random
     if not _random:
         _random = memoryview(os.urandom(_RANDOM_BYTES * RANDOM_BATCH))

@@ -246,12 +246,34 @@ def sse_event(
     return data_event(event, model, usage, hide_usage, redactor, carry)
 
 
+JOINED_BYTES = 64 * 1024  # at most this much of a burst in one message: the loop gets its turn at each write
+
+
+class Joined:
+    """Events gathered for one message: joined once when taken (linear in their size)."""
+
+    __slots__ = ("parts", "size")
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.size = 0
+
+    def add(self, event: bytes) -> None:
+        self.parts.append(event)
+        self.size += len(event)
+
+    def take(self) -> bytes:
+        joined = b"".join(self.parts)
+        self.parts, self.size = [], 0
+        return joined
+
+
 async def relay(opened: Opened, model: str, hide_usage: bool) -> AsyncIterator[bytes]:
     """The stream's events for the caller, as SSE lines; raises on a broken stream.
     Stops after [DONE]; a provider that ends without one gets it added. The first event and the
     end ([DONE], with what the carry still held) leave in messages of their own; between them,
-    events that arrived together leave together: what is already received goes with the event
-    before it, in one message to the caller (one gRPC write instead of one per event); nothing
+    events that arrived together leave together, up to JOINED_BYTES a message: what is already
+    received goes with the event before it (one gRPC write instead of one per event); nothing
     waits for more."""
     assert isinstance(opened.response, Response)
     response, redactor = opened.response, opened.route.provider.redactor
@@ -260,13 +282,12 @@ async def relay(opened: Opened, model: str, hide_usage: bool) -> AsyncIterator[b
         first = data_event(opened.first_event, model, opened.usage, hide_usage, redactor, carry)
         if first:
             yield first  # the caller's first byte waits for no other event's rewriting
-        ready = b""
+        ready = Joined()
         while True:
-            line = response.buffered_line()
+            line = response.buffered_line() if ready.size < JOINED_BYTES else None
             if line is None:
-                if ready:
-                    yield ready
-                    ready = b""
+                if ready.parts:
+                    yield ready.take()
                 line = await next_line(response)
                 if line is None:
                     yield closing(model, opened.usage, redactor, carry)
@@ -274,14 +295,14 @@ async def relay(opened: Opened, model: str, hide_usage: bool) -> AsyncIterator[b
             try:
                 event = sse_event(line, model, opened.usage, hide_usage, redactor, carry)
             except Exception:
-                if ready:  # the events before it were the caller's already
-                    yield ready
+                if ready.parts:  # the events before it were the caller's already
+                    yield ready.take()
                 raise
             if event.endswith(DONE):  # the end leaves in a message of its own, as before
-                if ready:
-                    yield ready
+                if ready.parts:
+                    yield ready.take()
                 yield event
                 return
-            ready += event
+            ready.add(event)
     finally:
         response.release()

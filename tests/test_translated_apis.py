@@ -13,8 +13,8 @@ import secrets
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import anthropic
 import httpx
 import openai
 import pytest
@@ -24,6 +24,9 @@ from helpers.stacks import Stacks
 
 from services.demo import ANONYMOUS_ACCOUNT, CHAT_MODEL, start_demo
 from services.launcher import Stack, UpOptions, free_port, start_stack
+
+if TYPE_CHECKING:  # the SDK is imported where a test uses it: at collection it was a second of CPU per worker
+    import anthropic
 
 pytestmark = pytest.mark.slow
 
@@ -45,6 +48,8 @@ class Demo:
         return openai.OpenAI(base_url=f"{self.base_url}/v1", api_key=key or self.token, max_retries=0, timeout=30)
 
     def anthropic(self, key: str | None = None) -> anthropic.Anthropic:
+        import anthropic
+
         return anthropic.Anthropic(base_url=self.base_url, api_key=key or self.token, max_retries=0, timeout=30)
 
     def http(self) -> httpx.Client:
@@ -226,6 +231,8 @@ def test_messages_errors_in_anthropic_shape(demo: Demo) -> None:
 
 
 def test_messages_errors_raise_the_anthropic_sdk_classes(demo: Demo) -> None:
+    import anthropic
+
     messages = [{"role": "user", "content": "hi"}]
     with pytest.raises(anthropic.AuthenticationError):
         demo.anthropic("sb-" + secrets.token_urlsafe(32)).messages.create(

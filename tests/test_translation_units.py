@@ -6,11 +6,10 @@ events that the `openai` and `anthropic` SDKs validate and fold into the same an
 from __future__ import annotations
 
 import json
+from functools import cache
 
 import orjson
 import pytest
-from anthropic.lib.streaming._messages import accumulate_event
-from anthropic.types import RawMessageStreamEvent
 from hypothesis import given
 from hypothesis import strategies as st
 from openai import omit
@@ -27,7 +26,15 @@ from services.router.translation import DONE, chunks
 
 MODEL = "org/model"
 OPENAI_EVENT = TypeAdapter(ResponseStreamEvent)
-ANTHROPIC_EVENT = TypeAdapter(RawMessageStreamEvent)
+
+
+@cache
+def anthropic_event() -> TypeAdapter:
+    """Anthropic's stream event type. The anthropic SDK is imported by the tests that use it, not at
+    collection: it is a second of CPU on every parallel worker, and most run none of them."""
+    from anthropic.types import RawMessageStreamEvent
+
+    return TypeAdapter(RawMessageStreamEvent)
 
 
 # --- requests --------------------------------------------------------------------------------
@@ -284,9 +291,11 @@ def test_any_chat_stream_becomes_anthropic_events_the_sdk_folds(spec: dict) -> N
     if spec["broken"]:
         assert events[-1][0] == "error" and events[-1][1]["error"]["type"] == "api_error"
         return
+    from anthropic.lib.streaming._messages import accumulate_event
+
     snapshot, buffers = None, {}
     for _, data in events:
-        snapshot = accumulate_event(event=ANTHROPIC_EVENT.validate_python(data), current_snapshot=snapshot,
+        snapshot = accumulate_event(event=anthropic_event().validate_python(data), current_snapshot=snapshot,
                                     json_bufs=buffers)  # fmt: skip
     assert [name for name, _ in events[-2:]] == ["message_delta", "message_stop"]
     texts = [block.text for block in snapshot.content if block.type == "text"]

@@ -18,6 +18,7 @@ import pytest
 
 from helpers.clients import http_client
 from helpers.locks import machine_lock, worker_number
+from helpers.waiting import eventually
 from services.billing.server import MIGRATIONS as BILLING_MIGRATIONS
 from services.common.auth import SERVICE_CREDENTIAL_KEY
 from services.common.db import migrate
@@ -42,6 +43,8 @@ SHARED_STACK_USERS = {
     "postgres_stack": ["test_money_bounds", "test_postgres", "test_registry_names"],
 }
 GROUPS = {f"tests/{module}.py": fixture for fixture, modules in SHARED_STACK_USERS.items() for module in modules}
+# The Router's gauge while its stream of Billing's limited accounts is up (docs/operations.md).
+ROUTER_FOLLOWS_BILLING = "switchboard_router_limit_feed_following 1.0"
 # Readiness deadline of a test's stack: it only bounds a failing start, and a machine shared with
 # other runs can make a sound start slow.
 READY_SECONDS = 180.0
@@ -223,6 +226,21 @@ class SharedStack:
 
 
 def _start(options: UpOptions) -> tuple[Stack, str, str]:
-    """start_stack in this worker's lane of stack starts."""
+    """start_stack in this worker's lane of stack starts; returns once the Router follows Billing's limits."""
     with machine_lock(f"stack-start-{worker_number() % STARTS_AT_ONCE}"):
-        return start_stack(options)
+        started = start_stack(options)
+    try:
+        _follow_billing(started[0])
+    except BaseException:
+        started[0].stop()
+        raise
+    return started
+
+
+def _follow_billing(stack: Stack) -> None:
+    """Waits until the Router follows Billing's limited accounts. The Router starts first (it imports
+    least) and its first connection to Billing is refused: its channel tries again after gRPC's
+    reconnection backoff (about a second), which can come after the stack is ready. Until then a
+    limited account's reservation fails at once (UNAVAILABLE) and the request proceeds unchecked."""
+    if metrics := stack.metrics.get("router"):  # no Prometheus endpoints: nothing tells
+        eventually(lambda: ROUTER_FOLLOWS_BILLING in httpx.get(metrics, timeout=10).text, "the Router following")

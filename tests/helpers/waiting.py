@@ -11,10 +11,13 @@ DEADLINE_SECONDS = 60.0  # bounds a failing wait only: a test never depends on h
 POLL_SECONDS = 0.05
 
 
-def eventually(check: Callable[[], T], what: str = "the condition", *, seconds: float = DEADLINE_SECONDS) -> T:
-    """check()'s first truthy answer, polled; fails when none came within `seconds`."""
+def eventually(
+    check: Callable[[], T], what: str | Callable[[], str] = "the condition", *, seconds: float = DEADLINE_SECONDS
+) -> T:
+    """check()'s first truthy answer, polled; fails when none came within `seconds`, saying `what` (a
+    callable is asked at the failure, so it can tell what was there then)."""
     deadline = time.monotonic() + seconds
     while not (answer := check()):
-        assert time.monotonic() < deadline, f"not within {seconds} s: {what}"
+        assert time.monotonic() < deadline, f"not within {seconds} s: {what() if callable(what) else what}"
         time.sleep(POLL_SECONDS)
     return answer

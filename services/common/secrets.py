@@ -92,6 +92,11 @@ class Form:
             end += 1
         return start, end
 
+    def starts(self) -> list[tuple[frozenset[str], frozenset[str]]]:
+        """The classes of the first two characters a written form can have."""
+        pairs = [(self.units[0], self.units[1])]
+        return [*pairs, (self.units[1], self.units[2])] if self.optional_first else pairs
+
     @property
     def firsts(self) -> frozenset[str]:
         """The characters a written form can start with."""
@@ -170,9 +175,9 @@ class _Positions:
         self._matches = matches
         self._decoded: list[int] | None = None  # where each escape's character is in the decoded text
 
-    def percent_escapes(self) -> list[int]:
-        """Where each percent escape starts."""
-        return [match.start() for match in self._matches if match[1]]
+    def escapes(self) -> list[int]:
+        """Where each escape starts."""
+        return [match.start() for match in self._matches]
 
     def __getitem__(self, position: int) -> int:
         if self._decoded is None:
@@ -200,8 +205,11 @@ class _Finder:
 
     def __init__(self, forms: list[Form]) -> None:
         self._cores = [(literal, form) for form in forms for literal in sorted(form.literals)]
-        # How far a form can reach in text, every character of it escaped.
-        self._reach = MAX_ESCAPED_CHARACTER * max((len(form.units) for form in forms), default=0)
+        # The forms a text's first two characters can begin: most readings after an escape end there.
+        self._by_pair: dict[str, list[Form]] = {}
+        for form in forms:
+            for pair in {a + b for first, second in form.starts() for a in first for b in second}:
+                self._by_pair.setdefault(pair, []).append(form)
 
     def spans(self, text: str) -> list[tuple[int, int]]:
         """Where forms are in the text, escapes decoded or not (a secret may itself look like
@@ -210,7 +218,7 @@ class _Finder:
         found = self._found(text)
         if plain is not text:
             found += self._decoded_found(text, plain, starts)
-            found += self._after_percents(text, starts)
+            found += self._after_escapes(text, starts)
         if not found:  # the usual case: no secret
             return []
         merged: list[list[int]] = []
@@ -225,17 +233,38 @@ class _Finder:
         """The forms found in the decoded text, as spans of the text it was decoded from."""
         return [(starts[s], starts[e] if e < len(plain) else len(text)) for s, e in self._found(plain)]
 
-    def _after_percents(self, text: str, starts: _Positions) -> list[tuple[int, int]]:
-        """A percent sign that is text, not an escape, may stand before a secret whose first
-        characters are hex digits ("%" + "00..."): decoded as one reading, that escape would eat
-        them. So the text after each percent escape is read again, as far as a form can reach."""
+    def _after_escapes(self, text: str, starts: _Positions) -> list[tuple[int, int]]:
+        """An escape's first character may be text, not an escape, standing before a secret that
+        the escape would eat: "%" before "00...", a backslash before "n..." or "u0041...". So the
+        text after each escape's first character is read again, as far as a form begins there
+        (most readings end at their first or second character: linear in the text)."""
         found = []
-        for escape in starts.percent_escapes():
+        for escape in starts.escapes():
             begin = escape + 1
-            window = text[begin : begin + self._reach]
-            plain, window_starts = _unescaped(window)
-            found += [(begin + s, begin + e) for s, e in self._decoded_found(window, plain, window_starts)]
+            end = self._form_end(text, begin)
+            if end is not None:
+                window = text[begin:end]
+                plain, window_starts = _unescaped(window)
+                found += [(begin + s, begin + e) for s, e in self._decoded_found(window, plain, window_starts)]
         return found
+
+    def _form_end(self, text: str, begin: int) -> int | None:
+        """Where a form that begins at `begin` (escapes decoded) ends in the text, with room for its
+        optional last character and padding; None when none begins there."""
+        forms: list[Form] = []
+        plain, position = "", begin
+        while position < len(text):
+            match = _ESCAPED.match(text, position)
+            plain += _decoded(match) if match else text[position]
+            position = match.end() if match else position + 1
+            if len(plain) < 2:
+                continue
+            forms = [form for form in forms or self._by_pair.get(plain, ()) if form.begins(plain, 0)]
+            if not forms:
+                return None
+            if any(len(plain) >= len(form.units) - form.optional_first for form in forms):
+                break  # a whole form read (its optional first character may be the one before)
+        return min(len(text), position + 3 * MAX_ESCAPED_CHARACTER)  # its last character and padding
 
     def _found(self, text: str) -> list[tuple[int, int]]:
         lowered = text.lower()

@@ -251,6 +251,9 @@ class _Finder:
     def _form_end(self, text: str, begin: int) -> int | None:
         """Where a form that begins at `begin` (escapes decoded) ends in the text, with room for its
         optional last character and padding; None when none begins there."""
+        pair = text[begin : begin + 2]
+        if pair not in self._by_pair and "%" not in pair and "\\" not in pair:  # the usual case, at once
+            return None
         forms: list[Form] = []
         plain, position = "", begin
         while position < len(text):

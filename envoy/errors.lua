@@ -223,26 +223,8 @@ local function error_answer(failure, anthropic)
     .. ',"code":' .. json_string(code) .. "}}"
 end
 
--- gRPC refuses a metadata key outside [0-9a-z_.-] and would fail the whole call: such
--- request headers (legal in HTTP, e.g. "a+b!") are dropped before they reach a service.
-function drop_unfit_headers(headers)
-  local unfit = nil
-  for name, _ in pairs(headers) do
-    if sub(name, 1, 1) ~= ":" and find(name, "[^0-9a-z_%.%-]") then
-      unfit = unfit or {}
-      unfit[#unfit + 1] = name
-    end
-  end
-  if unfit ~= nil then
-    for _, name in ipairs(unfit) do
-      headers:remove(name)
-    end
-  end
-end
-
 function envoy_on_request(handle)
   local headers = handle:headers()
-  drop_unfit_headers(headers)
   local content_type = headers:get("content-type") or ""
   if find(content_type, "application/grpc", 1, true) == 1 then
     if find(content_type, "application/grpc-web", 1, true) == 1 then

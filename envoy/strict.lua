@@ -227,7 +227,6 @@ end
 function envoy_on_request(handle)
   edge_began(handle)
   local headers = handle:headers()
-  drop_unfit_headers(headers)
   local path = headers:get(":path")
   if #path > MAX_PATH_BYTES then
     reject(handle, 414, "uri_too_long", "the path is longer than " .. MAX_PATH_BYTES .. " bytes", nil)

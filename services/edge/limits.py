@@ -316,13 +316,47 @@ def over_budget_mapper() -> dict:
     return {"filter": {"metadata_filter": over_budget}, "headers_to_add": [retry]}
 
 
+def _small_number_regex(limit: int) -> str:
+    """An RE2 regex for the decimal numbers 0..limit, written without leading zeros."""
+    digits = str(limit)
+    alternatives = ["0"]
+    if len(digits) > 1:  # fewer digits than the limit
+        alternatives.append(f"[1-9][0-9]{{0,{len(digits) - 2}}}")
+    for at, digit in enumerate(digits):  # as many: the limit's first digits, a smaller one, then any
+        lowest = 1 if at == 0 else 0
+        if int(digit) > lowest:
+            alternatives.append(digits[:at] + f"[{lowest}-{int(digit) - 1}]" + "[0-9]" * (len(digits) - at - 1))
+    return "(?:" + "|".join([*alternatives, digits]) + ")"
+
+
+def _request_header(name: str, regex: str) -> dict:
+    """A matcher predicate: the request header `name` is present and fully matches `regex`."""
+    header = {"@type": "type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput", "header_name": name}
+    value = {"safe_regex": {"google_re2": {}, "regex": regex}}
+    return {"single_predicate": {"input": {"name": name, "typed_config": header}, "value_match": value}}
+
+
 def gate_filter(gate_lua: str) -> dict:
-    """The gate (envoy/gate.lua, with errors.lua's helpers): before the buffer filter."""
+    """The gate (envoy/gate.lua, with errors.lua's helpers): before the buffer filter. A request that
+    declares a small body and was not marked by the budgets, which the gate lets on untouched, skips it
+    (the hot path): a matcher in C++ instead of a Lua coroutine per request."""
+    small = _request_header("content-length", _small_number_regex(SMALL_BODY_BYTES))
+    unmarked = {"not_matcher": _request_header(OVER_BUDGET_HEADER, ".*")}
+    skip = {"@type": "type.googleapis.com/envoy.extensions.filters.common.matcher.action.v3.SkipFilter"}
+    matcher = {
+        "predicate": {"and_matcher": {"predicate": [small, unmarked]}},
+        "on_match": {"action": {"name": "skip", "typed_config": skip}},
+    }
+    lua = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+        "default_source_code": {"inline_string": gate_lua},
+    }
     return {
         "name": GATE_FILTER,
         "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
-            "default_source_code": {"inline_string": gate_lua},
+            "@type": "type.googleapis.com/envoy.extensions.common.matching.v3.ExtensionWithMatcher",
+            "extension_config": {"name": GATE_FILTER, "typed_config": lua},
+            "xds_matcher": {"matcher_list": {"matchers": [matcher]}},
         },
     }
 

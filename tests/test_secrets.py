@@ -119,16 +119,35 @@ def test_no_secret_survives_in_text_or_bytes(secret: str, before: str, after: st
     assert_gone(secret, scrubbed)
 
 
-@settings(max_examples=200, deadline=None)
-@given(secrets_st, st.sampled_from("\\%"), st.sampled_from('nrtbfu/"\\0123456789abcdefABCDEF'), st.integers(0, 11))
-def test_a_secret_right_after_an_escapes_first_character_is_found(
-    secret: str, lead: str, first: str, which: int
-) -> None:
-    """A "%" or a backslash that is text, before a secret whose first characters an escape would
-    eat ("%" + "7a...", "\\" + "n..."), leaves the secret in view (its last character is one a
-    form may percent-encode: no reading of the text as written finds it)."""
+# What may stand before a secret and read, with the secret's first characters, as an escape.
+ESCAPE_LEADS = st.sampled_from(["%", "%4", "%A", "\\", "\\u", "\\u0", "\\u00", "\\u004", "\\\\", "%%"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(secrets_st, ESCAPE_LEADS, st.sampled_from('nrtbfu/"\\0123456789abcdefABCDEF'), st.integers(0, 11))
+def test_a_secret_right_after_part_of_an_escape_is_found(secret: str, lead: str, first: str, which: int) -> None:
+    """Text that reads as the start of an escape ("%", "%4", a backslash, "\\u00"), before a secret
+    whose first characters would complete it ("%" + "7a...", "\\" + "n...", "\\u00" + "41..."), leaves
+    the secret in view (its last character is one a form may percent-encode: no reading of the text
+    as written finds it)."""
     secret = first + secret[1:-1] + ":"
     assert_gone(secret, Redactor([secret]).text(f"x{lead}{encodings(secret)[which]}y"))
+
+
+def test_a_secret_that_begins_with_another_is_redacted_whole() -> None:
+    """An API key and a billing authorization that starts with it: the longer one goes whole."""
+    key = "41bcdefgh1234567"
+    authorization = key + "-billing-Q7x9Lm2Rt5Vw8Kp3Zy6:"
+    for lead in ("%", "\\u00", ""):
+        redacted = Redactor([key, authorization]).text(f"x{lead}{quote(authorization, safe='')}y")
+        assert "billing" not in redacted, redacted
+
+
+def test_a_body_of_escapes_that_repeat_a_key_is_redacted_whole() -> None:
+    """A provider's key made to repeat itself, in a body where every escape begins it again: the
+    readings that hold it outnumber what the text has room for, and nothing of it is kept."""
+    key = "41" + "A" * 198
+    assert Redactor([key]).text("%41" * 5_000) == PLACEHOLDER
 
 
 def test_every_form_is_replaced_and_the_rest_kept() -> None:

@@ -31,7 +31,7 @@ import itertools
 import json
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from secrets import token_urlsafe
@@ -174,10 +174,35 @@ class _Positions:
     def __init__(self, matches: list[re.Match[str]]) -> None:
         self._matches = matches
         self._decoded: list[int] | None = None  # where each escape's character is in the decoded text
+        self._starts: list[int] | None = None
+        self._shrunk: list[int] | None = None
 
-    def escapes(self) -> list[int]:
-        """Where each escape starts."""
-        return [match.start() for match in self._matches]
+    @property
+    def matches(self) -> list[re.Match[str]]:
+        return self._matches
+
+    def inside(self, position: int) -> bool:
+        """Whether the position is within an escape, after its first character."""
+        i = bisect.bisect_right(self._escape_starts(), position) - 1
+        return i >= 0 and self._matches[i].start() < position < self._matches[i].end()
+
+    def decoded_at(self, position: int) -> int:
+        """The decoded text's index of the character at `position` (not inside an escape)."""
+        i = bisect.bisect_left(self._escape_starts(), position) - 1  # the escapes that end before it
+        if i < 0:
+            return position
+        return position - self._shrunk_through()[i]
+
+    def _escape_starts(self) -> list[int]:
+        if self._starts is None:
+            self._starts = [match.start() for match in self._matches]
+        return self._starts
+
+    def _shrunk_through(self) -> list[int]:
+        """How much shorter the decoded text is through each escape."""
+        if self._shrunk is None:
+            self._shrunk = list(itertools.accumulate(len(m[0]) - 1 for m in self._matches))
+        return self._shrunk
 
     def __getitem__(self, position: int) -> int:
         if self._decoded is None:
@@ -199,26 +224,39 @@ def _unescaped(text: str) -> tuple[str, _Positions]:
     return (_ESCAPED.sub(_decoded, text) if matches else text), _Positions(matches)
 
 
+@dataclass(frozen=True)
+class _Head:
+    """The start of a reading from inside an escape: its characters, where each is in the text,
+    and where the reading meets the whole text's reading."""
+
+    text: str
+    at: Sequence[int]
+    end: int
+
+
 class _Finder:
     """Finds every form of the secrets in a text: each form's core is looked for as a substring
     (lowercased, escapes decoded), then checked character by character and given its edges."""
 
     def __init__(self, forms: list[Form]) -> None:
         self._cores = [(literal, form) for form in forms for literal in sorted(form.literals)]
+        # The most characters a form takes, its optional edges and padding included.
+        self._reach = max((len(form.units) for form in forms), default=0) + 2
         # The forms a text's first two characters can begin: most readings after an escape end there.
         self._by_pair: dict[str, list[Form]] = {}
         for form in forms:
             for pair in {a + b for first, second in form.starts() for a in first for b in second}:
                 self._by_pair.setdefault(pair, []).append(form)
 
-    def spans(self, text: str) -> list[tuple[int, int]]:
+    def spans(self, text: str, serialized: bool = False) -> list[tuple[int, int]]:
         """Where forms are in the text, escapes decoded or not (a secret may itself look like
-        one), merged where they touch or overlap."""
+        one), merged where they touch or overlap. A `serialized` JSON document's backslash escapes
+        are its serializer's, never text: none is read from inside."""
         plain, starts = _unescaped(text)
         found = self._found(text)
         if plain is not text:
             found += self._decoded_found(text, plain, starts)
-            found += self._after_escapes(text, starts)
+            found += self._inside_escapes(text, plain, starts, serialized)
         if not found:  # the usual case: no secret
             return []
         merged: list[list[int]] = []
@@ -233,41 +271,85 @@ class _Finder:
         """The forms found in the decoded text, as spans of the text it was decoded from."""
         return [(starts[s], starts[e] if e < len(plain) else len(text)) for s, e in self._found(plain)]
 
-    def _after_escapes(self, text: str, starts: _Positions) -> list[tuple[int, int]]:
-        """An escape's first character may be text, not an escape, standing before a secret that
-        the escape would eat: "%" before "00...", a backslash before "n..." or "u0041...". So the
-        text after each escape's first character is read again, as far as a form begins there
-        (most readings end at their first or second character: linear in the text)."""
-        found = []
-        for escape in starts.escapes():
-            begin = escape + 1
-            end = self._form_end(text, begin)
-            if end is not None:
-                window = text[begin:end]
-                plain, window_starts = _unescaped(window)
-                found += [(begin + s, begin + e) for s, e in self._decoded_found(window, plain, window_starts)]
+    def _inside_escapes(
+        self, text: str, plain: str, starts: _Positions, serialized: bool = False
+    ) -> list[tuple[int, int]]:
+        """An escape's first characters may be text, not an escape, standing before a secret that
+        the escape would eat: "%" before "00...", "%4" before "1...", a backslash before "n..." or
+        "u0041...". So the text is read again from each character inside an escape: as it reads
+        until it meets the whole text's reading (most readings do within a character or two),
+        then as the whole text reads; only as far as a form can begin there (a table of the first
+        two characters of every form), so a body made of escapes costs a few steps per escape.
+        More readings that hold a form than the text has room for (a provider's key made to
+        repeat itself) make the whole text one span: never worse than linear."""
+        found: list[tuple[int, int]] = []
+        budget = len(text) // 64 + 64
+        shrunk = 0  # how much shorter the decoded text is through this escape
+        for match in starts.matches:
+            shrunk += len(match[0]) - 1
+            if serialized and match[0][0] == "\\":
+                continue
+            # Read from inside this escape, its rest holds no escape's first character ("%XY", "\\uXXXX",
+            # "\\n"): that rest as it is, then the whole text's reading from its end on.
+            plain_rest = "%" not in match[0][1:] and "\\" not in match[0][1:]
+            for begin in range(match.start() + 1, match.end()):
+                pair = text[begin : begin + 2]  # two plain characters read as they are in any reading
+                if pair not in self._by_pair and "%" not in pair and "\\" not in pair:
+                    continue
+                if plain_rest:
+                    head = _Head(text[begin : match.end()], range(begin, match.end()), match.end())
+                    spans = self._reading(text, plain, starts, head, match.end() - shrunk)
+                else:
+                    head = self._head(text, starts, begin)
+                    if head is None:
+                        continue
+                    synced = starts.decoded_at(head.end) if len(head.text) < self._reach else len(plain)
+                    spans = self._reading(text, plain, starts, head, synced)
+                budget -= len(spans)
+                if budget < 0:
+                    return [(0, len(text))]
+                found += spans
         return found
 
-    def _form_end(self, text: str, begin: int) -> int | None:
-        """Where a form that begins at `begin` (escapes decoded) ends in the text, with room for its
-        optional last character and padding; None when none begins there."""
-        pair = text[begin : begin + 2]
-        if pair not in self._by_pair and "%" not in pair and "\\" not in pair:  # the usual case, at once
-            return None
-        forms: list[Form] = []
-        plain, position = "", begin
-        while position < len(text):
+    def _head(self, text: str, starts: _Positions, begin: int) -> _Head | None:
+        """What a reading from `begin` decodes before it meets the whole text's reading (at most
+        as much as a form takes: a run of backslashes read one off never meets it); None once its
+        first two characters begin no form."""
+        head: list[str] = []
+        head_at: list[int] = []
+        position = begin
+        while position < len(text) and starts.inside(position) and len(head) < self._reach:
             match = _ESCAPED.match(text, position)
-            plain += _decoded(match) if match else text[position]
+            head.append(_decoded(match) if match else text[position])
+            head_at.append(position)
             position = match.end() if match else position + 1
-            if len(plain) < 2:
-                continue
-            forms = [form for form in forms or self._by_pair.get(plain, ()) if form.begins(plain, 0)]
-            if not forms:
-                return None
-            if any(len(plain) >= len(form.units) - form.optional_first for form in forms):
-                break  # a whole form read (its optional first character may be the one before)
-        return min(len(text), position + 3 * MAX_ESCAPED_CHARACTER)  # its last character and padding
+            if len(head) == 2 and head[0] + head[1] not in self._by_pair:
+                return None  # no form begins so
+        return _Head("".join(head), head_at, position)
+
+    def _reading(self, text: str, plain: str, starts: _Positions, head: _Head, synced: int) -> list[tuple[int, int]]:
+        """The forms that begin a reading (its head, then the decoded text from `synced` on), as spans of the text."""
+        reading = head.text + plain[synced : synced + self._reach]
+
+        def raw(index: int) -> int:
+            if index < len(head.text):
+                return head.at[index]
+            if index == len(head.text):
+                return head.end
+            index += synced - len(head.text)
+            return starts[index] if index < len(plain) else len(text)
+
+        return [(raw(start), raw(end)) for start, end in self._beginning(reading)]
+
+    def _beginning(self, reading: str) -> list[tuple[int, int]]:
+        """The forms that begin the reading (a form that begins later in it is another reading's)."""
+        found = []
+        for form in self._by_pair.get(reading[:2], ()):
+            for core in (0, 1) if form.optional_first else (0,):  # its optional first character there or not
+                span = form.at(reading, core)
+                if span is not None and span[0] == 0:
+                    found.append(span)
+        return found
 
     def _found(self, text: str) -> list[tuple[int, int]]:
         lowered = text.lower()
@@ -356,7 +438,7 @@ class Redactor:
     def _may_hold(self, document: bytes) -> bool:
         """Whether a serialized document may hold a secret: one is seen in it, or a string in it
         has a backslash (a JSON escape written as text, seen only once the string is read)."""
-        return bool(self.forms) and (b"\\\\" in document or bool(self._finder.spans(_read(document))))
+        return bool(self.forms) and (b"\\\\" in document or bool(self._finder.spans(_read(document), serialized=True)))
 
     def _walk(self, value: Any) -> Any:
         if isinstance(value, str):

@@ -5,6 +5,7 @@ its body unread; only the budgets can mark a request so (a caller's own mark is 
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from helpers.edge import CHAT, MIB, hcm_of, raw_exchange, rendered, request_head
@@ -41,6 +42,18 @@ def test_a_body_past_the_budget_is_a_429_with_retry_after(small_budget, caller: 
     else:
         assert (answer["error"]["type"], answer["error"]["code"]) == ("rate_limit_error", "rate_limited")
     assert "large request bodies" in answer["error"]["message"]
+
+
+def test_bodies_the_gate_skips_when_unmarked_are_refused_once_the_budget_marks_them(small_budget, caller: str) -> None:
+    """A body between the budgeted size and the gate matcher's (16-64 KiB) skips the gate only while
+    the budgets have not marked it: many at once, past the 1 MiB burst, get the budget's 429."""
+    length = 60_000
+    head = request_head(CHAT, length, caller)
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: raw_exchange(small_budget, head, b"x" * length), range(64)))
+    refused = [body for status, _, body in answers if status == 429]
+    assert refused and all("large request bodies" in json.loads(body)["error"]["message"] for body in refused)
+    assert {status for status, _, _ in answers} <= {400, 429}
 
 
 def test_a_callers_own_over_budget_mark_is_removed(small_budget, caller: str) -> None:

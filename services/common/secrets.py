@@ -386,6 +386,9 @@ class Redactor:
         self._finder = _Finder(self.forms)
         # A placeholder that itself holds a secret cannot stand in for it.
         self._placeholder = "" if self._finder.spans(PLACEHOLDER) else PLACEHOLDER
+        # A secret with a character JSON escapes (a quote, a backslash, a control character: refused
+        # since, but one stored before may have them) is not seen as it is in a serialized document.
+        self._escaped_in_json = any(orjson.dumps(secret)[1:-1] != secret.encode() for secret in secrets)
         # Keys and scalars (numbers, true, false, null) are redacted of long secrets only: a short
         # legacy one could be part of a field's name or of a number, and redacting a scalar makes
         # it a string. Only a form that can be written with a scalar's characters is looked for in one.
@@ -437,8 +440,13 @@ class Redactor:
 
     def _may_hold(self, document: bytes) -> bool:
         """Whether a serialized document may hold a secret: one is seen in it, or a string in it
-        has a backslash (a JSON escape written as text, seen only once the string is read)."""
-        return bool(self.forms) and (b"\\\\" in document or bool(self._finder.spans(_read(document), serialized=True)))
+        has a backslash (a JSON escape written as text, seen only once the string is read), or a
+        secret would itself be written with escapes."""
+        if not self.forms:
+            return False
+        if self._escaped_in_json or b"\\\\" in document:
+            return True
+        return bool(self._finder.spans(_read(document), serialized=True))
 
     def _walk(self, value: Any) -> Any:
         if isinstance(value, str):

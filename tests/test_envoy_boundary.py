@@ -419,8 +419,15 @@ def test_every_rule_reads_required_fields_from_the_descriptor() -> None:
     assert entry["query"] == {"account": "path"}
 
 
-@pytest.mark.parametrize("name", ["c+j!", "a`b", "x#y", "h$"])
+@pytest.mark.parametrize("name", ["c+j!", "a`b", "x#y", "h$", "!a", "+", "~x", "|"])
 def test_a_header_name_grpc_refuses_is_dropped_not_a_500(stack, name) -> None:
     with stack.admin() as admin:
         answer = admin.get("/admin/v1/providers", headers={name: "1"})
     assert answer.status_code == 200, answer.text
+
+
+@given(st.text(st.sampled_from("abz09_.-:!+~|`#$%&'*^AZ"), min_size=1, max_size=6))
+def test_the_unfit_header_name_rule_is_grpcs(name: str) -> None:
+    """Envoy drops a name gRPC refuses as a metadata key (a character outside [0-9a-z_.-]), never a pseudo-header."""
+    refused = not name.startswith(":") and re.search(r"[^0-9a-z_.\-]", name) is not None
+    assert (re.fullmatch(envoy.UNFIT_HEADER_NAME, name) is not None) == refused

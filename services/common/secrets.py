@@ -205,9 +205,9 @@ class _Positions:
         return self._shrunk
 
     def __getitem__(self, position: int) -> int:
-        if self._decoded is None:
-            shrunk = itertools.accumulate((len(m[0]) - 1 for m in self._matches[:-1]), initial=0)
-            self._decoded = [m.start() - before for m, before in zip(self._matches, shrunk, strict=False)]
+        if self._decoded is None:  # an escape's start less the shrinking of the escapes before it
+            through = zip(self._matches, self._shrunk_through(), strict=True)
+            self._decoded = [m.start() - shrunk + len(m[0]) - 1 for m, shrunk in through]
         i = bisect.bisect_right(self._decoded, position) - 1
         if i < 0:
             return position

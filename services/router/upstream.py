@@ -303,6 +303,7 @@ async def relay(opened: Opened, model: str, hide_usage: bool) -> AsyncIterator[b
                     yield ready.take()
                 yield event
                 return
-            ready.add(event)
+            if event:  # an event the carry holds back for now says nothing yet
+                ready.add(event)
     finally:
         response.release()

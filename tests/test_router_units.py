@@ -230,6 +230,17 @@ async def test_ledger_records_survive_a_router_crash_before_their_flush(tmp_path
     assert list(tmp_path.glob("*.sealed")) == []
 
 
+async def test_journals_of_several_crashes_are_resent_oldest_first(tmp_path) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{free_port()}") as channel:
+        for i in range(3):  # each run records one request, then dies before its flush
+            crashed = Spool(billing_grpc.LedgerServiceStub(channel), tmp_path, 100)
+            crashed.load_spool()
+            crashed.record(billing_pb.LedgerRecord(request_id=f"c{i}", provider="alpha"))
+        restarted = Spool(billing_grpc.LedgerServiceStub(channel), tmp_path, 100)
+        restarted.load_spool()
+        assert [r.request_id for r in restarted.pending] == ["c0", "c1", "c2"]
+
+
 class _Ledger(billing_grpc.LedgerServiceServicer):
     """Billing's ledger as the spool sees it: stores each call's request ids, or refuses a call
     holding any of the refused ids ("*": every call)."""

@@ -109,7 +109,7 @@ def record_entries(session: Session, rows: Sequence[dict]) -> int:
     the entries now carry. Returns how many entries were new or completed."""
     if not rows:
         return 0
-    rows = list({row["request_id"]: row for row in rows}.values())  # a stream's final record wins
+    rows = _one_per_request(rows)
     connection = session.connection()
     # RETURNING names only the rows inserted: executemany's rowcount is not portable (-1 on PostgreSQL).
     insert = _insert(session).on_conflict_do_nothing(index_elements=["request_id"]).returning(LEDGER.c.request_id)
@@ -127,6 +127,17 @@ def record_entries(session: Session, rows: Sequence[dict]) -> int:
     _add_to_totals(session, totals)
     session.commit()
     return len(stored) + completed
+
+
+def _one_per_request(rows: Sequence[dict]) -> list[dict]:
+    """One row per request id: a stream's final record wins over its provisional one whichever
+    comes first (a restarted Router's spool may send a provisional record again after the final)."""
+    kept: dict[str, dict] = {}
+    for row in rows:
+        held = kept.get(row["request_id"])
+        if held is None or held["provisional"]:
+            kept[row["request_id"]] = row
+    return list(kept.values())
 
 
 def _complete_provisional(session: Session, rows: Sequence[dict], totals: Totals) -> int:

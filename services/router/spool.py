@@ -134,8 +134,8 @@ class Spool:
         if journal.exists():
             os.replace(journal, self.spool_dir / f"{time.time_ns():020d}.sealed")
         self._sealed = sorted(self.spool_dir.glob("*.sealed"))
-        for sealed in self._sealed:
-            self.pending[:0] = read_journal(sealed)
+        # Oldest journal first: a stream's final record must not go before its provisional one.
+        self.pending[:0] = [record for sealed in self._sealed for record in read_journal(sealed)]
         if self._spooled or self._sealed:
             log.info(
                 "resending ledger records of a previous run",

@@ -191,22 +191,30 @@ def stream_records(account: str) -> tuple[billing_pb.LedgerRecord, billing_pb.Le
 
 
 async def check_provisional_records(db: Database, account: str) -> None:
-    """A final record completes its provisional one, in a later batch or the same one;
+    """A final record completes its provisional one, in a later batch or the same one, before or
+    after it (a restarted Router's spool may send a provisional record again after the final);
     a resend changes nothing; a provisional record alone stands at its estimate."""
     now = datetime.now(UTC)
     first, first_final = stream_records(account)
     second, second_final = stream_records(account)
+    third, third_final = stream_records(account)
+    fourth, fourth_final = stream_records(account)
     orphan, _ = stream_records(account)  # the Router died mid-stream
-    assert await db.run(lambda s: ledger.record_entries(s, [ledger_row(first, now), ledger_row(orphan, now)])) == 2
+    rows = [ledger_row(r, now) for r in (first, orphan, fourth)]
+    assert await db.run(lambda s: ledger.record_entries(s, rows)) == 3
     rows = [ledger_row(r, now) for r in (first_final, second, second_final)]
     assert await db.run(lambda s: ledger.record_entries(s, rows)) == 2
     assert await db.run(lambda s: ledger.record_entries(s, rows)) == 0
+    rows = [ledger_row(r, now) for r in (third_final, third, fourth_final, fourth)]
+    assert await db.run(lambda s: ledger.record_entries(s, rows)) == 2
     query = select(LedgerEntry).where(LedgerEntry.account == account)
     stored = await db.run(lambda s: {r.request_id: (r.provisional, r.output_tokens, r.estimated_nano_usd)
                                      for r in s.exec(query)})  # fmt: skip
     assert stored == {
         first.request_id: (False, 42, 777),
         second.request_id: (False, 42, 777),
+        third.request_id: (False, 42, 777),
+        fourth.request_id: (False, 42, 777),
         orphan.request_id: (True, 0, 5_000),
     }
 

@@ -741,7 +741,8 @@ class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServi
     async def GetProvider(
         self, request: router_pb.GetProviderRequest, context: grpc.aio.ServicerContext
     ) -> router_pb.Provider:
-        entry = (await self.directory.providers()).get(request.id)
+        # One just created may be newer than the change notice that will announce it.
+        entry = (await self.directory.knowing([request.id])).get(request.id)
         if entry is None:
             raise not_found("PROVIDER_NOT_FOUND", f"provider {request.id[:96]} does not exist")
         user = await self._optional_user(context)

@@ -39,6 +39,9 @@ class RouterSettings(ServiceSettings):
         8 * 1024 * 1024, description="largest provider answer passed on (a larger one is a 502, not billed)"
     )
     ledger_batch_size: int = Field(1000, description="ledger records per RecordRequests call")
+    ledger_send_interval_seconds: float = Field(
+        0.5, gt=0, le=60, description="least time between two RecordRequests calls (a whole batch waiting goes at once)"
+    )
     counter_store_url: str = Field(
         "",
         description="redis://host:port/db of the store every replica counts API keys' rate limits and budgets "

@@ -34,7 +34,12 @@ async def serve(settings: RouterSettings) -> None:
     billing_channel = channel(settings.billing_address, credential)
     directory = Directory(internal_service_pb2_grpc.InternalServiceStub(registry_channel))
     billing = billing_service_pb2_grpc.LedgerServiceStub(billing_channel)
-    spool = Spool(billing, settings.data_dir.resolve() / "router-ledger-spool", settings.ledger_batch_size)
+    spool = Spool(
+        billing,
+        settings.data_dir.resolve() / "router-ledger-spool",
+        settings.ledger_batch_size,
+        send_interval=settings.ledger_send_interval_seconds,
+    )
     spending = Spending(
         billing,
         settings.billing_timeout_seconds,

@@ -38,7 +38,7 @@ from services.common.logs import Throttled
 log = logging.getLogger(__name__)
 
 FLUSH_INTERVAL_SECONDS = 0.1
-SEND_INTERVAL_SECONDS = 0.5
+SEND_INTERVAL_SECONDS = 0.5  # the default of the Router's ledger_send_interval_seconds
 SEND_TIMEOUT_SECONDS = 10.0
 RETRY_MAX_SECONDS = 30.0
 MAX_RECORDS_PER_CALL = 10_000
@@ -79,11 +79,13 @@ class Spool:
         spool_dir: Path,
         batch_size: int,
         send_timeout: float = SEND_TIMEOUT_SECONDS,
+        send_interval: float = SEND_INTERVAL_SECONDS,
     ) -> None:
         self.stub = stub
         self.spool_dir = spool_dir
         self.batch_size = max(1, min(batch_size, MAX_RECORDS_PER_CALL))
         self.send_timeout = send_timeout
+        self.send_interval = send_interval
         self.pending: list[billing_pb.LedgerRecord] = []
         self._spooled: list[tuple[Path, billing_pb.RecordRequestsRequest | None]] = []
         self._sequence = itertools.count()
@@ -256,7 +258,7 @@ class Spool:
         now = time.monotonic()
         if self._backoff.delay and now < self._retry_at:
             return
-        if now - self._sent_at < SEND_INTERVAL_SECONDS and not self._batch_spooled():
+        if now - self._sent_at < self.send_interval and not self._batch_spooled():
             return
         self._sent_at = now
         if await self.send_spooled():

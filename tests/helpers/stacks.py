@@ -36,6 +36,8 @@ STARTS_AT_ONCE = 2
 # Every test's client is 127.0.0.1: budgets for large bodies (services/edge/limits.py) that the whole
 # session cannot use up, which every stack but the demo's has unless a test asks for its own.
 NEVER_USED_UP_BUDGETS = {CLIENT_BUDGET_ENV: "1024,1024", EDGE_BUDGET_ENV: "1024,1024"}
+# Ledger records reach Billing within 0.05 s, not the default 0.5 s: many tests wait for a record.
+PROMPT_LEDGER = {"SWITCHBOARD_LEDGER_SEND_INTERVAL_SECONDS": "0.05"}
 # Shared stacks' fixture -> the modules that use it: each group runs on one worker, one module after the other
 # (tests/helpers/scheduling.py, tests/conftest.py), so its stack starts once per run, not once per worker.
 SHARED_STACK_USERS = {
@@ -148,7 +150,8 @@ class Stacks:
         # Health probes off unless a test turns them on: the providers most tests register are
         # unreachable on purpose, and probes would turn their live mappings to error mid-session.
         settings = {
-            "SWITCHBOARD_ADMIN_TOKEN": token, "SWITCHBOARD_PROBES_ENABLED": "false", **NEVER_USED_UP_BUDGETS, **env
+            "SWITCHBOARD_ADMIN_TOKEN": token, "SWITCHBOARD_PROBES_ENABLED": "false", **NEVER_USED_UP_BUDGETS,
+            **PROMPT_LEDGER, **env,
         }  # fmt: skip
         options = UpOptions(port, self.data_dir(), "", demo=False, environment=settings, ready_seconds=READY_SECONDS)
         stack, admin_token, _ = _start(options)
@@ -166,7 +169,8 @@ class Stacks:
 
     def _start_demo(self, name: str, **env: str) -> DemoStack:
         port = free_port()
-        options = UpOptions(port, self.data_dir(name), "", demo=True, environment=env, ready_seconds=READY_SECONDS)
+        settings = {**PROMPT_LEDGER, **env}
+        options = UpOptions(port, self.data_dir(name), "", demo=True, environment=settings, ready_seconds=READY_SECONDS)
         stack, admin_token, _ = _start(options)
         try:
             base_url = f"http://127.0.0.1:{port}"

@@ -10,6 +10,7 @@ import secrets
 import time
 import uuid
 
+import grpc
 import httpx
 import pytest
 from helpers.upstream import JsonHandler, serving
@@ -158,3 +159,23 @@ def test_the_routing_view_carries_the_providers_it_names_with_the_candidates_pri
         )  # fmt: skip
         by_provider = internal.ResolveProviderModel(provider_request, timeout=10)
         assert [c.provider.id for c in by_provider.provider_configs] == [serving_one]
+
+
+def test_a_provider_the_router_lacks_is_read_alone_and_found_at_once(stack, upstream) -> None:
+    """GET /v1/providers/{id} of a provider created a moment ago answers it (the change notice may
+    not have reached the Router yet); what the Router then asks the Registry for is that id alone:
+    an id nobody registered costs one indexed lookup, not a read of every provider."""
+    api, name = AdminApi(stack.base_url, stack.admin_token), uuid.uuid4().hex[:8]
+    api.ensure_member(f"org-{name}", f"user-{name}")
+    provider = registered(api, name, f"{upstream}/first", mapped=False)
+    with stack.http() as http:
+        assert http.get(f"/v1/providers/{provider}").json()["id"] == provider
+        assert http.get(f"/v1/providers/nobody-{name}").status_code == 404
+    with stack.channel("registry") as channel:
+        internal = internal_grpc.InternalServiceStub(channel)
+        request = internal_pb.ListProviderConfigsRequest(provider_ids=[provider, f"nobody-{name}"])
+        assert [c.provider.id for c in internal.ListProviderConfigs(request, timeout=10).providers] == [provider]
+        too_many = internal_pb.ListProviderConfigsRequest(provider_ids=[f"p{i}" for i in range(101)])
+        with pytest.raises(grpc.RpcError) as refused:
+            internal.ListProviderConfigs(too_many, timeout=10)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT

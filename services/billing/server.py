@@ -19,7 +19,7 @@ from services.billing.servicer import BillingAdminServicer, BillingServicer, Led
 from services.common.db import open_database
 from services.common.logs import configure_logging
 from services.common.registry_feed import FeedCache
-from services.common.secrets import redactor_of
+from services.common.secrets import Redactor
 from services.common.server import run
 from services.common.service import channel, run_service
 from services.common.telemetry import configure_tracing, watch_billing
@@ -30,18 +30,30 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 REGISTRY_TIMEOUT = 10.0
 
 
-def _cost_api(config: internal_pb.ProviderConfig) -> CostApi:
-    provider = config.provider
-    return CostApi(provider.id, provider.billing_url, provider.billing_authorization, redactor_of(tuple(config.redact)))
-
-
 def registry_cost_apis(registry: internal_grpc.InternalServiceStub):
-    """The providers' cost APIs, as the Registry knows them now (billing authorizations included)."""
+    """The providers' cost APIs, as the Registry knows them now (billing authorizations included).
+    A provider's redactor is kept while its secrets stay the same (building one takes milliseconds,
+    and every pass lists every provider); those of providers gone are dropped with them."""
     request = internal_pb.ListProviderConfigsRequest(secrets=internal_pb.PROVIDER_SECRETS_COST_API)
+    kept: dict[str, tuple[tuple[str, ...], Redactor]] = {}
+
+    def redactor(config: internal_pb.ProviderConfig) -> Redactor:
+        secrets = tuple(config.redact)
+        held = kept.get(config.provider.id)
+        return held[1] if held is not None and held[0] == secrets else Redactor(secrets)
 
     async def cost_apis() -> list[CostApi]:
         answer = await registry.ListProviderConfigs(request, timeout=REGISTRY_TIMEOUT)
-        return [_cost_api(config) for config in answer.providers if config.provider.billing_url]
+        configs = [c for c in answer.providers if c.provider.billing_url]
+        redactors = {c.provider.id: (tuple(c.redact), redactor(c)) for c in configs}
+        kept.clear()
+        kept.update(redactors)
+        return [
+            CostApi(
+                c.provider.id, c.provider.billing_url, c.provider.billing_authorization, redactors[c.provider.id][1]
+            )
+            for c in configs
+        ]
 
     return cost_apis
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 
 from services.common.pricing import Price
-from services.common.secrets import NO_SECRETS, Redactor, redactor_of
+from services.common.secrets import NO_SECRETS, Redactor
 from services.common.tasks import DEFAULT_REQUEST_ID_HEADER, format_of
 
 # What a provider model supports, as the same optional fields of a mapping (Registry), a
@@ -26,6 +27,15 @@ RESERVED_HEADERS = frozenset({"connection", "host", "keep-alive", "te", "trailer
 # The provider that served an answer (or refused it), in an answer's metadata or an error's
 # trailers; Envoy presents it to REST callers as a header of the REST API (envoy/answers.lua).
 PROVIDER_METADATA_KEY = "switchboard-provider"
+# Providers whose redactors are kept (a few per provider: its secrets change seldom).
+KEPT_REDACTORS = 1024
+
+
+@lru_cache(maxsize=KEPT_REDACTORS)
+def _redactor(secrets: tuple[str, ...]) -> Redactor:
+    """One redactor per set of secrets: building one takes milliseconds (every encoded form of
+    each secret), and every resolution that names the provider carries the same secrets."""
+    return Redactor(secrets)
 
 
 def reserved_header(name: str) -> bool:
@@ -88,7 +98,7 @@ class ProviderEntry:
             default_rank=p.default_rank,
             prices=prices,
             request_id_metadata_key=key,
-            redactor=redactor_of((p.api_key, *config.redact)),
+            redactor=_redactor((p.api_key, *config.redact)),
             org=p.org,
             task_formats=dict(p.task_formats),
         )

@@ -33,7 +33,6 @@ import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from secrets import token_urlsafe
 from typing import Any
@@ -479,16 +478,6 @@ def written(scalar: Any) -> str:
 
 
 NO_SECRETS = Redactor(())
-# Sets of secrets whose redactors are kept (a few per provider: its secrets change seldom).
-KEPT_REDACTORS = 1024
-
-
-@lru_cache(maxsize=KEPT_REDACTORS)
-def redactor_of(secrets: tuple[str, ...]) -> Redactor:
-    """One redactor per set of secrets: building one takes milliseconds (every encoded form of
-    each secret), and every resolution or cost-API listing that names a provider carries the same
-    secrets again."""
-    return Redactor(secrets)
 
 
 # The text fields of a stream's events that a caller joins up across events (chat completions:

@@ -40,7 +40,10 @@ class RouterSettings(ServiceSettings):
     )
     ledger_batch_size: int = Field(1000, description="ledger records per RecordRequests call")
     ledger_send_interval_seconds: float = Field(
-        0.5, gt=0, le=60, description="least time between two RecordRequests calls (a whole batch waiting goes at once)"
+        0.5,
+        ge=0.1,
+        description="least time between two RecordRequests calls (a whole batch waiting goes at once); "
+        "records reach the spool every 0.1 s",
     )
     counter_store_url: str = Field(
         "",

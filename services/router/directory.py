@@ -113,26 +113,32 @@ class Directory(FeedCache):
 
         return await self._cached(self._resolutions, ("provider", provider, provider_model, user, task), fetch)
 
-    async def providers(self, refresh: bool = False) -> dict[str, ProviderEntry]:
+    async def providers(self) -> dict[str, ProviderEntry]:
         """Every provider by id, with its key and prices (listings, and telling a request's
-        unknown providers apart when its resolution failed); `refresh` skips the cache (a
-        provider just created may be newer than the change notice that will announce it)."""
-        if self.watching and self._providers is not None and not refresh:
+        unknown providers apart when its resolution failed)."""
+        if self.watching and self._providers is not None:
             return self._providers
         generation = self.generation
-        request = internal_pb.ListProviderConfigsRequest(secrets=internal_pb.PROVIDER_SECRETS_INFERENCE)
-        answer = await self.call(self.registry.ListProviderConfigs, request)
-        entries = {c.provider.id: ProviderEntry.from_config(c) for c in answer.providers}
+        entries = await self._configs()
         if self.watching and generation == self.generation:
             self._providers = entries
         return entries
 
     async def knowing(self, ids: Iterable[str]) -> dict[str, ProviderEntry]:
-        """The provider table, read again when it lacks one of the ids."""
+        """The provider table, with those of the ids it lacks that exist: a provider just created
+        may be newer than the change notice that will announce it. Only the missing ids are read,
+        so an id nobody registered costs one indexed lookup, not the whole table."""
         known = await self.providers()
-        if any(i and i not in known for i in ids):
-            known = await self.providers(refresh=True)
-        return known
+        missing = sorted({i for i in ids if i and i not in known})
+        found = await self._configs(missing) if missing else {}
+        return {**known, **found} if found else known
+
+    async def _configs(self, ids: list[str] | None = None) -> dict[str, ProviderEntry]:
+        request = internal_pb.ListProviderConfigsRequest(
+            secrets=internal_pb.PROVIDER_SECRETS_INFERENCE, provider_ids=ids
+        )
+        answer = await self.call(self.registry.ListProviderConfigs, request)
+        return {c.provider.id: ProviderEntry.from_config(c) for c in answer.providers}
 
     async def served_models(self, user: str, model: str = "") -> internal_pb.ListServedModelsResponse:
         request = internal_pb.ListServedModelsRequest(user=user, model=model)

@@ -207,6 +207,7 @@ async def check_provisional_records(db: Database, account: str) -> None:
     assert await db.run(lambda s: ledger.record_entries(s, rows)) == 0
     rows = [ledger_row(r, now) for r in (third_final, third, fourth_final, fourth)]
     assert await db.run(lambda s: ledger.record_entries(s, rows)) == 2
+    assert await db.run(lambda s: ledger.record_entries(s, [ledger_row(third, now)])) == 0  # alone, later
     query = select(LedgerEntry).where(LedgerEntry.account == account)
     stored = await db.run(lambda s: {r.request_id: (r.provisional, r.output_tokens, r.estimated_nano_usd)
                                      for r in s.exec(query)})  # fmt: skip

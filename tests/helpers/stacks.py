@@ -36,8 +36,8 @@ STARTS_AT_ONCE = 2
 # Every test's client is 127.0.0.1: budgets for large bodies (services/edge/limits.py) that the whole
 # session cannot use up, which every stack but the demo's has unless a test asks for its own.
 NEVER_USED_UP_BUDGETS = {CLIENT_BUDGET_ENV: "1024,1024", EDGE_BUDGET_ENV: "1024,1024"}
-# Ledger records reach Billing within 0.05 s, not the default 0.5 s: many tests wait for a record.
-PROMPT_LEDGER = {"SWITCHBOARD_LEDGER_SEND_INTERVAL_SECONDS": "0.05"}
+# Ledger records sent to Billing every 0.1 s, not the default 0.5 s: many tests wait for a record.
+PROMPT_LEDGER = {"SWITCHBOARD_LEDGER_SEND_INTERVAL_SECONDS": "0.1"}
 # Shared stacks' fixture -> the modules that use it: each group runs on one worker, one module after the other
 # (tests/helpers/scheduling.py, tests/conftest.py), so its stack starts once per run, not once per worker.
 SHARED_STACK_USERS = {

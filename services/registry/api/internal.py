@@ -137,7 +137,9 @@ class InternalServicer(HealthMethods, internal_grpc.InternalServiceServicer):
     async def ListProviderConfigs(
         self, request: internal_pb.ListProviderConfigsRequest, context: grpc.aio.ServicerContext
     ) -> internal_pb.ListProviderConfigsResponse:
-        providers, prices = await self.state.db.run(queries.config_rows)
+        check_count(request.provider_ids, MAX_PROVIDERS, "provider_ids")
+        ids = list(request.provider_ids) or None
+        providers, prices = await self.state.db.run(lambda s: queries.config_rows(s, ids))
         return internal_pb.ListProviderConfigsResponse(providers=provider_configs(providers, prices, request.secrets))
 
     async def ListServedModels(

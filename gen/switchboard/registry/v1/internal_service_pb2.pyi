@@ -162,10 +162,12 @@ class ResolveModelResponse(_message.Message):
     def __init__(self, model_found: _Optional[bool] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., exclusions: _Optional[_Iterable[_Union[Exclusion, _Mapping]]] = ..., model: _Optional[str] = ..., tasks: _Optional[_Iterable[str]] = ..., provider_configs: _Optional[_Iterable[_Union[ProviderConfig, _Mapping]]] = ...) -> None: ...
 
 class ListProviderConfigsRequest(_message.Message):
-    __slots__ = ("secrets",)
+    __slots__ = ("secrets", "provider_ids")
     SECRETS_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_IDS_FIELD_NUMBER: _ClassVar[int]
     secrets: ProviderSecrets
-    def __init__(self, secrets: _Optional[_Union[ProviderSecrets, str]] = ...) -> None: ...
+    provider_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, secrets: _Optional[_Union[ProviderSecrets, str]] = ..., provider_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ProviderConfig(_message.Message):
     __slots__ = ("provider", "prices", "redact")

@@ -42,6 +42,7 @@ class RouterSettings(ServiceSettings):
     ledger_send_interval_seconds: float = Field(
         0.5,
         ge=0.1,
+        le=60,
         description="least time between two RecordRequests calls (a whole batch waiting goes at once); "
         "records reach the spool every 0.1 s",
     )

@@ -130,8 +130,16 @@ class Directory(FeedCache):
         so an id nobody registered costs one indexed lookup, not the whole table."""
         known = await self.providers()
         missing = sorted({i for i in ids if i and i not in known})
-        found = await self._configs(missing) if missing else {}
-        return {**known, **found} if found else known
+        if not missing:
+            return known
+        generation = self.generation
+        found = await self._configs(missing)
+        if not found:
+            return known
+        merged = {**known, **found}
+        if self._providers is known and generation == self.generation:
+            self._providers = merged  # the listings show it too, before its notice comes
+        return merged
 
     async def _configs(self, ids: list[str] | None = None) -> dict[str, ProviderEntry]:
         request = internal_pb.ListProviderConfigsRequest(

@@ -64,8 +64,11 @@ class Demo:
         return InferenceClient(base_url=f"{self.base_url}{path}", api_key=self.token, timeout=60)
 
     def ledger(self, request_id: str) -> dict:
-        """The request's ledger row once Billing has it."""
-        query = "SELECT task, provider, input_tokens, images, estimated_nano_usd FROM ledger WHERE request_id = ?"
+        """The request's ledger row once Billing has it (a stream's: once final)."""
+        query = (
+            "SELECT task, provider, input_tokens, images, estimated_nano_usd FROM ledger"
+            " WHERE request_id = ? AND NOT provisional"
+        )
 
         def rows() -> list[tuple]:
             with sqlite3.connect(f"file:{self.stack.data_dir / 'billing.db'}?mode=ro", uri=True) as db:

@@ -42,8 +42,13 @@ def chat(model: str, **extra: object) -> dict:
 
 
 def ledger_rows(sb, account: str) -> list[tuple[str, int, int]]:
-    """(request id, output tokens, estimate) of the account's ledger rows (read-only look at billing.db)."""
-    query = "SELECT request_id, output_tokens, estimated_nano_usd FROM ledger WHERE account = ? ORDER BY request_id"
+    """(request id, output tokens, estimate) of the account's ledger rows (read-only look at billing.db);
+    a stream's row once its final record completed its provisional one (Billing may have the
+    provisional record a moment before)."""
+    query = (
+        "SELECT request_id, output_tokens, estimated_nano_usd FROM ledger"
+        " WHERE account = ? AND NOT provisional ORDER BY request_id"
+    )
     with sqlite3.connect(f"file:{sb.stack.data_dir / 'billing.db'}?mode=ro", uri=True) as db:
         return list(db.execute(query, (account,)))
 

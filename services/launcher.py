@@ -239,6 +239,8 @@ class Stack:
         self.data_dir = data_dir
         self.env = env
         self.children: list[Child] = []
+        # Each service's place in the start order, kept when it is started again (stop() goes backwards).
+        self._start_ranks: dict[str, int] = {}
         self.addresses: dict[str, str] = {}  # service (and "envoy") -> host:port
         self.metrics: dict[str, str] = {}  # service (and "envoy") -> its Prometheus endpoint; empty: off
         (data_dir / "logs").mkdir(parents=True, exist_ok=True)
@@ -258,6 +260,7 @@ class Stack:
         child = Child(name, argv, {**self.env, **(env or {})}, cwd, log_path, ready, list(ports))
         child.spawn()
         self.children.append(child)
+        self._start_ranks.setdefault(child.service, len(self._start_ranks))
         return child
 
     def start_service(self, name: str, port: int, *options: str, module: str = "") -> Child:
@@ -344,12 +347,14 @@ class Stack:
             say(f"cannot restart {child.name}: {exc}; trying again in {child.backoff.delay:.1f}s")
 
     def stop(self) -> None:
-        """Stops the children in the reverse of their start order, replicas of one service together:
-        Envoy first (no new calls), then the Routers, whose last ledger send reaches a Billing still
-        running, then Billing, then the Registry. SIGTERM, then SIGKILL after the grace time, which
-        each group has in full within one overall deadline: a stop takes at most twice the grace."""
+        """Stops the children in the reverse of their services' first start order (a service started
+        again keeps its place), replicas of one service together: Envoy first (no new calls), then
+        the Routers, whose last ledger send reaches a Billing still running, then Billing, then the
+        Registry. SIGTERM, then SIGKILL after the grace time, which each group has in full within
+        one overall deadline: a stop takes at most twice the grace."""
         overall = time.monotonic() + 2 * STOP_GRACE_SECONDS
-        for _, group in itertools.groupby(reversed(self.children), key=lambda child: child.service):
+        ordered = sorted(self.children, key=lambda child: self._start_ranks[child.service], reverse=True)
+        for _, group in itertools.groupby(ordered, key=lambda child: child.service):
             replicas = [child for child in group if child.process.poll() is None]
             for child in replicas:
                 child.process.terminate()

@@ -136,12 +136,22 @@ NOTE_SIGTERM = (
 )
 
 
-def test_a_stack_stops_envoy_first_then_the_routers_then_billing_then_the_registry(tmp_path: Path) -> None:
+@pytest.mark.parametrize("restarted", [(), ("billing", "registry")], ids=["as-started", "after-restarts"])
+def test_a_stack_stops_envoy_first_then_the_routers_then_billing_then_the_registry(
+    tmp_path: Path, restarted: tuple[str, ...]
+) -> None:
+    """Also after services were stopped and started again (appended to the children): a Billing
+    started again still stops after the Routers, whose last ledger send it must receive."""
     stack = Stack(tmp_path, dict(os.environ))
     log = tmp_path / "stopped"
     names = ["registry", "billing", "router", "router-2", "envoy"]  # their start order in start_stack
     try:
-        for name in names:
+        for name in [*names, *restarted]:
+            if name in restarted and any(child.name == name for child in stack.children):
+                old = next(child for child in stack.children if child.name == name)
+                old.process.kill()  # gone without a note
+                old.process.wait(timeout=DEADLINE_SECONDS)
+                stack.children.remove(old)
             marker = Path(f"{log}.{name}")
             stack.start(name, [sys.executable, "-c", NOTE_SIGTERM, name, str(log)], marker.exists)
         stack.wait_ready(DEADLINE_SECONDS)

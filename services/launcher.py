@@ -36,12 +36,14 @@ from services.common.secrets import (
     read_or_create_secret,
     shared_service_credential,
 )
-from services.common.telemetry import trace_ratio
+from services.common.telemetry import span_flush_ms, trace_ratio
 from services.edge.envoy import EnvoyPorts, render
 from services.edge.limits import EdgeLimits
 
 READY_DEADLINE_SECONDS = 60.0
 STOP_GRACE_SECONDS = 10.0
+# How soon Envoy's access log lines reach logs/envoy.log (Envoy's default: every 10 s).
+ACCESS_LOG_FLUSH_MS = 1000
 # A crashed child is started again after 0.2 s, 0.4 s, ... up to 30 s while it keeps crashing;
 # one that has served this long since its start counts as healthy again (its next crash waits 0.2 s).
 RESTART_BACKOFF_INITIAL_SECONDS = 0.2
@@ -427,6 +429,7 @@ def start_stack(options: UpOptions) -> tuple[Stack, str, str]:
                     },
                     otlp_endpoint=env.get("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
                     trace_ratio=trace_ratio(env),
+                    span_flush_ms=span_flush_ms(env),
                     edge=EdgeLimits.from_environment(env, anonymous=bool(options.anonymous_account)),
                 )
             )
@@ -436,7 +439,17 @@ def start_stack(options: UpOptions) -> tuple[Stack, str, str]:
         envoy = shutil.which("envoy", path=str(Path(sys.executable).parent)) or "envoy"
         stack.start(
             "envoy",
-            [envoy, "-c", str(envoy_config), "--log-level", "warn", "--base-id", str(ports["envoy_admin"])],
+            [
+                envoy,
+                "-c",
+                str(envoy_config),
+                "--log-level",
+                "warn",
+                "--base-id",
+                str(ports["envoy_admin"]),
+                "--file-flush-interval-msec",
+                str(ACCESS_LOG_FLUSH_MS),
+            ],
             http_ok(f"http://127.0.0.1:{ports['envoy_admin']}/ready"),
             ports=[(options.host, options.http_port), ("127.0.0.1", ports["envoy_admin"])],
         )

@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 
 OTLP_ENDPOINT_ENV = "OTEL_EXPORTER_OTLP_ENDPOINT"
 TRACE_RATIO_ENV = "OTEL_TRACES_SAMPLER_ARG"
+SPAN_FLUSH_ENV = "OTEL_BSP_SCHEDULE_DELAY"
+DEFAULT_SPAN_FLUSH_MS = 5000  # OpenTelemetry's and Envoy's default
+MAX_SPAN_FLUSH_MS = 60_000
 # The share of new traces sampled (Envoy and the services alike) unless TRACE_RATIO_ENV says otherwise;
 # a trace a caller started is followed by its sampled flag.
 DEFAULT_TRACE_RATIO = 0.01
@@ -366,6 +369,13 @@ _tracer: Any = None  # the service's tracer while tracing is on
 
 def tracing_enabled() -> bool:
     return _tracer is not None
+
+
+def span_flush_ms(environment: Mapping[str, str] = os.environ) -> int:
+    """How often spans are sent, in ms: OpenTelemetry's SPAN_FLUSH_ENV (its batch span processor's
+    delay in the services), else DEFAULT_SPAN_FLUSH_MS; Envoy's tracer takes the same."""
+    text = environment.get(SPAN_FLUSH_ENV, "")
+    return min(MAX_SPAN_FLUSH_MS, max(1, int(text))) if text.isdigit() else DEFAULT_SPAN_FLUSH_MS
 
 
 def trace_ratio(environment: Mapping[str, str] = os.environ) -> float:

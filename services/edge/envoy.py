@@ -23,7 +23,7 @@ from google.protobuf import descriptor_pb2
 from services.common import errors
 from services.common.errors import ANTHROPIC_PATH_REGEX, anthropic_face
 from services.common.surface import ANSWER_METADATA_KEY, DESCRIPTOR, PUBLIC_SERVICES
-from services.common.telemetry import DEFAULT_TRACE_RATIO
+from services.common.telemetry import DEFAULT_SPAN_FLUSH_MS, DEFAULT_TRACE_RATIO
 from services.edge import limits as edge
 from services.edge.descriptors import FREE_MESSAGES, Descriptors, HttpRule, descriptors
 
@@ -94,6 +94,7 @@ class EnvoyPorts:
     files_root: Path = ROOT  # where Envoy finds envoy/ and gen/: this checkout, or a container image's copy
     otlp_endpoint: str = ""  # OTEL_EXPORTER_OTLP_ENDPOINT (OTLP/HTTP): where Envoy sends its spans
     trace_ratio: float = DEFAULT_TRACE_RATIO  # OTEL_TRACES_SAMPLER_ARG: the share of new traces sampled
+    span_flush_ms: int = DEFAULT_SPAN_FLUSH_MS  # OTEL_BSP_SCHEDULE_DELAY: how often Envoy sends its spans
     edge: edge.EdgeLimits = field(default_factory=edge.EdgeLimits)  # memory, deadlines, per-client budgets
 
 
@@ -655,6 +656,13 @@ def early_mutations(otlp_endpoint: str) -> list[dict]:
     return mutations
 
 
+def layered_runtime(span_flush_ms: int) -> dict:
+    """Envoy's runtime: how often its OpenTelemetry tracer sends the spans it holds (a runtime key,
+    not a field of the tracer's config), and the admin layer Envoy has when none is configured."""
+    static = {"tracing.opentelemetry.flush_interval_ms": span_flush_ms}
+    return {"layers": [{"name": "static", "static_layer": static}, {"name": "admin", "admin_layer": {}}]}
+
+
 def _tracing_line(otlp_endpoint: str, ratio: float) -> str:
     config = tracing(otlp_endpoint, ratio)
     return "" if config is None else " " * 16 + "tracing: " + json.dumps(config)
@@ -706,6 +714,7 @@ def render(ports: EnvoyPorts) -> str:
         early_mutations=json.dumps(early_mutations(ports.otlp_endpoint)),
         clusters=_clusters(ports.backends, limits.connection_buffer_bytes) + _collector_cluster(ports.otlp_endpoint),
         overload_manager=json.dumps(edge.overload_manager(limits)),
+        layered_runtime=json.dumps(layered_runtime(ports.span_flush_ms)),
         connection_buffer_bytes=limits.connection_buffer_bytes,
         body_deadline=f"{limits.body_deadline_seconds}s",
         connection_idle=f"{limits.connection_idle_seconds}s",

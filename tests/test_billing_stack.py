@@ -84,7 +84,7 @@ def test_sigkill_in_the_middle_of_reconciliation_settles_every_cost_exactly_once
         SWITCHBOARD_RECONCILE_INTERVAL_SECONDS="0.3",
         SWITCHBOARD_RECONCILE_BATCH_SIZE="20",
         SWITCHBOARD_RECONCILE_CONCURRENCY="2",
-        SWITCHBOARD_COST_API_TIMEOUT_SECONDS="5",  # the killed Billing's claims run out 10 s later
+        SWITCHBOARD_COST_API_TIMEOUT_SECONDS="2",  # the killed Billing's claims run out 7 s later
     )
     account, provider, total = unique("user"), unique("kill"), 1_000
     records = [record(account, provider, estimate=3_000) for _ in range(total)]

@@ -263,6 +263,19 @@ def test_the_default_ratio_applies_unless_the_environment_sets_one() -> None:
     assert telemetry.trace_ratio({telemetry.TRACE_RATIO_ENV: "7"}) == 1.0
 
 
+@pytest.mark.parametrize(
+    ("text", "flush_ms"),
+    [("", 5000), ("100", 100), (" 100", 100), ("3", 10), ("0", 5000), ("-5", 5000), ("abc", 5000), ("²", 5000),
+     ("99999999999999", 60_000)],
+)  # fmt: skip
+def test_envoy_sends_its_spans_as_often_as_the_services_and_only_its_runtime_file_says_so(text, flush_ms) -> None:
+    assert telemetry.span_flush_ms({telemetry.SPAN_FLUSH_ENV: text}) == flush_ms
+    runtime = yaml_of(render(EnvoyPorts(8080, 9901, backends=BACKENDS, span_flush_ms=flush_ms)))["layered_runtime"]
+    assert runtime == {
+        "layers": [{"name": "static", "static_layer": {"tracing.opentelemetry.flush_interval_ms": flush_ms}}]
+    }
+
+
 @pytest.mark.parametrize(("ratio", "parent_sampled"), [(0.0, True), (1.0, False), (0.5, True), (0.5, False)])
 def test_the_services_follow_a_parents_sampled_flag_whatever_the_ratio(ratio: float, parent_sampled: bool) -> None:
     flags = trace.TraceFlags(trace.TraceFlags.SAMPLED if parent_sampled else trace.TraceFlags.DEFAULT)

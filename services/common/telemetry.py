@@ -49,7 +49,7 @@ OTLP_ENDPOINT_ENV = "OTEL_EXPORTER_OTLP_ENDPOINT"
 TRACE_RATIO_ENV = "OTEL_TRACES_SAMPLER_ARG"
 SPAN_FLUSH_ENV = "OTEL_BSP_SCHEDULE_DELAY"
 DEFAULT_SPAN_FLUSH_MS = 5000  # OpenTelemetry's and Envoy's default
-MAX_SPAN_FLUSH_MS = 60_000
+MIN_SPAN_FLUSH_MS, MAX_SPAN_FLUSH_MS = 10, 60_000  # Envoy's flush interval, whatever the variable says
 # The share of new traces sampled (Envoy and the services alike) unless TRACE_RATIO_ENV says otherwise;
 # a trace a caller started is followed by its sampled flag.
 DEFAULT_TRACE_RATIO = 0.01
@@ -374,8 +374,11 @@ def tracing_enabled() -> bool:
 def span_flush_ms(environment: Mapping[str, str] = os.environ) -> int:
     """How often spans are sent, in ms: OpenTelemetry's SPAN_FLUSH_ENV (its batch span processor's
     delay in the services), else DEFAULT_SPAN_FLUSH_MS; Envoy's tracer takes the same."""
-    text = environment.get(SPAN_FLUSH_ENV, "")
-    return min(MAX_SPAN_FLUSH_MS, max(1, int(text))) if text.isdigit() else DEFAULT_SPAN_FLUSH_MS
+    try:
+        delay = int(environment.get(SPAN_FLUSH_ENV, "").strip())
+    except ValueError:
+        return DEFAULT_SPAN_FLUSH_MS
+    return min(MAX_SPAN_FLUSH_MS, max(MIN_SPAN_FLUSH_MS, delay)) if delay > 0 else DEFAULT_SPAN_FLUSH_MS
 
 
 def trace_ratio(environment: Mapping[str, str] = os.environ) -> float:

@@ -658,9 +658,9 @@ def early_mutations(otlp_endpoint: str) -> list[dict]:
 
 def layered_runtime(span_flush_ms: int) -> dict:
     """Envoy's runtime: how often its OpenTelemetry tracer sends the spans it holds (a runtime key,
-    not a field of the tracer's config), and the admin layer Envoy has when none is configured."""
-    static = {"tracing.opentelemetry.flush_interval_ms": span_flush_ms}
-    return {"layers": [{"name": "static", "static_layer": static}, {"name": "admin", "admin_layer": {}}]}
+    not a field of the tracer's config). No admin layer, as without a runtime: the admin port cannot
+    change runtime values."""
+    return {"layers": [{"name": "static", "static_layer": {"tracing.opentelemetry.flush_interval_ms": span_flush_ms}}]}
 
 
 def _tracing_line(otlp_endpoint: str, ratio: float) -> str:

@@ -41,9 +41,6 @@ FLUSH_INTERVAL_SECONDS = 0.1
 SEND_INTERVAL_SECONDS = 0.5  # the default of the Router's ledger_send_interval_seconds
 SEND_TIMEOUT_SECONDS = 10.0
 RETRY_MAX_SECONDS = 30.0
-# The stop's last send attempt: well within the stop's grace (5 s), so a Billing that is down does not
-# keep a stopping Router until it is killed; what it could not send stays spooled for the next start.
-LAST_SEND_SECONDS = 2.0
 MAX_RECORDS_PER_CALL = 10_000
 _REJECTED_CODES = {grpc.StatusCode.INVALID_ARGUMENT}
 JOURNAL = "journal.log"
@@ -292,7 +289,7 @@ class Spool:
             (self.spool_dir / JOURNAL).unlink(missing_ok=True)  # empty: every record is in a spool file
         if self._spooled:
             try:
-                await asyncio.wait_for(self.send_spooled(), min(self.send_timeout, LAST_SEND_SECONDS))
+                await asyncio.wait_for(self.send_spooled(), self.send_timeout)
             except TimeoutError:
                 log.warning("billing slow at stop: ledger records stay spooled for the next start")
 

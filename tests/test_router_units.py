@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 import grpc
 import orjson
 import pytest
@@ -228,6 +231,33 @@ async def test_ledger_records_survive_a_router_crash_before_their_flush(tmp_path
     batches = [billing_pb.RecordRequestsRequest.FromString(f.read_bytes()) for f in sorted(tmp_path.glob("*.batch"))]
     assert [r.request_id for b in batches for r in b.records] == ["c0", "c1", "c2", "c3"]
     assert list(tmp_path.glob("*.sealed")) == []
+
+
+async def test_a_record_made_while_the_spool_closes_is_spooled_too(tmp_path) -> None:
+    loop = asyncio.get_running_loop()
+
+    class RecordedDuringClose(Spool):
+        """Its first spool file's write lets a stream end meanwhile (its record made on the loop)."""
+
+        late = True
+
+        def _write(self, batch: billing_pb.RecordRequestsRequest) -> Path:
+            if self.late:
+                self.late = False
+
+                async def record_late() -> None:
+                    self.record(billing_pb.LedgerRecord(request_id="late", provider="alpha"))
+
+                asyncio.run_coroutine_threadsafe(record_late(), loop).result(10)
+            return super()._write(batch)
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{free_port()}") as channel:
+        spool = RecordedDuringClose(billing_grpc.LedgerServiceStub(channel), tmp_path, 100, send_timeout=0.2)
+        spool.load_spool()
+        spool.record(billing_pb.LedgerRecord(request_id="first", provider="alpha"))
+        await spool.close()  # Billing unreachable: everything stays spooled
+    batches = [billing_pb.RecordRequestsRequest.FromString(f.read_bytes()) for f in sorted(tmp_path.glob("*.batch"))]
+    assert [r.request_id for b in batches for r in b.records] == ["first", "late"]
 
 
 async def test_journals_of_several_crashes_are_resent_oldest_first(tmp_path) -> None:

@@ -281,8 +281,11 @@ class Spool:
         return delay
 
     async def close(self) -> None:
-        """On stop: nothing queued stays only in memory; one last send attempt."""
-        await self.spool_pending()
+        """On stop: nothing queued stays only in memory; one last send attempt. A record made while
+        this awaits (a stream's end during the stop) is spooled too, never left in a journal it
+        deletes or in memory."""
+        while self.pending:
+            await self.spool_pending()
         if self._journal_fd >= 0:
             os.close(self._journal_fd)
             self._journal_fd = -1
@@ -292,6 +295,8 @@ class Spool:
                 await asyncio.wait_for(self.send_spooled(), self.send_timeout)
             except TimeoutError:
                 log.warning("billing slow at stop: ledger records stay spooled for the next start")
+        while self.pending:  # made during the last send
+            await self.spool_pending()
 
 
 def _unlink_all(paths: list[Path]) -> None:

@@ -32,28 +32,18 @@ REGISTRY_TIMEOUT = 10.0
 
 def registry_cost_apis(registry: internal_grpc.InternalServiceStub):
     """The providers' cost APIs, as the Registry knows them now (billing authorizations included).
-    A provider's redactor is kept while its secrets stay the same (building one takes milliseconds,
-    and every pass lists every provider); those of providers gone are dropped with them."""
+    The redactor of a set of secrets is kept while a provider has them (building one takes
+    milliseconds, and every pass lists every provider); rotated secrets go with the next listing."""
     request = internal_pb.ListProviderConfigsRequest(secrets=internal_pb.PROVIDER_SECRETS_COST_API)
-    kept: dict[str, tuple[tuple[str, ...], Redactor]] = {}
-
-    def redactor(config: internal_pb.ProviderConfig) -> Redactor:
-        secrets = tuple(config.redact)
-        held = kept.get(config.provider.id)
-        return held[1] if held is not None and held[0] == secrets else Redactor(secrets)
+    kept: dict[tuple[str, ...], Redactor] = {}
 
     async def cost_apis() -> list[CostApi]:
         answer = await registry.ListProviderConfigs(request, timeout=REGISTRY_TIMEOUT)
-        configs = [c for c in answer.providers if c.provider.billing_url]
-        redactors = {c.provider.id: (tuple(c.redact), redactor(c)) for c in configs}
+        configs = [(c.provider, tuple(c.redact)) for c in answer.providers if c.provider.billing_url]
+        redactors = {secrets: kept[secrets] if secrets in kept else Redactor(secrets) for _, secrets in configs}
         kept.clear()
         kept.update(redactors)
-        return [
-            CostApi(
-                c.provider.id, c.provider.billing_url, c.provider.billing_authorization, redactors[c.provider.id][1]
-            )
-            for c in configs
-        ]
+        return [CostApi(p.id, p.billing_url, p.billing_authorization, redactors[secrets]) for p, secrets in configs]
 
     return cost_apis
 

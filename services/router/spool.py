@@ -284,8 +284,7 @@ class Spool:
         """On stop: nothing queued stays only in memory; one last send attempt. A record made while
         this awaits (a stream's end during the stop) is spooled too, never left in a journal it
         deletes or in memory."""
-        while self.pending:
-            await self.spool_pending()
+        await self._spool_all()
         if self._journal_fd >= 0:
             os.close(self._journal_fd)
             self._journal_fd = -1
@@ -295,7 +294,11 @@ class Spool:
                 await asyncio.wait_for(self.send_spooled(), self.send_timeout)
             except TimeoutError:
                 log.warning("billing slow at stop: ledger records stay spooled for the next start")
-        while self.pending:  # made during the last send
+        await self._spool_all()  # made during the last send
+
+    async def _spool_all(self) -> None:
+        """Spools until nothing is pending: records made while a spool file is written come too."""
+        while self.pending:
             await self.spool_pending()
 
 

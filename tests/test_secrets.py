@@ -8,6 +8,7 @@ import os
 import re
 import sqlite3
 import stat
+import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from services.common.config import ServiceSettings
 from services.common.costs import parse_cost_answer
 from services.common.db import Database, migrate
 from services.common.errors import ApiError, Code
+from services.common.providers import KEPT_REDACTORS
 from services.common.secrets import (
     ENCRYPTED_PREFIX,
     MIN_SECRET_LENGTH,
@@ -182,6 +184,22 @@ def test_no_secrets_change_nothing() -> None:
     assert not redactor
     assert redactor.text(API_KEY) == API_KEY
     assert redactor.json({"k": [API_KEY]}) == {"k": [API_KEY]}
+
+
+def test_a_kept_redactor_is_small() -> None:
+    """The Router keeps up to KEPT_REDACTORS redactors (one per set of a provider's secrets): each
+    must stay small, or hundreds of providers take hundreds of MB per Router (they were ~280 KiB)."""
+    Redactor(["warm-up-secret-" + "x" * 16])  # the shared character classes of base64 and hex
+    tracemalloc.start()
+    try:
+        kept = [
+            Redactor([f"sk-{n:04d}-" + "Qz8_vR2-kL5mN7pW" * 3, f"Bearer billing-{n:04d}-0123456789abcdef"])
+            for n in range(8)
+        ]
+        size = tracemalloc.get_traced_memory()[0] / len(kept)
+    finally:
+        tracemalloc.stop()
+    assert size * KEPT_REDACTORS < 64 * 2**20, f"{size / 1024:.0f} KiB per redactor"
 
 
 def test_secrets_at_rest_need_their_key(tmp_path: Path) -> None:

@@ -33,6 +33,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from secrets import token_urlsafe
 from typing import Any
@@ -103,20 +104,28 @@ class Form:
         return self.units[0] | self.units[1] if self.optional_first else self.units[0]
 
 
+@lru_cache(maxsize=4_096)
+def _unit(characters: frozenset[str]) -> frozenset[str]:
+    """One shared copy of each class of characters: the forms of every provider's secrets are made of a
+    few hundred distinct classes, and a copy of each per position made a redactor ~280 KiB (a Router
+    keeps hundreds of them)."""
+    return characters
+
+
 def _exact(text: str) -> Form:
-    units = tuple(frozenset({c, "+"} if c == " " else {c}) for c in text)
+    units = tuple(_unit(frozenset({c, "+"} if c == " " else {c})) for c in text)
     return Form(units, frozenset({text.lower(), text.replace(" ", "+").lower()}))
 
 
 def _hex(data: bytes) -> Form:
-    return Form(tuple(frozenset({c, c.upper()}) for c in data.hex()), frozenset({data.hex()}))
+    return Form(tuple(_unit(frozenset({c, c.upper()})) for c in data.hex()), frozenset({data.hex()}))
 
 
 def _b64_chars(bits: str, known_low: bool) -> frozenset[str]:
     """The base64 characters (either alphabet) whose low (else high) bits are `bits`."""
     free = 6 - len(bits)
     values = [int(bits + f"{n:0{free}b}" if not known_low else f"{n:0{free}b}" + bits, 2) for n in range(2**free)]
-    return frozenset(c for v in values for c in (BASE64[v], URL_SAFE.get(BASE64[v], BASE64[v])))
+    return _unit(frozenset(c for v in values for c in (BASE64[v], URL_SAFE.get(BASE64[v], BASE64[v]))))
 
 
 def _base64(data: bytes, offset: int) -> Form:
@@ -128,7 +137,7 @@ def _base64(data: bytes, offset: int) -> Form:
     end = lead + (len(bits) - lead) // 6 * 6  # where the characters made wholly of data end
     core = "".join(BASE64[int(bits[i : i + 6], 2)] for i in range(lead, end, 6))
     units = [_b64_chars(bits[:lead], known_low=True)] if lead else []
-    units += [frozenset({c, URL_SAFE.get(c, c)}) for c in core]
+    units += [_unit(frozenset({c, URL_SAFE.get(c, c)})) for c in core]
     if end < len(bits):
         units.append(_b64_chars(bits[end:], known_low=False))
     literals = frozenset({core.lower(), core.translate(str.maketrans(URL_SAFE)).lower()})
@@ -392,8 +401,9 @@ class Redactor:
         # Keys and scalars (numbers, true, false, null) are redacted of long secrets only: a short
         # legacy one could be part of a field's name or of a number, and redacting a scalar makes
         # it a string. Only a form that can be written with a scalar's characters is looked for in one.
-        strong = forms(s for s in secrets if len(s) >= MIN_SECRET_LENGTH)
-        self._keys = _Finder(strong)
+        strong_secrets = [s for s in secrets if len(s) >= MIN_SECRET_LENGTH]
+        strong = self.forms if len(strong_secrets) == len(secrets) else forms(strong_secrets)
+        self._keys = self._finder if strong is self.forms else _Finder(strong)
         scalar_like = [form for form in strong if _scalar_like(form)]
         self._scalars = _Finder(scalar_like) if scalar_like else None
 

@@ -125,6 +125,7 @@ def start_demo(stack: Stack, base_url: str, admin_token: str, anonymous_account:
         reference_provider_argv(port),
         http_ok(f"{provider_url}/health"),
         env=reference_provider_secrets(api_key, billing_token),
+        outside=True,
     )
     stack.wait_ready()
     api = AdminApi(base_url, admin_token)

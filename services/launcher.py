@@ -255,14 +255,18 @@ class Stack:
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
         ports: Iterable[tuple[str, int]] = (),
+        outside: bool = False,
     ) -> Child:
         """Runs argv (in `cwd`) as a child named `name`, its environment the stack's plus `env`;
-        `ports` (host, port) are where it listens, checked free before each start."""
+        `ports` (host, port) are where it listens, checked free before each start. An `outside`
+        child stands for what is outside Switchboard (the demo's provider): it stops after every
+        service, since the Routers' answers in flight and Billing's cost calls still reach it."""
         log_path = self.data_dir / "logs" / f"{name}.log"
         child = Child(name, argv, {**self.env, **(env or {})}, cwd, log_path, ready, list(ports))
         child.spawn()
         self.children.append(child)
-        self._start_ranks.setdefault(child.service, len(self._start_ranks))
+        rank = len(self._start_ranks)
+        self._start_ranks.setdefault(child.service, -1 - rank if outside else rank)
         return child
 
     def start_service(self, name: str, port: int, *options: str, module: str = "") -> Child:
@@ -352,8 +356,9 @@ class Stack:
         """Stops the children in the reverse of their services' first start order (a service started
         again keeps its place), replicas of one service together: Envoy first (no new calls), then
         the Routers, whose last ledger send reaches a Billing still running, then Billing, then the
-        Registry. SIGTERM, then SIGKILL after the grace time, which each group has in full within
-        one overall deadline: a stop takes at most twice the grace."""
+        Registry, then what stands for the outside (start's `outside`). SIGTERM, then SIGKILL after
+        the grace time, which each group has in full within one overall deadline: a stop takes at
+        most twice the grace."""
         overall = time.monotonic() + 2 * STOP_GRACE_SECONDS
         ordered = sorted(self.children, key=lambda child: self._start_ranks[child.service], reverse=True)
         for _, group in itertools.groupby(ordered, key=lambda child: child.service):

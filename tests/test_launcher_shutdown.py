@@ -141,10 +141,11 @@ def test_a_stack_stops_envoy_first_then_the_routers_then_billing_then_the_regist
     tmp_path: Path, restarted: tuple[str, ...]
 ) -> None:
     """Also after services were stopped and started again (appended to the children): a Billing
-    started again still stops after the Routers, whose last ledger send it must receive."""
+    started again still stops after the Routers, whose last ledger send it must receive. The demo's
+    provider, started last, stops last: the Routers' answers and Billing's cost calls reach it."""
     stack = Stack(tmp_path, dict(os.environ))
     log = tmp_path / "stopped"
-    names = ["registry", "billing", "router", "router-2", "envoy"]  # their start order in start_stack
+    names = ["registry", "billing", "router", "router-2", "envoy", "provider"]  # start_stack's order, then the demo's
     try:
         for name in [*names, *restarted]:
             if name in restarted and any(child.name == name for child in stack.children):
@@ -153,11 +154,12 @@ def test_a_stack_stops_envoy_first_then_the_routers_then_billing_then_the_regist
                 old.process.wait(timeout=DEADLINE_SECONDS)
                 stack.children.remove(old)
             marker = Path(f"{log}.{name}")
-            stack.start(name, [sys.executable, "-c", NOTE_SIGTERM, name, str(log)], marker.exists)
+            argv = [sys.executable, "-c", NOTE_SIGTERM, name, str(log)]
+            stack.start(name, argv, marker.exists, outside=name == "provider")
         stack.wait_ready(DEADLINE_SECONDS)
     finally:
         stack.stop()
     stopped = log.read_text().split()
     assert stopped[0] == "envoy"
     assert sorted(stopped[1:3]) == ["router", "router-2"]  # replicas stop together
-    assert stopped[3:] == ["billing", "registry"]
+    assert stopped[3:] == ["billing", "registry", "provider"]

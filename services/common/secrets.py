@@ -107,8 +107,8 @@ class Form:
 @lru_cache(maxsize=4_096)
 def _unit(characters: frozenset[str]) -> frozenset[str]:
     """One shared copy of each class of characters: the forms of every provider's secrets are made of a
-    few hundred distinct classes, and a copy of each per position made a redactor ~280 KiB (a Router
-    keeps hundreds of them)."""
+    few hundred distinct classes, and a copy of each per position made a redactor of a key and a
+    billing token 280-420 KiB (a Router keeps up to 1,024 redactors, Billing one per set of secrets)."""
     return characters
 
 
@@ -401,9 +401,11 @@ class Redactor:
         # Keys and scalars (numbers, true, false, null) are redacted of long secrets only: a short
         # legacy one could be part of a field's name or of a number, and redacting a scalar makes
         # it a string. Only a form that can be written with a scalar's characters is looked for in one.
+        # When every secret is long enough, those forms are the text's: its finder serves (no second copy).
         strong_secrets = [s for s in secrets if len(s) >= MIN_SECRET_LENGTH]
-        strong = self.forms if len(strong_secrets) == len(secrets) else forms(strong_secrets)
-        self._keys = self._finder if strong is self.forms else _Finder(strong)
+        all_strong = len(strong_secrets) == len(secrets)
+        strong = self.forms if all_strong else forms(strong_secrets)
+        self._keys = self._finder if all_strong else _Finder(strong)
         scalar_like = [form for form in strong if _scalar_like(form)]
         self._scalars = _Finder(scalar_like) if scalar_like else None
 

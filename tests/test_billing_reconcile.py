@@ -133,8 +133,10 @@ async def test_failing_cost_api_changes_nothing_and_backs_off(db: Database, fail
     records = [record(account, provider) for _ in range(3)]
     await store(db, records)
     passes_done = asyncio.Event()  # a "timeout" answer comes only after the passes (and the stub's close waits for it)
+    asked = asyncio.Event()
 
     async def answer(ids: list[str]) -> tuple[int, bytes]:
+        asked.set()
         if failure == "timeout":
             await passes_done.wait()
         if failure == "closed":
@@ -143,10 +145,16 @@ async def test_failing_cost_api_changes_nothing_and_backs_off(db: Database, fail
         return bodies.get(failure, (200, b'[{"requestId": "x", "costNanoUsd": 1}]'))
 
     async with CostApiStub(answer) as stub:
-        worker = reconciler(db, provider, stub.url, timeout_seconds=0.5, backoff_max_seconds=60)
+        # Only the "timeout" case waits for the timeout; the others must meet their own failure, not it,
+        # whatever the machine's load.
+        timeout = 0.5 if failure == "timeout" else 30
+        worker = reconciler(db, provider, stub.url, timeout_seconds=timeout, backoff_max_seconds=60)
         await worker.start()
         try:
             counts = await worker.run_pass(respect_backoff=True)
+            # A "timeout" pass ends at the client's timer, which a busy event loop may run before the
+            # stub's handler (this loop's too) has taken the request: the call is counted once it has.
+            await asyncio.wait_for(asked.wait(), 30)
             calls = len(stub.calls)
             skipped = await worker.run_pass(respect_backoff=True)  # within the back-off: not asked
             forced = await worker.run_pass(respect_backoff=False)  # on demand: asked again

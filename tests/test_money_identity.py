@@ -268,7 +268,8 @@ def test_what_the_admin_token_spends_is_billed_to_the_operator_account(setup) ->
 
 
 def test_a_hung_billing_is_skipped_after_a_few_timeouts(make_stack, upstream) -> None:
-    hung = Setup(make_stack(SWITCHBOARD_BILLING_BREAKER_COOLDOWN_SECONDS="3600"), upstream)
+    stack = make_stack(SWITCHBOARD_BILLING_BREAKER_COOLDOWN_SECONDS="3600", SWITCHBOARD_BILLING_TIMEOUT_SECONDS="0.5")
+    hung = Setup(stack, upstream)
     model = hung.chat_model("good")
     with hung.http() as http:
         assert http.put(f"/v1/billing/accounts/{hung.user}/limit", json={"limitNanoUsd": 10**15}).status_code == 200

@@ -151,6 +151,7 @@ def environment(make_stack) -> Iterator[Environment]:
         SWITCHBOARD_BREAKER_FAILURES="1000000",  # the provider is never skipped: every status is predictable
         # A pass killed mid-way leaves its claims until this timeout (+5 s) is over: 8 s, not 35 s.
         SWITCHBOARD_COST_API_TIMEOUT_SECONDS="3",
+        SWITCHBOARD_BILLING_TIMEOUT_SECONDS="0.5",  # the default: a paused Billing costs each request 0.5 s
     )
     with serving_in_thread(MockProvider()) as provider, serving_in_thread(CostApiStub(_costs)) as costs:
         try:

@@ -38,6 +38,11 @@ STARTS_AT_ONCE = 2
 NEVER_USED_UP_BUDGETS = {CLIENT_BUDGET_ENV: "1024,1024", EDGE_BUDGET_ENV: "1024,1024"}
 # Ledger records sent to Billing every 0.1 s, not the default 0.5 s: many tests wait for a record.
 PROMPT_LEDGER = {"SWITCHBOARD_LEDGER_SEND_INTERVAL_SECONDS": "0.1"}
+# A reservation that Billing does not answer within its timeout (0.5 s by default) lets the request proceed
+# unchecked: on a machine the suite keeps busy that turned expected 402s into 200s. The tests' stacks wait
+# 10 s; the tests of a hung Billing set the default again.
+PATIENT_RESERVATIONS = {"SWITCHBOARD_BILLING_TIMEOUT_SECONDS": "10"}
+TEST_SETTINGS = {**PROMPT_LEDGER, **PATIENT_RESERVATIONS}
 # Shared stacks' fixture -> the modules that use it: each group runs on one worker, one module after the other
 # (tests/helpers/scheduling.py, tests/conftest.py), so its stack starts once per run, not once per worker.
 SHARED_STACK_USERS = {
@@ -151,7 +156,7 @@ class Stacks:
         # unreachable on purpose, and probes would turn their live mappings to error mid-session.
         settings = {
             "SWITCHBOARD_ADMIN_TOKEN": token, "SWITCHBOARD_PROBES_ENABLED": "false", **NEVER_USED_UP_BUDGETS,
-            **PROMPT_LEDGER, **env,
+            **TEST_SETTINGS, **env,
         }  # fmt: skip
         options = UpOptions(port, self.data_dir(), "", demo=False, environment=settings, ready_seconds=READY_SECONDS)
         stack, admin_token, _ = _start(options)
@@ -169,7 +174,7 @@ class Stacks:
 
     def _start_demo(self, name: str, **env: str) -> DemoStack:
         port = free_port()
-        settings = {**PROMPT_LEDGER, **env}
+        settings = {**TEST_SETTINGS, **env}
         options = UpOptions(port, self.data_dir(name), "", demo=True, environment=settings, ready_seconds=READY_SECONDS)
         stack, admin_token, _ = _start(options)
         try:

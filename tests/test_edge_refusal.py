@@ -5,10 +5,11 @@ its body unread; only the budgets can mark a request so (a caller's own mark is 
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
+import socket
+from contextlib import ExitStack
 
 import pytest
-from helpers.edge import CHAT, MIB, hcm_of, raw_exchange, rendered, request_head
+from helpers.edge import CHAT, MIB, hcm_of, raw_exchange, read_answer, rendered, request_head
 from helpers.registry import create_user, error_of, unique
 
 from services.edge import limits as edge
@@ -48,9 +49,15 @@ def test_bodies_the_gate_skips_when_unmarked_are_refused_once_the_budget_marks_t
     """A body between the budgeted size and the gate matcher's (16-64 KiB) skips the gate only while
     the budgets have not marked it: many at once, past the 1 MiB burst, get the budget's 429."""
     length = 60_000
-    head = request_head(CHAT, length, caller)
-    with ThreadPoolExecutor(8) as pool:
-        answers = list(pool.map(lambda _: raw_exchange(small_budget, head, b"x" * length), range(64)))
+    request = request_head(CHAT, length, caller) + b"x" * length
+    # All sent before any answer is read: the budget refills 1 MiB a second, so bodies sent one after
+    # another's answer on a busy machine could all fit (none was refused under load).
+    host, port = small_budget.address("envoy").split(":")
+    with ExitStack() as opened:
+        sockets = [opened.enter_context(socket.create_connection((host, int(port)), timeout=60)) for _ in range(64)]
+        for sock in sockets:
+            sock.sendall(request)
+        answers = [read_answer(sock) for sock in sockets]
     refused = [body for status, _, body in answers if status == 429]
     assert refused and all("large request bodies" in json.loads(body)["error"]["message"] for body in refused)
     assert {status for status, _, _ in answers} <= {400, 429}

@@ -35,12 +35,17 @@ def raw_exchange(stack, head: bytes, body: bytes = b"", *, timeout: float = 60) 
     host, port = stack.address("envoy").split(":")
     with socket.create_connection((host, int(port)), timeout=timeout) as sock:
         sock.sendall(head + body)
-        answer = b""
-        while b"\r\n\r\n" not in answer or len(answer.partition(b"\r\n\r\n")[2]) < _length(answer):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            answer += chunk
+        return read_answer(sock)
+
+
+def read_answer(sock: socket.socket) -> tuple[int, str, bytes]:
+    """The answer on the socket: (status, its head in lower case, its body)."""
+    answer = b""
+    while b"\r\n\r\n" not in answer or len(answer.partition(b"\r\n\r\n")[2]) < _length(answer):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        answer += chunk
     answer_head, _, answer_body = answer.partition(b"\r\n\r\n")
     return int(answer_head.split()[1]), answer_head.decode("latin-1").lower(), answer_body
 

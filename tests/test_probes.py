@@ -99,7 +99,8 @@ def test_a_failing_provider_goes_error_leaves_routing_and_comes_back(world) -> N
     try:
         entry = eventually(lambda: (e := world.entry(first))["status"] == "error" and e)
         assert entry["statusReason"] == "HTTP 503"
-        listed = world.listed()
+        # The Routers learn it from the Registry's change feed, a moment later.
+        listed = eventually(lambda: (found := world.listed())[first]["status"] == "error" and found)
         assert (listed[first]["status"], listed[first]["status_reason"]) == ("error", "HTTP 503")
         assert listed[second]["status"] == "live" and "status_reason" not in listed[second]
         served = world.chat()
@@ -114,6 +115,7 @@ def test_a_failing_provider_goes_error_leaves_routing_and_comes_back(world) -> N
 
         set_failing(world.urls[1], True)  # now no provider is left: the 404 names each and why
         eventually(lambda: world.entry(second)["status"] == "error")
+        eventually(lambda: world.listed()[second]["status"] == "error")
         nobody = error_of(world.chat(), 404)
         assert nobody["code"] == "model_not_available"
         for provider in (first, second):
@@ -124,7 +126,8 @@ def test_a_failing_provider_goes_error_leaves_routing_and_comes_back(world) -> N
     eventually(lambda: world.entry(second)["status"] == "live")
     back = eventually(lambda: (e := world.entry(first))["status"] == "live" and e)
     assert "statusReason" not in back
-    assert world.listed()[first]["status"] == "live" and "status_reason" not in world.listed()[first]
+    listed = eventually(lambda: (found := world.listed())[first]["status"] == "live" and found)
+    assert "status_reason" not in listed[first]
     answer = world.chat(provider=first)
     assert answer.status_code == 200 and answer.headers["x-inference-provider"] == first
 

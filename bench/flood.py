@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 from bench.load import Measurement, Scenario, cpu_seconds, percentile, run_wrk
 from bench.report import RESULTS_DIR, run_meta
 from bench.targets import CHAT_PATH, Target
-from services.edge.envoy import EnvoyPorts
+from edge.envoy import EnvoyPorts
 
 ENVOY_CAP = EnvoyPorts.max_request_bytes  # Envoy's buffer filter refuses bodies larger than this
 CAP_EDGE = 256  # bytes under and over the cap

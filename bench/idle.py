@@ -41,7 +41,7 @@ READY_SECONDS = 180.0
 HOLDER = r"""
 import json, secrets, sys
 from pathlib import Path
-from services.edge.limits import CLIENT_BUDGET_ENV, EDGE_BUDGET_ENV
+from edge.limits import CLIENT_BUDGET_ENV, EDGE_BUDGET_ENV
 from services.launcher import UpOptions, free_port, start_stack
 
 settings = {

@@ -286,7 +286,7 @@ def start_litellm(fixtures: Stack, stub: StubPorts) -> Target:
 def start_floor(fixtures: Stack, stub: StubPorts) -> Target:
     """Switchboard's Envoy config in front of bench/floor.py's do-nothing-but-forward Router."""
     from bench.floor import FLOOR_MODELS
-    from services.edge.envoy import EnvoyPorts, render
+    from edge.envoy import EnvoyPorts, render
 
     grpc_port, http_port, admin_port = free_port(), free_port(), free_port()
     upstreams = [stub.url(kind) for kind in ("unary", "stream", "paced")]

@@ -4,7 +4,7 @@
 -- a 401 before the body is read, and a declared body over the route's cap a 413.
 -- Small bodies pass untouched (the hot path): the services check their tokens.
 -- A request the budgets marked (OVER_BUDGET_HEADER, after the refusal delay) is a 429 first.
--- Route metadata (services/edge/limits.py): max_body, and anonymous on the routes
+-- Route metadata (edge/limits.py): max_body, and anonymous on the routes
 -- that serve callers without a token in anonymous mode.
 
 local BODY_METHODS = {POST = true, PUT = true, PATCH = true}

@@ -1,6 +1,6 @@
 -- Checks requests on routes with a typed JSON body or path variables, before the
 -- transcoder (which silently drops unknown JSON fields and lets the query string
--- set path fields). services/edge/envoy.py appends this to errors.lua (whose
+-- set path fields). edge/envoy.py appends this to errors.lua (whose
 -- envoy_on_response shapes answers) after the generated tables:
 --   RULES[route's "rule" metadata] = {query = {name = field}, body = schema, partial = bool}
 --   SCHEMAS[message] = {fields = {key = spec}, required = {{json_name, proto_name}},

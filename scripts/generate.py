@@ -25,7 +25,7 @@ import grpc_tools
 from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
 
-from services.edge import envoy, openapi
+from edge import envoy, openapi
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTOS = ROOT / "protos"

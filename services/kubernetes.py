@@ -10,7 +10,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from services.edge.envoy import ROOT, EnvoyPorts, render
+from edge.envoy import ROOT, EnvoyPorts, render
 
 MANIFESTS = ROOT / "deploy" / "kubernetes" / "base"
 ENVOY_CONFIG_FILE = MANIFESTS / "envoy.rendered.yaml"

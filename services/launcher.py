@@ -28,6 +28,8 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from edge.envoy import EnvoyPorts, render
+from edge.limits import EdgeLimits
 from services.common.backoff import Backoff
 from services.common.secrets import (
     private_directory,
@@ -37,8 +39,6 @@ from services.common.secrets import (
     shared_service_credential,
 )
 from services.common.telemetry import span_flush_ms, trace_ratio
-from services.edge.envoy import EnvoyPorts, render
-from services.edge.limits import EdgeLimits
 
 READY_DEADLINE_SECONDS = 60.0
 STOP_GRACE_SECONDS = 10.0

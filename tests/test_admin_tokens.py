@@ -9,8 +9,8 @@ import secrets
 
 import pytest
 
+from edge.envoy import OPENAPI
 from services.demo import AdminApi
-from services.edge.envoy import OPENAPI
 from services.registry.domain.tokens import MAX_TOKENS_PER_USER
 
 pytestmark = pytest.mark.slow

@@ -19,8 +19,8 @@ from switchboard.router.v1 import router_service_pb2 as router_pb
 from switchboard.router.v1 import router_service_pb2_grpc as router_grpc
 from switchboard.router.v1.answer_metadata_pb2 import AnswerTiming
 
+from edge import limits as edge
 from services.demo import CHAT_MODEL
-from services.edge import limits as edge
 from services.router.timing import TIMING_KEY
 
 pytestmark = pytest.mark.e2e

@@ -28,8 +28,8 @@ from huggingface_hub import InferenceClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from edge.envoy import DESCRIPTOR, PUBLIC_SERVICES
 from services.demo import CHAT_MODEL, IMAGE_MODEL, MAPPINGS, PROVIDER
-from services.edge.envoy import DESCRIPTOR, PUBLIC_SERVICES
 from services.launcher import Stack
 
 pytestmark = pytest.mark.slow

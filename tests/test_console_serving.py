@@ -1,4 +1,4 @@
-"""How Envoy serves console/ (services/edge/envoy.py), without a browser: a route per file with
+"""How Envoy serves console/ (edge/envoy.py), without a browser: a route per file with
 its content type and security headers, the files read from the configured root, what the
 renderer refuses, and what the CSP relies on (no inline script or style, no HTML from data)."""
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from services.edge import envoy
-from services.edge.envoy import (
+from edge import envoy
+from edge.envoy import (
     CONSOLE_CONTENT_TYPES,
     CONSOLE_DIR,
     CONSOLE_HEADERS,

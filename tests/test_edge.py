@@ -20,9 +20,9 @@ from helpers.waiting import eventually
 from opentelemetry import trace
 from opentelemetry.sdk.trace.sampling import Decision
 
+from edge import limits as edge
+from edge.envoy import EnvoyPorts, render
 from services.common import telemetry
-from services.edge import limits as edge
-from services.edge.envoy import EnvoyPorts, render
 from services.launcher import UpOptions, free_port, start_stack
 
 pytestmark = pytest.mark.slow

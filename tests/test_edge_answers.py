@@ -17,8 +17,8 @@ from switchboard.registry.v1 import admin_service_pb2 as admin_pb
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 from switchboard.router.v1.answer_metadata_pb2 import AnswerTiming, RateLimits, RateLimitState
 
+from edge.envoy import errors_lua
 from services.common.providers import DEFAULT_REQUEST_ID_HEADER, PROVIDER_METADATA_KEY, ProviderEntry
-from services.edge.envoy import errors_lua
 from services.router.key_limits import RATE_LIMITS_KEY
 from services.router.request_ids import REQUEST_ID_METADATA_KEY
 from services.router.timing import TIMING_KEY

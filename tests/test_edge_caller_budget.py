@@ -1,4 +1,4 @@
-"""The per-caller budget for large bodies (services/edge/limits.py): one API key's large bodies
+"""The per-caller budget for large bodies (edge/limits.py): one API key's large bodies
 count against one budget from any address, however its header is spelled, through the real
 Envoy; another caller's budget, and the caller's small bodies, are untouched."""
 
@@ -10,7 +10,7 @@ import pytest
 from helpers.edge import CHAT, MIB, hcm_of, raw_exchange, rendered
 from helpers.registry import create_user, unique
 
-from services.edge import limits as edge
+from edge import limits as edge
 
 pytestmark = pytest.mark.slow
 

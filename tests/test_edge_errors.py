@@ -14,6 +14,7 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 
+from edge.envoy import ERROR_FACES_FILE, error_faces_lua
 from services.common.errors import (
     ANTHROPIC_FACES,
     DETAILS_TRAILER,
@@ -24,12 +25,12 @@ from services.common.errors import (
     rest_face,
     table,
 )
-from services.edge.envoy import ERROR_FACES_FILE, error_faces_lua
 
 ROOT = Path(__file__).resolve().parent.parent
-# Names only a REST answer has: they belong to Envoy's configuration, never to a service.
+# Names only a REST answer or request has: they belong to Envoy's configuration (edge/, envoy/), never to
+# a service. The services' own metadata names start with "switchboard-", never with "x-".
 REST_ONLY_NAMES = re.compile(
-    r"x-switchboard-(error|status|method)|x-ratelimit-|server-timing|x-inference-provider|x-request-id|x-envoy-original-path",
+    r"x-switchboard-|x-ratelimit-|retry-after|server-timing|x-inference-provider|x-request-id|x-envoy-original-path",
     re.IGNORECASE,
 )
 
@@ -86,7 +87,7 @@ def test_a_message_with_quotes_and_non_ascii_text_reaches_rest_callers_as_the_se
 def test_the_services_import_no_deploy_time_code() -> None:
     """The runtime path (the three services' servers) never loads what renders Envoy's configuration."""
     servers = "import services.router.server, services.registry.server, services.billing.server"
-    deploy_time = ("services.edge", "services.edge.envoy", "services.edge.limits", "services.edge.openapi")
+    deploy_time = ("edge", "edge.envoy", "edge.limits", "edge.openapi")
     check = f"{servers}; import sys; print(sorted(m for m in sys.modules if m in {deploy_time!r}))"
     loaded = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True, timeout=120)
     assert loaded.stdout.strip() == "[]"

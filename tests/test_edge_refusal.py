@@ -1,4 +1,4 @@
-"""A request past its byte budget (services/edge/limits.py) is held for the refusal delay and then
+"""A request past its byte budget (edge/limits.py) is held for the refusal delay and then
 refused by the gate, through the real Envoy: a 429 in the route's error shape with Retry-After,
 its body unread; only the budgets can mark a request so (a caller's own mark is removed)."""
 
@@ -12,7 +12,7 @@ import pytest
 from helpers.edge import CHAT, MIB, hcm_of, raw_exchange, read_answer, rendered, request_head
 from helpers.registry import create_user, error_of, unique
 
-from services.edge import limits as edge
+from edge import limits as edge
 
 pytestmark = pytest.mark.slow
 

@@ -17,8 +17,8 @@ from helpers.registry import build_world, error_of, ok, unique
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
+from edge import envoy
 from services.common.errors import invalid_argument
-from services.edge import envoy
 
 JSON = {"content-type": "application/json"}
 

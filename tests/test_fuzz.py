@@ -107,7 +107,7 @@ def client(base_url: str, token: str) -> httpx.Client:
 
 @pytest.fixture(scope="module")
 def live(stacks: Stacks) -> Iterator[Live]:
-    # Past a large-body budget (services/edge/limits.py) Envoy holds a request for a second before its
+    # Past a large-body budget (edge/limits.py) Envoy holds a request for a second before its
     # 429, and Schemathesis' coverage phase sends 33 MB bodies (an array of the longest strings allowed)
     # that the demo's 24 MiB client budget refuses: the fuzz stack has the tests' budgets, never used
     # up. The throttle is tested in tests/test_edge_refusal.py, not here.

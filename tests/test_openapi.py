@@ -12,10 +12,10 @@ from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
 from openapi_spec_validator import validate
 
+from edge import openapi
+from edge.descriptors import bindings
+from edge.envoy import PUBLIC_SERVICES
 from services.common.errors import ANTHROPIC_PATH_REGEX
-from services.edge import openapi
-from services.edge.descriptors import bindings
-from services.edge.envoy import PUBLIC_SERVICES
 
 ROOT = Path(__file__).resolve().parent.parent
 

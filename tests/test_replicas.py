@@ -35,8 +35,8 @@ from switchboard.registry.v1 import registry_service_pb2_grpc as registry_grpc
 from switchboard.router.v1 import router_service_pb2 as router_pb
 from switchboard.router.v1 import router_service_pb2_grpc as router_grpc
 
+from edge.envoy import EnvoyPorts, render
 from services.common.providers import PROVIDER_METADATA_KEY
-from services.edge.envoy import EnvoyPorts, render
 from services.launcher import Child, Stack, free_port, grpc_serving, http_ok
 from services.reference_provider.app import Knobs, State, create_app
 from services.router.request_ids import REQUEST_ID_METADATA_KEY

@@ -13,7 +13,7 @@ from services.common.errors import permission_denied, unauthenticated
 from services.common.metadata import adding_metadata
 
 # Metadata key of the shared secret the services present to each other.
-SERVICE_CREDENTIAL_KEY = "x-switchboard-service-credential"
+SERVICE_CREDENTIAL_KEY = "switchboard-service-credential"
 # Services only the other services may call (Envoy does not route them either).
 INTERNAL_SERVICES = frozenset({"switchboard.registry.v1.InternalService", "switchboard.billing.v1.LedgerService"})
 

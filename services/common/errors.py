@@ -90,7 +90,7 @@ PROVIDER_VERDICTS: dict[int, tuple[grpc.StatusCode, str]] = {
 
 # Anthropic's Messages API answers its errors in Anthropic's shape, {"type": "error", "error":
 # {"type", "message"}}, with Anthropic's statuses: Envoy answers so on these paths (plain and per
-# provider), the services' errors and its own replies alike (envoy/errors.lua, services/edge/envoy.py).
+# provider), the services' errors and its own replies alike (envoy/errors.lua, edge/envoy.py).
 ANTHROPIC_PATH_REGEX = r"(/[^/?]+)?/v1/messages(/[^?]*)?([?].*)?"
 # HTTP status -> (Anthropic's status, Anthropic's error type); any other status is an api_error.
 ANTHROPIC_FACES: dict[int, tuple[int, str]] = {
@@ -135,7 +135,7 @@ class ApiError(Exception):
     the field at fault (BadRequest's field, OpenAI's param), `metadata` ErrorInfo's metadata,
     `headers` extra response metadata (e.g. the answer's timing, binary under a "-bin" key), which
     Envoy presents to REST callers as headers; `retry_seconds` when retrying later may succeed (RetryInfo,
-    Retry-After on REST)."""
+    which the edge presents to REST callers)."""
 
     def __init__(
         self,

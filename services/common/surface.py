@@ -1,6 +1,6 @@
 """The public gRPC surface, as runtime code needs it: the services Envoy transcodes and routes,
 and the descriptor set that describes them (server reflection serves it on the public port).
-What Envoy is given of them is generated at deploy time (services/edge/envoy.py)."""
+What Envoy is given of them is generated at deploy time (edge/envoy.py)."""
 
 from __future__ import annotations
 

@@ -7,9 +7,9 @@ gRPC peer for a call that did not come through Envoy; an IPv6 address counts as 
 host commonly holds a whole /64). Per client and per Router replica:
 
 - at most `max_concurrent` anonymous calls in flight (429 past it);
-- at most `per_minute` calls a minute, as a token bucket of that size (429 with Retry-After);
+- at most `per_minute` calls a minute, as a token bucket of that size (429 with RetryInfo);
 - a reservation of at most `max_reservation_nano_usd` per call (400 naming the parameter to lower);
-- at most `per_hour_nano_usd` of estimates an hour, as a token bucket (429 with Retry-After).
+- at most `per_hour_nano_usd` of estimates an hour, as a token bucket (429 with RetryInfo).
 
 At most MAX_CLIENTS clients are remembered (the least recently seen is forgotten first).
 """

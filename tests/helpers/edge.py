@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import socket
 
-from services.edge.envoy import EnvoyPorts, render
+from edge.envoy import EnvoyPorts, render
 
 MIB = 1024 * 1024
 BACKENDS = {name: [("127.0.0.1", port)] for name, port in (("registry", 1), ("billing", 2), ("router", 3))}

@@ -16,6 +16,7 @@ import grpc
 import httpx
 import pytest
 
+from edge.limits import CLIENT_BUDGET_ENV, EDGE_BUDGET_ENV
 from helpers.clients import http_client
 from helpers.locks import machine_lock, worker_number
 from helpers.waiting import eventually
@@ -25,7 +26,6 @@ from services.common.db import migrate
 from services.common.secrets import private_directory, private_file
 from services.common.service import channel
 from services.demo import start_demo
-from services.edge.limits import CLIENT_BUDGET_ENV, EDGE_BUDGET_ENV
 from services.launcher import Stack, UpOptions, free_port, start_stack
 from services.registry.server import MIGRATIONS as REGISTRY_MIGRATIONS
 
@@ -33,7 +33,7 @@ DATABASES = {"registry": REGISTRY_MIGRATIONS, "billing": BILLING_MIGRATIONS}
 # Stacks starting at once on this machine: a start is mostly CPU (four Python processes importing), so
 # parallel workers take turns in this many lanes (one per core) instead of slowing each other's.
 STARTS_AT_ONCE = 2
-# Every test's client is 127.0.0.1: budgets for large bodies (services/edge/limits.py) that the whole
+# Every test's client is 127.0.0.1: budgets for large bodies (edge/limits.py) that the whole
 # session cannot use up, which every stack but the demo's has unless a test asks for its own.
 NEVER_USED_UP_BUDGETS = {CLIENT_BUDGET_ENV: "1024,1024", EDGE_BUDGET_ENV: "1024,1024"}
 # Ledger records sent to Billing every 0.1 s, not the default 0.5 s: many tests wait for a record.

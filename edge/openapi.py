@@ -20,8 +20,8 @@ from google.api import field_behavior_pb2
 from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor_pb2 import FieldDescriptorProto as Field
 
+from edge.descriptors import Descriptors, HttpRule
 from services.common import params, task_formats
-from services.edge.descriptors import Descriptors, HttpRule
 from services.router import completions_api, messages_api, responses_api
 
 Schema = dict[str, Any]

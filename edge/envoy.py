@@ -20,14 +20,14 @@ from urllib.parse import urlsplit
 from google.api import field_behavior_pb2
 from google.protobuf import descriptor_pb2
 
+from edge import limits as edge
+from edge.descriptors import FREE_MESSAGES, Descriptors, HttpRule, descriptors
 from services.common import errors
 from services.common.errors import ANTHROPIC_PATH_REGEX, anthropic_face
 from services.common.surface import ANSWER_METADATA_KEY, DESCRIPTOR, PUBLIC_SERVICES
 from services.common.telemetry import DEFAULT_SPAN_FLUSH_MS, DEFAULT_TRACE_RATIO
-from services.edge import limits as edge
-from services.edge.descriptors import FREE_MESSAGES, Descriptors, HttpRule, descriptors
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "envoy" / "envoy.yaml.template"
 LUA_FILE = ROOT / "envoy" / "errors.lua"
 ANSWERS_LUA_FILE = ROOT / "envoy" / "answers.lua"  # the Router's typed answer metadata as REST headers

@@ -29,7 +29,7 @@ os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 # Fixtures that start processes (Envoy, the services, a provider): a test that uses one, directly or
 # through another fixture, is marked e2e, and so is every test marked slow. `-m "not e2e"` is the fast lane.
-PROCESS_FIXTURES = frozenset({"make_stack", "stack", "shared_demo", "stacks", "postgres_stack"})
+PROCESS_FIXTURES = frozenset({"make_stack", "stack", "shared_demo", "stacks", "postgres_stack", "quiet_stack"})
 
 
 def _starts_processes(item: pytest.Item) -> bool:
@@ -169,6 +169,14 @@ def postgres_stack(stacks: Stacks) -> Iterator[RunningStack]:
     """A stack on PostgreSQL (one cluster per worker) shared by the modules that use names of their own:
     tests/helpers/scheduling.py runs them on one worker, one after the other."""
     with stacks.shared("postgres_stack", SWITCHBOARD_DATABASE_URL=shared_postgres_database("stack")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def quiet_stack(stacks: Stacks) -> Iterator[RunningStack]:
+    """A stack shared by the modules that assert its logs hold no error (their own traffic logs none), run
+    one after the other like the other groups: no other module's failures reach those logs."""
+    with stacks.shared("quiet_stack") as running:
         yield running
 
 

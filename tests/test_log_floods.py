@@ -35,8 +35,8 @@ BAD_REQUESTS = [
 
 
 @pytest.fixture(scope="module")
-def sb(make_stack):
-    return make_stack()
+def sb(quiet_stack):
+    return quiet_stack
 
 
 def bad_lines(sb) -> list[dict]:

@@ -44,8 +44,8 @@ class SlowStream(MockProvider):
 
 
 @pytest.fixture(scope="module")
-def world(make_stack) -> Iterator[tuple[object, str, str, str]]:
-    sb = make_stack()
+def world(quiet_stack) -> Iterator[tuple[object, str, str, str]]:
+    sb = quiet_stack
     with serving_in_thread(SlowStream()) as provider:
         api = AdminApi(sb.base_url, sb.admin_token)
         tag = uuid.uuid4().hex[:8]

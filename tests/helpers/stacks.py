@@ -48,6 +48,7 @@ TEST_SETTINGS = {**PROMPT_LEDGER, **PATIENT_RESERVATIONS}
 SHARED_STACK_USERS = {
     "shared_demo": ["test_answer_metadata", "test_clients", "test_errors_grpc", "test_secrets_stack", "test_tasks"],
     "postgres_stack": ["test_money_bounds", "test_postgres", "test_registry_names"],
+    "quiet_stack": ["test_log_floods", "test_stream_closing"],
 }
 GROUPS = {f"tests/{module}.py": fixture for fixture, modules in SHARED_STACK_USERS.items() for module in modules}
 # The Router's gauge while its stream of Billing's limited accounts is up (docs/operations.md).

@@ -28,9 +28,10 @@ from services.common.errors import (
 
 ROOT = Path(__file__).resolve().parent.parent
 # Names only a REST answer or request has: they belong to Envoy's configuration (edge/, envoy/), never to
-# a service. The services' own metadata names start with "switchboard-", never with "x-".
+# a service. The services' own metadata names start with "switchboard-", never with "x-" (but the service
+# credential's previous name, accepted for one release: services/common/auth.py).
 REST_ONLY_NAMES = re.compile(
-    r"x-switchboard-|x-ratelimit-|retry-after|server-timing|x-inference-provider|x-request-id|x-envoy-original-path",
+    r"x-switchboard-(?!service-credential\b)|x-ratelimit-|retry-after|server-timing|x-inference-provider|x-request-id|x-envoy-original-path",
     re.IGNORECASE,
 )
 

@@ -32,6 +32,7 @@ from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 from switchboard.registry.v1 import internal_service_pb2_grpc as internal_grpc
 
 from services.common.accounts import OPERATOR_ACCOUNT
+from services.common.auth import PREVIOUS_SERVICE_CREDENTIAL_KEY
 from services.demo import AdminApi
 from services.launcher import free_port
 
@@ -330,6 +331,25 @@ def test_internal_services_refuse_calls_without_the_service_credential(sb) -> No
                 billing_pb.RecordRequestsRequest(records=[record]), timeout=10
             )
         assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_the_credentials_previous_name_is_accepted_for_a_rolling_upgrade(sb) -> None:
+    """A service of the release before presents the credential under its previous name."""
+    calls = (
+        (
+            "registry",
+            lambda c: internal_grpc.InternalServiceStub(c).ListProviderConfigs,
+            internal_pb.ListProviderConfigsRequest(),
+        ),
+        ("billing", lambda c: billing_grpc.LedgerServiceStub(c).RecordRequests, billing_pb.RecordRequestsRequest()),
+    )
+    for name, method, request in calls:
+        with sb.channel(name, internal=False) as channel:
+            call = method(channel)
+            call(request, metadata=[(PREVIOUS_SERVICE_CREDENTIAL_KEY, sb.service_credential)], timeout=10)
+            with pytest.raises(grpc.RpcError) as refused:
+                call(request, metadata=[(PREVIOUS_SERVICE_CREDENTIAL_KEY, "not-the-credential")], timeout=10)
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
 def test_each_service_gets_only_the_provider_secret_it_calls_with(setup) -> None:

@@ -14,6 +14,10 @@ from services.common.metadata import adding_metadata
 
 # Metadata key of the shared secret the services present to each other.
 SERVICE_CREDENTIAL_KEY = "switchboard-service-credential"
+# Its name before 2026-12-07, accepted (never sent) for one release so that the services of the release
+# before and of this one call each other while a rolling upgrade runs both (docs/operations.md).
+PREVIOUS_SERVICE_CREDENTIAL_KEY = "x-switchboard-service-credential"
+ACCEPTED_CREDENTIAL_KEYS = frozenset({SERVICE_CREDENTIAL_KEY, PREVIOUS_SERVICE_CREDENTIAL_KEY})
 # Services only the other services may call (Envoy does not route them either).
 INTERNAL_SERVICES = frozenset({"switchboard.registry.v1.InternalService", "switchboard.billing.v1.LedgerService"})
 
@@ -92,7 +96,7 @@ class ServiceCredentialCheck(grpc.aio.ServerInterceptor):
 
     def _presented(self, metadata: Iterable[tuple[str, Any]] | None) -> bool:
         for name, value in metadata or ():
-            if name == SERVICE_CREDENTIAL_KEY:
+            if name in ACCEPTED_CREDENTIAL_KEYS:
                 given = value if isinstance(value, bytes) else value.encode()
                 return hmac.compare_digest(given, self._credential)
         return False

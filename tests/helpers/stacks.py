@@ -53,6 +53,8 @@ SHARED_STACK_USERS = {
 GROUPS = {f"tests/{module}.py": fixture for fixture, modules in SHARED_STACK_USERS.items() for module in modules}
 # The Router's gauge while its stream of Billing's limited accounts is up (docs/operations.md).
 ROUTER_FOLLOWS_BILLING = "switchboard_router_limit_feed_following 1.0"
+# Where each process's log ended at some moment (RunningStack.log_marks).
+LogMarks = dict[str, int]
 # Readiness deadline of a test's stack: it only bounds a failing start, and a machine shared with
 # other runs can make a sound start slow.
 READY_SECONDS = 180.0
@@ -112,9 +114,19 @@ class RunningStack:
     def service_credential(self) -> str:
         return self.stack.env["SWITCHBOARD_SERVICE_CREDENTIAL"]
 
-    def logs(self) -> str:
-        """Everything the stack's processes logged so far."""
-        return "".join(p.read_text(errors="replace") for p in (self.stack.data_dir / "logs").glob("*.log"))
+    def logs(self, since: LogMarks | None = None) -> str:
+        """Everything the stack's processes logged so far, or since `since` (log_marks())."""
+        return "".join(self.log(path.stem, since) for path in (self.stack.data_dir / "logs").glob("*.log"))
+
+    def log(self, process: str, since: LogMarks | None = None) -> str:
+        """What one process ("router", "registry", ...) logged so far, or since `since` (log_marks())."""
+        with (self.stack.data_dir / "logs" / f"{process}.log").open("rb") as log:
+            log.seek((since or {}).get(process, 0))
+            return log.read().decode(errors="replace")
+
+    def log_marks(self) -> LogMarks:
+        """Where each process's log ends now: what a module sharing the stack logs comes after."""
+        return {path.stem: path.stat().st_size for path in (self.stack.data_dir / "logs").glob("*.log")}
 
 
 class DemoStack(NamedTuple):

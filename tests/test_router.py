@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import io
 import os
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import openai
 import orjson
 import pytest
 from google.api import httpbody_pb2
+from helpers.waiting import eventually
 from huggingface_hub import InferenceClient
 from switchboard.router.v1 import router_service_pb2 as router_pb
 from switchboard.router.v1 import router_service_pb2_grpc as router_grpc
@@ -339,13 +339,13 @@ def test_cheapest_follows_the_price_table(world) -> None:
     for provider, price in ((first, 500), (second, 5)):
         body = {"prices": [{"provider_model": f"{provider}-model", "input_token_nano_usd": price}]}
         world.api.call("PUT", f"/admin/v1/providers/{provider}/prices", body)
-    deadline = time.monotonic() + 10
-    while True:  # the price change reaches the Router through the change feed
+
+    def served_by() -> str:
         raw = world.openai().chat.completions.with_raw_response.create(model=f"{model}:cheapest", messages=MESSAGES)
-        if raw.headers["x-inference-provider"] == second or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
-    assert raw.headers["x-inference-provider"] == second
+        return raw.headers["x-inference-provider"]
+
+    # The price change reaches the Router through the change feed: within a second by design, 30 s on a busy machine.
+    eventually(lambda: served_by() == second, "the cheaper provider to serve", seconds=30)
 
 
 # --- failover ---------------------------------------------------------------------------------
@@ -455,13 +455,16 @@ def test_a_revoked_token_stops_working_and_a_new_one_works_at_once(world) -> Non
     token = world.api.new_token(world.user, name)
     world.openai(token).chat.completions.create(model=model, messages=MESSAGES)
     world.api.call("DELETE", f"/admin/v1/users/{world.user}/tokens/{name}")
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+
+    def refused() -> bool:
         try:
             world.openai(token).chat.completions.create(model=model, messages=MESSAGES)
         except openai.AuthenticationError:
-            break
-        time.sleep(0.05)
+            return True
+        return False
+
+    # The design pushes a revocation within a second; 30 s only bounds a failure on a busy machine.
+    eventually(refused, "the revoked token's refusal", seconds=30)
     with pytest.raises(openai.AuthenticationError):
         world.openai(token).chat.completions.create(model=model, messages=MESSAGES)
 

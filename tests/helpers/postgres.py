@@ -10,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 from helpers.installs import apt_install, can_apt_install
+from helpers.waiting import eventually
 from services.common.db import make_engine
 from services.launcher import free_port
 
@@ -146,12 +146,10 @@ def _cluster_url(database: str) -> str:
 
 
 def _wait_ready(bin_dir: Path, port: int, server: subprocess.Popen) -> None:
-    deadline = time.monotonic() + READY_DEADLINE_SECONDS
-    while time.monotonic() < deadline:
+    def ready() -> bool:
         if server.poll() is not None:
             raise RuntimeError(f"postgres exited with status {server.returncode}")
         probe = subprocess.run([str(bin_dir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)], capture_output=True)
-        if probe.returncode == 0:
-            return
-        time.sleep(0.2)
-    raise RuntimeError("postgres not ready in time")
+        return probe.returncode == 0
+
+    eventually(ready, "postgres to accept connections", seconds=READY_DEADLINE_SECONDS)

@@ -259,7 +259,7 @@ def test_max_price_skips_dearer_and_unpriced_provider_models_and_is_not_sent_on(
     for provider in (dear, unpriced, cheap):
         lab.map(provider, model)
     assert served_by(lab.chat(model, max_price=CEILING, provider=f"{dear} {unpriced} {cheap}")) == cheap
-    sent = httpx.get(f"{lab.provider_url}/debug/last-request").json()["body"]
+    sent = httpx.get(f"{lab.provider_url}/debug/last-request", timeout=30).json()["body"]
     assert "max_price" not in sent and sent["model"] == f"{cheap}-model"
     message = error(lab.chat(model, max_price={"input": 0.01}), 400, "no_provider_fits")
     assert f"{cheap}: price over max_price: input 0.1 > 0.01 USD per million tokens" in message

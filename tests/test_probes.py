@@ -88,7 +88,9 @@ def world(make_stack, tmp_path_factory) -> Iterator[World]:
 
 
 def set_failing(url: str, failing: bool) -> None:
-    answer = httpx.post(f"{url}/debug/knobs", json={"fail_rate": 1.0 if failing else 0.0, "fail_status": 503})
+    answer = httpx.post(
+        f"{url}/debug/knobs", json={"fail_rate": 1.0 if failing else 0.0, "fail_status": 503}, timeout=30
+    )
     assert answer.status_code == 200, answer.text
 
 

@@ -102,7 +102,7 @@ class World:
         )
 
     def last_request(self) -> dict:
-        return httpx.get(f"{self.provider_url}/debug/last-request").json()
+        return httpx.get(f"{self.provider_url}/debug/last-request", timeout=30).json()
 
 
 @pytest.fixture(scope="module")
@@ -225,7 +225,7 @@ def test_images_as_url_and_b64_json(world) -> None:
         model=base, prompt="a lighthouse", response_format="url", size="256x256"
     )
     assert by_url.headers["x-inference-provider"] == provider
-    png = httpx.get(by_url.parse().data[0].url).content
+    png = httpx.get(by_url.parse().data[0].url, timeout=30).content
     assert Image.open(io.BytesIO(png)).size == (256, 256)
     b64 = client.images.generate(model=base, prompt="a lighthouse", response_format="b64_json", n=2)
     assert len(b64.data) == 2 and Image.open(io.BytesIO(base64.b64decode(b64.data[0].b64_json))).format == "PNG"
@@ -233,6 +233,7 @@ def test_images_as_url_and_b64_json(world) -> None:
         f"{world.stack.base_url}/v1/images/generate",
         headers={"Authorization": f"Bearer {world.token}"},
         json={"model": base, "prompt": "x", "provider": provider, "response_format": "url"},
+        timeout=30,
     )
     assert seed_path.status_code == 200 and seed_path.json()["data"][0]["url"]
 
@@ -478,11 +479,11 @@ def _server_timing(headers: httpx.Headers) -> dict[str, float]:
 def test_every_inference_answer_carries_server_timing(world) -> None:
     model, _ = world.chat_model(world.provider_url)
     url, auth = f"{world.stack.base_url}/v1/chat/completions", {"Authorization": f"Bearer {world.token}"}
-    answers = [httpx.post(url, headers=auth, json={"model": model, "messages": MESSAGES, "stream": stream})
+    answers = [httpx.post(url, headers=auth, json={"model": model, "messages": MESSAGES, "stream": stream}, timeout=30)
                for stream in (False, True)]  # fmt: skip
     base, _, _ = image_world(world)
     images = {"model": base, "prompt": "a lighthouse", "response_format": "url", "size": "256x256"}
-    answers.append(httpx.post(f"{world.stack.base_url}/v1/images/generations", headers=auth, json=images))
+    answers.append(httpx.post(f"{world.stack.base_url}/v1/images/generations", headers=auth, json=images, timeout=30))
     assert [a.status_code for a in answers] == [200, 200, 200]
     for answer in answers:
         timing = _server_timing(answer.headers)
@@ -490,5 +491,5 @@ def test_every_inference_answer_carries_server_timing(world) -> None:
     broken, _ = world.chat_model(world.knobs("fail=500"))
     missing = f"{world.org}/does-not-exist"
     for bad_model, status in ((broken, 502), (missing, 404)):
-        error = httpx.post(url, headers=auth, json={"model": bad_model, "messages": MESSAGES})
+        error = httpx.post(url, headers=auth, json={"model": bad_model, "messages": MESSAGES}, timeout=30)
         assert error.status_code == status and set(_server_timing(error.headers)) == {"router", "upstream"}

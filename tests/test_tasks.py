@@ -226,7 +226,7 @@ def test_a_provider_called_in_the_hub_format_serves_openais_shapes(demo: Demo) -
     assert transcript.text == reference.transcript(wav_bytes())
     with client.audio.speech.with_streaming_response.create(model=tts, input="hi", voice="alloy") as speech:
         assert speech.read() == reference.wav("hi")
-    last = httpx.get(f"{demo.spare_url}/debug/last-request").json()
+    last = httpx.get(f"{demo.spare_url}/debug/last-request", timeout=30).json()
     assert last["path"] == "/models/reference-text-to-speech"
 
 

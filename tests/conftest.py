@@ -95,12 +95,12 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
 
 @pytest.hookimpl(optionalhook=True)  # xdist's hook: unknown under -p no:xdist
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
-    """loadscope hands out whole modules, except the large ones tests/helpers/scheduling.py cuts up."""
+    """loadscope hands out whole modules, and each group of modules sharing a stack as one (helpers/scheduling.py)."""
     if config.option.dist != "loadscope":
         return None
-    from helpers.scheduling import ModulesAndSplits  # imports xdist: only where xdist schedules
+    from helpers.scheduling import ModulesAndGroups  # imports xdist: only where xdist schedules
 
-    return ModulesAndSplits(config, log)
+    return ModulesAndGroups(config, log)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -86,7 +86,9 @@ def test_an_absurd_reservation_is_refused_and_blocks_no_one(world, host: str, ma
     sb, model, _ = world
     with client(sb, host) as greedy, client(sb, "127.0.0.5") as other:
         body = chat(model, max_tokens=max_tokens)
-        with ThreadPoolExecutor(4) as pool:
+        # At most as many at once as a client may have in flight: more would be refused for that (a 429)
+        # whenever the Router awaits something between admitting a call and refusing its reservation.
+        with ThreadPoolExecutor(DEFAULTS.max_concurrent) as pool:
             answers = list(pool.map(lambda _: greedy.post("/v1/chat/completions", json=body), range(4)))
         for answer in answers:
             assert answer.status_code == 400, answer.text

@@ -335,17 +335,12 @@ def test_internal_services_refuse_calls_without_the_service_credential(sb) -> No
 
 def test_the_credentials_previous_name_is_accepted_for_a_rolling_upgrade(sb) -> None:
     """A service of the release before presents the credential under its previous name."""
-    calls = (
-        (
-            "registry",
-            lambda c: internal_grpc.InternalServiceStub(c).ListProviderConfigs,
-            internal_pb.ListProviderConfigsRequest(),
-        ),
-        ("billing", lambda c: billing_grpc.LedgerServiceStub(c).RecordRequests, billing_pb.RecordRequestsRequest()),
-    )
-    for name, method, request in calls:
-        with sb.channel(name, internal=False) as channel:
-            call = method(channel)
+    with sb.channel("registry", internal=False) as registry, sb.channel("billing", internal=False) as billing:
+        calls = (
+            (internal_grpc.InternalServiceStub(registry).ListProviderConfigs, internal_pb.ListProviderConfigsRequest()),
+            (billing_grpc.LedgerServiceStub(billing).RecordRequests, billing_pb.RecordRequestsRequest()),
+        )
+        for call, request in calls:
             call(request, metadata=[(PREVIOUS_SERVICE_CREDENTIAL_KEY, sb.service_credential)], timeout=10)
             with pytest.raises(grpc.RpcError) as refused:
                 call(request, metadata=[(PREVIOUS_SERVICE_CREDENTIAL_KEY, "not-the-credential")], timeout=10)

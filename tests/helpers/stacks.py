@@ -116,7 +116,7 @@ class RunningStack:
 
     def logs(self, since: LogMarks | None = None) -> str:
         """Everything the stack's processes logged so far, or since `since` (log_marks())."""
-        return "".join(self.log(path.stem, since) for path in (self.stack.data_dir / "logs").glob("*.log"))
+        return "".join(self.log(path.stem, since) for path in self._log_files())
 
     def log(self, process: str, since: LogMarks | None = None) -> str:
         """What one process ("router", "registry", ...) logged so far, or since `since` (log_marks())."""
@@ -126,7 +126,10 @@ class RunningStack:
 
     def log_marks(self) -> LogMarks:
         """Where each process's log ends now: what a module sharing the stack logs comes after."""
-        return {path.stem: path.stat().st_size for path in (self.stack.data_dir / "logs").glob("*.log")}
+        return {path.stem: path.stat().st_size for path in self._log_files()}
+
+    def _log_files(self) -> list[Path]:
+        return sorted((self.stack.data_dir / "logs").glob("*.log"))
 
 
 class DemoStack(NamedTuple):

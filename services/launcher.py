@@ -2,8 +2,10 @@
 
 A child that dies is started again with exponential backoff (reset once it has
 served a while) while the others keep serving; docs/operations.md says what callers see
-meanwhile. Children die with the launcher (PR_SET_PDEATHSIG), so no process
-outlives it, even when the launcher itself is killed.
+meanwhile. The services are forked from a fork server that imported their code once
+(services/forkserver.py), Envoy is started as a program. Children die with the launcher
+(PR_SET_PDEATHSIG, through the fork server for the services), so no process outlives it, even when
+the launcher itself is killed.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from services.common.secrets import (
     shared_service_credential,
 )
 from services.common.telemetry import span_flush_ms, trace_ratio
+from services.forkserver import ForkedProcess, fork_server, forkable_module, stop_fork_server
 
 READY_DEADLINE_SECONDS = 60.0
 STOP_GRACE_SECONDS = 10.0
@@ -160,7 +163,7 @@ class Child:
     log_path: Path
     ready: Callable[[], bool]
     ports: list[tuple[str, int]]  # where it listens: checked free before each start
-    process: subprocess.Popen = field(init=False)
+    process: subprocess.Popen | ForkedProcess = field(init=False)
     started_at: float = 0.0
     serving: bool = False  # ready since its latest start
     restart_at: float | None = None  # when it is started again after a crash
@@ -179,9 +182,12 @@ class Child:
         for host, port in self.ports:
             check_port_free(host, port)
         private_file(self.log_path)
-        with open(self.log_path, "ab") as log:
-            output = {"stdout": log, "stderr": subprocess.STDOUT}
-            self.process = _spawn(self.argv, **output, env=self.env, cwd=self.cwd, umask=0o077)
+        if forkable_module(self.argv):  # one of ours: forked, its imports already done
+            self.process = fork_server().spawn(self.argv, self.env, self.cwd, self.log_path, umask=0o077)
+        else:
+            with open(self.log_path, "ab") as log:
+                output = {"stdout": log, "stderr": subprocess.STDOUT}
+                self.process = _spawn(self.argv, **output, env=self.env, cwd=self.cwd, umask=0o077)
         self.started_at = time.monotonic()
         self.serving = False
         self.restart_at = None
@@ -504,6 +510,13 @@ def _start_routers(stack: Stack, replicas: int, registry: str, billing: str, ano
 def up(options: UpOptions) -> int:
     """Runs the stack, restarting children that die, until Ctrl-C or SIGTERM; non-zero when
     it could not start (a port taken, a child not ready)."""
+    try:
+        return _run(options)
+    finally:
+        stop_fork_server()
+
+
+def _run(options: UpOptions) -> int:
     for stop_signal in (signal.SIGINT, signal.SIGTERM):
         signal.signal(stop_signal, _interrupt)
     try:

@@ -18,6 +18,7 @@ from helpers.stacks import GROUPS, DemoStack, RunningStack, Stacks
 from hypothesis import settings
 
 from services import launcher
+from services.forkserver import stop_fork_server
 
 # Bytecode caches are written even where PYTHONDONTWRITEBYTECODE is set (they are git-ignored): every
 # stack starts four Python processes and every worker rewrites each test module's assertions, and
@@ -110,6 +111,11 @@ def pytest_configure(config: pytest.Config) -> None:
         ports = launcher.below_ephemeral_ports()[worker_number() :: count]
         os.environ[launcher.FREE_PORTS_ENV] = f"{ports.start}:{ports.stop}:{ports.step}"  # and the stacks it starts
         launcher.FREE_PORTS = ports
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The fork server this process's stacks were forked from ends with it (and is counted in its CPU)."""
+    stop_fork_server()
 
 
 # Tests never depend on timing: no hypothesis example fails for being slow on a busy machine.

@@ -125,7 +125,8 @@ def child_pid(launcher_pid: int, module: str) -> int | None:
     """The pid of the launcher's child running `python -m services.<module>`, if one runs."""
     for pid in descendants(launcher_pid):
         try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            # a forked service's title is its command line in one string (services/forkserver.py)
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").split()
         except OSError:
             continue
         if f"services.{module}".encode() in argv and alive(pid):

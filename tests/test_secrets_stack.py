@@ -341,12 +341,9 @@ def test_the_demo_puts_no_secret_on_any_command_line(shared_demo) -> None:
     """The session's demo stack: started as `switchboard up --demo` starts it."""
     stack, _, admin_token, _ = shared_demo
     provider = next(child for child in stack.children if child.name == "reference_provider")
-    environment = dict(
-        entry.split("=", 1) for entry in Path(f"/proc/{provider.process.pid}/environ").read_text().split("\0") if entry
-    )
     secrets = [
-        environment["REFERENCE_PROVIDER_API_KEY"],
-        environment["REFERENCE_PROVIDER_BILLING_TOKEN"],
+        provider.env["REFERENCE_PROVIDER_API_KEY"],
+        provider.env["REFERENCE_PROVIDER_BILLING_TOKEN"],
         admin_token,
         stack.env["SWITCHBOARD_SERVICE_CREDENTIAL"],
     ]

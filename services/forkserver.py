@@ -1,0 +1,300 @@
+"""Starting a service without paying for its imports again: a fork server.
+
+A service process spends most of its start importing (grpc, protobuf, SQLAlchemy, SQLModel,
+pydantic: about 0.5-0.8 CPU-s each for the Registry and Billing). The launcher starts one fork
+server per launcher process, which imports the services' code once and then forks each service
+from itself: a start costs a fork, and the children share the imported code's pages.
+
+The server (`python -m services.forkserver`) reads one JSON request per line on stdin and answers
+on stdout with the child's pid; when a child ends it writes its exit code (as `Popen.returncode`
+has it: negative for a signal). The child runs the module as `python -m` would (`__main__`, its
+argv, its environment, its own log as stdout and stderr, `ps` showing its command line), so it
+exits, runs its atexit handlers and re-raises SIGINT as a fresh interpreter does. It dies with
+the server (PR_SET_PDEATHSIG), and the server exits when its stdin closes: the launcher is gone.
+
+The server creates no thread, channel or event loop before it forks: forking then is safe for
+gRPC. The launcher side, `ForkServer`, gives each child a `ForkedProcess` that answers what the
+launcher asks of a `subprocess.Popen`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import importlib
+import json
+import os
+import random
+import runpy
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import setproctitle
+
+# What the server imports before its first fork: each service's entry and what it loads at start.
+PRELOAD = (
+    "services.registry.server",
+    "services.billing.server",
+    "services.router.server",
+    "services.reference_provider.app",
+)
+FORKED_PACKAGE = "services."  # the modules it may run: this package's own
+REPLY_TIMEOUT_SECONDS = 30.0
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class Start:
+    """One child to fork: run `module` as `__main__` with `argv` (the command line it stands for)."""
+
+    argv: list[str]
+    module: str
+    env: dict[str, str]
+    cwd: str | None
+    log_path: str
+    umask: int
+
+
+def forkable_module(argv: list[str]) -> str | None:
+    """The module of a `python -m services.…` command line, which the fork server can run; else None."""
+    if len(argv) >= 3 and argv[:2] == [sys.executable, "-m"] and argv[2].startswith(FORKED_PACKAGE):
+        return argv[2]
+    return None
+
+
+# The server: one process, one thread, forking.
+
+
+def serve() -> None:
+    """Imports the services, then forks a child per request until stdin closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the launcher's to handle
+    for module in PRELOAD:
+        importlib.import_module(module)
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_write, False)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.set_wakeup_fd(wake_write)
+    start = _fork_until_a_child(wake_read)
+    if start is None:
+        return
+    signal.set_wakeup_fd(-1)
+    os.close(wake_read)
+    os.close(wake_write)
+    _become(start)
+
+
+def _fork_until_a_child(wake_read: int) -> Start | None:
+    """The server's loop. In the server it returns None once stdin closes; in a child, its Start."""
+    pending = b""
+    server = os.getpid()
+    while True:
+        readable, _, _ = select.select([0, wake_read], [], [])
+        if wake_read in readable:
+            os.read(wake_read, 4096)
+            _report_ended()
+        if 0 not in readable:
+            continue
+        chunk = os.read(0, 65536)  # no file object: a child's would close its new stdin when collected
+        if not chunk:
+            return None
+        pending += chunk
+        while b"\n" in pending:
+            line, pending = pending.split(b"\n", 1)
+            start = Start(**json.loads(line))
+            pid = os.fork()
+            if pid == 0:
+                _die_with(server)
+                return start
+            _write({"pid": pid})
+
+
+def _die_with(server: int) -> None:
+    """In a child: SIGTERM when the server ends; it may have ended already."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != server:
+        os._exit(1)
+
+
+def _report_ended() -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        _write({"ended": pid, "code": os.waitstatus_to_exitcode(status)})
+
+
+def _write(message: dict[str, int]) -> None:
+    os.write(1, json.dumps(message).encode() + b"\n")
+
+
+def _become(start: Start) -> None:
+    """In the forked child: what a fresh `python -m <module>` would have been, then the module."""
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    log = os.open(start.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    null = os.open(os.devnull, os.O_RDONLY)
+    for source, target in ((null, 0), (log, 1), (log, 2)):
+        os.dup2(source, target)
+    os.close(log)
+    os.close(null)
+    _set_title(start.argv)  # before the environment changes: setproctitle checks where it lies
+    os.umask(start.umask)
+    if start.cwd is not None:
+        os.chdir(start.cwd)
+    os.environ.clear()
+    os.environ.update(start.env)
+    random.seed()  # the server's state is every child's: each draws its own
+    sys.argv = [start.module, *start.argv[3:]]
+    runpy.run_module(start.module, run_name="__main__", alter_sys=True)
+
+
+def _set_title(argv: list[str]) -> None:
+    """`ps` shows the command line the child stands for, not the server's."""
+    setproctitle.setproctitle(" ".join(argv))
+
+
+# The launcher's side.
+
+
+class ForkedProcess:
+    """A child of the fork server, with what the launcher uses of a `subprocess.Popen`."""
+
+    def __init__(self, pid: int, ended: threading.Condition) -> None:
+        self.pid = pid
+        self.args: list[str] = []
+        self.returncode: int | None = None
+        self._ended = ended
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        with self._ended:
+            if not self._ended.wait_for(lambda: self.returncode is not None, timeout):
+                raise subprocess.TimeoutExpired(self.args, timeout or 0)
+        assert self.returncode is not None
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.returncode is None:
+            with contextlib.suppress(ProcessLookupError):  # ended, its report on the way
+                os.kill(self.pid, sig)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+class ForkServer:
+    """The launcher's fork server: started once, asked for each child, told of each end."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self._server = subprocess.Popen(
+            [sys.executable, "-m", "services.forkserver"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
+        )
+        self._asking = threading.Lock()  # one request and its answer at a time
+        self._changed = threading.Condition()  # a child forked or ended, or the server ended
+        self._children: dict[int, ForkedProcess] = {}  # running, by pid
+        self._forked: list[ForkedProcess] = []  # answers not yet taken
+        threading.Thread(target=self._read, args=(self._server.stdout,), daemon=True, name="forkserver").start()
+
+    def alive(self) -> bool:
+        return self._server.poll() is None
+
+    def stop(self) -> None:
+        """Ends the server (its children are the launcher's to stop first) and waits for it."""
+        if self._server.stdin is not None:
+            self._server.stdin.close()
+        try:
+            self._server.wait(timeout=REPLY_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            self._server.kill()
+            self._server.wait()
+
+    def spawn(
+        self, argv: list[str], env: dict[str, str], cwd: Path | None, log_path: Path, umask: int
+    ) -> ForkedProcess:
+        """Forks a child that runs `argv` (a `python -m services.…` command line)."""
+        module = forkable_module(argv)
+        if module is None:
+            raise ValueError(f"not a service the fork server runs: {argv[:3]}")
+        start = Start(argv, module, env, str(cwd) if cwd else None, str(log_path), umask)
+        with self._asking, self._changed:
+            assert self._server.stdin is not None
+            self._server.stdin.write(json.dumps(start.__dict__).encode() + b"\n")
+            self._server.stdin.flush()
+            if not self._changed.wait_for(lambda: self._forked or not self.alive(), REPLY_TIMEOUT_SECONDS):
+                raise OSError(f"the fork server did not answer within {REPLY_TIMEOUT_SECONDS:.0f}s")
+            if not self._forked:
+                raise OSError("the fork server ended")
+            child = self._forked.pop()
+            child.args = argv
+            return child
+
+    def _read(self, replies: IO[bytes]) -> None:
+        """The server's answers (a forked pid) and reports (a child's exit code), in its order."""
+        for line in replies:
+            message = json.loads(line)
+            with self._changed:
+                if "pid" in message:
+                    child = self._children[message["pid"]] = ForkedProcess(message["pid"], self._changed)
+                    self._forked.append(child)
+                else:
+                    self._children.pop(message["ended"]).returncode = message["code"]
+                self._changed.notify_all()
+        self._end_orphans()
+
+    def _end_orphans(self) -> None:
+        """The server ended (it should not): its children got SIGTERM from it; none may outlive it."""
+        with self._changed:
+            orphans, self._children = list(self._children.values()), {}
+        for child in orphans:
+            child.kill()
+            for _ in range(100):
+                try:
+                    os.kill(child.pid, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.05)
+        with self._changed:
+            for child in orphans:
+                child.returncode = -signal.SIGKILL
+            self._changed.notify_all()
+
+
+_server: ForkServer | None = None
+_server_lock = threading.Lock()
+
+
+def fork_server() -> ForkServer:
+    """This launcher process's fork server, started at its first use (and again if it died)."""
+    global _server  # one per process: its point is to import once for every stack
+    with _server_lock:
+        if _server is None or not _server.alive():
+            _server = ForkServer({**os.environ, "MALLOC_ARENA_MAX": "2"})
+        return _server
+
+
+def stop_fork_server() -> None:
+    """Ends this process's fork server, if it started one: `switchboard up` leaves no process behind."""
+    global _server
+    with _server_lock:
+        if _server is not None:
+            _server.stop()
+            _server = None
+
+
+if __name__ == "__main__":
+    serve()

@@ -1,0 +1,107 @@
+"""The fork server (services/forkserver.py): a forked service is what `python -m` would have started,
+the launcher reads its end as from a Popen, and none outlives the server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from helpers.waiting import eventually
+
+from services.demo import reference_provider_argv, reference_provider_secrets
+from services.forkserver import ForkedProcess, ForkServer, forkable_module
+from services.launcher import free_port, http_ok
+
+pytestmark = pytest.mark.e2e  # starts processes
+
+
+@pytest.fixture
+def server() -> Iterator[ForkServer]:
+    """A fork server of the test's own, so that killing it touches no other test's stacks."""
+    server = ForkServer(dict(os.environ))
+    yield server
+    server.stop()
+
+
+def start_provider(server: ForkServer, tmp_path: Path, api_key: str = "k" * 24) -> tuple[ForkedProcess, str]:
+    port = free_port()
+    env = {**os.environ, **reference_provider_secrets(api_key)}
+    child = server.spawn(reference_provider_argv(port), env, tmp_path, tmp_path / "provider.log", umask=0o077)
+    url = f"http://127.0.0.1:{port}"
+    eventually(http_ok(f"{url}/health"), "the provider's /health")
+    return child, url
+
+
+def status_field(pid: int, name: str) -> str:
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return next(line.split(":", 1)[1].strip() for line in lines if line.startswith(f"{name}:"))
+
+
+def test_only_this_packages_modules_run_as_python_dash_m_are_forked() -> None:
+    assert forkable_module([sys.executable, "-m", "services.router", "--port", "1"]) == "services.router"
+    assert forkable_module([sys.executable, "-m", "bench.stub"]) is None
+    assert forkable_module(["/usr/bin/envoy", "-c", "services.yaml"]) is None
+    assert forkable_module([sys.executable, "services/router/__main__.py"]) is None
+
+
+def test_a_forked_service_has_its_own_command_line_environment_directory_and_umask(
+    server: ForkServer, tmp_path: Path
+) -> None:
+    child, url = start_provider(server, tmp_path)
+    argv = reference_provider_argv(int(url.rsplit(":", 1)[1]))
+    assert Path(f"/proc/{child.pid}/cmdline").read_bytes().rstrip(b"\0").decode() == " ".join(argv)
+    assert Path(f"/proc/{child.pid}/cwd").resolve() == tmp_path.resolve()
+    assert status_field(child.pid, "Umask") == "0077"
+    # Its API key came from the environment it was given, not the server's.
+    refused = httpx.post(f"{url}/v1/chat/completions", json={}, timeout=30)
+    assert refused.status_code == 401
+    assert child.poll() is None
+    child.terminate()
+    assert child.wait(timeout=30) == 0  # the provider's own clean stop on SIGTERM
+
+
+def test_exit_codes_read_as_a_popens(server: ForkServer, tmp_path: Path) -> None:
+    def run(*args: str) -> ForkedProcess:
+        return server.spawn(
+            [sys.executable, "-m", "services.router", *args], dict(os.environ), None, tmp_path / "r.log", 0o077
+        )
+
+    assert run("--help").wait(timeout=30) == 0
+    assert run("--no-such-option").wait(timeout=30) == 2  # argparse's usage error
+    assert "usage: python -m services.router" in (tmp_path / "r.log").read_text()  # its output, in its log
+    child, _ = start_provider(server, tmp_path)
+    child.kill()
+    assert child.wait(timeout=30) == -signal.SIGKILL
+    with pytest.raises(subprocess.TimeoutExpired):
+        start_provider(server, tmp_path)[0].wait(timeout=0.1)
+
+
+def test_children_started_from_several_threads_at_once_each_get_their_own(server: ForkServer, tmp_path: Path) -> None:
+    started: list[ForkedProcess] = []
+
+    def start(number: int) -> None:
+        argv = [sys.executable, "-m", "services.router", "--help"]
+        started.append(server.spawn(argv, dict(os.environ), None, tmp_path / f"{number}.log", 0o077))
+
+    threads = [threading.Thread(target=start, args=(number,)) for number in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len({child.pid for child in started}) == 8
+    assert [child.wait(timeout=60) for child in started] == [0] * 8
+
+
+def test_no_child_outlives_its_server(server: ForkServer, tmp_path: Path) -> None:
+    child, _ = start_provider(server, tmp_path)
+    assert int(status_field(child.pid, "PPid")) == server._server.pid
+    server._server.kill()
+    assert child.wait(timeout=30) == -signal.SIGKILL  # the launcher's view: it ended with the server
+    assert not Path(f"/proc/{child.pid}").exists() or status_field(child.pid, "State").startswith("Z")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import importlib
 import json
 import os
@@ -77,6 +78,9 @@ def serve() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the launcher's to handle
     for module in PRELOAD:
         importlib.import_module(module)
+    # What is imported lives as long as a child: its collector need never walk it (a child inherits
+    # every service's imports, and a full collection would walk them all), nor write to its pages.
+    gc.freeze()
     wake_read, wake_write = os.pipe()
     os.set_blocking(wake_write, False)
     signal.signal(signal.SIGCHLD, lambda *_: None)

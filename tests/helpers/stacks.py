@@ -30,7 +30,8 @@ from services.launcher import Stack, UpOptions, free_port, start_stack
 from services.registry.server import MIGRATIONS as REGISTRY_MIGRATIONS
 
 DATABASES = {"registry": REGISTRY_MIGRATIONS, "billing": BILLING_MIGRATIONS}
-# Stacks starting at once on this machine: a start is mostly CPU (four Python processes importing), so
+# Stacks starting at once on this machine: a start is mostly CPU (Envoy's start; a worker's first also
+# starts the fork server, which imports the services' code), so
 # parallel workers take turns in this many lanes (one per core) instead of slowing each other's.
 STARTS_AT_ONCE = 2
 # Every test's client is 127.0.0.1: budgets for large bodies (edge/limits.py) that the whole

@@ -77,7 +77,9 @@ def serve() -> None:
     """Imports the services, then forks a child per request until stdin closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the launcher's to handle
     for module in PRELOAD:
-        importlib.import_module(module)
+        # One that fails to import is left to its child, which then fails the same way in its own log.
+        with contextlib.suppress(Exception):
+            importlib.import_module(module)
     # What is imported lives as long as a child: its collector need never walk it (a child inherits
     # every service's imports, and a full collection would walk them all), nor write to its pages.
     gc.freeze()
@@ -112,7 +114,11 @@ def _fork_until_a_child(wake_read: int) -> Start | None:
         while b"\n" in pending:
             line, pending = pending.split(b"\n", 1)
             start = Start(**json.loads(line))
-            pid = os.fork()
+            try:
+                pid = os.fork()
+            except OSError as exc:  # e.g. out of processes: this start fails, the server goes on
+                _write({"error": f"cannot fork {start.module}: {exc.strerror}"})
+                continue
             if pid == 0:
                 _die_with(server)
                 return start
@@ -137,7 +143,7 @@ def _report_ended() -> None:
         _write({"ended": pid, "code": os.waitstatus_to_exitcode(status)})
 
 
-def _write(message: dict[str, int]) -> None:
+def _write(message: dict[str, int | str]) -> None:
     os.write(1, json.dumps(message).encode() + b"\n")
 
 
@@ -211,7 +217,7 @@ class ForkServer:
         self._asking = threading.Lock()  # one request and its answer at a time
         self._changed = threading.Condition()  # a child forked or ended, or the server ended
         self._children: dict[int, ForkedProcess] = {}  # running, by pid
-        self._forked: list[ForkedProcess] = []  # answers not yet taken
+        self._forked: list[ForkedProcess | str] = []  # answers not yet taken: a child, or why none
         threading.Thread(target=self._read, args=(self._server.stdout,), daemon=True, name="forkserver").start()
 
     def alive(self) -> bool:
@@ -244,6 +250,8 @@ class ForkServer:
             if not self._forked:
                 raise OSError("the fork server ended")
             child = self._forked.pop()
+            if isinstance(child, str):
+                raise OSError(child)
             child.args = argv
             return child
 
@@ -255,6 +263,8 @@ class ForkServer:
                 if "pid" in message:
                     child = self._children[message["pid"]] = ForkedProcess(message["pid"], self._changed)
                     self._forked.append(child)
+                elif "error" in message:
+                    self._forked.append(message["error"])
                 else:
                     self._children.pop(message["ended"]).returncode = message["code"]
                 self._changed.notify_all()

@@ -76,6 +76,11 @@ def test_exit_codes_read_as_a_popens(server: ForkServer, tmp_path: Path) -> None
     assert run("--help").wait(timeout=30) == 0
     assert run("--no-such-option").wait(timeout=30) == 2  # argparse's usage error
     assert "usage: python -m services.router" in (tmp_path / "r.log").read_text()  # its output, in its log
+    missing = server.spawn(
+        [sys.executable, "-m", "services.no_such_service"], dict(os.environ), None, tmp_path / "m.log", 0o077
+    )
+    assert missing.wait(timeout=30) == 1  # as `python -m` fails: status 1, the error in its own log
+    assert "No module named services.no_such_service" in (tmp_path / "m.log").read_text()
     child, _ = start_provider(server, tmp_path)
     child.kill()
     assert child.wait(timeout=30) == -signal.SIGKILL

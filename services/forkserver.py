@@ -151,6 +151,9 @@ def _become(start: Start) -> None:
     """In the forked child: what a fresh `python -m <module>` would have been, then the module."""
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    # A process group of its own: a terminal's Ctrl-C (SIGINT to the whole foreground group) reaches the
+    # launcher, which stops the services in order, and not every service at once.
+    os.setpgid(0, 0)
     log = os.open(start.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     null = os.open(os.devnull, os.O_RDONLY)
     for source, target in ((null, 0), (log, 1), (log, 2)):

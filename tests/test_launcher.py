@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -69,13 +70,16 @@ def start_up(tmp_path: Path):
     env = {**os.environ, "SWITCHBOARD_ADMIN_TOKEN": ""}
     env.pop("SWITCHBOARD_ADMIN_TOKEN")
 
-    def start(*options: str, port: int = 0, data_dir: Path | None = None) -> tuple[subprocess.Popen, int, Path]:
+    def start(
+        *options: str, port: int = 0, data_dir: Path | None = None, own_group: bool = False
+    ) -> tuple[subprocess.Popen, int, Path]:
         port = port or free_port()
         data_dir = data_dir or tmp_path / f"up-{len(started)}" / "data"
         data_dir.parent.mkdir(parents=True, exist_ok=True)
         with open(data_dir.parent / "launcher.stderr", "w") as stderr:
             process = subprocess.Popen(
                 [
+                    *(["setsid"] if own_group else []),  # a process group of its own, as a terminal's job has
                     *AS_BACKGROUND_JOB,
                     SWITCHBOARD,
                     "up",
@@ -119,6 +123,23 @@ def wait_ready(process: subprocess.Popen) -> list[str]:
         if line.startswith("  try: curl -s") and "chat/completions" in line:  # the demo's last line
             return lines
     pytest.fail(f"no ready line: {lines}")
+
+
+def logged_at(log: Path, message: str) -> str:
+    """When the service's log first says `message` (ISO time, sortable)."""
+    return next(json.loads(line)["time"] for line in log.read_text().splitlines() if f'"message":"{message}"' in line)
+
+
+def test_ctrl_c_at_a_terminal_stops_the_services_in_order(start_up) -> None:
+    """A terminal's Ctrl-C signals its whole foreground process group: the launcher alone takes it,
+    so the Routers stop while Billing still runs (their last ledger send reaches it), then Billing."""
+    process, _, data_dir = start_up(own_group=True)
+    wait_ready(process)
+    os.killpg(process.pid, signal.SIGINT)
+    assert process.wait(timeout=DEADLINE_SECONDS) == 0
+    logs = data_dir / "logs"
+    assert logged_at(logs / "router.log", "stopped") <= logged_at(logs / "billing.log", "stopping")
+    assert logged_at(logs / "billing.log", "stopped") <= logged_at(logs / "registry.log", "stopping")
 
 
 def child_pid(launcher_pid: int, module: str) -> int | None:

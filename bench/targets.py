@@ -220,15 +220,23 @@ def start_baseline(
 
 def _children_by_name(launcher: int) -> dict[str, int]:
     """The processes a launcher started, named as in its logs (registry, router, ..., envoy)."""
-    pids = Path(f"/proc/{launcher}/task/{launcher}/children").read_text().split()
     named = {}
-    for pid in pids:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    for pid, argv in _started(launcher):
         module = next((a.decode() for a in argv if a.startswith(b"services.")), "services.envoy")
         name = module.removeprefix("services.")
         copies = sum(1 for known in named if known.partition("-")[0] == name)
-        named[f"{name}-{copies + 1}" if copies else name] = int(pid)  # Router workers: router, router-2, ...
+        named[f"{name}-{copies + 1}" if copies else name] = pid  # Router workers: router, router-2, ...
     return named
+
+
+def _started(parent: int) -> list[tuple[int, list[bytes]]]:
+    """A process's children and their command lines; a fork server's children (services/forkserver.py)
+    stand for it. A forked service's command line is one string: split on spaces too."""
+    started = []
+    for pid in map(int, Path(f"/proc/{parent}/task/{parent}/children").read_text().split()):
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").split()
+        started += _started(pid) if b"services.forkserver" in argv else [(pid, argv)]
+    return started
 
 
 # --- LiteLLM ---------------------------------------------------------------------

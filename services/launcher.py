@@ -41,7 +41,7 @@ from services.common.secrets import (
     shared_service_credential,
 )
 from services.common.telemetry import span_flush_ms, trace_ratio
-from services.forkserver import ForkedProcess, fork_server, forkable_module, stop_fork_server
+from services.forkserver import ForkedProcess, fork_server, forkable_module, stop_fork_servers
 
 READY_DEADLINE_SECONDS = 60.0
 STOP_GRACE_SECONDS = 10.0
@@ -183,7 +183,7 @@ class Child:
             check_port_free(host, port)
         private_file(self.log_path)
         if forkable_module(self.argv):  # one of ours: forked, its imports already done
-            self.process = fork_server().spawn(self.argv, self.env, self.cwd, self.log_path, umask=0o077)
+            self.process = fork_server(self.env).spawn(self.argv, self.env, self.cwd, self.log_path, umask=0o077)
         else:
             with open(self.log_path, "ab") as log:
                 output = {"stdout": log, "stderr": subprocess.STDOUT}
@@ -513,7 +513,7 @@ def up(options: UpOptions) -> int:
     try:
         return _run(options)
     finally:
-        stop_fork_server()
+        stop_fork_servers()
 
 
 def _run(options: UpOptions) -> int:
@@ -521,7 +521,7 @@ def _run(options: UpOptions) -> int:
         signal.signal(stop_signal, _interrupt)
     try:
         stack, token, token_source = start_stack(options)
-    except RuntimeError as exc:
+    except (RuntimeError, OSError) as exc:  # a child not ready, a port taken, a process that cannot start
         _say(str(exc))
         return 1
     except KeyboardInterrupt:

@@ -18,7 +18,7 @@ from helpers.stacks import GROUPS, DemoStack, RunningStack, Stacks
 from hypothesis import settings
 
 from services import launcher
-from services.forkserver import stop_fork_server
+from services.forkserver import stop_fork_servers
 
 # Bytecode caches are written even where PYTHONDONTWRITEBYTECODE is set (they are git-ignored): every
 # stack starts four Python processes and every worker rewrites each test module's assertions, and
@@ -115,7 +115,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     """The fork server this process's stacks were forked from ends with it (and is counted in its CPU)."""
-    stop_fork_server()
+    stop_fork_servers()
 
 
 # Tests never depend on timing: no hypothesis example fails for being slow on a busy machine.

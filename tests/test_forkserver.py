@@ -16,7 +16,7 @@ import pytest
 from helpers.waiting import eventually
 
 from services.demo import reference_provider_argv, reference_provider_secrets
-from services.forkserver import ForkedProcess, ForkServer, forkable_module
+from services.forkserver import ForkedProcess, ForkServer, fork_server, forkable_module
 from services.launcher import free_port, http_ok
 
 pytestmark = pytest.mark.e2e  # starts processes
@@ -104,9 +104,66 @@ def test_children_started_from_several_threads_at_once_each_get_their_own(server
     assert [child.wait(timeout=60) for child in started] == [0] * 8
 
 
+def server_children(server: ForkServer) -> set[int]:
+    pid = server._server.pid
+    return {int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+
+
 def test_no_child_outlives_its_server(server: ForkServer, tmp_path: Path) -> None:
     child, _ = start_provider(server, tmp_path)
     assert int(status_field(child.pid, "PPid")) == server._server.pid
     server._server.kill()
-    assert child.wait(timeout=30) == -signal.SIGKILL  # the launcher's view: it ended with the server
+    assert child.wait(timeout=30) == -signal.SIGTERM  # what it was sent as the server ended
     assert not Path(f"/proc/{child.pid}").exists() or status_field(child.pid, "State").startswith("Z")
+    assert not server.alive()
+    with pytest.raises(OSError, match="fork server ended"):
+        start_provider(server, tmp_path)
+
+
+def test_signals_to_a_whole_process_group_leave_the_server_to_its_launcher(server: ForkServer, tmp_path: Path) -> None:
+    """`kill -- -PGID`, `timeout` or a hangup reach the launcher's group: the launcher stops the
+    services in order; the server goes on until its stdin closes."""
+    child, _ = start_provider(server, tmp_path)
+    assert os.getpgid(child.pid) == child.pid  # not in the launcher's group
+    for group_signal in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGINT):
+        os.kill(server._server.pid, group_signal)
+    assert server.alive() and child.poll() is None
+    child.terminate()
+    assert child.wait(timeout=30) == 0
+
+
+def test_a_spawn_that_gave_up_waiting_gets_no_later_childs_answer(
+    server: ForkServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An answer belongs to its request: a spawn that stopped waiting (a timeout, a Ctrl-C) leaves no
+    answer for the next one, and its child, when it comes, is killed."""
+    monkeypatch.setattr("services.forkserver.REPLY_TIMEOUT_SECONDS", 0.1)
+    os.kill(server._server.pid, signal.SIGSTOP)  # it answers only once it runs again
+    with pytest.raises(OSError, match="did not answer"):
+        start_provider(server, tmp_path)
+    monkeypatch.undo()
+    os.kill(server._server.pid, signal.SIGCONT)
+    argv = [sys.executable, "-m", "services.router", "--no-such-option"]
+    assert server.spawn(argv, dict(os.environ), None, tmp_path / "r.log", 0o077).wait(timeout=30) == 2
+    eventually(lambda: server_children(server) == set(), "the abandoned child killed")
+
+
+def test_a_child_starts_where_the_launcher_is_unless_told(
+    server: ForkServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # after the server started: Popen's cwd=None is the launcher's directory now
+    child = server.spawn(reference_provider_argv(free_port()), dict(os.environ), None, tmp_path / "p.log", 0o077)
+    eventually(lambda: Path(f"/proc/{child.pid}/cwd").resolve() == tmp_path.resolve(), "the child in tmp_path")
+    child.kill()
+    child.wait(timeout=30)
+
+
+def test_children_of_other_interpreter_settings_get_a_server_of_their_own() -> None:
+    """What Python reads as it starts (here its hash seed) is the server's: a stack that sets it gets its own."""
+    plain = fork_server(dict(os.environ))
+    seeded = fork_server({**os.environ, "PYTHONHASHSEED": "7"})
+    try:
+        assert seeded is not plain
+        assert seeded is fork_server({**os.environ, "PYTHONHASHSEED": "7", "SWITCHBOARD_PORT": "1"})
+    finally:
+        seeded.stop()

@@ -300,7 +300,8 @@ class ForkServer:
     def _take(self, message: dict) -> None:
         with self._changed:
             if "ended" in message:
-                self._children.pop(message["ended"]).returncode = message["code"]
+                if ended := self._children.pop(message["ended"], None):  # an unknown pid must not stop the reader
+                    ended.returncode = message["code"]
             else:
                 answer = message.get("error") or ForkedProcess(message["pid"], self._changed)
                 if isinstance(answer, ForkedProcess):

@@ -31,7 +31,6 @@ import gc
 import importlib
 import json
 import os
-import random
 import runpy
 import select
 import signal
@@ -140,9 +139,14 @@ def _fork_until_a_child(wake_read: int) -> Start | None:
             _write({"id": start.id, "pid": pid})
 
 
+def die_with_parent() -> None:
+    """SIGTERM to this process when its parent (the thread that forked it) ends."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def _die_with(server: int) -> None:
     """In a child: SIGTERM when the server ends; it may have ended already."""
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    die_with_parent()
     if os.getppid() != server:
         os._exit(1)
 
@@ -176,19 +180,15 @@ def _become(start: Start) -> None:
         os.dup2(source, target)
     os.close(log)
     os.close(null)
-    _set_title(start.argv)  # before the environment changes: setproctitle checks where it lies
+    # `ps` shows the command line the child stands for; set before the environment changes, since
+    # setproctitle checks where the environment lies.
+    setproctitle.setproctitle(" ".join(start.argv))
     os.umask(start.umask)
     os.chdir(start.cwd)
     os.environ.clear()
     os.environ.update(start.env)
-    random.seed()  # the server's state is every child's: each draws its own
     sys.argv = [start.module, *start.argv[3:]]
     runpy.run_module(start.module, run_name="__main__", alter_sys=True)
-
-
-def _set_title(argv: list[str]) -> None:
-    """`ps` shows the command line the child stands for, not the server's."""
-    setproctitle.setproctitle(" ".join(argv))
 
 
 # The launcher's side.

@@ -10,7 +10,6 @@ the launcher itself is killed.
 
 from __future__ import annotations
 
-import ctypes
 import itertools
 import os
 import random
@@ -41,7 +40,7 @@ from services.common.secrets import (
     shared_service_credential,
 )
 from services.common.telemetry import span_flush_ms, trace_ratio
-from services.forkserver import ForkedProcess, fork_server, forkable_module, stop_fork_servers
+from services.forkserver import ForkedProcess, die_with_parent, fork_server, forkable_module, stop_fork_servers
 
 READY_DEADLINE_SECONDS = 60.0
 STOP_GRACE_SECONDS = 10.0
@@ -53,7 +52,6 @@ RESTART_BACKOFF_INITIAL_SECONDS = 0.2
 RESTART_BACKOFF_MAX_SECONDS = 30.0
 HEALTHY_AFTER_SECONDS = 30.0
 SUPERVISE_INTERVAL_SECONDS = 0.2
-_PR_SET_PDEATHSIG = 1
 
 
 class PortInUse(RuntimeError):
@@ -129,15 +127,11 @@ def free_port(host: str = "127.0.0.1") -> int:
 SETPRIV = shutil.which("setpriv")
 
 
-def _die_with_parent() -> None:
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 def _spawn(argv: list[str], **options: Any) -> subprocess.Popen:
     """Popen(argv) of a child that gets SIGTERM when the launcher's thread that started it ends."""
     if SETPRIV:
         return subprocess.Popen([SETPRIV, "--pdeathsig", "TERM", "--", *argv], **options)
-    return subprocess.Popen(argv, preexec_fn=_die_with_parent, **options)  # a fork: without setpriv only
+    return subprocess.Popen(argv, preexec_fn=die_with_parent, **options)  # a fork: without setpriv only
 
 
 def _signal_name(code: int) -> str:

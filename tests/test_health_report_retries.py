@@ -150,6 +150,18 @@ async def test_a_report_that_timed_out_after_it_was_applied_counts_once(health, 
     assert record.requests == 4
 
 
+async def test_the_record_of_a_report_applied_before_it_timed_out_does_not_count_it_twice(health, no_back_off) -> None:
+    """The change feed brings the record that counts the report while the report waits for its retry."""
+    reports, measurements = router(FlakyRegistry(health, [(Code.DEADLINE_EXCEEDED, True)]))
+    measurements.answered("p", "m")
+    await reports.report()  # applied, then timed out: it waits for its retry
+    listed = await health.ListModelHealth(internal_pb.ListModelHealthRequest(), None)
+    measurements.apply(listed.records)  # what the feed's notice of the change does
+    assert measurements.get("p", "m").requests == 1
+    await reports.report()  # the retry, answered
+    assert measurements.get("p", "m").requests == 1 and measurements.take_report(10) == []
+
+
 @pytest.mark.parametrize("code", [Code.UNAVAILABLE, Code.DEADLINE_EXCEEDED, Code.INTERNAL])
 async def test_a_retry_waits_for_its_back_off(health, code: Code) -> None:
     registry = FlakyRegistry(health, [(code, False)])

@@ -110,6 +110,23 @@ def test_a_router_shows_the_shared_record_with_its_unreported_traffic() -> None:
     assert measurements.get("p", "m").requests == 11 and measurements.take_report(10) == []
 
 
+def test_a_record_that_comes_while_a_report_is_under_way_waits_for_the_reports_answer() -> None:
+    """The change feed may bring the record that counts a report before the report's own answer
+    does (or, for a report that timed out after it was applied, long before its retry is answered):
+    the traffic the report carries is shown once, as under way, until that answer comes."""
+    measurements = Measurements()
+    measurements.apply([record("p", "m", 1, 5)])
+    measurements.answered("p", "m")
+    taken = measurements.take_report(10)
+    measurements.apply([record("p", "m", 2, 6)])  # the feed: the report applied
+    assert measurements.get("p", "m").requests == 6
+    measurements.apply([record("p", "m", 3, 9)])  # then another replica's report
+    measurements.apply([record("p", "m", 2, 6)])  # an older one after it: ignored
+    assert measurements.get("p", "m").requests == 6
+    measurements.report_ended(taken, [record("p", "m", 2, 6)])
+    assert measurements.get("p", "m").requests == 9  # the newest record known
+
+
 def test_a_failed_reports_traffic_goes_with_the_next_one() -> None:
     measurements = Measurements()
     measurements.answered("p", "m")

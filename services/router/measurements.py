@@ -47,6 +47,9 @@ class _Entry:
     shared: Figures | None = None
     sent: Traffic | None = None
     pending: Traffic | None = None
+    # The newest record that came (change feed, load) while `sent` was under way: it may count `sent`
+    # already, so it waits for the report's answer rather than count that traffic twice.
+    held: internal_pb.ModelHealth | None = None
     view: Figures | None = None
     rank: tuple[float, float] | object | None = None  # ranking()'s answer; _STALE: compute it again
 
@@ -209,8 +212,8 @@ class Measurements:
         """A report's outcome: the records it changed (which count its traffic now; none for a
         report dropped unapplied, whose traffic is gone), or None when it failed: its traffic
         goes with the next report."""
-        if records is not None:
-            self.apply(records)
+        for record in records or ():
+            _keep(self._entry(record), record)
         for provider, model, _ in taken:
             entry = self._entries[provider][model]
             if records is None and entry.sent is not None:
@@ -219,14 +222,29 @@ class Measurements:
                 entry.pending = entry.sent
                 oldest = self.minute() - WINDOW_MINUTES  # the window's minutes only, however long it fails
                 entry.pending.minutes = {m: c for m, c in entry.pending.minutes.items() if m > oldest}
-            entry.sent, entry.view, entry.rank = None, None, _STALE
+            if entry.held is not None:
+                _keep(entry, entry.held)
+            entry.sent, entry.held, entry.view, entry.rank = None, None, None, _STALE
 
     def apply(self, records: Iterable[internal_pb.ModelHealth]) -> None:
-        """Keeps each record unless a newer one of its provider model is known."""
+        """Keeps each record unless a newer one of its provider model is known; while this replica's
+        report of the provider model is under way, the newest waits for the report's answer."""
         for record in records:
-            models = self._entries.setdefault(record.provider, {})
-            entry = models.get(record.provider_model)
-            if entry is None:
-                entry = models[record.provider_model] = _Entry()
-            if entry.shared is None or record.version > entry.shared.version:
-                entry.shared, entry.view, entry.rank = figures_of(record), None, _STALE
+            entry = self._entry(record)
+            if entry.sent is None:
+                _keep(entry, record)
+            elif entry.held is None or record.version > entry.held.version:
+                entry.held = record
+
+    def _entry(self, record: internal_pb.ModelHealth) -> _Entry:
+        models = self._entries.setdefault(record.provider, {})
+        entry = models.get(record.provider_model)
+        if entry is None:
+            entry = models[record.provider_model] = _Entry()
+        return entry
+
+
+def _keep(entry: _Entry, record: internal_pb.ModelHealth) -> None:
+    """The record as the entry's shared one, unless a newer one is known."""
+    if entry.shared is None or record.version > entry.shared.version:
+        entry.shared, entry.view, entry.rank = figures_of(record), None, _STALE

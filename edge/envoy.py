@@ -717,6 +717,7 @@ def render(ports: EnvoyPorts) -> str:
         layered_runtime=json.dumps(layered_runtime(ports.span_flush_ms)),
         connection_buffer_bytes=limits.connection_buffer_bytes,
         body_deadline=f"{limits.body_deadline_seconds}s",
+        headers_deadline=f"{limits.headers_deadline()}s",
         connection_idle=f"{limits.connection_idle_seconds}s",
         caller_key_filter=json.dumps(edge.caller_key_filter()),
         client_budget_filter=json.dumps(edge.client_budget_filter(limits)),

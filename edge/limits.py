@@ -69,6 +69,7 @@ class EdgeLimits:
     max_heap_bytes: int = 1024 * MIB  # the overload manager's fixed heap
     max_connections: int = 10_000  # open downstream connections, all listeners together
     body_deadline_seconds: int = 30  # headers to last body byte (HCM request_timeout): a 408 after
+    headers_deadline_seconds: int = 10  # first header byte to the last (HCM request_headers_timeout): a 408 after
     connection_idle_seconds: int = 120  # a keep-alive connection without a request is closed
     connection_buffer_bytes: int = 1 * MIB  # per connection, listener and clusters (Envoy's default, stated)
     client_burst_bytes: int = 24 * MIB  # large bodies one client address may start at once ...
@@ -105,6 +106,10 @@ class EdgeLimits:
             if not 0 < value < MAX_BUCKET:
                 raise ValueError(f"{name} must be positive and below {MAX_BUCKET}, got {value}")
         return EdgeLimits(**{**limits.__dict__, **values})
+
+    def headers_deadline(self) -> int:
+        """Seconds the request headers may take: never more than the whole request may."""
+        return min(self.headers_deadline_seconds, self.body_deadline_seconds)
 
     def caller_budget(self) -> tuple[int, int]:
         """(burst, bytes per second) of one API key: as set, else half the all-clients budget."""

@@ -6,13 +6,14 @@ overload manager Envoy starts with, and tracing that is off (no tracer) unless c
 from __future__ import annotations
 
 import json
+import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from helpers.edge import BACKENDS, CHAT, MIB, exchange, hcm_of, rendered, request_head, yaml_of
+from helpers.edge import BACKENDS, CHAT, MIB, exchange, hcm_of, raw_exchange, rendered, request_head, yaml_of
 from helpers.envoy import assert_envoy_accepts
 from helpers.registry import create_user, error_of, unique
 from helpers.stacks import RunningStack, Stacks
@@ -152,6 +153,23 @@ def test_a_body_that_stops_arriving_gets_a_408_in_openais_shape(tight, caller_ti
     status, error = exchange(tight, request_head(CHAT, 1000, caller_tight), b'{"model": "a/b", ')
     assert status == 408
     assert (error["type"], error["code"]) == ("invalid_request_error", "request_timeout")
+
+
+@pytest.mark.parametrize(("body_deadline", "headers_deadline"), [(30, "10s"), (10, "10s"), (4, "4s"), (1, "1s")])
+def test_the_headers_deadline_is_ten_seconds_or_the_body_deadline_if_shorter(body_deadline, headers_deadline) -> None:
+    hcm = hcm_of(rendered(edge=edge.EdgeLimits(body_deadline_seconds=body_deadline)))
+    assert (hcm["request_headers_timeout"], hcm["request_timeout"]) == (headers_deadline, f"{body_deadline}s")
+
+
+def test_headers_that_never_finish_get_a_408_within_the_body_deadline(tight) -> None:
+    """The headers' own deadline (10 s) is never longer than the whole request's: here 1 s."""
+    status, head, body = raw_exchange(tight, b"GET /v1/models HTTP/1.1\r\nHost: a\r\n")
+    assert status == 408
+    assert "content-type: application/json" in head
+    error = json.loads(body)["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["code"] == "request_timeout"
+    assert re.search(r"\r\nserver-timing: edge;dur=\d+\.\d\d(\r\n|$)", head)
 
 
 def test_a_held_large_body_is_ended_by_the_deadline_too(tight, caller_tight: str) -> None:

@@ -246,7 +246,6 @@ def openai_error_of_raw(answer: bytes, status: int) -> dict:
     [
         (b"GET /v1/models HTTP/1.0\r\n\r\n", 426, "http_version_not_supported"),
         (b"GET /v1/models HTTP/1.1\r\nHost: a\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n", 431, "headers_too_large"),
-        (b"GET /v1/models HTTP/1.1\r\nHost: a\r\n", 408, "request_timeout"),  # headers never finished
     ],
 )
 def test_envoy_protocol_errors_are_openai_json(stack, data: bytes, status: int, code: str) -> None:

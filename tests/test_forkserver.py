@@ -22,9 +22,18 @@ from services.launcher import free_port, http_ok
 pytestmark = pytest.mark.e2e  # starts processes
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def server() -> Iterator[ForkServer]:
-    """A fork server of the test's own, so that killing it touches no other test's stacks."""
+    """A fork server of this module's own, so that signalling it touches no other test's stacks: started
+    once (each start imports the services' code), for the tests that leave it as they found it."""
+    server = ForkServer(dict(os.environ))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_server() -> Iterator[ForkServer]:
+    """A fork server of the test's own: for the tests that kill it or count its children."""
     server = ForkServer(dict(os.environ))
     yield server
     server.stop()
@@ -84,8 +93,11 @@ def test_exit_codes_read_as_a_popens(server: ForkServer, tmp_path: Path) -> None
     child, _ = start_provider(server, tmp_path)
     child.kill()
     assert child.wait(timeout=30) == -signal.SIGKILL
+    running, _ = start_provider(server, tmp_path)
     with pytest.raises(subprocess.TimeoutExpired):
-        start_provider(server, tmp_path)[0].wait(timeout=0.1)
+        running.wait(timeout=0.1)
+    running.kill()
+    running.wait(timeout=30)
 
 
 def test_children_started_from_several_threads_at_once_each_get_their_own(server: ForkServer, tmp_path: Path) -> None:
@@ -109,7 +121,8 @@ def server_children(server: ForkServer) -> set[int]:
     return {int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
 
 
-def test_no_child_outlives_its_server(server: ForkServer, tmp_path: Path) -> None:
+def test_no_child_outlives_its_server(own_server: ForkServer, tmp_path: Path) -> None:
+    server = own_server
     child, _ = start_provider(server, tmp_path)
     assert int(status_field(child.pid, "PPid")) == server._server.pid
     server._server.kill()
@@ -133,10 +146,11 @@ def test_signals_to_a_whole_process_group_leave_the_server_to_its_launcher(serve
 
 
 def test_a_spawn_that_gave_up_waiting_gets_no_later_childs_answer(
-    server: ForkServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    own_server: ForkServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An answer belongs to its request: a spawn that stopped waiting (a timeout, a Ctrl-C) leaves no
     answer for the next one, and its child, when it comes, is killed."""
+    server = own_server
     monkeypatch.setattr("services.forkserver.REPLY_TIMEOUT_SECONDS", 0.1)
     os.kill(server._server.pid, signal.SIGSTOP)  # it answers only once it runs again
     with pytest.raises(OSError, match="did not answer"):

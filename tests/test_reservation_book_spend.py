@@ -129,6 +129,39 @@ async def test_a_grant_recorded_while_a_round_runs_is_not_put_back_by_it(db: Dat
         await reservations.close()
 
 
+@pytest.mark.parametrize("ended_by", ["release", "record"])
+async def test_a_request_ended_while_its_ask_waits_for_a_round_leaves_no_reservation(
+    db: Database, ended_by: str
+) -> None:
+    """A busy Billing: the caller gave up waiting for its ask's round (the Router's deadline) and the
+    request was released (not served) or recorded (served unchecked) before that round decided the
+    ask. The round grants it, and then its row goes: nothing stays reserved for the reservation TTL."""
+    account, request_id = unique("late"), unique("late-ask")
+    await db.run(lambda s: ledger.update_account(s, account, limit_nano_usd=LIMIT))
+    reservations, gated = Reservations(db, TTL, sync_seconds=3600), Gated(db)
+    reservations.db = gated
+    try:
+        asking = asyncio.ensure_future(reservations.reserve([ledger.Ask(request_id, account, ESTIMATE)]))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        asking.cancel()  # the round goes on: its transaction waits at the gate
+        reservations.ending([request_id])  # as ReleaseReservation and RecordRequests do, before the database
+        if ended_by == "release":
+            reservations.forget([request_id])
+            await db.run(lambda s: ledger.release_reservation(s, request_id))
+        else:
+            await record_through(reservations, db, account, request_id, ESTIMATE)
+        gated.gate.set()
+        await reservations.round()
+        rows = db.read(lambda s: s.connection().execute(select(ledger.RESERVATIONS.c.request_id)).scalars().all())
+        assert request_id not in rows
+        spent = db.read(lambda s: ledger.month_spend(s, account, datetime.now(UTC)))
+        assert spent == (ESTIMATE if ended_by == "record" else 0)
+    finally:
+        reservations.db = db
+        await reservations.close()
+
+
 async def test_an_account_over_its_budget_gets_nothing_more_from_memory(db: Database) -> None:
     """A recorded cost above its estimate pushes the account over its budget: the next round keeps
     the slice's holds counted but grants nothing more from it (nor does any later round)."""

@@ -22,6 +22,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 
 from services.billing import leases, ledger
@@ -56,6 +57,10 @@ class Reservations:
         self.holder = uuid.uuid4().hex  # this process, in its lease rows
         self.book = Book(ttl_seconds)
         self._waiting: list[tuple[ledger.Ask, asyncio.Future[ledger.Grant]]] = []
+        # Request ids of the asks waiting for a round or in one, and those of them released or recorded
+        # meanwhile (a caller that gave up waiting): their reservation rows must not outlive the round.
+        self._deciding: Counter[str] = Counter()
+        self._ended: set[str] = set()
         self._writer: asyncio.Task | None = None
         self._syncer: asyncio.Task | None = None
         self._round_waiters: list[asyncio.Future[None]] = []
@@ -83,12 +88,19 @@ class Reservations:
         """The requests were recorded: their grants leave their slices (spent, not free again)."""
         self.book.consume(request_ids)
 
+    def ending(self, request_ids: list[str]) -> None:
+        """The requests are about to be released or recorded (before the database is told): an ask
+        of theirs that a round has yet to decide leaves no reservation row behind when granted, as
+        the release or the record found none to delete."""
+        self._ended.update(request_id for request_id in request_ids if request_id in self._deciding)
+
     async def _in_database(self, asks: list[ledger.Ask]) -> list[ledger.Grant]:
         if not asks:
             return []
         loop = asyncio.get_running_loop()
         decisions: list[asyncio.Future[ledger.Grant]] = [loop.create_future() for _ in asks]
         self._waiting.extend(zip(asks, decisions, strict=True))
+        self._deciding.update(ask.request_id for ask in asks)
         self._kick()
         # Shielded: a caller that gives up (deadline) leaves the batch to the others' answers.
         return list(await asyncio.shield(asyncio.gather(*decisions)))
@@ -122,8 +134,9 @@ class Reservations:
         lease_round = leases.LeaseRound(self.holder, wishes, self.lease_seconds, self.ttl_seconds)
         try:
             grants = await self.db.run(lambda s: ledger.reserve_batch(s, asks, now, self.ttl_seconds, lease_round))
-            gone = self.book.settled(lease_round, now)
+            gone = self.book.settled(lease_round, now) + self._decided(asks)
         except Exception as exc:  # every caller of the batch gets the failure (the Router proceeds unchecked)
+            self._decided(asks)
             self.book.failed(lease_round)
             log.warning("a reservation round failed", extra={"error": type(exc).__name__}, exc_info=exc)
             for _, decided in batch:
@@ -141,8 +154,22 @@ class Reservations:
                 if not waiter.done():
                     waiter.set_result(None)
 
+    def _decided(self, asks: list[ledger.Ask]) -> list[str]:
+        """The asks' round is over: the request ids of those released or recorded meanwhile (from here
+        on, a release or a record finds their rows itself)."""
+        ended = []
+        for ask in asks:
+            request_id = ask.request_id
+            self._deciding[request_id] -= 1
+            if not self._deciding[request_id]:
+                del self._deciding[request_id]
+                if request_id in self._ended:
+                    self._ended.discard(request_id)
+                    ended.append(request_id)
+        return ended
+
     async def _drop_rows(self, request_ids: list[str]) -> None:
-        """Rows a round handed back whose requests were recorded or released meanwhile."""
+        """Rows a round wrote whose requests were recorded or released meanwhile."""
         try:
             await self.db.run(lambda s: ledger.release_reservations(s, request_ids))
         except Exception:

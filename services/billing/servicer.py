@@ -333,8 +333,10 @@ class LedgerServicer(billing_grpc.LedgerServiceServicer):
         if len(rows) < len(request.records):
             # A served request is never turned away with its batch: the others are stored.
             log.error("ledger records without a request id skipped", extra={"count": len(request.records) - len(rows)})
+        request_ids = [row["request_id"] for row in rows]
+        self.reservations.ending(request_ids)
         stored = await self.db.run(lambda s: ledger.record_entries(s, rows))
-        self.reservations.consume([row["request_id"] for row in rows])  # once their estimates are in the totals
+        self.reservations.consume(request_ids)  # once their estimates are in the totals
         RECORDS_STORED.inc(stored)
         return billing_pb.RecordRequestsResponse(stored_count=stored)
 
@@ -389,6 +391,7 @@ class LedgerServicer(billing_grpc.LedgerServiceServicer):
         self, request: billing_pb.ReleaseReservationRequest, context: grpc.aio.ServicerContext
     ) -> billing_pb.ReleaseReservationResponse:
         _required(request.request_id, "request_id")
+        self.reservations.ending([request.request_id])
         self.reservations.forget([request.request_id])
         await self.db.run(lambda s: ledger.release_reservation(s, request.request_id))
         return billing_pb.ReleaseReservationResponse()

@@ -201,3 +201,29 @@ async def test_an_unreachable_registry_is_retried_within_a_bound_then_the_report
     assert DROPPED.values[("unreachable",)] == dropped + 1
     await reports.report()
     assert len(registry.sent) == 2 and measurements.get("p", "m").requests == 0
+
+
+class SlowLoads:
+    """ListModelHealth whose first answer never comes: a load under way when the feed resets."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def ListModelHealth(self, request, timeout: float):  # noqa: ASYNC109 (the stub's signature)
+        self.calls += 1
+        if self.calls == 1:
+            await asyncio.Event().wait()
+        record = internal_pb.ModelHealth(provider="p", provider_model="m", version=self.calls, requests=self.calls)
+        return internal_pb.ListModelHealthResponse(records=[record])
+
+
+async def test_a_reset_while_the_records_load_loads_them_again_from_the_first_page() -> None:
+    registry, measurements = SlowLoads(), Measurements()
+    reports = HealthReports(registry, measurements, 1.0)
+    reports.changed(None)  # the feed lost: a load begins and hangs
+    for _ in range(3):
+        await asyncio.sleep(0)
+    reports.changed(internal_pb.WatchChangesResponse())  # connected again: notices were missed meanwhile
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert registry.calls == 2 and measurements.get("p", "m").requests == 2

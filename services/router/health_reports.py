@@ -143,10 +143,12 @@ class HealthReports:
         return True
 
     def changed(self, change: Change) -> None:
-        """A change notice: its records applied; a reset (the feed connected) loads them all."""
+        """A change notice: its records applied; a reset (the feed connected) loads them all, again
+        from the first page when a load was under way (its pages read may have changed unnoticed)."""
         if is_reset(change):
-            if self._loading is None or self._loading.done():
-                self._loading = asyncio.create_task(self.load())
+            if self._loading is not None:
+                self._loading.cancel()
+            self._loading = asyncio.create_task(self.load())
         elif change.kind == internal_pb.CHANGE_KIND_HEALTH:
             self.measurements.apply(change.health)
 

@@ -395,6 +395,8 @@ class UpOptions:
 def start_stack(options: UpOptions) -> tuple[Stack, str, str]:
     """Starts the services and Envoy; returns the stack, the admin token and its source."""
     check_port_free(options.host, options.http_port)  # before any child starts
+    # Envoy binds it last: until then free_port() must not choose it for a service or a metrics endpoint.
+    _handed_out.add(options.http_port)
     data_dir = options.data_dir.resolve()
     private_directory(data_dir)
     environment = {**os.environ, **options.environment}

@@ -260,6 +260,23 @@ def test_a_port_held_with_reuseport_is_refused(host: str) -> None:
     check_port_free(host, port)  # free again once the holder closed
 
 
+def test_the_stacks_http_port_is_never_chosen_for_a_service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Envoy binds the HTTP port last: until then it is free, and the stack's other ports are chosen
+    among free ones (a chance collision made Envoy fail to start)."""
+    from services import launcher
+
+    with socket.socket() as probe:  # a port free now: the HTTP port
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setattr(launcher, "FREE_PORTS", range(port, port + 1))
+    monkeypatch.setattr(launcher, "_handed_out", set())
+    monkeypatch.setattr(launcher, "private_directory", lambda path: 1 / 0)  # stops it after the port check
+    with pytest.raises(ZeroDivisionError):
+        launcher.start_stack(launcher.UpOptions(port, tmp_path / "data", "", demo=False))
+    with pytest.raises(OSError, match="no free port"):  # the only one left is the HTTP port
+        launcher.free_port()
+
+
 def test_router_workers_default_to_one_per_core() -> None:
     from services.cli import build_parser, up_options
 

@@ -4,6 +4,7 @@ writer applies the change itself, and its follower applies what the writer could
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 
 from services.common.db import Database, migrate
+from services.registry.domain import replicas
 from services.registry.domain import state as state_module
 from services.registry.domain.changes import ChangeFeed
 from services.registry.domain.replicas import ReplicaFollower
@@ -58,3 +60,37 @@ async def test_the_follower_applies_a_committed_write_its_writer_could_not(
     monkeypatch.setattr(state_module, "read_change", read_change)
     await follower.catch_up()
     assert ("bob" in registry.index.users, registry.feed.revision) == (True, 1)
+
+
+async def test_a_write_whose_apply_was_cancelled_is_applied_however_many_changes_came_after(
+    registry: RegistryState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its caller gave up (a deadline) while the writer applied it; then, with another write of this
+    replica always under way, more changes came than the follower looks back: it applies it, once."""
+    monkeypatch.setattr(replicas, "LOOK_BACK", 3)
+    follower, apply, gate, both_committed = ReplicaFollower(registry), registry.apply, asyncio.Event(), asyncio.Event()
+    applying: list[str] = []
+
+    async def slow_apply(kind: int, key: str) -> None:
+        applying.append(key)
+        if len(applying) == 2:
+            both_committed.set()
+        await gate.wait()
+        await apply(kind, key)
+
+    registry.apply = slow_apply
+    given_up = asyncio.ensure_future(registry.write(create_user("cat"), internal_pb.CHANGE_KIND_IDENTITY, "cat"))
+    under_way = asyncio.ensure_future(registry.write(create_user("dog"), internal_pb.CHANGE_KIND_IDENTITY, "dog"))
+    await both_committed.wait()  # their writer waits to apply them
+    await follower.catch_up()  # it leaves them to their writer for now
+    given_up.cancel()
+    registry.apply = apply
+    for number in range(2 * replicas.LOOK_BACK):
+        await registry.write(create_user(f"later-{number}"), internal_pb.CHANGE_KIND_IDENTITY, f"later-{number}")
+        await follower.catch_up()
+    assert "cat" in registry.index.users
+    gate.set()
+    await under_way
+    await follower.catch_up()
+    assert "dog" in registry.index.users
+    assert registry.feed.revision == 2 + 2 * replicas.LOOK_BACK  # one notice each, none twice

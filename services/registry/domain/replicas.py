@@ -18,6 +18,10 @@ costs a scalar read about twice a second.
 Revisions of concurrent transactions may become visible out of order
 (PostgreSQL sequences), so each poll looks back a window of revisions and
 skips the ones already applied; re-applying a change is harmless anyway.
+A change of this replica's own that its writer is applying waits, outside the
+window, until the writer is done; it is applied here if the writer's apply
+failed or was cancelled (e.g. its caller's deadline), however many changes
+came meanwhile.
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ class ReplicaFollower:
         self.state = state
         self.newest = state.index.loaded_revision
         self.applied: set[int] = set()
+        # This replica's changes its writers were applying when read: revision -> (kind, key)
+        self.waiting: dict[int, tuple[int, str]] = {}
         self._last_prune = 0.0
         self._polls = 0  # polls started
         self._polling = asyncio.Lock()
@@ -73,6 +79,7 @@ class ReplicaFollower:
             await self.poll()
 
     async def poll(self) -> None:
+        await self._settle_waiting()
         since = self.newest - LOOK_BACK
         (mark,) = await self.state.db.query(queries.CHANGE_LOG_MARK, {"since": since})
         read_at = (since, *mark)
@@ -81,21 +88,28 @@ class ReplicaFollower:
             return
         self.pause, self._read_at = POLL_SECONDS, None
         changes = await self.state.db.run(lambda session: queries.changes_since(session, since))
-        deferred = False
-        for revision, origin, kind, key in changes:
+        for revision, _, kind, key in changes:
             if revision in self.applied:
                 continue
-            if revision not in self.state.applied_here:  # another replica's, or ours not applied
-                if origin == self.state.origin and self.state.writes_in_flight:
-                    deferred = True  # perhaps its writer is applying it: look again next poll
-                    continue
-                await self.state.apply(kind, key)
+            if revision in self.state.applying_here:  # its writer is applying it: settled at the next poll
+                self.waiting[revision] = (kind, key)
+            elif revision not in self.state.applied_here:  # another replica's, or ours not applied
+                await self.state.apply(kind, key)  # should it fail, the next poll reads the changes again
             self.applied.add(revision)
             self.newest = max(self.newest, revision)
-        if not deferred:  # else (or when an apply failed) the next poll reads the changes again
-            self._read_at = read_at
+        self._read_at = read_at
         self.applied = {r for r in self.applied if r > self.newest - LOOK_BACK}
-        self.state.applied_here -= {r for r in self.state.applied_here if r <= self.newest - LOOK_BACK}
+        oldest = self.newest - LOOK_BACK  # a waiting change's revision stays until it is settled
+        self.state.applied_here -= {r for r in self.state.applied_here if r <= oldest and r not in self.waiting}
+
+    async def _settle_waiting(self) -> None:
+        """This replica's changes whose writers were applying them: applied here unless they did."""
+        for revision, (kind, key) in list(self.waiting.items()):
+            if revision in self.state.applying_here:
+                continue
+            if revision not in self.state.applied_here:
+                await self.state.apply(kind, key)
+            del self.waiting[revision]
 
     async def _prune(self) -> None:
         if time.monotonic() - self._last_prune < PRUNE_EVERY_SECONDS:

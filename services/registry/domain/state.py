@@ -95,10 +95,11 @@ class RegistryState:
     # Revisions of this replica's writes it applied itself: the follower skips them (and
     # applies a write of ours whose apply failed or was cancelled after its commit).
     applied_here: set[int] = field(default_factory=set)
-    # Writes of this replica from their start to their own apply: while any runs, the follower
-    # leaves this replica's changes it has not seen applied for a later poll, so that it never
-    # applies a change its writer is about to apply (which would tell the watchers twice).
-    writes_in_flight: int = 0
+    # Revisions of this replica's writes their writer is applying: the follower looks at them again
+    # once their writer is done (applied, or not: a failed or cancelled apply), so that it does not
+    # apply a change its writer is applying (which would tell the watchers twice), nor lose one. A
+    # change read between its commit and its writer's next step is applied by both: a harmless second notice.
+    applying_here: set[int] = field(default_factory=set)
     _applying: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def write(
@@ -118,18 +119,18 @@ class RegistryState:
             result = work(session)
             return result, queries.commit_change(session, ChangeRow(origin=self.origin, kind=kind, key=key))
 
-        self.writes_in_flight += 1
         try:
-            try:
-                result, revision = await self.db.run(transaction)
-            except IntegrityError:
-                if not conflict:
-                    raise
-                raise already_exists(reason, conflict) from None
+            result, revision = await self.db.run(transaction)
+        except IntegrityError:
+            if not conflict:
+                raise
+            raise already_exists(reason, conflict) from None
+        self.applying_here.add(revision)
+        try:
             await self.apply(kind, key)
             self.applied_here.add(revision)
         finally:
-            self.writes_in_flight -= 1
+            self.applying_here.discard(revision)
         return result
 
     async def apply(self, kind: int, key: str) -> None:

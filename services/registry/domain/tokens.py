@@ -63,7 +63,8 @@ def _insert_within_cap(session: Session, row: TokenRow) -> None:
 
 
 async def revoke_token(state: RegistryState, user: str, name: str) -> None:
-    """Deletes the user's token of that name (404 when there is none): it stops working at once."""
+    """Deletes the user's token of that name (404 when there is none): it stops working at once
+    through this replica, and through the others once they read the change (docs/registry.md)."""
     where = (TokenRow.user == user, TokenRow.name == name)
     missing = not_found("TOKEN_NOT_FOUND", f"user {shown(user)} has no token named {shown(name)}")
     await state.write(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from helpers.billing import GARBAGE, VALID, CostApiStub, garbage_answer, ledger_database, record, unique
+from helpers.billing import GARBAGE, VALID, CostApiStub, garbage_answer, ledger_database, record, stream_records, unique
 
 from services.billing import ledger
 from services.billing.reconciler import CostApi, Reconciler, ReconcilerSettings
@@ -125,6 +125,33 @@ async def test_second_pass_settles_what_the_provider_prices_later(db: Database) 
     after = await states(db, records)
     assert after[records[0].request_id] == (SETTLED, 10)
     assert {after[r.request_id] for r in records[1:]} == {(SETTLED, 20)}
+
+
+async def test_a_stream_is_priced_once_its_final_record_came_not_while_it_runs(db: Database) -> None:
+    """While a stream runs, only its provisional record is stored, and the provider's cost of it would
+    be a part: it is not asked for. Its final record makes it pending as any other."""
+    account = unique("acct")
+    provisional, final = stream_records(account)
+    await store(db, [provisional])
+    asked: list[str] = []
+
+    async def answer(ids: list[str]) -> tuple[int, bytes]:
+        asked.extend(ids)
+        return 200, orjson.dumps({"requests": [{"requestId": i, "costNanoUsd": 9_000} for i in ids]})
+
+    async with CostApiStub(answer) as stub:
+        worker = reconciler(db, provisional.provider, stub.url)
+        await worker.start()
+        try:
+            running = await worker.run_pass()
+            await store(db, [final])
+            ended = await worker.run_pass()
+        finally:
+            await worker.close()
+    assert (running.asked, ended.asked, ended.settled) == (0, 1, 1)
+    assert asked == [final.provider_request_id]
+    assert (await states(db, [final]))[final.request_id] == (SETTLED, 9_000)
+    assert await db.run(lambda s: ledger.month_spend(s, account, datetime.now(UTC))) == 9_000
 
 
 @pytest.mark.parametrize("failure", ["http-500", "http-401", "invalid-json", "not-an-object", "timeout", "closed"])

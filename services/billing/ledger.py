@@ -345,7 +345,10 @@ def claim_page(
     session: Session, provider: str, after: str, limit: int, now: float, until: float
 ) -> list[tuple[str, str]]:
     """Claims until `until` a page of a provider's pending requests, in request id order after
-    `after`, that no reconciler holds at `now`; their (request_id, provider_request_id).
+    `after`, that no reconciler holds at `now`; their (request_id, provider_request_id). A stream
+    whose final record has not come (provisional) is not asked for: the provider's cost of it may
+    be a part (its final record makes it pending as any other; without one, it ages out unpriced
+    at its estimate, as a stream whose Router died is billed).
 
     One statement: PostgreSQL skips the rows another reconciler is claiming (FOR UPDATE SKIP
     LOCKED) and re-checks the claim on the rows it locked; SQLite runs one writer at a time.
@@ -359,6 +362,7 @@ def claim_page(
             LEDGER.c.request_id > after,
             LEDGER.c.provider_request_id != "",
             LEDGER.c.claimed_until <= now,
+            LEDGER.c.provisional.is_(False),
         )
         .order_by(LEDGER.c.request_id)
         .limit(limit)

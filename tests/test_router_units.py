@@ -19,6 +19,7 @@ from services.common.pricing import Price
 from services.common.secrets import Redactor
 from services.launcher import free_port
 from services.router import selection
+from services.router import spool as spool_module
 from services.router.anonymous import Bucket, client_address
 from services.router.breaker import Breakers
 from services.router.directory import ProviderEntry
@@ -323,6 +324,30 @@ async def test_spooled_batches_go_to_billing_merged_up_to_a_batch_oldest_first(
     assert ledger.calls == calls
     assert len(list(tmp_path.glob("*.rejected"))) == rejected
     assert list(tmp_path.glob("*.batch")) == []
+
+
+async def test_a_batch_billing_rejected_is_sent_again_later_while_records_flow(tmp_path, monkeypatch) -> None:
+    """E.g. an older Billing, during an upgrade, that does not know a record's unit yet: once a newer
+    one answers, the batch kept aside is stored without waiting for the Router's next start."""
+    monkeypatch.setattr(spool_module, "REJECTED_RESEND_SECONDS", 0.0)
+    ledger, server = _Ledger(frozenset("*")), grpc.aio.server()
+    billing_grpc.add_LedgerServiceServicer_to_server(ledger, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            spool = Spool(billing_grpc.LedgerServiceStub(channel), tmp_path, 5, send_interval=0.0)
+            spool.load_spool()
+            spool.record(billing_pb.LedgerRecord(request_id="r0"))
+            await spool._flush()
+            assert len(list(tmp_path.glob("*.rejected"))) == 1
+            ledger.refused = frozenset()  # the newer Billing
+            spool.record(billing_pb.LedgerRecord(request_id="r1"))
+            await spool._flush()
+    finally:
+        await server.stop(None)
+    assert sorted(id_ for call in ledger.calls for id_ in call) == ["r0", "r1"]
+    assert list(tmp_path.glob("*.rejected")) == list(tmp_path.glob("*.batch")) == []
 
 
 @given(forged=st.lists(st.ip_addresses().map(str), max_size=3), peer=st.ip_addresses(v=4).map(str))

@@ -43,6 +43,9 @@ SEND_TIMEOUT_SECONDS = 10.0
 RETRY_MAX_SECONDS = 30.0
 MAX_RECORDS_PER_CALL = 10_000
 _REJECTED_CODES = {grpc.StatusCode.INVALID_ARGUMENT}
+# A batch Billing rejected (e.g. an older Billing, during an upgrade, that does not know a record's
+# unit yet) is kept aside and sent again this often while records flow, and at every start.
+REJECTED_RESEND_SECONDS = 300.0
 JOURNAL = "journal.log"
 _FRAME = struct.Struct(">I")  # length prefix of one serialized LedgerRecord in a journal
 
@@ -98,6 +101,7 @@ class Spool:
         self._queued = asyncio.Event()  # a record came: wakes the idle sender
         self._journal_fd = -1
         self._sealed: list[Path] = []  # journals whose records are in `pending`, not yet in a spool file
+        self._rejected_at: float | None = None  # when a batch was last kept aside (monotonic), until resent
 
     def record(self, record: billing_pb.LedgerRecord) -> None:
         """Journals and queues a served request's record; returns at once."""
@@ -121,16 +125,24 @@ class Spool:
             return Backlog(0, 0, 0.0)
         return Backlog(len(pending) + known, len(spooled), max(0.0, (time.time_ns() - oldest_ns) / 1e9))
 
+    def _resend_rejected(self) -> list[Path]:
+        """Puts the batches Billing rejected back among the spooled ones (never dropped: sent again
+        until Billing stores them); their new paths."""
+        rejected = sorted(self.spool_dir.glob("*.rejected"))
+        if rejected:
+            log.error("resending ledger batches Billing rejected before", extra={"files": len(rejected)})
+        self._rejected_at = None
+        batches = [path.with_suffix(".batch") for path in rejected]
+        for path, batch in zip(rejected, batches, strict=True):
+            os.replace(path, batch)
+        return batches
+
     def load_spool(self) -> None:
         """Picks up journals and spool files a previous run left, and opens a fresh journal."""
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         for leftover in self.spool_dir.glob("*.tmp"):
             leftover.unlink()
-        rejected = sorted(self.spool_dir.glob("*.rejected"))
-        if rejected:  # never dropped: sent again on every start, until Billing stores them
-            log.error("resending ledger batches Billing rejected before", extra={"files": len(rejected)})
-            for path in rejected:
-                os.replace(path, path.with_suffix(".batch"))
+        self._resend_rejected()
         self._spooled = [(path, None) for path in sorted(self.spool_dir.glob("*.batch"))]
         journal = self.spool_dir / JOURNAL
         if journal.exists():
@@ -203,10 +215,12 @@ class Spool:
                     if len(paths) > 1:
                         alone = len(paths)
                         continue
-                    log.error("billing rejected a ledger batch; kept aside, resent at the next start",
+                    log.error("billing rejected a ledger batch; kept aside, sent again later and at the next start",
                               extra={"files": [p.name for p in paths], "records": len(batch.records)})  # fmt: skip
                     for path in paths:
                         await asyncio.to_thread(os.replace, path, path.with_suffix(".rejected"))
+                    if self._rejected_at is None:
+                        self._rejected_at = time.monotonic()
                 else:
                     done += paths
                 alone = max(alone - 1, 0)
@@ -256,6 +270,9 @@ class Spool:
     async def _flush(self) -> None:
         await self.spool_pending()
         now = time.monotonic()
+        if self._rejected_at is not None and now - self._rejected_at >= REJECTED_RESEND_SECONDS:
+            resent = [(path, None) for path in await asyncio.to_thread(self._resend_rejected)]
+            self._spooled = sorted(self._spooled + resent, key=lambda spooled: spooled[0].name)
         if self._backoff.delay and now < self._retry_at:
             return
         if now - self._sent_at < self.send_interval and not self._batch_spooled():

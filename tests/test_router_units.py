@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 from pathlib import Path
 
 import grpc
@@ -324,6 +326,34 @@ async def test_spooled_batches_go_to_billing_merged_up_to_a_batch_oldest_first(
     assert ledger.calls == calls
     assert len(list(tmp_path.glob("*.rejected"))) == rejected
     assert list(tmp_path.glob("*.batch")) == []
+
+
+@pytest.mark.parametrize("failure", ["error", "short"])
+async def test_a_journal_write_that_fails_loses_no_record(tmp_path, monkeypatch, failure: str) -> None:
+    """A full disk: the record is queued all the same (spooled at the next flush), no frame follows a
+    torn one, and a restart reads every whole record the journal holds."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{free_port()}") as channel:
+        spool = Spool(billing_grpc.LedgerServiceStub(channel), tmp_path, 100)
+        spool.load_spool()
+        spool.record(billing_pb.LedgerRecord(request_id="whole"))
+        write = os.write
+
+        def full_disk(fd: int, data: bytes) -> int:
+            if failure == "error":
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return write(fd, data[: len(data) // 2])
+
+        monkeypatch.setattr(spool_module.os, "write", full_disk)
+        spool.record(billing_pb.LedgerRecord(request_id="torn"))
+        monkeypatch.setattr(spool_module.os, "write", write)
+        spool.record(billing_pb.LedgerRecord(request_id="after"))
+        assert [r.request_id for r in spool.pending] == ["whole", "torn", "after"]
+        await spool.spool_pending()
+        batches = [billing_pb.RecordRequestsRequest.FromString(f.read_bytes()) for f in tmp_path.glob("*.batch")]
+        assert sorted(r.request_id for b in batches for r in b.records) == ["after", "torn", "whole"]
+        restarted = Spool(billing_grpc.LedgerServiceStub(channel), tmp_path, 100)
+        restarted.load_spool()  # the journal's whole records again: Billing stores a request id once
+        assert [r.request_id for r in restarted.pending] == ["whole"]
 
 
 async def test_a_batch_billing_rejected_is_sent_again_later_while_records_flow(tmp_path, monkeypatch) -> None:

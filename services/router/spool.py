@@ -104,14 +104,30 @@ class Spool:
         self._rejected_at: float | None = None  # when a batch was last kept aside (monotonic), until resent
 
     def record(self, record: billing_pb.LedgerRecord) -> None:
-        """Journals and queues a served request's record; returns at once."""
+        """Queues and journals a served request's record; returns at once."""
+        self.pending.append(record)  # queued whatever befalls the journal
         if self._journal_fd >= 0:
             data = record.SerializeToString()
-            os.write(self._journal_fd, _FRAME.pack(len(data)) + data)  # O_APPEND: one write, one frame
-        self.pending.append(record)
+            frame = _FRAME.pack(len(data)) + data
+            try:
+                written = os.write(self._journal_fd, frame)  # O_APPEND: one write, one frame
+            except OSError:
+                written = -1
+            if written != len(frame):
+                self._stop_journaling()
         self._queued.set()
         if len(self.pending) >= self.batch_size:
             self._wake.set()
+
+    def _stop_journaling(self) -> None:
+        """A journal write failed or fell short (a full disk): no frame is appended after it (one cut
+        short at the journal's end is ignored when read), and the records wait in memory until their
+        flush spools them. The journal stays for the next start, which resends what it holds
+        (Billing stores a request id once)."""
+        log.error("cannot write the ledger journal: records wait in memory for their spool file until a restart")
+        with contextlib.suppress(OSError):
+            os.close(self._journal_fd)
+        self._journal_fd = -1
 
     def backlog(self) -> Backlog:
         """What Billing has not acknowledged yet (read by the metrics endpoint's thread)."""

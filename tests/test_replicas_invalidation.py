@@ -88,8 +88,8 @@ def world() -> RegistryIndex:
         index.put_alias(name, target)
     for rank, (provider, org) in enumerate(zip(PROVIDERS, ORGS, strict=True)):
         index.put_provider(IndexedProvider(provider, org, rank))
-    index.replace_user("u0", UserEntry({"o0": "read"}), [])
-    index.replace_user("u1", UserEntry(), [])
+    index.replace_user("u0", UserEntry({"o0": "read"}), {})
+    index.replace_user("u1", UserEntry(), {})
     return index
 
 
@@ -121,7 +121,7 @@ def apply_to_index(index: RegistryIndex, operation: tuple) -> Change:
     if kind == "delete provider":
         return Change(1, internal_pb.CHANGE_KIND_PROVIDER, key, index.replace_provider(key, None, []))
     _, user, orgs = operation
-    touched = index.replace_user(user, UserEntry(dict.fromkeys(orgs, "read")), [])
+    touched = index.replace_user(user, UserEntry(dict.fromkeys(orgs, "read")), {})
     return Change(1, internal_pb.CHANGE_KIND_IDENTITY, user, touched)
 
 

@@ -5,18 +5,24 @@ writer applies the change itself, and its follower applies what the writer could
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import grpc
 import pytest
+from google.protobuf import timestamp_pb2
+from switchboard.registry.v1 import admin_service_pb2 as admin_pb
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 
 from services.common.db import Database, migrate
+from services.common.errors import ApiError
 from services.registry.domain import replicas
 from services.registry.domain import state as state_module
 from services.registry.domain.changes import ChangeFeed
 from services.registry.domain.replicas import ReplicaFollower
 from services.registry.domain.state import RegistryState
+from services.registry.domain.tokens import issue_token
 from services.registry.server import MIGRATIONS
 from services.registry.storage import queries
 from services.registry.storage.tables import UserRow
@@ -94,3 +100,34 @@ async def test_a_write_whose_apply_was_cancelled_is_applied_however_many_changes
     await follower.catch_up()
     assert "dog" in registry.index.users
     assert registry.feed.revision == 2 + 2 * replicas.LOOK_BACK  # one notice each, none twice
+
+
+async def test_an_expired_token_may_not_act_as_its_user_however_the_index_learnt_it(
+    registry: RegistryState, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Past its expireTime a token is refused (401 api_key_expired) by the Registry's own APIs too:
+    else it could make itself a new token without one. Known from the writer's apply and from a load."""
+    await registry.write(create_user("eve"), internal_pb.CHANGE_KIND_IDENTITY, "eve")
+    limits = admin_pb.ApiTokenLimits(expire_time=timestamp_pb2.Timestamp(seconds=int(time.time()) + 3600))
+    _, token = await issue_token(registry, "eve", "soon", limits)
+    _, lasting = await issue_token(registry, "eve", "lasting")
+    loaded = await registry.db.run(lambda session: queries.load_index(session.get_bind()))
+    for index in (registry.index, loaded):
+        state = RegistryState(registry.db, index, ChangeFeed(), "admin-token")
+        assert state.caller(Bearer(token)) == state.caller(Bearer(lasting)) == "eve"
+        monkeypatch.setattr(state_module.time, "time", lambda: time.time_ns() / 1e9 + 3601)
+        with pytest.raises(ApiError) as refused:
+            state.caller(Bearer(token))
+        assert (refused.value.grpc_code, refused.value.reason) == (grpc.StatusCode.UNAUTHENTICATED, "API_KEY_EXPIRED")
+        assert state.caller(Bearer(lasting)) == "eve"
+        monkeypatch.undo()
+
+
+class Bearer:
+    """A call's context as far as the bearer token goes."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    def invocation_metadata(self) -> list[tuple[str, str]]:
+        return [("authorization", f"Bearer {self.token}")]

@@ -222,6 +222,11 @@ def unauthenticated(reason: str, message: str) -> ApiError:
     return ApiError(Code.UNAUTHENTICATED, reason, message)
 
 
+def api_key_expired() -> ApiError:
+    """An API token past its expireTime (a 401), whichever service is called with it."""
+    return unauthenticated("API_KEY_EXPIRED", "this API token has expired")
+
+
 def permission_denied(reason: str, message: str, param: str | None = None) -> ApiError:
     """The caller may not do this (a 403)."""
     return ApiError(Code.PERMISSION_DENIED, reason, message, param=param)

@@ -35,7 +35,7 @@ from services.common.counters import (
     StoreUnavailable,
     Usage,
 )
-from services.common.errors import ApiError, Code, permission_denied, unauthenticated, unavailable
+from services.common.errors import ApiError, Code, api_key_expired, permission_denied, unavailable
 from services.common.telemetry import ROUTER, LoopCounter
 
 log = logging.getLogger(__name__)
@@ -170,7 +170,7 @@ class KeyLimits:
             return None
         plan, now = self._plan(caller), self.clock()
         if plan.expiry is not None and now >= plan.expiry:
-            raise unauthenticated("API_KEY_EXPIRED", "this API token has expired")
+            raise api_key_expired()
         if plan.allowed and model not in plan.allowed and model.rpartition(":")[0] not in plan.allowed:
             raise permission_denied("MODEL_NOT_ALLOWED", f"this API token may not call {model[:200]}", "model")
         if plan.limits == NO_LIMITS:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 
 from services.common.auth import TOKEN_PREFIX, bearer_token, is_admin_token
 from services.common.db import Database
-from services.common.errors import ApiError, already_exists, not_found, unauthenticated
+from services.common.errors import ApiError, already_exists, api_key_expired, not_found, unauthenticated
 from services.registry.domain.changes import ChangeFeed
 from services.registry.domain.validation import shown
 from services.registry.storage import health_records, queries
@@ -61,8 +62,8 @@ def read_change(session: Session, kind: int, key: str) -> Update:
             return lambda index: index.replace_provider(key, entry, mappings)
         return lambda index: index.replace_provider_mappings(key, mappings) if key in index.providers else Touched()
     if kind == internal_pb.CHANGE_KIND_IDENTITY:
-        user, token_hashes = queries.user_identity(session, key)
-        return lambda index: index.replace_user(key, user, token_hashes)
+        user, tokens = queries.user_identity(session, key)
+        return lambda index: index.replace_user(key, user, tokens)
     if kind == internal_pb.CHANGE_KIND_MODEL:
         rows = queries.catalog_rows(session, key.split("\n")) if key else []
         return lambda index: index.put_models(rows)
@@ -172,5 +173,10 @@ class RegistryState:
         return user
 
     def caller(self, context: grpc.aio.ServicerContext) -> str | None:
-        """The calling user from the bearer token (None: the operators' admin token)."""
-        return self.user_of_token(bearer_token(context))
+        """The calling user from the bearer token (None: the operators' admin token); 401 for a
+        token past its expireTime, which may not act as its user (e.g. make itself a new token)."""
+        token = bearer_token(context)
+        user = self.user_of_token(token)
+        if user is not None and self.index.expired(hash_token(token), time.time()):
+            raise api_key_expired()
+        return user

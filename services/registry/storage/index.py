@@ -221,6 +221,7 @@ class RegistryIndex:
         self.provider_mappings: dict[str, dict[str, Mapping]] = {}  # provider -> id -> mapping, oldest first
         self.users: dict[str, UserEntry] = {}
         self.tokens: dict[str, str] = {}  # SHA-256 hex of the token -> user
+        self.token_expiry: dict[str, float] = {}  # SHA-256 hex of a token with an expireTime -> its Unix time
         self._keys: dict[tuple[str, str, str, str], str] = {}
         self._by_model: dict[str, list[Mapping]] = {}
         self._by_provider_model: dict[tuple[str, str, str], list[Mapping]] = {}
@@ -385,17 +386,24 @@ class RegistryIndex:
 
     # identity
 
-    def replace_user(self, user: str, entry: UserEntry | None, token_hashes: Iterable[str]) -> Touched:
-        """The user's roles, preference and tokens as the database has them now; the tokens
-        created or revoked since."""
+    def replace_user(self, user: str, entry: UserEntry | None, tokens: dict[str, float | None]) -> Touched:
+        """The user's roles, preference and tokens (digest -> expiry) as the database has them now;
+        the tokens created or revoked since."""
         old = self.remove_tokens_of(user)
         if entry is None:
             self.users.pop(user, None)
             return Touched(token_hashes=frozenset(old))
         self.users[user] = entry
-        new = set(token_hashes)
-        self.tokens.update(dict.fromkeys(new, user))
-        return Touched(token_hashes=frozenset(new.symmetric_difference(old)))
+        self.add_tokens(user, tokens)
+        return Touched(token_hashes=frozenset(set(tokens).symmetric_difference(old)))
+
+    def add_tokens(self, user: str, tokens: dict[str, float | None]) -> None:
+        self.tokens.update(dict.fromkeys(tokens, user))
+        self.token_expiry.update((digest, expiry) for digest, expiry in tokens.items() if expiry is not None)
+
+    def expired(self, token_hash: str, now: float) -> bool:
+        expiry = self.token_expiry.get(token_hash)
+        return expiry is not None and now >= expiry
 
     def user(self, name: str) -> UserEntry:
         return self.users.setdefault(name, UserEntry())
@@ -404,6 +412,7 @@ class RegistryIndex:
         removed = [h for h, owner in self.tokens.items() if owner == user]
         for token_hash in removed:
             del self.tokens[token_hash]
+            self.token_expiry.pop(token_hash, None)
         return removed
 
     def role(self, user: str, org: str) -> str | None:

@@ -81,8 +81,9 @@ def load_index(engine: Engine) -> RegistryIndex:
         cursor.execute('SELECT org, "user", role FROM memberships')
         for org, user, role in cursor.fetchall():
             index.user(user).memberships[org] = role
-        cursor.execute('SELECT token_hash, "user" FROM tokens')
-        index.tokens.update(cursor.fetchall())
+        cursor.execute('SELECT token_hash, "user", limits FROM tokens')
+        for token_hash, user, limits in cursor.fetchall():
+            index.add_tokens(user, {token_hash: token_expiry(limits)})
     finally:
         connection.close()
     return index
@@ -394,15 +395,22 @@ def provider_mappings(session: Session, provider_id: str) -> list[Mapping]:
     return [mapping_from_values(*row) for row in session.execute(query, {"p": provider_id})]
 
 
-def user_identity(session: Session, user: str) -> tuple[UserEntry | None, list[str]]:
-    """The user's roles and preference (None when gone), and their token digests."""
+def user_identity(session: Session, user: str) -> tuple[UserEntry | None, dict[str, float | None]]:
+    """The user's roles and preference (None when gone), and their tokens: digest -> expiry."""
     row = session.get(UserRow, user)
     if row is None:
-        return None, []
+        return None, {}
     entry = UserEntry(preferred_providers=tuple(orjson.loads(row.preferred_providers)))
     for membership in session.exec(select(MembershipRow).where(MembershipRow.user == user)):
         entry.memberships[membership.org] = membership.role
-    return entry, list(session.exec(select(TokenRow.token_hash).where(TokenRow.user == user)))
+    tokens = session.exec(select(TokenRow.token_hash, TokenRow.limits).where(TokenRow.user == user))
+    return entry, {token_hash: token_expiry(limits) for token_hash, limits in tokens}
+
+
+def token_expiry(limits: str | None) -> float | None:
+    """A token's expireTime (in its limits, ApiTokenLimits' proto3 JSON) as Unix time; None: none."""
+    expire_time = orjson.loads(limits).get("expireTime") if limits else None
+    return datetime.fromisoformat(expire_time).timestamp() if expire_time else None
 
 
 def catalog_create_times(session: Session, model_ids: list[str]) -> dict[str, datetime]:

@@ -17,12 +17,13 @@ from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 
 from services.common.db import Database, migrate
 from services.common.errors import ApiError
+from services.registry.api.internal import InternalServicer
 from services.registry.domain import replicas
 from services.registry.domain import state as state_module
 from services.registry.domain.changes import ChangeFeed
 from services.registry.domain.replicas import ReplicaFollower
 from services.registry.domain.state import RegistryState
-from services.registry.domain.tokens import issue_token
+from services.registry.domain.tokens import issue_token, revoke_token
 from services.registry.server import MIGRATIONS
 from services.registry.storage import queries
 from services.registry.storage.tables import UserRow
@@ -121,6 +122,26 @@ async def test_an_expired_token_may_not_act_as_its_user_however_the_index_learnt
         assert (refused.value.grpc_code, refused.value.reason) == (grpc.StatusCode.UNAUTHENTICATED, "API_KEY_EXPIRED")
         assert state.caller(Bearer(lasting)) == "eve"
         monkeypatch.undo()
+
+
+async def test_a_token_revoked_through_another_replica_is_never_served_without_its_limits(
+    registry: RegistryState,
+) -> None:
+    """Replica B has not read A's revocation yet (its index still knows the token): B refuses it
+    rather than answer the Router a caller without the limits the database no longer holds."""
+    await registry.write(create_user("fay"), internal_pb.CHANGE_KIND_IDENTITY, "fay")
+    limits = admin_pb.ApiTokenLimits(requests_per_minute=1)
+    _, token = await issue_token(registry, "fay", "limited", limits)
+    behind = RegistryState(
+        registry.db, await registry.db.run(lambda s: queries.load_index(s.get_bind())), ChangeFeed(), "a"
+    )
+    internal = InternalServicer(behind)
+    request = internal_pb.AuthenticateTokenRequest(token=token)
+    assert (await internal.AuthenticateToken(request, None)).limits.requests_per_minute == 1
+    await revoke_token(registry, "fay", "limited")
+    with pytest.raises(ApiError) as refused:
+        await internal.AuthenticateToken(request, None)
+    assert (refused.value.grpc_code, refused.value.reason) == (grpc.StatusCode.UNAUTHENTICATED, "INVALID_API_KEY")
 
 
 class Bearer:

@@ -18,7 +18,7 @@ from services.registry.api.health import HealthMethods
 from services.registry.domain import capabilities
 from services.registry.domain.messages import provider_configs
 from services.registry.domain.routing_configs import RoutingConfigs
-from services.registry.domain.state import RegistryState, hash_token
+from services.registry.domain.state import RegistryState, hash_token, invalid_token
 from services.registry.domain.tokens import limits_of, token_id
 from services.registry.domain.validation import (
     MAX_PROVIDERS,
@@ -79,7 +79,10 @@ class InternalServicer(HealthMethods, internal_grpc.InternalServiceServicer):
             admin_pb.Membership(org=org, user=user, role=role) for org, role in sorted(entry.memberships.items())
         ]
         digest = hash_token(request.token)
-        limits, account = await self.state.db.run(lambda session: limits_of(session, digest))
+        found = await self.state.db.run(lambda session: limits_of(session, digest))
+        if found is None:  # revoked: never served without its limits while this replica catches up
+            raise invalid_token()
+        limits, account = found
         return internal_pb.Caller(
             user=user, memberships=memberships, preferred_providers=entry.preferred_providers, limits=limits,
             token_id=token_id(digest), account=account,

@@ -101,7 +101,8 @@ def token_id(token_hash: str) -> str:
     return token_hash[:24]
 
 
-def limits_of(session: Session, token_hash: str) -> tuple[admin_pb.ApiTokenLimits | None, str]:
-    """The token's own limits (None when it has none, or is gone) and the org it bills ("": its user)."""
+def limits_of(session: Session, token_hash: str) -> tuple[admin_pb.ApiTokenLimits | None, str] | None:
+    """The token's own limits (None when it has none) and the org it bills ("": its user); None
+    when the token is gone (revoked on another replica whose change this one has not read yet)."""
     row = session.exec(select(TokenRow.limits, TokenRow.account).where(TokenRow.token_hash == token_hash)).first()
-    return (token_limits.loaded(row[0]), row[1] or "") if row else (None, "")
+    return (token_limits.loaded(row[0]), row[1] or "") if row else None

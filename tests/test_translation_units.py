@@ -10,6 +10,7 @@ from functools import cache
 
 import orjson
 import pytest
+from google.api import httpbody_pb2
 from hypothesis import given
 from hypothesis import strategies as st
 from openai import omit
@@ -19,10 +20,13 @@ from openai.types.responses import response as response_types
 from pydantic import TypeAdapter
 
 from services.common.errors import ApiError
+from services.common.provider_api import Usage
+from services.common.secrets import Redactor, StreamCarry
 from services.router.completions_api import Completions
 from services.router.messages_api import Messages
 from services.router.responses_api import Responses
 from services.router.translation import DONE, chunks
+from services.router.upstream import closing, data_event
 
 MODEL = "org/model"
 OPENAI_EVENT = TypeAdapter(ResponseStreamEvent)
@@ -320,3 +324,104 @@ def test_any_chat_stream_becomes_text_completion_chunks(spec: dict) -> None:
     assert not any("usage" in c for c in shown)  # not asked for
     assert any("error" in c for c in shown) == spec["broken"]
     assert DONE is None
+
+
+# --- what a provider sends that the chat checks let pass -----------------------------------------
+
+SECRET = "sk-prov-7f3a9c2e1b4d8f6a0c5e"
+
+
+def relayed(events: list[dict]) -> bytes:
+    """The chat stream as the Router relays it from a provider whose key is SECRET (redacted, the
+    end of a joined field that could begin the key held back for the next event)."""
+    redactor, usage = Redactor([SECRET]), Usage()
+    carry = StreamCarry(redactor)
+    pieces = [data_event(event, MODEL, usage, False, redactor, carry) for event in events]
+    return b"".join([*pieces, closing(MODEL, usage, redactor, carry)])
+
+
+async def translated(translation, wire: bytes) -> str:
+    """The translation's answer to the relayed chat stream, as the caller reads it."""
+    translation.stream, translation.request = True, {}
+
+    async def bodies():
+        yield httpbody_pb2.HttpBody(content_type="text/event-stream", data=wire)
+
+    return b"".join([body.data async for body in translation.answer(bodies())]).decode()
+
+
+def strings(value: object) -> list[str]:
+    """Every string in a JSON value, in order: what a caller joining any of its fields could join."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [text for item in value.values() for text in strings(item)]
+    if isinstance(value, list):
+        return [text for item in value for text in strings(item)]
+    return []
+
+
+def chunk(index: int, delta: dict, **choice: object) -> dict:
+    return {"id": "c", "model": "m", "choices": [{"index": index, "delta": delta, **choice}]}
+
+
+def function(name: str, arguments: str = "") -> dict:
+    return {"tool_calls": [{"index": 0, "id": "call_1", "function": {"name": name, "arguments": arguments}}]}
+
+
+@pytest.mark.parametrize("api", [Responses, Messages, Completions])
+@pytest.mark.parametrize(
+    "events",
+    [
+        # a tool call's name split over two events
+        [
+            chunk(0, function(SECRET[:12])),
+            chunk(0, function(SECRET[12:], "{}")),
+            chunk(0, {}, finish_reason="tool_calls"),
+        ],
+        # another choice's text, finished, then choice 0's
+        [chunk(1, {"content": "x " + SECRET[:12]}, finish_reason="stop"), chunk(0, {"content": SECRET[12:] + " y"})],
+        # choice 0's text after the event that finished it
+        [chunk(0, {"content": "x " + SECRET[:12]}, finish_reason="stop"), chunk(0, {"content": SECRET[12:] + " y"})],
+    ],
+)
+async def test_a_provider_key_split_over_stream_events_is_never_joined(api, events: list[dict]) -> None:
+    wire = relayed(events)
+    assert SECRET.encode() not in wire
+    text = await translated(api(), wire)
+    answers = [json.loads(line[6:]) for line in text.split("\n") if line.startswith("data: {")]
+    assert SECRET not in text and SECRET not in "".join(strings(answers))
+
+
+# Stream events the chat checks let pass that a translation cannot read (found by a review).
+BROKEN = {
+    "a tool call's index that is a list": {"tool_calls": [{"index": [0], "function": {"name": "f"}}]},
+    "a tool call's index that is an object": {"tool_calls": [{"index": {}, "function": {"name": "f"}}]},
+    "tool calls that are a number": {"tool_calls": 5},
+    "a finish reason that is a list": "finish",
+}
+
+
+@pytest.mark.parametrize("api", [Responses, Messages])
+@pytest.mark.parametrize("broken", sorted(BROKEN))
+async def test_a_stream_event_no_translation_can_read_ends_the_stream_with_an_error_event(api, broken: str) -> None:
+    """The provider's failure, in the API's own error event, then the stream's end; nothing after it."""
+    delta = BROKEN[broken]
+    bad = chunk(0, {"content": "a"}, finish_reason=["stop"]) if delta == "finish" else chunk(0, delta)
+    events = [chunk(0, {"content": "a"}), bad, chunk(0, {"content": "after"})]
+    wire = b"".join(b"data: " + orjson.dumps(e) + b"\n\n" for e in events) + b"data: [DONE]\n\n"
+    names = [line[7:] for line in (await translated(api(), wire)).split("\n") if line.startswith("event: ")]
+    assert names[names.index("error") :] == (["error", "response.failed"] if api is Responses else ["error"])
+
+
+@pytest.mark.parametrize("api", [Responses, Messages, Completions])
+@pytest.mark.parametrize("answer", [{"choices": [None]}, {"choices": [{"message": {"tool_calls": ["x"]}}]}])
+async def test_a_unary_answer_no_translation_can_read_is_the_providers_failure(api, answer: dict) -> None:
+    async def bodies():
+        yield httpbody_pb2.HttpBody(content_type="application/json", data=orjson.dumps(answer))
+
+    try:
+        async for _ in api().answer(bodies()):
+            pass
+    except ApiError as error:
+        assert (error.grpc_code.name, error.reason) == ("UNAVAILABLE", "UPSTREAM_ERROR")

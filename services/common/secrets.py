@@ -493,13 +493,14 @@ NO_SECRETS = Redactor(())
 
 
 # The text fields of a stream's events that a caller joins up across events (chat completions:
-# the content, reasoning, refusal and tool-call arguments of each choice; "*" stands for a list
-# item, told apart by its "index"). A route with other streamed text adds its fields here.
+# the content, reasoning, refusal and tool-call names and arguments of each choice; "*" stands for
+# a list item, told apart by its "index"). A route with other streamed text adds its fields here.
 JOINED_FIELDS: tuple[tuple[str, ...], ...] = (
     ("choices", "*", "delta", "content"),
     ("choices", "*", "delta", "reasoning_content"),
     ("choices", "*", "delta", "reasoning"),
     ("choices", "*", "delta", "refusal"),
+    ("choices", "*", "delta", "tool_calls", "*", "function", "name"),
     ("choices", "*", "delta", "tool_calls", "*", "function", "arguments"),
     ("choices", "*", "text"),
 )
@@ -535,7 +536,9 @@ class StreamCarry:
     """Keeps a secret split over consecutive stream events from getting out. For each joined text
     field, the end of its text that could be the beginning of a secret (at most the longest form
     less one character) is held back and put in front of the field's text in the next event; a
-    choice's held text goes out, redacted, before the event that finishes it, all of it at the end."""
+    choice's held text goes out, redacted, before the event that finishes it, all of it at the end;
+    text of a choice after the event that finished it never goes out (a caller would join it to
+    what went out whole)."""
 
     def __init__(self, redactor: Redactor, fields: tuple[tuple[str, ...], ...] = JOINED_FIELDS) -> None:
         self._redactor = redactor
@@ -548,6 +551,7 @@ class StreamCarry:
                 self._starting.setdefault(char, []).append(form)
         self._held: dict[Path_, str] = {}
         self._last: dict = {}  # the last event with a joined field: its id, model... for a flush
+        self._finished: set = set()  # the choices an event finished
 
     def events(self, event: dict) -> list[dict]:
         """The events to pass on for this one: its joined fields less what is held back, and before
@@ -557,6 +561,9 @@ class StreamCarry:
         finished = {c.get("index", i) for i, c in enumerate(_list(event.get("choices"))) if _finishes(c)}
         present = set()
         for path, holder, key in _strings_at(event, self._fields, ()):
+            if _choice(path) in self._finished:
+                holder[key] = ""
+                continue
             present.add(path)
             text = self._held.pop(path, "") + holder[key]
             if _choice(path) in finished:
@@ -567,6 +574,7 @@ class StreamCarry:
                     self._held[path] = held
             self._last = event
         flushed = {p: self._held.pop(p) for p in list(self._held) if _choice(p) in finished and p not in present}
+        self._finished |= finished
         return [self._flush_event(flushed), event] if flushed else [event]
 
     def end(self) -> dict | None:

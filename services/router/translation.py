@@ -10,6 +10,7 @@ the same checks, selection, failover, reservation and ledger record as a chat ca
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import AsyncIterator, Collection, Iterator, Mapping
 from typing import Any
@@ -18,7 +19,9 @@ import orjson
 from google.api import httpbody_pb2
 
 from services.common import params
-from services.common.errors import invalid_argument
+from services.common.errors import invalid_argument, unavailable
+
+log = logging.getLogger(__name__)
 
 JSON = "application/json"
 EVENT_STREAM = "text/event-stream"
@@ -130,9 +133,13 @@ def chunks(data: bytes) -> Iterator[dict | None]:
 
 
 def first_choice(answer: dict) -> dict:
+    """The choice a translation reads: index 0 (a choice without an index is its place in the list,
+    as the stream's carry of secrets counts it), never another choice's text joined to it; {} when none."""
     choices = answer.get("choices")
-    choice = choices[0] if isinstance(choices, list) and choices else {}
-    return choice if isinstance(choice, dict) else {}
+    for place, choice in enumerate(choices if isinstance(choices, list) else ()):
+        if isinstance(choice, dict) and choice.get("index", place) == 0:
+            return choice
+    return {}
 
 
 def usage_numbers(usage: Any) -> tuple[int, int]:
@@ -151,6 +158,14 @@ def usage_cost(usage: Any) -> dict:
     return {name: usage[name] for name in ("cost", "cost_nano_usd") if name in usage}
 
 
+# What a provider's answer the chat checks let pass can raise in a translation.
+UNTRANSLATABLE = (TypeError, ValueError, AttributeError, KeyError, IndexError)
+UNTRANSLATABLE_MESSAGE = "the provider's answer could not be read as this API's answer"
+UNTRANSLATABLE_EVENT = {
+    "error": {"message": UNTRANSLATABLE_MESSAGE, "type": "upstream_error", "code": "upstream_error"}
+}
+
+
 class Translation:
     """One translated call: the chat request it becomes, and its answer in the API's shape.
     Subclasses implement chat_payload, unary (a chat completion -> the API's JSON) and
@@ -167,14 +182,38 @@ class Translation:
     def events(self, chunk: dict | None) -> Iterator[bytes]:
         raise NotImplementedError
 
+    broken = False  # a stream event could not be translated: the rest of the provider's stream is not
+
     async def answer(self, bodies: AsyncIterator[httpbody_pb2.HttpBody]) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        """The chat answer's bodies in this API's shape. A provider's answer the chat checks let pass
+        but this API cannot be made of (a list where a string goes, a null choice...) is the
+        provider's failure: a 502, or a stream's error event and its end; never a 500 or a cut stream."""
         async for body in bodies:
             if not self.stream:
-                yield httpbody_pb2.HttpBody(content_type=JSON, data=self.unary(orjson.loads(body.data)))
+                yield httpbody_pb2.HttpBody(content_type=JSON, data=self._unary(body.data))
                 continue
-            data = b"".join(event for chunk in chunks(body.data) for event in self.events(chunk))
+            data = b"".join(self._events(chunk) for chunk in chunks(body.data))
             if data:
                 yield httpbody_pb2.HttpBody(content_type=EVENT_STREAM, data=data)
+
+    def _unary(self, data: bytes) -> bytes:
+        try:
+            return self.unary(orjson.loads(data))
+        except UNTRANSLATABLE:
+            raise unavailable("UPSTREAM_ERROR", UNTRANSLATABLE_MESSAGE) from None
+
+    def _events(self, chunk: dict | None) -> bytes:
+        if self.broken:
+            return b""
+        try:
+            return b"".join(self.events(chunk))
+        except UNTRANSLATABLE:
+            self.broken = True
+            log.warning("a provider's stream event could not be translated", extra={"api": type(self).__name__})
+        try:  # the provider's failure, as a chat error event would say it, then the stream's end
+            return b"".join(self.events(UNTRANSLATABLE_EVENT)) + b"".join(self.events(DONE))
+        except UNTRANSLATABLE:
+            return b""
 
 
 def sse(event: str, data: dict) -> bytes:

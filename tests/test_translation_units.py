@@ -20,10 +20,11 @@ from openai.types.responses import response as response_types
 from pydantic import TypeAdapter
 
 from services.common.errors import ApiError
-from services.common.provider_api import Usage
+from services.common.provider_api import Usage, encode
+from services.common.providers import Route
 from services.common.secrets import Redactor, StreamCarry
 from services.router.completions_api import Completions
-from services.router.messages_api import Messages
+from services.router.messages_api import Messages, input_tokens
 from services.router.responses_api import Responses
 from services.router.translation import DONE, chunks
 from services.router.upstream import closing, data_event
@@ -425,3 +426,18 @@ async def test_a_unary_answer_no_translation_can_read_is_the_providers_failure(a
             pass
     except ApiError as error:
         assert (error.grpc_code.name, error.reason) == ("UNAVAILABLE", "UPSTREAM_ERROR")
+
+
+DEEP = orjson.loads(b"[" * 300 + b"]" * 300)  # parsed (orjson reads 1,024 levels), never written (255)
+
+
+def test_a_body_nested_deeper_than_a_json_writer_goes_is_a_400_not_a_500() -> None:
+    block = {"type": "tool_use", "id": "t", "name": "f", "input": {"a": DEEP}}
+    body = {"model": MODEL, "max_tokens": 5, "messages": [{"role": "assistant", "content": [block]}]}
+    for call in (lambda: input_tokens(body), lambda: Messages().chat_payload(body)):
+        with pytest.raises(ApiError) as refused:
+            call()
+        assert (refused.value.grpc_code.name, refused.value.param) == ("INVALID_ARGUMENT", None)
+    with pytest.raises(ApiError) as refused:
+        encode(Route(provider=None, provider_model="m"), {"messages": DEEP})  # type: ignore[arg-type]
+    assert "nested too deeply" in refused.value.message

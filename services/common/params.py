@@ -14,6 +14,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import orjson
+
 from services.common.errors import invalid_argument
 from services.common.pricing import INT64_MAX
 
@@ -238,3 +240,14 @@ def check_body(body: dict, checks: dict[str, Check], required: set[str]) -> None
         value = body.get(name)
         if value is not None:
             check(name, value)
+
+
+def dumped(value: Any) -> bytes:
+    """A caller's JSON (a parsed body, or part of one) written again: 400 when it is nested deeper
+    than a JSON writer goes (orjson: 255 levels; the parser took up to 1,024)."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        raise invalid_argument(
+            "INVALID_REQUEST", "the request body is nested too deeply (at most 255 levels)"
+        ) from None

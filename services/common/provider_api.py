@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
-from services.common import http1
+from services.common import http1, params
 from services.common.errors import PROVIDER_CODE_KEY, PROVIDER_KEY, PROVIDER_VERDICTS, ApiError, unavailable
 from services.common.pricing import INT64_MAX, NANO_PER_USD
 from services.common.providers import PROVIDER_METADATA_KEY, Route
@@ -182,7 +182,7 @@ def encode(route: Route, payload: dict) -> bytes:
     payload.pop("provider", None)
     if route.lora_path:
         payload["loras"] = [{"path": route.lora_path, "scale": 1}]
-    return orjson.dumps(payload)
+    return params.dumped(payload)
 
 
 async def send(

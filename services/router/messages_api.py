@@ -124,7 +124,7 @@ def _assistant(content: list, name: str) -> dict:
         if kind == "text" and isinstance(block.get("text"), str):
             texts.append(block["text"])
         elif kind == "tool_use" and isinstance(block.get("id"), str) and isinstance(block.get("name"), str):
-            arguments = orjson.dumps(block.get("input") or {}).decode()
+            arguments = params.dumped(block.get("input") or {}).decode()
             function = {"name": block["name"], "arguments": arguments}
             calls.append({"id": block["id"], "type": "function", "function": function})
         elif kind not in LEFT_OUT_BLOCKS:
@@ -191,7 +191,7 @@ def input_tokens(body: dict) -> bytes:
     chat: dict[str, Any] = {"messages": _messages(body.get("system"), body["messages"])}
     if body.get("tools"):
         chat["tools"] = _tools(body["tools"])
-    return orjson.dumps({"input_tokens": prompt_tokens_estimate(len(orjson.dumps(chat)))})
+    return orjson.dumps({"input_tokens": prompt_tokens_estimate(len(params.dumped(chat)))})
 
 
 def _usage(usage: Any) -> dict:

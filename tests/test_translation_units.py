@@ -441,3 +441,14 @@ def test_a_body_nested_deeper_than_a_json_writer_goes_is_a_400_not_a_500() -> No
     with pytest.raises(ApiError) as refused:
         encode(Route(provider=None, provider_model="m"), {"messages": DEEP})  # type: ignore[arg-type]
     assert "nested too deeply" in refused.value.message
+
+
+@pytest.mark.parametrize("api", [Responses, Messages])
+async def test_a_bare_error_message_in_a_stream_is_the_apis_error_event(api) -> None:
+    """TGI reports a stream's failure as {"error": "...", "error_type": ...}: not the end of a complete answer."""
+    events = [chunk(0, {"content": "a"}), {"error": "out of memory", "error_type": "generation"}]
+    wire = b"".join(b"data: " + orjson.dumps(e) + b"\n\n" for e in events) + b"data: [DONE]\n\n"
+    text = await translated(api(), wire)
+    names = [line[7:] for line in text.split("\n") if line.startswith("event: ")]
+    assert "out of memory" in text
+    assert names[names.index("error") :] == (["error", "response.failed"] if api is Responses else ["error"])

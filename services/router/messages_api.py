@@ -30,6 +30,7 @@ from services.router.translation import (
     item_list,
     new_id,
     sse,
+    stream_error,
     text_of,
     usage_cost,
     usage_numbers,
@@ -287,8 +288,8 @@ class Messages(Translation):
             yield sse("message_stop", {"type": "message_stop"})
             self.ended = True
             return
-        if isinstance(chunk.get("error"), dict):
-            _, body = anthropic_error(502, str(chunk["error"].get("message") or "the stream broke off"))
+        if (error := stream_error(chunk)) is not None:
+            _, body = anthropic_error(502, str(error.get("message") or "the stream broke off"))
             yield sse("error", body)
             self.ended = True
             return

@@ -28,6 +28,7 @@ from services.router.translation import (
     item_list,
     new_id,
     sse,
+    stream_error,
     text_of,
     usage_cost,
     usage_numbers,
@@ -324,8 +325,8 @@ class Responses(Translation):
             yield self._event(f"response.{response['status']}", response=response)
             self.ended = True
             return
-        if isinstance(chunk.get("error"), dict):
-            yield from self._failed(chunk["error"])
+        if (error := stream_error(chunk)) is not None:
+            yield from self._failed(error)
             return
         if chunk.get("usage"):
             self.usage = chunk["usage"]

@@ -142,6 +142,15 @@ def first_choice(answer: dict) -> dict:
     return {}
 
 
+def stream_error(chunk: dict) -> dict | None:
+    """The error a chat stream event reports: OpenAI's object, or a bare message (TGI's
+    {"error": "...", "error_type": ...}) as one; None when it reports none."""
+    error = chunk.get("error")
+    if isinstance(error, str) and error:
+        return {"message": error}
+    return error if isinstance(error, dict) else None
+
+
 def usage_numbers(usage: Any) -> tuple[int, int]:
     """(input tokens, output tokens) of a chat usage object (0 when absent)."""
     if not isinstance(usage, dict):

@@ -224,6 +224,10 @@ class Responses(Translation):
         self.positions: dict[str, int] = {}  # item id -> its output_index
         self.text_item: dict | None = None  # the message item being streamed
         self.calls: dict[int, dict] = {}  # chat tool call index -> its function_call item
+        # The streamed text and arguments, joined into their items when read (_sync): a string grown
+        # by += in a dict is copied whole on every delta, quadratic in a long answer.
+        self.text_pieces: list[str] = []
+        self.argument_pieces: dict[int, list[str]] = {}
         self.finish_reason: str | None = None
         self.usage: Any = None
         self.ended = False
@@ -349,7 +353,7 @@ class Responses(Translation):
             yield self._event(
                 "response.content_part.added", **self._at(self.text_item), content_index=0, part=_text_part("")
             )
-        self.text_item["content"][0]["text"] += text
+        self.text_pieces.append(text)
         yield self._event(
             "response.output_text.delta", **self._at(self.text_item), content_index=0, delta=text, logprobs=[]
         )
@@ -357,8 +361,16 @@ class Responses(Translation):
     def _at(self, item: dict) -> dict:
         return {"item_id": item["id"], "output_index": self.positions[item["id"]]}
 
+    def _sync(self) -> None:
+        """Writes the text and arguments streamed so far into their items."""
+        if self.text_item is not None:
+            self.text_item["content"][0]["text"] = "".join(self.text_pieces)
+        for index, item in self.calls.items():
+            item["arguments"] = "".join(self.argument_pieces.get(index, ()))
+
     def _close_text(self) -> Iterator[bytes]:
-        item, self.text_item = self.text_item, None
+        self._sync()
+        item, self.text_item, self.text_pieces = self.text_item, None, []
         if item is None:
             return
         part = item["content"][0]
@@ -381,20 +393,21 @@ class Responses(Translation):
             item["name"] += function["name"]
         fragment = function.get("arguments")
         if isinstance(fragment, str) and fragment:
-            item["arguments"] += fragment
+            self.argument_pieces.setdefault(index, []).append(fragment)
             yield self._event("response.function_call_arguments.delta", **self._at(item), delta=fragment)
 
     def _close_all(self) -> Iterator[bytes]:
-        yield from self._close_text()
+        yield from self._close_text()  # and the arguments written into their items
         for item in self.calls.values():
             at = self._at(item)
             yield self._event("response.function_call_arguments.done", **at, arguments=item["arguments"])
             item["status"] = "completed"
             yield self._event("response.output_item.done", output_index=at["output_index"], item=item)
-        self.calls = {}
+        self.calls, self.argument_pieces = {}, {}
 
     def _failed(self, error: dict) -> Iterator[bytes]:
         """The chat stream broke off: OpenAI's error event, then response.failed."""
+        self._sync()
         message = str(error.get("message") or "the stream broke off")
         code = str(error.get("code") or "stream_interrupted")
         yield self._event("error", code=code, message=message, param=None)

@@ -394,12 +394,15 @@ class RegistryIndex:
             self.users.pop(user, None)
             return Touched(token_hashes=frozenset(old))
         self.users[user] = entry
-        self.add_tokens(user, tokens)
+        self.add_tokens((digest, user, expiry) for digest, expiry in tokens.items())
         return Touched(token_hashes=frozenset(set(tokens).symmetric_difference(old)))
 
-    def add_tokens(self, user: str, tokens: dict[str, float | None]) -> None:
-        self.tokens.update(dict.fromkeys(tokens, user))
-        self.token_expiry.update((digest, expiry) for digest, expiry in tokens.items() if expiry is not None)
+    def add_tokens(self, tokens: Iterable[tuple[str, str, float | None]]) -> None:
+        """Tokens as (digest, user, expiry: Unix time or None), in one pass."""
+        for digest, user, expiry in tokens:
+            self.tokens[digest] = user
+            if expiry is not None:
+                self.token_expiry[digest] = expiry
 
     def expired(self, token_hash: str, now: float) -> bool:
         expiry = self.token_expiry.get(token_hash)

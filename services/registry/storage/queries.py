@@ -82,8 +82,7 @@ def load_index(engine: Engine) -> RegistryIndex:
         for org, user, role in cursor.fetchall():
             index.user(user).memberships[org] = role
         cursor.execute('SELECT token_hash, "user", limits FROM tokens')
-        for token_hash, user, limits in cursor.fetchall():
-            index.add_tokens(user, {token_hash: token_expiry(limits)})
+        index.add_tokens((digest, user, token_expiry(limits)) for digest, user, limits in cursor.fetchall())
     finally:
         connection.close()
     return index

@@ -52,6 +52,7 @@ from helpers.money import (
     OVERSIZE,
     RESPONSES_ROUTE,
     SPEECH,
+    UNREADABLE,
     USAGE,
     MockProvider,
     chat,
@@ -542,3 +543,12 @@ def test_a_stream_cut_by_the_routers_end_is_still_billed(environment: Environmen
                 pass
     eventually(env.drained, "the restarted Router's spool sent", seconds=DRAIN_SECONDS)
     assert request_id in ledger_of(env, world.user)
+
+
+def test_an_answer_its_api_cannot_be_made_of_costs_nothing(environment: Environment) -> None:
+    """The chat route serves (and bills) what the translated routes cannot make their answer of:
+    for them it is the provider's failure, a 502 that is no ledger row and no cost asked for."""
+    env, world = environment, new_world(environment)
+    seen = [send(env, world, UNREADABLE, stream=False, failover=False, route=route)[0] for route in CHAT_LIKE]
+    assert [s.status for s in seen] == [200 if s.route == CHAT_ROUTE else 502 for s in seen], seen
+    check_invariants(env, world, seen)

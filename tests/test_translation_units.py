@@ -415,17 +415,17 @@ async def test_a_stream_event_no_translation_can_read_ends_the_stream_with_an_er
     assert names[names.index("error") :] == (["error", "response.failed"] if api is Responses else ["error"])
 
 
-@pytest.mark.parametrize("api", [Responses, Messages, Completions])
-@pytest.mark.parametrize("answer", [{"choices": [None]}, {"choices": [{"message": {"tool_calls": ["x"]}}]}])
-async def test_a_unary_answer_no_translation_can_read_is_the_providers_failure(api, answer: dict) -> None:
-    async def bodies():
-        yield httpbody_pb2.HttpBody(content_type="application/json", data=orjson.dumps(answer))
+UNREADABLE_TOOL_CALLS = {"choices": [{"index": 0, "message": {"tool_calls": ["x"]}}]}
 
-    try:
-        async for _ in api().answer(bodies()):
-            pass
-    except ApiError as error:
-        assert (error.grpc_code.name, error.reason) == ("UNAVAILABLE", "UPSTREAM_ERROR")
+
+@pytest.mark.parametrize(
+    ("api", "answer"),
+    [(Responses, UNREADABLE_TOOL_CALLS), (Messages, UNREADABLE_TOOL_CALLS), (Completions, {"choices": "abc"})],
+)
+def test_a_unary_answer_no_translation_can_read_is_the_providers_failure(api, answer: dict) -> None:
+    with pytest.raises(ApiError) as raised:
+        api().unary_body(orjson.dumps(answer))
+    assert (raised.value.grpc_code.name, raised.value.reason) == ("UNAVAILABLE", "UPSTREAM_ERROR")
 
 
 DEEP = orjson.loads(b"[" * 300 + b"]" * 300)  # parsed (orjson reads 1,024 levels), never written (255)
@@ -452,3 +452,19 @@ async def test_a_bare_error_message_in_a_stream_is_the_apis_error_event(api) -> 
     names = [line[7:] for line in text.split("\n") if line.startswith("event: ")]
     assert "out of memory" in text
     assert names[names.index("error") :] == (["error", "response.failed"] if api is Responses else ["error"])
+
+
+@pytest.mark.parametrize("api", [Responses, Messages, Completions])
+@pytest.mark.parametrize("content", [7, {"a": "b"}, ["b"]])
+def test_a_unary_answer_without_readable_text_is_an_empty_answer(api, content: object) -> None:
+    answer = {"choices": [{"index": 0, "message": {"content": content}}]}
+    assert "'" not in api().unary_body(orjson.dumps(answer)).decode()  # no Python repr of a value
+
+
+@pytest.mark.parametrize("api", [Responses, Messages, Completions])
+def test_a_unary_answers_text_parts_are_its_text(api) -> None:
+    """Some providers answer with a list of content parts; their text is the answer's text."""
+    parts = [{"type": "text", "text": "Hel"}, {"type": "thinking", "text": "hm"}, {"type": "text", "text": "lo"}]
+    answer = {"choices": [{"index": 0, "message": {"role": "assistant", "content": parts}, "finish_reason": "stop"}]}
+    texts = strings(orjson.loads(api().unary_body(orjson.dumps(answer))))
+    assert "Hello" in texts and not any("hm" in text for text in texts)

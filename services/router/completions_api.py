@@ -10,7 +10,15 @@ import orjson
 
 from services.common import params
 from services.common.errors import invalid_argument
-from services.router.translation import DONE, Translation, check, check_fields, common_chat, first_choice
+from services.router.translation import (
+    DONE,
+    Translation,
+    answer_text,
+    check,
+    check_fields,
+    common_chat,
+    first_choice,
+)
 
 DEFAULT_MAX_TOKENS = 16  # OpenAI's default for completions
 PASSED_ON = ("max_tokens", "temperature", "top_p", "n", "stop", "presence_penalty", "frequency_penalty", "seed",
@@ -61,7 +69,7 @@ class Completions(Translation):
         choices = []
         for choice in answer.get("choices") or []:
             part = choice.get(text_of) if isinstance(choice, dict) and isinstance(choice.get(text_of), dict) else {}
-            text = part.get("content") if isinstance(part.get("content"), str) else ""
+            text = answer_text(part.get("content"))
             choices.append({"text": text, "index": choice.get("index", 0), "logprobs": None,
                             "finish_reason": choice.get("finish_reason")})  # fmt: skip
         shaped = {"id": "cmpl-" + str(answer.get("id") or "").removeprefix("chatcmpl-"), "object": "text_completion",

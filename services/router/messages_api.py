@@ -22,6 +22,7 @@ from services.common.pricing import prompt_tokens_estimate
 from services.router.translation import (
     DONE,
     Translation,
+    answer_text,
     arguments_object,
     check,
     check_fields,
@@ -259,8 +260,8 @@ class Messages(Translation):
         choice = first_choice(answer)
         message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
         content: list[dict] = []
-        if message.get("content"):
-            content.append({"type": "text", "text": str(message["content"])})
+        if text := answer_text(message.get("content")):
+            content.append({"type": "text", "text": text})
         for call in message.get("tool_calls") or []:
             function = call.get("function") if isinstance(call.get("function"), dict) else {}
             content.append({

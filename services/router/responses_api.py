@@ -21,6 +21,7 @@ from services.common.errors import invalid_argument
 from services.router.translation import (
     DONE,
     Translation,
+    answer_text,
     check,
     check_fields,
     common_chat,
@@ -295,8 +296,8 @@ class Responses(Translation):
         choice = first_choice(answer)
         message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
         output = []
-        if message.get("content"):
-            output.append(_text_item(new_id("msg_"), str(message["content"]), "completed"))
+        if text := answer_text(message.get("content")):
+            output.append(_text_item(new_id("msg_"), text, "completed"))
         for call in message.get("tool_calls") or []:
             function = call.get("function") if isinstance(call.get("function"), dict) else {}
             item = _call_item(call.get("id") or new_id("call_"), function.get("name") or "", "completed")

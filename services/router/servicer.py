@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, aclosing, contextmanager, nullcontext
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import grpc
 import orjson
@@ -48,6 +49,7 @@ from services.router.upstream import CHAT_PATH, IMAGES_PATH, Opened, Upstreams, 
 from services.router.usage_bounds import believable, believed_images
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")  # what a route's answer is before its API shapes it
 
 CHAT = "conversational"
 TEXT_TO_IMAGE = "text-to-image"
@@ -416,6 +418,15 @@ class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServi
         if call.reserved:
             self.spending.release(call.request_id)
 
+    def _shaped(self, call: Call, shape: Callable[[T], bytes], answer: T) -> bytes:
+        """The answer's body in its API's shape; an answer that cannot be shaped is the provider's
+        failure (an ApiError), and nothing was served."""
+        try:
+            return shape(answer)
+        except ApiError:
+            self._abandon(call)
+            raise
+
     @staticmethod
     def _answer_metadata(call: Call, opened: Opened) -> list[tuple[str, str | bytes]]:
         """What an answer tells besides itself: which provider served it, our request id and the
@@ -553,8 +564,11 @@ class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServi
         request: router_pb.CreateChatCompletionRequest,
         context: grpc.aio.ServicerContext,
         measure: InferenceMeasure,
-        translate: Callable[[dict], dict] | None = None,
+        translation: Translation | None = None,
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        """A chat answer; a translated call's unary answer already in its API's shape (one it
+        cannot be made into is the provider's failure, and costs its caller nothing)."""
+        translate = translation.chat_payload if translation else None
         call = await self._prepare(CHAT, request, context, measure, translate=translate)
         stream = call.payload.get("stream") is True
         hide_usage = stream and _ask_for_usage(call.payload)
@@ -562,6 +576,8 @@ class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServi
         opened.usage.cost = lambda: self._usage(call, opened, 0)[2]  # usage objects state the record's estimate
         if not stream:
             data = rewrite(opened.answer, call.model, opened.usage, opened.route.provider.redactor)
+            if translation is not None:
+                data = self._shaped(call, translation.unary_body, data)
             await self._serve_unary(call, opened, context)
             yield httpbody_pb2.HttpBody(content_type=JSON, data=data)
             return
@@ -580,7 +596,7 @@ class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServi
         and billing; the answer in that API's shape."""
         chat = router_pb.CreateChatCompletionRequest(provider=request.provider, body=request.body)
         with self._inference(OPERATIONS[CHAT], context) as measure:
-            async with aclosing(self._chat(chat, context, measure, translation.chat_payload)) as bodies:
+            async with aclosing(self._chat(chat, context, measure, translation)) as bodies:
                 async for body in translation.answer(bodies):
                     yield body
 
@@ -632,11 +648,7 @@ class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServi
         with self._inference(OPERATIONS[TEXT_TO_IMAGE], context) as measure:
             call = await self._prepare(TEXT_TO_IMAGE, request, context, measure)
             opened = await self._open(call, IMAGES_PATH, False, context)
-            try:
-                body = body_of(opened)
-            except ApiError:
-                self._abandon(call)
-                raise
+            body = self._shaped(call, body_of, opened)
             await self._serve_unary(call, opened, context, images=len(opened.answer["data"]))
             return body
 

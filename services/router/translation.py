@@ -94,6 +94,17 @@ def text_of(content: Any, name: str, kinds: Collection[str] = ("text",)) -> str:
     return "\n".join(texts)
 
 
+def answer_text(content: Any) -> str:
+    """A chat answer's content as text: a string, or the text of its text parts (some providers
+    answer with a list of parts); anything else, as in a stream's deltas, is no text."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        return ""
+    return "".join(part["text"] for part in content if isinstance(part, dict) and isinstance(part.get("text"), str)
+                   and part.get("type", "text") == "text")  # fmt: skip
+
+
 def item_list(value: Any, name: str) -> list[dict]:
     params.array(MAX_ITEMS, items=dict)(name, value)
     return value
@@ -194,18 +205,20 @@ class Translation:
     broken = False  # a stream event could not be translated: the rest of the provider's stream is not
 
     async def answer(self, bodies: AsyncIterator[httpbody_pb2.HttpBody]) -> AsyncIterator[httpbody_pb2.HttpBody]:
-        """The chat answer's bodies in this API's shape. A provider's answer the chat checks let pass
-        but this API cannot be made of (a list where a string goes, a null choice...) is the
-        provider's failure: a 502, or a stream's error event and its end; never a 500 or a cut stream."""
+        """The chat answer's bodies in this API's shape: a unary answer was translated by the chat
+        path (unary_body), before it was billed; a stream's events are translated here."""
         async for body in bodies:
             if not self.stream:
-                yield httpbody_pb2.HttpBody(content_type=JSON, data=self._unary(body.data))
+                yield body
                 continue
             data = b"".join(self._events(chunk) for chunk in chunks(body.data))
             if data:
                 yield httpbody_pb2.HttpBody(content_type=EVENT_STREAM, data=data)
 
-    def _unary(self, data: bytes) -> bytes:
+    def unary_body(self, data: bytes) -> bytes:
+        """A chat completion's JSON in this API's shape. A provider's answer the chat checks let
+        pass but this API cannot be made of (a list where a string goes, a null choice...) is the
+        provider's failure: a 502 (a stream's: its error event and its end), never a 500."""
         try:
             return self.unary(orjson.loads(data))
         except UNTRANSLATABLE:

@@ -29,6 +29,7 @@ BEHAVIOURS = (GOOD, NO_USAGE, GARBAGE, NO_CHOICES, OVERSIZE, CUT, ERROR, ABSURD)
 ABSURD_COUNTS = (2**63 - 1, 1e30, -5, "12", 10**8, 2.5)
 AUDIO_PIECE = b"RIFF" + b"\x00" * 4092  # what the mock's speech answers carry, piece by piece
 HELD = "held"  # a stream that stops after its first event until the test releases it
+UNREADABLE = "unreadable"  # a unary chat answer the chat checks let pass, without usage; no translation reads it
 WORDS = ("one", " two", " three")
 USAGE = {"prompt_tokens": 3, "completion_tokens": 7, "total_tokens": 10}  # told apart from counted events
 # The APIs translated to chat completions (services/router/*_api.py) ride the chat path: the same
@@ -92,8 +93,10 @@ class MockProvider:
         elif behaviour == ABSURD:
             answer["usage"] = absurd_usage(provider_request_id)
         listed = "choices" if route == CHAT_ROUTE else "data"
-        if behaviour in (NO_USAGE, NO_CHOICES):
+        if behaviour in (NO_USAGE, NO_CHOICES, UNREADABLE):
             del answer["usage"]
+        if behaviour == UNREADABLE:
+            answer["choices"] = [{"index": 0, "message": {"role": "assistant", "tool_calls": ["x"]}}]
         if behaviour == NO_CHOICES:
             del answer[listed]
         if behaviour == OVERSIZE:

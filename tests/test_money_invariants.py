@@ -552,3 +552,20 @@ def test_an_answer_its_api_cannot_be_made_of_costs_nothing(environment: Environm
     seen = [send(env, world, UNREADABLE, stream=False, failover=False, route=route)[0] for route in CHAT_LIKE]
     assert [s.status for s in seen] == [200 if s.route == CHAT_ROUTE else 502 for s in seen], seen
     check_invariants(env, world, seen)
+
+
+def test_unary_answers_without_usage_count_against_a_keys_tokens_per_minute(environment: Environment) -> None:
+    """A provider that reports no usage leaves the key's minute counted as its reservation assumed
+    (the prompt's estimate and max_tokens), as it is billed: three such answers use a 5,000-token
+    minute, and the key is refused before its tenth request."""
+    env, world = environment, new_world(environment)
+    body = {"name": f"tpm-{world.tag}", "limits": {"tokensPerMinute": 5_000}}
+    token = AdminApi(env.sb.base_url, env.sb.admin_token).call("POST", f"/admin/v1/users/{world.user}/tokens", body)
+    request = chat(world.model, provider=world.providers[0], max_tokens=2_000)
+    request["messages"][0]["content"] = NO_USAGE
+    statuses = []
+    with env.sb.http(token["token"]) as http:
+        while len(statuses) < 10 and 429 not in statuses:
+            statuses.append(http.post("/v1/chat/completions", json=request).status_code)
+            time.sleep(0.2)  # the minute's count is recorded off the answer's path
+    assert statuses[:3] == [200, 200, 200] and statuses[-1] == 429, statuses

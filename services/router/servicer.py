@@ -145,6 +145,13 @@ def _owner(model: str) -> str:
     return model.split("/", 1)[0] if "/" in model else "switchboard"
 
 
+def _reserved_tokens(payload: dict, body_size: int) -> tuple[int, int]:
+    """(input, output) tokens a chat request's reservation assumes: the prompt estimated from the
+    body's size, the most the caller let the answer hold."""
+    output = payload.get("max_completion_tokens") or payload.get("max_tokens") or DEFAULT_MAX_TOKENS
+    return prompt_tokens_estimate(body_size), output
+
+
 def _now() -> timestamp_pb2.Timestamp:
     seconds, nanos = divmod(time.time_ns(), 1_000_000_000)
     return timestamp_pb2.Timestamp(seconds=seconds, nanos=nanos)
@@ -344,8 +351,8 @@ class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServi
         price = route.provider.prices.get(route.provider_model)
         if task == TEXT_TO_IMAGE:
             return estimate_nano_usd(price, task, images=payload.get("n") or 1)
-        output = payload.get("max_completion_tokens") or payload.get("max_tokens") or DEFAULT_MAX_TOKENS
-        return estimate_nano_usd(price, task, input_tokens=prompt_tokens_estimate(body_size), output_tokens=output)
+        input_tokens, output_tokens = _reserved_tokens(payload, body_size)
+        return estimate_nano_usd(price, task, input_tokens=input_tokens, output_tokens=output_tokens)
 
     async def _prepare(
         self,
@@ -513,7 +520,10 @@ class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServi
         )
         if not images:
             call.measure.tokens(input_tokens, output_tokens)
-        self.key_limits.settle(call.grant, input_tokens + output_tokens, estimate)
+        used = input_tokens + output_tokens
+        if not used and call.task == CHAT:  # a unary chat answer without believable usage: as reserved
+            used = sum(_reserved_tokens(call.payload, call.body_size))
+        self.key_limits.settle(call.grant, used, estimate)
         self._record(call, opened, input_tokens, output_tokens, images, estimate, bill=bill)
 
     def _record(

@@ -52,6 +52,8 @@ ENCODINGS: dict[str, Callable[[str], str]] = {
 ERROR_MODES = ["400-plain", "422-url", "404-plus", "409-b64", "418-plain", "413-text", "400-b64shift", "422-hex",
                "404-HEX", "409-json", "400-b64url", "422-urlb64"]  # fmt: skip
 OK_MODES = ["ok", "leaky"]
+# Speech in the leaky mode, by the voice asked for: the key in the answer's media type, or in its audio.
+KEY_IN_TYPE, KEY_IN_AUDIO = "alloy", "echo"
 DEADLINE_SECONDS = 60
 PNG_B64 = base64.b64encode(b"\x89PNG\r\n\x1a\n-not-really").decode()
 LEAKY_PNG_B64 = base64.b64encode(b"\x89PNG\r\n\x1a\ntEXt" + API_KEY.encode() + b"IEND").decode()
@@ -106,6 +108,11 @@ async def inference(request: web.Request) -> web.StreamResponse:
         answer = {"object": "list", "data": vectors, "model": echoed_text(),
                   "usage": {"prompt_tokens": 3, "total_tokens": 3}}  # fmt: skip
         return web.json_response(answer, headers=echo_headers())
+    if route == "audio/speech":
+        voice = (await request.json())["voice"]
+        audio = b"RIFF" + (API_KEY.encode() if mode == "leaky" and voice == KEY_IN_AUDIO else b"-") * 64
+        media_type = f"audio/x-{API_KEY}" if mode == "leaky" and voice == KEY_IN_TYPE else "audio/wav"
+        return web.Response(body=audio, headers={**echo_headers(), "Content-Type": media_type})
     if route == "images/generations":
         image = LEAKY_PNG_B64 if mode == "leaky" else PNG_B64
         answer = {"created": 1, "data": [{"b64_json": image, "revised_prompt": echoed_text()}]}
@@ -142,7 +149,7 @@ async def costs(request: web.Request) -> web.Response:
 def echoing_upstream() -> Iterator[str]:
     """The echoing provider (aiohttp on its own loop and thread); yields its base URL."""
     app = web.Application()
-    app.router.add_post("/{mode}/v1/{route:chat/completions|images/generations|embeddings}", inference)
+    app.router.add_post("/{mode}/v1/{route:chat/completions|images/generations|embeddings|audio/speech}", inference)
     app.router.add_post("/costs", costs)
     loop, runner, port = asyncio.new_event_loop(), web.AppRunner(app), free_port()
     loop.run_until_complete(runner.setup())
@@ -164,25 +171,30 @@ def register(api: AdminApi, org: str, upstream: str, mode: str) -> dict[str, str
     provider = f"echo-{mode}-{uuid.uuid4().hex[:6]}"
     api.ensure_provider({
         "id": provider, "org": org, "base_url": f"{upstream}/{mode}", "api_key": API_KEY,
-        "tasks": ["conversational", "text-to-image", "feature-extraction"], "billing_url": f"{upstream}/costs",
+        "tasks": ["conversational", "text-to-image", "feature-extraction", "text-to-speech"],
+        "billing_url": f"{upstream}/costs",
         "billing_authorization": AUTHORIZATION,
     })  # fmt: skip
     chat, image, embed = f"{org}/chat-{provider}", f"{org}/image-{provider}", f"{org}/embed-{provider}"
+    speech = f"{org}/speech-{provider}"
     catalog = [{"id": chat, "pipeline_tag": "text-generation", "tags": ["conversational"]},
                {"id": image, "pipeline_tag": "text-to-image", "tags": ["text-to-image"]},
-               {"id": embed, "pipeline_tag": "feature-extraction"}]  # fmt: skip
+               {"id": embed, "pipeline_tag": "feature-extraction"},
+               {"id": speech, "pipeline_tag": "text-to-speech"}]  # fmt: skip
     api.call("POST", "/admin/v1/models:batchUpsert", {"models": catalog})
     served = (
         ("conversational", chat, "chat"),
         ("text-to-image", image, "image"),
         ("feature-extraction", embed, "embed"),
+        ("text-to-speech", speech, "speech"),
     )
     mappings = [
         api.call("POST", f"/api/partners/{provider}/models", {"task": task, "hfModel": model,
                  "providerModel": f"upstream-{kind}", "status": "live"})["_id"]
         for task, model, kind in served
     ]  # fmt: skip
-    return {"{provider}": provider, "{chat}": chat, "{image}": image, "{embed}": embed, "{mapping}": mappings[0]}
+    return {"{provider}": provider, "{chat}": chat, "{image}": image, "{embed}": embed, "{speech}": speech,
+            "{mapping}": mappings[0]}  # fmt: skip
 
 
 HI = [{"role": "user", "content": "hi"}]
@@ -204,7 +216,12 @@ ROUTES: list[tuple[str, dict]] = [
     ("/v1/messages", {"model": "{chat}", "max_tokens": 16, "messages": HI}),
     ("/v1/messages", {"model": "{chat}", "max_tokens": 16, "messages": HI, "stream": True}),
     ("/v1/completions", {"model": "{chat}", "prompt": "hi"}),
+    ("/v1/audio/speech", {"model": "{speech}", "input": "hi", "voice": KEY_IN_TYPE}),
+    ("/v1/audio/speech", {"model": "{speech}", "input": "hi", "voice": KEY_IN_AUDIO}),
 ]
+# The leaky mode's answers refused (502) rather than passed on: a decoded image, audio whose type
+# or bytes carry the key; its other answers are redacted.
+LEAKY_REFUSED = {"/models/{image}", "/v1/audio/speech"}
 # What partners and operators read of a provider's answers, after the calls: the conformance
 # report (a check run first) and the Router's health page (recent errors, redacted).
 READS = [
@@ -241,17 +258,17 @@ def echoed(make_stack):
         org, user = f"org-{uuid.uuid4().hex[:6]}", f"user-{uuid.uuid4().hex[:6]}"
         api.ensure_member(org, user)
         token = api.new_token(user)
-        answers: dict[tuple[str, str, bool], httpx.Response] = {}
+        answers: dict[tuple[str, int], httpx.Response] = {}
         reads: list[httpx.Response] = []
         with sb.http(token) as http, sb.admin() as admin:
             for mode in [*ERROR_MODES, *OK_MODES]:
                 names = register(api, org, upstream, mode)
-                for path, body in ROUTES:
+                for index, (path, body) in enumerate(ROUTES):
                     call = {k: filled(v, names) if isinstance(v, str) else v for k, v in body.items()}
-                    answers[(mode, path, bool(body.get("stream")))] = http.post(filled(path, names), json=call)
+                    answers[(mode, index)] = http.post(filled(path, names), json=call)
                 for method, path in READS if mode in CHECKED_MODES else READS[2:]:
                     reads.append(admin.request(method, filled(path, names), json={} if method == "POST" else None))
-        billed = [mode for (mode, _, _), answer in answers.items() if answer.status_code == 200]
+        billed = [mode for (mode, _), answer in answers.items() if answer.status_code == 200]
         # one request per provider stays pending: its cost API answers it twice (once with an echo)
         yield sb, answers, reconcile_until_settled(sb, len(billed) - len(set(billed))), reads
 
@@ -272,10 +289,12 @@ def reconcile_until_settled(sb, settled: int) -> list[httpx.Response]:
 def test_no_answer_carries_a_secret(echoed) -> None:
     _, answers, reconciled, _ = echoed
     assert len(answers) == len(ROUTES) * (len(ERROR_MODES) + len(OK_MODES))
-    for (mode, path, stream), response in answers.items():
+    for (mode, index), response in answers.items():
+        path, stream = ROUTES[index][0], bool(ROUTES[index][1].get("stream"))
         assert_no_secret(shown(response))
-        if mode == "leaky" and path.startswith("/models/"):  # a decoded image: refused, never redacted
-            assert response.status_code == 502 and "carried a secret" in response.text, response.text
+        if mode == "leaky" and path in LEAKY_REFUSED:  # refused, never redacted
+            assert response.status_code == 502, (path, response.text)
+            assert "carried a secret" in response.text or ROUTES[index][1].get("voice") == KEY_IN_TYPE, response.text
         elif mode in OK_MODES:
             assert response.status_code == 200, (path, response.text)
         else:
@@ -283,10 +302,11 @@ def test_no_answer_carries_a_secret(echoed) -> None:
             assert response.status_code == (status if status != 418 else 502), (mode, path, stream, response.text)
             shape = {"message", "type"} if path.endswith("/messages") else {"message", "type", "param", "code"}
             assert set(response.json()["error"]) >= shape
-    ok_stream = answers[("ok", "/v1/chat/completions", True)]
+    ok_stream = answers[("ok", ROUTES.index(("/v1/chat/completions", {**ROUTES[0][1], "stream": True})))]
     assert "[redacted]" in ok_stream.text and ok_stream.text.rstrip().endswith("data: [DONE]")
     # every ok answer billed; one is left pending: the cost API answers it twice (once with an echo)
-    assert sum(answer.json().get("settled", 0) for answer in reconciled) == (len(ROUTES) - 1) + (len(ROUTES) - 2)
+    leaky_billed = sum(1 for path, _ in ROUTES if path not in LEAKY_REFUSED)
+    assert sum(answer.json().get("settled", 0) for answer in reconciled) == (len(ROUTES) - 1) + (leaky_billed - 1)
     for answer in reconciled:
         assert answer.status_code == 200, answer.text
         assert_no_secret(shown(answer))

@@ -12,6 +12,7 @@ OpenAI's shape with the provider's message, every secret of the provider redacte
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -255,12 +256,26 @@ async def _task_answer(
 ) -> Opened:
     """A task's 200 answer checked by its request: read whole (capped), or its first bytes
     (the Opened then owns the response)."""
-    content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    content_type = _media_type(response.headers.get("Content-Type", ""), route.provider.redactor)
     data = await response.content.readany() if stream else await read_capped(response, max_answer_bytes)
     result = request.accept(route, data, content_type, not stream)
     opened = Opened(route, "", 0.0, time.monotonic(), result=result, content_type=content_type)
     opened.response = response if stream else None
     return opened
+
+
+# type/subtype as RFC 9110's tokens write them (lowercased), of a bounded length.
+MEDIA_TYPE = re.compile(r"[a-z0-9!#$&^_.+-]{1,63}/[a-z0-9!#$&^_.+-]{1,63}")
+
+
+def _media_type(header: str, redactor: Redactor) -> str:
+    """A task answer's media type as its caller may be shown it (it becomes the answer's
+    Content-Type): type/subtype, nothing of the provider's secrets; else "" (no type, which
+    the task's check refuses)."""
+    media_type = header.split(";")[0].strip().lower()
+    if not MEDIA_TYPE.fullmatch(media_type) or redactor.spans(media_type):
+        return ""
+    return media_type
 
 
 async def first_event(response: Answer, expected_list: str) -> dict:

@@ -50,6 +50,8 @@ from services.router.usage_bounds import believable, believed_images
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")  # what a route's answer is before its API shapes it
+R = TypeVar("R")  # and after
+UNSERVABLE_MESSAGE = "the provider's answer could not be served"
 
 CHAT = "conversational"
 TEXT_TO_IMAGE = "text-to-image"
@@ -425,14 +427,19 @@ class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServi
         if call.reserved:
             self.spending.release(call.request_id)
 
-    def _shaped(self, call: Call, shape: Callable[[T], bytes], answer: T) -> bytes:
-        """The answer's body in its API's shape; an answer that cannot be shaped is the provider's
-        failure (an ApiError), and nothing was served."""
+    def _shaped(self, call: Call, shape: Callable[[T], R], answer: T) -> R:
+        """The answer in its caller's shape; an answer that cannot be shaped is the provider's
+        failure (an ApiError; anything else the checks let through: a 502 all the same, its
+        traceback in the log), and nothing was served."""
         try:
             return shape(answer)
         except ApiError:
             self._abandon(call)
             raise
+        except Exception:
+            self._abandon(call)
+            log.exception("a provider's answer passed the checks but could not be served")
+            raise unavailable("UPSTREAM_ERROR", UNSERVABLE_MESSAGE) from None
 
     @staticmethod
     def _answer_metadata(call: Call, opened: Opened) -> list[tuple[str, str | bytes]]:

@@ -6,6 +6,8 @@ as chat (_prepare, _open, _serve_unary); task_formats.py knows the shapes."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from functools import partial
+from typing import TYPE_CHECKING
 
 import grpc
 from google.api import httpbody_pb2
@@ -18,9 +20,16 @@ from services.common.secrets import BinaryCarry
 from services.common.task_formats import GENERATE, OPERATIONS, Answer, TaskInput
 from services.common.tasks import SERVED_TASKS, Task
 
+if TYPE_CHECKING:
+    from services.router.servicer import Call
+
 CHAT = "conversational"
 DEFAULT_HUB_TASK = "text-to-image"  # what /models/{model} served before it served every task
 PIPELINE = "/pipeline/"  # hf-inference's /models/<id>/pipeline/<task> names the task
+# The most audio one speech answer may stream: far past the longest input's speech in any format
+# (4,096 characters, ~5 minutes: ~115 MB even as 48 kHz stereo 32-bit PCM); a provider that
+# streams without end is cut there.
+MAX_AUDIO_BYTES = 128 * 2**20
 
 
 def _task(name: str) -> Task:
@@ -71,16 +80,16 @@ class TaskMethods:
         with self._inference(OPERATIONS.get(task, GENERATE), context) as measure:
             call = await self._prepare(task, request, context, measure, task_input)
             opened = await self._open(call, "", False, context)
-            try:
-                call.bill = task_formats.served_bill(call.task_call, opened.result)
-                answer = task_formats.render(
-                    call.task_call, opened.route, call.model, opened.result, opened.content_type, call.bill
-                )
-            except ApiError:
-                self._abandon(call)
-                raise
+            answer = self._shaped(call, partial(self._rendered, call), opened)
             await self._serve_unary(call, opened, context)
             return answer
+
+    @staticmethod
+    def _rendered(call: Call, opened: Opened) -> Answer:
+        """A task's answer in its caller's shape, billed in the task's unit."""
+        call.bill = task_formats.served_bill(call.task_call, opened.result)
+        route, result = opened.route, opened.result
+        return task_formats.render(call.task_call, route, call.model, result, opened.content_type, call.bill)
 
     async def CreateEmbedding(
         self, request: router_pb.CreateEmbeddingRequest, context: grpc.aio.ServicerContext
@@ -110,29 +119,35 @@ class TaskMethods:
             opened = await self._open(call, "", True, context)
             call.bill = task_formats.served_bill(call.task_call, opened.result)
             if opened.response is None:  # a provider called in the hub's format answers whole
-                try:
-                    audio = opened.route.provider.redactor.binary(opened.result)
-                except ApiError:
-                    self._abandon(call)
-                    raise
+                audio = self._shaped(call, opened.route.provider.redactor.binary, opened.result)
                 await self._serve_unary(call, opened, context)
                 yield httpbody_pb2.HttpBody(content_type=opened.content_type, data=audio)
                 return
+            carry = BinaryCarry(opened.route.provider.redactor)
+            try:  # a secret in the first bytes: refused before anything was served or billed
+                first = self._shaped(call, carry.feed, opened.result)
+            except ApiError:
+                opened.response.release()
+                raise
             await self._begin_stream(call, opened, context, measure)
             try:
-                async for piece in self._audio(opened):
+                async for piece in self._audio(opened, carry, first):
                     yield httpbody_pb2.HttpBody(content_type=opened.content_type, data=piece)
             finally:
                 self._finish(call, opened)
 
-    async def _audio(self, opened: Opened) -> AsyncIterator[bytes]:
-        """The provider's audio as it arrives, refused (502) when it carries a secret; a stream
-        that breaks ends the call with 503."""
-        carry = BinaryCarry(opened.route.provider.redactor)
+    async def _audio(self, opened: Opened, carry: BinaryCarry, first: bytes) -> AsyncIterator[bytes]:
+        """The provider's audio as it arrives after its `first` bytes (those `carry` let pass),
+        refused (502) when it carries a secret, cut (503) past MAX_AUDIO_BYTES; a stream that
+        breaks ends the call with 503."""
+        relayed = len(first)
         try:
-            if passed := carry.feed(opened.result):
-                yield passed
+            if first:
+                yield first
             async for piece in opened.response.content.iter_any():
+                relayed += len(piece)
+                if relayed > MAX_AUDIO_BYTES:
+                    raise ValueError(f"the audio passed {MAX_AUDIO_BYTES // 2**20} MiB")
                 if passed := carry.feed(piece):
                     yield passed
             if rest := carry.end():

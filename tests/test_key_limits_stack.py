@@ -53,9 +53,11 @@ class Lab:
         return self.api.call("POST", f"/admin/v1/users/{self.user}/tokens", body)["token"]
 
     def chat(self, token: str) -> httpx.Response:
-        body = {"model": self.model, "messages": MESSAGES}
+        return self.call("POST", "/v1/chat/completions", token, {"model": self.model, "messages": MESSAGES})
+
+    def call(self, method: str, path: str, token: str, body: dict | None = None) -> httpx.Response:
         headers = {"Authorization": f"Bearer {token}"}
-        return httpx.post(f"{self.base_url}/v1/chat/completions", json=body, headers=headers, timeout=30, verify=TLS)
+        return httpx.request(method, f"{self.base_url}{path}", json=body, headers=headers, timeout=30, verify=TLS)
 
     def replica_code(self, replica: str, token: str) -> grpc.StatusCode:
         """One chat straight to one Router replica over gRPC: OK or the error's code."""
@@ -178,9 +180,17 @@ def test_an_expired_key_is_refused_by_both_replicas(lab) -> None:
     for replica in REPLICAS:  # accepted until it expires (a slow machine may get there first)
         code = lab.replica_code(replica, token)
         assert code == grpc.StatusCode.OK or time.time() >= expiry, (replica, code)
+    reads = [("GET", f"/v1/billing/usage?account={lab.user}", None), ("GET", "/v1/models", None),
+             ("GET", f"/api/models/{lab.model}", None)]  # fmt: skip
+    for method, path, body in reads:  # each service has met the token (and may cache its caller)
+        assert lab.call(method, path, token, body).status_code == 200 or time.time() >= expiry, path
     time.sleep(max(0.0, expiry - time.time()))
     refused_everywhere_within(lab, token, REFUSAL_DEADLINE_SECONDS)
     assert lab.chat(token).json()["error"]["code"] == "api_key_expired"
+    # No service lets it act: not Billing (it may not lift its account's spending limit), not a read.
+    for method, path, body in [*reads, ("PUT", f"/v1/billing/accounts/{lab.user}/limit", {"limitNanoUsd": "0"})]:
+        answer = lab.call(method, path, token, body)
+        assert answer.status_code == 401 and answer.json()["error"]["code"] == "api_key_expired", (path, answer.text)
 
 
 def test_with_the_store_stopped_rates_fail_open_and_budgets_fail_closed(lab) -> None:

@@ -5,6 +5,7 @@ unknown model id is the caller's error (400/404), never an outage. Issue 11, fin
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
 import grpc
@@ -14,6 +15,7 @@ from google.rpc import error_details_pb2, status_pb2
 from helpers.registry import World, build_world, error_of, ok, unique
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from switchboard.registry.v1 import admin_service_pb2 as admin_pb
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 from switchboard.registry.v1 import internal_service_pb2_grpc as internal_grpc
 from switchboard.registry.v1 import registry_service_pb2 as registry_pb
@@ -22,6 +24,7 @@ from switchboard.registry.v1 import registry_service_pb2_grpc as registry_grpc
 from services.common.errors import ApiError
 from services.common.paging import key_after
 from services.registry.api.partners import table_entry
+from services.registry.domain import token_limits
 from services.registry.domain import validation as v
 from services.registry.storage.index import MODEL, TAG_FILTER, Conformance, Mapping
 
@@ -358,3 +361,13 @@ def test_the_listing_size_estimate_is_an_upper_bound(entries: list[tuple[bool, s
     answer = struct_pb2.Struct()
     answer.update(table)
     assert answer.ByteSize() <= sum(m.listing_bytes for m in mappings)
+
+
+@pytest.mark.parametrize("nanos", [-5, 1_000_000_000, 2_000_000_000])
+def test_a_tokens_expiry_with_nanos_out_of_range_is_a_400(nanos: int) -> None:
+    """Only a native gRPC caller can send it (Envoy parses an RFC 3339 time); it was a 500 once stored."""
+    limits = admin_pb.ApiTokenLimits()
+    limits.expire_time.seconds, limits.expire_time.nanos = int(time.time()) + 3600, nanos
+    with pytest.raises(ApiError) as raised:
+        token_limits.checked(limits)
+    assert raised.value.http_status == 400 and raised.value.param == "limits.expireTime.nanos"

@@ -403,3 +403,12 @@ def test_a_bucket_refills_with_time_and_says_how_long_to_wait() -> None:
 def test_images_are_billed_at_most_as_many_as_asked_for(answered: int, asked: int | None) -> None:
     payload = {} if asked is None else {"n": asked}
     assert believed_images(answered, payload, "p") == min(answered, asked or 1)
+
+
+@given(st.integers(min_value=1, max_value=100_000))
+def test_a_price_exactly_at_max_price_passes(nano_usd_per_token: int) -> None:
+    """max_price is in USD per million tokens; a price at it (as floats write it) is not over it."""
+    ceiling = selection.PriceCeiling(input=nano_usd_per_token / 1000, output=nano_usd_per_token / 1000)
+    price = Price(input_token_nano_usd=nano_usd_per_token, output_token_nano_usd=nano_usd_per_token)
+    assert ceiling.passed_by(price) == ""
+    assert ceiling.passed_by(Price(input_token_nano_usd=nano_usd_per_token + 1)) != ""

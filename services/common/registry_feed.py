@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -23,7 +24,7 @@ from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 from switchboard.registry.v1 import internal_service_pb2_grpc as internal_grpc
 
 from services.common.backoff import Backoff
-from services.common.errors import ApiError, relayed, unauthenticated, unavailable
+from services.common.errors import ApiError, api_key_expired, relayed, unauthenticated, unavailable
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,14 @@ def registry_error(exc: grpc.aio.AioRpcError) -> ApiError:
     return relayed(
         exc, "registry", unavailable("REGISTRY_UNAVAILABLE", "the model registry is unavailable, retry shortly")
     )
+
+
+def token_expiry(caller: internal_pb.Caller) -> float | None:
+    """When the caller's API token expires (seconds since the epoch); None: never."""
+    limits = caller.limits
+    if not limits.HasField("expire_time"):
+        return None
+    return limits.expire_time.seconds + limits.expire_time.nanos / 1e9
 
 
 class FeedCache:
@@ -116,6 +125,9 @@ class FeedCache:
         caller = self._cached_now(self._callers, key)
         if caller is None:  # not cached (or cached as unknown: _fetched_caller says so again)
             caller = await self._fetched_caller(token, key)
+        expiry = token_expiry(caller)
+        if expiry is not None and time.time() >= expiry:  # for every use (a cached caller outlives it)
+            raise api_key_expired()
         return caller
 
     async def _fetched_caller(self, token: str, key: bytes) -> internal_pb.Caller:

@@ -36,6 +36,7 @@ from services.common.counters import (
     Usage,
 )
 from services.common.errors import ApiError, Code, api_key_expired, permission_denied, unavailable
+from services.common.registry_feed import token_expiry
 from services.common.telemetry import ROUTER, LoopCounter
 
 log = logging.getLogger(__name__)
@@ -122,7 +123,7 @@ class _Plan:
     @classmethod
     def of(cls, caller: internal_pb.Caller, source: bytes) -> _Plan:
         own = caller.limits
-        expiry = own.expire_time.seconds + own.expire_time.nanos / 1e9 if own.HasField("expire_time") else None
+        expiry = token_expiry(caller)
         limits = Limits(own.requests_per_minute, own.tokens_per_minute, own.budget_nano_usd)
         ttl = period_seconds(own.budget_period) + PERIOD_SLACK_SECONDS
         prefix = f"sb:key:{caller.token_id}"

@@ -293,7 +293,8 @@ class PriceCeiling:
         over = [
             f"{name} {nano * units / NANO_PER_USD:g} > {ceiling:g} USD {unit}"
             for name, ceiling, nano, unit, units in parts
-            if ceiling is not None and nano * units > ceiling * NANO_PER_USD
+            # the ceiling in whole nano-USD: 1.001 * 1e9 is 1000999999.9999999 in floats, under a price of 1.001
+            if ceiling is not None and nano * units > round(ceiling * NANO_PER_USD)
         ]
         return "price over max_price: " + ", ".join(over) if over else ""
 

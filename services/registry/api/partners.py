@@ -339,7 +339,7 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
 
         def lookup() -> dict:
             token = parse_bearer(metadata_value(context, "authorization"), required=False)
-            user = self.state.user_of_token(token) if token else None
+            user = self.state.acting_user(token) if token else None
             return hub_model(self.index, request.model, user, list(request.expand))
 
         answer = struct_pb2.Struct()

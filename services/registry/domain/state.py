@@ -173,9 +173,13 @@ class RegistryState:
         return user
 
     def caller(self, context: grpc.aio.ServicerContext) -> str | None:
-        """The calling user from the bearer token (None: the operators' admin token); 401 for a
-        token past its expireTime, which may not act as its user (e.g. make itself a new token)."""
-        token = bearer_token(context)
+        """The calling user from the bearer token (None: the operators' admin token); 401 as
+        acting_user says."""
+        return self.acting_user(bearer_token(context))
+
+    def acting_user(self, token: str) -> str | None:
+        """The user a token acts as (None: the admin token); 401 for an unknown token and for one
+        past its expireTime, which may not act as its user (e.g. make itself a new token)."""
         user = self.user_of_token(token)
         if user is not None and self.index.expired(hash_token(token), time.time()):
             raise api_key_expired()

@@ -18,6 +18,7 @@ MAX_TOKENS_PER_MINUTE = 1_000_000_000
 MAX_ALLOWED_MODELS = 100
 MAX_EXPIRY_SECONDS = 10 * 366 * 86_400  # ten years ahead
 BUDGET_PERIODS = ("daily", "weekly", "monthly")
+NANOS_PER_SECOND = 1_000_000_000
 
 
 def checked(limits: admin_pb.ApiTokenLimits, param: str = "limits") -> admin_pb.ApiTokenLimits:
@@ -34,6 +35,7 @@ def checked(limits: admin_pb.ApiTokenLimits, param: str = "limits") -> admin_pb.
     if limits.HasField("expire_time"):
         now = int(time.time())
         check_range(limits.expire_time.seconds, now + 1, now + MAX_EXPIRY_SECONDS, f"{param}.expireTime")
+        check_range(limits.expire_time.nanos, 0, NANOS_PER_SECOND - 1, f"{param}.expireTime.nanos")  # native gRPC
     check_count(limits.allowed_models, MAX_ALLOWED_MODELS, f"{param}.allowedModels")
     for model in limits.allowed_models:
         check_model_id(model, f"{param}.allowedModels")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import ipaddress
 import os
 from pathlib import Path
 
@@ -384,6 +385,15 @@ async def test_a_batch_billing_rejected_is_sent_again_later_while_records_flow(t
 def test_an_anonymous_client_is_the_address_envoy_appended_last(forged: list[str], peer: str) -> None:
     assert client_address(", ".join([*forged, peer]), "ipv4:10.9.9.9:4000") == peer
     assert client_address("", f"ipv4:{peer}:4000") == peer
+
+
+@given(claimed=st.text(max_size=20).filter(lambda text: "," not in text))
+def test_a_forwarded_entry_that_is_no_address_counts_as_the_peer(claimed: str) -> None:
+    """Envoy's entry is always an address: any other text was sent by a caller reaching the Router itself."""
+    try:
+        ipaddress.ip_address(claimed.strip())
+    except ValueError:
+        assert client_address(claimed, "ipv4:10.9.9.9:4000") == "10.9.9.9"
 
 
 def test_an_ipv6_client_counts_as_its_64() -> None:

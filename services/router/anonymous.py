@@ -68,11 +68,15 @@ class Client:
 
 def client_address(forwarded_for: str, peer: str) -> str:
     """The client a call is counted against (see the module's docstring)."""
-    text = forwarded_for.rpartition(",")[2].strip() or peer.partition(":")[2].rpartition(":")[0].strip("[]")
+    peer_text = peer.partition(":")[2].rpartition(":")[0].strip("[]")
+    text = forwarded_for.rpartition(",")[2].strip() or peer_text
     try:
         address = ipaddress.ip_address(text)
-    except ValueError:
-        return text[:64]
+    except ValueError:  # not Envoy's entry (Envoy appends an address): the connection's peer
+        try:
+            address = ipaddress.ip_address(peer_text)
+        except ValueError:
+            return peer_text[:64]
     if address.version == 6:
         return str(ipaddress.ip_network(f"{address}/64", strict=False))
     return str(address)

@@ -14,11 +14,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.common import task_formats, tasks
+from services.common import params, task_formats, tasks
 from services.common.errors import ApiError
 from services.common.pricing import Price
 from services.common.provider_api import AttemptFailed
 from services.common.providers import ProviderEntry, Route
+from services.common.secrets import Redactor
 from services.common.task_formats import TaskCall, TaskInput
 from services.reference_provider import png
 from services.reference_provider import tasks as reference
@@ -36,9 +37,15 @@ def wav(seconds: float, rate: int = 8000) -> bytes:
     return buffer.getvalue()
 
 
-def route(formats: dict[str, str] | None = None) -> Route:
-    entry = ProviderEntry("p", "http://p", {}, "Inference-Id", (), 0, {}, task_formats=formats or {})
+def route(formats: dict[str, str] | None = None, secret: str = "") -> Route:
+    entry = ProviderEntry("p", "http://p", {}, "Inference-Id", (), 0, {}, redactor=Redactor([secret]),
+                          task_formats=formats or {})  # fmt: skip
     return Route(entry, "m")
+
+
+def embeddings(inputs: str | list[str], encoding: str = "float") -> TaskCall:
+    options = {"encoding_format": encoding}
+    return TaskCall(TaskInput(TASKS["feature-extraction"], "m", inputs, route=tasks.OPENAI_FORMAT, options=options))
 
 
 def test_a_body_picks_its_task_among_the_mapped_ones() -> None:
@@ -53,22 +60,69 @@ def test_a_body_picks_its_task_among_the_mapped_ones() -> None:
     assert choose(["summarization"], b"not json", "") == "summarization"  # its own checks say what is wrong
 
 
-def test_audio_seconds_come_from_the_header_else_the_bytes_bound_the_providers_word() -> None:
-    two_and_a_half = TaskInput(TASKS["automatic-speech-recognition"], "m", data=wav(2.5))
+def transcription(data: bytes) -> TaskInput:
+    return TaskInput(TASKS["automatic-speech-recognition"], "m", data=data)
+
+
+# Where wave's 44-byte header holds these 32-bit fields.
+SAMPLE_RATE_AT, BYTE_RATE_AT, DATA_SIZE_AT = 24, 28, 40
+
+
+def pcm_wav(data_bytes: int, edits: dict[int, int] | None = None) -> bytes:
+    """A mono 16 kHz 16-bit WAV of data_bytes bytes, its header's 32-bit fields edited (offset -> value)."""
+    audio = bytearray(wav(0, rate=16_000))
+    for at, value in {DATA_SIZE_AT: data_bytes, **(edits or {})}.items():
+        audio[at : at + 4] = struct.pack("<I", value)
+    return bytes(audio) + b"\x00" * data_bytes
+
+
+def flac(samples: int, size: int, rate: int = 44_100) -> bytes:
+    info = rate << 44 | 15 << 36 | samples  # mono (channels - 1 = 0), 16 bits (depth - 1 = 15)
+    head = b"fLaC" + b"\x80\x00\x00\x22" + b"\x00" * 10 + info.to_bytes(8, "big") + b"\x00" * 16
+    return head + b"\x00" * (size - len(head))
+
+
+def test_audio_seconds_are_the_providers_word_within_the_bytes_bound_never_below_the_header() -> None:
+    two_and_a_half = transcription(wav(2.5))
+    bound = task_formats.audio_bound(two_and_a_half.data)
     assert task_formats.audio_seconds(two_and_a_half) == 3
-    assert task_formats.audio_seconds(two_and_a_half, said=3600) == 3  # the header wins over the provider
-    mp3 = TaskInput(TASKS["automatic-speech-recognition"], "m", data=b"ID3" + b"\x00" * 39_997)
+    assert task_formats.audio_seconds(two_and_a_half, said=1) == 3  # never below the header
+    assert task_formats.audio_seconds(two_and_a_half, said=3600) == bound
+    mp3 = transcription(b"ID3" + b"\x00" * 39_997)
     bound = math.ceil(40_000 / task_formats.MIN_AUDIO_BYTES_PER_SECOND)
     assert task_formats.audio_seconds(mp3) == bound
     assert task_formats.audio_seconds(mp3, said=7.2) == 8
     assert task_formats.audio_seconds(mp3, said=10**9) == bound
     assert task_formats.audio_seconds(mp3, said=True) == bound
-    # A header that claims a huge byte rate cannot make a large upload cheap.
-    fast = bytearray(wav(0.01))
-    fast[28:32] = struct.pack("<I", 2**32 - 1)
-    fast += b"\x00" * 3_000_000
-    fast[40:44] = struct.pack("<I", len(fast) - 44)
-    assert task_formats.audio_seconds(TaskInput(TASKS["automatic-speech-recognition"], "m", data=bytes(fast))) == 3
+
+
+def test_an_edited_audio_header_cannot_make_an_upload_cheap() -> None:
+    really = 188  # 6,000,000 bytes of mono 16 kHz 16-bit: 187.5 s
+    byte_rate = pcm_wav(6_000_000, {BYTE_RATE_AT: 2**32 - 1})  # the byte-rate field: decoders do not read it
+    assert task_formats.header_seconds(byte_rate) == 187.5
+    assert task_formats.audio_seconds(transcription(byte_rate)) == really
+    until_the_end = pcm_wav(6_000_000, {DATA_SIZE_AT: 0})  # a data size of 0: decoders read to the end
+    assert task_formats.audio_seconds(transcription(until_the_end)) == really
+    # A sample rate past any audio's gives no length: the provider's word, held to the bytes, counts.
+    sample_rate = pcm_wav(6_000_000, {SAMPLE_RATE_AT: 2**32 - 1, BYTE_RATE_AT: 2**32 - 1})
+    assert task_formats.header_seconds(sample_rate) is None
+    assert task_formats.audio_seconds(transcription(sample_rate), said=187.5) == really
+    compressed = bytearray(byte_rate)
+    compressed[20:22] = struct.pack("<H", 0x55)  # MP3 in a WAV: a block is not a frame
+    assert task_formats.header_seconds(bytes(compressed)) is None
+    # FLAC's 0 samples is "unknown", not 0 seconds.
+    assert task_formats.header_seconds(flac(441_000, 400_000)) == 10
+    assert task_formats.header_seconds(flac(0, 400_000)) is None
+    assert task_formats.audio_seconds(transcription(flac(0, 400_000)), said=100) == 100
+
+
+def test_a_transcriptions_reservation_holds_what_its_provider_can_be_billed() -> None:
+    for upload in (wav(2.5), flac(441_000, 400_000), pcm_wav(6_000_000, {SAMPLE_RATE_AT: 2**32 - 1})):
+        value = transcription(upload)
+        reserved = task_formats.reservation(value).units
+        assert reserved == task_formats.audio_bound(upload)
+        for said in (None, 1, 10**9):
+            assert task_formats.served_bill(TaskCall(value), {"text": "", "duration": said}).units <= reserved
 
 
 @given(st.lists(st.text(min_size=1, max_size=40), min_size=1, max_size=8), st.integers(-5, 10**6))
@@ -80,6 +134,33 @@ def test_embedding_tokens_are_the_providers_only_within_the_bound(texts: list[st
     assert 0 < bill.units <= bound
     if 0 < said <= bound:
         assert bill.units == said
+
+
+def test_token_tasks_reserve_and_bill_at_most_the_output_the_request_allows() -> None:
+    novel = TaskInput(TASKS["text-generation"], "m", "Write a novel", {"max_new_tokens": 200_000})
+    assert task_formats.reservation(novel).output_tokens == 200_000
+    assert task_formats.served_bill(TaskCall(novel), [{"generated_text": "x" * 7_000_000}]).output_tokens == 200_000
+    unbounded = TaskInput(TASKS["text-generation"], "m", "Write a novel")
+    assert task_formats.reservation(unbounded).output_tokens == task_formats.DEFAULT_OUTPUT_TOKENS
+    answer = [{"generated_text": "x" * 7_000_000}]
+    assert task_formats.served_bill(TaskCall(unbounded), answer).output_tokens == task_formats.DEFAULT_OUTPUT_TOKENS
+    for parameters, bound in (
+        ({"max_new_tokens": 10**12}, params.MAX_OUTPUT_TOKENS),
+        ({"max_new_tokens": True}, task_formats.DEFAULT_OUTPUT_TOKENS),
+        ({"max_new_tokens": "50"}, task_formats.DEFAULT_OUTPUT_TOKENS),
+        ({"max_length": 0}, task_formats.DEFAULT_OUTPUT_TOKENS),
+        ({"generate_parameters": {"max_length": 50, "max_new_tokens": 40}}, 50),
+    ):
+        summary = TaskInput(TASKS["summarization"], "m", "x" * 40, parameters)
+        assert task_formats.reservation(summary).output_tokens == bound
+
+
+def test_only_a_token_tasks_answer_field_is_billed() -> None:
+    call = TaskCall(TaskInput(TASKS["translation"], "m", "hello"))
+    answer = [{"translation_text": "x" * 40, "details": "y" * 4000}, "z" * 4000, {"summary_text": "w" * 4000}]
+    assert task_formats.served_bill(call, answer).output_tokens == 11
+    hub_token_tasks = {t.name for t in TASKS.values() if t.unit == tasks.TOKEN} - {"conversational"}  # chat's
+    assert hub_token_tasks == set(task_formats.GENERATED_FIELDS)
 
 
 def test_each_unit_is_billed_and_priced() -> None:
@@ -123,6 +204,41 @@ def test_answers_are_checked_and_rendered_in_the_callers_shape() -> None:
     with pytest.raises(AttemptFailed):
         speech.accept(hub_route, b"<html>", "text/html", True)
     assert speech.accept(hub_route, b"RIFF", "audio/wav", True) == b"RIFF"
+
+
+def test_answers_that_cannot_be_written_back_are_the_providers_failure() -> None:
+    deep = b"[" * 300 + b"1" + b"]" * 300  # orjson reads 1,024 levels, writes 254
+    with pytest.raises(AttemptFailed, match="nested"):
+        TaskCall(TaskInput(TASKS["text-classification"], "m", "x")).accept(route(), deep, "application/json", True)
+    asr = TaskCall(transcription(wav(0.1)))
+    transcript = b'{"text": "hi", "segments": ' + deep + b"}"
+    with pytest.raises(AttemptFailed, match="nested"):
+        asr.accept(route(), transcript, "application/json", True)
+    past_float32 = {"data": [{"embedding": [0.5, 1e39], "index": 0}]}
+    with pytest.raises(AttemptFailed, match="float32"):
+        embeddings("a", "base64").accept(route(), orjson.dumps(past_float32), "application/json", True)
+    assert embeddings("a").accept(route(), orjson.dumps(past_float32), "application/json", True)  # JSON holds it
+    largest = {"data": [{"embedding": [-task_formats.FLOAT32_MAX], "index": 0}]}
+    accepted = embeddings("a", "base64").accept(route(), orjson.dumps(largest), "application/json", True)
+    assert task_formats.render(embeddings("a", "base64"), route(), "m", accepted, "", task_formats.Bill("x", 1))
+
+
+def test_embeddings_go_through_the_providers_redactor() -> None:
+    number = "4111222233334444555"  # an api key a number can hold
+    numeric = route(secret=number)
+    answer = orjson.dumps({"data": [{"embedding": [0.5, int(number)], "index": 0}]})
+    for call in (embeddings("a"), TaskCall(TaskInput(TASKS["feature-extraction"], "m", "a"))):
+        result = call.accept(numeric, answer, "application/json", True)
+        rendered = task_formats.render(call, numeric, "m", result, "", task_formats.Bill("x", 1)).data
+        assert number.encode() not in rendered and b"[redacted]" in rendered
+    # float32s whose bytes are a key: base64 would hand the caller base64(key).
+    key = "sk-abcdefghijklmnop"
+    packed = struct.unpack("<5f", key.encode() + b"\x00")
+    call = embeddings("a", "base64")
+    keyed = route(secret=key)
+    result = call.accept(keyed, orjson.dumps({"data": [{"embedding": packed, "index": 0}]}), "application/json", True)
+    rendered = task_formats.render(call, keyed, "m", result, "", task_formats.Bill("x", 1)).data
+    assert base64.b64encode(key.encode()[:18]) not in rendered
 
 
 def test_uploads_and_forms_are_checked() -> None:

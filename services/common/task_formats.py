@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from services.common import params, tasks
-from services.common.errors import invalid_argument
+from services.common.errors import ApiError, invalid_argument
 from services.common.pricing import NANO_PER_USD, Price, estimate_nano_usd, saturated
 from services.common.provider_api import AttemptFailed
 from services.common.providers import Route
@@ -52,6 +52,19 @@ MIN_AUDIO_BYTES_PER_SECOND = 2000
 # Audio is billed at least its bytes at this rate (uncompressed 24-bit stereo at 192 kHz), whatever its
 # header says: a header that claims a huge rate cannot make a large upload cheap.
 MAX_AUDIO_BYTES_PER_SECOND = 192_000 * 2 * 3
+# WAV sample formats whose block is one frame of samples (PCM, IEEE float, A-law, mu-law): only for these
+# do the sample rate and block align give the bytes a second. WAVE_FORMAT_EXTENSIBLE names its own inside.
+FRAMED_WAV_FORMATS = frozenset({1, 3, 6, 7})
+WAVE_FORMAT_EXTENSIBLE = 0xFFFE
+# The largest finite float32: a base64 embedding is packed as float32, so its numbers must fit.
+FLOAT32_MAX = struct.unpack("<f", b"\xff\xff\x7f\x7f")[0]
+# Hub parameters that bound a generation's new tokens: text-generation's own, and summarization's and
+# translation's inside `generate_parameters`. Past params.MAX_OUTPUT_TOKENS (chat's ceiling) they count as it.
+OUTPUT_TOKEN_PARAMETERS = ("max_new_tokens", "max_length")
+DEFAULT_OUTPUT_TOKENS = 1024  # a generation that names no bound, as chat without max_tokens
+# The answer field holding each token task's generated text: its output tokens are counted there only.
+GENERATED_FIELDS = {"text-generation": "generated_text", "summarization": "summary_text",
+                    "translation": "translation_text"}  # fmt: skip
 TRANSCRIPTION_FORMATS = ("json", "text", "verbose_json")
 SPEECH_FORMATS = {"mp3": "audio/mpeg", "opus": "audio/ogg", "aac": "audio/aac", "flac": "audio/flac",
                   "wav": "audio/wav", "pcm": "audio/pcm"}  # fmt: skip
@@ -363,16 +376,30 @@ def transcription_input(task: Task, data: bytes, content_type: str) -> TaskInput
 # --- lengths read from media headers ------------------------------------------------------------
 
 
+def _frame_bytes_per_second(fmt: bytes) -> int:
+    """A WAV fmt chunk's sample rate x block align: the bytes a second its decoder plays (its byte-rate
+    field is not read, nor is it by decoders). 0 for a format without frames, or a rate past any audio's."""
+    if len(fmt) < 14:
+        return 0
+    tag, _, sample_rate, _, block_align = struct.unpack("<HHIIH", fmt[:14])
+    if tag == WAVE_FORMAT_EXTENSIBLE and len(fmt) >= 26:
+        tag = struct.unpack("<H", fmt[24:26])[0]  # the SubFormat GUID starts with the format's tag
+    rate = sample_rate * block_align
+    return rate if tag in FRAMED_WAV_FORMATS and 0 < rate <= MAX_AUDIO_BYTES_PER_SECOND else 0
+
+
 def _wav_seconds(data: bytes) -> float | None:
     if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
         return None
     at, rate = 12, 0
     while at + 8 <= len(data):
         kind, size = data[at : at + 4], struct.unpack("<I", data[at + 4 : at + 8])[0]
-        if kind == b"fmt " and size >= 16 and at + 20 <= len(data):
-            rate = struct.unpack("<I", data[at + 16 : at + 20])[0]  # bytes a second
+        if kind == b"fmt ":
+            rate = _frame_bytes_per_second(data[at + 8 : at + 8 + size])
         elif kind == b"data":
-            return min(size, len(data) - at - 8) / rate if rate else None
+            rest = len(data) - at - 8
+            # A size of 0 is "until the end" to decoders (ffmpeg), like 0xFFFFFFFF.
+            return min(size or rest, rest) / rate if rate else None
         at += 8 + size + (size & 1)
     return None
 
@@ -382,7 +409,7 @@ def _flac_seconds(data: bytes) -> float | None:
         return None
     info = int.from_bytes(data[18:26], "big")  # STREAMINFO: 20 bits rate, 3 channels, 5 depth, 36 samples
     rate, samples = info >> 44, info & ((1 << 36) - 1)
-    return samples / rate if rate else None
+    return samples / rate if rate and samples else None  # 0 samples: FLAC's "unknown"
 
 
 def header_seconds(data: bytes) -> float | None:
@@ -403,15 +430,21 @@ def mp4_seconds(data: bytes) -> float | None:
     return length / scale if scale else None
 
 
+def audio_bound(data: bytes) -> int:
+    """The most seconds a provider's word can bill for an upload: what its bytes carry at 16 kbit/s."""
+    return max(1, math.ceil(len(data) / MIN_AUDIO_BYTES_PER_SECOND))
+
+
 def audio_seconds(value: TaskInput, said: object = None) -> int:
-    """The seconds billed for an upload: its header's length; else the provider's word, held to
-    what the bytes can carry at 16 kbit/s; else that bound. Never less than the bytes last at the
-    highest rate audio has; rounded up, at least 1."""
-    bound = max(1, math.ceil(len(value.data) / MIN_AUDIO_BYTES_PER_SECOND))
-    seconds = header_seconds(value.data)
-    if seconds is None:
-        given = isinstance(said, int | float) and not isinstance(said, bool) and 0 < said < bound
-        seconds = said if given else bound
+    """The seconds billed for an upload: the provider's word held to audio_bound, but never less than
+    its header's length (a header can be edited to say less; the provider heard the audio); without
+    the word, the header's length, else the bound. Never less than the bytes last at the highest rate
+    audio has; rounded up, at least 1."""
+    header = header_seconds(value.data)
+    if _is_number(said) and said > 0:
+        seconds = max(header or 0, min(said, audio_bound(value.data)))
+    else:
+        seconds = audio_bound(value.data) if header is None else header
     return max(1, math.ceil(seconds), math.ceil(len(value.data) / MAX_AUDIO_BYTES_PER_SECOND))
 
 
@@ -494,7 +527,7 @@ class TaskCall:
             raise AttemptFailed(f"answered 200 without the {name} answer's shape")
         if name == "automatic-speech-recognition" and not isinstance(answer.get("text"), str):
             raise AttemptFailed("answered 200 without a transcript's text")
-        return answer
+        return _writable(answer)
 
     def _vectors(self, route: Route, answer: object) -> dict:
         """{"vectors": [[float, ...], ...], "tokens": the provider's count or None}."""
@@ -512,6 +545,8 @@ class TaskCall:
         count = len(self.value.inputs) if isinstance(self.value.inputs, list) else 1
         if not isinstance(vectors, list) or len(vectors) != count or not all(map(_is_vector, vectors)):
             raise AttemptFailed(f"answered 200 without {count} embedding vector(s) of at most {MAX_DIMENSIONS} numbers")
+        if self.value.options.get("encoding_format") == "base64" and not all(map(_fits_float32, vectors)):
+            raise AttemptFailed("answered 200 with an embedding number past float32's range (asked for base64)")
         return {"vectors": vectors, "tokens": tokens}
 
     def _scores(self, answer: object) -> list:
@@ -531,6 +566,20 @@ def _is_number(value: object) -> bool:
 
 def _is_vector(value: object) -> bool:
     return isinstance(value, list) and 0 < len(value) <= MAX_DIMENSIONS and all(map(_is_number, value))
+
+
+def _fits_float32(vector: list[float]) -> bool:
+    return max(map(abs, vector)) <= FLOAT32_MAX
+
+
+def _writable(answer: Any) -> Any:
+    """The answer, if it can be written back to the caller: orjson reads JSON nested 1,024 levels deep
+    but writes at most 254 (params.dumped, the same limit for a caller's body)."""
+    try:
+        params.dumped(answer)
+    except ApiError:
+        raise AttemptFailed("answered 200 with JSON nested too deeply to pass on") from None
+    return answer
 
 
 # --- answering the caller ----------------------------------------------------------------------
@@ -558,8 +607,9 @@ def render(call: TaskCall, route: Route, model: str, result: Any, content_type: 
     name = call.task.name
     if name == "feature-extraction":
         vectors = result["vectors"]
+        # Through the redactor too: a number can hold a secret, and so can float32s packed as base64.
         if value.route == HUB_FORMAT:
-            return Answer(orjson.dumps(vectors[0] if isinstance(value.inputs, str) else vectors))
+            return Answer(redactor.dumps(vectors[0] if isinstance(value.inputs, str) else vectors))
         encoding = value.options["encoding_format"]
         data = [
             {"object": "embedding", "index": i, "embedding": _embedding(v, encoding)} for i, v in enumerate(vectors)
@@ -567,7 +617,7 @@ def render(call: TaskCall, route: Route, model: str, result: Any, content_type: 
         cost = units.estimate(route.provider.prices.get(route.provider_model), name)  # the record's estimate
         usage = {"prompt_tokens": units.input_tokens, "total_tokens": units.input_tokens,
                  "cost": cost / NANO_PER_USD, "cost_nano_usd": cost}  # fmt: skip
-        return Answer(orjson.dumps({"object": "list", "data": data, "model": model, "usage": usage}))
+        return Answer(redactor.dumps({"object": "list", "data": data, "model": model, "usage": usage}))
     if name == "automatic-speech-recognition":
         text = redactor.text(result["text"])
         response_format = value.options.get("response_format", "json") if value.route == OPENAI_FORMAT else "json"
@@ -624,16 +674,37 @@ def _bill(task: Task, input_tokens: int = 0, output_tokens: int = 0, units: int 
     return Bill(unit, units)
 
 
+def output_bound(value: TaskInput) -> int:
+    """The most output tokens a token task's request can be billed: the largest OUTPUT_TOKEN_PARAMETERS
+    value it gives (a positive integer, at most params.MAX_OUTPUT_TOKENS), else DEFAULT_OUTPUT_TOKENS."""
+    nested = value.parameters.get("generate_parameters")
+    places = (value.parameters, nested if isinstance(nested, dict) else {})
+    asked = [place[name] for place in places for name in OUTPUT_TOKEN_PARAMETERS if _is_count(place.get(name))]
+    return min(max(asked), params.MAX_OUTPUT_TOKENS) if asked else DEFAULT_OUTPUT_TOKENS
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _generated(task: Task, answer: list) -> list[str]:
+    """The texts a token task's answer generated: its GENERATED_FIELDS field of each item only."""
+    name = GENERATED_FIELDS[task.name]
+    return [item[name] for item in answer if isinstance(item, dict) and isinstance(item.get(name), str)]
+
+
 def reservation(value: TaskInput) -> Bill:
     """The usage a reservation holds before the provider answers: the most the request can use."""
     task = value.task
-    if task.unit == tasks.AUDIO_SECOND:
-        return _bill(task, units=audio_seconds(value))
+    if task.unit == tasks.AUDIO_SECOND:  # the provider's word can be believed up to the bound
+        return _bill(task, units=audio_seconds(value, said=audio_bound(value.data)))
     if task.unit == tasks.CHARACTER:
         return _bill(task, units=len(value.inputs))
     if task.unit == tasks.VIDEO_SECOND:
         return _bill(task, units=MAX_VIDEO_SECONDS)
-    return _bill(task, _token_bound(value.texts), _tokens(value.texts))
+    if task.unit == tasks.TOKEN:
+        return _bill(task, _token_bound(value.texts), output_bound(value))
+    return _bill(task, _token_bound(value.texts))
 
 
 def served_bill(call: TaskCall, result: Any) -> Bill:
@@ -650,6 +721,6 @@ def served_bill(call: TaskCall, result: Any) -> Bill:
         seconds = mp4_seconds(result) if isinstance(result, bytes) else None
         return _bill(task, units=max(1, min(MAX_VIDEO_SECONDS, math.ceil(seconds or 1))))
     if task.unit == tasks.TOKEN:
-        answered = [t for item in result if isinstance(item, dict) for t in item.values() if isinstance(t, str)]
-        return _bill(task, _tokens(value.texts), _tokens(answered))
+        output = min(_tokens(_generated(task, result)), output_bound(value))
+        return _bill(task, _tokens(value.texts), output)
     return reservation(value) if task.unit == tasks.CHARACTER else _bill(task)

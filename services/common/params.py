@@ -244,10 +244,10 @@ def check_body(body: dict, checks: dict[str, Check], required: set[str]) -> None
 
 def dumped(value: Any) -> bytes:
     """A caller's JSON (a parsed body, or part of one) written again: 400 when it is nested deeper
-    than a JSON writer goes (orjson: 255 levels; the parser took up to 1,024)."""
+    than a JSON writer goes (orjson: 254 levels; the parser took up to 1,024)."""
     try:
         return orjson.dumps(value)
     except TypeError:
         raise invalid_argument(
-            "INVALID_REQUEST", "the request body is nested too deeply (at most 255 levels)"
+            "INVALID_REQUEST", "the request body is nested too deeply (at most 254 levels)"
         ) from None

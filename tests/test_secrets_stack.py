@@ -1,6 +1,7 @@
 """Secrets never leave, through real Envoy: a provider that echoes its API key and
 billing authorization everywhere (every field of its error bodies, its answers, its
-stream — each secret split over consecutive events —, its headers, its images, its cost API;
+stream — each secret split over consecutive events —, its headers, its images, its audio and its media
+types, its hub-format task answers, its cost API;
 plain, percent-encoded, base64 and base64url at shifted alignments, hex in either case, JSON
 escapes) never gets either into an answer on any route (ROUTES: one line per route), a
 conformance report, a health page, a log line or any byte of any file in the data directory
@@ -96,7 +97,7 @@ def echoed_text() -> str:
 
 
 async def inference(request: web.Request) -> web.StreamResponse:
-    mode, route = request.match_info["mode"], request.match_info["route"]
+    mode, route = request.match_info["mode"], request.match_info.get("route", "hub")
     if mode not in OK_MODES:
         status, encoding = mode.split("-")
         if encoding == "text":
@@ -108,6 +109,8 @@ async def inference(request: web.Request) -> web.StreamResponse:
         answer = {"object": "list", "data": vectors, "model": echoed_text(),
                   "usage": {"prompt_tokens": 3, "total_tokens": 3}}  # fmt: skip
         return web.json_response(answer, headers=echo_headers())
+    if route == "hub":  # text-classification in the hub's format
+        return web.json_response([{"label": echoed_text(), "score": 0.9}], headers=echo_headers())
     if route == "audio/speech":
         voice = (await request.json())["voice"]
         audio = b"RIFF" + (API_KEY.encode() if mode == "leaky" and voice == KEY_IN_AUDIO else b"-") * 64
@@ -150,6 +153,7 @@ def echoing_upstream() -> Iterator[str]:
     """The echoing provider (aiohttp on its own loop and thread); yields its base URL."""
     app = web.Application()
     app.router.add_post("/{mode}/v1/{route:chat/completions|images/generations|embeddings|audio/speech}", inference)
+    app.router.add_post("/{mode}/models/{model}", inference)
     app.router.add_post("/costs", costs)
     loop, runner, port = asyncio.new_event_loop(), web.AppRunner(app), free_port()
     loop.run_until_complete(runner.setup())
@@ -171,22 +175,24 @@ def register(api: AdminApi, org: str, upstream: str, mode: str) -> dict[str, str
     provider = f"echo-{mode}-{uuid.uuid4().hex[:6]}"
     api.ensure_provider({
         "id": provider, "org": org, "base_url": f"{upstream}/{mode}", "api_key": API_KEY,
-        "tasks": ["conversational", "text-to-image", "feature-extraction", "text-to-speech"],
+        "tasks": ["conversational", "text-to-image", "feature-extraction", "text-to-speech", "text-classification"],
         "billing_url": f"{upstream}/costs",
         "billing_authorization": AUTHORIZATION,
     })  # fmt: skip
     chat, image, embed = f"{org}/chat-{provider}", f"{org}/image-{provider}", f"{org}/embed-{provider}"
-    speech = f"{org}/speech-{provider}"
+    speech, classes = f"{org}/speech-{provider}", f"{org}/classes-{provider}"
     catalog = [{"id": chat, "pipeline_tag": "text-generation", "tags": ["conversational"]},
                {"id": image, "pipeline_tag": "text-to-image", "tags": ["text-to-image"]},
                {"id": embed, "pipeline_tag": "feature-extraction"},
-               {"id": speech, "pipeline_tag": "text-to-speech"}]  # fmt: skip
+               {"id": speech, "pipeline_tag": "text-to-speech"},
+               {"id": classes, "pipeline_tag": "text-classification"}]  # fmt: skip
     api.call("POST", "/admin/v1/models:batchUpsert", {"models": catalog})
     served = (
         ("conversational", chat, "chat"),
         ("text-to-image", image, "image"),
         ("feature-extraction", embed, "embed"),
         ("text-to-speech", speech, "speech"),
+        ("text-classification", classes, "classes"),
     )
     mappings = [
         api.call("POST", f"/api/partners/{provider}/models", {"task": task, "hfModel": model,
@@ -194,7 +200,7 @@ def register(api: AdminApi, org: str, upstream: str, mode: str) -> dict[str, str
         for task, model, kind in served
     ]  # fmt: skip
     return {"{provider}": provider, "{chat}": chat, "{image}": image, "{embed}": embed, "{speech}": speech,
-            "{mapping}": mappings[0]}  # fmt: skip
+            "{classes}": classes, "{mapping}": mappings[0]}  # fmt: skip
 
 
 HI = [{"role": "user", "content": "hi"}]
@@ -218,6 +224,7 @@ ROUTES: list[tuple[str, dict]] = [
     ("/v1/completions", {"model": "{chat}", "prompt": "hi"}),
     ("/v1/audio/speech", {"model": "{speech}", "input": "hi", "voice": KEY_IN_TYPE}),
     ("/v1/audio/speech", {"model": "{speech}", "input": "hi", "voice": KEY_IN_AUDIO}),
+    ("/models/{classes}", {"inputs": "hi"}),
 ]
 # The leaky mode's answers refused (502) rather than passed on: a decoded image, audio whose type
 # or bytes carry the key; its other answers are redacted.

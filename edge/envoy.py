@@ -80,6 +80,21 @@ _LOCAL_REPLIES: dict[int, tuple[str, str]] = {
 # Transcoder rejections: a request body or query that is not valid for the message.
 _TRANSCODER_400 = ("invalid_request_error", "invalid_json")
 _TRANSCODER_500 = ("api_error", "response_too_large")
+# Envoy's own replies whose status misnames them: (their CEL condition, status, type, code, message). Envoy's
+# HTTP/1 codec answers a Transfer-Encoding other than chunked with a 501 in plain text, before the request's
+# headers are known (no route, no path, so OpenAI's shape whatever the path): a bad request, not our failure.
+_RENAMED_REPLIES = (
+    (
+        "response.code == 501 && response.code_details == 'http1.invalid_transfer_encoding'",
+        400,
+        "invalid_request_error",
+        "unsupported_transfer_encoding",
+        "unsupported Transfer-Encoding: send the body with a Content-Length or Transfer-Encoding: chunked",
+    ),
+)
+# Any other error of Envoy's own, by status class: (lowest status, highest, type, code). Not below 400: Envoy's
+# direct responses of 200 (the files it serves) and its redirects are local replies too.
+_OTHER_REPLIES = ((400, 499, "invalid_request_error", "invalid_request"), (500, 599, "api_error", "internal_error"))
 
 
 @dataclass
@@ -325,21 +340,46 @@ _UNBUFFERED = {
 }
 
 
-def _grpc_route(service: str, cluster: str, timeout: str) -> dict:
+# A route without a timeout. Envoy's route timeout covers the whole answer, its body included: on a
+# streamed answer (a chat stream of a model that reasons for many minutes, a reflection session, a
+# health Watch) it would reset the stream mid-body, with no error event and no [DONE]. There the
+# listener's stream_idle_timeout ends a silent stream, and the Router's own upstream timeouts end a
+# provider's silence first, with an error event (docs/edge.md, "Route timeouts").
+NO_ROUTE_TIMEOUT = "0s"
+
+
+def _grpc_route(service: str, cluster: str, timeout: str, method: str = "") -> dict:
+    """The route of a service's methods, or of one method when given."""
+    match = {"path": f"/{service}/{method}"} if method else {"prefix": f"/{service}/"}
     return {
-        "match": {"prefix": f"/{service}/", "headers": [_grpc_content_type()]},
+        "match": {**match, "headers": [_grpc_content_type()]},
         "route": {"cluster": cluster, "timeout": timeout},
         "typed_per_filter_config": _UNBUFFERED,
     }
 
 
-def _grpc_routes() -> list[dict]:
+def streamed_methods(d: Descriptors, service: str) -> list[str]:
+    """A service's methods that answer (or are called) with a stream."""
+    return [
+        method.name
+        for name, proto in d.services
+        if name == service
+        for method in proto.method
+        if method.server_streaming or method.client_streaming
+    ]
+
+
+def _grpc_routes(d: Descriptors) -> list[dict]:
     """Native gRPC (and transcoded calls, which the transcoder re-routes here), then
-    reflection and health, answered by the Router for the whole public surface."""
-    routes = [_grpc_route(service, cluster, timeout) for service, (cluster, timeout) in PUBLIC_SERVICES.items()]
-    # No route timeout: a reflection session or a health Watch lasts as long as its caller
-    # wants; stream_idle_timeout still ends a silent one.
-    routes += [_grpc_route(service, DISCOVERY_CLUSTER, "0s") for service in DISCOVERY_SERVICES]
+    reflection and health, answered by the Router for the whole public surface. A unary
+    method takes its service's route timeout (PUBLIC_SERVICES); a streamed one, none."""
+    routes = []
+    for service, (cluster, timeout) in PUBLIC_SERVICES.items():
+        streamed = streamed_methods(d, service)
+        routes += [_grpc_route(service, cluster, NO_ROUTE_TIMEOUT, method) for method in streamed]
+        routes.append(_grpc_route(service, cluster, timeout))
+    # A reflection session or a health Watch lasts as long as its caller wants.
+    routes += [_grpc_route(service, DISCOVERY_CLUSTER, NO_ROUTE_TIMEOUT) for service in DISCOVERY_SERVICES]
     routes.append(
         {
             "match": {"prefix": "/", "headers": [{"name": "content-type", "string_match": {"prefix": _GRPC}}]},
@@ -483,7 +523,7 @@ def _console_routes(files_root: Path) -> list[dict]:
 def routes(d: Descriptors, files_root: Path = ROOT, anonymous: bool = False) -> list[dict]:
     """Every route; one without a body cap of its own (static files, refusals) takes a small one."""
     every = [
-        *_grpc_routes(),
+        *_grpc_routes(d),
         *_rest_routes(d, anonymous),
         _openapi_route(),
         *_console_routes(files_root),
@@ -530,9 +570,13 @@ def _anthropic_mappers() -> list[dict]:
     return mappers
 
 
-def _status_filter(status: int) -> dict:
-    comparison = {"op": "EQ", "value": {"default_value": status, "runtime_key": f"unused_{status}"}}
+def _status_filter(status: int, op: str = "EQ") -> dict:
+    comparison = {"op": op, "value": {"default_value": status, "runtime_key": f"unused_{status}"}}
     return {"status_code_filter": {"comparison": comparison}}
+
+
+def _status_range_filter(lowest: int, highest: int) -> dict:
+    return {"and_filter": {"filters": [_status_filter(lowest, "GE"), _status_filter(highest, "LE")]}}
 
 
 def _transcoder_filter(status: int) -> dict:
@@ -554,6 +598,8 @@ def _cel_filter(expression: str) -> dict:
 
 
 def local_reply_mappers() -> list[dict]:
+    """Envoy's own replies in OpenAI's shape (Anthropic's on the Messages route), the first mapper that fits;
+    replies the Lua filters made are left as they are."""
     # The strict Lua script answers in OpenAI's shape already and marks it so.
     own = {
         "filter": {
@@ -564,11 +610,25 @@ def local_reply_mappers() -> list[dict]:
         }
     }
     # Every reply of the Messages route in Anthropic's shape; the budget's 429 is the gate's (edge.py).
-    mappers: list[dict] = [edge.over_budget_mapper(), own, *_anthropic_mappers()]
+    mappers: list[dict] = [edge.over_budget_mapper(), own]
+    for expression, status, error_type, code, message in _RENAMED_REPLIES:
+        mappers.append(
+            {
+                "filter": _cel_filter(expression),
+                "status_code": status,
+                "body": {"inline_string": message},
+                "body_format_override": _error_format(error_type, code),
+            }
+        )
+    mappers += _anthropic_mappers()
     for status, shape in ((400, _TRANSCODER_400), (500, _TRANSCODER_500)):
         mappers.append({"filter": _transcoder_filter(status), "body_format_override": _error_format(*shape)})
     for status, (error_type, code) in _LOCAL_REPLIES.items():
         mappers.append({"filter": _status_filter(status), "body_format_override": _error_format(error_type, code)})
+    # The last: any error of Envoy's own not named above (e.g. the 403 of an upgrade no route takes).
+    for lowest, highest, error_type, code in _OTHER_REPLIES:
+        filter_ = _status_range_filter(lowest, highest)
+        mappers.append({"filter": filter_, "body_format_override": _error_format(error_type, code)})
     return mappers
 
 

@@ -8,7 +8,11 @@ from pathlib import Path
 
 DESCRIPTOR = Path(__file__).resolve().parents[2] / "gen" / "switchboard.pb"
 
-# gRPC service -> (cluster, route timeout). Internal services are not routed.
+# gRPC service -> (cluster, route timeout of its unary methods): how long Envoy waits for a whole answer.
+# A method that answers with a stream (the Router's chat, Responses, Messages, completions and speech,
+# unary answers of theirs included) has no route timeout: Envoy's would cut a long stream mid-body.
+# Envoy's stream idle timeout and the Router's upstream timeouts bound those (edge/envoy.py,
+# _grpc_routes; docs/edge.md, "Route timeouts"). Internal services are not routed.
 PUBLIC_SERVICES: dict[str, tuple[str, str]] = {
     "switchboard.registry.v1.RegistryService": ("registry", "15s"),
     "switchboard.registry.v1.AdminService": ("registry", "120s"),

@@ -35,3 +35,15 @@ def test_ledger_and_reconciliation_on_postgres(postgres_stack) -> None:
     oracle = State(Knobs())
     assert line["settledNanoUsd"] == sum(oracle.cost_of(r.provider_request_id) for r in records)
     assert (line["pendingNanoUsd"], line["requests"]) == (0, 25)
+
+
+def test_prices_up_to_64_bits_are_kept_on_postgres(postgres_stack) -> None:
+    """The price check allows 0 .. 2^63 - 1 nano-USD in every field; PostgreSQL keeps each (a 32-bit
+    column refused $3 an image with a 500)."""
+    with postgres_stack.admin() as admin:
+        world = build_world(admin)
+    fields = ("inputTokenNanoUsd", "outputTokenNanoUsd", "requestNanoUsd", "imageNanoUsd", "unitNanoUsd")
+    price = {"providerModel": "m-v1", **{field: str(2**63 - 1 - i) for i, field in enumerate(fields)}}
+    with postgres_stack.http(world.tokens["writer"]) as partner:
+        kept = ok(partner.put(f"/api/partners/{world.provider}/prices", json={"prices": [price]}))["prices"]
+    assert kept == [price]

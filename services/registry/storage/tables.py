@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import BigInteger, Column, String, Text, UniqueConstraint
 from sqlalchemy.engine import Dialect
@@ -111,18 +112,22 @@ class ProviderRow(SQLModel, table=True):
     create_time: datetime = Field(default_factory=utcnow)
 
 
+def _nano_usd() -> Any:
+    """A price column: 64-bit, as the price check allows (0 .. 2^63 - 1 nano-USD)."""
+    return Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+
+
 class PriceRow(SQLModel, table=True):
     """The operator's price for one provider model, nano-USD."""
 
     __tablename__ = "prices"
     provider: str = Field(primary_key=True, foreign_key="providers.id", ondelete="CASCADE")
     provider_model: str = Field(primary_key=True)
-    input_token_nano_usd: int = 0
-    output_token_nano_usd: int = 0
-    request_nano_usd: int = 0
-    image_nano_usd: int = 0
-    # per unit of the mapped task (services/common/tasks.py); 64-bit, as the price check allows
-    unit_nano_usd: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    input_token_nano_usd: int = _nano_usd()
+    output_token_nano_usd: int = _nano_usd()
+    request_nano_usd: int = _nano_usd()
+    image_nano_usd: int = _nano_usd()
+    unit_nano_usd: int = _nano_usd()  # per unit of the mapped task (services/common/tasks.py)
 
 
 class ModelRow(SQLModel, table=True):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from services.common.http1 import HttpError, Pool
-from services.common.provider_api import AttemptFailed, Opened, first_event, read_capped
+from services.common.provider_api import AttemptFailed, Opened, first_event, read_capped, usable_request_id
 from services.router.directory import ProviderEntry
 from services.router.selection import Route
 from services.router.upstream import DONE, JOINED_BYTES, relay
@@ -169,6 +169,29 @@ async def test_caps_timeouts_and_broken_answers(serve) -> None:
     with pytest.raises(HttpError, match="line break"):
         await pool.post(url, b"{}", {"X-Evil": "a\r\nHost: elsewhere"})
     await pool.close()
+
+
+@pytest.mark.parametrize("header", [b"Inference-Id: " + b"i" * 70_000, b"X-Pad: p\r\n" * 12_000])
+async def test_headers_past_64_kib_are_a_broken_answer(serve, header: bytes) -> None:
+    """One huge header or many: the answer is refused (the attempt fails), never kept whole."""
+
+    async def padded(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\n" + header.rstrip(b"\r\n") + b"\r\nContent-Length: 2\r\n\r\n{}")
+
+    _, url = await serve(padded)
+    pool = Pool(1, 30)
+    with pytest.raises(HttpError, match="64 KiB"):
+        await pool.post(url, b"{}", {})
+    await pool.close()
+
+
+@pytest.mark.parametrize(
+    ("said", "kept"),
+    [("req-1", "req-1"), ("r" * 256, "r" * 256), ("r" * 257, ""), ("req-\xff", ""), ("req\x01", ""), ("", "")],
+)
+def test_a_providers_request_id_is_kept_only_when_the_ledger_can_use_it(said: str, kept: str) -> None:
+    """Printable ASCII of at most 256 characters; any other is recorded as none (the answer unpriced)."""
+    assert usable_request_id(said) == kept
 
 
 async def test_a_deadline_bounds_every_wait_until_it_is_cleared(serve) -> None:

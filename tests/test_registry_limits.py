@@ -371,3 +371,20 @@ def test_a_tokens_expiry_with_nanos_out_of_range_is_a_400(nanos: int) -> None:
     with pytest.raises(ApiError) as raised:
         token_limits.checked(limits)
     assert raised.value.http_status == 400 and raised.value.param == "limits.expireTime.nanos"
+
+
+@pytest.mark.parametrize(
+    ("check", "value"),
+    [
+        (v.check_secret, "Bearer " + "k" * 32 + "\n"),
+        (v.check_header_name, "X-Request-Id\n"),
+        (v.check_provider_model, "../../admin/x"),
+        (v.check_provider_model, "org//model"),
+        (v.check_provider_model, "org/model/."),
+    ],
+)
+def test_a_last_line_break_or_a_path_leaving_the_providers_url_is_a_400(check, value: str) -> None:
+    """A regex's $ matches before a last line break: each rule holds to the end of the value."""
+    with pytest.raises(ApiError) as raised:
+        check(value, "field")
+    assert raised.value.http_status == 400 and raised.value.param == "field"

@@ -8,6 +8,7 @@ import io
 import math
 import struct
 import wave
+from types import SimpleNamespace
 
 import orjson
 import pytest
@@ -265,3 +266,9 @@ def test_any_header_reads_as_a_length_or_none(magic: bytes, rest: bytes) -> None
     for read in (task_formats.header_seconds, task_formats.mp4_seconds):
         seconds = read(magic + rest)
         assert seconds is None or seconds >= 0
+
+
+def test_a_provider_model_in_a_url_path_is_percent_encoded() -> None:
+    """As aiohttp (the Registry's checks) sends it: both call the same URL."""
+    route = SimpleNamespace(provider_model="org/model v1é")
+    assert task_formats._hub_path(route) == "/models/org/model%20v1%C3%A9"

@@ -26,6 +26,7 @@ import httptools
 # Buffered body bytes at which reading pauses until the reader catches up; also the longest
 # stream line read (an SSE event longer than this is an error, as with aiohttp's readline).
 HIGH_WATER = 256 * 1024
+MAX_HEADER_BYTES = 64 * 1024  # an answer's header names and values, all told (aiohttp: 8,190 per line)
 IDLE_SECONDS = 60.0  # a connection idle longer is closed, not reused
 MAX_IDLE_PER_ORIGIN = 512  # idle connections kept per origin; more are closed
 _LINE_BREAKS = re.compile("[\r\n\0]")
@@ -144,6 +145,7 @@ class Response:
         self._pool, self._origin, self._connection = pool, origin, connection
         self._loop = asyncio.get_running_loop()
         self._buffer = bytearray()
+        self._header_bytes = 0
         self._headers_done = False
         self._complete = False
         self._error: Exception | None = None
@@ -156,6 +158,11 @@ class Response:
     # --- httptools callbacks ---------------------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_bytes += len(name) + len(value)
+        if self._header_bytes > MAX_HEADER_BYTES:
+            error = HttpError(f"the provider's answer headers pass {MAX_HEADER_BYTES // 1024} KiB")
+            self.fail(error)  # the answer's error (the first kept), then raised to stop the parser
+            raise error
         key, text = name.decode("latin-1").lower(), value.decode("latin-1")
         self.headers[key] = f"{self.headers[key]}, {text}" if key in self.headers else text
 

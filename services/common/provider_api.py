@@ -12,6 +12,7 @@ OpenAI's shape with the provider's message, every secret of the provider redacte
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -25,6 +26,8 @@ from services.common.errors import PROVIDER_CODE_KEY, PROVIDER_KEY, PROVIDER_VER
 from services.common.pricing import INT64_MAX, NANO_PER_USD
 from services.common.providers import PROVIDER_METADATA_KEY, Route
 from services.common.secrets import Redactor
+
+log = logging.getLogger(__name__)
 
 RETRYABLE_STATUSES = frozenset({429, 500, 501, 502, 503, 504})
 MAX_ERROR_BODY_BYTES = 64 * 1024  # of a provider's error answer, what is read
@@ -232,7 +235,9 @@ async def open_answer(
                 on_refusal(route, response.status, error)
             raise error
         redactor = route.provider.redactor
-        provider_request_id = redactor.text(response.headers.get(route.provider.request_id_header, ""))
+        provider_request_id = redactor.text(
+            usable_request_id(response.headers.get(route.provider.request_id_header, ""))
+        )
         if not isinstance(payload, dict):
             opened = await _task_answer(response, route, payload, stream, max_answer_bytes)
             opened.provider_request_id, opened.sent_at = provider_request_id, sent_at
@@ -262,6 +267,20 @@ async def _task_answer(
     opened = Opened(route, "", 0.0, time.monotonic(), result=result, content_type=content_type)
     opened.response = response if stream else None
     return opened
+
+
+MAX_PROVIDER_REQUEST_ID = 256  # characters: the ledger keeps it, indexes it and asks the cost API about it
+
+
+def usable_request_id(value: str) -> str:
+    """A provider's request id as the ledger may keep it: printable ASCII, at most
+    MAX_PROVIDER_REQUEST_ID characters; any other is none (the answer is recorded unpriced, with
+    the reason), not a record that Billing cannot store, the cost API cannot be asked about, or
+    that carries bytes aiohttp could not decode."""
+    if value.isascii() and value.isprintable() and len(value) <= MAX_PROVIDER_REQUEST_ID:
+        return value
+    log.warning("a provider's request id was not printable ASCII of at most 256 characters: recorded without it")
+    return ""
 
 
 # type/subtype as RFC 9110's tokens write them (lowercased), of a bounded length.

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from email.parser import BytesParser
 from email.policy import HTTP
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 
@@ -452,7 +453,9 @@ def audio_seconds(value: TaskInput, said: object = None) -> int:
 
 
 def _hub_path(route: Route) -> str:
-    return tasks.HUB_PATH.format(model=route.provider_model)
+    """The provider model's URL path, each segment percent-encoded (as aiohttp would send it: the
+    Router's client and the Registry's checks call the same URL)."""
+    return tasks.HUB_PATH.format(model=quote(route.provider_model, safe="/"))
 
 
 def _multipart(fields: dict[str, str], file: bytes, media_type: str) -> tuple[bytes, str]:

@@ -137,12 +137,12 @@ CONVERSATIONAL_PIPELINES = frozenset({"text-generation", "image-text-to-text"})
 STATUSES = ("live", "staging")
 ROLES = ("read", "write", "admin")
 _MODEL_PART = rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_MODEL_ID_PART - 1}}}"
-MODEL_ID = re.compile(rf"^(?:{_MODEL_PART}/)?{_MODEL_PART}$")
-HEADER_NAME = re.compile(rf"^[A-Za-z0-9!#$%&'*+.^_`|~-]{{1,{MAX_HEADER_NAME}}}$")
-PRINTABLE = re.compile(r"^[ -~]*$")  # printable ASCII, one line
+MODEL_ID = re.compile(rf"^(?:{_MODEL_PART}/)?{_MODEL_PART}\Z")
+HEADER_NAME = re.compile(rf"^[A-Za-z0-9!#$%&'*+.^_`|~-]{{1,{MAX_HEADER_NAME}}}\Z")
+PRINTABLE = re.compile(r"^[ -~]*\Z")  # printable ASCII, one line (\Z: $ would let a last line break in)
 # What a secret may hold: printable ASCII on one line, no quote and no backslash (JSON writes
 # those escaped, so their redaction from JSON answers could not be exact).
-SECRET_CHARACTERS = re.compile(r"^[ !#-\[\]-~]*$")
+SECRET_CHARACTERS = re.compile(r"^[ !#-\[\]-~]*\Z")
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -223,7 +223,14 @@ def check_model_id(value: str, param: str) -> str:
 
 
 def check_provider_model(value: str, param: str = "providerModel") -> str:
-    return require(value, param, MAX_PROVIDER_MODEL)
+    """A provider's model id: it may go in the path of the provider's URL (the hub's format), so
+    no segment of it may be empty, "." or ".." (a path that leaves the provider's base URL)."""
+    require(value, param, MAX_PROVIDER_MODEL)
+    if any(segment in ("", ".", "..") for segment in value.split("/")):
+        raise invalid_argument(
+            "INVALID_REQUEST", f"{param} {shown(value)} has an empty, '.' or '..' path segment", param
+        )
+    return value
 
 
 def check_task(task: str, param: str = "task") -> str:

@@ -154,7 +154,9 @@ async def test_a_stream_is_priced_once_its_final_record_came_not_while_it_runs(d
     assert await db.run(lambda s: ledger.month_spend(s, account, datetime.now(UTC))) == 9_000
 
 
-@pytest.mark.parametrize("failure", ["http-500", "http-401", "invalid-json", "not-an-object", "timeout", "closed"])
+@pytest.mark.parametrize(
+    "failure", ["http-500", "http-401", "invalid-json", "not-an-object", "timeout", "closed", "oversized"]
+)
 async def test_failing_cost_api_changes_nothing_and_backs_off(db: Database, failure: str) -> None:
     account, provider = unique("acct"), unique("prov")
     records = [record(account, provider) for _ in range(3)]
@@ -168,7 +170,8 @@ async def test_failing_cost_api_changes_nothing_and_backs_off(db: Database, fail
             await passes_done.wait()
         if failure == "closed":
             raise ConnectionResetError
-        bodies = {"http-500": (500, b"{}"), "http-401": (401, b'{"requests": []}'), "invalid-json": (200, b"{nope")}
+        bodies = {"http-500": (500, b"{}"), "http-401": (401, b'{"requests": []}'), "invalid-json": (200, b"{nope"),
+                  "oversized": (200, b'{"requests": [], "pad": "' + b"x" * 200_000 + b'"}')}  # fmt: skip
         return bodies.get(failure, (200, b'[{"requestId": "x", "costNanoUsd": 1}]'))
 
     async with CostApiStub(answer) as stub:

@@ -72,6 +72,16 @@ def test_an_id_answered_twice_is_trusted_neither_time() -> None:
     assert [r.provider_request_id for r in answer.rejected] == ["a"]
 
 
+def test_a_number_past_a_doubles_range_fails_its_entry_only() -> None:
+    answer = parse_cost_answer(
+        b'{"requests": [{"requestId": "a", "costNanoUsd": 1e400}, {"requestId": "b", "costNanoUsd": 7},'
+        b' {"requestId": "c", "costNanoUsd": 123456789012345678901234567890}]}',
+        {"a", "b", "c"},
+    )
+    assert answer.costs == {"b": 7}
+    assert sorted(r.provider_request_id for r in answer.rejected) == ["a", "c"]
+
+
 async def test_expired_reservations_stop_counting(db: Database) -> None:
     await db.run(lambda s: ledger.update_account(s, "acct", limit_nano_usd=100))
     now = datetime.now(UTC).timestamp()

@@ -114,6 +114,26 @@ class CostApiFailed(Exception):
     """A cost API call that changed nothing (the reason is the message)."""
 
 
+# What a cost API's answer may take: a generous entry per id asked (ids are at most 256 characters,
+# services/common/provider_api.py) and some room; more is a failed call, never parsed or logged.
+ANSWER_BYTES_PER_ID = 1024
+ANSWER_BYTES_SPARE = 64 * 1024
+
+
+def answer_bytes_cap(ids: int) -> int:
+    return ANSWER_BYTES_SPARE + ANSWER_BYTES_PER_ID * ids
+
+
+async def _read_capped(response: aiohttp.ClientResponse, most: int) -> bytes:
+    """The answer's (decompressed) body, read until it ends or passes `most` bytes."""
+    body = bytearray()
+    async for piece in response.content.iter_any():
+        body += piece
+        if len(body) > most:
+            raise CostApiFailed(f"answer larger than {most:,} bytes")
+    return bytes(body)
+
+
 class Reconciler:
     """Runs reconciliation passes, on an interval and on demand (one at a time)."""
 
@@ -296,7 +316,7 @@ class Reconciler:
             async with post as response:  # no redirect: the authorization goes to the cost API only
                 if response.status != 200:
                     raise CostApiFailed(f"HTTP {response.status}")
-                return await response.read()
+                return await _read_capped(response, answer_bytes_cap(len(provider_request_ids)))
         except TimeoutError as exc:
             raise CostApiFailed("timeout") from exc
         except aiohttp.ClientError as exc:

@@ -9,6 +9,7 @@ object at all is invalid as a whole and changes nothing.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
@@ -75,13 +76,23 @@ def _entry(entry: object, answer: CostAnswer, asked: Collection[str], seen: set[
         answer.costs[request_id] = entry["costNanoUsd"]
 
 
+def _document(body: bytes) -> object:
+    """The answer's JSON. A number orjson cannot read (past a double's range: 1e400) fails only
+    its entry: the standard parser reads it (as infinity), and the entry's rules reject it."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidCostAnswer("the answer is not valid JSON") from exc
+
+
 def parse_cost_answer(body: bytes, asked: Collection[str], redactor: Redactor = NO_SECRETS) -> CostAnswer:
     """Reads a cost API answer to a request for the `asked` provider request ids; the
     provider's secrets are redacted from all of it (what it rejects is logged)."""
-    try:
-        document = redactor.json(orjson.loads(body))
-    except orjson.JSONDecodeError as exc:
-        raise InvalidCostAnswer("the answer is not valid JSON") from exc
+    document = redactor.json(_document(body))
     if not isinstance(document, dict) or not isinstance(document.get("requests"), list):
         raise InvalidCostAnswer('the answer is not an object with a "requests" list')
     answer = CostAnswer()

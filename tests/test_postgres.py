@@ -5,8 +5,12 @@ reconciliation behave as on SQLite. The stack is the worker's shared one on Post
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 from helpers.billing import by_provider, reconcile, record, reference_provider, register_provider, store, unique, usage
 from helpers.registry import build_world, ok
+from switchboard.registry.v1 import registry_service_pb2 as registry_pb
+from switchboard.registry.v1 import registry_service_pb2_grpc as registry_grpc
 
 
 def test_partners_api_on_postgres(postgres_stack) -> None:
@@ -47,3 +51,24 @@ def test_prices_up_to_64_bits_are_kept_on_postgres(postgres_stack) -> None:
     with postgres_stack.http(world.tokens["writer"]) as partner:
         kept = ok(partner.put(f"/api/partners/{world.provider}/prices", json={"prices": [price]}))["prices"]
     assert kept == [price]
+
+
+def test_mappings_created_at_once_each_keep_their_place_in_the_typed_listing_on_postgres(postgres_stack) -> None:
+    """Creates racing on PostgreSQL's several connections each get a place of their own (two that
+    shared one made a page ending on the first skip the second)."""
+    with postgres_stack.admin() as admin:
+        world = build_world(admin)
+    bodies = [{"type": "tag-filter", "task": "text-to-image", "tags": [f"t-{i}"], "providerModel": f"m-{i}",
+               "adapterType": "lora"} for i in range(40)]  # fmt: skip
+    with postgres_stack.http(world.tokens["writer"]) as partner, ThreadPoolExecutor(8) as pool:
+        created = list(pool.map(lambda body: partner.post(f"/api/partners/{world.provider}/models", json=body), bodies))
+    assert [answer.status_code for answer in created] == [200] * len(bodies)
+    with postgres_stack.channel() as channel:
+        stub, seen, token = registry_grpc.RegistryServiceStub(channel), set(), ""
+        while True:  # one mapping a page: each page ends on one seq
+            request = registry_pb.ListModelMappingsRequest(provider=world.provider, page_size=1, page_token=token)
+            page = stub.ListModelMappings(request, timeout=10)
+            seen.update(mapping.id for mapping in page.model_mappings)
+            if not (token := page.next_page_token):
+                break
+    assert seen == {answer.json()["_id"] for answer in created}

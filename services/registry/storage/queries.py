@@ -229,6 +229,12 @@ def last_catalog_import(session: Session) -> CatalogImportRow | None:
 
 
 def next_mapping_seq(session: Session) -> int:
+    """The next mapping's place in the typed listing's order. On PostgreSQL the table is locked
+    against other writers until the transaction ends: two creates (threads, replicas) must not
+    both read the same max and share a seq, which would make a page that ends on one skip the other.
+    (SQLite's writes are one at a time already.)"""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("LOCK TABLE mappings IN SHARE ROW EXCLUSIVE MODE"))
     return (session.exec(select(func.max(MappingRow.seq))).one() or 0) + 1
 
 

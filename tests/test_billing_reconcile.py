@@ -15,6 +15,7 @@ import pytest
 from helpers.billing import GARBAGE, VALID, CostApiStub, garbage_answer, ledger_database, record, stream_records, unique
 
 from services.billing import ledger
+from services.billing import reconciler as reconciler_module
 from services.billing.reconciler import CostApi, Reconciler, ReconcilerSettings
 from services.billing.servicer import ledger_row
 from services.billing.storage import PENDING, SETTLED, UNPRICED, LedgerEntry
@@ -223,6 +224,26 @@ async def test_batches_are_bounded_and_run_concurrently(db: Database) -> None:
     assert sorted(len(c) for c in stub.calls) == [5] + [10] * 9
     assert 1 <= most <= 3
     assert (counts.asked, counts.settled, counts.pending) == (95, 95, 0)
+
+
+async def test_a_pass_past_its_time_for_a_provider_leaves_the_rest_to_the_next(db: Database, monkeypatch) -> None:
+    """A large backlog at a slow cost API must not hold the pass (and every other provider's) for
+    hours: past PROVIDER_PASS_SECONDS (here 0: one page) no new page is claimed; the next pass goes on."""
+    monkeypatch.setattr(reconciler_module, "PROVIDER_PASS_SECONDS", 0.0)
+    account, provider = unique("acct"), unique("prov")
+    await store(db, [record(account, provider) for _ in range(25)])
+
+    async def answer(ids: list[str]) -> tuple[int, bytes]:
+        return 200, orjson.dumps({"requests": [{"requestId": i, "costNanoUsd": 3} for i in ids]})
+
+    async with CostApiStub(answer) as stub:
+        worker = reconciler(db, provider, stub.url, batch_size=10, concurrency=3)
+        await worker.start()
+        try:
+            passes = [await worker.run_pass() for _ in range(3)]
+        finally:
+            await worker.close()
+    assert [(p.settled, p.pending) for p in passes] == [(10, 15), (10, 5), (5, 0)]
 
 
 async def test_requests_never_priced_age_into_unpriced_keeping_their_estimate(db: Database) -> None:

@@ -48,6 +48,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 # How long a claim outlives the cost API's timeout: the time to write the page's settlements.
 CLAIM_MARGIN_SECONDS = 5.0
+# How long one pass claims new pages of one provider's backlog (pages under way then finish).
+PROVIDER_PASS_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -215,14 +217,18 @@ class Reconciler:
         return aged
 
     async def _reconcile_provider(self, api: CostApi, counts: PassCounts) -> None:
-        """Pages through the provider's pending requests with bounded concurrency; stops at the first failure."""
+        """Pages through the provider's pending requests with bounded concurrency; stops at the first
+        failure, and claims no new page after PROVIDER_PASS_SECONDS (the next pass goes on): a slow
+        cost API with a large backlog must not hold the pass, and every other provider's, for hours."""
         slots = asyncio.Semaphore(max(1, self.settings.concurrency))
         failures: list[str] = []
         tasks: set[asyncio.Task] = set()
         after, asked = "", False
+        stop_at = time.monotonic() + PROVIDER_PASS_SECONDS
         while True:
             await slots.acquire()
-            page, until = ([], 0.0) if failures else await self._claim(api.provider, after)
+            done = failures or (asked and time.monotonic() >= stop_at)
+            page, until = ([], 0.0) if done else await self._claim(api.provider, after)
             if not page:
                 slots.release()
                 break

@@ -187,10 +187,10 @@ async def test_headers_past_64_kib_are_a_broken_answer(serve, header: bytes) -> 
 
 @pytest.mark.parametrize(
     ("said", "kept"),
-    [("req-1", "req-1"), ("r" * 256, "r" * 256), ("r" * 257, ""), ("req-\xff", ""), ("req\x01", ""), ("", "")],
+    [("req-1", "req-1"), ("r" * 1024, "r" * 1024), ("r" * 1025, ""), ("req-\xff", ""), ("req\x01", ""), ("", "")],
 )
 def test_a_providers_request_id_is_kept_only_when_the_ledger_can_use_it(said: str, kept: str) -> None:
-    """Printable ASCII of at most 256 characters; any other is recorded as none (the answer unpriced)."""
+    """Printable ASCII of at most 1,024 characters; any other is recorded as none (the answer unpriced)."""
     assert usable_request_id(said) == kept
 
 

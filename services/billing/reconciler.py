@@ -116,9 +116,9 @@ class CostApiFailed(Exception):
     """A cost API call that changed nothing (the reason is the message)."""
 
 
-# What a cost API's answer may take: a generous entry per id asked (ids are at most 256 characters,
+# What a cost API's answer may take: a generous entry per id asked (ids are at most 1,024 characters,
 # services/common/provider_api.py) and some room; more is a failed call, never parsed or logged.
-ANSWER_BYTES_PER_ID = 1024
+ANSWER_BYTES_PER_ID = 2048
 ANSWER_BYTES_SPARE = 64 * 1024
 
 

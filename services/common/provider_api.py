@@ -269,7 +269,7 @@ async def _task_answer(
     return opened
 
 
-MAX_PROVIDER_REQUEST_ID = 256  # characters: the ledger keeps it, indexes it and asks the cost API about it
+MAX_PROVIDER_REQUEST_ID = 1024  # characters: the ledger keeps it, indexes it and asks the cost API about it
 
 
 def usable_request_id(value: str) -> str:
@@ -279,7 +279,7 @@ def usable_request_id(value: str) -> str:
     that carries bytes aiohttp could not decode."""
     if value.isascii() and value.isprintable() and len(value) <= MAX_PROVIDER_REQUEST_ID:
         return value
-    log.warning("a provider's request id was not printable ASCII of at most 256 characters: recorded without it")
+    log.warning("a provider's request id was not printable ASCII of at most 1,024 characters: recorded without it")
     return ""
 
 

@@ -4,6 +4,7 @@ through, in any form it knows; secrets at rest decrypt only with their key."""
 from __future__ import annotations
 
 import base64
+import html
 import os
 import re
 import sqlite3
@@ -12,7 +13,7 @@ import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote, quote_plus, unquote
 
 import orjson
 import pytest
@@ -45,7 +46,7 @@ from services.registry.server import MIGRATIONS as REGISTRY_MIGRATIONS
 from services.registry.storage.tables import ProviderRow
 from services.router.directory import ProviderEntry
 from services.router.selection import Route
-from services.router.upstream import Usage, provider_error, sse_event
+from services.router.upstream import Usage, provider_error, rewrite, sse_event
 
 API_KEY = "sk-live-0123456789abcdef0123456789abcdef"
 AUTHORIZATION = "Bearer bill-9876543210fedcba"
@@ -229,9 +230,9 @@ def test_the_key_file_is_private_and_stable(tmp_path: Path) -> None:
     assert secrets_key(data_dir, {"SWITCHBOARD_SECRETS_KEY": from_env.decode()}) == from_env
 
 
-def echoing_route() -> Route:
-    provider = admin_pb.Provider(id="echo", base_url="http://echo", api_key=API_KEY)
-    config = internal_pb.ProviderConfig(provider=provider, redact=[API_KEY, AUTHORIZATION])
+def echoing_route(secrets: tuple[str, ...] = (API_KEY, AUTHORIZATION)) -> Route:
+    provider = admin_pb.Provider(id="echo", base_url="http://echo", api_key=secrets[0])
+    config = internal_pb.ProviderConfig(provider=provider, redact=secrets)
     return Route(ProviderEntry.from_config(config), "m")
 
 
@@ -326,7 +327,23 @@ ESCAPES: dict[str, Callable[[str], str]] = {
     "percent": lambda s: quote(s, safe=""),
     "percent-all": lambda s: "".join(f"%{ord(c):02X}" for c in s),
     "json": json_escaped,
+    "html-decimal": lambda s: "".join(f"&#{ord(c)};" for c in s),
+    "html-hex": lambda s: "".join(f"&#X{ord(c):x};" for c in s),
+    "html-named": lambda s: s.replace("&", "&amp;").replace("/", "&sol;").replace("<", "&lt;"),
+    "json-then-percent": lambda s: "".join(f"\\u0025{ord(c):02x}" for c in s),  # \u0025 is "%"
+    "percent-twice": lambda s: quote(quote(s, safe=""), safe=""),
+    "percent-of-html": lambda s: quote("".join(f"&#{ord(c)};" for c in s), safe=""),
 }
+
+
+def readable(secret: str, text: str) -> bool:
+    """Whether the secret can be read back from the text (recoverable()), also once its HTML character
+    references and escapes are decoded again and again, and in any case."""
+    for _ in range(4):
+        if recoverable(secret, text) or secret[2:-2].lower() in text.lower():
+            return True
+        text = html.unescape(unquote(re.sub(r"\\u([0-9a-fA-F]{4})", lambda m: chr(int(m[1], 16)), text)))
+    return False
 
 
 @settings(max_examples=200, deadline=None)
@@ -345,9 +362,9 @@ def test_no_encoding_at_any_alignment_gets_out(
     as base64, base64url, hex or plain, then escaped, is never readable after redaction."""
     written_ = ESCAPES[escape](TEXT_ENCODINGS[encoding](before + (scheme + secret).encode() + after))
     redactor = Redactor([scheme + secret] if scheme else [secret])
-    assert not recoverable(secret, redactor.text(written_))
-    assert not recoverable(secret, redactor.bytes(written_.encode("latin-1")).decode("latin-1"))
-    assert not recoverable(secret, redactor.text("{" + written_ + "}"))
+    assert not readable(secret, redactor.text(written_))
+    assert not readable(secret, redactor.bytes(written_.encode("latin-1")).decode("latin-1"))
+    assert not readable(secret, redactor.text("{" + written_ + "}"))
 
 
 @settings(max_examples=300, deadline=None)
@@ -370,7 +387,7 @@ def test_a_secret_split_over_stream_events_never_gets_out(
     shown += [e["choices"][0]["delta"].get("content", "") for e in finish]
     assert carry.end() is None
     joined = "".join(shown)
-    assert not recoverable(secret, joined) and PLACEHOLDER in joined
+    assert not readable(secret, joined) and PLACEHOLDER in joined
     # Kept: the text before, but its last few characters (an escape may begin there) and any that with
     # the secret's first ones are the secret again (a secret of zeros after "00": the match may begin there).
     first_match = (before + secret).find(secret)
@@ -407,3 +424,183 @@ def test_held_text_goes_out_before_its_choice_finishes_and_at_the_end() -> None:
     carry.events({"id": "c", "choices": [{"index": 0, "delta": {"content": "ends with s"}}]})
     end = carry.end()
     assert end == {"id": "c", "choices": [{"index": 0, "delta": {"content": "s"}}]} and carry.end() is None
+
+
+def escape_each(text: str, escape: Callable[[str], str]) -> str:
+    return "".join(map(escape, text))
+
+
+# A key with the characters HTML names (& / "): a legacy one may hold a quote.
+HTML_KEY = 'sk-live/0123&4567"89abcdef'
+WRITTEN_KEYS = {
+    "upper case": API_KEY.upper(),
+    "mixed case": API_KEY[:10].upper() + API_KEY[10:],
+    "after a character that lowers to two": "İ" + API_KEY,
+    "decimal references": escape_each(API_KEY, lambda c: f"&#{ord(c)};"),
+    "decimal references without ;": escape_each(API_KEY, lambda c: f"&#{ord(c):03d}"),
+    "hex references": escape_each(API_KEY, lambda c: f"&#x{ord(c):X};"),
+    "named references": "sk-live&sol;0123&amp;4567&quot;89abcdef",
+    "JSON escape of %, then hex": escape_each(API_KEY, lambda c: f"\\u0025{ord(c):02x}"),
+    "percent-encoded references": quote(escape_each(API_KEY, lambda c: f"&#{ord(c)};"), safe=""),
+    "references of percent escapes": escape_each(API_KEY, lambda c: f"&#37;{ord(c):02x}"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(WRITTEN_KEYS))
+def test_a_key_in_any_case_html_references_or_layered_escapes_is_redacted(name: str) -> None:
+    """In text, in a JSON answer, in a provider's JSON error and its HTML error page."""
+    key = HTML_KEY if name == "named references" else API_KEY
+    written_key = WRITTEN_KEYS[name]
+    redactor = Redactor([key])
+    assert not readable(key, redactor.text(f"key: {written_key}."))
+    answer = {"choices": [{"index": 0, "message": {"content": f"it is {written_key}"}}]}
+    assert not readable(key, redactor.dumps(answer).decode())
+    route = echoing_route((key,))
+    for body in (orjson.dumps({"error": {"message": written_key}}), f"<p>{written_key}</p>".encode()):
+        assert not readable(key, provider_error(route, 400, body).message)
+
+
+def logprob(token: str, alternative: str | None = None, token_bytes: bytes | None = None) -> dict:
+    """One token's logprobs, its alternative of rank 1 (when given) and its bytes (its own unless given)."""
+    top = [{"token": token, "logprob": -0.1, "bytes": list(token.encode())}]
+    if alternative is not None:
+        top.append({"token": alternative, "logprob": -3.0, "bytes": list(alternative.encode())})
+    return {
+        "token": token,
+        "logprob": -0.1,
+        "bytes": list(token.encode() if token_bytes is None else token_bytes),
+        "top_logprobs": top,
+    }
+
+
+def pieces_of(text: str, size: int = 4) -> list[str]:
+    return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+HARMLESS = "a harmless answer"
+KEY_PIECES = pieces_of(API_KEY)
+HIDDEN_IN_LOGPROBS = {
+    "tokens": {"content": [logprob(piece) for piece in KEY_PIECES]},
+    "bytes": {"content": [logprob("x", token_bytes=piece.encode()) for piece in KEY_PIECES]},
+    "bytes split inside a character": {
+        "content": [logprob("x", token_bytes=b) for b in (b"\xc3", "\xa9".encode()[1:])]
+    },
+    "alternatives of rank 1": {"content": [logprob("x", alternative=piece) for piece in KEY_PIECES]},
+    "refusal tokens": {"content": [], "refusal": [logprob(piece) for piece in KEY_PIECES]},
+    "legacy tokens": {"tokens": KEY_PIECES, "token_logprobs": [-0.1] * len(KEY_PIECES)},
+    "legacy alternatives": {"tokens": ["x"] * 10, "top_logprobs": [{"x": -0.1, p: -2.0} for p in KEY_PIECES]},
+}
+
+
+@pytest.mark.parametrize("hidden", sorted(HIDDEN_IN_LOGPROBS))
+def test_logprobs_tokens_that_join_up_to_a_key_are_dropped(hidden: str) -> None:
+    """Each token is harmless alone; joined up (the usual way to rebuild the text), they are the key:
+    that choice's logprobs are null, another choice's are kept."""
+    key = "sk-live-é0123456789abcdef" if hidden == "bytes split inside a character" else API_KEY
+    logprobs = HIDDEN_IN_LOGPROBS[hidden]
+    if hidden == "bytes split inside a character":  # the key's UTF-8 bytes, cut inside its "é"
+        cut = key.encode().index(b"\xc3") + 1
+        logprobs = {
+            "content": [logprob("x", token_bytes=key.encode()[:cut]), logprob("x", token_bytes=key.encode()[cut:])]
+        }
+    kept = {"content": [logprob(piece) for piece in pieces_of(HARMLESS)]}
+    answer = {
+        "model": "provider-model",
+        "choices": [
+            {"index": 0, "message": {"content": key}, "logprobs": logprobs},
+            {"index": 1, "message": {"content": HARMLESS}, "logprobs": kept},
+        ],
+    }
+    expected_kept = orjson.loads(orjson.dumps(kept))
+    shown = orjson.loads(rewrite(answer, "m", Usage(), Redactor([key])))
+    assert shown["choices"][0]["logprobs"] is None
+    assert shown["choices"][1]["logprobs"] == expected_kept
+
+
+def relayed(carry: StreamCarry, events: list[dict]) -> list[dict]:
+    """The events a caller gets: the carry's for each event, then its end's."""
+    return [e for event in events for e in carry.events(event)] + [carry.end() or {"choices": []}]
+
+
+def logprobs_of(events: list[dict], index: int = 0) -> list[dict]:
+    """The logprobs entries of a choice in the events, in order."""
+    choices = [choice for event in events for choice in event["choices"] if choice["index"] == index]
+    return [token for choice in choices for token in (choice.get("logprobs") or {}).get("content") or []]
+
+
+def token_event(*tokens: str, token_bytes: bytes | None = None) -> dict:
+    """An event with one token for each choice, in its content and its logprobs."""
+    logprobs = [{"content": [logprob(token, token_bytes=token_bytes)]} for token in tokens]
+    choices = [{"index": i, "delta": {"content": token}, "logprobs": logprobs[i]} for i, token in enumerate(tokens)]
+    return {"id": "c", "choices": choices}
+
+
+def finish(*indexes: int) -> dict:
+    return {"id": "c", "choices": [{"index": index, "delta": {}, "finish_reason": "stop"} for index in indexes]}
+
+
+@settings(max_examples=200, deadline=None)
+@given(ascii_secrets, st.text(max_size=12), st.text(max_size=12), st.booleans(), st.data())
+def test_a_key_split_over_stream_events_logprobs_never_gets_out(
+    secret: str, before: str, after: str, in_bytes: bool, data: st.DataObject
+) -> None:
+    """One token per event, the key split at any points, in the tokens or in their bytes only: the
+    tokens a caller joins up across events never hold it."""
+    content = before + secret + after
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(content)), max_size=6)))
+    tokens = [content[a:b] for a, b in zip([0, *cuts], [*cuts, len(content)], strict=True)]
+    events = [token_event("x" if in_bytes else t, token_bytes=t.encode()) for t in tokens]
+    shown = logprobs_of(relayed(StreamCarry(Redactor([secret])), [*events, finish(0)]))
+    assert not readable(secret, "".join(token["token"] for token in shown))
+    assert not readable(secret, bytes(b for token in shown for b in token["bytes"]).decode(errors="replace"))
+
+
+HARMLESS_TOKENS = ["The ", "key ", "is ", "sk-li", "ght", " and ", "x", "x", "x", "x", "sk-li"]
+
+
+@pytest.mark.parametrize("finished", [True, False])
+def test_logprobs_of_a_choice_that_echoed_the_key_stay_null_another_choices_all_go_out(finished: bool) -> None:
+    """Choice 0 echoes the key: null from then on (and after the event that finished it). Choice 1's
+    tokens are held back while they could begin the key ("sk-li"), then go on in order with a later
+    event: the one that finishes the choice, or the stream's end."""
+    events = [token_event(*pair) for pair in zip([*KEY_PIECES, "more"], HARMLESS_TOKENS, strict=True)]
+    events += [finish(0, 1), token_event("late", "late")] if finished else []
+    passed = relayed(StreamCarry(Redactor([API_KEY])), events)
+    assert logprobs_of(passed, 0) == []
+    assert [token["token"] for token in logprobs_of(passed, 1)] == HARMLESS_TOKENS
+
+
+def joined_by_index(events: list[dict]) -> dict[tuple, str]:
+    """The text of each choice and of each tool call, joined up by the index a caller sees (0.0 is 0)."""
+    joined: dict[tuple, str] = {}
+    for event in events:
+        for choice in event["choices"]:
+            delta = choice.get("delta") or {}
+            joined[(choice["index"],)] = joined.get((choice["index"],), "") + delta.get("content", "")
+            for call in delta.get("tool_calls") or []:
+                at = (choice["index"], call["index"])
+                joined[at] = joined.get(at, "") + call["function"]["arguments"]
+    return joined
+
+
+def test_the_carry_reads_an_index_that_is_no_integer_as_the_items_place_and_writes_it_back() -> None:
+    """Choice 0.0 at place 1 is checked as choice 1 (choice 0 finished), tool call 1.0 at place 0 as
+    tool call 0: each goes out with that index, so a caller never joins it to the other's text."""
+    carry = StreamCarry(Redactor([API_KEY]))
+    events = [
+        {"id": "c", "choices": [{"index": 0, "delta": {"content": API_KEY[:12]}, "finish_reason": "stop"}]},
+        {"id": "c", "choices": [{"index": 1}, {"index": 0.0, "delta": {"content": API_KEY[12:]}}]},
+        {
+            "id": "c",
+            "choices": [{"index": 2, "delta": {"tool_calls": [{"index": 1, "function": {"arguments": API_KEY[:12]}}]}}],
+        },
+        {
+            "id": "c",
+            "choices": [
+                {"index": 2, "delta": {"tool_calls": [{"index": 1.0, "function": {"arguments": API_KEY[12:]}}]}}
+            ],
+        },
+    ]
+    passed = [e for event in events for e in carry.events(event)] + [carry.end() or {"choices": []}]
+    assert events[1]["choices"][1]["index"] == 1 and events[3]["choices"][0]["delta"]["tool_calls"][0]["index"] == 0
+    assert not any(readable(API_KEY, text) for text in joined_by_index(passed).values())

@@ -5,6 +5,7 @@ events that the `openai` and `anthropic` SDKs validate and fold into the same an
 
 from __future__ import annotations
 
+import copy
 import json
 from functools import cache
 
@@ -334,10 +335,11 @@ SECRET = "sk-prov-7f3a9c2e1b4d8f6a0c5e"
 
 def relayed(events: list[dict]) -> bytes:
     """The chat stream as the Router relays it from a provider whose key is SECRET (redacted, the
-    end of a joined field that could begin the key held back for the next event)."""
+    end of a joined field that could begin the key held back for the next event). The carry changes
+    the events it is given: it gets copies (a test's events serve every API)."""
     redactor, usage = Redactor([SECRET]), Usage()
     carry = StreamCarry(redactor)
-    pieces = [data_event(event, MODEL, usage, False, redactor, carry) for event in events]
+    pieces = [data_event(event, MODEL, usage, False, redactor, carry) for event in copy.deepcopy(events)]
     return b"".join([*pieces, closing(MODEL, usage, redactor, carry)])
 
 
@@ -394,10 +396,53 @@ async def test_a_provider_key_split_over_stream_events_is_never_joined(api, even
     assert SECRET not in text and SECRET not in "".join(strings(answers))
 
 
+def joined_deltas(answers: list[dict]) -> list[str]:
+    """The texts a caller joins up from the deltas: each Responses item's, each Messages block's, and
+    each completions choice's by its index (0.0 is 0)."""
+    joined: dict[object, str] = {}
+    for answer in answers:
+        delta = answer.get("delta")
+        if isinstance(delta, str):
+            pieces = [(answer["item_id"], delta)]
+        elif answer.get("type") == "content_block_delta":
+            pieces = [(answer["index"], delta.get("text") or delta.get("partial_json"))]
+        else:
+            pieces = [(choice["index"], choice["text"]) for choice in answer.get("choices") or []]
+        for at, piece in pieces:
+            joined[at] = joined.get(at, "") + piece
+    return list(joined.values())
+
+
+KEY_AS_CHOICE_0_THEN_0_0 = [
+    chunk(0, {"content": "x " + SECRET[:12]}, finish_reason="stop"),
+    {"id": "c", "choices": [{"index": 1}, {"index": 0.0, "delta": {"content": SECRET[12:] + " y"}}]},
+]
+KEY_AS_TOOL_CALL_1_THEN_1_0 = [
+    chunk(0, {"tool_calls": [{"index": 1, "id": "call_1", "function": {"name": "f", "arguments": SECRET[:12]}}]}),
+    chunk(0, {"tool_calls": [{"index": 1.0, "function": {"arguments": SECRET[12:]}}]}, finish_reason="tool_calls"),
+]
+
+
+@pytest.mark.parametrize(
+    ("api", "events"),
+    [
+        (Responses, KEY_AS_CHOICE_0_THEN_0_0),
+        (Messages, KEY_AS_CHOICE_0_THEN_0_0),
+        (Completions, KEY_AS_CHOICE_0_THEN_0_0),
+        (Responses, KEY_AS_TOOL_CALL_1_THEN_1_0),
+        (Messages, KEY_AS_TOOL_CALL_1_THEN_1_0),
+    ],
+)
+async def test_an_index_that_is_no_integer_never_joins_a_key_split_over_events(api, events: list[dict]) -> None:
+    """Choice 0.0 at place 1 is choice 1, tool call 1.0 at place 0 is tool call 0: to the stream's carry
+    and to every translation alike, so no caller joins their text to choice 0's or tool call 1's."""
+    text = await translated(api(), relayed(events))
+    answers = [json.loads(line[6:]) for line in text.split("\n") if line.startswith("data: {")]
+    assert SECRET not in text and not any(SECRET in joined for joined in joined_deltas(answers))
+
+
 # Stream events the chat checks let pass that a translation cannot read (found by a review).
 BROKEN = {
-    "a tool call's index that is a list": {"tool_calls": [{"index": [0], "function": {"name": "f"}}]},
-    "a tool call's index that is an object": {"tool_calls": [{"index": {}, "function": {"name": "f"}}]},
     "tool calls that are a number": {"tool_calls": 5},
     "a finish reason that is a list": "finish",
 }
@@ -413,6 +458,23 @@ async def test_a_stream_event_no_translation_can_read_ends_the_stream_with_an_er
     wire = b"".join(b"data: " + orjson.dumps(e) + b"\n\n" for e in events) + b"data: [DONE]\n\n"
     names = [line[7:] for line in (await translated(api(), wire)).split("\n") if line.startswith("event: ")]
     assert names[names.index("error") :] == (["error", "response.failed"] if api is Responses else ["error"])
+
+
+@pytest.mark.parametrize("api", [Responses, Messages])
+@pytest.mark.parametrize("index", [[1], {}, 1.0, True])
+async def test_a_tool_calls_index_that_is_no_integer_is_its_place_as_the_carry_reads_it(api, index: object) -> None:
+    """Tool call 1, then one with index `index` at place 0: two tool calls, each with its own arguments."""
+    calls = [{"index": 1, "id": "c1", "function": {"name": "f", "arguments": "{}"}},
+             {"index": index, "id": "c2", "function": {"name": "g", "arguments": "[]"}}]  # fmt: skip
+    events = [
+        chunk(0, {"tool_calls": calls[:1]}),
+        chunk(0, {"tool_calls": calls[1:]}),
+        chunk(0, {}, finish_reason="tool_calls"),
+    ]
+    wire = b"".join(b"data: " + orjson.dumps(e) + b"\n\n" for e in events) + b"data: [DONE]\n\n"
+    names = [line[7:] for line in (await translated(api(), wire)).split("\n") if line.startswith("event: ")]
+    started = "response.output_item.added" if api is Responses else "content_block_start"
+    assert "error" not in names and names.count(started) == 2
 
 
 UNREADABLE_TOOL_CALLS = {"choices": [{"index": 0, "message": {"tool_calls": ["x"]}}]}

@@ -11,12 +11,13 @@ The forms are derived from each secret, not listed: the secret (and the
 credential after an auth scheme, "Bearer X" -> X) as text, as hex (any case)
 and as base64 (standard or URL-safe, padded or not) at each of the three
 alignments it can have inside a longer encoded string, the partially known
-characters at either edge as character classes. Every character of every
-form may in turn be written percent-encoded, as a JSON escape (\\u00XX,
-\\/, \\", \\\\) or, for a space, as "+". One precompiled regular expression
-finds them all in one pass over the input (no nested repetition: linear in
-the input's size); a substring prefilter skips it for input that cannot
-hold a secret.
+characters at either edge as character classes; the text in any case. Every
+character of every form may in turn be written percent-encoded, as a JSON
+escape (\\u00XX, \\/, \\", \\\\), as an HTML character reference (&#115;,
+&#x73;, &amp;) or, for a space, as "+"; and escapes may be written with
+escapes (\\u0025 + "73" reads %73, then s): text is decoded up to three times.
+A choice's logprobs tokens joined up (their text, their bytes) are looked in
+too: a caller rebuilds the answer's text from them.
 
 At rest, secrets are encrypted with Fernet (AES-128-CBC + HMAC-SHA256) under
 a key from SWITCHBOARD_SECRETS_KEY or <data-dir>/secrets.key (created, mode
@@ -31,9 +32,11 @@ import itertools
 import json
 import os
 import re
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from html.entities import html5
 from pathlib import Path
 from secrets import token_urlsafe
 from typing import Any
@@ -57,7 +60,6 @@ MIN_SECRET_LENGTH = 16
 MIN_REDACTED_LENGTH = 8
 BASE64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 URL_SAFE = {"+": "-", "/": "_"}  # base64url's two other characters
-MAX_ESCAPED_CHARACTER = 6  # the widest a form's character may be written: a JSON escape, \u00XX
 
 
 @dataclass(frozen=True)
@@ -113,8 +115,22 @@ def _unit(characters: frozenset[str]) -> frozenset[str]:
 
 
 def _exact(text: str) -> Form:
-    units = tuple(_unit(frozenset({c, "+"} if c == " " else {c})) for c in text)
-    return Form(units, frozenset({text.lower(), text.replace(" ", "+").lower()}))
+    """The text in any case (secrets are long enough that a case change is never ordinary text)."""
+    units = tuple(_unit(frozenset({c, "+"} if c == " " else _cases(c))) for c in text)
+    return Form(units, frozenset({_lowered(text), _lowered(text.replace(" ", "+"))}))
+
+
+def _cases(char: str) -> set[str]:
+    return {char} | {cased for cased in (char.lower(), char.upper()) if len(cased) == 1}
+
+
+def _lowered(text: str) -> str:
+    """The text in lower case character for character, so that positions in it are the text's ("İ"
+    lowers to two characters: kept as it is)."""
+    lowered = text.lower()
+    if len(lowered) == len(text):
+        return lowered
+    return "".join(char.lower() if len(char.lower()) == 1 else char for char in text)
 
 
 def _hex(data: bytes) -> Form:
@@ -163,17 +179,43 @@ def forms(secrets: Iterable[str]) -> list[Form]:
     return result
 
 
-# An escaped backslash before what reads as a \\u escape is taken as a backslash and that escape
-# (either reading could be the one a reader makes: the one that shows a secret counts).
-_ESCAPED = re.compile(r"%([0-9A-Fa-f]{2})|\\u([0-9A-Fa-f]{4})|\\([\"/bfnrt]|\\(?!u[0-9A-Fa-f]{4}))")
+# HTML's named references to printable ASCII characters (&amp; &sol; &quot;; &amp without its ";").
+_NAMED_REFERENCES = {name: char for name, char in html5.items() if len(char) == 1 and " " <= char <= "~"}
+_NAMES = "|".join(map(re.escape, sorted(_NAMED_REFERENCES, key=len, reverse=True)))  # "amp;" before "amp"
+_LONGEST_NAME = max(map(len, _NAMED_REFERENCES))  # DiacriticalGrave;
+# One character escaped: percent-encoded, a JSON escape, an HTML character reference (a numeric one
+# may lack its ";", as browsers read it). An escaped backslash before what reads as a \\u escape is
+# taken as a backslash and that escape (either reading could be the one a reader makes: the one that
+# shows a secret counts). Each alternative has one group: match.lastindex tells which it is.
+_ESCAPED = re.compile(
+    r"%([0-9A-Fa-f]{2})|\\u([0-9A-Fa-f]{4})|\\([\"/bfnrt]|\\(?!u[0-9A-Fa-f]{4}))"
+    rf"|&#([0-9]{{1,7}});?|&#[xX]([0-9A-Fa-f]{{1,6}});?|&({_NAMES})"
+)
+# The widest a form's character may be written (in one round of escapes): the longest named reference.
+MAX_ESCAPED_CHARACTER = max(len("&#1114111;"), 1 + _LONGEST_NAME)
+# How many times text is decoded: an escape may itself be written with escapes (\\u0025 + 73 -> %73 -> s).
+DECODING_ROUNDS = 3
 # JSON's two-character escapes of control characters (a serializer, orjson among them, writes these).
 _CONTROL_ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
 
 
 def _decoded(match: re.Match[str]) -> str:
-    if match[3]:
-        return _CONTROL_ESCAPES.get(match[3], match[3])
-    return chr(int(match[1] or match[2], 16))
+    kind = match.lastindex
+    value = match[kind]
+    if kind == 3:
+        return _CONTROL_ESCAPES.get(value, value)
+    if kind == 6:
+        return _NAMED_REFERENCES[value]
+    code = int(value, 10 if kind == 4 else 16)
+    return chr(code) if code <= sys.maxunicode else "\ufffd"  # as a browser reads a reference past Unicode
+
+
+_REFERENCE = re.compile(r"&[#A-Za-z]")  # where an HTML character reference may begin
+
+
+def _may_escape(piece: str) -> bool:
+    """Whether an escape may begin in a piece of text (one cut off at its end included)."""
+    return "%" in piece or "\\" in piece or "&" in piece
 
 
 class _Positions:
@@ -225,12 +267,19 @@ class _Positions:
 
 
 def _unescaped(text: str) -> tuple[str, _Positions]:
-    """The text with percent and JSON escapes decoded (a percent-encoded byte as the character of
-    that code), and where each character of it starts in text."""
-    if "%" not in text and "\\" not in text:  # the usual text: no escape to decode
+    """The text with its escapes decoded once (a percent-encoded byte as the character of that code),
+    and where each character of it starts in text."""
+    if "%" not in text and "\\" not in text and ("&" not in text or not _REFERENCE.search(text)):  # the usual text
         return text, _Positions([])
     matches = list(_ESCAPED.finditer(text))
-    return (_ESCAPED.sub(_decoded, text) if matches else text), _Positions(matches)
+    if not matches:
+        return text, _Positions(matches)
+    pieces, position = [], 0
+    for match in matches:  # the text between escapes and each escape decoded: one scan, not a second by sub()
+        pieces += (text[position : match.start()], _decoded(match))
+        position = match.end()
+    pieces.append(text[position:])
+    return "".join(pieces), _Positions(matches)
 
 
 @dataclass(frozen=True)
@@ -261,11 +310,7 @@ class _Finder:
         """Where forms are in the text, escapes decoded or not (a secret may itself look like
         one), merged where they touch or overlap. A `serialized` JSON document's backslash escapes
         are its serializer's, never text: none is read from inside."""
-        plain, starts = _unescaped(text)
-        found = self._found(text)
-        if plain is not text:
-            found += self._decoded_found(text, plain, starts)
-            found += self._inside_escapes(text, plain, starts, serialized)
+        found = self._read_found(text, serialized, DECODING_ROUNDS)
         if not found:  # the usual case: no secret
             return []
         merged: list[list[int]] = []
@@ -276,9 +321,17 @@ class _Finder:
                 merged.append([start, end])
         return [(start, end) for start, end in merged]
 
-    def _decoded_found(self, text: str, plain: str, starts: _Positions) -> list[tuple[int, int]]:
-        """The forms found in the decoded text, as spans of the text it was decoded from."""
-        return [(starts[s], starts[e] if e < len(plain) else len(text)) for s, e in self._found(plain)]
+    def _read_found(self, text: str, serialized: bool, rounds: int) -> list[tuple[int, int]]:
+        """The forms in the text as written, and in it read with its escapes decoded: that reading
+        read so again, `rounds` times at most (an escape written with escapes: \\u0025 + 73 -> %73 -> s)."""
+        found = self._found(text)
+        if not rounds:
+            return found
+        plain, starts = _unescaped(text)
+        if plain is text:
+            return found
+        found += self._inside_escapes(text, plain, starts, serialized)
+        return found + [(starts[s], starts[e]) for s, e in self._read_found(plain, False, rounds - 1)]
 
     def _inside_escapes(
         self, text: str, plain: str, starts: _Positions, serialized: bool = False
@@ -300,10 +353,10 @@ class _Finder:
                 continue
             # Read from inside this escape, its rest holds no escape's first character ("%XY", "\\uXXXX",
             # "\\n"): that rest as it is, then the whole text's reading from its end on.
-            plain_rest = "%" not in match[0][1:] and "\\" not in match[0][1:]
+            plain_rest = not _may_escape(match[0][1:])
             for begin in range(match.start() + 1, match.end()):
                 pair = text[begin : begin + 2]  # two plain characters read as they are in any reading
-                if pair not in self._by_pair and "%" not in pair and "\\" not in pair:
+                if pair not in self._by_pair and not _may_escape(pair):
                     continue
                 if plain_rest:
                     head = _Head(text[begin : match.end()], range(begin, match.end()), match.end())
@@ -361,7 +414,7 @@ class _Finder:
         return found
 
     def _found(self, text: str) -> list[tuple[int, int]]:
-        lowered = text.lower()
+        lowered = _lowered(text)
         found = []
         for literal, form in self._cores:
             at = lowered.find(literal)
@@ -446,9 +499,24 @@ class Redactor:
 
     def dumps(self, value: Any) -> bytes:
         """A parsed JSON value serialized, every secret redacted: one serialization, unless a
-        secret may be in it (then its strings, keys and scalars are walked)."""
+        secret may be in it (then its strings, keys and scalars are walked). A chat answer's choice
+        whose logprobs tokens join up to a secret gets logprobs null (in `value` too)."""
+        self._blank_leaking_logprobs(value)
         data = orjson.dumps(value)
         return orjson.dumps(self._walk(value)) if self._may_hold(data) else data
+
+    def tokens_leak(self, readings: Iterable[TokenReading]) -> bool:
+        """Whether a choice's tokens, joined up as a caller may read them, hold a secret."""
+        return any(self.spans(reading.text) for reading in readings)
+
+    def _blank_leaking_logprobs(self, answer: Any) -> None:
+        """Each token may be harmless alone: a caller joins them up (the normal way to rebuild the text)."""
+        if not self.forms or not isinstance(answer, dict):
+            return
+        for choice in _list(answer.get("choices")):
+            logprobs = choice.get("logprobs") if isinstance(choice, dict) else None
+            if isinstance(logprobs, dict) and self.tokens_leak(token_readings([logprobs])):
+                choice["logprobs"] = None
 
     def _may_hold(self, document: bytes) -> bool:
         """Whether a serialized document may hold a secret: one is seen in it, or a string in it
@@ -492,6 +560,67 @@ def written(scalar: Any) -> str:
 NO_SECRETS = Redactor(())
 
 
+@dataclass(frozen=True)
+class TokenReading:
+    """A choice's tokens joined up one way a caller may read them (their text, their bytes, the
+    alternatives of one rank) over logprobs objects in order (one per stream event): the text, and
+    for each token's piece of it the object it came from and where it ends, in UTF-8 bytes."""
+
+    text: str
+    owners: list[int]
+    ends: list[int]
+
+    def owner_at(self, position: int) -> int:
+        """The logprobs object the text's character at `position` came from."""
+        offset = len(self.text[:position].encode("utf-8", "surrogateescape"))
+        return self.owners[bisect.bisect_right(self.ends, offset)]
+
+
+def token_readings(logprobs: list[dict]) -> list[TokenReading]:
+    """The readings of logprobs objects' tokens: chat's (content[] and refusal[] of {token, bytes,
+    top_logprobs}) and legacy completions' (tokens[], top_logprobs[] of {token: logprob})."""
+    pieces: dict[tuple, list[tuple[int, bytes]]] = {}
+    for owner, logprob in enumerate(logprobs):
+        for name, tokens in logprob.items():
+            for token in _list(tokens):
+                _token_pieces(token, (name,), owner, pieces)
+    return [_token_reading(column) for column in pieces.values()]
+
+
+def _token_pieces(value: Any, path: tuple, owner: int, pieces: dict[tuple, list[tuple[int, bytes]]]) -> None:
+    """A token's texts by where they are in it: its token, its bytes, each rank of its alternatives."""
+    if isinstance(value, str):
+        pieces.setdefault(path, []).append((owner, value.encode("utf-8", "surrogatepass")))
+    elif _is_bytes(value):
+        pieces.setdefault(path, []).append((owner, bytes(value)))
+    elif isinstance(value, list):
+        for rank, item in enumerate(value):
+            _token_pieces(item, (*path, rank), owner, pieces)
+    elif isinstance(value, dict) and all(isinstance(item, (int, float)) for item in value.values()):
+        for rank, token in enumerate(value):  # legacy alternatives: {token: logprob}
+            _token_pieces(token, (*path, rank), owner, pieces)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _token_pieces(item, (*path, key), owner, pieces)
+
+
+def _is_bytes(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(type(b) is int and 0 <= b <= 255 for b in value)
+
+
+def _token_reading(column: list[tuple[int, bytes]]) -> TokenReading:
+    text = _read(b"".join(piece for _, piece in column))
+    return TokenReading(text, [owner for owner, _ in column], list(itertools.accumulate(len(p) for _, p in column)))
+
+
+def item_index(item: Any, position: int) -> int:
+    """The index a list item (a choice, a tool call) is told apart by: its "index" when that is an
+    integer, else its place in the list. The stream's carry (which writes it back into each item)
+    and every translation read it so: what a caller joins up is what was checked for secrets."""
+    index = item.get("index") if isinstance(item, dict) else None
+    return index if type(index) is int else position
+
+
 # The text fields of a stream's events that a caller joins up across events (chat completions:
 # the content, reasoning, refusal and tool-call names and arguments of each choice; "*" stands for
 # a list item, told apart by its "index"). A route with other streamed text adds its fields here.
@@ -505,7 +634,10 @@ JOINED_FIELDS: tuple[tuple[str, ...], ...] = (
     ("choices", "*", "text"),
 )
 Path_ = tuple[str | int, ...]
-_OPEN_ESCAPE = re.compile(r"(?:%[0-9A-Fa-f]?|\\(?:u[0-9A-Fa-f]{0,3})?)\Z")  # cut off by the event's end
+# An escape the event's end may have cut off: "%7", "\\u00", "&#11" (";" or a digit may follow), "&am".
+_OPEN_ESCAPE = re.compile(
+    rf"(?:%[0-9A-Fa-f]?|\\(?:u[0-9A-Fa-f]{{0,3}})?|&(?:#[xX]?[0-9A-Fa-f]{{0,7}}|[A-Za-z]{{0,{_LONGEST_NAME}}})?)\Z"
+)
 
 
 class BinaryCarry:
@@ -538,7 +670,7 @@ class StreamCarry:
     less one character) is held back and put in front of the field's text in the next event; a
     choice's held text goes out, redacted, before the event that finishes it, all of it at the end;
     text of a choice after the event that finished it never goes out (a caller would join it to
-    what went out whole)."""
+    what went out whole). Each choice's logprobs are carried alike (_TokenCarry)."""
 
     def __init__(self, redactor: Redactor, fields: tuple[tuple[str, ...], ...] = JOINED_FIELDS) -> None:
         self._redactor = redactor
@@ -550,15 +682,20 @@ class StreamCarry:
             for char in form.firsts:
                 self._starting.setdefault(char, []).append(form)
         self._held: dict[Path_, str] = {}
+        self._tokens = _TokenCarry(redactor, self._held_from)
         self._last: dict = {}  # the last event with a joined field: its id, model... for a flush
-        self._finished: set = set()  # the choices an event finished
+        self._finished: set[int] = set()  # the choices an event finished
 
     def events(self, event: dict) -> list[dict]:
         """The events to pass on for this one: its joined fields less what is held back, and before
         it one with the held text of the choices it finishes (and that it has no text for)."""
         if not self._redactor:
             return [event]
-        finished = {c.get("index", i) for i, c in enumerate(_list(event.get("choices"))) if _finishes(c)}
+        choices = _list(event.get("choices"))
+        finished = {item_index(choice, i) for i, choice in enumerate(choices) if _finishes(choice)}
+        for i, choice in enumerate(choices):
+            if isinstance(choice, dict):
+                self._tokens.pass_on(item_index(choice, i), choice, _finishes(choice))
         present = set()
         for path, holder, key in _strings_at(event, self._fields, ()):
             if _choice(path) in self._finished:
@@ -575,12 +712,19 @@ class StreamCarry:
             self._last = event
         flushed = {p: self._held.pop(p) for p in list(self._held) if _choice(p) in finished and p not in present}
         self._finished |= finished
+        self._tokens.close(finished)
         return [self._flush_event(flushed), event] if flushed else [event]
 
     def end(self) -> dict | None:
         """At the end of the stream: an event with all that is still held back, redacted."""
         held, self._held = self._held, {}
-        return self._flush_event(held) if held else None
+        logprobs = self._tokens.end()
+        if not held and not logprobs:
+            return None
+        event = self._flush_event(held)
+        for index, merged in logprobs.items():
+            _put(event, ("choices", index, "logprobs"), merged)
+        return event
 
     def _split(self, text: str) -> tuple[str, str]:
         """(what can go out now, redacted; what is held back)."""
@@ -591,13 +735,19 @@ class StreamCarry:
                 hold = end
         return self._redactor.text(text[:hold]) if spans else text[:hold], text[hold:]
 
-    def _held_from(self, text: str) -> int:
-        """Where the shortest end of text that could be the beginning of a secret starts: read with
-        its escapes decoded, or as it is (a secret may itself hold what looks like an escape)."""
+    def _held_from(self, text: str, rounds: int = DECODING_ROUNDS) -> int:
+        """Where the longest end of text that could be the beginning of a secret starts: read as it is
+        (a secret may itself hold what looks like an escape) or with its escapes decoded (that reading
+        again, `rounds` times at most); an escape the text's end cut off is held back whole."""
+        held = self._beginning(text)
         open_escape = _OPEN_ESCAPE.search(text)
-        limit = open_escape.start() if open_escape else len(text)
-        plain, starts = _unescaped(text[:limit])
-        return min(limit, starts[self._beginning(plain)], self._beginning(text))
+        if open_escape:
+            text = text[: open_escape.start()]
+            held = min(held, len(text), self._beginning(text))
+        plain, starts = _unescaped(text)
+        if rounds and plain is not text:
+            held = min(held, starts[self._held_from(plain, rounds - 1)])
+        return held
 
     def _beginning(self, text: str) -> int:
         """Where the longest end of text that is the beginning of a form starts (len(text): none)."""
@@ -613,6 +763,72 @@ class StreamCarry:
         for path, text in held.items():
             _put(event, path, self._redactor.text(text))
         return event
+
+
+class _TokenCarry:
+    """A stream's logprobs, which a caller joins up across events as it joins the text. A choice's
+    logprobs go on once no secret could begin in their tokens; those of the events from the first
+    whose tokens could are held back and go on merged into a later event's (all of them in the event
+    that finishes the choice, or at the end). When the joined tokens hold a secret, that event's
+    logprobs and those of every later event of the choice are null: a token list with a secret cut
+    out of it means nothing, and a model that echoed a secret may echo it again."""
+
+    def __init__(self, redactor: Redactor, held_from: Callable[[str], int]) -> None:
+        self._redactor = redactor
+        self._held_from = held_from
+        self._held: dict[int, list[dict]] = {}  # choice index -> the logprobs objects held back
+        self._closed: set[int] = set()  # the choices whose logprobs never go out again
+
+    def pass_on(self, index: int, choice: dict, finishes: bool) -> None:
+        """Sets the choice's logprobs to what of them may go out now."""
+        if index in self._closed:
+            if "logprobs" in choice:
+                choice["logprobs"] = None
+            return
+        given = choice.get("logprobs")
+        pending = self._held.pop(index, []) + ([given] if isinstance(given, dict) else [])
+        if not pending:
+            return
+        readings = token_readings(pending)
+        if self._redactor.tokens_leak(readings):
+            self._closed.add(index)
+            choice["logprobs"] = None
+            return
+        cut = len(pending) if finishes else self._cut(readings, len(pending))
+        if cut < len(pending):
+            self._held[index] = pending[cut:]
+        choice["logprobs"] = _merged(pending[:cut]) if cut else None
+
+    def close(self, indexes: set[int]) -> None:
+        """No more logprobs of these choices go out (they are finished)."""
+        self._closed |= indexes
+
+    def end(self) -> dict[int, dict]:
+        """The logprobs still held back, by choice."""
+        held, self._held = self._held, {}
+        return {index: _merged(logprobs) for index, logprobs in held.items()}
+
+    def _cut(self, readings: list[TokenReading], count: int) -> int:
+        """How many logprobs objects may go out: those before the first whose tokens could begin a secret."""
+        cut = count
+        for reading in readings:
+            held_from = self._held_from(reading.text)
+            if held_from < len(reading.text):
+                cut = min(cut, reading.owner_at(held_from))
+        return cut
+
+
+def _merged(logprobs: list[dict]) -> dict:
+    """Consecutive events' logprobs objects as one: their lists joined, any other field the last one's."""
+    merged: dict = {}
+    for logprob in logprobs:
+        for name, value in logprob.items():
+            before = merged.get(name)
+            if isinstance(before, list) and isinstance(value, list):
+                merged[name] = [*before, *value]
+            elif value is not None or name not in merged:
+                merged[name] = value
+    return merged
 
 
 def _list(value: Any) -> list:
@@ -641,11 +857,14 @@ def _trie(fields: Iterable[tuple[str, ...]]) -> Trie:
 
 
 def _strings_at(node: Any, trie: Trie, path: Path_) -> Iterator[tuple[Path_, dict, str]]:
-    """The string values at the trie's leaves, one walk ("*": every item of a list, by its "index")."""
+    """The string values at the trie's leaves, one walk ("*": every item of a list, by its index,
+    written back into the item: a caller joins up by the index that was checked)."""
     if "*" in trie:
         for position, item in enumerate(_list(node)):
-            index = item.get("index", position) if isinstance(item, dict) else position
-            yield from _strings_at(item, trie["*"], (*path, index if isinstance(index, int) else position))
+            index = item_index(item, position)
+            if isinstance(item, dict):
+                item["index"] = index
+            yield from _strings_at(item, trie["*"], (*path, index))
     if not isinstance(node, dict):
         return
     for step, below in trie.items():
@@ -658,15 +877,15 @@ def _strings_at(node: Any, trie: Trie, path: Path_) -> Iterator[tuple[Path_, dic
             yield (*path, step), node, step
 
 
-def _put(event: dict, path: Path_, text: str) -> None:
-    """Sets the text at the path, making the dicts and the list items (with their "index") on the way."""
+def _put(event: dict, path: Path_, value: Any) -> None:
+    """Sets the value at the path, making the dicts and the list items (with their "index") on the way."""
     node: Any = event
     for step, following in itertools.pairwise(path):
         if isinstance(step, int):
             node = next((item for item in node if item.get("index") == step), None) or _append(node, step)
         else:
             node = node.setdefault(step, [] if isinstance(following, int) else {})
-    node[path[-1]] = text
+    node[path[-1]] = value
 
 
 def _append(items: list, index: int) -> dict:

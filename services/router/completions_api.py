@@ -10,6 +10,7 @@ import orjson
 
 from services.common import params
 from services.common.errors import invalid_argument
+from services.common.secrets import item_index
 from services.router.translation import (
     DONE,
     Translation,
@@ -67,10 +68,10 @@ class Completions(Translation):
 
     def _shape(self, answer: dict, text_of: str) -> dict:
         choices = []
-        for choice in answer.get("choices") or []:
+        for position, choice in enumerate(answer.get("choices") or []):
             part = choice.get(text_of) if isinstance(choice, dict) and isinstance(choice.get(text_of), dict) else {}
             text = answer_text(part.get("content"))
-            choices.append({"text": text, "index": choice.get("index", 0), "logprobs": None,
+            choices.append({"text": text, "index": item_index(choice, position), "logprobs": None,
                             "finish_reason": choice.get("finish_reason")})  # fmt: skip
         shaped = {"id": "cmpl-" + str(answer.get("id") or "").removeprefix("chatcmpl-"), "object": "text_completion",
                   "created": answer.get("created"), "model": answer.get("model"), "choices": choices}  # fmt: skip

@@ -19,6 +19,7 @@ import orjson
 from services.common import params
 from services.common.errors import anthropic_error, invalid_argument
 from services.common.pricing import prompt_tokens_estimate
+from services.common.secrets import item_index
 from services.router.translation import (
     DONE,
     Translation,
@@ -301,9 +302,9 @@ class Messages(Translation):
         delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
         if isinstance(delta.get("content"), str) and delta["content"]:
             yield from self._text(delta["content"])
-        for call in delta.get("tool_calls") or []:
+        for position, call in enumerate(delta.get("tool_calls") or []):
             if isinstance(call, dict):
-                yield from self._tool(call)
+                yield from self._tool(call, item_index(call, position))
         if choice.get("finish_reason"):
             self.finish_reason = choice["finish_reason"]
 
@@ -327,8 +328,7 @@ class Messages(Translation):
             yield from self._start(("text", -1), {"type": "text", "text": ""})
         yield self._delta(self.blocks - 1, {"type": "text_delta", "text": text})
 
-    def _tool(self, call: dict) -> Iterator[bytes]:
-        index = call.get("index", 0)
+    def _tool(self, call: dict, index: int) -> Iterator[bytes]:
         function = call.get("function") if isinstance(call.get("function"), dict) else {}
         if index not in self.tool_blocks:
             block = {"type": "tool_use", "id": call.get("id") or new_id("toolu_"), "name": function.get("name") or "",

@@ -18,6 +18,7 @@ import orjson
 
 from services.common import params
 from services.common.errors import invalid_argument
+from services.common.secrets import item_index
 from services.router.translation import (
     DONE,
     Translation,
@@ -340,9 +341,9 @@ class Responses(Translation):
         delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
         if isinstance(delta.get("content"), str) and delta["content"]:
             yield from self._text(delta["content"])
-        for call in delta.get("tool_calls") or []:
+        for position, call in enumerate(delta.get("tool_calls") or []):
             if isinstance(call, dict):
-                yield from self._call(call)
+                yield from self._call(call, item_index(call, position))
         if choice.get("finish_reason"):
             self.finish_reason = choice["finish_reason"]
 
@@ -381,8 +382,7 @@ class Responses(Translation):
         item["status"] = "completed"
         yield self._event("response.output_item.done", output_index=at["output_index"], item=item)
 
-    def _call(self, call: dict) -> Iterator[bytes]:
-        index = call.get("index", 0)
+    def _call(self, call: dict, index: int) -> Iterator[bytes]:
         function = call.get("function") if isinstance(call.get("function"), dict) else {}
         item = self.calls.get(index)
         if item is None:

@@ -20,6 +20,7 @@ from google.api import httpbody_pb2
 
 from services.common import params
 from services.common.errors import invalid_argument, unavailable
+from services.common.secrets import item_index
 
 log = logging.getLogger(__name__)
 
@@ -144,11 +145,12 @@ def chunks(data: bytes) -> Iterator[dict | None]:
 
 
 def first_choice(answer: dict) -> dict:
-    """The choice a translation reads: index 0 (a choice without an index is its place in the list,
-    as the stream's carry of secrets counts it), never another choice's text joined to it; {} when none."""
+    """The choice a translation reads: index 0 as the stream's carry of secrets reads it (item_index:
+    an index that is no integer is the choice's place in the list), never another choice's text
+    joined to it; {} when none."""
     choices = answer.get("choices")
     for place, choice in enumerate(choices if isinstance(choices, list) else ()):
-        if isinstance(choice, dict) and choice.get("index", place) == 0:
+        if isinstance(choice, dict) and item_index(choice, place) == 0:
             return choice
     return {}
 

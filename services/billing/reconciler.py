@@ -40,6 +40,7 @@ from services.common import telemetry
 from services.common.backoff import Backoff
 from services.common.costs import InvalidCostAnswer, parse_cost_answer
 from services.common.db import Database
+from services.common.provider_api import AttemptFailed, read_capped
 from services.common.secrets import NO_SECRETS, Redactor
 
 if TYPE_CHECKING:
@@ -124,16 +125,6 @@ ANSWER_BYTES_SPARE = 64 * 1024
 
 def answer_bytes_cap(ids: int) -> int:
     return ANSWER_BYTES_SPARE + ANSWER_BYTES_PER_ID * ids
-
-
-async def _read_capped(response: aiohttp.ClientResponse, most: int) -> bytes:
-    """The answer's (decompressed) body, read until it ends or passes `most` bytes."""
-    body = bytearray()
-    async for piece in response.content.iter_any():
-        body += piece
-        if len(body) > most:
-            raise CostApiFailed(f"answer larger than {most:,} bytes")
-    return bytes(body)
 
 
 class Reconciler:
@@ -322,7 +313,9 @@ class Reconciler:
             async with post as response:  # no redirect: the authorization goes to the cost API only
                 if response.status != 200:
                     raise CostApiFailed(f"HTTP {response.status}")
-                return await _read_capped(response, answer_bytes_cap(len(provider_request_ids)))
+                return await read_capped(response, answer_bytes_cap(len(provider_request_ids)))  # decompressed
+        except AttemptFailed as exc:  # larger than the cap
+            raise CostApiFailed(exc.reason) from None
         except TimeoutError as exc:
             raise CostApiFailed("timeout") from exc
         except aiohttp.ClientError as exc:

@@ -15,7 +15,7 @@ from switchboard.registry.v1 import registry_service_pb2 as registry_pb
 from switchboard.registry.v1 import registry_service_pb2_grpc as registry_grpc
 
 from services.common.errors import ApiError
-from services.common.paging import MAX_PAGE_TOKEN, key_after, next_page_token, number_after
+from services.common.paging import MAX_PAGE_TOKEN, key_after, next_page_token, number_after, of_parent
 from services.demo import AdminApi
 
 SETTINGS = settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -132,4 +132,13 @@ def test_a_numeric_listings_token_carrying_anything_but_a_number_is_refused(key)
     assert number_after("modelMappings", next_page_token("modelMappings", "42")) == 42
     with pytest.raises(ApiError) as refusal:
         number_after("modelMappings", next_page_token("modelMappings", key))
+    assert refusal.value.reason == "INVALID_PAGE_TOKEN"
+
+
+def test_a_page_token_of_another_parents_listing_is_refused() -> None:
+    """One provider's mappings token (a user's tokens, an org's members) does not page another's."""
+    token = next_page_token(of_parent("modelMappings", "provider-a"), "42")
+    assert number_after(of_parent("modelMappings", "provider-a"), token) == 42
+    with pytest.raises(ApiError) as refusal:
+        number_after(of_parent("modelMappings", "provider-b"), token)
     assert refusal.value.reason == "INVALID_PAGE_TOKEN"

@@ -1,15 +1,17 @@
 """Page sizes and opaque page tokens of the listings (AIP-158).
 
-A page token is the listing's name and the last key of the previous page,
-base64url-encoded: it means nothing to callers, and a token that is not one
-this listing issued (made up, cut short, another listing's) is a 400
-`invalid_page_token` rather than a page that silently starts somewhere else.
+A page token is the listing's name (a listing under a parent: that parent's, of_parent) and the
+last key of the previous page, base64url-encoded: it means nothing to callers, and a token that is
+not one of this listing's shape (cut short, another listing's or another parent's, not base64) is
+a 400 `invalid_page_token` rather than a page that silently starts somewhere else. Tokens are not
+signed: one written by hand in this shape names a position in a listing its caller may read anyway.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 from collections.abc import Iterable
 
 from services.common.errors import ApiError, invalid_argument
@@ -27,6 +29,13 @@ def page_size(requested: int, default: int = DEFAULT_PAGE_SIZE) -> int:
     if not 0 <= requested <= MAX_PAGE_SIZE:
         raise invalid_argument("INVALID_REQUEST", f"page_size must be between 0 and {MAX_PAGE_SIZE}", "page_size")
     return requested or default
+
+
+def of_parent(listing: str, parent: str) -> str:
+    """The name of a listing under one parent (a provider's mappings, a user's tokens, an org's
+    members): a token of another parent's listing is not one of this listing. The parent as a short
+    digest: a long parent name must not push tokens past MAX_PAGE_TOKEN."""
+    return f"{listing}/{hashlib.sha256(parent.encode()).hexdigest()[:12]}"
 
 
 def next_page_token(listing: str, last_key: str) -> str:

@@ -17,7 +17,7 @@ from switchboard.registry.v1 import account_service_pb2 as account_pb
 from switchboard.registry.v1 import account_service_pb2_grpc as account_grpc
 
 from services.common.errors import not_found, permission_denied
-from services.common.paging import key_after, next_page_token, page_size
+from services.common.paging import key_after, next_page_token, of_parent, page_size
 from services.registry.domain import token_limits
 from services.registry.domain.messages import membership_messages
 from services.registry.domain.state import RegistryState
@@ -86,12 +86,13 @@ class AccountServicer(account_grpc.AccountServiceServicer):
     ) -> account_pb.ListMyApiTokensResponse:
         user = await self._user(context)
         size = page_size(request.page_size)
-        after = key_after(TOKENS_LISTING, request.page_token)
+        listing = of_parent(TOKENS_LISTING, user)
+        after = key_after(listing, request.page_token)
         rows = await self.state.db.run(lambda s: tokens_after(s, user, after, size))
         more = len(rows) > size
         return account_pb.ListMyApiTokensResponse(
             api_tokens=[api_token_message(r) for r in rows[:size]],
-            next_page_token=next_page_token(TOKENS_LISTING, rows[size - 1].name) if more else "",
+            next_page_token=next_page_token(listing, rows[size - 1].name) if more else "",
         )
 
     async def CreateMyApiToken(
@@ -130,12 +131,13 @@ class AccountServicer(account_grpc.AccountServiceServicer):
     ) -> account_pb.ListOrgMembersResponse:
         await self._require_org_admin(context, request.org)
         size = page_size(request.page_size)
-        after = key_after(MEMBERS_LISTING, request.page_token)
+        listing = of_parent(MEMBERS_LISTING, request.org)
+        after = key_after(listing, request.page_token)
         rows = await self.state.db.run(lambda s: members_after(s, request.org, after, size))
         more = len(rows) > size
         return account_pb.ListOrgMembersResponse(
             members=membership_messages(rows[:size]),
-            next_page_token=next_page_token(MEMBERS_LISTING, rows[size - 1].user) if more else "",
+            next_page_token=next_page_token(listing, rows[size - 1].user) if more else "",
         )
 
     async def _require_org_admin(self, context: grpc.aio.ServicerContext, org: str) -> None:

@@ -17,7 +17,7 @@ from switchboard.registry.v1 import registry_service_pb2_grpc as registry_grpc
 from services.common.accounts import WRITE_ROLES
 from services.common.auth import metadata_value, parse_bearer
 from services.common.errors import already_exists, invalid_argument, not_found, permission_denied
-from services.common.paging import next_page_token, number_after
+from services.common.paging import next_page_token, number_after, of_parent
 from services.registry.domain import capabilities
 from services.registry.domain.conformance import Checker, report_of_json
 from services.registry.domain.hub_models import hub_model
@@ -312,7 +312,8 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
         await self.state.fresh(lambda: self.state.provider(request.provider))
         status = status_filter(request.status)
         size = page_size(request.page_size)
-        after = number_after(MAPPINGS_LISTING, request.page_token)  # a mapping's seq
+        listing = of_parent(MAPPINGS_LISTING, request.provider)
+        after = number_after(listing, request.page_token)  # a mapping's seq
         page: list[Mapping] = []
         more = False
         for mapping in self.index.provider_mappings[request.provider].values():
@@ -323,7 +324,7 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
                 page.append(mapping)
         messages = [mapping_message(m) for m in page]
         kept = fitting(m.ByteSize() for m in messages)  # the page Envoy can transcode
-        next_token = next_page_token(MAPPINGS_LISTING, str(page[kept - 1].seq)) if more or kept < len(page) else ""
+        next_token = next_page_token(listing, str(page[kept - 1].seq)) if more or kept < len(page) else ""
         return registry_pb.ListModelMappingsResponse(model_mappings=messages[:kept], next_page_token=next_token)
 
     async def UpdateProviderPrices(

@@ -29,7 +29,7 @@ from services.registry.domain.state import RegistryState
 from services.registry.server import MIGRATIONS
 from services.registry.storage import queries
 from services.registry.storage.index import ERROR, LIVE, STAGING, Exclusion
-from services.registry.storage.tables import MappingRow, ModelRow, ProviderRow
+from services.registry.storage.tables import MappingRow, ModelRow, ProbeStateRow, ProviderRow
 
 API_KEY = "sk-probe-" + uuid.uuid4().hex
 THRESHOLD = 3
@@ -168,3 +168,24 @@ async def test_replicas_claiming_at_once_never_probe_one_mapping_twice(claims_db
     assert await claims_db.run(lambda s: queries.record_probe(s, first, owner, "HTTP 503", now + 1_000)) == 1
     later = [i for i in await claim_all(claims_db, now + 200, now + 260) if i in ids]
     assert sorted(later) == sorted(set(ids) - {first})  # leases ran out; the probed one is not due
+
+
+async def test_a_provider_with_many_due_mappings_does_not_fill_the_rounds(claims_db: Database) -> None:
+    """Each provider's due mappings in turn: a round of MOST takes the other provider's (due later)
+    too, not only the first MOST of the one with many."""
+    _, many = add_provider(claims_db, "http://127.0.0.1:9", MAPPINGS)
+    _, few = add_provider(claims_db, "http://127.0.0.1:9", 2)
+    now = time.time() + 20_000  # after every earlier test's leases and due times
+    await claims_db.run(lambda s: queries.claim_probes(s, "nobody", now, now, 0))  # their probe states, due at 0
+
+    def due_later(session: Session) -> None:  # the few are due after every one of the many
+        for mapping_id in few:
+            state = session.get(ProbeStateRow, mapping_id)
+            state.next_due = now - 1
+            session.add(state)
+        session.commit()
+
+    await claims_db.run(due_later)
+    owner = uuid.uuid4().hex
+    claimed = await claims_db.run(lambda s: queries.claim_probes(s, owner, now, now + 60, MOST))
+    assert set(few) <= set(claimed) and set(claimed) & set(many)

@@ -299,13 +299,17 @@ def claim_probes(session: Session, owner: str, now: float, until: float, most: i
     new_states = dialect.insert(ProbeStateRow.__table__).from_select(columns, missing)
     session.execute(new_states.on_conflict_do_nothing(index_elements=["mapping_id"]))
     free = (ProbeStateRow.next_due <= now, ProbeStateRow.lease_until <= now)
-    due = (
-        select(ProbeStateRow.mapping_id)
+    # Each provider's due mappings in turn (its first, every provider's, then its second...): a
+    # provider with thousands due (and slow to answer) must not fill every round and hold other
+    # providers' probes (and their way to error) back for hours.
+    turn = func.row_number().over(partition_by=MappingRow.provider, order_by=ProbeStateRow.next_due)
+    ranked = (
+        core_select(ProbeStateRow.mapping_id, ProbeStateRow.next_due, turn.label("turn"))
         .join(MappingRow, MappingRow.id == ProbeStateRow.mapping_id)
         .where(*probed, *free)
-        .order_by(ProbeStateRow.next_due)
-        .limit(most)
+        .subquery()
     )
+    due = core_select(ranked.c.mapping_id).order_by(ranked.c.turn, ranked.c.next_due).limit(most)
     claim = update(ProbeStateRow).where(ProbeStateRow.mapping_id.in_(due), *free)
     session.execute(claim.values(lease_owner=owner, lease_until=until))
     claimed = list(session.exec(select(ProbeStateRow.mapping_id).where(ProbeStateRow.lease_owner == owner)))

@@ -378,9 +378,9 @@ def test_a_tokens_expiry_with_nanos_out_of_range_is_a_400(nanos: int) -> None:
     [
         (v.check_secret, "Bearer " + "k" * 32 + "\n"),
         (v.check_header_name, "X-Request-Id\n"),
-        (v.check_provider_model, "../../admin/x"),
-        (v.check_provider_model, "org//model"),
-        (v.check_provider_model, "org/model/."),
+        (v.check_mapped_provider_model, "../../admin/x"),
+        (v.check_mapped_provider_model, "org//model"),
+        (v.check_mapped_provider_model, "org/model/."),
     ],
 )
 def test_a_last_line_break_or_a_path_leaving_the_providers_url_is_a_400(check, value: str) -> None:

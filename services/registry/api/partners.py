@@ -27,9 +27,9 @@ from services.registry.domain.validation import (
     MAX_LISTING_BYTES,
     MAX_PROVIDERS,
     check_count,
+    check_mapped_provider_model,
     check_model_fits_task,
     check_model_id,
-    check_provider_model,
     check_served_task,
     check_status,
     check_tags,
@@ -185,7 +185,7 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
     def _new_mapping(self, request: registry_pb.CreateModelMappingRequest) -> Mapping:
         """Validates the body into a mapping (seq assigned on insert)."""
         check_served_task(request.task)
-        check_provider_model(request.provider_model)
+        check_mapped_provider_model(request.provider_model)
         status = check_status(request.status) if request.status else STAGING
         kind = request.type or MODEL
         if kind == MODEL:

@@ -223,9 +223,14 @@ def check_model_id(value: str, param: str) -> str:
 
 
 def check_provider_model(value: str, param: str = "providerModel") -> str:
-    """A provider's model id: it may go in the path of the provider's URL (the hub's format), so
-    no segment of it may be empty, "." or ".." (a path that leaves the provider's base URL)."""
-    require(value, param, MAX_PROVIDER_MODEL)
+    return require(value, param, MAX_PROVIDER_MODEL)
+
+
+def check_mapped_provider_model(value: str, param: str = "providerModel") -> str:
+    """A new mapping's provider model id: it may go in the path of the provider's URL (the hub's
+    format), so no segment of it may be empty, "." or ".." (a path that leaves the provider's base
+    URL). Only new mappings are held to it: names that mappings made before carry stay usable."""
+    check_provider_model(value, param)
     if any(segment in ("", ".", "..") for segment in value.split("/")):
         raise invalid_argument(
             "INVALID_REQUEST", f"{param} {shown(value)} has an empty, '.' or '..' path segment", param

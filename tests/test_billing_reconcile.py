@@ -246,6 +246,29 @@ async def test_a_pass_past_its_time_for_a_provider_leaves_the_rest_to_the_next(d
     assert [(p.settled, p.pending) for p in passes] == [(10, 15), (10, 5), (5, 0)]
 
 
+async def test_a_pass_past_its_time_is_followed_from_where_it_stopped(db: Database, monkeypatch) -> None:
+    """Rows the cost API never prices stay at the head of the backlog: a pass that ran out of time
+    is followed by one that goes on after it, so newer records are asked about too."""
+    monkeypatch.setattr(reconciler_module, "PROVIDER_PASS_SECONDS", 0.0)
+    account, provider = unique("acct"), unique("prov")
+    records = [record(account, provider) for _ in range(30)]
+    await store(db, records)
+    ignored = {r.provider_request_id for r in sorted(records, key=lambda r: r.request_id)[:10]}  # the oldest
+
+    async def answer(ids: list[str]) -> tuple[int, bytes]:
+        priced = [{"requestId": i, "costNanoUsd": 3} for i in ids if i not in ignored]
+        return 200, orjson.dumps({"requests": priced})
+
+    async with CostApiStub(answer) as stub:
+        worker = reconciler(db, provider, stub.url, batch_size=10, concurrency=1)
+        await worker.start()
+        try:
+            settled = [(await worker.run_pass()).settled for _ in range(4)]
+        finally:
+            await worker.close()
+    assert settled == [0, 10, 10, 0]  # the oldest page (never priced), the two after it, then the end
+
+
 async def test_requests_never_priced_age_into_unpriced_keeping_their_estimate(db: Database) -> None:
     account, provider = unique("acct"), unique("prov")
     records = [record(account, provider, estimate=700 + i) for i in range(3)]

@@ -141,6 +141,9 @@ class Reconciler:
         self.last_pass_time: datetime | None = None
         self._lock = asyncio.Lock()
         self._retry_at: dict[str, float] = {}  # provider -> when its cost API is asked again
+        # provider -> the request id a pass that ran out of time stopped after: the next pass goes on from
+        # there (not from the oldest again, whose rejected rows would otherwise fill every pass)
+        self._resume_after: dict[str, str] = {}
         self._backoff: dict[str, Backoff] = {}
         self._http: aiohttp.ClientSession | None = None
         self._loop_task: asyncio.Task | None = None
@@ -209,16 +212,19 @@ class Reconciler:
 
     async def _reconcile_provider(self, api: CostApi, counts: PassCounts) -> None:
         """Pages through the provider's pending requests with bounded concurrency; stops at the first
-        failure, and claims no new page after PROVIDER_PASS_SECONDS (the next pass goes on): a slow
-        cost API with a large backlog must not hold the pass, and every other provider's, for hours."""
+        failure, and claims no new page after PROVIDER_PASS_SECONDS (the next pass goes on from there;
+        passes start from the oldest again once one reached the end): a slow cost API with a large
+        backlog must not hold the pass, and every other provider's, for hours."""
         slots = asyncio.Semaphore(max(1, self.settings.concurrency))
         failures: list[str] = []
         tasks: set[asyncio.Task] = set()
-        after, asked = "", False
+        after, asked = self._resume_after.pop(api.provider, ""), False
         stop_at = time.monotonic() + PROVIDER_PASS_SECONDS
         while True:
             await slots.acquire()
-            done = failures or (asked and time.monotonic() >= stop_at)
+            if asked and not failures and time.monotonic() >= stop_at:  # the next pass resumes here
+                self._resume_after[api.provider] = after
+            done = failures or api.provider in self._resume_after
             page, until = ([], 0.0) if done else await self._claim(api.provider, after)
             if not page:
                 slots.release()

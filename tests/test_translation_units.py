@@ -28,7 +28,7 @@ from services.router.completions_api import Completions
 from services.router.messages_api import Messages, input_tokens
 from services.router.responses_api import Responses
 from services.router.translation import DONE, chunks
-from services.router.upstream import closing, data_event
+from services.router.upstream import closing, data_event, rewrite
 
 MODEL = "org/model"
 OPENAI_EVENT = TypeAdapter(ResponseStreamEvent)
@@ -530,3 +530,18 @@ def test_a_unary_answers_text_parts_are_its_text(api) -> None:
     answer = {"choices": [{"index": 0, "message": {"role": "assistant", "content": parts}, "finish_reason": "stop"}]}
     texts = strings(orjson.loads(api().unary_body(orjson.dumps(answer))))
     assert "Hello" in texts and not any("hm" in text for text in texts)
+
+
+@pytest.mark.parametrize("api", [None, Responses, Messages, Completions])
+def test_a_key_split_over_content_parts_is_never_joined(api) -> None:
+    """Parts each harmless alone: the chat answer a caller joins up, and each API's text (which joins
+    them), never hold the key."""
+    parts = [{"type": "text", "text": "a " + SECRET[:10]}, {"type": "text", "text": SECRET[10:] + " b"}]
+    answer = {"choices": [{"index": 0, "message": {"role": "assistant", "content": parts}, "finish_reason": "stop"}]}
+    data = rewrite(answer, "m", Usage(), Redactor([SECRET]))
+    if api is None:  # the chat answer, its parts' text joined as a caller joins them
+        content = orjson.loads(data)["choices"][0]["message"]["content"]
+        shown = content if isinstance(content, str) else "".join(part["text"] for part in content)
+    else:
+        shown = "".join(strings(orjson.loads(api().unary_body(data))))
+    assert SECRET not in shown

@@ -497,11 +497,12 @@ class Redactor:
             pass
         return self._walk(value)
 
-    def dumps(self, value: Any) -> bytes:
+    def dumps(self, value: Any, whole: bool = True) -> bytes:
         """A parsed JSON value serialized, every secret redacted: one serialization, unless a
-        secret may be in it (then its strings, keys and scalars are walked). A chat answer's choice
-        whose logprobs tokens join up to a secret gets logprobs null (in `value` too)."""
-        self._blank_leaking_logprobs(value)
+        secret may be in it (then its strings, keys and scalars are walked). A `whole` chat answer
+        is read as a caller joins it up too (_join_up; a stream's events were, by its carry)."""
+        if whole:
+            self._join_up(value)
         data = orjson.dumps(value)
         return orjson.dumps(self._walk(value)) if self._may_hold(data) else data
 
@@ -509,14 +510,22 @@ class Redactor:
         """Whether a choice's tokens, joined up as a caller may read them, hold a secret."""
         return any(self.spans(reading.text) for reading in readings)
 
-    def _blank_leaking_logprobs(self, answer: Any) -> None:
-        """Each token may be harmless alone: a caller joins them up (the normal way to rebuild the text)."""
+    def _join_up(self, answer: Any) -> None:
+        """What a caller joins up of each choice (in `answer` itself), each piece harmless alone:
+        logprobs tokens (the normal way to rebuild the text) become null when they hold a secret;
+        message content given as parts becomes their text joined, to be redacted, when that does."""
         if not self.forms or not isinstance(answer, dict):
             return
         for choice in _list(answer.get("choices")):
-            logprobs = choice.get("logprobs") if isinstance(choice, dict) else None
+            if not isinstance(choice, dict):
+                continue
+            logprobs = choice.get("logprobs")
             if isinstance(logprobs, dict) and self.tokens_leak(token_readings([logprobs])):
                 choice["logprobs"] = None
+            message = choice.get("message")
+            parts = message.get("content") if isinstance(message, dict) else None
+            if isinstance(parts, list) and self.spans(joined := _parts_text(parts)):
+                message["content"] = joined
 
     def _may_hold(self, document: bytes) -> bool:
         """Whether a serialized document may hold a secret: one is seen in it, or a string in it
@@ -560,6 +569,11 @@ def written(scalar: Any) -> str:
 NO_SECRETS = Redactor(())
 
 
+def _parts_text(parts: list) -> str:
+    """The text of a message's content parts, joined as a caller may join them (nothing between)."""
+    return "".join(part["text"] for part in parts if isinstance(part, dict) and isinstance(part.get("text"), str))
+
+
 @dataclass(frozen=True)
 class TokenReading:
     """A choice's tokens joined up one way a caller may read them (their text, their bytes, the
@@ -576,18 +590,26 @@ class TokenReading:
         return self.owners[bisect.bisect_right(self.ends, offset)]
 
 
-def token_readings(logprobs: list[dict]) -> list[TokenReading]:
+def token_readings(logprobs: list[dict], alternatives: bool = True) -> list[TokenReading]:
     """The readings of logprobs objects' tokens: chat's (content[] and refusal[] of {token, bytes,
-    top_logprobs}) and legacy completions' (tokens[], top_logprobs[] of {token: logprob})."""
+    top_logprobs}) and legacy completions' (tokens[], top_logprobs[] of {token: logprob}); without
+    `alternatives`, of the tokens chosen only (a stream's carry: each event would read up to 20
+    ranks again, ~40x the work; each alternative is still redacted on its own)."""
     pieces: dict[tuple, list[tuple[int, bytes]]] = {}
     for owner, logprob in enumerate(logprobs):
         for name, tokens in logprob.items():
-            for token in _list(tokens):
-                _token_pieces(token, (name,), owner, pieces)
+            if alternatives or name != ALTERNATIVES:
+                for token in _list(tokens):
+                    _token_pieces(token, (name,), owner, pieces, alternatives)
     return [_token_reading(column) for column in pieces.values()]
 
 
-def _token_pieces(value: Any, path: tuple, owner: int, pieces: dict[tuple, list[tuple[int, bytes]]]) -> None:
+ALTERNATIVES = "top_logprobs"  # the tokens a model did not choose, by rank
+
+
+def _token_pieces(
+    value: Any, path: tuple, owner: int, pieces: dict[tuple, list[tuple[int, bytes]]], alternatives: bool = True
+) -> None:
     """A token's texts by where they are in it: its token, its bytes, each rank of its alternatives."""
     if isinstance(value, str):
         pieces.setdefault(path, []).append((owner, value.encode("utf-8", "surrogatepass")))
@@ -595,13 +617,14 @@ def _token_pieces(value: Any, path: tuple, owner: int, pieces: dict[tuple, list[
         pieces.setdefault(path, []).append((owner, bytes(value)))
     elif isinstance(value, list):
         for rank, item in enumerate(value):
-            _token_pieces(item, (*path, rank), owner, pieces)
+            _token_pieces(item, (*path, rank), owner, pieces, alternatives)
     elif isinstance(value, dict) and all(isinstance(item, (int, float)) for item in value.values()):
         for rank, token in enumerate(value):  # legacy alternatives: {token: logprob}
-            _token_pieces(token, (*path, rank), owner, pieces)
+            _token_pieces(token, (*path, rank), owner, pieces, alternatives)
     elif isinstance(value, dict):
         for key, item in value.items():
-            _token_pieces(item, (*path, key), owner, pieces)
+            if alternatives or key != ALTERNATIVES:
+                _token_pieces(item, (*path, key), owner, pieces, alternatives)
 
 
 def _is_bytes(value: Any) -> bool:
@@ -789,7 +812,7 @@ class _TokenCarry:
         pending = self._held.pop(index, []) + ([given] if isinstance(given, dict) else [])
         if not pending:
             return
-        readings = token_readings(pending)
+        readings = token_readings(pending, alternatives=False)
         if self._redactor.tokens_leak(readings):
             self._closed.add(index)
             choice["logprobs"] = None

@@ -43,10 +43,18 @@ from services.router.selection import Route
 __all__ = ["CHAT_PATH", "DONE", "IMAGES_PATH", "Opened", "Upstreams", "Usage", "provider_error", "relay", "rewrite"]
 
 
-def rewrite(answer: dict, model: str, usage: Usage, redactor: Redactor = NO_SECRETS, hide_usage: bool = False) -> bytes:
+def rewrite(
+    answer: dict,
+    model: str,
+    usage: Usage,
+    redactor: Redactor = NO_SECRETS,
+    hide_usage: bool = False,
+    whole: bool = True,
+) -> bytes:
     """The answer for the caller: its model set back to the hub model id, its usage noted,
-    every provider secret redacted; with hide_usage, usage the caller did not ask for is
-    taken out ("" for a usage-only event)."""
+    every provider secret redacted (a `whole` answer also as a caller joins it up; a stream's
+    events were by its carry); with hide_usage, usage the caller did not ask for is taken out
+    ("" for a usage-only event)."""
     if "model" in answer:
         answer["model"] = model
     usage.take(answer)
@@ -54,7 +62,7 @@ def rewrite(answer: dict, model: str, usage: Usage, redactor: Redactor = NO_SECR
         if not answer.get("choices"):
             return b""
         del answer["usage"]
-    return redactor.dumps(answer)
+    return redactor.dumps(answer, whole)
 
 
 class Upstreams:
@@ -212,7 +220,9 @@ def data_event(
         usage.chunks += 1
     events = carry.events(event) if carry is not None else [event]
     return b"".join(
-        b"data: " + data + b"\n\n" for e in events if (data := rewrite(e, model, usage, redactor, hide_usage))
+        b"data: " + data + b"\n\n"
+        for e in events
+        if (data := rewrite(e, model, usage, redactor, hide_usage, whole=carry is None))
     )
 
 

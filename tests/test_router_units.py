@@ -22,9 +22,11 @@ from services.common.pricing import Price
 from services.common.secrets import Redactor
 from services.launcher import free_port
 from services.router import selection
+from services.router import server as router_server
 from services.router import spool as spool_module
 from services.router.anonymous import Bucket, client_address
 from services.router.breaker import Breakers
+from services.router.config import RouterSettings
 from services.router.directory import ProviderEntry
 from services.router.measurements import Measurements
 from services.router.spool import Spool
@@ -422,3 +424,15 @@ def test_a_price_exactly_at_max_price_passes(nano_usd_per_token: int) -> None:
     price = Price(input_token_nano_usd=nano_usd_per_token, output_token_nano_usd=nano_usd_per_token)
     assert ceiling.passed_by(price) == ""
     assert ceiling.passed_by(Price(input_token_nano_usd=nano_usd_per_token + 1)) != ""
+
+
+async def test_a_router_whose_spool_directory_cannot_be_made_fails_its_start(tmp_path: Path) -> None:
+    """It must not serve answers it could not bill: the spool is loaded before the server starts."""
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    settings = RouterSettings(
+        data_dir=blocked, port=free_port(), service_credential="c" * 32,
+        registry_address="127.0.0.1:9", billing_address="127.0.0.1:9",
+    )  # fmt: skip
+    with pytest.raises(NotADirectoryError):  # at once, not a server that would have served (TimeoutError)
+        await asyncio.wait_for(router_server.serve(settings), 10)

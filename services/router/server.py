@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 
 from switchboard.billing.v1 import billing_service_pb2_grpc
 from switchboard.registry.v1 import internal_service_pb2_grpc
@@ -25,6 +25,8 @@ from services.router.servicer import RouterServicer
 from services.router.spending import Spending
 from services.router.spool import Spool
 from services.router.upstream import Upstreams
+
+log = logging.getLogger(__name__)
 
 
 async def serve(settings: RouterSettings) -> None:
@@ -63,8 +65,11 @@ async def serve(settings: RouterSettings) -> None:
         KeyLimits(counters),
         AnonymousClients(settings.anonymous_limits()),
     )  # fmt: skip
+    spool.load_spool()  # here, not in its sender: a data directory it cannot use fails the start
     loops = (directory.watch(), spool.run(), spending.watch(), health_reports.run())
     background = [asyncio.create_task(task) for task in loops]
+    for task in background:
+        task.add_done_callback(_report_failure)
     registrations = [
         (
             router_service_pb2_grpc.add_RouterServiceServicer_to_server,
@@ -76,9 +81,7 @@ async def serve(settings: RouterSettings) -> None:
     async def close() -> None:
         for task in background:
             task.cancel()
-        for task in background:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await asyncio.gather(*background, return_exceptions=True)  # a failed one was logged when it failed
         await spool.close()
         await counters.close()
         await upstreams.close()
@@ -87,6 +90,13 @@ async def serve(settings: RouterSettings) -> None:
 
     # Envoy sends the public port's reflection and health calls here (DISCOVERY_CLUSTER).
     await run_service("router", settings, registrations, on_stop=close, public_catalog=True)
+
+
+def _report_failure(task: asyncio.Task) -> None:
+    """A background loop that ended with an error, logged when it does (not at the stop)."""
+    if not task.cancelled() and (error := task.exception()) is not None:
+        name = task.get_coro().__qualname__
+        log.error("a background task of the Router failed", exc_info=error, extra={"task": name})
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -99,6 +99,7 @@ class Spool:
         self._sent_at = 0.0
         self._wake = asyncio.Event()  # a batch's worth is queued: flush now
         self._queued = asyncio.Event()  # a record came: wakes the idle sender
+        self._loaded = False  # load_spool ran
         self._journal_fd = -1
         self._sealed: list[Path] = []  # journals whose records are in `pending`, not yet in a spool file
         self._rejected_at: float | None = None  # when a batch was last kept aside (monotonic), until resent
@@ -155,6 +156,7 @@ class Spool:
 
     def load_spool(self) -> None:
         """Picks up journals and spool files a previous run left, and opens a fresh journal."""
+        self._loaded = True
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         for leftover in self.spool_dir.glob("*.tmp"):
             leftover.unlink()
@@ -269,7 +271,8 @@ class Spool:
         """The background sender: spool every flush interval, send with backoff on failure; idle
         (nothing queued, spooled or sealed), it waits for the next record, then flushes a flush
         interval later as before."""
-        self.load_spool()
+        if not self._loaded:  # not loaded by its owner before (serve() does)
+            self.load_spool()
         while True:
             if not (self.pending or self._spooled or self._sealed):
                 self._queued.clear()

@@ -27,8 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--router-replicas",
         dest="router_workers",
         type=int,
-        default=os.cpu_count() or 1,
-        help="Router processes behind Envoy, each with its own spool and metrics (default: one per core)",
+        default=None,
+        help="Router processes behind Envoy, each with its own spool and metrics (default: one per core "
+        f"when {COUNTER_STORE_ENV} names the store API keys' limits are counted in, else one)",
     )
     up_parser.add_argument(
         "--anonymous-account",
@@ -52,9 +53,27 @@ def up_options(args: argparse.Namespace) -> UpOptions:
         args.database_url,
         args.demo,
         args.host,
-        args.router_workers,
+        router_workers(args.router_workers),
         anonymous_account=anonymous,
     )
+
+
+COUNTER_STORE_ENV = "SWITCHBOARD_COUNTER_STORE_URL"
+
+
+def router_workers(asked: int | None) -> int:
+    """Without a shared counter store each Router counts API keys' limits in its own memory, so N
+    of them would let a key have N times its limits: one, unless asked for more (then a warning)."""
+    shared = bool(os.environ.get(COUNTER_STORE_ENV))
+    if asked is None:
+        return (os.cpu_count() or 1) if shared else 1
+    if asked > 1 and not shared:
+        print(
+            f"warning: {asked} Router workers without {COUNTER_STORE_ENV}: each counts API keys' limits in its "
+            f"own memory, so a key may get up to {asked} times its limits (docs/api-keys.md)",
+            file=sys.stderr,
+        )
+    return asked
 
 
 def main(argv: list[str] | None = None) -> None:

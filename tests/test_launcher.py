@@ -277,11 +277,18 @@ def test_the_stacks_http_port_is_never_chosen_for_a_service(tmp_path: Path, monk
         launcher.free_port()
 
 
-def test_router_workers_default_to_one_per_core() -> None:
-    from services.cli import build_parser, up_options
+def test_router_workers_default_to_one_per_core_when_key_limits_are_counted_in_one_store(monkeypatch, capsys) -> None:
+    """Without the shared counter store each worker would count API keys' limits on its own (N times the
+    limit): one worker then, unless asked for more, which is warned about."""
+    from services.cli import COUNTER_STORE_ENV, build_parser, up_options
 
+    monkeypatch.setenv(COUNTER_STORE_ENV, "redis://127.0.0.1:9/0")
     assert up_options(build_parser().parse_args(["up"])).router_replicas == (os.cpu_count() or 1)
+    monkeypatch.delenv(COUNTER_STORE_ENV)
+    assert up_options(build_parser().parse_args(["up"])).router_replicas == 1
+    assert capsys.readouterr().err == ""
     assert up_options(build_parser().parse_args(["up", "--router-workers", "3"])).router_replicas == 3
+    assert "3 times its limits" in capsys.readouterr().err
 
 
 def test_router_replicas_share_the_load(tmp_path: Path) -> None:

@@ -545,3 +545,76 @@ def test_a_key_split_over_content_parts_is_never_joined(api) -> None:
     else:
         shown = "".join(strings(orjson.loads(api().unary_body(data))))
     assert SECRET not in shown
+
+
+# Text, then two tool calls whose names end in what could begin the key ("s": "sk-prov-..."), the first's
+# arguments in an event of their own: the relay holds those ends back until the choice moves past them.
+TOOL_STREAM = [
+    chunk(0, {"role": "assistant", "content": "Checking the files"}),
+    chunk(0, {"tool_calls": [{"index": 0, "id": "call_1", "function": {"name": "list_items", "arguments": ""}}]}),
+    chunk(0, {"tool_calls": [{"index": 0, "function": {"arguments": '{"q": "pens"}'}}]}),
+    chunk(0, {"tool_calls": [{"index": 1, "id": "call_2", "function": {"name": "get_times", "arguments": "{}"}}]}),
+    chunk(0, {}, finish_reason="tool_calls"),
+]
+TOOL_ANSWER = [("text", "Checking the files"), ("list_items", '{"q": "pens"}'), ("get_times", "{}")]
+
+
+def data_lines(text: str) -> list[dict]:
+    return [json.loads(line[6:]) for line in text.split("\n") if line.startswith("data: {")]
+
+
+async def test_a_messages_stream_has_whole_tool_names_after_its_text_and_no_delta_after_a_stop() -> None:
+    blocks, stopped = [], set()
+    for event in data_lines(await translated(Messages(), relayed(TOOL_STREAM))):
+        if event["type"] == "content_block_start":
+            blocks.append(dict(event["content_block"], partial=""))
+        elif event["type"] == "content_block_delta":
+            assert event["index"] not in stopped
+            delta = event["delta"]
+            blocks[event["index"]]["text" if "text" in delta else "partial"] += delta.get(
+                "text", delta.get("partial_json")
+            )
+        elif event["type"] == "content_block_stop":
+            stopped.add(event["index"])
+    shown = [("text", b["text"]) if b["type"] == "text" else (b["name"], b["partial"]) for b in blocks]
+    assert shown == TOOL_ANSWER
+
+
+async def test_a_responses_stream_has_whole_tool_names_after_its_text() -> None:
+    events = data_lines(await translated(Responses(), relayed(TOOL_STREAM)))
+    output = next(e for e in events if e["type"] == "response.completed")["response"]["output"]
+    shown = [
+        ("text", o["content"][0]["text"]) if o["type"] == "message" else (o["name"], o["arguments"]) for o in output
+    ]
+    assert shown == TOOL_ANSWER
+    added = [e["item"]["name"] for e in events if e["type"] == "response.output_item.added" and "name" in e["item"]]
+    assert added == ["list_items", "get_times"]
+
+
+async def test_a_completions_stream_passes_every_choice_and_reads_a_null_error_as_none() -> None:
+    events = [{**chunk(0, {"content": "zero"}), "error": None}, chunk(1, {"content": "one"}),
+              chunk(0, {}, finish_reason="stop"), chunk(1, {}, finish_reason="stop")]  # fmt: skip
+    translation = Completions()
+    translation.show_usage = False
+    texts = {}
+    for event in data_lines(await translated(translation, relayed(events))):
+        for choice in event["choices"]:
+            texts[choice["index"]] = texts.get(choice["index"], "") + choice["text"]
+    assert texts == {0: "zero", 1: "one"}
+
+
+@pytest.mark.parametrize("api", [Responses, Messages])
+def test_a_refusal_is_part_of_the_answer(api) -> None:
+    answer = {
+        "choices": [{"index": 0, "message": {"content": None, "refusal": "I can't help"}, "finish_reason": "stop"}]
+    }
+    shown = orjson.loads(api().unary_body(orjson.dumps(answer)))
+    assert "I can't help" in strings(shown)
+    assert api is Responses or shown["stop_reason"] == "refusal"
+
+
+def test_responses_writes_object_arguments_as_json_text() -> None:
+    call = {"id": "c1", "function": {"name": "f", "arguments": {"a": 1}}}
+    answer = {"choices": [{"index": 0, "message": {"tool_calls": [call]}, "finish_reason": "tool_calls"}]}
+    (item,) = orjson.loads(Responses().unary_body(orjson.dumps(answer)))["output"]
+    assert item["arguments"] == '{"a":1}'

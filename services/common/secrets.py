@@ -708,6 +708,7 @@ class StreamCarry:
         self._tokens = _TokenCarry(redactor, self._held_from)
         self._last: dict = {}  # the last event with a joined field: its id, model... for a flush
         self._finished: set[int] = set()  # the choices an event finished
+        self._closed: set[Path_] = set()  # fields whose held end went out when the choice moved past them
 
     def events(self, event: dict) -> list[dict]:
         """The events to pass on for this one: its joined fields less what is held back, and before
@@ -719,24 +720,35 @@ class StreamCarry:
         for i, choice in enumerate(choices):
             if isinstance(choice, dict):
                 self._tokens.pass_on(item_index(choice, i), choice, _finishes(choice))
-        present = set()
+        fields = []
         for path, holder, key in _strings_at(event, self._fields, ()):
-            if _choice(path) in self._finished:
-                holder[key] = ""
-                continue
-            present.add(path)
-            text = self._held.pop(path, "") + holder[key]
-            if _choice(path) in finished:
-                holder[key] = self._redactor.text(text)
+            if _choice(path) in self._finished or path in self._closed:
+                holder[key] = ""  # text of a finished choice, or of a field it moved past, never goes out
             else:
-                holder[key], held = self._split(text)
-                if held:
-                    self._held[path] = held
+                fields.append((path, holder, key))
+        later = _latest_fields(path for path, _, _ in fields)
+        for path, holder, key in fields:
+            text = self._held.pop(path, "") + holder[key]
+            holder[key], held = self._split(text)
+            if held and (_choice(path) in finished or _field_order(path) < later[_choice(path)]):
+                holder[key] = self._redactor.text(text)  # done: nothing held back (a caller reads it whole now)
+                self._closed.add(path)  # and nothing more of it (it could complete what went out)
+            elif held:
+                self._held[path] = held
             self._last = event
-        flushed = {p: self._held.pop(p) for p in list(self._held) if _choice(p) in finished and p not in present}
+        for path in self._moved_past(later):  # its held end goes with this event; later text of it, never
+            _put(event, path, self._redactor.text(self._held.pop(path)))
+            self._closed.add(path)
+        flushed = {p: self._held.pop(p) for p in list(self._held) if _choice(p) in finished}
         self._finished |= finished
         self._tokens.close(finished)
         return [self._flush_event(flushed), event] if flushed else [event]
+
+    def _moved_past(self, later: dict[Any, tuple]) -> list[Path_]:
+        """The held fields this event's fields come after in their choice (_field_order: its text
+        before its tool calls, a tool call's name before its arguments): done, as a caller reads the
+        answer (a tool's name shown before its arguments must be whole, the text before a tool call)."""
+        return [p for p in self._held if _choice(p) in later and _field_order(p) < later[_choice(p)]]
 
     def end(self) -> dict | None:
         """At the end of the stream: an event with all that is still held back, redacted."""
@@ -861,6 +873,25 @@ def _list(value: Any) -> list:
 def _choice(path: Path_) -> str | int | None:
     """The index of the choice a joined field belongs to (None outside "choices")."""
     return path[1] if path[0] == "choices" else None
+
+
+def _latest_fields(paths: Iterable[Path_]) -> dict[Any, tuple]:
+    """Each choice's latest field (_field_order) among these."""
+    latest: dict[Any, tuple] = {}
+    for path in paths:
+        order = _field_order(path)
+        latest[_choice(path)] = max(latest.get(_choice(path), order), order)
+    return latest
+
+
+def _field_order(path: Path_) -> tuple:
+    """Where a joined field comes in its choice's answer: reasoning, the text, then each tool call's
+    name and its arguments."""
+    steps = path[2:]  # after ("choices", index)
+    if "tool_calls" in steps:
+        call = steps[steps.index("tool_calls") + 1]
+        return (2, call if isinstance(call, int) else 0, 0 if steps[-1] == "name" else 1)
+    return (0,) if steps[-1] in ("reasoning_content", "reasoning") else (1,)
 
 
 def _finishes(choice: Any) -> bool:

@@ -18,7 +18,7 @@ from services.router.translation import (
     check,
     check_fields,
     common_chat,
-    first_choice,
+    stream_error,
 )
 
 DEFAULT_MAX_TOKENS = 16  # OpenAI's default for completions
@@ -87,9 +87,10 @@ class Completions(Translation):
         if chunk is DONE:
             yield b"data: [DONE]\n\n"
             return
-        if "error" in chunk or (first_choice(chunk) == {} and not self.show_usage):
-            if "error" in chunk:
-                yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+        if (error := stream_error(chunk)) is not None:  # "error": null is no error
+            yield b"data: " + orjson.dumps({"error": error}) + b"\n\n"
+            return
+        if not chunk.get("choices") and not self.show_usage:  # every choice goes on (n > 1), not choice 0 only
             return
         shaped = self._shape(chunk, "delta")
         if not self.show_usage:

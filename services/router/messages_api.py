@@ -218,7 +218,9 @@ class Messages(Translation):
         self.started = False
         self.blocks = 0  # content blocks started
         self.open: tuple[str, int] | None = None  # ("text", -1) or ("tool", chat index) of the open block
-        self.tool_blocks: dict[int, int] = {}  # chat tool call index -> content block index
+        # chat tool call index -> (id, name, argument pieces): a tool_use block goes out whole when the
+        # choice finishes (its name whole: pieces of it may come late; parallel calls' pieces interleave)
+        self.tools: dict[int, tuple[str, str, list[str]]] = {}
         self.finish_reason: str | None = None
         self.usage: Any = None
         self.ended = False
@@ -263,6 +265,9 @@ class Messages(Translation):
         content: list[dict] = []
         if text := answer_text(message.get("content")):
             content.append({"type": "text", "text": text})
+        refused = isinstance(refusal := message.get("refusal"), str) and bool(refusal)
+        if refused:
+            content.append({"type": "text", "text": refusal})
         for call in message.get("tool_calls") or []:
             function = call.get("function") if isinstance(call.get("function"), dict) else {}
             content.append({
@@ -271,7 +276,7 @@ class Messages(Translation):
                 "name": function.get("name") or "",
                 "input": arguments_object(function.get("arguments")),
             })  # fmt: skip
-        stop_reason = STOP_REASONS.get(choice.get("finish_reason") or "stop", "end_turn")
+        stop_reason = "refusal" if refused else STOP_REASONS.get(choice.get("finish_reason") or "stop", "end_turn")
         return orjson.dumps(self._message(content, stop_reason, answer.get("usage")))
 
     # --- stream -----------------------------------------------------------------------------
@@ -283,6 +288,7 @@ class Messages(Translation):
             self.started = True
             yield sse("message_start", {"type": "message_start", "message": self._message([], None, None)})
         if chunk is DONE:
+            yield from self._tools_out()
             yield from self._close()
             usage = _usage(self.usage)
             delta = {"stop_reason": STOP_REASONS.get(self.finish_reason or "stop", "end_turn"), "stop_sequence": None}
@@ -307,6 +313,7 @@ class Messages(Translation):
                 yield from self._tool(call, item_index(call, position))
         if choice.get("finish_reason"):
             self.finish_reason = choice["finish_reason"]
+            yield from self._tools_out()
 
     def _start(self, kind: tuple[str, int], block: dict) -> Iterator[bytes]:
         yield from self._close()
@@ -329,12 +336,23 @@ class Messages(Translation):
         yield self._delta(self.blocks - 1, {"type": "text_delta", "text": text})
 
     def _tool(self, call: dict, index: int) -> Iterator[bytes]:
+        """Keeps a tool call's pieces; nothing goes out until the choice finishes (_tools_out)."""
         function = call.get("function") if isinstance(call.get("function"), dict) else {}
-        if index not in self.tool_blocks:
-            block = {"type": "tool_use", "id": call.get("id") or new_id("toolu_"), "name": function.get("name") or "",
-                     "input": {}}  # fmt: skip
-            yield from self._start(("tool", index), block)
-            self.tool_blocks[index] = self.blocks - 1
-        fragment = function.get("arguments")
-        if isinstance(fragment, str) and fragment:
-            yield self._delta(self.tool_blocks[index], {"type": "input_json_delta", "partial_json": fragment})
+        call_id, name, arguments = self.tools.get(index, ("", "", []))
+        piece = function.get("name")
+        if isinstance(piece, str) and piece != name:  # a late piece of it, not the name sent again
+            name += piece
+        if isinstance(function.get("arguments"), str):
+            arguments.append(function["arguments"])
+        self.tools[index] = (call_id or str(call.get("id") or ""), name, arguments)
+        yield from ()
+
+    def _tools_out(self) -> Iterator[bytes]:
+        """Each tool call as a whole tool_use block, in the order of their indices."""
+        for index in sorted(self.tools):
+            call_id, name, arguments = self.tools[index]
+            yield from self._start(("tool", index), {"type": "tool_use", "id": call_id or new_id("toolu_"),
+                                                      "name": name, "input": {}})  # fmt: skip
+            if joined := "".join(arguments):
+                yield self._delta(self.blocks - 1, {"type": "input_json_delta", "partial_json": joined})
+        self.tools.clear()

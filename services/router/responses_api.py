@@ -196,6 +196,16 @@ def _response_format(text: dict) -> dict | None:
     )  # fmt: skip
 
 
+def _arguments_text(arguments: Any) -> str:
+    """A tool call's arguments as the Responses API writes them, a JSON text (a provider's object
+    written as one); anything else is an answer this API cannot be made of."""
+    if isinstance(arguments, dict):
+        return orjson.dumps(arguments).decode()
+    if arguments is None or isinstance(arguments, str):
+        return arguments or ""
+    raise TypeError("tool call arguments that are neither text nor an object")
+
+
 def _usage(usage: Any) -> dict:
     input_tokens, output_tokens = usage_numbers(usage)
     return {
@@ -299,10 +309,13 @@ class Responses(Translation):
         output = []
         if text := answer_text(message.get("content")):
             output.append(_text_item(new_id("msg_"), text, "completed"))
+        if isinstance(refusal := message.get("refusal"), str) and refusal:
+            output.append({"type": "message", "id": new_id("msg_"), "status": "completed", "role": "assistant",
+                           "content": [{"type": "refusal", "refusal": refusal}]})  # fmt: skip
         for call in message.get("tool_calls") or []:
             function = call.get("function") if isinstance(call.get("function"), dict) else {}
             item = _call_item(call.get("id") or new_id("call_"), function.get("name") or "", "completed")
-            item["arguments"] = function.get("arguments") or ""
+            item["arguments"] = _arguments_text(function.get("arguments"))
             output.append(item)
         return orjson.dumps(self._response("completed", output, answer.get("usage"), choice.get("finish_reason")))
 
@@ -383,23 +396,30 @@ class Responses(Translation):
         yield self._event("response.output_item.done", output_index=at["output_index"], item=item)
 
     def _call(self, call: dict, index: int) -> Iterator[bytes]:
+        """A tool call's item is announced with its first arguments (or at the end): its name is whole
+        by then (the stream's carry sends a name's held end with the arguments that follow it)."""
         function = call.get("function") if isinstance(call.get("function"), dict) else {}
         item = self.calls.get(index)
         if item is None:
             yield from self._close_text()
-            item = _call_item(call.get("id") or new_id("call_"), function.get("name") or "", "in_progress")
-            self.calls[index] = item
-            yield self._added(item)
-        elif isinstance(function.get("name"), str) and function["name"] not in item["name"]:
-            item["name"] += function["name"]
+            item = self.calls[index] = _call_item(call.get("id") or new_id("call_"), "", "in_progress")
+        name = function.get("name")
+        if isinstance(name, str) and name != item["name"]:  # a late piece of it, not the name sent again
+            item["name"] += name
         fragment = function.get("arguments")
         if isinstance(fragment, str) and fragment:
+            yield from self._announced(item)
             self.argument_pieces.setdefault(index, []).append(fragment)
             yield self._event("response.function_call_arguments.delta", **self._at(item), delta=fragment)
+
+    def _announced(self, item: dict) -> Iterator[bytes]:
+        if item["id"] not in self.positions:
+            yield self._added(item)
 
     def _close_all(self) -> Iterator[bytes]:
         yield from self._close_text()  # and the arguments written into their items
         for item in self.calls.values():
+            yield from self._announced(item)
             at = self._at(item)
             yield self._event("response.function_call_arguments.done", **at, arguments=item["arguments"])
             item["status"] = "completed"

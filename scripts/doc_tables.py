@@ -18,6 +18,8 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+from services.common.config import SECRET_SETTINGS
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 MARKER = re.compile(r"(<!-- generated:(?P<name>[a-z-]+) -->\n)(?P<body>.*?)(<!-- /generated -->)", re.S)
@@ -39,11 +41,19 @@ def _cell(text: object) -> str:
 
 def _default(field) -> str:
     value = field.default
-    if isinstance(value, SecretStr):
-        return "generated" if not value.get_secret_value() else "set"
+    if isinstance(value, SecretStr):  # what an unset one means is the setting's own (its meaning says)
+        return "unset" if not value.get_secret_value() else "set"
     if value in ("", None):
         return "unset"
     return f"`{value}`"
+
+
+def _range(field) -> str:
+    """A setting's bounds, as its field declares them (a value outside stops the start)."""
+    words = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+    bounds = [f"{sign} {getattr(rule, kind)}" for rule in field.metadata for kind, sign in words.items()
+              if hasattr(rule, kind)]  # fmt: skip
+    return f" ({', '.join(bounds)})" if bounds else ""
 
 
 def configuration() -> str:
@@ -55,8 +65,11 @@ def configuration() -> str:
     lines = ["| option | environment | services | default | meaning |", "|---|---|---|---|---|"]
     for name, (field, services) in rows.items():
         shown = "all" if len(services) == len(SETTINGS) else ", ".join(services)
-        option, env = "--" + name.replace("_", "-"), "SWITCHBOARD_" + name.upper()
-        lines.append(f"| `{option}` | `{env}` | {shown} | {_default(field)} | {_cell(field.description or '')} |")
+        # secrets never go on a command line (services/common/config.py): the environment only
+        option = "(environment only)" if name in SECRET_SETTINGS else f"`--{name.replace('_', '-')}`"
+        env = "SWITCHBOARD_" + name.upper()
+        meaning = _cell(field.description or "") + _range(field)
+        lines.append(f"| {option} | `{env}` | {shown} | {_default(field)} | {meaning} |")
     return "\n".join(lines) + "\n"
 
 

@@ -66,6 +66,10 @@ def check_port_free(host: str, port: int) -> None:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
+        except OverflowError:
+            raise ValueError(f"port {port} is not a port (0-65535)") from None
+        except socket.gaierror as exc:
+            raise ValueError(f"cannot listen on {host!r}: {exc.strerror}") from None
         except OSError as exc:
             message = f"port {port} on {host} is already in use ({exc.strerror}); is another stack running?"
             raise PortInUse(message) from None
@@ -517,7 +521,8 @@ def _run(options: UpOptions) -> int:
         signal.signal(stop_signal, _interrupt)
     try:
         stack, token, token_source = start_stack(options)
-    except (RuntimeError, OSError) as exc:  # a child not ready, a port taken, a process that cannot start
+    except (RuntimeError, OSError, ValueError, OverflowError) as exc:
+        # a child not ready, a port taken or out of range, a setting out of its range, a process that cannot start
         _say(str(exc))
         return 1
     except KeyboardInterrupt:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import signal
@@ -313,3 +314,31 @@ def test_router_replicas_share_the_load(tmp_path: Path) -> None:
             assert int(line.rsplit("::", 1)[1]) > 0, name
     finally:
         stack.stop()
+
+
+@pytest.mark.parametrize(
+    ("settings", "argv", "named"),
+    [
+        ("services.billing.config:BillingSettings", ["--reconcile-batch-size", "0"], "reconcile_batch_size"),
+        ("services.router.config:RouterSettings", ["--billing-timeout-seconds", "-1"], "billing_timeout_seconds"),
+        ("services.registry.config:RegistrySettings", ["--probe-interval-seconds", "0"], "probe_interval_seconds"),
+        ("services.registry.config:RegistrySettings", ["--port", "70000"], "port"),
+    ],
+)
+def test_a_setting_out_of_its_range_stops_the_start_naming_it(
+    settings: str, argv: list[str], named: str, capsys
+) -> None:
+    """Not a service that starts and then never bills, never probes or probes every 50 ms."""
+    module, _, name = settings.partition(":")
+    with pytest.raises(SystemExit) as exited:
+        getattr(importlib.import_module(module), name).from_args("service", argv)
+    assert exited.value.code == 2 and named in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"), [(["--http-port", "70000"], "not a port"), (["--host", "no.such.host.invalid"], "cannot listen")]
+)
+def test_switchboard_up_with_an_impossible_address_says_so(argv: list[str], said: str, tmp_path: Path) -> None:
+    up = subprocess.run([sys.executable, "-m", "services.cli", "up", "--data-dir", str(tmp_path), *argv],
+                        capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert up.returncode == 1 and said in up.stderr and "Traceback" not in up.stderr, up.stderr

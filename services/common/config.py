@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 from typing import Self
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.common.secrets import (
@@ -29,18 +29,22 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_", extra="ignore")
 
     host: str = Field("127.0.0.1", description="address to listen on")
-    port: int = Field(0, description="gRPC port (0 picks a free one)")
+    port: int = Field(0, ge=0, le=65535, description="gRPC port (0 picks a free one)")
     data_dir: Path = Field(Path("data"), description="directory of the SQLite databases")
     database_url: str = Field("", description="SQLAlchemy URL; SQLite under data_dir when empty")
-    admin_token: SecretStr = Field(SecretStr(""), description="the operators' admin token")
+    admin_token: SecretStr = Field(
+        SecretStr(""), description="the operators' admin token (`switchboard up` makes one; unset: no admin access)"
+    )
     service_credential: SecretStr = Field(
         SecretStr(""),
         description="the secret the services present to each other; read from (or created in) "
         f"<data_dir>/{SERVICE_CREDENTIAL_FILE} when unset",
     )
-    metrics_port: int = Field(0, description="port of the Prometheus metrics endpoint, /metrics (0: off)")
+    metrics_port: int = Field(
+        0, ge=0, le=65535, description="port of the Prometheus metrics endpoint, /metrics (0: off)"
+    )
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
-    shutdown_grace_seconds: float = Field(5.0, description="time given to calls in flight on SIGTERM")
+    shutdown_grace_seconds: float = Field(5.0, ge=0, description="time given to calls in flight on SIGTERM")
 
     def service_credential_value(self) -> str:
         """The configured service credential, else the data directory's shared one."""
@@ -68,4 +72,8 @@ class ServiceSettings(BaseSettings):
                 default=argparse.SUPPRESS,
                 help=f"{field.description} (default: {field.default})",
             )
-        return cls(**vars(parser.parse_args(argv)))
+        try:
+            return cls(**vars(parser.parse_args(argv)))
+        except ValidationError as error:  # one line per setting out of its range, then exit 2 (argparse's)
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+            parser.exit(2, f"{parser.prog}: invalid settings (options or SWITCHBOARD_* environment): {problems}\n")

@@ -18,27 +18,27 @@ class RouterSettings(ServiceSettings):
     registry_address: str = Field("127.0.0.1:50051", description="host:port of the Registry")
     billing_address: str = Field("127.0.0.1:50053", description="host:port of Billing")
     hub_url: str = Field("https://huggingface.co", description="base of adapter weight download URLs")
-    upstream_connect_timeout_seconds: float = Field(3.0, description="connect timeout of one provider attempt")
+    upstream_connect_timeout_seconds: float = Field(3.0, gt=0, description="connect timeout of one provider attempt")
     upstream_timeout_seconds: float = Field(
-        120.0, description="deadline of one provider attempt until its answer (unary) or first chunk (stream)"
+        120.0, gt=0, description="deadline of one provider attempt until its answer (unary) or first chunk (stream)"
     )
-    stream_idle_timeout_seconds: float = Field(120.0, description="longest silence inside a provider's stream")
-    breaker_failures: int = Field(5, description="consecutive failures that open a provider's circuit breaker")
-    breaker_cooldown_seconds: float = Field(10.0, description="how long an open breaker skips its provider")
+    stream_idle_timeout_seconds: float = Field(120.0, gt=0, description="longest silence inside a provider's stream")
+    breaker_failures: int = Field(5, ge=1, description="consecutive failures that open a provider's circuit breaker")
+    breaker_cooldown_seconds: float = Field(10.0, gt=0, description="how long an open breaker skips its provider")
     health_report_interval_seconds: float = Field(
         1.0, gt=0, description="how often the traffic measured since the last report goes to the shared health records"
     )
-    billing_timeout_seconds: float = Field(0.5, description="deadline of a reservation call to Billing")
+    billing_timeout_seconds: float = Field(0.5, gt=0, description="deadline of a reservation call to Billing")
     billing_breaker_failures: int = Field(
-        3, description="failed reservation calls in a row after which Billing is not asked for a cooldown"
+        3, ge=1, description="failed reservation calls in a row after which Billing is not asked for a cooldown"
     )
     billing_breaker_cooldown_seconds: float = Field(
-        5.0, description="how long requests proceed without asking a failing Billing"
+        5.0, gt=0, description="how long requests proceed without asking a failing Billing"
     )
     max_answer_bytes: int = Field(
-        8 * 1024 * 1024, description="largest provider answer passed on (a larger one is a 502, not billed)"
+        8 * 1024 * 1024, ge=1, description="largest provider answer passed on (a larger one is a 502, not billed)"
     )
-    ledger_batch_size: int = Field(1000, description="ledger records per RecordRequests call")
+    ledger_batch_size: int = Field(1000, ge=1, description="ledger records per RecordRequests call")
     ledger_send_interval_seconds: float = Field(
         0.5,
         ge=0.1,
@@ -52,7 +52,9 @@ class RouterSettings(ServiceSettings):
         "in (docs/api-keys.md); empty: this process's memory, right for a single replica",
     )
     counter_store_timeout_seconds: float = Field(
-        0.5, description="deadline of one call to the counter store; past it, rate limits fail open, budgets closed"
+        0.5,
+        gt=0,
+        description="deadline of one call to the counter store; past it, rate limits fail open, budgets closed",
     )
     anonymous_account: str = Field(
         "",

@@ -43,7 +43,8 @@ from services.common.telemetry import span_flush_ms, trace_ratio
 from services.forkserver import ForkedProcess, die_with_parent, fork_server, forkable_module, stop_fork_servers
 
 READY_DEADLINE_SECONDS = 60.0
-STOP_GRACE_SECONDS = 10.0
+STOP_GRACE_SECONDS = 10.0  # at least, after SIGTERM: a child's own grace (SWITCHBOARD_SHUTDOWN_GRACE_SECONDS) + 5 s
+STOP_MARGIN_SECONDS = 5.0
 # How soon Envoy's access log lines reach logs/envoy.log (Envoy's default: every 10 s).
 ACCESS_LOG_FLUSH_MS = 1000
 # A crashed child is started again after 0.2 s, 0.4 s, ... up to 30 s while it keeps crashing;
@@ -356,6 +357,14 @@ class Stack:
             child.restart_at = time.monotonic() + child.backoff.failed()
             say(f"cannot restart {child.name}: {exc}; trying again in {child.backoff.delay:.1f}s")
 
+    def stop_grace(self) -> float:
+        """How long a child has after SIGTERM: its own shutdown grace and a margin, at least STOP_GRACE_SECONDS."""
+        try:
+            own = float(self.env.get("SWITCHBOARD_SHUTDOWN_GRACE_SECONDS", 0) or 0)
+        except ValueError:  # the child refuses it at start (its settings' check)
+            own = 0.0
+        return max(STOP_GRACE_SECONDS, own + STOP_MARGIN_SECONDS)
+
     def stop(self) -> None:
         """Stops the children in the reverse of their services' first start order (a service started
         again keeps its place), replicas of one service together: Envoy first (no new calls), then
@@ -363,13 +372,14 @@ class Stack:
         Registry, then what stands for the outside (start's `outside`). SIGTERM, then SIGKILL after
         the grace time, which each group has in full within one overall deadline: a stop takes at
         most twice the grace."""
-        overall = time.monotonic() + 2 * STOP_GRACE_SECONDS
+        grace = self.stop_grace()
+        overall = time.monotonic() + 2 * grace
         ordered = sorted(self.children, key=lambda child: self._start_ranks[child.service], reverse=True)
         for _, group in itertools.groupby(ordered, key=lambda child: child.service):
             replicas = [child for child in group if child.process.poll() is None]
             for child in replicas:
                 child.process.terminate()
-            deadline = min(time.monotonic() + STOP_GRACE_SECONDS, overall)
+            deadline = min(time.monotonic() + grace, overall)
             for child in replicas:
                 try:
                     child.process.wait(timeout=max(0.1, deadline - time.monotonic()))

@@ -17,7 +17,7 @@ import pytest
 from helpers.clients import http_client
 from helpers.waiting import eventually
 
-from services.launcher import free_port
+from services.launcher import Stack, free_port
 
 pytestmark = pytest.mark.e2e  # starts processes
 
@@ -342,3 +342,10 @@ def test_switchboard_up_with_an_impossible_address_says_so(argv: list[str], said
     up = subprocess.run([sys.executable, "-m", "services.cli", "up", "--data-dir", str(tmp_path), *argv],
                         capture_output=True, text=True, timeout=60)  # fmt: skip
     assert up.returncode == 1 and said in up.stderr and "Traceback" not in up.stderr, up.stderr
+
+
+@pytest.mark.parametrize(("grace", "waited"), [(None, 10.0), ("2", 10.0), ("30", 35.0)])
+def test_a_stop_waits_out_the_childrens_own_shutdown_grace(grace: str | None, waited: float, tmp_path: Path) -> None:
+    """A child given 30 s to finish its calls in flight is not killed at 10 s."""
+    env = {"SWITCHBOARD_SHUTDOWN_GRACE_SECONDS": grace} if grace else {}
+    assert Stack(tmp_path, env).stop_grace() == waited

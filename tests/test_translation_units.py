@@ -618,3 +618,27 @@ def test_responses_writes_object_arguments_as_json_text() -> None:
     answer = {"choices": [{"index": 0, "message": {"tool_calls": [call]}, "finish_reason": "tool_calls"}]}
     (item,) = orjson.loads(Responses().unary_body(orjson.dumps(answer)))["output"]
     assert item["arguments"] == '{"a":1}'
+
+
+@pytest.mark.parametrize(
+    ("change", "param"),
+    [({"reasoning": {"effort": 5}}, "reasoning.effort"),
+     ({"instructions": "be brief", "input": [{"role": "user", "content": "x"}] * 10_000}, "input")],
+)  # fmt: skip
+def test_responses_refusals_name_this_apis_field_not_the_chat_one(change: dict, param: str) -> None:
+    with pytest.raises(ApiError) as raised:
+        Responses().chat_payload({"model": MODEL, "input": "hi", **change})
+    assert raised.value.param == param
+
+
+def test_completions_logprobs_0_is_refused_not_ignored() -> None:
+    """0 asks for the top 0 logprobs, which is still logprobs (0 == False must not read as none)."""
+    with pytest.raises(ApiError) as raised:
+        Completions().chat_payload({"model": MODEL, "prompt": "hi", "logprobs": 0})
+    assert raised.value.param == "logprobs"
+
+
+async def test_a_responses_stream_that_cannot_be_closed_numbers_its_events_without_a_gap() -> None:
+    events = [chunk(0, {"content": "a"}), chunk(0, {}, finish_reason=["stop"])]  # a list: no status to close with
+    numbers = [e["sequence_number"] for e in data_lines(await translated(Responses(), relayed(events)))]
+    assert numbers == list(range(len(numbers)))

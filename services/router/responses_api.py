@@ -250,6 +250,10 @@ class Responses(Translation):
         self.request, self.model, self.stream = body, body["model"], body.get("stream") is True
         payload = common_chat(body, self.stream)
         payload["messages"] = _messages(body.get("instructions"), body["input"])
+        if len(payload["messages"]) > params.MAX_MESSAGES:  # the instructions are one more: named as this API's
+            raise invalid_argument(
+                "INVALID_PARAMETER", f"input and instructions make more than {params.MAX_MESSAGES:,} messages", "input"
+            )
         if body.get("tools"):
             payload["tools"] = _tools(body["tools"])
         if body.get("tool_choice") is not None:
@@ -258,6 +262,7 @@ class Responses(Translation):
             payload["response_format"] = form
         effort = (body.get("reasoning") or {}).get("effort")
         if effort is not None:
+            params.text(32)("reasoning.effort", effort)  # the chat's check, named as this API's field
             payload["reasoning_effort"] = effort
         if body.get("top_logprobs") is not None:
             payload["logprobs"], payload["top_logprobs"] = True, body["top_logprobs"]

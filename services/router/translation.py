@@ -55,7 +55,7 @@ def check_fields(body: dict, accepted: Collection[str], refused: Mapping[str, st
         if name in accepted or name in SWITCHBOARD_FIELDS:
             continue
         if name in refused:
-            if value in (None, False, "", [], {}):
+            if value is None or value is False or value in ("", [], {}):  # not 0: 0 == False, and it asks
                 continue
             raise invalid_argument("UNSUPPORTED_PARAMETER", f"{name} is not supported: {refused[name]}", name)
         shown = name if len(name) <= params.ECHOED else name[: params.ECHOED] + "..."
@@ -205,6 +205,7 @@ class Translation:
         raise NotImplementedError
 
     broken = False  # a stream event could not be translated: the rest of the provider's stream is not
+    sequence = 0  # the next event's number, for an API that numbers its events (Responses)
 
     async def answer(self, bodies: AsyncIterator[httpbody_pb2.HttpBody]) -> AsyncIterator[httpbody_pb2.HttpBody]:
         """The chat answer's bodies in this API's shape: a unary answer was translated by the chat
@@ -229,10 +230,12 @@ class Translation:
     def _events(self, chunk: dict | None) -> bytes:
         if self.broken:
             return b""
+        numbered = self.sequence
         try:
             return b"".join(self.events(chunk))
         except UNTRANSLATABLE:
             self.broken = True
+            self.sequence = numbered  # the events made before the failure were not sent: no gap in the numbers
             log.warning("a provider's stream event could not be translated", extra={"api": type(self).__name__})
         try:  # the provider's failure, as a chat error event would say it, then the stream's end
             return b"".join(self.events(UNTRANSLATABLE_EVENT)) + b"".join(self.events(DONE))

@@ -45,6 +45,7 @@ from services.forkserver import ForkedProcess, die_with_parent, fork_server, for
 READY_DEADLINE_SECONDS = 60.0
 STOP_GRACE_SECONDS = 10.0  # at least, after SIGTERM: a child's own grace (SWITCHBOARD_SHUTDOWN_GRACE_SECONDS) + 5 s
 STOP_MARGIN_SECONDS = 5.0
+DRAIN_POLL_SECONDS = 0.05  # how often a stop asks Envoy whether calls are still under way
 # How soon Envoy's access log lines reach logs/envoy.log (Envoy's default: every 10 s).
 ACCESS_LOG_FLUSH_MS = 1000
 # A crashed child is started again after 0.2 s, 0.4 s, ... up to 30 s while it keeps crashing;
@@ -216,6 +217,13 @@ def grpc_serving(address: str) -> Callable[[], bool]:
     return probe
 
 
+def _calls_in_flight(admin: str) -> int:
+    """The calls Envoy's listener has under way (its admin listener's own left out)."""
+    with urllib.request.urlopen(f"http://{admin}/stats?filter=downstream_rq_active$", timeout=2) as answer:
+        lines = answer.read().decode().splitlines()
+    return sum(int(line.rpartition(" ")[2]) for line in lines if not line.startswith("http.admin."))
+
+
 def http_ok(url: str) -> Callable[[], bool]:
     """A readiness probe: the URL answers 200."""
 
@@ -357,6 +365,20 @@ class Stack:
             child.restart_at = time.monotonic() + child.backoff.failed()
             say(f"cannot restart {child.name}: {exc}; trying again in {child.backoff.delay:.1f}s")
 
+    def _drain_envoy(self, deadline: float) -> None:
+        """Envoy exits at once on SIGTERM, cutting the calls in flight through it: first its listeners
+        drain (kept-alive callers are told to close), and the calls under way end, until the deadline."""
+        admin = self.addresses.get("envoy_admin")
+        if not admin:
+            return
+        try:
+            urllib.request.urlopen(urllib.request.Request(f"http://{admin}/drain_listeners?graceful", method="POST"),
+                                   timeout=2).close()  # fmt: skip
+            while time.monotonic() < deadline and _calls_in_flight(admin):
+                time.sleep(DRAIN_POLL_SECONDS)
+        except OSError:  # Envoy is gone or not answering: nothing to wait for
+            return
+
     def stop_grace(self) -> float:
         """How long a child has after SIGTERM: its own shutdown grace and a margin, at least STOP_GRACE_SECONDS."""
         try:
@@ -375,8 +397,10 @@ class Stack:
         grace = self.stop_grace()
         overall = time.monotonic() + 2 * grace
         ordered = sorted(self.children, key=lambda child: self._start_ranks[child.service], reverse=True)
-        for _, group in itertools.groupby(ordered, key=lambda child: child.service):
+        for service, group in itertools.groupby(ordered, key=lambda child: child.service):
             replicas = [child for child in group if child.process.poll() is None]
+            if service == "envoy" and replicas:
+                self._drain_envoy(min(time.monotonic() + grace, overall))
             for child in replicas:
                 child.process.terminate()
             deadline = min(time.monotonic() + grace, overall)

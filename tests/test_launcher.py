@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -17,6 +18,8 @@ import pytest
 from helpers.clients import http_client
 from helpers.waiting import eventually
 
+from services.demo import ORG as DEMO_ORG
+from services.demo import AdminApi
 from services.launcher import Stack, free_port
 
 pytestmark = pytest.mark.e2e  # starts processes
@@ -349,3 +352,22 @@ def test_a_stop_waits_out_the_childrens_own_shutdown_grace(grace: str | None, wa
     """A child given 30 s to finish its calls in flight is not killed at 10 s."""
     env = {"SWITCHBOARD_SHUTDOWN_GRACE_SECONDS": grace} if grace else {}
     assert Stack(tmp_path, env).stop_grace() == waited
+
+
+def test_a_stop_lets_a_call_in_flight_through_envoy_finish(start_up) -> None:
+    """Envoy drains before its SIGTERM: a chat answered 2 s after Ctrl-C still reaches its caller."""
+    process, port, data_dir = start_up("--demo")
+    lines = wait_ready(process)
+    token = next(line.split()[-1] for line in lines if line.startswith("demo token"))
+    reference = next(line.split(" at ")[1].split(";")[0] for line in lines if "reference provider" in line)
+    api = AdminApi(f"http://127.0.0.1:{port}", (data_dir / "admin-token").read_text().strip())
+    slow = f"{reference}/knobs/latency=2000"  # the demo's provider, answering 2 s late (its key kept)
+    api.ensure_provider({"id": "demo", "org": DEMO_ORG, "base_url": slow})
+    chat = {"model": "demo/chat-model", "messages": [{"role": "user", "content": "Hi"}]}
+    with ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(httpx.post, f"http://127.0.0.1:{port}/v1/chat/completions", json=chat,
+                             headers={"Authorization": f"Bearer {token}"}, timeout=60)  # fmt: skip
+        time.sleep(1)  # the call is under way (the provider answers after 2 s)
+        process.send_signal(signal.SIGINT)
+        assert answer.result().status_code == 200, answer.result().text
+    assert process.wait(timeout=DEADLINE_SECONDS) == 0

@@ -604,3 +604,18 @@ def test_the_carry_reads_an_index_that_is_no_integer_as_the_items_place_and_writ
     passed = [e for event in events for e in carry.events(event)] + [carry.end() or {"choices": []}]
     assert events[1]["choices"][1]["index"] == 1 and events[3]["choices"][0]["delta"]["tool_calls"][0]["index"] == 0
     assert not any(readable(API_KEY, text) for text in joined_by_index(passed).values())
+
+
+@pytest.mark.parametrize("written", ["000000000000&sol;%00", "000000000000\\u002f%00", "000000000000%2F\\u0041"])
+def test_a_secret_that_holds_what_looks_like_one_kind_of_escape_written_with_another_is_found(written: str) -> None:
+    """A writer that escapes one of its characters (HTML's &sol;, JSON's \\u002f) leaves its literal "%00" as
+    it is: the reading that decodes every kind at once reads "%00" as a NUL and misses it (found by hypothesis)."""
+    secret = "000000000000/%00" if written.endswith("%00") else "000000000000/\\u0041"
+    redactor = Redactor([secret])
+    assert redactor.text(f"a {written} b") == f"a {PLACEHOLDER} b"
+    carry = StreamCarry(redactor)
+    pieces = [written[:5], written[5:13], written[13:]]
+    shown = [carry.events({"choices": [{"index": 0, "delta": {"content": piece}}]}) for piece in pieces]
+    shown.append(carry.events({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}))
+    joined = "".join(e["choices"][0]["delta"].get("content") or "" for events in shown for e in events)
+    assert PLACEHOLDER in joined and written[:13] not in joined

@@ -266,12 +266,16 @@ class _Positions:
         return match.start() + (0 if self._decoded[i] == position else len(match[0]) + position - self._decoded[i] - 1)
 
 
-def _unescaped(text: str) -> tuple[str, _Positions]:
-    """The text with its escapes decoded once (a percent-encoded byte as the character of that code),
-    and where each character of it starts in text."""
+# The kinds of escape (_ESCAPED's groups): percent-encoding, JSON's, HTML's character references.
+ESCAPE_FAMILIES = (frozenset({1}), frozenset({2, 3}), frozenset({4, 5, 6}))
+
+
+def _unescaped(text: str, family: frozenset[int] | None = None) -> tuple[str, _Positions]:
+    """The text with its escapes (of one family only, when given) decoded once (a percent-encoded
+    byte as the character of that code), and where each character of it starts in text."""
     if "%" not in text and "\\" not in text and ("&" not in text or not _REFERENCE.search(text)):  # the usual text
         return text, _Positions([])
-    matches = list(_ESCAPED.finditer(text))
+    matches = [m for m in _ESCAPED.finditer(text) if family is None or m.lastindex in family]
     if not matches:
         return text, _Positions(matches)
     pieces, position = [], 0
@@ -331,7 +335,22 @@ class _Finder:
         if plain is text:
             return found
         found += self._inside_escapes(text, plain, starts, serialized)
-        return found + [(starts[s], starts[e]) for s, e in self._read_found(plain, False, rounds - 1)]
+        found += [(starts[s], starts[e]) for s, e in self._read_found(plain, False, rounds - 1)]
+        return found + self._one_family_found(text, starts)
+
+    def _one_family_found(self, text: str, starts: _Positions) -> list[tuple[int, int]]:
+        """Where escapes of several kinds are mixed, the forms in each kind's reading alone: a writer
+        that escapes one character of a secret with one kind (HTML's &sol;) leaves another that looks
+        like an escape of another kind (a literal %00 in the secret) as it is."""
+        kinds = {match.lastindex for match in starts.matches}
+        if sum(1 for family in ESCAPE_FAMILIES if kinds & family) < 2:
+            return []
+        found = []
+        for family in ESCAPE_FAMILIES:
+            if kinds & family:
+                plain, positions = _unescaped(text, family)
+                found += [(positions[s], positions[e]) for s, e in self._found(plain)]
+        return found
 
     def _inside_escapes(
         self, text: str, plain: str, starts: _Positions, serialized: bool = False

@@ -642,3 +642,12 @@ async def test_a_responses_stream_that_cannot_be_closed_numbers_its_events_witho
     events = [chunk(0, {"content": "a"}), chunk(0, {}, finish_reason=["stop"])]  # a list: no status to close with
     numbers = [e["sequence_number"] for e in data_lines(await translated(Responses(), relayed(events)))]
     assert numbers == list(range(len(numbers)))
+
+
+async def test_a_messages_stream_of_a_refusal_is_its_text_with_stop_reason_refusal() -> None:
+    events = [chunk(0, {"role": "assistant", "refusal": "I can't"}), chunk(0, {"refusal": " help"}),
+              chunk(0, {}, finish_reason="stop")]  # fmt: skip
+    lines = data_lines(await translated(Messages(), relayed(events)))
+    text = "".join(e["delta"].get("text", "") for e in lines if e["type"] == "content_block_delta")
+    stop = next(e["delta"]["stop_reason"] for e in lines if e["type"] == "message_delta")
+    assert (text, stop) == ("I can't help", "refusal")

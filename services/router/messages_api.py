@@ -222,6 +222,7 @@ class Messages(Translation):
         # choice finishes (its name whole: pieces of it may come late; parallel calls' pieces interleave)
         self.tools: dict[int, tuple[str, str, list[str]]] = {}
         self.finish_reason: str | None = None
+        self.refused = False  # the chat stream's text was a refusal: stop_reason "refusal"
         self.usage: Any = None
         self.ended = False
 
@@ -291,7 +292,8 @@ class Messages(Translation):
             yield from self._tools_out()
             yield from self._close()
             usage = _usage(self.usage)
-            delta = {"stop_reason": STOP_REASONS.get(self.finish_reason or "stop", "end_turn"), "stop_sequence": None}
+            reason = "refusal" if self.refused else STOP_REASONS.get(self.finish_reason or "stop", "end_turn")
+            delta = {"stop_reason": reason, "stop_sequence": None}
             yield sse("message_delta", {"type": "message_delta", "delta": delta, "usage": usage})
             yield sse("message_stop", {"type": "message_stop"})
             self.ended = True
@@ -308,6 +310,9 @@ class Messages(Translation):
         delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
         if isinstance(delta.get("content"), str) and delta["content"]:
             yield from self._text(delta["content"])
+        if isinstance(delta.get("refusal"), str) and delta["refusal"]:  # a text block, as in a unary answer
+            self.refused = True
+            yield from self._text(delta["refusal"])
         for position, call in enumerate(delta.get("tool_calls") or []):
             if isinstance(call, dict):
                 yield from self._tool(call, item_index(call, position))

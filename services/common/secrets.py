@@ -270,12 +270,16 @@ class _Positions:
 ESCAPE_FAMILIES = (frozenset({1}), frozenset({2, 3}), frozenset({4, 5, 6}))
 
 
-def _unescaped(text: str, family: frozenset[int] | None = None) -> tuple[str, _Positions]:
-    """The text with its escapes (of one family only, when given) decoded once (a percent-encoded
-    byte as the character of that code), and where each character of it starts in text."""
+def _unescaped(text: str) -> tuple[str, _Positions]:
+    """The text with its escapes decoded once (a percent-encoded byte as the character of that
+    code), and where each character of it starts in text."""
     if "%" not in text and "\\" not in text and ("&" not in text or not _REFERENCE.search(text)):  # the usual text
         return text, _Positions([])
-    matches = [m for m in _ESCAPED.finditer(text) if family is None or m.lastindex in family]
+    return _decode(text, list(_ESCAPED.finditer(text)))
+
+
+def _decode(text: str, matches: list[re.Match[str]]) -> tuple[str, _Positions]:
+    """The text with these escapes of it decoded, and where each character of it starts in text."""
     if not matches:
         return text, _Positions(matches)
     pieces, position = [], 0
@@ -348,7 +352,7 @@ class _Finder:
         found = []
         for family in ESCAPE_FAMILIES:
             if kinds & family:
-                plain, positions = _unescaped(text, family)
+                plain, positions = _decode(text, [m for m in starts.matches if m.lastindex in family])
                 found += [(positions[s], positions[e]) for s, e in self._found(plain)]
         return found
 

@@ -62,7 +62,7 @@ FLOAT32_MAX = struct.unpack("<f", b"\xff\xff\x7f\x7f")[0]
 # Hub parameters that bound a generation's new tokens: text-generation's own, and summarization's and
 # translation's inside `generate_parameters`. Past params.MAX_OUTPUT_TOKENS (chat's ceiling) they count as it.
 OUTPUT_TOKEN_PARAMETERS = ("max_new_tokens", "max_length")
-DEFAULT_OUTPUT_TOKENS = 1024  # a generation that names no bound, as chat without max_tokens
+DEFAULT_OUTPUT_TOKENS = 1024  # a generation that names no bound (a hub token task, or chat without max_tokens)
 # The answer field holding each token task's generated text: its output tokens are counted there only.
 GENERATED_FIELDS = {"text-generation": "generated_text", "summarization": "summary_text",
                     "translation": "translation_text"}  # fmt: skip

@@ -315,7 +315,7 @@ class Messages(Translation):
             yield from self._text(delta["refusal"])
         for position, call in enumerate(delta.get("tool_calls") or []):
             if isinstance(call, dict):
-                yield from self._tool(call, item_index(call, position))
+                self._tool(call, item_index(call, position))
         if choice.get("finish_reason"):
             self.finish_reason = choice["finish_reason"]
             yield from self._tools_out()
@@ -340,7 +340,7 @@ class Messages(Translation):
             yield from self._start(("text", -1), {"type": "text", "text": ""})
         yield self._delta(self.blocks - 1, {"type": "text_delta", "text": text})
 
-    def _tool(self, call: dict, index: int) -> Iterator[bytes]:
+    def _tool(self, call: dict, index: int) -> None:
         """Keeps a tool call's pieces; nothing goes out until the choice finishes (_tools_out)."""
         function = call.get("function") if isinstance(call.get("function"), dict) else {}
         call_id, name, arguments = self.tools.get(index, ("", "", []))
@@ -350,7 +350,6 @@ class Messages(Translation):
         if isinstance(function.get("arguments"), str):
             arguments.append(function["arguments"])
         self.tools[index] = (call_id or str(call.get("id") or ""), name, arguments)
-        yield from ()
 
     def _tools_out(self) -> Iterator[bytes]:
         """Each tool call as a whole tool_use block, in the order of their indices."""

@@ -383,13 +383,16 @@ class Responses(Translation):
 
     def _sync(self) -> None:
         """Writes the text and arguments streamed so far into their items."""
-        if self.text_item is not None:
-            self.text_item["content"][0]["text"] = "".join(self.text_pieces)
+        self._sync_text()
         for index, item in self.calls.items():
             item["arguments"] = "".join(self.argument_pieces.get(index, ()))
 
+    def _sync_text(self) -> None:
+        if self.text_item is not None:
+            self.text_item["content"][0]["text"] = "".join(self.text_pieces)
+
     def _close_text(self) -> Iterator[bytes]:
-        self._sync()
+        self._sync_text()  # not the arguments: each new tool call closes the text, and they are read at the end
         item, self.text_item, self.text_pieces = self.text_item, None, []
         if item is None:
             return
@@ -422,7 +425,8 @@ class Responses(Translation):
             yield self._added(item)
 
     def _close_all(self) -> Iterator[bytes]:
-        yield from self._close_text()  # and the arguments written into their items
+        self._sync()  # the arguments written into their items
+        yield from self._close_text()
         for item in self.calls.values():
             yield from self._announced(item)
             at = self._at(item)

@@ -27,7 +27,15 @@ from services.common.errors import ApiError, Code, invalid_argument, not_found, 
 from services.common.pricing import estimate_nano_usd, prompt_tokens_estimate
 from services.common.providers import CAPABILITY_FIELDS, PROVIDER_METADATA_KEY
 from services.common.surface import ANSWER_METADATA_IN_TRAILERS, ANSWER_METADATA_KEY
-from services.common.task_formats import GENERATE, OPERATIONS, Bill, TaskCall, TaskInput, reservation
+from services.common.task_formats import (
+    DEFAULT_OUTPUT_TOKENS,
+    GENERATE,
+    OPERATIONS,
+    Bill,
+    TaskCall,
+    TaskInput,
+    reservation,
+)
 from services.common.telemetry import TRACEPARENT, InferenceMeasure
 from services.router import selection
 from services.router.anonymous import AnonymousClients, AnonymousLimits, client_address
@@ -55,7 +63,6 @@ UNSERVABLE_MESSAGE = "the provider's answer could not be served"
 
 CHAT = "conversational"
 TEXT_TO_IMAGE = "text-to-image"
-DEFAULT_MAX_TOKENS = 1024
 UINT32_MAX = 2**32 - 1  # Model.created is uint32 unix seconds
 JSON = "application/json"
 EVENT_STREAM = "text/event-stream"
@@ -150,7 +157,7 @@ def _owner(model: str) -> str:
 def _reserved_tokens(payload: dict, body_size: int) -> tuple[int, int]:
     """(input, output) tokens a chat request's reservation assumes: the prompt estimated from the
     body's size, the most the caller let the answer hold."""
-    output = payload.get("max_completion_tokens") or payload.get("max_tokens") or DEFAULT_MAX_TOKENS
+    output = payload.get("max_completion_tokens") or payload.get("max_tokens") or DEFAULT_OUTPUT_TOKENS
     return prompt_tokens_estimate(body_size), output
 
 

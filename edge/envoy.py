@@ -646,14 +646,31 @@ def _discovery(endpoints: list[tuple[str, int]]) -> str:
     return "STATIC"
 
 
+# Active gRPC health checks (grpc.health.v1, the server's overall status, which every service
+# reports: services/common/server.py) where a cluster may have several replicas: one that hangs, or
+# has begun its graceful stop, gets no new calls once two checks in a row failed; one pass brings it
+# back. Were every replica failing, Envoy's panic threshold still spreads calls over all of them, so
+# a lone replica would be called all the same: it is not checked (its checks would cost for nothing).
+_HEALTH_CHECK = (
+    "      health_checks:\n"
+    "        - {timeout: 1s, interval: 2s, no_traffic_interval: 2s, unhealthy_threshold: 2, healthy_threshold: 1,\n"
+    "           grpc_health_check: {}}"
+)
+
+
 def _clusters(backends: dict[str, list[tuple[str, int]]], buffer_bytes: int) -> str:
     lines = []
     for cluster, endpoints in backends.items():
+        discovery = _discovery(endpoints)
         lines += [
             f"    - name: {cluster}",
-            f"      type: {_discovery(endpoints)}",
+            f"      type: {discovery}",
             "      connect_timeout: 1s",
             "      lb_policy: ROUND_ROBIN",
+        ]
+        if len(endpoints) > 1 or discovery == "STRICT_DNS":  # a name may resolve to several replicas
+            lines.append(_HEALTH_CHECK)
+        lines += [
             f"      per_connection_buffer_limit_bytes: {buffer_bytes}",
             "      typed_extension_protocol_options:",
             "        envoy.extensions.upstreams.http.v3.HttpProtocolOptions:",

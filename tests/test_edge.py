@@ -331,3 +331,15 @@ def _cap(route: dict) -> int:
 
 def _gates(config: dict) -> list[dict]:
     return [r["metadata"]["filter_metadata"][edge.GATE_FILTER] for r in _routes(config)]
+
+
+def test_envoy_checks_the_health_of_clusters_that_may_have_several_replicas() -> None:
+    """Two Router workers, and a Registry found by a DNS name, are health-checked over gRPC; a lone
+    Billing is not (were it failing, Envoy's panic threshold would call it all the same)."""
+    backends = {"router": [("127.0.0.1", 3), ("127.0.0.1", 4)], "registry": [("registry", 1)],
+                "billing": [("127.0.0.1", 2)]}  # fmt: skip
+    clusters = {c["name"]: c for c in yaml_of(render(EnvoyPorts(8080, 9901, backends)))["static_resources"]["clusters"]}
+    for name in ("router", "registry"):
+        (check,) = clusters[name]["health_checks"]
+        assert check["grpc_health_check"] == {} and check["unhealthy_threshold"] == 2
+    assert "health_checks" not in clusters["billing"]

@@ -11,6 +11,9 @@ at once, docs/provider-selection.md), so breaker fields are left out of the comp
 
 from __future__ import annotations
 
+import os
+import signal
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -160,3 +163,27 @@ def test_health_figures_are_equal_whichever_replica_answers(world: World) -> Non
                 assert {k: v for k, v in page.items() if k not in LOCAL_FIELDS} == expected
             model = as_message(http.get(f"/v1/models/{world.model}").json(), router_pb.Model())
             assert {p["provider"]: p for p in model["providers"]} == figures["models"]
+
+
+def _hosts_failing_health(world: World) -> set[str]:
+    """The Router workers Envoy's active health check has taken out of its round robin."""
+    admin = world.stack.addresses["envoy_admin"]
+    with urllib.request.urlopen(f"http://{admin}/clusters", timeout=5) as answer:
+        lines = answer.read().decode().splitlines()
+    return {line.split("::")[1] for line in lines if line.startswith("router::") and "failed_active_hc" in line}
+
+
+def test_a_hung_worker_gets_no_calls_once_envoy_sees_it(world: World) -> None:
+    """A Router worker that stops answering (SIGSTOP: its sockets stay open) fails Envoy's health
+    checks and leaves the round robin: every call through Envoy is answered by the other worker,
+    none waits on the hung one. It comes back once it answers again."""
+    hung = next(child for child in world.stack.children if child.name == "router-2")
+    os.kill(hung.process.pid, signal.SIGSTOP)
+    try:
+        eventually(lambda: _hosts_failing_health(world) == {world.stack.addresses["router-2"]}, "router-2 unhealthy")
+        with http_client(base_url=world.base_url, headers={"Authorization": f"Bearer {world.token}"}) as http:
+            for _ in range(6):
+                assert http.get(f"/v1/models/{world.model}", timeout=5).status_code == 200
+    finally:
+        os.kill(hung.process.pid, signal.SIGCONT)
+    eventually(lambda: not _hosts_failing_health(world), "router-2 healthy again")

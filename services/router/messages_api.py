@@ -11,10 +11,14 @@ Anthropic's shape (services/common/errors.py, ANTHROPIC_PATH_REGEX).
 
 from __future__ import annotations
 
+import binascii
+import io
+import math
 from collections.abc import Iterator
 from typing import Any
 
 import orjson
+from PIL import Image
 
 from services.common import params
 from services.common.errors import anthropic_error, invalid_argument
@@ -186,15 +190,45 @@ def _tool_choice(choice: dict, payload: dict) -> None:
         payload["parallel_tool_calls"] = False
 
 
+# Anthropic counts an image at about width * height / 750 tokens, and scales a large one down
+# first: one image is at most about 1,600 tokens.
+IMAGE_PIXELS_PER_TOKEN = 750
+IMAGE_TOKENS = 1_600
+IMAGE_HEAD = 8_192  # base64 characters of an image read for its size: its first 6 KiB
+IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "WEBP")  # the media types Anthropic takes
+
+
 def input_tokens(body: dict) -> bytes:
     """Anthropic's token count answer for a Messages API body: the estimate the Router makes of
-    the translated chat request's prompt (services/common/pricing.py)."""
+    the translated chat request's prompt (services/common/pricing.py), its images counted as
+    Anthropic counts them (image_tokens) rather than by their data's size."""
     check_fields(body, CHECKS, REFUSED)
     check(body, CHECKS, COUNT_REQUIRED)
     chat: dict[str, Any] = {"messages": _messages(body.get("system"), body["messages"])}
+    images = 0
+    for message in chat["messages"]:
+        if isinstance(parts := message.get("content"), list):  # a user message's parts: text and images
+            images += sum(image_tokens(part["image_url"]["url"]) for part in parts if part["type"] == "image_url")
+            message["content"] = [part for part in parts if part["type"] != "image_url"]
     if body.get("tools"):
         chat["tools"] = _tools(body["tools"])
-    return orjson.dumps({"input_tokens": prompt_tokens_estimate(len(params.dumped(chat)))})
+    return orjson.dumps({"input_tokens": prompt_tokens_estimate(len(params.dumped(chat))) + images})
+
+
+def image_tokens(url: str) -> int:
+    """One image's tokens: ceil(width * height / 750), at most 1,600; 1,600 when its size cannot be
+    read from the head of its base64 data (a URL's image is never fetched). Only IMAGE_HEAD
+    characters are decoded, never the whole image."""
+    kind, _, data = url[:IMAGE_HEAD].partition(",")  # the chat part's URL: data:<media type>;base64,<data>
+    if not kind.startswith("data:") or not kind.endswith(";base64"):
+        return IMAGE_TOKENS
+    try:
+        head = binascii.a2b_base64(data[: len(data) - len(data) % 4])
+        with Image.open(io.BytesIO(head), formats=IMAGE_FORMATS) as image:  # the header only: no pixels
+            width, height = image.size
+    except Exception:  # untrusted bytes: any failure (not base64, not an image) means "not read"
+        return IMAGE_TOKENS
+    return min(IMAGE_TOKENS, math.ceil(width * height / IMAGE_PIXELS_PER_TOKEN)) or IMAGE_TOKENS
 
 
 def _usage(usage: Any) -> dict:

@@ -234,7 +234,7 @@ class Responses(Translation):
         self.sequence = 0
         self.output: list[dict] = []
         self.positions: dict[str, int] = {}  # item id -> its output_index
-        self.text_item: dict | None = None  # the message item being streamed
+        self.text_item: dict | None = None  # the message item being streamed: its text, or its refusal
         self.calls: dict[int, dict] = {}  # chat tool call index -> its function_call item
         # The streamed text and arguments, joined into their items when read (_sync): a string grown
         # by += in a dict is copied whole on every delta, quadratic in a long answer.
@@ -313,10 +313,9 @@ class Responses(Translation):
         message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
         output = []
         if text := answer_text(message.get("content")):
-            output.append(_text_item(new_id("msg_"), text, "completed"))
+            output.append(_message_item(new_id("msg_"), _text_part(text), "completed"))
         if isinstance(refusal := message.get("refusal"), str) and refusal:
-            output.append({"type": "message", "id": new_id("msg_"), "status": "completed", "role": "assistant",
-                           "content": [{"type": "refusal", "refusal": refusal}]})  # fmt: skip
+            output.append(_message_item(new_id("msg_"), _refusal_part(refusal), "completed"))
         for call in message.get("tool_calls") or []:
             function = call.get("function") if isinstance(call.get("function"), dict) else {}
             item = _call_item(call.get("id") or new_id("call_"), function.get("name") or "", "completed")
@@ -359,24 +358,32 @@ class Responses(Translation):
         delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
         if isinstance(delta.get("content"), str) and delta["content"]:
             yield from self._text(delta["content"])
+        if isinstance(delta.get("refusal"), str) and delta["refusal"]:  # an item of its own, as in a unary answer
+            yield from self._text(delta["refusal"], "refusal")
         for position, call in enumerate(delta.get("tool_calls") or []):
             if isinstance(call, dict):
                 yield from self._call(call, item_index(call, position))
         if choice.get("finish_reason"):
             self.finish_reason = choice["finish_reason"]
 
-    def _text(self, text: str) -> Iterator[bytes]:
+    def _text(self, text: str, kind: str = "output_text") -> Iterator[bytes]:
+        """A piece of the message's text, or of its refusal (kind "refusal"): each is a message item
+        of its own (its one part), as in a unary answer, so a change of kind closes the item open."""
+        if self.text_item is not None and self.text_item["content"][0]["type"] != kind:
+            yield from self._close_text()
         if self.text_item is None:
-            self.text_item = {**_text_item(new_id("msg_"), "", "in_progress"), "content": []}
+            self.text_item = _message_item(new_id("msg_"), None, "in_progress")
             yield self._added(self.text_item)
-            self.text_item["content"].append(_text_part(""))
+            self.text_item["content"].append(PARTS[kind](""))
             yield self._event(
-                "response.content_part.added", **self._at(self.text_item), content_index=0, part=_text_part("")
+                "response.content_part.added", **self._at(self.text_item), content_index=0, part=PARTS[kind]("")
             )
         self.text_pieces.append(text)
-        yield self._event(
-            "response.output_text.delta", **self._at(self.text_item), content_index=0, delta=text, logprobs=[]
-        )
+        at = self._at(self.text_item)
+        if kind == "refusal":
+            yield self._event("response.refusal.delta", **at, content_index=0, delta=text)
+        else:
+            yield self._event("response.output_text.delta", **at, content_index=0, delta=text, logprobs=[])
 
     def _at(self, item: dict) -> dict:
         return {"item_id": item["id"], "output_index": self.positions[item["id"]]}
@@ -389,7 +396,8 @@ class Responses(Translation):
 
     def _sync_text(self) -> None:
         if self.text_item is not None:
-            self.text_item["content"][0]["text"] = "".join(self.text_pieces)
+            part = self.text_item["content"][0]
+            part["refusal" if part["type"] == "refusal" else "text"] = "".join(self.text_pieces)
 
     def _close_text(self) -> Iterator[bytes]:
         self._sync_text()  # not the arguments: each new tool call closes the text, and they are read at the end
@@ -398,7 +406,10 @@ class Responses(Translation):
             return
         part = item["content"][0]
         at = self._at(item)
-        yield self._event("response.output_text.done", **at, content_index=0, text=part["text"], logprobs=[])
+        if part["type"] == "refusal":
+            yield self._event("response.refusal.done", **at, content_index=0, refusal=part["refusal"])
+        else:
+            yield self._event("response.output_text.done", **at, content_index=0, text=part["text"], logprobs=[])
         yield self._event("response.content_part.done", **at, content_index=0, part=part)
         item["status"] = "completed"
         yield self._event("response.output_item.done", output_index=at["output_index"], item=item)
@@ -451,8 +462,18 @@ def _text_part(text: str) -> dict:
     return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
 
 
-def _text_item(item_id: str, text: str, status: str) -> dict:
-    return {"type": "message", "id": item_id, "status": status, "role": "assistant", "content": [_text_part(text)]}
+def _refusal_part(refusal: str) -> dict:
+    return {"type": "refusal", "refusal": refusal}
+
+
+# a message item's part of each kind, from its text
+PARTS = {"output_text": _text_part, "refusal": _refusal_part}
+
+
+def _message_item(item_id: str, part: dict | None, status: str) -> dict:
+    """An assistant message item holding one part (none yet: a streamed item, as it is announced)."""
+    content = [part] if part is not None else []
+    return {"type": "message", "id": item_id, "status": status, "role": "assistant", "content": content}
 
 
 def _call_item(call_id: str, name: str, status: str) -> dict:

@@ -9,10 +9,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import orjson
 import pytest
 
 from services.common.http1 import HttpError, Pool
 from services.common.provider_api import AttemptFailed, Opened, first_event, read_capped, usable_request_id
+from services.common.secrets import Redactor
 from services.router.directory import ProviderEntry
 from services.router.selection import Route
 from services.router.upstream import DONE, JOINED_BYTES, relay
@@ -300,3 +302,33 @@ async def test_a_burst_of_events_leaves_in_messages_of_bounded_size(serve) -> No
     assert messages[0].count(b"data:") == 1 and messages[-1].endswith(DONE) and messages[-1].count(b"data:") == 1
     assert sum(m.count(b"data:") for m in middle) == 4000 and len(middle) > 1
     assert all(len(m) <= JOINED_BYTES + len(event) * 2 for m in middle)
+
+
+async def test_a_stream_that_breaks_still_gives_the_text_the_carry_held(serve) -> None:
+    """The relay holds back a delta's end that could begin a provider's key (StreamCarry); when the
+    stream then breaks, that text was the caller's all the same: it leaves, checked, before the error."""
+    key = "sk-provider-key-0123456789"
+    first_line = b'data: {"choices": [{"index": 0, "delta": {"content": "hello"}}]}\n\n'
+    body = first_line + b'data: {"choices": [{"index": 0, "delta": {"content": " world sk-pro"}}]}\n\n'
+
+    async def broken(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body) + 100, body))
+        await writer.drain()
+        writer.close()  # 100 bytes short: the provider broke off
+
+    _, url = await serve(broken)
+    pool = Pool(1, 5)
+    response = await pool.post(url, b"{}", {})
+    first = await first_event(response, "choices")
+    provider = ProviderEntry("p", "http://p", {}, "", ("conversational",), 0, {}, redactor=Redactor([key]))
+    opened = Opened(Route(provider, "m"), "", 0.0, 0.0, first_event=first, response=response)
+    messages: list[bytes] = []
+    with pytest.raises((OSError, ValueError)):
+        async for message in relay(opened, "hub/m", hide_usage=False):
+            messages.append(message)
+    await pool.close()
+    text = "".join(
+        orjson.loads(line[6:])["choices"][0]["delta"].get("content", "")
+        for line in b"".join(messages).split(b"\n\n") if line.startswith(b"data: {")
+    )  # fmt: skip
+    assert text == "hello world sk-pro"

@@ -228,8 +228,13 @@ def data_event(
 
 def closing(model: str, usage: Usage, redactor: Redactor, carry: StreamCarry | None) -> bytes:
     """The end of a stream for the caller: what the carry still holds, then [DONE]."""
+    return held_back(model, usage, redactor, carry) + DONE
+
+
+def held_back(model: str, usage: Usage, redactor: Redactor, carry: StreamCarry | None) -> bytes:
+    """What the carry still holds, as an event, once the stream is over (b"" when nothing)."""
     held = carry.end() if carry is not None else None
-    return data_event(held, model, usage, False, redactor) + DONE if held else DONE
+    return data_event(held, model, usage, False, redactor) if held else b""
 
 
 def sse_event(
@@ -288,11 +293,11 @@ async def relay(opened: Opened, model: str, hide_usage: bool) -> AsyncIterator[b
     assert isinstance(opened.response, Response)
     response, redactor = opened.response, opened.route.provider.redactor
     carry = StreamCarry(redactor)  # a secret split over events
+    ready = Joined()
     try:
         first = data_event(opened.first_event, model, opened.usage, hide_usage, redactor, carry)
         if first:
             yield first  # the caller's first byte waits for no other event's rewriting
-        ready = Joined()
         while True:
             line = response.buffered_line() if ready.size < JOINED_BYTES else None
             if line is None:
@@ -302,12 +307,7 @@ async def relay(opened: Opened, model: str, hide_usage: bool) -> AsyncIterator[b
                 if line is None:
                     yield closing(model, opened.usage, redactor, carry)
                     return
-            try:
-                event = sse_event(line, model, opened.usage, hide_usage, redactor, carry)
-            except Exception:
-                if ready.parts:  # the events before it were the caller's already
-                    yield ready.take()
-                raise
+            event = sse_event(line, model, opened.usage, hide_usage, redactor, carry)
             if event.endswith(DONE):  # the end leaves in a message of its own, as before
                 if ready.parts:
                     yield ready.take()
@@ -315,5 +315,11 @@ async def relay(opened: Opened, model: str, hide_usage: bool) -> AsyncIterator[b
                 return
             if event:  # an event the carry holds back for now says nothing yet
                 ready.add(event)
+    except Exception:  # a broken stream: the events before it, and the text the carry held, were the caller's
+        if held := held_back(model, opened.usage, redactor, carry):
+            ready.add(held)
+        if ready.parts:
+            yield ready.take()
+        raise
     finally:
         response.release()

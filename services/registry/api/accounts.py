@@ -17,7 +17,7 @@ from switchboard.registry.v1 import account_service_pb2 as account_pb
 from switchboard.registry.v1 import account_service_pb2_grpc as account_grpc
 
 from services.common.errors import not_found, permission_denied
-from services.common.paging import key_after, next_page_token, of_parent, page_size
+from services.common.paging import fitted_page, key_after, of_parent, page_size
 from services.registry.domain import token_limits
 from services.registry.domain.messages import membership_messages
 from services.registry.domain.state import RegistryState
@@ -89,11 +89,9 @@ class AccountServicer(account_grpc.AccountServiceServicer):
         listing = of_parent(TOKENS_LISTING, user)
         after = key_after(listing, request.page_token)
         rows = await self.state.db.run(lambda s: tokens_after(s, user, after, size))
-        more = len(rows) > size
-        return account_pb.ListMyApiTokensResponse(
-            api_tokens=[api_token_message(r) for r in rows[:size]],
-            next_page_token=next_page_token(listing, rows[size - 1].name) if more else "",
-        )
+        keys, messages = [r.name for r in rows[:size]], (api_token_message(r) for r in rows[:size])
+        page, next_token = fitted_page(listing, keys, messages, len(rows) > size)
+        return account_pb.ListMyApiTokensResponse(api_tokens=page, next_page_token=next_token)
 
     async def CreateMyApiToken(
         self, request: account_pb.CreateMyApiTokenRequest, context: grpc.aio.ServicerContext
@@ -134,11 +132,9 @@ class AccountServicer(account_grpc.AccountServiceServicer):
         listing = of_parent(MEMBERS_LISTING, request.org)
         after = key_after(listing, request.page_token)
         rows = await self.state.db.run(lambda s: members_after(s, request.org, after, size))
-        more = len(rows) > size
-        return account_pb.ListOrgMembersResponse(
-            members=membership_messages(rows[:size]),
-            next_page_token=next_page_token(listing, rows[size - 1].user) if more else "",
-        )
+        keys, messages = [r.user for r in rows[:size]], membership_messages(rows[:size])
+        page, next_token = fitted_page(listing, keys, messages, len(rows) > size)
+        return account_pb.ListOrgMembersResponse(members=page, next_page_token=next_token)
 
     async def _require_org_admin(self, context: grpc.aio.ServicerContext, org: str) -> None:
         """The admin token (404 for an unknown org), or an admin of the org; anyone else

@@ -18,7 +18,7 @@ from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 
 from services.common.auth import require_admin
 from services.common.errors import ApiError, already_exists, invalid_argument, not_found
-from services.common.paging import key_after, next_page_token
+from services.common.paging import fitted_page, key_after
 from services.common.tasks import DEFAULT_REQUEST_ID_HEADER
 from services.registry.domain import token_limits
 from services.registry.domain.messages import membership_messages, provider_message
@@ -43,7 +43,6 @@ from services.registry.domain.validation import (
     check_task_formats,
     check_tasks,
     check_url,
-    fitting,
     page_size,
     shown,
 )
@@ -280,10 +279,9 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
         after = key_after(PROVIDERS_LISTING, request.page_token)
 
         rows = await self.state.db.run(lambda s: queries.page_after(s, ProviderRow.id, after, size))
-        messages = [provider_message(r) for r in rows[:size]]
-        kept = fitting(m.ByteSize() for m in messages)  # the page Envoy can transcode
-        next_token = next_page_token(PROVIDERS_LISTING, rows[kept - 1].id) if len(rows) > kept else ""
-        return admin_pb.ListProvidersResponse(providers=messages[:kept], next_page_token=next_token)
+        keys, messages = [r.id for r in rows[:size]], (provider_message(r) for r in rows[:size])
+        page, next_token = fitted_page(PROVIDERS_LISTING, keys, messages, len(rows) > size)
+        return admin_pb.ListProvidersResponse(providers=page, next_page_token=next_token)
 
     async def UpdateProvider(
         self, request: admin_pb.UpdateProviderRequest, context: grpc.aio.ServicerContext
@@ -416,10 +414,9 @@ class AdminServicer(admin_grpc.AdminServiceServicer):
         after = key_after(ALIASES_LISTING, request.page_token)
 
         rows = await self.state.db.run(lambda s: queries.page_after(s, ModelAliasRow.name, after, size))
-        next_token = next_page_token(ALIASES_LISTING, rows[size - 1].name) if len(rows) > size else ""
-        return admin_pb.ListModelAliasesResponse(
-            model_aliases=[model_alias_message(r) for r in rows[:size]], next_page_token=next_token
-        )
+        keys, messages = [r.name for r in rows[:size]], (model_alias_message(r) for r in rows[:size])
+        page, next_token = fitted_page(ALIASES_LISTING, keys, messages, len(rows) > size)
+        return admin_pb.ListModelAliasesResponse(model_aliases=page, next_page_token=next_token)
 
     async def DeleteModelAlias(
         self, request: admin_pb.DeleteModelAliasRequest, context: grpc.aio.ServicerContext

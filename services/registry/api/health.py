@@ -11,7 +11,7 @@ from sqlmodel import Session
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 
 from services.common.health import traffic_of
-from services.common.paging import key_after, next_page_token, page_size
+from services.common.paging import fitted_page, key_after, page_size
 from services.registry.domain.state import RegistryState
 from services.registry.domain.validation import (
     check_count,
@@ -73,7 +73,6 @@ class HealthMethods:
         last = key_after(LISTING, request.page_token)
         after = tuple(last.split("\n", 1)) if last else None
         records = await self.state.db.run(lambda s: health_records.page(s, after, size + 1))
-        more = len(records) > size
-        records = records[:size]
-        token = next_page_token(LISTING, f"{records[-1].provider}\n{records[-1].provider_model}") if more else ""
-        return internal_pb.ListModelHealthResponse(records=records, next_page_token=token)
+        keys = [f"{r.provider}\n{r.provider_model}" for r in records[:size]]
+        page, token = fitted_page(LISTING, keys, records[:size], len(records) > size)
+        return internal_pb.ListModelHealthResponse(records=page, next_page_token=token)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import datetime
+from itertools import islice
 
 import grpc
 import orjson
@@ -17,7 +18,7 @@ from switchboard.registry.v1 import registry_service_pb2_grpc as registry_grpc
 from services.common.accounts import WRITE_ROLES
 from services.common.auth import metadata_value, parse_bearer
 from services.common.errors import already_exists, invalid_argument, not_found, permission_denied
-from services.common.paging import next_page_token, number_after, of_parent
+from services.common.paging import fitted_page, number_after, of_parent
 from services.registry.domain import capabilities
 from services.registry.domain.conformance import Checker, report_of_json
 from services.registry.domain.hub_models import hub_model
@@ -34,7 +35,6 @@ from services.registry.domain.validation import (
     check_status,
     check_tags,
     check_unique,
-    fitting,
     page_size,
     shown,
 )
@@ -67,9 +67,9 @@ def mapping_message(mapping: Mapping) -> registry_pb.ModelMapping:
     return message
 
 
-def table_entry(mapping: Mapping) -> tuple[str, dict]:
-    """The documented listing's key and value for one mapping, with the probes' reason for
-    an error and the latest conformance check in brief when there are any."""
+def table_entry(mapping: Mapping, details: bool = True) -> tuple[str, dict]:
+    """The documented listing's key and value for one mapping, with its details when asked: the
+    probes' reason for an error and the latest conformance check in brief when there are any."""
     if mapping.type == MODEL:
         key, value = (
             mapping.hf_model,
@@ -86,12 +86,28 @@ def table_entry(mapping: Mapping) -> tuple[str, dict]:
                 "tags": list(mapping.tags),
             },
         )
-    if mapping.status_reason:
+    if details and mapping.status_reason:
         value["statusReason"] = mapping.status_reason
-    if mapping.conformance is not None:
+    if details and mapping.conformance is not None:
         check_time = json_time(mapping.conformance.check_time)
         value["conformance"] = {"passed": mapping.conformance.passed, "checkTime": check_time}
     return key, value
+
+
+def details_shown(mappings: list[Mapping], listed_bytes: int) -> list[bool]:
+    """Whether each of a listing's entries shows its details. A mapping is admitted while its
+    provider's listing (`listed_bytes`, details included) stays within MAX_LISTING_BYTES, but its
+    details come later (a probe's reason, a check's summary), so they can take a full listing past
+    it: then entries show them, oldest first, only while the listing stays within it."""
+    if listed_bytes <= MAX_LISTING_BYTES:
+        return [True] * len(mappings)
+    room = MAX_LISTING_BYTES - sum(m.entry_bytes(details=False) for m in mappings)
+    shown = []
+    for mapping in mappings:
+        extra = mapping.listing_bytes - mapping.entry_bytes(details=False)
+        shown.append(extra <= room)
+        room -= extra if shown[-1] else 0
+    return shown
 
 
 def json_time(moment: datetime) -> str:
@@ -297,11 +313,13 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
     ) -> struct_pb2.Struct:
         await self.state.fresh(lambda: self.state.provider(request.provider))
         status = status_filter(request.status)
+        provider_mappings = self.index.provider_mappings[request.provider].values()
+        mappings = [m for m in provider_mappings if not status or m.status == status]
+        shown = details_shown(mappings, self.index.listing_bytes[request.provider])
         table: dict[str, dict] = {}
-        for mapping in self.index.provider_mappings[request.provider].values():
-            if not status or mapping.status == status:
-                key, value = table_entry(mapping)
-                table.setdefault(mapping.task, {})[key] = value
+        for mapping, details in zip(mappings, shown, strict=True):
+            key, value = table_entry(mapping, details)
+            table.setdefault(mapping.task, {})[key] = value
         answer = struct_pb2.Struct()
         answer.update(table)
         return answer
@@ -314,18 +332,12 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
         size = page_size(request.page_size)
         listing = of_parent(MAPPINGS_LISTING, request.provider)
         after = number_after(listing, request.page_token)  # a mapping's seq
-        page: list[Mapping] = []
-        more = False
-        for mapping in self.index.provider_mappings[request.provider].values():
-            if mapping.seq > after and (not status or mapping.status == status):
-                if len(page) == size:
-                    more = True
-                    break
-                page.append(mapping)
-        messages = [mapping_message(m) for m in page]
-        kept = fitting(m.ByteSize() for m in messages)  # the page Envoy can transcode
-        next_token = next_page_token(listing, str(page[kept - 1].seq)) if more or kept < len(page) else ""
-        return registry_pb.ListModelMappingsResponse(model_mappings=messages[:kept], next_page_token=next_token)
+        mappings = self.index.provider_mappings[request.provider].values()  # by seq
+        chosen = list(islice((m for m in mappings if m.seq > after and (not status or m.status == status)), size + 1))
+        keys = [str(m.seq) for m in chosen[:size]]
+        messages = (mapping_message(m) for m in chosen[:size])  # built only while the page has room
+        page, next_token = fitted_page(listing, keys, messages, len(chosen) > size)
+        return registry_pb.ListModelMappingsResponse(model_mappings=page, next_page_token=next_token)
 
     async def UpdateProviderPrices(
         self, request: admin_pb.UpdateProviderPricesRequest, context: grpc.aio.ServicerContext

@@ -4,8 +4,9 @@ A probe is a chat with max_tokens 1 (an image mapping: one 64x64 image; any othe
 conformance check's sample of the task, services/registry/domain/task_checks.py), sent the way the
 Router sends requests (services/common/provider_api.py) but outside it: no caller, no
 reservation, no ledger record. After `failure_threshold` consecutive failures a live
-mapping becomes "error" with the last failure's reason (the provider's secrets redacted)
-and leaves routing (services/registry/storage/index.py routes only live mappings); a probe that
+mapping becomes "error" with the last failure's reason (the provider's secrets redacted, then
+bounded: services/registry/storage/texts.py) and leaves routing
+(services/registry/storage/index.py routes only live mappings); a probe that
 passes makes it live again. Both changes are writes through RegistryState.write, so the
 change feed carries them to every Router. Every outcome is added to the provider model's
 shared health record too (services/registry/storage/health_records.py), next to the Routers' traffic.
@@ -36,10 +37,10 @@ from services.registry.domain.task_checks import CHECKED_TASKS, sample_call
 from services.registry.storage import health_records, queries
 from services.registry.storage.index import ERROR, LIVE, Mapping
 from services.registry.storage.tables import ProviderRow
+from services.registry.storage.texts import bounded_reason
 
 log = logging.getLogger(__name__)
 LEASE_MARGIN_SECONDS = 5.0  # a lease outlives the probe's timeout by this: time to record it
-MAX_REASON = 200  # characters of a failure's reason kept with the mapping
 PROBE_ANSWER_BYTES = 1024 * 1024
 CHAT_PROBE = {"messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
 IMAGE_PROBE = {"prompt": "probe", "n": 1, "size": "64x64", "response_format": "url"}
@@ -150,7 +151,8 @@ class Prober:
             reason = f"no answer within {self.settings.timeout_seconds:g} s"
         except self.http.errors as exc:
             reason = f"connection failed ({type(exc).__name__})"
-        return route.provider.redactor.text(reason)[:MAX_REASON] or "failed"
+        # redacted before it is cut (a cut could leave part of a secret the redactor no longer knows)
+        return bounded_reason(route.provider.redactor.text(reason)) or "failed"
 
     async def _judge(self, outcome: Outcome) -> None:
         """Live after enough failures in a row: error; error after a pass: live; error after

@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 
 from services.common.accounts import MAX_NAME, NAME
 from services.common.errors import invalid_argument
-from services.common.paging import MAX_LISTING_BYTES, MAX_PAGE_SIZE, fitting, page_size  # noqa: F401  (re-exported)
+from services.common.paging import MAX_LISTING_BYTES, MAX_PAGE_SIZE, page_size  # noqa: F401  (re-exported)
 from services.common.providers import reserved_header
 from services.common.secrets import MIN_SECRET_LENGTH
 from services.common.tasks import OPENAI_FORMAT, SERVED_TASKS, formats_of

@@ -18,6 +18,7 @@ from switchboard.registry.v1 import internal_service_pb2 as internal_pb
 from services.common.db import padded_chunks
 from services.common.health import Figures, Traffic, add, figures_of, health_message
 from services.registry.storage.tables import HealthReportRow, ModelHealthRow
+from services.registry.storage.texts import bounded_reason
 
 Key = tuple[str, str]  # (provider, provider model)
 KEYS_PER_QUERY = 256  # provider models per statement
@@ -111,7 +112,7 @@ def add_probes(session: Session, failures: dict[Key, str], unix_seconds: float) 
             probes=figures.probes + 1,
             probe_failures=figures.probe_failures + failed,
             last_probe_time=unix_seconds,
-            last_probe_failure=failures[key],
+            last_probe_failure=bounded_reason(failures[key]),
         )
 
     return _update(session, sorted(failures), probed)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple
 
+from services.common.paging import json_bytes
 from services.common.tasks import SERVED_TASKS
 
 MODEL = "model"
@@ -24,7 +25,8 @@ LIVE = "live"
 STAGING = "staging"
 ERROR = "error"  # set only by the health probes: a live mapping whose provider fails them; never routed
 # Field names, the id, the status and the encoding of one listing entry, for a tag-filter and
-# for a model mapping (tests/test_registry_limits.py checks they bound the real size).
+# for a model mapping (tests/test_registry_limits.py and test_registry_page_bytes.py check they
+# bound the real size: the protobuf Struct, and the JSON Envoy writes of it).
 LISTING_ENTRY_OVERHEAD = (192, 128)
 # What a status reason's key and a conformance summary add to a listing entry.
 REASON_ENTRY_OVERHEAD = 32
@@ -105,15 +107,22 @@ class Mapping:
 
     @property
     def listing_bytes(self) -> int:
-        """At least the size of this mapping's entry in its provider's partners listing, as
-        the protobuf Struct Envoy transcodes (UTF-8; the tags appear twice: key and value)."""
-        strings = (self.hf_model, self.provider_model, self.tags_key, self.tags_key, self.adapter_type, self.task)
-        overhead = LISTING_ENTRY_OVERHEAD[self.type == MODEL]
-        if self.status_reason:
-            overhead += len(self.status_reason.encode()) + REASON_ENTRY_OVERHEAD
-        if self.conformance is not None:
+        """At least the size of this mapping's entry in its provider's partners listing."""
+        return self.entry_bytes(details=True)
+
+    def entry_bytes(self, details: bool) -> int:
+        """At least the size of this mapping's listing entry, with its details (the probes' reason,
+        the conformance summary) or without: as the JSON Envoy writes, escapes counted (a '<' takes
+        6 bytes, a control character too), which is never less than the protobuf Struct it
+        transcodes. The tags appear twice: key and value."""
+        strings = [self.hf_model, self.provider_model, self.tags_key, self.tags_key, self.adapter_type, self.task]
+        overhead = LISTING_ENTRY_OVERHEAD[self.type == MODEL] + 8 * len(self.tags)
+        if details and self.status_reason:
+            strings.append(self.status_reason)
+            overhead += REASON_ENTRY_OVERHEAD
+        if details and self.conformance is not None:
             overhead += CONFORMANCE_ENTRY_BYTES
-        return sum(len(s.encode()) for s in strings) + 8 * len(self.tags) + overhead
+        return json_bytes("".join(strings)) - 2 + overhead  # escapes are per character: one call, less its quotes
 
 
 @dataclass(slots=True)

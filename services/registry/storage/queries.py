@@ -49,6 +49,7 @@ from services.registry.storage.tables import (
     TokenRow,
     UserRow,
 )
+from services.registry.storage.texts import bounded_reason
 
 LOAD_BATCH = 50_000
 
@@ -267,7 +268,7 @@ def set_probed_status(session: Session, mapping_id: str, was: str, status: str, 
     statement = (
         update(MappingRow)
         .where(MappingRow.id == mapping_id, MappingRow.status == was)
-        .values(status=status, status_reason=reason)
+        .values(status=status, status_reason=bounded_reason(reason))
     )
     return session.execute(statement).rowcount == 1
 
@@ -324,7 +325,7 @@ def record_probe(session: Session, mapping_id: str, owner: str, failure: str, ne
     if row is None or row.lease_owner != owner:
         return -1
     row.failures = row.failures + 1 if failure else 0
-    row.last_failure, row.next_due, row.lease_owner, row.lease_until = failure, next_due, "", 0.0
+    row.last_failure, row.next_due, row.lease_owner, row.lease_until = bounded_reason(failure), next_due, "", 0.0
     session.add(row)
     session.commit()
     return row.failures

@@ -95,18 +95,6 @@ def _invalid_page_token() -> ApiError:
     return invalid_argument("INVALID_PAGE_TOKEN", "page_token is not a next_page_token of this listing", "page_token")
 
 
-def fitting(sizes: Iterable[int], budget: int = MAX_LISTING_BYTES) -> int:
-    """How many items of a page (their encoded sizes in order) fit in one answer Envoy
-    can transcode: at least one, so that every page makes progress."""
-    total = kept = 0
-    for size in sizes:
-        total += size
-        if kept and total > budget:
-            break
-        kept += 1
-    return kept
-
-
 def json_bytes(value: object) -> int:
     """At least the size of JSON data (dicts, lists, strings, numbers, booleans) as Envoy's
     transcoder writes it. Python's json.dumps escapes every non-ASCII character (6 bytes, 12 for

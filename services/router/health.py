@@ -2,8 +2,8 @@
 operators): the shared records as services/router/measurements.py shows them, and this
 replica's breakers.
 
-Both answer in pages that Envoy can transcode in one buffer, like the Registry's listings (whose
-page sizes and `fitting`, services/common/paging.py, they share)."""
+Both answer in pages bounded in bytes as Envoy writes them, like the Registry's listings (whose
+page sizes and `fitted`, services/common/paging.py, they share)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from services.common.accounts import WRITE_ROLES
 from services.common.auth import bearer_token, require_admin
 from services.common.errors import not_found, permission_denied
 from services.common.health import timestamp as _timestamp
-from services.common.paging import fitting, key_after, next_page_token, page_size
+from services.common.paging import fitted, key_after, next_page_token, page_size
 from services.router.breaker import HALF_OPEN, OPEN, Breakers
 from services.router.directory import Directory, ProviderEntry
 from services.router.measurements import WINDOW_MINUTES, ErrorRecord, Measurements, Stats
@@ -25,9 +25,6 @@ from services.router.upstream import Upstreams
 
 BREAKER_STATES = {OPEN: router_pb.BREAKER_STATE_OPEN, HALF_OPEN: router_pb.BREAKER_STATE_HALF_OPEN}
 SHOWN_ID_CHARS = 96  # of a provider id quoted in an error
-# An entry's JSON against its binary size: field names, int64 and timestamps as strings, and
-# escaped quotes take more room; messages have no control characters (measurements.py).
-JSON_BYTES_PER_BYTE, JSON_BYTES_PER_ENTRY = 2, 1024
 
 
 def _error(record: ErrorRecord) -> router_pb.ProviderError:
@@ -93,8 +90,8 @@ def provider_summary(provider: str, measurements: Measurements, breakers: Breake
 
 def _page(entries: list, size: int) -> tuple[list, bool]:
     """The first entries that fit one answer, at most `size`; whether more follow."""
-    kept = fitting(JSON_BYTES_PER_BYTE * e.ByteSize() + JSON_BYTES_PER_ENTRY for e in entries[:size])
-    return entries[:kept], kept < len(entries)
+    kept = fitted(entries[:size])
+    return kept, len(kept) < len(entries)
 
 
 PROVIDERS_LISTING = "providerHealth"

@@ -1,10 +1,14 @@
-"""Raw HTTP/1.1 exchanges with a stack's Envoy, and Envoy's rendered config as data: for the
-edge's tests (body caps, deadlines, budgets, the refusal delay)."""
+"""Raw HTTP/1.1 exchanges with a stack's Envoy, Envoy's rendered config as data, and a model of the
+JSON its transcoder writes: for the edge's tests (body caps, deadlines, budgets, the refusal delay)
+and the listings' byte bounds."""
 
 from __future__ import annotations
 
 import json
 import socket
+
+from google.protobuf import json_format
+from google.protobuf.message import Message
 
 from edge.envoy import EnvoyPorts, render
 
@@ -79,3 +83,42 @@ def access_log_lines(stack) -> list[dict]:
 def hcm_of(config: dict) -> dict:
     """The HTTP connection manager of the listener."""
     return config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+
+
+# What Envoy's JSON writer escapes beyond what JSON requires (writer.cc, MustEscape)...
+ENVOY_ESCAPED = frozenset({"<", ">", "\u00ad", "\u06dd", "\u070f", "\u17b4", "\u17b5", "\ufeff", "\U000e0001"})
+ENVOY_ESCAPED_RANGES = ((0x00, 0x1F), (0x7F, 0x9F), (0x600, 0x603), (0x200B, 0x200F), (0x2028, 0x202E),
+                        (0x2060, 0x2064), (0x206A, 0x206F), (0xFFF9, 0xFFFB), (0x1D173, 0x1D17A),
+                        (0xE0020, 0xE007F))  # fmt: skip
+SHORT_ESCAPES = frozenset('\n\r\t"\f\b\\')
+
+
+def envoy_string_bytes(text: str) -> int:
+    """A string's size as Envoy's JSON writer writes it, quotes included."""
+    size = 2
+    for char in text:
+        point = ord(char)
+        if char in SHORT_ESCAPES:
+            size += 2
+        elif char in ENVOY_ESCAPED or any(low <= point <= high for low, high in ENVOY_ESCAPED_RANGES):
+            size += 12 if point > 0xFFFF else 6
+        else:
+            size += len(char.encode())
+    return size
+
+
+def envoy_json_bytes(value: object) -> int:
+    """JSON data's size as Envoy writes it: compact, strings escaped as above."""
+    if isinstance(value, dict):
+        members = [envoy_string_bytes(key) + 1 + envoy_json_bytes(item) for key, item in value.items()]
+        return 2 + sum(members) + max(len(members) - 1, 0)
+    if isinstance(value, list):
+        return 2 + sum(envoy_json_bytes(item) for item in value) + max(len(value) - 1, 0)
+    if isinstance(value, str):
+        return envoy_string_bytes(value)
+    return len(json.dumps(value))
+
+
+def envoy_message_bytes(message: Message) -> int:
+    """A message's size as the transcoder answers it (always_print_primitive_fields)."""
+    return envoy_json_bytes(json_format.MessageToDict(message, always_print_fields_with_no_presence=True))

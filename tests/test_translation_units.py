@@ -221,6 +221,7 @@ CALL = tool_call()
 STREAM = st.fixed_dictionaries(
     {
         "texts": st.lists(TEXT, max_size=5),
+        "refusals": st.lists(TEXT, max_size=3),  # after the text: a model's refusal (delta.refusal)
         "calls": st.lists(CALL, max_size=3),
         "usage": st.booleans(),
         "finish": st.sampled_from(["stop", "length", "tool_calls"]),
@@ -230,7 +231,7 @@ STREAM = st.fixed_dictionaries(
 
 
 def chat_stream(spec: dict) -> list[bytes]:
-    """The chat route's SSE pieces for a stream spec: text, then the tool calls in turn."""
+    """The chat route's SSE pieces for a stream spec: text, its refusal, then the tool calls in turn."""
     base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": MODEL}
 
     def piece(delta: dict, finish: str | None = None) -> bytes:
@@ -239,6 +240,7 @@ def chat_stream(spec: dict) -> list[bytes]:
 
     pieces = [piece({"role": "assistant", "content": ""})]
     pieces += [piece({"content": text}) for text in spec["texts"]]
+    pieces += [piece({"refusal": refusal}) for refusal in spec["refusals"]]
     for index, (name, fragments, _) in enumerate(spec["calls"]):
         first = {"index": index, "id": f"call_{index}", "type": "function", "function": {"name": name, "arguments": ""}}
         pieces.append(piece({"tool_calls": [first]}))
@@ -281,6 +283,8 @@ def test_any_chat_stream_becomes_responses_events_the_sdk_folds(spec: dict) -> N
     final = response_types.Response.model_validate(last["response"])
     assert last["type"] == ("response.incomplete" if spec["finish"] == "length" else "response.completed")
     assert final.output_text == "".join(spec["texts"])
+    parts = [part for item in final.output if item.type == "message" for part in item.content]
+    assert "".join(part.refusal for part in parts if part.type == "refusal") == "".join(spec["refusals"])
     calls = [item for item in final.output if item.type == "function_call"]
     assert [(c.name, json.loads(c.arguments)) for c in calls] == [(name, args) for name, _, args in spec["calls"]]
     assert final.usage.output_tokens == (4 if spec["usage"] else 0)
@@ -305,11 +309,11 @@ def test_any_chat_stream_becomes_anthropic_events_the_sdk_folds(spec: dict) -> N
                                     json_bufs=buffers)  # fmt: skip
     assert [name for name, _ in events[-2:]] == ["message_delta", "message_stop"]
     texts = [block.text for block in snapshot.content if block.type == "text"]
-    assert "".join(texts) == "".join(spec["texts"])
+    assert "".join(texts) == "".join(spec["texts"] + spec["refusals"])  # a refusal is a text block
     uses = [(block.name, block.input) for block in snapshot.content if block.type == "tool_use"]
     assert uses == [(name, args) for name, _, args in spec["calls"]]
     stop_reasons = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
-    assert snapshot.stop_reason == stop_reasons[spec["finish"]]
+    assert snapshot.stop_reason == ("refusal" if spec["refusals"] else stop_reasons[spec["finish"]])
     assert snapshot.usage.output_tokens == (4 if spec["usage"] else 0)
 
 

@@ -224,6 +224,27 @@ def _calls_in_flight(admin: str) -> int:
     return sum(int(line.rpartition(" ")[2]) for line in lines if not line.startswith("http.admin."))
 
 
+def hosts_failing_health(admin: str) -> set[str]:
+    """The replicas ("cluster::host:port") Envoy's active health checks keep out of its round robin:
+    failed, or not checked yet (edge/envoy.py health-checks clusters with several replicas)."""
+    with urllib.request.urlopen(f"http://{admin}/clusters", timeout=2) as answer:
+        lines = answer.read().decode().splitlines()
+    flagged = (line.partition("::health_flags::") for line in lines if "::health_flags::" in line)
+    return {host for host, _, flags in flagged if "failed_active_hc" in flags or "pending_active_hc" in flags}
+
+
+def _await_envoy_balancing(admin: str, deadline_seconds: float) -> None:
+    """Returns once Envoy sends calls to every replica: its first health check of one may have come
+    before that replica was serving (they start together), and it is then left out until the next."""
+    deadline = time.monotonic() + deadline_seconds
+    while failing := hosts_failing_health(admin):
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"Envoy's health checks fail after {deadline_seconds:.0f}s: {', '.join(sorted(failing))}"
+            )
+        time.sleep(0.1)
+
+
 def http_ok(url: str) -> Callable[[], bool]:
     """A readiness probe: the URL answers 200."""
 
@@ -499,6 +520,7 @@ def start_stack(options: UpOptions) -> tuple[Stack, str, str]:
             ports=[(options.host, options.http_port), ("127.0.0.1", ports["envoy_admin"])],
         )
         stack.wait_ready(options.ready_seconds)
+        _await_envoy_balancing(stack.addresses["envoy_admin"], options.ready_seconds)
         private_tree(data_dir)  # what the launcher wrote (logs, envoy.yaml) and what was there before
     except BaseException:
         stack.stop()

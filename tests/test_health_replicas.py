@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import signal
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from switchboard.router.v1 import router_service_pb2 as router_pb
 from switchboard.router.v1 import router_service_pb2_grpc as router_grpc
 
 from services.demo import AdminApi, reference_provider_argv, reference_provider_secrets
-from services.launcher import Stack, UpOptions, free_port, http_ok, start_stack
+from services.launcher import Stack, UpOptions, free_port, hosts_failing_health, http_ok, start_stack
 
 pytestmark = pytest.mark.slow
 
@@ -102,6 +101,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     options = UpOptions(port, tmp_path_factory.mktemp("stack"), "", demo=False, router_replicas=2,
                         environment=environment)  # fmt: skip
     stack, admin_token, _ = start_stack(options)
+    # A started stack is balanced: Envoy calls both workers (its first health check of one may come
+    # before that one serves; the start waits for the next).
+    assert not hosts_failing_health(stack.addresses["envoy_admin"])
     try:
         # Chosen once the stack's own ports are bound: else one of its servers could take it first.
         provider_port = free_port()
@@ -165,25 +167,19 @@ def test_health_figures_are_equal_whichever_replica_answers(world: World) -> Non
             assert {p["provider"]: p for p in model["providers"]} == figures["models"]
 
 
-def _hosts_failing_health(world: World) -> set[str]:
-    """The Router workers Envoy's active health check has taken out of its round robin."""
-    admin = world.stack.addresses["envoy_admin"]
-    with urllib.request.urlopen(f"http://{admin}/clusters", timeout=5) as answer:
-        lines = answer.read().decode().splitlines()
-    return {line.split("::")[1] for line in lines if line.startswith("router::") and "failed_active_hc" in line}
-
-
 def test_a_hung_worker_gets_no_calls_once_envoy_sees_it(world: World) -> None:
     """A Router worker that stops answering (SIGSTOP: its sockets stay open) fails Envoy's health
     checks and leaves the round robin: every call through Envoy is answered by the other worker,
     none waits on the hung one. It comes back once it answers again."""
     hung = next(child for child in world.stack.children if child.name == "router-2")
+    admin = world.stack.addresses["envoy_admin"]
     os.kill(hung.process.pid, signal.SIGSTOP)
     try:
-        eventually(lambda: _hosts_failing_health(world) == {world.stack.addresses["router-2"]}, "router-2 unhealthy")
+        hung_host = f"router::{world.stack.addresses['router-2']}"
+        eventually(lambda: hosts_failing_health(admin) == {hung_host}, "router-2 unhealthy")
         with http_client(base_url=world.base_url, headers={"Authorization": f"Bearer {world.token}"}) as http:
             for _ in range(6):
                 assert http.get(f"/v1/models/{world.model}", timeout=5).status_code == 200
     finally:
         os.kill(hung.process.pid, signal.SIGCONT)
-    eventually(lambda: not _hosts_failing_health(world), "router-2 healthy again")
+    eventually(lambda: not hosts_failing_health(admin), "router-2 healthy again")

@@ -58,6 +58,10 @@ MIN_SECRET_LENGTH = 16
 # A secret stored before that rule and shorter than this is not redacted at all; one from this
 # length up is redacted in strings and keys but never turns a number into a string.
 MIN_REDACTED_LENGTH = 8
+# An answer's text that ends with this much of a secret's beginning (or more) ends with the
+# placeholder instead: as much of a key is no longer ordinary text (Redactor.ended).
+PARTIAL_SECRET_CHARS = 8
+ENDED_MESSAGE_FIELDS = ("content", "refusal", "reasoning_content", "reasoning")  # a unary answer's texts
 BASE64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 URL_SAFE = {"+": "-", "/": "_"}  # base64url's two other characters
 
@@ -75,9 +79,14 @@ class Form:
 
     def begins(self, text: str, start: int) -> bool:
         """Whether text[start:] is the beginning of this form (or all of it)."""
-        rest = len(text) - start
+        rest, units = len(text) - start, self.units
         for skip in (0, 1) if self.optional_first else (0,):
-            if rest <= len(self.units) - skip and all(text[start + k] in self.units[skip + k] for k in range(rest)):
+            if rest > len(units) - skip:
+                continue
+            matched = 0  # a plain loop: most candidates fail at their second character
+            while matched < rest and text[start + matched] in units[skip + matched]:
+                matched += 1
+            if matched == rest:
                 return True
         return False
 
@@ -309,10 +318,10 @@ class _Finder:
         # The most characters a form takes, its optional edges and padding included.
         self._reach = max((len(form.units) for form in forms), default=0) + 2
         # The forms a text's first two characters can begin: most readings after an escape end there.
-        self._by_pair: dict[str, list[Form]] = {}
+        self.by_pair: dict[str, list[Form]] = {}
         for form in forms:
             for pair in {a + b for first, second in form.starts() for a in first for b in second}:
-                self._by_pair.setdefault(pair, []).append(form)
+                self.by_pair.setdefault(pair, []).append(form)
 
     def spans(self, text: str, serialized: bool = False) -> list[tuple[int, int]]:
         """Where forms are in the text, escapes decoded or not (a secret may itself look like
@@ -379,7 +388,7 @@ class _Finder:
             plain_rest = not _may_escape(match[0][1:])
             for begin in range(match.start() + 1, match.end()):
                 pair = text[begin : begin + 2]  # two plain characters read as they are in any reading
-                if pair not in self._by_pair and not _may_escape(pair):
+                if pair not in self.by_pair and not _may_escape(pair):
                     continue
                 if plain_rest:
                     head = _Head(text[begin : match.end()], range(begin, match.end()), match.end())
@@ -408,7 +417,7 @@ class _Finder:
             head.append(_decoded(match) if match else text[position])
             head_at.append(position)
             position = match.end() if match else position + 1
-            if len(head) == 2 and head[0] + head[1] not in self._by_pair:
+            if len(head) == 2 and head[0] + head[1] not in self.by_pair:
                 return None  # no form begins so
         return _Head("".join(head), head_at, position)
 
@@ -429,7 +438,7 @@ class _Finder:
     def _beginning(self, reading: str) -> list[tuple[int, int]]:
         """The forms that begin the reading (a form that begins later in it is another reading's)."""
         found = []
-        for form in self._by_pair.get(reading[:2], ()):
+        for form in self.by_pair.get(reading[:2], ()):
             for core in (0, 1) if form.optional_first else (0,):  # its optional first character there or not
                 span = form.at(reading, core)
                 if span is not None and span[0] == 0:
@@ -469,6 +478,14 @@ class Redactor:
         secrets = [secret for secret in secrets if secret]
         self.forms = forms(secrets)
         self._finder = _Finder(self.forms)
+        self._longest = max((len(form.units) for form in self.forms), default=0)
+        self._starting: dict[str, list[Form]] = {}  # the forms a character can begin
+        for form in self.forms:
+            for char in form.firsts:
+                self._starting.setdefault(char, []).append(form)
+        # Where a form's first two characters are: one small pattern of character classes.
+        pairs = {_class(first) + _class(second) for form in self.forms for first, second in form.starts()}
+        self._pair_starts = re.compile(f"(?=(?:{'|'.join(sorted(pairs))}))" if pairs else "(?!)")
         # A placeholder that itself holds a secret cannot stand in for it.
         self._placeholder = "" if self._finder.spans(PLACEHOLDER) else PLACEHOLDER
         # A secret with a character JSON escapes (a quote, a backslash, a control character: refused
@@ -490,6 +507,50 @@ class Redactor:
 
     def text(self, value: str) -> str:
         return self._finder.replaced(value, self._placeholder) if self.forms else value
+
+    def ended(self, text: str) -> str:
+        """A text that ends here for good (a field of an answer, or the end of it a stream held
+        back): redacted, and an end of it that is the beginning of a secret, PARTIAL_SECRET_CHARS or
+        more (most of a key, cut short by max_tokens or a stream that broke off), replaced as a
+        whole secret is: the characters it lacks are easier to guess than the key."""
+        cut = self._cut_short_at(text)
+        return self.text(text) if cut == len(text) else self.text(text[:cut]) + self._placeholder
+
+    def _cut_short_at(self, text: str) -> int:
+        """Where an end of text that is PARTIAL_SECRET_CHARS or more of a secret's beginning starts
+        (not inside a whole secret: that one is redacted as it is); len(text) when there is none."""
+        if len(text) < PARTIAL_SECRET_CHARS or not self.forms:
+            return len(text)
+        window = max(0, len(text) - 2 * self._longest)  # a beginning is never longer than a form
+        hold = window + self.held_from(text[window:])
+        if len(text) - hold < PARTIAL_SECRET_CHARS or any(start < hold < end for start, end in self.spans(text)):
+            return len(text)
+        return hold
+
+    def held_from(self, text: str, rounds: int = DECODING_ROUNDS) -> int:
+        """Where the longest end of text that could be the beginning of a secret starts: read as it is
+        (a secret may itself hold what looks like an escape) or with its escapes decoded (that reading
+        again, `rounds` times at most); an escape the text's end cut off is held back whole."""
+        held = self._beginning(text)
+        open_escape = _OPEN_ESCAPE.search(text)
+        if open_escape:
+            text = text[: open_escape.start()]
+            held = min(held, len(text), self._beginning(text))
+        plain, starts = _unescaped(text)
+        if rounds and plain is not text:
+            held = min(held, starts[self.held_from(plain, rounds - 1)])
+        return held
+
+    def _beginning(self, text: str) -> int:
+        """Where the longest end of text that is the beginning of a form starts (len(text): none)."""
+        last = len(text) - 1
+        # Only where a form's first two characters are (found in C), and the last character alone.
+        candidates = [m.start() for m in self._pair_starts.finditer(text, max(0, len(text) - self._longest))]
+        for j in [*candidates, last] if last >= 0 else ():
+            forms = self._finder.by_pair.get(text[j : j + 2], ()) if j < last else self._starting.get(text[j], ())
+            if any(form.begins(text, j) for form in forms):
+                return j
+        return len(text)
 
     def spans(self, value: str) -> list[tuple[int, int]]:
         """Where the secrets are in the text."""
@@ -549,6 +610,20 @@ class Redactor:
             parts = message.get("content") if isinstance(message, dict) else None
             if isinstance(parts, list) and self.spans(joined := _parts_text(parts)):
                 message["content"] = joined
+            self._end_fields(choice, message if isinstance(message, dict) else {})
+
+    def _end_fields(self, choice: dict, message: dict) -> None:
+        """A choice's texts end here (ended): the answer's text, refusal, reasoning, a completion's
+        text and each tool call's arguments, where a key cut short by max_tokens would be."""
+        texts = [(message, key) for key in ENDED_MESSAGE_FIELDS if isinstance(message.get(key), str)]
+        texts += [(choice, "text")] if isinstance(choice.get("text"), str) else []
+        for call in _list(message.get("tool_calls")):
+            function = call.get("function") if isinstance(call, dict) else None
+            if isinstance(function, dict) and isinstance(function.get("arguments"), str):
+                texts.append((function, "arguments"))
+        for holder, key in texts:  # the rest is redacted with the whole answer
+            if (cut := self._cut_short_at(text := holder[key])) < len(text):
+                holder[key] = text[:cut] + self._placeholder
 
     def _may_hold(self, document: bytes) -> bool:
         """Whether a serialized document may hold a secret: one is seen in it, or a string in it
@@ -570,6 +645,11 @@ class Redactor:
         if self._scalars is None or not self._scalars.spans(written(value)):
             return value
         return self._placeholder
+
+
+def _class(unit: frozenset[str]) -> str:
+    """A regular expression's class of these characters."""
+    return "[" + "".join(re.escape(char) for char in sorted(unit)) + "]"
 
 
 def _read(data: bytes) -> str:
@@ -721,14 +801,8 @@ class StreamCarry:
     def __init__(self, redactor: Redactor, fields: tuple[tuple[str, ...], ...] = JOINED_FIELDS) -> None:
         self._redactor = redactor
         self._fields = _trie(fields)
-        self._forms = redactor.forms
-        self._longest = max((len(form.units) for form in self._forms), default=0)
-        self._starting: dict[str, list[Form]] = {}  # the forms a character can begin
-        for form in self._forms:
-            for char in form.firsts:
-                self._starting.setdefault(char, []).append(form)
         self._held: dict[Path_, str] = {}
-        self._tokens = _TokenCarry(redactor, self._held_from)
+        self._tokens = _TokenCarry(redactor, redactor.held_from)
         self._last: dict = {}  # the last event with a joined field: its id, model... for a flush
         self._finished: set[int] = set()  # the choices an event finished
         self._closed: set[Path_] = set()  # fields whose held end went out when the choice moved past them
@@ -754,13 +828,13 @@ class StreamCarry:
             text = self._held.pop(path, "") + holder[key]
             holder[key], held = self._split(text)
             if held and (_choice(path) in finished or _field_order(path) < later[_choice(path)]):
-                holder[key] = self._redactor.text(text)  # done: nothing held back (a caller reads it whole now)
+                holder[key] = self._redactor.ended(text)  # done: nothing held back (a caller reads it whole now)
                 self._closed.add(path)  # and nothing more of it (it could complete what went out)
             elif held:
                 self._held[path] = held
             self._last = event
         for path in self._moved_past(later):  # its held end goes with this event; later text of it, never
-            _put(event, path, self._redactor.text(self._held.pop(path)))
+            _put(event, path, self._redactor.ended(self._held.pop(path)))
             self._closed.add(path)
         flushed = {p: self._held.pop(p) for p in list(self._held) if _choice(p) in finished}
         self._finished |= finished
@@ -786,40 +860,19 @@ class StreamCarry:
 
     def _split(self, text: str) -> tuple[str, str]:
         """(what can go out now, redacted; what is held back)."""
-        hold = self._held_from(text)
+        hold = self._redactor.held_from(text)
         spans = self._redactor.spans(text)
         for start, end in spans:
             if start < hold < end:  # a whole secret across the cut goes out now, redacted
                 hold = end
         return self._redactor.text(text[:hold]) if spans else text[:hold], text[hold:]
 
-    def _held_from(self, text: str, rounds: int = DECODING_ROUNDS) -> int:
-        """Where the longest end of text that could be the beginning of a secret starts: read as it is
-        (a secret may itself hold what looks like an escape) or with its escapes decoded (that reading
-        again, `rounds` times at most); an escape the text's end cut off is held back whole."""
-        held = self._beginning(text)
-        open_escape = _OPEN_ESCAPE.search(text)
-        if open_escape:
-            text = text[: open_escape.start()]
-            held = min(held, len(text), self._beginning(text))
-        plain, starts = _unescaped(text)
-        if rounds and plain is not text:
-            held = min(held, starts[self._held_from(plain, rounds - 1)])
-        return held
-
-    def _beginning(self, text: str) -> int:
-        """Where the longest end of text that is the beginning of a form starts (len(text): none)."""
-        for j in range(max(0, len(text) - self._longest), len(text)):
-            if any(form.begins(text, j) for form in self._starting.get(text[j], ())):
-                return j
-        return len(text)
-
     def _flush_event(self, held: dict[Path_, str]) -> dict:
         """An event carrying the held texts: the last event's id, object, created and model, and
         at each path just the "index" of each list item on the way."""
         event: dict = {k: v for k, v in self._last.items() if not isinstance(v, (dict, list)) and k != "usage"}
         for path, text in held.items():
-            _put(event, path, self._redactor.text(text))
+            _put(event, path, self._redactor.ended(text))
         return event
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import io
 import math
+import random
 import struct
 import zlib
 
@@ -118,3 +119,23 @@ MAGIC = st.sampled_from([b"", b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR", b"GIF89a
 def test_any_image_data_is_between_1_and_1600_tokens_never_an_error(magic: bytes, rest: bytes, text: str) -> None:
     for data in (base64.b64encode(magic + rest).decode(), base64.b64encode(magic + rest).decode() + text, text):
         assert 1 <= image_tokens(f"data:image/png;base64,{data}") <= 1_600
+
+
+def test_a_large_webp_is_read_from_its_head_too() -> None:
+    """A WebP's size is in its first chunk: one far larger than the head read still counts exactly."""
+    noise = Image.frombytes("RGB", (300, 200), random.Random(7).randbytes(300 * 200 * 3))
+    out = io.BytesIO()
+    noise.save(out, "WEBP", quality=95)
+    assert out.tell() > 20_000
+    assert image_tokens(f"data:image/webp;base64,{base64.b64encode(out.getvalue()).decode()}") == 80
+
+
+def test_nothing_in_the_head_is_decompressed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A PNG may carry compressed text chunks before its pixels (a few KiB inflating to megabytes):
+    the count reads IHDR's fixed place and never inflates anything."""
+    text = b"comment\x00\x00" + zlib.compress(bytes(1 << 20), 9)
+    chunk = struct.pack(">I", len(text)) + b"zTXt" + text + struct.pack(">I", zlib.crc32(b"zTXt" + text))
+    png = base64.b64decode(big_png(300, 200, 0)) + chunk * 4
+    for name in ("decompress", "decompressobj"):
+        monkeypatch.setattr(zlib, name, lambda *_a, **_k: pytest.fail("inflated"))
+    assert image_tokens(f"data:image/png;base64,{base64.b64encode(png).decode()}") == 80

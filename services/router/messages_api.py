@@ -12,13 +12,12 @@ Anthropic's shape (services/common/errors.py, ANTHROPIC_PATH_REGEX).
 from __future__ import annotations
 
 import binascii
-import io
 import math
+import struct
 from collections.abc import Iterator
 from typing import Any
 
 import orjson
-from PIL import Image
 
 from services.common import params
 from services.common.errors import anthropic_error, invalid_argument
@@ -195,7 +194,6 @@ def _tool_choice(choice: dict, payload: dict) -> None:
 IMAGE_PIXELS_PER_TOKEN = 750
 IMAGE_TOKENS = 1_600
 IMAGE_HEAD = 8_192  # base64 characters of an image read for its size: its first 6 KiB
-IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "WEBP")  # the media types Anthropic takes
 
 
 def input_tokens(body: dict) -> bytes:
@@ -218,17 +216,67 @@ def input_tokens(body: dict) -> bytes:
 def image_tokens(url: str) -> int:
     """One image's tokens: ceil(width * height / 750), at most 1,600; 1,600 when its size cannot be
     read from the head of its base64 data (a URL's image is never fetched). Only IMAGE_HEAD
-    characters are decoded, never the whole image."""
+    characters are decoded, never the whole image, and nothing in it is decompressed."""
     kind, _, data = url[:IMAGE_HEAD].partition(",")  # the chat part's URL: data:<media type>;base64,<data>
     if not kind.startswith("data:") or not kind.endswith(";base64"):
         return IMAGE_TOKENS
     try:
-        head = binascii.a2b_base64(data[: len(data) - len(data) % 4])
-        with Image.open(io.BytesIO(head), formats=IMAGE_FORMATS) as image:  # the header only: no pixels
-            width, height = image.size
-    except Exception:  # untrusted bytes: any failure (not base64, not an image) means "not read"
+        size = _image_size(binascii.a2b_base64(data[: len(data) - len(data) % 4]))
+    except (ValueError, struct.error):  # not base64 (binascii.Error is a ValueError), a header cut short
+        size = None
+    if size is None:
         return IMAGE_TOKENS
-    return min(IMAGE_TOKENS, math.ceil(width * height / IMAGE_PIXELS_PER_TOKEN)) or IMAGE_TOKENS
+    return min(IMAGE_TOKENS, math.ceil(size[0] * size[1] / IMAGE_PIXELS_PER_TOKEN))
+
+
+def _image_size(head: bytes) -> tuple[int, int] | None:
+    """(width, height) from the header of a PNG, GIF, WebP or JPEG image; None when not read. Read
+    by hand at the formats' fixed places: an image library would inflate the text and colour-profile
+    chunks a PNG may carry before its pixels (megabytes from a few KiB), and needs a WebP whole."""
+    size = None
+    if head.startswith(b"\x89PNG\r\n\x1a\n") and head[12:16] == b"IHDR":
+        size = struct.unpack(">II", head[16:24])
+    elif head[:6] in (b"GIF87a", b"GIF89a"):
+        size = struct.unpack("<HH", head[6:10])
+    elif head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        size = _webp_size(head)
+    elif head[:2] == b"\xff\xd8":
+        size = _jpeg_size(head)
+    return size if size is not None and size[0] > 0 and size[1] > 0 else None
+
+
+def _webp_size(head: bytes) -> tuple[int, int] | None:
+    """A WebP's canvas from its first chunk: lossy (VP8), lossless (VP8L) or extended (VP8X)."""
+    chunk = head[12:16]
+    if chunk == b"VP8 " and head[23:26] == b"\x9d\x01\x2a":  # lossy: 14-bit sizes after the start code
+        width, height = struct.unpack("<HH", head[26:30])
+        return width & 0x3FFF, height & 0x3FFF
+    if chunk == b"VP8L" and head[20:21] == b"\x2f":  # lossless: 14 bits each, less one
+        bits = int.from_bytes(head[21:25], "little")
+        return (bits & 0x3FFF) + 1, (bits >> 14 & 0x3FFF) + 1
+    if chunk == b"VP8X" and len(head) >= 30:  # extended: the canvas, 24 bits each, less one
+        return int.from_bytes(head[24:27], "little") + 1, int.from_bytes(head[27:30], "little") + 1
+    return None
+
+
+def _jpeg_size(head: bytes) -> tuple[int, int] | None:
+    """A JPEG's (width, height) from its first frame header (SOFn), if the head reaches it (one after
+    a large EXIF thumbnail does not: a camera's photo, far over 1,600 tokens' size anyway)."""
+    at = 2
+    while at + 9 <= len(head):
+        if head[at] != 0xFF:
+            return None
+        marker = head[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+        elif marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
+            at += 2
+        elif 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # a frame: P, Y, X
+            height, width = struct.unpack(">HH", head[at + 5 : at + 9])
+            return width, height
+        else:
+            at += 2 + struct.unpack(">H", head[at + 2 : at + 4])[0]
+    return None
 
 
 def _usage(usage: Any) -> dict:

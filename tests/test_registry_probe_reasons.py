@@ -56,12 +56,11 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Databas
         db.close()
 
 
-@pytest.fixture
-async def upstream() -> AsyncIterator[str]:
-    """A provider that answers every call with a 418 whose error message is HOSTILE."""
+async def refusing(message: str) -> AsyncIterator[str]:
+    """A provider that answers every call with a 418 whose error message is `message`."""
 
     async def refuse(_: web.Request) -> web.Response:
-        body = json.dumps({"error": {"message": HOSTILE}}, ensure_ascii=False)
+        body = json.dumps({"error": {"message": message}}, ensure_ascii=False)
         return web.Response(text=body, status=418, content_type="application/json")
 
     app = web.Application()
@@ -72,12 +71,27 @@ async def upstream() -> AsyncIterator[str]:
     await server.close()
 
 
-def add_mapping(db: Database, base_url: str) -> tuple[str, str]:
+@pytest.fixture
+async def upstream() -> AsyncIterator[str]:
+    async for url in refusing(HOSTILE):
+        yield url
+
+
+SPACED_KEY = "sk reasons " + uuid.uuid4().hex  # a key may hold a space
+
+
+@pytest.fixture
+async def spaced_key_upstream() -> AsyncIterator[str]:
+    async for url in refusing("your key " + SPACED_KEY.replace(" ", "\x00") + " is wrong"):  # NUL for space
+        yield url
+
+
+def add_mapping(db: Database, base_url: str, api_key: str = API_KEY) -> tuple[str, str]:
     """A provider with one live chat mapping; (provider id, mapping id)."""
     provider, mapping_id = f"p-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex[:24]
 
     def insert(session: Session) -> None:
-        session.add(ProviderRow(id=provider, org="org", base_url=base_url, api_key=API_KEY, tasks='["conversational"]'))
+        session.add(ProviderRow(id=provider, org="org", base_url=base_url, api_key=api_key, tasks='["conversational"]'))
         session.add(ModelRow(id=f"ns/{provider}", pipeline_tag="text-generation", tags='["conversational"]'))
         session.flush()  # before the mapping that refers to them
         session.add(
@@ -126,3 +140,20 @@ def test_a_bounded_reason_is_a_clean_prefix(text: str, most: int) -> None:
     cleaned = UNSAFE.sub(" ", text)
     assert reason == cleaned if len(cleaned) <= most else reason == cleaned[: most - 1] + CUT_MARK
     reason.encode()  # UTF-8 can hold it (no lone surrogate)
+
+
+async def test_a_key_written_with_a_control_character_for_its_space_is_redacted(
+    database: Database, spaced_key_upstream: str
+) -> None:
+    """The reason is made one line before it is redacted: the other way round, a NUL written in
+    place of the key's space hid it from the redactor and then became that space."""
+    add_mapping(database, spaced_key_upstream, SPACED_KEY)
+    index = await database.run(lambda s: queries.load_index(s.get_bind()))
+    state = RegistryState(database, index, ChangeFeed(), "admin-token")
+    http = HttpClient()
+    prober = Prober(state, http, ProbeSettings(interval_seconds=0.0, failure_threshold=THRESHOLD, timeout_seconds=5))
+    try:
+        (outcome,) = await prober.round()
+    finally:
+        await http.close()
+    assert "[redacted]" in outcome.failure and SPACED_KEY[3:] not in outcome.failure

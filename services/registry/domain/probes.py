@@ -37,7 +37,7 @@ from services.registry.domain.task_checks import CHECKED_TASKS, sample_call
 from services.registry.storage import health_records, queries
 from services.registry.storage.index import ERROR, LIVE, Mapping
 from services.registry.storage.tables import ProviderRow
-from services.registry.storage.texts import bounded_reason
+from services.registry.storage.texts import bounded_reason, one_line
 
 log = logging.getLogger(__name__)
 LEASE_MARGIN_SECONDS = 5.0  # a lease outlives the probe's timeout by this: time to record it
@@ -151,8 +151,8 @@ class Prober:
             reason = f"no answer within {self.settings.timeout_seconds:g} s"
         except self.http.errors as exc:
             reason = f"connection failed ({type(exc).__name__})"
-        # redacted before it is cut (a cut could leave part of a secret the redactor no longer knows)
-        return bounded_reason(route.provider.redactor.text(reason)) or "failed"
+        # one line, then redacted, then cut (a cut could leave part of a secret the redactor no longer knows)
+        return bounded_reason(route.provider.redactor.text(one_line(reason))) or "failed"
 
     async def _judge(self, outcome: Outcome) -> None:
         """Live after enough failures in a row: error; error after a pass: live; error after

@@ -18,9 +18,15 @@ CUT_MARK = "…"  # the last character of a reason that was cut
 UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
+def one_line(text: str) -> str:
+    """`text` with each unsafe character a space (before it is redacted: a secret written with one
+    in place of its space would otherwise become the secret after the redactor read it)."""
+    return UNSAFE.sub(" ", text)
+
+
 def bounded_reason(text: str, most: int = MAX_REASON) -> str:
-    """`text` as stored: each unsafe character a space, at most `most` characters, cut on a
-    character (a code point: never inside its UTF-8 bytes) with CUT_MARK last when it was longer.
-    Idempotent: a stored reason is stored again unchanged."""
-    text = UNSAFE.sub(" ", text)
+    """`text` as stored: one line, at most `most` characters, cut on a character (a code point:
+    never inside its UTF-8 bytes) with CUT_MARK last when it was longer. Idempotent: a stored
+    reason is stored again unchanged."""
+    text = one_line(text)
     return text if len(text) <= most else text[: most - 1] + CUT_MARK

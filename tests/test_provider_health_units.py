@@ -98,8 +98,8 @@ def test_an_error_message_is_redacted_before_it_is_cut(secret: str, before: str,
     redactor = Redactor([secret])
     record = Measurements().error(500, "UNAVAILABLE", "UPSTREAM_HTTP_ERROR", before + secret + after, redactor.text)
     assert secret not in record.message and len(record.message) <= MAX_ERROR_TEXT and record.message.isprintable()
-    cut = redactor.text(before + secret + after)[:MAX_ERROR_TEXT]
-    assert record.message == "".join(c if c.isprintable() else " " for c in cut)
+    one_line = "".join(c if c.isprintable() else " " for c in before + secret + after)
+    assert record.message == redactor.text(one_line)[:MAX_ERROR_TEXT]
 
 
 def test_breaker_states_as_the_api_shows_them() -> None:
@@ -208,3 +208,13 @@ def test_a_page_holds_fewer_models_than_asked_when_their_answer_would_be_too_lar
     assert envoy_message_bytes(page) <= MAX_PAGE_BYTES
     rest = provider_health("p", measurements, Breakers(5, 10.0), size=1000, token=page.next_page_token)
     assert rest.models[0].provider_model > page.models[-1].provider_model
+
+
+def test_a_secret_written_with_a_control_character_for_its_space_is_redacted() -> None:
+    """The message is made one line before it is redacted: the other way round, a tab written in
+    place of a key's space hid it from the redactor and then became that space."""
+    secret = "sk spaced " + "k" * 20
+    record = Measurements().error(
+        500, "UNAVAILABLE", "X", "bad key " + secret.replace(" ", "\t"), Redactor([secret]).text
+    )
+    assert "[redacted]" in record.message and secret not in record.message

@@ -33,6 +33,7 @@ from services.common.health import (
 __all__ = ["LAST_ERRORS", "WINDOW_MINUTES", "ErrorRecord", "Measurements", "Stats"]
 
 MAX_ERROR_TEXT = 300  # characters of an error's message kept, after redaction
+SECRET_REACH = 4096  # characters a secret can take as written (its longest escaped form)
 UNAVAILABLE = "UNAVAILABLE"  # the gRPC code of a provider's own failure
 Stats = Figures  # what readers get of one provider model
 _STALE = object()
@@ -145,10 +146,14 @@ class Measurements:
     def error(
         self, provider_status: int, code: str, reason: str, message: str, redact: Callable[[str], str]
     ) -> ErrorRecord:
-        """An error record stamped now; the message redacted first, then cut (a cut first could
-        leave part of a secret the redactor no longer recognizes), its control characters made
-        spaces (JSON would print each as six)."""
-        text = "".join(c if c.isprintable() else " " for c in redact(message)[:MAX_ERROR_TEXT])
+        """An error record stamped now; the message made one line (its control characters spaces:
+        JSON would print each as six), then redacted (the other way round, a secret written with
+        a control character for its space would become the secret), then cut (a cut first could
+        leave part of a secret the redactor no longer recognizes)."""
+        text = message[: MAX_ERROR_TEXT + SECRET_REACH]  # all that can be kept, and any secret across its end
+        if not text.isprintable():
+            text = "".join(c if c.isprintable() else " " for c in text)
+        text = redact(text)[:MAX_ERROR_TEXT]
         return ErrorRecord(self.wall_clock(), provider_status, code, reason, text)
 
     def _view(self, entry: _Entry) -> Figures:

@@ -71,6 +71,13 @@ def test_tokens_carry_their_limits_from_the_cli_and_the_api_and_refuse_bad_ones(
     token = json.loads(cli(stack, "tokens", "create", user, "ci", *argv).stdout)["token"]
     with stack.http(token) as http:
         listed = http.get("/v1/me/tokens").json()["apiTokens"]
+        # a token with limits manages no tokens: it could lift its own, or make one without them
+        managing = [http.post("/v1/me/tokens", json={"name": "x"}), http.patch("/v1/me/tokens/ci", json={}),
+                    http.delete("/v1/me/tokens/ci")]  # fmt: skip
+    assert [(a.status_code, a.json()["error"]["code"]) for a in managing] == [(403, "limited_token_cannot_manage_tokens")] * 3
+    assert all("a token with limits cannot" in a.json()["error"]["message"] for a in managing)
+    unlimited = json.loads(cli(stack, "tokens", "create", user, "main").stdout)["token"]
+    with stack.http(unlimited) as http:
         mine = http.post("/v1/me/tokens", json={"name": "laptop", "limits": {"requestsPerMinute": 5}}).json()
         bad = {
             "requestsPerMinute": {"requestsPerMinute": -1},
@@ -107,11 +114,26 @@ def test_tokens_carry_their_limits_from_the_cli_and_the_api_and_refuse_bad_ones(
     assert no_period.status_code == 400 and "budgetPeriod" in no_period.json()["error"]["message"]
     updated = json.loads(cli(stack, "tokens", "update", user, "ci", "--tokens-per-minute", "7").stdout)
     assert {k: v for k, v in updated["limits"].items() if v not in (0, "0", "", [])} == {"tokensPerMinute": "7"}
-    with stack.http(token) as http:
+    with stack.http(unlimited) as http:
         listed = http.get("/v1/me/tokens").json()["apiTokens"][0]["limits"]
         assert {k: v for k, v in listed.items() if v not in (0, "0", "", [])} == {"tokensPerMinute": "7"}
         assert http.patch("/v1/me/tokens/nope", json={}).status_code == 404
         assert http.patch("/v1/me/tokens/ci", json={"budgetPeriod": "daily"}).status_code == 400
+
+
+def test_a_token_with_an_expiry_only_makes_tokens_that_expire_no_later(stack) -> None:
+    user = unique("user")
+    cli(stack, "users", "create", user)
+    expiring = json.loads(cli(stack, "tokens", "create", user, "temp", "--expire-time", "2030-01-01T00:00:00Z").stdout)
+    with stack.http(expiring["token"]) as http:
+        made = http.post("/v1/me/tokens", json={"name": "child"})
+        later = http.post("/v1/me/tokens", json={"name": "late", "limits": {"expireTime": "2031-01-01T00:00:00Z"}})
+        lifted = http.patch("/v1/me/tokens/temp", json={})  # no expiry: later than its own
+        sooner = http.post("/v1/me/tokens", json={"name": "soon", "limits": {"expireTime": "2029-01-01T00:00:00Z"}})
+    assert made.status_code == 200 and made.json()["apiToken"]["limits"]["expireTime"] == "2030-01-01T00:00:00Z"
+    assert (later.status_code, later.json()["error"]["param"]) == (403, "limits.expireTime")
+    assert lifted.status_code == 200 and lifted.json()["limits"]["expireTime"] == "2030-01-01T00:00:00Z"
+    assert sooner.status_code == 200 and sooner.json()["apiToken"]["limits"]["expireTime"] == "2029-01-01T00:00:00Z"
 
 
 def test_cli_sets_how_a_provider_is_called_per_task(stack) -> None:

@@ -12,16 +12,19 @@ from collections import defaultdict
 
 import grpc
 from google.protobuf.empty_pb2 import Empty
+from google.protobuf.timestamp_pb2 import Timestamp
 from sqlmodel import Session, select
 from switchboard.registry.v1 import account_service_pb2 as account_pb
 from switchboard.registry.v1 import account_service_pb2_grpc as account_grpc
+from switchboard.registry.v1.admin_service_pb2 import ApiTokenLimits
 
+from services.common.auth import bearer_token
 from services.common.errors import not_found, permission_denied
 from services.common.paging import fitted_page, key_after, of_parent, page_size
 from services.registry.domain import token_limits
 from services.registry.domain.messages import membership_messages
-from services.registry.domain.state import RegistryState
-from services.registry.domain.tokens import issue_token, revoke_token, tokens_after, update_token_limits
+from services.registry.domain.state import RegistryState, hash_token
+from services.registry.domain.tokens import issue_token, limits_of, revoke_token, tokens_after, update_token_limits
 from services.registry.domain.validation import shown
 from services.registry.storage.tables import MembershipRow, OrgRow, TokenRow
 
@@ -35,6 +38,21 @@ def api_token_message(row: TokenRow) -> account_pb.ApiToken:
     )
     message.create_time.FromDatetime(row.create_time)
     return message
+
+
+def within_expiry(limits: ApiTokenLimits | None, expiry: Timestamp | None) -> ApiTokenLimits | None:
+    """A new token's limits as a token expiring at `expiry` may give them: its expiry when they
+    name none, a 403 when they name a later one (None: no expiry to keep within)."""
+    if expiry is None:
+        return limits
+    limits = limits if limits is not None else ApiTokenLimits()
+    if not limits.HasField("expire_time"):
+        limits.expire_time.CopyFrom(expiry)
+    elif limits.expire_time.ToNanoseconds() > expiry.ToNanoseconds():
+        raise permission_denied(
+            "EXPIRY_BEYOND_OWN", "a token cannot give a token an expireTime later than its own", "limits.expireTime"
+        )
+    return limits
 
 
 def members_after(session: Session, org: str, after: str, size: int) -> list[MembershipRow]:
@@ -93,35 +111,58 @@ class AccountServicer(account_grpc.AccountServiceServicer):
         page, next_token = fitted_page(listing, keys, messages, len(rows) > size)
         return account_pb.ListMyApiTokensResponse(api_tokens=page, next_page_token=next_token)
 
+    async def _managing_user(self, context: grpc.aio.ServicerContext) -> tuple[str, Timestamp | None]:
+        """The calling user, through a token that may manage the user's tokens, and that token's
+        expiry. One with a rate, token, budget or model limit may not: it could lift its limits or
+        make keys without them, and a key handed out with limits must stay within them. One with
+        an expiry only may, its keys expiring no later than itself (within_expiry)."""
+        user = await self._user(context)
+        token_hash = hash_token(bearer_token(context))
+        own, _ = await self.state.db.run(lambda s: limits_of(s, token_hash)) or (None, "")
+        if own is None:
+            return user, None
+        expiry = Timestamp()
+        expiry.CopyFrom(own.expire_time)
+        own.ClearField("expire_time")
+        if own.ByteSize():
+            raise permission_denied(
+                "LIMITED_TOKEN_CANNOT_MANAGE_TOKENS",
+                "a token with limits cannot create, change or delete tokens: use one without limits",
+            )
+        return user, expiry if expiry.seconds or expiry.nanos else None
+
     async def CreateMyApiToken(
         self, request: account_pb.CreateMyApiTokenRequest, context: grpc.aio.ServicerContext
     ) -> account_pb.CreateMyApiTokenResponse:
-        user = await self._user(context)
-        limits = request.limits if request.HasField("limits") else None
+        user, expiry = await self._managing_user(context)
+        limits = within_expiry(request.limits if request.HasField("limits") else None, expiry)
         row, token = await issue_token(self.state, user, request.name, limits)
         return account_pb.CreateMyApiTokenResponse(api_token=api_token_message(row), token=token)
 
     async def CreateOrgApiToken(
         self, request: account_pb.CreateOrgApiTokenRequest, context: grpc.aio.ServicerContext
     ) -> account_pb.CreateMyApiTokenResponse:
-        user = await self._user(context)
+        user, expiry = await self._managing_user(context)
         if self.index.role(user, request.org) != "admin":
             message = f"only the admins of org {shown(request.org)} may create its tokens"
             raise permission_denied("ORG_ACCESS_DENIED", message)
-        limits = request.limits if request.HasField("limits") else None
+        limits = within_expiry(request.limits if request.HasField("limits") else None, expiry)
         row, token = await issue_token(self.state, user, request.name, limits, request.org)
         return account_pb.CreateMyApiTokenResponse(api_token=api_token_message(row), token=token)
 
     async def UpdateMyApiToken(
         self, request: account_pb.UpdateMyApiTokenRequest, context: grpc.aio.ServicerContext
     ) -> account_pb.ApiToken:
-        row = await update_token_limits(self.state, await self._user(context), request.name, request.limits)
+        user, expiry = await self._managing_user(context)
+        limits = within_expiry(request.limits, expiry) or ApiTokenLimits()
+        row = await update_token_limits(self.state, user, request.name, limits)
         return api_token_message(row)
 
     async def DeleteMyApiToken(
         self, request: account_pb.DeleteMyApiTokenRequest, context: grpc.aio.ServicerContext
     ) -> Empty:
-        await revoke_token(self.state, await self._user(context), request.name)
+        user, _ = await self._managing_user(context)
+        await revoke_token(self.state, user, request.name)
         return Empty()
 
     async def ListOrgMembers(

@@ -313,6 +313,15 @@ def test_a_user_sets_and_removes_their_own_limit_and_the_next_request_follows(sb
         assert ok(http.get(f"/v1/billing/accounts/{people.mallory}"))["limitNanoUsdExact"] == "0"
 
 
+def test_a_token_with_limits_cannot_lift_its_accounts_limit(sb, people) -> None:
+    """A key handed out with limits manages nothing: the account's spending limit neither."""
+    body = {"name": unique("capped"), "limits": {"budgetNanoUsd": "1000", "budgetPeriod": "daily"}}
+    capped = people.api.call("POST", f"/admin/v1/users/{people.mallory}/tokens", body)["token"]
+    with sb.http(capped) as http:
+        error = error_of(http.put(f"/v1/billing/accounts/{people.mallory}/limit", json={"limitNanoUsd": 0}), 403)
+    assert error["code"] == "limited_token_cannot_manage"
+
+
 def test_an_org_admin_sets_and_removes_the_orgs_limit_and_its_members_cannot(sb, people, served) -> None:
     _, model = served.settled
     with people.http(people.bob) as bob:

@@ -74,7 +74,7 @@ def test_tokens_carry_their_limits_from_the_cli_and_the_api_and_refuse_bad_ones(
         # a token with limits manages no tokens: it could lift its own, or make one without them
         managing = [http.post("/v1/me/tokens", json={"name": "x"}), http.patch("/v1/me/tokens/ci", json={}),
                     http.delete("/v1/me/tokens/ci")]  # fmt: skip
-    assert [(a.status_code, a.json()["error"]["code"]) for a in managing] == [(403, "limited_token_cannot_manage_tokens")] * 3
+    assert [(a.status_code, a.json()["error"]["code"]) for a in managing] == [(403, "limited_token_cannot_manage")] * 3
     assert all("a token with limits cannot" in a.json()["error"]["message"] for a in managing)
     unlimited = json.loads(cli(stack, "tokens", "create", user, "main").stdout)["token"]
     with stack.http(unlimited) as http:

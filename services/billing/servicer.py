@@ -24,7 +24,7 @@ from services.billing.reconciler import CostApiRecord, Reconciler
 from services.billing.reservations import Reservations
 from services.billing.storage import PENDING, UNPRICED
 from services.billing.units import default_estimate, record_units
-from services.common.accounts import OPERATOR_ACCOUNT, is_account_name
+from services.common.accounts import OPERATOR_ACCOUNT, is_account_name, require_managing_token
 from services.common.auth import require_admin
 from services.common.db import Database
 from services.common.errors import invalid_argument, relayed, unavailable
@@ -247,6 +247,7 @@ class BillingServicer(AccountsMixin, GenerationsMixin, billing_grpc.BillingServi
         caller = await self.auth.caller(context)
         _check_account(request.account)
         require_account_access(caller, request.account)
+        require_managing_token(caller.limits if caller.HasField("limits") else None)
         limit = _required_amount(request, "limit_nano_usd", "limitNanoUsd")
         return await self._update_account(request.account, limit_nano_usd=limit)
 

@@ -5,6 +5,10 @@ letter or a digit), so no user can own or read it."""
 
 import re
 
+from switchboard.registry.v1.admin_service_pb2 import ApiTokenLimits
+
+from services.common.errors import permission_denied
+
 OPERATOR_ACCOUNT = "_operators"
 # The org roles that may change an org's providers' mappings and read their health.
 WRITE_ROLES = frozenset({"write", "admin"})
@@ -18,3 +22,19 @@ NAME = re.compile(NAME_PATTERN)
 def is_account_name(name: str) -> bool:
     """A user or org name: 1-96 letters, digits, '.', '_' or '-', starting with a letter or digit."""
     return NAME.fullmatch(name) is not None
+
+
+def require_managing_token(limits: ApiTokenLimits | None) -> None:
+    """403 for a token with a rate, token, budget or model limit, which manages nothing (tokens,
+    spending limits): it could lift its own limits, and a key handed out with them must stay
+    within them. An expiry alone is no such limit (what it makes expires no later: the Registry)."""
+    if limits is None:
+        return
+    rest = ApiTokenLimits()
+    rest.CopyFrom(limits)
+    rest.ClearField("expire_time")
+    if rest.ByteSize():
+        raise permission_denied(
+            "LIMITED_TOKEN_CANNOT_MANAGE",
+            "a token with limits cannot create, change or delete tokens or limits: use one without limits",
+        )

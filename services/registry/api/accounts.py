@@ -18,6 +18,7 @@ from switchboard.registry.v1 import account_service_pb2 as account_pb
 from switchboard.registry.v1 import account_service_pb2_grpc as account_grpc
 from switchboard.registry.v1.admin_service_pb2 import ApiTokenLimits
 
+from services.common.accounts import require_managing_token
 from services.common.auth import bearer_token
 from services.common.errors import not_found, permission_denied
 from services.common.paging import fitted_page, key_after, of_parent, page_size
@@ -119,17 +120,8 @@ class AccountServicer(account_grpc.AccountServiceServicer):
         user = await self._user(context)
         token_hash = hash_token(bearer_token(context))
         own, _ = await self.state.db.run(lambda s: limits_of(s, token_hash)) or (None, "")
-        if own is None:
-            return user, None
-        expiry = Timestamp()
-        expiry.CopyFrom(own.expire_time)
-        own.ClearField("expire_time")
-        if own.ByteSize():
-            raise permission_denied(
-                "LIMITED_TOKEN_CANNOT_MANAGE_TOKENS",
-                "a token with limits cannot create, change or delete tokens: use one without limits",
-            )
-        return user, expiry if expiry.seconds or expiry.nanos else None
+        require_managing_token(own)
+        return user, own.expire_time if own is not None and own.HasField("expire_time") else None
 
     async def CreateMyApiToken(
         self, request: account_pb.CreateMyApiTokenRequest, context: grpc.aio.ServicerContext

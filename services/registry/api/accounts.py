@@ -24,7 +24,7 @@ from services.common.errors import not_found, permission_denied
 from services.common.paging import fitted_page, key_after, of_parent, page_size
 from services.registry.domain import token_limits
 from services.registry.domain.messages import membership_messages
-from services.registry.domain.state import RegistryState, hash_token
+from services.registry.domain.state import RegistryState, hash_token, invalid_token
 from services.registry.domain.tokens import issue_token, limits_of, revoke_token, tokens_after, update_token_limits
 from services.registry.domain.validation import shown
 from services.registry.storage.tables import MembershipRow, OrgRow, TokenRow
@@ -119,7 +119,10 @@ class AccountServicer(account_grpc.AccountServiceServicer):
         an expiry only may, its keys expiring no later than itself (within_expiry)."""
         user = await self._user(context)
         token_hash = hash_token(bearer_token(context))
-        own, _ = await self.state.db.run(lambda s: limits_of(s, token_hash)) or (None, "")
+        found = await self.state.db.run(lambda s: limits_of(s, token_hash))
+        if found is None:  # revoked since it was read: it manages nothing
+            raise invalid_token()
+        own, _ = found
         require_managing_token(own)
         return user, own.expire_time if own is not None and own.HasField("expire_time") else None
 

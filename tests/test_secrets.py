@@ -619,3 +619,16 @@ def test_a_secret_that_holds_what_looks_like_one_kind_of_escape_written_with_ano
     shown.append(carry.events({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}))
     joined = "".join(e["choices"][0]["delta"].get("content") or "" for events in shown for e in events)
     assert PLACEHOLDER in joined and written[:13] not in joined
+
+
+@pytest.mark.parametrize("cut", range(21, 28))
+def test_a_streamed_secret_so_written_is_held_back_by_each_kinds_reading_too(cut: int) -> None:
+    """The carry holds back an end that begins such a secret in one kind's reading alone: "&lt;" decoded,
+    "%00" left as it is (all decoded, "%00" is a NUL and nothing begins there); found by hypothesis."""
+    secret, written = "00000000000000000000<%000", "00000000000000000000&lt;%000"
+    carry = StreamCarry(Redactor([secret]))
+    pieces = [written[:cut], written[cut:]]
+    shown = [carry.events({"choices": [{"index": 0, "delta": {"content": piece}}]}) for piece in pieces]
+    shown.append(carry.events({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}))
+    joined = "".join(e["choices"][0]["delta"].get("content") or "" for events in shown for e in events)
+    assert joined == PLACEHOLDER

@@ -279,12 +279,35 @@ class _Positions:
 ESCAPE_FAMILIES = (frozenset({1}), frozenset({2, 3}), frozenset({4, 5, 6}))
 
 
+def _family_readings(text: str, starts: _Positions) -> list[tuple[str, _Positions]]:
+    """Where escapes of several kinds are mixed (`starts`: the text's escapes), the text read with
+    each kind's escapes decoded alone; none where there is one kind."""
+    kinds = {match.lastindex for match in starts.matches}
+    if sum(1 for family in ESCAPE_FAMILIES if kinds & family) < 2:
+        return []
+    return [
+        _decode(text, [m for m in starts.matches if m.lastindex in family])
+        for family in ESCAPE_FAMILIES
+        if kinds & family
+    ]
+
+
 def _unescaped(text: str) -> tuple[str, _Positions]:
     """The text with its escapes decoded once (a percent-encoded byte as the character of that
     code), and where each character of it starts in text."""
     if "%" not in text and "\\" not in text and ("&" not in text or not _REFERENCE.search(text)):  # the usual text
         return text, _Positions([])
     return _decode(text, list(_ESCAPED.finditer(text)))
+
+
+def _decoded_fully(text: str, rounds: int = DECODING_ROUNDS) -> str:
+    """The text as read once its escapes are decoded, `rounds` times at most (escapes of escapes)."""
+    for _ in range(rounds):
+        plain, _ = _unescaped(text)
+        if plain is text:
+            break
+        text = plain
+    return text
 
 
 def _decode(text: str, matches: list[re.Match[str]]) -> tuple[str, _Positions]:
@@ -355,15 +378,11 @@ class _Finder:
         """Where escapes of several kinds are mixed, the forms in each kind's reading alone: a writer
         that escapes one character of a secret with one kind (HTML's &sol;) leaves another that looks
         like an escape of another kind (a literal %00 in the secret) as it is."""
-        kinds = {match.lastindex for match in starts.matches}
-        if sum(1 for family in ESCAPE_FAMILIES if kinds & family) < 2:
-            return []
-        found = []
-        for family in ESCAPE_FAMILIES:
-            if kinds & family:
-                plain, positions = _decode(text, [m for m in starts.matches if m.lastindex in family])
-                found += [(positions[s], positions[e]) for s, e in self._found(plain)]
-        return found
+        return [
+            (positions[s], positions[e])
+            for plain, positions in _family_readings(text, starts)
+            for s, e in self._found(plain)
+        ]
 
     def _inside_escapes(
         self, text: str, plain: str, starts: _Positions, serialized: bool = False
@@ -521,24 +540,31 @@ class Redactor:
         (not inside a whole secret: that one is redacted as it is); len(text) when there is none."""
         if len(text) < PARTIAL_SECRET_CHARS or not self.forms:
             return len(text)
-        window = max(0, len(text) - 2 * self._longest)  # a beginning is never longer than a form
-        hold = window + self.held_from(text[window:])
-        if len(text) - hold < PARTIAL_SECRET_CHARS or any(start < hold < end for start, end in self.spans(text)):
+        # The whole text: written with escapes (nested ones too), a beginning takes many more characters
+        # than the form. An escape the end cut off is not a beginning here: the text ends, and "&category"
+        # is ordinary text. The 8 are counted as read, escapes decoded ("\\u0073\\u006b" is 2).
+        hold = self.held_from(text, hold_open_escape=False)
+        if len(_decoded_fully(text[hold:])) < PARTIAL_SECRET_CHARS:
+            return len(text)
+        if any(start < hold < end for start, end in self.spans(text)):  # inside a whole one: redacted as it is
             return len(text)
         return hold
 
-    def held_from(self, text: str, rounds: int = DECODING_ROUNDS) -> int:
+    def held_from(self, text: str, rounds: int = DECODING_ROUNDS, hold_open_escape: bool = True) -> int:
         """Where the longest end of text that could be the beginning of a secret starts: read as it is
         (a secret may itself hold what looks like an escape) or with its escapes decoded (that reading
-        again, `rounds` times at most); an escape the text's end cut off is held back whole."""
+        again, `rounds` times at most); an escape the text's end cut off is held back whole (unless
+        not `hold_open_escape`: the text ends there)."""
         held = self._beginning(text)
-        open_escape = _OPEN_ESCAPE.search(text)
+        open_escape = _OPEN_ESCAPE.search(text) if hold_open_escape else None
         if open_escape:
             text = text[: open_escape.start()]
             held = min(held, len(text), self._beginning(text))
         plain, starts = _unescaped(text)
         if rounds and plain is not text:
-            held = min(held, starts[self.held_from(plain, rounds - 1)])
+            held = min(held, starts[self.held_from(plain, rounds - 1, hold_open_escape)])
+            for family_plain, positions in _family_readings(text, starts):  # as _Finder._one_family_found
+                held = min(held, positions[self.held_from(family_plain, rounds - 1, hold_open_escape)])
         return held
 
     def _beginning(self, text: str) -> int:
@@ -590,9 +616,13 @@ class Redactor:
         data = orjson.dumps(value)
         return orjson.dumps(self._walk(value)) if self._may_hold(data) else data
 
-    def tokens_leak(self, readings: Iterable[TokenReading]) -> bool:
-        """Whether a choice's tokens, joined up as a caller may read them, hold a secret."""
-        return any(self.spans(reading.text) for reading in readings)
+    def tokens_leak(self, readings: Iterable[TokenReading], ended: bool = False) -> bool:
+        """Whether a choice's tokens, joined up as a caller may read them, hold a secret; `ended`
+        (no more tokens follow), or end with one cut short as `ended` reads texts."""
+        return any(
+            self.spans(reading.text) or (ended and self._cut_short_at(reading.text) < len(reading.text))
+            for reading in readings
+        )
 
     def _join_up(self, answer: Any) -> None:
         """What a caller joins up of each choice (in `answer` itself), each piece harmless alone:
@@ -604,7 +634,7 @@ class Redactor:
             if not isinstance(choice, dict):
                 continue
             logprobs = choice.get("logprobs")
-            if isinstance(logprobs, dict) and self.tokens_leak(token_readings([logprobs])):
+            if isinstance(logprobs, dict) and self.tokens_leak(token_readings([logprobs]), ended=True):
                 choice["logprobs"] = None
             message = choice.get("message")
             parts = message.get("content") if isinstance(message, dict) else None
@@ -613,14 +643,19 @@ class Redactor:
             self._end_fields(choice, message if isinstance(message, dict) else {})
 
     def _end_fields(self, choice: dict, message: dict) -> None:
-        """A choice's texts end here (ended): the answer's text, refusal, reasoning, a completion's
-        text and each tool call's arguments, where a key cut short by max_tokens would be."""
+        """A choice's texts end here (ended): the answer's text (or its last part), refusal, reasoning,
+        audio transcript, a completion's text and each tool or function call's arguments, where a key
+        cut short by max_tokens would be."""
         texts = [(message, key) for key in ENDED_MESSAGE_FIELDS if isinstance(message.get(key), str)]
         texts += [(choice, "text")] if isinstance(choice.get("text"), str) else []
-        for call in _list(message.get("tool_calls")):
-            function = call.get("function") if isinstance(call, dict) else None
+        parts = [p for p in _list(message.get("content")) if isinstance(p, dict) and isinstance(p.get("text"), str)]
+        texts += [(parts[-1], "text")] if parts else []  # the parts' joined text ends with the last one's
+        holders = [*_list(message.get("tool_calls")), {"function": message.get("function_call")}]
+        for function in (call.get("function") for call in holders if isinstance(call, dict)):
             if isinstance(function, dict) and isinstance(function.get("arguments"), str):
                 texts.append((function, "arguments"))
+        audio = message.get("audio")
+        texts += [(audio, "transcript")] if isinstance(audio, dict) and isinstance(audio.get("transcript"), str) else []
         for holder, key in texts:  # the rest is redacted with the whole answer
             if (cut := self._cut_short_at(text := holder[key])) < len(text):
                 holder[key] = text[:cut] + self._placeholder
@@ -901,7 +936,7 @@ class _TokenCarry:
         if not pending:
             return
         readings = token_readings(pending, alternatives=False)
-        if self._redactor.tokens_leak(readings):
+        if self._redactor.tokens_leak(readings, ended=finishes):
             self._closed.add(index)
             choice["logprobs"] = None
             return
@@ -914,10 +949,14 @@ class _TokenCarry:
         """No more logprobs of these choices go out (they are finished)."""
         self._closed |= indexes
 
-    def end(self) -> dict[int, dict]:
-        """The logprobs still held back, by choice."""
+    def end(self) -> dict[int, dict | None]:
+        """The logprobs still held back, by choice (None: they end with a secret cut short)."""
         held, self._held = self._held, {}
-        return {index: _merged(logprobs) for index, logprobs in held.items()}
+        ended = (
+            (index, self._redactor.tokens_leak(token_readings(logprobs, alternatives=False), ended=True), logprobs)
+            for index, logprobs in held.items()
+        )
+        return {index: None if leak else _merged(logprobs) for index, leak, logprobs in ended}
 
     def _cut(self, readings: list[TokenReading], count: int) -> int:
         """How many logprobs objects may go out: those before the first whose tokens could begin a secret."""

@@ -504,7 +504,7 @@ class Redactor:
                 self._starting.setdefault(char, []).append(form)
         # Where a form's first two characters are: one small pattern of character classes.
         pairs = {_class(first) + _class(second) for form in self.forms for first, second in form.starts()}
-        self._pair_starts = re.compile(f"(?=(?:{'|'.join(sorted(pairs))}))" if pairs else "(?!)")
+        self._pair_starts = re.compile("|".join(sorted(pairs)) if pairs else "(?!)")
         # A placeholder that itself holds a secret cannot stand in for it.
         self._placeholder = "" if self._finder.spans(PLACEHOLDER) else PLACEHOLDER
         # A secret with a character JSON escapes (a quote, a backslash, a control character: refused
@@ -570,12 +570,16 @@ class Redactor:
     def _beginning(self, text: str) -> int:
         """Where the longest end of text that is the beginning of a form starts (len(text): none)."""
         last = len(text) - 1
-        # Only where a form's first two characters are (found in C), and the last character alone.
-        candidates = [m.start() for m in self._pair_starts.finditer(text, max(0, len(text) - self._longest))]
-        for j in [*candidates, last] if last >= 0 else ():
-            forms = self._finder.by_pair.get(text[j : j + 2], ()) if j < last else self._starting.get(text[j], ())
-            if any(form.begins(text, j) for form in forms):
+        # Only where a form's first two characters are (found in C, leftmost first), then the last
+        # character alone: most texts have no such place.
+        position, search = max(0, len(text) - self._longest), self._pair_starts.search
+        while (found := search(text, position)) is not None:
+            j = found.start()
+            if any(form.begins(text, j) for form in self._finder.by_pair.get(text[j : j + 2], ())):
                 return j
+            position = j + 1
+        if last >= 0 and any(form.begins(text, last) for form in self._starting.get(text[last], ())):
+            return last
         return len(text)
 
     def spans(self, value: str) -> list[tuple[int, int]]:

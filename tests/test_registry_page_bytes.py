@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from switchboard.registry.v1 import registry_service_pb2 as registry_pb
 
+from services.common.errors import ApiError
 from services.common.paging import (
     MAX_LISTING_BYTES,
     MAX_PAGE_BYTES,
@@ -27,6 +28,7 @@ from services.common.paging import (
     fitted_page,
     key_after,
     next_page_token,
+    pair_after,
 )
 from services.registry.api.partners import RegistryServicer, mapping_message, table_entry
 from services.registry.domain import validation as v
@@ -204,3 +206,25 @@ def test_the_longest_key_a_listing_pages_by_makes_a_token_it_takes_back() -> Non
     provider, model = "p" * 96, "\U0001f600" * 256
     for listing, key in ((f"providerHealth/{provider}", model), ("modelHealth", f"{provider}\n{model}")):
         assert key_after(listing, next_page_token(listing, key)) == key
+
+
+@pytest.mark.parametrize("fill", ["模", "é", "😀"])
+def test_non_ascii_counts_as_envoy_writes_it_plain_utf8(fill: str) -> None:
+    """Envoy writes non-ASCII as UTF-8, not escaped: admission counts it so (counted as a 6-byte
+    escape, a listing of such provider model ids was full at half its size)."""
+    entry = mapping(1, fill=fill)
+    real = envoy_json_bytes(table_of([entry]))
+    assert real <= entry.listing_bytes <= real + 64
+
+
+@pytest.mark.parametrize("key", ["a\x00b", "\x1b[31m", "x\x7f"])
+def test_a_page_token_whose_key_holds_a_control_character_is_refused(key: str) -> None:
+    with pytest.raises(ApiError) as refused:
+        key_after("tokens", next_page_token("tokens", key))
+    assert refused.value.reason == "INVALID_PAGE_TOKEN"
+
+
+def test_a_two_part_listings_token_needs_both_parts() -> None:
+    assert pair_after("modelHealth", next_page_token("modelHealth", "p\nm")) == ("p", "m")
+    with pytest.raises(ApiError):
+        pair_after("modelHealth", next_page_token("modelHealth", "abc"))

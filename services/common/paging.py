@@ -17,6 +17,7 @@ import base64
 import binascii
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Sequence
 from typing import TypeVar
 
@@ -40,9 +41,14 @@ MAX_PAGE_BYTES = 512 * 1024
 # A page's own fields around its items: field names, brackets and a next_page_token (a listing's
 # name and one key, base64: MAX_PAGE_TOKEN at most).
 PAGE_ENVELOPE_BYTES = 4096
-# Envoy's JSON writes '<' and '>' as \u003c and \u003e (5 bytes more than the character);
-# Python's json leaves them as they are.
-ESCAPED_BY_ENVOY_ONLY = ("<", ">")
+# What Envoy's JSON writer (protobuf's) escapes as \uXXXX (a pair of them past U+FFFF) that Python's
+# json, not escaping non-ASCII, writes as its UTF-8: '<', '>', DEL and C1 controls, and format characters.
+ESCAPED_BY_ENVOY_ONLY = re.compile(
+    "[<>\x7f-\x9f\u00ad\u0600-\u0603\u06dd\u070f\u17b4\u17b5\u200b-\u200f\u2028-\u202e\u2060-\u2064"
+    "\u206a-\u206f\ufeff\ufff9-\ufffb\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f]"
+)
+
+_CONTROL_IN_KEY = re.compile("[\x00-\x09\x0b-\x1f\x7f]")  # a two-part key's separator, "\n", aside
 
 M = TypeVar("M", bound=Message)
 
@@ -79,7 +85,21 @@ def key_after(listing: str, token: str) -> str:
     name, newline, key = text.partition("\n")
     if name != listing or not newline or not key or next_page_token(listing, key) != token:
         raise _invalid_page_token()
+    if _CONTROL_IN_KEY.search(key):  # no listing's key holds one (a NUL is no text PostgreSQL can compare)
+        raise _invalid_page_token()
     return key
+
+
+def pair_after(listing: str, token: str) -> tuple[str, str] | None:
+    """The two-part key ("first\nsecond") a page token of `listing` resumes after; None for the first
+    page; 400 for any other token."""
+    key = key_after(listing, token)
+    if not key:
+        return None
+    first, newline, second = key.partition("\n")
+    if not newline:
+        raise _invalid_page_token()
+    return first, second
 
 
 def number_after(listing: str, token: str) -> int:
@@ -97,12 +117,14 @@ def _invalid_page_token() -> ApiError:
 
 def json_bytes(value: object) -> int:
     """At least the size of JSON data (dicts, lists, strings, numbers, booleans) as Envoy's
-    transcoder writes it. Python's json.dumps escapes every non-ASCII character (6 bytes, 12 for
-    one past U+FFFF), never less than Envoy's UTF-8 or escape of it, and every control character,
-    quote and backslash as Envoy does; only '<' and '>' are added. The space it writes after each
-    ',' and ':' (Envoy writes none) covers a double's digits being written differently."""
-    text = json.dumps(value)
-    return len(text) + 5 * sum(text.count(c) for c in ESCAPED_BY_ENVOY_ONLY)
+    transcoder writes it: UTF-8, control characters, quotes and backslashes escaped as Python's
+    json writes them, and the characters only Envoy escapes counted as their escapes. The space
+    json writes after each ',' and ':' (Envoy writes none) covers a double's digits being written
+    differently."""
+    text = json.dumps(value, ensure_ascii=False)
+    escaped = ESCAPED_BY_ENVOY_ONLY.findall(text)
+    size = len(text.encode("utf-8", "surrogatepass"))  # a lone surrogate (never valid in a message) as 3 bytes
+    return size + sum((12 if c > "\uffff" else 6) - len(c.encode()) for c in escaped)
 
 
 def message_json_bytes(message: Message) -> int:

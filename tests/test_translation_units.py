@@ -326,7 +326,7 @@ def test_any_chat_stream_becomes_text_completion_chunks(spec: dict) -> None:
     assert out.endswith(b"data: [DONE]\n\n")
     shown = [json.loads(line[6:]) for line in out.split(b"\n\n") if line.startswith(b"data: {")]
     text = "".join(c["choices"][0]["text"] for c in shown if c.get("choices"))
-    assert text == "".join(spec["texts"])
+    assert text == "".join(spec["texts"] + spec["refusals"])  # a refusal is the text
     assert not any("usage" in c for c in shown)  # not asked for
     assert any("error" in c for c in shown) == spec["broken"]
     assert DONE is None
@@ -655,3 +655,12 @@ async def test_a_messages_stream_of_a_refusal_is_its_text_with_stop_reason_refus
     text = "".join(e["delta"].get("text", "") for e in lines if e["type"] == "content_block_delta")
     stop = next(e["delta"]["stop_reason"] for e in lines if e["type"] == "message_delta")
     assert (text, stop) == ("I can't help", "refusal")
+
+
+def test_a_completions_answer_that_is_a_refusal_gives_the_refusal_as_its_text() -> None:
+    completions = Completions()
+    completions.chat_payload({"model": MODEL, "prompt": "hi"})
+    answer = {"id": "chatcmpl-1", "created": 1, "model": MODEL, "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": None, "refusal": "I can't help with that."},
+         "finish_reason": "stop"}]}  # fmt: skip
+    assert orjson.loads(completions.unary(answer))["choices"][0]["text"] == "I can't help with that."

@@ -72,6 +72,8 @@ class Completions(Translation):
             part = choice.get(text_of) if isinstance(choice, dict) and isinstance(choice.get(text_of), dict) else {}
             content = part.get("content")  # a delta's: text only, as the stream's carry reads it
             text = answer_text(content) if text_of == "message" else content if isinstance(content, str) else ""
+            refusal = part.get("refusal")  # a model's refusal is its answer's text here (as on Messages)
+            text += refusal if isinstance(refusal, str) else ""
             choices.append({"text": text, "index": item_index(choice, position), "logprobs": None,
                             "finish_reason": choice.get("finish_reason")})  # fmt: skip
         shaped = {"id": "cmpl-" + str(answer.get("id") or "").removeprefix("chatcmpl-"), "object": "text_completion",

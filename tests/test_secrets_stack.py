@@ -356,7 +356,15 @@ def test_urls_with_credentials_are_refused_without_echoing_them(echoed) -> None:
         creating = admin.post("/admin/v1/providers", json=body)
         assert admin.post("/admin/v1/providers", json={**body, "baseUrl": "https://p.example"}).status_code == 200
         updating = admin.patch(f"/admin/v1/providers/{provider}", json={"billingUrl": f"http://{password}@p.example"})
-        for answer, field in ((creating, "baseUrl"), (updating, "billingUrl")):
+        # a base URL is shown to every caller: a key in its query (?key=...) or fragment would be too
+        in_query = admin.patch(
+            f"/admin/v1/providers/{provider}", json={"baseUrl": f"https://p.example/v1?key={password}"}
+        )
+        in_fragment = admin.patch(
+            f"/admin/v1/providers/{provider}", json={"baseUrl": f"https://p.example/v1#{password}"}
+        )
+        refused = ((creating, "baseUrl"), (updating, "billingUrl"), (in_query, "baseUrl"), (in_fragment, "baseUrl"))
+        for answer, field in refused:
             assert answer.status_code == 400, answer.text
             assert answer.json()["error"]["param"] == field
             assert password not in shown(answer)

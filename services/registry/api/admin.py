@@ -31,6 +31,7 @@ from services.registry.domain.validation import (
     MAX_RANK,
     MAX_TASK,
     check_account_name,
+    check_base_url,
     check_count,
     check_length,
     check_model_id,
@@ -97,7 +98,7 @@ def check_provider_fields(provider: admin_pb.Provider, fields: set[str]) -> None
     if "org" in fields:
         check_name(provider.org, "org")
     if "base_url" in fields:
-        check_url(provider.base_url, "baseUrl")
+        check_base_url(provider.base_url, "baseUrl")
     if "tasks" in fields:
         check_tasks(provider.tasks)
     if "task_formats" in fields:

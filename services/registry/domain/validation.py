@@ -290,6 +290,17 @@ def check_role(role: str) -> str:
     return role
 
 
+def check_base_url(url: str, param: str) -> str:
+    """A provider's base URL: an http(s) URL that paths are appended to and every caller is shown
+    (GET /v1/providers), so with no query or fragment: a key in one (?key=...) would be shown, and
+    the paths appended after it would not reach the provider anyway."""
+    check_url(url, param)
+    parsed = urlparse(url)
+    if parsed.query or parsed.fragment or url.endswith(("?", "#")):
+        raise invalid_argument("INVALID_REQUEST", f"{param} must not carry a query or a fragment", param)
+    return url.rstrip("/")
+
+
 def check_url(url: str, param: str) -> str:
     """An http(s) URL; the message never repeats the value (it may hold credentials)."""
     check_length(url, MAX_URL, param)

@@ -648,15 +648,17 @@ def _discovery(endpoints: list[tuple[str, int]]) -> str:
 
 # Active gRPC health checks (grpc.health.v1, the server's overall status, which every service
 # reports: services/common/server.py) where a cluster may have several replicas: one that hangs, or
-# has begun its graceful stop, gets no new calls once two checks in a row failed; one pass brings it
-# back. With too few replicas passing (under half, counting Envoy's overprovisioning factor of 1.4:
-# fewer than about a third), Envoy's panic threshold spreads calls over all of them again, so that
-# checks slowed by load cannot take every replica out at once; a lone replica would be called all
-# the same, so it is not checked (its checks would cost for nothing).
+# has begun its graceful stop, gets no new calls once two checks in a row failed (each waits 3 s: a
+# replica slowed by a loaded machine is not a hung one; a 1 s wait took replicas out under load);
+# one pass brings it back, checked every second meanwhile. With too few replicas passing (under
+# half, counting Envoy's overprovisioning factor of 1.4: fewer than about a third), Envoy's panic
+# threshold spreads calls over all of them again, so that checks slowed by load cannot take every
+# replica out at once; a lone replica would be called all the same, so it is not checked (its
+# checks would cost for nothing).
 _HEALTH_CHECK = (
     "      health_checks:\n"
-    "        - {timeout: 1s, interval: 2s, no_traffic_interval: 2s, unhealthy_threshold: 2, healthy_threshold: 1,\n"
-    "           grpc_health_check: {}}"
+    "        - {timeout: 3s, interval: 2s, unhealthy_interval: 1s, no_traffic_interval: 2s, unhealthy_threshold: 2,\n"
+    "           healthy_threshold: 1, grpc_health_check: {}}"
 )
 
 

@@ -956,11 +956,12 @@ class _TokenCarry:
     def end(self) -> dict[int, dict | None]:
         """The logprobs still held back, by choice (None: they end with a secret cut short)."""
         held, self._held = self._held, {}
-        ended = (
-            (index, self._redactor.tokens_leak(token_readings(logprobs, alternatives=False), ended=True), logprobs)
+        return {
+            index: None
+            if self._redactor.tokens_leak(token_readings(logprobs, alternatives=False), ended=True)
+            else _merged(logprobs)
             for index, logprobs in held.items()
-        )
-        return {index: None if leak else _merged(logprobs) for index, leak, logprobs in ended}
+        }
 
     def _cut(self, readings: list[TokenReading], count: int) -> int:
         """How many logprobs objects may go out: those before the first whose tokens could begin a secret."""

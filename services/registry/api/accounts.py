@@ -149,7 +149,7 @@ class AccountServicer(account_grpc.AccountServiceServicer):
         self, request: account_pb.UpdateMyApiTokenRequest, context: grpc.aio.ServicerContext
     ) -> account_pb.ApiToken:
         user, expiry = await self._managing_user(context)
-        limits = within_expiry(request.limits, expiry) or ApiTokenLimits()
+        limits = within_expiry(request.limits, expiry)
         row = await update_token_limits(self.state, user, request.name, limits)
         return api_token_message(row)
 

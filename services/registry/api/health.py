@@ -75,6 +75,5 @@ class HealthMethods:
         # An internal call, never transcoded by Envoy: its pages are bounded by size only (measuring
         # each record's JSON cost ~50 us a record on every Router's load).
         more, records = len(records) > size, records[:size]
-        last = f"{records[-1].provider}\n{records[-1].provider_model}" if records else ""
-        token = next_page_token(LISTING, last) if more else ""
+        token = next_page_token(LISTING, f"{records[-1].provider}\n{records[-1].provider_model}") if more else ""
         return internal_pb.ListModelHealthResponse(records=records, next_page_token=token)

@@ -294,11 +294,11 @@ def check_base_url(url: str, param: str) -> str:
     """A provider's base URL: an http(s) URL that paths are appended to and every caller is shown
     (GET /v1/providers), so with no query or fragment: a key in one (?key=...) would be shown, and
     the paths appended after it would not reach the provider anyway."""
-    check_url(url, param)
-    parsed = urlparse(url)
+    base = check_url(url, param)
+    parsed = urlparse(base)
     if parsed.query or parsed.fragment or url.endswith(("?", "#")):
         raise invalid_argument("INVALID_REQUEST", f"{param} must not carry a query or a fragment", param)
-    return url.rstrip("/")
+    return base
 
 
 def check_url(url: str, param: str) -> str:

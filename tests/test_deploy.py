@@ -1,15 +1,17 @@
 """deploy/: the Kubernetes manifests validate against Kubernetes' schemas (offline), hang
-together (probes, Services, budgets, the autoscaler, the Secret), and carry the Envoy
-configuration the code renders for the in-cluster addresses."""
+together (probes, Services, selectors, budgets, the autoscaler, the Secret), keep what must outlive
+a pod (the Router's ledger spool) on volumes that do, and carry the Envoy configuration the code
+renders for the in-cluster addresses."""
 
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
 from dataclasses import replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import kubernetes_validate
 import pytest
@@ -17,10 +19,20 @@ import yaml
 from helpers.envoy import assert_envoy_accepts
 
 from edge.envoy import ROOT, render
+from services.common.secrets import SECRETS_KEY_ENV
 from services.kubernetes import ENVOY_CONFIG_FILE, IN_CLUSTER, MANIFESTS
 
 KUBERNETES_VERSION = "1.33.0"
 SERVICES = ("registry", "billing", "router")
+PARTS = (*SERVICES, "envoy")
+WORKLOADS = ("Deployment", "StatefulSet")
+CONTAINERFILE = ROOT / "deploy" / "Containerfile"
+SPOOL_DIRECTORY = "router-ledger-spool"  # under the Router's data directory (services/router/server.py)
+# The settings whose value a service would otherwise create (and keep) in its data directory.
+KEPT_IN_DATA_DIRECTORY_UNLESS_SET = {
+    "registry": {"SWITCHBOARD_DATABASE_URL", SECRETS_KEY_ENV, "SWITCHBOARD_SERVICE_CREDENTIAL"},
+    "billing": {"SWITCHBOARD_DATABASE_URL", "SWITCHBOARD_SERVICE_CREDENTIAL"},
+}
 KUSTOMIZATION = yaml.safe_load((MANIFESTS / "kustomization.yaml").read_text())
 DOCUMENTS = [
     document
@@ -35,13 +47,42 @@ def find(kind: str, name: str) -> dict:
     return found
 
 
+def workload(name: str) -> dict:
+    """The Deployment or StatefulSet that runs a part."""
+    (found,) = [d for d in DOCUMENTS if d["kind"] in WORKLOADS and d["metadata"]["name"] == name]
+    return found
+
+
+def pod(name: str) -> dict:
+    return workload(name)["spec"]["template"]["spec"]
+
+
 def container(name: str) -> dict:
-    (only,) = find("Deployment", name)["spec"]["template"]["spec"]["containers"]
+    (only,) = pod(name)["containers"]
     return only
 
 
 def environment(name: str) -> dict[str, str]:
     return {e["name"]: e["value"] for e in container(name).get("env", []) if "value" in e}
+
+
+def data_directory(name: str) -> PurePosixPath:
+    """The service's SWITCHBOARD_DATA_DIR: its own setting, else the image's (deploy/Containerfile)."""
+    image_default = re.search(r"\bSWITCHBOARD_DATA_DIR=(\S+)", CONTAINERFILE.read_text())
+    return PurePosixPath(environment(name).get("SWITCHBOARD_DATA_DIR") or image_default[1])
+
+
+def volume_holding(name: str, path: PurePosixPath) -> str:
+    """The volume a path of the service's container is on: the deepest mount above it."""
+    mounts = [m for m in container(name)["volumeMounts"] if path.is_relative_to(m["mountPath"])]
+    assert mounts, f"{path} is on the read-only root filesystem"
+    return max(mounts, key=lambda m: len(PurePosixPath(m["mountPath"]).parts))["name"]
+
+
+def pod_volume(name: str, volume: str) -> dict | None:
+    """The pod's own volume of that name (gone with the pod unless it names a claim); None for a
+    StatefulSet's per-replica claim."""
+    return next((v for v in pod(name).get("volumes", []) if v["name"] == volume), None)
 
 
 @pytest.mark.parametrize("document", [*DOCUMENTS, SECRET], ids=lambda d: f"{d['kind']}/{d['metadata']['name']}")
@@ -54,7 +95,7 @@ def test_the_kustomization_names_files_that_exist() -> None:
     for generator in KUSTOMIZATION["configMapGenerator"]:
         files += [entry.split("=", 1)[-1] for entry in generator["files"]]
     assert [f for f in files if not (MANIFESTS / f).is_file()] == []
-    assert sorted(d["kind"] for d in DOCUMENTS).count("Deployment") == 4
+    assert sorted(workload(name)["kind"] for name in PARTS) == ["Deployment"] * 3 + ["StatefulSet"]
 
 
 @pytest.mark.parametrize("name", SERVICES)
@@ -71,7 +112,7 @@ def test_services_have_grpc_probes_on_the_port_they_serve(name: str) -> None:
 
 @pytest.mark.parametrize("name", SERVICES)
 def test_services_are_scraped_on_their_metrics_port(name: str) -> None:
-    annotations = find("Deployment", name)["spec"]["template"]["metadata"]["annotations"]
+    annotations = workload(name)["spec"]["template"]["metadata"]["annotations"]
     metrics_port = environment(name)["SWITCHBOARD_METRICS_PORT"]
     assert annotations == {
         "prometheus.io/scrape": "true",
@@ -104,19 +145,69 @@ def test_secrets_come_from_the_documented_secret() -> None:
         assert database["valueFrom"]["secretKeyRef"] == {"name": "switchboard", "key": "database-url"}
 
 
-@pytest.mark.parametrize("name", [*SERVICES, "envoy"])
+@pytest.mark.parametrize("name", PARTS)
 def test_each_part_has_a_disruption_budget_that_selects_it(name: str) -> None:
     budget = find("PodDisruptionBudget", name)["spec"]
-    labels = find("Deployment", name)["spec"]["template"]["metadata"]["labels"]
+    labels = workload(name)["spec"]["template"]["metadata"]["labels"]
     assert budget["maxUnavailable"] == 1
     assert budget["selector"]["matchLabels"].items() <= labels.items()
-    assert find("Deployment", name)["spec"]["replicas"] == 2  # a budget of one leaves one serving
+    assert workload(name)["spec"]["replicas"] == 2  # a budget of one leaves one serving
+
+
+@pytest.mark.parametrize("name", PARTS)
+def test_each_part_and_its_service_select_its_pods(name: str) -> None:
+    spec = workload(name)["spec"]
+    labels = spec["template"]["metadata"]["labels"]
+    assert spec["selector"] == {"matchLabels": labels}
+    assert find("Service", name)["spec"]["selector"] == labels
 
 
 def test_the_router_scales_horizontally() -> None:
     autoscaler = find("HorizontalPodAutoscaler", "router")["spec"]
-    assert autoscaler["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "router"}
+    assert autoscaler["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "router"}
     assert autoscaler["minReplicas"] == 2
+
+
+def test_the_router_ledger_spool_outlives_its_pod() -> None:
+    """Records Billing has not acknowledged survive a pod deleted while Billing is away (a drain, a
+    rollout, a scale-down): the spool is on a claim of the replica's own, kept when the StatefulSet
+    is scaled down or deleted, which the replica of the same ordinal sends on its start."""
+    volume = volume_holding("router", data_directory("router") / SPOOL_DIRECTORY)
+    assert pod_volume("router", volume) is None, f"the spool is on the pod's {pod_volume('router', volume)}"
+    router = workload("router")
+    assert router["kind"] == "StatefulSet"
+    (claim,) = [t["spec"] for t in router["spec"]["volumeClaimTemplates"] if t["metadata"]["name"] == volume]
+    assert claim["accessModes"] == ["ReadWriteOnce"]  # one replica's: two Routers never share a spool
+    assert claim["resources"]["requests"]["storage"]
+    assert router["spec"]["persistentVolumeClaimRetentionPolicy"] == {"whenDeleted": "Retain", "whenScaled": "Retain"}
+
+
+def test_the_router_replicas_are_named_by_their_headless_service() -> None:
+    """A StatefulSet's serviceName: the headless Service Envoy resolves to every ready replica."""
+    service = find("Service", workload("router")["spec"]["serviceName"])
+    assert service["metadata"]["name"] == "router"
+    assert service["spec"]["clusterIP"] == "None"
+
+
+@pytest.mark.parametrize("name", KEPT_IN_DATA_DIRECTORY_UNLESS_SET)
+def test_an_ephemeral_data_directory_holds_nothing_to_keep(name: str) -> None:
+    """A data directory on an emptyDir goes with its pod: the database, secrets key and service
+    credential the service would otherwise create there come from the Secret (PostgreSQL)."""
+    if "emptyDir" in (pod_volume(name, volume_holding(name, data_directory(name))) or {}):
+        from_secret = {e["name"] for e in container(name)["env"] if "secretKeyRef" in e.get("valueFrom", {})}
+        assert KEPT_IN_DATA_DIRECTORY_UNLESS_SET[name] <= from_secret
+
+
+@pytest.mark.e2e  # runs kubectl's kustomize (offline)
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+def test_kustomize_builds_the_base() -> None:
+    built = subprocess.run(["kubectl", "kustomize", str(MANIFESTS)], capture_output=True, text=True, timeout=120)
+    assert built.returncode == 0, built.stderr
+    documents = list(yaml.safe_load_all(built.stdout))
+    kinds = sorted((d["kind"], d["metadata"]["name"]) for d in documents if d["kind"] != "ConfigMap")
+    assert kinds == sorted((d["kind"], d["metadata"]["name"]) for d in DOCUMENTS)
+    (router,) = [d for d in documents if d["kind"] == "StatefulSet"]
+    assert router["spec"]["volumeClaimTemplates"] == workload("router")["spec"]["volumeClaimTemplates"]
 
 
 def test_envoy_reads_its_rendered_config_from_the_config_map() -> None:
@@ -162,7 +253,7 @@ def test_envoy_accepts_the_in_cluster_config(tmp_path: Path) -> None:
 
 
 def test_the_container_build_copies_what_exists_and_installs_pinned() -> None:
-    containerfile = (ROOT / "deploy" / "Containerfile").read_text()
+    containerfile = CONTAINERFILE.read_text()
     copied = [word for line in re.findall(r"^COPY (.+) \S+$", containerfile, re.MULTILINE) for word in line.split()]
     assert [path for path in copied if not (ROOT / path).exists()] == []
     # every package the install finds is in the image: its own directory, or gen/ (copied) holding it

@@ -25,12 +25,15 @@ class Authenticator:
         self.registry = registry
         self.admin_token = admin_token
 
-    async def caller(self, context: grpc.aio.ServicerContext) -> internal_pb.Caller:
-        """The caller; 401 for a missing or unknown token, 503 when the Registry cannot answer."""
+    async def caller(self, context: grpc.aio.ServicerContext, fresh: bool = False) -> internal_pb.Caller:
+        """The caller; 401 for a missing or unknown token, 503 when the Registry cannot answer.
+        `fresh`: as the Registry has it now, past the cache, for a rare decision a change notice
+        still on its way must not undo (a token given limits a moment ago may not lift a spending
+        limit)."""
         token = bearer_token(context)
         if is_admin_token(token, self.admin_token):
             return ADMIN
-        return await self.registry.authenticate(token)
+        return await self.registry.authenticate(token, fresh)
 
 
 def may_manage(caller: internal_pb.Caller, account: str) -> bool:

@@ -41,7 +41,14 @@ RECONCILIATIONS_LISTING = "providerReconciliations"
 
 
 def _time(stamp: Timestamp, default: datetime) -> datetime:
-    return stamp.ToDatetime(tzinfo=UTC) if stamp.seconds or stamp.nanos else default
+    """The stamp; `default` when unset or invalid (outside years 1-9999, which a datetime cannot
+    hold: a forged record must not fail its whole batch)."""
+    if not (stamp.seconds or stamp.nanos):
+        return default
+    try:
+        return stamp.ToDatetime(tzinfo=UTC)
+    except ValueError:
+        return default
 
 
 def _check_account(name: str) -> None:
@@ -72,12 +79,20 @@ def _not_negative(value: int, param: str) -> None:
         raise invalid_argument("INVALID_REQUEST", f"{param} must not be negative", param)
 
 
+def _record_times(record: billing_pb.LedgerRecord, now: datetime) -> tuple[datetime, datetime]:
+    """The record's start and end, never after Billing's now and the end never before the start: a
+    Router's wrong clock (or a forged record) must not charge a future month. The past is kept, as
+    records arrive late (a spool held while Billing was down)."""
+    start = min(_time(record.start_time, now), now)
+    return start, min(max(_time(record.end_time, start), start), now)
+
+
 def ledger_row(record: billing_pb.LedgerRecord, now: datetime) -> dict:
     """A ledger row for a record (which has a request id). Without a provider
     request id the request can never be priced: it is stored unpriced at
     once. A zero (or negative) estimate is replaced by the task's default, so
     nothing is ever charged zero silently."""
-    start = _time(record.start_time, now)
+    start, end = _record_times(record, now)
     unit, units = record_units(record)
     return {
         "request_id": record.request_id,
@@ -89,7 +104,7 @@ def ledger_row(record: billing_pb.LedgerRecord, now: datetime) -> dict:
         "caller": record.caller,
         "account": record.account,
         "start_time": start,
-        "end_time": _time(record.end_time, start),
+        "end_time": end,
         "input_tokens": max(0, record.input_tokens),
         "output_tokens": max(0, record.output_tokens),
         "images": max(0, record.images),
@@ -244,10 +259,10 @@ class BillingServicer(AccountsMixin, GenerationsMixin, billing_grpc.BillingServi
     async def UpdateSpendingLimit(
         self, request: billing_pb.UpdateSpendingLimitRequest, context: grpc.aio.ServicerContext
     ) -> billing_pb.Account:
-        caller = await self.auth.caller(context)
+        caller = await self.auth.caller(context, fresh=True)  # not as cached: its limits a moment ago hold
         _check_account(request.account)
         require_account_access(caller, request.account)
-        require_managing_token(caller.limits if caller.HasField("limits") else None)
+        require_managing_token(caller.limits if caller.HasField("limits") else None, caller.account)
         limit = _required_amount(request, "limit_nano_usd", "limitNanoUsd")
         return await self._update_account(request.account, limit_nano_usd=limit)
 

@@ -24,10 +24,18 @@ def is_account_name(name: str) -> bool:
     return NAME.fullmatch(name) is not None
 
 
-def require_managing_token(limits: ApiTokenLimits | None) -> None:
-    """403 for a token with a rate, token, budget or model limit, which manages nothing (tokens,
-    spending limits): it could lift its own limits, and a key handed out with them must stay
-    within them. An expiry alone is no such limit (what it makes expires no later: the Registry)."""
+def require_managing_token(limits: ApiTokenLimits | None, account: str) -> None:
+    """403 for a token that manages nothing (tokens, spending limits). An org admin's token for an
+    org (`account`: the org it bills) is a key handed to the org's CI, which must not mint keys
+    billing its admin. One with a rate, token, budget or model limit could lift its own limits, and
+    a key handed out with them must stay within them. An expiry alone is no such limit (what it
+    makes expires no later: the Registry)."""
+    if account:
+        raise permission_denied(
+            "ORG_TOKEN_CANNOT_MANAGE",
+            f"a token for org '{account}' cannot create, change or delete tokens or limits: "
+            "use a personal token without limits",
+        )
     if limits is None:
         return
     rest = ApiTokenLimits()

@@ -119,9 +119,13 @@ class FeedCache:
             cache[key] = value
         return value
 
-    async def authenticate(self, token: str) -> internal_pb.Caller:
-        """The caller of a bearer token; 401 for an unknown or revoked token."""
+    async def authenticate(self, token: str, fresh: bool = False) -> internal_pb.Caller:
+        """The caller of a bearer token; 401 for an unknown or revoked token. `fresh`: asked of
+        the Registry, past the cache (which forgets it, as the token's change notice would)."""
         key = hashlib.sha256(token.encode()).digest()  # the cache never holds tokens themselves
+        if fresh:
+            self.generation += 1  # a lookup in flight may have read the state before this one
+            self._callers.pop(key, None)
         caller = self._cached_now(self._callers, key)
         if caller is None:  # not cached (or cached as unknown: _fetched_caller says so again)
             caller = await self._fetched_caller(token, key)

@@ -164,16 +164,18 @@ class KeyLimits:
         plan.caller = caller
         return plan
 
-    async def admit(self, caller: internal_pb.Caller, model: str) -> Grant | None:
+    async def admit(self, caller: internal_pb.Caller, model: str | None) -> Grant | None:
         """None for a key without counted limits; 401 expired, 403 model not allowed, 402 over
-        budget, 429 over a rate (with RetryInfo and the RateLimits metadata)."""
+        budget, 429 over a rate (with RetryInfo and the RateLimits metadata). A `model` of None
+        (a provider-named call, whose hub model is known once resolved) leaves the allow-list to
+        allow_provider_model."""
         if not caller.HasField("limits"):
             return None
         plan, now = self._plan(caller), self.clock()
         if plan.expiry is not None and now >= plan.expiry:
             raise api_key_expired()
-        if plan.allowed and model not in plan.allowed and model.rpartition(":")[0] not in plan.allowed:
-            raise permission_denied("MODEL_NOT_ALLOWED", f"this API token may not call {model[:200]}", "model")
+        if model is not None and not _listed(plan.allowed, model):
+            raise _not_allowed(model[:200])
         if plan.limits == NO_LIMITS:
             return None
         keys = plan.keys_at(now)
@@ -182,6 +184,17 @@ class KeyLimits:
         if admission is not None and admission.refused:
             raise _refusal(grant, admission)
         return grant
+
+    def allow_provider_model(self, caller: internal_pb.Caller, hub_model: str, provider: str, model: str) -> None:
+        """403 unless the key's allow-list names the hub model that the provider's mapping of its
+        own `model` stands for: that id may be another hub model's name. A mapping that stands for
+        no one hub model (a tag-filter's: hub_model is empty) is refused to a key with a list."""
+        if not caller.HasField("limits"):
+            return
+        allowed = self._plan(caller).allowed
+        if allowed and hub_model not in allowed:
+            asked = f"provider {provider}'s {model[:200]}"
+            raise _not_allowed(f"{asked}, which serves {hub_model[:200]}" if hub_model else asked)
 
     async def _ask(self, keys: CounterKeys, limits: Limits) -> Admission | None:
         """The store's verdict; when it is away, None for rates (fail open) or a 503 for a budget."""
@@ -207,6 +220,16 @@ class KeyLimits:
         if limits.tokens_per_minute or limits.budget_nano_usd:
             spent = nano_usd if limits.budget_nano_usd else 0
             self.counters.record(Usage(grant.keys, limits.tokens_per_minute, tokens, spent, grant.budget_ttl_s))
+
+
+def _listed(allowed: frozenset[str], model: str) -> bool:
+    """Whether a key's allow-list (none: every model) lets a request's `model` through, with or
+    without its `:policy`/`:provider` suffix."""
+    return not allowed or model in allowed or model.rpartition(":")[0] in allowed
+
+
+def _not_allowed(shown: str) -> ApiError:
+    return permission_denied("MODEL_NOT_ALLOWED", f"this API token may not call {shown}", "model")
 
 
 def _refusal(grant: Grant, admission: Admission) -> ApiError:

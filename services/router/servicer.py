@@ -353,6 +353,7 @@ class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServi
             raise invalid_argument(
                 "MODEL_NOT_SUPPORTED", f"model {model} not supported by provider {provider}", "model"
             )
+        self.key_limits.allow_provider_model(caller, resolved.answer.model, provider, model)
         return routes
 
     def _estimate(self, task: str, payload: dict, body_size: int, route: selection.Route) -> int:
@@ -385,7 +386,8 @@ class RouterServicer(TaskMethods, ProviderHealthMethods, router_grpc.RouterServi
             needs = selection.needs_of(payload, prompt_tokens_estimate(len(raw)), max_price)
         else:
             payload, needs = value.payload(), selection.needs_of({}, 0, value.max_price)
-        grant = await self.key_limits.admit(caller, payload["model"])
+        # A provider-named call's model is the provider's own id: its allow-list check waits for the hub model.
+        grant = await self.key_limits.admit(caller, None if request.provider else payload["model"])
         model, fit = await self._routes(task, payload, request.provider, caller, needs)
         routes = fit.routes
         if not request.provider:  # resolved in the catalog: a bounded label

@@ -114,16 +114,17 @@ class AccountServicer(account_grpc.AccountServiceServicer):
 
     async def _managing_user(self, context: grpc.aio.ServicerContext) -> tuple[str, Timestamp | None]:
         """The calling user, through a token that may manage the user's tokens, and that token's
-        expiry. One with a rate, token, budget or model limit may not: it could lift its limits or
-        make keys without them, and a key handed out with limits must stay within them. One with
-        an expiry only may, its keys expiring no later than itself (within_expiry)."""
+        expiry. An org admin's token for an org may not (a key for the org's CI must not mint keys
+        billing its admin), nor one with a rate, token, budget or model limit: it could lift its
+        limits or make keys without them, and a key handed out with limits must stay within them.
+        One with an expiry only may, its keys expiring no later than itself (within_expiry)."""
         user = await self._user(context)
         token_hash = hash_token(bearer_token(context))
         found = await self.state.db.run(lambda s: limits_of(s, token_hash))
         if found is None:  # revoked since it was read: it manages nothing
             raise invalid_token()
-        own, _ = found
-        require_managing_token(own)
+        own, account = found
+        require_managing_token(own, account)
         return user, own.expire_time if own is not None and own.HasField("expire_time") else None
 
     async def CreateMyApiToken(

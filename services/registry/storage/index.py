@@ -490,14 +490,15 @@ class RegistryIndex:
         return self._ordered(model_id, model, chosen, hidden, providers)
 
     def resolve_provider_model(self, provider: str, provider_model: str, user: str, task: str) -> Resolution:
-        """The provider's own model id: its oldest visible mapping, model mappings first."""
+        """The provider's own model id: its oldest visible mapping, model mappings first, and the
+        hub model that mapping stands for (none for a tag filter's)."""
         mappings = self._by_provider_model.get((provider, task, provider_model), [])
         ordered = sorted(mappings, key=lambda m: (m.type != MODEL, m.seq))
         visible = [m for m in ordered if self.can_use(user, m)]
         if visible:
             best = visible[0]
             candidate = Candidate(provider, provider_model, best.status, best.id, capabilities=best.capabilities)
-            return Resolution(model_found=True, candidates=[candidate])
+            return Resolution(model_found=True, candidates=[candidate], model=best.hf_model)
         exclusions = [self._status_exclusion(provider, ordered[0])] if mappings else []
         return Resolution(model_found=bool(mappings), exclusions=exclusions)
 

@@ -16,7 +16,8 @@ character of every form may in turn be written percent-encoded, as a JSON
 escape (\\u00XX, \\/, \\", \\\\), as an HTML character reference (&#115;,
 &#x73;, &amp;) or, for a space, as "+"; and escapes may be written with
 escapes (\\u0025 + "73" reads %73, then s): text is decoded up to three times.
-A choice's logprobs tokens joined up (their text, their bytes) are looked in
+Most of a form (a beginning of half its characters or more) is redacted as the whole
+is, wherever it is. A choice's logprobs tokens joined up (their text, their bytes) are looked in
 too: a caller rebuilds the answer's text from them.
 
 At rest, secrets are encrypted with Fernet (AES-128-CBC + HMAC-SHA256) under
@@ -34,7 +35,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from html.entities import html5
 from pathlib import Path
@@ -76,6 +77,14 @@ class Form:
     optional_first: bool = False
     optional_last: bool = False
     padded: bool = False  # base64: its padding ("=", at most two) goes with it
+    # The fewest of its core's characters a beginning of it must have to be redacted as it is
+    # (most of a key with other text after it: _with_partials); None: only the whole form is.
+    least: int | None = None
+
+    @property
+    def core(self) -> int:
+        """How many characters of it are made wholly of the secret's (its edges are not)."""
+        return len(self.units) - self.optional_first - self.optional_last
 
     def begins(self, text: str, start: int) -> bool:
         """Whether text[start:] is the beginning of this form (or all of it)."""
@@ -91,16 +100,24 @@ class Form:
         return False
 
     def at(self, text: str, start: int) -> tuple[int, int] | None:
-        """The span of this form in text when its core starts at `start` (edges included when there)."""
-        first, last = int(self.optional_first), len(self.units) - int(self.optional_last)
-        end = start + last - first
-        if end > len(text) or any(text[start + k] not in self.units[first + k] for k in range(last - first)):
+        """The span of this form in text when its core starts at `start`: the whole form (edges and
+        padding included when there), else a beginning of its core of `least` characters or more,
+        as far as the text goes on matching it (the edge before it included when there; the one
+        after it, partly made of a cut-short secret's last bits in base64, is not part of it)."""
+        first, units, core = int(self.optional_first), self.units, self.core
+        matched, limit = 0, min(core, len(text) - start)
+        while matched < limit and text[start + matched] in units[first + matched]:
+            matched += 1
+        if matched < core and (self.least is None or matched < self.least):
             return None
-        if self.optional_first and start > 0 and text[start - 1] in self.units[0]:
+        end = start + matched
+        if self.optional_first and start > 0 and text[start - 1] in units[0]:
             start -= 1
-        if self.optional_last and end < len(text) and text[end] in self.units[-1]:
+        if matched < core:
+            return start, end
+        if self.optional_last and end < len(text) and text[end] in units[-1]:
             end += 1
-        while self.padded and text[end : end + 1] == "=" and end - start < len(self.units) + 2:
+        while self.padded and text[end : end + 1] == "=" and end - start < len(units) + 2:
             end += 1
         return start, end
 
@@ -177,15 +194,24 @@ def _texts(secret: str) -> set[str]:
 
 
 def forms(secrets: Iterable[str]) -> list[Form]:
-    """Every form of every secret: as text, as hex, as base64 at each alignment."""
+    """Every form of every secret: as text, as hex, as base64 at each alignment; each found from
+    half of it on too (_with_partials)."""
     texts = sorted({text for secret in secrets if secret for text in _texts(secret)}, key=lambda t: (-len(t), t))
     result = []
     for text in texts:
         data = text.encode()
-        result += [_exact(text), _hex(data), *(_base64(data, offset) for offset in range(3))]
+        text_forms = [_exact(text), _hex(data), *(_base64(data, offset) for offset in range(3))]
         if not text.isascii():  # its UTF-8 bytes one by one, as bytes and percent-encodings read
-            result.append(_exact(data.decode("latin-1")))
+            text_forms.append(_exact(data.decode("latin-1")))
+        result += [_with_partials(form) for form in text_forms]
     return result
+
+
+def _with_partials(form: Form) -> Form:
+    """The form, found from a beginning of half its core's characters (rounded up) on, and
+    PARTIAL_SECRET_CHARS at least: most of a key is no longer ordinary text, wherever it is."""
+    least = max(-(-form.core // 2), PARTIAL_SECRET_CHARS)
+    return replace(form, least=least) if least < form.core else form
 
 
 # HTML's named references to printable ASCII characters (&amp; &sol; &quot;; &amp without its ";").
@@ -333,11 +359,16 @@ class _Head:
 
 
 class _Finder:
-    """Finds every form of the secrets in a text: each form's core is looked for as a substring
-    (lowercased, escapes decoded), then checked character by character and given its edges."""
+    """Finds every form of the secrets in a text, and every beginning of half a form or more: each
+    form's core (its first half) is looked for as a substring (lowercased, escapes decoded), then
+    checked character by character as far as the form goes and given its edges."""
 
     def __init__(self, forms: list[Form]) -> None:
-        self._cores = [(literal, form) for form in forms for literal in sorted(form.literals)]
+        # Each form's core, or the beginning of it a partial must have, is looked for; a match is then
+        # read on as far as the form goes (Form.at): one search finds whole forms and partials alike.
+        self._cores = [
+            (prefix, form) for form in forms for prefix in sorted({literal[: form.least] for literal in form.literals})
+        ]
         # The most characters a form takes, its optional edges and padding included.
         self._reach = max((len(form.units) for form in forms), default=0) + 2
         # The forms a text's first two characters can begin: most readings after an escape end there.

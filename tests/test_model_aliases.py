@@ -16,7 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 from helpers.clients import http_client
+from helpers.contexts import BearerContext
 from helpers.registry import cli, error_of, ok, unique
+from helpers.registry_replicas import ADMIN_TOKEN, replica_states
 from helpers.stacks import RunningStack
 from helpers.waiting import eventually
 from hypothesis import given
@@ -27,7 +29,6 @@ from pydantic import ValidationError
 from switchboard.registry.v1 import admin_service_pb2 as admin_pb
 
 from services.cli import build_parser, up_options
-from services.common.db import Database, migrate
 from services.common.errors import ApiError
 from services.demo import (
     ALIASES,
@@ -39,10 +40,8 @@ from services.demo import (
     start_demo,
 )
 from services.registry.api.admin import AdminServicer
-from services.registry.domain.changes import ChangeFeed
 from services.registry.domain.replicas import ReplicaFollower
 from services.registry.domain.state import RegistryState
-from services.registry.server import MIGRATIONS
 from services.registry.storage.index import LIVE, MODEL, IndexedProvider, Mapping, RegistryIndex
 from services.registry.storage.queries import load_index
 from services.router.config import RouterSettings
@@ -81,33 +80,16 @@ def test_an_alias_resolves_like_its_target_and_the_catalog_wins_over_it() -> Non
     assert index.canonical("fast-chat") == "fast-chat"
 
 
-class AdminContext:
-    """The part of a grpc.aio context the admin handlers read: the admin token."""
-
-    def __init__(self, token: str) -> None:
-        self.metadata = (("authorization", f"Bearer {token}"),)
-
-    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
-        return self.metadata
-
-
 @pytest.fixture
 def two_replicas(tmp_path: Path) -> Iterator[tuple[RegistryState, RegistryState]]:
-    """Two Registry replicas' states on one migrated SQLite database, with one catalog model."""
-    url = f"sqlite:///{tmp_path / 'registry.db'}"
-    migrate(url, MIGRATIONS)
-    databases = [Database(url), Database(url)]
-    states = tuple(RegistryState(db, RegistryIndex(), ChangeFeed(), "admin-token") for db in databases)
-    try:
+    """Two Registry replicas' states on one migrated SQLite database."""
+    with replica_states(tmp_path) as states:
         yield states
-    finally:
-        for db in databases:
-            db.close()
 
 
 async def test_an_alias_reaches_the_other_replica_and_survives_a_restart(two_replicas) -> None:
     writer, reader = two_replicas
-    admin, context = AdminServicer(writer), AdminContext("admin-token")
+    admin, context = AdminServicer(writer), BearerContext(ADMIN_TOKEN)
     models = [admin_pb.Model(id="ns/image", pipeline_tag="text-to-image")]
     await admin.BatchUpsertModels(admin_pb.BatchUpsertModelsRequest(models=models), context)
     follower = ReplicaFollower(reader)

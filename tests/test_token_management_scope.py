@@ -6,6 +6,7 @@ cached them before a change notice arrived."""
 from __future__ import annotations
 
 import pytest
+from helpers.contexts import BearerContext
 from helpers.registry import create_user, error_of, ok, unique
 from switchboard.billing.v1 import billing_service_pb2 as billing_pb
 from switchboard.registry.v1 import internal_service_pb2 as internal_pb
@@ -72,14 +73,6 @@ class Registry:
         return self.caller
 
 
-class Context:
-    def __init__(self, token: str) -> None:
-        self.token = token
-
-    def invocation_metadata(self) -> list[tuple[str, str]]:
-        return [("authorization", f"Bearer {self.token}")]
-
-
 def watching_feed(registry: Registry) -> FeedCache:
     """A FeedCache whose feed is connected (it caches), with no notice ever coming."""
     feed = FeedCache(registry)
@@ -90,7 +83,7 @@ def watching_feed(registry: Registry) -> FeedCache:
 async def test_update_spending_limit_looks_the_caller_up_past_the_cache() -> None:
     registry = Registry(internal_pb.Caller(user="ann"))
     auth = Authenticator(watching_feed(registry), admin_token="operators")
-    context = Context("hf_sb_ann")
+    context = BearerContext("hf_sb_ann")
     assert (await auth.caller(context)).user == "ann"  # cached without limits
     # given limits in the Registry; its notice is still on its way
     registry.caller = internal_pb.Caller(user="ann", limits=ApiTokenLimits(requests_per_minute=5))
@@ -106,8 +99,8 @@ async def test_a_fresh_lookup_forgets_only_the_callers_token() -> None:
     registry = Registry(internal_pb.Caller(user="ann"))
     auth = Authenticator(watching_feed(registry), admin_token="operators")
     for token in ("hf_sb_ann", "hf_sb_other"):
-        await auth.caller(Context(token))
-    assert (await auth.caller(Context("hf_sb_ann"), fresh=True)).user == "ann" and registry.calls == 3
-    assert (await auth.caller(Context("operators"), fresh=True)).admin and registry.calls == 3
-    await auth.caller(Context("hf_sb_other"))
+        await auth.caller(BearerContext(token))
+    assert (await auth.caller(BearerContext("hf_sb_ann"), fresh=True)).user == "ann" and registry.calls == 3
+    assert (await auth.caller(BearerContext("operators"), fresh=True)).admin and registry.calls == 3
+    await auth.caller(BearerContext("hf_sb_other"))
     assert registry.calls == 3  # the other token's caller stayed cached

@@ -4,6 +4,7 @@ to OPERATOR_ACCOUNT, a name no user or org can have (names start with a
 letter or a digit), so no user can own or read it."""
 
 import re
+from collections.abc import Iterable
 
 from switchboard.registry.v1.admin_service_pb2 import ApiTokenLimits
 
@@ -24,6 +25,16 @@ def is_account_name(name: str) -> bool:
     return NAME.fullmatch(name) is not None
 
 
+# An expiry's names: ApiTokenLimits' field, and its key in the proto3 JSON the Registry stores.
+EXPIRY_NAMES = frozenset({"expire_time", "expireTime"})
+
+
+def limits_beyond_expiry(names: Iterable[str]) -> bool:
+    """Whether a token's limits (the names of the fields it sets, or its stored JSON's keys) hold a
+    rate, token, budget or model limit: such a token manages nothing. An expiry alone is none."""
+    return any(name not in EXPIRY_NAMES for name in names)
+
+
 def require_managing_token(limits: ApiTokenLimits | None, account: str) -> None:
     """403 for a token that manages nothing (tokens, spending limits). An org admin's token for an
     org (`account`: the org it bills) is a key handed to the org's CI, which must not mint keys
@@ -36,12 +47,7 @@ def require_managing_token(limits: ApiTokenLimits | None, account: str) -> None:
             f"a token for org '{account}' cannot create, change or delete tokens or limits: "
             "use a personal token without limits",
         )
-    if limits is None:
-        return
-    rest = ApiTokenLimits()
-    rest.CopyFrom(limits)
-    rest.ClearField("expire_time")
-    if rest.ByteSize():
+    if limits is not None and limits_beyond_expiry(field.name for field, _ in limits.ListFields()):
         raise permission_denied(
             "LIMITED_TOKEN_CANNOT_MANAGE",
             "a token with limits cannot create, change or delete tokens or limits: use one without limits",

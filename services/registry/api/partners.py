@@ -39,7 +39,15 @@ from services.registry.domain.validation import (
     shown,
 )
 from services.registry.storage import queries
-from services.registry.storage.index import ERROR, MODEL, STAGING, TAG_FILTER, IndexedProvider, Mapping
+from services.registry.storage.index import (
+    ERROR,
+    MODEL,
+    STAGING,
+    TAG_FILTER,
+    IndexedProvider,
+    Mapping,
+    TokenTerms,
+)
 from services.registry.storage.tables import MappingRow, UserRow, utcnow
 
 MAPPINGS_LISTING = "modelMappings"  # ListModelMappings' page tokens
@@ -123,6 +131,27 @@ def status_filter(status: str) -> str:
     return status if status == ERROR else check_status(status) if status else ""
 
 
+def check_writing_token(terms: TokenTerms, provider: IndexedProvider) -> None:
+    """403 for a token that may not change a provider's mappings or prices, whatever its user's role:
+    one with a rate, token, budget or model limit (a key handed out with limits, a contractor's
+    say, manages nothing: services/common/accounts.py require_managing_token; an expiry alone is
+    no such limit), and an org token for a provider of another org (a key for one org's CI acts
+    for that org only)."""
+    if terms.limited:
+        raise permission_denied(
+            "LIMITED_TOKEN_CANNOT_MANAGE",
+            f"a token with limits cannot change the mappings or prices of provider {shown(provider.id)}: "
+            "use one without limits",
+        )
+    if terms.account and terms.account != provider.org:
+        raise permission_denied(
+            "ORG_TOKEN_OTHER_ORG",
+            f"a token for org {shown(terms.account)} cannot change the mappings or prices of provider "
+            f"{shown(provider.id)} of org {shown(provider.org)}: use a token for org {shown(provider.org)} "
+            "or a personal token",
+        )
+
+
 class RegistryServicer(registry_grpc.RegistryServiceServicer):
     """Partners register which hub models they serve; anyone may read the table."""
 
@@ -131,9 +160,12 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
         self.index = state.index
         self.checker = checker
 
-    def _authorize_write(self, context: grpc.aio.ServicerContext, provider_id: str) -> IndexedProvider:
-        """401 without a valid token, 404 for an unknown provider, 403 unless the caller may write."""
-        user = self.state.caller(context)
+    def _authorize_partner(
+        self, context: grpc.aio.ServicerContext, provider_id: str
+    ) -> tuple[IndexedProvider, TokenTerms]:
+        """401 without a valid token, 404 for an unknown provider, 403 unless the caller has the write
+        or admin role in its org; the provider and what the index keeps of the caller's token."""
+        user, terms = self.state.caller_terms(context)
         provider = self.state.provider(provider_id)
         if user is not None and self.index.role(user, provider.org) not in WRITE_ROLES:
             raise permission_denied(
@@ -141,6 +173,12 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
                 f"changing the mappings of provider {shown(provider_id)} needs the write or admin role "
                 f"in org {shown(provider.org)}",
             )
+        return provider, terms
+
+    def _authorize_write(self, context: grpc.aio.ServicerContext, provider_id: str) -> IndexedProvider:
+        """As _authorize_partner, and 403 for a token that may not write (check_writing_token)."""
+        provider, terms = self._authorize_partner(context, provider_id)
+        check_writing_token(terms, provider)
         return provider
 
     def _writable_mapping(
@@ -149,10 +187,16 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
         request: registry_pb.DeleteModelMappingRequest
         | registry_pb.UpdateModelMappingStatusRequest
         | registry_pb.CheckModelMappingRequest
-        | registry_pb.GetConformanceReportRequest
         | registry_pb.UpdateModelMappingRequest,
     ) -> Mapping:
         self._authorize_write(context, request.provider)
+        return self._mapping(request.provider, request.mapping_id)
+
+    def _partner_mapping(
+        self, context: grpc.aio.ServicerContext, request: registry_pb.GetConformanceReportRequest
+    ) -> Mapping:
+        """A mapping for a read of the provider's writers (any of their tokens may read it)."""
+        self._authorize_partner(context, request.provider)
         return self._mapping(request.provider, request.mapping_id)
 
     def _mapping(self, provider_id: str, mapping_id: str) -> Mapping:
@@ -298,7 +342,7 @@ class RegistryServicer(registry_grpc.RegistryServiceServicer):
     async def GetConformanceReport(
         self, request: registry_pb.GetConformanceReportRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb.ConformanceReport:
-        mapping = await self.state.fresh(lambda: self._writable_mapping(context, request))
+        mapping = await self.state.fresh(lambda: self._partner_mapping(context, request))
         stored = await self.state.db.run(lambda session: queries.report_of(session, mapping.id))
         if stored is None:
             raise not_found(

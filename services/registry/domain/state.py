@@ -22,7 +22,7 @@ from services.common.errors import ApiError, already_exists, api_key_expired, no
 from services.registry.domain.changes import ChangeFeed
 from services.registry.domain.validation import shown
 from services.registry.storage import health_records, queries
-from services.registry.storage.index import IndexedProvider, RegistryIndex, Touched
+from services.registry.storage.index import IndexedProvider, RegistryIndex, TokenTerms, Touched
 from services.registry.storage.tables import ChangeRow
 
 T = TypeVar("T")
@@ -176,6 +176,13 @@ class RegistryState:
         """The calling user from the bearer token (None: the operators' admin token); 401 as
         acting_user says."""
         return self.acting_user(bearer_token(context))
+
+    def caller_terms(self, context: grpc.aio.ServicerContext) -> tuple[str | None, TokenTerms]:
+        """The calling user, as `caller` says, and what the index keeps of the token's limits and
+        account (none for the admin token): read together, so both are of the same index state."""
+        token = bearer_token(context)
+        user = self.acting_user(token)
+        return user, TokenTerms() if user is None else self.index.token_terms(hash_token(token))
 
     def acting_user(self, token: str) -> str | None:
         """The user a token acts as (None: the admin token); 401 for an unknown token and for one

@@ -135,6 +135,14 @@ class IndexedProvider:
     default_rank: int
 
 
+class TokenTerms(NamedTuple):
+    """What the index keeps of a token's limits and account, for authentication and authorization."""
+
+    expiry: float | None = None  # its expireTime as Unix time; None: none
+    limited: bool = False  # a rate, token, budget or model limit: it manages nothing, changes no partner data
+    account: str = ""  # the org it bills (an org admin's token for the org); "": its user
+
+
 @dataclass(slots=True)
 class UserEntry:
     """A user's org roles and provider preference."""
@@ -231,6 +239,8 @@ class RegistryIndex:
         self.users: dict[str, UserEntry] = {}
         self.tokens: dict[str, str] = {}  # SHA-256 hex of the token -> user
         self.token_expiry: dict[str, float] = {}  # SHA-256 hex of a token with an expireTime -> its Unix time
+        self.limited_tokens: set[str] = set()  # SHA-256 hex of the tokens with a non-expiry limit
+        self.token_accounts: dict[str, str] = {}  # SHA-256 hex of an org token -> its org
         self._keys: dict[tuple[str, str, str, str], str] = {}
         self._by_model: dict[str, list[Mapping]] = {}
         self._by_provider_model: dict[tuple[str, str, str], list[Mapping]] = {}
@@ -395,23 +405,34 @@ class RegistryIndex:
 
     # identity
 
-    def replace_user(self, user: str, entry: UserEntry | None, tokens: dict[str, float | None]) -> Touched:
-        """The user's roles, preference and tokens (digest -> expiry) as the database has them now;
+    def replace_user(self, user: str, entry: UserEntry | None, tokens: dict[str, TokenTerms]) -> Touched:
+        """The user's roles, preference and tokens (digest -> terms) as the database has them now;
         the tokens created or revoked since."""
         old = self.remove_tokens_of(user)
         if entry is None:
             self.users.pop(user, None)
             return Touched(token_hashes=frozenset(old))
         self.users[user] = entry
-        self.add_tokens((digest, user, expiry) for digest, expiry in tokens.items())
+        self.add_tokens((digest, user, terms) for digest, terms in tokens.items())
         return Touched(token_hashes=frozenset(set(tokens).symmetric_difference(old)))
 
-    def add_tokens(self, tokens: Iterable[tuple[str, str, float | None]]) -> None:
-        """Tokens as (digest, user, expiry: Unix time or None), in one pass."""
-        for digest, user, expiry in tokens:
+    def add_tokens(self, tokens: Iterable[tuple[str, str, TokenTerms]]) -> None:
+        """Tokens as (digest, user, terms), in one pass; only terms other than the defaults take room."""
+        for digest, user, terms in tokens:
             self.tokens[digest] = user
-            if expiry is not None:
-                self.token_expiry[digest] = expiry
+            if terms.expiry is not None:
+                self.token_expiry[digest] = terms.expiry
+            if terms.limited:
+                self.limited_tokens.add(digest)
+            if terms.account:
+                self.token_accounts[digest] = terms.account
+
+    def token_terms(self, token_hash: str) -> TokenTerms:
+        return TokenTerms(
+            self.token_expiry.get(token_hash),
+            token_hash in self.limited_tokens,
+            self.token_accounts.get(token_hash, ""),
+        )
 
     def expired(self, token_hash: str, now: float) -> bool:
         expiry = self.token_expiry.get(token_hash)
@@ -425,6 +446,8 @@ class RegistryIndex:
         for token_hash in removed:
             del self.tokens[token_hash]
             self.token_expiry.pop(token_hash, None)
+            self.limited_tokens.discard(token_hash)
+            self.token_accounts.pop(token_hash, None)
         return removed
 
     def role(self, user: str, org: str) -> str | None:

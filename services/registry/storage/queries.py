@@ -20,6 +20,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
+from services.common.accounts import limits_beyond_expiry
 from services.common.db import padded_chunks
 from services.common.errors import ApiError, already_exists
 from services.common.tasks import SERVED_TASKS
@@ -31,6 +32,7 @@ from services.registry.storage.index import (
     IndexedProvider,
     Mapping,
     RegistryIndex,
+    TokenTerms,
     UserEntry,
 )
 from services.registry.storage.tables import (
@@ -82,8 +84,9 @@ def load_index(engine: Engine) -> RegistryIndex:
         cursor.execute('SELECT org, "user", role FROM memberships')
         for org, user, role in cursor.fetchall():
             index.user(user).memberships[org] = role
-        cursor.execute('SELECT token_hash, "user", limits FROM tokens')
-        index.add_tokens((digest, user, token_expiry(limits)) for digest, user, limits in cursor.fetchall())
+        cursor.execute('SELECT token_hash, "user", limits, account FROM tokens')
+        rows = cursor.fetchall()
+        index.add_tokens((digest, user, token_terms(limits, account)) for digest, user, limits, account in rows)
     finally:
         connection.close()
     return index
@@ -405,22 +408,29 @@ def provider_mappings(session: Session, provider_id: str) -> list[Mapping]:
     return [mapping_from_values(*row) for row in session.execute(query, {"p": provider_id})]
 
 
-def user_identity(session: Session, user: str) -> tuple[UserEntry | None, dict[str, float | None]]:
-    """The user's roles and preference (None when gone), and their tokens: digest -> expiry."""
+def user_identity(session: Session, user: str) -> tuple[UserEntry | None, dict[str, TokenTerms]]:
+    """The user's roles and preference (None when gone), and their tokens: digest -> terms."""
     row = session.get(UserRow, user)
     if row is None:
         return None, {}
     entry = UserEntry(preferred_providers=tuple(orjson.loads(row.preferred_providers)))
     for membership in session.exec(select(MembershipRow).where(MembershipRow.user == user)):
         entry.memberships[membership.org] = membership.role
-    tokens = session.exec(select(TokenRow.token_hash, TokenRow.limits).where(TokenRow.user == user))
-    return entry, {token_hash: token_expiry(limits) for token_hash, limits in tokens}
+    tokens = session.exec(select(TokenRow.token_hash, TokenRow.limits, TokenRow.account).where(TokenRow.user == user))
+    return entry, {token_hash: token_terms(limits, account) for token_hash, limits, account in tokens}
 
 
-def token_expiry(limits: str | None) -> float | None:
-    """A token's expireTime (in its limits, ApiTokenLimits' proto3 JSON) as Unix time; None: none."""
-    expire_time = orjson.loads(limits).get("expireTime") if limits else None
-    return datetime.fromisoformat(expire_time).timestamp() if expire_time else None
+def token_terms(limits: str | None, account: str | None) -> TokenTerms:
+    """What the index keeps of a token's limits (ApiTokenLimits' proto3 JSON, which leaves out the
+    limits it does not set) and account: its expireTime as Unix time, whether it sets any other
+    limit (limits_beyond_expiry) and the org it bills."""
+    own = orjson.loads(limits) if limits else {}
+    expire_time = own.get("expireTime")
+    return TokenTerms(
+        expiry=datetime.fromisoformat(expire_time).timestamp() if expire_time else None,
+        limited=limits_beyond_expiry(own),
+        account=account or "",
+    )
 
 
 def catalog_create_times(session: Session, model_ids: list[str]) -> dict[str, datetime]:

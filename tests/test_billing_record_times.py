@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from google.protobuf.timestamp_pb2 import Timestamp
 from helpers.billing import record
 
-from services.billing.servicer import OLDEST_RECORD_AGE, ledger_row
+from services.billing.servicer import ledger_row
 
 NOW = datetime(2026, 3, 31, 23, 59, 30, tzinfo=UTC)
 SECOND = timedelta(seconds=1)
@@ -57,13 +57,3 @@ def test_a_time_no_datetime_holds_is_read_as_unset_not_an_error() -> None:
     assert times(beyond, beyond) == (NOW, NOW)
     assert times(start, before) == (start, start)
     assert times(start, Timestamp(seconds=int(start.timestamp()), nanos=-1)) == (start, start)
-
-
-def test_a_start_older_than_any_spool_keeps_is_a_clock_gone_wrong_charged_now() -> None:
-    """A Router whose clock was reset (1970, a build date) would charge a month long closed, which
-    no current total or spending limit counts."""
-    epoch = datetime(1970, 1, 1, 0, 0, 5, tzinfo=UTC)
-    assert times(epoch, epoch + SECOND) == (NOW, NOW)
-    oldest = NOW - OLDEST_RECORD_AGE
-    assert times(oldest, oldest + SECOND) == (oldest, oldest + SECOND)
-    assert times(oldest - SECOND, oldest) == (NOW, NOW)

@@ -7,7 +7,7 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import grpc
 from google.protobuf.message import Message
@@ -35,8 +35,6 @@ from services.common.telemetry import RECORDS_STORED
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 10_000
-# How late a Router's record may arrive and keep its own start (a spool held while Billing was down).
-OLDEST_RECORD_AGE = timedelta(days=92)
 NO_REQUEST_ID = "the provider's answer carried no request id header"
 PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 RECONCILIATIONS_LISTING = "providerReconciliations"
@@ -84,12 +82,8 @@ def _not_negative(value: int, param: str) -> None:
 def _record_times(record: billing_pb.LedgerRecord, now: datetime) -> tuple[datetime, datetime]:
     """The record's start and end, never after Billing's now and the end never before the start: a
     Router's wrong clock (or a forged record) must not charge a future month. The past is kept, as
-    records arrive late (a spool held while Billing was down), back to OLDEST_RECORD_AGE: a start
-    before that is a clock gone wrong (reset to 1970), which would charge a month long closed, so
-    it is now."""
-    start = _time(record.start_time, now)
-    if not now - OLDEST_RECORD_AGE <= start <= now:
-        start = now
+    records arrive late (a spool held while Billing was down)."""
+    start = min(_time(record.start_time, now), now)
     return start, min(max(_time(record.end_time, start), start), now)
 
 

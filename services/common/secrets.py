@@ -16,9 +16,9 @@ character of every form may in turn be written percent-encoded, as a JSON
 escape (\\u00XX, \\/, \\", \\\\), as an HTML character reference (&#115;,
 &#x73;, &amp;) or, for a space, as "+"; and escapes may be written with
 escapes (\\u0025 + "73" reads %73, then s): text is decoded up to three times.
-A run of a form (any stretch of it, half the secret's characters or more, and 12 at least)
-is redacted as the whole is, wherever it is. A choice's logprobs tokens joined up (their text,
-their bytes) are looked in too: a caller rebuilds the answer's text from them.
+Most of a form (a beginning of half its characters or more) is redacted as the whole
+is, wherever it is. A choice's logprobs tokens joined up (their text, their bytes) are looked in
+too: a caller rebuilds the answer's text from them.
 
 At rest, secrets are encrypted with Fernet (AES-128-CBC + HMAC-SHA256) under
 a key from SWITCHBOARD_SECRETS_KEY or <data-dir>/secrets.key (created, mode
@@ -62,10 +62,6 @@ MIN_REDACTED_LENGTH = 8
 # An answer's text that ends with this much of a secret's beginning (or more) ends with the
 # placeholder instead: as much of a key is no longer ordinary text (Redactor.ended).
 PARTIAL_SECRET_CHARS = 8
-# A run of a secret (any stretch of it, anywhere in a text) is redacted as the whole is from half the
-# secret's characters on, and never from fewer than this many: half of a 16-character key is 8, and a
-# key's public prefix alone (sk-or-v1-: 9, sk-proj-: 8) must not read as a run of it (_least_run).
-LEAST_RUN_CHARS = 12
 ENDED_MESSAGE_FIELDS = ("content", "refusal", "reasoning_content", "reasoning")  # a unary answer's texts
 BASE64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 URL_SAFE = {"+": "-", "/": "_"}  # base64url's two other characters
@@ -81,8 +77,8 @@ class Form:
     optional_first: bool = False
     optional_last: bool = False
     padded: bool = False  # base64: its padding ("=", at most two) goes with it
-    # The fewest of its core's characters a run of it (any stretch, not only its beginning) must
-    # have to be redacted as it is (_with_runs); None: only the whole form is.
+    # The fewest of its core's characters a beginning of it must have to be redacted as it is
+    # (most of a key with other text after it: _with_partials); None: only the whole form is.
     least: int | None = None
 
     @property
@@ -104,51 +100,26 @@ class Form:
         return False
 
     def at(self, text: str, start: int) -> tuple[int, int] | None:
-        """The span of this form in text when its core starts at `start` (run)."""
-        return self.run(text, start)
-
-    def run(self, text: str, at: int, index: int = 0, matches: int = 0) -> tuple[int, int] | None:
-        """The span of this form in text where the text holds its core's `index`-th character at
-        `at` and matches it there for `matches` characters at least (a piece the finder found), read
-        on both ways as far as the text goes on matching it: the whole form, or a run of `least` or
-        more of its core's characters. An edge goes with it where it reaches its core's end (in
-        base64 the character partly made of the secret's bits, and after the last one the padding);
-        where it stops short, the next character (a cut-short key's last bits) is not part of it."""
+        """The span of this form in text when its core starts at `start`: the whole form (edges and
+        padding included when there), else a beginning of its core of `least` characters or more,
+        as far as the text goes on matching it (the edge before it included when there; the one
+        after it, partly made of a cut-short secret's last bits in base64, is not part of it)."""
         first, units, core = int(self.optional_first), self.units, self.core
-        end, last = at, index
-        while last < core and end < len(text) and text[end] in units[first + last]:
-            end, last = end + 1, last + 1
-        if last - index < matches:
+        matched, limit = 0, min(core, len(text) - start)
+        while matched < limit and text[start + matched] in units[first + matched]:
+            matched += 1
+        if matched < core and (self.least is None or matched < self.least):
             return None
-        start, begin = at, index
-        while begin > 0 and start > 0 and text[start - 1] in units[first + begin - 1]:
-            start, begin = start - 1, begin - 1
-        if last - begin < core and (self.least is None or last - begin < self.least):
-            return None
-        if begin == 0 and self.optional_first and start > 0 and text[start - 1] in units[0]:
+        end = start + matched
+        if self.optional_first and start > 0 and text[start - 1] in units[0]:
             start -= 1
-        if last < core:
+        if matched < core:
             return start, end
         if self.optional_last and end < len(text) and text[end] in units[-1]:
             end += 1
-        padding = end + 2 if self.padded else end  # "=", at most two
-        while end < padding and text[end : end + 1] == "=":
+        while self.padded and text[end : end + 1] == "=" and end - start < len(units) + 2:
             end += 1
         return start, end
-
-    def pieces(self) -> set[tuple[str, int]]:
-        """What the finder looks for (lowercased), each with where in the core it is: the core; for
-        a form with runs, pieces of least - step + 1 characters every `step`, up to the first at or
-        after core - least: a run of `least` begins at most that far into the core, so the first piece
-        at or after where it begins is at most step - 1 further, and whole in it (a whole form holds
-        them all). `step` is half of core - least (rounded up), so most forms (`least` about half the
-        core) have three pieces, long ones (the longer, the faster found), and half `least` at most."""
-        if self.least is None:
-            return {(literal, 0) for literal in self.literals}
-        spare = self.core - self.least  # how far into the core a run may begin
-        step = min(-(-spare // 2), -(-self.least // 2))
-        size = self.least - step + 1
-        return {(literal[i : i + size], i) for literal in self.literals for i in range(0, spare + step, step)}
 
     def starts(self) -> list[tuple[frozenset[str], frozenset[str]]]:
         """The classes of the first two characters a written form can have."""
@@ -215,49 +186,37 @@ def _base64(data: bytes, offset: int) -> Form:
     return Form(tuple(units), literals, optional_first=bool(lead), optional_last=end < len(bits), padded=True)
 
 
-def _texts(secret: str) -> dict[str, bool]:
-    """The secret, and the credential after its auth scheme ("Bearer X" -> X), when long enough;
-    each with whether its runs are redacted too: not a `Scheme X` text's (the public scheme word
-    would make most of a run; X's own runs are), nor a secret shorter than MIN_SECRET_LENGTH's (one
-    stored before that rule: its runs are ordinary words, "internal" of "internal-key1")."""
+def _texts(secret: str) -> set[str]:
+    """The secret, and the credential after its auth scheme ("Bearer X" -> X), when long enough."""
     scheme, _, credential = secret.partition(" ")
-    credential = credential.strip()
-    texts = {secret: False, credential: True} if scheme and credential else {secret: True}
-    long_enough = {text: runs for text, runs in texts.items() if len(text) >= MIN_REDACTED_LENGTH}
-    return {text: runs and len(text) >= MIN_SECRET_LENGTH for text, runs in long_enough.items()}
+    texts = {secret, credential.strip()} if scheme and credential.strip() else {secret}
+    return {text for text in texts if len(text) >= MIN_REDACTED_LENGTH}
 
 
 def forms(secrets: Iterable[str]) -> list[Form]:
-    """Every form of every secret: as text, as hex, as base64 at each alignment; each found by
-    its runs too (_with_runs) where the text's runs count (_texts)."""
-    with_runs: dict[str, bool] = {}
+    """Every form of every secret: as text, as hex, as base64 at each alignment; each found from
+    half of it on too (_with_partials), but a `Scheme credential` text as a whole (the public
+    `Bearer ` would make most of a partial: "Use Bearer tokens"; its credential's are found) and a
+    legacy secret shorter than MIN_SECRET_LENGTH (its first 8 characters are ordinary words)."""
+    partials: dict[str, bool] = {}
     for secret in secrets:
-        for text, runs in _texts(secret).items() if secret else ():
-            with_runs[text] = with_runs.get(text, False) or runs
+        for text in _texts(secret) if secret else ():
+            not_scheme_text = text != secret.strip() or " " not in secret
+            partials[text] = partials.get(text, False) or (len(text) >= MIN_SECRET_LENGTH and not_scheme_text)
     result = []
-    for text in sorted(with_runs, key=lambda t: (-len(t), t)):
+    for text in sorted(partials, key=lambda t: (-len(t), t)):
         data = text.encode()
-        chars, octets = _least_run(len(text)), _least_run(len(data))
-        text_forms = [
-            (_exact(text), chars),
-            (_hex(data), 2 * octets),  # two hex digits a byte
-            *((_base64(data, offset), -(-4 * octets // 3)) for offset in range(3)),  # four characters for three bytes
-        ]
+        text_forms = [_exact(text), _hex(data), *(_base64(data, offset) for offset in range(3))]
         if not text.isascii():  # its UTF-8 bytes one by one, as bytes and percent-encodings read
-            text_forms.append((_exact(data.decode("latin-1")), octets))
-        result += [_with_runs(form, least) if with_runs[text] else form for form, least in text_forms]
+            text_forms.append(_exact(data.decode("latin-1")))
+        result += [_with_partials(form) if partials[text] else form for form in text_forms]
     return result
 
 
-def _least_run(length: int) -> int:
-    """The fewest of a secret's own characters (of its bytes, for its byte forms) that a run of it
-    must have to be redacted: half of them, rounded up, and LEAST_RUN_CHARS at least."""
-    return max(-(-length // 2), LEAST_RUN_CHARS)
-
-
-def _with_runs(form: Form, least: int) -> Form:
-    """The form, found by any run of `least` of its core's characters too: most of a key is no
-    longer ordinary text, wherever it is and wherever in the key it starts."""
+def _with_partials(form: Form) -> Form:
+    """The form, found from a beginning of half its core's characters (rounded up) on, and
+    PARTIAL_SECRET_CHARS at least: most of a key is no longer ordinary text, wherever it is."""
+    least = max(-(-form.core // 2), PARTIAL_SECRET_CHARS)
     return replace(form, least=least) if least < form.core else form
 
 
@@ -406,27 +365,15 @@ class _Head:
 
 
 class _Finder:
-    """Finds every form of the secrets in a text, and every run of a form of its `least` characters
-    or more: each form's core, or each of its pieces (Form.pieces), is looked for as a substring
-    (lowercased, escapes decoded), then checked character by character both ways as far as the text
-    matches the form, and given its edges."""
+    """Finds every form of the secrets in a text, and every beginning of half a form or more: each
+    form's core (its first half) is looked for as a substring (lowercased, escapes decoded), then
+    checked character by character as far as the form goes and given its edges."""
 
     def __init__(self, forms: list[Form]) -> None:
-        # What is looked for: (a core or a piece, where in its form's core it is, the form's number, the
-        # form). A piece found is read on both ways (Form.run): one search finds whole forms and runs alike.
-        searched = [
-            (piece, index, number, form) for number, form in enumerate(forms) for piece, index in sorted(form.pieces())
-        ]
-        self._wholes = [item for item in searched if item[3].least is None]
-        # A run is `least` characters in a row that a form's core can have: a text without as many in a
-        # row of the forms' characters (most text: its words are short) holds no run of a form with that
-        # `least`, and its pieces are not looked for. By `least`, fewest first: (as many marks in a row,
-        # what is looked for in a text that has them).
-        with_runs = [form for form in forms if form.least is not None]
-        self._run_table = _byte_table({char for form in with_runs for unit in form.units for char in unit})
-        self._by_least = [
-            (b"\x01" * least, [item for item in searched if item[3].least is None or item[3].least <= least])
-            for least in sorted({form.least for form in with_runs if form.least is not None})
+        # Each form's core, or the beginning of it a partial must have, is looked for; a match is then
+        # read on as far as the form goes (Form.at): one search finds whole forms and partials alike.
+        self._cores = [
+            (prefix, form) for form in forms for prefix in sorted({literal[: form.least] for literal in form.literals})
         ]
         # The most characters a form takes, its optional edges and padding included.
         self._reach = max((len(form.units) for form in forms), default=0) + 2
@@ -556,32 +503,15 @@ class _Finder:
 
     def _found(self, text: str) -> list[tuple[int, int]]:
         lowered = _lowered(text)
-        found: list[tuple[int, int]] = []
-        runs: dict[tuple[int, int], tuple[int, int]] = {}  # (form, where its core would start): the run there
-        for piece, index, number, form in self._searched_in(text):
-            at = lowered.find(piece)
+        found = []
+        for literal, form in self._cores:
+            at = lowered.find(literal)
             while at >= 0:
-                known = runs.get((number, at - index))
-                if known is None or not known[0] <= at < known[1]:  # another piece of a run found is that run
-                    span = form.run(text, at, index, len(piece))
-                    if span is not None:
-                        found.append(span)
-                        runs[number, at - index] = span
-                at = lowered.find(piece, at + 1)
+                span = form.at(text, at)
+                if span is not None:
+                    found.append(span)
+                at = lowered.find(literal, at + 1)
         return found
-
-    def _searched_in(self, text: str) -> list[tuple[str, int, int, Form]]:
-        """What is looked for in the text: every whole form's core, and the pieces of the forms whose
-        runs it has as many characters in a row for (found in C: one translation, a few searches)."""
-        if not self._by_least:
-            return self._wholes
-        marked = text.encode("utf-8", "surrogatepass").translate(self._run_table)
-        searched = self._wholes
-        for in_a_row, more in self._by_least:
-            if in_a_row not in marked:
-                break
-            searched = more
-        return searched
 
     def replaced(self, text: str, placeholder: str) -> str:
         """The text with every form replaced; when a replacement and its neighbours form a secret
@@ -612,10 +542,6 @@ class Redactor:
         # Where a form's first two characters are: one small pattern of character classes.
         pairs = {_class(first) + _class(second) for form in self.forms for first, second in form.starts()}
         self._pair_starts = re.compile("|".join(sorted(pairs)) if pairs else "(?!)")
-        # The cores of the forms with runs, lowercased as the finder reads them, one string: an end of a
-        # text found in it may be the first part of a run that the next text of a stream completes.
-        self._parts = "\0".join(sorted({literal for form in self.forms if form.least for literal in form.literals}))
-        self._longest_part = max((form.core for form in self.forms if form.least), default=0)
         # A placeholder that itself holds a secret cannot stand in for it.
         self._placeholder = "" if self._finder.spans(PLACEHOLDER) else PLACEHOLDER
         # A secret with a character JSON escapes (a quote, a backslash, a control character: refused
@@ -654,49 +580,29 @@ class Redactor:
         # The whole text: written with escapes (nested ones too), a beginning takes many more characters
         # than the form. An escape the end cut off is not a beginning here: the text ends, and "&category"
         # is ordinary text. The 8 are counted as read, escapes decoded ("\\u0073\\u006b" is 2).
-        hold = self.held_from(text, hold_open_escape=False, parts=False)
+        hold = self.held_from(text, hold_open_escape=False)
         if len(_decoded_fully(text[hold:])) < PARTIAL_SECRET_CHARS:
             return len(text)
         if any(start < hold < end for start, end in self.spans(text)):  # inside a whole one: redacted as it is
             return len(text)
         return hold
 
-    def held_from(
-        self, text: str, rounds: int = DECODING_ROUNDS, hold_open_escape: bool = True, parts: bool = True
-    ) -> int:
-        """Where the longest end of text that could be the beginning of a secret starts, or with
-        `parts` a part of a run of one (what the next text of a stream may complete into a run of
-        `least`: _part_end): read as it is (a secret may itself hold what looks like an escape) or
-        with its escapes decoded (that reading again, `rounds` times at most); an escape the text's
-        end cut off is held back whole (unless not `hold_open_escape`: the text ends there)."""
-        held = self._held_end(text, parts)
+    def held_from(self, text: str, rounds: int = DECODING_ROUNDS, hold_open_escape: bool = True) -> int:
+        """Where the longest end of text that could be the beginning of a secret starts: read as it is
+        (a secret may itself hold what looks like an escape) or with its escapes decoded (that reading
+        again, `rounds` times at most); an escape the text's end cut off is held back whole (unless
+        not `hold_open_escape`: the text ends there)."""
+        held = self._beginning(text)
         open_escape = _OPEN_ESCAPE.search(text) if hold_open_escape else None
         if open_escape:
             text = text[: open_escape.start()]
-            held = min(held, len(text), self._held_end(text, parts))
+            held = min(held, len(text), self._beginning(text))
         plain, starts = _unescaped(text)
         if rounds and plain is not text:
-            held = min(held, starts[self.held_from(plain, rounds - 1, hold_open_escape, parts)])
+            held = min(held, starts[self.held_from(plain, rounds - 1, hold_open_escape)])
             for family_plain, positions in _family_readings(text, starts):  # as _Finder._one_family_found
-                held = min(held, positions[self.held_from(family_plain, rounds - 1, hold_open_escape, parts)])
+                held = min(held, positions[self.held_from(family_plain, rounds - 1, hold_open_escape)])
         return held
-
-    def _held_end(self, text: str, parts: bool) -> int:
-        return min(self._beginning(text), self._part_end(text)) if parts else self._beginning(text)
-
-    def _part_end(self, text: str) -> int:
-        """Where the longest end of text that is a part of a form with runs starts (len(text): none):
-        its lowercased characters found in a core's (base64's case is not told apart: a few more held
-        back). Found by doubling its length, then halving the gap (a part's end is a part)."""
-        tail = _lowered(text[-self._longest_part :]) if self._longest_part else ""
-        found, size = 0, 1
-        while size <= len(tail) and tail[-size:] in self._parts:
-            found, size = size, 2 * size
-        missing = min(size, len(tail) + 1)  # the shortest end known not to be a part
-        while missing - found > 1:
-            middle = (found + missing) // 2
-            found, missing = (middle, missing) if tail[-middle:] in self._parts else (found, middle)
-        return len(text) - found
 
     def _beginning(self, text: str) -> int:
         """Where the longest end of text that is the beginning of a form starts (len(text): none)."""
@@ -817,14 +723,6 @@ class Redactor:
         return self._placeholder
 
 
-def _byte_table(chars: set[str]) -> bytes:
-    """A bytes.translate table marking (1) the UTF-8 bytes these characters may be written with: their
-    own for ASCII ones, every byte of a character beyond ASCII when one of them is (a run of them is
-    no fewer bytes in a row)."""
-    beyond_ascii = any(not char.isascii() for char in chars)
-    return bytes(1 if (chr(byte) in chars if byte < 128 else beyond_ascii) else 0 for byte in range(256))
-
-
 def _class(unit: frozenset[str]) -> str:
     """A regular expression's class of these characters."""
     return "[" + "".join(re.escape(char) for char in sorted(unit)) + "]"
@@ -836,14 +734,7 @@ def _read(data: bytes) -> str:
 
 
 def _scalar_like(form: Form) -> bool:
-    """Whether the form, or a run of it, can be written with a scalar's characters."""
-    if all(unit & SCALAR_CHARACTERS for unit in form.units):
-        return True
-    streak = longest = 0
-    for unit in form.units:
-        streak = streak + 1 if unit & SCALAR_CHARACTERS else 0
-        longest = max(longest, streak)
-    return form.least is not None and longest >= form.least
+    return all(unit & SCALAR_CHARACTERS for unit in form.units)
 
 
 def written(scalar: Any) -> str:
@@ -977,9 +868,8 @@ class BinaryCarry:
 
 class StreamCarry:
     """Keeps a secret split over consecutive stream events from getting out. For each joined text
-    field, the end of its text that could be the beginning of a secret or a part of a run of one
-    (Redactor.held_from: at most the longest form) is held back and put in front of the field's text
-    in the next event, so a secret or a run split over events is read joined; a
+    field, the end of its text that could be the beginning of a secret (at most the longest form
+    less one character) is held back and put in front of the field's text in the next event; a
     choice's held text goes out, redacted, before the event that finishes it, all of it at the end;
     text of a choice after the event that finished it never goes out (a caller would join it to
     what went out whole). Each choice's logprobs are carried alike (_TokenCarry)."""
@@ -1064,11 +954,11 @@ class StreamCarry:
 
 class _TokenCarry:
     """A stream's logprobs, which a caller joins up across events as it joins the text. A choice's
-    logprobs go on once no secret (or run of one) could begin in their tokens; those of the events
-    from the first whose tokens could are held back and go on merged into a later event's (all of
-    them in the event that finishes the choice, or at the end). When the joined tokens hold a
-    secret, that event's logprobs and those of every later event of the choice are null: a token
-    list with a secret cut out of it means nothing, and a model that echoed a secret may echo it again."""
+    logprobs go on once no secret could begin in their tokens; those of the events from the first
+    whose tokens could are held back and go on merged into a later event's (all of them in the event
+    that finishes the choice, or at the end). When the joined tokens hold a secret, that event's
+    logprobs and those of every later event of the choice are null: a token list with a secret cut
+    out of it means nothing, and a model that echoed a secret may echo it again."""
 
     def __init__(self, redactor: Redactor, held_from: Callable[[str], int]) -> None:
         self._redactor = redactor
@@ -1111,8 +1001,7 @@ class _TokenCarry:
         }
 
     def _cut(self, readings: list[TokenReading], count: int) -> int:
-        """How many logprobs objects may go out: those before the first whose tokens could begin a secret
-        (or a run of one)."""
+        """How many logprobs objects may go out: those before the first whose tokens could begin a secret."""
         cut = count
         for reading in readings:
             held_from = self._held_from(reading.text)
